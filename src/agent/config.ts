@@ -1,0 +1,44 @@
+// What one node's tundra agent needs to run: written by `tundra lab up` (or a user), read by `tundra agent`.
+
+export interface VxlanPeer {
+  readonly node: string
+  /** the peer node's address on the node network */
+  readonly ip: string
+  readonly podCIDR: string
+}
+
+export interface AgentConfig {
+  readonly node: {
+    readonly name: string
+    /** this node's address on the node network (NodePorts answer here; VXLAN source) */
+    readonly ip: string
+    readonly podCIDR: string
+    /** interface on the node network (e.g. eth0): its ingress is steered into the TUN */
+    readonly uplink: string
+  }
+  /** all pods of the cluster, e.g. 10.100.0.0/16 */
+  readonly clusterCIDR: string
+  readonly serviceCIDR: string
+  /** manifest files/dirs: Services, EndpointSlices, Nodes, Pods (the lab writes computed EndpointSlices here) */
+  readonly manifests: readonly string[]
+  readonly dns: {
+    readonly ip: string
+    readonly zone: string
+    readonly upstreams: readonly string[]
+    readonly ttl?: number
+  }
+  readonly tun: {
+    readonly name: string
+    readonly vnetHdr: boolean
+  }
+  readonly vxlan: {
+    readonly vni: number
+    readonly port: number
+    readonly peers: readonly VxlanPeer[]
+  }
+  /** unix socket for `tundra dump|trace|conntrack|services` against this agent */
+  readonly control: string
+  readonly nodePortAddresses?: readonly string[]
+  readonly lb?: 'random' | 'maglev'
+  readonly icmp?: 'reply' | 'reject' | 'drop'
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env node
+// The `tundra` command: each subcommand lives in its own module and registers itself here.
+import { Command } from 'commander'
+import { registerLab } from './lab'
+import { registerAgent } from './agent'
+import { registerInspect } from './inspect'
+
+export function buildProgram(): Command {
+  const program = new Command('tundra')
+    .description('A userspace Kubernetes node dataplane: Service NAT, cluster DNS and pod routing on a TUN device')
+    .showHelpAfterError()
+  registerLab(program)
+  registerAgent(program)
+  registerInspect(program)
+  return program
+}
+
+if (require.main === module) {
+  buildProgram().parseAsync(process.argv).catch((err: unknown) => {
+    const e = err as { message?: string }
+    process.stderr.write(`tundra: ${e.message ?? String(err)}\n`)
+    process.exit(1)
+  })
+}
