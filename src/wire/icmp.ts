@@ -1,0 +1,141 @@
+// ICMP for IPv4 (RFC 792, RFC 1191): echo id/seq that NAT treats as a port, and the quoted header inside errors.
+//
+//    0                   1                   2                   3
+//    0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+//   +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//   |     Type      |     Code      |          Checksum             |
+//   +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//   |           Identifier          |        Sequence Number        |   echo request / reply
+//   |             unused            |         Next-Hop MTU          |   dest unreachable, frag needed (RFC 1191)
+//   |    Pointer    |                  unused                       |   parameter problem
+//   +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+//   |  echo: data ...   errors: original IP header + first 8 bytes of its payload ...
+//
+// The checksum covers the ICMP message only (no pseudo-header), so address NAT leaves it alone.
+
+import { checksum } from './checksum'
+import { get16, get32, set16, set32 } from './bytes'
+
+export const ICMP_HEADER = 8
+
+/** Byte offsets of the header fields. */
+export const IcmpField = {
+  TYPE: 0,
+  CODE: 1,
+  CHECKSUM: 2,
+  ECHO_ID: 4,
+  ECHO_SEQ: 6,
+  MTU: 6,
+  POINTER: 4,
+  /** Where the quoted original datagram starts in an error message. */
+  INNER: 8,
+} as const
+
+export const ICMP_ECHO_REPLY = 0
+export const ICMP_DEST_UNREACH = 3
+export const ICMP_SOURCE_QUENCH = 4
+export const ICMP_REDIRECT = 5
+export const ICMP_ECHO_REQUEST = 8
+export const ICMP_TIME_EXCEEDED = 11
+export const ICMP_PARAM_PROBLEM = 12
+export const ICMP_TIMESTAMP = 13
+export const ICMP_TIMESTAMP_REPLY = 14
+
+/** Codes of Destination Unreachable (RFC 792, RFC 1122, RFC 1812). */
+export const IcmpUnreach = {
+  NET: 0,
+  HOST: 1,
+  PROTOCOL: 2,
+  PORT: 3,
+  FRAG_NEEDED: 4,
+  SOURCE_ROUTE_FAILED: 5,
+  NET_UNKNOWN: 6,
+  HOST_UNKNOWN: 7,
+  NET_PROHIBITED: 9,
+  HOST_PROHIBITED: 10,
+  /** "Communication administratively prohibited", what a REJECT rule sends. */
+  ADMIN_PROHIBITED: 13,
+} as const
+
+/** Codes of Time Exceeded. */
+export const IcmpTimeExceeded = {
+  TTL: 0,
+  REASSEMBLY: 1,
+} as const
+
+export function icmpType(buf: Uint8Array, off: number): number {
+  return buf[off]!
+}
+
+export function setIcmpType(buf: Uint8Array, off: number, type: number): void {
+  buf[off] = type
+}
+
+export function icmpCode(buf: Uint8Array, off: number): number {
+  return buf[off + 1]!
+}
+
+export function setIcmpCode(buf: Uint8Array, off: number, code: number): void {
+  buf[off + 1] = code
+}
+
+export function icmpChecksum(buf: Uint8Array, off: number): number {
+  return get16(buf, off + 2)
+}
+
+export function setIcmpChecksum(buf: Uint8Array, off: number, csum: number): void {
+  set16(buf, off + 2, csum)
+}
+
+export function icmpEchoId(buf: Uint8Array, off: number): number {
+  return get16(buf, off + 4)
+}
+
+/** Plain store; see rewriteL4Port (l4rewrite.ts) for NAT with the checksum update. */
+export function setIcmpEchoId(buf: Uint8Array, off: number, id: number): void {
+  set16(buf, off + 4, id)
+}
+
+export function icmpEchoSeq(buf: Uint8Array, off: number): number {
+  return get16(buf, off + 6)
+}
+
+export function setIcmpEchoSeq(buf: Uint8Array, off: number, seq: number): void {
+  set16(buf, off + 6, seq)
+}
+
+/** The 32-bit "rest of header" word (unused / MTU / pointer). */
+export function icmpRest(buf: Uint8Array, off: number): number {
+  return get32(buf, off + 4)
+}
+
+export function setIcmpRest(buf: Uint8Array, off: number, rest: number): void {
+  set32(buf, off + 4, rest)
+}
+
+/** Next-hop MTU of a Fragmentation Needed message (RFC 1191); 0 from pre-1191 routers. */
+export function icmpMtu(buf: Uint8Array, off: number): number {
+  return get16(buf, off + 6)
+}
+
+/** Echo request or reply: the messages whose identifier NAT maps like a port. */
+export function icmpIsEcho(type: number): boolean {
+  return type === ICMP_ECHO_REQUEST || type === ICMP_ECHO_REPLY
+}
+
+/** Error messages that quote the offending datagram (the ones conntrack relates to a connection). */
+export function icmpIsError(type: number): boolean {
+  return type === ICMP_DEST_UNREACH || type === ICMP_TIME_EXCEEDED || type === ICMP_PARAM_PROBLEM ||
+    type === ICMP_SOURCE_QUENCH || type === ICMP_REDIRECT
+}
+
+/** Absolute offset of the quoted IP header of the error message at `off`. */
+export function icmpInnerOffset(off: number): number {
+  return off + 8
+}
+
+/** Computes and stores the checksum of the `len`-byte message at `off` (for messages tundra builds). */
+export function fillIcmpChecksum(buf: Uint8Array, off: number, len: number): void {
+  set16(buf, off + 2, 0)
+  set16(buf, off + 2, checksum(buf, off, len))
+}

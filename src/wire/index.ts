@@ -1,0 +1,15 @@
+// The wire layer in one import: stateless, allocation-free views and rewrites over caller-owned packet bytes.
+
+export * from './bytes'
+export * from './checksum'
+export * from './proto'
+export * from './ipv4'
+export * from './ipv6'
+export * from './tcp'
+export * from './udp'
+export * from './icmp'
+export * from './icmpv6'
+export * from './sctp'
+export * from './l4rewrite'
+export * from './packet'
+export * from './build'
