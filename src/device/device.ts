@@ -22,6 +22,8 @@ export interface DeviceStats {
   bytes: number
   writes: number
   writeErrors: number
+  /** packets / batches: how well one native→JS crossing is amortised (optional: added after the first devices) */
+  avgPacketsPerBatch?: number
 }
 
 export interface Device {

@@ -1,0 +1,74 @@
+// Loads the TUN addon (native/tun.c) once and types its functions; everything else in src/ uses tun.ts instead.
+import { existsSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+
+/** The addon's functions, exactly as native/tun.c exports them. Errors carry `code` (errno name), `errno`, `syscall`. */
+export interface NativeTun {
+  /** flags: OPEN_VNET_HDR | OPEN_MULTI_QUEUE; an empty name lets the kernel choose (`tun0`, …) */
+  open(name: string, flags: number): { fd: number; name: string }
+  /** TUNSETOFFLOAD; retries without the USO bits on kernels that refuse them; returns the accepted flags */
+  setOffload(fd: number, flags: number): number
+  close(fd: number): void
+  /** counters += [EAGAIN, other errors, last errno, bytes written]; returns packets written */
+  writeBatch(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, hdrLen: number,
+    counters: Float64Array): number
+  readerCreate(fd: number, hdrLen: number, slabs: number, slabBytes: number, maxPackets: number): NativeReader
+  /** cb(slab, count, bytes) per batch; cb(-1, errno, error) once if reading fails for good (the reader stops) */
+  readerStart(handle: ReaderHandle, cb: (slab: number, count: number, bytes: number | NodeJS.ErrnoException) => void): void
+  readerRef(handle: ReaderHandle, ref: boolean): void
+  readerStop(handle: ReaderHandle): void
+  /** out = [reads, readErrors, slabWaits, dispatches] */
+  readerStats(handle: ReaderHandle, out: Float64Array): void
+}
+
+declare const readerBrand: unique symbol
+export type ReaderHandle = { readonly [readerBrand]: true }
+
+export interface NativeReader {
+  readonly handle: ReaderHandle
+  readonly bufs: Buffer[]
+  readonly offsets: Uint32Array[]
+  readonly lengths: Uint32Array[]
+}
+
+export const OPEN_VNET_HDR = 1
+export const OPEN_MULTI_QUEUE = 2
+
+/** The directory holding package.json, found from src/device (tap) or dist/src/device (compiled). */
+export function repoRoot(from: string = __dirname): string {
+  for (let dir = from; ; dir = dirname(dir)) {
+    if (existsSync(join(dir, 'package.json'))) return dir
+    if (dirname(dir) === dir) throw new Error(`no package.json above ${from}`)
+  }
+}
+
+/** Where the addon is expected: $TUNDRA_NATIVE, else native/build/Release/tundra_native.node under the repo root. */
+export function addonPath(): string {
+  return process.env['TUNDRA_NATIVE'] ?? join(repoRoot(), 'native', 'build', 'Release', 'tundra_native.node')
+}
+
+export class NativeMissingError extends Error {
+  readonly code = 'ERR_TUNDRA_NATIVE_MISSING' as const
+  constructor(readonly path: string, cause: unknown) {
+    super(`The TUN addon is not built (${path}); run npm run build:native`, { cause })
+  }
+}
+
+let cached: NativeTun | undefined
+
+/** Loads the addon; throws NativeMissingError when it has not been built. */
+export function loadNative(): NativeTun {
+  if (cached) return cached
+  const path = addonPath()
+  try {
+    cached = require(path) as NativeTun
+  } catch (e) {
+    if (!existsSync(path)) throw new NativeMissingError(path, e)
+    throw e
+  }
+  return cached
+}
+
+export function nativeAvailable(): boolean {
+  return existsSync(addonPath())
+}

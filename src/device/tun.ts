@@ -1,0 +1,250 @@
+// The real device: a Linux TUN (opened and read by native/tun.c) behind the Device interface, optionally with
+// virtio_net_hdr + TSO/USO so that TCP and UDP arrive as 64 KB super-packets instead of MTU-sized ones.
+import { execFile } from 'node:child_process'
+import type { Batch, Device, DeviceStats } from './device'
+import { VNET_HDR_LEN } from './device'
+import { loadNative, OPEN_MULTI_QUEUE, OPEN_VNET_HDR, type NativeReader, type NativeTun } from './native'
+
+/** TUNSETOFFLOAD bits (include/uapi/linux/if_tun.h). */
+export const TunOffload = { CSUM: 0x01, TSO4: 0x02, TSO6: 0x04, TSO_ECN: 0x08, UFO: 0x10, USO4: 0x20, USO6: 0x40 } as const
+
+/** What openTun asks for when offloads are on; USO4/USO6 are dropped on kernels older than 6.2. */
+export const WANTED_OFFLOADS = TunOffload.CSUM | TunOffload.TSO4 | TunOffload.TSO6 | TunOffload.USO4 | TunOffload.USO6
+
+export interface TunOptions {
+  /** interface name, at most 15 bytes; '' or a pattern like 'tun%d' lets the kernel pick */
+  name: string
+  /** prefix every packet with a virtio_net_hdr (default false) */
+  vnetHdr?: boolean
+  /** TUNSETOFFLOAD csum+TSO4/6(+USO4/6): receive GSO super-packets (default: same as vnetHdr; needs vnetHdr) */
+  offloads?: boolean
+  /** IFF_MULTI_QUEUE (default: queues > 1) */
+  multiQueue?: boolean
+  /** reader queues, each with its own fd and thread (default 1) */
+  queues?: number
+  /** set with `ip link` when given */
+  mtu?: number
+  /** set with `ip link` when given (the kernel default for TUN is 500 packets) */
+  txqueuelen?: number
+  /** bring the link up with `ip link` (default true) */
+  up?: boolean
+  /** slabs per queue the reader rotates through (default 4, 2..16) */
+  slabs?: number
+  /** bytes per slab (default 4 MiB; each read needs 64 KiB + header free) */
+  slabBytes?: number
+  /** most packets in one batch (default 4096) */
+  maxBatch?: number
+  /** called once per queue if reading fails for good (the device went away); default: a process warning */
+  onError?: (err: Error) => void
+}
+
+export interface OffloadsAccepted {
+  /** the TUNSETOFFLOAD bits the kernel took (0 when offloads are off) */
+  readonly flags: number
+  readonly csum: boolean
+  readonly tso4: boolean
+  readonly tso6: boolean
+  readonly uso4: boolean
+  readonly uso6: boolean
+}
+
+/** DeviceStats plus what only the TUN knows. */
+export interface TunStats extends DeviceStats {
+  avgPacketsPerBatch: number
+  /** read() calls that returned a packet */
+  reads: number
+  readErrors: number
+  /** times a reader found its next slab still held by JS (JS is the bottleneck) */
+  slabWaits: number
+  writeEagain: number
+  /** errno of the last failed write, 0 if none */
+  lastWriteErrno: number
+  writeBytes: number
+}
+
+export class TunOptionError extends TypeError {
+  readonly code = 'ERR_INVALID_ARG_VALUE' as const
+  override readonly name = 'TunOptionError'
+}
+
+interface MutableBatch { buf: Buffer; count: number; offsets: Uint32Array; lengths: Uint32Array }
+
+interface Queue {
+  readonly fd: number
+  readonly reader: NativeReader
+  readonly batches: MutableBatch[]
+}
+
+function offloadsFrom(flags: number): OffloadsAccepted {
+  return {
+    flags,
+    csum: (flags & TunOffload.CSUM) !== 0,
+    tso4: (flags & TunOffload.TSO4) !== 0,
+    tso6: (flags & TunOffload.TSO6) !== 0,
+    uso4: (flags & TunOffload.USO4) !== 0,
+    uso6: (flags & TunOffload.USO6) !== 0,
+  }
+}
+
+function ipLink(args: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile('ip', ['link', 'set', ...args], (err, _stdout, stderr) => {
+      if (err) reject(Object.assign(new Error(`ip link set ${args.join(' ')}: ${String(stderr).trim() || err.message}`), { code: 'ECOMMAND' }))
+      else resolve()
+    })
+  })
+}
+
+function intOption(name: string, v: number | undefined, def: number, min: number, max: number): number {
+  if (v === undefined) return def
+  if (!Number.isInteger(v) || v < min || v > max) throw new TunOptionError(`${name} must be an integer in ${min}..${max}, got ${v}`)
+  return v
+}
+
+export class TunDevice implements Device {
+  readonly vnetHdr: boolean
+  readonly offloadsAccepted: OffloadsAccepted
+  private readonly queues: Queue[]
+  private readonly hdrLen: number
+  private readonly writeCounters = new Float64Array(4)
+  private readonly readerCounters = new Float64Array(4)
+  private writeFd: number
+  private started = false
+  private refed = true
+  private closed = false
+  private batches = 0
+  private packets = 0
+  private bytes = 0
+  private writes = 0
+
+  /** Use openTun(). */
+  constructor(private readonly native: NativeTun, readonly name: string, vnetHdr: boolean, offloads: number,
+    fds: readonly number[], private readonly onError: (err: Error) => void, sizes: { slabs: number; slabBytes: number; maxBatch: number }) {
+    this.vnetHdr = vnetHdr
+    this.hdrLen = vnetHdr ? VNET_HDR_LEN : 0
+    this.offloadsAccepted = offloadsFrom(offloads)
+    this.queues = fds.map(fd => {
+      const reader = native.readerCreate(fd, this.hdrLen, sizes.slabs, sizes.slabBytes, sizes.maxBatch)
+      const batches = reader.bufs.map((buf, i): MutableBatch => ({ buf, count: 0, offsets: reader.offsets[i]!, lengths: reader.lengths[i]! }))
+      return { fd, reader, batches }
+    })
+    this.writeFd = fds[0]!
+  }
+
+  /** One fd per queue (for diagnostics; the device owns them). */
+  get fds(): readonly number[] { return this.queues.map(q => q.fd) }
+
+  get queueCount(): number { return this.queues.length }
+
+  get avgPacketsPerBatch(): number { return this.batches === 0 ? 0 : this.packets / this.batches }
+
+  start(onBatch: (batch: Batch) => void): void {
+    if (this.closed) throw Object.assign(new Error(`TUN ${this.name} is closed`), { code: 'ERR_DEVICE_CLOSED' })
+    if (this.started) throw Object.assign(new Error(`TUN ${this.name} was already started`), { code: 'ERR_INVALID_STATE' })
+    this.started = true
+    for (const q of this.queues) {
+      const batches = q.batches
+      const fd = q.fd
+      this.native.readerStart(q.reader.handle, (slab, count, bytes) => {
+        const batch = slab >= 0 ? batches[slab] : undefined
+        if (batch === undefined || typeof bytes !== 'number') {
+          const err = typeof bytes === 'object' ? bytes : new Error(`TUN reader failed (errno ${count})`)
+          err.message = `Reading TUN ${this.name} failed, its reader stopped: ${err.message}`
+          this.onError(err)
+          return
+        }
+        this.batches++
+        this.packets += count
+        this.bytes += bytes
+        batch.count = count
+        this.writeFd = fd  // answers go out on the queue the batch came from
+        onBatch(batch)
+      })
+      if (!this.refed) this.native.readerRef(q.reader.handle, false)
+    }
+  }
+
+  writeBatch(buf: Buffer, offsets: Uint32Array, lengths: Uint32Array, count: number): number {
+    if (this.closed || count <= 0) return 0
+    const n = this.native.writeBatch(this.writeFd, buf, offsets, lengths, count, this.hdrLen, this.writeCounters)
+    this.writes += n
+    return n
+  }
+
+  stats(): TunStats {
+    const w = this.writeCounters
+    const r = [0, 0, 0, 0]
+    for (const q of this.queues) {  // the readers' counters outlive close()
+      this.native.readerStats(q.reader.handle, this.readerCounters)
+      for (let i = 0; i < 4; i++) r[i]! += this.readerCounters[i]!
+    }
+    return {
+      batches: this.batches,
+      packets: this.packets,
+      bytes: this.bytes,
+      writes: this.writes,
+      writeErrors: w[0]! + w[1]!,
+      avgPacketsPerBatch: this.avgPacketsPerBatch,
+      reads: r[0]!,
+      readErrors: r[1]!,
+      slabWaits: r[2]!,
+      writeEagain: w[0]!,
+      lastWriteErrno: w[2]!,
+      writeBytes: w[3]!,
+    }
+  }
+
+  /** Whether a started device keeps the event loop alive (it does by default, like a listening socket). */
+  ref(): this { this.refed = true; for (const q of this.queues) this.native.readerRef(q.reader.handle, true); return this }
+  unref(): this { this.refed = false; for (const q of this.queues) this.native.readerRef(q.reader.handle, false); return this }
+
+  /** Stops the readers (joins their threads), closes the fds; the kernel removes the interface. Idempotent. */
+  close(): Promise<void> {
+    if (!this.closed) {
+      this.closed = true
+      for (const q of this.queues) this.native.readerStop(q.reader.handle)
+      for (const q of this.queues) { try { this.native.close(q.fd) } catch { /* already gone */ } }
+    }
+    return Promise.resolve()
+  }
+}
+
+/**
+ * Opens (creates) the TUN `opts.name` in the caller's network namespace, sets offloads, MTU and up, and returns it
+ * ready to start(). Errors from the kernel carry the errno name as `code` (EPERM without CAP_NET_ADMIN, EBUSY when
+ * the name is taken by another kind of device, EINVAL for a bad name).
+ */
+export async function openTun(opts: TunOptions): Promise<TunDevice> {
+  const vnetHdr = opts.vnetHdr ?? false
+  const offloads = opts.offloads ?? vnetHdr
+  if (offloads && !vnetHdr) throw new TunOptionError('offloads need vnetHdr: GSO packets cannot be described without a virtio_net_hdr')
+  const queues = intOption('queues', opts.queues, 1, 1, 64)
+  const multiQueue = opts.multiQueue ?? queues > 1
+  if (queues > 1 && !multiQueue) throw new TunOptionError('more than one queue needs multiQueue')
+  const sizes = {
+    slabs: intOption('slabs', opts.slabs, 4, 2, 16),
+    slabBytes: intOption('slabBytes', opts.slabBytes, 4 << 20, 128 << 10, 1 << 30),
+    maxBatch: intOption('maxBatch', opts.maxBatch, 4096, 1, 1 << 20),
+  }
+  const link: string[] = []
+  if (opts.mtu !== undefined) link.push('mtu', String(intOption('mtu', opts.mtu, 1500, 68, 65535)))
+  if (opts.txqueuelen !== undefined) link.push('txqueuelen', String(intOption('txqueuelen', opts.txqueuelen, 500, 1, 1 << 20)))
+  if (opts.up ?? true) link.push('up')
+  const native = loadNative()
+  const flags = (vnetHdr ? OPEN_VNET_HDR : 0) | (multiQueue ? OPEN_MULTI_QUEUE : 0)
+  const fds: number[] = []
+  try {
+    const first = native.open(opts.name, flags)
+    fds.push(first.fd)
+    const name = first.name
+    for (let i = 1; i < queues; i++) fds.push(native.open(name, flags).fd)
+    // Without a vnet header the kernel must hand over finished packets, so offloads stay off (no call at all).
+    const accepted = vnetHdr ? native.setOffload(first.fd, offloads ? WANTED_OFFLOADS : 0) : 0
+    if (link.length > 0) await ipLink(['dev', name, ...link])
+    const onError = opts.onError ?? ((err: Error) => process.emitWarning(err))
+    return new TunDevice(native, name, vnetHdr, accepted, fds, onError, sizes)
+  } catch (e) {
+    for (const fd of fds) { try { native.close(fd) } catch { /* closing anyway */ } }
+    throw e
+  }
+}
