@@ -1,0 +1,191 @@
+// The fast path: turn a parsed Query into a reply from a compiled Zone, writing into the caller's buffer. No allocation
+// for names in the table, NXDOMAIN, or IPv4 pod names; nothing throws.
+//
+// Reply layout: header (12) | question copied from the query, original case (nameLen + 4) | compiled body | OPT (11)
+// when the query had one. Compiled bodies already point at the question name (offset 12); replies for names outside
+// the table patch a SOA template's pointers to where the zone suffix sits inside the question.
+
+import { podLabelAddress, podLabelIPv4 } from './addr'
+import {
+  DNS_HEADER_LEN, OPT_RR_LEN, QCLASS_IN, QType, Query, Rcode, copyInto, fnv1a, put16, put32, responseFlags,
+  writeHeader, writeOpt,
+} from './message'
+import { SoaTemplate, type CompiledAnswer, type Zone } from './zone'
+
+/** answer() result: the name is not in the cluster zone (or is a reverse name we hold nothing for); ask upstream. */
+export const NOT_OURS = -1
+/** answer() result: NXDOMAIN under <ns>.svc.<zone> that autopath wants to resolve via the search path instead. */
+export const AUTOPATH = -2
+
+const POD_LABEL = [3, 0x70, 0x6f, 0x64] // "\x03pod"
+const SVC_LABEL = [3, 0x73, 0x76, 0x63] // "\x03svc"
+
+/** Per-server answering state: rotation counter, scratch, and what the last reply was (for the counters). */
+export class Responder {
+  /** rcode of the last reply written (valid when answer() returned > 0) */
+  rcode = 0
+  truncated = false
+  private rot = 0
+  private readonly ip4 = new Uint8Array(4)
+
+  constructor(
+    /** UDP payload size we advertise in OPT */
+    readonly ednsSize: number,
+  ) {}
+
+  /**
+   * Bytes written at out[outOff..], NOT_OURS, or AUTOPATH. `limit` is the largest reply allowed (transport and client
+   * size already applied). The query must have parsed OK with class IN and a non-transfer qtype. `autopath`: return
+   * AUTOPATH instead of NXDOMAIN for misses under an existing <ns>.svc.<zone>.
+   */
+  answer(
+    zone: Zone, q: Query, query: Uint8Array, off: number, out: Uint8Array, outOff: number, limit: number,
+    autopath: boolean,
+  ): number {
+    const entry = zone.table.find(q.name, 0, q.nameLen, q.hash)
+    if (entry !== undefined) {
+      const types = entry.types
+      for (let i = 0; i < types.length; i++) {
+        if (types[i] === q.qtype) return this.writeCompiled(entry.answers[i]!, q, query, off, out, outOff, limit)
+      }
+      if (entry.other === null) return NOT_OURS
+      return this.writeCompiled(entry.other, q, query, off, out, outOff, limit)
+    }
+    const zl = zone.originLabels
+    if (!inZone(zone, q)) return NOT_OURS
+    const zoneAt = DNS_HEADER_LEN + q.labelOff[q.labels - zl]!
+    // <label>.<ns>.pod.<zone>
+    if (zone.podRecords && q.labels === zl + 3 && labelIs(q, 2, POD_LABEL)) {
+      const nsStart = q.labelOff[1]!
+      if (zone.table.find(q.name, nsStart, q.nameLen, fnv1a(q.name, nsStart, q.nameLen)) !== undefined) {
+        return this.writePod(zone, q, query, off, out, outOff, limit, zoneAt)
+      }
+    }
+    if (autopath && q.labels >= zl + 3 && labelIs(q, q.labels - zl - 1, SVC_LABEL)) {
+      const nsStart = q.labelOff[q.labels - zl - 2]!
+      if (zone.table.find(q.name, nsStart, q.nameLen, fnv1a(q.name, nsStart, q.nameLen)) !== undefined) return AUTOPATH
+    }
+    return this.writeNegative(zone, q, query, off, out, outOff, limit, Rcode.NXDOMAIN, zoneAt)
+  }
+
+  private writeCompiled(
+    a: CompiledAnswer, q: Query, query: Uint8Array, off: number, out: Uint8Array, outOff: number, limit: number,
+  ): number {
+    const qEnd = DNS_HEADER_LEN + q.nameLen + 4
+    const opt = q.edns ? OPT_RR_LEN : 0
+    let bodyLen = a.body.length
+    let an = a.an
+    let ns = a.ns
+    let ar = a.ar
+    let tc = false
+    if (qEnd + bodyLen + opt > limit) {
+      // RFC 2181 §9: dropping the whole additional section needs no TC; anything less whole does
+      if (qEnd + a.arStart + opt <= limit) {
+        bodyLen = a.arStart
+        ar = 0
+      } else {
+        bodyLen = 0
+        an = ns = ar = 0
+        tc = true
+        if (qEnd + opt > limit) return 0
+      }
+    }
+    copyInto(out, outOff + DNS_HEADER_LEN, query, off + DNS_HEADER_LEN, qEnd - DNS_HEADER_LEN)
+    writeHeader(out, outOff, q.id, responseFlags(q.flags, a.aa, tc, a.rcode), 1, an, ns, ar + (opt ? 1 : 0))
+    let o = outOff + qEnd
+    const body = a.body
+    if (a.rotate > 1 && an === a.rotate) {
+      const start = (this.rot++ % a.rotate) * a.rrSize
+      const setLen = a.rotate * a.rrSize
+      copyInto(out, o, body, start, setLen - start)
+      copyInto(out, o + setLen - start, body, 0, start)
+      copyInto(out, o + setLen, body, setLen, bodyLen - setLen)
+      if (this.rot > 0x3fffffff) this.rot = 0
+    } else {
+      copyInto(out, o, body, 0, bodyLen)
+    }
+    o += bodyLen
+    if (opt) o = writeOpt(out, o, this.ednsSize, a.rcode, q.ednsDo)
+    this.rcode = a.rcode
+    this.truncated = tc
+    return o - outOff
+  }
+
+  /** NXDOMAIN or NODATA for a name outside the table: SOA in authority, its names pointing into the question. */
+  private writeNegative(
+    zone: Zone, q: Query, query: Uint8Array, off: number, out: Uint8Array, outOff: number, limit: number,
+    rcode: number, zoneAt: number,
+  ): number {
+    const qEnd = DNS_HEADER_LEN + q.nameLen + 4
+    const opt = q.edns ? OPT_RR_LEN : 0
+    const soa = zone.soaTemplate
+    const fits = qEnd + soa.length + opt <= limit
+    if (!fits && qEnd + opt > limit) return 0
+    copyInto(out, outOff + DNS_HEADER_LEN, query, off + DNS_HEADER_LEN, qEnd - DNS_HEADER_LEN)
+    writeHeader(out, outOff, q.id, responseFlags(q.flags, true, !fits, rcode), 1, 0, fits ? 1 : 0, opt ? 1 : 0)
+    let o = outOff + qEnd
+    if (fits) {
+      copyInto(out, o, soa, 0, soa.length)
+      const ptr = 0xc000 | zoneAt
+      put16(out, o + SoaTemplate.OWNER_PTR, ptr)
+      put16(out, o + SoaTemplate.MNAME_PTR, ptr)
+      put16(out, o + SoaTemplate.RNAME_PTR, ptr)
+      o += soa.length
+    }
+    if (opt) o = writeOpt(out, o, this.ednsSize, rcode, q.ednsDo)
+    this.rcode = rcode
+    this.truncated = !fits
+    return o - outOff
+  }
+
+  private writePod(
+    zone: Zone, q: Query, query: Uint8Array, off: number, out: Uint8Array, outOff: number, limit: number,
+    zoneAt: number,
+  ): number {
+    const label = q.labelOff[0]!
+    const llen = q.name[label]!
+    let addr: Uint8Array | null = this.ip4
+    if (!podLabelIPv4(q.name, label + 1, llen, this.ip4)) {
+      addr = podLabelAddress(Buffer.from(q.name.buffer, q.name.byteOffset + label + 1, llen).toString('latin1'))
+      // a label that reads as four octets but fails (e.g. "1-2-3-999") is not an IPv6 address either
+    }
+    if (addr === null) return this.writeNegative(zone, q, query, off, out, outOff, limit, Rcode.NXDOMAIN, zoneAt)
+    const type = addr.length === 4 ? QType.A : QType.AAAA
+    if (q.qtype !== type) return this.writeNegative(zone, q, query, off, out, outOff, limit, Rcode.NOERROR, zoneAt)
+    const qEnd = DNS_HEADER_LEN + q.nameLen + 4
+    const opt = q.edns ? OPT_RR_LEN : 0
+    const rr = 12 + addr.length
+    if (qEnd + rr + opt > limit) return 0
+    copyInto(out, outOff + DNS_HEADER_LEN, query, off + DNS_HEADER_LEN, qEnd - DNS_HEADER_LEN)
+    writeHeader(out, outOff, q.id, responseFlags(q.flags, true, false, Rcode.NOERROR), 1, 1, 0, opt ? 1 : 0)
+    let o = outOff + qEnd
+    put16(out, o, 0xc000 | DNS_HEADER_LEN)
+    put16(out, o + 2, type)
+    put16(out, o + 4, QCLASS_IN)
+    put32(out, o + 6, zone.ttl)
+    put16(out, o + 10, addr.length)
+    copyInto(out, o + 12, addr, 0, addr.length)
+    o += rr
+    if (opt) o = writeOpt(out, o, this.ednsSize, Rcode.NOERROR, q.ednsDo)
+    this.rcode = Rcode.NOERROR
+    this.truncated = false
+    return o - outOff
+  }
+}
+
+/** Whether the question name ends with the zone origin (on a label boundary). */
+export function inZone(zone: Zone, q: Query): boolean {
+  const zl = zone.originLabels
+  if (q.labels < zl) return false
+  const start = q.labelOff[q.labels - zl]!
+  const w = zone.originWire
+  if (q.nameLen - start !== w.length) return false
+  for (let i = 0; i < w.length; i++) if (q.name[start + i] !== w[i]) return false
+  return true
+}
+
+function labelIs(q: Query, index: number, label: readonly number[]): boolean {
+  const at = q.labelOff[index]!
+  for (let i = 0; i < label.length; i++) if (q.name[at + i] !== label[i]) return false
+  return true
+}

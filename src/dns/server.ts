@@ -1,0 +1,404 @@
+// The cluster DNS server: answers cluster names in the packet path from a compiled Zone (swapped whole on each
+// snapshot), forwards everything else upstream, and offers kernel-socket front ends (UDP, TCP) for use where in-path
+// answering is not possible and for tests.
+//
+// answerInPlace() is the contract with the dataplane:
+//   > 0  bytes of reply written at out[outOff..] (the caller swaps IP/UDP headers and sends it back)
+//   0    drop silently (not a query, shorter than a header, or no room for even a header)
+//   -1   not ours: hand a copy of the query to forward() and send what its callback gets
+
+import * as dgram from 'node:dgram'
+import * as net from 'node:net'
+import type { AddressInfo } from 'node:net'
+import dnsPacket from 'dns-packet'
+import type { Cluster } from '../model/cluster'
+import { AUTOPATH, NOT_OURS, Responder, inZone } from './answer'
+import {
+  DNS_HEADER_LEN, DNS_MAX_TCP, DNS_MAX_UDP_PLAIN, DnsFlag, QCLASS_IN, QType, QTypeName, Query, Rcode, RcodeName, Verdict,
+  VerdictName, parseQuery, replyLimit, writeBareResponse,
+} from './message'
+import { Upstream, type UpstreamStats } from './upstream'
+import { compileZone, type Zone, type ZoneOptions } from './zone'
+
+export const Transport = { UDP: 0, TCP: 1 } as const
+export type Transport = (typeof Transport)[keyof typeof Transport]
+
+export interface DnsServerOptions extends ZoneOptions {
+  /** upstream resolvers ("1.1.1.1", "10.0.0.2:53", "[2001:db8::1]:53"); when absent, read resolvConf */
+  readonly upstream?: readonly string[]
+  /** default /etc/resolv.conf */
+  readonly resolvConf?: string
+  readonly upstreamTimeoutMs?: number
+  readonly cacheSize?: number
+  /** UDP payload size advertised in our OPT records; default 1232 (DNS flag day 2020) */
+  readonly ednsSize?: number
+  /** CoreDNS-autopath-style search-path shortcut for `<name>.<ns>.svc.<zone>` misses; default off */
+  readonly autopath?: boolean
+  /** idle TCP connections are closed after this; default 10 s */
+  readonly tcpIdleMs?: number
+}
+
+export interface DnsMetrics {
+  /** by qtype name (TYPEn for others) */
+  readonly queries: Record<string, number>
+  /** by rcode name, for every reply sent, forwarded ones included */
+  readonly responses: Record<string, number>
+  /** malformed queries by reason: drops (short, response) and FORMERR/NOTIMP replies */
+  readonly malformed: Record<string, number>
+  readonly truncated: number
+  readonly forwarded: number
+  readonly autopath: number
+  readonly upstream: Readonly<UpstreamStats> & { readonly cacheSize: number }
+  readonly zone: { readonly names: number; readonly serial: number; readonly compileErrors: number }
+}
+
+const QTYPE_SLOTS = 257
+
+/** Counters as typed arrays: bumping one on the fast path is a single indexed add. */
+export class DnsStats {
+  readonly queries = new Float64Array(QTYPE_SLOTS)
+  readonly responses = new Float64Array(32)
+  readonly malformed = new Float64Array(VerdictName.length)
+  truncated = 0
+  forwarded = 0
+  autopath = 0
+  compileErrors = 0
+
+  countReply(reply: Uint8Array, off: number, n: number): void {
+    if (n < DNS_HEADER_LEN) return
+    this.responses[reply[off + 3]! & 0x0f]!++
+    if (reply[off + 2]! & (DnsFlag.TC >>> 8)) this.truncated++
+  }
+}
+
+export class DnsServer {
+  readonly stats = new DnsStats()
+  readonly upstream: Upstream
+  private current: Zone
+  private readonly opts: DnsServerOptions
+  private readonly q = new Query()
+  private readonly responder: Responder
+  private readonly ednsSize: number
+  private readonly scratch = new Uint8Array(DNS_MAX_TCP)
+  private readonly udpOut = Buffer.alloc(DNS_MAX_TCP)
+  private readonly tcpOut = Buffer.alloc(DNS_MAX_TCP + 2)
+  private readonly udpSockets = new Set<dgram.Socket>()
+  private readonly tcpServers = new Set<net.Server>()
+  private readonly tcpConns = new Set<net.Socket>()
+  /** set by answerInternal when it returned -1 for an autopath candidate */
+  private lastAutopath = false
+  private readonly autopathOn: boolean
+
+  constructor(opts: DnsServerOptions = {}) {
+    this.opts = opts
+    this.ednsSize = opts.ednsSize ?? 1232
+    this.responder = new Responder(this.ednsSize)
+    this.autopathOn = opts.autopath ?? false
+    this.current = compileZone({ services: [], nodes: [], pods: [] }, opts)
+    const dnsIPs = typeof opts.dnsIP === 'string' ? [opts.dnsIP] : [...(opts.dnsIP ?? ['10.96.0.10'])]
+    this.upstream = new Upstream({
+      ...(opts.upstream !== undefined ? { servers: opts.upstream } : {}),
+      ...(opts.resolvConf !== undefined ? { resolvConf: opts.resolvConf } : {}),
+      ...(opts.upstreamTimeoutMs !== undefined ? { timeoutMs: opts.upstreamTimeoutMs } : {}),
+      ...(opts.cacheSize !== undefined ? { cacheSize: opts.cacheSize } : {}),
+      ednsSize: this.ednsSize,
+      exclude: dnsIPs,
+    })
+  }
+
+  /** The zone answering right now. */
+  get zone(): Zone {
+    return this.current
+  }
+
+  /**
+   * Compile a snapshot and swap it in. On a compile error the old zone stays live and the error propagates.
+   * The SOA serial only grows.
+   */
+  setCluster(cluster: Cluster): Zone {
+    const serial = Math.max(this.current.serial + 1, this.opts.serial ?? Math.floor(Date.now() / 1000)) >>> 0
+    const zone = compileZone(cluster, { ...this.opts, serial })
+    this.stats.compileErrors += zone.problems.length
+    this.current = zone
+    return zone
+  }
+
+  /** See the file comment. transport: 0 = UDP (reply fitted to 512 or the client's EDNS size), 1 = TCP. */
+  answerInPlace(
+    buf: Uint8Array, off: number, len: number, out: Uint8Array, outOff: number, outMax: number, transport: number,
+  ): number {
+    return this.answerInternal(buf, off, len, out, outOff, outMax, transport, true, this.autopathOn)
+  }
+
+  private answerInternal(
+    buf: Uint8Array, off: number, len: number, out: Uint8Array, outOff: number, outMax: number, transport: number,
+    count: boolean, autopath: boolean,
+  ): number {
+    const q = this.q
+    const stats = this.stats
+    this.lastAutopath = false
+    const v = parseQuery(buf, off, len, q)
+    if (v !== Verdict.OK) {
+      if (count) stats.malformed[v]!++
+      if (v === Verdict.DROP_SHORT || v === Verdict.DROP_RESPONSE) return 0
+      const rcode = v === Verdict.NOTIMP_OPCODE ? Rcode.NOTIMP : Rcode.FORMERR
+      const n = writeBareResponse(buf, off, q, out, outOff, outMax, rcode, false, this.ednsSize)
+      if (count) stats.countReply(out, outOff, n)
+      return n
+    }
+    if (count) stats.queries[q.qtype < QTYPE_SLOTS - 1 ? q.qtype : QTYPE_SLOTS - 1]!++
+    const limit = replyLimit(q, transport, outMax)
+    let n: number
+    if (q.edns && q.ednsVersion > 0) {
+      n = writeBareResponse(buf, off, q, out, outOff, limit, Rcode.BADVERS, true, this.ednsSize)
+    } else if (q.qtype === QType.AXFR || q.qtype === QType.IXFR) {
+      // no zone transfers (CoreDNS without the transfer plugin)
+      n = writeBareResponse(buf, off, q, out, outOff, limit, Rcode.REFUSED, true, this.ednsSize)
+    } else if (q.qclass !== QCLASS_IN) {
+      const zone = this.current
+      if (!inZone(zone, q) && zone.table.find(q.name, 0, q.nameLen, q.hash) === undefined) {
+        if (count) stats.forwarded++
+        return NOT_OURS
+      }
+      n = writeBareResponse(buf, off, q, out, outOff, limit, Rcode.REFUSED, true, this.ednsSize)
+    } else {
+      n = this.responder.answer(this.current, q, buf, off, out, outOff, limit, autopath)
+      if (n < 0) {
+        if (n === AUTOPATH) this.lastAutopath = true
+        if (count) stats.forwarded++
+        return NOT_OURS
+      }
+    }
+    if (count) {
+      if (q.edns && q.ednsVersion > 0 && n > 0) stats.responses[Rcode.BADVERS]!++
+      else stats.countReply(out, outOff, n)
+    }
+    return n
+  }
+
+  /**
+   * Resolve a query answerInPlace() returned -1 for (a copy: the callback runs later). The callback gets the reply
+   * with the client's ID, fitted to the transport; it is not called for queries that deserve no reply.
+   */
+  forward(query: Uint8Array, cb: (answer: Buffer) => void, transport: number = Transport.UDP): void {
+    const n = this.answerInternal(
+      query, 0, query.length, this.scratch, 0, this.scratch.length, transport, false, this.autopathOn,
+    )
+    if (n > 0) {
+      cb(Buffer.from(this.scratch.subarray(0, n)))
+      return
+    }
+    if (n === 0) return
+    const t = transport === Transport.TCP ? 1 : 0
+    const done = (answer: Buffer): void => {
+      this.stats.countReply(answer, 0, answer.length)
+      cb(answer)
+    }
+    if (this.lastAutopath) this.autopath(query, done, t)
+    else this.upstream.forward(query, done, t)
+  }
+
+  /** answerInPlace, then forward() when it is not ours: what the socket front ends do with each query. */
+  handle(query: Buffer, transport: number, cb: (answer: Buffer) => void): void {
+    const out = transport === Transport.TCP ? this.tcpOut : this.udpOut
+    const n = this.answerInPlace(query, 0, query.length, out, 0, DNS_MAX_TCP, transport)
+    if (n > 0) cb(Buffer.from(out.subarray(0, n)))
+    else if (n < 0) this.forward(query, cb, transport)
+  }
+
+  // ---- autopath ---------------------------------------------------------------------------------------------------
+
+  /**
+   * `<x>.<ns>.svc.<zone>` does not exist: walk the rest of a pod's search path here instead of making the client do
+   * it (CoreDNS autopath), answering with a CNAME from the asked name to the first name that has records. Assumes the
+   * client lives in <ns>, the first search domain; a miss everywhere is the original NXDOMAIN.
+   */
+  private autopath(query: Uint8Array, cb: (answer: Buffer) => void, transport: 0 | 1): void {
+    this.stats.autopath++
+    const zone = this.current
+    let pkt: dnsPacket.DecodedPacket
+    try {
+      pkt = dnsPacket.decode(Buffer.from(query))
+    } catch {
+      this.upstream.forward(query, cb, transport)
+      return
+    }
+    const question = pkt.questions?.[0]
+    if (question === undefined) return
+    const labels = question.name.replace(/\.$/, '').split('.')
+    const base = labels.slice(0, labels.length - zone.originLabels - 2).join('.')
+    const qtype = question.type
+    const qt = (QTYPE_BY_NAME[qtype] ?? 0)
+    const respond = (target: string | null, answers: dnsPacket.Answer[]): void => {
+      if (target === null) {
+        // nothing matched: the NXDOMAIN the zone gives for the asked name
+        const n = this.answerInternal(
+          query, 0, query.length, this.scratch, 0, this.scratch.length, transport, false, false,
+        )
+        if (n > 0) cb(Buffer.from(this.scratch.subarray(0, n)))
+        return
+      }
+      const cname: dnsPacket.Answer = { name: question.name, type: 'CNAME', ttl: zone.ttl, data: target }
+      const optIn = (pkt.additionals ?? []).find(a => a.type === 'OPT') as dnsPacket.OptAnswer | undefined
+      const reply: dnsPacket.Packet = {
+        type: 'response',
+        id: pkt.id ?? 0,
+        flags: ((pkt.flags ?? 0) & (DnsFlag.RD | DnsFlag.CD)) | DnsFlag.RA,
+        questions: [question],
+        answers: [cname, ...answers],
+        additionals: optIn !== undefined
+          ? [{ name: '.', type: 'OPT', udpPayloadSize: this.ednsSize, extendedRcode: 0, ednsVersion: 0, flags: optIn.flags & 0x8000, flag_do: optIn.flag_do, options: [] }]
+          : [],
+      }
+      let wire = dnsPacket.encode(reply)
+      const limit = transport === 1 ? DNS_MAX_TCP : optIn !== undefined ? Math.max(DNS_MAX_UDP_PLAIN, optIn.udpPayloadSize) : DNS_MAX_UDP_PLAIN
+      if (wire.length > limit) wire = dnsPacket.encode({ ...reply, flags: (reply.flags ?? 0) | DnsFlag.TC, answers: [] })
+      cb(wire)
+    }
+    // in-zone candidates first, answered synchronously from the zone. An address name without this family counts as
+    // found (CNAME + NODATA), so parallel A and AAAA lookups agree on the name.
+    const other = qtype === 'A' ? 'AAAA' : qtype === 'AAAA' ? 'A' : undefined
+    for (const cand of [`${base}.svc.${zone.origin}`, `${base}.${zone.origin}`]) {
+      const sub = this.ask(cand, qtype, qt)
+      if (sub === null || sub.rcode !== 'NOERROR') continue
+      if ((sub.answers?.length ?? 0) > 0) {
+        respond(cand, sub.answers ?? [])
+        return
+      }
+      if (other !== undefined && (this.ask(cand, other, QTYPE_BY_NAME[other] ?? 0)?.answers?.length ?? 0) > 0) {
+        respond(cand, [])
+        return
+      }
+    }
+    // then the bare name, upstream
+    let wire: Buffer
+    try {
+      wire = dnsPacket.encode({ type: 'query', id: 0, flags: DnsFlag.RD, questions: [{ name: base, type: qtype }] })
+    } catch {
+      respond(null, [])
+      return
+    }
+    this.forward(wire, answer => {
+      let d: dnsPacket.DecodedPacket
+      try {
+        d = dnsPacket.decode(answer)
+      } catch {
+        respond(null, [])
+        return
+      }
+      const rcode = (d as { rcode?: string }).rcode
+      // NOERROR, even without answers: the bare name exists (CNAME + NODATA keeps A and AAAA consistent)
+      if (rcode === 'NOERROR') respond(base, d.answers ?? [])
+      else respond(null, [])
+    }, Transport.TCP)
+  }
+
+  /** A synchronous in-zone lookup through the fast path, decoded; null when the name is not ours. */
+  private ask(name: string, type: dnsPacket.RecordType, qt: number): (dnsPacket.DecodedPacket & { rcode?: string }) | null {
+    if (qt === 0) return null
+    let wire: Buffer
+    try {
+      wire = dnsPacket.encode({ type: 'query', id: 0, flags: 0, questions: [{ name, type }] })
+    } catch {
+      return null
+    }
+    const n = this.answerInternal(wire, 0, wire.length, this.scratch, 0, this.scratch.length, Transport.TCP, false, false)
+    if (n <= 0) return null
+    return dnsPacket.decode(Buffer.from(this.scratch.subarray(0, n)))
+  }
+
+  // ---- kernel-socket front ends -----------------------------------------------------------------------------------
+
+  listenUdp(host: string, port: number): Promise<AddressInfo> {
+    const sock = dgram.createSocket(net.isIPv6(host) ? 'udp6' : 'udp4')
+    this.udpSockets.add(sock)
+    sock.on('message', (msg, rinfo) => {
+      this.handle(msg, Transport.UDP, answer => {
+        if (!this.udpSockets.has(sock)) return
+        sock.send(answer, rinfo.port, rinfo.address)
+      })
+    })
+    return new Promise((resolve, reject) => {
+      sock.once('error', reject)
+      sock.bind(port, host, () => {
+        sock.off('error', reject)
+        sock.on('error', () => undefined)
+        resolve(sock.address())
+      })
+    })
+  }
+
+  listenTcp(host: string, port: number): Promise<AddressInfo> {
+    const idle = this.opts.tcpIdleMs ?? 10_000
+    const server = net.createServer(conn => {
+      this.tcpConns.add(conn)
+      conn.setNoDelay(true)
+      conn.setTimeout(idle, () => conn.destroy())
+      conn.on('error', () => conn.destroy())
+      conn.on('close', () => this.tcpConns.delete(conn))
+      let acc: Buffer = Buffer.alloc(0)
+      conn.on('data', (chunk: Buffer) => {
+        acc = acc.length === 0 ? chunk : Buffer.concat([acc, chunk])
+        while (acc.length >= 2) {
+          const len = acc.readUInt16BE(0)
+          if (acc.length < 2 + len) break
+          const msg = Buffer.from(acc.subarray(2, 2 + len))
+          acc = acc.subarray(2 + len)
+          this.handle(msg, Transport.TCP, answer => {
+            if (conn.destroyed) return
+            const frame = Buffer.allocUnsafe(2 + answer.length)
+            frame.writeUInt16BE(answer.length, 0)
+            answer.copy(frame, 2)
+            conn.write(frame)
+          })
+        }
+      })
+    })
+    this.tcpServers.add(server)
+    return new Promise((resolve, reject) => {
+      server.once('error', reject)
+      server.listen(port, host, () => {
+        server.off('error', reject)
+        resolve(server.address() as AddressInfo)
+      })
+    })
+  }
+
+  /** Close the front ends and the upstream sockets. */
+  async close(): Promise<void> {
+    for (const s of this.udpSockets) s.close()
+    this.udpSockets.clear()
+    for (const c of this.tcpConns) c.destroy()
+    const closing = [...this.tcpServers].map(s => new Promise<void>(r => s.close(() => r())))
+    this.tcpServers.clear()
+    this.upstream.close()
+    await Promise.all(closing)
+  }
+
+  // ---- metrics ----------------------------------------------------------------------------------------------------
+
+  metrics(): DnsMetrics {
+    const s = this.stats
+    const named = (arr: Float64Array, name: (i: number) => string): Record<string, number> => {
+      const out: Record<string, number> = {}
+      arr.forEach((v, i) => {
+        if (v > 0) out[name(i)] = v
+      })
+      return out
+    }
+    return {
+      queries: named(s.queries, i => (i === QTYPE_SLOTS - 1 ? 'OTHER' : QTypeName[i] ?? `TYPE${i}`)),
+      responses: named(s.responses, i => RcodeName[i] ?? `RCODE${i}`),
+      malformed: named(s.malformed, i => VerdictName[i] ?? `verdict${i}`),
+      truncated: s.truncated,
+      forwarded: s.forwarded,
+      autopath: s.autopath,
+      upstream: { ...this.upstream.stats, cacheSize: this.upstream.cacheSize },
+      zone: { names: this.current.table.size, serial: this.current.serial, compileErrors: s.compileErrors },
+    }
+  }
+}
+
+const QTYPE_BY_NAME: Readonly<Record<string, number>> = Object.fromEntries(
+  Object.entries(QTypeName).map(([k, v]) => [v, Number(k)]),
+)
