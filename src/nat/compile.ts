@@ -1,0 +1,861 @@
+// Pure compile of the desired state into the NAT table the engine reads per packet: kube-proxy's service rules
+// (KUBE-SERVICES / KUBE-SVC / KUBE-EXT / KUBE-FW / KUBE-SEP) as flat lookups instead of rule walks.
+//
+//   compileNat(cluster, config, prev?) -> NatTable     whole state; `prev` keeps service-port ids and reuses
+//                                                      unchanged endpoint sets (and their Maglev tables)
+//   updateNat(table, changed, deleted?) -> NatTable    copy-on-write: only the named services are recompiled
+//   formatNatTable(table) -> string                    order-normalised text for golden tests and `tundra dump`
+//
+// A table is never mutated after it is returned (the engine and any CLI reader may hold it); one assignment swaps
+// it in. Frontends (ClusterIP, NodePort on node addresses, externalIPs, LoadBalancer ingress) are keys
+// (address words, proto << 16 | port) of a U32Map whose value is svcPortId * 4 + kind: one probe per new connection
+// whatever the number of services.
+
+import type { Cluster, Endpoint, Family, Problem, Protocol, Service, ServicePort, TrafficPolicy } from '../model/cluster'
+import { IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP } from '../wire/proto'
+import {
+  addrWords, cidrListToStrings, familyOf, inCidrList, parseAddrWords, parseCidrList, wordsToString,
+} from './addr'
+import { ChunkedMap, U32Map } from './hash'
+import { parseIpv4 } from '../wire/ipv4'
+import { servicePortName } from '../kubeproxy/names'
+import { MAGLEV_DEFAULT_SIZE, isPrime, maglevTable } from './maglev'
+import { Arena, EP_LOCAL, EP_TERMINATING, emptySet, endpointNames, epFlags } from './endpoints'
+import type { EndpointSet } from './endpoints'
+
+export type { EndpointSet } from './endpoints'
+
+export interface NatConfig {
+  readonly nodeName: string
+  /** this node's addresses: NodePorts answer here, masquerade uses the first of each family */
+  readonly nodeIPs: readonly string[]
+  /** pod CIDRs of the whole cluster (kube-proxy's --cluster-cidr): sources outside them are "off-cluster" */
+  readonly clusterCIDRs: readonly string[]
+  /** kube-proxy --nodeport-addresses: CIDRs selecting which node IPs serve NodePorts; empty = all nodeIPs */
+  readonly nodePortAddresses?: readonly string[]
+  /** kube-proxy --masquerade-all: SNAT every ClusterIP connection */
+  readonly masqueradeAll?: boolean
+  readonly lb?: 'random' | 'maglev'
+  /** echo requests to a ClusterIP: answer them (like IPVS), reject (port unreachable, like nftables) or drop */
+  readonly icmpMode?: 'reply' | 'reject' | 'drop'
+  /** prime; default 16381 (Cilium's) */
+  readonly maglevTableSize?: number
+  /** mixed into the Maglev permutation hashes; must match on every node that should agree */
+  readonly maglevSeed?: number
+}
+
+export interface ResolvedNatConfig {
+  readonly nodeName: string
+  readonly nodeIPs: readonly string[]
+  readonly clusterCIDRs: readonly string[]
+  readonly nodePortAddresses: readonly string[]
+  readonly masqueradeAll: boolean
+  readonly lb: 'random' | 'maglev'
+  readonly icmpMode: 'reply' | 'reject' | 'drop'
+  readonly maglevTableSize: number
+  readonly maglevSeed: number
+}
+
+/** What matched a packet's destination. */
+export const FrontendKind = { CLUSTER_IP: 0, NODE_PORT: 1, EXTERNAL_IP: 2, LOAD_BALANCER: 3 } as const
+export type FrontendKindValue = (typeof FrontendKind)[keyof typeof FrontendKind]
+export const FRONTEND_KIND_NAMES: readonly string[] = ['ClusterIP', 'NodePort', 'ExternalIP', 'LoadBalancer']
+
+/** One service port in one family: kube-proxy's unit (a KUBE-SVC chain). */
+export interface SvcPort {
+  /** slot in NatTable.svcPorts; stable across compiles while the key exists */
+  readonly id: number
+  /** never reused: tells the engine a slot now holds a different service port */
+  readonly uid: number
+  /** "ns/name:portName/TCP/4" */
+  readonly key: string
+  readonly namespace: string
+  readonly name: string
+  readonly portName: string
+  /** kube-proxy's ServicePortName.String(): "ns/name" or "ns/name:port" */
+  readonly servicePortName: string
+  readonly protocol: Protocol
+  /** IP protocol number */
+  readonly proto: number
+  readonly family: Family
+  readonly clusterIP: string
+  readonly port: number
+  readonly targetPort: number | string
+  readonly nodePort: number
+  readonly externalIPs: readonly string[]
+  /** ingress IPs with ipMode VIP (short-circuited like kube-proxy does) */
+  readonly loadBalancerIPs: readonly string[]
+  /** ingress IPs with ipMode Proxy: traffic must go to the load balancer, so no frontend */
+  readonly proxyModeIPs: readonly string[]
+  /** loadBalancerSourceRanges of this family as a CIDR list (empty: no firewall) */
+  readonly sourceRanges: Uint32Array
+  /** LB ingress addresses that may also send (kube-proxy's allowFromNode), aw words each */
+  readonly allowedLbSources: Uint32Array
+  /** seconds; 0 when sessionAffinity is None */
+  readonly affinityTimeout: number
+  readonly internalPolicy: TrafficPolicy
+  readonly externalPolicy: TrafficPolicy
+  /** usable endpoints anywhere: ready, or serving+terminating when none is ready */
+  readonly cluster: EndpointSet
+  /** usable endpoints on this node, with the same fallback (empty unless a traffic policy is Local) */
+  readonly local: EndpointSet
+  /** what ClusterIP traffic uses (internalTrafficPolicy) */
+  readonly internal: EndpointSet
+  /** what NodePort / externalIP / LB traffic from outside the cluster uses (externalTrafficPolicy) */
+  readonly external: EndpointSet
+  /** every serving endpoint (often the cluster set itself): a flow to an endpoint not in here after an update is stale */
+  readonly serving: EndpointSet
+}
+
+export interface HealthCheck {
+  readonly namespace: string
+  readonly name: string
+  readonly nodePort: number
+  /** distinct ready node-local endpoint addresses (the larger family count for dual-stack) */
+  readonly localEndpoints: number
+}
+
+/** Per-family lookups the engine reads on the hot path. */
+export interface FamilyTable {
+  readonly family: Family
+  readonly aw: number
+  /** (addr words, proto << 16 | port) -> svcPortId * 4 + kind */
+  readonly fe: U32Map
+  /** ClusterIPs (addr words) -> svcPortId of their first port: traffic to them on no defined port is rejected */
+  readonly vip: U32Map
+  readonly nodeAddrs: Uint32Array
+  readonly nodePortAddrs: Uint32Array
+  /** masquerade source (aw words); hasSnat false when the node has no address of this family */
+  readonly snat: Uint32Array
+  readonly hasSnat: boolean
+  readonly clusterCidrs: Uint32Array
+  /** false: no cluster CIDR of this family, so nothing counts as off-cluster (kube-proxy's no-op local detector) */
+  readonly hasClusterCidrs: boolean
+}
+
+/** What one service contributed, so updateNat can take it out again. */
+export interface CompiledService {
+  readonly key: string
+  readonly service: Service
+  readonly svcPortIds: readonly number[]
+  /** frontend keys owned, kw words each (2 for IPv4, 5 for IPv6) */
+  readonly fe4: readonly number[]
+  readonly fe6: readonly number[]
+  readonly vip4: readonly number[]
+  readonly vip6: readonly number[]
+}
+
+export interface NatTable {
+  readonly generation: number
+  readonly config: ResolvedNatConfig
+  /** by id; undefined for free slots */
+  readonly svcPorts: readonly (SvcPort | undefined)[]
+  /** by "ns/name" */
+  readonly services: ChunkedMap<CompiledService>
+  readonly v4: FamilyTable
+  readonly v6: FamilyTable
+  /** by "ns/name", services with a healthCheckNodePort (LoadBalancer, externalTrafficPolicy Local) */
+  readonly healthChecks: ChunkedMap<HealthCheck>
+  readonly problems: readonly Problem[]
+  /** free ids, ascending */
+  readonly freeIds: readonly number[]
+  readonly nextUid: number
+}
+
+export function protoNumber(p: Protocol): number {
+  return p === 'TCP' ? IPPROTO_TCP : p === 'UDP' ? IPPROTO_UDP : IPPROTO_SCTP
+}
+
+export function svcPortKey(namespace: string, name: string, portName: string, protocol: Protocol, family: Family): string {
+  return `${namespace}/${name}:${portName}/${protocol}/${family}`
+}
+
+export function resolveNatConfig(c: NatConfig): ResolvedNatConfig {
+  const m = c.maglevTableSize ?? MAGLEV_DEFAULT_SIZE
+  if (!isPrime(m) || m > 65537) throw new RangeError(`maglevTableSize must be a prime up to 65537 (got ${m})`)
+  return Object.freeze({
+    nodeName: c.nodeName,
+    nodeIPs: Object.freeze([...c.nodeIPs]),
+    clusterCIDRs: Object.freeze([...c.clusterCIDRs]),
+    nodePortAddresses: Object.freeze([...(c.nodePortAddresses ?? [])]),
+    masqueradeAll: c.masqueradeAll ?? false,
+    lb: c.lb ?? 'random',
+    icmpMode: c.icmpMode ?? 'reply',
+    maglevTableSize: m,
+    maglevSeed: c.maglevSeed ?? 0,
+  })
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Compile context: the maps being filled and the id allocator.
+
+interface Ctx {
+  readonly config: ResolvedNatConfig
+  readonly v4: FamilyTable
+  readonly v6: FamilyTable
+  readonly svcPorts: (SvcPort | undefined)[]
+  /** free ids, ascending */
+  readonly free: number[]
+  nextUid: number
+  readonly problems: Problem[]
+  /** previous service ports by key, for stable ids and endpoint-set reuse */
+  readonly prevByKey: (key: string) => SvcPort | undefined
+  readonly arena: Arena
+}
+
+function allocId(ctx: Ctx, key: string): { id: number; uid: number } {
+  const prev = ctx.prevByKey(key)
+  if (prev !== undefined && ctx.svcPorts[prev.id] === undefined) {
+    const fi = ctx.free.indexOf(prev.id)
+    if (fi >= 0) ctx.free.splice(fi, 1)
+    return { id: prev.id, uid: prev.uid }
+  }
+  const id = ctx.free.length > 0 ? ctx.free.shift()! : ctx.svcPorts.length
+  if (id === ctx.svcPorts.length) ctx.svcPorts.push(undefined)
+  return { id, uid: ctx.nextUid++ }
+}
+
+function newFamilyTable(family: Family, config: ResolvedNatConfig, bad: (what: string, v: string) => void, expected: number): FamilyTable {
+  const aw = addrWords(family)
+  const nodeAddrList: number[] = []
+  const w = new Uint32Array(4)
+  for (const ip of config.nodeIPs) {
+    const f = familyOf(ip)
+    if (f === 0) { bad('nodeIPs', ip); continue }
+    if (f !== family) continue
+    parseAddrWords(ip, family, w, 0)
+    for (let i = 0; i < aw; i++) nodeAddrList.push(w[i]!)
+  }
+  const nodeAddrs = Uint32Array.from(nodeAddrList)
+  let nodePortAddrs = nodeAddrs
+  if (config.nodePortAddresses.length > 0) {
+    const cidrs = parseCidrList(config.nodePortAddresses, family, c => bad('nodePortAddresses', c))
+    const sel: number[] = []
+    for (let r = 0; r < nodeAddrs.length; r += aw) {
+      if (inCidrList(cidrs, aw, nodeAddrs, r)) for (let i = 0; i < aw; i++) sel.push(nodeAddrs[r + i]!)
+    }
+    nodePortAddrs = Uint32Array.from(sel)
+  }
+  const clusterCidrs = parseCidrList(config.clusterCIDRs, family, c => bad('clusterCIDRs', c))
+  return {
+    family,
+    aw,
+    fe: new U32Map(aw + 1, 1, expected),
+    vip: new U32Map(aw, 1, expected),
+    nodeAddrs,
+    nodePortAddrs,
+    snat: nodeAddrs.length >= aw ? nodeAddrs.slice(0, aw) : new Uint32Array(aw),
+    hasSnat: nodeAddrs.length >= aw,
+    clusterCidrs,
+    hasClusterCidrs: clusterCidrs.length > 0,
+  }
+}
+
+function cloneFamilyTable(t: FamilyTable): FamilyTable {
+  return { ...t, fe: t.fe.clone(), vip: t.vip.clone() }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Endpoints
+
+interface Candidate {
+  /** address words (a1..a3 are 0 for IPv4) */
+  readonly a0: number
+  readonly a1: number
+  readonly a2: number
+  readonly a3: number
+  readonly port: number
+  /** EP_LOCAL | EP_TERMINATING */
+  readonly flags: number
+  readonly ready: boolean
+  readonly serving: boolean
+}
+
+/**
+ * The endpoint's port for a service port: EndpointSlice ports carry the service port's name (the slice controller
+ * resolved targetPort per pod); failing that, a container port named like a string targetPort; failing that, a
+ * numeric targetPort when the endpoint lists no ports at all. -1: the endpoint does not serve this port.
+ */
+export function endpointPort(ep: Endpoint, sp: ServicePort): number {
+  let byTarget = -1
+  for (const p of ep.ports) {
+    if (p.protocol !== sp.protocol) continue
+    if (p.name === sp.name) return p.port
+    if (typeof sp.targetPort === 'string' && p.name === sp.targetPort) byTarget = p.port
+  }
+  if (byTarget >= 0) return byTarget
+  if (ep.ports.length === 0 && typeof sp.targetPort === 'number') return sp.targetPort === 0 ? sp.port : sp.targetPort
+  return -1
+}
+
+function compareCandidates(a: Candidate, b: Candidate): number {
+  return a.a0 - b.a0 || a.a1 - b.a1 || a.a2 - b.a2 || a.a3 - b.a3 || a.port - b.port
+}
+
+/** kube-proxy's fallback: ready endpoints, or if none is ready, those serving and terminating; never serving=false. */
+function usable(cands: readonly Candidate[], localOnly: boolean): Candidate[] {
+  const ready: Candidate[] = []
+  for (const c of cands) if (c.ready && c.serving && (!localOnly || (c.flags & EP_LOCAL) !== 0)) ready.push(c)
+  if (ready.length > 0) return ready
+  for (const c of cands) if (c.serving && (c.flags & EP_TERMINATING) !== 0 && (!localOnly || (c.flags & EP_LOCAL) !== 0)) ready.push(c)
+  return ready
+}
+
+/** Whether `set` holds exactly `cands` (addresses, ports, flags). */
+function sameSet(set: EndpointSet | undefined, cands: readonly Candidate[], aw: number): set is EndpointSet {
+  if (set === undefined || set.count !== cands.length || set.aw !== aw) return false
+  const d = set.data
+  let o = set.off
+  for (const c of cands) {
+    if (d[o] !== c.a0) return false
+    if (aw === 4 && (d[o + 1] !== c.a1 || d[o + 2] !== c.a2 || d[o + 3] !== c.a3)) return false
+    if (d[o + aw] !== ((c.port | (c.flags << 16)) >>> 0)) return false
+    o += aw + 1
+  }
+  return true
+}
+
+const EMPTY_U32: Uint32Array = new Uint32Array(0)
+const EMPTY_STRINGS: readonly string[] = Object.freeze([])
+const EMPTY_NUMBERS: readonly number[] = Object.freeze([])
+
+function buildSet(ctx: Ctx, cands: readonly Candidate[], family: Family, reuse: readonly (EndpointSet | undefined)[]): EndpointSet {
+  if (cands.length === 0) return emptySet(family)
+  const config = ctx.config
+  const aw = family === 4 ? 1 : 4
+  const wantMaglev = config.lb === 'maglev' && cands.length < config.maglevTableSize
+  for (const r of reuse) {
+    if (sameSet(r, cands, aw) && (!wantMaglev || (r.maglev !== null && r.maglev.length === config.maglevTableSize))) return r
+  }
+  const n = cands.length
+  const stride = aw + 1
+  const data = ctx.arena.alloc(n * stride)
+  const off = ctx.arena.at
+  let o = off
+  for (const c of cands) {
+    data[o] = c.a0
+    if (aw === 4) {
+      data[o + 1] = c.a1
+      data[o + 2] = c.a2
+      data[o + 3] = c.a3
+    }
+    data[o + aw] = (c.port | (c.flags << 16)) >>> 0
+    o += stride
+  }
+  const set: { count: number; family: Family; aw: number; data: Uint32Array; off: number; maglev: Uint16Array | null } =
+    { count: n, family, aw, data, off, maglev: null }
+  if (wantMaglev) {
+    // The table depends only on the names: share it with a reused set of the same endpoints.
+    for (const r of reuse) {
+      if (r !== undefined && r.maglev !== null && r.maglev.length === config.maglevTableSize && r.count === n && sameAddrsPorts(r, set)) {
+        set.maglev = r.maglev
+        break
+      }
+    }
+    set.maglev ??= maglevTable(endpointNames(set), config.maglevTableSize, config.maglevSeed)
+  }
+  return Object.freeze(set)
+}
+
+/** Same endpoints (addresses and ports) in the same order, flags aside. */
+function sameAddrsPorts(a: EndpointSet, b: EndpointSet): boolean {
+  if (a.count !== b.count || a.aw !== b.aw) return false
+  const stride = a.aw + 1
+  for (let i = 0; i < a.count * stride; i++) {
+    const x = a.data[a.off + i]!
+    const y = b.data[b.off + i]!
+    if (i % stride === a.aw ? (x & 0xffff) !== (y & 0xffff) : x !== y) return false
+  }
+  return true
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// One service
+
+function serviceKey(namespace: string, name: string): string {
+  return `${namespace}/${name}`
+}
+
+function protoPort(proto: number, port: number): number {
+  return ((proto << 16) | port) >>> 0
+}
+
+/** Inserts a frontend (address words at (words, wo)); reports a problem when another service port owns it. */
+function addFrontend(
+  ctx: Ctx, ft: FamilyTable, words: Uint32Array, wo: number, proto: number, port: number, value: number,
+  owned: number[], svcKey: string, what: string,
+): void {
+  const fe = ft.fe
+  const aw = ft.aw
+  for (let i = 0; i < aw; i++) fe.key[i] = words[wo + i]!
+  fe.key[aw] = protoPort(proto, port)
+  const s = fe.insert()
+  if (!fe.inserted) {
+    const other = ctx.svcPorts[Math.floor(fe.vals[s]! / 4)]
+    ctx.problems.push({
+      object: `Service ${svcKey}`,
+      field: what,
+      reason: `${wordsToString(words, wo, ft.family)}:${port} is already a frontend of ${other?.servicePortName ?? 'another service'}`,
+    })
+    return
+  }
+  fe.vals[s] = value
+  for (let i = 0; i <= aw; i++) owned.push(fe.key[i]!)
+}
+
+// Scratch for parsing addresses while compiling (compiles are synchronous).
+const W = new Uint32Array(4)
+const VIP = new Uint32Array(4)
+
+/** Addresses of `family` among `ips`. */
+function ofFamily(ips: readonly string[], family: Family): readonly string[] {
+  if (ips.length === 0) return EMPTY_STRINGS
+  const out: string[] = []
+  for (const ip of ips) if (familyOf(ip) === family) out.push(ip)
+  return out.length === 0 ? EMPTY_STRINGS : out
+}
+
+/** Endpoint candidates of one service port: this family, serving the port, sorted, de-duplicated by address:port. */
+function candidates(ctx: Ctx, svc: Service, sp: ServicePort, family: Family, problem: (f: string, r: string) => void): Candidate[] {
+  const cands: Candidate[] = []
+  const nodeName = ctx.config.nodeName
+  for (const ep of svc.endpoints) {
+    if (ep.family !== family) continue
+    const port = endpointPort(ep, sp)
+    if (port <= 0 || port > 65535) continue
+    let a0: number
+    let a1 = 0
+    let a2 = 0
+    let a3 = 0
+    if (family === 4) {
+      a0 = parseIpv4(ep.ip)
+      if (a0 < 0) { problem('endpoints', `${JSON.stringify(ep.ip)} is not an IPv4 address`); continue }
+    } else {
+      if (!parseAddrWords(ep.ip, 6, W, 0)) { problem('endpoints', `${JSON.stringify(ep.ip)} is not an IPv6 address`); continue }
+      a0 = W[0]!; a1 = W[1]!; a2 = W[2]!; a3 = W[3]!
+    }
+    const local = ep.nodeName !== undefined && ep.nodeName === nodeName
+    cands.push({
+      a0, a1, a2, a3, port,
+      flags: (local ? EP_LOCAL : 0) | (ep.terminating ? EP_TERMINATING : 0),
+      ready: ep.ready,
+      serving: ep.serving,
+    })
+  }
+  cands.sort(compareCandidates)
+  // Duplicates (the same address in two slices) are adjacent now; keep the first.
+  let w = 0
+  for (let r = 0; r < cands.length; r++) {
+    if (w > 0 && compareCandidates(cands[w - 1]!, cands[r]!) === 0) continue
+    cands[w++] = cands[r]!
+  }
+  cands.length = w
+  return cands
+}
+
+function compileService(ctx: Ctx, svc: Service, key: string): CompiledService {
+  const ids: number[] = []
+  const owned4: number[] = []
+  const owned6: number[] = []
+  const vips4: number[] = []
+  const vips6: number[] = []
+  const done = (): CompiledService => Object.freeze({
+    key,
+    service: svc,
+    svcPortIds: ids,
+    fe4: owned4.length > 0 ? owned4 : EMPTY_NUMBERS,
+    fe6: owned6.length > 0 ? owned6 : EMPTY_NUMBERS,
+    vip4: vips4.length > 0 ? vips4 : EMPTY_NUMBERS,
+    vip6: vips6.length > 0 ? vips6 : EMPTY_NUMBERS,
+  })
+  // Headless and ExternalName services are DNS-only: no NAT.
+  if (svc.type === 'ExternalName' || svc.headless) return done()
+  const problem = (field: string, reason: string): void => { ctx.problems.push({ object: `Service ${key}`, field, reason }) }
+  const needLocal = svc.internalTrafficPolicy === 'Local' || svc.externalTrafficPolicy === 'Local'
+  let seen4 = false
+  let seen6 = false
+  for (const cip of svc.clusterIPs) {
+    const family = familyOf(cip)
+    if (family === 0) { problem('spec.clusterIPs', `${JSON.stringify(cip)} is not an IP address`); continue }
+    if (family === 4 ? seen4 : seen6) continue
+    if (family === 4) seen4 = true
+    else seen6 = true
+    const ft = family === 4 ? ctx.v4 : ctx.v6
+    const aw = ft.aw
+    const owned = family === 4 ? owned4 : owned6
+    parseAddrWords(cip, family, VIP, 0)
+    const clusterIP = family === 4 ? cip : wordsToString(VIP, 0, family)
+
+    // Addresses of this family for the external frontends.
+    const externalIPs = ofFamily(svc.externalIPs, family)
+    let lbIPs: readonly string[] = EMPTY_STRINGS
+    let proxyIPs: readonly string[] = EMPTY_STRINGS
+    if (svc.type === 'LoadBalancer' && svc.loadBalancerIngress.length > 0) {
+      lbIPs = ofFamily(svc.loadBalancerIngress.filter(i => i.ipMode !== 'Proxy').map(i => i.ip), family)
+      proxyIPs = ofFamily(svc.loadBalancerIngress.filter(i => i.ipMode === 'Proxy').map(i => i.ip), family)
+    }
+    let sourceRanges: Uint32Array = EMPTY_U32
+    let allowed: Uint32Array = EMPTY_U32
+    if (svc.loadBalancerSourceRanges.length > 0) {
+      sourceRanges = parseCidrList(svc.loadBalancerSourceRanges, family, c => problem('spec.loadBalancerSourceRanges', `${JSON.stringify(c)} is not a CIDR`))
+      // kube-proxy's allowFromNode: when a range covers a node IP, the LB's own addresses may send too.
+      let nodeCovered = false
+      for (let r = 0; r < ft.nodeAddrs.length; r += aw) if (inCidrList(sourceRanges, aw, ft.nodeAddrs, r)) nodeCovered = true
+      if (nodeCovered && lbIPs.length > 0) {
+        allowed = new Uint32Array(lbIPs.length * aw)
+        lbIPs.forEach((ip, i) => parseAddrWords(ip, family, allowed, i * aw))
+      }
+    }
+
+    for (const sp of svc.ports) {
+      const proto = protoNumber(sp.protocol)
+      const spKey = svcPortKey(svc.namespace, svc.name, sp.name, sp.protocol, family)
+      const prev = ctx.prevByKey(spKey)
+      const { id, uid } = allocId(ctx, spKey)
+      ids.push(id)
+
+      const cands = candidates(ctx, svc, sp, family, problem)
+      const reuse = prev === undefined ? [] : [prev.cluster, prev.local, prev.serving]
+      const cluster = buildSet(ctx, usable(cands, false), family, reuse)
+      const local = needLocal ? buildSet(ctx, usable(cands, true), family, [cluster, ...reuse]) : emptySet(family)
+      const allServing = cands.every(c => c.serving)
+      const serving = allServing && cluster.count === cands.length
+        ? cluster
+        : buildSet(ctx, allServing ? cands : cands.filter(c => c.serving), family, [cluster, ...reuse])
+
+      const spc: SvcPort = Object.freeze({
+        id,
+        uid,
+        key: spKey,
+        namespace: svc.namespace,
+        name: svc.name,
+        portName: sp.name,
+        servicePortName: servicePortName(svc.namespace, svc.name, sp.name),
+        protocol: sp.protocol,
+        proto,
+        family,
+        clusterIP,
+        port: sp.port,
+        targetPort: sp.targetPort,
+        nodePort: svc.type === 'NodePort' || svc.type === 'LoadBalancer' ? sp.nodePort : 0,
+        externalIPs,
+        loadBalancerIPs: lbIPs,
+        proxyModeIPs: proxyIPs,
+        sourceRanges,
+        allowedLbSources: allowed,
+        affinityTimeout: svc.affinityTimeout,
+        internalPolicy: svc.internalTrafficPolicy,
+        externalPolicy: svc.externalTrafficPolicy,
+        cluster,
+        local,
+        internal: svc.internalTrafficPolicy === 'Local' ? local : cluster,
+        external: svc.externalTrafficPolicy === 'Local' ? local : cluster,
+        serving,
+      })
+      ctx.svcPorts[id] = spc
+
+      addFrontend(ctx, ft, VIP, 0, proto, sp.port, id * 4 + FrontendKind.CLUSTER_IP, owned, key, 'spec.clusterIPs')
+      if (spc.nodePort > 0) {
+        for (let r = 0; r < ft.nodePortAddrs.length; r += aw) {
+          addFrontend(ctx, ft, ft.nodePortAddrs, r, proto, spc.nodePort, id * 4 + FrontendKind.NODE_PORT, owned, key, 'spec.ports.nodePort')
+        }
+      }
+      for (const ip of externalIPs) {
+        parseAddrWords(ip, family, W, 0)
+        addFrontend(ctx, ft, W, 0, proto, sp.port, id * 4 + FrontendKind.EXTERNAL_IP, owned, key, 'spec.externalIPs')
+      }
+      for (const ip of lbIPs) {
+        parseAddrWords(ip, family, W, 0)
+        addFrontend(ctx, ft, W, 0, proto, sp.port, id * 4 + FrontendKind.LOAD_BALANCER, owned, key, 'status.loadBalancer.ingress')
+      }
+    }
+
+    // The ClusterIP itself: any other port (or protocol) is rejected, echo requests handled per icmpMode.
+    if (svc.ports.length > 0) {
+      const vip = ft.vip
+      for (let i = 0; i < aw; i++) vip.key[i] = VIP[i]!
+      const s = vip.insert()
+      if (vip.inserted) {
+        vip.vals[s] = ids[ids.length - svc.ports.length]!
+        for (let i = 0; i < aw; i++) (family === 4 ? vips4 : vips6).push(VIP[i]!)
+      }
+    }
+  }
+  return done()
+}
+
+function healthCheckOf(table: { svcPorts: readonly (SvcPort | undefined)[] }, cs: CompiledService): HealthCheck | undefined {
+  const svc = cs.service
+  if (svc.healthCheckNodePort <= 0 || svc.type !== 'LoadBalancer' || svc.externalTrafficPolicy !== 'Local') return undefined
+  // kube-proxy counts distinct ready local endpoint IPs per service (terminating ones fail the check on purpose).
+  const byFamily = new Map<Family, Set<string>>()
+  for (const id of cs.svcPortIds) {
+    const sp = table.svcPorts[id]
+    if (sp === undefined) continue
+    const set = byFamily.get(sp.family) ?? new Set<string>()
+    byFamily.set(sp.family, set)
+    const l = sp.local
+    for (let i = 0; i < l.count; i++) {
+      if ((epFlags(l, i) & EP_TERMINATING) === 0) set.add(wordsToString(l.data, l.off + i * (l.aw + 1), sp.family))
+    }
+  }
+  let n = 0
+  for (const s of byFamily.values()) n = Math.max(n, s.size)
+  return Object.freeze({ namespace: svc.namespace, name: svc.name, nodePort: svc.healthCheckNodePort, localEndpoints: n })
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Entry points
+
+function finish(
+  ctx: Ctx, generation: number, services: ChunkedMap<CompiledService>, healthChecks: ChunkedMap<HealthCheck>,
+): NatTable {
+  return Object.freeze({
+    generation,
+    config: ctx.config,
+    svcPorts: ctx.svcPorts,
+    services,
+    v4: Object.freeze(ctx.v4),
+    v6: Object.freeze(ctx.v6),
+    healthChecks,
+    problems: Object.freeze(ctx.problems),
+    freeIds: Object.freeze([...ctx.free]),
+    nextUid: ctx.nextUid,
+  })
+}
+
+/**
+ * Compiles the whole desired state. With `prev`, service ports keep their ids (so conntrack and affinity state keyed
+ * by id survive the swap) and unchanged endpoint sets are shared, Maglev tables included.
+ */
+export function compileNat(cluster: Cluster, config: NatConfig | ResolvedNatConfig, prev?: NatTable): NatTable {
+  const rc = resolveNatConfig(config)
+  const problems: Problem[] = []
+  const bad = (what: string, v: string): void => { problems.push({ object: 'config', field: what, reason: `${JSON.stringify(v)} is not valid` }) }
+  let nPorts = 0
+  for (const s of cluster.services) nPorts += s.ports.length
+  // Ids only name service ports, so they survive any config change.
+  const prevIndex = new Map<string, SvcPort>()
+  if (prev !== undefined) for (const sp of prev.svcPorts) if (sp !== undefined) prevIndex.set(sp.key, sp)
+  const ctx: Ctx = {
+    config: rc,
+    v4: newFamilyTable(4, rc, bad, nPorts + (nPorts >> 1)),
+    v6: newFamilyTable(6, rc, () => undefined, 8),
+    svcPorts: [],
+    free: [],
+    nextUid: prev?.nextUid ?? 1,
+    problems,
+    prevByKey: k => prevIndex.get(k),
+    arena: new Arena(Math.min(65536, Math.max(1024, nPorts * 12))),
+  }
+  // Reserve every previous id so new keys never take a slot a surviving key will claim.
+  if (prev !== undefined) {
+    for (let i = 0; i < prev.svcPorts.length; i++) ctx.svcPorts.push(undefined)
+    const claimed = new Set<number>()
+    for (const s of cluster.services) {
+      for (const cip of s.clusterIPs) {
+        const f = familyOf(cip)
+        if (f === 0) continue
+        for (const p of s.ports) {
+          const sp = prevIndex.get(svcPortKey(s.namespace, s.name, p.name, p.protocol, f))
+          if (sp !== undefined) claimed.add(sp.id)
+        }
+      }
+    }
+    for (let i = 0; i < prev.svcPorts.length; i++) if (!claimed.has(i)) ctx.free.push(i)
+  }
+  const keyed = cluster.services.map(s => ({ k: serviceKey(s.namespace, s.name), s }))
+  keyed.sort((a, b) => cmp(a.k, b.k))
+  const entries: [string, CompiledService][] = []
+  const hcs: [string, HealthCheck][] = []
+  let last = ''
+  for (const { k, s } of keyed) {
+    if (k === last) { problems.push({ object: `Service ${k}`, field: 'metadata.name', reason: 'duplicate service; first one kept' }); continue }
+    last = k
+    const cs = compileService(ctx, s, k)
+    entries.push([k, cs])
+    const hc = healthCheckOf(ctx, cs)
+    if (hc !== undefined) hcs.push([k, hc])
+  }
+  return finish(ctx, (prev?.generation ?? 0) + 1, ChunkedMap.from(entries), ChunkedMap.from(hcs))
+}
+
+/** Identifies a deleted service for updateNat. */
+export interface ServiceRef {
+  readonly namespace: string
+  readonly name: string
+}
+
+/**
+ * Recompiles only `changed` services (added or modified) and removes `deleted` ones, sharing everything else with
+ * `table`, which stays untouched. Node addresses, CIDRs and options come from `table.config`: change those with a
+ * full compileNat. Frontend conflicts are settled in update order here (compileNat settles them by name).
+ */
+export function updateNat(table: NatTable, changed: readonly Service[], deleted: readonly ServiceRef[] = []): NatTable {
+  const touched = new Set<string>()
+  for (const s of changed) touched.add(serviceKey(s.namespace, s.name))
+  for (const d of deleted) touched.add(serviceKey(d.namespace, d.name))
+  const v4 = cloneFamilyTable(table.v4)
+  const v6 = cloneFamilyTable(table.v6)
+  const svcPorts = table.svcPorts.slice()
+  const svcChanges = new Map<string, CompiledService | undefined>()
+  const hcChanges = new Map<string, HealthCheck | undefined>()
+  const free = [...table.freeIds]
+  const released = new Map<string, SvcPort>()
+
+  for (const key of touched) {
+    svcChanges.set(key, undefined)
+    if (table.healthChecks.has(key)) hcChanges.set(key, undefined)
+    const old = table.services.get(key)
+    if (old === undefined) continue
+    const mine = new Set(old.svcPortIds)
+    removeOwned(v4, old.fe4, mine, true)
+    removeOwned(v6, old.fe6, mine, true)
+    removeOwned(v4, old.vip4, mine, false)
+    removeOwned(v6, old.vip6, mine, false)
+    for (const id of old.svcPortIds) {
+      const sp = svcPorts[id]
+      if (sp !== undefined) released.set(sp.key, sp)
+      svcPorts[id] = undefined
+    }
+  }
+  const problems = table.problems.filter(p => !touched.has(p.object.replace(/^Service /, '')))
+  const ctx: Ctx = {
+    config: table.config,
+    v4,
+    v6,
+    svcPorts,
+    free,
+    nextUid: table.nextUid,
+    problems,
+    prevByKey: k => released.get(k),
+    arena: new Arena(256),
+  }
+  const keyed = changed.map(s => ({ k: serviceKey(s.namespace, s.name), s }))
+  keyed.sort((a, b) => cmp(a.k, b.k))
+  for (const { k, s } of keyed) {
+    if (svcChanges.get(k) !== undefined) continue
+    const cs = compileService(ctx, s, k)
+    svcChanges.set(k, cs)
+    const hc = healthCheckOf(ctx, cs)
+    if (hc !== undefined) hcChanges.set(k, hc)
+  }
+  // Released ids nobody reclaimed become free only now, so a new service cannot take the id of one re-added above.
+  for (const sp of released.values()) if (svcPorts[sp.id] === undefined) free.push(sp.id)
+  free.sort((a, b) => a - b)
+  return finish(ctx, table.generation + 1, table.services.with(svcChanges), table.healthChecks.with(hcChanges))
+}
+
+/** Deletes frontends (or VIPs) a service owned, unless another service port holds the key by now. */
+function removeOwned(ft: FamilyTable, owned: readonly number[], mine: Set<number>, isFe: boolean): void {
+  const map = isFe ? ft.fe : ft.vip
+  const kw = map.kw
+  for (let r = 0; r < owned.length; r += kw) {
+    for (let i = 0; i < kw; i++) map.key[i] = owned[r + i]!
+    const s = map.find()
+    if (s < 0) continue
+    const id = isFe ? Math.floor(map.vals[s]! / 4) : map.vals[s]!
+    if (mine.has(id)) map.removeAt(s)
+  }
+}
+
+function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Text dump
+
+function setLine(set: EndpointSet): string {
+  if (set.count === 0) return '(none)'
+  // With Maglev, each endpoint's share of the lookup table (a fingerprint of the table itself).
+  const slots = new Uint32Array(set.count)
+  if (set.maglev !== null) for (const i of set.maglev) slots[i]!++
+  const names = endpointNames(set)
+  const parts: string[] = []
+  for (let i = 0; i < set.count; i++) {
+    const tags: string[] = []
+    const f = epFlags(set, i)
+    if (f & EP_LOCAL) tags.push('local')
+    if (f & EP_TERMINATING) tags.push('terminating')
+    if (set.maglev !== null) tags.push(`${slots[i]!} slots`)
+    parts.push(tags.length > 0 ? `${names[i]!} (${tags.join(', ')})` : names[i]!)
+  }
+  return parts.join(', ')
+}
+
+/**
+ * A readable, order-normalised text form of the table: services by namespace/name, their ports by family, protocol,
+ * port; endpoints as compiled (sorted by address). Ids, uids and generations are left out so that the dump depends
+ * only on the inputs.
+ */
+export function formatNatTable(table: NatTable): string {
+  const c = table.config
+  const out: string[] = []
+  out.push(`# tundra NAT table: node ${c.nodeName}, lb ${c.lb}${c.lb === 'maglev' ? ` (M=${c.maglevTableSize})` : ''}, icmp ${c.icmpMode}${c.masqueradeAll ? ', masquerade-all' : ''}`)
+  for (const ft of [table.v4, table.v6]) {
+    if (ft.nodeAddrs.length === 0 && ft.clusterCidrs.length === 0) continue
+    const addrs: string[] = []
+    for (let r = 0; r < ft.nodeAddrs.length; r += ft.aw) addrs.push(wordsToString(ft.nodeAddrs, r, ft.family))
+    const np: string[] = []
+    for (let r = 0; r < ft.nodePortAddrs.length; r += ft.aw) np.push(wordsToString(ft.nodePortAddrs, r, ft.family))
+    out.push(`# ipv${ft.family}: node ${addrs.join(', ') || '(none)'}; nodeports on ${np.join(', ') || '(none)'}; cluster ${cidrListToStrings(ft.clusterCidrs, ft.family).join(', ') || '(none)'}; masquerade to ${ft.hasSnat ? wordsToString(ft.snat, 0, ft.family) : '(none)'}`)
+  }
+  const keys = [...table.services.keys()].sort(cmp)
+  for (const key of keys) {
+    const cs = table.services.get(key)!
+    const svc = cs.service
+    if (cs.svcPortIds.length === 0) {
+      out.push(`service ${key} ${svc.type}${svc.headless ? ' headless' : ''}: no NAT`)
+      continue
+    }
+    const head = [`service ${key} ${svc.type}`]
+    if (svc.affinityTimeout > 0) head.push(`affinity ClientIP ${svc.affinityTimeout}s`)
+    head.push(`internalTrafficPolicy ${svc.internalTrafficPolicy}`, `externalTrafficPolicy ${svc.externalTrafficPolicy}`)
+    out.push(head.join(', '))
+    const ports = cs.svcPortIds.map(id => table.svcPorts[id]!).filter(Boolean)
+    ports.sort((a, b) => a.family - b.family || cmp(a.protocol, b.protocol) || a.port - b.port || cmp(a.portName, b.portName))
+    for (const sp of ports) {
+      const aw = addrWords(sp.family)
+      out.push(`  port ${sp.portName || '-'} ${sp.protocol} ipv${sp.family} -> targetPort ${sp.targetPort}`)
+      const fes: string[] = []
+      const fmt = (ip: string, port: number): string => (sp.family === 6 ? `[${ip}]:${port}` : `${ip}:${port}`)
+      const ft = sp.family === 4 ? table.v4 : table.v6
+      const owns = (ip: string, port: number): boolean => {
+        parseAddrWords(ip, sp.family, ft.fe.key, 0)
+        ft.fe.key[aw] = protoPort(sp.proto, port)
+        const v = ft.fe.get(0xffffffff)
+        return v !== 0xffffffff && Math.floor(v / 4) === sp.id
+      }
+      const tag = (ip: string, port: number): string => (owns(ip, port) ? '' : ' (conflict: not installed)')
+      fes.push(`    frontend ClusterIP ${fmt(sp.clusterIP, sp.port)}${tag(sp.clusterIP, sp.port)}`)
+      if (sp.nodePort > 0) {
+        for (let r = 0; r < ft.nodePortAddrs.length; r += aw) {
+          const ip = wordsToString(ft.nodePortAddrs, r, sp.family)
+          fes.push(`    frontend NodePort ${fmt(ip, sp.nodePort)}${tag(ip, sp.nodePort)}`)
+        }
+      }
+      for (const ip of sp.externalIPs) fes.push(`    frontend ExternalIP ${fmt(wordsToString(parsed(ip, sp.family), 0, sp.family), sp.port)}${tag(ip, sp.port)}`)
+      for (const ip of sp.loadBalancerIPs) fes.push(`    frontend LoadBalancer ${fmt(wordsToString(parsed(ip, sp.family), 0, sp.family), sp.port)}${tag(ip, sp.port)}`)
+      for (const ip of sp.proxyModeIPs) fes.push(`    skipped LoadBalancer ${fmt(ip, sp.port)} (ipMode Proxy)`)
+      out.push(...fes)
+      if (sp.sourceRanges.length > 0) out.push(`    sourceRanges ${cidrListToStrings(sp.sourceRanges, sp.family).join(', ')}`)
+      out.push(`    cluster endpoints: ${setLine(sp.cluster)}`)
+      if (sp.internalPolicy === 'Local' || sp.externalPolicy === 'Local') out.push(`    local endpoints: ${setLine(sp.local)}`)
+      const used = new Set(endpointNames(sp.cluster))
+      const extra = endpointNames(sp.serving).filter(n => !used.has(n))
+      if (extra.length > 0) out.push(`    serving, not used for new connections: ${extra.join(', ')}`)
+    }
+    const hc = table.healthChecks.get(key)
+    if (hc !== undefined) out.push(`  healthCheckNodePort ${hc.nodePort}: localEndpoints ${hc.localEndpoints}`)
+  }
+  const probs = [...table.problems].map(p => `problem ${p.object} ${p.field}: ${p.reason}`).sort(cmp)
+  out.push(...probs)
+  return out.join('\n') + '\n'
+}
+
+function parsed(ip: string, family: Family): Uint32Array {
+  const w = new Uint32Array(4)
+  parseAddrWords(ip, family, w, 0)
+  return w
+}
