@@ -1,3 +1,93 @@
-// placeholder: filled in by the lab work
-import type { Command } from 'commander'
-export function registerLab(_program: Command): void { /* not yet */ }
+// `tundra lab up|exec|status|down`: a cluster of network namespaces to run tundra (or the kernel baseline) on.
+import { Command, Option } from 'commander'
+import {
+  DATAPLANES, DEFAULT_LAB_NAME, formatStatus, labDown, labExecInteractive, labStatus, labUp, LabError,
+  type Dataplane, type ExecTarget,
+} from '../lab/index'
+
+const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value]
+
+function positiveInt(value: string): number {
+  if (!/^\d+$/.test(value)) throw new LabError(`not a number: ${value}`)
+  return Number(value)
+}
+
+export function registerLab(program: Command): void {
+  const lab = program.command('lab').description('build, use and remove a cluster of network namespaces with tundra on every node')
+
+  lab.command('up')
+    .description('build the lab, start tundra on every node; returns when all pods are ready')
+    .addOption(new Option('-f, --filename <file|dir>', 'manifests (YAML/JSON, multi-document; repeat for more)').argParser(collect).makeOptionMandatory())
+    .option('--name <lab>', 'lab name', DEFAULT_LAB_NAME)
+    .option('--nodes <n>', 'number of nodes', positiveInt, 1)
+    .addOption(new Option('--dataplane <kind>', 'what handles services and routing').choices(DATAPLANES).default('tundra'))
+    .addOption(new Option('--iptables-backend <kind>', 'with --dataplane iptables: which iptables').choices(['nft', 'legacy']).default('nft'))
+    .option('--timeout <seconds>', 'how long pods and agents may take to get ready', positiveInt, 60)
+    .option('--keep-on-failure', 'leave a lab that failed to come up in place, for a look')
+    .action(async (o: { filename: string[]; name: string; nodes: number; dataplane: Dataplane; iptablesBackend: 'nft' | 'legacy'; timeout: number; keepOnFailure?: boolean }) => {
+      const abort = new AbortController()
+      const onSignal = (): void => { process.stderr.write('[lab] interrupted: cleaning up\n'); abort.abort() }
+      process.on('SIGINT', onSignal)
+      process.on('SIGTERM', onSignal)
+      try {
+        await labUp({
+          files: o.filename, name: o.name, nodes: o.nodes, dataplane: o.dataplane, iptablesBackend: o.iptablesBackend,
+          readyTimeoutMs: o.timeout * 1000, keepOnFailure: o.keepOnFailure === true, signal: abort.signal,
+        })
+      } catch (err) {
+        if (!abort.signal.aborted) throw err
+        process.stderr.write('tundra: lab up interrupted; what it made is removed\n')
+        process.exit(130)
+      } finally {
+        process.off('SIGINT', onSignal)
+        process.off('SIGTERM', onSignal)
+      }
+      process.stdout.write(formatStatus(labStatus(o.name)))
+    })
+
+  lab.command('exec')
+    .description('run a command in a pod (its network, resolv.conf, hostname), on a node, or on the outside host')
+    .usage('[--name LAB] (<pod> [-n <namespace>] | --node <node> | --external) -- <cmd…>')
+    .argument('[args...]', '<pod> -- <cmd…>, or -- <cmd…> with --node/--external')
+    .option('--name <lab>', 'lab name (may be left out when one lab is up)')
+    .option('-n, --namespace <ns>', 'the pod\'s namespace', 'default')
+    .option('--node <node>', 'run in this node\'s namespace')
+    .option('--external', 'run on the host outside the cluster (on the node network)')
+    .action(async (args: string[], o: { name?: string; namespace: string; node?: string; external?: boolean }, cmd: Command) => {
+      // commander drops `--` itself: find it in the root's raw argv (a runtime field) to tell the pod from the command
+      let root: Command = cmd
+      while (root.parent) root = root.parent
+      const raw = (root as unknown as { rawArgs?: string[] }).rawArgs ?? process.argv
+      const dd = raw.indexOf('--')
+      if (dd < 0) throw new LabError('put the command after --, e.g. `tundra lab exec pod-client -- curl -s http://…`')
+      const command = raw.slice(dd + 1)
+      const before = args.slice(0, args.length - command.length)
+      let target: ExecTarget
+      if (o.node !== undefined || o.external === true) {
+        if (o.node !== undefined && o.external === true) throw new LabError('give --node or --external, not both')
+        if (before.length > 0) throw new LabError(`unexpected ${before.join(' ')} before --: a pod name goes without --node/--external`)
+        target = o.node !== undefined ? { node: o.node } : { external: true }
+      } else {
+        if (before.length !== 1) throw new LabError('give exactly one pod name before -- (or --node / --external)')
+        target = { pod: before[0]!, namespace: o.namespace }
+      }
+      process.exitCode = await labExecInteractive({ ...(o.name === undefined ? {} : { name: o.name }), target, cmd: command })
+    })
+
+  lab.command('status')
+    .description('nodes, pods, services and EndpointSlices, like kubectl get … -o wide')
+    .option('--name <lab>', 'lab name (may be left out when one lab is up)')
+    .addOption(new Option('-o, --output <format>', 'output format').choices(['wide', 'json']).default('wide'))
+    .action((o: { name?: string; output: 'wide' | 'json' }) => {
+      const st = labStatus(o.name)
+      process.stdout.write(o.output === 'json' ? JSON.stringify(st, null, 2) + '\n' : formatStatus(st))
+    })
+
+  lab.command('down')
+    .description('remove everything the lab made (also after a crash)')
+    .option('--name <lab>', 'lab name (may be left out when one lab is up)')
+    .action(async (o: { name?: string }) => {
+      const r = await labDown(o.name)
+      if (!r.found) throw new LabError(o.name === undefined ? 'no lab is up' : `no lab named ${JSON.stringify(o.name)} is up`)
+    })
+}
