@@ -1,0 +1,253 @@
+// One node's tundra: owns the TUN, the NAT engine and the cluster DNS, and keeps them on one snapshot of the
+// desired state. Start-up order matters: everything that can fail on bad input (manifests, config) runs before the
+// node is wired, and wiring is undone on every exit path.
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
+import { hostname } from 'node:os'
+import { watch, type FSWatcher } from 'node:fs'
+import type { Server } from 'node:net'
+import type { AgentConfig } from './config'
+import { serveControl, type Handler } from './control'
+import type { DataplaneView } from './view'
+import { wire, type Wiring } from './wiring'
+import type { Cluster } from '../model/cluster'
+import { loadCluster } from '../k8s/index'
+import { compileNat, resolveNatConfig, type NatTable, type ResolvedNatConfig } from '../nat/compile'
+import { NatEngine, NAT_STAT_NAMES } from '../nat/engine'
+import { healthCheckByPort, healthCheckResponse } from '../nat/health'
+import { DnsServer } from '../dns/server'
+import { openTun, type TunDevice } from '../device/tun'
+import type { Device } from '../device/device'
+import { Dataplane, dropNames, type Peer } from '../dataplane/loop'
+import { vxlanMac } from '../dataplane/vxlan'
+import { ipv4ToInt, parseCidr4 } from './addr'
+
+export interface AgentOptions {
+  /** progress and events; default stderr */
+  readonly log?: (line: string) => void
+  /** a device to use instead of opening the TUN (tests); no node wiring is done then */
+  readonly device?: Device
+  /** extra control commands (inspection tools register theirs here) */
+  readonly handlers?: (view: DataplaneView) => Record<string, Handler>
+}
+
+export class AgentError extends Error {}
+
+const RELOAD_DEBOUNCE_MS = 50
+
+export class Agent implements DataplaneView {
+  private current: Cluster
+  private compiled: NatTable
+  readonly natCfg: ResolvedNatConfig
+  readonly engine_: NatEngine
+  readonly dns_: DnsServer
+  private dev: Device | undefined
+  private dp: Dataplane | undefined
+  private wiring: Wiring | undefined
+  private control: Server | undefined
+  private watchers: FSWatcher[] = []
+  private timers: NodeJS.Timeout[] = []
+  private readonly health = new Map<number, HttpServer>()
+  private reloadTimer: NodeJS.Timeout | undefined
+  private stopping: Promise<void> | undefined
+  private clock = Math.floor(Date.now() / 1000)
+  readonly log: (line: string) => void
+  /** reloads that kept the previous state because the manifests could not be read at all */
+  reloadErrors = 0
+  reloads = 0
+  lastSyncMs = 0
+
+  private constructor(readonly config: AgentConfig, private readonly opts: AgentOptions) {
+    this.log = opts.log ?? (l => process.stderr.write(l + '\n'))
+    this.current = this.load()
+    this.natCfg = resolveNatConfig({
+      nodeName: config.node.name,
+      nodeIPs: [config.node.ip],
+      clusterCIDRs: [config.clusterCIDR],
+      ...(config.nodePortAddresses !== undefined ? { nodePortAddresses: config.nodePortAddresses } : {}),
+      ...(config.lb !== undefined ? { lb: config.lb } : {}),
+      icmpMode: config.icmp ?? 'reply',
+    })
+    this.compiled = compileNat(this.current, this.natCfg)
+    this.engine_ = new NatEngine(this.compiled)
+    this.dns_ = new DnsServer({
+      zone: config.dns.zone,
+      dnsIP: config.dns.ip,
+      upstream: config.dns.upstreams,
+      ...(config.dns.ttl !== undefined ? { ttl: config.dns.ttl } : {}),
+    })
+    this.dns_.setCluster(this.current)
+  }
+
+  static async start(config: AgentConfig, opts: AgentOptions = {}): Promise<Agent> {
+    const agent = new Agent(config, opts)
+    try {
+      await agent.bringUp()
+    } catch (err) {
+      await agent.stop()
+      throw err
+    }
+    return agent
+  }
+
+  // ---- DataplaneView -------------------------------------------------------------------------------------------
+  cluster(): Cluster { return this.current }
+  table(): NatTable { return this.compiled }
+  natConfig(): ResolvedNatConfig { return this.natCfg }
+  engine(): NatEngine { return this.engine_ }
+  dns(): DnsServer { return this.dns_ }
+  now(): number { return this.clock }
+  counters(): Record<string, number> {
+    const out: Record<string, number> = {}
+    const c = this.dp?.counters
+    if (c) {
+      for (const [k, v] of Object.entries(c)) if (typeof v === 'number') out[k] = v
+      for (const [k, v] of Object.entries(dropNames(c))) out[`drop_${k}`] = v
+    }
+    const d = this.dev?.stats()
+    if (d) {
+      out.device_batches = d.batches
+      out.device_packets = d.packets
+      out.device_write_errors = d.writeErrors
+      out.avg_packets_per_batch = d.avgPacketsPerBatch ?? (d.batches ? d.packets / d.batches : 0)
+    }
+    NAT_STAT_NAMES.forEach((name, i) => { out[`nat_${name}`] = this.engine_.counters[i] ?? 0 })
+    out.conntrack_entries = this.engine_.v4.ct.count + this.engine_.v6.ct.count
+    out.reloads = this.reloads
+    out.reload_errors = this.reloadErrors
+    return out
+  }
+
+  // ---- lifecycle -----------------------------------------------------------------------------------------------
+
+  private load(): Cluster {
+    const r = loadCluster(this.config.manifests, { expandDeployments: true, endpointSliceController: true, serviceCIDRs: [this.config.serviceCIDR] })
+    for (const p of r.problems) this.log(`[agent] skipped ${p.file ? p.file + ': ' : ''}${p.object}: ${p.field}: ${p.reason}`)
+    return r.cluster
+  }
+
+  private async bringUp(): Promise<void> {
+    const cfg = this.config
+    const nodeIp = ipv4ToInt(cfg.node.ip)
+    const dnsIp = ipv4ToInt(cfg.dns.ip)
+    if (nodeIp === undefined) throw new AgentError(`node.ip: not an IPv4 address: ${cfg.node.ip}`)
+    if (dnsIp === undefined) throw new AgentError(`dns.ip: not an IPv4 address: ${cfg.dns.ip}`)
+    const peers: Peer[] = cfg.vxlan.peers.map((p, i) => {
+      const ip = ipv4ToInt(p.ip)
+      const cidr = parseCidr4(p.podCIDR)
+      if (ip === undefined) throw new AgentError(`vxlan.peers[${i}].ip: not an IPv4 address: ${p.ip}`)
+      if (cidr === undefined) throw new AgentError(`vxlan.peers[${i}].podCIDR: not an IPv4 CIDR: ${p.podCIDR}`)
+      return { net: cidr.net, mask: cidr.mask, ip, mac: vxlanMac(ip) }
+    })
+
+    if (this.opts.device) {
+      this.dev = this.opts.device
+    } else {
+      const tun: TunDevice = await openTun({ name: cfg.tun.name, vnetHdr: cfg.tun.vnetHdr, offloads: cfg.tun.vnetHdr, txqueuelen: 10000 })
+      this.dev = tun
+      this.log(`[agent] ${tun.name} open: vnet header ${tun.vnetHdr ? 'on' : 'off'}, offloads ${JSON.stringify(tun.offloadsAccepted)}`)
+      this.wiring = await wire(cfg, tun.name)
+    }
+    this.dp = new Dataplane(this.dev, this.engine_, this.dns_, {
+      nodeIp, dnsIp, dnsPort: 53, vni: cfg.vxlan.vni, localMac: vxlanMac(nodeIp), peers,
+    })
+    this.dev.start(this.dp.onBatch)
+
+    if (!this.opts.device) {
+      // TCP DNS, and UDP from the node's own processes, reach a kernel socket on the DNS address (on lo).
+      await this.dns_.listenTcp(cfg.dns.ip, 53)
+      await this.dns_.listenUdp(cfg.dns.ip, 53)
+    }
+    this.syncHealthServers()
+
+    const handlers: Record<string, Handler> = {
+      hello: () => ({ node: cfg.node, hostname: hostname(), peers: cfg.vxlan.peers, pid: process.pid }),
+      stats: () => ({ counters: this.counters(), dns: this.dns_.metrics(), lastSyncMs: this.lastSyncMs }),
+      reload: () => { this.reload(); return { reloads: this.reloads, lastSyncMs: this.lastSyncMs } },
+      ...(this.opts.handlers ? this.opts.handlers(this) : {}),
+    }
+    this.control = await serveControl(cfg.control, handlers)
+
+    // The coarse clock and incremental conntrack reaping run off the packet path.
+    this.timers.push(setInterval(() => {
+      this.clock = Math.floor(Date.now() / 1000)
+      this.engine_.tick(this.clock)
+    }, 250))
+    for (const path of cfg.manifests) {
+      try {
+        this.watchers.push(watch(path, { persistent: false }, () => this.scheduleReload()))
+      } catch (err) {
+        this.log(`[agent] cannot watch ${path}: ${(err as Error).message}`)
+      }
+    }
+    this.log(`[agent] ${cfg.node.name} ready: ${this.compiled.svcPorts.length} service ports, ${peers.length} VXLAN peers, DNS ${cfg.dns.ip} (${cfg.dns.zone})`)
+  }
+
+  private scheduleReload(): void {
+    if (this.reloadTimer) clearTimeout(this.reloadTimer)
+    this.reloadTimer = setTimeout(() => { this.reloadTimer = undefined; this.reload() }, RELOAD_DEBOUNCE_MS)
+  }
+
+  /** Re-reads the manifests and swaps in the new state; on a read failure the old state keeps serving. */
+  reload(): void {
+    const t0 = process.hrtime.bigint()
+    let cluster: Cluster
+    try {
+      cluster = this.load()
+    } catch (err) {
+      this.reloadErrors++
+      this.log(`[agent] reload failed, keeping the previous state: ${(err as Error).message}`)
+      return
+    }
+    this.apply(cluster)
+    this.lastSyncMs = Number(process.hrtime.bigint() - t0) / 1e6
+    this.log(`[agent] synced in ${this.lastSyncMs.toFixed(1)} ms: ${this.compiled.svcPorts.length} service ports`)
+  }
+
+  /** Installs a new desired state: NAT table (stale flows flushed, TCP resets sent) and DNS zone together. */
+  apply(cluster: Cluster): void {
+    const table = compileNat(cluster, this.natCfg, this.compiled)
+    this.current = cluster
+    this.compiled = table
+    const r = this.engine_.swap(table)
+    if (r.resets > 0) this.dp?.sendResets(this.engine_)
+    this.dns_.setCluster(cluster)
+    this.syncHealthServers()
+    this.reloads++
+  }
+
+  /** kube-proxy's healthCheckNodePort servers, on the node IP, for services with externalTrafficPolicy Local. */
+  private syncHealthServers(): void {
+    if (this.opts.device) return
+    const wanted = new Set<number>()
+    for (const hc of this.compiled.healthChecks.values()) wanted.add(hc.nodePort)
+    for (const [port, srv] of this.health) if (!wanted.has(port)) { srv.close(); this.health.delete(port) }
+    for (const port of wanted) {
+      if (this.health.has(port)) continue
+      const srv = createHttpServer((_req, res) => {
+        const hc = healthCheckByPort(this.compiled, port)
+        const r = hc ? healthCheckResponse(hc) : { status: 503, body: '{}' }
+        res.writeHead(r.status, { 'Content-Type': 'application/json', 'X-Content-Type-Options': 'nosniff' })
+        res.end(r.body)
+      })
+      srv.on('error', err => this.log(`[agent] health check port ${port}: ${err.message}`))
+      srv.listen(port, this.config.node.ip)
+      this.health.set(port, srv)
+    }
+  }
+
+  stop(): Promise<void> {
+    this.stopping ??= this.shutdown()
+    return this.stopping
+  }
+
+  private async shutdown(): Promise<void> {
+    for (const t of this.timers) clearInterval(t)
+    if (this.reloadTimer) clearTimeout(this.reloadTimer)
+    for (const w of this.watchers) w.close()
+    for (const s of this.health.values()) s.close()
+    this.control?.close()
+    await this.dns_.close()
+    if (this.wiring) await this.wiring.undo()
+    if (this.dev && !this.opts.device) await this.dev.close()
+  }
+}

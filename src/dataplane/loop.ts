@@ -1,0 +1,259 @@
+// The hot loop: one batch of packets from the TUN in, decisions made in place, batches written back.
+// Per packet: validate once -> VXLAN decap -> cluster DNS (answered in the path) -> Service NAT -> route
+// (local: back to the kernel through the TUN; another node's pod CIDR: VXLAN). Nothing here allocates per packet.
+import type { Batch, Device } from '../device/device'
+import { VNET_HDR_LEN } from '../device/device'
+import { PacketInfo, parsePacket, DROP_NAMES } from '../wire/packet'
+import { checksum, pseudoHeaderSum4 } from '../wire/checksum'
+import { encapsulate, innerOffset, VXLAN_OVERHEAD, VXLAN_PORT } from './vxlan'
+import { completeChecksum, segment } from './gso'
+
+export interface Peer { readonly net: number; readonly mask: number; readonly ip: number; readonly mac: Buffer }
+
+export interface PacketNat {
+  /** returns one of the Action codes; rewrites in place */
+  process(buf: Buffer, off: number, len: number, info: PacketInfo, partial: boolean, now: number): number
+  /** writes the ICMP error for a REJECT into out at outOff; returns its length (0 = none) */
+  writeReject(buf: Buffer, off: number, len: number, info: PacketInfo, out: Buffer, outOff: number): number
+}
+
+export interface PacketDns {
+  answerInPlace(buf: Buffer, off: number, len: number, out: Buffer, outOff: number, outMax: number, transport: number): number
+  forward(query: Buffer, cb: (answer: Buffer) => void): void
+}
+
+export const Action = { PASS: 0, FORWARD: 1, REPLY: 2, REJECT: 3, DROP: 4 } as const
+
+export interface LoopOptions {
+  readonly nodeIp: number
+  readonly dnsIp: number
+  readonly dnsPort: number
+  readonly vni: number
+  readonly localMac: Buffer
+  readonly peers: readonly Peer[]
+}
+
+export class Counters {
+  packets = 0
+  bytes = 0
+  batches = 0
+  forwarded = 0
+  natted = 0
+  replied = 0
+  rejected = 0
+  dropped = 0
+  dnsAnswered = 0
+  dnsForwarded = 0
+  vxlanIn = 0
+  vxlanOut = 0
+  readonly drops = new Float64Array(64)
+}
+
+const TX_SIZE = 8 << 20
+const MAX_OUT = 8192
+
+export class Dataplane {
+  readonly counters = new Counters()
+  private readonly info = new PacketInfo()
+  private readonly tx = Buffer.alloc(TX_SIZE)
+  private txUsed = 0
+  private readonly txOffsets = new Uint32Array(MAX_OUT)
+  private readonly txLengths = new Uint32Array(MAX_OUT)
+  private txCount = 0
+  private readonly inOffsets = new Uint32Array(MAX_OUT)
+  private readonly inLengths = new Uint32Array(MAX_OUT)
+  private readonly segOffsets = new Uint32Array(2048)
+  private readonly segLengths = new Uint32Array(2048)
+  private readonly seg = Buffer.alloc(256 << 10)
+  private now = Math.floor(Date.now() / 1000)
+  private readonly vnet: boolean
+  private readonly gap: number
+
+  constructor(private readonly dev: Device, private nat: PacketNat, private dns: PacketDns, private opts: LoopOptions) {
+    this.vnet = dev.vnetHdr
+    this.gap = this.vnet ? VNET_HDR_LEN : 0
+  }
+
+  setNat(nat: PacketNat): void { this.nat = nat }
+
+  /** Sends the TCP resets a table swap queued (connections whose endpoint went away). Call between batches. */
+  sendResets(src: { pendingResets: number; writeResets(out: Uint8Array, outOff: number, offsets: Uint32Array, lengths: Uint32Array, max: number, gap?: number): number }): void {
+    while (src.pendingResets > 0) {
+      const n = src.writeResets(this.tx, 0, this.txOffsets, this.txLengths, MAX_OUT, this.gap)
+      if (n === 0) break
+      this.dev.writeBatch(this.tx, this.txOffsets, this.txLengths, n)
+    }
+  }
+  setPeers(opts: LoopOptions): void { this.opts = opts }
+
+  readonly onBatch = (batch: Batch): void => {
+    const c = this.counters
+    c.batches++
+    this.now = Math.floor(Date.now() / 1000)
+    this.txUsed = 0
+    this.txCount = 0
+    let nIn = 0
+    const { buf, offsets, lengths } = batch
+    const info = this.info
+    const opts = this.opts
+    for (let i = 0; i < batch.count; i++) {
+      let off = offsets[i]!
+      let len = lengths[i]!
+      c.packets++
+      c.bytes += len
+      let flags = 0, gsoType = 0
+      if (this.vnet) { flags = buf[off - VNET_HDR_LEN]!; gsoType = buf[off - VNET_HDR_LEN + 1]! & 0x7f }
+      let verdict = parsePacket(buf, off, len, info, gsoType !== 0)
+      if (verdict !== 0) { c.dropped++; c.drops[verdict]!++; continue }
+      len = info.l3Len
+
+      // VXLAN from another node: continue with the inner packet as if a local pod had sent it.
+      if (info.family === 4 && info.l4Proto === 17 && info.dst === opts.nodeIp && info.dstPort === VXLAN_PORT && !info.isFragment) {
+        const inner = innerOffset(buf, off, len, info.l4Off, opts.vni)
+        if (inner >= 0) {
+          len = off + len - inner
+          off = inner
+          if (this.vnet) buf.fill(0, off - VNET_HDR_LEN, off)
+          flags = 0; gsoType = 0
+          verdict = parsePacket(buf, off, len, info, false)
+          if (verdict !== 0) { c.dropped++; c.drops[verdict]!++; continue }
+          len = info.l3Len
+          c.vxlanIn++
+        }
+      }
+
+      // Cluster DNS over UDP, answered here: no conntrack entry, no extra hop.
+      if (info.family === 4 && info.l4Proto === 17 && info.dst === opts.dnsIp && info.dstPort === opts.dnsPort && !info.isFragment) {
+        this.answerDns(buf, off, info)
+        continue
+      }
+
+      const act = this.nat.process(buf, off, len, info, (flags & 1) !== 0, this.now)
+      if (act === Action.DROP) { c.dropped++; continue }
+      if (act === Action.REJECT) {
+        const o = this.txUsed + this.gap
+        const n = o + 1600 <= TX_SIZE ? this.nat.writeReject(buf, off, len, info, this.tx, o) : 0
+        if (n > 0) this.pushTx(o, n)
+        c.rejected++
+        continue
+      }
+      if (act === Action.REPLY) { c.replied++ } else if (act === Action.FORWARD) c.natted++
+      // Route by the (possibly rewritten) destination.
+      if (info.family === 4) {
+        const dst = buf.readUInt32BE(off + 16)
+        const peer = this.peerFor(dst)
+        if (peer !== null) { this.toPeer(buf, off, len, peer, flags, gsoType); continue }
+      }
+      if (nIn < MAX_OUT) { this.inOffsets[nIn] = off; this.inLengths[nIn] = len; nIn++ }
+      c.forwarded++
+    }
+    if (nIn > 0) this.dev.writeBatch(buf, this.inOffsets, this.inLengths, nIn)
+    if (this.txCount > 0) this.dev.writeBatch(this.tx, this.txOffsets, this.txLengths, this.txCount)
+  }
+
+  private peerFor(dst: number): Peer | null {
+    const peers = this.opts.peers
+    for (let p = 0; p < peers.length; p++) {
+      const peer = peers[p]!
+      if (((dst & peer.mask) >>> 0) === peer.net) return peer
+    }
+    return null
+  }
+
+  private pushTx(off: number, len: number): void {
+    if (this.txCount >= MAX_OUT) return
+    if (this.vnet) this.tx.fill(0, off - VNET_HDR_LEN, off)
+    this.txOffsets[this.txCount] = off
+    this.txLengths[this.txCount] = len
+    this.txCount++
+    this.txUsed = off + len
+  }
+
+  /** Encapsulates for another node; super-packets are segmented first since the outer packet must fit the wire. */
+  private toPeer(buf: Buffer, off: number, len: number, peer: Peer, flags: number, gsoType: number): void {
+    const c = this.counters
+    const opts = this.opts
+    const entropy = buf.readUInt16BE(off + 12) ^ buf.readUInt16BE(off + 14) ^ buf.readUInt16BE(off + 18) ^ (this.info.srcPort ^ this.info.dstPort)
+    if (gsoType !== 0) {
+      const h = off - VNET_HDR_LEN
+      const gsoSize = buf.readUInt16LE(h + 4)
+      const n = segment(buf, off, len, gsoSize, this.seg, 0, 0, this.segOffsets, this.segLengths, this.segOffsets.length)
+      for (let s = 0; s < n; s++) {
+        const o = this.txUsed + this.gap
+        const sl = this.segLengths[s]!
+        if (o + sl + VXLAN_OVERHEAD > TX_SIZE) { c.dropped++; break }
+        const w = encapsulate(this.tx, o, this.seg, this.segOffsets[s]!, sl, opts.nodeIp, peer.ip, opts.vni, opts.localMac, peer.mac, entropy)
+        this.pushTx(o, w)
+        c.vxlanOut++
+      }
+      if (n === 0) c.dropped++
+      return
+    }
+    if ((flags & 1) !== 0) {
+      const h = off - VNET_HDR_LEN
+      completeChecksum(buf, off, len, buf.readUInt16LE(h + 6), buf.readUInt16LE(h + 8), this.info.l4Proto === 17)
+    }
+    const o = this.txUsed + this.gap
+    if (o + len + VXLAN_OVERHEAD > TX_SIZE) { c.dropped++; return }
+    const w = encapsulate(this.tx, o, buf, off, len, opts.nodeIp, peer.ip, opts.vni, opts.localMac, peer.mac, entropy)
+    this.pushTx(o, w)
+    c.vxlanOut++
+  }
+
+  /** Writes the DNS answer as a UDP reply from the DNS service address; upstream names complete asynchronously. */
+  private answerDns(buf: Buffer, off: number, info: PacketInfo): void {
+    const c = this.counters
+    const q = info.l4Off + 8
+    const qlen = info.l4Len - 8
+    const o = this.txUsed + this.gap
+    if (o + 28 + 4096 > TX_SIZE) { c.dropped++; return }
+    const n = this.dns.answerInPlace(buf, q, qlen, this.tx, o + 28, 4096, 0)
+    if (n > 0) {
+      writeUdpReply(this.tx, o, info.dst, info.src, info.dstPort, info.srcPort, n)
+      this.pushTx(o, 28 + n)
+      c.dnsAnswered++
+      return
+    }
+    if (n === 0) { c.dropped++; return }
+    // -1: not ours, ask upstream; the reply is written on its own when it arrives.
+    c.dnsForwarded++
+    const src = info.src, dst = info.dst, sport = info.srcPort, dport = info.dstPort
+    this.dns.forward(Buffer.from(buf.subarray(q, q + qlen)), answer => {
+      const pkt = Buffer.alloc(this.gap + 28 + answer.length)
+      answer.copy(pkt, this.gap + 28)
+      writeUdpReply(pkt, this.gap, dst, src, dport, sport, answer.length)
+      const offs = new Uint32Array([this.gap]), lens = new Uint32Array([28 + answer.length])
+      this.dev.writeBatch(pkt, offs, lens, 1)
+    })
+  }
+}
+
+let replyId = 0
+
+/** IPv4 + UDP headers in front of `payloadLen` bytes already at off+28, full checksums (tundra built it). */
+export function writeUdpReply(out: Buffer, off: number, src: number, dst: number, sport: number, dport: number, payloadLen: number): void {
+  const total = 28 + payloadLen
+  out[off] = 0x45; out[off + 1] = 0
+  out.writeUInt16BE(total, off + 2)
+  out.writeUInt16BE(replyId = (replyId + 1) & 0xffff, off + 4)
+  out.writeUInt16BE(0x4000, off + 6)
+  out[off + 8] = 64; out[off + 9] = 17
+  out.writeUInt16BE(0, off + 10)
+  out.writeUInt32BE(src >>> 0, off + 12)
+  out.writeUInt32BE(dst >>> 0, off + 16)
+  out.writeUInt16BE(checksum(out, off, 20), off + 10)
+  const u = off + 20
+  out.writeUInt16BE(sport, u)
+  out.writeUInt16BE(dport, u + 2)
+  out.writeUInt16BE(8 + payloadLen, u + 4)
+  out.writeUInt16BE(0, u + 6)
+  let cs = checksum(out, u, 8 + payloadLen, pseudoHeaderSum4(src, dst, 17, 8 + payloadLen))
+  if (cs === 0) cs = 0xffff
+  out.writeUInt16BE(cs, u + 6)
+}
+
+export function dropNames(counters: Counters): Record<string, number> {
+  const out: Record<string, number> = {}
+  counters.drops.forEach((v, i) => { if (v > 0) out[DROP_NAMES[i] ?? `reason${i}`] = v })
+  return out
+}
