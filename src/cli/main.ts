@@ -4,6 +4,7 @@ import { Command } from 'commander'
 import { registerLab } from './lab'
 import { registerAgent } from './agent'
 import { registerInspect } from './inspect'
+import { registerStart } from './start'
 
 export function buildProgram(): Command {
   const program = new Command('tundra')
@@ -12,6 +13,7 @@ export function buildProgram(): Command {
   registerLab(program)
   registerAgent(program)
   registerInspect(program)
+  registerStart(program)
   return program
 }
 

@@ -10,7 +10,7 @@ import { agentConfig, probesOf } from '../../src/lab/up'
 
 const root = join(__dirname, '..', '..')
 const SEED = join(root, 'examples/seed/seed.yaml')
-const PINNED = join(root, 'test/fixtures/lab/seed-pinned.yaml')
+const PINNED = join(root, 'examples/seed-as-documented/seed.yaml')
 const NETEXEC = join(root, 'test/fixtures/lab/netexec.yaml')
 
 function scratch(t: tap.Test, text: string): string {

@@ -8,7 +8,7 @@ import { labDown, labExec, labUp, loadLabState, type LabStatus } from '../../src
 
 const root = join(__dirname, '..', '..')
 // the seed with the document's addresses pinned (pods .246/.253, pod-client .247, service 10.96.125.237)
-const PINNED = join(root, 'test/fixtures/lab/seed-pinned.yaml')
+const PINNED = join(root, 'examples/seed-as-documented/seed.yaml')
 const NETEXEC = join(root, 'test/fixtures/lab/netexec.yaml')
 const skip = netnsSkip('nginx', 'curl', 'dnsmasq', 'unshare', 'iptables-restore', 'bash')
 
