@@ -19,6 +19,7 @@ import { openTun, type TunDevice } from '../device/tun'
 import type { Device } from '../device/device'
 import { Dataplane, dropNames, type Peer } from '../dataplane/loop'
 import { vxlanMac } from '../dataplane/vxlan'
+import { Capture } from '../dataplane/capture'
 import { ipv4ToInt, parseCidr4 } from './addr'
 
 export interface AgentOptions {
@@ -162,6 +163,7 @@ export class Agent implements DataplaneView {
     const handlers: Record<string, Handler> = {
       hello: () => ({ node: cfg.node, hostname: hostname(), peers: cfg.vxlan.peers, pid: process.pid }),
       stats: () => ({ counters: this.counters(), dns: this.dns_.metrics(), lastSyncMs: this.lastSyncMs }),
+      capture: args => this.startCapture(args),
       reload: () => { this.reload(); return { reloads: this.reloads, lastSyncMs: this.lastSyncMs } },
       ...(this.opts.handlers ? this.opts.handlers(this) : {}),
     }
@@ -180,6 +182,44 @@ export class Agent implements DataplaneView {
       }
     }
     this.log(`[agent] ${cfg.node.name} ready: ${this.compiled.svcPorts.length} service ports, ${peers.length} VXLAN peers, DNS ${cfg.dns.ip} (${cfg.dns.zone})`)
+  }
+
+  /**
+   * Records packets into a pcapng until `count` records or `durationMs` pass. `target`: 'all', a pod or a service
+   * ('name' in default, or 'ns/name'); a pod matches its IPs, a service its cluster IPs and endpoint addresses.
+   */
+  private startCapture(args: Record<string, unknown>): Promise<{ path: string; records: number; addresses: string[] }> {
+    const dp = this.dp
+    if (!dp) throw new AgentError('the dataplane is not running')
+    if (dp.capture) throw new AgentError('a capture is already running')
+    const path = String(args['path'] ?? '')
+    if (!path.startsWith('/')) throw new AgentError('capture: path must be absolute')
+    const target = String(args['target'] ?? 'all')
+    const addrs = target === 'all' ? [] : this.addressesOf(target)
+    const ints = addrs.map(a => ipv4ToInt(a)).filter((a): a is number => a !== undefined)
+    const pre = args['pre'] !== false
+    const post = args['post'] !== false
+    const count = Number(args['count'] ?? 1000)
+    const durationMs = Number(args['durationMs'] ?? 10_000)
+    return new Promise(resolve => {
+      let timer: NodeJS.Timeout | undefined
+      const cap = new Capture({ path, addresses: ints, pre, post, maxRecords: count > 0 ? count : 1000 }, c => {
+        if (timer) clearTimeout(timer)
+        if (dp.capture === c) dp.capture = null
+        resolve({ path, records: c.records, addresses: addrs })
+      })
+      timer = setTimeout(() => cap.close(), durationMs)
+      dp.capture = cap
+    })
+  }
+
+  private addressesOf(target: string): string[] {
+    const [ns, name] = target.includes('/') ? target.split('/', 2) as [string, string] : ['default', target]
+    const pod = this.current.pods.find(p => p.namespace === ns && p.name === name)
+    if (pod) return [...pod.ips]
+    const svc = this.current.services.find(s => s.namespace === ns && s.name === name)
+    if (svc) return [...svc.clusterIPs, ...svc.externalIPs, ...svc.loadBalancerIngress.map(i => i.ip), ...svc.endpoints.map(e => e.ip)]
+    throw new AgentError(`capture: no pod or service ${ns}/${name}`)
   }
 
   private scheduleReload(): void {
@@ -241,6 +281,7 @@ export class Agent implements DataplaneView {
   }
 
   private async shutdown(): Promise<void> {
+    this.dp?.capture?.close()
     for (const t of this.timers) clearInterval(t)
     if (this.reloadTimer) clearTimeout(this.reloadTimer)
     for (const w of this.watchers) w.close()

@@ -5,6 +5,7 @@ import { registerLab } from './lab'
 import { registerAgent } from './agent'
 import { registerInspect } from './inspect'
 import { registerStart } from './start'
+import { registerCapture } from './capture'
 
 export function buildProgram(): Command {
   const program = new Command('tundra')
@@ -14,6 +15,7 @@ export function buildProgram(): Command {
   registerAgent(program)
   registerInspect(program)
   registerStart(program)
+  registerCapture(program)
   return program
 }
 

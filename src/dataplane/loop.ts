@@ -7,6 +7,7 @@ import { PacketInfo, parsePacket, DROP_NAMES } from '../wire/packet'
 import { checksum, pseudoHeaderSum4 } from '../wire/checksum'
 import { encapsulate, innerOffset, VXLAN_OVERHEAD, VXLAN_PORT } from './vxlan'
 import { completeChecksum, segment } from './gso'
+import { CAPTURE_VERDICTS, type Capture } from './capture'
 
 export interface Peer { readonly net: number; readonly mask: number; readonly ip: number; readonly mac: Buffer }
 
@@ -54,6 +55,8 @@ const MAX_OUT = 8192
 
 export class Dataplane {
   readonly counters = new Counters()
+  /** set by `tundra capture`; null (the usual case) costs one check per packet */
+  capture: Capture | null = null
   private readonly info = new PacketInfo()
   private readonly tx = Buffer.alloc(TX_SIZE)
   private txUsed = 0
@@ -128,7 +131,12 @@ export class Dataplane {
         continue
       }
 
+      const cap = this.capture
+      const capThis = cap !== null && info.family === 4 && cap.wants(info.src, info.dst)
+      if (capThis && cap.opts.pre) cap.record(buf, off, len, 'pre-nat')
       const act = this.nat.process(buf, off, len, info, (flags & 1) !== 0, this.now)
+      if (capThis && cap.opts.post) cap.record(buf, off, len, `post-nat ${CAPTURE_VERDICTS[act] ?? act}`)
+      if (cap !== null && cap.done) this.capture = null
       if (act === Action.DROP) { c.dropped++; continue }
       if (act === Action.REJECT) {
         const o = this.txUsed + this.gap
