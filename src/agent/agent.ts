@@ -3,7 +3,7 @@
 // node is wired, and wiring is undone on every exit path.
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
 import { hostname } from 'node:os'
-import { watch, type FSWatcher } from 'node:fs'
+import { watch, readFileSync, renameSync, writeFileSync, type FSWatcher } from 'node:fs'
 import type { Server } from 'node:net'
 import type { AgentConfig } from './config'
 import { serveControl, type Handler } from './control'
@@ -29,6 +29,11 @@ export interface AgentOptions {
   readonly device?: Device
   /** extra control commands (inspection tools register theirs here) */
   readonly handlers?: (view: DataplaneView) => Record<string, Handler>
+  /**
+   * Remove the node wiring on stop (default false: like kube-proxy's rules, it stays, so a restarted agent takes
+   * over established flows; `tundra agent --cleanup` removes it).
+   */
+  readonly cleanupOnExit?: boolean
 }
 
 export class AgentError extends Error {}
@@ -50,6 +55,7 @@ export class Agent implements DataplaneView {
   private readonly health = new Map<number, HttpServer>()
   private reloadTimer: NodeJS.Timeout | undefined
   private stopping: Promise<void> | undefined
+  private started = false
   private clock = Math.floor(Date.now() / 1000)
   readonly log: (line: string) => void
   /** reloads that kept the previous state because the manifests could not be read at all */
@@ -83,6 +89,7 @@ export class Agent implements DataplaneView {
     const agent = new Agent(config, opts)
     try {
       await agent.bringUp()
+      agent.started = true
     } catch (err) {
       await agent.stop()
       throw err
@@ -169,6 +176,10 @@ export class Agent implements DataplaneView {
     }
     this.control = await serveControl(cfg.control, handlers)
 
+    this.restoreSnapshot()
+    const every = (cfg.snapshot?.intervalSeconds ?? 10) * 1000
+    if (every > 0) this.timers.push(setInterval(() => this.saveSnapshot(), every))
+
     // The coarse clock and incremental conntrack reaping run off the packet path.
     this.timers.push(setInterval(() => {
       this.clock = Math.floor(Date.now() / 1000)
@@ -220,6 +231,32 @@ export class Agent implements DataplaneView {
     const svc = this.current.services.find(s => s.namespace === ns && s.name === name)
     if (svc) return [...svc.clusterIPs, ...svc.externalIPs, ...svc.loadBalancerIngress.map(i => i.ip), ...svc.endpoints.map(e => e.ip)]
     throw new AgentError(`capture: no pod or service ${ns}/${name}`)
+  }
+
+  get snapshotPath(): string { return this.config.snapshot?.path ?? `${this.config.control}.conntrack` }
+
+  /** Writes the conntrack state atomically (a crash mid-write leaves the previous snapshot). */
+  saveSnapshot(): void {
+    try {
+      const tmp = `${this.snapshotPath}.tmp`
+      writeFileSync(tmp, this.engine_.snapshot())
+      renameSync(tmp, this.snapshotPath)
+    } catch (err) {
+      this.log(`[agent] snapshot: ${(err as Error).message}`)
+    }
+  }
+
+  /** Established flows survive a restart: their entries come back with the endpoints they were using. */
+  private restoreSnapshot(): void {
+    let buf: Buffer
+    try { buf = readFileSync(this.snapshotPath) } catch { return }
+    try {
+      const n = this.engine_.restore(buf, this.clock)
+      this.log(`[agent] restored ${n} conntrack entries from ${this.snapshotPath}`)
+      if (this.engine_.pendingResets > 0) this.dp?.sendResets(this.engine_)
+    } catch (err) {
+      this.log(`[agent] ignoring snapshot ${this.snapshotPath}: ${(err as Error).message}`)
+    }
   }
 
   private scheduleReload(): void {
@@ -282,13 +319,14 @@ export class Agent implements DataplaneView {
 
   private async shutdown(): Promise<void> {
     this.dp?.capture?.close()
+    if (this.dp) this.saveSnapshot()
     for (const t of this.timers) clearInterval(t)
     if (this.reloadTimer) clearTimeout(this.reloadTimer)
     for (const w of this.watchers) w.close()
     for (const s of this.health.values()) s.close()
     this.control?.close()
     await this.dns_.close()
-    if (this.wiring) await this.wiring.undo()
+    if (this.wiring && (this.opts.cleanupOnExit === true || !this.started)) await this.wiring.undo()
     if (this.dev && !this.opts.device) await this.dev.close()
   }
 }

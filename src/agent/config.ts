@@ -41,4 +41,6 @@ export interface AgentConfig {
   readonly nodePortAddresses?: readonly string[]
   readonly lb?: 'random' | 'maglev'
   readonly icmp?: 'reply' | 'reject' | 'drop'
+  /** conntrack state kept across restarts: written on graceful stop and every intervalSeconds (default: beside the control socket, 10 s) */
+  readonly snapshot?: { readonly path?: string; readonly intervalSeconds?: number }
 }

@@ -17,13 +17,27 @@ const NODE_PORTS = '30000-32767'
 export interface Wiring { undo(): Promise<void> }
 
 /** Applies the rules in the current namespace; every step is recorded so undo() removes exactly what was added. */
+/**
+ * Applies the rules in the current namespace, idempotently: a restarted agent finds its predecessor's wiring and
+ * takes it over. Blackhole fallbacks (metric 1000) sit under the TUN routes, so while no agent runs (a restart) pod
+ * and service traffic is dropped rather than routed around tundra: an un-NATed reply would make the client send a
+ * RST and kill a connection that the restored conntrack state could have carried on.
+ */
 export async function wire(cfg: AgentConfig, tun: string): Promise<Wiring> {
   const undo: string[][] = []
-  const step = async (add: string[], del: string[]): Promise<void> => { await must(add); undo.push(del) }
   const sysctl = async (key: string, value: string): Promise<void> => {
     const old = (await run(['sysctl', '-n', key])).stdout.trim()
     await must(['sysctl', '-qw', `${key}=${value}`])
     if (old && old !== value) undo.push(['sysctl', '-qw', `${key}=${old}`])
+  }
+  const rule = async (pref: string, args: string[]): Promise<void> => {
+    while ((await run(['ip', 'rule', 'del', 'pref', pref])).code === 0) { /* a predecessor's: replace it */ }
+    await must(['ip', 'rule', 'add', 'pref', pref, ...args])
+    undo.push(['ip', 'rule', 'del', 'pref', pref])
+  }
+  const route = async (args: string[]): Promise<void> => {
+    await must(['ip', 'route', 'replace', ...args])
+    undo.push(['ip', 'route', 'del', ...args])
   }
   try {
     await must(['ip', 'link', 'set', tun, 'up'])
@@ -37,23 +51,28 @@ export async function wire(cfg: AgentConfig, tun: string): Promise<Wiring> {
     await sysctl('net.ipv4.ip_early_demux', '0')
     await sysctl('net.ipv4.tcp_early_demux', '0')
     await sysctl('net.ipv4.udp_early_demux', '0')
-    await step(['ip', 'route', 'add', 'default', 'dev', tun, 'table', TABLE], ['ip', 'route', 'del', 'default', 'dev', tun, 'table', TABLE])
-    await step(['ip', 'rule', 'add', 'pref', '90', 'iif', tun, 'lookup', 'local'], ['ip', 'rule', 'del', 'pref', '90'])
-    await step(['ip', 'rule', 'add', 'pref', '91', 'iif', tun, 'lookup', 'main'], ['ip', 'rule', 'del', 'pref', '91'])
-    await step(['ip', 'rule', 'add', 'pref', '92', 'from', cfg.clusterCIDR, 'lookup', TABLE], ['ip', 'rule', 'del', 'pref', '92'])
+    await route(['default', 'dev', tun, 'table', TABLE])
+    await route(['blackhole', 'default', 'table', TABLE, 'metric', '1000'])
+    await rule('90', ['iif', tun, 'lookup', 'local'])
+    await rule('91', ['iif', tun, 'lookup', 'main'])
+    await rule('92', ['from', cfg.clusterCIDR, 'lookup', TABLE])
     const uplinkRules: [string, string][] = [['udp', String(cfg.vxlan.port)], ['tcp', NODE_PORTS], ['udp', NODE_PORTS], ['sctp', NODE_PORTS]]
     for (const [i, [proto, ports]] of uplinkRules.entries()) {
-      const pref = String(93 + i)
-      await step(['ip', 'rule', 'add', 'pref', pref, 'iif', cfg.node.uplink, 'ipproto', proto, 'dport', ports, 'lookup', TABLE], ['ip', 'rule', 'del', 'pref', pref])
+      await rule(String(93 + i), ['iif', cfg.node.uplink, 'ipproto', proto, 'dport', ports, 'lookup', TABLE])
     }
     const rules = (await run(['ip', 'rule', 'show'])).stdout
     if (/^0:\s+from all lookup local/m.test(rules)) {
-      await step(['ip', 'rule', 'add', 'pref', '100', 'lookup', 'local'], ['ip', 'rule', 'del', 'pref', '100'])
-      await step(['ip', 'rule', 'del', 'pref', '0'], ['ip', 'rule', 'add', 'pref', '0', 'lookup', 'local'])
+      await rule('100', ['lookup', 'local'])
+      await must(['ip', 'rule', 'del', 'pref', '0'])
+      undo.push(['ip', 'rule', 'add', 'pref', '0', 'lookup', 'local'])
+    } else if (/^100:\s+from all lookup local/m.test(rules)) {
+      undo.push(['ip', 'rule', 'del', 'pref', '100'], ['ip', 'rule', 'add', 'pref', '0', 'lookup', 'local'])
     }
-    await step(['ip', 'route', 'add', cfg.serviceCIDR, 'dev', tun], ['ip', 'route', 'del', cfg.serviceCIDR, 'dev', tun])
+    await route([cfg.serviceCIDR, 'dev', tun])
+    await route(['blackhole', cfg.serviceCIDR, 'metric', '1000'])
     // TCP DNS is served by a kernel socket on the DNS address (UDP is answered in the packet path)
-    await step(['ip', 'addr', 'add', `${cfg.dns.ip}/32`, 'dev', 'lo'], ['ip', 'addr', 'del', `${cfg.dns.ip}/32`, 'dev', 'lo'])
+    await must(['ip', 'addr', 'replace', `${cfg.dns.ip}/32`, 'dev', 'lo'])
+    undo.push(['ip', 'addr', 'del', `${cfg.dns.ip}/32`, 'dev', 'lo'])
   } catch (err) {
     await unwind(undo)
     throw err

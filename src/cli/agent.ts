@@ -29,9 +29,10 @@ export function registerAgent(program: Command): void {
   program.command('agent')
     .description("run one node's dataplane (TUN, Service NAT, cluster DNS, VXLAN) from an agent config")
     .requiredOption('--config <file>', 'agent config (JSON), as `tundra lab up` writes it')
-    .action(async (o: { config: string }) => {
+    .option('--cleanup-on-exit', 'remove the node wiring on exit (by default it stays, like kube-proxy\'s rules, so a restart keeps flows)')
+    .action(async (o: { config: string; cleanupOnExit?: boolean }) => {
       const cfg = readAgentConfig(o.config)
-      const agent = await Agent.start(cfg)
+      const agent = await Agent.start(cfg, { cleanupOnExit: o.cleanupOnExit === true })
       let stopping = false
       const stop = (sig: string): void => {
         if (stopping) return

@@ -1,7 +1,7 @@
 // `tundra lab up|exec|status|down`: a cluster of network namespaces to run tundra (or the kernel baseline) on.
 import { Command, Option } from 'commander'
 import {
-  DATAPLANES, DEFAULT_LAB_NAME, formatStatus, labDown, labExecInteractive, labStatus, labUp, LabError,
+  DATAPLANES, DEFAULT_LAB_NAME, formatStatus, labRestartAgent, labDown, labExecInteractive, labStatus, labUp, LabError,
   type Dataplane, type ExecTarget,
 } from '../lab/index'
 
@@ -43,6 +43,16 @@ export function registerLab(program: Command): void {
         process.off('SIGTERM', onSignal)
       }
       process.stdout.write(formatStatus(labStatus(o.name)))
+    })
+
+  lab.command('restart')
+    .description("restart a node's tundra (SIGTERM, or SIGKILL with --kill) with the same command; conntrack state is kept across it")
+    .option('--name <lab>', 'lab name (may be left out when one lab is up)')
+    .option('--node <node>', 'node (default: the first)')
+    .option('--kill', 'SIGKILL instead of a graceful stop (loses at most the last snapshot interval)')
+    .action(async (o: { name?: string; node?: string; kill?: boolean }) => {
+      const r = await labRestartAgent({ ...(o.name ? { name: o.name } : {}), ...(o.node ? { node: o.node } : {}), kill: o.kill === true })
+      process.stdout.write(`tundra on ${r.node} restarted: pid ${r.oldPid} → ${r.pid}, ${r.downMs} ms without an agent\n`)
     })
 
   lab.command('exec')
