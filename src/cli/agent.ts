@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs'
 import type { Command } from 'commander'
 import type { AgentConfig } from '../agent/config'
 import { Agent } from '../agent/agent'
+import { inspectHandlers } from '../inspect/handlers'
 
 /** Reads and checks an agent config; errors name the file and the field. */
 export function readAgentConfig(file: string): AgentConfig {
@@ -32,7 +33,7 @@ export function registerAgent(program: Command): void {
     .option('--cleanup-on-exit', 'remove the node wiring on exit (by default it stays, like kube-proxy\'s rules, so a restart keeps flows)')
     .action(async (o: { config: string; cleanupOnExit?: boolean }) => {
       const cfg = readAgentConfig(o.config)
-      const agent = await Agent.start(cfg, { cleanupOnExit: o.cleanupOnExit === true })
+      const agent = await Agent.start(cfg, { cleanupOnExit: o.cleanupOnExit === true, handlers: inspectHandlers })
       let stopping = false
       const stop = (sig: string): void => {
         if (stopping) return

@@ -2,17 +2,7 @@
 import { resolve } from 'node:path'
 import type { Command } from 'commander'
 import { askAgent } from '../agent/control'
-import { loadLabState } from '../lab/index'
-
-/** The control socket of a running agent: --socket, or a lab's node (the only lab when --lab is left out). */
-export function agentSocket(o: { socket?: string; lab?: string; node?: string }): string {
-  if (o.socket) return o.socket
-  const st = loadLabState(o.lab)
-  const node = o.node ? st.nodes.find(n => n.name === o.node) : st.nodes[0]
-  if (!node) throw new Error(`lab ${st.name} has no node ${o.node}`)
-  if (!node.control) throw new Error(`lab ${st.name} does not run tundra on ${node.name} (dataplane ${st.dataplane})`)
-  return node.control
-}
+import { resolveSocket } from '../inspect/socket'
 
 export function registerCapture(program: Command): void {
   program.command('capture')
@@ -30,7 +20,7 @@ export function registerCapture(program: Command): void {
       const both = !o.preNat && !o.postNat
       const path = resolve(o.write)
       process.stderr.write(`capturing ${o.target} for up to ${o.duration} s or ${o.count} packets into ${path}…\n`)
-      const r = await askAgent(agentSocket(o), 'capture', {
+      const r = await askAgent(resolveSocket(o), 'capture', {
         path, target: o.target, pre: both || o.preNat === true, post: both || o.postNat === true, count: o.count, durationMs: o.duration * 1000,
       }, o.duration * 1000 + 5000) as { records: number }
       process.stdout.write(`${r.records} packets written to ${path}\n`)

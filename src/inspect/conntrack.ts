@@ -1,0 +1,172 @@
+// `tundra conntrack list|count|flush`: the NAT engine's connection table, filtered and printed in the spirit of
+// `conntrack -L` (original tuple, reply tuple, flags), plus the service and endpoint each connection was sent to.
+import type { DataplaneView } from '../agent/view'
+import type { Family } from '../model/cluster'
+import type { ConntrackEntry, NatEngine } from '../nat/engine'
+import type { Conntrack } from '../nat/conntrack'
+import { ORIG, REPLY } from '../nat/conntrack'
+import { canonicalAddr, wordsToString } from '../nat/addr'
+import { endpointString } from '../kubeproxy/names'
+import { InspectError, optChoice, optPort, optString } from './common'
+
+export const CONNTRACK_OPS = ['list', 'count', 'flush'] as const
+export type ConntrackOp = (typeof CONNTRACK_OPS)[number]
+export const CONNTRACK_PROTOCOLS = ['tcp', 'udp', 'sctp', 'icmp'] as const
+
+/** Every given field must match. */
+export interface ConntrackFilterArgs {
+  /** the original source (the client) */
+  readonly src?: string
+  /** the address the client connected to, or the endpoint it was translated to */
+  readonly dst?: string
+  readonly proto?: (typeof CONNTRACK_PROTOCOLS)[number]
+  /** "ns/name" (every port) or a kube-proxy service port name "ns/name:port" */
+  readonly service?: string
+  /** any port of either tuple */
+  readonly port?: number
+  readonly family?: Family
+}
+
+export interface ConntrackArgs {
+  readonly op: ConntrackOp
+  readonly filter: ConntrackFilterArgs
+}
+
+export interface ConntrackRow extends ConntrackEntry {
+  /** where the connection goes: the reply tuple's source, "ip:port" */
+  readonly endpoint: string
+}
+
+export type ConntrackResult =
+  | { readonly op: 'list'; readonly entries: readonly ConntrackRow[] }
+  | { readonly op: 'count'; readonly count: number }
+  | { readonly op: 'flush'; readonly flushed: number }
+
+export const OFFLINE_CONNTRACK = 'conntrack needs a running agent: manifests (-f) have no connection state; use --socket PATH or --lab NAME'
+
+function addrArg(v: string | undefined, what: string): string | undefined {
+  if (v === undefined) return undefined
+  const c = canonicalAddr(v)
+  if (c === undefined) throw new InspectError(`${what}: ${JSON.stringify(v)} is not an IP address`)
+  return c
+}
+
+export function parseConntrackArgs(args: Record<string, unknown>): ConntrackArgs {
+  const op = optChoice(args, 'op', CONNTRACK_OPS) ?? 'list'
+  const f = (args['filter'] ?? {}) as Record<string, unknown>
+  if (typeof f !== 'object' || f === null || Array.isArray(f)) throw new InspectError('filter must be an object')
+  const src = addrArg(optString(f, 'src'), '--src')
+  const dst = addrArg(optString(f, 'dst'), '--dst')
+  const proto = optChoice(f, 'proto', CONNTRACK_PROTOCOLS)
+  const service = optString(f, 'service')
+  if (service !== undefined && !/^[^/\s]+\/[^/\s]+$/.test(service)) throw new InspectError(`--service: ${JSON.stringify(service)} is not namespace/name`)
+  const port = optPort(f, 'port')
+  const family = f['family'] === undefined ? undefined : Number(f['family'])
+  if (family !== undefined && family !== 4 && family !== 6) throw new InspectError(`family must be 4 or 6, not ${JSON.stringify(f['family'])}`)
+  return {
+    op,
+    filter: {
+      ...(src !== undefined ? { src } : {}),
+      ...(dst !== undefined ? { dst } : {}),
+      ...(proto !== undefined ? { proto } : {}),
+      ...(service !== undefined ? { service } : {}),
+      ...(port !== undefined ? { port } : {}),
+      ...(family !== undefined ? { family: family as Family } : {}),
+    },
+  }
+}
+
+interface Tuples {
+  readonly family: Family
+  readonly protocol: string
+  readonly orig: { readonly src: string; readonly dst: string; readonly sport: number; readonly dport: number }
+  readonly reply: { readonly src: string; readonly dst: string; readonly sport: number; readonly dport: number }
+  /** "ns/name" and the service port name, '' when none */
+  readonly service: string
+  readonly servicePortName: string
+}
+
+function matches(f: ConntrackFilterArgs, t: Tuples): boolean {
+  if (f.family !== undefined && t.family !== f.family) return false
+  if (f.proto !== undefined && t.protocol !== f.proto && !(f.proto === 'icmp' && t.protocol === 'icmpv6')) return false
+  if (f.src !== undefined && t.orig.src !== f.src) return false
+  if (f.dst !== undefined && t.orig.dst !== f.dst && t.reply.src !== f.dst) return false
+  if (f.service !== undefined && t.service !== f.service && t.servicePortName !== f.service) return false
+  if (f.port !== undefined) {
+    const p = f.port
+    if (t.orig.sport !== p && t.orig.dport !== p && t.reply.sport !== p && t.reply.dport !== p) return false
+  }
+  return true
+}
+
+const PROTO_NAMES: Readonly<Record<number, string>> = { 1: 'icmp', 6: 'tcp', 17: 'udp', 58: 'icmpv6', 132: 'sctp' }
+
+function serviceKey(view: DataplaneView, id: number): { service: string; servicePortName: string } {
+  const sp = id >= 0 ? view.table().svcPorts[id] : undefined
+  return sp === undefined ? { service: '', servicePortName: '' } : { service: `${sp.namespace}/${sp.name}`, servicePortName: sp.servicePortName }
+}
+
+/** The tuples of raw entry e, for flush (the engine's decoder is private; this reads the same public arrays). */
+function rawTuples(view: DataplaneView, ct: Conntrack, e: number): Tuples {
+  const aw = ct.aw
+  const tuple = (dir: number): Tuples['orig'] => {
+    const o = ct.tupleOff(e, dir)
+    const p = ct.tuples[o + 2 * aw]!
+    return { src: wordsToString(ct.tuples, o, ct.family), dst: wordsToString(ct.tuples, o + aw, ct.family), sport: p >>> 16, dport: p & 0xffff }
+  }
+  const proto = ct.proto[e]!
+  return { family: ct.family, protocol: PROTO_NAMES[proto] ?? String(proto), orig: tuple(ORIG), reply: tuple(REPLY), ...serviceKey(view, ct.svcPort[e]!) }
+}
+
+function engineOf(view: DataplaneView): NatEngine {
+  const engine = view.engine()
+  if (engine === undefined) throw new InspectError(OFFLINE_CONNTRACK)
+  return engine
+}
+
+export function conntrackOp(view: DataplaneView, args: ConntrackArgs): ConntrackResult {
+  const engine = engineOf(view)
+  const f = args.filter
+  if (args.op === 'flush') {
+    let flushed = 0
+    for (const fam of [engine.v4, engine.v6]) {
+      if (f.family !== undefined && fam.family !== f.family) continue
+      const ct = fam.ct
+      flushed += ct.flush(e => matches(f, rawTuples(view, ct, e)))
+    }
+    return { op: 'flush', flushed }
+  }
+  const rows: ConntrackRow[] = []
+  for (const e of engine.conntrackEntries(view.now())) {
+    if (!matches(f, { ...e, ...serviceKey(view, e.svcPortId) })) continue
+    rows.push({ ...e, endpoint: endpointString(e.reply.src, e.reply.sport) })
+  }
+  if (args.op === 'count') return { op: 'count', count: rows.length }
+  return { op: 'list', entries: rows }
+}
+
+const PROTO_NUMBERS: Readonly<Record<string, number>> = { icmp: 1, tcp: 6, udp: 17, icmpv6: 58, sctp: 132 }
+
+/** One entry as a `conntrack -L` line, with tundra's service and endpoint at the end. */
+export function conntrackLine(e: ConntrackRow): string {
+  const t = (x: ConntrackEntry['orig']): string => `src=${x.src} dst=${x.dst} sport=${x.sport} dport=${x.dport}`
+  const parts = [`${e.protocol.padEnd(8)} ${PROTO_NUMBERS[e.protocol] ?? 0} ${e.expiresIn}`]
+  if (e.state !== '') parts.push(e.state)
+  parts.push(t(e.orig))
+  if (!e.flags.includes('replied')) parts.push('[UNREPLIED]')
+  parts.push(t(e.reply))
+  if (e.flags.includes('assured')) parts.push('[ASSURED]')
+  if (e.service !== '') parts.push(`service=${e.service}`)
+  if (e.flags.includes('dnat')) parts.push(`endpoint=${e.endpoint}`)
+  return parts.join(' ')
+}
+
+export function formatConntrack(r: ConntrackResult): { stdout: string; stderr: string } {
+  if (r.op === 'count') return { stdout: `${r.count}\n`, stderr: '' }
+  if (r.op === 'flush') return { stdout: '', stderr: `tundra conntrack: ${r.flushed} flow entries have been deleted.\n` }
+  return {
+    stdout: r.entries.map(e => conntrackLine(e) + '\n').join(''),
+    stderr: `tundra conntrack: ${r.entries.length} flow entries have been shown.\n`,
+  }
+}
+

@@ -1,0 +1,32 @@
+// The inspection commands as control-socket handlers: the running agent registers them on its socket, and the CLI
+// calls the same functions in-process on an offline view (-f). Requests and replies are plain JSON; the CLI renders
+// text from the reply, so online and offline output come from one formatter.
+//
+//   dump       { format?: 'iptables-save' | 'nft' | 'json', family?: 4 | 6 }            -> string
+//   trace      { src, dst?, proto?: 'tcp'|'udp'|'sctp'|'icmp', sport?, dport?, name? }     -> Trace
+//   services   {}                                                                          -> ServicesReport
+//   conntrack  { op?: 'list' | 'count' | 'flush', filter?: { src?, dst?, proto?, service?, port?, family? } }
+//                                                                                         -> ConntrackResult
+import type { DataplaneView } from '../agent/view'
+import type { Handler } from '../agent/control'
+import { InspectError, optChoice } from './common'
+import { DUMP_FORMATS, dumpText } from './dump'
+import { buildTrace, parseTraceArgs } from './trace'
+import { servicesReport } from './services'
+import { conntrackOp, parseConntrackArgs } from './conntrack'
+
+export const INSPECT_COMMANDS = ['dump', 'trace', 'services', 'conntrack'] as const
+
+export function inspectHandlers(view: DataplaneView): Record<(typeof INSPECT_COMMANDS)[number], Handler> {
+  return {
+    dump: args => {
+      const format = optChoice(args, 'format', DUMP_FORMATS) ?? 'iptables-save'
+      const family = args['family'] === undefined ? 4 : Number(args['family'])
+      if (family !== 4 && family !== 6) throw new InspectError(`family must be 4 or 6, not ${JSON.stringify(args['family'])}`)
+      return dumpText(view, format, family)
+    },
+    trace: args => buildTrace(view, parseTraceArgs(args)),
+    services: () => servicesReport(view),
+    conntrack: args => conntrackOp(view, parseConntrackArgs(args)),
+  }
+}

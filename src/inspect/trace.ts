@@ -1,0 +1,700 @@
+// `tundra trace`: what happens to the first packet of a connection, told as the walk through kube-proxy's iptables
+// chains it would take on this node (PREROUTING → KUBE-SERVICES → KUBE-SVC-… → KUBE-SEP-…), with the rule that
+// matched at each step, the endpoint choice, masquerade and the rewritten 5-tuple. The decisions are tundra's own
+// (nat/explain.ts walks the compiled table the engine uses); the rule text is what kube-proxy would have written for
+// them, so a trace reads against `tundra dump` or a real node's iptables-save.
+//
+// buildTrace() returns plain JSON (it runs inside the agent for an online trace); formatTrace() renders it.
+import dnsPacket from 'dns-packet'
+import type { DataplaneView } from '../agent/view'
+import type { Family, Protocol } from '../model/cluster'
+import { explain, endpointChain, type Explanation } from '../nat/explain'
+import type { SvcPort } from '../nat/compile'
+import { familyOf, inCidrList, parseAddrWords, parseCidrList } from '../nat/addr'
+import type { ConntrackEntry } from '../nat/engine'
+import { kubeProxyProbability } from '../kubeproxy/probability'
+import { endpointString } from '../kubeproxy/names'
+import { Transport } from '../dns/server'
+import { InspectError, comment, hostPort, optChoice, optPort, optString, splitAddress } from './common'
+import { byEndpointText, frontendAt } from './model'
+
+export const TRACE_PROTOCOLS = ['tcp', 'udp', 'sctp', 'icmp'] as const
+export type TraceProtocol = (typeof TRACE_PROTOCOLS)[number]
+
+/** The `trace` request. */
+export interface TraceArgs {
+  /** IP or IP:PORT */
+  readonly src: string
+  /** IP, IP:PORT, NAME or NAME:PORT (may be left out when `name` is given) */
+  readonly dst?: string
+  readonly proto?: TraceProtocol
+  readonly sport?: number
+  readonly dport?: number
+  /** a DNS name to resolve through the cluster DNS first */
+  readonly name?: string
+}
+
+export interface TraceStep {
+  readonly table: 'nat' | 'filter'
+  readonly chain: string
+  /** the matching rule as iptables-save shows it after `-A <chain>`; '' when no rule of the chain matched */
+  readonly rule: string
+  readonly note?: string
+  /** the service chain that balances over `Trace.endpoints` */
+  readonly balance?: boolean
+}
+
+export interface TraceEndpoint {
+  readonly endpoint: string
+  readonly chain: string
+  /** kube-proxy's `--probability` (%0.10f of 1/(N-i)); null on the last rule, which takes whatever is left */
+  readonly probability: string | null
+  /** chance a new connection lands here */
+  readonly share: number
+  readonly local: boolean
+  readonly terminating: boolean
+  /** the client is this endpoint (picking it masquerades) */
+  readonly hairpin: boolean
+  readonly picked: boolean
+}
+
+export interface DnsRecord {
+  readonly name: string
+  readonly type: string
+  readonly ttl: number
+  readonly data: string
+}
+
+export interface DnsTry {
+  readonly name: string
+  /** NOERROR, NXDOMAIN, … or 'forwarded' (not a cluster name: tundra sends it upstream) */
+  readonly result: string
+  readonly answers: readonly DnsRecord[]
+}
+
+export interface DnsResolution {
+  readonly query: string
+  readonly qtype: 'A' | 'AAAA'
+  /** the search path used: the source pod's resolv.conf (ndots:5), or none for a non-pod source */
+  readonly search: readonly string[]
+  readonly tries: readonly DnsTry[]
+  readonly outcome: 'resolved' | 'nxdomain' | 'nodata' | 'forwarded' | 'no-answer'
+  readonly address?: string
+}
+
+export interface Trace {
+  readonly query: {
+    readonly proto: TraceProtocol
+    readonly src: string
+    readonly sport: number | null
+    readonly dst: string
+    readonly dport: number | null
+    readonly name?: string
+  }
+  readonly node: string
+  /** traced against a running agent (conntrack and affinity state included) */
+  readonly live: boolean
+  readonly dns?: DnsResolution
+  readonly family?: Family
+  readonly verdict: Explanation['verdict'] | 'unresolved'
+  readonly reason: string
+  readonly frontend?: { readonly kind: string; readonly address: string; readonly port: number; readonly protocol: string }
+  readonly service?: {
+    readonly namespace: string
+    readonly name: string
+    readonly portName: string
+    readonly servicePortName: string
+    readonly chains: { readonly service: string; readonly local: string; readonly external: string; readonly firewall: string }
+  }
+  readonly trafficPolicy?: Explanation['trafficPolicy']
+  /** chain names only, nat table unless prefixed `filter ` */
+  readonly path: readonly string[]
+  readonly steps: readonly TraceStep[]
+  readonly endpoints?: readonly TraceEndpoint[]
+  readonly pick?: {
+    readonly endpoint: string
+    readonly chain: string
+    /** conntrack: an existing connection; affinity: a ClientIP pin; maglev: the table's choice; only: one endpoint;
+     *  hash: not decided until the connection opens (random), the one a hash of the 5-tuple picks is shown */
+    readonly how: 'conntrack' | 'affinity' | 'maglev' | 'only' | 'hash'
+    readonly note: string
+  }
+  readonly masquerade?: { readonly masquerade: boolean; readonly reason: string; readonly to?: string }
+  /** the packet as it leaves: sport null when masquerade picks a random port */
+  readonly rewritten?: { readonly src: string; readonly sport: number | null; readonly dst: string; readonly dport: number }
+  readonly conntrack?: { readonly direction: 'original' | 'reply'; readonly entry: ConntrackEntry }
+  readonly affinity?: Explanation['affinity']
+  readonly icmp?: { readonly mode: string; readonly tundra: string; readonly kubeProxy: string }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Request parsing
+
+const NAME_RE = /^(?=.{1,253}\.?$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/
+
+/** A DNS name (optionally :port); undefined when the text is not a plausible name. */
+function splitName(text: string, what: string): { name: string; port?: number } | undefined {
+  let name = text
+  let port: number | undefined
+  const m = /^(.*):(\d+)$/.exec(text)
+  if (m) {
+    name = m[1]!
+    port = Number(m[2])
+    if (port > 65535) throw new InspectError(`${what}: ${m[2]} is not a port number`)
+  }
+  if (!NAME_RE.test(name)) return undefined
+  // "10.96.1" is a typo for an address, not a host name (a TLD is never numeric)
+  const labels = name.replace(/\.$/, '').split('.')
+  if (/^\d+$/.test(labels[labels.length - 1]!)) return undefined
+  return port === undefined ? { name } : { name, port }
+}
+
+export function parseTraceArgs(args: Record<string, unknown>): TraceArgs {
+  const src = optString(args, 'src')
+  const dst = optString(args, 'dst')
+  const name = optString(args, 'name')
+  const proto = optChoice(args, 'proto', TRACE_PROTOCOLS)
+  const sport = optPort(args, 'sport')
+  const dport = optPort(args, 'dport')
+  if (src === undefined) throw new InspectError('give the source: --src IP[:PORT] (a pod, this node, or an outside address)')
+  if (dst === undefined && name === undefined) throw new InspectError('give the destination: --dst IP:PORT or NAME:PORT (or --name NAME)')
+  return {
+    src,
+    ...(dst !== undefined ? { dst } : {}),
+    ...(name !== undefined ? { name } : {}),
+    ...(proto !== undefined ? { proto } : {}),
+    ...(sport !== undefined ? { sport } : {}),
+    ...(dport !== undefined ? { dport } : {}),
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// DNS
+
+function recordData(a: dnsPacket.Answer): string {
+  const d = (a as { data?: unknown }).data
+  if (typeof d === 'string') return d
+  if (d !== null && typeof d === 'object' && 'target' in d) {
+    const s = d as { priority?: number; weight?: number; port?: number; target: string }
+    return `${s.priority ?? 0} ${s.weight ?? 0} ${s.port ?? 0} ${s.target}`
+  }
+  return JSON.stringify(d)
+}
+
+/** One question to the cluster DNS through the same in-path answer function the dataplane uses. */
+function askDns(view: DataplaneView, name: string, qtype: 'A' | 'AAAA'): DnsTry {
+  let query: Buffer
+  try {
+    query = dnsPacket.encode({ type: 'query', id: 0x7472, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: qtype, name, class: 'IN' }] })
+  } catch {
+    return { name, result: 'FORMERR', answers: [] }
+  }
+  const out = Buffer.alloc(65535)
+  // TCP: the whole answer, never truncated
+  const n = view.dns().answerInPlace(query, 0, query.length, out, 0, out.length, Transport.TCP)
+  if (n < 0) return { name, result: 'forwarded', answers: [] }
+  if (n === 0) return { name, result: 'no reply', answers: [] }
+  const reply = dnsPacket.decode(out.subarray(0, n)) as dnsPacket.DecodedPacket & { rcode?: string }
+  const answers = (reply.answers ?? []).map(a => ({ name: a.name, type: a.type, ttl: (a as { ttl?: number }).ttl ?? 0, data: recordData(a) }))
+  return { name, result: reply.rcode ?? 'NOERROR', answers }
+}
+
+/** Resolves as the source would: a pod uses its resolv.conf (search <ns>.svc.<zone> svc.<zone> <zone>, ndots:5). */
+export function resolveName(view: DataplaneView, name: string, src: string, family: Family): DnsResolution {
+  const qtype = family === 6 ? 'AAAA' : 'A'
+  const origin = view.dns().zone.origin.replace(/\.$/, '')
+  const bare = name.replace(/\.$/, '')
+  const pod = view.cluster().pods.find(p => p.ips.includes(src))
+  const search = pod !== undefined && !name.endsWith('.') ? [`${pod.namespace}.svc.${origin}`, `svc.${origin}`, origin] : []
+  const dots = bare.split('.').length - 1
+  const candidates = search.length === 0 ? [bare]
+    : dots >= 5 ? [bare, ...search.map(s => `${bare}.${s}`)] : [...search.map(s => `${bare}.${s}`), bare]
+  const tries: DnsTry[] = []
+  for (const cand of candidates) {
+    const t = askDns(view, cand, qtype)
+    tries.push(t)
+    if (t.result === 'forwarded') return { query: name, qtype, search, tries, outcome: 'forwarded' }
+    if (t.result === 'NOERROR') {
+      const addr = t.answers.find(a => a.type === qtype)?.data
+      return addr !== undefined
+        ? { query: name, qtype, search, tries, outcome: 'resolved', address: addr }
+        : { query: name, qtype, search, tries, outcome: 'nodata' }
+    }
+  }
+  const last = tries[tries.length - 1]
+  return { query: name, qtype, search, tries, outcome: last?.result === 'NXDOMAIN' ? 'nxdomain' : 'no-answer' }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The walk
+
+const HOOK_COMMENT = 'kubernetes service portals'
+const NODEPORTS_COMMENT = 'kubernetes service nodeports; NOTE: this must be the last rule in this chain'
+
+function fnv(text: string): number {
+  let h = 0x811c9dc5
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193)
+  return h >>> 0
+}
+
+interface WalkCtx {
+  readonly view: DataplaneView
+  readonly q: { proto: TraceProtocol; src: string; sport: number; dst: string; dport: number }
+  readonly family: Family
+  readonly srcLocal: boolean
+  readonly dstLocal: boolean
+  readonly clusterCIDR: string | undefined
+  readonly fromCluster: boolean
+  readonly steps: TraceStep[]
+}
+
+function hostBits(ip: string): string {
+  return `${ip}/${ip.includes(':') ? 128 : 32}`
+}
+
+function natHook(c: WalkCtx): void {
+  c.steps.push({
+    table: 'nat', chain: c.srcLocal ? 'OUTPUT' : 'PREROUTING', rule: `${comment(HOOK_COMMENT)} -j KUBE-SERVICES`,
+    ...(c.srcLocal ? { note: `${c.q.src} is this node: locally generated traffic enters at OUTPUT` } : {}),
+  })
+}
+
+/** The filter-table jump that leads to `target` for this packet. */
+function filterHook(c: WalkCtx, target: 'KUBE-SERVICES' | 'KUBE-EXTERNAL-SERVICES' | 'KUBE-PROXY-FIREWALL'): void {
+  // kube-proxy jumps to KUBE-SERVICES from FORWARD and OUTPUT, to KUBE-EXTERNAL-SERVICES from INPUT and FORWARD,
+  // to KUBE-PROXY-FIREWALL from all three
+  const chain = target === 'KUBE-SERVICES' ? (c.srcLocal ? 'OUTPUT' : 'FORWARD')
+    : target === 'KUBE-EXTERNAL-SERVICES' ? (c.dstLocal ? 'INPUT' : 'FORWARD')
+      : c.dstLocal ? 'INPUT' : c.srcLocal ? 'OUTPUT' : 'FORWARD'
+  const text = target === 'KUBE-SERVICES' ? HOOK_COMMENT
+    : target === 'KUBE-EXTERNAL-SERVICES' ? 'kubernetes externally-visible service portals' : 'kubernetes load balancer firewall'
+  c.steps.push({ table: 'filter', chain, rule: `-m conntrack --ctstate NEW ${comment(text)} -j ${target}` })
+}
+
+function dportMatch(p: string, port: number): string {
+  return `-m ${p} --dport ${port}`
+}
+
+/** The nat KUBE-SERVICES rule (and what follows from it) that leads a frontend toward its endpoints. */
+function frontendRules(c: WalkCtx, ex: Explanation, sp: SvcPort): string {
+  const p = c.q.proto
+  const name = sp.servicePortName
+  const chains = ex.service!.chains
+  const kind = ex.frontend!.kind
+  const d = hostBits(c.q.dst)
+  if (kind === 'ClusterIP') {
+    const target = sp.internalPolicy === 'Local' ? chains.local : chains.service
+    c.steps.push({ table: 'nat', chain: 'KUBE-SERVICES', rule: `-d ${d} -p ${p} ${comment(`${name} cluster IP`)} ${dportMatch(p, c.q.dport)} -j ${target}` })
+    const cfg = c.view.natConfig()
+    const base = `-d ${d} -p ${p} ${comment(`${name} cluster IP`)} ${dportMatch(p, c.q.dport)} -j KUBE-MARK-MASQ`
+    if (cfg.masqueradeAll) c.steps.push({ table: 'nat', chain: target, rule: base, note: '--masquerade-all: marked for masquerade' })
+    else if (c.clusterCIDR !== undefined && !c.fromCluster) {
+      c.steps.push({ table: 'nat', chain: target, rule: `! -s ${c.clusterCIDR} ${base}`, note: `${c.q.src} is outside the cluster CIDR: marked for masquerade` })
+    }
+    return target
+  }
+  let ext = chains.external
+  if (kind === 'NodePort') {
+    const npa = c.view.natConfig().nodePortAddresses
+    c.steps.push({
+      table: 'nat', chain: 'KUBE-SERVICES',
+      rule: npa.length === 0
+        ? `! -d ${c.family === 4 ? '127.0.0.0/8' : '::1/128'} ${comment(NODEPORTS_COMMENT)} -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS`
+        : `-d ${d} ${comment(NODEPORTS_COMMENT)} -j KUBE-NODEPORTS`,
+    })
+    c.steps.push({ table: 'nat', chain: 'KUBE-NODEPORTS', rule: `-p ${p} ${comment(name)} ${dportMatch(p, c.q.dport)} -j ${ext}` })
+  } else if (kind === 'ExternalIP') {
+    c.steps.push({ table: 'nat', chain: 'KUBE-SERVICES', rule: `-d ${d} -p ${p} ${comment(`${name} external IP`)} ${dportMatch(p, c.q.dport)} -j ${ext}` })
+  } else {
+    const fw = ex.sourceRanges !== undefined
+    c.steps.push({ table: 'nat', chain: 'KUBE-SERVICES', rule: `-d ${d} -p ${p} ${comment(`${name} loadbalancer IP`)} ${dportMatch(p, c.q.dport)} -j ${fw ? chains.firewall : ext}` })
+    if (fw) {
+      const range = ex.sourceRanges!.ranges.find(r => inCidr(r, c.q.src)) ?? `${hostBits(c.q.src)}`
+      c.steps.push({ table: 'nat', chain: chains.firewall, rule: `-s ${range} ${comment(`${name} loadbalancer IP`)} -j ${ext}`, note: 'source allowed by loadBalancerSourceRanges' })
+    }
+  }
+  // KUBE-EXT: masquerade and the policy chain
+  if (sp.externalPolicy === 'Cluster') {
+    c.steps.push({ table: 'nat', chain: ext, rule: `${comment(`masquerade traffic for ${name} external destinations`)} -j KUBE-MARK-MASQ`, note: 'externalTrafficPolicy Cluster: marked for masquerade' })
+    c.steps.push({ table: 'nat', chain: ext, rule: `-j ${chains.service}` })
+    return chains.service
+  }
+  if (c.fromCluster && c.clusterCIDR !== undefined) {
+    c.steps.push({ table: 'nat', chain: ext, rule: `-s ${c.clusterCIDR} ${comment(`pod traffic for ${name} external destinations`)} -j ${chains.service}`, note: 'a pod: short-circuited to every endpoint, not masqueraded' })
+    return chains.service
+  }
+  if (c.srcLocal) {
+    c.steps.push({ table: 'nat', chain: ext, rule: `${comment(`masquerade LOCAL traffic for ${name} external destinations`)} -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ`, note: 'from this node: marked for masquerade' })
+    c.steps.push({ table: 'nat', chain: ext, rule: `${comment(`route LOCAL traffic for ${name} external destinations`)} -m addrtype --src-type LOCAL -j ${chains.service}` })
+    return chains.service
+  }
+  ext = chains.local
+  c.steps.push({ table: 'nat', chain: chains.external, rule: `-j ${ext}`, note: 'externalTrafficPolicy Local: endpoints on this node only' })
+  return ext
+}
+
+function inCidr(cidr: string, ip: string): boolean {
+  const f = familyOf(ip)
+  if (f === 0) return false
+  const list = parseCidrList([cidr], f)
+  const w = new Uint32Array(4)
+  parseAddrWords(ip, f, w, 0)
+  return list.length > 0 && inCidrList(list, f === 4 ? 1 : 4, w, 0)
+}
+
+/** Rejects and drops happen in the filter table: kube-proxy writes no nat rule for a service it cannot serve. */
+function filterVerdict(c: WalkCtx, ex: Explanation, sp: SvcPort | undefined, action: 'reject' | 'drop'): void {
+  const p = c.q.proto
+  const target = action === 'reject' ? `REJECT --reject-with ${c.family === 4 ? 'icmp-port-unreachable' : 'icmp6-port-unreachable'}` : 'DROP'
+  if (sp === undefined || ex.frontend === undefined) return
+  const name = sp.servicePortName
+  const d = hostBits(c.q.dst)
+  const why = action === 'reject' ? `${name} has no endpoints` : `${name} has no local endpoints`
+  natHook(c)
+  const kind = ex.frontend.kind
+  if (ex.sourceRanges !== undefined && !ex.sourceRanges.allowed) {
+    const chains = ex.service!.chains
+    c.steps.push({ table: 'nat', chain: 'KUBE-SERVICES', rule: `-d ${d} -p ${p} ${comment(`${name} loadbalancer IP`)} ${dportMatch(p, c.q.dport)} -j ${chains.firewall}` })
+    c.steps.push({ table: 'nat', chain: chains.firewall, rule: comment(`other traffic to ${name} will be dropped by KUBE-PROXY-FIREWALL`), note: `${c.q.src} is in none of ${ex.sourceRanges.ranges.join(', ')}` })
+    filterHook(c, 'KUBE-PROXY-FIREWALL')
+    c.steps.push({ table: 'filter', chain: 'KUBE-PROXY-FIREWALL', rule: `-d ${d} -p ${p} ${comment(`${name} traffic not accepted by ${chains.firewall}`)} ${dportMatch(p, c.q.dport)} -j DROP` })
+    return
+  }
+  c.steps.push({ table: 'nat', chain: 'KUBE-SERVICES', rule: '', note: `no rule sends it on: ${why}` })
+  if (kind === 'ClusterIP') {
+    filterHook(c, 'KUBE-SERVICES')
+    c.steps.push({ table: 'filter', chain: 'KUBE-SERVICES', rule: `-d ${d} -p ${p} ${comment(why)} ${dportMatch(p, c.q.dport)} -j ${target}` })
+  } else if (kind === 'NodePort') {
+    filterHook(c, 'KUBE-EXTERNAL-SERVICES')
+    c.steps.push({ table: 'filter', chain: 'KUBE-EXTERNAL-SERVICES', rule: `-p ${p} ${comment(why)} -m addrtype --dst-type LOCAL ${dportMatch(p, c.q.dport)} -j ${target}` })
+  } else {
+    filterHook(c, 'KUBE-EXTERNAL-SERVICES')
+    c.steps.push({ table: 'filter', chain: 'KUBE-EXTERNAL-SERVICES', rule: `-d ${d} -p ${p} ${comment(why)} ${dportMatch(p, c.q.dport)} -j ${target}` })
+  }
+}
+
+function pathOf(steps: readonly TraceStep[]): string[] {
+  const out: string[] = []
+  for (const s of steps) {
+    const label = s.table === 'nat' ? s.chain : `filter ${s.chain}`
+    if (out[out.length - 1] !== label) out.push(label)
+  }
+  return out
+}
+
+/** Endpoints in kube-proxy's rule order with their --probability; `picked` marked later. */
+function ruleEndpoints(ex: Explanation, sp: SvcPort): Omit<TraceEndpoint, 'picked'>[] {
+  const list = [...(ex.endpoints ?? [])].sort((a, b) => byEndpointText(a.endpoint, b.endpoint))
+  const n = list.length
+  return list.map((e, i) => ({
+    endpoint: e.endpoint,
+    chain: endpointChain(sp, e.endpoint),
+    probability: i < n - 1 ? kubeProxyProbability(n - i) : null,
+    share: 1 / n,
+    local: e.local,
+    terminating: e.terminating,
+    hairpin: e.hairpin,
+  }))
+}
+
+function splitEndpoint(ep: string): { ip: string; port: number } {
+  const i = ep.lastIndexOf(':')
+  return { ip: ep.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(ep.slice(i + 1)) }
+}
+
+const KUBE_PROXY_ICMP = "kube-proxy's iptables mode only has DNAT rules for a service's TCP/UDP/SCTP ports: an echo request " +
+  'to a ClusterIP matches none of them, is routed toward an address no host owns, and ping gets no answer ' +
+  '(IPVS mode answers, as the address is bound to kube-ipvs0; nftables mode rejects it)'
+
+export function buildTrace(view: DataplaneView, args: TraceArgs): Trace {
+  const proto: TraceProtocol = args.proto ?? 'tcp'
+  const s = splitAddress(args.src, '--src')
+  if (s === undefined) throw new InspectError(`--src: ${JSON.stringify(args.src)} is not an IP address (IP or IP:PORT)`)
+  let dstIP: string | undefined
+  let dstPort: number | undefined
+  let name = args.name
+  if (args.dst !== undefined) {
+    const a = splitAddress(args.dst, '--dst')
+    if (a !== undefined) {
+      dstIP = a.ip
+      dstPort = a.port
+    } else {
+      const n = splitName(args.dst, '--dst')
+      if (n === undefined) throw new InspectError(`--dst: ${JSON.stringify(args.dst)} is not an address, address:port or DNS name`)
+      if (name !== undefined && name !== n.name) throw new InspectError('give the DNS name once: --dst NAME[:PORT] or --name NAME')
+      name = n.name
+      dstPort = n.port
+    }
+  }
+  if (name !== undefined && splitName(name, '--name')?.name !== name) throw new InspectError(`--name: ${JSON.stringify(name)} is not a DNS name`)
+  const sport = args.sport ?? s.port
+  const dport = args.dport ?? dstPort
+  if (proto !== 'icmp' && dport === undefined) throw new InspectError(`give the destination port for ${proto}: --dst ADDRESS:PORT (or --dport)`)
+  const family = familyOf(s.ip) as Family
+  const cfg = view.natConfig()
+  const engine = view.engine()
+  const live = engine !== undefined
+  const query = {
+    proto, src: s.ip, sport: proto === 'icmp' ? null : sport ?? null, dst: dstIP ?? name!, dport: proto === 'icmp' ? null : dport ?? null,
+    ...(name !== undefined ? { name } : {}),
+  }
+  const base = { query, node: cfg.nodeName, live }
+
+  let dns: DnsResolution | undefined
+  if (dstIP === undefined) {
+    dns = resolveName(view, name!, s.ip, family)
+    if (dns.outcome !== 'resolved') {
+      const why = dns.outcome === 'forwarded' ? `${name} is not a cluster name: tundra forwards the query upstream, so the trace stops here`
+        : dns.outcome === 'nxdomain' ? `${name} does not exist (NXDOMAIN)` : `${name} has no ${dns.qtype} record`
+      const hint = dns.search.length === 0 && !name!.endsWith('.') && !name!.replace(/\.$/, '').endsWith(view.dns().zone.origin.replace(/\.$/, ''))
+        ? ` (${s.ip} is no pod here, so no search path applies: give the full name, e.g. <service>.<namespace>.svc.${view.dns().zone.origin.replace(/\.$/, '')})`
+        : ''
+      return { ...base, dns, verdict: 'unresolved', reason: why + hint, path: [], steps: [] }
+    }
+    dstIP = dns.address!
+  }
+  if (familyOf(dstIP) !== family) throw new InspectError(`--src ${s.ip} and destination ${dstIP} are not of one IP family`)
+
+  const protocol: Protocol | 'ICMP' = proto === 'icmp' ? 'ICMP' : (proto.toUpperCase() as Protocol)
+  const tq = { src: s.ip, dst: dstIP, protocol, ...(sport !== undefined ? { sport } : {}), ...(dport !== undefined ? { dport } : {}) }
+  const now = view.now()
+  // The first packet's walk (no live state), and what the engine would do now with this exact tuple.
+  const ex = explain(view.table(), tq, { now })
+  const cur = engine !== undefined ? explain(view.table(), tq, { engine, now }) : ex
+  const clusterCIDR = cfg.clusterCIDRs.find(c => familyOf(c.split('/')[0]!) === family)
+  const c: WalkCtx = {
+    view,
+    q: { proto, src: s.ip, sport: sport ?? 0, dst: dstIP, dport: dport ?? 0 },
+    family,
+    srcLocal: cfg.nodeIPs.includes(s.ip),
+    dstLocal: cfg.nodeIPs.includes(dstIP),
+    clusterCIDR,
+    fromCluster: clusterCIDR !== undefined && inCidr(clusterCIDR, s.ip),
+    steps: [],
+  }
+  const common = {
+    ...base,
+    ...(dns !== undefined ? { dns } : {}),
+    family,
+    ...(ex.frontend !== undefined ? { frontend: { kind: ex.frontend.kind, address: ex.frontend.address, port: ex.frontend.port, protocol: ex.frontend.protocol } } : {}),
+    ...(ex.service !== undefined ? { service: { namespace: ex.service.namespace, name: ex.service.name, portName: ex.service.portName, servicePortName: ex.service.servicePortName, chains: ex.service.chains } } : {}),
+    ...(ex.trafficPolicy !== undefined ? { trafficPolicy: ex.trafficPolicy } : {}),
+  }
+  const table = view.table()
+  const sp = ex.frontend !== undefined ? frontendAt(table, dstIP, protoNum(proto), dport ?? 0)?.sp : undefined
+
+  if (proto === 'icmp') {
+    natHook(c)
+    c.steps.push({ table: 'nat', chain: 'KUBE-SERVICES', rule: '', note: 'kube-proxy rules match -p tcp/udp/sctp --dport only' })
+    if (ex.verdict === 'pass') return { ...common, verdict: 'pass', reason: `${dstIP} is not a ClusterIP: not service traffic, routed normally`, path: pathOf(c.steps), steps: c.steps }
+    const mode = cfg.icmpMode
+    const tundra = mode === 'reply' ? `answered by tundra itself (icmpMode reply): the echo reply comes from ${dstIP}, as with IPVS`
+      : mode === 'reject' ? 'tundra answers ICMP port unreachable (icmpMode reject, as kube-proxy\'s nftables mode does)'
+        : 'tundra drops it (icmpMode drop)'
+    return {
+      ...common, verdict: ex.verdict, reason: `echo request to a ClusterIP, icmpMode ${mode}`,
+      path: pathOf(c.steps), steps: c.steps, icmp: { mode, tundra, kubeProxy: KUBE_PROXY_ICMP },
+    }
+  }
+
+  // An existing connection's reply direction: conntrack reverses the translation, no chain is walked.
+  if (cur.verdict === 'tracked' && cur.conntrack?.direction === 'reply') {
+    const e = cur.conntrack.entry
+    return {
+      ...common, verdict: 'tracked', reason: cur.reason, path: [], steps: [], conntrack: cur.conntrack,
+      rewritten: { src: e.orig.dst, sport: e.orig.dport, dst: e.orig.src, dport: e.orig.sport },
+    }
+  }
+
+  if (ex.verdict === 'pass') {
+    natHook(c)
+    c.steps.push({ table: 'nat', chain: 'KUBE-SERVICES', rule: '', note: 'no rule matches: not service traffic' })
+    const tracked = cur.verdict === 'tracked' ? { conntrack: cur.conntrack! } : {}
+    return { ...common, ...tracked, verdict: cur.verdict, reason: cur.verdict === 'tracked' ? cur.reason : `${ex.reason}; routed normally`, path: pathOf(c.steps), steps: c.steps }
+  }
+  if (ex.verdict === 'reject' && ex.frontend === undefined) {
+    natHook(c)
+    c.steps.push({ table: 'nat', chain: 'KUBE-SERVICES', rule: '', note: `no rule matches: ${dstIP} has no service port ${dport}/${proto}` })
+    return {
+      ...common, verdict: 'reject',
+      reason: `${ex.reason}. kube-proxy's iptables mode has no rule for it either: the packet is routed toward an address no host owns and times out (its nftables mode rejects it, as tundra does)`,
+      path: pathOf(c.steps), steps: c.steps,
+    }
+  }
+  if (ex.verdict === 'reject' || ex.verdict === 'drop') {
+    filterVerdict(c, ex, sp, ex.verdict)
+    const eps = sp !== undefined ? ruleEndpoints(ex, sp).map(e => ({ ...e, picked: false })) : []
+    return { ...common, verdict: ex.verdict, reason: ex.reason, path: pathOf(c.steps), steps: c.steps, ...(eps.length > 0 ? { endpoints: eps } : {}) }
+  }
+  if (sp === undefined || ex.verdict !== 'dnat') {
+    return { ...common, verdict: cur.verdict, reason: cur.reason, path: [], steps: [], ...(cur.conntrack !== undefined ? { conntrack: cur.conntrack } : {}) }
+  }
+
+  // DNAT: the nat walk to the service chain, the endpoint choice, the KUBE-SEP chain.
+  natHook(c)
+  const svcChain = frontendRules(c, ex, sp)
+  const rules = ruleEndpoints(ex, sp)
+  const n = rules.length
+  let pick: NonNullable<Trace['pick']>
+  const tracked = cur.verdict === 'tracked' && cur.conntrack?.direction === 'original' ? cur.conntrack : undefined
+  const pinned = cur.affinity?.pinned
+  const chosen = (endpoint: string, how: NonNullable<Trace['pick']>['how'], note: string): NonNullable<Trace['pick']> =>
+    ({ endpoint, chain: endpointChain(sp, endpoint), how, note })
+  if (tracked !== undefined) {
+    const ep = endpointString(tracked.entry.reply.src, tracked.entry.reply.sport)
+    pick = chosen(ep, 'conntrack', `an existing connection (${tracked.entry.state || tracked.entry.protocol}, expires in ${tracked.entry.expiresIn} s): conntrack sends it to ${ep} without walking the chains again; shown is the walk its first packet took`)
+  } else if (pinned !== undefined) {
+    pick = chosen(pinned.endpoint, 'affinity', `ClientIP affinity: ${s.ip} was sent to ${pinned.endpoint} within the last ${cur.affinity!.timeoutSeconds} s (pin expires in ${pinned.expiresIn} s)`)
+  } else if (ex.maglevPick !== undefined) {
+    pick = chosen(ex.maglevPick, 'maglev', 'Maglev: the lookup table picks it from a hash of the 5-tuple (every node agrees)')
+  } else if (n === 1) {
+    pick = chosen(rules[0]!.endpoint, 'only', 'the only endpoint')
+  } else {
+    const k = fnv(`${proto} ${s.ip} ${sport ?? 0} ${dstIP} ${dport ?? 0}`) % n
+    pick = chosen(rules[k]!.endpoint, 'hash', `one of ${n}, each 1/${n}: a new connection picks at random${live ? '' : ' (offline)'}; shown is the one a hash of this 5-tuple picks`)
+  }
+  const endpoints: TraceEndpoint[] = rules.map(e => ({ ...e, picked: e.endpoint === pick.endpoint }))
+  const spName = sp.servicePortName
+  const mask = family === 4 ? '255.255.255.255' : 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff'
+  const picked = endpoints.find(e => e.picked)
+  const pickedRule = picked === undefined ? -1 : endpoints.indexOf(picked)
+  if (pick.how === 'affinity') {
+    c.steps.push({ table: 'nat', chain: svcChain, balance: true, rule: `${comment(spName)} -m recent --rcheck --seconds ${sp.affinityTimeout} --reap --name ${pick.chain} --mask ${mask} --rsource -j ${pick.chain}`, note: pick.note })
+  } else {
+    const prob = picked?.probability
+    if (sp.affinityTimeout > 0) {
+      c.steps.push({ table: 'nat', chain: svcChain, rule: '', note: `ClientIP affinity: no pin for ${s.ip} yet (${live ? 'none live' : 'offline'}), so none of the ${n} "-m recent --rcheck --seconds ${sp.affinityTimeout}" rules matches` })
+    }
+    c.steps.push({
+      table: 'nat', chain: svcChain, balance: true,
+      rule: `${comment(spName)}${prob != null ? ` -m statistic --mode random --probability ${prob}` : ''} -j ${pick.chain}`,
+      note: pickedRule < 0 || n === 1 ? pick.note
+        : pickedRule === n - 1 ? `rule ${n} of ${n}: the last one, taken when none of the ${n - 1} before it was`
+          : `rule ${pickedRule + 1} of ${n}: taken with probability ${picked!.probability}${pickedRule > 0 ? ` after ${pickedRule === 1 ? 'rule 1 was' : `rules 1-${pickedRule} were`} not` : ''}`,
+    })
+  }
+  const ep = splitEndpoint(pick.endpoint)
+  const hairpin = ep.ip === s.ip
+  if (hairpin) c.steps.push({ table: 'nat', chain: pick.chain, rule: `-s ${hostBits(ep.ip)} ${comment(spName)} -j KUBE-MARK-MASQ`, note: 'hairpin: the client is this endpoint, marked for masquerade' })
+  c.steps.push({
+    table: 'nat', chain: pick.chain,
+    rule: `-p ${proto} ${comment(spName)}${sp.affinityTimeout > 0 ? ` -m recent --set --name ${pick.chain} --mask ${mask} --rsource` : ''} -m ${proto} -j DNAT --to-destination ${pick.endpoint}`,
+  })
+
+  const masqReason = ex.masquerade !== undefined && ex.masquerade.always ? ex.masquerade.reason : hairpin ? 'hairpin (client is the chosen endpoint)' : undefined
+  const snat = cfg.nodeIPs.find(ip => familyOf(ip) === family)
+  let masquerade: NonNullable<Trace['masquerade']>
+  if (masqReason !== undefined) {
+    masquerade = { masquerade: true, reason: masqReason, ...(snat !== undefined ? { to: snat } : {}) }
+    c.steps.push({ table: 'nat', chain: 'POSTROUTING', rule: `${comment('kubernetes postrouting rules')} -j KUBE-POSTROUTING` })
+    c.steps.push({ table: 'nat', chain: 'KUBE-POSTROUTING', rule: `${comment('kubernetes service traffic requiring SNAT')} -j MASQUERADE --random-fully`, note: `source becomes ${snat ?? 'the node address'}` })
+  } else {
+    let why: string
+    if (ex.frontend!.kind === 'ClusterIP') {
+      why = clusterCIDR === undefined
+        ? `no cluster CIDR of IPv${family} configured, so nothing counts as off-cluster`
+        : `${s.ip} is inside the cluster CIDR ${clusterCIDR}: the endpoint sees the client's own address`
+    } else {
+      why = c.fromCluster ? 'a pod reaching an externalTrafficPolicy Local frontend keeps its address' : 'externalTrafficPolicy Local: the client address is preserved'
+    }
+    masquerade = { masquerade: false, reason: why }
+  }
+  const rewritten = tracked !== undefined
+    ? { src: tracked.entry.reply.dst, sport: tracked.entry.reply.dport, dst: tracked.entry.reply.src, dport: tracked.entry.reply.sport }
+    : { src: masquerade.masquerade ? snat ?? s.ip : s.ip, sport: masquerade.masquerade ? null : sport ?? null, dst: ep.ip, dport: ep.port }
+  return {
+    ...common,
+    verdict: tracked !== undefined ? 'tracked' : 'dnat',
+    reason: tracked !== undefined ? cur.reason : ex.reason,
+    path: pathOf(c.steps),
+    steps: c.steps,
+    endpoints,
+    pick,
+    masquerade,
+    rewritten,
+    ...(tracked !== undefined ? { conntrack: tracked } : {}),
+    ...(cur.affinity !== undefined ? { affinity: cur.affinity } : {}),
+  }
+}
+
+function protoNum(p: TraceProtocol): number {
+  return p === 'tcp' ? 6 : p === 'udp' ? 17 : p === 'sctp' ? 132 : 1
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Text
+
+function ap(ip: string, port: number | null): string {
+  return port === null ? ip : hostPort(ip, port)
+}
+
+export function formatTrace(t: Trace): string {
+  const q = t.query
+  const out: string[] = []
+  const dstText = q.name !== undefined && t.dns?.address !== undefined ? `${q.name} (${ap(t.dns.address, q.dport)})` : ap(q.dst, q.dport)
+  out.push(`trace ${q.proto} ${q.sport === null ? q.src : ap(q.src, q.sport === 0 ? null : q.sport)} → ${q.name !== undefined && t.dns?.address === undefined ? ap(q.name, q.dport) : dstText} on node ${t.node} (${t.live ? 'live agent' : 'from manifests'})`)
+  out.push('')
+  if (t.dns !== undefined) {
+    const d = t.dns
+    out.push(`dns: ${d.query} ${d.qtype}?${d.search.length > 0 ? `  (search ${d.search.join(' ')}, ndots:5)` : ''}`)
+    for (const tr of d.tries) {
+      if (tr.answers.length === 0) out.push(`  ${tr.name}  ${tr.result === 'forwarded' ? 'not a cluster name: forwarded upstream' : tr.result === 'NOERROR' ? 'NODATA' : tr.result}`)
+      for (const a of tr.answers) out.push(`  ${a.name}  ${a.ttl}  ${a.type}  ${a.data}`)
+    }
+    if (d.address !== undefined) out.push(`  → ${d.address}`)
+    out.push('')
+  }
+  if (t.path.length > 0) {
+    out.push(`path: ${t.path.join(' → ')}${t.verdict === 'reject' ? ' → REJECT' : t.verdict === 'drop' ? ' → DROP' : ''}`)
+    out.push('')
+  }
+  let last = ''
+  for (const s of t.steps) {
+    const head = `${s.table} ${s.chain}`
+    if (head !== last) out.push(`  ${head}`)
+    last = head
+    if (s.balance && t.endpoints !== undefined && t.endpoints.length > 0) {
+      const n = t.endpoints.length
+      out.push(`      endpoints: ${n}${n > 1 ? `, each 1/${n}` : ''}`)
+      const rows = t.endpoints.map(e => [
+        e.picked ? '    → ' : '      ',
+        e.probability !== null ? `--probability ${e.probability}` : '(last rule)',
+        e.chain,
+        e.endpoint,
+        [e.local ? 'local' : 'remote', ...(e.terminating ? ['terminating'] : []), ...(e.hairpin ? ['hairpin'] : [])].join(', '),
+      ])
+      const w = [0, 1, 2, 3].map(i => Math.max(...rows.map(r => r[i]!.length)))
+      for (const r of rows) out.push(`    ${r[0]}${r[1]!.padEnd(w[1]! + 2)}${r[2]!.padEnd(w[2]! + 2)}${r[3]!.padEnd(w[3]! + 2)}${r[4]}`.trimEnd())
+    }
+    if (s.rule !== '') out.push(`      -A ${s.chain} ${s.rule}`)
+    if (s.note !== undefined) out.push(`      # ${s.note}`)
+  }
+  if (t.steps.length > 0) out.push('')
+  const field = (k: string, v: string): void => { out.push(`${k.padEnd(12)}${v}`) }
+  const verdictWord: Record<Trace['verdict'], string> = {
+    dnat: 'DNAT', tracked: 'TRACKED', reject: 'REJECT', drop: 'DROP', reply: 'REPLY', pass: 'PASS', unresolved: 'UNRESOLVED',
+  }
+  field('verdict:', `${verdictWord[t.verdict]} — ${t.reason}`)
+  if (t.service !== undefined && t.frontend !== undefined) {
+    field('service:', `${t.service.servicePortName} (${t.frontend.kind} ${ap(t.frontend.address, t.frontend.port)}/${t.frontend.protocol})`)
+  }
+  if (t.trafficPolicy !== undefined) field('policy:', t.trafficPolicy.why)
+  if (t.pick !== undefined) field('endpoint:', `${t.pick.endpoint} (${t.pick.chain}): ${t.pick.note}`)
+  if (t.masquerade !== undefined) field('masquerade:', `${t.masquerade.masquerade ? `yes, to ${t.masquerade.to ?? 'the node address'}` : 'no'}: ${t.masquerade.reason}`)
+  if (t.rewritten !== undefined) {
+    const r = t.rewritten
+    // sport null: masquerade picks a random port (--random-fully), or the query gave none
+    const srcText = r.sport !== null && r.sport !== 0 ? hostPort(r.src, r.sport) : t.masquerade?.masquerade === true ? `${r.src}:<random>` : r.src
+    field('result:', `${q.proto} ${srcText} → ${hostPort(r.dst, r.dport)}`)
+  }
+  if (t.conntrack !== undefined) {
+    const e = t.conntrack.entry
+    field('conntrack:', `${t.conntrack.direction} direction of ${e.protocol} ${e.state} ${hostPort(e.orig.src, e.orig.sport)} → ${hostPort(e.orig.dst, e.orig.dport)} (${e.service || 'no service'}), expires in ${e.expiresIn} s`)
+  }
+  if (t.icmp !== undefined) {
+    field('tundra:', t.icmp.tundra)
+    field('kube-proxy:', t.icmp.kubeProxy)
+  }
+  return out.join('\n') + '\n'
+}
+
