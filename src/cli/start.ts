@@ -65,8 +65,14 @@ async function story(o: StartOptions): Promise<boolean> {
   check(page.includes('Welcome to nginx!'), 'nginx answered "Welcome to nginx!" through the ClusterIP')
 
   heading(4, 'The path that request took, with kube-proxy\'s chain names')
-  const trace = await tundra(['trace', '--lab', o.name, '--src', `${clientIP}:40000`, '--dst', `${VIP}:8080`, '--proto', 'tcp'])
-  shown(`tundra trace --src ${clientIP}:40000 --dst ${VIP}:8080`, trace.out)
+  // trace the curl's own connection (its conntrack entry has the source port), so the trace shows what decided it
+  let sport = 40000
+  try {
+    const ct = await askAgent(loadLabState(o.name).nodes[0]!.control!, 'conntrack', { op: 'list', filter: { dst: VIP } }) as { entries?: { orig: { sport: number } }[] }
+    sport = ct.entries?.[0]?.orig.sport ?? sport
+  } catch { /* no entry: trace a new connection instead */ }
+  const trace = await tundra(['trace', '--lab', o.name, '--src', `${clientIP}:${sport}`, '--dst', `${VIP}:8080`, '--proto', 'tcp'])
+  shown(`tundra trace --src ${clientIP}:${sport} --dst ${VIP}:8080`, trace.out)
   check(trace.code === 0 && trace.out.includes('KUBE-SVC-DDZHMK5AO3JF6KIZ') && trace.out.includes('KUBE-SEP-'),
     'PREROUTING → KUBE-SERVICES → KUBE-SVC-DDZHMK5AO3JF6KIZ → KUBE-SEP-… → DNAT to a pod')
 
@@ -78,7 +84,7 @@ async function story(o: StartOptions): Promise<boolean> {
     'With kube-proxy in iptables mode a ClusterIP does not answer: the KUBE-SERVICES rules match only the\n' +
     'service\'s protocol and port, and no interface owns the address. (IPVS mode answers, because it puts the\n' +
     'address on kube-ipvs0.) tundra answers echo requests to a ClusterIP itself (icmp mode "reply"), so ping\n' +
-    'tells you the service exists; `--icmp reject|drop` gives the iptables behaviour.\n')
+    'tells you the service exists; `"icmp": "reject"` or `"drop"` in the agent config gives the iptables behaviour.\n')
 
   heading(6, 'The connections tundra is tracking')
   const ct = await tundra(['conntrack', 'list', '--lab', o.name])
