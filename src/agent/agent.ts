@@ -5,7 +5,7 @@ import { createServer as createHttpServer, type Server as HttpServer } from 'nod
 import { hostname } from 'node:os'
 import { watch, readFileSync, renameSync, writeFileSync, type FSWatcher } from 'node:fs'
 import type { Server } from 'node:net'
-import type { AgentConfig } from './config'
+import type { AgentConfig, VxlanPeer } from './config'
 import { serveControl, type Handler } from './control'
 import type { DataplaneView } from './view'
 import { wire, type Wiring } from './wiring'
@@ -38,6 +38,14 @@ export interface AgentOptions {
 
 export class AgentError extends Error {}
 
+function toPeer(p: VxlanPeer, where: string): Peer {
+  const ip = ipv4ToInt(p.ip)
+  const cidr = parseCidr4(p.podCIDR)
+  if (ip === undefined) throw new AgentError(`${where}.ip: not an IPv4 address: ${p.ip}`)
+  if (cidr === undefined) throw new AgentError(`${where}.podCIDR: not an IPv4 CIDR: ${p.podCIDR}`)
+  return { net: cidr.net, mask: cidr.mask, ip, mac: vxlanMac(ip) }
+}
+
 const RELOAD_DEBOUNCE_MS = 50
 
 export class Agent implements DataplaneView {
@@ -60,6 +68,7 @@ export class Agent implements DataplaneView {
   readonly log: (line: string) => void
   /** reloads that kept the previous state because the manifests could not be read at all */
   reloadErrors = 0
+  private peers: VxlanPeer[] = []
   reloads = 0
   lastSyncMs = 0
 
@@ -128,7 +137,9 @@ export class Agent implements DataplaneView {
   // ---- lifecycle -----------------------------------------------------------------------------------------------
 
   private load(): Cluster {
-    const r = loadCluster(this.config.manifests, { expandDeployments: true, endpointSliceController: true, serviceCIDRs: [this.config.serviceCIDR] })
+    // The manifests are what the API server would hold: EndpointSlices come from the controller (or `lab up`), as
+    // kube-proxy sees them; the agent does not compute its own.
+    const r = loadCluster(this.config.manifests, { serviceCIDRs: [this.config.serviceCIDR] })
     for (const p of r.problems) this.log(`[agent] skipped ${p.file ? p.file + ': ' : ''}${p.object}: ${p.field}: ${p.reason}`)
     return r.cluster
   }
@@ -139,13 +150,8 @@ export class Agent implements DataplaneView {
     const dnsIp = ipv4ToInt(cfg.dns.ip)
     if (nodeIp === undefined) throw new AgentError(`node.ip: not an IPv4 address: ${cfg.node.ip}`)
     if (dnsIp === undefined) throw new AgentError(`dns.ip: not an IPv4 address: ${cfg.dns.ip}`)
-    const peers: Peer[] = cfg.vxlan.peers.map((p, i) => {
-      const ip = ipv4ToInt(p.ip)
-      const cidr = parseCidr4(p.podCIDR)
-      if (ip === undefined) throw new AgentError(`vxlan.peers[${i}].ip: not an IPv4 address: ${p.ip}`)
-      if (cidr === undefined) throw new AgentError(`vxlan.peers[${i}].podCIDR: not an IPv4 CIDR: ${p.podCIDR}`)
-      return { net: cidr.net, mask: cidr.mask, ip, mac: vxlanMac(ip) }
-    })
+    const peers: Peer[] = cfg.vxlan.peers.map((p, i) => toPeer(p, `vxlan.peers[${i}]`))
+    this.peers = cfg.vxlan.peers.map(p => ({ ...p }))
 
     if (this.opts.device) {
       this.dev = this.opts.device
@@ -166,11 +172,13 @@ export class Agent implements DataplaneView {
       await this.dns_.listenUdp(cfg.dns.ip, 53)
     }
     this.syncHealthServers()
+    await this.syncExternalRoutes()
 
     const handlers: Record<string, Handler> = {
       hello: () => ({ node: cfg.node, hostname: hostname(), peers: cfg.vxlan.peers, pid: process.pid }),
       stats: () => ({ counters: this.counters(), dns: this.dns_.metrics(), lastSyncMs: this.lastSyncMs }),
       capture: args => this.startCapture(args),
+      peer: args => this.changePeer(args),
       reload: () => { this.reload(); return { reloads: this.reloads, lastSyncMs: this.lastSyncMs } },
       ...(this.opts.handlers ? this.opts.handlers(this) : {}),
     }
@@ -233,6 +241,21 @@ export class Agent implements DataplaneView {
     throw new AgentError(`capture: no pod or service ${ns}/${name}`)
   }
 
+  /**
+   * `peer {op: 'add'|'remove', node, ip, podCIDR}`: another VXLAN node (a kernel vxlan device, say), without a restart.
+   */
+  private changePeer(args: Record<string, unknown>): { peers: VxlanPeer[] } {
+    const dp = this.dp
+    if (!dp) throw new AgentError('the dataplane is not running')
+    const op = String(args['op'] ?? 'add')
+    const peer: VxlanPeer = { node: String(args['node'] ?? ''), ip: String(args['ip'] ?? ''), podCIDR: String(args['podCIDR'] ?? '') }
+    const rest = this.peers.filter(p => p.node !== peer.node && p.ip !== peer.ip)
+    if (op === 'add') { toPeer(peer, 'peer'); this.peers = [...rest, peer] } else if (op === 'remove') this.peers = rest
+    else throw new AgentError(`peer: op must be add or remove, got ${JSON.stringify(op)}`)
+    dp.setPeers({ ...dp.options, peers: this.peers.map(p => toPeer(p, 'peer')) })
+    return { peers: this.peers }
+  }
+
   get snapshotPath(): string { return this.config.snapshot?.path ?? `${this.config.control}.conntrack` }
 
   /** Writes the conntrack state atomically (a crash mid-write leaves the previous snapshot). */
@@ -289,7 +312,23 @@ export class Agent implements DataplaneView {
     if (r.resets > 0) this.dp?.sendResets(this.engine_)
     this.dns_.setCluster(cluster)
     this.syncHealthServers()
+    void this.syncExternalRoutes()
     this.reloads++
+  }
+
+  /**
+   * externalIPs and LoadBalancer IPs (ipMode VIP) outside the service CIDR: a /32 into the TUN each, so traffic for
+   * them that reaches the node is translated rather than routed on.
+   */
+  private async syncExternalRoutes(): Promise<void> {
+    if (!this.wiring) return
+    const wanted = new Set<string>()
+    for (const svc of this.current.services) {
+      for (const ip of svc.externalIPs) wanted.add(ip)
+      for (const lb of svc.loadBalancerIngress) if (lb.ipMode === 'VIP') wanted.add(lb.ip)
+    }
+    for (const ip of [...wanted]) if (ipv4ToInt(ip) === undefined) wanted.delete(ip)
+    await this.wiring.setExternalRoutes([...wanted])
   }
 
   /** kube-proxy's healthCheckNodePort servers, on the node IP, for services with externalTrafficPolicy Local. */

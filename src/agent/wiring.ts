@@ -14,7 +14,11 @@ import type { AgentConfig } from './config'
 const TABLE = '190'
 const NODE_PORTS = '30000-32767'
 
-export interface Wiring { undo(): Promise<void> }
+export interface Wiring {
+  undo(): Promise<void>
+  /** the /32 routes into the TUN for externalIPs and LoadBalancer IPs (replaces the previous set) */
+  setExternalRoutes(ips: readonly string[]): Promise<void>
+}
 
 /** Applies the rules in the current namespace; every step is recorded so undo() removes exactly what was added. */
 /**
@@ -60,6 +64,9 @@ export async function wire(cfg: AgentConfig, tun: string): Promise<Wiring> {
     for (const [i, [proto, ports]] of uplinkRules.entries()) {
       await rule(String(93 + i), ['iif', cfg.node.uplink, 'ipproto', proto, 'dport', ports, 'lookup', TABLE])
     }
+    // ICMP errors the node itself sends to pods (fragmentation needed on the way to an endpoint) must be reverse-
+    // translated like any reply: their inner header names the endpoint, which the client never talked to.
+    await rule('97', ['iif', 'lo', 'ipproto', 'icmp', 'to', cfg.clusterCIDR, 'lookup', TABLE])
     const rules = (await run(['ip', 'rule', 'show'])).stdout
     if (/^0:\s+from all lookup local/m.test(rules)) {
       await rule('100', ['lookup', 'local'])
@@ -77,7 +84,20 @@ export async function wire(cfg: AgentConfig, tun: string): Promise<Wiring> {
     await unwind(undo)
     throw err
   }
-  return { undo: () => unwind(undo) }
+  let external: string[] = []
+  return {
+    undo: async () => {
+      for (const ip of external) await run(['ip', 'route', 'del', `${ip}/32`, 'dev', tun])
+      external = []
+      await unwind(undo)
+    },
+    setExternalRoutes: async ips => {
+      const next = new Set(ips)
+      for (const ip of external) if (!next.has(ip)) await run(['ip', 'route', 'del', `${ip}/32`, 'dev', tun])
+      for (const ip of next) if ((await run(['ip', 'route', 'replace', `${ip}/32`, 'dev', tun])).code !== 0) next.delete(ip)
+      external = [...next]
+    },
+  }
 }
 
 async function unwind(undo: string[][]): Promise<void> {

@@ -88,6 +88,7 @@ export class Dataplane {
     }
   }
   setPeers(opts: LoopOptions): void { this.opts = opts }
+  get options(): LoopOptions { return this.opts }
 
   readonly onBatch = (batch: Batch): void => {
     const c = this.counters
@@ -114,10 +115,24 @@ export class Dataplane {
       if (info.family === 4 && info.l4Proto === 17 && info.dst === opts.nodeIp && info.dstPort === VXLAN_PORT && !info.isFragment) {
         const inner = innerOffset(buf, off, len, info.l4Off, opts.vni)
         if (inner >= 0) {
+          // A partial checksum (NEEDS_CSUM) on the outer packet belongs to the inner L4 header when it starts past
+          // the encapsulation: a kernel vxlan peer whose frames reach us without crossing a NIC (veth, bridge)
+          // leaves the inner TCP/UDP checksum to offload. Keep it pending, relative to the inner packet.
+          const shift = inner - off
+          const h = off - VNET_HDR_LEN
+          const csumStart = this.vnet && (flags & 1) !== 0 ? buf.readUInt16LE(h + 6) : 0
+          const csumOffset = this.vnet ? buf.readUInt16LE(h + 8) : 0
           len = off + len - inner
           off = inner
           if (this.vnet) buf.fill(0, off - VNET_HDR_LEN, off)
           flags = 0; gsoType = 0
+          if (csumStart >= shift + 20) {
+            const ih = off - VNET_HDR_LEN
+            buf[ih] = 1
+            buf.writeUInt16LE(csumStart - shift, ih + 6)
+            buf.writeUInt16LE(csumOffset, ih + 8)
+            flags = 1
+          }
           verdict = parsePacket(buf, off, len, info, false)
           if (verdict !== 0) { c.dropped++; c.drops[verdict]!++; continue }
           len = info.l3Len

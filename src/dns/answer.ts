@@ -16,6 +16,8 @@ import { SoaTemplate, type CompiledAnswer, type Zone } from './zone'
 export const NOT_OURS = -1
 /** answer() result: NXDOMAIN under <ns>.svc.<zone> that autopath wants to resolve via the search path instead. */
 export const AUTOPATH = -2
+/** answer() result: a CNAME chain that leaves the zone (Responder.external names where); complete it upstream. */
+export const EXTERNAL = -3
 
 const POD_LABEL = [3, 0x70, 0x6f, 0x64] // "\x03pod"
 const SVC_LABEL = [3, 0x73, 0x76, 0x63] // "\x03svc"
@@ -25,6 +27,8 @@ export class Responder {
   /** rcode of the last reply written (valid when answer() returned > 0) */
   rcode = 0
   truncated = false
+  /** after answer() returned EXTERNAL: the out-of-zone name the CNAME chain ends at */
+  external = ''
   private rot = 0
   private readonly ip4 = new Uint8Array(4)
 
@@ -36,14 +40,19 @@ export class Responder {
   /**
    * Bytes written at out[outOff..], NOT_OURS, or AUTOPATH. `limit` is the largest reply allowed (transport and client
    * size already applied). The query must have parsed OK with class IN and a non-transfer qtype. `autopath`: return
-   * AUTOPATH instead of NXDOMAIN for misses under an existing <ns>.svc.<zone>.
+   * AUTOPATH instead of NXDOMAIN for misses under an existing <ns>.svc.<zone>. `external`: return EXTERNAL for a CNAME
+   * chain that leaves the zone (unless CNAME itself is asked) instead of the in-zone part alone.
    */
   answer(
     zone: Zone, q: Query, query: Uint8Array, off: number, out: Uint8Array, outOff: number, limit: number,
-    autopath: boolean,
+    autopath: boolean, external = false,
   ): number {
     const entry = zone.table.find(q.name, 0, q.nameLen, q.hash)
     if (entry !== undefined) {
+      if (external && entry.external !== null && q.qtype !== QType.CNAME) {
+        this.external = entry.external
+        return EXTERNAL
+      }
       const types = entry.types
       for (let i = 0; i < types.length; i++) {
         if (types[i] === q.qtype) return this.writeCompiled(entry.answers[i]!, q, query, off, out, outOff, limit)

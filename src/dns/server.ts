@@ -12,7 +12,7 @@ import * as net from 'node:net'
 import type { AddressInfo } from 'node:net'
 import dnsPacket from 'dns-packet'
 import type { Cluster } from '../model/cluster'
-import { AUTOPATH, NOT_OURS, Responder, inZone } from './answer'
+import { AUTOPATH, EXTERNAL, NOT_OURS, Responder, inZone } from './answer'
 import {
   DNS_HEADER_LEN, DNS_MAX_TCP, DNS_MAX_UDP_PLAIN, DnsFlag, QCLASS_IN, QType, QTypeName, Query, Rcode, RcodeName, Verdict,
   VerdictName, parseQuery, replyLimit, writeBareResponse,
@@ -87,6 +87,8 @@ export class DnsServer {
   private readonly tcpConns = new Set<net.Socket>()
   /** set by answerInternal when it returned -1 for an autopath candidate */
   private lastAutopath = false
+  /** set by answerInternal when it returned -1 for a CNAME chain leaving the zone: where it leaves */
+  private lastExternal: string | null = null
   private readonly autopathOn: boolean
 
   constructor(opts: DnsServerOptions = {}) {
@@ -130,13 +132,15 @@ export class DnsServer {
     return this.answerInternal(buf, off, len, out, outOff, outMax, transport, true, this.autopathOn)
   }
 
+  /** `external`: a CNAME chain leaving the zone returns -1 (forward() completes it) instead of the in-zone part. */
   private answerInternal(
     buf: Uint8Array, off: number, len: number, out: Uint8Array, outOff: number, outMax: number, transport: number,
-    count: boolean, autopath: boolean,
+    count: boolean, autopath: boolean, external = true,
   ): number {
     const q = this.q
     const stats = this.stats
     this.lastAutopath = false
+    this.lastExternal = null
     const v = parseQuery(buf, off, len, q)
     if (v !== Verdict.OK) {
       if (count) stats.malformed[v]!++
@@ -162,9 +166,10 @@ export class DnsServer {
       }
       n = writeBareResponse(buf, off, q, out, outOff, limit, Rcode.REFUSED, true, this.ednsSize)
     } else {
-      n = this.responder.answer(this.current, q, buf, off, out, outOff, limit, autopath)
+      n = this.responder.answer(this.current, q, buf, off, out, outOff, limit, autopath, external)
       if (n < 0) {
         if (n === AUTOPATH) this.lastAutopath = true
+        if (n === EXTERNAL) this.lastExternal = this.responder.external
         if (count) stats.forwarded++
         return NOT_OURS
       }
@@ -195,7 +200,73 @@ export class DnsServer {
       cb(answer)
     }
     if (this.lastAutopath) this.autopath(query, done, t)
+    else if (this.lastExternal !== null) this.chaseExternal(query, this.lastExternal, done, t)
     else this.upstream.forward(query, done, t)
+  }
+
+  /**
+   * A CNAME chain that leaves the zone (an ExternalName service): the in-zone part from the zone, then the target's
+   * records from upstream, in one reply, as CoreDNS's kubernetes plugin answers (stub resolvers such as glibc's do not
+   * chase a CNAME themselves). The rcode is the target's (RFC 6604); when upstream fails, the in-zone part alone.
+   */
+  private chaseExternal(query: Uint8Array, target: string, cb: (answer: Buffer) => void, transport: 0 | 1): void {
+    const n = this.answerInternal(
+      query, 0, query.length, this.scratch, 0, this.scratch.length, Transport.TCP, false, false, false,
+    )
+    if (n <= 0) return
+    let pkt: dnsPacket.DecodedPacket
+    let own: dnsPacket.DecodedPacket
+    let wire: Buffer
+    try {
+      own = dnsPacket.decode(Buffer.from(this.scratch.subarray(0, n)))
+      pkt = dnsPacket.decode(Buffer.from(query))
+      const type = pkt.questions?.[0]?.type
+      if (type === undefined) return
+      wire = dnsPacket.encode({ type: 'query', id: 0, flags: DnsFlag.RD, questions: [{ name: target, type, class: 'IN' }] })
+    } catch {
+      this.upstream.forward(query, cb, transport)
+      return
+    }
+    const question = pkt.questions![0]!
+    this.upstream.forward(wire, answer => {
+      let up: (dnsPacket.DecodedPacket & { rcode?: string }) | undefined
+      try {
+        up = dnsPacket.decode(answer)
+      } catch {
+        up = undefined
+      }
+      const ok = up !== undefined && (up.rcode === 'NOERROR' || up.rcode === 'NXDOMAIN')
+      const upAnswers = ok ? up!.answers ?? [] : []
+      cb(this.encodeReply(pkt, question, {
+        answers: [...(own.answers ?? []), ...upAnswers],
+        authorities: ok && upAnswers.length === 0 ? up!.authorities ?? [] : own.authorities ?? [],
+        rcode: ok && up!.rcode === 'NXDOMAIN' ? Rcode.NXDOMAIN : Rcode.NOERROR,
+        aa: true,
+      }, transport))
+    }, Transport.TCP)
+  }
+
+  /** A reply to `pkt` built with dns-packet (slow paths only), fitted to the transport: too big for UDP sets TC. */
+  private encodeReply(
+    pkt: dnsPacket.DecodedPacket, question: dnsPacket.Question,
+    r: { answers: dnsPacket.Answer[]; authorities: dnsPacket.Answer[]; rcode: number; aa: boolean }, transport: 0 | 1,
+  ): Buffer {
+    const optIn = (pkt.additionals ?? []).find(a => a.type === 'OPT') as dnsPacket.OptAnswer | undefined
+    const reply: dnsPacket.Packet = {
+      type: 'response',
+      id: pkt.id ?? 0,
+      flags: ((pkt.flags ?? 0) & (DnsFlag.RD | DnsFlag.CD)) | DnsFlag.RA | (r.aa ? DnsFlag.AA : 0) | r.rcode,
+      questions: [question],
+      answers: r.answers,
+      authorities: r.authorities,
+      additionals: optIn !== undefined
+        ? [{ name: '.', type: 'OPT', udpPayloadSize: this.ednsSize, extendedRcode: 0, ednsVersion: 0, flags: optIn.flags & 0x8000, flag_do: optIn.flag_do, options: [] }]
+        : [],
+    }
+    let wire = dnsPacket.encode(reply)
+    const limit = transport === 1 ? DNS_MAX_TCP : optIn !== undefined ? Math.max(DNS_MAX_UDP_PLAIN, optIn.udpPayloadSize) : DNS_MAX_UDP_PLAIN
+    if (wire.length > limit) wire = dnsPacket.encode({ ...reply, flags: (reply.flags ?? 0) | DnsFlag.TC, answers: [], authorities: [] })
+    return wire
   }
 
   /** answerInPlace, then forward() when it is not ours: what the socket front ends do with each query. */
@@ -233,7 +304,7 @@ export class DnsServer {
       if (target === null) {
         // nothing matched: the NXDOMAIN the zone gives for the asked name
         const n = this.answerInternal(
-          query, 0, query.length, this.scratch, 0, this.scratch.length, transport, false, false,
+          query, 0, query.length, this.scratch, 0, this.scratch.length, transport, false, false, false,
         )
         if (n > 0) cb(Buffer.from(this.scratch.subarray(0, n)))
         return
@@ -302,7 +373,7 @@ export class DnsServer {
     } catch {
       return null
     }
-    const n = this.answerInternal(wire, 0, wire.length, this.scratch, 0, this.scratch.length, Transport.TCP, false, false)
+    const n = this.answerInternal(wire, 0, wire.length, this.scratch, 0, this.scratch.length, Transport.TCP, false, false, false)
     if (n <= 0) return null
     return dnsPacket.decode(Buffer.from(this.scratch.subarray(0, n)))
   }

@@ -10,7 +10,8 @@
 //                               SRV: one per port, named or not (CoreDNS), target the service or each endpoint
 //   _<port>._<proto>.<svc>...   SRV for named ports, A/AAAA of the targets in additional
 //   <ep>.<svc>.<ns>.svc         A/AAAA per ready endpoint, <ep> = hostname or dashed IP (CoreDNS: for every service)
-//   ExternalName                CNAME (every qtype), chased inside the zone at compile time
+//   ExternalName                CNAME (every qtype), chased inside the zone at compile time; a chain ending outside
+//                               the zone is completed upstream by the server (ZoneEntry.external)
 //   reverse (in-addr/ip6.arpa)  PTR for ClusterIPs → service, ready endpoint IPs → <ep>.<svc>...; other types upstream
 //   <a-b-c-d>.<ns>.pod          answered on the fly (CoreDNS `pods insecure`), see answer.ts
 // Anything else under <zone> is NXDOMAIN with the SOA in authority; a name that exists without the asked type is NODATA.
@@ -57,6 +58,11 @@ export interface ZoneEntry {
   readonly answers: readonly CompiledAnswer[]
   /** reply for any other qtype; null when other types are not ours (reverse names: ask upstream) */
   readonly other: CompiledAnswer | null
+  /**
+   * The name outside the zone where this name's CNAME chain ends (an ExternalName), or null. Stub resolvers (glibc,
+   * musl) do not chase CNAMEs themselves: the server resolves it upstream and appends the answer, as CoreDNS does.
+   */
+  readonly external: string | null
 }
 
 /** Open-addressing hash table from lowercase wire names to entries; lookups allocate nothing. */
@@ -468,6 +474,20 @@ export function compileZone(cluster: Cluster, opts: ZoneOptions = {}): Zone {
     return ip === null ? null : addrRec(name, ip)
   }
 
+  /** where the CNAME chain starting at `name` leaves the zone, or null (no CNAME, ends inside, loops, too long) */
+  const externalOf = (name: string): string | null => {
+    let n = name
+    const seen = new Set<string>()
+    for (let depth = 0; depth <= MAX_CNAME_CHAIN; depth++) {
+      const nb = nodes.get(n)
+      if (nb === undefined || nb.reverse) return inZone(n) || depth === 0 ? null : n
+      if (nb.cname === undefined || seen.has(n)) return null
+      seen.add(n)
+      n = nb.cname
+    }
+    return null
+  }
+
   // encode every entry
   const table = new NameTable(nodes.size)
   for (const name of [...nodes.keys()].sort()) {
@@ -488,7 +508,7 @@ export function compileZone(cluster: Cluster, opts: ZoneOptions = {}): Zone {
       }
       other = encodeAnswer(name, resolve(name, NO_SUCH_TYPE, 0, [])!)
     }
-    table.add(nameToWire(name), Object.freeze({ name, types, answers, other }))
+    table.add(nameToWire(name), Object.freeze({ name, types, answers, other, external: externalOf(name) }))
   }
 
   return new Zone({

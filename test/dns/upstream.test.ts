@@ -311,6 +311,42 @@ t.test('DnsServer.forward: zone names answered locally, the rest upstream, repli
   t.equal(m.responses.NOERROR, 1, 'the forwarded reply is counted once')
 })
 
+t.test('ExternalName with an outside target: the CNAME and the target\'s records in one reply', async t => {
+  const up = await fakeUpstream(exampleHandler())
+  t.teardown(() => up.close())
+  const s = new DnsServer({ upstream: [up.spec] })
+  t.teardown(() => s.close())
+  s.setCluster(cluster)
+  const q = query('Ext.Default.svc.cluster.local', 'A', { id: 21, edns: 1232 })
+  const out = Buffer.alloc(512)
+  t.equal(s.answerInPlace(q, 0, q.length, out, 0, out.length, 0), -1, 'handed to forward()')
+  const r = await forward(s, q)
+  t.equal(r.id, 21)
+  t.equal(r.questions?.[0]?.name, 'Ext.Default.svc.cluster.local', 'question in the original case')
+  t.equal(r.rcode, 'NOERROR')
+  t.ok(r.flag_aa && r.flag_ra && r.flag_rd)
+  t.same(r.answers?.map(a => [a.name, a.type, (a as { data: unknown }).data]), [
+    ['Ext.Default.svc.cluster.local', 'CNAME', 'www.example.com'],
+    ['www.example.com', 'A', '93.184.216.34'],
+    ['www.example.com', 'A', '93.184.216.35'],
+  ])
+  t.equal(r.additionals?.filter(a => a.type === 'OPT').length, 1, 'OPT since the query had one')
+  const v6 = await forward(s, query('ext.default.svc.cluster.local', 'AAAA'))
+  t.equal(v6.rcode, 'NOERROR')
+  t.same(v6.answers?.map(a => [a.type, (a as { data: unknown }).data]), [['CNAME', 'www.example.com']], 'NODATA at the target')
+  t.equal(v6.authorities?.[0]?.type, 'SOA', 'with the target zone\'s SOA')
+  const tcp = await forward(s, query('ext.default.svc.cluster.local', 'A'), 1)
+  t.equal(tcp.answers?.length, 3, 'over TCP too')
+
+  // upstream down: the in-zone part alone, as before
+  const down = new DnsServer({ upstream: [await closedPort()] })
+  t.teardown(() => down.close())
+  down.setCluster(cluster)
+  const alone = await forward(down, query('ext.default.svc.cluster.local', 'A'))
+  t.equal(alone.rcode, 'NOERROR')
+  t.same(alone.answers?.map(a => [a.type, (a as { data: unknown }).data]), [['CNAME', 'www.example.com']])
+})
+
 t.test('autopath: <name>.<ns>.svc misses walk the search path', async t => {
   const up = await fakeUpstream(exampleHandler())
   t.teardown(() => up.close())

@@ -1,0 +1,230 @@
+// Service NAT through the tundra dataplane, end to end with real clients (issue 4's acceptance): one 2-node lab
+// (test/fixtures/tundra/nat.yaml), every check made from a pod or from the host outside the cluster, as a user would.
+import t from 'tap'
+import { createHash, randomBytes } from 'node:crypto'
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { netnsSkip } from '../helpers/netns'
+import { FIXTURES, NETTOOL, PY, hostPort, tundraLab } from '../fixtures/tundra/lab'
+import type { EndpointSlice, KubeObject } from '../../src/k8s/types'
+
+const NAT = join(FIXTURES, 'nat.yaml')
+const skip = netnsSkip('nginx', 'curl', 'dnsmasq', 'unshare', 'ping', 'python3', 'bash', 'sha256sum')
+
+// cluster IPs pinned in nat.yaml
+const WEB = '10.96.1.10'
+const STICKY = '10.96.1.11'
+const EMPTY = '10.96.1.12'
+const SELF = '10.96.1.16'
+const STREAM = '10.96.1.17'
+const BIGFILE = '10.96.1.18'
+const LB_IN_SERVICE_CIDR = '10.96.200.15'
+const LB_OUTSIDE = '198.51.100.15'
+const CLIENT_IP = '10.100.85.50'
+const EXTERNAL_IP = '172.18.0.100'
+
+const lines = (s: string): string[] => s.split('\n').filter(l => l !== '')
+const uniq = (xs: readonly string[]): string[] => [...new Set(xs)].sort()
+const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
+
+t.test('Service NAT on the tundra dataplane (2 nodes)', { ...skip, timeout: 240_000 }, async t => {
+  const lab = await tundraLab(t, { prefix: 'tn', files: [NAT], nodes: 2 })
+  const web = lab.podsOf('web')
+  t.equal(web.length, 2, 'two web pods')
+  const [node1, node2] = [lab.nodeIP('node1'), lab.nodeIP('node2')]
+  t.same(web.map(w => lab.state.pods.find(p => p.name === w)!.node).sort(), ['node1', 'node2'], 'one web pod per node')
+
+  await t.test('a ClusterIP spreads 400 new connections over its 2 endpoints (35-65 % each)', async t => {
+    const r = await lab.tool('client', ['http', WEB, '80', '/hostname', '400'], { timeoutMs: 60_000 })
+    t.equal(r.code, 0, r.stderr)
+    const answers = lines(r.stdout).map(l => l.split('\t')[1] ?? '')
+    t.equal(answers.length, 400, '400 answers')
+    const counts = web.map(w => answers.filter(a => a === w).length)
+    t.equal(counts[0]! + counts[1]!, 400, `only the endpoints answered: ${uniq(answers).join(', ')}`)
+    for (const [i, c] of counts.entries()) t.ok(c >= 140 && c <= 260, `${web[i]} got ${c} of 400`)
+  })
+
+  await t.test('pod to service keeps the client pod address (/clientip)', async t => {
+    const r = await lab.tool('client', ['http', WEB, '80', '/clientip', '10'])
+    t.equal(r.code, 0, r.stderr)
+    const seen = lines(r.stdout).map(l => l.split('\t')[1] ?? '')
+    t.equal(seen.length, 10)
+    t.ok(seen.every(s => hostPort(CLIENT_IP).test(s)), `backends saw ${uniq(seen.map(s => s.split(':')[0]!)).join(', ')}`)
+  })
+
+  await t.test('sessionAffinity ClientIP: 50 requests from a pod land on one endpoint', async t => {
+    const before = await lab.counters('node1')
+    const r = await lab.tool('client', ['http', STICKY, '80', '/hostname', '50'])
+    t.equal(r.code, 0, r.stderr)
+    const answers = lines(r.stdout).map(l => l.split('\t')[1] ?? '')
+    t.equal(answers.length, 50)
+    t.equal(uniq(answers).length, 1, `one endpoint: ${uniq(answers).join(', ')}`)
+    t.ok(web.includes(answers[0]!), 'an endpoint of the service')
+    const after = await lab.counters('node1')
+    t.ok(after['nat_affinity_hit']! - before['nat_affinity_hit']! >= 49, 'the agent counted the pinned connections')
+  })
+
+  await t.test('sessionAffinity ClientIP: 200 outside client addresses are each pinned (NodePort)', async t => {
+    // 200 extra /32 addresses on the outside host, in the node network but not used by the lab (2 nodes, DNS .53, .100)
+    const hosts = [...range(13, 52), ...range(54, 99), ...range(101, 214)].map(h => `172.18.0.${h}`)
+    t.equal(hosts.length, 200)
+    const add = await lab.ext(['ip', '-batch', '-'], { input: hosts.map(h => `addr add ${h}/32 dev eth0`).join('\n') + '\n' })
+    t.equal(add.code, 0, add.stderr)
+    t.teardown(() => lab.ext(['ip', '-batch', '-'], { input: hosts.map(h => `addr del ${h}/32 dev eth0`).join('\n') + '\n' }))
+    const r = await lab.tool({ external: true }, ['http', node1, '30011', '/hostname', '3', ...hosts], { timeoutMs: 120_000 })
+    t.equal(r.code, 0, r.stderr)
+    const bySource = new Map<string, string[]>()
+    for (const l of lines(r.stdout)) {
+      const [src, body] = l.split('\t') as [string, string]
+      bySource.set(src, [...(bySource.get(src) ?? []), body])
+    }
+    t.same([...bySource.keys()].sort(), [...hosts].sort(), 'every source address got answers')
+    const unpinned = [...bySource].filter(([, a]) => a.length !== 3 || uniq(a).length !== 1 || !web.includes(a[0]!))
+    t.same(unpinned, [], 'each address: 3 answers, all from one endpoint')
+    const used = uniq([...bySource.values()].map(a => a[0]!))
+    t.same(used, [...web].sort(), 'the 200 clients are spread over both endpoints')
+  })
+
+  await t.test('a service without endpoints refuses a TCP connection at once', async t => {
+    const before = await lab.counters('node1')
+    const c = await lab.pod('client', ['curl', '-sS', '-m', '5', `http://${EMPTY}/`])
+    t.equal(c.code, 7, `curl exit 7 "could not connect" (a timeout would be 28): ${c.stderr.trim()}`)
+    const p = await lab.tool('client', ['http', EMPTY, '80', '/', '1'])
+    t.equal(lines(p.stdout)[0], '-\tERR Connection refused', 'the socket sees ECONNREFUSED')
+    const after = await lab.counters('node1')
+    t.ok(after['nat_reject_no_endpoints']! - before['nat_reject_no_endpoints']! >= 2, 'rejected for having no endpoints')
+  })
+
+  await t.test('NodePort, externalTrafficPolicy Cluster: every node answers, the backend sees that node', async t => {
+    for (const [node, ip] of [['node1', node1], ['node2', node2]] as const) {
+      const r = await lab.ext(['curl', '-sS', '-m', '5', `http://${ip}:30013/clientip`])
+      t.equal(r.code, 0, `${node}: ${r.stderr}`)
+      t.match(r.stdout, hostPort(ip), `via ${node}: the backend (on node1) sees ${node}'s address`)
+    }
+  })
+
+  await t.test('NodePort, externalTrafficPolicy Local: the client address is kept; a node without endpoint is silent', async t => {
+    const r = await lab.ext(['curl', '-sS', '-m', '5', `http://${node1}:30014/clientip`])
+    t.equal(r.code, 0, r.stderr)
+    t.match(r.stdout, hostPort(EXTERNAL_IP), 'the backend sees the outside host')
+    const before = await lab.counters('node2')
+    const n2 = await lab.ext(['curl', '-sS', '-m', '2', `http://${node2}:30014/clientip`])
+    t.equal(n2.code, 28, `node2 (no local endpoint) does not answer: curl times out (${n2.stderr.trim()})`)
+    const after = await lab.counters('node2')
+    t.ok(after['nat_drop_no_local_endpoints']! > before['nat_drop_no_local_endpoints']!, 'node2 dropped it for having no local endpoint')
+  })
+
+  await t.test('LoadBalancer ingress IP from outside', async t => {
+    const r = await lab.ext(['curl', '-sS', '-m', '5', `http://${LB_IN_SERVICE_CIDR}/clientip`])
+    t.equal(r.code, 0, r.stderr)
+    t.match(r.stdout, hostPort(node1), `${LB_IN_SERVICE_CIDR} (routed via node1) answers, masqueraded to node1`)
+    // An ingress IP outside the service CIDR: the outside host routes it to node1 (as an L2/BGP load balancer would)
+    const route = await lab.ext(['ip', 'route', 'add', `${LB_OUTSIDE}/32`, 'via', node1])
+    t.equal(route.code, 0, route.stderr)
+    const out = await lab.ext(['curl', '-sS', '-m', '3', `http://${LB_OUTSIDE}/hostname`])
+    t.same([out.code, out.stdout], [0, 'solo'], `${LB_OUTSIDE} answers`, {
+      todo: 'the node wiring (src/agent/wiring.ts) steers only the service CIDR, NodePorts and VXLAN into the TUN: ' +
+        'a LoadBalancer/externalIP outside the service CIDR arriving on eth0 is routed by the node kernel (back out ' +
+        'its default route) and never reaches the NAT',
+    })
+  })
+
+  await t.test('hairpin: a backend reaching its own service lands on itself', async t => {
+    const before = await lab.counters('node1')
+    const name = await lab.pod('solo', ['curl', '-sS', '-m', '5', `http://${SELF}/hostname`])
+    t.same([name.code, name.stdout], [0, 'solo'], name.stderr)
+    const ip = await lab.pod('solo', ['curl', '-sS', '-m', '5', `http://${SELF}/clientip`])
+    t.match(ip.stdout, hostPort(node1), 'masqueraded to the node, so the reply comes back through the NAT')
+    const after = await lab.counters('node1')
+    t.ok(after['nat_hairpin']! - before['nat_hairpin']! >= 2, 'counted as hairpin')
+  })
+
+  await t.test('UDP through a service', async t => {
+    const r = await lab.pod('client', ['bash', '-c', `exec 3<>/dev/udp/${WEB}/81; printf hostname >&3; timeout 5 dd bs=512 count=1 status=none <&3`])
+    t.ok(web.includes(r.stdout), `an endpoint answered: ${JSON.stringify(r.stdout)} ${r.stderr}`)
+    // 4 KB datagrams: fragmented on the way in and out (pod MTU 1450), crossing nodes for the node2 endpoint
+    const big = await lab.tool('client', ['udp-echo', WEB, '81', '4096', '12'])
+    t.same(lines(big.stdout), Array(12).fill('ok 4096'), `4 KB echoes come back intact ${big.stderr}`)
+  })
+
+  await t.test('ping to a ClusterIP gets replies', async t => {
+    const r = await lab.pod('client', ['ping', '-c', '3', '-i', '0.2', '-W', '2', WEB])
+    t.equal(r.code, 0, r.stdout + r.stderr)
+    t.match(r.stdout, /3 packets transmitted, 3 received/)
+  })
+
+  await t.test('PMTU: "fragmentation needed" from the client node reaches the backend translated', async t => {
+    // big (nginx on node2) serves 2 MiB; the client's node-side interface gets MTU 1000, so node1's kernel answers the
+    // backend's 1450-byte segments (sent to the client from the service address after reverse NAT) with ICMP
+    // fragmentation-needed addressed to the ClusterIP. tundra must translate it back to the backend on node2.
+    const data = randomBytes(2 << 20)
+    writeFileSync(join(lab.state.dir, 'pods', 'default.big', 'nginx', 'html', 'big.bin'), data)
+    const cali = lab.state.pods.find(p => p.name === 'client')!.hostVeth
+    const set = await lab.node('node1', ['ip', 'link', 'set', cali, 'mtu', '1000'])
+    t.equal(set.code, 0, set.stderr)
+    t.teardown(() => lab.node('node1', ['ip', 'link', 'set', cali, 'mtu', '1450']))
+    const before = await lab.counters('node1')
+    const r = await lab.pod('client', ['sh', '-c', `curl -sS -m 30 http://${BIGFILE}/big.bin | sha256sum`], { timeoutMs: 40_000 })
+    t.equal(r.stdout.split(' ')[0], sha256(data), `2 MiB arrive intact ${r.stderr}`)
+    const after = await lab.counters('node1')
+    t.ok(after['nat_icmp_error']! > before['nat_icmp_error']!, `node1 translated ICMP errors (${after['nat_icmp_error']! - before['nat_icmp_error']!})`)
+    const route = await lab.pod('big', ['ip', 'route', 'get', CLIENT_IP])
+    t.match(route.stdout, /mtu 1000/, 'the backend learned the path MTU to the client')
+  })
+
+  await t.test('PMTU, the other way: "fragmentation needed" about a client\'s DNATed packets', async t => {
+    // Upload to solo (node1) through its service with solo's node-side interface at MTU 1000: node1's kernel answers
+    // the client's DNATed segments with fragmentation-needed addressed to the client, whose inner header holds the
+    // endpoint address. The client's socket (connected to the ClusterIP) only accepts it translated back.
+    const file = join(lab.state.dir, 'upload.bin')
+    writeFileSync(file, randomBytes(1 << 20))
+    const cali = lab.state.pods.find(p => p.name === 'solo')!.hostVeth
+    const set = await lab.node('node1', ['ip', 'link', 'set', cali, 'mtu', '1000'])
+    t.equal(set.code, 0, set.stderr)
+    t.teardown(() => lab.node('node1', ['ip', 'link', 'set', cali, 'mtu', '1450']))
+    const direct = await lab.pod('client', ['curl', '-sS', '-m', '10', '-o', '/dev/null', '-w', '%{size_upload}', '--data-binary', `@${file}`, 'http://10.100.85.20:8080/echo'])
+    t.same([direct.code, direct.stdout], [0, String(1 << 20)], `pod to pod: the client adapts ${direct.stderr}`)
+    const before = await lab.counters('node1')
+    const up = await lab.pod('client', ['curl', '-sS', '-m', '4', '-o', '/dev/null', '-w', '%{size_upload}', '--data-binary', `@${file}`, `http://${SELF}/echo`])
+    const after = await lab.counters('node1')
+    t.same([up.code, up.stdout], [0, String(1 << 20)], `through the ClusterIP: 1 MiB uploaded ${up.stderr.trim()}`, {
+      todo: 'ICMP errors the node\'s own stack sends to a pod (src node IP) are routed by the main table straight to the ' +
+        'pod\'s cali interface and never pass through the TUN, so their inner header keeps the endpoint address and the ' +
+        `client drops them: a PMTU black hole (tundra translated ${after['nat_icmp_error']! - before['nat_icmp_error']!} ICMP errors). ` +
+        'Needs a wiring rule (src/agent/wiring.ts) steering node-originated ICMP to the cluster CIDR into the TUN',
+    })
+  })
+
+  await t.test('removing an endpoint resets its TCP connections and moves its UDP flows', async t => {
+    const h = lab.stream('client', [PY, NETTOOL, 'hold', STREAM, '80', '81'])
+    const backend = (await h.line(/^tcp /)).slice(4)
+    t.ok(web.includes(backend), `the connection landed on ${backend}`)
+    t.equal(await h.line(/^udp /), `udp ${backend}`, 'a UDP flow to the same endpoint')
+    await h.line(/^ready$/)
+    const before = await lab.counters('node1')
+    // the pod goes away: its Pod object and its endpoints leave the manifests (the agent derives endpoints from Pods
+    // too, so editing only the EndpointSlice would not do)
+    const gone = lab.podIP(backend)
+    await lab.editManifests(objs => objs.filter(o => !(o.kind === 'Pod' && o.metadata?.name === backend)).map(o => withoutEndpoint(o, gone)))
+    h.write('go\n')
+    t.equal(await h.line(/^tcp-after /), 'tcp-after reset', 'the idle connection gets a RST')
+    const other = web.find(w => w !== backend)!
+    t.equal(await h.line(/^udp-after /), `udp-after ${other} ${other} ${other}`, 'the same UDP socket now reaches the other endpoint')
+    t.equal(await h.exited, 0, h.stderr)
+    const after = await lab.counters('node1')
+    t.ok(after['nat_reset_sent']! > before['nat_reset_sent']!, 'the agent sent the reset')
+    t.ok(after['nat_stale_flushed']! - before['nat_stale_flushed']! >= 2, 'the TCP and UDP entries were flushed')
+  })
+
+  t.test('IPv6 service', { todo: 'the lab gives pods IPv4 addresses only (src/lab/plan.ts), so there is no IPv6 path to test end to end' }, async () => {})
+})
+
+function range(from: number, to: number): number[] {
+  return Array.from({ length: to - from + 1 }, (_, i) => from + i)
+}
+
+function withoutEndpoint(o: KubeObject, ip: string): KubeObject {
+  if (o.kind !== 'EndpointSlice') return o
+  const s = o as EndpointSlice
+  return { ...s, endpoints: (s.endpoints ?? []).filter(e => !(e.addresses ?? []).includes(ip)) }
+}
