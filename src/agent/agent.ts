@@ -69,6 +69,8 @@ export class Agent implements DataplaneView {
   /** reloads that kept the previous state because the manifests could not be read at all */
   reloadErrors = 0
   private peers: VxlanPeer[] = []
+  /** route changes run one after another: two quick reloads must not interleave */
+  private routeSync: Promise<void> = Promise.resolve()
   reloads = 0
   lastSyncMs = 0
 
@@ -175,7 +177,7 @@ export class Agent implements DataplaneView {
     await this.syncExternalRoutes()
 
     const handlers: Record<string, Handler> = {
-      hello: () => ({ node: cfg.node, hostname: hostname(), peers: cfg.vxlan.peers, pid: process.pid }),
+      hello: () => ({ node: cfg.node, hostname: hostname(), peers: this.peers, pid: process.pid }),
       stats: () => ({ counters: this.counters(), dns: this.dns_.metrics(), lastSyncMs: this.lastSyncMs }),
       capture: args => this.startCapture(args),
       peer: args => this.changePeer(args),
@@ -312,7 +314,7 @@ export class Agent implements DataplaneView {
     if (r.resets > 0) this.dp?.sendResets(this.engine_)
     this.dns_.setCluster(cluster)
     this.syncHealthServers()
-    void this.syncExternalRoutes()
+    this.routeSync = this.routeSync.then(() => this.syncExternalRoutes()).catch(err => this.log(`[agent] routes: ${(err as Error).message}`))
     this.reloads++
   }
 
@@ -365,6 +367,7 @@ export class Agent implements DataplaneView {
     for (const s of this.health.values()) s.close()
     this.control?.close()
     await this.dns_.close()
+    await this.routeSync
     if (this.wiring && (this.opts.cleanupOnExit === true || !this.started)) await this.wiring.undo()
     if (this.dev && !this.opts.device) await this.dev.close()
   }

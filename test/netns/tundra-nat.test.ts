@@ -5,8 +5,8 @@ import { createHash, randomBytes } from 'node:crypto'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { netnsSkip } from '../helpers/netns'
-import { FIXTURES, NETTOOL, PY, hostPort, tundraLab } from '../fixtures/tundra/lab'
-import type { EndpointSlice, KubeObject } from '../../src/k8s/types'
+import { FIXTURES, NETTOOL, PY, hostPort, tundraLab, waitFor } from '../fixtures/tundra/lab'
+import type { EndpointConditions, EndpointSlice, KubeObject, Service } from '../../src/k8s/types'
 
 const NAT = join(FIXTURES, 'nat.yaml')
 const skip = netnsSkip('nginx', 'curl', 'dnsmasq', 'unshare', 'ping', 'python3', 'bash', 'sha256sum')
@@ -22,6 +22,10 @@ const LB_IN_SERVICE_CIDR = '10.96.200.15'
 const LB_OUTSIDE = '198.51.100.15'
 const CLIENT_IP = '10.100.85.50'
 const EXTERNAL_IP = '172.18.0.100'
+// service extip's externalIP (nat.yaml) and the one the test moves it to; the outside host routes their /24 via node1
+const EXT_SVC_IP = '172.18.1.50'
+const EXT_SVC_IP2 = '172.18.1.51'
+const EXT_NET = '172.18.1.0/24'
 
 const lines = (s: string): string[] => s.split('\n').filter(l => l !== '')
 const uniq = (xs: readonly string[]): string[] => [...new Set(xs)].sort()
@@ -118,15 +122,52 @@ t.test('Service NAT on the tundra dataplane (2 nodes)', { ...skip, timeout: 240_
     const r = await lab.ext(['curl', '-sS', '-m', '5', `http://${LB_IN_SERVICE_CIDR}/clientip`])
     t.equal(r.code, 0, r.stderr)
     t.match(r.stdout, hostPort(node1), `${LB_IN_SERVICE_CIDR} (routed via node1) answers, masqueraded to node1`)
-    // An ingress IP outside the service CIDR: the outside host routes it to node1 (as an L2/BGP load balancer would)
-    const route = await lab.ext(['ip', 'route', 'add', `${LB_OUTSIDE}/32`, 'via', node1])
-    t.equal(route.code, 0, route.stderr)
-    const out = await lab.ext(['curl', '-sS', '-m', '3', `http://${LB_OUTSIDE}/hostname`])
-    t.same([out.code, out.stdout], [0, 'solo'], `${LB_OUTSIDE} answers`, {
-      todo: 'the node wiring (src/agent/wiring.ts) steers only the service CIDR, NodePorts and VXLAN into the TUN: ' +
-        'a LoadBalancer/externalIP outside the service CIDR arriving on eth0 is routed by the node kernel (back out ' +
-        'its default route) and never reaches the NAT',
+  })
+
+  await t.test('a LoadBalancer IP and an externalIP outside the service CIDR, routed into the TUN by the agents', async t => {
+    // Each agent adds a /32 into its TUN per externalIP and LoadBalancer ingress IP (ipMode VIP). The outside host
+    // routes them via node1, as an L2/BGP load balancer or the admin owning the externalIP would.
+    const tunRoutes = async (node: string): Promise<string[]> =>
+      lines((await lab.node(node, ['ip', '-o', '-4', 'route', 'show', 'dev', 'tundra0'])).stdout).map(l => l.split(' ')[0]!)
+    for (const node of ['node1', 'node2']) {
+      const routes = await tunRoutes(node)
+      t.ok(routes.includes(LB_OUTSIDE) && routes.includes(EXT_SVC_IP), `${node}: /32 routes into tundra0 for ${LB_OUTSIDE} and ${EXT_SVC_IP} (${routes.join(', ')})`)
+    }
+    for (const dst of [`${LB_OUTSIDE}/32`, `${EXT_NET}`]) {
+      const route = await lab.ext(['ip', 'route', 'add', dst, 'via', node1])
+      t.equal(route.code, 0, route.stderr)
+    }
+    t.teardown(async () => {
+      await lab.ext(['ip', 'route', 'del', `${LB_OUTSIDE}/32`])
+      await lab.ext(['ip', 'route', 'del', EXT_NET])
     })
+    for (const [what, ip] of [['LoadBalancer', LB_OUTSIDE], ['externalIP', EXT_SVC_IP]] as const) {
+      const name = await lab.ext(['curl', '-sS', '-m', '5', `http://${ip}/hostname`])
+      t.same([name.code, name.stdout], [0, 'solo'], `${what} ${ip} answers from outside ${name.stderr.trim()}`)
+      const seen = await lab.ext(['curl', '-sS', '-m', '5', `http://${ip}/clientip`])
+      t.match(seen.stdout, hostPort(node1), `${what}: masqueraded to node1 (externalTrafficPolicy Cluster)`)
+      const fromPod = await lab.pod('client', ['curl', '-sS', '-m', '5', `http://${ip}/clientip`])
+      // a pod too; externalTrafficPolicy Cluster masquerades it to the node, as kube-proxy's KUBE-EXT chain does
+      t.match(fromPod.stdout, hostPort(node1), `${what}: a pod reaches it too, masqueraded to its node ${fromPod.stderr.trim()}`)
+    }
+
+    // the routes follow the manifests: the externalIP moves, the LoadBalancer IP goes away
+    await lab.editManifests(objs => objs.map(o => {
+      if (o.kind !== 'Service') return o
+      const svc = o as Service
+      if (svc.metadata?.name === 'extip') return { ...svc, spec: { ...svc.spec, externalIPs: [EXT_SVC_IP2] } }
+      if (svc.metadata?.name === 'lb') return { ...svc, status: { loadBalancer: { ingress: [{ ip: LB_IN_SERVICE_CIDR }] } } }
+      return o
+    }))
+    for (const node of ['node1', 'node2']) {
+      const routes = await waitFor(`${node}'s TUN routes to follow the edit`, async () => {
+        const r = await tunRoutes(node)
+        return r.includes(EXT_SVC_IP2) && !r.includes(EXT_SVC_IP) && !r.includes(LB_OUTSIDE) ? r : undefined
+      }, 5000).catch((err: Error) => err.message)
+      t.ok(Array.isArray(routes), `${node}: ${EXT_SVC_IP2} routed into tundra0, ${EXT_SVC_IP} and ${LB_OUTSIDE} no longer (${String(routes)})`)
+    }
+    const moved = await lab.ext(['curl', '-sS', '-m', '5', `http://${EXT_SVC_IP2}/hostname`])
+    t.same([moved.code, moved.stdout], [0, 'solo'], `the new externalIP ${EXT_SVC_IP2} answers from outside ${moved.stderr.trim()}`)
   })
 
   await t.test('hairpin: a backend reaching its own service lands on itself', async t => {
@@ -185,27 +226,26 @@ t.test('Service NAT on the tundra dataplane (2 nodes)', { ...skip, timeout: 240_
     const direct = await lab.pod('client', ['curl', '-sS', '-m', '10', '-o', '/dev/null', '-w', '%{size_upload}', '--data-binary', `@${file}`, 'http://10.100.85.20:8080/echo'])
     t.same([direct.code, direct.stdout], [0, String(1 << 20)], `pod to pod: the client adapts ${direct.stderr}`)
     const before = await lab.counters('node1')
-    const up = await lab.pod('client', ['curl', '-sS', '-m', '4', '-o', '/dev/null', '-w', '%{size_upload}', '--data-binary', `@${file}`, `http://${SELF}/echo`])
+    const up = await lab.pod('client', ['curl', '-sS', '-m', '10', '-o', '/dev/null', '-w', '%{size_upload}', '--data-binary', `@${file}`, `http://${SELF}/echo`], { timeoutMs: 15_000 })
     const after = await lab.counters('node1')
-    t.same([up.code, up.stdout], [0, String(1 << 20)], `through the ClusterIP: 1 MiB uploaded ${up.stderr.trim()}`, {
-      todo: 'ICMP errors the node\'s own stack sends to a pod (src node IP) are routed by the main table straight to the ' +
-        'pod\'s cali interface and never pass through the TUN, so their inner header keeps the endpoint address and the ' +
-        `client drops them: a PMTU black hole (tundra translated ${after['nat_icmp_error']! - before['nat_icmp_error']!} ICMP errors). ` +
-        'Needs a wiring rule (src/agent/wiring.ts) steering node-originated ICMP to the cluster CIDR into the TUN',
-    })
+    t.same([up.code, up.stdout], [0, String(1 << 20)], `through the ClusterIP: 1 MiB uploaded ${up.stderr.trim()}`)
+    t.ok(after['nat_icmp_error']! > before['nat_icmp_error']!, `node1 sent its ICMP errors through the TUN to be translated (${after['nat_icmp_error']! - before['nat_icmp_error']!})`)
+    const route = await lab.pod('client', ['ip', 'route', 'get', SELF])
+    t.match(route.stdout, /mtu 1000/, 'the client learned the path MTU toward the ClusterIP (the error named the service, not the endpoint)')
   })
 
-  await t.test('removing an endpoint resets its TCP connections and moves its UDP flows', async t => {
+  await t.test('removing an endpoint from the EndpointSlice resets its TCP connections and moves its UDP flows', async t => {
     const h = lab.stream('client', [PY, NETTOOL, 'hold', STREAM, '80', '81'])
     const backend = (await h.line(/^tcp /)).slice(4)
     t.ok(web.includes(backend), `the connection landed on ${backend}`)
     t.equal(await h.line(/^udp /), `udp ${backend}`, 'a UDP flow to the same endpoint')
     await h.line(/^ready$/)
     const before = await lab.counters('node1')
-    // the pod goes away: its Pod object and its endpoints leave the manifests (the agent derives endpoints from Pods
-    // too, so editing only the EndpointSlice would not do)
+    // Only service stream's EndpointSlice changes, as when the controller drops an endpoint; the Pod stays (the agents
+    // take EndpointSlices as given, like kube-proxy)
     const gone = lab.podIP(backend)
-    await lab.editManifests(objs => objs.filter(o => !(o.kind === 'Pod' && o.metadata?.name === backend)).map(o => withoutEndpoint(o, gone)))
+    await lab.editManifests(objs => objs.map(o => sliceOf(o, 'stream') ? withoutEndpoint(o as EndpointSlice, gone) : o))
+    t.ok(lab.manifests().some(o => o.kind === 'Pod' && o.metadata?.name === backend), `the Pod ${backend} is still in the manifests`)
     h.write('go\n')
     t.equal(await h.line(/^tcp-after /), 'tcp-after reset', 'the idle connection gets a RST')
     const other = web.find(w => w !== backend)!
@@ -214,6 +254,38 @@ t.test('Service NAT on the tundra dataplane (2 nodes)', { ...skip, timeout: 240_
     const after = await lab.counters('node1')
     t.ok(after['nat_reset_sent']! > before['nat_reset_sent']!, 'the agent sent the reset')
     t.ok(after['nat_stale_flushed']! - before['nat_stale_flushed']! >= 2, 'the TCP and UDP entries were flushed')
+    const fresh = await lab.tool('client', ['http', STREAM, '80', '/hostname', '10'])
+    t.same(uniq(lines(fresh.stdout).map(l => l.split('\t')[1] ?? '')), [other], 'new connections go to the remaining endpoint only')
+    const direct = await lab.pod('client', ['curl', '-sS', '-m', '5', `http://${gone}:8080/hostname`])
+    t.equal(direct.stdout, backend, `the pod itself still answers at ${gone} ${direct.stderr}`)
+  })
+
+  await t.test('endpoint conditions: not ready leaves the rotation; all terminating but serving still carry traffic', async t => {
+    const answers = async (n: number): Promise<string[]> => {
+      const r = await lab.tool('client', ['http', WEB, '80', '/hostname', String(n)], { timeoutMs: 30_000 })
+      return lines(r.stdout).map(l => l.split('\t')[1] ?? '')
+    }
+    const [notReady, ready] = web as [string, string]
+    const conditions = (c: (ip: string) => EndpointConditions) => (objs: KubeObject[]): KubeObject[] => objs.map(o => {
+      if (!sliceOf(o, 'web')) return o
+      const s = o as EndpointSlice
+      return { ...s, endpoints: (s.endpoints ?? []).map(e => ({ ...e, conditions: c(e.addresses?.[0] ?? '') })) }
+    })
+    await lab.editManifests(conditions(ip => ip === lab.podIP(notReady) ? { ready: false, serving: false, terminating: false } : { ready: true, serving: true, terminating: false }))
+    const one = await answers(20)
+    t.same([one.length, uniq(one)], [20, [ready]], `${notReady} marked ready: false, serving: false: 20 new connections all go to ${ready}`)
+
+    const before = await lab.counters('node1')
+    await lab.editManifests(conditions(() => ({ ready: false, serving: true, terminating: true })))
+    const all = await answers(40)
+    t.equal(all.length, 40)
+    t.same(uniq(all), [...web].sort(), 'every endpoint terminating but serving: traffic still flows, to both (KEP-1669 fallback)')
+    const after = await lab.counters('node1')
+    t.equal(after['nat_reject_no_endpoints'], before['nat_reject_no_endpoints'], 'nothing rejected for lack of endpoints')
+
+    await lab.editManifests(conditions(() => ({ ready: false, serving: false, terminating: true })))
+    const none = await lab.tool('client', ['http', WEB, '80', '/hostname', '1'])
+    t.equal(lines(none.stdout)[0], '-\tERR Connection refused', 'terminating and no longer serving: no endpoint left, refused')
   })
 
   t.test('IPv6 service', { todo: 'the lab gives pods IPv4 addresses only (src/lab/plan.ts), so there is no IPv6 path to test end to end' }, async () => {})
@@ -223,8 +295,11 @@ function range(from: number, to: number): number[] {
   return Array.from({ length: to - from + 1 }, (_, i) => from + i)
 }
 
-function withoutEndpoint(o: KubeObject, ip: string): KubeObject {
-  if (o.kind !== 'EndpointSlice') return o
-  const s = o as EndpointSlice
+/** an EndpointSlice of service `svc` (namespace default) */
+function sliceOf(o: KubeObject, svc: string): boolean {
+  return o.kind === 'EndpointSlice' && (o.metadata?.namespace ?? 'default') === 'default' && o.metadata?.labels?.['kubernetes.io/service-name'] === svc
+}
+
+function withoutEndpoint(s: EndpointSlice, ip: string): EndpointSlice {
   return { ...s, endpoints: (s.endpoints ?? []).filter(e => !(e.addresses ?? []).includes(ip)) }
 }
