@@ -9,10 +9,10 @@ import type { AgentConfig, VxlanPeer } from './config'
 import { serveControl, type Handler } from './control'
 import type { DataplaneView } from './view'
 import { wire, type Wiring } from './wiring'
-import type { Cluster } from '../model/cluster'
+import type { Cluster, Service } from '../model/cluster'
 import { loadCluster } from '../k8s/index'
-import { compileNat, resolveNatConfig, type NatTable, type ResolvedNatConfig } from '../nat/compile'
-import { NatEngine, NAT_STAT_NAMES } from '../nat/engine'
+import { compileNat, resolveNatConfig, updateNat, type NatTable, type ResolvedNatConfig, type ServiceRef } from '../nat/compile'
+import { NatEngine, NAT_STAT_NAMES, type NatEngineOptions } from '../nat/engine'
 import { healthCheckByPort, healthCheckResponse } from '../nat/health'
 import { DnsServer } from '../dns/server'
 import { openTun, type TunDevice } from '../device/tun'
@@ -34,6 +34,10 @@ export interface AgentOptions {
    * over established flows; `tundra agent --cleanup` removes it).
    */
   readonly cleanupOnExit?: boolean
+  /** desired state from elsewhere (`tundra run`: the API server): the manifests are then neither read nor watched */
+  readonly cluster?: Cluster
+  /** NAT engine options (conntrack size and timeouts, INVALID handling) */
+  readonly engine?: NatEngineOptions
 }
 
 export class AgentError extends Error {}
@@ -76,7 +80,7 @@ export class Agent implements DataplaneView {
 
   private constructor(readonly config: AgentConfig, private readonly opts: AgentOptions) {
     this.log = opts.log ?? (l => process.stderr.write(l + '\n'))
-    this.current = this.load()
+    this.current = opts.cluster ?? this.load()
     this.natCfg = resolveNatConfig({
       nodeName: config.node.name,
       nodeIPs: [config.node.ip],
@@ -86,7 +90,7 @@ export class Agent implements DataplaneView {
       icmpMode: config.icmp ?? 'reply',
     })
     this.compiled = compileNat(this.current, this.natCfg)
-    this.engine_ = new NatEngine(this.compiled)
+    this.engine_ = new NatEngine(this.compiled, opts.engine ?? {})
     this.dns_ = new DnsServer({
       zone: config.dns.zone,
       dnsIP: config.dns.ip,
@@ -195,7 +199,7 @@ export class Agent implements DataplaneView {
       this.clock = Math.floor(Date.now() / 1000)
       this.engine_.tick(this.clock)
     }, 250))
-    for (const path of cfg.manifests) {
+    for (const path of this.opts.cluster ? [] : cfg.manifests) {
       try {
         this.watchers.push(watch(path, { persistent: false }, () => this.scheduleReload()))
       } catch (err) {
@@ -331,6 +335,45 @@ export class Agent implements DataplaneView {
     }
     for (const ip of [...wanted]) if (ipv4ToInt(ip) === undefined) wanted.delete(ip)
     await this.wiring.setExternalRoutes([...wanted])
+  }
+
+  /**
+   * A few services changed (an endpoint came or went): only their NAT entries are recompiled and swapped in, so the
+   * change reaches the packet path in milliseconds at any table size; the DNS zone follows right after.
+   */
+  applyServices(changed: readonly Service[], deleted: readonly ServiceRef[]): void {
+    const table = updateNat(this.compiled, changed, deleted)
+    const gone = new Set(deleted.map(d => `${d.namespace}/${d.name}`))
+    const byKey = new Map(changed.map(svc => [`${svc.namespace}/${svc.name}`, svc]))
+    const services: Service[] = []
+    for (const svc of this.current.services) {
+      const key = `${svc.namespace}/${svc.name}`
+      if (gone.has(key)) continue
+      const next = byKey.get(key)
+      services.push(next ?? svc)
+      byKey.delete(key)
+    }
+    services.push(...byKey.values())
+    this.current = { ...this.current, services }
+    this.compiled = table
+    const r = this.engine_.swap(table)
+    if (r.resets > 0) this.dp?.sendResets(this.engine_)
+    this.reloads++
+    this.scheduleZone()
+    this.syncHealthServers()
+    this.routeSync = this.routeSync.then(() => this.syncExternalRoutes()).catch(err => this.log(`[agent] routes: ${(err as Error).message}`))
+  }
+
+  private zoneTimer: NodeJS.Immediate | undefined
+  /** The DNS zone is compiled from the whole cluster: once per burst of changes, after the NAT swap. */
+  private scheduleZone(): void {
+    this.zoneTimer ??= setImmediate(() => { this.zoneTimer = undefined; this.dns_.setCluster(this.current) })
+  }
+
+  /** The VXLAN peers (other nodes' pod CIDRs), e.g. from Node objects. */
+  setPeers(peers: readonly VxlanPeer[]): void {
+    this.peers = [...peers]
+    if (this.dp) this.dp.setPeers({ ...this.dp.options, peers: this.peers.map((p, i) => toPeer(p, `peers[${i}]`)) })
   }
 
   /** kube-proxy's healthCheckNodePort servers, on the node IP, for services with externalTrafficPolicy Local. */

@@ -31,6 +31,7 @@ export async function wire(cfg: AgentConfig, tun: string): Promise<Wiring> {
   const undo: string[][] = []
   const sysctl = async (key: string, value: string): Promise<void> => {
     const old = (await run(['sysctl', '-n', key])).stdout.trim()
+    if (old === value) return // already so (in a container /proc/sys may be read-only: an init container set it)
     await must(['sysctl', '-qw', `${key}=${value}`])
     if (old && old !== value) undo.push(['sysctl', '-qw', `${key}=${old}`])
   }

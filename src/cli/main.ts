@@ -6,6 +6,7 @@ import { registerAgent } from './agent'
 import { registerInspect } from './inspect'
 import { registerStart } from './start'
 import { registerCapture } from './capture'
+import { registerRun } from './run'
 
 export function buildProgram(): Command {
   const program = new Command('tundra')
@@ -16,6 +17,7 @@ export function buildProgram(): Command {
   registerInspect(program)
   registerStart(program)
   registerCapture(program)
+  registerRun(program)
   return program
 }
 

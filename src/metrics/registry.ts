@@ -1,0 +1,304 @@
+// Prometheus metrics: kube-proxy's names where they mean the same thing (dashboards and alerts keep working after a
+// switch), tundra_* for the rest.
+//
+// Nothing here is touched per packet. Dataplane numbers are read at scrape time from a provider (which reads the
+// engine's typed-array counters), through collect() callbacks; sync numbers come from SyncRunner observer hooks,
+// which fire once per sync or per change, never per packet.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import type { SourceStatus } from '../run/source'
+import type { ChangeSet } from '../run/store'
+import type { SyncObserver, SyncRecord, SyncStats } from '../run/sync'
+
+export interface ServicePortCounters {
+  readonly namespace: string
+  readonly service: string
+  /** the port's name, or its number when unnamed */
+  readonly port: string
+  readonly packets: number
+  readonly newConnections: number
+}
+
+export interface EndpointCounters extends ServicePortCounters {
+  /** "ip:port" */
+  readonly endpoint: string
+}
+
+/** What the dataplane reports at scrape time; every part optional. Counters are totals since start. */
+export interface DataplaneStats {
+  readonly services?: readonly ServicePortCounters[]
+  readonly endpoints?: readonly EndpointCounters[]
+  readonly conntrackEntries?: { readonly ipv4: number; readonly ipv6: number }
+  readonly conntrackMax?: { readonly ipv4: number; readonly ipv6: number }
+  /** by reason (snake_case) */
+  readonly drops?: Readonly<Record<string, number>>
+  /** DnsServer.metrics() fits: queries by type name, responses by rcode name */
+  readonly dns?: { readonly queries: Readonly<Record<string, number>>; readonly responses: Readonly<Record<string, number>> }
+  /** packets and batches read from the TUN; avg (if given) is used as is for tundra_batch_packets */
+  readonly batch?: { readonly packets: number; readonly batches: number; readonly avg?: number }
+  /** service ports with a Local traffic policy and no local endpoint (kube-proxy's gauge) */
+  readonly noLocalEndpoints?: { readonly internal: number; readonly external: number }
+}
+
+export type DataplaneProvider = () => DataplaneStats
+
+export interface MetricsOptions {
+  readonly dataplane?: DataplaneProvider
+  readonly sync?: () => SyncStats
+  readonly source?: () => SourceStatus
+  /** process_* and nodejs_* metrics (default true) */
+  readonly defaultMetrics?: boolean
+  readonly log?: (line: string) => void
+}
+
+/** kube-proxy's buckets: ExponentialBuckets(0.001, 2, 15) */
+export const SYNC_DURATION_BUCKETS: readonly number[] = Array.from({ length: 15 }, (_, i) => 0.001 * 2 ** i)
+
+/** kube-proxy's: 0.25, 0.5, 1..59 step 1, 60..115 step 5, 300..410 step 10 */
+export const PROGRAMMING_BUCKETS: readonly number[] = [
+  0.25, 0.5,
+  ...Array.from({ length: 59 }, (_, i) => 1 + i),
+  ...Array.from({ length: 12 }, (_, i) => 60 + 5 * i),
+  ...Array.from({ length: 12 }, (_, i) => 300 + 10 * i),
+]
+
+const SVC_LABELS = ['namespace', 'service', 'port'] as const
+const EP_LABELS = ['namespace', 'service', 'port', 'endpoint'] as const
+
+export class TundraMetrics {
+  readonly registry = new Registry()
+  private dataplane: DataplaneProvider | undefined
+  private sync: (() => SyncStats) | undefined
+  private source: (() => SourceStatus) | undefined
+  private readonly log: (line: string) => void
+  private snap: DataplaneStats | undefined
+  private providerFailed = false
+  private lastBatch = { packets: 0, batches: 0 }
+
+  private readonly syncDuration: Histogram
+  private readonly syncFullDuration: Histogram
+  private readonly syncPartialDuration: Histogram
+  private readonly lastSync: Gauge
+  private readonly lastQueued: Gauge
+  private readonly programming: Histogram
+  private readonly endpointChanges: Counter
+  private readonly serviceChanges: Counter
+  private readonly healthzTotal: Counter<'code'>
+  private readonly livezTotal: Counter<'code'>
+
+  /** Hooks to give SyncRunner (runner.addObserver(metrics.syncObserver), or bindSync). */
+  readonly syncObserver: SyncObserver = {
+    changesQueued: (c: ChangeSet, atMs: number) => {
+      if (c.endpointEvents > 0) this.endpointChanges.inc(c.endpointEvents)
+      if (c.serviceEvents > 0) this.serviceChanges.inc(c.serviceEvents)
+      this.lastQueued.set(atMs / 1000)
+    },
+    synced: (r: SyncRecord) => {
+      if (!r.ok) return
+      const s = r.durationMs / 1000
+      this.syncDuration.observe(s)
+      ;(r.full ? this.syncFullDuration : this.syncPartialDuration).observe(s)
+      this.lastSync.set((r.startMs + r.durationMs) / 1000)
+    },
+    programmingLatency: (seconds: number) => this.programming.observe(seconds),
+  }
+
+  constructor(opts: MetricsOptions = {}) {
+    this.dataplane = opts.dataplane
+    this.sync = opts.sync
+    this.source = opts.source
+    this.log = opts.log ?? (l => process.stderr.write(l + '\n'))
+    const registers = [this.registry]
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const self = this
+
+    // ---- kube-proxy's -----------------------------------------------------------------------------------------
+    this.syncDuration = new Histogram({
+      name: 'kubeproxy_sync_proxy_rules_duration_seconds', help: 'SyncProxyRules latency in seconds',
+      buckets: [...SYNC_DURATION_BUCKETS], registers,
+    })
+    this.syncFullDuration = new Histogram({
+      name: 'kubeproxy_sync_full_proxy_rules_duration_seconds', help: 'SyncProxyRules latency in seconds for full resyncs',
+      buckets: [...SYNC_DURATION_BUCKETS], registers,
+    })
+    this.syncPartialDuration = new Histogram({
+      name: 'kubeproxy_sync_partial_proxy_rules_duration_seconds', help: 'SyncProxyRules latency in seconds for partial resyncs',
+      buckets: [...SYNC_DURATION_BUCKETS], registers,
+    })
+    this.lastSync = new Gauge({
+      name: 'kubeproxy_sync_proxy_rules_last_timestamp_seconds', help: 'The last time proxy rules were successfully synced', registers,
+    })
+    this.lastQueued = new Gauge({
+      name: 'kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds', help: 'The last time a sync of proxy rules was queued', registers,
+    })
+    this.programming = new Histogram({
+      name: 'kubeproxy_network_programming_duration_seconds', help: 'In Cluster Network Programming Latency in seconds',
+      buckets: [...PROGRAMMING_BUCKETS], registers,
+    })
+    this.endpointChanges = new Counter({
+      name: 'kubeproxy_sync_proxy_rules_endpoint_changes_total', help: 'Cumulative proxy rules Endpoint changes', registers,
+    })
+    this.serviceChanges = new Counter({
+      name: 'kubeproxy_sync_proxy_rules_service_changes_total', help: 'Cumulative proxy rules Service changes', registers,
+    })
+    new Gauge({
+      name: 'kubeproxy_sync_proxy_rules_endpoint_changes_pending', help: 'Pending proxy rules Endpoint changes', registers,
+      collect() { this.set(self.sync?.().pendingEndpointChanges ?? 0) },
+    })
+    new Gauge({
+      name: 'kubeproxy_sync_proxy_rules_service_changes_pending', help: 'Pending proxy rules Service changes', registers,
+      collect() { this.set(self.sync?.().pendingServiceChanges ?? 0) },
+    })
+    // a gauge despite the name, as in kube-proxy
+    new Gauge({
+      name: 'kubeproxy_sync_proxy_rules_no_local_endpoints_total',
+      help: 'Number of services with a Local traffic policy and no endpoints', labelNames: ['traffic_policy'], registers,
+      collect() {
+        const n = self.stats().noLocalEndpoints
+        this.reset()
+        if (n === undefined) return
+        this.set({ traffic_policy: 'internal' }, n.internal)
+        this.set({ traffic_policy: 'external' }, n.external)
+      },
+    })
+    this.healthzTotal = new Counter({ name: 'kubeproxy_proxy_healthz_total', help: 'Cumulative proxy healthz HTTP status', labelNames: ['code'], registers })
+    this.livezTotal = new Counter({ name: 'kubeproxy_proxy_livez_total', help: 'Cumulative proxy livez HTTP status', labelNames: ['code'], registers })
+
+    // ---- tundra's, collected at scrape time ----------------------------------------------------------------------
+    const svcCounter = (name: string, help: string, pick: (r: ServicePortCounters) => number): void => {
+      new Counter({
+        name, help, labelNames: SVC_LABELS, registers,
+        collect() {
+          this.reset()
+          for (const r of self.stats().services ?? []) this.inc({ namespace: r.namespace, service: r.service, port: r.port }, pick(r))
+        },
+      })
+    }
+    svcCounter('tundra_service_packets_total', 'Packets translated for a service port (both directions, all families)', r => r.packets)
+    svcCounter('tundra_service_new_connections_total', 'New connections to a service port', r => r.newConnections)
+    const epCounter = (name: string, help: string, pick: (r: EndpointCounters) => number): void => {
+      new Counter({
+        name, help, labelNames: EP_LABELS, registers,
+        collect() {
+          this.reset()
+          for (const r of self.stats().endpoints ?? []) {
+            this.inc({ namespace: r.namespace, service: r.service, port: r.port, endpoint: r.endpoint }, pick(r))
+          }
+        },
+      })
+    }
+    epCounter('tundra_endpoint_packets_total', 'Packets translated to or from one endpoint of a service port', r => r.packets)
+    epCounter('tundra_endpoint_new_connections_total', 'New connections sent to one endpoint of a service port', r => r.newConnections)
+    const familyGauge = (name: string, help: string, pick: (s: DataplaneStats) => { ipv4: number; ipv6: number } | undefined): void => {
+      new Gauge({
+        name, help, labelNames: ['family'], registers,
+        collect() {
+          const v = pick(self.stats())
+          this.reset()
+          if (v === undefined) return
+          this.set({ family: 'ipv4' }, v.ipv4)
+          this.set({ family: 'ipv6' }, v.ipv6)
+        },
+      })
+    }
+    familyGauge('tundra_conntrack_entries', 'Tracked connections', s => s.conntrackEntries)
+    familyGauge('tundra_conntrack_max', 'Most tracked connections', s => s.conntrackMax)
+    const recordCounter = (name: string, help: string, label: string, pick: (s: DataplaneStats) => Readonly<Record<string, number>> | undefined): void => {
+      new Counter({
+        name, help, labelNames: [label], registers,
+        collect() {
+          this.reset()
+          for (const [k, v] of Object.entries(pick(self.stats()) ?? {})) this.inc({ [label]: k }, v)
+        },
+      })
+    }
+    recordCounter('tundra_drops_total', 'Packets dropped, by reason', 'reason', s => s.drops)
+    recordCounter('tundra_dns_queries_total', 'DNS queries answered or forwarded, by query type', 'type', s => s.dns?.queries)
+    recordCounter('tundra_dns_responses_total', 'DNS responses, by response code', 'rcode', s => s.dns?.responses)
+    new Counter({
+      name: 'tundra_tun_packets_total', help: 'Packets read from the TUN device', registers,
+      collect() { this.reset(); const b = self.stats().batch; if (b !== undefined) this.inc(b.packets) },
+    })
+    new Counter({
+      name: 'tundra_tun_batches_total', help: 'Batches read from the TUN device', registers,
+      collect() { this.reset(); const b = self.stats().batch; if (b !== undefined) this.inc(b.batches) },
+    })
+    new Gauge({
+      name: 'tundra_batch_packets',
+      help: 'Average packets per TUN read batch since the previous scrape (rate(tundra_tun_packets_total) / rate(tundra_tun_batches_total) for any window)',
+      registers,
+      collect() {
+        const b = self.stats().batch
+        if (b === undefined) { this.set(0); return }
+        if (b.avg !== undefined) { this.set(b.avg); return }
+        let dp = b.packets - self.lastBatch.packets
+        let db = b.batches - self.lastBatch.batches
+        if (dp < 0 || db < 0) { dp = b.packets; db = b.batches } // counters restarted
+        self.lastBatch = { packets: b.packets, batches: b.batches }
+        this.set(db > 0 ? dp / db : 0)
+      },
+    })
+    new Counter({
+      name: 'tundra_sync_errors_total', help: 'Syncs whose apply failed (they are retried as full syncs)', registers,
+      collect() { this.reset(); this.inc(self.sync?.().errors ?? 0) },
+    })
+
+    // ---- API watch ----------------------------------------------------------------------------------------------
+    const perResource = (name: string, help: string, kind: 'gauge' | 'counter', pick: (r: SourceStatus['resources'][number]) => number): void => {
+      const cfg = {
+        name, help, labelNames: ['resource'] as const, registers,
+        collect(this: Gauge<'resource'> | Counter<'resource'>) {
+          this.reset()
+          for (const r of self.source?.().resources ?? []) {
+            if (this instanceof Gauge) this.set({ resource: r.kind }, pick(r))
+            else this.inc({ resource: r.kind }, pick(r))
+          }
+        },
+      }
+      if (kind === 'gauge') new Gauge(cfg)
+      else new Counter(cfg)
+    }
+    perResource('tundra_source_synced', '1 once the resource has been read completely', 'gauge', r => (r.synced ? 1 : 0))
+    perResource('tundra_source_watch_connected', '1 while a watch stream is open', 'gauge', r => (r.connected ? 1 : 0))
+    perResource('tundra_source_relists_total', 'Relists forced by 410 Gone', 'counter', r => r.relists)
+    perResource('tundra_source_errors_total', 'Failed list or watch requests (the last good state is kept)', 'counter', r => r.errors)
+
+    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry })
+  }
+
+  setDataplane(p: DataplaneProvider | undefined): void { this.dataplane = p }
+  setSource(p: (() => SourceStatus) | undefined): void { this.source = p }
+
+  /** Wires a SyncRunner in: its hooks feed the histograms, its stats the pending gauges. */
+  bindSync(runner: { addObserver(o: SyncObserver): void; stats(): SyncStats }): void {
+    runner.addObserver(this.syncObserver)
+    this.sync = () => runner.stats()
+  }
+
+  /** The health server counts its answers here. */
+  countHealthz(code: number): void { this.healthzTotal.inc({ code: String(code) }) }
+  countLivez(code: number): void { this.livezTotal.inc({ code: String(code) }) }
+
+  /** The text exposition. */
+  async render(): Promise<{ contentType: string; body: string }> {
+    return { contentType: this.registry.contentType, body: await this.registry.metrics() }
+  }
+
+  /**
+   * One provider call per scrape: every collect() of one registry.metrics() runs in the same tick, so the snapshot
+   * is dropped on the next turn of the event loop.
+   */
+  private stats(): DataplaneStats {
+    if (this.snap !== undefined) return this.snap
+    let s: DataplaneStats = {}
+    try {
+      s = this.dataplane?.() ?? {}
+      this.providerFailed = false
+    } catch (err) {
+      if (!this.providerFailed) this.log(`[metrics] dataplane stats failed: ${(err as Error).message}`)
+      this.providerFailed = true
+    }
+    this.snap = s
+    setImmediate(() => { this.snap = undefined })
+    return s
+  }
+}

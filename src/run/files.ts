@@ -1,0 +1,173 @@
+// Desired state from manifest files (`tundra run -f manifests`): the same store and change events as the API watch.
+// Files are re-read when they change (fs.watch, debounced: editors and `kubectl ... > file` write in several steps).
+// A read that finds a file missing or unparseable keeps the previous state whole: half-written input must not
+// delete services.
+import { watch, statSync, type FSWatcher } from 'node:fs'
+import { basename, dirname, resolve } from 'node:path'
+import type { Problem } from '../model/cluster'
+import { loadPaths } from '../k8s/load'
+import type { Kind } from '../k8s/types'
+import type { DesiredStateSource, SourceStatus } from './source'
+import { SyncGate } from './source'
+import { ObjectStore, kubeProxyFilter, type ChangeListener, type ChangeSet } from './store'
+
+const KINDS: readonly Kind[] = ['Namespace', 'Pod', 'Service', 'Node', 'Deployment', 'EndpointSlice']
+
+export interface FileSourceOptions {
+  /** default 100 ms */
+  readonly debounceMs?: number
+  readonly store?: ObjectStore
+  /** see WatchOptions.kubeProxySelector */
+  readonly kubeProxySelector?: boolean
+  readonly log?: (line: string) => void
+}
+
+export interface ReloadResult {
+  /** false: the input could not be read whole, the previous state was kept */
+  readonly applied: boolean
+  readonly change?: ChangeSet
+  readonly problems: readonly Problem[]
+  readonly warnings: readonly string[]
+}
+
+export class FileSource implements DesiredStateSource {
+  readonly store: ObjectStore
+  readonly paths: readonly string[]
+  private readonly debounceMs: number
+  private readonly log: (line: string) => void
+  private readonly gate = new SyncGate()
+  private watchers: FSWatcher[] = []
+  private timer: NodeJS.Timeout | undefined
+  private started = false
+  private stopped = false
+  private loads = 0
+  private errors = 0
+  private lastError: string | undefined
+  private lastErrorAt: number | undefined
+  private readonly reloadListeners = new Set<(r: ReloadResult) => void>()
+
+  constructor(paths: readonly string[], opts: FileSourceOptions = {}) {
+    if (paths.length === 0) throw new Error('no manifest paths given')
+    this.paths = paths
+    this.debounceMs = opts.debounceMs ?? 100
+    this.log = opts.log ?? (l => process.stderr.write(l + '\n'))
+    this.store = opts.store ?? new ObjectStore({
+      log: this.log,
+      ...(opts.kubeProxySelector === true ? { filter: kubeProxyFilter } : {}),
+    })
+  }
+
+  /** Reads the files now and starts watching them. */
+  start(): void {
+    if (this.started) return
+    this.started = true
+    this.reload()
+    this.watch()
+  }
+
+  /** Re-reads every path now (also what a change notification does after the debounce; SIGHUP can call it too). */
+  reload(): ReloadResult {
+    const r = loadPaths(this.paths)
+    // unreadable or syntactically broken files are what a half-finished write looks like; other problems are
+    // per-object and permanent, so the rest of the input is applied
+    const unreadable = r.problems.filter(p => /^(cannot read|invalid YAML|invalid JSON)/.test(p.reason))
+    if (unreadable.length > 0) {
+      this.errors++
+      this.lastErrorAt = Date.now()
+      this.lastError = unreadable.map(p => `${p.file ?? ''}${p.object ? ` ${p.object}` : ''}: ${p.reason}`).join('; ')
+      this.log(`[files] keeping the previous state: ${this.lastError}`)
+      const result = { applied: false, problems: r.problems, warnings: r.warnings }
+      this.notifyReload(result)
+      return result
+    }
+    for (const w of r.warnings) this.log(`[files] ${w}`)
+    const change = this.store.replace(KINDS, r.objects)
+    this.loads++
+    this.gate.ready()
+    const result: ReloadResult = change === undefined
+      ? { applied: true, problems: r.problems, warnings: r.warnings }
+      : { applied: true, change, problems: r.problems, warnings: r.warnings }
+    this.notifyReload(result)
+    return result
+  }
+
+  /** Called after every reload attempt, applied or not (tests, logs). */
+  onReload(cb: (r: ReloadResult) => void): () => void {
+    this.reloadListeners.add(cb)
+    return () => { this.reloadListeners.delete(cb) }
+  }
+
+  private notifyReload(r: ReloadResult): void {
+    for (const cb of [...this.reloadListeners]) cb(r)
+  }
+
+  private watch(): void {
+    // Watch directories, not files: an editor's save (write new, rename over) replaces the inode a file watch holds.
+    const dirs = new Map<string, Set<string> | null>() // dir -> basenames of interest, null = everything (recursive)
+    for (const p of this.paths) {
+      const abs = resolve(p)
+      let isDir = false
+      try { isDir = statSync(abs).isDirectory() } catch { /* missing now: watch its parent for it to appear */ }
+      if (isDir) dirs.set(abs, null)
+      else {
+        const d = dirname(abs)
+        const cur = dirs.get(d)
+        if (cur === null) continue
+        dirs.set(d, new Set([...(cur ?? []), basename(abs)]))
+      }
+    }
+    for (const [dir, names] of dirs) {
+      try {
+        const w = watch(dir, { recursive: names === null, persistent: false }, (_event, file) => {
+          if (names !== null && (file === null || !names.has(basename(file.toString())))) return
+          this.schedule()
+        })
+        w.on('error', err => this.log(`[files] watching ${dir}: ${err.message}`))
+        this.watchers.push(w)
+      } catch (err) {
+        this.log(`[files] cannot watch ${dir}: ${(err as Error).message} (changes there will not be picked up)`)
+      }
+    }
+  }
+
+  private schedule(): void {
+    if (this.stopped) return
+    if (this.timer !== undefined) clearTimeout(this.timer)
+    this.timer = setTimeout(() => {
+      this.timer = undefined
+      if (!this.stopped) this.reload()
+    }, this.debounceMs)
+  }
+
+  hasSynced(): boolean { return this.gate.open }
+
+  waitForSync(timeoutMs?: number): Promise<void> {
+    return this.gate.wait(timeoutMs, () => this.lastError ?? 'not read yet')
+  }
+
+  onChange(cb: ChangeListener): () => void {
+    return this.store.onChange(cb)
+  }
+
+  status(): SourceStatus {
+    const synced = this.gate.open
+    return {
+      source: 'files',
+      synced,
+      resources: KINDS.map(kind => ({
+        kind, synced, connected: this.watchers.length > 0, resourceVersion: '', lists: this.loads, relists: 0,
+        reconnects: 0, errors: this.errors,
+        ...(this.lastError !== undefined ? { lastError: this.lastError } : {}),
+        ...(this.lastErrorAt !== undefined ? { lastErrorAt: this.lastErrorAt } : {}),
+      })),
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true
+    if (this.timer !== undefined) clearTimeout(this.timer)
+    for (const w of this.watchers) w.close()
+    this.watchers = []
+    this.gate.fail(new Error('stopped'))
+  }
+}
