@@ -1,0 +1,219 @@
+// The bench's output: a summary table (tundra's median, the kernel's medians, tundra/kernel against the design
+// targets), the JSON of every measurement, and SVG charts. Building rows is pure so it can be tested on fixtures.
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import type { Contender } from './args'
+import { barChart, lineChart, type Series } from './svg'
+import { ratio, si } from './stats'
+import type { MicroSection } from '../sections/micro'
+import type { SyncRow } from '../sections/sync'
+import type { FirstPacketResult } from '../sections/firstpacket'
+import type { MemoryResult } from '../sections/memory'
+import type { E2eResult } from '../sections/e2e'
+import type { DnsResult } from '../sections/dns'
+
+export interface BenchReport {
+  readonly meta: Record<string, unknown>
+  micro?: MicroSection
+  sync?: SyncRow[]
+  firstpacket?: FirstPacketResult
+  memory?: MemoryResult
+  e2e?: E2eResult
+  dns?: DnsResult
+  /** sections that did not run, and why */
+  readonly skipped: Record<string, string>
+  summary?: SummaryRow[]
+}
+
+export interface SummaryRow {
+  readonly metric: string
+  readonly unit: string
+  readonly tundra: number
+  /** kernel contender (or dnsmasq) -> median */
+  readonly kernel: Readonly<Record<string, number>>
+  /** the comparison the target is stated in: a ratio, a difference or tundra's own value */
+  readonly compare: number
+  /** how `compare` reads: tundra/kernel, µs tundra adds over the kernel, or tundra's own value */
+  readonly compareKind: 'ratio' | 'added' | 'value' | 'none'
+  readonly target: string
+  /** true/false against the target, undefined when there is nothing to judge */
+  readonly pass: boolean | undefined
+  readonly note?: string
+}
+
+const KERNELS: readonly Contender[] = ['iptables-nft', 'iptables-legacy', 'nftables']
+
+function best(values: readonly number[], higherIsBetter: boolean): number {
+  const v = values.filter(Number.isFinite)
+  if (v.length === 0) return NaN
+  return higherIsBetter ? Math.max(...v) : Math.min(...v)
+}
+
+/** Judges `value` against `limit`: undefined when there is no value. */
+function judge(value: number, op: '>=' | '<=', limit: number): boolean | undefined {
+  if (!Number.isFinite(value)) return undefined
+  return op === '>=' ? value >= limit : value <= limit
+}
+
+export function summarize(r: BenchReport): SummaryRow[] {
+  const rows: SummaryRow[] = []
+  const e2e = r.e2e
+  if (e2e) {
+    const med = (c: Contender, m: string): number => e2e.contenders.find(x => x.contender === c)?.medians[m] ?? NaN
+    const kernelOf = (m: string): Record<string, number> => Object.fromEntries(KERNELS.filter(k => e2e.contenders.some(x => x.contender === k)).map(k => [k, med(k, m)]))
+    const ratioRow = (metric: string, m: string, unit: string, min: number, scale = 1): void => {
+      const t = med('tundra', m) * scale
+      const kernel = Object.fromEntries(Object.entries(kernelOf(m)).map(([k, v]) => [k, v * scale]))
+      const q = ratio(t, best(Object.values(kernel), true))
+      rows.push({ metric, unit, tundra: t, kernel, compare: q, compareKind: 'ratio', target: `≥ ${min.toFixed(2)}×`, pass: judge(q, '>=', min) })
+    }
+    ratioRow('TCP throughput, 1 stream', 'tcp1Gbps', 'Gbit/s', 1.0)
+    ratioRow('TCP throughput, 4 streams', 'tcp4Gbps', 'Gbit/s', 0.8)
+    ratioRow('UDP 64 B delivered', 'udpRxPps', 'kpps', 0.85, 1 / 1000)
+    for (const [label, m] of [['UDP latency p50', 'latUdpP50'], ['TCP latency p50', 'latTcpP50'], ['UDP latency p50, pinned', 'latUdpPinnedP50'], ['TCP latency p50, pinned', 'latTcpPinnedP50']] as const) {
+      const t = med('tundra', m)
+      const kernel = kernelOf(m)
+      const added = t - best(Object.values(kernel), false)
+      rows.push({ metric: label, unit: 'µs', tundra: t, kernel, compare: added, compareKind: 'added', target: '≤ +8 µs', pass: judge(added, '<=', 8) })
+    }
+    for (const [label, m] of [['UDP latency p99', 'latUdpP99'], ['TCP latency p99', 'latTcpP99'], ['UDP loss at full rate', 'udpLossPct']] as const) {
+      rows.push({ metric: label, unit: m === 'udpLossPct' ? '%' : 'µs', tundra: med('tundra', m), kernel: kernelOf(m), compare: NaN, compareKind: 'none', target: '(info)', pass: undefined })
+    }
+    ratioRow('New TCP connections', 'connPerSec', 'conn/s', 0.85)
+    for (const [label, m, unit] of [['Dataplane CPU per Gbit/s (1 stream)', 'tcp1CoresPerGbps', 'cores'], ['Dataplane CPU per Mpps (UDP)', 'udpCoresPerMpps', 'cores']] as const) {
+      const t = med('tundra', m)
+      const kernel = kernelOf(m)
+      rows.push({ metric: label, unit, tundra: t, kernel, compare: ratio(t, best(Object.values(kernel), false)), compareKind: 'ratio', target: '(info, lower is better)', pass: undefined })
+    }
+  }
+  if (r.dns) {
+    const q = (name: string): number => r.dns!.contenders.find(c => c.name === name)?.qps ?? NaN
+    const dm = q('dnsmasq')
+    for (const name of ['tundra-lab', 'tundra-socket']) {
+      if (!r.dns.contenders.some(c => c.name === name)) continue
+      const t = q(name)
+      const x = ratio(t, dm)
+      rows.push({ metric: `DNS queries/s (${name === 'tundra-lab' ? 'in-path, lab' : 'socket front end'})`, unit: 'q/s', tundra: t, kernel: { dnsmasq: dm }, compare: x, compareKind: 'ratio', target: '≥ 1.50×', pass: judge(x, '>=', 1.5) })
+    }
+  }
+  if (r.firstpacket) {
+    const fp = r.firstpacket
+    const get = (c: Contender): number => fp.contenders.find(x => x.contender === c)?.lastOverFirst ?? NaN
+    const kernel = Object.fromEntries(fp.contenders.filter(x => x.contender !== 'tundra').map(x => [x.contender, x.lastOverFirst]))
+    const t = get('tundra')
+    rows.push({ metric: `New conn/s to service #${fp.services} ÷ to service #1`, unit: '×', tundra: t, kernel, compare: t, compareKind: 'ratio', target: '≥ 0.95× (= first)', pass: judge(t, '>=', 0.95) })
+  }
+  if (r.sync && r.sync.length > 0) {
+    const big = r.sync[r.sync.length - 1]!
+    const k = (f: (l: NonNullable<SyncRow['kernel'][keyof SyncRow['kernel']]>) => number | undefined): Record<string, number> =>
+      Object.fromEntries(Object.entries(big.kernel).map(([name, l]) => [name, l ? f(l) ?? NaN : NaN]))
+    rows.push({ metric: `Endpoint change at ${big.services} services (update + swap)`, unit: 'ms', tundra: big.updateMs, kernel: k(l => l.deltaMs), compare: big.updateMs, compareKind: 'value', target: '≤ 5 ms', pass: judge(big.updateMs, '<=', 5), note: 'kernel: kube-proxy-style partial restore of the same change' })
+    rows.push({ metric: `Full compile at ${big.services} services × 10 endpoints`, unit: 'ms', tundra: big.compileMs, kernel: k(l => l.fullMs), compare: big.compileMs, compareKind: 'value', target: '≤ 200 ms', pass: judge(big.compileMs, '<=', 200), note: 'kernel: full load into an empty namespace' })
+  }
+  if (r.memory) {
+    const m = r.memory
+    rows.push({ metric: `Memory per conntrack entry (RSS, ${si(m.entries)} entries)`, unit: 'B', tundra: m.rssPerEntry, kernel: {}, compare: m.rssPerEntry, compareKind: 'value', target: '≤ 128 B', pass: judge(m.rssPerEntry, '<=', 128) })
+    rows.push({ metric: 'Memory per conntrack entry (engine arrays)', unit: 'B', tundra: m.engineBytesPerEntry, kernel: {}, compare: m.engineBytesPerEntry, compareKind: 'value', target: '≤ 128 B', pass: judge(m.engineBytesPerEntry, '<=', 128) })
+  }
+  if (r.micro) {
+    const find = (group: string, name: RegExp): number => r.micro!.results.find(x => x.group === group && name.test(x.name))?.nsPerOp ?? NaN
+    for (const [label, g, re] of [
+      ['NAT per packet, established (20 000 services)', 'nat 20000 services', /^established/],
+      ['NAT new connection, first service (20 000)', 'nat 20000 services', /first service/],
+      ['NAT new connection, last service (20 000)', 'nat 20000 services', /last service/],
+      ['DNS answerInPlace, service A', 'dns (10 000 services)', /A of a service/],
+    ] as const) {
+      const v = find(g, re)
+      rows.push({ metric: label, unit: 'ns/op', tundra: v, kernel: {}, compare: NaN, compareKind: 'none', target: '(info)', pass: undefined })
+    }
+  }
+  return rows
+}
+
+function fmt(v: number, unit: string): string {
+  if (!Number.isFinite(v)) return '–'
+  if (unit === 'kpps' || unit === 'conn/s' || unit === 'q/s') return v >= 1000 ? si(v) : v.toFixed(0)
+  if (unit === 'B' || unit === 'ns/op' || unit === 'µs') return v.toFixed(1)
+  if (unit === 'ms') return v >= 100 ? v.toFixed(0) : v.toFixed(2)
+  return Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(2)
+}
+
+/** The stdout table: one row per headline metric. */
+export function renderTable(rows: readonly SummaryRow[]): string {
+  const kernels = [...new Set(rows.flatMap(r => Object.keys(r.kernel)))]
+  const head = ['metric', 'unit', 'tundra', ...kernels, 'compare', 'target', 'ok']
+  const body = rows.map(r => [
+    r.metric, r.unit, fmt(r.tundra, r.unit), ...kernels.map(k => (k in r.kernel ? fmt(r.kernel[k]!, r.unit) : '')),
+    !Number.isFinite(r.compare) ? '–'
+      : r.compareKind === 'ratio' ? `${r.compare.toFixed(2)}×`
+      : r.compareKind === 'added' ? `${r.compare >= 0 ? '+' : ''}${r.compare.toFixed(1)} µs`
+      : fmt(r.compare, r.unit),
+    r.target, r.pass === undefined ? '' : r.pass ? 'yes' : 'NO',
+  ])
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map(b => b[i]!.length)))
+  const line = (cells: readonly string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')
+  return [line(head), widths.map(w => '-'.repeat(w)).join('  '), ...body.map(line)].join('\n') + '\n'
+}
+
+/** Writes the JSON and SVG files; returns their paths. */
+export function writeOutputs(dir: string, r: BenchReport): string[] {
+  mkdirSync(dir, { recursive: true })
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-')
+  const files: string[] = []
+  const put = (name: string, text: string): void => { const p = join(dir, name); writeFileSync(p, text); files.push(p) }
+  const json = JSON.stringify(r, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2) + '\n'
+  put(`bench-${stamp}.json`, json)
+  put('latest.json', json)
+  for (const [name, svg] of charts(r)) put(name, svg)
+  return files
+}
+
+export function charts(r: BenchReport): [string, string][] {
+  const out: [string, string][] = []
+  const e2e = r.e2e
+  if (e2e) {
+    const live = e2e.contenders.filter(c => c.available)
+    const ser = (metrics: readonly string[], scale = 1): Series[] => live.map(c => ({ name: c.contender, values: metrics.map(m => (c.medians[m] ?? NaN) * scale) }))
+    if (live.length > 0) {
+      out.push(['throughput.svg', barChart({ title: 'TCP throughput through a ClusterIP (iperf2, median)', unit: 'Gbit/s', categories: ['1 stream', '4 streams'], series: ser(['tcp1Gbps', 'tcp4Gbps']) })])
+      out.push(['pps.svg', barChart({ title: 'UDP 64-byte datagrams delivered (iperf2, median)', unit: 'kpps', categories: ['received', 'sent'], series: ser(['udpRxPps', 'udpTxPps'], 1 / 1000) })])
+      out.push(['latency.svg', barChart({
+        title: 'Round-trip latency /2 through a ClusterIP (sockperf, median)', unit: 'µs',
+        categories: ['UDP p50', 'UDP p99', 'TCP p50', 'TCP p99', 'UDP p50 pinned', 'TCP p50 pinned'],
+        series: ser(['latUdpP50', 'latUdpP99', 'latTcpP50', 'latTcpP99', 'latUdpPinnedP50', 'latTcpPinnedP50']),
+      })])
+      out.push(['connections.svg', barChart({ title: 'New HTTP connections per second to nginx via a ClusterIP', unit: 'conn/s', categories: ['new connections'], series: ser(['connPerSec']) })])
+    }
+  }
+  if (r.sync && r.sync.length > 0) {
+    const x = r.sync.map(s => s.services)
+    const k = (name: 'iptables-nft' | 'iptables-legacy' | 'nftables', f: 'fullMs' | 'deltaMs'): number[] => r.sync!.map(s => s.kernel[name]?.[f] ?? NaN)
+    out.push(['sync.svg', lineChart({
+      title: 'Sync time vs number of services (10 endpoints each)', unit: 'ms', xLabel: 'services', x, logY: true,
+      series: [
+        { name: 'tundra full compile', values: r.sync.map(s => s.compileMs) },
+        { name: 'tundra endpoint change', values: r.sync.map(s => s.updateMs) },
+        { name: 'iptables-nft full', values: k('iptables-nft', 'fullMs') },
+        { name: 'iptables-nft change', values: k('iptables-nft', 'deltaMs') },
+        { name: 'iptables-legacy full', values: k('iptables-legacy', 'fullMs') },
+        { name: 'iptables-legacy change', values: k('iptables-legacy', 'deltaMs') },
+        { name: 'nft -f full', values: k('nftables', 'fullMs') },
+        { name: 'nft change', values: k('nftables', 'deltaMs') },
+      ],
+    })])
+  }
+  if (r.firstpacket) {
+    const live = r.firstpacket.contenders.filter(c => c.available)
+    if (live.length > 0) {
+      out.push(['firstpacket.svg', barChart({
+        title: `New connections/s: first vs last of ${r.firstpacket.services} services`, unit: 'conn/s', categories: ['first service', 'last service'],
+        series: live.map(c => ({ name: c.contender, values: [c.firstMedian, c.lastMedian] })),
+      })])
+    }
+  }
+  if (r.dns) {
+    const live = r.dns.contenders.filter(c => c.available && Number.isFinite(c.qps))
+    if (live.length > 0) out.push(['dns.svg', barChart({ title: `dnsperf queries/s, ${r.dns.services} service names`, unit: 'queries/s', categories: ['queries/s'], series: live.map(c => ({ name: c.name, values: [c.qps] })) })])
+  }
+  return out
+}

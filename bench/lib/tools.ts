@@ -1,0 +1,107 @@
+// Running the load tools inside namespaces and reading what they print: iperf2 CSV, sockperf percentiles, the
+// connect tool's JSON; CPU time from /proc for the dataplane's share. The parsers are pure (unit-tested).
+import { readFileSync } from 'node:fs'
+import { run, waitFor, type RunResult } from '../../src/netns/netns'
+
+/** `ip netns exec <ns> <cmd…>` with a hard time limit (a wedged tool must not stall the run). */
+export function nsRun(ns: string, cmd: readonly string[], timeoutMs: number): Promise<RunResult> {
+  return run(['ip', 'netns', 'exec', ns, ...cmd], { timeoutMs })
+}
+
+/** Waits until something listens on proto/port inside the namespace. */
+export async function waitListening(ns: string, proto: 'tcp' | 'udp', port: number, timeoutMs = 10_000): Promise<void> {
+  await waitFor(`${proto}/${port} to listen in ${ns}`, async () => {
+    const r = await run(['ip', 'netns', 'exec', ns, 'ss', proto === 'tcp' ? '-Hltn' : '-Hlun', `sport = :${port}`], { timeoutMs: 5000 })
+    return r.code === 0 && r.stdout.trim() !== ''
+  }, timeoutMs, 100)
+}
+
+/** iperf2 `-y C` client output: total bits/s (the SUM line when there is one, else the sum of the streams). */
+export function parseIperfTcpCsv(text: string): number {
+  const rows = text.split('\n').map(l => l.trim().split(',')).filter(f => f.length >= 9 && /^\d+$/.test(f[0]!))
+  if (rows.length === 0) return NaN
+  const sum = rows.find(f => f[5] === '-1')
+  if (sum) return Number(sum[8])
+  return rows.reduce((a, f) => a + Number(f[8]), 0)
+}
+
+export interface UdpReport {
+  readonly seconds: number
+  readonly sent: number
+  readonly lost: number
+  readonly received: number
+  readonly rxPps: number
+  readonly txPps: number
+  readonly lossPct: number
+}
+
+/** iperf2 `-s -u -y C` server line: interval, lost and total datagrams. */
+export function parseIperfUdpServerCsv(text: string): UdpReport | undefined {
+  for (const line of text.split('\n').reverse()) {
+    const f = line.trim().split(',')
+    if (f.length < 13 || !/^\d+$/.test(f[0]!)) continue
+    const [a, b] = f[6]!.split('-').map(Number)
+    const seconds = (b ?? NaN) - (a ?? NaN)
+    const lost = Number(f[10])
+    const sent = Number(f[11])
+    if (!(seconds > 0) || !Number.isFinite(sent) || sent <= 0) continue
+    const received = sent - Math.max(0, lost)
+    return { seconds, sent, lost, received, rxPps: received / seconds, txPps: sent / seconds, lossPct: (Math.max(0, lost) / sent) * 100 }
+  }
+  return undefined
+}
+
+export interface SockperfReport {
+  readonly p50: number
+  readonly p99: number
+  readonly avg: number
+  readonly observations: number
+}
+
+/** sockperf ping-pong output: percentiles in µs (sockperf reports half the round trip). */
+export function parseSockperf(text: string): SockperfReport | undefined {
+  // eslint-disable-next-line no-control-regex
+  const clean = text.replace(/\x1b\[[0-9;]*m/g, '')
+  const pct = (p: string): number => {
+    const m = new RegExp(`percentile ${p.replace('.', '\\.')} =\\s*([\\d.]+)`).exec(clean)
+    return m ? Number(m[1]) : NaN
+  }
+  const avg = /avg-latency=([\d.]+)/.exec(clean)
+  const obs = /Total (\d+) observations/.exec(clean)
+  const p50 = pct('50.000')
+  if (!Number.isFinite(p50)) return undefined
+  return { p50, p99: pct('99.000'), avg: avg ? Number(avg[1]) : NaN, observations: obs ? Number(obs[1]) : 0 }
+}
+
+export interface ConnectReport { connections: number; errors: number; seconds: number; perSecond: number; p50Ms: number; p99Ms: number }
+
+export function parseConnect(text: string): ConnectReport | undefined {
+  const line = text.trim().split('\n').pop()
+  if (!line) return undefined
+  try { return JSON.parse(line) as ConnectReport } catch { return undefined }
+}
+
+/** CPU ticks (USER_HZ) from the aggregate `cpu` line of /proc/stat. */
+export interface CpuTicks { softirq: number; irq: number; total: number }
+
+export function parseProcStat(text: string): CpuTicks {
+  const f = (text.split('\n').find(l => l.startsWith('cpu ')) ?? '').trim().split(/\s+/).slice(1).map(Number)
+  const total = f.reduce((a, b) => a + (Number.isFinite(b) ? b : 0), 0)
+  return { irq: f[5] ?? 0, softirq: f[6] ?? 0, total }
+}
+
+export function readCpuTicks(): CpuTicks {
+  return parseProcStat(readFileSync('/proc/stat', 'utf8'))
+}
+
+/** utime + stime of a process in ticks (fields 14 and 15 of /proc/<pid>/stat), NaN when it is gone. */
+export function parsePidStat(text: string): number {
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ')
+  return Number(fields[11]) + Number(fields[12])
+}
+
+export function readPidTicks(pid: number): number {
+  try { return parsePidStat(readFileSync(`/proc/${pid}/stat`, 'utf8')) } catch { return NaN }
+}
+
+export const USER_HZ = 100

@@ -1,0 +1,168 @@
+// Section 5, DNS: dnsperf queries/s and latency against tundra's cluster DNS and against dnsmasq serving the same
+// records (a hosts file written from the same cluster), same query file (service A names, shuffled), interleaved.
+//
+//   dnsmasq        in a namespace of ours, --addn-hosts with every service name
+//   tundra-socket  DnsServer (answerInPlace) behind a kernel UDP socket, in the same namespace
+//   tundra-lab     tundra's in-path cluster DNS in a lab (`dnsperf -s 10.96.0.10` from a pod), when tundra runs
+import { writeFileSync, mkdirSync } from 'node:fs'
+import { join } from 'node:path'
+import type { ChildProcess } from 'node:child_process'
+import { compileLab } from '../../src/lab/compile'
+import { repoRoot } from '../../src/lab/up'
+import { haveCommand, waitFor } from '../../src/netns/netns'
+import { benchLabDown, benchLabUp, dropTopology, newTopology } from '../lib/labs'
+import { writeScaleManifest } from '../lib/manifests'
+import { errorSummary, progress } from '../lib/progress'
+import { median } from '../lib/stats'
+import { nsRun, waitListening } from '../lib/tools'
+
+export interface DnsperfReport {
+  readonly qps: number
+  readonly completed: number
+  readonly lost: number
+  readonly avgLatencyMs: number
+  readonly stddevLatencyMs: number
+}
+
+/** The summary block dnsperf prints at the end of a run. */
+export function parseDnsperf(text: string): DnsperfReport | undefined {
+  const num = (re: RegExp): number => { const m = re.exec(text); return m ? Number(m[1]) : NaN }
+  const qps = num(/Queries per second:\s+([\d.]+)/)
+  if (!Number.isFinite(qps)) return undefined
+  return {
+    qps,
+    completed: num(/Queries completed:\s+(\d+)/),
+    lost: num(/Queries lost:\s+(\d+)/),
+    avgLatencyMs: num(/Average Latency \(s\):\s+([\d.]+)/) * 1000,
+    stddevLatencyMs: num(/Latency StdDev \(s\):\s+([\d.]+)/) * 1000,
+  }
+}
+
+export interface DnsContender {
+  readonly name: string
+  available: boolean
+  error?: string
+  readonly runs: DnsperfReport[]
+  qps: number
+  avgLatencyMs: number
+  lostPct: number
+}
+
+export interface DnsResult {
+  readonly services: number
+  readonly queries: number
+  readonly seconds: number
+  readonly contenders: DnsContender[]
+}
+
+/** A deterministic shuffle (xorshift), so every run queries in the same order. */
+function shuffle<T>(a: T[], seed = 12345): T[] {
+  let x = seed
+  for (let i = a.length - 1; i > 0; i--) {
+    x ^= x << 13; x ^= x >>> 17; x ^= x << 5
+    const j = (x >>> 0) % (i + 1)
+    const t = a[i]!; a[i] = a[j]!; a[j] = t
+  }
+  return a
+}
+
+const SRV = '10.99.0.2'
+const SRV_TUNDRA = '10.99.0.3'
+
+export async function runDns(o: { quick: boolean; rounds: number; seconds: number; withTundraLab: boolean; workDir: string }): Promise<DnsResult> {
+  const n = o.quick ? 1000 : 10_000
+  const seconds = o.quick ? 2 : Math.max(3, o.seconds)
+  mkdirSync(o.workDir, { recursive: true })
+  const manifest = writeScaleManifest(o.workDir, n)
+  const cluster = compileLab({ name: 'bndns', files: [manifest], nodes: 1, dataplane: 'none' }).cluster
+  const names: [string, string][] = cluster.services.filter(s => s.clusterIPs[0]).map(s => [`${s.name}.${s.namespace}.svc.cluster.local`, s.clusterIPs[0]!])
+  const hosts = join(o.workDir, 'dns-hosts')
+  const queries = join(o.workDir, 'dns-queries')
+  writeFileSync(hosts, names.map(([name, ip]) => `${ip} ${name}`).join('\n') + '\n')
+  const qs: string[] = []
+  for (let i = 0; i < 20_000; i++) qs.push(`${names[i % names.length]![0]} A`)
+  writeFileSync(queries, shuffle(qs).join('\n') + '\n')
+  progress('dns', `${names.length} service names; query file of ${qs.length} A queries`)
+
+  const mk = (name: string): DnsContender => ({ name, available: false, runs: [], qps: NaN, avgLatencyMs: NaN, lostPct: NaN })
+  const contenders = [mk('dnsmasq'), mk('tundra-socket'), ...(o.withTundraLab ? [mk('tundra-lab')] : [])]
+  const targets = new Map<string, { ns: string; server: string; port: number }>()
+  const topo = newTopology('dns')
+  const servers: ChildProcess[] = []
+  try {
+    if (!haveCommand('dnsperf')) throw new Error('dnsperf is not installed (scripts/bootstrap installs it)')
+    const cli = await topo.ns('dcli')
+    const srv = await topo.ns('dsrv')
+    await topo.veth(cli, 'eth0', srv, 'eth0')
+    await topo.addr(cli, 'eth0', '10.99.0.1/24')
+    await topo.addr(srv, 'eth0', `${SRV}/24`)
+    await topo.addr(srv, 'eth0', `${SRV_TUNDRA}/24`)
+
+    const dm = contenders[0]!
+    try {
+      servers.push(topo.spawn(srv, [
+        'dnsmasq', '--keep-in-foreground', '--conf-file=/dev/null', '--no-resolv', '--no-hosts', `--addn-hosts=${hosts}`,
+        '--bind-interfaces', `--listen-address=${SRV}`, '--pid-file=', '--user=root', '--cache-size=10000',
+      ]))
+      await waitListening(srv, 'udp', 53)
+      targets.set(dm.name, { ns: cli, server: SRV, port: 53 })
+      dm.available = true
+    } catch (err) { dm.error = (err as Error).message }
+
+    const ts = contenders[1]!
+    try {
+      const tool = join(repoRoot(), 'dist', 'bench', 'tools', 'dns-server.js')
+      const child = topo.spawn(srv, [process.execPath, tool, manifest, SRV_TUNDRA, '53'])
+      servers.push(child)
+      let said = ''
+      child.stdout?.setEncoding('utf8').on('data', (d: string) => { said += d })
+      child.stderr?.setEncoding('utf8').on('data', (d: string) => { said += d })
+      await waitFor('tundra\'s socket DNS to listen', () => {
+        if (child.exitCode !== null) throw new Error(`dns-server exited: ${said.trim()}`)
+        return said.includes('listening')
+      }, 120_000, 100)
+      const r = await nsRun(cli, ['dig', '+short', '+time=2', '+tries=3', `@${SRV_TUNDRA}`, names[0]![0]], 15_000)
+      if (r.stdout.trim() !== names[0]![1]) throw new Error(`tundra's socket DNS answered ${JSON.stringify(r.stdout.trim())} for ${names[0]![0]}`)
+      targets.set(ts.name, { ns: cli, server: SRV_TUNDRA, port: 53 })
+      ts.available = true
+    } catch (err) { ts.error = (err as Error).message }
+
+    const tl = contenders[2]
+    if (tl) {
+      try {
+        progress('dns', 'bringing up a tundra lab with the same services (bndns)')
+        const st = await benchLabUp({ name: 'bndns', files: [manifest], dataplane: 'tundra', section: 'dns', readyTimeoutMs: 120_000, keepLogsIn: o.workDir })
+        const client = st.pods.find(p => p.name === 'client')!.ns
+        targets.set(tl.name, { ns: client, server: '10.96.0.10', port: 53 })
+        tl.available = true
+      } catch (err) {
+        tl.error = errorSummary(err)
+        progress('dns', `tundra-lab: not measured: ${tl.error}`)
+      }
+    }
+
+    const live = contenders.filter(c => c.available)
+    for (let round = 0; round < o.rounds; round++) {
+      for (let i = 0; i < live.length; i++) {
+        const c = live[(i + round) % live.length]!
+        const t = targets.get(c.name)!
+        const r = await nsRun(t.ns, ['dnsperf', '-s', t.server, '-p', String(t.port), '-d', queries, '-l', String(seconds), '-c', '4', '-q', '200', '-t', '2'], (seconds + 30) * 1000)
+        const rep = parseDnsperf(r.stdout)
+        if (!rep) { progress('dns', `round ${round + 1} ${c.name}: dnsperf gave no summary: ${(r.stderr || r.stdout).trim().split('\n').slice(-2).join(' | ')}`); continue }
+        c.runs.push(rep)
+        progress('dns', `round ${round + 1}/${o.rounds} ${c.name.padEnd(13)} ${rep.qps.toFixed(0)} q/s, avg ${rep.avgLatencyMs.toFixed(3)} ms, lost ${rep.lost}`)
+      }
+    }
+  } finally {
+    for (const s of servers) await topo.stop(s, 1000)
+    await dropTopology(topo)
+    if (o.withTundraLab) await benchLabDown('bndns')
+  }
+  for (const c of contenders) {
+    if (c.runs.length === 0) continue
+    c.qps = median(c.runs.map(r => r.qps))
+    c.avgLatencyMs = median(c.runs.map(r => r.avgLatencyMs))
+    c.lostPct = median(c.runs.map(r => (r.completed + r.lost > 0 ? (100 * r.lost) / (r.completed + r.lost) : NaN)))
+  }
+  return { services: names.length, queries: qs.length, seconds, contenders }
+}

@@ -1,0 +1,251 @@
+// Section 4, end to end in network namespaces: the same lab (client pod -> service VIP -> 2 backend pods) once per
+// contender — tundra, kernel iptables (nf_tables backend and legacy), kernel nftables — all up at once, and every
+// measurement run for each contender back to back (order rotated per round), medians over rounds.
+//
+//   tcp1 / tcp4   iperf2, 1 and 4 streams, to `solo` (one endpoint): Gbit/s, and dataplane CPU per Gbit/s
+//   udp           iperf2, 64-byte datagrams as fast as one sender goes, to `solo`: received pps, loss, CPU per Mpps
+//   lat           sockperf ping-pong UDP and TCP to `web` (two endpoints): p50/p99 µs, unpinned and all on CPU 0
+//   conn          new HTTP/1.0 connections/s to nginx behind `web` (bench/tools/connect.ts, no keep-alive)
+//   direct        sockperf UDP to backend-1's pod IP: the routing-only baseline of the same lab
+//
+// Dataplane CPU: the tundra agent's utime+stime plus all softirq time; for kernel paths, softirq time (where the
+// kernel forwards and NATs). Both from /proc, so other load on the machine shows up as noise.
+import { join } from 'node:path'
+import { cpus } from 'node:os'
+import type { ChildProcess } from 'node:child_process'
+import type { Topology } from '../../src/netns/netns'
+import { haveCommand, run } from '../../src/netns/netns'
+import type { LabState } from '../../src/lab/index'
+import type { Contender } from '../lib/args'
+import { benchLabDown, benchLabUp, dropTopology, newTopology } from '../lib/labs'
+import { errorSummary, progress } from '../lib/progress'
+import { median } from '../lib/stats'
+import {
+  nsRun, parseConnect, parseIperfTcpCsv, parseIperfUdpServerCsv, parseSockperf, readCpuTicks, readPidTicks, USER_HZ,
+  waitListening, type CpuTicks,
+} from '../lib/tools'
+import { repoRoot } from '../../src/lab/up'
+
+export const WEB_VIP = '10.96.200.10'
+export const SOLO_VIP = '10.96.200.11'
+const BACKEND1_IP = '10.100.85.11'
+
+export const LAB_NAMES: Record<Contender, string> = {
+  tundra: 'bntundra', 'iptables-nft': 'bniptnft', 'iptables-legacy': 'bniptleg', nftables: 'bnnft',
+}
+
+export interface ContenderResult {
+  readonly contender: Contender
+  available: boolean
+  error?: string
+  /** metric -> one value per round */
+  readonly samples: Record<string, number[]>
+  readonly medians: Record<string, number>
+}
+
+export interface E2eResult {
+  readonly rounds: number
+  readonly seconds: number
+  readonly contenders: ContenderResult[]
+}
+
+interface Env {
+  readonly contender: Contender
+  readonly state: LabState
+  readonly client: string
+  readonly b1: string
+  readonly b2: string
+  readonly procs: Topology
+  readonly sockperf: ChildProcess[]
+  readonly agentPid?: number
+}
+
+export function manifestPath(): string {
+  return join(repoRoot(), 'bench', 'lab', 'e2e.yaml')
+}
+
+function podNs(state: LabState, name: string): string {
+  const p = state.pods.find(x => x.name === name)
+  if (!p) throw new Error(`lab ${state.name} has no pod ${name}`)
+  return p.ns
+}
+
+async function setUp(c: Contender, procs: Topology, workDir: string): Promise<Env> {
+  const name = LAB_NAMES[c]
+  const state = await benchLabUp({
+    name, files: [manifestPath()], section: 'e2e', keepLogsIn: workDir,
+    dataplane: c === 'tundra' ? 'tundra' : c === 'nftables' ? 'nftables' : 'iptables',
+    ...(c === 'iptables-legacy' ? { iptablesBackend: 'legacy' as const } : c === 'iptables-nft' ? { iptablesBackend: 'nft' as const } : {}),
+  })
+  const client = podNs(state, 'client')
+  const b1 = podNs(state, 'backend-1')
+  const b2 = podNs(state, 'backend-2')
+  // Short connections by the thousand: let the client reuse ports in TIME_WAIT (its own namespace only).
+  await nsRun(client, ['sysctl', '-qw', 'net.ipv4.tcp_tw_reuse=1', 'net.ipv4.ip_local_port_range=10000 65000'], 10_000)
+  const sockperf: ChildProcess[] = []
+  for (const b of [b1, b2]) {
+    procs.spawn(b, ['iperf', '-s', '-p', '5001'])
+    sockperf.push(procs.spawn(b, ['sockperf', 'sr', '-i', '0.0.0.0', '-p', '11111']))
+    sockperf.push(procs.spawn(b, ['sockperf', 'sr', '-i', '0.0.0.0', '-p', '11112', '--tcp']))
+  }
+  for (const b of [b1, b2]) {
+    await waitListening(b, 'tcp', 5001)
+    await waitListening(b, 'udp', 11111)
+    await waitListening(b, 'tcp', 11112)
+  }
+  const agent = state.processes.find(p => p.role === 'agent')
+  const env: Env = { contender: c, state, client, b1, b2, procs, sockperf, ...(agent ? { agentPid: agent.pid } : {}) }
+  // The service must answer before anything is measured.
+  const probe = await connTest(env, 0.5)
+  if (!(probe['connPerSec']! > 0)) throw new Error(`no connection through ${WEB_VIP}:80 worked`)
+  return env
+}
+
+// ---- CPU accounting ----
+
+interface CpuMark { t: bigint; ticks: CpuTicks; agent: number }
+
+function cpuMark(env: Env): CpuMark {
+  return { t: process.hrtime.bigint(), ticks: readCpuTicks(), agent: env.agentPid === undefined ? 0 : readPidTicks(env.agentPid) }
+}
+
+/** Cores the dataplane used between two marks: softirq (+ the agent's own CPU for tundra). */
+function dataplaneCores(a: CpuMark, b: CpuMark): number {
+  const secs = Number(b.t - a.t) / 1e9
+  const soft = (b.ticks.softirq - a.ticks.softirq) / USER_HZ
+  const agent = (b.agent - a.agent) / USER_HZ
+  return (soft + (Number.isFinite(agent) ? agent : 0)) / secs
+}
+
+// ---- the measurements ----
+
+async function tcpTest(env: Env, streams: number, seconds: number): Promise<Record<string, number>> {
+  const a = cpuMark(env)
+  const r = await nsRun(env.client, ['iperf', '-c', SOLO_VIP, '-p', '5001', '-t', String(seconds), '-P', String(streams), '-y', 'C'], (seconds + 20) * 1000)
+  const b = cpuMark(env)
+  const gbps = parseIperfTcpCsv(r.stdout) / 1e9
+  const cores = dataplaneCores(a, b)
+  return { [`tcp${streams}Gbps`]: gbps, [`tcp${streams}Cores`]: cores, [`tcp${streams}CoresPerGbps`]: cores / gbps }
+}
+
+async function udpTest(env: Env, seconds: number): Promise<Record<string, number>> {
+  const server = env.procs.spawn(env.b1, ['iperf', '-s', '-u', '-p', '5001', '-y', 'C'])
+  let out = ''
+  server.stdout?.setEncoding('utf8').on('data', (d: string) => { out += d })
+  try {
+    await waitListening(env.b1, 'udp', 5001)
+    const a = cpuMark(env)
+    await nsRun(env.client, ['iperf', '-c', SOLO_VIP, '-p', '5001', '-u', '-l', '64', '-b', '10000M', '-t', String(seconds)], (seconds + 20) * 1000)
+    const b = cpuMark(env)
+    const end = Date.now() + 5000
+    while (parseIperfUdpServerCsv(out) === undefined && Date.now() < end) await new Promise(r => setTimeout(r, 100))
+    const rep = parseIperfUdpServerCsv(out)
+    if (!rep) return { udpRxPps: NaN, udpTxPps: NaN, udpLossPct: NaN }
+    const cores = dataplaneCores(a, b)
+    return { udpRxPps: rep.rxPps, udpTxPps: rep.txPps, udpLossPct: rep.lossPct, udpCores: cores, udpCoresPerMpps: cores / (rep.rxPps / 1e6) }
+  } finally {
+    await env.procs.stop(server, 1000)
+  }
+}
+
+async function setAffinity(pids: readonly number[], cpuList: string): Promise<void> {
+  for (const pid of pids) await run(['taskset', '-a', '-p', '-c', cpuList, String(pid)], { timeoutMs: 5000 })
+}
+
+async function latencyTest(env: Env, seconds: number, pinned: boolean): Promise<Record<string, number>> {
+  const all = `0-${Math.max(0, cpus().length - 1)}`
+  const pids = [...env.sockperf.map(p => p.pid).filter((p): p is number => p !== undefined), ...(env.agentPid !== undefined ? [env.agentPid] : [])]
+  if (pinned) await setAffinity(pids, '0')
+  try {
+    const out: Record<string, number> = {}
+    const suffix = pinned ? 'Pinned' : ''
+    for (const [proto, port] of [['Udp', '11111'], ['Tcp', '11112']] as const) {
+      const cmd = [...(pinned ? ['taskset', '-c', '0'] : []), 'sockperf', 'pp', '-i', WEB_VIP, '-p', port, '-t', String(seconds), '-m', '64', ...(proto === 'Tcp' ? ['--tcp'] : [])]
+      const r = await nsRun(env.client, cmd, (seconds + 20) * 1000)
+      const rep = parseSockperf(r.stdout + r.stderr)
+      out[`lat${proto}${suffix}P50`] = rep?.p50 ?? NaN
+      out[`lat${proto}${suffix}P99`] = rep?.p99 ?? NaN
+    }
+    return out
+  } finally {
+    if (pinned) await setAffinity(pids, all)
+  }
+}
+
+async function directTest(env: Env, seconds: number): Promise<Record<string, number>> {
+  const r = await nsRun(env.client, ['sockperf', 'pp', '-i', BACKEND1_IP, '-p', '11111', '-t', String(seconds), '-m', '64'], (seconds + 20) * 1000)
+  const rep = parseSockperf(r.stdout + r.stderr)
+  return { latDirectUdpP50: rep?.p50 ?? NaN, latDirectUdpP99: rep?.p99 ?? NaN }
+}
+
+async function connTest(env: Env, seconds: number): Promise<Record<string, number>> {
+  const tool = join(repoRoot(), 'dist', 'bench', 'tools', 'connect.js')
+  const r = await nsRun(env.client, [process.execPath, tool, '--host', WEB_VIP, '--port', '80', '--seconds', String(seconds), '--concurrency', '16'], (seconds + 30) * 1000)
+  const rep = parseConnect(r.stdout)
+  if (!rep) return { connPerSec: NaN }
+  return { connPerSec: rep.perSecond, connErrors: rep.errors, connP50Ms: rep.p50Ms }
+}
+
+const TESTS: readonly { name: string; run: (env: Env, seconds: number) => Promise<Record<string, number>>; headline: string }[] = [
+  { name: 'tcp 1 stream', run: (e, s) => tcpTest(e, 1, s), headline: 'tcp1Gbps' },
+  { name: 'tcp 4 streams', run: (e, s) => tcpTest(e, 4, s), headline: 'tcp4Gbps' },
+  { name: 'udp 64 B', run: (e, s) => udpTest(e, s), headline: 'udpRxPps' },
+  { name: 'latency', run: (e, s) => latencyTest(e, Math.min(s, 3), false), headline: 'latUdpP50' },
+  { name: 'latency pinned', run: (e, s) => latencyTest(e, Math.min(s, 3), true), headline: 'latUdpPinnedP50' },
+  { name: 'new connections', run: (e, s) => connTest(e, s), headline: 'connPerSec' },
+  { name: 'direct pod latency', run: (e, s) => directTest(e, Math.min(s, 2)), headline: 'latDirectUdpP50' },
+]
+
+export async function runE2e(contenders: readonly Contender[], rounds: number, seconds: number, workDir: string): Promise<E2eResult> {
+  const results: ContenderResult[] = contenders.map(c => ({ contender: c, available: false, samples: {}, medians: {} }))
+  const envs: Env[] = []
+  const procs = newTopology('e2e')
+  try {
+    for (const r of results) {
+      const c = r.contender
+      if (c === 'iptables-legacy' && !haveCommand('iptables-legacy-restore')) { r.error = 'iptables-legacy-restore is not installed'; continue }
+      progress('e2e', `bringing up the ${c} lab (${LAB_NAMES[c]})`)
+      try {
+        envs.push(await setUp(c, procs, workDir))
+        r.available = true
+      } catch (err) {
+        r.error = errorSummary(err)
+        progress('e2e', `${c}: not measured: ${r.error}`)
+        await benchLabDown(LAB_NAMES[c])
+      }
+    }
+    for (let round = 0; round < rounds; round++) {
+      for (const t of TESTS) {
+        // rotate the order each round so no contender always goes first (or right after the noisiest)
+        const order = envs.map((_, i) => envs[(i + round) % envs.length]!)
+        for (const env of order) {
+          const res = results.find(x => x.contender === env.contender)!
+          let vals: Record<string, number>
+          try {
+            vals = await t.run(env, seconds)
+          } catch (err) {
+            progress('e2e', `round ${round + 1}/${rounds} ${env.contender}: ${t.name} failed: ${(err as Error).message}`)
+            continue
+          }
+          for (const [k, v] of Object.entries(vals)) (res.samples[k] ??= []).push(v)
+          const h = vals[t.headline]
+          progress('e2e', `round ${round + 1}/${rounds} ${env.contender.padEnd(15)} ${t.name}: ${headline(t.headline, h)}`)
+        }
+      }
+    }
+  } finally {
+    await dropTopology(procs)
+    for (const r of results) await benchLabDown(LAB_NAMES[r.contender])
+  }
+  for (const r of results) for (const [k, v] of Object.entries(r.samples)) r.medians[k] = median(v)
+  return { rounds, seconds, contenders: results }
+}
+
+function headline(metric: string, v: number | undefined): string {
+  if (v === undefined || !Number.isFinite(v)) return 'no result'
+  if (metric.endsWith('Gbps')) return `${v.toFixed(2)} Gbit/s`
+  if (metric.endsWith('Pps')) return `${(v / 1000).toFixed(1)} kpps received`
+  if (metric.startsWith('lat')) return `p50 ${v.toFixed(1)} µs`
+  if (metric === 'connPerSec') return `${v.toFixed(0)} conn/s`
+  return v.toFixed(2)
+}

@@ -1,0 +1,37 @@
+// The summary table and charts built from a hand-made report (no measurement involved).
+import t from 'tap'
+import { charts, renderTable, summarize, type BenchReport } from '../../bench/lib/report'
+import type { E2eResult } from '../../bench/sections/e2e'
+
+const e2e: E2eResult = {
+  rounds: 1, seconds: 1,
+  contenders: [
+    { contender: 'tundra', available: true, samples: {}, medians: { tcp1Gbps: 9, tcp4Gbps: 8, udpRxPps: 90_000, latUdpP50: 20, connPerSec: 900 } },
+    { contender: 'iptables-nft', available: true, samples: {}, medians: { tcp1Gbps: 10, tcp4Gbps: 12, udpRxPps: 100_000, latUdpP50: 11, connPerSec: 1000 } },
+    { contender: 'iptables-legacy', available: false, error: 'not installed', samples: {}, medians: {} },
+  ],
+}
+
+t.test('rows compare tundra with the best kernel contender', async t => {
+  const r: BenchReport = { meta: {}, skipped: {}, e2e, memory: { entries: 1e6, capacity: 1 << 20, rssBefore: 0, rssEmpty: 0, rssFull: 0, rssPerEntry: 120, rssPerEntryIncremental: 115, engineBytes: 0, engineBytesPerEntry: 126.6, engineBytesPerSlot: 115, v6TableBytes: 0, fillNsPerSyn: 0 } }
+  const rows = summarize(r)
+  const tcp1 = rows.find(x => x.metric === 'TCP throughput, 1 stream')!
+  t.equal(tcp1.compare, 0.9)
+  t.equal(tcp1.pass, false, '0.9× misses ≥ 1.0×')
+  t.equal(rows.find(x => x.metric === 'TCP throughput, 4 streams')!.pass, false)
+  const lat = rows.find(x => x.metric === 'UDP latency p50')!
+  t.equal(lat.compare, 9, 'µs added')
+  t.equal(lat.pass, false)
+  t.equal(rows.find(x => x.metric === 'New TCP connections')!.pass, true, '0.9× meets ≥ 0.85×')
+  t.equal(rows.find(x => x.metric.startsWith('Memory per conntrack entry (RSS'))!.pass, true)
+  const table = renderTable(rows)
+  t.match(table, /^metric +unit +tundra +iptables-nft +iptables-legacy +compare +target +ok$/m)
+  t.match(table, /TCP throughput, 1 stream +Gbit\/s +9\.00 +10\.00 +– +0\.90× +≥ 1\.00× +NO/)
+  t.match(table, /UDP latency p50 .* \+9\.0 µs/)
+})
+
+t.test('charts for what was measured', async t => {
+  const names = charts({ meta: {}, skipped: {}, e2e }).map(([n]) => n)
+  t.same(names, ['throughput.svg', 'pps.svg', 'latency.svg', 'connections.svg'])
+  t.same(charts({ meta: {}, skipped: {} }), [])
+})
