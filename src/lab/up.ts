@@ -322,7 +322,7 @@ async function build(state: LabState, plan: LabPlan, ctx: BuildContext): Promise
   // 7. what the dataplane reads
   const manifests = join(state.dir, 'cluster.yaml')
   writeFileSync(manifests, `# tundra lab ${state.name}: the cluster as the API server would hold it (computed by \`lab up\`)\n` +
-    plan.manifests.map(o => stringify(o, { lineWidth: 0 })).join('---\n'))
+    plan.manifests.map(o => stringify(o, { lineWidth: 0, version: '1.1' })).join('---\n'))
   state.manifests = manifests
   saveState(state)
 
