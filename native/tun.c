@@ -1,17 +1,25 @@
-// The TUN device seen from JS: open/ioctl (Node cannot), one reader thread per queue that fills preallocated slabs
-// and hands whole batches to JS through a threadsafe function, and a batched write on the JS thread.
+// The TUN device seen from JS: open/ioctl (Node cannot), and one thread per queue that fills preallocated slabs,
+// hands whole batches to JS through a threadsafe function and writes what JS queues back (or a batched write on the
+// JS thread).
 //
 // Exports (all errors are JS Errors with `code` = errno name, `errno`, `syscall`):
 //   open(name: string, flags: number) -> { fd: number, name: string }      flags: 1 = IFF_VNET_HDR, 2 = IFF_MULTI_QUEUE
 //   setOffload(fd, flags) -> accepted flags            retries without TUN_F_USO4|TUN_F_USO6 when the kernel refuses them
-//   readerCreate(fd, hdrLen, slabs, slabBytes, maxPackets) -> { handle, bufs: Buffer[], offsets: Uint32Array[],
-//                                                                lengths: Uint32Array[] }
+//   readerCreate(fd, hdrLen, slabs, slabBytes, maxPackets[, writeRingBytes, writeSlots])
+//                                                      -> { handle, bufs: Buffer[], offsets: Uint32Array[],
+//                                                           lengths: Uint32Array[] }
+//                                                      writeRingBytes > 0: with a write queue (slots: power of two)
 //   readerStart(handle, cb(slab, count, bytes))         cb(-1, errno, Error) reports a fatal read error (reader stopped)
 //   readerRef(handle, ref: boolean)                    ref/unref the threadsafe function (keeps the loop alive or not)
-//   readerStop(handle)                                 idempotent; joins the thread; no callback runs afterwards
+//   readerStop(handle)                                 idempotent; writes what was handed over, joins the thread;
+//                                                      no callback runs afterwards
 //   readerStats(handle, out: Float64Array(4))          [reads, readErrors, slabWaits, dispatches]
 //   writeBatch(fd, buf, offsets, lengths, count, hdrLen, counters: Float64Array(4)) -> packets written
 //                                                      counters += [EAGAIN, other errors, last errno, bytes written]
+//   readerWrite(handle, buf, offsets, lengths, count) -> packets queued for the reader thread to write (with the
+//                                                      hdrLen bytes before each); waits for room when the queue is full
+//   readerWriteStats(handle, out: Float64Array(13))    [writes, bytes, eagain, errors, lastErrno, drains, queued,
+//                                                       copied, invalid, waits, waitNs, dropped, maxBacklog]
 //   close(fd)
 #include <errno.h>
 #include <fcntl.h>
@@ -26,6 +34,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <node_api.h>
@@ -260,7 +269,56 @@ static napi_value WriteBatch(napi_env env, napi_callback_info info) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// reader thread
+// reader thread and write queue
+//
+// One thread per queue reads the TUN into preallocated slabs and hands whole batches to JS through a threadsafe
+// function. With a write queue (readerCreate with writeRingBytes > 0) the same thread also does the write() calls,
+// so the kernel's forwarding work for what JS sends (tun_get_user → netif_receive_skb → ip_forward → the receiver's
+// stack) runs there and not on the JS thread:
+//  - readerWrite() queues packets and returns. Packets that lie in the slab of the batch being processed are not
+//    copied (that slab is reused only after they are written); others are copied into the queue's ring, so JS may
+//    reuse that memory at once.
+//  - What JS queues inside a batch callback is handed over when the callback returns, together with the slab: one
+//    wakeup for both. Outside a callback (timers, async answers) it is handed over at once.
+//  - The thread writes after dispatching the next batch (JS processes it meanwhile) and before reusing a slab.
+//  - When the thread is not running (before readerStart, after readerStop or a fatal read error) readerWrite
+//    writes on the calling thread.
+// The ring is a byte area (packets never wrap: one that does not fit before the end starts at 0, the gap counts
+// against it) plus a power-of-two array of descriptors. Positions are 64-bit counters that only grow: prod_bytes and
+// head belong to the producer (the JS thread), cons_bytes and dtail to the consumer, dhead is the published head.
+// A full queue makes readerWrite wait for room (backpressure), at most WQ_WAIT_NS per call: whatever is left then
+// is counted as dropped (ENOBUFS), never silently lost.
+
+#define WQ_WAIT_NS 200000000LL
+#define WSTAT_N 13
+#define READER_MAGIC 0x74756e52u  // tells a reader handle from other externals
+
+typedef struct {
+  uint8_t *ptr;  // the packet, header included: in the ring or in a slab JS holds
+  uint32_t len;  // bytes to write, header included
+  uint64_t end;  // prod_bytes after this packet: the consumer frees the ring up to here once it is written
+} wdesc_t;
+
+enum {
+  // written by the consumer: write() results
+  WS_WRITES, WS_BYTES, WS_EAGAIN, WS_ERRORS, WS_LAST_ERRNO, WS_DRAINS,
+  // written by the producer (JS thread)
+  WS_QUEUED, WS_COPIED, WS_INVALID, WS_WAITS, WS_WAIT_NS, WS_DROPPED, WS_MAX_BACKLOG,
+};
+
+typedef struct {
+  uint8_t *ring;
+  uint64_t ring_bytes;
+  wdesc_t *descs;
+  uint64_t slots;              // power of two
+  pthread_mutex_t mu;          // with `room`: only for the producer waiting for room
+  pthread_cond_t room;
+  uint64_t prod_bytes, head;   // producer-only; head includes descriptors not handed over yet
+  uint64_t dhead;              // handed-over head (atomic)
+  uint64_t cons_bytes, dtail;  // consumer-owned (atomic)
+  int producer_waiting;        // atomic
+  uint64_t st[WSTAT_N];        // relaxed atomics
+} wqueue_t;
 
 typedef struct {
   uint8_t *data;
@@ -274,16 +332,20 @@ typedef struct {
 } slab_t;
 
 typedef struct {
+  uint32_t magic;
   int fd, stop_fd, release_fd;
   uint32_t hdr_len, nslabs, max_pkts;
   size_t slab_bytes;
   slab_t slabs[MAX_SLABS];
   pthread_t thread;
   bool thread_started, stopped;
+  bool in_cb;       // JS-thread only: inside the batch callback
   napi_threadsafe_function tsfn;
   napi_ref callback;
+  wqueue_t *wq;     // the write queue, or NULL
+  int io_running;   // atomic: the thread consumes wq; when 0 the JS thread writes for itself
   int inflight;     // atomic: batches handed to JS and not yet released
-  int want_release; // atomic: the reader sleeps until JS releases a slab
+  int sleeping;     // atomic: 0 awake, 1 asleep, 2 asleep and waiting for JS to release a slab
   int stop;         // atomic
   int fatal_errno;  // set by the reader before it reports a fatal error
   int js_refs;      // JS-thread only: handle external + tsfn; the struct is freed when both are gone
@@ -291,23 +353,254 @@ typedef struct {
   double reads, read_errors, slab_waits, dispatches;
 } reader_t;
 
+static inline void wstat_add(wqueue_t *q, int i, uint64_t v) { __atomic_add_fetch(&q->st[i], v, __ATOMIC_RELAXED); }
+static inline void wstat_set(wqueue_t *q, int i, uint64_t v) { __atomic_store_n(&q->st[i], v, __ATOMIC_RELAXED); }
+
+static wqueue_t *wq_new(uint64_t ring_bytes, uint64_t slots) {
+  wqueue_t *q = calloc(1, sizeof *q);
+  if (!q) return NULL;
+  q->ring_bytes = ring_bytes;
+  q->slots = slots;
+  pthread_mutex_init(&q->mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);  // the producer's deadline is monotonic
+  pthread_cond_init(&q->room, &ca);
+  pthread_condattr_destroy(&ca);
+  if (posix_memalign((void **)&q->ring, 4096, (size_t)ring_bytes) != 0) q->ring = NULL;
+  q->descs = calloc((size_t)slots, sizeof *q->descs);
+  return q;
+}
+
+static void wq_free(wqueue_t *q) {
+  if (!q) return;
+  pthread_mutex_destroy(&q->mu);
+  pthread_cond_destroy(&q->room);
+  free(q->ring);
+  free(q->descs);
+  free(q);
+}
+
+// Consumer: writes the descriptors from dtail up to the handed-over head.
+static void wq_drain(reader_t *r) {
+  wqueue_t *q = r->wq;
+  uint64_t tail = q->dtail, head = __atomic_load_n(&q->dhead, __ATOMIC_ACQUIRE);
+  if (tail == head) return;
+  wstat_add(q, WS_DRAINS, 1);
+  for (; tail != head; tail++) {
+    const wdesc_t *d = &q->descs[tail & (q->slots - 1)];
+    ssize_t n;
+    do n = write(r->fd, d->ptr, d->len);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) {
+      if (errno == EAGAIN) wstat_add(q, WS_EAGAIN, 1);
+      else {
+        wstat_add(q, WS_ERRORS, 1);
+        wstat_set(q, WS_LAST_ERRNO, (uint64_t)errno);
+      }
+    } else {
+      wstat_add(q, WS_WRITES, 1);
+      wstat_add(q, WS_BYTES, d->len - r->hdr_len);
+    }
+    // Free the packet's room; wake the producer if it waits for room (it rechecks under mu after announcing).
+    __atomic_store_n(&q->cons_bytes, d->end, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&q->dtail, tail + 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&q->producer_waiting, __ATOMIC_SEQ_CST)) {
+      pthread_mutex_lock(&q->mu);
+      pthread_cond_signal(&q->room);
+      pthread_mutex_unlock(&q->mu);
+    }
+  }
+}
+
+static void reader_wake(reader_t *r) {
+  uint64_t one = 1;
+  ssize_t n = write(r->release_fd, &one, sizeof one);
+  (void)n;
+}
+
+// Producer: hands what is queued to the reader thread, or writes it here when that thread is not running. Returns
+// whether the reader thread sleeps (and so must be woken: here when `wake`, else by the caller).
+static bool wq_hand_over(reader_t *r, bool wake) {
+  wqueue_t *q = r->wq;
+  __atomic_store_n(&q->dhead, q->head, __ATOMIC_SEQ_CST);
+  if (!__atomic_load_n(&r->io_running, __ATOMIC_SEQ_CST)) {
+    wq_drain(r);
+    return false;
+  }
+  bool sleeping = __atomic_load_n(&r->sleeping, __ATOMIC_SEQ_CST) != 0;
+  if (sleeping && wake) reader_wake(r);
+  return sleeping;
+}
+
+static bool wq_has_room(wqueue_t *q, uint64_t need) {
+  return q->ring_bytes - (q->prod_bytes - __atomic_load_n(&q->cons_bytes, __ATOMIC_SEQ_CST)) >= need &&
+         q->head - __atomic_load_n(&q->dtail, __ATOMIC_SEQ_CST) < q->slots;
+}
+
+// Waits until `need` bytes and a descriptor are free or the deadline passes; false on timeout. If the reader thread
+// exits meanwhile (it signals), the JS thread writes the queue itself.
+static bool wq_wait_room(reader_t *r, uint64_t need, const struct timespec *deadline) {
+  wqueue_t *q = r->wq;
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  wstat_add(q, WS_WAITS, 1);
+  bool ok = true;
+  pthread_mutex_lock(&q->mu);
+  __atomic_store_n(&q->producer_waiting, 1, __ATOMIC_SEQ_CST);
+  while (!wq_has_room(q, need)) {
+    if (!__atomic_load_n(&r->io_running, __ATOMIC_SEQ_CST)) {
+      pthread_mutex_unlock(&q->mu);
+      wq_drain(r);
+      pthread_mutex_lock(&q->mu);
+      continue;
+    }
+    if (pthread_cond_timedwait(&q->room, &q->mu, deadline) == ETIMEDOUT) {
+      ok = wq_has_room(q, need);
+      break;
+    }
+  }
+  __atomic_store_n(&q->producer_waiting, 0, __ATOMIC_SEQ_CST);
+  pthread_mutex_unlock(&q->mu);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  wstat_add(q, WS_WAIT_NS, (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec)));
+  return ok;
+}
+
+// Whether [p, p + n) lies in a slab JS holds inside its callback: such packets need no copy.
+static bool in_held_slab(reader_t *r, const uint8_t *p, uint64_t n) {
+  if (!r->in_cb) return false;
+  for (uint32_t i = 0; i < r->nslabs; i++) {
+    const slab_t *s = &r->slabs[i];
+    if (p >= s->data && p + n <= s->data + r->slab_bytes) return __atomic_load_n(&s->busy, __ATOMIC_RELAXED) != 0;
+  }
+  return false;
+}
+
+static reader_t *get_reader(napi_env env, napi_value v) {
+  void *p = NULL;
+  napi_valuetype type;
+  if (napi_typeof(env, v, &type) != napi_ok || type != napi_external || napi_get_value_external(env, v, &p) != napi_ok ||
+      !p || ((reader_t *)p)->magic != READER_MAGIC) {
+    throw_type(env, "handle must be a reader handle");
+    return NULL;
+  }
+  return p;
+}
+
+static reader_t *get_writing_reader(napi_env env, napi_value v) {
+  reader_t *r = get_reader(env, v);
+  if (r && !r->wq) {
+    throw_type(env, "the reader has no write queue (readerCreate without writeRingBytes)");
+    return NULL;
+  }
+  return r;
+}
+
+// readerWrite(handle, buf, offsets, lengths, count) -> packets queued (the hdrLen bytes before each offset go too).
+static napi_value ReaderWrite(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  if (!get_args(env, info, 5, argv)) return NULL;
+  reader_t *r = get_writing_reader(env, argv[0]);
+  if (!r) return NULL;
+  int32_t count;
+  uint8_t *buf;
+  uint32_t *offs, *lens;
+  size_t buf_len, offs_len, lens_len;
+  if (!get_typed(env, argv[1], napi_uint8_array, (void **)&buf, &buf_len, "buf")) return NULL;
+  if (!get_typed(env, argv[2], napi_uint32_array, (void **)&offs, &offs_len, "offsets")) return NULL;
+  if (!get_typed(env, argv[3], napi_uint32_array, (void **)&lens, &lens_len, "lengths")) return NULL;
+  if (!get_i32(env, argv[4], &count, "count")) return NULL;
+  if (count < 0 || (size_t)count > offs_len || (size_t)count > lens_len) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "count exceeds offsets/lengths");
+    return NULL;
+  }
+  wqueue_t *q = r->wq;
+  int32_t queued = 0;
+  if (r->stopped) goto out;
+  const uint64_t hdr = r->hdr_len, size = q->ring_bytes, mask = q->slots - 1;
+  struct timespec deadline;
+  bool have_deadline = false;
+  for (int32_t i = 0; i < count; i++) {
+    uint64_t off = offs[i], len = lens[i];
+    if (off < hdr || off + len > buf_len || len == 0 || len > MAX_PACKET) {
+      wstat_add(q, WS_INVALID, 1);  // refused here (write() would have said EINVAL)
+      wstat_set(q, WS_LAST_ERRNO, EINVAL);
+      continue;
+    }
+    uint8_t *src = buf + off - hdr;
+    uint64_t n = len + hdr;
+    bool copy = !in_held_slab(r, src, n);
+    uint64_t na = copy ? (n + 63) & ~(uint64_t)63 : 0;
+    uint64_t p = q->prod_bytes % size, pad = na && p + na > size ? size - p : 0;
+    if (!wq_has_room(q, pad + na)) {
+      wq_hand_over(r, true);  // full: let the thread write what is queued, then wait for room
+      if (!have_deadline) {
+        have_deadline = true;
+        clock_gettime(CLOCK_MONOTONIC, &deadline);
+        deadline.tv_nsec += WQ_WAIT_NS % 1000000000LL;
+        deadline.tv_sec += WQ_WAIT_NS / 1000000000LL + deadline.tv_nsec / 1000000000LL;
+        deadline.tv_nsec %= 1000000000LL;
+      }
+      if (!wq_wait_room(r, pad + na, &deadline)) {
+        wstat_add(q, WS_DROPPED, (uint64_t)(count - i));
+        wstat_set(q, WS_LAST_ERRNO, ENOBUFS);
+        break;
+      }
+    }
+    uint8_t *at = src;
+    if (copy) {
+      at = q->ring + (pad ? 0 : p);
+      memcpy(at, src, (size_t)n);
+      q->prod_bytes += pad + na;
+      wstat_add(q, WS_COPIED, 1);
+    }
+    q->descs[q->head & mask] = (wdesc_t){.ptr = at, .len = (uint32_t)n, .end = q->prod_bytes};
+    q->head++;
+    queued++;
+  }
+  // Inside the batch callback call_js hands over when it returns. Otherwise now; that also writes (on this thread)
+  // a hand-over that raced with the exit of the reader thread.
+  if (!r->in_cb && (q->head != q->dhead || (__atomic_load_n(&q->dtail, __ATOMIC_SEQ_CST) != q->dhead &&
+                                            !__atomic_load_n(&r->io_running, __ATOMIC_SEQ_CST))))
+    wq_hand_over(r, true);
+  wstat_add(q, WS_QUEUED, (uint64_t)queued);
+  uint64_t backlog = q->head - __atomic_load_n(&q->dtail, __ATOMIC_RELAXED);
+  if (backlog > q->st[WS_MAX_BACKLOG]) wstat_set(q, WS_MAX_BACKLOG, backlog);
+out:;
+  napi_value result;
+  CHECK(napi_create_int32(env, queued, &result));
+  return result;
+}
+
+// readerWriteStats(handle, out: Float64Array) -> out = [writes, bytes, eagain, errors, lastErrno, drains, queued,
+//   copied, invalid, waits, waitNs, dropped, maxBacklog]
+static napi_value ReaderWriteStats(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  reader_t *r = get_writing_reader(env, argv[0]);
+  if (!r) return NULL;
+  double *out;
+  size_t len;
+  if (!get_typed(env, argv[1], napi_float64_array, (void **)&out, &len, "out")) return NULL;
+  for (size_t i = 0; i < len && i < WSTAT_N; i++) out[i] = (double)__atomic_load_n(&r->wq->st[i], __ATOMIC_RELAXED);
+  return NULL;
+}
+
 static void reader_unref(reader_t *r) {
   if (--r->js_refs > 0) return;
   if (r->stop_fd >= 0) close(r->stop_fd);
   if (r->release_fd >= 0) close(r->release_fd);
+  wq_free(r->wq);
   free(r);
 }
 
-static void release_slab(reader_t *r, slab_t *s) {
+// Returns whether a sleeping reader should be woken for this (it waits for a pending batch or this slab).
+static bool release_slab(reader_t *r, slab_t *s) {
   __atomic_store_n(&s->busy, 0, __ATOMIC_SEQ_CST);
   __atomic_sub_fetch(&r->inflight, 1, __ATOMIC_SEQ_CST);
-  // Wake the reader only when it sleeps waiting for this (a pending batch or a busy slab); pairs with the
-  // store-then-recheck in reader_main, so one side always sees the other.
-  if (__atomic_load_n(&r->want_release, __ATOMIC_SEQ_CST)) {
-    uint64_t one = 1;
-    ssize_t n = write(r->release_fd, &one, sizeof one);
-    (void)n;
-  }
+  // Pairs with the store-then-recheck in reader_main, so one side always sees the other.
+  return __atomic_load_n(&r->sleeping, __ATOMIC_SEQ_CST) == 2;
 }
 
 // data is the slab, or NULL for "the reader died" (errno in fatal_errno).
@@ -315,7 +608,7 @@ static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
   reader_t *r = context;
   slab_t *s = data;
   if (env == NULL || r->stopped) {
-    if (s) release_slab(r, s);  // teardown: nobody will look at it
+    if (s && release_slab(r, s)) reader_wake(r);  // teardown: nobody will look at it
     return;
   }
   napi_value argv[3], undefined;
@@ -329,9 +622,22 @@ static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
     napi_create_int32(env, r->fatal_errno, &argv[1]);
     argv[2] = errno_error(env, r->fatal_errno, "read", "(TUN reader stopped)");
   }
-  // JS processes the batch synchronously; when the call returns (or throws) the slab goes back to the reader.
+  // JS processes the batch synchronously; when the call returns (or throws) what it queued for writing and the slab
+  // go back to the reader thread, with one wakeup at most.
+  r->in_cb = true;
   napi_status st = napi_call_function(env, undefined, js_cb, 3, argv, NULL);
-  if (s) release_slab(r, s);
+  r->in_cb = false;
+  wqueue_t *q = r->wq;
+  bool wake = false;
+  if (q && q->head != q->dhead) {
+    if (r->stopped) {  // closed from inside the callback: nobody writes any more
+      __atomic_sub_fetch(&q->st[WS_QUEUED], q->head - q->dhead, __ATOMIC_RELAXED);
+      wstat_add(q, WS_DROPPED, q->head - q->dhead);
+      q->head = q->dhead;
+    } else wake = wq_hand_over(r, false);
+  }
+  if (s && release_slab(r, s)) wake = true;
+  if (wake) reader_wake(r);
   // A throwing callback is an uncaught exception like any other (Node 20 would only print a deprecation warning).
   bool pending = false;
   if (st != napi_ok && napi_is_exception_pending(env, &pending) == napi_ok && pending) {
@@ -354,9 +660,14 @@ static bool dispatch(reader_t *r, slab_t *s) {
   return true;
 }
 
+static inline bool writes_pending(reader_t *r) {
+  return r->wq && __atomic_load_n(&r->wq->dhead, __ATOMIC_SEQ_CST) != r->wq->dtail;
+}
+
 // Reads everything that is ready into the current slab. A batch is handed to JS as soon as JS is idle (lowest
 // latency), otherwise it keeps growing until JS releases the previous one or the slab is full (largest batches
-// exactly when the JS thread is the bottleneck).
+// exactly when the JS thread is the bottleneck). Writes what JS handed back after dispatching the next batch and
+// before reading into a slab again.
 static void *reader_main(void *arg) {
   reader_t *r = arg;
   const size_t room = MAX_PACKET + r->hdr_len;
@@ -381,6 +692,8 @@ static void *reader_main(void *arg) {
       continue;
     }
     bool mine = !__atomic_load_n(&s->busy, __ATOMIC_ACQUIRE);
+    // After `mine`: whatever JS queued from this slab was handed over before the slab was released.
+    if (r->wq) wq_drain(r);
     if (mine && !full) {
       bool drained = false, fatal = false;
       while (count < r->max_pkts && r->slab_bytes - pos >= room) {
@@ -414,19 +727,17 @@ static void *reader_main(void *arg) {
       r->slab_waits += 1;
     }
     bool need_release = count > 0 || !mine;
-    if (need_release) {
-      __atomic_store_n(&r->want_release, 1, __ATOMIC_SEQ_CST);
-      if ((count > 0 && __atomic_load_n(&r->inflight, __ATOMIC_SEQ_CST) == 0) ||
-          (!mine && !__atomic_load_n(&s->busy, __ATOMIC_SEQ_CST))) {
-        __atomic_store_n(&r->want_release, 0, __ATOMIC_RELAXED);
-        continue;  // released in between: no need to sleep
-      }
+    __atomic_store_n(&r->sleeping, need_release ? 2 : 1, __ATOMIC_SEQ_CST);
+    if ((count > 0 && __atomic_load_n(&r->inflight, __ATOMIC_SEQ_CST) == 0) ||
+        (!mine && !__atomic_load_n(&s->busy, __ATOMIC_SEQ_CST)) || writes_pending(r)) {
+      __atomic_store_n(&r->sleeping, 0, __ATOMIC_SEQ_CST);
+      continue;  // released or handed writes in between: no need to sleep
     }
     pfd[0] = (struct pollfd){.fd = r->stop_fd, .events = POLLIN};
     pfd[1] = (struct pollfd){.fd = r->release_fd, .events = POLLIN};
     pfd[2] = (struct pollfd){.fd = (mine && !full) ? r->fd : -1, .events = POLLIN};
     int rc = poll(pfd, 3, -1);
-    if (need_release) __atomic_store_n(&r->want_release, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&r->sleeping, 0, __ATOMIC_SEQ_CST);
     if (rc < 0) {
       if (errno == EINTR) continue;
       r->fatal_errno = errno;
@@ -440,6 +751,17 @@ static void *reader_main(void *arg) {
       (void)n;
     }
     // POLLERR/POLLHUP on the tun fd: the next read reports the errno and ends the thread.
+  }
+  if (r->wq) {
+    // What was handed over before the stop is written; from now on the JS thread writes for itself (a hand-over
+    // that races with this is written by the next readerWrite or by readerStop).
+    wq_drain(r);
+    __atomic_store_n(&r->io_running, 0, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&r->wq->producer_waiting, __ATOMIC_SEQ_CST)) {
+      pthread_mutex_lock(&r->wq->mu);
+      pthread_cond_signal(&r->wq->room);
+      pthread_mutex_unlock(&r->wq->mu);
+    }
   }
   return NULL;
 }
@@ -457,23 +779,27 @@ static void handle_finalize(napi_env env, void *data, void *hint) {
   reader_unref(r);
 }
 
-static reader_t *get_reader(napi_env env, napi_value v) {
-  void *p = NULL;
-  if (napi_get_value_external(env, v, &p) != napi_ok || !p) {
-    throw_type(env, "handle must be a reader handle");
+static napi_value ReaderCreate(napi_env env, napi_callback_info info) {
+  napi_value argv[7];
+  size_t argc = 7;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 5) {
+    throw_type(env, "not enough arguments");
     return NULL;
   }
-  return p;
-}
-
-static napi_value ReaderCreate(napi_env env, napi_callback_info info) {
-  napi_value argv[5];
-  if (!get_args(env, info, 5, argv)) return NULL;
-  int32_t fd, hdr, nslabs, slab_bytes, max_pkts;
+  int32_t fd, hdr, nslabs, slab_bytes, max_pkts, wring = 0, wslots = 0;
   if (!get_i32(env, argv[0], &fd, "fd") || !get_i32(env, argv[1], &hdr, "hdrLen") ||
       !get_i32(env, argv[2], &nslabs, "slabs") || !get_i32(env, argv[3], &slab_bytes, "slabBytes") ||
       !get_i32(env, argv[4], &max_pkts, "maxPackets"))
     return NULL;
+  if (argc >= 7 && (!get_i32(env, argv[5], &wring, "writeRingBytes") || !get_i32(env, argv[6], &wslots, "writeSlots")))
+    return NULL;
+  if (wring != 0 && (wring < (256 << 10) || wring > (1 << 30) || wslots < 2 || wslots > (1 << 20) ||
+                     (wslots & (wslots - 1)))) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE",
+                           "a write queue needs a ring of 256 KiB..1 GiB and a power-of-two slot count 2..2^20");
+    return NULL;
+  }
   if (hdr < 0 || hdr > 64 || nslabs < 2 || nslabs > MAX_SLABS || slab_bytes < MAX_PACKET + 64 + hdr ||
       max_pkts < 1) {
     napi_throw_range_error(env, "ERR_OUT_OF_RANGE",
@@ -485,6 +811,7 @@ static napi_value ReaderCreate(napi_env env, napi_callback_info info) {
     throw_errno(env, ENOMEM, "calloc", NULL);
     return NULL;
   }
+  r->magic = READER_MAGIC;
   r->fd = fd;
   r->hdr_len = (uint32_t)hdr;
   r->nslabs = (uint32_t)nslabs;
@@ -498,6 +825,14 @@ static napi_value ReaderCreate(napi_env env, napi_callback_info info) {
     reader_unref(r);
     throw_errno(env, err, "eventfd", NULL);
     return NULL;
+  }
+  if (wring != 0) {
+    r->wq = wq_new((uint64_t)wring, (uint64_t)wslots);
+    if (!r->wq || !r->wq->ring || !r->wq->descs) {
+      reader_unref(r);
+      throw_errno(env, ENOMEM, "malloc", "(write queue)");
+      return NULL;
+    }
   }
 
   napi_value result, handle, bufs, offs, lens;
@@ -573,9 +908,11 @@ static napi_value ReaderStart(napi_env env, napi_callback_info info) {
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
+  if (r->wq) __atomic_store_n(&r->io_running, 1, __ATOMIC_SEQ_CST);  // from now on the thread writes the queue
   int err = pthread_create(&r->thread, NULL, reader_main, r);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (err) {
+    __atomic_store_n(&r->io_running, 0, __ATOMIC_SEQ_CST);
     napi_release_threadsafe_function(r->tsfn, napi_tsfn_abort);
     r->stopped = true;
     throw_errno(env, err, "pthread_create", NULL);
@@ -608,6 +945,7 @@ static napi_value ReaderStop(napi_env env, napi_callback_info info) {
   if (r->stopped) return NULL;
   reader_halt(r);
   if (r->thread_started) napi_remove_env_cleanup_hook(env, env_cleanup, r);
+  if (r->wq) wq_drain(r);  // a hand-over that raced with a fatal exit of the thread; before the slabs can go
   for (uint32_t i = 0; i < r->nslabs; i++)
     for (int k = 0; k < 3; k++)
       if (r->slabs[i].refs[k]) {
@@ -638,6 +976,8 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"setOffload", NULL, SetOffload, NULL, NULL, NULL, napi_enumerable, NULL},
       {"close", NULL, Close, NULL, NULL, NULL, napi_enumerable, NULL},
       {"writeBatch", NULL, WriteBatch, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"readerWrite", NULL, ReaderWrite, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"readerWriteStats", NULL, ReaderWriteStats, NULL, NULL, NULL, napi_enumerable, NULL},
       {"readerCreate", NULL, ReaderCreate, NULL, NULL, NULL, napi_enumerable, NULL},
       {"readerStart", NULL, ReaderStart, NULL, NULL, NULL, napi_enumerable, NULL},
       {"readerRef", NULL, ReaderRef, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -12,17 +12,41 @@ export interface NativeTun {
   /** counters += [EAGAIN, other errors, last errno, bytes written]; returns packets written */
   writeBatch(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, hdrLen: number,
     counters: Float64Array): number
-  readerCreate(fd: number, hdrLen: number, slabs: number, slabBytes: number, maxPackets: number): NativeReader
+  /** With writeRingBytes > 0 the reader gets a write queue that its thread writes (readerWrite). */
+  readerCreate(fd: number, hdrLen: number, slabs: number, slabBytes: number, maxPackets: number,
+    writeRingBytes?: number, writeSlots?: number): NativeReader
   /** cb(slab, count, bytes) per batch; cb(-1, errno, error) once if reading fails for good (the reader stops) */
   readerStart(handle: ReaderHandle, cb: (slab: number, count: number, bytes: number | NodeJS.ErrnoException) => void): void
   readerRef(handle: ReaderHandle, ref: boolean): void
+  /** Writes what was handed over, joins the thread; idempotent; no callback runs afterwards. */
   readerStop(handle: ReaderHandle): void
+  /**
+   * Queues `count` packets (with the hdrLen bytes before each) for the reader thread to write and returns how many
+   * were queued. Packets in the slab of the batch being processed are handed over when the callback returns and
+   * are not copied; others are copied, so their memory may be reused at once. Waits (bounded) for room when full.
+   * Without a running thread (before start, after stop) it writes right here.
+   */
+  readerWrite(handle: ReaderHandle, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number): number
+  /**
+   * out = WriteStat order. writes/bytes/eagain/errors/lastErrno: write() results; drains: times the thread found
+   * packets to write; queued (of which copied): accepted by readerWrite; invalid: refused by it (EINVAL); waits and
+   * waitNs: readerWrite waiting for room; dropped: given up on after waiting (ENOBUFS); maxBacklog: most packets
+   * queued and not yet written after a readerWrite.
+   */
+  readerWriteStats(handle: ReaderHandle, out: Float64Array): void
   /** out = [reads, readErrors, slabWaits, dispatches] */
   readerStats(handle: ReaderHandle, out: Float64Array): void
 }
 
 declare const readerBrand: unique symbol
 export type ReaderHandle = { readonly [readerBrand]: true }
+
+/** Indexes into readerWriteStats' output. */
+export const WriteStat = {
+  WRITES: 0, BYTES: 1, EAGAIN: 2, ERRORS: 3, LAST_ERRNO: 4, DRAINS: 5,
+  QUEUED: 6, COPIED: 7, INVALID: 8, WAITS: 9, WAIT_NS: 10, DROPPED: 11, MAX_BACKLOG: 12,
+} as const
+export const WRITE_STATS = 13
 
 export interface NativeReader {
   readonly handle: ReaderHandle

@@ -3,7 +3,7 @@
 import { execFile } from 'node:child_process'
 import type { Batch, Device, DeviceStats } from './device'
 import { VNET_HDR_LEN } from './device'
-import { loadNative, OPEN_MULTI_QUEUE, OPEN_VNET_HDR, type NativeReader, type NativeTun } from './native'
+import { loadNative, OPEN_MULTI_QUEUE, OPEN_VNET_HDR, WRITE_STATS, WriteStat, type NativeReader, type NativeTun, type ReaderHandle } from './native'
 
 /** TUNSETOFFLOAD bits (include/uapi/linux/if_tun.h). */
 export const TunOffload = { CSUM: 0x01, TSO4: 0x02, TSO6: 0x04, TSO_ECN: 0x08, UFO: 0x10, USO4: 0x20, USO6: 0x40 } as const
@@ -34,6 +34,18 @@ export interface TunOptions {
   slabBytes?: number
   /** most packets in one batch (default 4096) */
   maxBatch?: number
+  /**
+   * Where write() runs, and with it the kernel's forwarding work for every packet sent (the bulk of the cost).
+   * 'queue' (default): on each queue's native thread, which reads the TUN too. writeBatch queues and returns;
+   * packets of the batch being processed are written from where they are when the callback returns, others are
+   * copied. 'js': on the JS thread, inside writeBatch (the JS thread then does that kernel work itself).
+   */
+  writeMode?: 'queue' | 'js'
+  /**
+   * bytes of each queue's ring for packets that must be copied (default 8 MiB, 256 KiB..1 GiB); when the ring or
+   * its descriptors are full, writeBatch waits for the thread to make room (at most 200 ms per call)
+   */
+  writeRingBytes?: number
   /** called once per queue if reading fails for good (the device went away); default: a process warning */
   onError?: (err: Error) => void
 }
@@ -60,6 +72,22 @@ export interface TunStats extends DeviceStats {
   /** errno of the last failed write, 0 if none */
   lastWriteErrno: number
   writeBytes: number
+  /** packets queued for the queue threads to write (writes lag behind by the backlog) */
+  writeQueued: number
+  /** of those, packets that were copied (not from the batch being processed) */
+  writeCopied: number
+  /** packets queued and not yet written (or failed) */
+  writeBacklog: number
+  /** the largest backlog seen after a writeBatch, in packets */
+  writeBacklogMax: number
+  /** times writeBatch found a queue full and waited for room (JS outpaces the kernel) */
+  writeWaits: number
+  /** total time writeBatch spent waiting for room */
+  writeWaitMs: number
+  /** packets given up on after waiting 200 ms for room (also in writeErrors, lastWriteErrno ENOBUFS) */
+  writeDropped: number
+  /** times a queue thread found packets to write (writes / drains = packets per drain) */
+  writeDrains: number
 }
 
 export class TunOptionError extends TypeError {
@@ -73,6 +101,8 @@ interface Queue {
   readonly fd: number
   readonly reader: NativeReader
   readonly batches: MutableBatch[]
+  /** the reader handle when its thread writes (writeMode 'queue'), null when writing on the JS thread */
+  readonly writer: ReaderHandle | null
 }
 
 function offloadsFrom(flags: number): OffloadsAccepted {
@@ -108,7 +138,9 @@ export class TunDevice implements Device {
   private readonly hdrLen: number
   private readonly writeCounters = new Float64Array(4)
   private readonly readerCounters = new Float64Array(4)
+  private readonly queueCounters = new Float64Array(WRITE_STATS)
   private writeFd: number
+  private writer: ReaderHandle | null
   private started = false
   private refed = true
   private closed = false
@@ -119,16 +151,24 @@ export class TunDevice implements Device {
 
   /** Use openTun(). */
   constructor(private readonly native: NativeTun, readonly name: string, vnetHdr: boolean, offloads: number,
-    fds: readonly number[], private readonly onError: (err: Error) => void, sizes: { slabs: number; slabBytes: number; maxBatch: number }) {
+    fds: readonly number[], private readonly onError: (err: Error) => void,
+    sizes: { slabs: number; slabBytes: number; maxBatch: number; writeMode: 'queue' | 'js'; writeRingBytes: number }) {
     this.vnetHdr = vnetHdr
     this.hdrLen = vnetHdr ? VNET_HDR_LEN : 0
     this.offloadsAccepted = offloadsFrom(offloads)
+    // Descriptors: room for two full batches, or one per KiB of ring (small copied packets), whichever is more.
+    let slots = 64
+    while (slots < Math.max(2 * sizes.maxBatch, sizes.writeRingBytes >> 10) && slots < 1 << 20) slots <<= 1
+    const queued = sizes.writeMode === 'queue'
     this.queues = fds.map(fd => {
-      const reader = native.readerCreate(fd, this.hdrLen, sizes.slabs, sizes.slabBytes, sizes.maxBatch)
+      const reader = queued
+        ? native.readerCreate(fd, this.hdrLen, sizes.slabs, sizes.slabBytes, sizes.maxBatch, sizes.writeRingBytes, slots)
+        : native.readerCreate(fd, this.hdrLen, sizes.slabs, sizes.slabBytes, sizes.maxBatch)
       const batches = reader.bufs.map((buf, i): MutableBatch => ({ buf, count: 0, offsets: reader.offsets[i]!, lengths: reader.lengths[i]! }))
-      return { fd, reader, batches }
+      return { fd, reader, batches, writer: queued ? reader.handle : null }
     })
     this.writeFd = fds[0]!
+    this.writer = this.queues[0]!.writer
   }
 
   /** One fd per queue (for diagnostics; the device owns them). */
@@ -145,6 +185,7 @@ export class TunDevice implements Device {
     for (const q of this.queues) {
       const batches = q.batches
       const fd = q.fd
+      const writer = q.writer
       this.native.readerStart(q.reader.handle, (slab, count, bytes) => {
         const batch = slab >= 0 ? batches[slab] : undefined
         if (batch === undefined || typeof bytes !== 'number') {
@@ -158,14 +199,23 @@ export class TunDevice implements Device {
         this.bytes += bytes
         batch.count = count
         this.writeFd = fd  // answers go out on the queue the batch came from
+        this.writer = writer
         onBatch(batch)
       })
       if (!this.refed) this.native.readerRef(q.reader.handle, false)
     }
   }
 
+  /**
+   * writeMode 'queue': queues the packets for the queue thread and returns how many were queued (write() results
+   * show up in stats(): writes, writeErrors, lastWriteErrno). Packets from the batch being processed are written
+   * from the batch when the callback returns, so they must not be changed after this call; anything else is copied
+   * and may be reused at once. When the queue is full this waits for room (writeWaits). 'js': writes right here
+   * and returns how many were written.
+   */
   writeBatch(buf: Buffer, offsets: Uint32Array, lengths: Uint32Array, count: number): number {
     if (this.closed || count <= 0) return 0
+    if (this.writer !== null) return this.native.readerWrite(this.writer, buf, offsets, lengths, count)
     const n = this.native.writeBatch(this.writeFd, buf, offsets, lengths, count, this.hdrLen, this.writeCounters)
     this.writes += n
     return n
@@ -178,19 +228,48 @@ export class TunDevice implements Device {
       this.native.readerStats(q.reader.handle, this.readerCounters)
       for (let i = 0; i < 4; i++) r[i]! += this.readerCounters[i]!
     }
+    // Writes on the JS thread (writeMode 'js') and through the queues, summed.
+    let writes = this.writes, eagain = w[0]!, errors = w[1]!, lastErrno = w[2]!, bytes = w[3]!
+    let queued = 0, copied = 0, backlog = 0, backlogMax = 0, waits = 0, waitNs = 0, dropped = 0, drains = 0
+    const c = this.queueCounters
+    for (const q of this.queues) {
+      if (q.writer === null) continue
+      this.native.readerWriteStats(q.writer, c)
+      writes += c[WriteStat.WRITES]!
+      bytes += c[WriteStat.BYTES]!
+      eagain += c[WriteStat.EAGAIN]!
+      errors += c[WriteStat.ERRORS]! + c[WriteStat.INVALID]! + c[WriteStat.DROPPED]!
+      if (c[WriteStat.LAST_ERRNO]! !== 0) lastErrno = c[WriteStat.LAST_ERRNO]!
+      queued += c[WriteStat.QUEUED]!
+      copied += c[WriteStat.COPIED]!
+      backlog += c[WriteStat.QUEUED]! - c[WriteStat.WRITES]! - c[WriteStat.EAGAIN]! - c[WriteStat.ERRORS]!
+      backlogMax = Math.max(backlogMax, c[WriteStat.MAX_BACKLOG]!)
+      waits += c[WriteStat.WAITS]!
+      waitNs += c[WriteStat.WAIT_NS]!
+      dropped += c[WriteStat.DROPPED]!
+      drains += c[WriteStat.DRAINS]!
+    }
     return {
       batches: this.batches,
       packets: this.packets,
       bytes: this.bytes,
-      writes: this.writes,
-      writeErrors: w[0]! + w[1]!,
+      writes,
+      writeErrors: eagain + errors,
       avgPacketsPerBatch: this.avgPacketsPerBatch,
       reads: r[0]!,
       readErrors: r[1]!,
       slabWaits: r[2]!,
-      writeEagain: w[0]!,
-      lastWriteErrno: w[2]!,
-      writeBytes: w[3]!,
+      writeEagain: eagain,
+      lastWriteErrno: lastErrno,
+      writeBytes: bytes,
+      writeQueued: queued,
+      writeCopied: copied,
+      writeBacklog: backlog,
+      writeBacklogMax: backlogMax,
+      writeWaits: waits,
+      writeWaitMs: waitNs / 1e6,
+      writeDropped: dropped,
+      writeDrains: drains,
     }
   }
 
@@ -198,7 +277,10 @@ export class TunDevice implements Device {
   ref(): this { this.refed = true; for (const q of this.queues) this.native.readerRef(q.reader.handle, true); return this }
   unref(): this { this.refed = false; for (const q of this.queues) this.native.readerRef(q.reader.handle, false); return this }
 
-  /** Stops the readers (joins their threads), closes the fds; the kernel removes the interface. Idempotent. */
+  /**
+   * Stops the queue threads (each writes what was queued, then is joined), closes the fds; the kernel removes the
+   * interface. Idempotent.
+   */
   close(): Promise<void> {
     if (!this.closed) {
       this.closed = true
@@ -221,10 +303,15 @@ export async function openTun(opts: TunOptions): Promise<TunDevice> {
   const queues = intOption('queues', opts.queues, 1, 1, 64)
   const multiQueue = opts.multiQueue ?? queues > 1
   if (queues > 1 && !multiQueue) throw new TunOptionError('more than one queue needs multiQueue')
+  if (opts.writeMode !== undefined && opts.writeMode !== 'queue' && opts.writeMode !== 'js') {
+    throw new TunOptionError(`writeMode must be 'queue' or 'js', got ${String(opts.writeMode)}`)
+  }
   const sizes = {
     slabs: intOption('slabs', opts.slabs, 4, 2, 16),
     slabBytes: intOption('slabBytes', opts.slabBytes, 4 << 20, 128 << 10, 1 << 30),
     maxBatch: intOption('maxBatch', opts.maxBatch, 4096, 1, 1 << 20),
+    writeMode: opts.writeMode ?? 'queue',
+    writeRingBytes: intOption('writeRingBytes', opts.writeRingBytes, 8 << 20, 256 << 10, 1 << 30),
   }
   const link: string[] = []
   if (opts.mtu !== undefined) link.push('mtu', String(intOption('mtu', opts.mtu, 1500, 68, 65535)))

@@ -1,7 +1,7 @@
 // The TUN addon: error paths that need no device (any user), then a real TUN inside a throwaway namespace (root).
 import t from 'tap'
-import { existsSync } from 'node:fs'
-import { addonPath, loadNative, repoRoot } from '../../src/device/native'
+import { closeSync, existsSync, openSync } from 'node:fs'
+import { addonPath, loadNative, repoRoot, WRITE_STATS, WriteStat, type ReaderHandle } from '../../src/device/native'
 import { openTun, TunOptionError } from '../../src/device/tun'
 import { isRoot, netnsSkip, topology } from '../helpers/netns'
 import { fixtureCommand } from '../netns/fixtures/launch'
@@ -18,7 +18,7 @@ t.test('the addon is found from src/ and from dist/', async t => {
 
 t.test('addon error paths (nothing is created)', needAddon, async t => {
   const n = loadNative()
-  for (const f of ['open', 'setOffload', 'close', 'writeBatch', 'readerCreate', 'readerStart', 'readerRef', 'readerStop', 'readerStats']) {
+  for (const f of ['open', 'setOffload', 'close', 'writeBatch', 'readerWrite', 'readerWriteStats', 'readerCreate', 'readerStart', 'readerRef', 'readerStop', 'readerStats']) {
     t.type((n as unknown as Record<string, unknown>)[f], 'function', f)
   }
   t.throws(() => n.open('a-name-that-is-far-too-long', 0), { code: 'EINVAL', errno: 22, syscall: 'TUNSETIFF', message: /at most 15 bytes/ },
@@ -48,6 +48,50 @@ t.test('addon error paths (nothing is created)', needAddon, async t => {
   n.readerStop(r.handle)
   n.readerStop(r.handle)
   t.throws(() => n.readerStart(r.handle, () => undefined), { code: 'ERR_INVALID_STATE' })
+})
+
+// The write queue needs no TUN: before readerStart (and after readerStop) readerWrite writes on the calling thread,
+// so the bookkeeping can be checked on a bad fd and on /dev/null. (Through a running thread: tun-probe.)
+t.test('write queue without a running thread (fds that are not TUNs)', needAddon, async t => {
+  const n = loadNative()
+  const stats = (h: ReaderHandle): Record<keyof typeof WriteStat, number> => {
+    const out = new Float64Array(WRITE_STATS)
+    n.readerWriteStats(h, out)
+    return Object.fromEntries(Object.entries(WriteStat).map(([k, i]) => [k, out[i]!])) as Record<keyof typeof WriteStat, number>
+  }
+  t.throws(() => n.readerCreate(-1, 10, 2, 1 << 17, 8, 64 << 10, 64), { code: 'ERR_OUT_OF_RANGE' }, 'the ring must hold two 64 KB packets')
+  t.throws(() => n.readerCreate(-1, 10, 2, 1 << 17, 8, 1 << 20, 100), { code: 'ERR_OUT_OF_RANGE' }, 'slots must be a power of two')
+  const plain = n.readerCreate(-1, 10, 2, 1 << 17, 8)
+  t.throws(() => n.readerWrite(plain.handle, Buffer.alloc(1), Uint32Array.of(0), Uint32Array.of(1), 1), { code: 'ERR_INVALID_ARG_TYPE', message: /no write queue/ })
+  t.throws(() => n.readerWriteStats({} as ReaderHandle, new Float64Array(WRITE_STATS)), { code: 'ERR_INVALID_ARG_TYPE' })
+  n.readerStop(plain.handle)
+
+  // A bad fd: invalid packets are refused up front (EINVAL), the valid one fails in write() (EBADF).
+  const bad = n.readerCreate(-1, 10, 2, 1 << 17, 8, 1 << 20, 64)
+  const buf = Buffer.alloc(100)
+  t.equal(n.readerWrite(bad.handle, buf, Uint32Array.of(10, 5, 90, 10), Uint32Array.of(20, 20, 20, 0), 4), 1, 'one queued, three refused')
+  t.throws(() => n.readerWrite(bad.handle, buf, Uint32Array.of(10), Uint32Array.of(20), 2), { code: 'ERR_OUT_OF_RANGE' })
+  t.match(stats(bad.handle), { QUEUED: 1, INVALID: 3, ERRORS: 1, LAST_ERRNO: 9, WRITES: 0, DROPPED: 0 })
+  n.readerStop(bad.handle)
+  t.equal(n.readerWrite(bad.handle, buf, Uint32Array.of(10), Uint32Array.of(20), 1), 0, 'nothing is queued after stop')
+
+  // /dev/null: every packet written, in whatever sizes; memory reused right after the call.
+  const devNull = openSync('/dev/null', 'w')
+  try {
+    const r = n.readerCreate(devNull, 10, 2, 1 << 17, 8, 256 << 10, 64)
+    const pkt = Buffer.alloc(70_000)
+    let queued = 0, bytes = 0
+    for (let i = 0; i < 200; i++) {
+      const len = 1 + ((i * 7919) % 65_000)
+      queued += n.readerWrite(r.handle, pkt, Uint32Array.of(10, 10), Uint32Array.of(len, 100), 2)
+      bytes += len + 100
+      pkt.fill(i)
+    }
+    n.readerStop(r.handle)
+    t.equal(queued, 400)
+    t.match(stats(r.handle), { QUEUED: 400, COPIED: 400, WRITES: 400, BYTES: bytes, ERRORS: 0, DROPPED: 0, WAITS: 0 },
+      'outside a batch callback every packet is copied; all written')
+  } finally { closeSync(devNull) }
 })
 
 // Names the kernel would refuse anyway: if validation ever regressed, nothing could be created in this namespace.
@@ -80,12 +124,19 @@ interface ProbeReport {
   tcpGsoVnetHdr: string | null
   maxPacket: number
   stats: { batches: number; packets: number; writes: number; writeErrors: number; avgPacketsPerBatch: number }
+  mirroredAtClose: number
+  copiedAtClose: number
+  statsAfterClose: { writes: number; writeQueued: number; writeBacklog: number; writeDropped: number }
   closeMs: number
   writeAfterClose: number
   linkGone: boolean
   backpressure: {
     sent: number; seenByJs: number; tunDropped: number; qdiscDropped: number; inOrder: boolean
     slabWaits: number; readErrors: number; writeErrors: number
+  }
+  writeBackpressure: {
+    queued: number; received: number; inOrder: boolean; writes: number; writeCopied: number; writeWaits: number
+    writeDropped: number; writeErrors: number
   }
   fatal?: unknown
 }
@@ -120,6 +171,10 @@ for (const vnetHdr of [true, false]) {
     }
     t.ok(rep.stats.batches > 0 && rep.stats.packets >= rep.stats.batches, `counters: ${JSON.stringify(rep.stats)}`)
     t.equal(rep.stats.writeErrors, 0)
+    t.same(rep.statsAfterClose, { writes: rep.mirroredAtClose, writeQueued: rep.mirroredAtClose, writeBacklog: 0, writeDropped: 0 },
+      'the queue thread wrote every mirrored packet by the time close() returned')
+    t.ok(rep.copiedAtClose >= 3 && rep.copiedAtClose < rep.mirroredAtClose,
+      `UDP from the scratch buffer was copied (${rep.copiedAtClose}), the batch's own packets were not`)
     t.ok(rep.closeMs < 500, `close is prompt (${rep.closeMs.toFixed(1)} ms; mostly the kernel unregistering the link)`)
     t.ok(rep.multiQueueCloseMs < 500, `closing two started queues is prompt (${rep.multiQueueCloseMs.toFixed(1)} ms)`)
     t.equal(rep.writeAfterClose, 0, 'writes after close do nothing')
@@ -130,6 +185,11 @@ for (const vnetHdr of [true, false]) {
       `every datagram reached JS or was dropped by the kernel before the TUN (${JSON.stringify(bp)})`)
     t.ok(bp.inOrder, 'in order across slab rotations, no duplicates')
     t.equal(bp.readErrors + bp.writeErrors, 0)
+    const wb = rep.writeBackpressure
+    t.match(wb, { queued: 200, writes: 200, writeCopied: 200, writeDropped: 0, writeErrors: 0, inOrder: true },
+      `400 KB in one writeBatch through a 256 KiB ring: all queued and written, in order (${JSON.stringify(wb)})`)
+    t.ok(wb.writeWaits > 0, `writeBatch waited for the queue thread to make room (${wb.writeWaits} times)`)
+    t.ok(wb.received > 0, `datagrams reached the socket (${wb.received}; the rest overflowed its buffer)`)
     t.comment(`probe ran in ${runMs} ms`)
   })
 }

@@ -210,6 +210,8 @@ t.test('client → node (TUN reflector) → server', netnsSkip('ping', 'curl', '
       t.equal(refl.exitCode, 0, 'reflector exits 0 on SIGTERM')
       t.ok(exitMs < 2000, `reflector exits promptly on SIGTERM (${exitMs} ms)`)
       t.equal(last.writeErrors, 0, 'no write errors')
+      t.equal(last['writeDropped'], 0, 'nothing dropped waiting for room in the write queue')
+      t.equal(last['writeBacklog'], 0, 'the queue thread wrote everything before the reflector exited')
 
       report[mode] = {
         curlGbps: Number(gbps.toFixed(2)),
@@ -219,6 +221,8 @@ t.test('client → node (TUN reflector) → server', netnsSkip('ping', 'curl', '
         udpFloodPacketsThroughTun: s4.packets - s3.packets,
         ...udp,
         slabWaits: last.slabWaits,
+        writeCopied: last['writeCopied'],
+        writeWaits: last['writeWaits'],
         exitMs,
         total: { batches: last.batches, packets: last.packets, avgPacketsPerBatch: Number(last.avgPacketsPerBatch.toFixed(1)) },
       }
