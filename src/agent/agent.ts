@@ -162,7 +162,7 @@ export class Agent implements DataplaneView {
     if (this.opts.device) {
       this.dev = this.opts.device
     } else {
-      const tun: TunDevice = await openTun({ name: cfg.tun.name, vnetHdr: cfg.tun.vnetHdr, offloads: cfg.tun.vnetHdr, txqueuelen: 10000 })
+      const tun: TunDevice = await openTun({ name: cfg.tun.name, vnetHdr: cfg.tun.vnetHdr, offloads: cfg.tun.vnetHdr, txqueuelen: 10000, queues: cfg.tun.queues ?? 2 })
       this.dev = tun
       this.log(`[agent] ${tun.name} open: vnet header ${tun.vnetHdr ? 'on' : 'off'}, offloads ${JSON.stringify(tun.offloadsAccepted)}`)
       this.wiring = await wire(cfg, tun.name)

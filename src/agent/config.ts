@@ -19,6 +19,10 @@ export interface AgentConfig {
   /** all pods of the cluster, e.g. 10.100.0.0/16 */
   readonly clusterCIDR: string
   readonly serviceCIDR: string
+  /** dual-stack: all IPv6 pods of the cluster (e.g. fd00:10:100::/56); the node is wired for IPv6 when set */
+  readonly clusterCIDR6?: string
+  /** dual-stack: the IPv6 service CIDR (e.g. fd00:10:96::/112), routed into the TUN */
+  readonly serviceCIDR6?: string
   /** manifest files/dirs: Services, EndpointSlices, Nodes, Pods (the lab writes computed EndpointSlices here) */
   readonly manifests: readonly string[]
   readonly dns: {
@@ -30,6 +34,8 @@ export interface AgentConfig {
   readonly tun: {
     readonly name: string
     readonly vnetHdr: boolean
+    /** reader queues, each with its own thread (IFF_MULTI_QUEUE); default 2: one queue thread is the limit at 4 streams */
+    readonly queues?: number
   }
   readonly vxlan: {
     readonly vni: number

@@ -8,6 +8,13 @@
 //              address only when the route lookup for it with iif <uplink> says "local")
 //   pref 100                       lookup local     (moved from pref 0, so the rules above see local destinations)
 //   table 190: default dev <tun>;  main: <serviceCIDR> dev <tun> (the node's own processes reaching services)
+//
+// Dual-stack (clusterCIDR6 / serviceCIDR6 set): the same for IPv6 with `ip -6`: prefs 90, 91, 92 (from
+// <clusterCIDR6>), 97 (ICMPv6 from lo to pods), the local rule moved 0 -> 100, table 190 default dev <tun>, and
+// <serviceCIDR6> dev <tun> in main; IPv6 on the TUN and IPv6 forwarding. IPv6 has no accept_local and no rp_filter:
+// packets tundra writes back with a local source are taken as they are. NDP between pods and the node never meets
+// pref 92: link-local and multicast destinations are looked up strictly by interface, so table 190 (whose route is
+// via the TUN) has no match for them and the lookup falls through to the local table.
 import { must, run } from '../netns/netns'
 import type { AgentConfig } from './config'
 
@@ -35,14 +42,27 @@ export async function wire(cfg: AgentConfig, tun: string): Promise<Wiring> {
     await must(['sysctl', '-qw', `${key}=${value}`])
     if (old && old !== value) undo.push(['sysctl', '-qw', `${key}=${old}`])
   }
-  const rule = async (pref: string, args: string[]): Promise<void> => {
-    while ((await run(['ip', 'rule', 'del', 'pref', pref])).code === 0) { /* a predecessor's: replace it */ }
-    await must(['ip', 'rule', 'add', 'pref', pref, ...args])
-    undo.push(['ip', 'rule', 'del', 'pref', pref])
+  const ruleIn = (fam: '-4' | '-6') => async (pref: string, args: string[]): Promise<void> => {
+    while ((await run(['ip', fam, 'rule', 'del', 'pref', pref])).code === 0) { /* a predecessor's: replace it */ }
+    await must(['ip', fam, 'rule', 'add', 'pref', pref, ...args])
+    undo.push(['ip', fam, 'rule', 'del', 'pref', pref])
   }
-  const route = async (args: string[]): Promise<void> => {
-    await must(['ip', 'route', 'replace', ...args])
-    undo.push(['ip', 'route', 'del', ...args])
+  const routeIn = (fam: '-4' | '-6') => async (args: string[]): Promise<void> => {
+    await must(['ip', fam, 'route', 'replace', ...args])
+    undo.push(['ip', fam, 'route', 'del', ...args])
+  }
+  const rule = ruleIn('-4')
+  const route = routeIn('-4')
+  /** the local table's rule from pref 0 to pref 100, so the rules above it see local destinations first */
+  const moveLocalRule = async (fam: '-4' | '-6'): Promise<void> => {
+    const rules = (await run(['ip', fam, 'rule', 'show'])).stdout
+    if (/^0:\s+from all lookup local/m.test(rules)) {
+      await ruleIn(fam)('100', ['lookup', 'local'])
+      await must(['ip', fam, 'rule', 'del', 'pref', '0'])
+      undo.push(['ip', fam, 'rule', 'add', 'pref', '0', 'lookup', 'local'])
+    } else if (/^100:\s+from all lookup local/m.test(rules)) {
+      undo.push(['ip', fam, 'rule', 'del', 'pref', '100'], ['ip', fam, 'rule', 'add', 'pref', '0', 'lookup', 'local'])
+    }
   }
   try {
     await must(['ip', 'link', 'set', tun, 'up'])
@@ -68,16 +88,29 @@ export async function wire(cfg: AgentConfig, tun: string): Promise<Wiring> {
     // ICMP errors the node itself sends to pods (fragmentation needed on the way to an endpoint) must be reverse-
     // translated like any reply: their inner header names the endpoint, which the client never talked to.
     await rule('97', ['iif', 'lo', 'ipproto', 'icmp', 'to', cfg.clusterCIDR, 'lookup', TABLE])
-    const rules = (await run(['ip', 'rule', 'show'])).stdout
-    if (/^0:\s+from all lookup local/m.test(rules)) {
-      await rule('100', ['lookup', 'local'])
-      await must(['ip', 'rule', 'del', 'pref', '0'])
-      undo.push(['ip', 'rule', 'add', 'pref', '0', 'lookup', 'local'])
-    } else if (/^100:\s+from all lookup local/m.test(rules)) {
-      undo.push(['ip', 'rule', 'del', 'pref', '100'], ['ip', 'rule', 'add', 'pref', '0', 'lookup', 'local'])
-    }
+    await moveLocalRule('-4')
     await route([cfg.serviceCIDR, 'dev', tun])
     await route(['blackhole', cfg.serviceCIDR, 'metric', '1000'])
+    if (cfg.clusterCIDR6 !== undefined || cfg.serviceCIDR6 !== undefined) {
+      const rule6 = ruleIn('-6')
+      const route6 = routeIn('-6')
+      await sysctl('net.ipv6.conf.all.disable_ipv6', '0')
+      await sysctl(`net.ipv6.conf.${tun}.disable_ipv6`, '0')
+      await sysctl('net.ipv6.conf.all.forwarding', '1')
+      await route6(['default', 'dev', tun, 'table', TABLE])
+      await route6(['blackhole', 'default', 'table', TABLE, 'metric', '1000'])
+      await rule6('90', ['iif', tun, 'lookup', 'local'])
+      await rule6('91', ['iif', tun, 'lookup', 'main'])
+      if (cfg.clusterCIDR6 !== undefined) {
+        await rule6('92', ['from', cfg.clusterCIDR6, 'lookup', TABLE])
+        await rule6('97', ['iif', 'lo', 'ipproto', 'ipv6-icmp', 'to', cfg.clusterCIDR6, 'lookup', TABLE])
+      }
+      await moveLocalRule('-6')
+      if (cfg.serviceCIDR6 !== undefined) {
+        await route6([cfg.serviceCIDR6, 'dev', tun])
+        await route6(['blackhole', cfg.serviceCIDR6, 'metric', '1000'])
+      }
+    }
     // TCP DNS is served by a kernel socket on the DNS address (UDP is answered in the packet path)
     await must(['ip', 'addr', 'replace', `${cfg.dns.ip}/32`, 'dev', 'lo'])
     undo.push(['ip', 'addr', 'del', `${cfg.dns.ip}/32`, 'dev', 'lo'])
