@@ -204,11 +204,16 @@ export function ipv4ToString(n: number): string {
  */
 export function parseIpv4(s: string): number {
   if (typeof s !== 'string' || s.length < 7 || s.length > 15) return -1
+  return parseDottedQuad(s, 0)
+}
+
+/** A dotted quad from position `start` to the end of `s`, as uint32, or -1 (also the tail of an IPv6 address). */
+export function parseDottedQuad(s: string, start: number): number {
   let addr = 0
   let octet = 0
   let digits = 0
   let dots = 0
-  for (let i = 0; i < s.length; i++) {
+  for (let i = start; i < s.length; i++) {
     const c = s.charCodeAt(i)
     if (c >= 48 && c <= 57) {
       if (digits === 1 && octet === 0) return -1

@@ -26,6 +26,7 @@
 
 import { Drop } from './drop'
 import { get16, get32, set16 } from './bytes'
+import { parseDottedQuad } from './ipv4'
 import {
   IPPROTO_AH,
   IPPROTO_DSTOPTS,
@@ -290,7 +291,7 @@ export function parseIpv6(s: string, out: Uint8Array, off: number): boolean {
     if (i < len && s.charCodeAt(i) === 46) {
       // IPv4 tail: must be last and needs room for two groups.
       if (n > 6) return false
-      const v4 = parseDottedTail(s, start)
+      const v4 = parseDottedQuad(s, start)
       if (v4 < 0) return false
       groups[n++] = v4 >>> 16
       groups[n++] = v4 & 0xffff
@@ -330,29 +331,3 @@ export function parseIpv6(s: string, out: Uint8Array, off: number): boolean {
 
 const GROUPS = new Uint16Array(8)
 
-/** A dotted quad from position `start` to the end of `s`, as uint32, or -1. */
-function parseDottedTail(s: string, start: number): number {
-  let addr = 0
-  let octet = 0
-  let digits = 0
-  let dots = 0
-  for (let i = start; i < s.length; i++) {
-    const c = s.charCodeAt(i)
-    if (c >= 48 && c <= 57) {
-      if (digits === 1 && octet === 0) return -1
-      octet = octet * 10 + (c - 48)
-      if (octet > 255) return -1
-      digits++
-    } else if (c === 46) {
-      if (digits === 0 || dots === 3) return -1
-      addr = addr * 256 + octet
-      octet = 0
-      digits = 0
-      dots++
-    } else {
-      return -1
-    }
-  }
-  if (digits === 0 || dots !== 3) return -1
-  return addr * 256 + octet
-}
