@@ -84,7 +84,7 @@ export class Agent implements DataplaneView {
     this.natCfg = resolveNatConfig({
       nodeName: config.node.name,
       nodeIPs: [config.node.ip],
-      clusterCIDRs: [config.clusterCIDR],
+      clusterCIDRs: [config.clusterCIDR, ...(config.clusterCIDR6 ? [config.clusterCIDR6] : [])],
       ...(config.nodePortAddresses !== undefined ? { nodePortAddresses: config.nodePortAddresses } : {}),
       ...(config.lb !== undefined ? { lb: config.lb } : {}),
       icmpMode: config.icmp ?? 'reply',
@@ -145,7 +145,7 @@ export class Agent implements DataplaneView {
   private load(): Cluster {
     // The manifests are what the API server would hold: EndpointSlices come from the controller (or `lab up`), as
     // kube-proxy sees them; the agent does not compute its own.
-    const r = loadCluster(this.config.manifests, { serviceCIDRs: [this.config.serviceCIDR] })
+    const r = loadCluster(this.config.manifests, { serviceCIDRs: [this.config.serviceCIDR, ...(this.config.serviceCIDR6 ? [this.config.serviceCIDR6] : [])] })
     for (const p of r.problems) this.log(`[agent] skipped ${p.file ? p.file + ': ' : ''}${p.object}: ${p.field}: ${p.reason}`)
     return r.cluster
   }

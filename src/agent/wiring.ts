@@ -20,6 +20,7 @@ import type { AgentConfig } from './config'
 
 const TABLE = '190'
 const NODE_PORTS = '30000-32767'
+const BLACKHOLE6 = '2048'
 
 export interface Wiring {
   undo(): Promise<void>
@@ -98,7 +99,8 @@ export async function wire(cfg: AgentConfig, tun: string): Promise<Wiring> {
       await sysctl(`net.ipv6.conf.${tun}.disable_ipv6`, '0')
       await sysctl('net.ipv6.conf.all.forwarding', '1')
       await route6(['default', 'dev', tun, 'table', TABLE])
-      await route6(['blackhole', 'default', 'table', TABLE, 'metric', '1000'])
+      // IPv6 routes default to metric 1024 (IPv4: 0), so the blackhole fallbacks sit at 2048 to stay under them
+      await route6(['blackhole', 'default', 'table', TABLE, 'metric', BLACKHOLE6])
       await rule6('90', ['iif', tun, 'lookup', 'local'])
       await rule6('91', ['iif', tun, 'lookup', 'main'])
       if (cfg.clusterCIDR6 !== undefined) {
@@ -108,7 +110,7 @@ export async function wire(cfg: AgentConfig, tun: string): Promise<Wiring> {
       await moveLocalRule('-6')
       if (cfg.serviceCIDR6 !== undefined) {
         await route6([cfg.serviceCIDR6, 'dev', tun])
-        await route6(['blackhole', cfg.serviceCIDR6, 'metric', '1000'])
+        await route6(['blackhole', cfg.serviceCIDR6, 'metric', BLACKHOLE6])
       }
     }
     // TCP DNS is served by a kernel socket on the DNS address (UDP is answered in the packet path)

@@ -3,6 +3,8 @@
 import type { Cluster, Problem } from '../model/cluster'
 import { ClusterIPAllocator } from '../k8s/allocate'
 import { declaredFamilies, explicitClusterIPs, isHeadlessSpec, serviceType } from '../k8s/defaults'
+import { ipFamily } from '../k8s/ip'
+import type { Family } from '../model/cluster'
 import { expandDeployment, expandDeployments } from '../k8s/deployment'
 import { runEndpointSliceController } from '../k8s/endpointslice-controller'
 import { loadPaths } from '../k8s/load'
@@ -31,6 +33,8 @@ export interface LabPlan {
   readonly dataplane: Dataplane
   readonly nodes: readonly PlannedNode[]
   readonly pods: readonly PlannedPod[]
+  /** some Service asks for IPv6: pods get an IPv6 address too, and Services an IPv6 cluster IP when they ask */
+  readonly dualStack: boolean
   /** what the agents read: Namespaces, Nodes, Pods (with IPs, node, Ready), Services (explicit IPs/ports), EndpointSlices */
   readonly manifests: readonly KubeObject[]
   readonly cluster: Cluster
@@ -105,7 +109,9 @@ export function compileLab(opts: CompileOptions): LabPlan {
   if (!Number.isInteger(opts.nodes) || opts.nodes < 1 || opts.nodes > LAB.maxNodes) {
     throw new LabError(`--nodes must be 1-${LAB.maxNodes}, not ${opts.nodes}`)
   }
-  const nodes = planNodes(opts.name, opts.nodes)
+  const dualStack = objects.some(l => l.object.kind === 'Service' && wantsIPv6(l.object))
+  const nodes = planNodes(opts.name, opts.nodes, { dualStack })
+  if (dualStack && opts.nodes > 1) warn(`IPv6 reaches only pods on the same node: tundra carries IPv4 between nodes (VXLAN), not IPv6`)
   const placed = placePods(opts.name, nodes, podInputs)
   problems.push(...placed.problems)
   placed.warnings.forEach(warn)
@@ -116,7 +122,7 @@ export function compileLab(opts: CompileOptions): LabPlan {
   const nodeObjects: Node[] = nodes.map(n => ({
     apiVersion: 'v1', kind: 'Node',
     metadata: { name: n.name, labels: { 'kubernetes.io/hostname': n.name, 'kubernetes.io/os': 'linux' } },
-    spec: { podCIDR: n.podCIDR, podCIDRs: [n.podCIDR] },
+    spec: { podCIDR: n.podCIDR, podCIDRs: n.podCIDR6 === undefined ? [n.podCIDR] : [n.podCIDR, n.podCIDR6] },
     status: { addresses: [{ type: 'InternalIP', address: n.ip }, { type: 'Hostname', address: n.name }] },
   }))
   const nodeIPs = new Map(nodes.map(n => [n.name, n.ip]))
@@ -127,15 +133,15 @@ export function compileLab(opts: CompileOptions): LabPlan {
     const p = byKey.get(`${namespaceOf(pod)}/${pod.metadata?.name ?? ''}`)!
     pod.spec = { ...(pod.spec ?? {}), nodeName: p.node }
     pod.status = {
-      phase: 'Running', podIP: p.ip, podIPs: [{ ip: p.ip }], hostIP: nodeIPs.get(p.node) ?? '',
+      phase: 'Running', podIP: p.ip, podIPs: p.ip6 === undefined ? [{ ip: p.ip }] : [{ ip: p.ip }, { ip: p.ip6 }], hostIP: nodeIPs.get(p.node) ?? '',
       conditions: [{ type: 'Ready', status: 'True' }, { type: 'ContainersReady', status: 'True' }],
     }
     return { ...l, object: pod }
   })
-  preallocateClusterIPs(running, nodes, warn)
+  preallocateClusterIPs(running, nodes, warn, dualStack)
   const computed = runEndpointSliceController(running, { nodes: nodeObjects })
   const all: LoadedObject[] = [...nodeObjects.map(object => ({ object })), ...running, ...computed]
-  const norm = normalize(all, { validate: false, serviceCIDRs: [LAB.serviceCIDR] })
+  const norm = normalize(all, { validate: false, serviceCIDRs: serviceCIDRs(dualStack) })
   if (norm.problems.length > 0) throw new LabManifestError(norm.problems)
   norm.warnings.forEach(warn)
 
@@ -148,6 +154,11 @@ export function compileLab(opts: CompileOptions): LabPlan {
     if (!n) return svc
     const spec = svc.spec ?? {}
     if (!n.headless && n.clusterIPs.length > 0) { spec.clusterIP = n.clusterIPs[0]!; spec.clusterIPs = [...n.clusterIPs] }
+    if (dualStack && n.type !== 'ExternalName' && n.ipFamilies.length > 0) {
+      // as the API server writes them: an agent then needs no IPv6 service CIDR to read the Service back
+      spec.ipFamilies = n.ipFamilies.map(f => (f === 6 ? 'IPv6' : 'IPv4'))
+      spec.ipFamilyPolicy ??= n.ipFamilies.length > 1 ? 'PreferDualStack' : 'SingleStack'
+    }
     spec.ports = (spec.ports ?? []).map((p, i) => {
       const np = n.ports[i]?.nodePort ?? 0
       return np !== 0 ? { ...p, nodePort: np } : p
@@ -164,7 +175,24 @@ export function compileLab(opts: CompileOptions): LabPlan {
     .map((o, i) => ({ o, i }))
     .sort((a, b) => order(a.o) - order(b.o) || a.i - b.i)
     .map(x => x.o)
-  return { name: opts.name, dataplane: opts.dataplane, nodes, pods: placed.pods, manifests, cluster: norm.cluster, warnings }
+  return { name: opts.name, dataplane: opts.dataplane, nodes, pods: placed.pods, dualStack, manifests, cluster: norm.cluster, warnings }
+}
+
+const serviceCIDRs = (dualStack: boolean): string[] => (dualStack ? [LAB.serviceCIDR, LAB.serviceCIDR6] : [LAB.serviceCIDR])
+
+/** A Service that asks for an IPv6 cluster IP: IPv6 in ipFamilies or clusterIPs, or a dual-stack policy. */
+export function wantsIPv6(svc: Service): boolean {
+  const policy = svc.spec?.ipFamilyPolicy
+  return declaredFamilies(svc).includes(6) || policy === 'PreferDualStack' || policy === 'RequireDualStack'
+}
+
+/** The families the API server gives a Service: those asked for (IPv4 by default), plus the other for a dual-stack policy. */
+function wantedFamilies(svc: Service, dualStack: boolean): Family[] {
+  const declared = declaredFamilies(svc)
+  const wanted: Family[] = declared.length > 0 ? [...declared] : [4]
+  const policy = svc.spec?.ipFamilyPolicy
+  if (dualStack && wanted.length < 2 && (policy === 'PreferDualStack' || policy === 'RequireDualStack')) wanted.push(wanted[0] === 6 ? 4 : 6)
+  return wanted
 }
 
 /**
@@ -172,14 +200,14 @@ export function compileLab(opts: CompileOptions): LabPlan {
  * lab's service CIDR (10.96.0.0/12, kubeadm's default) contains the pod network 10.100.0.0/16, as in the seed's cluster.
  * Mutates the Service objects (they are the lab's copies).
  */
-function preallocateClusterIPs(objects: LoadedObject[], nodes: readonly PlannedNode[], warn: (w: string) => void): void {
+function preallocateClusterIPs(objects: LoadedObject[], nodes: readonly PlannedNode[], warn: (w: string) => void, dualStack: boolean): void {
   const services = objects.filter((l): l is LoadedObject<Service> => l.object.kind === 'Service')
   const podBlocks: string[] = []
   for (const n of nodes) {
     const base = n.podCIDR.split('/')[0]!.split('.').slice(0, 3).join('.')
     for (let h = 0; h < 256; h++) podBlocks.push(`${base}.${h}`)
   }
-  const alloc = new ClusterIPAllocator([LAB.serviceCIDR], [...podBlocks, ...services.flatMap(l => explicitClusterIPs(l.object))])
+  const alloc = new ClusterIPAllocator(serviceCIDRs(dualStack), [...podBlocks, ...services.flatMap(l => explicitClusterIPs(l.object))])
   const blocked = new Set(podBlocks)
   for (const l of services) {
     const svc = l.object
@@ -187,9 +215,20 @@ function preallocateClusterIPs(objects: LoadedObject[], nodes: readonly PlannedN
     for (const ip of explicit) {
       if (blocked.has(ip)) warn(`${l.file === undefined ? '' : `${l.file}: `}${objectRef(svc)}: cluster IP ${ip} is inside a node's pod block`)
     }
-    const fams = declaredFamilies(svc)
-    if (explicit.length > 0 || serviceType(svc) === 'ExternalName' || isHeadlessSpec(svc) || fams.some(f => f !== 4)) continue
-    const ip = alloc.allocate(namespaceOf(svc), svc.metadata?.name ?? '', 4)
-    if (ip !== undefined) svc.spec = { ...(svc.spec ?? {}), clusterIP: ip, clusterIPs: [ip] }
+    if (serviceType(svc) === 'ExternalName') continue
+    const wanted = wantedFamilies(svc, dualStack)
+    if (isHeadlessSpec(svc)) {
+      // the API server records a headless Service's families too: the EndpointSlice controller keeps to them
+      if (dualStack) svc.spec = { ...(svc.spec ?? {}), ipFamilies: wanted.map(f => (f === 6 ? 'IPv6' : 'IPv4')) }
+      continue
+    }
+    if (!dualStack && (explicit.length > 0 || wanted.some(f => f !== 4))) continue
+    const ips = [...explicit]
+    for (const fam of wanted) {
+      if (ips.some(ip => ipFamily(ip) === fam)) continue
+      const ip = alloc.allocate(namespaceOf(svc), svc.metadata?.name ?? '', fam)
+      if (ip !== undefined) ips.push(ip)
+    }
+    if (ips.length > explicit.length) svc.spec = { ...(svc.spec ?? {}), clusterIP: ips[0]!, clusterIPs: ips }
   }
 }

@@ -16,6 +16,8 @@ export interface NetexecOptions {
   readonly hostname?: string
   /** address to bind; 0.0.0.0 keeps /clientip free of IPv4-mapped IPv6 addresses */
   readonly host?: string
+  /** also serve on IPv6 (`::`, IPv6 only, so IPv4 callers keep plain addresses): a dual-stack pod */
+  readonly ipv6?: boolean
 }
 
 export interface Netexec {
@@ -47,6 +49,8 @@ export function answerUdp(msg: string, peer: string, hostname: string): string |
   return undefined
 }
 
+const portOf = (a: ReturnType<Server['address']>): number => (a && typeof a === 'object' ? a.port : 0)
+
 export async function startNetexec(opts: NetexecOptions): Promise<Netexec> {
   const host = opts.host ?? '0.0.0.0'
   const name = (): string => opts.hostname ?? osHostname()
@@ -56,43 +60,54 @@ export async function startNetexec(opts: NetexecOptions): Promise<Netexec> {
     await Promise.all(https.map(s => new Promise<void>(r => { s.closeAllConnections(); s.close(() => r()) })))
     await Promise.all(udps.map(s => new Promise<void>(r => s.close(() => r()))))
   }
+  const http = async (port: number, on: string, ipv6Only: boolean): Promise<Server> => {
+    const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+      const peer = `${req.socket.remoteAddress ?? ''}:${req.socket.remotePort ?? 0}`
+      const { status, body } = answerHttp(req.url ?? '/', peer, name())
+      res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) })
+      res.end(body)
+    })
+    https.push(server)
+    await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen({ port, host: on, ipv6Only }, () => resolve()) })
+    return server
+  }
+  const udp = async (port: number, on: string, v6: boolean): Promise<Socket> => {
+    const sock = v6 ? createSocket({ type: 'udp6', ipv6Only: true }) : createSocket('udp4')
+    udps.push(sock)
+    sock.on('message', (msg, rinfo) => {
+      const reply = answerUdp(msg.toString('utf8'), `${rinfo.address}:${rinfo.port}`, name())
+      if (reply !== undefined) sock.send(reply, rinfo.port, rinfo.address)
+    })
+    await new Promise<void>((resolve, reject) => { sock.once('error', reject); sock.bind(port, on, () => resolve()) })
+    return sock
+  }
+  const v4https: Server[] = []
+  const v4udps: Socket[] = []
   try {
-    for (const port of opts.httpPorts) {
-      const server = createServer((req: IncomingMessage, res: ServerResponse) => {
-        const peer = `${req.socket.remoteAddress ?? ''}:${req.socket.remotePort ?? 0}`
-        const { status, body } = answerHttp(req.url ?? '/', peer, name())
-        res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) })
-        res.end(body)
-      })
-      https.push(server)
-      await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen(port, host, () => resolve()) })
-    }
-    for (const port of opts.udpPorts) {
-      const sock = createSocket('udp4')
-      udps.push(sock)
-      sock.on('message', (msg, rinfo) => {
-        const reply = answerUdp(msg.toString('utf8'), `${rinfo.address}:${rinfo.port}`, name())
-        if (reply !== undefined) sock.send(reply, rinfo.port, rinfo.address)
-      })
-      await new Promise<void>((resolve, reject) => { sock.once('error', reject); sock.bind(port, host, () => resolve()) })
+    for (const port of opts.httpPorts) v4https.push(await http(port, host, false))
+    for (const port of opts.udpPorts) v4udps.push(await udp(port, host, false))
+    if (opts.ipv6 === true) {
+      // the same port numbers (port 0: the ones the IPv4 sockets got)
+      for (const [i, port] of opts.httpPorts.entries()) await http(port === 0 ? portOf(v4https[i]!.address()) : port, '::', true)
+      for (const [i, port] of opts.udpPorts.entries()) await udp(port === 0 ? v4udps[i]!.address().port : port, '::', true)
     }
   } catch (err) {
     await close()
     throw err
   }
-  const portOf = (a: ReturnType<Server['address']>): number => (a && typeof a === 'object' ? a.port : 0)
   return {
-    httpPorts: https.map(s => portOf(s.address())),
-    udpPorts: udps.map(s => s.address().port),
+    httpPorts: v4https.map(s => portOf(s.address())),
+    udpPorts: v4udps.map(s => s.address().port),
     close,
   }
 }
 
-/** Parses `--http-port N --udp-port N --hostname H` (each port flag may repeat; `--flag=value` works too). */
+/** Parses `--http-port N --udp-port N --hostname H --ipv6` (each port flag may repeat; `--flag=value` works too). */
 export function parseNetexecArgs(argv: readonly string[]): NetexecOptions {
   const httpPorts: number[] = []
   const udpPorts: number[] = []
   let hostname: string | undefined
+  let ipv6 = false
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!
     const eq = arg.indexOf('=')
@@ -111,7 +126,8 @@ export function parseNetexecArgs(argv: readonly string[]): NetexecOptions {
     if (flag === '--http-port') httpPorts.push(port())
     else if (flag === '--udp-port') udpPorts.push(port())
     else if (flag === '--hostname') hostname = value()
+    else if (arg === '--ipv6') ipv6 = true
     else throw new Error(`unknown argument ${arg}`)
   }
-  return hostname === undefined ? { httpPorts, udpPorts } : { httpPorts, udpPorts, hostname }
+  return { httpPorts, udpPorts, ...(hostname === undefined ? {} : { hostname }), ...(ipv6 ? { ipv6 } : {}) }
 }

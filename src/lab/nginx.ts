@@ -39,8 +39,8 @@ export const isNginxImage = (image: string): boolean => {
  * nginx.conf for one container: every path lives under `dir` (prefix, pid, logs, temp files), so pods never share
  * state with each other or with a system nginx. Workers run as nobody; the temp dir is world-writable for them.
  */
-export function renderNginxConf(dir: string, ports: readonly number[]): string {
-  const listen = ports.map(p => `    listen ${p};`).join('\n')
+export function renderNginxConf(dir: string, ports: readonly number[], ipv6 = false): string {
+  const listen = ports.flatMap(p => [`    listen ${p};`, ...(ipv6 ? [`    listen [::]:${p};`] : [])]).join('\n')
   return `# written by tundra lab: one pod's nginx; every path is under ${dir}
 daemon off;
 worker_processes 1;

@@ -5,6 +5,10 @@
 //   pod network    10.100.0.0/16, node k owns 10.100.(84+k).0/24 (node 1 owns 10.100.85.0/24, as in the seed story);
 //                  .1 of each block is kept free (a node-side address, like flannel's cni0), pods get .2–.254
 //   services       10.96.0.0/12, cluster DNS 10.96.0.10, zone cluster.local
+//   IPv6 (a dual-stack lab: some Service asks for IPv6)
+//                  pods fd00:10:100::/56, node k owns fd00:10:100:<k in hex>::/64; a pod's IPv6 host part is its IPv4
+//                  host number written in decimal digits (10.100.85.37 <-> fd00:10:100:1::37); default route via
+//                  fe80::1, a fixed link-local address on the node's cali interface; services fd00:10:96::/112
 import { createHash } from 'node:crypto'
 import type { Problem } from '../model/cluster'
 import { fnv32a } from '../k8s/deployment'
@@ -25,6 +29,10 @@ export const LAB = {
   upstreamDnsIP: '172.18.0.53',
   /** the gateway every pod routes through; proxy ARP on the node's cali interface answers for it (Calico's choice) */
   podGateway: '169.254.1.1',
+  clusterCIDR6: 'fd00:10:100::/56',
+  serviceCIDR6: 'fd00:10:96::/112',
+  /** the IPv6 gateway of every pod: a link-local address set (without DAD) on each cali interface of the node */
+  podGateway6: 'fe80::1',
   maxNodes: 40,
   bridge: 'br0',
   uplink: 'eth0',
@@ -70,6 +78,7 @@ export function caliName(namespace: string, pod: string): string {
 export const nodeName = (k: number): string => `node${k}`
 export const nodeIP = (k: number): string => `172.18.0.${10 + k}`
 export const nodePodCIDR = (k: number): string => `10.100.${LAB.firstPodSubnet + k - 1}.0/24`
+export const nodePodCIDR6 = (k: number): string => `fd00:10:100:${k.toString(16)}::/64`
 
 export interface PlannedNode {
   readonly index: number
@@ -77,14 +86,20 @@ export interface PlannedNode {
   readonly ns: string
   readonly ip: string
   readonly podCIDR: string
+  /** the node's IPv6 pod block, in a dual-stack lab */
+  readonly podCIDR6?: string
   /** this node's port on the lab bridge, in the net namespace */
   readonly bridgePort: string
 }
 
-export function planNodes(lab: string, count: number): PlannedNode[] {
+export function planNodes(lab: string, count: number, opts: { dualStack?: boolean } = {}): PlannedNode[] {
   const out: PlannedNode[] = []
   for (let k = 1; k <= count; k++) {
-    out.push({ index: k, name: nodeName(k), ns: nodeNsName(lab, nodeName(k)), ip: nodeIP(k), podCIDR: nodePodCIDR(k), bridgePort: `p-${nodeName(k)}` })
+    out.push({
+      index: k, name: nodeName(k), ns: nodeNsName(lab, nodeName(k)), ip: nodeIP(k), podCIDR: nodePodCIDR(k),
+      ...(opts.dualStack === true ? { podCIDR6: nodePodCIDR6(k) } : {}),
+      bridgePort: `p-${nodeName(k)}`,
+    })
   }
   return out
 }
@@ -105,6 +120,8 @@ export interface PlannedPod {
   /** network namespace */
   readonly ns: string
   readonly ip: string
+  /** the pod's IPv6 address, in a dual-stack lab */
+  readonly ip6?: string
   readonly node: string
   readonly hostVeth: string
   readonly hostname: string
@@ -145,6 +162,9 @@ const hostIP = (node: PlannedNode, host: number): string => {
   bytes[3] = host
   return formatIP({ family: 4, bytes })
 }
+
+/** A pod's IPv6 address on a node: the IPv4 host number in decimal digits as the last group (host 37 -> ::37). */
+export const hostIP6 = (podCIDR6: string, host: number): string => `${podCIDR6.split('/')[0]!.replace(/::$/, '')}::${host}`
 
 const FIRST_HOST = 2
 const LAST_HOST = 254
@@ -236,8 +256,9 @@ export function placePods(lab: string, nodes: readonly PlannedNode[], inputs: re
     const where = `${input.file === undefined ? '' : `${input.file}: `}${objectRef(pod)}`
     const hostname = pod.spec?.hostname !== undefined && pod.spec.hostname !== '' ? pod.spec.hostname : name.slice(0, 63)
     const subdomain = pod.spec?.subdomain
+    const ip6 = c.node.podCIDR6 === undefined ? undefined : hostIP6(c.node.podCIDR6, parseIP(ip)!.bytes[3]!)
     pods.push({
-      namespace, name, ns: podNsName(lab, namespace, name), ip, node: c.node.name, hostVeth: caliName(namespace, name), hostname,
+      namespace, name, ns: podNsName(lab, namespace, name), ip, ...(ip6 === undefined ? {} : { ip6 }), node: c.node.name, hostVeth: caliName(namespace, name), hostname,
       ...(subdomain !== undefined && subdomain !== '' ? { subdomain } : {}),
       containers: (pod.spec?.containers ?? []).map(ctr => planContainer(ctr, warnings, where)),
     })
@@ -246,7 +267,8 @@ export function placePods(lab: string, nodes: readonly PlannedNode[], inputs: re
 }
 
 /** A pod's /etc/hosts, as kubelet writes it (pkg/kubelet/kubelet_pods.go managedHostsFileContent). */
-export function podHostsFile(p: Pick<PlannedPod, 'ip' | 'hostname' | 'namespace'> & { subdomain?: string }, zone: string = LAB.zone): string {
+export function podHostsFile(p: Pick<PlannedPod, 'ip' | 'hostname' | 'namespace'> & { ip6?: string; subdomain?: string }, zone: string = LAB.zone): string {
+  const names = p.subdomain !== undefined ? `${p.hostname}.${p.subdomain}.${p.namespace}.svc.${zone}\t${p.hostname}` : p.hostname
   const lines = [
     '# Kubernetes-managed hosts file.',
     '127.0.0.1\tlocalhost',
@@ -255,9 +277,8 @@ export function podHostsFile(p: Pick<PlannedPod, 'ip' | 'hostname' | 'namespace'
     'fe00::0\tip6-mcastprefix',
     'fe00::1\tip6-allnodes',
     'fe00::2\tip6-allrouters',
-    p.subdomain !== undefined
-      ? `${p.ip}\t${p.hostname}.${p.subdomain}.${p.namespace}.svc.${zone}\t${p.hostname}`
-      : `${p.ip}\t${p.hostname}`,
+    `${p.ip}\t${names}`,
+    ...(p.ip6 === undefined ? [] : [`${p.ip6}\t${names}`]),
   ]
   return lines.join('\n') + '\n'
 }

@@ -29,6 +29,8 @@ export interface LabNodeState {
   readonly ns: string
   readonly ip: string
   readonly podCIDR: string
+  /** dual-stack labs: the node's IPv6 pod block */
+  readonly podCIDR6?: string
   readonly agentConfig?: string
   readonly control?: string
 }
@@ -38,6 +40,8 @@ export interface LabPodState {
   readonly name: string
   readonly ns: string
   readonly ip: string
+  /** dual-stack labs: the pod's IPv6 address */
+  readonly ip6?: string
   readonly node: string
   readonly hostVeth: string
   readonly hostname: string
@@ -59,6 +63,8 @@ export interface LabServiceState {
   readonly name: string
   readonly type: string
   readonly clusterIP: string
+  /** every cluster IP, when there are two (a dual-stack Service) */
+  readonly clusterIPs?: readonly string[]
   readonly externalIPs: readonly string[]
   readonly ports: readonly LabServicePortState[]
 }

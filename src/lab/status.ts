@@ -7,15 +7,16 @@ export interface LabStatus {
   readonly name: string
   readonly dataplane: Dataplane
   readonly phase: LabState['phase']
-  readonly nodes: readonly { readonly name: string; readonly ip: string; readonly podCIDR: string; readonly ready: boolean }[]
+  readonly nodes: readonly { readonly name: string; readonly ip: string; readonly podCIDR: string; readonly podCIDR6?: string; readonly ready: boolean }[]
   readonly external: { readonly ip: string }
   readonly upstreamDns: { readonly ip: string }
-  readonly pods: readonly { readonly namespace: string; readonly name: string; readonly ip: string; readonly node: string; readonly ready: boolean }[]
+  readonly pods: readonly { readonly namespace: string; readonly name: string; readonly ip: string; readonly ip6?: string; readonly node: string; readonly ready: boolean }[]
   readonly services: readonly {
     readonly namespace: string
     readonly name: string
     readonly type: string
     readonly clusterIP: string
+    readonly clusterIPs?: readonly string[]
     readonly externalIPs: readonly string[]
     readonly ports: readonly { readonly name: string; readonly port: number; readonly targetPort: number | string; readonly nodePort: number; readonly protocol: string }[]
   }[]
@@ -29,10 +30,10 @@ export function statusOf(s: LabState): LabStatus {
     name: s.name,
     dataplane: s.dataplane,
     phase: s.phase,
-    nodes: s.nodes.map(n => ({ name: n.name, ip: n.ip, podCIDR: n.podCIDR, ready: alive(n.name) })),
+    nodes: s.nodes.map(n => ({ name: n.name, ip: n.ip, podCIDR: n.podCIDR, ...(n.podCIDR6 === undefined ? {} : { podCIDR6: n.podCIDR6 }), ready: alive(n.name) })),
     external: { ip: s.external.ip },
     upstreamDns: { ip: s.upstreamDns.ip },
-    pods: s.pods.map(p => ({ namespace: p.namespace, name: p.name, ip: p.ip, node: p.node, ready: p.ready && alive(`${p.namespace}/${p.name}`) })),
+    pods: s.pods.map(p => ({ namespace: p.namespace, name: p.name, ip: p.ip, ...(p.ip6 === undefined ? {} : { ip6: p.ip6 }), node: p.node, ready: p.ready && alive(`${p.namespace}/${p.name}`) })),
     services: s.services,
     endpointSlices: s.endpointSlices,
   }
@@ -52,19 +53,19 @@ export function formatStatus(st: LabStatus): string {
   const out: string[] = [`lab ${st.name} (dataplane ${st.dataplane}, ${st.phase}); outside host ${st.external.ip}, upstream DNS ${st.upstreamDns.ip}\n`]
   out.push(table([
     ['NAME', 'STATUS', 'INTERNAL-IP', 'POD-CIDR'],
-    ...st.nodes.map(n => [`node/${n.name}`, n.ready ? 'Ready' : 'NotReady', n.ip, n.podCIDR]),
+    ...st.nodes.map(n => [`node/${n.name}`, n.ready ? 'Ready' : 'NotReady', n.ip, n.podCIDR6 === undefined ? n.podCIDR : `${n.podCIDR},${n.podCIDR6}`]),
   ]))
   if (st.pods.length > 0) {
     out.push(table([
       ['NAMESPACE', 'NAME', 'READY', 'STATUS', 'IP', 'NODE'],
-      ...st.pods.map(p => [p.namespace, `pod/${p.name}`, p.ready ? '1/1' : '0/1', p.ready ? 'Running' : 'NotReady', p.ip, p.node]),
+      ...st.pods.map(p => [p.namespace, `pod/${p.name}`, p.ready ? '1/1' : '0/1', p.ready ? 'Running' : 'NotReady', p.ip6 === undefined ? p.ip : `${p.ip},${p.ip6}`, p.node]),
     ]))
   }
   if (st.services.length > 0) {
     out.push(table([
       ['NAMESPACE', 'NAME', 'TYPE', 'CLUSTER-IP', 'EXTERNAL-IP', 'PORT(S)'],
       ...st.services.map(s => [
-        s.namespace, `service/${s.name}`, s.type, s.clusterIP === '' ? '<none>' : s.clusterIP,
+        s.namespace, `service/${s.name}`, s.type, s.clusterIP === '' ? '<none>' : (s.clusterIPs ?? [s.clusterIP]).join(','),
         s.externalIPs.length > 0 ? s.externalIPs.join(',') : '<none>',
         s.ports.map(p => `${p.port}${p.nodePort ? `:${p.nodePort}` : ''}/${p.protocol}`).join(',') || '<none>',
       ]),

@@ -3,6 +3,7 @@
 //   tundra-<lab>-net           bridge br0: the node network 172.18.0.0/24
 //   tundra-<lab>-node<k>       eth0 172.18.0.(10+k); a cali<hash> veth and a /32 route per pod (Calico's wiring)
 //   tundra-<lab>-<ns>.<pod>    eth0 <pod ip>/32, default via 169.254.1.1 (proxy-ARPed by the node)
+//                              dual-stack: also <pod ip6>/128, default via fe80::1 (set on the node's cali interface)
 //   tundra-<lab>-ext           a host outside the cluster, 172.18.0.100, netexec on :80
 //   tundra-<lab>-dns           upstream DNS (dnsmasq), 172.18.0.53
 // Nothing goes into the root namespace. Everything is recorded in state.json before it is made.
@@ -139,11 +140,11 @@ function claim(name: string, dataplane: Dataplane, plan: LabPlan): LabState {
     version: 1, name, phase: 'creating', createdAt: new Date().toISOString(), dataplane, dir, repo: repoRoot(),
     namespaces: [], files: [], processes: [],
     net: { ns: roleNsName(name, 'net'), bridge: LAB.bridge },
-    nodes: plan.nodes.map(n => ({ name: n.name, ns: n.ns, ip: n.ip, podCIDR: n.podCIDR })),
+    nodes: plan.nodes.map(n => ({ name: n.name, ns: n.ns, ip: n.ip, podCIDR: n.podCIDR, ...(n.podCIDR6 === undefined ? {} : { podCIDR6: n.podCIDR6 }) })),
     external: { ns: roleNsName(name, 'ext'), ip: LAB.externalIP },
     upstreamDns: { ns: roleNsName(name, 'dns'), ip: LAB.upstreamDnsIP },
     pods: plan.pods.map(p => ({
-      namespace: p.namespace, name: p.name, ns: p.ns, ip: p.ip, node: p.node, hostVeth: p.hostVeth, hostname: p.hostname,
+      namespace: p.namespace, name: p.name, ns: p.ns, ip: p.ip, ...(p.ip6 === undefined ? {} : { ip6: p.ip6 }), node: p.node, hostVeth: p.hostVeth, hostname: p.hostname,
       ready: false, probes: probesOf(p).map(formatTarget),
     })),
     services: [], endpointSlices: [], warnings: [...plan.warnings],
@@ -157,6 +158,7 @@ function fillServices(state: LabState, plan: LabPlan): void {
   state.services = plan.cluster.services.map(s => ({
     namespace: s.namespace, name: s.name, type: s.type,
     clusterIP: s.type === 'ExternalName' ? '' : s.headless ? 'None' : s.clusterIPs[0] ?? '',
+    ...(s.clusterIPs.length > 1 ? { clusterIPs: [...s.clusterIPs] } : {}),
     externalIPs: [...s.externalIPs],
     ports: s.ports.map(p => ({ name: p.name, port: p.port, targetPort: p.targetPort, nodePort: p.nodePort, protocol: p.protocol })),
   }))
@@ -239,7 +241,21 @@ async function build(state: LabState, plan: LabPlan, ctx: BuildContext): Promise
     await sysctls(n.ns, {
       'net.ipv4.ip_forward': '1', 'net.ipv4.conf.all.rp_filter': '0', 'net.ipv4.conf.default.rp_filter': '0',
       [`net.ipv4.conf.${LAB.uplink}.rp_filter`]: '0',
+      // IPv6: on (a namespace's defaults come from the kernel, not the host) and forwarding; no DAD on new links,
+      // so the gateway address on a cali interface works at once
+      ...(plan.dualStack ? {
+        'net.ipv6.conf.all.disable_ipv6': '0', 'net.ipv6.conf.default.disable_ipv6': '0',
+        'net.ipv6.conf.all.forwarding': '1', 'net.ipv6.conf.default.forwarding': '1', 'net.ipv6.conf.default.accept_dad': '0',
+      } : {}),
     })
+  }
+  if (plan.dualStack) {
+    // IPv6 pods of other nodes are out of reach (tundra carries only IPv4 between nodes): refuse at once with an
+    // ICMPv6 unreachable instead of bouncing between the kernel and the TUN; a node's own pods have /128 routes.
+    for (const n of plan.nodes) await ipn(n.ns, '-6', 'route', 'add', 'unreachable', LAB.clusterCIDR6)
+    for (const p of plan.pods) {
+      await sysctls(p.ns, { 'net.ipv6.conf.all.disable_ipv6': '0', 'net.ipv6.conf.default.disable_ipv6': '0', 'net.ipv6.conf.default.accept_dad': '0' })
+    }
   }
 
   // 4. pods, wired as Calico does it
@@ -251,12 +267,20 @@ async function build(state: LabState, plan: LabPlan, ctx: BuildContext): Promise
       `link set ${p.hostVeth} address ee:ee:ee:ee:ee:ee`,
       `link set ${p.hostVeth} up`,
       `route add ${p.ip}/32 dev ${p.hostVeth} scope link`,
+      ...(p.ip6 === undefined ? [] : [
+        `addr add ${LAB.podGateway6}/64 dev ${p.hostVeth} nodad`,
+        `route add ${p.ip6}/128 dev ${p.hostVeth}`,
+      ]),
     ])
     await batch(p.ns, [
       'link set eth0 up',
       `addr add ${p.ip}/32 dev eth0`,
       `route add ${LAB.podGateway} dev eth0 scope link`,
       `route add default via ${LAB.podGateway} dev eth0`,
+      ...(p.ip6 === undefined ? [] : [
+        `addr add ${p.ip6}/128 dev eth0 nodad`,
+        `route add default via ${LAB.podGateway6} dev eth0`,
+      ]),
     ])
     etcFile(p.ns, 'resolv.conf', podResolvConf(p.namespace))
     etcFile(p.ns, 'hosts', podHostsFile(p))
@@ -302,7 +326,7 @@ async function build(state: LabState, plan: LabPlan, ctx: BuildContext): Promise
         for (const d of ['html', 'tmp']) mkdirSync(join(dir, d), { recursive: true })
         chmodSync(join(dir, 'tmp'), 0o1777) // workers run as nobody
         writeFileSync(join(dir, 'html', 'index.html'), WELCOME_HTML)
-        writeFileSync(join(dir, 'nginx.conf'), renderNginxConf(dir, c.tcpPorts))
+        writeFileSync(join(dir, 'nginx.conf'), renderNginxConf(dir, c.tcpPorts, p.ip6 !== undefined))
         await start('nginx', p.ns, `${p.namespace}/${p.name}`, p.hostname,
           ['nginx', '-p', dir, '-c', join(dir, 'nginx.conf'), '-e', join(dir, 'error.log')], join(dir, 'nginx.out'))
       } else if (c.runtime === 'netexec') {
@@ -310,6 +334,7 @@ async function build(state: LabState, plan: LabPlan, ctx: BuildContext): Promise
           ctx.node, ctx.scripts.netexec,
           ...c.tcpPorts.flatMap(port => ['--http-port', String(port)]),
           ...c.udpPorts.flatMap(port => ['--udp-port', String(port)]),
+          ...(p.ip6 === undefined ? [] : ['--ipv6']),
         ], join(podDir, `${c.name}.log`))
       }
     }
@@ -426,6 +451,8 @@ export function agentConfig(plan: Pick<LabPlan, 'nodes'>, nodeName: string, mani
     node: { name: n.name, ip: n.ip, podCIDR: n.podCIDR, uplink: LAB.uplink },
     clusterCIDR: LAB.clusterCIDR,
     serviceCIDR: LAB.serviceCIDR,
+    // a dual-stack lab (its nodes have IPv6 pod blocks): the agent wires IPv6 too
+    ...(n.podCIDR6 === undefined ? {} : { clusterCIDR6: LAB.clusterCIDR6, serviceCIDR6: LAB.serviceCIDR6 }),
     manifests: [manifests],
     dns: { ip: LAB.dnsIP, zone: LAB.zone, upstreams: [LAB.upstreamDnsIP] },
     tun: { name: LAB.tunName, vnetHdr: true },

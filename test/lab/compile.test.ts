@@ -122,3 +122,37 @@ t.test('--nodes is checked', async t => {
   t.throws(() => compileLab({ name: 'x', files: [SEED], nodes: 0, dataplane: 'none' }), /--nodes must be 1-40/)
   t.throws(() => compileLab({ name: 'x', files: [], nodes: 1, dataplane: 'none' }), /at least one manifest/)
 })
+
+t.test('dual-stack: a Service asking for IPv6 gives pods IPv6 addresses and Services IPv6 cluster IPs', async t => {
+  const plan = compileLab({ name: 'v6', files: [join(root, 'test/fixtures/tundra/ipv6.yaml')], nodes: 1, dataplane: 'none' })
+  t.equal(plan.dualStack, true)
+  t.same(plan.warnings, [])
+  t.same(plan.nodes.map(n => [n.podCIDR, n.podCIDR6]), [['10.100.85.0/24', 'fd00:10:100:1::/64']])
+  const client = plan.pods.find(p => p.name === 'client')!
+  t.same([client.ip, client.ip6], ['10.100.85.50', 'fd00:10:100:1::50'], 'the IPv4 host number, as an IPv6 host part')
+  const pod = plan.manifests.find((o): o is Pod => o.kind === 'Pod' && o.metadata?.name === 'client')!
+  t.same(pod.status?.podIPs, [{ ip: '10.100.85.50' }, { ip: 'fd00:10:100:1::50' }])
+  const node = plan.manifests.find((o): o is Node => o.kind === 'Node')!
+  t.same(node.spec?.podCIDRs, ['10.100.85.0/24', 'fd00:10:100:1::/64'])
+  const svc = (name: string): Service => plan.manifests.find((o): o is Service => o.kind === 'Service' && o.metadata?.name === name)!
+  t.same([svc('web6').spec?.clusterIPs, svc('web6').spec?.ipFamilies], [['fd00:10:96::100'], ['IPv6']])
+  const dual = svc('dual').spec!
+  t.equal(dual.clusterIPs?.length, 2)
+  t.equal(dual.clusterIPs?.[0], '10.96.3.10')
+  t.match(dual.clusterIPs?.[1], /^fd00:10:96::[0-9a-f]+$/)
+  t.same(dual.ipFamilies, ['IPv4', 'IPv6'])
+  const slices = plan.manifests.filter((o): o is EndpointSlice => o.kind === 'EndpointSlice')
+  t.same(slices.map(s => [s.metadata?.labels?.['kubernetes.io/service-name'], s.addressType]).sort(),
+    [['dual', 'IPv4'], ['dual', 'IPv6'], ['web6', 'IPv6']])
+  const cfg = agentConfig(plan, 'node1', '/m', '/c')
+  t.same([cfg.clusterCIDR6, cfg.serviceCIDR6], ['fd00:10:100::/56', 'fd00:10:96::/112'])
+})
+
+t.test('single-stack manifests stay single-stack', async t => {
+  const plan = compileLab({ name: 'seed', files: [SEED], nodes: 1, dataplane: 'none' })
+  t.equal(plan.dualStack, false)
+  t.ok(plan.pods.every(p => p.ip6 === undefined))
+  const cfg = agentConfig(plan, 'node1', '/m', '/c')
+  t.equal(cfg.clusterCIDR6, undefined)
+  t.equal(cfg.serviceCIDR6, undefined)
+})

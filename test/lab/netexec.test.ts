@@ -102,3 +102,26 @@ t.test('probes: tcp connects, udp needs a reply, dns needs a response to our id'
   t.same(rest.map(x => x.port), [closedPort])
   t.throws(() => parseTarget('tcp:host:1'), /not a probe target/)
 })
+
+t.test('--ipv6: the same ports on ::, IPv6 only, so IPv4 callers stay plain', async t => {
+  t.same(parseNetexecArgs(['--http-port', '80', '--ipv6']), { httpPorts: [80], udpPorts: [], ipv6: true })
+  const ne = await startNetexec({ httpPorts: [0], udpPorts: [0], hostname: 'pod-6', ipv6: true })
+  t.teardown(() => ne.close())
+  const body = await new Promise<string>((resolve, reject) => {
+    const req = request({ host: '::1', port: ne.httpPorts[0]!, path: '/clientip', agent: false }, res => {
+      let b = ''
+      res.setEncoding('utf8').on('data', d => { b += d }).on('end', () => resolve(b))
+    })
+    req.on('error', reject)
+    req.end()
+  })
+  t.match(body, /^::1:\d+$/, 'an IPv6 caller')
+  t.match((await get(ne.httpPorts[0]!, '/clientip')).body, /^127\.0\.0\.1:\d+$/, 'an IPv4 caller, not ::ffff:')
+  const reply = await new Promise<string>((resolve, reject) => {
+    const s = createSocket('udp6')
+    const timer = setTimeout(() => { s.close(); reject(new Error('no UDP reply over IPv6')) }, 5000)
+    s.on('message', m => { clearTimeout(timer); s.close(); resolve(m.toString()) })
+    s.send('hostname', ne.udpPorts[0]!, '::1')
+  })
+  t.equal(reply, 'pod-6')
+})

@@ -70,3 +70,18 @@ t.test('status: a pod is ready while its processes live; the JSON has the contra
   t.match(text, /^default\s+endpointslice\.discovery\.k8s\.io\/web-abcde\s+IPv4\s+80\s+10\.100\.85\.246$/m)
   rmSync(join(scratch, 'st'), { recursive: true })
 })
+
+t.test('dual-stack: status shows IPv6 pod blocks, pod addresses and cluster IPs', async t => {
+  const s = fakeLab('dual')
+  s.nodes = [{ ...s.nodes[0]!, podCIDR6: 'fd00:10:100:1::/64' }]
+  s.pods = [{ ...s.pods[0]!, ip6: 'fd00:10:100:1::246' }]
+  s.services = [{ ...s.services[0]!, clusterIPs: ['10.96.125.237', 'fd00:10:96::5'] }]
+  saveState(s)
+  const st = labStatus('dual')
+  t.equal(st.pods[0]!.ip6, 'fd00:10:100:1::246')
+  const text = formatStatus(st)
+  t.match(text, '10.100.85.0/24,fd00:10:100:1::/64')
+  t.match(text, '10.100.85.246,fd00:10:100:1::246')
+  t.match(text, '10.96.125.237,fd00:10:96::5')
+  rmSync(join(scratch, 'dual'), { recursive: true, force: true })
+})
