@@ -288,7 +288,7 @@ t.test('Service NAT on the tundra dataplane (2 nodes)', { ...skip, timeout: 240_
     t.equal(lines(none.stdout)[0], '-\tERR Connection refused', 'terminating and no longer serving: no endpoint left, refused')
   })
 
-  t.test('IPv6 service', { todo: 'the lab gives pods IPv4 addresses only (src/lab/plan.ts), so there is no IPv6 path to test end to end' }, async () => {})
+  // IPv6 services: test/netns/tundra-ipv6.test.ts (a dual-stack lab)
 })
 
 function range(from: number, to: number): number[] {
