@@ -1,6 +1,8 @@
 // `npm run bench` options: which sections, how long, which contenders. Pure, so it is unit-tested.
+import { join } from 'node:path'
 
-export const SECTIONS = ['micro', 'sync', 'firstpacket', 'memory', 'e2e', 'dns'] as const
+// dns right after firstpacket: it reuses firstpacket's tundra lab (same services) instead of bringing up another
+export const SECTIONS = ['micro', 'sync', 'firstpacket', 'dns', 'memory', 'e2e'] as const
 export type Section = (typeof SECTIONS)[number]
 
 /** Names accepted by --only besides the sections themselves. */
@@ -26,6 +28,14 @@ export interface BenchArgs {
   readonly out: string
   /** also load the 20 000-service nftables ruleset (slow: ~4× the 10 000 one) */
   readonly nft20k: boolean
+  /** time cap of one full kernel rule load at 20 000 services in the sync section, seconds (reported as "> cap") */
+  readonly loadCap: number
+  /** after the run, write bench/RESULTS.md and bench/results/*.svg from its JSON */
+  readonly writeResults: boolean
+  /** measure nothing: write bench/RESULTS.md from this JSON (`--results [file]`, default <out>/latest.json) */
+  readonly resultsFrom?: string
+  /** a line for RESULTS.md about the conditions of the run (`--note`) */
+  readonly note?: string
   readonly help: boolean
 }
 
@@ -37,19 +47,28 @@ export class ArgsError extends Error {
 export const USAGE = `usage: npm run bench -- [--quick] [--only <section>[,<section>…]] [options]
 
 sections: ${SECTIONS.join(', ')} (control = sync + firstpacket)
-  --quick              few rounds, small sizes: a smoke run (about 3–5 minutes)
+  --quick              one round, small sizes, short measurements: a smoke run (about 2–3 minutes)
   --only <list>        run only these sections (repeatable, comma-separated)
-  --rounds <n>         e2e rounds, contenders interleaved in each (default 3, quick 1)
-  --seconds <s>        seconds per e2e measurement (default 5, quick 2)
+  --rounds <n>         e2e, firstpacket and dns rounds, contenders interleaved in each (default 3, quick 1)
+  --seconds <s>        seconds per e2e and firstpacket measurement (default 3, quick 1)
   --contenders <list>  of ${CONTENDERS.join(', ')} (default all)
   --out <dir>          where the JSON and SVG files go (default bench/out)
-  --nft20k             also load the 20 000-service ruleset with nft -f (about a minute)
+  --load-cap <s>       stop a full kernel rule load of 20 000 services after this long, report "> s" (default 120;
+                       smaller rule sets get a proportional share, at least 20 s)
+  --nft20k             also load the 20 000-service ruleset with nft -f (minutes)
+  --write-results      after the run, write bench/RESULTS.md and bench/results/*.svg
+  --results [file]     measure nothing: write bench/RESULTS.md from a run's JSON (default <out>/latest.json)
+  --note <text>        a line for RESULTS.md about the conditions of the run
 `
 
 export function parseArgs(argv: readonly string[], defaultOut: string): BenchArgs {
   let quick = false
   let help = false
   let nft20k = false
+  let writeResults = false
+  let resultsFrom: string | undefined
+  let note: string | undefined
+  let loadCap: number | undefined
   const only: Section[] = []
   let rounds: number | undefined
   let seconds: number | undefined
@@ -74,6 +93,15 @@ export function parseArgs(argv: readonly string[], defaultOut: string): BenchArg
       case '--quick': quick = true; break
       case '--help': case '-h': help = true; break
       case '--nft20k': nft20k = true; break
+      case '--write-results': writeResults = true; break
+      case '--results': {
+        // the file is optional: the next argument is taken only when it is not another flag
+        const next = eq >= 0 ? arg.slice(eq + 1) : argv[i + 1]
+        if (next !== undefined && next !== '' && !next.startsWith('--')) { resultsFrom = next; if (eq < 0) i++ } else resultsFrom = ''
+        break
+      }
+      case '--note': note = value(); break
+      case '--load-cap': loadCap = positive(); break
       case '--only':
         for (const name of value().split(',').map(s => s.trim()).filter(Boolean)) {
           const list = (SECTIONS as readonly string[]).includes(name) ? [name as Section] : ALIASES[name]
@@ -98,9 +126,13 @@ export function parseArgs(argv: readonly string[], defaultOut: string): BenchArg
     quick,
     help,
     nft20k,
+    writeResults,
+    ...(resultsFrom !== undefined ? { resultsFrom: resultsFrom === '' ? join(out, 'latest.json') : resultsFrom } : {}),
+    ...(note !== undefined ? { note } : {}),
+    loadCap: loadCap ?? 120,
     sections: only.length > 0 ? SECTIONS.filter(s => only.includes(s)) : [...SECTIONS],
     rounds: rounds ?? (quick ? 1 : 3),
-    seconds: seconds ?? (quick ? 2 : 5),
+    seconds: seconds ?? (quick ? 1 : 3),
     contenders: contenders ?? [...CONTENDERS],
     out,
   }

@@ -3,7 +3,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Contender } from './args'
-import { barChart, lineChart, type Series } from './svg'
+import { barChart, lineChart, tickLabel, type Series } from './svg'
 import { ratio, si } from './stats'
 import type { MicroSection } from '../sections/micro'
 import type { SyncRow } from '../sections/sync'
@@ -31,6 +31,8 @@ export interface SummaryRow {
   readonly tundra: number
   /** kernel contender (or dnsmasq) -> median */
   readonly kernel: Readonly<Record<string, number>>
+  /** kernel contender -> the time cap its measurement was stopped at (in the row's unit): shown as "> cap" */
+  readonly kernelOver?: Readonly<Record<string, number>>
   /** the comparison the target is stated in: a ratio, a difference or tundra's own value */
   readonly compare: number
   /** how `compare` reads: tundra/kernel, µs tundra adds over the kernel, or tundra's own value */
@@ -105,10 +107,15 @@ export function summarize(r: BenchReport): SummaryRow[] {
   }
   if (r.sync && r.sync.length > 0) {
     const big = r.sync[r.sync.length - 1]!
-    const k = (f: (l: NonNullable<SyncRow['kernel'][keyof SyncRow['kernel']]>) => number | undefined): Record<string, number> =>
+    type Load = NonNullable<SyncRow['kernel'][keyof SyncRow['kernel']]>
+    const k = (f: (l: Load) => number | undefined): Record<string, number> =>
       Object.fromEntries(Object.entries(big.kernel).map(([name, l]) => [name, l ? f(l) ?? NaN : NaN]))
-    rows.push({ metric: `Endpoint change at ${big.services} services (update + swap)`, unit: 'ms', tundra: big.updateMs, kernel: k(l => l.deltaMs), compare: big.updateMs, compareKind: 'value', target: '≤ 5 ms', pass: judge(big.updateMs, '<=', 5), note: 'kernel: kube-proxy-style partial restore of the same change' })
-    rows.push({ metric: `Full compile at ${big.services} services × 10 endpoints`, unit: 'ms', tundra: big.compileMs, kernel: k(l => l.fullMs), compare: big.compileMs, compareKind: 'value', target: '≤ 200 ms', pass: judge(big.compileMs, '<=', 200), note: 'kernel: full load into an empty namespace' })
+    const over = (f: (l: Load) => number | undefined): { kernelOver?: Record<string, number> } => {
+      const o = Object.fromEntries(Object.entries(big.kernel).filter(([, l]) => l && typeof f(l) === 'number').map(([name, l]) => [name, f(l!)!]))
+      return Object.keys(o).length > 0 ? { kernelOver: o } : {}
+    }
+    rows.push({ metric: `Endpoint change at ${big.services} services (update + swap)`, unit: 'ms', tundra: big.updateMs, kernel: k(l => l.deltaMs), ...over(l => l.deltaOverMs), compare: big.updateMs, compareKind: 'value', target: '≤ 5 ms', pass: judge(big.updateMs, '<=', 5), note: 'kernel: kube-proxy-style partial restore of the same change' })
+    rows.push({ metric: `Full compile at ${big.services} services × 10 endpoints`, unit: 'ms', tundra: big.compileMs, kernel: k(l => l.fullMs), ...over(l => l.fullOverMs), compare: big.compileMs, compareKind: 'value', target: '≤ 200 ms', pass: judge(big.compileMs, '<=', 200), note: 'kernel: full load into an empty namespace' })
   }
   if (r.memory) {
     const m = r.memory
@@ -116,12 +123,13 @@ export function summarize(r: BenchReport): SummaryRow[] {
     rows.push({ metric: 'Memory per conntrack entry (engine arrays)', unit: 'B', tundra: m.engineBytesPerEntry, kernel: {}, compare: m.engineBytesPerEntry, compareKind: 'value', target: '≤ 128 B', pass: judge(m.engineBytesPerEntry, '<=', 128) })
   }
   if (r.micro) {
-    const find = (group: string, name: RegExp): number => r.micro!.results.find(x => x.group === group && name.test(x.name))?.nsPerOp ?? NaN
+    const find = (group: string, name: RegExp): number => r.micro!.results.find(x => (x.group === group || (group === 'dns' && x.group.startsWith('dns ('))) && name.test(x.name))?.nsPerOp ?? NaN
+    const dnsGroup = r.micro.results.find(x => x.group.startsWith('dns ('))?.group.slice(5, -1).replace(' services', '') ?? '10 000'
     for (const [label, g, re] of [
       ['NAT per packet, established (20 000 services)', 'nat 20000 services', /^established/],
       ['NAT new connection, first service (20 000)', 'nat 20000 services', /first service/],
       ['NAT new connection, last service (20 000)', 'nat 20000 services', /last service/],
-      ['DNS answerInPlace, service A', 'dns (10 000 services)', /A of a service/],
+      [`DNS answerInPlace, service A (${dnsGroup})`, 'dns', /A of a service/],
     ] as const) {
       const v = find(g, re)
       rows.push({ metric: label, unit: 'ns/op', tundra: v, kernel: {}, compare: NaN, compareKind: 'none', target: '(info)', pass: undefined })
@@ -130,7 +138,7 @@ export function summarize(r: BenchReport): SummaryRow[] {
   return rows
 }
 
-function fmt(v: number, unit: string): string {
+export function fmt(v: number, unit: string): string {
   if (!Number.isFinite(v)) return '–'
   if (unit === 'kpps' || unit === 'conn/s' || unit === 'q/s') return v >= 1000 ? si(v) : v.toFixed(0)
   if (unit === 'B' || unit === 'ns/op' || unit === 'µs') return v.toFixed(1)
@@ -138,30 +146,61 @@ function fmt(v: number, unit: string): string {
   return Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(2)
 }
 
-/** The stdout table: one row per headline metric. */
-export function renderTable(rows: readonly SummaryRow[]): string {
-  const kernels = [...new Set(rows.flatMap(r => Object.keys(r.kernel)))]
-  const head = ['metric', 'unit', 'tundra', ...kernels, 'compare', 'target', 'ok']
-  const body = rows.map(r => [
-    r.metric, r.unit, fmt(r.tundra, r.unit), ...kernels.map(k => (k in r.kernel ? fmt(r.kernel[k]!, r.unit) : '')),
+/** A measurement stopped at a time cap: "> 120 s" (ms shown in seconds, the way the cap is given). */
+export function fmtOver(cap: number, unit: string): string {
+  return unit === 'ms' ? `> ${Number((cap / 1000).toPrecision(3))} s` : `> ${fmt(cap, unit)}`
+}
+
+/** The kernel contenders (and dnsmasq) that appear in any row, in first-seen order. */
+export function kernelColumns(rows: readonly SummaryRow[]): string[] {
+  return [...new Set(rows.flatMap(r => Object.keys(r.kernel)))]
+}
+
+/** One row's cells: metric, unit, tundra, one per kernel column, compare, target, ok ('yes' / 'NO' / ''). */
+export function rowCells(r: SummaryRow, kernels: readonly string[]): string[] {
+  const kernelCell = (k: string): string => {
+    if (!(k in r.kernel)) return ''
+    const v = r.kernel[k]!
+    const cap = r.kernelOver?.[k]
+    return !Number.isFinite(v) && cap !== undefined ? fmtOver(cap, r.unit) : fmt(v, r.unit)
+  }
+  return [
+    r.metric, r.unit, fmt(r.tundra, r.unit), ...kernels.map(kernelCell),
     !Number.isFinite(r.compare) ? '–'
       : r.compareKind === 'ratio' ? `${r.compare.toFixed(2)}×`
       : r.compareKind === 'added' ? `${r.compare >= 0 ? '+' : ''}${r.compare.toFixed(1)} µs`
       : fmt(r.compare, r.unit),
     r.target, r.pass === undefined ? '' : r.pass ? 'yes' : 'NO',
-  ])
+  ]
+}
+
+/** The stdout table: one row per headline metric. */
+export function renderTable(rows: readonly SummaryRow[]): string {
+  const kernels = kernelColumns(rows)
+  const head = ['metric', 'unit', 'tundra', ...kernels, 'compare', 'target', 'ok']
+  const body = rows.map(r => rowCells(r, kernels))
   const widths = head.map((h, i) => Math.max(h.length, ...body.map(b => b[i]!.length)))
   const line = (cells: readonly string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')
   return [line(head), widths.map(w => '-'.repeat(w)).join('  '), ...body.map(line)].join('\n') + '\n'
 }
 
-/** Writes the JSON and SVG files; returns their paths. */
+/** The report as JSON: non-finite numbers (not measured) become null (readReport turns them back into NaN). */
+export function reportJson(r: BenchReport): string {
+  return JSON.stringify(r, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2) + '\n'
+}
+
+/** Reads a report written by writeOutputs (null -> NaN, as it was before writing). */
+export function readReport(text: string): BenchReport {
+  return JSON.parse(text, (_k, v: unknown) => (v === null ? NaN : v)) as BenchReport
+}
+
+/** Writes the JSON and SVG files; returns their paths, the time-stamped JSON first. */
 export function writeOutputs(dir: string, r: BenchReport): string[] {
   mkdirSync(dir, { recursive: true })
   const stamp = new Date().toISOString().replace(/[:.]/g, '-')
   const files: string[] = []
   const put = (name: string, text: string): void => { const p = join(dir, name); writeFileSync(p, text); files.push(p) }
-  const json = JSON.stringify(r, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2) + '\n'
+  const json = reportJson(r)
   put(`bench-${stamp}.json`, json)
   put('latest.json', json)
   for (const [name, svg] of charts(r)) put(name, svg)
@@ -188,17 +227,22 @@ export function charts(r: BenchReport): [string, string][] {
   if (r.sync && r.sync.length > 0) {
     const x = r.sync.map(s => s.services)
     const k = (name: 'iptables-nft' | 'iptables-legacy' | 'nftables', f: 'fullMs' | 'deltaMs'): number[] => r.sync!.map(s => s.kernel[name]?.[f] ?? NaN)
+    // a load stopped at its time cap leaves a gap; the legend says where
+    const capped = (label: string, name: 'iptables-nft' | 'iptables-legacy' | 'nftables', f: 'fullOverMs' | 'deltaOverMs'): string => {
+      const at = r.sync!.filter(s => typeof s.kernel[name]?.[f] === 'number')
+      return at.length === 0 ? label : `${label} (>${Number((at[0]!.kernel[name]![f]! / 1000).toPrecision(3))} s at ${at.map(s => tickLabel(s.services)).join(', ')})`
+    }
     out.push(['sync.svg', lineChart({
       title: 'Sync time vs number of services (10 endpoints each)', unit: 'ms', xLabel: 'services', x, logY: true,
       series: [
         { name: 'tundra full compile', values: r.sync.map(s => s.compileMs) },
         { name: 'tundra endpoint change', values: r.sync.map(s => s.updateMs) },
-        { name: 'iptables-nft full', values: k('iptables-nft', 'fullMs') },
-        { name: 'iptables-nft change', values: k('iptables-nft', 'deltaMs') },
-        { name: 'iptables-legacy full', values: k('iptables-legacy', 'fullMs') },
-        { name: 'iptables-legacy change', values: k('iptables-legacy', 'deltaMs') },
-        { name: 'nft -f full', values: k('nftables', 'fullMs') },
-        { name: 'nft change', values: k('nftables', 'deltaMs') },
+        { name: capped('iptables-nft full', 'iptables-nft', 'fullOverMs'), values: k('iptables-nft', 'fullMs') },
+        { name: capped('iptables-nft change', 'iptables-nft', 'deltaOverMs'), values: k('iptables-nft', 'deltaMs') },
+        { name: capped('iptables-legacy full', 'iptables-legacy', 'fullOverMs'), values: k('iptables-legacy', 'fullMs') },
+        { name: capped('iptables-legacy change', 'iptables-legacy', 'deltaOverMs'), values: k('iptables-legacy', 'deltaMs') },
+        { name: capped('nft -f full', 'nftables', 'fullOverMs'), values: k('nftables', 'fullMs') },
+        { name: capped('nft change', 'nftables', 'deltaOverMs'), values: k('nftables', 'deltaMs') },
       ],
     })])
   }

@@ -82,12 +82,18 @@ function frame(title: string, body: string[]): string {
   ].join('\n')
 }
 
+/** One entry per series; a parenthesised tail of a name (`label (note)`) goes on a second, smaller line. */
 function legend(series: readonly Series[]): string[] {
+  let y = M.top + 10
   return series.map((s, i) => {
-    const y = M.top + 10 + i * 20
     const x = W - M.right + 15
-    return `<rect x="${x}" y="${y - 9}" width="12" height="12" fill="${PALETTE[i % PALETTE.length]}"/>` +
-      `<text x="${x + 18}" y="${y + 1}">${esc(s.name)}</text>`
+    const cut = s.name.indexOf(' (')
+    const [label, note] = cut > 0 ? [s.name.slice(0, cut), s.name.slice(cut + 1)] : [s.name, '']
+    const out = `<rect x="${x}" y="${y - 9}" width="12" height="12" fill="${PALETTE[i % PALETTE.length]}"/>` +
+      `<text x="${x + 18}" y="${y + 1}">${esc(label)}</text>` +
+      (note ? `<text x="${x + 18}" y="${y + 14}" font-size="10" fill="#555">${esc(note)}</text>` : '')
+    y += note ? 32 : 20
+    return out
   })
 }
 

@@ -1,6 +1,8 @@
 // Running the load tools inside namespaces and reading what they print: iperf2 CSV, sockperf percentiles, the
 // connect tool's JSON; CPU time from /proc for the dataplane's share. The parsers are pure (unit-tested).
-import { readFileSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs'
+import { join } from 'node:path'
 import { run, waitFor, type RunResult } from '../../src/netns/netns'
 
 /** `ip netns exec <ns> <cmd…>` with a hard time limit (a wedged tool must not stall the run). */
@@ -105,3 +107,26 @@ export function readPidTicks(pid: number): number {
 }
 
 export const USER_HZ = 100
+
+/**
+ * bench/tools/sockperf-nosleep.c built as a shared object in `workDir` (once; rebuilt when the source is newer), for
+ * LD_PRELOAD into the sockperf client: it skips sockperf's fixed 2 s sleep after the warm-up. undefined when there
+ * is no C compiler (sockperf then runs as is, 2 s slower per run).
+ */
+export function sockperfNoSleep(repo: string, workDir: string): string | undefined {
+  const src = join(repo, 'bench', 'tools', 'sockperf-nosleep.c')
+  const so = join(workDir, 'sockperf-nosleep.so')
+  try {
+    if (existsSync(so) && statSync(so).mtimeMs >= statSync(src).mtimeMs) return so
+    mkdirSync(workDir, { recursive: true })
+    execFileSync('cc', ['-shared', '-fPIC', '-O2', '-o', so, src], { stdio: 'ignore', timeout: 60_000 })
+    return so
+  } catch {
+    return undefined
+  }
+}
+
+/** The sockperf client command, with the no-sleep shim preloaded when there is one. */
+export function sockperfClient(shim: string | undefined, args: readonly string[]): string[] {
+  return shim ? ['env', `LD_PRELOAD=${shim}`, 'sockperf', ...args] : ['sockperf', ...args]
+}

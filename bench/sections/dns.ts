@@ -12,6 +12,7 @@ import { repoRoot } from '../../src/lab/up'
 import { haveCommand, waitFor } from '../../src/netns/netns'
 import { benchLabDown, benchLabUp, dropTopology, newTopology } from '../lib/labs'
 import { writeScaleManifest } from '../lib/manifests'
+import { scaleServices, type KeptLab } from './firstpacket'
 import { errorSummary, progress } from '../lib/progress'
 import { median } from '../lib/stats'
 import { nsRun, waitListening } from '../lib/tools'
@@ -69,11 +70,21 @@ function shuffle<T>(a: T[], seed = 12345): T[] {
 const SRV = '10.99.0.2'
 const SRV_TUNDRA = '10.99.0.3'
 
-export async function runDns(o: { quick: boolean; rounds: number; seconds: number; withTundraLab: boolean; workDir: string }): Promise<DnsResult> {
-  const n = o.quick ? 1000 : 10_000
-  const seconds = o.quick ? 2 : Math.max(3, o.seconds)
+export interface DnsOptions {
+  readonly quick: boolean
+  readonly rounds: number
+  readonly seconds: number
+  readonly withTundraLab: boolean
+  readonly workDir: string
+  /** firstpacket's tundra lab (same services): used instead of bringing up bndns, and brought down here */
+  readonly lab?: KeptLab
+}
+
+export async function runDns(o: DnsOptions): Promise<DnsResult> {
+  const n = o.lab?.services ?? scaleServices(o.quick)
+  const seconds = o.quick ? 1 : Math.max(3, o.seconds)
   mkdirSync(o.workDir, { recursive: true })
-  const manifest = writeScaleManifest(o.workDir, n)
+  const manifest = o.lab?.manifest ?? writeScaleManifest(o.workDir, n)
   const cluster = compileLab({ name: 'bndns', files: [manifest], nodes: 1, dataplane: 'none' }).cluster
   const names: [string, string][] = cluster.services.filter(s => s.clusterIPs[0]).map(s => [`${s.name}.${s.namespace}.svc.cluster.local`, s.clusterIPs[0]!])
   const hosts = join(o.workDir, 'dns-hosts')
@@ -130,8 +141,9 @@ export async function runDns(o: { quick: boolean; rounds: number; seconds: numbe
     const tl = contenders[2]
     if (tl) {
       try {
-        progress('dns', 'bringing up a tundra lab with the same services (bndns)')
-        const st = await benchLabUp({ name: 'bndns', files: [manifest], dataplane: 'tundra', section: 'dns', readyTimeoutMs: 120_000, keepLogsIn: o.workDir })
+        if (o.lab) progress('dns', `using firstpacket's tundra lab with the same services (${o.lab.name})`)
+        else progress('dns', 'bringing up a tundra lab with the same services (bndns)')
+        const st = o.lab?.state ?? await benchLabUp({ name: 'bndns', files: [manifest], dataplane: 'tundra', section: 'dns', readyTimeoutMs: 240_000, keepLogsIn: o.workDir })
         const client = st.pods.find(p => p.name === 'client')!.ns
         targets.set(tl.name, { ns: client, server: '10.96.0.10', port: 53 })
         tl.available = true
@@ -156,7 +168,8 @@ export async function runDns(o: { quick: boolean; rounds: number; seconds: numbe
   } finally {
     for (const s of servers) await topo.stop(s, 1000)
     await dropTopology(topo)
-    if (o.withTundraLab) await benchLabDown('bndns')
+    if (o.lab) await benchLabDown(o.lab.name)
+    else if (o.withTundraLab) await benchLabDown('bndns')
   }
   for (const c of contenders) {
     if (c.runs.length === 0) continue

@@ -1,6 +1,6 @@
 // Section 4, end to end in network namespaces: the same lab (client pod -> service VIP -> 2 backend pods) once per
-// contender — tundra, kernel iptables (nf_tables backend and legacy), kernel nftables — all up at once, and every
-// measurement run for each contender back to back (order rotated per round), medians over rounds.
+// contender — tundra, kernel iptables (nf_tables backend and legacy), kernel nftables — brought up together and all up
+// at once, and every measurement run for each contender back to back (order rotated per round), medians over rounds.
 //
 //   tcp1 / tcp4   iperf2, 1 and 4 streams, to `solo` (one endpoint): Gbit/s, and dataplane CPU per Gbit/s
 //   udp           iperf2, 64-byte datagrams as fast as one sender goes, to `solo`: received pps, loss, CPU per Mpps
@@ -21,8 +21,8 @@ import { benchLabDown, benchLabUp, dropTopology, newTopology } from '../lib/labs
 import { errorSummary, progress } from '../lib/progress'
 import { median } from '../lib/stats'
 import {
-  nsRun, parseConnect, parseIperfTcpCsv, parseIperfUdpServerCsv, parseSockperf, readCpuTicks, readPidTicks, USER_HZ,
-  waitListening, type CpuTicks,
+  nsRun, parseConnect, parseIperfTcpCsv, parseIperfUdpServerCsv, parseSockperf, readCpuTicks, readPidTicks, sockperfClient,
+  sockperfNoSleep, USER_HZ, waitListening, type CpuTicks,
 } from '../lib/tools'
 import { repoRoot } from '../../src/lab/up'
 
@@ -46,6 +46,8 @@ export interface ContenderResult {
 export interface E2eResult {
   readonly rounds: number
   readonly seconds: number
+  /** sockperf's client ran with bench/tools/sockperf-nosleep.c preloaded (skips its 2 s sleep after warm-up) */
+  readonly sockperfNoSleep?: boolean
   readonly contenders: ContenderResult[]
 }
 
@@ -58,6 +60,8 @@ interface Env {
   readonly procs: Topology
   readonly sockperf: ChildProcess[]
   readonly agentPid?: number
+  /** LD_PRELOAD shim that skips sockperf's 2 s sleep after warm-up (undefined: plain sockperf) */
+  readonly shim?: string
 }
 
 export function manifestPath(): string {
@@ -70,7 +74,7 @@ function podNs(state: LabState, name: string): string {
   return p.ns
 }
 
-async function setUp(c: Contender, procs: Topology, workDir: string): Promise<Env> {
+async function setUp(c: Contender, procs: Topology, workDir: string, shim: string | undefined): Promise<Env> {
   const name = LAB_NAMES[c]
   const state = await benchLabUp({
     name, files: [manifestPath()], section: 'e2e', keepLogsIn: workDir,
@@ -94,7 +98,7 @@ async function setUp(c: Contender, procs: Topology, workDir: string): Promise<En
     await waitListening(b, 'tcp', 11112)
   }
   const agent = state.processes.find(p => p.role === 'agent')
-  const env: Env = { contender: c, state, client, b1, b2, procs, sockperf, ...(agent ? { agentPid: agent.pid } : {}) }
+  const env: Env = { contender: c, state, client, b1, b2, procs, sockperf, ...(agent ? { agentPid: agent.pid } : {}), ...(shim ? { shim } : {}) }
   // The service must answer before anything is measured.
   const probe = await connTest(env, 0.5)
   if (!(probe['connPerSec']! > 0)) throw new Error(`no connection through ${WEB_VIP}:80 worked`)
@@ -160,7 +164,7 @@ async function latencyTest(env: Env, seconds: number, pinned: boolean): Promise<
     const out: Record<string, number> = {}
     const suffix = pinned ? 'Pinned' : ''
     for (const [proto, port] of [['Udp', '11111'], ['Tcp', '11112']] as const) {
-      const cmd = [...(pinned ? ['taskset', '-c', '0'] : []), 'sockperf', 'pp', '-i', WEB_VIP, '-p', port, '-t', String(seconds), '-m', '64', ...(proto === 'Tcp' ? ['--tcp'] : [])]
+      const cmd = [...(pinned ? ['taskset', '-c', '0'] : []), ...sockperfClient(env.shim, ['pp', '-i', WEB_VIP, '-p', port, '-t', String(seconds), '-m', '64', ...(proto === 'Tcp' ? ['--tcp'] : [])])]
       const r = await nsRun(env.client, cmd, (seconds + 20) * 1000)
       const rep = parseSockperf(r.stdout + r.stderr)
       out[`lat${proto}${suffix}P50`] = rep?.p50 ?? NaN
@@ -173,7 +177,7 @@ async function latencyTest(env: Env, seconds: number, pinned: boolean): Promise<
 }
 
 async function directTest(env: Env, seconds: number): Promise<Record<string, number>> {
-  const r = await nsRun(env.client, ['sockperf', 'pp', '-i', BACKEND1_IP, '-p', '11111', '-t', String(seconds), '-m', '64'], (seconds + 20) * 1000)
+  const r = await nsRun(env.client, sockperfClient(env.shim, ['pp', '-i', BACKEND1_IP, '-p', '11111', '-t', String(seconds), '-m', '64']), (seconds + 20) * 1000)
   const rep = parseSockperf(r.stdout + r.stderr)
   return { latDirectUdpP50: rep?.p50 ?? NaN, latDirectUdpP99: rep?.p99 ?? NaN }
 }
@@ -186,12 +190,13 @@ async function connTest(env: Env, seconds: number): Promise<Record<string, numbe
   return { connPerSec: rep.perSecond, connErrors: rep.errors, connP50Ms: rep.p50Ms }
 }
 
+// latency runs: 2 s of ping-pong (tens of thousands of round trips) is plenty for p50 and p99
 const TESTS: readonly { name: string; run: (env: Env, seconds: number) => Promise<Record<string, number>>; headline: string }[] = [
   { name: 'tcp 1 stream', run: (e, s) => tcpTest(e, 1, s), headline: 'tcp1Gbps' },
   { name: 'tcp 4 streams', run: (e, s) => tcpTest(e, 4, s), headline: 'tcp4Gbps' },
   { name: 'udp 64 B', run: (e, s) => udpTest(e, s), headline: 'udpRxPps' },
-  { name: 'latency', run: (e, s) => latencyTest(e, Math.min(s, 3), false), headline: 'latUdpP50' },
-  { name: 'latency pinned', run: (e, s) => latencyTest(e, Math.min(s, 3), true), headline: 'latUdpPinnedP50' },
+  { name: 'latency', run: (e, s) => latencyTest(e, Math.min(s, 2), false), headline: 'latUdpP50' },
+  { name: 'latency pinned', run: (e, s) => latencyTest(e, Math.min(s, 2), true), headline: 'latUdpPinnedP50' },
   { name: 'new connections', run: (e, s) => connTest(e, s), headline: 'connPerSec' },
   { name: 'direct pod latency', run: (e, s) => directTest(e, Math.min(s, 2)), headline: 'latDirectUdpP50' },
 ]
@@ -199,21 +204,28 @@ const TESTS: readonly { name: string; run: (env: Env, seconds: number) => Promis
 export async function runE2e(contenders: readonly Contender[], rounds: number, seconds: number, workDir: string): Promise<E2eResult> {
   const results: ContenderResult[] = contenders.map(c => ({ contender: c, available: false, samples: {}, medians: {} }))
   const envs: Env[] = []
+  const shim = sockperfNoSleep(repoRoot(), workDir)
+  if (!shim) progress('e2e', 'no C compiler for bench/tools/sockperf-nosleep.c: sockperf runs as is (2 s longer per latency run)')
   const procs = newTopology('e2e')
   try {
-    for (const r of results) {
+    // All labs come up at once (bring-up is mostly waiting for processes); measuring starts when all are up.
+    progress('e2e', `bringing up ${results.map(r => `${r.contender} (${LAB_NAMES[r.contender]})`).join(', ')}`)
+    const up = await Promise.all(results.map(async r => {
       const c = r.contender
-      if (c === 'iptables-legacy' && !haveCommand('iptables-legacy-restore')) { r.error = 'iptables-legacy-restore is not installed'; continue }
-      progress('e2e', `bringing up the ${c} lab (${LAB_NAMES[c]})`)
+      if (c === 'iptables-legacy' && !haveCommand('iptables-legacy-restore')) { r.error = 'iptables-legacy-restore is not installed'; return undefined }
       try {
-        envs.push(await setUp(c, procs, workDir))
+        const env = await setUp(c, procs, workDir, shim)
         r.available = true
+        progress('e2e', `${c} is up`)
+        return env
       } catch (err) {
         r.error = errorSummary(err)
         progress('e2e', `${c}: not measured: ${r.error}`)
         await benchLabDown(LAB_NAMES[c])
+        return undefined
       }
-    }
+    }))
+    for (const env of up) if (env) envs.push(env) // in contender order
     for (let round = 0; round < rounds; round++) {
       for (const t of TESTS) {
         // rotate the order each round so no contender always goes first (or right after the noisiest)
@@ -238,7 +250,7 @@ export async function runE2e(contenders: readonly Contender[], rounds: number, s
     for (const r of results) await benchLabDown(LAB_NAMES[r.contender])
   }
   for (const r of results) for (const [k, v] of Object.entries(r.samples)) r.medians[k] = median(v)
-  return { rounds, seconds, contenders: results }
+  return { rounds, seconds, sockperfNoSleep: shim !== undefined, contenders: results }
 }
 
 function headline(metric: string, v: number | undefined): string {
