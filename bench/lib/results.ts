@@ -3,6 +3,7 @@
 // committed). Rendering is pure (unit-tested); writeResults does the files.
 import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { basename, join, relative } from 'node:path'
+import { SECTIONS } from './args'
 import { charts, fmt, fmtOver, kernelColumns, rowCells, summarize, type BenchReport, type SummaryRow } from './report'
 import { tickLabel } from './svg'
 
@@ -127,7 +128,8 @@ export function renderResults(r: BenchReport, o: ResultsOptions, chartNames: rea
   const when = Number.isFinite(date.getTime()) ? `${date.toISOString().slice(0, 16).replace('T', ' ')} UTC` : '?'
   const tools = meta['tools'] && typeof meta['tools'] === 'object' ? Object.values(meta['tools'] as Record<string, string>).filter(v => v && v !== 'unavailable') : []
   const mode = meta['quick'] === true ? '`--quick` (a smoke run: small sizes, one round)' : 'full'
-  const only = Array.isArray(meta['only']) ? (meta['only'] as string[]) : undefined
+  // the sections, when not all of them ran
+  const only = Array.isArray(meta['only']) && meta['only'].length < SECTIONS.length ? (meta['only'] as string[]) : undefined
   const rows = summarize(r) // from the measurements, so an older JSON gets today's rows and targets
   const kernels = kernelColumns(rows)
   const lines: string[] = [
