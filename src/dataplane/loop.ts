@@ -5,6 +5,7 @@ import type { Batch, Device } from '../device/device'
 import { VNET_HDR_LEN } from '../device/device'
 import { PacketInfo, parsePacket, DROP_NAMES } from '../wire/packet'
 import { checksum, pseudoHeaderSum4 } from '../wire/checksum'
+import { writeIpv4Header } from '../wire/build'
 import { encapsulate, innerOffset, VXLAN_OVERHEAD, VXLAN_PORT } from './vxlan'
 import { completeChecksum, segment } from './gso'
 import { CAPTURE_VERDICTS, type Capture } from './capture'
@@ -151,7 +152,6 @@ export class Dataplane {
       if (capThis && cap.opts.pre) cap.record(buf, off, len, 'pre-nat')
       const act = this.nat.process(buf, off, len, info, (flags & 1) !== 0, this.now)
       if (capThis && cap.opts.post) cap.record(buf, off, len, `post-nat ${CAPTURE_VERDICTS[act] ?? act}`)
-      if (cap !== null && cap.done) this.capture = null
       if (act === Action.DROP) { c.dropped++; continue }
       if (act === Action.REJECT) {
         const o = this.txUsed + this.gap
@@ -255,16 +255,8 @@ let replyId = 0
 
 /** IPv4 + UDP headers in front of `payloadLen` bytes already at off+28, full checksums (tundra built it). */
 export function writeUdpReply(out: Buffer, off: number, src: number, dst: number, sport: number, dport: number, payloadLen: number): void {
-  const total = 28 + payloadLen
-  out[off] = 0x45; out[off + 1] = 0
-  out.writeUInt16BE(total, off + 2)
-  out.writeUInt16BE(replyId = (replyId + 1) & 0xffff, off + 4)
-  out.writeUInt16BE(0x4000, off + 6)
-  out[off + 8] = 64; out[off + 9] = 17
-  out.writeUInt16BE(0, off + 10)
-  out.writeUInt32BE(src >>> 0, off + 12)
-  out.writeUInt32BE(dst >>> 0, off + 16)
-  out.writeUInt16BE(checksum(out, off, 20), off + 10)
+  replyId = (replyId + 1) & 0xffff
+  writeIpv4Header(out, off, 0, 28 + payloadLen, replyId, 0x4000, 17, src, dst)
   const u = off + 20
   out.writeUInt16BE(sport, u)
   out.writeUInt16BE(dport, u + 2)

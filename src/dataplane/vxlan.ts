@@ -2,7 +2,7 @@
 //
 //   outer IPv4 (20) | UDP (8) | VXLAN: flags(1)=0x08 rsvd(3) VNI(3) rsvd(1) | Ethernet dst(6) src(6) type(2) | inner IP
 // The inner Ethernet addresses are what a kernel `vxlan` peer checks: its device MAC must be the destination.
-import { checksum } from '../wire/checksum'
+import { writeIpv4Header } from '../wire/build'
 
 export const VXLAN_OVERHEAD = 20 + 8 + 8 + 14
 export const VXLAN_PORT = 4789
@@ -33,15 +33,8 @@ export function encapsulate(out: Buffer, outOff: number, src: Buffer, srcOff: nu
   local: number, remote: number, vni: number, srcMac: Buffer, dstMac: Buffer, entropy: number): number {
   const total = VXLAN_OVERHEAD + len
   const o = outOff
-  out[o] = 0x45; out[o + 1] = 0
-  out.writeUInt16BE(total, o + 2)
-  out.writeUInt16BE(ipId = (ipId + 1) & 0xffff, o + 4)
-  out.writeUInt16BE(0, o + 6)
-  out[o + 8] = 64; out[o + 9] = 17
-  out.writeUInt16BE(0, o + 10)
-  out.writeUInt32BE(local >>> 0, o + 12)
-  out.writeUInt32BE(remote >>> 0, o + 16)
-  out.writeUInt16BE(checksum(out, o, 20), o + 10)
+  ipId = (ipId + 1) & 0xffff
+  writeIpv4Header(out, o, 0, total, ipId, 0, 17, local, remote)
   const u = o + 20
   out.writeUInt16BE(49152 + (entropy & 0x3fff), u)
   out.writeUInt16BE(VXLAN_PORT, u + 2)

@@ -20,6 +20,26 @@ export const ICMP_ERROR_TOS = 0xc0
 export const ICMP4_ERROR_MAX = 576
 
 /**
+ * An option-less IPv4 header at `off` for a packet tundra builds, with its full header checksum. `flagsFrag` is the
+ * flags/fragment-offset word (0x4000 = DF).
+ */
+export function writeIpv4Header(
+  out: Uint8Array, off: number, tos: number, total: number, id: number, flagsFrag: number, proto: number,
+  src: number, dst: number, ttl = DEFAULT_TTL,
+): void {
+  out[off] = 0x45
+  out[off + 1] = tos
+  set16(out, off + 2, total)
+  set16(out, off + 4, id)
+  set16(out, off + 6, flagsFrag)
+  out[off + 8] = ttl
+  out[off + 9] = proto
+  set32(out, off + 12, src)
+  set32(out, off + 16, dst)
+  fillIpv4Checksum(out, off)
+}
+
+/**
  * Writes an IPv4 ICMP error (e.g. type 3 code 3, port unreachable) from `src` to the source of the offending
  * packet at (orig, origOff) whose buffer holds `origLen` bytes. The quote is the offending IP header and the first
  * `quoteBytes` bytes of its payload (8 by default, RFC 792; Linux quotes as much as fits in 576 bytes, RFC 1812),
@@ -42,17 +62,8 @@ export function buildIcmp4Error(
   if (outOff < 0 || outOff + total > out.length) return 0
   const dst = get32(orig, origOff + 12)
   copyBytes(out, outOff + 28, orig, origOff, q)
-  // IPv4 header: no options, DF with ID 0 (an atomic datagram, RFC 6864).
-  out[outOff] = 0x45
-  out[outOff + 1] = ICMP_ERROR_TOS
-  set16(out, outOff + 2, total)
-  set16(out, outOff + 4, 0)
-  set16(out, outOff + 6, 0x4000)
-  out[outOff + 8] = ttl
-  out[outOff + 9] = IPPROTO_ICMP
-  set32(out, outOff + 12, src)
-  set32(out, outOff + 16, dst)
-  fillIpv4Checksum(out, outOff)
+  // DF with ID 0: an atomic datagram (RFC 6864).
+  writeIpv4Header(out, outOff, ICMP_ERROR_TOS, total, 0, 0x4000, IPPROTO_ICMP, src, dst, ttl)
   const m = outOff + 20
   out[m] = type
   out[m + 1] = code
