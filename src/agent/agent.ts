@@ -251,14 +251,12 @@ export class Agent implements DataplaneView {
    * `peer {op: 'add'|'remove', node, ip, podCIDR}`: another VXLAN node (a kernel vxlan device, say), without a restart.
    */
   private changePeer(args: Record<string, unknown>): { peers: VxlanPeer[] } {
-    const dp = this.dp
-    if (!dp) throw new AgentError('the dataplane is not running')
+    if (!this.dp) throw new AgentError('the dataplane is not running')
     const op = String(args['op'] ?? 'add')
     const peer: VxlanPeer = { node: String(args['node'] ?? ''), ip: String(args['ip'] ?? ''), podCIDR: String(args['podCIDR'] ?? '') }
     const rest = this.peers.filter(p => p.node !== peer.node && p.ip !== peer.ip)
-    if (op === 'add') { toPeer(peer, 'peer'); this.peers = [...rest, peer] } else if (op === 'remove') this.peers = rest
+    if (op === 'add') { toPeer(peer, 'peer'); this.setPeers([...rest, peer]) } else if (op === 'remove') this.setPeers(rest)
     else throw new AgentError(`peer: op must be add or remove, got ${JSON.stringify(op)}`)
-    dp.setPeers({ ...dp.options, peers: this.peers.map(p => toPeer(p, 'peer')) })
     return { peers: this.peers }
   }
 
@@ -311,12 +309,16 @@ export class Agent implements DataplaneView {
 
   /** Installs a new desired state: NAT table (stale flows flushed, TCP resets sent) and DNS zone together. */
   apply(cluster: Cluster): void {
-    const table = compileNat(cluster, this.natCfg, this.compiled)
+    this.install(cluster, compileNat(cluster, this.natCfg, this.compiled))
+    this.dns_.setCluster(cluster)
+  }
+
+  /** Swaps in a state (stale flows flushed, TCP resets sent) and brings what follows from it up to date. */
+  private install(cluster: Cluster, table: NatTable): void {
     this.current = cluster
     this.compiled = table
     const r = this.engine_.swap(table)
     if (r.resets > 0) this.dp?.sendResets(this.engine_)
-    this.dns_.setCluster(cluster)
     this.syncHealthServers()
     this.routeSync = this.routeSync.then(() => this.syncExternalRoutes()).catch(err => this.log(`[agent] routes: ${(err as Error).message}`))
     this.reloads++
@@ -354,14 +356,8 @@ export class Agent implements DataplaneView {
       byKey.delete(key)
     }
     services.push(...byKey.values())
-    this.current = { ...this.current, services }
-    this.compiled = table
-    const r = this.engine_.swap(table)
-    if (r.resets > 0) this.dp?.sendResets(this.engine_)
-    this.reloads++
+    this.install({ ...this.current, services }, table)
     this.scheduleZone()
-    this.syncHealthServers()
-    this.routeSync = this.routeSync.then(() => this.syncExternalRoutes()).catch(err => this.log(`[agent] routes: ${(err as Error).message}`))
   }
 
   private zoneTimer: NodeJS.Immediate | undefined
