@@ -10,10 +10,13 @@
 //                                                           lengths: Uint32Array[] }
 //                                                      writeRingBytes > 0: with a write queue (slots: power of two)
 //   readerStart(handle, cb(slab, count, bytes))         cb(-1, errno, Error) reports a fatal read error (reader stopped)
+//   readerStartInline(handle, cb[, busyPollUs])        the same callbacks, but no thread: the JS thread's event loop
+//                                                      polls the fd, reads a batch and calls cb synchronously, and
+//                                                      keeps reading busyPollUs after the last packet (0: not)
 //   readerRef(handle, ref: boolean)                    ref/unref the threadsafe function (keeps the loop alive or not)
 //   readerStop(handle)                                 idempotent; writes what was handed over, joins the thread;
 //                                                      no callback runs afterwards
-//   readerStats(handle, out: Float64Array(4))          [reads, readErrors, slabWaits, dispatches]
+//   readerStats(handle, out: Float64Array(5))          [reads, readErrors, slabWaits, dispatches, busy polls]
 //   writeBatch(fd, buf, offsets, lengths, count, hdrLen, counters: Float64Array(4)) -> packets written
 //                                                      counters += [EAGAIN, other errors, last errno, bytes written]
 //   readerWrite(handle, buf, offsets, lengths, count) -> packets queued for the reader thread to write (with the
@@ -27,6 +30,7 @@
 #include <linux/if_tun.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -38,6 +42,7 @@
 #include <unistd.h>
 
 #include <node_api.h>
+#include <uv.h>
 
 // Added in Linux 6.2; the system headers may predate them.
 #ifndef TUN_F_USO4
@@ -343,6 +348,14 @@ typedef struct {
   napi_threadsafe_function tsfn;
   napi_ref callback;
   wqueue_t *wq;     // the write queue, or NULL
+  bool inline_started;   // readerStartInline: uv_poll on the JS thread instead of a thread
+  uv_poll_t poll;
+  uint64_t spin_ns;      // inline: busy-poll this long after the last packet (0: never)
+  uint64_t affinity_checked_ns;
+  bool multi_cpu;
+  double spins;          // inline: empty reads while busy polling
+  napi_env env;
+  napi_async_context actx;
   int io_running;   // atomic: the thread consumes wq; when 0 the JS thread writes for itself
   int inflight;     // atomic: batches handed to JS and not yet released
   int sleeping;     // atomic: 0 awake, 1 asleep, 2 asleep and waiting for JS to release a slab
@@ -664,6 +677,32 @@ static inline bool writes_pending(reader_t *r) {
   return r->wq && __atomic_load_n(&r->wq->dhead, __ATOMIC_SEQ_CST) != r->wq->dtail;
 }
 
+enum { FILL_FULL, FILL_DRAINED, FILL_FATAL };
+
+// Reads what is ready into slab s after *count packets / *pos bytes until it is full (FILL_FULL), the fd has
+// nothing more (FILL_DRAINED) or reading failed for good (FILL_FATAL, errno in fatal_errno).
+static int fill_slab(reader_t *r, slab_t *s, uint32_t *count, size_t *pos, double *bytes) {
+  const size_t room = MAX_PACKET + r->hdr_len;
+  while (*count < r->max_pkts && r->slab_bytes - *pos >= room) {
+    ssize_t n = read(r->fd, s->data + *pos, room);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) return FILL_DRAINED;
+      r->read_errors += 1;
+      r->fatal_errno = errno;
+      return FILL_FATAL;
+    }
+    r->reads += 1;
+    if ((size_t)n <= r->hdr_len) continue;  // nothing after the header: not a packet
+    s->offsets[*count] = (uint32_t)(*pos + r->hdr_len);
+    s->lengths[*count] = (uint32_t)(n - r->hdr_len);
+    *bytes += (double)(n - r->hdr_len);
+    (*count)++;
+    *pos = (*pos + (size_t)n + ALIGN - 1) & ~(size_t)(ALIGN - 1);
+  }
+  return FILL_FULL;
+}
+
 // Reads everything that is ready into the current slab. A batch is handed to JS as soon as JS is idle (lowest
 // latency), otherwise it keeps growing until JS releases the previous one or the slab is full (largest batches
 // exactly when the JS thread is the bottleneck). Writes what JS handed back after dispatching the next batch and
@@ -695,28 +734,9 @@ static void *reader_main(void *arg) {
     // After `mine`: whatever JS queued from this slab was handed over before the slab was released.
     if (r->wq) wq_drain(r);
     if (mine && !full) {
-      bool drained = false, fatal = false;
-      while (count < r->max_pkts && r->slab_bytes - pos >= room) {
-        ssize_t n = read(r->fd, s->data + pos, room);
-        if (n < 0) {
-          if (errno == EINTR) continue;
-          if (errno == EAGAIN) drained = true;
-          else {
-            r->read_errors += 1;
-            r->fatal_errno = errno;
-            fatal = true;
-          }
-          break;
-        }
-        r->reads += 1;
-        if ((size_t)n <= r->hdr_len) continue;  // nothing after the header: not a packet
-        s->offsets[count] = (uint32_t)(pos + r->hdr_len);
-        s->lengths[count] = (uint32_t)(n - r->hdr_len);
-        bytes += (double)(n - r->hdr_len);
-        count++;
-        pos = (pos + (size_t)n + ALIGN - 1) & ~(size_t)(ALIGN - 1);
-      }
-      if (fatal) {
+      int got = fill_slab(r, s, &count, &pos, &bytes);
+      bool drained = got == FILL_DRAINED;
+      if (got == FILL_FATAL) {
         // Tell JS (NULL data = error) and stop reading; the device is gone or broken.
         napi_call_threadsafe_function(r->tsfn, NULL, napi_tsfn_nonblocking);
         break;
@@ -767,11 +787,13 @@ static void *reader_main(void *arg) {
 }
 
 static void reader_halt(reader_t *r);
+static void inline_halt(reader_t *r);
 static void env_cleanup(void *arg);
 
 static void handle_finalize(napi_env env, void *data, void *hint) {
   reader_t *r = data;
   // Should have been stopped by close(); a thread writing into freed memory would be far worse than a short wait.
+  inline_halt(r);
   if (r->thread_started && !r->stopped) {
     reader_halt(r);
     napi_remove_env_cleanup_hook(env, env_cleanup, r);
@@ -924,6 +946,173 @@ static napi_value ReaderStart(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// inline reading: no thread, the JS thread's event loop polls the fd
+//
+// Each crossing between threads costs a wakeup (tens of µs on a VM); the threaded reader pays three per packet
+// (reader thread, JS thread, reader thread again to write). Inline, the kernel wakes the JS thread once: it reads a
+// batch, JS processes it and writes the answers synchronously (writeBatch). The slab is reused after the callback
+// returns, as with the thread. At most one slab's worth is read per poll event, so timers and sockets still get
+// their turn (the poll is level-triggered and fires again at once).
+
+static void inline_fail(reader_t *r) {
+  napi_env env = r->env;
+  uv_poll_stop(&r->poll);
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value cb, recv, argv[3];
+  if (napi_get_reference_value(env, r->callback, &cb) == napi_ok && cb) {
+    napi_get_global(env, &recv);  // napi_make_callback wants an object
+    napi_create_int32(env, -1, &argv[0]);
+    napi_create_int32(env, r->fatal_errno, &argv[1]);
+    argv[2] = errno_error(env, r->fatal_errno, "read", "(TUN reader stopped)");
+    napi_make_callback(env, r->actx, recv, cb, 3, argv, NULL);
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+// Busy polling only pays when the packet's other end runs on another CPU; with one CPU to run on (e.g. the whole
+// path pinned to a core) it would only take time from the processes we wait for. Checked at most every 100 ms.
+static bool may_spin(reader_t *r, uint64_t now) {
+  if (r->spin_ns == 0) return false;
+  if (now - r->affinity_checked_ns > 100000000u) {
+    cpu_set_t set;
+    r->multi_cpu = sched_getaffinity(0, sizeof set, &set) != 0 || CPU_COUNT(&set) > 1;
+    r->affinity_checked_ns = now;
+  }
+  return r->multi_cpu;
+}
+
+// Calls the batch callback for slab s; false when the reader was stopped from inside it.
+static bool inline_dispatch(reader_t *r, slab_t *s, uint32_t count, double bytes) {
+  napi_env env = r->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return false;
+  s->count = count;
+  s->bytes = bytes;
+  r->dispatches += 1;
+  napi_value cb, recv, argv[3];
+  napi_get_reference_value(env, r->callback, &cb);
+  napi_get_global(env, &recv);  // napi_make_callback wants an object
+  napi_create_int32(env, (int32_t)s->index, &argv[0]);
+  napi_create_uint32(env, count, &argv[1]);
+  napi_create_double(env, bytes, &argv[2]);
+  r->in_cb = true;
+  napi_status st = napi_make_callback(env, r->actx, recv, cb, 3, argv, NULL);
+  r->in_cb = false;
+  bool pending = false;
+  if (st != napi_ok && napi_is_exception_pending(env, &pending) == napi_ok && pending) {
+    napi_value exc;
+    if (napi_get_and_clear_last_exception(env, &exc) == napi_ok) napi_fatal_exception(env, exc);
+  }
+  napi_close_handle_scope(env, scope);
+  return !r->stopped;
+}
+
+// Reads and dispatches batches; then, with busy polling on, keeps reading for spin_ns after the last packet (the
+// answer to what was just forwarded usually comes back within tens of µs, and catching it here saves the wakeup).
+// Returns to the event loop after INLINE_SLICE_NS at most, so timers and sockets keep their turn.
+#define INLINE_SLICE_NS 2000000u
+static void inline_poll_cb(uv_poll_t *h, int status, int events) {
+  reader_t *r = h->data;
+  if (r->stopped) return;
+  if (status < 0) {
+    r->fatal_errno = -status;
+    inline_fail(r);
+    return;
+  }
+  slab_t *s = &r->slabs[0];
+  uint64_t start = now_ns(), last = start;
+  for (;;) {
+    uint32_t count = 0;
+    size_t pos = 0;
+    double bytes = 0;
+    int got = fill_slab(r, s, &count, &pos, &bytes);
+    uint64_t now = now_ns();
+    if (count > 0) {
+      if (!inline_dispatch(r, s, count, bytes)) return;
+      last = now = now_ns();
+    }
+    if (got == FILL_FATAL) {
+      inline_fail(r);
+      return;
+    }
+    if (now - start > INLINE_SLICE_NS) return;
+    if (got == FILL_DRAINED) {
+      if (!may_spin(r, now) || now - last > r->spin_ns) return;
+      r->spins += 1;
+    }
+  }
+}
+
+static void inline_closed(uv_handle_t *h) { reader_unref(h->data); }
+
+static napi_value ReaderStartInline(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  size_t argc = 3;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 2) {
+    throw_type(env, "not enough arguments");
+    return NULL;
+  }
+  reader_t *r = get_reader(env, argv[0]);
+  if (!r) return NULL;
+  int32_t spin_us = 0;
+  if (argc >= 3 && !get_i32(env, argv[2], &spin_us, "busyPollUs")) return NULL;
+  if (spin_us < 0 || spin_us > 1000000) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "busyPollUs must be 0..1000000");
+    return NULL;
+  }
+  r->spin_ns = (uint64_t)spin_us * 1000u;
+  if (r->thread_started || r->inline_started || r->stopped) {
+    napi_throw_error(env, "ERR_INVALID_STATE", "reader was already started or stopped");
+    return NULL;
+  }
+  if (r->wq) {
+    napi_throw_error(env, "ERR_INVALID_STATE", "an inline reader writes on the JS thread (create it without a write queue)");
+    return NULL;
+  }
+  struct uv_loop_s *loop;
+  CHECK(napi_get_uv_event_loop(env, &loop));
+  napi_value name;
+  CHECK(napi_create_string_utf8(env, "tundra-tun-inline", NAPI_AUTO_LENGTH, &name));
+  CHECK(napi_async_init(env, NULL, name, &r->actx));
+  CHECK(napi_create_reference(env, argv[1], 1, &r->callback));
+  int err = uv_poll_init(loop, &r->poll, r->fd);
+  if (err == 0) {
+    r->poll.data = r;
+    err = uv_poll_start(&r->poll, UV_READABLE, inline_poll_cb);
+    if (err != 0) uv_close((uv_handle_t *)&r->poll, NULL);
+  }
+  if (err != 0) {
+    napi_async_destroy(env, r->actx);
+    napi_delete_reference(env, r->callback);
+    r->callback = NULL;
+    throw_errno(env, -err, "uv_poll_start", NULL);
+    return NULL;
+  }
+  r->env = env;
+  r->inline_started = true;
+  r->js_refs++;  // released when the poll handle is closed
+  return NULL;
+}
+
+static void inline_halt(reader_t *r) {
+  if (!r->inline_started || r->stopped) return;
+  r->stopped = true;
+  uv_poll_stop(&r->poll);
+  uv_close((uv_handle_t *)&r->poll, inline_closed);
+  napi_async_destroy(r->env, r->actx);
+  napi_delete_reference(r->env, r->callback);
+  r->callback = NULL;
+}
+
 static napi_value ReaderRef(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   if (!get_args(env, info, 2, argv)) return NULL;
@@ -931,6 +1120,11 @@ static napi_value ReaderRef(napi_env env, napi_callback_info info) {
   if (!r) return NULL;
   bool ref = true;
   napi_get_value_bool(env, argv[1], &ref);
+  if (r->inline_started && !r->stopped) {
+    if (ref) uv_ref((uv_handle_t *)&r->poll);
+    else uv_unref((uv_handle_t *)&r->poll);
+    return NULL;
+  }
   if (!r->thread_started || r->stopped) return NULL;
   if (ref) CHECK(napi_ref_threadsafe_function(env, r->tsfn));
   else CHECK(napi_unref_threadsafe_function(env, r->tsfn));
@@ -943,6 +1137,7 @@ static napi_value ReaderStop(napi_env env, napi_callback_info info) {
   reader_t *r = get_reader(env, argv[0]);
   if (!r) return NULL;
   if (r->stopped) return NULL;
+  inline_halt(r);
   reader_halt(r);
   if (r->thread_started) napi_remove_env_cleanup_hook(env, env_cleanup, r);
   if (r->wq) wq_drain(r);  // a hand-over that raced with a fatal exit of the thread; before the slabs can go
@@ -963,8 +1158,8 @@ static napi_value ReaderStats(napi_env env, napi_callback_info info) {
   double *out;
   size_t len;
   if (!get_typed(env, argv[1], napi_float64_array, (void **)&out, &len, "out")) return NULL;
-  double v[4] = {r->reads, r->read_errors, r->slab_waits, r->dispatches};
-  for (size_t i = 0; i < len && i < 4; i++) out[i] = v[i];
+  double v[5] = {r->reads, r->read_errors, r->slab_waits, r->dispatches, r->spins};
+  for (size_t i = 0; i < len && i < 5; i++) out[i] = v[i];
   return NULL;
 }
 
@@ -980,6 +1175,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"readerWriteStats", NULL, ReaderWriteStats, NULL, NULL, NULL, napi_enumerable, NULL},
       {"readerCreate", NULL, ReaderCreate, NULL, NULL, NULL, napi_enumerable, NULL},
       {"readerStart", NULL, ReaderStart, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"readerStartInline", NULL, ReaderStartInline, NULL, NULL, NULL, napi_enumerable, NULL},
       {"readerRef", NULL, ReaderRef, NULL, NULL, NULL, napi_enumerable, NULL},
       {"readerStop", NULL, ReaderStop, NULL, NULL, NULL, napi_enumerable, NULL},
       {"readerStats", NULL, ReaderStats, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -17,6 +17,12 @@ export interface NativeTun {
     writeRingBytes?: number, writeSlots?: number): NativeReader
   /** cb(slab, count, bytes) per batch; cb(-1, errno, error) once if reading fails for good (the reader stops) */
   readerStart(handle: ReaderHandle, cb: (slab: number, count: number, bytes: number | NodeJS.ErrnoException) => void): void
+  /**
+   * The same callbacks without a thread: the JS thread's event loop polls the fd and calls cb with a batch read
+   * right there (slab 0); the reader must have no write queue (answers go out with writeBatch).
+   */
+  readerStartInline(handle: ReaderHandle, cb: (slab: number, count: number, bytes: number | NodeJS.ErrnoException) => void,
+    busyPollUs?: number): void
   readerRef(handle: ReaderHandle, ref: boolean): void
   /** Writes what was handed over, joins the thread; idempotent; no callback runs afterwards. */
   readerStop(handle: ReaderHandle): void
@@ -34,7 +40,7 @@ export interface NativeTun {
    * queued and not yet written after a readerWrite.
    */
   readerWriteStats(handle: ReaderHandle, out: Float64Array): void
-  /** out = [reads, readErrors, slabWaits, dispatches] */
+  /** out = [reads, readErrors, slabWaits, dispatches, busy polls (inline: empty reads while busy polling)] */
   readerStats(handle: ReaderHandle, out: Float64Array): void
 }
 

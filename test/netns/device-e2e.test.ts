@@ -4,7 +4,7 @@
 import t from 'tap'
 import { createHash, randomBytes } from 'node:crypto'
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync, openSync, writeSync, closeSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { ChildProcess } from 'node:child_process'
 import { netnsSkip, topology, waitFor, type Topology } from '../helpers/netns'
@@ -137,13 +137,15 @@ t.test('client → node (TUN reflector) → server', netnsSkip('ping', 'curl', '
   const bigSum = makeBigFile(join(dir, 'www', 'big.bin'))
   const report: Record<string, unknown> = {}
 
-  for (const offloads of [true, false]) {
-    const mode = offloads ? 'offloads on' : 'offloads off'
+  // The reader thread with and without offloads, and the inline reader (the JS thread polls the TUN) with them.
+  for (const [offloads, io] of [[true, 'thread'], [false, 'thread'], [true, 'inline']] as const) {
+    const mode = `offloads ${offloads ? 'on' : 'off'}, io ${io}`
     await t.test(mode, async t => {
-      const topo = topology(t, offloads ? 'off1' : 'off0')
+      const topo = topology(t, `off${offloads ? 1 : 0}${io === 'inline' ? 'i' : ''}`)
       const { client, node, server } = await plumb(topo)
 
-      const cmd = fixtureCommand('reflector', node, [JSON.stringify({ name: 'tun0', vnetHdr: offloads, offloads, txqueuelen: 1000 })])
+      const tunOpts = { name: 'tun0', vnetHdr: offloads, offloads, txqueuelen: 1000, io, ...(io === 'inline' ? { busyPollUs: 50 } : {}) }
+      const cmd = fixtureCommand('reflector', node, [JSON.stringify(tunOpts)])
       const refl = topo.spawn(node, cmd, { stdio: ['pipe', 'pipe', 'pipe'] })
       const out = new Lines(refl)
       const ready = await out.next('ready')
@@ -155,8 +157,8 @@ t.test('client → node (TUN reflector) → server', netnsSkip('ping', 'curl', '
       await steer(topo, node, String(ready['name']))
 
       // nginx in the server namespace; readiness checked from inside that namespace (no TUN on that path).
-      writeFileSync(join(dir, `nginx-${offloads}.conf`), nginxConf(dir, '10.0.2.2:8080'))
-      topo.spawn(server, ['nginx', '-p', dir, '-e', join(dir, 'error.log'), '-c', join(dir, `nginx-${offloads}.conf`)])
+      writeFileSync(join(dir, `nginx-${offloads}-${io}.conf`), nginxConf(dir, '10.0.2.2:8080'))
+      topo.spawn(server, ['nginx', '-p', dir, '-e', join(dir, 'error.log'), '-c', join(dir, `nginx-${offloads}-${io}.conf`)])
       await waitFor('nginx', async () => (await topo.exec(server, ['curl', '-sf', 'http://10.0.2.2:8080/hello.txt'])).code === 0)
 
       const s0 = await out.stats()
@@ -210,8 +212,13 @@ t.test('client → node (TUN reflector) → server', netnsSkip('ping', 'curl', '
       t.equal(refl.exitCode, 0, 'reflector exits 0 on SIGTERM')
       t.ok(exitMs < 2000, `reflector exits promptly on SIGTERM (${exitMs} ms)`)
       t.equal(last.writeErrors, 0, 'no write errors')
-      t.equal(last['writeDropped'], 0, 'nothing dropped waiting for room in the write queue')
-      t.equal(last['writeBacklog'], 0, 'the queue thread wrote everything before the reflector exited')
+      if (io === 'inline') {
+        t.equal(last.writes, last.packets, 'inline: every packet read was written back, on the JS thread')
+        if (cpus().length > 1) t.ok(Number(last['busyPolls']) > 0, `inline: it kept polling after packets (${String(last['busyPolls'])} empty reads)`)
+      } else {
+        t.equal(last['writeDropped'], 0, 'nothing dropped waiting for room in the write queue')
+        t.equal(last['writeBacklog'], 0, 'the queue thread wrote everything before the reflector exited')
+      }
 
       report[mode] = {
         curlGbps: Number(gbps.toFixed(2)),
