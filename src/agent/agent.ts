@@ -40,6 +40,21 @@ export interface AgentOptions {
   readonly engine?: NatEngineOptions
 }
 
+/**
+ * How the TUN is read: by default inline (the JS thread polls it, busy-polling 100 µs after the last packet) with
+ * one queue. TUNDRA_TUN_IO, TUNDRA_BUSY_POLL_US and TUNDRA_TUN_QUEUES override the config, for measuring one
+ * setting against another without editing it.
+ */
+function tunIo(cfg: AgentConfig): { queues: number; io: 'thread' | 'inline'; busyPollUs: number } {
+  const env = (k: string): string | undefined => process.env[k]
+  const envIo = env('TUNDRA_TUN_IO')
+  const io = envIo === 'thread' || envIo === 'inline' ? envIo : cfg.tun.io ?? 'inline'
+  const busyPollUs = env('TUNDRA_BUSY_POLL_US') !== undefined ? Number(env('TUNDRA_BUSY_POLL_US')) : cfg.tun.busyPollUs ?? 100
+  // Inline, one thread serves every queue: more queues only split the batches (and busy polling watches one fd).
+  const queues = env('TUNDRA_TUN_QUEUES') !== undefined ? Number(env('TUNDRA_TUN_QUEUES')) : cfg.tun.queues ?? (io === 'inline' ? 1 : 2)
+  return { queues, io, busyPollUs }
+}
+
 export class AgentError extends Error {}
 
 function toPeer(p: VxlanPeer, where: string): Peer {
@@ -162,7 +177,7 @@ export class Agent implements DataplaneView {
     if (this.opts.device) {
       this.dev = this.opts.device
     } else {
-      const tun: TunDevice = await openTun({ name: cfg.tun.name, vnetHdr: cfg.tun.vnetHdr, offloads: cfg.tun.vnetHdr, txqueuelen: 10000, queues: cfg.tun.queues ?? 2 })
+      const tun: TunDevice = await openTun({ name: cfg.tun.name, vnetHdr: cfg.tun.vnetHdr, offloads: cfg.tun.vnetHdr, txqueuelen: 10000, ...tunIo(cfg) })
       this.dev = tun
       this.log(`[agent] ${tun.name} open: vnet header ${tun.vnetHdr ? 'on' : 'off'}, offloads ${JSON.stringify(tun.offloadsAccepted)}`)
       this.wiring = await wire(cfg, tun.name)

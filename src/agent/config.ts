@@ -34,8 +34,12 @@ export interface AgentConfig {
   readonly tun: {
     readonly name: string
     readonly vnetHdr: boolean
-    /** reader queues, each with its own thread (IFF_MULTI_QUEUE); default 2: one queue thread is the limit at 4 streams */
+    /** IFF_MULTI_QUEUE queues; default 1 inline, 2 with reader threads (one thread is the limit at 4 streams) */
     readonly queues?: number
+    /** who reads the TUN: the JS thread's event loop ('inline', default) or a native thread per queue (TunOptions.io) */
+    readonly io?: 'thread' | 'inline'
+    /** io 'inline': µs to keep polling after the last packet before sleeping (TunOptions.busyPollUs; default 100) */
+    readonly busyPollUs?: number
   }
   readonly vxlan: {
     readonly vni: number

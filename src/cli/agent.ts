@@ -23,6 +23,14 @@ export function readAgentConfig(file: string): AgentConfig {
   for (const f of ['manifests', 'dns.upstreams', 'vxlan.peers']) need(f, 'array')
   need('vxlan.vni', 'number')
   need('tun.vnetHdr', 'boolean')
+  const tun = (raw as { tun: { io?: unknown; busyPollUs?: unknown; queues?: unknown } }).tun
+  if (tun.io !== undefined && tun.io !== 'inline' && tun.io !== 'thread') throw new Error(`${file}: tun.io: expected "inline" or "thread", got ${JSON.stringify(tun.io)}`)
+  if (tun.busyPollUs !== undefined && !(Number.isInteger(tun.busyPollUs) && (tun.busyPollUs as number) >= 0 && (tun.busyPollUs as number) <= 1e6)) {
+    throw new Error(`${file}: tun.busyPollUs: expected an integer 0..1000000 (µs), got ${JSON.stringify(tun.busyPollUs)}`)
+  }
+  if (tun.queues !== undefined && !(Number.isInteger(tun.queues) && (tun.queues as number) >= 1 && (tun.queues as number) <= 64)) {
+    throw new Error(`${file}: tun.queues: expected an integer 1..64, got ${JSON.stringify(tun.queues)}`)
+  }
   return raw as AgentConfig
 }
 

@@ -59,7 +59,7 @@ export function agentConfigFor(cfg: RunConfig, cluster: Cluster, nodeName: strin
     serviceCIDR: t.serviceCIDRs[0] ?? '10.96.0.0/12',
     manifests: [],
     dns: { ip: t.dns.ip, zone: t.dns.zone, upstreams: t.dns.upstreams, ttl: t.dns.ttl },
-    tun: { name: t.tun.name, vnetHdr: t.tun.offloads },
+    tun: { name: t.tun.name, vnetHdr: t.tun.offloads, queues: t.tun.queues, io: t.tun.io, busyPollUs: t.tun.busyPollUs },
     vxlan: { vni: VXLAN_VNI, port: VXLAN_PORT, peers: peersOf(cluster, nodeName) },
     control: t.control,
     ...(cfg.nodePortAddresses.length > 0 ? { nodePortAddresses: cfg.nodePortAddresses } : {}),

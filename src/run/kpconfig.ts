@@ -66,7 +66,11 @@ export interface RunConfig {
 }
 
 export interface TundraSection {
-  readonly tun: { readonly name: string; readonly queues: number; readonly offloads: boolean }
+  readonly tun: {
+    readonly name: string; readonly queues: number; readonly offloads: boolean
+    /** who reads the TUN (TunOptions.io) and how long the inline reader keeps polling after a packet */
+    readonly io: 'thread' | 'inline'; readonly busyPollUs: number
+  }
   readonly dns: {
     readonly zone: string
     readonly ip: string
@@ -272,7 +276,7 @@ const SCHEMA: Spec = obj({
   portRange: str({ ignored: IGN }),
   windowsRunAsService: bool(IGN),
   tundra: obj({
-    tun: obj({ name: str({ check: checkIfName }), queues: int(1, 256), offloads: bool() }),
+    tun: obj({ name: str({ check: checkIfName }), queues: int(1, 256), offloads: bool(), io: str({ enum: ['thread', 'inline'] }), busyPollUs: int(0, 1000000) }),
     dns: obj({ zone: str(), ip: str({ check: checkIP }), upstreams: { k: 'list', check: checkUpstream }, ttl: int(0, 2147483647) }),
     lb: str({ enum: ['random', 'maglev'] }),
     icmp: str({ enum: ['reply', 'reject', 'drop'] }),
@@ -487,7 +491,10 @@ export function parseKubeProxyConfig(textIn: string, file = 'kube-proxy.yaml'): 
       tcpBeLiberal: flag(ct, 'tcpBeLiberal'),
     },
     tundra: {
-      tun: { name: nz(text(sub(t, 'tun'), 'name')), queues: num(sub(t, 'tun'), 'queues'), offloads: flag(sub(t, 'tun'), 'offloads') },
+      tun: {
+        name: nz(text(sub(t, 'tun'), 'name')), queues: num(sub(t, 'tun'), 'queues'), offloads: flag(sub(t, 'tun'), 'offloads'),
+        io: text(sub(t, 'tun'), 'io') as 'thread' | 'inline' | undefined, busyPollUs: num(sub(t, 'tun'), 'busyPollUs'),
+      },
       dns: {
         zone: nz(text(sub(t, 'dns'), 'zone')),
         ip: nz(text(sub(t, 'dns'), 'ip')),
@@ -563,6 +570,8 @@ export const RUN_FLAGS: readonly FlagSpec[] = [
   flagSpec('--healthz-bind-address', 'hostport', 'healthzBindAddress', 'where /healthz and /livez are served (default 0.0.0.0:10256)', '<ip:port>'),
   flagSpec('--tun', 'string', 'tundra.tun.name', 'TUN device name (default tundra0)', '<name>'),
   flagSpec('--tun-queues', 'int', 'tundra.tun.queues', 'TUN reader queues (default 1)', '<n>'),
+  flagSpec('--tun-io', 'enum', 'tundra.tun.io', 'who reads the TUN: inline (the JS thread polls it; default) or thread (a native reader thread per queue)', '<mode>', ['inline', 'thread']),
+  flagSpec('--busy-poll-us', 'int', 'tundra.tun.busyPollUs', 'inline reader: µs to keep polling after the last packet before sleeping (default 100; 0 = never)', '<us>'),
   flagSpec('--dns-ip', 'ip', 'tundra.dns.ip', 'the cluster DNS address tundra answers on (default 10.96.0.10)', '<ip>'),
   flagSpec('--dns-zone', 'string', 'tundra.dns.zone', 'cluster domain (default cluster.local)', '<zone>'),
   flagSpec('--dns-upstream', 'list', 'tundra.dns.upstreams', 'upstream resolvers, comma-separated (default: /etc/resolv.conf)', '<addrs>'),
@@ -739,7 +748,10 @@ export function resolveRunConfig(input: RunConfigInput, opts: ResolveOptions & {
       tcpBeLiberal: c.tcpBeLiberal ?? false,
     },
     tundra: {
-      tun: { name: t.tun?.name ?? 'tundra0', queues: t.tun?.queues ?? 1, offloads: t.tun?.offloads ?? true },
+      tun: {
+        name: t.tun?.name ?? 'tundra0', queues: t.tun?.queues ?? 1, offloads: t.tun?.offloads ?? true,
+        io: t.tun?.io ?? 'inline', busyPollUs: t.tun?.busyPollUs ?? 100,
+      },
       dns: {
         zone: (t.dns?.zone ?? 'cluster.local').replace(/\.$/, ''),
         ip: t.dns?.ip ?? '10.96.0.10',

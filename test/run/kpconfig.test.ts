@@ -43,7 +43,7 @@ t.test('defaults without a file are kube-proxy\'s', async t => {
   t.equal(mergeFlags(undefined, {}, { cpus: 8 }).conntrack.max, 262144, 'maxPerCore x CPUs when above min')
   t.equal(c.detectLocalMode, 'ClusterCIDR')
   t.same(c.tundra, {
-    tun: { name: 'tundra0', queues: 1, offloads: true },
+    tun: { name: 'tundra0', queues: 1, offloads: true, io: 'inline', busyPollUs: 100 },
     dns: { zone: 'cluster.local', ip: '10.96.0.10', upstreams: [], ttl: 5 },
     lb: 'random', icmp: 'reply', snapshot: { path: '', intervalSeconds: 0 },
     serviceCIDRs: ['10.96.0.0/12'], uplink: '', control: '/run/tundra/control.sock',
@@ -94,7 +94,7 @@ portRange: ""
 showHiddenMetricsForVersion: ""
 winkernel: {enableDSR: false, forwardHealthCheckVip: false, networkName: "", rootHnsEndpointName: "", sourceVip: ""}
 tundra:
-  tun: {name: tun7, queues: 4, offloads: false}
+  tun: {name: tun7, queues: 4, offloads: false, io: thread, busyPollUs: 0}
   dns: {zone: example.local., ip: 10.96.0.53, upstreams: [1.1.1.1, "[2001:db8::1]:53"], ttl: 30}
   lb: maglev
   icmp: reject
@@ -116,7 +116,7 @@ tundra:
   t.equal(c.conntrack.udpTimeout, 45)
   t.equal(c.conntrack.udpStreamTimeout, 120)
   t.equal(c.conntrack.tcpBeLiberal, true)
-  t.same(c.tundra.tun, { name: 'tun7', queues: 4, offloads: false })
+  t.same(c.tundra.tun, { name: 'tun7', queues: 4, offloads: false, io: 'thread', busyPollUs: 0 })
   t.same(c.tundra.dns, { zone: 'example.local', ip: '10.96.0.53', upstreams: ['1.1.1.1', '[2001:db8::1]:53'], ttl: 30 })
   t.equal(c.tundra.lb, 'maglev')
   t.equal(c.tundra.icmp, 'reject')
@@ -157,7 +157,7 @@ bindAddress: not-an-ip
 metricsBindAddress: "127.0.0.1:99999"
 nodePortAddresses: [primary, 10.0.0.0/8, bogus]
 detectLocalMode: BridgeInterface
-tundra: {lb: roundrobin, tun: {queues: 0, name: this-name-is-too-long}, dns: {upstreams: [dns.google]}}
+tundra: {lb: roundrobin, tun: {queues: 0, name: this-name-is-too-long, io: fast}, dns: {upstreams: [dns.google]}}
 `, 'kp.yaml'))
   const lines = many.split('\n')
   t.same(lines, [
@@ -172,6 +172,7 @@ tundra: {lb: roundrobin, tun: {queues: 0, name: this-name-is-too-long}, dns: {up
     'kp.yaml: tundra.lb: expected one of random, maglev, got "roundrobin"',
     'kp.yaml: tundra.tun.queues: must be at least 1, got 0',
     'kp.yaml: tundra.tun.name: expected an interface name (1-15 letters, digits, "-", "_", "."), got "this-name-is-too-long"',
+    'kp.yaml: tundra.tun.io: expected one of thread, inline, got "fast"',
     'kp.yaml: tundra.dns.upstreams: item 0: expected an address like "1.1.1.1" or "10.0.0.2:53", got "dns.google"',
     'kp.yaml: detectLocalMode: BridgeInterface is not supported: all pod traffic reaches tundra through one TUN (use ClusterCIDR or NodeCIDR)',
   ])
