@@ -160,6 +160,14 @@ export interface NatTable {
   /** free ids, ascending */
   readonly freeIds: readonly number[]
   readonly nextUid: number
+  /** updateNat: the only service port ids that differ from generation `from` (lets the engine's swap skip the rest) */
+  readonly delta?: NatDelta
+}
+
+export interface NatDelta {
+  readonly from: number
+  /** ascending */
+  readonly ids: readonly number[]
 }
 
 export function protoNumber(p: Protocol): number {
@@ -201,6 +209,12 @@ interface Ctx {
   /** previous service ports by key, for stable ids and endpoint-set reuse */
   readonly prevByKey: (key: string) => SvcPort | undefined
   readonly arena: Arena
+  /**
+   * updateNat: ids the old versions of the services being recompiled held. A frontend or VIP still owned by one of
+   * them is taken over (value rewritten only if it differs), not reported as a conflict; what nobody took over is
+   * removed afterwards. So an update that changes only endpoints writes nothing to the maps and they stay shared.
+   */
+  readonly replaceable?: ReadonlySet<number>
 }
 
 function allocId(ctx: Ctx, key: string): { id: number; uid: number } {
@@ -391,7 +405,13 @@ function addFrontend(
   fe.key[aw] = protoPort(proto, port)
   const s = fe.insert()
   if (!fe.inserted) {
-    const other = ctx.svcPorts[Math.floor(fe.vals[s]! / 4)]
+    const owner = Math.floor(fe.vals[s]! / 4)
+    if (ctx.replaceable?.has(owner) === true) {
+      fe.setValAt(s, 0, value)
+      for (let i = 0; i <= aw; i++) owned.push(fe.key[i]!)
+      return
+    }
+    const other = ctx.svcPorts[owner]
     ctx.problems.push({
       object: `Service ${svcKey}`,
       field: what,
@@ -575,8 +595,9 @@ function compileService(ctx: Ctx, svc: Service, key: string): CompiledService {
       const vip = ft.vip
       for (let i = 0; i < aw; i++) vip.key[i] = VIP[i]!
       const s = vip.insert()
-      if (vip.inserted) {
-        vip.vals[s] = ids[ids.length - svc.ports.length]!
+      const first = ids[ids.length - svc.ports.length]!
+      if (vip.inserted || ctx.replaceable?.has(vip.vals[s]!) === true) {
+        vip.setValAt(s, 0, first)
         for (let i = 0; i < aw; i++) (family === 4 ? vips4 : vips6).push(VIP[i]!)
       }
     }
@@ -609,8 +630,10 @@ function healthCheckOf(table: { svcPorts: readonly (SvcPort | undefined)[] }, cs
 
 function finish(
   ctx: Ctx, generation: number, services: ChunkedMap<CompiledService>, healthChecks: ChunkedMap<HealthCheck>,
+  delta?: NatDelta,
 ): NatTable {
   return Object.freeze({
+    ...(delta === undefined ? {} : { delta }),
     generation,
     config: ctx.config,
     svcPorts: ctx.svcPorts,
@@ -695,6 +718,7 @@ export function updateNat(table: NatTable, changed: readonly Service[], deleted:
   const touched = new Set<string>()
   for (const s of changed) touched.add(serviceKey(s.namespace, s.name))
   for (const d of deleted) touched.add(serviceKey(d.namespace, d.name))
+  // The maps are copied on their first change only (U32Map.clone is copy-on-write).
   const v4 = cloneFamilyTable(table.v4)
   const v6 = cloneFamilyTable(table.v6)
   const svcPorts = table.svcPorts.slice()
@@ -702,20 +726,19 @@ export function updateNat(table: NatTable, changed: readonly Service[], deleted:
   const hcChanges = new Map<string, HealthCheck | undefined>()
   const free = [...table.freeIds]
   const released = new Map<string, SvcPort>()
+  const releasedIds = new Set<number>()
+  const olds: CompiledService[] = []
 
   for (const key of touched) {
     svcChanges.set(key, undefined)
     if (table.healthChecks.has(key)) hcChanges.set(key, undefined)
     const old = table.services.get(key)
     if (old === undefined) continue
-    const mine = new Set(old.svcPortIds)
-    removeOwned(v4, old.fe4, mine, true)
-    removeOwned(v6, old.fe6, mine, true)
-    removeOwned(v4, old.vip4, mine, false)
-    removeOwned(v6, old.vip6, mine, false)
+    olds.push(old)
     for (const id of old.svcPortIds) {
       const sp = svcPorts[id]
       if (sp !== undefined) released.set(sp.key, sp)
+      releasedIds.add(id)
       svcPorts[id] = undefined
     }
   }
@@ -730,27 +753,47 @@ export function updateNat(table: NatTable, changed: readonly Service[], deleted:
     problems,
     prevByKey: k => released.get(k),
     arena: new Arena(256),
+    replaceable: releasedIds,
   }
   const keyed = changed.map(s => ({ k: serviceKey(s.namespace, s.name), s }))
   keyed.sort((a, b) => cmp(a.k, b.k))
+  const kept = new Set<string>()
   for (const { k, s } of keyed) {
     if (svcChanges.get(k) !== undefined) continue
     const cs = compileService(ctx, s, k)
     svcChanges.set(k, cs)
     const hc = healthCheckOf(ctx, cs)
     if (hc !== undefined) hcChanges.set(k, hc)
+    ownedKeys(kept, 'f4', cs.fe4, v4.fe.kw)
+    ownedKeys(kept, 'f6', cs.fe6, v6.fe.kw)
+    ownedKeys(kept, 'v4', cs.vip4, v4.vip.kw)
+    ownedKeys(kept, 'v6', cs.vip6, v6.vip.kw)
+  }
+  // What the old versions owned and no new version took over goes now.
+  for (const old of olds) {
+    removeOwned(v4.fe, 'f4', old.fe4, releasedIds, kept, true)
+    removeOwned(v6.fe, 'f6', old.fe6, releasedIds, kept, true)
+    removeOwned(v4.vip, 'v4', old.vip4, releasedIds, kept, false)
+    removeOwned(v6.vip, 'v6', old.vip6, releasedIds, kept, false)
   }
   // Released ids nobody reclaimed become free only now, so a new service cannot take the id of one re-added above.
   for (const sp of released.values()) if (svcPorts[sp.id] === undefined) free.push(sp.id)
   free.sort((a, b) => a - b)
-  return finish(ctx, table.generation + 1, table.services.with(svcChanges), table.healthChecks.with(hcChanges))
+  const changedIds = new Set(releasedIds)
+  for (const cs of svcChanges.values()) if (cs !== undefined) for (const id of cs.svcPortIds) changedIds.add(id)
+  return finish(ctx, table.generation + 1, table.services.with(svcChanges), table.healthChecks.with(hcChanges),
+    { from: table.generation, ids: Object.freeze([...changedIds].sort((a, b) => a - b)) })
 }
 
-/** Deletes frontends (or VIPs) a service owned, unless another service port holds the key by now. */
-function removeOwned(ft: FamilyTable, owned: readonly number[], mine: Set<number>, isFe: boolean): void {
-  const map = isFe ? ft.fe : ft.vip
+function ownedKeys(into: Set<string>, tag: string, owned: readonly number[], kw: number): void {
+  for (let r = 0; r < owned.length; r += kw) into.add(`${tag}:${owned.slice(r, r + kw).join(',')}`)
+}
+
+/** Deletes frontends (or VIPs) an old service version owned, unless kept by a new version or owned by another by now. */
+function removeOwned(map: U32Map, tag: string, owned: readonly number[], mine: ReadonlySet<number>, kept: ReadonlySet<string>, isFe: boolean): void {
   const kw = map.kw
   for (let r = 0; r < owned.length; r += kw) {
+    if (kept.size > 0 && kept.has(`${tag}:${owned.slice(r, r + kw).join(',')}`)) continue
     for (let i = 0; i < kw; i++) map.key[i] = owned[r + i]!
     const s = map.find()
     if (s < 0) continue

@@ -758,7 +758,11 @@ export class NatEngine {
     const kind = new Uint8Array(n)
     const staleEps = [new U32Map(3, 1, 64), new U32Map(6, 1, 16)]
     let any = false
-    for (let id = 0; id < prev.svcPorts.length; id++) {
+    // An updateNat result lists the ids it changed: at 20 000 services that is a handful, not a scan.
+    const ids = changedIds(prev, next)
+    for (let j = 0, end = ids === undefined ? prev.svcPorts.length : ids.length; j < end; j++) {
+      const id = ids === undefined ? j : ids[j]!
+      if (id >= prev.svcPorts.length) continue
       const a = prev.svcPorts[id]
       if (a === undefined) continue
       const b = next.svcPorts[id]
@@ -782,7 +786,7 @@ export class NatEngine {
       }
     }
     this.table = next
-    this.resizeServiceCounters(prev, next)
+    this.resizeServiceCounters(prev, next, ids)
     if (!any) return { flushed: 0, resets: 0 }
     for (const fam of [this.v4, this.v6]) {
       fam.aff.dropWhere(id => id < n && kind[id] === 2)
@@ -803,7 +807,7 @@ export class NatEngine {
     })
   }
 
-  private resizeServiceCounters(prev: NatTable, next: NatTable): void {
+  private resizeServiceCounters(prev: NatTable, next: NatTable, ids: readonly number[] | undefined): void {
     const n = next.svcPorts.length
     if (n > this.svcPackets.length) {
       const size = Math.max(n, this.svcPackets.length * 2)
@@ -814,7 +818,9 @@ export class NatEngine {
       this.svcPackets = p
       this.svcNew = q
     }
-    for (let id = 0; id < prev.svcPorts.length; id++) {
+    for (let j = 0, end = ids === undefined ? prev.svcPorts.length : ids.length; j < end; j++) {
+      const id = ids === undefined ? j : ids[j]!
+      if (id >= prev.svcPorts.length) continue
       const a = prev.svcPorts[id]
       const b = next.svcPorts[id]
       if (a !== undefined && (b === undefined || b.uid !== a.uid)) {
@@ -830,8 +836,12 @@ export class NatEngine {
     let resets = 0
     for (const fam of [this.v4, this.v6]) {
       const ct = fam.ct
-      for (let e = 0; e < ct.capacity; e++) {
-        if (!ct.isUsed(e) || !stale(fam, e)) continue
+      // Stop once every live entry was looked at: a table far from full is not scanned to its end.
+      let left = ct.count
+      for (let e = 0; e < ct.capacity && left > 0; e++) {
+        if (!ct.isUsed(e)) continue
+        left--
+        if (!stale(fam, e)) continue
         if (ct.proto[e] === IPPROTO_TCP) {
           const s = ct.state[e]!
           if (s !== TcpState.TIME_WAIT && s !== TcpState.CLOSE && s !== TcpState.NONE && this.queueReset(fam, e)) resets++
@@ -1085,4 +1095,9 @@ export class NatEngine {
     })
     return restored - r.flushed
   }
+}
+
+/** The service port ids `next` changed relative to `prev` when it says so (updateNat of prev), else undefined (all). */
+function changedIds(prev: NatTable, next: NatTable): readonly number[] | undefined {
+  return next.delta !== undefined && next.delta.from === prev.generation ? next.delta.ids : undefined
 }

@@ -84,16 +84,41 @@ export class U32Map {
     this.used = new Uint8Array(this.cap)
   }
 
-  /** A deep copy: the copy-on-write step of updateNat. */
+  /** the arrays belong to another map too: copy them before the first change */
+  private shared = false
+
+  /**
+   * A copy for updateNat that shares this map's arrays until its first change (copy-on-write), so an update that
+   * leaves the map as it was costs nothing. This map must not change afterwards.
+   */
   clone(): U32Map {
     const m = new U32Map(this.kw, this.vw, 1, this.seed)
     m.cap = this.cap
     m.mask = this.mask
     m.size = this.size
-    m.keys = this.keys.slice()
-    m.vals = this.vals.slice()
-    m.used = this.used.slice()
+    m.keys = this.keys
+    m.vals = this.vals
+    m.used = this.used
+    m.shared = true
     return m
+  }
+
+  /** Whether this map still shares its arrays with the map it was cloned from. */
+  get isShared(): boolean { return this.shared }
+
+  private own(): void {
+    this.shared = false
+    this.keys = this.keys.slice()
+    this.vals = this.vals.slice()
+    this.used = this.used.slice()
+  }
+
+  /** Sets value word `i` of the entry in `slot` (copying shared arrays first when it changes). */
+  setValAt(slot: number, i: number, v: number): void {
+    const at = slot * this.vw + i
+    if (this.vals[at] === v >>> 0) return
+    if (this.shared) this.own()
+    this.vals[at] = v
   }
 
   private home(keys: Uint32Array, off: number): number {
@@ -134,13 +159,13 @@ export class U32Map {
   insert(): number {
     if ((this.size + 1) * 2 > this.cap) this.grow()
     let s = this.home(this.key, 0)
-    const used = this.used
     const mask = this.mask
-    while (used[s] !== 0) {
+    while (this.used[s] !== 0) {
       if (this.sameKey(s)) { this.inserted = false; return s }
       s = (s + 1) & mask
     }
-    used[s] = 1
+    if (this.shared) this.own()
+    this.used[s] = 1
     const kw = this.kw
     for (let i = 0; i < kw; i++) this.keys[s * kw + i] = this.key[i]!
     this.vals.fill(0, s * this.vw, s * this.vw + this.vw)
@@ -151,7 +176,9 @@ export class U32Map {
 
   /** Sets the first value word of `key` (inserting it). */
   set(v: number): void {
-    this.vals[this.insert() * this.vw] = v
+    const s = this.insert()
+    if (this.shared) this.setValAt(s, 0, v)
+    else this.vals[s * this.vw] = v
   }
 
   /** Removes `key` if present; returns whether it was. */
@@ -164,6 +191,7 @@ export class U32Map {
 
   /** Removes the entry in `slot`, shifting later members of its probe run back so no tombstone is needed. */
   removeAt(slot: number): void {
+    if (this.shared) this.own()
     const used = this.used
     const mask = this.mask
     const kw = this.kw
@@ -187,6 +215,7 @@ export class U32Map {
   }
 
   clear(): void {
+    if (this.shared) this.own()
     this.used.fill(0)
     this.size = 0
   }
@@ -226,6 +255,7 @@ export class U32Map {
     this.keys = new Uint32Array(this.cap * kw)
     this.vals = new Uint32Array(this.cap * vw)
     this.used = new Uint8Array(this.cap)
+    this.shared = false
     for (let o = 0; o < oldCap; o++) {
       if (oldUsed[o] === 0) continue
       let s = this.home(oldKeys, o * kw)

@@ -206,6 +206,31 @@ t.test('updateNat equals a full compile of the new state, keeps ids and leaves t
   tt.ok(t1.v4.vip.find() >= 0, 'still in the old table')
 })
 
+t.test('updateNat: an endpoint change writes nothing to the frontend maps; a port rename or clusterIP move does', async tt => {
+  // (without `others`: its conflict's message names web's port as compiled, which updateNat does not redo)
+  const t1 = compileNat(cluster([web, dns, lb, dual]), CONFIG)
+  const t2 = updateNat(t1, [{ ...web, endpoints: web.endpoints.slice(1) }])
+  tt.ok(t2.v4.fe.isShared && t2.v4.vip.isShared, 'maps still shared with the old table')
+  tt.ok(t2.delta !== undefined && t2.delta.from === t1.generation, 'the update says which ids it changed')
+  const webIds = t1.svcPorts.filter(sp => sp?.name === 'web').map(sp => sp!.id).sort((a, b) => a - b)
+  tt.same(t2.delta?.ids, webIds)
+  // Same port number under a new name: a new service port takes the frontend over; the old one is gone.
+  const renamed: Service = { ...web, ports: [port('web', 80, 'http-web', 'TCP', 30080), web.ports[1]!] }
+  const t3 = updateNat(t2, [renamed])
+  tt.equal(formatNatTable(t3), formatNatTable(compileNat(cluster([renamed, dns, lb, dual]), CONFIG)))
+  tt.notOk(t3.v4.fe.isShared, 'a changed frontend copies the map')
+  tt.equal(formatNatTable(t2), formatNatTable(compileNat(cluster([{ ...web, endpoints: web.endpoints.slice(1) }, dns, lb, dual]), CONFIG)), 'the old table is left alone')
+  tt.notOk(t3.problems.some(p => p.object === 'Service default/web'), 'not reported as a conflict with its old self')
+  // Moving the ClusterIP: the old VIP goes, the new one answers.
+  const moved: Service = { ...renamed, clusterIPs: ['10.96.0.99'] }
+  const t4 = updateNat(t3, [moved])
+  tt.equal(formatNatTable(t4), formatNatTable(compileNat(cluster([moved, dns, lb, dual]), CONFIG)))
+  t4.v4.vip.key[0] = ip4('10.96.0.10')
+  tt.equal(t4.v4.vip.find(), -1, 'old ClusterIP no longer a VIP')
+  t3.v4.vip.key[0] = ip4('10.96.0.10')
+  tt.ok(t3.v4.vip.find() >= 0, 'but still in the table before')
+})
+
 t.test('compileNat with prev keeps ids; a new key may reuse a freed slot but gets a new uid', async tt => {
   const t1 = compileNat(cluster([web, dns]), CONFIG)
   const t2 = compileNat(cluster([dns, svc('other', { clusterIPs: ['10.96.7.7'], ports: [port('', 1, 1)] })]), CONFIG, t1)
