@@ -382,16 +382,25 @@ export function normalizeName(name: string): string {
 /** Text name → wire bytes (no compression). Labels longer than 63 or names longer than 255 bytes throw. */
 export function nameToWire(name: string): Uint8Array {
   const n = normalizeName(name)
-  const labels = n === '' ? [] : n.split('.')
-  const parts: number[] = []
-  for (const l of labels) {
-    const b = Buffer.from(l, 'latin1')
-    if (b.length === 0 || b.length > 63) throw new RangeError(`Bad label in ${JSON.stringify(name)}`)
-    parts.push(b.length, ...b)
+  if (n === '') return Uint8Array.of(0)
+  // Each dot becomes a length byte, plus the first length byte and the root: n.length + 2 bytes.
+  if (n.length + 2 > DNS_MAX_NAME) throw new RangeError(`Name too long: ${name}`)
+  const out = new Uint8Array(n.length + 2)
+  let lenAt = 0
+  let w = 1
+  for (let i = 0; i <= n.length; i++) {
+    const c = i < n.length ? n.charCodeAt(i) : 0x2e
+    if (c !== 0x2e) {
+      out[w++] = c & 0xff  // latin1, as the wire has it
+      continue
+    }
+    const len = w - lenAt - 1
+    if (len === 0 || len > 63) throw new RangeError(`Bad label in ${JSON.stringify(name)}`)
+    out[lenAt] = len
+    lenAt = w++
   }
-  parts.push(0)
-  if (parts.length > DNS_MAX_NAME) throw new RangeError(`Name too long: ${name}`)
-  return Uint8Array.from(parts)
+  out[lenAt] = 0
+  return out
 }
 
 /** Uncompressed wire name at `p` → text (no trailing dot). */
@@ -463,10 +472,9 @@ export class MessageWriter {
         return
       }
       const dot = rest.indexOf('.')
-      const label = dot < 0 ? rest : rest.slice(0, dot)
-      const b = Buffer.from(label, 'latin1')
-      this.u8(b.length)
-      this.raw(b)
+      const end = dot < 0 ? rest.length : dot
+      this.bytes.push(end)
+      for (let i = 0; i < end; i++) this.bytes.push(rest.charCodeAt(i) & 0xff)  // latin1
       rest = dot < 0 ? '' : rest.slice(dot + 1)
     }
     this.u8(0)
