@@ -272,17 +272,35 @@ function cloneFamilyTable(t: FamilyTable): FamilyTable {
 // ---------------------------------------------------------------------------------------------------------------
 // Endpoints
 
-interface Candidate {
-  /** address words (a1..a3 are 0 for IPv4) */
-  readonly a0: number
-  readonly a1: number
-  readonly a2: number
-  readonly a3: number
-  readonly port: number
-  /** EP_LOCAL | EP_TERMINATING */
-  readonly flags: number
-  readonly ready: boolean
-  readonly serving: boolean
+// Endpoint candidates of the service port being compiled live in scratch arrays, not objects (a 20 000-service
+// compile has 200 000 of them): entry i is address words cAddr[4i..4i+3], port cPort[i], flags cFlags[i] (EP_LOCAL |
+// EP_TERMINATING), cBits[i] (READY | SERVING). `order` lists them sorted and de-duplicated; a selection (`usable`) is
+// a list of entry indexes. Compiles are synchronous, so one set of arrays serves them all.
+const READY = 1
+const SERVING = 2
+let cCap = 0
+let cAddr = new Uint32Array(0)
+let cPort = new Uint32Array(0)
+let cFlags = new Uint8Array(0)
+let cBits = new Uint8Array(0)
+let order = new Int32Array(0)
+let selCluster = new Int32Array(0)
+let selLocal = new Int32Array(0)
+let selServing = new Int32Array(0)
+
+function reserveCandidates(n: number): void {
+  if (n <= cCap) return
+  let c = Math.max(64, cCap)
+  while (c < n) c *= 2
+  cCap = c
+  cAddr = new Uint32Array(c * 4)
+  cPort = new Uint32Array(c)
+  cFlags = new Uint8Array(c)
+  cBits = new Uint8Array(c)
+  order = new Int32Array(c)
+  selCluster = new Int32Array(c)
+  selLocal = new Int32Array(c)
+  selServing = new Int32Array(c)
 }
 
 /**
@@ -302,58 +320,77 @@ export function endpointPort(ep: Endpoint, sp: ServicePort): number {
   return -1
 }
 
-function compareCandidates(a: Candidate, b: Candidate): number {
-  return a.a0 - b.a0 || a.a1 - b.a1 || a.a2 - b.a2 || a.a3 - b.a3 || a.port - b.port
+function compareCandidates(a: number, b: number): number {
+  const x = a * 4
+  const y = b * 4
+  return cAddr[x]! - cAddr[y]! || cAddr[x + 1]! - cAddr[y + 1]! || cAddr[x + 2]! - cAddr[y + 2]! ||
+    cAddr[x + 3]! - cAddr[y + 3]! || cPort[a]! - cPort[b]!
 }
 
-/** kube-proxy's fallback: ready endpoints, or if none is ready, those serving and terminating; never serving=false. */
-function usable(cands: readonly Candidate[], localOnly: boolean): Candidate[] {
-  const ready: Candidate[] = []
-  for (const c of cands) if (c.ready && c.serving && (!localOnly || (c.flags & EP_LOCAL) !== 0)) ready.push(c)
-  if (ready.length > 0) return ready
-  for (const c of cands) if (c.serving && (c.flags & EP_TERMINATING) !== 0 && (!localOnly || (c.flags & EP_LOCAL) !== 0)) ready.push(c)
-  return ready
+/**
+ * kube-proxy's fallback: ready endpoints, or if none is ready, those serving and terminating; never serving=false.
+ * Writes the chosen entries of order[0..n) into `out`; returns how many.
+ */
+function usable(n: number, localOnly: boolean, out: Int32Array): number {
+  let k = 0
+  for (let j = 0; j < n; j++) {
+    const i = order[j]!
+    if (cBits[i] === (READY | SERVING) && (!localOnly || (cFlags[i]! & EP_LOCAL) !== 0)) out[k++] = i
+  }
+  if (k > 0) return k
+  for (let j = 0; j < n; j++) {
+    const i = order[j]!
+    if ((cBits[i]! & SERVING) !== 0 && (cFlags[i]! & EP_TERMINATING) !== 0 && (!localOnly || (cFlags[i]! & EP_LOCAL) !== 0)) out[k++] = i
+  }
+  return k
 }
 
-/** Whether `set` holds exactly `cands` (addresses, ports, flags). */
-function sameSet(set: EndpointSet | undefined, cands: readonly Candidate[], aw: number): set is EndpointSet {
-  if (set === undefined || set.count !== cands.length || set.aw !== aw) return false
+/** The set's word for entry i: port and flags. */
+function epWord(i: number): number {
+  return (cPort[i]! | (cFlags[i]! << 16)) >>> 0
+}
+
+/** Whether `set` holds exactly entries sel[0..n) (addresses, ports, flags). */
+function sameSet(set: EndpointSet | undefined, sel: Int32Array, n: number, aw: number): set is EndpointSet {
+  if (set === undefined || set.count !== n || set.aw !== aw) return false
   const d = set.data
   let o = set.off
-  for (const c of cands) {
-    if (d[o] !== c.a0) return false
-    if (aw === 4 && (d[o + 1] !== c.a1 || d[o + 2] !== c.a2 || d[o + 3] !== c.a3)) return false
-    if (d[o + aw] !== ((c.port | (c.flags << 16)) >>> 0)) return false
+  for (let j = 0; j < n; j++) {
+    const i = sel[j]!
+    if (d[o] !== cAddr[i * 4]) return false
+    if (aw === 4 && (d[o + 1] !== cAddr[i * 4 + 1] || d[o + 2] !== cAddr[i * 4 + 2] || d[o + 3] !== cAddr[i * 4 + 3])) return false
+    if (d[o + aw] !== epWord(i)) return false
     o += aw + 1
   }
   return true
 }
 
 const EMPTY_U32: Uint32Array = new Uint32Array(0)
+const NO_REUSE: readonly (EndpointSet | undefined)[] = Object.freeze([])
 const EMPTY_STRINGS: readonly string[] = Object.freeze([])
 const EMPTY_NUMBERS: readonly number[] = Object.freeze([])
 
-function buildSet(ctx: Ctx, cands: readonly Candidate[], family: Family, reuse: readonly (EndpointSet | undefined)[]): EndpointSet {
-  if (cands.length === 0) return emptySet(family)
+function buildSet(ctx: Ctx, sel: Int32Array, n: number, family: Family, reuse: readonly (EndpointSet | undefined)[]): EndpointSet {
+  if (n === 0) return emptySet(family)
   const config = ctx.config
   const aw = family === 4 ? 1 : 4
-  const wantMaglev = config.lb === 'maglev' && cands.length < config.maglevTableSize
+  const wantMaglev = config.lb === 'maglev' && n < config.maglevTableSize
   for (const r of reuse) {
-    if (sameSet(r, cands, aw) && (!wantMaglev || (r.maglev !== null && r.maglev.length === config.maglevTableSize))) return r
+    if (sameSet(r, sel, n, aw) && (!wantMaglev || (r.maglev !== null && r.maglev.length === config.maglevTableSize))) return r
   }
-  const n = cands.length
   const stride = aw + 1
   const data = ctx.arena.alloc(n * stride)
   const off = ctx.arena.at
   let o = off
-  for (const c of cands) {
-    data[o] = c.a0
+  for (let j = 0; j < n; j++) {
+    const i = sel[j]!
+    data[o] = cAddr[i * 4]!
     if (aw === 4) {
-      data[o + 1] = c.a1
-      data[o + 2] = c.a2
-      data[o + 3] = c.a3
+      data[o + 1] = cAddr[i * 4 + 1]!
+      data[o + 2] = cAddr[i * 4 + 2]!
+      data[o + 3] = cAddr[i * 4 + 3]!
     }
-    data[o + aw] = (c.port | (c.flags << 16)) >>> 0
+    data[o + aw] = epWord(i)
     o += stride
   }
   const set: { count: number; family: Family; aw: number; data: Uint32Array; off: number; maglev: Uint16Array | null } =
@@ -435,42 +472,56 @@ function ofFamily(ips: readonly string[], family: Family): readonly string[] {
   return out.length === 0 ? EMPTY_STRINGS : out
 }
 
-/** Endpoint candidates of one service port: this family, serving the port, sorted, de-duplicated by address:port. */
-function candidates(ctx: Ctx, svc: Service, sp: ServicePort, family: Family, problem: (f: string, r: string) => void): Candidate[] {
-  const cands: Candidate[] = []
+/**
+ * Endpoint candidates of one service port (this family, serving the port) into the scratch arrays; order[0..n)
+ * sorted and de-duplicated by address:port. Returns n.
+ */
+function candidates(ctx: Ctx, svc: Service, sp: ServicePort, family: Family, problem: (f: string, r: string) => void): number {
+  reserveCandidates(svc.endpoints.length)
   const nodeName = ctx.config.nodeName
+  let n = 0
   for (const ep of svc.endpoints) {
     if (ep.family !== family) continue
     const port = endpointPort(ep, sp)
     if (port <= 0 || port > 65535) continue
-    let a0: number
-    let a1 = 0
-    let a2 = 0
-    let a3 = 0
+    const a = n * 4
     if (family === 4) {
-      a0 = parseIpv4(ep.ip)
+      const a0 = parseIpv4(ep.ip)
       if (a0 < 0) { problem('endpoints', `${JSON.stringify(ep.ip)} is not an IPv4 address`); continue }
+      cAddr[a] = a0
+      cAddr[a + 1] = 0
+      cAddr[a + 2] = 0
+      cAddr[a + 3] = 0
     } else {
       if (!parseAddrWords(ep.ip, 6, W, 0)) { problem('endpoints', `${JSON.stringify(ep.ip)} is not an IPv6 address`); continue }
-      a0 = W[0]!; a1 = W[1]!; a2 = W[2]!; a3 = W[3]!
+      cAddr[a] = W[0]!; cAddr[a + 1] = W[1]!; cAddr[a + 2] = W[2]!; cAddr[a + 3] = W[3]!
     }
     const local = ep.nodeName !== undefined && ep.nodeName === nodeName
-    cands.push({
-      a0, a1, a2, a3, port,
-      flags: (local ? EP_LOCAL : 0) | (ep.terminating ? EP_TERMINATING : 0),
-      ready: ep.ready,
-      serving: ep.serving,
-    })
+    cPort[n] = port
+    cFlags[n] = (local ? EP_LOCAL : 0) | (ep.terminating ? EP_TERMINATING : 0)
+    cBits[n] = (ep.ready ? READY : 0) | (ep.serving ? SERVING : 0)
+    order[n] = n
+    n++
   }
-  cands.sort(compareCandidates)
+  // Insertion sort: slices usually arrive sorted or nearly; large ones go through Array.sort.
+  if (n > 64) {
+    const idx = Array.from(order.subarray(0, n)).sort(compareCandidates)
+    order.set(idx)
+  } else {
+    for (let j = 1; j < n; j++) {
+      const v = order[j]!
+      let k = j - 1
+      while (k >= 0 && compareCandidates(order[k]!, v) > 0) { order[k + 1] = order[k]!; k-- }
+      order[k + 1] = v
+    }
+  }
   // Duplicates (the same address in two slices) are adjacent now; keep the first.
   let w = 0
-  for (let r = 0; r < cands.length; r++) {
-    if (w > 0 && compareCandidates(cands[w - 1]!, cands[r]!) === 0) continue
-    cands[w++] = cands[r]!
+  for (let r = 0; r < n; r++) {
+    if (w > 0 && compareCandidates(order[w - 1]!, order[r]!) === 0) continue
+    order[w++] = order[r]!
   }
-  cands.length = w
-  return cands
+  return w
 }
 
 function compileService(ctx: Ctx, svc: Service, key: string): CompiledService {
@@ -534,14 +585,15 @@ function compileService(ctx: Ctx, svc: Service, key: string): CompiledService {
       const { id, uid } = allocId(ctx, spKey)
       ids.push(id)
 
-      const cands = candidates(ctx, svc, sp, family, problem)
-      const reuse = prev === undefined ? [] : [prev.cluster, prev.local, prev.serving]
-      const cluster = buildSet(ctx, usable(cands, false), family, reuse)
-      const local = needLocal ? buildSet(ctx, usable(cands, true), family, [cluster, ...reuse]) : emptySet(family)
-      const allServing = cands.every(c => c.serving)
-      const serving = allServing && cluster.count === cands.length
+      const n = candidates(ctx, svc, sp, family, problem)
+      const reuse = prev === undefined ? NO_REUSE : [prev.cluster, prev.local, prev.serving]
+      const cluster = buildSet(ctx, selCluster, usable(n, false, selCluster), family, reuse)
+      const local = needLocal ? buildSet(ctx, selLocal, usable(n, true, selLocal), family, [cluster, ...reuse]) : emptySet(family)
+      let nServing = 0
+      for (let j = 0; j < n; j++) if ((cBits[order[j]!]! & SERVING) !== 0) selServing[nServing++] = order[j]!
+      const serving = nServing === n && cluster.count === n
         ? cluster
-        : buildSet(ctx, allServing ? cands : cands.filter(c => c.serving), family, [cluster, ...reuse])
+        : buildSet(ctx, selServing, nServing, family, [cluster, ...reuse])
 
       const spc: SvcPort = Object.freeze({
         id,
