@@ -25,7 +25,9 @@ export async function loadIptables(state: LabState, plan: LabPlan, backend: 'nft
   for (const n of plan.nodes) {
     const rules = renderIptablesSave(plan.cluster, { clusterCIDR: LAB.clusterCIDR, nodeName: n.name, nodeIPs: [n.ip] })
     writeFileSync(join(state.dir, `${n.name}.iptables`), rules)
-    await must(['ip', 'netns', 'exec', n.ns, restore], { input: rules })
+    // A 20 000-service rule set takes iptables-restore minutes on a busy machine: allow 1 ms per line, at least 60 s.
+    const lines = rules.split('\n').length
+    await must(['ip', 'netns', 'exec', n.ns, restore], { input: rules, timeoutMs: Math.max(60_000, lines) })
     await must(['ip', 'netns', 'exec', n.ns, restore, '--noflush'], { input: natOutgoingRules() })
     for (const m of plan.nodes) {
       if (m !== n) await must(['ip', '-n', n.ns, 'route', 'add', m.podCIDR, 'via', m.ip, 'dev', LAB.uplink])

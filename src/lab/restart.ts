@@ -1,10 +1,10 @@
 // `tundra lab restart`: stop a node's tundra (gracefully, or with SIGKILL) and start it again with the same command,
 // as a rolling update of the DaemonSet would. Established flows should survive the graceful case.
-import { connect } from 'node:net'
 import { existsSync } from 'node:fs'
 import { waitFor } from '../netns/netns'
 import { isOurs, logTail, startDetached, stopProcesses } from './proc'
 import { LabError, loadLabState, saveState } from './state'
+import { canConnect } from './up'
 
 export interface RestartResult { readonly node: string; readonly oldPid: number; readonly pid: number; readonly downMs: number }
 
@@ -25,11 +25,7 @@ export async function labRestartAgent(opts: { name?: string; node?: string; kill
   const control = node.control
   await waitFor(`the tundra agent on ${node.name} to answer again`, async () => {
     if (!isOurs(next)) throw new LabError(`the restarted agent on ${node.name} exited:\n${logTail(next.log)}`)
-    return existsSync(control) && new Promise<boolean>(resolve => {
-      const s = connect(control)
-      s.once('connect', () => { s.destroy(); resolve(true) })
-      s.once('error', () => resolve(false))
-    })
+    return existsSync(control) && canConnect(control)
   }, opts.timeoutMs ?? 30_000, 20)
   return { node: node.name, oldPid: proc.pid, pid: started.pid, downMs: Date.now() - t0 }
 }

@@ -435,7 +435,8 @@ async function startAgents(state: LabState, plan: LabPlan, ctx: BuildContext,
   }
 }
 
-function canConnect(path: string): Promise<boolean> {
+/** Whether a unix socket at `path` accepts a connection (an agent's control socket is up). */
+export function canConnect(path: string): Promise<boolean> {
   return new Promise(resolve => {
     const s = connect(path)
     s.once('connect', () => { s.destroy(); resolve(true) })
