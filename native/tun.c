@@ -955,22 +955,6 @@ static napi_value ReaderStart(napi_env env, napi_callback_info info) {
 // returns, as with the thread. At most one slab's worth is read per poll event, so timers and sockets still get
 // their turn (the poll is level-triggered and fires again at once).
 
-static void inline_fail(reader_t *r) {
-  napi_env env = r->env;
-  uv_poll_stop(&r->poll);
-  napi_handle_scope scope;
-  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-  napi_value cb, recv, argv[3];
-  if (napi_get_reference_value(env, r->callback, &cb) == napi_ok && cb) {
-    napi_get_global(env, &recv);  // napi_make_callback wants an object
-    napi_create_int32(env, -1, &argv[0]);
-    napi_create_int32(env, r->fatal_errno, &argv[1]);
-    argv[2] = errno_error(env, r->fatal_errno, "read", "(TUN reader stopped)");
-    napi_make_callback(env, r->actx, recv, cb, 3, argv, NULL);
-  }
-  napi_close_handle_scope(env, scope);
-}
-
 static uint64_t now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -989,20 +973,28 @@ static bool may_spin(reader_t *r, uint64_t now) {
   return r->multi_cpu;
 }
 
-// Calls the batch callback for slab s; false when the reader was stopped from inside it.
+// Calls the batch callback for slab s, or with s NULL the error callback (the fd failed for good: polling stops).
+// False when the reader was stopped from inside it. A throwing callback is an uncaught exception, as in call_js.
 static bool inline_dispatch(reader_t *r, slab_t *s, uint32_t count, double bytes) {
   napi_env env = r->env;
+  if (!s) uv_poll_stop(&r->poll);
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return false;
-  s->count = count;
-  s->bytes = bytes;
-  r->dispatches += 1;
   napi_value cb, recv, argv[3];
   napi_get_reference_value(env, r->callback, &cb);
   napi_get_global(env, &recv);  // napi_make_callback wants an object
-  napi_create_int32(env, (int32_t)s->index, &argv[0]);
-  napi_create_uint32(env, count, &argv[1]);
-  napi_create_double(env, bytes, &argv[2]);
+  if (s) {
+    s->count = count;
+    s->bytes = bytes;
+    r->dispatches += 1;
+    napi_create_int32(env, (int32_t)s->index, &argv[0]);
+    napi_create_uint32(env, count, &argv[1]);
+    napi_create_double(env, bytes, &argv[2]);
+  } else {
+    napi_create_int32(env, -1, &argv[0]);
+    napi_create_int32(env, r->fatal_errno, &argv[1]);
+    argv[2] = errno_error(env, r->fatal_errno, "read", "(TUN reader stopped)");
+  }
   r->in_cb = true;
   napi_status st = napi_make_callback(env, r->actx, recv, cb, 3, argv, NULL);
   r->in_cb = false;
@@ -1012,8 +1004,10 @@ static bool inline_dispatch(reader_t *r, slab_t *s, uint32_t count, double bytes
     if (napi_get_and_clear_last_exception(env, &exc) == napi_ok) napi_fatal_exception(env, exc);
   }
   napi_close_handle_scope(env, scope);
-  return !r->stopped;
+  return s != NULL && !r->stopped;
 }
+
+static void inline_fail(reader_t *r) { inline_dispatch(r, NULL, 0, 0); }
 
 // Reads and dispatches batches; then, with busy polling on, keeps reading for spin_ns after the last packet (the
 // answer to what was just forwarded usually comes back within tens of µs, and catching it here saves the wakeup).
@@ -1023,7 +1017,11 @@ static void inline_poll_cb(uv_poll_t *h, int status, int events) {
   reader_t *r = h->data;
   if (r->stopped) return;
   if (status < 0) {
-    r->fatal_errno = -status;
+    // libuv's status is generic (EBADF); a read gives the kernel's own reason, as the reader thread reports it.
+    uint32_t count = 0;
+    size_t pos = 0;
+    double bytes = 0;
+    if (fill_slab(r, &r->slabs[0], &count, &pos, &bytes) != FILL_FATAL) r->fatal_errno = -status;
     inline_fail(r);
     return;
   }

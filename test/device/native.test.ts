@@ -117,6 +117,7 @@ interface ProbeReport {
   multiQueue: { queues: number; distinctFds: number }
   multiQueueCloseMs: number
   deletedUnderReader: unknown
+  deletedUnderInlineReader: unknown
   offloadsAccepted: { flags: number; csum: boolean; tso4: boolean; tso6: boolean }
   udpEcho: string[] | string
   udpVnetHdr: string | null
@@ -157,6 +158,7 @@ for (const vnetHdr of [true, false]) {
     t.equal(rep.busy?.code, 'EBUSY', 'the same name twice without multiqueue: EBUSY')
     t.same(rep.multiQueue, { queues: 2, distinctFds: 2 }, 'two queues, two fds')
     t.equal(rep.deletedUnderReader, 'EBADFD', 'deleting the link under a running reader reports EBADFD through onError')
+    t.equal(rep.deletedUnderInlineReader, 'EBADFD', 'the same under the inline reader')
     if (vnetHdr) t.ok(rep.offloadsAccepted.csum && rep.offloadsAccepted.tso4 && rep.offloadsAccepted.tso6, `offloads accepted: 0x${rep.offloadsAccepted.flags.toString(16)}`)
     else t.equal(rep.offloadsAccepted.flags, 0)
     t.same(rep.udpEcho, ['10.9.0.2:7777 udp-0', '10.9.0.2:7777 udp-1', '10.9.0.2:7777 udp-2'], 'UDP mirrored through the TUN')
