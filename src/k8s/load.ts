@@ -15,6 +15,11 @@ export interface LoadResult {
 
 const MANIFEST_EXTENSIONS = new Set(['.yaml', '.yml', '.json'])
 
+/** Whether a file in a manifests directory is read (by its extension, as manifestFiles picks them). */
+export function isManifestFile(name: string): boolean {
+  return MANIFEST_EXTENSIONS.has(extname(name).toLowerCase())
+}
+
 function byCodeUnit(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0
 }
@@ -27,7 +32,7 @@ export function manifestFiles(path: string): string[] {
   for (const name of readdirSync(path).sort(byCodeUnit)) {
     const p = join(path, name)
     if (statSync(p).isDirectory()) out.push(...manifestFiles(p))
-    else if (MANIFEST_EXTENSIONS.has(extname(name).toLowerCase())) out.push(p)
+    else if (isManifestFile(name)) out.push(p)
   }
   return out
 }

@@ -2,14 +2,14 @@
 // Files are re-read when they change (fs.watch, debounced: editors and `kubectl ... > file` write in several steps).
 // A read that finds a file missing or unparseable keeps the previous state whole: half-written input must not
 // delete services.
-import { watch, statSync, type FSWatcher } from 'node:fs'
-import { basename, dirname, resolve } from 'node:path'
+import { watch, statSync, readFileSync, type FSWatcher } from 'node:fs'
+import { basename, dirname, join, resolve } from 'node:path'
 import type { Problem } from '../model/cluster'
-import { loadPaths } from '../k8s/load'
+import { isManifestFile, loadPaths, parseManifests } from '../k8s/load'
 import type { Kind } from '../k8s/types'
 import type { DesiredStateSource, SourceStatus } from './source'
 import { SyncGate } from './source'
-import { ObjectStore, kubeProxyFilter, type ChangeListener, type ChangeSet } from './store'
+import { ObjectStore, kubeProxyFilter, mergeChanges, type ChangeListener, type ChangeSet } from './store'
 
 const KINDS: readonly Kind[] = ['Namespace', 'Pod', 'Service', 'Node', 'Deployment', 'EndpointSlice']
 
@@ -38,6 +38,8 @@ export class FileSource implements DesiredStateSource {
   private readonly gate = new SyncGate()
   private watchers: FSWatcher[] = []
   private timer: NodeJS.Timeout | undefined
+  /** files named by change notifications since the last reload; null: a change we cannot place (re-read all) */
+  private pending: Set<string> | null = new Set()
   private started = false
   private stopped = false
   private loads = 0
@@ -72,10 +74,7 @@ export class FileSource implements DesiredStateSource {
     // per-object and permanent, so the rest of the input is applied
     const unreadable = r.problems.filter(p => /^(cannot read|invalid YAML|invalid JSON)/.test(p.reason))
     if (unreadable.length > 0) {
-      this.errors++
-      this.lastErrorAt = Date.now()
-      this.lastError = unreadable.map(p => `${p.file ?? ''}${p.object ? ` ${p.object}` : ''}: ${p.reason}`).join('; ')
-      this.log(`[files] keeping the previous state: ${this.lastError}`)
+      this.noteError(unreadable)
       const result = { applied: false, problems: r.problems, warnings: r.warnings }
       this.notifyReload(result)
       return result
@@ -91,6 +90,52 @@ export class FileSource implements DesiredStateSource {
     return result
   }
 
+  /**
+   * Re-reads only these files of watched directories (what a change notification names): a one-object change in a
+   * directory of 20 000 files costs one file. A file that is gone takes its objects with it (a deliberate delete:
+   * writers replace files by rename, so a half-written file is never seen); one that cannot be parsed keeps its
+   * previous objects.
+   */
+  reloadFiles(files: Iterable<string>): ReloadResult {
+    let change: ChangeSet | undefined
+    const problems: Problem[] = []
+    const warnings: string[] = []
+    let applied = true
+    for (const file of files) {
+      let text: string | undefined
+      try { text = readFileSync(file, 'utf8') } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+          problems.push({ file, object: '', field: '', reason: `cannot read: ${(err as Error).message}` })
+          applied = false
+          continue
+        }
+      }
+      const r = text === undefined ? { objects: [], problems: [], warnings: [] } : parseManifests(text, file)
+      const unreadable = r.problems.filter(p => /^(cannot read|invalid YAML|invalid JSON)/.test(p.reason))
+      problems.push(...r.problems)
+      warnings.push(...r.warnings)
+      if (unreadable.length > 0) {
+        applied = false
+        this.noteError(unreadable)
+        continue
+      }
+      for (const w of r.warnings) this.log(`[files] ${w}`)
+      const c = this.store.replaceFile(file, KINDS, r.objects)
+      if (c !== undefined) change = change === undefined ? c : mergeChanges(change, c)
+    }
+    this.loads++
+    const result: ReloadResult = change === undefined ? { applied, problems, warnings } : { applied, change, problems, warnings }
+    this.notifyReload(result)
+    return result
+  }
+
+  private noteError(unreadable: readonly Problem[]): void {
+    this.errors++
+    this.lastErrorAt = Date.now()
+    this.lastError = unreadable.map(p => `${p.file ?? ''}${p.object ? ` ${p.object}` : ''}: ${p.reason}`).join('; ')
+    this.log(`[files] keeping the previous state: ${this.lastError}`)
+  }
+
   /** Called after every reload attempt, applied or not (tests, logs). */
   onReload(cb: (r: ReloadResult) => void): () => void {
     this.reloadListeners.add(cb)
@@ -104,11 +149,12 @@ export class FileSource implements DesiredStateSource {
   private watch(): void {
     // Watch directories, not files: an editor's save (write new, rename over) replaces the inode a file watch holds.
     const dirs = new Map<string, Set<string> | null>() // dir -> basenames of interest, null = everything (recursive)
+    const given = new Map<string, string>() // watched directory -> the path as given (files are keyed by it)
     for (const p of this.paths) {
       const abs = resolve(p)
       let isDir = false
       try { isDir = statSync(abs).isDirectory() } catch { /* missing now: watch its parent for it to appear */ }
-      if (isDir) dirs.set(abs, null)
+      if (isDir) { dirs.set(abs, null); given.set(abs, p) }
       else {
         const d = dirname(abs)
         const cur = dirs.get(d)
@@ -120,6 +166,11 @@ export class FileSource implements DesiredStateSource {
       try {
         const w = watch(dir, { recursive: names === null, persistent: false }, (_event, file) => {
           if (names !== null && (file === null || !names.has(basename(file.toString())))) return
+          const base = given.get(dir)
+          if (base === undefined || file === null) this.pending = null
+          else if (isManifestFile(file.toString())) this.pending?.add(join(base, file.toString()))
+          else if (!/\.(tmp|swp)$|~$/.test(file.toString())) this.pending = null // a new subdirectory, say
+          else return
           this.schedule()
         })
         w.on('error', err => this.log(`[files] watching ${dir}: ${err.message}`))
@@ -135,7 +186,11 @@ export class FileSource implements DesiredStateSource {
     if (this.timer !== undefined) clearTimeout(this.timer)
     this.timer = setTimeout(() => {
       this.timer = undefined
-      if (!this.stopped) this.reload()
+      const files = this.pending
+      this.pending = new Set()
+      if (this.stopped) return
+      if (files === null) this.reload()
+      else if (files.size > 0) this.reloadFiles(files)
     }, this.debounceMs)
   }
 

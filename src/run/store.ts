@@ -219,6 +219,8 @@ export class ObjectStore {
   private readonly entries = new Map<string, Entry>()
   /** service key -> keys of its EndpointSlices */
   private readonly slices = new Map<string, Set<string>>()
+  /** file -> keys of the objects read from it (file sources) */
+  private readonly byFile = new Map<string, Set<string>>()
   private readonly listeners = new Set<ChangeListener>()
   private readonly filter: ((obj: KubeObject) => boolean) | undefined
   private readonly log: (line: string) => void
@@ -297,6 +299,25 @@ export class ObjectStore {
     return this.emit(c) ? c.build() : undefined
   }
 
+  /**
+   * Makes the objects that came from `file` exactly `objects` (that file was rewritten or removed): one ChangeSet for
+   * the difference, at a cost that grows with the file, not with the store.
+   */
+  replaceFile(file: string, kinds: readonly Kind[], objects: readonly (KubeObject | LoadedObject)[]): ChangeSet | undefined {
+    const c = new ChangeBuilder()
+    const kindSet = new Set<string>(kinds)
+    const want = new Map<string, KubeObject>()
+    for (const o of objects) {
+      const obj = 'object' in o ? o.object : o
+      if (kindSet.has(obj.kind)) want.set(keyOf(obj), obj)
+    }
+    for (const k of [...(this.byFile.get(file) ?? [])]) {
+      if (!want.has(k) && this.entries.get(k)?.file === file) this.drop(k, c)
+    }
+    for (const obj of want.values()) this.put(obj, file, c)
+    return this.emit(c) ? c.build() : undefined
+  }
+
   private put(raw: KubeObject, file: string | undefined, c: ChangeBuilder): void {
     const k = keyOf(raw)
     if (this.filter !== undefined && !this.filter(raw)) {
@@ -309,11 +330,11 @@ export class ObjectStore {
     const prev = this.entries.get(k)
     if (prev !== undefined && prev.content === content) {
       if (resourceVersionOf(prev.object) !== resourceVersionOf(obj) || prev.file !== file) {
-        this.entries.set(k, file === undefined ? { object: obj, content } : { object: obj, content, file })
+        this.setEntry(k, file === undefined ? { object: obj, content } : { object: obj, content, file }, prev)
       }
       return
     }
-    this.entries.set(k, file === undefined ? { object: obj, content } : { object: obj, content, file })
+    this.setEntry(k, file === undefined ? { object: obj, content } : { object: obj, content, file }, prev)
     this.index(prev?.object, obj, k)
     c.record(prev?.object, obj)
   }
@@ -322,8 +343,27 @@ export class ObjectStore {
     const prev = this.entries.get(k)
     if (prev === undefined) return
     this.entries.delete(k)
+    this.fileIndex(k, prev.file, undefined)
     this.index(prev.object, undefined, k)
     c.record(prev.object, undefined)
+  }
+
+  private setEntry(k: string, e: Entry, prev: Entry | undefined): void {
+    this.entries.set(k, e)
+    if (prev?.file !== e.file) this.fileIndex(k, prev?.file, e.file)
+  }
+
+  private fileIndex(k: string, before: string | undefined, after: string | undefined): void {
+    if (before !== undefined) {
+      const s = this.byFile.get(before)
+      s?.delete(k)
+      if (s?.size === 0) this.byFile.delete(before)
+    }
+    if (after !== undefined) {
+      const s = this.byFile.get(after) ?? new Set<string>()
+      s.add(k)
+      this.byFile.set(after, s)
+    }
   }
 
   private index(before: KubeObject | undefined, after: KubeObject | undefined, k: string): void {

@@ -108,3 +108,33 @@ t.test('a missing path at start fails waitForSync with the reason', async t => {
   src.start()
   await t.rejects(src.waitForSync(200), /cannot read/)
 })
+
+t.test('a change notification re-reads only the file it names; a removed file takes its objects', async t => {
+  const files: Record<string, string> = {}
+  for (let i = 0; i < 300; i++) files[`svc-${i}.yaml`] = service(`s${i}`, `10.96.${1 + (i >> 8)}.${i & 255}`)
+  const dir = tempDir(t, files)
+  const src = new FileSource([dir], { debounceMs: 20, log: () => {} })
+  t.teardown(() => src.stop())
+  src.start()
+  await src.waitForSync(1000)
+  t.equal(src.store.list('Service').length, 300)
+  const reloads: ReloadResult[] = []
+  src.onReload(r => reloads.push(r))
+
+  // one file rewritten, one broken, one removed, in one batch
+  const r = src.reloadFiles([join(dir, 'svc-1.yaml'), join(dir, 'svc-2.yaml'), join(dir, 'svc-3.yaml')].map((f, i) => {
+    if (i === 0) writeFileSync(f, service('s1', '10.96.9.1') + '---' + slice('s1', ['10.100.0.9']))
+    if (i === 1) writeFileSync(f, 'kind: [unclosed')
+    if (i === 2) rmSync(f)
+    return f
+  }))
+  t.equal(r.applied, false, 'the broken file is reported')
+  t.same([...(r.change?.services ?? [])].sort(), ['default/s1', 'default/s3'], 'only the rewritten and the removed file changed')
+  t.same([...(r.change?.endpoints ?? [])], ['default/s1'])
+  const v = view(src)
+  t.same(v['default/s1'], ['10.100.0.9'])
+  t.ok(v['default/s2'] !== undefined, 'the broken file keeps its previous objects')
+  t.equal(v['default/s3'], undefined, 'the removed file took its service with it')
+  t.equal(Object.keys(v).length, 299)
+  t.equal(reloads.length, 1)
+})
