@@ -3,14 +3,17 @@
 // node is wired, and wiring is undone on every exit path.
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
 import { hostname } from 'node:os'
-import { watch, readFileSync, renameSync, writeFileSync, type FSWatcher } from 'node:fs'
+import { readFileSync, renameSync, writeFileSync } from 'node:fs'
 import type { Server } from 'node:net'
 import type { AgentConfig, VxlanPeer } from './config'
 import { serveControl, type Handler } from './control'
 import type { DataplaneView } from './view'
 import { wire, type Wiring } from './wiring'
 import type { Cluster, Service } from '../model/cluster'
-import { loadCluster } from '../k8s/index'
+import { normalize } from '../k8s/normalize'
+import { FileSource } from '../run/files'
+import { applyBatch } from '../run/apply'
+import type { ChangeSet } from '../run/store'
 import { compileNat, resolveNatConfig, updateNat, type NatTable, type ResolvedNatConfig, type ServiceRef } from '../nat/compile'
 import { NatEngine, NAT_STAT_NAMES, type NatEngineOptions } from '../nat/engine'
 import { healthCheckByPort, healthCheckResponse } from '../nat/health'
@@ -77,10 +80,10 @@ export class Agent implements DataplaneView {
   private dp: Dataplane | undefined
   private wiring: Wiring | undefined
   private control: Server | undefined
-  private watchers: FSWatcher[] = []
+  /** the manifests, when the desired state comes from files (the lab): one file re-read per change */
+  private readonly source: FileSource | undefined
   private timers: NodeJS.Timeout[] = []
   private readonly health = new Map<number, HttpServer>()
-  private reloadTimer: NodeJS.Timeout | undefined
   private stopping: Promise<void> | undefined
   private started = false
   private clock = Math.floor(Date.now() / 1000)
@@ -95,6 +98,11 @@ export class Agent implements DataplaneView {
 
   private constructor(readonly config: AgentConfig, private readonly opts: AgentOptions) {
     this.log = opts.log ?? (l => process.stderr.write(l + '\n'))
+    if (opts.cluster === undefined) {
+      this.source = new FileSource(config.manifests, { debounceMs: RELOAD_DEBOUNCE_MS, log: this.log })
+      this.source.onReload(r => { if (!r.applied) this.reloadErrors++ })
+      this.source.reload()
+    }
     this.current = opts.cluster ?? this.load()
     this.natCfg = resolveNatConfig({
       nodeName: config.node.name,
@@ -157,12 +165,35 @@ export class Agent implements DataplaneView {
 
   // ---- lifecycle -----------------------------------------------------------------------------------------------
 
+  /** The whole desired state from the manifests read so far. */
   private load(): Cluster {
     // The manifests are what the API server would hold: EndpointSlices come from the controller (or `lab up`), as
     // kube-proxy sees them; the agent does not compute its own.
-    const r = loadCluster(this.config.manifests, { serviceCIDRs: [this.config.serviceCIDR, ...(this.config.serviceCIDR6 ? [this.config.serviceCIDR6] : [])] })
+    const r = normalize(this.source?.store.objects() ?? [], { serviceCIDRs: [this.config.serviceCIDR, ...(this.config.serviceCIDR6 ? [this.config.serviceCIDR6] : [])] })
     for (const p of r.problems) this.log(`[agent] skipped ${p.file ? p.file + ': ' : ''}${p.object}: ${p.field}: ${p.reason}`)
     return r.cluster
+  }
+
+  /**
+   * A change the file source saw, applied the way `tundra run` applies one (src/run/apply.ts): the services it names
+   * incrementally, anything else in full. Pods and Deployments do not change the NAT table here (the EndpointSlices
+   * are given, the agent runs no controller), so a change of only those refreshes the pod list.
+   */
+  private onChange(change: ChangeSet): void {
+    const t0 = process.hrtime.bigint()
+    const podsOnly = [...change.other].every(k => k.startsWith('Pod/') || k.startsWith('Deployment/') || k.startsWith('Namespace/'))
+    const scope = { full: change.full && !podsOnly, services: new Set([...change.services, ...change.endpoints]), nodes: change.nodes }
+    try {
+      if (change.other.size > 0 && podsOnly && !scope.full) this.current = { ...this.current, pods: this.load().pods }
+      if (scope.services.size > 0 || scope.full || scope.nodes.size > 0) applyBatch(this, this.source!.store, scope, () => this.load())
+      else this.scheduleZone()
+    } catch (err) {
+      this.reloadErrors++
+      this.log(`[agent] reload failed, keeping the previous state: ${(err as Error).message}`)
+      return
+    }
+    this.lastSyncMs = Number(process.hrtime.bigint() - t0) / 1e6
+    this.log(`[agent] synced in ${this.lastSyncMs.toFixed(1)} ms: ${this.compiled.svcPorts.length} service ports`)
   }
 
   private async bringUp(): Promise<void> {
@@ -214,12 +245,9 @@ export class Agent implements DataplaneView {
       this.clock = Math.floor(Date.now() / 1000)
       this.engine_.tick(this.clock)
     }, 250))
-    for (const path of this.opts.cluster ? [] : cfg.manifests) {
-      try {
-        this.watchers.push(watch(path, { persistent: false }, () => this.scheduleReload()))
-      } catch (err) {
-        this.log(`[agent] cannot watch ${path}: ${(err as Error).message}`)
-      }
+    if (this.source) {
+      this.source.onChange(change => this.onChange(change))
+      this.source.start()
     }
     this.log(`[agent] ${cfg.node.name} ready: ${this.compiled.svcPorts.length} service ports, ${peers.length} VXLAN peers, DNS ${cfg.dns.ip} (${cfg.dns.zone})`)
   }
@@ -301,25 +329,11 @@ export class Agent implements DataplaneView {
     }
   }
 
-  private scheduleReload(): void {
-    if (this.reloadTimer) clearTimeout(this.reloadTimer)
-    this.reloadTimer = setTimeout(() => { this.reloadTimer = undefined; this.reload() }, RELOAD_DEBOUNCE_MS)
-  }
-
-  /** Re-reads the manifests and swaps in the new state; on a read failure the old state keeps serving. */
+  /** Re-reads every manifest now (the `reload` control command); what changed is applied as on a file change. */
   reload(): void {
-    const t0 = process.hrtime.bigint()
-    let cluster: Cluster
-    try {
-      cluster = this.load()
-    } catch (err) {
-      this.reloadErrors++
-      this.log(`[agent] reload failed, keeping the previous state: ${(err as Error).message}`)
-      return
-    }
-    this.apply(cluster)
-    this.lastSyncMs = Number(process.hrtime.bigint() - t0) / 1e6
-    this.log(`[agent] synced in ${this.lastSyncMs.toFixed(1)} ms: ${this.compiled.svcPorts.length} service ports`)
+    if (!this.source) return
+    const r = this.source.reload()
+    if (r.applied && r.change === undefined) this.reloads++ // nothing changed: still a completed reload
   }
 
   /** Installs a new desired state: NAT table (stale flows flushed, TCP resets sent) and DNS zone together. */
@@ -416,8 +430,7 @@ export class Agent implements DataplaneView {
     this.dp?.capture?.close()
     if (this.dp) this.saveSnapshot()
     for (const t of this.timers) clearInterval(t)
-    if (this.reloadTimer) clearTimeout(this.reloadTimer)
-    for (const w of this.watchers) w.close()
+    await this.source?.stop()
     for (const s of this.health.values()) s.close()
     this.control?.close()
     await this.dns_.close()

@@ -7,9 +7,8 @@ import type { Command } from 'commander'
 import { Agent } from '../agent/agent'
 import type { AgentConfig, VxlanPeer } from '../agent/config'
 import { inspectHandlers } from '../inspect/handlers'
-import { normalize } from '../k8s/normalize'
-import type { Cluster, Service } from '../model/cluster'
-import type { ServiceRef } from '../nat/compile'
+import type { Cluster } from '../model/cluster'
+import { applyBatch, clusterOf } from '../run/apply'
 import { TundraMetrics } from '../metrics/registry'
 import { startServers } from '../metrics/server'
 import { natConntrackEntries, natConntrackMax, natDrops, natNoLocalEndpoints, natServiceCounters } from '../metrics/nat'
@@ -18,14 +17,8 @@ import {
   type ObjectStore, type RunConfig, type SyncBatch,
 } from '../run/index'
 
-/** Beyond this many changed services in one batch a full compile is as cheap as the incremental path. */
-const INCREMENTAL_LIMIT = 256
 const VXLAN_VNI = 4096
 const VXLAN_PORT = 4789
-
-function clusterOf(store: ObjectStore): Cluster {
-  return normalize(store.objects(), { allocate: false }).cluster
-}
 
 /** The interface of the default route: where NodePort traffic arrives when the config names none. */
 function defaultUplink(): string {
@@ -69,26 +62,10 @@ export function agentConfigFor(cfg: RunConfig, cluster: Cluster, nodeName: strin
   }
 }
 
-/** Applies one batch: the few services that changed through updateNat, anything bigger as a full compile. */
-function applyBatch(agent: Agent, store: ObjectStore, batch: SyncBatch, nodeName: string): void {
-  if (batch.full || batch.services.size > INCREMENTAL_LIMIT || batch.nodes.size > 0) {
-    const cluster = clusterOf(store)
-    agent.apply(cluster)
-    if (batch.full || batch.nodes.size > 0) agent.setPeers(peersOf(cluster, nodeName))
-    return
-  }
-  const changed: Service[] = []
-  const deleted: ServiceRef[] = []
-  for (const key of batch.services) {
-    const objs = store.serviceObjects(key)
-    const svc = objs.length > 0 ? normalize(objs, { allocate: false }).cluster.services[0] : undefined
-    if (svc) changed.push(svc)
-    else {
-      const [namespace, name] = key.split('/', 2) as [string, string]
-      deleted.push({ namespace, name })
-    }
-  }
-  agent.applyServices(changed, deleted)
+/** Applies one batch (src/run/apply.ts); a full one also refreshes the VXLAN peers from the Node objects. */
+function applyRunBatch(agent: Agent, store: ObjectStore, batch: SyncBatch, nodeName: string): void {
+  const cluster = applyBatch(agent, store, batch)
+  if (cluster !== undefined && (batch.full || batch.nodes.size > 0)) agent.setPeers(peersOf(cluster, nodeName))
 }
 
 export function registerRun(program: Command): void {
@@ -126,7 +103,7 @@ export function registerRun(program: Command): void {
       },
     })
     const runner = new SyncRunner({
-      apply: batch => applyBatch(agent, source.store, batch, nodeName),
+      apply: batch => applyRunBatch(agent, source.store, batch, nodeName),
       minSyncPeriodMs: cfg.minSyncPeriod * 1000,
       syncPeriodMs: cfg.syncPeriod * 1000,
       log,
