@@ -1,13 +1,16 @@
-// One node's tundra: owns the TUN, the NAT engine and the cluster DNS, and keeps them on one snapshot of the
-// desired state. Start-up order matters: everything that can fail on bad input (manifests, config) runs before the
-// node is wired, and wiring is undone on every exit path.
+// One node's tundra, control side: it runs on the agent's control thread and keeps the packet thread (host.ts,
+// packet-path.ts) on one snapshot of the desired state. Everything whose cost grows with the cluster runs here: reading
+// manifests, normalizing, compiling NAT tables and the zone, the control socket, health servers, snapshots, wiring.
+// The packet thread only installs what this side sends (crossing.ts) and answers bounded requests.
+// Start-up order matters: everything that can fail on bad input (manifests, config) runs before the node is wired,
+// and wiring is undone on every exit path of a failed start.
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
 import { hostname } from 'node:os'
 import { readFileSync, renameSync, writeFileSync } from 'node:fs'
 import type { Server } from 'node:net'
 import type { AgentConfig, VxlanPeer } from './config'
 import { serveControl, type Handler } from './control'
-import type { DataplaneView } from './view'
+import type { DataplaneView, LiveClient } from './view'
 import { wire, type Wiring } from './wiring'
 import type { Cluster, Service } from '../model/cluster'
 import { normalize } from '../k8s/normalize'
@@ -15,21 +18,22 @@ import { FileSource } from '../run/files'
 import { applyBatch } from '../run/apply'
 import type { ChangeSet } from '../run/store'
 import { compileNat, resolveNatConfig, updateNat, type NatTable, type ResolvedNatConfig, type ServiceRef } from '../nat/compile'
-import { NatEngine, NAT_STAT_NAMES, type NatEngineOptions } from '../nat/engine'
+import type { NatEngineOptions } from '../nat/engine'
 import { healthCheckByPort, healthCheckResponse } from '../nat/health'
-import { DnsServer } from '../dns/server'
-import { openTun, type TunDevice } from '../device/tun'
-import type { Device } from '../device/device'
-import { Dataplane, dropNames, type Peer } from '../dataplane/loop'
+import { DnsServer, type DnsServerOptions, type DnsMetrics } from '../dns/server'
 import { vxlanMac } from '../dataplane/vxlan'
-import { Capture } from '../dataplane/capture'
 import { ipv4ToInt, parseCidr4 } from './addr'
+import type { Link } from './link'
+import { linkLive } from './live'
+import { natChange, natFull, zoneInstall, mergeServices } from './crossing'
+import type { PacketInit, PeerSpec } from './packet-path'
+import type { TunOptions } from '../device/tun'
 
 export interface AgentOptions {
+  /** the packet thread */
+  readonly packet: Link
   /** progress and events; default stderr */
   readonly log?: (line: string) => void
-  /** a device to use instead of opening the TUN (tests); no node wiring is done then */
-  readonly device?: Device
   /** extra control commands (inspection tools register theirs here) */
   readonly handlers?: (view: DataplaneView) => Record<string, Handler>
   /**
@@ -41,10 +45,12 @@ export interface AgentOptions {
   readonly cluster?: Cluster
   /** NAT engine options (conntrack size and timeouts, INVALID handling) */
   readonly engine?: NatEngineOptions
+  /** control commands for tests (crash or stall this thread); only with TUNDRA_TEST_HOOKS=1 */
+  readonly testHooks?: boolean
 }
 
 /**
- * How the TUN is read: by default inline (the JS thread polls it, busy-polling 100 µs after the last packet) with
+ * How the TUN is read: by default inline (the packet thread polls it, busy-polling 100 µs after the last packet) with
  * one queue. TUNDRA_TUN_IO, TUNDRA_BUSY_POLL_US and TUNDRA_TUN_QUEUES override the config, for measuring one
  * setting against another without editing it.
  */
@@ -60,12 +66,12 @@ function tunIo(cfg: AgentConfig): { queues: number; io: 'thread' | 'inline'; bus
 
 export class AgentError extends Error {}
 
-function toPeer(p: VxlanPeer, where: string): Peer {
+function toPeer(p: VxlanPeer, where: string): PeerSpec {
   const ip = ipv4ToInt(p.ip)
   const cidr = parseCidr4(p.podCIDR)
   if (ip === undefined) throw new AgentError(`${where}.ip: not an IPv4 address: ${p.ip}`)
   if (cidr === undefined) throw new AgentError(`${where}.podCIDR: not an IPv4 CIDR: ${p.podCIDR}`)
-  return { net: cidr.net, mask: cidr.mask, ip, mac: vxlanMac(ip) }
+  return { net: cidr.net, mask: cidr.mask, ip, mac: new Uint8Array(vxlanMac(ip)) }
 }
 
 const RELOAD_DEBOUNCE_MS = 50
@@ -74,22 +80,24 @@ export class Agent implements DataplaneView {
   private current: Cluster
   private compiled: NatTable
   readonly natCfg: ResolvedNatConfig
-  readonly engine_: NatEngine
-  readonly dns_: DnsServer
-  private dev: Device | undefined
-  private dp: Dataplane | undefined
+  private readonly dnsOpts: DnsServerOptions
+  /** the zone as the control side sees it (for trace), compiled on demand */
+  private dnsView: { generation: number; server: DnsServer } | undefined
+  private readonly packet: Link
+  private readonly liveClient: LiveClient
   private wiring: Wiring | undefined
   private control: Server | undefined
-  /** the manifests, when the desired state comes from files (the lab): one file re-read per change */
-  private readonly source: FileSource | undefined
   private timers: NodeJS.Timeout[] = []
   private readonly health = new Map<number, HttpServer>()
   private stopping: Promise<void> | undefined
   private started = false
-  private clock = Math.floor(Date.now() / 1000)
+  /** the manifests, when the desired state comes from files (the lab): one file re-read per change */
+  private readonly source: FileSource | undefined
   readonly log: (line: string) => void
   /** reloads that kept the previous state because the manifests could not be read at all */
   reloadErrors = 0
+  /** installs the packet thread refused (the previous table kept serving) */
+  installErrors = 0
   private peers: VxlanPeer[] = []
   /** route changes run one after another: two quick reloads must not interleave */
   private routeSync: Promise<void> = Promise.resolve()
@@ -98,6 +106,8 @@ export class Agent implements DataplaneView {
 
   private constructor(readonly config: AgentConfig, private readonly opts: AgentOptions) {
     this.log = opts.log ?? (l => process.stderr.write(l + '\n'))
+    this.packet = opts.packet
+    this.liveClient = linkLive(opts.packet)
     if (opts.cluster === undefined) {
       this.source = new FileSource(config.manifests, { debounceMs: RELOAD_DEBOUNCE_MS, log: this.log })
       this.source.onReload(r => { if (!r.applied) this.reloadErrors++ })
@@ -113,17 +123,15 @@ export class Agent implements DataplaneView {
       icmpMode: config.icmp ?? 'reply',
     })
     this.compiled = compileNat(this.current, this.natCfg)
-    this.engine_ = new NatEngine(this.compiled, opts.engine ?? {})
-    this.dns_ = new DnsServer({
+    this.dnsOpts = {
       zone: config.dns.zone,
       dnsIP: config.dns.ip,
       upstream: config.dns.upstreams,
       ...(config.dns.ttl !== undefined ? { ttl: config.dns.ttl } : {}),
-    })
-    this.dns_.setCluster(this.current)
+    }
   }
 
-  static async start(config: AgentConfig, opts: AgentOptions = {}): Promise<Agent> {
+  static async start(config: AgentConfig, opts: AgentOptions): Promise<Agent> {
     const agent = new Agent(config, opts)
     try {
       await agent.bringUp()
@@ -139,29 +147,29 @@ export class Agent implements DataplaneView {
   cluster(): Cluster { return this.current }
   table(): NatTable { return this.compiled }
   natConfig(): ResolvedNatConfig { return this.natCfg }
-  engine(): NatEngine { return this.engine_ }
-  dns(): DnsServer { return this.dns_ }
-  now(): number { return this.clock }
-  counters(): Record<string, number> {
-    const out: Record<string, number> = {}
-    const c = this.dp?.counters
-    if (c) {
-      for (const [k, v] of Object.entries(c)) if (typeof v === 'number') out[k] = v
-      for (const [k, v] of Object.entries(dropNames(c))) out[`drop_${k}`] = v
+  live(): LiveClient { return this.liveClient }
+  now(): number { return Math.floor(Date.now() / 1000) }
+  dns(): DnsServer {
+    // Only trace asks, rarely: compile the zone here when the state changed since the last ask.
+    if (this.dnsView?.generation !== this.compiled.generation) {
+      const server = new DnsServer(this.dnsOpts)
+      server.setCluster(this.current)
+      this.dnsView?.server.upstream.close()
+      this.dnsView = { generation: this.compiled.generation, server }
     }
-    const d = this.dev?.stats()
-    if (d) {
-      out.device_batches = d.batches
-      out.device_packets = d.packets
-      out.device_write_errors = d.writeErrors
-      out.avg_packets_per_batch = d.avgPacketsPerBatch ?? (d.batches ? d.packets / d.batches : 0)
-    }
-    NAT_STAT_NAMES.forEach((name, i) => { out[`nat_${name}`] = this.engine_.counters[i] ?? 0 })
-    out.conntrack_entries = this.engine_.v4.ct.count + this.engine_.v6.ct.count
-    out.reloads = this.reloads
-    out.reload_errors = this.reloadErrors
+    return this.dnsView.server
+  }
+
+  /** Packet-thread counters plus the control side's own. */
+  async counters(): Promise<Record<string, number>> {
+    const out = await this.liveClient.counters()
+    out['reloads'] = this.reloads
+    out['reload_errors'] = this.reloadErrors
+    out['install_errors_control'] = this.installErrors
     return out
   }
+
+  dnsMetrics(): Promise<DnsMetrics> { return this.packet.call({ op: 'dnsMetrics' }) }
 
   // ---- lifecycle -----------------------------------------------------------------------------------------------
 
@@ -184,9 +192,9 @@ export class Agent implements DataplaneView {
     const podsOnly = [...change.other].every(k => k.startsWith('Pod/') || k.startsWith('Deployment/') || k.startsWith('Namespace/'))
     const scope = { full: change.full && !podsOnly, services: new Set([...change.services, ...change.endpoints]), nodes: change.nodes }
     try {
+      // the pod list serves capture targets here; the packet thread's zone does not depend on it
       if (change.other.size > 0 && podsOnly && !scope.full) this.current = { ...this.current, pods: this.load().pods }
       if (scope.services.size > 0 || scope.full || scope.nodes.size > 0) applyBatch(this, this.source!.store, scope, () => this.load())
-      else this.scheduleZone()
     } catch (err) {
       this.reloadErrors++
       this.log(`[agent] reload failed, keeping the previous state: ${(err as Error).message}`)
@@ -202,49 +210,45 @@ export class Agent implements DataplaneView {
     const dnsIp = ipv4ToInt(cfg.dns.ip)
     if (nodeIp === undefined) throw new AgentError(`node.ip: not an IPv4 address: ${cfg.node.ip}`)
     if (dnsIp === undefined) throw new AgentError(`dns.ip: not an IPv4 address: ${cfg.dns.ip}`)
-    const peers: Peer[] = cfg.vxlan.peers.map((p, i) => toPeer(p, `vxlan.peers[${i}]`))
+    const peers = cfg.vxlan.peers.map((p, i) => toPeer(p, `vxlan.peers[${i}]`))
     this.peers = cfg.vxlan.peers.map(p => ({ ...p }))
 
-    if (this.opts.device) {
-      this.dev = this.opts.device
-    } else {
-      const tun: TunDevice = await openTun({ name: cfg.tun.name, vnetHdr: cfg.tun.vnetHdr, offloads: cfg.tun.vnetHdr, txqueuelen: 10000, ...tunIo(cfg) })
-      this.dev = tun
-      this.log(`[agent] ${tun.name} open: vnet header ${tun.vnetHdr ? 'on' : 'off'}, offloads ${JSON.stringify(tun.offloadsAccepted)}`)
-      this.wiring = await wire(cfg, tun.name)
-    }
-    this.dp = new Dataplane(this.dev, this.engine_, this.dns_, {
-      nodeIp, dnsIp, dnsPort: 53, vni: cfg.vxlan.vni, localMac: vxlanMac(nodeIp), peers,
-    })
-    this.dev.start(this.dp.onBatch)
+    const tunOpts: TunOptions = { name: cfg.tun.name, vnetHdr: cfg.tun.vnetHdr, offloads: cfg.tun.vnetHdr, txqueuelen: 10000, ...tunIo(cfg) }
+    const tun = await this.packet.call<{ name: string; vnetHdr: boolean; offloadsAccepted: unknown }>({ op: 'open', tun: tunOpts })
+    this.log(`[agent] ${tun.name} open: vnet header ${tun.vnetHdr ? 'on' : 'off'}, offloads ${JSON.stringify(tun.offloadsAccepted)}`)
+    this.wiring = await wire(cfg, tun.name)
 
-    if (!this.opts.device) {
-      // TCP DNS, and UDP from the node's own processes, reach a kernel socket on the DNS address (on lo).
-      await this.dns_.listenTcp(cfg.dns.ip, 53)
-      await this.dns_.listenUdp(cfg.dns.ip, 53)
+    let snapshot: Uint8Array | undefined
+    try { snapshot = new Uint8Array(readFileSync(this.snapshotPath)) } catch { /* none yet */ }
+    const nat = natFull(this.current, this.natCfg)
+    const init: PacketInit = {
+      loop: { nodeIp, dnsIp, dnsPort: 53, vni: cfg.vxlan.vni, peers },
+      engine: this.opts.engine ?? {},
+      dns: this.dnsOpts,
+      nat: nat.install,
+      zone: zoneInstall().install,
+      ...(snapshot !== undefined ? { snapshot } : {}),
     }
+    await this.packet.call({ op: 'init', init, localMac: new Uint8Array(vxlanMac(nodeIp)) }, nat.transfer)
+    // TCP DNS, and UDP from the node's own processes, reach a kernel socket on the DNS address (on lo).
+    await this.packet.call({ op: 'start', dnsSockets: { host: cfg.dns.ip, port: 53 } })
+
     this.syncHealthServers()
     await this.syncExternalRoutes()
 
     const handlers: Record<string, Handler> = {
       hello: () => ({ node: cfg.node, hostname: hostname(), peers: this.peers, pid: process.pid }),
-      stats: () => ({ counters: this.counters(), dns: this.dns_.metrics(), lastSyncMs: this.lastSyncMs }),
+      stats: async () => ({ counters: await this.counters(), dns: await this.dnsMetrics(), lastSyncMs: this.lastSyncMs }),
       capture: args => this.startCapture(args),
       peer: args => this.changePeer(args),
       reload: () => { this.reload(); return { reloads: this.reloads, lastSyncMs: this.lastSyncMs } },
+      ...(this.opts.testHooks ? testHooks() : {}),
       ...(this.opts.handlers ? this.opts.handlers(this) : {}),
     }
     this.control = await serveControl(cfg.control, handlers)
 
-    this.restoreSnapshot()
     const every = (cfg.snapshot?.intervalSeconds ?? 10) * 1000
-    if (every > 0) this.timers.push(setInterval(() => this.saveSnapshot(), every))
-
-    // The coarse clock and incremental conntrack reaping run off the packet path.
-    this.timers.push(setInterval(() => {
-      this.clock = Math.floor(Date.now() / 1000)
-      this.engine_.tick(this.clock)
-    }, 250))
+    if (every > 0) this.timers.push(setInterval(() => { void this.saveSnapshot() }, every))
     if (this.source) {
       this.source.onChange(change => this.onChange(change))
       this.source.start()
@@ -256,29 +260,18 @@ export class Agent implements DataplaneView {
    * Records packets into a pcapng until `count` records or `durationMs` pass. `target`: 'all', a pod or a service
    * ('name' in default, or 'ns/name'); a pod matches its IPs, a service its cluster IPs and endpoint addresses.
    */
-  private startCapture(args: Record<string, unknown>): Promise<{ path: string; records: number; addresses: string[] }> {
-    const dp = this.dp
-    if (!dp) throw new AgentError('the dataplane is not running')
-    if (dp.capture) throw new AgentError('a capture is already running')
+  private async startCapture(args: Record<string, unknown>): Promise<{ path: string; records: number; addresses: string[] }> {
     const path = String(args['path'] ?? '')
     if (!path.startsWith('/')) throw new AgentError('capture: path must be absolute')
     const target = String(args['target'] ?? 'all')
     const addrs = target === 'all' ? [] : this.addressesOf(target)
     const ints = addrs.map(a => ipv4ToInt(a)).filter((a): a is number => a !== undefined)
-    const pre = args['pre'] !== false
-    const post = args['post'] !== false
     const count = Number(args['count'] ?? 1000)
-    const durationMs = Number(args['durationMs'] ?? 10_000)
-    return new Promise(resolve => {
-      let timer: NodeJS.Timeout | undefined
-      const cap = new Capture({ path, addresses: ints, pre, post, maxRecords: count > 0 ? count : 1000 }, c => {
-        if (timer) clearTimeout(timer)
-        if (dp.capture === c) dp.capture = null
-        resolve({ path, records: c.records, addresses: addrs })
-      })
-      timer = setTimeout(() => cap.close(), durationMs)
-      dp.capture = cap
+    const r = await this.packet.call<{ records: number }>({
+      op: 'capture', path, addresses: ints, pre: args['pre'] !== false, post: args['post'] !== false,
+      maxRecords: count > 0 ? count : 1000, durationMs: Number(args['durationMs'] ?? 10_000),
     })
+    return { path, records: r.records, addresses: addrs }
   }
 
   private addressesOf(target: string): string[] {
@@ -294,7 +287,6 @@ export class Agent implements DataplaneView {
    * `peer {op: 'add'|'remove', node, ip, podCIDR}`: another VXLAN node (a kernel vxlan device, say), without a restart.
    */
   private changePeer(args: Record<string, unknown>): { peers: VxlanPeer[] } {
-    if (!this.dp) throw new AgentError('the dataplane is not running')
     const op = String(args['op'] ?? 'add')
     const peer: VxlanPeer = { node: String(args['node'] ?? ''), ip: String(args['ip'] ?? ''), podCIDR: String(args['podCIDR'] ?? '') }
     const rest = this.peers.filter(p => p.node !== peer.node && p.ip !== peer.ip)
@@ -306,26 +298,14 @@ export class Agent implements DataplaneView {
   get snapshotPath(): string { return this.config.snapshot?.path ?? `${this.config.control}.conntrack` }
 
   /** Writes the conntrack state atomically (a crash mid-write leaves the previous snapshot). */
-  saveSnapshot(): void {
+  async saveSnapshot(): Promise<void> {
     try {
+      const buf = await this.packet.call<Uint8Array>({ op: 'snapshot' })
       const tmp = `${this.snapshotPath}.tmp`
-      writeFileSync(tmp, this.engine_.snapshot())
+      writeFileSync(tmp, buf)
       renameSync(tmp, this.snapshotPath)
     } catch (err) {
       this.log(`[agent] snapshot: ${(err as Error).message}`)
-    }
-  }
-
-  /** Established flows survive a restart: their entries come back with the endpoints they were using. */
-  private restoreSnapshot(): void {
-    let buf: Buffer
-    try { buf = readFileSync(this.snapshotPath) } catch { return }
-    try {
-      const n = this.engine_.restore(buf, this.clock)
-      this.log(`[agent] restored ${n} conntrack entries from ${this.snapshotPath}`)
-      if (this.engine_.pendingResets > 0) this.dp?.sendResets(this.engine_)
-    } catch (err) {
-      this.log(`[agent] ignoring snapshot ${this.snapshotPath}: ${(err as Error).message}`)
     }
   }
 
@@ -336,18 +316,30 @@ export class Agent implements DataplaneView {
     if (r.applied && r.change === undefined) this.reloads++ // nothing changed: still a completed reload
   }
 
-  /** Installs a new desired state: NAT table (stale flows flushed, TCP resets sent) and DNS zone together. */
+  /** Installs a new desired state in full (a full sync): NAT table and DNS zone together. */
   apply(cluster: Cluster): void {
-    this.install(cluster, compileNat(cluster, this.natCfg, this.compiled))
-    this.dns_.setCluster(cluster)
+    const table = compileNat(cluster, this.natCfg, this.compiled)
+    this.compiled = table
+    this.install(cluster, { full: cluster })
   }
 
-  /** Swaps in a state (stale flows flushed, TCP resets sent) and brings what follows from it up to date. */
-  private install(cluster: Cluster, table: NatTable): void {
+  /**
+   * A few services changed (an endpoint came or went): only their NAT entries are recompiled and swapped in, so the
+   * change reaches the packet path in milliseconds at any table size.
+   */
+  applyServices(changed: readonly Service[], deleted: readonly ServiceRef[]): void {
+    this.compiled = updateNat(this.compiled, changed, deleted)
+    this.install({ ...this.current, services: mergeServices(this.current.services, changed, deleted) }, { changed, deleted })
+  }
+
+  /** Sends the change to the packet thread (in order; a refused install is logged and counted there and here). */
+  private install(cluster: Cluster, what: { full: Cluster } | { changed: readonly Service[]; deleted: readonly ServiceRef[] }): void {
     this.current = cluster
-    this.compiled = table
-    const r = this.engine_.swap(table)
-    if (r.resets > 0) this.dp?.sendResets(this.engine_)
+    const nat = 'full' in what ? natFull(what.full, this.natCfg) : natChange(this.natCfg, what.changed, what.deleted)
+    const failed = (err: Error): void => { this.installErrors++; this.log(`[agent] install: ${err.message}`) }
+    this.packet.call({ op: 'nat', install: nat.install }, nat.transfer).catch(failed)
+    const zone = zoneInstall()
+    this.packet.call({ op: 'zone', install: zone.install }, zone.transfer).catch(failed)
     this.syncHealthServers()
     this.routeSync = this.routeSync.then(() => this.syncExternalRoutes()).catch(err => this.log(`[agent] routes: ${(err as Error).message}`))
     this.reloads++
@@ -368,42 +360,15 @@ export class Agent implements DataplaneView {
     await this.wiring.setExternalRoutes([...wanted])
   }
 
-  /**
-   * A few services changed (an endpoint came or went): only their NAT entries are recompiled and swapped in, so the
-   * change reaches the packet path in milliseconds at any table size; the DNS zone follows right after.
-   */
-  applyServices(changed: readonly Service[], deleted: readonly ServiceRef[]): void {
-    const table = updateNat(this.compiled, changed, deleted)
-    const gone = new Set(deleted.map(d => `${d.namespace}/${d.name}`))
-    const byKey = new Map(changed.map(svc => [`${svc.namespace}/${svc.name}`, svc]))
-    const services: Service[] = []
-    for (const svc of this.current.services) {
-      const key = `${svc.namespace}/${svc.name}`
-      if (gone.has(key)) continue
-      const next = byKey.get(key)
-      services.push(next ?? svc)
-      byKey.delete(key)
-    }
-    services.push(...byKey.values())
-    this.install({ ...this.current, services }, table)
-    this.scheduleZone()
-  }
-
-  private zoneTimer: NodeJS.Immediate | undefined
-  /** The DNS zone is compiled from the whole cluster: once per burst of changes, after the NAT swap. */
-  private scheduleZone(): void {
-    this.zoneTimer ??= setImmediate(() => { this.zoneTimer = undefined; this.dns_.setCluster(this.current) })
-  }
-
   /** The VXLAN peers (other nodes' pod CIDRs), e.g. from Node objects. */
   setPeers(peers: readonly VxlanPeer[]): void {
+    const specs = peers.map((p, i) => toPeer(p, `peers[${i}]`))
     this.peers = [...peers]
-    if (this.dp) this.dp.setPeers({ ...this.dp.options, peers: this.peers.map((p, i) => toPeer(p, `peers[${i}]`)) })
+    this.packet.call({ op: 'peers', peers: specs }).catch(err => this.log(`[agent] peers: ${(err as Error).message}`))
   }
 
   /** kube-proxy's healthCheckNodePort servers, on the node IP, for services with externalTrafficPolicy Local. */
   private syncHealthServers(): void {
-    if (this.opts.device) return
     const wanted = new Set<number>()
     for (const hc of this.compiled.healthChecks.values()) wanted.add(hc.nodePort)
     for (const [port, srv] of this.health) if (!wanted.has(port)) { srv.close(); this.health.delete(port) }
@@ -427,15 +392,25 @@ export class Agent implements DataplaneView {
   }
 
   private async shutdown(): Promise<void> {
-    this.dp?.capture?.close()
-    if (this.dp) this.saveSnapshot()
     for (const t of this.timers) clearInterval(t)
     await this.source?.stop()
     for (const s of this.health.values()) s.close()
     this.control?.close()
-    await this.dns_.close()
+    if (this.started) await this.saveSnapshot()
+    this.dnsView?.server.upstream.close()
     await this.routeSync
     if (this.wiring && (this.opts.cleanupOnExit === true || !this.started)) await this.wiring.undo()
-    if (this.dev && !this.opts.device) await this.dev.close()
+  }
+}
+
+/** Commands that make this thread fail, for tests of what the packet thread does then. */
+function testHooks(): Record<string, Handler> {
+  return {
+    'test-crash': () => { setImmediate(() => { throw new Error('test-crash: the control thread fails on purpose') }); return null },
+    'test-stall': args => {
+      const until = Date.now() + Math.min(Number(args['ms'] ?? 1000), 30_000)
+      while (Date.now() < until) { /* busy: the control thread does nothing else meanwhile */ }
+      return null
+    },
   }
 }

@@ -1,19 +1,42 @@
-// What the inspection tools (`tundra dump|trace|services|conntrack`) read: the same snapshot the packet loop uses.
-// A running agent implements it live; `-f manifests` builds an offline one (no engine: no conntrack, no counters).
-import type { Cluster } from '../model/cluster'
+// What the inspection tools (`tundra dump|trace|services|conntrack`) read: the compiled state on the control thread,
+// and, from a running agent, live state that the packet thread hands over on request (each request bounded).
+// `-f manifests` builds an offline view (no live state: no conntrack, no counters).
+import type { Cluster, Family } from '../model/cluster'
 import type { NatTable, ResolvedNatConfig } from '../nat/compile'
-import type { NatEngine } from '../nat/engine'
+import type { ConntrackEntry } from '../nat/engine'
+import type { ExplainLive } from '../nat/explain'
 import type { DnsServer } from '../dns/server'
+import type { ConntrackFilterArgs } from '../inspect/conntrack'
+
+/** A 5-tuple as trace asks the packet thread about it. */
+export interface TupleQuery {
+  readonly family: Family
+  readonly proto: number
+  readonly src: string
+  readonly dst: string
+  readonly sport: number
+  readonly dport: number
+}
+
+/** Live state, asked of the packet thread. */
+export interface LiveClient {
+  /** packets and new connections per service port id, since start */
+  serviceCounters(): Promise<{ readonly packets: Float64Array; readonly newConnections: Float64Array }>
+  conntrack(): Promise<ConntrackEntry[]>
+  flush(filter: ConntrackFilterArgs): Promise<number>
+  /** the conntrack entry of this tuple and the affinity pins of `client` for these service port ids, as explain reads them */
+  lookups(q: TupleQuery, svcPortIds: readonly number[]): Promise<ExplainLive>
+  /** packet-loop, device and NAT counters by name */
+  counters(): Promise<Record<string, number>>
+}
 
 export interface DataplaneView {
   cluster(): Cluster
   table(): NatTable
   natConfig(): ResolvedNatConfig
-  /** live NAT state; undefined offline */
-  engine(): NatEngine | undefined
+  /** live state; undefined offline */
+  live(): LiveClient | undefined
   dns(): DnsServer
   /** the coarse clock (unix seconds) the engine runs on */
   now(): number
-  /** packet-loop and device counters by name; {} offline */
-  counters(): Record<string, number>
 }

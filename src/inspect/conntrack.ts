@@ -3,6 +3,7 @@
 import type { DataplaneView } from '../agent/view'
 import type { Family } from '../model/cluster'
 import type { ConntrackEntry, NatEngine } from '../nat/engine'
+import type { NatTable } from '../nat/compile'
 import type { Conntrack } from '../nat/conntrack'
 import { ORIG, REPLY } from '../nat/conntrack'
 import { canonicalAddr, wordsToString } from '../nat/addr'
@@ -101,13 +102,13 @@ function matches(f: ConntrackFilterArgs, t: Tuples): boolean {
 
 const PROTO_NAMES: Readonly<Record<number, string>> = { 1: 'icmp', 6: 'tcp', 17: 'udp', 58: 'icmpv6', 132: 'sctp' }
 
-function serviceKey(view: DataplaneView, id: number): { service: string; servicePortName: string } {
-  const sp = id >= 0 ? view.table().svcPorts[id] : undefined
+function serviceKey(table: NatTable, id: number): { service: string; servicePortName: string } {
+  const sp = id >= 0 ? table.svcPorts[id] : undefined
   return sp === undefined ? { service: '', servicePortName: '' } : { service: `${sp.namespace}/${sp.name}`, servicePortName: sp.servicePortName }
 }
 
 /** The tuples of raw entry e, for flush (the engine's decoder is private; this reads the same public arrays). */
-function rawTuples(view: DataplaneView, ct: Conntrack, e: number): Tuples {
+function rawTuples(table: NatTable, ct: Conntrack, e: number): Tuples {
   const aw = ct.aw
   const tuple = (dir: number): Tuples['orig'] => {
     const o = ct.tupleOff(e, dir)
@@ -115,30 +116,34 @@ function rawTuples(view: DataplaneView, ct: Conntrack, e: number): Tuples {
     return { src: wordsToString(ct.tuples, o, ct.family), dst: wordsToString(ct.tuples, o + aw, ct.family), sport: p >>> 16, dport: p & 0xffff }
   }
   const proto = ct.proto[e]!
-  return { family: ct.family, protocol: PROTO_NAMES[proto] ?? String(proto), orig: tuple(ORIG), reply: tuple(REPLY), ...serviceKey(view, ct.svcPort[e]!) }
+  return { family: ct.family, protocol: PROTO_NAMES[proto] ?? String(proto), orig: tuple(ORIG), reply: tuple(REPLY), ...serviceKey(table, ct.svcPort[e]!) }
 }
 
-function engineOf(view: DataplaneView): NatEngine {
-  const engine = view.engine()
-  if (engine === undefined) throw new InspectError(OFFLINE_CONNTRACK)
-  return engine
-}
-
-export function conntrackOp(view: DataplaneView, args: ConntrackArgs): ConntrackResult {
-  const engine = engineOf(view)
-  const f = args.filter
-  if (args.op === 'flush') {
-    let flushed = 0
-    for (const fam of [engine.v4, engine.v6]) {
-      if (f.family !== undefined && fam.family !== f.family) continue
-      const ct = fam.ct
-      flushed += ct.flush(e => matches(f, rawTuples(view, ct, e)))
-    }
-    return { op: 'flush', flushed }
+/** Deletes the entries the filter matches (on the thread that owns the engine); how many. */
+export function flushMatching(engine: NatEngine, f: ConntrackFilterArgs): number {
+  let flushed = 0
+  for (const fam of [engine.v4, engine.v6]) {
+    if (f.family !== undefined && fam.family !== f.family) continue
+    const ct = fam.ct
+    flushed += ct.flush(e => matches(f, rawTuples(engine.table, ct, e)))
   }
+  return flushed
+}
+
+/** list, count or flush against the live state; offline there is none. */
+export async function conntrackOp(view: DataplaneView, args: ConntrackArgs): Promise<ConntrackResult> {
+  const live = view.live()
+  if (live === undefined) throw new InspectError(OFFLINE_CONNTRACK)
+  if (args.op === 'flush') return { op: 'flush', flushed: await live.flush(args.filter) }
+  return conntrackRows(view.table(), await live.conntrack(), args)
+}
+
+/** The entries the filter matches, as `conntrack -L` rows (or their count). */
+export function conntrackRows(table: NatTable, entries: readonly ConntrackEntry[], args: ConntrackArgs): ConntrackResult {
+  const f = args.filter
   const rows: ConntrackRow[] = []
-  for (const e of engine.conntrackEntries(view.now())) {
-    if (!matches(f, { ...e, ...serviceKey(view, e.svcPortId) })) continue
+  for (const e of entries) {
+    if (!matches(f, { ...e, ...serviceKey(table, e.svcPortId) })) continue
     rows.push({ ...e, endpoint: endpointString(e.reply.src, e.reply.sport) })
   }
   if (args.op === 'count') return { op: 'count', count: rows.length }

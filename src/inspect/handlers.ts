@@ -11,7 +11,7 @@ import type { DataplaneView } from '../agent/view'
 import type { Handler } from '../agent/control'
 import { InspectError, optChoice } from './common'
 import { DUMP_FORMATS, dumpText } from './dump'
-import { buildTrace, parseTraceArgs } from './trace'
+import { parseTraceArgs, traceLive } from './trace'
 import { servicesReport } from './services'
 import { conntrackOp, parseConntrackArgs } from './conntrack'
 
@@ -25,8 +25,11 @@ export function inspectHandlers(view: DataplaneView): Record<(typeof INSPECT_COM
       if (family !== 4 && family !== 6) throw new InspectError(`family must be 4 or 6, not ${JSON.stringify(args['family'])}`)
       return dumpText(view, format, family)
     },
-    trace: args => buildTrace(view, parseTraceArgs(args)),
-    services: () => servicesReport(view),
+    trace: args => traceLive(view, parseTraceArgs(args)),
+    services: async () => {
+      const live = view.live()
+      return servicesReport(view, live === undefined ? undefined : await live.serviceCounters())
+    },
     conntrack: args => conntrackOp(view, parseConntrackArgs(args)),
   }
 }

@@ -167,9 +167,8 @@ export function offlineView(files: readonly string[], opts: OfflineOptions = {})
     cluster: () => cluster,
     table: () => table,
     natConfig: () => table.config,
-    engine: () => undefined,
+    live: () => undefined,
     dns: () => dns,
     now: () => Math.floor(Date.now() / 1000),
-    counters: () => ({}),
   }
 }

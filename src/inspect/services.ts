@@ -40,16 +40,16 @@ export interface ServicesReport {
   readonly withoutNat: readonly { readonly service: string; readonly type: ServiceType; readonly headless: boolean }[]
 }
 
-export function servicesReport(view: DataplaneView): ServicesReport {
+/** The report; `counters` are the live per-service-port counters (none offline). */
+export function servicesReport(view: DataplaneView, counters?: { readonly packets: Float64Array; readonly newConnections: Float64Array }): ServicesReport {
   const table = view.table()
   const index = serviceIndex(view.cluster())
-  const engine = view.engine()
   const node = view.natConfig().nodeName
   const services: ServiceRow[] = []
   for (const sp of sortedSvcPorts(table)) {
     const cs = table.services.get(`${sp.namespace}/${sp.name}`)
-    const counters = engine !== undefined
-      ? { counters: { packets: engine.svcPackets[sp.id] ?? 0, newConnections: engine.svcNew[sp.id] ?? 0 } }
+    const live = counters !== undefined
+      ? { counters: { packets: counters.packets[sp.id] ?? 0, newConnections: counters.newConnections[sp.id] ?? 0 } }
       : {}
     services.push({
       id: sp.id,
@@ -67,14 +67,14 @@ export function servicesReport(view: DataplaneView): ServicesReport {
       internalEndpoints: [...endpointNames(sp.internal)].sort(),
       externalEndpoints: [...endpointNames(sp.external)].sort(),
       chain: serviceChains(sp).service,
-      ...counters,
+      ...live,
     })
   }
   const withoutNat = [...table.services.entries()]
     .filter(([, cs]) => cs.svcPortIds.length === 0)
     .map(([key, cs]) => ({ service: key, type: cs.service.type, headless: cs.service.headless }))
     .sort((a, b) => (a.service < b.service ? -1 : a.service > b.service ? 1 : 0))
-  return { node, live: engine !== undefined, services, withoutNat }
+  return { node, live: counters !== undefined, services, withoutNat }
 }
 
 function addr(ip: string, port: number): string {

@@ -12,6 +12,7 @@ import { explain, endpointChain, type Explanation } from '../nat/explain'
 import type { SvcPort } from '../nat/compile'
 import { familyOf, inCidrList, parseAddrWords, parseCidrList } from '../nat/addr'
 import type { ConntrackEntry } from '../nat/engine'
+import type { ExplainLive } from '../nat/explain'
 import { kubeProxyProbability } from '../kubeproxy/probability'
 import { endpointString } from '../kubeproxy/names'
 import { Transport } from '../dns/server'
@@ -406,7 +407,11 @@ const KUBE_PROXY_ICMP = "kube-proxy's iptables mode only has DNAT rules for a se
   'to a ClusterIP matches none of them, is routed toward an address no host owns, and ping gets no answer ' +
   '(IPVS mode answers, as the address is bound to kube-ipvs0; nftables mode rejects it)'
 
-export function buildTrace(view: DataplaneView, args: TraceArgs): Trace {
+/**
+ * The trace of one packet. `lookups`: the live conntrack entry and affinity pins for it (see traceLive); without
+ * them a live view is traced as the first packet of a new connection would be.
+ */
+export function buildTrace(view: DataplaneView, args: TraceArgs, lookups?: ExplainLive): Trace {
   const proto: TraceProtocol = args.proto ?? 'tcp'
   const s = splitAddress(args.src, '--src')
   if (s === undefined) throw new InspectError(`--src: ${JSON.stringify(args.src)} is not an IP address (IP or IP:PORT)`)
@@ -432,8 +437,8 @@ export function buildTrace(view: DataplaneView, args: TraceArgs): Trace {
   if (proto !== 'icmp' && dport === undefined) throw new InspectError(`give the destination port for ${proto}: --dst ADDRESS:PORT (or --dport)`)
   const family = familyOf(s.ip) as Family
   const cfg = view.natConfig()
-  const engine = view.engine()
-  const live = engine !== undefined
+  const engine = lookups
+  const live = view.live() !== undefined
   const query = {
     proto, src: s.ip, sport: proto === 'icmp' ? null : sport ?? null, dst: dstIP ?? name!, dport: proto === 'icmp' ? null : dport ?? null,
     ...(name !== undefined ? { name } : {}),
@@ -698,3 +703,21 @@ export function formatTrace(t: Trace): string {
   return out.join('\n') + '\n'
 }
 
+
+const PROTO_OF: Readonly<Record<string, number>> = { tcp: 6, udp: 17, sctp: 132 }
+
+/** A live trace: traced once to learn the tuple and the service, then again with the packet thread's answers. */
+export async function traceLive(view: DataplaneView, args: TraceArgs): Promise<Trace> {
+  const first = buildTrace(view, args)
+  const live = view.live()
+  if (live === undefined || first.family === undefined || first.verdict === 'unresolved') return first
+  const q = first.query
+  const family = first.family
+  const proto = q.proto === 'icmp' ? (family === 4 ? 1 : 58) : PROTO_OF[q.proto] ?? 0
+  const svc = first.service
+  const ids = svc === undefined ? [] : view.table().services.get(`${svc.namespace}/${svc.name}`)?.svcPortIds ?? []
+  const lookups = await live.lookups({
+    family, proto, src: q.src, dst: first.dns?.address ?? q.dst, sport: q.sport ?? 0, dport: q.dport ?? 0,
+  }, ids)
+  return buildTrace(view, args, lookups)
+}

@@ -3,10 +3,22 @@ import type { NatTable } from '../nat/compile'
 import { NAT_STAT_NAMES, type NatEngine } from '../nat/engine'
 import type { ServicePortCounters } from './registry'
 
-/** Per service port (IPv4 and IPv6 slots of one port summed), from engine.svcPackets / svcNew. */
-export function natServiceCounters(engine: NatEngine): ServicePortCounters[] {
+/** The engine's counters by name as the packet thread reports them: nat_<stat>, conntrack_entries_ipv4/6, conntrack_max_ipv4/6. */
+export function natCounterRecord(engine: NatEngine): Record<string, number> {
+  const out: Record<string, number> = {}
+  NAT_STAT_NAMES.forEach((name, i) => { out[`nat_${name}`] = engine.counters[i] ?? 0 })
+  out['conntrack_entries'] = engine.v4.ct.count + engine.v6.ct.count
+  out['conntrack_entries_ipv4'] = engine.v4.ct.count
+  out['conntrack_entries_ipv6'] = engine.v6.ct.count
+  out['conntrack_max_ipv4'] = engine.v4.ct.max
+  out['conntrack_max_ipv6'] = engine.v6.ct.max
+  return out
+}
+
+/** Per service port (IPv4 and IPv6 slots of one port summed), from the engine's per-id packets / new connections. */
+export function natServiceCounters(table: NatTable, c: { readonly packets: Float64Array; readonly newConnections: Float64Array }): ServicePortCounters[] {
   const rows = new Map<string, { namespace: string; service: string; port: string; packets: number; newConnections: number }>()
-  const ports = engine.table.svcPorts
+  const ports = table.svcPorts
   for (let id = 0; id < ports.length; id++) {
     const sp = ports[id]
     if (sp === undefined) continue
@@ -17,27 +29,25 @@ export function natServiceCounters(engine: NatEngine): ServicePortCounters[] {
       r = { namespace: sp.namespace, service: sp.name, port, packets: 0, newConnections: 0 }
       rows.set(k, r)
     }
-    r.packets += engine.svcPackets[id] ?? 0
-    r.newConnections += engine.svcNew[id] ?? 0
+    r.packets += c.packets[id] ?? 0
+    r.newConnections += c.newConnections[id] ?? 0
   }
   return [...rows.values()]
 }
 
-/** The engine's drop_* counters, by reason without the prefix (no_local_endpoints, conntrack_full, ...). */
-export function natDrops(engine: NatEngine): Record<string, number> {
+/** The drop_* counters of a natCounterRecord, by reason without the prefix (no_local_endpoints, conntrack_full, ...). */
+export function natDrops(counters: Readonly<Record<string, number>>): Record<string, number> {
   const out: Record<string, number> = {}
-  NAT_STAT_NAMES.forEach((name, i) => {
-    if (name.startsWith('drop_')) out[name.slice(5)] = engine.counters[i] ?? 0
-  })
+  for (const name of NAT_STAT_NAMES) if (name.startsWith('drop_')) out[name.slice(5)] = counters[`nat_${name}`] ?? 0
   return out
 }
 
-export function natConntrackEntries(engine: NatEngine): { ipv4: number; ipv6: number } {
-  return { ipv4: engine.v4.ct.count, ipv6: engine.v6.ct.count }
+export function natConntrackEntries(counters: Readonly<Record<string, number>>): { ipv4: number; ipv6: number } {
+  return { ipv4: counters['conntrack_entries_ipv4'] ?? 0, ipv6: counters['conntrack_entries_ipv6'] ?? 0 }
 }
 
-export function natConntrackMax(engine: NatEngine): { ipv4: number; ipv6: number } {
-  return { ipv4: engine.v4.ct.max, ipv6: engine.v6.ct.max }
+export function natConntrackMax(counters: Readonly<Record<string, number>>): { ipv4: number; ipv6: number } {
+  return { ipv4: counters['conntrack_max_ipv4'] ?? 0, ipv6: counters['conntrack_max_ipv6'] ?? 0 }
 }
 
 /**

@@ -39,7 +39,8 @@ export interface DataplaneStats {
   readonly noLocalEndpoints?: { readonly internal: number; readonly external: number }
 }
 
-export type DataplaneProvider = () => DataplaneStats
+/** Called once per scrape; it may ask another thread (a promise). */
+export type DataplaneProvider = () => DataplaneStats | Promise<DataplaneStats>
 
 export interface MetricsOptions {
   readonly dataplane?: DataplaneProvider
@@ -278,27 +279,25 @@ export class TundraMetrics {
   countHealthz(code: number): void { this.healthzTotal.inc({ code: String(code) }) }
   countLivez(code: number): void { this.livezTotal.inc({ code: String(code) }) }
 
-  /** The text exposition. */
+  /** The text exposition: one provider call per scrape, read by every collect() of that scrape. */
   async render(): Promise<{ contentType: string; body: string }> {
-    return { contentType: this.registry.contentType, body: await this.registry.metrics() }
-  }
-
-  /**
-   * One provider call per scrape: every collect() of one registry.metrics() runs in the same tick, so the snapshot
-   * is dropped on the next turn of the event loop.
-   */
-  private stats(): DataplaneStats {
-    if (this.snap !== undefined) return this.snap
     let s: DataplaneStats = {}
     try {
-      s = this.dataplane?.() ?? {}
+      s = (await this.dataplane?.()) ?? {}
       this.providerFailed = false
     } catch (err) {
       if (!this.providerFailed) this.log(`[metrics] dataplane stats failed: ${(err as Error).message}`)
       this.providerFailed = true
     }
     this.snap = s
-    setImmediate(() => { this.snap = undefined })
-    return s
+    try {
+      return { contentType: this.registry.contentType, body: await this.registry.metrics() }
+    } finally {
+      this.snap = undefined
+    }
+  }
+
+  private stats(): DataplaneStats {
+    return this.snap ?? {}
   }
 }

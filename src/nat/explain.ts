@@ -10,7 +10,7 @@ import type { NatTable, SvcPort } from './compile'
 import type { EndpointSet } from './endpoints'
 import { EP_LOCAL, EP_TERMINATING, endpointNames, epBase, epFlags } from './endpoints'
 import { FRONTEND_KIND_NAMES, FrontendKind, protoNumber } from './compile'
-import type { ConntrackEntry, NatEngine } from './engine'
+import type { ConntrackEntry } from './engine'
 import { MASQ_REASON_NAMES, MasqReason } from './engine'
 import { flowHash } from './select'
 import {
@@ -65,9 +65,15 @@ export interface Explanation {
   readonly maglevPick?: string
 }
 
+/** The live state explain reports (the engine has it; a control thread asks the packet thread for it). */
+export interface ExplainLive {
+  findConntrack(family: Family, proto: number, src: string, dst: string, sport: number, dport: number, now: number): { entry: ConntrackEntry; direction: 'original' | 'reply' } | undefined
+  findAffinity(sp: SvcPort, client: string, now: number): { endpoint: string; expiresIn: number } | undefined
+}
+
 export interface ExplainContext {
   /** live state: conntrack entries and affinity pins are reported when given */
-  readonly engine?: NatEngine
+  readonly engine?: ExplainLive
   /** coarse clock for the live state */
   readonly now?: number
 }

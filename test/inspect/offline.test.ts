@@ -20,7 +20,7 @@ t.test('the seed is run like `lab up` would: pods on node1 with lab addresses, t
   const svc = view.cluster().services.find(s => s.name === 'nginx-pod08')!
   t.equal(svc.endpoints.length, 2)
   for (const e of svc.endpoints) t.match(e.ip, /^10\.100\.85\.\d+$/)
-  t.equal(view.engine(), undefined)
+  t.equal(view.live(), undefined)
 })
 
 t.test('dump: exactly what dumpRules renders for this node; the pinned seed has the document\'s chains', async t => {

@@ -6,7 +6,7 @@ import { clusterFromText } from '../../src/k8s/index'
 import { compileNat, resolveNatConfig } from '../../src/nat/compile'
 import { NatEngine, NatStat } from '../../src/nat/engine'
 import { TundraMetrics, type DataplaneStats } from '../../src/metrics/registry'
-import { natConntrackEntries, natDrops, natNoLocalEndpoints, natServiceCounters } from '../../src/metrics/nat'
+import { natConntrackEntries, natCounterRecord, natDrops, natNoLocalEndpoints, natServiceCounters } from '../../src/metrics/nat'
 import { startServers, healthzResponse } from '../../src/metrics/server'
 import { SyncRunner } from '../../src/run/sync'
 import { ObjectStore, type ChangeSet } from '../../src/run/store'
@@ -219,15 +219,15 @@ ports: [{port: 80}]
     engine.svcNew[id] = 1
   })
   engine.counters[NatStat.DROP_CONNTRACK_FULL] = 7
-  const rows = natServiceCounters(engine).sort((a, b) => (`${a.service}/${a.port}` < `${b.service}/${b.port}` ? -1 : 1))
+  const rows = natServiceCounters(table, { packets: engine.svcPackets, newConnections: engine.svcNew }).sort((a, b) => (`${a.service}/${a.port}` < `${b.service}/${b.port}` ? -1 : 1))
   t.same(rows, [
     { namespace: 'default', service: 'lb', port: '80', packets: 1, newConnections: 1 },
     { namespace: 'default', service: 'web', port: 'http', packets: 15, newConnections: 2 },
     { namespace: 'default', service: 'web', port: 'metrics', packets: 2, newConnections: 2 },
   ])
-  const drops = natDrops(engine)
+  const drops = natDrops(natCounterRecord(engine))
   t.equal(drops['conntrack_full'], 7)
   t.equal(drops['no_local_endpoints'], 0)
-  t.same(natConntrackEntries(engine), { ipv4: 0, ipv6: 0 })
+  t.same(natConntrackEntries(natCounterRecord(engine)), { ipv4: 0, ipv6: 0 })
   t.same(natNoLocalEndpoints(table), { internal: 1, external: 1 })
 })

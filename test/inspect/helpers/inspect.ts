@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { spawn } from 'node:child_process'
 import { Command } from 'commander'
+import { engineLive } from '../../../src/agent/live'
 import type { DataplaneView } from '../../../src/agent/view'
 import { offlineView, type OfflineOptions, type OfflineView } from '../../../src/inspect/offline'
 import { NatEngine } from '../../../src/nat/engine'
@@ -40,10 +41,9 @@ export function liveView(files: string[] = [PINNED]): { view: DataplaneView; eng
     cluster: () => off.cluster(),
     table: () => engine.table,
     natConfig: () => engine.table.config,
-    engine: () => engine,
+    live: () => engineLive(engine, () => NOW, () => ({ rx_packets: 0 })),
     dns: () => off.dns(),
     now: () => NOW,
-    counters: () => ({ rx_packets: 0 }),
   }
   return { view, engine }
 }

@@ -1,0 +1,32 @@
+// Reads an agent config file (JSON, as `tundra lab up` writes it) and checks it; errors name the file and the field.
+import { readFileSync } from 'node:fs'
+import type { AgentConfig } from './config'
+
+/** Reads and checks an agent config; errors name the file and the field. */
+export function readAgentConfig(file: string): AgentConfig {
+  let raw: unknown
+  try {
+    raw = JSON.parse(readFileSync(file, 'utf8'))
+  } catch (err) {
+    throw new Error(`${file}: ${(err as Error).message}`)
+  }
+  const need = (path: string, type: string): void => {
+    let v: unknown = raw
+    for (const k of path.split('.')) v = v !== null && typeof v === 'object' ? (v as Record<string, unknown>)[k] : undefined
+    const ok = type === 'array' ? Array.isArray(v) : typeof v === type
+    if (!ok) throw new Error(`${file}: ${path}: expected ${type === 'array' ? 'a list' : `a ${type}`}, got ${JSON.stringify(v)}`)
+  }
+  for (const f of ['node.name', 'node.ip', 'node.podCIDR', 'node.uplink', 'clusterCIDR', 'serviceCIDR', 'dns.ip', 'dns.zone', 'tun.name', 'control']) need(f, 'string')
+  for (const f of ['manifests', 'dns.upstreams', 'vxlan.peers']) need(f, 'array')
+  need('vxlan.vni', 'number')
+  need('tun.vnetHdr', 'boolean')
+  const tun = (raw as { tun: { io?: unknown; busyPollUs?: unknown; queues?: unknown } }).tun
+  if (tun.io !== undefined && tun.io !== 'inline' && tun.io !== 'thread') throw new Error(`${file}: tun.io: expected "inline" or "thread", got ${JSON.stringify(tun.io)}`)
+  if (tun.busyPollUs !== undefined && !(Number.isInteger(tun.busyPollUs) && (tun.busyPollUs as number) >= 0 && (tun.busyPollUs as number) <= 1e6)) {
+    throw new Error(`${file}: tun.busyPollUs: expected an integer 0..1000000 (µs), got ${JSON.stringify(tun.busyPollUs)}`)
+  }
+  if (tun.queues !== undefined && !(Number.isInteger(tun.queues) && (tun.queues as number) >= 1 && (tun.queues as number) <= 64)) {
+    throw new Error(`${file}: tun.queues: expected an integer 1..64, got ${JSON.stringify(tun.queues)}`)
+  }
+  return raw as AgentConfig
+}

@@ -1,0 +1,44 @@
+// The agent's control thread (a worker_threads Worker started by host.ts): runs `tundra agent` or `tundra run`'s
+// control plane and talks to the packet thread through the link. A failure to start is reported and ends the
+// process (there is no dataplane to keep yet); a failure later ends only this thread, and the host starts another.
+import { parentPort, workerData } from 'node:worker_threads'
+import { Link } from './link'
+import { Agent } from './agent'
+import { readAgentConfig } from './config-file'
+import { inspectHandlers } from '../inspect/handlers'
+import { runNode } from '../run/node'
+import type { ControlEntry, HostEvent } from './host'
+
+const log = (l: string): void => { process.stderr.write(l + '\n') }
+const { entry, restarts } = workerData as { entry: ControlEntry; restarts: number }
+const link = new Link(parentPort!)
+const testHooks = process.env['TUNDRA_TEST_HOOKS'] === '1'
+
+async function main(): Promise<void> {
+  let running: { stop(): Promise<void> }
+  let logStop: (signal: string) => void
+  if (entry.kind === 'agent') {
+    const cfg = readAgentConfig(entry.config)
+    const agent = await Agent.start(cfg, { packet: link, cleanupOnExit: entry.cleanupOnExit, handlers: inspectHandlers, testHooks })
+    running = agent
+    logStop = sig => agent.log(`[agent] ${sig}: stopping`)
+  } else {
+    running = await runNode(entry.options, link, log, testHooks)
+    logStop = sig => log(`[run] ${sig}: stopping (conntrack snapshot kept for the next start)`)
+  }
+  if (restarts > 0) log(`[agent] control thread restarted (${restarts}): desired state re-read and installed`)
+  link.onEvent(body => {
+    const ev = body as HostEvent
+    if (ev.type !== 'signal') return
+    logStop(ev.signal)
+    running.stop().then(
+      () => link.call({ op: 'exit', code: 0 }),
+      err => { log(`[agent] stop: ${(err as Error).message}`); return link.call({ op: 'exit', code: 1 }) },
+    ).catch(() => { /* the host is gone already */ })
+  })
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`tundra: ${(err as Error).message ?? String(err)}\n`)
+  link.call({ op: 'exit', code: 1 }).catch(() => process.exit(1))
+})

@@ -1,0 +1,129 @@
+// `tundra run` on a node, control side: sources (API watch or manifests), the sync runner, the agent, metrics and
+// health servers. It runs on the agent's control thread (src/agent/control-thread.ts); the packet thread is `packet`.
+import { execFileSync } from 'node:child_process'
+import { hostname } from 'node:os'
+import { Agent } from '../agent/agent'
+import type { AgentConfig, VxlanPeer } from '../agent/config'
+import type { Link } from '../agent/link'
+import { inspectHandlers } from '../inspect/handlers'
+import type { Cluster } from '../model/cluster'
+import { applyBatch, clusterOf } from './apply'
+import { TundraMetrics } from '../metrics/registry'
+import { startServers } from '../metrics/server'
+import { natConntrackEntries, natConntrackMax, natDrops, natNoLocalEndpoints, natServiceCounters } from '../metrics/nat'
+import { createSource, mergeFlags, nodeNameOf, readKubeProxyConfig, RUN_FLAGS, type RunConfig } from './index'
+import type { ObjectStore } from './store'
+import { SyncRunner, type SyncBatch } from './sync'
+
+const VXLAN_VNI = 4096
+const VXLAN_PORT = 4789
+
+/** The interface of the default route: where NodePort traffic arrives when the config names none. */
+function defaultUplink(): string {
+  try {
+    const out = execFileSync('ip', ['-o', 'route', 'show', 'default'], { encoding: 'utf8' })
+    return /\bdev (\S+)/.exec(out)?.[1] ?? 'eth0'
+  } catch { return 'eth0' }
+}
+
+export function peersOf(cluster: Cluster, self: string): VxlanPeer[] {
+  const out: VxlanPeer[] = []
+  for (const n of cluster.nodes) {
+    if (n.name === self) continue
+    const ip = n.addresses.find(a => !a.includes(':'))
+    const podCIDR = n.podCIDRs.find(c => !c.includes(':'))
+    if (ip && podCIDR) out.push({ node: n.name, ip, podCIDR })
+  }
+  return out
+}
+
+export function agentConfigFor(cfg: RunConfig, cluster: Cluster, nodeName: string): AgentConfig {
+  const node = cluster.nodes.find(n => n.name === nodeName)
+  const ip = cfg.bindAddress && cfg.bindAddress !== '0.0.0.0' && cfg.bindAddress !== '::'
+    ? cfg.bindAddress : node?.addresses.find(a => !a.includes(':'))
+  if (!ip) throw new Error(`node ${nodeName}: no IPv4 address (no Node object with one, and no --bind-address)`)
+  const podCIDR = node?.podCIDRs.find(c => !c.includes(':')) ?? cfg.clusterCIDRs[0] ?? '10.100.0.0/16'
+  const t = cfg.tundra
+  return {
+    node: { name: nodeName, ip, podCIDR, uplink: t.uplink || defaultUplink() },
+    clusterCIDR: cfg.clusterCIDRs[0] ?? podCIDR,
+    serviceCIDR: t.serviceCIDRs[0] ?? '10.96.0.0/12',
+    manifests: [],
+    dns: { ip: t.dns.ip, zone: t.dns.zone, upstreams: t.dns.upstreams, ttl: t.dns.ttl },
+    tun: { name: t.tun.name, vnetHdr: t.tun.offloads, queues: t.tun.queues, io: t.tun.io, busyPollUs: t.tun.busyPollUs },
+    vxlan: { vni: VXLAN_VNI, port: VXLAN_PORT, peers: peersOf(cluster, nodeName) },
+    control: t.control,
+    ...(cfg.nodePortAddresses.length > 0 ? { nodePortAddresses: cfg.nodePortAddresses } : {}),
+    lb: t.lb,
+    icmp: t.icmp,
+    ...(t.snapshot.path ? { snapshot: { path: t.snapshot.path, intervalSeconds: t.snapshot.intervalSeconds } } : {}),
+  }
+}
+
+/** Applies one batch (src/run/apply.ts); a full one also refreshes the VXLAN peers from the Node objects. */
+function applyRunBatch(agent: Agent, store: ObjectStore, batch: SyncBatch, nodeName: string): void {
+  const cluster = applyBatch(agent, store, batch)
+  if (cluster !== undefined && (batch.full || batch.nodes.size > 0)) agent.setPeers(peersOf(cluster, nodeName))
+}
+
+/** Starts `tundra run` from its parsed command-line options; stop() ends it gracefully (conntrack snapshot kept). */
+export async function runNode(o: Readonly<Record<string, unknown>>, packet: Link, log: (l: string) => void, testHooks = false): Promise<{ stop(): Promise<void> }> {
+  const file = typeof o['config'] === 'string' ? readKubeProxyConfig(o['config']) : undefined
+  const flags: Record<string, unknown> = {}
+  for (const f of RUN_FLAGS) if (o[f.key] !== undefined) flags[f.key] = o[f.key]
+  const cfg = mergeFlags(file, flags)
+  for (const w of cfg.warnings) log(`[run] warning: ${w}`)
+  const nodeName = nodeNameOf(cfg, hostname())
+  const manifests = Array.isArray(o['filename']) ? o['filename'] as string[] : undefined
+  const source = createSource(cfg, { ...(manifests ? { manifests } : {}), nodeName, log })
+  source.start()
+  log(`[run] ${nodeName}: waiting for the first sync of ${manifests ? manifests.join(', ') : 'the API server'}…`)
+  await source.waitForSync()
+  const first = clusterOf(source.store)
+  const agent = await Agent.start(agentConfigFor(cfg, first, nodeName), {
+    cluster: first, handlers: inspectHandlers, log, packet, testHooks,
+    engine: {
+      ...(cfg.conntrack.max > 0 ? { conntrackMax: cfg.conntrack.max } : {}),
+      timeouts: {
+        tcpEstablished: cfg.conntrack.tcpEstablishedTimeout, tcpCloseWait: cfg.conntrack.tcpCloseWaitTimeout,
+        udp: cfg.conntrack.udpTimeout, udpStream: cfg.conntrack.udpStreamTimeout,
+      },
+      invalid: cfg.conntrack.tcpBeLiberal ? 'pass' : 'drop',
+    },
+  })
+  const runner = new SyncRunner({
+    apply: batch => applyRunBatch(agent, source.store, batch, nodeName),
+    minSyncPeriodMs: cfg.minSyncPeriod * 1000,
+    syncPeriodMs: cfg.syncPeriod * 1000,
+    log,
+  })
+  runner.followNode(source.store, nodeName)
+  source.onChange(change => runner.queue(change))
+  runner.start()
+  const metrics = new TundraMetrics({
+    dataplane: async () => {
+      const [c, sc, dns] = await Promise.all([agent.counters(), agent.live().serviceCounters(), agent.dnsMetrics()])
+      return {
+        services: natServiceCounters(agent.table(), sc), drops: natDrops(c), conntrackEntries: natConntrackEntries(c),
+        conntrackMax: natConntrackMax(c), dns: { queries: dns.queries, responses: dns.responses },
+        batch: { packets: c['device_packets'] ?? 0, batches: c['device_batches'] ?? 0 },
+        noLocalEndpoints: natNoLocalEndpoints(agent.table()),
+      }
+    },
+    source: () => source.status(),
+    log,
+  })
+  metrics.bindSync(runner)
+  const servers = await startServers({
+    metricsBindAddress: cfg.metricsBindAddress, healthzBindAddress: cfg.healthzBindAddress,
+    metrics, health: () => runner.health(), configz: () => cfg, log,
+  })
+  log(`[run] metrics on ${cfg.metricsBindAddress}/metrics, health on ${cfg.healthzBindAddress}/healthz`)
+  return {
+    stop: async () => {
+      runner.stop()
+      await source.stop()
+      await Promise.all([servers.close(), agent.stop()])
+    },
+  }
+}
