@@ -235,8 +235,8 @@ async function build(state: LabState, plan: LabPlan, ctx: BuildContext): Promise
   const applied = join(state.dir, APPLIED_DIR)
   ensureDir(manifests)
   ensureDir(applied)
-  for (const o of plan.manifests) writeObject(manifests, o)
-  for (const o of plan.applied) writeObject(applied, o)
+  for (const o of plan.manifests) writeObject(manifests, o, true)
+  for (const o of plan.applied) writeObject(applied, o, true)
   state.manifests = manifests
   saveState(state)
 
