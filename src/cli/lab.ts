@@ -1,9 +1,12 @@
-// `tundra lab up|exec|status|down`: a cluster of network namespaces to run tundra (or the kernel baseline) on.
+// `tundra lab up|exec|status|apply|delete|scale|set-ready|down`: a cluster of network namespaces to run tundra (or the kernel baseline) on.
 import { Command, Option } from 'commander'
 import {
   DATAPLANES, DEFAULT_LAB_NAME, formatStatus, labRestartAgent, labDown, labExecInteractive, labStatus, labUp, LabError,
   type Dataplane, type ExecTarget,
 } from '../lab/index'
+import {
+  labApply, labDelete, labScale, labSetReady, loadManifestFiles, openLab, parseObjectRef, refsOf, type LabSession,
+} from '../lab/apply'
 
 const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value]
 
@@ -91,6 +94,60 @@ export function registerLab(program: Command): void {
     .action((o: { name?: string; output: 'wide' | 'json' }) => {
       const st = labStatus(o.name)
       process.stdout.write(o.output === 'json' ? JSON.stringify(st, null, 2) + '\n' : formatStatus(st))
+    })
+
+  const session = (name: string | undefined): LabSession => openLab(name, { log: line => process.stderr.write(`${line}\n`) })
+  const print = (lines: readonly string[]): void => { for (const l of lines) process.stdout.write(`${l}\n`) }
+
+  lab.command('apply')
+    .description('create or update Services, EndpointSlices, Deployments and Pods in a running lab, like kubectl apply')
+    .addOption(new Option('-f, --filename <file|dir>', 'manifests (YAML/JSON, multi-document; repeat for more)').argParser(collect).makeOptionMandatory())
+    .option('--name <lab>', 'lab name (may be left out when one lab is up)')
+    .action(async (o: { filename: string[]; name?: string }) => {
+      const loaded = loadManifestFiles(o.filename)
+      for (const w of loaded.warnings) process.stderr.write(`[lab] warning: ${w}\n`)
+      const s = session(o.name)
+      print(await labApply(s, loaded.objects))
+    })
+
+  lab.command('delete')
+    .description('delete objects from a running lab: -f manifests, or TYPE/NAME (svc, deploy, pod, endpointslice, ns)')
+    .argument('[objects...]', 'TYPE/NAME, e.g. svc/web deploy/web pod/client')
+    .option('-f, --filename <file|dir>', 'delete the objects these manifests name (repeat for more)', collect)
+    .option('-n, --namespace <ns>', 'namespace of TYPE/NAME objects', 'default')
+    .option('--name <lab>', 'lab name (may be left out when one lab is up)')
+    .action(async (args: string[], o: { filename?: string[]; namespace: string; name?: string }) => {
+      const refs = args.map(a => parseObjectRef(a, o.namespace))
+      if (o.filename) refs.push(...refsOf(loadManifestFiles(o.filename).objects))
+      if (refs.length === 0) throw new LabError('say what to delete: -f manifests, or TYPE/NAME')
+      print(await labDelete(session(o.name), refs))
+    })
+
+  lab.command('scale')
+    .description('set the number of pods of a Deployment in a running lab')
+    .argument('<deployment>', 'deploy/NAME')
+    .requiredOption('--replicas <n>', 'the new number of pods', positiveInt)
+    .option('-n, --namespace <ns>', 'namespace', 'default')
+    .option('--name <lab>', 'lab name (may be left out when one lab is up)')
+    .action(async (target: string, o: { replicas: number; namespace: string; name?: string }) => {
+      const r = parseObjectRef(target, o.namespace)
+      if (r.kind !== 'Deployment') throw new LabError(`only Deployments scale here (deploy/NAME), not ${target}`)
+      print(await labScale(session(o.name), r.namespace, r.name, o.replicas))
+    })
+
+  lab.command('set-ready')
+    .description("set a pod's Ready condition as a passing or failing readiness probe would (its endpoints follow)")
+    .argument('<pod>', 'pod/NAME')
+    .requiredOption('--ready <bool>', 'true or false', (v: string) => {
+      if (v !== 'true' && v !== 'false') throw new LabError(`--ready must be true or false, not ${v}`)
+      return v === 'true'
+    })
+    .option('-n, --namespace <ns>', 'namespace', 'default')
+    .option('--name <lab>', 'lab name (may be left out when one lab is up)')
+    .action(async (target: string, o: { ready: boolean; namespace: string; name?: string }) => {
+      const r = parseObjectRef(target.includes('/') ? target : `pod/${target}`, o.namespace)
+      if (r.kind !== 'Pod') throw new LabError(`set-ready takes a pod (pod/NAME), not ${target}`)
+      print(await labSetReady(session(o.name), r.namespace, r.name, o.ready))
     })
 
   lab.command('down')

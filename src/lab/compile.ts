@@ -1,9 +1,9 @@
 // From manifest paths to everything a lab needs, without touching the system: objects read and validated, Deployments
 // expanded, pods placed and addressed, EndpointSlices computed, cluster IPs and node ports made explicit.
-import type { Cluster, Problem } from '../model/cluster'
+import type { Cluster, Problem, Service as NormalizedService } from '../model/cluster'
 import { ClusterIPAllocator } from '../k8s/allocate'
 import { declaredFamilies, explicitClusterIPs, isHeadlessSpec, serviceType } from '../k8s/defaults'
-import { ipFamily } from '../k8s/ip'
+import { cidrContains, ipFamily, parseCIDR, parseIP } from '../k8s/ip'
 import type { Family } from '../model/cluster'
 import { expandDeployment, expandDeployments } from '../k8s/deployment'
 import { runEndpointSliceController } from '../k8s/endpointslice-controller'
@@ -11,7 +11,7 @@ import { loadPaths } from '../k8s/load'
 import { normalize } from '../k8s/normalize'
 import {
   namespaceOf, objectRef,
-  type Deployment, type EndpointSlice, type KubeObject, type LoadedObject, type Namespace, type Node, type Service,
+  type Deployment, type EndpointSlice, type KubeObject, type LoadedObject, type Namespace, type Node, type Pod, type Service,
 } from '../k8s/types'
 import { validateAll } from '../k8s/validate'
 import { LAB, planNodes, placePods, type Dataplane, type PlannedNode, type PlannedPod, type PodInput } from './plan'
@@ -37,6 +37,8 @@ export interface LabPlan {
   readonly dualStack: boolean
   /** what the agents read: Namespaces, Nodes, Pods (with IPs, node, Ready), Services (explicit IPs/ports), EndpointSlices */
   readonly manifests: readonly KubeObject[]
+  /** the objects as the user gave them (Nodes left out): what a later `lab apply` compares against */
+  readonly applied: readonly KubeObject[]
   readonly cluster: Cluster
   readonly warnings: readonly string[]
 }
@@ -71,40 +73,18 @@ export function compileLab(opts: CompileOptions): LabPlan {
     input.push(l)
   }
 
-  // Addresses asked for by annotation: on a Pod, one IP; on a Deployment, a list (replica i gets entry i).
-  const wanted = new Map<string, NonNullable<PodInput['wantIP']>>()
+  const wanted = new Map<string, WantIP>()
   for (const l of input) {
     if (l.object.kind !== 'Deployment') continue
-    const d: Deployment = l.object
-    const list = d.metadata?.annotations?.[LAB.podIPsAnnotation]
-    if (list === undefined) continue
-    const ips = list.split(',').map(s => s.trim()).filter(Boolean)
-    const pods = expandDeployment(d).pods
-    const field = annotationField(LAB.podIPsAnnotation)
-    if (ips.length > pods.length) {
-      problems.push({ ...(l.file === undefined ? {} : { file: l.file }), object: objectRef(d), field, reason: `lists ${ips.length} addresses for ${pods.length} replicas` })
-    }
-    pods.forEach((p, i) => {
-      const ip = ips[i]
-      if (ip === undefined) return
-      wanted.set(`${namespaceOf(p)}/${p.metadata?.name ?? ''}`, { ip, field, object: objectRef(d), ...(l.file === undefined ? {} : { file: l.file }) })
-    })
+    const w = deploymentWantedIPs(l.object, l.file)
+    problems.push(...w.problems)
+    for (const [k, v] of w.wanted) wanted.set(k, v)
   }
 
   const objects = expandDeployments(input).filter(l => l.object.kind !== 'Deployment')
-  const podInputs: PodInput[] = []
-  for (const l of objects) {
-    if (l.object.kind !== 'Pod') continue
-    const pod = l.object
-    const at = l.file === undefined ? {} : { file: l.file }
-    if (pod.spec?.hostNetwork === true) problems.push({ ...at, object: objectRef(pod), field: 'spec.hostNetwork', reason: 'host-network pods are not supported by the lab' })
-    const own = pod.metadata?.annotations?.[LAB.podIPAnnotation]
-    const key = `${namespaceOf(pod)}/${pod.metadata?.name ?? ''}`
-    const want = own !== undefined
-      ? { ip: own.trim(), field: annotationField(LAB.podIPAnnotation), object: objectRef(pod), ...at }
-      : wanted.get(key)
-    podInputs.push({ pod, ...at, ...(want === undefined ? {} : { wantIP: want }) })
-  }
+  const pi = podInputsOf(objects, wanted)
+  problems.push(...pi.problems)
+  const podInputs = pi.inputs
 
   if (!Number.isInteger(opts.nodes) || opts.nodes < 1 || opts.nodes > LAB.maxNodes) {
     throw new LabError(`--nodes must be 1-${LAB.maxNodes}, not ${opts.nodes}`)
@@ -119,24 +99,13 @@ export function compileLab(opts: CompileOptions): LabPlan {
 
   // The objects as the API server would hold them once every pod runs.
   const byKey = new Map(placed.pods.map(p => [`${p.namespace}/${p.name}`, p]))
-  const nodeObjects: Node[] = nodes.map(n => ({
-    apiVersion: 'v1', kind: 'Node',
-    metadata: { name: n.name, labels: { 'kubernetes.io/hostname': n.name, 'kubernetes.io/os': 'linux' } },
-    spec: { podCIDR: n.podCIDR, podCIDRs: n.podCIDR6 === undefined ? [n.podCIDR] : [n.podCIDR, n.podCIDR6] },
-    status: { addresses: [{ type: 'InternalIP', address: n.ip }, { type: 'Hostname', address: n.name }] },
-  }))
+  const nodeObjects: Node[] = nodes.map(nodeObject)
   const nodeIPs = new Map(nodes.map(n => [n.name, n.ip]))
   const running: LoadedObject[] = objects.map(l => {
     if (l.object.kind === 'Service') return { ...l, object: clone(l.object) }
     if (l.object.kind !== 'Pod') return l
-    const pod = clone(l.object)
-    const p = byKey.get(`${namespaceOf(pod)}/${pod.metadata?.name ?? ''}`)!
-    pod.spec = { ...(pod.spec ?? {}), nodeName: p.node }
-    pod.status = {
-      phase: 'Running', podIP: p.ip, podIPs: p.ip6 === undefined ? [{ ip: p.ip }] : [{ ip: p.ip }, { ip: p.ip6 }], hostIP: nodeIPs.get(p.node) ?? '',
-      conditions: [{ type: 'Ready', status: 'True' }, { type: 'ContainersReady', status: 'True' }],
-    }
-    return { ...l, object: pod }
+    const p = byKey.get(`${namespaceOf(l.object)}/${l.object.metadata?.name ?? ''}`)!
+    return { ...l, object: runningPod(l.object, p, nodeIPs.get(p.node) ?? '') }
   })
   preallocateClusterIPs(running, nodes, warn, dualStack)
   const computed = runEndpointSliceController(running, { nodes: nodeObjects })
@@ -149,22 +118,8 @@ export function compileLab(opts: CompileOptions): LabPlan {
   const svcByKey = new Map(norm.cluster.services.map(s => [`${s.namespace}/${s.name}`, s]))
   const explicit = running.map(l => {
     if (l.object.kind !== 'Service') return l.object
-    const svc: Service = l.object
-    const n = svcByKey.get(`${namespaceOf(svc)}/${svc.metadata?.name ?? ''}`)
-    if (!n) return svc
-    const spec = svc.spec ?? {}
-    if (!n.headless && n.clusterIPs.length > 0) { spec.clusterIP = n.clusterIPs[0]!; spec.clusterIPs = [...n.clusterIPs] }
-    if (dualStack && n.type !== 'ExternalName' && n.ipFamilies.length > 0) {
-      // as the API server writes them: an agent then needs no IPv6 service CIDR to read the Service back
-      spec.ipFamilies = n.ipFamilies.map(f => (f === 6 ? 'IPv6' : 'IPv4'))
-      spec.ipFamilyPolicy ??= n.ipFamilies.length > 1 ? 'PreferDualStack' : 'SingleStack'
-    }
-    spec.ports = (spec.ports ?? []).map((p, i) => {
-      const np = n.ports[i]?.nodePort ?? 0
-      return np !== 0 ? { ...p, nodePort: np } : p
-    })
-    svc.spec = spec
-    return svc
+    const n = svcByKey.get(`${namespaceOf(l.object)}/${l.object.metadata?.name ?? ''}`)
+    return n ? explicitService(l.object, n, dualStack) : l.object
   })
   const namespaces = new Set(['default'])
   for (const o of explicit) if (o.kind !== 'Namespace') namespaces.add(namespaceOf(o))
@@ -175,7 +130,8 @@ export function compileLab(opts: CompileOptions): LabPlan {
     .map((o, i) => ({ o, i }))
     .sort((a, b) => order(a.o) - order(b.o) || a.i - b.i)
     .map(x => x.o)
-  return { name: opts.name, dataplane: opts.dataplane, nodes, pods: placed.pods, dualStack, manifests, cluster: norm.cluster, warnings }
+  const applied = input.map(l => l.object)
+  return { name: opts.name, dataplane: opts.dataplane, nodes, pods: placed.pods, dualStack, manifests, applied, cluster: norm.cluster, warnings }
 }
 
 const serviceCIDRs = (dualStack: boolean): string[] => (dualStack ? [LAB.serviceCIDR, LAB.serviceCIDR6] : [LAB.serviceCIDR])
@@ -202,33 +158,134 @@ function wantedFamilies(svc: Service, dualStack: boolean): Family[] {
  */
 function preallocateClusterIPs(objects: LoadedObject[], nodes: readonly PlannedNode[], warn: (w: string) => void, dualStack: boolean): void {
   const services = objects.filter((l): l is LoadedObject<Service> => l.object.kind === 'Service')
-  const podBlocks: string[] = []
+  const alloc = labClusterIPAllocator(nodes, dualStack, services.flatMap(l => explicitClusterIPs(l.object)))
+  for (const l of services) allocateServiceIPs(l.object, alloc, { nodes, dualStack, warn, ...(l.file === undefined ? {} : { file: l.file }) })
+}
+
+/** Every address of the nodes' pod blocks: never handed out as a cluster IP. */
+export function podBlockAddresses(nodes: readonly Pick<PlannedNode, 'podCIDR'>[]): string[] {
+  const out: string[] = []
   for (const n of nodes) {
     const base = n.podCIDR.split('/')[0]!.split('.').slice(0, 3).join('.')
-    for (let h = 0; h < 256; h++) podBlocks.push(`${base}.${h}`)
+    for (let h = 0; h < 256; h++) out.push(`${base}.${h}`)
   }
-  const alloc = new ClusterIPAllocator(serviceCIDRs(dualStack), [...podBlocks, ...services.flatMap(l => explicitClusterIPs(l.object))])
-  const blocked = new Set(podBlocks)
-  for (const l of services) {
-    const svc = l.object
-    const explicit = explicitClusterIPs(svc)
-    for (const ip of explicit) {
-      if (blocked.has(ip)) warn(`${l.file === undefined ? '' : `${l.file}: `}${objectRef(svc)}: cluster IP ${ip} is inside a node's pod block`)
-    }
-    if (serviceType(svc) === 'ExternalName') continue
-    const wanted = wantedFamilies(svc, dualStack)
-    if (isHeadlessSpec(svc)) {
-      // the API server records a headless Service's families too: the EndpointSlice controller keeps to them
-      if (dualStack) svc.spec = { ...(svc.spec ?? {}), ipFamilies: wanted.map(f => (f === 6 ? 'IPv6' : 'IPv4')) }
-      continue
-    }
-    if (!dualStack && (explicit.length > 0 || wanted.some(f => f !== 4))) continue
-    const ips = [...explicit]
-    for (const fam of wanted) {
-      if (ips.some(ip => ipFamily(ip) === fam)) continue
-      const ip = alloc.allocate(namespaceOf(svc), svc.metadata?.name ?? '', fam)
-      if (ip !== undefined) ips.push(ip)
-    }
-    if (ips.length > explicit.length) svc.spec = { ...(svc.spec ?? {}), clusterIP: ips[0]!, clusterIPs: ips }
+  return out
+}
+
+/** The lab's cluster IP allocator: the service CIDR(s) less the pod blocks and the addresses already in use. */
+export function labClusterIPAllocator(nodes: readonly Pick<PlannedNode, 'podCIDR'>[], dualStack: boolean, used: Iterable<string>): ClusterIPAllocator {
+  return new ClusterIPAllocator(serviceCIDRs(dualStack), [...podBlockAddresses(nodes), ...used])
+}
+
+/**
+ * Gives one Service (the lab's copy: mutated) its cluster IPs, as the API server would; warns when an explicit one is
+ * inside a node's pod block.
+ */
+export function allocateServiceIPs(svc: Service, alloc: ClusterIPAllocator,
+  o: { nodes: readonly Pick<PlannedNode, 'podCIDR'>[]; dualStack: boolean; warn: (w: string) => void; file?: string }): void {
+  const { dualStack, warn, file } = o
+  const explicit = explicitClusterIPs(svc)
+  for (const ip of explicit) {
+    if (inPodBlock(ip, o.nodes)) warn(`${file === undefined ? '' : `${file}: `}${objectRef(svc)}: cluster IP ${ip} is inside a node's pod block`)
   }
+  if (serviceType(svc) === 'ExternalName') return
+  const wanted = wantedFamilies(svc, dualStack)
+  if (isHeadlessSpec(svc)) {
+    // the API server records a headless Service's families too: the EndpointSlice controller keeps to them
+    if (dualStack) svc.spec = { ...(svc.spec ?? {}), ipFamilies: wanted.map(f => (f === 6 ? 'IPv6' : 'IPv4')) }
+    return
+  }
+  if (!dualStack && (explicit.length > 0 || wanted.some(f => f !== 4))) return
+  const ips = [...explicit]
+  for (const fam of wanted) {
+    if (ips.some(ip => ipFamily(ip) === fam)) continue
+    const ip = alloc.allocate(namespaceOf(svc), svc.metadata?.name ?? '', fam)
+    if (ip !== undefined) ips.push(ip)
+  }
+  if (ips.length > explicit.length) svc.spec = { ...(svc.spec ?? {}), clusterIP: ips[0]!, clusterIPs: ips }
+}
+
+/** Inside some node's pod block. */
+function inPodBlock(ip: string, nodes: readonly Pick<PlannedNode, 'podCIDR'>[]): boolean {
+  const p = parseIP(ip)
+  return p !== undefined && nodes.some(n => cidrContains(parseCIDR(n.podCIDR)!, p))
+}
+
+/** A wanted pod address, with where it was asked for. */
+export type WantIP = NonNullable<PodInput['wantIP']>
+
+/** The addresses a Deployment's `tundra.dev/pod-ips` annotation asks for, keyed `<namespace>/<pod>` (replica i gets entry i). */
+export function deploymentWantedIPs(d: Deployment, file?: string): { wanted: Map<string, WantIP>; problems: Problem[] } {
+  const wanted = new Map<string, WantIP>()
+  const problems: Problem[] = []
+  const list = d.metadata?.annotations?.[LAB.podIPsAnnotation]
+  if (list === undefined) return { wanted, problems }
+  const ips = list.split(',').map(s => s.trim()).filter(Boolean)
+  const pods = expandDeployment(d).pods
+  const field = annotationField(LAB.podIPsAnnotation)
+  const at = file === undefined ? {} : { file }
+  if (ips.length > pods.length) problems.push({ ...at, object: objectRef(d), field, reason: `lists ${ips.length} addresses for ${pods.length} replicas` })
+  pods.forEach((p, i) => {
+    const ip = ips[i]
+    if (ip !== undefined) wanted.set(`${namespaceOf(p)}/${p.metadata?.name ?? ''}`, { ip, field, object: objectRef(d), ...at })
+  })
+  return { wanted, problems }
+}
+
+/** Pods to place, each with the address its annotation (or its Deployment's) asks for; host-network pods are problems. */
+export function podInputsOf(objects: readonly LoadedObject[], wanted: ReadonlyMap<string, WantIP>): { inputs: PodInput[]; problems: Problem[] } {
+  const inputs: PodInput[] = []
+  const problems: Problem[] = []
+  for (const l of objects) {
+    if (l.object.kind !== 'Pod') continue
+    const pod = l.object
+    const at = l.file === undefined ? {} : { file: l.file }
+    if (pod.spec?.hostNetwork === true) problems.push({ ...at, object: objectRef(pod), field: 'spec.hostNetwork', reason: 'host-network pods are not supported by the lab' })
+    const own = pod.metadata?.annotations?.[LAB.podIPAnnotation]
+    const key = `${namespaceOf(pod)}/${pod.metadata?.name ?? ''}`
+    const want = own !== undefined
+      ? { ip: own.trim(), field: annotationField(LAB.podIPAnnotation), object: objectRef(pod), ...at }
+      : wanted.get(key)
+    inputs.push({ pod, ...at, ...(want === undefined ? {} : { wantIP: want }) })
+  }
+  return { inputs, problems }
+}
+
+/** The Node object the agents read for a lab node. */
+export function nodeObject(n: PlannedNode): Node {
+  return {
+    apiVersion: 'v1', kind: 'Node',
+    metadata: { name: n.name, labels: { 'kubernetes.io/hostname': n.name, 'kubernetes.io/os': 'linux' } },
+    spec: { podCIDR: n.podCIDR, podCIDRs: n.podCIDR6 === undefined ? [n.podCIDR] : [n.podCIDR, n.podCIDR6] },
+    status: { addresses: [{ type: 'InternalIP', address: n.ip }, { type: 'Hostname', address: n.name }] },
+  }
+}
+
+/** A Pod as the API server holds it once it runs on its node: node name, addresses, Ready (unless `ready` is false). */
+export function runningPod(pod: Pod, p: Pick<PlannedPod, 'node' | 'ip' | 'ip6'>, hostIP: string, ready = true): Pod {
+  const out = clone(pod)
+  out.spec = { ...(out.spec ?? {}), nodeName: p.node }
+  const status = ready ? 'True' : 'False'
+  out.status = {
+    phase: 'Running', podIP: p.ip, podIPs: p.ip6 === undefined ? [{ ip: p.ip }] : [{ ip: p.ip }, { ip: p.ip6 }], hostIP,
+    conditions: [{ type: 'Ready', status }, { type: 'ContainersReady', status }],
+  }
+  return out
+}
+
+/** The Service with what the API server filled in written out (cluster IPs, families, node ports), so every agent agrees. */
+export function explicitService(svc: Service, n: NormalizedService, dualStack: boolean): Service {
+  const spec = svc.spec ?? {}
+  if (!n.headless && n.clusterIPs.length > 0) { spec.clusterIP = n.clusterIPs[0]!; spec.clusterIPs = [...n.clusterIPs] }
+  if (dualStack && n.type !== 'ExternalName' && n.ipFamilies.length > 0) {
+    // as the API server writes them: an agent then needs no IPv6 service CIDR to read the Service back
+    spec.ipFamilies = n.ipFamilies.map(f => (f === 6 ? 'IPv6' : 'IPv4'))
+    spec.ipFamilyPolicy ??= n.ipFamilies.length > 1 ? 'PreferDualStack' : 'SingleStack'
+  }
+  spec.ports = (spec.ports ?? []).map((p, i) => {
+    const np = n.ports[i]?.nodePort ?? 0
+    return np !== 0 ? { ...p, nodePort: np } : p
+  })
+  svc.spec = spec
+  return svc
 }

@@ -7,3 +7,7 @@ export { loadLabState, listLabs, resolveLabName, labDir, labsRoot, LabError, typ
 export { compileLab, formatProblem, LabManifestError, type LabPlan } from './compile'
 export { LAB, DATAPLANES, type Dataplane } from './plan'
 export { labRestartAgent, type RestartResult } from './restart'
+export {
+  openLab, labApply, labDelete, labScale, labSetReady, planApply, planDelete, planScale, planSetReady, commit, parseObjectRef, refsOf,
+  loadManifestFiles, resourceRef, type LabSession, type LabChange, type ObjectRefArg,
+} from './apply'

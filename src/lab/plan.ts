@@ -194,14 +194,20 @@ export interface Placement {
  * Places pods on nodes and gives each an IP. spec.nodeName is honoured; a requested IP places the pod on the node
  * owning it; everything else goes round-robin in creation order. Requested IPs are reserved before any hashing.
  */
-export function placePods(lab: string, nodes: readonly PlannedNode[], inputs: readonly PodInput[]): Placement {
+export function placePods(lab: string, nodes: readonly PlannedNode[], inputs: readonly PodInput[],
+  existing: readonly { readonly namespace: string; readonly name: string; readonly ip: string; readonly node: string }[] = []): Placement {
   const problems: Problem[] = []
   const warnings: string[] = []
   const byName = new Map(nodes.map(n => [n.name, n]))
   const used = new Map<string, Set<number>>(nodes.map(n => [n.name, new Set<number>()]))
   const taken = new Map<string, string>()
+  // pods already running (`lab apply`): their addresses are taken, and round-robin goes on where it stands
+  for (const e of existing) {
+    used.get(e.node)?.add(parseIP(e.ip)?.bytes[3] ?? 0)
+    taken.set(e.ip, `Pod ${e.namespace}/${e.name}`)
+  }
   const chosen: { node: PlannedNode; ip?: string }[] = []
-  let rr = 0
+  let rr = existing.length
   for (const input of inputs) {
     const pod = input.pod
     const ref = objectRef(pod)

@@ -47,6 +47,8 @@ export interface LabPodState {
   readonly hostname: string
   /** true once every server in the pod answered a probe from its node */
   readonly ready: boolean
+  /** `lab set-ready --ready=false`: taken as a failing readiness probe (not ready, endpoints ready=false) */
+  readonly failingReadiness?: boolean
   readonly probes: readonly string[]
 }
 
@@ -97,9 +99,10 @@ export interface LabState {
   external: { readonly ns: string; readonly ip: string }
   upstreamDns: { readonly ns: string; readonly ip: string }
   pods: LabPodState[]
-  services: LabServiceState[]
-  endpointSlices: LabSliceState[]
-  /** the computed manifests the agents read */
+  /** labs without a manifests directory only (older ones): `lab status` reads Services and slices from there */
+  services?: LabServiceState[]
+  endpointSlices?: LabSliceState[]
+  /** what the agents read: a directory with one file per object (objects.ts), or one file in older labs */
   manifests?: string
   warnings: string[]
 }

@@ -1,6 +1,9 @@
 // `tundra lab status`: the lab as `kubectl get nodes,pods,svc,endpointslices -o wide` would show it, or as JSON.
+import { statSync } from 'node:fs'
+import type { EndpointSlice, Service } from '../k8s/types'
+import { readObjects, serviceState, sliceState } from './objects'
 import { isOurs } from './proc'
-import { loadLabState, type LabSliceState, type LabState } from './state'
+import { loadLabState, type LabServiceState, type LabSliceState, type LabState } from './state'
 import type { Dataplane } from './plan'
 
 export interface LabStatus {
@@ -33,10 +36,26 @@ export function statusOf(s: LabState): LabStatus {
     nodes: s.nodes.map(n => ({ name: n.name, ip: n.ip, podCIDR: n.podCIDR, ...(n.podCIDR6 === undefined ? {} : { podCIDR6: n.podCIDR6 }), ready: alive(n.name) })),
     external: { ip: s.external.ip },
     upstreamDns: { ip: s.upstreamDns.ip },
-    pods: s.pods.map(p => ({ namespace: p.namespace, name: p.name, ip: p.ip, ...(p.ip6 === undefined ? {} : { ip6: p.ip6 }), node: p.node, ready: p.ready && alive(`${p.namespace}/${p.name}`) })),
-    services: s.services,
-    endpointSlices: s.endpointSlices,
+    pods: s.pods.map(p => ({ namespace: p.namespace, name: p.name, ip: p.ip, ...(p.ip6 === undefined ? {} : { ip6: p.ip6 }), node: p.node, ready: p.ready && p.failingReadiness !== true && alive(`${p.namespace}/${p.name}`) })),
+    ...servicesOf(s),
   }
+}
+
+const byNsName = (a: { namespace: string; name: string }, b: { namespace: string; name: string }): number =>
+  a.namespace < b.namespace ? -1 : a.namespace > b.namespace ? 1 : a.name < b.name ? -1 : a.name > b.name ? 1 : 0
+
+/** Services and EndpointSlices as the agents read them (the manifests directory), or as older labs recorded them. */
+function servicesOf(s: LabState): { services: LabServiceState[]; endpointSlices: LabSliceState[] } {
+  let isDir = false
+  try { isDir = s.manifests !== undefined && statSync(s.manifests).isDirectory() } catch { /* not there (yet) */ }
+  if (!isDir) return { services: s.services ?? [], endpointSlices: s.endpointSlices ?? [] }
+  const services: LabServiceState[] = []
+  const endpointSlices: LabSliceState[] = []
+  for (const o of readObjects(s.manifests!).values()) {
+    if (o.kind === 'Service') services.push(serviceState(o as Service))
+    else if (o.kind === 'EndpointSlice') endpointSlices.push(sliceState(o as EndpointSlice))
+  }
+  return { services: services.sort(byNsName), endpointSlices: endpointSlices.sort(byNsName) }
 }
 
 export function labStatus(name?: string): LabStatus {

@@ -75,7 +75,7 @@ t.test('dual-stack: status shows IPv6 pod blocks, pod addresses and cluster IPs'
   const s = fakeLab('dual')
   s.nodes = [{ ...s.nodes[0]!, podCIDR6: 'fd00:10:100:1::/64' }]
   s.pods = [{ ...s.pods[0]!, ip6: 'fd00:10:100:1::246' }]
-  s.services = [{ ...s.services[0]!, clusterIPs: ['10.96.125.237', 'fd00:10:96::5'] }]
+  s.services = [{ ...s.services![0]!, clusterIPs: ['10.96.125.237', 'fd00:10:96::5'] }]
   saveState(s)
   const st = labStatus('dual')
   t.equal(st.pods[0]!.ip6, 'fd00:10:100:1::246')

@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import { listNamespaces, netnsSkip, run } from '../helpers/netns'
 import { askAgent } from '../../src/agent/control'
 import { agentConfig, compileLab, labDown, labStatus, labUp, loadLabState } from '../../src/lab/index'
+import { readObjects } from '../../src/lab/objects'
 import { isOurs } from '../../src/lab/proc'
 
 const root = join(__dirname, '..', '..')
@@ -32,16 +33,16 @@ t.test('one agent per node, in its namespace, with its config; down stops them',
   const plan = compileLab({ name, files: [NETEXEC], nodes: 2, dataplane: 'tundra' })
   for (const n of state.nodes) {
     const cfg = JSON.parse(readFileSync(n.agentConfig!, 'utf8')) as unknown
-    t.same(cfg, agentConfig(plan, n.name, join(state.dir, 'cluster.yaml'), join(state.dir, `${n.name}.sock`)), `${n.name}'s config`)
+    t.same(cfg, agentConfig(plan, n.name, join(state.dir, 'manifests'), join(state.dir, `${n.name}.sock`)), `${n.name}'s config`)
     const seen = await askAgent(n.control!, 'hello') as { node: { name: string }; hostname: string; peers: unknown[] }
     t.same([seen.node.name, seen.hostname, seen.peers.length], [n.name, n.name, 1], `${n.name}'s agent read its config and runs with the node's hostname`)
     const netns = await run(['ip', 'netns', 'identify', String(agents.find(a => a.owner === n.name)!.pid)])
     t.equal(netns.stdout.trim(), n.ns, 'in the node\'s namespace')
   }
   // the manifests the agents read: the computed cluster, with the pods' addresses
-  const manifests = readFileSync(join(state.dir, 'cluster.yaml'), 'utf8')
-  for (const p of status.pods) t.match(manifests, `podIP: ${p.ip}`)
-  t.match(manifests, /kind: EndpointSlice/)
+  const manifests = [...readObjects(join(state.dir, 'manifests')).values()]
+  for (const p of status.pods) t.ok(manifests.some(o => o.kind === 'Pod' && o.status?.podIP === p.ip), `Pod with podIP ${p.ip}`)
+  t.ok(manifests.some(o => o.kind === 'EndpointSlice'))
 
   process.kill(agents[0]!.pid, 'SIGKILL')
   const end = Date.now() + 5000

@@ -21,7 +21,7 @@ t.test('IPv6 Services on the tundra dataplane (1 node, dual-stack pods)', { ...s
   const lab = await tundraLab(t, { prefix: 't6', files: [IPV6], nodes: 1 })
   const web = lab.podsOf('web')
   t.equal(web.length, 2, 'two web pods')
-  const dual = lab.state.services.find(s => s.name === 'dual')!
+  const dual = lab.status.services.find(s => s.name === 'dual')!
   const dual6 = (dual.clusterIPs ?? []).find(ip => ip.includes(':'))
   t.ok(dual6 !== undefined && dual6.startsWith('fd00:10:96::'), `dual has an IPv6 cluster IP (${String(dual.clusterIPs)})`)
   t.equal(lab.state.pods.find(p => p.name === 'client')!.ip6, CLIENT6, 'the client pod has its IPv6 address')
