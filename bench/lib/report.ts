@@ -11,6 +11,7 @@ import type { FirstPacketResult } from '../sections/firstpacket'
 import type { MemoryResult } from '../sections/memory'
 import type { E2eResult } from '../sections/e2e'
 import type { DnsResult } from '../sections/dns'
+import type { ChurnResult } from '../sections/churn'
 
 export interface BenchReport {
   readonly meta: Record<string, unknown>
@@ -20,6 +21,7 @@ export interface BenchReport {
   memory?: MemoryResult
   e2e?: E2eResult
   dns?: DnsResult
+  churn?: ChurnResult
   /** sections that did not run, and why */
   readonly skipped: Record<string, string>
   summary?: SummaryRow[]
