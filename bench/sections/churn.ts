@@ -288,26 +288,8 @@ class KernelDriver implements ChangeDriver {
       const after = [...this.pending.values()]
       this.pending.clear()
       const before = after.map(s => this.current.get(s.name)!)
-      const alone = (services: Service[]): Cluster => ({ ...this.cluster, services })
       try {
-        let text: string
-        let next: IptablesDump | NftDump
-        if (this.ipt) {
-          const b = parseIptablesSave(renderIptablesSave(alone(before), this.opts))
-          const a = parseIptablesSave(renderIptablesSave(alone(after), this.opts))
-          for (const name of KUBE_PROXY_ALWAYS) {
-            const x = b.tables.get('nat')?.chains.get(name)?.rules ?? []
-            const y = a.tables.get('nat')?.chains.get(name)?.rules ?? []
-            if (x.join('\n') !== y.join('\n')) throw new Error(`a change that rewrites ${name}: the patch cannot express it`)
-          }
-          next = patchIptables(this.ipt, b, a)
-          text = iptablesDelta(this.ipt, next).text
-        } else {
-          const b = parseNftScript(renderNft(alone(before), { ...this.opts, family: 4 }))
-          const a = parseNftScript(renderNft(alone(after), { ...this.opts, family: 4 }))
-          next = patchNft(this.nft!, b, a)
-          text = nftDelta(this.nft!, next).text
-        }
+        const { next, text } = kernelPatch(this.ipt ?? this.nft!, this.cluster, before, after, this.opts)
         const cmd = this.loader === 'nftables' ? ['nft', '-f', '-'] : ['iptables-restore', '--noflush']
         const r = await timedIn(this.ns, cmd, text, this.capMs)
         if (r.capped) throw new Error(`partial sync stopped at the ${this.capMs / 1000} s cap`)
@@ -316,11 +298,37 @@ class KernelDriver implements ChangeDriver {
         else this.nft = next as NftDump
         for (const s of after) this.current.set(s.name, s)
       } catch (err) {
+        // the kernel keeps what it had: the next sync starts from the state last written (this change is counted lost)
         if (this.errors.length < 10) this.errors.push((err as Error).message)
-        for (const s of after) this.current.set(s.name, s) // keep going from what was asked (the next sync rewrites its chains)
       }
     }
   }
+}
+
+/**
+ * The partial update for services changing from `before` to `after` (same order) on top of the applied dump, and the
+ * full state after it: the changed services rendered alone, before and after, patched into the dump. Throws for a
+ * change that would rewrite a chain listing every service (a service losing its last endpoint), which the patch
+ * cannot express; the schedule never makes one.
+ */
+export function kernelPatch<D extends IptablesDump | NftDump>(applied: D, cluster: Cluster, before: readonly Service[], after: readonly Service[],
+  opts: { clusterCIDR: string; nodeName: string; nodeIPs: string[] }): { next: D; text: string } {
+  const alone = (services: readonly Service[]): Cluster => ({ ...cluster, services: [...services] })
+  if ('tables' in applied) {
+    const b = parseIptablesSave(renderIptablesSave(alone(before), opts))
+    const a = parseIptablesSave(renderIptablesSave(alone(after), opts))
+    for (const name of KUBE_PROXY_ALWAYS) {
+      const x = b.tables.get('nat')?.chains.get(name)?.rules ?? []
+      const y = a.tables.get('nat')?.chains.get(name)?.rules ?? []
+      if (x.join('\n') !== y.join('\n')) throw new Error(`a change that rewrites ${name}: the patch cannot express it`)
+    }
+    const next = patchIptables(applied, b, a)
+    return { next: next as D, text: iptablesDelta(applied, next).text }
+  }
+  const b = parseNftScript(renderNft(alone(before), { ...opts, family: 4 }))
+  const a = parseNftScript(renderNft(alone(after), { ...opts, family: 4 }))
+  const next = patchNft(applied as NftDump, b, a)
+  return { next: next as D, text: nftDelta(applied as NftDump, next).text }
 }
 
 /** The service with its endpoints replaced by `eps`, each shaped like its first (ports, node) as the loader makes it. */
