@@ -11,13 +11,14 @@
 // no sync runs, writes them as one partial update (`iptables-restore --noflush` of the changed chains plus the ones
 // kube-proxy always rewrites, or one `nft -f` transaction; lib/ruleset-delta.ts), with no minSyncPeriod (its best
 // case). How a change reaches a contender is `applyChange` alone.
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import type { ChildProcess } from 'node:child_process'
 import { compileLab, type LabPlan } from '../../src/lab/compile'
 import { repoRoot } from '../../src/lab/up'
 import { LAB } from '../../src/lab/plan'
-import { haveCommand } from '../../src/netns/netns'
+import { haveCommand, waitFor } from '../../src/netns/netns'
+import { askAgent } from '../../src/agent/control'
 import type { LabState } from '../../src/lab/index'
 import type { Cluster, Endpoint, Service } from '../../src/model/cluster'
 import { renderIptablesSave } from '../../src/kubeproxy/iptables'
@@ -216,6 +217,8 @@ export interface ChurnLab {
   readonly state: LabState
   readonly client: string
   readonly driver: ChangeDriver
+  /** tundra: the agent's control socket (its reload count) */
+  readonly control?: string
 }
 
 /**
@@ -226,30 +229,72 @@ export function applyChange(lab: ChurnLab, change: EndpointChange): void {
   lab.driver.apply(change)
 }
 
-/** tundra today: the lab's cluster.yaml (which the agent watches) rewritten with the service's new slice. */
+/**
+ * tundra today: the lab's cluster.yaml, which the agent watches, rewritten once with every EndpointSlice in a slot of
+ * fixed width (JSON is YAML; spaces pad it); a change then overwrites its service's slot in place, one small write.
+ * The agent never reads a half-written file (a truncating rewrite of megabytes would let it read one, and drop the
+ * services it did not see), and the bench spends nothing per change on the file.
+ */
 class ManifestDriver implements ChangeDriver {
   readonly syncMs: number[] = []
   readonly errors: string[] = []
-  private readonly docs: string[]
-  private readonly slice = new Map<string, number>()
+  private readonly slot = new Map<string, number>()
+  private readonly width: number
+  private readonly text: string
 
-  constructor(private readonly path: string, plan: LabPlan) {
-    // JSON is YAML: one flow-style document per object, the same objects `lab up` wrote there
-    this.docs = plan.manifests.map(o => JSON.stringify(o))
-    plan.manifests.forEach((o, i) => { if (o.kind === 'EndpointSlice') this.slice.set(o.metadata?.labels?.[SLICE_LABEL] ?? '', i) })
+  constructor(private readonly path: string, private readonly control: string, plan: LabPlan) {
+    const widest: EndpointState[] = Array.from({ length: MAX_SLOTS }, () => ({ ip: '255.255.255.255', ready: false }))
+    this.width = JSON.stringify(sliceObject('s99999', widest)).length
+    let at = 0
+    const parts: string[] = []
+    for (const o of plan.manifests) {
+      let doc = JSON.stringify(o)
+      if (o.kind === 'EndpointSlice') {
+        this.slot.set(o.metadata?.labels?.[SLICE_LABEL] ?? '', at)
+        doc = doc.padEnd(this.width)
+      }
+      parts.push(doc)
+      at += Buffer.byteLength(doc) + SEP.length
+    }
+    this.text = parts.join(SEP) + SEP
+  }
+
+  /** Writes the padded file and waits until the agent has reloaded it (the same cluster: nothing changes). */
+  async init(timeoutMs: number): Promise<void> {
+    const before = await agentReloads(this.control, timeoutMs)
+    writeFileSync(this.path, this.text)
+    await waitFor('the tundra agent to reload its manifests', async () => (await agentReloads(this.control, timeoutMs)) > before, timeoutMs, 200)
   }
 
   apply(change: EndpointChange): void {
-    const i = this.slice.get(change.service)
-    if (i === undefined) { this.errors.push(`no slice for ${change.service}`); return }
-    this.docs[i] = JSON.stringify(sliceObject(change.service, change.endpoints))
+    const at = this.slot.get(change.service)
+    if (at === undefined) { this.errors.push(`no slice for ${change.service}`); return }
+    const doc = JSON.stringify(sliceObject(change.service, change.endpoints))
+    if (doc.length > this.width) { this.errors.push(`slice of ${change.service} is wider than its slot`); return }
     const t0 = process.hrtime.bigint()
-    writeFileSync(this.path, this.docs.join('\n---\n') + '\n')
-    this.syncMs.push(Number(process.hrtime.bigint() - t0) / 1e6) // the write; the agent's reload is not visible here
+    const fd = openSync(this.path, 'r+')
+    try { writeSync(fd, doc.padEnd(this.width), at) } finally { closeSync(fd) }
+    this.syncMs.push(Number(process.hrtime.bigint() - t0) / 1e6) // the write; the agent's reload is counted by agentReloads
   }
 
   settle(): Promise<void> { return Promise.resolve() }
 }
+
+const SEP = '\n---\n'
+
+/** The agent's reloads and the time of its last (its control socket does not answer while a reload blocks it: asked again). */
+async function agentStats(control: string, timeoutMs: number): Promise<{ reloads: number; lastSyncMs: number }> {
+  const end = Date.now() + timeoutMs
+  for (;;) {
+    try {
+      const r = await askAgent(control, 'stats', {}, Math.min(10_000, timeoutMs)) as { counters?: { reloads?: number }; lastSyncMs?: number }
+      return { reloads: r.counters?.reloads ?? NaN, lastSyncMs: r.lastSyncMs ?? NaN }
+    } catch (err) {
+      if (Date.now() > end) throw err
+    }
+  }
+}
+const agentReloads = async (control: string, timeoutMs: number): Promise<number> => (await agentStats(control, timeoutMs)).reloads
 
 type KernelLoader = 'iptables-nft' | 'nftables'
 
@@ -369,8 +414,9 @@ export interface ChurnContender {
   readonly flipsMs: number[]
   /** flips not seen by the end of the run: the time they had waited, ms (lower bounds) */
   readonly flipsUnseenMs: number[]
-  /** kernel: partial syncs written (ms each); tundra: manifest writes */
+  /** kernel: partial syncs written during churn; tundra: the agent's reloads */
   syncs: number
+  /** kernel: median partial sync (ip netns exec + restore), ms; tundra: the agent's last reload, ms */
   syncP50Ms: number
   driverErrors: string[]
   addedP50Us: number
@@ -463,7 +509,11 @@ async function runSize(n: number, cs: readonly Contender[], plan: ChurnPlan, o: 
         await nsRun(client, ['sysctl', '-qw', 'net.ipv4.ip_local_port_range=61000 65000'], 10_000)
         let driver: ChangeDriver
         if (c === 'tundra') {
-          driver = new ManifestDriver(st.manifests ?? join(st.dir, 'cluster.yaml'), labPlan)
+          const control = st.nodes[0]!.control
+          if (control === undefined) throw new Error('the lab records no control socket for node1')
+          const md = new ManifestDriver(st.manifests ?? join(st.dir, 'cluster.yaml'), control, labPlan)
+          await md.init(240_000)
+          driver = md
         } else {
           const dnsNs = pod('dns')
           procs.spawn(dnsNs, [
@@ -476,7 +526,7 @@ async function runSize(n: number, cs: readonly Contender[], plan: ChurnPlan, o: 
           const full = c === 'nftables' ? renderNft(labPlan.cluster, { ...opts, family: 4 }) : readFileSync(join(st.dir, `${node.name}.iptables`), 'utf8')
           driver = new KernelDriver(c === 'nftables' ? 'nftables' : 'iptables-nft', node.ns, labPlan.cluster, opts, full, capsAt(n, o.loadCapMs).delta)
         }
-        const lab: ChurnLab = { contender: c, state: st, client, driver }
+        const lab: ChurnLab = { contender: c, state: st, client, driver, ...(c === 'tundra' ? { control: st.nodes[0]!.control! } : {}) }
         const check = await probeOnce(lab, procs, 1, 10000)
         if (check.replied === 0) throw new Error(`no probe through ${PROBE_VIP}:${PROBE_PORT} was answered`)
         labs.set(c, lab)
@@ -501,12 +551,14 @@ async function runSize(n: number, cs: readonly Contender[], plan: ChurnPlan, o: 
         progress('churn', `${n} services: ${r.contender.padEnd(12)} baseline ${line(r.baseline)}`)
         const sched = new ChurnSchedule(n)
         const portBase = 11000 + Math.ceil(plan.baselineSeconds * PROBES_PER_SECOND) + 1000
+        const before = lab.control !== undefined ? await agentStats(lab.control, 120_000) : undefined
         r.churn = await phase(lab, procs, queries, plan.churnSeconds, portBase, { sched, flips: r.flipsMs, unseen: r.flipsUnseenMs })
-        r.syncs = lab.driver.syncMs.length
-        r.syncP50Ms = percentile(lab.driver.syncMs, 50)
+        const after = lab.control !== undefined ? await agentStats(lab.control, 120_000) : undefined
+        r.syncs = before && after ? after.reloads - before.reloads : lab.driver.syncMs.length
+        r.syncP50Ms = after ? after.lastSyncMs : percentile(lab.driver.syncMs, 50)
         r.driverErrors = [...lab.driver.errors]
         finishContender(r)
-        progress('churn', `${n} services: ${r.contender.padEnd(12)} churn    ${line(r.churn)}; change→dataplane p50 ${r.c2dP50Ms.toFixed(1)} ms p99 ${r.c2dP99Ms.toFixed(1)} ms (${r.flipsMs.length} flips seen, ${r.flipsUnseenMs.length} not), ${r.syncs} syncs${r.driverErrors.length ? `; errors: ${r.driverErrors.slice(0, 2).join(' | ')}` : ''}`)
+        progress('churn', `${n} services: ${r.contender.padEnd(12)} churn    ${line(r.churn)}; change→dataplane p50 ${r.c2dP50Ms.toFixed(1)} ms p99 ${r.c2dP99Ms.toFixed(1)} ms (${r.flipsMs.length} flips seen, ${r.flipsUnseenMs.length} not), ${r.syncs} ${r.contender === 'tundra' ? 'reloads' : 'syncs'} (${r.syncP50Ms.toFixed(0)} ms ${r.contender === 'tundra' ? 'the last' : 'median'})${r.driverErrors.length ? `; errors: ${r.driverErrors.slice(0, 2).join(' | ')}` : ''}`)
       } catch (err) {
         r.error = errorSummary(err)
         progress('churn', `${n} services: ${r.contender}: failed: ${r.error}`)
