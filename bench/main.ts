@@ -20,8 +20,9 @@ import { FIRSTPACKET_LAB_NAMES, runFirstPacket, type KeptLab } from './sections/
 import { runMemory } from './sections/memory'
 import { LAB_NAMES, runE2e } from './sections/e2e'
 import { runDns } from './sections/dns'
+import { CHURN_LAB_NAMES, runChurn } from './sections/churn'
 
-const NEEDS_ROOT: readonly Section[] = ['sync', 'firstpacket', 'e2e', 'dns']
+const NEEDS_ROOT: readonly Section[] = ['sync', 'firstpacket', 'e2e', 'dns', 'churn']
 
 function version(cmd: string[]): string {
   try { return execFileSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).split('\n')[0]!.trim() } catch { return 'unavailable' }
@@ -29,7 +30,7 @@ function version(cmd: string[]): string {
 
 /** Namespaces this run could have left: its own `tt-<pid>-` topologies and the bench labs. */
 function leftovers(): string[] {
-  const labs = [...Object.values(LAB_NAMES), 'bndns', ...FIRSTPACKET_LAB_NAMES].map(n => `tundra-${n}-`)
+  const labs = [...Object.values(LAB_NAMES), 'bndns', ...FIRSTPACKET_LAB_NAMES, ...CHURN_LAB_NAMES].map(n => `tundra-${n}-`)
   return listNamespaces().filter(ns => ns.startsWith(`tt-${process.pid}-`) || labs.some(p => ns.startsWith(p)))
 }
 
@@ -94,6 +95,9 @@ async function main(): Promise<number> {
           }
           case 'memory': report.memory = await runMemory(args.quick); break
           case 'e2e': report.e2e = await runE2e(args.contenders, args.rounds, args.seconds, work); break
+          case 'churn':
+            report.churn = await runChurn({ quick: args.quick, contenders: args.contenders, nft20k: args.nft20k, loadCapMs: args.loadCap * 1000, workDir: work })
+            break
           case 'dns': {
             const lab = kept
             kept = undefined // dns brings it down
@@ -126,6 +130,7 @@ async function main(): Promise<number> {
     ...(report.e2e?.contenders ?? []).filter(c => !c.available).map(c => `e2e ${c.contender}: ${c.error ?? 'not measured'}`),
     ...(report.firstpacket?.contenders ?? []).filter(c => !c.available).map(c => `firstpacket ${c.contender}: ${c.error ?? 'not measured'}`),
     ...(report.dns?.contenders ?? []).filter(c => !c.available).map(c => `dns ${c.name}: ${c.error ?? 'not measured'}`),
+    ...(report.churn?.sizes ?? []).flatMap(s => s.contenders.filter(c => !c.available || c.error !== undefined).map(c => `churn ${s.services} ${c.contender}: ${c.error ?? 'not measured'}`)),
   ]
   for (const line of notMeasured) process.stdout.write(`\n${line}`)
   process.stdout.write(`\n\nwrote ${files.map(f => f.replace(`${root}/`, '')).join(', ')}\n`)

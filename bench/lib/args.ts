@@ -2,7 +2,7 @@
 import { join } from 'node:path'
 
 // dns right after firstpacket: it reuses firstpacket's tundra lab (same services) instead of bringing up another
-export const SECTIONS = ['micro', 'sync', 'firstpacket', 'dns', 'memory', 'e2e'] as const
+export const SECTIONS = ['micro', 'sync', 'firstpacket', 'dns', 'memory', 'e2e', 'churn'] as const
 export type Section = (typeof SECTIONS)[number]
 
 /** Names accepted by --only besides the sections themselves. */
@@ -26,7 +26,7 @@ export interface BenchArgs {
   readonly contenders: readonly Contender[]
   /** output directory for JSON and SVG */
   readonly out: string
-  /** also load the 20 000-service nftables ruleset (slow: ~4× the 10 000 one) */
+  /** also load the 20 000-service nftables ruleset (slow: ~4× the 10 000 one); churn: nftables at every size */
   readonly nft20k: boolean
   /** time cap of one full kernel rule load at 20 000 services in the sync section, seconds (reported as "> cap") */
   readonly loadCap: number
@@ -55,7 +55,7 @@ sections: ${SECTIONS.join(', ')} (control = sync + firstpacket)
   --out <dir>          where the JSON and SVG files go (default bench/out)
   --load-cap <s>       stop a full kernel rule load of 20 000 services after this long, report "> s" (default 120;
                        smaller rule sets get a proportional share, at least 20 s)
-  --nft20k             also load the 20 000-service ruleset with nft -f (minutes)
+  --nft20k             also load the 20 000-service ruleset with nft -f (minutes); churn: nftables above 1 000
   --write-results      after the run, write bench/RESULTS.md and bench/results/*.svg
   --results [file]     measure nothing: write bench/RESULTS.md from a run's JSON (default <out>/latest.json)
   --note <text>        a line for RESULTS.md about the conditions of the run

@@ -11,6 +11,7 @@ import type { FirstPacketResult } from '../sections/firstpacket'
 import type { MemoryResult } from '../sections/memory'
 import type { E2eResult } from '../sections/e2e'
 import type { DnsResult } from '../sections/dns'
+import type { ChurnResult } from '../sections/churn'
 
 export interface BenchReport {
   readonly meta: Record<string, unknown>
@@ -20,6 +21,7 @@ export interface BenchReport {
   memory?: MemoryResult
   e2e?: E2eResult
   dns?: DnsResult
+  churn?: ChurnResult
   /** sections that did not run, and why */
   readonly skipped: Record<string, string>
   summary?: SummaryRow[]
@@ -117,6 +119,7 @@ export function summarize(r: BenchReport): SummaryRow[] {
     rows.push({ metric: `Endpoint change at ${big.services} services (update + swap)`, unit: 'ms', tundra: big.updateMs, kernel: k(l => l.deltaMs), ...over(l => l.deltaOverMs), compare: big.updateMs, compareKind: 'value', target: '≤ 5 ms', pass: judge(big.updateMs, '<=', 5), note: 'kernel: kube-proxy-style partial restore of the same change' })
     rows.push({ metric: `Full compile at ${big.services} services × 10 endpoints`, unit: 'ms', tundra: big.compileMs, kernel: k(l => l.fullMs), ...over(l => l.fullOverMs), compare: big.compileMs, compareKind: 'value', target: '≤ 200 ms', pass: judge(big.compileMs, '<=', 200), note: 'kernel: full load into an empty namespace' })
   }
+  if (r.churn) rows.push(...churnRows(r.churn))
   if (r.memory) {
     const m = r.memory
     rows.push({ metric: `Memory per conntrack entry (RSS, ${si(m.entries)} entries)`, unit: 'B', tundra: m.rssPerEntry, kernel: {}, compare: m.rssPerEntry, compareKind: 'value', target: '≤ 128 B', pass: judge(m.rssPerEntry, '<=', 128) })
@@ -138,8 +141,41 @@ export function summarize(r: BenchReport): SummaryRow[] {
   return rows
 }
 
+/**
+ * The churn rows, judged at the largest size measured (the targets are stated for 20 000 services): added probe
+ * p99.9 ≤ 1 ms and max ≤ 2 ms, nothing lost, change-to-dataplane p99 ≤ 50 ms. Kernel columns: the same figures.
+ */
+export function churnRows(churn: ChurnResult): SummaryRow[] {
+  const big = [...churn.sizes].reverse().find(s => s.contenders.some(c => c.available))
+  if (!big) return []
+  type C = ChurnResult['sizes'][number]['contenders'][number]
+  const value = (c: C | undefined, f: (c: C) => number): number => (c && c.available && c.churn ? f(c) : NaN)
+  const tundra = big.contenders.find(c => c.contender === 'tundra')
+  const kernels = big.contenders.filter(c => c.contender !== 'tundra')
+  const at = `at ${big.services} services`
+  const row = (metric: string, unit: string, f: (c: C) => number, target: string, limit: number | undefined): SummaryRow => {
+    const t = value(tundra, f)
+    return {
+      metric: `Churn ${at}: ${metric}`, unit, tundra: t,
+      kernel: Object.fromEntries(kernels.map(k => [k.contender, value(k, f)])),
+      compare: limit === undefined ? NaN : t, compareKind: limit === undefined ? 'none' : 'value', target,
+      pass: limit === undefined ? undefined : judge(t, '<=', limit),
+    }
+  }
+  return [
+    row('probe p50 added', 'µs', c => c.addedP50Us, '(info)', undefined),
+    row('probe p99.9 added', 'ms', c => c.addedP999Us / 1000, '≤ 1 ms', 1),
+    row('probe max added', 'ms', c => c.addedMaxUs / 1000, '≤ 2 ms', 2),
+    row('probes lost', 'count', c => c.churn!.probesLost, '0', 0),
+    row('DNS answers lost', 'count', c => c.churn!.dnsLost, '0', 0),
+    row('change to dataplane p50', 'ms', c => c.c2dP50Ms, '(info)', undefined),
+    row('change to dataplane p99', 'ms', c => c.c2dP99Ms, '≤ 50 ms', 50),
+  ]
+}
+
 export function fmt(v: number, unit: string): string {
   if (!Number.isFinite(v)) return '–'
+  if (unit === 'count') return v.toFixed(0)
   if (unit === 'kpps' || unit === 'conn/s' || unit === 'q/s') return v >= 1000 ? si(v) : v.toFixed(0)
   if (unit === 'B' || unit === 'ns/op' || unit === 'µs') return v.toFixed(1)
   if (unit === 'ms') return v >= 100 ? v.toFixed(0) : v.toFixed(2)
@@ -255,9 +291,30 @@ export function charts(r: BenchReport): [string, string][] {
       })])
     }
   }
+  if (r.churn) out.push(...churnCharts(r.churn))
   if (r.dns) {
     const live = r.dns.contenders.filter(c => c.available && Number.isFinite(c.qps))
     if (live.length > 0) out.push(['dns.svg', barChart({ title: `dnsperf queries/s, ${r.dns.services} service names`, unit: 'queries/s', categories: ['queries/s'], series: live.map(c => ({ name: c.name, values: [c.qps] })) })])
   }
   return out
+}
+
+/** churn.svg: change-to-dataplane p50/p99 against services; churn-probe.svg: the probe's added p99.9 and max. */
+export function churnCharts(churn: ChurnResult): [string, string][] {
+  const x = churn.sizes.map(s => s.services)
+  const names = [...new Set(churn.sizes.flatMap(s => s.contenders.filter(c => c.available).map(c => c.contender)))]
+  if (names.length === 0) return []
+  const of = (name: string, f: (c: ChurnResult['sizes'][number]['contenders'][number]) => number): number[] =>
+    churn.sizes.map(s => { const c = s.contenders.find(k => k.contender === name); return c && c.available ? f(c) : NaN })
+  const title = `${churn.changesPerSecond} endpoint changes/s, ${churn.probesPerSecond} probes/s`
+  return [
+    ['churn.svg', lineChart({
+      title: `Change to dataplane (first probe on the new endpoint), ${title}`, unit: 'ms', xLabel: 'services', x, logY: true,
+      series: names.flatMap(n => [{ name: `${n} p50`, values: of(n, c => c.c2dP50Ms) }, { name: `${n} p99`, values: of(n, c => c.c2dP99Ms) }]),
+    })],
+    ['churn-probe.svg', lineChart({
+      title: `Probe latency added by churn (vs no churn), ${title}`, unit: 'ms', xLabel: 'services', x,
+      series: names.flatMap(n => [{ name: `${n} p99.9`, values: of(n, c => c.addedP999Us / 1000) }, { name: `${n} max`, values: of(n, c => c.addedMaxUs / 1000) }]),
+    })],
+  ]
 }

@@ -16,6 +16,8 @@ const CHARTS: readonly [string, string][] = [
   ['firstpacket.svg', 'First vs last service'],
   ['sync.svg', 'Sync time against the number of services'],
   ['dns.svg', 'DNS queries per second'],
+  ['churn.svg', 'Endpoint churn: change to dataplane'],
+  ['churn-probe.svg', 'Endpoint churn: probe latency added'],
 ]
 
 export interface ResultsOptions {
