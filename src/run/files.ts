@@ -2,7 +2,7 @@
 // Files are re-read when they change (fs.watch, debounced: editors and `kubectl ... > file` write in several steps).
 // A read that finds a file missing or unparseable keeps the previous state whole: half-written input must not
 // delete services.
-import { watch, statSync, readFileSync, type FSWatcher } from 'node:fs'
+import { watch, statSync, readFileSync, readdirSync, type Dirent, type FSWatcher } from 'node:fs'
 import { basename, dirname, join, resolve } from 'node:path'
 import type { Problem } from '../model/cluster'
 import { isManifestFile, loadPaths, parseManifests } from '../k8s/load'
@@ -148,27 +148,33 @@ export class FileSource implements DesiredStateSource {
 
   private watch(): void {
     // Watch directories, not files: an editor's save (write new, rename over) replaces the inode a file watch holds.
-    const dirs = new Map<string, Set<string> | null>() // dir -> basenames of interest, null = everything (recursive)
-    const given = new Map<string, string>() // watched directory -> the path as given (files are keyed by it)
+    // Each directory of a tree gets its own plain watch: Node 20's recursive watch on Linux reports renames late or
+    // as "change" of another name, and a rename is how every careful writer replaces a file.
+    const dirs = new Map<string, { names: Set<string> | null; given: string | undefined }>() // null: every file
+    const addTree = (abs: string, given: string): void => {
+      dirs.set(abs, { names: null, given })
+      let entries: Dirent[] = []
+      try { entries = readdirSync(abs, { withFileTypes: true }) } catch { return }
+      for (const e of entries) if (e.isDirectory()) addTree(join(abs, e.name), join(given, e.name))
+    }
     for (const p of this.paths) {
       const abs = resolve(p)
       let isDir = false
       try { isDir = statSync(abs).isDirectory() } catch { /* missing now: watch its parent for it to appear */ }
-      if (isDir) { dirs.set(abs, null); given.set(abs, p) }
+      if (isDir) addTree(abs, p)
       else {
         const d = dirname(abs)
         const cur = dirs.get(d)
-        if (cur === null) continue
-        dirs.set(d, new Set([...(cur ?? []), basename(abs)]))
+        if (cur !== undefined && cur.names === null) continue
+        dirs.set(d, { names: new Set([...(cur?.names ?? []), basename(abs)]), given: undefined })
       }
     }
-    for (const [dir, names] of dirs) {
+    for (const [dir, { names, given }] of dirs) {
       try {
-        const w = watch(dir, { recursive: names === null, persistent: false }, (_event, file) => {
+        const w = watch(dir, { persistent: false }, (_event, file) => {
           if (names !== null && (file === null || !names.has(basename(file.toString())))) return
-          const base = given.get(dir)
-          if (base === undefined || file === null) this.pending = null
-          else if (isManifestFile(file.toString())) this.pending?.add(join(base, file.toString()))
+          if (given === undefined || file === null) this.pending = null
+          else if (isManifestFile(file.toString())) this.pending?.add(join(given, file.toString()))
           else if (!/\.(tmp|swp)$|~$/.test(file.toString())) this.pending = null // a new subdirectory, say
           else return
           this.schedule()
