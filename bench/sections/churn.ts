@@ -11,15 +11,16 @@
 // no sync runs, writes them as one partial update (`iptables-restore --noflush` of the changed chains plus the ones
 // kube-proxy always rewrites, or one `nft -f` transaction; lib/ruleset-delta.ts), with no minSyncPeriod (its best
 // case). How a change reaches a contender is `applyChange` alone.
-import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { ChildProcess } from 'node:child_process'
-import { compileLab, type LabPlan } from '../../src/lab/compile'
+import { compileLab } from '../../src/lab/compile'
 import { repoRoot } from '../../src/lab/up'
 import { LAB } from '../../src/lab/plan'
-import { haveCommand, waitFor } from '../../src/netns/netns'
+import { haveCommand } from '../../src/netns/netns'
 import { askAgent } from '../../src/agent/control'
-import type { LabState } from '../../src/lab/index'
+import { labApply, openLab, type LabSession, type LabState } from '../../src/lab/index'
+import type { KubeObject } from '../../src/k8s/types'
 import type { Cluster, Endpoint, Service } from '../../src/model/cluster'
 import { renderIptablesSave } from '../../src/kubeproxy/iptables'
 import { renderNft } from '../../src/kubeproxy/nftables'
@@ -222,65 +223,37 @@ export interface ChurnLab {
 }
 
 /**
- * The one place a change is handed to a contender. tundra: its manifests file is rewritten and its agent reloads it
- * (to become `tundra lab apply/scale/set-ready`'s in-process API once that exists); the kernel: kube-proxy's sync loop.
+ * The one place a change is handed to a contender. tundra: `tundra lab apply` of the service's EndpointSlice, through
+ * the lab's in-process API (as a user's `kubectl apply` of the slice: the lab rewrites that object's file and the
+ * agent re-reads that one file); the kernel: kube-proxy's sync loop.
  */
 export function applyChange(lab: ChurnLab, change: EndpointChange): void {
   lab.driver.apply(change)
 }
 
-/**
- * tundra today: the lab's cluster.yaml, which the agent watches, rewritten once with every EndpointSlice in a slot of
- * fixed width (JSON is YAML; spaces pad it); a change then overwrites its service's slot in place, one small write.
- * The agent never reads a half-written file (a truncating rewrite of megabytes would let it read one, and drop the
- * services it did not see), and the bench spends nothing per change on the file.
- */
-class ManifestDriver implements ChangeDriver {
+/** tundra: each change is one `labApply` of the changed EndpointSlice, in order; syncMs is the apply's own time. */
+class LabDriver implements ChangeDriver {
   readonly syncMs: number[] = []
   readonly errors: string[] = []
-  private readonly slot = new Map<string, number>()
-  private readonly width: number
-  private readonly text: string
+  private chain: Promise<void> = Promise.resolve()
 
-  constructor(private readonly path: string, private readonly control: string, plan: LabPlan) {
-    const widest: EndpointState[] = Array.from({ length: MAX_SLOTS }, () => ({ ip: '255.255.255.255', ready: false }))
-    this.width = JSON.stringify(sliceObject('s99999', widest)).length
-    let at = 0
-    const parts: string[] = []
-    for (const o of plan.manifests) {
-      let doc = JSON.stringify(o)
-      if (o.kind === 'EndpointSlice') {
-        this.slot.set(o.metadata?.labels?.[SLICE_LABEL] ?? '', at)
-        doc = doc.padEnd(this.width)
-      }
-      parts.push(doc)
-      at += Buffer.byteLength(doc) + SEP.length
-    }
-    this.text = parts.join(SEP) + SEP
-  }
-
-  /** Writes the padded file and waits until the agent has reloaded it (the same cluster: nothing changes). */
-  async init(timeoutMs: number): Promise<void> {
-    const before = await agentReloads(this.control, timeoutMs)
-    writeFileSync(this.path, this.text)
-    await waitFor('the tundra agent to reload its manifests', async () => (await agentReloads(this.control, timeoutMs)) > before, timeoutMs, 200)
-  }
+  constructor(private readonly session: LabSession) {}
 
   apply(change: EndpointChange): void {
-    const at = this.slot.get(change.service)
-    if (at === undefined) { this.errors.push(`no slice for ${change.service}`); return }
-    const doc = JSON.stringify(sliceObject(change.service, change.endpoints))
-    if (doc.length > this.width) { this.errors.push(`slice of ${change.service} is wider than its slot`); return }
-    const t0 = process.hrtime.bigint()
-    const fd = openSync(this.path, 'r+')
-    try { writeSync(fd, doc.padEnd(this.width), at) } finally { closeSync(fd) }
-    this.syncMs.push(Number(process.hrtime.bigint() - t0) / 1e6) // the write; the agent's reload is counted by agentReloads
+    const object = sliceObject(change.service, change.endpoints) as KubeObject
+    this.chain = this.chain.then(async () => {
+      const t0 = process.hrtime.bigint()
+      try {
+        await labApply(this.session, [{ object }])
+        this.syncMs.push(Number(process.hrtime.bigint() - t0) / 1e6)
+      } catch (err) {
+        if (this.errors.length < 10) this.errors.push((err as Error).message)
+      }
+    })
   }
 
-  settle(): Promise<void> { return Promise.resolve() }
+  settle(): Promise<void> { return this.chain }
 }
-
-const SEP = '\n---\n'
 
 /** The agent's reloads and the time of its last (its control socket does not answer while a reload blocks it: asked again). */
 async function agentStats(control: string, timeoutMs: number): Promise<{ reloads: number; lastSyncMs: number }> {
@@ -294,7 +267,6 @@ async function agentStats(control: string, timeoutMs: number): Promise<{ reloads
     }
   }
 }
-const agentReloads = async (control: string, timeoutMs: number): Promise<number> => (await agentStats(control, timeoutMs)).reloads
 
 type KernelLoader = 'iptables-nft' | 'nftables'
 
@@ -511,9 +483,7 @@ async function runSize(n: number, cs: readonly Contender[], plan: ChurnPlan, o: 
         if (c === 'tundra') {
           const control = st.nodes[0]!.control
           if (control === undefined) throw new Error('the lab records no control socket for node1')
-          const md = new ManifestDriver(st.manifests ?? join(st.dir, 'cluster.yaml'), control, labPlan)
-          await md.init(240_000)
-          driver = md
+          driver = new LabDriver(openLab(st.name, { log: () => {} }))
         } else {
           const dnsNs = pod('dns')
           procs.spawn(dnsNs, [
