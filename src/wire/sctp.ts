@@ -14,8 +14,6 @@
 // The checksum is CRC32c over the whole packet with the field zeroed, stored least significant byte first
 // (RFC 9260 Appendix A). It has no pseudo-header: address NAT leaves it alone, port NAT recomputes it.
 
-import { get16, set16 } from './bytes'
-
 export const SCTP_HEADER = 12
 
 /** Byte offsets of the common header fields. */
@@ -26,28 +24,8 @@ export const SctpField = {
   CHECKSUM: 8,
 } as const
 
-export function sctpSrcPort(buf: Uint8Array, off: number): number {
-  return get16(buf, off)
-}
-
-export function sctpDstPort(buf: Uint8Array, off: number): number {
-  return get16(buf, off + 2)
-}
-
-export function setSctpSrcPort(buf: Uint8Array, off: number, port: number): void {
-  set16(buf, off, port)
-}
-
-export function setSctpDstPort(buf: Uint8Array, off: number, port: number): void {
-  set16(buf, off + 2, port)
-}
-
-export function sctpVerificationTag(buf: Uint8Array, off: number): number {
-  return ((buf[off + 4]! << 24) | (buf[off + 5]! << 16) | (buf[off + 6]! << 8) | buf[off + 7]!) >>> 0
-}
-
 /** The checksum as the CRC value (the field's bytes read little-endian). */
-export function sctpChecksum(buf: Uint8Array, off: number): number {
+function sctpChecksum(buf: Uint8Array, off: number): number {
   return (buf[off + 8]! | (buf[off + 9]! << 8) | (buf[off + 10]! << 16) | (buf[off + 11]! << 24)) >>> 0
 }
 
