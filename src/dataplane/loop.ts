@@ -2,7 +2,7 @@
 // Per packet: validate once -> VXLAN decap -> cluster DNS (answered in the path) -> Service NAT -> route
 // (local: back to the kernel through the TUN; another node's pod CIDR: VXLAN). Nothing here allocates per packet.
 import type { Batch, Device } from '../device/device'
-import { GSO_TYPE_MASK, VNET_HDR_LEN, VnetFlags, VnetOff } from '../device/vnet'
+import { GSO_TYPE_MASK, GsoType, VNET_HDR_LEN, VnetFlags, VnetOff } from '../device/vnet'
 import { PacketInfo, parsePacket, DROP_NAMES, PASS } from '../wire/packet'
 import { checksum, pseudoHeaderSum4 } from '../wire/checksum'
 import { writeIpv4Header } from '../wire/build'
@@ -27,7 +27,7 @@ export interface PacketDns {
   forward(query: Buffer, cb: (answer: Buffer) => void): void
 }
 
-export const Action = { PASS: 0, FORWARD: 1, REPLY: 2, REJECT: 3, DROP: 4 } as const
+const Action = { PASS: 0, FORWARD: 1, REPLY: 2, REJECT: 3, DROP: 4 } as const
 
 export interface LoopOptions {
   readonly nodeIp: number
@@ -38,7 +38,7 @@ export interface LoopOptions {
   readonly peers: readonly Peer[]
 }
 
-export class Counters {
+class Counters {
   packets = 0
   bytes = 0
   batches = 0
@@ -122,7 +122,7 @@ export class Dataplane {
       c.bytes += len
       let flags = 0, gsoType = 0
       if (this.vnet) { flags = buf[off - VNET_HDR_LEN + VnetOff.FLAGS]!; gsoType = buf[off - VNET_HDR_LEN + VnetOff.GSO_TYPE]! & GSO_TYPE_MASK }
-      let verdict = parsePacket(buf, off, len, info, gsoType !== 0)
+      let verdict = parsePacket(buf, off, len, info, gsoType !== GsoType.NONE)
       if (verdict !== PASS) { c.dropped++; c.drops[verdict]!++; continue }
       len = info.l3Len
 
@@ -140,7 +140,7 @@ export class Dataplane {
           len = off + len - inner
           off = inner
           if (this.vnet) buf.fill(0, off - VNET_HDR_LEN, off)
-          flags = 0; gsoType = 0
+          flags = 0; gsoType = GsoType.NONE
           if (csumStart >= shift + IPV4_MIN_HEADER) {
             const ih = off - VNET_HDR_LEN
             buf[ih + VnetOff.FLAGS] = VnetFlags.NEEDS_CSUM
@@ -212,7 +212,7 @@ export class Dataplane {
     const opts = this.opts
     const entropy = buf.readUInt16BE(off + Ipv4Field.SRC) ^ buf.readUInt16BE(off + Ipv4Field.SRC + 2) ^
       buf.readUInt16BE(off + Ipv4Field.DST + 2) ^ (this.info.srcPort ^ this.info.dstPort)
-    if (gsoType !== 0) {
+    if (gsoType !== GsoType.NONE) {
       const h = off - VNET_HDR_LEN
       const gsoSize = buf.readUInt16LE(h + VnetOff.GSO_SIZE)
       const n = segment(buf, off, len, gsoSize, this.seg, 0, 0, this.segOffsets, this.segLengths, this.segOffsets.length)
@@ -269,7 +269,7 @@ export class Dataplane {
 let replyId = 0
 
 /** IPv4 + UDP headers in front of `payloadLen` bytes already at off + UDP4_HEADERS, full checksums (tundra built it). */
-export function writeUdpReply(out: Buffer, off: number, src: number, dst: number, sport: number, dport: number, payloadLen: number): void {
+function writeUdpReply(out: Buffer, off: number, src: number, dst: number, sport: number, dport: number, payloadLen: number): void {
   replyId = (replyId + 1) & 0xffff
   writeIpv4Header(out, off, 0, UDP4_HEADERS + payloadLen, replyId, IPV4_FLAG_DF, IPPROTO_UDP, src, dst)
   const u = off + IPV4_MIN_HEADER
