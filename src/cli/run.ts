@@ -160,9 +160,7 @@ export function registerRun(program: Command): void {
       if (stopping) return
       stopping = true
       log(`[run] ${sig}: stopping (conntrack snapshot kept for the next start)`)
-      runner.stop()
-      source.stop()
-      Promise.all([servers.close(), agent.stop()]).then(() => process.exit(0), err => { log(`[run] stop: ${(err as Error).message}`); process.exit(1) })
+      Promise.all([runner.stop(), source.stop(), servers.close(), agent.stop()]).then(() => process.exit(0), err => { log(`[run] stop: ${(err as Error).message}`); process.exit(1) })
     }
     process.on('SIGTERM', () => stop('SIGTERM'))
     process.on('SIGINT', () => stop('SIGINT'))
