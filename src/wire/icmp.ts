@@ -1,4 +1,4 @@
-// ICMP for IPv4 (RFC 792, RFC 1191): echo id/seq that NAT treats as a port, and the quoted header inside errors.
+// ICMP for IPv4 (RFC 792, RFC 1191): the layout, type and code numbers, and the checksum of messages tundra builds.
 //
 //    0                   1                   2                   3
 //    0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
@@ -65,6 +65,6 @@ export const IcmpTimeExceeded = {
 
 /** Computes and stores the checksum of the `len`-byte message at `off` (for messages tundra builds). */
 export function fillIcmpChecksum(buf: Uint8Array, off: number, len: number): void {
-  set16(buf, off + 2, 0)
-  set16(buf, off + 2, checksum(buf, off, len))
+  set16(buf, off + IcmpField.CHECKSUM, 0)
+  set16(buf, off + IcmpField.CHECKSUM, checksum(buf, off, len))
 }

@@ -1,4 +1,4 @@
-// ICMPv6 (RFC 4443): echo id/seq that NAT treats as a port, Packet Too Big's MTU and the packet quoted in errors.
+// ICMPv6 (RFC 4443): the layout, type and code numbers, and the checksum (with the IPv6 pseudo-header).
 //
 //    0                   1                   2                   3
 //    0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
@@ -70,6 +70,6 @@ export const Icmpv6ParamProblem = {
 
 /** Computes and stores the checksum of the `len`-byte message at `off`; addresses read from srcOff/dstOff of buf. */
 export function fillIcmp6Checksum(buf: Uint8Array, off: number, len: number, srcOff: number, dstOff: number): void {
-  set16(buf, off + 2, 0)
-  set16(buf, off + 2, checksum(buf, off, len, pseudoHeaderSum6(buf, srcOff, dstOff, IPPROTO_ICMPV6, len)))
+  set16(buf, off + Icmpv6Field.CHECKSUM, 0)
+  set16(buf, off + Icmpv6Field.CHECKSUM, checksum(buf, off, len, pseudoHeaderSum6(buf, srcOff, dstOff, IPPROTO_ICMPV6, len)))
 }

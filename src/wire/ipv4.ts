@@ -1,4 +1,4 @@
-// IPv4 header (RFC 791) accessors over caller-owned bytes, plus address text conversion for the control plane.
+// IPv4 header (RFC 791): layout, version/IHL, header checksum, plus address text conversion for the control plane.
 //
 //    0                   1                   2                   3
 //    0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
@@ -17,7 +17,7 @@
 //   +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 //
 // Flags: bit 0 reserved (evil bit), bit 1 DF, bit 2 MF. Fragment Offset counts 8-byte units.
-// Addresses are unsigned 32-bit integers (`>>> 0`). Getters do not validate: run parsePacket (packet.ts) first.
+// Addresses are unsigned 32-bit integers (`>>> 0`). Nothing here validates: run parsePacket (packet.ts) first.
 
 import { checksum } from './checksum'
 import { set16 } from './bytes'
@@ -57,9 +57,8 @@ export function ipv4Ihl(buf: Uint8Array, off: number): number {
 
 /** Computes and stores the header checksum over IHL*4 bytes (for packets tundra builds). */
 export function fillIpv4Checksum(buf: Uint8Array, off: number): void {
-  buf[off + 10] = 0
-  buf[off + 11] = 0
-  set16(buf, off + 10, checksum(buf, off, ipv4Ihl(buf, off)))
+  set16(buf, off + Ipv4Field.CHECKSUM, 0)
+  set16(buf, off + Ipv4Field.CHECKSUM, checksum(buf, off, ipv4Ihl(buf, off)))
 }
 
 /** True when the header checksum verifies (the sum over the header, checksum included, is all ones). */

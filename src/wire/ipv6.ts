@@ -1,4 +1,4 @@
-// IPv6 fixed header (RFC 8200) accessors, the extension-header walk, and address text conversion (RFC 4291/5952).
+// IPv6 fixed header (RFC 8200) layout, the extension-header walk, and address text conversion (RFC 4291/5952).
 //
 //    0                   1                   2                   3
 //    0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1

@@ -1,4 +1,4 @@
-// TCP header (RFC 9293) accessors: what NAT, conntrack and tracing read; options are left untouched.
+// TCP header (RFC 9293): layout, flag bits, data offset and the full checksum of segments tundra builds.
 //
 //    0                   1                   2                   3
 //    0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
@@ -51,17 +51,17 @@ export const TCP_CWR = 0x80
 
 /** Header length in bytes (data offset * 4). */
 export function tcpDataOffset(buf: Uint8Array, off: number): number {
-  return (buf[off + 12]! >>> 4) << 2
+  return (buf[off + TcpField.DATA_OFFSET]! >>> 4) << 2
 }
 
 /** Full checksum of the `len`-byte segment at `off` over IPv4, stored in place (for segments tundra builds). */
 export function fillTcpChecksum4(buf: Uint8Array, off: number, len: number, src: number, dst: number): void {
-  set16(buf, off + 16, 0)
-  set16(buf, off + 16, checksum(buf, off, len, pseudoHeaderSum4(src, dst, IPPROTO_TCP, len)))
+  set16(buf, off + TcpField.CHECKSUM, 0)
+  set16(buf, off + TcpField.CHECKSUM, checksum(buf, off, len, pseudoHeaderSum4(src, dst, IPPROTO_TCP, len)))
 }
 
 /** Full checksum over IPv6; the addresses are read from the packet at srcOff/dstOff. */
 export function fillTcpChecksum6(buf: Uint8Array, off: number, len: number, srcOff: number, dstOff: number): void {
-  set16(buf, off + 16, 0)
-  set16(buf, off + 16, checksum(buf, off, len, pseudoHeaderSum6(buf, srcOff, dstOff, IPPROTO_TCP, len)))
+  set16(buf, off + TcpField.CHECKSUM, 0)
+  set16(buf, off + TcpField.CHECKSUM, checksum(buf, off, len, pseudoHeaderSum6(buf, srcOff, dstOff, IPPROTO_TCP, len)))
 }

@@ -1,4 +1,4 @@
-// UDP header (RFC 768) accessors, including the rule that a zero checksum means "none" over IPv4.
+// UDP header (RFC 768): layout and full checksums, with the rule that a zero checksum means "none" over IPv4.
 //
 //    0      7 8     15 16    23 24    31
 //   +--------+--------+--------+--------+
@@ -29,12 +29,12 @@ export const UdpField = {
 
 /** Full checksum of the `len`-byte datagram at `off` over IPv4 (0 sent as 0xffff), stored in place. */
 export function fillUdpChecksum4(buf: Uint8Array, off: number, len: number, src: number, dst: number): void {
-  set16(buf, off + 6, 0)
-  set16(buf, off + 6, udpFinish(checksum(buf, off, len, pseudoHeaderSum4(src, dst, IPPROTO_UDP, len))))
+  set16(buf, off + UdpField.CHECKSUM, 0)
+  set16(buf, off + UdpField.CHECKSUM, udpFinish(checksum(buf, off, len, pseudoHeaderSum4(src, dst, IPPROTO_UDP, len))))
 }
 
 /** Full checksum over IPv6 (mandatory there); the addresses are read from the packet at srcOff/dstOff. */
 export function fillUdpChecksum6(buf: Uint8Array, off: number, len: number, srcOff: number, dstOff: number): void {
-  set16(buf, off + 6, 0)
-  set16(buf, off + 6, udpFinish(checksum(buf, off, len, pseudoHeaderSum6(buf, srcOff, dstOff, IPPROTO_UDP, len))))
+  set16(buf, off + UdpField.CHECKSUM, 0)
+  set16(buf, off + UdpField.CHECKSUM, udpFinish(checksum(buf, off, len, pseudoHeaderSum6(buf, srcOff, dstOff, IPPROTO_UDP, len))))
 }
