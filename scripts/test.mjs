@@ -19,6 +19,7 @@ function run(cmd, args) {
     let text = ''
     const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] })
     child.stdout.on('data', d => { process.stdout.write(d); text += d.toString() })
+    child.on('error', err => { console.log(`${cmd}: ${err.message}`); resolve({ code: 1, text }) })
     child.on('close', code => resolve({ code: code ?? 1, text }))
   })
 }
@@ -46,7 +47,7 @@ let passed = 0, failed = 0, skipped = 0
 // Static checks first, each one line: typecheck, lint, dead exports, layers (ARCHITECTURE.md).
 for (const [name, cmd, args] of [
   ['typecheck (tsc --noEmit)', 'npx', ['tsc', '-p', 'tsconfig.json', '--noEmit']],
-  ['lint (biome)', 'npx', ['biome', 'lint', '--error-on-warnings', 'src', 'bench', 'test', 'scripts']],
+  ['lint (biome)', 'node_modules/.bin/biome', ['lint', '--error-on-warnings', 'src', 'bench', 'test', 'scripts']],
   ['dead exports (scripts/check-exports.mjs)', 'node', ['scripts/check-exports.mjs']],
   ['layers (scripts/check-layers.mjs)', 'node', ['scripts/check-layers.mjs']],
 ]) {
