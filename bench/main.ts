@@ -36,7 +36,7 @@ function leftovers(): string[] {
 
 async function main(): Promise<number> {
   const root = repoRoot()
-  let args
+  let args: ReturnType<typeof parseArgs>
   try {
     args = parseArgs(process.argv.slice(2), join(root, 'bench', 'out'))
   } catch (err) {

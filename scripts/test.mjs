@@ -1,4 +1,4 @@
-// npm test: type-check, unit tests (parallel), then network-namespace tests (serially, they share the kernel),
+// npm test: type-check, lint, dead-export and layer checks, unit tests (parallel), then network-namespace tests (serially, they share the kernel),
 // and one closing line `N passed, M failed` that CI reads.
 import { spawn } from 'node:child_process'
 import { readdirSync, statSync } from 'node:fs'
@@ -19,6 +19,7 @@ function run(cmd, args) {
     let text = ''
     const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] })
     child.stdout.on('data', d => { process.stdout.write(d); text += d.toString() })
+    child.on('error', err => { console.log(`${cmd}: ${err.message}`); resolve({ code: 1, text }) })
     child.on('close', code => resolve({ code: code ?? 1, text }))
   })
 }
@@ -43,9 +44,17 @@ const netns = all.filter(p => p.startsWith(join('test', 'netns')))
 const unit = all.filter(p => !netns.includes(p))
 
 let passed = 0, failed = 0, skipped = 0
-const tc = await run('npx', ['tsc', '-p', 'tsconfig.json', '--noEmit'])
-console.log(tc.code === 0 ? 'ok - typecheck (tsc --noEmit)' : 'not ok - typecheck (tsc --noEmit)')
-if (tc.code === 0) passed++; else failed++
+// Static checks first, each one line: typecheck, lint, dead exports, layers (ARCHITECTURE.md).
+for (const [name, cmd, args] of [
+  ['typecheck (tsc --noEmit)', 'npx', ['tsc', '-p', 'tsconfig.json', '--noEmit']],
+  ['lint (biome)', 'node_modules/.bin/biome', ['lint', '--error-on-warnings', 'src', 'bench', 'test', 'scripts']],
+  ['dead exports (scripts/check-exports.mjs)', 'node', ['scripts/check-exports.mjs']],
+  ['layers (scripts/check-layers.mjs)', 'node', ['scripts/check-layers.mjs']],
+]) {
+  const r = await run(cmd, args)
+  console.log(r.code === 0 ? `ok - ${name}` : `not ok - ${name}`)
+  if (r.code === 0) passed++; else failed++
+}
 
 for (const [set, jobs] of [[unit, 2], [netns, 1]]) {
   if (set.length === 0) continue

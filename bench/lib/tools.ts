@@ -62,7 +62,7 @@ export interface SockperfReport {
 
 /** sockperf ping-pong output: percentiles in µs (sockperf reports half the round trip). */
 export function parseSockperf(text: string): SockperfReport | undefined {
-  // eslint-disable-next-line no-control-regex
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: strips the ANSI colour codes (ESC [ ... m) sockperf prints
   const clean = text.replace(/\x1b\[[0-9;]*m/g, '')
   const pct = (p: string): number => {
     const m = new RegExp(`percentile ${p.replace('.', '\\.')} =\\s*([\\d.]+)`).exec(clean)

@@ -2,8 +2,14 @@
 // (64 KB TCP, or UDP with USO) that crosses to another node inside VXLAN is cut here into wire-sized segments,
 // the way the kernel's skb_segment would, with full checksums.
 import { sum16, fold, pseudoHeaderSum4, pseudoHeaderSum6 } from '../wire/checksum'
+import { IPPROTO_TCP, IPPROTO_UDP } from '../wire/proto'
+import { Ipv4Field, ipv4Ihl, ipv4Version } from '../wire/ipv4'
+import { IPV6_HEADER, Ipv6Field } from '../wire/ipv6'
+import { TCP_CWR, TCP_FIN, TCP_PSH, TcpField, tcpDataOffset } from '../wire/tcp'
+import { UDP_HEADER, UdpField } from '../wire/udp'
 
-const TCP_FIN = 0x01, TCP_PSH = 0x08, TCP_CWR = 0x80
+/** A UDP checksum that computes to 0 is sent as all ones (0 means "no checksum", RFC 768). */
+const UDP_ZERO_CSUM = 0xffff
 
 /** Fills in a NEEDS_CSUM (CHECKSUM_PARTIAL) checksum: the field holds the pseudo-header sum already. */
 export function completeChecksum(buf: Buffer, pktOff: number, pktLen: number, csumStart: number, csumOffset: number, isUdp: boolean): void {
@@ -11,7 +17,7 @@ export function completeChecksum(buf: Buffer, pktOff: number, pktLen: number, cs
   const field = start + csumOffset
   if (field + 2 > pktOff + pktLen) return
   let c = (~fold(sum16(buf, start, pktOff + pktLen - start))) & 0xffff
-  if (c === 0 && isUdp) c = 0xffff
+  if (c === 0 && isUdp) c = UDP_ZERO_CSUM
   buf.writeUInt16BE(c, field)
 }
 
@@ -22,21 +28,21 @@ export function completeChecksum(buf: Buffer, pktOff: number, pktLen: number, cs
  */
 export function segment(src: Buffer, off: number, len: number, gsoSize: number, out: Buffer, outOff: number, gap: number,
   offsets: Uint32Array, lengths: Uint32Array, maxSegs: number): number {
-  const v6 = (src[off]! >> 4) === 6
-  const l3 = v6 ? 40 : (src[off]! & 0x0f) * 4
-  const proto = v6 ? src[off + 6]! : src[off + 9]!
+  const v6 = ipv4Version(src, off) === 6
+  const l3 = v6 ? IPV6_HEADER : ipv4Ihl(src, off)
+  const proto = v6 ? src[off + Ipv6Field.NEXT_HEADER]! : src[off + Ipv4Field.PROTOCOL]!
   const l4 = off + l3
-  const isTcp = proto === 6
-  if (!isTcp && proto !== 17) return 0
-  const l4h = isTcp ? (src[l4 + 12]! >> 4) * 4 : 8
+  const isTcp = proto === IPPROTO_TCP
+  if (!isTcp && proto !== IPPROTO_UDP) return 0
+  const l4h = isTcp ? tcpDataOffset(src, l4) : UDP_HEADER
   const hdr = l3 + l4h
   const payload = len - hdr
   if (payload <= 0 || gsoSize <= 0) return 0
   const n = Math.ceil(payload / gsoSize)
   if (n > maxSegs || outOff + n * (gap + hdr + gsoSize) > out.length) return 0
-  const seq0 = isTcp ? src.readUInt32BE(l4 + 4) : 0
-  const id0 = v6 ? 0 : src.readUInt16BE(off + 4)
-  const flags0 = isTcp ? src[l4 + 13]! : 0
+  const seq0 = isTcp ? src.readUInt32BE(l4 + TcpField.SEQ) : 0
+  const id0 = v6 ? 0 : src.readUInt16BE(off + Ipv4Field.ID)
+  const flags0 = isTcp ? src[l4 + TcpField.FLAGS]! : 0
   let o = outOff
   for (let i = 0; i < n; i++) {
     const chunk = Math.min(gsoSize, payload - i * gsoSize)
@@ -45,30 +51,31 @@ export function segment(src: Buffer, off: number, len: number, gsoSize: number, 
     src.copy(out, o + hdr, off + hdr + i * gsoSize, off + hdr + i * gsoSize + chunk)
     const segLen = hdr + chunk
     const s4 = o + l3
-    if (v6) out.writeUInt16BE(segLen - 40, o + 4)
+    if (v6) out.writeUInt16BE(segLen - IPV6_HEADER, o + Ipv6Field.PAYLOAD_LENGTH)
     else {
-      out.writeUInt16BE(segLen, o + 2)
-      out.writeUInt16BE((id0 + i) & 0xffff, o + 4)
-      out.writeUInt16BE(0, o + 10)
-      out.writeUInt16BE((~fold(sum16(out, o, l3))) & 0xffff, o + 10)
+      out.writeUInt16BE(segLen, o + Ipv4Field.TOTAL_LENGTH)
+      out.writeUInt16BE((id0 + i) & 0xffff, o + Ipv4Field.ID)
+      out.writeUInt16BE(0, o + Ipv4Field.CHECKSUM)
+      out.writeUInt16BE((~fold(sum16(out, o, l3))) & 0xffff, o + Ipv4Field.CHECKSUM)
     }
     const l4len = segLen - l3
-    let pseudo: number
     if (isTcp) {
-      out.writeUInt32BE((seq0 + i * gsoSize) >>> 0, s4 + 4)
+      out.writeUInt32BE((seq0 + i * gsoSize) >>> 0, s4 + TcpField.SEQ)
       let f = flags0
       if (i !== n - 1) f &= ~(TCP_FIN | TCP_PSH)
       if (i !== 0) f &= ~TCP_CWR
-      out[s4 + 13] = f
-      out.writeUInt16BE(0, s4 + 16)
+      out[s4 + TcpField.FLAGS] = f
+      out.writeUInt16BE(0, s4 + TcpField.CHECKSUM)
     } else {
-      out.writeUInt16BE(l4len, s4 + 4)
-      out.writeUInt16BE(0, s4 + 6)
+      out.writeUInt16BE(l4len, s4 + UdpField.LENGTH)
+      out.writeUInt16BE(0, s4 + UdpField.CHECKSUM)
     }
-    pseudo = v6 ? pseudoHeaderSum6(out, o + 8, o + 24, proto, l4len) : pseudoHeaderSum4(out.readUInt32BE(o + 12), out.readUInt32BE(o + 16), proto, l4len)
+    const pseudo = v6
+      ? pseudoHeaderSum6(out, o + Ipv6Field.SRC, o + Ipv6Field.DST, proto, l4len)
+      : pseudoHeaderSum4(out.readUInt32BE(o + Ipv4Field.SRC), out.readUInt32BE(o + Ipv4Field.DST), proto, l4len)
     let c = (~fold(sum16(out, s4, l4len, pseudo))) & 0xffff
-    if (c === 0 && !isTcp) c = 0xffff
-    out.writeUInt16BE(c, s4 + (isTcp ? 16 : 6))
+    if (c === 0 && !isTcp) c = UDP_ZERO_CSUM
+    out.writeUInt16BE(c, s4 + (isTcp ? TcpField.CHECKSUM : UdpField.CHECKSUM))
     offsets[i] = o
     lengths[i] = segLen
     o += segLen

@@ -2,10 +2,13 @@
 // Per packet: validate once -> VXLAN decap -> cluster DNS (answered in the path) -> Service NAT -> route
 // (local: back to the kernel through the TUN; another node's pod CIDR: VXLAN). Nothing here allocates per packet.
 import type { Batch, Device } from '../device/device'
-import { VNET_HDR_LEN } from '../device/device'
-import { PacketInfo, parsePacket, DROP_NAMES } from '../wire/packet'
+import { GSO_TYPE_MASK, GsoType, VNET_HDR_LEN, VnetFlags, VnetOff } from '../device/vnet'
+import { PacketInfo, parsePacket, DROP_NAMES, PASS } from '../wire/packet'
 import { checksum, pseudoHeaderSum4 } from '../wire/checksum'
 import { writeIpv4Header } from '../wire/build'
+import { IPPROTO_UDP } from '../wire/proto'
+import { IPV4_FLAG_DF, IPV4_MIN_HEADER, Ipv4Field } from '../wire/ipv4'
+import { UDP_HEADER, UdpField } from '../wire/udp'
 import { encapsulate, innerOffset, VXLAN_OVERHEAD, VXLAN_PORT } from './vxlan'
 import { completeChecksum, segment } from './gso'
 import { CAPTURE_VERDICTS, type Capture } from './capture'
@@ -24,7 +27,7 @@ export interface PacketDns {
   forward(query: Buffer, cb: (answer: Buffer) => void): void
 }
 
-export const Action = { PASS: 0, FORWARD: 1, REPLY: 2, REJECT: 3, DROP: 4 } as const
+const Action = { PASS: 0, FORWARD: 1, REPLY: 2, REJECT: 3, DROP: 4 } as const
 
 export interface LoopOptions {
   readonly nodeIp: number
@@ -35,7 +38,7 @@ export interface LoopOptions {
   readonly peers: readonly Peer[]
 }
 
-export class Counters {
+class Counters {
   packets = 0
   bytes = 0
   batches = 0
@@ -53,6 +56,17 @@ export class Counters {
 
 const TX_SIZE = 8 << 20
 const MAX_OUT = 8192
+/** Segments one GSO super-packet may be cut into for VXLAN, and the scratch buffer they are cut into. */
+const MAX_SEGS = 2048
+const SEG_SIZE = 256 << 10
+/** Room kept in tx for one ICMP error (an ICMPv6 error is at most the 1280-byte minimum MTU). */
+const REJECT_ROOM = 1600
+/** IPv4 + UDP headers of a reply tundra builds (no IP options). */
+const UDP4_HEADERS = IPV4_MIN_HEADER + UDP_HEADER
+/** Largest DNS answer written in the packet path: the room kept for it in tx. */
+const DNS_MAX_ANSWER = 4096
+/** A UDP checksum that computes to 0 is sent as all ones (0 means "no checksum", RFC 768). */
+const UDP_ZERO_CSUM = 0xffff
 
 export class Dataplane {
   readonly counters = new Counters()
@@ -66,9 +80,9 @@ export class Dataplane {
   private txCount = 0
   private readonly inOffsets = new Uint32Array(MAX_OUT)
   private readonly inLengths = new Uint32Array(MAX_OUT)
-  private readonly segOffsets = new Uint32Array(2048)
-  private readonly segLengths = new Uint32Array(2048)
-  private readonly seg = Buffer.alloc(256 << 10)
+  private readonly segOffsets = new Uint32Array(MAX_SEGS)
+  private readonly segLengths = new Uint32Array(MAX_SEGS)
+  private readonly seg = Buffer.alloc(SEG_SIZE)
   private now = Math.floor(Date.now() / 1000)
   private readonly vnet: boolean
   private readonly gap: number
@@ -107,13 +121,13 @@ export class Dataplane {
       c.packets++
       c.bytes += len
       let flags = 0, gsoType = 0
-      if (this.vnet) { flags = buf[off - VNET_HDR_LEN]!; gsoType = buf[off - VNET_HDR_LEN + 1]! & 0x7f }
-      let verdict = parsePacket(buf, off, len, info, gsoType !== 0)
-      if (verdict !== 0) { c.dropped++; c.drops[verdict]!++; continue }
+      if (this.vnet) { flags = buf[off - VNET_HDR_LEN + VnetOff.FLAGS]!; gsoType = buf[off - VNET_HDR_LEN + VnetOff.GSO_TYPE]! & GSO_TYPE_MASK }
+      let verdict = parsePacket(buf, off, len, info, gsoType !== GsoType.NONE)
+      if (verdict !== PASS) { c.dropped++; c.drops[verdict]!++; continue }
       len = info.l3Len
 
       // VXLAN from another node: continue with the inner packet as if a local pod had sent it.
-      if (info.family === 4 && info.l4Proto === 17 && info.dst === opts.nodeIp && info.dstPort === VXLAN_PORT && !info.isFragment) {
+      if (info.family === 4 && info.l4Proto === IPPROTO_UDP && info.dst === opts.nodeIp && info.dstPort === VXLAN_PORT && !info.isFragment) {
         const inner = innerOffset(buf, off, len, info.l4Off, opts.vni)
         if (inner >= 0) {
           // A partial checksum (NEEDS_CSUM) on the outer packet belongs to the inner L4 header when it starts past
@@ -121,41 +135,41 @@ export class Dataplane {
           // leaves the inner TCP/UDP checksum to offload. Keep it pending, relative to the inner packet.
           const shift = inner - off
           const h = off - VNET_HDR_LEN
-          const csumStart = this.vnet && (flags & 1) !== 0 ? buf.readUInt16LE(h + 6) : 0
-          const csumOffset = this.vnet ? buf.readUInt16LE(h + 8) : 0
+          const csumStart = this.vnet && (flags & VnetFlags.NEEDS_CSUM) !== 0 ? buf.readUInt16LE(h + VnetOff.CSUM_START) : 0
+          const csumOffset = this.vnet ? buf.readUInt16LE(h + VnetOff.CSUM_OFFSET) : 0
           len = off + len - inner
           off = inner
           if (this.vnet) buf.fill(0, off - VNET_HDR_LEN, off)
-          flags = 0; gsoType = 0
-          if (csumStart >= shift + 20) {
+          flags = 0; gsoType = GsoType.NONE
+          if (csumStart >= shift + IPV4_MIN_HEADER) {
             const ih = off - VNET_HDR_LEN
-            buf[ih] = 1
-            buf.writeUInt16LE(csumStart - shift, ih + 6)
-            buf.writeUInt16LE(csumOffset, ih + 8)
-            flags = 1
+            buf[ih + VnetOff.FLAGS] = VnetFlags.NEEDS_CSUM
+            buf.writeUInt16LE(csumStart - shift, ih + VnetOff.CSUM_START)
+            buf.writeUInt16LE(csumOffset, ih + VnetOff.CSUM_OFFSET)
+            flags = VnetFlags.NEEDS_CSUM
           }
           verdict = parsePacket(buf, off, len, info, false)
-          if (verdict !== 0) { c.dropped++; c.drops[verdict]!++; continue }
+          if (verdict !== PASS) { c.dropped++; c.drops[verdict]!++; continue }
           len = info.l3Len
           c.vxlanIn++
         }
       }
 
       // Cluster DNS over UDP, answered here: no conntrack entry, no extra hop.
-      if (info.family === 4 && info.l4Proto === 17 && info.dst === opts.dnsIp && info.dstPort === opts.dnsPort && !info.isFragment) {
-        this.answerDns(buf, off, info)
+      if (info.family === 4 && info.l4Proto === IPPROTO_UDP && info.dst === opts.dnsIp && info.dstPort === opts.dnsPort && !info.isFragment) {
+        this.answerDns(buf, info)
         continue
       }
 
       const cap = this.capture
       const capThis = cap !== null && info.family === 4 && cap.wants(info.src, info.dst)
       if (capThis && cap.opts.pre) cap.record(buf, off, len, 'pre-nat')
-      const act = this.nat.process(buf, off, len, info, (flags & 1) !== 0, this.now)
+      const act = this.nat.process(buf, off, len, info, (flags & VnetFlags.NEEDS_CSUM) !== 0, this.now)
       if (capThis && cap.opts.post) cap.record(buf, off, len, `post-nat ${CAPTURE_VERDICTS[act] ?? act}`)
       if (act === Action.DROP) { c.dropped++; continue }
       if (act === Action.REJECT) {
         const o = this.txUsed + this.gap
-        const n = o + 1600 <= TX_SIZE ? this.nat.writeReject(buf, off, len, info, this.tx, o) : 0
+        const n = o + REJECT_ROOM <= TX_SIZE ? this.nat.writeReject(buf, off, len, info, this.tx, o) : 0
         if (n > 0) this.pushTx(o, n)
         c.rejected++
         continue
@@ -163,7 +177,7 @@ export class Dataplane {
       if (act === Action.REPLY) { c.replied++ } else if (act === Action.FORWARD) c.natted++
       // Route by the (possibly rewritten) destination.
       if (info.family === 4) {
-        const dst = buf.readUInt32BE(off + 16)
+        const dst = buf.readUInt32BE(off + Ipv4Field.DST)
         const peer = this.peerFor(dst)
         if (peer !== null) { this.toPeer(buf, off, len, peer, flags, gsoType); continue }
       }
@@ -196,10 +210,11 @@ export class Dataplane {
   private toPeer(buf: Buffer, off: number, len: number, peer: Peer, flags: number, gsoType: number): void {
     const c = this.counters
     const opts = this.opts
-    const entropy = buf.readUInt16BE(off + 12) ^ buf.readUInt16BE(off + 14) ^ buf.readUInt16BE(off + 18) ^ (this.info.srcPort ^ this.info.dstPort)
-    if (gsoType !== 0) {
+    const entropy = buf.readUInt16BE(off + Ipv4Field.SRC) ^ buf.readUInt16BE(off + Ipv4Field.SRC + 2) ^
+      buf.readUInt16BE(off + Ipv4Field.DST + 2) ^ (this.info.srcPort ^ this.info.dstPort)
+    if (gsoType !== GsoType.NONE) {
       const h = off - VNET_HDR_LEN
-      const gsoSize = buf.readUInt16LE(h + 4)
+      const gsoSize = buf.readUInt16LE(h + VnetOff.GSO_SIZE)
       const n = segment(buf, off, len, gsoSize, this.seg, 0, 0, this.segOffsets, this.segLengths, this.segOffsets.length)
       for (let s = 0; s < n; s++) {
         const o = this.txUsed + this.gap
@@ -212,9 +227,9 @@ export class Dataplane {
       if (n === 0) c.dropped++
       return
     }
-    if ((flags & 1) !== 0) {
+    if ((flags & VnetFlags.NEEDS_CSUM) !== 0) {
       const h = off - VNET_HDR_LEN
-      completeChecksum(buf, off, len, buf.readUInt16LE(h + 6), buf.readUInt16LE(h + 8), this.info.l4Proto === 17)
+      completeChecksum(buf, off, len, buf.readUInt16LE(h + VnetOff.CSUM_START), buf.readUInt16LE(h + VnetOff.CSUM_OFFSET), this.info.l4Proto === IPPROTO_UDP)
     }
     const o = this.txUsed + this.gap
     if (o + len + VXLAN_OVERHEAD > TX_SIZE) { c.dropped++; return }
@@ -224,16 +239,16 @@ export class Dataplane {
   }
 
   /** Writes the DNS answer as a UDP reply from the DNS service address; upstream names complete asynchronously. */
-  private answerDns(buf: Buffer, off: number, info: PacketInfo): void {
+  private answerDns(buf: Buffer, info: PacketInfo): void {
     const c = this.counters
-    const q = info.l4Off + 8
-    const qlen = info.l4Len - 8
+    const q = info.l4Off + UDP_HEADER
+    const qlen = info.l4Len - UDP_HEADER
     const o = this.txUsed + this.gap
-    if (o + 28 + 4096 > TX_SIZE) { c.dropped++; return }
-    const n = this.dns.answerInPlace(buf, q, qlen, this.tx, o + 28, 4096, 0)
+    if (o + UDP4_HEADERS + DNS_MAX_ANSWER > TX_SIZE) { c.dropped++; return }
+    const n = this.dns.answerInPlace(buf, q, qlen, this.tx, o + UDP4_HEADERS, DNS_MAX_ANSWER, 0)
     if (n > 0) {
       writeUdpReply(this.tx, o, info.dst, info.src, info.dstPort, info.srcPort, n)
-      this.pushTx(o, 28 + n)
+      this.pushTx(o, UDP4_HEADERS + n)
       c.dnsAnswered++
       return
     }
@@ -242,10 +257,10 @@ export class Dataplane {
     c.dnsForwarded++
     const src = info.src, dst = info.dst, sport = info.srcPort, dport = info.dstPort
     this.dns.forward(Buffer.from(buf.subarray(q, q + qlen)), answer => {
-      const pkt = Buffer.alloc(this.gap + 28 + answer.length)
-      answer.copy(pkt, this.gap + 28)
+      const pkt = Buffer.alloc(this.gap + UDP4_HEADERS + answer.length)
+      answer.copy(pkt, this.gap + UDP4_HEADERS)
       writeUdpReply(pkt, this.gap, dst, src, dport, sport, answer.length)
-      const offs = new Uint32Array([this.gap]), lens = new Uint32Array([28 + answer.length])
+      const offs = new Uint32Array([this.gap]), lens = new Uint32Array([UDP4_HEADERS + answer.length])
       this.dev.writeBatch(pkt, offs, lens, 1)
     })
   }
@@ -253,18 +268,19 @@ export class Dataplane {
 
 let replyId = 0
 
-/** IPv4 + UDP headers in front of `payloadLen` bytes already at off+28, full checksums (tundra built it). */
-export function writeUdpReply(out: Buffer, off: number, src: number, dst: number, sport: number, dport: number, payloadLen: number): void {
+/** IPv4 + UDP headers in front of `payloadLen` bytes already at off + UDP4_HEADERS, full checksums (tundra built it). */
+function writeUdpReply(out: Buffer, off: number, src: number, dst: number, sport: number, dport: number, payloadLen: number): void {
   replyId = (replyId + 1) & 0xffff
-  writeIpv4Header(out, off, 0, 28 + payloadLen, replyId, 0x4000, 17, src, dst)
-  const u = off + 20
-  out.writeUInt16BE(sport, u)
-  out.writeUInt16BE(dport, u + 2)
-  out.writeUInt16BE(8 + payloadLen, u + 4)
-  out.writeUInt16BE(0, u + 6)
-  let cs = checksum(out, u, 8 + payloadLen, pseudoHeaderSum4(src, dst, 17, 8 + payloadLen))
-  if (cs === 0) cs = 0xffff
-  out.writeUInt16BE(cs, u + 6)
+  writeIpv4Header(out, off, 0, UDP4_HEADERS + payloadLen, replyId, IPV4_FLAG_DF, IPPROTO_UDP, src, dst)
+  const u = off + IPV4_MIN_HEADER
+  const udpLen = UDP_HEADER + payloadLen
+  out.writeUInt16BE(sport, u + UdpField.SRC_PORT)
+  out.writeUInt16BE(dport, u + UdpField.DST_PORT)
+  out.writeUInt16BE(udpLen, u + UdpField.LENGTH)
+  out.writeUInt16BE(0, u + UdpField.CHECKSUM)
+  let cs = checksum(out, u, udpLen, pseudoHeaderSum4(src, dst, IPPROTO_UDP, udpLen))
+  if (cs === 0) cs = UDP_ZERO_CSUM
+  out.writeUInt16BE(cs, u + UdpField.CHECKSUM)
 }
 
 export function dropNames(counters: Counters): Record<string, number> {

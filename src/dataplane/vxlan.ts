@@ -17,12 +17,6 @@ export function vxlanMac(nodeIp: number): Buffer {
   return mac
 }
 
-export function parseMac(s: string): Buffer {
-  const parts = s.split(':')
-  if (parts.length !== 6 || parts.some(p => !/^[0-9a-fA-F]{2}$/.test(p))) throw new Error(`bad MAC address ${JSON.stringify(s)}`)
-  return Buffer.from(parts.map(p => parseInt(p, 16)))
-}
-
 let ipId = 1
 
 /**

@@ -77,7 +77,7 @@ export function addonPath(): string {
   return process.env['TUNDRA_NATIVE'] ?? join(repoRoot(), 'native', 'build', 'Release', 'tundra_native.node')
 }
 
-export class NativeMissingError extends Error {
+class NativeMissingError extends Error {
   readonly code = 'ERR_TUNDRA_NATIVE_MISSING' as const
   constructor(readonly path: string, cause: unknown) {
     super(`The TUN addon is not built (${path}); run npm run build:native`, { cause })
@@ -99,6 +99,3 @@ export function loadNative(): NativeTun {
   return cached
 }
 
-export function nativeAvailable(): boolean {
-  return existsSync(addonPath())
-}

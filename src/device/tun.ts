@@ -6,10 +6,10 @@ import { VNET_HDR_LEN } from './device'
 import { loadNative, OPEN_MULTI_QUEUE, OPEN_VNET_HDR, WRITE_STATS, WriteStat, type NativeReader, type NativeTun, type ReaderHandle } from './native'
 
 /** TUNSETOFFLOAD bits (include/uapi/linux/if_tun.h). */
-export const TunOffload = { CSUM: 0x01, TSO4: 0x02, TSO6: 0x04, TSO_ECN: 0x08, UFO: 0x10, USO4: 0x20, USO6: 0x40 } as const
+const TunOffload = { CSUM: 0x01, TSO4: 0x02, TSO6: 0x04, TSO_ECN: 0x08, UFO: 0x10, USO4: 0x20, USO6: 0x40 } as const
 
 /** What openTun asks for when offloads are on; USO4/USO6 are dropped on kernels older than 6.2. */
-export const WANTED_OFFLOADS = TunOffload.CSUM | TunOffload.TSO4 | TunOffload.TSO6 | TunOffload.USO4 | TunOffload.USO6
+const WANTED_OFFLOADS = TunOffload.CSUM | TunOffload.TSO4 | TunOffload.TSO6 | TunOffload.USO4 | TunOffload.USO6
 
 export interface TunOptions {
   /** interface name, at most 15 bytes; '' or a pattern like 'tun%d' lets the kernel pick */

@@ -23,7 +23,7 @@ export function resolveSocket(o: SocketChoice): string {
     if (labs.length > 1) throw new InspectError(`several labs are up (${labs.join(', ')}): say which with --lab (or use --socket)`)
     lab = labs[0]!
   }
-  let state
+  let state: ReturnType<typeof loadLabState>
   try {
     state = loadLabState(lab)
   } catch (err) {

@@ -477,7 +477,7 @@ function selectorMatches(sel: Record<string, unknown>, labels: Record<string, st
   for (const [k, v] of Object.entries(ml)) if (labels[k] !== v) return false
   const exprs = (sel['matchExpressions'] ?? []) as { key: string; operator: string; values?: string[] }[]
   for (const e of exprs) {
-    const has = Object.prototype.hasOwnProperty.call(labels, e.key)
+    const has = Object.hasOwn(labels, e.key)
     const val = labels[e.key]
     switch (e.operator) {
       case 'In': if (!has || !(e.values ?? []).includes(val as string)) return false; break

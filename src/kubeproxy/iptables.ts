@@ -14,7 +14,6 @@ import {
 import { probabilityForRemaining } from './probability'
 import {
   clusterCIDRFor, masqueradeMark, nodeIPFor, nodePortIPs, proxyServicePorts, type ProxyEndpoint, type ProxyOptions,
-  type ProxyServicePort,
 } from './serviceports'
 
 export interface IptablesOptions extends ProxyOptions {

@@ -244,9 +244,7 @@ export class NatEngine {
   // Hot path
 
   /** See the file header. `info` must come from parsePacket(buf, off, len) returning PASS. */
-  process(buf: Uint8Array, off: number, len: number, info: PacketInfo, partialCsum: boolean, now: number): number {
-    void off
-    void len
+  process(buf: Uint8Array, _off: number, _len: number, info: PacketInfo, partialCsum: boolean, now: number): number {
     const fam = info.family === 4 ? this.v4 : info.family === 6 ? this.v6 : null
     if (fam === null) return this.pass()
     if (info.l4Off < 0) return this.laterFragment(fam, buf, info, now)
@@ -625,9 +623,8 @@ export class NatEngine {
 
   // ICMP ----------------------------------------------------------------------------------------------------------
 
-  private icmp(fam: Fam, buf: Uint8Array, info: PacketInfo, partial: boolean, now: number): number {
+  private icmp(fam: Fam, buf: Uint8Array, info: PacketInfo, _partial: boolean, now: number): number {
     if (info.innerL3Off >= 0) return this.icmpError(fam, buf, info, now)
-    void partial
     if (info.icmpType !== (fam.aw === 1 ? 8 : 128)) return this.pass()
     this.loadAddrs(fam, buf, info)
     if (!this.isVip(fam, fam.ct.key, fam.aw)) return this.pass()

@@ -14,7 +14,7 @@ import type { PacketInfo } from './packet'
 /** TTL / hop limit of packets tundra originates (Linux's default). */
 export const DEFAULT_TTL = 64
 /** TOS of ICMP errors: precedence "internetwork control", as Linux sends them. */
-export const ICMP_ERROR_TOS = 0xc0
+const ICMP_ERROR_TOS = 0xc0
 
 /** RFC 1812 §4.3.2.3: an ICMPv4 error should not exceed 576 bytes, whatever it quotes. */
 export const ICMP4_ERROR_MAX = 576

@@ -87,20 +87,6 @@ export function csumUpdate32(csum: number, old32: number, new32: number): number
   return ~s & 0xffff
 }
 
-/** A stored partial (uncomplemented pseudo-header) sum after a pseudo-header word changed from old16 to new16. */
-export function partialUpdate16(sum: number, old16: number, new16: number): number {
-  let s = (sum & 0xffff) + (~old16 & 0xffff) + (new16 & 0xffff)
-  s = (s & 0xffff) + (s >>> 16)
-  return (s & 0xffff) + (s >>> 16)
-}
-
-/** A stored partial sum after a 32-bit pseudo-header field (an IPv4 address) changed from old32 to new32. */
-export function partialUpdate32(sum: number, old32: number, new32: number): number {
-  let s = (sum & 0xffff) + (~old32 >>> 16) + (~old32 & 0xffff) + (new32 >>> 16) + (new32 & 0xffff)
-  s = (s & 0xffff) + (s >>> 16)
-  return (s & 0xffff) + (s >>> 16)
-}
-
 /**
  * RFC 1624 eqn. 3 with a precomputed difference: `delta` is the unfolded sum of ~old words and new words
  * (see `diff16`/`diff32`), so several field changes cost one fold. Works for complemented checksums.
@@ -127,14 +113,4 @@ export function diff32(old32: number, new32: number): number {
 /** What goes in a UDP checksum field for a computed checksum: 0 means "no checksum", so a true 0 travels as 0xffff. */
 export function udpFinish(csum: number): number {
   return csum === 0 ? 0xffff : csum
-}
-
-/** `csumUpdate16` for a UDP field: a zero (absent, IPv4 only) checksum stays zero and a result of 0 becomes 0xffff. */
-export function udpCsumUpdate16(csum: number, old16: number, new16: number): number {
-  return csum === 0 ? 0 : udpFinish(csumUpdate16(csum, old16, new16))
-}
-
-/** `csumUpdate32` for a UDP field, with the same zero rule as `udpCsumUpdate16`. */
-export function udpCsumUpdate32(csum: number, old32: number, new32: number): number {
-  return csum === 0 ? 0 : udpFinish(csumUpdate32(csum, old32, new32))
 }

@@ -53,22 +53,3 @@ export const DROP_NAMES: readonly string[] = Object.freeze([
   'too_many_ext_headers',
   'bad_icmp_error',
 ])
-
-/** One counter per verdict, index 0 counting passes; Float64 so counts never wrap. */
-export function newDropCounters(): Float64Array {
-  return new Float64Array(DROP_NAMES.length)
-}
-
-export function countVerdict(counters: Float64Array, verdict: number): void {
-  counters[verdict]! += 1
-}
-
-/** Non-zero drop counters by name (PASS excluded), for logs, the CLI and metrics scrapes. */
-export function dropCountsByName(counters: Float64Array): Record<string, number> {
-  const out: Record<string, number> = {}
-  for (let i = 1; i < DROP_NAMES.length && i < counters.length; i++) {
-    const n = counters[i]!
-    if (n !== 0) out[DROP_NAMES[i]!] = n
-  }
-  return out
-}

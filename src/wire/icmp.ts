@@ -1,4 +1,4 @@
-// ICMP for IPv4 (RFC 792, RFC 1191): echo id/seq that NAT treats as a port, and the quoted header inside errors.
+// ICMP for IPv4 (RFC 792, RFC 1191): the layout, type and code numbers, and the checksum of messages tundra builds.
 //
 //    0                   1                   2                   3
 //    0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
@@ -14,7 +14,7 @@
 // The checksum covers the ICMP message only (no pseudo-header), so address NAT leaves it alone.
 
 import { checksum } from './checksum'
-import { get16, get32, set16, set32 } from './bytes'
+import { set16 } from './bytes'
 
 export const ICMP_HEADER = 8
 
@@ -63,79 +63,8 @@ export const IcmpTimeExceeded = {
   REASSEMBLY: 1,
 } as const
 
-export function icmpType(buf: Uint8Array, off: number): number {
-  return buf[off]!
-}
-
-export function setIcmpType(buf: Uint8Array, off: number, type: number): void {
-  buf[off] = type
-}
-
-export function icmpCode(buf: Uint8Array, off: number): number {
-  return buf[off + 1]!
-}
-
-export function setIcmpCode(buf: Uint8Array, off: number, code: number): void {
-  buf[off + 1] = code
-}
-
-export function icmpChecksum(buf: Uint8Array, off: number): number {
-  return get16(buf, off + 2)
-}
-
-export function setIcmpChecksum(buf: Uint8Array, off: number, csum: number): void {
-  set16(buf, off + 2, csum)
-}
-
-export function icmpEchoId(buf: Uint8Array, off: number): number {
-  return get16(buf, off + 4)
-}
-
-/** Plain store; see rewriteL4Port (l4rewrite.ts) for NAT with the checksum update. */
-export function setIcmpEchoId(buf: Uint8Array, off: number, id: number): void {
-  set16(buf, off + 4, id)
-}
-
-export function icmpEchoSeq(buf: Uint8Array, off: number): number {
-  return get16(buf, off + 6)
-}
-
-export function setIcmpEchoSeq(buf: Uint8Array, off: number, seq: number): void {
-  set16(buf, off + 6, seq)
-}
-
-/** The 32-bit "rest of header" word (unused / MTU / pointer). */
-export function icmpRest(buf: Uint8Array, off: number): number {
-  return get32(buf, off + 4)
-}
-
-export function setIcmpRest(buf: Uint8Array, off: number, rest: number): void {
-  set32(buf, off + 4, rest)
-}
-
-/** Next-hop MTU of a Fragmentation Needed message (RFC 1191); 0 from pre-1191 routers. */
-export function icmpMtu(buf: Uint8Array, off: number): number {
-  return get16(buf, off + 6)
-}
-
-/** Echo request or reply: the messages whose identifier NAT maps like a port. */
-export function icmpIsEcho(type: number): boolean {
-  return type === ICMP_ECHO_REQUEST || type === ICMP_ECHO_REPLY
-}
-
-/** Error messages that quote the offending datagram (the ones conntrack relates to a connection). */
-export function icmpIsError(type: number): boolean {
-  return type === ICMP_DEST_UNREACH || type === ICMP_TIME_EXCEEDED || type === ICMP_PARAM_PROBLEM ||
-    type === ICMP_SOURCE_QUENCH || type === ICMP_REDIRECT
-}
-
-/** Absolute offset of the quoted IP header of the error message at `off`. */
-export function icmpInnerOffset(off: number): number {
-  return off + 8
-}
-
 /** Computes and stores the checksum of the `len`-byte message at `off` (for messages tundra builds). */
 export function fillIcmpChecksum(buf: Uint8Array, off: number, len: number): void {
-  set16(buf, off + 2, 0)
-  set16(buf, off + 2, checksum(buf, off, len))
+  set16(buf, off + IcmpField.CHECKSUM, 0)
+  set16(buf, off + IcmpField.CHECKSUM, checksum(buf, off, len))
 }

@@ -1,4 +1,4 @@
-// ICMPv6 (RFC 4443): echo id/seq that NAT treats as a port, Packet Too Big's MTU and the packet quoted in errors.
+// ICMPv6 (RFC 4443): the layout, type and code numbers, and the checksum (with the IPv6 pseudo-header).
 //
 //    0                   1                   2                   3
 //    0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
@@ -15,7 +15,7 @@
 // Unlike ICMPv4 the checksum includes the IPv6 pseudo-header (next header 58), so address NAT must update it.
 
 import { checksum, pseudoHeaderSum6 } from './checksum'
-import { get16, get32, set16, set32 } from './bytes'
+import { set16 } from './bytes'
 import { IPPROTO_ICMPV6 } from './proto'
 
 export const ICMPV6_HEADER = 8
@@ -68,77 +68,8 @@ export const Icmpv6ParamProblem = {
   OPTION: 2,
 } as const
 
-export function icmp6Type(buf: Uint8Array, off: number): number {
-  return buf[off]!
-}
-
-export function setIcmp6Type(buf: Uint8Array, off: number, type: number): void {
-  buf[off] = type
-}
-
-export function icmp6Code(buf: Uint8Array, off: number): number {
-  return buf[off + 1]!
-}
-
-export function setIcmp6Code(buf: Uint8Array, off: number, code: number): void {
-  buf[off + 1] = code
-}
-
-export function icmp6Checksum(buf: Uint8Array, off: number): number {
-  return get16(buf, off + 2)
-}
-
-export function setIcmp6Checksum(buf: Uint8Array, off: number, csum: number): void {
-  set16(buf, off + 2, csum)
-}
-
-export function icmp6EchoId(buf: Uint8Array, off: number): number {
-  return get16(buf, off + 4)
-}
-
-/** Plain store; see rewriteL4Port (l4rewrite.ts) for NAT with the checksum update. */
-export function setIcmp6EchoId(buf: Uint8Array, off: number, id: number): void {
-  set16(buf, off + 4, id)
-}
-
-export function icmp6EchoSeq(buf: Uint8Array, off: number): number {
-  return get16(buf, off + 6)
-}
-
-export function setIcmp6EchoSeq(buf: Uint8Array, off: number, seq: number): void {
-  set16(buf, off + 6, seq)
-}
-
-/** MTU of a Packet Too Big message (32 bits). */
-export function icmp6Mtu(buf: Uint8Array, off: number): number {
-  return get32(buf, off + 4)
-}
-
-/** The 32-bit word after the checksum (MTU, pointer or unused). */
-export function icmp6Rest(buf: Uint8Array, off: number): number {
-  return get32(buf, off + 4)
-}
-
-export function setIcmp6Rest(buf: Uint8Array, off: number, rest: number): void {
-  set32(buf, off + 4, rest)
-}
-
-export function icmp6IsEcho(type: number): boolean {
-  return type === ICMPV6_ECHO_REQUEST || type === ICMPV6_ECHO_REPLY
-}
-
-/** Error messages (types 0..127) that quote the invoking packet; informational types are 128..255. */
-export function icmp6IsError(type: number): boolean {
-  return type >= ICMPV6_DEST_UNREACH && type <= ICMPV6_PARAM_PROBLEM
-}
-
-/** Absolute offset of the quoted IPv6 header of the error message at `off`. */
-export function icmp6InnerOffset(off: number): number {
-  return off + 8
-}
-
 /** Computes and stores the checksum of the `len`-byte message at `off`; addresses read from srcOff/dstOff of buf. */
 export function fillIcmp6Checksum(buf: Uint8Array, off: number, len: number, srcOff: number, dstOff: number): void {
-  set16(buf, off + 2, 0)
-  set16(buf, off + 2, checksum(buf, off, len, pseudoHeaderSum6(buf, srcOff, dstOff, IPPROTO_ICMPV6, len)))
+  set16(buf, off + Icmpv6Field.CHECKSUM, 0)
+  set16(buf, off + Icmpv6Field.CHECKSUM, checksum(buf, off, len, pseudoHeaderSum6(buf, srcOff, dstOff, IPPROTO_ICMPV6, len)))
 }

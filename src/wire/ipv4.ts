@@ -1,4 +1,4 @@
-// IPv4 header (RFC 791) accessors over caller-owned bytes, plus address text conversion for the control plane.
+// IPv4 header (RFC 791): layout, version/IHL, header checksum, plus address text conversion for the control plane.
 //
 //    0                   1                   2                   3
 //    0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
@@ -17,10 +17,10 @@
 //   +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 //
 // Flags: bit 0 reserved (evil bit), bit 1 DF, bit 2 MF. Fragment Offset counts 8-byte units.
-// Addresses are unsigned 32-bit integers (`>>> 0`). Getters do not validate: run parsePacket (packet.ts) first.
+// Addresses are unsigned 32-bit integers (`>>> 0`). Nothing here validates: run parsePacket (packet.ts) first.
 
-import { checksum, csumUpdate16, csumUpdate32 } from './checksum'
-import { get16, get32, set16, set32 } from './bytes'
+import { checksum } from './checksum'
+import { set16 } from './bytes'
 
 export const IPV4_MIN_HEADER = 20
 export const IPV4_MAX_HEADER = 60
@@ -40,9 +40,6 @@ export const Ipv4Field = {
   OPTIONS: 20,
 } as const
 
-export const IPV4_SRC = 12
-export const IPV4_DST = 16
-
 /** Bits of the 16-bit flags + fragment offset word. */
 export const IPV4_FLAG_EVIL = 0x8000
 export const IPV4_FLAG_DF = 0x4000
@@ -58,139 +55,15 @@ export function ipv4Ihl(buf: Uint8Array, off: number): number {
   return (buf[off]! & 0x0f) << 2
 }
 
-export function setIpv4VersionIhl(buf: Uint8Array, off: number, headerBytes: number): void {
-  buf[off] = 0x40 | ((headerBytes >>> 2) & 0x0f)
-}
-
-export function ipv4Tos(buf: Uint8Array, off: number): number {
-  return buf[off + 1]!
-}
-
-export function setIpv4Tos(buf: Uint8Array, off: number, tos: number): void {
-  buf[off + 1] = tos
-}
-
-export function ipv4TotalLength(buf: Uint8Array, off: number): number {
-  return get16(buf, off + 2)
-}
-
-export function setIpv4TotalLength(buf: Uint8Array, off: number, len: number): void {
-  set16(buf, off + 2, len)
-}
-
-export function ipv4Id(buf: Uint8Array, off: number): number {
-  return get16(buf, off + 4)
-}
-
-export function setIpv4Id(buf: Uint8Array, off: number, id: number): void {
-  set16(buf, off + 4, id)
-}
-
-/** The raw flags + fragment offset word. */
-export function ipv4FlagsFrag(buf: Uint8Array, off: number): number {
-  return get16(buf, off + 6)
-}
-
-export function setIpv4FlagsFrag(buf: Uint8Array, off: number, word: number): void {
-  set16(buf, off + 6, word)
-}
-
-export function ipv4DontFragment(buf: Uint8Array, off: number): boolean {
-  return (buf[off + 6]! & 0x40) !== 0
-}
-
-export function ipv4MoreFragments(buf: Uint8Array, off: number): boolean {
-  return (buf[off + 6]! & 0x20) !== 0
-}
-
-/** Fragment offset in bytes (the field is in 8-byte units). */
-export function ipv4FragmentOffset(buf: Uint8Array, off: number): number {
-  return (get16(buf, off + 6) & IPV4_FRAG_MASK) << 3
-}
-
-export function ipv4Ttl(buf: Uint8Array, off: number): number {
-  return buf[off + 8]!
-}
-
-/** Plain store; the header checksum is not touched (see decrementIpv4Ttl for the forwarding case). */
-export function setIpv4Ttl(buf: Uint8Array, off: number, ttl: number): void {
-  buf[off + 8] = ttl
-}
-
-/**
- * Forwarding: TTL - 1 with the header checksum updated incrementally (RFC 1624). Returns the new TTL; a TTL of 0 is
- * left alone and 0 returned, so the caller decides about Time Exceeded on `ttl <= 1` before calling.
- */
-export function decrementIpv4Ttl(buf: Uint8Array, off: number): number {
-  const ttl = buf[off + 8]!
-  if (ttl === 0) return 0
-  const word = get16(buf, off + 8)
-  buf[off + 8] = ttl - 1
-  set16(buf, off + 10, csumUpdate16(get16(buf, off + 10), word, word - 0x100))
-  return ttl - 1
-}
-
-export function ipv4Protocol(buf: Uint8Array, off: number): number {
-  return buf[off + 9]!
-}
-
-export function setIpv4Protocol(buf: Uint8Array, off: number, proto: number): void {
-  buf[off + 9] = proto
-}
-
-export function ipv4Checksum(buf: Uint8Array, off: number): number {
-  return get16(buf, off + 10)
-}
-
-export function setIpv4Checksum(buf: Uint8Array, off: number, csum: number): void {
-  set16(buf, off + 10, csum)
-}
-
-export function ipv4Src(buf: Uint8Array, off: number): number {
-  return get32(buf, off + 12)
-}
-
-export function setIpv4Src(buf: Uint8Array, off: number, addr: number): void {
-  set32(buf, off + 12, addr)
-}
-
-export function ipv4Dst(buf: Uint8Array, off: number): number {
-  return get32(buf, off + 16)
-}
-
-export function setIpv4Dst(buf: Uint8Array, off: number, addr: number): void {
-  set32(buf, off + 16, addr)
-}
-
 /** Computes and stores the header checksum over IHL*4 bytes (for packets tundra builds). */
 export function fillIpv4Checksum(buf: Uint8Array, off: number): void {
-  buf[off + 10] = 0
-  buf[off + 11] = 0
-  set16(buf, off + 10, checksum(buf, off, ipv4Ihl(buf, off)))
+  set16(buf, off + Ipv4Field.CHECKSUM, 0)
+  set16(buf, off + Ipv4Field.CHECKSUM, checksum(buf, off, ipv4Ihl(buf, off)))
 }
 
 /** True when the header checksum verifies (the sum over the header, checksum included, is all ones). */
 export function ipv4ChecksumOk(buf: Uint8Array, off: number): boolean {
   return checksum(buf, off, ipv4Ihl(buf, off)) === 0
-}
-
-/**
- * NAT: stores a new source address and updates the IPv4 header checksum incrementally. Returns the old address.
- * The L4 pseudo-header checksum is the caller's business (l4rewrite.ts).
- */
-export function rewriteIpv4Src(buf: Uint8Array, off: number, newAddr: number): number {
-  const old = get32(buf, off + 12)
-  set32(buf, off + 12, newAddr)
-  set16(buf, off + 10, csumUpdate32(get16(buf, off + 10), old, newAddr))
-  return old
-}
-
-/** NAT: stores a new destination address, updating the IPv4 header checksum. Returns the old address. */
-export function rewriteIpv4Dst(buf: Uint8Array, off: number, newAddr: number): number {
-  const old = get32(buf, off + 16)
-  set32(buf, off + 16, newAddr)
-  set16(buf, off + 10, csumUpdate32(get16(buf, off + 10), old, newAddr))
-  return old
 }
 
 /** Dotted quad of a uint32 address. */

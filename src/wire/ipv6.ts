@@ -1,4 +1,4 @@
-// IPv6 fixed header (RFC 8200) accessors, the extension-header walk, and address text conversion (RFC 4291/5952).
+// IPv6 fixed header (RFC 8200) layout, the extension-header walk, and address text conversion (RFC 4291/5952).
 //
 //    0                   1                   2                   3
 //    0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
@@ -41,12 +41,12 @@ import {
 } from './proto'
 
 export const IPV6_HEADER = 40
-export const IPV6_SRC = 8
-export const IPV6_DST = 24
+const IPV6_SRC = 8
+const IPV6_DST = 24
 /** Minimum link MTU (RFC 8200 §5); an ICMPv6 error must fit in it. */
 export const IPV6_MIN_MTU = 1280
 /** Longest extension-header chain parsePacket accepts; real traffic carries one or two. */
-export const MAX_EXT_HEADERS = 8
+const MAX_EXT_HEADERS = 8
 
 /** Byte offsets of the fixed header fields. */
 export const Ipv6Field = {
@@ -65,79 +65,6 @@ export const Ipv6FragField = {
   ID: 4,
   LENGTH: 8,
 } as const
-
-export function ipv6Version(buf: Uint8Array, off: number): number {
-  return buf[off]! >>> 4
-}
-
-export function ipv6TrafficClass(buf: Uint8Array, off: number): number {
-  return ((buf[off]! & 0x0f) << 4) | (buf[off + 1]! >>> 4)
-}
-
-export function ipv6FlowLabel(buf: Uint8Array, off: number): number {
-  return ((buf[off + 1]! & 0x0f) << 16) | (buf[off + 2]! << 8) | buf[off + 3]!
-}
-
-/** Version 6, traffic class and flow label in one go (for packets tundra builds). */
-export function setIpv6VersionTcFlow(buf: Uint8Array, off: number, tc: number, flow: number): void {
-  buf[off] = 0x60 | ((tc >>> 4) & 0x0f)
-  buf[off + 1] = ((tc & 0x0f) << 4) | ((flow >>> 16) & 0x0f)
-  buf[off + 2] = flow >>> 8
-  buf[off + 3] = flow
-}
-
-export function ipv6PayloadLength(buf: Uint8Array, off: number): number {
-  return get16(buf, off + 4)
-}
-
-export function setIpv6PayloadLength(buf: Uint8Array, off: number, len: number): void {
-  set16(buf, off + 4, len)
-}
-
-export function ipv6NextHeader(buf: Uint8Array, off: number): number {
-  return buf[off + 6]!
-}
-
-export function setIpv6NextHeader(buf: Uint8Array, off: number, nh: number): void {
-  buf[off + 6] = nh
-}
-
-export function ipv6HopLimit(buf: Uint8Array, off: number): number {
-  return buf[off + 7]!
-}
-
-export function setIpv6HopLimit(buf: Uint8Array, off: number, hops: number): void {
-  buf[off + 7] = hops
-}
-
-/** Forwarding: hop limit - 1 (IPv6 has no header checksum). Returns the new value; 0 stays 0. */
-export function decrementIpv6HopLimit(buf: Uint8Array, off: number): number {
-  const h = buf[off + 7]!
-  if (h === 0) return 0
-  buf[off + 7] = h - 1
-  return h - 1
-}
-
-/** Absolute offset of the source address of the IPv6 header at `off`. */
-export function ipv6SrcOff(off: number): number {
-  return off + IPV6_SRC
-}
-
-/** Absolute offset of the destination address of the IPv6 header at `off`. */
-export function ipv6DstOff(off: number): number {
-  return off + IPV6_DST
-}
-
-/** Copies 16 address bytes from (src, srcOff) to (dst, dstOff). */
-export function copyIpv6Addr(dst: Uint8Array, dstOff: number, src: Uint8Array, srcOff: number): void {
-  for (let i = 0; i < 16; i++) dst[dstOff + i] = src[srcOff + i]!
-}
-
-/** True when the 16 bytes at aOff and bOff are the same address. */
-export function ipv6AddrEqual(a: Uint8Array, aOff: number, b: Uint8Array, bOff: number): boolean {
-  return get32(a, aOff) === get32(b, bOff) && get32(a, aOff + 4) === get32(b, bOff + 4) &&
-    get32(a, aOff + 8) === get32(b, bOff + 8) && get32(a, aOff + 12) === get32(b, bOff + 12)
-}
 
 /**
  * Out-parameter of walkIpv6Headers; allocate one per caller and reuse it.

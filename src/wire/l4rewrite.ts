@@ -14,35 +14,13 @@
 // `which` is SRC or DST. Offsets are absolute (ipOff: IP header, l4Off: L4 header, -1 when there is none, as for
 // non-first fragments). Call these after parsePacket (packet.ts) said PASS: nothing here re-validates.
 
-import {
-  csumApply,
-  csumUpdate32,
-  diff16,
-  diff32,
-  partialApply,
-  partialUpdate32,
-  udpFinish,
-} from './checksum'
+import { csumApply, csumUpdate32, diff16, diff32, partialApply, udpFinish } from './checksum'
 import { get16, get32, set16, set32 } from './bytes'
 import { fillSctpChecksum } from './sctp'
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP } from './proto'
 
 export const SRC = 0
 export const DST = 1
-
-/** The rewrite side as one object, for code that prefers `Side.DST`. */
-export const Side = { SRC, DST } as const
-
-/** Offset of the checksum field within the L4 header for the protocols NAT handles, -1 for others. */
-export function l4ChecksumOffset(proto: number): number {
-  switch (proto) {
-    case IPPROTO_TCP: return 16
-    case IPPROTO_UDP: return 6
-    case IPPROTO_ICMP: return 2
-    case IPPROTO_ICMPV6: return 2
-    default: return -1
-  }
-}
 
 /** Echo request/reply of ICMPv4 (8/0) or ICMPv6 (128/129): the messages with an identifier to map. */
 function isEcho(proto: number, type: number): boolean {
@@ -82,7 +60,7 @@ function applyL4Delta(buf: Uint8Array, l4Off: number, proto: number, delta: numb
  * updated. Returns the old port/id, or -1 when the protocol has none (other protocols, ICMP non-echo, l4Off < 0).
  * `ipOff` is read only for SCTP, whose CRC is recomputed over the length the IP header gives.
  */
-export function rewriteL4Port(
+function rewriteL4Port(
   buf: Uint8Array, ipOff: number, l4Off: number, proto: number, which: number, newPort: number, partial: boolean,
 ): number {
   if (l4Off < 0) return -1
@@ -105,26 +83,6 @@ export function rewriteL4Port(
     applyL4Delta(buf, l4Off, proto, diff16(old, newPort), false, partial)
   }
   return old
-}
-
-/**
- * Applies an IPv4 address change (oldAddr -> newAddr, already or about to be stored in the IP header) to the L4
- * pseudo-header checksum: TCP and UDP only; ICMPv4 and SCTP have no pseudo-header.
- */
-export function rewriteL4AddrPseudo4(
-  buf: Uint8Array, l4Off: number, proto: number, oldAddr: number, newAddr: number, partial: boolean,
-): void {
-  if (l4Off < 0 || oldAddr === newAddr) return
-  if (proto === IPPROTO_TCP) {
-    const at = l4Off + 16
-    const c = get16(buf, at)
-    set16(buf, at, partial ? partialUpdate32(c, oldAddr, newAddr) : csumUpdate32(c, oldAddr, newAddr))
-  } else if (proto === IPPROTO_UDP) {
-    const at = l4Off + 6
-    const c = get16(buf, at)
-    if (partial) set16(buf, at, partialUpdate32(c, oldAddr, newAddr))
-    else if (c !== 0) set16(buf, at, udpFinish(csumUpdate32(c, oldAddr, newAddr)))
-  }
 }
 
 /**
@@ -167,37 +125,12 @@ export function natIpv4(
 }
 
 /** Unfolded difference of replacing the 16 bytes at (buf, off) with those at (newBuf, newOff). */
-export function ipv6AddrDelta(buf: Uint8Array, off: number, newBuf: Uint8Array, newOff: number): number {
+function ipv6AddrDelta(buf: Uint8Array, off: number, newBuf: Uint8Array, newOff: number): number {
   let d = 0
   for (let i = 0; i < 16; i += 2) {
     d += (~((buf[off + i]! << 8) | buf[off + i + 1]!) & 0xffff) + ((newBuf[newOff + i]! << 8) | newBuf[newOff + i + 1]!)
   }
   return d
-}
-
-/**
- * Applies an IPv6 address change to the L4 checksum: TCP, UDP and ICMPv6 all cover the pseudo-header. Call it
- * before the packet's address is overwritten when (oldBuf, oldOff) points into the packet.
- */
-export function rewriteL4AddrPseudo6(
-  buf: Uint8Array, l4Off: number, proto: number,
-  oldBuf: Uint8Array, oldOff: number, newBuf: Uint8Array, newOff: number, partial: boolean,
-): void {
-  if (l4Off < 0) return
-  applyL4Delta(buf, l4Off, proto, ipv6AddrDelta(oldBuf, oldOff, newBuf, newOff), true, partial)
-}
-
-/**
- * Stores the 16 bytes at (newBuf, newOff) as the source or destination address of the IPv6 packet at ipOff and
- * updates the L4 pseudo-header checksum (IPv6 has no header checksum).
- */
-export function rewriteIpv6Addr(
-  buf: Uint8Array, ipOff: number, l4Off: number, proto: number, which: number,
-  newBuf: Uint8Array, newOff: number, partial: boolean,
-): void {
-  const aOff = ipOff + (which === DST ? 24 : 8)
-  if (l4Off >= 0) applyL4Delta(buf, l4Off, proto, ipv6AddrDelta(buf, aOff, newBuf, newOff), true, partial)
-  for (let i = 0; i < 16; i++) buf[aOff + i] = newBuf[newOff + i]!
 }
 
 /**

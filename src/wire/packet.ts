@@ -19,11 +19,10 @@
 
 import { Drop, PASS } from './drop'
 import { get16, get32 } from './bytes'
-import { Ipv6Walk, ipv6ToString, walkIpv6Headers } from './ipv6'
-import { ipv4ToString } from './ipv4'
+import { Ipv6Walk, walkIpv6Headers } from './ipv6'
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP } from './proto'
 
-export { Drop, DROP_NAMES, PASS, countVerdict, dropCountsByName, newDropCounters } from './drop'
+export { Drop, DROP_NAMES, PASS } from './drop'
 export type { DropReason } from './drop'
 
 /**
@@ -294,38 +293,3 @@ function parseInner6(buf: Uint8Array, q: number, end: number, info: PacketInfo):
   return innerPorts(buf, walk.l4Off, qend, walk.proto, info)
 }
 
-const PROTO_NAMES: Readonly<Record<number, string>> = { 1: 'icmp', 6: 'tcp', 17: 'udp', 58: 'icmp6', 132: 'sctp' }
-const FLAG_LETTERS = 'FSRPAUEC'
-
-/**
- * One line describing a parsed packet, in the spirit of tcpdump: "tcp 10.0.0.1:1234 > 10.96.0.10:80 [S] len 60".
- * For logs, tracing and test failure messages only (it allocates).
- */
-export function formatPacket(buf: Uint8Array, info: PacketInfo): string {
-  const v6 = info.family === 6
-  const src = v6 ? ipv6ToString(buf, info.srcOff) : ipv4ToString(info.src)
-  const dst = v6 ? ipv6ToString(buf, info.dstOff) : ipv4ToString(info.dst)
-  const name = PROTO_NAMES[info.l4Proto] ?? `proto-${info.l4Proto}`
-  const frag = info.isFragment ? ` frag@${info.fragOffset}${info.moreFragments ? '+' : ''}` : ''
-  const tail = ` len ${info.l3Len}${frag}`
-  if (info.l4Off < 0) return `${name} ${v6 ? `[${src}]` : src} > ${v6 ? `[${dst}]` : dst}${tail}`
-  if (info.l4Proto === IPPROTO_ICMP || info.l4Proto === IPPROTO_ICMPV6) {
-    const id = isEchoType(info.icmpType) ? ` id ${info.srcPort}` : ''
-    return `${name} ${src} > ${dst} type ${info.icmpType} code ${info.icmpCode}${id}${tail}`
-  }
-  if (info.l4Proto === IPPROTO_TCP || info.l4Proto === IPPROTO_UDP || info.l4Proto === IPPROTO_SCTP) {
-    let flags = ''
-    if (info.l4Proto === IPPROTO_TCP) {
-      for (let i = 0; i < 8; i++) if (info.tcpFlags & (1 << i)) flags += FLAG_LETTERS[i]!
-      flags = ` [${flags || '.'}]`
-    }
-    const s = v6 ? `[${src}]:${info.srcPort}` : `${src}:${info.srcPort}`
-    const d = v6 ? `[${dst}]:${info.dstPort}` : `${dst}:${info.dstPort}`
-    return `${name} ${s} > ${d}${flags}${tail}`
-  }
-  return `${name} ${src} > ${dst}${tail}`
-}
-
-function isEchoType(t: number): boolean {
-  return t === 0 || t === 8 || t === 128 || t === 129
-}

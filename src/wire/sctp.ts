@@ -14,8 +14,6 @@
 // The checksum is CRC32c over the whole packet with the field zeroed, stored least significant byte first
 // (RFC 9260 Appendix A). It has no pseudo-header: address NAT leaves it alone, port NAT recomputes it.
 
-import { get16, set16 } from './bytes'
-
 export const SCTP_HEADER = 12
 
 /** Byte offsets of the common header fields. */
@@ -26,29 +24,19 @@ export const SctpField = {
   CHECKSUM: 8,
 } as const
 
-export function sctpSrcPort(buf: Uint8Array, off: number): number {
-  return get16(buf, off)
-}
-
-export function sctpDstPort(buf: Uint8Array, off: number): number {
-  return get16(buf, off + 2)
-}
-
-export function setSctpSrcPort(buf: Uint8Array, off: number, port: number): void {
-  set16(buf, off, port)
-}
-
-export function setSctpDstPort(buf: Uint8Array, off: number, port: number): void {
-  set16(buf, off + 2, port)
-}
-
-export function sctpVerificationTag(buf: Uint8Array, off: number): number {
-  return ((buf[off + 4]! << 24) | (buf[off + 5]! << 16) | (buf[off + 6]! << 8) | buf[off + 7]!) >>> 0
-}
-
 /** The checksum as the CRC value (the field's bytes read little-endian). */
-export function sctpChecksum(buf: Uint8Array, off: number): number {
-  return (buf[off + 8]! | (buf[off + 9]! << 8) | (buf[off + 10]! << 16) | (buf[off + 11]! << 24)) >>> 0
+function sctpChecksum(buf: Uint8Array, off: number): number {
+  const at = off + SctpField.CHECKSUM
+  return (buf[at]! | (buf[at + 1]! << 8) | (buf[at + 2]! << 16) | (buf[at + 3]! << 24)) >>> 0
+}
+
+/** Stores a CRC value in the checksum field, least significant byte first (RFC 9260 Appendix A). */
+function setSctpChecksum(buf: Uint8Array, off: number, crc: number): void {
+  const at = off + SctpField.CHECKSUM
+  buf[at] = crc
+  buf[at + 1] = crc >>> 8
+  buf[at + 2] = crc >>> 16
+  buf[at + 3] = crc >>> 24
 }
 
 // Reflected Castagnoli polynomial table, built once at load.
@@ -72,15 +60,8 @@ export function crc32c(buf: Uint8Array, off: number, len: number): number {
 
 /** Computes and stores the CRC32c of the `len`-byte SCTP packet at `off`. */
 export function fillSctpChecksum(buf: Uint8Array, off: number, len: number): void {
-  buf[off + 8] = 0
-  buf[off + 9] = 0
-  buf[off + 10] = 0
-  buf[off + 11] = 0
-  const c = crc32c(buf, off, len)
-  buf[off + 8] = c
-  buf[off + 9] = c >>> 8
-  buf[off + 10] = c >>> 16
-  buf[off + 11] = c >>> 24
+  setSctpChecksum(buf, off, 0)
+  setSctpChecksum(buf, off, crc32c(buf, off, len))
 }
 
 /** True when the stored CRC32c matches the packet (the field is restored afterwards). */
@@ -88,9 +69,6 @@ export function sctpChecksumOk(buf: Uint8Array, off: number, len: number): boole
   const stored = sctpChecksum(buf, off)
   fillSctpChecksum(buf, off, len)
   const ok = sctpChecksum(buf, off) === stored
-  buf[off + 8] = stored
-  buf[off + 9] = stored >>> 8
-  buf[off + 10] = stored >>> 16
-  buf[off + 11] = stored >>> 24
+  setSctpChecksum(buf, off, stored)
   return ok
 }

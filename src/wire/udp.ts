@@ -1,4 +1,4 @@
-// UDP header (RFC 768) accessors, including the rule that a zero checksum means "none" over IPv4.
+// UDP header (RFC 768): layout and full checksums, with the rule that a zero checksum means "none" over IPv4.
 //
 //    0      7 8     15 16    23 24    31
 //   +--------+--------+--------+--------+
@@ -14,7 +14,7 @@
 // did not compute one (and it must stay 0 through NAT). Over IPv6 a zero checksum is invalid (RFC 8200 §8.1).
 
 import { checksum, pseudoHeaderSum4, pseudoHeaderSum6, udpFinish } from './checksum'
-import { get16, set16 } from './bytes'
+import { set16 } from './bytes'
 import { IPPROTO_UDP } from './proto'
 
 export const UDP_HEADER = 8
@@ -27,46 +27,14 @@ export const UdpField = {
   CHECKSUM: 6,
 } as const
 
-export function udpSrcPort(buf: Uint8Array, off: number): number {
-  return get16(buf, off)
-}
-
-export function setUdpSrcPort(buf: Uint8Array, off: number, port: number): void {
-  set16(buf, off, port)
-}
-
-export function udpDstPort(buf: Uint8Array, off: number): number {
-  return get16(buf, off + 2)
-}
-
-export function setUdpDstPort(buf: Uint8Array, off: number, port: number): void {
-  set16(buf, off + 2, port)
-}
-
-export function udpLength(buf: Uint8Array, off: number): number {
-  return get16(buf, off + 4)
-}
-
-export function setUdpLength(buf: Uint8Array, off: number, len: number): void {
-  set16(buf, off + 4, len)
-}
-
-export function udpChecksum(buf: Uint8Array, off: number): number {
-  return get16(buf, off + 6)
-}
-
-export function setUdpChecksum(buf: Uint8Array, off: number, csum: number): void {
-  set16(buf, off + 6, csum)
-}
-
 /** Full checksum of the `len`-byte datagram at `off` over IPv4 (0 sent as 0xffff), stored in place. */
 export function fillUdpChecksum4(buf: Uint8Array, off: number, len: number, src: number, dst: number): void {
-  set16(buf, off + 6, 0)
-  set16(buf, off + 6, udpFinish(checksum(buf, off, len, pseudoHeaderSum4(src, dst, IPPROTO_UDP, len))))
+  set16(buf, off + UdpField.CHECKSUM, 0)
+  set16(buf, off + UdpField.CHECKSUM, udpFinish(checksum(buf, off, len, pseudoHeaderSum4(src, dst, IPPROTO_UDP, len))))
 }
 
 /** Full checksum over IPv6 (mandatory there); the addresses are read from the packet at srcOff/dstOff. */
 export function fillUdpChecksum6(buf: Uint8Array, off: number, len: number, srcOff: number, dstOff: number): void {
-  set16(buf, off + 6, 0)
-  set16(buf, off + 6, udpFinish(checksum(buf, off, len, pseudoHeaderSum6(buf, srcOff, dstOff, IPPROTO_UDP, len))))
+  set16(buf, off + UdpField.CHECKSUM, 0)
+  set16(buf, off + UdpField.CHECKSUM, udpFinish(checksum(buf, off, len, pseudoHeaderSum6(buf, srcOff, dstOff, IPPROTO_UDP, len))))
 }

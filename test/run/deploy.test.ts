@@ -7,6 +7,7 @@ import { parseAllDocuments } from 'yaml'
 import { mergeFlags, parseKubeProxyConfig } from '../../src/run/kpconfig'
 
 const DEPLOY = join(__dirname, '..', '..', 'deploy')
+// biome-ignore lint/suspicious/noExplicitAny: parsed YAML, read along paths the assertions name
 type Doc = Record<string, any>
 const docs = (file: string): Doc[] => parseAllDocuments(readFileSync(join(DEPLOY, file), 'utf8')).map(d => d.toJS() as Doc)
 

@@ -88,7 +88,7 @@ t.test('initial list: objects with kind set, managedFields dropped, the Cluster 
   const sl = src.store.get('EndpointSlice', 'default', 'web-abc')
   t.equal(sl?.kind, 'EndpointSlice')
   t.equal(sl?.apiVersion, 'discovery.k8s.io/v1')
-  t.equal((sl?.metadata as Record<string, unknown>)['managedFields'], undefined)
+  t.equal((sl?.metadata as Record<string, unknown> | undefined)?.['managedFields'], undefined)
   // Nodes keep only what tundra reads
   const n = src.store.get('Node', '', 'node-a') as unknown as { status: Record<string, unknown> }
   t.same(Object.keys(n.status), ['addresses'])

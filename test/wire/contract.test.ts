@@ -5,26 +5,17 @@ import * as checksum from '../../src/wire/checksum'
 import * as ipv4 from '../../src/wire/ipv4'
 import * as ipv6 from '../../src/wire/ipv6'
 import * as tcp from '../../src/wire/tcp'
-import * as udp from '../../src/wire/udp'
-import * as icmp from '../../src/wire/icmp'
-import * as icmpv6 from '../../src/wire/icmpv6'
 import * as l4rewrite from '../../src/wire/l4rewrite'
 import * as packet from '../../src/wire/packet'
 import * as build from '../../src/wire/build'
 
 const contract: [string, Record<string, unknown>, string[]][] = [
-  ['checksum', checksum, ['sum16', 'fold', 'checksum', 'pseudoHeaderSum4', 'pseudoHeaderSum6', 'csumUpdate16', 'csumUpdate32',
-    'partialUpdate16', 'partialUpdate32']],
-  ['ipv4', ipv4, ['ipv4Version', 'ipv4Ihl', 'ipv4TotalLength', 'ipv4Id', 'ipv4DontFragment', 'ipv4MoreFragments',
-    'ipv4FragmentOffset', 'ipv4Ttl', 'setIpv4Ttl', 'ipv4Protocol', 'ipv4Checksum', 'setIpv4Checksum', 'ipv4Src',
-    'setIpv4Src', 'ipv4Dst', 'setIpv4Dst', 'fillIpv4Checksum', 'rewriteIpv4Src', 'rewriteIpv4Dst', 'ipv4ToString', 'parseIpv4']],
-  ['ipv6', ipv6, ['ipv6PayloadLength', 'ipv6NextHeader', 'ipv6HopLimit', 'walkIpv6Headers', 'ipv6ToString', 'parseIpv6']],
-  ['tcp', tcp, ['tcpSrcPort', 'tcpDstPort', 'tcpSeq', 'tcpAck', 'tcpDataOffset', 'tcpFlags', 'tcpWindow', 'tcpChecksum']],
-  ['udp', udp, ['udpSrcPort', 'udpDstPort', 'udpLength', 'udpChecksum']],
-  ['icmp', icmp, ['icmpType', 'icmpCode', 'icmpChecksum', 'icmpEchoId', 'icmpEchoSeq', 'icmpMtu', 'icmpInnerOffset']],
-  ['icmpv6', icmpv6, ['icmp6Type', 'icmp6Code', 'icmp6Checksum', 'icmp6EchoId', 'icmp6EchoSeq', 'icmp6Mtu', 'icmp6InnerOffset']],
-  ['l4rewrite', l4rewrite, ['rewriteL4Port', 'rewriteL4AddrPseudo4', 'rewriteL4AddrPseudo6', 'natIpv4', 'natIpv6', 'rewriteIpv6Addr']],
-  ['packet', packet, ['parsePacket', 'newDropCounters']],
+  ['checksum', checksum, ['sum16', 'fold', 'checksum', 'pseudoHeaderSum4', 'pseudoHeaderSum6', 'csumUpdate16', 'csumUpdate32']],
+  ['ipv4', ipv4, ['ipv4Version', 'ipv4Ihl', 'fillIpv4Checksum', 'ipv4ToString', 'parseIpv4']],
+  ['ipv6', ipv6, ['walkIpv6Headers', 'ipv6ToString', 'parseIpv6']],
+  ['tcp', tcp, ['tcpDataOffset']],
+  ['l4rewrite', l4rewrite, ['natIpv4', 'natIpv6']],
+  ['packet', packet, ['parsePacket']],
   ['build', build, ['buildIcmp4Error', 'buildIcmp6Error', 'icmp4EchoToReply', 'icmp6EchoToReply']],
 ]
 
@@ -39,8 +30,6 @@ t.test('contract functions exist, in their module and in the wire index', async 
 
 t.test('contract constants', async t => {
   t.equal(wire.IPV4_MIN_HEADER, 20)
-  t.equal(wire.IPV6_SRC, 8)
-  t.equal(wire.IPV6_DST, 24)
   t.same([wire.TCP_FIN, wire.TCP_SYN, wire.TCP_RST, wire.TCP_PSH, wire.TCP_ACK, wire.TCP_URG], [1, 2, 4, 8, 16, 32])
   t.equal(wire.SRC, 0)
   t.equal(wire.DST, 1)
@@ -54,5 +43,4 @@ t.test('contract constants', async t => {
     'dstPort', 'tcpFlags', 'icmpType', 'icmpCode', 'fragOffset', 'moreFragments', 'isFragment', 'ttl']) {
     t.type((info as unknown as Record<string, unknown>)[f], 'number', `PacketInfo.${f}`)
   }
-  t.ok(wire.newDropCounters() instanceof Float64Array)
 })

@@ -1,90 +1,16 @@
-// Header accessors read real packets: fixtures/loopback.json holds tcpdump captures from Linux loopback (see its note).
+// Checksums, addresses and the IPv6 walk against real packets: fixtures/loopback.json holds tcpdump captures from Linux loopback (see its note).
 import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { isIPv6 } from 'node:net'
 import { join } from 'node:path'
 import { checksum, fold, pseudoHeaderSum4, pseudoHeaderSum6 } from '../../src/wire/checksum'
-import {
-  decrementIpv4Ttl,
-  fillIpv4Checksum,
-  ipv4Checksum,
-  ipv4ChecksumOk,
-  ipv4DontFragment,
-  ipv4Dst,
-  ipv4FragmentOffset,
-  ipv4Id,
-  ipv4Ihl,
-  ipv4MoreFragments,
-  ipv4Protocol,
-  ipv4Src,
-  ipv4ToString,
-  ipv4TotalLength,
-  ipv4Ttl,
-  ipv4Version,
-  parseIpv4,
-  rewriteIpv4Dst,
-  rewriteIpv4Src,
-  setIpv4Dst,
-  setIpv4Src,
-  setIpv4Ttl,
-} from '../../src/wire/ipv4'
-import {
-  IPV6_DST,
-  IPV6_SRC,
-  Ipv6Walk,
-  ipv6FlowLabel,
-  ipv6HopLimit,
-  ipv6NextHeader,
-  ipv6PayloadLength,
-  ipv6ToString,
-  ipv6TrafficClass,
-  ipv6Version,
-  parseIpv6,
-  setIpv6VersionTcFlow,
-  walkIpv6Headers,
-} from '../../src/wire/ipv6'
-import {
-  TCP_ACK,
-  TCP_RST,
-  TCP_SYN,
-  fillTcpChecksum4,
-  fillTcpChecksum6,
-  tcpAck,
-  tcpChecksum,
-  tcpDataOffset,
-  tcpDstPort,
-  tcpFlags,
-  tcpSeq,
-  tcpSrcPort,
-  tcpWindow,
-} from '../../src/wire/tcp'
-import { fillUdpChecksum4, fillUdpChecksum6, udpChecksum, udpDstPort, udpLength, udpSrcPort } from '../../src/wire/udp'
-import {
-  ICMP_DEST_UNREACH,
-  ICMP_ECHO_REQUEST,
-  IcmpUnreach,
-  fillIcmpChecksum,
-  icmpChecksum,
-  icmpCode,
-  icmpEchoId,
-  icmpEchoSeq,
-  icmpInnerOffset,
-  icmpIsError,
-  icmpType,
-} from '../../src/wire/icmp'
-import {
-  ICMPV6_DEST_UNREACH,
-  ICMPV6_ECHO_REQUEST,
-  fillIcmp6Checksum,
-  icmp6Checksum,
-  icmp6Code,
-  icmp6EchoId,
-  icmp6InnerOffset,
-  icmp6IsError,
-  icmp6Mtu,
-  icmp6Type,
-} from '../../src/wire/icmpv6'
-import { crc32c, fillSctpChecksum, sctpChecksum, sctpChecksumOk, sctpDstPort, sctpSrcPort } from '../../src/wire/sctp'
+import { fillIpv4Checksum, ipv4ChecksumOk, ipv4Ihl, ipv4ToString, ipv4Version, parseIpv4 } from '../../src/wire/ipv4'
+import { Ipv6Walk, ipv6ToString, parseIpv6, walkIpv6Headers } from '../../src/wire/ipv6'
+import { TCP_ACK, TCP_RST, TCP_SYN, TcpField, fillTcpChecksum4, fillTcpChecksum6, tcpDataOffset } from '../../src/wire/tcp'
+import { UdpField, fillUdpChecksum4, fillUdpChecksum6 } from '../../src/wire/udp'
+import { ICMP_DEST_UNREACH, ICMP_ECHO_REQUEST, IcmpUnreach, fillIcmpChecksum } from '../../src/wire/icmp'
+import { ICMPV6_DEST_UNREACH, ICMPV6_ECHO_REQUEST, fillIcmp6Checksum } from '../../src/wire/icmpv6'
+import { crc32c, fillSctpChecksum, sctpChecksumOk } from '../../src/wire/sctp'
 
 const FX = JSON.parse(readFileSync(join(__dirname, 'fixtures', 'loopback.json'), 'utf8')) as Record<string, { hex: string }>
 function fx(name: string): Buffer {
@@ -94,60 +20,21 @@ function fx(name: string): Buffer {
 }
 const LOOP4 = 0x7f000001
 
-t.test('IPv4 header fields of a ping to 127.0.0.1', async t => {
+t.test('IPv4 header of a ping to 127.0.0.1: version, length, checksum', async t => {
   const p = fx('icmp4_echo_request')
   t.equal(ipv4Version(p, 0), 4)
   t.equal(ipv4Ihl(p, 0), 20)
-  t.equal(ipv4TotalLength(p, 0), 84)
-  t.equal(ipv4Id(p, 0), 0x69bd)
-  t.equal(ipv4DontFragment(p, 0), true)
-  t.equal(ipv4MoreFragments(p, 0), false)
-  t.equal(ipv4FragmentOffset(p, 0), 0)
-  t.equal(ipv4Ttl(p, 0), 64)
-  t.equal(ipv4Protocol(p, 0), 1)
-  t.equal(ipv4Checksum(p, 0), 0xd2e9)
-  t.equal(ipv4Src(p, 0), LOOP4)
-  t.equal(ipv4Dst(p, 0), LOOP4)
   t.ok(ipv4ChecksumOk(p, 0))
   p.writeUInt16BE(0, 10)
   t.notOk(ipv4ChecksumOk(p, 0))
   fillIpv4Checksum(p, 0)
-  t.equal(ipv4Checksum(p, 0), 0xd2e9, 'fillIpv4Checksum reproduces the kernel value')
+  t.equal(p.readUInt16BE(10), 0xd2e9, 'fillIpv4Checksum reproduces the kernel value')
 })
 
-t.test('IPv4 options and fragments', async t => {
+t.test('IPv4 options', async t => {
   const rr = fx('icmp4_echo_request_rr')
   t.equal(ipv4Ihl(rr, 0), 60)
   t.ok(ipv4ChecksumOk(rr, 0), 'checksum over all 60 header bytes')
-  const first = fx('icmp4_frag_first')
-  t.equal(ipv4MoreFragments(first, 0), true)
-  t.equal(ipv4FragmentOffset(first, 0), 0)
-  const second = fx('icmp4_frag_second')
-  t.equal(ipv4MoreFragments(second, 0), false)
-  t.equal(ipv4FragmentOffset(second, 0), 1256)
-  t.equal(ipv4Id(second, 0), ipv4Id(first, 0))
-})
-
-t.test('IPv4 address rewrites and TTL decrement keep the header checksum exact', async t => {
-  const p = fx('tcp4_rst')
-  t.equal(rewriteIpv4Src(p, 0, 0x0a000001), LOOP4, 'returns the old address')
-  t.equal(rewriteIpv4Dst(p, 0, 0xc0a80a0b), LOOP4)
-  t.equal(ipv4Src(p, 0), 0x0a000001)
-  t.equal(ipv4Dst(p, 0), 0xc0a80a0b)
-  const incremental = ipv4Checksum(p, 0)
-  fillIpv4Checksum(p, 0)
-  t.equal(incremental, ipv4Checksum(p, 0))
-  t.equal(decrementIpv4Ttl(p, 0), 63)
-  t.equal(ipv4Ttl(p, 0), 63)
-  const afterTtl = ipv4Checksum(p, 0)
-  fillIpv4Checksum(p, 0)
-  t.equal(afterTtl, ipv4Checksum(p, 0))
-  setIpv4Ttl(p, 0, 0)
-  t.equal(decrementIpv4Ttl(p, 0), 0, 'TTL 0 stays 0')
-  setIpv4Src(p, 0, 0xffffffff)
-  t.equal(ipv4Src(p, 0), 0xffffffff, 'addresses read back unsigned')
-  setIpv4Dst(p, 0, 0x80000000)
-  t.equal(ipv4Dst(p, 0), 0x80000000)
 })
 
 t.test('ipv4ToString / parseIpv4', async t => {
@@ -171,19 +58,10 @@ t.test('ipv4ToString / parseIpv4', async t => {
   t.equal(bad, 0, 'round trip')
 })
 
-t.test('IPv6 fixed header of a ping to ::1', async t => {
+t.test('IPv6 addresses of a ping to ::1', async t => {
   const p = fx('icmp6_echo_request')
-  t.equal(ipv6Version(p, 0), 6)
-  t.equal(ipv6TrafficClass(p, 0), 0)
-  t.equal(ipv6FlowLabel(p, 0), 0x9c744)
-  t.equal(ipv6PayloadLength(p, 0), 64)
-  t.equal(ipv6NextHeader(p, 0), 58)
-  t.equal(ipv6HopLimit(p, 0), 64)
-  t.equal(ipv6ToString(p, IPV6_SRC), '::1')
-  t.equal(ipv6ToString(p, IPV6_DST), '::1')
-  const h = Buffer.alloc(4)
-  setIpv6VersionTcFlow(h, 0, 0xb8, 0xabcde)
-  t.equal(h.toString('hex'), '6b8abcde')
+  t.equal(ipv6ToString(p, 8), '::1')
+  t.equal(ipv6ToString(p, 24), '::1')
 })
 
 t.test('walkIpv6Headers through real fragment headers', async t => {
@@ -262,47 +140,40 @@ t.test('random addresses: ipv6ToString agrees with the WHATWG URL serializer and
   t.same(bad.slice(0, 5), [])
 })
 
-t.test('TCP fields of a real SYN with options, and the kernel RST', async t => {
+const tcpCsum = (b: Buffer, l4: number): number => b.readUInt16BE(l4 + TcpField.CHECKSUM)
+const udpCsum = (b: Buffer, l4: number): number => b.readUInt16BE(l4 + UdpField.CHECKSUM)
+
+t.test('TCP checksums of a real SYN with options, and of the kernel RST', async t => {
   const p = fx('tcp4_syn_partial')
   const l4 = ipv4Ihl(p, 0)
-  t.equal(tcpSrcPort(p, l4), 33500)
-  t.equal(tcpDstPort(p, l4), 1)
-  t.equal(tcpSeq(p, l4), 3011857996)
-  t.equal(tcpAck(p, l4), 0)
   t.equal(tcpDataOffset(p, l4), 40)
-  t.equal(tcpFlags(p, l4), TCP_SYN)
-  t.equal(tcpWindow(p, l4), 65495)
-  t.equal(tcpChecksum(p, l4), 0xfe30)
-  t.equal(tcpChecksum(p, l4), fold(pseudoHeaderSum4(LOOP4, LOOP4, 6, 40)), 'the partial field is the folded pseudo-header sum')
+  t.equal(p[l4 + TcpField.FLAGS], TCP_SYN)
+  t.equal(tcpCsum(p, l4), 0xfe30)
+  t.equal(tcpCsum(p, l4), fold(pseudoHeaderSum4(LOOP4, LOOP4, 6, 40)), 'the partial field is the folded pseudo-header sum')
   fillTcpChecksum4(p, l4, 40, LOOP4, LOOP4)
-  t.equal(tcpChecksum(p, l4), 0x0ce5, 'full checksum = what tcpdump computed')
+  t.equal(tcpCsum(p, l4), 0x0ce5, 'full checksum = what tcpdump computed')
   const rst = fx('tcp4_rst')
-  t.equal(tcpFlags(rst, 20), TCP_RST | TCP_ACK)
-  t.equal(tcpAck(rst, 20), 3011857997)
-  t.equal(tcpChecksum(rst, 20), 0x2d1e)
+  t.equal(rst[20 + TcpField.FLAGS], TCP_RST | TCP_ACK)
+  t.equal(tcpCsum(rst, 20), 0x2d1e)
   fillTcpChecksum4(rst, 20, 20, LOOP4, LOOP4)
-  t.equal(tcpChecksum(rst, 20), 0x2d1e, 'recomputing a kernel-made checksum changes nothing')
+  t.equal(tcpCsum(rst, 20), 0x2d1e, 'recomputing a kernel-made checksum changes nothing')
   const p6 = fx('tcp6_syn_partial')
-  t.equal(tcpChecksum(p6, 40), fold(pseudoHeaderSum6(p6, 8, 24, 6, 40)))
+  t.equal(tcpCsum(p6, 40), fold(pseudoHeaderSum6(p6, 8, 24, 6, 40)))
   fillTcpChecksum6(p6, 40, 40, 8, 24)
-  t.equal(tcpChecksum(p6, 40), 0xd718)
+  t.equal(tcpCsum(p6, 40), 0xd718)
   const r6 = fx('tcp6_rst_partial')
   fillTcpChecksum6(r6, 40, 20, 8, 24)
-  t.equal(tcpChecksum(r6, 40), 0xfe0d)
+  t.equal(tcpCsum(r6, 40), 0xfe0d)
 })
 
-t.test('UDP fields and checksums', async t => {
+t.test('UDP checksums', async t => {
   const p = fx('udp4_partial')
-  t.equal(udpSrcPort(p, 20), 40420)
-  t.equal(udpDstPort(p, 20), 9)
-  t.equal(udpLength(p, 20), 13)
-  t.equal(udpChecksum(p, 20), 0xfe20)
+  t.equal(udpCsum(p, 20), 0xfe20)
   fillUdpChecksum4(p, 20, 13, LOOP4, LOOP4)
-  t.equal(udpChecksum(p, 20), 0x2012)
+  t.equal(udpCsum(p, 20), 0x2012)
   const p6 = fx('udp6_partial')
-  t.equal(udpLength(p6, 40), 14)
   fillUdpChecksum6(p6, 40, 14, 8, 24)
-  t.equal(udpChecksum(p6, 40), 0x1c92)
+  t.equal(udpCsum(p6, 40), 0x1c92)
   // A datagram whose checksum computes to 0 is sent as 0xffff: make the data sum cancel the rest exactly.
   const z = Buffer.alloc(10)
   z.writeUInt16BE(1000, 0)
@@ -311,44 +182,24 @@ t.test('UDP fields and checksums', async t => {
   const rest = checksum(z, 0, 10, pseudoHeaderSum4(LOOP4, LOOP4, 17, 10))
   z.writeUInt16BE(rest, 8) // data word that makes the total sum 0xffff, so the checksum is 0
   fillUdpChecksum4(z, 0, 10, LOOP4, LOOP4)
-  t.equal(udpChecksum(z, 0), 0xffff)
+  t.equal(udpCsum(z, 0), 0xffff)
 })
 
-t.test('ICMP echo and error fields', async t => {
+t.test('ICMP checksums match the kernel', async t => {
   const p = fx('icmp4_echo_request')
-  t.equal(icmpType(p, 20), ICMP_ECHO_REQUEST)
-  t.equal(icmpCode(p, 20), 0)
-  t.equal(icmpEchoId(p, 20), 8217)
-  t.equal(icmpEchoSeq(p, 20), 1)
-  t.equal(icmpChecksum(p, 20), 0x1c11)
+  t.equal(p[20], ICMP_ECHO_REQUEST)
+  t.equal(p.readUInt16BE(22), 0x1c11)
   fillIcmpChecksum(p, 20, 64)
-  t.equal(icmpChecksum(p, 20), 0x1c11)
+  t.equal(p.readUInt16BE(22), 0x1c11)
   const e = fx('icmp4_port_unreachable')
-  t.equal(icmpType(e, 20), ICMP_DEST_UNREACH)
-  t.equal(icmpCode(e, 20), IcmpUnreach.PORT)
-  t.ok(icmpIsError(3) && icmpIsError(11) && !icmpIsError(8) && !icmpIsError(0))
-  const inner = icmpInnerOffset(20)
-  t.equal(inner, 28)
-  t.equal(ipv4Protocol(e, inner), 17)
-  t.equal(udpDstPort(e, inner + 20), 9)
-  t.equal(checksum(e, 20, ipv4TotalLength(e, 0) - 20), 0, 'kernel ICMP checksum verifies')
-})
-
-t.test('ICMPv6 echo and error fields', async t => {
-  const p = fx('icmp6_echo_request')
-  t.equal(icmp6Type(p, 40), ICMPV6_ECHO_REQUEST)
-  t.equal(icmp6EchoId(p, 40), 8218)
-  t.equal(icmp6Checksum(p, 40), 0xf074)
-  fillIcmp6Checksum(p, 40, 64, 8, 24)
-  t.equal(icmp6Checksum(p, 40), 0xf074, 'checksum with the IPv6 pseudo-header matches the kernel')
-  const e = fx('icmp6_port_unreachable')
-  t.equal(icmp6Type(e, 40), ICMPV6_DEST_UNREACH)
-  t.equal(icmp6Code(e, 40), 4)
-  t.equal(icmp6Mtu(e, 40), 0)
-  t.ok(icmp6IsError(1) && icmp6IsError(4) && !icmp6IsError(128) && !icmp6IsError(135))
-  const inner = icmp6InnerOffset(40)
-  t.equal(ipv6NextHeader(e, inner), 17)
-  t.equal(udpDstPort(e, inner + 40), 9)
+  t.same([e[20], e[21]], [ICMP_DEST_UNREACH, IcmpUnreach.PORT])
+  t.equal(checksum(e, 20, e.readUInt16BE(2) - 20), 0, 'kernel ICMP checksum verifies')
+  const p6 = fx('icmp6_echo_request')
+  t.equal(p6[40], ICMPV6_ECHO_REQUEST)
+  t.equal(p6.readUInt16BE(42), 0xf074)
+  fillIcmp6Checksum(p6, 40, 64, 8, 24)
+  t.equal(p6.readUInt16BE(42), 0xf074, 'checksum with the IPv6 pseudo-header matches the kernel')
+  t.equal(fx('icmp6_port_unreachable')[40], ICMPV6_DEST_UNREACH)
 })
 
 t.test('SCTP CRC32c against published vectors and a crafted INIT', async t => {
@@ -360,12 +211,9 @@ t.test('SCTP CRC32c against published vectors and a crafted INIT', async t => {
   // Hand-made SCTP INIT (ports 5000 -> 80, tag 0, one 20-byte INIT chunk).
   const p = Buffer.from('138800500000000000000000' + '01000014' + '11223344' + '0001000000010001' + '55667788', 'hex')
   fillSctpChecksum(p, 0, p.length)
-  t.equal(sctpSrcPort(p, 0), 5000)
-  t.equal(sctpDstPort(p, 0), 80)
   const z = Buffer.from(p)
   z.fill(0, 8, 12)
-  t.equal(sctpChecksum(p, 0), crc32c(z, 0, z.length), 'the CRC is taken with the field zeroed')
-  t.equal(p[8], sctpChecksum(p, 0) & 0xff, 'stored least significant byte first')
+  t.equal(p.readUInt32LE(8), crc32c(z, 0, z.length), 'the CRC is taken with the field zeroed, stored least significant byte first')
   t.ok(sctpChecksumOk(p, 0, p.length))
   p[20]! ^= 1
   t.notOk(sctpChecksumOk(p, 0, p.length))
