@@ -15,7 +15,7 @@ export interface Port {
   on(event: 'message', cb: (msg: unknown) => void): unknown
 }
 
-export class LinkError extends Error {
+class LinkError extends Error {
   override readonly name = 'LinkError'
 }
 
@@ -89,6 +89,6 @@ export class Link {
 }
 
 /** A reply whose buffers move to the other thread instead of being copied. */
-export class Transfer {
+class Transfer {
   constructor(readonly value: unknown, readonly buffers: readonly ArrayBuffer[]) {}
 }

@@ -14,7 +14,7 @@ export interface LookupData {
   readonly pins: readonly (readonly [number, { endpoint: string; expiresIn: number }])[]
 }
 
-export function lookupData(engine: NatEngine, q: TupleQuery, svcPortIds: readonly number[], now: number): LookupData {
+function lookupData(engine: NatEngine, q: TupleQuery, svcPortIds: readonly number[], now: number): LookupData {
   const tracked = engine.findConntrack(q.family, q.proto, q.src, q.dst, q.sport, q.dport, now) ?? null
   const pins: [number, { endpoint: string; expiresIn: number }][] = []
   for (const id of svcPortIds) {
@@ -26,7 +26,7 @@ export function lookupData(engine: NatEngine, q: TupleQuery, svcPortIds: readonl
 }
 
 /** Explain's view of prefetched answers: the one tuple asked about, and the pins of the ids asked about. */
-export function lookupsFrom(d: LookupData): ExplainLive {
+function lookupsFrom(d: LookupData): ExplainLive {
   const pins = new Map(d.pins)
   return {
     findConntrack: (family, proto, src, dst, sport, dport) =>

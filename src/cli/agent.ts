@@ -1,7 +1,7 @@
 // `tundra agent --config FILE`: one node's dataplane, as the lab (or a user) starts it. The packet path runs on this
-// (the main) thread, the agent's control plane on a worker thread (src/agent/control-thread.ts).
+// (the main) thread, the agent's control plane on a worker thread (src/daemon/control-thread.ts).
 import type { Command } from 'commander'
-import { hostAgent } from '../agent/host'
+import { hostAgent } from '../daemon/host'
 import { readAgentConfig } from '../agent/config-file'
 
 export function registerAgent(program: Command): void {

@@ -1,9 +1,9 @@
 // `tundra run`: the node agent as a kube-proxy replacement. Desired state comes from the API server (or -f
 // manifests), changes are batched like kube-proxy's minSyncPeriod and applied incrementally, and metrics and health
 // are served where kube-proxy serves them. The packet path runs on this (the main) thread, everything else on the
-// agent's control thread (src/run/node.ts there).
+// agent's control thread (src/daemon/run-node.ts there).
 import type { Command } from 'commander'
-import { hostAgent } from '../agent/host'
+import { hostAgent } from '../daemon/host'
 import { RUN_FLAGS } from '../run/kpconfig'
 
 export function registerRun(program: Command): void {

@@ -139,7 +139,7 @@ export async function conntrackOp(view: DataplaneView, args: ConntrackArgs): Pro
 }
 
 /** The entries the filter matches, as `conntrack -L` rows (or their count). */
-export function conntrackRows(table: NatTable, entries: readonly ConntrackEntry[], args: ConntrackArgs): ConntrackResult {
+function conntrackRows(table: NatTable, entries: readonly ConntrackEntry[], args: ConntrackArgs): ConntrackResult {
   const f = args.filter
   const rows: ConntrackRow[] = []
   for (const e of entries) {

@@ -59,7 +59,7 @@ const KIND_RESOURCE: Readonly<Record<string, string>> = {
   Namespace: 'namespace', Node: 'node',
 }
 /** kubectl's `<resource>/<name>` */
-export const resourceRef = (o: Pick<KubeObject, 'kind' | 'metadata'>): string => `${KIND_RESOURCE[o.kind] ?? o.kind.toLowerCase()}/${o.metadata?.name ?? ''}`
+const resourceRef = (o: Pick<KubeObject, 'kind' | 'metadata'>): string => `${KIND_RESOURCE[o.kind] ?? o.kind.toLowerCase()}/${o.metadata?.name ?? ''}`
 
 const clone = <T>(v: T): T => JSON.parse(JSON.stringify(v)) as T
 const nsName = (o: Pick<KubeObject, 'metadata'>): string => `${namespaceOf(o)}/${o.metadata?.name ?? ''}`

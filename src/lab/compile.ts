@@ -163,7 +163,7 @@ function preallocateClusterIPs(objects: LoadedObject[], nodes: readonly PlannedN
 }
 
 /** Every address of the nodes' pod blocks: never handed out as a cluster IP. */
-export function podBlockAddresses(nodes: readonly Pick<PlannedNode, 'podCIDR'>[]): string[] {
+function podBlockAddresses(nodes: readonly Pick<PlannedNode, 'podCIDR'>[]): string[] {
   const out: string[] = []
   for (const n of nodes) {
     const base = n.podCIDR.split('/')[0]!.split('.').slice(0, 3).join('.')
@@ -274,7 +274,7 @@ export function runningPod(pod: Pod, p: Pick<PlannedPod, 'node' | 'ip' | 'ip6'>,
 }
 
 /** The Service with what the API server filled in written out (cluster IPs, families, node ports), so every agent agrees. */
-export function explicitService(svc: Service, n: NormalizedService, dualStack: boolean): Service {
+function explicitService(svc: Service, n: NormalizedService, dualStack: boolean): Service {
   const spec = svc.spec ?? {}
   if (!n.headless && n.clusterIPs.length > 0) { spec.clusterIP = n.clusterIPs[0]!; spec.clusterIPs = [...n.clusterIPs] }
   if (dualStack && n.type !== 'ExternalName' && n.ipFamilies.length > 0) {

@@ -9,5 +9,5 @@ export { LAB, DATAPLANES, type Dataplane } from './plan'
 export { labRestartAgent, type RestartResult } from './restart'
 export {
   openLab, labApply, labDelete, labScale, labSetReady, planApply, planDelete, planScale, planSetReady, commit, parseObjectRef, refsOf,
-  loadManifestFiles, resourceRef, type LabSession, type LabChange, type ObjectRefArg,
+  loadManifestFiles, type LabSession, type LabChange, type ObjectRefArg,
 } from './apply'

@@ -22,7 +22,7 @@ export function objectKey(o: Pick<KubeObject, 'kind' | 'metadata'>): string {
 export const keyOf = (kind: string, namespace: string, name: string): string => `${kind}/${namespace}/${name}`
 
 /** The object's file name; names too long for a file (NAME_MAX 255) are cut and made unique by a hash. */
-export function objectFileName(o: Pick<KubeObject, 'kind' | 'metadata'>): string {
+function objectFileName(o: Pick<KubeObject, 'kind' | 'metadata'>): string {
   const name = o.metadata?.name ?? ''
   const base = CLUSTER_SCOPED.has(o.kind) ? `${o.kind.toLowerCase()}.${name}` : `${o.kind.toLowerCase()}.${namespaceOf(o)}.${name}`
   if (base.length <= 200) return `${base}.json`

@@ -6,7 +6,7 @@ import type { ServiceRef } from '../nat/compile'
 import type { ObjectStore } from './store'
 
 /** Beyond this many changed services in one batch a full compile is as cheap as the incremental path. */
-export const INCREMENTAL_LIMIT = 256
+const INCREMENTAL_LIMIT = 256
 
 /** What a batch is applied to (the agent). */
 export interface ApplyTarget {
@@ -27,7 +27,7 @@ export function clusterOf(store: ObjectStore, opts: NormalizeOptions = { allocat
 }
 
 /** The changed services of a batch, each normalized from its own objects only (cost O(change)). */
-export function changedServices(store: ObjectStore, keys: Iterable<string>): { changed: Service[]; deleted: ServiceRef[] } {
+function changedServices(store: ObjectStore, keys: Iterable<string>): { changed: Service[]; deleted: ServiceRef[] } {
   const changed: Service[] = []
   const deleted: ServiceRef[] = []
   for (const key of keys) {

@@ -5,8 +5,8 @@
 import { Worker } from 'node:worker_threads'
 import { join } from 'node:path'
 import { openTun, type TunDevice, type TunOptions } from '../device/tun'
-import { Link } from './link'
-import { PacketPath, type PacketInit, type PacketRequest } from './packet-path'
+import { Link } from '../agent/link'
+import { PacketPath, type PacketInit, type PacketRequest } from '../agent/packet-path'
 
 /** What the control thread runs: `tundra agent` (a config file) or `tundra run` (its parsed options). */
 export type ControlEntry =

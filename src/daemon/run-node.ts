@@ -1,5 +1,5 @@
 // `tundra run` on a node, control side: sources (API watch or manifests), the sync runner, the agent, metrics and
-// health servers. It runs on the agent's control thread (src/agent/control-thread.ts); the packet thread is `packet`.
+// health servers. It runs on the agent's control thread (control-thread.ts); the packet thread is `packet`.
 import { execFileSync } from 'node:child_process'
 import { hostname } from 'node:os'
 import { Agent } from '../agent/agent'
@@ -7,13 +7,13 @@ import type { AgentConfig, VxlanPeer } from '../agent/config'
 import type { Link } from '../agent/link'
 import { inspectHandlers } from '../inspect/handlers'
 import type { Cluster } from '../model/cluster'
-import { applyBatch, clusterOf } from './apply'
+import { applyBatch, clusterOf } from '../run/apply'
 import { TundraMetrics } from '../metrics/registry'
 import { startServers } from '../metrics/server'
 import { natConntrackEntries, natConntrackMax, natDrops, natNoLocalEndpoints, natServiceCounters } from '../metrics/nat'
-import { createSource, mergeFlags, nodeNameOf, readKubeProxyConfig, RUN_FLAGS, type RunConfig } from './index'
-import type { ObjectStore } from './store'
-import { SyncRunner, type SyncBatch } from './sync'
+import { createSource, mergeFlags, nodeNameOf, readKubeProxyConfig, RUN_FLAGS, type RunConfig } from '../run/index'
+import type { ObjectStore } from '../run/store'
+import { SyncRunner, type SyncBatch } from '../run/sync'
 
 const VXLAN_VNI = 4096
 const VXLAN_PORT = 4789
@@ -26,7 +26,7 @@ function defaultUplink(): string {
   } catch { return 'eth0' }
 }
 
-export function peersOf(cluster: Cluster, self: string): VxlanPeer[] {
+function peersOf(cluster: Cluster, self: string): VxlanPeer[] {
   const out: VxlanPeer[] = []
   for (const n of cluster.nodes) {
     if (n.name === self) continue
@@ -37,7 +37,7 @@ export function peersOf(cluster: Cluster, self: string): VxlanPeer[] {
   return out
 }
 
-export function agentConfigFor(cfg: RunConfig, cluster: Cluster, nodeName: string): AgentConfig {
+function agentConfigFor(cfg: RunConfig, cluster: Cluster, nodeName: string): AgentConfig {
   const node = cluster.nodes.find(n => n.name === nodeName)
   const ip = cfg.bindAddress && cfg.bindAddress !== '0.0.0.0' && cfg.bindAddress !== '::'
     ? cfg.bindAddress : node?.addresses.find(a => !a.includes(':'))
@@ -121,8 +121,8 @@ export async function runNode(o: Readonly<Record<string, unknown>>, packet: Link
   log(`[run] metrics on ${cfg.metricsBindAddress}/metrics, health on ${cfg.healthzBindAddress}/healthz`)
   return {
     stop: async () => {
-      runner.stop()
-      await source.stop()
+      // the runner may be mid-sync: wait for it, and for the source, before the agent goes
+      await Promise.all([runner.stop(), source.stop()])
       await Promise.all([servers.close(), agent.stop()])
     },
   }

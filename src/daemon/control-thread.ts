@@ -2,11 +2,11 @@
 // control plane and talks to the packet thread through the link. A failure to start is reported and ends the
 // process (there is no dataplane to keep yet); a failure later ends only this thread, and the host starts another.
 import { parentPort, workerData } from 'node:worker_threads'
-import { Link } from './link'
-import { Agent } from './agent'
-import { readAgentConfig } from './config-file'
+import { Link } from '../agent/link'
+import { Agent } from '../agent/agent'
+import { readAgentConfig } from '../agent/config-file'
 import { inspectHandlers } from '../inspect/handlers'
-import { runNode } from '../run/node'
+import { runNode } from './run-node'
 import type { ControlEntry, HostEvent } from './host'
 
 const log = (l: string): void => { process.stderr.write(l + '\n') }
