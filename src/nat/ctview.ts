@@ -191,7 +191,9 @@ function writeEntry(dv: DataView, o: number, fam: Fam, e: number): number {
 export function encodeCtChunk(v4: Fam, v6: Fam, cursor: number, max: number, now: number): { bytes: ArrayBuffer; next: number } {
   const end = v4.ct.capacity + v6.ct.capacity
   let c = Math.max(0, Math.floor(cursor))
-  const buf = new ArrayBuffer(CHUNK_HEAD + Math.max(0, max) * ctEntryBytes(6))
+  // Sized for the family the scan can reach (IPv4 entries are 80 bytes, IPv6 ones 128).
+  const only4 = c + max * SCAN_PER_ENTRY <= v4.ct.capacity
+  const buf = new ArrayBuffer(CHUNK_HEAD + Math.max(0, max) * ctEntryBytes(only4 ? 4 : 6))
   const dv = new DataView(buf)
   let o = CHUNK_HEAD
   let count = 0
