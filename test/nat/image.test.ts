@@ -11,6 +11,8 @@ import { decodeCtChunk, resolveCtFilter } from '../../src/nat/ctview'
 import { NAT_ACTION_NAMES, NAT_STAT_NAMES, NatStat as VerdictStat } from '../../src/nat/verdict'
 import { CAPTURE_VERDICTS } from '../../src/dataplane/capture'
 import { parsePacket, PacketInfo } from '../../src/wire/packet'
+import { parseAddrWords } from '../../src/nat/addr'
+import { findEndpoint } from '../../src/nat/select'
 import { BASE_CONFIG, NODE, NODE_IP, ACK, SYN, ep, port, svc, tcp4, udp4, tcp6 } from './packets'
 
 const CONFIG: NatConfig = { ...BASE_CONFIG, nodeIPs: [...BASE_CONFIG.nodeIPs], clusterCIDRs: [...BASE_CONFIG.clusterCIDRs] }
@@ -120,6 +122,7 @@ class Gen {
 }
 
 const pi = new PacketInfo()
+const W = new Uint32Array(4)
 
 function run(eng: NatEngine, p: Buffer): number {
   if (parsePacket(p, 0, p.length, pi) !== 0) throw new Error('test packet does not parse')
@@ -361,4 +364,69 @@ t.test('verdict and counter names line up with their definitions', async tt => {
   tt.equal(NAT_STAT_NAMES.length, Object.keys(VerdictStat).length)
   for (const [k, v] of Object.entries(VerdictStat)) tt.equal(NAT_STAT_NAMES[v], k.toLowerCase())
   tt.equal(NAT_STAT_NAMES[NatStat.DROP_NO_LOCAL_ENDPOINTS], 'drop_no_local_endpoints')
+})
+
+t.test('version 1 snapshot files still restore', async tt => {
+  const web = svc('web', { clusterIPs: ['10.96.0.10'], ports: [port('', 80, 8080)], endpoints: [ep('10.100.1.2', 8080)] })
+  const table = compileNat(cluster([web]), CONFIG)
+  const eng = new NatEngine(table, { seed: 3 })
+  for (let i = 0; i < 3; i++) run(eng, tcp4(`10.100.2.${i + 1}`, '10.96.0.10', 40000, 80, SYN))
+  // The layout engine.snapshot() wrote before chunks: JSON header, then a Conntrack.snapshot() per family.
+  const header = Buffer.from(JSON.stringify({ version: 1, keys: table.svcPorts.map(sp => sp?.key ?? null) }))
+  const s4 = eng.v4.ct.snapshot()
+  const s6 = eng.v6.ct.snapshot()
+  const v1 = Buffer.alloc(8 + header.length + 4 + s4.length + 4 + s6.length)
+  let o = v1.write('TNSN', 0, 'latin1')
+  o = v1.writeUInt32LE(header.length, o)
+  o += header.copy(v1, o)
+  o = v1.writeUInt32LE(s4.length, o)
+  o += s4.copy(v1, o)
+  o = v1.writeUInt32LE(s6.length, o)
+  s6.copy(v1, o)
+  const fresh = new NatEngine(table, { seed: 4 })
+  tt.equal(fresh.restore(v1, NOW + 1), 3)
+  tt.equal(fresh.conntrackEntries(NOW + 1).filter(e => e.service === 'default/web').length, 3)
+})
+
+t.test('a malformed image is refused with a reason, changing nothing', async tt => {
+  const web = svc('web', { clusterIPs: ['10.96.0.10'], ports: [port('', 80, 8080)], endpoints: [ep('10.100.1.2', 8080)] })
+  const a = compileNat(cluster([web]), CONFIG)
+  const b = updateNat(a, [{ ...web, endpoints: [ep('10.100.1.3', 8080)] }])
+  const eng = new NatEngine(a, { seed: 1 })
+  const d = natImage(b, a)
+  d.records[4 * 0 + 6] = 1000 // cluster set count far beyond the data
+  tt.throws(() => eng.install(d), { code: 'ERR_NAT_IMAGE', message: /endpoint span out of range/ })
+  tt.throws(() => eng.install({ ...natImage(a), head: new Uint32Array(3) }), { code: 'ERR_NAT_IMAGE', message: /head has 3 words/ })
+  tt.equal(run(eng, tcp4('10.100.1.50', '10.96.0.10', 40000, 80, SYN)), NatAction.FORWARD, 'still serving generation 1')
+})
+
+t.test('with traffic between updates, no flow outlives its endpoint once the flush is done (seeded)', async tt => {
+  const seed = Number(process.env.TUNDRA_SEED ?? ((Math.random() * 0x100000000) >>> 0))
+  tt.comment(`seed ${seed} (replay: TUNDRA_SEED=${seed})`)
+  const g = new Gen(prng(seed ^ 0x5eed))
+  let checked = 0
+  let bad = ''
+  for (let round = 0; round < 40 && bad === ''; round++) {
+    let services = NAMES.slice(0, 4 + g.int(8)).map(n => g.service(n))
+    let table = compileNat(cluster(services), CONFIG)
+    const eng = new NatEngine(table, { seed: g.int(1 << 30), flushBudget: 1 + g.int(32) })
+    for (let step = 0; step < 10; step++) {
+      for (let k = 0; k < 40; k++) run(eng, g.packet(table))
+      const prev = table
+      const name = g.pick(services).name
+      services = services.map(s => (s.name === name ? g.change(s) : s))
+      table = g.chance(0.15) ? compileNat(cluster(services), CONFIG, prev) : updateNat(prev, services.filter(s => s.name === name))
+      eng.install(natImage(table, prev), table)
+      if (g.chance(0.5)) eng.step(1 + g.int(8))
+    }
+    while (eng.flushPending) eng.step(256)
+    for (const e of eng.conntrackEntries(NOW)) {
+      checked++
+      const sp = table.svcPorts[e.svcPortId]
+      const ok = sp !== undefined && parseAddrWords(e.reply.src, sp.family, W, 0) && findEndpoint(sp.serving, W, 0, e.reply.sport, -1) >= 0
+      if (!ok) { bad = `round ${round}: ${e.protocol} ${e.orig.src}:${e.orig.sport} -> ${e.reply.src}:${e.reply.sport} (id ${e.svcPortId}) survived`; break }
+    }
+  }
+  tt.equal(bad, '', 'every remaining flow goes to a serving endpoint of its service port')
+  tt.ok(checked > 500, `${checked} flows checked`)
 })
