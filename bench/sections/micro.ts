@@ -4,6 +4,7 @@ import dnsPacket from 'dns-packet'
 import { compileNat, updateNat } from '../../src/nat/compile'
 import { NatAction, NatEngine } from '../../src/nat/engine'
 import { natImage } from '../../src/nat/image'
+import { ctChunkBytes } from '../../src/nat/ctview'
 import { Conntrack } from '../../src/nat/conntrack'
 import { DnsServer } from '../../src/dns/server'
 import { PacketInfo, parsePacket } from '../../src/wire/packet'
@@ -159,6 +160,11 @@ export function runMicro(quick: boolean, runner: MicroRunner = benchmarkJs): Mic
     run({
       group: `nat conntrack ${entries} entries`, name: 'ctChunk of 4096 entries (packet side)', opsPerCall: 1,
       fn: () => { const r = eng.ctChunk(cursor, 4096, NOW); cursor = r.next < 0 ? 0 : r.next; sink += r.bytes.byteLength },
+    })
+    const back = new ArrayBuffer(ctChunkBytes(4096))
+    run({
+      group: `nat conntrack ${entries} entries`, name: 'ctChunk of 4096 entries into a returned buffer (packet side)', opsPerCall: 1,
+      fn: () => { const r = eng.ctChunk(cursor, 4096, NOW, back); cursor = r.next < 0 ? 0 : r.next; sink += r.bytes.byteLength },
     })
     // Service 0 loses one of its endpoints: 1/10 of the entries are stale, flushed 8192 slots per slice.
     const s0 = cluster.services.find(sv => sv.name === last.name && sv.namespace === last.namespace)!

@@ -187,13 +187,23 @@ function writeEntry(dv: DataView, o: number, fam: Fam, e: number): number {
   return o + ENTRY_FIXED + ct.tw * 4
 }
 
-/** Up to `max` live entries from `cursor` (visiting at most max * 8 slots), encoded; next = -1 when done. */
-export function encodeCtChunk(v4: Fam, v6: Fam, cursor: number, max: number, now: number): { bytes: ArrayBuffer; next: number } {
+/** Bytes a chunk of up to `max` entries may need. */
+export function ctChunkBytes(max: number): number {
+  return CHUNK_HEAD + Math.max(0, max) * ctEntryBytes(6)
+}
+
+/**
+ * Up to `max` live entries from `cursor` (visiting at most max * 8 slots), encoded; next = -1 when done. With
+ * `into` (at least ctChunkBytes(max), e.g. the buffer the control thread sent back after decoding the previous
+ * chunk) nothing is allocated and `bytes` is `into`; otherwise a buffer of the exact size.
+ */
+export function encodeCtChunk(v4: Fam, v6: Fam, cursor: number, max: number, now: number, into?: ArrayBuffer): { bytes: ArrayBuffer; next: number } {
   const end = v4.ct.capacity + v6.ct.capacity
   let c = Math.max(0, Math.floor(cursor))
+  const reuse = into !== undefined && into.byteLength >= ctChunkBytes(max)
   // Sized for the family the scan can reach (IPv4 entries are 80 bytes, IPv6 ones 128).
   const only4 = c + max * SCAN_PER_ENTRY <= v4.ct.capacity
-  const buf = new ArrayBuffer(CHUNK_HEAD + Math.max(0, max) * ctEntryBytes(only4 ? 4 : 6))
+  const buf = reuse ? into : new ArrayBuffer(CHUNK_HEAD + Math.max(0, max) * ctEntryBytes(only4 ? 4 : 6))
   const dv = new DataView(buf)
   let o = CHUNK_HEAD
   let count = 0
@@ -208,7 +218,7 @@ export function encodeCtChunk(v4: Fam, v6: Fam, cursor: number, max: number, now
   dv.setUint32(4, CHUNK_VERSION, true)
   dv.setUint32(8, count, true)
   dv.setUint32(12, now >>> 0, true)
-  return { bytes: buf.slice(0, o), next: c >= end ? -1 : c }
+  return { bytes: reuse ? buf : buf.slice(0, o), next: c >= end ? -1 : c }
 }
 
 /** One entry read back, every field checked. */

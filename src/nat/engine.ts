@@ -837,10 +837,11 @@ export class NatEngine {
   /**
    * Up to `max` live entries from `cursor` (0 to start), encoded for decodeCtChunk on the control side; visits at
    * most 8 * max slots. next = -1 when the listing is done. Expiry is reported against `now` (default: the clock of
-   * the last tick). Snapshots are assembled from the same chunks (assembleSnapshot).
+   * the last tick). `into` (ctChunkBytes(max) or more, e.g. handed back by the control thread) avoids allocating.
+   * Snapshots are assembled from the same chunks (assembleSnapshot).
    */
-  ctChunk(cursor: number, max: number = CT_CHUNK, now: number = this.now): { bytes: ArrayBuffer; next: number } {
-    return encodeCtChunk(this.v4, this.v6, cursor, max, now)
+  ctChunk(cursor: number, max: number = CT_CHUNK, now: number = this.now, into?: ArrayBuffer): { bytes: ArrayBuffer; next: number } {
+    return encodeCtChunk(this.v4, this.v6, cursor, max, now, into)
   }
 
   /** Deletes entries a resolved filter selects among the next O(max) slots (conntrack -D in slices). */
