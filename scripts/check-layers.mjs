@@ -15,7 +15,7 @@ const ALLOWED = {
   kubeproxy: { k8s: 'all', model: 'all' },
   dns: { wire: 'all', model: 'all' },
   nat: { wire: 'all', model: 'all' },
-  dataplane: { wire: 'all', device: 'all' },
+  dataplane: { wire: 'all', device: 'all', nat: 'all' },
   run: { k8s: 'all', model: 'all', nat: 'all', dns: 'all' },
   metrics: { nat: 'all', run: 'types' },
   agent: { wire: 'all', device: 'all', dataplane: 'all', nat: 'all', dns: 'all', k8s: 'all', model: 'all', netns: 'all', run: 'all', metrics: 'all' },
