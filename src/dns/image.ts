@@ -147,6 +147,11 @@ export class ZoneCompiler implements ZoneLookup {
     return [...this.nsSet].sort()
   }
 
+  /** Names with an entry. */
+  get size(): number {
+    return this.entries.size
+  }
+
   /** Names with an entry (existing names and empty non-terminals), sorted. */
   names(): string[] {
     return [...this.entries.keys()].sort()
@@ -182,9 +187,11 @@ export class ZoneCompiler implements ZoneLookup {
     const cl = this.claims.get(name)
     const list = this.contrib.get(name)
     if (cl !== undefined) v = resolvePtr(name, cl.map(c => c.claim), this.params.ttl)
-    else if (list !== undefined) v = mergeNodes(list.map(c => c.node))
-    else if ((this.entRefs.get(name) ?? 0) > 0) v = EMPTY_NODE
-    if (v !== undefined) this.views.set(name, v)
+    else if (list !== undefined) {
+      if (list.length === 1) return list[0]!.node
+      v = mergeNodes(list.map(c => c.node))
+    } else return this.entRefs.has(name) ? EMPTY_NODE : undefined
+    this.views.set(name, v)
     return v
   }
 

@@ -39,6 +39,8 @@ export interface NodeBuild {
   readonly rrs: Map<number, Rec[]>
   readonly extra: Map<number, Rec[]>
   cname?: string
+  /** always false: a build is also the view of a name with one owner */
+  readonly reverse: false
 }
 
 /** A name as resolution sees it: the merge of every owner's NodeBuild, or a reverse name. */
@@ -144,7 +146,7 @@ class PartBuilder {
   node(name: string): NodeBuild {
     let nb = this.nodes.get(name)
     if (nb === undefined) {
-      nb = { rrs: new Map(), extra: new Map() }
+      nb = { rrs: new Map(), extra: new Map(), reverse: false }
       this.nodes.set(name, nb)
     }
     return nb
@@ -344,7 +346,7 @@ function clusterIPRecords(b: PartBuilder, svc: Service, svcName: string, hostAdd
 
 /** The merge of several owners' builds of one name, in owner order (records de-duplicated, the last CNAME wins). */
 export function mergeNodes(builds: readonly NodeBuild[]): NodeView {
-  if (builds.length === 1) return { ...builds[0]!, reverse: false }
+  if (builds.length === 1) return builds[0]!
   const rrs = new Map<number, Rec[]>()
   const extra = new Map<number, Rec[]>()
   let cname: string | undefined

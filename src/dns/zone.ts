@@ -49,7 +49,7 @@ export class Zone {
     this.podRecords = p.podRecords
     this.namespaces = Object.freeze(compiler.namespaces())
     this.problems = Object.freeze(compiler.problems())
-    this.size = compiler.names().length
+    this.size = compiler.size
     this.compiler = compiler
     Object.freeze(this)
   }
