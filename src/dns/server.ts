@@ -87,10 +87,6 @@ export class DnsServer {
   private readonly udpSockets = new Set<dgram.Socket>()
   private readonly tcpServers = new Set<net.Server>()
   private readonly tcpConns = new Set<net.Socket>()
-  /** set by answerInternal when it returned -1 for an autopath candidate */
-  private lastAutopath = false
-  /** set by answerInternal when it returned -1 for a CNAME chain leaving the zone: where it leaves */
-  private lastExternal: string | null = null
   private readonly autopathOn: boolean
 
   constructor(opts: DnsServerOptions = {}) {
@@ -139,18 +135,21 @@ export class DnsServer {
   answerInPlace(
     buf: Uint8Array, off: number, len: number, out: Uint8Array, outOff: number, outMax: number, transport: number,
   ): number {
-    return this.answerInternal(buf, off, len, out, outOff, outMax, transport, true, this.autopathOn)
+    const n = this.answerInternal(buf, off, len, out, outOff, outMax, transport, true, this.autopathOn)
+    return n < 0 ? NOT_OURS : n
   }
 
-  /** `external`: a CNAME chain leaving the zone returns -1 (forward() completes it) instead of the in-zone part. */
+  /**
+   * Bytes written, 0 (drop), or why it is not answered here: NOT_OURS (upstream), AUTOPATH (walk the search path) or
+   * EXTERNAL (complete the CNAME chain upstream; the target is responder.external). `external`: a chain leaving the
+   * zone returns EXTERNAL instead of the in-zone part.
+   */
   private answerInternal(
     buf: Uint8Array, off: number, len: number, out: Uint8Array, outOff: number, outMax: number, transport: number,
     count: boolean, autopath: boolean, external = true,
   ): number {
     const q = this.q
     const stats = this.stats
-    this.lastAutopath = false
-    this.lastExternal = null
     const v = parseQuery(buf, off, len, q)
     if (v !== Verdict.OK) {
       if (count) stats.malformed[v]!++
@@ -178,10 +177,8 @@ export class DnsServer {
     } else {
       n = this.responder.answer(this.current, q, buf, off, out, outOff, limit, autopath, external)
       if (n < 0) {
-        if (n === AUTOPATH) this.lastAutopath = true
-        if (n === EXTERNAL) this.lastExternal = this.responder.external
         if (count) stats.forwarded++
-        return NOT_OURS
+        return n
       }
     }
     if (count) {
@@ -209,8 +206,8 @@ export class DnsServer {
       this.stats.countReply(answer, 0, answer.length)
       cb(answer)
     }
-    if (this.lastAutopath) this.autopath(query, done, t)
-    else if (this.lastExternal !== null) this.chaseExternal(query, this.lastExternal, done, t)
+    if (n === AUTOPATH) this.autopath(query, done, t)
+    else if (n === EXTERNAL) this.chaseExternal(query, this.responder.external, done, t)
     else this.upstream.forward(query, done, t)
   }
 
