@@ -116,7 +116,9 @@ export class ZoneCompiler implements ZoneLookup {
 
   /**
    * Recompile the `changed` services (added or modified, as they are in `cluster` now) and drop the `deleted` ones:
-   * a delta image on top of the last image, or a full one when there is none yet or compaction is due.
+   * a delta image on top of the last image, or a full one when there is none yet or compaction is due. Only
+   * `cluster.pods` is read from `cluster` (namespaces known from pods), and only when it is not the array the last
+   * call saw: pass the same array while pods do not change, or the update costs O(pods).
    */
   update(cluster: Cluster, changed: readonly Service[], deleted: readonly { namespace: string; name: string }[]): ZoneImage {
     if (!this.emitted) return this.full(cluster)
@@ -186,8 +188,9 @@ export class ZoneCompiler implements ZoneLookup {
     let v: NodeView | undefined
     const cl = this.claims.get(name)
     const list = this.contrib.get(name)
-    if (cl !== undefined) v = resolvePtr(name, cl.map(c => c.claim), this.params.ttl)
-    else if (list !== undefined) {
+    // reverse names are read once per recompute (never through a CNAME chain inside the zone): not worth caching
+    if (cl !== undefined) return resolvePtr(name, cl.map(c => c.claim), this.params.ttl)
+    if (list !== undefined) {
       if (list.length === 1) return list[0]!.node
       v = mergeNodes(list.map(c => c.node))
     } else return this.entRefs.has(name) ? EMPTY_NODE : undefined
