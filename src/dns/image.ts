@@ -286,7 +286,7 @@ export class ZoneCompiler implements ZoneLookup {
       let at = list.length
       while (at > 0 && list[at - 1]!.owner > part.owner) at--
       list.splice(at, 0, { owner: part.owner, node })
-      if (list.length === 1) this.countAncestors(name, 1)
+      if (list.length === 1 && !this.entRefs.has(name)) this.countAncestors(name, 1)
       this.touch(name)
     }
     part.ptrs.forEach((claim, seq) => {
@@ -312,7 +312,7 @@ export class ZoneCompiler implements ZoneLookup {
       if (i >= 0) list.splice(i, 1)
       if (list.length === 0) {
         this.contrib.delete(name)
-        this.countAncestors(name, -1)
+        if (!this.entRefs.has(name)) this.countAncestors(name, -1)
       }
       this.touch(name)
     }
@@ -326,17 +326,25 @@ export class ZoneCompiler implements ZoneLookup {
     }
   }
 
-  /** Every ancestor of a name in the zone exists (an empty non-terminal when nothing else puts it there). */
+  /**
+   * Every ancestor of a name in the zone exists (an empty non-terminal when nothing else puts it there). entRefs
+   * counts a name's existing children, so a name appearing or disappearing walks up only while its parent's
+   * existence changes too: O(1) amortized per name.
+   */
   private countAncestors(name: string, delta: number): void {
-    const origin = this.params.origin
-    if (!inZoneName(this.params, name)) return
+    if (name === this.params.origin || !inZoneName(this.params, name)) return
     let n = name
-    while (n !== origin) {
+    while (n !== this.params.origin) {
+      // `n` itself appeared (delta 1) or disappeared (delta -1): its parent gains or loses a child
       n = n.slice(n.indexOf('.') + 1)
-      const c = (this.entRefs.get(n) ?? 0) + delta
+      const was = this.entRefs.get(n) ?? 0
+      const c = was + delta
       if (c > 0) this.entRefs.set(n, c)
       else this.entRefs.delete(n)
-      if (c === 0 || (c === 1 && delta > 0)) this.touch(n)
+      if (c > 0 && was > 0) return
+      this.touch(n)
+      // the parent's existence changed only when nothing else holds it there
+      if (this.contrib.has(n)) return
     }
   }
 
