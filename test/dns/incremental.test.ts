@@ -256,3 +256,27 @@ t.test('a one-service change sends only its entries', async t => {
   t.ok(writes >= 3 && writes <= 8, `${writes} slot writes`)
   t.ok(d.chunk.length < 1000, `${d.chunk.length} bytes of entries`)
 })
+
+t.test('a new serial reaches every negative answer without rewriting entries', async t => {
+  const { DnsServer } = await import('../../src/dns/server')
+  const { ask } = await import('./fixtures/dnsq')
+  const { cluster } = await import('./fixtures/cluster')
+  const c = new ZoneCompiler({ serial: 41 })
+  const s = new DnsServer({ upstream: ['127.0.0.1:9'] })
+  t.teardown(() => s.close())
+  s.install(cross(c.full(cluster)))
+  const serials = (): number[] => [
+    (ask(s, Z, 'SOA').answers?.[0] as { data: { serial: number } }).data.serial,
+    ...[
+      ask(s, `nginx-pod08.default.svc.${Z}`, 'AAAA'), ask(s, `nope.default.svc.${Z}`, 'A'),
+      ask(s, `alias.default.svc.${Z}`, 'AAAA'), ask(s, `1-2-3-4.default.pod.${Z}`, 'AAAA'),
+    ].map(r => (r.authorities?.[0] as { data: { serial: number } }).data.serial),
+  ]
+  t.same(serials(), [41, 41, 41, 41, 41], 'SOA answer, NODATA, NXDOMAIN, NODATA after a CNAME, pod NODATA')
+  const d = c.update(cluster, [], [])
+  t.equal(d.kind, 'delta')
+  if (d.kind === 'delta') t.same([d.writes.length, d.chunk.length], [0, 0], 'no entry rewritten')
+  s.install(cross(d))
+  t.same(serials(), [42, 42, 42, 42, 42])
+  t.equal(s.metrics().zone.serial, 42)
+})
