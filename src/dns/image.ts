@@ -40,7 +40,7 @@ export interface ZoneOptions {
   readonly podRecords?: boolean
 }
 
-export function zoneParams(opts: ZoneOptions): ZoneParams {
+function zoneParams(opts: ZoneOptions): ZoneParams {
   const origin = normalizeName(opts.zone ?? 'cluster.local')
   if (origin === '') throw new RangeError('The cluster zone must not be the root')
   const dnsIPs = typeof opts.dnsIP === 'string' ? [opts.dnsIP] : [...(opts.dnsIP ?? ['10.96.0.10'])]
@@ -555,7 +555,7 @@ export class ZoneCompiler implements ZoneLookup {
 
 // ---- entry bytes (layout in installed.ts) -------------------------------------------------------------------------
 
-export function encodeEntry(name: string, e: EntryAnswers): Uint8Array {
+function encodeEntry(name: string, e: EntryAnswers): Uint8Array {
   const key = nameToWire(name)
   const ext = e.external === null ? null : Buffer.from(e.external, 'latin1')
   const all = e.other === null ? e.answers : [...e.answers, e.other]
@@ -590,7 +590,7 @@ export function encodeEntry(name: string, e: EntryAnswers): Uint8Array {
   return out
 }
 
-export function decodeEntry(name: string, b: Uint8Array): ZoneEntry {
+function decodeEntry(name: string, b: Uint8Array): ZoneEntry {
   const dv = new DataView(b.buffer, b.byteOffset, b.byteLength)
   let o = 1 + b[0]!
   const n = b[o++]!

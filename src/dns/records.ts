@@ -10,7 +10,7 @@ import type { Endpoint, Protocol, Service } from '../model/cluster'
 import { dashedLabel, ipToText, parseIP, podLabelAddress, reverseName } from './addr'
 import { DNS_HEADER_LEN, MessageWriter, QType, QTypeName, Rcode, nameToWire, normalizeName } from './message'
 
-export const DNS_SCHEMA_VERSION = '1.1.0'
+const DNS_SCHEMA_VERSION = '1.1.0'
 
 /** What the rules need to know about the zone itself (fixed for a compiler's life). */
 export interface ZoneParams {
@@ -20,7 +20,7 @@ export interface ZoneParams {
   readonly podRecords: boolean
 }
 
-export type RData =
+type RData =
   | { readonly kind: 'addr'; readonly ip: Uint8Array }
   | { readonly kind: 'name'; readonly target: string }
   | { readonly kind: 'srv'; readonly priority: number; readonly weight: number; readonly port: number; readonly target: string }
@@ -68,7 +68,7 @@ export interface Part {
   readonly problems: readonly string[]
 }
 
-export interface Resolution {
+interface Resolution {
   readonly rcode: number
   readonly answer: readonly Rec[]
   readonly authority: readonly Rec[]
@@ -94,9 +94,9 @@ export interface CompiledAnswer {
 }
 
 /** The types tundra ever serves: a CNAME node gets a dedicated chased answer for each of them. */
-export const SERVED_TYPES: readonly number[] = [QType.A, QType.AAAA, QType.SRV, QType.TXT, QType.PTR, QType.NS, QType.SOA]
+const SERVED_TYPES: readonly number[] = [QType.A, QType.AAAA, QType.SRV, QType.TXT, QType.PTR, QType.NS, QType.SOA]
 /** A qtype no node holds: resolving it yields the generic negative (or CNAME + negative) reply. */
-export const NO_SUCH_TYPE = 0
+const NO_SUCH_TYPE = 0
 
 export const SOA_REFRESH = 7200
 export const SOA_RETRY = 1800
@@ -107,7 +107,7 @@ const MAX_CNAME_CHAIN = 8
 /** Dependency key for "namespace <ns> exists" (pod names resolve only in known namespaces); never a DNS name. */
 export const NS_KEY = '\u0000ns:'
 /** Owner keys: the zone's own records sort first, namespaces next, then Services by namespace and name. */
-export const STATIC_OWNER = ''
+const STATIC_OWNER = ''
 const NAMESPACE_OWNER = '\u0000'
 
 export function serviceOwner(namespace: string, name: string): string {
@@ -115,7 +115,7 @@ export function serviceOwner(namespace: string, name: string): string {
 }
 
 /** Endpoints that DNS publishes: ready ones, or all when the service publishes not-ready addresses. */
-export function dnsReady(svc: Service, ep: Endpoint): boolean {
+function dnsReady(svc: Service, ep: Endpoint): boolean {
   return ep.ready || svc.publishNotReadyAddresses
 }
 
@@ -124,7 +124,7 @@ export function inZoneName(p: ZoneParams, n: string): boolean {
 }
 
 /** The apex SOA; its serial is written at answer time (CompiledAnswer.serialAt), so the record carries 0. */
-export function soaRecord(p: ZoneParams, serial = 0): Rec {
+function soaRecord(p: ZoneParams, serial = 0): Rec {
   return {
     name: p.origin, type: QType.SOA, ttl: Math.min(p.ttl, SOA_MAX_TTL),
     data: {
@@ -389,7 +389,7 @@ export interface ZoneLookup {
 }
 
 /** The answer for (name, qtype), chasing CNAMEs inside the zone; null when the name is not ours. */
-export function resolve(
+function resolve(
   z: ZoneLookup, name: string, qtype: number, deps: string[], depth = 0, chain: readonly string[] = [],
 ): Resolution | null {
   const p = z.params
@@ -431,7 +431,7 @@ function podRecord(z: ZoneLookup, name: string, deps: string[]): Rec | null | un
 }
 
 /** Where the CNAME chain starting at `name` leaves the zone, or null (no CNAME, ends inside, loops, too long). */
-export function externalOf(z: ZoneLookup, name: string, deps: string[]): string | null {
+function externalOf(z: ZoneLookup, name: string, deps: string[]): string | null {
   let n = name
   const seen = new Set<string>()
   for (let depth = 0; depth <= MAX_CNAME_CHAIN; depth++) {
@@ -474,7 +474,7 @@ export function compileEntry(z: ZoneLookup, name: string, nb: NodeView, deps: st
 
 // ---- encoding -----------------------------------------------------------------------------------------------------
 
-export function encodeAnswer(qname: string, r: Resolution): CompiledAnswer {
+function encodeAnswer(qname: string, r: Resolution): CompiledAnswer {
   const qlen = nameToWire(qname).length
   const w = new MessageWriter(DNS_HEADER_LEN + qlen + 4, qname)
   let serialAt = -1
@@ -547,7 +547,7 @@ function writeRecord(w: MessageWriter, rec: Rec): number {
 
 // ---- helpers ------------------------------------------------------------------------------------------------------
 
-export function sameData(a: RData, b: RData): boolean {
+function sameData(a: RData, b: RData): boolean {
   if (a.kind !== b.kind) return false
   switch (a.kind) {
     case 'addr':
@@ -569,7 +569,7 @@ function sameRec(a: Rec, b: Rec): boolean {
   return a.name === b.name && a.type === b.type && sameData(a.data, b.data)
 }
 
-export function cmp(a: string, b: string): number {
+function cmp(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0
 }
 

@@ -21,7 +21,7 @@ import type { Cluster } from '../model/cluster'
 import { ZoneCompiler, type ZoneEntry, type ZoneOptions } from './image'
 import { formatRecord } from './records'
 
-export { DNS_SCHEMA_VERSION, dnsReady, type CompiledAnswer } from './records'
+export type { CompiledAnswer } from './records'
 export type { ZoneEntry, ZoneOptions } from './image'
 
 /** A compiled cluster zone, for dumps, tests and tools (the packet path answers from an installed ZoneImage). */
