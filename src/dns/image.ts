@@ -56,8 +56,8 @@ interface Contribution { readonly owner: string; readonly node: NodeBuild }
 interface Claim { readonly owner: string; readonly seq: number; readonly claim: PtrClaim }
 interface Stored { bytes: Uint8Array; readonly hash: number; slot: number }
 
-/** Beyond these, update() compacts into a full image. */
-const MAX_CHUNKS = 1024
+/** Beyond these, update() compacts into a full image (garbage: bytes of replaced entries still in old chunks). */
+const MAX_CHUNKS = 1 << 16
 const MAX_LOAD = 0.7
 const MIN_GARBAGE_BYTES = 1 << 20
 const EMPTY_NODE: NodeView = Object.freeze({ rrs: new Map(), extra: new Map(), reverse: false })
