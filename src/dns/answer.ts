@@ -131,12 +131,12 @@ export class Responder {
       const rrSize = a[p + Ans.RR_SIZE]!
       const start = (this.rot++ % rotate) * rrSize
       const setLen = rotate * rrSize
-      copyInto(out, o, a, body + start, setLen - start)
-      copyInto(out, o + setLen - start, a, body, start)
-      copyInto(out, o + setLen, a, body + setLen, bodyLen - setLen)
+      copyBody(out, o, a, body + start, setLen - start)
+      copyBody(out, o + setLen - start, a, body, start)
+      copyBody(out, o + setLen, a, body + setLen, bodyLen - setLen)
       if (this.rot > 0x3fffffff) this.rot = 0
     } else {
-      copyInto(out, o, a, body, bodyLen)
+      copyBody(out, o, a, body, bodyLen)
     }
     const serialAt = get32(a, p + Ans.SERIAL_AT) - 1
     if (serialAt >= 0 && serialAt < bodyLen) put32(out, o + serialAt, zone.serial)
@@ -232,4 +232,9 @@ function get16(a: Uint8Array, o: number): number {
 
 function get32(a: Uint8Array, o: number): number {
   return ((a[o]! << 24) | (a[o + 1]! << 16) | (a[o + 2]! << 8) | a[o + 3]!) >>> 0
+}
+
+/** Copy from a zone arena, which is never the output buffer: a plain loop, no overlap check, no subarray. */
+function copyBody(out: Uint8Array, o: number, a: Uint8Array, from: number, n: number): void {
+  for (let i = 0; i < n; i++) out[o + i] = a[from + i]!
 }
