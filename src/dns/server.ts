@@ -1,6 +1,6 @@
 // The cluster DNS server: answers cluster names in the packet path from an installed zone image (install(): a full
-// image in O(1), a delta in O(change); compiled elsewhere by ZoneCompiler), forwards everything else upstream, and offers kernel-socket front ends (UDP, TCP) for use where in-path
-// answering is not possible and for tests.
+// image in O(1), a delta in O(change); compiled elsewhere by ZoneCompiler), forwards everything else upstream, and
+// offers kernel-socket front ends (UDP, TCP) for use where in-path answering is not possible and for tests.
 //
 // answerInPlace() is the contract with the dataplane:
 //   > 0  bytes of reply written at out[outOff..] (the caller swaps IP/UDP headers and sends it back)
