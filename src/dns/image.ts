@@ -13,7 +13,7 @@
 import type { Cluster, Pod, Service } from '../model/cluster'
 import { fnv1a, nameToWire, normalizeName, QType } from './message'
 import {
-  Ans, EMPTY_CHUNK, EntryFlag, SLOT_INTS, Slot, WRITE_INTS, type DeltaZoneImage, type FullZoneImage, type ZoneImage,
+  Ans, EMPTY_CHUNK, EntryFlag, SLOT_INTS, Slot, type FullZoneImage, type ZoneImage,
 } from './installed'
 import {
   NS_KEY, compileEntry, inZoneName, mergeNodes, namespacePart, resolvePtr, serviceOwner, servicePart, staticPart,

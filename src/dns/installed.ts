@@ -57,7 +57,7 @@ export interface DeltaZoneImage extends ZoneImageMeta {
 
 export type ZoneImage = FullZoneImage | DeltaZoneImage
 
-export const WRITE_INTS = 4
+const WRITE_INTS = 4
 
 /** The buffers to list in postMessage's transfer list (each view owns its whole buffer). */
 export function zoneImageTransfer(img: ZoneImage): ArrayBuffer[] {

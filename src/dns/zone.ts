@@ -25,7 +25,7 @@ export type { CompiledAnswer } from './records'
 export type { ZoneEntry, ZoneOptions } from './image'
 
 /** A compiled cluster zone, for dumps, tests and tools (the packet path answers from an installed ZoneImage). */
-export class Zone {
+class Zone {
   /** e.g. 'cluster.local' */
   readonly origin: string
   readonly ttl: number

@@ -873,8 +873,25 @@ export class NatEngine {
     return { entry: this.decode(fam, ref >>> 1, now), direction: (ref & 1) === ORIG ? 'original' : 'reply' }
   }
 
-  /** The live affinity pin of `client` for a service port, for explain/trace. */
-  findAffinity(sp: SvcPort, client: string, now: number): { endpoint: string; expiresIn: number } | undefined {
+  /**
+   * Deletes the connection whose original tuple this is (conntrack -D of one entry, as the control thread asks after
+   * matching a listing); false when it is gone already.
+   */
+  deleteTuple(family: Family, proto: number, src: string, dst: string, sport: number, dport: number): boolean {
+    const fam = family === 4 ? this.v4 : this.v6
+    const w = this.tupleScratch
+    if (!parseAddrWords(src, family, w, 0) || !parseAddrWords(dst, family, w, fam.aw)) return false
+    w[2 * fam.aw] = ((sport << 16) | dport) >>> 0
+    const ref = fam.ct.find(w, 0, proto)
+    if (ref < 0 || (ref & 1) !== ORIG) return false
+    fam.ct.delete(ref >>> 1)
+    return true
+  }
+
+  private readonly tupleScratch = new Uint32Array(9)
+
+  /** The live affinity pin of `client` for a service port (its id and family are all it needs), for explain/trace. */
+  findAffinity(sp: Pick<SvcPort, 'id' | 'family'>, client: string, now: number): { endpoint: string; expiresIn: number } | undefined {
     const fam = sp.family === 4 ? this.v4 : this.v6
     const aff = fam.aff
     aff.key[0] = sp.id

@@ -266,11 +266,11 @@ t.test('a new serial reaches every negative answer without rewriting entries', a
   t.teardown(() => s.close())
   s.install(cross(c.full(cluster)))
   const serials = (): number[] => [
-    (ask(s, Z, 'SOA').answers?.[0] as { data: { serial: number } }).data.serial,
+    (ask(s, Z, 'SOA').answers![0] as { data: { serial: number } }).data.serial,
     ...[
       ask(s, `nginx-pod08.default.svc.${Z}`, 'AAAA'), ask(s, `nope.default.svc.${Z}`, 'A'),
       ask(s, `alias.default.svc.${Z}`, 'AAAA'), ask(s, `1-2-3-4.default.pod.${Z}`, 'AAAA'),
-    ].map(r => (r.authorities?.[0] as { data: { serial: number } }).data.serial),
+    ].map(r => (r.authorities![0] as { data: { serial: number } }).data.serial),
   ]
   t.same(serials(), [41, 41, 41, 41, 41], 'SOA answer, NODATA, NXDOMAIN, NODATA after a CNAME, pod NODATA')
   const d = c.update(cluster, [], [])
