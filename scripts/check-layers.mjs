@@ -34,8 +34,6 @@ const EXCEPTIONS = [
   ['src/nat/endpoints.ts', 'src/kubeproxy/names', 'TODO: same: endpointString is kube-proxy naming'],
   ['src/nat/engine.ts', 'src/kubeproxy/names', 'TODO: same: endpointString is kube-proxy naming'],
   ['src/nat/explain.ts', 'src/kubeproxy/names', 'TODO: explain/trace is presentation; it belongs in inspect, which may use kubeproxy'],
-  ['src/agent/live.ts', 'src/inspect/conntrack', 'TODO: the conntrack filter belongs with the engine (nat), which flushes by it'],
-  ['src/agent/view.ts', 'src/inspect/conntrack', 'TODO: same: ConntrackFilterArgs'],
   ['src/metrics/server.ts', 'src/run/kpconfig', 'TODO: splitHostPort is generic address parsing, not kube-proxy config'],
 ]
 
