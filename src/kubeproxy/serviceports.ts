@@ -89,7 +89,7 @@ export function nodeIPFor(opts: ProxyOptions, family: Family): string | undefine
 }
 
 /** kube-proxy's `--nodeport-addresses primary`: the node's own IP of each family. */
-export const NODEPORT_PRIMARY = 'primary'
+const NODEPORT_PRIMARY = 'primary'
 
 /**
  * NodePortAddresses (proxyutil.NewNodePortAddresses): `undefined` means every local address; otherwise the node IPs
