@@ -124,6 +124,7 @@ export class Agent implements DataplaneView {
       clusterCIDRs: [config.clusterCIDR, ...(config.clusterCIDR6 ? [config.clusterCIDR6] : [])],
       ...(config.nodePortAddresses !== undefined ? { nodePortAddresses: config.nodePortAddresses } : {}),
       ...(config.lb !== undefined ? { lb: config.lb } : {}),
+      ...(config.masqueradeAll === true ? { masqueradeAll: true } : {}),
       icmpMode: config.icmp ?? 'reply',
     })
     this.compiled = compileNat(this.current, this.natCfg)
