@@ -2,7 +2,8 @@
 // translating with the last tables it installed; a new control thread takes over and changes apply again.
 // The control thread is made to stall and to crash through test-only control commands (TUNDRA_TEST_HOOKS=1).
 import t from 'tap'
-import { readFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { netnsSkip } from '../helpers/netns'
 import { askAgent } from '../../src/agent/control'
@@ -59,4 +60,71 @@ t.test('the packet path keeps serving while the control thread stalls or crashes
     return r.stdout.includes('Welcome to nginx!')
   }, 10_000, 100)
   t.pass('a change after the restart reaches the dataplane')
+})
+
+const UDP_LAB = `apiVersion: v1
+kind: Pod
+metadata: {name: echo, labels: {app: echo}}
+spec:
+  containers:
+  - name: netexec
+    image: registry.k8s.io/e2e-test-images/agnhost:2.47
+    ports: [{name: http, containerPort: 8080}, {name: udp, containerPort: 8081, protocol: UDP}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client}
+spec:
+  containers: [{name: shell, image: busybox, command: [sleep, infinity]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo}
+spec:
+  clusterIP: 10.96.7.7
+  selector: {app: echo}
+  ports:
+  - {name: http, port: 80, targetPort: http}
+  - {name: udp, port: 81, targetPort: udp, protocol: UDP}
+`
+
+t.test('conntrack list of a large table runs while traffic continues', { ...skip, timeout: 240_000 }, async t => {
+  const dir = mkdtempSync(join(tmpdir(), 'tundra-threads-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  writeFileSync(join(dir, 'lab.yaml'), UDP_LAB)
+  const lab = await tundraLab(t, { prefix: 'tc', files: [join(dir, 'lab.yaml')], nodes: 1 })
+  const node = lab.state.nodes[0]!
+  const spray = await lab.tool('client', ['udp-spray', '10.96.7.7', '81', '60000'], { timeoutMs: 60_000 })
+  t.equal(spray.code, 0, spray.stderr)
+  const entries = await waitFor('the flows to reach conntrack', async () => {
+    const n = (await lab.counters(node.name))['conntrack_entries'] ?? 0
+    return n >= 20_000 ? n : undefined
+  }, 30_000, 200)
+  t.ok(entries >= 20_000, `${entries} conntrack entries`)
+
+  // Listings back to back on the control socket, and curls with a 1 s limit while one is in flight.
+  const windows: [number, number][] = []
+  let listed = 0
+  let stop = false
+  const lister = (async () => {
+    while (!stop) {
+      const t0 = Date.now()
+      const r = await askAgent(node.control!, 'conntrack', { op: 'list' }, 60_000) as { entries: unknown[] }
+      windows.push([t0, Date.now()])
+      listed = Math.max(listed, r.entries.length)
+    }
+  })()
+  const requests: { t0: number; t1: number; ok: boolean }[] = []
+  const inside = (): typeof requests => requests.filter(q => windows.some(([a, b]) => a <= q.t0 && q.t1 <= b))
+  const deadline = Date.now() + 60_000
+  while (inside().length < 5 && Date.now() < deadline) {
+    const t0 = Date.now()
+    const r = await lab.pod('client', ['curl', '-s', '-m', '1', 'http://10.96.7.7/hostname'])
+    requests.push({ t0, t1: Date.now(), ok: r.code === 0 && r.stdout.trim() === 'echo' })
+  }
+  stop = true
+  await lister
+  t.ok(listed >= 20_000, `a listing returned ${listed} entries`)
+  t.ok(inside().length >= 5, `${inside().length} requests ran while a listing was in flight`)
+  t.same(requests.filter(q => !q.ok), [], `every one of ${requests.length} requests answered within 1 s`)
 })
