@@ -77,6 +77,8 @@ function toPeer(p: VxlanPeer, where: string): PeerSpec {
 }
 
 const RELOAD_DEBOUNCE_MS = 50
+/** the lab replaces its per-object files by rename: a change is whole when it is seen */
+const FILE_DEBOUNCE_MS = 3
 
 export class Agent implements DataplaneView {
   private current: Cluster
@@ -113,7 +115,7 @@ export class Agent implements DataplaneView {
     this.packet = opts.packet
     this.liveClient = linkLive(opts.packet, () => this.compiled)
     if (opts.cluster === undefined) {
-      this.source = new FileSource(config.manifests, { debounceMs: RELOAD_DEBOUNCE_MS, log: this.log })
+      this.source = new FileSource(config.manifests, { debounceMs: RELOAD_DEBOUNCE_MS, fileDebounceMs: FILE_DEBOUNCE_MS, log: this.log })
       this.source.onReload(r => { if (!r.applied) this.reloadErrors++ })
       this.source.reload()
     }
