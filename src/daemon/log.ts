@@ -45,7 +45,7 @@ export function setLogSink(next: (s: string) => void): (s: string) => void {
 /** The level a tundra log line has, from its words: `warning:` is a warning; failures and fatal errors are errors. */
 export function levelOf(line: string): LogLevel {
   const body = line.replace(COMPONENT, '')
-  if (/^warning\b|: warning:|\bwarning: /i.test(body)) return 'warn'
+  if (/^warning\b|: warning:|\bwarning: |\bretrying\b/i.test(body)) return 'warn'
   if (/^tundra: |\bfailed\b|\berror\b|exited with code [1-9]/i.test(line)) return 'error'
   return 'info'
 }
