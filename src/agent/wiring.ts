@@ -158,7 +158,7 @@ async function unwind(undo: string[][]): Promise<void> {
 }
 
 /** Where the wiring journal of an agent lives: beside its control socket. */
-export function journalPath(cfg: Pick<AgentConfig, 'control'>): string {
+function journalPath(cfg: Pick<AgentConfig, 'control'>): string {
   return `${cfg.control}.wiring`
 }
 
@@ -184,7 +184,7 @@ function validStep(step: unknown): step is string[] {
 }
 
 /** The journal's undo steps, or undefined when there is none; a journal that does not validate is reported. */
-export function readJournal(path: string): string[][] | undefined {
+function readJournal(path: string): string[][] | undefined {
   let text: string
   try { text = readFileSync(path, 'utf8') } catch { return undefined }
   const j = (() => { try { return JSON.parse(text) as { version?: unknown; undo?: unknown } } catch { return undefined } })()

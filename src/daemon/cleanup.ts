@@ -31,7 +31,7 @@ function linkExists(name: string): boolean {
 }
 
 /** The node's settings as `tundra run` would read them (config file and flags). */
-export function runConfigOf(o: Readonly<Record<string, unknown>>): RunConfig {
+function runConfigOf(o: Readonly<Record<string, unknown>>): RunConfig {
   const file = typeof o['config'] === 'string' ? readKubeProxyConfig(o['config']) : undefined
   const flags: Record<string, unknown> = {}
   for (const f of RUN_FLAGS) if (o[f.key] !== undefined) flags[f.key] = o[f.key]

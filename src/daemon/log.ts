@@ -33,8 +33,6 @@ export function configureLogging(next: { readonly format?: unknown; readonly ver
   return settings
 }
 
-export function logSettings(): LogSettings { return settings }
-
 /** Where lines go (default stderr); for tests. Returns the previous sink. */
 export function setLogSink(next: (s: string) => void): (s: string) => void {
   const prev = sink
@@ -43,7 +41,7 @@ export function setLogSink(next: (s: string) => void): (s: string) => void {
 }
 
 /** The level a tundra log line has, from its words: `warning:` is a warning; failures and fatal errors are errors. */
-export function levelOf(line: string): LogLevel {
+function levelOf(line: string): LogLevel {
   const body = line.replace(COMPONENT, '')
   if (/^warning\b|: warning:|\bwarning: |\bretrying\b/i.test(body)) return 'warn'
   if (/^tundra: |\bfailed\b|\berror\b|exited with code [1-9]/i.test(line)) return 'error'
@@ -51,7 +49,7 @@ export function levelOf(line: string): LogLevel {
 }
 
 /** Formats one line (no trailing newline). */
-export function formatLine(line: string, level: LogLevel, now: Date, v = 0): string {
+function formatLine(line: string, level: LogLevel, now: Date, v = 0): string {
   const m = COMPONENT.exec(line)
   const msg = m ? line.slice(m[0].length) : line
   if (settings.format === 'json') {

@@ -10,7 +10,7 @@ import type { KubeObject } from '../k8s/types'
 
 const VERSION = 1
 /** default bound of the file: far above any cluster tundra serves (objects are trimmed), far below the memory */
-export const LAST_STATE_MAX_BYTES = 64 << 20
+const LAST_STATE_MAX_BYTES = 64 << 20
 /** the kinds kept: what `tundra run` lists */
 export const LAST_STATE_KINDS = ['Service', 'EndpointSlice', 'Node'] as const
 

@@ -99,7 +99,7 @@ const EMPTY: ChangeSet = Object.freeze({
 })
 
 /** The cluster autoscaler's taint on a node it is about to remove (kube-proxy's `ToBeDeletedTaint`). */
-export const TAINT_TO_BE_DELETED = 'ToBeDeletedByClusterAutoscaler'
+const TAINT_TO_BE_DELETED = 'ToBeDeletedByClusterAutoscaler'
 
 /**
  * kube-proxy's rule (ProxyHealthServer.NodeEligible): a node being deleted, or tainted by the cluster autoscaler for

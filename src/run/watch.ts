@@ -47,7 +47,7 @@ export function loadClientNode(): Promise<ClientNode> {
 }
 
 /** Why `tundra run` cannot reach an API server, and what to give it instead. */
-export class NoApiServerError extends Error {
+class NoApiServerError extends Error {
   readonly code = 'ERR_NO_API_SERVER'
 }
 

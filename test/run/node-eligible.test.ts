@@ -1,7 +1,9 @@
 // /healthz's node rule, as kube-proxy's ProxyHealthServer: not eligible while the Node is being deleted or carries
 // the cluster autoscaler's ToBeDeletedByClusterAutoscaler taint; the store keeps the taints it needs for that.
 import t from 'tap'
-import { nodeEligible, TAINT_TO_BE_DELETED } from '../../src/run/sync'
+import { nodeEligible } from '../../src/run/sync'
+
+const TAINT_TO_BE_DELETED = 'ToBeDeletedByClusterAutoscaler'
 import { trimObject } from '../../src/run/store'
 import type { KubeObject } from '../../src/k8s/types'
 
