@@ -46,7 +46,8 @@ export interface Wiring {
  */
 export async function wire(cfg: AgentConfig, tun: string): Promise<Wiring> {
   const journal = journalPath(cfg)
-  const inherited = readJournal(journal) ?? []
+  // a journal that does not validate is not trusted (and not run); this start's own journal replaces it
+  const inherited = (() => { try { return readJournal(journal) ?? [] } catch { return [] } })()
   const undo: string[][] = []
   const record = (...steps: string[][]): void => {
     undo.push(...steps)
