@@ -7,6 +7,7 @@
 //
 // Each thread has its own copy of this module: the control thread parses the configuration and tells the packet
 // thread (HostRequest 'logging'). TUNDRA_LOG_FORMAT (text | json) sets it from the start, for lines before that.
+import { writeSync } from 'node:fs'
 
 export type LogFormat = 'text' | 'json'
 export type LogLevel = 'error' | 'warn' | 'info'
@@ -21,7 +22,13 @@ const LEVEL_TEXT: Readonly<Record<LogLevel, string>> = { error: 'ERROR', warn: '
 const COMPONENT = /^\[([\w-]+)\] /
 
 let settings: LogSettings = { format: process.env['TUNDRA_LOG_FORMAT'] === 'json' ? 'json' : 'text', verbosity: 0 }
-let sink: (s: string) => void = s => { process.stderr.write(s) }
+/**
+ * fd 2 directly: a worker's process.stderr is relayed through the main thread asynchronously, and a process that
+ * exits right after logging why (a bad configuration, no API server) would lose the line.
+ */
+let sink: (s: string) => void = s => {
+  try { writeSync(2, s) } catch { process.stderr.write(s) }
+}
 
 /** Checks and sets the format and verbosity; an error names what is wrong. */
 export function configureLogging(next: { readonly format?: unknown; readonly verbosity?: unknown }): LogSettings {

@@ -105,6 +105,12 @@ t.test('tundra run comes back when the API server is behind its own ClusterIP', 
     procs.push(child)
     return child
   }
+  // 0. no kubeconfig, not in a pod: a clear message and exit 1 (not a retry loop with an unrelated TLS message)
+  const none = await labExec({ name, target: { node: 'node1' }, timeoutMs: 20_000,
+    cmd: ['env', '-u', 'KUBERNETES_SERVICE_HOST', `KUBECONFIG=${join(state.dir, 'missing')}`, process.execPath, CLI, 'run', '--config', config, '--hostname-override', 'node1'] })
+  t.equal(none.code, 1, 'without any API server configuration run exits 1')
+  t.match(none.stderr, /ERROR tundra: no API server to read Services from.*Give --kubeconfig FILE, or -f MANIFESTS/, 'and says what to give it')
+
   const answers = async (ip: string): Promise<boolean> => (await pod('cli', ['curl', '-sS', '-m', '2', `http://${ip}:5003/hostname`])).stdout === 'srv'
 
   // 1. a first run that reaches the API server directly saves the last known state
