@@ -15,7 +15,7 @@ const ALLOWED = {
   kubeproxy: { k8s: 'all', model: 'all' },
   dns: { wire: 'all', model: 'all' },
   nat: { wire: 'all', model: 'all' },
-  dataplane: { wire: 'all', device: 'all' },
+  dataplane: { wire: 'all', device: 'all', nat: 'all' },
   run: { k8s: 'all', model: 'all', nat: 'all', dns: 'all' },
   metrics: { nat: 'all', run: 'types' },
   agent: { wire: 'all', device: 'all', dataplane: 'all', nat: 'all', dns: 'all', k8s: 'all', model: 'all', netns: 'all', run: 'all', metrics: 'all' },
@@ -34,8 +34,6 @@ const EXCEPTIONS = [
   ['src/nat/endpoints.ts', 'src/kubeproxy/names', 'TODO: same: endpointString is kube-proxy naming'],
   ['src/nat/engine.ts', 'src/kubeproxy/names', 'TODO: same: endpointString is kube-proxy naming'],
   ['src/nat/explain.ts', 'src/kubeproxy/names', 'TODO: explain/trace is presentation; it belongs in inspect, which may use kubeproxy'],
-  ['src/agent/live.ts', 'src/inspect/conntrack', 'TODO: the conntrack filter belongs with the engine (nat), which flushes by it'],
-  ['src/agent/view.ts', 'src/inspect/conntrack', 'TODO: same: ConntrackFilterArgs'],
   ['src/metrics/server.ts', 'src/run/kpconfig', 'TODO: splitHostPort is generic address parsing, not kube-proxy config'],
 ]
 

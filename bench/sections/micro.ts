@@ -1,8 +1,10 @@
 // Section 1, in-process micro benchmarks: packet validation, checksums, NAT per packet at 1 / 1 000 / 20 000
 // services, conntrack at 10 000 and 1 000 000 entries, DNS answers. Nothing here touches the network.
 import dnsPacket from 'dns-packet'
-import { compileNat } from '../../src/nat/compile'
+import { compileNat, updateNat } from '../../src/nat/compile'
 import { NatAction, NatEngine } from '../../src/nat/engine'
+import { natImage } from '../../src/nat/image'
+import { ctChunkBytes } from '../../src/nat/ctview'
 import { Conntrack } from '../../src/nat/conntrack'
 import { DnsServer } from '../../src/dns/server'
 import { PacketInfo, parsePacket } from '../../src/wire/packet'
@@ -14,7 +16,9 @@ import { progress } from '../lib/progress'
 import { si } from '../lib/stats'
 import {
   NAT_CONFIG, SERVICE_PORT, TCP_ACK, TCP_SYN, serviceName, serviceNamespace, synthCluster, tcp4, udp4, vipOf,
+  withMovedEndpoint,
 } from '../lib/synth'
+import { median } from '../lib/stats'
 
 export interface MicroSection {
   readonly runner: string
@@ -111,6 +115,72 @@ export function runMicro(quick: boolean, runner: MicroRunner = benchmarkJs): Mic
         },
       })
     }
+  }
+
+  // ---- NAT images: what crosses from the control thread, and what installing it costs the packet thread ----
+  {
+    const n = 20000
+    const cluster = synthCluster(n, 10)
+    const t0 = compileNat(cluster, NAT_CONFIG)
+    run({ group: `nat image ${n} services × 10`, name: 'natImage full (control side)', opsPerCall: 1, fn: () => { sink += natImage(t0).records.length } })
+    const full = natImage(t0)
+    const eng = new NatEngine(t0, { seed: 1, conntrackMax: quick ? 1 << 18 : 1 << 20 })
+    run({ group: `nat image ${n} services × 10`, name: 'install full image (packet side)', opsPerCall: 1, fn: () => { sink += eng.install(full).flushed } })
+    // A chain of one-endpoint moves of the middle service, each as a delta from the one before.
+    const base = cluster.services[n >> 1]!
+    const K = 200
+    const tables = [t0]
+    for (let g = 1; g <= K; g++) tables.push(updateNat(tables[g - 1]!, [withMovedEndpoint(base, g)]))
+    run({ group: `nat image ${n} services × 10`, name: 'natImage delta, 1-service change (control side)', opsPerCall: 1, fn: () => { sink += natImage(tables[2]!, tables[1]!).records.length } })
+    const deltas = tables.slice(1).map((tb, g) => natImage(tb, tables[g]!))
+    eng.install(full)
+    const ins: number[] = []
+    for (const d of deltas) {
+      const a = process.hrtime.bigint()
+      eng.install(d)
+      ins.push(Number(process.hrtime.bigint() - a))
+    }
+    const insNs = median(ins.slice(20))
+    oneShot.push({ name: `nat image ${n} services: install delta, 1-service change (median of ${K - 20})`, entries: 1, nsPerEntry: insNs })
+    progress('micro', `nat image ${n} services: install delta ${(insNs / 1000).toFixed(1)} µs (median of ${K - 20})`)
+
+    // Conntrack for the control thread: a chunk of 4096 entries out of a big table, and stale-flush slices.
+    const entries = quick ? 200_000 : 1_000_000
+    const ct = eng.v4.ct
+    const last = tables[K]!.svcPorts[0]!
+    for (let k = 0; k < entries; k++) {
+      const src = (0x0a000000 + k) >>> 0
+      const sport = 1024 + (k % 60000)
+      const epIp = last.serving.data[last.serving.off + (k % last.serving.count) * 2]!
+      ct.tk.set([src, ip(vipOf(0)), ((sport << 16) | SERVICE_PORT) >>> 0, epIp, src, ((8080 << 16) | sport) >>> 0])
+      ct.create(6, 0, k % last.serving.count, NOW)
+    }
+    let cursor = 0
+    run({
+      group: `nat conntrack ${entries} entries`, name: 'ctChunk of 4096 entries (packet side)', opsPerCall: 1,
+      fn: () => { const r = eng.ctChunk(cursor, 4096, NOW); cursor = r.next < 0 ? 0 : r.next; sink += r.bytes.byteLength },
+    })
+    const back = new ArrayBuffer(ctChunkBytes(4096))
+    run({
+      group: `nat conntrack ${entries} entries`, name: 'ctChunk of 4096 entries into a returned buffer (packet side)', opsPerCall: 1,
+      fn: () => { const r = eng.ctChunk(cursor, 4096, NOW, back); cursor = r.next < 0 ? 0 : r.next; sink += r.bytes.byteLength },
+    })
+    // Service 0 loses one of its endpoints: 1/10 of the entries are stale, flushed 8192 slots per slice.
+    const s0 = cluster.services.find(sv => sv.name === last.name && sv.namespace === last.namespace)!
+    const gone = updateNat(tables[K]!, [{ ...s0, endpoints: s0.endpoints.slice(1) }])
+    eng.install(natImage(gone, tables[K]!))
+    const slices: number[] = []
+    let flushed = 0
+    while (eng.flushPending) {
+      const a = process.hrtime.bigint()
+      flushed += eng.step(8192).flushed
+      slices.push(Number(process.hrtime.bigint() - a))
+      if (eng.pendingResets > 60000) eng.writeResets(new Uint8Array(1 << 22), 0, new Uint32Array(65536), new Uint32Array(65536), 65536)
+    }
+    const worst = Math.max(...slices)
+    oneShot.push({ name: `nat stale flush over ${entries} entries: slice of 8192 slots, median`, entries: 8192, nsPerEntry: median(slices) / 8192 })
+    oneShot.push({ name: `nat stale flush over ${entries} entries: slice of 8192 slots, worst`, entries: 8192, nsPerEntry: worst / 8192 })
+    progress('micro', `nat stale flush over ${entries} entries: ${slices.length} slices of 8192, median ${(median(slices) / 1e6).toFixed(3)} ms, worst ${(worst / 1e6).toFixed(3)} ms, ${flushed} flushed`)
   }
 
   // ---- conntrack ----

@@ -21,11 +21,13 @@ import { compileNat, resolveNatConfig, updateNat, type NatTable, type ResolvedNa
 import type { NatEngineOptions } from '../nat/engine'
 import { healthCheckByPort, healthCheckResponse } from '../nat/health'
 import { DnsServer, type DnsServerOptions, type DnsMetrics } from '../dns/server'
+import { ZoneCompiler } from '../dns/image'
+import { CT_CHUNK, assembleSnapshot, prepareRestore } from '../nat/ctview'
 import { vxlanMac } from '../dataplane/vxlan'
 import { ipv4ToInt, parseCidr4 } from './addr'
 import type { Link } from './link'
 import { linkLive } from './live'
-import { natChange, natFull, zoneInstall, mergeServices } from './crossing'
+import { mergeServices, natInstall, zoneInstall } from './crossing'
 import type { PacketInit, PeerSpec } from './packet-path'
 import type { TunOptions } from '../device/tun'
 
@@ -81,8 +83,10 @@ export class Agent implements DataplaneView {
   private compiled: NatTable
   readonly natCfg: ResolvedNatConfig
   private readonly dnsOpts: DnsServerOptions
-  /** the zone as the control side sees it (for trace), compiled on demand */
-  private dnsView: { generation: number; server: DnsServer } | undefined
+  /** the zone, kept per service: a change recompiles only the services it names */
+  private readonly zone: ZoneCompiler
+  /** the zone as the control side answers it (for trace), installed on demand from a snapshot of `zone` */
+  private dnsView: { serial: number; server: DnsServer } | undefined
   private readonly packet: Link
   private readonly liveClient: LiveClient
   private wiring: Wiring | undefined
@@ -107,7 +111,7 @@ export class Agent implements DataplaneView {
   private constructor(readonly config: AgentConfig, private readonly opts: AgentOptions) {
     this.log = opts.log ?? (l => process.stderr.write(l + '\n'))
     this.packet = opts.packet
-    this.liveClient = linkLive(opts.packet)
+    this.liveClient = linkLive(opts.packet, () => this.compiled)
     if (opts.cluster === undefined) {
       this.source = new FileSource(config.manifests, { debounceMs: RELOAD_DEBOUNCE_MS, log: this.log })
       this.source.onReload(r => { if (!r.applied) this.reloadErrors++ })
@@ -120,6 +124,7 @@ export class Agent implements DataplaneView {
       clusterCIDRs: [config.clusterCIDR, ...(config.clusterCIDR6 ? [config.clusterCIDR6] : [])],
       ...(config.nodePortAddresses !== undefined ? { nodePortAddresses: config.nodePortAddresses } : {}),
       ...(config.lb !== undefined ? { lb: config.lb } : {}),
+      ...(config.masqueradeAll === true ? { masqueradeAll: true } : {}),
       icmpMode: config.icmp ?? 'reply',
     })
     this.compiled = compileNat(this.current, this.natCfg)
@@ -129,6 +134,7 @@ export class Agent implements DataplaneView {
       upstream: config.dns.upstreams,
       ...(config.dns.ttl !== undefined ? { ttl: config.dns.ttl } : {}),
     }
+    this.zone = new ZoneCompiler(this.dnsOpts)
   }
 
   static async start(config: AgentConfig, opts: AgentOptions): Promise<Agent> {
@@ -150,12 +156,11 @@ export class Agent implements DataplaneView {
   live(): LiveClient { return this.liveClient }
   now(): number { return Math.floor(Date.now() / 1000) }
   dns(): DnsServer {
-    // Only trace asks, rarely: compile the zone here when the state changed since the last ask.
-    if (this.dnsView?.generation !== this.compiled.generation) {
-      const server = new DnsServer(this.dnsOpts)
-      server.setCluster(this.current)
-      this.dnsView?.server.upstream.close()
-      this.dnsView = { generation: this.compiled.generation, server }
+    // Only trace asks, rarely: install a snapshot of the zone here when it changed since the last ask.
+    if (this.dnsView?.serial !== this.zone.serial) {
+      const server = this.dnsView?.server ?? new DnsServer(this.dnsOpts)
+      server.install(this.zone.snapshot())
+      this.dnsView = { serial: this.zone.serial, server }
     }
     return this.dnsView.server
   }
@@ -218,18 +223,19 @@ export class Agent implements DataplaneView {
     this.log(`[agent] ${tun.name} open: vnet header ${tun.vnetHdr ? 'on' : 'off'}, offloads ${JSON.stringify(tun.offloadsAccepted)}`)
     this.wiring = await wire(cfg, tun.name)
 
-    let snapshot: Uint8Array | undefined
-    try { snapshot = new Uint8Array(readFileSync(this.snapshotPath)) } catch { /* none yet */ }
-    const nat = natFull(this.current, this.natCfg)
+    const restore = this.prepareRestore()
+    const nat = natInstall(this.compiled)
+    const zone = zoneInstall(this.zone.full(this.current))
     const init: PacketInit = {
       loop: { nodeIp, dnsIp, dnsPort: 53, vni: cfg.vxlan.vni, peers },
       engine: this.opts.engine ?? {},
+      natConfig: this.natCfg,
       dns: this.dnsOpts,
       nat: nat.install,
-      zone: zoneInstall().install,
-      ...(snapshot !== undefined ? { snapshot } : {}),
+      zone: zone.install,
+      ...(restore !== undefined ? { restore } : {}),
     }
-    await this.packet.call({ op: 'init', init, localMac: new Uint8Array(vxlanMac(nodeIp)) }, nat.transfer)
+    await this.packet.call({ op: 'init', init, localMac: new Uint8Array(vxlanMac(nodeIp)) }, [...nat.transfer, ...zone.transfer, ...(restore ?? [])])
     // TCP DNS, and UDP from the node's own processes, reach a kernel socket on the DNS address (on lo).
     await this.packet.call({ op: 'start', dnsSockets: { host: cfg.dns.ip, port: 53 } })
 
@@ -297,15 +303,37 @@ export class Agent implements DataplaneView {
 
   get snapshotPath(): string { return this.config.snapshot?.path ?? `${this.config.control}.conntrack` }
 
-  /** Writes the conntrack state atomically (a crash mid-write leaves the previous snapshot). */
+  /**
+   * Writes the conntrack state atomically (a crash mid-write leaves the previous snapshot). The packet thread hands
+   * it over a bounded chunk per request; the file is assembled here.
+   */
   async saveSnapshot(): Promise<void> {
     try {
-      const buf = await this.packet.call<Uint8Array>({ op: 'snapshot' })
+      const chunks: ArrayBuffer[] = []
+      for (let c = 0; c >= 0;) {
+        const r = await this.packet.call<{ bytes: ArrayBuffer; next: number }>({ op: 'ctChunk', cursor: c, max: CT_CHUNK })
+        chunks.push(r.bytes)
+        c = r.next
+      }
       const tmp = `${this.snapshotPath}.tmp`
-      writeFileSync(tmp, buf)
+      writeFileSync(tmp, assembleSnapshot(chunks, this.compiled))
       renameSync(tmp, this.snapshotPath)
     } catch (err) {
       this.log(`[agent] snapshot: ${(err as Error).message}`)
+    }
+  }
+
+  /** The last snapshot, checked field by field and mapped onto the first table here (the packet thread only loads it). */
+  private prepareRestore(): ArrayBuffer[] | undefined {
+    let buf: Buffer
+    try { buf = readFileSync(this.snapshotPath) } catch { return undefined }
+    try {
+      const { chunks, report } = prepareRestore(buf, this.compiled, Math.floor(Date.now() / 1000))
+      if (report.problems.length > 0) this.log(`[agent] snapshot ${this.snapshotPath}: ${report.problems.join('; ')}`)
+      return chunks
+    } catch (err) {
+      this.log(`[agent] ignoring snapshot ${this.snapshotPath}: ${(err as Error).message}`)
+      return undefined
     }
   }
 
@@ -318,9 +346,9 @@ export class Agent implements DataplaneView {
 
   /** Installs a new desired state in full (a full sync): NAT table and DNS zone together. */
   apply(cluster: Cluster): void {
-    const table = compileNat(cluster, this.natCfg, this.compiled)
-    this.compiled = table
-    this.install(cluster, { full: cluster })
+    const prev = this.compiled
+    this.compiled = compileNat(cluster, this.natCfg, prev)
+    this.install(cluster, natInstall(this.compiled, prev), zoneInstall(this.zone.full(cluster, this.zone.serial + 1)))
   }
 
   /**
@@ -328,18 +356,30 @@ export class Agent implements DataplaneView {
    * change reaches the packet path in milliseconds at any table size.
    */
   applyServices(changed: readonly Service[], deleted: readonly ServiceRef[]): void {
-    this.compiled = updateNat(this.compiled, changed, deleted)
-    this.install({ ...this.current, services: mergeServices(this.current.services, changed, deleted) }, { changed, deleted })
+    const prev = this.compiled
+    this.compiled = updateNat(prev, changed, deleted)
+    const cluster = { ...this.current, services: mergeServices(this.current.services, changed, deleted) }
+    this.install(cluster, natInstall(this.compiled, prev), zoneInstall(this.zone.update(cluster, changed, deleted)))
   }
 
-  /** Sends the change to the packet thread (in order; a refused install is logged and counted there and here). */
-  private install(cluster: Cluster, what: { full: Cluster } | { changed: readonly Service[]; deleted: readonly ServiceRef[] }): void {
+  /** Sends the images to the packet thread (in order; a refused install is logged and counted there and here). */
+  private install(cluster: Cluster, nat: ReturnType<typeof natInstall>, zone: ReturnType<typeof zoneInstall>): void {
     this.current = cluster
-    const nat = 'full' in what ? natFull(what.full, this.natCfg) : natChange(this.natCfg, what.changed, what.deleted)
-    const failed = (err: Error): void => { this.installErrors++; this.log(`[agent] install: ${err.message}`) }
-    this.packet.call({ op: 'nat', install: nat.install }, nat.transfer).catch(failed)
-    const zone = zoneInstall()
-    this.packet.call({ op: 'zone', install: zone.install }, zone.transfer).catch(failed)
+    // A refused delta (the packet thread has another generation, e.g. after a control-thread restart) is answered
+    // with a full image of the current state.
+    const failed = (what: string, resend: () => void) => (err: Error): void => {
+      this.installErrors++
+      this.log(`[agent] ${what} install refused: ${err.message}; sending a full image`)
+      resend()
+    }
+    this.packet.call({ op: 'nat', install: nat.install }, nat.transfer).catch(failed('NAT', () => {
+      const full = natInstall(this.compiled)
+      this.packet.call({ op: 'nat', install: full.install }, full.transfer).catch(err => this.log(`[agent] NAT install: ${(err as Error).message}`))
+    }))
+    this.packet.call({ op: 'zone', install: zone.install }, zone.transfer).catch(failed('zone', () => {
+      const full = zoneInstall(this.zone.snapshot())
+      this.packet.call({ op: 'zone', install: full.install }, full.transfer).catch(err => this.log(`[agent] zone install: ${(err as Error).message}`))
+    }))
     this.syncHealthServers()
     this.routeSync = this.routeSync.then(() => this.syncExternalRoutes()).catch(err => this.log(`[agent] routes: ${(err as Error).message}`))
     this.reloads++
@@ -397,7 +437,7 @@ export class Agent implements DataplaneView {
     for (const s of this.health.values()) s.close()
     this.control?.close()
     if (this.started) await this.saveSnapshot()
-    this.dnsView?.server.upstream.close()
+    await this.dnsView?.server.close()
     await this.routeSync
     if (this.wiring && (this.opts.cleanupOnExit === true || !this.started)) await this.wiring.undo()
   }

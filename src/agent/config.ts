@@ -49,6 +49,8 @@ export interface AgentConfig {
   /** unix socket for `tundra dump|trace|conntrack|services` against this agent */
   readonly control: string
   readonly nodePortAddresses?: readonly string[]
+  /** kube-proxy's masqueradeAll: SNAT every connection to a ClusterIP */
+  readonly masqueradeAll?: boolean
   readonly lb?: 'random' | 'maglev'
   readonly icmp?: 'reply' | 'reject' | 'drop'
   /** conntrack state kept across restarts: written on graceful stop and every intervalSeconds (default: beside the control socket, 10 s) */

@@ -1,71 +1,22 @@
-// How desired state crosses from the control thread to the packet thread: the one place that decides what a NAT
-// install and a zone install carry. Both sides are here so they cannot drift apart.
-//
-// Today an install carries the change itself (the whole cluster for a full sync, the changed services otherwise) and
-// the packet side compiles it; the image contract in ARCHITECTURE.md replaces that with compiled, transferable tables.
-import type { Cluster, Service } from '../model/cluster'
-import { compileNat, updateNat, type NatTable, type ResolvedNatConfig, type ServiceRef } from '../nat/compile'
-import type { NatEngine } from '../nat/engine'
-import type { DnsServer } from '../dns/server'
+// What crosses from the control thread to the packet thread, decided in one place: compiled tables as images whose
+// buffers are transferred (src/nat/image.ts, src/dns/installed.ts), never object graphs. A full image is installed by
+// wrapping its buffers, a delta in O(change) (ARCHITECTURE.md).
+import type { Service } from '../model/cluster'
+import { natImage, natImageTransfer, type NatImage } from '../nat/image'
+import type { NatTable, ServiceRef } from '../nat/compile'
+import { zoneImageTransfer, type ZoneImage } from '../dns/image'
 
-export interface NatInstall {
-  readonly config: ResolvedNatConfig
-  /** a full sync: the whole desired state */
-  readonly cluster?: Cluster
-  /** an incremental sync: these services changed or were deleted */
-  readonly changed?: readonly Service[]
-  readonly deleted?: readonly ServiceRef[]
+export type NatInstall = NatImage
+export type ZoneInstall = ZoneImage
+
+/** The NAT image of `next` for a packet thread that has `prev` installed (a delta when next = updateNat(prev)). */
+export function natInstall(next: NatTable, prev?: NatTable): { install: NatInstall; transfer: ArrayBuffer[] } {
+  const img = natImage(next, prev)
+  return { install: img, transfer: natImageTransfer(img) }
 }
 
-export type ZoneInstall = Record<string, never>
-
-/** Control side: the install for a full sync. */
-export function natFull(cluster: Cluster, config: ResolvedNatConfig): { install: NatInstall; transfer: ArrayBuffer[] } {
-  return { install: { config, cluster }, transfer: [] }
-}
-
-/** Control side: the install for a few changed services. */
-export function natChange(config: ResolvedNatConfig, changed: readonly Service[], deleted: readonly ServiceRef[]): { install: NatInstall; transfer: ArrayBuffer[] } {
-  return { install: { config, changed, deleted }, transfer: [] }
-}
-
-export function zoneInstall(): { install: ZoneInstall; transfer: ArrayBuffer[] } {
-  return { install: {}, transfer: [] }
-}
-
-/**
- * Packet side: keeps what the installs build on and applies them to the engine and the DNS server. A failing
- * install throws before anything is swapped, so the last good table keeps serving.
- */
-export class PacketTables {
-  private cluster: Cluster
-  table: NatTable
-
-  constructor(first: NatInstall) {
-    this.cluster = first.cluster ?? { services: [], nodes: [], pods: [] }
-    this.table = compileNat(this.cluster, first.config)
-  }
-
-  installNat(engine: NatEngine, install: NatInstall): { resets: number } {
-    let table: NatTable
-    let cluster: Cluster
-    if (install.cluster !== undefined) {
-      table = compileNat(install.cluster, install.config, this.table)
-      cluster = install.cluster
-    } else {
-      const changed = install.changed ?? []
-      const deleted = install.deleted ?? []
-      table = updateNat(this.table, changed, deleted)
-      cluster = { ...this.cluster, services: mergeServices(this.cluster.services, changed, deleted) }
-    }
-    this.table = table
-    this.cluster = cluster
-    return { resets: engine.swap(table).resets }
-  }
-
-  installZone(dns: DnsServer, _install: ZoneInstall): void {
-    dns.setCluster(this.cluster)
-  }
+export function zoneInstall(img: ZoneImage): { install: ZoneInstall; transfer: ArrayBuffer[] } {
+  return { install: img, transfer: zoneImageTransfer(img) }
 }
 
 /** The services of `base` with `changed` replacing or adding by namespace/name and `deleted` removed. */

@@ -89,6 +89,6 @@ export class Link {
 }
 
 /** A reply whose buffers move to the other thread instead of being copied. */
-class Transfer {
+export class Transfer {
   constructor(readonly value: unknown, readonly buffers: readonly ArrayBuffer[]) {}
 }

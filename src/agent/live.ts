@@ -1,28 +1,67 @@
-// Live state for the inspection tools, answered by the packet thread's engine: one set of answers whichever thread
-// asks. In-process (tests, tools) `engineLive` calls them directly; a running agent's control thread reaches them
-// through the thread link (`linkLive`), which carries only plain data.
-import type { NatEngine, ConntrackEntry } from '../nat/engine'
+// Live state for the inspection tools, from the engine that owns it. The control thread asks in bounded requests
+// (a conntrack chunk, a batch of deletes, one lookup) and does the rest itself: decoding entries with its NAT table,
+// matching filters, choosing what to delete. In-process (tests, tools) the same requests go straight to an engine.
+import type { NatEngine } from '../nat/engine'
+import type { NatTable } from '../nat/compile'
+import { CT_CHUNK, decodeCtChunk, type ConntrackEntry } from '../nat/ctview'
 import type { ExplainLive } from '../nat/explain'
-import { flushMatching, type ConntrackFilterArgs } from '../inspect/conntrack'
+import type { Family } from '../model/cluster'
 import type { Link } from './link'
+import { CT_DELETE_BATCH, type PacketRequest, type TupleRef } from './packet-path'
 import type { LiveClient, TupleQuery } from './view'
 
 /** The answers explain needs for one trace, as plain data. */
-export interface LookupData {
+interface LookupData {
   readonly q: TupleQuery
   readonly tracked: { entry: ConntrackEntry; direction: 'original' | 'reply' } | null
   readonly pins: readonly (readonly [number, { endpoint: string; expiresIn: number }])[]
 }
 
-function lookupData(engine: NatEngine, q: TupleQuery, svcPortIds: readonly number[], now: number): LookupData {
-  const tracked = engine.findConntrack(q.family, q.proto, q.src, q.dst, q.sport, q.dport, now) ?? null
-  const pins: [number, { endpoint: string; expiresIn: number }][] = []
-  for (const id of svcPortIds) {
-    const sp = engine.table.svcPorts[id]
-    const pin = sp === undefined ? undefined : engine.findAffinity(sp, q.src, now)
-    if (pin !== undefined) pins.push([id, pin])
+/** The bounded requests live state is made of. */
+interface LivePort {
+  ask<T>(req: PacketRequest): Promise<T>
+}
+
+const PROTO: Readonly<Record<string, number>> = { icmp: 1, tcp: 6, udp: 17, icmpv6: 58, sctp: 132 }
+
+function liveOver(port: LivePort, table: () => NatTable | undefined): LiveClient {
+  const name = (e: ConntrackEntry): ConntrackEntry => {
+    const sp = e.svcPortId >= 0 ? table()?.svcPorts[e.svcPortId] : undefined
+    return sp === undefined || e.service !== '' ? e : { ...e, service: `${sp.namespace}/${sp.name}` }
   }
-  return { q, tracked, pins }
+  const conntrack = async (): Promise<ConntrackEntry[]> => {
+    const out: ConntrackEntry[] = []
+    for (let c = 0; c >= 0;) {
+      const r = await port.ask<{ bytes: ArrayBuffer; next: number }>({ op: 'ctChunk', cursor: c, max: CT_CHUNK })
+      for (const e of decodeCtChunk(r.bytes, table())) out.push(e)
+      c = r.next
+    }
+    return out
+  }
+  return {
+    serviceCounters: () => port.ask({ op: 'serviceCounters' }),
+    counters: () => port.ask({ op: 'counters' }),
+    conntrack,
+    deleteWhere: async pred => {
+      const doomed: TupleRef[] = []
+      for (const e of await conntrack()) {
+        if (!pred(e)) continue
+        doomed.push({ family: e.family, proto: PROTO[e.protocol] ?? Number(e.protocol), src: e.orig.src, dst: e.orig.dst, sport: e.orig.sport, dport: e.orig.dport })
+      }
+      let deleted = 0
+      for (let i = 0; i < doomed.length; i += CT_DELETE_BATCH) {
+        deleted += await port.ask<number>({ op: 'ctDelete', tuples: doomed.slice(i, i + CT_DELETE_BATCH) })
+      }
+      return deleted
+    },
+    lookups: async (q, ids) => {
+      const t = table()
+      const svcPortIds: { id: number; family: Family }[] = []
+      for (const id of ids) { const sp = t?.svcPorts[id]; if (sp !== undefined) svcPortIds.push({ id, family: sp.family }) }
+      const d = await port.ask<LookupData>({ op: 'lookups', q, svcPortIds })
+      return lookupsFrom({ ...d, tracked: d.tracked === null ? null : { ...d.tracked, entry: name(d.tracked.entry) } })
+    },
+  }
 }
 
 /** Explain's view of prefetched answers: the one tuple asked about, and the pins of the ids asked about. */
@@ -36,41 +75,28 @@ function lookupsFrom(d: LookupData): ExplainLive {
   }
 }
 
-export type LiveRequest =
-  | { op: 'live'; method: 'serviceCounters' }
-  | { op: 'live'; method: 'conntrack' }
-  | { op: 'live'; method: 'flush'; filter: ConntrackFilterArgs }
-  | { op: 'live'; method: 'lookups'; q: TupleQuery; svcPortIds: readonly number[] }
-
-/** Packet side: one live request against the engine (plain data in, plain data out). */
-export function answerLive(engine: NatEngine, req: LiveRequest, now: number): unknown {
-  switch (req.method) {
-    case 'serviceCounters': return { packets: engine.svcPackets.slice(), newConnections: engine.svcNew.slice() }
-    case 'conntrack': return engine.conntrackEntries(now)
-    case 'flush': return flushMatching(engine, req.filter)
-    case 'lookups': return lookupData(engine, req.q, req.svcPortIds, now)
-  }
+/** Live state of the packet thread at the other end of `link`, read against the control thread's table. */
+export function linkLive(link: Link, table: () => NatTable): LiveClient {
+  return liveOver({ ask: req => link.call(req) }, table)
 }
 
-/** Live state of an engine in this thread. */
+/** Live state of an engine in this thread (tests, tools): the same requests, answered directly. */
 export function engineLive(engine: NatEngine, now: () => number, counters: () => Record<string, number> = () => ({})): LiveClient {
-  const ask = (req: LiveRequest): unknown => answerLive(engine, req, now())
-  return {
-    serviceCounters: async () => ask({ op: 'live', method: 'serviceCounters' }) as { packets: Float64Array; newConnections: Float64Array },
-    conntrack: async () => ask({ op: 'live', method: 'conntrack' }) as ConntrackEntry[],
-    flush: async filter => ask({ op: 'live', method: 'flush', filter }) as number,
-    lookups: async (q, svcPortIds) => lookupsFrom(ask({ op: 'live', method: 'lookups', q, svcPortIds }) as LookupData),
-    counters: async () => counters(),
+  const ask = async (req: PacketRequest): Promise<unknown> => {
+    switch (req.op) {
+      case 'serviceCounters': return { packets: engine.svcPackets.slice(), newConnections: engine.svcNew.slice() }
+      case 'counters': return counters()
+      case 'ctChunk': return engine.ctChunk(req.cursor, req.max, now())
+      case 'ctDelete': return req.tuples.filter(t => engine.deleteTuple(t.family, t.proto, t.src, t.dst, t.sport, t.dport)).length
+      case 'lookups': {
+        const q = req.q
+        const tracked = engine.findConntrack(q.family, q.proto, q.src, q.dst, q.sport, q.dport, now()) ?? null
+        const pins: [number, { endpoint: string; expiresIn: number }][] = []
+        for (const sp of req.svcPortIds) { const p = engine.findAffinity(sp, q.src, now()); if (p) pins.push([sp.id, p]) }
+        return { q, tracked, pins }
+      }
+      default: throw new Error(`${req.op}: not a live request`)
+    }
   }
-}
-
-/** Live state of the packet thread at the other end of `link`. */
-export function linkLive(link: Link): LiveClient {
-  return {
-    serviceCounters: () => link.call({ op: 'live', method: 'serviceCounters' } satisfies LiveRequest),
-    conntrack: () => link.call({ op: 'live', method: 'conntrack' } satisfies LiveRequest),
-    flush: filter => link.call({ op: 'live', method: 'flush', filter } satisfies LiveRequest),
-    lookups: async (q, svcPortIds) => lookupsFrom(await link.call<LookupData>({ op: 'live', method: 'lookups', q, svcPortIds } satisfies LiveRequest)),
-    counters: () => link.call({ op: 'counters' }),
-  }
+  return liveOver({ ask: ask as LivePort['ask'] }, () => engine.table)
 }

@@ -1,43 +1,54 @@
 // The packet thread's half of an agent: the device, the packet loop, the NAT engine (which owns conntrack) and the
-// cluster DNS answerer. It does per-packet work and installs what the control thread sends (see ARCHITECTURE.md);
-// every request it serves is bounded (counters, one conntrack chunk, one lookup), never a walk of a whole table.
+// cluster DNS answerer. It does per-packet work and installs the images the control thread sends (crossing.ts,
+// ARCHITECTURE.md); every request it serves is bounded (counters, one conntrack chunk, one lookup, a batch of deletes),
+// never a walk of a whole table. Stale flows after an install are flushed a slice at a time between batches.
 import type { Device } from '../device/device'
 import { Dataplane, dropNames, type Peer } from '../dataplane/loop'
 import { Capture } from '../dataplane/capture'
 import { NatEngine, type NatEngineOptions } from '../nat/engine'
-import { natCounterRecord } from '../metrics/nat'
+import { compileNat, type ResolvedNatConfig } from '../nat/compile'
+import { CT_CHUNK } from '../nat/ctview'
 import { DnsServer, type DnsServerOptions } from '../dns/server'
-import { PacketTables, type NatInstall, type ZoneInstall } from './crossing'
-import { answerLive, type LiveRequest } from './live'
+import { natCounterRecord } from '../metrics/nat'
+import type { Family } from '../model/cluster'
+import type { NatInstall, ZoneInstall } from './crossing'
+import { Transfer } from './link'
+import type { TupleQuery } from './view'
 
-/** Everything the packet thread needs to start, as plain data (it crosses a thread boundary). */
+/** Everything the packet thread needs to start, as plain data and transferable images. */
 export interface PacketInit {
   readonly loop: { nodeIp: number; dnsIp: number; dnsPort: number; vni: number; peers: readonly PeerSpec[] }
   readonly engine: NatEngineOptions
+  readonly natConfig: ResolvedNatConfig
   readonly dns: DnsServerOptions
   /** the first tables */
   readonly nat: NatInstall
   readonly zone: ZoneInstall
-  /** bind DNS sockets for the node's own processes on this address (real agents; not with a test device) */
-  readonly dnsSockets?: { readonly host: string; readonly port: number }
-  /** a conntrack snapshot to restore before the first packet */
-  readonly snapshot?: Uint8Array
+  /** a conntrack snapshot, prepared against the first NAT table by the control thread (prepareRestore chunks) */
+  readonly restore?: readonly ArrayBuffer[]
 }
 
-/** A VXLAN peer as plain data; the MAC is derived on the packet side. */
+/** A VXLAN peer as plain data; the packet side makes the Peer. */
 export interface PeerSpec { readonly net: number; readonly mask: number; readonly ip: number; readonly mac: Uint8Array }
+
+/** One original tuple to delete (conntrack -D after the control thread matched a listing). */
+export interface TupleRef { readonly family: Family; readonly proto: number; readonly src: string; readonly dst: string; readonly sport: number; readonly dport: number }
 
 /** Requests the control thread makes; each is answered with bounded work. */
 export type PacketRequest =
   | { op: 'counters' }
   | { op: 'dnsMetrics' }
-  | { op: 'ctCount' }
-  | LiveRequest
-  | { op: 'snapshot' }
+  | { op: 'serviceCounters' }
+  | { op: 'ctChunk'; cursor: number; max: number }
+  | { op: 'ctDelete'; tuples: readonly TupleRef[] }
+  | { op: 'lookups'; q: TupleQuery; svcPortIds: readonly { id: number; family: Family }[] }
   | { op: 'capture'; path: string; addresses: number[]; pre: boolean; post: boolean; maxRecords: number; durationMs: number }
   | { op: 'peers'; peers: readonly PeerSpec[] }
   | { op: 'nat'; install: NatInstall }
   | { op: 'zone'; install: ZoneInstall }
+
+/** At most this many tuples in one ctDelete request (the control thread sends more in several). */
+export const CT_DELETE_BATCH = 1024
 
 function toPeer(p: PeerSpec): Peer {
   return { net: p.net, mask: p.mask, ip: p.ip, mac: Buffer.from(p.mac) }
@@ -47,25 +58,26 @@ export class PacketPath {
   readonly engine: NatEngine
   readonly dns: DnsServer
   readonly dp: Dataplane
-  private readonly tables: PacketTables
   private clock = Math.floor(Date.now() / 1000)
   private readonly timers: NodeJS.Timeout[] = []
-  /** how many installs failed (a bad table from the control thread): the last good one keeps serving */
+  private flushing: NodeJS.Immediate | undefined
+  /** installs refused (a bad image from the control thread): the last good table keeps serving */
   installErrors = 0
 
   constructor(private readonly dev: Device, init: PacketInit, private readonly log: (line: string) => void) {
-    this.tables = new PacketTables(init.nat)
-    this.engine = new NatEngine(this.tables.table, init.engine)
+    // An engine with an empty table of the right config; the first image replaces it at once.
+    this.engine = new NatEngine(compileNat({ services: [], nodes: [], pods: [] }, init.natConfig), init.engine)
+    this.engine.install(init.nat)
     this.dns = new DnsServer(init.dns)
-    this.tables.installZone(this.dns, init.zone)
+    this.dns.install(init.zone)
     this.dp = new Dataplane(dev, this.engine, this.dns, {
       nodeIp: init.loop.nodeIp, dnsIp: init.loop.dnsIp, dnsPort: init.loop.dnsPort, vni: init.loop.vni,
       localMac: Buffer.alloc(6), peers: init.loop.peers.map(toPeer),
     })
-    if (init.snapshot !== undefined) this.restore(Buffer.from(init.snapshot.buffer, init.snapshot.byteOffset, init.snapshot.byteLength))
+    if (init.restore !== undefined) this.restore(init.restore)
   }
 
-  /** Sets the loop's own MAC (derived from the node IP by the caller) — separate so PacketInit stays plain. */
+  /** Sets the loop's own MAC (derived from the node IP by the caller). */
   setLocalMac(mac: Buffer): void {
     this.dp.setPeers({ ...this.dp.options, localMac: mac })
   }
@@ -81,17 +93,35 @@ export class PacketPath {
     this.timers.push(setInterval(() => {
       this.clock = Math.floor(Date.now() / 1000)
       this.engine.tick(this.clock)
+      this.sendResets()
     }, 250))
   }
 
-  private restore(buf: Buffer): void {
+  private restore(chunks: readonly ArrayBuffer[]): void {
+    let restored = 0
     try {
-      const n = this.engine.restore(buf, this.clock)
-      this.log(`[agent] restored ${n} conntrack entries`)
-      if (this.engine.pendingResets > 0) this.dp.sendResets(this.engine)
+      for (const c of chunks) restored = this.engine.restoreChunk(c, this.clock).restored
+      this.log(`[agent] restored ${restored} conntrack entries`)
+      this.sendResets()
     } catch (err) {
       this.log(`[agent] ignoring the conntrack snapshot: ${(err as Error).message}`)
     }
+  }
+
+  private sendResets(): void {
+    if (this.engine.pendingResets > 0) this.dp.sendResets(this.engine)
+  }
+
+  /** Flushes stale flows one slice per turn of the event loop, so batches of packets run in between. */
+  private drainStale(): void {
+    if (this.flushing !== undefined) return
+    const slice = (): void => {
+      this.flushing = undefined
+      this.engine.step()
+      this.sendResets()
+      if (this.engine.flushPending) this.flushing = setImmediate(slice)
+    }
+    this.flushing = setImmediate(slice)
   }
 
   counters(): Record<string, number> {
@@ -109,35 +139,51 @@ export class PacketPath {
     return out
   }
 
-  /** One request from the control thread. Installs are guarded: a failure keeps the last good table. */
+  /** One request from the control thread. Installs are checked first: a refused one keeps the last good table. */
   handle(req: PacketRequest): unknown {
     switch (req.op) {
       case 'counters': return this.counters()
       case 'dnsMetrics': return this.dns.metrics()
-      case 'ctCount': return { ipv4: this.engine.v4.ct.count, ipv6: this.engine.v6.ct.count }
-      case 'live': return answerLive(this.engine, req, this.clock)
-      case 'snapshot': return this.engine.snapshot()
+      case 'serviceCounters': return { packets: this.engine.svcPackets.slice(), newConnections: this.engine.svcNew.slice() }
+      case 'ctChunk': {
+        const r = this.engine.ctChunk(req.cursor, Math.min(req.max, CT_CHUNK), this.clock)
+        return new Transfer(r, [r.bytes])
+      }
+      case 'ctDelete': {
+        let deleted = 0
+        for (const t of req.tuples.slice(0, CT_DELETE_BATCH)) if (this.engine.deleteTuple(t.family, t.proto, t.src, t.dst, t.sport, t.dport)) deleted++
+        return deleted
+      }
+      case 'lookups': {
+        const q = req.q
+        const tracked = this.engine.findConntrack(q.family, q.proto, q.src, q.dst, q.sport, q.dport, this.clock) ?? null
+        const pins: [number, { endpoint: string; expiresIn: number }][] = []
+        for (const sp of req.svcPortIds) {
+          const pin = this.engine.findAffinity(sp, q.src, this.clock)
+          if (pin !== undefined) pins.push([sp.id, pin])
+        }
+        return { q, tracked, pins }
+      }
       case 'capture': return this.capture(req)
       case 'peers': this.dp.setPeers({ ...this.dp.options, peers: req.peers.map(toPeer) }); return null
-      case 'nat': {
+      case 'nat':
         try {
-          const r = this.tables.installNat(this.engine, req.install)
-          if (r.resets > 0) this.dp.sendResets(this.engine)
+          const r = this.engine.install(req.install)
+          this.sendResets()
+          if (this.engine.flushPending) this.drainStale()
           return r
         } catch (err) {
           this.installErrors++
-          this.log(`[agent] NAT install failed, the previous table keeps serving: ${(err as Error).message}`)
+          this.log(`[agent] NAT install refused, the previous table keeps serving: ${(err as Error).message}`)
           throw err
         }
-      }
-      case 'zone': {
-        try { this.tables.installZone(this.dns, req.install) } catch (err) {
+      case 'zone':
+        try { this.dns.install(req.install) } catch (err) {
           this.installErrors++
-          this.log(`[agent] zone install failed, the previous zone keeps serving: ${(err as Error).message}`)
+          this.log(`[agent] zone install refused, the previous zone keeps serving: ${(err as Error).message}`)
           throw err
         }
         return null
-      }
     }
   }
 
@@ -159,6 +205,7 @@ export class PacketPath {
   async stop(): Promise<void> {
     this.dp.capture?.close()
     for (const t of this.timers) clearInterval(t)
+    if (this.flushing !== undefined) clearImmediate(this.flushing)
     await this.dns.close()
   }
 }

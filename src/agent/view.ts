@@ -3,10 +3,9 @@
 // `-f manifests` builds an offline view (no live state: no conntrack, no counters).
 import type { Cluster, Family } from '../model/cluster'
 import type { NatTable, ResolvedNatConfig } from '../nat/compile'
-import type { ConntrackEntry } from '../nat/engine'
+import type { ConntrackEntry } from '../nat/ctview'
 import type { ExplainLive } from '../nat/explain'
 import type { DnsServer } from '../dns/server'
-import type { ConntrackFilterArgs } from '../inspect/conntrack'
 
 /** A 5-tuple as trace asks the packet thread about it. */
 export interface TupleQuery {
@@ -22,8 +21,10 @@ export interface TupleQuery {
 export interface LiveClient {
   /** packets and new connections per service port id, since start */
   serviceCounters(): Promise<{ readonly packets: Float64Array; readonly newConnections: Float64Array }>
+  /** every entry, read a bounded chunk at a time */
   conntrack(): Promise<ConntrackEntry[]>
-  flush(filter: ConntrackFilterArgs): Promise<number>
+  /** deletes the entries `pred` selects (conntrack -D); how many */
+  deleteWhere(pred: (e: ConntrackEntry) => boolean): Promise<number>
   /** the conntrack entry of this tuple and the affinity pins of `client` for these service port ids, as explain reads them */
   lookups(q: TupleQuery, svcPortIds: readonly number[]): Promise<ExplainLive>
   /** packet-loop, device and NAT counters by name */

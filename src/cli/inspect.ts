@@ -8,6 +8,8 @@ import { inspectHandlers, INSPECT_COMMANDS } from '../inspect/handlers'
 import { offlineView, OFFLINE_DEFAULTS } from '../inspect/offline'
 import { resolveSocket } from '../inspect/socket'
 import { DUMP_FORMATS, type DumpFormat } from '../inspect/dump'
+import type { DumpOptions } from '../kubeproxy/dump'
+import { mergeFlags, readKubeProxyConfig, RUN_FLAGS } from '../run/kpconfig'
 import { formatTrace, TRACE_PROTOCOLS, type Trace } from '../inspect/trace'
 import { formatServices, type ServicesReport } from '../inspect/services'
 import { CONNTRACK_OPS, CONNTRACK_PROTOCOLS, OFFLINE_CONNTRACK, formatConntrack, type ConntrackResult } from '../inspect/conntrack'
@@ -72,15 +74,65 @@ function json(v: unknown): string {
   return JSON.stringify(v, null, 2) + '\n'
 }
 
+/** kube-proxy's settings for `dump`, resolved as `run` resolves them (same file, flags and precedence). */
+function dumpProxyOptions(o: DumpOpts): DumpOptions {
+  const flags: Record<string, unknown> = {}
+  for (const f of RUN_FLAGS) if (f.group !== 'tundra' || f.path === 'tundra.serviceCIDRs') flags[f.key] = o[f.key]
+  if (o.clusterCidr !== undefined) flags['clusterCidr'] = o.clusterCidr
+  const cfg = mergeFlags(o.config !== undefined ? readKubeProxyConfig(o.config) : undefined, flags)
+  for (const w of cfg.warnings) process.stderr.write(`warning: ${w}\n`)
+  const given = (key: string): boolean => o[key] !== undefined || o.config !== undefined
+  return {
+    ...(cfg.hostnameOverride !== '' ? { nodeName: cfg.hostnameOverride.toLowerCase() } : {}),
+    ...(given('clusterCidr') && cfg.clusterCIDRs.length > 0 ? { clusterCIDR: cfg.clusterCIDRs } : {}),
+    ...(given('nodeportAddresses') ? { nodePortAddresses: cfg.nodePortAddresses.flatMap(a => (a === 'all' ? ['0.0.0.0/0', '::/0'] : a === 'localhost' ? [] : [a])) } : {}),
+    masqueradeAll: cfg.masqueradeAll,
+    masqueradeBit: cfg.masqueradeBit,
+    localhostNodePorts: cfg.localhostNodePorts,
+    serviceCIDRs: cfg.tundra.serviceCIDRs,
+  }
+}
+
+type DumpOpts = SourceOpts & Record<string, unknown> & { format: DumpFormat; family: '4' | '6'; config?: string; skipInvalid?: boolean; serviceNodePortRange?: string }
+
+function portRange(v: string): [number, number] {
+  const m = /^(\d+)-(\d+)$/.exec(v)
+  if (m === null || Number(m[1]) > Number(m[2]) || Number(m[2]) > 65535) throw new InspectError(`--service-node-port-range: expected a range like 30000-32767, got ${JSON.stringify(v)}`)
+  return [Number(m[1]), Number(m[2])]
+}
+
 export function registerInspect(program: Command): void {
-  onlineOptions(offlineOptions(program.command('dump')))
+  const dump = onlineOptions(offlineOptions(program.command('dump')))
     .description("the rules kube-proxy would program on this node (iptables-save or nft), or tundra's compiled NAT table (json)")
     .addOption(new Option('--format <format>', 'output format').choices(DUMP_FORMATS).default('iptables-save'))
     .addOption(new Option('--family <n>', 'IP family of the rules').choices(['4', '6']).default('4'))
-    .action(async (o: SourceOpts & { format: DumpFormat; family: '4' | '6' }) => {
-      const text = await call(o, 'dump', { format: o.format, family: Number(o.family) })
-      process.stdout.write(String(text))
+    .option('--config <file>', "with -f: the node's KubeProxyConfiguration, as `tundra run --config` reads it")
+    .option('--skip-invalid', 'with -f: render the valid objects and exit 0 when some are invalid (default: exit 1)')
+    .option('--service-node-port-range <a-b>', "with -f: the API server's NodePort range (default 30000-32767)")
+  for (const f of RUN_FLAGS) {
+    if (f.refused !== undefined || (f.group === 'tundra' && f.path !== 'tundra.serviceCIDRs') || ['--cluster-cidr', '--kubeconfig', '--cleanup', '--v', '--logging-format'].includes(f.flag)) continue
+    dump.option(f.type === 'bool' ? `${f.flag} [bool]` : `${f.flag} ${f.arg ?? '<value>'}`, `with -f: ${f.help}`)
+  }
+  dump.action(async (o: DumpOpts) => {
+    const args = { format: o.format, family: Number(o.family) }
+    if (o.filename === undefined) {
+      if (o.config !== undefined) throw new InspectError('--config only applies with -f (a running agent dumps its own settings)')
+      process.stdout.write(String(await call(o, 'dump', args)))
+      return
+    }
+    const proxy = dumpProxyOptions(o)
+    const view = offlineView(o.filename, {
+      ...(o.nodeName !== undefined ? { nodeName: o.nodeName } : proxy.nodeName !== undefined ? { nodeName: proxy.nodeName } : {}),
+      ...(o.nodeIp !== undefined ? { nodeIP: o.nodeIp } : {}),
+      ...(o.clusterCidr !== undefined ? { clusterCIDR: o.clusterCidr } : {}),
+      ...(o.nodes !== undefined ? { nodes: o.nodes } : {}),
+      ...(o.serviceNodePortRange !== undefined ? { nodePortRange: portRange(o.serviceNodePortRange) } : {}),
     })
+    if (view.problems.length > 0 && o.skipInvalid !== true) {
+      throw new InspectError(`${view.problems.length} invalid object(s) (listed above): nothing dumped; --skip-invalid renders the valid rest`)
+    }
+    process.stdout.write(String(await inspectHandlers(view).dump({ ...args, proxy })))
+  })
 
   onlineOptions(offlineOptions(program.command('trace')))
     .description("follow a connection's first packet through the service rules: chains, endpoint, masquerade, rewritten tuple")

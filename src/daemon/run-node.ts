@@ -1,6 +1,7 @@
 // `tundra run` on a node, control side: sources (API watch or manifests), the sync runner, the agent, metrics and
 // health servers. It runs on the agent's control thread (control-thread.ts); the packet thread is `packet`.
 import { execFileSync } from 'node:child_process'
+import { writeFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { Agent } from '../agent/agent'
 import type { AgentConfig, VxlanPeer } from '../agent/config'
@@ -12,10 +13,11 @@ import { TundraMetrics } from '../metrics/registry'
 import { startServers } from '../metrics/server'
 import { natConntrackEntries, natConntrackMax, natDrops, natNoLocalEndpoints, natServiceCounters } from '../metrics/nat'
 import { createSource, mergeFlags, nodeNameOf, readKubeProxyConfig, RUN_FLAGS, type RunConfig } from '../run/index'
+import { kubeProxyConfigurationOf } from '../run/kpshape'
 import type { ObjectStore } from '../run/store'
 import { SyncRunner, type SyncBatch } from '../run/sync'
 import { LAST_STATE_KINDS, loadLastState, saveLastState } from '../run/persist'
-import { configureLogging, type LogFormat } from './log'
+import { configureLogging } from './log'
 
 const VXLAN_VNI = 4096
 const VXLAN_PORT = 4789
@@ -44,12 +46,22 @@ function agentConfigFor(cfg: RunConfig, cluster: Cluster, nodeName: string): Age
   const ip = cfg.bindAddress && cfg.bindAddress !== '0.0.0.0' && cfg.bindAddress !== '::'
     ? cfg.bindAddress : node?.addresses.find(a => !a.includes(':'))
   if (!ip) throw new Error(`node ${nodeName}: no IPv4 address (no Node object with one, and no --bind-address)`)
-  const podCIDR = node?.podCIDRs.find(c => !c.includes(':')) ?? cfg.clusterCIDRs[0] ?? '10.100.0.0/16'
+  const v4 = (l: readonly string[]): string | undefined => l.find(c => !c.includes(':'))
+  const v6 = (l: readonly string[]): string | undefined => l.find(c => c.includes(':'))
+  const podCIDR = v4(node?.podCIDRs ?? []) ?? v4(cfg.clusterCIDRs) ?? '10.100.0.0/16'
+  // detectLocalMode NodeCIDR: only this node's podCIDRs count as local (kube-proxy's NewDetectLocalByCIDR(podCIDR))
+  if (cfg.detectLocalMode === 'NodeCIDR' && (node?.podCIDRs.length ?? 0) === 0) throw new Error(`detectLocalMode NodeCIDR: node ${nodeName} has no spec.podCIDRs`)
+  const local = cfg.detectLocalMode === 'NodeCIDR' ? node?.podCIDRs ?? [] : cfg.clusterCIDRs
   const t = cfg.tundra
+  const clusterCIDR6 = v6(local)
+  const serviceCIDR6 = v6(t.serviceCIDRs)
   return {
     node: { name: nodeName, ip, podCIDR, uplink: t.uplink || defaultUplink() },
-    clusterCIDR: cfg.clusterCIDRs[0] ?? podCIDR,
-    serviceCIDR: t.serviceCIDRs[0] ?? '10.96.0.0/12',
+    clusterCIDR: v4(local) ?? podCIDR,
+    serviceCIDR: v4(t.serviceCIDRs) ?? '10.96.0.0/12',
+    ...(clusterCIDR6 !== undefined ? { clusterCIDR6 } : {}),
+    ...(serviceCIDR6 !== undefined ? { serviceCIDR6 } : {}),
+    ...(cfg.masqueradeAll ? { masqueradeAll: true } : {}),
     manifests: [],
     dns: { ip: t.dns.ip, zone: t.dns.zone, upstreams: t.dns.upstreams, ttl: t.dns.ttl },
     tun: { name: t.tun.name, vnetHdr: t.tun.offloads, queues: t.tun.queues, io: t.tun.io, busyPollUs: t.tun.busyPollUs },
@@ -72,13 +84,6 @@ export function lastStatePathOf(cfg: RunConfig): string {
   return `${snapshotPathOf(cfg)}.objects`
 }
 
-/** logging.format / verbosity from the configuration, where the config parser puts them (absent: unchanged). */
-function loggingOf(cfg: RunConfig): { format?: LogFormat; verbosity?: number } {
-  const c = cfg as unknown as { logging?: { format?: LogFormat; verbosity?: number }; verbosity?: number }
-  const verbosity = c.logging?.verbosity ?? c.verbosity
-  return { ...(c.logging?.format !== undefined ? { format: c.logging.format } : {}), ...(verbosity !== undefined ? { verbosity } : {}) }
-}
-
 /** Applies one batch (src/run/apply.ts); a full one also refreshes the VXLAN peers from the Node objects. */
 function applyRunBatch(agent: Agent, store: ObjectStore, batch: SyncBatch, nodeName: string): void {
   const cluster = applyBatch(agent, store, batch)
@@ -91,12 +96,13 @@ export async function runNode(o: Readonly<Record<string, unknown>>, packet: Link
   const flags: Record<string, unknown> = {}
   for (const f of RUN_FLAGS) if (o[f.key] !== undefined) flags[f.key] = o[f.key]
   const cfg = mergeFlags(file, flags)
-  const logging = configureLogging(loggingOf(cfg))
+  const logging = configureLogging(cfg.logging)
   await packet.call({ op: 'logging', format: logging.format, verbosity: logging.verbosity })
   for (const w of cfg.warnings) log(`[run] warning: ${w}`)
+  if (cfg.oomScoreAdj !== undefined) writeFileSync('/proc/self/oom_score_adj', `${cfg.oomScoreAdj}\n`)
   const nodeName = nodeNameOf(cfg, hostname())
   const manifests = Array.isArray(o['filename']) ? o['filename'] as string[] : undefined
-  const master = typeof o['master'] === 'string' ? o['master'] : undefined
+  const master = cfg.master || undefined
   const source = createSource(cfg, { ...(manifests ? { manifests } : {}), nodeName, log, ...(master ? { watch: { master } } : {}) })
   // From the API: program the last known state first. The API server may be reachable only through a Service VIP
   // that this dataplane provides (in-cluster config), so waiting for the first LIST could mean waiting forever.
@@ -155,7 +161,7 @@ export async function runNode(o: Readonly<Record<string, unknown>>, packet: Link
   metrics.bindSync(runner)
   const servers = await startServers({
     metricsBindAddress: cfg.metricsBindAddress, healthzBindAddress: cfg.healthzBindAddress,
-    metrics, health: () => runner.health(), configz: () => cfg, log,
+    metrics, health: () => runner.health(), configz: () => kubeProxyConfigurationOf(cfg), hardFail: cfg.bindAddressHardFail, log,
   })
   log(`[run] metrics on ${cfg.metricsBindAddress}/metrics, health on ${cfg.healthzBindAddress}/healthz`)
   // the last known state follows the store, written with the conntrack snapshot's period and on stop; only what a

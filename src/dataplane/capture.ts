@@ -1,12 +1,14 @@
 // `tundra capture`: a pcapng of what the packet loop sees, before and/or after translation, with the verdict of each
 // packet as a comment. The loop holds `capture: Capture | null`; when nobody captures the cost is that null check.
 import { openSync, writeSync, closeSync } from 'node:fs'
+import { NAT_ACTION_NAMES } from '../nat/verdict'
 
 /** LINKTYPE_RAW: each record starts with an IPv4 or IPv6 header. */
 const LINKTYPE_RAW = 101
 const SNAPLEN = 65535
 
-export const CAPTURE_VERDICTS = ['pass', 'forward', 'reply', 'reject', 'drop'] as const
+/** Verdict names by NatAction code, as the packet comments show them. */
+export const CAPTURE_VERDICTS: readonly string[] = NAT_ACTION_NAMES
 
 export interface CaptureOptions {
   readonly path: string

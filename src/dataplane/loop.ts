@@ -12,6 +12,7 @@ import { UDP_HEADER, UdpField } from '../wire/udp'
 import { encapsulate, innerOffset, VXLAN_OVERHEAD, VXLAN_PORT } from './vxlan'
 import { completeChecksum, segment } from './gso'
 import { CAPTURE_VERDICTS, type Capture } from './capture'
+import { NatAction } from '../nat/verdict'
 
 export interface Peer { readonly net: number; readonly mask: number; readonly ip: number; readonly mac: Buffer }
 
@@ -27,7 +28,8 @@ export interface PacketDns {
   forward(query: Buffer, cb: (answer: Buffer) => void): void
 }
 
-const Action = { PASS: 0, FORWARD: 1, REPLY: 2, REJECT: 3, DROP: 4 } as const
+/** The NAT step's verdicts, defined once in nat/verdict.ts. */
+const Action = NatAction
 
 export interface LoopOptions {
   readonly nodeIp: number

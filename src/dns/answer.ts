@@ -1,16 +1,17 @@
-// The fast path: turn a parsed Query into a reply from a compiled Zone, writing into the caller's buffer. No allocation
-// for names in the table, NXDOMAIN, or IPv4 pod names; nothing throws.
+// The fast path: turn a parsed Query into a reply from the installed zone image, writing into the caller's buffer. No
+// allocation for names in the table, NXDOMAIN, or IPv4 pod names; nothing throws.
 //
 // Reply layout: header (12) | question copied from the query, original case (nameLen + 4) | compiled body | OPT (11)
 // when the query had one. Compiled bodies already point at the question name (offset 12); replies for names outside
-// the table patch a SOA template's pointers to where the zone suffix sits inside the question.
+// the table patch a SOA template's pointers to where the zone suffix sits inside the question. The zone's SOA serial is
+// written at answer time (entries carry its offset), so a new serial rewrites no entry.
 
 import { podLabelAddress, podLabelIPv4 } from './addr'
 import {
   DNS_HEADER_LEN, OPT_RR_LEN, QCLASS_IN, QType, Query, Rcode, copyInto, fnv1a, put16, put32, responseFlags,
   writeHeader, writeOpt,
 } from './message'
-import { SoaTemplate, type CompiledAnswer, type Zone } from './zone'
+import { Ans, EntryFlag, SLOT_INTS, Slot, SoaTemplate, type InstalledZone } from './installed'
 
 /** answer() result: the name is not in the cluster zone (or is a reverse name we hold nothing for); ask upstream. */
 export const NOT_OURS = -1
@@ -27,38 +28,56 @@ export class Responder {
   /** rcode of the last reply written (valid when answer() returned > 0) */
   rcode = 0
   truncated = false
-  /** after answer() returned EXTERNAL: the out-of-zone name the CNAME chain ends at */
-  external = ''
   private rot = 0
   private readonly ip4 = new Uint8Array(4)
+  /** after answer() returned EXTERNAL: where the name sits in externalArena (read by the external getter) */
+  private externalArena: Uint8Array = this.ip4
+  private externalAt = 0
 
   constructor(
     /** UDP payload size we advertise in OPT */
     readonly ednsSize: number,
   ) {}
 
+  /** After answer() returned EXTERNAL: the out-of-zone name the CNAME chain ends at (decoded here, off the fast path). */
+  get external(): string {
+    const a = this.externalArena
+    return Buffer.from(a.buffer, a.byteOffset + this.externalAt + 1, a[this.externalAt]!).toString('latin1')
+  }
+
   /**
-   * Bytes written at out[outOff..], NOT_OURS, or AUTOPATH. `limit` is the largest reply allowed (transport and client
-   * size already applied). The query must have parsed OK with class IN and a non-transfer qtype. `autopath`: return
-   * AUTOPATH instead of NXDOMAIN for misses under an existing <ns>.svc.<zone>. `external`: return EXTERNAL for a CNAME
-   * chain that leaves the zone (unless CNAME itself is asked) instead of the in-zone part alone.
+   * Bytes written at out[outOff..], NOT_OURS, AUTOPATH or EXTERNAL. `limit` is the largest reply allowed (transport
+   * and client size already applied). The query must have parsed OK with class IN and a non-transfer qtype.
+   * `autopath`: return AUTOPATH instead of NXDOMAIN for misses under an existing <ns>.svc.<zone>. `external`: return
+   * EXTERNAL for a CNAME chain that leaves the zone (unless CNAME itself is asked) instead of the in-zone part alone.
    */
   answer(
-    zone: Zone, q: Query, query: Uint8Array, off: number, out: Uint8Array, outOff: number, limit: number,
+    zone: InstalledZone, q: Query, query: Uint8Array, off: number, out: Uint8Array, outOff: number, limit: number,
     autopath: boolean, external = false,
   ): number {
-    const entry = zone.table.find(q.name, 0, q.nameLen, q.hash)
-    if (entry !== undefined) {
-      if (external && entry.external !== null && q.qtype !== QType.CNAME) {
-        this.external = entry.external
-        return EXTERNAL
+    const slot = zone.find(q.name, 0, q.nameLen, q.hash)
+    if (slot >= 0) {
+      const a = zone.chunks[zone.slots[slot * SLOT_INTS + Slot.CHUNK]!]!
+      let p = zone.slots[slot * SLOT_INTS + Slot.OFF]!
+      p += 1 + a[p]!
+      const n = a[p]!
+      const flags = a[p + 1]!
+      p += 2
+      if (flags & EntryFlag.EXTERNAL) {
+        if (external && q.qtype !== QType.CNAME) {
+          this.externalArena = a
+          this.externalAt = p
+          return EXTERNAL
+        }
+        p += 1 + a[p]!
       }
-      const types = entry.types
-      for (let i = 0; i < types.length; i++) {
-        if (types[i] === q.qtype) return this.writeCompiled(entry.answers[i]!, q, query, off, out, outOff, limit)
+      const typed = flags & EntryFlag.OTHER ? n - 1 : n
+      for (let i = 0; i < typed; i++) {
+        if (get16(a, p + Ans.QTYPE) === q.qtype) return this.writeCompiled(zone, a, p, q, query, off, out, outOff, limit)
+        p += Ans.BODY + get32(a, p + Ans.BODY_LEN)
       }
-      if (entry.other === null) return NOT_OURS
-      return this.writeCompiled(entry.other, q, query, off, out, outOff, limit)
+      if (typed === n) return NOT_OURS
+      return this.writeCompiled(zone, a, p, q, query, off, out, outOff, limit)
     }
     const zl = zone.originLabels
     if (!inZone(zone, q)) return NOT_OURS
@@ -66,31 +85,36 @@ export class Responder {
     // <label>.<ns>.pod.<zone>
     if (zone.podRecords && q.labels === zl + 3 && labelIs(q, 2, POD_LABEL)) {
       const nsStart = q.labelOff[1]!
-      if (zone.table.find(q.name, nsStart, q.nameLen, fnv1a(q.name, nsStart, q.nameLen)) !== undefined) {
+      if (zone.find(q.name, nsStart, q.nameLen, fnv1a(q.name, nsStart, q.nameLen)) >= 0) {
         return this.writePod(zone, q, query, off, out, outOff, limit, zoneAt)
       }
     }
     if (autopath && q.labels >= zl + 3 && labelIs(q, q.labels - zl - 1, SVC_LABEL)) {
       const nsStart = q.labelOff[q.labels - zl - 2]!
-      if (zone.table.find(q.name, nsStart, q.nameLen, fnv1a(q.name, nsStart, q.nameLen)) !== undefined) return AUTOPATH
+      if (zone.find(q.name, nsStart, q.nameLen, fnv1a(q.name, nsStart, q.nameLen)) >= 0) return AUTOPATH
     }
     return this.writeNegative(zone, q, query, off, out, outOff, limit, Rcode.NXDOMAIN, zoneAt)
   }
 
+  /** The answer at a[p] (layout in installed.ts). */
   private writeCompiled(
-    a: CompiledAnswer, q: Query, query: Uint8Array, off: number, out: Uint8Array, outOff: number, limit: number,
+    zone: InstalledZone, a: Uint8Array, p: number, q: Query, query: Uint8Array, off: number, out: Uint8Array,
+    outOff: number, limit: number,
   ): number {
     const qEnd = DNS_HEADER_LEN + q.nameLen + 4
     const opt = q.edns ? OPT_RR_LEN : 0
-    let bodyLen = a.body.length
-    let an = a.an
-    let ns = a.ns
-    let ar = a.ar
+    const rcode = a[p + Ans.RCODE]!
+    const arStart = get32(a, p + Ans.AR_START)
+    const rotate = get16(a, p + Ans.ROTATE)
+    let bodyLen = get32(a, p + Ans.BODY_LEN)
+    let an = get16(a, p + Ans.AN)
+    let ns = get16(a, p + Ans.NS)
+    let ar = get16(a, p + Ans.AR)
     let tc = false
     if (qEnd + bodyLen + opt > limit) {
       // RFC 2181 §9: dropping the whole additional section needs no TC; anything less whole does
-      if (qEnd + a.arStart + opt <= limit) {
-        bodyLen = a.arStart
+      if (qEnd + arStart + opt <= limit) {
+        bodyLen = arStart
         ar = 0
       } else {
         bodyLen = 0
@@ -100,29 +124,32 @@ export class Responder {
       }
     }
     copyInto(out, outOff + DNS_HEADER_LEN, query, off + DNS_HEADER_LEN, qEnd - DNS_HEADER_LEN)
-    writeHeader(out, outOff, q.id, responseFlags(q.flags, a.aa, tc, a.rcode), 1, an, ns, ar + (opt ? 1 : 0))
+    writeHeader(out, outOff, q.id, responseFlags(q.flags, true, tc, rcode), 1, an, ns, ar + (opt ? 1 : 0))
     let o = outOff + qEnd
-    const body = a.body
-    if (a.rotate > 1 && an === a.rotate) {
-      const start = (this.rot++ % a.rotate) * a.rrSize
-      const setLen = a.rotate * a.rrSize
-      copyInto(out, o, body, start, setLen - start)
-      copyInto(out, o + setLen - start, body, 0, start)
-      copyInto(out, o + setLen, body, setLen, bodyLen - setLen)
+    const body = p + Ans.BODY
+    if (rotate > 1 && an === rotate) {
+      const rrSize = a[p + Ans.RR_SIZE]!
+      const start = (this.rot++ % rotate) * rrSize
+      const setLen = rotate * rrSize
+      copyBody(out, o, a, body + start, setLen - start)
+      copyBody(out, o + setLen - start, a, body, start)
+      copyBody(out, o + setLen, a, body + setLen, bodyLen - setLen)
       if (this.rot > 0x3fffffff) this.rot = 0
     } else {
-      copyInto(out, o, body, 0, bodyLen)
+      copyBody(out, o, a, body, bodyLen)
     }
+    const serialAt = get32(a, p + Ans.SERIAL_AT) - 1
+    if (serialAt >= 0 && serialAt < bodyLen) put32(out, o + serialAt, zone.serial)
     o += bodyLen
-    if (opt) o = writeOpt(out, o, this.ednsSize, a.rcode, q.ednsDo)
-    this.rcode = a.rcode
+    if (opt) o = writeOpt(out, o, this.ednsSize, rcode, q.ednsDo)
+    this.rcode = rcode
     this.truncated = tc
     return o - outOff
   }
 
   /** NXDOMAIN or NODATA for a name outside the table: SOA in authority, its names pointing into the question. */
   private writeNegative(
-    zone: Zone, q: Query, query: Uint8Array, off: number, out: Uint8Array, outOff: number, limit: number,
+    zone: InstalledZone, q: Query, query: Uint8Array, off: number, out: Uint8Array, outOff: number, limit: number,
     rcode: number, zoneAt: number,
   ): number {
     const qEnd = DNS_HEADER_LEN + q.nameLen + 4
@@ -148,7 +175,7 @@ export class Responder {
   }
 
   private writePod(
-    zone: Zone, q: Query, query: Uint8Array, off: number, out: Uint8Array, outOff: number, limit: number,
+    zone: InstalledZone, q: Query, query: Uint8Array, off: number, out: Uint8Array, outOff: number, limit: number,
     zoneAt: number,
   ): number {
     const label = q.labelOff[0]!
@@ -183,7 +210,7 @@ export class Responder {
 }
 
 /** Whether the question name ends with the zone origin (on a label boundary). */
-export function inZone(zone: Zone, q: Query): boolean {
+export function inZone(zone: InstalledZone, q: Query): boolean {
   const zl = zone.originLabels
   if (q.labels < zl) return false
   const start = q.labelOff[q.labels - zl]!
@@ -197,4 +224,17 @@ function labelIs(q: Query, index: number, label: readonly number[]): boolean {
   const at = q.labelOff[index]!
   for (let i = 0; i < label.length; i++) if (q.name[at + i] !== label[i]) return false
   return true
+}
+
+function get16(a: Uint8Array, o: number): number {
+  return (a[o]! << 8) | a[o + 1]!
+}
+
+function get32(a: Uint8Array, o: number): number {
+  return ((a[o]! << 24) | (a[o + 1]! << 16) | (a[o + 2]! << 8) | a[o + 3]!) >>> 0
+}
+
+/** Copy from a zone arena, which is never the output buffer: a plain loop, no overlap check, no subarray. */
+function copyBody(out: Uint8Array, o: number, a: Uint8Array, from: number, n: number): void {
+  for (let i = 0; i < n; i++) out[o + i] = a[from + i]!
 }

@@ -468,7 +468,8 @@ export class MessageWriter {
       const ptr = compress ? this.names.get(rest) : undefined
       if (ptr !== undefined) {
         this.u16(0xc000 | ptr)
-        this.remember(n, at)
+        // the whole name was known: so were its suffixes (and offsets past a pointer would not hold them)
+        if (rest !== n) this.remember(n, at)
         return
       }
       const dot = rest.indexOf('.')

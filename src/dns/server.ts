@@ -1,6 +1,6 @@
-// The cluster DNS server: answers cluster names in the packet path from a compiled Zone (swapped whole on each
-// snapshot), forwards everything else upstream, and offers kernel-socket front ends (UDP, TCP) for use where in-path
-// answering is not possible and for tests.
+// The cluster DNS server: answers cluster names in the packet path from an installed zone image (install(): a full
+// image in O(1), a delta in O(change); compiled elsewhere by ZoneCompiler), forwards everything else upstream, and
+// offers kernel-socket front ends (UDP, TCP) for use where in-path answering is not possible and for tests.
 //
 // answerInPlace() is the contract with the dataplane:
 //   > 0  bytes of reply written at out[outOff..] (the caller swaps IP/UDP headers and sends it back)
@@ -18,7 +18,8 @@ import {
   VerdictName, parseQuery, replyLimit, writeBareResponse,
 } from './message'
 import { Upstream, type UpstreamStats } from './upstream'
-import { compileZone, type Zone, type ZoneOptions } from './zone'
+import { ZoneCompiler, type FullZoneImage, type ZoneImage, type ZoneOptions } from './image'
+import { InstalledZone } from './installed'
 
 export const Transport = { UDP: 0, TCP: 1 } as const
 export type Transport = (typeof Transport)[keyof typeof Transport]
@@ -62,6 +63,7 @@ export class DnsStats {
   truncated = 0
   forwarded = 0
   autopath = 0
+  /** compile problems (objects skipped) in the installed zone */
   compileErrors = 0
 
   countReply(reply: Uint8Array, off: number, n: number): void {
@@ -74,7 +76,7 @@ export class DnsStats {
 export class DnsServer {
   readonly stats = new DnsStats()
   readonly upstream: Upstream
-  private current: Zone
+  private readonly current = new InstalledZone()
   private readonly opts: DnsServerOptions
   private readonly q = new Query()
   private readonly responder: Responder
@@ -85,10 +87,6 @@ export class DnsServer {
   private readonly udpSockets = new Set<dgram.Socket>()
   private readonly tcpServers = new Set<net.Server>()
   private readonly tcpConns = new Set<net.Socket>()
-  /** set by answerInternal when it returned -1 for an autopath candidate */
-  private lastAutopath = false
-  /** set by answerInternal when it returned -1 for a CNAME chain leaving the zone: where it leaves */
-  private lastExternal: string | null = null
   private readonly autopathOn: boolean
 
   constructor(opts: DnsServerOptions = {}) {
@@ -96,7 +94,7 @@ export class DnsServer {
     this.ednsSize = opts.ednsSize ?? 1232
     this.responder = new Responder(this.ednsSize)
     this.autopathOn = opts.autopath ?? false
-    this.current = compileZone({ services: [], nodes: [], pods: [] }, opts)
+    this.install(new ZoneCompiler(opts).full({ services: [], nodes: [], pods: [] }))
     const dnsIPs = typeof opts.dnsIP === 'string' ? [opts.dnsIP] : [...(opts.dnsIP ?? ['10.96.0.10'])]
     this.upstream = new Upstream({
       ...(opts.upstream !== undefined ? { servers: opts.upstream } : {}),
@@ -108,39 +106,50 @@ export class DnsServer {
     })
   }
 
-  /** The zone answering right now. */
-  get zone(): Zone {
+  /** The zone answering right now (origin, ttl, serial, size). */
+  get zone(): InstalledZone {
     return this.current
   }
 
   /**
-   * Compile a snapshot and swap it in. On a compile error the old zone stays live and the error propagates.
-   * The SOA serial only grows.
+   * Install a zone image made by a ZoneCompiler (on the control thread): a full image wraps its buffers, a delta
+   * rewrites the slots it names. A delta that does not fit the installed zone throws ZoneImageError and changes
+   * nothing (send a full image: ZoneCompiler.snapshot()).
    */
-  setCluster(cluster: Cluster): Zone {
-    const serial = Math.max(this.current.serial + 1, this.opts.serial ?? Math.floor(Date.now() / 1000)) >>> 0
-    const zone = compileZone(cluster, { ...this.opts, serial })
-    this.stats.compileErrors += zone.problems.length
-    this.current = zone
-    return zone
+  install(img: ZoneImage): void {
+    this.current.install(img)
+    this.stats.compileErrors = img.problems
+  }
+
+  /**
+   * Convenience for tests and tools: compile a whole snapshot here and install it (the agent compiles on its control
+   * thread instead). On a compile error the old zone stays live and the error propagates. The SOA serial only grows.
+   */
+  setCluster(cluster: Cluster): FullZoneImage {
+    const img = new ZoneCompiler(this.opts).full(cluster, this.current.serial + 1)
+    this.install(img)
+    return img
   }
 
   /** See the file comment. transport: 0 = UDP (reply fitted to 512 or the client's EDNS size), 1 = TCP. */
   answerInPlace(
     buf: Uint8Array, off: number, len: number, out: Uint8Array, outOff: number, outMax: number, transport: number,
   ): number {
-    return this.answerInternal(buf, off, len, out, outOff, outMax, transport, true, this.autopathOn)
+    const n = this.answerInternal(buf, off, len, out, outOff, outMax, transport, true, this.autopathOn)
+    return n < 0 ? NOT_OURS : n
   }
 
-  /** `external`: a CNAME chain leaving the zone returns -1 (forward() completes it) instead of the in-zone part. */
+  /**
+   * Bytes written, 0 (drop), or why it is not answered here: NOT_OURS (upstream), AUTOPATH (walk the search path) or
+   * EXTERNAL (complete the CNAME chain upstream; the target is responder.external). `external`: a chain leaving the
+   * zone returns EXTERNAL instead of the in-zone part.
+   */
   private answerInternal(
     buf: Uint8Array, off: number, len: number, out: Uint8Array, outOff: number, outMax: number, transport: number,
     count: boolean, autopath: boolean, external = true,
   ): number {
     const q = this.q
     const stats = this.stats
-    this.lastAutopath = false
-    this.lastExternal = null
     const v = parseQuery(buf, off, len, q)
     if (v !== Verdict.OK) {
       if (count) stats.malformed[v]!++
@@ -160,7 +169,7 @@ export class DnsServer {
       n = writeBareResponse(buf, off, q, out, outOff, limit, Rcode.REFUSED, true, this.ednsSize)
     } else if (q.qclass !== QCLASS_IN) {
       const zone = this.current
-      if (!inZone(zone, q) && zone.table.find(q.name, 0, q.nameLen, q.hash) === undefined) {
+      if (!inZone(zone, q) && zone.find(q.name, 0, q.nameLen, q.hash) < 0) {
         if (count) stats.forwarded++
         return NOT_OURS
       }
@@ -168,10 +177,8 @@ export class DnsServer {
     } else {
       n = this.responder.answer(this.current, q, buf, off, out, outOff, limit, autopath, external)
       if (n < 0) {
-        if (n === AUTOPATH) this.lastAutopath = true
-        if (n === EXTERNAL) this.lastExternal = this.responder.external
         if (count) stats.forwarded++
-        return NOT_OURS
+        return n
       }
     }
     if (count) {
@@ -199,8 +206,8 @@ export class DnsServer {
       this.stats.countReply(answer, 0, answer.length)
       cb(answer)
     }
-    if (this.lastAutopath) this.autopath(query, done, t)
-    else if (this.lastExternal !== null) this.chaseExternal(query, this.lastExternal, done, t)
+    if (n === AUTOPATH) this.autopath(query, done, t)
+    else if (n === EXTERNAL) this.chaseExternal(query, this.responder.external, done, t)
     else this.upstream.forward(query, done, t)
   }
 
@@ -465,7 +472,7 @@ export class DnsServer {
       forwarded: s.forwarded,
       autopath: s.autopath,
       upstream: { ...this.upstream.stats, cacheSize: this.upstream.cacheSize },
-      zone: { names: this.current.table.size, serial: this.current.serial, compileErrors: s.compileErrors },
+      zone: { names: this.current.size, serial: this.current.serial, compileErrors: s.compileErrors },
     }
   }
 }

@@ -2,11 +2,9 @@
 // `conntrack -L` (original tuple, reply tuple, flags), plus the service and endpoint each connection was sent to.
 import type { DataplaneView } from '../agent/view'
 import type { Family } from '../model/cluster'
-import type { ConntrackEntry, NatEngine } from '../nat/engine'
+import type { ConntrackEntry } from '../nat/ctview'
 import type { NatTable } from '../nat/compile'
-import type { Conntrack } from '../nat/conntrack'
-import { ORIG, REPLY } from '../nat/conntrack'
-import { canonicalAddr, wordsToString } from '../nat/addr'
+import { canonicalAddr } from '../nat/addr'
 import { endpointString } from '../kubeproxy/names'
 import { InspectError, optChoice, optPort, optString } from './common'
 
@@ -100,41 +98,17 @@ function matches(f: ConntrackFilterArgs, t: Tuples): boolean {
   return true
 }
 
-const PROTO_NAMES: Readonly<Record<number, string>> = { 1: 'icmp', 6: 'tcp', 17: 'udp', 58: 'icmpv6', 132: 'sctp' }
-
 function serviceKey(table: NatTable, id: number): { service: string; servicePortName: string } {
   const sp = id >= 0 ? table.svcPorts[id] : undefined
   return sp === undefined ? { service: '', servicePortName: '' } : { service: `${sp.namespace}/${sp.name}`, servicePortName: sp.servicePortName }
-}
-
-/** The tuples of raw entry e, for flush (the engine's decoder is private; this reads the same public arrays). */
-function rawTuples(table: NatTable, ct: Conntrack, e: number): Tuples {
-  const aw = ct.aw
-  const tuple = (dir: number): Tuples['orig'] => {
-    const o = ct.tupleOff(e, dir)
-    const p = ct.tuples[o + 2 * aw]!
-    return { src: wordsToString(ct.tuples, o, ct.family), dst: wordsToString(ct.tuples, o + aw, ct.family), sport: p >>> 16, dport: p & 0xffff }
-  }
-  const proto = ct.proto[e]!
-  return { family: ct.family, protocol: PROTO_NAMES[proto] ?? String(proto), orig: tuple(ORIG), reply: tuple(REPLY), ...serviceKey(table, ct.svcPort[e]!) }
-}
-
-/** Deletes the entries the filter matches (on the thread that owns the engine); how many. */
-export function flushMatching(engine: NatEngine, f: ConntrackFilterArgs): number {
-  let flushed = 0
-  for (const fam of [engine.v4, engine.v6]) {
-    if (f.family !== undefined && fam.family !== f.family) continue
-    const ct = fam.ct
-    flushed += ct.flush(e => matches(f, rawTuples(engine.table, ct, e)))
-  }
-  return flushed
 }
 
 /** list, count or flush against the live state; offline there is none. */
 export async function conntrackOp(view: DataplaneView, args: ConntrackArgs): Promise<ConntrackResult> {
   const live = view.live()
   if (live === undefined) throw new InspectError(OFFLINE_CONNTRACK)
-  if (args.op === 'flush') return { op: 'flush', flushed: await live.flush(args.filter) }
+  const table = view.table()
+  if (args.op === 'flush') return { op: 'flush', flushed: await live.deleteWhere(e => matches(args.filter, { ...e, ...serviceKey(table, e.svcPortId) })) }
   return conntrackRows(view.table(), await live.conntrack(), args)
 }
 

@@ -2,7 +2,7 @@
 // kubeproxy/dump.ts renders), or the compiled NAT table as readable JSON.
 import type { DataplaneView } from '../agent/view'
 import type { Family } from '../model/cluster'
-import { dumpRules } from '../kubeproxy/dump'
+import { dumpRules, type DumpOptions } from '../kubeproxy/dump'
 import { serviceChains, endpointChain } from '../nat/explain'
 import { cidrListToStrings, wordsToString } from '../nat/addr'
 import { endpointNames } from '../nat/endpoints'
@@ -13,9 +13,10 @@ import { dumpOptions, frontendsOf, setMembers, sortedSvcPorts } from './model'
 export const DUMP_FORMATS = ['iptables-save', 'nft', 'json'] as const
 export type DumpFormat = (typeof DUMP_FORMATS)[number]
 
-export function dumpText(view: DataplaneView, format: DumpFormat = 'iptables-save', family: Family = 4): string {
+/** `proxy`: kube-proxy settings on top of the dataplane's own (tundra dump --config / flags). */
+export function dumpText(view: DataplaneView, format: DumpFormat = 'iptables-save', family: Family = 4, proxy: DumpOptions = {}): string {
   if (format === 'json') return JSON.stringify(tableJson(view.table()), null, 2) + '\n'
-  const d = dumpRules(view.cluster(), dumpOptions(view.natConfig()))
+  const d = dumpRules(view.cluster(), { ...dumpOptions(view.natConfig()), ...proxy })
   if (family === 4) return format === 'nft' ? d.nft : d.iptables
   const text = format === 'nft' ? d.nft6 : d.ip6tables
   if (text === undefined) throw new InspectError('no Service has an IPv6 cluster IP: there are no IPv6 rules')

@@ -10,6 +10,7 @@
 import type { DataplaneView } from '../agent/view'
 import type { Handler } from '../agent/control'
 import { InspectError, optChoice } from './common'
+import type { DumpOptions } from '../kubeproxy/dump'
 import { DUMP_FORMATS, dumpText } from './dump'
 import { parseTraceArgs, traceLive } from './trace'
 import { servicesReport } from './services'
@@ -23,7 +24,8 @@ export function inspectHandlers(view: DataplaneView): Record<(typeof INSPECT_COM
       const format = optChoice(args, 'format', DUMP_FORMATS) ?? 'iptables-save'
       const family = args['family'] === undefined ? 4 : Number(args['family'])
       if (family !== 4 && family !== 6) throw new InspectError(`family must be 4 or 6, not ${JSON.stringify(args['family'])}`)
-      return dumpText(view, format, family)
+      const proxy = typeof args['proxy'] === 'object' && args['proxy'] !== null ? args['proxy'] as DumpOptions : {}
+      return dumpText(view, format, family, proxy)
     },
     trace: args => traceLive(view, parseTraceArgs(args)),
     services: async () => {

@@ -32,6 +32,8 @@ export interface OfflineOptions {
   readonly zone?: string
   readonly lb?: 'random' | 'maglev'
   readonly icmpMode?: 'reply' | 'reject' | 'drop'
+  /** the API server's --service-node-port-range (default 30000-32767) */
+  readonly nodePortRange?: readonly [number, number]
   /** where problems and warnings go, one line each; default stderr */
   readonly report?: (line: string) => void
 }
@@ -110,7 +112,7 @@ export function offlineView(files: readonly string[], opts: OfflineOptions = {})
   for (const f of files) if (!existsSync(f)) throw new InspectError(`${f}: no such file or directory`)
   const report = opts.report ?? ((line: string) => { process.stderr.write(line + '\n') })
 
-  const loaded = loadCluster(files, { expandDeployments: true, endpointSliceController: true })
+  const loaded = loadCluster(files, { expandDeployments: true, endpointSliceController: true, ...(opts.nodePortRange !== undefined ? { nodePortRange: opts.nodePortRange } : {}) })
   let cluster = loaded.cluster
   let problems: Problem[] = loaded.problems
   const warnings: string[] = [...loaded.warnings]

@@ -30,6 +30,8 @@ const KUBE_POSTROUTING = 'KUBE-POSTROUTING'
 const KUBE_MARK_MASQ = 'KUBE-MARK-MASQ'
 const KUBE_FORWARD = 'KUBE-FORWARD'
 const KUBE_PROXY_FIREWALL = 'KUBE-PROXY-FIREWALL'
+/** kubelet's chain, which kube-proxy also writes when it enables localhost NodePorts */
+const KUBE_FIREWALL = 'KUBE-FIREWALL'
 
 /** One rule, held in the fields iptables-save orders by: addresses, protocol, then matches, then the target. */
 interface Rule {
@@ -138,7 +140,11 @@ function render(cluster: Cluster, family: Family, opts: IptablesOptions): string
   const rejectWith = family === 4 ? 'icmp-port-unreachable' : 'icmp6-port-unreachable'
   const recentMask = family === 4 ? '255.255.255.255' : 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff'
 
-  // Jumps from the built-in chains (EnsureRule Prepend: the last one listed ends up first).
+  // Jumps from the built-in chains (EnsureRule Prepend: the last one listed ends up first); kubelet's KUBE-FIREWALL
+  // jumps (iptablesKubeletJumpChains) come last, so first, when localhost NodePorts need that chain.
+  if (family === 4 && opts.localhostNodePorts !== false) {
+    for (const src of ['INPUT', 'OUTPUT']) filter.add({ chain: src, matches: [], target: KUBE_FIREWALL })
+  }
   for (const j of [...JUMP_CHAINS].reverse()) {
     const t = j.table === 'filter' ? filter : nat
     t.add({ chain: j.src, matches: [...(j.ctNew ? ['-m conntrack --ctstate NEW'] : []), comment(j.comment)], target: j.dst })
@@ -316,18 +322,25 @@ function render(cluster: Cluster, family: Family, opts: IptablesOptions): string
     }
   }
 
-  // NodePorts: the last rule of KUBE-SERVICES
-  const npIPs = nodePortIPs(opts, family)
+  // NodePorts: the last rule of KUBE-SERVICES. Localhost NodePorts (--iptables-localhost-nodeports, default on)
+  // work only for IPv4, where kube-proxy also sets route_localnet.
+  const localhostNodePorts = family === 4 && opts.localhostNodePorts !== false
+  const npIPs = nodePortIPs(opts, family, 'iptables')
   const npComment = comment('kubernetes service nodeports; NOTE: this must be the last rule in this chain')
   if (npIPs === undefined) {
-    // localhost NodePorts are never enabled here (kube-proxy's --iptables-localhost-nodeports=false)
-    nat.add({ chain: KUBE_SERVICES, dst: localhost, dstNeg: true, matches: [npComment, '-m addrtype --dst-type LOCAL'], target: KUBE_NODEPORTS })
+    nat.add({ chain: KUBE_SERVICES, ...(localhostNodePorts ? {} : { dst: localhost, dstNeg: true }), matches: [npComment, '-m addrtype --dst-type LOCAL'], target: KUBE_NODEPORTS })
   } else {
     for (const ip of npIPs) {
       const p = parseIP(ip)
-      if (p && ((family === 4 && p.bytes[0] === 127) || (family === 6 && ip === '::1'))) continue
+      const loopback = p !== undefined && ((family === 4 && p.bytes[0] === 127) || (family === 6 && ip === '::1'))
+      if (loopback && !localhostNodePorts) continue
       nat.add({ chain: KUBE_SERVICES, dst: ip, matches: [npComment], target: KUBE_NODEPORTS })
     }
+  }
+  if (localhostNodePorts) {
+    // route_localnet lets packets from outside reach 127.0.0.0/8: kube-proxy (and kubelet) close that hole
+    filter.chain(KUBE_FIREWALL)
+    filter.add({ chain: KUBE_FIREWALL, src: localhost, srcNeg: true, dst: localhost, matches: [comment('block incoming localnet connections'), '-m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT'], target: 'DROP' })
   }
 
   filter.add({ chain: KUBE_FORWARD, matches: ['-m conntrack --ctstate INVALID'], target: 'DROP' })

@@ -80,7 +80,7 @@ export function renderNft(cluster: Cluster, opts: NftOptions = {}): string {
   const mark = hex8(masqueradeMark(opts))
   const clusterCIDR = clusterCIDRFor(opts, family)
   const nodeIP = nodeIPFor(opts, family)
-  const npIPs = nodePortIPs(opts, family)
+  const npIPs = nodePortIPs(opts, family, 'nftables')
   const serviceCIDRs = (opts.serviceCIDRs ?? []).filter(c => parseCIDR(c)?.ip.family === family)
 
   const sets = new Map<string, SetDef>()
@@ -97,15 +97,16 @@ export function renderNft(cluster: Cluster, opts: NftOptions = {}): string {
     return c
   }
 
-  // setupNFTables: base chains, then the chains they jump to, in kube-proxy's creation order
-  // kube-proxy asks for "dstnat - 10" etc.; nft before 1.0.7 accepts the names only on the hooks they belong to, so
-  // the others are numeric (dstnat = -100, srcnat = 100), written the way `nft list` prints them.
+  // setupNFTables: base chains, then the chains they jump to, in kube-proxy's creation order. Current kube-proxy
+  // filters pre-DNAT only where it must (firewall-check, at dstnat - 10) and does the rest at filter priority, after
+  // DNAT. nft before 1.0.7 accepts "dstnat" only on prerouting, so output's -110 and -100 are numeric, written the
+  // way `nft list` prints them.
   const baseChains: [string, string][] = [
-    ['filter-prerouting', 'type filter hook prerouting priority dstnat - 10; policy accept;'],
-    ['filter-input', 'type filter hook input priority -110; policy accept;'],
-    ['filter-forward', 'type filter hook forward priority -110; policy accept;'],
-    ['filter-output', 'type filter hook output priority -110; policy accept;'],
-    ['filter-output-post-dnat', 'type filter hook output priority -90; policy accept;'],
+    ['filter-prerouting-pre-dnat', 'type filter hook prerouting priority dstnat - 10; policy accept;'],
+    ['filter-output-pre-dnat', 'type filter hook output priority -110; policy accept;'],
+    ['filter-input', 'type filter hook input priority filter; policy accept;'],
+    ['filter-forward', 'type filter hook forward priority filter; policy accept;'],
+    ['filter-output', 'type filter hook output priority filter; policy accept;'],
     ['nat-prerouting', 'type nat hook prerouting priority dstnat; policy accept;'],
     ['nat-output', 'type nat hook output priority -100; policy accept;'],
     ['nat-postrouting', 'type nat hook postrouting priority srcnat; policy accept;'],
@@ -116,13 +117,13 @@ export function renderNft(cluster: Cluster, opts: NftOptions = {}): string {
     ['service-endpoints-check', 'filter-input', 'ct state new '],
     ['service-endpoints-check', 'filter-forward', 'ct state new '],
     ['service-endpoints-check', 'filter-output', 'ct state new '],
-    ['firewall-check', 'filter-prerouting', 'ct state new '],
-    ['firewall-check', 'filter-output', 'ct state new '],
+    ['firewall-check', 'filter-prerouting-pre-dnat', 'ct state new '],
+    ['firewall-check', 'filter-output-pre-dnat', 'ct state new '],
     ['services', 'nat-output', ''],
     ['services', 'nat-prerouting', ''],
     ['masquerading', 'nat-postrouting', ''],
     ['cluster-ips-check', 'filter-forward', 'ct state new '],
-    ['cluster-ips-check', 'filter-output-post-dnat', 'ct state new '],
+    ['cluster-ips-check', 'filter-output', 'ct state new '],
   ]
   for (const [dst, src, extra] of jumps) {
     chain(dst)
@@ -230,7 +231,7 @@ export function renderNft(cluster: Cluster, opts: NftOptions = {}): string {
     }
 
     if (hasInternalEndpoints) {
-      const match = `${ipX} daddr ${sp.clusterIP} ${proto} dport ${port}`
+      const match = `${ipX} daddr ${sp.clusterIP}`
       if (opts.masqueradeAll === true) chain(internalTrafficChain).rules.push(`${match} jump mark-for-masquerade`)
       else if (localDetect !== undefined) chain(internalTrafficChain).rules.push(`${match} ${ipX} saddr != ${localDetect} jump mark-for-masquerade`)
     }

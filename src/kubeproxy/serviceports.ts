@@ -12,8 +12,10 @@ export interface ProxyOptions {
   readonly nodeName?: string
   /** this node's IPs (loadBalancerSourceRanges "allow from node", and nodePortAddresses) */
   readonly nodeIPs?: readonly string[]
-  /** --nodeport-addresses: CIDRs; NodePorts only on node IPs inside them (default: every local address) */
+  /** --nodeport-addresses: CIDRs or 'primary'; NodePorts only on node IPs inside them (see nodePortIPs) */
   readonly nodePortAddresses?: readonly string[]
+  /** --iptables-localhost-nodeports (default true): iptables mode also accepts NodePorts on 127.0.0.0/8 */
+  readonly localhostNodePorts?: boolean
   /** --masquerade-all */
   readonly masqueradeAll?: boolean
   /** --iptables-masquerade-bit (default 14, mark 0x4000) */
@@ -86,10 +88,28 @@ export function nodeIPFor(opts: ProxyOptions, family: Family): string | undefine
   return ofFamily(opts.nodeIPs ?? [], family)[0]
 }
 
-/** NodePortAddresses: `undefined` means match all local addresses; otherwise the node IPs to accept NodePorts on. */
-export function nodePortIPs(opts: ProxyOptions, family: Family): string[] | undefined {
-  const cidrs = cidrsOfFamily(opts.nodePortAddresses ?? [], family).map(c => parseCIDR(c)!)
-  if (cidrs.length === 0 || cidrs.some(c => c.prefix === 0)) return undefined
+/** kube-proxy's `--nodeport-addresses primary`: the node's own IP of each family. */
+const NODEPORT_PRIMARY = 'primary'
+
+/**
+ * NodePortAddresses (proxyutil.NewNodePortAddresses): `undefined` means every local address; otherwise the node IPs
+ * that accept NodePorts. CIDRs of the other family are ignored, `primary` is the node's IP of this family, and an
+ * empty list is `primary` in nftables mode (kube-proxy's platformApplyDefaults), every address in iptables mode.
+ */
+export function nodePortIPs(opts: ProxyOptions, family: Family, mode: 'iptables' | 'nftables'): string[] | undefined {
+  let list = opts.nodePortAddresses ?? []
+  if (list.length === 0 && mode === 'nftables') list = [NODEPORT_PRIMARY]
+  const hostPrefix = family === 4 ? 32 : 128
+  const cidrs = list.flatMap(x => {
+    if (x === NODEPORT_PRIMARY) {
+      const ip = nodeIPFor(opts, family)
+      return ip === undefined ? [] : [parseCIDR(`${ip}/${hostPrefix}`)!]
+    }
+    const c = parseCIDR(x)
+    return c !== undefined && c.ip.family === family ? [c] : []
+  })
+  if (cidrs.length === 0 && !list.includes(NODEPORT_PRIMARY)) return undefined
+  if (cidrs.some(c => c.prefix === 0)) return undefined
   const out: string[] = []
   for (const ip of ofFamily(opts.nodeIPs ?? [], family)) {
     const p = parseIP(ip)!

@@ -54,12 +54,12 @@ export interface MetricsOptions {
 /** kube-proxy's buckets: ExponentialBuckets(0.001, 2, 15) */
 export const SYNC_DURATION_BUCKETS: readonly number[] = Array.from({ length: 15 }, (_, i) => 0.001 * 2 ** i)
 
-/** kube-proxy's: 0.25, 0.5, 1..59 step 1, 60..115 step 5, 300..410 step 10 */
+/** kube-proxy's (pkg/proxy/metrics): 0.25, 0.5, 1..59 step 1, 60..115 step 5, 120..300 step 30 */
 export const PROGRAMMING_BUCKETS: readonly number[] = [
   0.25, 0.5,
   ...Array.from({ length: 59 }, (_, i) => 1 + i),
   ...Array.from({ length: 12 }, (_, i) => 60 + 5 * i),
-  ...Array.from({ length: 12 }, (_, i) => 300 + 10 * i),
+  ...Array.from({ length: 7 }, (_, i) => 120 + 30 * i),
 ]
 
 const SVC_LABELS = ['namespace', 'service', 'port'] as const

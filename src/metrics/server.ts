@@ -17,6 +17,8 @@ export interface ServeOptions {
   readonly health: () => SyncHealth
   /** what /configz returns (kube-proxy: the running configuration) */
   readonly configz?: () => unknown
+  /** kube-proxy's bindAddressHardFail: a port that cannot be bound is fatal (default), else logged and skipped */
+  readonly hardFail?: boolean
   readonly log?: (line: string) => void
 }
 
@@ -142,10 +144,19 @@ export async function startServers(opts: ServeOptions): Promise<RunningServers> 
   }
   const m = serve(metricsRoutes(opts), log)
   const h = serve(healthRoutes(opts), log)
-  const ma = await listen(m, opts.metricsBindAddress, 'metricsBindAddress')
+  const soft = async (server: Server, addr: string, what: string): Promise<AddressInfo> => {
+    try {
+      return await listen(server, addr, what)
+    } catch (err) {
+      if (opts.hardFail !== false) throw err
+      log(`[metrics] ${(err as Error).message}; going on without it (bindAddressHardFail is false)`)
+      return { address: '', family: '', port: 0 }
+    }
+  }
+  const ma = await soft(m, opts.metricsBindAddress, 'metricsBindAddress')
   let ha: AddressInfo
   try {
-    ha = await listen(h, opts.healthzBindAddress, 'healthzBindAddress')
+    ha = await soft(h, opts.healthzBindAddress, 'healthzBindAddress')
   } catch (err) {
     await close(m)
     throw err

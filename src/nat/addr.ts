@@ -90,16 +90,18 @@ export function parseCidrList(cidrs: readonly string[], family: Family, bad?: (c
 /** Whether the address at (a, off) lies in any CIDR of `list` (aw words each plus the prefix). Hot path. */
 export function inCidrList(list: Uint32Array, aw: number, a: Uint32Array, off: number): boolean {
   const stride = aw + 1
-  for (let r = 0; r < list.length; r += stride) {
-    const bits = list[r + aw]!
-    let ok = true
-    for (let i = 0; i < aw; i++) {
-      const m = prefixMask(bits - 32 * i)
-      if (((a[off + i]! & m) >>> 0) !== list[r + i]) { ok = false; break }
-    }
-    if (ok) return true
-  }
+  for (let r = 0; r < list.length; r += stride) if (cidrContains(list, r, aw, a, off)) return true
   return false
+}
+
+/** Whether the CIDR record at list[r] (aw words, then the prefix) holds the address at (a, off). Hot path. */
+export function cidrContains(list: Uint32Array, r: number, aw: number, a: Uint32Array, off: number): boolean {
+  const bits = list[r + aw]!
+  for (let i = 0; i < aw; i++) {
+    const m = prefixMask(bits - 32 * i)
+    if (((a[off + i]! & m) >>> 0) !== list[r + i]) return false
+  }
+  return true
 }
 
 /** Text of each CIDR in the list, for dumps. */

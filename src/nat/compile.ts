@@ -3,8 +3,9 @@
 //
 //   compileNat(cluster, config, prev?) -> NatTable     whole state; `prev` keeps service-port ids and reuses
 //                                                      unchanged endpoint sets (and their Maglev tables)
-//   updateNat(table, changed, deleted?) -> NatTable    copy-on-write: only the named services are recompiled
+//   updateNat(table, changed, deleted?) -> NatTable    copy-on-write: only the named services are recompiled (update.ts)
 //   formatNatTable(table) -> string                    order-normalised text for golden tests and `tundra dump`
+//                                                      (format.ts)
 //
 // A table is never mutated after it is returned (the engine and any CLI reader may hold it); one assignment swaps
 // it in. Frontends (ClusterIP, NodePort on node addresses, externalIPs, LoadBalancer ingress) are keys
@@ -14,7 +15,7 @@
 import type { Cluster, Endpoint, Family, Problem, Protocol, Service, ServicePort, TrafficPolicy } from '../model/cluster'
 import { IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP } from '../wire/proto'
 import {
-  addrWords, cidrListToStrings, familyOf, inCidrList, parseAddrWords, parseCidrList, wordsToString,
+  addrWords, familyOf, inCidrList, parseAddrWords, parseCidrList, wordsToString,
 } from './addr'
 import { ChunkedMap, U32Map } from './hash'
 import { parseIpv4 } from '../wire/ipv4'
@@ -24,6 +25,9 @@ import { Arena, EP_LOCAL, EP_TERMINATING, emptySet, endpointNames, epFlags } fro
 import type { EndpointSet } from './endpoints'
 
 export type { EndpointSet } from './endpoints'
+export { updateNat } from './update'
+export type { ServiceRef } from './update'
+export { formatNatTable } from './format'
 
 export interface NatConfig {
   readonly nodeName: string
@@ -197,7 +201,8 @@ export function resolveNatConfig(c: NatConfig): ResolvedNatConfig {
 // ---------------------------------------------------------------------------------------------------------------
 // Compile context: the maps being filled and the id allocator.
 
-interface Ctx {
+/** @internal (update.ts) */
+export interface Ctx {
   readonly config: ResolvedNatConfig
   readonly v4: FamilyTable
   readonly v6: FamilyTable
@@ -265,7 +270,8 @@ function newFamilyTable(family: Family, config: ResolvedNatConfig, bad: (what: s
   }
 }
 
-function cloneFamilyTable(t: FamilyTable): FamilyTable {
+/** @internal (update.ts) */
+export function cloneFamilyTable(t: FamilyTable): FamilyTable {
   return { ...t, fe: t.fe.clone(), vip: t.vip.clone() }
 }
 
@@ -423,11 +429,13 @@ function sameAddrsPorts(a: EndpointSet, b: EndpointSet): boolean {
 // ---------------------------------------------------------------------------------------------------------------
 // One service
 
-function serviceKey(namespace: string, name: string): string {
+/** @internal (update.ts) */
+export function serviceKey(namespace: string, name: string): string {
   return `${namespace}/${name}`
 }
 
-function protoPort(proto: number, port: number): number {
+/** @internal (format.ts) */
+export function protoPort(proto: number, port: number): number {
   return ((proto << 16) | port) >>> 0
 }
 
@@ -524,7 +532,8 @@ function candidates(ctx: Ctx, svc: Service, sp: ServicePort, family: Family, pro
   return w
 }
 
-function compileService(ctx: Ctx, svc: Service, key: string): CompiledService {
+/** @internal (update.ts) */
+export function compileService(ctx: Ctx, svc: Service, key: string): CompiledService {
   const ids: number[] = []
   const owned4: number[] = []
   const owned6: number[] = []
@@ -657,7 +666,8 @@ function compileService(ctx: Ctx, svc: Service, key: string): CompiledService {
   return done()
 }
 
-function healthCheckOf(table: { svcPorts: readonly (SvcPort | undefined)[] }, cs: CompiledService): HealthCheck | undefined {
+/** @internal (update.ts) */
+export function healthCheckOf(table: { svcPorts: readonly (SvcPort | undefined)[] }, cs: CompiledService): HealthCheck | undefined {
   const svc = cs.service
   if (svc.healthCheckNodePort <= 0 || svc.type !== 'LoadBalancer' || svc.externalTrafficPolicy !== 'Local') return undefined
   // kube-proxy counts distinct ready local endpoint IPs per service (terminating ones fail the check on purpose).
@@ -680,7 +690,8 @@ function healthCheckOf(table: { svcPorts: readonly (SvcPort | undefined)[] }, cs
 // ---------------------------------------------------------------------------------------------------------------
 // Entry points
 
-function finish(
+/** @internal (update.ts) */
+export function finish(
   ctx: Ctx, generation: number, services: ChunkedMap<CompiledService>, healthChecks: ChunkedMap<HealthCheck>,
   delta?: NatDelta,
 ): NatTable {
@@ -755,202 +766,8 @@ export function compileNat(cluster: Cluster, config: NatConfig | ResolvedNatConf
   return finish(ctx, (prev?.generation ?? 0) + 1, ChunkedMap.from(entries), ChunkedMap.from(hcs))
 }
 
-/** Identifies a deleted service for updateNat. */
-export interface ServiceRef {
-  readonly namespace: string
-  readonly name: string
-}
-
-/**
- * Recompiles only `changed` services (added or modified) and removes `deleted` ones, sharing everything else with
- * `table`, which stays untouched. Node addresses, CIDRs and options come from `table.config`: change those with a
- * full compileNat. Frontend conflicts are settled in update order here (compileNat settles them by name).
- */
-export function updateNat(table: NatTable, changed: readonly Service[], deleted: readonly ServiceRef[] = []): NatTable {
-  const touched = new Set<string>()
-  for (const s of changed) touched.add(serviceKey(s.namespace, s.name))
-  for (const d of deleted) touched.add(serviceKey(d.namespace, d.name))
-  // The maps are copied on their first change only (U32Map.clone is copy-on-write).
-  const v4 = cloneFamilyTable(table.v4)
-  const v6 = cloneFamilyTable(table.v6)
-  const svcPorts = table.svcPorts.slice()
-  const svcChanges = new Map<string, CompiledService | undefined>()
-  const hcChanges = new Map<string, HealthCheck | undefined>()
-  const free = [...table.freeIds]
-  const released = new Map<string, SvcPort>()
-  const releasedIds = new Set<number>()
-  const olds: CompiledService[] = []
-
-  for (const key of touched) {
-    svcChanges.set(key, undefined)
-    if (table.healthChecks.has(key)) hcChanges.set(key, undefined)
-    const old = table.services.get(key)
-    if (old === undefined) continue
-    olds.push(old)
-    for (const id of old.svcPortIds) {
-      const sp = svcPorts[id]
-      if (sp !== undefined) released.set(sp.key, sp)
-      releasedIds.add(id)
-      svcPorts[id] = undefined
-    }
-  }
-  const problems = table.problems.filter(p => !touched.has(p.object.replace(/^Service /, '')))
-  const ctx: Ctx = {
-    config: table.config,
-    v4,
-    v6,
-    svcPorts,
-    free,
-    nextUid: table.nextUid,
-    problems,
-    prevByKey: k => released.get(k),
-    arena: new Arena(256),
-    replaceable: releasedIds,
-  }
-  const keyed = changed.map(s => ({ k: serviceKey(s.namespace, s.name), s }))
-  keyed.sort((a, b) => cmp(a.k, b.k))
-  const kept = new Set<string>()
-  for (const { k, s } of keyed) {
-    if (svcChanges.get(k) !== undefined) continue
-    const cs = compileService(ctx, s, k)
-    svcChanges.set(k, cs)
-    const hc = healthCheckOf(ctx, cs)
-    if (hc !== undefined) hcChanges.set(k, hc)
-    ownedKeys(kept, 'f4', cs.fe4, v4.fe.kw)
-    ownedKeys(kept, 'f6', cs.fe6, v6.fe.kw)
-    ownedKeys(kept, 'v4', cs.vip4, v4.vip.kw)
-    ownedKeys(kept, 'v6', cs.vip6, v6.vip.kw)
-  }
-  // What the old versions owned and no new version took over goes now.
-  for (const old of olds) {
-    removeOwned(v4.fe, 'f4', old.fe4, releasedIds, kept, true)
-    removeOwned(v6.fe, 'f6', old.fe6, releasedIds, kept, true)
-    removeOwned(v4.vip, 'v4', old.vip4, releasedIds, kept, false)
-    removeOwned(v6.vip, 'v6', old.vip6, releasedIds, kept, false)
-  }
-  // Released ids nobody reclaimed become free only now, so a new service cannot take the id of one re-added above.
-  for (const sp of released.values()) if (svcPorts[sp.id] === undefined) free.push(sp.id)
-  free.sort((a, b) => a - b)
-  const changedIds = new Set(releasedIds)
-  for (const cs of svcChanges.values()) if (cs !== undefined) for (const id of cs.svcPortIds) changedIds.add(id)
-  return finish(ctx, table.generation + 1, table.services.with(svcChanges), table.healthChecks.with(hcChanges),
-    { from: table.generation, ids: Object.freeze([...changedIds].sort((a, b) => a - b)) })
-}
-
-function ownedKeys(into: Set<string>, tag: string, owned: readonly number[], kw: number): void {
-  for (let r = 0; r < owned.length; r += kw) into.add(`${tag}:${owned.slice(r, r + kw).join(',')}`)
-}
-
-/** Deletes frontends (or VIPs) an old service version owned, unless kept by a new version or owned by another by now. */
-function removeOwned(map: U32Map, tag: string, owned: readonly number[], mine: ReadonlySet<number>, kept: ReadonlySet<string>, isFe: boolean): void {
-  const kw = map.kw
-  for (let r = 0; r < owned.length; r += kw) {
-    if (kept.size > 0 && kept.has(`${tag}:${owned.slice(r, r + kw).join(',')}`)) continue
-    for (let i = 0; i < kw; i++) map.key[i] = owned[r + i]!
-    const s = map.find()
-    if (s < 0) continue
-    const id = isFe ? Math.floor(map.vals[s]! / 4) : map.vals[s]!
-    if (mine.has(id)) map.removeAt(s)
-  }
-}
-
-function cmp(a: string, b: string): number {
+/** String order (not locale order): deterministic across machines. */
+export function cmp(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0
 }
 
-// ---------------------------------------------------------------------------------------------------------------
-// Text dump
-
-function setLine(set: EndpointSet): string {
-  if (set.count === 0) return '(none)'
-  // With Maglev, each endpoint's share of the lookup table (a fingerprint of the table itself).
-  const slots = new Uint32Array(set.count)
-  if (set.maglev !== null) for (const i of set.maglev) slots[i]!++
-  const names = endpointNames(set)
-  const parts: string[] = []
-  for (let i = 0; i < set.count; i++) {
-    const tags: string[] = []
-    const f = epFlags(set, i)
-    if (f & EP_LOCAL) tags.push('local')
-    if (f & EP_TERMINATING) tags.push('terminating')
-    if (set.maglev !== null) tags.push(`${slots[i]!} slots`)
-    parts.push(tags.length > 0 ? `${names[i]!} (${tags.join(', ')})` : names[i]!)
-  }
-  return parts.join(', ')
-}
-
-/**
- * A readable, order-normalised text form of the table: services by namespace/name, their ports by family, protocol,
- * port; endpoints as compiled (sorted by address). Ids, uids and generations are left out so that the dump depends
- * only on the inputs.
- */
-export function formatNatTable(table: NatTable): string {
-  const c = table.config
-  const out: string[] = []
-  out.push(`# tundra NAT table: node ${c.nodeName}, lb ${c.lb}${c.lb === 'maglev' ? ` (M=${c.maglevTableSize})` : ''}, icmp ${c.icmpMode}${c.masqueradeAll ? ', masquerade-all' : ''}`)
-  for (const ft of [table.v4, table.v6]) {
-    if (ft.nodeAddrs.length === 0 && ft.clusterCidrs.length === 0) continue
-    const addrs: string[] = []
-    for (let r = 0; r < ft.nodeAddrs.length; r += ft.aw) addrs.push(wordsToString(ft.nodeAddrs, r, ft.family))
-    const np: string[] = []
-    for (let r = 0; r < ft.nodePortAddrs.length; r += ft.aw) np.push(wordsToString(ft.nodePortAddrs, r, ft.family))
-    out.push(`# ipv${ft.family}: node ${addrs.join(', ') || '(none)'}; nodeports on ${np.join(', ') || '(none)'}; cluster ${cidrListToStrings(ft.clusterCidrs, ft.family).join(', ') || '(none)'}; masquerade to ${ft.hasSnat ? wordsToString(ft.snat, 0, ft.family) : '(none)'}`)
-  }
-  const keys = [...table.services.keys()].sort(cmp)
-  for (const key of keys) {
-    const cs = table.services.get(key)!
-    const svc = cs.service
-    if (cs.svcPortIds.length === 0) {
-      out.push(`service ${key} ${svc.type}${svc.headless ? ' headless' : ''}: no NAT`)
-      continue
-    }
-    const head = [`service ${key} ${svc.type}`]
-    if (svc.affinityTimeout > 0) head.push(`affinity ClientIP ${svc.affinityTimeout}s`)
-    head.push(`internalTrafficPolicy ${svc.internalTrafficPolicy}`, `externalTrafficPolicy ${svc.externalTrafficPolicy}`)
-    out.push(head.join(', '))
-    const ports = cs.svcPortIds.map(id => table.svcPorts[id]!).filter(Boolean)
-    ports.sort((a, b) => a.family - b.family || cmp(a.protocol, b.protocol) || a.port - b.port || cmp(a.portName, b.portName))
-    for (const sp of ports) {
-      const aw = addrWords(sp.family)
-      out.push(`  port ${sp.portName || '-'} ${sp.protocol} ipv${sp.family} -> targetPort ${sp.targetPort}`)
-      const fes: string[] = []
-      const fmt = (ip: string, port: number): string => (sp.family === 6 ? `[${ip}]:${port}` : `${ip}:${port}`)
-      const ft = sp.family === 4 ? table.v4 : table.v6
-      const owns = (ip: string, port: number): boolean => {
-        parseAddrWords(ip, sp.family, ft.fe.key, 0)
-        ft.fe.key[aw] = protoPort(sp.proto, port)
-        const v = ft.fe.get(0xffffffff)
-        return v !== 0xffffffff && Math.floor(v / 4) === sp.id
-      }
-      const tag = (ip: string, port: number): string => (owns(ip, port) ? '' : ' (conflict: not installed)')
-      fes.push(`    frontend ClusterIP ${fmt(sp.clusterIP, sp.port)}${tag(sp.clusterIP, sp.port)}`)
-      if (sp.nodePort > 0) {
-        for (let r = 0; r < ft.nodePortAddrs.length; r += aw) {
-          const ip = wordsToString(ft.nodePortAddrs, r, sp.family)
-          fes.push(`    frontend NodePort ${fmt(ip, sp.nodePort)}${tag(ip, sp.nodePort)}`)
-        }
-      }
-      for (const ip of sp.externalIPs) fes.push(`    frontend ExternalIP ${fmt(wordsToString(parsed(ip, sp.family), 0, sp.family), sp.port)}${tag(ip, sp.port)}`)
-      for (const ip of sp.loadBalancerIPs) fes.push(`    frontend LoadBalancer ${fmt(wordsToString(parsed(ip, sp.family), 0, sp.family), sp.port)}${tag(ip, sp.port)}`)
-      for (const ip of sp.proxyModeIPs) fes.push(`    skipped LoadBalancer ${fmt(ip, sp.port)} (ipMode Proxy)`)
-      out.push(...fes)
-      if (sp.sourceRanges.length > 0) out.push(`    sourceRanges ${cidrListToStrings(sp.sourceRanges, sp.family).join(', ')}`)
-      out.push(`    cluster endpoints: ${setLine(sp.cluster)}`)
-      if (sp.internalPolicy === 'Local' || sp.externalPolicy === 'Local') out.push(`    local endpoints: ${setLine(sp.local)}`)
-      const used = new Set(endpointNames(sp.cluster))
-      const extra = endpointNames(sp.serving).filter(n => !used.has(n))
-      if (extra.length > 0) out.push(`    serving, not used for new connections: ${extra.join(', ')}`)
-    }
-    const hc = table.healthChecks.get(key)
-    if (hc !== undefined) out.push(`  healthCheckNodePort ${hc.nodePort}: localEndpoints ${hc.localEndpoints}`)
-  }
-  const probs = [...table.problems].map(p => `problem ${p.object} ${p.field}: ${p.reason}`).sort(cmp)
-  out.push(...probs)
-  return out.join('\n') + '\n'
-}
-
-function parsed(ip: string, family: Family): Uint32Array {
-  const w = new Uint32Array(4)
-  parseAddrWords(ip, family, w, 0)
-  return w
-}

@@ -3,16 +3,15 @@
 //
 //   process(buf, off, len, info, partialCsum, now) -> NatAction     per packet, after parsePacket() said PASS
 //   writeReject(buf, off, len, info, out, outOff) -> bytes          after REJECT: the ICMP error to send back
-//   swap(table) -> SwapResult                                        between batches: install a new NatTable
-//   writeResets(out, outOff, offsets, lengths, max, gap?) -> count   after a swap: RSTs for flows that lost their endpoint
-//   tick(now)                                                        once per batch or timer: incremental reaping
+//   install(img) -> SwapResult                                       between batches: a NatImage (image.ts)
+//   step(budget) / tick(now)                                         once per batch or timer: a slice of the stale-
+//                                                                    flow flush, incremental reaping
+//   writeResets(out, outOff, offsets, lengths, max, gap?) -> count   RSTs for flows that lost their endpoint
+//   ctCount() / ctChunk(cursor, max) / flushChunk(filter, ...)       conntrack for the control thread, bounded
 //
-// Action codes (same numbers as the dataplane's Action):
-//   PASS     not service traffic: untouched
-//   FORWARD  rewritten in place; route by the (new) destination
-//   REPLY    an answer was written in place (echo reply from a ClusterIP); info.l3Len holds its length; send it back
-//   REJECT   untouched; call writeReject and send the ICMP port unreachable it writes
-//   DROP     discard; the reason is counted in `counters` (NatStat)
+// The engine reads only the installed image (typed arrays, state.ts), never NatTable objects: the table can be
+// compiled on another thread. `new NatEngine(table)` and `swap(table)` remain for single-thread users (tests, CLI).
+// Actions are NatAction (verdict.ts).
 //
 // Masquerade follows kube-proxy's KUBE-MARK-MASQ: ClusterIP from outside the cluster CIDRs (or masqueradeAll),
 // NodePort/externalIP/LB with externalTrafficPolicy Cluster, host-originated traffic to an externalTrafficPolicy
@@ -30,86 +29,30 @@ import { ICMP_DEST_UNREACH, IcmpUnreach } from '../wire/icmp'
 import { ICMPV6_DEST_UNREACH, Icmpv6Unreach } from '../wire/icmpv6'
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP } from '../wire/proto'
 import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../wire/tcp'
-import { inAddrList, inCidrList, parseAddrWords, wordsToBytes, wordsToString } from './addr'
-import type { FamilyTable, NatTable, SvcPort } from './compile'
-import type { EndpointSet } from './endpoints'
-import { epBase, epPort, removedEndpoints } from './endpoints'
+import { cidrContains, inAddrList, inCidrList, parseAddrWords, wordsToBytes, wordsToString } from './addr'
+import type { NatTable, SvcPort } from './compile'
 import { FrontendKind } from './compile'
 import {
-  Conntrack, CtFlag, CtStat, ORIG, REPLY, TcpState, TcpVerdict, TCP_STATE_NAMES, hasPorts,
+  Conntrack, CtFlag, CtStat, ORIG, REPLY, TcpState, TcpVerdict, hasPorts,
 } from './conntrack'
-import type { ConntrackTimeouts } from './conntrack'
-import { U32Map } from './hash'
 import { buildTcpReset4, buildTcpReset6 } from './reset'
 import { endpointString } from '../kubeproxy/names'
-import { AffinityTable, Rng, findEndpoint, flowHash } from './select'
+import { Rng, findEndpoint, flowHash } from './select'
+import { MasqReason, NAT_STAT_NAMES, NatAction, NatStat } from './verdict'
+import { Fam, SetView, Tables } from './state'
+import { IcmpMode, REC_WORDS, Rec, RecFlag, SetW, natImage } from './image'
+import type { NatImage } from './image'
+import { StaleFlush } from './flush'
+import {
+  CT_CHUNK, decodeCtChunk, encodeCtChunk, flushCtChunk, newRestoreReport, prepareRestore, resolveCtFilter, restoreCtChunk,
+} from './ctview'
+import type { ConntrackEntry, ConntrackFilter, CtFilter, RestoreReport } from './ctview'
+import { assembleSnapshot } from './ctview'
+import type { ConntrackTimeouts } from './conntrack'
 
-export const NatAction = { PASS: 0, FORWARD: 1, REPLY: 2, REJECT: 3, DROP: 4 } as const
-export type NatActionValue = (typeof NatAction)[keyof typeof NatAction]
-
-/** Indexes of NatEngine.counters. */
-export const NatStat = {
-  /** not service traffic */
-  PASS: 0,
-  /** new connections translated */
-  NEW: 1,
-  /** packets of tracked connections translated (either direction) */
-  TRACKED: 2,
-  /** ICMP errors about tracked connections translated */
-  ICMP_ERROR: 3,
-  /** non-first fragments translated */
-  FRAGMENT: 4,
-  /** echo requests to a ClusterIP answered */
-  ECHO_REPLY: 5,
-  /** new connections masqueraded */
-  MASQUERADE: 6,
-  /** of which because client == endpoint */
-  HAIRPIN: 7,
-  /** new connections that followed a ClientIP affinity pin */
-  AFFINITY_HIT: 8,
-  /** new connections whose reply tuple clashed and got a new source port */
-  PORT_CLASH: 9,
-  /** packets fitting no TCP state (dropped or passed per the invalid policy) */
-  INVALID: 10,
-  REJECT_NO_ENDPOINTS: 11,
-  /** a ClusterIP on a port (or protocol) it does not serve */
-  REJECT_NO_PORT: 12,
-  /** echo request to a ClusterIP with icmpMode reject */
-  REJECT_ICMP: 13,
-  DROP_INVALID: 14,
-  /** externalTrafficPolicy/internalTrafficPolicy Local and no endpoint on this node */
-  DROP_NO_LOCAL_ENDPOINTS: 15,
-  /** LoadBalancer traffic from outside loadBalancerSourceRanges */
-  DROP_SOURCE_RANGE: 16,
-  DROP_CONNTRACK_FULL: 17,
-  /** no free masquerade source port toward that endpoint */
-  DROP_NO_SNAT_PORT: 18,
-  /** a fragment to a ClusterIP whose first fragment was not seen, or a fragmented echo request */
-  DROP_FRAGMENT: 19,
-  /** echo request to a ClusterIP with icmpMode drop */
-  DROP_ICMP: 20,
-  /** connections removed because their endpoint went away */
-  STALE_FLUSHED: 21,
-  RESET_QUEUED: 22,
-  RESET_SENT: 23,
-  /** resets not queued because the queue was full */
-  RESET_OVERFLOW: 24,
-  /** mid-stream TCP picked up as ESTABLISHED (invalid policy pass) */
-  LOOSE_PICKUP: 25,
-} as const
-export const NAT_STAT_NAMES: readonly string[] = [
-  'pass', 'new', 'tracked', 'icmp_error', 'fragment', 'echo_reply', 'masquerade', 'hairpin', 'affinity_hit',
-  'port_clash', 'invalid', 'reject_no_endpoints', 'reject_no_port', 'reject_icmp', 'drop_invalid',
-  'drop_no_local_endpoints', 'drop_source_range', 'drop_conntrack_full', 'drop_no_snat_port', 'drop_fragment',
-  'drop_icmp', 'stale_flushed', 'reset_queued', 'reset_sent', 'reset_overflow', 'loose_pickup',
-]
-
-/** Why a new connection was masqueraded (0: it was not). */
-export const MasqReason = { NONE: 0, MASQUERADE_ALL: 1, OFF_CLUSTER: 2, EXTERNAL_CLUSTER_POLICY: 3, LOCAL_SOURCE: 4, HAIRPIN: 5 } as const
-export const MASQ_REASON_NAMES: readonly string[] = [
-  'none', 'masquerade-all', 'source outside the cluster CIDRs', 'external traffic with externalTrafficPolicy Cluster',
-  'traffic from this node to an externalTrafficPolicy Local frontend', 'hairpin (client is the chosen endpoint)',
-]
+export { MASQ_REASON_NAMES, MasqReason, NAT_STAT_NAMES, NatAction, NatStat } from './verdict'
+export type { NatActionValue } from './verdict'
+export type { ConntrackEntry, ConntrackFilter, CtFilter, RestoreReport, TupleText } from './ctview'
 
 export interface NatEngineOptions {
   /** most IPv4 connections (default 262144) */
@@ -132,101 +75,58 @@ export interface NatEngineOptions {
   readonly resetQueue?: number
   /** seconds a first fragment's mapping serves later fragments (default 30, Linux ipfrag_time) */
   readonly fragmentTimeout?: number
+  /** conntrack entries / affinity slots the stale-flow flush visits per tick (default 8192, well under 1 ms) */
+  readonly flushBudget?: number
 }
 
 export interface SwapResult {
-  /** conntrack entries removed because their endpoint or service port went away */
+  /**
+   * conntrack entries removed because their endpoint or service port went away (install: by its first slice; the
+   * rest goes in later step() calls while flushPending)
+   */
   readonly flushed: number
   /** TCP resets queued for writeResets */
   readonly resets: number
 }
 
-/** Decoded conntrack entry, for `tundra conntrack list` and tests. */
-export interface ConntrackEntry {
-  readonly family: Family
-  readonly protocol: string
-  /** TCP state name, or '' */
-  readonly state: string
-  readonly orig: TupleText
-  readonly reply: TupleText
-  readonly expiresIn: number
-  readonly flags: readonly string[]
-  /** kube-proxy ServicePortName of the entry's service port, or '' */
-  readonly service: string
-  readonly svcPortId: number
-  readonly packets: readonly [number, number]
-  readonly bytes: readonly [number, number]
-}
-
-export interface TupleText {
-  readonly src: string
-  readonly dst: string
-  readonly sport: number
-  readonly dport: number
-}
-
-/** Selects conntrack entries to flush; every given field must match. */
-export interface ConntrackFilter {
-  readonly family?: Family
-  /** 'tcp' | 'udp' | 'sctp' or an IP protocol number */
-  readonly protocol?: string | number
-  /** "ns/name": every port of the service */
-  readonly service?: string
-  /** any address of either tuple */
-  readonly address?: string
-  /** any port of either tuple */
-  readonly port?: number
-}
-
-const PROTO_NAMES: Readonly<Record<number, string>> = { 1: 'icmp', 6: 'tcp', 17: 'udp', 58: 'icmpv6', 132: 'sctp' }
 const NO_FRONTEND = 0xffffffff
 const SNAT_TRIES = 4096
 /** words per queued reset: family, src (4), dst (4), ports, seq, ack */
 const RST_WORDS = 12
 
-/** Per-family state: conntrack, affinity pins, fragment mappings, scratch. */
-class Fam {
-  readonly aw: number
-  readonly kw: number
-  readonly ct: Conntrack
-  readonly aff: AffinityTable
-  /** (src words, dst words, fragment id, proto) -> (ref, expires) */
-  readonly frag: U32Map
-  /** scratch: one IPv6 address as bytes, for the wire/ rewrite helpers */
-  readonly a16 = new Uint8Array(16)
-
-  constructor(readonly family: Family, max: number, timeouts: Partial<ConntrackTimeouts>, seed: number | undefined) {
-    this.aw = family === 4 ? 1 : 4
-    this.kw = 2 * this.aw + 1
-    this.ct = new Conntrack(seed === undefined ? { family, max, timeouts } : { family, max, timeouts, seed })
-    this.aff = new AffinityTable(this.aw)
-    this.frag = new U32Map(2 * this.aw + 2, 2, 256)
-  }
-}
-
 export class NatEngine {
-  table: NatTable
   readonly counters = new Float64Array(NAT_STAT_NAMES.length)
   /** per service-port id: packets translated, new connections */
   svcPackets: Float64Array
   svcNew: Float64Array
   readonly v4: Fam
   readonly v6: Fam
+  /** the installed image */
+  readonly tables: Tables
   private readonly rng: Rng
   private readonly invalidDrop: boolean
   private readonly portLo: number
   private readonly portHi: number
   private readonly reapBudget: number
+  private readonly flushBudget: number
   private readonly fragTimeout: number
   private readonly rstQ: Uint32Array
   private rstHead = 0
   private rstCount = 0
+  /** scratch: the endpoint set a new connection chooses from */
+  private readonly set = new SetView()
+  private readonly stale: StaleFlush
+  /** the table of the last swap()/constructor/install(img, table); undefined after an install without one */
+  private table_: NatTable | undefined
+  /** the coarse clock as last given to tick() (conntrack chunks report expiry against it) */
+  private now = 0
 
   constructor(table: NatTable, opts: NatEngineOptions = {}) {
-    this.table = table
     const t = opts.timeouts ?? {}
     this.v4 = new Fam(4, opts.conntrackMax ?? 262144, t, opts.seed)
     this.v6 = new Fam(6, opts.conntrackMax6 ?? 65536, t, opts.seed === undefined ? undefined : opts.seed ^ 0x66)
+    this.tables = new Tables(this.v4, this.v6)
+    this.stale = new StaleFlush(this.tables, this.v4, this.v6, new SetView())
     this.rng = new Rng(opts.seed)
     this.invalidDrop = (opts.invalid ?? 'drop') === 'drop'
     const [lo, hi] = opts.snatPorts ?? [1024, 29999]
@@ -234,10 +134,26 @@ export class NatEngine {
     this.portLo = lo
     this.portHi = hi
     this.reapBudget = opts.reapBudget ?? 1024
+    this.flushBudget = Math.max(1, opts.flushBudget ?? 8192)
     this.fragTimeout = opts.fragmentTimeout ?? 30
     this.rstQ = new Uint32Array((opts.resetQueue ?? 65536) * RST_WORDS)
     this.svcPackets = new Float64Array(Math.max(16, table.svcPorts.length))
     this.svcNew = new Float64Array(Math.max(16, table.svcPorts.length))
+    this.install(natImage(table), table)
+  }
+
+  /**
+   * The NatTable last given to the constructor, swap() or install(img, table): for single-thread callers (CLI,
+   * metrics, tests). An engine fed only images by another thread has none: reading it then throws.
+   */
+  get table(): NatTable {
+    if (this.table_ === undefined) throw new Error(`the NAT engine runs image generation ${this.tables.generation} without its table (installed from another thread)`)
+    return this.table_
+  }
+
+  /** Generation of the installed image. */
+  get generation(): number {
+    return this.tables.generation
   }
 
   // -------------------------------------------------------------------------------------------------------------
@@ -282,7 +198,7 @@ export class NatEngine {
   }
 
   private isVip(fam: Fam, words: Uint32Array, off: number): boolean {
-    const vip = (fam.aw === 1 ? this.table.v4 : this.table.v6).vip
+    const vip = fam.vip
     const aw = fam.aw
     for (let i = 0; i < aw; i++) vip.key[i] = words[off + i]!
     return vip.find() >= 0
@@ -389,13 +305,12 @@ export class NatEngine {
   }
 
   private newConnection(fam: Fam, buf: Uint8Array, info: PacketInfo, partial: boolean, now: number): number {
-    const t = this.table
-    const ft: FamilyTable = fam.aw === 1 ? t.v4 : t.v6
+    const tb = this.tables
     const ct = fam.ct
     const k = ct.key
     const aw = fam.aw
     const proto = info.l4Proto
-    const fe = ft.fe
+    const fe = fam.fe
     for (let i = 0; i < aw; i++) fe.key[i] = k[aw + i]!
     fe.key[aw] = ((proto << 16) | info.dstPort) >>> 0
     const v = fe.get(NO_FRONTEND)
@@ -408,7 +323,9 @@ export class NatEngine {
     }
     const id = v >>> 2
     const kind = v & 3
-    const sp = t.svcPorts[id]!
+    const rec = tb.rec
+    const r = id * REC_WORDS
+    const spFlags = rec[r + Rec.FLAGS]!
 
     // A new TCP connection starts with a SYN; anything else has no state to belong to.
     let state: number = TcpState.SYN_SENT
@@ -428,44 +345,44 @@ export class NatEngine {
     }
 
     // Endpoint set and masquerade, as kube-proxy's KUBE-SVC / KUBE-EXT chains decide them.
-    let set: EndpointSet
+    let which: number
     let masq: number = MasqReason.NONE
-    const fromCluster = ft.hasClusterCidrs && inCidrList(ft.clusterCidrs, aw, k, 0)
+    const fromCluster = fam.hasClusterCidrs && inCidrList(fam.clusterCidrs, aw, k, 0)
     if (kind === FrontendKind.CLUSTER_IP) {
-      set = sp.internal
-      if (t.config.masqueradeAll) masq = MasqReason.MASQUERADE_ALL
-      else if (ft.hasClusterCidrs && !fromCluster) masq = MasqReason.OFF_CLUSTER
+      which = Rec.INTERNAL_SET
+      if (tb.masqueradeAll) masq = MasqReason.MASQUERADE_ALL
+      else if (fam.hasClusterCidrs && !fromCluster) masq = MasqReason.OFF_CLUSTER
     } else {
-      if (kind === FrontendKind.LOAD_BALANCER && sp.sourceRanges.length > 0 &&
-        !inCidrList(sp.sourceRanges, aw, k, 0) && !inAddrList(sp.allowedLbSources, aw, k, 0)) {
+      if (kind === FrontendKind.LOAD_BALANCER && rec[r + Rec.RANGES_LEN]! > 0 && !this.lbSourceAllowed(rec, r, k, aw)) {
         this.counters[NatStat.DROP_SOURCE_RANGE]!++
         return NatAction.DROP
       }
-      if (sp.externalPolicy === 'Local') {
+      if ((spFlags & RecFlag.EXTERNAL_LOCAL) !== 0) {
         if (fromCluster) {
-          set = sp.cluster
-        } else if (inAddrList(ft.nodeAddrs, aw, k, 0)) {
-          set = sp.cluster
+          which = Rec.CLUSTER_SET
+        } else if (inAddrList(fam.nodeAddrs, aw, k, 0)) {
+          which = Rec.CLUSTER_SET
           masq = MasqReason.LOCAL_SOURCE
         } else {
-          set = sp.local
+          which = Rec.LOCAL_SET
         }
       } else {
-        set = sp.cluster
+        which = Rec.CLUSTER_SET
         masq = MasqReason.EXTERNAL_CLUSTER_POLICY
       }
     }
-    if (set.count === 0) {
+    if (rec[r + which + SetW.COUNT] === 0) {
       // Endpoints exist, just none here: kube-proxy drops. None at all: it rejects.
-      if (sp.cluster.count > 0) {
+      if (rec[r + Rec.CLUSTER_SET + SetW.COUNT]! > 0) {
         this.counters[NatStat.DROP_NO_LOCAL_ENDPOINTS]!++
         return NatAction.DROP
       }
       this.counters[NatStat.REJECT_NO_ENDPOINTS]!++
       return NatAction.REJECT
     }
+    const set = tb.view(this.set, id, which)
 
-    const idx = this.choose(fam, sp, set, proto, now)
+    const idx = this.choose(fam, id, rec[r + Rec.AFFINITY]!, set, proto, now)
     const d = set.data
     const epOff = set.off + idx * (aw + 1)
     let hairpin = true
@@ -479,8 +396,8 @@ export class NatEngine {
     for (let i = 0; i < aw; i++) tk[kw + i] = d[epOff + i]!
     const epPort = d[epOff + aw]! & 0xffff
     const portsAt = kw + 2 * aw
-    if (masq !== MasqReason.NONE && ft.hasSnat) {
-      for (let i = 0; i < aw; i++) tk[kw + aw + i] = ft.snat[i]!
+    if (masq !== MasqReason.NONE && fam.hasSnat) {
+      for (let i = 0; i < aw; i++) tk[kw + aw + i] = fam.snat[i]!
       if (this.allocPort(ct, proto, epPort, portsAt) < 0) {
         this.counters[NatStat.DROP_NO_SNAT_PORT]!++
         return NatAction.DROP
@@ -520,36 +437,51 @@ export class NatEngine {
     return NatAction.FORWARD
   }
 
+  /** loadBalancerSourceRanges, or one of the LB's own addresses (allowFromNode), admits the client in k. */
+  private lbSourceAllowed(rec: Uint32Array, r: number, k: Uint32Array, aw: number): boolean {
+    const data = this.tables.data[rec[r + Rec.CHUNK]!]!
+    const stride = aw + 1
+    for (let o = rec[r + Rec.RANGES]!, end = o + rec[r + Rec.RANGES_LEN]!; o < end; o += stride) {
+      if (cidrContains(data, o, aw, k, 0)) return true
+    }
+    for (let o = rec[r + Rec.ALLOWED]!, end = o + rec[r + Rec.ALLOWED_LEN]!; o < end; o += aw) {
+      let same = true
+      for (let i = 0; i < aw; i++) if (data[o + i] !== k[i]) { same = false; break }
+      if (same) return true
+    }
+    return false
+  }
+
   /** Endpoint index for a new connection: affinity pin, else Maglev or uniform random. */
-  private choose(fam: Fam, sp: SvcPort, set: EndpointSet, proto: number, now: number): number {
+  private choose(fam: Fam, id: number, affinity: number, set: SetView, proto: number, now: number): number {
     const k = fam.ct.key
     const aw = fam.aw
-    if (sp.affinityTimeout > 0) {
+    if (affinity > 0) {
       const aff = fam.aff
       const ak = aff.key
-      ak[0] = sp.id
+      ak[0] = id
       for (let i = 0; i < aw; i++) ak[1 + i] = k[i]!
       const s = aff.lookup(now)
       if (s >= 0) {
         const idx = findEndpoint(set, aff.vals, aff.valOff(s), aff.portOf(s), aff.hintOf(s))
         if (idx >= 0) {
-          aff.refresh(s, idx, now + sp.affinityTimeout)
+          aff.refresh(s, idx, now + affinity)
           this.counters[NatStat.AFFINITY_HIT]!++
           return idx
         }
       }
       const idx = this.pick(set, fam, proto)
-      aff.pin(set, idx, now + sp.affinityTimeout)
+      aff.pin(set, idx, now + affinity)
       return idx
     }
     return this.pick(set, fam, proto)
   }
 
-  private pick(set: EndpointSet, fam: Fam, proto: number): number {
+  private pick(set: SetView, fam: Fam, proto: number): number {
     const n = set.count
     if (n === 1) return 0
     const m = set.maglev
-    if (m !== null && this.table.config.lb === 'maglev') return m[(flowHash(fam.ct.key, fam.kw, proto) >>> 0) % m.length]!
+    if (m !== null) return m[set.magOff + (flowHash(fam.ct.key, fam.kw, proto) >>> 0) % this.tables.maglevSize]!
     return this.rng.below(n)
   }
 
@@ -628,12 +560,12 @@ export class NatEngine {
     if (info.icmpType !== (fam.aw === 1 ? 8 : 128)) return this.pass()
     this.loadAddrs(fam, buf, info)
     if (!this.isVip(fam, fam.ct.key, fam.aw)) return this.pass()
-    const mode = this.table.config.icmpMode
-    if (mode === 'drop') {
+    const mode = this.tables.icmpMode
+    if (mode === IcmpMode.DROP) {
       this.counters[NatStat.DROP_ICMP]!++
       return NatAction.DROP
     }
-    if (mode === 'reject') {
+    if (mode === IcmpMode.REJECT) {
       this.counters[NatStat.REJECT_ICMP]!++
       return NatAction.REJECT
     }
@@ -729,10 +661,15 @@ export class NatEngine {
   // -------------------------------------------------------------------------------------------------------------
   // Between batches
 
-  /** Incremental upkeep: reaps a slice of each table. Call once per batch or from a timer, with the coarse clock. */
+  /**
+   * Incremental upkeep: reaps a slice of each table and runs a slice of a pending stale-flow flush. Call once per
+   * batch or from a timer, with the coarse clock.
+   */
   tick(now: number): void {
+    this.now = now
     this.reapFamily(this.v4, now)
     this.reapFamily(this.v6, now)
+    this.step(this.flushBudget)
   }
 
   private reapFamily(fam: Fam, now: number): void {
@@ -743,69 +680,57 @@ export class NatEngine {
   }
 
   /**
-   * Installs `next` (call between batches). Connections to endpoints that stopped serving, or to service ports that
-   * are gone, are removed now: UDP/SCTP flows re-balance on their next packet, TCP clients get a reset queued for
-   * writeResets. Affinity pins of service ports that are gone are forgotten.
+   * One slice of the stale-flow flush an install started: visits at most `budget` conntrack entries or affinity
+   * slots, removes the stale ones and queues resets for open TCP connections. Returns what it did.
    */
-  swap(next: NatTable): SwapResult {
-    const prev = this.table
-    if (prev === next) return { flushed: 0, resets: 0 }
-    const n = Math.max(prev.svcPorts.length, next.svcPorts.length)
-    // 0: unchanged, 1: some endpoints stale (listed in staleEps), 2: all (service port gone or slot reused)
-    const kind = new Uint8Array(n)
-    const staleEps = [new U32Map(3, 1, 64), new U32Map(6, 1, 16)]
-    let any = false
-    // An updateNat result lists the ids it changed: at 20 000 services that is a handful, not a scan.
-    const ids = changedIds(prev, next)
-    for (let j = 0, end = ids === undefined ? prev.svcPorts.length : ids.length; j < end; j++) {
-      const id = ids === undefined ? j : ids[j]!
-      if (id >= prev.svcPorts.length) continue
-      const a = prev.svcPorts[id]
-      if (a === undefined) continue
-      const b = next.svcPorts[id]
-      if (b === a) continue
-      if (b === undefined || b.uid !== a.uid) {
-        kind[id] = 2
-        any = true
-        continue
-      }
-      if (b.serving === a.serving) continue
-      const m = staleEps[a.family === 4 ? 0 : 1]!
-      const was = a.serving
-      for (const i of removedEndpoints(was, b.serving)) {
-        const base = epBase(was, i)
-        m.key[0] = id
-        for (let w = 0; w < was.aw; w++) m.key[1 + w] = was.data[base + w]!
-        m.key[1 + was.aw] = epPort(was, i)
-        m.set(1)
-        kind[id] = 1
-        any = true
-      }
-    }
-    this.table = next
-    this.resizeServiceCounters(prev, next, ids)
-    if (!any) return { flushed: 0, resets: 0 }
-    for (const fam of [this.v4, this.v6]) {
-      fam.aff.dropWhere(id => id < n && kind[id] === 2)
-    }
-    return this.flushStale((fam, e) => {
-      const id = fam.ct.svcPort[e]!
-      if (id < 0 || id >= n) return false
-      const kd = kind[id]!
-      if (kd === 0) return false
-      if (kd === 2) return true
-      const m = staleEps[fam.aw === 1 ? 0 : 1]!
-      const ct = fam.ct
-      const r = ct.tupleOff(e, REPLY)
-      m.key[0] = id
-      for (let i = 0; i < fam.aw; i++) m.key[1 + i] = ct.tuples[r + i]!
-      m.key[1 + fam.aw] = ct.tuples[r + 2 * fam.aw]! >>> 16
-      return m.find() >= 0
-    })
+  step(budget: number = this.flushBudget): SwapResult {
+    const r0 = this.stale.resets
+    const flushed = this.stale.step(budget, this)
+    this.counters[NatStat.STALE_FLUSHED]! += flushed
+    return { flushed, resets: this.stale.resets - r0 }
   }
 
-  private resizeServiceCounters(prev: NatTable, next: NatTable, ids: readonly number[] | undefined): void {
-    const n = next.svcPorts.length
+  /** Whether an install's stale flows are still being flushed (step() has work). */
+  get flushPending(): boolean {
+    return this.stale.pending
+  }
+
+  /**
+   * Installs an image (between batches): a full image in O(number of its buffers), a delta in O(change). Flows
+   * the image lists as stale are flushed in slices by step()/tick(): UDP/SCTP flows re-balance on their next
+   * packet, TCP clients get a reset queued for writeResets; pins of service ports that are gone are forgotten.
+   * Runs the first slice now and returns what it did. `table` (the NatTable the image was made from) is kept for
+   * single-thread callers that read engine.table. Throws a NatImageError, changing nothing, when a delta does not
+   * follow the installed generation.
+   */
+  install(img: NatImage, table?: NatTable): SwapResult {
+    const tb = this.tables
+    tb.check(img)
+    tb.apply(img)
+    this.table_ = table
+    this.resizeServiceCounters(tb.ids, img.staleIds)
+    this.stale.add(img)
+    return this.step(this.flushBudget)
+  }
+
+  /**
+   * Convenience for single-thread callers: install(natImage(next, current)) and finish the flush now (not bounded:
+   * the packet thread uses install + step instead).
+   */
+  swap(next: NatTable): SwapResult {
+    const prev = this.table_
+    if (prev === next) return { flushed: 0, resets: 0 }
+    let { flushed, resets } = this.install(natImage(next, prev), next)
+    while (this.stale.pending) {
+      const r = this.step(1 << 20)
+      flushed += r.flushed
+      resets += r.resets
+    }
+    return { flushed, resets }
+  }
+
+  /** Grows the per-id counters to `n` ids and zeroes those of ids whose service port went or changed. */
+  private resizeServiceCounters(n: number, gone: Uint32Array): void {
     if (n > this.svcPackets.length) {
       const size = Math.max(n, this.svcPackets.length * 2)
       const p = new Float64Array(size)
@@ -815,43 +740,17 @@ export class NatEngine {
       this.svcPackets = p
       this.svcNew = q
     }
-    for (let j = 0, end = ids === undefined ? prev.svcPorts.length : ids.length; j < end; j++) {
-      const id = ids === undefined ? j : ids[j]!
-      if (id >= prev.svcPorts.length) continue
-      const a = prev.svcPorts[id]
-      const b = next.svcPorts[id]
-      if (a !== undefined && (b === undefined || b.uid !== a.uid)) {
+    for (let i = 0; i < gone.length; i++) {
+      const id = gone[i]!
+      if (id < this.svcPackets.length) {
         this.svcPackets[id] = 0
         this.svcNew[id] = 0
       }
     }
   }
 
-  /** Removes entries `stale` accepts; queues a reset for each TCP connection still open. */
-  private flushStale(stale: (fam: Fam, e: number) => boolean): SwapResult {
-    let flushed = 0
-    let resets = 0
-    for (const fam of [this.v4, this.v6]) {
-      const ct = fam.ct
-      // Stop once every live entry was looked at: a table far from full is not scanned to its end.
-      let left = ct.count
-      for (let e = 0; e < ct.capacity && left > 0; e++) {
-        if (!ct.isUsed(e)) continue
-        left--
-        if (!stale(fam, e)) continue
-        if (ct.proto[e] === IPPROTO_TCP) {
-          const s = ct.state[e]!
-          if (s !== TcpState.TIME_WAIT && s !== TcpState.CLOSE && s !== TcpState.NONE && this.queueReset(fam, e)) resets++
-        }
-        ct.delete(e)
-        flushed++
-      }
-    }
-    this.counters[NatStat.STALE_FLUSHED]! += flushed
-    return { flushed, resets }
-  }
-
-  private queueReset(fam: Fam, e: number): boolean {
+  /** Queues a reset to the client of entry e (FlushSink); false when the queue is full. */
+  queueReset(fam: Fam, e: number): boolean {
     const cap = this.rstQ.length / RST_WORDS
     if (this.rstCount >= cap) {
       this.counters[NatStat.RESET_OVERFLOW]!++
@@ -926,50 +825,41 @@ export class NatEngine {
     return out
   }
 
-  /** Every live conntrack entry, decoded (for `tundra conntrack list`). */
+  /** Live conntrack entries of both families: O(1). */
+  ctCount(): number {
+    return this.v4.ct.count + this.v6.ct.count
+  }
+
+  /**
+   * Up to `max` live entries from `cursor` (0 to start), encoded for decodeCtChunk on the control side; visits at
+   * most 8 * max slots. next = -1 when the listing is done. Expiry is reported against `now` (default: the clock of
+   * the last tick). `into` (ctChunkBytes(max) or more, e.g. handed back by the control thread) avoids allocating.
+   * Snapshots are assembled from the same chunks (assembleSnapshot).
+   */
+  ctChunk(cursor: number, max: number = CT_CHUNK, now: number = this.now, into?: ArrayBuffer): { bytes: ArrayBuffer; next: number } {
+    return encodeCtChunk(this.v4, this.v6, cursor, max, now, into)
+  }
+
+  /** Deletes entries a resolved filter selects among the next O(max) slots (conntrack -D in slices). */
+  flushChunk(filter: CtFilter, cursor: number, max: number = CT_CHUNK): { flushed: number; next: number } {
+    return flushCtChunk(this.v4, this.v6, filter, cursor, max)
+  }
+
+  /** Every live conntrack entry, decoded (single-thread convenience over ctChunk + decodeCtChunk). */
   conntrackEntries(now: number): ConntrackEntry[] {
     const out: ConntrackEntry[] = []
-    for (const fam of [this.v4, this.v6]) {
-      for (const e of fam.ct.entries()) out.push(this.decode(fam, e, now))
+    const table = this.table_
+    for (let c = 0; c >= 0;) {
+      const { bytes, next } = this.ctChunk(c, CT_CHUNK, now)
+      for (const e of decodeCtChunk(bytes, table)) out.push(e)
+      c = next
     }
     return out
   }
 
   private decode(fam: Fam, e: number, now: number): ConntrackEntry {
-    const ct = fam.ct
-    const aw = fam.aw
-    const tuple = (dir: number): TupleText => {
-      const o = ct.tupleOff(e, dir)
-      const p = ct.tuples[o + 2 * aw]!
-      return {
-        src: wordsToString(ct.tuples, o, fam.family),
-        dst: wordsToString(ct.tuples, o + aw, fam.family),
-        sport: p >>> 16,
-        dport: p & 0xffff,
-      }
-    }
-    const f = ct.flags[e]!
-    const flags: string[] = []
-    if (f & CtFlag.REPLIED) flags.push('replied')
-    if (f & CtFlag.ASSURED) flags.push('assured')
-    if (f & CtFlag.DNAT) flags.push('dnat')
-    if (f & CtFlag.SNAT) flags.push('snat')
-    const id = ct.svcPort[e]!
-    const sp = id >= 0 ? this.table.svcPorts[id] : undefined
-    const proto = ct.proto[e]!
-    return {
-      family: fam.family,
-      protocol: PROTO_NAMES[proto] ?? String(proto),
-      state: proto === IPPROTO_TCP ? TCP_STATE_NAMES[ct.state[e]!]! : '',
-      orig: tuple(ORIG),
-      reply: tuple(REPLY),
-      expiresIn: Math.max(0, ct.expires[e]! - now),
-      flags,
-      service: sp?.servicePortName ?? '',
-      svcPortId: id,
-      packets: [ct.counters[e * 4]!, ct.counters[e * 4 + 2]!],
-      bytes: [ct.counters[e * 4 + 1]!, ct.counters[e * 4 + 3]!],
-    }
+    const one = encodeCtChunk(this.v4, this.v6, (fam === this.v4 ? 0 : this.v4.ct.capacity) + e, 1, now)
+    return decodeCtChunk(one.bytes, this.table_)[0]!
   }
 
   /** Looks a tuple up in conntrack (either direction), for explain/trace. */
@@ -983,8 +873,25 @@ export class NatEngine {
     return { entry: this.decode(fam, ref >>> 1, now), direction: (ref & 1) === ORIG ? 'original' : 'reply' }
   }
 
-  /** The live affinity pin of `client` for a service port, for explain/trace. */
-  findAffinity(sp: SvcPort, client: string, now: number): { endpoint: string; expiresIn: number } | undefined {
+  /**
+   * Deletes the connection whose original tuple this is (conntrack -D of one entry, as the control thread asks after
+   * matching a listing); false when it is gone already.
+   */
+  deleteTuple(family: Family, proto: number, src: string, dst: string, sport: number, dport: number): boolean {
+    const fam = family === 4 ? this.v4 : this.v6
+    const w = this.tupleScratch
+    if (!parseAddrWords(src, family, w, 0) || !parseAddrWords(dst, family, w, fam.aw)) return false
+    w[2 * fam.aw] = ((sport << 16) | dport) >>> 0
+    const ref = fam.ct.find(w, 0, proto)
+    if (ref < 0 || (ref & 1) !== ORIG) return false
+    fam.ct.delete(ref >>> 1)
+    return true
+  }
+
+  private readonly tupleScratch = new Uint32Array(9)
+
+  /** The live affinity pin of `client` for a service port (its id and family are all it needs), for explain/trace. */
+  findAffinity(sp: Pick<SvcPort, 'id' | 'family'>, client: string, now: number): { endpoint: string; expiresIn: number } | undefined {
     const fam = sp.family === 4 ? this.v4 : this.v6
     const aff = fam.aff
     aff.key[0] = sp.id
@@ -997,104 +904,66 @@ export class NatEngine {
     }
   }
 
-  /** Deletes the conntrack entries the filter selects (conntrack -D); returns how many. */
+  /** Deletes the conntrack entries the filter selects (conntrack -D); returns how many. Single-thread convenience. */
   flush(filter: ConntrackFilter = {}): number {
+    const f = resolveCtFilter(filter, this.table_)
     let n = 0
-    const fp = filter.protocol
-    const proto = typeof fp === 'string'
-      ? Number(Object.keys(PROTO_NAMES).find(k => PROTO_NAMES[Number(k)] === fp.toLowerCase()) ?? -1)
-      : fp
-    for (const fam of [this.v4, this.v6]) {
-      if (filter.family !== undefined && filter.family !== fam.family) continue
-      const ct = fam.ct
-      const aw = fam.aw
-      let addr: Uint32Array | undefined
-      if (filter.address !== undefined) {
-        addr = new Uint32Array(aw)
-        if (!parseAddrWords(filter.address, fam.family, addr, 0)) continue
-      }
-      n += ct.flush(e => {
-        if (proto !== undefined && ct.proto[e] !== proto) return false
-        if (filter.service !== undefined) {
-          const sp = this.table.svcPorts[ct.svcPort[e]!]
-          if (sp === undefined || `${sp.namespace}/${sp.name}` !== filter.service) return false
-        }
-        const base = e * ct.tw
-        if (addr !== undefined) {
-          let hit = false
-          for (const at of [0, aw, ct.kw, ct.kw + aw]) {
-            let same = true
-            for (let i = 0; i < aw; i++) if (ct.tuples[base + at + i] !== addr[i]) { same = false; break }
-            if (same) { hit = true; break }
-          }
-          if (!hit) return false
-        }
-        if (filter.port !== undefined) {
-          const p = filter.port
-          const a = ct.tuples[base + 2 * aw]!
-          const b = ct.tuples[base + ct.kw + 2 * aw]!
-          if (a >>> 16 !== p && (a & 0xffff) !== p && b >>> 16 !== p && (b & 0xffff) !== p) return false
-        }
-        return true
-      })
+    for (let c = 0; c >= 0;) {
+      const r = this.flushChunk(f, c, 1 << 16)
+      n += r.flushed
+      c = r.next
     }
     return n
   }
 
-  /**
-   * Conntrack state for a restart: service ports are recorded by key so that restore() can map them onto a freshly
-   * compiled table. Layout: "TNSN", u32 header length, JSON header, u32 length + IPv4 snapshot, u32 length + IPv6.
-   */
+  /** Conntrack state for a restart (single-thread convenience: chunks assembled with this engine's table). */
   snapshot(): Buffer {
-    const keys = this.table.svcPorts.map(sp => sp?.key ?? null)
-    const header = Buffer.from(JSON.stringify({ version: 1, keys }))
-    const s4 = this.v4.ct.snapshot()
-    const s6 = this.v6.ct.snapshot()
-    const out = Buffer.alloc(8 + header.length + 4 + s4.length + 4 + s6.length)
-    let o = out.write('TNSN', 0, 'latin1')
-    o = out.writeUInt32LE(header.length, o)
-    o += header.copy(out, o)
-    o = out.writeUInt32LE(s4.length, o)
-    o += s4.copy(out, o)
-    o = out.writeUInt32LE(s6.length, o)
-    s6.copy(out, o)
-    return out
+    const chunks: ArrayBuffer[] = []
+    for (let c = 0; c >= 0;) {
+      const r = this.ctChunk(c, 1 << 16)
+      chunks.push(r.bytes)
+      c = r.next
+    }
+    return assembleSnapshot(chunks, this.table)
   }
 
   /**
    * Loads a snapshot() into this engine's (current) table: entries of service ports that no longer exist, and of
-   * endpoints that stopped serving, are not kept (TCP ones get a reset queued). Returns entries restored.
+   * endpoints that stopped serving, are not kept (TCP ones get a reset queued); corrupt entries are skipped and
+   * counted (restoreReport()). Returns entries restored. A file that is not a snapshot throws a RangeError.
    */
-  restore(buf: Buffer, now: number): number {
-    if (buf.length < 8 || buf.toString('latin1', 0, 4) !== 'TNSN') throw new RangeError('not a NAT engine snapshot')
-    const hl = buf.readUInt32LE(4)
-    const header = JSON.parse(buf.toString('utf8', 8, 8 + hl)) as { version: number; keys: (string | null)[] }
-    if (header.version !== 1) throw new RangeError(`unsupported NAT snapshot version ${header.version}`)
-    const byKey = new Map<string, number>()
-    for (const sp of this.table.svcPorts) if (sp !== undefined) byKey.set(sp.key, sp.id)
-    const map = (id: number): number => {
-      const key = header.keys[id]
-      return key === null || key === undefined ? -1 : byKey.get(key) ?? -1
-    }
-    let o = 8 + hl
-    const l4 = buf.readUInt32LE(o)
-    let restored = this.v4.ct.restore(buf.subarray(o + 4, o + 4 + l4), now, map)
-    o += 4 + l4
-    const l6 = buf.readUInt32LE(o)
-    restored += this.v6.ct.restore(buf.subarray(o + 4, o + 4 + l6), now, map)
-    // Endpoints that stopped serving while we were down.
-    const r = this.flushStale((fam, e) => {
-      const ct = fam.ct
-      const sp = this.table.svcPorts[ct.svcPort[e]!]
-      if (sp === undefined) return false
-      const ro = ct.tupleOff(e, REPLY)
-      return findEndpoint(sp.serving, ct.tuples, ro, ct.tuples[ro + 2 * fam.aw]! >>> 16, -1) < 0
-    })
-    return restored - r.flushed
+  restore(buf: Uint8Array, now: number): number {
+    const { chunks, report } = prepareRestore(buf, this.table, now)
+    for (const c of chunks) this.restoreChunk(c, now, report)
+    this.lastRestore = report
+    return report.restored
   }
-}
 
-/** The service port ids `next` changed relative to `prev` when it says so (updateNat of prev), else undefined (all). */
-function changedIds(prev: NatTable, next: NatTable): readonly number[] | undefined {
-  return next.delta !== undefined && next.delta.from === prev.generation ? next.delta.ids : undefined
+  /** What the last restore() did, with the first few problems in words. */
+  lastRestore: RestoreReport = newRestoreReport()
+
+  /**
+   * Packet side of a restore: entries of one prepareRestore() chunk (service-port ids already mapped onto the
+   * installed table). Fields are checked again; counts go to `report`.
+   */
+  restoreChunk(bytes: ArrayBuffer | Uint8Array, now: number, report: RestoreReport = newRestoreReport()): RestoreReport {
+    const view = new SetView()
+    restoreCtChunk(this.v4, this.v6, bytes, now, report, (fam, e) => {
+      const ct = fam.ct
+      const id = ct.svcPort[e]!
+      if (id < 0) return true
+      const ro = ct.tupleOff(e, REPLY)
+      if (this.tables.present(id) &&
+        findEndpoint(this.tables.view(view, id, Rec.SERVING_SET), ct.tuples, ro, ct.tuples[ro + 2 * fam.aw]! >>> 16, -1) >= 0) return true
+      // Endpoints that stopped serving while we were down.
+      if (ct.proto[e] === IPPROTO_TCP) {
+        const s = ct.state[e]!
+        if (s !== TcpState.TIME_WAIT && s !== TcpState.CLOSE && s !== TcpState.NONE) this.queueReset(fam, e)
+      }
+      ct.delete(e)
+      this.counters[NatStat.STALE_FLUSHED]!++
+      return false
+    })
+    return report
+  }
 }

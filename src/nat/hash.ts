@@ -87,6 +87,27 @@ export class U32Map {
   /** the arrays belong to another map too: copy them before the first change */
   private shared = false
 
+  /** The hash seed (an image of this map must be read with the same one). */
+  get hashSeed(): number { return this.seed }
+
+  /**
+   * A map over arrays built elsewhere (a NatImage that crossed threads): O(1), the arrays are used as they are.
+   * `cap` must be a power of two and the arrays laid out as this class lays them out.
+   */
+  static wrap(kw: number, vw: number, cap: number, size: number, keys: Uint32Array, vals: Uint32Array, used: Uint8Array, seed: number): U32Map {
+    if (cap < 1 || (cap & (cap - 1)) !== 0 || keys.length !== cap * kw || vals.length !== cap * vw || used.length !== cap || size * 2 > cap) {
+      throw new RangeError(`map image does not fit: cap ${cap}, ${keys.length} key words, ${vals.length} value words, ${used.length} slots, size ${size}`)
+    }
+    const m = new U32Map(kw, vw, 1, seed)
+    m.cap = cap
+    m.mask = cap - 1
+    m.size = size
+    m.keys = keys
+    m.vals = vals
+    m.used = used
+    return m
+  }
+
   /**
    * A copy for updateNat that shares this map's arrays until its first change (copy-on-write), so an update that
    * leaves the map as it was costs nothing. This map must not change afterwards.

@@ -5,9 +5,10 @@
 //                                                                    file and the field path)
 //   mergeFlags(parsed | undefined, flags, opts?) -> RunConfig       flags win over the file, then kube-proxy's defaults
 //
-// Every kube-proxy field is known: the ones that mean nothing here (ipvs, winkernel, masqueradeBit, ...) are accepted,
-// with a warning when they are set to something. A field kube-proxy does not have is an error, as a typo must not
-// silently become a default. Durations are Go durations ("30s", "1h0m0s").
+// Every kube-proxy field and flag is honoured or refused: a field tundra cannot honour (ipvs scheduler, winkernel,
+// featureGates, ...) is an error naming it when set to anything but its zero value; the few whose effect already holds
+// here (ipvs.strictARP, logging.options) are accepted with a warning that says why. A field kube-proxy does not have is
+// an error, as a typo must not silently become a default. Durations are Go durations ("30s", "1h0m0s").
 import { readFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { isIP } from 'node:net'
@@ -41,6 +42,18 @@ export interface RunConfig {
   /** CIDRs and the keywords 'primary', 'all', 'localhost' (see resolveNodePortAddresses); [] = all node IPs */
   readonly nodePortAddresses: readonly string[]
   readonly masqueradeAll: boolean
+  /** iptables/nftables.masqueradeBit: the mark bit of the dumped rules (default 14) */
+  readonly masqueradeBit: number
+  /** iptables.localhostNodePorts (default true): NodePorts also answer on 127.0.0.1 (IPv4) */
+  readonly localhostNodePorts: boolean
+  /** logging: text or JSON lines (src/daemon/log.ts); verbosity gates lines above level 0 */
+  readonly logging: { readonly format: 'text' | 'json'; readonly verbosity: number }
+  /** oomScoreAdj: written to /proc/self/oom_score_adj at start; undefined = left as it is */
+  readonly oomScoreAdj?: number
+  /** --cleanup: remove what tundra set up on the node and exit */
+  readonly cleanup: boolean
+  /** --master: the API server's address, replacing the kubeconfig's or the in-cluster one ('' = theirs) */
+  readonly master: string
   /** seconds */
   readonly syncPeriod: number
   readonly minSyncPeriod: number
@@ -176,8 +189,10 @@ type Spec = (
   | { readonly k: 'any' }
   | { readonly k: 'object'; readonly fields: Readonly<Record<string, Spec>> }
 ) & {
-  /** known to kube-proxy, meaningless here: accepted, and a warning when set */
+  /** known to kube-proxy, its effect already holds here: accepted, and a warning saying why when set */
   readonly ignored?: string
+  /** known to kube-proxy, not implemented: an error naming the field when set to anything but its zero value */
+  readonly refused?: string
 }
 
 const checkIP: Check = v => (isIP(v) === 0 ? `expected an IP address, got ${JSON.stringify(v)}` : undefined)
@@ -196,73 +211,81 @@ const checkUpstream: Check = v => {
 }
 const checkIfName: Check = v => (/^[A-Za-z0-9_.-]{1,15}$/.test(v) ? undefined : `expected an interface name (1-15 letters, digits, "-", "_", "."), got ${JSON.stringify(v)}`)
 
-const IGN = 'not used by tundra'
-const str = (extra: Partial<{ enum: readonly string[]; check: Check; ignored: string }> = {}): Spec => ({ k: 'string', ...extra })
-const bool = (ignored?: string): Spec => (ignored === undefined ? { k: 'bool' } : { k: 'bool', ignored })
-const int = (min?: number, max?: number, ignored?: string): Spec =>
-  ({ k: 'int', ...(min !== undefined ? { min } : {}), ...(max !== undefined ? { max } : {}), ...(ignored !== undefined ? { ignored } : {}) })
-const dur = (ignored?: string): Spec => (ignored === undefined ? { k: 'duration' } : { k: 'duration', ignored })
+const str = (extra: Partial<{ enum: readonly string[]; check: Check; refused: string }> = {}): Spec => ({ k: 'string', ...extra })
+const bool = (refused?: string): Spec => (refused === undefined ? { k: 'bool' } : { k: 'bool', refused })
+const int = (min?: number, max?: number, refused?: string): Spec =>
+  ({ k: 'int', ...(min !== undefined ? { min } : {}), ...(max !== undefined ? { max } : {}), ...(refused !== undefined ? { refused } : {}) })
+const dur = (refused?: string): Spec => (refused === undefined ? { k: 'duration' } : { k: 'duration', refused })
 const obj = (fields: Record<string, Spec>): Spec => ({ k: 'object', fields })
+
+const WINDOWS = 'Windows only; tundra runs on Linux'
+const API_CLIENT = "tundra's API client always sends JSON and does not rate-limit"
 
 const SCHEMA: Spec = obj({
   apiVersion: str(),
   kind: str(),
-  featureGates: { k: 'boolMap', ignored: IGN },
+  featureGates: { k: 'boolMap', refused: 'tundra implements no kube-proxy feature gates (it behaves as current kube-proxy with the default gates); remove them' },
   clientConnection: obj({
     kubeconfig: str(),
-    acceptContentTypes: str({ ignored: IGN }),
-    contentType: str({ ignored: IGN }),
-    qps: { k: 'float', ignored: IGN },
-    burst: int(undefined, undefined, IGN),
+    acceptContentTypes: str({ refused: API_CLIENT }),
+    contentType: str({ refused: API_CLIENT }),
+    qps: { k: 'float', refused: API_CLIENT },
+    burst: int(undefined, undefined, API_CLIENT),
   }),
-  logging: { k: 'any' },
+  logging: obj({
+    format: str({ enum: ['text', 'json'] }),
+    verbosity: int(0),
+    // output buffering: tundra writes each line at once, which every value of these allows
+    flushFrequency: { k: 'any' },
+    options: { k: 'any' },
+    vmodule: { k: 'any', refused: 'per-file verbosity is not implemented' },
+  }),
   hostnameOverride: str(),
   bindAddress: str({ check: checkIP }),
   healthzBindAddress: str({ check: checkHostPort }),
   metricsBindAddress: str({ check: checkHostPort }),
   bindAddressHardFail: bool(),
-  enableProfiling: bool(IGN),
-  showHiddenMetricsForVersion: str({ ignored: IGN }),
+  enableProfiling: bool('tundra serves no /debug/pprof'),
+  showHiddenMetricsForVersion: str({ refused: 'tundra has no hidden metrics' }),
   mode: str({ enum: ['', 'iptables', 'ipvs', 'nftables', 'kernelspace'] }),
   iptables: obj({
-    masqueradeBit: int(0, 31, 'tundra marks nothing in the kernel'),
+    masqueradeBit: int(0, 31),
     masqueradeAll: bool(),
-    localhostNodePorts: bool('NodePorts are never served on localhost (as in nftables mode)'),
-    snatNodeInternalIP: bool(IGN),
+    localhostNodePorts: bool(),
     syncPeriod: dur(),
     minSyncPeriod: dur(),
   }),
   ipvs: obj({
     syncPeriod: dur(),
     minSyncPeriod: dur(),
-    scheduler: str({ ignored: 'tundra balances with tundra.lb' }),
-    excludeCIDRs: { k: 'list', ignored: IGN },
-    strictARP: bool(IGN),
-    tcpTimeout: dur('use conntrack.tcpEstablishedTimeout'),
-    tcpFinTimeout: dur(IGN),
-    udpTimeout: dur('use conntrack.udpTimeout'),
+    scheduler: str({ refused: 'tundra chooses endpoints with tundra.lb (random or maglev)' }),
+    excludeCIDRs: { k: 'list', refused: 'tundra owns no IPVS table to exclude addresses from' },
+    strictARP: { k: 'bool', ignored: 'tundra binds no Service IP to an interface, so the node never answers ARP for one' },
+    tcpTimeout: dur('set conntrack.tcpEstablishedTimeout instead'),
+    tcpFinTimeout: dur('tundra keeps the kernel conntrack timeouts for FIN_WAIT'),
+    udpTimeout: dur('set conntrack.udpTimeout instead'),
   }),
   nftables: obj({
-    masqueradeBit: int(0, 31, 'tundra marks nothing in the kernel'),
+    masqueradeBit: int(0, 31),
     masqueradeAll: bool(),
     syncPeriod: dur(),
     minSyncPeriod: dur(),
   }),
   winkernel: obj({
-    networkName: str({ ignored: IGN }),
-    sourceVip: str({ ignored: IGN }),
-    enableDSR: bool(IGN),
-    rootHnsEndpointName: str({ ignored: IGN }),
-    forwardHealthCheckVip: bool(IGN),
+    networkName: str({ refused: WINDOWS }),
+    sourceVip: str({ refused: WINDOWS }),
+    enableDSR: bool(WINDOWS),
+    rootHnsEndpointName: str({ refused: WINDOWS }),
+    forwardHealthCheckVip: bool(WINDOWS),
   }),
   detectLocalMode: str({ enum: ['', 'ClusterCIDR', 'NodeCIDR', 'BridgeInterface', 'InterfaceNamePrefix'] }),
   detectLocal: obj({
-    bridgeInterface: str({ ignored: IGN }),
-    interfaceNamePrefix: str({ ignored: IGN }),
+    bridgeInterface: str({ refused: 'detectLocalMode BridgeInterface is not supported' }),
+    interfaceNamePrefix: str({ refused: 'detectLocalMode InterfaceNamePrefix is not supported' }),
   }),
   clusterCIDR: str({ check: checkCIDRs }),
   nodePortAddresses: { k: 'list', check: checkNodePortAddress },
-  oomScoreAdj: int(-1000, 1000, IGN),
+  oomScoreAdj: int(-1000, 1000),
   conntrack: obj({
     maxPerCore: int(0),
     min: int(0),
@@ -273,8 +296,8 @@ const SCHEMA: Spec = obj({
     udpStreamTimeout: dur(),
   }),
   configSyncPeriod: dur(),
-  portRange: str({ ignored: IGN }),
-  windowsRunAsService: bool(IGN),
+  portRange: str({ refused: "kube-proxy's userspace mode is gone, and with it portRange" }),
+  windowsRunAsService: bool(WINDOWS),
   tundra: obj({
     tun: obj({ name: str({ check: checkIfName }), queues: int(1, 256), offloads: bool(), io: str({ enum: ['thread', 'inline'] }), busyPollUs: int(0, 1000000) }),
     dns: obj({ zone: str(), ip: str({ check: checkIP }), upstreams: { k: 'list', check: checkUpstream }, ttl: int(0, 2147483647) }),
@@ -402,7 +425,11 @@ function walk(v: unknown, spec: Spec, path: string, ctx: Ctx): unknown {
       return res
     }
   }
-  if (spec.ignored !== undefined && isSet(out)) ctx.warnings.push(`${ctx.file}: ${path}: ${describe(v)} is ignored (${spec.ignored})`)
+  if (spec.refused !== undefined && isSet(out)) {
+    ctx.issues.push({ file: ctx.file, field: path, message: `${describe(v)} is not supported: ${spec.refused}` })
+    return undefined
+  }
+  if (spec.ignored !== undefined && isSet(out)) ctx.warnings.push(`${ctx.file}: ${path}: ${describe(v)} has no effect (${spec.ignored})`)
   return out
 }
 
@@ -461,6 +488,7 @@ export function parseKubeProxyConfig(textIn: string, file = 'kube-proxy.yaml'): 
   if (dlm === 'BridgeInterface' || dlm === 'InterfaceNamePrefix') {
     issues.push({ file, field: 'detectLocalMode', message: `${dlm} is not supported: all pod traffic reaches tundra through one TUN (use ClusterCIDR or NodeCIDR)` })
   }
+  const logging = sub(r, 'logging')
   const ct = sub(r, 'conntrack')
   const t = sub(r, 'tundra')
   const cidr = text(r, 'clusterCIDR')
@@ -475,6 +503,10 @@ export function parseKubeProxyConfig(textIn: string, file = 'kube-proxy.yaml'): 
     detectLocalMode: dlm === 'ClusterCIDR' || dlm === 'NodeCIDR' ? dlm : undefined,
     nodePortAddresses: r['nodePortAddresses'] as string[] | undefined,
     masqueradeAll: flag(masqSec, 'masqueradeAll'),
+    masqueradeBit: num(masqSec, 'masqueradeBit'),
+    localhostNodePorts: flag(sub(r, 'iptables'), 'localhostNodePorts'),
+    logging: { format: text(logging, 'format') === 'json' ? 'json' : undefined, verbosity: num(logging, 'verbosity') },
+    oomScoreAdj: num(r, 'oomScoreAdj'),
     syncPeriod: nz(num(syncSec, 'syncPeriod')),
     minSyncPeriod: nz(num(syncSec, 'minSyncPeriod')),
     configSyncPeriod: nz(num(r, 'configSyncPeriod')),
@@ -525,11 +557,20 @@ export function readKubeProxyConfig(path: string): ParsedKubeProxyConfig {
 
 // ---- flags -------------------------------------------------------------------------------------------------------
 
-type FlagType = 'string' | 'bool' | 'int' | 'duration' | 'list' | 'cidrs' | 'ip' | 'hostport' | 'enum'
+type FlagType = 'string' | 'bool' | 'int' | 'signedInt' | 'duration' | 'list' | 'cidrs' | 'ip' | 'hostport' | 'enum'
+
+/**
+ * Who wins when a flag and --config both set something (kube-proxy's Options.Complete): with a config file,
+ * kube-proxy takes every setting from the file except the logging flags and --hostname-override; tundra's own
+ * flags always win over the file's tundra: section.
+ */
+export type FlagGroup = 'kube-proxy' | 'override' | 'tundra'
 
 export interface FlagSpec {
   /** as typed: "--cluster-cidr" */
   readonly flag: string
+  /** a short form ("-v") */
+  readonly alias?: string
   /** commander's attribute name for it ("clusterCidr") */
   readonly key: string
   /** placeholder for help ("<cidrs>"); absent for booleans */
@@ -537,48 +578,92 @@ export interface FlagSpec {
   readonly help: string
   readonly type: FlagType
   readonly values?: readonly string[]
-  /** where it lands in RunConfig, dotted */
+  /** where it lands in RunConfig, dotted ('' for a refused flag) */
   readonly path: string
+  readonly group: FlagGroup
+  /** the KubeProxyConfiguration field it mirrors, for messages */
+  readonly field?: string
+  /** a kube-proxy flag tundra does not implement: giving it is an error with this reason */
+  readonly refused?: string
 }
 
-function flagSpec(flag: string, type: FlagType, path: string, help: string, arg?: string, values?: readonly string[]): FlagSpec {
+interface FlagExtra { arg?: string; values?: readonly string[]; group?: FlagGroup; field?: string; alias?: string; refused?: string }
+
+function flagSpec(flag: string, type: FlagType, path: string, help: string, extra: FlagExtra = {}): FlagSpec {
   const key = flag.replace(/^--/, '').replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())
-  return { flag, key, type, path, help, ...(arg !== undefined ? { arg } : {}), ...(values !== undefined ? { values } : {}) }
+  const { group = 'kube-proxy', ...rest } = extra
+  return { flag, key, type, path, help, group, ...rest }
 }
+const kp = (flag: string, type: FlagType, path: string, field: string, help: string, extra: FlagExtra = {}): FlagSpec =>
+  flagSpec(flag, type, path, help, { field, ...extra })
+const own = (flag: string, type: FlagType, path: string, help: string, extra: FlagExtra = {}): FlagSpec =>
+  flagSpec(flag, type, path, help, { group: 'tundra', ...extra })
+const refused = (flag: string, reason: string, arg?: string): FlagSpec =>
+  flagSpec(flag, arg === undefined ? 'bool' : 'string', '', `not supported: ${reason}`, { refused: reason, ...(arg !== undefined ? { arg } : {}) })
 
-/** kube-proxy's flags (same names, same meaning), then tundra's own. */
+const IPVS = 'tundra is not IPVS: it replaces every proxy mode; see the iptables/nftables flags'
+
+/** kube-proxy's flags (same names, same meaning), the ones tundra refuses, then tundra's own. */
 export const RUN_FLAGS: readonly FlagSpec[] = [
-  flagSpec('--kubeconfig', 'string', 'kubeconfig', 'kubeconfig file (default: the in-cluster service account)', '<path>'),
-  flagSpec('--hostname-override', 'string', 'hostnameOverride', 'the name of this Node (default: the host name)', '<name>'),
-  flagSpec('--bind-address', 'ip', 'bindAddress', "overrides the node's primary IP", '<ip>'),
-  flagSpec('--bind-address-hard-fail', 'bool', 'bindAddressHardFail', 'exit when the metrics or health port cannot be bound'),
-  flagSpec('--cluster-cidr', 'cidrs', 'clusterCIDRs', 'pod CIDRs of the cluster, comma-separated', '<cidrs>'),
-  flagSpec('--detect-local-mode', 'enum', 'detectLocalMode', 'what counts as a local (pod) source: ClusterCIDR or NodeCIDR', '<mode>', ['ClusterCIDR', 'NodeCIDR']),
-  flagSpec('--nodeport-addresses', 'list', 'nodePortAddresses', "CIDRs (or 'primary') of the node IPs that serve NodePorts", '<cidrs>'),
-  flagSpec('--masquerade-all', 'bool', 'masqueradeAll', 'SNAT every connection to a ClusterIP'),
-  flagSpec('--iptables-sync-period', 'duration', 'syncPeriod', 'full resync at least this often (e.g. 30s)', '<duration>'),
-  flagSpec('--iptables-min-sync-period', 'duration', 'minSyncPeriod', 'apply changes at most this often (e.g. 1s; 0 = at once)', '<duration>'),
-  flagSpec('--config-sync-period', 'duration', 'configSyncPeriod', 'accepted for kube-proxy compatibility', '<duration>'),
-  flagSpec('--conntrack-max-per-core', 'int', 'conntrack.maxPerCore', 'tracked connections per CPU (0 = engine default)', '<n>'),
-  flagSpec('--conntrack-min', 'int', 'conntrack.min', 'tracked connections at least', '<n>'),
-  flagSpec('--conntrack-tcp-timeout-established', 'duration', 'conntrack.tcpEstablishedTimeout', 'idle timeout of established TCP', '<duration>'),
-  flagSpec('--conntrack-tcp-timeout-close-wait', 'duration', 'conntrack.tcpCloseWaitTimeout', 'timeout of TCP in CLOSE_WAIT', '<duration>'),
-  flagSpec('--conntrack-tcp-be-liberal', 'bool', 'conntrack.tcpBeLiberal', 'do not treat out-of-window TCP as invalid'),
-  flagSpec('--conntrack-udp-timeout', 'duration', 'conntrack.udpTimeout', 'idle timeout of unreplied UDP', '<duration>'),
-  flagSpec('--conntrack-udp-timeout-stream', 'duration', 'conntrack.udpStreamTimeout', 'idle timeout of replied UDP', '<duration>'),
-  flagSpec('--metrics-bind-address', 'hostport', 'metricsBindAddress', 'where /metrics is served (default 127.0.0.1:10249)', '<ip:port>'),
-  flagSpec('--healthz-bind-address', 'hostport', 'healthzBindAddress', 'where /healthz and /livez are served (default 0.0.0.0:10256)', '<ip:port>'),
-  flagSpec('--tun', 'string', 'tundra.tun.name', 'TUN device name (default tundra0)', '<name>'),
-  flagSpec('--tun-queues', 'int', 'tundra.tun.queues', 'TUN reader queues (default 1)', '<n>'),
-  flagSpec('--tun-io', 'enum', 'tundra.tun.io', 'who reads the TUN: inline (the JS thread polls it; default) or thread (a native reader thread per queue)', '<mode>', ['inline', 'thread']),
-  flagSpec('--busy-poll-us', 'int', 'tundra.tun.busyPollUs', 'inline reader: µs to keep polling after the last packet before sleeping (default 100; 0 = never)', '<us>'),
-  flagSpec('--dns-ip', 'ip', 'tundra.dns.ip', 'the cluster DNS address tundra answers on (default 10.96.0.10)', '<ip>'),
-  flagSpec('--dns-zone', 'string', 'tundra.dns.zone', 'cluster domain (default cluster.local)', '<zone>'),
-  flagSpec('--dns-upstream', 'list', 'tundra.dns.upstreams', 'upstream resolvers, comma-separated (default: /etc/resolv.conf)', '<addrs>'),
-  flagSpec('--lb', 'enum', 'tundra.lb', 'endpoint choice: random (like kube-proxy) or maglev', '<mode>', ['random', 'maglev']),
-  flagSpec('--icmp', 'enum', 'tundra.icmp', 'echo requests to a ClusterIP: reply, reject or drop', '<mode>', ['reply', 'reject', 'drop']),
-  flagSpec('--service-cidr', 'cidrs', 'tundra.serviceCIDRs', 'Service CIDRs, comma-separated (default 10.96.0.0/12)', '<cidrs>'),
-  flagSpec('--snapshot', 'string', 'tundra.snapshot.path', 'file that keeps conntrack state across restarts', '<path>'),
+  kp('--kubeconfig', 'string', 'kubeconfig', 'clientConnection.kubeconfig', 'kubeconfig file (default: the in-cluster service account)', { arg: '<path>' }),
+  flagSpec('--hostname-override', 'string', 'hostnameOverride', 'the name of this Node (default: the host name)', { arg: '<name>', group: 'override', field: 'hostnameOverride' }),
+  flagSpec('--v', 'int', 'logging.verbosity', 'log verbosity (kept for /configz: tundra logs what kube-proxy logs at 0)', { arg: '<level>', alias: '-v', group: 'override', field: 'logging.verbosity' }),
+  flagSpec('--logging-format', 'enum', 'logging.format', 'log format: text or json (one JSON object per line)', { arg: '<format>', values: ['text', 'json'], group: 'override', field: 'logging.format' }),
+  flagSpec('--cleanup', 'bool', 'cleanup', 'remove what tundra set up on this node, then exit', { group: 'override' }),
+  kp('--proxy-mode', 'enum', 'mode', 'mode', 'which kube-proxy section the sync periods and masqueradeAll come from: iptables, nftables or ipvs', { arg: '<mode>', values: ['iptables', 'nftables', 'ipvs', 'kernelspace'] }),
+  kp('--feature-gates', 'string', 'featureGates', 'featureGates', 'kube-proxy feature gates: none are implemented, so any gate is refused', { arg: '<k=v,...>' }),
+  kp('--oom-score-adj', 'signedInt', 'oomScoreAdj', 'oomScoreAdj', "the process's oom_score_adj, -1000..1000 (default: left as it is)", { arg: '<n>' }),
+  kp('--bind-address', 'ip', 'bindAddress', 'bindAddress', "overrides the node's primary IP", { arg: '<ip>' }),
+  kp('--bind-address-hard-fail', 'bool', 'bindAddressHardFail', 'bindAddressHardFail', 'exit when the metrics or health port cannot be bound (default: log and go on without it)'),
+  kp('--cluster-cidr', 'cidrs', 'clusterCIDRs', 'clusterCIDR', 'pod CIDRs of the cluster, comma-separated, one per family', { arg: '<cidrs>' }),
+  kp('--detect-local-mode', 'enum', 'detectLocalMode', 'detectLocalMode', "what counts as a local (pod) source: ClusterCIDR, or NodeCIDR (the node's podCIDRs)", { arg: '<mode>', values: ['ClusterCIDR', 'NodeCIDR'] }),
+  kp('--nodeport-addresses', 'list', 'nodePortAddresses', 'nodePortAddresses', "CIDRs (or 'primary') of the node IPs that serve NodePorts", { arg: '<cidrs>' }),
+  kp('--masquerade-all', 'bool', 'masqueradeAll', 'iptables.masqueradeAll', 'SNAT every connection to a ClusterIP'),
+  kp('--iptables-masquerade-bit', 'int', 'masqueradeBit', 'iptables.masqueradeBit', 'the mark bit of the masquerade rules tundra dump writes (0-31, default 14)', { arg: '<bit>' }),
+  kp('--iptables-localhost-nodeports', 'bool', 'localhostNodePorts', 'iptables.localhostNodePorts', 'NodePorts also answer on 127.0.0.1 (default true)'),
+  kp('--iptables-sync-period', 'duration', 'syncPeriod', 'iptables.syncPeriod', 'full resync at least this often (e.g. 30s)', { arg: '<duration>' }),
+  kp('--iptables-min-sync-period', 'duration', 'minSyncPeriod', 'iptables.minSyncPeriod', 'apply changes at most this often (e.g. 1s; 0 = at once)', { arg: '<duration>' }),
+  kp('--config-sync-period', 'duration', 'configSyncPeriod', 'configSyncPeriod', 'how often the API objects are listed again in full (default 15m)', { arg: '<duration>' }),
+  kp('--conntrack-max-per-core', 'int', 'conntrack.maxPerCore', 'conntrack.maxPerCore', 'tracked connections per CPU (0 = engine default)', { arg: '<n>' }),
+  kp('--conntrack-min', 'int', 'conntrack.min', 'conntrack.min', 'tracked connections at least', { arg: '<n>' }),
+  kp('--conntrack-tcp-timeout-established', 'duration', 'conntrack.tcpEstablishedTimeout', 'conntrack.tcpEstablishedTimeout', 'idle timeout of established TCP', { arg: '<duration>' }),
+  kp('--conntrack-tcp-timeout-close-wait', 'duration', 'conntrack.tcpCloseWaitTimeout', 'conntrack.tcpCloseWaitTimeout', 'timeout of TCP in CLOSE_WAIT', { arg: '<duration>' }),
+  kp('--conntrack-tcp-be-liberal', 'bool', 'conntrack.tcpBeLiberal', 'conntrack.tcpBeLiberal', 'do not treat out-of-window TCP as invalid'),
+  kp('--conntrack-udp-timeout', 'duration', 'conntrack.udpTimeout', 'conntrack.udpTimeout', 'idle timeout of unreplied UDP', { arg: '<duration>' }),
+  kp('--conntrack-udp-timeout-stream', 'duration', 'conntrack.udpStreamTimeout', 'conntrack.udpStreamTimeout', 'idle timeout of replied UDP', { arg: '<duration>' }),
+  kp('--metrics-bind-address', 'hostport', 'metricsBindAddress', 'metricsBindAddress', 'where /metrics is served (default 127.0.0.1:10249)', { arg: '<ip:port>' }),
+  kp('--healthz-bind-address', 'hostport', 'healthzBindAddress', 'healthzBindAddress', 'where /healthz and /livez are served (default 0.0.0.0:10256)', { arg: '<ip:port>' }),
+  refused('--init-only', 'tundra needs no privileged init step (its wiring is done by run itself)'),
+  refused('--profiling', 'tundra serves no /debug/pprof'),
+  flagSpec('--master', 'string', 'master', "the API server's address, overriding the kubeconfig's or the in-cluster one", { arg: '<url>', group: 'override' }),
+  refused('--kube-api-qps', "tundra's API client does not rate-limit", '<qps>'),
+  refused('--kube-api-burst', "tundra's API client does not rate-limit", '<n>'),
+  refused('--kube-api-content-type', "tundra's API client always sends JSON", '<type>'),
+  refused('--healthz-port', 'deprecated in kube-proxy: use --healthz-bind-address ip:port', '<port>'),
+  refused('--metrics-port', 'deprecated in kube-proxy: use --metrics-bind-address ip:port', '<port>'),
+  refused('--show-hidden-metrics-for-version', 'tundra has no hidden metrics', '<version>'),
+  refused('--vmodule', 'per-file verbosity is not implemented', '<pattern>'),
+  refused('--pod-bridge-interface', 'detectLocalMode BridgeInterface is not supported', '<name>'),
+  refused('--pod-interface-name-prefix', 'detectLocalMode InterfaceNamePrefix is not supported', '<prefix>'),
+  refused('--ipvs-scheduler', IPVS, '<name>'),
+  refused('--ipvs-sync-period', IPVS, '<duration>'),
+  refused('--ipvs-min-sync-period', IPVS, '<duration>'),
+  refused('--ipvs-exclude-cidrs', IPVS, '<cidrs>'),
+  refused('--ipvs-strict-arp', IPVS),
+  refused('--ipvs-tcp-timeout', IPVS, '<duration>'),
+  refused('--ipvs-tcpfin-timeout', IPVS, '<duration>'),
+  refused('--ipvs-udp-timeout', IPVS, '<duration>'),
+  own('--tun', 'string', 'tundra.tun.name', 'TUN device name (default tundra0)', { arg: '<name>' }),
+  own('--tun-queues', 'int', 'tundra.tun.queues', 'TUN reader queues (default 1)', { arg: '<n>' }),
+  own('--tun-io', 'enum', 'tundra.tun.io', 'who reads the TUN: inline (the JS thread polls it; default) or thread (a native reader thread per queue)', { arg: '<mode>', values: ['inline', 'thread'] }),
+  own('--busy-poll-us', 'int', 'tundra.tun.busyPollUs', 'inline reader: µs to keep polling after the last packet before sleeping (default 100; 0 = never)', { arg: '<us>' }),
+  own('--dns-ip', 'ip', 'tundra.dns.ip', 'the cluster DNS address tundra answers on (default 10.96.0.10)', { arg: '<ip>' }),
+  own('--dns-zone', 'string', 'tundra.dns.zone', 'cluster domain (default cluster.local)', { arg: '<zone>' }),
+  own('--dns-upstream', 'list', 'tundra.dns.upstreams', 'upstream resolvers, comma-separated (default: /etc/resolv.conf)', { arg: '<addrs>' }),
+  own('--lb', 'enum', 'tundra.lb', 'endpoint choice: random (like kube-proxy) or maglev', { arg: '<mode>', values: ['random', 'maglev'] }),
+  own('--icmp', 'enum', 'tundra.icmp', 'echo requests to a ClusterIP: reply, reject or drop', { arg: '<mode>', values: ['reply', 'reject', 'drop'] }),
+  own('--service-cidr', 'cidrs', 'tundra.serviceCIDRs', 'Service CIDRs, comma-separated, one per family (default 10.96.0.0/12)', { arg: '<cidrs>' }),
+  own('--snapshot', 'string', 'tundra.snapshot.path', 'file that keeps conntrack state across restarts', { arg: '<path>' }),
 ]
 
 export type RunFlags = Readonly<Record<string, unknown>>
@@ -591,7 +676,8 @@ function parseBool(v: unknown): boolean | undefined {
 }
 
 function parseFlag(spec: FlagSpec, v: unknown): { value?: unknown; error?: string } {
-  const s = typeof v === 'string' ? v : undefined
+  // pflag takes "-v=2"; commander hands the short form "=2"
+  const s = typeof v === 'string' ? (spec.alias !== undefined ? v.replace(/^=/, '') : v) : undefined
   const list = (): string[] | undefined => (Array.isArray(v) ? v.flatMap(x => splitList(String(x))) : s !== undefined ? splitList(s) : undefined)
   switch (spec.type) {
     case 'bool': {
@@ -601,6 +687,10 @@ function parseFlag(spec: FlagSpec, v: unknown): { value?: unknown; error?: strin
     case 'int': {
       const n = typeof v === 'number' ? v : s !== undefined && /^\d+$/.test(s) ? Number(s) : NaN
       return Number.isInteger(n) && n >= 0 ? { value: n } : { error: `expected a whole number, got ${describe(v)}` }
+    }
+    case 'signedInt': {
+      const n = typeof v === 'number' ? v : s !== undefined && /^[+-]?\d+$/.test(s) ? Number(s) : NaN
+      return Number.isInteger(n) && n >= -1000 && n <= 1000 ? { value: n } : { error: `expected a whole number from -1000 to 1000, got ${describe(v)}` }
     }
     case 'duration': {
       const d = s === undefined ? undefined : parseGoDuration(s)
@@ -662,17 +752,37 @@ export interface ResolveOptions {
  */
 export function mergeFlags(file: ParsedKubeProxyConfig | undefined, flags: RunFlags, opts: ResolveOptions = {}): RunConfig {
   const issues: ConfigIssue[] = []
+  const warnings = [...(file?.warnings ?? [])]
   const fromFlags: Record<string, unknown> = {}
   for (const spec of RUN_FLAGS) {
     const v = flags[spec.key]
     if (v === undefined) continue
+    if (spec.refused !== undefined) {
+      if (v !== false && v !== '') issues.push({ field: spec.flag, message: `not supported: ${spec.refused}` })
+      continue
+    }
     const r = parseFlag(spec, v)
-    if (r.error !== undefined) issues.push({ field: spec.flag, message: r.error })
-    else setPath(fromFlags, spec.path, r.value)
+    if (r.error !== undefined) { issues.push({ field: spec.flag, message: r.error }); continue }
+    const refusal = flagValueRefusal(spec, r.value)
+    if (refusal !== undefined) { issues.push({ field: spec.flag, message: refusal }); continue }
+    if (file !== undefined && spec.group === 'kube-proxy') {
+      warnings.push(`${spec.flag} is ignored: with --config, kube-proxy takes ${spec.field ?? spec.path} from the file (only logging flags and --hostname-override override it); set it in ${file.file}`)
+      continue
+    }
+    setPath(fromFlags, spec.path, r.value)
   }
   if (issues.length > 0) throw new ConfigError(issues)
   const input = deepMerge(file?.input ?? {}, fromFlags) as RunConfigInput
-  return resolveRunConfig(input, { ...opts, warnings: file?.warnings ?? [], ...(file !== undefined ? { file: file.file } : {}) })
+  return resolveRunConfig(input, { ...opts, warnings, ...(file !== undefined ? { file: file.file } : {}) })
+}
+
+/** Flag values kube-proxy accepts that tundra refuses: the same reasons as the file's fields. */
+function flagValueRefusal(spec: FlagSpec, value: unknown): string | undefined {
+  if (spec.path === 'featureGates' && typeof value === 'string' && value.trim() !== '') {
+    return `${JSON.stringify(value)} is not supported: tundra implements no kube-proxy feature gates (it behaves as current kube-proxy with the default gates)`
+  }
+  if (spec.path === 'mode' && value === 'kernelspace') return 'kernelspace is the Windows proxy; tundra runs on Linux'
+  return undefined
 }
 
 /** host:port with an IP host ("[::]:10256" for IPv6); undefined when it is not one. */
@@ -731,6 +841,12 @@ export function resolveRunConfig(input: RunConfigInput, opts: ResolveOptions & {
     detectLocalMode: input.detectLocalMode ?? 'ClusterCIDR',
     nodePortAddresses: npa,
     masqueradeAll: input.masqueradeAll ?? false,
+    masqueradeBit: input.masqueradeBit ?? 14,
+    localhostNodePorts: input.localhostNodePorts ?? true,
+    logging: { format: input.logging?.format ?? 'text', verbosity: input.logging?.verbosity ?? 0 },
+    ...(input.oomScoreAdj !== undefined ? { oomScoreAdj: input.oomScoreAdj } : {}),
+    cleanup: input.cleanup ?? false,
+    master: input.master ?? '',
     syncPeriod,
     minSyncPeriod,
     configSyncPeriod: input.configSyncPeriod ?? 15 * 60,

@@ -29,3 +29,46 @@ t.test('answerInPlace rate', async t => {
     t.equal(r.id, 0x1234, `${what}: last reply well-formed`)
   }
 })
+
+t.test('zone images: one-service update and installs', async t => {
+  const { ZoneCompiler } = await import('../../src/dns/image')
+  const { synthCluster, withMovedEndpoint } = await import('../../bench/lib/synth')
+  const n = 2000
+  let c = synthCluster(n, 2)
+  const zc = new ZoneCompiler({})
+  const s = new DnsServer({ upstream: ['127.0.0.1:9'] })
+  t.teardown(() => s.close())
+  let t0 = process.hrtime.bigint()
+  const full = zc.full(c)
+  t.comment(`full compile, ${n} services: ${(Number(process.hrtime.bigint() - t0) / 1e6).toFixed(0)} ms`)
+  t0 = process.hrtime.bigint()
+  s.install(full)
+  t.comment(`install full image: ${(Number(process.hrtime.bigint() - t0) / 1e3).toFixed(0)} µs`)
+  let prep = 0
+  let inst = 0
+  const rounds = 200
+  for (let g = 0; g < rounds; g++) {
+    const i = (g * 31) % n
+    const moved = withMovedEndpoint(c.services[i]!, g)
+    const services = c.services.slice()
+    services[i] = moved
+    c = { ...c, services }
+    t0 = process.hrtime.bigint()
+    const d = zc.update(c, [moved], [])
+    const t1 = process.hrtime.bigint()
+    s.install(d)
+    prep += Number(t1 - t0)
+    inst += Number(process.hrtime.bigint() - t1)
+  }
+  t.comment(`one-service update: ${(prep / rounds / 1e6).toFixed(3)} ms to prepare, ${(inst / rounds / 1e3).toFixed(1)} µs to install (mean of ${rounds})`)
+  const last = c.services[((rounds - 1) * 31) % n]!
+  const r = decode(answer(s, `10-240-0-${rounds - 1}.${last.name}.${last.namespace}.svc.cluster.local`))
+  t.equal(r.answers?.length, 1, 'the moved endpoint answers after the deltas')
+})
+
+function answer(s: DnsServer, name: string): Buffer {
+  const q = query(name, 'A')
+  const out = Buffer.alloc(2048)
+  const n = s.answerInPlace(q, 0, q.length, out, 0, out.length, 0)
+  return out.subarray(0, Math.max(0, n))
+}

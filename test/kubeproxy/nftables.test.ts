@@ -66,9 +66,9 @@ t.test('loadBalancerSourceRanges: firewall-ips entry and a drop for other source
 })
 
 t.test('IPv6 table', async t => {
-  const out = renderNft(cluster(svc({ clusterIPs: ['fd00::41'], ipFamilies: [6], endpoints: [ep('fd00:180::1', 80)] })), { family: 6, clusterCIDR: 'fd00:180::/64' })
+  const out = renderNft(cluster(svc({ clusterIPs: ['fd00::41'], ipFamilies: [6], endpoints: [ep('fd00:180::1', 80)] })), { family: 6, clusterCIDR: 'fd00:180::/64', nodePortAddresses: ['::/0'] })
   t.match(out, /^table ip6 kube-proxy \{/m)
-  t.ok(out.includes('ip6 daddr fd00::41 tcp dport 80 ip6 saddr != fd00:180::/64 jump mark-for-masquerade'))
+  t.ok(out.includes('ip6 daddr fd00::41 ip6 saddr != fd00:180::/64 jump mark-for-masquerade'))
   t.ok(out.includes('dnat to [fd00:180::1]:80'))
   t.ok(out.includes('ip6 daddr != ::1 meta l4proto . th dport vmap @no-endpoint-nodeports'))
   t.notOk(renderNft(cluster(svc({ clusterIPs: ['fd00::41'], ipFamilies: [6] }))).includes('fd00::41'), 'the IPv4 table skips it')
@@ -80,6 +80,24 @@ t.test('nodePortAddresses: a nodeport-ips set replaces "fib daddr type local"', 
   t.ok(out.includes('\t\t\t192.168.1.1\n'))
   t.notOk(out.includes('10.1.1.1'))
   t.same(chainBody(out, 'services')[1], 'ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports')
+})
+
+t.test('nodePortAddresses unset: NodePorts on the primary node IP only (nftables mode defaults to primary)', async t => {
+  const out = renderNft(cluster(), { nodeIPs: ['192.168.1.1', '10.1.1.1'] })
+  t.ok(out.includes('\t\t\t192.168.1.1\n'))
+  t.notOk(out.includes('10.1.1.1'))
+  t.same(chainBody(out, 'services')[1], 'ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports')
+  const all = renderNft(cluster(), { nodeIPs: ['192.168.1.1'], nodePortAddresses: ['0.0.0.0/0'] })
+  t.same(chainBody(all, 'services')[1], 'fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports', '0.0.0.0/0: every local address')
+})
+
+t.test('current kube-proxy base chains: filter pre-DNAT only for firewall-check, the rest at filter priority', async t => {
+  const out = renderNft(cluster(), { serviceCIDRs: ['172.30.0.0/16'] })
+  t.same(chainBody(out, 'filter-prerouting-pre-dnat'), ['type filter hook prerouting priority dstnat - 10; policy accept;', 'ct state new jump firewall-check'])
+  t.same(chainBody(out, 'filter-output-pre-dnat'), ['type filter hook output priority -110; policy accept;', 'ct state new jump firewall-check'])
+  t.same(chainBody(out, 'filter-output'), ['type filter hook output priority filter; policy accept;', 'ct state new jump service-endpoints-check', 'ct state new jump cluster-ips-check'])
+  t.same(chainBody(out, 'cluster-ips-check')[1], 'ip daddr 172.30.0.0/16 drop comment "Drop traffic to unallocated ClusterIPs"')
+  t.notOk(out.includes('filter-output-post-dnat'))
 })
 
 t.test('nft durations', async t => {

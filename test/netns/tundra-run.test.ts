@@ -3,10 +3,11 @@
 // restart (conntrack snapshot), applies an endpoint change, and /healthz turns 503 when its Node is being deleted.
 import t from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
-import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { netnsSkip } from '../helpers/netns'
 import { execArgv, labDown, labExec, labUp, loadLabState } from '../../src/lab/index'
+import { readObjects, writeObject } from '../../src/lab/objects'
+import type { EndpointSlice, KubeObject } from '../../src/k8s/types'
 
 const root = join(__dirname, '..', '..')
 const CLI = join(root, 'dist/src/cli/main.js')
@@ -78,18 +79,23 @@ t.test('tundra run on a lab node', { ...skip, timeout: 180_000 }, async t => {
   t.match(log, /restored \d+ conntrack entries/, 'the second tundra restored the snapshot')
 
   // An endpoint change (the only endpoint becomes not ready) reaches the packet path: the service now refuses.
-  const text = readFileSync(manifests, 'utf8')
-  writeFileSync(manifests, text.replace(/ready: true/g, 'ready: false'))
+  // The lab keeps one file per object in the manifests directory; each edit rewrites one file, as `lab apply` does.
+  const objects = readObjects(manifests)
+  const slices = [...objects.values()].filter(o => o.kind === 'EndpointSlice') as EndpointSlice[]
+  const setReady = (ready: boolean): void => {
+    for (const sl of slices) writeObject(manifests, { ...sl, endpoints: (sl.endpoints ?? []).map(e => ({ ...e, conditions: { ...e.conditions, ready } })) })
+  }
+  setReady(false)
   await until('the endpoint to leave rotation', async () => (await pod('cli', ['curl', '-sS', '-m', '2', 'http://10.96.0.50:5003/hostname'])).code === 7)
   t.pass('an EndpointSlice edit made the ClusterIP refuse connections (curl exit 7: no usable endpoint)')
-  writeFileSync(manifests, text)
+  setReady(true)
   await until('the endpoint to come back', async () => (await pod('cli', ['curl', '-sS', '-m', '2', 'http://10.96.0.50:5003/hostname'])).stdout === 'srv')
   t.pass('and restoring it brings the service back')
 
   // kube-proxy's rule: a Node being deleted is not healthy for load balancers.
-  const withNode = readFileSync(manifests, 'utf8')
-  t.match(withNode, /kind: Node/, 'the lab wrote a Node object')
-  writeFileSync(manifests, withNode.replace(/(kind: Node\nmetadata:\n)/, '$1  deletionTimestamp: "2026-01-01T00:00:00Z"\n'))
+  const nodeObj = [...objects.values()].find(o => o.kind === 'Node')
+  t.ok(nodeObj, 'the lab wrote a Node object')
+  writeObject(manifests, { ...nodeObj!, metadata: { ...nodeObj!.metadata, deletionTimestamp: '2026-01-01T00:00:00Z' } } as KubeObject)
   await until('healthz to turn 503', async () => (await healthz()) === '503')
   t.pass('healthz is 503 while the Node is being deleted')
   run.kill('SIGTERM')

@@ -131,11 +131,13 @@ t.test('the sync periods come from the section of the mode', async t => {
   t.same([ipt.syncPeriod, ipt.minSyncPeriod], [10, 0.5])
 })
 
-t.test('set but meaningless kube-proxy fields are warnings', async t => {
-  const p = parseKubeProxyConfig(HEAD + 'ipvs: {scheduler: rr, strictARP: true}\niptables: {masqueradeBit: 14}\nfeatureGates: {Foo: true}\n', 'kp.yaml')
-  t.equal(p.warnings.length, 4)
-  t.match(p.warnings.join('\n'), /kp\.yaml: ipvs\.scheduler: "rr" is ignored/)
-  t.match(p.warnings.join('\n'), /kp\.yaml: iptables\.masqueradeBit: 14 is ignored/)
+t.test('kube-proxy fields tundra cannot honour are errors naming them; moot ones warn; masqueradeBit is honoured', async t => {
+  const err = errorOf(() => parseKubeProxyConfig(HEAD + 'ipvs: {scheduler: rr}\nfeatureGates: {Foo: true}\n', 'kp.yaml'))
+  t.match(err, 'kp.yaml: featureGates: a mapping is not supported: tundra implements no kube-proxy feature gates')
+  t.match(err, 'kp.yaml: ipvs.scheduler: "rr" is not supported: tundra chooses endpoints with tundra.lb (random or maglev)')
+  const p = parseKubeProxyConfig(HEAD + 'ipvs: {strictARP: true}\niptables: {masqueradeBit: 13}\n', 'kp.yaml')
+  t.same(p.warnings, ['kp.yaml: ipvs.strictARP: true has no effect (tundra binds no Service IP to an interface, so the node never answers ARP for one)'])
+  t.equal(mergeFlags(p, {}).masqueradeBit, 13)
 })
 
 t.test('unknown fields are errors naming the file and the field path', async t => {
@@ -196,7 +198,7 @@ t.test('JSON files work too', async t => {
   t.equal(c.conntrack.udpTimeout, 60)
 })
 
-t.test('flags override the file; flag errors name the flag; 0 from a flag means 0', async t => {
+t.test("precedence: kube-proxy's flags apply without --config; with it the file wins except logging and --hostname-override", async t => {
   const file = parseKubeProxyConfig(HEAD + `
 clusterCIDR: 10.244.0.0/16
 metricsBindAddress: 127.0.0.1:10249
@@ -204,7 +206,7 @@ iptables: {syncPeriod: 1m, minSyncPeriod: 5s, masqueradeAll: true}
 conntrack: {udpTimeout: 45s}
 tundra: {lb: maglev, dns: {ip: 10.96.0.53}}
 `, 'kp.yaml')
-  const c = mergeFlags(file, {
+  const flags = {
     clusterCidr: '10.100.0.0/16,fd00::/48',
     metricsBindAddress: '0.0.0.0:9100',
     iptablesMinSyncPeriod: '0s',
@@ -214,25 +216,38 @@ tundra: {lb: maglev, dns: {ip: 10.96.0.53}}
     lb: 'random',
     dnsUpstream: ['1.1.1.1', '8.8.8.8,9.9.9.9'],
     hostnameOverride: ' Node-A ',
+    v: '=3',
     unrelatedOption: 'ignored', // other commander options of the command
-  }, { cpus: 4 })
-  t.same(c.clusterCIDRs, ['10.100.0.0/16', 'fd00::/48'])
-  t.equal(c.metricsBindAddress, '0.0.0.0:9100')
+  }
+  const noFile = mergeFlags(undefined, flags, { cpus: 4 })
+  t.same(noFile.clusterCIDRs, ['10.100.0.0/16', 'fd00::/48'])
+  t.equal(noFile.metricsBindAddress, '0.0.0.0:9100')
+  t.equal(noFile.minSyncPeriod, 0, 'the flag: an explicit 0 (immediate)')
+  t.equal(noFile.masqueradeAll, false)
+  t.equal(noFile.conntrack.udpTimeout, 10)
+  t.equal(noFile.conntrack.max, 0, 'maxPerCore 0: leave the limit to the engine')
+  t.equal(noFile.logging.verbosity, 3, '-v=3')
+
+  const c = mergeFlags(file, flags, { cpus: 4 })
+  t.same(c.clusterCIDRs, ['10.244.0.0/16'], 'the file wins over --cluster-cidr')
+  t.equal(c.metricsBindAddress, '127.0.0.1:10249')
   t.equal(c.syncPeriod, 60, 'from the file')
-  t.equal(c.minSyncPeriod, 0, 'the flag: an explicit 0 (immediate)')
-  t.equal(c.masqueradeAll, false)
-  t.equal(c.conntrack.udpTimeout, 10)
-  t.equal(c.conntrack.max, 0, 'maxPerCore 0: leave the limit to the engine')
-  t.equal(c.tundra.lb, 'random')
+  t.equal(c.minSyncPeriod, 5)
+  t.equal(c.masqueradeAll, true)
+  t.equal(c.conntrack.udpTimeout, 45)
+  t.equal(c.logging.verbosity, 3, 'logging flags override the file')
+  t.equal(nodeNameOf(c, 'ignored'), 'node-a', '--hostname-override overrides the file')
+  t.equal(c.tundra.lb, 'random', "tundra's own flags override its section")
   t.equal(c.tundra.dns.ip, '10.96.0.53', 'untouched by flags')
   t.same(c.tundra.dns.upstreams, ['1.1.1.1', '8.8.8.8', '9.9.9.9'])
-  t.equal(nodeNameOf(c, 'ignored'), 'node-a')
+  t.equal(c.warnings.length, 6, 'one warning per kube-proxy flag the file overrides')
+  t.match(c.warnings.join('\n'), /--masquerade-all is ignored: with --config, kube-proxy takes iptables\.masqueradeAll from the file .*set it in kp\.yaml/)
   t.equal(nodeNameOf(mergeFlags(undefined, {}), 'MyHost'), 'myhost')
 
-  t.equal(errorOf(() => mergeFlags(file, { iptablesSyncPeriod: '30' })), '--iptables-sync-period: expected a duration like "30s", got "30"')
   t.equal(errorOf(() => mergeFlags(file, { lb: 'rr', conntrackMin: 'lots' })),
     '--conntrack-min: expected a whole number, got "lots"\n--lb: expected one of random, maglev, got "rr"')
   t.ok(RUN_FLAGS.every(f => f.key === f.flag.slice(2).replace(/-([a-z])/g, (_, x: string) => x.toUpperCase())), 'keys are commander attribute names')
+  t.equal(errorOf(() => mergeFlags(undefined, { iptablesSyncPeriod: '30' })), '--iptables-sync-period: expected a duration like "30s", got "30"')
 })
 
 t.test('nodePortAddresses keywords', async t => {

@@ -24,3 +24,11 @@ t.test('--master replaces the server of the kubeconfig', async t => {
   t.equal((await loadKubeConfig(join(dir, 'kc'), '192.0.2.10:6443')).getCurrentCluster()?.server, 'https://192.0.2.10:6443', 'host:port means https')
   t.equal((await loadKubeConfig(join(dir, 'kc'))).getCurrentCluster()?.server, 'https://10.96.0.1:443', 'without it, the kubeconfig\'s')
 })
+
+t.test('--master and logging.format: json are taken, not refused', async t => {
+  const { mergeFlags, parseKubeProxyConfig } = await import('../../src/run/kpconfig')
+  t.equal(mergeFlags(undefined, { master: 'https://192.0.2.10:6443' }).master, 'https://192.0.2.10:6443')
+  const file = parseKubeProxyConfig('apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nlogging: {format: json, verbosity: 2}\n', 'c.yaml')
+  t.same(mergeFlags(file, {}).logging, { format: 'json', verbosity: 2 })
+  t.equal(mergeFlags(undefined, { loggingFormat: 'json' }).logging.format, 'json', '--logging-format json')
+})
