@@ -56,10 +56,10 @@ t.test('tundra run --cleanup restores the node', { ...skip, timeout: 150_000 }, 
   const config = join(state.dir, 'cleanup-config.yaml')
   writeFileSync(config, [
     'apiVersion: kubeproxy.config.k8s.io/v1alpha1', 'kind: KubeProxyConfiguration', 'clusterCIDR: 10.100.0.0/16',
-    'metricsBindAddress: 127.0.0.1:10249', 'tundra:', `  control: ${join(state.dir, 'control.sock')}`,
+    'metricsBindAddress: 127.0.0.1:10249', 'iptables: {minSyncPeriod: 0s}', 'tundra:', `  control: ${join(state.dir, 'control.sock')}`,
     `  snapshot: {path: ${join(state.dir, 'nat.snapshot')}, intervalSeconds: 1}`, '  dns: {upstreams: [172.18.0.53]}', '',
   ].join('\n'))
-  const runArgs = ['run', '--config', config, '-f', manifests, '--hostname-override', 'node1', '--iptables-min-sync-period', '0s']
+  const runArgs = ['run', '--config', config, '-f', manifests, '--hostname-override', 'node1']
   const snapshot = async (): Promise<Record<string, string>> => {
     const out: Record<string, string> = {}
     for (const [k, cmd] of Object.entries(STATE)) out[k] = (await node(cmd)).stdout

@@ -91,15 +91,21 @@ t.test('tundra run comes back when the API server is behind its own ClusterIP', 
   const viaVip = join(state.dir, 'kubeconfig-vip')
   writeFileSync(direct, kubeconfig(`http://${srvIP}:${API_PORT}`))
   writeFileSync(viaVip, kubeconfig(`http://${API_VIP}:443`))
-  const config = join(state.dir, 'restart-config.yaml')
-  writeFileSync(config, [
-    'apiVersion: kubeproxy.config.k8s.io/v1alpha1', 'kind: KubeProxyConfiguration', 'clusterCIDR: 10.100.0.0/16',
-    'tundra:', `  control: ${join(state.dir, 'control.sock')}`,
-    `  snapshot: {path: ${join(state.dir, 'nat.snapshot')}, intervalSeconds: 1}`, '  dns: {upstreams: [172.18.0.53]}', '',
-  ].join('\n'))
-  const start = (kc: string): ChildProcess => {
-    const [file, ...args] = execArgv(state, { node: 'node1' }, [process.execPath, CLI, 'run', '--config', config, '--kubeconfig', kc,
-      '--hostname-override', 'node1', '--iptables-min-sync-period', '0s'])
+  // with --config, kube-proxy (and tundra) take the kubeconfig and the sync periods from the file only
+  const configFor = (kc: string): string => {
+    const path = `${kc}.config.yaml`
+    writeFileSync(path, [
+      'apiVersion: kubeproxy.config.k8s.io/v1alpha1', 'kind: KubeProxyConfiguration', 'clusterCIDR: 10.100.0.0/16',
+      `clientConnection: {kubeconfig: ${kc}}`, 'iptables: {minSyncPeriod: 0s}',
+      'tundra:', `  control: ${join(state.dir, 'control.sock')}`,
+      `  snapshot: {path: ${join(state.dir, 'nat.snapshot')}, intervalSeconds: 1}`, '  dns: {upstreams: [172.18.0.53]}', '',
+    ].join('\n'))
+    return path
+  }
+  const config = configFor(direct)
+  const configVip = configFor(viaVip)
+  const start = (kc: string): ChildProcess => { // kc: the config file naming the kubeconfig
+    const [file, ...args] = execArgv(state, { node: 'node1' }, [process.execPath, CLI, 'run', '--config', kc, '--hostname-override', 'node1'])
     const child = spawn(file!, args, { stdio: ['ignore', 'ignore', 'pipe'] })
     child.stderr!.setEncoding('utf8').on('data', (d: string) => { log += d })
     procs.push(child)
@@ -107,14 +113,14 @@ t.test('tundra run comes back when the API server is behind its own ClusterIP', 
   }
   // 0. no kubeconfig, not in a pod: a clear message and exit 1 (not a retry loop with an unrelated TLS message)
   const none = await labExec({ name, target: { node: 'node1' }, timeoutMs: 20_000,
-    cmd: ['env', '-u', 'KUBERNETES_SERVICE_HOST', `KUBECONFIG=${join(state.dir, 'missing')}`, process.execPath, CLI, 'run', '--config', config, '--hostname-override', 'node1'] })
+    cmd: ['env', '-u', 'KUBERNETES_SERVICE_HOST', `KUBECONFIG=${join(state.dir, 'missing')}`, process.execPath, CLI, 'run', '--hostname-override', 'node1'] })
   t.equal(none.code, 1, 'without any API server configuration run exits 1')
   t.match(none.stderr, /ERROR tundra: no API server to read Services from.*Give --kubeconfig FILE, or -f MANIFESTS/, 'and says what to give it')
 
   const answers = async (ip: string): Promise<boolean> => (await pod('cli', ['curl', '-sS', '-m', '2', `http://${ip}:5003/hostname`])).stdout === 'srv'
 
   // 1. a first run that reaches the API server directly saves the last known state
-  let run = start(direct)
+  let run = start(config)
   await until('the ClusterIP to answer (first run)', async () => answers('10.96.0.50'))
   await until('the last known state to be saved', async () => readdirSync(state.dir).includes('nat.snapshot.objects'))
   run.kill('SIGTERM')
@@ -123,7 +129,7 @@ t.test('tundra run comes back when the API server is behind its own ClusterIP', 
 
   // 2. the restart reaches the API server only through its ClusterIP, which nothing but tundra serves
   log = ''
-  run = start(viaVip)
+  run = start(configVip)
   await until('the last known state to be programmed', async () => log.includes('programming the last known state'))
   await until('the first LIST through the ClusterIP', async () => log.includes('first list of the API server done'), 30_000)
   t.pass('the last known state programmed the kubernetes ClusterIP, then the LIST through it succeeded')
