@@ -15,10 +15,19 @@
 // packets tundra writes back with a local source are taken as they are. NDP between pods and the node never meets
 // pref 92: link-local and multicast destinations are looked up strictly by interface, so table 190 (whose route is
 // via the TUN) has no match for them and the lookup falls through to the local table.
+//
+// Every change is also written to a journal (`journalPath(cfg)`, beside the control socket: /run is a tmpfs, so the
+// journal lives exactly as long as the wiring does, across restarts but not across a reboot). A restarted agent
+// merges its predecessor's journal, keeping the sysctl values found before the first start; `tundra run --cleanup`
+// (cleanupWiring) replays it, so the node's routing ends up exactly as it was before tundra.
+import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { must, run } from '../netns/netns'
 import type { AgentConfig } from './config'
 
 const TABLE = '190'
+const JOURNAL_VERSION = 1
+/** more undo steps than any wiring makes: a bigger journal is not ours, or corrupt */
+const JOURNAL_MAX_STEPS = 256
 const NODE_PORTS = '30000-32767'
 const BLACKHOLE6 = '2048'
 
@@ -36,21 +45,28 @@ export interface Wiring {
  * RST and kill a connection that the restored conntrack state could have carried on.
  */
 export async function wire(cfg: AgentConfig, tun: string): Promise<Wiring> {
+  const journal = journalPath(cfg)
+  // a journal that does not validate is not trusted (and not run); this start's own journal replaces it
+  const inherited = (() => { try { return readJournal(journal) ?? [] } catch { return [] } })()
   const undo: string[][] = []
+  const record = (...steps: string[][]): void => {
+    undo.push(...steps)
+    writeJournal(journal, merge(inherited, undo))
+  }
   const sysctl = async (key: string, value: string): Promise<void> => {
     const old = (await run(['sysctl', '-n', key])).stdout.trim()
     if (old === value) return // already so (in a container /proc/sys may be read-only: an init container set it)
     await must(['sysctl', '-qw', `${key}=${value}`])
-    if (old && old !== value) undo.push(['sysctl', '-qw', `${key}=${old}`])
+    if (old && old !== value) record(['sysctl', '-qw', `${key}=${old}`])
   }
   const ruleIn = (fam: '-4' | '-6') => async (pref: string, args: string[]): Promise<void> => {
     while ((await run(['ip', fam, 'rule', 'del', 'pref', pref])).code === 0) { /* a predecessor's: replace it */ }
     await must(['ip', fam, 'rule', 'add', 'pref', pref, ...args])
-    undo.push(['ip', fam, 'rule', 'del', 'pref', pref])
+    record(['ip', fam, 'rule', 'del', 'pref', pref])
   }
   const routeIn = (fam: '-4' | '-6') => async (args: string[]): Promise<void> => {
     await must(['ip', fam, 'route', 'replace', ...args])
-    undo.push(['ip', fam, 'route', 'del', ...args])
+    record(['ip', fam, 'route', 'del', ...args])
   }
   const rule = ruleIn('-4')
   const route = routeIn('-4')
@@ -60,9 +76,9 @@ export async function wire(cfg: AgentConfig, tun: string): Promise<Wiring> {
     if (/^0:\s+from all lookup local/m.test(rules)) {
       await ruleIn(fam)('100', ['lookup', 'local'])
       await must(['ip', fam, 'rule', 'del', 'pref', '0'])
-      undo.push(['ip', fam, 'rule', 'add', 'pref', '0', 'lookup', 'local'])
+      record(['ip', fam, 'rule', 'add', 'pref', '0', 'lookup', 'local'])
     } else if (/^100:\s+from all lookup local/m.test(rules)) {
-      undo.push(['ip', fam, 'rule', 'del', 'pref', '100'], ['ip', fam, 'rule', 'add', 'pref', '0', 'lookup', 'local'])
+      record(['ip', fam, 'rule', 'del', 'pref', '100'], ['ip', fam, 'rule', 'add', 'pref', '0', 'lookup', 'local'])
     }
   }
   try {
@@ -115,9 +131,10 @@ export async function wire(cfg: AgentConfig, tun: string): Promise<Wiring> {
     }
     // TCP DNS is served by a kernel socket on the DNS address (UDP is answered in the packet path)
     await must(['ip', 'addr', 'replace', `${cfg.dns.ip}/32`, 'dev', 'lo'])
-    undo.push(['ip', 'addr', 'del', `${cfg.dns.ip}/32`, 'dev', 'lo'])
+    record(['ip', 'addr', 'del', `${cfg.dns.ip}/32`, 'dev', 'lo'])
   } catch (err) {
-    await unwind(undo)
+    await unwind(merge(inherited, undo))
+    rmSync(journal, { force: true })
     throw err
   }
   let external: string[] = []
@@ -125,7 +142,8 @@ export async function wire(cfg: AgentConfig, tun: string): Promise<Wiring> {
     undo: async () => {
       for (const ip of external) await run(['ip', 'route', 'del', `${ip}/32`, 'dev', tun])
       external = []
-      await unwind(undo)
+      await unwind(merge(inherited, undo))
+      rmSync(journal, { force: true })
     },
     setExternalRoutes: async ips => {
       const next = new Set(ips)
@@ -138,4 +156,92 @@ export async function wire(cfg: AgentConfig, tun: string): Promise<Wiring> {
 
 async function unwind(undo: string[][]): Promise<void> {
   for (const cmd of undo.splice(0).reverse()) await run(cmd)
+}
+
+/** Where the wiring journal of an agent lives: beside its control socket. */
+function journalPath(cfg: Pick<AgentConfig, 'control'>): string {
+  return `${cfg.control}.wiring`
+}
+
+/**
+ * The predecessor's steps first, then this agent's that are new; a sysctl keeps the predecessor's value (the one
+ * found before tundra first ran: this agent found tundra's own value and recorded nothing, or a value changed since).
+ */
+function merge(inherited: readonly string[][], mine: readonly string[][]): string[][] {
+  const sysctlKey = (step: readonly string[]): string | undefined => (step[0] === 'sysctl' ? step[2]?.split('=')[0] : undefined)
+  const seen = new Set(inherited.map(s => sysctlKey(s) ?? JSON.stringify(s)))
+  const out = inherited.map(s => [...s])
+  for (const step of mine) {
+    const k = sysctlKey(step) ?? JSON.stringify(step)
+    if (!seen.has(k)) { seen.add(k); out.push([...step]) }
+  }
+  return out
+}
+
+/** Only `ip` and `sysctl` with plain arguments: the journal is run as root by --cleanup, so nothing else passes. */
+function validStep(step: unknown): step is string[] {
+  return Array.isArray(step) && step.length >= 2 && step.length <= 16 && (step[0] === 'ip' || step[0] === 'sysctl') &&
+    step.every(a => typeof a === 'string' && a.length > 0 && a.length <= 128 && /^[\w.:/=@-]+$/.test(a))
+}
+
+/** The journal's undo steps, or undefined when there is none; a journal that does not validate is reported. */
+function readJournal(path: string): string[][] | undefined {
+  let text: string
+  try { text = readFileSync(path, 'utf8') } catch { return undefined }
+  const j = (() => { try { return JSON.parse(text) as { version?: unknown; undo?: unknown } } catch { return undefined } })()
+  if (j === undefined || j.version !== JOURNAL_VERSION || !Array.isArray(j.undo) || j.undo.length > JOURNAL_MAX_STEPS || !j.undo.every(validStep)) {
+    throw new Error(`${path}: not a tundra wiring journal (version ${JOURNAL_VERSION}); remove it if tundra's wiring is gone`)
+  }
+  return j.undo as string[][]
+}
+
+function writeJournal(path: string, undo: readonly string[][]): void {
+  const tmp = `${path}.tmp`
+  writeFileSync(tmp, JSON.stringify({ version: JOURNAL_VERSION, undo }) + '\n', { mode: 0o600 })
+  renameSync(tmp, path)
+}
+
+/** What cleanupWiring needs when there is no journal: the settings the wiring was made from. */
+export type WiringPlan = Pick<AgentConfig, 'clusterCIDR' | 'serviceCIDR' | 'clusterCIDR6' | 'serviceCIDR6' | 'control'> & { readonly dnsIP: string; readonly tun: string }
+
+/**
+ * Removes tundra's wiring (`tundra run --cleanup`): replays the journal when there is one; otherwise removes what
+ * wire() adds for these settings (rules 90-97 that point at table 190 or come from the TUN, table 190, the service
+ * CIDR routes, the local rule back at pref 0, the DNS address) -- sysctls cannot be restored then, and the result
+ * says so. Returns what it did, one line each. Idempotent.
+ */
+export async function cleanupWiring(plan: WiringPlan): Promise<string[]> {
+  const done: string[] = []
+  const path = journalPath(plan)
+  const steps = readJournal(path)
+  if (steps !== undefined) {
+    for (const cmd of [...steps].reverse()) if ((await run(cmd)).code === 0) done.push(cmd.join(' '))
+    rmSync(path, { force: true })
+    done.push(`removed ${path}`)
+  } else {
+    done.push(`no journal at ${path}: removing what tundra adds for these settings (sysctls left as they are)`)
+    const fams: ['-4' | '-6', string | undefined, string | undefined][] = [['-4', plan.clusterCIDR, plan.serviceCIDR], ['-6', plan.clusterCIDR6, plan.serviceCIDR6]]
+    for (const [fam, , svc] of fams) {
+      const rules = (await run(['ip', fam, 'rule', 'show'])).stdout
+      for (const line of rules.split('\n')) {
+        const m = /^(9[0-7]):\s+(.*)$/.exec(line)
+        if (m && (m[2]!.includes(`lookup ${TABLE}`) || m[2]!.includes(`iif ${plan.tun} `))) {
+          if ((await run(['ip', fam, 'rule', 'del', 'pref', m[1]!])).code === 0) done.push(`ip ${fam} rule del pref ${m[1]}`)
+        }
+      }
+      if (/^100:\s+from all lookup local/m.test(rules)) {
+        if (!/^0:\s+from all lookup local/m.test(rules)) await run(['ip', fam, 'rule', 'add', 'pref', '0', 'lookup', 'local'])
+        await run(['ip', fam, 'rule', 'del', 'pref', '100'])
+        done.push(`ip ${fam} rule: local table back at pref 0`)
+      }
+      if ((await run(['ip', fam, 'route', 'flush', 'table', TABLE])).code === 0) done.push(`ip ${fam} route flush table ${TABLE}`)
+      if (svc !== undefined) {
+        for (const r of [['blackhole', svc], [svc, 'dev', plan.tun]]) {
+          while ((await run(['ip', fam, 'route', 'del', ...r])).code === 0) done.push(`ip ${fam} route del ${r.join(' ')}`)
+        }
+      }
+    }
+    if ((await run(['ip', 'addr', 'del', `${plan.dnsIP}/32`, 'dev', 'lo'])).code === 0) done.push(`ip addr del ${plan.dnsIP}/32 dev lo`)
+  }
+  return done
 }

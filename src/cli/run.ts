@@ -6,6 +6,8 @@ import type { Command } from 'commander'
 import { writeFileSync } from 'node:fs'
 import { stringify } from 'yaml'
 import { hostAgent } from '../daemon/host'
+import { cleanupNode } from '../daemon/cleanup'
+import { logLine } from '../daemon/log'
 import { mergeFlags, readKubeProxyConfig, RUN_FLAGS } from '../run/kpconfig'
 import { kubeProxyConfigurationOf, tundraVersion } from '../run/kpshape'
 
@@ -21,13 +23,24 @@ export function registerRun(program: Command): void {
     // booleans take an optional value, as pflag's do: --iptables-localhost-nodeports=false
     cmd.option(f.type === 'bool' && f.arg === undefined ? `${names} [bool]` : `${names} ${f.arg ?? '<value>'}`, f.help)
   }
-  cmd.action((o: Record<string, unknown>) => {
+  cmd.action(async (o: Record<string, unknown>) => {
     if (o['version'] === true) { process.stdout.write(`tundra v${tundraVersion()}\n`); return }
     if (typeof o['writeConfigTo'] === 'string') {
       const file = typeof o['config'] === 'string' ? readKubeProxyConfig(o['config']) : undefined
       const cfg = mergeFlags(file, o)
       for (const w of cfg.warnings) process.stderr.write(`warning: ${w}\n`)
       writeFileSync(o['writeConfigTo'], stringify(kubeProxyConfigurationOf(cfg)))
+      return
+    }
+    // kube-proxy's --cleanup (a bool flag of RUN_FLAGS, so --cleanup=false is honoured too)
+    if (o['cleanup'] !== undefined && o['cleanup'] !== false && o['cleanup'] !== 'false') {
+      try {
+        for (const l of await cleanupNode(o)) logLine(`[cleanup] ${l}`)
+        logLine('[cleanup] done: tundra left nothing on this node')
+      } catch (err) {
+        logLine(`tundra: cleanup: ${(err as Error).message}`)
+        process.exitCode = 1
+      }
       return
     }
     hostAgent({ kind: 'run', options: { ...o } })

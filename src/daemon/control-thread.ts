@@ -8,8 +8,9 @@ import { readAgentConfig } from '../agent/config-file'
 import { inspectHandlers } from '../inspect/handlers'
 import { runNode } from './run-node'
 import type { ControlEntry, HostEvent } from './host'
+import { logLine } from './log'
 
-const log = (l: string): void => { process.stderr.write(l + '\n') }
+const log = logLine
 const { entry, restarts } = workerData as { entry: ControlEntry; restarts: number }
 const link = new Link(parentPort!)
 const testHooks = process.env['TUNDRA_TEST_HOOKS'] === '1'
@@ -19,7 +20,7 @@ async function main(): Promise<void> {
   let logStop: (signal: string) => void
   if (entry.kind === 'agent') {
     const cfg = readAgentConfig(entry.config)
-    const agent = await Agent.start(cfg, { packet: link, cleanupOnExit: entry.cleanupOnExit, handlers: inspectHandlers, testHooks })
+    const agent = await Agent.start(cfg, { packet: link, cleanupOnExit: entry.cleanupOnExit, handlers: inspectHandlers, testHooks, log })
     running = agent
     logStop = sig => agent.log(`[agent] ${sig}: stopping`)
   } else {
@@ -39,6 +40,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(`tundra: ${(err as Error).message ?? String(err)}\n`)
+  log(`tundra: ${(err as Error).message ?? String(err)}`)
   link.call({ op: 'exit', code: 1 }).catch(() => process.exit(1))
 })

@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import { openTun, type TunDevice, type TunOptions } from '../device/tun'
 import { Link } from '../agent/link'
 import { PacketPath, type PacketInit, type PacketRequest } from '../agent/packet-path'
+import { configureLogging, logLine, type LogFormat } from './log'
 
 /** What the control thread runs: `tundra agent` (a config file) or `tundra run` (its parsed options). */
 export type ControlEntry =
@@ -19,6 +20,7 @@ export type HostRequest =
   | { op: 'init'; init: PacketInit; localMac: Uint8Array }
   | { op: 'start'; dnsSockets?: { host: string; port: number } }
   | { op: 'exit'; code: number }
+  | { op: 'logging'; format: LogFormat; verbosity: number }
   | PacketRequest
 
 /** Events the host sends the control thread. */
@@ -27,7 +29,7 @@ export type HostEvent = { type: 'signal'; signal: string }
 const RESTART_DELAY_MS = 1000
 
 export function hostAgent(entry: ControlEntry): void {
-  const log = (l: string): void => { process.stderr.write(l + '\n') }
+  const log = logLine
   let dev: TunDevice | undefined
   let path: PacketPath | undefined
   let started = false
@@ -67,6 +69,9 @@ export function hostAgent(entry: ControlEntry): void {
       case 'start':
         if (path === undefined) throw new Error('start before init')
         if (!started) { started = true; await path.start(req.dnsSockets) }
+        return null
+      case 'logging':
+        configureLogging(req)
         return null
       case 'exit':
         setImmediate(() => { void exit(req.code) })

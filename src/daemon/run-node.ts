@@ -16,6 +16,8 @@ import { createSource, mergeFlags, nodeNameOf, readKubeProxyConfig, RUN_FLAGS, t
 import { kubeProxyConfigurationOf } from '../run/kpshape'
 import type { ObjectStore } from '../run/store'
 import { SyncRunner, type SyncBatch } from '../run/sync'
+import { LAST_STATE_KINDS, loadLastState, saveLastState } from '../run/persist'
+import { configureLogging } from './log'
 
 const VXLAN_VNI = 4096
 const VXLAN_PORT = 4789
@@ -72,6 +74,16 @@ function agentConfigFor(cfg: RunConfig, cluster: Cluster, nodeName: string): Age
   }
 }
 
+/** The conntrack snapshot's file (the agent's default when the config names none). */
+export function snapshotPathOf(cfg: RunConfig): string {
+  return cfg.tundra.snapshot.path || `${cfg.tundra.control}.conntrack`
+}
+
+/** The last known Services, EndpointSlices and Nodes (src/run/persist.ts): beside the conntrack snapshot. */
+export function lastStatePathOf(cfg: RunConfig): string {
+  return `${snapshotPathOf(cfg)}.objects`
+}
+
 /** Applies one batch (src/run/apply.ts); a full one also refreshes the VXLAN peers from the Node objects. */
 function applyRunBatch(agent: Agent, store: ObjectStore, batch: SyncBatch, nodeName: string): void {
   const cluster = applyBatch(agent, store, batch)
@@ -84,15 +96,34 @@ export async function runNode(o: Readonly<Record<string, unknown>>, packet: Link
   const flags: Record<string, unknown> = {}
   for (const f of RUN_FLAGS) if (o[f.key] !== undefined) flags[f.key] = o[f.key]
   const cfg = mergeFlags(file, flags)
+  const logging = configureLogging(cfg.logging)
+  await packet.call({ op: 'logging', format: logging.format, verbosity: logging.verbosity })
   for (const w of cfg.warnings) log(`[run] warning: ${w}`)
-  if (cfg.cleanup) throw new Error('--cleanup is not in this build yet (issue 15, item 1): follow "switch back" in deploy/README.md')
   if (cfg.oomScoreAdj !== undefined) writeFileSync('/proc/self/oom_score_adj', `${cfg.oomScoreAdj}\n`)
   const nodeName = nodeNameOf(cfg, hostname())
   const manifests = Array.isArray(o['filename']) ? o['filename'] as string[] : undefined
-  const source = createSource(cfg, { ...(manifests ? { manifests } : {}), nodeName, log })
+  const master = cfg.master || undefined
+  const source = createSource(cfg, { ...(manifests ? { manifests } : {}), nodeName, log, ...(master ? { watch: { master } } : {}) })
+  // From the API: program the last known state first. The API server may be reachable only through a Service VIP
+  // that this dataplane provides (in-cluster config), so waiting for the first LIST could mean waiting forever.
+  const statePath = lastStatePathOf(cfg)
+  const last = manifests ? undefined : loadLastState(statePath)
+  if (last instanceof Error) log(`[run] warning: last known state not used: ${last.message}`)
+  const fromLast = last !== undefined && !(last instanceof Error)
+  if (fromLast) source.store.replace(LAST_STATE_KINDS, last.objects)
   source.start()
-  log(`[run] ${nodeName}: waiting for the first sync of ${manifests ? manifests.join(', ') : 'the API server'}…`)
-  await source.waitForSync()
+  let stopping = false
+  const synced = source.waitForSync()
+  if (fromLast) {
+    log(`[run] ${nodeName}: programming the last known state (${last.objects.length} objects, saved ${last.savedAt}) before the first list of the API server`)
+    synced.then(
+      () => log(`[run] ${nodeName}: first list of the API server done; it replaces the last known state`),
+      (err: Error) => { if (!stopping) { log(`tundra: ${err.message}`); process.exitCode = 1; void packet.call({ op: 'exit', code: 1 }).catch(() => {}) } },
+    )
+  } else {
+    log(`[run] ${nodeName}: waiting for the first sync of ${manifests ? manifests.join(', ') : 'the API server'}…`)
+    await synced
+  }
   const first = clusterOf(source.store)
   const agent = await Agent.start(agentConfigFor(cfg, first, nodeName), {
     cluster: first, handlers: inspectHandlers, log, packet, testHooks,
@@ -133,10 +164,27 @@ export async function runNode(o: Readonly<Record<string, unknown>>, packet: Link
     metrics, health: () => runner.health(), configz: () => kubeProxyConfigurationOf(cfg), hardFail: cfg.bindAddressHardFail, log,
   })
   log(`[run] metrics on ${cfg.metricsBindAddress}/metrics, health on ${cfg.healthzBindAddress}/healthz`)
+  // the last known state follows the store, written with the conntrack snapshot's period and on stop; only what a
+  // complete list produced (or what was loaded) is written, never a store still filling up
+  let dirty = false
+  const saveState = (): void => {
+    if (manifests || !dirty || !(source.hasSynced() || fromLast)) return
+    dirty = false
+    try { saveLastState(statePath, source.store.list('Service').concat(source.store.list('EndpointSlice'), source.store.list('Node'))) } catch (err) {
+      log(`[run] warning: last known state: ${(err as Error).message}`)
+    }
+  }
+  source.onChange(() => { dirty = true })
+  synced.then(() => { dirty = true; saveState() }, () => {})
+  const every = (cfg.tundra.snapshot.intervalSeconds || 10) * 1000
+  const stateTimer = setInterval(saveState, every)
   return {
     stop: async () => {
+      stopping = true
+      clearInterval(stateTimer)
       // the runner may be mid-sync: wait for it, and for the source, before the agent goes
       await Promise.all([runner.stop(), source.stop()])
+      saveState()
       await Promise.all([servers.close(), agent.stop()])
     },
   }

@@ -355,6 +355,27 @@ export async function openTun(opts: TunOptions): Promise<TunDevice> {
     return new TunDevice(native, name, vnetHdr, accepted, fds, onError, sizes, opts.io ?? 'thread', busyPollUs)
   } catch (e) {
     for (const fd of fds) { try { native.close(fd) } catch { /* closing anyway */ } }
-    throw e
+    throw withFix(e, opts.name)
   }
+}
+
+/**
+ * The fix, added to the kernel's message, when the TUN cannot be opened for lack of a device or of permission: the
+ * usual causes are a container (recent containerd and runc no longer give unprivileged containers /dev/net/tun) and
+ * a missing CAP_NET_ADMIN. The errno stays in `code`.
+ */
+function withFix(e: unknown, name: string): unknown {
+  const err = e as NodeJS.ErrnoException
+  if (err === null || typeof err !== 'object' || typeof err.message !== 'string') return e
+  if (err.code === 'ENOENT' && err.syscall === 'open') {
+    err.message += ': there is no /dev/net/tun here. On a host: modprobe tun. In a container: run it privileged ' +
+      '(deploy/daemonset.yaml does), or create the device node first (mknod /dev/net/tun c 10 200, needs CAP_MKNOD)'
+  } else if ((err.code === 'EPERM' || err.code === 'EACCES') && err.syscall === 'open') {
+    err.message += ': not allowed to open /dev/net/tun. In a container the device must be allowed (run it privileged, ' +
+      'as deploy/daemonset.yaml does: recent containerd and runc no longer allow it to unprivileged containers)'
+  } else if (err.code === 'EPERM' && err.syscall === 'TUNSETIFF') {
+    err.message += `: creating TUN ${name} needs CAP_NET_ADMIN in this network namespace (run as root, or give the ` +
+      'container NET_ADMIN / privileged, as deploy/daemonset.yaml does)'
+  }
+  return err
 }

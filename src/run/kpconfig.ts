@@ -46,12 +46,14 @@ export interface RunConfig {
   readonly masqueradeBit: number
   /** iptables.localhostNodePorts (default true): NodePorts also answer on 127.0.0.1 (IPv4) */
   readonly localhostNodePorts: boolean
-  /** logging: only text lines are implemented; verbosity is kept for /configz (tundra logs at level 0) */
-  readonly logging: { readonly format: 'text'; readonly verbosity: number }
+  /** logging: text or JSON lines (src/daemon/log.ts); verbosity gates lines above level 0 */
+  readonly logging: { readonly format: 'text' | 'json'; readonly verbosity: number }
   /** oomScoreAdj: written to /proc/self/oom_score_adj at start; undefined = left as it is */
   readonly oomScoreAdj?: number
   /** --cleanup: remove what tundra set up on the node and exit */
   readonly cleanup: boolean
+  /** --master: the API server's address, replacing the kubeconfig's or the in-cluster one ('' = theirs) */
+  readonly master: string
   /** seconds */
   readonly syncPeriod: number
   readonly minSyncPeriod: number
@@ -487,9 +489,6 @@ export function parseKubeProxyConfig(textIn: string, file = 'kube-proxy.yaml'): 
     issues.push({ file, field: 'detectLocalMode', message: `${dlm} is not supported: all pod traffic reaches tundra through one TUN (use ClusterCIDR or NodeCIDR)` })
   }
   const logging = sub(r, 'logging')
-  if (text(logging, 'format') === 'json') {
-    issues.push({ file, field: 'logging.format', message: 'json is not implemented: tundra writes text lines to stderr; use text' })
-  }
   const ct = sub(r, 'conntrack')
   const t = sub(r, 'tundra')
   const cidr = text(r, 'clusterCIDR')
@@ -506,7 +505,7 @@ export function parseKubeProxyConfig(textIn: string, file = 'kube-proxy.yaml'): 
     masqueradeAll: flag(masqSec, 'masqueradeAll'),
     masqueradeBit: num(masqSec, 'masqueradeBit'),
     localhostNodePorts: flag(sub(r, 'iptables'), 'localhostNodePorts'),
-    logging: { verbosity: num(logging, 'verbosity') },
+    logging: { format: text(logging, 'format') === 'json' ? 'json' : undefined, verbosity: num(logging, 'verbosity') },
     oomScoreAdj: num(r, 'oomScoreAdj'),
     syncPeriod: nz(num(syncSec, 'syncPeriod')),
     minSyncPeriod: nz(num(syncSec, 'minSyncPeriod')),
@@ -609,7 +608,7 @@ export const RUN_FLAGS: readonly FlagSpec[] = [
   kp('--kubeconfig', 'string', 'kubeconfig', 'clientConnection.kubeconfig', 'kubeconfig file (default: the in-cluster service account)', { arg: '<path>' }),
   flagSpec('--hostname-override', 'string', 'hostnameOverride', 'the name of this Node (default: the host name)', { arg: '<name>', group: 'override', field: 'hostnameOverride' }),
   flagSpec('--v', 'int', 'logging.verbosity', 'log verbosity (kept for /configz: tundra logs what kube-proxy logs at 0)', { arg: '<level>', alias: '-v', group: 'override', field: 'logging.verbosity' }),
-  flagSpec('--logging-format', 'enum', 'logging.format', 'log format: text (json is not implemented)', { arg: '<format>', values: ['text', 'json'], group: 'override', field: 'logging.format' }),
+  flagSpec('--logging-format', 'enum', 'logging.format', 'log format: text or json (one JSON object per line)', { arg: '<format>', values: ['text', 'json'], group: 'override', field: 'logging.format' }),
   flagSpec('--cleanup', 'bool', 'cleanup', 'remove what tundra set up on this node, then exit', { group: 'override' }),
   kp('--proxy-mode', 'enum', 'mode', 'mode', 'which kube-proxy section the sync periods and masqueradeAll come from: iptables, nftables or ipvs', { arg: '<mode>', values: ['iptables', 'nftables', 'ipvs', 'kernelspace'] }),
   kp('--feature-gates', 'string', 'featureGates', 'featureGates', 'kube-proxy feature gates: none are implemented, so any gate is refused', { arg: '<k=v,...>' }),
@@ -636,7 +635,7 @@ export const RUN_FLAGS: readonly FlagSpec[] = [
   kp('--healthz-bind-address', 'hostport', 'healthzBindAddress', 'healthzBindAddress', 'where /healthz and /livez are served (default 0.0.0.0:10256)', { arg: '<ip:port>' }),
   refused('--init-only', 'tundra needs no privileged init step (its wiring is done by run itself)'),
   refused('--profiling', 'tundra serves no /debug/pprof'),
-  refused('--master', 'give the API server in a kubeconfig (--kubeconfig)', '<url>'),
+  flagSpec('--master', 'string', 'master', "the API server's address, overriding the kubeconfig's or the in-cluster one", { arg: '<url>', group: 'override' }),
   refused('--kube-api-qps', "tundra's API client does not rate-limit", '<qps>'),
   refused('--kube-api-burst', "tundra's API client does not rate-limit", '<n>'),
   refused('--kube-api-content-type', "tundra's API client always sends JSON", '<type>'),
@@ -782,7 +781,6 @@ function flagValueRefusal(spec: FlagSpec, value: unknown): string | undefined {
   if (spec.path === 'featureGates' && typeof value === 'string' && value.trim() !== '') {
     return `${JSON.stringify(value)} is not supported: tundra implements no kube-proxy feature gates (it behaves as current kube-proxy with the default gates)`
   }
-  if (spec.path === 'logging.format' && value === 'json') return 'json is not implemented: tundra writes text lines to stderr; use text'
   if (spec.path === 'mode' && value === 'kernelspace') return 'kernelspace is the Windows proxy; tundra runs on Linux'
   return undefined
 }
@@ -845,9 +843,10 @@ export function resolveRunConfig(input: RunConfigInput, opts: ResolveOptions & {
     masqueradeAll: input.masqueradeAll ?? false,
     masqueradeBit: input.masqueradeBit ?? 14,
     localhostNodePorts: input.localhostNodePorts ?? true,
-    logging: { format: 'text', verbosity: input.logging?.verbosity ?? 0 },
+    logging: { format: input.logging?.format ?? 'text', verbosity: input.logging?.verbosity ?? 0 },
     ...(input.oomScoreAdj !== undefined ? { oomScoreAdj: input.oomScoreAdj } : {}),
     cleanup: input.cleanup ?? false,
+    master: input.master ?? '',
     syncPeriod,
     minSyncPeriod,
     configSyncPeriod: input.configSyncPeriod ?? 15 * 60,

@@ -96,6 +96,9 @@ export function trimObject(obj: KubeObject): KubeObject {
     if (obj.spec?.podCIDR !== undefined) spec['podCIDR'] = obj.spec.podCIDR
     if (obj.spec?.podCIDRs !== undefined) spec['podCIDRs'] = obj.spec.podCIDRs
     if (obj.spec?.unschedulable !== undefined) spec['unschedulable'] = obj.spec.unschedulable
+    // /healthz reads the cluster autoscaler's taint (sync.ts nodeEligible)
+    const taints = (obj.spec as { taints?: unknown } | undefined)?.taints
+    if (taints !== undefined) spec['taints'] = taints
     out['spec'] = spec
     if (obj.status?.addresses !== undefined) out['status'] = { addresses: obj.status.addresses }
     return out as unknown as KubeObject

@@ -98,10 +98,18 @@ const EMPTY: ChangeSet = Object.freeze({
   full: false, serviceEvents: 0, endpointEvents: 0, triggerTimes: new Map<string, number[]>(),
 })
 
-/** kube-proxy's rule: a node being deleted should stop getting new traffic from load balancers. */
+/** The cluster autoscaler's taint on a node it is about to remove (kube-proxy's `ToBeDeletedTaint`). */
+const TAINT_TO_BE_DELETED = 'ToBeDeletedByClusterAutoscaler'
+
+/**
+ * kube-proxy's rule (ProxyHealthServer.NodeEligible): a node being deleted, or tainted by the cluster autoscaler for
+ * removal, should stop getting new traffic from load balancers.
+ */
 export function nodeEligible(node: K8sNode | undefined): boolean {
   const ts = node?.metadata?.deletionTimestamp
-  return ts === undefined || ts === null || ts === ''
+  if (ts !== undefined && ts !== null && ts !== '') return false
+  const taints = (node as { spec?: { taints?: unknown } } | undefined)?.spec?.taints
+  return !(Array.isArray(taints) && taints.some(t => (t as { key?: unknown } | null)?.key === TAINT_TO_BE_DELETED))
 }
 
 export class SyncRunner {

@@ -14,6 +14,9 @@
 // done here because its Watch/ListWatch neither send bookmarks nor reconnect after errors.
 import * as http from 'node:http'
 import * as https from 'node:https'
+import { existsSync } from 'node:fs'
+import { homedir } from 'node:os'
+import { join } from 'node:path'
 import type { KubeConfig } from '@kubernetes/client-node'
 import type { Kind, KubeObject } from '../k8s/types'
 import { Backoff, sleep, type BackoffOptions } from './backoff'
@@ -43,23 +46,53 @@ export function loadClientNode(): Promise<ClientNode> {
   return clientNode
 }
 
+/** Why `tundra run` cannot reach an API server, and what to give it instead. */
+class NoApiServerError extends Error {
+  readonly code = 'ERR_NO_API_SERVER'
+}
+
 /**
  * kube-proxy's rule: a kubeconfig path if given, else the in-cluster service account. Outside a cluster (no
- * KUBERNETES_SERVICE_HOST) it falls back to $KUBECONFIG / ~/.kube/config, which is what a developer expects.
+ * KUBERNETES_SERVICE_HOST) it falls back to $KUBECONFIG / ~/.kube/config, which is what a developer expects; when
+ * none of them exists it says so (client-node would silently use http://localhost:8080 and retry forever).
+ * `master` (kube-proxy's --master) replaces the server address of whichever was loaded: with the in-cluster service
+ * account it keeps its token and CA, so a DaemonSet can reach the API server directly rather than through the
+ * `kubernetes` Service VIP that tundra itself provides. Setting KUBERNETES_SERVICE_HOST/PORT in the pod does the same.
  */
-export async function loadKubeConfig(path?: string): Promise<KubeConfig> {
+export async function loadKubeConfig(path?: string, master?: string): Promise<KubeConfig> {
   const k8s = await loadClientNode()
   const kc = new k8s.KubeConfig()
   if (path !== undefined && path !== '') kc.loadFromFile(path)
   else if (process.env['KUBERNETES_SERVICE_HOST'] !== undefined) kc.loadFromCluster()
-  else kc.loadFromDefault()
-  if (kc.getCurrentCluster() === null) throw new Error(`kubeconfig${path ? ` ${path}` : ''}: no current cluster`)
+  else {
+    const env = process.env['KUBECONFIG']
+    const files = env !== undefined && env !== '' ? env.split(':').filter(f => f !== '') : [join(homedir(), '.kube', 'config')]
+    if (!files.some(f => existsSync(f))) {
+      throw new NoApiServerError(
+        `no API server to read Services from: no --kubeconfig (clientConnection.kubeconfig), not in a pod (KUBERNETES_SERVICE_HOST is unset), ` +
+        `and no kubeconfig at ${files.join(':')}${env ? ' ($KUBECONFIG)' : ''}. Give --kubeconfig FILE, or -f MANIFESTS to run without an API server`)
+    }
+    kc.loadFromDefault()
+  }
+  const cluster = kc.getCurrentCluster()
+  if (cluster === null) throw new Error(`kubeconfig${path ? ` ${path}` : ''}: no current cluster`)
+  if (master !== undefined && master !== '') {
+    let url: URL
+    try { url = new URL(master.includes('://') ? master : `https://${master}`) } catch { throw new Error(`--master: not a URL: ${master}`) }
+    const server = url.toString().replace(/\/+$/, '')
+    kc.clusters = kc.clusters.map(c => (c.name === cluster.name ? { ...c, server } : c))
+  }
+  if (kc.getCurrentCluster()?.server === undefined || kc.getCurrentCluster()?.server === '') {
+    throw new NoApiServerError(`kubeconfig${path ? ` ${path}` : ''}: the current cluster has no server address; give --master URL`)
+  }
   return kc
 }
 
 export interface WatchOptions {
   /** kubeconfig file; empty or absent: in-cluster (see loadKubeConfig) */
   readonly kubeconfig?: string
+  /** the API server's address, replacing the kubeconfig's (kube-proxy's --master) */
+  readonly master?: string
   /** an already loaded KubeConfig (wins over `kubeconfig`) */
   readonly kubeConfig?: KubeConfig
   /** this node's name: needed for nodes 'self' */
@@ -392,7 +425,7 @@ export class ApiSource implements DesiredStateSource {
     this.running = (async () => {
       let t: Transport
       try {
-        const kc = this.opts.kubeConfig ?? await loadKubeConfig(this.opts.kubeconfig)
+        const kc = this.opts.kubeConfig ?? await loadKubeConfig(this.opts.kubeconfig, this.opts.master)
         t = await kubeTransport(kc, this.opts.userAgent ?? 'tundra')
       } catch (err) {
         this.log(`[watch] ${(err as Error).message}`)

@@ -30,7 +30,7 @@ t.test('RBAC: list and watch of services, nodes, endpointslices, nothing more', 
   t.same(binding!['subjects'], [{ kind: 'ServiceAccount', name: 'tundra', namespace: 'kube-system' }])
 })
 
-t.test('DaemonSet: host network, caps, /dev/net/tun, node-critical, tolerations, probes on the health port', async t => {
+t.test('DaemonSet: host network, privileged (the TUN), node-critical, tolerations, probes on the health port', async t => {
   const [ds] = docs('daemonset.yaml')
   const spec = ds!['spec']['template']['spec']
   t.equal(spec.hostNetwork, true)
@@ -38,10 +38,17 @@ t.test('DaemonSet: host network, caps, /dev/net/tun, node-critical, tolerations,
   t.same(spec.tolerations, [{ operator: 'Exists' }])
   t.equal(spec.serviceAccountName, 'tundra')
   const c = spec.containers[0]
-  t.same(c.securityContext.capabilities.add, ['NET_ADMIN', 'NET_RAW'])
-  t.equal(c.securityContext.privileged, false)
-  const tun = spec.volumes.find((v: Doc) => v['name'] === 'dev-net-tun')
-  t.same(tun.hostPath, { path: '/dev/net/tun', type: 'CharDevice' })
+  // privileged: recent container runtimes no longer give unprivileged containers /dev/net/tun (deploy/README.md)
+  t.equal(c.securityContext.privileged, true)
+  t.equal(spec.volumes.find((v: Doc) => v['name'] === 'dev-net-tun'), undefined, 'no hostPath for the device: a privileged container has it')
+  t.same(spec.volumes.find((v: Doc) => v['name'] === 'run').hostPath, { path: '/run/tundra', type: 'DirectoryOrCreate' }, 'the wiring journal and control socket')
+  t.same(spec.volumes.find((v: Doc) => v['name'] === 'state').hostPath, { path: '/var/lib/tundra', type: 'DirectoryOrCreate' }, 'the last known state')
   t.equal(c.livenessProbe.httpGet.port, 10256)
   t.ok((c.args as string[]).includes('--config=/etc/tundra/config.yaml'))
+})
+
+t.test('Dockerfile: a supported Node LTS', async t => {
+  const froms = readFileSync(join(DEPLOY, 'Dockerfile'), 'utf8').match(/^FROM node:(\d+)/gm) ?? []
+  t.ok(froms.length >= 2, 'build and runtime stages')
+  for (const f of froms) t.ok(Number(/(\d+)$/.exec(f)![1]) >= 22, `${f}: Node 22 or later (Node 20 is end of life)`)
 })

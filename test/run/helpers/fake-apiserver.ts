@@ -82,7 +82,7 @@ export class FakeApiServer extends EventEmitter {
     }
   }
 
-  async start(port = this.port): Promise<number> {
+  async start(port = this.port, host = '127.0.0.1'): Promise<number> {
     const server = createServer((req, res) => this.handle(req, res))
     server.on('connection', s => {
       this.sockets.add(s)
@@ -90,7 +90,7 @@ export class FakeApiServer extends EventEmitter {
     })
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
-      server.listen(port, '127.0.0.1', () => resolve())
+      server.listen(port, host, () => resolve())
     })
     this.server = server
     this.port = (server.address() as { port: number }).port
