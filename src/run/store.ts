@@ -357,32 +357,13 @@ export class ObjectStore {
   }
 
   private fileIndex(k: string, before: string | undefined, after: string | undefined): void {
-    if (before !== undefined) {
-      const s = this.byFile.get(before)
-      s?.delete(k)
-      if (s?.size === 0) this.byFile.delete(before)
-    }
-    if (after !== undefined) {
-      const s = this.byFile.get(after) ?? new Set<string>()
-      s.add(k)
-      this.byFile.set(after, s)
-    }
+    moveKey(this.byFile, k, before, after)
   }
 
   private index(before: KubeObject | undefined, after: KubeObject | undefined, k: string): void {
     const a = before === undefined ? undefined : sliceServiceKey(before)
     const b = after === undefined ? undefined : sliceServiceKey(after)
-    if (a === b) return
-    if (a !== undefined) {
-      const s = this.slices.get(a)
-      s?.delete(k)
-      if (s?.size === 0) this.slices.delete(a)
-    }
-    if (b !== undefined) {
-      const s = this.slices.get(b) ?? new Set<string>()
-      s.add(k)
-      this.slices.set(b, s)
-    }
+    if (a !== b) moveKey(this.slices, k, a, b)
   }
 
   private emit(c: ChangeBuilder): boolean {
@@ -397,6 +378,20 @@ export class ObjectStore {
       }
     }
     return true
+  }
+}
+
+/** Moves `k` from the set of `from` to the set of `to` in a one-to-many index (an emptied set is dropped). */
+function moveKey(index: Map<string, Set<string>>, k: string, from: string | undefined, to: string | undefined): void {
+  if (from !== undefined) {
+    const s = index.get(from)
+    s?.delete(k)
+    if (s?.size === 0) index.delete(from)
+  }
+  if (to !== undefined) {
+    const s = index.get(to) ?? new Set<string>()
+    s.add(k)
+    index.set(to, s)
   }
 }
 

@@ -12,20 +12,10 @@ import { ZoneCompiler, ZoneImageError, zoneImageTransfer, type ZoneImage } from 
 import { InstalledZone } from '../../src/dns/installed'
 import { Query, Verdict, parseQuery } from '../../src/dns/message'
 import { ep, port, svc } from './fixtures/cluster'
+import { mulberry32, testSeed } from '../helpers/seed'
 
-const SEED = Number(process.env.DNS_SEED ?? ((Date.now() ^ (process.pid << 8)) >>> 0))
-t.comment(`seed ${SEED} (replay with DNS_SEED=${SEED})`)
+const SEED = testSeed(t, 'DNS_SEED')
 
-function mulberry32(seed: number): () => number {
-  let x = seed >>> 0
-  return () => {
-    x = (x + 0x6d2b79f5) >>> 0
-    let z = x
-    z = Math.imul(z ^ (z >>> 15), z | 1)
-    z ^= z + Math.imul(z ^ (z >>> 7), z | 61)
-    return ((z ^ (z >>> 14)) >>> 0) / 4294967296
-  }
-}
 const rnd = mulberry32(SEED)
 const int = (n: number): number => Math.floor(rnd() * n)
 const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)]!

@@ -14,21 +14,11 @@ import { parsePacket, PacketInfo } from '../../src/wire/packet'
 import { parseAddrWords } from '../../src/nat/addr'
 import { findEndpoint } from '../../src/nat/select'
 import { BASE_CONFIG, NODE, NODE_IP, ACK, SYN, ep, port, svc, tcp4, udp4, tcp6 } from './packets'
+import { mulberry32 as prng } from '../helpers/seed'
 
 const CONFIG: NatConfig = { ...BASE_CONFIG, nodeIPs: [...BASE_CONFIG.nodeIPs], clusterCIDRs: [...BASE_CONFIG.clusterCIDRs] }
 const NOW = 100000
 
-/** mulberry32: small, seedable. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = a
-    x = Math.imul(x ^ (x >>> 15), x | 1)
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 function cluster(services: readonly Service[]): Cluster {
   return { services: [...services], nodes: [], pods: [] }

@@ -8,23 +8,10 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { netnsSkip } from '../helpers/netns'
-import { execArgv, labDown, labExec, labUp, loadLabState } from '../../src/lab/index'
+import { execArgv } from '../../src/lab/index'
+import { CLI, runLab, until } from './fixtures/run-lab'
 
-const root = join(__dirname, '..', '..')
-const CLI = join(root, 'dist/src/cli/main.js')
-const MANIFEST = join(root, 'test/fixtures/tundra/run.yaml')
 const skip = netnsSkip('curl', 'unshare', 'iptables-restore', 'iptables-save', 'nft')
-const sleep = (ms: number): Promise<void> => new Promise(r => setTimeout(r, ms))
-
-async function until<T>(what: string, f: () => Promise<T | undefined | false>, ms = 20_000): Promise<T> {
-  const end = Date.now() + ms
-  for (;;) {
-    const v = await f().catch(() => undefined)
-    if (v !== undefined && v !== false) return v
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await sleep(50)
-  }
-}
 
 /** What tundra may touch on a node, as text to diff. */
 const STATE: Record<string, string[]> = {
@@ -41,17 +28,8 @@ const STATE: Record<string, string[]> = {
 }
 
 t.test('tundra run --cleanup restores the node', { ...skip, timeout: 150_000 }, async t => {
-  const name = `cl${process.pid.toString(36)}`
-  const runs: ChildProcess[] = []
-  t.teardown(async () => {
-    for (const c of runs) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
-    await labDown(name, { log: () => {} })
-  })
-  await labUp({ files: [MANIFEST], name, nodes: 1, dataplane: 'none', log: () => {}, readyTimeoutMs: 30_000 })
-  const state = loadLabState(name)
+  const { state, procs: runs, node, pod } = await runLab(t, 'cl')
   const manifests = state.manifests!
-  const node = (cmd: string[], input?: string) => labExec({ name, target: { node: 'node1' }, cmd, timeoutMs: 20_000, ...(input !== undefined ? { input } : {}) })
-  const pod = (p: string, cmd: string[]) => labExec({ name, target: { pod: p }, cmd, timeoutMs: 20_000 })
   // everything tundra writes goes under the lab's directory, none of it under /run/tundra
   const config = join(state.dir, 'cleanup-config.yaml')
   writeFileSync(config, [

@@ -9,25 +9,12 @@ import { join } from 'node:path'
 import { parseAllDocuments } from 'yaml'
 import { netnsSkip } from '../helpers/netns'
 import { fixtureCommand } from './fixtures/launch'
-import { execArgv, labDown, labExec, labUp, loadLabState } from '../../src/lab/index'
+import { execArgv } from '../../src/lab/index'
+import { CLI, runLab, until } from './fixtures/run-lab'
 
-const root = join(__dirname, '..', '..')
-const CLI = join(root, 'dist/src/cli/main.js')
-const MANIFEST = join(root, 'test/fixtures/tundra/run.yaml')
 const skip = netnsSkip('curl', 'unshare')
-const sleep = (ms: number): Promise<void> => new Promise(r => setTimeout(r, ms))
 const API_PORT = 6443
 const API_VIP = '10.96.0.1'
-
-async function until<T>(what: string, f: () => Promise<T | undefined | false>, ms = 20_000): Promise<T> {
-  const end = Date.now() + ms
-  for (;;) {
-    const v = await f().catch(() => undefined)
-    if (v !== undefined && v !== false) return v
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await sleep(50)
-  }
-}
 
 function kubeconfig(server: string): string {
   return [
@@ -52,19 +39,10 @@ function service(name: string, clusterIP: string, port: number, podIP: string, t
 }
 
 t.test('tundra run comes back when the API server is behind its own ClusterIP', { ...skip, timeout: 150_000 }, async t => {
-  const name = `ra${process.pid.toString(36)}`
-  const procs: ChildProcess[] = []
   let log = ''
   let apiOut = ''
-  t.teardown(async () => {
-    if (!t.passing()) t.comment(`tundra's log:\n${log}\nAPI server:\n${apiOut}`)
-    for (const c of procs) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
-    await labDown(name, { log: () => {} })
-  })
-  await labUp({ files: [MANIFEST], name, nodes: 1, dataplane: 'none', log: () => {}, readyTimeoutMs: 30_000 })
-  const state = loadLabState(name)
+  const { state, procs, pod, node } = await runLab(t, 'ra', () => `tundra's log:\n${log}\nAPI server:\n${apiOut}`)
   const srvIP = state.pods.find(p => p.name === 'srv')!.ip
-  const pod = (p: string, cmd: string[]) => labExec({ name, target: { pod: p }, cmd, timeoutMs: 20_000 })
 
   // the API server runs in pod srv, serving what the lab computed (Services, EndpointSlices, the Node) and `kubernetes`
   const [afile, ...aargs] = execArgv(state, { pod: 'srv' }, fixtureCommand('apiserver', 'none', [String(API_PORT)]))
@@ -112,8 +90,7 @@ t.test('tundra run comes back when the API server is behind its own ClusterIP', 
     return child
   }
   // 0. no kubeconfig, not in a pod: a clear message and exit 1 (not a retry loop with an unrelated TLS message)
-  const none = await labExec({ name, target: { node: 'node1' }, timeoutMs: 20_000,
-    cmd: ['env', '-u', 'KUBERNETES_SERVICE_HOST', `KUBECONFIG=${join(state.dir, 'missing')}`, process.execPath, CLI, 'run', '--hostname-override', 'node1'] })
+  const none = await node(['env', '-u', 'KUBERNETES_SERVICE_HOST', `KUBECONFIG=${join(state.dir, 'missing')}`, process.execPath, CLI, 'run', '--hostname-override', 'node1'])
   t.equal(none.code, 1, 'without any API server configuration run exits 1')
   t.match(none.stderr, /ERROR tundra: no API server to read Services from.*Give --kubeconfig FILE, or -f MANIFESTS/, 'and says what to give it')
 
@@ -141,5 +118,5 @@ t.test('tundra run comes back when the API server is behind its own ClusterIP', 
   t.notMatch(log, /no API server|TypeError/, 'no errors in the log')
   run.kill('SIGTERM')
   await until('the second run to exit', async () => run.exitCode !== null || run.signalCode !== null)
-  await labExec({ name, target: { node: 'node1' }, cmd: [process.execPath, CLI, 'run', '--config', config, '--cleanup'], timeoutMs: 20_000 })
+  await node([process.execPath, CLI, 'run', '--config', config, '--cleanup'])
 })

@@ -5,38 +5,17 @@ import t from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { join } from 'node:path'
 import { netnsSkip } from '../helpers/netns'
-import { execArgv, labDown, labExec, labUp, loadLabState } from '../../src/lab/index'
+import { execArgv } from '../../src/lab/index'
+import { CLI, runLab, until } from './fixtures/run-lab'
 import { readObjects, writeObject } from '../../src/lab/objects'
 import type { EndpointSlice, KubeObject } from '../../src/k8s/types'
 
-const root = join(__dirname, '..', '..')
-const CLI = join(root, 'dist/src/cli/main.js')
-const MANIFEST = join(root, 'test/fixtures/tundra/run.yaml')
 const skip = netnsSkip('iperf', 'curl', 'unshare')
 const sleep = (ms: number): Promise<void> => new Promise(r => setTimeout(r, ms))
 
-async function until<T>(what: string, f: () => Promise<T | undefined | false>, ms = 15_000): Promise<T> {
-  const end = Date.now() + ms
-  for (;;) {
-    const v = await f().catch(() => undefined)
-    if (v !== undefined && v !== false) return v
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await sleep(50)
-  }
-}
-
 t.test('tundra run on a lab node', { ...skip, timeout: 180_000 }, async t => {
-  const name = `rn${process.pid.toString(36)}`
-  const runs: ChildProcess[] = []
-  t.teardown(async () => {
-    for (const c of runs) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
-    await labDown(name, { log: () => {} })
-  })
-  await labUp({ files: [MANIFEST], name, nodes: 1, dataplane: 'none', log: () => {}, readyTimeoutMs: 30_000 })
-  const state = loadLabState(name)
+  const { state, procs: runs, node, pod } = await runLab(t, 'rn')
   const manifests = state.manifests!
-  const node = (cmd: string[]) => labExec({ name, target: { node: 'node1' }, cmd, timeoutMs: 20_000 })
-  const pod = (p: string, cmd: string[], timeoutMs = 20_000) => labExec({ name, target: { pod: p }, cmd, timeoutMs })
   let log = ''
   const start = (): ChildProcess => {
     const [file, ...args] = execArgv(state, { node: 'node1' }, [process.execPath, CLI, 'run', '-f', manifests,

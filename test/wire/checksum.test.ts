@@ -14,6 +14,7 @@ import {
   sum16,
   udpFinish,
 } from '../../src/wire/checksum'
+import { mulberry32 } from '../helpers/seed'
 
 /** Naive RFC 1071 checksum over a byte list, written independently of src/wire. */
 function refChecksum(bytes: ArrayLike<number>, extraWords: readonly number[] = []): number {
@@ -24,16 +25,6 @@ function refChecksum(bytes: ArrayLike<number>, extraWords: readonly number[] = [
   return 0xffff - s
 }
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = a
-    x = Math.imul(x ^ (x >>> 15), x | 1)
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 t.test('RFC 1071 §3 example: sum of 00 01 f2 03 f4 f5 f6 f7 is 0x2ddf0, folded 0xddf2', async t => {
   const b = Buffer.from('0001f203f4f5f6f7', 'hex')

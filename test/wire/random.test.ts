@@ -4,20 +4,10 @@
 import t from 'tap'
 import { Drop, DROP_NAMES, PASS, PacketInfo, parsePacket } from '../../src/wire/packet'
 import { DST, SRC, natIpv4, natIpv6 } from '../../src/wire/l4rewrite'
+import { mulberry32, testSeed } from '../helpers/seed'
 
-const SEED = Number(process.env.WIRE_SEED ?? ((Date.now() ^ (process.pid << 8)) >>> 0))
-t.comment(`seed ${SEED} (rerun with WIRE_SEED=${SEED})`)
+const SEED = testSeed(t, 'WIRE_SEED')
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = a
-    x = Math.imul(x ^ (x >>> 15), x | 1)
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
 const rnd = mulberry32(SEED)
 const int = (n: number): number => Math.floor(rnd() * n)
 function randomBytes(b: Buffer, off: number, len: number): void {
