@@ -210,6 +210,8 @@ export class Conntrack {
   readonly tk: Uint32Array
   /** CtStat counters */
   readonly stats = new Float64Array(CT_STAT_NAMES.length)
+  /** live entries per service-port id (grows with the highest id seen): lets a stale-flow flush skip ids with none */
+  private perSvc = new Uint32Array(256)
 
   constructor(opts: ConntrackOptions) {
     this.family = opts.family
@@ -359,6 +361,10 @@ export class Conntrack {
     this.flags[e] = f
     this.expires[e] = now + this.timeouts.generic
     this.svcPort[e] = svcPort
+    if (svcPort >= 0) {
+      if (svcPort >= this.perSvc.length) this.growPerSvc(svcPort)
+      this.perSvc[svcPort]!++
+    }
     this.endpoint[e] = endpoint
     this.seqNext[e * 2] = 0
     this.seqNext[e * 2 + 1] = 0
@@ -378,7 +384,22 @@ export class Conntrack {
     this.next[e] = this.freeHead
     this.freeHead = e
     this.count--
+    const id = this.svcPort[e]!
+    if (id >= 0) this.perSvc[id]!--
     this.stats[CtStat.DELETED]!++
+  }
+
+  /** How many live entries service port `id` has. */
+  entriesOf(id: number): number {
+    return id >= 0 && id < this.perSvc.length ? this.perSvc[id]! : 0
+  }
+
+  private growPerSvc(id: number): void {
+    let n = this.perSvc.length
+    while (n <= id) n *= 2
+    const next = new Uint32Array(n)
+    next.set(this.perSvc)
+    this.perSvc = next
   }
 
   isUsed(e: number): boolean {

@@ -27,6 +27,8 @@ export class StaleFlush {
   /** slots still to visit in this round (a new list restarts the round: every slot is visited after it) */
   private left = 0
   private cursor = 0
+  /** this round visits the conntrack slots too (some stale id had entries); else only the affinity slots */
+  private ctRound = false
   flushed = 0
   resets = 0
 
@@ -54,7 +56,22 @@ export class StaleFlush {
       for (let w = 0; w < STALE_EP_WORDS; w++) eps.key[w] = img.staleEps[o + w]!
       eps.set(1)
     }
-    this.left = this.total()
+    // A service port with no connections has nothing to flush in conntrack: the usual case under endpoint churn.
+    // Then only the (small) affinity table is walked instead of every conntrack slot.
+    this.ctRound = this.ctRound && this.left > 0 || this.hasEntries(img)
+    const c = this.v4.ct.capacity + this.v6.ct.capacity
+    if (this.ctRound) this.left = this.total()
+    else {
+      this.cursor = c
+      this.left = this.total() - c
+    }
+  }
+
+  private hasEntries(img: NatImage): boolean {
+    const live = (id: number): boolean => this.v4.ct.entriesOf(id) + this.v6.ct.entriesOf(id) > 0
+    for (let i = 0; i < img.staleIds.length; i++) if (live(img.staleIds[i]!)) return true
+    for (let o = 0; o + STALE_EP_WORDS <= img.staleEps.length; o += STALE_EP_WORDS) if (live(img.staleEps[o]!)) return true
+    return false
   }
 
   /** Whether service port `id`'s flows to (words at off, port) are stale now; `hint` is the endpoint index. */
@@ -131,6 +148,7 @@ export class StaleFlush {
     if (this.left <= 0) {
       this.ids = null
       this.eps = null
+      this.ctRound = false
     }
     return removed
   }

@@ -249,6 +249,30 @@ t.test('stale flows are flushed in bounded slices', async tt => {
   tt.equal(eng.counters[NatStat.STALE_FLUSHED], toGone)
 })
 
+t.test('a change to a service with no connections walks no conntrack slot', async tt => {
+  const eps = [ep('10.100.1.2', 8080), ep('10.100.1.3', 8080)]
+  const web = svc('web', { clusterIPs: ['10.96.0.10'], ports: [port('', 80, 8080)], endpoints: eps })
+  const idle = svc('idle', { clusterIPs: ['10.96.0.11'], ports: [port('', 80, 8080)], endpoints: eps })
+  const a = compileNat(cluster([web, idle]), CONFIG)
+  const eng = new NatEngine(a, { seed: 5, conntrackMax: 1 << 16, flushBudget: 1000 })
+  for (let i = 0; i < 3000; i++) run(eng, tcp4(`10.100.${2 + (i >> 8)}.${i & 255}`, '10.96.0.10', 40000, 80, SYN))
+  const before = eng.ctCount()
+  // idle loses an endpoint: its service port has no entries, so the flush has only the affinity table to look at
+  const b = updateNat(a, [{ ...idle, endpoints: [eps[0]!] }])
+  eng.install(natImage(b, a), b)
+  let slices = 0
+  while (eng.flushPending) { eng.step(1000); slices++ }
+  const aff = eng.v4.aff.map.cap + eng.v6.aff.map.cap
+  tt.ok(slices <= Math.ceil(aff / 1000), `done in ${slices} slices of 1000: the ${aff} affinity slots, none of the ${eng.v4.ct.capacity + eng.v6.ct.capacity} conntrack slots`)
+  tt.equal(eng.ctCount(), before, 'no flow touched')
+  // web loses one: its flows are walked and flushed as before
+  const c = updateNat(b, [{ ...web, endpoints: [eps[0]!] }])
+  eng.install(natImage(c, b), c)
+  while (eng.flushPending) eng.step(1000)
+  tt.equal(eng.conntrackEntries(NOW).filter(e => e.reply.src === '10.100.1.3').length, 0, "web's flows to the removed endpoint are gone")
+  tt.ok(eng.ctCount() > 0 && eng.ctCount() < before)
+})
+
 t.test('an endpoint that comes back before the flush reaches its flows keeps them', async tt => {
   const eps = [ep('10.100.1.2', 8080), ep('10.100.1.3', 8080)]
   const web = svc('web', { clusterIPs: ['10.96.0.10'], ports: [port('', 80, 8080)], endpoints: eps })
