@@ -33,9 +33,11 @@ export interface FlagSpec {
   readonly field?: string
   /** a kube-proxy flag tundra does not implement: giving it is an error with this reason */
   readonly refused?: string
+  /** a kube-proxy flag whose effect already holds here: accepted, with a warning saying why */
+  readonly ignored?: string
 }
 
-interface FlagExtra { arg?: string; values?: readonly string[]; group?: FlagGroup; field?: string; alias?: string; refused?: string }
+interface FlagExtra { arg?: string; values?: readonly string[]; group?: FlagGroup; field?: string; alias?: string; refused?: string; ignored?: string }
 
 function flagSpec(flag: string, type: FlagType, path: string, help: string, extra: FlagExtra = {}): FlagSpec {
   const key = flag.replace(/^--/, '').replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())
@@ -48,6 +50,10 @@ const own = (flag: string, type: FlagType, path: string, help: string, extra: Fl
   flagSpec(flag, type, path, help, { group: 'tundra', ...extra })
 const refused = (flag: string, reason: string, arg?: string): FlagSpec =>
   flagSpec(flag, arg === undefined ? 'bool' : 'string', '', `not supported: ${reason}`, { refused: reason, ...(arg !== undefined ? { arg } : {}) })
+
+const moot = (flag: string, type: FlagType, reason: string, arg?: string): FlagSpec =>
+  flagSpec(flag, type, '', `accepted, no effect: ${reason}`, { ignored: reason, group: 'override', ...(arg !== undefined ? { arg } : {}) })
+const LOG_LINES = 'tundra writes each log line at once, to one stream'
 
 const IPVS = 'tundra is not IPVS: it replaces every proxy mode; see the iptables/nftables flags'
 
@@ -90,6 +96,11 @@ export const RUN_FLAGS: readonly FlagSpec[] = [
   refused('--healthz-port', 'deprecated in kube-proxy: use --healthz-bind-address ip:port', '<port>'),
   refused('--metrics-port', 'deprecated in kube-proxy: use --metrics-bind-address ip:port', '<port>'),
   refused('--show-hidden-metrics-for-version', 'tundra has no hidden metrics', '<version>'),
+  moot('--log-flush-frequency', 'duration', LOG_LINES, '<duration>'),
+  moot('--log-json-info-buffer-size', 'string', LOG_LINES, '<size>'),
+  moot('--log-json-split-stream', 'bool', LOG_LINES),
+  moot('--log-text-info-buffer-size', 'string', LOG_LINES, '<size>'),
+  moot('--log-text-split-stream', 'bool', LOG_LINES),
   refused('--vmodule', 'per-file verbosity is not implemented', '<pattern>'),
   refused('--pod-bridge-interface', 'detectLocalMode BridgeInterface is not supported', '<name>'),
   refused('--pod-interface-name-prefix', 'detectLocalMode InterfaceNamePrefix is not supported', '<prefix>'),

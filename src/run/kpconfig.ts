@@ -285,6 +285,7 @@ export function mergeFlags(file: ParsedKubeProxyConfig | undefined, flags: RunFl
     }
     const r = parseFlag(spec, v)
     if (r.error !== undefined) { issues.push({ field: spec.flag, message: r.error }); continue }
+    if (spec.ignored !== undefined) { warnings.push(`${spec.flag} has no effect (${spec.ignored})`); continue }
     const refusal = flagValueRefusal(spec, r.value)
     if (refusal !== undefined) { issues.push({ field: spec.flag, message: refusal }); continue }
     if (file !== undefined && spec.group === 'kube-proxy') {

@@ -84,8 +84,8 @@ export const SCHEMA: Spec = obj({
     format: str({ enum: ['text', 'json'] }),
     verbosity: int(0),
     // output buffering: tundra writes each line at once, which every value of these allows
-    flushFrequency: { k: 'any' },
-    options: { k: 'any' },
+    flushFrequency: { k: 'any', ignored: 'tundra writes each log line at once' },
+    options: { k: 'any', ignored: 'tundra writes each log line at once, to one stream' },
     vmodule: { k: 'any', refused: 'per-file verbosity is not implemented' },
   }),
   hostnameOverride: str(),
@@ -100,6 +100,7 @@ export const SCHEMA: Spec = obj({
     masqueradeBit: int(0, 31),
     masqueradeAll: bool(),
     localhostNodePorts: bool(),
+    snatNodeInternalIP: bool('tundra masquerades with its own source address choice; SNAT to the InternalIP is not implemented'),
     syncPeriod: dur(),
     minSyncPeriod: dur(),
   }),
@@ -167,9 +168,10 @@ export function describe(v: unknown): string {
 }
 
 function isSet(v: unknown): boolean {
-  if (v === undefined || v === null || v === false || v === 0 || v === '') return false
+  if (v === undefined || v === null || v === false || v === 0 || v === '' || v === '0') return false
   if (Array.isArray(v)) return v.length > 0
-  if (typeof v === 'object') return Object.keys(v as object).length > 0
+  // a mapping is set when something in it is (kubeadm writes sections of zero values)
+  if (typeof v === 'object') return Object.values(v as object).some(isSet)
   return true
 }
 
