@@ -64,12 +64,13 @@ function needsPlacement(c: Cluster): boolean {
  * one bad object does not leave every service without endpoints: they are written to a scratch dir, one file per
  * source file, and names in what comes back are mapped to the source files again.
  */
-function placeLikeLab(files: readonly string[], someInvalid: boolean, nodes: number): { cluster: Cluster; warnings: string[] } | { problems: Problem[]; warnings: string[] } {
+function placeLikeLab(files: readonly string[], someInvalid: boolean, nodes: number, nodePortRange?: readonly [number, number]): { cluster: Cluster; warnings: string[] } | { problems: Problem[]; warnings: string[] } {
+  const range = nodePortRange !== undefined ? { nodePortRange } : {}
   let inputs = [...files]
   const back = new Map<string, string>()
   let dir: string | undefined
   if (someInvalid) {
-    const valid = validateAll(loadPaths(files).objects).objects
+    const valid = validateAll(loadPaths(files).objects, range).objects
     dir = mkdtempSync(join(tmpdir(), 'tundra-inspect-'))
     const groups = new Map<string, unknown[]>()
     for (const l of valid) {
@@ -93,7 +94,7 @@ function placeLikeLab(files: readonly string[], someInvalid: boolean, nodes: num
   }
   try {
     if (inputs.length === 0) return { problems: [], warnings: [] }
-    const plan = compileLab({ name: 'inspect', files: inputs, nodes, dataplane: 'none' })
+    const plan = compileLab({ name: 'inspect', files: inputs, nodes, dataplane: 'none', ...range })
     return { cluster: plan.cluster, warnings: plan.warnings.map(unmap) }
   } catch (err) {
     if (!(err instanceof LabManifestError)) throw new InspectError((err as Error).message)
@@ -118,7 +119,7 @@ export function offlineView(files: readonly string[], opts: OfflineOptions = {})
   const warnings: string[] = [...loaded.warnings]
   let placed = false
   if (needsPlacement(cluster)) {
-    const r = placeLikeLab(files, problems.length > 0, opts.nodes ?? 1)
+    const r = placeLikeLab(files, problems.length > 0, opts.nodes ?? 1, opts.nodePortRange)
     if ('cluster' in r) {
       cluster = r.cluster
       placed = true

@@ -141,6 +141,7 @@ export function normalize(input: readonly LoadedObject[], opts: NormalizeOptions
     const v = validateAll(objects, { nodePortRange })
     objects = v.objects
     problems.push(...v.problems)
+    warnings.push(...v.warnings)
   }
   if (opts.expandDeployments === true) objects = expandDeployments(objects)
   if (opts.endpointSliceController === true) objects = [...objects, ...runEndpointSliceController(objects)]

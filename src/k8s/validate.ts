@@ -75,10 +75,16 @@ function labelValueError(v: string): string | undefined {
 
 class Check {
   readonly problems: Problem[] = []
+  /** accepted, but worth saying: `file: object: field: reason` lines */
+  readonly warnings: string[] = []
   constructor(private readonly file: string | undefined, readonly object: string) {}
 
   add(field: string, reason: string): void {
     this.problems.push(this.file === undefined ? { object: this.object, field, reason } : { file: this.file, object: this.object, field, reason })
+  }
+
+  warn(field: string, reason: string): void {
+    this.warnings.push(`${this.file === undefined ? '' : `${this.file}: `}${this.object}: ${field}: ${reason}`)
   }
 
   /** true when v is an object (not array, not null) or absent */
@@ -356,7 +362,9 @@ function validateService(c: Check, svc: Service, opts: ValidateOptions): void {
   if (!isExternalName) c.oneOf(spec['internalTrafficPolicy'], 'spec.internalTrafficPolicy', ['Cluster', 'Local'])
   const hc = spec['healthCheckNodePort']
   if (hc !== undefined && hc !== null && hc !== 0) {
-    if (type !== 'LoadBalancer' || etp !== 'Local') c.add('spec.healthCheckNodePort', "may only be set when type is 'LoadBalancer' and externalTrafficPolicy is 'Local'")
+    // The API server refuses this on create, but kube-proxy (whose output tundra matches) just ignores it: only
+    // LoadBalancer + externalTrafficPolicy Local gets a health check. Ignored with a warning, not an error.
+    if (type !== 'LoadBalancer' || etp !== 'Local') c.warn('spec.healthCheckNodePort', "ignored: kube-proxy serves a health check only when type is 'LoadBalancer' and externalTrafficPolicy is 'Local'")
     else if (c.optInt(hc, 'spec.healthCheckNodePort') && ((hc as number) < npMin || (hc as number) > npMax)) {
       c.add('spec.healthCheckNodePort', `must be ${npMin}-${npMax} (the node port range)`)
     }
@@ -642,6 +650,10 @@ function validateEndpointSlice(c: Check, es: EndpointSlice): void {
 
 /** Problems with one object on its own (no cross-object checks). */
 export function validateObject(loaded: LoadedObject, opts: ValidateOptions = {}): Problem[] {
+  return checkObject(loaded, opts).problems
+}
+
+function checkObject(loaded: LoadedObject, opts: ValidateOptions): Check {
   const obj = loaded.object
   const c = new Check(loaded.file, objectRef(obj))
   switch (obj.kind) {
@@ -652,13 +664,15 @@ export function validateObject(loaded: LoadedObject, opts: ValidateOptions = {})
     case 'Namespace': validateNamespace(c, obj); break
     case 'EndpointSlice': validateEndpointSlice(c, obj); break
   }
-  return c.problems
+  return c
 }
 
 export interface ValidateResult {
   /** the objects without problems, in input order */
   readonly objects: LoadedObject[]
   readonly problems: Problem[]
+  /** settings accepted but ignored (as kube-proxy ignores them), one line each */
+  readonly warnings: string[]
 }
 
 function where(l: LoadedObject): string {
@@ -675,9 +689,11 @@ export function validateAll(objects: readonly LoadedObject[], opts: ValidateOpti
   const byName = new Map<string, LoadedObject>()
   const clusterIPs = new Map<string, LoadedObject>()
   const nodePorts = new Map<string, LoadedObject>()
+  const warnings: string[] = []
   for (const l of objects) {
-    const own = validateObject(l, opts)
-    if (own.length > 0) { problems.push(...own); continue }
+    const checked = checkObject(l, opts)
+    if (checked.problems.length > 0) { problems.push(...checked.problems); continue }
+    warnings.push(...checked.warnings)
     const ref = objectRef(l.object)
     const c = new Check(l.file, ref)
     const prev = byName.get(ref)
@@ -703,6 +719,6 @@ export function validateAll(objects: readonly LoadedObject[], opts: ValidateOpti
     byName.set(ref, l)
     valid.push(l)
   }
-  return { objects: valid, problems }
+  return { objects: valid, problems, warnings }
 }
 

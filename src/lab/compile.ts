@@ -50,6 +50,8 @@ export interface CompileOptions {
   readonly dataplane: Dataplane
   /** called for each warning as soon as it is known (so warnings show even when a later error stops the lab) */
   readonly onWarning?: (warning: string) => void
+  /** the API server's --service-node-port-range: what explicit NodePorts are checked against and where free ones come from */
+  readonly nodePortRange?: readonly [number, number]
 }
 
 const clone = <T>(v: T): T => JSON.parse(JSON.stringify(v)) as T
@@ -63,7 +65,9 @@ export function compileLab(opts: CompileOptions): LabPlan {
   const warn = (w: string): void => { warnings.push(w); opts.onWarning?.(w) }
   for (const w of loaded.warnings) warn(w)
   if (loaded.problems.length > 0) throw new LabManifestError(loaded.problems)
-  const checked = validateAll(loaded.objects)
+  const range = opts.nodePortRange !== undefined ? { nodePortRange: opts.nodePortRange } : {}
+  const checked = validateAll(loaded.objects, range)
+  checked.warnings.forEach(warn)
   const problems: Problem[] = [...checked.problems]
 
   // The lab makes its own nodes; Node objects in the input would describe machines that do not exist.
@@ -110,7 +114,7 @@ export function compileLab(opts: CompileOptions): LabPlan {
   preallocateClusterIPs(running, nodes, warn, dualStack)
   const computed = runEndpointSliceController(running, { nodes: nodeObjects })
   const all: LoadedObject[] = [...nodeObjects.map(object => ({ object })), ...running, ...computed]
-  const norm = normalize(all, { validate: false, serviceCIDRs: serviceCIDRs(dualStack) })
+  const norm = normalize(all, { validate: false, serviceCIDRs: serviceCIDRs(dualStack), ...range })
   if (norm.problems.length > 0) throw new LabManifestError(norm.problems)
   norm.warnings.forEach(warn)
 

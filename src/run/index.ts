@@ -26,6 +26,7 @@ export function createSource(cfg: RunConfig, opts: {
   return new ApiSource({
     kubeconfig: cfg.kubeconfig,
     nodeName: opts.nodeName,
+    resyncSeconds: cfg.configSyncPeriod,
     ...(opts.log !== undefined ? { log: opts.log } : {}),
     ...opts.watch,
   })

@@ -9,13 +9,21 @@
 // featureGates, ...) is an error naming it when set to anything but its zero value; the few whose effect already holds
 // here (ipvs.strictARP, logging.options) are accepted with a warning that says why. A field kube-proxy does not have is
 // an error, as a typo must not silently become a default. Durations are Go durations ("30s", "1h0m0s").
+//
+// Split along its jobs: schema.ts (the fields and the walker), goduration.ts (durations), flags.ts (the flag table).
 import { readFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { isIP } from 'node:net'
 import { parseAllDocuments } from 'yaml'
 import { canonicalCIDR } from '../k8s/ip'
 import { DEFAULT_TIMEOUTS } from '../nat/conntrack'
-import { parseServer } from '../dns/upstream'
+import { formatGoDuration } from './goduration'
+import { ConfigError, SCHEMA, describe, splitHostPort, splitList, walk, type ConfigIssue, type Ctx } from './schema'
+import { flagValueRefusal, parseFlag, RUN_FLAGS, type RunFlags } from './flags'
+
+export { parseGoDuration, formatGoDuration } from './goduration'
+export { ConfigError, splitHostPort, type ConfigIssue } from './schema'
+export { RUN_FLAGS, type FlagSpec, type FlagGroup, type RunFlags } from './flags'
 
 export const KUBE_PROXY_API_VERSION = 'kubeproxy.config.k8s.io/v1alpha1'
 export const KUBE_PROXY_KIND = 'KubeProxyConfiguration'
@@ -116,323 +124,6 @@ export interface ParsedKubeProxyConfig {
   readonly warnings: readonly string[]
 }
 
-export interface ConfigIssue {
-  readonly file?: string
-  readonly field: string
-  readonly message: string
-}
-
-export class ConfigError extends Error {
-  constructor(readonly issues: readonly ConfigIssue[]) {
-    super(issues.map(formatIssue).join('\n'))
-    this.name = 'ConfigError'
-  }
-}
-
-function formatIssue(i: ConfigIssue): string {
-  return `${i.file !== undefined ? `${i.file}: ` : ''}${i.field !== '' ? `${i.field}: ` : ''}${i.message}`
-}
-
-// ---- Go durations --------------------------------------------------------------------------------------------
-
-const UNIT_SECONDS: Readonly<Record<string, number>> = { ns: 1e-9, us: 1e-6, 'µs': 1e-6, 'μs': 1e-6, ms: 1e-3, s: 1, m: 60, h: 3600 }
-
-/** Go's time.ParseDuration, in seconds; undefined when it is not one. */
-export function parseGoDuration(text: string): number | undefined {
-  let s = text
-  let sign = 1
-  if (s.startsWith('-') || s.startsWith('+')) {
-    if (s[0] === '-') sign = -1
-    s = s.slice(1)
-  }
-  if (s === '0') return 0
-  if (s === '') return undefined
-  const re = /(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)/y
-  let total = 0
-  let pos = 0
-  while (pos < s.length) {
-    re.lastIndex = pos
-    const m = re.exec(s)
-    if (m === null) return undefined
-    total += Number(m[1]) * UNIT_SECONDS[m[2]!]!
-    pos = re.lastIndex
-  }
-  return sign * total
-}
-
-/** Seconds as Go prints a duration ("1h0m0s", "30s", "1.5s"). */
-export function formatGoDuration(seconds: number): string {
-  if (seconds === 0) return '0s'
-  const neg = seconds < 0
-  let s = Math.abs(seconds)
-  if (s < 1) return `${neg ? '-' : ''}${+(s * 1000).toFixed(6)}ms`
-  const h = Math.floor(s / 3600)
-  s -= h * 3600
-  const m = Math.floor(s / 60)
-  s = +(s - m * 60).toFixed(9)
-  const out = h > 0 ? `${h}h${m}m${s}s` : m > 0 ? `${m}m${s}s` : `${s}s`
-  return (neg ? '-' : '') + out
-}
-
-// ---- schema ----------------------------------------------------------------------------------------------------
-
-type Check = (v: string) => string | undefined
-
-type Spec = (
-  | { readonly k: 'string'; readonly enum?: readonly string[]; readonly check?: Check }
-  | { readonly k: 'bool' }
-  | { readonly k: 'int'; readonly min?: number; readonly max?: number }
-  | { readonly k: 'float' }
-  | { readonly k: 'duration' }
-  | { readonly k: 'list'; readonly check?: Check }
-  | { readonly k: 'boolMap' }
-  | { readonly k: 'any' }
-  | { readonly k: 'object'; readonly fields: Readonly<Record<string, Spec>> }
-) & {
-  /** known to kube-proxy, its effect already holds here: accepted, and a warning saying why when set */
-  readonly ignored?: string
-  /** known to kube-proxy, not implemented: an error naming the field when set to anything but its zero value */
-  readonly refused?: string
-}
-
-const checkIP: Check = v => (isIP(v) === 0 ? `expected an IP address, got ${JSON.stringify(v)}` : undefined)
-const checkCIDRs: Check = v => {
-  for (const c of v.split(',').map(x => x.trim()).filter(x => x !== '')) {
-    if (canonicalCIDR(c) === undefined) return `expected CIDRs separated by commas, got ${JSON.stringify(v)}`
-  }
-  return undefined
-}
-/** ip:port, or a bare IP (the default port is added, as kube-proxy does) */
-const checkHostPort: Check = v => (splitHostPort(v) === undefined && isIP(v) === 0 ? `expected an address like "0.0.0.0:10256", got ${JSON.stringify(v)}` : undefined)
-const checkNodePortAddress: Check = v =>
-  (['primary', 'all', 'localhost'].includes(v) || canonicalCIDR(v) !== undefined ? undefined : `expected a CIDR or one of primary, all, localhost, got ${JSON.stringify(v)}`)
-const checkUpstream: Check = v => {
-  try { parseServer(v); return undefined } catch { return `expected an address like "1.1.1.1" or "10.0.0.2:53", got ${JSON.stringify(v)}` }
-}
-const checkIfName: Check = v => (/^[A-Za-z0-9_.-]{1,15}$/.test(v) ? undefined : `expected an interface name (1-15 letters, digits, "-", "_", "."), got ${JSON.stringify(v)}`)
-
-const str = (extra: Partial<{ enum: readonly string[]; check: Check; refused: string }> = {}): Spec => ({ k: 'string', ...extra })
-const bool = (refused?: string): Spec => (refused === undefined ? { k: 'bool' } : { k: 'bool', refused })
-const int = (min?: number, max?: number, refused?: string): Spec =>
-  ({ k: 'int', ...(min !== undefined ? { min } : {}), ...(max !== undefined ? { max } : {}), ...(refused !== undefined ? { refused } : {}) })
-const dur = (refused?: string): Spec => (refused === undefined ? { k: 'duration' } : { k: 'duration', refused })
-const obj = (fields: Record<string, Spec>): Spec => ({ k: 'object', fields })
-
-const WINDOWS = 'Windows only; tundra runs on Linux'
-const API_CLIENT = "tundra's API client always sends JSON and does not rate-limit"
-
-const SCHEMA: Spec = obj({
-  apiVersion: str(),
-  kind: str(),
-  featureGates: { k: 'boolMap', refused: 'tundra implements no kube-proxy feature gates (it behaves as current kube-proxy with the default gates); remove them' },
-  clientConnection: obj({
-    kubeconfig: str(),
-    acceptContentTypes: str({ refused: API_CLIENT }),
-    contentType: str({ refused: API_CLIENT }),
-    qps: { k: 'float', refused: API_CLIENT },
-    burst: int(undefined, undefined, API_CLIENT),
-  }),
-  logging: obj({
-    format: str({ enum: ['text', 'json'] }),
-    verbosity: int(0),
-    // output buffering: tundra writes each line at once, which every value of these allows
-    flushFrequency: { k: 'any' },
-    options: { k: 'any' },
-    vmodule: { k: 'any', refused: 'per-file verbosity is not implemented' },
-  }),
-  hostnameOverride: str(),
-  bindAddress: str({ check: checkIP }),
-  healthzBindAddress: str({ check: checkHostPort }),
-  metricsBindAddress: str({ check: checkHostPort }),
-  bindAddressHardFail: bool(),
-  enableProfiling: bool('tundra serves no /debug/pprof'),
-  showHiddenMetricsForVersion: str({ refused: 'tundra has no hidden metrics' }),
-  mode: str({ enum: ['', 'iptables', 'ipvs', 'nftables', 'kernelspace'] }),
-  iptables: obj({
-    masqueradeBit: int(0, 31),
-    masqueradeAll: bool(),
-    localhostNodePorts: bool(),
-    syncPeriod: dur(),
-    minSyncPeriod: dur(),
-  }),
-  ipvs: obj({
-    syncPeriod: dur(),
-    minSyncPeriod: dur(),
-    scheduler: str({ refused: 'tundra chooses endpoints with tundra.lb (random or maglev)' }),
-    excludeCIDRs: { k: 'list', refused: 'tundra owns no IPVS table to exclude addresses from' },
-    strictARP: { k: 'bool', ignored: 'tundra binds no Service IP to an interface, so the node never answers ARP for one' },
-    tcpTimeout: dur('set conntrack.tcpEstablishedTimeout instead'),
-    tcpFinTimeout: dur('tundra keeps the kernel conntrack timeouts for FIN_WAIT'),
-    udpTimeout: dur('set conntrack.udpTimeout instead'),
-  }),
-  nftables: obj({
-    masqueradeBit: int(0, 31),
-    masqueradeAll: bool(),
-    syncPeriod: dur(),
-    minSyncPeriod: dur(),
-  }),
-  winkernel: obj({
-    networkName: str({ refused: WINDOWS }),
-    sourceVip: str({ refused: WINDOWS }),
-    enableDSR: bool(WINDOWS),
-    rootHnsEndpointName: str({ refused: WINDOWS }),
-    forwardHealthCheckVip: bool(WINDOWS),
-  }),
-  detectLocalMode: str({ enum: ['', 'ClusterCIDR', 'NodeCIDR', 'BridgeInterface', 'InterfaceNamePrefix'] }),
-  detectLocal: obj({
-    bridgeInterface: str({ refused: 'detectLocalMode BridgeInterface is not supported' }),
-    interfaceNamePrefix: str({ refused: 'detectLocalMode InterfaceNamePrefix is not supported' }),
-  }),
-  clusterCIDR: str({ check: checkCIDRs }),
-  nodePortAddresses: { k: 'list', check: checkNodePortAddress },
-  oomScoreAdj: int(-1000, 1000),
-  conntrack: obj({
-    maxPerCore: int(0),
-    min: int(0),
-    tcpEstablishedTimeout: dur(),
-    tcpCloseWaitTimeout: dur(),
-    tcpBeLiberal: bool(),
-    udpTimeout: dur(),
-    udpStreamTimeout: dur(),
-  }),
-  configSyncPeriod: dur(),
-  portRange: str({ refused: "kube-proxy's userspace mode is gone, and with it portRange" }),
-  windowsRunAsService: bool(WINDOWS),
-  tundra: obj({
-    tun: obj({ name: str({ check: checkIfName }), queues: int(1, 256), offloads: bool(), io: str({ enum: ['thread', 'inline'] }), busyPollUs: int(0, 1000000) }),
-    dns: obj({ zone: str(), ip: str({ check: checkIP }), upstreams: { k: 'list', check: checkUpstream }, ttl: int(0, 2147483647) }),
-    lb: str({ enum: ['random', 'maglev'] }),
-    icmp: str({ enum: ['reply', 'reject', 'drop'] }),
-    snapshot: obj({ path: str(), intervalSeconds: int(0) }),
-    serviceCIDR: str({ check: checkCIDRs }),
-    uplink: str(),
-    control: str(),
-  }),
-})
-
-function describe(v: unknown): string {
-  if (v === null) return 'null'
-  if (Array.isArray(v)) return 'a list'
-  if (typeof v === 'object') return 'a mapping'
-  if (typeof v === 'string') return JSON.stringify(v)
-  return String(v)
-}
-
-function isSet(v: unknown): boolean {
-  if (v === undefined || v === null || v === false || v === 0 || v === '') return false
-  if (Array.isArray(v)) return v.length > 0
-  if (typeof v === 'object') return Object.keys(v as object).length > 0
-  return true
-}
-
-function editDistance(a: string, b: string): number {
-  const d: number[] = Array.from({ length: b.length + 1 }, (_, i) => i)
-  for (let i = 1; i <= a.length; i++) {
-    let prev = d[0]!
-    d[0] = i
-    for (let j = 1; j <= b.length; j++) {
-      const tmp = d[j]!
-      d[j] = Math.min(d[j]! + 1, d[j - 1]! + 1, prev + (a[i - 1]!.toLowerCase() === b[j - 1]!.toLowerCase() ? 0 : 1))
-      prev = tmp
-    }
-  }
-  return d[b.length]!
-}
-
-interface Ctx {
-  readonly issues: ConfigIssue[]
-  readonly warnings: string[]
-  readonly file: string
-}
-
-/** Checks `v` against `spec`; returns it with durations as seconds, or undefined when absent, null or invalid. */
-function walk(v: unknown, spec: Spec, path: string, ctx: Ctx): unknown {
-  if (v === undefined || v === null) return undefined // Go decodes null into the zero value
-  const bad = (message: string): undefined => {
-    ctx.issues.push({ file: ctx.file, field: path, message })
-    return undefined
-  }
-  let out: unknown
-  switch (spec.k) {
-    case 'string': {
-      if (typeof v !== 'string') return bad(`expected a string, got ${describe(v)}`)
-      if (spec.enum !== undefined && !spec.enum.includes(v)) return bad(`expected one of ${spec.enum.filter(e => e !== '').join(', ')}, got ${describe(v)}`)
-      if (v !== '' && spec.check !== undefined) {
-        const e = spec.check(v)
-        if (e !== undefined) return bad(e)
-      }
-      out = v
-      break
-    }
-    case 'bool':
-      if (typeof v !== 'boolean') return bad(`expected true or false, got ${describe(v)}`)
-      out = v
-      break
-    case 'int':
-      if (typeof v !== 'number' || !Number.isInteger(v)) return bad(`expected an integer, got ${describe(v)}`)
-      if (spec.min !== undefined && v < spec.min) return bad(`must be at least ${spec.min}, got ${v}`)
-      if (spec.max !== undefined && v > spec.max) return bad(`must be at most ${spec.max}, got ${v}`)
-      out = v
-      break
-    case 'float':
-      if (typeof v !== 'number') return bad(`expected a number, got ${describe(v)}`)
-      out = v
-      break
-    case 'duration': {
-      const d = typeof v === 'string' ? parseGoDuration(v) : undefined
-      if (d === undefined) return bad(`expected a duration like "30s", got ${describe(v)}`)
-      if (d < 0) return bad(`must not be negative, got ${describe(v)}`)
-      out = d
-      break
-    }
-    case 'list': {
-      if (!Array.isArray(v)) return bad(`expected a list of strings, got ${describe(v)}`)
-      const items: string[] = []
-      v.forEach((x, i) => {
-        if (typeof x !== 'string') { bad(`item ${i}: expected a string, got ${describe(x)}`); return }
-        const e = spec.check?.(x)
-        if (e !== undefined) { bad(`item ${i}: ${e}`); return }
-        items.push(x)
-      })
-      out = items
-      break
-    }
-    case 'boolMap': {
-      if (typeof v !== 'object' || Array.isArray(v)) return bad(`expected a mapping of names to true/false, got ${describe(v)}`)
-      for (const [k, x] of Object.entries(v as object)) {
-        if (typeof x !== 'boolean') bad(`${k}: expected true or false, got ${describe(x)}`)
-      }
-      out = v
-      break
-    }
-    case 'any':
-      out = v
-      break
-    case 'object': {
-      if (typeof v !== 'object' || Array.isArray(v)) return bad(`expected a mapping, got ${describe(v)}`)
-      const res: Record<string, unknown> = {}
-      for (const [k, x] of Object.entries(v as Record<string, unknown>)) {
-        const sub = spec.fields[k]
-        const p = path === '' ? k : `${path}.${k}`
-        if (sub === undefined) {
-          const near = Object.keys(spec.fields).filter(f => editDistance(f, k) <= 2)
-          ctx.issues.push({ file: ctx.file, field: p, message: `unknown field${near.length > 0 ? ` (did you mean ${near.join(' or ')}?)` : ''}` })
-          continue
-        }
-        const r = walk(x, sub, p, ctx)
-        if (r !== undefined) res[k] = r
-      }
-      return res
-    }
-  }
-  if (spec.refused !== undefined && isSet(out)) {
-    ctx.issues.push({ file: ctx.file, field: path, message: `${describe(v)} is not supported: ${spec.refused}` })
-    return undefined
-  }
-  if (spec.ignored !== undefined && isSet(out)) ctx.warnings.push(`${ctx.file}: ${path}: ${describe(v)} has no effect (${spec.ignored})`)
-  return out
-}
-
 // ---- file -> input -----------------------------------------------------------------------------------------------
 
 type Raw = Record<string, unknown>
@@ -442,10 +133,6 @@ const text = (r: Raw | undefined, k: string): string | undefined => r?.[k] as st
 const flag = (r: Raw | undefined, k: string): boolean | undefined => r?.[k] as boolean | undefined
 /** a Go zero value means "use the default" in kube-proxy's defaulting: unset */
 const nz = <T>(v: T | undefined): T | undefined => (v === 0 || v === '' ? undefined : v)
-
-function splitList(s: string): string[] {
-  return s.split(',').map(x => x.trim()).filter(x => x !== '')
-}
 
 /** Drops undefined members so exactOptionalPropertyTypes holds and merges see only what was set. */
 function clean<T>(v: T): T {
@@ -555,172 +242,7 @@ export function readKubeProxyConfig(path: string): ParsedKubeProxyConfig {
   return parseKubeProxyConfig(body, path)
 }
 
-// ---- flags -------------------------------------------------------------------------------------------------------
-
-type FlagType = 'string' | 'bool' | 'int' | 'signedInt' | 'duration' | 'list' | 'cidrs' | 'ip' | 'hostport' | 'enum'
-
-/**
- * Who wins when a flag and --config both set something (kube-proxy's Options.Complete): with a config file,
- * kube-proxy takes every setting from the file except the logging flags and --hostname-override; tundra's own
- * flags always win over the file's tundra: section.
- */
-export type FlagGroup = 'kube-proxy' | 'override' | 'tundra'
-
-export interface FlagSpec {
-  /** as typed: "--cluster-cidr" */
-  readonly flag: string
-  /** a short form ("-v") */
-  readonly alias?: string
-  /** commander's attribute name for it ("clusterCidr") */
-  readonly key: string
-  /** placeholder for help ("<cidrs>"); absent for booleans */
-  readonly arg?: string
-  readonly help: string
-  readonly type: FlagType
-  readonly values?: readonly string[]
-  /** where it lands in RunConfig, dotted ('' for a refused flag) */
-  readonly path: string
-  readonly group: FlagGroup
-  /** the KubeProxyConfiguration field it mirrors, for messages */
-  readonly field?: string
-  /** a kube-proxy flag tundra does not implement: giving it is an error with this reason */
-  readonly refused?: string
-}
-
-interface FlagExtra { arg?: string; values?: readonly string[]; group?: FlagGroup; field?: string; alias?: string; refused?: string }
-
-function flagSpec(flag: string, type: FlagType, path: string, help: string, extra: FlagExtra = {}): FlagSpec {
-  const key = flag.replace(/^--/, '').replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())
-  const { group = 'kube-proxy', ...rest } = extra
-  return { flag, key, type, path, help, group, ...rest }
-}
-const kp = (flag: string, type: FlagType, path: string, field: string, help: string, extra: FlagExtra = {}): FlagSpec =>
-  flagSpec(flag, type, path, help, { field, ...extra })
-const own = (flag: string, type: FlagType, path: string, help: string, extra: FlagExtra = {}): FlagSpec =>
-  flagSpec(flag, type, path, help, { group: 'tundra', ...extra })
-const refused = (flag: string, reason: string, arg?: string): FlagSpec =>
-  flagSpec(flag, arg === undefined ? 'bool' : 'string', '', `not supported: ${reason}`, { refused: reason, ...(arg !== undefined ? { arg } : {}) })
-
-const IPVS = 'tundra is not IPVS: it replaces every proxy mode; see the iptables/nftables flags'
-
-/** kube-proxy's flags (same names, same meaning), the ones tundra refuses, then tundra's own. */
-export const RUN_FLAGS: readonly FlagSpec[] = [
-  kp('--kubeconfig', 'string', 'kubeconfig', 'clientConnection.kubeconfig', 'kubeconfig file (default: the in-cluster service account)', { arg: '<path>' }),
-  flagSpec('--hostname-override', 'string', 'hostnameOverride', 'the name of this Node (default: the host name)', { arg: '<name>', group: 'override', field: 'hostnameOverride' }),
-  flagSpec('--v', 'int', 'logging.verbosity', 'log verbosity (kept for /configz: tundra logs what kube-proxy logs at 0)', { arg: '<level>', alias: '-v', group: 'override', field: 'logging.verbosity' }),
-  flagSpec('--logging-format', 'enum', 'logging.format', 'log format: text or json (one JSON object per line)', { arg: '<format>', values: ['text', 'json'], group: 'override', field: 'logging.format' }),
-  flagSpec('--cleanup', 'bool', 'cleanup', 'remove what tundra set up on this node, then exit', { group: 'override' }),
-  kp('--proxy-mode', 'enum', 'mode', 'mode', 'which kube-proxy section the sync periods and masqueradeAll come from: iptables, nftables or ipvs', { arg: '<mode>', values: ['iptables', 'nftables', 'ipvs', 'kernelspace'] }),
-  kp('--feature-gates', 'string', 'featureGates', 'featureGates', 'kube-proxy feature gates: none are implemented, so any gate is refused', { arg: '<k=v,...>' }),
-  kp('--oom-score-adj', 'signedInt', 'oomScoreAdj', 'oomScoreAdj', "the process's oom_score_adj, -1000..1000 (default: left as it is)", { arg: '<n>' }),
-  kp('--bind-address', 'ip', 'bindAddress', 'bindAddress', "overrides the node's primary IP", { arg: '<ip>' }),
-  kp('--bind-address-hard-fail', 'bool', 'bindAddressHardFail', 'bindAddressHardFail', 'exit when the metrics or health port cannot be bound (default: log and go on without it)'),
-  kp('--cluster-cidr', 'cidrs', 'clusterCIDRs', 'clusterCIDR', 'pod CIDRs of the cluster, comma-separated, one per family', { arg: '<cidrs>' }),
-  kp('--detect-local-mode', 'enum', 'detectLocalMode', 'detectLocalMode', "what counts as a local (pod) source: ClusterCIDR, or NodeCIDR (the node's podCIDRs)", { arg: '<mode>', values: ['ClusterCIDR', 'NodeCIDR'] }),
-  kp('--nodeport-addresses', 'list', 'nodePortAddresses', 'nodePortAddresses', "CIDRs (or 'primary') of the node IPs that serve NodePorts", { arg: '<cidrs>' }),
-  kp('--masquerade-all', 'bool', 'masqueradeAll', 'iptables.masqueradeAll', 'SNAT every connection to a ClusterIP'),
-  kp('--iptables-masquerade-bit', 'int', 'masqueradeBit', 'iptables.masqueradeBit', 'the mark bit of the masquerade rules tundra dump writes (0-31, default 14)', { arg: '<bit>' }),
-  kp('--iptables-localhost-nodeports', 'bool', 'localhostNodePorts', 'iptables.localhostNodePorts', 'NodePorts also answer on 127.0.0.1 (default true)'),
-  kp('--iptables-sync-period', 'duration', 'syncPeriod', 'iptables.syncPeriod', 'full resync at least this often (e.g. 30s)', { arg: '<duration>' }),
-  kp('--iptables-min-sync-period', 'duration', 'minSyncPeriod', 'iptables.minSyncPeriod', 'apply changes at most this often (e.g. 1s; 0 = at once)', { arg: '<duration>' }),
-  kp('--config-sync-period', 'duration', 'configSyncPeriod', 'configSyncPeriod', 'how often the API objects are listed again in full (default 15m)', { arg: '<duration>' }),
-  kp('--conntrack-max-per-core', 'int', 'conntrack.maxPerCore', 'conntrack.maxPerCore', 'tracked connections per CPU (0 = engine default)', { arg: '<n>' }),
-  kp('--conntrack-min', 'int', 'conntrack.min', 'conntrack.min', 'tracked connections at least', { arg: '<n>' }),
-  kp('--conntrack-tcp-timeout-established', 'duration', 'conntrack.tcpEstablishedTimeout', 'conntrack.tcpEstablishedTimeout', 'idle timeout of established TCP', { arg: '<duration>' }),
-  kp('--conntrack-tcp-timeout-close-wait', 'duration', 'conntrack.tcpCloseWaitTimeout', 'conntrack.tcpCloseWaitTimeout', 'timeout of TCP in CLOSE_WAIT', { arg: '<duration>' }),
-  kp('--conntrack-tcp-be-liberal', 'bool', 'conntrack.tcpBeLiberal', 'conntrack.tcpBeLiberal', 'do not treat out-of-window TCP as invalid'),
-  kp('--conntrack-udp-timeout', 'duration', 'conntrack.udpTimeout', 'conntrack.udpTimeout', 'idle timeout of unreplied UDP', { arg: '<duration>' }),
-  kp('--conntrack-udp-timeout-stream', 'duration', 'conntrack.udpStreamTimeout', 'conntrack.udpStreamTimeout', 'idle timeout of replied UDP', { arg: '<duration>' }),
-  kp('--metrics-bind-address', 'hostport', 'metricsBindAddress', 'metricsBindAddress', 'where /metrics is served (default 127.0.0.1:10249)', { arg: '<ip:port>' }),
-  kp('--healthz-bind-address', 'hostport', 'healthzBindAddress', 'healthzBindAddress', 'where /healthz and /livez are served (default 0.0.0.0:10256)', { arg: '<ip:port>' }),
-  refused('--init-only', 'tundra needs no privileged init step (its wiring is done by run itself)'),
-  refused('--profiling', 'tundra serves no /debug/pprof'),
-  flagSpec('--master', 'string', 'master', "the API server's address, overriding the kubeconfig's or the in-cluster one", { arg: '<url>', group: 'override' }),
-  refused('--kube-api-qps', "tundra's API client does not rate-limit", '<qps>'),
-  refused('--kube-api-burst', "tundra's API client does not rate-limit", '<n>'),
-  refused('--kube-api-content-type', "tundra's API client always sends JSON", '<type>'),
-  refused('--healthz-port', 'deprecated in kube-proxy: use --healthz-bind-address ip:port', '<port>'),
-  refused('--metrics-port', 'deprecated in kube-proxy: use --metrics-bind-address ip:port', '<port>'),
-  refused('--show-hidden-metrics-for-version', 'tundra has no hidden metrics', '<version>'),
-  refused('--vmodule', 'per-file verbosity is not implemented', '<pattern>'),
-  refused('--pod-bridge-interface', 'detectLocalMode BridgeInterface is not supported', '<name>'),
-  refused('--pod-interface-name-prefix', 'detectLocalMode InterfaceNamePrefix is not supported', '<prefix>'),
-  refused('--ipvs-scheduler', IPVS, '<name>'),
-  refused('--ipvs-sync-period', IPVS, '<duration>'),
-  refused('--ipvs-min-sync-period', IPVS, '<duration>'),
-  refused('--ipvs-exclude-cidrs', IPVS, '<cidrs>'),
-  refused('--ipvs-strict-arp', IPVS),
-  refused('--ipvs-tcp-timeout', IPVS, '<duration>'),
-  refused('--ipvs-tcpfin-timeout', IPVS, '<duration>'),
-  refused('--ipvs-udp-timeout', IPVS, '<duration>'),
-  own('--tun', 'string', 'tundra.tun.name', 'TUN device name (default tundra0)', { arg: '<name>' }),
-  own('--tun-queues', 'int', 'tundra.tun.queues', 'TUN reader queues (default 1)', { arg: '<n>' }),
-  own('--tun-io', 'enum', 'tundra.tun.io', 'who reads the TUN: inline (the JS thread polls it; default) or thread (a native reader thread per queue)', { arg: '<mode>', values: ['inline', 'thread'] }),
-  own('--busy-poll-us', 'int', 'tundra.tun.busyPollUs', 'inline reader: µs to keep polling after the last packet before sleeping (default 100; 0 = never)', { arg: '<us>' }),
-  own('--dns-ip', 'ip', 'tundra.dns.ip', 'the cluster DNS address tundra answers on (default 10.96.0.10)', { arg: '<ip>' }),
-  own('--dns-zone', 'string', 'tundra.dns.zone', 'cluster domain (default cluster.local)', { arg: '<zone>' }),
-  own('--dns-upstream', 'list', 'tundra.dns.upstreams', 'upstream resolvers, comma-separated (default: /etc/resolv.conf)', { arg: '<addrs>' }),
-  own('--lb', 'enum', 'tundra.lb', 'endpoint choice: random (like kube-proxy) or maglev', { arg: '<mode>', values: ['random', 'maglev'] }),
-  own('--icmp', 'enum', 'tundra.icmp', 'echo requests to a ClusterIP: reply, reject or drop', { arg: '<mode>', values: ['reply', 'reject', 'drop'] }),
-  own('--service-cidr', 'cidrs', 'tundra.serviceCIDRs', 'Service CIDRs, comma-separated, one per family (default 10.96.0.0/12)', { arg: '<cidrs>' }),
-  own('--snapshot', 'string', 'tundra.snapshot.path', 'file that keeps conntrack state across restarts', { arg: '<path>' }),
-]
-
-export type RunFlags = Readonly<Record<string, unknown>>
-
-function parseBool(v: unknown): boolean | undefined {
-  if (typeof v === 'boolean') return v
-  if (v === 'true' || v === '1') return true
-  if (v === 'false' || v === '0') return false
-  return undefined
-}
-
-function parseFlag(spec: FlagSpec, v: unknown): { value?: unknown; error?: string } {
-  // pflag takes "-v=2"; commander hands the short form "=2"
-  const s = typeof v === 'string' ? (spec.alias !== undefined ? v.replace(/^=/, '') : v) : undefined
-  const list = (): string[] | undefined => (Array.isArray(v) ? v.flatMap(x => splitList(String(x))) : s !== undefined ? splitList(s) : undefined)
-  switch (spec.type) {
-    case 'bool': {
-      const b = parseBool(v)
-      return b === undefined ? { error: `expected true or false, got ${describe(v)}` } : { value: b }
-    }
-    case 'int': {
-      const n = typeof v === 'number' ? v : s !== undefined && /^\d+$/.test(s) ? Number(s) : NaN
-      return Number.isInteger(n) && n >= 0 ? { value: n } : { error: `expected a whole number, got ${describe(v)}` }
-    }
-    case 'signedInt': {
-      const n = typeof v === 'number' ? v : s !== undefined && /^[+-]?\d+$/.test(s) ? Number(s) : NaN
-      return Number.isInteger(n) && n >= -1000 && n <= 1000 ? { value: n } : { error: `expected a whole number from -1000 to 1000, got ${describe(v)}` }
-    }
-    case 'duration': {
-      const d = s === undefined ? undefined : parseGoDuration(s)
-      return d === undefined || d < 0 ? { error: `expected a duration like "30s", got ${describe(v)}` } : { value: d }
-    }
-    case 'cidrs': {
-      const l = list()
-      const bad = l?.find(c => canonicalCIDR(c) === undefined)
-      return l === undefined || bad !== undefined ? { error: `expected CIDRs separated by commas, got ${describe(v)}` } : { value: l }
-    }
-    case 'list': {
-      const l = list()
-      if (l === undefined) return { error: `expected a comma-separated list, got ${describe(v)}` }
-      const check = spec.path === 'nodePortAddresses' ? checkNodePortAddress : spec.path === 'tundra.dns.upstreams' ? checkUpstream : undefined
-      for (const x of l) {
-        const e = check?.(x)
-        if (e !== undefined) return { error: e }
-      }
-      return { value: l }
-    }
-    case 'ip':
-      return s !== undefined && isIP(s) !== 0 ? { value: s } : { error: `expected an IP address, got ${describe(v)}` }
-    case 'hostport':
-      return s !== undefined && checkHostPort(s) === undefined ? { value: s } : { error: `expected an address like "0.0.0.0:10256", got ${describe(v)}` }
-    case 'enum':
-      return s !== undefined && (spec.values ?? []).includes(s) ? { value: s } : { error: `expected one of ${(spec.values ?? []).join(', ')}, got ${describe(v)}` }
-    case 'string':
-      return s !== undefined ? { value: s } : { error: `expected a value, got ${describe(v)}` }
-  }
-}
+// ---- flags over the file ---------------------------------------------------------------------------------------
 
 function setPath(target: Record<string, unknown>, path: string, value: unknown): void {
   const parts = path.split('.')
@@ -763,6 +285,7 @@ export function mergeFlags(file: ParsedKubeProxyConfig | undefined, flags: RunFl
     }
     const r = parseFlag(spec, v)
     if (r.error !== undefined) { issues.push({ field: spec.flag, message: r.error }); continue }
+    if (spec.ignored !== undefined) { warnings.push(`${spec.flag} has no effect (${spec.ignored})`); continue }
     const refusal = flagValueRefusal(spec, r.value)
     if (refusal !== undefined) { issues.push({ field: spec.flag, message: refusal }); continue }
     if (file !== undefined && spec.group === 'kube-proxy') {
@@ -774,25 +297,6 @@ export function mergeFlags(file: ParsedKubeProxyConfig | undefined, flags: RunFl
   if (issues.length > 0) throw new ConfigError(issues)
   const input = deepMerge(file?.input ?? {}, fromFlags) as RunConfigInput
   return resolveRunConfig(input, { ...opts, warnings, ...(file !== undefined ? { file: file.file } : {}) })
-}
-
-/** Flag values kube-proxy accepts that tundra refuses: the same reasons as the file's fields. */
-function flagValueRefusal(spec: FlagSpec, value: unknown): string | undefined {
-  if (spec.path === 'featureGates' && typeof value === 'string' && value.trim() !== '') {
-    return `${JSON.stringify(value)} is not supported: tundra implements no kube-proxy feature gates (it behaves as current kube-proxy with the default gates)`
-  }
-  if (spec.path === 'mode' && value === 'kernelspace') return 'kernelspace is the Windows proxy; tundra runs on Linux'
-  return undefined
-}
-
-/** host:port with an IP host ("[::]:10256" for IPv6); undefined when it is not one. */
-export function splitHostPort(s: string): { host: string; port: number } | undefined {
-  const m = /^\[([^\]]+)\]:(\d+)$/.exec(s) ?? /^([^:[\]]+):(\d+)$/.exec(s)
-  if (m === null) return undefined
-  const host = m[1]!
-  const port = Number(m[2])
-  if (isIP(host) === 0 || !(port >= 0 && port <= 65535)) return undefined
-  return { host, port }
 }
 
 /** kube-proxy's AppendPortIfNeeded: a bare IP gets the default port. */

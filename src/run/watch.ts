@@ -7,6 +7,11 @@
 //   -> 410 Gone (HTTP status, or an ERROR event with code 410): relist with resourceVersion="" (a consistent read)
 //   -> any other failure (refused, reset, 5xx, 403, idle stream): exponential backoff, then watch again from the last
 //      resourceVersion (a compacted one turns into 410 -> relist)
+//   -> every resyncSeconds (kube-proxy's configSyncPeriod, default 15m): the open watch is ended and the kind listed
+//      again ("not older than" the last resourceVersion, so the API server's watch cache serves it), then watched
+//      from there. The store diffs the list against what it holds, so a change a watch missed is corrected and an
+//      unchanged cluster produces no ChangeSet. (client-go's informer resync re-delivers its cache to the handlers;
+//      tundra's store has no handlers to remind, so the period re-reads the source instead.)
 //
 // The store is only ever replaced by a successful list, so while the API server is unreachable the last good state
 // stays in place (and keeps being served). Authentication, TLS and proxies come from @kubernetes/client-node's
@@ -114,6 +119,8 @@ export interface WatchOptions {
   readonly idleTimeoutMs?: number
   /** list requests: give up after this much silence (default 60 s) */
   readonly requestTimeoutMs?: number
+  /** list again this often, in seconds (kube-proxy's configSyncPeriod); 0 or absent = never */
+  readonly resyncSeconds?: number
   /** list page size (default 500) */
   readonly pageSize?: number
   readonly log?: (line: string) => void
@@ -249,16 +256,19 @@ class Reflector {
     let listRv = '0'
     let goneInARow = 0
     let watches = 0
+    const resyncMs = (this.src.opts.resyncSeconds ?? 0) * 1000
+    let resyncAt = Infinity
     while (!signal.aborted) {
       try {
-        if (needList) {
-          await this.list(t, listRv, signal)
+        if (needList || Date.now() >= resyncAt) {
+          await this.list(t, needList ? listRv : this.rv, signal)
           needList = false
+          if (resyncMs > 0) resyncAt = Date.now() + resyncMs
         }
         if (watches++ > 0) this.reconnects++
-        const r = await this.watch(t, signal)
+        const r = await this.watch(t, signal, resyncAt)
         goneInARow = 0
-        if (r.events > 0 || r.ms >= HEALTHY_WATCH_MS) backoff.reset()
+        if (r.events > 0 || r.ms >= HEALTHY_WATCH_MS || r.resync) backoff.reset()
         else if (!(await sleep(backoff.next(), signal))) break // closed at once with nothing: do not spin
       } catch (err) {
         this.connected = false
@@ -312,7 +322,8 @@ class Reflector {
     }
   }
 
-  private async watch(t: Transport, signal: AbortSignal): Promise<{ events: number; ms: number }> {
+  /** One watch stream; it ends (resync: true) at `until`, the time of the next periodic list. */
+  private async watch(t: Transport, signal: AbortSignal, until: number): Promise<{ events: number; ms: number; resync: boolean }> {
     const o = this.src.opts
     const base = o.watchTimeoutSeconds ?? 300
     const timeout = Math.floor(base * (1 + Math.random()))
@@ -335,9 +346,17 @@ class Reflector {
     return new Promise((resolve, reject) => {
       let pending = ''
       let settled = false
+      const timer = until === Infinity ? undefined : setTimeout(() => {
+        if (settled) return
+        settled = true
+        this.connected = false
+        res.destroy()
+        resolve({ events, ms: Date.now() - started, resync: true })
+      }, Math.max(0, until - Date.now()))
       const fail = (err: Error): void => {
         if (settled) return
         settled = true
+        clearTimeout(timer)
         res.destroy()
         reject(err)
       }
@@ -391,8 +410,9 @@ class Reflector {
         if (settled) return
         if (!res.complete) { fail(new Error('watch connection dropped')); return }
         settled = true
+        clearTimeout(timer)
         this.connected = false
-        resolve({ events, ms: Date.now() - started })
+        resolve({ events, ms: Date.now() - started, resync: false })
       })
     })
   }

@@ -253,3 +253,28 @@ t.test('manifests that already carry addresses are taken as they are', async t =
   t.equal(view.placed, false)
   t.ok(view.table().svcPorts.length > 0)
 })
+
+t.test('--service-node-port-range holds when pods are placed like `lab up`: 20000-22767 is accepted and allocated from', async t => {
+  const dir = mkdtempSync(join(tmpdir(), 'tundra-range-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const file = join(dir, 'app.yaml')
+  writeFileSync(file, [
+    'apiVersion: v1', 'kind: Pod', 'metadata: {name: web, namespace: default, labels: {app: web}}',
+    'spec: {containers: [{name: c, image: nginx, ports: [{containerPort: 80}]}]}', '---',
+    'apiVersion: v1', 'kind: Service', 'metadata: {name: fixed, namespace: default}',
+    'spec: {type: NodePort, selector: {app: web}, ports: [{port: 80, nodePort: 20001}]}', '---',
+    'apiVersion: v1', 'kind: Service', 'metadata: {name: free, namespace: default}',
+    'spec: {type: NodePort, selector: {app: web}, ports: [{port: 81, targetPort: 80}]}', '',
+  ].join('\n'))
+  const { view, lines } = quietView([file], { nodePortRange: [20000, 22767] })
+  t.same(lines, [], 'no problems')
+  t.ok(view.placed, 'pods were placed')
+  const np = (name: string): number => view.cluster().services.find(s => s.name === name)!.ports[0]!.nodePort
+  t.equal(np('fixed'), 20001)
+  t.ok(np('free') >= 20000 && np('free') <= 22767, `allocated from the range: ${np('free')}`)
+  t.equal(view.cluster().services.find(s => s.name === 'fixed')!.endpoints.length, 1, 'endpoints computed')
+
+  const { view: dflt, lines: dl } = quietView([file])
+  t.match(dl.join('\n'), /spec\.ports\[0\]\.nodePort: must be 30000-32767/, 'the default range still refuses it')
+  t.equal(dflt.cluster().services.find(s => s.name === 'fixed'), undefined)
+})

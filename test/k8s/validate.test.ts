@@ -76,7 +76,19 @@ t.test('external traffic: policies, source ranges, external IPs', async t => {
   expectOne(t, 'type: LoadBalancer\nloadBalancerSourceRanges: [10.0.0.0/33]\nports: [{port: 80}]', 'spec.loadBalancerSourceRanges[0]', /valid CIDR/)
   expectOne(t, 'loadBalancerSourceRanges: [10.0.0.0/8]\nports: [{port: 80}]', 'spec.loadBalancerSourceRanges', /only be used when type is 'LoadBalancer'/)
   expectOne(t, 'externalIPs: [127.0.0.1]\nports: [{port: 80}]', 'spec.externalIPs[0]', /loopback/)
-  expectOne(t, 'type: NodePort\nhealthCheckNodePort: 31000\nports: [{port: 80}]', 'spec.healthCheckNodePort', /only be set when type is 'LoadBalancer'/)
+})
+
+t.test('healthCheckNodePort without LoadBalancer + Local: a warning (kube-proxy ignores it), the Service is kept', async t => {
+  for (const spec of ['type: NodePort\nhealthCheckNodePort: 31000\nports: [{port: 80}]', 'type: LoadBalancer\nexternalTrafficPolicy: Cluster\nhealthCheckNodePort: 31000\nports: [{port: 80}]']) {
+    const r = validateAll(parseManifests(svc(spec), 'hc.yaml').objects)
+    t.same(r.problems, [], spec)
+    t.equal(r.objects.length, 1, 'kept')
+    t.same(r.warnings, ["hc.yaml: Service shop/web: spec.healthCheckNodePort: ignored: kube-proxy serves a health check only when type is 'LoadBalancer' and externalTrafficPolicy is 'Local'"])
+    const n = normalize(parseManifests(svc(spec), 'hc.yaml').objects)
+    t.equal(n.cluster.services.length, 1)
+    t.match(n.warnings, [/spec\.healthCheckNodePort: ignored/], 'normalize passes the warning on')
+  }
+  expectOne(t, 'type: LoadBalancer\nexternalTrafficPolicy: Local\nhealthCheckNodePort: 80\nports: [{port: 80}]', 'spec.healthCheckNodePort', /node port range/)
 })
 
 t.test('names: Services are DNS-1035 labels, namespaces DNS-1123 labels; labels are validated', async t => {

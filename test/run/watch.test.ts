@@ -318,3 +318,29 @@ t.test('a silent stream (half-open connection) is given up after idleTimeoutMs a
   api.upsert('Service', svc('after-idle', '10.96.0.90'))
   await waitFor('event after idle reconnects', () => src.store.get('Service', 'default', 'after-idle') !== undefined)
 })
+
+t.test('configSyncPeriod (resyncSeconds): a change the watch never delivered is picked up by the periodic list', async t => {
+  const { api, src, changes } = await setup(t, { resyncSeconds: 0.2 })
+  changes.length = 0
+  const listsBefore = api.requests.filter(r => !r.watch && r.kind === 'Service').length
+  const got = nextEvent<ChangeSet>('api service from a resync', cb => src.onChange(cb), c => c.services.has('default/api'))
+  api.upsertUnannounced('Service', svc('api', '10.96.0.30'))
+  t.same([...(await got).services], ['default/api'])
+  t.same(Object.keys(view(src)).sort(), ['default/api', 'default/db', 'default/web'])
+  const relist = api.requests.filter(r => !r.watch && r.kind === 'Service').slice(listsBefore)
+  t.ok(relist.length >= 1, 'listed again')
+  t.ok(relist.every(r => r.query.get('resourceVersion') !== '' && r.query.get('resourceVersion') !== '0'), 'not older than what it has: served from the watch cache')
+  // and the watches resume after it
+  await waitFor('watches again', () => api.watching('Service') === 1 && api.watching('EndpointSlice') === 1)
+  t.equal(status(src, 'Service').errors, 0, 'a resync is no error')
+})
+
+t.test('without a resync period, a change the watch never delivered stays unseen (the case configSyncPeriod covers)', async t => {
+  const { api, src } = await setup(t)
+  api.upsertUnannounced('Service', svc('api', '10.96.0.30'))
+  // a watch event after it is delivered, and the unannounced change is still missing
+  const seen = nextEvent<ChangeSet>('web2', cb => src.onChange(cb), c => c.services.has('default/web2'))
+  api.upsert('Service', svc('web2', '10.96.0.40'))
+  await seen
+  t.equal(src.store.get('Service', 'default', 'api'), undefined)
+})

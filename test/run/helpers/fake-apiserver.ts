@@ -135,6 +135,15 @@ export class FakeApiServer extends EventEmitter {
     return rv
   }
 
+  /** A change no watcher hears about (an event lost on the way): only a list shows it. */
+  upsertUnannounced(kind: string, object: Record<string, unknown>): number {
+    const res = RESOURCES.find(r => r.kind === kind)!
+    const rv = ++this.rv
+    const o: Obj = { apiVersion: res.apiVersion, kind, ...object, metadata: { ...(object['metadata'] as Record<string, unknown>), resourceVersion: String(rv) } }
+    this.objects.get(kind)!.set(keyOf(o), o)
+    return rv
+  }
+
   remove(kind: string, namespace: string, name: string): number {
     const m = this.objects.get(kind)!
     const k = `${namespace}/${name}`
