@@ -2,7 +2,8 @@
 // categorized as pkg/proxy/topology.go CategorizeEndpoints does. Shared by the iptables and nftables renderers.
 import type { Cluster, Endpoint, Family, Protocol, Service, ServicePort } from '../model/cluster'
 import { canonicalCIDR, cidrContains, parseCIDR, parseIP } from '../k8s/ip'
-import { endpointString, lowerProtocol, servicePortName } from './names'
+import { endpointString, servicePortName } from '../model/names'
+import { lowerProtocol } from './names'
 
 /** Options that mirror kube-proxy flags. */
 export interface ProxyOptions {

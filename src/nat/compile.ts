@@ -19,7 +19,7 @@ import {
 } from './addr'
 import { ChunkedMap, U32Map } from './hash'
 import { parseIpv4 } from '../wire/ipv4'
-import { servicePortName } from '../kubeproxy/names'
+import { servicePortName } from '../model/names'
 import { MAGLEV_DEFAULT_SIZE, isPrime, maglevTable } from './maglev'
 import { Arena, EP_LOCAL, EP_TERMINATING, emptySet, endpointNames, epFlags } from './endpoints'
 import type { EndpointSet } from './endpoints'
