@@ -9,6 +9,8 @@ import { NatAction, NatEngine } from '../../src/nat/engine'
 import { explain } from '../../src/inspect/explain'
 import type { Explanation } from '../../src/inspect/explain'
 import { Rng } from '../../src/nat/select'
+import { endpointNames } from '../../src/nat/endpoints'
+import { proxyServicePorts } from '../../src/kubeproxy/serviceports'
 import { BASE_CONFIG, NODE, NODE_IP, SYN, ep, flow, info, parse, port, svc, tcp4, udp4 } from './packets'
 
 const SEED = Number(process.env.TUNDRA_SEED ?? ((Math.random() * 0x100000000) >>> 0))
@@ -135,4 +137,34 @@ t.test(`engine and explain agree on ${TABLES * TUPLES} new connections (seed ${S
   // The generator must reach every verdict, or the agreement proves little.
   for (const v of ['pass', 'dnat', 'reject', 'drop']) tt.ok((seen.get(v) ?? 0) > 100, `${v}: ${seen.get(v) ?? 0} cases`)
   tt.comment([...seen].map(([k, v]) => `${k} ${v}`).join(', '))
+})
+
+t.test(`compile and the kube-proxy renderers categorise endpoints alike (seed ${SEED})`, async tt => {
+  for (let c = 0; c < 2000; c++) {
+    const b = randomCluster()
+    const table = compileNat({ services: b.services, nodes: [], pods: [] }, b.cfg)
+    const kp = proxyServicePorts({ services: b.services, nodes: [], pods: [] }, 4, { nodeName: NODE })
+    for (const p of kp) {
+      const sp = table.svcPorts.find(s => s !== undefined && s.servicePortName === p.name)!
+      const what = `seed ${SEED} cluster ${c} ${p.name}`
+      if (p.usesClusterEndpoints && endpointNames(sp.cluster).join(' ') !== p.clusterEndpoints.map(e => e.str).join(' ')) {
+        tt.fail(`${what}: cluster endpoints ${endpointNames(sp.cluster).join(' ')} vs ${p.clusterEndpoints.map(e => e.str).join(' ')}`)
+        return
+      }
+      if (p.usesLocalEndpoints && endpointNames(sp.local).join(' ') !== p.localEndpoints.map(e => e.str).join(' ')) {
+        tt.fail(`${what}: local endpoints ${endpointNames(sp.local).join(' ')} vs ${p.localEndpoints.map(e => e.str).join(' ')}`)
+        return
+      }
+    }
+  }
+  tt.pass('2000 clusters')
+})
+
+t.test('a ready endpoint that is not serving is used, as kube-proxy does (publishNotReadyAddresses)', async tt => {
+  const s = svc('pnr', {
+    clusterIPs: ['10.96.0.10'], publishNotReadyAddresses: true, ports: [port('', 80, 8080)],
+    endpoints: [ep('10.100.0.2', 8080, { ready: true, serving: false, node: NODE })],
+  })
+  const table = compileNat({ services: [s], nodes: [], pods: [] }, BASE_CONFIG)
+  tt.same(endpointNames(table.svcPorts[0]!.cluster), ['10.100.0.2:8080'])
 })
