@@ -217,3 +217,30 @@ export function proxyServicePorts(cluster: Cluster, family: Family, opts: ProxyO
   }
   return out.sort((a, b) => byString(a.name, b.name) || byString(a.protocol, b.protocol))
 }
+
+/** Which of a service port's chains kube-proxy writes and where its traffic goes (both proxiers decide it alike). */
+export interface ChainPlan<C> {
+  readonly usesClusterPolicyChain: boolean
+  readonly usesLocalPolicyChain: boolean
+  /** the chain ClusterIP traffic jumps to, and whether it has endpoints there */
+  readonly internalTrafficChain: C
+  readonly hasInternalEndpoints: boolean
+  /** the chain external traffic jumps to, and whether it has endpoints there */
+  readonly externalPolicyChain: C
+  readonly hasExternalEndpoints: boolean
+  readonly usesExternalTrafficChain: boolean
+}
+
+/** The chain plan of `sp`, given its cluster- and local-policy chain names (proxier.go syncProxyRules). */
+export function chainPlan<C>(sp: ProxyServicePort, clusterPolicyChain: C, localPolicyChain: C): ChainPlan<C> {
+  const noLocal = sp.localEndpoints.length === 0
+  return {
+    usesClusterPolicyChain: sp.clusterEndpoints.length > 0 && sp.usesClusterEndpoints,
+    usesLocalPolicyChain: !noLocal && sp.usesLocalEndpoints,
+    internalTrafficChain: sp.internalPolicyLocal ? localPolicyChain : clusterPolicyChain,
+    hasInternalEndpoints: sp.hasEndpoints && !(sp.internalPolicyLocal && noLocal),
+    externalPolicyChain: sp.externalPolicyLocal ? localPolicyChain : clusterPolicyChain,
+    hasExternalEndpoints: sp.hasEndpoints && !(sp.externalPolicyLocal && noLocal),
+    usesExternalTrafficChain: sp.hasEndpoints && sp.externallyAccessible,
+  }
+}
