@@ -30,10 +30,6 @@ const PURE = new Set(['wire', 'model'])
 
 /** Known leaks: `from` file imports `to` module (no extension) although the matrix says no. Each has a TODO. */
 const EXCEPTIONS = [
-  ['src/nat/compile.ts', 'src/kubeproxy/names', 'TODO: kube-proxy chain/port names belong above nat (one naming module both use)'],
-  ['src/nat/endpoints.ts', 'src/kubeproxy/names', 'TODO: same: endpointString is kube-proxy naming'],
-  ['src/nat/engine.ts', 'src/kubeproxy/names', 'TODO: same: endpointString is kube-proxy naming'],
-  ['src/nat/explain.ts', 'src/kubeproxy/names', 'TODO: explain/trace is presentation; it belongs in inspect, which may use kubeproxy'],
   ['src/metrics/server.ts', 'src/run/kpconfig', 'TODO: splitHostPort is generic address parsing, not kube-proxy config'],
 ]
 

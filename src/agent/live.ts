@@ -4,7 +4,7 @@
 import type { NatEngine } from '../nat/engine'
 import type { NatTable } from '../nat/compile'
 import { CT_CHUNK, decodeCtChunk, type ConntrackEntry } from '../nat/ctview'
-import type { ExplainLive } from '../nat/explain'
+import type { ExplainLive } from '../nat/decide'
 import type { Family } from '../model/cluster'
 import type { Link } from './link'
 import { CT_DELETE_BATCH, type PacketRequest, type TupleRef } from './packet-path'

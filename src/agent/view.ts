@@ -4,7 +4,7 @@
 import type { Cluster, Family } from '../model/cluster'
 import type { NatTable, ResolvedNatConfig } from '../nat/compile'
 import type { ConntrackEntry } from '../nat/ctview'
-import type { ExplainLive } from '../nat/explain'
+import type { ExplainLive } from '../nat/decide'
 import type { DnsServer } from '../dns/server'
 
 /** A 5-tuple as trace asks the packet thread about it. */

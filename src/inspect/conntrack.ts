@@ -5,7 +5,7 @@ import type { Family } from '../model/cluster'
 import type { ConntrackEntry } from '../nat/ctview'
 import type { NatTable } from '../nat/compile'
 import { canonicalAddr } from '../nat/addr'
-import { endpointString } from '../kubeproxy/names'
+import { endpointString } from '../model/names'
 import { InspectError, optChoice, optPort, optString } from './common'
 
 export const CONNTRACK_OPS = ['list', 'count', 'flush'] as const

@@ -3,7 +3,7 @@
 import type { DataplaneView } from '../agent/view'
 import type { Family } from '../model/cluster'
 import { dumpRules, type DumpOptions } from '../kubeproxy/dump'
-import { serviceChains, endpointChain } from '../nat/explain'
+import { serviceChains, endpointChain } from './explain'
 import { cidrListToStrings, wordsToString } from '../nat/addr'
 import { endpointNames } from '../nat/endpoints'
 import type { NatTable } from '../nat/compile'

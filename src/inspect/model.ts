@@ -6,7 +6,7 @@ import { FRONTEND_KIND_NAMES, FrontendKind, endpointPort } from '../nat/compile'
 import { addrWords, familyOf, parseAddrWords, wordsToString } from '../nat/addr'
 import type { EndpointSet } from '../nat/endpoints'
 import { EP_LOCAL, EP_TERMINATING, endpointNames, epFlags } from '../nat/endpoints'
-import { endpointString } from '../kubeproxy/names'
+import { endpointString } from '../model/names'
 import type { DumpOptions } from '../kubeproxy/dump'
 
 export interface Frontend {

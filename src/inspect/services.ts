@@ -2,7 +2,7 @@
 // with EndpointSlice conditions, local/remote, affinity, traffic policies and (live) per-service-port counters.
 import type { DataplaneView } from '../agent/view'
 import type { Family, Protocol, ServiceType, TrafficPolicy } from '../model/cluster'
-import { serviceChains } from '../nat/explain'
+import { serviceChains } from './explain'
 import { endpointNames } from '../nat/endpoints'
 import { textTable } from './common'
 import { backendsOf, frontendsOf, serviceIndex, sortedSvcPorts, type Backend, type Frontend } from './model'

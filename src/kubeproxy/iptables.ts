@@ -13,7 +13,8 @@ import {
 } from './names'
 import { probabilityForRemaining } from './probability'
 import {
-  clusterCIDRFor, masqueradeMark, nodeIPFor, nodePortIPs, proxyServicePorts, type ProxyEndpoint, type ProxyOptions,
+  chainPlan, clusterCIDRFor, masqueradeMark, nodeIPFor, nodePortIPs, proxyServicePorts, type ProxyEndpoint,
+  type ProxyOptions,
 } from './serviceports'
 
 export interface IptablesOptions extends ProxyOptions {
@@ -172,21 +173,10 @@ function render(cluster: Cluster, family: Family, opts: IptablesOptions): string
     const fwChain = serviceFirewallChainName(name, proto)
     const sepChain = (e: ProxyEndpoint): string => servicePortEndpointChainName(name, proto, e.str)
 
-    const usesClusterPolicyChain = sp.clusterEndpoints.length > 0 && sp.usesClusterEndpoints
-    const usesLocalPolicyChain = sp.localEndpoints.length > 0 && sp.usesLocalEndpoints
-    let internalTrafficChain = clusterPolicyChain
-    let hasInternalEndpoints = sp.hasEndpoints
-    if (sp.internalPolicyLocal) {
-      internalTrafficChain = localPolicyChain
-      if (sp.localEndpoints.length === 0) hasInternalEndpoints = false
-    }
-    let externalPolicyChain = clusterPolicyChain
-    let hasExternalEndpoints = sp.hasEndpoints
-    if (sp.externalPolicyLocal) {
-      externalPolicyChain = localPolicyChain
-      if (sp.localEndpoints.length === 0) hasExternalEndpoints = false
-    }
-    const usesExternalTrafficChain = sp.hasEndpoints && sp.externallyAccessible
+    const {
+      usesClusterPolicyChain, usesLocalPolicyChain, internalTrafficChain, hasInternalEndpoints, externalPolicyChain,
+      hasExternalEndpoints, usesExternalTrafficChain,
+    } = chainPlan(sp, clusterPolicyChain, localPolicyChain)
     const usesFWChain = sp.hasEndpoints && sp.loadBalancerVIPs.length > 0 && sp.loadBalancerSourceRanges.length > 0
     const loadBalancerTrafficChain = usesFWChain ? fwChain : externalTrafficChain
 

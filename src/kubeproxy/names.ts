@@ -29,19 +29,9 @@ function sha256Base32(text: string): string {
   return base32(createHash('sha256').update(text, 'utf8').digest())
 }
 
-/** proxy.ServicePortName.String(): `ns/name`, or `ns/name:port` when the port has a name. */
-export function servicePortName(namespace: string, name: string, port: string): string {
-  return port === '' ? `${namespace}/${name}` : `${namespace}/${name}:${port}`
-}
-
 /** `strings.ToLower(string(protocol))` */
 export function lowerProtocol(p: Protocol): string {
   return p.toLowerCase()
-}
-
-/** proxy.BaseEndpointInfo.String(): net.JoinHostPort(ip, port). */
-export function endpointString(ip: string, port: number): string {
-  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`
 }
 
 /** First 16 characters of base32(sha256(servicePortName + protocol)). */

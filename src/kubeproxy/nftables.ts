@@ -7,7 +7,8 @@ import type { Cluster, Family } from '../model/cluster'
 import { cidrContains, compareIP, parseCIDR, parseIP } from '../k8s/ip'
 import { NFT_PREFIX, nftServicePortChainNameBase, nftServicePortEndpointChainNameBase } from './names'
 import {
-  clusterCIDRFor, masqueradeMark, nodeIPFor, nodePortIPs, proxyServicePorts, type ProxyEndpoint, type ProxyOptions,
+  chainPlan, clusterCIDRFor, masqueradeMark, nodeIPFor, nodePortIPs, proxyServicePorts, type ProxyEndpoint,
+  type ProxyOptions,
 } from './serviceports'
 
 export interface NftOptions extends ProxyOptions {
@@ -176,24 +177,12 @@ export function renderNft(cluster: Cluster, opts: NftOptions = {}): string {
     const port = String(sp.port.port)
 
     for (const e of sp.allReachableEndpoints) chain(epChain(e))
-    const usesClusterPolicyChain = sp.clusterEndpoints.length > 0 && sp.usesClusterEndpoints
+    const {
+      usesClusterPolicyChain, usesLocalPolicyChain, internalTrafficChain, hasInternalEndpoints, externalPolicyChain,
+      hasExternalEndpoints, usesExternalTrafficChain,
+    } = chainPlan(sp, clusterPolicyChain, localPolicyChain)
     if (usesClusterPolicyChain) chain(clusterPolicyChain)
-    const usesLocalPolicyChain = sp.localEndpoints.length > 0 && sp.usesLocalEndpoints
     if (usesLocalPolicyChain) chain(localPolicyChain)
-
-    let internalTrafficChain = clusterPolicyChain
-    let hasInternalEndpoints = sp.hasEndpoints
-    if (sp.internalPolicyLocal) {
-      internalTrafficChain = localPolicyChain
-      if (sp.localEndpoints.length === 0) hasInternalEndpoints = false
-    }
-    let externalPolicyChain = clusterPolicyChain
-    let hasExternalEndpoints = sp.hasEndpoints
-    if (sp.externalPolicyLocal) {
-      externalPolicyChain = localPolicyChain
-      if (sp.localEndpoints.length === 0) hasExternalEndpoints = false
-    }
-    const usesExternalTrafficChain = sp.hasEndpoints && sp.externallyAccessible
     if (usesExternalTrafficChain) chain(externalTrafficChain)
 
     let internalVerdict = ''

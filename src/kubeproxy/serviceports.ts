@@ -2,7 +2,9 @@
 // categorized as pkg/proxy/topology.go CategorizeEndpoints does. Shared by the iptables and nftables renderers.
 import type { Cluster, Endpoint, Family, Protocol, Service, ServicePort } from '../model/cluster'
 import { canonicalCIDR, cidrContains, parseCIDR, parseIP } from '../k8s/ip'
-import { endpointString, lowerProtocol, servicePortName } from './names'
+import { endpointString, servicePortName } from '../model/names'
+import { lowerProtocol } from './names'
+import { epCond, usableEndpoints } from '../model/categorize'
 
 /** Options that mirror kube-proxy flags. */
 export interface ProxyOptions {
@@ -168,31 +170,19 @@ export function proxyServicePorts(cluster: Cluster, family: Family, opts: ProxyO
       const usesLocalEndpoints = internalPolicyLocal || (externallyAccessible && externalPolicyLocal)
       const endpoints = endpointsFor(svc, sp, family, opts.nodeName)
 
-      // CategorizeEndpoints (no topology hints in the model, so topology never narrows the set)
-      let clusterEndpoints: ProxyEndpoint[] = []
-      let localEndpoints: ProxyEndpoint[] = []
-      let hasEndpoints = false
-      if (usesClusterEndpoints) {
-        clusterEndpoints = endpoints.filter(e => e.ready)
-        // no ready endpoint anywhere: fall back to serving-and-terminating ones
-        if (clusterEndpoints.length === 0) clusterEndpoints = endpoints.filter(e => e.serving && e.terminating)
-        if (clusterEndpoints.length > 0) hasEndpoints = true
+      // CategorizeEndpoints (model/categorize.ts; no topology hints in the model, so topology never narrows the set)
+      const cond = (j: number): number => { const e = endpoints[j]!; return epCond(e.ready, e.serving, e.terminating, e.local) }
+      const sel: number[] = []
+      const chosen = (localOnly: boolean): ProxyEndpoint[] => {
+        const k = usableEndpoints(endpoints.length, cond, localOnly, sel)
+        return sel.slice(0, k).map(j => endpoints[j]!)
       }
+      const clusterEndpoints: ProxyEndpoint[] = usesClusterEndpoints ? chosen(false) : []
+      const localEndpoints: ProxyEndpoint[] = usesLocalEndpoints ? chosen(true) : []
+      // usable endpoints anywhere (the cluster-wide choice, whether or not this port uses it)
+      const hasEndpoints = (usesClusterEndpoints ? clusterEndpoints.length : usableEndpoints(endpoints.length, cond, false, sel)) > 0
       let allReachableEndpoints: ProxyEndpoint[] = clusterEndpoints
       if (usesLocalEndpoints) {
-        let hasLocalReady = false
-        let hasLocalServingTerminating = false
-        for (const e of endpoints) {
-          if (e.ready) {
-            hasEndpoints = true
-            if (e.local) hasLocalReady = true
-          } else if (e.serving && e.terminating) {
-            hasEndpoints = true
-            if (e.local) hasLocalServingTerminating = true
-          }
-        }
-        if (hasLocalReady) localEndpoints = endpoints.filter(e => e.local && e.ready)
-        else if (hasLocalServingTerminating) localEndpoints = endpoints.filter(e => e.local && e.serving && e.terminating)
         if (!usesClusterEndpoints) allReachableEndpoints = localEndpoints
         else {
           const union = new Map<string, ProxyEndpoint>()
@@ -226,4 +216,31 @@ export function proxyServicePorts(cluster: Cluster, family: Family, opts: ProxyO
     }
   }
   return out.sort((a, b) => byString(a.name, b.name) || byString(a.protocol, b.protocol))
+}
+
+/** Which of a service port's chains kube-proxy writes and where its traffic goes (both proxiers decide it alike). */
+export interface ChainPlan<C> {
+  readonly usesClusterPolicyChain: boolean
+  readonly usesLocalPolicyChain: boolean
+  /** the chain ClusterIP traffic jumps to, and whether it has endpoints there */
+  readonly internalTrafficChain: C
+  readonly hasInternalEndpoints: boolean
+  /** the chain external traffic jumps to, and whether it has endpoints there */
+  readonly externalPolicyChain: C
+  readonly hasExternalEndpoints: boolean
+  readonly usesExternalTrafficChain: boolean
+}
+
+/** The chain plan of `sp`, given its cluster- and local-policy chain names (proxier.go syncProxyRules). */
+export function chainPlan<C>(sp: ProxyServicePort, clusterPolicyChain: C, localPolicyChain: C): ChainPlan<C> {
+  const noLocal = sp.localEndpoints.length === 0
+  return {
+    usesClusterPolicyChain: sp.clusterEndpoints.length > 0 && sp.usesClusterEndpoints,
+    usesLocalPolicyChain: !noLocal && sp.usesLocalEndpoints,
+    internalTrafficChain: sp.internalPolicyLocal ? localPolicyChain : clusterPolicyChain,
+    hasInternalEndpoints: sp.hasEndpoints && !(sp.internalPolicyLocal && noLocal),
+    externalPolicyChain: sp.externalPolicyLocal ? localPolicyChain : clusterPolicyChain,
+    hasExternalEndpoints: sp.hasEndpoints && !(sp.externalPolicyLocal && noLocal),
+    usesExternalTrafficChain: sp.hasEndpoints && sp.externallyAccessible,
+  }
 }

@@ -19,7 +19,8 @@ import {
 } from './addr'
 import { ChunkedMap, U32Map } from './hash'
 import { parseIpv4 } from '../wire/ipv4'
-import { servicePortName } from '../kubeproxy/names'
+import { servicePortName } from '../model/names'
+import { epCond, usableEndpoints } from '../model/categorize'
 import { MAGLEV_DEFAULT_SIZE, isPrime, maglevTable } from './maglev'
 import { Arena, EP_LOCAL, EP_TERMINATING, emptySet, endpointNames, epFlags } from './endpoints'
 import type { EndpointSet } from './endpoints'
@@ -333,21 +334,21 @@ function compareCandidates(a: number, b: number): number {
     cAddr[x + 3]! - cAddr[y + 3]! || cPort[a]! - cPort[b]!
 }
 
+/** Condition bits (model/categorize.ts) of candidate order[j]. */
+function candidateCond(j: number): number {
+  const i = order[j]!
+  const b = cBits[i]!
+  const f = cFlags[i]!
+  return epCond((b & READY) !== 0, (b & SERVING) !== 0, (f & EP_TERMINATING) !== 0, (f & EP_LOCAL) !== 0)
+}
+
 /**
- * kube-proxy's fallback: ready endpoints, or if none is ready, those serving and terminating; never serving=false.
- * Writes the chosen entries of order[0..n) into `out`; returns how many.
+ * kube-proxy's CategorizeEndpoints (model/categorize.ts) over order[0..n): writes the chosen entries into `out`;
+ * returns how many.
  */
 function usable(n: number, localOnly: boolean, out: Int32Array): number {
-  let k = 0
-  for (let j = 0; j < n; j++) {
-    const i = order[j]!
-    if (cBits[i] === (READY | SERVING) && (!localOnly || (cFlags[i]! & EP_LOCAL) !== 0)) out[k++] = i
-  }
-  if (k > 0) return k
-  for (let j = 0; j < n; j++) {
-    const i = order[j]!
-    if ((cBits[i]! & SERVING) !== 0 && (cFlags[i]! & EP_TERMINATING) !== 0 && (!localOnly || (cFlags[i]! & EP_LOCAL) !== 0)) out[k++] = i
-  }
+  const k = usableEndpoints(n, candidateCond, localOnly, out)
+  for (let j = 0; j < k; j++) out[j] = order[out[j]!]!
   return k
 }
 

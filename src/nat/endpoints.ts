@@ -10,7 +10,7 @@
 
 import type { Family } from '../model/cluster'
 import { wordsToString } from './addr'
-import { endpointString } from '../kubeproxy/names'
+import { endpointString } from '../model/names'
 
 /** The endpoint runs on this node. */
 export const EP_LOCAL = 1

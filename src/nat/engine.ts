@@ -29,18 +29,18 @@ import { ICMP_DEST_UNREACH, IcmpUnreach } from '../wire/icmp'
 import { ICMPV6_DEST_UNREACH, Icmpv6Unreach } from '../wire/icmpv6'
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP } from '../wire/proto'
 import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../wire/tcp'
-import { cidrContains, inAddrList, inCidrList, parseAddrWords, wordsToBytes, wordsToString } from './addr'
+import { parseAddrWords, wordsToBytes, wordsToString } from './addr'
 import type { NatTable, SvcPort } from './compile'
-import { FrontendKind } from './compile'
 import {
   Conntrack, CtFlag, CtStat, ORIG, REPLY, TcpState, TcpVerdict, hasPorts,
 } from './conntrack'
 import { buildTcpReset4, buildTcpReset6 } from './reset'
-import { endpointString } from '../kubeproxy/names'
+import { endpointString } from '../model/names'
 import { Rng, findEndpoint, flowHash } from './select'
+import { Decided, Decision, NO_FRONTEND, decide, frontendOf, isHairpin, isVip } from './decide'
 import { MasqReason, NAT_STAT_NAMES, NatAction, NatStat } from './verdict'
 import { Fam, SetView, Tables } from './state'
-import { IcmpMode, REC_WORDS, Rec, RecFlag, SetW, natImage } from './image'
+import { IcmpMode, REC_WORDS, Rec, natImage } from './image'
 import type { NatImage } from './image'
 import { StaleFlush } from './flush'
 import {
@@ -89,7 +89,6 @@ export interface SwapResult {
   readonly resets: number
 }
 
-const NO_FRONTEND = 0xffffffff
 const SNAT_TRIES = 4096
 /** words per queued reset: family, src (4), dst (4), ports, seq, ack */
 const RST_WORDS = 12
@@ -115,6 +114,8 @@ export class NatEngine {
   private rstCount = 0
   /** scratch: the endpoint set a new connection chooses from */
   private readonly set = new SetView()
+  /** scratch: decide()'s answer for a new connection */
+  private readonly decided = new Decided()
   private readonly stale: StaleFlush
   /** the table of the last swap()/constructor/install(img, table); undefined after an install without one */
   private table_: NatTable | undefined
@@ -169,7 +170,7 @@ export class NatEngine {
     if (proto === (fam.aw === 1 ? IPPROTO_ICMP : IPPROTO_ICMPV6)) return this.icmp(fam, buf, info, partialCsum, now)
     // kube-proxy rejects anything else sent to a ClusterIP.
     this.loadAddrs(fam, buf, info)
-    if (this.isVip(fam, fam.ct.key, fam.aw)) {
+    if (isVip(fam, fam.ct.key, fam.aw)) {
       this.counters[NatStat.REJECT_NO_PORT]!++
       return NatAction.REJECT
     }
@@ -195,13 +196,6 @@ export class NatEngine {
         k[4 + i] = get32(buf, d + i * 4)
       }
     }
-  }
-
-  private isVip(fam: Fam, words: Uint32Array, off: number): boolean {
-    const vip = fam.vip
-    const aw = fam.aw
-    for (let i = 0; i < aw; i++) vip.key[i] = words[off + i]!
-    return vip.find() >= 0
   }
 
   private ported(fam: Fam, buf: Uint8Array, info: PacketInfo, partial: boolean, now: number): number {
@@ -310,22 +304,14 @@ export class NatEngine {
     const k = ct.key
     const aw = fam.aw
     const proto = info.l4Proto
-    const fe = fam.fe
-    for (let i = 0; i < aw; i++) fe.key[i] = k[aw + i]!
-    fe.key[aw] = ((proto << 16) | info.dstPort) >>> 0
-    const v = fe.get(NO_FRONTEND)
+    const v = frontendOf(fam, k, proto, info.dstPort)
     if (v === NO_FRONTEND) {
-      if (this.isVip(fam, k, aw)) {
+      if (isVip(fam, k, aw)) {
         this.counters[NatStat.REJECT_NO_PORT]!++
         return NatAction.REJECT
       }
       return this.pass()
     }
-    const id = v >>> 2
-    const kind = v & 3
-    const rec = tb.rec
-    const r = id * REC_WORDS
-    const spFlags = rec[r + Rec.FLAGS]!
 
     // A new TCP connection starts with a SYN; anything else has no state to belong to.
     let state: number = TcpState.SYN_SENT
@@ -344,50 +330,19 @@ export class NatEngine {
       }
     }
 
-    // Endpoint set and masquerade, as kube-proxy's KUBE-SVC / KUBE-EXT chains decide them.
-    let which: number
-    let masq: number = MasqReason.NONE
-    const fromCluster = fam.hasClusterCidrs && inCidrList(fam.clusterCidrs, aw, k, 0)
-    if (kind === FrontendKind.CLUSTER_IP) {
-      which = Rec.INTERNAL_SET
-      if (tb.masqueradeAll) masq = MasqReason.MASQUERADE_ALL
-      else if (fam.hasClusterCidrs && !fromCluster) masq = MasqReason.OFF_CLUSTER
-    } else {
-      if (kind === FrontendKind.LOAD_BALANCER && rec[r + Rec.RANGES_LEN]! > 0 && !this.lbSourceAllowed(rec, r, k, aw)) {
-        this.counters[NatStat.DROP_SOURCE_RANGE]!++
-        return NatAction.DROP
-      }
-      if ((spFlags & RecFlag.EXTERNAL_LOCAL) !== 0) {
-        if (fromCluster) {
-          which = Rec.CLUSTER_SET
-        } else if (inAddrList(fam.nodeAddrs, aw, k, 0)) {
-          which = Rec.CLUSTER_SET
-          masq = MasqReason.LOCAL_SOURCE
-        } else {
-          which = Rec.LOCAL_SET
-        }
-      } else {
-        which = Rec.CLUSTER_SET
-        masq = MasqReason.EXTERNAL_CLUSTER_POLICY
-      }
-    }
-    if (rec[r + which + SetW.COUNT] === 0) {
-      // Endpoints exist, just none here: kube-proxy drops. None at all: it rejects.
-      if (rec[r + Rec.CLUSTER_SET + SetW.COUNT]! > 0) {
-        this.counters[NatStat.DROP_NO_LOCAL_ENDPOINTS]!++
-        return NatAction.DROP
-      }
-      this.counters[NatStat.REJECT_NO_ENDPOINTS]!++
-      return NatAction.REJECT
-    }
+    // Endpoint set, masquerade and verdict: decide.ts, shared with explain.
+    const dec = this.decided
+    const verdict = decide(tb, fam, v, k, dec)
+    if (verdict !== Decision.DNAT) return this.refuse(verdict)
+    const id = dec.id
+    const which = dec.which
+    let masq = dec.masq
     const set = tb.view(this.set, id, which)
 
-    const idx = this.choose(fam, id, rec[r + Rec.AFFINITY]!, set, proto, now)
+    const idx = this.choose(fam, id, tb.rec[id * REC_WORDS + Rec.AFFINITY]!, set, proto, now)
     const d = set.data
     const epOff = set.off + idx * (aw + 1)
-    let hairpin = true
-    for (let i = 0; i < aw; i++) if (d[epOff + i] !== k[i]) { hairpin = false; break }
-    if (hairpin) masq = MasqReason.HAIRPIN
+    if (isHairpin(set, idx, k)) masq = MasqReason.HAIRPIN
 
     // Reply tuple: endpoint -> client (or this node's address when masquerading).
     const kw = ct.kw
@@ -437,19 +392,18 @@ export class NatEngine {
     return NatAction.FORWARD
   }
 
-  /** loadBalancerSourceRanges, or one of the LB's own addresses (allowFromNode), admits the client in k. */
-  private lbSourceAllowed(rec: Uint32Array, r: number, k: Uint32Array, aw: number): boolean {
-    const data = this.tables.data[rec[r + Rec.CHUNK]!]!
-    const stride = aw + 1
-    for (let o = rec[r + Rec.RANGES]!, end = o + rec[r + Rec.RANGES_LEN]!; o < end; o += stride) {
-      if (cidrContains(data, o, aw, k, 0)) return true
+  /** Counts a new connection decide() refused and returns its action. */
+  private refuse(verdict: number): number {
+    if (verdict === Decision.DROP_SOURCE_RANGE) {
+      this.counters[NatStat.DROP_SOURCE_RANGE]!++
+      return NatAction.DROP
     }
-    for (let o = rec[r + Rec.ALLOWED]!, end = o + rec[r + Rec.ALLOWED_LEN]!; o < end; o += aw) {
-      let same = true
-      for (let i = 0; i < aw; i++) if (data[o + i] !== k[i]) { same = false; break }
-      if (same) return true
+    if (verdict === Decision.DROP_NO_LOCAL_ENDPOINTS) {
+      this.counters[NatStat.DROP_NO_LOCAL_ENDPOINTS]!++
+      return NatAction.DROP
     }
-    return false
+    this.counters[NatStat.REJECT_NO_ENDPOINTS]!++
+    return NatAction.REJECT
   }
 
   /** Endpoint index for a new connection: affinity pin, else Maglev or uniform random. */
@@ -546,7 +500,7 @@ export class NatEngine {
         }
       }
     }
-    if (this.isVip(fam, k, fam.aw)) {
+    if (isVip(fam, k, fam.aw)) {
       this.counters[NatStat.DROP_FRAGMENT]!++
       return NatAction.DROP
     }
@@ -559,7 +513,7 @@ export class NatEngine {
     if (info.innerL3Off >= 0) return this.icmpError(fam, buf, info, now)
     if (info.icmpType !== (fam.aw === 1 ? 8 : 128)) return this.pass()
     this.loadAddrs(fam, buf, info)
-    if (!this.isVip(fam, fam.ct.key, fam.aw)) return this.pass()
+    if (!isVip(fam, fam.ct.key, fam.aw)) return this.pass()
     const mode = this.tables.icmpMode
     if (mode === IcmpMode.DROP) {
       this.counters[NatStat.DROP_ICMP]!++

@@ -3,8 +3,9 @@ import t from 'tap'
 import {
   base32, hashAndTruncate, nftServicePortChainNameBase, nftServicePortEndpointChainNameBase, portProtoHash,
   serviceExternalChainName, serviceFirewallChainName, servicePortChainName, servicePortEndpointChainName,
-  servicePortName, servicePortPolicyLocalChainName, endpointString,
+  servicePortPolicyLocalChainName,
 } from '../../src/kubeproxy/names'
+import { endpointString, servicePortName } from '../../src/model/names'
 
 t.test('base32 matches RFC 4648 test vectors (Go StdEncoding)', async t => {
   const enc = (s: string): string => base32(new TextEncoder().encode(s))

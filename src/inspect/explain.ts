@@ -1,21 +1,26 @@
 // Why the NAT engine treats a 5-tuple the way it does, as a plain object for `tundra trace` (off the hot path).
 //
-// It walks the same decisions as engine.ts (conntrack, frontend, source ranges, traffic policy, endpoint set,
-// affinity, masquerade) but over the compiled table's objects, and adds kube-proxy's iptables chain names
+// The decision itself (frontend, source ranges, traffic policy, endpoint set, masquerade, verdict) is nat/decide.ts,
+// the function the engine calls per new connection, run here over the table's image; this file only presents it,
+// adding the conntrack/affinity state the engine reports and kube-proxy's iptables chain names
 // (KUBE-SVC/SVL/EXT/FW/SEP-<hash>, from kubeproxy/names.ts) so a trace reads like the rules kube-proxy would have written.
 
 import type { Family, Protocol } from '../model/cluster'
-import { addrWords, cidrListToStrings, familyOf, inAddrList, inCidrList, parseAddrWords } from './addr'
-import type { NatTable, SvcPort } from './compile'
-import type { EndpointSet } from './endpoints'
-import { EP_LOCAL, EP_TERMINATING, endpointNames, epBase, epFlags } from './endpoints'
-import { FRONTEND_KIND_NAMES, FrontendKind, protoNumber } from './compile'
-import type { ConntrackEntry } from './engine'
-import { MASQ_REASON_NAMES, MasqReason } from './engine'
-import { flowHash } from './select'
+import { endpointString } from '../model/names'
+import { addrWords, cidrListToStrings, familyOf, parseAddrWords } from '../nat/addr'
+import type { NatTable, SvcPort } from '../nat/compile'
+import type { EndpointSet } from '../nat/endpoints'
+import { EP_LOCAL, EP_TERMINATING, endpointNames, epFlags } from '../nat/endpoints'
+import { FRONTEND_KIND_NAMES, FrontendKind, protoNumber } from '../nat/compile'
+import type { ConntrackEntry } from '../nat/engine'
+import { MASQ_REASON_NAMES, MasqReason } from '../nat/engine'
+import type { ExplainLive } from '../nat/decide'
+import { Decided, Decision, NO_FRONTEND, SetReason, decide, decisionTables, frontendOf, isHairpin, isVip } from '../nat/decide'
+import { Rec } from '../nat/image'
+import { SetView } from '../nat/state'
+import { flowHash } from '../nat/select'
 import {
-  endpointString, serviceExternalChainName, serviceFirewallChainName, servicePortEndpointChainName,
-  servicePortPolicyClusterChain,
+  serviceExternalChainName, serviceFirewallChainName, servicePortEndpointChainName, servicePortPolicyClusterChain,
   servicePortPolicyLocalChainName,
 } from '../kubeproxy/names'
 
@@ -65,12 +70,6 @@ export interface Explanation {
   readonly maglevPick?: string
 }
 
-/** The live state explain reports (the engine has it; a control thread asks the packet thread for it). */
-export interface ExplainLive {
-  findConntrack(family: Family, proto: number, src: string, dst: string, sport: number, dport: number, now: number): { entry: ConntrackEntry; direction: 'original' | 'reply' } | undefined
-  findAffinity(sp: SvcPort, client: string, now: number): { endpoint: string; expiresIn: number } | undefined
-}
-
 export interface ExplainContext {
   /** live state: conntrack entries and affinity pins are reported when given */
   readonly engine?: ExplainLive
@@ -101,19 +100,16 @@ export function explain(table: NatTable, q: TraceQuery, ctx: ExplainContext = {}
   const sport = q.sport ?? 0
   const dport = q.dport ?? 0
   const tuple = { family, protocol: q.protocol, src: q.src, dst: q.dst, sport, dport }
-  const ft = family === 4 ? table.v4 : table.v6
+  const tb = decisionTables(table)
+  const fam = family === 4 ? tb.v4 : tb.v6
   const aw = addrWords(family)
   const words = new Uint32Array(2 * aw + 1)
   parseAddrWords(q.src, family, words, 0)
   parseAddrWords(q.dst, family, words, aw)
   words[2 * aw] = ((sport << 16) | dport) >>> 0
-  const isVip = (): boolean => {
-    for (let i = 0; i < aw; i++) ft.vip.key[i] = words[aw + i]!
-    return ft.vip.find() >= 0
-  }
 
   if (q.protocol === 'ICMP') {
-    if (!isVip()) return { tuple, verdict: 'pass', reason: 'not addressed to a ClusterIP' }
+    if (!isVip(fam, words, aw)) return { tuple, verdict: 'pass', reason: 'not addressed to a ClusterIP' }
     const mode = table.config.icmpMode
     return {
       tuple,
@@ -138,15 +134,15 @@ export function explain(table: NatTable, q: TraceQuery, ctx: ExplainContext = {}
     }
   }
 
-  for (let i = 0; i < aw; i++) ft.fe.key[i] = words[aw + i]!
-  ft.fe.key[aw] = ((proto << 16) | dport) >>> 0
-  const v = ft.fe.get(0xffffffff)
-  if (v === 0xffffffff) {
-    if (isVip()) return { tuple, verdict: 'reject', reason: `a ClusterIP, but no service port ${dport}/${q.protocol.toLowerCase()}: rejected (ICMP port unreachable)` }
+  const v = frontendOf(fam, words, proto, dport)
+  if (v === NO_FRONTEND) {
+    if (isVip(fam, words, aw)) return { tuple, verdict: 'reject', reason: `a ClusterIP, but no service port ${dport}/${q.protocol.toLowerCase()}: rejected (ICMP port unreachable)` }
     return { tuple, verdict: 'pass', reason: 'no service frontend matches: not service traffic' }
   }
-  const sp = table.svcPorts[v >>> 2]!
-  const kind = v & 3
+  const dec = new Decided()
+  const verdict = decide(tb, fam, v, words, dec)
+  const sp = table.svcPorts[dec.id]!
+  const kind = dec.kind
   const chains = serviceChains(sp)
   const base = {
     tuple,
@@ -157,53 +153,22 @@ export function explain(table: NatTable, q: TraceQuery, ctx: ExplainContext = {}
     },
     lb: table.config.lb,
   }
-
-  const fromCluster = ft.hasClusterCidrs && inCidrList(ft.clusterCidrs, aw, words, 0)
-  let set: EndpointSet
-  let masq: number = MasqReason.NONE
-  let policy: 'Cluster' | 'Local'
-  let why: string
   let sourceRanges: Explanation['sourceRanges']
-  if (kind === FrontendKind.CLUSTER_IP) {
-    policy = sp.internalPolicy
-    set = sp.internal
-    why = `internalTrafficPolicy ${policy}`
-    if (table.config.masqueradeAll) masq = MasqReason.MASQUERADE_ALL
-    else if (ft.hasClusterCidrs && !fromCluster) masq = MasqReason.OFF_CLUSTER
-  } else {
-    if (kind === FrontendKind.LOAD_BALANCER && sp.sourceRanges.length > 0) {
-      const allowed = inCidrList(sp.sourceRanges, aw, words, 0) || inAddrList(sp.allowedLbSources, aw, words, 0)
-      sourceRanges = { ranges: cidrListToStrings(sp.sourceRanges, family), allowed }
-      if (!allowed) {
-        return { ...base, sourceRanges, verdict: 'drop', reason: `source not in loadBalancerSourceRanges (${chains.firewall} drops it)` }
-      }
-    }
-    policy = sp.externalPolicy
-    if (policy === 'Local') {
-      if (fromCluster) {
-        set = sp.cluster
-        why = 'externalTrafficPolicy Local, but the source is a pod: short-circuited to the cluster-wide endpoints'
-      } else if (inAddrList(ft.nodeAddrs, aw, words, 0)) {
-        set = sp.cluster
-        masq = MasqReason.LOCAL_SOURCE
-        why = 'externalTrafficPolicy Local, but the source is this node: cluster-wide endpoints, masqueraded'
-      } else {
-        set = sp.local
-        why = 'externalTrafficPolicy Local: endpoints on this node only, client address preserved'
-      }
-    } else {
-      set = sp.cluster
-      masq = MasqReason.EXTERNAL_CLUSTER_POLICY
-      why = 'externalTrafficPolicy Cluster'
-    }
+  if (sp.sourceRanges.length > 0 && kind === FrontendKind.LOAD_BALANCER) {
+    sourceRanges = { ranges: cidrListToStrings(sp.sourceRanges, family), allowed: verdict !== Decision.DROP_SOURCE_RANGE }
   }
+  if (verdict === Decision.DROP_SOURCE_RANGE) {
+    return { ...base, sourceRanges: sourceRanges!, verdict: 'drop', reason: `source not in loadBalancerSourceRanges (${chains.firewall} drops it)` }
+  }
+  const policy = kind === FrontendKind.CLUSTER_IP ? sp.internalPolicy : sp.externalPolicy
+  const why = kind === FrontendKind.CLUSTER_IP ? `internalTrafficPolicy ${policy}` : SET_REASON_TEXT[dec.reason]!
+  const set = setOf(sp, dec.which)
   const trafficPolicy = { policy, endpointSet: set === sp.local && set !== sp.cluster ? 'local' as const : 'cluster' as const, why }
   const endpoints: ExplainedEndpoint[] = []
   const n = set.count
   const names = endpointNames(set)
+  const view = tb.view(new SetView(), dec.id, dec.which)
   for (let i = 0; i < n; i++) {
-    let hairpin = true
-    for (let j = 0; j < aw; j++) if (set.data[epBase(set, i) + j] !== words[j]) hairpin = false
     endpoints.push({
       endpoint: names[i]!,
       local: (epFlags(set, i) & EP_LOCAL) !== 0,
@@ -211,15 +176,14 @@ export function explain(table: NatTable, q: TraceQuery, ctx: ExplainContext = {}
       ruleProbability: i === n - 1 ? 1 : 1 / (n - i),
       share: 1 / n,
       chain: endpointChain(sp, names[i]!),
-      hairpin,
+      hairpin: isHairpin(view, i, words),
     })
   }
-  const masquerade = { always: masq !== MasqReason.NONE && ft.hasSnat, reason: MASQ_REASON_NAMES[masq]! }
+  const masq = dec.masq
+  const masquerade = { always: masq !== MasqReason.NONE && fam.hasSnat, reason: MASQ_REASON_NAMES[masq]! }
   const common = { ...base, ...(sourceRanges ? { sourceRanges } : {}), trafficPolicy, endpoints, masquerade }
-  if (n === 0) {
-    if (sp.cluster.count > 0) return { ...common, verdict: 'drop', reason: `${why}, and no usable endpoint on node ${table.config.nodeName}: dropped` }
-    return { ...common, verdict: 'reject', reason: 'service has no usable endpoints: rejected (ICMP port unreachable)' }
-  }
+  if (verdict === Decision.DROP_NO_LOCAL_ENDPOINTS) return { ...common, verdict: 'drop', reason: `${why}, and no usable endpoint on node ${table.config.nodeName}: dropped` }
+  if (verdict === Decision.REJECT_NO_ENDPOINTS) return { ...common, verdict: 'reject', reason: 'service has no usable endpoints: rejected (ICMP port unreachable)' }
   let affinity: Explanation['affinity']
   if (sp.affinityTimeout > 0) {
     const pinned = ctx.engine?.findAffinity(sp, q.src, now)
@@ -244,3 +208,15 @@ export function explain(table: NatTable, q: TraceQuery, ctx: ExplainContext = {}
   }
 }
 
+/** trafficPolicy.why of an external frontend, by SetReason. */
+const SET_REASON_TEXT: Readonly<Record<number, string>> = {
+  [SetReason.EXTERNAL_CLUSTER]: 'externalTrafficPolicy Cluster',
+  [SetReason.EXTERNAL_LOCAL]: 'externalTrafficPolicy Local: endpoints on this node only, client address preserved',
+  [SetReason.LOCAL_FROM_POD]: 'externalTrafficPolicy Local, but the source is a pod: short-circuited to the cluster-wide endpoints',
+  [SetReason.LOCAL_FROM_NODE]: 'externalTrafficPolicy Local, but the source is this node: cluster-wide endpoints, masqueraded',
+}
+
+/** The compiled set behind a record's Rec.*_SET word (the image writes them in this correspondence). */
+function setOf(sp: SvcPort, which: number): EndpointSet {
+  return which === Rec.INTERNAL_SET ? sp.internal : which === Rec.LOCAL_SET ? sp.local : which === Rec.EXTERNAL_SET ? sp.external : sp.cluster
+}
