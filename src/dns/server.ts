@@ -12,10 +12,10 @@ import * as net from 'node:net'
 import type { AddressInfo } from 'node:net'
 import dnsPacket from 'dns-packet'
 import type { Cluster } from '../model/cluster'
-import { AUTOPATH, EXTERNAL, NOT_OURS, Responder, inZone } from './answer'
+import { AUTOPATH, EXTERNAL, NOT_OURS, Responder } from './answer'
 import {
-  DNS_HEADER_LEN, DNS_MAX_TCP, DNS_MAX_UDP_PLAIN, DnsFlag, QCLASS_IN, QType, QTypeName, Query, Rcode, RcodeName, Verdict,
-  VerdictName, parseQuery, replyLimit, writeBareResponse,
+  DNS_HEADER_LEN, DNS_MAX_TCP, DnsFlag, QCLASS_IN, QType, QTypeName, Query, Rcode, RcodeName, Verdict,
+  VerdictName, parseQuery, replyLimit, udpLimit, writeBareResponse,
 } from './message'
 import { Upstream, type UpstreamStats } from './upstream'
 import { ZoneCompiler, type FullZoneImage, type ZoneImage, type ZoneOptions } from './image'
@@ -35,8 +35,12 @@ export interface DnsServerOptions extends ZoneOptions {
   readonly ednsSize?: number
   /** CoreDNS-autopath-style search-path shortcut for `<name>.<ns>.svc.<zone>` misses; default off */
   readonly autopath?: boolean
-  /** idle TCP connections are closed after this; default 10 s */
+  /** a TCP connection that completes no query for this long is closed (trickled bytes do not count); default 10 s */
   readonly tcpIdleMs?: number
+  /** TCP connections open at once; more are closed at accept and counted (tcpRejected); default 128 */
+  readonly maxTcpConnections?: number
+  /** client queries waiting on upstream at once; more are dropped and counted; default 1000 */
+  readonly maxPending?: number
 }
 
 export interface DnsMetrics {
@@ -54,6 +58,8 @@ export interface DnsMetrics {
 }
 
 const QTYPE_SLOTS = 257
+/** reply bytes queued to one TCP client before it counts as not reading (four largest replies) */
+const TCP_MAX_BACKLOG = 4 * (DNS_MAX_TCP + 2)
 
 /** Counters as typed arrays: bumping one on the fast path is a single indexed add. */
 export class DnsStats {
@@ -63,6 +69,10 @@ export class DnsStats {
   truncated = 0
   forwarded = 0
   autopath = 0
+  /** TCP connections closed at accept because maxTcpConnections were open */
+  tcpRejected = 0
+  /** TCP connections closed for completing no query within tcpIdleMs, or for not reading their replies */
+  tcpClosedIdle = 0
   /** compile problems (objects skipped) in the installed zone */
   compileErrors = 0
 
@@ -101,6 +111,7 @@ export class DnsServer {
       ...(opts.resolvConf !== undefined ? { resolvConf: opts.resolvConf } : {}),
       ...(opts.upstreamTimeoutMs !== undefined ? { timeoutMs: opts.upstreamTimeoutMs } : {}),
       ...(opts.cacheSize !== undefined ? { cacheSize: opts.cacheSize } : {}),
+      ...(opts.maxPending !== undefined ? { maxPending: opts.maxPending } : {}),
       ednsSize: this.ednsSize,
       exclude: dnsIPs,
     })
@@ -160,7 +171,7 @@ export class DnsServer {
       return n
     }
     if (count) stats.queries[q.qtype < QTYPE_SLOTS - 1 ? q.qtype : QTYPE_SLOTS - 1]!++
-    const limit = replyLimit(q, transport, outMax)
+    const limit = replyLimit(q, transport, outMax, this.ednsSize)
     let n: number
     if (q.edns && q.ednsVersion > 0) {
       n = writeBareResponse(buf, off, q, out, outOff, limit, Rcode.BADVERS, true, this.ednsSize)
@@ -168,11 +179,8 @@ export class DnsServer {
       // no zone transfers (CoreDNS without the transfer plugin)
       n = writeBareResponse(buf, off, q, out, outOff, limit, Rcode.REFUSED, true, this.ednsSize)
     } else if (q.qclass !== QCLASS_IN) {
-      const zone = this.current
-      if (!inZone(zone, q) && zone.find(q.name, 0, q.nameLen, q.hash) < 0) {
-        if (count) stats.forwarded++
-        return NOT_OURS
-      }
+      // CHAOS (version.bind, hostname.bind, id.server), HESIOD, ANY: refused here, never forwarded, so a pod cannot
+      // learn the upstream's software or version through us (CoreDNS answers CH only with the chaos plugin)
       n = writeBareResponse(buf, off, q, out, outOff, limit, Rcode.REFUSED, true, this.ednsSize)
     } else {
       n = this.responder.answer(this.current, q, buf, off, out, outOff, limit, autopath, external)
@@ -271,7 +279,7 @@ export class DnsServer {
         : [],
     }
     let wire = dnsPacket.encode(reply)
-    const limit = transport === 1 ? DNS_MAX_TCP : optIn !== undefined ? Math.max(DNS_MAX_UDP_PLAIN, optIn.udpPayloadSize) : DNS_MAX_UDP_PLAIN
+    const limit = transport === 1 ? DNS_MAX_TCP : udpLimit(optIn !== undefined, optIn?.udpPayloadSize ?? 0, this.ednsSize)
     if (wire.length > limit) wire = dnsPacket.encode({ ...reply, flags: (reply.flags ?? 0) | DnsFlag.TC, answers: [], authorities: [] })
     return wire
   }
@@ -329,7 +337,7 @@ export class DnsServer {
           : [],
       }
       let wire = dnsPacket.encode(reply)
-      const limit = transport === 1 ? DNS_MAX_TCP : optIn !== undefined ? Math.max(DNS_MAX_UDP_PLAIN, optIn.udpPayloadSize) : DNS_MAX_UDP_PLAIN
+      const limit = transport === 1 ? DNS_MAX_TCP : udpLimit(optIn !== undefined, optIn?.udpPayloadSize ?? 0, this.ednsSize)
       if (wire.length > limit) wire = dnsPacket.encode({ ...reply, flags: (reply.flags ?? 0) | DnsFlag.TC, answers: [] })
       cb(wire)
     }
@@ -411,9 +419,17 @@ export class DnsServer {
     const server = net.createServer(conn => {
       this.tcpConns.add(conn)
       conn.setNoDelay(true)
-      conn.setTimeout(idle, () => conn.destroy())
+      // idle means no complete query: a client trickling a byte at a time cannot hold a connection slot
+      const timer = setTimeout(() => {
+        this.stats.tcpClosedIdle++
+        conn.destroy()
+      }, idle)
+      timer.unref()
       conn.on('error', () => conn.destroy())
-      conn.on('close', () => this.tcpConns.delete(conn))
+      conn.on('close', () => {
+        clearTimeout(timer)
+        this.tcpConns.delete(conn)
+      })
       let acc: Buffer = Buffer.alloc(0)
       conn.on('data', (chunk: Buffer) => {
         acc = acc.length === 0 ? chunk : Buffer.concat([acc, chunk])
@@ -422,8 +438,15 @@ export class DnsServer {
           if (acc.length < 2 + len) break
           const msg = Buffer.from(acc.subarray(2, 2 + len))
           acc = acc.subarray(2 + len)
+          timer.refresh()
           this.handle(msg, Transport.TCP, answer => {
             if (conn.destroyed) return
+            if (conn.writableLength > TCP_MAX_BACKLOG) {
+              // the client asks and never reads: its replies would pile up here without bound
+              this.stats.tcpClosedIdle++
+              conn.destroy()
+              return
+            }
             const frame = Buffer.allocUnsafe(2 + answer.length)
             frame.writeUInt16BE(answer.length, 0)
             answer.copy(frame, 2)
@@ -431,6 +454,10 @@ export class DnsServer {
           })
         }
       })
+    })
+    server.maxConnections = this.opts.maxTcpConnections ?? 128
+    server.on('drop', () => {
+      this.stats.tcpRejected++
     })
     this.tcpServers.add(server)
     return new Promise((resolve, reject) => {
