@@ -54,10 +54,23 @@ export interface DnsMetrics {
   readonly forwarded: number
   readonly autopath: number
   readonly upstream: Readonly<UpstreamStats> & { readonly cacheSize: number }
+  /** every query that parsed, answered here or forwarded (coredns_dns_requests_total) */
+  readonly requests: number
+  /**
+   * time to answer, as CoreDNS's coredns_dns_request_duration_seconds: `counts[i]` answers took at most `bounds[i]`
+   * seconds and more than the bound before it (not cumulative), the last slot is +Inf. Answers written in the packet
+   * path are observed as 0 (answered within their batch; no clock read per packet); forwarded ones from forward() to
+   * the reply.
+   */
+  readonly duration: { readonly bounds: readonly number[]; readonly counts: readonly number[]; readonly sum: number; readonly count: number }
+  /** TCP front end: connections refused at the cap, and closed idle (or not reading) */
+  readonly tcp: { readonly open: number; readonly rejected: number; readonly closedIdle: number }
   readonly zone: { readonly names: number; readonly serial: number; readonly compileErrors: number }
 }
 
 const QTYPE_SLOTS = 257
+/** CoreDNS's plugin.TimeBuckets: ExponentialBuckets(0.00025, 2, 16), 0.25 ms to 8.192 s */
+const DNS_DURATION_BUCKETS: readonly number[] = Array.from({ length: 16 }, (_, i) => 0.00025 * 2 ** i)
 /** reply bytes queued to one TCP client before it counts as not reading (four largest replies) */
 const TCP_MAX_BACKLOG = 4 * (DNS_MAX_TCP + 2)
 
@@ -75,6 +88,18 @@ export class DnsStats {
   tcpClosedIdle = 0
   /** compile problems (objects skipped) in the installed zone */
   compileErrors = 0
+  requests = 0
+  /** per DNS_DURATION_BUCKETS bound, then +Inf; fixed counters, nothing allocated per query */
+  readonly durationCounts = new Float64Array(DNS_DURATION_BUCKETS.length + 1)
+  durationSum = 0
+
+  /** One answer that took `seconds`. */
+  observe(seconds: number): void {
+    let i = 0
+    while (i < DNS_DURATION_BUCKETS.length && seconds > DNS_DURATION_BUCKETS[i]!) i++
+    this.durationCounts[i]!++
+    this.durationSum += seconds
+  }
 
   countReply(reply: Uint8Array, off: number, n: number): void {
     if (n < DNS_HEADER_LEN) return
@@ -170,7 +195,10 @@ export class DnsServer {
       if (count) stats.countReply(out, outOff, n)
       return n
     }
-    if (count) stats.queries[q.qtype < QTYPE_SLOTS - 1 ? q.qtype : QTYPE_SLOTS - 1]!++
+    if (count) {
+      stats.queries[q.qtype < QTYPE_SLOTS - 1 ? q.qtype : QTYPE_SLOTS - 1]!++
+      stats.requests++
+    }
     const limit = replyLimit(q, transport, outMax, this.ednsSize)
     let n: number
     if (q.edns && q.ednsVersion > 0) {
@@ -192,6 +220,7 @@ export class DnsServer {
     if (count) {
       if (q.edns && q.ednsVersion > 0 && n > 0) stats.responses[Rcode.BADVERS]!++
       else stats.countReply(out, outOff, n)
+      if (n > 0) stats.durationCounts[0]!++
     }
     return n
   }
@@ -210,8 +239,10 @@ export class DnsServer {
     }
     if (n === 0) return
     const t = transport === Transport.TCP ? 1 : 0
+    const started = performance.now()
     const done = (answer: Buffer): void => {
       this.stats.countReply(answer, 0, answer.length)
+      this.stats.observe((performance.now() - started) / 1000)
       cb(answer)
     }
     if (n === AUTOPATH) this.autopath(query, done, t)
@@ -499,6 +530,12 @@ export class DnsServer {
       forwarded: s.forwarded,
       autopath: s.autopath,
       upstream: { ...this.upstream.stats, cacheSize: this.upstream.cacheSize },
+      requests: s.requests,
+      duration: {
+        bounds: DNS_DURATION_BUCKETS, counts: Array.from(s.durationCounts), sum: s.durationSum,
+        count: s.durationCounts.reduce((a, b) => a + b, 0),
+      },
+      tcp: { open: this.tcpConns.size, rejected: s.tcpRejected, closedIdle: s.tcpClosedIdle },
       zone: { names: this.current.size, serial: this.current.serial, compileErrors: s.compileErrors },
     }
   }
