@@ -184,7 +184,7 @@ export class Agent implements DataplaneView {
   private load(): Cluster {
     // The manifests are what the API server would hold: EndpointSlices come from the controller (or `lab up`), as
     // kube-proxy sees them; the agent does not compute its own.
-    const r = normalize(this.source?.store.objects() ?? [], { serviceCIDRs: [this.config.serviceCIDR, ...(this.config.serviceCIDR6 ? [this.config.serviceCIDR6] : [])] })
+    const r = normalize(this.source?.store.objects() ?? [], { serviceCIDRs: [this.config.serviceCIDR, ...(this.config.serviceCIDR6 ? [this.config.serviceCIDR6] : [])], dnsIPs: [this.config.dns.ip] })
     for (const p of r.problems) this.log(`[agent] skipped ${p.file ? p.file + ': ' : ''}${p.object}: ${p.field}: ${p.reason}`)
     return r.cluster
   }

@@ -1,11 +1,20 @@
 // The agent's control socket: one JSON request per line in, one JSON reply per line out.
 // `tundra dump|trace|conntrack|services|stats` talk to a running agent through it.
 import { createServer, createConnection, type Server } from 'node:net'
-import { mkdirSync, rmSync } from 'node:fs'
-import { dirname } from 'node:path'
+import { chmodSync, mkdirSync, mkdtempSync, renameSync, rmSync, statSync } from 'node:fs'
+import { dirname, join } from 'node:path'
 
 export type Handler = (args: Record<string, unknown>) => unknown | Promise<unknown>
 
+/** The socket's mode, set explicitly (never from the umask): only root (the agent's user) may talk to it. */
+const CONTROL_SOCKET_MODE = 0o600
+/** A request line longer than this is refused and the connection closed (requests are a command and a few args). */
+const MAX_REQUEST_LINE = 64 * 1024
+
+/**
+ * Serve `handlers` on a Unix socket at `path`, mode 0600. The socket is bound inside a fresh 0700 directory, set to
+ * 0600 there and only then renamed into place, so no one can connect in between, whatever the umask.
+ */
 export function serveControl(path: string, handlers: Record<string, Handler>): Promise<Server> {
   mkdirSync(dirname(path), { recursive: true })
   rmSync(path, { force: true })
@@ -15,6 +24,11 @@ export function serveControl(path: string, handlers: Record<string, Handler>): P
     sock.on('error', () => sock.destroy())
     sock.on('data', async chunk => {
       pending += chunk
+      if (pending.length > MAX_REQUEST_LINE && pending.lastIndexOf('\n', MAX_REQUEST_LINE) < 0) {
+        pending = ''
+        sock.end(JSON.stringify({ ok: false, error: `request line longer than ${MAX_REQUEST_LINE} bytes` }) + '\n', () => sock.destroy())
+        return
+      }
       let nl: number
       while ((nl = pending.indexOf('\n')) >= 0) {
         const line = pending.slice(0, nl)
@@ -27,13 +41,40 @@ export function serveControl(path: string, handlers: Record<string, Handler>): P
         } catch (err) {
           reply = { ok: false, error: (err as Error).message }
         }
-        sock.write(JSON.stringify(reply) + '\n')
+        if (!sock.destroyed) sock.write(JSON.stringify(reply) + '\n')
       }
     })
   })
+  const dir = mkdtempSync(join(dirname(path), '.tundra-control-'))
+  const staged = join(dir, 'sock')
   return new Promise((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(path, () => resolve(server))
+    const fail = (err: Error): void => {
+      rmSync(dir, { recursive: true, force: true })
+      reject(err)
+    }
+    server.once('error', fail)
+    server.listen(staged, () => {
+      server.off('error', fail)
+      try {
+        chmodSync(staged, CONTROL_SOCKET_MODE)
+        renameSync(staged, path)
+        rmSync(dir, { recursive: true, force: true })
+      } catch (err) {
+        server.close()
+        fail(err as Error)
+        return
+      }
+      // the server unlinks the name it was bound to on close, which is gone now: remove ours (if still ours)
+      const ino = statSync(path).ino
+      server.once('close', () => {
+        try {
+          if (statSync(path).ino === ino) rmSync(path, { force: true })
+        } catch {
+          // already gone
+        }
+      })
+      resolve(server)
+    })
   })
 }
 

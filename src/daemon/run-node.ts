@@ -150,7 +150,7 @@ export async function runNode(o: Readonly<Record<string, unknown>>, packet: Link
       const [c, sc, dns] = await Promise.all([agent.counters(), agent.live().serviceCounters(), agent.dnsMetrics()])
       return {
         services: natServiceCounters(agent.table(), sc), drops: natDrops(c), conntrackEntries: natConntrackEntries(c),
-        conntrackMax: natConntrackMax(c), dns: { queries: dns.queries, responses: dns.responses },
+        conntrackMax: natConntrackMax(c), dns,
         batch: { packets: c['device_packets'] ?? 0, batches: c['device_batches'] ?? 0 },
         noLocalEndpoints: natNoLocalEndpoints(agent.table()),
       }

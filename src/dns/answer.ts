@@ -210,7 +210,7 @@ export class Responder {
 }
 
 /** Whether the question name ends with the zone origin (on a label boundary). */
-export function inZone(zone: InstalledZone, q: Query): boolean {
+function inZone(zone: InstalledZone, q: Query): boolean {
   const zl = zone.originLabels
   if (q.labels < zl) return false
   const start = q.labelOff[q.labels - zl]!

@@ -19,7 +19,7 @@
 
 export const DNS_HEADER_LEN = 12
 export const DNS_MAX_NAME = 255
-export const DNS_MAX_UDP_PLAIN = 512
+const DNS_MAX_UDP_PLAIN = 512
 export const DNS_MAX_TCP = 65535
 
 /** Byte offsets of the header fields. */
@@ -364,9 +364,21 @@ export function writeBareResponse(
   return o - outOff
 }
 
-/** Payload limit for a reply: TCP 65535, UDP the client's EDNS size (at least 512) or 512 without EDNS. */
-export function replyLimit(q: Query, transport: number, outMax: number): number {
-  const lim = transport === 1 ? DNS_MAX_TCP : q.edns ? Math.max(DNS_MAX_UDP_PLAIN, q.ednsSize) : DNS_MAX_UDP_PLAIN
+/**
+ * The largest UDP reply a client gets: its EDNS size (at least 512; 512 without EDNS), but never more than `maxUdp`,
+ * the size we advertise (1232 by default, DNS flag day 2020). A reply over the path MTU would be dropped on the way
+ * (DF) and the client would get nothing; fitted, it gets TC and retries over TCP. The one rule for every UDP reply:
+ * in-path answers, forwarded ones and the slow paths.
+ */
+export function udpLimit(edns: boolean, clientSize: number, maxUdp: number): number {
+  if (!edns) return DNS_MAX_UDP_PLAIN
+  const lim = clientSize < maxUdp ? clientSize : maxUdp
+  return lim > DNS_MAX_UDP_PLAIN ? lim : DNS_MAX_UDP_PLAIN
+}
+
+/** Payload limit for a reply: TCP 65535, UDP udpLimit(); never more than outMax. */
+export function replyLimit(q: Query, transport: number, outMax: number, maxUdp: number): number {
+  const lim = transport === 1 ? DNS_MAX_TCP : udpLimit(q.edns, q.ednsSize, maxUdp)
   return lim < outMax ? lim : outMax
 }
 

@@ -12,10 +12,10 @@ import * as net from 'node:net'
 import type { AddressInfo } from 'node:net'
 import dnsPacket from 'dns-packet'
 import type { Cluster } from '../model/cluster'
-import { AUTOPATH, EXTERNAL, NOT_OURS, Responder, inZone } from './answer'
+import { AUTOPATH, EXTERNAL, NOT_OURS, Responder } from './answer'
 import {
-  DNS_HEADER_LEN, DNS_MAX_TCP, DNS_MAX_UDP_PLAIN, DnsFlag, QCLASS_IN, QType, QTypeName, Query, Rcode, RcodeName, Verdict,
-  VerdictName, parseQuery, replyLimit, writeBareResponse,
+  DNS_HEADER_LEN, DNS_MAX_TCP, DnsFlag, QCLASS_IN, QType, QTypeName, Query, Rcode, RcodeName, Verdict,
+  VerdictName, parseQuery, replyLimit, udpLimit, writeBareResponse,
 } from './message'
 import { Upstream, type UpstreamStats } from './upstream'
 import { ZoneCompiler, type FullZoneImage, type ZoneImage, type ZoneOptions } from './image'
@@ -35,8 +35,12 @@ export interface DnsServerOptions extends ZoneOptions {
   readonly ednsSize?: number
   /** CoreDNS-autopath-style search-path shortcut for `<name>.<ns>.svc.<zone>` misses; default off */
   readonly autopath?: boolean
-  /** idle TCP connections are closed after this; default 10 s */
+  /** a TCP connection that completes no query for this long is closed (trickled bytes do not count); default 10 s */
   readonly tcpIdleMs?: number
+  /** TCP connections open at once; more are closed at accept and counted (tcpRejected); default 128 */
+  readonly maxTcpConnections?: number
+  /** client queries waiting on upstream at once; more are dropped and counted; default 1000 */
+  readonly maxPending?: number
 }
 
 export interface DnsMetrics {
@@ -50,10 +54,25 @@ export interface DnsMetrics {
   readonly forwarded: number
   readonly autopath: number
   readonly upstream: Readonly<UpstreamStats> & { readonly cacheSize: number }
+  /** every query that parsed, answered here or forwarded (coredns_dns_requests_total) */
+  readonly requests: number
+  /**
+   * time to answer, as CoreDNS's coredns_dns_request_duration_seconds: `counts[i]` answers took at most `bounds[i]`
+   * seconds and more than the bound before it (not cumulative), the last slot is +Inf. Answers written in the packet
+   * path are observed as 0 (answered within their batch; no clock read per packet); forwarded ones from forward() to
+   * the reply.
+   */
+  readonly duration: { readonly bounds: readonly number[]; readonly counts: readonly number[]; readonly sum: number; readonly count: number }
+  /** TCP front end: connections refused at the cap, and closed idle (or not reading) */
+  readonly tcp: { readonly open: number; readonly rejected: number; readonly closedIdle: number }
   readonly zone: { readonly names: number; readonly serial: number; readonly compileErrors: number }
 }
 
 const QTYPE_SLOTS = 257
+/** CoreDNS's plugin.TimeBuckets: ExponentialBuckets(0.00025, 2, 16), 0.25 ms to 8.192 s */
+const DNS_DURATION_BUCKETS: readonly number[] = Array.from({ length: 16 }, (_, i) => 0.00025 * 2 ** i)
+/** reply bytes queued to one TCP client before it counts as not reading (four largest replies) */
+const TCP_MAX_BACKLOG = 4 * (DNS_MAX_TCP + 2)
 
 /** Counters as typed arrays: bumping one on the fast path is a single indexed add. */
 export class DnsStats {
@@ -63,8 +82,24 @@ export class DnsStats {
   truncated = 0
   forwarded = 0
   autopath = 0
+  /** TCP connections closed at accept because maxTcpConnections were open */
+  tcpRejected = 0
+  /** TCP connections closed for completing no query within tcpIdleMs, or for not reading their replies */
+  tcpClosedIdle = 0
   /** compile problems (objects skipped) in the installed zone */
   compileErrors = 0
+  requests = 0
+  /** per DNS_DURATION_BUCKETS bound, then +Inf; fixed counters, nothing allocated per query */
+  readonly durationCounts = new Float64Array(DNS_DURATION_BUCKETS.length + 1)
+  durationSum = 0
+
+  /** One answer that took `seconds`. */
+  observe(seconds: number): void {
+    let i = 0
+    while (i < DNS_DURATION_BUCKETS.length && seconds > DNS_DURATION_BUCKETS[i]!) i++
+    this.durationCounts[i]!++
+    this.durationSum += seconds
+  }
 
   countReply(reply: Uint8Array, off: number, n: number): void {
     if (n < DNS_HEADER_LEN) return
@@ -101,6 +136,7 @@ export class DnsServer {
       ...(opts.resolvConf !== undefined ? { resolvConf: opts.resolvConf } : {}),
       ...(opts.upstreamTimeoutMs !== undefined ? { timeoutMs: opts.upstreamTimeoutMs } : {}),
       ...(opts.cacheSize !== undefined ? { cacheSize: opts.cacheSize } : {}),
+      ...(opts.maxPending !== undefined ? { maxPending: opts.maxPending } : {}),
       ednsSize: this.ednsSize,
       exclude: dnsIPs,
     })
@@ -159,8 +195,11 @@ export class DnsServer {
       if (count) stats.countReply(out, outOff, n)
       return n
     }
-    if (count) stats.queries[q.qtype < QTYPE_SLOTS - 1 ? q.qtype : QTYPE_SLOTS - 1]!++
-    const limit = replyLimit(q, transport, outMax)
+    if (count) {
+      stats.queries[q.qtype < QTYPE_SLOTS - 1 ? q.qtype : QTYPE_SLOTS - 1]!++
+      stats.requests++
+    }
+    const limit = replyLimit(q, transport, outMax, this.ednsSize)
     let n: number
     if (q.edns && q.ednsVersion > 0) {
       n = writeBareResponse(buf, off, q, out, outOff, limit, Rcode.BADVERS, true, this.ednsSize)
@@ -168,11 +207,8 @@ export class DnsServer {
       // no zone transfers (CoreDNS without the transfer plugin)
       n = writeBareResponse(buf, off, q, out, outOff, limit, Rcode.REFUSED, true, this.ednsSize)
     } else if (q.qclass !== QCLASS_IN) {
-      const zone = this.current
-      if (!inZone(zone, q) && zone.find(q.name, 0, q.nameLen, q.hash) < 0) {
-        if (count) stats.forwarded++
-        return NOT_OURS
-      }
+      // CHAOS (version.bind, hostname.bind, id.server), HESIOD, ANY: refused here, never forwarded, so a pod cannot
+      // learn the upstream's software or version through us (CoreDNS answers CH only with the chaos plugin)
       n = writeBareResponse(buf, off, q, out, outOff, limit, Rcode.REFUSED, true, this.ednsSize)
     } else {
       n = this.responder.answer(this.current, q, buf, off, out, outOff, limit, autopath, external)
@@ -184,6 +220,7 @@ export class DnsServer {
     if (count) {
       if (q.edns && q.ednsVersion > 0 && n > 0) stats.responses[Rcode.BADVERS]!++
       else stats.countReply(out, outOff, n)
+      if (n > 0) stats.durationCounts[0]!++
     }
     return n
   }
@@ -202,8 +239,10 @@ export class DnsServer {
     }
     if (n === 0) return
     const t = transport === Transport.TCP ? 1 : 0
+    const started = performance.now()
     const done = (answer: Buffer): void => {
       this.stats.countReply(answer, 0, answer.length)
+      this.stats.observe((performance.now() - started) / 1000)
       cb(answer)
     }
     if (n === AUTOPATH) this.autopath(query, done, t)
@@ -271,7 +310,7 @@ export class DnsServer {
         : [],
     }
     let wire = dnsPacket.encode(reply)
-    const limit = transport === 1 ? DNS_MAX_TCP : optIn !== undefined ? Math.max(DNS_MAX_UDP_PLAIN, optIn.udpPayloadSize) : DNS_MAX_UDP_PLAIN
+    const limit = transport === 1 ? DNS_MAX_TCP : udpLimit(optIn !== undefined, optIn?.udpPayloadSize ?? 0, this.ednsSize)
     if (wire.length > limit) wire = dnsPacket.encode({ ...reply, flags: (reply.flags ?? 0) | DnsFlag.TC, answers: [], authorities: [] })
     return wire
   }
@@ -329,7 +368,7 @@ export class DnsServer {
           : [],
       }
       let wire = dnsPacket.encode(reply)
-      const limit = transport === 1 ? DNS_MAX_TCP : optIn !== undefined ? Math.max(DNS_MAX_UDP_PLAIN, optIn.udpPayloadSize) : DNS_MAX_UDP_PLAIN
+      const limit = transport === 1 ? DNS_MAX_TCP : udpLimit(optIn !== undefined, optIn?.udpPayloadSize ?? 0, this.ednsSize)
       if (wire.length > limit) wire = dnsPacket.encode({ ...reply, flags: (reply.flags ?? 0) | DnsFlag.TC, answers: [] })
       cb(wire)
     }
@@ -411,9 +450,17 @@ export class DnsServer {
     const server = net.createServer(conn => {
       this.tcpConns.add(conn)
       conn.setNoDelay(true)
-      conn.setTimeout(idle, () => conn.destroy())
+      // idle means no complete query: a client trickling a byte at a time cannot hold a connection slot
+      const timer = setTimeout(() => {
+        this.stats.tcpClosedIdle++
+        conn.destroy()
+      }, idle)
+      timer.unref()
       conn.on('error', () => conn.destroy())
-      conn.on('close', () => this.tcpConns.delete(conn))
+      conn.on('close', () => {
+        clearTimeout(timer)
+        this.tcpConns.delete(conn)
+      })
       let acc: Buffer = Buffer.alloc(0)
       conn.on('data', (chunk: Buffer) => {
         acc = acc.length === 0 ? chunk : Buffer.concat([acc, chunk])
@@ -422,8 +469,15 @@ export class DnsServer {
           if (acc.length < 2 + len) break
           const msg = Buffer.from(acc.subarray(2, 2 + len))
           acc = acc.subarray(2 + len)
+          timer.refresh()
           this.handle(msg, Transport.TCP, answer => {
             if (conn.destroyed) return
+            if (conn.writableLength > TCP_MAX_BACKLOG) {
+              // the client asks and never reads: its replies would pile up here without bound
+              this.stats.tcpClosedIdle++
+              conn.destroy()
+              return
+            }
             const frame = Buffer.allocUnsafe(2 + answer.length)
             frame.writeUInt16BE(answer.length, 0)
             answer.copy(frame, 2)
@@ -431,6 +485,10 @@ export class DnsServer {
           })
         }
       })
+    })
+    server.maxConnections = this.opts.maxTcpConnections ?? 128
+    server.on('drop', () => {
+      this.stats.tcpRejected++
     })
     this.tcpServers.add(server)
     return new Promise((resolve, reject) => {
@@ -472,6 +530,12 @@ export class DnsServer {
       forwarded: s.forwarded,
       autopath: s.autopath,
       upstream: { ...this.upstream.stats, cacheSize: this.upstream.cacheSize },
+      requests: s.requests,
+      duration: {
+        bounds: DNS_DURATION_BUCKETS, counts: Array.from(s.durationCounts), sum: s.durationSum,
+        count: s.durationCounts.reduce((a, b) => a + b, 0),
+      },
+      tcp: { open: this.tcpConns.size, rejected: s.tcpRejected, closedIdle: s.tcpClosedIdle },
       zone: { names: this.current.size, serial: this.current.serial, compileErrors: s.compileErrors },
     }
   }

@@ -13,8 +13,8 @@ import { readFileSync } from 'node:fs'
 import * as net from 'node:net'
 import dnsPacket from 'dns-packet'
 import {
-  DNS_HEADER_LEN, DNS_MAX_TCP, DNS_MAX_UDP_PLAIN, DnsFlag, OPT_RR_LEN, QType, Query, Rcode, Verdict, parseQuery,
-  put16, put32, skipName, writeBareResponse, writeHeader, writeOpt,
+  DNS_HEADER_LEN, DNS_MAX_TCP, DnsFlag, OPT_RR_LEN, QType, Query, Rcode, Verdict, parseQuery, put16, put32, skipName,
+  udpLimit, writeBareResponse, writeHeader, writeOpt,
 } from './message'
 
 export interface UpstreamServer {
@@ -40,6 +40,11 @@ export interface UpstreamOptions {
   readonly ednsSize?: number
   /** a server that timed out or refused is tried last for this long; default 5000 ms */
   readonly holdDownMs?: number
+  /**
+   * client queries waiting on upstream at once (coalesced ones included); past it a query is dropped and counted
+   * (`overflow`), as CoreDNS forward's max_concurrent; default 1000
+   */
+  readonly maxPending?: number
 }
 
 export interface UpstreamStats {
@@ -55,6 +60,8 @@ export interface UpstreamStats {
   tcpFallbacks: number
   /** SERVFAIL we made up because every upstream failed */
   servfail: number
+  /** queries dropped because maxPending were already waiting on upstream */
+  overflow: number
 }
 
 /** Parse resolv.conf text: the `nameserver` addresses, in order. */
@@ -160,8 +167,11 @@ export class Upstream {
   readonly servers: readonly UpstreamServer[]
   readonly stats: UpstreamStats = {
     requests: 0, cacheHits: 0, cacheMisses: 0, coalesced: 0, latencySum: 0, latencyCount: 0, timeouts: 0, errors: 0,
-    tcpFallbacks: 0, servfail: 0,
+    tcpFallbacks: 0, servfail: 0, overflow: 0,
   }
+  /** client queries waiting on an upstream exchange now (bounded by maxPending) */
+  pending = 0
+  private readonly maxPending: number
   private readonly timeoutMs: number
   private readonly cacheCap: number
   private readonly maxTtl: number
@@ -193,6 +203,7 @@ export class Upstream {
     this.maxNegTtl = opts.maxNegativeTtl ?? 1800
     this.ednsSize = opts.ednsSize ?? 1232
     this.holdDownMs = opts.holdDownMs ?? 5000
+    this.maxPending = opts.maxPending ?? 1000
     this.conns = this.servers.map(() => undefined)
     this.downUntil = this.servers.map(() => 0)
   }
@@ -241,15 +252,20 @@ export class Upstream {
       this.cache.delete(key)
     }
     this.stats.cacheMisses++
+    if (this.servers.length === 0 || this.closed) {
+      this.stats.servfail++
+      cb(servfail(w, this.ednsSize))
+      return
+    }
+    if (this.pending >= this.maxPending) {
+      this.stats.overflow++
+      return
+    }
+    this.pending++
     const flying = this.flights.get(key)
     if (flying !== undefined) {
       this.stats.coalesced++
       flying.waiters.push(w)
-      return
-    }
-    if (this.servers.length === 0 || this.closed) {
-      this.stats.servfail++
-      cb(servfail(w, this.ednsSize))
       return
     }
     // our upstream query: the client's question, RD, the client's CD, EDNS with the client's DO bit
@@ -399,6 +415,7 @@ export class Upstream {
     this.downUntil[f.server] = 0
     f.done = true
     this.flights.delete(f.key)
+    this.pending -= f.waiters.length
     const truncated = (m[2]! & (DnsFlag.TC >>> 8)) !== 0
     if (!truncated && entry.expiresAt > entry.storedAt) {
       this.cache.set(f.key, entry)
@@ -421,6 +438,7 @@ export class Upstream {
     f.done = true
     clearTimeout(f.timer)
     this.flights.delete(f.key)
+    this.pending -= f.waiters.length
     for (const w of f.waiters) {
       this.stats.servfail++
       w.cb(servfail(w, this.ednsSize))
@@ -429,7 +447,7 @@ export class Upstream {
 
   /** A client's reply from an answer: its ID, flags and question; TTLs aged; fitted to what it may receive. */
   private reply(w: Waiter, e: CacheEntry, now: number): Buffer {
-    const limit = w.transport === 1 ? DNS_MAX_TCP : w.edns ? Math.max(DNS_MAX_UDP_PLAIN, w.ednsSize) : DNS_MAX_UDP_PLAIN
+    const limit = w.transport === 1 ? DNS_MAX_TCP : udpLimit(w.edns, w.ednsSize, this.ednsSize)
     const opt = w.edns ? OPT_RR_LEN : 0
     const head = DNS_HEADER_LEN + w.question.length
     let bodyLen = e.body.length

@@ -2,7 +2,7 @@
 // starting point, linear probing skips what is taken. The same manifests always get the same addresses and ports.
 import { createHash } from 'node:crypto'
 import type { Family } from '../model/cluster'
-import { bigIntToIP, canonicalIP, formatIP, ipToBigInt, parseCIDR, type ParsedCIDR } from './ip'
+import { bigIntToIP, canonicalIP, cidrContains, formatCIDR, formatIP, ipToBigInt, parseCIDR, parseIP, type ParsedCIDR } from './ip'
 
 export const DEFAULT_SERVICE_CIDR = '10.96.0.0/12'
 
@@ -35,6 +35,15 @@ export class ClusterIPAllocator {
   reserve(ip: string): void {
     const c = canonicalIP(ip)
     if (c !== undefined) this.used.add(c)
+  }
+
+  /** Why `ip` cannot be a cluster IP here (outside its family's service CIDR, or no such CIDR); undefined when it can. */
+  outside(ip: string): string | undefined {
+    const p = parseIP(ip)
+    if (p === undefined) return undefined
+    const range = this.ranges.get(p.family)
+    if (range === undefined) return `${ip}: no IPv${p.family} service CIDR is configured`
+    return cidrContains(range, p) ? undefined : `${ip} is outside the service CIDR ${formatCIDR(range)}`
   }
 
   hasFamily(f: Family): boolean {

@@ -22,8 +22,16 @@ export interface NormalizeOptions {
   readonly validate?: boolean
   /** give Services without a cluster IP / node port one, as the API server would (default true) */
   readonly allocate?: boolean
-  /** service CIDRs, one per family (default ['10.96.0.0/12']) */
+  /**
+   * service CIDRs, one per family (default ['10.96.0.0/12']); when given, an explicit cluster IP outside them is a
+   * problem (the API server would refuse it; a pod would reach it through tundra's NAT only)
+   */
   readonly serviceCIDRs?: readonly string[]
+  /**
+   * the cluster DNS addresses tundra answers on: a Service may not claim one (its NAT rules would never be reached, and
+   * it would shadow the cluster DNS). Not given by `tundra run`, where kube-system/kube-dns holds that address.
+   */
+  readonly dnsIPs?: readonly string[]
   /** node port range (default 30000-32767) */
   readonly nodePortRange?: readonly [number, number]
   /** add the Pods of each Deployment before anything else (default false) */
@@ -183,6 +191,7 @@ export function normalize(input: readonly LoadedObject[], opts: NormalizeOptions
     warnings.push(`cluster IPs are not allocated: ${(err as Error).message}`)
   }
   const portAlloc = new NodePortAllocator(nodePortRange)
+  const dnsIPs = new Set((opts.dnsIPs ?? []).map(ip => canonicalIP(ip) ?? ip))
   for (const l of svcObjs) {
     for (const ip of explicitClusterIPs(l.object)) ipAlloc?.reserve(ip)
     for (const p of l.object.spec?.ports ?? []) if (typeof p.nodePort === 'number' && p.nodePort !== 0) portAlloc.reserve(p.nodePort)
@@ -218,6 +227,17 @@ export function normalize(input: readonly LoadedObject[], opts: NormalizeOptions
       if (ipFamilies.length === 0) ipFamilies = [4]
     } else {
       clusterIPs = explicitClusterIPs(svc).map(ip => canonicalIP(ip) as string)
+      clusterIPs.forEach((ip, i) => {
+        const field = (spec.clusterIPs?.length ?? 0) > 0 ? `spec.clusterIPs[${i}]` : 'spec.clusterIP'
+        const why = opts.serviceCIDRs !== undefined ? ipAlloc?.outside(ip) : undefined
+        if (why !== undefined) {
+          skip(field, why)
+          failed = true
+        } else if (dnsIPs.has(ip)) {
+          skip(field, `${ip} is the cluster DNS address, answered by tundra itself`)
+          failed = true
+        }
+      })
       const declared = declaredFamilies(svc)
       let wanted: Family[] = declared.length > 0 ? declared : [4]
       const policy = spec.ipFamilyPolicy

@@ -114,7 +114,7 @@ export function compileLab(opts: CompileOptions): LabPlan {
   preallocateClusterIPs(running, nodes, warn, dualStack)
   const computed = runEndpointSliceController(running, { nodes: nodeObjects })
   const all: LoadedObject[] = [...nodeObjects.map(object => ({ object })), ...running, ...computed]
-  const norm = normalize(all, { validate: false, serviceCIDRs: serviceCIDRs(dualStack), ...range })
+  const norm = normalize(all, { validate: false, serviceCIDRs: serviceCIDRs(dualStack), dnsIPs: [LAB.dnsIP], ...range })
   if (norm.problems.length > 0) throw new LabManifestError(norm.problems)
   norm.warnings.forEach(warn)
 

@@ -31,12 +31,23 @@ export interface DataplaneStats {
   readonly conntrackMax?: { readonly ipv4: number; readonly ipv6: number }
   /** by reason (snake_case) */
   readonly drops?: Readonly<Record<string, number>>
-  /** DnsServer.metrics() fits: queries by type name, responses by rcode name */
-  readonly dns?: { readonly queries: Readonly<Record<string, number>>; readonly responses: Readonly<Record<string, number>> }
+  /** DnsServer.metrics() fits: queries by type name, responses by rcode name, and the parts below when given */
+  readonly dns?: DnsStatsData
   /** packets and batches read from the TUN; avg (if given) is used as is for tundra_batch_packets */
   readonly batch?: { readonly packets: number; readonly batches: number; readonly avg?: number }
   /** service ports with a Local traffic policy and no local endpoint (kube-proxy's gauge) */
   readonly noLocalEndpoints?: { readonly internal: number; readonly external: number }
+}
+
+/** The cluster DNS server's numbers as plain data (DnsServer.metrics() is one), rendered under CoreDNS's names too. */
+export interface DnsStatsData {
+  readonly queries: Readonly<Record<string, number>>
+  readonly responses: Readonly<Record<string, number>>
+  readonly requests?: number
+  /** per bucket, not cumulative; counts has one more slot than bounds (+Inf) */
+  readonly duration?: { readonly bounds: readonly number[]; readonly counts: readonly number[]; readonly sum: number; readonly count: number }
+  readonly upstream?: { readonly requests: number; readonly cacheHits: number; readonly cacheMisses: number; readonly errors: number; readonly timeouts: number; readonly overflow?: number; readonly cacheSize: number }
+  readonly tcp?: { readonly open: number; readonly rejected: number; readonly closedIdle: number }
 }
 
 /** Called once per scrape; it may ask another thread (a promise). */
@@ -215,6 +226,7 @@ export class TundraMetrics {
     recordCounter('tundra_drops_total', 'Packets dropped, by reason', 'reason', s => s.drops)
     recordCounter('tundra_dns_queries_total', 'DNS queries answered or forwarded, by query type', 'type', s => s.dns?.queries)
     recordCounter('tundra_dns_responses_total', 'DNS responses, by response code', 'rcode', s => s.dns?.responses)
+    this.dnsMetrics(registers)
     new Counter({
       name: 'tundra_tun_packets_total', help: 'Packets read from the TUN device', registers,
       collect() { this.reset(); const b = self.stats().batch; if (b !== undefined) this.inc(b.packets) },
@@ -297,6 +309,68 @@ export class TundraMetrics {
     }
   }
 
+
+  /** CoreDNS's metric names (dashboards for CoreDNS keep working), from the same scrape snapshot as the rest. */
+  private dnsMetrics(registers: Registry[]): void {
+    const self = this
+    const dns = (): DnsStatsData | undefined => self.stats().dns
+    const scalar = (name: string, help: string, type: 'counter' | 'gauge', pick: (d: DnsStatsData) => number | undefined): void => {
+      new (type === 'counter' ? Counter : Gauge)({
+        name, help, registers,
+        collect(this: Counter | Gauge) {
+          this.reset()
+          const d = dns()
+          const v = d === undefined ? undefined : pick(d)
+          if (v !== undefined) (this as Counter).inc(v)
+        },
+      })
+    }
+    new Counter({
+      name: 'coredns_dns_requests_total', help: 'Counter of DNS requests made per type', labelNames: ['type'], registers,
+      collect() {
+        this.reset()
+        for (const [k, v] of Object.entries(dns()?.queries ?? {})) this.inc({ type: k }, v)
+      },
+    })
+    new Counter({
+      name: 'coredns_dns_responses_total', help: 'Counter of response status codes', labelNames: ['rcode'], registers,
+      collect() {
+        this.reset()
+        for (const [k, v] of Object.entries(dns()?.responses ?? {})) this.inc({ rcode: k }, v)
+      },
+    })
+    // a histogram from fixed bucket counters kept on the packet thread: rendered as prom-client renders its own
+    const duration = {
+      name: 'coredns_dns_request_duration_seconds', help: 'Histogram of the time (in seconds) each request took', type: 'histogram',
+      aggregator: 'sum',
+      get: () => {
+        const d = dns()?.duration
+        const values: { metricName: string; labels: Record<string, string | number>; value: number }[] = []
+        if (d !== undefined) {
+          let acc = 0
+          d.bounds.forEach((le, i) => {
+            acc += d.counts[i] ?? 0
+            values.push({ metricName: 'coredns_dns_request_duration_seconds_bucket', labels: { le }, value: acc })
+          })
+          acc += d.counts[d.bounds.length] ?? 0
+          values.push({ metricName: 'coredns_dns_request_duration_seconds_bucket', labels: { le: '+Inf' }, value: acc })
+          values.push({ metricName: 'coredns_dns_request_duration_seconds_sum', labels: {}, value: d.sum })
+          values.push({ metricName: 'coredns_dns_request_duration_seconds_count', labels: {}, value: acc })
+        }
+        return { name: duration.name, help: duration.help, type: 'histogram', values, aggregator: 'sum' }
+      },
+    }
+    for (const r of registers) r.registerMetric(duration as unknown as Parameters<Registry['registerMetric']>[0])
+    scalar('coredns_cache_hits_total', 'The count of cache hits', 'counter', d => d.upstream?.cacheHits)
+    scalar('coredns_cache_misses_total', 'The count of cache misses', 'counter', d => d.upstream?.cacheMisses)
+    scalar('coredns_cache_entries', 'The number of elements in the cache', 'gauge', d => d.upstream?.cacheSize)
+    scalar('coredns_forward_requests_total', 'Counter of requests made per upstream', 'counter', d => d.upstream?.requests)
+    scalar('coredns_forward_responses_errors_total', 'Upstream exchanges that failed (errors and timeouts)', 'counter', d => d.upstream === undefined ? undefined : d.upstream.errors + d.upstream.timeouts)
+    scalar('coredns_forward_max_concurrent_rejects_total', 'Queries dropped because too many were waiting on upstream', 'counter', d => d.upstream?.overflow)
+    scalar('tundra_dns_tcp_connections', 'Open DNS-over-TCP connections', 'gauge', d => d.tcp?.open)
+    scalar('tundra_dns_tcp_rejected_total', 'DNS-over-TCP connections closed at accept: too many open', 'counter', d => d.tcp?.rejected)
+    scalar('tundra_dns_tcp_idle_closed_total', 'DNS-over-TCP connections closed for completing no query in time or not reading replies', 'counter', d => d.tcp?.closedIdle)
+  }
   private stats(): DataplaneStats {
     return this.snap ?? {}
   }

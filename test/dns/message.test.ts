@@ -122,7 +122,34 @@ t.test('REFUSED: zone transfers, non-IN classes inside the zone', async t => {
     }
   }
   t.equal(ask(s, `nginx-pod08.default.svc.${Z}`, 'TXT', { class: 'CH' }).rcode, 'REFUSED')
-  t.equal(answerRaw(s, query('version.bind', 'TXT', { class: 'CH' })).n, -1, 'CH outside the zone: upstream decides')
+})
+
+t.test('CHAOS and other non-IN classes are refused here, never forwarded upstream (issue 14)', async t => {
+  const s = server()
+  for (const name of ['version.bind', 'hostname.bind', 'id.server', 'version.server', 'www.example.com']) {
+    const { n, raw } = answerRaw(s, query(name, 'TXT', { class: 'CH' }))
+    t.ok(n > 0, `${name} CH answered in place (was -1: forwarded, revealing the upstream's version)`)
+    const r = decode(raw)
+    t.equal(r.rcode, 'REFUSED', name)
+    t.same(r.answers, [], 'no version text')
+  }
+  t.ok(answerRaw(s, query('www.example.com', 'A', { class: 'HS' })).n > 0, 'HESIOD too')
+  t.equal(s.metrics().forwarded, 0)
+})
+
+t.test('UDP replies never exceed the size we advertise, whatever the client asks for (issue 14)', async t => {
+  // 120 endpoints: a ~1 980-byte answer. Sent with DF it was lost at a 1450-byte pod MTU; now it is TC at 1232.
+  const s = server(withBig(120))
+  const name = `big.default.svc.${Z}`
+  const r = ask(s, name, 'A', { edns: 4096 })
+  t.ok(r.flag_tc, 'TC: the client retries over TCP')
+  t.ok(r.raw.length <= 1232, `${r.raw.length} bytes`)
+  t.equal(ask(s, name, 'A', { edns: 4096, transport: 1 }).answers?.length, 120, 'all 120 over TCP')
+  const s2 = new DnsServer({ upstream: ['127.0.0.1:9'], ednsSize: 4096 })
+  t.teardown(() => s2.close())
+  s2.setCluster(withBig(120))
+  t.equal(ask(s2, name, 'A', { edns: 4096 }).answers?.length, 120, 'ednsSize raises the cap')
+  t.ok(ask(s2, name, 'A', { edns: 1500 }).flag_tc, 'and the client\'s smaller size still counts')
 })
 
 t.test('FORMERR for malformed questions, with a counter per reason', async t => {

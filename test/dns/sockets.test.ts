@@ -155,3 +155,43 @@ t.test('upstream down: SERVFAIL through the UDP front end', async t => {
   t.equal(got.get(31)?.rcode, 'SERVFAIL')
   t.equal(got.get(31)?.questions?.[0]?.name, 'www.example.org')
 })
+
+t.test('TCP: connections past maxTcpConnections are closed at accept and counted (issue 14)', async t => {
+  const { s, tcp } = await server({ maxTcpConnections: 4 })
+  const open: net.Socket[] = []
+  t.teardown(() => { for (const c of open) c.destroy() })
+  const closedEarly = await Promise.all(Array.from({ length: 10 }, () => new Promise<boolean>(resolve => {
+    const c = net.connect(tcp, '127.0.0.1')
+    open.push(c)
+    c.on('error', () => undefined)
+    c.on('close', () => resolve(true))
+    // a connection the server kept answers a query; one it dropped closes without a reply
+    c.on('connect', () => c.write(frame(query(`nginx-pod08.default.svc.${Z}`, 'A'))))
+    c.on('data', () => resolve(false))
+  })))
+  t.equal(closedEarly.filter(x => !x).length, 4, 'four served')
+  t.equal(closedEarly.filter(x => x).length, 6, 'six closed')
+  t.equal(s.stats.tcpRejected, 6, 'and counted')
+  for (const c of open) c.destroy()
+  await new Promise<void>(resolve => {
+    const poll = setInterval(() => { if (s.stats.tcpRejected >= 6 && open.every(c => c.destroyed)) { clearInterval(poll); resolve() } }, 10)
+  })
+  const after = await tcpSession(tcp, 1, c => c.write(frame(query(`nginx-pod08.default.svc.${Z}`, 'A', { id: 9 }))))
+  t.equal(after[0]?.id, 9, 'a slot is free again once they close')
+})
+
+t.test('TCP: a client trickling bytes without completing a query is closed as idle (issue 14)', async t => {
+  const { s, tcp } = await server({ tcpIdleMs: 200 })
+  const closed = await new Promise<boolean>(resolve => {
+    const c = net.connect(tcp, '127.0.0.1')
+    const q = frame(query(`nginx-pod08.default.svc.${Z}`, 'A'))
+    let i = 0
+    // one byte every 50 ms: activity, but never a whole query
+    const drip = setInterval(() => { if (i < q.length - 1 && !c.destroyed) c.write(q.subarray(i, ++i)) }, 50)
+    const timer = setTimeout(() => { clearInterval(drip); c.destroy(); resolve(false) }, 3000)
+    c.on('close', () => { clearInterval(drip); clearTimeout(timer); resolve(true) })
+    c.on('error', () => undefined)
+  })
+  t.ok(closed, 'server hung up on the trickling client')
+  t.equal(s.stats.tcpClosedIdle, 1)
+})

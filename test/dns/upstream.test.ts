@@ -218,9 +218,35 @@ t.test('a truncated UDP answer is fetched again over TCP', async t => {
   t.ok(udp.flag_tc, 'too big for a plain UDP client: TC, from the cache')
   t.same(udp.answers, [])
   t.equal(up.tcp.length, 1)
+  // ~1 700 bytes: more than the 1232 we advertise, so a client asking for 4096 still gets TC (issue 14: over the path
+  // MTU a DF reply is lost); it fits a TCP client, or UDP when ednsSize says 4096
   const edns = await forward(u, query('big.example.com', 'TXT', { edns: 4096 }))
-  t.notOk(edns.flag_tc)
-  t.equal(edns.answers?.length, 30)
+  t.ok(edns.flag_tc, 'forwarded answers are fitted to our advertised size too')
+  t.ok(edns.raw.length <= 1232)
+  const u4k = new Upstream({ servers: [up.spec], ednsSize: 4096 })
+  t.teardown(() => u4k.close())
+  const big = await forward(u4k, query('big.example.com', 'TXT', { edns: 4096 }))
+  t.notOk(big.flag_tc)
+  t.equal(big.answers?.length, 30)
+})
+
+t.test('queries waiting on upstream are capped: past maxPending they are dropped and counted (issue 14)', async t => {
+  const up = await fakeUpstream(exampleHandler(), { delayMs: 150 })
+  t.teardown(() => up.close())
+  const u = new Upstream({ servers: [up.spec], maxPending: 3 })
+  t.teardown(() => u.close())
+  const answered: number[] = []
+  for (let i = 0; i < 10; i++) u.forward(query(`n${i}.example.com`, 'A', { id: i }), a => answered.push(a.readUInt16BE(0)))
+  t.equal(u.pending, 3, 'three waiting')
+  t.equal(u.stats.overflow, 7, 'seven dropped and counted')
+  t.equal(up.udp.length <= 3, true, 'nothing past the cap reached upstream')
+  await new Promise<void>(resolve => {
+    const poll = setInterval(() => { if (answered.length === 3) { clearInterval(poll); resolve() } }, 10)
+  })
+  t.same(answered.sort(), [0, 1, 2])
+  t.equal(u.pending, 0, 'slots are given back')
+  const again = await forward(u, query('www.example.com', 'A'))
+  t.equal(again.rcode, 'NOERROR', 'and new queries are forwarded again')
 })
 
 t.test('identical questions in flight share one upstream exchange', async t => {

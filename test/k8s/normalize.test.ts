@@ -152,3 +152,26 @@ t.test('condition defaults: ready nil = true, serving nil = ready, terminating n
     ['10.0.0.1', true, true, false], ['10.0.0.2', false, false, true], ['10.0.0.3', false, true, true],
   ])
 })
+
+t.test('a cluster IP outside the service CIDR or equal to the DNS address is refused, with file, object, field (issue 14)', async t => {
+  const svc = (name: string, ip: string, extra = ''): string =>
+    `apiVersion: v1\nkind: Service\nmetadata: {name: ${name}}\nspec: {clusterIP: ${ip}, ${extra}ports: [{port: 80}]}\n`
+  const yaml = [
+    svc('inside', '10.96.0.7'),
+    svc('outside', '1.2.3.4'),
+    svc('dns', '10.96.0.10'),
+    svc('six', 'fd00::7', 'ipFamilies: [IPv6], '),
+    `apiVersion: v1\nkind: Service\nmetadata: {name: dual}\nspec: {clusterIPs: [10.96.0.8, 'fd00::8'], ipFamilies: [IPv4, IPv6], ipFamilyPolicy: RequireDualStack, ports: [{port: 80}]}\n`,
+  ].join('---\n')
+  const r = norm(yaml, { serviceCIDRs: ['10.96.0.0/12'], dnsIPs: ['10.96.0.10'] })
+  t.same(r.cluster.services.map(s => s.name), ['inside'], 'only the one inside the CIDR and not the DNS address')
+  t.same(r.problems.map(p => [p.file, p.object, p.field, p.reason]).sort(), [
+    ['in.yaml', 'Service default/dns', 'spec.clusterIP', '10.96.0.10 is the cluster DNS address, answered by tundra itself'],
+    ['in.yaml', 'Service default/dual', 'spec.clusterIPs[1]', 'fd00::8: no IPv6 service CIDR is configured'],
+    ['in.yaml', 'Service default/outside', 'spec.clusterIP', '1.2.3.4 is outside the service CIDR 10.96.0.0/12'],
+    ['in.yaml', 'Service default/six', 'spec.clusterIP', 'fd00::7: no IPv6 service CIDR is configured'],
+  ])
+  const dual = norm(yaml, { serviceCIDRs: ['10.96.0.0/12', 'fd00::/108'] })
+  t.same(dual.cluster.services.map(s => s.name).sort(), ['dns', 'dual', 'inside', 'six'], 'an IPv6 CIDR admits them; no dnsIPs: no DNS check')
+  t.same(norm(yaml).problems, [], 'without serviceCIDRs (tundra run: the API server checked) nothing is refused')
+})

@@ -65,7 +65,12 @@ t.test('/metrics: tundra counters come from the provider at scrape time, once pe
     endpoints: [{ namespace: 'default', service: 'web', port: 'http', endpoint: '10.100.1.2:8080', packets: 40, newConnections: 6 }],
     conntrackEntries: { ipv4: 5, ipv6: 1 },
     drops: { conntrack_full: 3, truncated: 2 },
-    dns: { queries: { A: 10, AAAA: 4 }, responses: { NOERROR: 12, NXDOMAIN: 2 } },
+    dns: {
+      queries: { A: 10, AAAA: 4 }, responses: { NOERROR: 12, NXDOMAIN: 2 }, requests: 14,
+      duration: { bounds: [0.00025, 0.0005, 0.001], counts: [11, 0, 2, 1], sum: 0.5, count: 14 },
+      upstream: { requests: 3, cacheHits: 5, cacheMisses: 3, errors: 1, timeouts: 1, overflow: 2, cacheSize: 2 },
+      tcp: { open: 1, rejected: 4, closedIdle: 6 },
+    },
     batch: { packets, batches },
     noLocalEndpoints: { internal: 1, external: 2 },
   }))
@@ -94,6 +99,21 @@ t.test('/metrics: tundra counters come from the provider at scrape time, once pe
   t.equal(sample(m, 'tundra_drops_total{reason="conntrack_full"}'), 3)
   t.equal(sample(m, 'tundra_dns_queries_total{type="AAAA"}'), 4)
   t.equal(sample(m, 'tundra_dns_responses_total{rcode="NXDOMAIN"}'), 2)
+  // CoreDNS's names, so its dashboards work against tundra (issue 14)
+  t.equal(sample(m, 'coredns_dns_requests_total{type="A"}'), 10)
+  t.equal(sample(m, 'coredns_dns_responses_total{rcode="NOERROR"}'), 12)
+  t.equal(sample(m, 'coredns_dns_request_duration_seconds_bucket{le="0.00025"}'), 11)
+  t.equal(sample(m, 'coredns_dns_request_duration_seconds_bucket{le="0.001"}'), 13, 'cumulative')
+  t.equal(sample(m, 'coredns_dns_request_duration_seconds_bucket{le="+Inf"}'), 14)
+  t.equal(sample(m, 'coredns_dns_request_duration_seconds_count'), 14)
+  t.equal(sample(m, 'coredns_dns_request_duration_seconds_sum'), 0.5)
+  t.match(m, /^# TYPE coredns_dns_request_duration_seconds histogram$/m)
+  t.equal(sample(m, 'coredns_cache_hits_total'), 5)
+  t.equal(sample(m, 'coredns_cache_misses_total'), 3)
+  t.equal(sample(m, 'coredns_forward_requests_total'), 3)
+  t.equal(sample(m, 'coredns_forward_responses_errors_total'), 2)
+  t.equal(sample(m, 'coredns_forward_max_concurrent_rejects_total'), 2)
+  t.equal(sample(m, 'tundra_dns_tcp_rejected_total'), 4)
   t.equal(sample(m, 'tundra_batch_packets'), 4)
   t.equal(sample(m, 'tundra_tun_packets_total'), 400)
   t.equal(sample(m, 'kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy="external"}'), 2)
