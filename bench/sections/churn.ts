@@ -102,7 +102,8 @@ export function sliceObject(service: string, endpoints: readonly EndpointState[]
   const [port, protocol, name] = service === PROBE_SERVICE ? [PROBE_PORT, 'UDP', 'echo'] : service === 'kube-dns' ? [53, 'UDP', 'dns'] : [80, 'TCP', 'http']
   return {
     apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice',
-    metadata: { name: `${service}-churn`, namespace: 'default', labels: { [SLICE_LABEL]: service } },
+    // kube-dns is the cluster DNS Service: kube-system's, as in a cluster (the only Service that may hold the DNS address)
+    metadata: { name: `${service}-churn`, namespace: service === 'kube-dns' ? 'kube-system' : 'default', labels: { [SLICE_LABEL]: service } },
     addressType: 'IPv4',
     ports: [{ name, port, protocol }],
     endpoints: endpoints.map(e => ({ addresses: [e.ip], conditions: { ready: e.ready, serving: e.ready, terminating: false } })),
@@ -121,7 +122,7 @@ export function writeChurnManifest(dir: string, n: number): string {
     },
   })
   const svc = (name: string, ip: string, port: number, protocol: string): object => ({
-    apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'default' },
+    apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: name === 'kube-dns' ? 'kube-system' : 'default' },
     spec: { clusterIP: ip, ports: [{ name: protocol === 'TCP' ? 'http' : name === 'kube-dns' ? 'dns' : 'echo', port, targetPort: port, protocol }] },
   })
   const items: object[] = [

@@ -139,6 +139,9 @@ function problem(l: LoadedObject, field: string, reason: string): Problem {
   return l.file === undefined ? p : { file: l.file, ...p }
 }
 
+/** The Service that holds the cluster DNS address in a cluster. */
+const CLUSTER_DNS_SERVICE = 'kube-system/kube-dns'
+
 export function normalize(input: readonly LoadedObject[], opts: NormalizeOptions = {}): NormalizeResult {
   const problems: Problem[] = []
   const warnings: string[] = []
@@ -233,8 +236,9 @@ export function normalize(input: readonly LoadedObject[], opts: NormalizeOptions
         if (why !== undefined) {
           skip(field, why)
           failed = true
-        } else if (dnsIPs.has(ip)) {
-          skip(field, `${ip} is the cluster DNS address, answered by tundra itself`)
+        } else if (dnsIPs.has(ip) && key !== CLUSTER_DNS_SERVICE) {
+          // kube-system/kube-dns is the cluster DNS Service itself (its address is the one tundra answers on)
+          skip(field, `${ip} is the cluster DNS address, answered by tundra itself (only ${CLUSTER_DNS_SERVICE} may hold it)`)
           failed = true
         }
       })

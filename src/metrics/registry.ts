@@ -312,8 +312,7 @@ export class TundraMetrics {
 
   /** CoreDNS's metric names (dashboards for CoreDNS keep working), from the same scrape snapshot as the rest. */
   private dnsMetrics(registers: Registry[]): void {
-    const self = this
-    const dns = (): DnsStatsData | undefined => self.stats().dns
+    const dns = (): DnsStatsData | undefined => this.stats().dns
     const scalar = (name: string, help: string, type: 'counter' | 'gauge', pick: (d: DnsStatsData) => number | undefined): void => {
       new (type === 'counter' ? Counter : Gauge)({
         name, help, registers,

@@ -166,11 +166,13 @@ t.test('a cluster IP outside the service CIDR or equal to the DNS address is ref
   const r = norm(yaml, { serviceCIDRs: ['10.96.0.0/12'], dnsIPs: ['10.96.0.10'] })
   t.same(r.cluster.services.map(s => s.name), ['inside'], 'only the one inside the CIDR and not the DNS address')
   t.same(r.problems.map(p => [p.file, p.object, p.field, p.reason]).sort(), [
-    ['in.yaml', 'Service default/dns', 'spec.clusterIP', '10.96.0.10 is the cluster DNS address, answered by tundra itself'],
+    ['in.yaml', 'Service default/dns', 'spec.clusterIP', '10.96.0.10 is the cluster DNS address, answered by tundra itself (only kube-system/kube-dns may hold it)'],
     ['in.yaml', 'Service default/dual', 'spec.clusterIPs[1]', 'fd00::8: no IPv6 service CIDR is configured'],
     ['in.yaml', 'Service default/outside', 'spec.clusterIP', '1.2.3.4 is outside the service CIDR 10.96.0.0/12'],
     ['in.yaml', 'Service default/six', 'spec.clusterIP', 'fd00::7: no IPv6 service CIDR is configured'],
   ])
+  const kubeDns = `apiVersion: v1\nkind: Service\nmetadata: {name: kube-dns, namespace: kube-system}\nspec: {clusterIP: 10.96.0.10, ports: [{port: 53, protocol: UDP}]}\n`
+  t.same(norm(kubeDns, { serviceCIDRs: ['10.96.0.0/12'], dnsIPs: ['10.96.0.10'] }).problems, [], 'the cluster DNS Service itself holds the DNS address')
   const dual = norm(yaml, { serviceCIDRs: ['10.96.0.0/12', 'fd00::/108'] })
   t.same(dual.cluster.services.map(s => s.name).sort(), ['dns', 'dual', 'inside', 'six'], 'an IPv6 CIDR admits them; no dnsIPs: no DNS check')
   t.same(norm(yaml).problems, [], 'without serviceCIDRs (tundra run: the API server checked) nothing is refused')
