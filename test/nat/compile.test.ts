@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import type { Cluster, Service } from '../../src/model/cluster'
 import { compileNat, formatNatTable, updateNat, endpointPort, FrontendKind } from '../../src/nat/compile'
 import type { NatConfig, NatTable } from '../../src/nat/compile'
-import { healthCheckByPort, healthCheckResponse } from '../../src/nat/health'
+import { healthCheckByPort, healthCheckResponse } from '../../src/metrics/health'
 import { endpointNames } from '../../src/nat/endpoints'
 import { BASE_CONFIG, NODE, ep, ip4, port, svc } from './packets'
 

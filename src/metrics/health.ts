@@ -1,7 +1,7 @@
 // kube-proxy's service health check answer for healthCheckNodePort (LoadBalancer, externalTrafficPolicy Local):
 // 200 while this node has a ready local endpoint, 503 otherwise, so the cloud LB only sends traffic where it lands.
 
-import type { HealthCheck, NatTable } from './compile'
+import type { HealthCheck, NatTable } from '../nat/compile'
 
 export interface HealthResponse {
   readonly status: 200 | 503
