@@ -75,7 +75,7 @@ function json(v: unknown): string {
 }
 
 /** kube-proxy's settings for `dump`, resolved as `run` resolves them (same file, flags and precedence). */
-function dumpProxyOptions(o: DumpOpts): DumpOptions {
+function dumpProxyOptions(o: DumpOpts): DumpOptions & { readonly nodeCIDRLocal: boolean } {
   const flags: Record<string, unknown> = {}
   for (const f of RUN_FLAGS) if (f.group !== 'tundra' || f.path === 'tundra.serviceCIDRs') flags[f.key] = o[f.key]
   if (o.clusterCidr !== undefined) flags['clusterCidr'] = o.clusterCidr
@@ -90,6 +90,7 @@ function dumpProxyOptions(o: DumpOpts): DumpOptions {
     masqueradeBit: cfg.masqueradeBit,
     localhostNodePorts: cfg.localhostNodePorts,
     serviceCIDRs: cfg.tundra.serviceCIDRs,
+    nodeCIDRLocal: cfg.detectLocalMode === 'NodeCIDR',
   }
 }
 
@@ -131,7 +132,15 @@ export function registerInspect(program: Command): void {
     if (view.problems.length > 0 && o.skipInvalid !== true) {
       throw new InspectError(`${view.problems.length} invalid object(s) (listed above): nothing dumped; --skip-invalid renders the valid rest`)
     }
-    process.stdout.write(String(await inspectHandlers(view).dump({ ...args, proxy })))
+    let { nodeCIDRLocal, ...render } = proxy
+    if (nodeCIDRLocal) {
+      // detectLocalMode NodeCIDR: pod traffic is "local" when it comes from this node's podCIDRs (as run does)
+      const self = view.natConfig().nodeName
+      const cidrs = view.cluster().nodes.find(n => n.name === self)?.podCIDRs ?? []
+      if (cidrs.length === 0) throw new InspectError(`detectLocalMode NodeCIDR: the Node ${self} in the manifests has no spec.podCIDRs`)
+      render = { ...render, clusterCIDR: [...cidrs] }
+    }
+    process.stdout.write(String(await inspectHandlers(view).dump({ ...args, proxy: render })))
   })
 
   onlineOptions(offlineOptions(program.command('trace')))

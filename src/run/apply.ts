@@ -21,8 +21,14 @@ export interface ApplyScope {
   readonly nodes: ReadonlySet<string>
 }
 
+/**
+ * What the store holds was accepted by the API server (or the lab), which allocated NodePorts from its own
+ * --service-node-port-range: like kube-proxy, take any port rather than re-checking against the default range.
+ */
+const AS_STORED: NormalizeOptions = { allocate: false, nodePortRange: [1, 65535] }
+
 /** The whole desired state of the store (a full sync). */
-export function clusterOf(store: ObjectStore, opts: NormalizeOptions = { allocate: false }): Cluster {
+export function clusterOf(store: ObjectStore, opts: NormalizeOptions = AS_STORED): Cluster {
   return normalize(store.objects(), opts).cluster
 }
 
@@ -32,7 +38,7 @@ function changedServices(store: ObjectStore, keys: Iterable<string>): { changed:
   const deleted: ServiceRef[] = []
   for (const key of keys) {
     const objs = store.serviceObjects(key)
-    const svc = objs.length > 0 ? normalize(objs, { allocate: false }).cluster.services[0] : undefined
+    const svc = objs.length > 0 ? normalize(objs, AS_STORED).cluster.services[0] : undefined
     if (svc) changed.push(svc)
     else {
       const [namespace, name] = key.split('/', 2) as [string, string]

@@ -34,6 +34,17 @@ function fakeLab(name: string, nodes: { name: string; control?: string }[]): voi
   saveState(s)
 }
 
+t.test('dump --detect-local-mode NodeCIDR: local traffic is what comes from the node\'s podCIDRs', async t => {
+  const { view } = quietView([PINNED])
+  const node = view.cluster().nodes.find(n => n.name === view.natConfig().nodeName)!
+  const dump = await cliInProcess(['dump', '-f', PINNED, '--detect-local-mode', 'NodeCIDR'])
+  t.equal(dump.code, 0, dump.error ?? '')
+  const masq = dump.stdout.split('\n').find(l => l.startsWith(`-A ${SVC_CHAIN} !`))
+  t.match(masq, `! -s ${node.podCIDRs[0]} `, "the service chain masquerades what does not come from this node's pods")
+  const cluster = await cliInProcess(['dump', '-f', PINNED])
+  t.not(cluster.stdout.split('\n').find(l => l.startsWith(`-A ${SVC_CHAIN} !`)), masq, 'unlike ClusterCIDR (the default)')
+})
+
 t.test('offline: dump, trace and services print what the handlers return', async t => {
   const { view } = quietView([PINNED])
   const dump = await cliInProcess(['dump', '-f', PINNED])
