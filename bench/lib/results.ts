@@ -109,6 +109,25 @@ export function syncTable(r: BenchReport): string[] {
   return lines
 }
 
+/**
+ * The packet thread's longest single steps between two batches of packets, from the micro section: what an install or
+ * a control-thread request holds it for (ARCHITECTURE.md: every request is bounded).
+ */
+export function packetThreadTable(r: BenchReport): string[] {
+  const m = r.micro
+  if (!m) return []
+  const out: string[][] = []
+  const us = (ns: number): string => (ns >= 1e6 ? `${fmt(ns / 1e6, 'ms')} ms` : `${fmt(ns / 1000, 'µs')} µs`)
+  for (const x of m.results) {
+    if (/^nat (image|conntrack) /.test(x.group) && /packet side/.test(x.name)) out.push([`${x.group}: ${x.name}`, us(x.nsPerOp)])
+  }
+  for (const x of m.oneShot ?? []) {
+    if (/^nat (image|stale flush) /.test(x.name)) out.push([x.name, us(x.nsPerEntry * x.entries)])
+  }
+  if (out.length === 0) return []
+  return [row(['step on the packet thread', 'time']), row(['---', '---:']), ...out.map(row)]
+}
+
 /** What was not measured, and why (skipped sections, unavailable contenders, loads stopped at the cap). */
 export function notMeasured(r: BenchReport): string[] {
   const out: string[] = []
@@ -171,6 +190,13 @@ export function renderResults(r: BenchReport, o: ResultsOptions, chartNames: rea
       'tundra: `compileNat` of the whole cluster, and `updateNat` + engine swap for one moved endpoint. Kernel: the same rules ' +
       '(`dumpRules`) loaded into an empty namespace, and kube-proxy\'s partial sync of the same change, each one ' +
       '`ip netns exec … restore` process.', '', ...sync, '')
+  }
+  const steps = packetThreadTable(r)
+  if (steps.length > 0) {
+    lines.push('## The packet thread\'s longest steps', '',
+      'What one install or one control-thread request holds the packet thread for (packets wait at most this long for ' +
+      'it): a full NAT image is wrapped, a delta applied, conntrack is listed 4096 entries per request and stale flows ' +
+      'are flushed 8192 slots per event-loop turn (micro section, 20 000 services, 1 M conntrack entries).', '', ...steps, '')
   }
   const shown = CHARTS.filter(([name]) => chartNames.includes(name))
   if (shown.length > 0) {

@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, 
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { readReport, renderTable, reportJson, summarize, type BenchReport } from '../../bench/lib/report'
-import { conditions, loadAverages, renderResults, runSeconds, syncTable, writeResults } from '../../bench/lib/results'
+import { conditions, loadAverages, packetThreadTable, renderResults, runSeconds, syncTable, writeResults } from '../../bench/lib/results'
 import { stampedTwin } from '../../bench/results'
 import type { E2eResult } from '../../bench/sections/e2e'
 import type { SyncRow } from '../../bench/sections/sync'
@@ -111,4 +111,27 @@ t.test('writeResults: RESULTS.md and the charts under results/, from JSON as wri
   t.match(md, /A note\./)
   for (const f of files) t.ok(existsSync(f), f)
   t.match(readFileSync(join(dir, 'results', 'sync.svg'), 'utf8'), /nft -f full<\/text><text[^>]*>\(&gt;120 s at 10k\)/, 'the chart says where a load hit the cap')
+})
+
+t.test("the packet thread's longest steps: installs, conntrack chunks and flush slices from the micro section", async t => {
+  const r: BenchReport = {
+    meta: {}, skipped: {},
+    micro: {
+      runner: 'x',
+      results: [
+        { group: 'nat image 20000 services × 10', name: 'install full image (packet side)', nsPerOp: 1800, opsPerSec: 0, rmePct: 0, samples: 1, runner: 'x' },
+        { group: 'nat image 20000 services × 10', name: 'natImage full (control side)', nsPerOp: 9e6, opsPerSec: 0, rmePct: 0, samples: 1, runner: 'x' },
+        { group: 'nat conntrack 1000000 entries', name: 'ctChunk of 4096 entries (packet side)', nsPerOp: 122_900, opsPerSec: 0, rmePct: 0, samples: 1, runner: 'x' },
+        { group: 'wire', name: 'parsePacket', nsPerOp: 18, opsPerSec: 0, rmePct: 0, samples: 1, runner: 'x' },
+      ],
+      oneShot: [{ name: 'nat stale flush over 1000000 entries: slice of 8192 slots, worst', entries: 8192, nsPerEntry: 375 }],
+    },
+  }
+  const lines = packetThreadTable(r)
+  t.same(lines.slice(2).map(l => l.split('|').map(c => c.trim()).filter(Boolean)), [
+    ['nat image 20000 services × 10: install full image (packet side)', '1.8 µs'],
+    ['nat conntrack 1000000 entries: ctChunk of 4096 entries (packet side)', '122.9 µs'],
+    ['nat stale flush over 1000000 entries: slice of 8192 slots, worst', '3.07 ms'],
+  ], 'packet-side steps only (not the control side, not the wire micro-benchmarks)')
+  t.same(packetThreadTable({ meta: {}, skipped: {} }), [], 'no micro section: no table')
 })
