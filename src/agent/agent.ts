@@ -330,7 +330,7 @@ export class Agent implements DataplaneView {
     let buf: Buffer
     try { buf = readFileSync(this.snapshotPath) } catch { return undefined }
     try {
-      const { chunks, report } = prepareRestore(buf, this.compiled, Math.floor(Date.now() / 1000))
+      const { chunks, report } = prepareRestore(buf, this.compiled)
       if (report.problems.length > 0) this.log(`[agent] snapshot ${this.snapshotPath}: ${report.problems.join('; ')}`)
       return chunks
     } catch (err) {

@@ -8,6 +8,7 @@ import { Capture } from '../dataplane/capture'
 import { NatEngine, type NatEngineOptions } from '../nat/engine'
 import { compileNat, type ResolvedNatConfig } from '../nat/compile'
 import { CT_CHUNK } from '../nat/ctview'
+import { monoSeconds } from '../nat/clock'
 import { DnsServer, type DnsServerOptions } from '../dns/server'
 import { natCounterRecord } from '../metrics/nat'
 import type { Family } from '../model/cluster'
@@ -64,7 +65,7 @@ export class PacketPath {
   readonly engine: NatEngine
   readonly dns: DnsServer
   readonly dp: Dataplane
-  private clock = Math.floor(Date.now() / 1000)
+  private clock = monoSeconds()
   private readonly timers: NodeJS.Timeout[] = []
   private flushing: NodeJS.Immediate | undefined
   /** installs refused (a bad image from the control thread): the last good table keeps serving */
@@ -97,7 +98,7 @@ export class PacketPath {
     }
     // The coarse clock and incremental conntrack reaping, between batches.
     this.timers.push(setInterval(() => {
-      this.clock = Math.floor(Date.now() / 1000)
+      this.clock = monoSeconds()
       this.engine.tick(this.clock)
       this.sendResets()
     }, 250))

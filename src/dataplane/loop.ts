@@ -13,6 +13,7 @@ import { encapsulate, innerOffset, VXLAN_OVERHEAD, VXLAN_PORT } from './vxlan'
 import { completeChecksum, segment } from './gso'
 import { CAPTURE_VERDICTS, type Capture } from './capture'
 import { NatAction } from '../nat/verdict'
+import { monoSeconds } from '../nat/clock'
 
 export interface Peer { readonly net: number; readonly mask: number; readonly ip: number; readonly mac: Buffer }
 
@@ -85,7 +86,7 @@ export class Dataplane {
   private readonly segOffsets = new Uint32Array(MAX_SEGS)
   private readonly segLengths = new Uint32Array(MAX_SEGS)
   private readonly seg = Buffer.alloc(SEG_SIZE)
-  private now = Math.floor(Date.now() / 1000)
+  private now = monoSeconds()
   private readonly vnet: boolean
   private readonly gap: number
 
@@ -110,7 +111,7 @@ export class Dataplane {
   readonly onBatch = (batch: Batch): void => {
     const c = this.counters
     c.batches++
-    this.now = Math.floor(Date.now() / 1000)
+    this.now = monoSeconds()
     this.txUsed = 0
     this.txCount = 0
     let nIn = 0

@@ -330,20 +330,30 @@ export function decodeCtChunk(bytes: ArrayBuffer | Uint8Array, table: NatTable |
 const SNAP_MAGIC = 'TNSN'
 const V1_MAGIC = 0x54434e54 // "TNCT"
 
-/** Control side: a snapshot file from the chunks of one full listing (service ports recorded by key). */
-export function assembleSnapshot(chunks: readonly ArrayBuffer[], table: NatTable): Buffer {
+/**
+ * Control side: a snapshot file from the chunks of one full listing (service ports recorded by key). Version 3 stores
+ * each entry's remaining lifetime (its expiry minus its chunk's clock) and the wall time of the save, so a restore
+ * needs neither clock to agree with the one that wrote it.
+ */
+export function assembleSnapshot(chunks: readonly ArrayBuffer[], table: NatTable, wallMs: number = Date.now()): Buffer {
   const keys = table.svcPorts.map(sp => sp?.key ?? null)
-  const header = Buffer.from(JSON.stringify({ version: 2, keys }))
+  const header = Buffer.from(JSON.stringify({ version: 3, keys, savedAt: wallMs }))
   let body = 0
   for (const c of chunks) body += c.byteLength - CHUNK_HEAD
   const out = Buffer.alloc(8 + header.length + body)
   let o = out.write(SNAP_MAGIC, 0, 'latin1')
   o = out.writeUInt32LE(header.length, o)
   o += header.copy(out, o)
+  const dv = new DataView(out.buffer, out.byteOffset, out.byteLength)
   for (const c of chunks) {
-    chunkHeader(new DataView(c))
+    const { count, now } = chunkHeader(new DataView(c))
     out.set(new Uint8Array(c, CHUNK_HEAD), o)
-    o += c.byteLength - CHUNK_HEAD
+    for (let i = 0; i < count && o < out.length; i++) {
+      const fam = dv.getUint8(o)
+      const left = dv.getUint32(o + E.EXPIRES, true) - now
+      dv.setUint32(o + E.EXPIRES, left > 0 ? left : 0, true)
+      o += ctEntryBytes(fam === 6 ? 6 : 4)
+    }
   }
   return out
 }
@@ -382,18 +392,29 @@ function problem(rep: RestoreReport, msg: string): void {
  * ids, and returns chunks (at most CT_CHUNK entries each) for the packet side's restoreCtChunk. Corrupt entries are
  * counted in `report` with a message; a file that is not a snapshot at all throws a RangeError saying why.
  */
-export function prepareRestore(buf: Uint8Array, table: NatTable, now: number, report: RestoreReport = newRestoreReport()): { chunks: ArrayBuffer[]; report: RestoreReport } {
+export function prepareRestore(
+  buf: Uint8Array, table: NatTable, wallMs: number = Date.now(), report: RestoreReport = newRestoreReport(),
+  /** the clock a version 1 or 2 file's absolute expiries are on (those agents ran on wall seconds) */
+  legacyNow: number = Math.floor(wallMs / 1000),
+): { chunks: ArrayBuffer[]; report: RestoreReport } {
   const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength)
   if (b.length < 8 || b.toString('latin1', 0, 4) !== SNAP_MAGIC) throw new RangeError('not a NAT engine snapshot')
   const hl = b.readUInt32LE(4)
   if (8 + hl > b.length) throw new RangeError(`NAT snapshot is truncated: header of ${hl} bytes, file of ${b.length}`)
-  let header: { version?: unknown; keys?: unknown }
+  let header: { version?: unknown; keys?: unknown; savedAt?: unknown }
   try {
     header = JSON.parse(b.toString('utf8', 8, 8 + hl)) as typeof header
   } catch {
     throw new RangeError('NAT snapshot header is not valid JSON')
   }
-  if (header.version !== 1 && header.version !== 2) throw new RangeError(`unsupported NAT snapshot version ${String(header.version)}`)
+  if (header.version !== 1 && header.version !== 2 && header.version !== 3) throw new RangeError(`unsupported NAT snapshot version ${String(header.version)}`)
+  // Version 3 holds remaining lifetimes as of savedAt (wall ms); older ones absolute expiries in wall seconds. Either
+  // way the chunks made here carry lifetimes left now (base 0), which the packet side adds to its own clock.
+  let spent: number
+  if (header.version === 3) {
+    if (typeof header.savedAt !== 'number' || !Number.isFinite(header.savedAt)) throw new RangeError('NAT snapshot header has no savedAt time')
+    spent = Math.max(0, Math.floor((wallMs - header.savedAt) / 1000))
+  } else spent = legacyNow
   if (!Array.isArray(header.keys)) throw new RangeError('NAT snapshot header has no service-port keys')
   const keys = header.keys as unknown[]
   const byKey = new Map<string, number>()
@@ -410,7 +431,7 @@ export function prepareRestore(buf: Uint8Array, table: NatTable, now: number, re
     cur.dv.setUint32(0, CHUNK_MAGIC, true)
     cur.dv.setUint32(4, CHUNK_VERSION, true)
     cur.dv.setUint32(8, cur.n, true)
-    cur.dv.setUint32(12, now >>> 0, true)
+    cur.dv.setUint32(12, 0, true) // base 0: expiries are lifetimes left
     chunks.push(cur.buf.slice(0, cur.o))
     cur = null
   }
@@ -418,7 +439,8 @@ export function prepareRestore(buf: Uint8Array, table: NatTable, now: number, re
   const accept = (): void => {
     const p = entryProblem(r)
     if (p !== '') { problem(report, `entry ${report.corrupt + report.restored + report.expired + report.unknownService}: ${p}`); return }
-    if (r.expires <= now) { report.expired++; return }
+    if (r.expires <= spent) { report.expired++; return }
+    r.expires -= spent
     if (r.svcPort >= 0) {
       const id = mapId(r.svcPort)
       if (id < 0) { report.unknownService++; return }
@@ -434,7 +456,7 @@ export function prepareRestore(buf: Uint8Array, table: NatTable, now: number, re
 
   const dv = new DataView(b.buffer, b.byteOffset, b.byteLength)
   let o = 8 + hl
-  if (header.version === 2) {
+  if (header.version !== 1) {
     while (o < b.length) {
       const fam = dv.getUint8(o)
       if (fam !== 4 && fam !== 6) { problem(report, `entry at byte ${o}: family ${fam} is not 4 or 6; the rest of the file is skipped`); break }
@@ -503,7 +525,8 @@ export function restoreCtChunk(
   keep: (fam: Fam, e: number) => boolean,
 ): void {
   const dv = bytes instanceof Uint8Array ? new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength) : new DataView(bytes)
-  const { count } = chunkHeader(dv)
+  // Expiries in the chunk are on the clock of its header (0: lifetimes left); here they move to `now`'s clock.
+  const { count, now: base } = chunkHeader(dv)
   const r = newRaw()
   let o = CHUNK_HEAD
   for (let i = 0; i < count; i++) {
@@ -512,6 +535,7 @@ export function restoreCtChunk(
     o = readEntry(dv, o, r)
     const p = entryProblem(r)
     if (p !== '') { problem(report, `chunk entry ${i}: ${p}`); continue }
+    r.expires = r.expires - base + now
     if (r.expires <= now) { report.expired++; continue }
     const fam = r.family === 4 ? v4 : v6
     const ct = fam.ct

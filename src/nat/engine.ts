@@ -887,7 +887,8 @@ export class NatEngine {
    * counted (restoreReport()). Returns entries restored. A file that is not a snapshot throws a RangeError.
    */
   restore(buf: Uint8Array, now: number): number {
-    const { chunks, report } = prepareRestore(buf, this.table, now)
+    // a file of an older version was written on this engine's clock (single-thread callers: tests, tools)
+    const { chunks, report } = prepareRestore(buf, this.table, Date.now(), newRestoreReport(), now)
     for (const c of chunks) this.restoreChunk(c, now, report)
     this.lastRestore = report
     return report.restored
