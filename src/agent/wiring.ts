@@ -7,11 +7,12 @@
 //             (by protocol and port, not every packet from the uplink: the kernel answers ARP for the node's own
 //              address only when the route lookup for it with iif <uplink> says "local")
 //   pref 100                       lookup local     (moved from pref 0, so the rules above see local destinations)
-//   table 190: default dev <tun> src <node IP>;  main: <serviceCIDR> dev <tun> (the node's own processes reaching
-//             services), unreachable <clusterCIDR> metric 1000 (a pod address nobody owns: host unreachable, never a
+//   table 190: default dev <tun> src <node IP>;  main: <serviceCIDR> dev <tun> src <node IP> (the node's own
+//             processes reaching services), unreachable <clusterCIDR> metric 1000 (a pod address nobody owns: host unreachable, never a
 //             bounce between the kernel and the TUN; pods' /32 routes and other routes for pod blocks win over it)
-//   `src <node IP>`: the ICMP errors the kernel sends to pods (rule 97) come from the node, not from whichever
-//   address it would pick (the DNS address on lo)
+//   `src <node IP>`: what the node itself sends into the TUN (its processes to services, the ICMP errors its kernel
+//   sends to pods and to service addresses) comes from the node, not from the first global address the kernel
+//   would pick (the DNS address on lo), which no peer accepts as an inner VXLAN source
 //
 // Dual-stack (clusterCIDR6 / serviceCIDR6 set): the same for IPv6 with `ip -6`: prefs 90, 91, 92 (from
 // <clusterCIDR6>), 97 (ICMPv6 from lo to pods), the local rule moved 0 -> 100, table 190 default dev <tun>, and
@@ -111,7 +112,7 @@ export async function wire(cfg: AgentConfig, tun: string): Promise<Wiring> {
     // translated like any reply: their inner header names the endpoint, which the client never talked to.
     await rule('97', ['iif', 'lo', 'ipproto', 'icmp', 'to', cfg.clusterCIDR, 'lookup', TABLE])
     await moveLocalRule('-4')
-    await route([cfg.serviceCIDR, 'dev', tun])
+    await route([cfg.serviceCIDR, 'dev', tun, 'src', cfg.node.ip])
     await route(['blackhole', cfg.serviceCIDR, 'metric', '1000'])
     if (cfg.clusterCIDR6 !== undefined || cfg.serviceCIDR6 !== undefined) {
       const rule6 = ruleIn('-6')
@@ -154,7 +155,7 @@ export async function wire(cfg: AgentConfig, tun: string): Promise<Wiring> {
     setExternalRoutes: async ips => {
       const next = new Set(ips)
       for (const ip of external) if (!next.has(ip)) await run(['ip', 'route', 'del', `${ip}/32`, 'dev', tun])
-      for (const ip of next) if ((await run(['ip', 'route', 'replace', `${ip}/32`, 'dev', tun])).code !== 0) next.delete(ip)
+      for (const ip of next) if ((await run(['ip', 'route', 'replace', `${ip}/32`, 'dev', tun, 'src', cfg.node.ip])).code !== 0) next.delete(ip)
       external = [...next]
     },
   }
