@@ -7,7 +7,7 @@
 import type { Batch, Device } from '../device/device'
 import { GSO_TYPE_MASK, GsoType, VNET_HDR_LEN, VnetFlags, VnetOff } from '../device/vnet'
 import { PacketInfo, parsePacket, DROP_NAMES, PASS } from '../wire/packet'
-import { checksum, csumUpdate16, pseudoHeaderSum4 } from '../wire/checksum'
+import { checksum, pseudoHeaderSum4 } from '../wire/checksum'
 import { buildIcmp4Error, icmpErrorAllowed, writeIpv4Header } from '../wire/build'
 import { IPPROTO_UDP } from '../wire/proto'
 import { IPV4_FLAG_DF, IPV4_MIN_HEADER, Ipv4Field } from '../wire/ipv4'
@@ -129,12 +129,15 @@ const DNS_MAX_ANSWER = 4096
 const UDP_ZERO_CSUM = 0xffff
 /** A TTL at or below this is not forwarded: the kernel would decrement it to 0 (RFC 1812 §5.3.1). */
 const TTL_MIN_FORWARD = 1
+/** What one TTL decrement adds to the IPv4 header checksum (RFC 1141). */
+const TTL_CSUM_STEP = 0x0100
 /** IPv6 header: the hop limit's offset. */
 const IPV6_HOP_LIMIT = 7
 
-function inNet4(a: number, n: Net4 | undefined): boolean {
-  return n !== undefined && ((a & n.mask) >>> 0) === n.net
-}
+/** A prefix no address is in (mask 0 leaves 0, never 1): an unset guard costs the same compare and never matches. */
+const NO_NET: Net4 = { net: 1, mask: 0 }
+/** A prefix every address is in: an unset pod block. */
+const ANY_NET: Net4 = { net: 0, mask: 0 }
 
 function inNet6(buf: Uint8Array, off: number, n: Net6 | undefined): boolean {
   if (n === undefined) return false
@@ -168,11 +171,18 @@ export class Dataplane {
   private icmpLastMs = performance.now()
   private readonly vnet: boolean
   private readonly gap: number
+  private podNet = 0
+  private podMask = 0
+  private clusterNet = 1
+  private clusterMask = 0
+  private svcNet = 1
+  private svcMask = 0
 
   constructor(private readonly dev: Device, private nat: PacketNat, private dns: PacketDns, private opts: LoopOptions) {
     this.vnet = dev.vnetHdr
     this.gap = this.vnet ? VNET_HDR_LEN : 0
     this.icmpTokens = (opts.icmpRate ?? ICMP_RATE_DEFAULT).burst
+    this.setGuards(opts)
   }
 
   setNat(nat: PacketNat): void { this.nat = nat }
@@ -185,7 +195,15 @@ export class Dataplane {
       this.dev.writeBatch(this.tx, this.txOffsets, this.txLengths, n)
     }
   }
-  setPeers(opts: LoopOptions): void { this.opts = opts }
+  setPeers(opts: LoopOptions): void { this.opts = opts; this.setGuards(opts) }
+
+  /** The IPv4 prefixes as plain number fields: the per-packet checks read no optional objects. */
+  private setGuards(opts: LoopOptions): void {
+    const pod = opts.podNet ?? ANY_NET, cluster = opts.clusterNet ?? NO_NET, svc = opts.serviceNet ?? NO_NET
+    this.podNet = pod.net; this.podMask = pod.mask
+    this.clusterNet = cluster.net; this.clusterMask = cluster.mask
+    this.svcNet = svc.net; this.svcMask = svc.mask
+  }
   get options(): LoopOptions { return this.opts }
 
   readonly onBatch = (batch: Batch): void => {
@@ -251,7 +269,7 @@ export class Dataplane {
       if (!fromPeer) {
         if (info.family === 4) {
           const s = info.src
-          if ((inNet4(s, opts.clusterNet) && opts.podNet !== undefined && !inNet4(s, opts.podNet) && info.dst !== opts.nodeIp) ||
+          if ((((s & this.clusterMask) >>> 0) === this.clusterNet && ((s & this.podMask) >>> 0) !== this.podNet && info.dst !== opts.nodeIp) ||
             (this.serviceAddr4(s) && s !== opts.dnsIp)) { this.drop(LoopDrop.SPOOFED_SOURCE); continue }
         } else if (inNet6(buf, info.srcOff, opts.serviceNet6)) { this.drop(LoopDrop.SPOOFED_SOURCE); continue }
       }
@@ -368,9 +386,13 @@ export class Dataplane {
         this.drop(LoopDrop.TTL_EXCEEDED)
         return false
       }
-      const word = (ttl << 8) | buf[off + Ipv4Field.PROTOCOL]!
       buf[off + Ipv4Field.TTL] = ttl - 1
-      buf.writeUInt16BE(csumUpdate16(buf.readUInt16BE(off + Ipv4Field.CHECKSUM), word, word - 0x100), off + Ipv4Field.CHECKSUM)
+      // RFC 1141: the TTL is the high byte of its 16-bit word, so the stored checksum goes up by 0x0100 (end-around carry)
+      const c = off + Ipv4Field.CHECKSUM
+      let sum = ((buf[c]! << 8) | buf[c + 1]!) + TTL_CSUM_STEP
+      sum = (sum + (sum >>> 16)) & 0xffff
+      buf[c] = sum >>> 8
+      buf[c + 1] = sum & 0xff
       return true
     }
     const hops = buf[off + IPV6_HOP_LIMIT]!
@@ -381,7 +403,7 @@ export class Dataplane {
 
   /** In the service CIDR and not in the cluster CIDR (they may overlap, as the lab's 10.96/12 and 10.100/16 do). */
   private serviceAddr4(a: number): boolean {
-    return inNet4(a, this.opts.serviceNet) && !inNet4(a, this.opts.clusterNet)
+    return ((a & this.svcMask) >>> 0) === this.svcNet && ((a & this.clusterMask) >>> 0) !== this.clusterNet
   }
 
   /** A destination in the service CIDR that NAT left alone (no ClusterIP), other than the DNS address on lo. */

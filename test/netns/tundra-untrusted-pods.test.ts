@@ -44,7 +44,10 @@ async function heard(lab: TundraLab, victim: string, victimIp: string, forge: (p
   } catch (err) {
     const c = await lab.counters('node1')
     const neigh = await lab.pod('client', ['ip', 'neigh'])
-    throw new Error(`${(err as Error).message}; node1: ${JSON.stringify(c)}; client neigh: ${neigh.stdout}; listener stderr ${l.stderr}`)
+    const nstat = async (target: string | { node: string }): Promise<string> =>
+      (await lab.exec(typeof target === 'string' ? { pod: target } : target, ['nstat', '-az'])).stdout.split('\n').filter(x => !/\s0\s+0\.0$/.test(x)).join('; ')
+    throw new Error(`${(err as Error).message}; node1: ${JSON.stringify(c)}; client neigh: ${neigh.stdout}; listener stderr ${l.stderr}; ` +
+      `victim nstat: ${await nstat(victim)}; node1 nstat: ${await nstat({ node: 'node1' })}; listener lines ${JSON.stringify(l.lines)}`)
   }
   return l.lines.filter(x => x.startsWith('from '))
 }
