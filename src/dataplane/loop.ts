@@ -375,7 +375,7 @@ export class Dataplane {
   }
 
   /**
-   * Decrements the TTL / hop limit of a packet tundra routes (IPv4 header checksum updated incrementally, RFC 1624).
+   * Decrements the TTL / hop limit of a packet tundra routes (IPv4 header checksum updated incrementally, RFC 1141).
    * Returns false when it ran out: dropped, counted, and for IPv4 answered with time exceeded from the node.
    */
   private decrementTtl(buf: Buffer, off: number, len: number, info: PacketInfo): boolean {
