@@ -14,6 +14,7 @@ import type { DataplaneView, LiveClient } from './view'
 import { wire, type Wiring } from './wiring'
 import type { Cluster, Service } from '../model/cluster'
 import { normalize } from '../k8s/normalize'
+import { parseCIDR } from '../k8s/ip'
 import { FileSource } from '../run/files'
 import { applyBatch } from '../run/apply'
 import type { ChangeSet } from '../run/store'
@@ -74,6 +75,22 @@ function toPeer(p: VxlanPeer, where: string): PeerSpec {
   if (ip === undefined) throw new AgentError(`${where}.ip: not an IPv4 address: ${p.ip}`)
   if (cidr === undefined) throw new AgentError(`${where}.podCIDR: not an IPv4 CIDR: ${p.podCIDR}`)
   return { net: cidr.net, mask: cidr.mask, ip, mac: new Uint8Array(vxlanMac(ip)) }
+}
+
+/** The prefixes the packet loop guards (spoofed sources, loops) and its ICMP error rate, checked here. */
+function guardNets(cfg: AgentConfig): Pick<PacketInit['loop'], 'podNet' | 'clusterNet' | 'serviceNet' | 'serviceNet6' | 'icmpRate'> {
+  const v4 = (text: string, where: string): { net: number; mask: number } => {
+    const c = parseCidr4(text)
+    if (c === undefined) throw new AgentError(`${where}: not an IPv4 CIDR: ${text}`)
+    return c
+  }
+  const c6 = cfg.serviceCIDR6 === undefined ? undefined : parseCIDR(cfg.serviceCIDR6)
+  if (cfg.serviceCIDR6 !== undefined && c6?.ip.family !== 6) throw new AgentError(`serviceCIDR6: not an IPv6 CIDR: ${cfg.serviceCIDR6}`)
+  return {
+    podNet: v4(cfg.node.podCIDR, 'node.podCIDR'), clusterNet: v4(cfg.clusterCIDR, 'clusterCIDR'), serviceNet: v4(cfg.serviceCIDR, 'serviceCIDR'),
+    ...(c6 === undefined ? {} : { serviceNet6: { bytes: Uint8Array.from(c6.ip.bytes), prefix: c6.prefix } }),
+    ...(cfg.icmpRateLimit === undefined ? {} : { icmpRate: { perSecond: cfg.icmpRateLimit.perSecond, burst: cfg.icmpRateLimit.burst } }),
+  }
 }
 
 const RELOAD_DEBOUNCE_MS = 50
@@ -229,7 +246,7 @@ export class Agent implements DataplaneView {
     const nat = natInstall(this.compiled)
     const zone = zoneInstall(this.zone.full(this.current))
     const init: PacketInit = {
-      loop: { nodeIp, dnsIp, dnsPort: 53, vni: cfg.vxlan.vni, peers },
+      loop: { nodeIp, dnsIp, dnsPort: 53, vni: cfg.vxlan.vni, peers, ...guardNets(cfg) },
       engine: this.opts.engine ?? {},
       natConfig: this.natCfg,
       dns: this.dnsOpts,

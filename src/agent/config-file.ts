@@ -28,5 +28,13 @@ export function readAgentConfig(file: string): AgentConfig {
   if (tun.queues !== undefined && !(Number.isInteger(tun.queues) && (tun.queues as number) >= 1 && (tun.queues as number) <= 64)) {
     throw new Error(`${file}: tun.queues: expected an integer 1..64, got ${JSON.stringify(tun.queues)}`)
   }
+  const rl = (raw as { icmpRateLimit?: unknown }).icmpRateLimit
+  if (rl !== undefined) {
+    const r = rl as { perSecond?: unknown; burst?: unknown } | null
+    const int = (v: unknown): boolean => Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 1e6
+    if (r === null || typeof r !== 'object' || !int(r.perSecond) || !int(r.burst)) {
+      throw new Error(`${file}: icmpRateLimit: expected { "perSecond": 0..1000000, "burst": 0..1000000 } (integers), got ${JSON.stringify(rl)}`)
+    }
+  }
   return raw as AgentConfig
 }

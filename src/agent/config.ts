@@ -53,6 +53,9 @@ export interface AgentConfig {
   readonly masqueradeAll?: boolean
   readonly lb?: 'random' | 'maglev'
   readonly icmp?: 'reply' | 'reject' | 'drop'
+  /** ICMP errors tundra sends (port/host unreachable, time exceeded): at most `burst` at once, refilled at `perSecond`
+   *  (default 1000 and 50, Linux's icmp_msgs_per_sec / icmp_msgs_burst); perSecond 0 sends none after the burst */
+  readonly icmpRateLimit?: { readonly perSecond: number; readonly burst: number }
   /** conntrack state kept across restarts: written on graceful stop and every intervalSeconds (default: beside the control socket, 10 s) */
   readonly snapshot?: { readonly path?: string; readonly intervalSeconds?: number }
 }

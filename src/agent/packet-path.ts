@@ -3,7 +3,7 @@
 // ARCHITECTURE.md); every request it serves is bounded (counters, one conntrack chunk, one lookup, a batch of deletes),
 // never a walk of a whole table. Stale flows after an install are flushed a slice at a time between batches.
 import type { Device } from '../device/device'
-import { Dataplane, dropNames, type Peer } from '../dataplane/loop'
+import { Dataplane, dropNames, type Net4, type Net6, type Peer } from '../dataplane/loop'
 import { Capture } from '../dataplane/capture'
 import { NatEngine, type NatEngineOptions } from '../nat/engine'
 import { compileNat, type ResolvedNatConfig } from '../nat/compile'
@@ -18,7 +18,12 @@ import type { TupleQuery } from './view'
 
 /** Everything the packet thread needs to start, as plain data and transferable images. */
 export interface PacketInit {
-  readonly loop: { nodeIp: number; dnsIp: number; dnsPort: number; vni: number; peers: readonly PeerSpec[] }
+  readonly loop: {
+    nodeIp: number; dnsIp: number; dnsPort: number; vni: number; peers: readonly PeerSpec[]
+    /** what a pod may not send from and where nothing may loop (plain prefixes, a handful: never cluster-sized) */
+    podNet?: Net4; clusterNet?: Net4; serviceNet?: Net4; serviceNet6?: Net6
+    icmpRate?: { perSecond: number; burst: number }
+  }
   readonly engine: NatEngineOptions
   readonly natConfig: ResolvedNatConfig
   readonly dns: DnsServerOptions
@@ -77,9 +82,13 @@ export class PacketPath {
     this.engine.install(init.nat)
     this.dns = new DnsServer(init.dns)
     this.dns.install(init.zone)
+    const l = init.loop
     this.dp = new Dataplane(dev, this.engine, this.dns, {
-      nodeIp: init.loop.nodeIp, dnsIp: init.loop.dnsIp, dnsPort: init.loop.dnsPort, vni: init.loop.vni,
-      localMac: Buffer.alloc(6), peers: init.loop.peers.map(toPeer),
+      nodeIp: l.nodeIp, dnsIp: l.dnsIp, dnsPort: l.dnsPort, vni: l.vni,
+      localMac: Buffer.alloc(6), peers: l.peers.map(toPeer),
+      ...(l.podNet === undefined ? {} : { podNet: l.podNet }), ...(l.clusterNet === undefined ? {} : { clusterNet: l.clusterNet }),
+      ...(l.serviceNet === undefined ? {} : { serviceNet: l.serviceNet }), ...(l.serviceNet6 === undefined ? {} : { serviceNet6: l.serviceNet6 }),
+      ...(l.icmpRate === undefined ? {} : { icmpRate: l.icmpRate }),
     })
     if (init.restore !== undefined) this.restore(init.restore)
   }

@@ -7,7 +7,12 @@
 //             (by protocol and port, not every packet from the uplink: the kernel answers ARP for the node's own
 //              address only when the route lookup for it with iif <uplink> says "local")
 //   pref 100                       lookup local     (moved from pref 0, so the rules above see local destinations)
-//   table 190: default dev <tun>;  main: <serviceCIDR> dev <tun> (the node's own processes reaching services)
+//   table 190: default dev <tun> src <node IP>;  main: <serviceCIDR> dev <tun> src <node IP> (the node's own
+//             processes reaching services), unreachable <clusterCIDR> metric 1000 (a pod address nobody owns: host unreachable, never a
+//             bounce between the kernel and the TUN; pods' /32 routes and other routes for pod blocks win over it)
+//   `src <node IP>`: what the node itself sends into the TUN (its processes to services, the ICMP errors its kernel
+//   sends to pods and to service addresses) comes from the node, not from the first global address the kernel
+//   would pick (the DNS address on lo), which no peer accepts as an inner VXLAN source
 //
 // Dual-stack (clusterCIDR6 / serviceCIDR6 set): the same for IPv6 with `ip -6`: prefs 90, 91, 92 (from
 // <clusterCIDR6>), 97 (ICMPv6 from lo to pods), the local rule moved 0 -> 100, table 190 default dev <tun>, and
@@ -93,8 +98,9 @@ export async function wire(cfg: AgentConfig, tun: string): Promise<Wiring> {
     await sysctl('net.ipv4.ip_early_demux', '0')
     await sysctl('net.ipv4.tcp_early_demux', '0')
     await sysctl('net.ipv4.udp_early_demux', '0')
-    await route(['default', 'dev', tun, 'table', TABLE])
+    await route(['default', 'dev', tun, 'table', TABLE, 'src', cfg.node.ip])
     await route(['blackhole', 'default', 'table', TABLE, 'metric', '1000'])
+    await route(['unreachable', cfg.clusterCIDR, 'metric', '1000'])
     await rule('90', ['iif', tun, 'lookup', 'local'])
     await rule('91', ['iif', tun, 'lookup', 'main'])
     await rule('92', ['from', cfg.clusterCIDR, 'lookup', TABLE])
@@ -106,7 +112,7 @@ export async function wire(cfg: AgentConfig, tun: string): Promise<Wiring> {
     // translated like any reply: their inner header names the endpoint, which the client never talked to.
     await rule('97', ['iif', 'lo', 'ipproto', 'icmp', 'to', cfg.clusterCIDR, 'lookup', TABLE])
     await moveLocalRule('-4')
-    await route([cfg.serviceCIDR, 'dev', tun])
+    await route([cfg.serviceCIDR, 'dev', tun, 'src', cfg.node.ip])
     await route(['blackhole', cfg.serviceCIDR, 'metric', '1000'])
     if (cfg.clusterCIDR6 !== undefined || cfg.serviceCIDR6 !== undefined) {
       const rule6 = ruleIn('-6')
@@ -120,6 +126,7 @@ export async function wire(cfg: AgentConfig, tun: string): Promise<Wiring> {
       await rule6('90', ['iif', tun, 'lookup', 'local'])
       await rule6('91', ['iif', tun, 'lookup', 'main'])
       if (cfg.clusterCIDR6 !== undefined) {
+        await route6(['unreachable', cfg.clusterCIDR6, 'metric', BLACKHOLE6])
         await rule6('92', ['from', cfg.clusterCIDR6, 'lookup', TABLE])
         await rule6('97', ['iif', 'lo', 'ipproto', 'ipv6-icmp', 'to', cfg.clusterCIDR6, 'lookup', TABLE])
       }
@@ -148,7 +155,7 @@ export async function wire(cfg: AgentConfig, tun: string): Promise<Wiring> {
     setExternalRoutes: async ips => {
       const next = new Set(ips)
       for (const ip of external) if (!next.has(ip)) await run(['ip', 'route', 'del', `${ip}/32`, 'dev', tun])
-      for (const ip of next) if ((await run(['ip', 'route', 'replace', `${ip}/32`, 'dev', tun])).code !== 0) next.delete(ip)
+      for (const ip of next) if ((await run(['ip', 'route', 'replace', `${ip}/32`, 'dev', tun, 'src', cfg.node.ip])).code !== 0) next.delete(ip)
       external = [...next]
     },
   }
@@ -207,7 +214,7 @@ export type WiringPlan = Pick<AgentConfig, 'clusterCIDR' | 'serviceCIDR' | 'clus
 /**
  * Removes tundra's wiring (`tundra run --cleanup`): replays the journal when there is one; otherwise removes what
  * wire() adds for these settings (rules 90-97 that point at table 190 or come from the TUN, table 190, the service
- * CIDR routes, the local rule back at pref 0, the DNS address) -- sysctls cannot be restored then, and the result
+ * CIDR routes, the cluster CIDR's unreachable fallback, the local rule back at pref 0, the DNS address) -- sysctls cannot be restored then, and the result
  * says so. Returns what it did, one line each. Idempotent.
  */
 export async function cleanupWiring(plan: WiringPlan): Promise<string[]> {
@@ -221,7 +228,7 @@ export async function cleanupWiring(plan: WiringPlan): Promise<string[]> {
   } else {
     done.push(`no journal at ${path}: removing what tundra adds for these settings (sysctls left as they are)`)
     const fams: ['-4' | '-6', string | undefined, string | undefined][] = [['-4', plan.clusterCIDR, plan.serviceCIDR], ['-6', plan.clusterCIDR6, plan.serviceCIDR6]]
-    for (const [fam, , svc] of fams) {
+    for (const [fam, cluster, svc] of fams) {
       const rules = (await run(['ip', fam, 'rule', 'show'])).stdout
       for (const line of rules.split('\n')) {
         const m = /^(9[0-7]):\s+(.*)$/.exec(line)
@@ -235,6 +242,10 @@ export async function cleanupWiring(plan: WiringPlan): Promise<string[]> {
         done.push(`ip ${fam} rule: local table back at pref 0`)
       }
       if ((await run(['ip', fam, 'route', 'flush', 'table', TABLE])).code === 0) done.push(`ip ${fam} route flush table ${TABLE}`)
+      if (cluster !== undefined) {
+        const r = ['unreachable', cluster, 'metric', fam === '-4' ? '1000' : BLACKHOLE6]
+        if ((await run(['ip', fam, 'route', 'del', ...r])).code === 0) done.push(`ip ${fam} route del ${r.join(' ')}`)
+      }
       if (svc !== undefined) {
         for (const r of [['blackhole', svc], [svc, 'dev', plan.tun]]) {
           while ((await run(['ip', fam, 'route', 'del', ...r])).code === 0) done.push(`ip ${fam} route del ${r.join(' ')}`)

@@ -4,7 +4,7 @@
 import { spawn } from 'node:child_process'
 import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { deleteNamespaceSync, listNamespaces, must } from '../netns/netns'
+import { deleteNamespaceSync, listNamespaces, must, run } from '../netns/netns'
 import { renderNginxConf, WELCOME_HTML } from './nginx'
 import { LAB, podHostsFile, podResolvConf, type PlannedPod } from './plan'
 import { formatTarget, type ProbeTarget } from './probe'
@@ -32,6 +32,40 @@ export const ipBatch = (ns: string, lines: readonly string[]): Promise<string> =
 
 export const sysctls = (ns: string, kv: Readonly<Record<string, string>>): Promise<string> =>
   must(['ip', 'netns', 'exec', ns, 'sysctl', '-qw', ...Object.entries(kv).map(([k, v]) => `${k}=${v}`)])
+
+/**
+ * Anti-spoofing on the pods' veths, as Calico does for its workload interfaces: a packet a pod sends must come from
+ * that pod's own address (the set holds interface . address pairs); anything else is dropped in the raw hook, before
+ * routing, and counted in the named counter `spoofed` (`nft list counter inet tundra-lab-antispoof spoofed`).
+ * IPv6 link-local and unspecified sources stay allowed: neighbour discovery and DAD use them. Strict rp_filter cannot
+ * do this here: rule 92 (from <clusterCIDR> → the TUN) makes the reverse lookup of pod-to-pod traffic point at the TUN.
+ */
+const ANTISPOOF_TABLE = 'tundra-lab-antispoof'
+const ANTISPOOF_RULESET = `table inet ${ANTISPOOF_TABLE} {
+  counter spoofed {}
+  set pods4 { type ifname . ipv4_addr; }
+  set pods6 { type ifname . ipv6_addr; }
+  chain prerouting {
+    type filter hook prerouting priority raw; policy accept;
+    iifname "cali*" meta nfproto ipv4 iifname . ip saddr != @pods4 counter name "spoofed" drop
+    iifname "cali*" meta nfproto ipv6 ip6 saddr != fe80::/10 ip6 saddr != :: iifname . ip6 saddr != @pods6 counter name "spoofed" drop
+  }
+}
+`
+
+/** Allows (or stops allowing) each pod's own addresses on its veth in the node's anti-spoofing table. */
+async function antiSpoof(nodeNs: string, pods: readonly { readonly hostVeth: string; readonly ip: string; readonly ip6?: string }[], op: 'add' | 'delete'): Promise<void> {
+  if (pods.length === 0) return
+  const nft = (input: string): Promise<string> => must(['ip', 'netns', 'exec', nodeNs, 'nft', '-f', '-'], { input })
+  if (op === 'add' && (await run(['ip', 'netns', 'exec', nodeNs, 'nft', 'list', 'table', 'inet', ANTISPOOF_TABLE])).code !== 0) await nft(ANTISPOOF_RULESET)
+  const lines: string[] = []
+  for (const p of pods) {
+    lines.push(`${op} element inet ${ANTISPOOF_TABLE} pods4 { "${p.hostVeth}" . ${p.ip} }`)
+    if (p.ip6 !== undefined) lines.push(`${op} element inet ${ANTISPOOF_TABLE} pods6 { "${p.hostVeth}" . ${p.ip6} }`)
+  }
+  if (op === 'add') await nft(lines.join('\n') + '\n')
+  else for (const l of lines) await run(['ip', 'netns', 'exec', nodeNs, 'nft', l]) // gone with the node: fine
+}
 
 /** A file under /etc/netns/<ns>/ (bind-mounted over /etc by `ip netns exec`), its dir recorded first. */
 export function etcFile(state: LabState, ns: string, file: string, text: string): void {
@@ -116,6 +150,7 @@ export async function wirePods(rt: LabRuntime, nodes: readonly { readonly name: 
     // proxy_delay 0: answer ARP for 169.254.1.1 at once (the default waits up to 0.8 s), as Calico sets it
     for (const v of vs) { kv[`net.ipv4.conf.${v}.proxy_arp`] = '1'; kv[`net.ipv4.neigh.${v}.proxy_delay`] = '0' }
     if (vs.length > 0) await sysctls(n.ns, kv)
+    await antiSpoof(n.ns, pods.filter(p => p.node === n.name), 'add')
   }
 }
 
@@ -231,6 +266,7 @@ export async function removePods(state: LabState, pods: readonly LabPodState[]):
   const nss = new Set(pods.map(p => p.ns))
   const procs = state.processes.filter(p => owners.has(p.owner))
   await stopProcesses(procs)
+  for (const n of state.nodes) await antiSpoof(n.ns, pods.filter(p => p.node === n.name), 'delete')
   const live = new Set(listNamespaces())
   for (const ns of nss) if (live.has(ns)) deleteNamespaceSync(ns)
   for (const p of pods) {

@@ -94,7 +94,7 @@ export async function labUp(opts: LabUpOptions): Promise<LabStatus> {
   const node = process.execPath
   const scripts = { netexec: distScript('src/lab/netexec-main.js'), probe: distScript('src/lab/probe-main.js') }
   const agentCommand = dataplane !== 'tundra' ? [] : opts.agentCommand ?? [node, distScript('src/cli/main.js')]
-  const needs = ['ip', 'unshare', 'hostname', 'dnsmasq']
+  const needs = ['ip', 'unshare', 'hostname', 'dnsmasq', 'nft']
   if (plan.pods.some(p => p.containers.some(c => c.runtime === 'nginx'))) needs.push('nginx')
   if (dataplane === 'iptables') needs.push(opts.iptablesBackend === 'legacy' ? 'iptables-legacy-restore' : 'iptables-restore')
   const missing = needs.filter(c => !haveCommand(c))

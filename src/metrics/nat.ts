@@ -35,10 +35,15 @@ export function natServiceCounters(table: NatTable, c: { readonly packets: Float
   return [...rows.values()]
 }
 
-/** The drop_* counters of a natCounterRecord, by reason without the prefix (no_local_endpoints, conntrack_full, ...). */
+/**
+ * Every dropped packet by reason without the prefix: NAT's (nat_drop_*: no_local_endpoints, conntrack_full, ...) and
+ * the packet loop's (drop_*: truncated, spoofed_source, vxlan_not_peer, ttl_exceeded, tx_overflow, ...). The two
+ * sets of names do not overlap; a loop reason that did would be summed, not lost.
+ */
 export function natDrops(counters: Readonly<Record<string, number>>): Record<string, number> {
   const out: Record<string, number> = {}
   for (const name of NAT_STAT_NAMES) if (name.startsWith('drop_')) out[name.slice(5)] = counters[`nat_${name}`] ?? 0
+  for (const [k, v] of Object.entries(counters)) if (k.startsWith('drop_')) out[k.slice(5)] = (out[k.slice(5)] ?? 0) + v
   return out
 }
 

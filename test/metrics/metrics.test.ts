@@ -248,6 +248,9 @@ ports: [{port: 80}]
   const drops = natDrops(natCounterRecord(engine))
   t.equal(drops['conntrack_full'], 7)
   t.equal(drops['no_local_endpoints'], 0)
+  // the packet loop's reasons (drop_* in the packet thread's counters) are exported beside NAT's
+  const both = natDrops({ ...natCounterRecord(engine), drop_spoofed_source: 3, drop_tx_overflow: 2, drop_truncated: 1 })
+  t.same([both['conntrack_full'], both['spoofed_source'], both['tx_overflow'], both['truncated']], [7, 3, 2, 1])
   t.same(natConntrackEntries(natCounterRecord(engine)), { ipv4: 0, ipv6: 0 })
   t.same(natNoLocalEndpoints(table), { internal: 1, external: 1 })
 })

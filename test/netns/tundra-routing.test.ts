@@ -115,14 +115,15 @@ t.test('pod routing on the tundra dataplane (2 nodes)', { ...skip, timeout: 240_
     const fdb = await topo.exec(peer, ['bridge', 'fdb', 'add', mac(node1), 'dev', 'vxlan0', 'dst', node1])
     t.equal(fdb.code, 0, fdb.stderr)
 
-    // As the lab runs it, node1's agent knows only node2 (vxlan.peers from the lab): the peer's packets are
-    // decapsulated and delivered, the replies have no way back.
+    // As the lab runs it, node1's agent knows only node2 (vxlan.peers from the lab): VXLAN from anyone else is
+    // dropped and counted (issue 14: no injection from a non-peer).
     const node1Ctl = lab.state.nodes.find(n => n.name === 'node1')!.control!
     const before = await lab.counters('node1')
     const oneWay = await topo.exec(peer, ['ping', '-c', '2', '-i', '0.2', '-W', '1', CLIENT])
     const after = await lab.counters('node1')
-    t.ok(after['vxlanIn']! - before['vxlanIn']! >= 2, 'node1 decapsulates the kernel peer\'s VXLAN')
-    t.match(oneWay.stdout, /2 packets transmitted, 0 received/, 'an unknown peer: the replies have no way back')
+    t.equal(after['vxlanIn']! - before['vxlanIn']!, 0, 'node1 does not decapsulate an unknown peer\'s VXLAN')
+    t.ok((after['drop_vxlan_not_peer'] ?? 0) - (before['drop_vxlan_not_peer'] ?? 0) >= 2, 'dropped as vxlan_not_peer')
+    t.match(oneWay.stdout, /2 packets transmitted, 0 received/, 'an unknown peer: nothing gets through')
 
     // The peer joins the running agent through its control socket: full interop, no restart.
     const added = await askAgent(node1Ctl, 'peer', { op: 'add', node: 'kpeer', ip: PEER_IP, podCIDR: PEER_POD_CIDR }) as { peers: { node: string }[] }
