@@ -25,7 +25,13 @@ import { CHURN_LAB_NAMES, runChurn } from './sections/churn'
 const NEEDS_ROOT: readonly Section[] = ['sync', 'firstpacket', 'e2e', 'dns', 'churn']
 
 function version(cmd: string[]): string {
-  try { return execFileSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).split('\n')[0]!.trim() } catch { return 'unavailable' }
+  try {
+    return execFileSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
+      .split('\n')[0]!
+      .trim()
+  } catch {
+    return 'unavailable'
+  }
 }
 
 /** Namespaces this run could have left: its own `tt-<pid>-` topologies and the bench labs. */
@@ -40,10 +46,16 @@ async function main(): Promise<number> {
   try {
     args = parseArgs(process.argv.slice(2), join(root, 'bench', 'out'))
   } catch (err) {
-    if (err instanceof ArgsError) { process.stderr.write(`bench: ${err.message}\n`); return 2 }
+    if (err instanceof ArgsError) {
+      process.stderr.write(`bench: ${err.message}\n`)
+      return 2
+    }
     throw err
   }
-  if (args.help) { process.stdout.write(USAGE); return 0 }
+  if (args.help) {
+    process.stdout.write(USAGE)
+    return 0
+  }
   if (args.resultsFrom !== undefined) {
     const files = resultsFromFile(args.resultsFrom, args.note)
     process.stdout.write(`wrote ${files.map(f => f.replace(`${root}/`, '')).join(', ')}\n`)
@@ -53,12 +65,27 @@ async function main(): Promise<number> {
   hookCleanup()
   const report: BenchReport = {
     meta: {
-      date: new Date().toISOString(), host: hostname(), kernel: release(), cpus: cpus().length, cpuModel: cpus()[0]?.model ?? '',
-      node: process.version, quick: args.quick, only: args.sections, rounds: args.rounds, seconds: args.seconds,
-      contenders: args.contenders, loadCapSeconds: args.loadCap, loadAverageAtStart: version(['cat', '/proc/loadavg']),
+      date: new Date().toISOString(),
+      host: hostname(),
+      kernel: release(),
+      cpus: cpus().length,
+      cpuModel: cpus()[0]?.model ?? '',
+      node: process.version,
+      quick: args.quick,
+      only: args.sections,
+      rounds: args.rounds,
+      seconds: args.seconds,
+      contenders: args.contenders,
+      loadCapSeconds: args.loadCap,
+      loadAverageAtStart: version(['cat', '/proc/loadavg']),
       tools: {
-        iperf: version(['iperf', '-v']), sockperf: version(['sockperf', '--version']), dnsperf: version(['sh', '-c', 'dnsperf -h 2>&1 | tail -1']),
-        iptables: version(['iptables', '--version']), nft: version(['nft', '--version']), dnsmasq: version(['dnsmasq', '--version']), nginx: version(['sh', '-c', 'nginx -v 2>&1']),
+        iperf: version(['iperf', '-v']),
+        sockperf: version(['sockperf', '--version']),
+        dnsperf: version(['sh', '-c', 'dnsperf -h 2>&1 | tail -1']),
+        iptables: version(['iptables', '--version']),
+        nft: version(['nft', '--version']),
+        dnsmasq: version(['dnsmasq', '--version']),
+        nginx: version(['sh', '-c', 'nginx -v 2>&1']),
       },
     },
     skipped: {},
@@ -81,7 +108,9 @@ async function main(): Promise<number> {
       const loadAtStart = readFileSync('/proc/loadavg', 'utf8').trim()
       try {
         switch (section) {
-          case 'micro': report.micro = runMicro(args.quick); break
+          case 'micro':
+            report.micro = runMicro(args.quick)
+            break
           case 'sync':
             report.sync = await runSync({ quick: args.quick, nft20k: args.nft20k, loadCapMs: args.loadCap * 1000 })
             break
@@ -93,15 +122,32 @@ async function main(): Promise<number> {
             kept = fp.kept
             break
           }
-          case 'memory': report.memory = await runMemory(args.quick); break
-          case 'e2e': report.e2e = await runE2e(args.contenders, args.rounds, args.seconds, work); break
+          case 'memory':
+            report.memory = await runMemory(args.quick)
+            break
+          case 'e2e':
+            report.e2e = await runE2e(args.contenders, args.rounds, args.seconds, work)
+            break
           case 'churn':
-            report.churn = await runChurn({ quick: args.quick, contenders: args.contenders, nft20k: args.nft20k, loadCapMs: args.loadCap * 1000, workDir: work })
+            report.churn = await runChurn({
+              quick: args.quick,
+              contenders: args.contenders,
+              nft20k: args.nft20k,
+              loadCapMs: args.loadCap * 1000,
+              workDir: work,
+            })
             break
           case 'dns': {
             const lab = kept
             kept = undefined // dns brings it down
-            report.dns = await runDns({ quick: args.quick, rounds: args.rounds, seconds: args.seconds, withTundraLab: args.contenders.includes('tundra'), workDir: work, ...(lab ? { lab } : {}) })
+            report.dns = await runDns({
+              quick: args.quick,
+              rounds: args.rounds,
+              seconds: args.seconds,
+              withTundraLab: args.contenders.includes('tundra'),
+              workDir: work,
+              ...(lab ? { lab } : {}),
+            })
             break
           }
         }
@@ -122,29 +168,46 @@ async function main(): Promise<number> {
   report.meta['totalSeconds'] = (Date.now() - started) / 1000
   report.summary = summarize(report)
   const files = writeOutputs(args.out, report)
-  if (args.writeResults) files.push(...writeResults(report, { benchDir: join(root, 'bench'), jsonPath: files[0]!, repoRoot: root, ...(args.note !== undefined ? { note: args.note } : {}) }))
-  process.stdout.write(`\ntundra bench${args.quick ? ' (quick)' : ''}: medians; "compare" is tundra/best kernel (or dnsmasq), µs added, or tundra's own value\n\n`)
+  if (args.writeResults)
+    files.push(
+      ...writeResults(report, { benchDir: join(root, 'bench'), jsonPath: files[0]!, repoRoot: root, ...(args.note !== undefined ? { note: args.note } : {}) }),
+    )
+  process.stdout.write(
+    `\ntundra bench${args.quick ? ' (quick)' : ''}: medians; "compare" is tundra/best kernel (or dnsmasq), µs added, or tundra's own value\n\n`,
+  )
   process.stdout.write(renderTable(report.summary))
   for (const [s, why] of Object.entries(report.skipped)) process.stdout.write(`\n${s}: ${why}`)
   const notMeasured = [
     ...(report.e2e?.contenders ?? []).filter(c => !c.available).map(c => `e2e ${c.contender}: ${c.error ?? 'not measured'}`),
     ...(report.firstpacket?.contenders ?? []).filter(c => !c.available).map(c => `firstpacket ${c.contender}: ${c.error ?? 'not measured'}`),
     ...(report.dns?.contenders ?? []).filter(c => !c.available).map(c => `dns ${c.name}: ${c.error ?? 'not measured'}`),
-    ...(report.churn?.sizes ?? []).flatMap(s => s.contenders.filter(c => !c.available || c.error !== undefined).map(c => `churn ${s.services} ${c.contender}: ${c.error ?? 'not measured'}`)),
+    ...(report.churn?.sizes ?? []).flatMap(s =>
+      s.contenders.filter(c => !c.available || c.error !== undefined).map(c => `churn ${s.services} ${c.contender}: ${c.error ?? 'not measured'}`),
+    ),
   ]
   for (const line of notMeasured) process.stdout.write(`\n${line}`)
   process.stdout.write(`\n\nwrote ${files.map(f => f.replace(`${root}/`, '')).join(', ')}\n`)
   const left = leftovers()
-  if (left.length > 0) { process.stdout.write(`WARNING: namespaces left behind: ${left.join(', ')}\n`); failed++ }
+  if (left.length > 0) {
+    process.stdout.write(`WARNING: namespaces left behind: ${left.join(', ')}\n`)
+    failed++
+  }
   const took = (Date.now() - started) / 1000
   // the budget is for a whole run: --quick under 3 minutes, the full run under 20
   const budget = args.sections.length === SECTIONS.length ? (args.quick ? 3 : 20) : undefined
-  const per = Object.entries(sectionLoad).map(([k, v]) => `${k} ${v.seconds.toFixed(0)} s`).join(', ')
+  const per = Object.entries(sectionLoad)
+    .map(([k, v]) => `${k} ${v.seconds.toFixed(0)} s`)
+    .join(', ')
   process.stdout.write(`bench took ${(took / 60).toFixed(1)} min (${per})${budget ? `; budget ${budget} min${took > budget * 60 ? ': OVER' : ''}` : ''}\n`)
   return failed === 0 ? 0 : 1
 }
 
-main().then(code => { process.exitCode = code }, err => {
-  process.stderr.write(`bench: ${(err as Error).stack ?? String(err)}\n`)
-  process.exitCode = 1
-})
+main().then(
+  code => {
+    process.exitCode = code
+  },
+  err => {
+    process.stderr.write(`bench: ${(err as Error).stack ?? String(err)}\n`)
+    process.exitCode = 1
+  },
+)

@@ -13,9 +13,15 @@ export function stampedTwin(path: string): string {
   try {
     const text = readFileSync(path, 'utf8')
     const dir = dirname(path)
-    const twin = readdirSync(dir).filter(f => /^bench-.*\.json$/.test(f)).sort().reverse().find(f => readFileSync(join(dir, f), 'utf8') === text)
+    const twin = readdirSync(dir)
+      .filter(f => /^bench-.*\.json$/.test(f))
+      .sort()
+      .reverse()
+      .find(f => readFileSync(join(dir, f), 'utf8') === text)
     return twin ? join(dir, twin) : path
-  } catch { return path }
+  } catch {
+    return path
+  }
 }
 
 /** Writes RESULTS.md from `jsonPath`; returns the files written. */
@@ -32,10 +38,26 @@ function main(argv: readonly string[]): number {
   let note: string | undefined
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!
-    if (a === '--help' || a === '-h') { process.stdout.write('usage: node dist/bench/results.js [<run>.json (default bench/out/latest.json)] [--note <text>]\n'); return 0 }
-    if (a === '--note') { note = argv[++i]; if (note === undefined) { process.stderr.write('results: --note needs a value\n'); return 2 } continue }
-    if (a.startsWith('--note=')) { note = a.slice('--note='.length); continue }
-    if (a.startsWith('-') || file !== undefined) { process.stderr.write(`results: unexpected argument ${a}\n`); return 2 }
+    if (a === '--help' || a === '-h') {
+      process.stdout.write('usage: node dist/bench/results.js [<run>.json (default bench/out/latest.json)] [--note <text>]\n')
+      return 0
+    }
+    if (a === '--note') {
+      note = argv[++i]
+      if (note === undefined) {
+        process.stderr.write('results: --note needs a value\n')
+        return 2
+      }
+      continue
+    }
+    if (a.startsWith('--note=')) {
+      note = a.slice('--note='.length)
+      continue
+    }
+    if (a.startsWith('-') || file !== undefined) {
+      process.stderr.write(`results: unexpected argument ${a}\n`)
+      return 2
+    }
     file = a
   }
   const files = resultsFromFile(file ?? join(repoRoot(), 'bench', 'out', 'latest.json'), note)
@@ -44,5 +66,10 @@ function main(argv: readonly string[]): number {
 }
 
 if (require.main === module) {
-  try { process.exitCode = main(process.argv.slice(2)) } catch (err) { process.stderr.write(`results: ${(err as Error).message}\n`); process.exitCode = 1 }
+  try {
+    process.exitCode = main(process.argv.slice(2))
+  } catch (err) {
+    process.stderr.write(`results: ${(err as Error).message}\n`)
+    process.exitCode = 1
+  }
 }

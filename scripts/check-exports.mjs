@@ -10,12 +10,21 @@ const root = resolve(new URL('..', import.meta.url).pathname)
 const rel = f => relative(root, f).split('\\').join('/')
 
 const cfgPath = resolve(root, 'tsconfig.json')
-const cfg = ts.getParsedCommandLineOfConfigFile(cfgPath, { noEmit: true }, { ...ts.sys, onUnRecoverableConfigFileDiagnostic: d => { throw new Error(ts.flattenDiagnosticMessageText(d.messageText, '\n')) } })
+const cfg = ts.getParsedCommandLineOfConfigFile(
+  cfgPath,
+  { noEmit: true },
+  {
+    ...ts.sys,
+    onUnRecoverableConfigFileDiagnostic: d => {
+      throw new Error(ts.flattenDiagnosticMessageText(d.messageText, '\n'))
+    },
+  },
+)
 const program = ts.createProgram({ rootNames: cfg.fileNames, options: cfg.options })
 const checker = program.getTypeChecker()
 const files = program.getSourceFiles().filter(f => !f.isDeclarationFile && !rel(f.fileName).startsWith('node_modules/'))
 
-const resolveAlias = s => (s.flags & ts.SymbolFlags.Alias) ? checker.getAliasedSymbol(s) : s
+const resolveAlias = s => (s.flags & ts.SymbolFlags.Alias ? checker.getAliasedSymbol(s) : s)
 
 // The exports each src/ file declares itself (re-exports like `export * from` belong to the declaring file).
 const exported = new Map() // symbol -> { file, name }
@@ -76,7 +85,8 @@ for (const line of readFileSync(resolve(root, 'scripts/exports-allowed.txt'), 'u
   allowed.set(key, why.join(' '))
 }
 
-const dead = [], testOnly = []
+const dead = [],
+  testOnly = []
 const seen = new Set()
 for (const [s, { file, name }] of exported) {
   const key = `${file}:${name}`

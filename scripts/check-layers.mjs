@@ -29,9 +29,7 @@ const ALLOWED = {
 const PURE = new Set(['wire', 'model'])
 
 /** Known leaks: `from` file imports `to` module (no extension) although the matrix says no. Each has a TODO. */
-const EXCEPTIONS = [
-  ['src/metrics/server.ts', 'src/run/kpconfig', 'TODO: splitHostPort is generic address parsing, not kube-proxy config'],
-]
+const EXCEPTIONS = [['src/metrics/server.ts', 'src/run/kpconfig', 'TODO: splitHostPort is generic address parsing, not kube-proxy config']]
 
 const root = resolve(new URL('..', import.meta.url).pathname)
 const rel = p => relative(root, p).split('\\').join('/')
@@ -53,15 +51,25 @@ function importsOf(file) {
   const visit = node => {
     if (ts.isImportDeclaration(node) && ts.isStringLiteral(node.moduleSpecifier)) {
       const c = node.importClause
-      const typesOnly = !!c && (c.isTypeOnly || (!c.name && !!c.namedBindings && ts.isNamedImports(c.namedBindings) &&
-        c.namedBindings.elements.length > 0 && c.namedBindings.elements.every(e => e.isTypeOnly)))
+      const typesOnly =
+        !!c &&
+        (c.isTypeOnly ||
+          (!c.name &&
+            !!c.namedBindings &&
+            ts.isNamedImports(c.namedBindings) &&
+            c.namedBindings.elements.length > 0 &&
+            c.namedBindings.elements.every(e => e.isTypeOnly)))
       out.push({ spec: node.moduleSpecifier.text, typesOnly, line: lineOf(sf, node) })
     } else if (ts.isExportDeclaration(node) && node.moduleSpecifier && ts.isStringLiteral(node.moduleSpecifier)) {
       out.push({ spec: node.moduleSpecifier.text, typesOnly: node.isTypeOnly, line: lineOf(sf, node) })
     } else if (ts.isImportTypeNode(node) && ts.isLiteralTypeNode(node.argument) && ts.isStringLiteral(node.argument.literal)) {
       out.push({ spec: node.argument.literal.text, typesOnly: true, line: lineOf(sf, node) })
-    } else if (ts.isCallExpression(node) && node.arguments.length === 1 && ts.isStringLiteral(node.arguments[0]) &&
-      (node.expression.kind === ts.SyntaxKind.ImportKeyword || (ts.isIdentifier(node.expression) && node.expression.text === 'require'))) {
+    } else if (
+      ts.isCallExpression(node) &&
+      node.arguments.length === 1 &&
+      ts.isStringLiteral(node.arguments[0]) &&
+      (node.expression.kind === ts.SyntaxKind.ImportKeyword || (ts.isIdentifier(node.expression) && node.expression.text === 'require'))
+    ) {
       out.push({ spec: node.arguments[0].text, typesOnly: false, line: lineOf(sf, node) })
     }
     ts.forEachChild(node, visit)
@@ -79,20 +87,29 @@ for (const abs of tsFiles(join(root, 'src'))) {
   const from = file.split('/')[1]
   layers.add(from)
   const row = ALLOWED[from]
-  if (row === undefined) { problems.push(`${file}: folder src/${from}/ has no row in scripts/check-layers.mjs ALLOWED`); continue }
+  if (row === undefined) {
+    problems.push(`${file}: folder src/${from}/ has no row in scripts/check-layers.mjs ALLOWED`)
+    continue
+  }
   for (const { spec, typesOnly, line } of importsOf(abs)) {
     if (!spec.startsWith('.')) {
       if (PURE.has(from)) problems.push(`${file}:${line}: src/${from}/ is pure but imports '${spec}'`)
       continue
     }
     const target = rel(resolve(dirname(abs), spec)).replace(/\.(ts|js)$/, '')
-    if (!target.startsWith('src/')) { problems.push(`${file}:${line}: imports '${spec}', outside src/`); continue }
+    if (!target.startsWith('src/')) {
+      problems.push(`${file}:${line}: imports '${spec}', outside src/`)
+      continue
+    }
     const to = target.split('/')[1]
     if (to === from || row === 'any') continue
     const may = row[to]
     if (may === 'all' || (may === 'types' && typesOnly)) continue
     const ex = EXCEPTIONS.find(([f, t]) => f === file && t === target)
-    if (ex) { used.add(ex); continue }
+    if (ex) {
+      used.add(ex)
+      continue
+    }
     problems.push(`${file}:${line}: src/${from}/ may not import ${target}${may === 'types' ? ' (types only)' : ''}`)
   }
 }

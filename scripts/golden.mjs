@@ -33,9 +33,13 @@ try {
   })
   const diagnostics = ts.getPreEmitDiagnostics(program).filter(d => d.category === ts.DiagnosticCategory.Error)
   if (diagnostics.length > 0) {
-    process.stderr.write(ts.formatDiagnostics(diagnostics, {
-      getCanonicalFileName: f => f, getCurrentDirectory: () => root, getNewLine: () => '\n',
-    }))
+    process.stderr.write(
+      ts.formatDiagnostics(diagnostics, {
+        getCanonicalFileName: f => f,
+        getCurrentDirectory: () => root,
+        getNewLine: () => '\n',
+      }),
+    )
     process.exit(1)
   }
   program.emit()
@@ -50,14 +54,23 @@ try {
   const expected = new Set()
   let differences = 0
   for (const c of cases) {
-    const r = loadCluster(c.inputs.map(p => join(root, p)), c.normalize)
+    const r = loadCluster(
+      c.inputs.map(p => join(root, p)),
+      c.normalize,
+    )
     const rel = s => s.split(root + '/').join('')
     const files = {
-      [`${c.name}.cluster.json`]: JSON.stringify({
-        cluster: r.cluster, ignored: r.ignored,
-        problems: r.problems.map(p => (p.file ? { ...p, file: rel(p.file) } : p)),
-        warnings: r.warnings.map(rel),
-      }, null, 2) + '\n',
+      [`${c.name}.cluster.json`]:
+        JSON.stringify(
+          {
+            cluster: r.cluster,
+            ignored: r.ignored,
+            problems: r.problems.map(p => (p.file ? { ...p, file: rel(p.file) } : p)),
+            warnings: r.warnings.map(rel),
+          },
+          null,
+          2,
+        ) + '\n',
     }
     const d = dumpRules(r.cluster, c.proxy)
     files[`${c.name}.iptables`] = d.iptables
@@ -71,14 +84,20 @@ try {
       if (old === text) continue
       differences++
       if (check) process.stdout.write(`differs: ${name}\n`)
-      else { writeFileSync(path, text); process.stdout.write(`${old === undefined ? 'wrote' : 'updated'} ${name}\n`) }
+      else {
+        writeFileSync(path, text)
+        process.stdout.write(`${old === undefined ? 'wrote' : 'updated'} ${name}\n`)
+      }
     }
   }
   for (const f of readdirSync(goldenDir)) {
     if (!expected.has(f)) {
       differences++
       if (check) process.stdout.write(`stale: ${f}\n`)
-      else { rmSync(join(goldenDir, f)); process.stdout.write(`removed ${f}\n`) }
+      else {
+        rmSync(join(goldenDir, f))
+        process.stdout.write(`removed ${f}\n`)
+      }
     }
   }
   process.stdout.write(`${differences === 0 ? 'goldens up to date' : `${differences} golden file(s) ${check ? 'differ' : 'changed'}`}\n`)

@@ -90,36 +90,65 @@ export function parseArgs(argv: readonly string[], defaultOut: string): BenchArg
       return n
     }
     switch (flag) {
-      case '--quick': quick = true; break
-      case '--help': case '-h': help = true; break
-      case '--nft20k': nft20k = true; break
-      case '--write-results': writeResults = true; break
+      case '--quick':
+        quick = true
+        break
+      case '--help':
+      case '-h':
+        help = true
+        break
+      case '--nft20k':
+        nft20k = true
+        break
+      case '--write-results':
+        writeResults = true
+        break
       case '--results': {
         // the file is optional: the next argument is taken only when it is not another flag
         const next = eq >= 0 ? arg.slice(eq + 1) : argv[i + 1]
-        if (next !== undefined && next !== '' && !next.startsWith('--')) { resultsFrom = next; if (eq < 0) i++ } else resultsFrom = ''
+        if (next !== undefined && next !== '' && !next.startsWith('--')) {
+          resultsFrom = next
+          if (eq < 0) i++
+        } else resultsFrom = ''
         break
       }
-      case '--note': note = value(); break
-      case '--load-cap': loadCap = positive(); break
+      case '--note':
+        note = value()
+        break
+      case '--load-cap':
+        loadCap = positive()
+        break
       case '--only':
-        for (const name of value().split(',').map(s => s.trim()).filter(Boolean)) {
+        for (const name of value()
+          .split(',')
+          .map(s => s.trim())
+          .filter(Boolean)) {
           const list = (SECTIONS as readonly string[]).includes(name) ? [name as Section] : ALIASES[name]
           if (!list) throw new ArgsError(`--only: unknown section ${JSON.stringify(name)} (sections: ${SECTIONS.join(', ')}, control)`)
           for (const s of list) if (!only.includes(s)) only.push(s)
         }
         break
-      case '--rounds': rounds = Math.round(positive()); break
-      case '--seconds': seconds = positive(); break
+      case '--rounds':
+        rounds = Math.round(positive())
+        break
+      case '--seconds':
+        seconds = positive()
+        break
       case '--contenders':
         contenders = []
-        for (const name of value().split(',').map(s => s.trim()).filter(Boolean)) {
+        for (const name of value()
+          .split(',')
+          .map(s => s.trim())
+          .filter(Boolean)) {
           if (!(CONTENDERS as readonly string[]).includes(name)) throw new ArgsError(`--contenders: unknown ${JSON.stringify(name)} (${CONTENDERS.join(', ')})`)
           if (!contenders.includes(name as Contender)) contenders.push(name as Contender)
         }
         break
-      case '--out': out = value(); break
-      default: throw new ArgsError(`unknown argument ${arg}\n${USAGE}`)
+      case '--out':
+        out = value()
+        break
+      default:
+        throw new ArgsError(`unknown argument ${arg}\n${USAGE}`)
     }
   }
   return {

@@ -19,22 +19,53 @@ let hooked = false
 /** Removes a lab without awaiting anything: processes by recorded PID (start time checked), namespaces, files. */
 export function labDownSync(name: string): void {
   let state: LabState | undefined
-  try { state = readState(name) } catch { /* removed by name below */ }
+  try {
+    state = readState(name)
+  } catch {
+    /* removed by name below */
+  }
   for (const p of state?.processes ?? []) {
-    if (isOurs(p)) { try { process.kill(p.pid, 'SIGKILL') } catch { /* exited */ } }
+    if (isOurs(p)) {
+      try {
+        process.kill(p.pid, 'SIGKILL')
+      } catch {
+        /* exited */
+      }
+    }
   }
   const prefix = labPrefix(name)
   const namespaces = [...new Set([...(state?.namespaces ?? []), ...listNamespaces().filter(ns => ns.startsWith(prefix))])]
   const live = new Set(listNamespaces())
   for (const ns of namespaces.reverse()) if (live.has(ns)) deleteNamespaceSync(ns)
-  const etc = [...(state?.files ?? []), ...(existsSync('/etc/netns') ? readdirSync('/etc/netns').filter(d => d.startsWith(prefix)).map(d => join('/etc/netns', d)) : [])]
+  const etc = [
+    ...(state?.files ?? []),
+    ...(existsSync('/etc/netns')
+      ? readdirSync('/etc/netns')
+          .filter(d => d.startsWith(prefix))
+          .map(d => join('/etc/netns', d))
+      : []),
+  ]
   for (const d of etc) rmSync(d, { recursive: true, force: true })
   rmSync(labDir(name), { recursive: true, force: true })
 }
 
 function cleanupAllSync(): void {
-  for (const name of [...labs]) { try { labDownSync(name) } catch { /* keep going */ } labs.delete(name) }
-  for (const t of [...topologies]) { try { t.cleanupSync() } catch { /* keep going */ } topologies.delete(t) }
+  for (const name of [...labs]) {
+    try {
+      labDownSync(name)
+    } catch {
+      /* keep going */
+    }
+    labs.delete(name)
+  }
+  for (const t of [...topologies]) {
+    try {
+      t.cleanupSync()
+    } catch {
+      /* keep going */
+    }
+    topologies.delete(t)
+  }
 }
 
 /** Installs the signal and exit hooks; call before making anything (our hooks then run before the netns helper's). */
@@ -42,7 +73,11 @@ export function hookCleanup(): void {
   if (hooked) return
   hooked = true
   process.on('exit', cleanupAllSync)
-  for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]] as const) {
+  for (const [sig, code] of [
+    ['SIGINT', 130],
+    ['SIGTERM', 143],
+    ['SIGHUP', 129],
+  ] as const) {
     process.on(sig, () => {
       process.stderr.write(`\n[bench] ${sig}: removing labs and namespaces\n`)
       cleanupAllSync()
@@ -59,7 +94,11 @@ export function newTopology(tag: string): Topology {
 }
 
 export async function dropTopology(t: Topology): Promise<void> {
-  try { await t.cleanup() } finally { topologies.delete(t) }
+  try {
+    await t.cleanup()
+  } finally {
+    topologies.delete(t)
+  }
 }
 
 export interface BenchLabOptions {
@@ -102,7 +141,9 @@ export async function benchLabUp(o: BenchLabOptions): Promise<LabState> {
         mkdirSync(dest, { recursive: true })
         for (const f of readdirSync(labDir(o.name))) if (f.endsWith('.log') || f.endsWith('.json')) copyFileSync(join(labDir(o.name), f), join(dest, f))
         log(`[lab] ${o.name} failed; its logs are in ${dest}`)
-      } catch { /* nothing to copy */ }
+      } catch {
+        /* nothing to copy */
+      }
       await benchLabDown(o.name)
     }
     throw err

@@ -18,7 +18,8 @@ export function scaleVip(i: number): string {
 /** Writes `<dir>/scale-<n>.json` and returns its path. */
 export function writeScaleManifest(dir: string, n: number): string {
   const pod = (name: string, ip: string, labels: Record<string, string>, nginx: boolean): object => ({
-    apiVersion: 'v1', kind: 'Pod',
+    apiVersion: 'v1',
+    kind: 'Pod',
     metadata: { name, labels, annotations: { [LAB.podIPAnnotation]: ip } },
     spec: {
       containers: nginx
@@ -33,7 +34,8 @@ export function writeScaleManifest(dir: string, n: number): string {
   ]
   for (let i = 0; i < n; i++) {
     items.push({
-      apiVersion: 'v1', kind: 'Service',
+      apiVersion: 'v1',
+      kind: 'Service',
       metadata: { name: `s${String(i).padStart(5, '0')}`, namespace: 'default' },
       // explicit, in 10.97.0.0/16: the allocator could pick addresses inside the lab's pod range 10.100.0.0/16
       // (which lies inside the service range 10.96.0.0/12)

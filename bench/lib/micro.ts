@@ -44,8 +44,13 @@ export const benchmarkJs: MicroRunner = {
     const secPerCall = b.stats.mean
     const nsPerOp = (secPerCall * 1e9) / c.opsPerCall
     return {
-      group: c.group, name: c.name, nsPerOp, opsPerSec: 1e9 / nsPerOp, rmePct: b.stats.rme,
-      samples: b.stats.sample.length, runner: this.name,
+      group: c.group,
+      name: c.name,
+      nsPerOp,
+      opsPerSec: 1e9 / nsPerOp,
+      rmePct: b.stats.rme,
+      samples: b.stats.sample.length,
+      runner: this.name,
     }
   },
 }
@@ -60,11 +65,22 @@ export const hrtimeLoop: MicroRunner = {
     while (process.hrtime.bigint() < end || samples.length < o.minSamples) {
       const t0 = process.hrtime.bigint()
       let calls = 0
-      do { c.fn(); calls++ } while (process.hrtime.bigint() - t0 < 10_000_000n)
+      do {
+        c.fn()
+        calls++
+      } while (process.hrtime.bigint() - t0 < 10_000_000n)
       samples.push(Number(process.hrtime.bigint() - t0) / calls / c.opsPerCall)
     }
     const m = samples.reduce((a, b) => a + b, 0) / samples.length
     const sd = Math.sqrt(samples.reduce((a, b) => a + (b - m) ** 2, 0) / Math.max(1, samples.length - 1))
-    return { group: c.group, name: c.name, nsPerOp: m, opsPerSec: 1e9 / m, rmePct: (2.576 * sd / Math.sqrt(samples.length) / m) * 100, samples: samples.length, runner: this.name }
+    return {
+      group: c.group,
+      name: c.name,
+      nsPerOp: m,
+      opsPerSec: 1e9 / m,
+      rmePct: ((2.576 * sd) / Math.sqrt(samples.length) / m) * 100,
+      samples: samples.length,
+      runner: this.name,
+    }
   },
 }

@@ -19,8 +19,14 @@ export function labLog(section: string): (line: string) => void {
 
 /** One line for a report: the message's first line plus the lines of a quoted log that name an error. */
 export function errorSummary(err: unknown): string {
-  const lines = (err instanceof Error ? err.message : String(err)).split('\n').map(l => l.trim()).filter(Boolean)
+  const lines = (err instanceof Error ? err.message : String(err))
+    .split('\n')
+    .map(l => l.trim())
+    .filter(Boolean)
   const head = lines[0] ?? 'unknown error'
-  const errs = lines.slice(1).filter(l => /error|cannot|failed|not found|EADDR|ENO/i.test(l) && !/^at /.test(l)).slice(0, 3)
+  const errs = lines
+    .slice(1)
+    .filter(l => /error|cannot|failed|not found|EADDR|ENO/i.test(l) && !/^at /.test(l))
+    .slice(0, 3)
   return [head, ...errs].join(' | ')
 }

@@ -64,7 +64,8 @@ export function summarize(r: BenchReport): SummaryRow[] {
   const e2e = r.e2e
   if (e2e) {
     const med = (c: Contender, m: string): number => e2e.contenders.find(x => x.contender === c)?.medians[m] ?? NaN
-    const kernelOf = (m: string): Record<string, number> => Object.fromEntries(KERNELS.filter(k => e2e.contenders.some(x => x.contender === k)).map(k => [k, med(k, m)]))
+    const kernelOf = (m: string): Record<string, number> =>
+      Object.fromEntries(KERNELS.filter(k => e2e.contenders.some(x => x.contender === k)).map(k => [k, med(k, m)]))
     const ratioRow = (metric: string, m: string, unit: string, min: number, scale = 1): void => {
       const t = med('tundra', m) * scale
       const kernel = Object.fromEntries(Object.entries(kernelOf(m)).map(([k, v]) => [k, v * scale]))
@@ -74,20 +75,50 @@ export function summarize(r: BenchReport): SummaryRow[] {
     ratioRow('TCP throughput, 1 stream', 'tcp1Gbps', 'Gbit/s', 1.0)
     ratioRow('TCP throughput, 4 streams', 'tcp4Gbps', 'Gbit/s', 0.8)
     ratioRow('UDP 64 B delivered', 'udpRxPps', 'kpps', 0.85, 1 / 1000)
-    for (const [label, m] of [['UDP latency p50', 'latUdpP50'], ['TCP latency p50', 'latTcpP50'], ['UDP latency p50, pinned', 'latUdpPinnedP50'], ['TCP latency p50, pinned', 'latTcpPinnedP50']] as const) {
+    for (const [label, m] of [
+      ['UDP latency p50', 'latUdpP50'],
+      ['TCP latency p50', 'latTcpP50'],
+      ['UDP latency p50, pinned', 'latUdpPinnedP50'],
+      ['TCP latency p50, pinned', 'latTcpPinnedP50'],
+    ] as const) {
       const t = med('tundra', m)
       const kernel = kernelOf(m)
       const added = t - best(Object.values(kernel), false)
       rows.push({ metric: label, unit: 'µs', tundra: t, kernel, compare: added, compareKind: 'added', target: '≤ +8 µs', pass: judge(added, '<=', 8) })
     }
-    for (const [label, m] of [['UDP latency p99', 'latUdpP99'], ['TCP latency p99', 'latTcpP99'], ['UDP loss at full rate', 'udpLossPct']] as const) {
-      rows.push({ metric: label, unit: m === 'udpLossPct' ? '%' : 'µs', tundra: med('tundra', m), kernel: kernelOf(m), compare: NaN, compareKind: 'none', target: '(info)', pass: undefined })
+    for (const [label, m] of [
+      ['UDP latency p99', 'latUdpP99'],
+      ['TCP latency p99', 'latTcpP99'],
+      ['UDP loss at full rate', 'udpLossPct'],
+    ] as const) {
+      rows.push({
+        metric: label,
+        unit: m === 'udpLossPct' ? '%' : 'µs',
+        tundra: med('tundra', m),
+        kernel: kernelOf(m),
+        compare: NaN,
+        compareKind: 'none',
+        target: '(info)',
+        pass: undefined,
+      })
     }
     ratioRow('New TCP connections', 'connPerSec', 'conn/s', 0.85)
-    for (const [label, m, unit] of [['Dataplane CPU per Gbit/s (1 stream)', 'tcp1CoresPerGbps', 'cores'], ['Dataplane CPU per Mpps (UDP)', 'udpCoresPerMpps', 'cores']] as const) {
+    for (const [label, m, unit] of [
+      ['Dataplane CPU per Gbit/s (1 stream)', 'tcp1CoresPerGbps', 'cores'],
+      ['Dataplane CPU per Mpps (UDP)', 'udpCoresPerMpps', 'cores'],
+    ] as const) {
       const t = med('tundra', m)
       const kernel = kernelOf(m)
-      rows.push({ metric: label, unit, tundra: t, kernel, compare: ratio(t, best(Object.values(kernel), false)), compareKind: 'ratio', target: '(info, lower is better)', pass: undefined })
+      rows.push({
+        metric: label,
+        unit,
+        tundra: t,
+        kernel,
+        compare: ratio(t, best(Object.values(kernel), false)),
+        compareKind: 'ratio',
+        target: '(info, lower is better)',
+        pass: undefined,
+      })
     }
   }
   if (r.dns) {
@@ -97,7 +128,16 @@ export function summarize(r: BenchReport): SummaryRow[] {
       if (!r.dns.contenders.some(c => c.name === name)) continue
       const t = q(name)
       const x = ratio(t, dm)
-      rows.push({ metric: `DNS queries/s (${name === 'tundra-lab' ? 'in-path, lab' : 'socket front end'})`, unit: 'q/s', tundra: t, kernel: { dnsmasq: dm }, compare: x, compareKind: 'ratio', target: '≥ 1.50×', pass: judge(x, '>=', 1.5) })
+      rows.push({
+        metric: `DNS queries/s (${name === 'tundra-lab' ? 'in-path, lab' : 'socket front end'})`,
+        unit: 'q/s',
+        tundra: t,
+        kernel: { dnsmasq: dm },
+        compare: x,
+        compareKind: 'ratio',
+        target: '≥ 1.50×',
+        pass: judge(x, '>=', 1.5),
+      })
     }
   }
   if (r.firstpacket) {
@@ -105,29 +145,87 @@ export function summarize(r: BenchReport): SummaryRow[] {
     const get = (c: Contender): number => fp.contenders.find(x => x.contender === c)?.lastOverFirst ?? NaN
     const kernel = Object.fromEntries(fp.contenders.filter(x => x.contender !== 'tundra').map(x => [x.contender, x.lastOverFirst]))
     const t = get('tundra')
-    rows.push({ metric: `New conn/s to service #${fp.services} ÷ to service #1`, unit: '×', tundra: t, kernel, compare: t, compareKind: 'ratio', target: '≥ 0.95× (= first)', pass: judge(t, '>=', 0.95) })
+    rows.push({
+      metric: `New conn/s to service #${fp.services} ÷ to service #1`,
+      unit: '×',
+      tundra: t,
+      kernel,
+      compare: t,
+      compareKind: 'ratio',
+      target: '≥ 0.95× (= first)',
+      pass: judge(t, '>=', 0.95),
+    })
   }
   if (r.sync && r.sync.length > 0) {
     const big = r.sync[r.sync.length - 1]!
     type Load = NonNullable<SyncRow['kernel'][keyof SyncRow['kernel']]>
     const k = (f: (l: Load) => number | undefined): Record<string, number> =>
-      Object.fromEntries(Object.entries(big.kernel).map(([name, l]) => [name, l ? f(l) ?? NaN : NaN]))
+      Object.fromEntries(Object.entries(big.kernel).map(([name, l]) => [name, l ? (f(l) ?? NaN) : NaN]))
     const over = (f: (l: Load) => number | undefined): { kernelOver?: Record<string, number> } => {
-      const o = Object.fromEntries(Object.entries(big.kernel).filter(([, l]) => l && typeof f(l) === 'number').map(([name, l]) => [name, f(l!)!]))
+      const o = Object.fromEntries(
+        Object.entries(big.kernel)
+          .filter(([, l]) => l && typeof f(l) === 'number')
+          .map(([name, l]) => [name, f(l!)!]),
+      )
       return Object.keys(o).length > 0 ? { kernelOver: o } : {}
     }
-    rows.push({ metric: `Endpoint change at ${big.services} services (update + swap)`, unit: 'ms', tundra: big.updateMs, kernel: k(l => l.deltaMs), ...over(l => l.deltaOverMs), compare: big.updateMs, compareKind: 'value', target: '≤ 5 ms', pass: judge(big.updateMs, '<=', 5), note: 'kernel: kube-proxy-style partial restore of the same change' })
-    rows.push({ metric: `Full compile at ${big.services} services × 10 endpoints`, unit: 'ms', tundra: big.compileMs, kernel: k(l => l.fullMs), ...over(l => l.fullOverMs), compare: big.compileMs, compareKind: 'value', target: '≤ 200 ms', pass: judge(big.compileMs, '<=', 200), note: 'kernel: full load into an empty namespace' })
+    rows.push({
+      metric: `Endpoint change at ${big.services} services (update + swap)`,
+      unit: 'ms',
+      tundra: big.updateMs,
+      kernel: k(l => l.deltaMs),
+      ...over(l => l.deltaOverMs),
+      compare: big.updateMs,
+      compareKind: 'value',
+      target: '≤ 5 ms',
+      pass: judge(big.updateMs, '<=', 5),
+      note: 'kernel: kube-proxy-style partial restore of the same change',
+    })
+    rows.push({
+      metric: `Full compile at ${big.services} services × 10 endpoints`,
+      unit: 'ms',
+      tundra: big.compileMs,
+      kernel: k(l => l.fullMs),
+      ...over(l => l.fullOverMs),
+      compare: big.compileMs,
+      compareKind: 'value',
+      target: '≤ 200 ms',
+      pass: judge(big.compileMs, '<=', 200),
+      note: 'kernel: full load into an empty namespace',
+    })
   }
   if (r.churn) rows.push(...churnRows(r.churn))
   if (r.memory) {
     const m = r.memory
-    rows.push({ metric: `Memory per conntrack entry (RSS, ${si(m.entries)} entries)`, unit: 'B', tundra: m.rssPerEntry, kernel: {}, compare: m.rssPerEntry, compareKind: 'value', target: '≤ 128 B', pass: judge(m.rssPerEntry, '<=', 128) })
-    rows.push({ metric: 'Memory per conntrack entry (engine arrays)', unit: 'B', tundra: m.engineBytesPerEntry, kernel: {}, compare: m.engineBytesPerEntry, compareKind: 'value', target: '≤ 128 B', pass: judge(m.engineBytesPerEntry, '<=', 128) })
+    rows.push({
+      metric: `Memory per conntrack entry (RSS, ${si(m.entries)} entries)`,
+      unit: 'B',
+      tundra: m.rssPerEntry,
+      kernel: {},
+      compare: m.rssPerEntry,
+      compareKind: 'value',
+      target: '≤ 128 B',
+      pass: judge(m.rssPerEntry, '<=', 128),
+    })
+    rows.push({
+      metric: 'Memory per conntrack entry (engine arrays)',
+      unit: 'B',
+      tundra: m.engineBytesPerEntry,
+      kernel: {},
+      compare: m.engineBytesPerEntry,
+      compareKind: 'value',
+      target: '≤ 128 B',
+      pass: judge(m.engineBytesPerEntry, '<=', 128),
+    })
   }
   if (r.micro) {
-    const find = (group: string, name: RegExp): number => r.micro!.results.find(x => (x.group === group || (group === 'dns' && x.group.startsWith('dns ('))) && name.test(x.name))?.nsPerOp ?? NaN
-    const dnsGroup = r.micro.results.find(x => x.group.startsWith('dns ('))?.group.slice(5, -1).replace(' services', '') ?? '10 000'
+    const find = (group: string, name: RegExp): number =>
+      r.micro!.results.find(x => (x.group === group || (group === 'dns' && x.group.startsWith('dns ('))) && name.test(x.name))?.nsPerOp ?? NaN
+    const dnsGroup =
+      r.micro.results
+        .find(x => x.group.startsWith('dns ('))
+        ?.group.slice(5, -1)
+        .replace(' services', '') ?? '10 000'
     for (const [label, g, re] of [
       ['NAT per packet, established (20 000 services)', 'nat 20000 services', /^established/],
       ['NAT new connection, first service (20 000)', 'nat 20000 services', /first service/],
@@ -156,9 +254,13 @@ export function churnRows(churn: ChurnResult): SummaryRow[] {
   const row = (metric: string, unit: string, f: (c: C) => number, target: string, limit: number | undefined): SummaryRow => {
     const t = value(tundra, f)
     return {
-      metric: `Churn ${at}: ${metric}`, unit, tundra: t,
+      metric: `Churn ${at}: ${metric}`,
+      unit,
+      tundra: t,
       kernel: Object.fromEntries(kernels.map(k => [k.contender, value(k, f)])),
-      compare: limit === undefined ? NaN : t, compareKind: limit === undefined ? 'none' : 'value', target,
+      compare: limit === undefined ? NaN : t,
+      compareKind: limit === undefined ? 'none' : 'value',
+      target,
       pass: limit === undefined ? undefined : judge(t, '<=', limit),
     }
   }
@@ -201,12 +303,19 @@ export function rowCells(r: SummaryRow, kernels: readonly string[]): string[] {
     return !Number.isFinite(v) && cap !== undefined ? fmtOver(cap, r.unit) : fmt(v, r.unit)
   }
   return [
-    r.metric, r.unit, fmt(r.tundra, r.unit), ...kernels.map(kernelCell),
-    !Number.isFinite(r.compare) ? '–'
-      : r.compareKind === 'ratio' ? `${r.compare.toFixed(2)}×`
-      : r.compareKind === 'added' ? `${r.compare >= 0 ? '+' : ''}${r.compare.toFixed(1)} µs`
-      : fmt(r.compare, r.unit),
-    r.target, r.pass === undefined ? '' : r.pass ? 'yes' : 'NO',
+    r.metric,
+    r.unit,
+    fmt(r.tundra, r.unit),
+    ...kernels.map(kernelCell),
+    !Number.isFinite(r.compare)
+      ? '–'
+      : r.compareKind === 'ratio'
+        ? `${r.compare.toFixed(2)}×`
+        : r.compareKind === 'added'
+          ? `${r.compare >= 0 ? '+' : ''}${r.compare.toFixed(1)} µs`
+          : fmt(r.compare, r.unit),
+    r.target,
+    r.pass === undefined ? '' : r.pass ? 'yes' : 'NO',
   ]
 }
 
@@ -235,7 +344,11 @@ export function writeOutputs(dir: string, r: BenchReport): string[] {
   mkdirSync(dir, { recursive: true })
   const stamp = new Date().toISOString().replace(/[:.]/g, '-')
   const files: string[] = []
-  const put = (name: string, text: string): void => { const p = join(dir, name); writeFileSync(p, text); files.push(p) }
+  const put = (name: string, text: string): void => {
+    const p = join(dir, name)
+    writeFileSync(p, text)
+    files.push(p)
+  }
   const json = reportJson(r)
   put(`bench-${stamp}.json`, json)
   put('latest.json', json)
@@ -248,16 +361,45 @@ export function charts(r: BenchReport): [string, string][] {
   const e2e = r.e2e
   if (e2e) {
     const live = e2e.contenders.filter(c => c.available)
-    const ser = (metrics: readonly string[], scale = 1): Series[] => live.map(c => ({ name: c.contender, values: metrics.map(m => (c.medians[m] ?? NaN) * scale) }))
+    const ser = (metrics: readonly string[], scale = 1): Series[] =>
+      live.map(c => ({ name: c.contender, values: metrics.map(m => (c.medians[m] ?? NaN) * scale) }))
     if (live.length > 0) {
-      out.push(['throughput.svg', barChart({ title: 'TCP throughput through a ClusterIP (iperf2, median)', unit: 'Gbit/s', categories: ['1 stream', '4 streams'], series: ser(['tcp1Gbps', 'tcp4Gbps']) })])
-      out.push(['pps.svg', barChart({ title: 'UDP 64-byte datagrams delivered (iperf2, median)', unit: 'kpps', categories: ['received', 'sent'], series: ser(['udpRxPps', 'udpTxPps'], 1 / 1000) })])
-      out.push(['latency.svg', barChart({
-        title: 'Round-trip latency /2 through a ClusterIP (sockperf, median)', unit: 'µs',
-        categories: ['UDP p50', 'UDP p99', 'TCP p50', 'TCP p99', 'UDP p50 pinned', 'TCP p50 pinned'],
-        series: ser(['latUdpP50', 'latUdpP99', 'latTcpP50', 'latTcpP99', 'latUdpPinnedP50', 'latTcpPinnedP50']),
-      })])
-      out.push(['connections.svg', barChart({ title: 'New HTTP connections per second to nginx via a ClusterIP', unit: 'conn/s', categories: ['new connections'], series: ser(['connPerSec']) })])
+      out.push([
+        'throughput.svg',
+        barChart({
+          title: 'TCP throughput through a ClusterIP (iperf2, median)',
+          unit: 'Gbit/s',
+          categories: ['1 stream', '4 streams'],
+          series: ser(['tcp1Gbps', 'tcp4Gbps']),
+        }),
+      ])
+      out.push([
+        'pps.svg',
+        barChart({
+          title: 'UDP 64-byte datagrams delivered (iperf2, median)',
+          unit: 'kpps',
+          categories: ['received', 'sent'],
+          series: ser(['udpRxPps', 'udpTxPps'], 1 / 1000),
+        }),
+      ])
+      out.push([
+        'latency.svg',
+        barChart({
+          title: 'Round-trip latency /2 through a ClusterIP (sockperf, median)',
+          unit: 'µs',
+          categories: ['UDP p50', 'UDP p99', 'TCP p50', 'TCP p99', 'UDP p50 pinned', 'TCP p50 pinned'],
+          series: ser(['latUdpP50', 'latUdpP99', 'latTcpP50', 'latTcpP99', 'latUdpPinnedP50', 'latTcpPinnedP50']),
+        }),
+      ])
+      out.push([
+        'connections.svg',
+        barChart({
+          title: 'New HTTP connections per second to nginx via a ClusterIP',
+          unit: 'conn/s',
+          categories: ['new connections'],
+          series: ser(['connPerSec']),
+        }),
+      ])
     }
   }
   if (r.sync && r.sync.length > 0) {
@@ -266,35 +408,58 @@ export function charts(r: BenchReport): [string, string][] {
     // a load stopped at its time cap leaves a gap; the legend says where
     const capped = (label: string, name: 'iptables-nft' | 'iptables-legacy' | 'nftables', f: 'fullOverMs' | 'deltaOverMs'): string => {
       const at = r.sync!.filter(s => typeof s.kernel[name]?.[f] === 'number')
-      return at.length === 0 ? label : `${label} (>${Number((at[0]!.kernel[name]![f]! / 1000).toPrecision(3))} s at ${at.map(s => tickLabel(s.services)).join(', ')})`
+      return at.length === 0
+        ? label
+        : `${label} (>${Number((at[0]!.kernel[name]![f]! / 1000).toPrecision(3))} s at ${at.map(s => tickLabel(s.services)).join(', ')})`
     }
-    out.push(['sync.svg', lineChart({
-      title: 'Sync time vs number of services (10 endpoints each)', unit: 'ms', xLabel: 'services', x, logY: true,
-      series: [
-        { name: 'tundra full compile', values: r.sync.map(s => s.compileMs) },
-        { name: 'tundra endpoint change', values: r.sync.map(s => s.updateMs) },
-        { name: capped('iptables-nft full', 'iptables-nft', 'fullOverMs'), values: k('iptables-nft', 'fullMs') },
-        { name: capped('iptables-nft change', 'iptables-nft', 'deltaOverMs'), values: k('iptables-nft', 'deltaMs') },
-        { name: capped('iptables-legacy full', 'iptables-legacy', 'fullOverMs'), values: k('iptables-legacy', 'fullMs') },
-        { name: capped('iptables-legacy change', 'iptables-legacy', 'deltaOverMs'), values: k('iptables-legacy', 'deltaMs') },
-        { name: capped('nft -f full', 'nftables', 'fullOverMs'), values: k('nftables', 'fullMs') },
-        { name: capped('nft change', 'nftables', 'deltaOverMs'), values: k('nftables', 'deltaMs') },
-      ],
-    })])
+    out.push([
+      'sync.svg',
+      lineChart({
+        title: 'Sync time vs number of services (10 endpoints each)',
+        unit: 'ms',
+        xLabel: 'services',
+        x,
+        logY: true,
+        series: [
+          { name: 'tundra full compile', values: r.sync.map(s => s.compileMs) },
+          { name: 'tundra endpoint change', values: r.sync.map(s => s.updateMs) },
+          { name: capped('iptables-nft full', 'iptables-nft', 'fullOverMs'), values: k('iptables-nft', 'fullMs') },
+          { name: capped('iptables-nft change', 'iptables-nft', 'deltaOverMs'), values: k('iptables-nft', 'deltaMs') },
+          { name: capped('iptables-legacy full', 'iptables-legacy', 'fullOverMs'), values: k('iptables-legacy', 'fullMs') },
+          { name: capped('iptables-legacy change', 'iptables-legacy', 'deltaOverMs'), values: k('iptables-legacy', 'deltaMs') },
+          { name: capped('nft -f full', 'nftables', 'fullOverMs'), values: k('nftables', 'fullMs') },
+          { name: capped('nft change', 'nftables', 'deltaOverMs'), values: k('nftables', 'deltaMs') },
+        ],
+      }),
+    ])
   }
   if (r.firstpacket) {
     const live = r.firstpacket.contenders.filter(c => c.available)
     if (live.length > 0) {
-      out.push(['firstpacket.svg', barChart({
-        title: `New connections/s: first vs last of ${r.firstpacket.services} services`, unit: 'conn/s', categories: ['first service', 'last service'],
-        series: live.map(c => ({ name: c.contender, values: [c.firstMedian, c.lastMedian] })),
-      })])
+      out.push([
+        'firstpacket.svg',
+        barChart({
+          title: `New connections/s: first vs last of ${r.firstpacket.services} services`,
+          unit: 'conn/s',
+          categories: ['first service', 'last service'],
+          series: live.map(c => ({ name: c.contender, values: [c.firstMedian, c.lastMedian] })),
+        }),
+      ])
     }
   }
   if (r.churn) out.push(...churnCharts(r.churn))
   if (r.dns) {
     const live = r.dns.contenders.filter(c => c.available && Number.isFinite(c.qps))
-    if (live.length > 0) out.push(['dns.svg', barChart({ title: `dnsperf queries/s, ${r.dns.services} service names`, unit: 'queries/s', categories: ['queries/s'], series: live.map(c => ({ name: c.name, values: [c.qps] })) })])
+    if (live.length > 0)
+      out.push([
+        'dns.svg',
+        barChart({
+          title: `dnsperf queries/s, ${r.dns.services} service names`,
+          unit: 'queries/s',
+          categories: ['queries/s'],
+          series: live.map(c => ({ name: c.name, values: [c.qps] })),
+        }),
+      ])
   }
   return out
 }
@@ -305,16 +470,38 @@ export function churnCharts(churn: ChurnResult): [string, string][] {
   const names = [...new Set(churn.sizes.flatMap(s => s.contenders.filter(c => c.available).map(c => c.contender)))]
   if (names.length === 0) return []
   const of = (name: string, f: (c: ChurnResult['sizes'][number]['contenders'][number]) => number): number[] =>
-    churn.sizes.map(s => { const c = s.contenders.find(k => k.contender === name); return c && c.available ? f(c) : NaN })
+    churn.sizes.map(s => {
+      const c = s.contenders.find(k => k.contender === name)
+      return c && c.available ? f(c) : NaN
+    })
   const title = `${churn.changesPerSecond} endpoint changes/s, ${churn.probesPerSecond} probes/s`
   return [
-    ['churn.svg', lineChart({
-      title: `Change to dataplane (first probe on the new endpoint), ${title}`, unit: 'ms', xLabel: 'services', x, logY: true,
-      series: names.flatMap(n => [{ name: `${n} p50`, values: of(n, c => c.c2dP50Ms) }, { name: `${n} p99`, values: of(n, c => c.c2dP99Ms) }]),
-    })],
-    ['churn-probe.svg', lineChart({
-      title: `Probe latency added by churn (vs no churn), ${title}`, unit: 'ms', xLabel: 'services', x,
-      series: names.flatMap(n => [{ name: `${n} p99.9`, values: of(n, c => c.addedP999Us / 1000) }, { name: `${n} max`, values: of(n, c => c.addedMaxUs / 1000) }]),
-    })],
+    [
+      'churn.svg',
+      lineChart({
+        title: `Change to dataplane (first probe on the new endpoint), ${title}`,
+        unit: 'ms',
+        xLabel: 'services',
+        x,
+        logY: true,
+        series: names.flatMap(n => [
+          { name: `${n} p50`, values: of(n, c => c.c2dP50Ms) },
+          { name: `${n} p99`, values: of(n, c => c.c2dP99Ms) },
+        ]),
+      }),
+    ],
+    [
+      'churn-probe.svg',
+      lineChart({
+        title: `Probe latency added by churn (vs no churn), ${title}`,
+        unit: 'ms',
+        xLabel: 'services',
+        x,
+        series: names.flatMap(n => [
+          { name: `${n} p99.9`, values: of(n, c => c.addedP999Us / 1000) },
+          { name: `${n} max`, values: of(n, c => c.addedMaxUs / 1000) },
+        ]),
+      }),
+    ],
   ]
 }

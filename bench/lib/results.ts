@@ -75,12 +75,14 @@ export function conditions(r: BenchReport, note?: string): string {
     const start = loads[0]!
     const max = Math.max(...loads)
     const loaded = max > cpus * 0.5
-    parts.push(loaded
-      ? `**These numbers were taken while the machine was loaded** (other work shared it): load average ${start.toFixed(2)} at the start` +
-        `${max > start ? ` and up to ${max.toFixed(2)} during the run` : ''}, on ${cpus} CPUs. Absolute numbers are lower and noisier than on an ` +
-        'idle machine; the comparisons are fairer than the absolute values, since every e2e, first-packet and DNS round runs the ' +
-        'contenders back to back (order rotated) and the table shows medians.'
-      : `The machine was quiet: load average ${start.toFixed(2)} at the start and at most ${max.toFixed(2)} during the run, on ${cpus} CPUs.`)
+    parts.push(
+      loaded
+        ? `**These numbers were taken while the machine was loaded** (other work shared it): load average ${start.toFixed(2)} at the start` +
+            `${max > start ? ` and up to ${max.toFixed(2)} during the run` : ''}, on ${cpus} CPUs. Absolute numbers are lower and noisier than on an ` +
+            'idle machine; the comparisons are fairer than the absolute values, since every e2e, first-packet and DNS round runs the ' +
+            'contenders back to back (order rotated) and the table shows medians.'
+        : `The machine was quiet: load average ${start.toFixed(2)} at the start and at most ${max.toFixed(2)} during the run, on ${cpus} CPUs.`,
+    )
   }
   if (note) parts.push(note)
   return parts.join(' ')
@@ -92,19 +94,28 @@ export function syncTable(r: BenchReport): string[] {
   const loaders = (['iptables-nft', 'iptables-legacy', 'nftables'] as const).filter(l => r.sync!.some(s => s.kernel[l] !== undefined))
   const head = ['services', 'tundra compile', 'tundra change', ...loaders.flatMap(l => [`${l} full`, `${l} change`])]
   const ms = (v: number | undefined, over: number | undefined): string =>
-    typeof v === 'number' && Number.isFinite(v) ? (v >= 10_000 ? `${(v / 1000).toFixed(1)} s` : `${fmt(v, 'ms')} ms`)
-      : typeof over === 'number' ? fmtOver(over, 'ms') : '–'
+    typeof v === 'number' && Number.isFinite(v)
+      ? v >= 10_000
+        ? `${(v / 1000).toFixed(1)} s`
+        : `${fmt(v, 'ms')} ms`
+      : typeof over === 'number'
+        ? fmtOver(over, 'ms')
+        : '–'
   const lines = [row(head), row(head.map((_, i) => (i === 0 ? '---' : '---:')))]
   for (const s of r.sync) {
-    lines.push(row([
-      tickLabel(s.services), ms(s.compileMs, undefined), ms(s.updateMs, undefined),
-      ...loaders.flatMap(l => {
-        const k = s.kernel[l]
-        if (!k) return ['', '']
-        if (k.fullMs === undefined && k.fullOverMs === undefined) return [k.error ? 'failed' : 'not run', k.error ? 'failed' : 'not run']
-        return [ms(k.fullMs, k.fullOverMs), k.fullOverMs !== undefined ? 'not measured' : ms(k.deltaMs, k.deltaOverMs)]
-      }),
-    ]))
+    lines.push(
+      row([
+        tickLabel(s.services),
+        ms(s.compileMs, undefined),
+        ms(s.updateMs, undefined),
+        ...loaders.flatMap(l => {
+          const k = s.kernel[l]
+          if (!k) return ['', '']
+          if (k.fullMs === undefined && k.fullOverMs === undefined) return [k.error ? 'failed' : 'not run', k.error ? 'failed' : 'not run']
+          return [ms(k.fullMs, k.fullOverMs), k.fullOverMs !== undefined ? 'not measured' : ms(k.deltaMs, k.deltaOverMs)]
+        }),
+      ]),
+    )
   }
   return lines
 }
@@ -147,7 +158,8 @@ export function renderResults(r: BenchReport, o: ResultsOptions, chartNames: rea
   const str = (k: string): string => (typeof meta[k] === 'string' || typeof meta[k] === 'number' ? String(meta[k]) : '?')
   const date = new Date(String(meta['date'] ?? ''))
   const when = Number.isFinite(date.getTime()) ? `${date.toISOString().slice(0, 16).replace('T', ' ')} UTC` : '?'
-  const tools = meta['tools'] && typeof meta['tools'] === 'object' ? Object.values(meta['tools'] as Record<string, string>).filter(v => v && v !== 'unavailable') : []
+  const tools =
+    meta['tools'] && typeof meta['tools'] === 'object' ? Object.values(meta['tools'] as Record<string, string>).filter(v => v && v !== 'unavailable') : []
   const mode = meta['quick'] === true ? '`--quick` (a smoke run: small sizes, one round)' : 'full'
   // the sections, when not all of them ran
   const only = Array.isArray(meta['only']) && meta['only'].length < SECTIONS.length ? (meta['only'] as string[]) : undefined
@@ -163,20 +175,24 @@ export function renderResults(r: BenchReport, o: ResultsOptions, chartNames: rea
   const cond = conditions(r, o.note)
   if (cond) lines.push(cond, '')
   lines.push(
-    row(['', '']), row(['---', '---']),
+    row(['', '']),
+    row(['---', '---']),
     row(['date', when]),
     row(['CPU', `${str('cpuModel')}, ${str('cpus')} cores`]),
     row(['kernel', str('kernel')]),
     row(['Node', str('node')]),
-    row(['run', `${mode}${only ? `, sections ${only.join(', ')}` : ''}; ${str('rounds')} rounds, ${str('seconds')} s per e2e measurement` +
-      `${seconds !== undefined ? `; took ${(seconds / 60).toFixed(1)} min` : ''}`]),
+    row([
+      'run',
+      `${mode}${only ? `, sections ${only.join(', ')}` : ''}; ${str('rounds')} rounds, ${str('seconds')} s per e2e measurement` +
+        `${seconds !== undefined ? `; took ${(seconds / 60).toFixed(1)} min` : ''}`,
+    ]),
     row(['load average at start', str('loadAverageAtStart')]),
     ...(tools.length > 0 ? [row(['tools', tools.join('; ')])] : []),
     '',
     '## Summary',
     '',
     'Medians. `ratio` is tundra ÷ the best kernel contender (throughput, packets, connections; dnsmasq for DNS; for sync ' +
-      'times tundra ÷ the fastest kernel load, whose target is tundra\'s own time), or the µs tundra adds over the best kernel ' +
+      "times tundra ÷ the fastest kernel load, whose target is tundra's own time), or the µs tundra adds over the best kernel " +
       'contender (latency). A kernel load stopped at the time cap shows as "> N s".',
     '',
     row(['metric', 'unit', 'tundra', ...kernels, 'ratio', 'target', 'met?']),
@@ -186,17 +202,29 @@ export function renderResults(r: BenchReport, o: ResultsOptions, chartNames: rea
   )
   const sync = syncTable(r)
   if (sync.length > 0) {
-    lines.push('## Control plane at each size', '',
+    lines.push(
+      '## Control plane at each size',
+      '',
       'tundra: `compileNat` of the whole cluster, and `updateNat` + engine swap for one moved endpoint. Kernel: the same rules ' +
-      '(`dumpRules`) loaded into an empty namespace, and kube-proxy\'s partial sync of the same change, each one ' +
-      '`ip netns exec … restore` process.', '', ...sync, '')
+        "(`dumpRules`) loaded into an empty namespace, and kube-proxy's partial sync of the same change, each one " +
+        '`ip netns exec … restore` process.',
+      '',
+      ...sync,
+      '',
+    )
   }
   const steps = packetThreadTable(r)
   if (steps.length > 0) {
-    lines.push('## The packet thread\'s longest steps', '',
+    lines.push(
+      "## The packet thread's longest steps",
+      '',
       'What one install or one control-thread request holds the packet thread for (packets wait at most this long for ' +
-      'it): a full NAT image is wrapped, a delta applied, conntrack is listed 4096 entries per request and stale flows ' +
-      'are flushed 8192 slots per event-loop turn (micro section, 20 000 services, 1 M conntrack entries).', '', ...steps, '')
+        'it): a full NAT image is wrapped, a delta applied, conntrack is listed 4096 entries per request and stale flows ' +
+        'are flushed 8192 slots per event-loop turn (micro section, 20 000 services, 1 M conntrack entries).',
+      '',
+      ...steps,
+      '',
+    )
   }
   const shown = CHARTS.filter(([name]) => chartNames.includes(name))
   if (shown.length > 0) {
@@ -218,9 +246,16 @@ export function writeResults(r: BenchReport, o: { benchDir: string; jsonPath: st
   for (const f of readdirSync(dir)) if (f.endsWith('.svg')) rmSync(join(dir, f))
   const files: string[] = []
   const made = charts(r)
-  for (const [name, svg] of made) { writeFileSync(join(dir, name), svg); files.push(join(dir, name)) }
-  const md = renderResults(r, { source: relative(o.repoRoot, o.jsonPath) || o.jsonPath, chartDir: 'results', ...(o.note ? { note: o.note } : {}) },
-    made.map(([n]) => n), runSeconds(r, o.jsonPath))
+  for (const [name, svg] of made) {
+    writeFileSync(join(dir, name), svg)
+    files.push(join(dir, name))
+  }
+  const md = renderResults(
+    r,
+    { source: relative(o.repoRoot, o.jsonPath) || o.jsonPath, chartDir: 'results', ...(o.note ? { note: o.note } : {}) },
+    made.map(([n]) => n),
+    runSeconds(r, o.jsonPath),
+  )
   const page = join(o.benchDir, 'RESULTS.md')
   writeFileSync(page, md)
   return [page, ...files]

@@ -26,7 +26,10 @@ export function parseIptablesSave(text: string): IptablesDump {
     } else if (line.startsWith('-A ') && cur) {
       const name = line.slice(3, line.indexOf(' ', 3) < 0 ? undefined : line.indexOf(' ', 3))
       let chain = cur.chains.get(name)
-      if (!chain) { chain = { policy: '-', rules: [] }; cur.chains.set(name, chain) }
+      if (!chain) {
+        chain = { policy: '-', rules: [] }
+        cur.chains.set(name, chain)
+      }
       chain.rules.push(line)
     }
   }
@@ -34,7 +37,15 @@ export function parseIptablesSave(text: string): IptablesDump {
 }
 
 /** kube-proxy (MinimizeIPTablesRestore) rewrites these on every sync, changed or not. */
-export const KUBE_PROXY_ALWAYS = ['KUBE-SERVICES', 'KUBE-EXTERNAL-SERVICES', 'KUBE-NODEPORTS', 'KUBE-POSTROUTING', 'KUBE-MARK-MASQ', 'KUBE-FORWARD', 'KUBE-PROXY-FIREWALL']
+export const KUBE_PROXY_ALWAYS = [
+  'KUBE-SERVICES',
+  'KUBE-EXTERNAL-SERVICES',
+  'KUBE-NODEPORTS',
+  'KUBE-POSTROUTING',
+  'KUBE-MARK-MASQ',
+  'KUBE-FORWARD',
+  'KUBE-PROXY-FIREWALL',
+]
 
 export interface IptablesDelta {
   /** iptables-restore --noflush input; '' when nothing changed */
@@ -48,7 +59,11 @@ export interface IptablesDelta {
  * flushes a user chain) and refilled; removed chains are flushed and deleted after every rule that could jump to
  * them is rewritten. Built-in chains that changed are flushed with -F and refilled.
  */
-export function iptablesDelta(beforeText: string | IptablesDump, afterText: string | IptablesDump, always: readonly string[] = KUBE_PROXY_ALWAYS): IptablesDelta {
+export function iptablesDelta(
+  beforeText: string | IptablesDump,
+  afterText: string | IptablesDump,
+  always: readonly string[] = KUBE_PROXY_ALWAYS,
+): IptablesDelta {
   const before = typeof beforeText === 'string' ? parseIptablesSave(beforeText) : beforeText
   const after = typeof afterText === 'string' ? parseIptablesSave(afterText) : afterText
   const out: string[] = []
@@ -76,7 +91,10 @@ export function iptablesDelta(beforeText: string | IptablesDump, afterText: stri
       rules += chain.rules.length
     }
     for (const name of b.keys()) {
-      if (!a.has(name) && !BUILTIN.has(name)) { removed.push(name); changedChains++ }
+      if (!a.has(name) && !BUILTIN.has(name)) {
+        removed.push(name)
+        changedChains++
+      }
     }
     if (decl.length + body.length + removed.length === 0) continue
     out.push(`*${table}`, ...decl, ...removed.map(n => `:${n} - [0:0]`), ...body, ...removed.map(n => `-X ${n}`), 'COMMIT')
@@ -102,7 +120,12 @@ export function parseNftScript(text: string): NftDump {
   let i = 0
   for (; i < lines.length; i++) {
     const m = /^table (\S+) (\S+) \{$/.exec(lines[i]!.trim())
-    if (m) { family = m[1]!; table = m[2]!; i++; break }
+    if (m) {
+      family = m[1]!
+      table = m[2]!
+      i++
+      break
+    }
   }
   for (; i < lines.length; i++) {
     const line = lines[i]!.trim()
@@ -121,11 +144,17 @@ export function parseNftScript(text: string): NftDump {
       let inElements = false
       for (i++; i < lines.length && lines[i]!.trim() !== '}'; i++) {
         let r = lines[i]!.trim()
-        if (r.startsWith('elements = {')) { inElements = true; r = r.slice('elements = {'.length).trim() }
+        if (r.startsWith('elements = {')) {
+          inElements = true
+          r = r.slice('elements = {'.length).trim()
+        }
         if (!inElements) continue
         const end = r.endsWith('}')
         if (end) r = r.slice(0, -1).trim()
-        for (const e of r.split(/,\s*(?![^{]*\})/)) { const t = e.trim(); if (t) elements.push(t) }
+        for (const e of r.split(/,\s*(?![^{]*\})/)) {
+          const t = e.trim()
+          if (t) elements.push(t)
+        }
         if (end) inElements = false
       }
       sets.set(s[2]!, { kind: s[1] as 'set' | 'map', elements })
@@ -149,17 +178,26 @@ export function nftDelta(beforeText: string | NftDump, afterText: string | NftDu
   let changedChains = 0
   let elements = 0
   for (const name of a.chains.keys()) {
-    if (!b.chains.has(name)) { out.push(`add chain ${t} ${name}`); changedChains++ }
+    if (!b.chains.has(name)) {
+      out.push(`add chain ${t} ${name}`)
+      changedChains++
+    }
   }
   for (const [name, set] of a.sets) {
     const old = new Set(b.sets.get(name)?.elements ?? [])
     const added = set.elements.filter(e => !old.has(e))
-    if (added.length > 0) { out.push(`add element ${t} ${name} { ${added.join(', ')} }`); elements += added.length }
+    if (added.length > 0) {
+      out.push(`add element ${t} ${name} { ${added.join(', ')} }`)
+      elements += added.length
+    }
   }
   for (const [name, rules] of a.chains) {
     const old = b.chains.get(name)
     if (old !== undefined && old.length === rules.length && old.every((r, i) => r === rules[i])) continue
-    if (old !== undefined) { out.push(`flush chain ${t} ${name}`); changedChains++ }
+    if (old !== undefined) {
+      out.push(`flush chain ${t} ${name}`)
+      changedChains++
+    }
     for (const r of rules) out.push(`add rule ${t} ${name} ${r}`)
   }
   for (const [name, set] of b.sets) {
@@ -172,7 +210,10 @@ export function nftDelta(beforeText: string | NftDump, afterText: string | NftDu
     }
   }
   for (const name of b.chains.keys()) {
-    if (!a.chains.has(name)) { out.push(`flush chain ${t} ${name}`, `delete chain ${t} ${name}`); changedChains++ }
+    if (!a.chains.has(name)) {
+      out.push(`flush chain ${t} ${name}`, `delete chain ${t} ${name}`)
+      changedChains++
+    }
   }
   return { text: out.length === 0 ? '' : out.join('\n') + '\n', changedChains, elements }
 }
@@ -197,7 +238,10 @@ export function patchIptables(full: IptablesDump, before: IptablesDump, after: I
     const a = after.tables.get(name)?.chains ?? new Map<string, { policy: string; rules: string[] }>()
     const changed = [...a].filter(([chain, c]) => !sameRules(b.get(chain)?.rules, c.rules))
     const gone = [...b.keys()].filter(chain => !a.has(chain))
-    if (changed.length === 0 && gone.length === 0) { tables.set(name, table); continue }
+    if (changed.length === 0 && gone.length === 0) {
+      tables.set(name, table)
+      continue
+    }
     const chains = new Map(table.chains)
     for (const chain of gone) chains.delete(chain)
     for (const [chain, c] of changed) chains.set(chain, { policy: c.policy, rules: c.rules.slice() })

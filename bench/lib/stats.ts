@@ -34,7 +34,15 @@ export function si(n: number, unit = ''): string {
   if (!Number.isFinite(n)) return '–'
   if (n === 0) return `0${unit ? ` ${unit}` : ''}`
   const abs = Math.abs(n)
-  const steps: readonly [number, string][] = [[1e9, 'G'], [1e6, 'M'], [1e3, 'k'], [1, ''], [1e-3, 'm'], [1e-6, 'µ'], [1e-9, 'n']]
+  const steps: readonly [number, string][] = [
+    [1e9, 'G'],
+    [1e6, 'M'],
+    [1e3, 'k'],
+    [1, ''],
+    [1e-3, 'm'],
+    [1e-6, 'µ'],
+    [1e-9, 'n'],
+  ]
   for (const [scale, prefix] of steps) {
     if (abs >= scale * 0.9995) return `${sig3(n / scale)}${unit ? ` ${prefix}${unit}` : prefix}`
   }

@@ -89,7 +89,8 @@ function legend(series: readonly Series[]): string[] {
     const x = W - M.right + 15
     const cut = s.name.indexOf(' (')
     const [label, note] = cut > 0 ? [s.name.slice(0, cut), s.name.slice(cut + 1)] : [s.name, '']
-    const out = `<rect x="${x}" y="${y - 9}" width="12" height="12" fill="${PALETTE[i % PALETTE.length]}"/>` +
+    const out =
+      `<rect x="${x}" y="${y - 9}" width="12" height="12" fill="${PALETTE[i % PALETTE.length]}"/>` +
       `<text x="${x + 18}" y="${y + 1}">${esc(label)}</text>` +
       (note ? `<text x="${x + 18}" y="${y + 14}" font-size="10" fill="#555">${esc(note)}</text>` : '')
     y += note ? 32 : 20
@@ -120,7 +121,9 @@ export function barChart(c: BarChart): string {
       const v = s.values[ci]
       if (v === undefined || !Number.isFinite(v)) return
       const x = gx + si * barW
-      body.push(`<rect x="${f1(x)}" y="${f1(y(v))}" width="${f1(barW * 0.92)}" height="${f1(M.top + ph - y(v))}" fill="${PALETTE[si % PALETTE.length]}"><title>${esc(`${s.name} ${cat}: ${tickLabel(v)} ${c.unit}`)}</title></rect>`)
+      body.push(
+        `<rect x="${f1(x)}" y="${f1(y(v))}" width="${f1(barW * 0.92)}" height="${f1(M.top + ph - y(v))}" fill="${PALETTE[si % PALETTE.length]}"><title>${esc(`${s.name} ${cat}: ${tickLabel(v)} ${c.unit}`)}</title></rect>`,
+      )
     })
     body.push(`<text x="${f1(M.left + ci * groupW + groupW / 2)}" y="${M.top + ph + 18}" text-anchor="middle">${esc(cat)}</text>`)
   })
@@ -171,16 +174,23 @@ export function lineChart(c: LineChart): string {
     let pen = false
     s.values.forEach((v, i) => {
       const xv = c.x[i]
-      if (xv === undefined || !Number.isFinite(v) || (c.logY && v <= 0)) { pen = false; return }
+      if (xv === undefined || !Number.isFinite(v) || (c.logY && v <= 0)) {
+        pen = false
+        return
+      }
       path += `${pen ? 'L' : 'M'}${f1(px(xv))},${f1(py(v))} `
       pen = true
-      body.push(`<circle cx="${f1(px(xv))}" cy="${f1(py(v))}" r="3.5" fill="${color}"><title>${esc(`${s.name} @ ${tickLabel(xv)}: ${tickLabel(v)} ${c.unit}`)}</title></circle>`)
+      body.push(
+        `<circle cx="${f1(px(xv))}" cy="${f1(py(v))}" r="3.5" fill="${color}"><title>${esc(`${s.name} @ ${tickLabel(xv)}: ${tickLabel(v)} ${c.unit}`)}</title></circle>`,
+      )
     })
     if (path) body.push(`<path d="${path.trim()}" fill="none" stroke="${color}" stroke-width="2"/>`)
   })
   body.push(`<line x1="${M.left}" x2="${M.left}" y1="${M.top}" y2="${M.top + ph}" stroke="black"/>`)
   body.push(`<line x1="${M.left}" x2="${M.left + pw}" y1="${M.top + ph}" y2="${M.top + ph}" stroke="black"/>`)
   body.push(`<text x="${M.left + pw / 2}" y="${H - 15}" text-anchor="middle">${esc(c.xLabel)}</text>`)
-  body.push(`<text x="18" y="${M.top + ph / 2}" transform="rotate(-90 18 ${M.top + ph / 2})" text-anchor="middle">${esc(c.unit + (c.logY ? ' (log)' : ''))}</text>`)
+  body.push(
+    `<text x="18" y="${M.top + ph / 2}" transform="rotate(-90 18 ${M.top + ph / 2})" text-anchor="middle">${esc(c.unit + (c.logY ? ' (log)' : ''))}</text>`,
+  )
   return frame(c.title, [...body, ...legend(c.series)])
 }

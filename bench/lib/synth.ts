@@ -26,7 +26,12 @@ export const serviceNamespace = (i: number): string => `ns-${i % 16}`
 
 export function endpoint(ip: string, ready = true): Endpoint {
   return {
-    ip, family: 4, ready, serving: ready, terminating: false, nodeName: NODE_NAME,
+    ip,
+    family: 4,
+    ready,
+    serving: ready,
+    terminating: false,
+    nodeName: NODE_NAME,
     ports: [{ name: 'http', protocol: 'TCP', port: TARGET_PORT }],
   }
 }
@@ -34,12 +39,23 @@ export function endpoint(ip: string, ready = true): Endpoint {
 /** Service i with endpoints [first, first + count) of the endpoint address space. */
 export function service(i: number, endpoints: readonly Endpoint[]): Service {
   return {
-    namespace: serviceNamespace(i), name: serviceName(i), type: 'ClusterIP', clusterIPs: [vipOf(i)], headless: false,
-    ipFamilies: [4], externalIPs: [], loadBalancerIngress: [], loadBalancerSourceRanges: [], affinityTimeout: 0,
-    externalTrafficPolicy: 'Cluster', internalTrafficPolicy: 'Cluster', healthCheckNodePort: 0,
+    namespace: serviceNamespace(i),
+    name: serviceName(i),
+    type: 'ClusterIP',
+    clusterIPs: [vipOf(i)],
+    headless: false,
+    ipFamilies: [4],
+    externalIPs: [],
+    loadBalancerIngress: [],
+    loadBalancerSourceRanges: [],
+    affinityTimeout: 0,
+    externalTrafficPolicy: 'Cluster',
+    internalTrafficPolicy: 'Cluster',
+    healthCheckNodePort: 0,
     publishNotReadyAddresses: false,
     ports: [{ name: 'http', protocol: 'TCP', port: SERVICE_PORT, targetPort: TARGET_PORT, nodePort: 0 }],
-    endpoints, labels: {},
+    endpoints,
+    labels: {},
   }
 }
 
@@ -75,8 +91,14 @@ function ipv4Header(b: Uint8Array, total: number, proto: number, src: number, ds
   b[7] = 0
   b[8] = 64
   b[9] = proto
-  b[12] = src >>> 24; b[13] = (src >>> 16) & 0xff; b[14] = (src >>> 8) & 0xff; b[15] = src & 0xff
-  b[16] = dst >>> 24; b[17] = (dst >>> 16) & 0xff; b[18] = (dst >>> 8) & 0xff; b[19] = dst & 0xff
+  b[12] = src >>> 24
+  b[13] = (src >>> 16) & 0xff
+  b[14] = (src >>> 8) & 0xff
+  b[15] = src & 0xff
+  b[16] = dst >>> 24
+  b[17] = (dst >>> 16) & 0xff
+  b[18] = (dst >>> 8) & 0xff
+  b[19] = dst & 0xff
   fillIpv4Checksum(b, 0)
 }
 

@@ -12,15 +12,23 @@ export function nsRun(ns: string, cmd: readonly string[], timeoutMs: number): Pr
 
 /** Waits until something listens on proto/port inside the namespace. */
 export async function waitListening(ns: string, proto: 'tcp' | 'udp', port: number, timeoutMs = 10_000): Promise<void> {
-  await waitFor(`${proto}/${port} to listen in ${ns}`, async () => {
-    const r = await run(['ip', 'netns', 'exec', ns, 'ss', proto === 'tcp' ? '-Hltn' : '-Hlun', `sport = :${port}`], { timeoutMs: 5000 })
-    return r.code === 0 && r.stdout.trim() !== ''
-  }, timeoutMs, 100)
+  await waitFor(
+    `${proto}/${port} to listen in ${ns}`,
+    async () => {
+      const r = await run(['ip', 'netns', 'exec', ns, 'ss', proto === 'tcp' ? '-Hltn' : '-Hlun', `sport = :${port}`], { timeoutMs: 5000 })
+      return r.code === 0 && r.stdout.trim() !== ''
+    },
+    timeoutMs,
+    100,
+  )
 }
 
 /** iperf2 `-y C` client output: total bits/s (the SUM line when there is one, else the sum of the streams). */
 export function parseIperfTcpCsv(text: string): number {
-  const rows = text.split('\n').map(l => l.trim().split(',')).filter(f => f.length >= 9 && /^\d+$/.test(f[0]!))
+  const rows = text
+    .split('\n')
+    .map(l => l.trim().split(','))
+    .filter(f => f.length >= 9 && /^\d+$/.test(f[0]!))
   if (rows.length === 0) return NaN
   const sum = rows.find(f => f[5] === '-1')
   if (sum) return Number(sum[8])
@@ -75,16 +83,31 @@ export function parseSockperf(text: string): SockperfReport | undefined {
   return { p50, p99: pct('99.000'), avg: avg ? Number(avg[1]) : NaN, observations: obs ? Number(obs[1]) : 0 }
 }
 
-export interface ConnectReport { connections: number; errors: number; seconds: number; perSecond: number; p50Ms: number; p99Ms: number }
+export interface ConnectReport {
+  connections: number
+  errors: number
+  seconds: number
+  perSecond: number
+  p50Ms: number
+  p99Ms: number
+}
 
 export function parseConnect(text: string): ConnectReport | undefined {
   const line = text.trim().split('\n').pop()
   if (!line) return undefined
-  try { return JSON.parse(line) as ConnectReport } catch { return undefined }
+  try {
+    return JSON.parse(line) as ConnectReport
+  } catch {
+    return undefined
+  }
 }
 
 /** CPU ticks (USER_HZ) from the aggregate `cpu` line of /proc/stat. */
-export interface CpuTicks { softirq: number; irq: number; total: number }
+export interface CpuTicks {
+  softirq: number
+  irq: number
+  total: number
+}
 
 export function parseProcStat(text: string): CpuTicks {
   const f = (text.split('\n').find(l => l.startsWith('cpu ')) ?? '').trim().split(/\s+/).slice(1).map(Number)
@@ -103,7 +126,11 @@ export function parsePidStat(text: string): number {
 }
 
 export function readPidTicks(pid: number): number {
-  try { return parsePidStat(readFileSync(`/proc/${pid}/stat`, 'utf8')) } catch { return NaN }
+  try {
+    return parsePidStat(readFileSync(`/proc/${pid}/stat`, 'utf8'))
+  } catch {
+    return NaN
+  }
 }
 
 export const USER_HZ = 100

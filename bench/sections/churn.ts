@@ -29,7 +29,15 @@ import { benchLabDown, benchLabUp, dropTopology, newTopology } from '../lib/labs
 import { scaleVip } from '../lib/manifests'
 import { errorSummary, progress } from '../lib/progress'
 import {
-  iptablesDelta, KUBE_PROXY_ALWAYS, nftDelta, parseIptablesSave, parseNftScript, patchIptables, patchNft, type IptablesDump, type NftDump,
+  iptablesDelta,
+  KUBE_PROXY_ALWAYS,
+  nftDelta,
+  parseIptablesSave,
+  parseNftScript,
+  patchIptables,
+  patchNft,
+  type IptablesDump,
+  type NftDump,
 } from '../lib/ruleset-delta'
 import { percentile } from '../lib/stats'
 import { nsRun, waitListening } from '../lib/tools'
@@ -75,7 +83,10 @@ export function churnContendersAt(n: number, wanted: readonly Contender[], nft20
 export const PROBE_VIP = '10.98.0.10'
 export const PROBE_PORT = 9000
 const CLIENT_IP = '10.100.85.10'
-export const ECHO = [{ name: 'echo-a', ip: '10.100.85.11' }, { name: 'echo-b', ip: '10.100.85.12' }] as const
+export const ECHO = [
+  { name: 'echo-a', ip: '10.100.85.11' },
+  { name: 'echo-b', ip: '10.100.85.12' },
+] as const
 const DNS_POD_IP = '10.100.85.13'
 export const PROBE_SERVICE = 'probe'
 const SLICE_LABEL = 'kubernetes.io/service-name'
@@ -88,7 +99,10 @@ export const fillerEndpoint = (i: number, j: number): string => {
 }
 const MAX_SLOTS = 8
 
-export interface EndpointState { readonly ip: string; readonly ready: boolean }
+export interface EndpointState {
+  readonly ip: string
+  readonly ready: boolean
+}
 
 export interface EndpointChange {
   readonly kind: 'scale-up' | 'scale-down' | 'ready-flip' | 'probe-flip'
@@ -101,7 +115,8 @@ export interface EndpointChange {
 export function sliceObject(service: string, endpoints: readonly EndpointState[]): object {
   const [port, protocol, name] = service === PROBE_SERVICE ? [PROBE_PORT, 'UDP', 'echo'] : service === 'kube-dns' ? [53, 'UDP', 'dns'] : [80, 'TCP', 'http']
   return {
-    apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice',
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
     // kube-dns is the cluster DNS Service: kube-system's, as in a cluster (the only Service that may hold the DNS address)
     metadata: { name: `${service}-churn`, namespace: service === 'kube-dns' ? 'kube-system' : 'default', labels: { [SLICE_LABEL]: service } },
     addressType: 'IPv4',
@@ -113,16 +128,20 @@ export function sliceObject(service: string, endpoints: readonly EndpointState[]
 /** Writes `<dir>/churn-<n>.json` (a List: fast to read) and returns its path. */
 export function writeChurnManifest(dir: string, n: number): string {
   const pod = (name: string, ip: string, labels: Record<string, string>, udpPort?: number): object => ({
-    apiVersion: 'v1', kind: 'Pod',
+    apiVersion: 'v1',
+    kind: 'Pod',
     metadata: { name, labels, annotations: { [LAB.podIPAnnotation]: ip } },
     spec: {
-      containers: udpPort !== undefined
-        ? [{ name: 'netexec', image: 'registry.k8s.io/e2e-test-images/agnhost:2.47', ports: [{ containerPort: udpPort, protocol: 'UDP' }] }]
-        : [{ name: 'tools', image: 'busybox', command: ['sleep', 'infinity'] }],
+      containers:
+        udpPort !== undefined
+          ? [{ name: 'netexec', image: 'registry.k8s.io/e2e-test-images/agnhost:2.47', ports: [{ containerPort: udpPort, protocol: 'UDP' }] }]
+          : [{ name: 'tools', image: 'busybox', command: ['sleep', 'infinity'] }],
     },
   })
   const svc = (name: string, ip: string, port: number, protocol: string): object => ({
-    apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: name === 'kube-dns' ? 'kube-system' : 'default' },
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name, namespace: name === 'kube-dns' ? 'kube-system' : 'default' },
     spec: { clusterIP: ip, ports: [{ name: protocol === 'TCP' ? 'http' : name === 'kube-dns' ? 'dns' : 'echo', port, targetPort: port, protocol }] },
   })
   const items: object[] = [
@@ -130,14 +149,22 @@ export function writeChurnManifest(dir: string, n: number): string {
     ...ECHO.map(e => pod(e.name, e.ip, { app: 'echo' }, PROBE_PORT)),
     pod('dns', DNS_POD_IP, { app: 'dns' }),
     svc(PROBE_SERVICE, PROBE_VIP, PROBE_PORT, 'UDP'),
-    sliceObject(PROBE_SERVICE, [{ ip: ECHO[0].ip, ready: true }, { ip: ECHO[1].ip, ready: false }]),
+    sliceObject(PROBE_SERVICE, [
+      { ip: ECHO[0].ip, ready: true },
+      { ip: ECHO[1].ip, ready: false },
+    ]),
     // the cluster DNS address: tundra answers it in its packet path; for the kernel, dnsmasq in the dns pod behind it
     svc('kube-dns', LAB.dnsIP, 53, 'UDP'),
     sliceObject('kube-dns', [{ ip: DNS_POD_IP, ready: true }]),
   ]
   for (let i = 0; i < n; i++) {
     items.push(svc(fillerName(i), scaleVip(i), 80, 'TCP'))
-    items.push(sliceObject(fillerName(i), [{ ip: fillerEndpoint(i, 0), ready: true }, { ip: fillerEndpoint(i, 1), ready: true }]))
+    items.push(
+      sliceObject(fillerName(i), [
+        { ip: fillerEndpoint(i, 0), ready: true },
+        { ip: fillerEndpoint(i, 1), ready: true },
+      ]),
+    )
   }
   mkdirSync(dir, { recursive: true })
   const path = join(dir, `churn-${n}.json`)
@@ -156,18 +183,31 @@ export class ChurnSchedule {
   /** the echo pod that answers the probe now */
   probeTarget: string = ECHO[0].name
 
-  constructor(readonly services: number, seed = 0x9e3779b9) { this.seed = seed >>> 0 || 1 }
+  constructor(
+    readonly services: number,
+    seed = 0x9e3779b9,
+  ) {
+    this.seed = seed >>> 0 || 1
+  }
 
   private rand(): number {
     let x = this.seed
-    x ^= x << 13; x ^= x >>> 17; x ^= x << 5
+    x ^= x << 13
+    x ^= x >>> 17
+    x ^= x << 5
     this.seed = x >>> 0
     return this.seed / 0x100000000
   }
 
   private of(i: number): EndpointState[] {
     let e = this.eps.get(i)
-    if (!e) { e = [{ ip: fillerEndpoint(i, 0), ready: true }, { ip: fillerEndpoint(i, 1), ready: true }]; this.eps.set(i, e) }
+    if (!e) {
+      e = [
+        { ip: fillerEndpoint(i, 0), ready: true },
+        { ip: fillerEndpoint(i, 1), ready: true },
+      ]
+      this.eps.set(i, e)
+    }
     return e
   }
 
@@ -253,7 +293,9 @@ class LabDriver implements ChangeDriver {
     })
   }
 
-  settle(): Promise<void> { return this.chain }
+  settle(): Promise<void> {
+    return this.chain
+  }
 }
 
 /** The agent's reloads and the time of its last (its control socket does not answer while a reload blocks it: asked again). */
@@ -261,7 +303,7 @@ async function agentStats(control: string, timeoutMs: number): Promise<{ reloads
   const end = Date.now() + timeoutMs
   for (;;) {
     try {
-      const r = await askAgent(control, 'stats', {}, Math.min(10_000, timeoutMs)) as { counters?: { reloads?: number }; lastSyncMs?: number }
+      const r = (await askAgent(control, 'stats', {}, Math.min(10_000, timeoutMs))) as { counters?: { reloads?: number }; lastSyncMs?: number }
       return { reloads: r.counters?.reloads ?? NaN, lastSyncMs: r.lastSyncMs ?? NaN }
     } catch (err) {
       if (Date.now() > end) throw err
@@ -285,8 +327,14 @@ class KernelDriver implements ChangeDriver {
   private ipt: IptablesDump | undefined
   private nft: NftDump | undefined
 
-  constructor(private readonly loader: KernelLoader, private readonly ns: string, private readonly cluster: Cluster,
-    private readonly opts: { clusterCIDR: string; nodeName: string; nodeIPs: string[] }, full: string, private readonly capMs: number) {
+  constructor(
+    private readonly loader: KernelLoader,
+    private readonly ns: string,
+    private readonly cluster: Cluster,
+    private readonly opts: { clusterCIDR: string; nodeName: string; nodeIPs: string[] },
+    full: string,
+    private readonly capMs: number,
+  ) {
     for (const s of cluster.services) this.current.set(s.name, s)
     if (loader === 'nftables') this.nft = parseNftScript(full)
     else this.ipt = parseIptablesSave(full)
@@ -294,12 +342,19 @@ class KernelDriver implements ChangeDriver {
 
   apply(change: EndpointChange): void {
     const svc = this.current.get(change.service)
-    if (!svc) { this.errors.push(`no service ${change.service}`); return }
+    if (!svc) {
+      this.errors.push(`no service ${change.service}`)
+      return
+    }
     this.pending.set(change.service, withEndpoints(svc, change.endpoints))
-    this.running ??= this.loop().finally(() => { this.running = undefined })
+    this.running ??= this.loop().finally(() => {
+      this.running = undefined
+    })
   }
 
-  settle(): Promise<void> { return this.running ?? Promise.resolve() }
+  settle(): Promise<void> {
+    return this.running ?? Promise.resolve()
+  }
 
   private async loop(): Promise<void> {
     while (this.pending.size > 0) {
@@ -329,8 +384,13 @@ class KernelDriver implements ChangeDriver {
  * change that would rewrite a chain listing every service (a service losing its last endpoint), which the patch
  * cannot express; the schedule never makes one.
  */
-export function kernelPatch<D extends IptablesDump | NftDump>(applied: D, cluster: Cluster, before: readonly Service[], after: readonly Service[],
-  opts: { clusterCIDR: string; nodeName: string; nodeIPs: string[] }): { next: D; text: string } {
+export function kernelPatch<D extends IptablesDump | NftDump>(
+  applied: D,
+  cluster: Cluster,
+  before: readonly Service[],
+  after: readonly Service[],
+  opts: { clusterCIDR: string; nodeName: string; nodeIPs: string[] },
+): { next: D; text: string } {
   const alone = (services: readonly Service[]): Cluster => ({ ...cluster, services: [...services] })
   if ('tables' in applied) {
     const b = parseIptablesSave(renderIptablesSave(alone(before), opts))
@@ -400,7 +460,10 @@ export interface ChurnContender {
   c2dP99Ms: number
 }
 
-export interface ChurnSize { readonly services: number; readonly contenders: ChurnContender[] }
+export interface ChurnSize {
+  readonly services: number
+  readonly contenders: ChurnContender[]
+}
 
 export interface ChurnResult {
   readonly changesPerSecond: number
@@ -423,7 +486,16 @@ export function finishContender(c: ChurnContender): void {
   c.c2dP99Ms = percentile(all, 99)
 }
 
-interface ProbeReport { sent: number; replied: number; lost: number; skipped: number; stalled: number; seconds: number; rttUs: number[]; switches: { sendNs: string; name: string }[] }
+interface ProbeReport {
+  sent: number
+  replied: number
+  lost: number
+  skipped: number
+  stalled: number
+  seconds: number
+  rttUs: number[]
+  switches: { sendNs: string; name: string }[]
+}
 
 export interface ChurnOptions {
   readonly quick: boolean
@@ -436,8 +508,12 @@ export interface ChurnOptions {
 export async function runChurn(o: ChurnOptions): Promise<ChurnResult> {
   const plan = churnPlan(o.quick)
   const result: ChurnResult = {
-    changesPerSecond: CHANGES_PER_SECOND, probesPerSecond: PROBES_PER_SECOND, dnsQps: DNS_QPS,
-    baselineSeconds: plan.baselineSeconds, churnSeconds: plan.churnSeconds, sizes: [],
+    changesPerSecond: CHANGES_PER_SECOND,
+    probesPerSecond: PROBES_PER_SECOND,
+    dnsQps: DNS_QPS,
+    baselineSeconds: plan.baselineSeconds,
+    churnSeconds: plan.churnSeconds,
+    sizes: [],
   }
   if (!haveCommand('dnsperf')) throw new Error('dnsperf is not installed (scripts/bootstrap installs it)')
   for (const n of plan.sizes) {
@@ -455,12 +531,25 @@ async function runSize(n: number, cs: readonly Contender[], plan: ChurnPlan, o: 
   const labPlan = compileLab({ name: 'bcplan', files: [manifest], nodes: 1, dataplane: 'none' })
   const queries = join(o.workDir, `churn-queries-${n}`)
   const hosts = join(o.workDir, `churn-hosts-${n}`)
-  const names = labPlan.cluster.services.filter(s => s.name.startsWith('s') && s.clusterIPs[0]).map(s => [`${s.name}.${s.namespace}.svc.${LAB.zone}`, s.clusterIPs[0]!] as const)
+  const names = labPlan.cluster.services
+    .filter(s => s.name.startsWith('s') && s.clusterIPs[0])
+    .map(s => [`${s.name}.${s.namespace}.svc.${LAB.zone}`, s.clusterIPs[0]!] as const)
   writeFileSync(hosts, names.map(([name, ip]) => `${ip} ${name}`).join('\n') + '\n')
   writeFileSync(queries, names.map(([name]) => `${name} A`).join('\n') + '\n')
   const results: ChurnContender[] = cs.map(c => ({
-    contender: c, available: false, labUpSeconds: NaN, flipsMs: [], flipsUnseenMs: [], syncs: 0, syncP50Ms: NaN, driverErrors: [],
-    addedP50Us: NaN, addedP999Us: NaN, addedMaxUs: NaN, c2dP50Ms: NaN, c2dP99Ms: NaN,
+    contender: c,
+    available: false,
+    labUpSeconds: NaN,
+    flipsMs: [],
+    flipsUnseenMs: [],
+    syncs: 0,
+    syncP50Ms: NaN,
+    driverErrors: [],
+    addedP50Us: NaN,
+    addedP999Us: NaN,
+    addedMaxUs: NaN,
+    c2dP50Ms: NaN,
+    c2dP99Ms: NaN,
   }))
   size.contenders.push(...results)
   const procs = newTopology('churn')
@@ -471,7 +560,11 @@ async function runSize(n: number, cs: readonly Contender[], plan: ChurnPlan, o: 
       try {
         const t0 = Date.now()
         const st = await benchLabUp({
-          name: NAMES[c], files: [manifest], section: 'churn', readyTimeoutMs: 240_000, keepLogsIn: o.workDir,
+          name: NAMES[c],
+          files: [manifest],
+          section: 'churn',
+          readyTimeoutMs: 240_000,
+          keepLogsIn: o.workDir,
           dataplane: c === 'tundra' ? 'tundra' : c === 'nftables' ? 'nftables' : 'iptables',
           ...(c === 'iptables-nft' ? { iptablesBackend: 'nft' as const } : {}),
         })
@@ -488,8 +581,17 @@ async function runSize(n: number, cs: readonly Contender[], plan: ChurnPlan, o: 
         } else {
           const dnsNs = pod('dns')
           procs.spawn(dnsNs, [
-            'dnsmasq', '--keep-in-foreground', '--conf-file=/dev/null', '--no-resolv', '--no-hosts', `--addn-hosts=${hosts}`,
-            '--bind-interfaces', `--listen-address=${DNS_POD_IP}`, '--pid-file=', '--user=root', '--cache-size=10000',
+            'dnsmasq',
+            '--keep-in-foreground',
+            '--conf-file=/dev/null',
+            '--no-resolv',
+            '--no-hosts',
+            `--addn-hosts=${hosts}`,
+            '--bind-interfaces',
+            `--listen-address=${DNS_POD_IP}`,
+            '--pid-file=',
+            '--user=root',
+            '--cache-size=10000',
           ])
           await waitListening(dnsNs, 'udp', 53)
           const node = st.nodes[0]!
@@ -510,7 +612,9 @@ async function runSize(n: number, cs: readonly Contender[], plan: ChurnPlan, o: 
       }
     }
     // as firstpacket: at scale tundra's lab next to the kernel labs one after another; small ones all at once
-    const lane = async (rs: ChurnContender[]): Promise<void> => { for (const r of rs) await bringUp(r) }
+    const lane = async (rs: ChurnContender[]): Promise<void> => {
+      for (const r of rs) await bringUp(r)
+    }
     if (n >= 10_000) await Promise.all([lane(results.filter(r => r.contender === 'tundra')), lane(results.filter(r => r.contender !== 'tundra'))])
     else await Promise.all(results.map(bringUp))
 
@@ -529,7 +633,10 @@ async function runSize(n: number, cs: readonly Contender[], plan: ChurnPlan, o: 
         r.syncP50Ms = after ? after.lastSyncMs : percentile(lab.driver.syncMs, 50)
         r.driverErrors = [...lab.driver.errors]
         finishContender(r)
-        progress('churn', `${n} services: ${r.contender.padEnd(12)} churn    ${line(r.churn)}; change→dataplane p50 ${r.c2dP50Ms.toFixed(1)} ms p99 ${r.c2dP99Ms.toFixed(1)} ms (${r.flipsMs.length} flips seen, ${r.flipsUnseenMs.length} not), ${r.syncs} ${r.contender === 'tundra' ? 'reloads' : 'syncs'} (${r.syncP50Ms.toFixed(0)} ms ${r.contender === 'tundra' ? 'the last' : 'median'})${r.driverErrors.length ? `; errors: ${r.driverErrors.slice(0, 2).join(' | ')}` : ''}`)
+        progress(
+          'churn',
+          `${n} services: ${r.contender.padEnd(12)} churn    ${line(r.churn)}; change→dataplane p50 ${r.c2dP50Ms.toFixed(1)} ms p99 ${r.c2dP99Ms.toFixed(1)} ms (${r.flipsMs.length} flips seen, ${r.flipsUnseenMs.length} not), ${r.syncs} ${r.contender === 'tundra' ? 'reloads' : 'syncs'} (${r.syncP50Ms.toFixed(0)} ms ${r.contender === 'tundra' ? 'the last' : 'median'})${r.driverErrors.length ? `; errors: ${r.driverErrors.slice(0, 2).join(' | ')}` : ''}`,
+        )
       } catch (err) {
         r.error = errorSummary(err)
         progress('churn', `${n} services: ${r.contender}: failed: ${r.error}`)
@@ -546,13 +653,34 @@ function line(p: PhaseResult): string {
 }
 
 /** Runs the probe tool in the client for `seconds`; `onSwitch` sees each change of the answering pod as it happens. */
-function startProbe(lab: ChurnLab, procs: ReturnType<typeof newTopology>, seconds: number, portBase: number, onSwitch?: (sendNs: bigint, name: string) => void): { child: ChildProcess; done: Promise<ProbeReport> } {
+function startProbe(
+  lab: ChurnLab,
+  procs: ReturnType<typeof newTopology>,
+  seconds: number,
+  portBase: number,
+  onSwitch?: (sendNs: bigint, name: string) => void,
+): { child: ChildProcess; done: Promise<ProbeReport> } {
   const tool = join(repoRoot(), 'dist', 'bench', 'tools', 'churn-probe.js')
-  const child = procs.spawn(lab.client, [process.execPath, tool, '--host', PROBE_VIP, '--port', String(PROBE_PORT), '--rate', String(PROBES_PER_SECOND), '--seconds', String(seconds), '--port-base', String(portBase)])
+  const child = procs.spawn(lab.client, [
+    process.execPath,
+    tool,
+    '--host',
+    PROBE_VIP,
+    '--port',
+    String(PROBE_PORT),
+    '--rate',
+    String(PROBES_PER_SECOND),
+    '--seconds',
+    String(seconds),
+    '--port-base',
+    String(portBase),
+  ])
   let buf = ''
   let report: ProbeReport | undefined
   let err = ''
-  child.stderr?.setEncoding('utf8').on('data', (d: string) => { if (err.length < 2000) err += d })
+  child.stderr?.setEncoding('utf8').on('data', (d: string) => {
+    if (err.length < 2000) err += d
+  })
   child.stdout?.setEncoding('utf8').on('data', (d: string) => {
     buf += d
     let nl: number
@@ -578,8 +706,14 @@ async function probeOnce(lab: ChurnLab, procs: ReturnType<typeof newTopology>, s
 }
 
 /** One measurement: probe + dnsperf for `seconds` (+ the tail with churn), and with `churn` the stream of changes. */
-async function phase(lab: ChurnLab, procs: ReturnType<typeof newTopology>, queries: string, seconds: number, portBase: number,
-  churn: { sched: ChurnSchedule; flips: number[]; unseen: number[] } | undefined): Promise<PhaseResult> {
+async function phase(
+  lab: ChurnLab,
+  procs: ReturnType<typeof newTopology>,
+  queries: string,
+  seconds: number,
+  portBase: number,
+  churn: { sched: ChurnSchedule; flips: number[]; unseen: number[] } | undefined,
+): Promise<PhaseResult> {
   let flip: { t: bigint; target: string } | undefined
   const onSwitch = (sendNs: bigint, name: string): void => {
     if (flip && name === flip.target && sendNs >= flip.t) {
@@ -589,7 +723,11 @@ async function phase(lab: ChurnLab, procs: ReturnType<typeof newTopology>, queri
   }
   const probeSeconds = seconds + (churn ? TAIL_SECONDS : 0)
   const probe = startProbe(lab, procs, probeSeconds, portBase, onSwitch)
-  const dns = nsRun(lab.client, ['dnsperf', '-s', LAB.dnsIP, '-d', queries, '-l', String(probeSeconds), '-Q', String(DNS_QPS), '-t', '1'], (probeSeconds + 30) * 1000)
+  const dns = nsRun(
+    lab.client,
+    ['dnsperf', '-s', LAB.dnsIP, '-d', queries, '-l', String(probeSeconds), '-Q', String(DNS_QPS), '-t', '1'],
+    (probeSeconds + 30) * 1000,
+  )
   let changes = 0
   if (churn) {
     const t0 = process.hrtime.bigint()
@@ -612,8 +750,16 @@ async function phase(lab: ChurnLab, procs: ReturnType<typeof newTopology>, queri
   await lab.driver.settle()
   const dp = parseDnsperf(d.stdout)
   return {
-    seconds: probeSeconds, probesSent: rep.sent + rep.stalled, probesReplied: rep.replied, probesLost: rep.lost + rep.stalled, probesSkipped: rep.skipped,
-    p50Us: percentile(rep.rttUs, 50), p999Us: percentile(rep.rttUs, 99.9), maxUs: rep.rttUs.length ? rep.rttUs.reduce((a, b) => Math.max(a, b), 0) : NaN,
-    dnsSent: dp ? dp.completed + dp.lost : NaN, dnsLost: dp ? dp.lost : NaN, changes,
+    seconds: probeSeconds,
+    probesSent: rep.sent + rep.stalled,
+    probesReplied: rep.replied,
+    probesLost: rep.lost + rep.stalled,
+    probesSkipped: rep.skipped,
+    p50Us: percentile(rep.rttUs, 50),
+    p999Us: percentile(rep.rttUs, 99.9),
+    maxUs: rep.rttUs.length ? rep.rttUs.reduce((a, b) => Math.max(a, b), 0) : NaN,
+    dnsSent: dp ? dp.completed + dp.lost : NaN,
+    dnsLost: dp ? dp.lost : NaN,
+    changes,
   }
 }

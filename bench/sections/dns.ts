@@ -27,7 +27,10 @@ export interface DnsperfReport {
 
 /** The summary block dnsperf prints at the end of a run. */
 export function parseDnsperf(text: string): DnsperfReport | undefined {
-  const num = (re: RegExp): number => { const m = re.exec(text); return m ? Number(m[1]) : NaN }
+  const num = (re: RegExp): number => {
+    const m = re.exec(text)
+    return m ? Number(m[1]) : NaN
+  }
   const qps = num(/Queries per second:\s+([\d.]+)/)
   if (!Number.isFinite(qps)) return undefined
   return {
@@ -60,9 +63,13 @@ export interface DnsResult {
 function shuffle<T>(a: T[], seed = 12345): T[] {
   let x = seed
   for (let i = a.length - 1; i > 0; i--) {
-    x ^= x << 13; x ^= x >>> 17; x ^= x << 5
+    x ^= x << 13
+    x ^= x >>> 17
+    x ^= x << 5
     const j = (x >>> 0) % (i + 1)
-    const t = a[i]!; a[i] = a[j]!; a[j] = t
+    const t = a[i]!
+    a[i] = a[j]!
+    a[j] = t
   }
   return a
 }
@@ -111,14 +118,27 @@ export async function runDns(o: DnsOptions): Promise<DnsResult> {
 
     const dm = contenders[0]!
     try {
-      servers.push(topo.spawn(srv, [
-        'dnsmasq', '--keep-in-foreground', '--conf-file=/dev/null', '--no-resolv', '--no-hosts', `--addn-hosts=${hosts}`,
-        '--bind-interfaces', `--listen-address=${SRV}`, '--pid-file=', '--user=root', '--cache-size=10000',
-      ]))
+      servers.push(
+        topo.spawn(srv, [
+          'dnsmasq',
+          '--keep-in-foreground',
+          '--conf-file=/dev/null',
+          '--no-resolv',
+          '--no-hosts',
+          `--addn-hosts=${hosts}`,
+          '--bind-interfaces',
+          `--listen-address=${SRV}`,
+          '--pid-file=',
+          '--user=root',
+          '--cache-size=10000',
+        ]),
+      )
       await waitListening(srv, 'udp', 53)
       targets.set(dm.name, { ns: cli, server: SRV, port: 53 })
       dm.available = true
-    } catch (err) { dm.error = (err as Error).message }
+    } catch (err) {
+      dm.error = (err as Error).message
+    }
 
     const ts = contenders[1]!
     try {
@@ -126,24 +146,37 @@ export async function runDns(o: DnsOptions): Promise<DnsResult> {
       const child = topo.spawn(srv, [process.execPath, tool, manifest, SRV_TUNDRA, '53'])
       servers.push(child)
       let said = ''
-      child.stdout?.setEncoding('utf8').on('data', (d: string) => { said += d })
-      child.stderr?.setEncoding('utf8').on('data', (d: string) => { said += d })
-      await waitFor('tundra\'s socket DNS to listen', () => {
-        if (child.exitCode !== null) throw new Error(`dns-server exited: ${said.trim()}`)
-        return said.includes('listening')
-      }, 120_000, 100)
+      child.stdout?.setEncoding('utf8').on('data', (d: string) => {
+        said += d
+      })
+      child.stderr?.setEncoding('utf8').on('data', (d: string) => {
+        said += d
+      })
+      await waitFor(
+        "tundra's socket DNS to listen",
+        () => {
+          if (child.exitCode !== null) throw new Error(`dns-server exited: ${said.trim()}`)
+          return said.includes('listening')
+        },
+        120_000,
+        100,
+      )
       const r = await nsRun(cli, ['dig', '+short', '+time=2', '+tries=3', `@${SRV_TUNDRA}`, names[0]![0]], 15_000)
       if (r.stdout.trim() !== names[0]![1]) throw new Error(`tundra's socket DNS answered ${JSON.stringify(r.stdout.trim())} for ${names[0]![0]}`)
       targets.set(ts.name, { ns: cli, server: SRV_TUNDRA, port: 53 })
       ts.available = true
-    } catch (err) { ts.error = (err as Error).message }
+    } catch (err) {
+      ts.error = (err as Error).message
+    }
 
     const tl = contenders[2]
     if (tl) {
       try {
         if (o.lab) progress('dns', `using firstpacket's tundra lab with the same services (${o.lab.name})`)
         else progress('dns', 'bringing up a tundra lab with the same services (bndns)')
-        const st = o.lab?.state ?? await benchLabUp({ name: 'bndns', files: [manifest], dataplane: 'tundra', section: 'dns', readyTimeoutMs: 240_000, keepLogsIn: o.workDir })
+        const st =
+          o.lab?.state ??
+          (await benchLabUp({ name: 'bndns', files: [manifest], dataplane: 'tundra', section: 'dns', readyTimeoutMs: 240_000, keepLogsIn: o.workDir }))
         const client = st.pods.find(p => p.name === 'client')!.ns
         targets.set(tl.name, { ns: client, server: '10.96.0.10', port: 53 })
         tl.available = true
@@ -158,11 +191,21 @@ export async function runDns(o: DnsOptions): Promise<DnsResult> {
       for (let i = 0; i < live.length; i++) {
         const c = live[(i + round) % live.length]!
         const t = targets.get(c.name)!
-        const r = await nsRun(t.ns, ['dnsperf', '-s', t.server, '-p', String(t.port), '-d', queries, '-l', String(seconds), '-c', '4', '-q', '200', '-t', '2'], (seconds + 30) * 1000)
+        const r = await nsRun(
+          t.ns,
+          ['dnsperf', '-s', t.server, '-p', String(t.port), '-d', queries, '-l', String(seconds), '-c', '4', '-q', '200', '-t', '2'],
+          (seconds + 30) * 1000,
+        )
         const rep = parseDnsperf(r.stdout)
-        if (!rep) { progress('dns', `round ${round + 1} ${c.name}: dnsperf gave no summary: ${(r.stderr || r.stdout).trim().split('\n').slice(-2).join(' | ')}`); continue }
+        if (!rep) {
+          progress('dns', `round ${round + 1} ${c.name}: dnsperf gave no summary: ${(r.stderr || r.stdout).trim().split('\n').slice(-2).join(' | ')}`)
+          continue
+        }
         c.runs.push(rep)
-        progress('dns', `round ${round + 1}/${o.rounds} ${c.name.padEnd(13)} ${rep.qps.toFixed(0)} q/s, avg ${rep.avgLatencyMs.toFixed(3)} ms, lost ${rep.lost}`)
+        progress(
+          'dns',
+          `round ${round + 1}/${o.rounds} ${c.name.padEnd(13)} ${rep.qps.toFixed(0)} q/s, avg ${rep.avgLatencyMs.toFixed(3)} ms, lost ${rep.lost}`,
+        )
       }
     }
   } finally {

@@ -21,8 +21,18 @@ import { benchLabDown, benchLabUp, dropTopology, newTopology } from '../lib/labs
 import { errorSummary, progress } from '../lib/progress'
 import { median } from '../lib/stats'
 import {
-  nsRun, parseConnect, parseIperfTcpCsv, parseIperfUdpServerCsv, parseSockperf, readCpuTicks, readPidTicks, sockperfClient,
-  sockperfNoSleep, USER_HZ, waitListening, type CpuTicks,
+  nsRun,
+  parseConnect,
+  parseIperfTcpCsv,
+  parseIperfUdpServerCsv,
+  parseSockperf,
+  readCpuTicks,
+  readPidTicks,
+  sockperfClient,
+  sockperfNoSleep,
+  USER_HZ,
+  waitListening,
+  type CpuTicks,
 } from '../lib/tools'
 import { repoRoot } from '../../src/lab/up'
 
@@ -31,7 +41,10 @@ export const SOLO_VIP = '10.96.200.11'
 const BACKEND1_IP = '10.100.85.11'
 
 export const LAB_NAMES: Record<Contender, string> = {
-  tundra: 'bntundra', 'iptables-nft': 'bniptnft', 'iptables-legacy': 'bniptleg', nftables: 'bnnft',
+  tundra: 'bntundra',
+  'iptables-nft': 'bniptnft',
+  'iptables-legacy': 'bniptleg',
+  nftables: 'bnnft',
 }
 
 export interface ContenderResult {
@@ -77,7 +90,10 @@ function podNs(state: LabState, name: string): string {
 async function setUp(c: Contender, procs: Topology, workDir: string, shim: string | undefined): Promise<Env> {
   const name = LAB_NAMES[c]
   const state = await benchLabUp({
-    name, files: [manifestPath()], section: 'e2e', keepLogsIn: workDir,
+    name,
+    files: [manifestPath()],
+    section: 'e2e',
+    keepLogsIn: workDir,
     dataplane: c === 'tundra' ? 'tundra' : c === 'nftables' ? 'nftables' : 'iptables',
     ...(c === 'iptables-legacy' ? { iptablesBackend: 'legacy' as const } : c === 'iptables-nft' ? { iptablesBackend: 'nft' as const } : {}),
   })
@@ -107,7 +123,11 @@ async function setUp(c: Contender, procs: Topology, workDir: string, shim: strin
 
 // ---- CPU accounting ----
 
-interface CpuMark { t: bigint; ticks: CpuTicks; agent: number }
+interface CpuMark {
+  t: bigint
+  ticks: CpuTicks
+  agent: number
+}
 
 function cpuMark(env: Env): CpuMark {
   return { t: process.hrtime.bigint(), ticks: readCpuTicks(), agent: env.agentPid === undefined ? 0 : readPidTicks(env.agentPid) }
@@ -135,7 +155,9 @@ async function tcpTest(env: Env, streams: number, seconds: number): Promise<Reco
 async function udpTest(env: Env, seconds: number): Promise<Record<string, number>> {
   const server = env.procs.spawn(env.b1, ['iperf', '-s', '-u', '-p', '5001', '-y', 'C'])
   let out = ''
-  server.stdout?.setEncoding('utf8').on('data', (d: string) => { out += d })
+  server.stdout?.setEncoding('utf8').on('data', (d: string) => {
+    out += d
+  })
   try {
     await waitListening(env.b1, 'udp', 5001)
     const a = cpuMark(env)
@@ -163,8 +185,14 @@ async function latencyTest(env: Env, seconds: number, pinned: boolean): Promise<
   try {
     const out: Record<string, number> = {}
     const suffix = pinned ? 'Pinned' : ''
-    for (const [proto, port] of [['Udp', '11111'], ['Tcp', '11112']] as const) {
-      const cmd = [...(pinned ? ['taskset', '-c', '0'] : []), ...sockperfClient(env.shim, ['pp', '-i', WEB_VIP, '-p', port, '-t', String(seconds), '-m', '64', ...(proto === 'Tcp' ? ['--tcp'] : [])])]
+    for (const [proto, port] of [
+      ['Udp', '11111'],
+      ['Tcp', '11112'],
+    ] as const) {
+      const cmd = [
+        ...(pinned ? ['taskset', '-c', '0'] : []),
+        ...sockperfClient(env.shim, ['pp', '-i', WEB_VIP, '-p', port, '-t', String(seconds), '-m', '64', ...(proto === 'Tcp' ? ['--tcp'] : [])]),
+      ]
       const r = await nsRun(env.client, cmd, (seconds + 20) * 1000)
       const rep = parseSockperf(r.stdout + r.stderr)
       out[`lat${proto}${suffix}P50`] = rep?.p50 ?? NaN
@@ -177,14 +205,22 @@ async function latencyTest(env: Env, seconds: number, pinned: boolean): Promise<
 }
 
 async function directTest(env: Env, seconds: number): Promise<Record<string, number>> {
-  const r = await nsRun(env.client, sockperfClient(env.shim, ['pp', '-i', BACKEND1_IP, '-p', '11111', '-t', String(seconds), '-m', '64']), (seconds + 20) * 1000)
+  const r = await nsRun(
+    env.client,
+    sockperfClient(env.shim, ['pp', '-i', BACKEND1_IP, '-p', '11111', '-t', String(seconds), '-m', '64']),
+    (seconds + 20) * 1000,
+  )
   const rep = parseSockperf(r.stdout + r.stderr)
   return { latDirectUdpP50: rep?.p50 ?? NaN, latDirectUdpP99: rep?.p99 ?? NaN }
 }
 
 async function connTest(env: Env, seconds: number): Promise<Record<string, number>> {
   const tool = join(repoRoot(), 'dist', 'bench', 'tools', 'connect.js')
-  const r = await nsRun(env.client, [process.execPath, tool, '--host', WEB_VIP, '--port', '80', '--seconds', String(seconds), '--concurrency', '16'], (seconds + 30) * 1000)
+  const r = await nsRun(
+    env.client,
+    [process.execPath, tool, '--host', WEB_VIP, '--port', '80', '--seconds', String(seconds), '--concurrency', '16'],
+    (seconds + 30) * 1000,
+  )
   const rep = parseConnect(r.stdout)
   if (!rep) return { connPerSec: NaN }
   return { connPerSec: rep.perSecond, connErrors: rep.errors, connP50Ms: rep.p50Ms }
@@ -210,21 +246,26 @@ export async function runE2e(contenders: readonly Contender[], rounds: number, s
   try {
     // All labs come up at once (bring-up is mostly waiting for processes); measuring starts when all are up.
     progress('e2e', `bringing up ${results.map(r => `${r.contender} (${LAB_NAMES[r.contender]})`).join(', ')}`)
-    const up = await Promise.all(results.map(async r => {
-      const c = r.contender
-      if (c === 'iptables-legacy' && !haveCommand('iptables-legacy-restore')) { r.error = 'iptables-legacy-restore is not installed'; return undefined }
-      try {
-        const env = await setUp(c, procs, workDir, shim)
-        r.available = true
-        progress('e2e', `${c} is up`)
-        return env
-      } catch (err) {
-        r.error = errorSummary(err)
-        progress('e2e', `${c}: not measured: ${r.error}`)
-        await benchLabDown(LAB_NAMES[c])
-        return undefined
-      }
-    }))
+    const up = await Promise.all(
+      results.map(async r => {
+        const c = r.contender
+        if (c === 'iptables-legacy' && !haveCommand('iptables-legacy-restore')) {
+          r.error = 'iptables-legacy-restore is not installed'
+          return undefined
+        }
+        try {
+          const env = await setUp(c, procs, workDir, shim)
+          r.available = true
+          progress('e2e', `${c} is up`)
+          return env
+        } catch (err) {
+          r.error = errorSummary(err)
+          progress('e2e', `${c}: not measured: ${r.error}`)
+          await benchLabDown(LAB_NAMES[c])
+          return undefined
+        }
+      }),
+    )
     for (const env of up) if (env) envs.push(env) // in contender order
     for (let round = 0; round < rounds; round++) {
       for (const t of TESTS) {

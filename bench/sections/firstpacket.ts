@@ -43,7 +43,12 @@ export const FIRSTPACKET_LAB_NAMES = Object.values(NAMES)
 export const scaleServices = (quick: boolean): number => (quick ? 1000 : 20_000)
 
 /** A lab left up for a later section (dns reuses the tundra one): whoever takes it brings it down. */
-export interface KeptLab { readonly name: string; readonly state: LabState; readonly manifest: string; readonly services: number }
+export interface KeptLab {
+  readonly name: string
+  readonly state: LabState
+  readonly manifest: string
+  readonly services: number
+}
 
 export interface FirstPacketOptions {
   readonly quick: boolean
@@ -62,12 +67,25 @@ export async function runFirstPacket(o: FirstPacketOptions): Promise<{ result: F
   const { first, last } = firstAndLastService(cluster, 'node1', '172.18.0.11')
   progress('firstpacket', `${n} services; KUBE-SERVICES tests ${first} first and ${last} last`)
   const tool = join(repoRoot(), 'dist', 'bench', 'tools', 'connect.js')
-  const results: FirstPacketContender[] = o.contenders.map(c => ({ contender: c, available: false, first: [], last: [], firstMedian: NaN, lastMedian: NaN, lastOverFirst: NaN, labUpSeconds: NaN }))
+  const results: FirstPacketContender[] = o.contenders.map(c => ({
+    contender: c,
+    available: false,
+    first: [],
+    last: [],
+    firstMedian: NaN,
+    lastMedian: NaN,
+    lastOverFirst: NaN,
+    labUpSeconds: NaN,
+  }))
   const clients = new Map<Contender, string>()
   const states = new Map<Contender, LabState>()
   let kept: KeptLab | undefined
   const conn = async (client: string, vip: string, secs: number): Promise<number> => {
-    const res = await nsRun(client, [process.execPath, tool, '--host', vip, '--port', '80', '--seconds', String(secs), '--concurrency', '16'], (secs + 30) * 1000)
+    const res = await nsRun(
+      client,
+      [process.execPath, tool, '--host', vip, '--port', '80', '--seconds', String(secs), '--concurrency', '16'],
+      (secs + 30) * 1000,
+    )
     const rep = parseConnect(res.stdout)
     return rep && rep.connections > 0 ? rep.perSecond : NaN
   }
@@ -79,19 +97,26 @@ export async function runFirstPacket(o: FirstPacketOptions): Promise<{ result: F
     progress('firstpacket', `bringing up ${o.contenders.join(', ')} with ${n} services`)
     const bringUp = async (r: FirstPacketContender): Promise<void> => {
       const c = r.contender
-      if (c === 'iptables-legacy' && !haveCommand('iptables-legacy-restore')) { r.error = 'iptables-legacy-restore is not installed'; return }
+      if (c === 'iptables-legacy' && !haveCommand('iptables-legacy-restore')) {
+        r.error = 'iptables-legacy-restore is not installed'
+        return
+      }
       const name = NAMES[c]
       try {
         const t0 = Date.now()
         const st = await benchLabUp({
-          name, files: [manifest], section: 'firstpacket', readyTimeoutMs: 240_000, keepLogsIn: o.workDir,
+          name,
+          files: [manifest],
+          section: 'firstpacket',
+          readyTimeoutMs: 240_000,
+          keepLogsIn: o.workDir,
           dataplane: c === 'tundra' ? 'tundra' : c === 'nftables' ? 'nftables' : 'iptables',
           ...(c === 'iptables-legacy' ? { iptablesBackend: 'legacy' as const } : c === 'iptables-nft' ? { iptablesBackend: 'nft' as const } : {}),
         })
         r.labUpSeconds = (Date.now() - t0) / 1000
         const client = st.pods.find(p => p.name === 'client')!.ns
         await nsRun(client, ['sysctl', '-qw', 'net.ipv4.tcp_tw_reuse=1', 'net.ipv4.ip_local_port_range=10000 65000'], 10_000)
-        if (!(await conn(client, last, 0.5) > 0)) throw new Error(`no connection to ${last}:80 worked`)
+        if (!((await conn(client, last, 0.5)) > 0)) throw new Error(`no connection to ${last}:80 worked`)
         clients.set(c, client)
         states.set(c, st)
         r.available = true
@@ -102,7 +127,9 @@ export async function runFirstPacket(o: FirstPacketOptions): Promise<{ result: F
         await benchLabDown(name)
       }
     }
-    const lane = async (rs: FirstPacketContender[]): Promise<void> => { for (const r of rs) await bringUp(r) }
+    const lane = async (rs: FirstPacketContender[]): Promise<void> => {
+      for (const r of rs) await bringUp(r)
+    }
     if (n >= 10_000) await Promise.all([lane(results.filter(r => r.contender === 'tundra')), lane(results.filter(r => r.contender !== 'tundra'))])
     else await Promise.all(results.map(bringUp))
     const live = results.filter(r => r.available)

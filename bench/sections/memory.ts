@@ -25,11 +25,19 @@ export function runMemory(_quick: boolean): Promise<MemoryResult> {
   const n = 1_000_000 // the target is stated at a million; a fill takes a few seconds even in --quick
   progress('memory', `filling a NatEngine with ${n} connections in a child process`)
   return new Promise((resolve, reject) => {
-    execFile(process.execPath, ['--expose-gc', join(__dirname, '..', 'tools', 'memory-child.js'), String(n)], { timeout: 300_000, maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
-      if (err) return reject(new Error(`memory child failed: ${stderr || err.message}`))
-      const r = JSON.parse(stdout.trim()) as MemoryResult
-      progress('memory', `${r.entries} entries: RSS ${r.rssPerEntry.toFixed(1)} B/entry (incremental ${r.rssPerEntryIncremental.toFixed(1)}), engine arrays ${r.engineBytesPerEntry.toFixed(1)} B/entry (${r.engineBytesPerSlot.toFixed(1)} B/slot × ${r.capacity} slots)`)
-      resolve(r)
-    })
+    execFile(
+      process.execPath,
+      ['--expose-gc', join(__dirname, '..', 'tools', 'memory-child.js'), String(n)],
+      { timeout: 300_000, maxBuffer: 1 << 20 },
+      (err, stdout, stderr) => {
+        if (err) return reject(new Error(`memory child failed: ${stderr || err.message}`))
+        const r = JSON.parse(stdout.trim()) as MemoryResult
+        progress(
+          'memory',
+          `${r.entries} entries: RSS ${r.rssPerEntry.toFixed(1)} B/entry (incremental ${r.rssPerEntryIncremental.toFixed(1)}), engine arrays ${r.engineBytesPerEntry.toFixed(1)} B/entry (${r.engineBytesPerSlot.toFixed(1)} B/slot × ${r.capacity} slots)`,
+        )
+        resolve(r)
+      },
+    )
   })
 }

@@ -14,10 +14,7 @@ import { parseIpv4 } from '../../src/wire/ipv4'
 import { benchmarkJs, type MicroCase, type MicroResult, type MicroRunner } from '../lib/micro'
 import { progress } from '../lib/progress'
 import { si } from '../lib/stats'
-import {
-  NAT_CONFIG, SERVICE_PORT, TCP_ACK, TCP_SYN, serviceName, serviceNamespace, synthCluster, tcp4, udp4, vipOf,
-  withMovedEndpoint,
-} from '../lib/synth'
+import { NAT_CONFIG, SERVICE_PORT, TCP_ACK, TCP_SYN, serviceName, serviceNamespace, synthCluster, tcp4, udp4, vipOf, withMovedEndpoint } from '../lib/synth'
 import { median } from '../lib/stats'
 
 export interface MicroSection {
@@ -54,16 +51,55 @@ export function runMicro(quick: boolean, runner: MicroRunner = benchmarkJs): Mic
   const small = udp4(CLIENT, ip(vipOf(0)), 40000, 53, 36)
   let sink = 0
   const B = 64
-  run({ group: 'wire', name: 'parsePacket, TCP SYN 40 B', opsPerCall: B, fn: () => { for (let i = 0; i < B; i++) sink += parsePacket(syn, 0, syn.length, info) } })
-  run({ group: 'wire', name: 'parsePacket, TCP 1500 B', opsPerCall: B, fn: () => { for (let i = 0; i < B; i++) sink += parsePacket(big, 0, big.length, info) } })
-  run({ group: 'wire', name: 'parsePacket, UDP 64 B', opsPerCall: B, fn: () => { for (let i = 0; i < B; i++) sink += parsePacket(small, 0, small.length, info) } })
-  run({ group: 'wire', name: 'full checksum, 1480 B TCP segment', opsPerCall: 8, fn: () => { for (let i = 0; i < 8; i++) sink += checksum(big, 20, 1480, i) } })
-  run({ group: 'wire', name: 'full checksum, 20 B IPv4 header', opsPerCall: B, fn: () => { for (let i = 0; i < B; i++) sink += checksum(syn, 0, 20, i) } })
+  run({
+    group: 'wire',
+    name: 'parsePacket, TCP SYN 40 B',
+    opsPerCall: B,
+    fn: () => {
+      for (let i = 0; i < B; i++) sink += parsePacket(syn, 0, syn.length, info)
+    },
+  })
+  run({
+    group: 'wire',
+    name: 'parsePacket, TCP 1500 B',
+    opsPerCall: B,
+    fn: () => {
+      for (let i = 0; i < B; i++) sink += parsePacket(big, 0, big.length, info)
+    },
+  })
+  run({
+    group: 'wire',
+    name: 'parsePacket, UDP 64 B',
+    opsPerCall: B,
+    fn: () => {
+      for (let i = 0; i < B; i++) sink += parsePacket(small, 0, small.length, info)
+    },
+  })
+  run({
+    group: 'wire',
+    name: 'full checksum, 1480 B TCP segment',
+    opsPerCall: 8,
+    fn: () => {
+      for (let i = 0; i < 8; i++) sink += checksum(big, 20, 1480, i)
+    },
+  })
+  run({
+    group: 'wire',
+    name: 'full checksum, 20 B IPv4 header',
+    opsPerCall: B,
+    fn: () => {
+      for (let i = 0; i < B; i++) sink += checksum(syn, 0, 20, i)
+    },
+  })
   const rw = big.slice()
   const addrs = [ip('10.128.0.1') | 0, ip('10.128.0.2') | 0]
   run({
-    group: 'wire', name: 'incremental rewrite (dst address + port, IPv4 + TCP checksums)', opsPerCall: B,
-    fn: () => { for (let i = 0; i < B; i++) natIpv4(rw, 0, 20, 6, DST, addrs[i & 1]!, 8080 + (i & 1), false) },
+    group: 'wire',
+    name: 'incremental rewrite (dst address + port, IPv4 + TCP checksums)',
+    opsPerCall: B,
+    fn: () => {
+      for (let i = 0; i < B; i++) natIpv4(rw, 0, 20, 6, DST, addrs[i & 1]!, 8080 + (i & 1), false)
+    },
   })
 
   // ---- NAT per packet ----
@@ -85,7 +121,9 @@ export function runMicro(quick: boolean, runner: MicroRunner = benchmarkJs): Mic
     const ackTpl = tcp4(CLIENT, vip0, 33000, SERVICE_PORT, TCP_ACK, 0, 1001, 5001)
     const len = ackTpl.length
     run({
-      group: `nat ${n} services`, name: 'established flow: parse + conntrack + rewrite', opsPerCall: 32,
+      group: `nat ${n} services`,
+      name: 'established flow: parse + conntrack + rewrite',
+      opsPerCall: 32,
       fn: () => {
         for (let i = 0; i < 32; i++) {
           work.set(ackTpl)
@@ -95,12 +133,17 @@ export function runMicro(quick: boolean, runner: MicroRunner = benchmarkJs): Mic
       },
     })
     const ct = eng.v4.ct
-    for (const [label, idx] of [['first', 0], ['last', n - 1]] as const) {
+    for (const [label, idx] of [
+      ['first', 0],
+      ['last', n - 1],
+    ] as const) {
       if (n === 1 && label === 'last') continue
       const tpl = tcp4(CLIENT, ip(vipOf(idx)), 1, SERVICE_PORT, TCP_SYN)
       let port = 0
       run({
-        group: `nat ${n} services`, name: `new connection to the ${label} service: parse + lookup + DNAT + conntrack insert (and its removal)`, opsPerCall: 16,
+        group: `nat ${n} services`,
+        name: `new connection to the ${label} service: parse + lookup + DNAT + conntrack insert (and its removal)`,
+        opsPerCall: 16,
         fn: () => {
           for (let i = 0; i < 16; i++) {
             work.set(tpl)
@@ -122,16 +165,37 @@ export function runMicro(quick: boolean, runner: MicroRunner = benchmarkJs): Mic
     const n = 20000
     const cluster = synthCluster(n, 10)
     const t0 = compileNat(cluster, NAT_CONFIG)
-    run({ group: `nat image ${n} services × 10`, name: 'natImage full (control side)', opsPerCall: 1, fn: () => { sink += natImage(t0).records.length } })
+    run({
+      group: `nat image ${n} services × 10`,
+      name: 'natImage full (control side)',
+      opsPerCall: 1,
+      fn: () => {
+        sink += natImage(t0).records.length
+      },
+    })
     const full = natImage(t0)
     const eng = new NatEngine(t0, { seed: 1, conntrackMax: quick ? 1 << 18 : 1 << 20 })
-    run({ group: `nat image ${n} services × 10`, name: 'install full image (packet side)', opsPerCall: 1, fn: () => { sink += eng.install(full).flushed } })
+    run({
+      group: `nat image ${n} services × 10`,
+      name: 'install full image (packet side)',
+      opsPerCall: 1,
+      fn: () => {
+        sink += eng.install(full).flushed
+      },
+    })
     // A chain of one-endpoint moves of the middle service, each as a delta from the one before.
     const base = cluster.services[n >> 1]!
     const K = 200
     const tables = [t0]
     for (let g = 1; g <= K; g++) tables.push(updateNat(tables[g - 1]!, [withMovedEndpoint(base, g)]))
-    run({ group: `nat image ${n} services × 10`, name: 'natImage delta, 1-service change (control side)', opsPerCall: 1, fn: () => { sink += natImage(tables[2]!, tables[1]!).records.length } })
+    run({
+      group: `nat image ${n} services × 10`,
+      name: 'natImage delta, 1-service change (control side)',
+      opsPerCall: 1,
+      fn: () => {
+        sink += natImage(tables[2]!, tables[1]!).records.length
+      },
+    })
     const deltas = tables.slice(1).map((tb, g) => natImage(tb, tables[g]!))
     eng.install(full)
     const ins: number[] = []
@@ -157,13 +221,25 @@ export function runMicro(quick: boolean, runner: MicroRunner = benchmarkJs): Mic
     }
     let cursor = 0
     run({
-      group: `nat conntrack ${entries} entries`, name: 'ctChunk of 4096 entries (packet side)', opsPerCall: 1,
-      fn: () => { const r = eng.ctChunk(cursor, 4096, NOW); cursor = r.next < 0 ? 0 : r.next; sink += r.bytes.byteLength },
+      group: `nat conntrack ${entries} entries`,
+      name: 'ctChunk of 4096 entries (packet side)',
+      opsPerCall: 1,
+      fn: () => {
+        const r = eng.ctChunk(cursor, 4096, NOW)
+        cursor = r.next < 0 ? 0 : r.next
+        sink += r.bytes.byteLength
+      },
     })
     const back = new ArrayBuffer(ctChunkBytes(4096))
     run({
-      group: `nat conntrack ${entries} entries`, name: 'ctChunk of 4096 entries into a returned buffer (packet side)', opsPerCall: 1,
-      fn: () => { const r = eng.ctChunk(cursor, 4096, NOW, back); cursor = r.next < 0 ? 0 : r.next; sink += r.bytes.byteLength },
+      group: `nat conntrack ${entries} entries`,
+      name: 'ctChunk of 4096 entries into a returned buffer (packet side)',
+      opsPerCall: 1,
+      fn: () => {
+        const r = eng.ctChunk(cursor, 4096, NOW, back)
+        cursor = r.next < 0 ? 0 : r.next
+        sink += r.bytes.byteLength
+      },
     })
     // Service 0 loses one of its endpoints: 1/10 of the entries are stale, flushed 8192 slots per slice.
     const s0 = cluster.services.find(sv => sv.name === last.name && sv.namespace === last.namespace)!
@@ -180,7 +256,10 @@ export function runMicro(quick: boolean, runner: MicroRunner = benchmarkJs): Mic
     const worst = Math.max(...slices)
     oneShot.push({ name: `nat stale flush over ${entries} entries: slice of 8192 slots, median`, entries: 8192, nsPerEntry: median(slices) / 8192 })
     oneShot.push({ name: `nat stale flush over ${entries} entries: slice of 8192 slots, worst`, entries: 8192, nsPerEntry: worst / 8192 })
-    progress('micro', `nat stale flush over ${entries} entries: ${slices.length} slices of 8192, median ${(median(slices) / 1e6).toFixed(3)} ms, worst ${(worst / 1e6).toFixed(3)} ms, ${flushed} flushed`)
+    progress(
+      'micro',
+      `nat stale flush over ${entries} entries: ${slices.length} slices of 8192, median ${(median(slices) / 1e6).toFixed(3)} ms, worst ${(worst / 1e6).toFixed(3)} ms, ${flushed} flushed`,
+    )
   }
 
   // ---- conntrack ----
@@ -190,49 +269,74 @@ export function runMicro(quick: boolean, runner: MicroRunner = benchmarkJs): Mic
     const fillKey = (k: number, tk: Uint32Array): void => {
       const src = (0x0a640000 + k) >>> 0 // 10.100.0.0 + k
       const sport = 1024 + (k % 60000)
-      tk[0] = src; tk[1] = vip; tk[2] = ((sport << 16) | SERVICE_PORT) >>> 0
-      tk[3] = (0x0a800001 + (k % 1000)) >>> 0; tk[4] = src; tk[5] = ((8080 << 16) | sport) >>> 0
+      tk[0] = src
+      tk[1] = vip
+      tk[2] = ((sport << 16) | SERVICE_PORT) >>> 0
+      tk[3] = (0x0a800001 + (k % 1000)) >>> 0
+      tk[4] = src
+      tk[5] = ((8080 << 16) | sport) >>> 0
     }
     const entries = new Int32Array(n)
     // Fill and reap once unmeasured (JIT warm-up and page faults of the fresh arrays), then fill measured.
-    for (let k = 0; k < n; k++) { fillKey(k, ct.tk); ct.create(6, 0, 0, NOW) }
+    for (let k = 0; k < n; k++) {
+      fillKey(k, ct.tk)
+      ct.create(6, 0, 0, NOW)
+    }
     while (ct.count > 0) ct.reap(NOW + 100_000, 4096)
     const t0 = process.hrtime.bigint()
-    for (let k = 0; k < n; k++) { fillKey(k, ct.tk); entries[k] = ct.create(6, 0, 0, NOW) }
+    for (let k = 0; k < n; k++) {
+      fillKey(k, ct.tk)
+      entries[k] = ct.create(6, 0, 0, NOW)
+    }
     const fillNs = Number(process.hrtime.bigint() - t0) / n
     oneShot.push({ name: `conntrack fill 0 → ${n}: insert`, entries: n, nsPerEntry: fillNs })
     progress('micro', `conntrack ${n}: fill ${fillNs.toFixed(1)} ns/insert (one shot)`)
     // lookups of live entries in a scattered order
     const keys = new Uint32Array(4096 * 3)
     for (let i = 0; i < 4096; i++) {
-      const k = Math.floor(((i * 2654435761) >>> 0) / 4294967296 * n)
+      const k = Math.floor((((i * 2654435761) >>> 0) / 4294967296) * n)
       fillKey(k, ct.tk)
-      keys[i * 3] = ct.tk[0]!; keys[i * 3 + 1] = ct.tk[1]!; keys[i * 3 + 2] = ct.tk[2]!
+      keys[i * 3] = ct.tk[0]!
+      keys[i * 3 + 1] = ct.tk[1]!
+      keys[i * 3 + 2] = ct.tk[2]!
     }
     let li = 0
     run({
-      group: `conntrack ${si(n)} entries`, name: 'lookup (hit, original direction)', opsPerCall: 64,
+      group: `conntrack ${si(n)} entries`,
+      name: 'lookup (hit, original direction)',
+      opsPerCall: 64,
       fn: () => {
         const key = ct.key
         for (let i = 0; i < 64; i++) {
           const o = (li = (li + 1) & 4095) * 3
-          key[0] = keys[o]!; key[1] = keys[o + 1]!; key[2] = keys[o + 2]!
+          key[0] = keys[o]!
+          key[1] = keys[o + 1]!
+          key[2] = keys[o + 2]!
           if (ct.lookup(6) < 0) throw new Error('lookup missed')
         }
       },
     })
     run({
-      group: `conntrack ${si(n)} entries`, name: 'lookup (miss)', opsPerCall: 64,
+      group: `conntrack ${si(n)} entries`,
+      name: 'lookup (miss)',
+      opsPerCall: 64,
       fn: () => {
         const key = ct.key
-        for (let i = 0; i < 64; i++) { key[0] = 0xc0a80000 + (li = (li + 1) & 0xffff); key[1] = 1; key[2] = 2; sink += ct.lookup(6) }
+        for (let i = 0; i < 64; i++) {
+          key[0] = 0xc0a80000 + (li = (li + 1) & 0xffff)
+          key[1] = 1
+          key[2] = 2
+          sink += ct.lookup(6)
+        }
       },
     })
     // steady state at n entries: delete the oldest, insert a new one
     let oldest = 0
     let next = n
     run({
-      group: `conntrack ${si(n)} entries`, name: 'insert + delete (table kept full)', opsPerCall: 16,
+      group: `conntrack ${si(n)} entries`,
+      name: 'insert + delete (table kept full)',
+      opsPerCall: 16,
       fn: () => {
         for (let i = 0; i < 16; i++) {
           ct.delete(entries[oldest]!)
@@ -243,8 +347,12 @@ export function runMicro(quick: boolean, runner: MicroRunner = benchmarkJs): Mic
       },
     })
     run({
-      group: `conntrack ${si(n)} entries`, name: 'reap scan, nothing expired (per entry visited)', opsPerCall: 1024,
-      fn: () => { sink += ct.reap(NOW, 1024) },
+      group: `conntrack ${si(n)} entries`,
+      name: 'reap scan, nothing expired (per entry visited)',
+      opsPerCall: 1024,
+      fn: () => {
+        sink += ct.reap(NOW, 1024)
+      },
     })
     // reap of expired entries: everything made at NOW expires after the generic timeout
     const later = NOW + 100_000
@@ -265,13 +373,28 @@ export function runMicro(quick: boolean, runner: MicroRunner = benchmarkJs): Mic
   try {
     dns.setCluster(synthCluster(dnsServices, 2))
     const out = new Uint8Array(2048)
-    const q = (name: string): Uint8Array => dnsPacket.encode({ type: 'query', id: 0x1234, flags: dnsPacket.RECURSION_DESIRED, questions: [{ name, type: 'A', class: 'IN' }] })
+    const q = (name: string): Uint8Array =>
+      dnsPacket.encode({ type: 'query', id: 0x1234, flags: dnsPacket.RECURSION_DESIRED, questions: [{ name, type: 'A', class: 'IN' }] })
     const hit = q(`${serviceName(asked)}.${serviceNamespace(asked)}.svc.cluster.local`)
     const miss = q(`nothing.${serviceNamespace(1)}.svc.cluster.local`)
     const probe = dns.answerInPlace(hit, 0, hit.length, out, 0, out.length, 0)
     if (probe <= 0) throw new Error(`answerInPlace gave ${probe} for a service name`)
-    run({ group: dnsGroup, name: 'answerInPlace: A of a service (decode + answer + encode)', opsPerCall: 16, fn: () => { for (let i = 0; i < 16; i++) sink += dns.answerInPlace(hit, 0, hit.length, out, 0, out.length, 0) } })
-    run({ group: dnsGroup, name: 'answerInPlace: NXDOMAIN in the cluster zone', opsPerCall: 16, fn: () => { for (let i = 0; i < 16; i++) sink += dns.answerInPlace(miss, 0, miss.length, out, 0, out.length, 0) } })
+    run({
+      group: dnsGroup,
+      name: 'answerInPlace: A of a service (decode + answer + encode)',
+      opsPerCall: 16,
+      fn: () => {
+        for (let i = 0; i < 16; i++) sink += dns.answerInPlace(hit, 0, hit.length, out, 0, out.length, 0)
+      },
+    })
+    run({
+      group: dnsGroup,
+      name: 'answerInPlace: NXDOMAIN in the cluster zone',
+      opsPerCall: 16,
+      fn: () => {
+        for (let i = 0; i < 16; i++) sink += dns.answerInPlace(miss, 0, miss.length, out, 0, out.length, 0)
+      },
+    })
   } finally {
     void dns.close()
   }

@@ -12,9 +12,7 @@ import { haveCommand } from '../../src/netns/netns'
 import type { Cluster } from '../../src/model/cluster'
 import { dropTopology, newTopology } from '../lib/labs'
 import { progress } from '../lib/progress'
-import {
-  iptablesDelta, nftDelta, parseIptablesSave, parseNftScript, patchIptables, patchNft, type IptablesDump, type NftDump,
-} from '../lib/ruleset-delta'
+import { iptablesDelta, nftDelta, parseIptablesSave, parseNftScript, patchIptables, patchNft, type IptablesDump, type NftDump } from '../lib/ruleset-delta'
 import { median } from '../lib/stats'
 import { NAT_CONFIG, PROXY_OPTIONS, synthCluster, withMovedEndpoint } from '../lib/synth'
 
@@ -82,10 +80,26 @@ export function timedIn(ns: string, cmd: readonly string[], input: string, capMs
     const child = spawn('ip', ['netns', 'exec', ns, ...cmd], { stdio: ['pipe', 'ignore', 'pipe'] })
     let err = ''
     let capped = false
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => { if (err.length < 4000) err += d })
-    child.stdin!.on('error', () => { /* killed at the cap before it read everything */ })
-    const timer = setTimeout(() => { capped = true; if (child.pid !== undefined) { try { process.kill(child.pid, 'SIGKILL') } catch { /* gone */ } } }, capMs)
-    child.on('error', e => { clearTimeout(timer); reject(e) })
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+      if (err.length < 4000) err += d
+    })
+    child.stdin!.on('error', () => {
+      /* killed at the cap before it read everything */
+    })
+    const timer = setTimeout(() => {
+      capped = true
+      if (child.pid !== undefined) {
+        try {
+          process.kill(child.pid, 'SIGKILL')
+        } catch {
+          /* gone */
+        }
+      }
+    }, capMs)
+    child.on('error', e => {
+      clearTimeout(timer)
+      reject(e)
+    })
     child.on('close', code => {
       clearTimeout(timer)
       const t = ms(t0)
@@ -155,10 +169,23 @@ export async function runSync(o: SyncOptions): Promise<SyncRow[]> {
       both.push(Number(t2 - t0) / 1e6)
     }
     const row: SyncRow = {
-      services: n, endpointsPerService: 10, compileMs, compileRuns, updateMs: median(both), updateOnlyMs: median(upd),
-      swapMs: median(swp), updateRuns: both, renderMs: 0, iptablesRules: 0, nftLines: 0, kernel: {},
+      services: n,
+      endpointsPerService: 10,
+      compileMs,
+      compileRuns,
+      updateMs: median(both),
+      updateOnlyMs: median(upd),
+      swapMs: median(swp),
+      updateRuns: both,
+      renderMs: 0,
+      iptablesRules: 0,
+      nftLines: 0,
+      kernel: {},
     }
-    progress('sync', `${n} services: one-endpoint updateNat + swap ${row.updateMs.toFixed(3)} ms (update ${row.updateOnlyMs.toFixed(3)}, swap ${row.swapMs.toFixed(3)})`)
+    progress(
+      'sync',
+      `${n} services: one-endpoint updateNat + swap ${row.updateMs.toFixed(3)} ms (update ${row.updateOnlyMs.toFixed(3)}, swap ${row.swapMs.toFixed(3)})`,
+    )
 
     // The same state as kube-proxy rules, and the same change as a partial sync. The state after each change is the
     // full dump patched with the difference between renders of the changed service alone (rendering all of it again
@@ -176,7 +203,10 @@ export async function runSync(o: SyncOptions): Promise<SyncRow[]> {
     const deltaRuns = o.quick ? 2 : n >= 20_000 ? 1 : n >= 10_000 ? 2 : 3
     const alone = (g: number): Cluster => ({ ...cluster, services: [g === 0 ? base : withMovedEndpoint(base, g)] })
     const small = Array.from({ length: deltaRuns + 1 }, (_, g) => dumpRules(alone(g), PROXY_OPTIONS))
-    progress('sync', `${n} services: ${row.iptablesRules} iptables rules${withNft ? `, ${row.nftLines} nft lines` : ''} (rendered in ${row.renderMs.toFixed(0)} ms)`)
+    progress(
+      'sync',
+      `${n} services: ${row.iptablesRules} iptables rules${withNft ? `, ${row.nftLines} nft lines` : ''} (rendered in ${row.renderMs.toFixed(0)} ms)`,
+    )
     const ipt: IptablesDump[] = [parseIptablesSave(dump.iptables)]
     const smallIpt = small.map(d => parseIptablesSave(d.iptables))
     for (let g = 1; g <= deltaRuns; g++) ipt.push(patchIptables(ipt[g - 1]!, smallIpt[g - 1]!, smallIpt[g]!))
@@ -192,8 +222,15 @@ export async function runSync(o: SyncOptions): Promise<SyncRow[]> {
       const L = LOADERS[k]
       const res: KernelLoad = {}
       row.kernel[k] = res
-      if (!haveCommand(L.need)) { res.skipped = `${L.need} is not installed`; continue }
-      if (!measured.includes(k)) { res.skipped = 'over the time budget (nft -f of one big transaction grows faster than linearly; --nft20k loads it)'; progress('sync', `${n} services: nft -f skipped (--nft20k to include)`); continue }
+      if (!haveCommand(L.need)) {
+        res.skipped = `${L.need} is not installed`
+        continue
+      }
+      if (!measured.includes(k)) {
+        res.skipped = 'over the time budget (nft -f of one big transaction grows faster than linearly; --nft20k loads it)'
+        progress('sync', `${n} services: nft -f skipped (--nft20k to include)`)
+        continue
+      }
       const before = capped.get(k)
       if (before) {
         res.skipped = `not loaded: it took over ${secs(before.capMs)} at ${before.services} services already`
@@ -218,12 +255,18 @@ export async function runSync(o: SyncOptions): Promise<SyncRow[]> {
           res.deltaChains = d.changedChains
           res.deltaLines = d.text.split('\n').length - 1
           const r = await timedIn(ns, L.delta, d.text, cap.delta)
-          if (r.capped) { res.deltaOverMs = cap.delta; break }
+          if (r.capped) {
+            res.deltaOverMs = cap.delta
+            break
+          }
           runs.push(r.ms)
         }
         res.deltaRuns = runs
         if (runs.length > 0) res.deltaMs = median(runs)
-        progress('sync', `${n} services: ${k} partial sync of the endpoint change ${res.deltaOverMs !== undefined ? `> ${secs(res.deltaOverMs)} (stopped at the cap)` : `${res.deltaMs!.toFixed(1)} ms`} (${res.deltaChains} chains, ${res.deltaLines} lines)`)
+        progress(
+          'sync',
+          `${n} services: ${k} partial sync of the endpoint change ${res.deltaOverMs !== undefined ? `> ${secs(res.deltaOverMs)} (stopped at the cap)` : `${res.deltaMs!.toFixed(1)} ms`} (${res.deltaChains} chains, ${res.deltaLines} lines)`,
+        )
       } catch (err) {
         res.error = (err as Error).message
         progress('sync', `${n} services: ${k} failed: ${res.error}`)

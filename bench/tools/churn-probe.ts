@@ -7,7 +7,15 @@
 // {sent, replied, lost, skipped (not sent: the client fell behind), stalled (not sent: maxOpen sockets waited), seconds, rttUs: [...], switches: [...]}.
 import { createSocket, type Socket } from 'node:dgram'
 
-interface Opts { host: string; port: number; rate: number; seconds: number; portBase: number; timeoutMs: number; maxOpen: number }
+interface Opts {
+  host: string
+  port: number
+  rate: number
+  seconds: number
+  portBase: number
+  timeoutMs: number
+  maxOpen: number
+}
 
 const PORT_END = 61000 // the client's ephemeral range starts here (the bench sets it), so bound ports never collide
 const MAX_BURST = 20 // probes sent in one tick when the loop fell behind
@@ -53,22 +61,51 @@ function main(): void {
   const finish = (): void => {
     if (done) return
     done = true
-    process.stdout.write(JSON.stringify({ sent, replied, lost, skipped, stalled, seconds: Number(process.hrtime.bigint() - start) / 1e9, rttUs: rtt.map(v => Math.round(v * 10) / 10), switches }) + '\n')
+    process.stdout.write(
+      JSON.stringify({
+        sent,
+        replied,
+        lost,
+        skipped,
+        stalled,
+        seconds: Number(process.hrtime.bigint() - start) / 1e9,
+        rttUs: rtt.map(v => Math.round(v * 10) / 10),
+        switches,
+      }) + '\n',
+    )
     process.exit(0)
   }
-  const maybeFinish = (): void => { if (sent + skipped + stalled >= total && open === 0) finish() }
+  const maybeFinish = (): void => {
+    if (sent + skipped + stalled >= total && open === 0) finish()
+  }
 
   const probe = (): void => {
-    if (open >= o.maxOpen) { stalled++; return }
+    if (open >= o.maxOpen) {
+      stalled++
+      return
+    }
     const p = port
     port = port + 1 >= PORT_END ? o.portBase : port + 1
     const s: Socket = createSocket('udp4')
     open++
     let t0 = 0n
     let closed = false
-    const close = (): void => { if (closed) return; closed = true; clearTimeout(timer); s.close(); open--; maybeFinish() }
-    const timer = setTimeout(() => { lost++; close() }, o.timeoutMs)
-    s.on('error', () => { lost++; close() })
+    const close = (): void => {
+      if (closed) return
+      closed = true
+      clearTimeout(timer)
+      s.close()
+      open--
+      maybeFinish()
+    }
+    const timer = setTimeout(() => {
+      lost++
+      close()
+    }, o.timeoutMs)
+    s.on('error', () => {
+      lost++
+      close()
+    })
     s.on('message', buf => {
       if (closed) return
       rtt.push(Number(process.hrtime.bigint() - t0) / 1000)
@@ -102,7 +139,7 @@ function main(): void {
   }
   tick()
   // a hard bound whatever happens
-  setTimeout(finish, (o.seconds * 1000) + o.timeoutMs + 5000).unref()
+  setTimeout(finish, o.seconds * 1000 + o.timeoutMs + 5000).unref()
 }
 
 main()

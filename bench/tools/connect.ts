@@ -4,7 +4,15 @@
 // prints one JSON line: {connections, errors, seconds, perSecond, p50Ms, p99Ms}.
 import { connect, type Socket } from 'node:net'
 
-interface Opts { host: string; port: number; seconds: number; concurrency: number; max: number; mode: 'http' | 'tcp'; timeoutMs: number }
+interface Opts {
+  host: string
+  port: number
+  seconds: number
+  concurrency: number
+  max: number
+  mode: 'http' | 'tcp'
+  timeoutMs: number
+}
 
 function parse(argv: readonly string[]): Opts {
   const o: Opts = { host: '', port: 80, seconds: 3, concurrency: 16, max: 1_000_000, mode: 'http', timeoutMs: 3000 }
@@ -34,28 +42,37 @@ async function main(): Promise<void> {
   let done = 0
   let errors = 0
   const lat: number[] = []
-  const one = (): Promise<void> => new Promise(resolve => {
-    const t0 = process.hrtime.bigint()
-    let got = 0
-    let finished = false
-    const s: Socket = connect({ host: o.host, port: o.port, noDelay: true })
-    const finish = (ok: boolean): void => {
-      if (finished) return
-      finished = true
-      clearTimeout(timer)
-      s.destroy()
-      if (ok) { done++; if (lat.length < 200_000) lat.push(Number(process.hrtime.bigint() - t0) / 1e6) } else errors++
-      resolve()
-    }
-    const timer = setTimeout(() => finish(false), o.timeoutMs)
-    s.once('connect', () => {
-      if (o.mode === 'tcp') { s.end(); return }
-      s.write(request)
+  const one = (): Promise<void> =>
+    new Promise(resolve => {
+      const t0 = process.hrtime.bigint()
+      let got = 0
+      let finished = false
+      const s: Socket = connect({ host: o.host, port: o.port, noDelay: true })
+      const finish = (ok: boolean): void => {
+        if (finished) return
+        finished = true
+        clearTimeout(timer)
+        s.destroy()
+        if (ok) {
+          done++
+          if (lat.length < 200_000) lat.push(Number(process.hrtime.bigint() - t0) / 1e6)
+        } else errors++
+        resolve()
+      }
+      const timer = setTimeout(() => finish(false), o.timeoutMs)
+      s.once('connect', () => {
+        if (o.mode === 'tcp') {
+          s.end()
+          return
+        }
+        s.write(request)
+      })
+      s.on('data', d => {
+        got += d.length
+      })
+      s.once('close', hadError => finish(!hadError && (o.mode === 'tcp' || got > 0)))
+      s.once('error', () => finish(false))
     })
-    s.on('data', d => { got += d.length })
-    s.once('close', hadError => finish(!hadError && (o.mode === 'tcp' || got > 0)))
-    s.once('error', () => finish(false))
-  })
   const loop = async (): Promise<void> => {
     while (process.hrtime.bigint() < end && started < o.max) {
       started++
@@ -69,4 +86,7 @@ async function main(): Promise<void> {
   process.stdout.write(JSON.stringify({ connections: done, errors, seconds, perSecond: done / seconds, p50Ms: q(50), p99Ms: q(99) }) + '\n')
 }
 
-main().catch(err => { process.stderr.write(`connect: ${(err as Error).message}\n`); process.exit(1) })
+main().catch(err => {
+  process.stderr.write(`connect: ${(err as Error).message}\n`)
+  process.exit(1)
+})

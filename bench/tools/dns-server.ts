@@ -11,9 +11,14 @@ async function main(): Promise<void> {
   dns.setCluster(cluster)
   const a = await dns.listenUdp(host, Number(port))
   process.stdout.write(`listening ${a.address}:${a.port}\n`)
-  const stop = (): void => { void dns.close().then(() => process.exit(0)) }
+  const stop = (): void => {
+    void dns.close().then(() => process.exit(0))
+  }
   process.on('SIGTERM', stop)
   process.on('SIGINT', stop)
 }
 
-main().catch(err => { process.stderr.write(`dns-server: ${(err as Error).message}\n`); process.exit(1) })
+main().catch(err => {
+  process.stderr.write(`dns-server: ${(err as Error).message}\n`)
+  process.exit(1)
+})

@@ -7,7 +7,10 @@ import { parseIpv4 } from '../../src/wire/ipv4'
 import { NAT_CONFIG, SERVICE_PORT, TCP_SYN, synthCluster, tcp4, vipOf } from '../lib/synth'
 
 const gc = (globalThis as { gc?: () => void }).gc
-const rss = (): number => { gc?.(); return process.memoryUsage().rss }
+const rss = (): number => {
+  gc?.()
+  return process.memoryUsage().rss
+}
 
 function main(): void {
   const n = Number(process.argv[2] ?? 1_000_000)
@@ -36,13 +39,22 @@ function main(): void {
   const rssFull = rss()
   const ctBytes = ct.byteLength()
   const v6Bytes = eng.v6.ct.byteLength()
-  process.stdout.write(JSON.stringify({
-    entries: ct.count, capacity: ct.capacity, rssBefore, rssEmpty, rssFull,
-    rssPerEntry: (rssFull - rssBefore) / ct.count,
-    rssPerEntryIncremental: (rssFull - rssEmpty) / ct.count,
-    engineBytes: ctBytes, engineBytesPerEntry: ctBytes / ct.count, engineBytesPerSlot: ctBytes / ct.capacity,
-    v6TableBytes: v6Bytes, fillNsPerSyn: fillNs,
-  }) + '\n')
+  process.stdout.write(
+    JSON.stringify({
+      entries: ct.count,
+      capacity: ct.capacity,
+      rssBefore,
+      rssEmpty,
+      rssFull,
+      rssPerEntry: (rssFull - rssBefore) / ct.count,
+      rssPerEntryIncremental: (rssFull - rssEmpty) / ct.count,
+      engineBytes: ctBytes,
+      engineBytesPerEntry: ctBytes / ct.count,
+      engineBytesPerSlot: ctBytes / ct.capacity,
+      v6TableBytes: v6Bytes,
+      fillNsPerSyn: fillNs,
+    }) + '\n',
+  )
 }
 
 main()

@@ -60,10 +60,10 @@ export interface AgentOptions {
 function tunIo(cfg: AgentConfig): { queues: number; io: 'thread' | 'inline'; busyPollUs: number } {
   const env = (k: string): string | undefined => process.env[k]
   const envIo = env('TUNDRA_TUN_IO')
-  const io = envIo === 'thread' || envIo === 'inline' ? envIo : cfg.tun.io ?? 'inline'
-  const busyPollUs = env('TUNDRA_BUSY_POLL_US') !== undefined ? Number(env('TUNDRA_BUSY_POLL_US')) : cfg.tun.busyPollUs ?? 100
+  const io = envIo === 'thread' || envIo === 'inline' ? envIo : (cfg.tun.io ?? 'inline')
+  const busyPollUs = env('TUNDRA_BUSY_POLL_US') !== undefined ? Number(env('TUNDRA_BUSY_POLL_US')) : (cfg.tun.busyPollUs ?? 100)
   // Inline, one thread serves every queue: more queues only split the batches (and busy polling watches one fd).
-  const queues = env('TUNDRA_TUN_QUEUES') !== undefined ? Number(env('TUNDRA_TUN_QUEUES')) : cfg.tun.queues ?? (io === 'inline' ? 1 : 2)
+  const queues = env('TUNDRA_TUN_QUEUES') !== undefined ? Number(env('TUNDRA_TUN_QUEUES')) : (cfg.tun.queues ?? (io === 'inline' ? 1 : 2))
   return { queues, io, busyPollUs }
 }
 
@@ -87,7 +87,9 @@ function guardNets(cfg: AgentConfig): Pick<PacketInit['loop'], 'podNet' | 'clust
   const c6 = cfg.serviceCIDR6 === undefined ? undefined : parseCIDR(cfg.serviceCIDR6)
   if (cfg.serviceCIDR6 !== undefined && c6?.ip.family !== 6) throw new AgentError(`serviceCIDR6: not an IPv6 CIDR: ${cfg.serviceCIDR6}`)
   return {
-    podNet: v4(cfg.node.podCIDR, 'node.podCIDR'), clusterNet: v4(cfg.clusterCIDR, 'clusterCIDR'), serviceNet: v4(cfg.serviceCIDR, 'serviceCIDR'),
+    podNet: v4(cfg.node.podCIDR, 'node.podCIDR'),
+    clusterNet: v4(cfg.clusterCIDR, 'clusterCIDR'),
+    serviceNet: v4(cfg.serviceCIDR, 'serviceCIDR'),
     ...(c6 === undefined ? {} : { serviceNet6: { bytes: Uint8Array.from(c6.ip.bytes), prefix: c6.prefix } }),
     ...(cfg.icmpRateLimit === undefined ? {} : { icmpRate: { perSecond: cfg.icmpRateLimit.perSecond, burst: cfg.icmpRateLimit.burst } }),
   }
@@ -127,13 +129,18 @@ export class Agent implements DataplaneView {
   reloads = 0
   lastSyncMs = 0
 
-  private constructor(readonly config: AgentConfig, private readonly opts: AgentOptions) {
+  private constructor(
+    readonly config: AgentConfig,
+    private readonly opts: AgentOptions,
+  ) {
     this.log = opts.log ?? (l => process.stderr.write(l + '\n'))
     this.packet = opts.packet
     this.liveClient = linkLive(opts.packet, () => this.compiled)
     if (opts.cluster === undefined) {
       this.source = new FileSource(config.manifests, { debounceMs: RELOAD_DEBOUNCE_MS, fileDebounceMs: FILE_DEBOUNCE_MS, log: this.log })
-      this.source.onReload(r => { if (!r.applied) this.reloadErrors++ })
+      this.source.onReload(r => {
+        if (!r.applied) this.reloadErrors++
+      })
       this.source.reload()
     }
     this.current = opts.cluster ?? this.load()
@@ -169,11 +176,21 @@ export class Agent implements DataplaneView {
   }
 
   // ---- DataplaneView -------------------------------------------------------------------------------------------
-  cluster(): Cluster { return this.current }
-  table(): NatTable { return this.compiled }
-  natConfig(): ResolvedNatConfig { return this.natCfg }
-  live(): LiveClient { return this.liveClient }
-  now(): number { return Math.floor(Date.now() / 1000) }
+  cluster(): Cluster {
+    return this.current
+  }
+  table(): NatTable {
+    return this.compiled
+  }
+  natConfig(): ResolvedNatConfig {
+    return this.natCfg
+  }
+  live(): LiveClient {
+    return this.liveClient
+  }
+  now(): number {
+    return Math.floor(Date.now() / 1000)
+  }
   dns(): DnsServer {
     // Only trace asks, rarely: install a snapshot of the zone here when it changed since the last ask.
     if (this.dnsView?.serial !== this.zone.serial) {
@@ -193,7 +210,9 @@ export class Agent implements DataplaneView {
     return out
   }
 
-  dnsMetrics(): Promise<DnsMetrics> { return this.packet.call({ op: 'dnsMetrics' }) }
+  dnsMetrics(): Promise<DnsMetrics> {
+    return this.packet.call({ op: 'dnsMetrics' })
+  }
 
   // ---- lifecycle -----------------------------------------------------------------------------------------------
 
@@ -201,7 +220,10 @@ export class Agent implements DataplaneView {
   private load(): Cluster {
     // The manifests are what the API server would hold: EndpointSlices come from the controller (or `lab up`), as
     // kube-proxy sees them; the agent does not compute its own.
-    const r = normalize(this.source?.store.objects() ?? [], { serviceCIDRs: [this.config.serviceCIDR, ...(this.config.serviceCIDR6 ? [this.config.serviceCIDR6] : [])], dnsIPs: [this.config.dns.ip] })
+    const r = normalize(this.source?.store.objects() ?? [], {
+      serviceCIDRs: [this.config.serviceCIDR, ...(this.config.serviceCIDR6 ? [this.config.serviceCIDR6] : [])],
+      dnsIPs: [this.config.dns.ip],
+    })
     for (const p of r.problems) this.log(`[agent] skipped ${p.file ? p.file + ': ' : ''}${p.object}: ${p.field}: ${p.reason}`)
     return r.cluster
   }
@@ -266,14 +288,22 @@ export class Agent implements DataplaneView {
       stats: async () => ({ counters: await this.counters(), dns: await this.dnsMetrics(), lastSyncMs: this.lastSyncMs }),
       capture: args => this.startCapture(args),
       peer: args => this.changePeer(args),
-      reload: () => { this.reload(); return { reloads: this.reloads, lastSyncMs: this.lastSyncMs } },
+      reload: () => {
+        this.reload()
+        return { reloads: this.reloads, lastSyncMs: this.lastSyncMs }
+      },
       ...(this.opts.testHooks ? testHooks() : {}),
       ...(this.opts.handlers ? this.opts.handlers(this) : {}),
     }
     this.control = await serveControl(cfg.control, handlers)
 
     const every = (cfg.snapshot?.intervalSeconds ?? 10) * 1000
-    if (every > 0) this.timers.push(setInterval(() => { void this.saveSnapshot() }, every))
+    if (every > 0)
+      this.timers.push(
+        setInterval(() => {
+          void this.saveSnapshot()
+        }, every),
+      )
     if (this.source) {
       this.source.onChange(change => this.onChange(change))
       this.source.start()
@@ -293,14 +323,19 @@ export class Agent implements DataplaneView {
     const ints = addrs.map(a => ipv4ToInt(a)).filter((a): a is number => a !== undefined)
     const count = Number(args['count'] ?? 1000)
     const r = await this.packet.call<{ records: number }>({
-      op: 'capture', path, addresses: ints, pre: args['pre'] !== false, post: args['post'] !== false,
-      maxRecords: count > 0 ? count : 1000, durationMs: Number(args['durationMs'] ?? 10_000),
+      op: 'capture',
+      path,
+      addresses: ints,
+      pre: args['pre'] !== false,
+      post: args['post'] !== false,
+      maxRecords: count > 0 ? count : 1000,
+      durationMs: Number(args['durationMs'] ?? 10_000),
     })
     return { path, records: r.records, addresses: addrs }
   }
 
   private addressesOf(target: string): string[] {
-    const [ns, name] = target.includes('/') ? target.split('/', 2) as [string, string] : ['default', target]
+    const [ns, name] = target.includes('/') ? (target.split('/', 2) as [string, string]) : ['default', target]
     const pod = this.current.pods.find(p => p.namespace === ns && p.name === name)
     if (pod) return [...pod.ips]
     const svc = this.current.services.find(s => s.namespace === ns && s.name === name)
@@ -315,12 +350,17 @@ export class Agent implements DataplaneView {
     const op = String(args['op'] ?? 'add')
     const peer: VxlanPeer = { node: String(args['node'] ?? ''), ip: String(args['ip'] ?? ''), podCIDR: String(args['podCIDR'] ?? '') }
     const rest = this.peers.filter(p => p.node !== peer.node && p.ip !== peer.ip)
-    if (op === 'add') { toPeer(peer, 'peer'); this.setPeers([...rest, peer]) } else if (op === 'remove') this.setPeers(rest)
+    if (op === 'add') {
+      toPeer(peer, 'peer')
+      this.setPeers([...rest, peer])
+    } else if (op === 'remove') this.setPeers(rest)
     else throw new AgentError(`peer: op must be add or remove, got ${JSON.stringify(op)}`)
     return { peers: this.peers }
   }
 
-  get snapshotPath(): string { return this.config.snapshot?.path ?? `${this.config.control}.conntrack` }
+  get snapshotPath(): string {
+    return this.config.snapshot?.path ?? `${this.config.control}.conntrack`
+  }
 
   /**
    * Writes the conntrack state atomically (a crash mid-write leaves the previous snapshot). The packet thread hands
@@ -329,7 +369,7 @@ export class Agent implements DataplaneView {
   async saveSnapshot(): Promise<void> {
     try {
       const chunks: ArrayBuffer[] = []
-      for (let c = 0; c >= 0;) {
+      for (let c = 0; c >= 0; ) {
         const r = await this.packet.call<{ bytes: ArrayBuffer; next: number }>({ op: 'ctChunk', cursor: c, max: CT_CHUNK })
         chunks.push(r.bytes)
         c = r.next
@@ -345,7 +385,11 @@ export class Agent implements DataplaneView {
   /** The last snapshot, checked field by field and mapped onto the first table here (the packet thread only loads it). */
   private prepareRestore(): ArrayBuffer[] | undefined {
     let buf: Buffer
-    try { buf = readFileSync(this.snapshotPath) } catch { return undefined }
+    try {
+      buf = readFileSync(this.snapshotPath)
+    } catch {
+      return undefined
+    }
     try {
       const { chunks, report } = prepareRestore(buf, this.compiled)
       if (report.problems.length > 0) this.log(`[agent] snapshot ${this.snapshotPath}: ${report.problems.join('; ')}`)
@@ -386,19 +430,25 @@ export class Agent implements DataplaneView {
     this.current = cluster
     // A refused delta (the packet thread has another generation, e.g. after a control-thread restart) is answered
     // with a full image of the current state.
-    const failed = (what: string, resend: () => void) => (err: Error): void => {
-      this.installErrors++
-      this.log(`[agent] ${what} install refused: ${err.message}; sending a full image`)
-      resend()
-    }
-    this.packet.call({ op: 'nat', install: nat.install }, nat.transfer).catch(failed('NAT', () => {
-      const full = natInstall(this.compiled)
-      this.packet.call({ op: 'nat', install: full.install }, full.transfer).catch(err => this.log(`[agent] NAT install: ${(err as Error).message}`))
-    }))
-    this.packet.call({ op: 'zone', install: zone.install }, zone.transfer).catch(failed('zone', () => {
-      const full = zoneInstall(this.zone.snapshot())
-      this.packet.call({ op: 'zone', install: full.install }, full.transfer).catch(err => this.log(`[agent] zone install: ${(err as Error).message}`))
-    }))
+    const failed =
+      (what: string, resend: () => void) =>
+      (err: Error): void => {
+        this.installErrors++
+        this.log(`[agent] ${what} install refused: ${err.message}; sending a full image`)
+        resend()
+      }
+    this.packet.call({ op: 'nat', install: nat.install }, nat.transfer).catch(
+      failed('NAT', () => {
+        const full = natInstall(this.compiled)
+        this.packet.call({ op: 'nat', install: full.install }, full.transfer).catch(err => this.log(`[agent] NAT install: ${(err as Error).message}`))
+      }),
+    )
+    this.packet.call({ op: 'zone', install: zone.install }, zone.transfer).catch(
+      failed('zone', () => {
+        const full = zoneInstall(this.zone.snapshot())
+        this.packet.call({ op: 'zone', install: full.install }, full.transfer).catch(err => this.log(`[agent] zone install: ${(err as Error).message}`))
+      }),
+    )
     this.syncHealthServers()
     this.routeSync = this.routeSync.then(() => this.syncExternalRoutes()).catch(err => this.log(`[agent] routes: ${(err as Error).message}`))
     this.reloads++
@@ -430,7 +480,11 @@ export class Agent implements DataplaneView {
   private syncHealthServers(): void {
     const wanted = new Set<number>()
     for (const hc of this.compiled.healthChecks.values()) wanted.add(hc.nodePort)
-    for (const [port, srv] of this.health) if (!wanted.has(port)) { srv.close(); this.health.delete(port) }
+    for (const [port, srv] of this.health)
+      if (!wanted.has(port)) {
+        srv.close()
+        this.health.delete(port)
+      }
     for (const port of wanted) {
       if (this.health.has(port)) continue
       const srv = createHttpServer((_req, res) => {
@@ -465,10 +519,17 @@ export class Agent implements DataplaneView {
 /** Commands that make this thread fail, for tests of what the packet thread does then. */
 function testHooks(): Record<string, Handler> {
   return {
-    'test-crash': () => { setImmediate(() => { throw new Error('test-crash: the control thread fails on purpose') }); return null },
+    'test-crash': () => {
+      setImmediate(() => {
+        throw new Error('test-crash: the control thread fails on purpose')
+      })
+      return null
+    },
     'test-stall': args => {
       const until = Date.now() + Math.min(Number(args['ms'] ?? 1000), 30_000)
-      while (Date.now() < until) { /* busy: the control thread does nothing else meanwhile */ }
+      while (Date.now() < until) {
+        /* busy: the control thread does nothing else meanwhile */
+      }
       return null
     },
   }

@@ -16,12 +16,14 @@ export function readAgentConfig(file: string): AgentConfig {
     const ok = type === 'array' ? Array.isArray(v) : typeof v === type
     if (!ok) throw new Error(`${file}: ${path}: expected ${type === 'array' ? 'a list' : `a ${type}`}, got ${JSON.stringify(v)}`)
   }
-  for (const f of ['node.name', 'node.ip', 'node.podCIDR', 'node.uplink', 'clusterCIDR', 'serviceCIDR', 'dns.ip', 'dns.zone', 'tun.name', 'control']) need(f, 'string')
+  for (const f of ['node.name', 'node.ip', 'node.podCIDR', 'node.uplink', 'clusterCIDR', 'serviceCIDR', 'dns.ip', 'dns.zone', 'tun.name', 'control'])
+    need(f, 'string')
   for (const f of ['manifests', 'dns.upstreams', 'vxlan.peers']) need(f, 'array')
   need('vxlan.vni', 'number')
   need('tun.vnetHdr', 'boolean')
   const tun = (raw as { tun: { io?: unknown; busyPollUs?: unknown; queues?: unknown } }).tun
-  if (tun.io !== undefined && tun.io !== 'inline' && tun.io !== 'thread') throw new Error(`${file}: tun.io: expected "inline" or "thread", got ${JSON.stringify(tun.io)}`)
+  if (tun.io !== undefined && tun.io !== 'inline' && tun.io !== 'thread')
+    throw new Error(`${file}: tun.io: expected "inline" or "thread", got ${JSON.stringify(tun.io)}`)
   if (tun.busyPollUs !== undefined && !(Number.isInteger(tun.busyPollUs) && (tun.busyPollUs as number) >= 0 && (tun.busyPollUs as number) <= 1e6)) {
     throw new Error(`${file}: tun.busyPollUs: expected an integer 0..1000000 (µs), got ${JSON.stringify(tun.busyPollUs)}`)
   }

@@ -83,7 +83,10 @@ export function askAgent(path: string, cmd: string, args: Record<string, unknown
   return new Promise((resolve, reject) => {
     const sock = createConnection(path)
     let buf = ''
-    const timer = setTimeout(() => { sock.destroy(); reject(new Error(`agent at ${path} did not answer within ${timeoutMs} ms`)) }, timeoutMs)
+    const timer = setTimeout(() => {
+      sock.destroy()
+      reject(new Error(`agent at ${path} did not answer within ${timeoutMs} ms`))
+    }, timeoutMs)
     sock.setEncoding('utf8')
     sock.on('connect', () => sock.write(JSON.stringify({ cmd, args }) + '\n'))
     sock.on('data', d => {
@@ -94,9 +97,15 @@ export function askAgent(path: string, cmd: string, args: Record<string, unknown
       sock.end()
       try {
         const reply = JSON.parse(buf.slice(0, nl)) as { ok: boolean; result?: unknown; error?: string }
-        if (reply.ok) resolve(reply.result); else reject(new Error(reply.error ?? 'agent error'))
-      } catch (err) { reject(err as Error) }
+        if (reply.ok) resolve(reply.result)
+        else reject(new Error(reply.error ?? 'agent error'))
+      } catch (err) {
+        reject(err as Error)
+      }
     })
-    sock.on('error', err => { clearTimeout(timer); reject(new Error(`cannot reach the agent at ${path}: ${err.message}`)) })
+    sock.on('error', err => {
+      clearTimeout(timer)
+      reject(new Error(`cannot reach the agent at ${path}: ${err.message}`))
+    })
   })
 }

@@ -65,7 +65,8 @@ export class Link {
       const p = this.pending.get(m.id)
       if (p === undefined) return
       this.pending.delete(m.id)
-      if (m.ok) p.resolve(m.value); else p.reject(new LinkError(m.error))
+      if (m.ok) p.resolve(m.value)
+      else p.reject(new LinkError(m.error))
     } else if (m.kind === 'event') {
       for (const cb of this.listeners) cb(m.body)
     } else {
@@ -79,8 +80,10 @@ export class Link {
     try {
       if (this.server === undefined) throw new LinkError('nothing serves requests on this side')
       const r = await this.server(body)
-      if (r instanceof Transfer) { msg = { kind: 'res', id, ok: true, value: r.value }; transfer = [...r.buffers] }
-      else msg = { kind: 'res', id, ok: true, value: r }
+      if (r instanceof Transfer) {
+        msg = { kind: 'res', id, ok: true, value: r.value }
+        transfer = [...r.buffers]
+      } else msg = { kind: 'res', id, ok: true, value: r }
     } catch (err) {
       msg = { kind: 'res', id, ok: false, error: (err as Error).message }
     }
@@ -90,5 +93,8 @@ export class Link {
 
 /** A reply whose buffers move to the other thread instead of being copied. */
 export class Transfer {
-  constructor(readonly value: unknown, readonly buffers: readonly ArrayBuffer[]) {}
+  constructor(
+    readonly value: unknown,
+    readonly buffers: readonly ArrayBuffer[],
+  ) {}
 }

@@ -31,7 +31,7 @@ function liveOver(port: LivePort, table: () => NatTable | undefined): LiveClient
   }
   const conntrack = async (): Promise<ConntrackEntry[]> => {
     const out: ConntrackEntry[] = []
-    for (let c = 0; c >= 0;) {
+    for (let c = 0; c >= 0; ) {
       const r = await port.ask<{ bytes: ArrayBuffer; next: number }>({ op: 'ctChunk', cursor: c, max: CT_CHUNK })
       for (const e of decodeCtChunk(r.bytes, table())) out.push(e)
       c = r.next
@@ -46,7 +46,14 @@ function liveOver(port: LivePort, table: () => NatTable | undefined): LiveClient
       const doomed: TupleRef[] = []
       for (const e of await conntrack()) {
         if (!pred(e)) continue
-        doomed.push({ family: e.family, proto: PROTO[e.protocol] ?? Number(e.protocol), src: e.orig.src, dst: e.orig.dst, sport: e.orig.sport, dport: e.orig.dport })
+        doomed.push({
+          family: e.family,
+          proto: PROTO[e.protocol] ?? Number(e.protocol),
+          src: e.orig.src,
+          dst: e.orig.dst,
+          sport: e.orig.sport,
+          dport: e.orig.dport,
+        })
       }
       let deleted = 0
       for (let i = 0; i < doomed.length; i += CT_DELETE_BATCH) {
@@ -57,7 +64,10 @@ function liveOver(port: LivePort, table: () => NatTable | undefined): LiveClient
     lookups: async (q, ids) => {
       const t = table()
       const svcPortIds: { id: number; family: Family }[] = []
-      for (const id of ids) { const sp = t?.svcPorts[id]; if (sp !== undefined) svcPortIds.push({ id, family: sp.family }) }
+      for (const id of ids) {
+        const sp = t?.svcPorts[id]
+        if (sp !== undefined) svcPortIds.push({ id, family: sp.family })
+      }
       const d = await port.ask<LookupData>({ op: 'lookups', q, svcPortIds })
       return lookupsFrom({ ...d, tracked: d.tracked === null ? null : { ...d.tracked, entry: name(d.tracked.entry) } })
     },
@@ -70,7 +80,8 @@ function lookupsFrom(d: LookupData): ExplainLive {
   return {
     findConntrack: (family, proto, src, dst, sport, dport) =>
       family === d.q.family && proto === d.q.proto && src === d.q.src && dst === d.q.dst && sport === d.q.sport && dport === d.q.dport
-        ? d.tracked ?? undefined : undefined,
+        ? (d.tracked ?? undefined)
+        : undefined,
     findAffinity: (sp, client) => (client === d.q.src ? pins.get(sp.id) : undefined),
   }
 }
@@ -84,18 +95,26 @@ export function linkLive(link: Link, table: () => NatTable): LiveClient {
 export function engineLive(engine: NatEngine, now: () => number, counters: () => Record<string, number> = () => ({})): LiveClient {
   const ask = async (req: PacketRequest): Promise<unknown> => {
     switch (req.op) {
-      case 'serviceCounters': return { packets: engine.svcPackets.slice(), newConnections: engine.svcNew.slice() }
-      case 'counters': return counters()
-      case 'ctChunk': return engine.ctChunk(req.cursor, req.max, now())
-      case 'ctDelete': return req.tuples.filter(t => engine.deleteTuple(t.family, t.proto, t.src, t.dst, t.sport, t.dport)).length
+      case 'serviceCounters':
+        return { packets: engine.svcPackets.slice(), newConnections: engine.svcNew.slice() }
+      case 'counters':
+        return counters()
+      case 'ctChunk':
+        return engine.ctChunk(req.cursor, req.max, now())
+      case 'ctDelete':
+        return req.tuples.filter(t => engine.deleteTuple(t.family, t.proto, t.src, t.dst, t.sport, t.dport)).length
       case 'lookups': {
         const q = req.q
         const tracked = engine.findConntrack(q.family, q.proto, q.src, q.dst, q.sport, q.dport, now()) ?? null
         const pins: [number, { endpoint: string; expiresIn: number }][] = []
-        for (const sp of req.svcPortIds) { const p = engine.findAffinity(sp, q.src, now()); if (p) pins.push([sp.id, p]) }
+        for (const sp of req.svcPortIds) {
+          const p = engine.findAffinity(sp, q.src, now())
+          if (p) pins.push([sp.id, p])
+        }
         return { q, tracked, pins }
       }
-      default: throw new Error(`${req.op}: not a live request`)
+      default:
+        throw new Error(`${req.op}: not a live request`)
     }
   }
   return liveOver({ ask: ask as LivePort['ask'] }, () => engine.table)

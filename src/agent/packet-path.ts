@@ -19,9 +19,16 @@ import type { TupleQuery } from './view'
 /** Everything the packet thread needs to start, as plain data and transferable images. */
 export interface PacketInit {
   readonly loop: {
-    nodeIp: number; dnsIp: number; dnsPort: number; vni: number; peers: readonly PeerSpec[]
+    nodeIp: number
+    dnsIp: number
+    dnsPort: number
+    vni: number
+    peers: readonly PeerSpec[]
     /** what a pod may not send from and where nothing may loop (plain prefixes, a handful: never cluster-sized) */
-    podNet?: Net4; clusterNet?: Net4; serviceNet?: Net4; serviceNet6?: Net6
+    podNet?: Net4
+    clusterNet?: Net4
+    serviceNet?: Net4
+    serviceNet6?: Net6
     icmpRate?: { perSecond: number; burst: number }
   }
   readonly engine: NatEngineOptions
@@ -35,10 +42,22 @@ export interface PacketInit {
 }
 
 /** A VXLAN peer as plain data; the packet side makes the Peer. */
-export interface PeerSpec { readonly net: number; readonly mask: number; readonly ip: number; readonly mac: Uint8Array }
+export interface PeerSpec {
+  readonly net: number
+  readonly mask: number
+  readonly ip: number
+  readonly mac: Uint8Array
+}
 
 /** One original tuple to delete (conntrack -D after the control thread matched a listing). */
-export interface TupleRef { readonly family: Family; readonly proto: number; readonly src: string; readonly dst: string; readonly sport: number; readonly dport: number }
+export interface TupleRef {
+  readonly family: Family
+  readonly proto: number
+  readonly src: string
+  readonly dst: string
+  readonly sport: number
+  readonly dport: number
+}
 
 /** Requests the control thread makes; each is answered with bounded work. */
 export type PacketRequest =
@@ -76,7 +95,11 @@ export class PacketPath {
   /** installs refused (a bad image from the control thread): the last good table keeps serving */
   installErrors = 0
 
-  constructor(private readonly dev: Device, init: PacketInit, private readonly log: (line: string) => void) {
+  constructor(
+    private readonly dev: Device,
+    init: PacketInit,
+    private readonly log: (line: string) => void,
+  ) {
     // An engine with an empty table of the right config; the first image replaces it at once.
     this.engine = new NatEngine(compileNat({ services: [], nodes: [], pods: [] }, init.natConfig), { flushBudget: FLUSH_SLICE, ...init.engine })
     this.engine.install(init.nat)
@@ -84,10 +107,16 @@ export class PacketPath {
     this.dns.install(init.zone)
     const l = init.loop
     this.dp = new Dataplane(dev, this.engine, this.dns, {
-      nodeIp: l.nodeIp, dnsIp: l.dnsIp, dnsPort: l.dnsPort, vni: l.vni,
-      localMac: Buffer.alloc(6), peers: l.peers.map(toPeer),
-      ...(l.podNet === undefined ? {} : { podNet: l.podNet }), ...(l.clusterNet === undefined ? {} : { clusterNet: l.clusterNet }),
-      ...(l.serviceNet === undefined ? {} : { serviceNet: l.serviceNet }), ...(l.serviceNet6 === undefined ? {} : { serviceNet6: l.serviceNet6 }),
+      nodeIp: l.nodeIp,
+      dnsIp: l.dnsIp,
+      dnsPort: l.dnsPort,
+      vni: l.vni,
+      localMac: Buffer.alloc(6),
+      peers: l.peers.map(toPeer),
+      ...(l.podNet === undefined ? {} : { podNet: l.podNet }),
+      ...(l.clusterNet === undefined ? {} : { clusterNet: l.clusterNet }),
+      ...(l.serviceNet === undefined ? {} : { serviceNet: l.serviceNet }),
+      ...(l.serviceNet6 === undefined ? {} : { serviceNet6: l.serviceNet6 }),
       ...(l.icmpRate === undefined ? {} : { icmpRate: l.icmpRate }),
     })
     if (init.restore !== undefined) this.restore(init.restore)
@@ -106,11 +135,13 @@ export class PacketPath {
       await this.dns.listenUdp(dnsSockets.host, dnsSockets.port)
     }
     // The coarse clock and incremental conntrack reaping, between batches.
-    this.timers.push(setInterval(() => {
-      this.clock = monoSeconds()
-      this.engine.tick(this.clock)
-      this.sendResets()
-    }, 250))
+    this.timers.push(
+      setInterval(() => {
+        this.clock = monoSeconds()
+        this.engine.tick(this.clock)
+        this.sendResets()
+      }, 250),
+    )
   }
 
   private restore(chunks: readonly ArrayBuffer[]): void {
@@ -158,9 +189,12 @@ export class PacketPath {
   /** One request from the control thread. Installs are checked first: a refused one keeps the last good table. */
   handle(req: PacketRequest): unknown {
     switch (req.op) {
-      case 'counters': return this.counters()
-      case 'dnsMetrics': return this.dns.metrics()
-      case 'serviceCounters': return { packets: this.engine.svcPackets.slice(), newConnections: this.engine.svcNew.slice() }
+      case 'counters':
+        return this.counters()
+      case 'dnsMetrics':
+        return this.dns.metrics()
+      case 'serviceCounters':
+        return { packets: this.engine.svcPackets.slice(), newConnections: this.engine.svcNew.slice() }
       case 'ctChunk': {
         const r = this.engine.ctChunk(req.cursor, Math.min(req.max, CT_CHUNK), this.clock)
         return new Transfer(r, [r.bytes])
@@ -180,8 +214,11 @@ export class PacketPath {
         }
         return { q, tracked, pins }
       }
-      case 'capture': return this.capture(req)
-      case 'peers': this.dp.setPeers({ ...this.dp.options, peers: req.peers.map(toPeer) }); return null
+      case 'capture':
+        return this.capture(req)
+      case 'peers':
+        this.dp.setPeers({ ...this.dp.options, peers: req.peers.map(toPeer) })
+        return null
       case 'nat':
         try {
           const r = this.engine.install(req.install)
@@ -194,7 +231,9 @@ export class PacketPath {
           throw err
         }
       case 'zone':
-        try { this.dns.install(req.install) } catch (err) {
+        try {
+          this.dns.install(req.install)
+        } catch (err) {
           this.installErrors++
           this.log(`[agent] zone install refused, the previous zone keeps serving: ${(err as Error).message}`)
           throw err

@@ -52,7 +52,13 @@ export interface Wiring {
 export async function wire(cfg: AgentConfig, tun: string): Promise<Wiring> {
   const journal = journalPath(cfg)
   // a journal that does not validate is not trusted (and not run); this start's own journal replaces it
-  const inherited = (() => { try { return readJournal(journal) ?? [] } catch { return [] } })()
+  const inherited = (() => {
+    try {
+      return readJournal(journal) ?? []
+    } catch {
+      return []
+    }
+  })()
   const undo: string[][] = []
   const record = (...steps: string[][]): void => {
     undo.push(...steps)
@@ -64,15 +70,21 @@ export async function wire(cfg: AgentConfig, tun: string): Promise<Wiring> {
     await must(['sysctl', '-qw', `${key}=${value}`])
     if (old && old !== value) record(['sysctl', '-qw', `${key}=${old}`])
   }
-  const ruleIn = (fam: '-4' | '-6') => async (pref: string, args: string[]): Promise<void> => {
-    while ((await run(['ip', fam, 'rule', 'del', 'pref', pref])).code === 0) { /* a predecessor's: replace it */ }
-    await must(['ip', fam, 'rule', 'add', 'pref', pref, ...args])
-    record(['ip', fam, 'rule', 'del', 'pref', pref])
-  }
-  const routeIn = (fam: '-4' | '-6') => async (args: string[]): Promise<void> => {
-    await must(['ip', fam, 'route', 'replace', ...args])
-    record(['ip', fam, 'route', 'del', ...args])
-  }
+  const ruleIn =
+    (fam: '-4' | '-6') =>
+    async (pref: string, args: string[]): Promise<void> => {
+      while ((await run(['ip', fam, 'rule', 'del', 'pref', pref])).code === 0) {
+        /* a predecessor's: replace it */
+      }
+      await must(['ip', fam, 'rule', 'add', 'pref', pref, ...args])
+      record(['ip', fam, 'rule', 'del', 'pref', pref])
+    }
+  const routeIn =
+    (fam: '-4' | '-6') =>
+    async (args: string[]): Promise<void> => {
+      await must(['ip', fam, 'route', 'replace', ...args])
+      record(['ip', fam, 'route', 'del', ...args])
+    }
   const rule = ruleIn('-4')
   const route = routeIn('-4')
   /** the local table's rule from pref 0 to pref 100, so the rules above it see local destinations first */
@@ -104,7 +116,12 @@ export async function wire(cfg: AgentConfig, tun: string): Promise<Wiring> {
     await rule('90', ['iif', tun, 'lookup', 'local'])
     await rule('91', ['iif', tun, 'lookup', 'main'])
     await rule('92', ['from', cfg.clusterCIDR, 'lookup', TABLE])
-    const uplinkRules: [string, string][] = [['udp', String(cfg.vxlan.port)], ['tcp', NODE_PORTS], ['udp', NODE_PORTS], ['sctp', NODE_PORTS]]
+    const uplinkRules: [string, string][] = [
+      ['udp', String(cfg.vxlan.port)],
+      ['tcp', NODE_PORTS],
+      ['udp', NODE_PORTS],
+      ['sctp', NODE_PORTS],
+    ]
     for (const [i, [proto, ports]] of uplinkRules.entries()) {
       await rule(String(93 + i), ['iif', cfg.node.uplink, 'ipproto', proto, 'dport', ports, 'lookup', TABLE])
     }
@@ -180,22 +197,40 @@ function merge(inherited: readonly string[][], mine: readonly string[][]): strin
   const out = inherited.map(s => [...s])
   for (const step of mine) {
     const k = sysctlKey(step) ?? JSON.stringify(step)
-    if (!seen.has(k)) { seen.add(k); out.push([...step]) }
+    if (!seen.has(k)) {
+      seen.add(k)
+      out.push([...step])
+    }
   }
   return out
 }
 
 /** Only `ip` and `sysctl` with plain arguments: the journal is run as root by --cleanup, so nothing else passes. */
 function validStep(step: unknown): step is string[] {
-  return Array.isArray(step) && step.length >= 2 && step.length <= 16 && (step[0] === 'ip' || step[0] === 'sysctl') &&
+  return (
+    Array.isArray(step) &&
+    step.length >= 2 &&
+    step.length <= 16 &&
+    (step[0] === 'ip' || step[0] === 'sysctl') &&
     step.every(a => typeof a === 'string' && a.length > 0 && a.length <= 128 && /^[\w.:/=@-]+$/.test(a))
+  )
 }
 
 /** The journal's undo steps, or undefined when there is none; a journal that does not validate is reported. */
 function readJournal(path: string): string[][] | undefined {
   let text: string
-  try { text = readFileSync(path, 'utf8') } catch { return undefined }
-  const j = (() => { try { return JSON.parse(text) as { version?: unknown; undo?: unknown } } catch { return undefined } })()
+  try {
+    text = readFileSync(path, 'utf8')
+  } catch {
+    return undefined
+  }
+  const j = (() => {
+    try {
+      return JSON.parse(text) as { version?: unknown; undo?: unknown }
+    } catch {
+      return undefined
+    }
+  })()
   if (j === undefined || j.version !== JOURNAL_VERSION || !Array.isArray(j.undo) || j.undo.length > JOURNAL_MAX_STEPS || !j.undo.every(validStep)) {
     throw new Error(`${path}: not a tundra wiring journal (version ${JOURNAL_VERSION}); remove it if tundra's wiring is gone`)
   }
@@ -209,7 +244,10 @@ function writeJournal(path: string, undo: readonly string[][]): void {
 }
 
 /** What cleanupWiring needs when there is no journal: the settings the wiring was made from. */
-export type WiringPlan = Pick<AgentConfig, 'clusterCIDR' | 'serviceCIDR' | 'clusterCIDR6' | 'serviceCIDR6' | 'control'> & { readonly dnsIP: string; readonly tun: string }
+export type WiringPlan = Pick<AgentConfig, 'clusterCIDR' | 'serviceCIDR' | 'clusterCIDR6' | 'serviceCIDR6' | 'control'> & {
+  readonly dnsIP: string
+  readonly tun: string
+}
 
 /**
  * Removes tundra's wiring (`tundra run --cleanup`): replays the journal when there is one; otherwise removes what
@@ -227,7 +265,10 @@ export async function cleanupWiring(plan: WiringPlan): Promise<string[]> {
     done.push(`removed ${path}`)
   } else {
     done.push(`no journal at ${path}: removing what tundra adds for these settings (sysctls left as they are)`)
-    const fams: ['-4' | '-6', string | undefined, string | undefined][] = [['-4', plan.clusterCIDR, plan.serviceCIDR], ['-6', plan.clusterCIDR6, plan.serviceCIDR6]]
+    const fams: ['-4' | '-6', string | undefined, string | undefined][] = [
+      ['-4', plan.clusterCIDR, plan.serviceCIDR],
+      ['-6', plan.clusterCIDR6, plan.serviceCIDR6],
+    ]
     for (const [fam, cluster, svc] of fams) {
       const rules = (await run(['ip', fam, 'rule', 'show'])).stdout
       for (const line of rules.split('\n')) {
@@ -247,7 +288,10 @@ export async function cleanupWiring(plan: WiringPlan): Promise<string[]> {
         if ((await run(['ip', fam, 'route', 'del', ...r])).code === 0) done.push(`ip ${fam} route del ${r.join(' ')}`)
       }
       if (svc !== undefined) {
-        for (const r of [['blackhole', svc], [svc, 'dev', plan.tun]]) {
+        for (const r of [
+          ['blackhole', svc],
+          [svc, 'dev', plan.tun],
+        ]) {
           while ((await run(['ip', fam, 'route', 'del', ...r])).code === 0) done.push(`ip ${fam} route del ${r.join(' ')}`)
         }
       }

@@ -5,10 +5,11 @@ import { hostAgent } from '../daemon/host'
 import { readAgentConfig } from '../agent/config-file'
 
 export function registerAgent(program: Command): void {
-  program.command('agent')
+  program
+    .command('agent')
     .description("run one node's dataplane (TUN, Service NAT, cluster DNS, VXLAN) from an agent config")
     .requiredOption('--config <file>', 'agent config (JSON), as `tundra lab up` writes it')
-    .option('--cleanup-on-exit', 'remove the node wiring on exit (by default it stays, like kube-proxy\'s rules, so a restart keeps flows)')
+    .option('--cleanup-on-exit', "remove the node wiring on exit (by default it stays, like kube-proxy's rules, so a restart keeps flows)")
     .action((o: { config: string; cleanupOnExit?: boolean }) => {
       readAgentConfig(o.config) // bad config: a clear error before any thread starts
       hostAgent({ kind: 'agent', config: o.config, cleanupOnExit: o.cleanupOnExit === true })

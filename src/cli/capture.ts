@@ -5,7 +5,8 @@ import { askAgent } from '../agent/control'
 import { resolveSocket } from '../inspect/socket'
 
 export function registerCapture(program: Command): void {
-  program.command('capture')
+  program
+    .command('capture')
     .description('write a pcapng of the packets tundra sees (pre- and post-NAT, verdict as a comment per packet)')
     .requiredOption('-w, --write <file>', 'pcapng file to write (open with tcpdump -r or Wireshark)')
     .option('-i, --target <pod|service|all>', 'a pod or service (name, or ns/name), or all', 'all')
@@ -16,13 +17,35 @@ export function registerCapture(program: Command): void {
     .option('--socket <path>', "the agent's control socket")
     .option('--lab <name>', 'the lab whose agent to ask (default: the only lab)')
     .option('--node <node>', 'the lab node (default: the first)')
-    .action(async (o: { write: string; target: string; preNat?: boolean; postNat?: boolean; count: number; duration: number; socket?: string; lab?: string; node?: string }) => {
-      const both = !o.preNat && !o.postNat
-      const path = resolve(o.write)
-      process.stderr.write(`capturing ${o.target} for up to ${o.duration} s or ${o.count} packets into ${path}…\n`)
-      const r = await askAgent(resolveSocket(o), 'capture', {
-        path, target: o.target, pre: both || o.preNat === true, post: both || o.postNat === true, count: o.count, durationMs: o.duration * 1000,
-      }, o.duration * 1000 + 5000) as { records: number }
-      process.stdout.write(`${r.records} packets written to ${path}\n`)
-    })
+    .action(
+      async (o: {
+        write: string
+        target: string
+        preNat?: boolean
+        postNat?: boolean
+        count: number
+        duration: number
+        socket?: string
+        lab?: string
+        node?: string
+      }) => {
+        const both = !o.preNat && !o.postNat
+        const path = resolve(o.write)
+        process.stderr.write(`capturing ${o.target} for up to ${o.duration} s or ${o.count} packets into ${path}…\n`)
+        const r = (await askAgent(
+          resolveSocket(o),
+          'capture',
+          {
+            path,
+            target: o.target,
+            pre: both || o.preNat === true,
+            post: both || o.postNat === true,
+            count: o.count,
+            durationMs: o.duration * 1000,
+          },
+          o.duration * 1000 + 5000,
+        )) as { records: number }
+        process.stdout.write(`${r.records} packets written to ${path}\n`)
+      },
+    )
 }

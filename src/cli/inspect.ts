@@ -64,7 +64,12 @@ async function call(o: SourceOpts, cmd: (typeof INSPECT_COMMANDS)[number], args:
     })
     return await inspectHandlers(view)[cmd](args)
   }
-  for (const [flag, v] of [['--node-name', o.nodeName], ['--node-ip', o.nodeIp], ['--cluster-cidr', o.clusterCidr], ['--nodes', o.nodes]] as const) {
+  for (const [flag, v] of [
+    ['--node-name', o.nodeName],
+    ['--node-ip', o.nodeIp],
+    ['--cluster-cidr', o.clusterCidr],
+    ['--nodes', o.nodes],
+  ] as const) {
     if (v !== undefined) throw new InspectError(`${flag} only applies with -f (a running agent knows its own node)`)
   }
   return askAgent(resolveSocket(o), cmd, args)
@@ -85,7 +90,9 @@ function dumpProxyOptions(o: DumpOpts): DumpOptions & { readonly nodeCIDRLocal: 
   return {
     ...(cfg.hostnameOverride !== '' ? { nodeName: cfg.hostnameOverride.toLowerCase() } : {}),
     ...(given('clusterCidr') && cfg.clusterCIDRs.length > 0 ? { clusterCIDR: cfg.clusterCIDRs } : {}),
-    ...(given('nodeportAddresses') ? { nodePortAddresses: cfg.nodePortAddresses.flatMap(a => (a === 'all' ? ['0.0.0.0/0', '::/0'] : a === 'localhost' ? [] : [a])) } : {}),
+    ...(given('nodeportAddresses')
+      ? { nodePortAddresses: cfg.nodePortAddresses.flatMap(a => (a === 'all' ? ['0.0.0.0/0', '::/0'] : a === 'localhost' ? [] : [a])) }
+      : {}),
     masqueradeAll: cfg.masqueradeAll,
     masqueradeBit: cfg.masqueradeBit,
     localhostNodePorts: cfg.localhostNodePorts,
@@ -94,11 +101,13 @@ function dumpProxyOptions(o: DumpOpts): DumpOptions & { readonly nodeCIDRLocal: 
   }
 }
 
-type DumpOpts = SourceOpts & Record<string, unknown> & { format: DumpFormat; family: '4' | '6'; config?: string; skipInvalid?: boolean; serviceNodePortRange?: string }
+type DumpOpts = SourceOpts &
+  Record<string, unknown> & { format: DumpFormat; family: '4' | '6'; config?: string; skipInvalid?: boolean; serviceNodePortRange?: string }
 
 function portRange(v: string): [number, number] {
   const m = /^(\d+)-(\d+)$/.exec(v)
-  if (m === null || Number(m[1]) > Number(m[2]) || Number(m[2]) > 65535) throw new InspectError(`--service-node-port-range: expected a range like 30000-32767, got ${JSON.stringify(v)}`)
+  if (m === null || Number(m[1]) > Number(m[2]) || Number(m[2]) > 65535)
+    throw new InspectError(`--service-node-port-range: expected a range like 30000-32767, got ${JSON.stringify(v)}`)
   return [Number(m[1]), Number(m[2])]
 }
 
@@ -111,7 +120,12 @@ export function registerInspect(program: Command): void {
     .option('--skip-invalid', 'with -f: render the valid objects and exit 0 when some are invalid (default: exit 1)')
     .option('--service-node-port-range <a-b>', "with -f: the API server's NodePort range (default 30000-32767)")
   for (const f of RUN_FLAGS) {
-    if (f.refused !== undefined || (f.group === 'tundra' && f.path !== 'tundra.serviceCIDRs') || ['--cluster-cidr', '--kubeconfig', '--cleanup', '--v', '--logging-format'].includes(f.flag)) continue
+    if (
+      f.refused !== undefined ||
+      (f.group === 'tundra' && f.path !== 'tundra.serviceCIDRs') ||
+      ['--cluster-cidr', '--kubeconfig', '--cleanup', '--v', '--logging-format'].includes(f.flag)
+    )
+      continue
     dump.option(f.type === 'bool' ? `${f.flag} [bool]` : `${f.flag} ${f.arg ?? '<value>'}`, `with -f: ${f.help}`)
   }
   dump.action(async (o: DumpOpts) => {
@@ -158,7 +172,7 @@ export function registerInspect(program: Command): void {
       if (o.name !== undefined) args['name'] = o.name
       if (o.sport !== undefined) args['sport'] = o.sport
       if (o.dport !== undefined) args['dport'] = o.dport
-      const t = await call(o, 'trace', args) as Trace
+      const t = (await call(o, 'trace', args)) as Trace
       process.stdout.write(o.output === 'json' ? json(t) : formatTrace(t))
     })
 
@@ -166,7 +180,7 @@ export function registerInspect(program: Command): void {
     .description('service frontends and their backends (state, local/remote), like `cilium service list`')
     .addOption(outputOption())
     .action(async (o: SourceOpts & { output: string }) => {
-      const r = await call(o, 'services', {}) as ServicesReport
+      const r = (await call(o, 'services', {})) as ServicesReport
       process.stdout.write(o.output === 'json' ? json(r) : formatServices(r))
     })
 
@@ -181,12 +195,16 @@ export function registerInspect(program: Command): void {
     .option('--port <port>', 'any port of either direction')
     .addOption(outputOption())
     .action(async (op: string, o: SourceOpts & { src?: string; dst?: string; proto?: string; service?: string; port?: string; output: string }) => {
-      if (!(CONNTRACK_OPS as readonly string[]).includes(op)) throw new InspectError(`conntrack: unknown operation ${JSON.stringify(op)} (use ${CONNTRACK_OPS.join(', ')})`)
+      if (!(CONNTRACK_OPS as readonly string[]).includes(op))
+        throw new InspectError(`conntrack: unknown operation ${JSON.stringify(op)} (use ${CONNTRACK_OPS.join(', ')})`)
       if (o.filename !== undefined) throw new InspectError(OFFLINE_CONNTRACK)
       const filter: Record<string, unknown> = {}
       for (const k of ['src', 'dst', 'proto', 'service', 'port'] as const) if (o[k] !== undefined) filter[k] = o[k]
-      const r = await call(o, 'conntrack', { op, filter }) as ConntrackResult
-      if (o.output === 'json') { process.stdout.write(json(r)); return }
+      const r = (await call(o, 'conntrack', { op, filter })) as ConntrackResult
+      if (o.output === 'json') {
+        process.stdout.write(json(r))
+        return
+      }
       const text = formatConntrack(r)
       process.stdout.write(text.stdout)
       process.stderr.write(text.stderr)

@@ -1,12 +1,19 @@
 // `tundra lab up|exec|status|apply|delete|scale|set-ready|down`: a cluster of network namespaces to run tundra (or the kernel baseline) on.
 import { Command, Option } from 'commander'
 import {
-  DATAPLANES, DEFAULT_LAB_NAME, formatStatus, labRestartAgent, labDown, labExecInteractive, labStatus, labUp, LabError,
-  type Dataplane, type ExecTarget,
+  DATAPLANES,
+  DEFAULT_LAB_NAME,
+  formatStatus,
+  labRestartAgent,
+  labDown,
+  labExecInteractive,
+  labStatus,
+  labUp,
+  LabError,
+  type Dataplane,
+  type ExecTarget,
 } from '../lab/index'
-import {
-  labApply, labDelete, labScale, labSetReady, loadManifestFiles, openLab, parseObjectRef, refsOf, type LabSession,
-} from '../lab/apply'
+import { labApply, labDelete, labScale, labSetReady, loadManifestFiles, openLab, parseObjectRef, refsOf, type LabSession } from '../lab/apply'
 
 const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value]
 
@@ -18,7 +25,8 @@ function positiveInt(value: string): number {
 export function registerLab(program: Command): void {
   const lab = program.command('lab').description('build, use and remove a cluster of network namespaces with tundra on every node')
 
-  lab.command('up')
+  lab
+    .command('up')
     .description('build the lab, start tundra on every node; returns when all pods are ready')
     .addOption(new Option('-f, --filename <file|dir>', 'manifests (YAML/JSON, multi-document; repeat for more)').argParser(collect).makeOptionMandatory())
     .option('--name <lab>', 'lab name', DEFAULT_LAB_NAME)
@@ -27,28 +35,48 @@ export function registerLab(program: Command): void {
     .addOption(new Option('--iptables-backend <kind>', 'with --dataplane iptables: which iptables').choices(['nft', 'legacy']).default('nft'))
     .option('--timeout <seconds>', 'how long pods and agents may take to get ready', positiveInt, 60)
     .option('--keep-on-failure', 'leave a lab that failed to come up in place, for a look')
-    .action(async (o: { filename: string[]; name: string; nodes: number; dataplane: Dataplane; iptablesBackend: 'nft' | 'legacy'; timeout: number; keepOnFailure?: boolean }) => {
-      const abort = new AbortController()
-      const onSignal = (): void => { process.stderr.write('[lab] interrupted: cleaning up\n'); abort.abort() }
-      process.on('SIGINT', onSignal)
-      process.on('SIGTERM', onSignal)
-      try {
-        await labUp({
-          files: o.filename, name: o.name, nodes: o.nodes, dataplane: o.dataplane, iptablesBackend: o.iptablesBackend,
-          readyTimeoutMs: o.timeout * 1000, keepOnFailure: o.keepOnFailure === true, signal: abort.signal,
-        })
-      } catch (err) {
-        if (!abort.signal.aborted) throw err
-        process.stderr.write('tundra: lab up interrupted; what it made is removed\n')
-        process.exit(130)
-      } finally {
-        process.off('SIGINT', onSignal)
-        process.off('SIGTERM', onSignal)
-      }
-      process.stdout.write(formatStatus(labStatus(o.name)))
-    })
+    .action(
+      async (o: {
+        filename: string[]
+        name: string
+        nodes: number
+        dataplane: Dataplane
+        iptablesBackend: 'nft' | 'legacy'
+        timeout: number
+        keepOnFailure?: boolean
+      }) => {
+        const abort = new AbortController()
+        const onSignal = (): void => {
+          process.stderr.write('[lab] interrupted: cleaning up\n')
+          abort.abort()
+        }
+        process.on('SIGINT', onSignal)
+        process.on('SIGTERM', onSignal)
+        try {
+          await labUp({
+            files: o.filename,
+            name: o.name,
+            nodes: o.nodes,
+            dataplane: o.dataplane,
+            iptablesBackend: o.iptablesBackend,
+            readyTimeoutMs: o.timeout * 1000,
+            keepOnFailure: o.keepOnFailure === true,
+            signal: abort.signal,
+          })
+        } catch (err) {
+          if (!abort.signal.aborted) throw err
+          process.stderr.write('tundra: lab up interrupted; what it made is removed\n')
+          process.exit(130)
+        } finally {
+          process.off('SIGINT', onSignal)
+          process.off('SIGTERM', onSignal)
+        }
+        process.stdout.write(formatStatus(labStatus(o.name)))
+      },
+    )
 
-  lab.command('restart')
+  lab
+    .command('restart')
     .description("restart a node's tundra (SIGTERM, or SIGKILL with --kill) with the same command; conntrack state is kept across it")
     .option('--name <lab>', 'lab name (may be left out when one lab is up)')
     .option('--node <node>', 'node (default: the first)')
@@ -58,13 +86,14 @@ export function registerLab(program: Command): void {
       process.stdout.write(`tundra on ${r.node} restarted: pid ${r.oldPid} → ${r.pid}, ${r.downMs} ms without an agent\n`)
     })
 
-  lab.command('exec')
+  lab
+    .command('exec')
     .description('run a command in a pod (its network, resolv.conf, hostname), on a node, or on the outside host')
     .usage('[--name LAB] (<pod> [-n <namespace>] | --node <node> | --external) -- <cmd…>')
     .argument('[args...]', '<pod> -- <cmd…>, or -- <cmd…> with --node/--external')
     .option('--name <lab>', 'lab name (may be left out when one lab is up)')
-    .option('-n, --namespace <ns>', 'the pod\'s namespace', 'default')
-    .option('--node <node>', 'run in this node\'s namespace')
+    .option('-n, --namespace <ns>', "the pod's namespace", 'default')
+    .option('--node <node>', "run in this node's namespace")
     .option('--external', 'run on the host outside the cluster (on the node network)')
     .action(async (args: string[], o: { name?: string; namespace: string; node?: string; external?: boolean }, cmd: Command) => {
       // commander drops `--` itself: find it in the root's raw argv (a runtime field) to tell the pod from the command
@@ -87,7 +116,8 @@ export function registerLab(program: Command): void {
       process.exitCode = await labExecInteractive({ ...(o.name === undefined ? {} : { name: o.name }), target, cmd: command })
     })
 
-  lab.command('status')
+  lab
+    .command('status')
     .description('nodes, pods, services and EndpointSlices, like kubectl get … -o wide')
     .option('--name <lab>', 'lab name (may be left out when one lab is up)')
     .addOption(new Option('-o, --output <format>', 'output format').choices(['wide', 'json']).default('wide'))
@@ -97,9 +127,12 @@ export function registerLab(program: Command): void {
     })
 
   const session = (name: string | undefined): LabSession => openLab(name, { log: line => process.stderr.write(`${line}\n`) })
-  const print = (lines: readonly string[]): void => { for (const l of lines) process.stdout.write(`${l}\n`) }
+  const print = (lines: readonly string[]): void => {
+    for (const l of lines) process.stdout.write(`${l}\n`)
+  }
 
-  lab.command('apply')
+  lab
+    .command('apply')
     .description('create or update Services, EndpointSlices, Deployments and Pods in a running lab, like kubectl apply')
     .addOption(new Option('-f, --filename <file|dir>', 'manifests (YAML/JSON, multi-document; repeat for more)').argParser(collect).makeOptionMandatory())
     .option('--name <lab>', 'lab name (may be left out when one lab is up)')
@@ -110,7 +143,8 @@ export function registerLab(program: Command): void {
       print(await labApply(s, loaded.objects))
     })
 
-  lab.command('delete')
+  lab
+    .command('delete')
     .description('delete objects from a running lab: -f manifests, or TYPE/NAME (svc, deploy, pod, endpointslice, ns)')
     .argument('[objects...]', 'TYPE/NAME, e.g. svc/web deploy/web pod/client')
     .option('-f, --filename <file|dir>', 'delete the objects these manifests name (repeat for more)', collect)
@@ -123,7 +157,8 @@ export function registerLab(program: Command): void {
       print(await labDelete(session(o.name), refs))
     })
 
-  lab.command('scale')
+  lab
+    .command('scale')
     .description('set the number of pods of a Deployment in a running lab')
     .argument('<deployment>', 'deploy/NAME')
     .requiredOption('--replicas <n>', 'the new number of pods', positiveInt)
@@ -135,7 +170,8 @@ export function registerLab(program: Command): void {
       print(await labScale(session(o.name), r.namespace, r.name, o.replicas))
     })
 
-  lab.command('set-ready')
+  lab
+    .command('set-ready')
     .description("set a pod's Ready condition as a passing or failing readiness probe would (its endpoints follow)")
     .argument('<pod>', 'pod/NAME')
     .requiredOption('--ready <bool>', 'true or false', (v: string) => {
@@ -150,7 +186,8 @@ export function registerLab(program: Command): void {
       print(await labSetReady(session(o.name), r.namespace, r.name, o.ready))
     })
 
-  lab.command('down')
+  lab
+    .command('down')
     .description('remove everything the lab made (also after a crash)')
     .option('--name <lab>', 'lab name (may be left out when one lab is up)')
     .action(async (o: { name?: string }) => {

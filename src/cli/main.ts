@@ -22,9 +22,11 @@ export function buildProgram(): Command {
 }
 
 if (require.main === module) {
-  buildProgram().parseAsync(process.argv).catch((err: unknown) => {
-    const e = err as { message?: string }
-    process.stderr.write(`tundra: ${e.message ?? String(err)}\n`)
-    process.exit(1)
-  })
+  buildProgram()
+    .parseAsync(process.argv)
+    .catch((err: unknown) => {
+      const e = err as { message?: string }
+      process.stderr.write(`tundra: ${e.message ?? String(err)}\n`)
+      process.exit(1)
+    })
 }

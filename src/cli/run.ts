@@ -12,10 +12,14 @@ import { mergeFlags, readKubeProxyConfig, RUN_FLAGS } from '../run/kpconfig'
 import { kubeProxyConfigurationOf, tundraVersion } from '../run/kpshape'
 
 export function registerRun(program: Command): void {
-  const cmd = program.command('run')
+  const cmd = program
+    .command('run')
     .description('run as the node agent replacing kube-proxy (and CoreDNS): API watch or -f manifests, metrics, health, restarts that keep flows')
     .option('--config <file>', 'a KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1), with an optional tundra: section')
-    .option('-f, --filename <file|dir>', 'read desired state from manifests (re-read on change) instead of the API server', (v: string, p: string[] = []) => [...p, v])
+    .option('-f, --filename <file|dir>', 'read desired state from manifests (re-read on change) instead of the API server', (v: string, p: string[] = []) => [
+      ...p,
+      v,
+    ])
     .option('--version', 'print the version and exit')
     .option('--write-config-to <path>', 'write the resolved configuration (file, flags, defaults) as a KubeProxyConfiguration and exit')
   for (const f of RUN_FLAGS) {
@@ -24,7 +28,10 @@ export function registerRun(program: Command): void {
     cmd.option(f.type === 'bool' && f.arg === undefined ? `${names} [bool]` : `${names} ${f.arg ?? '<value>'}`, f.help)
   }
   cmd.action(async (o: Record<string, unknown>) => {
-    if (o['version'] === true) { process.stdout.write(`tundra v${tundraVersion()}\n`); return }
+    if (o['version'] === true) {
+      process.stdout.write(`tundra v${tundraVersion()}\n`)
+      return
+    }
     if (typeof o['writeConfigTo'] === 'string') {
       const file = typeof o['config'] === 'string' ? readKubeProxyConfig(o['config']) : undefined
       const cfg = mergeFlags(file, o)

@@ -28,13 +28,22 @@ function tundra(args: string[]): Promise<{ code: number; out: string }> {
   return new Promise(resolve => {
     const child = spawn(process.execPath, [join(__dirname, 'main.js'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
     let out = ''
-    child.stdout.on('data', d => { out += d })
-    child.stderr.on('data', d => { out += d })
+    child.stdout.on('data', d => {
+      out += d
+    })
+    child.stderr.on('data', d => {
+      out += d
+    })
     child.on('close', code => resolve({ code: code ?? 1, out }))
   })
 }
 
-interface StartOptions { name: string; detach?: boolean; asDocumented?: boolean; nodes: number }
+interface StartOptions {
+  name: string
+  detach?: boolean
+  asDocumented?: boolean
+  nodes: number
+}
 
 async function story(o: StartOptions): Promise<boolean> {
   let ok = true
@@ -64,17 +73,23 @@ async function story(o: StartOptions): Promise<boolean> {
   shown(`tundra lab exec pod-client -- curl -s http://${SERVICE}:8080/ | grep title`, `<title>${title}</title>`)
   check(page.includes('Welcome to nginx!'), 'nginx answered "Welcome to nginx!" through the ClusterIP')
 
-  heading(4, 'The path that request took, with kube-proxy\'s chain names')
+  heading(4, "The path that request took, with kube-proxy's chain names")
   // trace the curl's own connection (its conntrack entry has the source port), so the trace shows what decided it
   let sport = 40000
   try {
-    const ct = await askAgent(loadLabState(o.name).nodes[0]!.control!, 'conntrack', { op: 'list', filter: { dst: VIP } }) as { entries?: { orig: { sport: number } }[] }
+    const ct = (await askAgent(loadLabState(o.name).nodes[0]!.control!, 'conntrack', { op: 'list', filter: { dst: VIP } })) as {
+      entries?: { orig: { sport: number } }[]
+    }
     sport = ct.entries?.[0]?.orig.sport ?? sport
-  } catch { /* no entry: trace a new connection instead */ }
+  } catch {
+    /* no entry: trace a new connection instead */
+  }
   const trace = await tundra(['trace', '--lab', o.name, '--src', `${clientIP}:${sport}`, '--dst', `${VIP}:8080`, '--proto', 'tcp'])
   shown(`tundra trace --src ${clientIP}:${sport} --dst ${VIP}:8080`, trace.out)
-  check(trace.code === 0 && trace.out.includes('KUBE-SVC-DDZHMK5AO3JF6KIZ') && trace.out.includes('KUBE-SEP-'),
-    'PREROUTING → KUBE-SERVICES → KUBE-SVC-DDZHMK5AO3JF6KIZ → KUBE-SEP-… → DNAT to a pod')
+  check(
+    trace.code === 0 && trace.out.includes('KUBE-SVC-DDZHMK5AO3JF6KIZ') && trace.out.includes('KUBE-SEP-'),
+    'PREROUTING → KUBE-SERVICES → KUBE-SVC-DDZHMK5AO3JF6KIZ → KUBE-SEP-… → DNAT to a pod',
+  )
 
   heading(5, 'Can a Service be pinged?')
   const ping = await inPod(['ping', '-c', '3', '-i', '0.2', '-W', '1', VIP])
@@ -82,9 +97,10 @@ async function story(o: StartOptions): Promise<boolean> {
   check(/ 0% packet loss/.test(ping), `${VIP} answers ping`)
   process.stdout.write(
     'With kube-proxy in iptables mode a ClusterIP does not answer: the KUBE-SERVICES rules match only the\n' +
-    'service\'s protocol and port, and no interface owns the address. (IPVS mode answers, because it puts the\n' +
-    'address on kube-ipvs0.) tundra answers echo requests to a ClusterIP itself (icmp mode "reply"), so ping\n' +
-    'tells you the service exists; `"icmp": "reject"` or `"drop"` in the agent config gives the iptables behaviour.\n')
+      "service's protocol and port, and no interface owns the address. (IPVS mode answers, because it puts the\n" +
+      'address on kube-ipvs0.) tundra answers echo requests to a ClusterIP itself (icmp mode "reply"), so ping\n' +
+      'tells you the service exists; `"icmp": "reject"` or `"drop"` in the agent config gives the iptables behaviour.\n',
+  )
 
   heading(6, 'The connections tundra is tracking')
   const ct = await tundra(['conntrack', 'list', '--lab', o.name])
@@ -97,26 +113,42 @@ async function liveStatus(name: string, signal: AbortSignal): Promise<void> {
   const sockets = st.nodes.map(n => n.control).filter((c): c is string => typeof c === 'string')
   process.stdout.write(`\n${bold('tundra is running')} (Ctrl-C takes the lab down)\n`)
   while (!signal.aborted) {
-    let packets = 0, conns = 0, dns = 0, ct = 0
+    let packets = 0,
+      conns = 0,
+      dns = 0,
+      ct = 0
     for (const s of sockets) {
       try {
-        const r = await askAgent(s, 'stats', {}, 2000) as { counters: Record<string, number> }
+        const r = (await askAgent(s, 'stats', {}, 2000)) as { counters: Record<string, number> }
         const c = r.counters
         packets += c['packets'] ?? 0
         conns += c['nat_new'] ?? 0
         dns += (c['dnsAnswered'] ?? 0) + (c['dnsForwarded'] ?? 0)
         ct += c['conntrack_entries'] ?? 0
-      } catch { /* agent busy or gone: the next tick says so */ }
+      } catch {
+        /* agent busy or gone: the next tick says so */
+      }
     }
     const line = `packets ${packets}  new connections ${conns}  DNS queries ${dns}  conntrack entries ${ct}`
     process.stdout.write(process.stdout.isTTY ? `\r\x1b[K${line}` : `${line}\n`)
-    await new Promise<void>(r => { const t = setTimeout(r, process.stdout.isTTY ? 1000 : 10_000); signal.addEventListener('abort', () => { clearTimeout(t); r() }, { once: true }) })
+    await new Promise<void>(r => {
+      const t = setTimeout(r, process.stdout.isTTY ? 1000 : 10_000)
+      signal.addEventListener(
+        'abort',
+        () => {
+          clearTimeout(t)
+          r()
+        },
+        { once: true },
+      )
+    })
   }
   process.stdout.write('\n')
 }
 
 export function registerStart(program: Command): void {
-  program.command('start')
+  program
+    .command('start')
     .description('the seed example: bring up its lab, walk its story (DNS, curl, trace, ping, conntrack), stay up until Ctrl-C')
     .option('--name <lab>', 'lab name', 'seed')
     .option('--nodes <n>', 'nodes', v => Number(v), 1)
@@ -143,7 +175,11 @@ export function registerStart(program: Command): void {
         process.off('SIGINT', onSignal)
         process.off('SIGTERM', onSignal)
         if (up && (!o.detach || !ok)) {
-          try { await labDown(o.name) } catch (err) { process.stderr.write(`tundra: lab down: ${(err as Error).message}\n`) }
+          try {
+            await labDown(o.name)
+          } catch (err) {
+            process.stderr.write(`tundra: lab down: ${(err as Error).message}\n`)
+          }
         }
       }
       if (!ok) process.exitCode = 1

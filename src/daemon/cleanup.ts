@@ -19,7 +19,10 @@ function answers(path: string): Promise<boolean> {
   if (!existsSync(path)) return Promise.resolve(false)
   return new Promise(resolve => {
     const s = connect(path)
-    const done = (v: boolean): void => { s.destroy(); resolve(v) }
+    const done = (v: boolean): void => {
+      s.destroy()
+      resolve(v)
+    }
     s.setTimeout(PROBE_TIMEOUT_MS, () => done(false))
     s.once('connect', () => done(true))
     s.once('error', () => done(false))
@@ -27,7 +30,12 @@ function answers(path: string): Promise<boolean> {
 }
 
 function linkExists(name: string): boolean {
-  try { execFileSync('ip', ['link', 'show', 'dev', name], { stdio: 'ignore' }); return true } catch { return false }
+  try {
+    execFileSync('ip', ['link', 'show', 'dev', name], { stdio: 'ignore' })
+    return true
+  } catch {
+    return false
+  }
 }
 
 /** The node's settings as `tundra run` would read them (config file and flags). */
@@ -62,7 +70,10 @@ export async function cleanupNode(o: Readonly<Record<string, unknown>>): Promise
   }
   const snapshot = snapshotPathOf(cfg)
   for (const f of [snapshot, `${snapshot}.tmp`, lastStatePathOf(cfg), `${lastStatePathOf(cfg)}.tmp`, t.control]) {
-    if (existsSync(f)) { rmSync(f, { force: true }); done.push(`removed ${f}`) }
+    if (existsSync(f)) {
+      rmSync(f, { force: true })
+      done.push(`removed ${f}`)
+    }
   }
   return done
 }

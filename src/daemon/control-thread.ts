@@ -32,10 +32,18 @@ async function main(): Promise<void> {
     const ev = body as HostEvent
     if (ev.type !== 'signal') return
     logStop(ev.signal)
-    running.stop().then(
-      () => link.call({ op: 'exit', code: 0 }),
-      err => { log(`[agent] stop: ${(err as Error).message}`); return link.call({ op: 'exit', code: 1 }) },
-    ).catch(() => { /* the host is gone already */ })
+    running
+      .stop()
+      .then(
+        () => link.call({ op: 'exit', code: 0 }),
+        err => {
+          log(`[agent] stop: ${(err as Error).message}`)
+          return link.call({ op: 'exit', code: 1 })
+        },
+      )
+      .catch(() => {
+        /* the host is gone already */
+      })
   })
 }
 

@@ -68,13 +68,18 @@ export function hostAgent(entry: ControlEntry): void {
         return null
       case 'start':
         if (path === undefined) throw new Error('start before init')
-        if (!started) { started = true; await path.start(req.dnsSockets) }
+        if (!started) {
+          started = true
+          await path.start(req.dnsSockets)
+        }
         return null
       case 'logging':
         configureLogging(req)
         return null
       case 'exit':
-        setImmediate(() => { void exit(req.code) })
+        setImmediate(() => {
+          void exit(req.code)
+        })
         return null
       case 'counters': {
         if (path === undefined) throw new Error('the packet path is not running')
@@ -112,7 +117,10 @@ export function hostAgent(entry: ControlEntry): void {
 
   let signalled = false
   const onSignal = (signal: string): void => {
-    if (signalled) { void exit(1); return }
+    if (signalled) {
+      void exit(1)
+      return
+    }
     signalled = true
     if (current) current.link.emit({ type: 'signal', signal } satisfies HostEvent)
     else void exit(0)

@@ -27,7 +27,11 @@ let settings: LogSettings = { format: process.env['TUNDRA_LOG_FORMAT'] === 'json
  * exits right after logging why (a bad configuration, no API server) would lose the line.
  */
 let sink: (s: string) => void = s => {
-  try { writeSync(2, s) } catch { process.stderr.write(s) }
+  try {
+    writeSync(2, s)
+  } catch {
+    process.stderr.write(s)
+  }
 }
 
 /** Checks and sets the format and verbosity; an error names what is wrong. */
@@ -35,7 +39,8 @@ export function configureLogging(next: { readonly format?: unknown; readonly ver
   const format = next.format ?? settings.format
   if (format !== 'text' && format !== 'json') throw new Error(`logging.format: must be text or json, got ${JSON.stringify(format)}`)
   const verbosity = next.verbosity ?? settings.verbosity
-  if (typeof verbosity !== 'number' || !Number.isInteger(verbosity) || verbosity < 0) throw new Error(`logging.verbosity: must be a whole number >= 0, got ${JSON.stringify(verbosity)}`)
+  if (typeof verbosity !== 'number' || !Number.isInteger(verbosity) || verbosity < 0)
+    throw new Error(`logging.verbosity: must be a whole number >= 0, got ${JSON.stringify(verbosity)}`)
   settings = { format, verbosity }
   return settings
 }

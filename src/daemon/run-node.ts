@@ -27,7 +27,9 @@ function defaultUplink(): string {
   try {
     const out = execFileSync('ip', ['-o', 'route', 'show', 'default'], { encoding: 'utf8' })
     return /\bdev (\S+)/.exec(out)?.[1] ?? 'eth0'
-  } catch { return 'eth0' }
+  } catch {
+    return 'eth0'
+  }
 }
 
 function peersOf(cluster: Cluster, self: string): VxlanPeer[] {
@@ -43,15 +45,15 @@ function peersOf(cluster: Cluster, self: string): VxlanPeer[] {
 
 function agentConfigFor(cfg: RunConfig, cluster: Cluster, nodeName: string): AgentConfig {
   const node = cluster.nodes.find(n => n.name === nodeName)
-  const ip = cfg.bindAddress && cfg.bindAddress !== '0.0.0.0' && cfg.bindAddress !== '::'
-    ? cfg.bindAddress : node?.addresses.find(a => !a.includes(':'))
+  const ip = cfg.bindAddress && cfg.bindAddress !== '0.0.0.0' && cfg.bindAddress !== '::' ? cfg.bindAddress : node?.addresses.find(a => !a.includes(':'))
   if (!ip) throw new Error(`node ${nodeName}: no IPv4 address (no Node object with one, and no --bind-address)`)
   const v4 = (l: readonly string[]): string | undefined => l.find(c => !c.includes(':'))
   const v6 = (l: readonly string[]): string | undefined => l.find(c => c.includes(':'))
   const podCIDR = v4(node?.podCIDRs ?? []) ?? v4(cfg.clusterCIDRs) ?? '10.100.0.0/16'
   // detectLocalMode NodeCIDR: only this node's podCIDRs count as local (kube-proxy's NewDetectLocalByCIDR(podCIDR))
-  if (cfg.detectLocalMode === 'NodeCIDR' && (node?.podCIDRs.length ?? 0) === 0) throw new Error(`detectLocalMode NodeCIDR: node ${nodeName} has no spec.podCIDRs`)
-  const local = cfg.detectLocalMode === 'NodeCIDR' ? node?.podCIDRs ?? [] : cfg.clusterCIDRs
+  if (cfg.detectLocalMode === 'NodeCIDR' && (node?.podCIDRs.length ?? 0) === 0)
+    throw new Error(`detectLocalMode NodeCIDR: node ${nodeName} has no spec.podCIDRs`)
+  const local = cfg.detectLocalMode === 'NodeCIDR' ? (node?.podCIDRs ?? []) : cfg.clusterCIDRs
   const t = cfg.tundra
   const clusterCIDR6 = v6(local)
   const serviceCIDR6 = v6(t.serviceCIDRs)
@@ -91,7 +93,12 @@ function applyRunBatch(agent: Agent, store: ObjectStore, batch: SyncBatch, nodeN
 }
 
 /** Starts `tundra run` from its parsed command-line options; stop() ends it gracefully (conntrack snapshot kept). */
-export async function runNode(o: Readonly<Record<string, unknown>>, packet: Link, log: (l: string) => void, testHooks = false): Promise<{ stop(): Promise<void> }> {
+export async function runNode(
+  o: Readonly<Record<string, unknown>>,
+  packet: Link,
+  log: (l: string) => void,
+  testHooks = false,
+): Promise<{ stop(): Promise<void> }> {
   const file = typeof o['config'] === 'string' ? readKubeProxyConfig(o['config']) : undefined
   const flags: Record<string, unknown> = {}
   for (const f of RUN_FLAGS) if (o[f.key] !== undefined) flags[f.key] = o[f.key]
@@ -101,7 +108,7 @@ export async function runNode(o: Readonly<Record<string, unknown>>, packet: Link
   for (const w of cfg.warnings) log(`[run] warning: ${w}`)
   if (cfg.oomScoreAdj !== undefined) writeFileSync('/proc/self/oom_score_adj', `${cfg.oomScoreAdj}\n`)
   const nodeName = nodeNameOf(cfg, hostname())
-  const manifests = Array.isArray(o['filename']) ? o['filename'] as string[] : undefined
+  const manifests = Array.isArray(o['filename']) ? (o['filename'] as string[]) : undefined
   const master = cfg.master || undefined
   const source = createSource(cfg, { ...(manifests ? { manifests } : {}), nodeName, log, ...(master ? { watch: { master } } : {}) })
   // From the API: program the last known state first. The API server may be reachable only through a Service VIP
@@ -118,7 +125,13 @@ export async function runNode(o: Readonly<Record<string, unknown>>, packet: Link
     log(`[run] ${nodeName}: programming the last known state (${last.objects.length} objects, saved ${last.savedAt}) before the first list of the API server`)
     synced.then(
       () => log(`[run] ${nodeName}: first list of the API server done; it replaces the last known state`),
-      (err: Error) => { if (!stopping) { log(`tundra: ${err.message}`); process.exitCode = 1; void packet.call({ op: 'exit', code: 1 }).catch(() => {}) } },
+      (err: Error) => {
+        if (!stopping) {
+          log(`tundra: ${err.message}`)
+          process.exitCode = 1
+          void packet.call({ op: 'exit', code: 1 }).catch(() => {})
+        }
+      },
     )
   } else {
     log(`[run] ${nodeName}: waiting for the first sync of ${manifests ? manifests.join(', ') : 'the API server'}…`)
@@ -126,12 +139,18 @@ export async function runNode(o: Readonly<Record<string, unknown>>, packet: Link
   }
   const first = clusterOf(source.store)
   const agent = await Agent.start(agentConfigFor(cfg, first, nodeName), {
-    cluster: first, handlers: inspectHandlers, log, packet, testHooks,
+    cluster: first,
+    handlers: inspectHandlers,
+    log,
+    packet,
+    testHooks,
     engine: {
       ...(cfg.conntrack.max > 0 ? { conntrackMax: cfg.conntrack.max } : {}),
       timeouts: {
-        tcpEstablished: cfg.conntrack.tcpEstablishedTimeout, tcpCloseWait: cfg.conntrack.tcpCloseWaitTimeout,
-        udp: cfg.conntrack.udpTimeout, udpStream: cfg.conntrack.udpStreamTimeout,
+        tcpEstablished: cfg.conntrack.tcpEstablishedTimeout,
+        tcpCloseWait: cfg.conntrack.tcpCloseWaitTimeout,
+        udp: cfg.conntrack.udpTimeout,
+        udpStream: cfg.conntrack.udpStreamTimeout,
       },
       invalid: cfg.conntrack.tcpBeLiberal ? 'pass' : 'drop',
     },
@@ -149,8 +168,11 @@ export async function runNode(o: Readonly<Record<string, unknown>>, packet: Link
     dataplane: async () => {
       const [c, sc, dns] = await Promise.all([agent.counters(), agent.live().serviceCounters(), agent.dnsMetrics()])
       return {
-        services: natServiceCounters(agent.table(), sc), drops: natDrops(c), conntrackEntries: natConntrackEntries(c),
-        conntrackMax: natConntrackMax(c), dns,
+        services: natServiceCounters(agent.table(), sc),
+        drops: natDrops(c),
+        conntrackEntries: natConntrackEntries(c),
+        conntrackMax: natConntrackMax(c),
+        dns,
         batch: { packets: c['device_packets'] ?? 0, batches: c['device_batches'] ?? 0 },
         noLocalEndpoints: natNoLocalEndpoints(agent.table()),
       }
@@ -160,8 +182,13 @@ export async function runNode(o: Readonly<Record<string, unknown>>, packet: Link
   })
   metrics.bindSync(runner)
   const servers = await startServers({
-    metricsBindAddress: cfg.metricsBindAddress, healthzBindAddress: cfg.healthzBindAddress,
-    metrics, health: () => runner.health(), configz: () => kubeProxyConfigurationOf(cfg), hardFail: cfg.bindAddressHardFail, log,
+    metricsBindAddress: cfg.metricsBindAddress,
+    healthzBindAddress: cfg.healthzBindAddress,
+    metrics,
+    health: () => runner.health(),
+    configz: () => kubeProxyConfigurationOf(cfg),
+    hardFail: cfg.bindAddressHardFail,
+    log,
   })
   log(`[run] metrics on ${cfg.metricsBindAddress}/metrics, health on ${cfg.healthzBindAddress}/healthz`)
   // the last known state follows the store, written with the conntrack snapshot's period and on stop; only what a
@@ -170,12 +197,22 @@ export async function runNode(o: Readonly<Record<string, unknown>>, packet: Link
   const saveState = (): void => {
     if (manifests || !dirty || !(source.hasSynced() || fromLast)) return
     dirty = false
-    try { saveLastState(statePath, source.store.list('Service').concat(source.store.list('EndpointSlice'), source.store.list('Node'))) } catch (err) {
+    try {
+      saveLastState(statePath, source.store.list('Service').concat(source.store.list('EndpointSlice'), source.store.list('Node')))
+    } catch (err) {
       log(`[run] warning: last known state: ${(err as Error).message}`)
     }
   }
-  source.onChange(() => { dirty = true })
-  synced.then(() => { dirty = true; saveState() }, () => {})
+  source.onChange(() => {
+    dirty = true
+  })
+  synced.then(
+    () => {
+      dirty = true
+      saveState()
+    },
+    () => {},
+  )
   const every = (cfg.tundra.snapshot.intervalSeconds || 10) * 1000
   const stateTimer = setInterval(saveState, every)
   return {

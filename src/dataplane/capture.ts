@@ -27,14 +27,19 @@ export class Capture {
   private closed = false
   private readonly hdr = Buffer.alloc(28)
 
-  constructor(readonly opts: CaptureOptions, private readonly onDone: (c: Capture) => void) {
+  constructor(
+    readonly opts: CaptureOptions,
+    private readonly onDone: (c: Capture) => void,
+  ) {
     this.fd = openSync(opts.path, 'w')
     this.match = opts.addresses.length > 0 ? new Set(opts.addresses.map(a => a >>> 0)) : null
     writeSync(this.fd, sectionHeader())
     writeSync(this.fd, interfaceDescription())
   }
 
-  get done(): boolean { return this.closed }
+  get done(): boolean {
+    return this.closed
+  }
 
   wants(src: number, dst: number): boolean {
     return this.match === null || this.match.has(src >>> 0) || this.match.has(dst >>> 0)

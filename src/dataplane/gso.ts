@@ -16,7 +16,7 @@ export function completeChecksum(buf: Buffer, pktOff: number, pktLen: number, cs
   const start = pktOff + csumStart
   const field = start + csumOffset
   if (field + 2 > pktOff + pktLen) return
-  let c = (~fold(sum16(buf, start, pktOff + pktLen - start))) & 0xffff
+  let c = ~fold(sum16(buf, start, pktOff + pktLen - start)) & 0xffff
   if (c === 0 && isUdp) c = UDP_ZERO_CSUM
   buf.writeUInt16BE(c, field)
 }
@@ -26,8 +26,18 @@ export function completeChecksum(buf: Buffer, pktOff: number, pktLen: number, cs
  * another into `out` from `outOff` with `gap` bytes free before each (room for an encapsulation header).
  * Records each segment's offset/length; returns the number of segments (0 when they would not fit).
  */
-export function segment(src: Buffer, off: number, len: number, gsoSize: number, out: Buffer, outOff: number, gap: number,
-  offsets: Uint32Array, lengths: Uint32Array, maxSegs: number): number {
+export function segment(
+  src: Buffer,
+  off: number,
+  len: number,
+  gsoSize: number,
+  out: Buffer,
+  outOff: number,
+  gap: number,
+  offsets: Uint32Array,
+  lengths: Uint32Array,
+  maxSegs: number,
+): number {
   const v6 = ipv4Version(src, off) === 6
   const l3 = v6 ? IPV6_HEADER : ipv4Ihl(src, off)
   const proto = v6 ? src[off + Ipv6Field.NEXT_HEADER]! : src[off + Ipv4Field.PROTOCOL]!
@@ -56,7 +66,7 @@ export function segment(src: Buffer, off: number, len: number, gsoSize: number, 
       out.writeUInt16BE(segLen, o + Ipv4Field.TOTAL_LENGTH)
       out.writeUInt16BE((id0 + i) & 0xffff, o + Ipv4Field.ID)
       out.writeUInt16BE(0, o + Ipv4Field.CHECKSUM)
-      out.writeUInt16BE((~fold(sum16(out, o, l3))) & 0xffff, o + Ipv4Field.CHECKSUM)
+      out.writeUInt16BE(~fold(sum16(out, o, l3)) & 0xffff, o + Ipv4Field.CHECKSUM)
     }
     const l4len = segLen - l3
     if (isTcp) {
@@ -73,7 +83,7 @@ export function segment(src: Buffer, off: number, len: number, gsoSize: number, 
     const pseudo = v6
       ? pseudoHeaderSum6(out, o + Ipv6Field.SRC, o + Ipv6Field.DST, proto, l4len)
       : pseudoHeaderSum4(out.readUInt32BE(o + Ipv4Field.SRC), out.readUInt32BE(o + Ipv4Field.DST), proto, l4len)
-    let c = (~fold(sum16(out, s4, l4len, pseudo))) & 0xffff
+    let c = ~fold(sum16(out, s4, l4len, pseudo)) & 0xffff
     if (c === 0 && !isTcp) c = UDP_ZERO_CSUM
     out.writeUInt16BE(c, s4 + (isTcp ? TcpField.CHECKSUM : UdpField.CHECKSUM))
     offsets[i] = o

@@ -19,13 +19,24 @@ import { CAPTURE_VERDICTS, type Capture } from './capture'
 import { NatAction } from '../nat/verdict'
 import { monoSeconds } from '../nat/clock'
 
-export interface Peer { readonly net: number; readonly mask: number; readonly ip: number; readonly mac: Buffer }
+export interface Peer {
+  readonly net: number
+  readonly mask: number
+  readonly ip: number
+  readonly mac: Buffer
+}
 
 /** An IPv4 prefix as the loop compares it: (addr & mask) === net. */
-export interface Net4 { readonly net: number; readonly mask: number }
+export interface Net4 {
+  readonly net: number
+  readonly mask: number
+}
 
 /** An IPv6 prefix: its 16 bytes and length. */
-export interface Net6 { readonly bytes: Uint8Array; readonly prefix: number }
+export interface Net6 {
+  readonly bytes: Uint8Array
+  readonly prefix: number
+}
 
 /**
  * Drops the loop decides itself. They index Counters.drops after the wire layer's reasons (wire/drop.ts, indexes
@@ -55,7 +66,7 @@ const LOOP_DROP_BASE = 32
 /** Names of Counters.drops indexes: the wire layer's, then the loop's (snake_case, for metric labels). */
 export const LOOP_DROP_NAMES: readonly string[] = (() => {
   const out: string[] = [...DROP_NAMES]
-  if (out.length > LOOP_DROP_BASE) throw new Error('wire drop reasons overlap the loop\'s')
+  if (out.length > LOOP_DROP_BASE) throw new Error("wire drop reasons overlap the loop's")
   for (const [k, v] of Object.entries(LoopDrop)) out[v] = k.toLowerCase()
   return Object.freeze(out)
 })()
@@ -179,33 +190,53 @@ export class Dataplane {
   private svcNet = 1
   private svcMask = 0
 
-  constructor(private readonly dev: Device, private nat: PacketNat, private dns: PacketDns, private opts: LoopOptions) {
+  constructor(
+    private readonly dev: Device,
+    private nat: PacketNat,
+    private dns: PacketDns,
+    private opts: LoopOptions,
+  ) {
     this.vnet = dev.vnetHdr
     this.gap = this.vnet ? VNET_HDR_LEN : 0
     this.icmpTokens = (opts.icmpRate ?? ICMP_RATE_DEFAULT).burst
     this.setGuards(opts)
   }
 
-  setNat(nat: PacketNat): void { this.nat = nat }
+  setNat(nat: PacketNat): void {
+    this.nat = nat
+  }
 
   /** Sends the TCP resets a table swap queued (connections whose endpoint went away). Call between batches. */
-  sendResets(src: { pendingResets: number; writeResets(out: Uint8Array, outOff: number, offsets: Uint32Array, lengths: Uint32Array, max: number, gap?: number): number }): void {
+  sendResets(src: {
+    pendingResets: number
+    writeResets(out: Uint8Array, outOff: number, offsets: Uint32Array, lengths: Uint32Array, max: number, gap?: number): number
+  }): void {
     while (src.pendingResets > 0) {
       const n = src.writeResets(this.tx, 0, this.txOffsets, this.txLengths, MAX_OUT, this.gap)
       if (n === 0) break
       this.dev.writeBatch(this.tx, this.txOffsets, this.txLengths, n)
     }
   }
-  setPeers(opts: LoopOptions): void { this.opts = opts; this.setGuards(opts) }
+  setPeers(opts: LoopOptions): void {
+    this.opts = opts
+    this.setGuards(opts)
+  }
 
   /** The IPv4 prefixes as plain number fields: the per-packet checks read no optional objects. */
   private setGuards(opts: LoopOptions): void {
-    const pod = opts.podNet ?? ANY_NET, cluster = opts.clusterNet ?? NO_NET, svc = opts.serviceNet ?? NO_NET
-    this.podNet = pod.net; this.podMask = pod.mask
-    this.clusterNet = cluster.net; this.clusterMask = cluster.mask
-    this.svcNet = svc.net; this.svcMask = svc.mask
+    const pod = opts.podNet ?? ANY_NET,
+      cluster = opts.clusterNet ?? NO_NET,
+      svc = opts.serviceNet ?? NO_NET
+    this.podNet = pod.net
+    this.podMask = pod.mask
+    this.clusterNet = cluster.net
+    this.clusterMask = cluster.mask
+    this.svcNet = svc.net
+    this.svcMask = svc.mask
   }
-  get options(): LoopOptions { return this.opts }
+  get options(): LoopOptions {
+    return this.opts
+  }
 
   readonly onBatch = (batch: Batch): void => {
     const c = this.counters
@@ -223,10 +254,18 @@ export class Dataplane {
       let len = lengths[i]!
       c.packets++
       c.bytes += len
-      let flags = 0, gsoType = 0
-      if (this.vnet) { flags = buf[off - VNET_HDR_LEN + VnetOff.FLAGS]!; gsoType = buf[off - VNET_HDR_LEN + VnetOff.GSO_TYPE]! & GSO_TYPE_MASK }
+      let flags = 0,
+        gsoType = 0
+      if (this.vnet) {
+        flags = buf[off - VNET_HDR_LEN + VnetOff.FLAGS]!
+        gsoType = buf[off - VNET_HDR_LEN + VnetOff.GSO_TYPE]! & GSO_TYPE_MASK
+      }
       let verdict = parsePacket(buf, off, len, info, gsoType !== GsoType.NONE)
-      if (verdict !== PASS) { c.dropped++; c.drops[verdict]!++; continue }
+      if (verdict !== PASS) {
+        c.dropped++
+        c.drops[verdict]!++
+        continue
+      }
       len = info.l3Len
 
       // VXLAN from another node: continue with the inner packet as if a local pod had sent it. Only configured
@@ -234,7 +273,10 @@ export class Dataplane {
       let fromPeer = false
       if (info.family === 4 && info.l4Proto === IPPROTO_UDP && info.dst === opts.nodeIp && info.dstPort === VXLAN_PORT && !info.isFragment) {
         const peer = this.peerAt(info.src)
-        if (peer === null) { this.drop(LoopDrop.VXLAN_NOT_PEER); continue }
+        if (peer === null) {
+          this.drop(LoopDrop.VXLAN_NOT_PEER)
+          continue
+        }
         const inner = innerOffset(buf, off, len, info.l4Off, opts.vni)
         if (inner >= 0) {
           // A partial checksum (NEEDS_CSUM) on the outer packet belongs to the inner L4 header when it starts past
@@ -247,7 +289,8 @@ export class Dataplane {
           len = off + len - inner
           off = inner
           if (this.vnet) buf.fill(0, off - VNET_HDR_LEN, off)
-          flags = 0; gsoType = GsoType.NONE
+          flags = 0
+          gsoType = GsoType.NONE
           if (csumStart >= shift + IPV4_MIN_HEADER) {
             const ih = off - VNET_HDR_LEN
             buf[ih + VnetOff.FLAGS] = VnetFlags.NEEDS_CSUM
@@ -256,9 +299,16 @@ export class Dataplane {
             flags = VnetFlags.NEEDS_CSUM
           }
           verdict = parsePacket(buf, off, len, info, false)
-          if (verdict !== PASS) { c.dropped++; c.drops[verdict]!++; continue }
+          if (verdict !== PASS) {
+            c.dropped++
+            c.drops[verdict]!++
+            continue
+          }
           len = info.l3Len
-          if (info.family !== 4 || (((info.src & peer.mask) >>> 0) !== peer.net && info.src !== peer.ip)) { this.drop(LoopDrop.VXLAN_SPOOFED_INNER); continue }
+          if (info.family !== 4 || ((info.src & peer.mask) >>> 0 !== peer.net && info.src !== peer.ip)) {
+            this.drop(LoopDrop.VXLAN_SPOOFED_INNER)
+            continue
+          }
           fromPeer = true
           c.vxlanIn++
         }
@@ -270,9 +320,17 @@ export class Dataplane {
       if (!fromPeer) {
         if (info.family === 4) {
           const s = info.src
-          if ((((s & this.clusterMask) >>> 0) === this.clusterNet && ((s & this.podMask) >>> 0) !== this.podNet && info.dst !== opts.nodeIp) ||
-            (this.serviceAddr4(s) && s !== opts.dnsIp)) { this.drop(LoopDrop.SPOOFED_SOURCE); continue }
-        } else if (inNet6(buf, info.srcOff, opts.serviceNet6)) { this.drop(LoopDrop.SPOOFED_SOURCE); continue }
+          if (
+            ((s & this.clusterMask) >>> 0 === this.clusterNet && (s & this.podMask) >>> 0 !== this.podNet && info.dst !== opts.nodeIp) ||
+            (this.serviceAddr4(s) && s !== opts.dnsIp)
+          ) {
+            this.drop(LoopDrop.SPOOFED_SOURCE)
+            continue
+          }
+        } else if (inNet6(buf, info.srcOff, opts.serviceNet6)) {
+          this.drop(LoopDrop.SPOOFED_SOURCE)
+          continue
+        }
       }
 
       // Cluster DNS over UDP, answered here: no conntrack entry, no extra hop.
@@ -290,7 +348,10 @@ export class Dataplane {
       if (capThis && cap.opts.pre) cap.record(buf, off, len, 'pre-nat')
       const act = this.nat.process(buf, off, len, info, (flags & VnetFlags.NEEDS_CSUM) !== 0, this.now)
       if (capThis && cap.opts.post) cap.record(buf, off, len, `post-nat ${CAPTURE_VERDICTS[act] ?? act}`)
-      if (act === Action.DROP) { c.dropped++; continue }
+      if (act === Action.DROP) {
+        c.dropped++
+        continue
+      }
       if (act === Action.REJECT) {
         const o = this.txUsed + this.gap
         if (this.icmpAllowed()) {
@@ -300,7 +361,9 @@ export class Dataplane {
         c.rejected++
         continue
       }
-      if (act === Action.REPLY) { c.replied++ } else if (act === Action.FORWARD) c.natted++
+      if (act === Action.REPLY) {
+        c.replied++
+      } else if (act === Action.FORWARD) c.natted++
       else if (act === Action.PASS && this.untranslatedService(buf, info)) {
         // No ClusterIP here: the kernel would route it straight back into the TUN. Refuse it as a router does.
         if (info.family === 4) this.sendIcmp4(buf, off, len, info, ICMP_DEST_UNREACH, IcmpUnreach.HOST)
@@ -311,10 +374,18 @@ export class Dataplane {
       if (info.family === 4) {
         const dst = buf.readUInt32BE(off + Ipv4Field.DST)
         const peer = this.peerFor(dst)
-        if (peer !== null) { this.toPeer(buf, off, len, peer, flags, gsoType); continue }
+        if (peer !== null) {
+          this.toPeer(buf, off, len, peer, flags, gsoType)
+          continue
+        }
       }
-      if (nIn >= MAX_OUT) { this.drop(LoopDrop.TX_OVERFLOW); continue }
-      this.inOffsets[nIn] = off; this.inLengths[nIn] = len; nIn++
+      if (nIn >= MAX_OUT) {
+        this.drop(LoopDrop.TX_OVERFLOW)
+        continue
+      }
+      this.inOffsets[nIn] = off
+      this.inLengths[nIn] = len
+      nIn++
       c.forwarded++
     }
     if (nIn > 0) this.dev.writeBatch(buf, this.inOffsets, this.inLengths, nIn)
@@ -325,7 +396,7 @@ export class Dataplane {
     const peers = this.opts.peers
     for (let p = 0; p < peers.length; p++) {
       const peer = peers[p]!
-      if (((dst & peer.mask) >>> 0) === peer.net) return peer
+      if ((dst & peer.mask) >>> 0 === peer.net) return peer
     }
     return null
   }
@@ -344,7 +415,10 @@ export class Dataplane {
 
   /** Queues tx[off, off+len) for the batch's write; false (and a counted drop) when the output arrays are full. */
   private pushTx(off: number, len: number): boolean {
-    if (this.txCount >= MAX_OUT) { this.drop(LoopDrop.TX_OVERFLOW); return false }
+    if (this.txCount >= MAX_OUT) {
+      this.drop(LoopDrop.TX_OVERFLOW)
+      return false
+    }
     if (this.vnet) this.tx.fill(0, off - VNET_HDR_LEN, off)
     this.txOffsets[this.txCount] = off
     this.txLengths[this.txCount] = len
@@ -358,10 +432,13 @@ export class Dataplane {
     const rate = this.opts.icmpRate ?? ICMP_RATE_DEFAULT
     const elapsed = this.nowMs - this.icmpLastMs
     if (elapsed > 0) {
-      this.icmpTokens = Math.min(rate.burst, this.icmpTokens + elapsed * rate.perSecond / 1000)
+      this.icmpTokens = Math.min(rate.burst, this.icmpTokens + (elapsed * rate.perSecond) / 1000)
       this.icmpLastMs = this.nowMs
     }
-    if (this.icmpTokens >= 1) { this.icmpTokens--; return true }
+    if (this.icmpTokens >= 1) {
+      this.icmpTokens--
+      return true
+    }
     this.counters.icmpRateLimited++
     return false
   }
@@ -397,14 +474,17 @@ export class Dataplane {
       return true
     }
     const hops = buf[off + IPV6_HOP_LIMIT]!
-    if (hops <= TTL_MIN_FORWARD) { this.drop(LoopDrop.TTL_EXCEEDED); return false }
+    if (hops <= TTL_MIN_FORWARD) {
+      this.drop(LoopDrop.TTL_EXCEEDED)
+      return false
+    }
     buf[off + IPV6_HOP_LIMIT] = hops - 1
     return true
   }
 
   /** In the service CIDR and not in the cluster CIDR (they may overlap, as the lab's 10.96/12 and 10.100/16 do). */
   private serviceAddr4(a: number): boolean {
-    return ((a & this.svcMask) >>> 0) === this.svcNet && ((a & this.clusterMask) >>> 0) !== this.clusterNet
+    return (a & this.svcMask) >>> 0 === this.svcNet && (a & this.clusterMask) >>> 0 !== this.clusterNet
   }
 
   /** A destination in the service CIDR that NAT left alone (no ClusterIP), other than the DNS address on lo. */
@@ -417,8 +497,11 @@ export class Dataplane {
   private toPeer(buf: Buffer, off: number, len: number, peer: Peer, flags: number, gsoType: number): void {
     const c = this.counters
     const opts = this.opts
-    const entropy = buf.readUInt16BE(off + Ipv4Field.SRC) ^ buf.readUInt16BE(off + Ipv4Field.SRC + 2) ^
-      buf.readUInt16BE(off + Ipv4Field.DST + 2) ^ (this.info.srcPort ^ this.info.dstPort)
+    const entropy =
+      buf.readUInt16BE(off + Ipv4Field.SRC) ^
+      buf.readUInt16BE(off + Ipv4Field.SRC + 2) ^
+      buf.readUInt16BE(off + Ipv4Field.DST + 2) ^
+      (this.info.srcPort ^ this.info.dstPort)
     if (gsoType !== GsoType.NONE) {
       const h = off - VNET_HDR_LEN
       const gsoSize = buf.readUInt16LE(h + VnetOff.GSO_SIZE)
@@ -426,7 +509,10 @@ export class Dataplane {
       for (let s = 0; s < n; s++) {
         const o = this.txUsed + this.gap
         const sl = this.segLengths[s]!
-        if (o + sl + VXLAN_OVERHEAD > TX_SIZE) { this.drop(LoopDrop.TX_OVERFLOW); break }
+        if (o + sl + VXLAN_OVERHEAD > TX_SIZE) {
+          this.drop(LoopDrop.TX_OVERFLOW)
+          break
+        }
         const w = encapsulate(this.tx, o, this.seg, this.segOffsets[s]!, sl, opts.nodeIp, peer.ip, opts.vni, opts.localMac, peer.mac, entropy)
         if (this.pushTx(o, w)) c.vxlanOut++
       }
@@ -438,7 +524,10 @@ export class Dataplane {
       completeChecksum(buf, off, len, buf.readUInt16LE(h + VnetOff.CSUM_START), buf.readUInt16LE(h + VnetOff.CSUM_OFFSET), this.info.l4Proto === IPPROTO_UDP)
     }
     const o = this.txUsed + this.gap
-    if (o + len + VXLAN_OVERHEAD > TX_SIZE) { this.drop(LoopDrop.TX_OVERFLOW); return }
+    if (o + len + VXLAN_OVERHEAD > TX_SIZE) {
+      this.drop(LoopDrop.TX_OVERFLOW)
+      return
+    }
     const w = encapsulate(this.tx, o, buf, off, len, opts.nodeIp, peer.ip, opts.vni, opts.localMac, peer.mac, entropy)
     if (this.pushTx(o, w)) c.vxlanOut++
   }
@@ -449,22 +538,32 @@ export class Dataplane {
     const q = info.l4Off + UDP_HEADER
     const qlen = info.l4Len - UDP_HEADER
     const o = this.txUsed + this.gap
-    if (o + UDP4_HEADERS + DNS_MAX_ANSWER > TX_SIZE) { this.drop(LoopDrop.TX_OVERFLOW); return }
+    if (o + UDP4_HEADERS + DNS_MAX_ANSWER > TX_SIZE) {
+      this.drop(LoopDrop.TX_OVERFLOW)
+      return
+    }
     const n = this.dns.answerInPlace(buf, q, qlen, this.tx, o + UDP4_HEADERS, DNS_MAX_ANSWER, 0)
     if (n > 0) {
       writeUdpReply(this.tx, o, info.dst, info.src, info.dstPort, info.srcPort, n)
       if (this.pushTx(o, UDP4_HEADERS + n)) c.dnsAnswered++
       return
     }
-    if (n === 0) { this.drop(LoopDrop.DNS_NO_ANSWER); return }
+    if (n === 0) {
+      this.drop(LoopDrop.DNS_NO_ANSWER)
+      return
+    }
     // -1: not ours, ask upstream; the reply is written on its own when it arrives.
     c.dnsForwarded++
-    const src = info.src, dst = info.dst, sport = info.srcPort, dport = info.dstPort
+    const src = info.src,
+      dst = info.dst,
+      sport = info.srcPort,
+      dport = info.dstPort
     this.dns.forward(Buffer.from(buf.subarray(q, q + qlen)), answer => {
       const pkt = Buffer.alloc(this.gap + UDP4_HEADERS + answer.length)
       answer.copy(pkt, this.gap + UDP4_HEADERS)
       writeUdpReply(pkt, this.gap, dst, src, dport, sport, answer.length)
-      const offs = new Uint32Array([this.gap]), lens = new Uint32Array([UDP4_HEADERS + answer.length])
+      const offs = new Uint32Array([this.gap]),
+        lens = new Uint32Array([UDP4_HEADERS + answer.length])
       this.dev.writeBatch(pkt, offs, lens, 1)
     })
   }
@@ -489,6 +588,8 @@ function writeUdpReply(out: Buffer, off: number, src: number, dst: number, sport
 
 export function dropNames(counters: Counters): Record<string, number> {
   const out: Record<string, number> = {}
-  counters.drops.forEach((v, i) => { if (v > 0) out[LOOP_DROP_NAMES[i] ?? `reason${i}`] = v })
+  counters.drops.forEach((v, i) => {
+    if (v > 0) out[LOOP_DROP_NAMES[i] ?? `reason${i}`] = v
+  })
   return out
 }

@@ -12,7 +12,8 @@ const ETH_IPV6 = 0x86dd
 /** A deterministic MAC for a node's VXLAN endpoint, derived from its node IP (locally administered). */
 export function vxlanMac(nodeIp: number): Buffer {
   const mac = Buffer.alloc(6)
-  mac[0] = 0x66; mac[1] = 0x74
+  mac[0] = 0x66
+  mac[1] = 0x74
   mac.writeUInt32BE(nodeIp >>> 0, 2)
   return mac
 }
@@ -23,8 +24,19 @@ let ipId = 1
  * Writes an encapsulated copy of the inner packet `src[srcOff, srcOff+len)` at `out[outOff]`; returns bytes written.
  * `entropy` (a flow hash) picks the outer UDP source port so ECMP and RSS spread flows as RFC 7348 asks.
  */
-export function encapsulate(out: Buffer, outOff: number, src: Buffer, srcOff: number, len: number,
-  local: number, remote: number, vni: number, srcMac: Buffer, dstMac: Buffer, entropy: number): number {
+export function encapsulate(
+  out: Buffer,
+  outOff: number,
+  src: Buffer,
+  srcOff: number,
+  len: number,
+  local: number,
+  remote: number,
+  vni: number,
+  srcMac: Buffer,
+  dstMac: Buffer,
+  entropy: number,
+): number {
   const total = VXLAN_OVERHEAD + len
   const o = outOff
   ipId = (ipId + 1) & 0xffff
@@ -36,11 +48,11 @@ export function encapsulate(out: Buffer, outOff: number, src: Buffer, srcOff: nu
   out.writeUInt16BE(0, u + 6) // zero UDP checksum is allowed over IPv4 (RFC 7348 §5)
   const v = u + 8
   out.writeUInt32BE(0x08000000, v)
-  out.writeUInt32BE((vni & 0xffffff) << 8 >>> 0, v + 4)
+  out.writeUInt32BE(((vni & 0xffffff) << 8) >>> 0, v + 4)
   const e = v + 8
   dstMac.copy(out, e)
   srcMac.copy(out, e + 6)
-  out.writeUInt16BE((src[srcOff]! >> 4) === 6 ? ETH_IPV6 : ETH_IPV4, e + 12)
+  out.writeUInt16BE(src[srcOff]! >> 4 === 6 ? ETH_IPV6 : ETH_IPV4, e + 12)
   src.copy(out, e + 14, srcOff, srcOff + len)
   return total
 }

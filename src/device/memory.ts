@@ -26,7 +26,10 @@ export interface CapturedPacket {
   readonly vnet: VnetHdrFields | null
 }
 
-interface Pending { readonly data: Buffer; readonly vnet: Partial<VnetHdrFields> | null }
+interface Pending {
+  readonly data: Buffer
+  readonly vnet: Partial<VnetHdrFields> | null
+}
 
 const ALIGN = 8
 
@@ -85,7 +88,9 @@ export class MemoryDevice implements Device {
   }
 
   /** Packets injected and not yet delivered. */
-  get pending(): number { return this.queue.length - this.head }
+  get pending(): number {
+    return this.queue.length - this.head
+  }
 
   /**
    * Delivers queued packets now, in batches of at most maxBatch (fewer when the slab fills); returns how many
@@ -102,9 +107,15 @@ export class MemoryDevice implements Device {
         const b = this.batch
         this.counters.batches++
         n++
-        try { cb(b) } finally { if (this.poison) this.slab.fill(0xee, 0, used) }
+        try {
+          cb(b)
+        } finally {
+          if (this.poison) this.slab.fill(0xee, 0, used)
+        }
       }
-    } finally { this.delivering = false }
+    } finally {
+      this.delivering = false
+    }
     return n
   }
 
@@ -117,10 +128,14 @@ export class MemoryDevice implements Device {
   }
 
   /** Returns the captured packets and forgets them. */
-  takeWritten(): CapturedPacket[] { return this.written.splice(0) }
+  takeWritten(): CapturedPacket[] {
+    return this.written.splice(0)
+  }
 
   /** Fault injection: the next `n` packets written fail (counted in writeErrors, not captured). */
-  failNextWrites(n: number): void { this.failWrites = n }
+  failNextWrites(n: number): void {
+    this.failWrites = n
+  }
 
   writeBatch(buf: Buffer, offsets: Uint32Array, lengths: Uint32Array, count: number): number {
     if (this.closed) return 0
@@ -179,7 +194,10 @@ export class MemoryDevice implements Device {
       pos = (pos + hdr + p.data.length + ALIGN - 1) & ~(ALIGN - 1)
       this.head++
     }
-    if (this.head === this.queue.length) { this.queue = []; this.head = 0 }
+    if (this.head === this.queue.length) {
+      this.queue = []
+      this.head = 0
+    }
     b.count = count
     return pos
   }
@@ -187,7 +205,10 @@ export class MemoryDevice implements Device {
   private schedule(): void {
     if (!this.autoFlush || this.scheduled || !this.onBatch || this.pending === 0) return
     this.scheduled = true
-    setImmediate(() => { this.scheduled = false; this.flush() })
+    setImmediate(() => {
+      this.scheduled = false
+      this.flush()
+    })
   }
 }
 

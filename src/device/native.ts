@@ -10,19 +10,16 @@ export interface NativeTun {
   setOffload(fd: number, flags: number): number
   close(fd: number): void
   /** counters += [EAGAIN, other errors, last errno, bytes written]; returns packets written */
-  writeBatch(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, hdrLen: number,
-    counters: Float64Array): number
+  writeBatch(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, hdrLen: number, counters: Float64Array): number
   /** With writeRingBytes > 0 the reader gets a write queue that its thread writes (readerWrite). */
-  readerCreate(fd: number, hdrLen: number, slabs: number, slabBytes: number, maxPackets: number,
-    writeRingBytes?: number, writeSlots?: number): NativeReader
+  readerCreate(fd: number, hdrLen: number, slabs: number, slabBytes: number, maxPackets: number, writeRingBytes?: number, writeSlots?: number): NativeReader
   /** cb(slab, count, bytes) per batch; cb(-1, errno, error) once if reading fails for good (the reader stops) */
   readerStart(handle: ReaderHandle, cb: (slab: number, count: number, bytes: number | NodeJS.ErrnoException) => void): void
   /**
    * The same callbacks without a thread: the JS thread's event loop polls the fd and calls cb with a batch read
    * right there (slab 0); the reader must have no write queue (answers go out with writeBatch).
    */
-  readerStartInline(handle: ReaderHandle, cb: (slab: number, count: number, bytes: number | NodeJS.ErrnoException) => void,
-    busyPollUs?: number): void
+  readerStartInline(handle: ReaderHandle, cb: (slab: number, count: number, bytes: number | NodeJS.ErrnoException) => void, busyPollUs?: number): void
   readerRef(handle: ReaderHandle, ref: boolean): void
   /** Writes what was handed over, joins the thread; idempotent; no callback runs afterwards. */
   readerStop(handle: ReaderHandle): void
@@ -49,8 +46,19 @@ export type ReaderHandle = { readonly [readerBrand]: true }
 
 /** Indexes into readerWriteStats' output. */
 export const WriteStat = {
-  WRITES: 0, BYTES: 1, EAGAIN: 2, ERRORS: 3, LAST_ERRNO: 4, DRAINS: 5,
-  QUEUED: 6, COPIED: 7, INVALID: 8, WAITS: 9, WAIT_NS: 10, DROPPED: 11, MAX_BACKLOG: 12,
+  WRITES: 0,
+  BYTES: 1,
+  EAGAIN: 2,
+  ERRORS: 3,
+  LAST_ERRNO: 4,
+  DRAINS: 5,
+  QUEUED: 6,
+  COPIED: 7,
+  INVALID: 8,
+  WAITS: 9,
+  WAIT_NS: 10,
+  DROPPED: 11,
+  MAX_BACKLOG: 12,
 } as const
 export const WRITE_STATS = 13
 
@@ -79,7 +87,10 @@ export function addonPath(): string {
 
 class NativeMissingError extends Error {
   readonly code = 'ERR_TUNDRA_NATIVE_MISSING' as const
-  constructor(readonly path: string, cause: unknown) {
+  constructor(
+    readonly path: string,
+    cause: unknown,
+  ) {
     super(`The TUN addon is not built (${path}); run npm run build:native`, { cause })
   }
 }
@@ -98,4 +109,3 @@ export function loadNative(): NativeTun {
   }
   return cached
 }
-

@@ -110,7 +110,12 @@ export class TunOptionError extends TypeError {
   override readonly name = 'TunOptionError'
 }
 
-interface MutableBatch { buf: Buffer; count: number; offsets: Uint32Array; lengths: Uint32Array }
+interface MutableBatch {
+  buf: Buffer
+  count: number
+  offsets: Uint32Array
+  lengths: Uint32Array
+}
 
 interface Queue {
   readonly fd: number
@@ -165,10 +170,17 @@ export class TunDevice implements Device {
   private writes = 0
 
   /** Use openTun(). */
-  constructor(private readonly native: NativeTun, readonly name: string, vnetHdr: boolean, offloads: number,
-    fds: readonly number[], private readonly onError: (err: Error) => void,
+  constructor(
+    private readonly native: NativeTun,
+    readonly name: string,
+    vnetHdr: boolean,
+    offloads: number,
+    fds: readonly number[],
+    private readonly onError: (err: Error) => void,
     sizes: { slabs: number; slabBytes: number; maxBatch: number; writeMode: 'queue' | 'js'; writeRingBytes: number },
-    readonly io: 'thread' | 'inline' = 'thread', private readonly busyPollUs = 0) {
+    readonly io: 'thread' | 'inline' = 'thread',
+    private readonly busyPollUs = 0,
+  ) {
     this.vnetHdr = vnetHdr
     this.hdrLen = vnetHdr ? VNET_HDR_LEN : 0
     this.offloadsAccepted = offloadsFrom(offloads)
@@ -188,11 +200,17 @@ export class TunDevice implements Device {
   }
 
   /** One fd per queue (for diagnostics; the device owns them). */
-  get fds(): readonly number[] { return this.queues.map(q => q.fd) }
+  get fds(): readonly number[] {
+    return this.queues.map(q => q.fd)
+  }
 
-  get queueCount(): number { return this.queues.length }
+  get queueCount(): number {
+    return this.queues.length
+  }
 
-  get avgPacketsPerBatch(): number { return this.batches === 0 ? 0 : this.packets / this.batches }
+  get avgPacketsPerBatch(): number {
+    return this.batches === 0 ? 0 : this.packets / this.batches
+  }
 
   start(deliver: (batch: Batch) => void): void {
     if (this.closed) throw Object.assign(new Error(`TUN ${this.name} is closed`), { code: 'ERR_DEVICE_CLOSED' })
@@ -214,7 +232,7 @@ export class TunDevice implements Device {
         this.packets += count
         this.bytes += bytes
         batch.count = count
-        this.writeFd = fd  // answers go out on the queue the batch came from
+        this.writeFd = fd // answers go out on the queue the batch came from
         this.writer = writer
         deliver(batch)
       }
@@ -242,13 +260,25 @@ export class TunDevice implements Device {
   stats(): TunStats {
     const w = this.writeCounters
     const r = [0, 0, 0, 0, 0]
-    for (const q of this.queues) {  // the readers' counters outlive close()
+    for (const q of this.queues) {
+      // the readers' counters outlive close()
       this.native.readerStats(q.reader.handle, this.readerCounters)
       for (let i = 0; i < 5; i++) r[i]! += this.readerCounters[i]!
     }
     // Writes on the JS thread (writeMode 'js') and through the queues, summed.
-    let writes = this.writes, eagain = w[0]!, errors = w[1]!, lastErrno = w[2]!, bytes = w[3]!
-    let queued = 0, copied = 0, backlog = 0, backlogMax = 0, waits = 0, waitNs = 0, dropped = 0, drains = 0
+    let writes = this.writes,
+      eagain = w[0]!,
+      errors = w[1]!,
+      lastErrno = w[2]!,
+      bytes = w[3]!
+    let queued = 0,
+      copied = 0,
+      backlog = 0,
+      backlogMax = 0,
+      waits = 0,
+      waitNs = 0,
+      dropped = 0,
+      drains = 0
     const c = this.queueCounters
     for (const q of this.queues) {
       if (q.writer === null) continue
@@ -293,8 +323,16 @@ export class TunDevice implements Device {
   }
 
   /** Whether a started device keeps the event loop alive (it does by default, like a listening socket). */
-  ref(): this { this.refed = true; for (const q of this.queues) this.native.readerRef(q.reader.handle, true); return this }
-  unref(): this { this.refed = false; for (const q of this.queues) this.native.readerRef(q.reader.handle, false); return this }
+  ref(): this {
+    this.refed = true
+    for (const q of this.queues) this.native.readerRef(q.reader.handle, true)
+    return this
+  }
+  unref(): this {
+    this.refed = false
+    for (const q of this.queues) this.native.readerRef(q.reader.handle, false)
+    return this
+  }
 
   /**
    * Stops the queue threads (each writes what was queued, then is joined), closes the fds; the kernel removes the
@@ -304,7 +342,13 @@ export class TunDevice implements Device {
     if (!this.closed) {
       this.closed = true
       for (const q of this.queues) this.native.readerStop(q.reader.handle)
-      for (const q of this.queues) { try { this.native.close(q.fd) } catch { /* already gone */ } }
+      for (const q of this.queues) {
+        try {
+          this.native.close(q.fd)
+        } catch {
+          /* already gone */
+        }
+      }
     }
     return Promise.resolve()
   }
@@ -354,7 +398,13 @@ export async function openTun(opts: TunOptions): Promise<TunDevice> {
     const busyPollUs = intOption('busyPollUs', opts.busyPollUs, 0, 0, 1_000_000)
     return new TunDevice(native, name, vnetHdr, accepted, fds, onError, sizes, opts.io ?? 'thread', busyPollUs)
   } catch (e) {
-    for (const fd of fds) { try { native.close(fd) } catch { /* closing anyway */ } }
+    for (const fd of fds) {
+      try {
+        native.close(fd)
+      } catch {
+        /* closing anyway */
+      }
+    }
     throw withFix(e, opts.name)
   }
 }
@@ -368,13 +418,16 @@ function withFix(e: unknown, name: string): unknown {
   const err = e as NodeJS.ErrnoException
   if (err === null || typeof err !== 'object' || typeof err.message !== 'string') return e
   if (err.code === 'ENOENT' && err.syscall === 'open') {
-    err.message += ': there is no /dev/net/tun here. On a host: modprobe tun. In a container: run it privileged ' +
+    err.message +=
+      ': there is no /dev/net/tun here. On a host: modprobe tun. In a container: run it privileged ' +
       '(deploy/daemonset.yaml does), or create the device node first (mknod /dev/net/tun c 10 200, needs CAP_MKNOD)'
   } else if ((err.code === 'EPERM' || err.code === 'EACCES') && err.syscall === 'open') {
-    err.message += ': not allowed to open /dev/net/tun. In a container the device must be allowed (run it privileged, ' +
+    err.message +=
+      ': not allowed to open /dev/net/tun. In a container the device must be allowed (run it privileged, ' +
       'as deploy/daemonset.yaml does: recent containerd and runc no longer allow it to unprivileged containers)'
   } else if (err.code === 'EPERM' && err.syscall === 'TUNSETIFF') {
-    err.message += `: creating TUN ${name} needs CAP_NET_ADMIN in this network namespace (run as root, or give the ` +
+    err.message +=
+      `: creating TUN ${name} needs CAP_NET_ADMIN in this network namespace (run as root, or give the ` +
       'container NET_ADMIN / privileged, as deploy/daemonset.yaml does)'
   }
   return err

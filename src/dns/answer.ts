@@ -7,10 +7,7 @@
 // written at answer time (entries carry its offset), so a new serial rewrites no entry.
 
 import { podLabelAddress, podLabelIPv4 } from './addr'
-import {
-  DNS_HEADER_LEN, OPT_RR_LEN, QCLASS_IN, QType, Query, Rcode, copyInto, fnv1a, put16, put32, responseFlags,
-  writeHeader, writeOpt,
-} from './message'
+import { DNS_HEADER_LEN, OPT_RR_LEN, QCLASS_IN, QType, Query, Rcode, copyInto, fnv1a, put16, put32, responseFlags, writeHeader, writeOpt } from './message'
 import { Ans, EntryFlag, SLOT_INTS, Slot, SoaTemplate, type InstalledZone } from './installed'
 
 /** answer() result: the name is not in the cluster zone (or is a reverse name we hold nothing for); ask upstream. */
@@ -52,8 +49,15 @@ export class Responder {
    * EXTERNAL for a CNAME chain that leaves the zone (unless CNAME itself is asked) instead of the in-zone part alone.
    */
   answer(
-    zone: InstalledZone, q: Query, query: Uint8Array, off: number, out: Uint8Array, outOff: number, limit: number,
-    autopath: boolean, external = false,
+    zone: InstalledZone,
+    q: Query,
+    query: Uint8Array,
+    off: number,
+    out: Uint8Array,
+    outOff: number,
+    limit: number,
+    autopath: boolean,
+    external = false,
   ): number {
     const slot = zone.find(q.name, 0, q.nameLen, q.hash)
     if (slot >= 0) {
@@ -98,8 +102,15 @@ export class Responder {
 
   /** The answer at a[p] (layout in installed.ts). */
   private writeCompiled(
-    zone: InstalledZone, a: Uint8Array, p: number, q: Query, query: Uint8Array, off: number, out: Uint8Array,
-    outOff: number, limit: number,
+    zone: InstalledZone,
+    a: Uint8Array,
+    p: number,
+    q: Query,
+    query: Uint8Array,
+    off: number,
+    out: Uint8Array,
+    outOff: number,
+    limit: number,
   ): number {
     const qEnd = DNS_HEADER_LEN + q.nameLen + 4
     const opt = q.edns ? OPT_RR_LEN : 0
@@ -149,8 +160,15 @@ export class Responder {
 
   /** NXDOMAIN or NODATA for a name outside the table: SOA in authority, its names pointing into the question. */
   private writeNegative(
-    zone: InstalledZone, q: Query, query: Uint8Array, off: number, out: Uint8Array, outOff: number, limit: number,
-    rcode: number, zoneAt: number,
+    zone: InstalledZone,
+    q: Query,
+    query: Uint8Array,
+    off: number,
+    out: Uint8Array,
+    outOff: number,
+    limit: number,
+    rcode: number,
+    zoneAt: number,
   ): number {
     const qEnd = DNS_HEADER_LEN + q.nameLen + 4
     const opt = q.edns ? OPT_RR_LEN : 0
@@ -174,10 +192,7 @@ export class Responder {
     return o - outOff
   }
 
-  private writePod(
-    zone: InstalledZone, q: Query, query: Uint8Array, off: number, out: Uint8Array, outOff: number, limit: number,
-    zoneAt: number,
-  ): number {
+  private writePod(zone: InstalledZone, q: Query, query: Uint8Array, off: number, out: Uint8Array, outOff: number, limit: number, zoneAt: number): number {
     const label = q.labelOff[0]!
     const llen = q.name[label]!
     let addr: Uint8Array | null = this.ip4

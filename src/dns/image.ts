@@ -12,13 +12,26 @@
 
 import type { Cluster, Pod, Service } from '../model/cluster'
 import { fnv1a, nameToWire, normalizeName, QType } from './message'
+import { Ans, EMPTY_CHUNK, EntryFlag, SLOT_INTS, Slot, type FullZoneImage, type ZoneImage } from './installed'
 import {
-  Ans, EMPTY_CHUNK, EntryFlag, SLOT_INTS, Slot, type FullZoneImage, type ZoneImage,
-} from './installed'
-import {
-  NS_KEY, compileEntry, inZoneName, mergeNodes, namespacePart, resolvePtr, serviceOwner, servicePart, staticPart,
-  type CompiledAnswer, type EntryAnswers, type NodeBuild, type NodeView, type Part, type PtrClaim, type Rec,
-  type ZoneLookup, type ZoneParams,
+  NS_KEY,
+  compileEntry,
+  inZoneName,
+  mergeNodes,
+  namespacePart,
+  resolvePtr,
+  serviceOwner,
+  servicePart,
+  staticPart,
+  type CompiledAnswer,
+  type EntryAnswers,
+  type NodeBuild,
+  type NodeView,
+  type Part,
+  type PtrClaim,
+  type Rec,
+  type ZoneLookup,
+  type ZoneParams,
 } from './records'
 
 export { zoneImageTransfer, ZoneImageError } from './installed'
@@ -52,9 +65,20 @@ export interface ZoneEntry extends EntryAnswers {
   readonly name: string
 }
 
-interface Contribution { readonly owner: string; readonly node: NodeBuild }
-interface Claim { readonly owner: string; readonly seq: number; readonly claim: PtrClaim }
-interface Stored { bytes: Uint8Array; readonly hash: number; slot: number }
+interface Contribution {
+  readonly owner: string
+  readonly node: NodeBuild
+}
+interface Claim {
+  readonly owner: string
+  readonly seq: number
+  readonly claim: PtrClaim
+}
+interface Stored {
+  bytes: Uint8Array
+  readonly hash: number
+  slot: number
+}
 
 /** Beyond these, update() compacts into a full image (garbage: bytes of replaced entries still in old chunks). */
 const MAX_CHUNKS = 1 << 16
@@ -189,7 +213,12 @@ export class ZoneCompiler implements ZoneLookup {
     const cl = this.claims.get(name)
     const list = this.contrib.get(name)
     // reverse names are read once per recompute (never through a CNAME chain inside the zone): not worth caching
-    if (cl !== undefined) return resolvePtr(name, cl.map(c => c.claim), this.params.ttl)
+    if (cl !== undefined)
+      return resolvePtr(
+        name,
+        cl.map(c => c.claim),
+        this.params.ttl,
+      )
     if (list !== undefined) {
       if (list.length === 1) return list[0]!.node
       v = mergeNodes(list.map(c => c.node))
@@ -429,7 +458,12 @@ export class ZoneCompiler implements ZoneLookup {
   private meta(serial: number): { origin: string; ttl: number; podRecords: boolean; serial: number; gen: number; names: number; problems: number } {
     const p = this.params
     return {
-      origin: p.origin, ttl: p.ttl, podRecords: p.podRecords, serial, gen: ++this.gen, names: this.entries.size,
+      origin: p.origin,
+      ttl: p.ttl,
+      podRecords: p.podRecords,
+      serial,
+      gen: ++this.gen,
+      names: this.entries.size,
       problems: this.problemCount,
     }
   }
@@ -476,10 +510,7 @@ export class ZoneCompiler implements ZoneLookup {
       total += bytes.length
       if (!this.entries.has(name)) adds++
     }
-    if (
-      this.chunks >= MAX_CHUNKS || this.entries.size + adds > (this.mask + 1) * MAX_LOAD ||
-      this.garbage > Math.max(MIN_GARBAGE_BYTES, this.liveBytes)
-    ) {
+    if (this.chunks >= MAX_CHUNKS || this.entries.size + adds > (this.mask + 1) * MAX_LOAD || this.garbage > Math.max(MIN_GARBAGE_BYTES, this.liveBytes)) {
       this.applyChanges(changes)
       return this.emitFull(true, 0)
     }
@@ -607,9 +638,15 @@ function decodeEntry(name: string, b: Uint8Array): ZoneEntry {
   for (let i = 0; i < n; i++) {
     const bodyLen = dv.getUint32(o + Ans.BODY_LEN)
     const a: CompiledAnswer = Object.freeze({
-      rcode: b[o + Ans.RCODE]!, aa: true, an: dv.getUint16(o + Ans.AN), ns: dv.getUint16(o + Ans.NS),
-      ar: dv.getUint16(o + Ans.AR), body: b.subarray(o + Ans.BODY, o + Ans.BODY + bodyLen),
-      arStart: dv.getUint32(o + Ans.AR_START), rotate: dv.getUint16(o + Ans.ROTATE), rrSize: b[o + Ans.RR_SIZE]!,
+      rcode: b[o + Ans.RCODE]!,
+      aa: true,
+      an: dv.getUint16(o + Ans.AN),
+      ns: dv.getUint16(o + Ans.NS),
+      ar: dv.getUint16(o + Ans.AR),
+      body: b.subarray(o + Ans.BODY, o + Ans.BODY + bodyLen),
+      arStart: dv.getUint32(o + Ans.AR_START),
+      rotate: dv.getUint16(o + Ans.ROTATE),
+      rrSize: b[o + Ans.RR_SIZE]!,
       serialAt: dv.getUint32(o + Ans.SERIAL_AT) - 1,
     })
     if (i === n - 1 && flags & EntryFlag.OTHER) other = a

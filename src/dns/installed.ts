@@ -20,7 +20,17 @@ export const EMPTY_CHUNK = -1
 
 export const EntryFlag = { OTHER: 1, EXTERNAL: 2 } as const
 export const Ans = {
-  QTYPE: 0, RCODE: 2, RR_SIZE: 3, AN: 4, NS: 6, AR: 8, ROTATE: 10, BODY_LEN: 12, AR_START: 16, SERIAL_AT: 20, BODY: 24,
+  QTYPE: 0,
+  RCODE: 2,
+  RR_SIZE: 3,
+  AN: 4,
+  NS: 6,
+  AR: 8,
+  ROTATE: 10,
+  BODY_LEN: 12,
+  AR_START: 16,
+  SERIAL_AT: 20,
+  BODY: 24,
 } as const
 
 /** What every image says about the zone it belongs to. */
@@ -79,7 +89,6 @@ export const SoaTemplate = {
   SERIAL: 34,
   LEN: 54,
 } as const
-
 
 /** The installed zone: index + arena chunks + what the Responder needs about the zone. Mutated only by install(). */
 export class InstalledZone {

@@ -58,8 +58,23 @@ export const Rcode = {
 } as const
 
 export const RcodeName: readonly string[] = [
-  'NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN', 'NOTIMP', 'REFUSED', 'YXDOMAIN', 'YXRRSET', 'NXRRSET', 'NOTAUTH',
-  'NOTZONE', 'RCODE11', 'RCODE12', 'RCODE13', 'RCODE14', 'RCODE15', 'BADVERS',
+  'NOERROR',
+  'FORMERR',
+  'SERVFAIL',
+  'NXDOMAIN',
+  'NOTIMP',
+  'REFUSED',
+  'YXDOMAIN',
+  'YXRRSET',
+  'NXRRSET',
+  'NOTAUTH',
+  'NOTZONE',
+  'RCODE11',
+  'RCODE12',
+  'RCODE13',
+  'RCODE14',
+  'RCODE15',
+  'BADVERS',
 ]
 
 export const QType = {
@@ -79,8 +94,25 @@ export const QType = {
 } as const
 
 export const QTypeName: Readonly<Record<number, string>> = {
-  1: 'A', 2: 'NS', 5: 'CNAME', 6: 'SOA', 12: 'PTR', 15: 'MX', 16: 'TXT', 28: 'AAAA', 33: 'SRV', 41: 'OPT',
-  43: 'DS', 46: 'RRSIG', 48: 'DNSKEY', 64: 'SVCB', 65: 'HTTPS', 251: 'IXFR', 252: 'AXFR', 255: 'ANY', 257: 'CAA',
+  1: 'A',
+  2: 'NS',
+  5: 'CNAME',
+  6: 'SOA',
+  12: 'PTR',
+  15: 'MX',
+  16: 'TXT',
+  28: 'AAAA',
+  33: 'SRV',
+  41: 'OPT',
+  43: 'DS',
+  46: 'RRSIG',
+  48: 'DNSKEY',
+  64: 'SVCB',
+  65: 'HTTPS',
+  251: 'IXFR',
+  252: 'AXFR',
+  255: 'ANY',
+  257: 'CAA',
 }
 
 export const QCLASS_IN = 1
@@ -110,9 +142,7 @@ export const Verdict = {
 } as const
 export type Verdict = (typeof Verdict)[keyof typeof Verdict]
 
-export const VerdictName: readonly string[] = [
-  'ok', 'short', 'response', 'opcode', 'qdcount', 'label', 'pointer', 'name_too_long', 'truncated', 'opt', 'qtype',
-]
+export const VerdictName: readonly string[] = ['ok', 'short', 'response', 'opcode', 'qdcount', 'label', 'pointer', 'name_too_long', 'truncated', 'opt', 'qtype']
 
 /** FNV-1a offset basis; names hash over their lowercase wire bytes, root byte included. */
 export const FNV_BASIS = 0x811c9dc5
@@ -284,19 +314,10 @@ export function put32(out: Uint8Array, o: number, v: number): void {
 
 /** Response flags for a query: QR, opcode, RD and CD echoed, RA set (we recurse via the upstreams). */
 export function responseFlags(queryFlags: number, aa: boolean, tc: boolean, rcode: number): number {
-  return (
-    DnsFlag.QR |
-    (queryFlags & (DnsFlag.OPCODE | DnsFlag.RD | DnsFlag.CD)) |
-    DnsFlag.RA |
-    (aa ? DnsFlag.AA : 0) |
-    (tc ? DnsFlag.TC : 0) |
-    (rcode & 0x0f)
-  )
+  return DnsFlag.QR | (queryFlags & (DnsFlag.OPCODE | DnsFlag.RD | DnsFlag.CD)) | DnsFlag.RA | (aa ? DnsFlag.AA : 0) | (tc ? DnsFlag.TC : 0) | (rcode & 0x0f)
 }
 
-export function writeHeader(
-  out: Uint8Array, o: number, id: number, flags: number, qd: number, an: number, ns: number, ar: number,
-): void {
+export function writeHeader(out: Uint8Array, o: number, id: number, flags: number, qd: number, an: number, ns: number, ar: number): void {
   put16(out, o, id)
   put16(out, o + 2, flags)
   put16(out, o + 4, qd)
@@ -345,8 +366,15 @@ export function copyInto(dst: Uint8Array, dstOff: number, src: Uint8Array, srcOf
  * small for even a header.
  */
 export function writeBareResponse(
-  query: Uint8Array, off: number, q: Query, out: Uint8Array, outOff: number, outMax: number, rcode: number,
-  withQuestion: boolean, ednsSize: number,
+  query: Uint8Array,
+  off: number,
+  q: Query,
+  out: Uint8Array,
+  outOff: number,
+  outMax: number,
+  rcode: number,
+  withQuestion: boolean,
+  ednsSize: number,
 ): number {
   const qlen = withQuestion ? q.questionEnd - (off + DNS_HEADER_LEN) : 0
   const withOpt = q.edns && withQuestion
@@ -403,7 +431,7 @@ export function nameToWire(name: string): Uint8Array {
   for (let i = 0; i <= n.length; i++) {
     const c = i < n.length ? n.charCodeAt(i) : 0x2e
     if (c !== 0x2e) {
-      out[w++] = c & 0xff  // latin1, as the wire has it
+      out[w++] = c & 0xff // latin1, as the wire has it
       continue
     }
     const len = w - lenAt - 1
@@ -437,7 +465,10 @@ export class MessageWriter {
   private readonly bytes: number[] = []
   private readonly names = new Map<string, number>()
 
-  constructor(private readonly base: number, questionName?: string) {
+  constructor(
+    private readonly base: number,
+    questionName?: string,
+  ) {
     if (questionName !== undefined) this.remember(normalizeName(questionName), DNS_HEADER_LEN)
   }
 
@@ -487,7 +518,7 @@ export class MessageWriter {
       const dot = rest.indexOf('.')
       const end = dot < 0 ? rest.length : dot
       this.bytes.push(end)
-      for (let i = 0; i < end; i++) this.bytes.push(rest.charCodeAt(i) & 0xff)  // latin1
+      for (let i = 0; i < end; i++) this.bytes.push(rest.charCodeAt(i) & 0xff) // latin1
       rest = dot < 0 ? '' : rest.slice(dot + 1)
     }
     this.u8(0)

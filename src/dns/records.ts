@@ -25,7 +25,16 @@ type RData =
   | { readonly kind: 'name'; readonly target: string }
   | { readonly kind: 'srv'; readonly priority: number; readonly weight: number; readonly port: number; readonly target: string }
   | { readonly kind: 'txt'; readonly text: string }
-  | { readonly kind: 'soa'; readonly mname: string; readonly rname: string; readonly serial: number; readonly refresh: number; readonly retry: number; readonly expire: number; readonly minimum: number }
+  | {
+      readonly kind: 'soa'
+      readonly mname: string
+      readonly rname: string
+      readonly serial: number
+      readonly refresh: number
+      readonly retry: number
+      readonly expire: number
+      readonly minimum: number
+    }
 
 export interface Rec {
   readonly name: string
@@ -126,10 +135,18 @@ export function inZoneName(p: ZoneParams, n: string): boolean {
 /** The apex SOA; its serial is written at answer time (CompiledAnswer.serialAt), so the record carries 0. */
 function soaRecord(p: ZoneParams, serial = 0): Rec {
   return {
-    name: p.origin, type: QType.SOA, ttl: Math.min(p.ttl, SOA_MAX_TTL),
+    name: p.origin,
+    type: QType.SOA,
+    ttl: Math.min(p.ttl, SOA_MAX_TTL),
     data: {
-      kind: 'soa', mname: `ns.dns.${p.origin}`, rname: `hostmaster.${p.origin}`, serial,
-      refresh: SOA_REFRESH, retry: SOA_RETRY, expire: SOA_EXPIRE, minimum: p.ttl,
+      kind: 'soa',
+      mname: `ns.dns.${p.origin}`,
+      rname: `hostmaster.${p.origin}`,
+      serial,
+      refresh: SOA_REFRESH,
+      retry: SOA_RETRY,
+      expire: SOA_EXPIRE,
+      minimum: p.ttl,
     },
   }
 }
@@ -141,7 +158,10 @@ class PartBuilder {
   readonly ptrs: PtrClaim[] = []
   readonly problems: string[] = []
 
-  constructor(readonly owner: string, readonly p: ZoneParams) {}
+  constructor(
+    readonly owner: string,
+    readonly p: ZoneParams,
+  ) {}
 
   node(name: string): NodeBuild {
     let nb = this.nodes.get(name)
@@ -260,7 +280,11 @@ function externalNameRecords(b: PartBuilder, svc: Service, svcName: string): voi
   else b.node(svcName)
 }
 
-interface Published { readonly ep: Endpoint; readonly ip: Uint8Array; readonly label: string }
+interface Published {
+  readonly ep: Endpoint
+  readonly ip: Uint8Array
+  readonly label: string
+}
 
 /** Endpoints DNS publishes, by host label (hostname, else the dashed IP), in a stable order. */
 function publishedEndpoints(b: PartBuilder, svc: Service): Published[] {
@@ -302,9 +326,10 @@ function headlessRecords(b: PartBuilder, svc: Service, svcName: string, eps: rea
   for (const { ep, label } of eps) {
     const target = `${label}.${svcName}`
     if (!hostAddrs.has(target)) continue
-    const ports = ep.ports.length > 0
-      ? ep.ports
-      : svc.ports.map(p => ({ name: p.name, protocol: p.protocol, port: typeof p.targetPort === 'number' ? p.targetPort : p.port }))
+    const ports =
+      ep.ports.length > 0
+        ? ep.ports
+        : svc.ports.map(p => ({ name: p.name, protocol: p.protocol, port: typeof p.targetPort === 'number' ? p.targetPort : p.port }))
     for (const p of ports) if (p.port > 0 && p.port < 65536) all.push({ target, port: p.port, name: p.name, proto: p.protocol })
   }
   b.addSrv(svcName, all, hostAddrs)
@@ -331,7 +356,10 @@ function clusterIPRecords(b: PartBuilder, svc: Service, svcName: string, hostAdd
     b.ptrs.push({ name: reverseName(ip), target: svcName, clusterIP: true })
   }
   if (ips.length === 0) return
-  hostAddrs.set(svcName, ips.map(ip => b.addrRec(svcName, ip)))
+  hostAddrs.set(
+    svcName,
+    ips.map(ip => b.addrRec(svcName, ip)),
+  )
   const perIP = (list: readonly SrvTarget[]): SrvTarget[] => ips.flatMap(() => list)
   const ports = svc.ports.map(p => ({ target: svcName, port: p.port, name: p.name, proto: p.protocol }))
   b.addSrv(svcName, perIP(ports), hostAddrs)
@@ -389,9 +417,7 @@ export interface ZoneLookup {
 }
 
 /** The answer for (name, qtype), chasing CNAMEs inside the zone; null when the name is not ours. */
-function resolve(
-  z: ZoneLookup, name: string, qtype: number, deps: string[], depth = 0, chain: readonly string[] = [],
-): Resolution | null {
+function resolve(z: ZoneLookup, name: string, qtype: number, deps: string[], depth = 0, chain: readonly string[] = []): Resolution | null {
   const p = z.params
   if (depth > 0) deps.push(name)
   const nb = z.node(name)
@@ -488,16 +514,21 @@ function encodeAnswer(qname: string, r: Resolution): CompiledAnswer {
   let rotate = 0
   let rrSize = 0
   const n = r.answer.length
-  if (
-    n > 1 &&
-    r.answer.every(x => x.type === r.answer[0]!.type && x.name === qname && (x.type === QType.A || x.type === QType.AAAA))
-  ) {
+  if (n > 1 && r.answer.every(x => x.type === r.answer[0]!.type && x.name === qname && (x.type === QType.A || x.type === QType.AAAA))) {
     rrSize = anEnd / n
     if (Number.isInteger(rrSize) && rrSize === 12 + (r.answer[0]!.type === QType.A ? 4 : 16)) rotate = n
     else rrSize = 0
   }
   return Object.freeze({
-    rcode: r.rcode, aa: true, an: n, ns: r.authority.length, ar: r.additional.length, body, arStart, rotate, rrSize,
+    rcode: r.rcode,
+    aa: true,
+    an: n,
+    ns: r.authority.length,
+    ar: r.additional.length,
+    body,
+    arStart,
+    rotate,
+    rrSize,
     serialAt,
   })
 }

@@ -14,8 +14,21 @@ import dnsPacket from 'dns-packet'
 import type { Cluster } from '../model/cluster'
 import { AUTOPATH, EXTERNAL, NOT_OURS, Responder } from './answer'
 import {
-  DNS_HEADER_LEN, DNS_MAX_TCP, DnsFlag, QCLASS_IN, QType, QTypeName, Query, Rcode, RcodeName, Verdict,
-  VerdictName, parseQuery, replyLimit, udpLimit, writeBareResponse,
+  DNS_HEADER_LEN,
+  DNS_MAX_TCP,
+  DnsFlag,
+  QCLASS_IN,
+  QType,
+  QTypeName,
+  Query,
+  Rcode,
+  RcodeName,
+  Verdict,
+  VerdictName,
+  parseQuery,
+  replyLimit,
+  udpLimit,
+  writeBareResponse,
 } from './message'
 import { Upstream, type UpstreamStats } from './upstream'
 import { ZoneCompiler, type FullZoneImage, type ZoneImage, type ZoneOptions } from './image'
@@ -168,9 +181,7 @@ export class DnsServer {
   }
 
   /** See the file comment. transport: 0 = UDP (reply fitted to 512 or the client's EDNS size), 1 = TCP. */
-  answerInPlace(
-    buf: Uint8Array, off: number, len: number, out: Uint8Array, outOff: number, outMax: number, transport: number,
-  ): number {
+  answerInPlace(buf: Uint8Array, off: number, len: number, out: Uint8Array, outOff: number, outMax: number, transport: number): number {
     const n = this.answerInternal(buf, off, len, out, outOff, outMax, transport, true, this.autopathOn)
     return n < 0 ? NOT_OURS : n
   }
@@ -181,8 +192,16 @@ export class DnsServer {
    * zone returns EXTERNAL instead of the in-zone part.
    */
   private answerInternal(
-    buf: Uint8Array, off: number, len: number, out: Uint8Array, outOff: number, outMax: number, transport: number,
-    count: boolean, autopath: boolean, external = true,
+    buf: Uint8Array,
+    off: number,
+    len: number,
+    out: Uint8Array,
+    outOff: number,
+    outMax: number,
+    transport: number,
+    count: boolean,
+    autopath: boolean,
+    external = true,
   ): number {
     const q = this.q
     const stats = this.stats
@@ -230,9 +249,7 @@ export class DnsServer {
    * with the client's ID, fitted to the transport; it is not called for queries that deserve no reply.
    */
   forward(query: Uint8Array, cb: (answer: Buffer) => void, transport: number = Transport.UDP): void {
-    const n = this.answerInternal(
-      query, 0, query.length, this.scratch, 0, this.scratch.length, transport, false, this.autopathOn,
-    )
+    const n = this.answerInternal(query, 0, query.length, this.scratch, 0, this.scratch.length, transport, false, this.autopathOn)
     if (n > 0) {
       cb(Buffer.from(this.scratch.subarray(0, n)))
       return
@@ -256,9 +273,7 @@ export class DnsServer {
    * chase a CNAME themselves). The rcode is the target's (RFC 6604); when upstream fails, the in-zone part alone.
    */
   private chaseExternal(query: Uint8Array, target: string, cb: (answer: Buffer) => void, transport: 0 | 1): void {
-    const n = this.answerInternal(
-      query, 0, query.length, this.scratch, 0, this.scratch.length, Transport.TCP, false, false, false,
-    )
+    const n = this.answerInternal(query, 0, query.length, this.scratch, 0, this.scratch.length, Transport.TCP, false, false, false)
     if (n <= 0) return
     let pkt: dnsPacket.DecodedPacket
     let own: dnsPacket.DecodedPacket
@@ -274,28 +289,41 @@ export class DnsServer {
       return
     }
     const question = pkt.questions![0]!
-    this.upstream.forward(wire, answer => {
-      let up: (dnsPacket.DecodedPacket & { rcode?: string }) | undefined
-      try {
-        up = dnsPacket.decode(answer)
-      } catch {
-        up = undefined
-      }
-      const ok = up !== undefined && (up.rcode === 'NOERROR' || up.rcode === 'NXDOMAIN')
-      const upAnswers = ok ? up!.answers ?? [] : []
-      cb(this.encodeReply(pkt, question, {
-        answers: [...(own.answers ?? []), ...upAnswers],
-        authorities: ok && upAnswers.length === 0 ? up!.authorities ?? [] : own.authorities ?? [],
-        rcode: ok && up!.rcode === 'NXDOMAIN' ? Rcode.NXDOMAIN : Rcode.NOERROR,
-        aa: true,
-      }, transport))
-    }, Transport.TCP)
+    this.upstream.forward(
+      wire,
+      answer => {
+        let up: (dnsPacket.DecodedPacket & { rcode?: string }) | undefined
+        try {
+          up = dnsPacket.decode(answer)
+        } catch {
+          up = undefined
+        }
+        const ok = up !== undefined && (up.rcode === 'NOERROR' || up.rcode === 'NXDOMAIN')
+        const upAnswers = ok ? (up!.answers ?? []) : []
+        cb(
+          this.encodeReply(
+            pkt,
+            question,
+            {
+              answers: [...(own.answers ?? []), ...upAnswers],
+              authorities: ok && upAnswers.length === 0 ? (up!.authorities ?? []) : (own.authorities ?? []),
+              rcode: ok && up!.rcode === 'NXDOMAIN' ? Rcode.NXDOMAIN : Rcode.NOERROR,
+              aa: true,
+            },
+            transport,
+          ),
+        )
+      },
+      Transport.TCP,
+    )
   }
 
   /** A reply to `pkt` built with dns-packet (slow paths only), fitted to the transport: too big for UDP sets TC. */
   private encodeReply(
-    pkt: dnsPacket.DecodedPacket, question: dnsPacket.Question,
-    r: { answers: dnsPacket.Answer[]; authorities: dnsPacket.Answer[]; rcode: number; aa: boolean }, transport: 0 | 1,
+    pkt: dnsPacket.DecodedPacket,
+    question: dnsPacket.Question,
+    r: { answers: dnsPacket.Answer[]; authorities: dnsPacket.Answer[]; rcode: number; aa: boolean },
+    transport: 0 | 1,
   ): Buffer {
     const optIn = (pkt.additionals ?? []).find(a => a.type === 'OPT') as dnsPacket.OptAnswer | undefined
     const reply: dnsPacket.Packet = {
@@ -305,9 +333,21 @@ export class DnsServer {
       questions: [question],
       answers: r.answers,
       authorities: r.authorities,
-      additionals: optIn !== undefined
-        ? [{ name: '.', type: 'OPT', udpPayloadSize: this.ednsSize, extendedRcode: 0, ednsVersion: 0, flags: optIn.flags & 0x8000, flag_do: optIn.flag_do, options: [] }]
-        : [],
+      additionals:
+        optIn !== undefined
+          ? [
+              {
+                name: '.',
+                type: 'OPT',
+                udpPayloadSize: this.ednsSize,
+                extendedRcode: 0,
+                ednsVersion: 0,
+                flags: optIn.flags & 0x8000,
+                flag_do: optIn.flag_do,
+                options: [],
+              },
+            ]
+          : [],
     }
     let wire = dnsPacket.encode(reply)
     const limit = transport === 1 ? DNS_MAX_TCP : udpLimit(optIn !== undefined, optIn?.udpPayloadSize ?? 0, this.ednsSize)
@@ -345,13 +385,11 @@ export class DnsServer {
     const labels = question.name.replace(/\.$/, '').split('.')
     const base = labels.slice(0, labels.length - zone.originLabels - 2).join('.')
     const qtype = question.type
-    const qt = (QTYPE_BY_NAME[qtype] ?? 0)
+    const qt = QTYPE_BY_NAME[qtype] ?? 0
     const respond = (target: string | null, answers: dnsPacket.Answer[]): void => {
       if (target === null) {
         // nothing matched: the NXDOMAIN the zone gives for the asked name
-        const n = this.answerInternal(
-          query, 0, query.length, this.scratch, 0, this.scratch.length, transport, false, false, false,
-        )
+        const n = this.answerInternal(query, 0, query.length, this.scratch, 0, this.scratch.length, transport, false, false, false)
         if (n > 0) cb(Buffer.from(this.scratch.subarray(0, n)))
         return
       }
@@ -363,9 +401,21 @@ export class DnsServer {
         flags: ((pkt.flags ?? 0) & (DnsFlag.RD | DnsFlag.CD)) | DnsFlag.RA,
         questions: [question],
         answers: [cname, ...answers],
-        additionals: optIn !== undefined
-          ? [{ name: '.', type: 'OPT', udpPayloadSize: this.ednsSize, extendedRcode: 0, ednsVersion: 0, flags: optIn.flags & 0x8000, flag_do: optIn.flag_do, options: [] }]
-          : [],
+        additionals:
+          optIn !== undefined
+            ? [
+                {
+                  name: '.',
+                  type: 'OPT',
+                  udpPayloadSize: this.ednsSize,
+                  extendedRcode: 0,
+                  ednsVersion: 0,
+                  flags: optIn.flags & 0x8000,
+                  flag_do: optIn.flag_do,
+                  options: [],
+                },
+              ]
+            : [],
       }
       let wire = dnsPacket.encode(reply)
       const limit = transport === 1 ? DNS_MAX_TCP : udpLimit(optIn !== undefined, optIn?.udpPayloadSize ?? 0, this.ednsSize)
@@ -395,19 +445,23 @@ export class DnsServer {
       respond(null, [])
       return
     }
-    this.forward(wire, answer => {
-      let d: dnsPacket.DecodedPacket
-      try {
-        d = dnsPacket.decode(answer)
-      } catch {
-        respond(null, [])
-        return
-      }
-      const rcode = (d as { rcode?: string }).rcode
-      // NOERROR, even without answers: the bare name exists (CNAME + NODATA keeps A and AAAA consistent)
-      if (rcode === 'NOERROR') respond(base, d.answers ?? [])
-      else respond(null, [])
-    }, Transport.TCP)
+    this.forward(
+      wire,
+      answer => {
+        let d: dnsPacket.DecodedPacket
+        try {
+          d = dnsPacket.decode(answer)
+        } catch {
+          respond(null, [])
+          return
+        }
+        const rcode = (d as { rcode?: string }).rcode
+        // NOERROR, even without answers: the bare name exists (CNAME + NODATA keeps A and AAAA consistent)
+        if (rcode === 'NOERROR') respond(base, d.answers ?? [])
+        else respond(null, [])
+      },
+      Transport.TCP,
+    )
   }
 
   /** A synchronous in-zone lookup through the fast path, decoded; null when the name is not ours. */
@@ -523,7 +577,7 @@ export class DnsServer {
       return out
     }
     return {
-      queries: named(s.queries, i => (i === QTYPE_SLOTS - 1 ? 'OTHER' : QTypeName[i] ?? `TYPE${i}`)),
+      queries: named(s.queries, i => (i === QTYPE_SLOTS - 1 ? 'OTHER' : (QTypeName[i] ?? `TYPE${i}`))),
       responses: named(s.responses, i => RcodeName[i] ?? `RCODE${i}`),
       malformed: named(s.malformed, i => VerdictName[i] ?? `verdict${i}`),
       truncated: s.truncated,
@@ -532,7 +586,9 @@ export class DnsServer {
       upstream: { ...this.upstream.stats, cacheSize: this.upstream.cacheSize },
       requests: s.requests,
       duration: {
-        bounds: DNS_DURATION_BUCKETS, counts: Array.from(s.durationCounts), sum: s.durationSum,
+        bounds: DNS_DURATION_BUCKETS,
+        counts: Array.from(s.durationCounts),
+        sum: s.durationSum,
         count: s.durationCounts.reduce((a, b) => a + b, 0),
       },
       tcp: { open: this.tcpConns.size, rejected: s.tcpRejected, closedIdle: s.tcpClosedIdle },
@@ -541,6 +597,4 @@ export class DnsServer {
   }
 }
 
-const QTYPE_BY_NAME: Readonly<Record<string, number>> = Object.fromEntries(
-  Object.entries(QTypeName).map(([k, v]) => [v, Number(k)]),
-)
+const QTYPE_BY_NAME: Readonly<Record<string, number>> = Object.fromEntries(Object.entries(QTypeName).map(([k, v]) => [v, Number(k)]))

@@ -13,8 +13,22 @@ import { readFileSync } from 'node:fs'
 import * as net from 'node:net'
 import dnsPacket from 'dns-packet'
 import {
-  DNS_HEADER_LEN, DNS_MAX_TCP, DnsFlag, OPT_RR_LEN, QType, Query, Rcode, Verdict, parseQuery, put16, put32, skipName,
-  udpLimit, writeBareResponse, writeHeader, writeOpt,
+  DNS_HEADER_LEN,
+  DNS_MAX_TCP,
+  DnsFlag,
+  OPT_RR_LEN,
+  QType,
+  Query,
+  Rcode,
+  Verdict,
+  parseQuery,
+  put16,
+  put32,
+  skipName,
+  udpLimit,
+  writeBareResponse,
+  writeHeader,
+  writeOpt,
 } from './message'
 
 export interface UpstreamServer {
@@ -137,7 +151,11 @@ class UdpConn {
   connected = false
   private readonly queue: Buffer[] = []
 
-  constructor(readonly server: UpstreamServer, onMessage: (c: UdpConn, m: Buffer) => void, onError: (c: UdpConn) => void) {
+  constructor(
+    readonly server: UpstreamServer,
+    onMessage: (c: UdpConn, m: Buffer) => void,
+    onError: (c: UdpConn) => void,
+  ) {
     this.sock = dgram.createSocket(net.isIPv6(server.host) ? 'udp6' : 'udp4')
     this.sock.on('message', m => onMessage(this, m))
     // connected UDP sockets report ICMP port-unreachable as ECONNREFUSED: fail over at once instead of timing out
@@ -166,8 +184,17 @@ class UdpConn {
 export class Upstream {
   readonly servers: readonly UpstreamServer[]
   readonly stats: UpstreamStats = {
-    requests: 0, cacheHits: 0, cacheMisses: 0, coalesced: 0, latencySum: 0, latencyCount: 0, timeouts: 0, errors: 0,
-    tcpFallbacks: 0, servfail: 0, overflow: 0,
+    requests: 0,
+    cacheHits: 0,
+    cacheMisses: 0,
+    coalesced: 0,
+    latencySum: 0,
+    latencyCount: 0,
+    timeouts: 0,
+    errors: 0,
+    tcpFallbacks: 0,
+    servfail: 0,
+    overflow: 0,
   }
   /** client queries waiting on an upstream exchange now (bounded by maxPending) */
   pending = 0
@@ -227,15 +254,20 @@ export class Upstream {
     if (v !== Verdict.OK) {
       if (v === Verdict.DROP_SHORT || v === Verdict.DROP_RESPONSE) return
       const out = Buffer.allocUnsafe(DNS_HEADER_LEN)
-      const n = writeBareResponse(query, 0, q, out, 0, out.length,
-        v === Verdict.NOTIMP_OPCODE ? Rcode.NOTIMP : Rcode.FORMERR, false, this.ednsSize)
+      const n = writeBareResponse(query, 0, q, out, 0, out.length, v === Verdict.NOTIMP_OPCODE ? Rcode.NOTIMP : Rcode.FORMERR, false, this.ednsSize)
       cb(out.subarray(0, n))
       return
     }
     this.stats.requests++
     const w: Waiter = {
-      id: q.id, flags: q.flags, question: Buffer.from(query.subarray(DNS_HEADER_LEN, q.questionEnd)),
-      edns: q.edns, ednsSize: q.ednsSize, ednsDo: q.ednsDo, transport, cb,
+      id: q.id,
+      flags: q.flags,
+      question: Buffer.from(query.subarray(DNS_HEADER_LEN, q.questionEnd)),
+      edns: q.edns,
+      ednsSize: q.ednsSize,
+      ednsDo: q.ednsDo,
+      transport,
+      cb,
     }
     const cd = (q.flags & DnsFlag.CD) !== 0
     const key = `${Buffer.from(q.name.subarray(0, q.nameLen)).toString('latin1')}/${q.qtype}/${q.qclass}/${q.ednsDo ? 1 : 0}${cd ? 1 : 0}`
@@ -274,8 +306,18 @@ export class Upstream {
     w.question.copy(wire, DNS_HEADER_LEN)
     writeOpt(wire, DNS_HEADER_LEN + w.question.length, this.ednsSize, 0, q.ednsDo)
     const f: Flight = {
-      key, waiters: [w], wire, qname: Buffer.from(q.name.subarray(0, q.nameLen)), qtype: q.qtype, qclass: q.qclass,
-      tried: new Set(), attempt: 0, started: now, id: 0, server: -1, done: false,
+      key,
+      waiters: [w],
+      wire,
+      qname: Buffer.from(q.name.subarray(0, q.nameLen)),
+      qtype: q.qtype,
+      qclass: q.qclass,
+      tried: new Set(),
+      attempt: 0,
+      started: now,
+      id: 0,
+      server: -1,
+      done: false,
     }
     this.flights.set(key, f)
     this.next(f)
@@ -332,7 +374,11 @@ export class Upstream {
   private conn(i: number): UdpConn {
     let c = this.conns[i]
     if (c === undefined) {
-      c = new UdpConn(this.servers[i]!, (cc, m) => this.onUdp(cc, m), cc => this.onUdpError(cc, i))
+      c = new UdpConn(
+        this.servers[i]!,
+        (cc, m) => this.onUdp(cc, m),
+        cc => this.onUdpError(cc, i),
+      )
       this.conns[i] = c
     }
     return c
@@ -362,7 +408,7 @@ export class Upstream {
     clearTimeout(f.timer)
     if (m[2]! & (DnsFlag.TC >>> 8)) {
       this.stats.tcpFallbacks++
-      this.tcp(this.servers[f.server]!, f, (full) => this.onAnswer(f, full ?? m))
+      this.tcp(this.servers[f.server]!, f, full => this.onAnswer(f, full ?? m))
       return
     }
     this.onAnswer(f, m)
@@ -467,8 +513,7 @@ export class Upstream {
     }
     const out = Buffer.allocUnsafe(head + bodyLen + opt)
     const ad = e.ad && (w.ednsDo || (w.flags & DnsFlag.AD) !== 0)
-    const flags = DnsFlag.QR | (w.flags & (DnsFlag.RD | DnsFlag.CD)) | DnsFlag.RA | (ad ? DnsFlag.AD : 0) |
-      (tc ? DnsFlag.TC : 0) | (e.rcode & 0x0f)
+    const flags = DnsFlag.QR | (w.flags & (DnsFlag.RD | DnsFlag.CD)) | DnsFlag.RA | (ad ? DnsFlag.AD : 0) | (tc ? DnsFlag.TC : 0) | (e.rcode & 0x0f)
     writeHeader(out, 0, w.id, flags, 1, an, ns, ar + (opt ? 1 : 0))
     w.question.copy(out, DNS_HEADER_LEN)
     e.body.copy(out, head, 0, bodyLen)
@@ -569,7 +614,15 @@ function parseAnswer(m: Buffer, f: Flight, maxTtl: number, maxNegTtl: number): C
   if (rcode === Rcode.NOERROR && an > 0) ttl = Math.min(minAnswerTtl, maxTtl)
   else if ((rcode === Rcode.NOERROR || rcode === Rcode.NXDOMAIN) && negTtl >= 0) ttl = Math.min(negTtl, maxNegTtl)
   return {
-    rcode, ad: (m[3]! & DnsFlag.AD) !== 0, an, ns, ar: arCount, body, arStart: arStart - bodyStart,
-    ttlOffsets: ttlOffsets.map(o => o - bodyStart), storedAt: now, expiresAt: now + ttl * 1000,
+    rcode,
+    ad: (m[3]! & DnsFlag.AD) !== 0,
+    an,
+    ns,
+    ar: arCount,
+    body,
+    arStart: arStart - bodyStart,
+    ttlOffsets: ttlOffsets.map(o => o - bodyStart),
+    storedAt: now,
+    expiresAt: now + ttl * 1000,
   }
 }

@@ -56,8 +56,7 @@ class Zone {
 
   /** Every record, one per line in presentation format, sorted: for `tundra dump` and golden tests. */
   dump(): string {
-    const lines = this.compiler.records().map(r =>
-      r.data.kind === 'soa' ? formatRecord({ ...r, data: { ...r.data, serial: this.serial } }) : formatRecord(r))
+    const lines = this.compiler.records().map(r => (r.data.kind === 'soa' ? formatRecord({ ...r, data: { ...r.data, serial: this.serial } }) : formatRecord(r)))
     return lines.sort().join('\n') + '\n'
   }
 
@@ -77,4 +76,3 @@ export function compileZone(cluster: Cluster, opts: ZoneOptions = {}): Zone {
   c.full(cluster)
   return new Zone(c)
 }
-

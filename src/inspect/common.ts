@@ -67,7 +67,12 @@ export function textTable(header: readonly string[], rows: readonly (readonly st
   for (const r of split) {
     const height = Math.max(...r.map(c => c.length))
     for (let k = 0; k < height; k++) {
-      out.push(r.map((c, i) => (i === r.length - 1 ? (c[k] ?? '') : (c[k] ?? '').padEnd(widths[i]! + 3))).join('').trimEnd())
+      out.push(
+        r
+          .map((c, i) => (i === r.length - 1 ? (c[k] ?? '') : (c[k] ?? '').padEnd(widths[i]! + 3)))
+          .join('')
+          .trimEnd(),
+      )
     }
   }
   return out.join('\n') + '\n'

@@ -148,4 +148,3 @@ export function formatConntrack(r: ConntrackResult): { stdout: string; stderr: s
     stderr: `tundra conntrack: ${r.entries.length} flow entries have been shown.\n`,
   }
 }
-

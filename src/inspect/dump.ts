@@ -75,7 +75,9 @@ export function tableJson(table: NatTable): unknown {
       endpoints: {
         cluster: withChain(sp.cluster),
         ...(sp.internalPolicy === 'Local' || sp.externalPolicy === 'Local' ? { local: withChain(sp.local) } : {}),
-        servingNotUsed: endpointNames(sp.serving).filter(n => !used.has(n)).sort(),
+        servingNotUsed: endpointNames(sp.serving)
+          .filter(n => !used.has(n))
+          .sort(),
       },
     })
   }

@@ -20,7 +20,10 @@ import { Rec } from '../nat/image'
 import { SetView } from '../nat/state'
 import { flowHash } from '../nat/select'
 import {
-  serviceExternalChainName, serviceFirewallChainName, servicePortEndpointChainName, servicePortPolicyClusterChain,
+  serviceExternalChainName,
+  serviceFirewallChainName,
+  servicePortEndpointChainName,
+  servicePortPolicyClusterChain,
   servicePortPolicyLocalChainName,
 } from '../kubeproxy/names'
 
@@ -46,7 +49,14 @@ export interface ExplainedEndpoint {
 }
 
 export interface Explanation {
-  readonly tuple: { readonly family: Family; readonly protocol: string; readonly src: string; readonly dst: string; readonly sport: number; readonly dport: number }
+  readonly tuple: {
+    readonly family: Family
+    readonly protocol: string
+    readonly src: string
+    readonly dst: string
+    readonly sport: number
+    readonly dport: number
+  }
   /** pass: not service traffic; tracked: an existing connection; dnat: a new connection is translated */
   readonly verdict: 'pass' | 'tracked' | 'dnat' | 'reject' | 'drop' | 'reply'
   readonly reason: string
@@ -123,9 +133,10 @@ export function explain(table: NatTable, q: TraceQuery, ctx: ExplainContext = {}
   const tracked = ctx.engine?.findConntrack(family, proto, q.src, q.dst, sport, dport, now)
   if (tracked !== undefined) {
     const e = tracked.entry
-    const to = tracked.direction === 'original'
-      ? `${endpointString(e.reply.dst, e.reply.dport)} -> ${endpointString(e.reply.src, e.reply.sport)}`
-      : `${endpointString(e.orig.dst, e.orig.dport)} -> ${endpointString(e.orig.src, e.orig.sport)}`
+    const to =
+      tracked.direction === 'original'
+        ? `${endpointString(e.reply.dst, e.reply.dport)} -> ${endpointString(e.reply.src, e.reply.sport)}`
+        : `${endpointString(e.orig.dst, e.orig.dport)} -> ${endpointString(e.orig.src, e.orig.sport)}`
     return {
       tuple,
       verdict: 'tracked',
@@ -136,7 +147,8 @@ export function explain(table: NatTable, q: TraceQuery, ctx: ExplainContext = {}
 
   const v = frontendOf(fam, words, proto, dport)
   if (v === NO_FRONTEND) {
-    if (isVip(fam, words, aw)) return { tuple, verdict: 'reject', reason: `a ClusterIP, but no service port ${dport}/${q.protocol.toLowerCase()}: rejected (ICMP port unreachable)` }
+    if (isVip(fam, words, aw))
+      return { tuple, verdict: 'reject', reason: `a ClusterIP, but no service port ${dport}/${q.protocol.toLowerCase()}: rejected (ICMP port unreachable)` }
     return { tuple, verdict: 'pass', reason: 'no service frontend matches: not service traffic' }
   }
   const dec = new Decided()
@@ -148,8 +160,12 @@ export function explain(table: NatTable, q: TraceQuery, ctx: ExplainContext = {}
     tuple,
     frontend: { kind: FRONTEND_KIND_NAMES[kind]!, address: q.dst, port: dport, protocol: sp.protocol },
     service: {
-      namespace: sp.namespace, name: sp.name, portName: sp.portName, servicePortName: sp.servicePortName,
-      family: sp.family, chains,
+      namespace: sp.namespace,
+      name: sp.name,
+      portName: sp.portName,
+      servicePortName: sp.servicePortName,
+      family: sp.family,
+      chains,
     },
     lb: table.config.lb,
   }
@@ -163,7 +179,7 @@ export function explain(table: NatTable, q: TraceQuery, ctx: ExplainContext = {}
   const policy = kind === FrontendKind.CLUSTER_IP ? sp.internalPolicy : sp.externalPolicy
   const why = kind === FrontendKind.CLUSTER_IP ? `internalTrafficPolicy ${policy}` : SET_REASON_TEXT[dec.reason]!
   const set = setOf(sp, dec.which)
-  const trafficPolicy = { policy, endpointSet: set === sp.local && set !== sp.cluster ? 'local' as const : 'cluster' as const, why }
+  const trafficPolicy = { policy, endpointSet: set === sp.local && set !== sp.cluster ? ('local' as const) : ('cluster' as const), why }
   const endpoints: ExplainedEndpoint[] = []
   const n = set.count
   const names = endpointNames(set)
@@ -182,22 +198,26 @@ export function explain(table: NatTable, q: TraceQuery, ctx: ExplainContext = {}
   const masq = dec.masq
   const masquerade = { always: masq !== MasqReason.NONE && fam.hasSnat, reason: MASQ_REASON_NAMES[masq]! }
   const common = { ...base, ...(sourceRanges ? { sourceRanges } : {}), trafficPolicy, endpoints, masquerade }
-  if (verdict === Decision.DROP_NO_LOCAL_ENDPOINTS) return { ...common, verdict: 'drop', reason: `${why}, and no usable endpoint on node ${table.config.nodeName}: dropped` }
-  if (verdict === Decision.REJECT_NO_ENDPOINTS) return { ...common, verdict: 'reject', reason: 'service has no usable endpoints: rejected (ICMP port unreachable)' }
+  if (verdict === Decision.DROP_NO_LOCAL_ENDPOINTS)
+    return { ...common, verdict: 'drop', reason: `${why}, and no usable endpoint on node ${table.config.nodeName}: dropped` }
+  if (verdict === Decision.REJECT_NO_ENDPOINTS)
+    return { ...common, verdict: 'reject', reason: 'service has no usable endpoints: rejected (ICMP port unreachable)' }
   let affinity: Explanation['affinity']
   if (sp.affinityTimeout > 0) {
     const pinned = ctx.engine?.findAffinity(sp, q.src, now)
-    affinity = pinned !== undefined && names.includes(pinned.endpoint)
-      ? { timeoutSeconds: sp.affinityTimeout, pinned }
-      : { timeoutSeconds: sp.affinityTimeout }
+    affinity = pinned !== undefined && names.includes(pinned.endpoint) ? { timeoutSeconds: sp.affinityTimeout, pinned } : { timeoutSeconds: sp.affinityTimeout }
   }
   let maglevPick: string | undefined
   if (table.config.lb === 'maglev' && set.maglev !== null) {
     maglevPick = names[set.maglev[(flowHash(words, 2 * aw + 1, proto) >>> 0) % set.maglev.length]!]
   }
-  const target = affinity?.pinned ? `pinned to ${affinity.pinned.endpoint} by ClientIP affinity`
-    : maglevPick !== undefined ? `Maglev picks ${maglevPick}`
-      : n === 1 ? `to ${names[0]!}` : `uniformly over ${n} endpoints`
+  const target = affinity?.pinned
+    ? `pinned to ${affinity.pinned.endpoint} by ClientIP affinity`
+    : maglevPick !== undefined
+      ? `Maglev picks ${maglevPick}`
+      : n === 1
+        ? `to ${names[0]!}`
+        : `uniformly over ${n} endpoints`
   const masqText = masquerade.always ? `, masqueraded (${masquerade.reason})` : endpoints.some(e => e.hairpin) ? ', masqueraded if it hairpins to itself' : ''
   return {
     ...common,

@@ -24,7 +24,7 @@ export function inspectHandlers(view: DataplaneView): Record<(typeof INSPECT_COM
       const format = optChoice(args, 'format', DUMP_FORMATS) ?? 'iptables-save'
       const family = args['family'] === undefined ? 4 : Number(args['family'])
       if (family !== 4 && family !== 6) throw new InspectError(`family must be 4 or 6, not ${JSON.stringify(args['family'])}`)
-      const proxy = typeof args['proxy'] === 'object' && args['proxy'] !== null ? args['proxy'] as DumpOptions : {}
+      const proxy = typeof args['proxy'] === 'object' && args['proxy'] !== null ? (args['proxy'] as DumpOptions) : {}
       return dumpText(view, format, family, proxy)
     },
     trace: args => traceLive(view, parseTraceArgs(args)),

@@ -5,8 +5,15 @@ export { dumpText, tableJson, DUMP_FORMATS, type DumpFormat } from './dump'
 export { buildTrace, formatTrace, parseTraceArgs, resolveName, TRACE_PROTOCOLS, type Trace, type TraceArgs } from './trace'
 export { servicesReport, formatServices, type ServicesReport, type ServiceRow } from './services'
 export {
-  conntrackOp, conntrackLine, formatConntrack, parseConntrackArgs, CONNTRACK_OPS, OFFLINE_CONNTRACK,
-  type ConntrackArgs, type ConntrackResult, type ConntrackRow,
+  conntrackOp,
+  conntrackLine,
+  formatConntrack,
+  parseConntrackArgs,
+  CONNTRACK_OPS,
+  OFFLINE_CONNTRACK,
+  type ConntrackArgs,
+  type ConntrackResult,
+  type ConntrackRow,
 } from './conntrack'
 export { resolveSocket, type SocketChoice } from './socket'
 export { InspectError } from './common'

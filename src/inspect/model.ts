@@ -109,7 +109,11 @@ export function backendsOf(services: ReadonlyMap<string, Service>, sp: SvcPort, 
     const endpoint = endpointString(ep.ip, port)
     const state = ep.ready ? 'ready' : ep.terminating ? 'terminating' : ep.serving ? 'serving' : 'not-ready'
     out.set(endpoint, {
-      endpoint, address: ep.ip, port, state, serving: ep.serving,
+      endpoint,
+      address: ep.ip,
+      port,
+      state,
+      serving: ep.serving,
       node: ep.nodeName ?? null,
       local: ep.nodeName !== undefined && ep.nodeName === nodeName,
       active: active.has(endpoint),
@@ -133,7 +137,12 @@ export function dumpOptions(c: ResolvedNatConfig): DumpOptions {
 /** Service ports of the table in a stable order: service, family, protocol, port. */
 export function sortedSvcPorts(table: NatTable): SvcPort[] {
   const out = table.svcPorts.filter((sp): sp is SvcPort => sp !== undefined)
-  return out.sort((a, b) =>
-    byEndpointText(`${a.namespace}/${a.name}`, `${b.namespace}/${b.name}`) || a.family - b.family ||
-    byEndpointText(a.protocol, b.protocol) || a.port - b.port || byEndpointText(a.portName, b.portName))
+  return out.sort(
+    (a, b) =>
+      byEndpointText(`${a.namespace}/${a.name}`, `${b.namespace}/${b.name}`) ||
+      a.family - b.family ||
+      byEndpointText(a.protocol, b.protocol) ||
+      a.port - b.port ||
+      byEndpointText(a.portName, b.portName),
+  )
 }

@@ -64,7 +64,12 @@ function needsPlacement(c: Cluster): boolean {
  * one bad object does not leave every service without endpoints: they are written to a scratch dir, one file per
  * source file, and names in what comes back are mapped to the source files again.
  */
-function placeLikeLab(files: readonly string[], someInvalid: boolean, nodes: number, nodePortRange?: readonly [number, number]): { cluster: Cluster; warnings: string[] } | { problems: Problem[]; warnings: string[] } {
+function placeLikeLab(
+  files: readonly string[],
+  someInvalid: boolean,
+  nodes: number,
+  nodePortRange?: readonly [number, number],
+): { cluster: Cluster; warnings: string[] } | { problems: Problem[]; warnings: string[] } {
   const range = nodePortRange !== undefined ? { nodePortRange } : {}
   let inputs = [...files]
   const back = new Map<string, string>()
@@ -111,9 +116,17 @@ export function offlineView(files: readonly string[], opts: OfflineOptions = {})
   if (files.length === 0) throw new InspectError('give at least one manifest file or directory (-f)')
   // A missing file is a usage error, not a problem to skip: nothing useful comes from inspecting nothing.
   for (const f of files) if (!existsSync(f)) throw new InspectError(`${f}: no such file or directory`)
-  const report = opts.report ?? ((line: string) => { process.stderr.write(line + '\n') })
+  const report =
+    opts.report ??
+    ((line: string) => {
+      process.stderr.write(line + '\n')
+    })
 
-  const loaded = loadCluster(files, { expandDeployments: true, endpointSliceController: true, ...(opts.nodePortRange !== undefined ? { nodePortRange: opts.nodePortRange } : {}) })
+  const loaded = loadCluster(files, {
+    expandDeployments: true,
+    endpointSliceController: true,
+    ...(opts.nodePortRange !== undefined ? { nodePortRange: opts.nodePortRange } : {}),
+  })
   let cluster = loaded.cluster
   let problems: Problem[] = loaded.problems
   const warnings: string[] = [...loaded.warnings]
@@ -133,7 +146,9 @@ export function offlineView(files: readonly string[], opts: OfflineOptions = {})
 
   const node = opts.nodeName !== undefined ? cluster.nodes.find(n => n.name === opts.nodeName) : cluster.nodes[0]
   if (opts.nodeName !== undefined && node === undefined && opts.nodeIP === undefined && cluster.nodes.length > 0) {
-    throw new InspectError(`no node ${JSON.stringify(opts.nodeName)} in the manifests (nodes: ${cluster.nodes.map(n => n.name).join(', ')}); give --node-ip too to act as it anyway`)
+    throw new InspectError(
+      `no node ${JSON.stringify(opts.nodeName)} in the manifests (nodes: ${cluster.nodes.map(n => n.name).join(', ')}); give --node-ip too to act as it anyway`,
+    )
   }
   const nodeName = opts.nodeName ?? node?.name ?? OFFLINE_DEFAULTS.nodeName
   const nodeIP = opts.nodeIP ?? node?.addresses.find(a => familyOf(a) === 4) ?? node?.addresses[0] ?? OFFLINE_DEFAULTS.nodeIP

@@ -48,9 +48,7 @@ export function servicesReport(view: DataplaneView, counters?: { readonly packet
   const services: ServiceRow[] = []
   for (const sp of sortedSvcPorts(table)) {
     const cs = table.services.get(`${sp.namespace}/${sp.name}`)
-    const live = counters !== undefined
-      ? { counters: { packets: counters.packets[sp.id] ?? 0, newConnections: counters.newConnections[sp.id] ?? 0 } }
-      : {}
+    const live = counters !== undefined ? { counters: { packets: counters.packets[sp.id] ?? 0, newConnections: counters.newConnections[sp.id] ?? 0 } } : {}
     services.push({
       id: sp.id,
       service: `${sp.namespace}/${sp.name}`,
@@ -82,7 +80,11 @@ function addr(ip: string, port: number): string {
 }
 
 function backendLine(b: Backend, i: number, proto: string, used: ReadonlySet<string>, policy: string): string {
-  const tags = [b.state, ...(b.state === 'terminating' && !b.serving ? ['not serving'] : []), b.local ? 'local' : b.node !== null ? `remote ${b.node}` : 'remote']
+  const tags = [
+    b.state,
+    ...(b.state === 'terminating' && !b.serving ? ['not serving'] : []),
+    b.local ? 'local' : b.node !== null ? `remote ${b.node}` : 'remote',
+  ]
   if (!used.has(b.endpoint)) tags.push(b.active && policy.endsWith('Local') ? `not used: ${policy}` : 'not used')
   return `${i + 1} => ${addr(b.address, b.port)}/${proto} (${tags.join(', ')})`
 }
@@ -99,8 +101,8 @@ export function formatServices(r: ServicesReport): string {
       const isClusterIP = f.kind === 'ClusterIP'
       const policy = isClusterIP ? `int ${s.internalTrafficPolicy}` : `ext ${s.externalTrafficPolicy}`
       const policyName = isClusterIP ? `internalTrafficPolicy ${s.internalTrafficPolicy}` : `externalTrafficPolicy ${s.externalTrafficPolicy}`
-      const backends = s.backends.length === 0 ? '(none)'
-        : s.backends.map((b, k) => backendLine(b, k, s.protocol, isClusterIP ? internal : external, policyName)).join('\n')
+      const backends =
+        s.backends.length === 0 ? '(none)' : s.backends.map((b, k) => backendLine(b, k, s.protocol, isClusterIP ? internal : external, policyName)).join('\n')
       const row = [
         String(s.id),
         `${addr(f.address, f.port)}/${f.protocol}${f.installed ? '' : ' (conflict)'}`,

@@ -208,8 +208,7 @@ export function resolveName(view: DataplaneView, name: string, src: string, fami
   const pod = view.cluster().pods.find(p => p.ips.includes(src))
   const search = pod !== undefined && !name.endsWith('.') ? [`${pod.namespace}.svc.${origin}`, `svc.${origin}`, origin] : []
   const dots = bare.split('.').length - 1
-  const candidates = search.length === 0 ? [bare]
-    : dots >= 5 ? [bare, ...search.map(s => `${bare}.${s}`)] : [...search.map(s => `${bare}.${s}`), bare]
+  const candidates = search.length === 0 ? [bare] : dots >= 5 ? [bare, ...search.map(s => `${bare}.${s}`)] : [...search.map(s => `${bare}.${s}`), bare]
   const tries: DnsTry[] = []
   for (const cand of candidates) {
     const t = askDns(view, cand, qtype)
@@ -255,7 +254,9 @@ function hostBits(ip: string): string {
 
 function natHook(c: WalkCtx): void {
   c.steps.push({
-    table: 'nat', chain: c.srcLocal ? 'OUTPUT' : 'PREROUTING', rule: `${comment(HOOK_COMMENT)} -j KUBE-SERVICES`,
+    table: 'nat',
+    chain: c.srcLocal ? 'OUTPUT' : 'PREROUTING',
+    rule: `${comment(HOOK_COMMENT)} -j KUBE-SERVICES`,
     ...(c.srcLocal ? { note: `${c.q.src} is this node: locally generated traffic enters at OUTPUT` } : {}),
   })
 }
@@ -264,11 +265,26 @@ function natHook(c: WalkCtx): void {
 function filterHook(c: WalkCtx, target: 'KUBE-SERVICES' | 'KUBE-EXTERNAL-SERVICES' | 'KUBE-PROXY-FIREWALL'): void {
   // kube-proxy jumps to KUBE-SERVICES from FORWARD and OUTPUT, to KUBE-EXTERNAL-SERVICES from INPUT and FORWARD,
   // to KUBE-PROXY-FIREWALL from all three
-  const chain = target === 'KUBE-SERVICES' ? (c.srcLocal ? 'OUTPUT' : 'FORWARD')
-    : target === 'KUBE-EXTERNAL-SERVICES' ? (c.dstLocal ? 'INPUT' : 'FORWARD')
-      : c.dstLocal ? 'INPUT' : c.srcLocal ? 'OUTPUT' : 'FORWARD'
-  const text = target === 'KUBE-SERVICES' ? HOOK_COMMENT
-    : target === 'KUBE-EXTERNAL-SERVICES' ? 'kubernetes externally-visible service portals' : 'kubernetes load balancer firewall'
+  const chain =
+    target === 'KUBE-SERVICES'
+      ? c.srcLocal
+        ? 'OUTPUT'
+        : 'FORWARD'
+      : target === 'KUBE-EXTERNAL-SERVICES'
+        ? c.dstLocal
+          ? 'INPUT'
+          : 'FORWARD'
+        : c.dstLocal
+          ? 'INPUT'
+          : c.srcLocal
+            ? 'OUTPUT'
+            : 'FORWARD'
+  const text =
+    target === 'KUBE-SERVICES'
+      ? HOOK_COMMENT
+      : target === 'KUBE-EXTERNAL-SERVICES'
+        ? 'kubernetes externally-visible service portals'
+        : 'kubernetes load balancer firewall'
   c.steps.push({ table: 'filter', chain, rule: `-m conntrack --ctstate NEW ${comment(text)} -j ${target}` })
 }
 
@@ -290,7 +306,12 @@ function frontendRules(c: WalkCtx, ex: Explanation, sp: SvcPort): string {
     const base = `-d ${d} -p ${p} ${comment(`${name} cluster IP`)} ${dportMatch(p, c.q.dport)} -j KUBE-MARK-MASQ`
     if (cfg.masqueradeAll) c.steps.push({ table: 'nat', chain: target, rule: base, note: '--masquerade-all: marked for masquerade' })
     else if (c.clusterCIDR !== undefined && !c.fromCluster) {
-      c.steps.push({ table: 'nat', chain: target, rule: `! -s ${c.clusterCIDR} ${base}`, note: `${c.q.src} is outside the cluster CIDR: marked for masquerade` })
+      c.steps.push({
+        table: 'nat',
+        chain: target,
+        rule: `! -s ${c.clusterCIDR} ${base}`,
+        note: `${c.q.src} is outside the cluster CIDR: marked for masquerade`,
+      })
     }
     return target
   }
@@ -298,35 +319,65 @@ function frontendRules(c: WalkCtx, ex: Explanation, sp: SvcPort): string {
   if (kind === 'NodePort') {
     const npa = c.view.natConfig().nodePortAddresses
     c.steps.push({
-      table: 'nat', chain: 'KUBE-SERVICES',
-      rule: npa.length === 0
-        ? `! -d ${c.family === 4 ? '127.0.0.0/8' : '::1/128'} ${comment(NODEPORTS_COMMENT)} -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS`
-        : `-d ${d} ${comment(NODEPORTS_COMMENT)} -j KUBE-NODEPORTS`,
+      table: 'nat',
+      chain: 'KUBE-SERVICES',
+      rule:
+        npa.length === 0
+          ? `! -d ${c.family === 4 ? '127.0.0.0/8' : '::1/128'} ${comment(NODEPORTS_COMMENT)} -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS`
+          : `-d ${d} ${comment(NODEPORTS_COMMENT)} -j KUBE-NODEPORTS`,
     })
     c.steps.push({ table: 'nat', chain: 'KUBE-NODEPORTS', rule: `-p ${p} ${comment(name)} ${dportMatch(p, c.q.dport)} -j ${ext}` })
   } else if (kind === 'ExternalIP') {
     c.steps.push({ table: 'nat', chain: 'KUBE-SERVICES', rule: `-d ${d} -p ${p} ${comment(`${name} external IP`)} ${dportMatch(p, c.q.dport)} -j ${ext}` })
   } else {
     const fw = ex.sourceRanges !== undefined
-    c.steps.push({ table: 'nat', chain: 'KUBE-SERVICES', rule: `-d ${d} -p ${p} ${comment(`${name} loadbalancer IP`)} ${dportMatch(p, c.q.dport)} -j ${fw ? chains.firewall : ext}` })
+    c.steps.push({
+      table: 'nat',
+      chain: 'KUBE-SERVICES',
+      rule: `-d ${d} -p ${p} ${comment(`${name} loadbalancer IP`)} ${dportMatch(p, c.q.dport)} -j ${fw ? chains.firewall : ext}`,
+    })
     if (fw) {
       const range = ex.sourceRanges!.ranges.find(r => inCidr(r, c.q.src)) ?? `${hostBits(c.q.src)}`
-      c.steps.push({ table: 'nat', chain: chains.firewall, rule: `-s ${range} ${comment(`${name} loadbalancer IP`)} -j ${ext}`, note: 'source allowed by loadBalancerSourceRanges' })
+      c.steps.push({
+        table: 'nat',
+        chain: chains.firewall,
+        rule: `-s ${range} ${comment(`${name} loadbalancer IP`)} -j ${ext}`,
+        note: 'source allowed by loadBalancerSourceRanges',
+      })
     }
   }
   // KUBE-EXT: masquerade and the policy chain
   if (sp.externalPolicy === 'Cluster') {
-    c.steps.push({ table: 'nat', chain: ext, rule: `${comment(`masquerade traffic for ${name} external destinations`)} -j KUBE-MARK-MASQ`, note: 'externalTrafficPolicy Cluster: marked for masquerade' })
+    c.steps.push({
+      table: 'nat',
+      chain: ext,
+      rule: `${comment(`masquerade traffic for ${name} external destinations`)} -j KUBE-MARK-MASQ`,
+      note: 'externalTrafficPolicy Cluster: marked for masquerade',
+    })
     c.steps.push({ table: 'nat', chain: ext, rule: `-j ${chains.service}` })
     return chains.service
   }
   if (c.fromCluster && c.clusterCIDR !== undefined) {
-    c.steps.push({ table: 'nat', chain: ext, rule: `-s ${c.clusterCIDR} ${comment(`pod traffic for ${name} external destinations`)} -j ${chains.service}`, note: 'a pod: short-circuited to every endpoint, not masqueraded' })
+    c.steps.push({
+      table: 'nat',
+      chain: ext,
+      rule: `-s ${c.clusterCIDR} ${comment(`pod traffic for ${name} external destinations`)} -j ${chains.service}`,
+      note: 'a pod: short-circuited to every endpoint, not masqueraded',
+    })
     return chains.service
   }
   if (c.srcLocal) {
-    c.steps.push({ table: 'nat', chain: ext, rule: `${comment(`masquerade LOCAL traffic for ${name} external destinations`)} -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ`, note: 'from this node: marked for masquerade' })
-    c.steps.push({ table: 'nat', chain: ext, rule: `${comment(`route LOCAL traffic for ${name} external destinations`)} -m addrtype --src-type LOCAL -j ${chains.service}` })
+    c.steps.push({
+      table: 'nat',
+      chain: ext,
+      rule: `${comment(`masquerade LOCAL traffic for ${name} external destinations`)} -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ`,
+      note: 'from this node: marked for masquerade',
+    })
+    c.steps.push({
+      table: 'nat',
+      chain: ext,
+      rule: `${comment(`route LOCAL traffic for ${name} external destinations`)} -m addrtype --src-type LOCAL -j ${chains.service}`,
+    })
     return chains.service
   }
   ext = chains.local
@@ -355,10 +406,23 @@ function filterVerdict(c: WalkCtx, ex: Explanation, sp: SvcPort | undefined, act
   const kind = ex.frontend.kind
   if (ex.sourceRanges !== undefined && !ex.sourceRanges.allowed) {
     const chains = ex.service!.chains
-    c.steps.push({ table: 'nat', chain: 'KUBE-SERVICES', rule: `-d ${d} -p ${p} ${comment(`${name} loadbalancer IP`)} ${dportMatch(p, c.q.dport)} -j ${chains.firewall}` })
-    c.steps.push({ table: 'nat', chain: chains.firewall, rule: comment(`other traffic to ${name} will be dropped by KUBE-PROXY-FIREWALL`), note: `${c.q.src} is in none of ${ex.sourceRanges.ranges.join(', ')}` })
+    c.steps.push({
+      table: 'nat',
+      chain: 'KUBE-SERVICES',
+      rule: `-d ${d} -p ${p} ${comment(`${name} loadbalancer IP`)} ${dportMatch(p, c.q.dport)} -j ${chains.firewall}`,
+    })
+    c.steps.push({
+      table: 'nat',
+      chain: chains.firewall,
+      rule: comment(`other traffic to ${name} will be dropped by KUBE-PROXY-FIREWALL`),
+      note: `${c.q.src} is in none of ${ex.sourceRanges.ranges.join(', ')}`,
+    })
     filterHook(c, 'KUBE-PROXY-FIREWALL')
-    c.steps.push({ table: 'filter', chain: 'KUBE-PROXY-FIREWALL', rule: `-d ${d} -p ${p} ${comment(`${name} traffic not accepted by ${chains.firewall}`)} ${dportMatch(p, c.q.dport)} -j DROP` })
+    c.steps.push({
+      table: 'filter',
+      chain: 'KUBE-PROXY-FIREWALL',
+      rule: `-d ${d} -p ${p} ${comment(`${name} traffic not accepted by ${chains.firewall}`)} ${dportMatch(p, c.q.dport)} -j DROP`,
+    })
     return
   }
   c.steps.push({ table: 'nat', chain: 'KUBE-SERVICES', rule: '', note: `no rule sends it on: ${why}` })
@@ -367,7 +431,11 @@ function filterVerdict(c: WalkCtx, ex: Explanation, sp: SvcPort | undefined, act
     c.steps.push({ table: 'filter', chain: 'KUBE-SERVICES', rule: `-d ${d} -p ${p} ${comment(why)} ${dportMatch(p, c.q.dport)} -j ${target}` })
   } else if (kind === 'NodePort') {
     filterHook(c, 'KUBE-EXTERNAL-SERVICES')
-    c.steps.push({ table: 'filter', chain: 'KUBE-EXTERNAL-SERVICES', rule: `-p ${p} ${comment(why)} -m addrtype --dst-type LOCAL ${dportMatch(p, c.q.dport)} -j ${target}` })
+    c.steps.push({
+      table: 'filter',
+      chain: 'KUBE-EXTERNAL-SERVICES',
+      rule: `-p ${p} ${comment(why)} -m addrtype --dst-type LOCAL ${dportMatch(p, c.q.dport)} -j ${target}`,
+    })
   } else {
     filterHook(c, 'KUBE-EXTERNAL-SERVICES')
     c.steps.push({ table: 'filter', chain: 'KUBE-EXTERNAL-SERVICES', rule: `-d ${d} -p ${p} ${comment(why)} ${dportMatch(p, c.q.dport)} -j ${target}` })
@@ -403,7 +471,8 @@ function splitEndpoint(ep: string): { ip: string; port: number } {
   return { ip: ep.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(ep.slice(i + 1)) }
 }
 
-const KUBE_PROXY_ICMP = "kube-proxy's iptables mode only has DNAT rules for a service's TCP/UDP/SCTP ports: an echo request " +
+const KUBE_PROXY_ICMP =
+  "kube-proxy's iptables mode only has DNAT rules for a service's TCP/UDP/SCTP ports: an echo request " +
   'to a ClusterIP matches none of them, is routed toward an address no host owns, and ping gets no answer ' +
   '(IPVS mode answers, as the address is bound to kube-ipvs0; nftables mode rejects it)'
 
@@ -440,7 +509,11 @@ export function buildTrace(view: DataplaneView, args: TraceArgs, lookups?: Expla
   const engine = lookups
   const live = view.live() !== undefined
   const query = {
-    proto, src: s.ip, sport: proto === 'icmp' ? null : sport ?? null, dst: dstIP ?? name!, dport: proto === 'icmp' ? null : dport ?? null,
+    proto,
+    src: s.ip,
+    sport: proto === 'icmp' ? null : (sport ?? null),
+    dst: dstIP ?? name!,
+    dport: proto === 'icmp' ? null : (dport ?? null),
     ...(name !== undefined ? { name } : {}),
   }
   const base = { query, node: cfg.nodeName, live }
@@ -449,11 +522,16 @@ export function buildTrace(view: DataplaneView, args: TraceArgs, lookups?: Expla
   if (dstIP === undefined) {
     dns = resolveName(view, name!, s.ip, family)
     if (dns.outcome !== 'resolved') {
-      const why = dns.outcome === 'forwarded' ? `${name} is not a cluster name: tundra forwards the query upstream, so the trace stops here`
-        : dns.outcome === 'nxdomain' ? `${name} does not exist (NXDOMAIN)` : `${name} has no ${dns.qtype} record`
-      const hint = dns.search.length === 0 && !name!.endsWith('.') && !name!.replace(/\.$/, '').endsWith(view.dns().zone.origin.replace(/\.$/, ''))
-        ? ` (${s.ip} is no pod here, so no search path applies: give the full name, e.g. <service>.<namespace>.svc.${view.dns().zone.origin.replace(/\.$/, '')})`
-        : ''
+      const why =
+        dns.outcome === 'forwarded'
+          ? `${name} is not a cluster name: tundra forwards the query upstream, so the trace stops here`
+          : dns.outcome === 'nxdomain'
+            ? `${name} does not exist (NXDOMAIN)`
+            : `${name} has no ${dns.qtype} record`
+      const hint =
+        dns.search.length === 0 && !name!.endsWith('.') && !name!.replace(/\.$/, '').endsWith(view.dns().zone.origin.replace(/\.$/, ''))
+          ? ` (${s.ip} is no pod here, so no search path applies: give the full name, e.g. <service>.<namespace>.svc.${view.dns().zone.origin.replace(/\.$/, '')})`
+          : ''
       return { ...base, dns, verdict: 'unresolved', reason: why + hint, path: [], steps: [] }
     }
     dstIP = dns.address!
@@ -481,8 +559,20 @@ export function buildTrace(view: DataplaneView, args: TraceArgs, lookups?: Expla
     ...base,
     ...(dns !== undefined ? { dns } : {}),
     family,
-    ...(ex.frontend !== undefined ? { frontend: { kind: ex.frontend.kind, address: ex.frontend.address, port: ex.frontend.port, protocol: ex.frontend.protocol } } : {}),
-    ...(ex.service !== undefined ? { service: { namespace: ex.service.namespace, name: ex.service.name, portName: ex.service.portName, servicePortName: ex.service.servicePortName, chains: ex.service.chains } } : {}),
+    ...(ex.frontend !== undefined
+      ? { frontend: { kind: ex.frontend.kind, address: ex.frontend.address, port: ex.frontend.port, protocol: ex.frontend.protocol } }
+      : {}),
+    ...(ex.service !== undefined
+      ? {
+          service: {
+            namespace: ex.service.namespace,
+            name: ex.service.name,
+            portName: ex.service.portName,
+            servicePortName: ex.service.servicePortName,
+            chains: ex.service.chains,
+          },
+        }
+      : {}),
     ...(ex.trafficPolicy !== undefined ? { trafficPolicy: ex.trafficPolicy } : {}),
   }
   const table = view.table()
@@ -491,14 +581,22 @@ export function buildTrace(view: DataplaneView, args: TraceArgs, lookups?: Expla
   if (proto === 'icmp') {
     natHook(c)
     c.steps.push({ table: 'nat', chain: 'KUBE-SERVICES', rule: '', note: 'kube-proxy rules match -p tcp/udp/sctp --dport only' })
-    if (ex.verdict === 'pass') return { ...common, verdict: 'pass', reason: `${dstIP} is not a ClusterIP: not service traffic, routed normally`, path: pathOf(c.steps), steps: c.steps }
+    if (ex.verdict === 'pass')
+      return { ...common, verdict: 'pass', reason: `${dstIP} is not a ClusterIP: not service traffic, routed normally`, path: pathOf(c.steps), steps: c.steps }
     const mode = cfg.icmpMode
-    const tundra = mode === 'reply' ? `answered by tundra itself (icmpMode reply): the echo reply comes from ${dstIP}, as with IPVS`
-      : mode === 'reject' ? 'tundra answers ICMP port unreachable (icmpMode reject, as kube-proxy\'s nftables mode does)'
-        : 'tundra drops it (icmpMode drop)'
+    const tundra =
+      mode === 'reply'
+        ? `answered by tundra itself (icmpMode reply): the echo reply comes from ${dstIP}, as with IPVS`
+        : mode === 'reject'
+          ? "tundra answers ICMP port unreachable (icmpMode reject, as kube-proxy's nftables mode does)"
+          : 'tundra drops it (icmpMode drop)'
     return {
-      ...common, verdict: ex.verdict, reason: `echo request to a ClusterIP, icmpMode ${mode}`,
-      path: pathOf(c.steps), steps: c.steps, icmp: { mode, tundra, kubeProxy: KUBE_PROXY_ICMP },
+      ...common,
+      verdict: ex.verdict,
+      reason: `echo request to a ClusterIP, icmpMode ${mode}`,
+      path: pathOf(c.steps),
+      steps: c.steps,
+      icmp: { mode, tundra, kubeProxy: KUBE_PROXY_ICMP },
     }
   }
 
@@ -506,7 +604,12 @@ export function buildTrace(view: DataplaneView, args: TraceArgs, lookups?: Expla
   if (cur.verdict === 'tracked' && cur.conntrack?.direction === 'reply') {
     const e = cur.conntrack.entry
     return {
-      ...common, verdict: 'tracked', reason: cur.reason, path: [], steps: [], conntrack: cur.conntrack,
+      ...common,
+      verdict: 'tracked',
+      reason: cur.reason,
+      path: [],
+      steps: [],
+      conntrack: cur.conntrack,
       rewritten: { src: e.orig.dst, sport: e.orig.dport, dst: e.orig.src, dport: e.orig.sport },
     }
   }
@@ -515,15 +618,24 @@ export function buildTrace(view: DataplaneView, args: TraceArgs, lookups?: Expla
     natHook(c)
     c.steps.push({ table: 'nat', chain: 'KUBE-SERVICES', rule: '', note: 'no rule matches: not service traffic' })
     const tracked = cur.verdict === 'tracked' ? { conntrack: cur.conntrack! } : {}
-    return { ...common, ...tracked, verdict: cur.verdict, reason: cur.verdict === 'tracked' ? cur.reason : `${ex.reason}; routed normally`, path: pathOf(c.steps), steps: c.steps }
+    return {
+      ...common,
+      ...tracked,
+      verdict: cur.verdict,
+      reason: cur.verdict === 'tracked' ? cur.reason : `${ex.reason}; routed normally`,
+      path: pathOf(c.steps),
+      steps: c.steps,
+    }
   }
   if (ex.verdict === 'reject' && ex.frontend === undefined) {
     natHook(c)
     c.steps.push({ table: 'nat', chain: 'KUBE-SERVICES', rule: '', note: `no rule matches: ${dstIP} has no service port ${dport}/${proto}` })
     return {
-      ...common, verdict: 'reject',
+      ...common,
+      verdict: 'reject',
       reason: `${ex.reason}. kube-proxy's iptables mode has no rule for it either: the packet is routed toward an address no host owns and times out (its nftables mode rejects it, as tundra does)`,
-      path: pathOf(c.steps), steps: c.steps,
+      path: pathOf(c.steps),
+      steps: c.steps,
     }
   }
   if (ex.verdict === 'reject' || ex.verdict === 'drop') {
@@ -543,20 +655,36 @@ export function buildTrace(view: DataplaneView, args: TraceArgs, lookups?: Expla
   let pick: NonNullable<Trace['pick']>
   const tracked = cur.verdict === 'tracked' && cur.conntrack?.direction === 'original' ? cur.conntrack : undefined
   const pinned = cur.affinity?.pinned
-  const chosen = (endpoint: string, how: NonNullable<Trace['pick']>['how'], note: string): NonNullable<Trace['pick']> =>
-    ({ endpoint, chain: endpointChain(sp, endpoint), how, note })
+  const chosen = (endpoint: string, how: NonNullable<Trace['pick']>['how'], note: string): NonNullable<Trace['pick']> => ({
+    endpoint,
+    chain: endpointChain(sp, endpoint),
+    how,
+    note,
+  })
   if (tracked !== undefined) {
     const ep = endpointString(tracked.entry.reply.src, tracked.entry.reply.sport)
-    pick = chosen(ep, 'conntrack', `an existing connection (${tracked.entry.state || tracked.entry.protocol}, expires in ${tracked.entry.expiresIn} s): conntrack sends it to ${ep} without walking the chains again; shown is the walk its first packet took`)
+    pick = chosen(
+      ep,
+      'conntrack',
+      `an existing connection (${tracked.entry.state || tracked.entry.protocol}, expires in ${tracked.entry.expiresIn} s): conntrack sends it to ${ep} without walking the chains again; shown is the walk its first packet took`,
+    )
   } else if (pinned !== undefined) {
-    pick = chosen(pinned.endpoint, 'affinity', `ClientIP affinity: ${s.ip} was sent to ${pinned.endpoint} within the last ${cur.affinity!.timeoutSeconds} s (pin expires in ${pinned.expiresIn} s)`)
+    pick = chosen(
+      pinned.endpoint,
+      'affinity',
+      `ClientIP affinity: ${s.ip} was sent to ${pinned.endpoint} within the last ${cur.affinity!.timeoutSeconds} s (pin expires in ${pinned.expiresIn} s)`,
+    )
   } else if (ex.maglevPick !== undefined) {
     pick = chosen(ex.maglevPick, 'maglev', 'Maglev: the lookup table picks it from a hash of the 5-tuple (every node agrees)')
   } else if (n === 1) {
     pick = chosen(rules[0]!.endpoint, 'only', 'the only endpoint')
   } else {
     const k = fnv(`${proto} ${s.ip} ${sport ?? 0} ${dstIP} ${dport ?? 0}`) % n
-    pick = chosen(rules[k]!.endpoint, 'hash', `one of ${n}, each 1/${n}: a new connection picks at random${live ? '' : ' (offline)'}; shown is the one a hash of this 5-tuple picks`)
+    pick = chosen(
+      rules[k]!.endpoint,
+      'hash',
+      `one of ${n}, each 1/${n}: a new connection picks at random${live ? '' : ' (offline)'}; shown is the one a hash of this 5-tuple picks`,
+    )
   }
   const endpoints: TraceEndpoint[] = rules.map(e => ({ ...e, picked: e.endpoint === pick.endpoint }))
   const spName = sp.servicePortName
@@ -564,49 +692,82 @@ export function buildTrace(view: DataplaneView, args: TraceArgs, lookups?: Expla
   const picked = endpoints.find(e => e.picked)
   const pickedRule = picked === undefined ? -1 : endpoints.indexOf(picked)
   if (pick.how === 'affinity') {
-    c.steps.push({ table: 'nat', chain: svcChain, balance: true, rule: `${comment(spName)} -m recent --rcheck --seconds ${sp.affinityTimeout} --reap --name ${pick.chain} --mask ${mask} --rsource -j ${pick.chain}`, note: pick.note })
+    c.steps.push({
+      table: 'nat',
+      chain: svcChain,
+      balance: true,
+      rule: `${comment(spName)} -m recent --rcheck --seconds ${sp.affinityTimeout} --reap --name ${pick.chain} --mask ${mask} --rsource -j ${pick.chain}`,
+      note: pick.note,
+    })
   } else {
     const prob = picked?.probability
     if (sp.affinityTimeout > 0) {
-      c.steps.push({ table: 'nat', chain: svcChain, rule: '', note: `ClientIP affinity: no pin for ${s.ip} yet (${live ? 'none live' : 'offline'}), so none of the ${n} "-m recent --rcheck --seconds ${sp.affinityTimeout}" rules matches` })
+      c.steps.push({
+        table: 'nat',
+        chain: svcChain,
+        rule: '',
+        note: `ClientIP affinity: no pin for ${s.ip} yet (${live ? 'none live' : 'offline'}), so none of the ${n} "-m recent --rcheck --seconds ${sp.affinityTimeout}" rules matches`,
+      })
     }
     c.steps.push({
-      table: 'nat', chain: svcChain, balance: true,
+      table: 'nat',
+      chain: svcChain,
+      balance: true,
       rule: `${comment(spName)}${prob != null ? ` -m statistic --mode random --probability ${prob}` : ''} -j ${pick.chain}`,
-      note: pickedRule < 0 || n === 1 ? pick.note
-        : pickedRule === n - 1 ? `rule ${n} of ${n}: the last one, taken when none of the ${n - 1} before it was`
-          : `rule ${pickedRule + 1} of ${n}: taken with probability ${picked!.probability}${pickedRule > 0 ? ` after ${pickedRule === 1 ? 'rule 1 was' : `rules 1-${pickedRule} were`} not` : ''}`,
+      note:
+        pickedRule < 0 || n === 1
+          ? pick.note
+          : pickedRule === n - 1
+            ? `rule ${n} of ${n}: the last one, taken when none of the ${n - 1} before it was`
+            : `rule ${pickedRule + 1} of ${n}: taken with probability ${picked!.probability}${pickedRule > 0 ? ` after ${pickedRule === 1 ? 'rule 1 was' : `rules 1-${pickedRule} were`} not` : ''}`,
     })
   }
   const ep = splitEndpoint(pick.endpoint)
   const hairpin = ep.ip === s.ip
-  if (hairpin) c.steps.push({ table: 'nat', chain: pick.chain, rule: `-s ${hostBits(ep.ip)} ${comment(spName)} -j KUBE-MARK-MASQ`, note: 'hairpin: the client is this endpoint, marked for masquerade' })
+  if (hairpin)
+    c.steps.push({
+      table: 'nat',
+      chain: pick.chain,
+      rule: `-s ${hostBits(ep.ip)} ${comment(spName)} -j KUBE-MARK-MASQ`,
+      note: 'hairpin: the client is this endpoint, marked for masquerade',
+    })
   c.steps.push({
-    table: 'nat', chain: pick.chain,
+    table: 'nat',
+    chain: pick.chain,
     rule: `-p ${proto} ${comment(spName)}${sp.affinityTimeout > 0 ? ` -m recent --set --name ${pick.chain} --mask ${mask} --rsource` : ''} -m ${proto} -j DNAT --to-destination ${pick.endpoint}`,
   })
 
-  const masqReason = ex.masquerade !== undefined && ex.masquerade.always ? ex.masquerade.reason : hairpin ? 'hairpin (client is the chosen endpoint)' : undefined
+  const masqReason =
+    ex.masquerade !== undefined && ex.masquerade.always ? ex.masquerade.reason : hairpin ? 'hairpin (client is the chosen endpoint)' : undefined
   const snat = cfg.nodeIPs.find(ip => familyOf(ip) === family)
   let masquerade: NonNullable<Trace['masquerade']>
   if (masqReason !== undefined) {
     masquerade = { masquerade: true, reason: masqReason, ...(snat !== undefined ? { to: snat } : {}) }
     c.steps.push({ table: 'nat', chain: 'POSTROUTING', rule: `${comment('kubernetes postrouting rules')} -j KUBE-POSTROUTING` })
-    c.steps.push({ table: 'nat', chain: 'KUBE-POSTROUTING', rule: `${comment('kubernetes service traffic requiring SNAT')} -j MASQUERADE --random-fully`, note: `source becomes ${snat ?? 'the node address'}` })
+    c.steps.push({
+      table: 'nat',
+      chain: 'KUBE-POSTROUTING',
+      rule: `${comment('kubernetes service traffic requiring SNAT')} -j MASQUERADE --random-fully`,
+      note: `source becomes ${snat ?? 'the node address'}`,
+    })
   } else {
     let why: string
     if (ex.frontend!.kind === 'ClusterIP') {
-      why = clusterCIDR === undefined
-        ? `no cluster CIDR of IPv${family} configured, so nothing counts as off-cluster`
-        : `${s.ip} is inside the cluster CIDR ${clusterCIDR}: the endpoint sees the client's own address`
+      why =
+        clusterCIDR === undefined
+          ? `no cluster CIDR of IPv${family} configured, so nothing counts as off-cluster`
+          : `${s.ip} is inside the cluster CIDR ${clusterCIDR}: the endpoint sees the client's own address`
     } else {
-      why = c.fromCluster ? 'a pod reaching an externalTrafficPolicy Local frontend keeps its address' : 'externalTrafficPolicy Local: the client address is preserved'
+      why = c.fromCluster
+        ? 'a pod reaching an externalTrafficPolicy Local frontend keeps its address'
+        : 'externalTrafficPolicy Local: the client address is preserved'
     }
     masquerade = { masquerade: false, reason: why }
   }
-  const rewritten = tracked !== undefined
-    ? { src: tracked.entry.reply.dst, sport: tracked.entry.reply.dport, dst: tracked.entry.reply.src, dport: tracked.entry.reply.sport }
-    : { src: masquerade.masquerade ? snat ?? s.ip : s.ip, sport: masquerade.masquerade ? null : sport ?? null, dst: ep.ip, dport: ep.port }
+  const rewritten =
+    tracked !== undefined
+      ? { src: tracked.entry.reply.dst, sport: tracked.entry.reply.dport, dst: tracked.entry.reply.src, dport: tracked.entry.reply.sport }
+      : { src: masquerade.masquerade ? (snat ?? s.ip) : s.ip, sport: masquerade.masquerade ? null : (sport ?? null), dst: ep.ip, dport: ep.port }
   return {
     ...common,
     verdict: tracked !== undefined ? 'tracked' : 'dnat',
@@ -637,13 +798,16 @@ export function formatTrace(t: Trace): string {
   const q = t.query
   const out: string[] = []
   const dstText = q.name !== undefined && t.dns?.address !== undefined ? `${q.name} (${ap(t.dns.address, q.dport)})` : ap(q.dst, q.dport)
-  out.push(`trace ${q.proto} ${q.sport === null ? q.src : ap(q.src, q.sport === 0 ? null : q.sport)} → ${q.name !== undefined && t.dns?.address === undefined ? ap(q.name, q.dport) : dstText} on node ${t.node} (${t.live ? 'live agent' : 'from manifests'})`)
+  out.push(
+    `trace ${q.proto} ${q.sport === null ? q.src : ap(q.src, q.sport === 0 ? null : q.sport)} → ${q.name !== undefined && t.dns?.address === undefined ? ap(q.name, q.dport) : dstText} on node ${t.node} (${t.live ? 'live agent' : 'from manifests'})`,
+  )
   out.push('')
   if (t.dns !== undefined) {
     const d = t.dns
     out.push(`dns: ${d.query} ${d.qtype}?${d.search.length > 0 ? `  (search ${d.search.join(' ')}, ndots:5)` : ''}`)
     for (const tr of d.tries) {
-      if (tr.answers.length === 0) out.push(`  ${tr.name}  ${tr.result === 'forwarded' ? 'not a cluster name: forwarded upstream' : tr.result === 'NOERROR' ? 'NODATA' : tr.result}`)
+      if (tr.answers.length === 0)
+        out.push(`  ${tr.name}  ${tr.result === 'forwarded' ? 'not a cluster name: forwarded upstream' : tr.result === 'NOERROR' ? 'NODATA' : tr.result}`)
       for (const a of tr.answers) out.push(`  ${a.name}  ${a.ttl}  ${a.type}  ${a.data}`)
     }
     if (d.address !== undefined) out.push(`  → ${d.address}`)
@@ -675,9 +839,17 @@ export function formatTrace(t: Trace): string {
     if (s.note !== undefined) out.push(`      # ${s.note}`)
   }
   if (t.steps.length > 0) out.push('')
-  const field = (k: string, v: string): void => { out.push(`${k.padEnd(12)}${v}`) }
+  const field = (k: string, v: string): void => {
+    out.push(`${k.padEnd(12)}${v}`)
+  }
   const verdictWord: Record<Trace['verdict'], string> = {
-    dnat: 'DNAT', tracked: 'TRACKED', reject: 'REJECT', drop: 'DROP', reply: 'REPLY', pass: 'PASS', unresolved: 'UNRESOLVED',
+    dnat: 'DNAT',
+    tracked: 'TRACKED',
+    reject: 'REJECT',
+    drop: 'DROP',
+    reply: 'REPLY',
+    pass: 'PASS',
+    unresolved: 'UNRESOLVED',
   }
   field('verdict:', `${verdictWord[t.verdict]} — ${t.reason}`)
   if (t.service !== undefined && t.frontend !== undefined) {
@@ -685,7 +857,8 @@ export function formatTrace(t: Trace): string {
   }
   if (t.trafficPolicy !== undefined) field('policy:', t.trafficPolicy.why)
   if (t.pick !== undefined) field('endpoint:', `${t.pick.endpoint} (${t.pick.chain}): ${t.pick.note}`)
-  if (t.masquerade !== undefined) field('masquerade:', `${t.masquerade.masquerade ? `yes, to ${t.masquerade.to ?? 'the node address'}` : 'no'}: ${t.masquerade.reason}`)
+  if (t.masquerade !== undefined)
+    field('masquerade:', `${t.masquerade.masquerade ? `yes, to ${t.masquerade.to ?? 'the node address'}` : 'no'}: ${t.masquerade.reason}`)
   if (t.rewritten !== undefined) {
     const r = t.rewritten
     // sport null: masquerade picks a random port (--random-fully), or the query gave none
@@ -694,7 +867,10 @@ export function formatTrace(t: Trace): string {
   }
   if (t.conntrack !== undefined) {
     const e = t.conntrack.entry
-    field('conntrack:', `${t.conntrack.direction} direction of ${e.protocol} ${e.state} ${hostPort(e.orig.src, e.orig.sport)} → ${hostPort(e.orig.dst, e.orig.dport)} (${e.service || 'no service'}), expires in ${e.expiresIn} s`)
+    field(
+      'conntrack:',
+      `${t.conntrack.direction} direction of ${e.protocol} ${e.state} ${hostPort(e.orig.src, e.orig.sport)} → ${hostPort(e.orig.dst, e.orig.dport)} (${e.service || 'no service'}), expires in ${e.expiresIn} s`,
+    )
   }
   if (t.icmp !== undefined) {
     field('tundra:', t.icmp.tundra)
@@ -702,7 +878,6 @@ export function formatTrace(t: Trace): string {
   }
   return out.join('\n') + '\n'
 }
-
 
 const PROTO_OF: Readonly<Record<string, number>> = { tcp: 6, udp: 17, sctp: 132 }
 
@@ -713,11 +888,19 @@ export async function traceLive(view: DataplaneView, args: TraceArgs): Promise<T
   if (live === undefined || first.family === undefined || first.verdict === 'unresolved') return first
   const q = first.query
   const family = first.family
-  const proto = q.proto === 'icmp' ? (family === 4 ? 1 : 58) : PROTO_OF[q.proto] ?? 0
+  const proto = q.proto === 'icmp' ? (family === 4 ? 1 : 58) : (PROTO_OF[q.proto] ?? 0)
   const svc = first.service
-  const ids = svc === undefined ? [] : view.table().services.get(`${svc.namespace}/${svc.name}`)?.svcPortIds ?? []
-  const lookups = await live.lookups({
-    family, proto, src: q.src, dst: first.dns?.address ?? q.dst, sport: q.sport ?? 0, dport: q.dport ?? 0,
-  }, ids)
+  const ids = svc === undefined ? [] : (view.table().services.get(`${svc.namespace}/${svc.name}`)?.svcPortIds ?? [])
+  const lookups = await live.lookups(
+    {
+      family,
+      proto,
+      src: q.src,
+      dst: first.dns?.address ?? q.dst,
+      sport: q.sport ?? 0,
+      dport: q.dport ?? 0,
+    },
+    ids,
+  )
   return buildTrace(view, args, lookups)
 }

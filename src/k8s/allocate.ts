@@ -86,7 +86,10 @@ export class ClusterIPAllocator {
 export class NodePortAllocator {
   private readonly used = new Set<number>()
 
-  constructor(readonly range: readonly [number, number] = [30000, 32767], used: Iterable<number> = []) {
+  constructor(
+    readonly range: readonly [number, number] = [30000, 32767],
+    used: Iterable<number> = [],
+  ) {
     for (const p of used) this.used.add(p)
   }
 

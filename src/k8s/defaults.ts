@@ -34,7 +34,7 @@ export function serviceType(svc: Service): ServiceType {
 }
 
 export function isHeadlessSpec(svc: Service): boolean {
-  return svc.spec?.clusterIP === 'None' || (svc.spec?.clusterIPs?.[0] === 'None')
+  return svc.spec?.clusterIP === 'None' || svc.spec?.clusterIPs?.[0] === 'None'
 }
 
 /** NodePort, LoadBalancer, or ClusterIP with externalIPs: the services external traffic policy applies to. */

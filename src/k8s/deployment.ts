@@ -5,10 +5,7 @@
 // in decimal and passed through rand.SafeEncodeString; the suffix comes from the API server's name generator. Both use
 // the alphabet below. Here the suffix is derived from the ReplicaSet name and replica index, so labs are reproducible.
 import { createHash } from 'node:crypto'
-import {
-  LABEL_POD_TEMPLATE_HASH, namespaceOf,
-  type Deployment, type LoadedObject, type ObjectMeta, type Pod, type PodSpec,
-} from './types'
+import { LABEL_POD_TEMPLATE_HASH, namespaceOf, type Deployment, type LoadedObject, type ObjectMeta, type Pod, type PodSpec } from './types'
 
 /** k8s.io/apimachinery/pkg/util/rand: consonants and digits that cannot spell words. */
 export const SAFE_ALPHABET = 'bcdfghjklmnpqrstvwxz2456789'
@@ -35,7 +32,9 @@ export function canonicalJSON(v: unknown): string {
   if (v === null || typeof v !== 'object') return JSON.stringify(v) ?? 'null'
   if (Array.isArray(v)) return `[${v.map(canonicalJSON).join(',')}]`
   const rec = v as Record<string, unknown>
-  const keys = Object.keys(rec).filter(k => rec[k] !== undefined).sort()
+  const keys = Object.keys(rec)
+    .filter(k => rec[k] !== undefined)
+    .sort()
   return `{${keys.map(k => `${JSON.stringify(k)}:${canonicalJSON(rec[k])}`).join(',')}}`
 }
 
@@ -65,7 +64,7 @@ export function generateName(base: string, suffix: string): string {
 }
 
 function deepCopy<T>(v: T): T {
-  return v === undefined ? v : JSON.parse(JSON.stringify(v)) as T
+  return v === undefined ? v : (JSON.parse(JSON.stringify(v)) as T)
 }
 
 export interface ExpandedDeployment {

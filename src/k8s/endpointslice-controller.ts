@@ -1,12 +1,34 @@
 // The EndpointSlice controller's output for Services with a selector, computed from Pods (pkg/controller/endpointslice).
 // Deterministic where the real controller is random: slice names, endpoint order (by IP), slice order.
 import type { Family } from '../model/cluster'
-import { defaultServicePort, isHeadlessSpec, isPodReady, isPodTerminal, podIPs, selectorMatches, declaredFamilies, serviceType, type DefaultedServicePort } from './defaults'
+import {
+  defaultServicePort,
+  isHeadlessSpec,
+  isPodReady,
+  isPodTerminal,
+  podIPs,
+  selectorMatches,
+  declaredFamilies,
+  serviceType,
+  type DefaultedServicePort,
+} from './defaults'
 import { generateName, nameSuffix } from './deployment'
 import { compareIP, ipFamily } from './ip'
 import {
-  LABEL_HEADLESS, LABEL_MANAGED_BY, LABEL_SERVICE_NAME, LABEL_TOPOLOGY_ZONE, MANAGED_BY_CONTROLLER, namespaceOf,
-  type AddressType, type Endpoint, type EndpointPort, type EndpointSlice, type LoadedObject, type Node, type Pod, type Service,
+  LABEL_HEADLESS,
+  LABEL_MANAGED_BY,
+  LABEL_SERVICE_NAME,
+  LABEL_TOPOLOGY_ZONE,
+  MANAGED_BY_CONTROLLER,
+  namespaceOf,
+  type AddressType,
+  type Endpoint,
+  type EndpointPort,
+  type EndpointSlice,
+  type LoadedObject,
+  type Node,
+  type Pod,
+  type Service,
 } from './types'
 
 export interface ControllerOptions {
@@ -118,7 +140,10 @@ export function endpointSlicesForService(svc: Service, pods: readonly Pod[], opt
       const addressType = addressTypeOf(fam)
       const key = `${addressType}|${portsKey(ports)}`
       let g = groups.get(key)
-      if (!g) { g = { addressType, ports, items: [] }; groups.set(key, g) }
+      if (!g) {
+        g = { addressType, ports, items: [] }
+        groups.set(key, g)
+      }
       g.items.push({ ip, endpoint, ports })
     }
   }

@@ -61,7 +61,10 @@ function parseIPv6(text: string): Uint8Array | undefined {
     groups = all
   }
   const out = new Uint8Array(16)
-  groups.forEach((g, i) => { out[i * 2] = g >> 8; out[i * 2 + 1] = g & 0xff })
+  groups.forEach((g, i) => {
+    out[i * 2] = g >> 8
+    out[i * 2 + 1] = g & 0xff
+  })
   if (tail4) out.set(tail4, 12)
   return out
 }
@@ -90,11 +93,17 @@ export function formatIP(ip: ParsedIP): string {
   if (isMapped) return `::ffff:${b[12]}.${b[13]}.${b[14]}.${b[15]}`
   let bestStart = -1
   let bestLen = 0
-  for (let i = 0; i < 8;) {
-    if (groups[i] !== 0) { i++; continue }
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== 0) {
+      i++
+      continue
+    }
     let j = i
     while (j < 8 && groups[j] === 0) j++
-    if (j - i > bestLen) { bestStart = i; bestLen = j - i }
+    if (j - i > bestLen) {
+      bestStart = i
+      bestLen = j - i
+    }
     i = j
   }
   const hex = groups.map(g => g.toString(16))
@@ -168,7 +177,10 @@ export function ipToBigInt(ip: ParsedIP): bigint {
 export function bigIntToIP(v: bigint, family: Family): ParsedIP {
   const len = family === 4 ? 4 : 16
   const bytes = new Uint8Array(len)
-  for (let i = len - 1; i >= 0; i--) { bytes[i] = Number(v & 0xffn); v >>= 8n }
+  for (let i = len - 1; i >= 0; i--) {
+    bytes[i] = Number(v & 0xffn)
+    v >>= 8n
+  }
   return { family, bytes }
 }
 

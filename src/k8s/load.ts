@@ -166,8 +166,7 @@ function addObject(result: LoadResult, value: Record<string, unknown>, index: nu
     result.warnings.push(`${prefix}skipped ${ref}: apiVersion ${apiVersion} is not supported for ${kind} (use ${want})`)
     return
   }
-  const loaded: LoadedObject = file === undefined
-    ? { object: value as unknown as KubeObject, doc: index }
-    : { object: value as unknown as KubeObject, file, doc: index }
+  const loaded: LoadedObject =
+    file === undefined ? { object: value as unknown as KubeObject, doc: index } : { object: value as unknown as KubeObject, file, doc: index }
   result.objects.push(loaded)
 }

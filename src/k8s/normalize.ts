@@ -1,19 +1,32 @@
 // Turns Kubernetes objects into the normalized Cluster (src/model/cluster.ts): API defaults applied, EndpointSlices
 // merged into their Service, addresses canonical, everything sorted so the same input always gives the same snapshot.
-import type {
-  Cluster, Endpoint, EndpointPort, Family, LoadBalancerIngress, Node, Pod, Problem, Protocol, Service, ServicePort,
-} from '../model/cluster'
+import type { Cluster, Endpoint, EndpointPort, Family, LoadBalancerIngress, Node, Pod, Problem, Protocol, Service, ServicePort } from '../model/cluster'
 import { ClusterIPAllocator, DEFAULT_SERVICE_CIDR, NodePortAllocator } from './allocate'
 import {
-  declaredFamilies, defaultServicePort, explicitClusterIPs, externalTrafficPolicy, internalTrafficPolicy, isHeadlessSpec,
-  isPodReady, podIPs, serviceType,
+  declaredFamilies,
+  defaultServicePort,
+  explicitClusterIPs,
+  externalTrafficPolicy,
+  internalTrafficPolicy,
+  isHeadlessSpec,
+  isPodReady,
+  podIPs,
+  serviceType,
 } from './defaults'
 import { expandDeployments } from './deployment'
 import { runEndpointSliceController } from './endpointslice-controller'
 import { canonicalCIDR, canonicalIP, compareIP, ipFamily } from './ip'
 import {
-  LABEL_HEADLESS, LABEL_SERVICE_NAME, LABEL_SERVICE_PROXY_NAME, namespaceOf, objectRef,
-  type EndpointSlice as K8sEndpointSlice, type LoadedObject, type Node as K8sNode, type Pod as K8sPod, type Service as K8sService,
+  LABEL_HEADLESS,
+  LABEL_SERVICE_NAME,
+  LABEL_SERVICE_PROXY_NAME,
+  namespaceOf,
+  objectRef,
+  type EndpointSlice as K8sEndpointSlice,
+  type LoadedObject,
+  type Node as K8sNode,
+  type Pod as K8sPod,
+  type Service as K8sService,
 } from './types'
 import { DEFAULT_NODE_PORT_RANGE, validateAll } from './validate'
 
@@ -120,7 +133,10 @@ function mergeSlices(slices: readonly K8sEndpointSlice[]): Endpoint[] {
       if (ep.zone !== undefined && ep.zone !== '') next.zone = ep.zone
       if (ep.targetRef?.kind === 'Pod' && ep.targetRef.name !== undefined && ep.targetRef.name !== '') next.podName = ep.targetRef.name
       const prev = byIP.get(ip)
-      if (!prev) { byIP.set(ip, next); continue }
+      if (!prev) {
+        byIP.set(ip, next)
+        continue
+      }
       const winner = prev.terminating && !next.terminating ? next : prev
       const loser = winner === prev ? next : prev
       for (const p of loser.ports) {
@@ -165,7 +181,8 @@ export function normalize(input: readonly LoadedObject[], opts: NormalizeOptions
     if (!namespaces.has(ns)) warnings.push(`${l.file === undefined ? '' : `${l.file}: `}${objectRef(l.object)}: namespace ${ns} is not defined in the input`)
   }
 
-  const svcObjs = objects.filter((l): l is LoadedObject<K8sService> => l.object.kind === 'Service')
+  const svcObjs = objects
+    .filter((l): l is LoadedObject<K8sService> => l.object.kind === 'Service')
     .sort((a, b) => byString(`${namespaceOf(a.object)}/${a.object.metadata?.name ?? ''}`, `${namespaceOf(b.object)}/${b.object.metadata?.name ?? ''}`))
 
   // EndpointSlices, grouped by the Service they name.
@@ -176,10 +193,19 @@ export function normalize(input: readonly LoadedObject[], opts: NormalizeOptions
     const slice = l.object
     const where = `${l.file === undefined ? '' : `${l.file}: `}${objectRef(slice)}`
     const svcName = slice.metadata?.labels?.[LABEL_SERVICE_NAME]
-    if (svcName === undefined || svcName === '') { warnings.push(`${where}: ignored, it has no ${LABEL_SERVICE_NAME} label`); continue }
-    if (slice.addressType === 'FQDN') { warnings.push(`${where}: ignored, kube-proxy does not use FQDN EndpointSlices`); continue }
+    if (svcName === undefined || svcName === '') {
+      warnings.push(`${where}: ignored, it has no ${LABEL_SERVICE_NAME} label`)
+      continue
+    }
+    if (slice.addressType === 'FQDN') {
+      warnings.push(`${where}: ignored, kube-proxy does not use FQDN EndpointSlices`)
+      continue
+    }
     const key = `${namespaceOf(slice)}/${svcName}`
-    if (!svcKeys.has(key)) { warnings.push(`${where}: ignored, Service ${key} is not defined`); continue }
+    if (!svcKeys.has(key)) {
+      warnings.push(`${where}: ignored, Service ${key} is not defined`)
+      continue
+    }
     const list = slicesBySvc.get(key) ?? []
     list.push(slice)
     slicesBySvc.set(key, list)
@@ -221,7 +247,9 @@ export function normalize(input: readonly LoadedObject[], opts: NormalizeOptions
     // cluster IPs and families
     let clusterIPs: string[] = []
     let ipFamilies: Family[] = []
-    const skip = (field: string, reason: string): void => { problems.push(problem(l, field, reason)) }
+    const skip = (field: string, reason: string): void => {
+      problems.push(problem(l, field, reason))
+    }
     let failed = false
     if (type === 'ExternalName') {
       // no cluster IP, no families
@@ -312,7 +340,7 @@ export function normalize(input: readonly LoadedObject[], opts: NormalizeOptions
       externalIPs: (spec.externalIPs ?? []).map(ip => canonicalIP(ip) as string),
       loadBalancerIngress,
       loadBalancerSourceRanges: (spec.loadBalancerSourceRanges ?? []).map(r => canonicalCIDR(r.trim()) as string),
-      affinityTimeout: affinity ? spec.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? 10800 : 0,
+      affinityTimeout: affinity ? (spec.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? 10800) : 0,
       externalTrafficPolicy: etp,
       internalTrafficPolicy: internalTrafficPolicy(svc),
       healthCheckNodePort,
@@ -334,7 +362,12 @@ export function normalize(input: readonly LoadedObject[], opts: NormalizeOptions
         .filter(a => a.type === 'InternalIP' || a.type === 'ExternalIP')
         .map(a => canonicalIP(a.address))
         .filter((a): a is string => a !== undefined)
-      const cidrs = n.spec?.podCIDRs !== undefined && n.spec.podCIDRs.length > 0 ? n.spec.podCIDRs : n.spec?.podCIDR !== undefined && n.spec.podCIDR !== '' ? [n.spec.podCIDR] : []
+      const cidrs =
+        n.spec?.podCIDRs !== undefined && n.spec.podCIDRs.length > 0
+          ? n.spec.podCIDRs
+          : n.spec?.podCIDR !== undefined && n.spec.podCIDR !== ''
+            ? [n.spec.podCIDR]
+            : []
       return { name: n.metadata?.name ?? '', addresses: [...new Set(addresses)], podCIDRs: cidrs.map(c => canonicalCIDR(c) as string) }
     })
     .sort((a, b) => byString(a.name, b.name))

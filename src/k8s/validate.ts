@@ -2,10 +2,7 @@
 // An object with any error is dropped by validateAll; everything else goes on to normalize().
 import type { Problem } from '../model/cluster'
 import { ipFamily, parseCIDR, parseIP, isSpecialEndpointIP } from './ip'
-import {
-  objectRef,
-  type Deployment, type EndpointSlice, type LoadedObject, type Namespace, type Node, type Pod, type PodSpec, type Service,
-} from './types'
+import { objectRef, type Deployment, type EndpointSlice, type LoadedObject, type Namespace, type Node, type Pod, type PodSpec, type Service } from './types'
 
 export interface ValidateOptions {
   /** the API server's --service-node-port-range; default 30000-32767 */
@@ -77,7 +74,10 @@ class Check {
   readonly problems: Problem[] = []
   /** accepted, but worth saying: `file: object: field: reason` lines */
   readonly warnings: string[] = []
-  constructor(private readonly file: string | undefined, readonly object: string) {}
+  constructor(
+    private readonly file: string | undefined,
+    readonly object: string,
+  ) {}
 
   add(field: string, reason: string): void {
     this.problems.push(this.file === undefined ? { object: this.object, field, reason } : { file: this.file, object: this.object, field, reason })
@@ -90,7 +90,10 @@ class Check {
   /** true when v is an object (not array, not null) or absent */
   optObject(v: unknown, field: string): v is Record<string, unknown> | undefined {
     if (v === undefined || v === null) return true
-    if (typeof v !== 'object' || Array.isArray(v)) { this.add(field, 'must be an object'); return false }
+    if (typeof v !== 'object' || Array.isArray(v)) {
+      this.add(field, 'must be an object')
+      return false
+    }
     return true
   }
 
@@ -137,7 +140,10 @@ class Check {
   oneOf(v: unknown, field: string, allowed: readonly string[]): void {
     if (v === undefined || v === null || v === '') return
     if (typeof v !== 'string' || !allowed.includes(v)) {
-      this.add(field, `Unsupported value ${JSON.stringify(v)}: must be ${allowed.slice(0, -1).join(', ')}${allowed.length > 1 ? ' or ' : ''}${allowed[allowed.length - 1]}`)
+      this.add(
+        field,
+        `Unsupported value ${JSON.stringify(v)}: must be ${allowed.slice(0, -1).join(', ')}${allowed.length > 1 ? ' or ' : ''}${allowed[allowed.length - 1]}`,
+      )
     }
   }
 
@@ -159,14 +165,20 @@ class Check {
     for (const [k, val] of Object.entries(v as Record<string, unknown>)) {
       const ke = labelKeyError(k)
       if (ke) this.add(`${field}[${JSON.stringify(k)}]`, `invalid label key: ${ke}`)
-      if (typeof val !== 'string') { this.add(`${field}[${JSON.stringify(k)}]`, 'label value must be a string (quote it in YAML)'); continue }
+      if (typeof val !== 'string') {
+        this.add(`${field}[${JSON.stringify(k)}]`, 'label value must be a string (quote it in YAML)')
+        continue
+      }
       const ve = labelValueError(val)
       if (ve) this.add(`${field}[${JSON.stringify(k)}]`, `invalid label value ${JSON.stringify(val)}: ${ve}`)
     }
   }
 
   meta(md: unknown, nameCheck: (s: string) => string | undefined, namespaced: boolean): void {
-    if (md === undefined || md === null) { this.add('metadata.name', 'Required value'); return }
+    if (md === undefined || md === null) {
+      this.add('metadata.name', 'Required value')
+      return
+    }
     if (!this.optObject(md, 'metadata')) return
     const m = md as Record<string, unknown>
     if (m['name'] === undefined || m['name'] === '') this.add('metadata.name', 'Required value')
@@ -356,7 +368,8 @@ function validateService(c: Check, svc: Service, opts: ValidateOptions): void {
   const externallyAccessible = type === 'NodePort' || type === 'LoadBalancer' || (type === 'ClusterIP' && Array.isArray(externalIPs) && externalIPs.length > 0)
   const etp = spec['externalTrafficPolicy']
   if (etp !== undefined && etp !== null && etp !== '') {
-    if (!externallyAccessible) c.add('spec.externalTrafficPolicy', 'may only be set for externally-accessible services (NodePort, LoadBalancer, or with externalIPs)')
+    if (!externallyAccessible)
+      c.add('spec.externalTrafficPolicy', 'may only be set for externally-accessible services (NodePort, LoadBalancer, or with externalIPs)')
     else c.oneOf(etp, 'spec.externalTrafficPolicy', ['Cluster', 'Local'])
   }
   if (!isExternalName) c.oneOf(spec['internalTrafficPolicy'], 'spec.internalTrafficPolicy', ['Cluster', 'Local'])
@@ -364,7 +377,8 @@ function validateService(c: Check, svc: Service, opts: ValidateOptions): void {
   if (hc !== undefined && hc !== null && hc !== 0) {
     // The API server refuses this on create, but kube-proxy (whose output tundra matches) just ignores it: only
     // LoadBalancer + externalTrafficPolicy Local gets a health check. Ignored with a warning, not an error.
-    if (type !== 'LoadBalancer' || etp !== 'Local') c.warn('spec.healthCheckNodePort', "ignored: kube-proxy serves a health check only when type is 'LoadBalancer' and externalTrafficPolicy is 'Local'")
+    if (type !== 'LoadBalancer' || etp !== 'Local')
+      c.warn('spec.healthCheckNodePort', "ignored: kube-proxy serves a health check only when type is 'LoadBalancer' and externalTrafficPolicy is 'Local'")
     else if (c.optInt(hc, 'spec.healthCheckNodePort') && ((hc as number) < npMin || (hc as number) > npMax)) {
       c.add('spec.healthCheckNodePort', `must be ${npMin}-${npMax} (the node port range)`)
     }
@@ -397,11 +411,17 @@ function validateService(c: Check, svc: Service, opts: ValidateOptions): void {
 }
 
 function validatePodSpec(c: Check, spec: PodSpec | undefined, path: string): void {
-  if (spec === undefined || spec === null) { c.add(`${path}.containers`, 'Required value'); return }
+  if (spec === undefined || spec === null) {
+    c.add(`${path}.containers`, 'Required value')
+    return
+  }
   if (!c.optObject(spec, path)) return
   const containers = spec.containers as unknown
   if (!c.optArray(containers, `${path}.containers`)) return
-  if (!Array.isArray(containers) || containers.length === 0) { c.add(`${path}.containers`, 'Required value: at least one container'); return }
+  if (!Array.isArray(containers) || containers.length === 0) {
+    c.add(`${path}.containers`, 'Required value: at least one container')
+    return
+  }
   const ctrNames = new Set<string>()
   containers.forEach((raw, i) => {
     const f = `${path}.containers[${i}]`
@@ -488,11 +508,20 @@ function selectorMatches(sel: Record<string, unknown>, labels: Record<string, st
     const has = Object.hasOwn(labels, e.key)
     const val = labels[e.key]
     switch (e.operator) {
-      case 'In': if (!has || !(e.values ?? []).includes(val as string)) return false; break
-      case 'NotIn': if (has && (e.values ?? []).includes(val as string)) return false; break
-      case 'Exists': if (!has) return false; break
-      case 'DoesNotExist': if (has) return false; break
-      default: return false
+      case 'In':
+        if (!has || !(e.values ?? []).includes(val as string)) return false
+        break
+      case 'NotIn':
+        if (has && (e.values ?? []).includes(val as string)) return false
+        break
+      case 'Exists':
+        if (!has) return false
+        break
+      case 'DoesNotExist':
+        if (has) return false
+        break
+      default:
+        return false
     }
   }
   return true
@@ -534,7 +563,10 @@ function validateDeployment(c: Check, d: Deployment): void {
     else selOk = true
   }
   const tmpl = spec['template']
-  if (tmpl === undefined || tmpl === null) { c.add('spec.template', 'Required value'); return }
+  if (tmpl === undefined || tmpl === null) {
+    c.add('spec.template', 'Required value')
+    return
+  }
   if (!c.optObject(tmpl, 'spec.template')) return
   const t = tmpl as Record<string, unknown>
   const md = (t['metadata'] ?? {}) as Record<string, unknown>
@@ -599,7 +631,10 @@ function validateEndpointSlice(c: Check, es: EndpointSlice): void {
             return
           }
           const p = typeof a === 'string' ? parseIP(a) : undefined
-          if (!p) { c.add(af, `must be a valid ${at === 'IPv6' ? 'IPv6' : 'IPv4'} address, got ${JSON.stringify(a)}`); return }
+          if (!p) {
+            c.add(af, `must be a valid ${at === 'IPv6' ? 'IPv6' : 'IPv4'} address, got ${JSON.stringify(a)}`)
+            return
+          }
           if ((at === 'IPv4' && p.family !== 4) || (at === 'IPv6' && p.family !== 6)) {
             c.add(af, `must be an ${String(at)} address (addressType is ${String(at)}), got ${a as string}`)
             return
@@ -657,12 +692,24 @@ function checkObject(loaded: LoadedObject, opts: ValidateOptions): Check {
   const obj = loaded.object
   const c = new Check(loaded.file, objectRef(obj))
   switch (obj.kind) {
-    case 'Service': validateService(c, obj, opts); break
-    case 'Pod': validatePod(c, obj); break
-    case 'Deployment': validateDeployment(c, obj); break
-    case 'Node': validateNode(c, obj); break
-    case 'Namespace': validateNamespace(c, obj); break
-    case 'EndpointSlice': validateEndpointSlice(c, obj); break
+    case 'Service':
+      validateService(c, obj, opts)
+      break
+    case 'Pod':
+      validatePod(c, obj)
+      break
+    case 'Deployment':
+      validateDeployment(c, obj)
+      break
+    case 'Node':
+      validateNode(c, obj)
+      break
+    case 'Namespace':
+      validateNamespace(c, obj)
+      break
+    case 'EndpointSlice':
+      validateEndpointSlice(c, obj)
+      break
   }
   return c
 }
@@ -692,12 +739,19 @@ export function validateAll(objects: readonly LoadedObject[], opts: ValidateOpti
   const warnings: string[] = []
   for (const l of objects) {
     const checked = checkObject(l, opts)
-    if (checked.problems.length > 0) { problems.push(...checked.problems); continue }
+    if (checked.problems.length > 0) {
+      problems.push(...checked.problems)
+      continue
+    }
     warnings.push(...checked.warnings)
     const ref = objectRef(l.object)
     const c = new Check(l.file, ref)
     const prev = byName.get(ref)
-    if (prev) { c.add('metadata.name', `already exists (defined ${where(prev)})`); problems.push(...c.problems); continue }
+    if (prev) {
+      c.add('metadata.name', `already exists (defined ${where(prev)})`)
+      problems.push(...c.problems)
+      continue
+    }
     if (l.object.kind === 'Service') {
       const spec = l.object.spec ?? {}
       const ips = [...new Set([spec.clusterIP, ...(spec.clusterIPs ?? [])].filter((x): x is string => typeof x === 'string' && x !== '' && x !== 'None'))]
@@ -712,7 +766,10 @@ export function validateAll(objects: readonly LoadedObject[], opts: ValidateOpti
         const owner = nodePorts.get(String(p.nodePort))
         if (owner) c.add(`spec.ports[${i}].nodePort`, `${p.nodePort} is already allocated to ${objectRef(owner.object)}`)
       }
-      if (c.problems.length > 0) { problems.push(...c.problems); continue }
+      if (c.problems.length > 0) {
+        problems.push(...c.problems)
+        continue
+      }
       for (const ip of ips) clusterIPs.set(ip, l)
       for (const np of nps) nodePorts.set(String(np), l)
     }
@@ -721,4 +778,3 @@ export function validateAll(objects: readonly LoadedObject[], opts: ValidateOpti
   }
   return { objects: valid, problems, warnings }
 }
-

@@ -8,14 +8,14 @@
 import type { Cluster, Family } from '../model/cluster'
 import { cidrContains, parseCIDR, parseIP } from '../k8s/ip'
 import {
-  serviceExternalChainName, serviceFirewallChainName, servicePortEndpointChainName, servicePortPolicyClusterChain,
+  serviceExternalChainName,
+  serviceFirewallChainName,
+  servicePortEndpointChainName,
+  servicePortPolicyClusterChain,
   servicePortPolicyLocalChainName,
 } from './names'
 import { probabilityForRemaining } from './probability'
-import {
-  chainPlan, clusterCIDRFor, masqueradeMark, nodeIPFor, nodePortIPs, proxyServicePorts, type ProxyEndpoint,
-  type ProxyOptions,
-} from './serviceports'
+import { chainPlan, clusterCIDRFor, masqueradeMark, nodeIPFor, nodePortIPs, proxyServicePorts, type ProxyEndpoint, type ProxyOptions } from './serviceports'
 
 export interface IptablesOptions extends ProxyOptions {
   /** comment KUBE-SVC -> KUBE-SEP rules with "svc -> ip:port" as kube-proxy >= 1.24 does (default: the service port name) */
@@ -74,7 +74,10 @@ function renderRule(r: Rule, family: Family): string {
 class Table {
   readonly userChains = new Set<string>()
   readonly rules: Rule[] = []
-  constructor(readonly name: string, readonly builtins: readonly string[]) {}
+  constructor(
+    readonly name: string,
+    readonly builtins: readonly string[],
+  ) {}
 
   chain(name: string): void {
     this.userChains.add(name)
@@ -174,8 +177,13 @@ function render(cluster: Cluster, family: Family, opts: IptablesOptions): string
     const sepChain = (e: ProxyEndpoint): string => servicePortEndpointChainName(name, proto, e.str)
 
     const {
-      usesClusterPolicyChain, usesLocalPolicyChain, internalTrafficChain, hasInternalEndpoints, externalPolicyChain,
-      hasExternalEndpoints, usesExternalTrafficChain,
+      usesClusterPolicyChain,
+      usesLocalPolicyChain,
+      internalTrafficChain,
+      hasInternalEndpoints,
+      externalPolicyChain,
+      hasExternalEndpoints,
+      usesExternalTrafficChain,
     } = chainPlan(sp, clusterPolicyChain, localPolicyChain)
     const usesFWChain = sp.hasEndpoints && sp.loadBalancerVIPs.length > 0 && sp.loadBalancerSourceRanges.length > 0
     const loadBalancerTrafficChain = usesFWChain ? fwChain : externalTrafficChain
@@ -188,15 +196,27 @@ function render(cluster: Cluster, family: Family, opts: IptablesOptions): string
       internalFilterTarget = externalFilterTarget = `REJECT --reject-with ${rejectWith}`
       internalFilterComment = externalFilterComment = `${name} has no endpoints`
     } else {
-      if (!hasInternalEndpoints) { internalFilterTarget = 'DROP'; internalFilterComment = `${name} has no local endpoints` }
-      if (!hasExternalEndpoints) { externalFilterTarget = 'DROP'; externalFilterComment = `${name} has no local endpoints` }
+      if (!hasInternalEndpoints) {
+        internalFilterTarget = 'DROP'
+        internalFilterComment = `${name} has no local endpoints`
+      }
+      if (!hasExternalEndpoints) {
+        externalFilterTarget = 'DROP'
+        externalFilterComment = `${name} has no local endpoints`
+      }
     }
 
     // cluster IP
     if (hasInternalEndpoints) {
       nat.add({ chain: KUBE_SERVICES, dst: sp.clusterIP, proto, matches: [comment(`${name} cluster IP`), dport(sp.port.port)], target: internalTrafficChain })
     } else {
-      filter.add({ chain: KUBE_SERVICES, dst: sp.clusterIP, proto, matches: [comment(internalFilterComment), dport(sp.port.port)], target: internalFilterTarget })
+      filter.add({
+        chain: KUBE_SERVICES,
+        dst: sp.clusterIP,
+        proto,
+        matches: [comment(internalFilterComment), dport(sp.port.port)],
+        target: internalFilterTarget,
+      })
     }
     // external IPs
     for (const ip of sp.externalIPs) {
@@ -204,7 +224,13 @@ function render(cluster: Cluster, family: Family, opts: IptablesOptions): string
         nat.add({ chain: KUBE_SERVICES, dst: ip, proto, matches: [comment(`${name} external IP`), dport(sp.port.port)], target: externalTrafficChain })
       }
       if (!hasExternalEndpoints) {
-        filter.add({ chain: KUBE_EXTERNAL_SERVICES, dst: ip, proto, matches: [comment(externalFilterComment), dport(sp.port.port)], target: externalFilterTarget })
+        filter.add({
+          chain: KUBE_EXTERNAL_SERVICES,
+          dst: ip,
+          proto,
+          matches: [comment(externalFilterComment), dport(sp.port.port)],
+          target: externalFilterTarget,
+        })
       }
     }
     // load balancer IPs
@@ -213,12 +239,24 @@ function render(cluster: Cluster, family: Family, opts: IptablesOptions): string
         nat.add({ chain: KUBE_SERVICES, dst: ip, proto, matches: [comment(`${name} loadbalancer IP`), dport(sp.port.port)], target: loadBalancerTrafficChain })
       }
       if (usesFWChain) {
-        filter.add({ chain: KUBE_PROXY_FIREWALL, dst: ip, proto, matches: [comment(`${name} traffic not accepted by ${fwChain}`), dport(sp.port.port)], target: 'DROP' })
+        filter.add({
+          chain: KUBE_PROXY_FIREWALL,
+          dst: ip,
+          proto,
+          matches: [comment(`${name} traffic not accepted by ${fwChain}`), dport(sp.port.port)],
+          target: 'DROP',
+        })
       }
     }
     if (!hasExternalEndpoints) {
       for (const ip of sp.loadBalancerVIPs) {
-        filter.add({ chain: KUBE_EXTERNAL_SERVICES, dst: ip, proto, matches: [comment(externalFilterComment), dport(sp.port.port)], target: externalFilterTarget })
+        filter.add({
+          chain: KUBE_EXTERNAL_SERVICES,
+          dst: ip,
+          proto,
+          matches: [comment(externalFilterComment), dport(sp.port.port)],
+          target: externalFilterTarget,
+        })
       }
     }
     // node port
@@ -227,17 +265,33 @@ function render(cluster: Cluster, family: Family, opts: IptablesOptions): string
         nat.add({ chain: KUBE_NODEPORTS, proto, matches: [comment(name), dport(sp.port.nodePort)], target: externalTrafficChain })
       }
       if (!hasExternalEndpoints) {
-        filter.add({ chain: KUBE_EXTERNAL_SERVICES, proto, matches: [comment(externalFilterComment), '-m addrtype --dst-type LOCAL', dport(sp.port.nodePort)], target: externalFilterTarget })
+        filter.add({
+          chain: KUBE_EXTERNAL_SERVICES,
+          proto,
+          matches: [comment(externalFilterComment), '-m addrtype --dst-type LOCAL', dport(sp.port.nodePort)],
+          target: externalFilterTarget,
+        })
       }
     }
     // health check node port
     if (sp.healthCheckNodePort !== 0) {
-      filter.add({ chain: KUBE_NODEPORTS, proto: 'tcp', matches: [comment(`${name} health check node port`), `-m tcp --dport ${sp.healthCheckNodePort}`], target: 'ACCEPT' })
+      filter.add({
+        chain: KUBE_NODEPORTS,
+        proto: 'tcp',
+        matches: [comment(`${name} health check node port`), `-m tcp --dport ${sp.healthCheckNodePort}`],
+        target: 'ACCEPT',
+      })
     }
 
     // internal traffic: masquerade what comes from outside the cluster (or everything with masqueradeAll)
     if (hasInternalEndpoints) {
-      const base = { chain: internalTrafficChain, dst: sp.clusterIP, proto, matches: [comment(`${name} cluster IP`), dport(sp.port.port)], target: KUBE_MARK_MASQ }
+      const base = {
+        chain: internalTrafficChain,
+        dst: sp.clusterIP,
+        proto,
+        matches: [comment(`${name} cluster IP`), dport(sp.port.port)],
+        target: KUBE_MARK_MASQ,
+      }
       if (opts.masqueradeAll === true) nat.add(base)
       else if (clusterCIDR !== undefined) nat.add({ ...base, src: clusterCIDR, srcNeg: true })
     }
@@ -249,10 +303,23 @@ function render(cluster: Cluster, family: Family, opts: IptablesOptions): string
         nat.add({ chain: externalTrafficChain, matches: [comment(`masquerade traffic for ${name} external destinations`)], target: KUBE_MARK_MASQ })
       } else {
         if (clusterCIDR !== undefined) {
-          nat.add({ chain: externalTrafficChain, src: clusterCIDR, matches: [comment(`pod traffic for ${name} external destinations`)], target: clusterPolicyChain })
+          nat.add({
+            chain: externalTrafficChain,
+            src: clusterCIDR,
+            matches: [comment(`pod traffic for ${name} external destinations`)],
+            target: clusterPolicyChain,
+          })
         }
-        nat.add({ chain: externalTrafficChain, matches: [comment(`masquerade LOCAL traffic for ${name} external destinations`), '-m addrtype --src-type LOCAL'], target: KUBE_MARK_MASQ })
-        nat.add({ chain: externalTrafficChain, matches: [comment(`route LOCAL traffic for ${name} external destinations`), '-m addrtype --src-type LOCAL'], target: clusterPolicyChain })
+        nat.add({
+          chain: externalTrafficChain,
+          matches: [comment(`masquerade LOCAL traffic for ${name} external destinations`), '-m addrtype --src-type LOCAL'],
+          target: KUBE_MARK_MASQ,
+        })
+        nat.add({
+          chain: externalTrafficChain,
+          matches: [comment(`route LOCAL traffic for ${name} external destinations`), '-m addrtype --src-type LOCAL'],
+          target: clusterPolicyChain,
+        })
       }
       if (hasExternalEndpoints) nat.add({ chain: externalTrafficChain, matches: [], target: externalPolicyChain })
     }
@@ -318,7 +385,12 @@ function render(cluster: Cluster, family: Family, opts: IptablesOptions): string
   const npIPs = nodePortIPs(opts, family, 'iptables')
   const npComment = comment('kubernetes service nodeports; NOTE: this must be the last rule in this chain')
   if (npIPs === undefined) {
-    nat.add({ chain: KUBE_SERVICES, ...(localhostNodePorts ? {} : { dst: localhost, dstNeg: true }), matches: [npComment, '-m addrtype --dst-type LOCAL'], target: KUBE_NODEPORTS })
+    nat.add({
+      chain: KUBE_SERVICES,
+      ...(localhostNodePorts ? {} : { dst: localhost, dstNeg: true }),
+      matches: [npComment, '-m addrtype --dst-type LOCAL'],
+      target: KUBE_NODEPORTS,
+    })
   } else {
     for (const ip of npIPs) {
       const p = parseIP(ip)
@@ -330,12 +402,23 @@ function render(cluster: Cluster, family: Family, opts: IptablesOptions): string
   if (localhostNodePorts) {
     // route_localnet lets packets from outside reach 127.0.0.0/8: kube-proxy (and kubelet) close that hole
     filter.chain(KUBE_FIREWALL)
-    filter.add({ chain: KUBE_FIREWALL, src: localhost, srcNeg: true, dst: localhost, matches: [comment('block incoming localnet connections'), '-m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT'], target: 'DROP' })
+    filter.add({
+      chain: KUBE_FIREWALL,
+      src: localhost,
+      srcNeg: true,
+      dst: localhost,
+      matches: [comment('block incoming localnet connections'), '-m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT'],
+      target: 'DROP',
+    })
   }
 
   filter.add({ chain: KUBE_FORWARD, matches: ['-m conntrack --ctstate INVALID'], target: 'DROP' })
   filter.add({ chain: KUBE_FORWARD, matches: [comment('kubernetes forwarding rules'), `-m mark --mark ${markMask}`], target: 'ACCEPT' })
-  filter.add({ chain: KUBE_FORWARD, matches: [comment('kubernetes forwarding conntrack rule'), '-m conntrack --ctstate RELATED,ESTABLISHED'], target: 'ACCEPT' })
+  filter.add({
+    chain: KUBE_FORWARD,
+    matches: [comment('kubernetes forwarding conntrack rule'), '-m conntrack --ctstate RELATED,ESTABLISHED'],
+    target: 'ACCEPT',
+  })
 
   const head = `# tundra: kube-proxy iptables-mode rules (IPv${family}), in iptables-save form`
   return `${head}\n${filter.render(family)}\n${nat.render(family)}\n`

@@ -6,10 +6,7 @@
 import type { Cluster, Family } from '../model/cluster'
 import { cidrContains, compareIP, parseCIDR, parseIP } from '../k8s/ip'
 import { NFT_PREFIX, nftServicePortChainNameBase, nftServicePortEndpointChainNameBase } from './names'
-import {
-  chainPlan, clusterCIDRFor, masqueradeMark, nodeIPFor, nodePortIPs, proxyServicePorts, type ProxyEndpoint,
-  type ProxyOptions,
-} from './serviceports'
+import { chainPlan, clusterCIDRFor, masqueradeMark, nodeIPFor, nodePortIPs, proxyServicePorts, type ProxyEndpoint, type ProxyOptions } from './serviceports'
 
 export interface NftOptions extends ProxyOptions {
   /** IP family of the table: `ip kube-proxy` (4, default) or `ip6 kube-proxy` (6) */
@@ -43,9 +40,17 @@ function q(s: string): string {
 export function nftDuration(seconds: number): string {
   let rest = seconds
   let out = ''
-  for (const [unit, len] of [['d', 86400], ['h', 3600], ['m', 60], ['s', 1]] as const) {
+  for (const [unit, len] of [
+    ['d', 86400],
+    ['h', 3600],
+    ['m', 60],
+    ['s', 1],
+  ] as const) {
     const n = Math.floor(rest / len)
-    if (n > 0) { out += `${n}${unit}`; rest -= n * len }
+    if (n > 0) {
+      out += `${n}${unit}`
+      rest -= n * len
+    }
   }
   return out === '' ? '0s' : out
 }
@@ -86,7 +91,10 @@ export function renderNft(cluster: Cluster, opts: NftOptions = {}): string {
 
   const sets = new Map<string, SetDef>()
   const chains = new Map<string, ChainDef>()
-  const addSet = (s: SetDef): SetDef => { sets.set(s.name, s); return s }
+  const addSet = (s: SetDef): SetDef => {
+    sets.set(s.name, s)
+    return s
+  }
   const chain = (name: string, base?: string, comment?: string): ChainDef => {
     let c = chains.get(name)
     if (!c) {
@@ -131,11 +139,7 @@ export function renderNft(cluster: Cluster, opts: NftOptions = {}): string {
     chain(src).rules.push(`${extra}jump ${dst}`)
   }
   chain('mark-for-masquerade').rules.push(`meta mark set meta mark | ${mark}`)
-  chain('masquerading').rules.push(
-    `meta mark & ${mark} == 0x00000000 return`,
-    `meta mark set meta mark ^ ${mark}`,
-    'masquerade fully-random',
-  )
+  chain('masquerading').rules.push(`meta mark & ${mark} == 0x00000000 return`, `meta mark set meta mark ^ ${mark}`, 'masquerade fully-random')
   const clusterIPsSet = addSet({ kind: 'set', name: 'cluster-ips', type: addrType, comment: 'Active ClusterIPs', elements: [] })
   chain('cluster-ips-check').rules.push(`${ipX} daddr @cluster-ips reject comment "Reject traffic to invalid ports of ClusterIPs"`)
   if (serviceCIDRs.length > 0) {
@@ -144,23 +148,59 @@ export function renderNft(cluster: Cluster, opts: NftOptions = {}): string {
   if (npIPs !== undefined) {
     addSet({ kind: 'set', name: 'nodeport-ips', type: addrType, comment: 'IPs that accept NodePort traffic', elements: npIPs.filter(ip => !isLoopback(ip)) })
   }
-  const noEndpointServices = addSet({ kind: 'map', name: 'no-endpoint-services', type: `${addrType} . inet_proto . inet_service : verdict`, comment: 'vmap to drop or reject packets to services with no endpoints', elements: [] })
-  const noEndpointNodePorts = addSet({ kind: 'map', name: 'no-endpoint-nodeports', type: 'inet_proto . inet_service : verdict', comment: 'vmap to drop or reject packets to service nodeports with no endpoints', elements: [] })
+  const noEndpointServices = addSet({
+    kind: 'map',
+    name: 'no-endpoint-services',
+    type: `${addrType} . inet_proto . inet_service : verdict`,
+    comment: 'vmap to drop or reject packets to services with no endpoints',
+    elements: [],
+  })
+  const noEndpointNodePorts = addSet({
+    kind: 'map',
+    name: 'no-endpoint-nodeports',
+    type: 'inet_proto . inet_service : verdict',
+    comment: 'vmap to drop or reject packets to service nodeports with no endpoints',
+    elements: [],
+  })
   chain('reject-chain', undefined, 'helper for @no-endpoint-services / @no-endpoint-nodeports').rules.push('reject')
   chain('service-endpoints-check').rules.push(`${ipX} daddr . meta l4proto . th dport vmap @no-endpoint-services`)
-  chain('nodeport-endpoints-check').rules.push(npIPs === undefined
-    ? `${noLocalhost} meta l4proto . th dport vmap @no-endpoint-nodeports`
-    : `${ipX} daddr @nodeport-ips meta l4proto . th dport vmap @no-endpoint-nodeports`)
-  const firewallIPs = addSet({ kind: 'map', name: 'firewall-ips', type: `${addrType} . inet_proto . inet_service : verdict`, comment: 'destinations that are subject to LoadBalancerSourceRanges', elements: [] })
+  chain('nodeport-endpoints-check').rules.push(
+    npIPs === undefined
+      ? `${noLocalhost} meta l4proto . th dport vmap @no-endpoint-nodeports`
+      : `${ipX} daddr @nodeport-ips meta l4proto . th dport vmap @no-endpoint-nodeports`,
+  )
+  const firewallIPs = addSet({
+    kind: 'map',
+    name: 'firewall-ips',
+    type: `${addrType} . inet_proto . inet_service : verdict`,
+    comment: 'destinations that are subject to LoadBalancerSourceRanges',
+    elements: [],
+  })
   chain('firewall-check').rules.push(`${ipX} daddr . meta l4proto . th dport vmap @firewall-ips`)
-  const serviceIPs = addSet({ kind: 'map', name: 'service-ips', type: `${addrType} . inet_proto . inet_service : verdict`, comment: 'ClusterIP, ExternalIP and LoadBalancer IP traffic', elements: [] })
-  const serviceNodePorts = addSet({ kind: 'map', name: 'service-nodeports', type: 'inet_proto . inet_service : verdict', comment: 'NodePort traffic', elements: [] })
+  const serviceIPs = addSet({
+    kind: 'map',
+    name: 'service-ips',
+    type: `${addrType} . inet_proto . inet_service : verdict`,
+    comment: 'ClusterIP, ExternalIP and LoadBalancer IP traffic',
+    elements: [],
+  })
+  const serviceNodePorts = addSet({
+    kind: 'map',
+    name: 'service-nodeports',
+    type: 'inet_proto . inet_service : verdict',
+    comment: 'NodePort traffic',
+    elements: [],
+  })
   chain('services').rules.push(`${ipX} daddr . meta l4proto . th dport vmap @service-ips`)
-  chain('services').rules.push(npIPs === undefined
-    ? `fib daddr type local ${noLocalhost} meta l4proto . th dport vmap @service-nodeports`
-    : `${ipX} daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports`)
+  chain('services').rules.push(
+    npIPs === undefined
+      ? `fib daddr type local ${noLocalhost} meta l4proto . th dport vmap @service-nodeports`
+      : `${ipX} daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports`,
+  )
 
-  const addElem = (s: SetDef, elem: string): void => { if (!s.elements.includes(elem)) s.elements.push(elem) }
+  const addElem = (s: SetDef, elem: string): void => {
+    if (!s.elements.includes(elem)) s.elements.push(elem)
+  }
   const localDetect = clusterCIDR
 
   for (const sp of proxyServicePorts(cluster, family, opts)) {
@@ -178,8 +218,13 @@ export function renderNft(cluster: Cluster, opts: NftOptions = {}): string {
 
     for (const e of sp.allReachableEndpoints) chain(epChain(e))
     const {
-      usesClusterPolicyChain, usesLocalPolicyChain, internalTrafficChain, hasInternalEndpoints, externalPolicyChain,
-      hasExternalEndpoints, usesExternalTrafficChain,
+      usesClusterPolicyChain,
+      usesLocalPolicyChain,
+      internalTrafficChain,
+      hasInternalEndpoints,
+      externalPolicyChain,
+      hasExternalEndpoints,
+      usesExternalTrafficChain,
     } = chainPlan(sp, clusterPolicyChain, localPolicyChain)
     if (usesClusterPolicyChain) chain(clusterPolicyChain)
     if (usesLocalPolicyChain) chain(localPolicyChain)
@@ -240,7 +285,12 @@ export function renderNft(cluster: Cluster, opts: NftOptions = {}): string {
     if (usesFWChain) {
       const sources = [...sp.loadBalancerSourceRanges]
       const nodeAddr = nodeIP === undefined ? undefined : parseIP(nodeIP)
-      const allowFromNode = nodeAddr !== undefined && sp.loadBalancerSourceRanges.some(c => { const p = parseCIDR(c); return p !== undefined && cidrContains(p, nodeAddr) })
+      const allowFromNode =
+        nodeAddr !== undefined &&
+        sp.loadBalancerSourceRanges.some(c => {
+          const p = parseCIDR(c)
+          return p !== undefined && cidrContains(p, nodeAddr)
+        })
       if (allowFromNode) sources.push(...sp.loadBalancerVIPs)
       chain(fwChain).rules.push(`${ipX} saddr != ${anonSet(sources)} drop`)
     }

@@ -15,7 +15,10 @@ export function formatFixedExact(x: number, digits: number): string {
   let mant = (BigInt(hi & 0xfffff) << 32n) | BigInt(lo)
   let exp: number
   if (biased === 0) exp = -1074
-  else { mant |= 1n << 52n; exp = biased - 1075 }
+  else {
+    mant |= 1n << 52n
+    exp = biased - 1075
+  }
   // x = mant * 2^exp; scaled = x * 10^digits = num / den
   let num = mant * 10n ** BigInt(digits)
   let den = 1n

@@ -81,7 +81,10 @@ function cidrsOfFamily(cidrs: readonly string[], family: Family): string[] {
 /** The --cluster-cidr of this family, or undefined (local traffic detection off). */
 export function clusterCIDRFor(opts: ProxyOptions, family: Family): string | undefined {
   const list = opts.clusterCIDR === undefined ? [] : typeof opts.clusterCIDR === 'string' ? opts.clusterCIDR.split(',') : [...opts.clusterCIDR]
-  const c = cidrsOfFamily(list.map(s => s.trim()), family)[0]
+  const c = cidrsOfFamily(
+    list.map(s => s.trim()),
+    family,
+  )[0]
   return c === undefined ? undefined : canonicalCIDR(c)
 }
 
@@ -160,7 +163,10 @@ export function proxyServicePorts(cluster: Cluster, family: Family, opts: ProxyO
     const clusterIP = ofFamily(svc.clusterIPs, family)[0]
     if (clusterIP === undefined) continue
     const externalIPs = ofFamily(svc.externalIPs, family)
-    const loadBalancerVIPs = ofFamily(svc.loadBalancerIngress.filter(i => i.ipMode === 'VIP').map(i => i.ip), family)
+    const loadBalancerVIPs = ofFamily(
+      svc.loadBalancerIngress.filter(i => i.ipMode === 'VIP').map(i => i.ip),
+      family,
+    )
     const loadBalancerSourceRanges = cidrsOfFamily(svc.loadBalancerSourceRanges, family)
     const internalPolicyLocal = svc.internalTrafficPolicy === 'Local'
     const externalPolicyLocal = isExternallyAccessibleService(svc) && svc.externalTrafficPolicy === 'Local'
@@ -171,7 +177,10 @@ export function proxyServicePorts(cluster: Cluster, family: Family, opts: ProxyO
       const endpoints = endpointsFor(svc, sp, family, opts.nodeName)
 
       // CategorizeEndpoints (model/categorize.ts; no topology hints in the model, so topology never narrows the set)
-      const cond = (j: number): number => { const e = endpoints[j]!; return epCond(e.ready, e.serving, e.terminating, e.local) }
+      const cond = (j: number): number => {
+        const e = endpoints[j]!
+        return epCond(e.ready, e.serving, e.terminating, e.local)
+      }
       const sel: number[] = []
       const chosen = (localOnly: boolean): ProxyEndpoint[] => {
         const k = usableEndpoints(endpoints.length, cond, localOnly, sel)

@@ -9,15 +9,33 @@ import { NodePortAllocator } from '../k8s/allocate'
 import { defaultServicePort, explicitClusterIPs, selectorMatches, serviceType } from '../k8s/defaults'
 import { loadPaths } from '../k8s/load'
 import {
-  LABEL_MANAGED_BY, LABEL_SERVICE_NAME, MANAGED_BY_CONTROLLER, namespaceOf, objectRef,
-  type Deployment, type EndpointSlice, type KubeObject, type LoadedObject, type Node, type Pod, type Service,
+  LABEL_MANAGED_BY,
+  LABEL_SERVICE_NAME,
+  MANAGED_BY_CONTROLLER,
+  namespaceOf,
+  objectRef,
+  type Deployment,
+  type EndpointSlice,
+  type KubeObject,
+  type LoadedObject,
+  type Node,
+  type Pod,
+  type Service,
 } from '../k8s/types'
 import { DEFAULT_NODE_PORT_RANGE, validateAll } from '../k8s/validate'
 import type { Problem } from '../model/cluster'
 import { isRoot } from '../netns/netns'
 import type { ClusterIPAllocator } from '../k8s/allocate'
 import {
-  allocateServiceIPs, deploymentWantedIPs, labClusterIPAllocator, LabManifestError, nodeObject, podInputsOf, runningPod, wantsIPv6, type WantIP,
+  allocateServiceIPs,
+  deploymentWantedIPs,
+  labClusterIPAllocator,
+  LabManifestError,
+  nodeObject,
+  podInputsOf,
+  runningPod,
+  wantsIPv6,
+  type WantIP,
 } from './compile'
 import { APPLIED_DIR, keyOf, MANIFESTS_DIR, objectKey, readObjects, removeObject, writeObject, ensureDir } from './objects'
 import { placePods, type PlannedNode, type PlannedPod } from './plan'
@@ -55,8 +73,12 @@ export interface OpenOptions {
 }
 
 const KIND_RESOURCE: Readonly<Record<string, string>> = {
-  Service: 'service', Deployment: 'deployment.apps', Pod: 'pod', EndpointSlice: 'endpointslice.discovery.k8s.io',
-  Namespace: 'namespace', Node: 'node',
+  Service: 'service',
+  Deployment: 'deployment.apps',
+  Pod: 'pod',
+  EndpointSlice: 'endpointslice.discovery.k8s.io',
+  Namespace: 'namespace',
+  Node: 'node',
 }
 /** kubectl's `<resource>/<name>` */
 const resourceRef = (o: Pick<KubeObject, 'kind' | 'metadata'>): string => `${KIND_RESOURCE[o.kind] ?? o.kind.toLowerCase()}/${o.metadata?.name ?? ''}`
@@ -67,7 +89,10 @@ const hasSelector = (svc: Service): boolean => Object.keys(svc.spec?.selector ??
 
 function addTo<K, V>(m: Map<K, Set<V>>, k: K, v: V): void {
   let s = m.get(k)
-  if (!s) { s = new Set(); m.set(k, s) }
+  if (!s) {
+    s = new Set()
+    m.set(k, s)
+  }
   s.add(v)
 }
 
@@ -78,12 +103,22 @@ function sliceService(o: EndpointSlice): string | undefined {
 
 function index(s: LabSession, o: KubeObject, add: boolean): void {
   const key = objectKey(o)
-  const op = <K, V>(m: Map<K, Set<V>>, k: K, v: V): void => { if (add) addTo(m, k, v); else m.get(k)?.delete(v) }
+  const op = <K, V>(m: Map<K, Set<V>>, k: K, v: V): void => {
+    if (add) addTo(m, k, v)
+    else m.get(k)?.delete(v)
+  }
   if (o.kind === 'Pod') op(s.podsByNs, namespaceOf(o), key)
   else if (o.kind === 'Service') {
     op(s.svcsByNs, namespaceOf(o), key)
-    for (const ip of explicitClusterIPs(o)) { if (add) s.ipOwner.set(ip, nsName(o)); else s.ipOwner.delete(ip) }
-    for (const p of o.spec?.ports ?? []) if (typeof p.nodePort === 'number' && p.nodePort !== 0) { if (add) s.portOwner.set(p.nodePort, nsName(o)); else s.portOwner.delete(p.nodePort) }
+    for (const ip of explicitClusterIPs(o)) {
+      if (add) s.ipOwner.set(ip, nsName(o))
+      else s.ipOwner.delete(ip)
+    }
+    for (const p of o.spec?.ports ?? [])
+      if (typeof p.nodePort === 'number' && p.nodePort !== 0) {
+        if (add) s.portOwner.set(p.nodePort, nsName(o))
+        else s.portOwner.delete(p.nodePort)
+      }
   } else if (o.kind === 'EndpointSlice') {
     const svc = sliceService(o)
     if (svc !== undefined) op(s.slicesBySvc, svc, key)
@@ -95,18 +130,34 @@ export function openLab(name?: string, opts: OpenOptions = {}): LabSession {
   const state = loadLabState(name)
   if (state.phase !== 'up') throw new LabError(`lab ${state.name} is ${state.phase}, not up`)
   const manifests = join(state.dir, MANIFESTS_DIR)
-  if (state.manifests !== manifests) throw new LabError(`lab ${state.name} was made by an older tundra (one manifests file): take it down and up again to change it live`)
+  if (state.manifests !== manifests)
+    throw new LabError(`lab ${state.name} was made by an older tundra (one manifests file): take it down and up again to change it live`)
   if (state.dataplane === 'iptables') {
     throw new LabError(`lab ${state.name} runs kube-proxy's iptables rules, loaded once at lab up: live changes need --dataplane tundra or none`)
   }
   const nodes: PlannedNode[] = state.nodes.map((n, i) => ({
-    index: i + 1, name: n.name, ns: n.ns, ip: n.ip, podCIDR: n.podCIDR, ...(n.podCIDR6 === undefined ? {} : { podCIDR6: n.podCIDR6 }), bridgePort: `p-${n.name}`,
+    index: i + 1,
+    name: n.name,
+    ns: n.ns,
+    ip: n.ip,
+    podCIDR: n.podCIDR,
+    ...(n.podCIDR6 === undefined ? {} : { podCIDR6: n.podCIDR6 }),
+    bridgePort: `p-${n.name}`,
   }))
   const s: LabSession = {
-    state, nodes, dualStack: nodes.some(n => n.podCIDR6 !== undefined),
-    applied: readObjects(join(state.dir, APPLIED_DIR)), served: readObjects(manifests),
-    slicesBySvc: new Map(), podsByNs: new Map(), svcsByNs: new Map(), ipOwner: new Map(), portOwner: new Map(), alloc: undefined,
-    log: opts.log ?? ((line: string) => process.stderr.write(`${line}\n`)), timeoutMs: opts.readyTimeoutMs ?? 60_000,
+    state,
+    nodes,
+    dualStack: nodes.some(n => n.podCIDR6 !== undefined),
+    applied: readObjects(join(state.dir, APPLIED_DIR)),
+    served: readObjects(manifests),
+    slicesBySvc: new Map(),
+    podsByNs: new Map(),
+    svcsByNs: new Map(),
+    ipOwner: new Map(),
+    portOwner: new Map(),
+    alloc: undefined,
+    log: opts.log ?? ((line: string) => process.stderr.write(`${line}\n`)),
+    timeoutMs: opts.readyTimeoutMs ?? 60_000,
   }
   for (const o of s.served.values()) index(s, o, true)
   return s
@@ -138,16 +189,24 @@ class Draft {
 
   served(key: string): KubeObject | undefined {
     const c = this.change.served
-    return c.has(key) ? c.get(key) ?? undefined : this.s.served.get(key)
+    return c.has(key) ? (c.get(key) ?? undefined) : this.s.served.get(key)
   }
   applied(key: string): KubeObject | undefined {
     const c = this.change.applied
-    return c.has(key) ? c.get(key) ?? undefined : this.s.applied.get(key)
+    return c.has(key) ? (c.get(key) ?? undefined) : this.s.applied.get(key)
   }
-  putServed(o: KubeObject): void { this.change.served.set(objectKey(o), o) }
-  dropServed(key: string): void { if (this.served(key) !== undefined) this.change.served.set(key, null) }
-  putApplied(o: KubeObject): void { this.change.applied.set(objectKey(o), o) }
-  dropApplied(key: string): void { if (this.applied(key) !== undefined) this.change.applied.set(key, null) }
+  putServed(o: KubeObject): void {
+    this.change.served.set(objectKey(o), o)
+  }
+  dropServed(key: string): void {
+    if (this.served(key) !== undefined) this.change.served.set(key, null)
+  }
+  putApplied(o: KubeObject): void {
+    this.change.applied.set(objectKey(o), o)
+  }
+  dropApplied(key: string): void {
+    if (this.applied(key) !== undefined) this.change.applied.set(key, null)
+  }
 
   problem(l: { file?: string | undefined }, o: KubeObject, field: string, reason: string): void {
     this.problems.push({ ...(l.file === undefined ? {} : { file: l.file }), object: objectRef(o), field, reason })
@@ -160,7 +219,8 @@ class Draft {
     const prefix = keyOf(kind, ns, '')
     for (const [k, v] of this.change.served) {
       if (!k.startsWith(prefix)) continue
-      if (v === null) out.delete(k); else out.add(k)
+      if (v === null) out.delete(k)
+      else out.add(k)
     }
     return [...out]
   }
@@ -188,18 +248,31 @@ function planService(d: Draft, l: LoadedObject<Service>): void {
   const before = prev === undefined ? [] : explicitClusterIPs(prev)
   const given = explicitClusterIPs(svc)
   if (prev !== undefined && before.length > 0 && serviceType(svc) !== 'ExternalName' && spec.clusterIP !== 'None') {
-    if (given.length === 0) { spec.clusterIP = before[0]!; spec.clusterIPs = [...before] }
-    else if (given[0] !== before[0]) { d.problem(l, svc, 'spec.clusterIP', `Invalid value: ${JSON.stringify(given[0])}: field is immutable (it is ${before[0]})`); return }
+    if (given.length === 0) {
+      spec.clusterIP = before[0]!
+      spec.clusterIPs = [...before]
+    } else if (given[0] !== before[0]) {
+      d.problem(l, svc, 'spec.clusterIP', `Invalid value: ${JSON.stringify(given[0])}: field is immutable (it is ${before[0]})`)
+      return
+    }
   }
   for (const ip of explicitClusterIPs(svc)) {
     const owner = s.ipOwner.get(ip)
-    if (owner !== undefined && owner !== nsName(svc)) { d.problem(l, svc, 'spec.clusterIP', `Invalid value: ${JSON.stringify(ip)}: provided IP is already allocated to Service ${owner}`); return }
+    if (owner !== undefined && owner !== nsName(svc)) {
+      d.problem(l, svc, 'spec.clusterIP', `Invalid value: ${JSON.stringify(ip)}: provided IP is already allocated to Service ${owner}`)
+      return
+    }
   }
   if (wantsIPv6(svc) && !s.dualStack) {
     d.problem(l, svc, 'spec.ipFamilies', 'this lab is IPv4-only (no Service asked for IPv6 at lab up): its pods have no IPv6 addresses')
     return
   }
-  allocateServiceIPs(svc, d.allocator(), { nodes: s.nodes, dualStack: s.dualStack, warn: w => d.change.warnings.push(w), ...(l.file === undefined ? {} : { file: l.file }) })
+  allocateServiceIPs(svc, d.allocator(), {
+    nodes: s.nodes,
+    dualStack: s.dualStack,
+    warn: w => d.change.warnings.push(w),
+    ...(l.file === undefined ? {} : { file: l.file }),
+  })
   const type = serviceType(svc)
   const wantsNodePorts = type === 'NodePort' || (type === 'LoadBalancer' && spec.allocateLoadBalancerNodePorts !== false)
   const prevPorts = (prev?.spec?.ports ?? []).map(defaultServicePort)
@@ -208,13 +281,20 @@ function planService(d: Draft, l: LoadedObject<Service>): void {
     const dp = defaultServicePort(p)
     if (dp.nodePort !== 0) {
       const owner = s.portOwner.get(dp.nodePort)
-      if (owner !== undefined && owner !== nsName(svc)) { d.problem(l, svc, `spec.ports[${i}].nodePort`, `Invalid value: ${dp.nodePort}: provided port is already allocated to Service ${owner}`); failed = true }
+      if (owner !== undefined && owner !== nsName(svc)) {
+        d.problem(l, svc, `spec.ports[${i}].nodePort`, `Invalid value: ${dp.nodePort}: provided port is already allocated to Service ${owner}`)
+        failed = true
+      }
       return p
     }
     if (!wantsNodePorts) return p
     const kept = prevPorts.find(q => q.name === dp.name && q.protocol === dp.protocol && q.nodePort !== 0)?.nodePort
     const np = kept ?? d.portAllocator().allocate(`${nsName(svc)}/${dp.name}/${dp.port}/${dp.protocol}`)
-    if (np === undefined) { d.problem(l, svc, `spec.ports[${i}].nodePort`, 'no free node port left'); failed = true; return p }
+    if (np === undefined) {
+      d.problem(l, svc, `spec.ports[${i}].nodePort`, 'no free node port left')
+      failed = true
+      return p
+    }
     return { ...p, nodePort: np }
   })
   if (failed) return
@@ -230,7 +310,10 @@ function removeServiceSlices(d: Draft, svcKey: string): void {
 }
 
 /** Pods to add (placed later, all together) and pods to remove. */
-interface PodWork { readonly add: LoadedObject<Pod>[]; readonly wanted: Map<string, WantIP> }
+interface PodWork {
+  readonly add: LoadedObject<Pod>[]
+  readonly wanted: Map<string, WantIP>
+}
 
 function removePod(d: Draft, namespace: string, name: string): void {
   const key = keyOf('Pod', namespace, name)
@@ -252,7 +335,10 @@ function planDeployment(d: Draft, l: LoadedObject<Deployment>, prev: Deployment 
   for (const [k, v] of w.wanted) work.wanted.set(k, v)
   for (const p of after) {
     if (had.has(nsName(p))) continue
-    if (d.served(objectKey(p)) !== undefined) { d.problem(l, l.object, 'metadata.name', `its pod ${p.metadata?.name ?? ''} would replace an existing Pod of that name`); continue }
+    if (d.served(objectKey(p)) !== undefined) {
+      d.problem(l, l.object, 'metadata.name', `its pod ${p.metadata?.name ?? ''} would replace an existing Pod of that name`)
+      continue
+    }
     work.add.push({ object: p, ...(l.file === undefined ? {} : { file: l.file }) })
   }
 }
@@ -260,7 +346,10 @@ function planDeployment(d: Draft, l: LoadedObject<Deployment>, prev: Deployment 
 function planPod(d: Draft, l: LoadedObject<Pod>, prev: Pod | undefined, work: PodWork): void {
   const key = objectKey(l.object)
   if (prev === undefined) {
-    if (d.served(key) !== undefined) { d.problem(l, l.object, 'metadata.name', 'a Pod of that name already runs (made by a Deployment): delete or scale the Deployment instead'); return }
+    if (d.served(key) !== undefined) {
+      d.problem(l, l.object, 'metadata.name', 'a Pod of that name already runs (made by a Deployment): delete or scale the Deployment instead')
+      return
+    }
     work.add.push(l)
     return
   }
@@ -299,7 +388,11 @@ function placeNew(d: Draft, work: PodWork): void {
 function reconcileSlices(d: Draft): void {
   const s = d.s
   const byNs = new Map<string, Pod[]>()
-  for (const p of d.touchedPods) { const l = byNs.get(namespaceOf(p)) ?? []; l.push(p); byNs.set(namespaceOf(p), l) }
+  for (const p of d.touchedPods) {
+    const l = byNs.get(namespaceOf(p)) ?? []
+    l.push(p)
+    byNs.set(namespaceOf(p), l)
+  }
   for (const [ns, pods] of byNs) {
     for (const k of d.keysIn('Service', ns)) {
       const svc = d.served(k) as Service
@@ -312,8 +405,15 @@ function reconcileSlices(d: Draft): void {
   for (const svcKey of d.services) {
     const [ns, name] = [svcKey.slice(0, svcKey.indexOf('/')), svcKey.slice(svcKey.indexOf('/') + 1)]
     const svc = d.served(keyOf('Service', ns, name)) as Service | undefined
-    const old = new Set([...s.slicesBySvc.get(svcKey) ?? []].filter(k => (d.served(k) as EndpointSlice | undefined)?.metadata?.labels?.[LABEL_MANAGED_BY] === MANAGED_BY_CONTROLLER))
-    if (svc === undefined || !hasSelector(svc)) { for (const k of old) d.dropServed(k); continue }
+    const old = new Set(
+      [...(s.slicesBySvc.get(svcKey) ?? [])].filter(
+        k => (d.served(k) as EndpointSlice | undefined)?.metadata?.labels?.[LABEL_MANAGED_BY] === MANAGED_BY_CONTROLLER,
+      ),
+    )
+    if (svc === undefined || !hasSelector(svc)) {
+      for (const k of old) d.dropServed(k)
+      continue
+    }
     const pods = d.keysIn('Pod', ns).map(k => d.served(k) as Pod)
     for (const slice of endpointSlicesForService(svc, pods, { nodes })) {
       const k = objectKey(slice)
@@ -348,17 +448,33 @@ export function planApply(s: LabSession, objects: readonly LoadedObject[]): LabC
   const work: PodWork = { add: [], wanted: new Map() }
   for (const l of checked.objects) {
     const o = l.object
-    if (o.kind === 'Node') { d.change.warnings.push(`${l.file === undefined ? '' : `${l.file}: `}${objectRef(o)}: ignored, the lab makes its own nodes`); continue }
+    if (o.kind === 'Node') {
+      d.change.warnings.push(`${l.file === undefined ? '' : `${l.file}: `}${objectRef(o)}: ignored, the lab makes its own nodes`)
+      continue
+    }
     const key = objectKey(o)
     const prev = d.applied(key)
-    if (prev !== undefined && canonicalJSON(prev) === canonicalJSON(o)) { d.change.lines.push(`${resourceRef(o)} unchanged`); continue }
+    if (prev !== undefined && canonicalJSON(prev) === canonicalJSON(o)) {
+      d.change.lines.push(`${resourceRef(o)} unchanged`)
+      continue
+    }
     const problemsBefore = d.problems.length
     switch (o.kind) {
-      case 'Namespace': d.putServed(clone(o)); break
-      case 'Service': planService(d, l as LoadedObject<Service>); break
-      case 'EndpointSlice': d.putServed(clone(o)); break
-      case 'Deployment': planDeployment(d, l as LoadedObject<Deployment>, prev as Deployment | undefined, work); break
-      case 'Pod': planPod(d, l as LoadedObject<Pod>, prev as Pod | undefined, work); break
+      case 'Namespace':
+        d.putServed(clone(o))
+        break
+      case 'Service':
+        planService(d, l as LoadedObject<Service>)
+        break
+      case 'EndpointSlice':
+        d.putServed(clone(o))
+        break
+      case 'Deployment':
+        planDeployment(d, l as LoadedObject<Deployment>, prev as Deployment | undefined, work)
+        break
+      case 'Pod':
+        planPod(d, l as LoadedObject<Pod>, prev as Pod | undefined, work)
+        break
     }
     if (d.problems.length > problemsBefore) continue
     d.putApplied(clone(o))
@@ -368,14 +484,29 @@ export function planApply(s: LabSession, objects: readonly LoadedObject[]): LabC
   return finish(d)
 }
 
-export interface ObjectRefArg { readonly kind: string; readonly namespace: string; readonly name: string }
+export interface ObjectRefArg {
+  readonly kind: string
+  readonly namespace: string
+  readonly name: string
+}
 
 const KIND_ALIASES: Readonly<Record<string, string>> = {
-  svc: 'Service', service: 'Service', services: 'Service',
-  deploy: 'Deployment', deployment: 'Deployment', deployments: 'Deployment', 'deployment.apps': 'Deployment',
-  po: 'Pod', pod: 'Pod', pods: 'Pod',
-  endpointslice: 'EndpointSlice', endpointslices: 'EndpointSlice', 'endpointslice.discovery.k8s.io': 'EndpointSlice',
-  ns: 'Namespace', namespace: 'Namespace', namespaces: 'Namespace',
+  svc: 'Service',
+  service: 'Service',
+  services: 'Service',
+  deploy: 'Deployment',
+  deployment: 'Deployment',
+  deployments: 'Deployment',
+  'deployment.apps': 'Deployment',
+  po: 'Pod',
+  pod: 'Pod',
+  pods: 'Pod',
+  endpointslice: 'EndpointSlice',
+  endpointslices: 'EndpointSlice',
+  'endpointslice.discovery.k8s.io': 'EndpointSlice',
+  ns: 'Namespace',
+  namespace: 'Namespace',
+  namespaces: 'Namespace',
 }
 
 /** `svc/web`, `deploy/web`, `pod/x` (kubectl's short names) in namespace `namespace`. */
@@ -389,16 +520,21 @@ export function parseObjectRef(text: string, namespace = 'default'): ObjectRefAr
   return { kind, namespace: kind === 'Namespace' ? '' : namespace, name }
 }
 
-const notFound = (r: ObjectRefArg): string => `${KIND_RESOURCE[r.kind] ?? r.kind}/${r.name}${r.namespace === '' ? '' : ` in namespace ${r.namespace}`} not found`
+const notFound = (r: ObjectRefArg): string =>
+  `${KIND_RESOURCE[r.kind] ?? r.kind}/${r.name}${r.namespace === '' ? '' : ` in namespace ${r.namespace}`} not found`
 
 /** Plans `lab delete`. Deleting what is not there is an error (as kubectl without --ignore-not-found). */
 export function planDelete(s: LabSession, refs: readonly ObjectRefArg[]): LabChange {
   const d = new Draft(s)
   const expanded: ObjectRefArg[] = []
   for (const r of refs) {
-    if (r.kind !== 'Namespace') { expanded.push(r); continue }
+    if (r.kind !== 'Namespace') {
+      expanded.push(r)
+      continue
+    }
     // a namespace goes with everything in it
-    for (const o of s.applied.values()) if (o.kind !== 'Namespace' && namespaceOf(o) === r.name) expanded.push({ kind: o.kind, namespace: r.name, name: o.metadata?.name ?? '' })
+    for (const o of s.applied.values())
+      if (o.kind !== 'Namespace' && namespaceOf(o) === r.name) expanded.push({ kind: o.kind, namespace: r.name, name: o.metadata?.name ?? '' })
     expanded.push(r)
   }
   for (const r of expanded) {
@@ -407,16 +543,27 @@ export function planDelete(s: LabSession, refs: readonly ObjectRefArg[]): LabCha
     if (prev === undefined) {
       const running = d.served(key)
       const owner = running?.metadata?.ownerReferences?.[0]
-      d.problems.push({ object: `${r.kind} ${r.namespace === '' ? '' : `${r.namespace}/`}${r.name}`, field: '',
-        reason: running !== undefined && owner !== undefined ? `made by ${owner.kind} ${owner.name}: scale or delete its Deployment` : 'not found' })
+      d.problems.push({
+        object: `${r.kind} ${r.namespace === '' ? '' : `${r.namespace}/`}${r.name}`,
+        field: '',
+        reason: running !== undefined && owner !== undefined ? `made by ${owner.kind} ${owner.name}: scale or delete its Deployment` : 'not found',
+      })
       continue
     }
     d.dropApplied(key)
     switch (r.kind) {
-      case 'Service': d.dropServed(key); removeServiceSlices(d, `${r.namespace}/${r.name}`); break
-      case 'Deployment': for (const p of expandDeployment(prev as Deployment).pods) removePod(d, r.namespace, p.metadata?.name ?? ''); break
-      case 'Pod': removePod(d, r.namespace, r.name); break
-      default: d.dropServed(key)
+      case 'Service':
+        d.dropServed(key)
+        removeServiceSlices(d, `${r.namespace}/${r.name}`)
+        break
+      case 'Deployment':
+        for (const p of expandDeployment(prev as Deployment).pods) removePod(d, r.namespace, p.metadata?.name ?? '')
+        break
+      case 'Pod':
+        removePod(d, r.namespace, r.name)
+        break
+      default:
+        d.dropServed(key)
     }
     d.change.lines.push(`${resourceRef(prev)} deleted`)
   }
@@ -448,8 +595,17 @@ export function planSetReady(s: LabSession, namespace: string, name: string, rea
   const d = new Draft(s)
   const next = clone(pod)
   const status = ready ? 'True' : 'False'
-  next.status = { ...(next.status ?? {}), conditions: [{ type: 'Ready', status }, { type: 'ContainersReady', status }] }
-  if (canonicalJSON(next) !== canonicalJSON(pod)) { d.putServed(next); d.touchedPods.push(next) }
+  next.status = {
+    ...(next.status ?? {}),
+    conditions: [
+      { type: 'Ready', status },
+      { type: 'ContainersReady', status },
+    ],
+  }
+  if (canonicalJSON(next) !== canonicalJSON(pod)) {
+    d.putServed(next)
+    d.touchedPods.push(next)
+  }
   d.change.readiness.set(`${namespace}/${name}`, !ready)
   d.change.lines.push(`pod/${name} ${ready ? 'ready' : 'not ready'}`)
   return finish(d)
@@ -460,7 +616,13 @@ export function planSetReady(s: LabSession, namespace: string, name: string, rea
 function runtime(s: LabSession): LabRuntime {
   // the same scripts lab up ran (the state records the repository)
   const dist = (rel: string): string => join(s.state.repo, 'dist', rel)
-  return { state: s.state, say: s.log, timeoutMs: s.timeoutMs, node: process.execPath, scripts: { netexec: dist('src/lab/netexec-main.js'), probe: dist('src/lab/probe-main.js') } }
+  return {
+    state: s.state,
+    say: s.log,
+    timeoutMs: s.timeoutMs,
+    node: process.execPath,
+    scripts: { netexec: dist('src/lab/netexec-main.js'), probe: dist('src/lab/probe-main.js') },
+  }
 }
 
 /** Makes new pods, rewrites the changed object files, takes removed pods down, saves the state. Returns kubectl's lines. */
@@ -473,13 +635,20 @@ export async function commit(s: LabSession, c: LabChange): Promise<string[]> {
     for (const p of c.addPods) state.pods.push(podState(p))
     saveState(state)
     try {
-      await createNamespaces(rt, c.addPods.map(p => p.ns), 'pod namespaces')
+      await createNamespaces(
+        rt,
+        c.addPods.map(p => p.ns),
+        'pod namespaces',
+      )
       await wirePods(rt, s.nodes, c.addPods)
       await startContainers(rt, c.addPods)
       await waitReady(rt, s.nodes, new Set(c.addPods.map(p => `${p.namespace}/${p.name}`)))
     } catch (err) {
       const made = new Set(c.addPods.map(p => `${p.namespace}/${p.name}`))
-      await removePods(state, state.pods.filter(p => made.has(`${p.namespace}/${p.name}`)))
+      await removePods(
+        state,
+        state.pods.filter(p => made.has(`${p.namespace}/${p.name}`)),
+      )
       throw err
     }
   }
@@ -501,7 +670,13 @@ export async function commit(s: LabSession, c: LabChange): Promise<string[]> {
   }
   for (const [key, o] of c.applied) {
     const prev = s.applied.get(key)
-    if (o === null) { if (prev !== undefined) removeObject(applied, prev); s.applied.delete(key) } else { writeObject(applied, o); s.applied.set(key, o) }
+    if (o === null) {
+      if (prev !== undefined) removeObject(applied, prev)
+      s.applied.delete(key)
+    } else {
+      writeObject(applied, o)
+      s.applied.set(key, o)
+    }
   }
   for (const [key, failing] of c.readiness) {
     state.pods = state.pods.map(p => {
@@ -544,7 +719,11 @@ export async function labSetReady(s: LabSession, namespace: string, pod: string,
 
 /** The objects of loaded manifests as delete references. */
 export function refsOf(objects: readonly LoadedObject[]): ObjectRefArg[] {
-  return objects.filter(l => l.object.kind !== 'Node').map(l => ({
-    kind: l.object.kind, namespace: l.object.kind === 'Namespace' ? '' : namespaceOf(l.object), name: l.object.metadata?.name ?? '',
-  }))
+  return objects
+    .filter(l => l.object.kind !== 'Node')
+    .map(l => ({
+      kind: l.object.kind,
+      namespace: l.object.kind === 'Namespace' ? '' : namespaceOf(l.object),
+      name: l.object.metadata?.name ?? '',
+    }))
 }

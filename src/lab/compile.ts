@@ -10,8 +10,16 @@ import { runEndpointSliceController } from '../k8s/endpointslice-controller'
 import { loadPaths } from '../k8s/load'
 import { normalize } from '../k8s/normalize'
 import {
-  namespaceOf, objectRef,
-  type Deployment, type EndpointSlice, type KubeObject, type LoadedObject, type Namespace, type Node, type Pod, type Service,
+  namespaceOf,
+  objectRef,
+  type Deployment,
+  type EndpointSlice,
+  type KubeObject,
+  type LoadedObject,
+  type Namespace,
+  type Node,
+  type Pod,
+  type Service,
 } from '../k8s/types'
 import { validateAll } from '../k8s/validate'
 import { LAB, planNodes, placePods, type Dataplane, type PlannedNode, type PlannedPod, type PodInput } from './plan'
@@ -62,7 +70,10 @@ export function compileLab(opts: CompileOptions): LabPlan {
   if (opts.files.length === 0) throw new LabError('give at least one manifest file or directory (-f)')
   const loaded = loadPaths(opts.files)
   const warnings: string[] = []
-  const warn = (w: string): void => { warnings.push(w); opts.onWarning?.(w) }
+  const warn = (w: string): void => {
+    warnings.push(w)
+    opts.onWarning?.(w)
+  }
   for (const w of loaded.warnings) warn(w)
   if (loaded.problems.length > 0) throw new LabManifestError(loaded.problems)
   const range = opts.nodePortRange !== undefined ? { nodePortRange: opts.nodePortRange } : {}
@@ -73,7 +84,10 @@ export function compileLab(opts: CompileOptions): LabPlan {
   // The lab makes its own nodes; Node objects in the input would describe machines that do not exist.
   const input: LoadedObject[] = []
   for (const l of checked.objects) {
-    if (l.object.kind === 'Node') { warn(`${l.file === undefined ? '' : `${l.file}: `}${objectRef(l.object)}: ignored, the lab makes its own nodes (--nodes)`); continue }
+    if (l.object.kind === 'Node') {
+      warn(`${l.file === undefined ? '' : `${l.file}: `}${objectRef(l.object)}: ignored, the lab makes its own nodes (--nodes)`)
+      continue
+    }
     input.push(l)
   }
 
@@ -128,7 +142,10 @@ export function compileLab(opts: CompileOptions): LabPlan {
   const namespaces = new Set(['default'])
   for (const o of explicit) if (o.kind !== 'Namespace') namespaces.add(namespaceOf(o))
   const declared = new Set(explicit.filter((o): o is Namespace => o.kind === 'Namespace').map(o => o.metadata?.name ?? ''))
-  const nsObjects: Namespace[] = [...namespaces].filter(n => !declared.has(n)).sort().map(name => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name } }))
+  const nsObjects: Namespace[] = [...namespaces]
+    .filter(n => !declared.has(n))
+    .sort()
+    .map(name => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name } }))
   const order = (o: KubeObject): number => ['Namespace', 'Node', 'Pod', 'Service', 'EndpointSlice'].indexOf(o.kind)
   const manifests: KubeObject[] = [...nsObjects, ...nodeObjects, ...explicit, ...computed.map(c => c.object as EndpointSlice)]
     .map((o, i) => ({ o, i }))
@@ -162,7 +179,11 @@ function wantedFamilies(svc: Service, dualStack: boolean): Family[] {
  */
 function preallocateClusterIPs(objects: LoadedObject[], nodes: readonly PlannedNode[], warn: (w: string) => void, dualStack: boolean): void {
   const services = objects.filter((l): l is LoadedObject<Service> => l.object.kind === 'Service')
-  const alloc = labClusterIPAllocator(nodes, dualStack, services.flatMap(l => explicitClusterIPs(l.object)))
+  const alloc = labClusterIPAllocator(
+    nodes,
+    dualStack,
+    services.flatMap(l => explicitClusterIPs(l.object)),
+  )
   for (const l of services) allocateServiceIPs(l.object, alloc, { nodes, dualStack, warn, ...(l.file === undefined ? {} : { file: l.file }) })
 }
 
@@ -185,8 +206,11 @@ export function labClusterIPAllocator(nodes: readonly Pick<PlannedNode, 'podCIDR
  * Gives one Service (the lab's copy: mutated) its cluster IPs, as the API server would; warns when an explicit one is
  * inside a node's pod block.
  */
-export function allocateServiceIPs(svc: Service, alloc: ClusterIPAllocator,
-  o: { nodes: readonly Pick<PlannedNode, 'podCIDR'>[]; dualStack: boolean; warn: (w: string) => void; file?: string }): void {
+export function allocateServiceIPs(
+  svc: Service,
+  alloc: ClusterIPAllocator,
+  o: { nodes: readonly Pick<PlannedNode, 'podCIDR'>[]; dualStack: boolean; warn: (w: string) => void; file?: string },
+): void {
   const { dualStack, warn, file } = o
   const explicit = explicitClusterIPs(svc)
   for (const ip of explicit) {
@@ -224,7 +248,10 @@ export function deploymentWantedIPs(d: Deployment, file?: string): { wanted: Map
   const problems: Problem[] = []
   const list = d.metadata?.annotations?.[LAB.podIPsAnnotation]
   if (list === undefined) return { wanted, problems }
-  const ips = list.split(',').map(s => s.trim()).filter(Boolean)
+  const ips = list
+    .split(',')
+    .map(s => s.trim())
+    .filter(Boolean)
   const pods = expandDeployment(d).pods
   const field = annotationField(LAB.podIPsAnnotation)
   const at = file === undefined ? {} : { file }
@@ -244,12 +271,11 @@ export function podInputsOf(objects: readonly LoadedObject[], wanted: ReadonlyMa
     if (l.object.kind !== 'Pod') continue
     const pod = l.object
     const at = l.file === undefined ? {} : { file: l.file }
-    if (pod.spec?.hostNetwork === true) problems.push({ ...at, object: objectRef(pod), field: 'spec.hostNetwork', reason: 'host-network pods are not supported by the lab' })
+    if (pod.spec?.hostNetwork === true)
+      problems.push({ ...at, object: objectRef(pod), field: 'spec.hostNetwork', reason: 'host-network pods are not supported by the lab' })
     const own = pod.metadata?.annotations?.[LAB.podIPAnnotation]
     const key = `${namespaceOf(pod)}/${pod.metadata?.name ?? ''}`
-    const want = own !== undefined
-      ? { ip: own.trim(), field: annotationField(LAB.podIPAnnotation), object: objectRef(pod), ...at }
-      : wanted.get(key)
+    const want = own !== undefined ? { ip: own.trim(), field: annotationField(LAB.podIPAnnotation), object: objectRef(pod), ...at } : wanted.get(key)
     inputs.push({ pod, ...at, ...(want === undefined ? {} : { wantIP: want }) })
   }
   return { inputs, problems }
@@ -258,10 +284,16 @@ export function podInputsOf(objects: readonly LoadedObject[], wanted: ReadonlyMa
 /** The Node object the agents read for a lab node. */
 export function nodeObject(n: PlannedNode): Node {
   return {
-    apiVersion: 'v1', kind: 'Node',
+    apiVersion: 'v1',
+    kind: 'Node',
     metadata: { name: n.name, labels: { 'kubernetes.io/hostname': n.name, 'kubernetes.io/os': 'linux' } },
     spec: { podCIDR: n.podCIDR, podCIDRs: n.podCIDR6 === undefined ? [n.podCIDR] : [n.podCIDR, n.podCIDR6] },
-    status: { addresses: [{ type: 'InternalIP', address: n.ip }, { type: 'Hostname', address: n.name }] },
+    status: {
+      addresses: [
+        { type: 'InternalIP', address: n.ip },
+        { type: 'Hostname', address: n.name },
+      ],
+    },
   }
 }
 
@@ -271,8 +303,14 @@ export function runningPod(pod: Pod, p: Pick<PlannedPod, 'node' | 'ip' | 'ip6'>,
   out.spec = { ...(out.spec ?? {}), nodeName: p.node }
   const status = ready ? 'True' : 'False'
   out.status = {
-    phase: 'Running', podIP: p.ip, podIPs: p.ip6 === undefined ? [{ ip: p.ip }] : [{ ip: p.ip }, { ip: p.ip6 }], hostIP,
-    conditions: [{ type: 'Ready', status }, { type: 'ContainersReady', status }],
+    phase: 'Running',
+    podIP: p.ip,
+    podIPs: p.ip6 === undefined ? [{ ip: p.ip }] : [{ ip: p.ip }, { ip: p.ip6 }],
+    hostIP,
+    conditions: [
+      { type: 'Ready', status },
+      { type: 'ContainersReady', status },
+    ],
   }
   return out
 }
@@ -280,7 +318,10 @@ export function runningPod(pod: Pod, p: Pick<PlannedPod, 'node' | 'ip' | 'ip6'>,
 /** The Service with what the API server filled in written out (cluster IPs, families, node ports), so every agent agrees. */
 function explicitService(svc: Service, n: NormalizedService, dualStack: boolean): Service {
   const spec = svc.spec ?? {}
-  if (!n.headless && n.clusterIPs.length > 0) { spec.clusterIP = n.clusterIPs[0]!; spec.clusterIPs = [...n.clusterIPs] }
+  if (!n.headless && n.clusterIPs.length > 0) {
+    spec.clusterIP = n.clusterIPs[0]!
+    spec.clusterIPs = [...n.clusterIPs]
+  }
   if (dualStack && n.type !== 'ExternalName' && n.ipFamilies.length > 0) {
     // as the API server writes them: an agent then needs no IPv6 service CIDR to read the Service back
     spec.ipFamilies = n.ipFamilies.map(f => (f === 6 ? 'IPv6' : 'IPv4'))

@@ -37,13 +37,23 @@ export async function labDown(name?: string, opts: { log?: (line: string) => voi
   if (bad) throw new LabError(bad)
 
   let state: LabState | undefined
-  try { state = readState(name) } catch (err) { say(`[lab] warning: unreadable state, removing by name: ${(err as Error).message}`) }
+  try {
+    state = readState(name)
+  } catch (err) {
+    say(`[lab] warning: unreadable state, removing by name: ${(err as Error).message}`)
+  }
   const prefix = labPrefix(name)
   const namespaces = [...new Set([...(state?.namespaces ?? []), ...listNamespaces().filter(ns => ns.startsWith(prefix))])]
-  const etcDirs = [...new Set([
-    ...(state?.files ?? []),
-    ...(existsSync('/etc/netns') ? readdirSync('/etc/netns').filter(d => d.startsWith(prefix)).map(d => join('/etc/netns', d)) : []),
-  ])]
+  const etcDirs = [
+    ...new Set([
+      ...(state?.files ?? []),
+      ...(existsSync('/etc/netns')
+        ? readdirSync('/etc/netns')
+            .filter(d => d.startsWith(prefix))
+            .map(d => join('/etc/netns', d))
+        : []),
+    ]),
+  ]
   const dir = labDir(name)
   if (!state && namespaces.length === 0 && etcDirs.length === 0 && !existsSync(dir)) return { name, found: false, stopped: [], namespaces: [] }
 

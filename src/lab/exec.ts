@@ -6,10 +6,7 @@ import { run, type RunResult } from '../netns/netns'
 import { inNamespace } from './proc'
 import { LabError, loadLabState, type LabState } from './state'
 
-export type ExecTarget =
-  | { readonly pod: string; readonly namespace?: string }
-  | { readonly node: string }
-  | { readonly external: true }
+export type ExecTarget = { readonly pod: string; readonly namespace?: string } | { readonly node: string } | { readonly external: true }
 
 export interface LabExecOptions {
   /** lab name; may be left out when exactly one lab is up */

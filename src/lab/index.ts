@@ -8,6 +8,20 @@ export { compileLab, formatProblem, LabManifestError, type LabPlan } from './com
 export { LAB, DATAPLANES, type Dataplane } from './plan'
 export { labRestartAgent, type RestartResult } from './restart'
 export {
-  openLab, labApply, labDelete, labScale, labSetReady, planApply, planDelete, planScale, planSetReady, commit, parseObjectRef, refsOf,
-  loadManifestFiles, type LabSession, type LabChange, type ObjectRefArg,
+  openLab,
+  labApply,
+  labDelete,
+  labScale,
+  labSetReady,
+  planApply,
+  planDelete,
+  planScale,
+  planSetReady,
+  commit,
+  parseObjectRef,
+  refsOf,
+  loadManifestFiles,
+  type LabSession,
+  type LabChange,
+  type ObjectRefArg,
 } from './apply'

@@ -6,7 +6,9 @@ async function main(): Promise<void> {
   if (opts.httpPorts.length + opts.udpPorts.length === 0) throw new Error('give at least one --http-port or --udp-port')
   const server = await startNetexec(opts)
   process.stderr.write(`netexec: serving http ${server.httpPorts.join(',') || '-'} udp ${server.udpPorts.join(',') || '-'}\n`)
-  const stop = (): void => { void server.close().then(() => process.exit(0)) }
+  const stop = (): void => {
+    void server.close().then(() => process.exit(0))
+  }
   process.once('SIGTERM', stop)
   process.once('SIGINT', stop)
 }

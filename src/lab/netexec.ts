@@ -31,12 +31,18 @@ export interface Netexec {
 export function answerHttp(url: string, peer: string, hostname: string): { status: number; body: string } {
   const u = new URL(url, 'http://netexec')
   switch (u.pathname) {
-    case '/hostname': return { status: 200, body: hostname }
-    case '/clientip': return { status: 200, body: peer }
-    case '/echo': return { status: 200, body: u.searchParams.get('msg') ?? '' }
-    case '/healthz': return { status: 200, body: 'ok' }
-    case '/': return { status: 200, body: `NOW: ${new Date().toISOString()}` }
-    default: return { status: 404, body: `404 page not found: ${u.pathname}\n` }
+    case '/hostname':
+      return { status: 200, body: hostname }
+    case '/clientip':
+      return { status: 200, body: peer }
+    case '/echo':
+      return { status: 200, body: u.searchParams.get('msg') ?? '' }
+    case '/healthz':
+      return { status: 200, body: 'ok' }
+    case '/':
+      return { status: 200, body: `NOW: ${new Date().toISOString()}` }
+    default:
+      return { status: 404, body: `404 page not found: ${u.pathname}\n` }
   }
 }
 
@@ -57,7 +63,15 @@ export async function startNetexec(opts: NetexecOptions): Promise<Netexec> {
   const https: Server[] = []
   const udps: Socket[] = []
   const close = async (): Promise<void> => {
-    await Promise.all(https.map(s => new Promise<void>(r => { s.closeAllConnections(); s.close(() => r()) })))
+    await Promise.all(
+      https.map(
+        s =>
+          new Promise<void>(r => {
+            s.closeAllConnections()
+            s.close(() => r())
+          }),
+      ),
+    )
     await Promise.all(udps.map(s => new Promise<void>(r => s.close(() => r()))))
   }
   const http = async (port: number, on: string, ipv6Only: boolean): Promise<Server> => {
@@ -68,7 +82,10 @@ export async function startNetexec(opts: NetexecOptions): Promise<Netexec> {
       res.end(body)
     })
     https.push(server)
-    await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen({ port, host: on, ipv6Only }, () => resolve()) })
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject)
+      server.listen({ port, host: on, ipv6Only }, () => resolve())
+    })
     return server
   }
   const udp = async (port: number, on: string, v6: boolean): Promise<Socket> => {
@@ -78,7 +95,10 @@ export async function startNetexec(opts: NetexecOptions): Promise<Netexec> {
       const reply = answerUdp(msg.toString('utf8'), `${rinfo.address}:${rinfo.port}`, name())
       if (reply !== undefined) sock.send(reply, rinfo.port, rinfo.address)
     })
-    await new Promise<void>((resolve, reject) => { sock.once('error', reject); sock.bind(port, on, () => resolve()) })
+    await new Promise<void>((resolve, reject) => {
+      sock.once('error', reject)
+      sock.bind(port, on, () => resolve())
+    })
     return sock
   }
   const v4https: Server[] = []

@@ -36,7 +36,10 @@ function objectFileName(o: Pick<KubeObject, 'kind' | 'metadata'>): string {
 export function writeObject(dir: string, o: KubeObject, fresh = false): void {
   const path = join(dir, objectFileName(o))
   const text = JSON.stringify(o) + '\n'
-  if (fresh) { writeFileSync(path, text); return }
+  if (fresh) {
+    writeFileSync(path, text)
+    return
+  }
   // `.tmp` is no manifest extension: a reader listing the directory skips it
   writeFileSync(`${path}.tmp`, text)
   renameSync(`${path}.tmp`, path)
@@ -67,11 +70,15 @@ export function serviceState(svc: Service): LabServiceState {
   const type = serviceType(svc)
   const ips = explicitClusterIPs(svc)
   return {
-    namespace: namespaceOf(svc), name: svc.metadata?.name ?? '', type,
-    clusterIP: type === 'ExternalName' ? '' : isHeadlessSpec(svc) ? 'None' : ips[0] ?? '',
+    namespace: namespaceOf(svc),
+    name: svc.metadata?.name ?? '',
+    type,
+    clusterIP: type === 'ExternalName' ? '' : isHeadlessSpec(svc) ? 'None' : (ips[0] ?? ''),
     ...(ips.length > 1 ? { clusterIPs: ips } : {}),
     externalIPs: [...(svc.spec?.externalIPs ?? [])],
-    ports: (svc.spec?.ports ?? []).map(defaultServicePort).map(p => ({ name: p.name, port: p.port, targetPort: p.targetPort, nodePort: p.nodePort, protocol: p.protocol })),
+    ports: (svc.spec?.ports ?? [])
+      .map(defaultServicePort)
+      .map(p => ({ name: p.name, port: p.port, targetPort: p.targetPort, nodePort: p.nodePort, protocol: p.protocol })),
   }
 }
 

@@ -96,7 +96,11 @@ export function planNodes(lab: string, count: number, opts: { dualStack?: boolea
   const out: PlannedNode[] = []
   for (let k = 1; k <= count; k++) {
     out.push({
-      index: k, name: nodeName(k), ns: nodeNsName(lab, nodeName(k)), ip: nodeIP(k), podCIDR: nodePodCIDR(k),
+      index: k,
+      name: nodeName(k),
+      ns: nodeNsName(lab, nodeName(k)),
+      ip: nodeIP(k),
+      podCIDR: nodePodCIDR(k),
       ...(opts.dualStack === true ? { podCIDR6: nodePodCIDR6(k) } : {}),
       bridgePort: `p-${nodeName(k)}`,
     })
@@ -136,9 +140,11 @@ export function planContainer(c: Container, warnings: string[], where: string): 
   for (const p of c.ports ?? []) {
     if (typeof p.containerPort !== 'number') continue
     const proto = p.protocol ?? 'TCP'
-    if (proto === 'TCP') { if (!tcp.includes(p.containerPort)) tcp.push(p.containerPort) }
-    else if (proto === 'UDP') { if (!udp.includes(p.containerPort)) udp.push(p.containerPort) }
-    else warnings.push(`${where}: container ${c.name ?? ''}: ${proto} port ${p.containerPort} is not served in the lab`)
+    if (proto === 'TCP') {
+      if (!tcp.includes(p.containerPort)) tcp.push(p.containerPort)
+    } else if (proto === 'UDP') {
+      if (!udp.includes(p.containerPort)) udp.push(p.containerPort)
+    } else warnings.push(`${where}: container ${c.name ?? ''}: ${proto} port ${p.containerPort} is not served in the lab`)
   }
   const image = c.image ?? ''
   const name = c.name ?? ''
@@ -194,8 +200,12 @@ export interface Placement {
  * Places pods on nodes and gives each an IP. spec.nodeName is honoured; a requested IP places the pod on the node
  * owning it; everything else goes round-robin in creation order. Requested IPs are reserved before any hashing.
  */
-export function placePods(lab: string, nodes: readonly PlannedNode[], inputs: readonly PodInput[],
-  existing: readonly { readonly namespace: string; readonly name: string; readonly ip: string; readonly node: string }[] = []): Placement {
+export function placePods(
+  lab: string,
+  nodes: readonly PlannedNode[],
+  inputs: readonly PodInput[],
+  existing: readonly { readonly namespace: string; readonly name: string; readonly ip: string; readonly node: string }[] = [],
+): Placement {
   const problems: Problem[] = []
   const warnings: string[] = []
   const byName = new Map(nodes.map(n => [n.name, n]))
@@ -217,7 +227,12 @@ export function placePods(lab: string, nodes: readonly PlannedNode[], inputs: re
     if (wanted !== undefined && wanted !== '') {
       node = byName.get(wanted)
       if (!node) {
-        problems.push({ ...at, object: ref, field: 'spec.nodeName', reason: `no node ${JSON.stringify(wanted)} in this lab (nodes: ${nodes.map(n => n.name).join(', ')})` })
+        problems.push({
+          ...at,
+          object: ref,
+          field: 'spec.nodeName',
+          reason: `no node ${JSON.stringify(wanted)} in this lab (nodes: ${nodes.map(n => n.name).join(', ')})`,
+        })
         chosen.push({ node: nodes[0]! })
         continue
       }
@@ -230,11 +245,29 @@ export function placePods(lab: string, nodes: readonly PlannedNode[], inputs: re
       const owner = parsed?.family === 4 ? nodeOfIP(parsed, nodes) : undefined
       const host = parsed?.bytes[3] ?? 0
       if (parsed?.family !== 4) problems.push({ ...wat, object: w.object, field: w.field, reason: `${JSON.stringify(w.ip)} is not an IPv4 address` })
-      else if (!owner) problems.push({ ...wat, object: w.object, field: w.field, reason: `${w.ip} is in no node's pod CIDR (${nodes.map(n => `${n.name} ${n.podCIDR}`).join(', ')})` })
-      else if (host < FIRST_HOST || host > LAST_HOST) problems.push({ ...wat, object: w.object, field: w.field, reason: `${w.ip}: pods get .${FIRST_HOST}-.${LAST_HOST} of their node's /24` })
-      else if (node && node !== owner) problems.push({ ...wat, object: w.object, field: w.field, reason: `${w.ip} belongs to ${owner.name} (${owner.podCIDR}) but spec.nodeName is ${node.name}` })
+      else if (!owner)
+        problems.push({
+          ...wat,
+          object: w.object,
+          field: w.field,
+          reason: `${w.ip} is in no node's pod CIDR (${nodes.map(n => `${n.name} ${n.podCIDR}`).join(', ')})`,
+        })
+      else if (host < FIRST_HOST || host > LAST_HOST)
+        problems.push({ ...wat, object: w.object, field: w.field, reason: `${w.ip}: pods get .${FIRST_HOST}-.${LAST_HOST} of their node's /24` })
+      else if (node && node !== owner)
+        problems.push({
+          ...wat,
+          object: w.object,
+          field: w.field,
+          reason: `${w.ip} belongs to ${owner.name} (${owner.podCIDR}) but spec.nodeName is ${node.name}`,
+        })
       else if (taken.has(w.ip)) problems.push({ ...wat, object: w.object, field: w.field, reason: `${w.ip} is already requested by ${taken.get(w.ip)}` })
-      else { node = owner; ip = w.ip; taken.set(w.ip, ref); used.get(owner.name)!.add(host) }
+      else {
+        node = owner
+        ip = w.ip
+        taken.set(w.ip, ref)
+        used.get(owner.name)!.add(host)
+      }
     }
     if (!node) node = nodes[rr++ % nodes.length]!
     chosen.push(ip === undefined ? { node } : { node, ip })
@@ -252,10 +285,19 @@ export function placePods(lab: string, nodes: readonly PlannedNode[], inputs: re
       const start = preferredHost(namespace, name)
       for (let k = 0; k < span; k++) {
         const host = FIRST_HOST + ((start - FIRST_HOST + k) % span)
-        if (!free.has(host)) { free.add(host); ip = hostIP(c.node, host); break }
+        if (!free.has(host)) {
+          free.add(host)
+          ip = hostIP(c.node, host)
+          break
+        }
       }
       if (ip === undefined) {
-        problems.push({ ...(input.file === undefined ? {} : { file: input.file }), object: objectRef(pod), field: 'spec.nodeName', reason: `${c.node.name} has no free pod address left in ${c.node.podCIDR}` })
+        problems.push({
+          ...(input.file === undefined ? {} : { file: input.file }),
+          object: objectRef(pod),
+          field: 'spec.nodeName',
+          reason: `${c.node.name} has no free pod address left in ${c.node.podCIDR}`,
+        })
         return
       }
     }
@@ -264,7 +306,14 @@ export function placePods(lab: string, nodes: readonly PlannedNode[], inputs: re
     const subdomain = pod.spec?.subdomain
     const ip6 = c.node.podCIDR6 === undefined ? undefined : hostIP6(c.node.podCIDR6, parseIP(ip)!.bytes[3]!)
     pods.push({
-      namespace, name, ns: podNsName(lab, namespace, name), ip, ...(ip6 === undefined ? {} : { ip6 }), node: c.node.name, hostVeth: caliName(namespace, name), hostname,
+      namespace,
+      name,
+      ns: podNsName(lab, namespace, name),
+      ip,
+      ...(ip6 === undefined ? {} : { ip6 }),
+      node: c.node.name,
+      hostVeth: caliName(namespace, name),
+      hostname,
       ...(subdomain !== undefined && subdomain !== '' ? { subdomain } : {}),
       containers: (pod.spec?.containers ?? []).map(ctr => planContainer(ctr, warnings, where)),
     })

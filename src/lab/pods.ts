@@ -54,7 +54,11 @@ const ANTISPOOF_RULESET = `table inet ${ANTISPOOF_TABLE} {
 `
 
 /** Allows (or stops allowing) each pod's own addresses on its veth in the node's anti-spoofing table. */
-async function antiSpoof(nodeNs: string, pods: readonly { readonly hostVeth: string; readonly ip: string; readonly ip6?: string }[], op: 'add' | 'delete'): Promise<void> {
+async function antiSpoof(
+  nodeNs: string,
+  pods: readonly { readonly hostVeth: string; readonly ip: string; readonly ip6?: string }[],
+  op: 'add' | 'delete',
+): Promise<void> {
   if (pods.length === 0) return
   const nft = (input: string): Promise<string> => must(['ip', 'netns', 'exec', nodeNs, 'nft', '-f', '-'], { input })
   if (op === 'add' && (await run(['ip', 'netns', 'exec', nodeNs, 'nft', 'list', 'table', 'inet', ANTISPOOF_TABLE])).code !== 0) await nft(ANTISPOOF_RULESET)
@@ -70,7 +74,10 @@ async function antiSpoof(nodeNs: string, pods: readonly { readonly hostVeth: str
 /** A file under /etc/netns/<ns>/ (bind-mounted over /etc by `ip netns exec`), its dir recorded first. */
 export function etcFile(state: LabState, ns: string, file: string, text: string): void {
   const dir = join('/etc/netns', ns)
-  if (!state.files.includes(dir)) { state.files.push(dir); saveState(state) }
+  if (!state.files.includes(dir)) {
+    state.files.push(dir)
+    saveState(state)
+  }
   mkdirSync(dir, { recursive: true })
   writeFileSync(join(dir, file), text)
 }
@@ -90,8 +97,16 @@ export async function createNamespaces(rt: LabRuntime, namespaces: readonly stri
 /** A pod's record in the state (not ready until its probes answer). */
 export function podState(p: PlannedPod): LabPodState {
   return {
-    namespace: p.namespace, name: p.name, ns: p.ns, ip: p.ip, ...(p.ip6 === undefined ? {} : { ip6: p.ip6 }), node: p.node, hostVeth: p.hostVeth, hostname: p.hostname,
-    ready: false, probes: probesOf(p).map(formatTarget),
+    namespace: p.namespace,
+    name: p.name,
+    ns: p.ns,
+    ip: p.ip,
+    ...(p.ip6 === undefined ? {} : { ip6: p.ip6 }),
+    node: p.node,
+    hostVeth: p.hostVeth,
+    hostname: p.hostname,
+    ready: false,
+    probes: probesOf(p).map(formatTarget),
   }
 }
 
@@ -125,20 +140,14 @@ export async function wirePods(rt: LabRuntime, nodes: readonly { readonly name: 
       `link set ${p.hostVeth} address ee:ee:ee:ee:ee:ee`,
       `link set ${p.hostVeth} up`,
       `route add ${p.ip}/32 dev ${p.hostVeth} scope link`,
-      ...(p.ip6 === undefined ? [] : [
-        `addr add ${LAB.podGateway6}/64 dev ${p.hostVeth} nodad`,
-        `route add ${p.ip6}/128 dev ${p.hostVeth}`,
-      ]),
+      ...(p.ip6 === undefined ? [] : [`addr add ${LAB.podGateway6}/64 dev ${p.hostVeth} nodad`, `route add ${p.ip6}/128 dev ${p.hostVeth}`]),
     ])
     await ipBatch(p.ns, [
       'link set eth0 up',
       `addr add ${p.ip}/32 dev eth0`,
       `route add ${LAB.podGateway} dev eth0 scope link`,
       `route add default via ${LAB.podGateway} dev eth0`,
-      ...(p.ip6 === undefined ? [] : [
-        `addr add ${p.ip6}/128 dev eth0 nodad`,
-        `route add default via ${LAB.podGateway6} dev eth0`,
-      ]),
+      ...(p.ip6 === undefined ? [] : [`addr add ${p.ip6}/128 dev eth0 nodad`, `route add default via ${LAB.podGateway6} dev eth0`]),
     ])
     etcFile(rt.state, p.ns, 'resolv.conf', podResolvConf(p.namespace))
     etcFile(rt.state, p.ns, 'hosts', podHostsFile(p))
@@ -148,14 +157,29 @@ export async function wirePods(rt: LabRuntime, nodes: readonly { readonly name: 
     const vs = pods.filter(p => p.node === n.name).map(p => p.hostVeth)
     const kv: Record<string, string> = {}
     // proxy_delay 0: answer ARP for 169.254.1.1 at once (the default waits up to 0.8 s), as Calico sets it
-    for (const v of vs) { kv[`net.ipv4.conf.${v}.proxy_arp`] = '1'; kv[`net.ipv4.neigh.${v}.proxy_delay`] = '0' }
+    for (const v of vs) {
+      kv[`net.ipv4.conf.${v}.proxy_arp`] = '1'
+      kv[`net.ipv4.neigh.${v}.proxy_delay`] = '0'
+    }
     if (vs.length > 0) await sysctls(n.ns, kv)
-    await antiSpoof(n.ns, pods.filter(p => p.node === n.name), 'add')
+    await antiSpoof(
+      n.ns,
+      pods.filter(p => p.node === n.name),
+      'add',
+    )
   }
 }
 
 /** Starts a long-running process in a namespace, recorded in the state as soon as it runs. */
-export async function startProcess(rt: LabRuntime, role: ProcessRole, ns: string, owner: string, hostname: string, argv: readonly string[], log: string): Promise<void> {
+export async function startProcess(
+  rt: LabRuntime,
+  role: ProcessRole,
+  ns: string,
+  owner: string,
+  hostname: string,
+  argv: readonly string[],
+  log: string,
+): Promise<void> {
   checkAborted(rt)
   const full = inNamespace(ns, hostname, argv)
   const d = await startDetached(full, log)
@@ -179,15 +203,31 @@ export async function startContainers(rt: LabRuntime, pods: readonly PlannedPod[
         chmodSync(join(dir, 'tmp'), 0o1777) // workers run as nobody
         writeFileSync(join(dir, 'html', 'index.html'), WELCOME_HTML)
         writeFileSync(join(dir, 'nginx.conf'), renderNginxConf(dir, c.tcpPorts, p.ip6 !== undefined))
-        await startProcess(rt, 'nginx', p.ns, `${p.namespace}/${p.name}`, p.hostname,
-          ['nginx', '-p', dir, '-c', join(dir, 'nginx.conf'), '-e', join(dir, 'error.log')], join(dir, 'nginx.out'))
+        await startProcess(
+          rt,
+          'nginx',
+          p.ns,
+          `${p.namespace}/${p.name}`,
+          p.hostname,
+          ['nginx', '-p', dir, '-c', join(dir, 'nginx.conf'), '-e', join(dir, 'error.log')],
+          join(dir, 'nginx.out'),
+        )
       } else if (c.runtime === 'netexec') {
-        await startProcess(rt, 'netexec', p.ns, `${p.namespace}/${p.name}`, p.hostname, [
-          rt.node, rt.scripts.netexec,
-          ...c.tcpPorts.flatMap(port => ['--http-port', String(port)]),
-          ...c.udpPorts.flatMap(port => ['--udp-port', String(port)]),
-          ...(p.ip6 === undefined ? [] : ['--ipv6']),
-        ], join(dirOf, `${c.name}.log`))
+        await startProcess(
+          rt,
+          'netexec',
+          p.ns,
+          `${p.namespace}/${p.name}`,
+          p.hostname,
+          [
+            rt.node,
+            rt.scripts.netexec,
+            ...c.tcpPorts.flatMap(port => ['--http-port', String(port)]),
+            ...c.udpPorts.flatMap(port => ['--udp-port', String(port)]),
+            ...(p.ip6 === undefined ? [] : ['--ipv6']),
+          ],
+          join(dirOf, `${c.name}.log`),
+        )
       }
     }
     if ((i + 1) % 10 === 0 || i + 1 === withServers.length) rt.say(`[lab] starting containers… ${i + 1}/${withServers.length} pods`)
@@ -198,8 +238,12 @@ export async function startContainers(rt: LabRuntime, pods: readonly PlannedPod[
  * Probes from each node, as kubelet does, until every listed pod (and extra target) answers; marks pods ready in the
  * state as they do. A server that exits meanwhile fails at once, with its log.
  */
-export async function waitReady(rt: LabRuntime, nodes: readonly { readonly name: string; readonly ns: string }[], pods: ReadonlySet<string>,
-  extra: ReadonlyMap<string, readonly string[]> = new Map()): Promise<void> {
+export async function waitReady(
+  rt: LabRuntime,
+  nodes: readonly { readonly name: string; readonly ns: string }[],
+  pods: ReadonlySet<string>,
+  extra: ReadonlyMap<string, readonly string[]> = new Map(),
+): Promise<void> {
   const { state } = rt
   const key = (p: LabPodState): string => `${p.namespace}/${p.name}`
   const mine = (): LabPodState[] => state.pods.filter(p => pods.has(key(p)))
@@ -212,39 +256,60 @@ export async function waitReady(rt: LabRuntime, nodes: readonly { readonly name:
   }
   markReady() // pods without servers
   rt.say(`[lab] waiting for pods… ${readyPods()}/${total} ready`)
-  const jobs = nodes.map(n => {
-    const targets = [...mine().filter(p => p.node === n.name).flatMap(p => p.probes), ...(extra.get(n.name) ?? [])]
-    return targets.length === 0 ? undefined : { node: n, targets }
-  }).filter(j => j !== undefined)
-  const children = jobs.map(j => spawn('ip', ['netns', 'exec', j.node.ns, rt.node, rt.scripts.probe, '--timeout', String(rt.timeoutMs), ...j.targets], { stdio: ['ignore', 'pipe', 'pipe'] }))
+  const jobs = nodes
+    .map(n => {
+      const targets = [
+        ...mine()
+          .filter(p => p.node === n.name)
+          .flatMap(p => p.probes),
+        ...(extra.get(n.name) ?? []),
+      ]
+      return targets.length === 0 ? undefined : { node: n, targets }
+    })
+    .filter(j => j !== undefined)
+  const children = jobs.map(j =>
+    spawn('ip', ['netns', 'exec', j.node.ns, rt.node, rt.scripts.probe, '--timeout', String(rt.timeoutMs), ...j.targets], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    }),
+  )
   let failure: Error | undefined
-  const fail = (e: Error): void => { if (!failure) { failure = e; for (const c of children) c.kill('SIGKILL') } }
-  const done = children.map((child, i) => new Promise<void>(resolve => {
-    let out = ''
-    let err = ''
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      out += d
-      let nl: number
-      while ((nl = out.indexOf('\n')) >= 0) {
-        const line = out.slice(0, nl)
-        out = out.slice(nl + 1)
-        const m = /^ready (\S+)$/.exec(line)
-        if (!m) continue
-        seen.add(m[1]!)
-        const before = readyPods()
-        markReady()
-        if (readyPods() !== before) rt.say(`[lab] waiting for pods… ${readyPods()}/${total} ready`)
-      }
-    })
-    child.stderr.setEncoding('utf8').on('data', (d: string) => { err += d })
-    child.on('close', code => {
-      if (code !== 0 && !failure) {
-        const rest = jobs[i]!.targets.filter(t => !seen.has(t))
-        fail(new LabError(`not ready after ${rt.timeoutMs} ms on ${jobs[i]!.node.name}: ${rest.join(', ')}${err ? ` (${err.trim()})` : ''}`))
-      }
-      resolve()
-    })
-  }))
+  const fail = (e: Error): void => {
+    if (!failure) {
+      failure = e
+      for (const c of children) c.kill('SIGKILL')
+    }
+  }
+  const done = children.map(
+    (child, i) =>
+      new Promise<void>(resolve => {
+        let out = ''
+        let err = ''
+        child.stdout.setEncoding('utf8').on('data', (d: string) => {
+          out += d
+          let nl: number
+          while ((nl = out.indexOf('\n')) >= 0) {
+            const line = out.slice(0, nl)
+            out = out.slice(nl + 1)
+            const m = /^ready (\S+)$/.exec(line)
+            if (!m) continue
+            seen.add(m[1]!)
+            const before = readyPods()
+            markReady()
+            if (readyPods() !== before) rt.say(`[lab] waiting for pods… ${readyPods()}/${total} ready`)
+          }
+        })
+        child.stderr.setEncoding('utf8').on('data', (d: string) => {
+          err += d
+        })
+        child.on('close', code => {
+          if (code !== 0 && !failure) {
+            const rest = jobs[i]!.targets.filter(t => !seen.has(t))
+            fail(new LabError(`not ready after ${rt.timeoutMs} ms on ${jobs[i]!.node.name}: ${rest.join(', ')}${err ? ` (${err.trim()})` : ''}`))
+          }
+          resolve()
+        })
+      }),
+  )
   // A server that exits while we wait is a failure now, with its log, not a timeout later.
   const watch = setInterval(() => {
     if (rt.signal?.aborted) return fail(new LabError('interrupted'))
@@ -252,7 +317,11 @@ export async function waitReady(rt: LabRuntime, nodes: readonly { readonly name:
     const dead = state.processes.find(p => (extra.size > 0 || pods.has(p.owner)) && !isOurs(p))
     if (dead) fail(new LabError(`${dead.role} of ${dead.owner} exited (log ${dead.log}):\n${logTail(dead.log)}`))
   }, 100)
-  try { await Promise.all(done) } finally { clearInterval(watch) }
+  try {
+    await Promise.all(done)
+  } finally {
+    clearInterval(watch)
+  }
   if (failure) throw failure
 }
 
@@ -266,7 +335,12 @@ export async function removePods(state: LabState, pods: readonly LabPodState[]):
   const nss = new Set(pods.map(p => p.ns))
   const procs = state.processes.filter(p => owners.has(p.owner))
   await stopProcesses(procs)
-  for (const n of state.nodes) await antiSpoof(n.ns, pods.filter(p => p.node === n.name), 'delete')
+  for (const n of state.nodes)
+    await antiSpoof(
+      n.ns,
+      pods.filter(p => p.node === n.name),
+      'delete',
+    )
   const live = new Set(listNamespaces())
   for (const ns of nss) if (live.has(ns)) deleteNamespaceSync(ns)
   for (const p of pods) {

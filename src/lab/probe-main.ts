@@ -15,4 +15,10 @@ async function main(): Promise<number> {
   return rest.length === 0 ? 0 : 1
 }
 
-main().then(code => process.exit(code), (err: unknown) => { process.stderr.write(`probe: ${(err as Error).message}\n`); process.exit(2) })
+main().then(
+  code => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`probe: ${(err as Error).message}\n`)
+    process.exit(2)
+  },
+)

@@ -5,7 +5,11 @@ import { createSocket } from 'node:dgram'
 import dnsPacket from 'dns-packet'
 
 export type ProbeKind = 'tcp' | 'udp' | 'dns'
-export interface ProbeTarget { readonly kind: ProbeKind; readonly ip: string; readonly port: number }
+export interface ProbeTarget {
+  readonly kind: ProbeKind
+  readonly ip: string
+  readonly port: number
+}
 
 export const formatTarget = (t: ProbeTarget): string => `${t.kind}:${t.ip}:${t.port}`
 
@@ -25,7 +29,11 @@ export function probeOnce(t: ProbeTarget, timeoutMs = 500): Promise<boolean> {
   if (t.kind === 'tcp') {
     return new Promise(resolve => {
       const sock = connect({ host: t.ip, port: t.port })
-      const done = (ok: boolean): void => { clearTimeout(timer); sock.destroy(); resolve(ok) }
+      const done = (ok: boolean): void => {
+        clearTimeout(timer)
+        sock.destroy()
+        resolve(ok)
+      }
       const timer = setTimeout(() => done(false), timeoutMs)
       sock.once('connect', () => done(true))
       sock.once('error', () => done(false))
@@ -34,7 +42,11 @@ export function probeOnce(t: ProbeTarget, timeoutMs = 500): Promise<boolean> {
   return new Promise(resolve => {
     const sock = createSocket('udp4')
     const id = 0x7d00 | (process.pid & 0xff)
-    const done = (ok: boolean): void => { clearTimeout(timer); sock.close(); resolve(ok) }
+    const done = (ok: boolean): void => {
+      clearTimeout(timer)
+      sock.close()
+      resolve(ok)
+    }
     const timer = setTimeout(() => done(false), timeoutMs)
     sock.once('error', () => done(false))
     sock.on('message', msg => {
@@ -52,7 +64,10 @@ export async function probeAll(targets: readonly ProbeTarget[], timeoutMs: numbe
   while (pending.length > 0) {
     const results = await Promise.all(pending.map(t => probeOnce(t, Math.min(500, Math.max(50, end - Date.now())))))
     const still: ProbeTarget[] = []
-    pending.forEach((t, i) => { if (results[i]) onReady(t); else still.push(t) })
+    pending.forEach((t, i) => {
+      if (results[i]) onReady(t)
+      else still.push(t)
+    })
     pending = still
     if (pending.length === 0 || Date.now() >= end) break
     await new Promise(r => setTimeout(r, 50))

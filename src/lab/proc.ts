@@ -5,7 +5,11 @@ import { closeSync, existsSync, openSync, readFileSync } from 'node:fs'
 /** Field 22 of /proc/<pid>/stat (clock ticks after boot), or undefined when there is no such process or it is a zombie. */
 export function procStartTime(pid: number): number | undefined {
   let stat: string
-  try { stat = readFileSync(`/proc/${pid}/stat`, 'utf8') } catch { return undefined }
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  } catch {
+    return undefined
+  }
   // comm may hold spaces and parentheses: the fields after it start behind the last ')'
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   if (fields[0] === 'Z' || fields[0] === 'X') return undefined
@@ -26,7 +30,10 @@ export function inNamespace(ns: string, hostname: string, argv: readonly string[
   return ['ip', 'netns', 'exec', ns, 'unshare', '--uts', 'sh', '-c', 'hostname "$0" && exec "$@"', hostname, ...argv]
 }
 
-export interface Detached { readonly pid: number; readonly startTime: number }
+export interface Detached {
+  readonly pid: number
+  readonly startTime: number
+}
 
 /** Starts `argv` in its own session (so it survives us and our terminal), output appended to `log`. */
 export async function startDetached(argv: readonly string[], log: string): Promise<Detached> {
@@ -59,10 +66,22 @@ const sleep = (ms: number): Promise<void> => new Promise(r => setTimeout(r, ms))
 /** SIGTERM to each process that is still ours, SIGKILL after `graceMs` to those that stay. Returns the PIDs signalled. */
 export async function stopProcesses(procs: readonly { pid: number; startTime: number }[], graceMs = 3000): Promise<number[]> {
   const live = procs.filter(isOurs)
-  for (const p of live) { try { process.kill(p.pid, 'SIGTERM') } catch { /* exited meanwhile */ } }
+  for (const p of live) {
+    try {
+      process.kill(p.pid, 'SIGTERM')
+    } catch {
+      /* exited meanwhile */
+    }
+  }
   const end = Date.now() + graceMs
   while (live.some(isOurs) && Date.now() < end) await sleep(25)
-  for (const p of live.filter(isOurs)) { try { process.kill(p.pid, 'SIGKILL') } catch { /* exited meanwhile */ } }
+  for (const p of live.filter(isOurs)) {
+    try {
+      process.kill(p.pid, 'SIGKILL')
+    } catch {
+      /* exited meanwhile */
+    }
+  }
   const hardEnd = Date.now() + 2000
   while (live.some(isOurs) && Date.now() < hardEnd) await sleep(25)
   return live.map(p => p.pid)

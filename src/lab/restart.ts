@@ -6,7 +6,12 @@ import { isOurs, logTail, startDetached, stopProcesses } from './proc'
 import { LabError, loadLabState, saveState } from './state'
 import { canConnect } from './up'
 
-export interface RestartResult { readonly node: string; readonly oldPid: number; readonly pid: number; readonly downMs: number }
+export interface RestartResult {
+  readonly node: string
+  readonly oldPid: number
+  readonly pid: number
+  readonly downMs: number
+}
 
 export async function labRestartAgent(opts: { name?: string; node?: string; kill?: boolean; timeoutMs?: number }): Promise<RestartResult> {
   const state = loadLabState(opts.name)
@@ -15,7 +20,9 @@ export async function labRestartAgent(opts: { name?: string; node?: string; kill
   const proc = state.processes.find(p => p.role === 'agent' && p.owner === node.name)
   if (!proc || !node.control) throw new LabError(`lab ${state.name} runs no tundra agent on ${node.name}`)
   const t0 = Date.now()
-  if (opts.kill) { if (isOurs(proc)) process.kill(proc.pid, 'SIGKILL') }
+  if (opts.kill) {
+    if (isOurs(proc)) process.kill(proc.pid, 'SIGKILL')
+  }
   await stopProcesses([proc], opts.kill ? 0 : 5000)
   // argv was recorded with the namespace wrapper around it: start exactly the same thing.
   const started = await startDetached(proc.argv, proc.log)
@@ -23,9 +30,14 @@ export async function labRestartAgent(opts: { name?: string; node?: string; kill
   state.processes = state.processes.map(p => (p === proc ? next : p))
   saveState(state)
   const control = node.control
-  await waitFor(`the tundra agent on ${node.name} to answer again`, async () => {
-    if (!isOurs(next)) throw new LabError(`the restarted agent on ${node.name} exited:\n${logTail(next.log)}`)
-    return existsSync(control) && canConnect(control)
-  }, opts.timeoutMs ?? 30_000, 20)
+  await waitFor(
+    `the tundra agent on ${node.name} to answer again`,
+    async () => {
+      if (!isOurs(next)) throw new LabError(`the restarted agent on ${node.name} exited:\n${logTail(next.log)}`)
+      return existsSync(control) && canConnect(control)
+    },
+    opts.timeoutMs ?? 30_000,
+    20,
+  )
   return { node: node.name, oldPid: proc.pid, pid: started.pid, downMs: Date.now() - t0 }
 }

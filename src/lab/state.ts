@@ -138,8 +138,13 @@ export function loadLabState(name?: string): LabState {
 /** Names of labs with a state dir. */
 export function listLabs(): string[] {
   try {
-    return readdirSync(labsRoot(), { withFileTypes: true }).filter(d => d.isDirectory()).map(d => d.name).sort()
-  } catch { return [] }
+    return readdirSync(labsRoot(), { withFileTypes: true })
+      .filter(d => d.isDirectory())
+      .map(d => d.name)
+      .sort()
+  } catch {
+    return []
+  }
 }
 
 function listHint(): string {

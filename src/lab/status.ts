@@ -13,7 +13,14 @@ export interface LabStatus {
   readonly nodes: readonly { readonly name: string; readonly ip: string; readonly podCIDR: string; readonly podCIDR6?: string; readonly ready: boolean }[]
   readonly external: { readonly ip: string }
   readonly upstreamDns: { readonly ip: string }
-  readonly pods: readonly { readonly namespace: string; readonly name: string; readonly ip: string; readonly ip6?: string; readonly node: string; readonly ready: boolean }[]
+  readonly pods: readonly {
+    readonly namespace: string
+    readonly name: string
+    readonly ip: string
+    readonly ip6?: string
+    readonly node: string
+    readonly ready: boolean
+  }[]
   readonly services: readonly {
     readonly namespace: string
     readonly name: string
@@ -21,7 +28,13 @@ export interface LabStatus {
     readonly clusterIP: string
     readonly clusterIPs?: readonly string[]
     readonly externalIPs: readonly string[]
-    readonly ports: readonly { readonly name: string; readonly port: number; readonly targetPort: number | string; readonly nodePort: number; readonly protocol: string }[]
+    readonly ports: readonly {
+      readonly name: string
+      readonly port: number
+      readonly targetPort: number | string
+      readonly nodePort: number
+      readonly protocol: string
+    }[]
   }[]
   readonly endpointSlices: readonly LabSliceState[]
 }
@@ -33,10 +46,23 @@ export function statusOf(s: LabState): LabStatus {
     name: s.name,
     dataplane: s.dataplane,
     phase: s.phase,
-    nodes: s.nodes.map(n => ({ name: n.name, ip: n.ip, podCIDR: n.podCIDR, ...(n.podCIDR6 === undefined ? {} : { podCIDR6: n.podCIDR6 }), ready: alive(n.name) })),
+    nodes: s.nodes.map(n => ({
+      name: n.name,
+      ip: n.ip,
+      podCIDR: n.podCIDR,
+      ...(n.podCIDR6 === undefined ? {} : { podCIDR6: n.podCIDR6 }),
+      ready: alive(n.name),
+    })),
     external: { ip: s.external.ip },
     upstreamDns: { ip: s.upstreamDns.ip },
-    pods: s.pods.map(p => ({ namespace: p.namespace, name: p.name, ip: p.ip, ...(p.ip6 === undefined ? {} : { ip6: p.ip6 }), node: p.node, ready: p.ready && p.failingReadiness !== true && alive(`${p.namespace}/${p.name}`) })),
+    pods: s.pods.map(p => ({
+      namespace: p.namespace,
+      name: p.name,
+      ip: p.ip,
+      ...(p.ip6 === undefined ? {} : { ip6: p.ip6 }),
+      node: p.node,
+      ready: p.ready && p.failingReadiness !== true && alive(`${p.namespace}/${p.name}`),
+    })),
     ...servicesOf(s),
   }
 }
@@ -47,7 +73,11 @@ const byNsName = (a: { namespace: string; name: string }, b: { namespace: string
 /** Services and EndpointSlices as the agents read them (the manifests directory), or as older labs recorded them. */
 function servicesOf(s: LabState): { services: LabServiceState[]; endpointSlices: LabSliceState[] } {
   let isDir = false
-  try { isDir = s.manifests !== undefined && statSync(s.manifests).isDirectory() } catch { /* not there (yet) */ }
+  try {
+    isDir = s.manifests !== undefined && statSync(s.manifests).isDirectory()
+  } catch {
+    /* not there (yet) */
+  }
   if (!isDir) return { services: s.services ?? [], endpointSlices: s.endpointSlices ?? [] }
   const services: LabServiceState[] = []
   const endpointSlices: LabSliceState[] = []
@@ -64,40 +94,70 @@ export function labStatus(name?: string): LabStatus {
 
 function table(rows: readonly (readonly string[])[]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map(r => (r[i] ?? '').length)))
-  return rows.map(r => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]! + 3))).join('').trimEnd()).join('\n') + '\n'
+  return (
+    rows
+      .map(r =>
+        r
+          .map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]! + 3)))
+          .join('')
+          .trimEnd(),
+      )
+      .join('\n') + '\n'
+  )
 }
 
 /** The human view: four kubectl-style tables. */
 export function formatStatus(st: LabStatus): string {
   const out: string[] = [`lab ${st.name} (dataplane ${st.dataplane}, ${st.phase}); outside host ${st.external.ip}, upstream DNS ${st.upstreamDns.ip}\n`]
-  out.push(table([
-    ['NAME', 'STATUS', 'INTERNAL-IP', 'POD-CIDR'],
-    ...st.nodes.map(n => [`node/${n.name}`, n.ready ? 'Ready' : 'NotReady', n.ip, n.podCIDR6 === undefined ? n.podCIDR : `${n.podCIDR},${n.podCIDR6}`]),
-  ]))
+  out.push(
+    table([
+      ['NAME', 'STATUS', 'INTERNAL-IP', 'POD-CIDR'],
+      ...st.nodes.map(n => [`node/${n.name}`, n.ready ? 'Ready' : 'NotReady', n.ip, n.podCIDR6 === undefined ? n.podCIDR : `${n.podCIDR},${n.podCIDR6}`]),
+    ]),
+  )
   if (st.pods.length > 0) {
-    out.push(table([
-      ['NAMESPACE', 'NAME', 'READY', 'STATUS', 'IP', 'NODE'],
-      ...st.pods.map(p => [p.namespace, `pod/${p.name}`, p.ready ? '1/1' : '0/1', p.ready ? 'Running' : 'NotReady', p.ip6 === undefined ? p.ip : `${p.ip},${p.ip6}`, p.node]),
-    ]))
+    out.push(
+      table([
+        ['NAMESPACE', 'NAME', 'READY', 'STATUS', 'IP', 'NODE'],
+        ...st.pods.map(p => [
+          p.namespace,
+          `pod/${p.name}`,
+          p.ready ? '1/1' : '0/1',
+          p.ready ? 'Running' : 'NotReady',
+          p.ip6 === undefined ? p.ip : `${p.ip},${p.ip6}`,
+          p.node,
+        ]),
+      ]),
+    )
   }
   if (st.services.length > 0) {
-    out.push(table([
-      ['NAMESPACE', 'NAME', 'TYPE', 'CLUSTER-IP', 'EXTERNAL-IP', 'PORT(S)'],
-      ...st.services.map(s => [
-        s.namespace, `service/${s.name}`, s.type, s.clusterIP === '' ? '<none>' : (s.clusterIPs ?? [s.clusterIP]).join(','),
-        s.externalIPs.length > 0 ? s.externalIPs.join(',') : '<none>',
-        s.ports.map(p => `${p.port}${p.nodePort ? `:${p.nodePort}` : ''}/${p.protocol}`).join(',') || '<none>',
+    out.push(
+      table([
+        ['NAMESPACE', 'NAME', 'TYPE', 'CLUSTER-IP', 'EXTERNAL-IP', 'PORT(S)'],
+        ...st.services.map(s => [
+          s.namespace,
+          `service/${s.name}`,
+          s.type,
+          s.clusterIP === '' ? '<none>' : (s.clusterIPs ?? [s.clusterIP]).join(','),
+          s.externalIPs.length > 0 ? s.externalIPs.join(',') : '<none>',
+          s.ports.map(p => `${p.port}${p.nodePort ? `:${p.nodePort}` : ''}/${p.protocol}`).join(',') || '<none>',
+        ]),
       ]),
-    ]))
+    )
   }
   if (st.endpointSlices.length > 0) {
-    out.push(table([
-      ['NAMESPACE', 'NAME', 'ADDRESSTYPE', 'PORTS', 'ENDPOINTS'],
-      ...st.endpointSlices.map(e => [
-        e.namespace, `endpointslice.discovery.k8s.io/${e.name}`, e.addressType,
-        e.ports.map(p => p.split('/')[0]).join(',') || '<unset>', e.endpoints.join(',') || '<unset>',
+    out.push(
+      table([
+        ['NAMESPACE', 'NAME', 'ADDRESSTYPE', 'PORTS', 'ENDPOINTS'],
+        ...st.endpointSlices.map(e => [
+          e.namespace,
+          `endpointslice.discovery.k8s.io/${e.name}`,
+          e.addressType,
+          e.ports.map(p => p.split('/')[0]).join(',') || '<unset>',
+          e.endpoints.join(',') || '<unset>',
+        ]),
       ]),
-    ]))
+    )
   }
   return out.join('\n')
 }

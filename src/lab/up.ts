@@ -17,7 +17,17 @@ import { labDown } from './down'
 import { APPLIED_DIR, ensureDir, MANIFESTS_DIR, writeObject } from './objects'
 import { LAB, labNameError, labPrefix, roleNsName, type Dataplane } from './plan'
 import {
-  checkAborted, createNamespaces, etcFile, ipBatch, podState, startContainers, startProcess, sysctls, waitReady, wirePods, type LabRuntime,
+  checkAborted,
+  createNamespaces,
+  etcFile,
+  ipBatch,
+  podState,
+  startContainers,
+  startProcess,
+  sysctls,
+  waitReady,
+  wirePods,
+  type LabRuntime,
 } from './pods'
 import { isOurs, logTail } from './proc'
 import { ensureLabsRoot, LabError, labDir, readState, saveState, type LabState, type ProcessRole } from './state'
@@ -61,7 +71,11 @@ export function repoRoot(): string {
   for (let dir = __dirname; ; dir = dirname(dir)) {
     const pkg = join(dir, 'package.json')
     if (existsSync(pkg)) {
-      try { if ((JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'tundra') return dir } catch { /* keep looking */ }
+      try {
+        if ((JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'tundra') return dir
+      } catch {
+        /* keep looking */
+      }
     }
     if (dirname(dir) === dir) throw new LabError(`cannot find tundra's package.json above ${__dirname}`)
   }
@@ -93,7 +107,7 @@ export async function labUp(opts: LabUpOptions): Promise<LabStatus> {
   if (!isRoot()) throw new LabError('lab up needs root: it creates network namespaces')
   const node = process.execPath
   const scripts = { netexec: distScript('src/lab/netexec-main.js'), probe: distScript('src/lab/probe-main.js') }
-  const agentCommand = dataplane !== 'tundra' ? [] : opts.agentCommand ?? [node, distScript('src/cli/main.js')]
+  const agentCommand = dataplane !== 'tundra' ? [] : (opts.agentCommand ?? [node, distScript('src/cli/main.js')])
   const needs = ['ip', 'unshare', 'hostname', 'dnsmasq', 'nft']
   if (plan.pods.some(p => p.containers.some(c => c.runtime === 'nginx'))) needs.push('nginx')
   if (dataplane === 'iptables') needs.push(opts.iptablesBackend === 'legacy' ? 'iptables-legacy-restore' : 'iptables-restore')
@@ -112,13 +126,19 @@ export async function labUp(opts: LabUpOptions): Promise<LabStatus> {
       say(`[lab] failed; kept for a look (state ${state.dir}); remove it with \`tundra lab down --name ${name}\``)
     } else {
       say(`[lab] failed: ${(err as Error).message.split('\n')[0]}; removing what was made`)
-      try { await labDown(name, { log: say }) } catch (downErr) { say(`[lab] warning: cleanup incomplete: ${(downErr as Error).message}`) }
+      try {
+        await labDown(name, { log: say })
+      } catch (downErr) {
+        say(`[lab] warning: cleanup incomplete: ${(downErr as Error).message}`)
+      }
     }
     throw err
   }
   const n = plan.nodes.length
   const count = (k: number, what: string): string => `${k} ${what}${k === 1 ? '' : 's'}`
-  say(`[lab] lab ${name} is up: ${count(n, 'node')}, ${count(plan.pods.length, 'pod')}, ${count(plan.cluster.services.length, 'service')}, dataplane ${dataplane}`)
+  say(
+    `[lab] lab ${name} is up: ${count(n, 'node')}, ${count(plan.pods.length, 'pod')}, ${count(plan.cluster.services.length, 'service')}, dataplane ${dataplane}`,
+  )
   return labStatus(name)
 }
 
@@ -129,8 +149,10 @@ function claim(name: string, dataplane: Dataplane, plan: LabPlan): LabState {
   const leftovers = listNamespaces().filter(ns => ns.startsWith(labPrefix(name)))
   if (existsSync(dir) || leftovers.length > 0) {
     const phase = readState(name)?.phase
-    throw new LabError(`lab ${JSON.stringify(name)} is already ${phase === 'up' ? 'up' : 'in use'} ` +
-      `(${existsSync(dir) ? dir : `namespaces ${leftovers.slice(0, 3).join(', ')}`}): take it down first with \`tundra lab down --name ${name}\``)
+    throw new LabError(
+      `lab ${JSON.stringify(name)} is already ${phase === 'up' ? 'up' : 'in use'} ` +
+        `(${existsSync(dir) ? dir : `namespaces ${leftovers.slice(0, 3).join(', ')}`}): take it down first with \`tundra lab down --name ${name}\``,
+    )
   }
   try {
     mkdirSync(dir)
@@ -139,8 +161,16 @@ function claim(name: string, dataplane: Dataplane, plan: LabPlan): LabState {
     throw err
   }
   const state: LabState = {
-    version: 1, name, phase: 'creating', createdAt: new Date().toISOString(), dataplane, dir, repo: repoRoot(),
-    namespaces: [], files: [], processes: [],
+    version: 1,
+    name,
+    phase: 'creating',
+    createdAt: new Date().toISOString(),
+    dataplane,
+    dir,
+    repo: repoRoot(),
+    namespaces: [],
+    files: [],
+    processes: [],
     net: { ns: roleNsName(name, 'net'), bridge: LAB.bridge },
     nodes: plan.nodes.map(n => ({ name: n.name, ns: n.ns, ip: n.ip, podCIDR: n.podCIDR, ...(n.podCIDR6 === undefined ? {} : { podCIDR6: n.podCIDR6 }) })),
     external: { ns: roleNsName(name, 'ext'), ip: LAB.externalIP },
@@ -163,8 +193,13 @@ interface BuildContext extends LabUpOptions {
 async function build(state: LabState, plan: LabPlan, ctx: BuildContext): Promise<void> {
   const { say } = ctx
   const rt: LabRuntime = {
-    state, say, timeoutMs: ctx.timeoutMs, node: ctx.node, scripts: ctx.scripts,
-    ...(ctx.podMTU === undefined ? {} : { podMTU: ctx.podMTU }), ...(ctx.signal === undefined ? {} : { signal: ctx.signal }),
+    state,
+    say,
+    timeoutMs: ctx.timeoutMs,
+    node: ctx.node,
+    scripts: ctx.scripts,
+    ...(ctx.podMTU === undefined ? {} : { podMTU: ctx.podMTU }),
+    ...(ctx.signal === undefined ? {} : { signal: ctx.signal }),
   }
   const ipn = (ns: string, ...args: string[]): Promise<string> => must(['ip', '-n', ns, ...args])
 
@@ -181,7 +216,11 @@ async function build(state: LabState, plan: LabPlan, ctx: BuildContext): Promise
   ]
   for (const h of hosts) {
     checkAborted(rt)
-    await ipBatch(state.net.ns, [`link add ${h.port} type veth peer name ${LAB.uplink} netns ${h.ns}`, `link set ${h.port} master ${LAB.bridge}`, `link set ${h.port} up`])
+    await ipBatch(state.net.ns, [
+      `link add ${h.port} type veth peer name ${LAB.uplink} netns ${h.ns}`,
+      `link set ${h.port} master ${LAB.bridge}`,
+      `link set ${h.port} up`,
+    ])
     await ipBatch(h.ns, [`addr add ${h.ip}/${LAB.nodeNetworkPrefix} dev ${LAB.uplink}`, `link set ${LAB.uplink} up`])
   }
   // The outside host reaches LoadBalancer IPs and externalIPs in the service range through node 1.
@@ -194,14 +233,21 @@ async function build(state: LabState, plan: LabPlan, ctx: BuildContext): Promise
   // 3. nodes are routers: forwarding on, reverse-path filtering off (pod sources arrive on many interfaces)
   for (const n of plan.nodes) {
     await sysctls(n.ns, {
-      'net.ipv4.ip_forward': '1', 'net.ipv4.conf.all.rp_filter': '0', 'net.ipv4.conf.default.rp_filter': '0',
+      'net.ipv4.ip_forward': '1',
+      'net.ipv4.conf.all.rp_filter': '0',
+      'net.ipv4.conf.default.rp_filter': '0',
       [`net.ipv4.conf.${LAB.uplink}.rp_filter`]: '0',
       // IPv6: on (a namespace's defaults come from the kernel, not the host) and forwarding; no DAD on new links,
       // so the gateway address on a cali interface works at once
-      ...(plan.dualStack ? {
-        'net.ipv6.conf.all.disable_ipv6': '0', 'net.ipv6.conf.default.disable_ipv6': '0',
-        'net.ipv6.conf.all.forwarding': '1', 'net.ipv6.conf.default.forwarding': '1', 'net.ipv6.conf.default.accept_dad': '0',
-      } : {}),
+      ...(plan.dualStack
+        ? {
+            'net.ipv6.conf.all.disable_ipv6': '0',
+            'net.ipv6.conf.default.disable_ipv6': '0',
+            'net.ipv6.conf.all.forwarding': '1',
+            'net.ipv6.conf.default.forwarding': '1',
+            'net.ipv6.conf.default.accept_dad': '0',
+          }
+        : {}),
     })
   }
   // IPv6 pods of other nodes are out of reach (tundra carries only IPv4 between nodes): refuse at once with an
@@ -215,20 +261,46 @@ async function build(state: LabState, plan: LabPlan, ctx: BuildContext): Promise
   say('[lab] starting upstream DNS (dnsmasq) and the outside host')
   const dnsDir = join(state.dir, 'dns')
   mkdirSync(dnsDir, { recursive: true })
-  await startProcess(rt, 'dnsmasq', state.upstreamDns.ns, 'dns', 'upstream-dns', [
-    'dnsmasq', '--keep-in-foreground', '--conf-file=/dev/null', '--no-resolv', '--no-hosts', '--bind-interfaces',
-    `--listen-address=${LAB.upstreamDnsIP}`, `--pid-file=${join(dnsDir, 'dnsmasq.pid')}`,
-    '--log-queries', `--log-facility=${join(dnsDir, 'dnsmasq.log')}`,
-    ...DNS_NAMES.map(([n, ip]) => `--address=/${n}/${ip}`),
-    '--address=/#/', // every other name: NXDOMAIN at once instead of REFUSED
-  ], join(dnsDir, 'dnsmasq.out'))
-  await startProcess(rt, 'netexec', state.external.ns, 'external', 'external',
-    [ctx.node, ctx.scripts.netexec, '--http-port', '80', '--udp-port', '80'], join(state.dir, 'external.log'))
+  await startProcess(
+    rt,
+    'dnsmasq',
+    state.upstreamDns.ns,
+    'dns',
+    'upstream-dns',
+    [
+      'dnsmasq',
+      '--keep-in-foreground',
+      '--conf-file=/dev/null',
+      '--no-resolv',
+      '--no-hosts',
+      '--bind-interfaces',
+      `--listen-address=${LAB.upstreamDnsIP}`,
+      `--pid-file=${join(dnsDir, 'dnsmasq.pid')}`,
+      '--log-queries',
+      `--log-facility=${join(dnsDir, 'dnsmasq.log')}`,
+      ...DNS_NAMES.map(([n, ip]) => `--address=/${n}/${ip}`),
+      '--address=/#/', // every other name: NXDOMAIN at once instead of REFUSED
+    ],
+    join(dnsDir, 'dnsmasq.out'),
+  )
+  await startProcess(
+    rt,
+    'netexec',
+    state.external.ns,
+    'external',
+    'external',
+    [ctx.node, ctx.scripts.netexec, '--http-port', '80', '--udp-port', '80'],
+    join(state.dir, 'external.log'),
+  )
   await startContainers(rt, plan.pods)
 
   // 6. readiness, probed from each node like kubelet does
-  await waitReady(rt, plan.nodes, new Set(plan.pods.map(p => `${p.namespace}/${p.name}`)),
-    new Map([[plan.nodes[0]!.name, [`tcp:${LAB.externalIP}:80`, `dns:${LAB.upstreamDnsIP}:53`]]]))
+  await waitReady(
+    rt,
+    plan.nodes,
+    new Set(plan.pods.map(p => `${p.namespace}/${p.name}`)),
+    new Map([[plan.nodes[0]!.name, [`tcp:${LAB.externalIP}:80`, `dns:${LAB.upstreamDnsIP}:53`]]]),
+  )
 
   // 7. what the dataplane reads: one file per object, and the user's objects for a later \`lab apply\`
   const manifests = join(state.dir, MANIFESTS_DIR)
@@ -249,8 +321,13 @@ async function build(state: LabState, plan: LabPlan, ctx: BuildContext): Promise
   }
 }
 
-async function startAgents(state: LabState, plan: LabPlan, ctx: BuildContext,
-  manifests: string, start: (role: ProcessRole, ns: string, owner: string, hostname: string, argv: readonly string[], log: string) => Promise<void>): Promise<void> {
+async function startAgents(
+  state: LabState,
+  plan: LabPlan,
+  ctx: BuildContext,
+  manifests: string,
+  start: (role: ProcessRole, ns: string, owner: string, hostname: string, argv: readonly string[], log: string) => Promise<void>,
+): Promise<void> {
   ctx.say(`[lab] starting tundra on ${plan.nodes.length} node(s)`)
   for (const n of plan.nodes) {
     const cfg = agentConfig(plan, n.name, manifests, join(state.dir, `${n.name}.sock`))
@@ -261,11 +338,16 @@ async function startAgents(state: LabState, plan: LabPlan, ctx: BuildContext,
   }
   for (const n of state.nodes) {
     const proc = state.processes.find(p => p.role === 'agent' && p.owner === n.name)!
-    await waitFor(`the tundra agent on ${n.name} to answer on ${n.control}`, async () => {
-      if (ctx.signal?.aborted) throw new LabError('interrupted')
-      if (!isOurs(proc)) throw new LabError(`the tundra agent on ${n.name} exited (log ${proc.log}):\n${logTail(proc.log)}`)
-      return existsSync(n.control!) && (await canConnect(n.control!))
-    }, ctx.timeoutMs, 50)
+    await waitFor(
+      `the tundra agent on ${n.name} to answer on ${n.control}`,
+      async () => {
+        if (ctx.signal?.aborted) throw new LabError('interrupted')
+        if (!isOurs(proc)) throw new LabError(`the tundra agent on ${n.name} exited (log ${proc.log}):\n${logTail(proc.log)}`)
+        return existsSync(n.control!) && (await canConnect(n.control!))
+      },
+      ctx.timeoutMs,
+      50,
+    )
     ctx.say(`[lab] tundra is up on ${n.name}`)
   }
 }
@@ -274,7 +356,10 @@ async function startAgents(state: LabState, plan: LabPlan, ctx: BuildContext,
 export function canConnect(path: string): Promise<boolean> {
   return new Promise(resolve => {
     const s = connect(path)
-    s.once('connect', () => { s.destroy(); resolve(true) })
+    s.once('connect', () => {
+      s.destroy()
+      resolve(true)
+    })
     s.once('error', () => resolve(false))
   })
 }

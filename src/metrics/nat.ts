@@ -6,7 +6,9 @@ import type { ServicePortCounters } from './registry'
 /** The engine's counters by name as the packet thread reports them: nat_<stat>, conntrack_entries_ipv4/6, conntrack_max_ipv4/6. */
 export function natCounterRecord(engine: NatEngine): Record<string, number> {
   const out: Record<string, number> = {}
-  NAT_STAT_NAMES.forEach((name, i) => { out[`nat_${name}`] = engine.counters[i] ?? 0 })
+  NAT_STAT_NAMES.forEach((name, i) => {
+    out[`nat_${name}`] = engine.counters[i] ?? 0
+  })
   out['conntrack_entries'] = engine.v4.ct.count + engine.v6.ct.count
   out['conntrack_entries_ipv4'] = engine.v4.ct.count
   out['conntrack_entries_ipv6'] = engine.v6.ct.count

@@ -46,7 +46,15 @@ export interface DnsStatsData {
   readonly requests?: number
   /** per bucket, not cumulative; counts has one more slot than bounds (+Inf) */
   readonly duration?: { readonly bounds: readonly number[]; readonly counts: readonly number[]; readonly sum: number; readonly count: number }
-  readonly upstream?: { readonly requests: number; readonly cacheHits: number; readonly cacheMisses: number; readonly errors: number; readonly timeouts: number; readonly overflow?: number; readonly cacheSize: number }
+  readonly upstream?: {
+    readonly requests: number
+    readonly cacheHits: number
+    readonly cacheMisses: number
+    readonly errors: number
+    readonly timeouts: number
+    readonly overflow?: number
+    readonly cacheSize: number
+  }
   readonly tcp?: { readonly open: number; readonly rejected: number; readonly closedIdle: number }
 }
 
@@ -67,7 +75,8 @@ export const SYNC_DURATION_BUCKETS: readonly number[] = Array.from({ length: 15 
 
 /** kube-proxy's (pkg/proxy/metrics): 0.25, 0.5, 1..59 step 1, 60..115 step 5, 120..300 step 30 */
 export const PROGRAMMING_BUCKETS: readonly number[] = [
-  0.25, 0.5,
+  0.25,
+  0.5,
   ...Array.from({ length: 59 }, (_, i) => 1 + i),
   ...Array.from({ length: 12 }, (_, i) => 60 + 5 * i),
   ...Array.from({ length: 7 }, (_, i) => 120 + 30 * i),
@@ -125,45 +134,71 @@ export class TundraMetrics {
 
     // ---- kube-proxy's -----------------------------------------------------------------------------------------
     this.syncDuration = new Histogram({
-      name: 'kubeproxy_sync_proxy_rules_duration_seconds', help: 'SyncProxyRules latency in seconds',
-      buckets: [...SYNC_DURATION_BUCKETS], registers,
+      name: 'kubeproxy_sync_proxy_rules_duration_seconds',
+      help: 'SyncProxyRules latency in seconds',
+      buckets: [...SYNC_DURATION_BUCKETS],
+      registers,
     })
     this.syncFullDuration = new Histogram({
-      name: 'kubeproxy_sync_full_proxy_rules_duration_seconds', help: 'SyncProxyRules latency in seconds for full resyncs',
-      buckets: [...SYNC_DURATION_BUCKETS], registers,
+      name: 'kubeproxy_sync_full_proxy_rules_duration_seconds',
+      help: 'SyncProxyRules latency in seconds for full resyncs',
+      buckets: [...SYNC_DURATION_BUCKETS],
+      registers,
     })
     this.syncPartialDuration = new Histogram({
-      name: 'kubeproxy_sync_partial_proxy_rules_duration_seconds', help: 'SyncProxyRules latency in seconds for partial resyncs',
-      buckets: [...SYNC_DURATION_BUCKETS], registers,
+      name: 'kubeproxy_sync_partial_proxy_rules_duration_seconds',
+      help: 'SyncProxyRules latency in seconds for partial resyncs',
+      buckets: [...SYNC_DURATION_BUCKETS],
+      registers,
     })
     this.lastSync = new Gauge({
-      name: 'kubeproxy_sync_proxy_rules_last_timestamp_seconds', help: 'The last time proxy rules were successfully synced', registers,
+      name: 'kubeproxy_sync_proxy_rules_last_timestamp_seconds',
+      help: 'The last time proxy rules were successfully synced',
+      registers,
     })
     this.lastQueued = new Gauge({
-      name: 'kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds', help: 'The last time a sync of proxy rules was queued', registers,
+      name: 'kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds',
+      help: 'The last time a sync of proxy rules was queued',
+      registers,
     })
     this.programming = new Histogram({
-      name: 'kubeproxy_network_programming_duration_seconds', help: 'In Cluster Network Programming Latency in seconds',
-      buckets: [...PROGRAMMING_BUCKETS], registers,
+      name: 'kubeproxy_network_programming_duration_seconds',
+      help: 'In Cluster Network Programming Latency in seconds',
+      buckets: [...PROGRAMMING_BUCKETS],
+      registers,
     })
     this.endpointChanges = new Counter({
-      name: 'kubeproxy_sync_proxy_rules_endpoint_changes_total', help: 'Cumulative proxy rules Endpoint changes', registers,
+      name: 'kubeproxy_sync_proxy_rules_endpoint_changes_total',
+      help: 'Cumulative proxy rules Endpoint changes',
+      registers,
     })
     this.serviceChanges = new Counter({
-      name: 'kubeproxy_sync_proxy_rules_service_changes_total', help: 'Cumulative proxy rules Service changes', registers,
+      name: 'kubeproxy_sync_proxy_rules_service_changes_total',
+      help: 'Cumulative proxy rules Service changes',
+      registers,
     })
     new Gauge({
-      name: 'kubeproxy_sync_proxy_rules_endpoint_changes_pending', help: 'Pending proxy rules Endpoint changes', registers,
-      collect() { this.set(self.sync?.().pendingEndpointChanges ?? 0) },
+      name: 'kubeproxy_sync_proxy_rules_endpoint_changes_pending',
+      help: 'Pending proxy rules Endpoint changes',
+      registers,
+      collect() {
+        this.set(self.sync?.().pendingEndpointChanges ?? 0)
+      },
     })
     new Gauge({
-      name: 'kubeproxy_sync_proxy_rules_service_changes_pending', help: 'Pending proxy rules Service changes', registers,
-      collect() { this.set(self.sync?.().pendingServiceChanges ?? 0) },
+      name: 'kubeproxy_sync_proxy_rules_service_changes_pending',
+      help: 'Pending proxy rules Service changes',
+      registers,
+      collect() {
+        this.set(self.sync?.().pendingServiceChanges ?? 0)
+      },
     })
     // a gauge despite the name, as in kube-proxy
     new Gauge({
       name: 'kubeproxy_sync_proxy_rules_no_local_endpoints_total',
-      help: 'Number of services with a Local traffic policy and no endpoints', labelNames: ['traffic_policy'], registers,
+      help: 'Number of services with a Local traffic policy and no endpoints',
+      labelNames: ['traffic_policy'],
+      registers,
       collect() {
         const n = self.stats().noLocalEndpoints
         this.reset()
@@ -178,7 +213,10 @@ export class TundraMetrics {
     // ---- tundra's, collected at scrape time ----------------------------------------------------------------------
     const svcCounter = (name: string, help: string, pick: (r: ServicePortCounters) => number): void => {
       new Counter({
-        name, help, labelNames: SVC_LABELS, registers,
+        name,
+        help,
+        labelNames: SVC_LABELS,
+        registers,
         collect() {
           this.reset()
           for (const r of self.stats().services ?? []) this.inc({ namespace: r.namespace, service: r.service, port: r.port }, pick(r))
@@ -189,7 +227,10 @@ export class TundraMetrics {
     svcCounter('tundra_service_new_connections_total', 'New connections to a service port', r => r.newConnections)
     const epCounter = (name: string, help: string, pick: (r: EndpointCounters) => number): void => {
       new Counter({
-        name, help, labelNames: EP_LABELS, registers,
+        name,
+        help,
+        labelNames: EP_LABELS,
+        registers,
         collect() {
           this.reset()
           for (const r of self.stats().endpoints ?? []) {
@@ -202,7 +243,10 @@ export class TundraMetrics {
     epCounter('tundra_endpoint_new_connections_total', 'New connections sent to one endpoint of a service port', r => r.newConnections)
     const familyGauge = (name: string, help: string, pick: (s: DataplaneStats) => { ipv4: number; ipv6: number } | undefined): void => {
       new Gauge({
-        name, help, labelNames: ['family'], registers,
+        name,
+        help,
+        labelNames: ['family'],
+        registers,
         collect() {
           const v = pick(self.stats())
           this.reset()
@@ -216,7 +260,10 @@ export class TundraMetrics {
     familyGauge('tundra_conntrack_max', 'Most tracked connections', s => s.conntrackMax)
     const recordCounter = (name: string, help: string, label: string, pick: (s: DataplaneStats) => Readonly<Record<string, number>> | undefined): void => {
       new Counter({
-        name, help, labelNames: [label], registers,
+        name,
+        help,
+        labelNames: [label],
+        registers,
         collect() {
           this.reset()
           for (const [k, v] of Object.entries(pick(self.stats()) ?? {})) this.inc({ [label]: k }, v)
@@ -228,12 +275,24 @@ export class TundraMetrics {
     recordCounter('tundra_dns_responses_total', 'DNS responses, by response code', 'rcode', s => s.dns?.responses)
     this.dnsMetrics(registers)
     new Counter({
-      name: 'tundra_tun_packets_total', help: 'Packets read from the TUN device', registers,
-      collect() { this.reset(); const b = self.stats().batch; if (b !== undefined) this.inc(b.packets) },
+      name: 'tundra_tun_packets_total',
+      help: 'Packets read from the TUN device',
+      registers,
+      collect() {
+        this.reset()
+        const b = self.stats().batch
+        if (b !== undefined) this.inc(b.packets)
+      },
     })
     new Counter({
-      name: 'tundra_tun_batches_total', help: 'Batches read from the TUN device', registers,
-      collect() { this.reset(); const b = self.stats().batch; if (b !== undefined) this.inc(b.batches) },
+      name: 'tundra_tun_batches_total',
+      help: 'Batches read from the TUN device',
+      registers,
+      collect() {
+        this.reset()
+        const b = self.stats().batch
+        if (b !== undefined) this.inc(b.batches)
+      },
     })
     new Gauge({
       name: 'tundra_batch_packets',
@@ -241,24 +300,41 @@ export class TundraMetrics {
       registers,
       collect() {
         const b = self.stats().batch
-        if (b === undefined) { this.set(0); return }
-        if (b.avg !== undefined) { this.set(b.avg); return }
+        if (b === undefined) {
+          this.set(0)
+          return
+        }
+        if (b.avg !== undefined) {
+          this.set(b.avg)
+          return
+        }
         let dp = b.packets - self.lastBatch.packets
         let db = b.batches - self.lastBatch.batches
-        if (dp < 0 || db < 0) { dp = b.packets; db = b.batches } // counters restarted
+        if (dp < 0 || db < 0) {
+          dp = b.packets
+          db = b.batches
+        } // counters restarted
         self.lastBatch = { packets: b.packets, batches: b.batches }
         this.set(db > 0 ? dp / db : 0)
       },
     })
     new Counter({
-      name: 'tundra_sync_errors_total', help: 'Syncs whose apply failed (they are retried as full syncs)', registers,
-      collect() { this.reset(); this.inc(self.sync?.().errors ?? 0) },
+      name: 'tundra_sync_errors_total',
+      help: 'Syncs whose apply failed (they are retried as full syncs)',
+      registers,
+      collect() {
+        this.reset()
+        this.inc(self.sync?.().errors ?? 0)
+      },
     })
 
     // ---- API watch ----------------------------------------------------------------------------------------------
     const perResource = (name: string, help: string, kind: 'gauge' | 'counter', pick: (r: SourceStatus['resources'][number]) => number): void => {
       const cfg = {
-        name, help, labelNames: ['resource'] as const, registers,
+        name,
+        help,
+        labelNames: ['resource'] as const,
+        registers,
         collect(this: Gauge<'resource'> | Counter<'resource'>) {
           this.reset()
           for (const r of self.source?.().resources ?? []) {
@@ -278,8 +354,12 @@ export class TundraMetrics {
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry })
   }
 
-  setDataplane(p: DataplaneProvider | undefined): void { this.dataplane = p }
-  setSource(p: (() => SourceStatus) | undefined): void { this.source = p }
+  setDataplane(p: DataplaneProvider | undefined): void {
+    this.dataplane = p
+  }
+  setSource(p: (() => SourceStatus) | undefined): void {
+    this.source = p
+  }
 
   /** Wires a SyncRunner in: its hooks feed the histograms, its stats the pending gauges. */
   bindSync(runner: { addObserver(o: SyncObserver): void; stats(): SyncStats }): void {
@@ -288,8 +368,12 @@ export class TundraMetrics {
   }
 
   /** The health server counts its answers here. */
-  countHealthz(code: number): void { this.healthzTotal.inc({ code: String(code) }) }
-  countLivez(code: number): void { this.livezTotal.inc({ code: String(code) }) }
+  countHealthz(code: number): void {
+    this.healthzTotal.inc({ code: String(code) })
+  }
+  countLivez(code: number): void {
+    this.livezTotal.inc({ code: String(code) })
+  }
 
   /** The text exposition: one provider call per scrape, read by every collect() of that scrape. */
   async render(): Promise<{ contentType: string; body: string }> {
@@ -309,13 +393,14 @@ export class TundraMetrics {
     }
   }
 
-
   /** CoreDNS's metric names (dashboards for CoreDNS keep working), from the same scrape snapshot as the rest. */
   private dnsMetrics(registers: Registry[]): void {
     const dns = (): DnsStatsData | undefined => this.stats().dns
     const scalar = (name: string, help: string, type: 'counter' | 'gauge', pick: (d: DnsStatsData) => number | undefined): void => {
-      new (type === 'counter' ? Counter : Gauge)({
-        name, help, registers,
+      ;new (type === 'counter' ? Counter : Gauge)({
+        name,
+        help,
+        registers,
         collect(this: Counter | Gauge) {
           this.reset()
           const d = dns()
@@ -325,14 +410,20 @@ export class TundraMetrics {
       })
     }
     new Counter({
-      name: 'coredns_dns_requests_total', help: 'Counter of DNS requests made per type', labelNames: ['type'], registers,
+      name: 'coredns_dns_requests_total',
+      help: 'Counter of DNS requests made per type',
+      labelNames: ['type'],
+      registers,
       collect() {
         this.reset()
         for (const [k, v] of Object.entries(dns()?.queries ?? {})) this.inc({ type: k }, v)
       },
     })
     new Counter({
-      name: 'coredns_dns_responses_total', help: 'Counter of response status codes', labelNames: ['rcode'], registers,
+      name: 'coredns_dns_responses_total',
+      help: 'Counter of response status codes',
+      labelNames: ['rcode'],
+      registers,
       collect() {
         this.reset()
         for (const [k, v] of Object.entries(dns()?.responses ?? {})) this.inc({ rcode: k }, v)
@@ -340,7 +431,9 @@ export class TundraMetrics {
     })
     // a histogram from fixed bucket counters kept on the packet thread: rendered as prom-client renders its own
     const duration = {
-      name: 'coredns_dns_request_duration_seconds', help: 'Histogram of the time (in seconds) each request took', type: 'histogram',
+      name: 'coredns_dns_request_duration_seconds',
+      help: 'Histogram of the time (in seconds) each request took',
+      type: 'histogram',
       aggregator: 'sum',
       get: () => {
         const d = dns()?.duration
@@ -364,11 +457,18 @@ export class TundraMetrics {
     scalar('coredns_cache_misses_total', 'The count of cache misses', 'counter', d => d.upstream?.cacheMisses)
     scalar('coredns_cache_entries', 'The number of elements in the cache', 'gauge', d => d.upstream?.cacheSize)
     scalar('coredns_forward_requests_total', 'Counter of requests made per upstream', 'counter', d => d.upstream?.requests)
-    scalar('coredns_forward_responses_errors_total', 'Upstream exchanges that failed (errors and timeouts)', 'counter', d => d.upstream === undefined ? undefined : d.upstream.errors + d.upstream.timeouts)
+    scalar('coredns_forward_responses_errors_total', 'Upstream exchanges that failed (errors and timeouts)', 'counter', d =>
+      d.upstream === undefined ? undefined : d.upstream.errors + d.upstream.timeouts,
+    )
     scalar('coredns_forward_max_concurrent_rejects_total', 'Queries dropped because too many were waiting on upstream', 'counter', d => d.upstream?.overflow)
     scalar('tundra_dns_tcp_connections', 'Open DNS-over-TCP connections', 'gauge', d => d.tcp?.open)
     scalar('tundra_dns_tcp_rejected_total', 'DNS-over-TCP connections closed at accept: too many open', 'counter', d => d.tcp?.rejected)
-    scalar('tundra_dns_tcp_idle_closed_total', 'DNS-over-TCP connections closed for completing no query in time or not reading replies', 'counter', d => d.tcp?.closedIdle)
+    scalar(
+      'tundra_dns_tcp_idle_closed_total',
+      'DNS-over-TCP connections closed for completing no query in time or not reading replies',
+      'counter',
+      d => d.tcp?.closedIdle,
+    )
   }
   private stats(): DataplaneStats {
     return this.snap ?? {}

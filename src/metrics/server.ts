@@ -73,7 +73,10 @@ function metricsRoutes(opts: ServeOptions): Record<string, Handler> {
       res.end('ok')
     },
     '/configz': (_req, res) => {
-      if (opts.configz === undefined) { res.writeHead(404).end(); return }
+      if (opts.configz === undefined) {
+        res.writeHead(404).end()
+        return
+      }
       res.writeHead(200, { 'Content-Type': 'application/json' })
       res.end(JSON.stringify({ 'kubeproxy.config.k8s.io': opts.configz() }))
     },
@@ -99,8 +102,14 @@ function serve(routes: Record<string, Handler>, log: (line: string) => void): Se
   return createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0] ?? '/'
     const h = routes[path]
-    if (h === undefined) { res.writeHead(404, { 'Content-Type': 'text/plain' }).end('404 page not found\n'); return }
-    if (req.method !== 'GET' && req.method !== 'HEAD') { res.writeHead(405, { Allow: 'GET, HEAD' }).end(); return }
+    if (h === undefined) {
+      res.writeHead(404, { 'Content-Type': 'text/plain' }).end('404 page not found\n')
+      return
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { Allow: 'GET, HEAD' }).end()
+      return
+    }
     Promise.resolve(h(req, res)).catch((err: unknown) => {
       log(`[http] ${path}: ${(err as Error).message}`)
       if (!res.headersSent) res.writeHead(500, { 'Content-Type': 'text/plain' })
@@ -161,5 +170,11 @@ export async function startServers(opts: ServeOptions): Promise<RunningServers> 
     await close(m)
     throw err
   }
-  return { metrics: ma, healthz: ha, close: async () => { await Promise.all([close(m), close(h)]) } }
+  return {
+    metrics: ma,
+    healthz: ha,
+    close: async () => {
+      await Promise.all([close(m), close(h)])
+    },
+  }
 }

@@ -7,8 +7,7 @@ const EpCond = { READY: 1, SERVING: 2, TERMINATING: 4, LOCAL: 8 } as const
 
 /** Condition bits of an endpoint. */
 export function epCond(ready: boolean, serving: boolean, terminating: boolean, local: boolean): number {
-  return (ready ? EpCond.READY : 0) | (serving ? EpCond.SERVING : 0) | (terminating ? EpCond.TERMINATING : 0) |
-    (local ? EpCond.LOCAL : 0)
+  return (ready ? EpCond.READY : 0) | (serving ? EpCond.SERVING : 0) | (terminating ? EpCond.TERMINATING : 0) | (local ? EpCond.LOCAL : 0)
 }
 
 /**

@@ -73,7 +73,10 @@ export function parseCidrList(cidrs: readonly string[], family: Family, bad?: (c
     const slash = c.indexOf('/')
     const addr = slash < 0 ? c : c.slice(0, slash)
     const f = familyOf(addr)
-    if (f === 0) { bad?.(c); continue }
+    if (f === 0) {
+      bad?.(c)
+      continue
+    }
     if (f !== family) continue
     const bits = slash < 0 ? max : Number(c.slice(slash + 1))
     if (!Number.isInteger(bits) || bits < 0 || bits > max || (slash >= 0 && !/^\d+$/.test(c.slice(slash + 1)))) {
@@ -99,7 +102,7 @@ export function cidrContains(list: Uint32Array, r: number, aw: number, a: Uint32
   const bits = list[r + aw]!
   for (let i = 0; i < aw; i++) {
     const m = prefixMask(bits - 32 * i)
-    if (((a[off + i]! & m) >>> 0) !== list[r + i]) return false
+    if ((a[off + i]! & m) >>> 0 !== list[r + i]) return false
   }
   return true
 }

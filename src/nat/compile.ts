@@ -14,9 +14,7 @@
 
 import type { Cluster, Endpoint, Family, Problem, Protocol, Service, ServicePort, TrafficPolicy } from '../model/cluster'
 import { IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP } from '../wire/proto'
-import {
-  addrWords, familyOf, inCidrList, parseAddrWords, parseCidrList, wordsToString,
-} from './addr'
+import { addrWords, familyOf, inCidrList, parseAddrWords, parseCidrList, wordsToString } from './addr'
 import { ChunkedMap, U32Map } from './hash'
 import { parseIpv4 } from '../wire/ipv4'
 import { servicePortName } from '../model/names'
@@ -241,7 +239,10 @@ function newFamilyTable(family: Family, config: ResolvedNatConfig, bad: (what: s
   const w = new Uint32Array(4)
   for (const ip of config.nodeIPs) {
     const f = familyOf(ip)
-    if (f === 0) { bad('nodeIPs', ip); continue }
+    if (f === 0) {
+      bad('nodeIPs', ip)
+      continue
+    }
     if (f !== family) continue
     parseAddrWords(ip, family, w, 0)
     for (let i = 0; i < aw; i++) nodeAddrList.push(w[i]!)
@@ -330,8 +331,7 @@ export function endpointPort(ep: Endpoint, sp: ServicePort): number {
 function compareCandidates(a: number, b: number): number {
   const x = a * 4
   const y = b * 4
-  return cAddr[x]! - cAddr[y]! || cAddr[x + 1]! - cAddr[y + 1]! || cAddr[x + 2]! - cAddr[y + 2]! ||
-    cAddr[x + 3]! - cAddr[y + 3]! || cPort[a]! - cPort[b]!
+  return cAddr[x]! - cAddr[y]! || cAddr[x + 1]! - cAddr[y + 1]! || cAddr[x + 2]! - cAddr[y + 2]! || cAddr[x + 3]! - cAddr[y + 3]! || cPort[a]! - cPort[b]!
 }
 
 /** Condition bits (model/categorize.ts) of candidate order[j]. */
@@ -400,8 +400,14 @@ function buildSet(ctx: Ctx, sel: Int32Array, n: number, family: Family, reuse: r
     data[o + aw] = epWord(i)
     o += stride
   }
-  const set: { count: number; family: Family; aw: number; data: Uint32Array; off: number; maglev: Uint16Array | null } =
-    { count: n, family, aw, data, off, maglev: null }
+  const set: { count: number; family: Family; aw: number; data: Uint32Array; off: number; maglev: Uint16Array | null } = {
+    count: n,
+    family,
+    aw,
+    data,
+    off,
+    maglev: null,
+  }
   if (wantMaglev) {
     // The table depends only on the names: share it with a reused set of the same endpoints.
     for (const r of reuse) {
@@ -442,8 +448,16 @@ export function protoPort(proto: number, port: number): number {
 
 /** Inserts a frontend (address words at (words, wo)); reports a problem when another service port owns it. */
 function addFrontend(
-  ctx: Ctx, ft: FamilyTable, words: Uint32Array, wo: number, proto: number, port: number, value: number,
-  owned: number[], svcKey: string, what: string,
+  ctx: Ctx,
+  ft: FamilyTable,
+  words: Uint32Array,
+  wo: number,
+  proto: number,
+  port: number,
+  value: number,
+  owned: number[],
+  svcKey: string,
+  what: string,
 ): void {
   const fe = ft.fe
   const aw = ft.aw
@@ -496,14 +510,23 @@ function candidates(ctx: Ctx, svc: Service, sp: ServicePort, family: Family, pro
     const a = n * 4
     if (family === 4) {
       const a0 = parseIpv4(ep.ip)
-      if (a0 < 0) { problem('endpoints', `${JSON.stringify(ep.ip)} is not an IPv4 address`); continue }
+      if (a0 < 0) {
+        problem('endpoints', `${JSON.stringify(ep.ip)} is not an IPv4 address`)
+        continue
+      }
       cAddr[a] = a0
       cAddr[a + 1] = 0
       cAddr[a + 2] = 0
       cAddr[a + 3] = 0
     } else {
-      if (!parseAddrWords(ep.ip, 6, W, 0)) { problem('endpoints', `${JSON.stringify(ep.ip)} is not an IPv6 address`); continue }
-      cAddr[a] = W[0]!; cAddr[a + 1] = W[1]!; cAddr[a + 2] = W[2]!; cAddr[a + 3] = W[3]!
+      if (!parseAddrWords(ep.ip, 6, W, 0)) {
+        problem('endpoints', `${JSON.stringify(ep.ip)} is not an IPv6 address`)
+        continue
+      }
+      cAddr[a] = W[0]!
+      cAddr[a + 1] = W[1]!
+      cAddr[a + 2] = W[2]!
+      cAddr[a + 3] = W[3]!
     }
     const local = ep.nodeName !== undefined && ep.nodeName === nodeName
     cPort[n] = port
@@ -520,7 +543,10 @@ function candidates(ctx: Ctx, svc: Service, sp: ServicePort, family: Family, pro
     for (let j = 1; j < n; j++) {
       const v = order[j]!
       let k = j - 1
-      while (k >= 0 && compareCandidates(order[k]!, v) > 0) { order[k + 1] = order[k]!; k-- }
+      while (k >= 0 && compareCandidates(order[k]!, v) > 0) {
+        order[k + 1] = order[k]!
+        k--
+      }
       order[k + 1] = v
     }
   }
@@ -540,24 +566,30 @@ export function compileService(ctx: Ctx, svc: Service, key: string): CompiledSer
   const owned6: number[] = []
   const vips4: number[] = []
   const vips6: number[] = []
-  const done = (): CompiledService => Object.freeze({
-    key,
-    service: svc,
-    svcPortIds: ids,
-    fe4: owned4.length > 0 ? owned4 : EMPTY_NUMBERS,
-    fe6: owned6.length > 0 ? owned6 : EMPTY_NUMBERS,
-    vip4: vips4.length > 0 ? vips4 : EMPTY_NUMBERS,
-    vip6: vips6.length > 0 ? vips6 : EMPTY_NUMBERS,
-  })
+  const done = (): CompiledService =>
+    Object.freeze({
+      key,
+      service: svc,
+      svcPortIds: ids,
+      fe4: owned4.length > 0 ? owned4 : EMPTY_NUMBERS,
+      fe6: owned6.length > 0 ? owned6 : EMPTY_NUMBERS,
+      vip4: vips4.length > 0 ? vips4 : EMPTY_NUMBERS,
+      vip6: vips6.length > 0 ? vips6 : EMPTY_NUMBERS,
+    })
   // Headless and ExternalName services are DNS-only: no NAT.
   if (svc.type === 'ExternalName' || svc.headless) return done()
-  const problem = (field: string, reason: string): void => { ctx.problems.push({ object: `Service ${key}`, field, reason }) }
+  const problem = (field: string, reason: string): void => {
+    ctx.problems.push({ object: `Service ${key}`, field, reason })
+  }
   const needLocal = svc.internalTrafficPolicy === 'Local' || svc.externalTrafficPolicy === 'Local'
   let seen4 = false
   let seen6 = false
   for (const cip of svc.clusterIPs) {
     const family = familyOf(cip)
-    if (family === 0) { problem('spec.clusterIPs', `${JSON.stringify(cip)} is not an IP address`); continue }
+    if (family === 0) {
+      problem('spec.clusterIPs', `${JSON.stringify(cip)} is not an IP address`)
+      continue
+    }
     if (family === 4 ? seen4 : seen6) continue
     if (family === 4) seen4 = true
     else seen6 = true
@@ -572,8 +604,14 @@ export function compileService(ctx: Ctx, svc: Service, key: string): CompiledSer
     let lbIPs: readonly string[] = EMPTY_STRINGS
     let proxyIPs: readonly string[] = EMPTY_STRINGS
     if (svc.type === 'LoadBalancer' && svc.loadBalancerIngress.length > 0) {
-      lbIPs = ofFamily(svc.loadBalancerIngress.filter(i => i.ipMode !== 'Proxy').map(i => i.ip), family)
-      proxyIPs = ofFamily(svc.loadBalancerIngress.filter(i => i.ipMode === 'Proxy').map(i => i.ip), family)
+      lbIPs = ofFamily(
+        svc.loadBalancerIngress.filter(i => i.ipMode !== 'Proxy').map(i => i.ip),
+        family,
+      )
+      proxyIPs = ofFamily(
+        svc.loadBalancerIngress.filter(i => i.ipMode === 'Proxy').map(i => i.ip),
+        family,
+      )
     }
     let sourceRanges: Uint32Array = EMPTY_U32
     let allowed: Uint32Array = EMPTY_U32
@@ -601,9 +639,7 @@ export function compileService(ctx: Ctx, svc: Service, key: string): CompiledSer
       const local = needLocal ? buildSet(ctx, selLocal, usable(n, true, selLocal), family, [cluster, ...reuse]) : emptySet(family)
       let nServing = 0
       for (let j = 0; j < n; j++) if ((cBits[order[j]!]! & SERVING) !== 0) selServing[nServing++] = order[j]!
-      const serving = nServing === n && cluster.count === n
-        ? cluster
-        : buildSet(ctx, selServing, nServing, family, [cluster, ...reuse])
+      const serving = nServing === n && cluster.count === n ? cluster : buildSet(ctx, selServing, nServing, family, [cluster, ...reuse])
 
       const spc: SvcPort = Object.freeze({
         id,
@@ -692,10 +728,7 @@ export function healthCheckOf(table: { svcPorts: readonly (SvcPort | undefined)[
 // Entry points
 
 /** @internal (update.ts) */
-export function finish(
-  ctx: Ctx, generation: number, services: ChunkedMap<CompiledService>, healthChecks: ChunkedMap<HealthCheck>,
-  delta?: NatDelta,
-): NatTable {
+export function finish(ctx: Ctx, generation: number, services: ChunkedMap<CompiledService>, healthChecks: ChunkedMap<HealthCheck>, delta?: NatDelta): NatTable {
   return Object.freeze({
     ...(delta === undefined ? {} : { delta }),
     generation,
@@ -718,7 +751,9 @@ export function finish(
 export function compileNat(cluster: Cluster, config: NatConfig | ResolvedNatConfig, prev?: NatTable): NatTable {
   const rc = resolveNatConfig(config)
   const problems: Problem[] = []
-  const bad = (what: string, v: string): void => { problems.push({ object: 'config', field: what, reason: `${JSON.stringify(v)} is not valid` }) }
+  const bad = (what: string, v: string): void => {
+    problems.push({ object: 'config', field: what, reason: `${JSON.stringify(v)} is not valid` })
+  }
   let nPorts = 0
   for (const s of cluster.services) nPorts += s.ports.length
   // Ids only name service ports, so they survive any config change.
@@ -757,7 +792,10 @@ export function compileNat(cluster: Cluster, config: NatConfig | ResolvedNatConf
   const hcs: [string, HealthCheck][] = []
   let last = ''
   for (const { k, s } of keyed) {
-    if (k === last) { problems.push({ object: `Service ${k}`, field: 'metadata.name', reason: 'duplicate service; first one kept' }); continue }
+    if (k === last) {
+      problems.push({ object: `Service ${k}`, field: 'metadata.name', reason: 'duplicate service; first one kept' })
+      continue
+    }
     last = k
     const cs = compileService(ctx, s, k)
     entries.push([k, cs])
@@ -771,4 +809,3 @@ export function compileNat(cluster: Cluster, config: NatConfig | ResolvedNatConf
 export function cmp(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0
 }
-

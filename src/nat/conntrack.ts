@@ -49,7 +49,16 @@ export const TcpState = {
   SYN_SENT2: 9,
 } as const
 export const TCP_STATE_NAMES: readonly string[] = [
-  'NONE', 'SYN_SENT', 'SYN_RECV', 'ESTABLISHED', 'FIN_WAIT', 'CLOSE_WAIT', 'LAST_ACK', 'TIME_WAIT', 'CLOSE', 'SYN_SENT2',
+  'NONE',
+  'SYN_SENT',
+  'SYN_RECV',
+  'ESTABLISHED',
+  'FIN_WAIT',
+  'CLOSE_WAIT',
+  'LAST_ACK',
+  'TIME_WAIT',
+  'CLOSE',
+  'SYN_SENT2',
 ]
 
 export const CtFlag = {
@@ -137,22 +146,141 @@ export interface ConntrackOptions {
 }
 
 // Linux tcp_conntracks[dir][index][state]; sIV = invalid, sIG = ignore. Index: syn, synack, fin, ack, rst, none.
-const sNO = 0, sSS = 1, sSR = 2, sES = 3, sFW = 4, sCW = 5, sLA = 6, sTW = 7, sCL = 8, sS2 = 9, sIV = 10, sIG = 11
+const sNO = 0,
+  sSS = 1,
+  sSR = 2,
+  sES = 3,
+  sFW = 4,
+  sCW = 5,
+  sLA = 6,
+  sTW = 7,
+  sCL = 8,
+  sS2 = 9,
+  sIV = 10,
+  sIG = 11
 const TCP_TABLE = Uint8Array.from([
   // ORIGINAL     sNO  sSS  sSR  sES  sFW  sCW  sLA  sTW  sCL  sS2
-  /* syn    */ sSS, sSS, sIG, sIG, sIG, sIG, sIG, sSS, sSS, sS2,
-  /* synack */ sIV, sIV, sSR, sIV, sIV, sIV, sIV, sIV, sIV, sSR,
-  /* fin    */ sIV, sIV, sFW, sFW, sLA, sLA, sLA, sTW, sCL, sIV,
-  /* ack    */ sES, sIV, sES, sES, sCW, sCW, sTW, sTW, sCL, sIV,
-  /* rst    */ sIV, sCL, sCL, sCL, sCL, sCL, sCL, sCL, sCL, sCL,
-  /* none   */ sIV, sIV, sIV, sIV, sIV, sIV, sIV, sIV, sIV, sIV,
+  /* syn    */ sSS,
+  sSS,
+  sIG,
+  sIG,
+  sIG,
+  sIG,
+  sIG,
+  sSS,
+  sSS,
+  sS2,
+  /* synack */ sIV,
+  sIV,
+  sSR,
+  sIV,
+  sIV,
+  sIV,
+  sIV,
+  sIV,
+  sIV,
+  sSR,
+  /* fin    */ sIV,
+  sIV,
+  sFW,
+  sFW,
+  sLA,
+  sLA,
+  sLA,
+  sTW,
+  sCL,
+  sIV,
+  /* ack    */ sES,
+  sIV,
+  sES,
+  sES,
+  sCW,
+  sCW,
+  sTW,
+  sTW,
+  sCL,
+  sIV,
+  /* rst    */ sIV,
+  sCL,
+  sCL,
+  sCL,
+  sCL,
+  sCL,
+  sCL,
+  sCL,
+  sCL,
+  sCL,
+  /* none   */ sIV,
+  sIV,
+  sIV,
+  sIV,
+  sIV,
+  sIV,
+  sIV,
+  sIV,
+  sIV,
+  sIV,
   // REPLY
-  /* syn    */ sIV, sS2, sIV, sIV, sIV, sIV, sIV, sSS, sIV, sS2,
-  /* synack */ sIV, sSR, sIG, sIG, sIG, sIG, sIG, sIG, sIG, sSR,
-  /* fin    */ sIV, sIV, sFW, sFW, sLA, sLA, sLA, sTW, sCL, sIV,
-  /* ack    */ sIV, sIG, sSR, sES, sCW, sCW, sTW, sTW, sCL, sIG,
-  /* rst    */ sIV, sCL, sCL, sCL, sCL, sCL, sCL, sCL, sCL, sCL,
-  /* none   */ sIV, sIV, sIV, sIV, sIV, sIV, sIV, sIV, sIV, sIV,
+  /* syn    */ sIV,
+  sS2,
+  sIV,
+  sIV,
+  sIV,
+  sIV,
+  sIV,
+  sSS,
+  sIV,
+  sS2,
+  /* synack */ sIV,
+  sSR,
+  sIG,
+  sIG,
+  sIG,
+  sIG,
+  sIG,
+  sIG,
+  sIG,
+  sSR,
+  /* fin    */ sIV,
+  sIV,
+  sFW,
+  sFW,
+  sLA,
+  sLA,
+  sLA,
+  sTW,
+  sCL,
+  sIV,
+  /* ack    */ sIV,
+  sIG,
+  sSR,
+  sES,
+  sCW,
+  sCW,
+  sTW,
+  sTW,
+  sCL,
+  sIG,
+  /* rst    */ sIV,
+  sCL,
+  sCL,
+  sCL,
+  sCL,
+  sCL,
+  sCL,
+  sCL,
+  sCL,
+  sCL,
+  /* none   */ sIV,
+  sIV,
+  sIV,
+  sIV,
+  sIV,
+  sIV,
+  sIV,
+  sIV,
+  sIV,
+  sIV,
 ])
 void sNO
 
@@ -223,11 +351,19 @@ export class Conntrack {
     while (cap < this.max) cap *= 2
     this.capacity = cap
     this.timeouts = Object.freeze({ ...DEFAULT_TIMEOUTS, ...(opts.timeouts ?? {}) })
-    this.seed = opts.seed ?? ((Math.random() * 0x100000000) >>> 0)
+    this.seed = opts.seed ?? (Math.random() * 0x100000000) >>> 0
     const t = this.timeouts
     this.tcpTimeout = Uint32Array.from([
-      t.tcpClose, t.tcpSynSent, t.tcpSynRecv, t.tcpEstablished, t.tcpFinWait, t.tcpCloseWait, t.tcpLastAck,
-      t.tcpTimeWait, t.tcpClose, t.tcpSynSent,
+      t.tcpClose,
+      t.tcpSynSent,
+      t.tcpSynRecv,
+      t.tcpEstablished,
+      t.tcpFinWait,
+      t.tcpCloseWait,
+      t.tcpLastAck,
+      t.tcpTimeWait,
+      t.tcpClose,
+      t.tcpSynSent,
     ])
     this.tuples = new Uint32Array(cap * this.tw)
     this.proto = new Uint8Array(cap)
@@ -251,9 +387,20 @@ export class Conntrack {
 
   /** Bytes of every typed array this table owns (the figure behind "bytes per entry"). */
   byteLength(): number {
-    return this.tuples.byteLength + this.proto.byteLength + this.state.byteLength + this.flags.byteLength +
-      this.expires.byteLength + this.svcPort.byteLength + this.endpoint.byteLength + this.seqNext.byteLength +
-      this.counters.byteLength + this.next.byteLength + this.slots.byteLength + this.slotHash.byteLength
+    return (
+      this.tuples.byteLength +
+      this.proto.byteLength +
+      this.state.byteLength +
+      this.flags.byteLength +
+      this.expires.byteLength +
+      this.svcPort.byteLength +
+      this.endpoint.byteLength +
+      this.seqNext.byteLength +
+      this.counters.byteLength +
+      this.next.byteLength +
+      this.slots.byteLength +
+      this.slotHash.byteLength
+    )
   }
 
   private hash(a: Uint32Array, off: number, proto: number): number {
@@ -350,8 +497,8 @@ export class Conntrack {
     const kw = this.kw
     const aw = this.aw
     // DNAT: orig dst (+dport) differs from reply src (+sport); SNAT: orig src (+sport) differs from reply dst (+dport).
-    let dnat = (tk[aw * 2]! & 0xffff) !== (tk[kw + aw * 2]! >>> 16)
-    let snat = (tk[aw * 2]! >>> 16) !== (tk[kw + aw * 2]! & 0xffff)
+    let dnat = (tk[aw * 2]! & 0xffff) !== tk[kw + aw * 2]! >>> 16
+    let snat = tk[aw * 2]! >>> 16 !== (tk[kw + aw * 2]! & 0xffff)
     for (let i = 0; i < aw; i++) {
       if (tk[aw + i] !== tk[kw + i]) dnat = true
       if (tk[i] !== tk[kw + aw + i]) snat = true
@@ -417,8 +564,14 @@ export class Conntrack {
       const f = this.flags[c]!
       if ((f & CtFlag.USED) === 0) continue
       const exp = this.expires[c]!
-      if (exp <= now) { best = c; break }
-      if ((f & CtFlag.ASSURED) === 0 && exp < bestExp) { best = c; bestExp = exp }
+      if (exp <= now) {
+        best = c
+        break
+      }
+      if ((f & CtFlag.ASSURED) === 0 && exp < bestExp) {
+        best = c
+        bestExp = exp
+      }
     }
     this.dropCursor = c
     if (best < 0) return false

@@ -130,8 +130,15 @@ function matches(fam: Fam, e: number, f: CtFilter): boolean {
     let hit = false
     for (const at of [0, aw, ct.kw, ct.kw + aw]) {
       let same = true
-      for (let i = 0; i < aw; i++) if (ct.tuples[base + at + i] !== f.address[i]) { same = false; break }
-      if (same) { hit = true; break }
+      for (let i = 0; i < aw; i++)
+        if (ct.tuples[base + at + i] !== f.address[i]) {
+          same = false
+          break
+        }
+      if (same) {
+        hit = true
+        break
+      }
     }
     if (!hit) return false
   }
@@ -164,7 +171,10 @@ export function flushCtChunk(v4: Fam, v6: Fam, f: CtFilter, cursor: number, max:
     const e = c < v4.ct.capacity ? c : c - v4.ct.capacity
     if (!fam.ct.isUsed(e) || !matches(fam, e, f)) continue
     fam.ct.delete(e)
-    if (++flushed >= max) { c++; break }
+    if (++flushed >= max) {
+      c++
+      break
+    }
   }
   return { flushed, next: c >= end ? -1 : c }
 }
@@ -268,7 +278,19 @@ function readEntry(dv: DataView, o: number, r: RawEntry): number {
 }
 
 function newRaw(): RawEntry {
-  return { family: 4, proto: 0, state: 0, flags: 0, expires: 0, svcPort: -1, endpoint: -1, seq0: 0, seq1: 0, counters: [0, 0, 0, 0], tuples: new Uint32Array(6) }
+  return {
+    family: 4,
+    proto: 0,
+    state: 0,
+    flags: 0,
+    expires: 0,
+    svcPort: -1,
+    endpoint: -1,
+    seq0: 0,
+    seq1: 0,
+    counters: [0, 0, 0, 0],
+    tuples: new Uint32Array(6),
+  }
 }
 
 /** Checks a chunk's header; returns its entry count and `now`, or throws a RangeError saying what is wrong. */
@@ -295,7 +317,7 @@ function entryOf(r: RawEntry, now: number, table: NatTable | undefined): Conntra
   return {
     family: r.family,
     protocol: PROTO_NAMES[r.proto] ?? String(r.proto),
-    state: r.proto === IPPROTO_TCP ? TCP_STATE_NAMES[r.state] ?? String(r.state) : '',
+    state: r.proto === IPPROTO_TCP ? (TCP_STATE_NAMES[r.state] ?? String(r.state)) : '',
     orig: tupleText(r.tuples, ORIG * kw, r.family),
     reply: tupleText(r.tuples, REPLY * kw, r.family),
     expiresIn: Math.max(0, r.expires - now),
@@ -393,7 +415,10 @@ function problem(rep: RestoreReport, msg: string): void {
  * counted in `report` with a message; a file that is not a snapshot at all throws a RangeError saying why.
  */
 export function prepareRestore(
-  buf: Uint8Array, table: NatTable, wallMs: number = Date.now(), report: RestoreReport = newRestoreReport(),
+  buf: Uint8Array,
+  table: NatTable,
+  wallMs: number = Date.now(),
+  report: RestoreReport = newRestoreReport(),
   /** the clock a version 1 or 2 file's absolute expiries are on (those agents ran on wall seconds) */
   legacyNow: number = Math.floor(wallMs / 1000),
 ): { chunks: ArrayBuffer[]; report: RestoreReport } {
@@ -421,7 +446,7 @@ export function prepareRestore(
   for (const sp of table.svcPorts) if (sp !== undefined) byKey.set(sp.key, sp.id)
   const mapId = (id: number): number => {
     const k = keys[id]
-    return typeof k === 'string' ? byKey.get(k) ?? -1 : -1
+    return typeof k === 'string' ? (byKey.get(k) ?? -1) : -1
   }
 
   const chunks: ArrayBuffer[] = []
@@ -438,12 +463,21 @@ export function prepareRestore(
   const r = newRaw()
   const accept = (): void => {
     const p = entryProblem(r)
-    if (p !== '') { problem(report, `entry ${report.corrupt + report.restored + report.expired + report.unknownService}: ${p}`); return }
-    if (r.expires <= spent) { report.expired++; return }
+    if (p !== '') {
+      problem(report, `entry ${report.corrupt + report.restored + report.expired + report.unknownService}: ${p}`)
+      return
+    }
+    if (r.expires <= spent) {
+      report.expired++
+      return
+    }
     r.expires -= spent
     if (r.svcPort >= 0) {
       const id = mapId(r.svcPort)
-      if (id < 0) { report.unknownService++; return }
+      if (id < 0) {
+        report.unknownService++
+        return
+      }
       r.svcPort = id
     }
     if (cur === null) {
@@ -459,8 +493,14 @@ export function prepareRestore(
   if (header.version !== 1) {
     while (o < b.length) {
       const fam = dv.getUint8(o)
-      if (fam !== 4 && fam !== 6) { problem(report, `entry at byte ${o}: family ${fam} is not 4 or 6; the rest of the file is skipped`); break }
-      if (o + ctEntryBytes(fam) > b.length) { problem(report, `entry at byte ${o} is truncated`); break }
+      if (fam !== 4 && fam !== 6) {
+        problem(report, `entry at byte ${o}: family ${fam} is not 4 or 6; the rest of the file is skipped`)
+        break
+      }
+      if (o + ctEntryBytes(fam) > b.length) {
+        problem(report, `entry at byte ${o} is truncated`)
+        break
+      }
       o = readEntry(dv, o, r)
       accept()
     }
@@ -521,7 +561,11 @@ function writeRaw(dv: DataView, o: number, r: RawEntry): number {
  * caller through `drop`). Returns nothing; counts go to `report`.
  */
 export function restoreCtChunk(
-  v4: Fam, v6: Fam, bytes: ArrayBuffer | Uint8Array, now: number, report: RestoreReport,
+  v4: Fam,
+  v6: Fam,
+  bytes: ArrayBuffer | Uint8Array,
+  now: number,
+  report: RestoreReport,
   keep: (fam: Fam, e: number) => boolean,
 ): void {
   const dv = bytes instanceof Uint8Array ? new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength) : new DataView(bytes)
@@ -531,18 +575,33 @@ export function restoreCtChunk(
   let o = CHUNK_HEAD
   for (let i = 0; i < count; i++) {
     const f = o < dv.byteLength ? dv.getUint8(o) : 0
-    if ((f !== 4 && f !== 6) || o + ctEntryBytes(f) > dv.byteLength) { problem(report, `chunk entry ${i} of ${count} is cut short or has family ${f}`); return }
+    if ((f !== 4 && f !== 6) || o + ctEntryBytes(f) > dv.byteLength) {
+      problem(report, `chunk entry ${i} of ${count} is cut short or has family ${f}`)
+      return
+    }
     o = readEntry(dv, o, r)
     const p = entryProblem(r)
-    if (p !== '') { problem(report, `chunk entry ${i}: ${p}`); continue }
+    if (p !== '') {
+      problem(report, `chunk entry ${i}: ${p}`)
+      continue
+    }
     r.expires = r.expires - base + now
-    if (r.expires <= now) { report.expired++; continue }
+    if (r.expires <= now) {
+      report.expired++
+      continue
+    }
     const fam = r.family === 4 ? v4 : v6
     const ct = fam.ct
-    if (ct.find(r.tuples, 0, r.proto) >= 0 || ct.find(r.tuples, ct.kw, r.proto) >= 0) { report.duplicate++; continue }
+    if (ct.find(r.tuples, 0, r.proto) >= 0 || ct.find(r.tuples, ct.kw, r.proto) >= 0) {
+      report.duplicate++
+      continue
+    }
     ct.tk.set(r.tuples)
     const e = ct.count >= ct.max ? -1 : ct.create(r.proto, r.svcPort, r.endpoint, now)
-    if (e < 0) { report.full++; continue }
+    if (e < 0) {
+      report.full++
+      continue
+    }
     ct.state[e] = r.state
     ct.flags[e] = r.flags | CtFlag.USED
     ct.expires[e] = r.expires

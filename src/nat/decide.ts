@@ -25,7 +25,15 @@ import { MasqReason } from './verdict'
 
 /** The live state explain reports (the engine has it; a control thread asks the packet thread for it). */
 export interface ExplainLive {
-  findConntrack(family: Family, proto: number, src: string, dst: string, sport: number, dport: number, now: number): { entry: ConntrackEntry; direction: 'original' | 'reply' } | undefined
+  findConntrack(
+    family: Family,
+    proto: number,
+    src: string,
+    dst: string,
+    sport: number,
+    dport: number,
+    now: number,
+  ): { entry: ConntrackEntry; direction: 'original' | 'reply' } | undefined
   findAffinity(sp: SvcPort, client: string, now: number): { endpoint: string; expiresIn: number } | undefined
 }
 
@@ -174,7 +182,11 @@ function lbSourceAllowed(tb: Tables, r: number, k: Uint32Array, aw: number): boo
   }
   for (let o = rec[r + Rec.ALLOWED]!, end = o + rec[r + Rec.ALLOWED_LEN]!; o < end; o += aw) {
     let same = true
-    for (let i = 0; i < aw; i++) if (data[o + i] !== k[i]) { same = false; break }
+    for (let i = 0; i < aw; i++)
+      if (data[o + i] !== k[i]) {
+        same = false
+        break
+      }
     if (same) return true
   }
   return false

@@ -31,9 +31,7 @@ import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP } from '../wire/proto'
 import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../wire/tcp'
 import { parseAddrWords, wordsToBytes, wordsToString } from './addr'
 import type { NatTable, SvcPort } from './compile'
-import {
-  Conntrack, CtFlag, CtStat, ORIG, REPLY, TcpState, TcpVerdict, hasPorts,
-} from './conntrack'
+import { Conntrack, CtFlag, CtStat, ORIG, REPLY, TcpState, TcpVerdict, hasPorts } from './conntrack'
 import { buildTcpReset4, buildTcpReset6 } from './reset'
 import { endpointString } from '../model/names'
 import { Rng, findEndpoint, flowHash } from './select'
@@ -43,9 +41,7 @@ import { Fam, SetView, Tables } from './state'
 import { IcmpMode, REC_WORDS, Rec, natImage } from './image'
 import type { NatImage } from './image'
 import { StaleFlush } from './flush'
-import {
-  CT_CHUNK, decodeCtChunk, encodeCtChunk, flushCtChunk, newRestoreReport, prepareRestore, resolveCtFilter, restoreCtChunk,
-} from './ctview'
+import { CT_CHUNK, decodeCtChunk, encodeCtChunk, flushCtChunk, newRestoreReport, prepareRestore, resolveCtFilter, restoreCtChunk } from './ctview'
 import type { ConntrackEntry, ConntrackFilter, CtFilter, RestoreReport } from './ctview'
 import { assembleSnapshot } from './ctview'
 import type { ConntrackTimeouts } from './conntrack'
@@ -148,7 +144,8 @@ export class NatEngine {
    * metrics, tests). An engine fed only images by another thread has none: reading it then throws.
    */
   get table(): NatTable {
-    if (this.table_ === undefined) throw new Error(`the NAT engine runs image generation ${this.tables.generation} without its table (installed from another thread)`)
+    if (this.table_ === undefined)
+      throw new Error(`the NAT engine runs image generation ${this.tables.generation} without its table (installed from another thread)`)
     return this.table_
   }
 
@@ -285,8 +282,16 @@ export class NatEngine {
   }
 
   private rewrite(
-    fam: Fam, buf: Uint8Array, l3: number, l4: number, proto: number, which: number,
-    words: Uint32Array, wo: number, port: number, partial: boolean,
+    fam: Fam,
+    buf: Uint8Array,
+    l3: number,
+    l4: number,
+    proto: number,
+    which: number,
+    words: Uint32Array,
+    wo: number,
+    port: number,
+    partial: boolean,
   ): void {
     if (fam.aw === 1) {
       // int32, not uint32: a value >= 2^31 passed to a call V8 does not inline is boxed (an allocation per packet).
@@ -435,7 +440,7 @@ export class NatEngine {
     const n = set.count
     if (n === 1) return 0
     const m = set.maglev
-    if (m !== null) return m[set.magOff + (flowHash(fam.ct.key, fam.kw, proto) >>> 0) % this.tables.maglevSize]!
+    if (m !== null) return m[set.magOff + ((flowHash(fam.ct.key, fam.kw, proto) >>> 0) % this.tables.maglevSize)]!
     return this.rng.below(n)
   }
 
@@ -491,7 +496,11 @@ export class NatEngine {
       if (ct.isUsed(e) && ct.proto[e] === info.l4Proto) {
         const base = ct.tupleOff(e, dir)
         let same = true
-        for (let i = 0; i < n; i++) if (ct.tuples[base + i] !== k[i]) { same = false; break }
+        for (let i = 0; i < n; i++)
+          if (ct.tuples[base + i] !== k[i]) {
+            same = false
+            break
+          }
         if (same) {
           this.translate(fam, buf, info, e, dir, false)
           this.account(ct, e, dir, info)
@@ -527,9 +536,7 @@ export class NatEngine {
       this.counters[NatStat.DROP_FRAGMENT]!++
       return NatAction.DROP
     }
-    info.l3Len = fam.aw === 1
-      ? icmp4EchoToReply(buf, info.l3Off)
-      : icmp6EchoToReply(buf, info.l3Off, info.l4Off, info.l4Len)
+    info.l3Len = fam.aw === 1 ? icmp4EchoToReply(buf, info.l3Off) : icmp6EchoToReply(buf, info.l3Off, info.l4Off, info.l4Len)
     this.counters[NatStat.ECHO_REPLY]!++
     return NatAction.REPLY
   }
@@ -588,8 +595,16 @@ export class NatEngine {
   }
 
   private quoted(
-    fam: Fam, buf: Uint8Array, info: PacketInfo, icmpOff: number, icmpLen: number, ip: number, which: number,
-    words: Uint32Array, wo: number, port: number,
+    fam: Fam,
+    buf: Uint8Array,
+    info: PacketInfo,
+    icmpOff: number,
+    icmpLen: number,
+    ip: number,
+    which: number,
+    words: Uint32Array,
+    wo: number,
+    port: number,
   ): void {
     if (fam.aw === 1) {
       natIcmp4Inner(buf, icmpOff, icmpLen, info.innerL3Off, info.innerL4Off, ip, which, words[wo]! | 0, port)
@@ -751,9 +766,10 @@ export class NatEngine {
       const at = this.rstHead * RST_WORDS
       const p = o + gap
       const ports = q[at + 9]!
-      const w = q[at] === 4
-        ? buildTcpReset4(out, p, q[at + 1]!, q[at + 5]!, ports >>> 16, ports & 0xffff, q[at + 10]!, q[at + 11]!)
-        : buildTcpReset6(out, p, q, at + 1, at + 5, ports >>> 16, ports & 0xffff, q[at + 10]!, q[at + 11]!)
+      const w =
+        q[at] === 4
+          ? buildTcpReset4(out, p, q[at + 1]!, q[at + 5]!, ports >>> 16, ports & 0xffff, q[at + 10]!, q[at + 11]!)
+          : buildTcpReset6(out, p, q, at + 1, at + 5, ports >>> 16, ports & 0xffff, q[at + 10]!, q[at + 11]!)
       if (w === 0) break
       out.fill(0, o, p)
       offsets[n] = p
@@ -803,7 +819,7 @@ export class NatEngine {
   conntrackEntries(now: number): ConntrackEntry[] {
     const out: ConntrackEntry[] = []
     const table = this.table_
-    for (let c = 0; c >= 0;) {
+    for (let c = 0; c >= 0; ) {
       const { bytes, next } = this.ctChunk(c, CT_CHUNK, now)
       for (const e of decodeCtChunk(bytes, table)) out.push(e)
       c = next
@@ -817,7 +833,15 @@ export class NatEngine {
   }
 
   /** Looks a tuple up in conntrack (either direction), for explain/trace. */
-  findConntrack(family: Family, proto: number, src: string, dst: string, sport: number, dport: number, now: number): { entry: ConntrackEntry; direction: 'original' | 'reply' } | undefined {
+  findConntrack(
+    family: Family,
+    proto: number,
+    src: string,
+    dst: string,
+    sport: number,
+    dport: number,
+    now: number,
+  ): { entry: ConntrackEntry; direction: 'original' | 'reply' } | undefined {
     const fam = family === 4 ? this.v4 : this.v6
     const w = new Uint32Array(fam.kw)
     if (!parseAddrWords(src, family, w, 0) || !parseAddrWords(dst, family, w, fam.aw)) return undefined
@@ -862,7 +886,7 @@ export class NatEngine {
   flush(filter: ConntrackFilter = {}): number {
     const f = resolveCtFilter(filter, this.table_)
     let n = 0
-    for (let c = 0; c >= 0;) {
+    for (let c = 0; c >= 0; ) {
       const r = this.flushChunk(f, c, 1 << 16)
       n += r.flushed
       c = r.next
@@ -873,7 +897,7 @@ export class NatEngine {
   /** Conntrack state for a restart (single-thread convenience: chunks assembled with this engine's table). */
   snapshot(): Buffer {
     const chunks: ArrayBuffer[] = []
-    for (let c = 0; c >= 0;) {
+    for (let c = 0; c >= 0; ) {
       const r = this.ctChunk(c, 1 << 16)
       chunks.push(r.bytes)
       c = r.next
@@ -908,8 +932,8 @@ export class NatEngine {
       const id = ct.svcPort[e]!
       if (id < 0) return true
       const ro = ct.tupleOff(e, REPLY)
-      if (this.tables.present(id) &&
-        findEndpoint(this.tables.view(view, id, Rec.SERVING_SET), ct.tuples, ro, ct.tuples[ro + 2 * fam.aw]! >>> 16, -1) >= 0) return true
+      if (this.tables.present(id) && findEndpoint(this.tables.view(view, id, Rec.SERVING_SET), ct.tuples, ro, ct.tuples[ro + 2 * fam.aw]! >>> 16, -1) >= 0)
+        return true
       // Endpoints that stopped serving while we were down.
       if (ct.proto[e] === IPPROTO_TCP) {
         const s = ct.state[e]!

@@ -32,7 +32,12 @@ export class StaleFlush {
   flushed = 0
   resets = 0
 
-  constructor(private readonly t: Tables, private readonly v4: Fam, private readonly v6: Fam, private readonly view: SetView) {}
+  constructor(
+    private readonly t: Tables,
+    private readonly v4: Fam,
+    private readonly v6: Fam,
+    private readonly view: SetView,
+  ) {}
 
   /** Whether a flush is under way. */
   get pending(): boolean {
@@ -46,8 +51,8 @@ export class StaleFlush {
   /** Adds an image's stale lists (O(their length)). */
   add(img: NatImage): void {
     if (img.staleIds.length === 0 && img.staleEps.length === 0) return
-    const ids = this.ids ??= new U32Map(1, 1, 16)
-    const eps = this.eps ??= new U32Map(STALE_EP_WORDS, 1, 16)
+    const ids = (this.ids ??= new U32Map(1, 1, 16))
+    const eps = (this.eps ??= new U32Map(STALE_EP_WORDS, 1, 16))
     for (let i = 0; i < img.staleIds.length; i++) {
       ids.key[0] = img.staleIds[i]!
       ids.set(1)
@@ -58,7 +63,7 @@ export class StaleFlush {
     }
     // A service port with no connections has nothing to flush in conntrack: the usual case under endpoint churn.
     // Then only the (small) affinity table is walked instead of every conntrack slot.
-    this.ctRound = this.ctRound && this.left > 0 || this.hasEntries(img)
+    this.ctRound = (this.ctRound && this.left > 0) || this.hasEntries(img)
     const c = this.v4.ct.capacity + this.v6.ct.capacity
     if (this.ctRound) this.left = this.total()
     else {
@@ -114,7 +119,7 @@ export class StaleFlush {
           const r = ct.tupleOff(e, REPLY)
           const port = ct.tuples[r + 2 * fam.aw]! >>> 16
           if (this.candidate(id, fam.aw, ct.tuples, r, port)) {
-            budget -= this.t.present(id) ? (this.t.rec[id * REC_WORDS + Rec.SERVING_SET + SetW.COUNT]! >> 4) : 0
+            budget -= this.t.present(id) ? this.t.rec[id * REC_WORDS + Rec.SERVING_SET + SetW.COUNT]! >> 4 : 0
             if (this.staleNow(id, ct.tuples, r, port, ct.endpoint[e]!)) {
               if (ct.proto[e] === IPPROTO_TCP) {
                 const s = ct.state[e]!

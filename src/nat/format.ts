@@ -33,14 +33,18 @@ function setLine(set: EndpointSet): string {
 export function formatNatTable(table: NatTable): string {
   const c = table.config
   const out: string[] = []
-  out.push(`# tundra NAT table: node ${c.nodeName}, lb ${c.lb}${c.lb === 'maglev' ? ` (M=${c.maglevTableSize})` : ''}, icmp ${c.icmpMode}${c.masqueradeAll ? ', masquerade-all' : ''}`)
+  out.push(
+    `# tundra NAT table: node ${c.nodeName}, lb ${c.lb}${c.lb === 'maglev' ? ` (M=${c.maglevTableSize})` : ''}, icmp ${c.icmpMode}${c.masqueradeAll ? ', masquerade-all' : ''}`,
+  )
   for (const ft of [table.v4, table.v6]) {
     if (ft.nodeAddrs.length === 0 && ft.clusterCidrs.length === 0) continue
     const addrs: string[] = []
     for (let r = 0; r < ft.nodeAddrs.length; r += ft.aw) addrs.push(wordsToString(ft.nodeAddrs, r, ft.family))
     const np: string[] = []
     for (let r = 0; r < ft.nodePortAddrs.length; r += ft.aw) np.push(wordsToString(ft.nodePortAddrs, r, ft.family))
-    out.push(`# ipv${ft.family}: node ${addrs.join(', ') || '(none)'}; nodeports on ${np.join(', ') || '(none)'}; cluster ${cidrListToStrings(ft.clusterCidrs, ft.family).join(', ') || '(none)'}; masquerade to ${ft.hasSnat ? wordsToString(ft.snat, 0, ft.family) : '(none)'}`)
+    out.push(
+      `# ipv${ft.family}: node ${addrs.join(', ') || '(none)'}; nodeports on ${np.join(', ') || '(none)'}; cluster ${cidrListToStrings(ft.clusterCidrs, ft.family).join(', ') || '(none)'}; masquerade to ${ft.hasSnat ? wordsToString(ft.snat, 0, ft.family) : '(none)'}`,
+    )
   }
   const keys = [...table.services.keys()].sort(cmp)
   for (const key of keys) {
@@ -76,8 +80,10 @@ export function formatNatTable(table: NatTable): string {
           fes.push(`    frontend NodePort ${fmt(ip, sp.nodePort)}${tag(ip, sp.nodePort)}`)
         }
       }
-      for (const ip of sp.externalIPs) fes.push(`    frontend ExternalIP ${fmt(wordsToString(parsed(ip, sp.family), 0, sp.family), sp.port)}${tag(ip, sp.port)}`)
-      for (const ip of sp.loadBalancerIPs) fes.push(`    frontend LoadBalancer ${fmt(wordsToString(parsed(ip, sp.family), 0, sp.family), sp.port)}${tag(ip, sp.port)}`)
+      for (const ip of sp.externalIPs)
+        fes.push(`    frontend ExternalIP ${fmt(wordsToString(parsed(ip, sp.family), 0, sp.family), sp.port)}${tag(ip, sp.port)}`)
+      for (const ip of sp.loadBalancerIPs)
+        fes.push(`    frontend LoadBalancer ${fmt(wordsToString(parsed(ip, sp.family), 0, sp.family), sp.port)}${tag(ip, sp.port)}`)
       for (const ip of sp.proxyModeIPs) fes.push(`    skipped LoadBalancer ${fmt(ip, sp.port)} (ipMode Proxy)`)
       out.push(...fes)
       if (sp.sourceRanges.length > 0) out.push(`    sourceRanges ${cidrListToStrings(sp.sourceRanges, sp.family).join(', ')}`)

@@ -88,7 +88,9 @@ export class U32Map {
   private shared = false
 
   /** The hash seed (an image of this map must be read with the same one). */
-  get hashSeed(): number { return this.seed }
+  get hashSeed(): number {
+    return this.seed
+  }
 
   /**
    * A map over arrays built elsewhere (a NatImage that crossed threads): O(1), the arrays are used as they are.
@@ -125,7 +127,9 @@ export class U32Map {
   }
 
   /** Whether this map still shares its arrays with the map it was cloned from. */
-  get isShared(): boolean { return this.shared }
+  get isShared(): boolean {
+    return this.shared
+  }
 
   private own(): void {
     this.shared = false
@@ -182,7 +186,10 @@ export class U32Map {
     let s = this.home(this.key, 0)
     const mask = this.mask
     while (this.used[s] !== 0) {
-      if (this.sameKey(s)) { this.inserted = false; return s }
+      if (this.sameKey(s)) {
+        this.inserted = false
+        return s
+      }
       s = (s + 1) & mask
     }
     if (this.shared) this.own()
@@ -310,7 +317,7 @@ export class ChunkedMap<V> implements ReadonlyMap<string, V> {
     let size = 0
     for (const [k, v] of entries) {
       const i = hashString(k, 0) & (CHUNKS - 1)
-      const c = chunks[i] ??= new Map<string, V>()
+      const c = (chunks[i] ??= new Map<string, V>())
       if (!c.has(k)) size++
       c.set(k, v)
     }
@@ -332,7 +339,10 @@ export class ChunkedMap<V> implements ReadonlyMap<string, V> {
       const c = chunks[i] as Map<string, V>
       const had = c.has(k)
       if (v === undefined) {
-        if (had) { c.delete(k); size-- }
+        if (had) {
+          c.delete(k)
+          size--
+        }
       } else {
         if (!had) size++
         c.set(k, v)

@@ -108,7 +108,11 @@ export function natImageTransfer(img: NatImage): ArrayBuffer[] {
     if (a.buffer instanceof ArrayBuffer) seen.add(a.buffer)
   }
   for (const a of [img.head, img.ids, img.records, img.data, img.maglev, img.staleIds, img.staleEps, ...img.ops]) add(a)
-  for (const m of img.maps) { add(m.keys); add(m.vals); add(m.used) }
+  for (const m of img.maps) {
+    add(m.keys)
+    add(m.vals)
+    add(m.used)
+  }
   return [...seen]
 }
 
@@ -130,7 +134,9 @@ export function natImage(next: NatTable, prev?: NatTable): NatImage {
 class Words {
   a: Uint32Array
   n = 0
-  constructor(cap: number) { this.a = new Uint32Array(Math.max(16, cap)) }
+  constructor(cap: number) {
+    this.a = new Uint32Array(Math.max(16, cap))
+  }
   reserve(k: number): number {
     if (this.n + k > this.a.length) {
       let c = this.a.length * 2
@@ -143,8 +149,12 @@ class Words {
     this.n += k
     return at
   }
-  push(v: number): void { this.a[this.reserve(1)] = v }
-  done(): Uint32Array { return this.n === this.a.length ? this.a : this.a.slice(0, this.n) }
+  push(v: number): void {
+    this.a[this.reserve(1)] = v
+  }
+  done(): Uint32Array {
+    return this.n === this.a.length ? this.a : this.a.slice(0, this.n)
+  }
 }
 
 class Packer {
@@ -153,7 +163,11 @@ class Packer {
   private readonly tables = new Map<Uint16Array, number>()
   private readonly magList: Uint16Array[] = []
   private magLen = 0
-  constructor(readonly maglevSize: number, readonly maglevOn: boolean, dataHint: number) {
+  constructor(
+    readonly maglevSize: number,
+    readonly maglevOn: boolean,
+    dataHint: number,
+  ) {
     this.data = new Words(dataHint)
   }
 
@@ -189,7 +203,10 @@ class Packer {
   maglev(): Uint16Array {
     const out = new Uint16Array(this.magLen)
     let o = 0
-    for (const m of this.magList) { out.set(m, o); o += m.length }
+    for (const m of this.magList) {
+      out.set(m, o)
+      o += m.length
+    }
     return out
   }
 
@@ -201,8 +218,11 @@ class Packer {
 
   record(rec: Uint32Array, r: number, sp: SvcPort): void {
     rec[r + Rec.UID] = sp.uid
-    rec[r + Rec.FLAGS] = RecFlag.PRESENT | (sp.family === 6 ? RecFlag.V6 : 0) |
-      (sp.internalPolicy === 'Local' ? RecFlag.INTERNAL_LOCAL : 0) | (sp.externalPolicy === 'Local' ? RecFlag.EXTERNAL_LOCAL : 0)
+    rec[r + Rec.FLAGS] =
+      RecFlag.PRESENT |
+      (sp.family === 6 ? RecFlag.V6 : 0) |
+      (sp.internalPolicy === 'Local' ? RecFlag.INTERNAL_LOCAL : 0) |
+      (sp.externalPolicy === 'Local' ? RecFlag.EXTERNAL_LOCAL : 0)
     rec[r + Rec.PROTO] = sp.proto
     rec[r + Rec.AFFINITY] = sp.affinityTimeout
     rec[r + Rec.CHUNK] = 0

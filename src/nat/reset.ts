@@ -27,9 +27,7 @@ function writeTcp(out: Uint8Array, o: number, sport: number, dport: number, seq:
 }
 
 /** Writes an IPv4 RST|ACK at outOff; returns 40, or 0 when it does not fit. */
-export function buildTcpReset4(
-  out: Uint8Array, outOff: number, src: number, dst: number, sport: number, dport: number, seq: number, ack: number,
-): number {
+export function buildTcpReset4(out: Uint8Array, outOff: number, src: number, dst: number, sport: number, dport: number, seq: number, ack: number): number {
   if (outOff < 0 || outOff + RST4_LEN > out.length) return 0
   out[outOff] = 0x45
   out[outOff + 1] = 0
@@ -48,8 +46,15 @@ export function buildTcpReset4(
 
 /** Writes an IPv6 RST|ACK at outOff from the address words src/dst (4 each, at srcOff/dstOff); 60 or 0. */
 export function buildTcpReset6(
-  out: Uint8Array, outOff: number, words: Uint32Array, srcOff: number, dstOff: number,
-  sport: number, dport: number, seq: number, ack: number,
+  out: Uint8Array,
+  outOff: number,
+  words: Uint32Array,
+  srcOff: number,
+  dstOff: number,
+  sport: number,
+  dport: number,
+  seq: number,
+  ack: number,
 ): number {
   if (outOff < 0 || outOff + RST6_LEN > out.length) return 0
   set32(out, outOff, 0x60000000)

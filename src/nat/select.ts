@@ -166,7 +166,7 @@ export class AffinityTable {
   dropWhere(ids: (svcPortId: number) => boolean): number {
     const m = this.map
     let n = 0
-    for (let c = 0; c < m.cap;) {
+    for (let c = 0; c < m.cap; ) {
       if (m.used[c] !== 0 && ids(m.keys[c * m.kw]!)) {
         m.removeAt(c)
         n++

@@ -11,9 +11,7 @@ import type { ConntrackTimeouts } from './conntrack'
 import { U32Map } from './hash'
 import { AffinityTable } from './select'
 import type { NatImage } from './image'
-import {
-  FAM_WORDS, FamW, HEAD_WORDS, Head, HeadFlag, ImageKind, MapIx, NO_MAGLEV, REC_WORDS, Rec, RecFlag, SetW,
-} from './image'
+import { FAM_WORDS, FamW, HEAD_WORDS, Head, HeadFlag, ImageKind, MapIx, NO_MAGLEV, REC_WORDS, Rec, RecFlag, SetW } from './image'
 
 const NONE32 = new Uint32Array(0)
 const NONE16 = new Uint16Array(0)
@@ -38,7 +36,12 @@ export class Fam {
   clusterCidrs: Uint32Array = NONE32
   hasClusterCidrs = false
 
-  constructor(readonly family: Family, max: number, timeouts: Partial<ConntrackTimeouts>, seed: number | undefined) {
+  constructor(
+    readonly family: Family,
+    max: number,
+    timeouts: Partial<ConntrackTimeouts>,
+    seed: number | undefined,
+  ) {
     this.aw = family === 4 ? 1 : 4
     this.kw = 2 * this.aw + 1
     this.ct = new Conntrack(seed === undefined ? { family, max, timeouts } : { family, max, timeouts, seed })
@@ -85,7 +88,10 @@ export class Tables {
   maglevSize = 0
   icmpMode = 0
 
-  constructor(readonly v4: Fam, readonly v6: Fam) {}
+  constructor(
+    readonly v4: Fam,
+    readonly v6: Fam,
+  ) {}
 
   /** Whether id holds a service port. */
   present(id: number): boolean {
@@ -111,7 +117,9 @@ export class Tables {
 
   /** Checks that img applies here (structure, generation); throws NatImageError, changing nothing, when not. */
   check(img: NatImage): void {
-    const bad = (why: string): never => { throw new NatImageError(`NAT image of generation ${img.generation} not installed: ${why}`) }
+    const bad = (why: string): never => {
+      throw new NatImageError(`NAT image of generation ${img.generation} not installed: ${why}`)
+    }
     if (img.head.length !== HEAD_WORDS) bad(`head has ${img.head.length} words, want ${HEAD_WORDS}`)
     if (img.records.length % REC_WORDS !== 0) bad('records are not whole')
     if (img.staleEps.length % 6 !== 0) bad('stale endpoints are not whole')

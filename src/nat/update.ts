@@ -86,8 +86,10 @@ export function updateNat(table: NatTable, changed: readonly Service[], deleted:
   free.sort((a, b) => a - b)
   const changedIds = new Set(releasedIds)
   for (const cs of svcChanges.values()) if (cs !== undefined) for (const id of cs.svcPortIds) changedIds.add(id)
-  return finish(ctx, table.generation + 1, table.services.with(svcChanges), table.healthChecks.with(hcChanges),
-    { from: table.generation, ids: Object.freeze([...changedIds].sort((a, b) => a - b)) })
+  return finish(ctx, table.generation + 1, table.services.with(svcChanges), table.healthChecks.with(hcChanges), {
+    from: table.generation,
+    ids: Object.freeze([...changedIds].sort((a, b) => a - b)),
+  })
 }
 
 function ownedKeys(into: Set<string>, tag: string, owned: readonly number[], kw: number): void {
@@ -106,4 +108,3 @@ function removeOwned(map: U32Map, tag: string, owned: readonly number[], mine: R
     if (mine.has(id)) map.removeAt(s)
   }
 }
-

@@ -83,6 +83,10 @@ export const NAT_STAT_NAMES: readonly string[] = namesOf(NatStat)
 /** Why a new connection was masqueraded (0: it was not). */
 export const MasqReason = { NONE: 0, MASQUERADE_ALL: 1, OFF_CLUSTER: 2, EXTERNAL_CLUSTER_POLICY: 3, LOCAL_SOURCE: 4, HAIRPIN: 5 } as const
 export const MASQ_REASON_NAMES: readonly string[] = [
-  'none', 'masquerade-all', 'source outside the cluster CIDRs', 'external traffic with externalTrafficPolicy Cluster',
-  'traffic from this node to an externalTrafficPolicy Local frontend', 'hairpin (client is the chosen endpoint)',
+  'none',
+  'masquerade-all',
+  'source outside the cluster CIDRs',
+  'external traffic with externalTrafficPolicy Cluster',
+  'traffic from this node to an externalTrafficPolicy Local frontend',
+  'hairpin (client is the chosen endpoint)',
 ]

@@ -2,11 +2,18 @@
 // registered and removed again (on success, on failure, on signals, and by a sweep after a crash).
 import { execFile, execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
 
-export interface RunResult { code: number; stdout: string; stderr: string }
+export interface RunResult {
+  code: number
+  stdout: string
+  stderr: string
+}
 
 export class CommandError extends Error {
   readonly code = 'ECOMMAND' as const
-  constructor(readonly cmd: readonly string[], readonly result: RunResult) {
+  constructor(
+    readonly cmd: readonly string[],
+    readonly result: RunResult,
+  ) {
     super(`${cmd.join(' ')} exited ${result.code}: ${result.stderr.trim() || result.stdout.trim()}`)
   }
 }
@@ -15,11 +22,10 @@ export class CommandError extends Error {
 export function run(cmd: readonly string[], opts: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
   return new Promise(resolve => {
     const [file, ...args] = cmd
-    const child = execFile(file!, args, { maxBuffer: 64 << 20, timeout: opts.timeoutMs ?? 60_000, env: opts.env ?? process.env },
-      (err, stdout, stderr) => {
-        const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0
-        resolve({ code, stdout: String(stdout), stderr: String(stderr) || (err && code === 1 ? err.message : '') })
-      })
+    const child = execFile(file!, args, { maxBuffer: 64 << 20, timeout: opts.timeoutMs ?? 60_000, env: opts.env ?? process.env }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0
+      resolve({ code, stdout: String(stdout), stderr: String(stderr) || (err && code === 1 ? err.message : '') })
+    })
     if (opts.input !== undefined) child.stdin?.end(opts.input)
   })
 }
@@ -34,11 +40,21 @@ export async function must(cmd: readonly string[], opts: { input?: string; timeo
 export const isRoot = (): boolean => typeof process.getuid === 'function' && process.getuid() === 0
 
 export function haveCommand(name: string): boolean {
-  try { execFileSync('sh', ['-c', `command -v ${name}`], { stdio: 'ignore' }); return true } catch { return false }
+  try {
+    execFileSync('sh', ['-c', `command -v ${name}`], { stdio: 'ignore' })
+    return true
+  } catch {
+    return false
+  }
 }
 
 export function pidAlive(pid: number): boolean {
-  try { process.kill(pid, 0); return true } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM' }
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM'
+  }
 }
 
 /** Namespace names carry the owner's PID so a later sweep can tell abandoned ones: `<prefix>-<pid>-<n>-<name>`. */
@@ -46,20 +62,39 @@ const NAME_RE = /^(tt|tundra)-(\d+)-/
 
 export function listNamespaces(): string[] {
   try {
-    return execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').map(l => l.split(' ')[0] ?? '').filter(Boolean)
-  } catch { return [] }
+    return execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
+      .split('\n')
+      .map(l => l.split(' ')[0] ?? '')
+      .filter(Boolean)
+  } catch {
+    return []
+  }
 }
 
 /** Kills every process inside the namespace (they are ours: we made the namespace) and deletes it. */
 export function deleteNamespaceSync(ns: string): void {
   for (let attempt = 0; attempt < 20; attempt++) {
     let pids: number[] = []
-    try { pids = execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).split(/\s+/).filter(Boolean).map(Number) } catch { /* gone */ }
+    try {
+      pids = execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).split(/\s+/).filter(Boolean).map(Number)
+    } catch {
+      /* gone */
+    }
     if (pids.length === 0) break
-    for (const pid of pids) { try { process.kill(pid, attempt < 3 ? 'SIGTERM' : 'SIGKILL') } catch { /* exited */ } }
+    for (const pid of pids) {
+      try {
+        process.kill(pid, attempt < 3 ? 'SIGTERM' : 'SIGKILL')
+      } catch {
+        /* exited */
+      }
+    }
     execFileSync('sleep', ['0.05'])
   }
-  try { execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore' }) } catch { /* already gone */ }
+  try {
+    execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore' })
+  } catch {
+    /* already gone */
+  }
 }
 
 /** Removes namespaces left by processes that died without cleaning up (test runs killed with SIGKILL). */
@@ -69,7 +104,8 @@ export function sweepAbandoned(prefix: 'tt' | 'tundra' = 'tt'): string[] {
     const m = NAME_RE.exec(ns)
     if (!m || m[1] !== prefix) continue
     if (pidAlive(Number(m[2]))) continue
-    deleteNamespaceSync(ns); swept.push(ns)
+    deleteNamespaceSync(ns)
+    swept.push(ns)
   }
   return swept
 }
@@ -79,9 +115,14 @@ let hooked = false
 function hookExit(): void {
   if (hooked) return
   hooked = true
-  process.on('exit', () => { for (const t of live) t.cleanupSync() })
+  process.on('exit', () => {
+    for (const t of live) t.cleanupSync()
+  })
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    process.once(sig, () => { for (const t of live) t.cleanupSync(); process.exit(128 + (sig === 'SIGINT' ? 2 : sig === 'SIGTERM' ? 15 : 1)) })
+    process.once(sig, () => {
+      for (const t of live) t.cleanupSync()
+      process.exit(128 + (sig === 'SIGINT' ? 2 : sig === 'SIGTERM' ? 15 : 1))
+    })
   }
 }
 
@@ -93,7 +134,10 @@ export class Topology {
   private readonly namespaces: string[] = []
   private readonly procs = new Set<ChildProcess>()
 
-  constructor(readonly prefix: 'tt' | 'tundra' = 'tt', tag?: string) {
+  constructor(
+    readonly prefix: 'tt' | 'tundra' = 'tt',
+    tag?: string,
+  ) {
     this.id = `${prefix}-${process.pid}-${++counter}${tag ? `-${tag}` : ''}`
     live.add(this)
     hookExit()
@@ -155,10 +199,18 @@ export class Topology {
     clearTimeout(timer)
   }
 
-  get names(): readonly string[] { return this.namespaces }
+  get names(): readonly string[] {
+    return this.namespaces
+  }
 
   cleanupSync(): void {
-    for (const child of this.procs) { try { child.kill('SIGKILL') } catch { /* exited */ } }
+    for (const child of this.procs) {
+      try {
+        child.kill('SIGKILL')
+      } catch {
+        /* exited */
+      }
+    }
     this.procs.clear()
     for (const ns of this.namespaces.splice(0).reverse()) deleteNamespaceSync(ns)
     live.delete(this)

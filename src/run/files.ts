@@ -61,10 +61,12 @@ export class FileSource implements DesiredStateSource {
     this.debounceMs = opts.debounceMs ?? 100
     this.fileDebounceMs = Math.min(opts.fileDebounceMs ?? this.debounceMs, this.debounceMs)
     this.log = opts.log ?? (l => process.stderr.write(l + '\n'))
-    this.store = opts.store ?? new ObjectStore({
-      log: this.log,
-      ...(opts.kubeProxySelector === true ? { filter: kubeProxyFilter } : {}),
-    })
+    this.store =
+      opts.store ??
+      new ObjectStore({
+        log: this.log,
+        ...(opts.kubeProxySelector === true ? { filter: kubeProxyFilter } : {}),
+      })
   }
 
   /** Reads the files now and starts watching them. */
@@ -91,9 +93,10 @@ export class FileSource implements DesiredStateSource {
     const change = this.store.replace(KINDS, r.objects)
     this.loads++
     this.gate.ready()
-    const result: ReloadResult = change === undefined
-      ? { applied: true, problems: r.problems, warnings: r.warnings }
-      : { applied: true, change, problems: r.problems, warnings: r.warnings }
+    const result: ReloadResult =
+      change === undefined
+        ? { applied: true, problems: r.problems, warnings: r.warnings }
+        : { applied: true, change, problems: r.problems, warnings: r.warnings }
     this.notifyReload(result)
     return result
   }
@@ -111,7 +114,9 @@ export class FileSource implements DesiredStateSource {
     let applied = true
     for (const file of files) {
       let text: string | undefined
-      try { text = readFileSync(file, 'utf8') } catch (err) {
+      try {
+        text = readFileSync(file, 'utf8')
+      } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
           problems.push({ file, object: '', field: '', reason: `cannot read: ${(err as Error).message}` })
           applied = false
@@ -149,7 +154,9 @@ export class FileSource implements DesiredStateSource {
   /** Called after every reload attempt, applied or not (tests, logs). */
   onReload(cb: (r: ReloadResult) => void): () => void {
     this.reloadListeners.add(cb)
-    return () => { this.reloadListeners.delete(cb) }
+    return () => {
+      this.reloadListeners.delete(cb)
+    }
   }
 
   private notifyReload(r: ReloadResult): void {
@@ -164,13 +171,21 @@ export class FileSource implements DesiredStateSource {
     const addTree = (abs: string, given: string): void => {
       dirs.set(abs, { names: null, given })
       let entries: Dirent[] = []
-      try { entries = readdirSync(abs, { withFileTypes: true }) } catch { return }
+      try {
+        entries = readdirSync(abs, { withFileTypes: true })
+      } catch {
+        return
+      }
       for (const e of entries) if (e.isDirectory()) addTree(join(abs, e.name), join(given, e.name))
     }
     for (const p of this.paths) {
       const abs = resolve(p)
       let isDir = false
-      try { isDir = statSync(abs).isDirectory() } catch { /* missing now: watch its parent for it to appear */ }
+      try {
+        isDir = statSync(abs).isDirectory()
+      } catch {
+        /* missing now: watch its parent for it to appear */
+      }
       if (isDir) addTree(abs, p)
       else {
         const d = dirname(abs)
@@ -185,7 +200,8 @@ export class FileSource implements DesiredStateSource {
           if (names !== null && (file === null || !names.has(basename(file.toString())))) return
           if (given === undefined || file === null) this.pending = null
           else if (isManifestFile(file.toString())) this.pending?.add(join(given, file.toString()))
-          else if (!/\.(tmp|swp)$|~$/.test(file.toString())) this.pending = null // a new subdirectory, say
+          else if (!/\.(tmp|swp)$|~$/.test(file.toString()))
+            this.pending = null // a new subdirectory, say
           else return
           this.schedule()
         })
@@ -200,17 +216,22 @@ export class FileSource implements DesiredStateSource {
   private schedule(): void {
     if (this.stopped) return
     if (this.timer !== undefined) clearTimeout(this.timer)
-    this.timer = setTimeout(() => {
-      this.timer = undefined
-      const files = this.pending
-      this.pending = new Set()
-      if (this.stopped) return
-      if (files === null) this.reload()
-      else if (files.size > 0) this.reloadFiles(files)
-    }, this.pending === null ? this.debounceMs : this.fileDebounceMs)
+    this.timer = setTimeout(
+      () => {
+        this.timer = undefined
+        const files = this.pending
+        this.pending = new Set()
+        if (this.stopped) return
+        if (files === null) this.reload()
+        else if (files.size > 0) this.reloadFiles(files)
+      },
+      this.pending === null ? this.debounceMs : this.fileDebounceMs,
+    )
   }
 
-  hasSynced(): boolean { return this.gate.open }
+  hasSynced(): boolean {
+    return this.gate.open
+  }
 
   waitForSync(timeoutMs?: number): Promise<void> {
     return this.gate.wait(timeoutMs, () => this.lastError ?? 'not read yet')
@@ -226,8 +247,14 @@ export class FileSource implements DesiredStateSource {
       source: 'files',
       synced,
       resources: KINDS.map(kind => ({
-        kind, synced, connected: this.watchers.length > 0, resourceVersion: '', lists: this.loads, relists: 0,
-        reconnects: 0, errors: this.errors,
+        kind,
+        synced,
+        connected: this.watchers.length > 0,
+        resourceVersion: '',
+        lists: this.loads,
+        relists: 0,
+        reconnects: 0,
+        errors: this.errors,
         ...(this.lastError !== undefined ? { lastError: this.lastError } : {}),
         ...(this.lastErrorAt !== undefined ? { lastErrorAt: this.lastErrorAt } : {}),
       })),

@@ -37,7 +37,15 @@ export interface FlagSpec {
   readonly ignored?: string
 }
 
-interface FlagExtra { arg?: string; values?: readonly string[]; group?: FlagGroup; field?: string; alias?: string; refused?: string; ignored?: string }
+interface FlagExtra {
+  arg?: string
+  values?: readonly string[]
+  group?: FlagGroup
+  field?: string
+  alias?: string
+  refused?: string
+  ignored?: string
+}
 
 function flagSpec(flag: string, type: FlagType, path: string, help: string, extra: FlagExtra = {}): FlagSpec {
   const key = flag.replace(/^--/, '').replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())
@@ -60,33 +68,91 @@ const IPVS = 'tundra is not IPVS: it replaces every proxy mode; see the iptables
 /** kube-proxy's flags (same names, same meaning), the ones tundra refuses, then tundra's own. */
 export const RUN_FLAGS: readonly FlagSpec[] = [
   kp('--kubeconfig', 'string', 'kubeconfig', 'clientConnection.kubeconfig', 'kubeconfig file (default: the in-cluster service account)', { arg: '<path>' }),
-  flagSpec('--hostname-override', 'string', 'hostnameOverride', 'the name of this Node (default: the host name)', { arg: '<name>', group: 'override', field: 'hostnameOverride' }),
-  flagSpec('--v', 'int', 'logging.verbosity', 'log verbosity (kept for /configz: tundra logs what kube-proxy logs at 0)', { arg: '<level>', alias: '-v', group: 'override', field: 'logging.verbosity' }),
-  flagSpec('--logging-format', 'enum', 'logging.format', 'log format: text or json (one JSON object per line)', { arg: '<format>', values: ['text', 'json'], group: 'override', field: 'logging.format' }),
+  flagSpec('--hostname-override', 'string', 'hostnameOverride', 'the name of this Node (default: the host name)', {
+    arg: '<name>',
+    group: 'override',
+    field: 'hostnameOverride',
+  }),
+  flagSpec('--v', 'int', 'logging.verbosity', 'log verbosity (kept for /configz: tundra logs what kube-proxy logs at 0)', {
+    arg: '<level>',
+    alias: '-v',
+    group: 'override',
+    field: 'logging.verbosity',
+  }),
+  flagSpec('--logging-format', 'enum', 'logging.format', 'log format: text or json (one JSON object per line)', {
+    arg: '<format>',
+    values: ['text', 'json'],
+    group: 'override',
+    field: 'logging.format',
+  }),
   flagSpec('--cleanup', 'bool', 'cleanup', 'remove what tundra set up on this node, then exit', { group: 'override' }),
-  kp('--proxy-mode', 'enum', 'mode', 'mode', 'which kube-proxy section the sync periods and masqueradeAll come from: iptables, nftables or ipvs', { arg: '<mode>', values: ['iptables', 'nftables', 'ipvs', 'kernelspace'] }),
-  kp('--feature-gates', 'string', 'featureGates', 'featureGates', 'kube-proxy feature gates: none are implemented, so any gate is refused', { arg: '<k=v,...>' }),
+  kp('--proxy-mode', 'enum', 'mode', 'mode', 'which kube-proxy section the sync periods and masqueradeAll come from: iptables, nftables or ipvs', {
+    arg: '<mode>',
+    values: ['iptables', 'nftables', 'ipvs', 'kernelspace'],
+  }),
+  kp('--feature-gates', 'string', 'featureGates', 'featureGates', 'kube-proxy feature gates: none are implemented, so any gate is refused', {
+    arg: '<k=v,...>',
+  }),
   kp('--oom-score-adj', 'signedInt', 'oomScoreAdj', 'oomScoreAdj', "the process's oom_score_adj, -1000..1000 (default: left as it is)", { arg: '<n>' }),
   kp('--bind-address', 'ip', 'bindAddress', 'bindAddress', "overrides the node's primary IP", { arg: '<ip>' }),
-  kp('--bind-address-hard-fail', 'bool', 'bindAddressHardFail', 'bindAddressHardFail', 'exit when the metrics or health port cannot be bound (default: log and go on without it)'),
+  kp(
+    '--bind-address-hard-fail',
+    'bool',
+    'bindAddressHardFail',
+    'bindAddressHardFail',
+    'exit when the metrics or health port cannot be bound (default: log and go on without it)',
+  ),
   kp('--cluster-cidr', 'cidrs', 'clusterCIDRs', 'clusterCIDR', 'pod CIDRs of the cluster, comma-separated, one per family', { arg: '<cidrs>' }),
-  kp('--detect-local-mode', 'enum', 'detectLocalMode', 'detectLocalMode', "what counts as a local (pod) source: ClusterCIDR, or NodeCIDR (the node's podCIDRs)", { arg: '<mode>', values: ['ClusterCIDR', 'NodeCIDR'] }),
+  kp(
+    '--detect-local-mode',
+    'enum',
+    'detectLocalMode',
+    'detectLocalMode',
+    "what counts as a local (pod) source: ClusterCIDR, or NodeCIDR (the node's podCIDRs)",
+    { arg: '<mode>', values: ['ClusterCIDR', 'NodeCIDR'] },
+  ),
   kp('--nodeport-addresses', 'list', 'nodePortAddresses', 'nodePortAddresses', "CIDRs (or 'primary') of the node IPs that serve NodePorts", { arg: '<cidrs>' }),
   kp('--masquerade-all', 'bool', 'masqueradeAll', 'iptables.masqueradeAll', 'SNAT every connection to a ClusterIP'),
-  kp('--iptables-masquerade-bit', 'int', 'masqueradeBit', 'iptables.masqueradeBit', 'the mark bit of the masquerade rules tundra dump writes (0-31, default 14)', { arg: '<bit>' }),
+  kp(
+    '--iptables-masquerade-bit',
+    'int',
+    'masqueradeBit',
+    'iptables.masqueradeBit',
+    'the mark bit of the masquerade rules tundra dump writes (0-31, default 14)',
+    { arg: '<bit>' },
+  ),
   kp('--iptables-localhost-nodeports', 'bool', 'localhostNodePorts', 'iptables.localhostNodePorts', 'NodePorts also answer on 127.0.0.1 (default true)'),
   kp('--iptables-sync-period', 'duration', 'syncPeriod', 'iptables.syncPeriod', 'full resync at least this often (e.g. 30s)', { arg: '<duration>' }),
-  kp('--iptables-min-sync-period', 'duration', 'minSyncPeriod', 'iptables.minSyncPeriod', 'apply changes at most this often (e.g. 1s; 0 = at once)', { arg: '<duration>' }),
-  kp('--config-sync-period', 'duration', 'configSyncPeriod', 'configSyncPeriod', 'how often the API objects are listed again in full (default 15m)', { arg: '<duration>' }),
+  kp('--iptables-min-sync-period', 'duration', 'minSyncPeriod', 'iptables.minSyncPeriod', 'apply changes at most this often (e.g. 1s; 0 = at once)', {
+    arg: '<duration>',
+  }),
+  kp('--config-sync-period', 'duration', 'configSyncPeriod', 'configSyncPeriod', 'how often the API objects are listed again in full (default 15m)', {
+    arg: '<duration>',
+  }),
   kp('--conntrack-max-per-core', 'int', 'conntrack.maxPerCore', 'conntrack.maxPerCore', 'tracked connections per CPU (0 = engine default)', { arg: '<n>' }),
   kp('--conntrack-min', 'int', 'conntrack.min', 'conntrack.min', 'tracked connections at least', { arg: '<n>' }),
-  kp('--conntrack-tcp-timeout-established', 'duration', 'conntrack.tcpEstablishedTimeout', 'conntrack.tcpEstablishedTimeout', 'idle timeout of established TCP', { arg: '<duration>' }),
-  kp('--conntrack-tcp-timeout-close-wait', 'duration', 'conntrack.tcpCloseWaitTimeout', 'conntrack.tcpCloseWaitTimeout', 'timeout of TCP in CLOSE_WAIT', { arg: '<duration>' }),
+  kp(
+    '--conntrack-tcp-timeout-established',
+    'duration',
+    'conntrack.tcpEstablishedTimeout',
+    'conntrack.tcpEstablishedTimeout',
+    'idle timeout of established TCP',
+    { arg: '<duration>' },
+  ),
+  kp('--conntrack-tcp-timeout-close-wait', 'duration', 'conntrack.tcpCloseWaitTimeout', 'conntrack.tcpCloseWaitTimeout', 'timeout of TCP in CLOSE_WAIT', {
+    arg: '<duration>',
+  }),
   kp('--conntrack-tcp-be-liberal', 'bool', 'conntrack.tcpBeLiberal', 'conntrack.tcpBeLiberal', 'do not treat out-of-window TCP as invalid'),
   kp('--conntrack-udp-timeout', 'duration', 'conntrack.udpTimeout', 'conntrack.udpTimeout', 'idle timeout of unreplied UDP', { arg: '<duration>' }),
-  kp('--conntrack-udp-timeout-stream', 'duration', 'conntrack.udpStreamTimeout', 'conntrack.udpStreamTimeout', 'idle timeout of replied UDP', { arg: '<duration>' }),
-  kp('--metrics-bind-address', 'hostport', 'metricsBindAddress', 'metricsBindAddress', 'where /metrics is served (default 127.0.0.1:10249)', { arg: '<ip:port>' }),
-  kp('--healthz-bind-address', 'hostport', 'healthzBindAddress', 'healthzBindAddress', 'where /healthz and /livez are served (default 0.0.0.0:10256)', { arg: '<ip:port>' }),
+  kp('--conntrack-udp-timeout-stream', 'duration', 'conntrack.udpStreamTimeout', 'conntrack.udpStreamTimeout', 'idle timeout of replied UDP', {
+    arg: '<duration>',
+  }),
+  kp('--metrics-bind-address', 'hostport', 'metricsBindAddress', 'metricsBindAddress', 'where /metrics is served (default 127.0.0.1:10249)', {
+    arg: '<ip:port>',
+  }),
+  kp('--healthz-bind-address', 'hostport', 'healthzBindAddress', 'healthzBindAddress', 'where /healthz and /livez are served (default 0.0.0.0:10256)', {
+    arg: '<ip:port>',
+  }),
   refused('--init-only', 'tundra needs no privileged init step (its wiring is done by run itself)'),
   refused('--profiling', 'tundra serves no /debug/pprof'),
   flagSpec('--master', 'string', 'master', "the API server's address, overriding the kubeconfig's or the in-cluster one", { arg: '<url>', group: 'override' }),
@@ -114,8 +180,13 @@ export const RUN_FLAGS: readonly FlagSpec[] = [
   refused('--ipvs-udp-timeout', IPVS, '<duration>'),
   own('--tun', 'string', 'tundra.tun.name', 'TUN device name (default tundra0)', { arg: '<name>' }),
   own('--tun-queues', 'int', 'tundra.tun.queues', 'TUN reader queues (default 1)', { arg: '<n>' }),
-  own('--tun-io', 'enum', 'tundra.tun.io', 'who reads the TUN: inline (the JS thread polls it; default) or thread (a native reader thread per queue)', { arg: '<mode>', values: ['inline', 'thread'] }),
-  own('--busy-poll-us', 'int', 'tundra.tun.busyPollUs', 'inline reader: µs to keep polling after the last packet before sleeping (default 100; 0 = never)', { arg: '<us>' }),
+  own('--tun-io', 'enum', 'tundra.tun.io', 'who reads the TUN: inline (the JS thread polls it; default) or thread (a native reader thread per queue)', {
+    arg: '<mode>',
+    values: ['inline', 'thread'],
+  }),
+  own('--busy-poll-us', 'int', 'tundra.tun.busyPollUs', 'inline reader: µs to keep polling after the last packet before sleeping (default 100; 0 = never)', {
+    arg: '<us>',
+  }),
   own('--dns-ip', 'ip', 'tundra.dns.ip', 'the cluster DNS address tundra answers on (default 10.96.0.10)', { arg: '<ip>' }),
   own('--dns-zone', 'string', 'tundra.dns.zone', 'cluster domain (default cluster.local)', { arg: '<zone>' }),
   own('--dns-upstream', 'list', 'tundra.dns.upstreams', 'upstream resolvers, comma-separated (default: /etc/resolv.conf)', { arg: '<addrs>' }),
@@ -175,7 +246,9 @@ export function parseFlag(spec: FlagSpec, v: unknown): { value?: unknown; error?
     case 'hostport':
       return s !== undefined && checkHostPort(s) === undefined ? { value: s } : { error: `expected an address like "0.0.0.0:10256", got ${describe(v)}` }
     case 'enum':
-      return s !== undefined && (spec.values ?? []).includes(s) ? { value: s } : { error: `expected one of ${(spec.values ?? []).join(', ')}, got ${describe(v)}` }
+      return s !== undefined && (spec.values ?? []).includes(s)
+        ? { value: s }
+        : { error: `expected one of ${(spec.values ?? []).join(', ')}, got ${describe(v)}` }
     case 'string':
       return s !== undefined ? { value: s } : { error: `expected a value, got ${describe(v)}` }
   }

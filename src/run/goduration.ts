@@ -1,5 +1,5 @@
 // Go's time.Duration text, as KubeProxyConfiguration durations are written ("30s", "1h0m0s"), in seconds.
-const UNIT_SECONDS: Readonly<Record<string, number>> = { ns: 1e-9, us: 1e-6, 'µs': 1e-6, 'μs': 1e-6, ms: 1e-3, s: 1, m: 60, h: 3600 }
+const UNIT_SECONDS: Readonly<Record<string, number>> = { ns: 1e-9, us: 1e-6, µs: 1e-6, μs: 1e-6, ms: 1e-3, s: 1, m: 60, h: 3600 }
 
 /** Go's time.ParseDuration, in seconds; undefined when it is not one. */
 export function parseGoDuration(text: string): number | undefined {

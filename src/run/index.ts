@@ -14,12 +14,15 @@ export { FileSource, type FileSourceOptions, type ReloadResult } from './files'
 export { Backoff, type BackoffOptions } from './backoff'
 
 /** `-f manifests` given: the files; otherwise the API server named by cfg.kubeconfig (or in-cluster). */
-export function createSource(cfg: RunConfig, opts: {
-  readonly manifests?: readonly string[]
-  readonly nodeName: string
-  readonly log?: (line: string) => void
-  readonly watch?: Partial<WatchOptions>
-}): DesiredStateSource {
+export function createSource(
+  cfg: RunConfig,
+  opts: {
+    readonly manifests?: readonly string[]
+    readonly nodeName: string
+    readonly log?: (line: string) => void
+    readonly watch?: Partial<WatchOptions>
+  },
+): DesiredStateSource {
   if (opts.manifests !== undefined && opts.manifests.length > 0) {
     return new FileSource(opts.manifests, opts.log !== undefined ? { log: opts.log } : {})
   }

@@ -88,9 +88,12 @@ export interface RunConfig {
 
 export interface TundraSection {
   readonly tun: {
-    readonly name: string; readonly queues: number; readonly offloads: boolean
+    readonly name: string
+    readonly queues: number
+    readonly offloads: boolean
     /** who reads the TUN (TunOptions.io) and how long the inline reader keeps polling after a packet */
-    readonly io: 'thread' | 'inline'; readonly busyPollUs: number
+    readonly io: 'thread' | 'inline'
+    readonly busyPollUs: number
   }
   readonly dns: {
     readonly zone: string
@@ -158,12 +161,15 @@ export function parseKubeProxyConfig(textIn: string, file = 'kube-proxy.yaml'): 
   }
   if (values.length !== 1) throw new ConfigError([{ file, field: '', message: `expected one ${KUBE_PROXY_KIND} document, found ${values.length}` }])
   const root = values[0]
-  if (typeof root !== 'object' || root === null || Array.isArray(root)) throw new ConfigError([{ file, field: '', message: `expected a ${KUBE_PROXY_KIND} mapping, got ${describe(root)}` }])
+  if (typeof root !== 'object' || root === null || Array.isArray(root))
+    throw new ConfigError([{ file, field: '', message: `expected a ${KUBE_PROXY_KIND} mapping, got ${describe(root)}` }])
   const ctx: Ctx = { issues, warnings: [], file }
   const r = walk(root, SCHEMA, '', ctx) as Raw
   const rootRaw = root as Raw
-  if (rootRaw['kind'] !== KUBE_PROXY_KIND) issues.push({ file, field: 'kind', message: `expected ${KUBE_PROXY_KIND}, got ${describe(rootRaw['kind'] ?? null)}` })
-  if (rootRaw['apiVersion'] !== KUBE_PROXY_API_VERSION) issues.push({ file, field: 'apiVersion', message: `expected ${KUBE_PROXY_API_VERSION}, got ${describe(rootRaw['apiVersion'] ?? null)}` })
+  if (rootRaw['kind'] !== KUBE_PROXY_KIND)
+    issues.push({ file, field: 'kind', message: `expected ${KUBE_PROXY_KIND}, got ${describe(rootRaw['kind'] ?? null)}` })
+  if (rootRaw['apiVersion'] !== KUBE_PROXY_API_VERSION)
+    issues.push({ file, field: 'apiVersion', message: `expected ${KUBE_PROXY_API_VERSION}, got ${describe(rootRaw['apiVersion'] ?? null)}` })
 
   const mode = text(r, 'mode') ?? ''
   if (mode === 'kernelspace') issues.push({ file, field: 'mode', message: 'kernelspace is the Windows proxy; tundra runs on Linux' })
@@ -173,7 +179,11 @@ export function parseKubeProxyConfig(textIn: string, file = 'kube-proxy.yaml'): 
   const masqSec = mode === 'nftables' ? sub(r, 'nftables') : sub(r, 'iptables')
   const dlm = text(r, 'detectLocalMode')
   if (dlm === 'BridgeInterface' || dlm === 'InterfaceNamePrefix') {
-    issues.push({ file, field: 'detectLocalMode', message: `${dlm} is not supported: all pod traffic reaches tundra through one TUN (use ClusterCIDR or NodeCIDR)` })
+    issues.push({
+      file,
+      field: 'detectLocalMode',
+      message: `${dlm} is not supported: all pod traffic reaches tundra through one TUN (use ClusterCIDR or NodeCIDR)`,
+    })
   }
   const logging = sub(r, 'logging')
   const ct = sub(r, 'conntrack')
@@ -211,8 +221,11 @@ export function parseKubeProxyConfig(textIn: string, file = 'kube-proxy.yaml'): 
     },
     tundra: {
       tun: {
-        name: nz(text(sub(t, 'tun'), 'name')), queues: num(sub(t, 'tun'), 'queues'), offloads: flag(sub(t, 'tun'), 'offloads'),
-        io: text(sub(t, 'tun'), 'io') as 'thread' | 'inline' | undefined, busyPollUs: num(sub(t, 'tun'), 'busyPollUs'),
+        name: nz(text(sub(t, 'tun'), 'name')),
+        queues: num(sub(t, 'tun'), 'queues'),
+        offloads: flag(sub(t, 'tun'), 'offloads'),
+        io: text(sub(t, 'tun'), 'io') as 'thread' | 'inline' | undefined,
+        busyPollUs: num(sub(t, 'tun'), 'busyPollUs'),
       },
       dns: {
         zone: nz(text(sub(t, 'dns'), 'zone')),
@@ -284,12 +297,23 @@ export function mergeFlags(file: ParsedKubeProxyConfig | undefined, flags: RunFl
       continue
     }
     const r = parseFlag(spec, v)
-    if (r.error !== undefined) { issues.push({ field: spec.flag, message: r.error }); continue }
-    if (spec.ignored !== undefined) { warnings.push(`${spec.flag} has no effect (${spec.ignored})`); continue }
+    if (r.error !== undefined) {
+      issues.push({ field: spec.flag, message: r.error })
+      continue
+    }
+    if (spec.ignored !== undefined) {
+      warnings.push(`${spec.flag} has no effect (${spec.ignored})`)
+      continue
+    }
     const refusal = flagValueRefusal(spec, r.value)
-    if (refusal !== undefined) { issues.push({ field: spec.flag, message: refusal }); continue }
+    if (refusal !== undefined) {
+      issues.push({ field: spec.flag, message: refusal })
+      continue
+    }
     if (file !== undefined && spec.group === 'kube-proxy') {
-      warnings.push(`${spec.flag} is ignored: with --config, kube-proxy takes ${spec.field ?? spec.path} from the file (only logging flags and --hostname-override override it); set it in ${file.file}`)
+      warnings.push(
+        `${spec.flag} is ignored: with --config, kube-proxy takes ${spec.field ?? spec.path} from the file (only logging flags and --hostname-override override it); set it in ${file.file}`,
+      )
       continue
     }
     setPath(fromFlags, spec.path, r.value)
@@ -315,14 +339,22 @@ export function resolveRunConfig(input: RunConfigInput, opts: ResolveOptions & {
   const v6 = isIP(bindAddress) === 6
   const metrics = withPort(input.metricsBindAddress ?? (v6 ? '[::1]:10249' : '127.0.0.1:10249'), 10249)
   const healthz = withPort(input.healthzBindAddress ?? (v6 ? '[::]:10256' : '0.0.0.0:10256'), 10256)
-  for (const [field, v] of [['metricsBindAddress', metrics], ['healthzBindAddress', healthz]] as const) {
-    if (splitHostPort(v) === undefined) issues.push({ ...(where !== undefined ? { file: where } : {}), field, message: `expected an address like "0.0.0.0:10256", got ${JSON.stringify(v)}` })
+  for (const [field, v] of [
+    ['metricsBindAddress', metrics],
+    ['healthzBindAddress', healthz],
+  ] as const) {
+    if (splitHostPort(v) === undefined)
+      issues.push({ ...(where !== undefined ? { file: where } : {}), field, message: `expected an address like "0.0.0.0:10256", got ${JSON.stringify(v)}` })
   }
   const syncPeriod = input.syncPeriod ?? 30
   const minSyncPeriod = input.minSyncPeriod ?? 1
   if (!(syncPeriod > 0)) issues.push({ field: 'iptables.syncPeriod', message: 'must be greater than 0' })
   if (minSyncPeriod > syncPeriod) {
-    issues.push({ ...(where !== undefined ? { file: where } : {}), field: 'iptables.syncPeriod', message: `must be greater than or equal to minSyncPeriod (${formatGoDuration(minSyncPeriod)})` })
+    issues.push({
+      ...(where !== undefined ? { file: where } : {}),
+      field: 'iptables.syncPeriod',
+      message: `must be greater than or equal to minSyncPeriod (${formatGoDuration(minSyncPeriod)})`,
+    })
   }
   if (issues.length > 0) throw new ConfigError(issues)
 
@@ -369,8 +401,11 @@ export function resolveRunConfig(input: RunConfigInput, opts: ResolveOptions & {
     },
     tundra: {
       tun: {
-        name: t.tun?.name ?? 'tundra0', queues: t.tun?.queues ?? 1, offloads: t.tun?.offloads ?? true,
-        io: t.tun?.io ?? 'inline', busyPollUs: t.tun?.busyPollUs ?? 100,
+        name: t.tun?.name ?? 'tundra0',
+        queues: t.tun?.queues ?? 1,
+        offloads: t.tun?.offloads ?? true,
+        io: t.tun?.io ?? 'inline',
+        busyPollUs: t.tun?.busyPollUs ?? 100,
       },
       dns: {
         zone: (t.dns?.zone ?? 'cluster.local').replace(/\.$/, ''),

@@ -9,7 +9,12 @@ const dur = (seconds: number): string => formatGoDuration(seconds)
 /** The KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1) tundra runs with, defaults filled in. */
 export function kubeProxyConfigurationOf(cfg: RunConfig): Record<string, unknown> {
   const mode = cfg.mode === '' ? 'iptables' : cfg.mode
-  const proxySection = { masqueradeAll: cfg.masqueradeAll, masqueradeBit: cfg.masqueradeBit, syncPeriod: dur(cfg.syncPeriod), minSyncPeriod: dur(cfg.minSyncPeriod) }
+  const proxySection = {
+    masqueradeAll: cfg.masqueradeAll,
+    masqueradeBit: cfg.masqueradeBit,
+    syncPeriod: dur(cfg.syncPeriod),
+    minSyncPeriod: dur(cfg.minSyncPeriod),
+  }
   const t = cfg.tundra
   return {
     apiVersion: KUBE_PROXY_API_VERSION,
@@ -57,7 +62,9 @@ export function tundraVersion(): string {
     try {
       const pkg = JSON.parse(readFileSync(join(__dirname, up, 'package.json'), 'utf8')) as { name?: string; version?: string }
       if (pkg.name === 'tundra' && typeof pkg.version === 'string') return pkg.version
-    } catch { /* try the next level */ }
+    } catch {
+      /* try the next level */
+    }
   }
   return 'unknown'
 }

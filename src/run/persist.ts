@@ -39,18 +39,32 @@ export function saveLastState(path: string, objects: readonly KubeObject[], maxB
 /** The saved state, `undefined` when there is no file, or an error saying why the file cannot be used. */
 export function loadLastState(path: string, maxBytes = LAST_STATE_MAX_BYTES): LastState | Error | undefined {
   let size: number
-  try { size = statSync(path).size } catch { return undefined }
+  try {
+    size = statSync(path).size
+  } catch {
+    return undefined
+  }
   if (size > maxBytes) return new Error(`${path}: ${size} bytes is over the bound of ${maxBytes}`)
   let j: { version?: unknown; savedAt?: unknown; sha256?: unknown; objects?: unknown }
-  try { j = JSON.parse(readFileSync(path, 'utf8')) as typeof j } catch (err) { return new Error(`${path}: not JSON (${(err as Error).message})`) }
+  try {
+    j = JSON.parse(readFileSync(path, 'utf8')) as typeof j
+  } catch (err) {
+    return new Error(`${path}: not JSON (${(err as Error).message})`)
+  }
   if (j === null || typeof j !== 'object' || j.version !== VERSION) return new Error(`${path}: not a tundra last-state file (version ${VERSION})`)
   if (!Array.isArray(j.objects) || typeof j.sha256 !== 'string' || typeof j.savedAt !== 'string') return new Error(`${path}: fields missing`)
   if (digest(JSON.stringify(j.objects)) !== j.sha256) return new Error(`${path}: checksum mismatch (a partial or edited file)`)
   const kinds = new Set<string>(LAST_STATE_KINDS)
   for (const [i, o] of (j.objects as unknown[]).entries()) {
     const obj = o as { kind?: unknown; metadata?: { name?: unknown } } | null
-    if (obj === null || typeof obj !== 'object' || typeof obj.kind !== 'string' || !kinds.has(obj.kind) ||
-      typeof obj.metadata?.name !== 'string' || obj.metadata.name === '') {
+    if (
+      obj === null ||
+      typeof obj !== 'object' ||
+      typeof obj.kind !== 'string' ||
+      !kinds.has(obj.kind) ||
+      typeof obj.metadata?.name !== 'string' ||
+      obj.metadata.name === ''
+    ) {
       return new Error(`${path}: objects[${i}]: not a Service, EndpointSlice or Node with a name`)
     }
   }

@@ -45,24 +45,40 @@ export type Spec = (
 
 const checkIP: Check = v => (isIP(v) === 0 ? `expected an IP address, got ${JSON.stringify(v)}` : undefined)
 const checkCIDRs: Check = v => {
-  for (const c of v.split(',').map(x => x.trim()).filter(x => x !== '')) {
+  for (const c of v
+    .split(',')
+    .map(x => x.trim())
+    .filter(x => x !== '')) {
     if (canonicalCIDR(c) === undefined) return `expected CIDRs separated by commas, got ${JSON.stringify(v)}`
   }
   return undefined
 }
 /** ip:port, or a bare IP (the default port is added, as kube-proxy does) */
-export const checkHostPort: Check = v => (splitHostPort(v) === undefined && isIP(v) === 0 ? `expected an address like "0.0.0.0:10256", got ${JSON.stringify(v)}` : undefined)
+export const checkHostPort: Check = v =>
+  splitHostPort(v) === undefined && isIP(v) === 0 ? `expected an address like "0.0.0.0:10256", got ${JSON.stringify(v)}` : undefined
 export const checkNodePortAddress: Check = v =>
-  (['primary', 'all', 'localhost'].includes(v) || canonicalCIDR(v) !== undefined ? undefined : `expected a CIDR or one of primary, all, localhost, got ${JSON.stringify(v)}`)
+  ['primary', 'all', 'localhost'].includes(v) || canonicalCIDR(v) !== undefined
+    ? undefined
+    : `expected a CIDR or one of primary, all, localhost, got ${JSON.stringify(v)}`
 export const checkUpstream: Check = v => {
-  try { parseServer(v); return undefined } catch { return `expected an address like "1.1.1.1" or "10.0.0.2:53", got ${JSON.stringify(v)}` }
+  try {
+    parseServer(v)
+    return undefined
+  } catch {
+    return `expected an address like "1.1.1.1" or "10.0.0.2:53", got ${JSON.stringify(v)}`
+  }
 }
-const checkIfName: Check = v => (/^[A-Za-z0-9_.-]{1,15}$/.test(v) ? undefined : `expected an interface name (1-15 letters, digits, "-", "_", "."), got ${JSON.stringify(v)}`)
+const checkIfName: Check = v =>
+  /^[A-Za-z0-9_.-]{1,15}$/.test(v) ? undefined : `expected an interface name (1-15 letters, digits, "-", "_", "."), got ${JSON.stringify(v)}`
 
 const str = (extra: Partial<{ enum: readonly string[]; check: Check; refused: string }> = {}): Spec => ({ k: 'string', ...extra })
 const bool = (refused?: string): Spec => (refused === undefined ? { k: 'bool' } : { k: 'bool', refused })
-const int = (min?: number, max?: number, refused?: string): Spec =>
-  ({ k: 'int', ...(min !== undefined ? { min } : {}), ...(max !== undefined ? { max } : {}), ...(refused !== undefined ? { refused } : {}) })
+const int = (min?: number, max?: number, refused?: string): Spec => ({
+  k: 'int',
+  ...(min !== undefined ? { min } : {}),
+  ...(max !== undefined ? { max } : {}),
+  ...(refused !== undefined ? { refused } : {}),
+})
 const dur = (refused?: string): Spec => (refused === undefined ? { k: 'duration' } : { k: 'duration', refused })
 const obj = (fields: Record<string, Spec>): Spec => ({ k: 'object', fields })
 
@@ -72,7 +88,10 @@ const API_CLIENT = "tundra's API client always sends JSON and does not rate-limi
 export const SCHEMA: Spec = obj({
   apiVersion: str(),
   kind: str(),
-  featureGates: { k: 'boolMap', refused: 'tundra implements no kube-proxy feature gates (it behaves as current kube-proxy with the default gates); remove them' },
+  featureGates: {
+    k: 'boolMap',
+    refused: 'tundra implements no kube-proxy feature gates (it behaves as current kube-proxy with the default gates); remove them',
+  },
   clientConnection: obj({
     kubeconfig: str(),
     acceptContentTypes: str({ refused: API_CLIENT }),
@@ -148,7 +167,13 @@ export const SCHEMA: Spec = obj({
   portRange: str({ refused: "kube-proxy's userspace mode is gone, and with it portRange" }),
   windowsRunAsService: bool(WINDOWS),
   tundra: obj({
-    tun: obj({ name: str({ check: checkIfName }), queues: int(1, 256), offloads: bool(), io: str({ enum: ['thread', 'inline'] }), busyPollUs: int(0, 1000000) }),
+    tun: obj({
+      name: str({ check: checkIfName }),
+      queues: int(1, 256),
+      offloads: bool(),
+      io: str({ enum: ['thread', 'inline'] }),
+      busyPollUs: int(0, 1000000),
+    }),
     dns: obj({ zone: str(), ip: str({ check: checkIP }), upstreams: { k: 'list', check: checkUpstream }, ttl: int(0, 2147483647) }),
     lb: str({ enum: ['random', 'maglev'] }),
     icmp: str({ enum: ['reply', 'reject', 'drop'] }),
@@ -239,9 +264,15 @@ export function walk(v: unknown, spec: Spec, path: string, ctx: Ctx): unknown {
       if (!Array.isArray(v)) return bad(`expected a list of strings, got ${describe(v)}`)
       const items: string[] = []
       v.forEach((x, i) => {
-        if (typeof x !== 'string') { bad(`item ${i}: expected a string, got ${describe(x)}`); return }
+        if (typeof x !== 'string') {
+          bad(`item ${i}: expected a string, got ${describe(x)}`)
+          return
+        }
         const e = spec.check?.(x)
-        if (e !== undefined) { bad(`item ${i}: ${e}`); return }
+        if (e !== undefined) {
+          bad(`item ${i}: ${e}`)
+          return
+        }
         items.push(x)
       })
       out = items
@@ -284,7 +315,10 @@ export function walk(v: unknown, spec: Spec, path: string, ctx: Ctx): unknown {
 }
 
 export function splitList(s: string): string[] {
-  return s.split(',').map(x => x.trim()).filter(x => x !== '')
+  return s
+    .split(',')
+    .map(x => x.trim())
+    .filter(x => x !== '')
 }
 
 /** host:port with an IP host ("[::]:10256" for IPv6); undefined when it is not one. */

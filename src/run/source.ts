@@ -44,7 +44,9 @@ export class SyncGate {
   private failed: Error | undefined
   private readonly waiters = new Set<{ resolve: () => void; reject: (e: Error) => void }>()
 
-  get open(): boolean { return this.done }
+  get open(): boolean {
+    return this.done
+  }
 
   ready(): void {
     if (this.done) return
@@ -65,8 +67,14 @@ export class SyncGate {
     return new Promise((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined
       const w = {
-        resolve: () => { if (timer) clearTimeout(timer); resolve() },
-        reject: (e: Error) => { if (timer) clearTimeout(timer); reject(e) },
+        resolve: () => {
+          if (timer) clearTimeout(timer)
+          resolve()
+        },
+        reject: (e: Error) => {
+          if (timer) clearTimeout(timer)
+          reject(e)
+        },
       }
       this.waiters.add(w)
       if (timeoutMs !== undefined) {

@@ -2,10 +2,7 @@
 // source. Every mutation reports what it changed as one ChangeSet, so the agent can recompile only those services
 // (updateNat) instead of the whole table.
 import { createHash } from 'node:crypto'
-import {
-  LABEL_HEADLESS, LABEL_SERVICE_NAME, LABEL_SERVICE_PROXY_NAME, API_VERSION,
-  type Kind, type KubeObject, type LoadedObject,
-} from '../k8s/types'
+import { LABEL_HEADLESS, LABEL_SERVICE_NAME, LABEL_SERVICE_PROXY_NAME, API_VERSION, type Kind, type KubeObject, type LoadedObject } from '../k8s/types'
 
 /** EndpointSlice annotation: when the change that caused this slice update happened (RFC 3339). */
 export const ANNOTATION_TRIGGER_TIME = 'endpoints.kubernetes.io/last-change-trigger-time'
@@ -196,8 +193,14 @@ class ChangeBuilder {
 
   build(): ChangeSet {
     return {
-      services: this.services, endpoints: this.endpoints, nodes: this.nodes, other: this.other, full: this.full,
-      serviceEvents: this.serviceEvents, endpointEvents: this.endpointEvents, triggerTimes: this.triggerTimes,
+      services: this.services,
+      endpoints: this.endpoints,
+      nodes: this.nodes,
+      other: this.other,
+      full: this.full,
+      serviceEvents: this.serviceEvents,
+      endpointEvents: this.endpointEvents,
+      triggerTimes: this.triggerTimes,
     }
   }
 }
@@ -235,8 +238,12 @@ export class ObjectStore {
   }
 
   /** Bumped on every change: cheap "has anything changed since" checks. */
-  get generation(): number { return this.gen }
-  get size(): number { return this.entries.size }
+  get generation(): number {
+    return this.gen
+  }
+  get size(): number {
+    return this.entries.size
+  }
 
   get(kind: Kind, namespace: string, name: string): KubeObject | undefined {
     return this.entries.get(objectKey(kind, namespace, name))?.object
@@ -268,7 +275,9 @@ export class ObjectStore {
 
   onChange(cb: ChangeListener): () => void {
     this.listeners.add(cb)
-    return () => { this.listeners.delete(cb) }
+    return () => {
+      this.listeners.delete(cb)
+    }
   }
 
   /** Adds or replaces one object (a watch ADDED / MODIFIED). Returns whether anything changed. */

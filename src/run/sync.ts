@@ -94,8 +94,14 @@ export interface SyncRunnerOptions {
 }
 
 const EMPTY: ChangeSet = Object.freeze({
-  services: new Set<string>(), endpoints: new Set<string>(), nodes: new Set<string>(), other: new Set<string>(),
-  full: false, serviceEvents: 0, endpointEvents: 0, triggerTimes: new Map<string, number[]>(),
+  services: new Set<string>(),
+  endpoints: new Set<string>(),
+  nodes: new Set<string>(),
+  other: new Set<string>(),
+  full: false,
+  serviceEvents: 0,
+  endpointEvents: 0,
+  triggerTimes: new Map<string, number[]>(),
 })
 
 /** The cluster autoscaler's taint on a node it is about to remove (kube-proxy's `ToBeDeletedTaint`). */
@@ -199,13 +205,14 @@ export class SyncRunner {
   followNode(store: ObjectStore, nodeName: string): () => void {
     const check = (): void => this.setNodeEligible(nodeEligible(store.get('Node', '', nodeName) as K8sNode | undefined))
     check()
-    return store.onChange(c => { if (c.nodes.has(nodeName)) check() })
+    return store.onChange(c => {
+      if (c.nodes.has(nodeName)) check()
+    })
   }
 
   health(): SyncHealth {
     const now = this.clock.now()
-    const since = [this.pendingSince, this.running !== undefined ? this.inflightSince : undefined]
-      .filter((x): x is number => x !== undefined)
+    const since = [this.pendingSince, this.running !== undefined ? this.inflightSince : undefined].filter((x): x is number => x !== undefined)
     const oldest = since.length > 0 ? Math.min(...since) : undefined
     const healthy = oldest === undefined || now - oldest <= 2 * this.periodMs
     return {
@@ -258,10 +265,13 @@ export class SyncRunner {
     }
     this.timerDue = due
     // even "now" goes through a timer: changes queued in the same tick join the batch
-    this.timer = this.clock.setTimeout(() => {
-      this.timer = undefined
-      this.fire()
-    }, Math.max(0, due - now))
+    this.timer = this.clock.setTimeout(
+      () => {
+        this.timer = undefined
+        this.fire()
+      },
+      Math.max(0, due - now),
+    )
   }
 
   private fire(): void {

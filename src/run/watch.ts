@@ -75,7 +75,8 @@ export async function loadKubeConfig(path?: string, master?: string): Promise<Ku
     if (!files.some(f => existsSync(f))) {
       throw new NoApiServerError(
         `no API server to read Services from: no --kubeconfig (clientConnection.kubeconfig), not in a pod (KUBERNETES_SERVICE_HOST is unset), ` +
-        `and no kubeconfig at ${files.join(':')}${env ? ' ($KUBECONFIG)' : ''}. Give --kubeconfig FILE, or -f MANIFESTS to run without an API server`)
+          `and no kubeconfig at ${files.join(':')}${env ? ' ($KUBECONFIG)' : ''}. Give --kubeconfig FILE, or -f MANIFESTS to run without an API server`,
+      )
     }
     kc.loadFromDefault()
   }
@@ -83,7 +84,11 @@ export async function loadKubeConfig(path?: string, master?: string): Promise<Ku
   if (cluster === null) throw new Error(`kubeconfig${path ? ` ${path}` : ''}: no current cluster`)
   if (master !== undefined && master !== '') {
     let url: URL
-    try { url = new URL(master.includes('://') ? master : `https://${master}`) } catch { throw new Error(`--master: not a URL: ${master}`) }
+    try {
+      url = new URL(master.includes('://') ? master : `https://${master}`)
+    } catch {
+      throw new Error(`--master: not a URL: ${master}`)
+    }
     const server = url.toString().replace(/\/+$/, '')
     kc.clusters = kc.clusters.map(c => (c.name === cluster.name ? { ...c, server } : c))
   }
@@ -149,7 +154,10 @@ export class GoneError extends Error {
 }
 
 export class ApiError extends Error {
-  constructor(readonly status: number, message: string) {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
     super(message)
     this.name = 'ApiError'
   }
@@ -179,12 +187,19 @@ async function kubeTransport(kc: KubeConfig, userAgent: string): Promise<Transpo
       const mod = url.protocol === 'http:' ? http : https
       return new Promise((resolve, reject) => {
         let response: http.IncomingMessage | undefined
-        const req = mod.request(url, {
-          ...opts,
-          method: 'GET',
-          signal,
-          headers: { ...(opts.headers ?? {}), Accept: 'application/json', 'User-Agent': userAgent },
-        }, res => { response = res; resolve(res) })
+        const req = mod.request(
+          url,
+          {
+            ...opts,
+            method: 'GET',
+            signal,
+            headers: { ...(opts.headers ?? {}), Accept: 'application/json', 'User-Agent': userAgent },
+          },
+          res => {
+            response = res
+            resolve(res)
+          },
+        )
         req.on('socket', s => s.setKeepAlive(true, 30_000))
         // inactivity, not total time: a watch may rightly last many minutes. Destroying the response (once there is
         // one) makes this reason, not a bare "aborted", what the reader sees.
@@ -204,10 +219,14 @@ function readBody(res: http.IncomingMessage): Promise<string> {
   return new Promise((resolve, reject) => {
     let body = ''
     res.setEncoding('utf8')
-    res.on('data', (d: string) => { body += d })
+    res.on('data', (d: string) => {
+      body += d
+    })
     res.on('end', () => resolve(body))
     res.on('error', reject)
-    res.on('close', () => { if (!res.complete) reject(new Error('connection closed before the response was complete')) })
+    res.on('close', () => {
+      if (!res.complete) reject(new Error('connection closed before the response was complete'))
+    })
   })
 }
 
@@ -215,7 +234,9 @@ function statusMessage(status: number, body: string): string {
   try {
     const s = JSON.parse(body) as Status
     if (typeof s.message === 'string' && s.message !== '') return `${status} ${s.reason ?? ''}: ${s.message}`.replace(' :', ':')
-  } catch { /* not a Status */ }
+  } catch {
+    /* not a Status */
+  }
   return `HTTP ${status}${body ? `: ${body.slice(0, 200)}` : ''}`
 }
 
@@ -230,14 +251,25 @@ class Reflector {
   lastError: string | undefined
   lastErrorAt: number | undefined
 
-  constructor(private readonly def: ResourceDef, private readonly src: ApiSource) {}
+  constructor(
+    private readonly def: ResourceDef,
+    private readonly src: ApiSource,
+  ) {}
 
-  get kind(): Kind { return this.def.kind }
+  get kind(): Kind {
+    return this.def.kind
+  }
 
   status(): ResourceStatus {
     return {
-      kind: this.def.kind, synced: this.synced, connected: this.connected, resourceVersion: this.rv,
-      lists: this.lists, relists: this.relists, reconnects: this.reconnects, errors: this.errors,
+      kind: this.def.kind,
+      synced: this.synced,
+      connected: this.connected,
+      resourceVersion: this.rv,
+      lists: this.lists,
+      relists: this.relists,
+      reconnects: this.reconnects,
+      errors: this.errors,
       ...(this.lastError !== undefined ? { lastError: this.lastError } : {}),
       ...(this.lastErrorAt !== undefined ? { lastErrorAt: this.lastErrorAt } : {}),
     }
@@ -346,13 +378,19 @@ class Reflector {
     return new Promise((resolve, reject) => {
       let pending = ''
       let settled = false
-      const timer = until === Infinity ? undefined : setTimeout(() => {
-        if (settled) return
-        settled = true
-        this.connected = false
-        res.destroy()
-        resolve({ events, ms: Date.now() - started, resync: true })
-      }, Math.max(0, until - Date.now()))
+      const timer =
+        until === Infinity
+          ? undefined
+          : setTimeout(
+              () => {
+                if (settled) return
+                settled = true
+                this.connected = false
+                res.destroy()
+                resolve({ events, ms: Date.now() - started, resync: true })
+              },
+              Math.max(0, until - Date.now()),
+            )
       const fail = (err: Error): void => {
         if (settled) return
         settled = true
@@ -408,7 +446,10 @@ class Reflector {
       res.on('error', err => fail(err))
       res.on('close', () => {
         if (settled) return
-        if (!res.complete) { fail(new Error('watch connection dropped')); return }
+        if (!res.complete) {
+          fail(new Error('watch connection dropped'))
+          return
+        }
         settled = true
         clearTimeout(timer)
         this.connected = false
@@ -431,13 +472,13 @@ export class ApiSource implements DesiredStateSource {
     this.opts = opts
     this.log = opts.log ?? (l => process.stderr.write(l + '\n'))
     if (opts.nodes === 'self' && (opts.nodeName === undefined || opts.nodeName === '')) throw new Error('nodes: self needs nodeName')
-    this.store = opts.store ?? new ObjectStore({
-      log: this.log,
-      ...(opts.kubeProxySelector === true ? { filter: kubeProxyFilter } : {}),
-    })
-    this.reflectors = RESOURCES
-      .filter(r => r.kind !== 'Node' || (opts.nodes ?? 'all') !== 'none')
-      .map(r => new Reflector(r, this))
+    this.store =
+      opts.store ??
+      new ObjectStore({
+        log: this.log,
+        ...(opts.kubeProxySelector === true ? { filter: kubeProxyFilter } : {}),
+      })
+    this.reflectors = RESOURCES.filter(r => r.kind !== 'Node' || (opts.nodes ?? 'all') !== 'none').map(r => new Reflector(r, this))
   }
 
   start(): void {
@@ -445,7 +486,7 @@ export class ApiSource implements DesiredStateSource {
     this.running = (async () => {
       let t: Transport
       try {
-        const kc = this.opts.kubeConfig ?? await loadKubeConfig(this.opts.kubeconfig, this.opts.master)
+        const kc = this.opts.kubeConfig ?? (await loadKubeConfig(this.opts.kubeconfig, this.opts.master))
         t = await kubeTransport(kc, this.opts.userAgent ?? 'tundra')
       } catch (err) {
         this.log(`[watch] ${(err as Error).message}`)
@@ -461,11 +502,17 @@ export class ApiSource implements DesiredStateSource {
     if (this.reflectors.every(r => r.synced)) this.gate.ready()
   }
 
-  hasSynced(): boolean { return this.gate.open }
+  hasSynced(): boolean {
+    return this.gate.open
+  }
 
   waitForSync(timeoutMs?: number): Promise<void> {
-    return this.gate.wait(timeoutMs, () => this.reflectors.filter(r => !r.synced)
-      .map(r => `${r.kind}${r.lastError !== undefined ? ` (${r.lastError})` : ''}`).join(', '))
+    return this.gate.wait(timeoutMs, () =>
+      this.reflectors
+        .filter(r => !r.synced)
+        .map(r => `${r.kind}${r.lastError !== undefined ? ` (${r.lastError})` : ''}`)
+        .join(', '),
+    )
   }
 
   onChange(cb: ChangeListener): () => void {

@@ -24,8 +24,16 @@ export const ICMP4_ERROR_MAX = 576
  * flags/fragment-offset word (0x4000 = DF).
  */
 export function writeIpv4Header(
-  out: Uint8Array, off: number, tos: number, total: number, id: number, flagsFrag: number, proto: number,
-  src: number, dst: number, ttl = DEFAULT_TTL,
+  out: Uint8Array,
+  off: number,
+  tos: number,
+  total: number,
+  id: number,
+  flagsFrag: number,
+  proto: number,
+  src: number,
+  dst: number,
+  ttl = DEFAULT_TTL,
 ): void {
   out[off] = 0x45
   out[off + 1] = tos
@@ -48,8 +56,17 @@ export function writeIpv4Header(
  * Returns bytes written, or 0 when out has no room from outOff.
  */
 export function buildIcmp4Error(
-  out: Uint8Array, outOff: number, orig: Uint8Array, origOff: number, origLen: number,
-  src: number, type: number, code: number, rest = 0, ttl = DEFAULT_TTL, quoteBytes = 8,
+  out: Uint8Array,
+  outOff: number,
+  orig: Uint8Array,
+  origOff: number,
+  origLen: number,
+  src: number,
+  type: number,
+  code: number,
+  rest = 0,
+  ttl = DEFAULT_TTL,
+  quoteBytes = 8,
 ): number {
   const ihl = (orig[origOff]! & 0x0f) << 2
   let q = ihl + quoteBytes
@@ -83,8 +100,17 @@ const SAVED_DST = new Uint8Array(16)
  * the pointer for Parameter Problem, else 0. Returns bytes written, or 0 when out has no room from outOff.
  */
 export function buildIcmp6Error(
-  out: Uint8Array, outOff: number, orig: Uint8Array, origOff: number, origLen: number,
-  src: Uint8Array, srcOff: number, type: number, code: number, rest = 0, hopLimit = DEFAULT_TTL,
+  out: Uint8Array,
+  outOff: number,
+  orig: Uint8Array,
+  origOff: number,
+  origLen: number,
+  src: Uint8Array,
+  srcOff: number,
+  type: number,
+  code: number,
+  rest = 0,
+  hopLimit = DEFAULT_TTL,
 ): number {
   let q = 40 + get16(orig, origOff + 4)
   if (q > origLen) q = origLen

@@ -30,8 +30,7 @@ export function sum16(buf: Uint8Array, off: number, len: number, initial = 0): n
     // Four words per iteration; the loop below handles the rest.
     const stop8 = stop - ((stop - i) & 7)
     while (i < stop8) {
-      c += ((buf[i]! << 8) | buf[i + 1]!) + ((buf[i + 2]! << 8) | buf[i + 3]!) +
-        ((buf[i + 4]! << 8) | buf[i + 5]!) + ((buf[i + 6]! << 8) | buf[i + 7]!)
+      c += ((buf[i]! << 8) | buf[i + 1]!) + ((buf[i + 2]! << 8) | buf[i + 3]!) + ((buf[i + 4]! << 8) | buf[i + 5]!) + ((buf[i + 6]! << 8) | buf[i + 7]!)
       i += 8
     }
     while (i < stop) {

@@ -125,10 +125,7 @@ export function walkIpv6Headers(buf: Uint8Array, off: number, end: number, out: 
         out.l4Off = -1
         return 0
       }
-    } else if (
-      nh === IPPROTO_MOBILITY || nh === IPPROTO_HIP || nh === IPPROTO_SHIM6 ||
-      nh === IPPROTO_EXPERIMENT1 || nh === IPPROTO_EXPERIMENT2
-    ) {
+    } else if (nh === IPPROTO_MOBILITY || nh === IPPROTO_HIP || nh === IPPROTO_SHIM6 || nh === IPPROTO_EXPERIMENT1 || nh === IPPROTO_EXPERIMENT2) {
       return Drop.UNSUPPORTED_EXT_HEADER
     } else {
       out.count = count
@@ -152,11 +149,17 @@ export function ipv6ToString(buf: Uint8Array, off: number): string {
   }
   let bestStart = -1
   let bestLen = 1
-  for (let i = 0; i < 8;) {
-    if (get16(buf, off + 2 * i) !== 0) { i++; continue }
+  for (let i = 0; i < 8; ) {
+    if (get16(buf, off + 2 * i) !== 0) {
+      i++
+      continue
+    }
     let j = i
     while (j < 8 && get16(buf, off + 2 * j) === 0) j++
-    if (j - i > bestLen) { bestStart = i; bestLen = j - i }
+    if (j - i > bestLen) {
+      bestStart = i
+      bestLen = j - i
+    }
     i = j
   }
   let s = ''
@@ -171,7 +174,10 @@ export function ipv6ToString(buf: Uint8Array, off: number): string {
     let started = false
     for (let k = 12; k >= 0; k -= 4) {
       const d = (w >>> k) & 0xf
-      if (d !== 0 || started || k === 0) { s += HEX[d]!; started = true }
+      if (d !== 0 || started || k === 0) {
+        s += HEX[d]!
+        started = true
+      }
     }
   }
   return s
@@ -257,4 +263,3 @@ export function parseIpv6(s: string, out: Uint8Array, off: number): boolean {
 }
 
 const GROUPS = new Uint16Array(8)
-

@@ -24,7 +24,7 @@ export const DST = 1
 
 /** Echo request/reply of ICMPv4 (8/0) or ICMPv6 (128/129): the messages with an identifier to map. */
 function isEcho(proto: number, type: number): boolean {
-  return proto === IPPROTO_ICMP ? (type === 8 || type === 0) : (type === 128 || type === 129)
+  return proto === IPPROTO_ICMP ? type === 8 || type === 0 : type === 128 || type === 129
 }
 
 /** Bytes from l4Off to the end of the IP packet at ipOff, from the IP header's own length field. */
@@ -39,19 +39,22 @@ function l4LengthFromIp(buf: Uint8Array, ipOff: number, l4Off: number): number {
 function applyL4Delta(buf: Uint8Array, l4Off: number, proto: number, delta: number, pseudo: boolean, partial: boolean): void {
   if (proto === IPPROTO_TCP) {
     const at = l4Off + 16
-    if (partial) { if (pseudo) set16(buf, at, partialApply(get16(buf, at), delta)) }
-    else set16(buf, at, csumApply(get16(buf, at), delta))
+    if (partial) {
+      if (pseudo) set16(buf, at, partialApply(get16(buf, at), delta))
+    } else set16(buf, at, csumApply(get16(buf, at), delta))
   } else if (proto === IPPROTO_UDP) {
     const at = l4Off + 6
-    if (partial) { if (pseudo) set16(buf, at, partialApply(get16(buf, at), delta)) }
-    else {
+    if (partial) {
+      if (pseudo) set16(buf, at, partialApply(get16(buf, at), delta))
+    } else {
       const c = get16(buf, at)
       if (c !== 0) set16(buf, at, udpFinish(csumApply(c, delta)))
     }
   } else if (proto === IPPROTO_ICMPV6 || (proto === IPPROTO_ICMP && !pseudo)) {
     const at = l4Off + 2
-    if (partial) { if (pseudo) set16(buf, at, partialApply(get16(buf, at), delta)) }
-    else set16(buf, at, csumApply(get16(buf, at), delta))
+    if (partial) {
+      if (pseudo) set16(buf, at, partialApply(get16(buf, at), delta))
+    } else set16(buf, at, csumApply(get16(buf, at), delta))
   }
 }
 
@@ -60,9 +63,7 @@ function applyL4Delta(buf: Uint8Array, l4Off: number, proto: number, delta: numb
  * updated. Returns the old port/id, or -1 when the protocol has none (other protocols, ICMP non-echo, l4Off < 0).
  * `ipOff` is read only for SCTP, whose CRC is recomputed over the length the IP header gives.
  */
-function rewriteL4Port(
-  buf: Uint8Array, ipOff: number, l4Off: number, proto: number, which: number, newPort: number, partial: boolean,
-): number {
+function rewriteL4Port(buf: Uint8Array, ipOff: number, l4Off: number, proto: number, which: number, newPort: number, partial: boolean): number {
   if (l4Off < 0) return -1
   let at: number
   if (proto === IPPROTO_TCP || proto === IPPROTO_UDP || proto === IPPROTO_SCTP) {
@@ -90,10 +91,7 @@ function rewriteL4Port(
  * port (or the echo id for ICMP; pass -1 to keep the port), updating the IPv4 header checksum and the L4 checksum in a
  * single fold. With l4Off < 0 (non-first fragment) only the address changes.
  */
-export function natIpv4(
-  buf: Uint8Array, ipOff: number, l4Off: number, proto: number, which: number,
-  newAddr: number, newPort: number, partial: boolean,
-): void {
+export function natIpv4(buf: Uint8Array, ipOff: number, l4Off: number, proto: number, which: number, newAddr: number, newPort: number, partial: boolean): void {
   const aOff = ipOff + (which === DST ? 16 : 12)
   const oldAddr = get32(buf, aOff)
   let addrDelta = 0
@@ -138,8 +136,15 @@ function ipv6AddrDelta(buf: Uint8Array, off: number, newBuf: Uint8Array, newOff:
  * checksum update. With l4Off < 0 (non-first fragment) only the address changes.
  */
 export function natIpv6(
-  buf: Uint8Array, ipOff: number, l4Off: number, proto: number, which: number,
-  newBuf: Uint8Array, newOff: number, newPort: number, partial: boolean,
+  buf: Uint8Array,
+  ipOff: number,
+  l4Off: number,
+  proto: number,
+  which: number,
+  newBuf: Uint8Array,
+  newOff: number,
+  newPort: number,
+  partial: boolean,
 ): void {
   const aOff = ipOff + (which === DST ? 24 : 8)
   const addrDelta = ipv6AddrDelta(buf, aOff, newBuf, newOff)
@@ -182,8 +187,15 @@ export function natIpv6(
  * `icmpLen` bounds the ICMP message; `innerL4Off` is -1 when the quote has no L4 header (as packet.ts reports).
  */
 export function natIcmp4Inner(
-  buf: Uint8Array, icmpOff: number, icmpLen: number, innerIpOff: number, innerL4Off: number, innerProto: number,
-  which: number, newAddr: number, newPort: number,
+  buf: Uint8Array,
+  icmpOff: number,
+  icmpLen: number,
+  innerIpOff: number,
+  innerL4Off: number,
+  innerProto: number,
+  which: number,
+  newAddr: number,
+  newPort: number,
 ): void {
   const end = icmpOff + icmpLen
   let outer = 0
@@ -207,8 +219,16 @@ export function natIcmp4Inner(
  * The outer ICMPv6 checksum is updated for the quoted bytes that changed (the outer pseudo-header is natIpv6's job).
  */
 export function natIcmp6Inner(
-  buf: Uint8Array, icmpOff: number, icmpLen: number, innerIpOff: number, innerL4Off: number, innerProto: number,
-  which: number, newBuf: Uint8Array, newOff: number, newPort: number,
+  buf: Uint8Array,
+  icmpOff: number,
+  icmpLen: number,
+  innerIpOff: number,
+  innerL4Off: number,
+  innerProto: number,
+  which: number,
+  newBuf: Uint8Array,
+  newOff: number,
+  newPort: number,
 ): void {
   const end = icmpOff + icmpLen
   const aOff = innerIpOff + (which === DST ? 24 : 8)
@@ -223,9 +243,7 @@ export function natIcmp6Inner(
  * Port / echo id and checksum of a quoted L4 header that may be cut short at `end`; returns the delta of every
  * byte it changed, for the enclosing ICMP checksum. `addrDelta` is the quoted pseudo-header's change.
  */
-function rewriteQuotedL4(
-  buf: Uint8Array, end: number, l4Off: number, proto: number, which: number, addrDelta: number, newPort: number,
-): number {
+function rewriteQuotedL4(buf: Uint8Array, end: number, l4Off: number, proto: number, which: number, addrDelta: number, newPort: number): number {
   let outer = 0
   let portDelta = 0
   if (proto === IPPROTO_TCP || proto === IPPROTO_UDP || proto === IPPROTO_SCTP) {

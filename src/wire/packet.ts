@@ -292,4 +292,3 @@ function parseInner6(buf: Uint8Array, q: number, end: number, info: PacketInfo):
   info.innerL4Off = walk.l4Off
   return innerPorts(buf, walk.l4Off, qend, walk.proto, info)
 }
-

@@ -17,4 +17,3 @@ export const IPPROTO_SHIM6 = 140
 export const IPPROTO_SCTP = 132
 export const IPPROTO_EXPERIMENT1 = 253
 export const IPPROTO_EXPERIMENT2 = 254
-

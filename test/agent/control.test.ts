@@ -37,7 +37,9 @@ t.test('a request line past 64 KiB is refused and the connection closed (issue 1
     const c = createConnection(path)
     let got = ''
     c.setEncoding('utf8')
-    c.on('data', d => { got += d })
+    c.on('data', d => {
+      got += d
+    })
     c.on('close', () => resolve(got))
     c.on('error', () => undefined) // EPIPE: the server hung up while we were still writing
     // 1 MiB without a newline: it used to be buffered, all of it, with no end
@@ -46,7 +48,10 @@ t.test('a request line past 64 KiB is refused and the connection closed (issue 1
     const more = (): void => {
       while (sent < 64 && !c.destroyed) {
         sent++
-        if (!c.write(junk)) { c.once('drain', more); return }
+        if (!c.write(junk)) {
+          c.once('drain', more)
+          return
+        }
       }
     }
     c.on('connect', more)
@@ -62,9 +67,12 @@ t.test('closing the server removes the socket; a second serve replaces a stale o
   t.notOk(existsSync(path), 'removed on close')
   const b = await serveControl(path, { who: () => 'b' })
   const c = await serveControl(path, { who: () => 'c' })
-  t.teardown(() => { b.close(); c.close() })
+  t.teardown(() => {
+    b.close()
+    c.close()
+  })
   t.equal(await askAgent(path, 'who'), 'c', 'the newest owns the path')
   await new Promise<void>(r => b.close(() => r()))
-  t.ok(existsSync(path), 'closing the old one leaves the new one\'s socket')
+  t.ok(existsSync(path), "closing the old one leaves the new one's socket")
   t.equal(await askAgent(path, 'who'), 'c')
 })

@@ -8,8 +8,20 @@ import { parseArgs, SECTIONS } from '../../bench/lib/args'
 import { churnCharts, churnRows, renderTable, summarize } from '../../bench/lib/report'
 import { parseIptablesSave, parseNftScript } from '../../bench/lib/ruleset-delta'
 import {
-  ChurnSchedule, churnContendersAt, churnPlan, ECHO, finishContender, kernelPatch, PROBE_SERVICE, PROBE_VIP, sliceObject, withEndpoints,
-  writeChurnManifest, type ChurnContender, type ChurnResult, type PhaseResult,
+  ChurnSchedule,
+  churnContendersAt,
+  churnPlan,
+  ECHO,
+  finishContender,
+  kernelPatch,
+  PROBE_SERVICE,
+  PROBE_VIP,
+  sliceObject,
+  withEndpoints,
+  writeChurnManifest,
+  type ChurnContender,
+  type ChurnResult,
+  type PhaseResult,
 } from '../../bench/sections/churn'
 import { compileLab } from '../../src/lab/compile'
 import { LAB } from '../../src/lab/plan'
@@ -49,15 +61,24 @@ t.test('schedule: deterministic, never leaves a service without a ready endpoint
     seqA.push(x)
     seqB.push(b.next())
     kinds.add(x.kind)
-    if (!x.endpoints.some(e => e.ready)) { t.fail(`${x.service} left without a ready endpoint after ${x.kind}`); break }
-    if (x.endpoints.length > 8) { t.fail(`${x.service} has ${x.endpoints.length} endpoints`); break }
+    if (!x.endpoints.some(e => e.ready)) {
+      t.fail(`${x.service} left without a ready endpoint after ${x.kind}`)
+      break
+    }
+    if (x.endpoints.length > 8) {
+      t.fail(`${x.service} has ${x.endpoints.length} endpoints`)
+      break
+    }
   }
   t.same(seqB, seqA, 'the same seed gives the same changes')
   t.same([...kinds].sort(), ['ready-flip', 'scale-down', 'scale-up'])
   const f1 = a.flipProbe()
   t.equal(f1.service, PROBE_SERVICE)
   t.equal(a.probeTarget, ECHO[1].name)
-  t.same(f1.endpoints, [{ ip: ECHO[0].ip, ready: false }, { ip: ECHO[1].ip, ready: true }])
+  t.same(f1.endpoints, [
+    { ip: ECHO[0].ip, ready: false },
+    { ip: ECHO[1].ip, ready: true },
+  ])
   a.flipProbe()
   t.equal(a.probeTarget, ECHO[0].name)
 })
@@ -69,7 +90,13 @@ t.test('the lab manifest compiles (no root needed) and the kernel patch of a str
   t.equal(plan.cluster.services.length, 32, '30 fillers, the probed service and kube-dns')
   const probe = plan.cluster.services.find(s => s.name === PROBE_SERVICE)!
   t.same(probe.clusterIPs, [PROBE_VIP])
-  t.same(probe.endpoints.map(e => [e.ip, e.ready]), [[ECHO[0].ip, true], [ECHO[1].ip, false]])
+  t.same(
+    probe.endpoints.map(e => [e.ip, e.ready]),
+    [
+      [ECHO[0].ip, true],
+      [ECHO[1].ip, false],
+    ],
+  )
 
   const opts = { clusterCIDR: LAB.clusterCIDR, nodeName: 'node1', nodeIPs: ['172.18.0.11'] }
   let cluster = plan.cluster
@@ -92,7 +119,10 @@ t.test('the lab manifest compiles (no root needed) and the kernel patch of a str
     const full = parseIptablesSave(renderIptablesSave(cluster, opts))
     const fullNft = parseNftScript(renderNft(cluster, { ...opts, family: 4 }))
     const chains = (d: typeof ipt): string[] => [...d.tables.get('nat')!.chains].map(([k, v]) => `${k}\n${v.rules.join('\n')}`).sort()
-    if (JSON.stringify(chains(ipt)) !== JSON.stringify(chains(full))) { t.fail(`iptables state differs from a full render after round ${round}`); break }
+    if (JSON.stringify(chains(ipt)) !== JSON.stringify(chains(full))) {
+      t.fail(`iptables state differs from a full render after round ${round}`)
+      break
+    }
     const sets = (d: typeof nft): string[] => [...d.sets].map(([k, v]) => `${k}: ${[...v.elements].sort().join(', ')}`).sort()
     const nchains = (d: typeof nft): string[] => [...d.chains].map(([k, v]) => `${k}\n${v.join('\n')}`).sort()
     if (JSON.stringify(sets(nft)) !== JSON.stringify(sets(fullNft)) || JSON.stringify(nchains(nft)) !== JSON.stringify(nchains(fullNft))) {
@@ -104,20 +134,49 @@ t.test('the lab manifest compiles (no root needed) and the kernel patch of a str
 })
 
 t.test('a slice carries readiness as the API does', async t => {
-  const s = sliceObject('s00001', [{ ip: '10.128.0.1', ready: true }, { ip: '10.128.0.2', ready: false }]) as { endpoints: { conditions: { ready: boolean } }[]; metadata: { labels: Record<string, string> } }
-  t.same(s.endpoints.map(e => e.conditions.ready), [true, false])
+  const s = sliceObject('s00001', [
+    { ip: '10.128.0.1', ready: true },
+    { ip: '10.128.0.2', ready: false },
+  ]) as { endpoints: { conditions: { ready: boolean } }[]; metadata: { labels: Record<string, string> } }
+  t.same(
+    s.endpoints.map(e => e.conditions.ready),
+    [true, false],
+  )
   t.equal(s.metadata.labels['kubernetes.io/service-name'], 's00001')
 })
 
 const phase = (o: Partial<PhaseResult>): PhaseResult => ({
-  seconds: 10, probesSent: 10_000, probesReplied: 10_000, probesLost: 0, probesSkipped: 0, p50Us: 100, p999Us: 400, maxUs: 900,
-  dnsSent: 5000, dnsLost: 0, changes: 0, ...o,
+  seconds: 10,
+  probesSent: 10_000,
+  probesReplied: 10_000,
+  probesLost: 0,
+  probesSkipped: 0,
+  p50Us: 100,
+  p999Us: 400,
+  maxUs: 900,
+  dnsSent: 5000,
+  dnsLost: 0,
+  changes: 0,
+  ...o,
 })
 
 function contender(name: ChurnContender['contender'], churn: Partial<PhaseResult>, flips: number[], unseen: number[] = []): ChurnContender {
   const c: ChurnContender = {
-    contender: name, available: true, labUpSeconds: 5, baseline: phase({}), churn: phase({ changes: 100, ...churn }), flipsMs: flips, flipsUnseenMs: unseen,
-    syncs: 10, syncP50Ms: 3, driverErrors: [], addedP50Us: NaN, addedP999Us: NaN, addedMaxUs: NaN, c2dP50Ms: NaN, c2dP99Ms: NaN,
+    contender: name,
+    available: true,
+    labUpSeconds: 5,
+    baseline: phase({}),
+    churn: phase({ changes: 100, ...churn }),
+    flipsMs: flips,
+    flipsUnseenMs: unseen,
+    syncs: 10,
+    syncP50Ms: 3,
+    driverErrors: [],
+    addedP50Us: NaN,
+    addedP999Us: NaN,
+    addedMaxUs: NaN,
+    c2dP50Ms: NaN,
+    c2dP99Ms: NaN,
   }
   finishContender(c)
   return c
@@ -134,11 +193,16 @@ t.test('added latency and change-to-dataplane from the raw figures; unseen flips
 
 t.test('rows: judged at the largest size against the targets; the ok column says yes/NO', async t => {
   const result: ChurnResult = {
-    changesPerSecond: 10, probesPerSecond: 1000, dnsQps: 500, baselineSeconds: 10, churnSeconds: 20,
+    changesPerSecond: 10,
+    probesPerSecond: 1000,
+    dnsQps: 500,
+    baselineSeconds: 10,
+    churnSeconds: 20,
     sizes: [
       { services: 1000, contenders: [contender('tundra', { p999Us: 9000 }, [900])] },
       {
-        services: 20_000, contenders: [
+        services: 20_000,
+        contenders: [
           contender('tundra', { p999Us: 1000, maxUs: 2500 }, [2, 3, 4]),
           contender('iptables-nft', { p999Us: 50_000, maxUs: 90_000, probesLost: 3, dnsLost: 1 }, [7000]),
           { ...contender('nftables', {}, []), available: false, error: 'not measured' },
@@ -160,16 +224,26 @@ t.test('rows: judged at the largest size against the targets; the ok column says
   const table = renderTable(summarize({ meta: {}, skipped: {}, churn: result }))
   t.match(table, /Churn at 20000 services: probes lost\s+count\s+0\s+3\s+–\s+0\s+0\s+yes/)
   const slow = churnRows({ ...result, sizes: [{ services: 20_000, contenders: [contender('tundra', { maxUs: 900_000, probesLost: 12 }, [6000])] }] })
-  t.same(slow.filter(r => r.pass !== undefined).map(r => r.pass), [true, false, false, true, false])
+  t.same(
+    slow.filter(r => r.pass !== undefined).map(r => r.pass),
+    [true, false, false, true, false],
+  )
 })
 
 t.test('charts: change-to-dataplane (log) and added probe latency against services, one series per contender and figure', async t => {
   const result: ChurnResult = {
-    changesPerSecond: 10, probesPerSecond: 1000, dnsQps: 500, baselineSeconds: 5, churnSeconds: 10,
+    changesPerSecond: 10,
+    probesPerSecond: 1000,
+    dnsQps: 500,
+    baselineSeconds: 5,
+    churnSeconds: 10,
     sizes: [{ services: 1000, contenders: [contender('tundra', {}, [400, 900]), contender('iptables-nft', {}, [100, 170])] }],
   }
   const charts = churnCharts(result)
-  t.same(charts.map(c => c[0]), ['churn.svg', 'churn-probe.svg'])
+  t.same(
+    charts.map(c => c[0]),
+    ['churn.svg', 'churn-probe.svg'],
+  )
   for (const [, svg] of charts) {
     t.match(svg, /^<svg [^>]*>/)
     t.match(svg, /<\/svg>\n$/)

@@ -4,7 +4,8 @@ import { charts, renderTable, summarize, type BenchReport } from '../../bench/li
 import type { E2eResult } from '../../bench/sections/e2e'
 
 const e2e: E2eResult = {
-  rounds: 1, seconds: 1,
+  rounds: 1,
+  seconds: 1,
   contenders: [
     { contender: 'tundra', available: true, samples: {}, medians: { tcp1Gbps: 9, tcp4Gbps: 8, udpRxPps: 90_000, latUdpP50: 20, connPerSec: 900 } },
     { contender: 'iptables-nft', available: true, samples: {}, medians: { tcp1Gbps: 10, tcp4Gbps: 12, udpRxPps: 100_000, latUdpP50: 11, connPerSec: 1000 } },
@@ -13,7 +14,25 @@ const e2e: E2eResult = {
 }
 
 t.test('rows compare tundra with the best kernel contender', async t => {
-  const r: BenchReport = { meta: {}, skipped: {}, e2e, memory: { entries: 1e6, capacity: 1 << 20, rssBefore: 0, rssEmpty: 0, rssFull: 0, rssPerEntry: 120, rssPerEntryIncremental: 115, engineBytes: 0, engineBytesPerEntry: 126.6, engineBytesPerSlot: 115, v6TableBytes: 0, fillNsPerSyn: 0 } }
+  const r: BenchReport = {
+    meta: {},
+    skipped: {},
+    e2e,
+    memory: {
+      entries: 1e6,
+      capacity: 1 << 20,
+      rssBefore: 0,
+      rssEmpty: 0,
+      rssFull: 0,
+      rssPerEntry: 120,
+      rssPerEntryIncremental: 115,
+      engineBytes: 0,
+      engineBytesPerEntry: 126.6,
+      engineBytesPerSlot: 115,
+      v6TableBytes: 0,
+      fillNsPerSyn: 0,
+    },
+  }
   const rows = summarize(r)
   const tcp1 = rows.find(x => x.metric === 'TCP throughput, 1 stream')!
   t.equal(tcp1.compare, 0.9)

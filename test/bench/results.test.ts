@@ -10,7 +10,8 @@ import type { E2eResult } from '../../bench/sections/e2e'
 import type { SyncRow } from '../../bench/sections/sync'
 
 const e2e: E2eResult = {
-  rounds: 3, seconds: 4,
+  rounds: 3,
+  seconds: 4,
   contenders: [
     { contender: 'tundra', available: true, samples: {}, medians: { tcp1Gbps: 9, tcp4Gbps: 8, udpRxPps: 90_000, latUdpP50: 20, connPerSec: 900 } },
     { contender: 'iptables-nft', available: true, samples: {}, medians: { tcp1Gbps: 10, tcp4Gbps: 12, udpRxPps: 100_000, latUdpP50: 11, connPerSec: 1000 } },
@@ -19,19 +20,38 @@ const e2e: E2eResult = {
 }
 
 const syncRow = (services: number, nftOver: boolean): SyncRow => ({
-  services, endpointsPerService: 10, compileMs: services / 50, compileRuns: [], updateMs: services / 1000, updateOnlyMs: 0, swapMs: 0,
-  updateRuns: [], renderMs: 0, iptablesRules: 0, nftLines: 0,
+  services,
+  endpointsPerService: 10,
+  compileMs: services / 50,
+  compileRuns: [],
+  updateMs: services / 1000,
+  updateOnlyMs: 0,
+  swapMs: 0,
+  updateRuns: [],
+  renderMs: 0,
+  iptablesRules: 0,
+  nftLines: 0,
   kernel: {
     'iptables-nft': { fullMs: services * 5, deltaMs: services / 2, deltaRuns: [services / 2] },
-    nftables: nftOver ? { fullOverMs: 120_000, skipped: 'full load stopped at the 120 s cap: the change is not measured' } : { fullMs: services * 9, deltaMs: services / 4 },
+    nftables: nftOver
+      ? { fullOverMs: 120_000, skipped: 'full load stopped at the 120 s cap: the change is not measured' }
+      : { fullMs: services * 9, deltaMs: services / 4 },
   },
 })
 
 function report(load: string): BenchReport {
   return {
     meta: {
-      date: '2026-11-26T02:02:05.069Z', host: 'vm', kernel: '6.18.44-test', cpus: 2, cpuModel: 'AMD EPYC', node: 'v20.20.2', quick: false,
-      rounds: 3, seconds: 4, loadAverageAtStart: `${load} 1.00 1.00 1/100 1234`,
+      date: '2026-11-26T02:02:05.069Z',
+      host: 'vm',
+      kernel: '6.18.44-test',
+      cpus: 2,
+      cpuModel: 'AMD EPYC',
+      node: 'v20.20.2',
+      quick: false,
+      rounds: 3,
+      seconds: 4,
+      loadAverageAtStart: `${load} 1.00 1.00 1/100 1234`,
       sections: { sync: { start: `${load} 1 1 1/1 1`, end: '3.10 1 1 1/1 1', seconds: 100 } },
       tools: { iptables: 'iptables v1.8.9 (nf_tables)', iperf: 'unavailable' },
     },
@@ -51,13 +71,20 @@ t.test('the page: machine, conditions, summary with every contender, ratio, targ
   t.match(md, /\| kernel \| 6\.18\.44-test \|/)
   t.match(md, /\| Node \| v20\.20\.2 \|/)
   t.match(md, /\| run \| full; 3 rounds, 4 s per e2e measurement; took 32\.6 min \|/)
-  t.match(renderResults({ ...r, meta: { ...r.meta, only: ['micro', 'e2e'] } }, { source: 'x', chartDir: 'results' }, []), /\| run \| full, sections micro, e2e; /)
+  t.match(
+    renderResults({ ...r, meta: { ...r.meta, only: ['micro', 'e2e'] } }, { source: 'x', chartDir: 'results' }, []),
+    /\| run \| full, sections micro, e2e; /,
+  )
   t.match(md, /while the machine was loaded/)
   t.match(md, /load average 6\.54 at the start/)
   t.notMatch(md, /unavailable/, 'tools that were not found are left out')
   t.match(md, /^\| metric \| unit \| tundra \| iptables-nft \| nftables \| ratio \| target \| met\? \|$/m)
   t.match(md, /^\| TCP throughput, 1 stream \| Gbit\/s \| 9\.00 \| 10\.00 \| – \| 0\.90× \| ≥ 1\.00× \| NO \|$/m)
-  t.match(md, /^\| Full compile at 10000 services × 10 endpoints \| ms \| 200 \| 50000 \| > 120 s \| 0\.0040× \| ≤ 200 ms \| yes \|$/m, 'a load stopped at the cap reads "> 120 s"')
+  t.match(
+    md,
+    /^\| Full compile at 10000 services × 10 endpoints \| ms \| 200 \| 50000 \| > 120 s \| 0\.0040× \| ≤ 200 ms \| yes \|$/m,
+    'a load stopped at the cap reads "> 120 s"',
+  )
   t.match(md, /!\[TCP throughput through a ClusterIP\]\(results\/throughput\.svg\)/)
   t.match(md, /!\[Sync time against the number of services\]\(results\/sync\.svg\)/)
   t.notMatch(md, /dns\.svg/, 'only the charts that were made')
@@ -110,28 +137,50 @@ t.test('writeResults: RESULTS.md and the charts under results/, from JSON as wri
   t.match(md, /took 32\.6 min/)
   t.match(md, /A note\./)
   for (const f of files) t.ok(existsSync(f), f)
-  t.match(readFileSync(join(dir, 'results', 'sync.svg'), 'utf8'), /nft -f full<\/text><text[^>]*>\(&gt;120 s at 10k\)/, 'the chart says where a load hit the cap')
+  t.match(
+    readFileSync(join(dir, 'results', 'sync.svg'), 'utf8'),
+    /nft -f full<\/text><text[^>]*>\(&gt;120 s at 10k\)/,
+    'the chart says where a load hit the cap',
+  )
 })
 
 t.test("the packet thread's longest steps: installs, conntrack chunks and flush slices from the micro section", async t => {
   const r: BenchReport = {
-    meta: {}, skipped: {},
+    meta: {},
+    skipped: {},
     micro: {
       runner: 'x',
       results: [
         { group: 'nat image 20000 services × 10', name: 'install full image (packet side)', nsPerOp: 1800, opsPerSec: 0, rmePct: 0, samples: 1, runner: 'x' },
         { group: 'nat image 20000 services × 10', name: 'natImage full (control side)', nsPerOp: 9e6, opsPerSec: 0, rmePct: 0, samples: 1, runner: 'x' },
-        { group: 'nat conntrack 1000000 entries', name: 'ctChunk of 4096 entries (packet side)', nsPerOp: 122_900, opsPerSec: 0, rmePct: 0, samples: 1, runner: 'x' },
+        {
+          group: 'nat conntrack 1000000 entries',
+          name: 'ctChunk of 4096 entries (packet side)',
+          nsPerOp: 122_900,
+          opsPerSec: 0,
+          rmePct: 0,
+          samples: 1,
+          runner: 'x',
+        },
         { group: 'wire', name: 'parsePacket', nsPerOp: 18, opsPerSec: 0, rmePct: 0, samples: 1, runner: 'x' },
       ],
       oneShot: [{ name: 'nat stale flush over 1000000 entries: slice of 8192 slots, worst', entries: 8192, nsPerEntry: 375 }],
     },
   }
   const lines = packetThreadTable(r)
-  t.same(lines.slice(2).map(l => l.split('|').map(c => c.trim()).filter(Boolean)), [
-    ['nat image 20000 services × 10: install full image (packet side)', '1.8 µs'],
-    ['nat conntrack 1000000 entries: ctChunk of 4096 entries (packet side)', '122.9 µs'],
-    ['nat stale flush over 1000000 entries: slice of 8192 slots, worst', '3.07 ms'],
-  ], 'packet-side steps only (not the control side, not the wire micro-benchmarks)')
+  t.same(
+    lines.slice(2).map(l =>
+      l
+        .split('|')
+        .map(c => c.trim())
+        .filter(Boolean),
+    ),
+    [
+      ['nat image 20000 services × 10: install full image (packet side)', '1.8 µs'],
+      ['nat conntrack 1000000 entries: ctChunk of 4096 entries (packet side)', '122.9 µs'],
+      ['nat stale flush over 1000000 entries: slice of 8192 slots, worst', '3.07 ms'],
+    ],
+    'packet-side steps only (not the control side, not the wire micro-benchmarks)',
+  )
   t.same(packetThreadTable({ meta: {}, skipped: {} }), [], 'no micro section: no table')
 })

@@ -3,7 +3,14 @@ import t from 'tap'
 import { dumpRules } from '../../src/kubeproxy/dump'
 import type { Cluster } from '../../src/model/cluster'
 import {
-  iptablesDelta, nftDelta, parseIptablesSave, parseNftScript, patchIptables, patchNft, type IptablesDump, type NftDump,
+  iptablesDelta,
+  nftDelta,
+  parseIptablesSave,
+  parseNftScript,
+  patchIptables,
+  patchNft,
+  type IptablesDump,
+  type NftDump,
 } from '../../bench/lib/ruleset-delta'
 import { PROXY_OPTIONS, synthCluster, withMovedEndpoint } from '../../bench/lib/synth'
 
@@ -26,7 +33,7 @@ t.test('iptables delta of a moved endpoint', async t => {
   t.match(d.text, /^\*nat$/m)
   t.match(d.text, /^-X KUBE-SEP-/m, 'the old endpoint chain is deleted')
   t.match(d.text, /^:KUBE-SERVICES - \[0:0\]$/m, 'KUBE-SERVICES is rewritten, as kube-proxy always does')
-  t.match(d.text, /^\*filter\n:KUBE-EXTERNAL-SERVICES/m, 'filter\'s top-level chains too (kube-proxy rewrites them every sync)')
+  t.match(d.text, /^\*filter\n:KUBE-EXTERNAL-SERVICES/m, "filter's top-level chains too (kube-proxy rewrites them every sync)")
   t.notMatch(d.text, /^-A (INPUT|FORWARD|OUTPUT|PREROUTING|POSTROUTING) /m, 'built-in chains are left alone')
   t.equal(iptablesDelta(before.iptables, before.iptables, []).text, '', 'no change, nothing to send')
   const x = d.text.indexOf('-X ')
@@ -82,5 +89,8 @@ t.test('patching the full dump with a render of the changed service alone gives 
     nft = pn
   }
   const same = patchIptables(ipt, ipt, ipt)
-  t.ok([...same.tables.values()].every((tb, i) => tb === [...ipt.tables.values()][i]), 'no difference: the tables are the ones given')
+  t.ok(
+    [...same.tables.values()].every((tb, i) => tb === [...ipt.tables.values()][i]),
+    'no difference: the tables are the ones given',
+  )
 })

@@ -12,16 +12,46 @@ t.test('ticks', async t => {
 })
 
 t.test('bar chart', async t => {
-  const svg = barChart({ title: 'A & B <test>', unit: 'Gbit/s', categories: ['1 stream', '4 streams'], series: [{ name: 'tundra', values: [10, NaN] }, { name: 'iptables', values: [8, 9] }] })
+  const svg = barChart({
+    title: 'A & B <test>',
+    unit: 'Gbit/s',
+    categories: ['1 stream', '4 streams'],
+    series: [
+      { name: 'tundra', values: [10, NaN] },
+      { name: 'iptables', values: [8, 9] },
+    ],
+  })
   t.ok(svg.startsWith('<svg '), 'an svg element')
   t.ok(svg.trimEnd().endsWith('</svg>'))
   t.match(svg, 'A &amp; B &lt;test&gt;', 'title escaped')
   t.equal((svg.match(/<rect [^>]*><title>/g) ?? []).length, 3, 'three bars: the missing value leaves a gap')
-  t.equal(svg, barChart({ title: 'A & B <test>', unit: 'Gbit/s', categories: ['1 stream', '4 streams'], series: [{ name: 'tundra', values: [10, NaN] }, { name: 'iptables', values: [8, 9] }] }), 'deterministic')
+  t.equal(
+    svg,
+    barChart({
+      title: 'A & B <test>',
+      unit: 'Gbit/s',
+      categories: ['1 stream', '4 streams'],
+      series: [
+        { name: 'tundra', values: [10, NaN] },
+        { name: 'iptables', values: [8, 9] },
+      ],
+    }),
+    'deterministic',
+  )
 })
 
 t.test('line chart', async t => {
-  const svg = lineChart({ title: 'sync', unit: 'ms', xLabel: 'services', x: [1000, 10000, 20000], logY: true, series: [{ name: 'a', values: [1, 10, 100] }, { name: 'b', values: [NaN, 5, 50] }] })
+  const svg = lineChart({
+    title: 'sync',
+    unit: 'ms',
+    xLabel: 'services',
+    x: [1000, 10000, 20000],
+    logY: true,
+    series: [
+      { name: 'a', values: [1, 10, 100] },
+      { name: 'b', values: [NaN, 5, 50] },
+    ],
+  })
   t.equal((svg.match(/<path /g) ?? []).length, 2)
   t.equal((svg.match(/<circle /g) ?? []).length, 5)
   t.match(svg, /<path d="M[\d.]+,[\d.]+ L[\d.]+,[\d.]+ L/, 'series a is one polyline')

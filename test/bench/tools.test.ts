@@ -53,9 +53,20 @@ t.test('dnsperf', async t => {
 })
 
 t.test('connect tool, /proc', async t => {
-  t.same(parseConnect('{"connections":10,"errors":0,"seconds":1,"perSecond":10,"p50Ms":1,"p99Ms":2}\n'), { connections: 10, errors: 0, seconds: 1, perSecond: 10, p50Ms: 1, p99Ms: 2 })
+  t.same(parseConnect('{"connections":10,"errors":0,"seconds":1,"perSecond":10,"p50Ms":1,"p99Ms":2}\n'), {
+    connections: 10,
+    errors: 0,
+    seconds: 1,
+    perSecond: 10,
+    p50Ms: 1,
+    p99Ms: 2,
+  })
   t.equal(parseConnect(''), undefined)
-  t.same(parseProcStat('cpu  405960 0 132790 2520209 1282 3 7284 0 0 0\ncpu0 1 2 3\n'), { irq: 3, softirq: 7284, total: 405960 + 132790 + 2520209 + 1282 + 3 + 7284 })
+  t.same(parseProcStat('cpu  405960 0 132790 2520209 1282 3 7284 0 0 0\ncpu0 1 2 3\n'), {
+    irq: 3,
+    softirq: 7284,
+    total: 405960 + 132790 + 2520209 + 1282 + 3 + 7284,
+  })
   const stat = '1234 (node (x) y) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 11 0 5000 0 0'
   t.equal(parsePidStat(stat), 325, 'utime + stime, after a comm with spaces and parentheses')
 })

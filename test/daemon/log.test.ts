@@ -4,9 +4,14 @@ import { configureLogging, logLine, logV, setLogSink } from '../../src/daemon/lo
 
 function capture(t: { teardown(fn: () => void): void }): string[] {
   const lines: string[] = []
-  const prev = setLogSink(s => { lines.push(s) })
+  const prev = setLogSink(s => {
+    lines.push(s)
+  })
   const settings = configureLogging({})
-  t.teardown(() => { setLogSink(prev); configureLogging(settings) })
+  t.teardown(() => {
+    setLogSink(prev)
+    configureLogging(settings)
+  })
   return lines
 }
 

@@ -22,15 +22,21 @@ const REJECTED = '10.96.3.10'
 /** NAT that rejects REJECTED and leaves everything else alone. */
 const nat: PacketNat = {
   process: (_b, _o, _l, info) => (info.dst === ip4(REJECTED) ? NatAction.REJECT : NatAction.PASS),
-  writeReject: (buf: Buffer, off: number, len: number, info: PacketInfo, out: Buffer, outOff: number) => buildIcmp4Error(out, outOff, buf, off, len, info.dst, 3, 3),
+  writeReject: (buf: Buffer, off: number, len: number, info: PacketInfo, out: Buffer, outOff: number) =>
+    buildIcmp4Error(out, outOff, buf, off, len, info.dst, 3, 3),
 }
 const dns: PacketDns = { answerInPlace: () => 0, forward: () => {} }
 
 function setup(o: Partial<LoopOptions> = {}, dev = new MemoryDevice({ autoFlush: false })): { dev: MemoryDevice; dp: Dataplane } {
   const opts: LoopOptions = {
-    nodeIp: ip4(NODE), dnsIp: ip4('10.96.0.10'), dnsPort: 53, vni: 4096, localMac: vxlanMac(ip4(NODE)),
+    nodeIp: ip4(NODE),
+    dnsIp: ip4('10.96.0.10'),
+    dnsPort: 53,
+    vni: 4096,
+    localMac: vxlanMac(ip4(NODE)),
     peers: [{ net: ip4('10.100.86.0'), mask: 0xffffff00, ip: ip4(PEER), mac: vxlanMac(ip4(PEER)) }],
-    podNet: { net: ip4('10.100.85.0'), mask: 0xffffff00 }, clusterNet: { net: ip4('10.100.0.0'), mask: 0xffff0000 },
+    podNet: { net: ip4('10.100.85.0'), mask: 0xffffff00 },
+    clusterNet: { net: ip4('10.100.0.0'), mask: 0xffff0000 },
     serviceNet: { net: ip4('10.96.0.0'), mask: 0xfff00000 },
     ...o,
   }
@@ -55,7 +61,7 @@ function withTtl(p: Buffer, ttl: number): Buffer {
   return p
 }
 
-t.test('drop names: the loop\'s reasons follow the wire layer\'s, one name each', async t => {
+t.test("drop names: the loop's reasons follow the wire layer's, one name each", async t => {
   t.same(LOOP_DROP_NAMES.slice(0, DROP_NAMES.length), DROP_NAMES)
   for (const [k, v] of Object.entries(LoopDrop)) t.equal(LOOP_DROP_NAMES[v], k.toLowerCase())
 })
@@ -70,7 +76,11 @@ t.test('VXLAN only from a configured peer, with inner sources of its own', async
   dev.flush()
   t.same(dropNames(dp.counters), { vxlan_not_peer: 2, vxlan_spoofed_inner: 1 })
   t.equal(dp.counters.vxlanIn, 2)
-  t.same(dev.written.map(w => w.data.readUInt16BE(22)), [2001, 2002], 'the peer\'s own pod and node address get through')
+  t.same(
+    dev.written.map(w => w.data.readUInt16BE(22)),
+    [2001, 2002],
+    "the peer's own pod and node address get through",
+  )
 })
 
 t.test('sources no pod of this node may use are dropped; NodePorts from remote pods pass', async t => {
@@ -83,7 +93,10 @@ t.test('sources no pod of this node may use are dropped; NodePorts from remote p
   dev.inject(udp4(POD2, POD, 1, 4))
   dev.flush()
   t.same(dropNames(dp.counters), { spoofed_source: 3 })
-  t.same(dev.written.map(w => w.data.readUInt16BE(22)), [3, 30080, 4])
+  t.same(
+    dev.written.map(w => w.data.readUInt16BE(22)),
+    [3, 30080, 4],
+  )
 })
 
 t.test('the TTL goes down where tundra routes; at 1 the node answers time exceeded', async t => {

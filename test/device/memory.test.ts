@@ -26,9 +26,19 @@ t.test('injected packets arrive in batches of at most maxBatch, in order', async
   for (let i = 0; i < 10; i++) dev.inject(pkt(20 + i, i))
   t.equal(dev.pending, 10)
   t.equal(dev.flush(), 3, 'three batches')
-  t.same(seen.map(s => s.count), [4, 4, 2])
-  t.same(seen.flatMap(s => s.packets), Array.from({ length: 10 }, (_, i) => pkt(20 + i, i)), 'same bytes, same order')
-  t.ok(seen.every(s => s.offsets.every(o => o % 8 === 0)), 'packets start 8-byte aligned, as the TUN reader lays them')
+  t.same(
+    seen.map(s => s.count),
+    [4, 4, 2],
+  )
+  t.same(
+    seen.flatMap(s => s.packets),
+    Array.from({ length: 10 }, (_, i) => pkt(20 + i, i)),
+    'same bytes, same order',
+  )
+  t.ok(
+    seen.every(s => s.offsets.every(o => o % 8 === 0)),
+    'packets start 8-byte aligned, as the TUN reader lays them',
+  )
   t.same(dev.stats(), { batches: 3, packets: 10, bytes: 245, writes: 0, writeErrors: 0, avgPacketsPerBatch: 10 / 3 })
   t.equal(dev.flush(), 0, 'nothing left')
 })
@@ -82,7 +92,10 @@ t.test('writes: capture, bounds, fault injection, counters', async t => {
   buf.fill(1, 0, 40)
   buf.fill(2, 40, 100)
   t.equal(dev.writeBatch(buf, Uint32Array.of(0, 40, 90), Uint32Array.of(40, 60, 20), 3), 2, 'out-of-bounds packet refused')
-  t.same(dev.written.map(p => p.data), [pkt(40, 1), pkt(60, 2)])
+  t.same(
+    dev.written.map(p => p.data),
+    [pkt(40, 1), pkt(60, 2)],
+  )
   t.equal(dev.written[0]!.vnet, null)
   buf.fill(9)
   t.same(dev.written[0]!.data, pkt(40, 1), 'captured packets are copies')
@@ -97,12 +110,16 @@ t.test('writes: capture, bounds, fault injection, counters', async t => {
 t.test('batch memory is poisoned after the callback (catches code that keeps it)', async t => {
   const dev = new MemoryDevice({ autoFlush: false })
   let kept: Buffer | null = null
-  dev.start(b => { kept = b.buf.subarray(b.offsets[0]!, b.offsets[0]! + b.lengths[0]!) })
+  dev.start(b => {
+    kept = b.buf.subarray(b.offsets[0]!, b.offsets[0]! + b.lengths[0]!)
+  })
   dev.inject(pkt(16, 0x42))
   dev.flush()
   t.same(kept, Buffer.alloc(16, 0xee))
   const keep = new MemoryDevice({ autoFlush: false, poison: false })
-  keep.start(b => { kept = b.buf.subarray(b.offsets[0]!, b.offsets[0]! + b.lengths[0]!) })
+  keep.start(b => {
+    kept = b.buf.subarray(b.offsets[0]!, b.offsets[0]! + b.lengths[0]!)
+  })
   keep.inject(pkt(16, 0x42))
   keep.flush()
   t.same(kept, pkt(16, 0x42), 'poison: false leaves it')
@@ -113,8 +130,10 @@ t.test('a pair: what one writes, the other reads', async t => {
   t.equal(a.name, 'mema')
   t.equal(b.name, 'memb')
   const atB: Buffer[] = []
-  b.start(batch => { for (const p of snapshot(batch).packets) atB.push(p) })
-  a.start(batch => a.writeBatch(batch.buf, batch.offsets, batch.lengths, batch.count))  // a reflects into b
+  b.start(batch => {
+    for (const p of snapshot(batch).packets) atB.push(p)
+  })
+  a.start(batch => a.writeBatch(batch.buf, batch.offsets, batch.lengths, batch.count)) // a reflects into b
   a.inject(pkt(30, 1), { flags: VnetFlags.NEEDS_CSUM, csumStart: 20, csumOffset: 6 })
   a.inject(pkt(31, 2))
   await a.drain()
@@ -126,7 +145,10 @@ t.test('a pair: what one writes, the other reads', async t => {
 t.test('flush from inside a callback does not re-enter; close stops delivery', async t => {
   const dev = new MemoryDevice({ autoFlush: false, maxBatch: 1 })
   const counts: number[] = []
-  dev.start(b => { counts.push(b.count); t.equal(dev.flush(), 0, 're-entrant flush is a no-op') })
+  dev.start(b => {
+    counts.push(b.count)
+    t.equal(dev.flush(), 0, 're-entrant flush is a no-op')
+  })
   dev.inject(pkt(10, 1))
   dev.inject(pkt(10, 2))
   t.equal(dev.flush(), 2)

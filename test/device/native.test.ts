@@ -18,11 +18,26 @@ t.test('the addon is found from src/ and from dist/', async t => {
 
 t.test('addon error paths (nothing is created)', needAddon, async t => {
   const n = loadNative()
-  for (const f of ['open', 'setOffload', 'close', 'writeBatch', 'readerWrite', 'readerWriteStats', 'readerCreate', 'readerStart', 'readerRef', 'readerStop', 'readerStats']) {
+  for (const f of [
+    'open',
+    'setOffload',
+    'close',
+    'writeBatch',
+    'readerWrite',
+    'readerWriteStats',
+    'readerCreate',
+    'readerStart',
+    'readerRef',
+    'readerStop',
+    'readerStats',
+  ]) {
     t.type((n as unknown as Record<string, unknown>)[f], 'function', f)
   }
-  t.throws(() => n.open('a-name-that-is-far-too-long', 0), { code: 'EINVAL', errno: 22, syscall: 'TUNSETIFF', message: /at most 15 bytes/ },
-    'a name over 15 bytes is refused before any syscall')
+  t.throws(
+    () => n.open('a-name-that-is-far-too-long', 0),
+    { code: 'EINVAL', errno: 22, syscall: 'TUNSETIFF', message: /at most 15 bytes/ },
+    'a name over 15 bytes is refused before any syscall',
+  )
   t.throws(() => n.open(42 as unknown as string, 0), { code: 'ERR_INVALID_ARG_TYPE' })
   t.throws(() => n.setOffload(-1, 1), { code: 'EBADF', syscall: 'TUNSETOFFLOAD' })
   t.throws(() => n.close(-1), { code: 'EBADF' })
@@ -62,7 +77,10 @@ t.test('write queue without a running thread (fds that are not TUNs)', needAddon
   t.throws(() => n.readerCreate(-1, 10, 2, 1 << 17, 8, 64 << 10, 64), { code: 'ERR_OUT_OF_RANGE' }, 'the ring must hold two 64 KB packets')
   t.throws(() => n.readerCreate(-1, 10, 2, 1 << 17, 8, 1 << 20, 100), { code: 'ERR_OUT_OF_RANGE' }, 'slots must be a power of two')
   const plain = n.readerCreate(-1, 10, 2, 1 << 17, 8)
-  t.throws(() => n.readerWrite(plain.handle, Buffer.alloc(1), Uint32Array.of(0), Uint32Array.of(1), 1), { code: 'ERR_INVALID_ARG_TYPE', message: /no write queue/ })
+  t.throws(() => n.readerWrite(plain.handle, Buffer.alloc(1), Uint32Array.of(0), Uint32Array.of(1), 1), {
+    code: 'ERR_INVALID_ARG_TYPE',
+    message: /no write queue/,
+  })
   t.throws(() => n.readerWriteStats({} as ReaderHandle, new Float64Array(WRITE_STATS)), { code: 'ERR_INVALID_ARG_TYPE' })
   n.readerStop(plain.handle)
 
@@ -80,7 +98,8 @@ t.test('write queue without a running thread (fds that are not TUNs)', needAddon
   try {
     const r = n.readerCreate(devNull, 10, 2, 1 << 17, 8, 256 << 10, 64)
     const pkt = Buffer.alloc(70_000)
-    let queued = 0, bytes = 0
+    let queued = 0,
+      bytes = 0
     for (let i = 0; i < 200; i++) {
       const len = 1 + ((i * 7919) % 65_000)
       queued += n.readerWrite(r.handle, pkt, Uint32Array.of(10, 10), Uint32Array.of(len, 100), 2)
@@ -89,14 +108,22 @@ t.test('write queue without a running thread (fds that are not TUNs)', needAddon
     }
     n.readerStop(r.handle)
     t.equal(queued, 400)
-    t.match(stats(r.handle), { QUEUED: 400, COPIED: 400, WRITES: 400, BYTES: bytes, ERRORS: 0, DROPPED: 0, WAITS: 0 },
-      'outside a batch callback every packet is copied; all written')
-  } finally { closeSync(devNull) }
+    t.match(
+      stats(r.handle),
+      { QUEUED: 400, COPIED: 400, WRITES: 400, BYTES: bytes, ERRORS: 0, DROPPED: 0, WAITS: 0 },
+      'outside a batch callback every packet is copied; all written',
+    )
+  } finally {
+    closeSync(devNull)
+  }
 })
 
 // Names the kernel would refuse anyway: if validation ever regressed, nothing could be created in this namespace.
 t.test('openTun validates options before touching the kernel', async t => {
-  const err = await openTun({ name: 'bad/name', offloads: true }).then(() => null, (e: unknown) => e)
+  const err = await openTun({ name: 'bad/name', offloads: true }).then(
+    () => null,
+    (e: unknown) => e,
+  )
   t.ok(err instanceof TunOptionError && err instanceof TypeError, 'a TunOptionError (a TypeError)')
   t.match(err, { code: 'ERR_INVALID_ARG_VALUE', name: 'TunOptionError', message: /offloads need vnetHdr/ })
   await t.rejects(openTun({ name: 'bad/name', queues: 0 }), { code: 'ERR_INVALID_ARG_VALUE' })
@@ -132,12 +159,24 @@ interface ProbeReport {
   writeAfterClose: number
   linkGone: boolean
   backpressure: {
-    sent: number; seenByJs: number; tunDropped: number; qdiscDropped: number; inOrder: boolean
-    slabWaits: number; readErrors: number; writeErrors: number
+    sent: number
+    seenByJs: number
+    tunDropped: number
+    qdiscDropped: number
+    inOrder: boolean
+    slabWaits: number
+    readErrors: number
+    writeErrors: number
   }
   writeBackpressure: {
-    queued: number; received: number; inOrder: boolean; writes: number; writeCopied: number; writeWaits: number
-    writeDropped: number; writeErrors: number
+    queued: number
+    received: number
+    inOrder: boolean
+    writes: number
+    writeCopied: number
+    writeWaits: number
+    writeDropped: number
+    writeErrors: number
   }
   fatal?: unknown
 }
@@ -159,7 +198,11 @@ for (const vnetHdr of [true, false]) {
     t.same(rep.multiQueue, { queues: 2, distinctFds: 2 }, 'two queues, two fds')
     t.equal(rep.deletedUnderReader, 'EBADFD', 'deleting the link under a running reader reports EBADFD through onError')
     t.equal(rep.deletedUnderInlineReader, 'EBADFD', 'the same under the inline reader')
-    if (vnetHdr) t.ok(rep.offloadsAccepted.csum && rep.offloadsAccepted.tso4 && rep.offloadsAccepted.tso6, `offloads accepted: 0x${rep.offloadsAccepted.flags.toString(16)}`)
+    if (vnetHdr)
+      t.ok(
+        rep.offloadsAccepted.csum && rep.offloadsAccepted.tso4 && rep.offloadsAccepted.tso6,
+        `offloads accepted: 0x${rep.offloadsAccepted.flags.toString(16)}`,
+      )
     else t.equal(rep.offloadsAccepted.flags, 0)
     t.same(rep.udpEcho, ['10.9.0.2:7777 udp-0', '10.9.0.2:7777 udp-1', '10.9.0.2:7777 udp-2'], 'UDP mirrored through the TUN')
     t.same(rep.tcpEcho, { bytes: 2 << 20, intact: true }, 'a 2 MB TCP stream mirrored through the TUN arrives intact')
@@ -173,23 +216,34 @@ for (const vnetHdr of [true, false]) {
     }
     t.ok(rep.stats.batches > 0 && rep.stats.packets >= rep.stats.batches, `counters: ${JSON.stringify(rep.stats)}`)
     t.equal(rep.stats.writeErrors, 0)
-    t.same(rep.statsAfterClose, { writes: rep.mirroredAtClose, writeQueued: rep.mirroredAtClose, writeBacklog: 0, writeDropped: 0 },
-      'the queue thread wrote every mirrored packet by the time close() returned')
-    t.ok(rep.copiedAtClose >= 3 && rep.copiedAtClose < rep.mirroredAtClose,
-      `UDP from the scratch buffer was copied (${rep.copiedAtClose}), the batch's own packets were not`)
+    t.same(
+      rep.statsAfterClose,
+      { writes: rep.mirroredAtClose, writeQueued: rep.mirroredAtClose, writeBacklog: 0, writeDropped: 0 },
+      'the queue thread wrote every mirrored packet by the time close() returned',
+    )
+    t.ok(
+      rep.copiedAtClose >= 3 && rep.copiedAtClose < rep.mirroredAtClose,
+      `UDP from the scratch buffer was copied (${rep.copiedAtClose}), the batch's own packets were not`,
+    )
     t.ok(rep.closeMs < 500, `close is prompt (${rep.closeMs.toFixed(1)} ms; mostly the kernel unregistering the link)`)
     t.ok(rep.multiQueueCloseMs < 500, `closing two started queues is prompt (${rep.multiQueueCloseMs.toFixed(1)} ms)`)
     t.equal(rep.writeAfterClose, 0, 'writes after close do nothing')
     t.ok(rep.linkGone, 'closing the fds removes the interface')
     const bp = rep.backpressure
     t.ok(bp.slabWaits > 0, `a slow consumer makes the reader wait for slabs (${bp.slabWaits} waits)`)
-    t.equal(bp.seenByJs + bp.tunDropped + bp.qdiscDropped, bp.sent,
-      `every datagram reached JS or was dropped by the kernel before the TUN (${JSON.stringify(bp)})`)
+    t.equal(
+      bp.seenByJs + bp.tunDropped + bp.qdiscDropped,
+      bp.sent,
+      `every datagram reached JS or was dropped by the kernel before the TUN (${JSON.stringify(bp)})`,
+    )
     t.ok(bp.inOrder, 'in order across slab rotations, no duplicates')
     t.equal(bp.readErrors + bp.writeErrors, 0)
     const wb = rep.writeBackpressure
-    t.match(wb, { queued: 200, writes: 200, writeCopied: 200, writeDropped: 0, writeErrors: 0, inOrder: true },
-      `400 KB in one writeBatch through a 256 KiB ring: all queued and written, in order (${JSON.stringify(wb)})`)
+    t.match(
+      wb,
+      { queued: 200, writes: 200, writeCopied: 200, writeDropped: 0, writeErrors: 0, inOrder: true },
+      `400 KB in one writeBatch through a 256 KiB ring: all queued and written, in order (${JSON.stringify(wb)})`,
+    )
     t.ok(wb.writeWaits > 0, `writeBatch waited for the queue thread to make room (${wb.writeWaits} times)`)
     t.ok(wb.received > 0, `datagrams reached the socket (${wb.received}; the rest overflowed its buffer)`)
     t.comment(`probe ran in ${runMs} ms`)

@@ -17,10 +17,16 @@ t.test('layout: offsets and little-endian fields', async t => {
 })
 
 t.test('headers read from a real TUN', async t => {
-  t.same(readVnetHdr(UDP_FROM_TUN, 0), { flags: 1, gsoType: 0, hdrLen: 0, gsoSize: 0, csumStart: 20, csumOffset: 6 },
-    'UDP: checksum partial, field at 20+6 (udp.check)')
-  t.same(readVnetHdr(TCP_GSO_FROM_TUN, 0), { flags: 1, gsoType: GsoType.TCPV4, hdrLen: 52, gsoSize: 1448, csumStart: 20, csumOffset: 16 },
-    'TCP super-packet: TSO v4, MSS 1448, field at 20+16 (tcp.check)')
+  t.same(
+    readVnetHdr(UDP_FROM_TUN, 0),
+    { flags: 1, gsoType: 0, hdrLen: 0, gsoSize: 0, csumStart: 20, csumOffset: 6 },
+    'UDP: checksum partial, field at 20+6 (udp.check)',
+  )
+  t.same(
+    readVnetHdr(TCP_GSO_FROM_TUN, 0),
+    { flags: 1, gsoType: GsoType.TCPV4, hdrLen: 52, gsoSize: 1448, csumStart: 20, csumOffset: 16 },
+    'TCP super-packet: TSO v4, MSS 1448, field at 20+16 (tcp.check)',
+  )
 })
 
 t.test('round trip through write and read', async t => {

@@ -33,9 +33,21 @@ function randomTarget(): string {
   const ns = pick(NAMESPACES)
   const name = pick(NAMES)
   return pick([
-    `${name}.${ns}.svc.${Z}`, `${name}.${ns}.svc.${Z}`, `${name}.${ns}.svc.${Z}.`, `h0.${name}.${ns}.svc.${Z}`,
-    `_http._tcp.${name}.${ns}.svc.${Z}`, `1-2-3-4.${ns}.pod.${Z}`, `${ns}.svc.${Z}`, Z, `nope.${Z}`,
-    'www.example.com', '192.0.2.7', '', '1.0.96.10.in-addr.arpa', `${'x'.repeat(70)}.${Z}`, `WEB.${ns}.svc.${Z}`,
+    `${name}.${ns}.svc.${Z}`,
+    `${name}.${ns}.svc.${Z}`,
+    `${name}.${ns}.svc.${Z}.`,
+    `h0.${name}.${ns}.svc.${Z}`,
+    `_http._tcp.${name}.${ns}.svc.${Z}`,
+    `1-2-3-4.${ns}.pod.${Z}`,
+    `${ns}.svc.${Z}`,
+    Z,
+    `nope.${Z}`,
+    'www.example.com',
+    '192.0.2.7',
+    '',
+    '1.0.96.10.in-addr.arpa',
+    `${'x'.repeat(70)}.${Z}`,
+    `WEB.${ns}.svc.${Z}`,
   ])
 }
 
@@ -58,9 +70,15 @@ function randomService(namespace: string, name: string): Service {
 }
 
 function randomPods(): Pod[] {
-  return [...NAMESPACES, 'podonly'].filter(() => chance(0.3)).map(namespace => ({
-    namespace, name: 'p', ips: ['10.244.9.9'], labels: {}, ready: true,
-  }))
+  return [...NAMESPACES, 'podonly']
+    .filter(() => chance(0.3))
+    .map(namespace => ({
+      namespace,
+      name: 'p',
+      ips: ['10.244.9.9'],
+      labels: {},
+      ready: true,
+    }))
 }
 
 type Key = string
@@ -83,7 +101,10 @@ function cross(img: ZoneImage): ZoneImage {
 
 const QTYPES: dnsPacket.RecordType[] = ['A', 'AAAA', 'SRV', 'TXT', 'PTR', 'NS', 'SOA', 'CNAME', 'MX']
 
-interface Side { zone: InstalledZone; responder: Responder }
+interface Side {
+  zone: InstalledZone
+  responder: Responder
+}
 
 /** Every candidate name × qtype through both installed zones; returns the mismatches (empty when equal) and the count. */
 function compare(inc: Side, ref: Side, names: Iterable<string>): { bad: string[]; cases: number } {
@@ -96,7 +117,10 @@ function compare(inc: Side, ref: Side, names: Iterable<string>): { bad: string[]
     for (const type of QTYPES) {
       const wire = dnsPacket.encode({ type: 'query', id: 7, flags: dnsPacket.RECURSION_DESIRED, questions: [{ name, type, class: 'IN' }] })
       if (parseQuery(wire, 0, wire.length, q) !== Verdict.OK) continue
-      for (const [autopath, external] of [[true, true], [false, false]] as const) {
+      for (const [autopath, external] of [
+        [true, true],
+        [false, false],
+      ] as const) {
         for (const limit of [512, 65535]) {
           cases++
           const a = inc.responder.answer(inc.zone, q, wire, 0, outA, 0, limit, autopath, external)
@@ -229,10 +253,15 @@ t.test('a delta that does not fit the installed zone is refused, the zone unchan
 })
 
 t.test('a one-service change sends only its entries', async t => {
-  const services = Array.from({ length: 200 }, (_, i) => svc({
-    namespace: `ns${i % 4}`, name: `s${i}`, clusterIPs: [`10.96.1.${i}`], ports: [port('http', 80)],
-    endpoints: [ep(`10.244.1.${i}`)],
-  }))
+  const services = Array.from({ length: 200 }, (_, i) =>
+    svc({
+      namespace: `ns${i % 4}`,
+      name: `s${i}`,
+      clusterIPs: [`10.96.1.${i}`],
+      ports: [port('http', 80)],
+      endpoints: [ep(`10.244.1.${i}`)],
+    }),
+  )
   const c = new ZoneCompiler({ serial: 1 })
   c.full({ services, nodes: [], pods: [] })
   const moved = { ...services[7]!, endpoints: [ep('10.244.2.7')] }
@@ -258,8 +287,10 @@ t.test('a new serial reaches every negative answer without rewriting entries', a
   const serials = (): number[] => [
     (ask(s, Z, 'SOA').answers![0] as { data: { serial: number } }).data.serial,
     ...[
-      ask(s, `nginx-pod08.default.svc.${Z}`, 'AAAA'), ask(s, `nope.default.svc.${Z}`, 'A'),
-      ask(s, `alias.default.svc.${Z}`, 'AAAA'), ask(s, `1-2-3-4.default.pod.${Z}`, 'AAAA'),
+      ask(s, `nginx-pod08.default.svc.${Z}`, 'AAAA'),
+      ask(s, `nope.default.svc.${Z}`, 'A'),
+      ask(s, `alias.default.svc.${Z}`, 'AAAA'),
+      ask(s, `1-2-3-4.default.pod.${Z}`, 'AAAA'),
     ].map(r => (r.authorities![0] as { data: { serial: number } }).data.serial),
   ]
   t.same(serials(), [41, 41, 41, 41, 41], 'SOA answer, NODATA, NXDOMAIN, NODATA after a CNAME, pod NODATA')

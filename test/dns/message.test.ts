@@ -12,7 +12,8 @@ const Z = 'cluster.local'
 /** cluster + a headless service with `n` ready endpoints, each with a hostname and a named port */
 function withBig(n: number): Cluster {
   const eps = Array.from({ length: n }, (_, i) =>
-    ep(`10.244.${100 + (i >> 8)}.${i & 255}`, { hostname: `member-${i}`, ports: [{ name: 'http', protocol: 'TCP', port: 80 }] }))
+    ep(`10.244.${100 + (i >> 8)}.${i & 255}`, { hostname: `member-${i}`, ports: [{ name: 'http', protocol: 'TCP', port: 80 }] }),
+  )
   return { ...cluster, services: [...cluster.services, svc({ namespace: 'default', name: 'big', headless: true, ports: [port('http', 80)], endpoints: eps })] }
 }
 
@@ -149,7 +150,7 @@ t.test('UDP replies never exceed the size we advertise, whatever the client asks
   t.teardown(() => s2.close())
   s2.setCluster(withBig(120))
   t.equal(ask(s2, name, 'A', { edns: 4096 }).answers?.length, 120, 'ednsSize raises the cap')
-  t.ok(ask(s2, name, 'A', { edns: 1500 }).flag_tc, 'and the client\'s smaller size still counts')
+  t.ok(ask(s2, name, 'A', { edns: 1500 }).flag_tc, "and the client's smaller size still counts")
 })
 
 t.test('FORMERR for malformed questions, with a counter per reason', async t => {
@@ -164,7 +165,11 @@ t.test('FORMERR for malformed questions, with a counter per reason', async t => 
     ['label type 01', rawQuery(hdr(1), [0x41, 0x61, 0, ...tail]), 'label'],
     ['pointer in the question', rawQuery(hdr(1), [3, 0x61, 0x62, 0x63, 0xc0, 12, ...tail]), 'pointer'],
     ['compression loop', rawQuery(hdr(1), [0xc0, 12, ...tail]), 'pointer'],
-    ['name over 255 bytes', rawQuery(hdr(1), [...Array.from({ length: 5 }, () => [63, ...new Array<number>(63).fill(0x61)]).flat(), 0, ...tail]), 'name_too_long'],
+    [
+      'name over 255 bytes',
+      rawQuery(hdr(1), [...Array.from({ length: 5 }, () => [63, ...new Array<number>(63).fill(0x61)]).flat(), 0, ...tail]),
+      'name_too_long',
+    ],
     ['label past the end', rawQuery(hdr(1), [10, 0x61, 0x62]), 'truncated'],
     ['no qtype', rawQuery(hdr(1), [...name, 0]), 'truncated'],
     ['arcount beyond the data', rawQuery(hdr(1, 1), [...name, ...tail]), 'truncated'],

@@ -13,10 +13,16 @@ const Z = 'cluster.local'
 
 const big: Cluster = {
   ...cluster,
-  services: [...cluster.services, svc({
-    namespace: 'default', name: 'big', headless: true, ports: [port('http', 80)],
-    endpoints: Array.from({ length: 80 }, (_, i) => ep(`10.244.9.${i + 1}`)),
-  })],
+  services: [
+    ...cluster.services,
+    svc({
+      namespace: 'default',
+      name: 'big',
+      headless: true,
+      ports: [port('http', 80)],
+      endpoints: Array.from({ length: 80 }, (_, i) => ep(`10.244.9.${i + 1}`)),
+    }),
+  ],
 }
 
 async function server(opts: ConstructorParameters<typeof DnsServer>[0] = {}): Promise<{ s: DnsServer; udp: number; tcp: number }> {
@@ -33,7 +39,10 @@ function udpAsk(port: number, qs: Buffer[], timeoutMs = 3000): Promise<Map<numbe
   return new Promise((resolve, reject) => {
     const sock = dgram.createSocket('udp4')
     const got = new Map<number, Decoded>()
-    const timer = setTimeout(() => { sock.close(); reject(new Error(`only ${got.size}/${qs.length} replies`)) }, timeoutMs)
+    const timer = setTimeout(() => {
+      sock.close()
+      reject(new Error(`only ${got.size}/${qs.length} replies`))
+    }, timeoutMs)
     sock.on('message', m => {
       const r = decode(m)
       got.set(r.id ?? -1, r)
@@ -43,7 +52,9 @@ function udpAsk(port: number, qs: Buffer[], timeoutMs = 3000): Promise<Map<numbe
         resolve(got)
       }
     })
-    sock.bind(0, '127.0.0.1', () => { for (const q of qs) sock.send(q, port, '127.0.0.1') })
+    sock.bind(0, '127.0.0.1', () => {
+      for (const q of qs) sock.send(q, port, '127.0.0.1')
+    })
   })
 }
 
@@ -59,7 +70,10 @@ function tcpSession(port: number, count: number, send: (c: net.Socket) => void):
     const c = net.connect(port, '127.0.0.1')
     const out: Decoded[] = []
     let acc = Buffer.alloc(0)
-    const timer = setTimeout(() => { c.destroy(); reject(new Error(`only ${out.length}/${count} replies`)) }, 3000)
+    const timer = setTimeout(() => {
+      c.destroy()
+      reject(new Error(`only ${out.length}/${count} replies`))
+    }, 3000)
     c.on('connect', () => send(c))
     c.on('error', reject)
     c.on('data', d => {
@@ -130,8 +144,14 @@ t.test('TCP: idle connections are closed', async t => {
   const { tcp } = await server({ tcpIdleMs: 150 })
   const closed = await new Promise<boolean>(resolve => {
     const c = net.connect(tcp, '127.0.0.1')
-    const timer = setTimeout(() => { c.destroy(); resolve(false) }, 3000)
-    c.on('close', () => { clearTimeout(timer); resolve(true) })
+    const timer = setTimeout(() => {
+      c.destroy()
+      resolve(false)
+    }, 3000)
+    c.on('close', () => {
+      clearTimeout(timer)
+      resolve(true)
+    })
     c.on('error', () => undefined)
   })
   t.ok(closed, 'server hung up on an idle client')
@@ -159,22 +179,35 @@ t.test('upstream down: SERVFAIL through the UDP front end', async t => {
 t.test('TCP: connections past maxTcpConnections are closed at accept and counted (issue 14)', async t => {
   const { s, tcp } = await server({ maxTcpConnections: 4 })
   const open: net.Socket[] = []
-  t.teardown(() => { for (const c of open) c.destroy() })
-  const closedEarly = await Promise.all(Array.from({ length: 10 }, () => new Promise<boolean>(resolve => {
-    const c = net.connect(tcp, '127.0.0.1')
-    open.push(c)
-    c.on('error', () => undefined)
-    c.on('close', () => resolve(true))
-    // a connection the server kept answers a query; one it dropped closes without a reply
-    c.on('connect', () => c.write(frame(query(`nginx-pod08.default.svc.${Z}`, 'A'))))
-    c.on('data', () => resolve(false))
-  })))
+  t.teardown(() => {
+    for (const c of open) c.destroy()
+  })
+  const closedEarly = await Promise.all(
+    Array.from(
+      { length: 10 },
+      () =>
+        new Promise<boolean>(resolve => {
+          const c = net.connect(tcp, '127.0.0.1')
+          open.push(c)
+          c.on('error', () => undefined)
+          c.on('close', () => resolve(true))
+          // a connection the server kept answers a query; one it dropped closes without a reply
+          c.on('connect', () => c.write(frame(query(`nginx-pod08.default.svc.${Z}`, 'A'))))
+          c.on('data', () => resolve(false))
+        }),
+    ),
+  )
   t.equal(closedEarly.filter(x => !x).length, 4, 'four served')
   t.equal(closedEarly.filter(x => x).length, 6, 'six closed')
   t.equal(s.stats.tcpRejected, 6, 'and counted')
   for (const c of open) c.destroy()
   await new Promise<void>(resolve => {
-    const poll = setInterval(() => { if (s.stats.tcpRejected >= 6 && open.every(c => c.destroyed)) { clearInterval(poll); resolve() } }, 10)
+    const poll = setInterval(() => {
+      if (s.stats.tcpRejected >= 6 && open.every(c => c.destroyed)) {
+        clearInterval(poll)
+        resolve()
+      }
+    }, 10)
   })
   const after = await tcpSession(tcp, 1, c => c.write(frame(query(`nginx-pod08.default.svc.${Z}`, 'A', { id: 9 }))))
   t.equal(after[0]?.id, 9, 'a slot is free again once they close')
@@ -187,9 +220,19 @@ t.test('TCP: a client trickling bytes without completing a query is closed as id
     const q = frame(query(`nginx-pod08.default.svc.${Z}`, 'A'))
     let i = 0
     // one byte every 50 ms: activity, but never a whole query
-    const drip = setInterval(() => { if (i < q.length - 1 && !c.destroyed) c.write(q.subarray(i, ++i)) }, 50)
-    const timer = setTimeout(() => { clearInterval(drip); c.destroy(); resolve(false) }, 3000)
-    c.on('close', () => { clearInterval(drip); clearTimeout(timer); resolve(true) })
+    const drip = setInterval(() => {
+      if (i < q.length - 1 && !c.destroyed) c.write(q.subarray(i, ++i))
+    }, 50)
+    const timer = setTimeout(() => {
+      clearInterval(drip)
+      c.destroy()
+      resolve(false)
+    }, 3000)
+    c.on('close', () => {
+      clearInterval(drip)
+      clearTimeout(timer)
+      resolve(true)
+    })
     c.on('error', () => undefined)
   })
   t.ok(closed, 'server hung up on the trickling client')

@@ -11,7 +11,9 @@ import { datas, decode, query, type Decoded } from './fixtures/dnsq'
 import { blackhole, closedPort, fakeUpstream, reply } from './fixtures/upstream'
 
 const soa = (name: string, minimum: number, ttl = 3600): dnsPacket.Answer => ({
-  name, type: 'SOA', ttl,
+  name,
+  type: 'SOA',
+  ttl,
   data: { mname: `ns.${name}`, rname: `hostmaster.${name}`, serial: 1, refresh: 1, retry: 1, expire: 1, minimum },
 })
 
@@ -22,7 +24,12 @@ function exampleHandler(ttl = 300) {
     if (qq === undefined) return null
     const name = qq.name.toLowerCase()
     if (name === 'www.example.com' && qq.type === 'A') {
-      return reply(q, { answers: [{ name: qq.name, type: 'A', ttl, data: '93.184.216.34' }, { name: qq.name, type: 'A', ttl: ttl + 100, data: '93.184.216.35' }] })
+      return reply(q, {
+        answers: [
+          { name: qq.name, type: 'A', ttl, data: '93.184.216.34' },
+          { name: qq.name, type: 'A', ttl: ttl + 100, data: '93.184.216.35' },
+        ],
+      })
     }
     if (name === 'www.example.com') return reply(q, { authorities: [soa('example.com', 60)] })
     if (name === 'nx.example.com') return reply(q, { rcode: 3, authorities: [soa('example.com', 30)] })
@@ -43,7 +50,10 @@ function forward(u: Upstream | DnsServer, q: Buffer, transport: 0 | 1 = 0): Prom
 const sleep = (ms: number) => new Promise(r => setTimeout(r, ms))
 
 t.test('parseResolvConf and parseServer', async t => {
-  t.same(parseResolvConf('# comment\nsearch default.svc.cluster.local\nnameserver 10.0.0.2\nnameserver fe80::1%eth0 ; x\noptions ndots:5\n'), ['10.0.0.2', 'fe80::1'])
+  t.same(parseResolvConf('# comment\nsearch default.svc.cluster.local\nnameserver 10.0.0.2\nnameserver fe80::1%eth0 ; x\noptions ndots:5\n'), [
+    '10.0.0.2',
+    'fe80::1',
+  ])
   t.same(parseServer('1.1.1.1'), { host: '1.1.1.1', port: 53 })
   t.same(parseServer('10.0.0.2:5353'), { host: '10.0.0.2', port: 5353 })
   t.same(parseServer('[2001:db8::1]:54'), { host: '2001:db8::1', port: 54 })
@@ -87,7 +97,10 @@ t.test('EDNS toward the client: OPT only when asked, the upstream OPT never pass
   t.equal(withOpt.additionals?.filter(a => a.type === 'OPT').length, 1)
   const plain = await forward(u, query('www.example.com', 'A'))
   t.same(plain.additionals, [])
-  t.ok((up.udp[0]?.additionals ?? []).some(a => a.type === 'OPT'), 'we ask upstream with EDNS')
+  t.ok(
+    (up.udp[0]?.additionals ?? []).some(a => a.type === 'OPT'),
+    'we ask upstream with EDNS',
+  )
 })
 
 t.test('negative answers are cached for the SOA minimum; without a SOA they are not', async t => {
@@ -117,7 +130,10 @@ t.test('TTLs: served aged, and the entry expires with the smallest TTL', async t
   const u = new Upstream({ servers: [up.spec] })
   t.teardown(() => u.close())
   const first = await forward(u, query('www.example.com', 'A'))
-  t.same((first.answers ?? []).map(a => (a as { ttl: number }).ttl), [1, 101])
+  t.same(
+    (first.answers ?? []).map(a => (a as { ttl: number }).ttl),
+    [1, 101],
+  )
   await sleep(1100)
   await forward(u, query('www.example.com', 'A'))
   t.equal(up.udp.length, 2, 'expired after the 1 s TTL: asked again')
@@ -241,7 +257,12 @@ t.test('queries waiting on upstream are capped: past maxPending they are dropped
   t.equal(u.stats.overflow, 7, 'seven dropped and counted')
   t.equal(up.udp.length <= 3, true, 'nothing past the cap reached upstream')
   await new Promise<void>(resolve => {
-    const poll = setInterval(() => { if (answered.length === 3) { clearInterval(poll); resolve() } }, 10)
+    const poll = setInterval(() => {
+      if (answered.length === 3) {
+        clearInterval(poll)
+        resolve()
+      }
+    }, 10)
   })
   t.same(answered.sort(), [0, 1, 2])
   t.equal(u.pending, 0, 'slots are given back')
@@ -254,10 +275,7 @@ t.test('identical questions in flight share one upstream exchange', async t => {
   t.teardown(() => up.close())
   const u = new Upstream({ servers: [up.spec] })
   t.teardown(() => u.close())
-  const [a, b] = await Promise.all([
-    forward(u, query('www.example.com', 'A', { id: 1 })),
-    forward(u, query('WWW.EXAMPLE.COM', 'A', { id: 2, edns: 1232 })),
-  ])
+  const [a, b] = await Promise.all([forward(u, query('www.example.com', 'A', { id: 1 })), forward(u, query('WWW.EXAMPLE.COM', 'A', { id: 2, edns: 1232 }))])
   t.equal(up.udp.length, 1, 'one exchange for two clients')
   t.equal(u.stats.coalesced, 1)
   t.equal(a.id, 1)
@@ -337,7 +355,7 @@ t.test('DnsServer.forward: zone names answered locally, the rest upstream, repli
   t.equal(m.responses.NOERROR, 1, 'the forwarded reply is counted once')
 })
 
-t.test('ExternalName with an outside target: the CNAME and the target\'s records in one reply', async t => {
+t.test("ExternalName with an outside target: the CNAME and the target's records in one reply", async t => {
   const up = await fakeUpstream(exampleHandler())
   t.teardown(() => up.close())
   const s = new DnsServer({ upstream: [up.spec] })
@@ -351,16 +369,23 @@ t.test('ExternalName with an outside target: the CNAME and the target\'s records
   t.equal(r.questions?.[0]?.name, 'Ext.Default.svc.cluster.local', 'question in the original case')
   t.equal(r.rcode, 'NOERROR')
   t.ok(r.flag_aa && r.flag_ra && r.flag_rd)
-  t.same(r.answers?.map(a => [a.name, a.type, (a as { data: unknown }).data]), [
-    ['Ext.Default.svc.cluster.local', 'CNAME', 'www.example.com'],
-    ['www.example.com', 'A', '93.184.216.34'],
-    ['www.example.com', 'A', '93.184.216.35'],
-  ])
+  t.same(
+    r.answers?.map(a => [a.name, a.type, (a as { data: unknown }).data]),
+    [
+      ['Ext.Default.svc.cluster.local', 'CNAME', 'www.example.com'],
+      ['www.example.com', 'A', '93.184.216.34'],
+      ['www.example.com', 'A', '93.184.216.35'],
+    ],
+  )
   t.equal(r.additionals?.filter(a => a.type === 'OPT').length, 1, 'OPT since the query had one')
   const v6 = await forward(s, query('ext.default.svc.cluster.local', 'AAAA'))
   t.equal(v6.rcode, 'NOERROR')
-  t.same(v6.answers?.map(a => [a.type, (a as { data: unknown }).data]), [['CNAME', 'www.example.com']], 'NODATA at the target')
-  t.equal(v6.authorities?.[0]?.type, 'SOA', 'with the target zone\'s SOA')
+  t.same(
+    v6.answers?.map(a => [a.type, (a as { data: unknown }).data]),
+    [['CNAME', 'www.example.com']],
+    'NODATA at the target',
+  )
+  t.equal(v6.authorities?.[0]?.type, 'SOA', "with the target zone's SOA")
   const tcp = await forward(s, query('ext.default.svc.cluster.local', 'A'), 1)
   t.equal(tcp.answers?.length, 3, 'over TCP too')
 
@@ -370,7 +395,10 @@ t.test('ExternalName with an outside target: the CNAME and the target\'s records
   down.setCluster(cluster)
   const alone = await forward(down, query('ext.default.svc.cluster.local', 'A'))
   t.equal(alone.rcode, 'NOERROR')
-  t.same(alone.answers?.map(a => [a.type, (a as { data: unknown }).data]), [['CNAME', 'www.example.com']])
+  t.same(
+    alone.answers?.map(a => [a.type, (a as { data: unknown }).data]),
+    [['CNAME', 'www.example.com']],
+  )
 })
 
 t.test('autopath: <name>.<ns>.svc misses walk the search path', async t => {
@@ -385,24 +413,36 @@ t.test('autopath: <name>.<ns>.svc misses walk the search path', async t => {
   const r = await forward(s, miss)
   t.equal(r.id, 11)
   t.equal(r.rcode, 'NOERROR')
-  t.same(r.answers?.map(a => [a.name, a.type, (a as { data: unknown }).data]), [
-    ['www.example.com.prod.svc.cluster.local', 'CNAME', 'www.example.com'],
-    ['www.example.com', 'A', '93.184.216.34'],
-    ['www.example.com', 'A', '93.184.216.35'],
-  ])
+  t.same(
+    r.answers?.map(a => [a.name, a.type, (a as { data: unknown }).data]),
+    [
+      ['www.example.com.prod.svc.cluster.local', 'CNAME', 'www.example.com'],
+      ['www.example.com', 'A', '93.184.216.34'],
+      ['www.example.com', 'A', '93.184.216.35'],
+    ],
+  )
   // from a pod in prod, "nginx-pod08.default" is first tried as nginx-pod08.default.prod.svc.cluster.local
   const cross = await forward(s, query('nginx-pod08.default.prod.svc.cluster.local', 'A'))
-  t.same(cross.answers?.map(a => [a.name, a.type, (a as { data: unknown }).data]), [
-    ['nginx-pod08.default.prod.svc.cluster.local', 'CNAME', 'nginx-pod08.default.svc.cluster.local'],
-    ['nginx-pod08.default.svc.cluster.local', 'A', '10.96.125.237'],
-  ])
+  t.same(
+    cross.answers?.map(a => [a.name, a.type, (a as { data: unknown }).data]),
+    [
+      ['nginx-pod08.default.prod.svc.cluster.local', 'CNAME', 'nginx-pod08.default.svc.cluster.local'],
+      ['nginx-pod08.default.svc.cluster.local', 'A', '10.96.125.237'],
+    ],
+  )
   // NODATA at the found name: CNAME and no address, so parallel A/AAAA lookups agree on the name
   const v6 = await forward(s, query('v4only.prod.default.svc.cluster.local', 'AAAA'))
   t.equal(v6.rcode, 'NOERROR')
-  t.same(v6.answers?.map(a => [a.type, (a as { data: unknown }).data]), [['CNAME', 'v4only.prod.svc.cluster.local']])
+  t.same(
+    v6.answers?.map(a => [a.type, (a as { data: unknown }).data]),
+    [['CNAME', 'v4only.prod.svc.cluster.local']],
+  )
   const txt = await forward(s, query('www.example.com.prod.svc.cluster.local', 'TXT'))
   t.equal(txt.rcode, 'NOERROR')
-  t.same(txt.answers?.map(a => [a.type, (a as { data: unknown }).data]), [['CNAME', 'www.example.com']])
+  t.same(
+    txt.answers?.map(a => [a.type, (a as { data: unknown }).data]),
+    [['CNAME', 'www.example.com']],
+  )
   const nowhere = await forward(s, query('nx.example.com.prod.svc.cluster.local', 'A'))
   t.equal(nowhere.rcode, 'NXDOMAIN', 'nothing on the path: the original NXDOMAIN')
   t.equal(nowhere.authorities?.[0]?.name, 'cluster.local')

@@ -15,7 +15,15 @@ function server(opts: ConstructorParameters<typeof DnsServer>[0] = {}): DnsServe
   return s
 }
 
-interface Soa { mname: string; rname: string; serial: number; refresh: number; retry: number; expire: number; minimum: number }
+interface Soa {
+  mname: string
+  rname: string
+  serial: number
+  refresh: number
+  retry: number
+  expire: number
+  minimum: number
+}
 
 function ttlOf(p: dnsPacket.DecodedPacket, i = 0): number | undefined {
   return (p.answers?.[i] as { ttl?: number } | undefined)?.ttl
@@ -112,7 +120,10 @@ t.test('SRV for named ports of a ClusterIP service: target the service, its A in
   const r = ask(s, `_https._tcp.web.default.svc.${Z}`, 'SRV')
   t.equal(r.rcode, 'NOERROR')
   t.same(datas(r), [{ priority: 0, weight: 100, port: 443, target: `web.default.svc.${Z}` }])
-  t.same(r.additionals?.map(a => [a.name, a.type, (a as { data: unknown }).data]), [[`web.default.svc.${Z}`, 'A', '10.96.10.20']])
+  t.same(
+    r.additionals?.map(a => [a.name, a.type, (a as { data: unknown }).data]),
+    [[`web.default.svc.${Z}`, 'A', '10.96.10.20']],
+  )
   t.same(datas(ask(s, `_metrics._udp.web.default.svc.${Z}`, 'SRV')), [{ priority: 0, weight: 100, port: 9100, target: `web.default.svc.${Z}` }])
   t.same(datas(ask(s, `_HTTP._TCP.web.default.svc.${Z}`, 'SRV')).length, 1, 'protocol and port labels case-insensitive')
   t.equal(ask(s, `_http._udp.web.default.svc.${Z}`, 'SRV').rcode, 'NXDOMAIN', 'wrong protocol')
@@ -120,7 +131,10 @@ t.test('SRV for named ports of a ClusterIP service: target the service, its A in
   t.equal(ask(s, `_tcp.web.default.svc.${Z}`, 'SRV').rcode, 'NOERROR', 'empty non-terminal: NODATA')
   // dual-stack: the target's A and AAAA both in additional
   const d = ask(s, `_http._tcp.dual.prod.svc.${Z}`, 'SRV')
-  t.same(datas(d).map(x => (x as { port: number }).port), [80])
+  t.same(
+    datas(d).map(x => (x as { port: number }).port),
+    [80],
+  )
   t.same(datas(d, 'additionals').sort(), ['10.96.50.1', 'fd00:10:96::50'])
 })
 
@@ -132,7 +146,9 @@ t.test('SRV for a headless service: one per ready endpoint, targets with their A
   t.ok(srv.every(x => x.port === 5432 && x.priority === 0))
   const extra = new Map((r.additionals ?? []).map(a => [a.name, (a as { data: unknown }).data]))
   t.same(Object.fromEntries(extra), {
-    [`10-244-1-13.db.default.svc.${Z}`]: '10.244.1.13', [`db-0.db.default.svc.${Z}`]: '10.244.1.10', [`db-1.db.default.svc.${Z}`]: '10.244.2.11',
+    [`10-244-1-13.db.default.svc.${Z}`]: '10.244.1.13',
+    [`db-0.db.default.svc.${Z}`]: '10.244.1.10',
+    [`db-1.db.default.svc.${Z}`]: '10.244.2.11',
   })
 })
 
@@ -140,8 +156,14 @@ t.test('SRV at the service name itself, as CoreDNS: every port, named or not', a
   const s = server()
   t.same(datas(ask(s, `nginx-pod08.default.svc.${Z}`, 'SRV')), [{ priority: 0, weight: 100, port: 8080, target: `nginx-pod08.default.svc.${Z}` }])
   const web = datas(ask(s, `web.default.svc.${Z}`, 'SRV')) as { port: number; weight: number }[]
-  t.same(web.map(x => x.port).sort((a, b) => a - b), [80, 443, 9100])
-  t.ok(web.every(x => x.weight === 33), 'CoreDNS weight = 100 / records')
+  t.same(
+    web.map(x => x.port).sort((a, b) => a - b),
+    [80, 443, 9100],
+  )
+  t.ok(
+    web.every(x => x.weight === 33),
+    'CoreDNS weight = 100 / records',
+  )
   t.equal(datas(ask(s, `db.default.svc.${Z}`, 'SRV')).length, 3)
 })
 
@@ -167,14 +189,21 @@ t.test('ExternalName: CNAME; in-zone targets followed in the same answer', async
   const ext = ask(s, `ext.default.svc.${Z}`, 'CNAME')
   t.equal(ext.rcode, 'NOERROR')
   t.ok(ext.flag_aa)
-  t.same(ext.answers?.map(a => [a.name, a.type, (a as { data: unknown }).data]), [[`ext.default.svc.${Z}`, 'CNAME', 'www.example.com']], 'CNAME asked: answered in-path')
+  t.same(
+    ext.answers?.map(a => [a.name, a.type, (a as { data: unknown }).data]),
+    [[`ext.default.svc.${Z}`, 'CNAME', 'www.example.com']],
+    'CNAME asked: answered in-path',
+  )
   t.same(ext.authorities, [])
 
   const alias = ask(s, `alias.default.svc.${Z}`, 'A')
-  t.same(alias.answers?.map(a => [a.name, a.type, (a as { data: unknown }).data]), [
-    [`alias.default.svc.${Z}`, 'CNAME', `nginx-pod08.default.svc.${Z}`],
-    [`nginx-pod08.default.svc.${Z}`, 'A', NGINX_IP],
-  ])
+  t.same(
+    alias.answers?.map(a => [a.name, a.type, (a as { data: unknown }).data]),
+    [
+      [`alias.default.svc.${Z}`, 'CNAME', `nginx-pod08.default.svc.${Z}`],
+      [`nginx-pod08.default.svc.${Z}`, 'A', NGINX_IP],
+    ],
+  )
   const alias6 = ask(s, `alias.default.svc.${Z}`, 'AAAA')
   t.equal(alias6.rcode, 'NOERROR')
   t.same(datas(alias6), [`nginx-pod08.default.svc.${Z}`], 'target without AAAA: CNAME then NODATA')
@@ -196,7 +225,10 @@ t.test('ExternalName given as an IP answers with the address (CoreDNS)', async t
 
 t.test('dns-version TXT, apex SOA and NS, ns.dns address', async t => {
   const s = server()
-  t.same(datas(ask(s, `dns-version.${Z}`, 'TXT')).map(d => (d as Buffer[]).map(b => b.toString())), [['1.1.0']])
+  t.same(
+    datas(ask(s, `dns-version.${Z}`, 'TXT')).map(d => (d as Buffer[]).map(b => b.toString())),
+    [['1.1.0']],
+  )
   t.equal(ask(s, `dns-version.${Z}`, 'A').rcode, 'NOERROR', 'NODATA for other types')
   const soa = ask(s, Z, 'SOA')
   const rec = soa.answers?.[0] as { data: Soa; name: string }
@@ -205,7 +237,10 @@ t.test('dns-version TXT, apex SOA and NS, ns.dns address', async t => {
   t.same(soa.authorities, [])
   const ns = ask(s, Z, 'NS')
   t.same(datas(ns), [`ns.dns.${Z}`])
-  t.same(ns.additionals?.map(a => [a.name, (a as { data: unknown }).data]), [[`ns.dns.${Z}`, '10.96.0.10']])
+  t.same(
+    ns.additionals?.map(a => [a.name, (a as { data: unknown }).data]),
+    [[`ns.dns.${Z}`, '10.96.0.10']],
+  )
   t.same(datas(ask(s, `ns.dns.${Z}`, 'A')), ['10.96.0.10'])
   const apexA = ask(s, Z, 'A')
   t.equal(apexA.rcode, 'NOERROR')
@@ -326,7 +361,9 @@ t.test('compile: deterministic, immutable, problems reported not thrown', async 
       svc({ namespace: 'default', name: 'x'.repeat(70), clusterIPs: ['10.96.0.99'], ports: [port('', 80)] }),
       svc({ namespace: 'default', name: 'badip', clusterIPs: ['10.96.0.999'], ports: [port('', 80)] }),
       svc({ namespace: 'default', name: 'ok', clusterIPs: ['10.96.0.98'], ports: [port('', 80)], endpoints: [ep('nonsense')] }),
-    ], nodes: [], pods: [],
+    ],
+    nodes: [],
+    pods: [],
   })
   t.equal(bad.problems.length, 3)
   t.ok(bad.entry(`ok.default.svc.${Z}`))

@@ -1,5 +1,5 @@
 // Test-side entry to the namespace harness: skip cleanly when not root, sweep what crashed runs left behind.
-import type {} from "tap"
+import type {} from 'tap'
 
 import { isRoot, haveCommand, sweepAbandoned, Topology } from '../../src/netns/netns'
 export * from '../../src/netns/netns'

@@ -15,7 +15,7 @@ export function mulberry32(seed: number): () => number {
 
 /** The seed from `env` (a replay) or a fresh one, printed on the test with how to replay it. */
 export function testSeed(t: Test, env: string): number {
-  const seed = Number(process.env[env] ?? ((Date.now() ^ (process.pid << 8)) >>> 0))
+  const seed = Number(process.env[env] ?? (Date.now() ^ (process.pid << 8)) >>> 0)
   t.comment(`seed ${seed} (replay with ${env}=${seed})`)
   return seed
 }

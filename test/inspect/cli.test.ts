@@ -23,18 +23,35 @@ function fakeLab(name: string, nodes: { name: string; control?: string }[]): voi
   const dir = join(labs, name)
   mkdirSync(dir, { recursive: true })
   const s: LabState = {
-    version: 1, name, phase: 'up', createdAt: '2024-01-01T00:00:00.000Z', dataplane: 'tundra', dir, repo: '/repo',
-    namespaces: [], files: [], processes: [],
+    version: 1,
+    name,
+    phase: 'up',
+    createdAt: '2024-01-01T00:00:00.000Z',
+    dataplane: 'tundra',
+    dir,
+    repo: '/repo',
+    namespaces: [],
+    files: [],
+    processes: [],
     net: { ns: `tundra-${name}-net`, bridge: 'br0' },
-    nodes: nodes.map((n, i) => ({ name: n.name, ns: `tundra-${name}-${n.name}`, ip: `172.18.0.${11 + i}`, podCIDR: `10.100.${85 + i}.0/24`, ...(n.control !== undefined ? { control: n.control } : {}) })),
+    nodes: nodes.map((n, i) => ({
+      name: n.name,
+      ns: `tundra-${name}-${n.name}`,
+      ip: `172.18.0.${11 + i}`,
+      podCIDR: `10.100.${85 + i}.0/24`,
+      ...(n.control !== undefined ? { control: n.control } : {}),
+    })),
     external: { ns: `tundra-${name}-ext`, ip: '172.18.0.100' },
     upstreamDns: { ns: `tundra-${name}-dns`, ip: '172.18.0.53' },
-    pods: [], services: [], endpointSlices: [], warnings: [],
+    pods: [],
+    services: [],
+    endpointSlices: [],
+    warnings: [],
   }
   saveState(s)
 }
 
-t.test('dump --detect-local-mode NodeCIDR: local traffic is what comes from the node\'s podCIDRs', async t => {
+t.test("dump --detect-local-mode NodeCIDR: local traffic is what comes from the node's podCIDRs", async t => {
   const { view } = quietView([PINNED])
   const node = view.cluster().nodes.find(n => n.name === view.natConfig().nodeName)!
   const dump = await cliInProcess(['dump', '-f', PINNED, '--detect-local-mode', 'NodeCIDR'])
@@ -42,7 +59,11 @@ t.test('dump --detect-local-mode NodeCIDR: local traffic is what comes from the 
   const masq = dump.stdout.split('\n').find(l => l.startsWith(`-A ${SVC_CHAIN} !`))
   t.match(masq, `! -s ${node.podCIDRs[0]} `, "the service chain masquerades what does not come from this node's pods")
   const cluster = await cliInProcess(['dump', '-f', PINNED])
-  t.not(cluster.stdout.split('\n').find(l => l.startsWith(`-A ${SVC_CHAIN} !`)), masq, 'unlike ClusterCIDR (the default)')
+  t.not(
+    cluster.stdout.split('\n').find(l => l.startsWith(`-A ${SVC_CHAIN} !`)),
+    masq,
+    'unlike ClusterCIDR (the default)',
+  )
 })
 
 t.test('offline: dump, trace and services print what the handlers return', async t => {
@@ -58,7 +79,21 @@ t.test('offline: dump, trace and services print what the handlers return', async
   const tr = await cliInProcess(['trace', '-f', PINNED, '--src', `${CLIENT}:40000`, '--dst', `${VIP}:8080`])
   t.equal(tr.code, 0, tr.error ?? '')
   t.match(tr.stdout, new RegExp(`^path: PREROUTING → KUBE-SERVICES → ${SVC_CHAIN} → KUBE-SEP-`, 'm'))
-  const trj = await cliInProcess(['trace', '-f', PINNED, '--src', CLIENT, '--sport', '40000', '--dst', 'nginx-pod08.default.svc.cluster.local', '--dport', '8080', '-o', 'json'])
+  const trj = await cliInProcess([
+    'trace',
+    '-f',
+    PINNED,
+    '--src',
+    CLIENT,
+    '--sport',
+    '40000',
+    '--dst',
+    'nginx-pod08.default.svc.cluster.local',
+    '--dport',
+    '8080',
+    '-o',
+    'json',
+  ])
   const parsed = JSON.parse(trj.stdout) as Trace
   t.equal(parsed.dns!.address, VIP)
   t.equal(parsed.rewritten!.dport, 80)
@@ -90,10 +125,13 @@ t.test('errors name the problem', async t => {
   }
 })
 
-t.test('which agent: --socket, or a lab node\'s control socket', async t => {
+t.test("which agent: --socket, or a lab node's control socket", async t => {
   t.throws(() => resolveSocket({}), { message: NO_AGENT })
   t.equal(resolveSocket({ socket: '/run/x.sock' }), '/run/x.sock')
-  fakeLab('one', [{ name: 'node1', control: '/run/one-1.sock' }, { name: 'node2', control: '/run/one-2.sock' }])
+  fakeLab('one', [
+    { name: 'node1', control: '/run/one-1.sock' },
+    { name: 'node2', control: '/run/one-2.sock' },
+  ])
   t.equal(resolveSocket({}), '/run/one-1.sock', 'the only lab, its first node')
   t.equal(resolveSocket({ node: 'node2' }), '/run/one-2.sock')
   t.throws(() => resolveSocket({ node: 'node9' }), /lab one has no node "node9" \(nodes: node1, node2\)/)
@@ -115,7 +153,10 @@ t.test('online: the CLI asks a running agent (via --socket and via --lab)', asyn
 
   const list = await cliInProcess(['conntrack', 'list', '--socket', sock, '--src', CLIENT])
   t.equal(list.code, 0, list.error ?? '')
-  t.match(list.stdout, new RegExp(`^tcp {6}6 86400 ESTABLISHED src=${CLIENT} dst=${VIP} sport=45000 dport=8080 .* \\[ASSURED\\] service=default/nginx-pod08 endpoint=${ep}$`, 'm'))
+  t.match(
+    list.stdout,
+    new RegExp(`^tcp {6}6 86400 ESTABLISHED src=${CLIENT} dst=${VIP} sport=45000 dport=8080 .* \\[ASSURED\\] service=default/nginx-pod08 endpoint=${ep}$`, 'm'),
+  )
   t.equal(list.stderr, 'tundra conntrack: 1 flow entries have been shown.\n')
   const count = await cliInProcess(['conntrack', 'count', '--socket', sock, '--service', 'default/nginx-pod08', '--port', '8080'])
   t.equal(count.stdout, '1\n')

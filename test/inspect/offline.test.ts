@@ -23,10 +23,10 @@ t.test('the seed is run like `lab up` would: pods on node1 with lab addresses, t
   t.equal(view.live(), undefined)
 })
 
-t.test('dump: exactly what dumpRules renders for this node; the pinned seed has the document\'s chains', async t => {
+t.test("dump: exactly what dumpRules renders for this node; the pinned seed has the document's chains", async t => {
   const { view } = quietView([PINNED])
   const h = inspectHandlers(view)
-  const text = await h.dump({}) as string
+  const text = (await h.dump({})) as string
   t.equal(text, dumpRules(view.cluster(), dumpOptions(view.natConfig())).iptables, 'iptables-save by default, byte for byte')
   t.match(text, /^\*filter$/m)
   t.match(text, /^\*nat$/m)
@@ -37,25 +37,48 @@ t.test('dump: exactly what dumpRules renders for this node; the pinned seed has 
   // --cluster-cidr set, as on a node: off-cluster sources are masqueraded
   t.ok(text.includes(`-A ${SVC_CHAIN} ! -s 10.100.0.0/16 -d ${VIP}/32 -p tcp`))
 
-  const nft = await h.dump({ format: 'nft' }) as string
+  const nft = (await h.dump({ format: 'nft' })) as string
   t.match(nft, /^table ip kube-proxy/m)
   t.ok(nft.includes(VIP))
-  await t.rejects(Promise.resolve().then(() => h.dump({ format: 'nft', family: 6 })), /no Service has an IPv6 cluster IP/)
-  await t.rejects(Promise.resolve().then(() => h.dump({ format: 'xml' })), /format must be one of iptables-save, nft, json/)
+  await t.rejects(
+    Promise.resolve().then(() => h.dump({ format: 'nft', family: 6 })),
+    /no Service has an IPv6 cluster IP/,
+  )
+  await t.rejects(
+    Promise.resolve().then(() => h.dump({ format: 'xml' })),
+    /format must be one of iptables-save, nft, json/,
+  )
 
-  const json = JSON.parse(await h.dump({ format: 'json' }) as string) as {
-    node: { name: string }; services: { service: string; ports: { chains: { service: string }; frontends: { kind: string; address: string; port: number }[]; endpoints: { cluster: { endpoint: string; chain: string }[] } }[] }[]
+  const json = JSON.parse((await h.dump({ format: 'json' })) as string) as {
+    node: { name: string }
+    services: {
+      service: string
+      ports: {
+        chains: { service: string }
+        frontends: { kind: string; address: string; port: number }[]
+        endpoints: { cluster: { endpoint: string; chain: string }[] }
+      }[]
+    }[]
   }
   t.equal(json.node.name, 'node1')
   const port = json.services.find(s => s.service === 'default/nginx-pod08')!.ports[0]!
   t.equal(port.chains.service, SVC_CHAIN)
-  t.same(port.frontends.map(f => [f.kind, f.address, f.port]), [['ClusterIP', VIP, 8080]])
-  t.same(port.endpoints.cluster.map(e => [e.endpoint, e.chain]), [[`${NGINX[0]}:80`, SEP_CHAINS[0]], [`${NGINX[1]}:80`, SEP_CHAINS[1]]])
+  t.same(
+    port.frontends.map(f => [f.kind, f.address, f.port]),
+    [['ClusterIP', VIP, 8080]],
+  )
+  t.same(
+    port.endpoints.cluster.map(e => [e.endpoint, e.chain]),
+    [
+      [`${NGINX[0]}:80`, SEP_CHAINS[0]],
+      [`${NGINX[1]}:80`, SEP_CHAINS[1]],
+    ],
+  )
 })
 
 t.test('trace: pod -> ClusterIP walks PREROUTING → KUBE-SERVICES → KUBE-SVC → KUBE-SEP and DNATs to :80', async t => {
   const { view } = quietView([PINNED])
-  const tr = await inspectHandlers(view).trace({ src: `${CLIENT}:40000`, dst: `${VIP}:8080`, proto: 'tcp' }) as Trace
+  const tr = (await inspectHandlers(view).trace({ src: `${CLIENT}:40000`, dst: `${VIP}:8080`, proto: 'tcp' })) as Trace
   t.equal(tr.verdict, 'dnat')
   t.same(tr.path.slice(0, 3), ['PREROUTING', 'KUBE-SERVICES', SVC_CHAIN])
   t.match(tr.path[3], /^KUBE-SEP-/)
@@ -67,7 +90,11 @@ t.test('trace: pod -> ClusterIP walks PREROUTING → KUBE-SERVICES → KUBE-SVC 
   t.same([tr.rewritten!.src, tr.rewritten!.sport], [CLIENT, 40000], 'pod source kept')
   t.equal(tr.masquerade!.masquerade, false)
   t.match(tr.masquerade!.reason, /inside the cluster CIDR 10\.100\.0\.0\/16/)
-  t.same(tr.endpoints!.map(e => e.probability), ['0.5000000000', null], "kube-proxy's %0.10f of 1/(N-i)")
+  t.same(
+    tr.endpoints!.map(e => e.probability),
+    ['0.5000000000', null],
+    "kube-proxy's %0.10f of 1/(N-i)",
+  )
   t.equal(tr.endpoints!.filter(e => e.picked).length, 1)
   const svcStep = tr.steps.find(s => s.chain === 'KUBE-SERVICES')!
   t.equal(svcStep.rule, `-d ${VIP}/32 -p tcp -m comment --comment "default/nginx-pod08 cluster IP" -m tcp --dport 8080 -j ${SVC_CHAIN}`)
@@ -96,7 +123,11 @@ t.test('trace: from outside the cluster CIDR the ClusterIP masquerades, to the n
   t.equal(tr.masquerade!.masquerade, true)
   t.equal(tr.masquerade!.to, '172.18.0.11')
   t.same([tr.rewritten!.src, tr.rewritten!.sport], ['172.18.0.11', null], 'random source port')
-  t.ok(tr.steps.some(s => s.rule === `! -s 10.100.0.0/16 -d ${VIP}/32 -p tcp -m comment --comment "default/nginx-pod08 cluster IP" -m tcp --dport 8080 -j KUBE-MARK-MASQ`))
+  t.ok(
+    tr.steps.some(
+      s => s.rule === `! -s 10.100.0.0/16 -d ${VIP}/32 -p tcp -m comment --comment "default/nginx-pod08 cluster IP" -m tcp --dport 8080 -j KUBE-MARK-MASQ`,
+    ),
+  )
   t.same(tr.path.slice(-2), ['POSTROUTING', 'KUBE-POSTROUTING'])
   // hairpin: an nginx pod reaching its own service and landing on itself
   for (let p = 1000; p < 1100; p++) {
@@ -116,14 +147,20 @@ t.test('trace: a service without endpoints is rejected in the filter table, as k
   t.match(tr.reason, /no usable endpoints/)
   const last = tr.steps[tr.steps.length - 1]!
   t.same([last.table, last.chain], ['filter', 'KUBE-SERVICES'])
-  t.equal(last.rule, '-d 10.96.60.70/32 -p tcp -m comment --comment "default/empty has no endpoints" -m tcp --dport 80 -j REJECT --reject-with icmp-port-unreachable')
+  t.equal(
+    last.rule,
+    '-d 10.96.60.70/32 -p tcp -m comment --comment "default/empty has no endpoints" -m tcp --dport 80 -j REJECT --reject-with icmp-port-unreachable',
+  )
   t.match(formatTrace(tr), /filter KUBE-SERVICES → REJECT/)
   // the same rule is in the dump
-  t.ok((await inspectHandlers(view).dump({}) as string).includes(`-A KUBE-SERVICES ${last.rule}`))
+  t.ok(((await inspectHandlers(view).dump({})) as string).includes(`-A KUBE-SERVICES ${last.rule}`))
 
   const np = buildTrace(view, { src: '172.18.0.100:1234', dst: '172.18.0.11:30071' })
   t.equal(np.verdict, 'reject')
-  t.same(np.steps.slice(-1).map(s => [s.table, s.chain]), [['filter', 'KUBE-EXTERNAL-SERVICES']])
+  t.same(
+    np.steps.slice(-1).map(s => [s.table, s.chain]),
+    [['filter', 'KUBE-EXTERNAL-SERVICES']],
+  )
   const noPort = buildTrace(view, { src: '10.100.85.5:1234', dst: '10.96.60.70:81' })
   t.equal(noPort.verdict, 'reject')
   t.match(noPort.reason, /no service port 81\/tcp/)
@@ -139,7 +176,10 @@ t.test('trace: LoadBalancer source ranges, NodePort with externalTrafficPolicy C
   t.match(allowed.path.join(' '), /^PREROUTING KUBE-SERVICES KUBE-FW-\S+ KUBE-EXT-\S+ KUBE-SVC-\S+ KUBE-SEP-\S+ POSTROUTING KUBE-POSTROUTING$/)
   t.match(allowed.masquerade!.reason, /externalTrafficPolicy Cluster/)
   const np = buildTrace(view, { src: '172.18.0.100:1234', dst: '172.18.0.11:31443' })
-  t.same(np.path.slice(0, 4).map(p => p.replace(/-[A-Z0-9]{16}$/, '')), ['PREROUTING', 'KUBE-SERVICES', 'KUBE-NODEPORTS', 'KUBE-EXT'])
+  t.same(
+    np.path.slice(0, 4).map(p => p.replace(/-[A-Z0-9]{16}$/, '')),
+    ['PREROUTING', 'KUBE-SERVICES', 'KUBE-NODEPORTS', 'KUBE-EXT'],
+  )
   t.equal(np.frontend!.kind, 'NodePort')
 })
 
@@ -182,7 +222,10 @@ t.test('trace: bad requests say what is wrong', async t => {
   const { view } = quietView([PINNED])
   const h = inspectHandlers(view)
   const bad = async (args: Record<string, unknown>, re: RegExp): Promise<void> => {
-    await t.rejects(Promise.resolve().then(() => h.trace(args)), re)
+    await t.rejects(
+      Promise.resolve().then(() => h.trace(args)),
+      re,
+    )
   }
   await bad({ src: CLIENT, dst: 'foo!:80' }, /--dst: "foo!:80" is not an address, address:port or DNS name/)
   await bad({ src: CLIENT, dst: '10.96.1:80' }, /not an address/)
@@ -196,21 +239,33 @@ t.test('trace: bad requests say what is wrong', async t => {
 
 t.test('services: the frontend with its two backends, ready and local', async t => {
   const { view } = quietView([PINNED])
-  const r = await inspectHandlers(view).services({}) as ServicesReport
+  const r = (await inspectHandlers(view).services({})) as ServicesReport
   t.equal(r.live, false)
   t.equal(r.services.length, 1)
   const s = r.services[0]!
   t.equal(s.servicePortName, 'default/nginx-pod08')
-  t.same(s.frontends.map(f => `${f.kind} ${f.address}:${f.port}/${f.protocol}`), [`ClusterIP ${VIP}:8080/TCP`])
-  t.same(s.backends.map(b => [b.endpoint, b.state, b.local, b.node, b.active]), [
-    [`${NGINX[0]}:80`, 'ready', true, 'node1', true],
-    [`${NGINX[1]}:80`, 'ready', true, 'node1', true],
-  ])
+  t.same(
+    s.frontends.map(f => `${f.kind} ${f.address}:${f.port}/${f.protocol}`),
+    [`ClusterIP ${VIP}:8080/TCP`],
+  )
+  t.same(
+    s.backends.map(b => [b.endpoint, b.state, b.local, b.node, b.active]),
+    [
+      [`${NGINX[0]}:80`, 'ready', true, 'node1', true],
+      [`${NGINX[1]}:80`, 'ready', true, 'node1', true],
+    ],
+  )
   t.equal(s.chain, SVC_CHAIN)
   t.equal(s.counters, undefined, 'no counters offline')
   const text = formatServices(r)
   t.match(text, /^ID +FRONTEND +TYPE +SERVICE +BACKENDS +POLICY +AFFINITY$/m)
-  t.match(text, new RegExp(`^0 +${VIP.replace(/\./g, '\\.')}:8080/TCP +ClusterIP +default/nginx-pod08 +1 => 10\\.100\\.85\\.246:80/TCP \\(ready, local\\) +int Cluster +None$`, 'm'))
+  t.match(
+    text,
+    new RegExp(
+      `^0 +${VIP.replace(/\./g, '\\.')}:8080/TCP +ClusterIP +default/nginx-pod08 +1 => 10\\.100\\.85\\.246:80/TCP \\(ready, local\\) +int Cluster +None$`,
+      'm',
+    ),
+  )
   t.match(text, /^ +2 => 10\.100\.85\.253:80\/TCP \(ready, local\)$/m)
   // columns line up: the second backend starts where the first does
   const lines = text.split('\n')
@@ -221,11 +276,20 @@ t.test('services: the frontend with its two backends, ready and local', async t 
 
 t.test('services: traffic policies, terminating backends, node ports', async t => {
   const { view } = quietView([join(CASES, 'local-policy.yaml'), join(CASES, 'terminating.yaml')], { nodeName: 'node-a', nodeIP: '172.18.0.11' })
-  const r = await inspectHandlers(view).services({}) as ServicesReport
+  const r = (await inspectHandlers(view).services({})) as ServicesReport
   const local = r.services.find(s => s.servicePortName === 'default/ingress-local:http')!
-  t.same(local.frontends.map(f => f.kind), ['ClusterIP', 'NodePort', 'LoadBalancer'])
+  t.same(
+    local.frontends.map(f => f.kind),
+    ['ClusterIP', 'NodePort', 'LoadBalancer'],
+  )
   t.equal(local.externalTrafficPolicy, 'Local')
-  t.same(local.backends.map(b => [b.endpoint, b.local]), [['10.244.1.91:8080', true], ['10.244.2.92:8080', false]])
+  t.same(
+    local.backends.map(b => [b.endpoint, b.local]),
+    [
+      ['10.244.1.91:8080', true],
+      ['10.244.2.92:8080', false],
+    ],
+  )
   t.same(local.externalEndpoints, ['10.244.1.91:8080'], 'outside clients only reach the local one')
   const text = formatServices(r)
   t.match(text, /10\.244\.2\.92:8080\/TCP \(ready, remote node-b, not used: externalTrafficPolicy Local\)/)
@@ -240,9 +304,16 @@ t.test('manifest problems go to the report as file: object: field: reason, and t
   const { view, lines } = quietView([file])
   t.same(lines, [`${file}: Service default/broken: spec.ports[0].port: must be 1-65535`])
   t.ok(view.placed, 'the valid objects were still run')
-  const r = await inspectHandlers(view).services({}) as ServicesReport
-  t.same(r.services.map(s => [s.servicePortName, s.backends.length]), [['default/nginx-pod08', 2]])
-  t.same(r.services[0]!.backends.map(b => b.address), NGINX, 'with the pinned addresses')
+  const r = (await inspectHandlers(view).services({})) as ServicesReport
+  t.same(
+    r.services.map(s => [s.servicePortName, s.backends.length]),
+    [['default/nginx-pod08', 2]],
+  )
+  t.same(
+    r.services[0]!.backends.map(b => b.address),
+    NGINX,
+    'with the pinned addresses',
+  )
   t.throws(() => quietView([join(dir, 'missing.yaml')]), /missing\.yaml: no such file or directory/)
   t.throws(() => quietView([PINNED], { nodeIP: 'x' }), /--node-ip: "x" is not an IP address/)
   t.throws(() => quietView([PINNED], { clusterCIDR: '10.100.0.0/99' }), /--cluster-cidr: "10\.100\.0\.0\/99" is not valid/)
@@ -258,14 +329,26 @@ t.test('--service-node-port-range holds when pods are placed like `lab up`: 2000
   const dir = mkdtempSync(join(tmpdir(), 'tundra-range-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   const file = join(dir, 'app.yaml')
-  writeFileSync(file, [
-    'apiVersion: v1', 'kind: Pod', 'metadata: {name: web, namespace: default, labels: {app: web}}',
-    'spec: {containers: [{name: c, image: nginx, ports: [{containerPort: 80}]}]}', '---',
-    'apiVersion: v1', 'kind: Service', 'metadata: {name: fixed, namespace: default}',
-    'spec: {type: NodePort, selector: {app: web}, ports: [{port: 80, nodePort: 20001}]}', '---',
-    'apiVersion: v1', 'kind: Service', 'metadata: {name: free, namespace: default}',
-    'spec: {type: NodePort, selector: {app: web}, ports: [{port: 81, targetPort: 80}]}', '',
-  ].join('\n'))
+  writeFileSync(
+    file,
+    [
+      'apiVersion: v1',
+      'kind: Pod',
+      'metadata: {name: web, namespace: default, labels: {app: web}}',
+      'spec: {containers: [{name: c, image: nginx, ports: [{containerPort: 80}]}]}',
+      '---',
+      'apiVersion: v1',
+      'kind: Service',
+      'metadata: {name: fixed, namespace: default}',
+      'spec: {type: NodePort, selector: {app: web}, ports: [{port: 80, nodePort: 20001}]}',
+      '---',
+      'apiVersion: v1',
+      'kind: Service',
+      'metadata: {name: free, namespace: default}',
+      'spec: {type: NodePort, selector: {app: web}, ports: [{port: 81, targetPort: 80}]}',
+      '',
+    ].join('\n'),
+  )
   const { view, lines } = quietView([file], { nodePortRange: [20000, 22767] })
   t.same(lines, [], 'no problems')
   t.ok(view.placed, 'pods were placed')
@@ -276,5 +359,8 @@ t.test('--service-node-port-range holds when pods are placed like `lab up`: 2000
 
   const { view: dflt, lines: dl } = quietView([file])
   t.match(dl.join('\n'), /spec\.ports\[0\]\.nodePort: must be 30000-32767/, 'the default range still refuses it')
-  t.equal(dflt.cluster().services.find(s => s.name === 'fixed'), undefined)
+  t.equal(
+    dflt.cluster().services.find(s => s.name === 'fixed'),
+    undefined,
+  )
 })

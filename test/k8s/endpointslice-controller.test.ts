@@ -4,16 +4,29 @@ import { endpointSlicesForService, findPort, runEndpointSliceController } from '
 import { defaultServicePort } from '../../src/k8s/defaults'
 import type { EndpointSlice, Pod, Service } from '../../src/k8s/types'
 
-function pod(name: string, ip: string | string[] | undefined, opts: {
-  labels?: Record<string, string>; ready?: boolean; node?: string; ports?: { name?: string; containerPort: number; protocol?: 'TCP' | 'UDP' }[]
-  namespace?: string; deleting?: boolean; phase?: 'Running' | 'Succeeded'; hostname?: string; subdomain?: string
-} = {}): Pod {
+function pod(
+  name: string,
+  ip: string | string[] | undefined,
+  opts: {
+    labels?: Record<string, string>
+    ready?: boolean
+    node?: string
+    ports?: { name?: string; containerPort: number; protocol?: 'TCP' | 'UDP' }[]
+    namespace?: string
+    deleting?: boolean
+    phase?: 'Running' | 'Succeeded'
+    hostname?: string
+    subdomain?: string
+  } = {},
+): Pod {
   const ips = ip === undefined ? [] : Array.isArray(ip) ? ip : [ip]
   return {
     apiVersion: 'v1',
     kind: 'Pod',
     metadata: {
-      name, namespace: opts.namespace ?? 'default', labels: opts.labels ?? { app: 'web' },
+      name,
+      namespace: opts.namespace ?? 'default',
+      labels: opts.labels ?? { app: 'web' },
       ...(opts.deleting ? { deletionTimestamp: '2024-01-01T00:00:00Z' } : {}),
     },
     spec: {
@@ -52,15 +65,38 @@ t.test('selector, namespace, IP and phase decide which pods are endpoints', asyn
 })
 
 t.test('named targetPort resolves per pod; slices group by resolved ports; a pod without the port has no port', async t => {
-  const svc = service({ ports: [{ name: 'web', port: 80, targetPort: 'http' }, { name: 'm', port: 9100, protocol: 'UDP', targetPort: 'metrics' }] })
+  const svc = service({
+    ports: [
+      { name: 'web', port: 80, targetPort: 'http' },
+      { name: 'm', port: 9100, protocol: 'UDP', targetPort: 'metrics' },
+    ],
+  })
   const slices = endpointSlicesForService(svc, [
-    pod('a', '10.0.0.1', { ports: [{ name: 'http', containerPort: 8080 }, { name: 'metrics', containerPort: 9100, protocol: 'UDP' }] }),
+    pod('a', '10.0.0.1', {
+      ports: [
+        { name: 'http', containerPort: 8080 },
+        { name: 'metrics', containerPort: 9100, protocol: 'UDP' },
+      ],
+    }),
     pod('b', '10.0.0.2', { ports: [{ name: 'http', containerPort: 9090 }] }),
-    pod('c', '10.0.0.3', { ports: [{ name: 'http', containerPort: 8080 }, { name: 'metrics', containerPort: 9100, protocol: 'TCP' }] }),
+    pod('c', '10.0.0.3', {
+      ports: [
+        { name: 'http', containerPort: 8080 },
+        { name: 'metrics', containerPort: 9100, protocol: 'TCP' },
+      ],
+    }),
   ])
   const byPorts = new Map(slices.map(s => [JSON.stringify(s.ports), addrs(s)]))
   t.equal(slices.length, 3)
-  t.same(byPorts.get(JSON.stringify([{ name: 'web', protocol: 'TCP', port: 8080 }, { name: 'm', protocol: 'UDP', port: 9100 }])), ['10.0.0.1'])
+  t.same(
+    byPorts.get(
+      JSON.stringify([
+        { name: 'web', protocol: 'TCP', port: 8080 },
+        { name: 'm', protocol: 'UDP', port: 9100 },
+      ]),
+    ),
+    ['10.0.0.1'],
+  )
   t.same(byPorts.get(JSON.stringify([{ name: 'web', protocol: 'TCP', port: 9090 }])), ['10.0.0.2'])
   t.same(byPorts.get(JSON.stringify([{ name: 'web', protocol: 'TCP', port: 8080 }])), ['10.0.0.3'], 'metrics is TCP on c: protocol must match')
   t.equal(findPort(pod('x', '1.1.1.1'), defaultServicePort({ port: 80 })), 80, 'no targetPort means port')
@@ -72,11 +108,14 @@ t.test('conditions: ready from the Ready condition, terminating from deletionTim
     pod('unready', '10.0.0.2', { ready: false }),
     pod('leaving', '10.0.0.3', { deleting: true }),
   ])
-  t.same(slices[0]?.endpoints?.map(e => e.conditions), [
-    { ready: true, serving: true, terminating: false },
-    { ready: false, serving: false, terminating: false },
-    { ready: false, serving: true, terminating: true },
-  ])
+  t.same(
+    slices[0]?.endpoints?.map(e => e.conditions),
+    [
+      { ready: true, serving: true, terminating: false },
+      { ready: false, serving: false, terminating: false },
+      { ready: false, serving: true, terminating: true },
+    ],
+  )
 })
 
 t.test('publishNotReadyAddresses: every endpoint is ready', async t => {
@@ -84,11 +123,17 @@ t.test('publishNotReadyAddresses: every endpoint is ready', async t => {
     pod('unready', '10.0.0.2', { ready: false }),
     pod('leaving', '10.0.0.3', { deleting: true }),
   ])
-  t.same(slices[0]?.endpoints?.map(e => e.conditions?.ready), [true, true])
-  t.same(slices[0]?.endpoints?.map(e => e.conditions?.serving), [false, true])
+  t.same(
+    slices[0]?.endpoints?.map(e => e.conditions?.ready),
+    [true, true],
+  )
+  t.same(
+    slices[0]?.endpoints?.map(e => e.conditions?.serving),
+    [false, true],
+  )
 })
 
-t.test('hostname only when the pod\'s subdomain is the service; nodeName and targetRef always', async t => {
+t.test("hostname only when the pod's subdomain is the service; nodeName and targetRef always", async t => {
   const slices = endpointSlicesForService(service({ clusterIP: 'None', ports: [{ port: 80 }] }, 'db'), [
     pod('db-0', '10.0.0.1', { hostname: 'db-0', subdomain: 'db', node: 'n1', labels: { app: 'web' } }),
     pod('db-1', '10.0.0.2', { hostname: 'db-1', subdomain: 'other', labels: { app: 'web' } }),
@@ -112,11 +157,23 @@ t.test('labels: service labels copied, service-name and managed-by set', async t
 t.test('address type from the pod IPs (dual-stack pods give one slice per family), or pinned by the service', async t => {
   const pods = [pod('a', ['10.0.0.1', 'fd00::1']), pod('b', ['fd00::2'])]
   const both = endpointSlicesForService(service({ ports: [{ port: 80 }] }), pods)
-  t.same(both.map(s => [s.addressType, addrs(s)]), [['IPv4', ['10.0.0.1']], ['IPv6', ['fd00::1', 'fd00::2']]])
+  t.same(
+    both.map(s => [s.addressType, addrs(s)]),
+    [
+      ['IPv4', ['10.0.0.1']],
+      ['IPv6', ['fd00::1', 'fd00::2']],
+    ],
+  )
   const v6 = endpointSlicesForService(service({ ipFamilies: ['IPv6'], ports: [{ port: 80 }] }), pods)
-  t.same(v6.map(s => s.addressType), ['IPv6'])
+  t.same(
+    v6.map(s => s.addressType),
+    ['IPv6'],
+  )
   const byIP = endpointSlicesForService(service({ clusterIP: '10.96.0.5', ports: [{ port: 80 }] }), pods)
-  t.same(byIP.map(s => s.addressType), ['IPv4'])
+  t.same(
+    byIP.map(s => s.addressType),
+    ['IPv4'],
+  )
 })
 
 t.test('no selector or ExternalName: no slices; no matching pod: one placeholder slice', async t => {
@@ -131,7 +188,10 @@ t.test('no selector or ExternalName: no slices; no matching pod: one placeholder
 t.test('more than maxEndpointsPerSlice endpoints are split; names stay unique and stable', async t => {
   const pods = Array.from({ length: 5 }, (_, i) => pod(`p${i}`, `10.0.0.${i + 1}`))
   const a = endpointSlicesForService(service({ ports: [{ port: 80 }] }), pods, { maxEndpointsPerSlice: 2 })
-  t.same(a.map(s => s.endpoints?.length), [2, 2, 1])
+  t.same(
+    a.map(s => s.endpoints?.length),
+    [2, 2, 1],
+  )
   t.equal(new Set(a.map(s => s.metadata?.name)).size, 3)
   const b = endpointSlicesForService(service({ ports: [{ port: 80 }] }), [...pods].reverse(), { maxEndpointsPerSlice: 2 })
   t.same(b, a, 'pod order does not matter')

@@ -37,7 +37,11 @@ t.test('numeric order, IPv4 first', async t => {
 t.test('allocators', async t => {
   const a = new ClusterIPAllocator(['10.96.0.0/29'])
   const got = ['a', 'b', 'c', 'd', 'e'].map(n => a.allocate('ns', n, 4))
-  t.same(got.map(x => x ?? '').sort(compareIP), ['10.96.0.2', '10.96.0.3', '10.96.0.4', '10.96.0.5', '10.96.0.6'], 'network, .1 and broadcast skipped (.10 is outside)')
+  t.same(
+    got.map(x => x ?? '').sort(compareIP),
+    ['10.96.0.2', '10.96.0.3', '10.96.0.4', '10.96.0.5', '10.96.0.6'],
+    'network, .1 and broadcast skipped (.10 is outside)',
+  )
   t.equal(a.allocate('ns', 'f', 4), undefined, 'full')
   t.equal(a.allocate('ns', 'f', 6), undefined, 'no IPv6 range')
   t.throws(() => new ClusterIPAllocator(['10.0.0.0/8', '11.0.0.0/8']), RangeError)

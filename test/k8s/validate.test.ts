@@ -63,10 +63,25 @@ t.test('ExternalName', async t => {
 })
 
 t.test('session affinity', async t => {
-  expectOne(t, 'sessionAffinity: ClientIP\nsessionAffinityConfig: {clientIP: {timeoutSeconds: 0}}\nports: [{port: 80}]', 'spec.sessionAffinityConfig.clientIP.timeoutSeconds', /^must be 1-86400$/)
-  expectOne(t, 'sessionAffinity: ClientIP\nsessionAffinityConfig: {clientIP: {timeoutSeconds: 86401}}\nports: [{port: 80}]', 'spec.sessionAffinityConfig.clientIP.timeoutSeconds', /^must be 1-86400$/)
+  expectOne(
+    t,
+    'sessionAffinity: ClientIP\nsessionAffinityConfig: {clientIP: {timeoutSeconds: 0}}\nports: [{port: 80}]',
+    'spec.sessionAffinityConfig.clientIP.timeoutSeconds',
+    /^must be 1-86400$/,
+  )
+  expectOne(
+    t,
+    'sessionAffinity: ClientIP\nsessionAffinityConfig: {clientIP: {timeoutSeconds: 86401}}\nports: [{port: 80}]',
+    'spec.sessionAffinityConfig.clientIP.timeoutSeconds',
+    /^must be 1-86400$/,
+  )
   expectOne(t, 'sessionAffinity: Sticky\nports: [{port: 80}]', 'spec.sessionAffinity', /Unsupported value "Sticky"/)
-  expectOne(t, 'sessionAffinityConfig: {clientIP: {timeoutSeconds: 10}}\nports: [{port: 80}]', 'spec.sessionAffinityConfig', /must not be set when sessionAffinity is None/)
+  expectOne(
+    t,
+    'sessionAffinityConfig: {clientIP: {timeoutSeconds: 10}}\nports: [{port: 80}]',
+    'spec.sessionAffinityConfig',
+    /must not be set when sessionAffinity is None/,
+  )
 })
 
 t.test('external traffic: policies, source ranges, external IPs', async t => {
@@ -79,11 +94,16 @@ t.test('external traffic: policies, source ranges, external IPs', async t => {
 })
 
 t.test('healthCheckNodePort without LoadBalancer + Local: a warning (kube-proxy ignores it), the Service is kept', async t => {
-  for (const spec of ['type: NodePort\nhealthCheckNodePort: 31000\nports: [{port: 80}]', 'type: LoadBalancer\nexternalTrafficPolicy: Cluster\nhealthCheckNodePort: 31000\nports: [{port: 80}]']) {
+  for (const spec of [
+    'type: NodePort\nhealthCheckNodePort: 31000\nports: [{port: 80}]',
+    'type: LoadBalancer\nexternalTrafficPolicy: Cluster\nhealthCheckNodePort: 31000\nports: [{port: 80}]',
+  ]) {
     const r = validateAll(parseManifests(svc(spec), 'hc.yaml').objects)
     t.same(r.problems, [], spec)
     t.equal(r.objects.length, 1, 'kept')
-    t.same(r.warnings, ["hc.yaml: Service shop/web: spec.healthCheckNodePort: ignored: kube-proxy serves a health check only when type is 'LoadBalancer' and externalTrafficPolicy is 'Local'"])
+    t.same(r.warnings, [
+      "hc.yaml: Service shop/web: spec.healthCheckNodePort: ignored: kube-proxy serves a health check only when type is 'LoadBalancer' and externalTrafficPolicy is 'Local'",
+    ])
     const n = normalize(parseManifests(svc(spec), 'hc.yaml').objects)
     t.equal(n.cluster.services.length, 1)
     t.match(n.warnings, [/spec\.healthCheckNodePort: ignored/], 'normalize passes the warning on')
@@ -93,36 +113,74 @@ t.test('healthCheckNodePort without LoadBalancer + Local: a warning (kube-proxy 
 
 t.test('names: Services are DNS-1035 labels, namespaces DNS-1123 labels; labels are validated', async t => {
   const p1 = problems(svc('ports: [{port: 80}]', '1web'))
-  t.same(p1.map(p => [p.object, p.field]), [['Service shop/1web', 'metadata.name']])
+  t.same(
+    p1.map(p => [p.object, p.field]),
+    [['Service shop/1web', 'metadata.name']],
+  )
   t.match(p1[0]?.reason, /DNS-1035 label/)
   const p2 = problems('apiVersion: v1\nkind: Namespace\nmetadata: {name: Shop}\n')
-  t.same(p2.map(p => [p.object, p.field]), [['Namespace Shop', 'metadata.name']])
+  t.same(
+    p2.map(p => [p.object, p.field]),
+    [['Namespace Shop', 'metadata.name']],
+  )
   const p3 = problems(svc('ports: [{port: 80}]', 'web', '  labels: {tier: "front end"}\n'))
-  t.same(p3.map(p => p.field), ['metadata.labels["tier"]'])
+  t.same(
+    p3.map(p => p.field),
+    ['metadata.labels["tier"]'],
+  )
   const p4 = problems(svc('ports: [{port: 80}]', 'web', '  labels: {enabled: yes}\n'))
   t.match(p4[0]?.reason, /must be a string/)
-  t.same(problems('apiVersion: v1\nkind: Service\nmetadata: {}\nspec: {ports: [{port: 80}]}\n').map(p => p.field), ['metadata.name'])
+  t.same(
+    problems('apiVersion: v1\nkind: Service\nmetadata: {}\nspec: {ports: [{port: 80}]}\n').map(p => p.field),
+    ['metadata.name'],
+  )
 })
 
 t.test('EndpointSlice: addressType and addresses', async t => {
-  const slice = (body: string): string => `apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: s-1, labels: {kubernetes.io/service-name: s}}\n${body}\n`
+  const slice = (body: string): string =>
+    `apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: s-1, labels: {kubernetes.io/service-name: s}}\n${body}\n`
   const at = problems(slice('addressType: IPv5\nendpoints: []'))
-  t.same(at.map(p => [p.object, p.field]), [['EndpointSlice default/s-1', 'addressType']])
-  t.same(problems(slice('endpoints: []')).map(p => p.field), ['addressType'])
+  t.same(
+    at.map(p => [p.object, p.field]),
+    [['EndpointSlice default/s-1', 'addressType']],
+  )
+  t.same(
+    problems(slice('endpoints: []')).map(p => p.field),
+    ['addressType'],
+  )
   const addr = problems(slice('addressType: IPv4\nendpoints:\n- addresses: [fd00::1]\n- addresses: []\n- addresses: [10.0.0.1]\n  conditions: {ready: "yes"}'))
-  t.same(addr.map(p => p.field), ['endpoints[0].addresses[0]', 'endpoints[1].addresses', 'endpoints[2].conditions.ready'])
+  t.same(
+    addr.map(p => p.field),
+    ['endpoints[0].addresses[0]', 'endpoints[1].addresses', 'endpoints[2].conditions.ready'],
+  )
   t.match(addr[0]?.reason, /must be an IPv4 address/)
   const ports = problems(slice('addressType: IPv4\nendpoints: null\nports: [{name: a, port: 99999}, {name: a, protocol: ICMP}]'))
-  t.same(ports.map(p => p.field), ['ports[0].port', 'ports[1].name', 'ports[1].protocol'])
+  t.same(
+    ports.map(p => p.field),
+    ['ports[0].port', 'ports[1].name', 'ports[1].protocol'],
+  )
   t.same(problems(slice('addressType: IPv4\nendpoints: null\nports: null')), [], 'a placeholder slice is valid')
 })
 
 t.test('Pods and Deployments', async t => {
-  const pod = problems('apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - name: c\n    ports: [{containerPort: 0}, {containerPort: 80, name: TooLong_name_here}]\nstatus: {podIP: 10.0.0.999}\n')
-  t.same(pod.map(p => p.field), ['spec.containers[0].ports[0].containerPort', 'spec.containers[0].ports[1].name', 'status.podIP'])
-  t.same(problems('apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: []}\n').map(p => p.field), ['spec.containers'])
-  const dep = problems('apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  replicas: -1\n  selector: {matchLabels: {app: a}}\n  template:\n    metadata: {labels: {app: b}}\n    spec: {containers: [{name: c}]}\n')
-  t.same(dep.map(p => p.field), ['spec.replicas', 'spec.template.metadata.labels'])
+  const pod = problems(
+    'apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - name: c\n    ports: [{containerPort: 0}, {containerPort: 80, name: TooLong_name_here}]\nstatus: {podIP: 10.0.0.999}\n',
+  )
+  t.same(
+    pod.map(p => p.field),
+    ['spec.containers[0].ports[0].containerPort', 'spec.containers[0].ports[1].name', 'status.podIP'],
+  )
+  t.same(
+    problems('apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: []}\n').map(p => p.field),
+    ['spec.containers'],
+  )
+  const dep = problems(
+    'apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  replicas: -1\n  selector: {matchLabels: {app: a}}\n  template:\n    metadata: {labels: {app: b}}\n    spec: {containers: [{name: c}]}\n',
+  )
+  t.same(
+    dep.map(p => p.field),
+    ['spec.replicas', 'spec.template.metadata.labels'],
+  )
   t.match(dep[1]?.reason, /selector does not match template labels/)
 })
 
@@ -136,22 +194,33 @@ t.test('across objects: duplicate names, cluster IPs and node ports are rejected
     svc('type: NodePort\nports: [{name: t, port: 53, nodePort: 30053}, {name: u, port: 53, protocol: UDP, nodePort: 30053}]', 'e'),
   ].join('---\n')
   const r = validateAll(parseManifests(yaml, 'dup.yaml').objects)
-  t.same(r.objects.map(o => o.object.metadata?.name), ['a', 'c', 'e'])
-  t.same(r.problems.map(p => [p.object, p.field]), [
-    ['Service shop/a', 'metadata.name'], ['Service shop/b', 'spec.clusterIP'], ['Service shop/d', 'spec.ports[0].nodePort'],
-  ])
+  t.same(
+    r.objects.map(o => o.object.metadata?.name),
+    ['a', 'c', 'e'],
+  )
+  t.same(
+    r.problems.map(p => [p.object, p.field]),
+    [
+      ['Service shop/a', 'metadata.name'],
+      ['Service shop/b', 'spec.clusterIP'],
+      ['Service shop/d', 'spec.ports[0].nodePort'],
+    ],
+  )
   t.match(r.problems[0]?.reason, /already exists \(defined in dup\.yaml\)/)
   t.match(r.problems[1]?.reason, /10\.96\.0\.10 is already allocated to Service shop\/a/)
 })
 
 t.test('an invalid object is skipped by normalize, everything else still works', async t => {
-  const yaml = [
-    svc('clusterIP: 10.96.0.10\nports: [{port: 80}]', 'good'),
-    svc('clusterIP: 10.96.0.11\nports: [{port: 0}]', 'bad'),
-  ].join('---\n')
+  const yaml = [svc('clusterIP: 10.96.0.10\nports: [{port: 80}]', 'good'), svc('clusterIP: 10.96.0.11\nports: [{port: 0}]', 'bad')].join('---\n')
   const r = normalize(parseManifests(yaml, 'mixed.yaml').objects)
-  t.same(r.cluster.services.map(s => s.name), ['good'])
-  t.same(r.problems.map(p => [p.file, p.object, p.field]), [['mixed.yaml', 'Service shop/bad', 'spec.ports[0].port']])
+  t.same(
+    r.cluster.services.map(s => s.name),
+    ['good'],
+  )
+  t.same(
+    r.problems.map(p => [p.file, p.object, p.field]),
+    [['mixed.yaml', 'Service shop/bad', 'spec.ports[0].port']],
+  )
 })
 
 t.test('validateObject without a file leaves file out', async t => {

@@ -25,14 +25,21 @@ function golden(name: string): string | undefined {
 
 for (const c of cases) {
   t.test(c.name, async t => {
-    const r = loadCluster(c.inputs.map(p => join(root, p)), c.normalize)
+    const r = loadCluster(
+      c.inputs.map(p => join(root, p)),
+      c.normalize,
+    )
     const rel = (s: string): string => s.split(`${root}/`).join('')
-    const json = `${JSON.stringify({
-      cluster: r.cluster,
-      ignored: r.ignored,
-      problems: r.problems.map(p => (p.file !== undefined ? { ...p, file: rel(p.file) } : p)),
-      warnings: r.warnings.map(rel),
-    }, null, 2)}\n`
+    const json = `${JSON.stringify(
+      {
+        cluster: r.cluster,
+        ignored: r.ignored,
+        problems: r.problems.map(p => (p.file !== undefined ? { ...p, file: rel(p.file) } : p)),
+        warnings: r.warnings.map(rel),
+      },
+      null,
+      2,
+    )}\n`
     t.equal(json, golden(`${c.name}.cluster.json`), `${c.name}.cluster.json`)
     const d = dumpRules(r.cluster, c.proxy)
     t.equal(d.iptables, golden(`${c.name}.iptables`), `${c.name}.iptables`)
@@ -44,8 +51,14 @@ for (const c of cases) {
 
 t.test('rendering is deterministic: input order does not matter', async t => {
   const c = cases.find(x => x.name === 'multiport')!
-  const a = loadCluster(c.inputs.map(p => join(root, p)), c.normalize)
-  const b = loadCluster([...cases.find(x => x.name === 'affinity')!.inputs, ...c.inputs].map(p => join(root, p)), c.normalize)
+  const a = loadCluster(
+    c.inputs.map(p => join(root, p)),
+    c.normalize,
+  )
+  const b = loadCluster(
+    [...cases.find(x => x.name === 'affinity')!.inputs, ...c.inputs].map(p => join(root, p)),
+    c.normalize,
+  )
   const onlyWeb = { ...b.cluster, services: b.cluster.services.filter(s => s.namespace === 'shop') }
   t.equal(dumpRules(onlyWeb, c.proxy).iptables, dumpRules(a.cluster, c.proxy).iptables)
 })

@@ -19,14 +19,23 @@ const hasNft = run('nft', ['--version']).status === 0
 const canUnshare = isRoot && run('unshare', ['-n', 'true']).status === 0
 
 function stripComments(s: string): string {
-  return s.split('\n').filter(l => !l.startsWith('#')).join('\n').trim()
+  return s
+    .split('\n')
+    .filter(l => !l.startsWith('#'))
+    .join('\n')
+    .trim()
 }
 
 /** nft lists set elements in hash order and wraps them by width: compare them as sorted lists. */
 function normalizeNft(s: string): string {
   let text = stripComments(s).replace(/^table (ip6?) kube-proxy\ndelete table \1 kube-proxy\n/, '')
   text = text.replace(/elements = \{([^}]*)\}/g, (_m, body: string) => {
-    const items = body.replace(/\s+/g, ' ').split(',').map(x => x.trim()).filter(x => x !== '').sort()
+    const items = body
+      .replace(/\s+/g, ' ')
+      .split(',')
+      .map(x => x.trim())
+      .filter(x => x !== '')
+      .sort()
     return `elements = { ${items.join(', ')} }`
   })
   return text
@@ -40,15 +49,19 @@ t.test('iptables-restore --test accepts every iptables golden', { skip: !(isRoot
   }
 })
 
-t.test('loaded in a netns, iptables-save prints the golden back unchanged', { skip: !(canUnshare && hasIptables) && 'needs root, unshare and iptables' }, async t => {
-  for (const f of files.filter(x => x.endsWith('.iptables') || x.endsWith('.ip6tables'))) {
-    const v = f.endsWith('.ip6tables') ? 'ip6tables' : 'iptables'
-    const text = readFileSync(join(goldenDir, f), 'utf8')
-    const r = run('unshare', ['-n', 'sh', '-c', `${v}-restore && ${v}-save`], text)
-    t.equal(r.status, 0, `${f}: ${r.stderr}`)
-    t.equal(stripComments(r.stdout), stripComments(text), f)
-  }
-})
+t.test(
+  'loaded in a netns, iptables-save prints the golden back unchanged',
+  { skip: !(canUnshare && hasIptables) && 'needs root, unshare and iptables' },
+  async t => {
+    for (const f of files.filter(x => x.endsWith('.iptables') || x.endsWith('.ip6tables'))) {
+      const v = f.endsWith('.ip6tables') ? 'ip6tables' : 'iptables'
+      const text = readFileSync(join(goldenDir, f), 'utf8')
+      const r = run('unshare', ['-n', 'sh', '-c', `${v}-restore && ${v}-save`], text)
+      t.equal(r.status, 0, `${f}: ${r.stderr}`)
+      t.equal(stripComments(r.stdout), stripComments(text), f)
+    }
+  },
+)
 
 t.test('nft -c accepts every nftables golden', { skip: !(isRoot && hasNft) && 'needs root and nft' }, async t => {
   for (const f of files.filter(x => x.endsWith('.nft') || x.endsWith('.nft6'))) {
@@ -57,12 +70,16 @@ t.test('nft -c accepts every nftables golden', { skip: !(isRoot && hasNft) && 'n
   }
 })
 
-t.test('loaded twice in a netns, nft list gives the golden back (elements compared as sets)', { skip: !(canUnshare && hasNft) && 'needs root, unshare and nft' }, async t => {
-  for (const f of files.filter(x => x.endsWith('.nft') || x.endsWith('.nft6'))) {
-    const fam = f.endsWith('.nft6') ? 'ip6' : 'ip'
-    const path = join(goldenDir, f)
-    const r = run('unshare', ['-n', 'sh', '-c', `nft -f ${path} && nft -f ${path} && nft list table ${fam} kube-proxy`])
-    t.equal(r.status, 0, `${f}: ${r.stderr}`)
-    t.equal(normalizeNft(r.stdout), normalizeNft(readFileSync(path, 'utf8')), f)
-  }
-})
+t.test(
+  'loaded twice in a netns, nft list gives the golden back (elements compared as sets)',
+  { skip: !(canUnshare && hasNft) && 'needs root, unshare and nft' },
+  async t => {
+    for (const f of files.filter(x => x.endsWith('.nft') || x.endsWith('.nft6'))) {
+      const fam = f.endsWith('.nft6') ? 'ip6' : 'ip'
+      const path = join(goldenDir, f)
+      const r = run('unshare', ['-n', 'sh', '-c', `nft -f ${path} && nft -f ${path} && nft list table ${fam} kube-proxy`])
+      t.equal(r.status, 0, `${f}: ${r.stderr}`)
+      t.equal(normalizeNft(r.stdout), normalizeNft(readFileSync(path, 'utf8')), f)
+    }
+  },
+)

@@ -1,8 +1,15 @@
 // Chain names must equal kube-proxy's byte for byte: values from the seed's node and kube-proxy's own comments.
 import t from 'tap'
 import {
-  base32, hashAndTruncate, nftServicePortChainNameBase, nftServicePortEndpointChainNameBase, portProtoHash,
-  serviceExternalChainName, serviceFirewallChainName, servicePortChainName, servicePortEndpointChainName,
+  base32,
+  hashAndTruncate,
+  nftServicePortChainNameBase,
+  nftServicePortEndpointChainNameBase,
+  portProtoHash,
+  serviceExternalChainName,
+  serviceFirewallChainName,
+  servicePortChainName,
+  servicePortEndpointChainName,
   servicePortPolicyLocalChainName,
 } from '../../src/kubeproxy/names'
 import { endpointString, servicePortName } from '../../src/model/names'
@@ -49,7 +56,7 @@ t.test('endpoint strings join host and port like net.JoinHostPort', async t => {
   t.equal(endpointString('fd00::1', 80), '[fd00::1]:80')
 })
 
-t.test('nftables names: the example from kube-proxy\'s source', async t => {
+t.test("nftables names: the example from kube-proxy's source", async t => {
   t.equal(nftServicePortChainNameBase('ns1', 'svc1', 'tcp', 'p80'), 'ULMVA6XW-ns1/svc1/tcp/p80')
   t.equal(nftServicePortEndpointChainNameBase('ns1', 'svc1', 'tcp', 'p80', '10.180.0.1', 80), '5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80')
   t.match(nftServicePortEndpointChainNameBase('ns', 's', 'tcp', '', 'fd00::1', 80), /^[A-Z2-7]{8}-ns\/s\/tcp\/__fd00\.\.1\/80$/, 'IPv6 colons become dots')

@@ -11,8 +11,16 @@ t.test('kube-proxy writes %0.10f of 1/n', async t => {
 t.test('iptables-save shows the u32-rounded value with 11 decimals', async t => {
   // measured: iptables-restore these, iptables-save them back
   const seen: [number, string][] = [
-    [2, '0.50000000000'], [3, '0.33333333349'], [4, '0.25000000000'], [5, '0.20000000019'], [6, '0.16666666651'],
-    [7, '0.14285714272'], [10, '0.10000000009'], [100, '0.00999999978'], [2048, '0.00048828125'], [4096, '0.00024414062'],
+    [2, '0.50000000000'],
+    [3, '0.33333333349'],
+    [4, '0.25000000000'],
+    [5, '0.20000000019'],
+    [6, '0.16666666651'],
+    [7, '0.14285714272'],
+    [10, '0.10000000009'],
+    [100, '0.00999999978'],
+    [2048, '0.00048828125'],
+    [4096, '0.00024414062'],
   ]
   for (const [n, text] of seen) t.equal(probabilityForRemaining(n), text, `1/${n}`)
   t.equal(iptablesSaveProbability('1'), '1.00000000000')

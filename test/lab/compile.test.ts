@@ -34,9 +34,19 @@ t.test('the seed: three pods on node 1, the Service at 10.96.125.237, a slice of
   }
   const nginx = plan.pods.filter(p => p.name.startsWith('nginx-dep08-'))
   t.equal(nginx.length, 2)
-  for (const p of nginx) t.same(p.containers.map(c => [c.runtime, c.tcpPorts]), [['nginx', [80]]])
-  t.same(plan.pods.find(p => p.name === 'pod-client')!.containers.map(c => c.runtime), ['none'])
-  t.same(plan.cluster.services.map(s => [s.name, s.clusterIPs]), [['nginx-pod08', ['10.96.125.237']]])
+  for (const p of nginx)
+    t.same(
+      p.containers.map(c => [c.runtime, c.tcpPorts]),
+      [['nginx', [80]]],
+    )
+  t.same(
+    plan.pods.find(p => p.name === 'pod-client')!.containers.map(c => c.runtime),
+    ['none'],
+  )
+  t.same(
+    plan.cluster.services.map(s => [s.name, s.clusterIPs]),
+    [['nginx-pod08', ['10.96.125.237']]],
+  )
 
   const slices = plan.manifests.filter((o): o is EndpointSlice => o.kind === 'EndpointSlice')
   t.equal(slices.length, 1)
@@ -51,33 +61,57 @@ t.test('the seed: three pods on node 1, the Service at 10.96.125.237, a slice of
   for (const p of plan.manifests.filter((o): o is Pod => o.kind === 'Pod')) {
     t.equal(p.spec?.nodeName, 'node1')
     t.equal(p.status?.podIP, plan.pods.find(x => x.name === p.metadata?.name)!.ip)
-    t.same(p.status?.conditions?.find(c => c.type === 'Ready'), { type: 'Ready', status: 'True' })
+    t.same(
+      p.status?.conditions?.find(c => c.type === 'Ready'),
+      { type: 'Ready', status: 'True' },
+    )
   }
   t.same(compileLab({ name: 'seed', files: [SEED], nodes: 1, dataplane: 'none' }).manifests, plan.manifests, 'deterministic')
 })
 
 t.test('the pinned seed reproduces the document: .246 and .253 for nginx, .247 for pod-client', async t => {
   const plan = compileLab({ name: 'seed', files: [PINNED], nodes: 1, dataplane: 'none' })
-  t.same(plan.pods.filter(p => p.name.startsWith('nginx-dep08-')).map(p => p.ip), ['10.100.85.246', '10.100.85.253'])
+  t.same(
+    plan.pods.filter(p => p.name.startsWith('nginx-dep08-')).map(p => p.ip),
+    ['10.100.85.246', '10.100.85.253'],
+  )
   t.equal(plan.pods.find(p => p.name === 'pod-client')!.ip, '10.100.85.247')
   t.same(plan.cluster.services[0]!.clusterIPs, ['10.96.125.237'])
-  t.same(plan.cluster.services[0]!.endpoints.map(e => e.ip), ['10.100.85.246', '10.100.85.253'])
+  t.same(
+    plan.cluster.services[0]!.endpoints.map(e => e.ip),
+    ['10.100.85.246', '10.100.85.253'],
+  )
 })
 
 t.test('two nodes: round-robin, NodePorts and cluster IP made explicit, never inside a pod block', async t => {
   const plan = compileLab({ name: 'ne', files: [NETEXEC], nodes: 2, dataplane: 'iptables' })
-  t.same(plan.pods.map(p => p.node), ['node1', 'node2', 'node1', 'node2'])
-  t.same(plan.pods.map(p => p.namespace), ['shop', 'shop', 'shop', 'shop'])
+  t.same(
+    plan.pods.map(p => p.node),
+    ['node1', 'node2', 'node1', 'node2'],
+  )
+  t.same(
+    plan.pods.map(p => p.namespace),
+    ['shop', 'shop', 'shop', 'shop'],
+  )
   const backend = plan.pods.filter(p => p.name.startsWith('backend-'))
   for (const p of backend) {
-    t.same(p.containers.map(c => [c.runtime, c.tcpPorts, c.udpPorts]), [['netexec', [8080], [8081]]])
-    t.same(probesOf(p), [{ kind: 'tcp', ip: p.ip, port: 8080 }, { kind: 'udp', ip: p.ip, port: 8081 }])
+    t.same(
+      p.containers.map(c => [c.runtime, c.tcpPorts, c.udpPorts]),
+      [['netexec', [8080], [8081]]],
+    )
+    t.same(probesOf(p), [
+      { kind: 'tcp', ip: p.ip, port: 8080 },
+      { kind: 'udp', ip: p.ip, port: 8081 },
+    ])
   }
   const svc = plan.manifests.find((o): o is Service => o.kind === 'Service')!
   const n = plan.cluster.services[0]!
   t.equal(svc.spec?.clusterIP, n.clusterIPs[0])
   t.notMatch(n.clusterIPs[0], /^10\.100\.8[56]\./)
-  t.same(svc.spec?.ports?.map(p => p.nodePort), n.ports.map(p => p.nodePort))
+  t.same(
+    svc.spec?.ports?.map(p => p.nodePort),
+    n.ports.map(p => p.nodePort),
+  )
   t.ok(n.ports.every(p => p.nodePort >= 30000 && p.nodePort <= 32767))
   t.same(n.endpoints.map(e => e.nodeName).sort(), ['node1', 'node1', 'node2'])
 })
@@ -90,14 +124,24 @@ t.test('the agent config of a node lists every other node as a VXLAN peer', asyn
     { node: 'node1', ip: '172.18.0.11', podCIDR: '10.100.85.0/24' },
     { node: 'node3', ip: '172.18.0.13', podCIDR: '10.100.87.0/24' },
   ])
-  t.same([cfg.clusterCIDR, cfg.serviceCIDR, cfg.dns], ['10.100.0.0/16', '10.96.0.0/12', { ip: '10.96.0.10', zone: 'cluster.local', upstreams: ['172.18.0.53'] }])
+  t.same(
+    [cfg.clusterCIDR, cfg.serviceCIDR, cfg.dns],
+    ['10.100.0.0/16', '10.96.0.0/12', { ip: '10.96.0.10', zone: 'cluster.local', upstreams: ['172.18.0.53'] }],
+  )
   t.same(cfg.manifests, ['/run/tundra/labs/ne/cluster.yaml'])
   t.equal(cfg.control, '/run/tundra/labs/ne/node2.sock')
 })
 
 t.test('an invalid object stops the lab with file, object and field', async t => {
   const file = scratch(t, 'apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{port: 99999}]\n')
-  const err = (() => { try { compileLab({ name: 'x', files: [file], nodes: 1, dataplane: 'none' }) } catch (e) { return e } return undefined })()
+  const err = (() => {
+    try {
+      compileLab({ name: 'x', files: [file], nodes: 1, dataplane: 'none' })
+    } catch (e) {
+      return e
+    }
+    return undefined
+  })()
   t.type(err, LabManifestError)
   const e = err as LabManifestError
   t.match(e.problems, [{ file, object: 'Service default/web', field: 'spec.ports[0].port' }])
@@ -106,16 +150,33 @@ t.test('an invalid object stops the lab with file, object and field', async t =>
 
 t.test('unknown kinds are a warning; a Deployment lists more IPs than replicas is an error', async t => {
   const warned: string[] = []
-  const ok = scratch(t, 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: busybox}]}\n')
+  const ok = scratch(
+    t,
+    'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: busybox}]}\n',
+  )
   const plan = compileLab({ name: 'x', files: [ok], nodes: 1, dataplane: 'none', onWarning: w => warned.push(w) })
   t.equal(plan.pods.length, 1)
   t.match(warned, [/ConfigMap/])
-  const bad = scratch(t, [
-    'apiVersion: apps/v1', 'kind: Deployment', 'metadata: {name: d, annotations: {tundra.dev/pod-ips: "10.100.85.5,10.100.85.6"}}',
-    'spec: {replicas: 1, selector: {matchLabels: {a: b}}, template: {metadata: {labels: {a: b}}, spec: {containers: [{name: c, image: busybox}]}}}',
-  ].join('\n') + '\n')
-  const err = (() => { try { compileLab({ name: 'x', files: [bad], nodes: 1, dataplane: 'none' }) } catch (e) { return e } return undefined })()
-  t.match((err as LabManifestError).problems, [{ object: 'Deployment default/d', field: 'metadata.annotations[tundra.dev/pod-ips]', reason: 'lists 2 addresses for 1 replicas' }])
+  const bad = scratch(
+    t,
+    [
+      'apiVersion: apps/v1',
+      'kind: Deployment',
+      'metadata: {name: d, annotations: {tundra.dev/pod-ips: "10.100.85.5,10.100.85.6"}}',
+      'spec: {replicas: 1, selector: {matchLabels: {a: b}}, template: {metadata: {labels: {a: b}}, spec: {containers: [{name: c, image: busybox}]}}}',
+    ].join('\n') + '\n',
+  )
+  const err = (() => {
+    try {
+      compileLab({ name: 'x', files: [bad], nodes: 1, dataplane: 'none' })
+    } catch (e) {
+      return e
+    }
+    return undefined
+  })()
+  t.match((err as LabManifestError).problems, [
+    { object: 'Deployment default/d', field: 'metadata.annotations[tundra.dev/pod-ips]', reason: 'lists 2 addresses for 1 replicas' },
+  ])
 })
 
 t.test('--nodes is checked', async t => {
@@ -127,7 +188,10 @@ t.test('dual-stack: a Service asking for IPv6 gives pods IPv6 addresses and Serv
   const plan = compileLab({ name: 'v6', files: [join(root, 'test/fixtures/tundra/ipv6.yaml')], nodes: 1, dataplane: 'none' })
   t.equal(plan.dualStack, true)
   t.same(plan.warnings, [])
-  t.same(plan.nodes.map(n => [n.podCIDR, n.podCIDR6]), [['10.100.85.0/24', 'fd00:10:100:1::/64']])
+  t.same(
+    plan.nodes.map(n => [n.podCIDR, n.podCIDR6]),
+    [['10.100.85.0/24', 'fd00:10:100:1::/64']],
+  )
   const client = plan.pods.find(p => p.name === 'client')!
   t.same([client.ip, client.ip6], ['10.100.85.50', 'fd00:10:100:1::50'], 'the IPv4 host number, as an IPv6 host part')
   const pod = plan.manifests.find((o): o is Pod => o.kind === 'Pod' && o.metadata?.name === 'client')!
@@ -142,8 +206,11 @@ t.test('dual-stack: a Service asking for IPv6 gives pods IPv6 addresses and Serv
   t.match(dual.clusterIPs?.[1], /^fd00:10:96::[0-9a-f]+$/)
   t.same(dual.ipFamilies, ['IPv4', 'IPv6'])
   const slices = plan.manifests.filter((o): o is EndpointSlice => o.kind === 'EndpointSlice')
-  t.same(slices.map(s => [s.metadata?.labels?.['kubernetes.io/service-name'], s.addressType]).sort(),
-    [['dual', 'IPv4'], ['dual', 'IPv6'], ['web6', 'IPv6']])
+  t.same(slices.map(s => [s.metadata?.labels?.['kubernetes.io/service-name'], s.addressType]).sort(), [
+    ['dual', 'IPv4'],
+    ['dual', 'IPv6'],
+    ['web6', 'IPv6'],
+  ])
   const cfg = agentConfig(plan, 'node1', '/m', '/c')
   t.same([cfg.clusterCIDR6, cfg.serviceCIDR6], ['fd00:10:100::/56', 'fd00:10:96::/112'])
 })

@@ -11,7 +11,12 @@ function get(port: number, path: string): Promise<{ status: number; body: string
     const req = request({ host: '127.0.0.1', port, path, agent: false }, res => {
       const local = `${res.socket.localAddress}:${res.socket.localPort}`
       let body = ''
-      res.setEncoding('utf8').on('data', d => { body += d }).on('end', () => resolve({ status: res.statusCode ?? 0, body, local }))
+      res
+        .setEncoding('utf8')
+        .on('data', d => {
+          body += d
+        })
+        .on('end', () => resolve({ status: res.statusCode ?? 0, body, local }))
     })
     req.on('error', reject)
     req.end()
@@ -23,12 +28,22 @@ function udp(port: number, msgs: string[], want: number): Promise<{ replies: str
   return new Promise((resolve, reject) => {
     const s = createSocket('udp4')
     const replies: string[] = []
-    const timer = setTimeout(() => { s.close(); reject(new Error(`only ${replies.length} replies`)) }, 5000)
+    const timer = setTimeout(() => {
+      s.close()
+      reject(new Error(`only ${replies.length} replies`))
+    }, 5000)
     s.on('message', m => {
       replies.push(m.toString())
-      if (replies.length === want) { clearTimeout(timer); const a = s.address(); s.close(); resolve({ replies, local: `${a.address}:${a.port}` }) }
+      if (replies.length === want) {
+        clearTimeout(timer)
+        const a = s.address()
+        s.close()
+        resolve({ replies, local: `${a.address}:${a.port}` })
+      }
     })
-    s.bind(0, '127.0.0.1', () => { for (const m of msgs) s.send(m, port, '127.0.0.1') })
+    s.bind(0, '127.0.0.1', () => {
+      for (const m of msgs) s.send(m, port, '127.0.0.1')
+    })
   })
 }
 
@@ -61,7 +76,11 @@ t.test('several ports, and a port in use is an error', async t => {
 })
 
 t.test('argument parsing', async t => {
-  t.same(parseNetexecArgs(['--http-port', '80', '--http-port=8080', '--udp-port', '53', '--hostname=x']), { httpPorts: [80, 8080], udpPorts: [53], hostname: 'x' })
+  t.same(parseNetexecArgs(['--http-port', '80', '--http-port=8080', '--udp-port', '53', '--hostname=x']), {
+    httpPorts: [80, 8080],
+    udpPorts: [53],
+    hostname: 'x',
+  })
   t.throws(() => parseNetexecArgs(['--http-port', '70000']), /not a port/)
   t.throws(() => parseNetexecArgs(['--http-port']), /needs a value/)
   t.throws(() => parseNetexecArgs(['--bogus']), /unknown argument/)
@@ -85,7 +104,11 @@ t.test('probes: tcp connects, udp needs a reply, dns needs a response to our id'
 
   // a resolver: answers with the query id and QR set
   const dns = createSocket('udp4')
-  dns.on('message', (m, r) => { const out = Buffer.from(m); out.writeUInt16BE(out.readUInt16BE(2) | 0x8000, 2); dns.send(out, r.port, r.address) })
+  dns.on('message', (m, r) => {
+    const out = Buffer.from(m)
+    out.writeUInt16BE(out.readUInt16BE(2) | 0x8000, 2)
+    dns.send(out, r.port, r.address)
+  })
   await new Promise<void>(r => dns.bind(0, '127.0.0.1', () => r()))
   t.teardown(() => dns.close())
   t.equal(await probeOnce({ kind: 'dns', ip: '127.0.0.1', port: dns.address().port }), true)
@@ -99,7 +122,10 @@ t.test('probes: tcp connects, udp needs a reply, dns needs a response to our id'
   const seen: string[] = []
   const rest = await probeAll([parseTarget(`tcp:127.0.0.1:${ne.httpPorts[0]}`), parseTarget(`tcp:127.0.0.1:${closedPort}`)], 300, x => seen.push(`${x.port}`))
   t.same(seen, [String(ne.httpPorts[0])])
-  t.same(rest.map(x => x.port), [closedPort])
+  t.same(
+    rest.map(x => x.port),
+    [closedPort],
+  )
   t.throws(() => parseTarget('tcp:host:1'), /not a probe target/)
 })
 
@@ -110,7 +136,12 @@ t.test('--ipv6: the same ports on ::, IPv6 only, so IPv4 callers stay plain', as
   const body = await new Promise<string>((resolve, reject) => {
     const req = request({ host: '::1', port: ne.httpPorts[0]!, path: '/clientip', agent: false }, res => {
       let b = ''
-      res.setEncoding('utf8').on('data', d => { b += d }).on('end', () => resolve(b))
+      res
+        .setEncoding('utf8')
+        .on('data', d => {
+          b += d
+        })
+        .on('end', () => resolve(b))
     })
     req.on('error', reject)
     req.end()
@@ -119,8 +150,15 @@ t.test('--ipv6: the same ports on ::, IPv6 only, so IPv4 callers stay plain', as
   t.match((await get(ne.httpPorts[0]!, '/clientip')).body, /^127\.0\.0\.1:\d+$/, 'an IPv4 caller, not ::ffff:')
   const reply = await new Promise<string>((resolve, reject) => {
     const s = createSocket('udp6')
-    const timer = setTimeout(() => { s.close(); reject(new Error('no UDP reply over IPv6')) }, 5000)
-    s.on('message', m => { clearTimeout(timer); s.close(); resolve(m.toString()) })
+    const timer = setTimeout(() => {
+      s.close()
+      reject(new Error('no UDP reply over IPv6'))
+    }, 5000)
+    s.on('message', m => {
+      clearTimeout(timer)
+      s.close()
+      resolve(m.toString())
+    })
     s.send('hostname', ne.udpPorts[0]!, '::1')
   })
   t.equal(reply, 'pod-6')

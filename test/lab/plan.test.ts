@@ -2,17 +2,30 @@
 import t from 'tap'
 import type { Pod } from '../../src/k8s/types'
 import {
-  caliName, labNameError, LAB, placePods, planContainer, planNodes, podHostsFile, podNsName, podResolvConf, preferredHost,
+  caliName,
+  labNameError,
+  LAB,
+  placePods,
+  planContainer,
+  planNodes,
+  podHostsFile,
+  podNsName,
+  podResolvConf,
+  preferredHost,
   type PodInput,
 } from '../../src/lab/plan'
 import { isNginxImage } from '../../src/lab/nginx'
 
 const pod = (name: string, extra: { namespace?: string; nodeName?: string } = {}): Pod => ({
-  apiVersion: 'v1', kind: 'Pod',
+  apiVersion: 'v1',
+  kind: 'Pod',
   metadata: { name, ...(extra.namespace ? { namespace: extra.namespace } : {}) },
   spec: { containers: [{ name: 'c', image: 'busybox' }], ...(extra.nodeName ? { nodeName: extra.nodeName } : {}) },
 })
-const input = (p: Pod, ip?: string): PodInput => (ip === undefined ? { pod: p } : { pod: p, wantIP: { ip, field: 'metadata.annotations[tundra.dev/pod-ip]', object: `Pod default/${p.metadata?.name}`, file: 'x.yaml' } })
+const input = (p: Pod, ip?: string): PodInput =>
+  ip === undefined
+    ? { pod: p }
+    : { pod: p, wantIP: { ip, field: 'metadata.annotations[tundra.dev/pod-ip]', object: `Pod default/${p.metadata?.name}`, file: 'x.yaml' } }
 
 t.test('lab names: short, lowercase, no dash, leading letter', async t => {
   for (const ok of ['lab', 'seed', 'a', 'lt123abc', 'abcdefghijklmnop']) t.equal(labNameError(ok), undefined, ok)
@@ -33,18 +46,29 @@ t.test('names fit the kernel and do not collide', async t => {
 })
 
 t.test('node k: 172.18.0.(10+k), pod block 10.100.(84+k).0/24', async t => {
-  t.same(planNodes('seed', 3).map(n => [n.name, n.ns, n.ip, n.podCIDR]), [
-    ['node1', 'tundra-seed-node1', '172.18.0.11', '10.100.85.0/24'],
-    ['node2', 'tundra-seed-node2', '172.18.0.12', '10.100.86.0/24'],
-    ['node3', 'tundra-seed-node3', '172.18.0.13', '10.100.87.0/24'],
-  ])
+  t.same(
+    planNodes('seed', 3).map(n => [n.name, n.ns, n.ip, n.podCIDR]),
+    [
+      ['node1', 'tundra-seed-node1', '172.18.0.11', '10.100.85.0/24'],
+      ['node2', 'tundra-seed-node2', '172.18.0.12', '10.100.86.0/24'],
+      ['node3', 'tundra-seed-node3', '172.18.0.13', '10.100.87.0/24'],
+    ],
+  )
 })
 
 t.test('round-robin in creation order; spec.nodeName is honoured and not counted', async t => {
   const nodes = planNodes('x', 2)
   const r = placePods('x', nodes, [input(pod('a')), input(pod('b', { nodeName: 'node1' })), input(pod('c')), input(pod('d'))])
   t.same(r.problems, [])
-  t.same(r.pods.map(p => [p.name, p.node]), [['a', 'node1'], ['b', 'node1'], ['c', 'node2'], ['d', 'node1']])
+  t.same(
+    r.pods.map(p => [p.name, p.node]),
+    [
+      ['a', 'node1'],
+      ['b', 'node1'],
+      ['c', 'node2'],
+      ['d', 'node1'],
+    ],
+  )
   for (const p of r.pods) {
     const n = nodes.find(x => x.name === p.node)!
     t.ok(p.ip.startsWith(n.podCIDR.replace('0/24', '')), `${p.name} ${p.ip} is in ${n.podCIDR}`)
@@ -66,7 +90,10 @@ t.test('collisions probe upward; every address .2-.254 is used once; the 254th p
   const r = placePods('x', nodes, many)
   t.same(r.problems, [])
   const hosts = r.pods.map(p => Number(p.ip.split('.')[3])).sort((a, b) => a - b)
-  t.same(hosts, Array.from({ length: 253 }, (_, i) => i + 2))
+  t.same(
+    hosts,
+    Array.from({ length: 253 }, (_, i) => i + 2),
+  )
   const over = placePods('x', nodes, [...many, input(pod('one-too-many'))])
   t.equal(over.problems.length, 1)
   t.match(over.problems[0], { object: 'Pod default/one-too-many', field: 'spec.nodeName', reason: /no free pod address/ })
@@ -76,7 +103,10 @@ t.test('a requested IP is reserved first and picks the node that owns it', async
   const nodes = planNodes('x', 2)
   const r = placePods('x', nodes, [input(pod('a')), input(pod('b'), '10.100.86.9')])
   t.same(r.problems, [])
-  t.same(r.pods.map(p => [p.name, p.node, p.ip]).find(x => x[0] === 'b'), ['b', 'node2', '10.100.86.9'])
+  t.same(
+    r.pods.map(p => [p.name, p.node, p.ip]).find(x => x[0] === 'b'),
+    ['b', 'node2', '10.100.86.9'],
+  )
   t.equal(r.pods.find(p => p.name === 'a')!.node, 'node1', 'round-robin is not advanced by a pinned pod')
 })
 
@@ -108,8 +138,14 @@ t.test('what a container runs', async t => {
   const w: string[] = []
   t.same(planContainer({ name: 'n', image: 'nginx:1.8' }, w, 'x'), { name: 'n', image: 'nginx:1.8', runtime: 'nginx', tcpPorts: [80], udpPorts: [] })
   t.same(planContainer({ name: 'n', image: 'nginx', ports: [{ containerPort: 8080 }] }, w, 'x').tcpPorts, [8080])
-  t.same(planContainer({ name: 'a', image: 'agnhost', ports: [{ containerPort: 8080 }, { containerPort: 8081, protocol: 'UDP' }, { containerPort: 9, protocol: 'SCTP' }] }, w, 'x'),
-    { name: 'a', image: 'agnhost', runtime: 'netexec', tcpPorts: [8080], udpPorts: [8081] })
+  t.same(
+    planContainer(
+      { name: 'a', image: 'agnhost', ports: [{ containerPort: 8080 }, { containerPort: 8081, protocol: 'UDP' }, { containerPort: 9, protocol: 'SCTP' }] },
+      w,
+      'x',
+    ),
+    { name: 'a', image: 'agnhost', runtime: 'netexec', tcpPorts: [8080], udpPorts: [8081] },
+  )
   t.equal(planContainer({ name: 'c', image: 'busybox', ports: null }, w, 'x').runtime, 'none')
   t.same(w, ['x: container a: SCTP port 9 is not served in the lab'])
 })
@@ -119,6 +155,10 @@ t.test("a pod's resolv.conf and hosts file, as kubelet writes them", async t => 
   const hosts = podHostsFile({ ip: '10.100.85.247', hostname: 'pod-client', namespace: 'default' })
   t.match(hosts, /^# Kubernetes-managed hosts file\.\n127\.0\.0\.1\tlocalhost\n/)
   t.ok(hosts.endsWith('\n10.100.85.247\tpod-client\n'))
-  t.ok(podHostsFile({ ip: '10.100.85.9', hostname: 'web-0', namespace: 'shop', subdomain: 'web' }).endsWith('\n10.100.85.9\tweb-0.web.shop.svc.cluster.local\tweb-0\n'))
+  t.ok(
+    podHostsFile({ ip: '10.100.85.9', hostname: 'web-0', namespace: 'shop', subdomain: 'web' }).endsWith(
+      '\n10.100.85.9\tweb-0.web.shop.svc.cluster.local\tweb-0\n',
+    ),
+  )
   t.equal(LAB.dnsIP, '10.96.0.10')
 })

@@ -15,17 +15,54 @@ function fakeLab(name: string, processes: LabState['processes'] = []): LabState 
   const dir = join(scratch, name)
   mkdirSync(dir, { recursive: true })
   const s: LabState = {
-    version: 1, name, phase: 'up', createdAt: '2024-01-01T00:00:00.000Z', dataplane: 'none', dir, repo: '/repo',
-    namespaces: [], files: [], processes,
+    version: 1,
+    name,
+    phase: 'up',
+    createdAt: '2024-01-01T00:00:00.000Z',
+    dataplane: 'none',
+    dir,
+    repo: '/repo',
+    namespaces: [],
+    files: [],
+    processes,
     net: { ns: `tundra-${name}-net`, bridge: 'br0' },
     nodes: [{ name: 'node1', ns: `tundra-${name}-node1`, ip: '172.18.0.11', podCIDR: '10.100.85.0/24' }],
     external: { ns: `tundra-${name}-ext`, ip: '172.18.0.100' },
     upstreamDns: { ns: `tundra-${name}-dns`, ip: '172.18.0.53' },
     pods: [
-      { namespace: 'default', name: 'web', ns: 'x', ip: '10.100.85.246', node: 'node1', hostVeth: 'cali0', hostname: 'web', ready: true, probes: ['tcp:10.100.85.246:80'] },
-      { namespace: 'default', name: 'pod-client', ns: 'y', ip: '10.100.85.247', node: 'node1', hostVeth: 'cali1', hostname: 'pod-client', ready: true, probes: [] },
+      {
+        namespace: 'default',
+        name: 'web',
+        ns: 'x',
+        ip: '10.100.85.246',
+        node: 'node1',
+        hostVeth: 'cali0',
+        hostname: 'web',
+        ready: true,
+        probes: ['tcp:10.100.85.246:80'],
+      },
+      {
+        namespace: 'default',
+        name: 'pod-client',
+        ns: 'y',
+        ip: '10.100.85.247',
+        node: 'node1',
+        hostVeth: 'cali1',
+        hostname: 'pod-client',
+        ready: true,
+        probes: [],
+      },
     ],
-    services: [{ namespace: 'default', name: 'web', type: 'NodePort', clusterIP: '10.96.125.237', externalIPs: [], ports: [{ name: '', port: 8080, targetPort: 80, nodePort: 30080, protocol: 'TCP' }] }],
+    services: [
+      {
+        namespace: 'default',
+        name: 'web',
+        type: 'NodePort',
+        clusterIP: '10.96.125.237',
+        externalIPs: [],
+        ports: [{ name: '', port: 8080, targetPort: 80, nodePort: 30080, protocol: 'TCP' }],
+      },
+    ],
     endpointSlices: [{ namespace: 'default', name: 'web-abcde', service: 'web', addressType: 'IPv4', ports: ['80/TCP'], endpoints: ['10.100.85.246'] }],
     warnings: [],
   }
@@ -49,16 +86,25 @@ t.test('--name may be left out only when exactly one lab is up', async t => {
 
 t.test('status: a pod is ready while its processes live; the JSON has the contract shape', async t => {
   const self = { pid: process.pid, startTime: procStartTime(process.pid)! }
-  fakeLab('st', [
-    { ...self, role: 'nginx', ns: 'x', owner: 'default/web', argv: [], log: '' },
-  ])
+  fakeLab('st', [{ ...self, role: 'nginx', ns: 'x', owner: 'default/web', argv: [], log: '' }])
   const st = labStatus('st')
   t.match(st, {
     name: 'st',
     nodes: [{ name: 'node1', ip: '172.18.0.11', podCIDR: '10.100.85.0/24' }],
     external: { ip: '172.18.0.100' },
-    pods: [{ namespace: 'default', name: 'web', ip: '10.100.85.246', node: 'node1', ready: true }, { name: 'pod-client', ready: true }],
-    services: [{ namespace: 'default', name: 'web', type: 'NodePort', clusterIP: '10.96.125.237', ports: [{ name: '', port: 8080, targetPort: 80, nodePort: 30080, protocol: 'TCP' }] }],
+    pods: [
+      { namespace: 'default', name: 'web', ip: '10.100.85.246', node: 'node1', ready: true },
+      { name: 'pod-client', ready: true },
+    ],
+    services: [
+      {
+        namespace: 'default',
+        name: 'web',
+        type: 'NodePort',
+        clusterIP: '10.96.125.237',
+        ports: [{ name: '', port: 8080, targetPort: 80, nodePort: 30080, protocol: 'TCP' }],
+      },
+    ],
   })
   // same PID, another start time: a recycled PID is not our nginx
   fakeLab('st', [{ ...self, startTime: self.startTime + 1, role: 'nginx', ns: 'x', owner: 'default/web', argv: [], log: '' }])

@@ -10,5 +10,8 @@ t.test('network_programming_duration_seconds: MergeBuckets(Linear(0.25,0.25,2), 
 })
 
 t.test('sync_proxy_rules_duration_seconds: ExponentialBuckets(0.001, 2, 15)', async t => {
-  t.same(SYNC_DURATION_BUCKETS, Array.from({ length: 15 }, (_, i) => 0.001 * 2 ** i))
+  t.same(
+    SYNC_DURATION_BUCKETS,
+    Array.from({ length: 15 }, (_, i) => 0.001 * 2 ** i),
+  )
 })

@@ -17,7 +17,9 @@ function fetch(port: number, path: string): Promise<{ status: number; body: stri
     get({ host: '127.0.0.1', port, path }, res => {
       let body = ''
       res.setEncoding('utf8')
-      res.on('data', d => { body += d })
+      res.on('data', d => {
+        body += d
+      })
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body, type: String(res.headers['content-type']) }))
     }).on('error', reject)
   })
@@ -35,8 +37,13 @@ function sample(text: string, series: string): number | undefined {
 
 function change(endpoints: string[], trigger?: number): ChangeSet {
   return {
-    services: new Set(), endpoints: new Set(endpoints), nodes: new Set(), other: new Set(), full: false,
-    serviceEvents: 0, endpointEvents: endpoints.length,
+    services: new Set(),
+    endpoints: new Set(endpoints),
+    nodes: new Set(),
+    other: new Set(),
+    full: false,
+    serviceEvents: 0,
+    endpointEvents: endpoints.length,
     triggerTimes: new Map(trigger === undefined ? [] : endpoints.map(e => [e, [trigger]])),
   }
 }
@@ -45,11 +52,24 @@ function setup(stats: () => DataplaneStats, block = false) {
   const clock = new FakeClock(Date.now())
   let release: (() => void) | undefined
   const runner = new SyncRunner({
-    clock, minSyncPeriodMs: 1000, syncPeriodMs: 30_000, log: () => {},
-    apply: async () => { if (block) await new Promise<void>(r => { release = r }) },
+    clock,
+    minSyncPeriodMs: 1000,
+    syncPeriodMs: 30_000,
+    log: () => {},
+    apply: async () => {
+      if (block)
+        await new Promise<void>(r => {
+          release = r
+        })
+    },
   })
   let calls = 0
-  const metrics = new TundraMetrics({ dataplane: () => { calls++; return stats() } })
+  const metrics = new TundraMetrics({
+    dataplane: () => {
+      calls++
+      return stats()
+    },
+  })
   metrics.bindSync(runner)
   return { clock, runner, metrics, calls: () => calls, release: () => release?.() }
 }
@@ -66,7 +86,9 @@ t.test('/metrics: tundra counters come from the provider at scrape time, once pe
     conntrackEntries: { ipv4: 5, ipv6: 1 },
     drops: { conntrack_full: 3, truncated: 2 },
     dns: {
-      queries: { A: 10, AAAA: 4 }, responses: { NOERROR: 12, NXDOMAIN: 2 }, requests: 14,
+      queries: { A: 10, AAAA: 4 },
+      responses: { NOERROR: 12, NXDOMAIN: 2 },
+      requests: 14,
       duration: { bounds: [0.00025, 0.0005, 0.001], counts: [11, 0, 2, 1], sum: 0.5, count: 14 },
       upstream: { requests: 3, cacheHits: 5, cacheMisses: 3, errors: 1, timeouts: 1, overflow: 2, cacheSize: 2 },
       tcp: { open: 1, rejected: 4, closedIdle: 6 },
@@ -75,8 +97,12 @@ t.test('/metrics: tundra counters come from the provider at scrape time, once pe
     noLocalEndpoints: { internal: 1, external: 2 },
   }))
   const srv = await startServers({
-    metricsBindAddress: '127.0.0.1:0', healthzBindAddress: '127.0.0.1:0', metrics, health: () => runner.health(),
-    configz: () => ({ mode: 'tundra' }), log: () => {},
+    metricsBindAddress: '127.0.0.1:0',
+    healthzBindAddress: '127.0.0.1:0',
+    metrics,
+    health: () => runner.health(),
+    configz: () => ({ mode: 'tundra' }),
+    log: () => {},
   })
   t.teardown(() => srv.close())
   runner.start()
@@ -142,12 +168,18 @@ t.test('/metrics: tundra counters come from the provider at scrape time, once pe
   t.equal((await fetch(srv.metrics.port, '/nope')).status, 404)
 })
 
-t.test('/healthz and /livez: kube-proxy\'s body; 503 when a change stays unapplied for 2 x syncPeriod; node deletion fails only /healthz', async t => {
+t.test("/healthz and /livez: kube-proxy's body; 503 when a change stays unapplied for 2 x syncPeriod; node deletion fails only /healthz", async t => {
   const { clock, runner, metrics, release } = setup(() => ({}), true)
   const store = new ObjectStore()
   store.upsert({ apiVersion: 'v1', kind: 'Node', metadata: { name: 'n1' } })
   runner.followNode(store, 'n1')
-  const srv = await startServers({ metricsBindAddress: '127.0.0.1:0', healthzBindAddress: '127.0.0.1:0', metrics, health: () => runner.health(), log: () => {} })
+  const srv = await startServers({
+    metricsBindAddress: '127.0.0.1:0',
+    healthzBindAddress: '127.0.0.1:0',
+    metrics,
+    health: () => runner.health(),
+    log: () => {},
+  })
   t.teardown(() => srv.close())
   t.not(srv.metrics.port, srv.healthz.port)
 
@@ -163,7 +195,7 @@ t.test('/healthz and /livez: kube-proxy\'s body; 503 when a change stays unappli
   await clock.advance(60_001)
   h = await fetch(srv.healthz.port, '/healthz')
   t.equal(h.status, 503)
-  t.match(h.body, /"lastUpdated": "0001-01-01T00:00:00Z"/, 'never synced: Go\'s zero time')
+  t.match(h.body, /"lastUpdated": "0001-01-01T00:00:00Z"/, "never synced: Go's zero time")
   t.equal((await fetch(srv.healthz.port, '/livez')).status, 503)
 
   release()
@@ -189,16 +221,34 @@ t.test('/healthz and /livez: kube-proxy\'s body; 503 when a change stays unappli
 t.test('one server when both addresses are the same fixed port', async t => {
   const metrics = new TundraMetrics({ defaultMetrics: false })
   // find a free port, then ask for it twice
-  const probe = await startServers({ metricsBindAddress: '127.0.0.1:0', healthzBindAddress: '127.0.0.1:0', metrics, health: () => ({ healthy: true, nodeEligible: true, now: Date.now() }) })
+  const probe = await startServers({
+    metricsBindAddress: '127.0.0.1:0',
+    healthzBindAddress: '127.0.0.1:0',
+    metrics,
+    health: () => ({ healthy: true, nodeEligible: true, now: Date.now() }),
+  })
   const port = probe.metrics.port
   await probe.close()
-  const srv = await startServers({ metricsBindAddress: `127.0.0.1:${port}`, healthzBindAddress: `127.0.0.1:${port}`, metrics, health: () => ({ healthy: true, nodeEligible: true, now: Date.now() }) })
+  const srv = await startServers({
+    metricsBindAddress: `127.0.0.1:${port}`,
+    healthzBindAddress: `127.0.0.1:${port}`,
+    metrics,
+    health: () => ({ healthy: true, nodeEligible: true, now: Date.now() }),
+  })
   t.teardown(() => srv.close())
   t.equal(srv.healthz.port, port)
   t.match((await fetch(port, '/healthz')).body, /nodeEligible/)
   t.equal((await fetch(port, '/metrics')).status, 200)
   // a port in use is an error the caller sees
-  await t.rejects(startServers({ metricsBindAddress: `127.0.0.1:${port}`, healthzBindAddress: '127.0.0.1:0', metrics, health: () => ({ healthy: true, nodeEligible: true, now: 0 }) }), /metricsBindAddress 127\.0\.0\.1:\d+: .*EADDRINUSE/)
+  await t.rejects(
+    startServers({
+      metricsBindAddress: `127.0.0.1:${port}`,
+      healthzBindAddress: '127.0.0.1:0',
+      metrics,
+      health: () => ({ healthy: true, nodeEligible: true, now: 0 }),
+    }),
+    /metricsBindAddress 127\.0\.0\.1:\d+: .*EADDRINUSE/,
+  )
 })
 
 t.test('healthzResponse for an unhealthy node that synced before', async t => {
@@ -208,7 +258,8 @@ t.test('healthzResponse for an unhealthy node that synced before', async t => {
 })
 
 t.test('NAT engine readers: per service port (families summed), drops, no-local-endpoints', async t => {
-  const { cluster, problems } = clusterFromText(`
+  const { cluster, problems } = clusterFromText(
+    `
 apiVersion: v1
 kind: Service
 metadata: {name: web, namespace: default}
@@ -229,7 +280,10 @@ metadata: {name: lb-1, namespace: default, labels: {kubernetes.io/service-name: 
 addressType: IPv4
 endpoints: [{addresses: [10.100.2.1], nodeName: other-node}]
 ports: [{port: 80}]
-`, 'x.yaml', { serviceCIDRs: ['10.96.0.0/12', 'fd00:96::/112'] })
+`,
+    'x.yaml',
+    { serviceCIDRs: ['10.96.0.0/12', 'fd00:96::/112'] },
+  )
   t.same(problems, [])
   const table = compileNat(cluster, resolveNatConfig({ nodeName: 'this-node', nodeIPs: ['172.18.0.10'], clusterCIDRs: ['10.100.0.0/16'] }))
   const engine = new NatEngine(table)
@@ -239,7 +293,9 @@ ports: [{port: 80}]
     engine.svcNew[id] = 1
   })
   engine.counters[NatStat.DROP_CONNTRACK_FULL] = 7
-  const rows = natServiceCounters(table, { packets: engine.svcPackets, newConnections: engine.svcNew }).sort((a, b) => (`${a.service}/${a.port}` < `${b.service}/${b.port}` ? -1 : 1))
+  const rows = natServiceCounters(table, { packets: engine.svcPackets, newConnections: engine.svcNew }).sort((a, b) =>
+    `${a.service}/${a.port}` < `${b.service}/${b.port}` ? -1 : 1,
+  )
   t.same(rows, [
     { namespace: 'default', service: 'lb', port: '80', packets: 1, newConnections: 1 },
     { namespace: 'default', service: 'web', port: 'http', packets: 15, newConnections: 2 },

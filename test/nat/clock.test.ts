@@ -20,7 +20,11 @@ function open(eng: NatEngine, client: string, now: number): void {
 
 function snapshotOf(eng: NatEngine, now: number, wallMs: number): Buffer {
   const chunks: ArrayBuffer[] = []
-  for (let c = 0; c >= 0;) { const r = eng.ctChunk(c, CT_CHUNK, now); chunks.push(r.bytes); c = r.next }
+  for (let c = 0; c >= 0; ) {
+    const r = eng.ctChunk(c, CT_CHUNK, now)
+    chunks.push(r.bytes)
+    c = r.next
+  }
   return assembleSnapshot(chunks, eng.table, wallMs)
 }
 
@@ -41,7 +45,10 @@ t.test('a snapshot keeps each entry its remaining lifetime, whatever the clocks 
   t.equal(e[0]!.expiresIn, left - 7, 'the lifetime left at the save, less the 7 s the restart took')
   // read long after: expired, not resurrected
   const late = prepareRestore(file, table, W + (left + 1) * 1000)
-  t.equal(late.chunks.reduce((n, c) => n + new DataView(c).getUint32(8, true), 0), 0)
+  t.equal(
+    late.chunks.reduce((n, c) => n + new DataView(c).getUint32(8, true), 0),
+    0,
+  )
   t.equal(late.report.expired, 1, 'counted as expired')
 })
 

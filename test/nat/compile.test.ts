@@ -34,8 +34,22 @@ const web = svc('web', {
   ports: [port('http', 80, 'http-web', 'TCP', 30080), port('metrics', 9090, 9090, 'TCP', 30090)],
   endpoints: [
     // slice ports carry the service port names (the controller resolved targetPort per pod)
-    ep('10.100.1.2', [{ name: 'http', protocol: 'TCP', port: 8080 }, { name: 'metrics', protocol: 'TCP', port: 9100 }], { node: NODE }),
-    ep('10.100.2.3', [{ name: 'http', protocol: 'TCP', port: 8081 }, { name: 'metrics', protocol: 'TCP', port: 9100 }], { node: 'node-b' }),
+    ep(
+      '10.100.1.2',
+      [
+        { name: 'http', protocol: 'TCP', port: 8080 },
+        { name: 'metrics', protocol: 'TCP', port: 9100 },
+      ],
+      { node: NODE },
+    ),
+    ep(
+      '10.100.2.3',
+      [
+        { name: 'http', protocol: 'TCP', port: 8081 },
+        { name: 'metrics', protocol: 'TCP', port: 9100 },
+      ],
+      { node: 'node-b' },
+    ),
     ep('10.100.2.4', [{ name: 'http', protocol: 'TCP', port: 8080 }], { node: 'node-b', ready: false, serving: false }),
   ],
 })
@@ -45,7 +59,14 @@ const dns = svc('kube-dns', {
   clusterIPs: ['10.96.0.53'],
   ports: [port('dns', 53, 53, 'UDP'), port('dns-tcp', 53, 53, 'TCP')],
   endpoints: [
-    ep('10.100.1.9', [{ name: 'dns', protocol: 'UDP', port: 53 }, { name: 'dns-tcp', protocol: 'TCP', port: 53 }], { node: NODE }),
+    ep(
+      '10.100.1.9',
+      [
+        { name: 'dns', protocol: 'UDP', port: 53 },
+        { name: 'dns-tcp', protocol: 'TCP', port: 53 },
+      ],
+      { node: NODE },
+    ),
   ],
 })
 
@@ -54,7 +75,10 @@ const lb = svc('shop', {
   clusterIPs: ['10.96.1.1'],
   externalTrafficPolicy: 'Local',
   healthCheckNodePort: 32000,
-  loadBalancerIngress: [{ ip: '203.0.113.7', ipMode: 'VIP' }, { ip: '203.0.113.8', ipMode: 'Proxy' }],
+  loadBalancerIngress: [
+    { ip: '203.0.113.7', ipMode: 'VIP' },
+    { ip: '203.0.113.8', ipMode: 'Proxy' },
+  ],
   loadBalancerSourceRanges: ['198.51.100.0/24', '192.168.1.0/24'],
   externalIPs: ['198.51.100.99'],
   ports: [port('', 443, 8443, 'TCP', 31443)],
@@ -105,8 +129,13 @@ t.test('golden: mixed cluster, random', async tt => {
 
 t.test('golden: same cluster, maglev, nodePortAddresses and masquerade-all', async tt => {
   const table = compileNat(cluster([web, dns, lb, draining, dual, ...others]), {
-    ...CONFIG, lb: 'maglev', maglevTableSize: 251, masqueradeAll: true, icmpMode: 'reject',
-    nodeIPs: ['192.168.1.10', '10.0.0.10'], nodePortAddresses: ['10.0.0.0/8'],
+    ...CONFIG,
+    lb: 'maglev',
+    maglevTableSize: 251,
+    masqueradeAll: true,
+    icmpMode: 'reject',
+    nodeIPs: ['192.168.1.10', '10.0.0.10'],
+    nodePortAddresses: ['10.0.0.0/8'],
   })
   golden(tt, 'maglev-nodeport-addresses', formatNatTable(table))
 })
@@ -212,15 +241,25 @@ t.test('updateNat: an endpoint change writes nothing to the frontend maps; a por
   const t2 = updateNat(t1, [{ ...web, endpoints: web.endpoints.slice(1) }])
   tt.ok(t2.v4.fe.isShared && t2.v4.vip.isShared, 'maps still shared with the old table')
   tt.ok(t2.delta !== undefined && t2.delta.from === t1.generation, 'the update says which ids it changed')
-  const webIds = t1.svcPorts.filter(sp => sp?.name === 'web').map(sp => sp!.id).sort((a, b) => a - b)
+  const webIds = t1.svcPorts
+    .filter(sp => sp?.name === 'web')
+    .map(sp => sp!.id)
+    .sort((a, b) => a - b)
   tt.same(t2.delta?.ids, webIds)
   // Same port number under a new name: a new service port takes the frontend over; the old one is gone.
   const renamed: Service = { ...web, ports: [port('web', 80, 'http-web', 'TCP', 30080), web.ports[1]!] }
   const t3 = updateNat(t2, [renamed])
   tt.equal(formatNatTable(t3), formatNatTable(compileNat(cluster([renamed, dns, lb, dual]), CONFIG)))
   tt.notOk(t3.v4.fe.isShared, 'a changed frontend copies the map')
-  tt.equal(formatNatTable(t2), formatNatTable(compileNat(cluster([{ ...web, endpoints: web.endpoints.slice(1) }, dns, lb, dual]), CONFIG)), 'the old table is left alone')
-  tt.notOk(t3.problems.some(p => p.object === 'Service default/web'), 'not reported as a conflict with its old self')
+  tt.equal(
+    formatNatTable(t2),
+    formatNatTable(compileNat(cluster([{ ...web, endpoints: web.endpoints.slice(1) }, dns, lb, dual]), CONFIG)),
+    'the old table is left alone',
+  )
+  tt.notOk(
+    t3.problems.some(p => p.object === 'Service default/web'),
+    'not reported as a conflict with its old self',
+  )
   // Moving the ClusterIP: the old VIP goes, the new one answers.
   const moved: Service = { ...renamed, clusterIPs: ['10.96.0.99'] }
   const t4 = updateNat(t3, [moved])
@@ -256,10 +295,13 @@ t.test('update of a service keeps working after many rounds (no id leak)', async
 })
 
 t.test('bad input is reported, not thrown', async tt => {
-  const table = compileNat(cluster([
-    svc('bad', { clusterIPs: ['10.96.0.300'], ports: [port('', 80, 80)] }),
-    svc('bad-ep', { clusterIPs: ['10.96.6.6'], ports: [port('', 80, 80)], endpoints: [ep('fd00::1', 80), ep('10.100.9.9', 80)] }),
-  ]), { ...CONFIG, clusterCIDRs: ['10.100.0.0/16', 'nonsense'] })
+  const table = compileNat(
+    cluster([
+      svc('bad', { clusterIPs: ['10.96.0.300'], ports: [port('', 80, 80)] }),
+      svc('bad-ep', { clusterIPs: ['10.96.6.6'], ports: [port('', 80, 80)], endpoints: [ep('fd00::1', 80), ep('10.100.9.9', 80)] }),
+    ]),
+    { ...CONFIG, clusterCIDRs: ['10.100.0.0/16', 'nonsense'] },
+  )
   tt.ok(table.problems.some(p => p.object === 'Service default/bad'))
   tt.ok(table.problems.some(p => p.object === 'config' && p.field === 'clusterCIDRs'))
   const sp = table.svcPorts.find(s => s?.name === 'bad-ep')!

@@ -144,7 +144,10 @@ t.test('hash index stays consistent under random churn (model check)', async tt 
   const ct = new Conntrack({ family: 4, max: 4096, seed: 42 })
   const model = new Map<number, number>() // client -> entry
   let x = 12345
-  const rnd = (n: number): number => { x = (Math.imul(x, 1103515245) + 12345) >>> 0; return x % n }
+  const rnd = (n: number): number => {
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0
+    return x % n
+  }
   for (let step = 0; step < 40000; step++) {
     const c = rnd(6000) + 1
     const have = model.get(c)

@@ -13,7 +13,7 @@ import { endpointNames } from '../../src/nat/endpoints'
 import { proxyServicePorts } from '../../src/kubeproxy/serviceports'
 import { BASE_CONFIG, NODE, NODE_IP, SYN, ep, flow, info, parse, port, svc, tcp4, udp4 } from './packets'
 
-const SEED = Number(process.env.TUNDRA_SEED ?? ((Math.random() * 0x100000000) >>> 0))
+const SEED = Number(process.env.TUNDRA_SEED ?? (Math.random() * 0x100000000) >>> 0)
 const TABLES = 500
 const TUPLES = 24
 const NOW = 100000
@@ -27,7 +27,14 @@ const NODES = [NODE, 'node-b', 'node-c']
 const EXTERNAL = ['198.51.100.7', '203.0.113.99', '192.0.2.1']
 const RANGES = ['198.51.100.0/24', '192.168.1.0/24', '203.0.113.0/25']
 
-interface Built { services: Service[]; cfg: NatConfig; srcs: string[]; dsts: string[]; ports: number[]; frontends: [string, number][] }
+interface Built {
+  services: Service[]
+  cfg: NatConfig
+  srcs: string[]
+  dsts: string[]
+  ports: number[]
+  frontends: [string, number][]
+}
 
 function randomCluster(): Built {
   const services: Service[] = []
@@ -48,25 +55,34 @@ function randomCluster(): Built {
     for (let e = 0; e < ne; e++) {
       const ip = `10.100.${s}.${e + 2}`
       const ready = chance(0.75)
-      endpoints.push(ep(ip, 8080, {
-        ready, serving: ready || chance(0.5), terminating: !ready && chance(0.6), node: pick(NODES),
-      }))
+      endpoints.push(
+        ep(ip, 8080, {
+          ready,
+          serving: ready || chance(0.5),
+          terminating: !ready && chance(0.6),
+          node: pick(NODES),
+        }),
+      )
       srcs.push(ip)
     }
-    services.push(svc(`s${s}`, {
-      type,
-      clusterIPs: [clusterIP],
-      externalIPs,
-      ports: [port('', sp, 8080, chance(0.5) ? 'TCP' : 'UDP', nodePort)],
-      endpoints,
-      externalTrafficPolicy: chance(0.5) ? 'Local' : 'Cluster',
-      internalTrafficPolicy: chance(0.3) ? 'Local' : 'Cluster',
-      affinityTimeout: chance(0.2) ? 60 : 0,
-      ...(type === 'LoadBalancer' ? {
-        loadBalancerIngress: [{ ip: lbIP, ipMode: 'VIP' as const }],
-        loadBalancerSourceRanges: chance(0.5) ? [pick(RANGES)] : [],
-      } : {}),
-    }))
+    services.push(
+      svc(`s${s}`, {
+        type,
+        clusterIPs: [clusterIP],
+        externalIPs,
+        ports: [port('', sp, 8080, chance(0.5) ? 'TCP' : 'UDP', nodePort)],
+        endpoints,
+        externalTrafficPolicy: chance(0.5) ? 'Local' : 'Cluster',
+        internalTrafficPolicy: chance(0.3) ? 'Local' : 'Cluster',
+        affinityTimeout: chance(0.2) ? 60 : 0,
+        ...(type === 'LoadBalancer'
+          ? {
+              loadBalancerIngress: [{ ip: lbIP, ipMode: 'VIP' as const }],
+              loadBalancerSourceRanges: chance(0.5) ? [pick(RANGES)] : [],
+            }
+          : {}),
+      }),
+    )
     dsts.push(clusterIP, lbIP, ...externalIPs)
     ports.push(sp, nodePort)
     frontends.push([clusterIP, sp], ...externalIPs.map(ip => [ip, sp] as [string, number]))
@@ -84,8 +100,12 @@ function randomCluster(): Built {
 }
 
 const ACTION: Record<Explanation['verdict'], number> = {
-  pass: NatAction.PASS, dnat: NatAction.FORWARD, reject: NatAction.REJECT, drop: NatAction.DROP,
-  tracked: NatAction.FORWARD, reply: NatAction.REPLY,
+  pass: NatAction.PASS,
+  dnat: NatAction.FORWARD,
+  reject: NatAction.REJECT,
+  drop: NatAction.DROP,
+  tracked: NatAction.FORWARD,
+  reply: NatAction.REPLY,
 }
 
 t.test(`engine and explain agree on ${TABLES * TUPLES} new connections (seed ${SEED})`, async tt => {
@@ -162,7 +182,9 @@ t.test(`compile and the kube-proxy renderers categorise endpoints alike (seed ${
 
 t.test('a ready endpoint that is not serving is used, as kube-proxy does (publishNotReadyAddresses)', async tt => {
   const s = svc('pnr', {
-    clusterIPs: ['10.96.0.10'], publishNotReadyAddresses: true, ports: [port('', 80, 8080)],
+    clusterIPs: ['10.96.0.10'],
+    publishNotReadyAddresses: true,
+    ports: [port('', 80, 8080)],
     endpoints: [ep('10.100.0.2', 8080, { ready: true, serving: false, node: NODE })],
   })
   const table = compileNat({ services: [s], nodes: [], pods: [] }, BASE_CONFIG)

@@ -10,8 +10,35 @@ import { fold, pseudoHeaderSum4 } from '../../src/wire/checksum'
 import { ipv4ToString } from '../../src/wire/ipv4'
 import { get16, get32 } from '../../src/wire/bytes'
 import {
-  ACK, BASE_CONFIG, FIN, NODE, NODE_IP, PSH, RST, SYN, addrs, checksumProblems, echo4, echo6, ep, flow, fragment4,
-  fragment6, icmpError4, icmpError6, info, ip4, parse, port, reassemble4, reassemble6, sctp4, svc, tcp4, tcp6, udp4,
+  ACK,
+  BASE_CONFIG,
+  FIN,
+  NODE,
+  NODE_IP,
+  PSH,
+  RST,
+  SYN,
+  addrs,
+  checksumProblems,
+  echo4,
+  echo6,
+  ep,
+  flow,
+  fragment4,
+  fragment6,
+  icmpError4,
+  icmpError6,
+  info,
+  ip4,
+  parse,
+  port,
+  reassemble4,
+  reassemble6,
+  sctp4,
+  svc,
+  tcp4,
+  tcp6,
+  udp4,
   udp6,
 } from './packets'
 import { sctpChecksumOk } from '../../src/wire/sctp'
@@ -116,7 +143,7 @@ t.test('non-service traffic passes untouched', async tt => {
   tt.equal(run(eng, p), NatAction.PASS)
   tt.same(p, copy)
   const node = tcp4('198.51.100.1', NODE_IP, 40000, 22, SYN)
-  tt.equal(run(eng, node), NatAction.PASS, 'the node\'s own ports are not services')
+  tt.equal(run(eng, node), NatAction.PASS, "the node's own ports are not services")
 })
 
 t.test('masquerade: off-cluster source to a ClusterIP, reply back', async tt => {
@@ -317,7 +344,7 @@ t.test('endpoint removed: TCP client gets a RST, UDP flows re-balance', async tt
   tt.equal(flow(rst), '10.96.0.20:80 > 10.100.1.50:40000', 'from the service the client connected to')
   tt.equal(rst[33], RST | ACK)
   tt.equal(get32(rst, 24), 5031, 'seq: what the client expects next from the server')
-  tt.equal(get32(rst, 28), 1011, 'ack: the client\'s next sequence number')
+  tt.equal(get32(rst, 28), 1011, "ack: the client's next sequence number")
   clean(tt, rst, 'RST')
   tt.equal(eng.pendingResets, 0)
   // The TCP flow is gone: a late segment is invalid; the UDP flow re-balances to the remaining endpoint.
@@ -381,8 +408,13 @@ t.test('TIME_WAIT then a new SYN on the same tuple reopens the connection', asyn
   const c = (f: number): Buffer => tcp4('10.100.1.50', '10.96.0.10', 40000, 80, f)
   const s = (f: number): Buffer => tcp4('10.100.1.2', '10.100.1.50', 8080, 40000, f)
   for (const [p, state] of [
-    [c(SYN), 'SYN_SENT'], [s(SYN | ACK), 'SYN_RECV'], [c(ACK), 'ESTABLISHED'], [c(FIN | ACK), 'FIN_WAIT'],
-    [s(ACK), 'CLOSE_WAIT'], [s(FIN | ACK), 'LAST_ACK'], [c(ACK), 'TIME_WAIT'],
+    [c(SYN), 'SYN_SENT'],
+    [s(SYN | ACK), 'SYN_RECV'],
+    [c(ACK), 'ESTABLISHED'],
+    [c(FIN | ACK), 'FIN_WAIT'],
+    [s(ACK), 'CLOSE_WAIT'],
+    [s(FIN | ACK), 'LAST_ACK'],
+    [c(ACK), 'TIME_WAIT'],
   ] as const) {
     tt.equal(run(eng, p), NatAction.FORWARD)
     tt.equal(eng.conntrackEntries(NOW)[0]?.state, state)
@@ -482,12 +514,21 @@ t.test('explain: verdicts, kube-proxy probabilities and chain names', async tt =
   const table = eng.table
   const x = explain(table, { src: '10.100.1.50', dst: '10.96.0.20', protocol: 'TCP', sport: 1, dport: 80 })
   tt.equal(x.verdict, 'dnat')
-  tt.same(x.endpoints?.map(e => e.ruleProbability), [0.5, 1])
-  tt.same(x.endpoints?.map(e => e.share), [0.5, 0.5])
+  tt.same(
+    x.endpoints?.map(e => e.ruleProbability),
+    [0.5, 1],
+  )
+  tt.same(
+    x.endpoints?.map(e => e.share),
+    [0.5, 0.5],
+  )
   tt.match(x.service?.chains.service, /^KUBE-SVC-[A-Z2-7]{16}$/)
   tt.match(x.endpoints?.[0]?.chain, /^KUBE-SEP-[A-Z2-7]{16}$/)
   tt.equal(x.masquerade?.always, false)
-  tt.equal(explain(table, { src: '172.16.0.5', dst: '10.96.0.20', protocol: 'TCP', sport: 1, dport: 80 }).masquerade?.reason, 'source outside the cluster CIDRs')
+  tt.equal(
+    explain(table, { src: '172.16.0.5', dst: '10.96.0.20', protocol: 'TCP', sport: 1, dport: 80 }).masquerade?.reason,
+    'source outside the cluster CIDRs',
+  )
   tt.equal(explain(table, { src: '10.100.1.2', dst: '10.96.0.20', protocol: 'TCP', sport: 1, dport: 80 }).endpoints?.[0]?.hairpin, true)
   tt.equal(explain(table, { src: '10.100.1.50', dst: '10.96.4.4', protocol: 'TCP', sport: 1, dport: 80 }).verdict, 'reject')
   tt.equal(explain(table, { src: '10.100.1.50', dst: '10.96.0.20', protocol: 'TCP', sport: 1, dport: 81 }).verdict, 'reject')
@@ -503,7 +544,7 @@ t.test('explain: verdicts, kube-proxy probabilities and chain names', async tt =
   tt.equal(tr.conntrack?.direction, 'original')
 })
 
-t.test('chain names equal kube-proxy\'s (values from pkg/proxy/iptables/proxier_test.go)', async tt => {
+t.test("chain names equal kube-proxy's (values from pkg/proxy/iptables/proxier_test.go)", async tt => {
   const sp = { servicePortName: 'ns1/svc1:p80', protocol: 'TCP' } as unknown as SvcPort
   tt.equal(serviceChains(sp).service, 'KUBE-SVC-XPGD46QRK7WJZT7O')
   tt.equal(serviceChains(sp).external, 'KUBE-EXT-XPGD46QRK7WJZT7O')
@@ -531,7 +572,11 @@ t.test('IPv6 fragments follow the first fragment', async tt => {
 })
 
 t.test('SCTP: ports rewritten with the CRC32c recomputed', async tt => {
-  const s = svc('sctp', { clusterIPs: ['10.96.9.1'], ports: [port('', 3868, 3869, 'SCTP')], endpoints: [ep('10.100.1.5', [{ name: '', protocol: 'SCTP', port: 3869 }])] })
+  const s = svc('sctp', {
+    clusterIPs: ['10.96.9.1'],
+    ports: [port('', 3868, 3869, 'SCTP')],
+    endpoints: [ep('10.100.1.5', [{ name: '', protocol: 'SCTP', port: 3869 }])],
+  })
   const eng = setup([s])
   const p = sctp4('10.100.1.50', '10.96.9.1', 5000, 3868)
   tt.equal(run(eng, p), NatAction.FORWARD)

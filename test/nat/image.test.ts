@@ -19,7 +19,6 @@ import { mulberry32 as prng } from '../helpers/seed'
 const CONFIG: NatConfig = { ...BASE_CONFIG, nodeIPs: [...BASE_CONFIG.nodeIPs], clusterCIDRs: [...BASE_CONFIG.clusterCIDRs] }
 const NOW = 100000
 
-
 function cluster(services: readonly Service[]): Cluster {
   return { services: [...services], nodes: [], pods: [] }
 }
@@ -34,17 +33,29 @@ const EXT_IPS = ['198.51.100.20', '198.51.100.21']
 
 class Gen {
   constructor(readonly r: () => number) {}
-  int(n: number): number { return Math.floor(this.r() * n) }
-  pick<T>(xs: readonly T[]): T { return xs[this.int(xs.length)]! }
-  chance(p: number): boolean { return this.r() < p }
+  int(n: number): number {
+    return Math.floor(this.r() * n)
+  }
+  pick<T>(xs: readonly T[]): T {
+    return xs[this.int(xs.length)]!
+  }
+  chance(p: number): boolean {
+    return this.r() < p
+  }
 
   endpoint(six: boolean): Endpoint {
     const ip = six ? `fd00:100::${(1 + this.int(12)).toString(16)}` : `10.100.${this.int(3)}.${1 + this.int(12)}`
     const ready = this.chance(0.8)
     const terminating = !ready && this.chance(0.6)
-    const ports = ['', 'p0', 'p1'].flatMap(name => [{ name, protocol: 'TCP' as const, port: 8080 }, { name, protocol: 'UDP' as const, port: 8053 }])
+    const ports = ['', 'p0', 'p1'].flatMap(name => [
+      { name, protocol: 'TCP' as const, port: 8080 },
+      { name, protocol: 'UDP' as const, port: 8053 },
+    ])
     return ep(ip, ports, {
-      ready, serving: ready || terminating, terminating, node: this.pick([NODE, 'node-b', 'node-c']),
+      ready,
+      serving: ready || terminating,
+      terminating,
+      node: this.pick([NODE, 'node-b', 'node-c']),
     })
   }
 
@@ -120,7 +131,7 @@ function run(eng: NatEngine, p: Buffer): number {
 }
 
 t.test('delta-installed images behave like a full image of the final table (seeded differential test)', async tt => {
-  const seed = Number(process.env.TUNDRA_SEED ?? ((Math.random() * 0x100000000) >>> 0))
+  const seed = Number(process.env.TUNDRA_SEED ?? (Math.random() * 0x100000000) >>> 0)
   tt.comment(`seed ${seed} (replay: TUNDRA_SEED=${seed})`)
   const g = new Gen(prng(seed))
   let cases = 0
@@ -154,7 +165,11 @@ t.test('delta-installed images behave like a full image of the final table (seed
             changed.push(s)
           }
         }
-        table = updateNat(prev, changed.filter(c => services.some(s => s === c)), deleted)
+        table = updateNat(
+          prev,
+          changed.filter(c => services.some(s => s === c)),
+          deleted,
+        )
       }
       const img = natImage(table, prev)
       if (img.kind === ImageKind.DELTA) deltas++
@@ -261,9 +276,15 @@ t.test('a change to a service with no connections walks no conntrack slot', asyn
   const b = updateNat(a, [{ ...idle, endpoints: [eps[0]!] }])
   eng.install(natImage(b, a), b)
   let slices = 0
-  while (eng.flushPending) { eng.step(1000); slices++ }
+  while (eng.flushPending) {
+    eng.step(1000)
+    slices++
+  }
   const aff = eng.v4.aff.map.cap + eng.v6.aff.map.cap
-  tt.ok(slices <= Math.ceil(aff / 1000), `done in ${slices} slices of 1000: the ${aff} affinity slots, none of the ${eng.v4.ct.capacity + eng.v6.ct.capacity} conntrack slots`)
+  tt.ok(
+    slices <= Math.ceil(aff / 1000),
+    `done in ${slices} slices of 1000: the ${aff} affinity slots, none of the ${eng.v4.ct.capacity + eng.v6.ct.capacity} conntrack slots`,
+  )
   tt.equal(eng.ctCount(), before, 'no flow touched')
   // web loses one: its flows are walked and flushed as before
   const c = updateNat(b, [{ ...web, endpoints: [eps[0]!] }])
@@ -289,7 +310,11 @@ t.test('an endpoint that comes back before the flush reaches its flows keeps the
 })
 
 t.test('conntrack chunks list every entry exactly once', async tt => {
-  const web = svc('web', { clusterIPs: ['10.96.0.10'], ports: [port('http', 80, 8080)], endpoints: [ep('10.100.1.2', [{ name: 'http', protocol: 'TCP', port: 8080 }])] })
+  const web = svc('web', {
+    clusterIPs: ['10.96.0.10'],
+    ports: [port('http', 80, 8080)],
+    endpoints: [ep('10.100.1.2', [{ name: 'http', protocol: 'TCP', port: 8080 }])],
+  })
   const table = compileNat(cluster([web]), CONFIG)
   const eng = new NatEngine(table, { seed: 9, conntrackMax: 1 << 18, conntrackMax6: 1024 })
   const N = 200000
@@ -306,7 +331,7 @@ t.test('conntrack chunks list every entry exactly once', async tt => {
   let dup = 0
   let calls = 0
   let over = 0
-  for (let c = 0; c >= 0;) {
+  for (let c = 0; c >= 0; ) {
     const { bytes, next } = eng.ctChunk(c, 4096, NOW)
     const es = decodeCtChunk(bytes, table)
     if (es.length > 4096) over++
@@ -323,7 +348,7 @@ t.test('conntrack chunks list every entry exactly once', async tt => {
   // The same listing into one buffer the control side keeps handing back.
   const back = new ArrayBuffer(ctChunkBytes(4096))
   let again = 0
-  for (let c = 0; c >= 0;) {
+  for (let c = 0; c >= 0; ) {
     const r = eng.ctChunk(c, 4096, NOW, back)
     tt.equal(r.bytes, back)
     again += decodeCtChunk(r.bytes, table).length
@@ -339,7 +364,7 @@ t.test('conntrack chunks list every entry exactly once', async tt => {
   // Flush by a filter resolved on the control side, in chunks.
   const f = resolveCtFilter({ service: 'default/web' }, table)
   let flushed = 0
-  for (let c = 0; c >= 0;) {
+  for (let c = 0; c >= 0; ) {
     const r = eng.flushChunk(f, c, 4096)
     tt.ok(r.flushed <= 4096)
     flushed += r.flushed
@@ -425,7 +450,7 @@ t.test('a malformed image is refused with a reason, changing nothing', async tt 
 })
 
 t.test('with traffic between updates, no flow outlives its endpoint once the flush is done (seeded)', async tt => {
-  const seed = Number(process.env.TUNDRA_SEED ?? ((Math.random() * 0x100000000) >>> 0))
+  const seed = Number(process.env.TUNDRA_SEED ?? (Math.random() * 0x100000000) >>> 0)
   tt.comment(`seed ${seed} (replay: TUNDRA_SEED=${seed})`)
   const g = new Gen(prng(seed ^ 0x5eed))
   let checked = 0
@@ -439,7 +464,12 @@ t.test('with traffic between updates, no flow outlives its endpoint once the flu
       const prev = table
       const name = g.pick(services).name
       services = services.map(s => (s.name === name ? g.change(s) : s))
-      table = g.chance(0.15) ? compileNat(cluster(services), CONFIG, prev) : updateNat(prev, services.filter(s => s.name === name))
+      table = g.chance(0.15)
+        ? compileNat(cluster(services), CONFIG, prev)
+        : updateNat(
+            prev,
+            services.filter(s => s.name === name),
+          )
       eng.install(natImage(table, prev), table)
       if (g.chance(0.5)) eng.step(1 + g.int(8))
     }
@@ -448,7 +478,10 @@ t.test('with traffic between updates, no flow outlives its endpoint once the flu
       checked++
       const sp = table.svcPorts[e.svcPortId]
       const ok = sp !== undefined && parseAddrWords(e.reply.src, sp.family, W, 0) && findEndpoint(sp.serving, W, 0, e.reply.sport, -1) >= 0
-      if (!ok) { bad = `round ${round}: ${e.protocol} ${e.orig.src}:${e.orig.sport} -> ${e.reply.src}:${e.reply.sport} (id ${e.svcPortId}) survived`; break }
+      if (!ok) {
+        bad = `round ${round}: ${e.protocol} ${e.orig.src}:${e.orig.sport} -> ${e.reply.src}:${e.reply.sport} (id ${e.svcPortId}) survived`
+        break
+      }
     }
   }
   tt.equal(bad, '', 'every remaining flow goes to a serving endpoint of its service port')

@@ -28,7 +28,12 @@ function v6bytes(s: string, out: Uint8Array, off: number): void {
   if (!parseIpv6(s, out, off)) throw new Error(`bad IPv6 ${s}`)
 }
 
-export interface TcpOpts { seq?: number; ack?: number; payload?: number; ipId?: number }
+export interface TcpOpts {
+  seq?: number
+  ack?: number
+  payload?: number
+  ipId?: number
+}
 
 /** IPv4 + TCP (20-byte header) + `payload` bytes of 0xab. */
 export function tcp4(src: string, dst: string, sport: number, dport: number, flags: number, o: TcpOpts = {}): Buffer {

@@ -120,7 +120,10 @@ t.test('maglev: deterministic tables, balanced to within one slot, ~1/N churn', 
   tt.same(a, b, 'same input, same table')
   const counts = new Array<number>(10).fill(0)
   for (const i of a) counts[i]!++
-  tt.ok(counts.every(c => c === Math.floor(m / 10) || c === Math.ceil(m / 10)), `balanced: ${counts.join(',')}`)
+  tt.ok(
+    counts.every(c => c === Math.floor(m / 10) || c === Math.ceil(m / 10)),
+    `balanced: ${counts.join(',')}`,
+  )
   const fewer = names.filter((_, i) => i !== 4)
   const c = maglevTable(fewer, m)!
   let moved = 0
@@ -133,8 +136,8 @@ t.test('maglev: deterministic tables, balanced to within one slot, ~1/N churn', 
       if (before !== names[4]) movedSurvivors++
     }
   }
-  tt.ok(moved / m < 0.2 && moved / m >= 0.1, `removing 1 of 10 moved ${(100 * moved / m).toFixed(1)}% of slots`)
-  tt.ok(movedSurvivors / m < 0.1, `flows of surviving endpoints that moved: ${(100 * movedSurvivors / m).toFixed(1)}%`)
+  tt.ok(moved / m < 0.2 && moved / m >= 0.1, `removing 1 of 10 moved ${((100 * moved) / m).toFixed(1)}% of slots`)
+  tt.ok(movedSurvivors / m < 0.1, `flows of surviving endpoints that moved: ${((100 * movedSurvivors) / m).toFixed(1)}%`)
 })
 
 t.test('maglev in the engine: two nodes agree, compile order does not matter', async tt => {
@@ -160,4 +163,3 @@ t.test('maglev in the engine: two nodes agree, compile order does not matter', a
   const t2 = updateNat(e1.table, [{ ...s, labels: { x: 'y' } }])
   tt.equal(t2.svcPorts[0]!.cluster.maglev, sp1.cluster.maglev)
 })
-

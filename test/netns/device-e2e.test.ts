@@ -39,12 +39,21 @@ class Lines {
         const line = this.buf.slice(0, i)
         this.buf = this.buf.slice(i + 1)
         let obj: Record<string, unknown>
-        try { obj = JSON.parse(line) as Record<string, unknown> } catch { continue }
+        try {
+          obj = JSON.parse(line) as Record<string, unknown>
+        } catch {
+          continue
+        }
         const w = this.waiters.find(x => x.event === obj['event'] || obj['event'] === 'error')
-        if (w) { this.waiters = this.waiters.filter(x => x !== w); w.resolve(obj) } else this.seen.push(obj)
+        if (w) {
+          this.waiters = this.waiters.filter(x => x !== w)
+          w.resolve(obj)
+        } else this.seen.push(obj)
       }
     })
-    child.stderr?.on('data', (d: Buffer) => { this.stderr += d.toString() })
+    child.stderr?.on('data', (d: Buffer) => {
+      this.stderr += d.toString()
+    })
   }
 
   next(event: string, timeoutMs = 15_000): Promise<Record<string, unknown>> {
@@ -52,9 +61,15 @@ class Lines {
     if (i >= 0) return Promise.resolve(this.seen.splice(i, 1)[0]!)
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`no ${event} from fixture in ${timeoutMs} ms; stderr: ${this.stderr}`)), timeoutMs)
-      const done = (v: Record<string, unknown>): void => { clearTimeout(timer); resolve(v) }
+      const done = (v: Record<string, unknown>): void => {
+        clearTimeout(timer)
+        resolve(v)
+      }
       this.waiters.push({ event, resolve: done })
-      this.child.once('exit', code => { clearTimeout(timer); reject(new Error(`fixture exited ${code} waiting for ${event}; stderr: ${this.stderr}`)) })
+      this.child.once('exit', code => {
+        clearTimeout(timer)
+        reject(new Error(`fixture exited ${code} waiting for ${event}; stderr: ${this.stderr}`))
+      })
     })
   }
 
@@ -75,7 +90,9 @@ function makeBigFile(path: string): string {
       h.update(chunk)
       writeSync(fd, chunk)
     }
-  } finally { closeSync(fd) }
+  } finally {
+    closeSync(fd)
+  }
   return h.digest('hex')
 }
 
@@ -138,7 +155,11 @@ t.test('client → node (TUN reflector) → server', netnsSkip('ping', 'curl', '
   const report: Record<string, unknown> = {}
 
   // The reader thread with and without offloads, and the inline reader (the JS thread polls the TUN) with them.
-  for (const [offloads, io] of [[true, 'thread'], [false, 'thread'], [true, 'inline']] as const) {
+  for (const [offloads, io] of [
+    [true, 'thread'],
+    [false, 'thread'],
+    [true, 'inline'],
+  ] as const) {
     const mode = `offloads ${offloads ? 'on' : 'off'}, io ${io}`
     await t.test(mode, async t => {
       const topo = topology(t, `off${offloads ? 1 : 0}${io === 'inline' ? 'i' : ''}`)
@@ -163,7 +184,14 @@ t.test('client → node (TUN reflector) → server', netnsSkip('ping', 'curl', '
 
       const s0 = await out.stats()
       const ping = await topo.exec(client, ['ping', '-c', '3', '-i', '0.2', '-W', '2', '10.0.2.2'], { timeoutMs: 15_000 })
-      t.equal(ping.code, 0, `ping -c 3 10.0.2.2: ${ping.stdout.split('\n').filter(l => l.includes('received')).join('')}`)
+      t.equal(
+        ping.code,
+        0,
+        `ping -c 3 10.0.2.2: ${ping.stdout
+          .split('\n')
+          .filter(l => l.includes('received'))
+          .join('')}`,
+      )
       const s1 = await out.stats()
       t.ok(s1.packets - s0.packets >= 6, `the echo requests and replies went through the TUN (${s1.packets - s0.packets} packets)`)
 
@@ -171,9 +199,17 @@ t.test('client → node (TUN reflector) → server', netnsSkip('ping', 'curl', '
       t.equal(hello.code, 0, `curl exited 0 ${hello.stderr}`)
       t.equal(hello.stdout, body, 'curl gets the body nginx serves')
 
-      const big = await topo.exec(client, ['bash', '-o', 'pipefail', '-c',
-        `curl -sS --fail --max-time 120 -w '%{stderr}%{speed_download} %{size_download}\\n' http://10.0.2.2:8080/big.bin | sha256sum`],
-      { timeoutMs: 150_000 })
+      const big = await topo.exec(
+        client,
+        [
+          'bash',
+          '-o',
+          'pipefail',
+          '-c',
+          `curl -sS --fail --max-time 120 -w '%{stderr}%{speed_download} %{size_download}\\n' http://10.0.2.2:8080/big.bin | sha256sum`,
+        ],
+        { timeoutMs: 150_000 },
+      )
       t.equal(big.code, 0, `100 MB download exited 0 ${big.stderr}`)
       t.equal(big.stdout.split(' ')[0], bigSum, `${BIG_MB} MB arrive intact (sha256)`)
       const [speed, size] = big.stderr.trim().split('\n').pop()!.split(' ').map(Number)
@@ -200,14 +236,16 @@ t.test('client → node (TUN reflector) → server', netnsSkip('ping', 'curl', '
       try {
         const j = JSON.parse(flood.stdout) as { end: { sum: { packets: number; lost_percent: number; seconds: number } } }
         udp = { sentPps: Math.round(j.end.sum.packets / j.end.sum.seconds), lostPercent: Number(j.end.sum.lost_percent.toFixed(1)) }
-      } catch { /* informative only */ }
+      } catch {
+        /* informative only */
+      }
 
       // SIGTERM: the reflector closes the TUN (joining its reader thread) and exits promptly.
       const t0 = Date.now()
       const final = out.next('stats')
       await topo.stop(refl, 5000)
       const exitMs = Date.now() - t0
-      const last = await final as unknown as Stats
+      const last = (await final) as unknown as Stats
       t.ok(last.final, 'final stats on SIGTERM')
       t.equal(refl.exitCode, 0, 'reflector exits 0 on SIGTERM')
       t.ok(exitMs < 2000, `reflector exits promptly on SIGTERM (${exitMs} ms)`)

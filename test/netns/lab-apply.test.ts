@@ -71,7 +71,10 @@ async function hostnames(n: number): Promise<string[]> {
 }
 const digShort = async (qname: string): Promise<string[]> =>
   (await client(['dig', '+short', '+time=1', '+tries=1', qname])).stdout.split('\n').filter(Boolean).sort()
-const webPods = (): { name: string; ip: string }[] => loadLabState(name).pods.filter(p => p.name.startsWith('web-')).map(p => ({ name: p.name, ip: p.ip }))
+const webPods = (): { name: string; ip: string }[] =>
+  loadLabState(name)
+    .pods.filter(p => p.name.startsWith('web-'))
+    .map(p => ({ name: p.name, ip: p.ip }))
 
 t.test('lab apply, scale, set-ready and delete on a running tundra lab', { ...skip, timeout: 300_000 }, async t => {
   t.teardown(() => labDown(name, { log: () => {} }))
@@ -105,7 +108,10 @@ t.test('lab apply, scale, set-ready and delete on a running tundra lab', { ...sk
   const nr = await cli(['lab', 'set-ready', `pod/${second.name}`, '--ready=false'])
   t.equal(nr.code, 0, nr.stderr)
   t.equal(nr.stdout, `pod/${second.name} not ready\n`)
-  await until('headless DNS to drop the not-ready pod', async () => JSON.stringify(await digShort('web-h.default.svc.cluster.local')) === JSON.stringify([first!.ip]))
+  await until(
+    'headless DNS to drop the not-ready pod',
+    async () => JSON.stringify(await digShort('web-h.default.svc.cluster.local')) === JSON.stringify([first!.ip]),
+  )
   t.same([...new Set(await hostnames(12))], [first!.name], 'every new connection goes to the ready pod')
   t.equal(labStatus(name).pods.find(p => p.name === second.name)!.ready, false, 'status shows it not ready')
   const ready = await cli(['lab', 'set-ready', `pod/${second.name}`, '--ready=true'])
@@ -117,9 +123,15 @@ t.test('lab apply, scale, set-ready and delete on a running tundra lab', { ...sk
   t.equal(down.code, 0, down.stderr)
   const left = webPods()
   t.equal(left.length, 1)
-  await until('headless DNS to list only the remaining pod', async () => JSON.stringify(await digShort('web-h.default.svc.cluster.local')) === JSON.stringify([left[0]!.ip]))
+  await until(
+    'headless DNS to list only the remaining pod',
+    async () => JSON.stringify(await digShort('web-h.default.svc.cluster.local')) === JSON.stringify([left[0]!.ip]),
+  )
   t.same([...new Set(await hostnames(10))], [left[0]!.name], 'new connections reach only the remaining pod')
-  t.notOk((await run(['ip', 'netns', 'list'])).stdout.includes(`tundra-${name}-default.${pods.find(p => p.name !== left[0]!.name)!.name}`), 'the removed pod\'s namespace is gone')
+  t.notOk(
+    (await run(['ip', 'netns', 'list'])).stdout.includes(`tundra-${name}-default.${pods.find(p => p.name !== left[0]!.name)!.name}`),
+    "the removed pod's namespace is gone",
+  )
 
   // a bad manifest: non-zero exit naming file, object and field; nothing changes
   const manifests = join(loadLabState(name).dir, 'manifests')
@@ -137,12 +149,17 @@ t.test('lab apply, scale, set-ready and delete on a running tundra lab', { ...sk
   const del = await cli(['lab', 'delete', 'svc/web'])
   t.equal(del.code, 0, del.stderr)
   t.equal(del.stdout, 'service/web deleted\n')
-  await until('dig to answer NXDOMAIN', async () => /status: NXDOMAIN/.test((await client(['dig', '+time=1', '+tries=1', 'web.default.svc.cluster.local'])).stdout))
+  await until('dig to answer NXDOMAIN', async () =>
+    /status: NXDOMAIN/.test((await client(['dig', '+time=1', '+tries=1', 'web.default.svc.cluster.local'])).stdout),
+  )
   const missing = await cli(['lab', 'delete', 'svc/web'])
   t.equal(missing.code, 1)
   t.match(missing.stderr, /Service default\/web: not found/)
 
   // lab down removes the pods apply made too
   await labDown(name, { log: () => {} })
-  t.same((await run(['ip', 'netns', 'list'])).stdout.split('\n').filter(l => l.startsWith(`tundra-${name}-`)), [])
+  t.same(
+    (await run(['ip', 'netns', 'list'])).stdout.split('\n').filter(l => l.startsWith(`tundra-${name}-`)),
+    [],
+  )
 })

@@ -21,7 +21,11 @@ const uniqueName = (): string => `lt${process.pid.toString(36)}${(seq++).toStrin
 const cli = (args: readonly string[]): Promise<RunResult> => run([process.execPath, CLI, ...args], { timeoutMs: 120_000 })
 
 /** Brings a lab up for one test and always takes it down again. */
-async function up(tt: tap.Test, files: string[], opts: { nodes?: number; dataplane?: 'none' | 'iptables' } = {}): Promise<{ name: string; status: LabStatus; log: string[] }> {
+async function up(
+  tt: tap.Test,
+  files: string[],
+  opts: { nodes?: number; dataplane?: 'none' | 'iptables' } = {},
+): Promise<{ name: string; status: LabStatus; log: string[] }> {
   const name = uniqueName()
   const log: string[] = []
   tt.teardown(() => labDown(name, { log: () => {} }))
@@ -31,10 +35,18 @@ async function up(tt: tap.Test, files: string[], opts: { nodes?: number; datapla
 
 /** What a finished `lab down` must leave: no namespace, no /etc/netns dir, no state, none of the recorded processes. */
 function assertGone(tt: tap.Test, name: string, pids: readonly { pid: number; startTime: number }[]): void {
-  tt.same(listNamespaces().filter(ns => ns.startsWith(`tundra-${name}-`)), [], 'no namespaces left')
+  tt.same(
+    listNamespaces().filter(ns => ns.startsWith(`tundra-${name}-`)),
+    [],
+    'no namespaces left',
+  )
   tt.same(existsSync('/etc/netns') ? readdirSync('/etc/netns').filter(d => d.startsWith(`tundra-${name}-`)) : [], [], 'no /etc/netns dirs left')
   tt.notOk(existsSync(`/run/tundra/labs/${name}`), 'state dir removed')
-  tt.same(pids.filter(isOurs).map(p => p.pid), [], 'no recorded process alive')
+  tt.same(
+    pids.filter(isOurs).map(p => p.pid),
+    [],
+    'no recorded process alive',
+  )
 }
 
 t.test('the seed lab, built and used through the CLI', { ...skip, timeout: 120_000 }, async t => {
@@ -56,9 +68,20 @@ t.test('the seed lab, built and used through the CLI', { ...skip, timeout: 120_0
     name,
     nodes: [{ name: 'node1', ip: '172.18.0.11', podCIDR: '10.100.85.0/24' }],
     external: { ip: '172.18.0.100' },
-    services: [{ namespace: 'default', name: 'nginx-pod08', type: 'ClusterIP', clusterIP: '10.96.125.237', ports: [{ name: '', port: 8080, targetPort: 80, nodePort: 0, protocol: 'TCP' }] }],
+    services: [
+      {
+        namespace: 'default',
+        name: 'nginx-pod08',
+        type: 'ClusterIP',
+        clusterIP: '10.96.125.237',
+        ports: [{ name: '', port: 8080, targetPort: 80, nodePort: 0, protocol: 'TCP' }],
+      },
+    ],
   })
-  t.same(status.pods.map(p => ({ ...p })), plan.pods.map(p => ({ namespace: 'default', name: p.name, ip: p.ip, node: 'node1', ready: true })))
+  t.same(
+    status.pods.map(p => ({ ...p })),
+    plan.pods.map(p => ({ namespace: 'default', name: p.name, ip: p.ip, node: 'node1', ready: true })),
+  )
   const nginx = status.pods.filter(p => p.name.startsWith('nginx-dep08-'))
   const client = status.pods.find(p => p.name === 'pod-client')!
   t.equal(nginx.length, 2)
@@ -78,7 +101,11 @@ t.test('the seed lab, built and used through the CLI', { ...skip, timeout: 120_0
   t.match([noPod.code, noPod.stderr], [1, /no pod default\/pod-nope .*pods: default\/nginx-dep08-/])
 
   // inside the pod: its hostname, resolv.conf, hosts file, /32 address and Calico's gateway
-  const inside = await labExec({ name, target: { pod: 'pod-client' }, cmd: ['sh', '-c', 'hostname; echo ---; cat /etc/resolv.conf; echo ---; tail -n1 /etc/hosts; echo ---; ip -o -4 addr show dev eth0; ip route'] })
+  const inside = await labExec({
+    name,
+    target: { pod: 'pod-client' },
+    cmd: ['sh', '-c', 'hostname; echo ---; cat /etc/resolv.conf; echo ---; tail -n1 /etc/hosts; echo ---; ip -o -4 addr show dev eth0; ip route'],
+  })
   t.equal(inside.code, 0, inside.stderr)
   const [host, resolv, hosts, net] = inside.stdout.split('---\n')
   t.equal(host, 'pod-client\n')
@@ -94,7 +121,11 @@ t.test('the seed lab, built and used through the CLI', { ...skip, timeout: 120_0
   for (const p of state.pods) t.match(nodeRoutes.stdout, `${p.ip} dev ${p.hostVeth} scope link`)
   t.notMatch(nodeRoutes.stdout, /^10\.100\.\d+\.0\/24/m, 'no pod-CIDR routes of other nodes')
   const veth = state.pods[0]!.hostVeth
-  const sys = await labExec({ name, target: { node: 'node1' }, cmd: ['sysctl', '-n', `net.ipv4.conf.${veth}.proxy_arp`, 'net.ipv4.ip_forward', 'net.ipv4.conf.all.rp_filter'] })
+  const sys = await labExec({
+    name,
+    target: { node: 'node1' },
+    cmd: ['sysctl', '-n', `net.ipv4.conf.${veth}.proxy_arp`, 'net.ipv4.ip_forward', 'net.ipv4.conf.all.rp_filter'],
+  })
   t.equal(sys.stdout, '1\n1\n0\n')
   t.equal((await labExec({ name, target: { node: 'node1' }, cmd: ['hostname'] })).stdout, 'node1\n')
 
@@ -122,8 +153,17 @@ t.test('the seed lab, built and used through the CLI', { ...skip, timeout: 120_0
 
 t.test('netexec backends in another namespace on two nodes', { ...skip, timeout: 120_000 }, async t => {
   const { name, status } = await up(t, [NETEXEC], { nodes: 2 })
-  t.same(status.nodes.map(n => [n.name, n.ip, n.podCIDR]), [['node1', '172.18.0.11', '10.100.85.0/24'], ['node2', '172.18.0.12', '10.100.86.0/24']])
-  t.ok(status.pods.every(p => p.ready), 'all ready')
+  t.same(
+    status.nodes.map(n => [n.name, n.ip, n.podCIDR]),
+    [
+      ['node1', '172.18.0.11', '10.100.85.0/24'],
+      ['node2', '172.18.0.12', '10.100.86.0/24'],
+    ],
+  )
+  t.ok(
+    status.pods.every(p => p.ready),
+    'all ready',
+  )
   const client = status.pods.find(p => p.name === 'client')!
   t.equal(client.node, 'node2')
   const local = status.pods.find(p => p.name.startsWith('backend-') && p.node === 'node2')!

@@ -22,8 +22,12 @@ for (const dataplane of ['tundra', 'iptables'] as const) {
     const web = status.services.find(s => s.name === 'web')!
     const empty = status.services.find(s => s.name === 'empty')!
     // 200 new connections from one client, each a fresh TCP connection
-    const r = await labExec({ name, target: { pod: 'client' }, timeoutMs: 60_000,
-      cmd: ['sh', '-c', `for i in $(seq 200); do curl -sS -m 3 http://${web.clusterIP}/hostname; echo; done`] })
+    const r = await labExec({
+      name,
+      target: { pod: 'client' },
+      timeoutMs: 60_000,
+      cmd: ['sh', '-c', `for i in $(seq 200); do curl -sS -m 3 http://${web.clusterIP}/hostname; echo; done`],
+    })
     t.equal(r.code, 0, r.stderr)
     const counts = new Map<string, number>()
     for (const line of r.stdout.split('\n').filter(Boolean)) counts.set(line, (counts.get(line) ?? 0) + 1)
@@ -38,7 +42,9 @@ for (const dataplane of ['tundra', 'iptables'] as const) {
     const cap = run([process.execPath, CLI, 'capture', '--lab', name, '-i', 'web', '-w', pcap, '-c', '8', '--duration', '20'], { timeoutMs: 30_000 })
     // the capture is armed once the agent has the request; retry the curl until the capture is done
     let done = false
-    void cap.then(() => { done = true })
+    void cap.then(() => {
+      done = true
+    })
     while (!done) {
       await labExec({ name, target: { pod: 'client' }, cmd: ['curl', '-sS', '-m', '2', `http://${web.clusterIP}/hostname`] })
     }
@@ -51,6 +57,9 @@ for (const dataplane of ['tundra', 'iptables'] as const) {
     const pods = status.pods.filter(p => p.name.startsWith('web-')).map(p => p.ip)
     t.match(dump.stdout, `${client}.`, 'the client appears')
     t.ok(dump.stdout.includes(`> ${web.clusterIP}.80:`), 'before translation: to the ClusterIP')
-    t.ok(pods.some(ip => dump.stdout.includes(`> ${ip}.8080:`)), 'after translation: to a pod on 8080')
+    t.ok(
+      pods.some(ip => dump.stdout.includes(`> ${ip}.8080:`)),
+      'after translation: to a pod on 8080',
+    )
   })
 }

@@ -29,8 +29,7 @@ t.test('cluster DNS on the tundra dataplane', { ...skip, timeout: 180_000 }, asy
     if (r.code !== 0) throw new Error(`dig ${args.join(' ')} exited ${r.code}: ${r.stdout}${r.stderr}`)
     return r.stdout
   }
-  const short = async (name: string, type = 'A', tcp = false): Promise<string[]> =>
-    sorted(lines(await dig('+short', ...(tcp ? ['+tcp'] : []), type, name)))
+  const short = async (name: string, type = 'A', tcp = false): Promise<string[]> => sorted(lines(await dig('+short', ...(tcp ? ['+tcp'] : []), type, name)))
   const getent = (...args: string[]): Promise<{ code: number; stdout: string }> => lab.pod('client', ['getent', ...args])
   const status = (out: string): string => /status: (\w+)/.exec(out)?.[1] ?? `no status in ${out}`
   const flags = (out: string): string[] => (/;; flags: ([a-z ]+);/.exec(out)?.[1] ?? '').split(' ')
@@ -45,9 +44,16 @@ t.test('cluster DNS on the tundra dataplane', { ...skip, timeout: 180_000 }, asy
       t.same(await short(`h1.hl.default.svc.${Z}`, 'A', tcp), [H1], 'pod hostname record <hostname>.<subdomain>.<ns>.svc')
       t.same(await short(`h2.hl.default.svc.${Z}`, 'A', tcp), [H2])
       t.same(await short(`_http._tcp.web.default.svc.${Z}`, 'SRV', tcp), [`0 100 80 web.default.svc.${Z}.`], 'SRV for a named port')
-      t.same(await short(`_http._tcp.hl.default.svc.${Z}`, 'SRV', tcp), [`0 50 8080 h1.hl.default.svc.${Z}.`, `0 50 8080 h2.hl.default.svc.${Z}.`], 'headless SRV: a target per endpoint')
+      t.same(
+        await short(`_http._tcp.hl.default.svc.${Z}`, 'SRV', tcp),
+        [`0 50 8080 h1.hl.default.svc.${Z}.`, `0 50 8080 h2.hl.default.svc.${Z}.`],
+        'headless SRV: a target per endpoint',
+      )
       t.same(await short(WEB_IP.split('.').reverse().join('.') + '.in-addr.arpa', 'PTR', tcp), [`web.default.svc.${Z}.`], 'PTR of a service IP')
-      t.ok((await short(H1.split('.').reverse().join('.') + '.in-addr.arpa', 'PTR', tcp)).includes(`h1.hl.default.svc.${Z}.`), 'PTR of an endpoint IP names the pod\'s hostname record')
+      t.ok(
+        (await short(H1.split('.').reverse().join('.') + '.in-addr.arpa', 'PTR', tcp)).includes(`h1.hl.default.svc.${Z}.`),
+        "PTR of an endpoint IP names the pod's hostname record",
+      )
       t.same(await short(`dns-version.${Z}`, 'TXT', tcp), ['"1.1.0"'], 'schema version')
       t.same(await short(`${CLIENT.replace(/\./g, '-')}.default.pod.${Z}`, 'A', tcp), [CLIENT], 'pod A record a-b-c-d.<ns>.pod')
       t.same(await short('example.test', 'A', tcp), [EXTERNAL], 'a name outside the zone is forwarded upstream')
@@ -57,7 +63,7 @@ t.test('cluster DNS on the tundra dataplane', { ...skip, timeout: 180_000 }, asy
     })
   }
 
-  await t.test('through the pod\'s resolv.conf (glibc)', async t => {
+  await t.test("through the pod's resolv.conf (glibc)", async t => {
     const web = await getent('hosts', 'web')
     t.same([web.code, web.stdout.trim().split(/\s+/)], [0, [WEB_IP, `web.default.svc.${Z}`]], 'search path: web')
     const api = await getent('hosts', 'api.other')
@@ -128,7 +134,10 @@ t.test('cluster DNS on the tundra dataplane', { ...skip, timeout: 180_000 }, asy
     const replies = lines(r.stdout)
     t.equal(replies.length, payloads.length)
     for (const [i, reply] of replies.slice(0, -1).entries()) {
-      if (reply === 'none') { t.pass(`payload ${i}: dropped`); continue }
+      if (reply === 'none') {
+        t.pass(`payload ${i}: dropped`)
+        continue
+      }
       const b = Buffer.from(reply.slice(6), 'hex')
       const rcode = b[3]! & 0x0f
       t.ok((b[2]! & 0x80) !== 0 && (rcode === 1 || rcode === 4), `payload ${i}: a response with FORMERR or NOTIMP (rcode ${rcode})`)
@@ -144,11 +153,22 @@ t.test('cluster DNS on the tundra dataplane', { ...skip, timeout: 180_000 }, asy
     const r = await lab.tool('client', ['dns-parallel', DNS_IP, `web.default.svc.${Z}`, '50'])
     t.equal(r.code, 0, r.stderr)
     const rounds = lines(r.stdout)
-    t.same(rounds.filter(l => !l.startsWith('round ')), [], 'no stalls')
+    t.same(
+      rounds.filter(l => !l.startsWith('round ')),
+      [],
+      'no stalls',
+    )
     t.equal(rounds.length, 50)
-    t.ok(rounds.every(l => / 0 0$/.test(l)), 'both NOERROR every round')
+    t.ok(
+      rounds.every(l => / 0 0$/.test(l)),
+      'both NOERROR every round',
+    )
     const up = await lab.tool('client', ['dns-parallel', DNS_IP, 'example.test', '20'])
-    t.same(lines(up.stdout).filter(l => !l.startsWith('round ')), [], 'forwarded names: no stalls either')
+    t.same(
+      lines(up.stdout).filter(l => !l.startsWith('round ')),
+      [],
+      'forwarded names: no stalls either',
+    )
   })
 
   await t.test('DNS traffic creates no conntrack entries', async t => {
@@ -173,4 +193,3 @@ function query(id: number, name: string): string {
   header.writeUInt16BE(1, 4)
   return Buffer.concat([header, ...labels, Buffer.from([0, 0, 1, 0, 1])]).toString('hex')
 }
-

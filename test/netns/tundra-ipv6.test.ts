@@ -54,11 +54,14 @@ t.test('IPv6 Services on the tundra dataplane (1 node, dual-stack pods)', { ...s
     }
   })
 
-  await t.test('the endpoint sees the client pod\'s IPv6 address (/clientip)', async t => {
+  await t.test("the endpoint sees the client pod's IPv6 address (/clientip)", async t => {
     const seen = await curl(WEB6, 80, '/clientip', 5)
     t.equal(seen.length, 5)
     const re = new RegExp(`^${CLIENT6.replace(/[.:]/g, '\\$&')}:\\d+$`)
-    t.ok(seen.every(s => re.test(s)), `backends saw ${uniq(seen).join(', ')}`)
+    t.ok(
+      seen.every(s => re.test(s)),
+      `backends saw ${uniq(seen).join(', ')}`,
+    )
   })
 
   await t.test('UDP to the IPv6 ClusterIP', async t => {
@@ -103,7 +106,10 @@ t.test('IPv6 Services on the tundra dataplane (1 node, dual-stack pods)', { ...s
   await t.test('the agent NATed IPv6 and lab status shows the IPv6 addresses', async t => {
     const c = await lab.counters('node1')
     t.ok((c['nat_new'] ?? 0) > 0 && (c['nat_echo_reply'] ?? 0) > 0, `connections were NATed, pings answered (new ${c['nat_new']}, echo ${c['nat_echo_reply']})`)
-    t.ok(lab.status.pods.some(p => p.ip6 === CLIENT6), 'status lists pod IPv6 addresses')
-    t.ok(lab.status.nodes[0]!.podCIDR6 === 'fd00:10:100:1::/64', 'status lists the node\'s IPv6 pod block')
+    t.ok(
+      lab.status.pods.some(p => p.ip6 === CLIENT6),
+      'status lists pod IPv6 addresses',
+    )
+    t.ok(lab.status.nodes[0]!.podCIDR6 === 'fd00:10:100:1::/64', "status lists the node's IPv6 pod block")
   })
 })

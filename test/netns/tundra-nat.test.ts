@@ -53,7 +53,10 @@ t.test('Service NAT on the tundra dataplane (2 nodes)', { ...skip, timeout: 240_
     t.equal(r.code, 0, r.stderr)
     const seen = lines(r.stdout).map(l => l.split('\t')[1] ?? '')
     t.equal(seen.length, 10)
-    t.ok(seen.every(s => hostPort(CLIENT_IP).test(s)), `backends saw ${uniq(seen.map(s => s.split(':')[0]!)).join(', ')}`)
+    t.ok(
+      seen.every(s => hostPort(CLIENT_IP).test(s)),
+      `backends saw ${uniq(seen.map(s => s.split(':')[0]!)).join(', ')}`,
+    )
   })
 
   await t.test('sessionAffinity ClientIP: 50 requests from a pod land on one endpoint', async t => {
@@ -100,7 +103,10 @@ t.test('Service NAT on the tundra dataplane (2 nodes)', { ...skip, timeout: 240_
   })
 
   await t.test('NodePort, externalTrafficPolicy Cluster: every node answers, the backend sees that node', async t => {
-    for (const [node, ip] of [['node1', node1], ['node2', node2]] as const) {
+    for (const [node, ip] of [
+      ['node1', node1],
+      ['node2', node2],
+    ] as const) {
       const r = await lab.ext(['curl', '-sS', '-m', '5', `http://${ip}:30013/clientip`])
       t.equal(r.code, 0, `${node}: ${r.stderr}`)
       t.match(r.stdout, hostPort(ip), `via ${node}: the backend (on node1) sees ${node}'s address`)
@@ -131,7 +137,10 @@ t.test('Service NAT on the tundra dataplane (2 nodes)', { ...skip, timeout: 240_
       lines((await lab.node(node, ['ip', '-o', '-4', 'route', 'show', 'dev', 'tundra0'])).stdout).map(l => l.split(' ')[0]!)
     for (const node of ['node1', 'node2']) {
       const routes = await tunRoutes(node)
-      t.ok(routes.includes(LB_OUTSIDE) && routes.includes(EXT_SVC_IP), `${node}: /32 routes into tundra0 for ${LB_OUTSIDE} and ${EXT_SVC_IP} (${routes.join(', ')})`)
+      t.ok(
+        routes.includes(LB_OUTSIDE) && routes.includes(EXT_SVC_IP),
+        `${node}: /32 routes into tundra0 for ${LB_OUTSIDE} and ${EXT_SVC_IP} (${routes.join(', ')})`,
+      )
     }
     for (const dst of [`${LB_OUTSIDE}/32`, `${EXT_NET}`]) {
       const route = await lab.ext(['ip', 'route', 'add', dst, 'via', node1])
@@ -141,7 +150,10 @@ t.test('Service NAT on the tundra dataplane (2 nodes)', { ...skip, timeout: 240_
       await lab.ext(['ip', 'route', 'del', `${LB_OUTSIDE}/32`])
       await lab.ext(['ip', 'route', 'del', EXT_NET])
     })
-    for (const [what, ip] of [['LoadBalancer', LB_OUTSIDE], ['externalIP', EXT_SVC_IP]] as const) {
+    for (const [what, ip] of [
+      ['LoadBalancer', LB_OUTSIDE],
+      ['externalIP', EXT_SVC_IP],
+    ] as const) {
       const name = await lab.ext(['curl', '-sS', '-m', '5', `http://${ip}/hostname`])
       t.same([name.code, name.stdout], [0, 'solo'], `${what} ${ip} answers from outside ${name.stderr.trim()}`)
       const seen = await lab.ext(['curl', '-sS', '-m', '5', `http://${ip}/clientip`])
@@ -152,18 +164,24 @@ t.test('Service NAT on the tundra dataplane (2 nodes)', { ...skip, timeout: 240_
     }
 
     // the routes follow the manifests: the externalIP moves, the LoadBalancer IP goes away
-    await lab.editManifests(objs => objs.map(o => {
-      if (o.kind !== 'Service') return o
-      const svc = o as Service
-      if (svc.metadata?.name === 'extip') return { ...svc, spec: { ...svc.spec, externalIPs: [EXT_SVC_IP2] } }
-      if (svc.metadata?.name === 'lb') return { ...svc, status: { loadBalancer: { ingress: [{ ip: LB_IN_SERVICE_CIDR }] } } }
-      return o
-    }))
+    await lab.editManifests(objs =>
+      objs.map(o => {
+        if (o.kind !== 'Service') return o
+        const svc = o as Service
+        if (svc.metadata?.name === 'extip') return { ...svc, spec: { ...svc.spec, externalIPs: [EXT_SVC_IP2] } }
+        if (svc.metadata?.name === 'lb') return { ...svc, status: { loadBalancer: { ingress: [{ ip: LB_IN_SERVICE_CIDR }] } } }
+        return o
+      }),
+    )
     for (const node of ['node1', 'node2']) {
-      const routes = await waitFor(`${node}'s TUN routes to follow the edit`, async () => {
-        const r = await tunRoutes(node)
-        return r.includes(EXT_SVC_IP2) && !r.includes(EXT_SVC_IP) && !r.includes(LB_OUTSIDE) ? r : undefined
-      }, 5000).catch((err: Error) => err.message)
+      const routes = await waitFor(
+        `${node}'s TUN routes to follow the edit`,
+        async () => {
+          const r = await tunRoutes(node)
+          return r.includes(EXT_SVC_IP2) && !r.includes(EXT_SVC_IP) && !r.includes(LB_OUTSIDE) ? r : undefined
+        },
+        5000,
+      ).catch((err: Error) => err.message)
       t.ok(Array.isArray(routes), `${node}: ${EXT_SVC_IP2} routed into tundra0, ${EXT_SVC_IP} and ${LB_OUTSIDE} no longer (${String(routes)})`)
     }
     const moved = await lab.ext(['curl', '-sS', '-m', '5', `http://${EXT_SVC_IP2}/hostname`])
@@ -223,13 +241,32 @@ t.test('Service NAT on the tundra dataplane (2 nodes)', { ...skip, timeout: 240_
     const set = await lab.node('node1', ['ip', 'link', 'set', cali, 'mtu', '1000'])
     t.equal(set.code, 0, set.stderr)
     t.teardown(() => lab.node('node1', ['ip', 'link', 'set', cali, 'mtu', '1450']))
-    const direct = await lab.pod('client', ['curl', '-sS', '-m', '10', '-o', '/dev/null', '-w', '%{size_upload}', '--data-binary', `@${file}`, 'http://10.100.85.20:8080/echo'])
+    const direct = await lab.pod('client', [
+      'curl',
+      '-sS',
+      '-m',
+      '10',
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{size_upload}',
+      '--data-binary',
+      `@${file}`,
+      'http://10.100.85.20:8080/echo',
+    ])
     t.same([direct.code, direct.stdout], [0, String(1 << 20)], `pod to pod: the client adapts ${direct.stderr}`)
     const before = await lab.counters('node1')
-    const up = await lab.pod('client', ['curl', '-sS', '-m', '10', '-o', '/dev/null', '-w', '%{size_upload}', '--data-binary', `@${file}`, `http://${SELF}/echo`], { timeoutMs: 15_000 })
+    const up = await lab.pod(
+      'client',
+      ['curl', '-sS', '-m', '10', '-o', '/dev/null', '-w', '%{size_upload}', '--data-binary', `@${file}`, `http://${SELF}/echo`],
+      { timeoutMs: 15_000 },
+    )
     const after = await lab.counters('node1')
     t.same([up.code, up.stdout], [0, String(1 << 20)], `through the ClusterIP: 1 MiB uploaded ${up.stderr.trim()}`)
-    t.ok(after['nat_icmp_error']! > before['nat_icmp_error']!, `node1 sent its ICMP errors through the TUN to be translated (${after['nat_icmp_error']! - before['nat_icmp_error']!})`)
+    t.ok(
+      after['nat_icmp_error']! > before['nat_icmp_error']!,
+      `node1 sent its ICMP errors through the TUN to be translated (${after['nat_icmp_error']! - before['nat_icmp_error']!})`,
+    )
     const route = await lab.pod('client', ['ip', 'route', 'get', SELF])
     t.match(route.stdout, /mtu 1000/, 'the client learned the path MTU toward the ClusterIP (the error named the service, not the endpoint)')
   })
@@ -244,8 +281,11 @@ t.test('Service NAT on the tundra dataplane (2 nodes)', { ...skip, timeout: 240_
     // Only service stream's EndpointSlice changes, as when the controller drops an endpoint; the Pod stays (the agents
     // take EndpointSlices as given, like kube-proxy)
     const gone = lab.podIP(backend)
-    await lab.editManifests(objs => objs.map(o => sliceOf(o, 'stream') ? withoutEndpoint(o as EndpointSlice, gone) : o))
-    t.ok(lab.manifests().some(o => o.kind === 'Pod' && o.metadata?.name === backend), `the Pod ${backend} is still in the manifests`)
+    await lab.editManifests(objs => objs.map(o => (sliceOf(o, 'stream') ? withoutEndpoint(o as EndpointSlice, gone) : o)))
+    t.ok(
+      lab.manifests().some(o => o.kind === 'Pod' && o.metadata?.name === backend),
+      `the Pod ${backend} is still in the manifests`,
+    )
     h.write('go\n')
     t.equal(await h.line(/^tcp-after /), 'tcp-after reset', 'the idle connection gets a RST')
     const other = web.find(w => w !== backend)!
@@ -266,12 +306,19 @@ t.test('Service NAT on the tundra dataplane (2 nodes)', { ...skip, timeout: 240_
       return lines(r.stdout).map(l => l.split('\t')[1] ?? '')
     }
     const [notReady, ready] = web as [string, string]
-    const conditions = (c: (ip: string) => EndpointConditions) => (objs: KubeObject[]): KubeObject[] => objs.map(o => {
-      if (!sliceOf(o, 'web')) return o
-      const s = o as EndpointSlice
-      return { ...s, endpoints: (s.endpoints ?? []).map(e => ({ ...e, conditions: c(e.addresses?.[0] ?? '') })) }
-    })
-    await lab.editManifests(conditions(ip => ip === lab.podIP(notReady) ? { ready: false, serving: false, terminating: false } : { ready: true, serving: true, terminating: false }))
+    const conditions =
+      (c: (ip: string) => EndpointConditions) =>
+      (objs: KubeObject[]): KubeObject[] =>
+        objs.map(o => {
+          if (!sliceOf(o, 'web')) return o
+          const s = o as EndpointSlice
+          return { ...s, endpoints: (s.endpoints ?? []).map(e => ({ ...e, conditions: c(e.addresses?.[0] ?? '') })) }
+        })
+    await lab.editManifests(
+      conditions(ip =>
+        ip === lab.podIP(notReady) ? { ready: false, serving: false, terminating: false } : { ready: true, serving: true, terminating: false },
+      ),
+    )
     const one = await answers(20)
     t.same([one.length, uniq(one)], [20, [ready]], `${notReady} marked ready: false, serving: false: 20 new connections all go to ${ready}`)
 

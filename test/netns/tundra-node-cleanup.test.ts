@@ -19,12 +19,20 @@ const STATE: Record<string, string[]> = {
   'ip -6 rule': ['ip', '-6', 'rule', 'show'],
   'ip -4 route (all tables)': ['ip', '-4', 'route', 'show', 'table', 'all'],
   'ip -6 route (all tables)': ['ip', '-6', 'route', 'show', 'table', 'all'],
-  'links': ['sh', '-c', 'ip -o link show | cut -d" " -f2'],
-  'addresses': ['ip', '-o', 'addr', 'show'],
-  'sysctls': ['sysctl', 'net.ipv4.ip_forward', 'net.ipv4.conf.all.rp_filter', 'net.ipv4.ip_early_demux', 'net.ipv4.tcp_early_demux',
-    'net.ipv4.udp_early_demux', 'net.ipv6.conf.all.forwarding', 'net.ipv6.conf.all.disable_ipv6'],
-  'nft': ['nft', 'list', 'ruleset'],
-  'iptables': ['sh', '-c', 'iptables-save | grep -v "^#"'],
+  links: ['sh', '-c', 'ip -o link show | cut -d" " -f2'],
+  addresses: ['ip', '-o', 'addr', 'show'],
+  sysctls: [
+    'sysctl',
+    'net.ipv4.ip_forward',
+    'net.ipv4.conf.all.rp_filter',
+    'net.ipv4.ip_early_demux',
+    'net.ipv4.tcp_early_demux',
+    'net.ipv4.udp_early_demux',
+    'net.ipv6.conf.all.forwarding',
+    'net.ipv6.conf.all.disable_ipv6',
+  ],
+  nft: ['nft', 'list', 'ruleset'],
+  iptables: ['sh', '-c', 'iptables-save | grep -v "^#"'],
 }
 
 t.test('tundra run --cleanup restores the node', { ...skip, timeout: 150_000 }, async t => {
@@ -32,11 +40,21 @@ t.test('tundra run --cleanup restores the node', { ...skip, timeout: 150_000 }, 
   const manifests = state.manifests!
   // everything tundra writes goes under the lab's directory, none of it under /run/tundra
   const config = join(state.dir, 'cleanup-config.yaml')
-  writeFileSync(config, [
-    'apiVersion: kubeproxy.config.k8s.io/v1alpha1', 'kind: KubeProxyConfiguration', 'clusterCIDR: 10.100.0.0/16',
-    'metricsBindAddress: 127.0.0.1:10249', 'iptables: {minSyncPeriod: 0s}', 'tundra:', `  control: ${join(state.dir, 'control.sock')}`,
-    `  snapshot: {path: ${join(state.dir, 'nat.snapshot')}, intervalSeconds: 1}`, '  dns: {upstreams: [172.18.0.53]}', '',
-  ].join('\n'))
+  writeFileSync(
+    config,
+    [
+      'apiVersion: kubeproxy.config.k8s.io/v1alpha1',
+      'kind: KubeProxyConfiguration',
+      'clusterCIDR: 10.100.0.0/16',
+      'metricsBindAddress: 127.0.0.1:10249',
+      'iptables: {minSyncPeriod: 0s}',
+      'tundra:',
+      `  control: ${join(state.dir, 'control.sock')}`,
+      `  snapshot: {path: ${join(state.dir, 'nat.snapshot')}, intervalSeconds: 1}`,
+      '  dns: {upstreams: [172.18.0.53]}',
+      '',
+    ].join('\n'),
+  )
   const runArgs = ['run', '--config', config, '-f', manifests, '--hostname-override', 'node1']
   const snapshot = async (): Promise<Record<string, string>> => {
     const out: Record<string, string> = {}
@@ -47,12 +65,17 @@ t.test('tundra run --cleanup restores the node', { ...skip, timeout: 150_000 }, 
   const start = (): ChildProcess => {
     const [file, ...args] = execArgv(state, { node: 'node1' }, [process.execPath, CLI, ...runArgs])
     const child = spawn(file!, args, { stdio: ['ignore', 'ignore', 'pipe'] })
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => { log += d })
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+      log += d
+    })
     runs.push(child)
     return child
   }
   const serving = async (): Promise<void> => {
-    await until('the ClusterIP to answer through tundra', async () => (await pod('cli', ['curl', '-sS', '-m', '2', 'http://10.96.0.50:5003/hostname'])).stdout === 'srv')
+    await until(
+      'the ClusterIP to answer through tundra',
+      async () => (await pod('cli', ['curl', '-sS', '-m', '2', 'http://10.96.0.50:5003/hostname'])).stdout === 'srv',
+    )
   }
   const exited = (c: ChildProcess): Promise<unknown> => until('tundra to exit', async () => c.exitCode !== null || c.signalCode !== null)
   const cleanup = async (): Promise<string> => {
@@ -112,6 +135,6 @@ t.test('tundra run --cleanup restores the node', { ...skip, timeout: 150_000 }, 
     const r = await pod('cli', ['curl', '-sS', '-m', '2', 'http://10.96.0.50:5003/hostname'])
     return r.stdout === 'srv' ? r : undefined
   })
-  t.equal(viaKernel.stdout, 'srv', 'after --cleanup, kube-proxy\'s iptables rules serve the ClusterIP')
-  t.notMatch(log, /TypeError|ReferenceError/, 'no programming errors in tundra\'s log')
+  t.equal(viaKernel.stdout, 'srv', "after --cleanup, kube-proxy's iptables rules serve the ClusterIP")
+  t.notMatch(log, /TypeError|ReferenceError/, "no programming errors in tundra's log")
 })

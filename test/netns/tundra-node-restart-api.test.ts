@@ -18,23 +18,41 @@ const API_VIP = '10.96.0.1'
 
 function kubeconfig(server: string): string {
   return [
-    'apiVersion: v1', 'kind: Config',
-    'clusters:', '- name: c', `  cluster: {server: "${server}", insecure-skip-tls-verify: true}`,
-    'users:', '- name: u', '  user: {token: t}',
-    'contexts:', '- name: x', '  context: {cluster: c, user: u}',
-    'current-context: x', '',
+    'apiVersion: v1',
+    'kind: Config',
+    'clusters:',
+    '- name: c',
+    `  cluster: {server: "${server}", insecure-skip-tls-verify: true}`,
+    'users:',
+    '- name: u',
+    '  user: {token: t}',
+    'contexts:',
+    '- name: x',
+    '  context: {cluster: c, user: u}',
+    'current-context: x',
+    '',
   ].join('\n')
 }
 
 /** A Service and its EndpointSlice in front of one pod. */
 function service(name: string, clusterIP: string, port: number, podIP: string, targetPort: number): Record<string, unknown>[] {
   return [
-    { kind: 'Service', object: { metadata: { name, namespace: 'default' }, spec: { clusterIP, clusterIPs: [clusterIP], type: 'ClusterIP', ports: [{ name: 'p', port, targetPort, protocol: 'TCP' }] } } },
-    { kind: 'EndpointSlice', object: {
-      metadata: { name: `${name}-1`, namespace: 'default', labels: { 'kubernetes.io/service-name': name } },
-      addressType: 'IPv4', ports: [{ name: 'p', port: targetPort, protocol: 'TCP' }],
-      endpoints: [{ addresses: [podIP], conditions: { ready: true, serving: true, terminating: false }, nodeName: 'node1' }],
-    } },
+    {
+      kind: 'Service',
+      object: {
+        metadata: { name, namespace: 'default' },
+        spec: { clusterIP, clusterIPs: [clusterIP], type: 'ClusterIP', ports: [{ name: 'p', port, targetPort, protocol: 'TCP' }] },
+      },
+    },
+    {
+      kind: 'EndpointSlice',
+      object: {
+        metadata: { name: `${name}-1`, namespace: 'default', labels: { 'kubernetes.io/service-name': name } },
+        addressType: 'IPv4',
+        ports: [{ name: 'p', port: targetPort, protocol: 'TCP' }],
+        endpoints: [{ addresses: [podIP], conditions: { ready: true, serving: true, terminating: false }, nodeName: 'node1' }],
+      },
+    },
   ]
 }
 
@@ -48,8 +66,12 @@ t.test('tundra run comes back when the API server is behind its own ClusterIP', 
   const [afile, ...aargs] = execArgv(state, { pod: 'srv' }, fixtureCommand('apiserver', 'none', [String(API_PORT)]))
   const api = spawn(afile!, aargs, { stdio: ['pipe', 'pipe', 'pipe'] })
   procs.push(api)
-  api.stdout!.setEncoding('utf8').on('data', (d: string) => { apiOut += d })
-  api.stderr!.setEncoding('utf8').on('data', (d: string) => { apiOut += d })
+  api.stdout!.setEncoding('utf8').on('data', (d: string) => {
+    apiOut += d
+  })
+  api.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    apiOut += d
+  })
   await until('the API server to listen', async () => apiOut.includes('listening'))
   let acks = 0
   const send = async (cmd: Record<string, unknown>): Promise<void> => {
@@ -72,25 +94,47 @@ t.test('tundra run comes back when the API server is behind its own ClusterIP', 
   // with --config, kube-proxy (and tundra) take the kubeconfig and the sync periods from the file only
   const configFor = (kc: string): string => {
     const path = `${kc}.config.yaml`
-    writeFileSync(path, [
-      'apiVersion: kubeproxy.config.k8s.io/v1alpha1', 'kind: KubeProxyConfiguration', 'clusterCIDR: 10.100.0.0/16',
-      `clientConnection: {kubeconfig: ${kc}}`, 'iptables: {minSyncPeriod: 0s}',
-      'tundra:', `  control: ${join(state.dir, 'control.sock')}`,
-      `  snapshot: {path: ${join(state.dir, 'nat.snapshot')}, intervalSeconds: 1}`, '  dns: {upstreams: [172.18.0.53]}', '',
-    ].join('\n'))
+    writeFileSync(
+      path,
+      [
+        'apiVersion: kubeproxy.config.k8s.io/v1alpha1',
+        'kind: KubeProxyConfiguration',
+        'clusterCIDR: 10.100.0.0/16',
+        `clientConnection: {kubeconfig: ${kc}}`,
+        'iptables: {minSyncPeriod: 0s}',
+        'tundra:',
+        `  control: ${join(state.dir, 'control.sock')}`,
+        `  snapshot: {path: ${join(state.dir, 'nat.snapshot')}, intervalSeconds: 1}`,
+        '  dns: {upstreams: [172.18.0.53]}',
+        '',
+      ].join('\n'),
+    )
     return path
   }
   const config = configFor(direct)
   const configVip = configFor(viaVip)
-  const start = (kc: string): ChildProcess => { // kc: the config file naming the kubeconfig
+  const start = (kc: string): ChildProcess => {
+    // kc: the config file naming the kubeconfig
     const [file, ...args] = execArgv(state, { node: 'node1' }, [process.execPath, CLI, 'run', '--config', kc, '--hostname-override', 'node1'])
     const child = spawn(file!, args, { stdio: ['ignore', 'ignore', 'pipe'] })
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => { log += d })
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+      log += d
+    })
     procs.push(child)
     return child
   }
   // 0. no kubeconfig, not in a pod: a clear message and exit 1 (not a retry loop with an unrelated TLS message)
-  const none = await node(['env', '-u', 'KUBERNETES_SERVICE_HOST', `KUBECONFIG=${join(state.dir, 'missing')}`, process.execPath, CLI, 'run', '--hostname-override', 'node1'])
+  const none = await node([
+    'env',
+    '-u',
+    'KUBERNETES_SERVICE_HOST',
+    `KUBECONFIG=${join(state.dir, 'missing')}`,
+    process.execPath,
+    CLI,
+    'run',
+    '--hostname-override',
+    'node1',
+  ])
   t.equal(none.code, 1, 'without any API server configuration run exits 1')
   t.match(none.stderr, /ERROR tundra: no API server to read Services from.*Give --kubeconfig FILE, or -f MANIFESTS/, 'and says what to give it')
 

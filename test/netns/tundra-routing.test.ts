@@ -33,9 +33,15 @@ const ipRe = (ip: string): string => ip.replace(/\./g, '\\.')
 t.test('pod routing on the tundra dataplane (2 nodes)', { ...skip, timeout: 240_000 }, async t => {
   const lab = await tundraLab(t, { prefix: 'tr', files: [ROUTING, SEED], nodes: 2 })
   const [node1, node2] = [lab.nodeIP('node1'), lab.nodeIP('node2')]
-  t.same(['client', 'near', 'far'].map(p => lab.state.pods.find(x => x.name === p)!.node), ['node1', 'node1', 'node2'])
+  t.same(
+    ['client', 'near', 'far'].map(p => lab.state.pods.find(x => x.name === p)!.node),
+    ['node1', 'node1', 'node2'],
+  )
 
-  for (const [what, ip, name] of [['on the same node', NEAR, 'near'], ['across nodes', FAR, 'far']] as const) {
+  for (const [what, ip, name] of [
+    ['on the same node', NEAR, 'near'],
+    ['across nodes', FAR, 'far'],
+  ] as const) {
     await t.test(`pod to pod ${what}: TCP, UDP, ping`, async t => {
       const tcp = await lab.pod('client', ['curl', '-sS', '-m', '5', `http://${ip}:8080/clientip`])
       t.match(tcp.stdout, new RegExp(`^${ipRe(CLIENT)}:\\d+$`), `TCP: ${name} sees the client's own address ${tcp.stderr}`)
@@ -84,7 +90,24 @@ t.test('pod routing on the tundra dataplane (2 nodes)', { ...skip, timeout: 240_
 
   await t.test('VXLAN between nodes is what tcpdump decodes', async t => {
     const file = join(lab.state.dir, 'vxlan.pcap')
-    const cap = lab.stream({ node: 'node1' }, ['timeout', '20', 'tcpdump', '-i', 'eth0', '-nn', '-U', '-Z', 'root', '-c', '4', '-w', file, 'udp', 'port', '4789'])
+    const cap = lab.stream({ node: 'node1' }, [
+      'timeout',
+      '20',
+      'tcpdump',
+      '-i',
+      'eth0',
+      '-nn',
+      '-U',
+      '-Z',
+      'root',
+      '-c',
+      '4',
+      '-w',
+      file,
+      'udp',
+      'port',
+      '4789',
+    ])
     await cap.stderrMatch(/listening on eth0/)
     const ping = await lab.pod('client', ['ping', '-c', '2', '-i', '0.2', '-W', '2', FAR])
     t.match(ping.stdout, /2 received/)
@@ -121,13 +144,13 @@ t.test('pod routing on the tundra dataplane (2 nodes)', { ...skip, timeout: 240_
     const before = await lab.counters('node1')
     const oneWay = await topo.exec(peer, ['ping', '-c', '2', '-i', '0.2', '-W', '1', CLIENT])
     const after = await lab.counters('node1')
-    t.equal(after['vxlanIn']! - before['vxlanIn']!, 0, 'node1 does not decapsulate an unknown peer\'s VXLAN')
+    t.equal(after['vxlanIn']! - before['vxlanIn']!, 0, "node1 does not decapsulate an unknown peer's VXLAN")
     t.ok((after['drop_vxlan_not_peer'] ?? 0) - (before['drop_vxlan_not_peer'] ?? 0) >= 2, 'dropped as vxlan_not_peer')
     t.match(oneWay.stdout, /2 packets transmitted, 0 received/, 'an unknown peer: nothing gets through')
 
     // The peer joins the running agent through its control socket: full interop, no restart.
-    const added = await askAgent(node1Ctl, 'peer', { op: 'add', node: 'kpeer', ip: PEER_IP, podCIDR: PEER_POD_CIDR }) as { peers: { node: string }[] }
-    t.same(added.peers.map(p => p.node).sort(), ['kpeer', 'node2'], 'node1\'s agent now has two VXLAN peers')
+    const added = (await askAgent(node1Ctl, 'peer', { op: 'add', node: 'kpeer', ip: PEER_IP, podCIDR: PEER_POD_CIDR })) as { peers: { node: string }[] }
+    t.same(added.peers.map(p => p.node).sort(), ['kpeer', 'node2'], "node1's agent now has two VXLAN peers")
     const agentPid = lab.state.processes.find(p => p.role === 'agent' && p.owner === 'node1')!
     t.ok(isOurs(agentPid), 'the same agent process, still running')
 
@@ -138,7 +161,11 @@ t.test('pod routing on the tundra dataplane (2 nodes)', { ...skip, timeout: 240_
     const curl = await topo.exec(peer, ['curl', '-sS', '-m', '5', `http://${NEAR}:8080/clientip`])
     t.match(curl.stdout, new RegExp(`^${ipRe(PEER_POD_IP)}:\\d+$`), `kernel peer → pod: TCP (inner checksum left to offload) ${curl.stderr}`)
     const server = topo.spawn(peer, [PY, '-m', 'http.server', '8000', '--bind', PEER_POD_IP, '--directory', FIXTURES])
-    await waitFor('the kernel peer\'s http server', async () => (await topo.exec(peer, ['curl', '-s', '-o', '/dev/null', `http://${PEER_POD_IP}:8000/`])).code === 0, 10_000)
+    await waitFor(
+      "the kernel peer's http server",
+      async () => (await topo.exec(peer, ['curl', '-s', '-o', '/dev/null', `http://${PEER_POD_IP}:8000/`])).code === 0,
+      10_000,
+    )
     const fromPod = await lab.pod('client', ['curl', '-sS', '-m', '5', `http://${PEER_POD_IP}:8000/nettool.py`])
     t.equal(fromPod.stdout, readFileSync(NETTOOL, 'utf8'), `pod → kernel peer: TCP ${fromPod.stderr}`)
     await topo.stop(server)
@@ -146,11 +173,18 @@ t.test('pod routing on the tundra dataplane (2 nodes)', { ...skip, timeout: 240_
     t.match(far.stdout, /2 packets transmitted, 2 received/, 'node2 is still reached')
 
     // and leaves it again
-    const removed = await askAgent(node1Ctl, 'peer', { op: 'remove', node: 'kpeer', ip: PEER_IP, podCIDR: PEER_POD_CIDR }) as { peers: { node: string }[] }
-    t.same(removed.peers.map(p => p.node), ['node2'], 'removed: node2 is the only peer again')
+    const removed = (await askAgent(node1Ctl, 'peer', { op: 'remove', node: 'kpeer', ip: PEER_IP, podCIDR: PEER_POD_CIDR })) as { peers: { node: string }[] }
+    t.same(
+      removed.peers.map(p => p.node),
+      ['node2'],
+      'removed: node2 is the only peer again',
+    )
     const gone = await topo.exec(peer, ['ping', '-c', '2', '-i', '0.2', '-W', '1', CLIENT])
     t.match(gone.stdout, /2 packets transmitted, 0 received/, 'a removed peer gets no replies')
-    const bad = await askAgent(node1Ctl, 'peer', { op: 'add', node: 'bad', ip: 'nope', podCIDR: PEER_POD_CIDR }).then(() => 'accepted', (err: Error) => err.message)
+    const bad = await askAgent(node1Ctl, 'peer', { op: 'add', node: 'bad', ip: 'nope', podCIDR: PEER_POD_CIDR }).then(
+      () => 'accepted',
+      (err: Error) => err.message,
+    )
     t.match(bad, /not an IPv4 address/, 'a bad peer is refused')
   })
 
@@ -159,9 +193,17 @@ t.test('pod routing on the tundra dataplane (2 nodes)', { ...skip, timeout: 240_
     const pids = state.processes
     t.ok(pids.filter(isOurs).length >= 9, 'dnsmasq, netexecs, nginx and both agents running before')
     await labDown(lab.name, { log: () => {} })
-    t.same(listNamespaces().filter(ns => ns.startsWith(`tundra-${lab.name}-`)), [], 'no namespaces')
+    t.same(
+      listNamespaces().filter(ns => ns.startsWith(`tundra-${lab.name}-`)),
+      [],
+      'no namespaces',
+    )
     t.same(existsSync('/etc/netns') ? readdirSync('/etc/netns').filter(d => d.startsWith(`tundra-${lab.name}-`)) : [], [], 'no /etc/netns dirs')
     t.notOk(existsSync(state.dir), 'no state dir')
-    t.same(pids.filter(isOurs).map(p => `${p.role} ${p.owner} ${p.pid}`), [], 'no process of the lab alive')
+    t.same(
+      pids.filter(isOurs).map(p => `${p.role} ${p.owner} ${p.pid}`),
+      [],
+      'no process of the lab alive',
+    )
   })
 })

@@ -18,11 +18,29 @@ t.test('tundra run on a lab node', { ...skip, timeout: 180_000 }, async t => {
   const manifests = state.manifests!
   let log = ''
   const start = (): ChildProcess => {
-    const [file, ...args] = execArgv(state, { node: 'node1' }, [process.execPath, CLI, 'run', '-f', manifests,
-      '--hostname-override', 'node1', '--cluster-cidr', '10.100.0.0/16', '--dns-upstream', '172.18.0.53',
-      '--iptables-min-sync-period', '0s', '--iptables-sync-period', '2s', '--snapshot', join(state.dir, 'run.conntrack')])
+    const [file, ...args] = execArgv(state, { node: 'node1' }, [
+      process.execPath,
+      CLI,
+      'run',
+      '-f',
+      manifests,
+      '--hostname-override',
+      'node1',
+      '--cluster-cidr',
+      '10.100.0.0/16',
+      '--dns-upstream',
+      '172.18.0.53',
+      '--iptables-min-sync-period',
+      '0s',
+      '--iptables-sync-period',
+      '2s',
+      '--snapshot',
+      join(state.dir, 'run.conntrack'),
+    ])
     const child = spawn(file!, args, { stdio: ['ignore', 'ignore', 'pipe'] })
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => { log += d })
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+      log += d
+    })
     runs.push(child)
     return child
   }
@@ -51,7 +69,10 @@ t.test('tundra run on a lab node', { ...skip, timeout: 180_000 }, async t => {
   run = start()
   const r = await iperf
   t.equal(r.code, 0, `iperf finished without error across the restart: ${r.stderr}`)
-  const intervals = r.stdout.trim().split('\n').map(l => l.split(','))
+  const intervals = r.stdout
+    .trim()
+    .split('\n')
+    .map(l => l.split(','))
   const last = intervals.at(-2) // the last one-second interval (the final line is the total)
   t.ok(intervals.length >= 8, `iperf reported every interval (${intervals.length})`)
   t.ok(Number(last?.[7] ?? 0) > 0, `bytes still flowed after the restart (interval ${last?.[6]}: ${last?.[7]} bytes)`)

@@ -15,7 +15,9 @@ const skip = netnsSkip('nginx', 'curl', 'dnsmasq', 'unshare')
 
 t.test('the packet path keeps serving while the control thread stalls or crashes', { ...skip, timeout: 180_000 }, async t => {
   process.env['TUNDRA_TEST_HOOKS'] = '1' // the agents the lab starts inherit it
-  t.teardown(() => { delete process.env['TUNDRA_TEST_HOOKS'] })
+  t.teardown(() => {
+    delete process.env['TUNDRA_TEST_HOOKS']
+  })
   const lab = await tundraLab(t, { prefix: 'th', files: [SEED], nodes: 1 })
   const node = lab.state.nodes[0]!
   const curl = async (): Promise<boolean> => {
@@ -26,12 +28,25 @@ t.test('the packet path keeps serving while the control thread stalls or crashes
 
   // a control thread busy for 4 s: five curls with a 1 s limit each, all inside the stall
   let stallDone = false
-  const stall = askAgent(node.control!, 'test-stall', { ms: 4000 }, 20_000).then(() => { stallDone = true })
-  await waitFor('the stall to start', async () => {
-    // the control socket is served by the control thread: it stops answering while it stalls
-    const answered = await Promise.race([askAgent(node.control!, 'hello', {}, 2000).then(() => true, () => false), new Promise<boolean>(r => setTimeout(() => r(false), 200))])
-    return !answered
-  }, 5000, 10)
+  const stall = askAgent(node.control!, 'test-stall', { ms: 4000 }, 20_000).then(() => {
+    stallDone = true
+  })
+  await waitFor(
+    'the stall to start',
+    async () => {
+      // the control socket is served by the control thread: it stops answering while it stalls
+      const answered = await Promise.race([
+        askAgent(node.control!, 'hello', {}, 2000).then(
+          () => true,
+          () => false,
+        ),
+        new Promise<boolean>(r => setTimeout(() => r(false), 200)),
+      ])
+      return !answered
+    },
+    5000,
+    10,
+  )
   const during: boolean[] = []
   for (let i = 0; i < 5; i++) during.push(await curl())
   t.equal(stallDone, false, 'the curls ran while the control thread was still stalled')
@@ -43,9 +58,18 @@ t.test('the packet path keeps serving while the control thread stalls or crashes
   const afterCrash: boolean[] = []
   for (let i = 0; i < 3; i++) afterCrash.push(await curl())
   t.same(afterCrash, [true, true, true], 'curl works right after the control thread died')
-  const counters = await waitFor('a new control thread to answer', async () => {
-    try { return await lab.counters(node.name) } catch { return undefined }
-  }, 20_000, 100)
+  const counters = await waitFor(
+    'a new control thread to answer',
+    async () => {
+      try {
+        return await lab.counters(node.name)
+      } catch {
+        return undefined
+      }
+    },
+    20_000,
+    100,
+  )
   t.equal(counters['control_restarts'], 1, 'the restart is counted')
   const log = readFileSync(join(lab.state.dir, `${node.name}.agent.log`), 'utf8')
   t.match(log, /control thread failed: Error: test-crash/, 'the failure is logged')
@@ -53,12 +77,22 @@ t.test('the packet path keeps serving while the control thread stalls or crashes
   t.ok(await curl(), 'curl still works')
 
   // the new control thread applies changes: the Service's port moves from 8080 to 8081
-  await lab.editManifests(objs => objs.map(o => o.kind === 'Service' && o.metadata?.name === 'nginx-pod08'
-    ? { ...o, spec: { ...(o.spec as object), ports: [{ port: 8081, targetPort: 80, protocol: 'TCP' }] } } as typeof o : o))
-  await waitFor('the new port to answer', async () => {
-    const r = await lab.pod('pod-client', ['curl', '-s', '-m', '1', `http://${VIP}:8081/`])
-    return r.stdout.includes('Welcome to nginx!')
-  }, 10_000, 100)
+  await lab.editManifests(objs =>
+    objs.map(o =>
+      o.kind === 'Service' && o.metadata?.name === 'nginx-pod08'
+        ? ({ ...o, spec: { ...(o.spec as object), ports: [{ port: 8081, targetPort: 80, protocol: 'TCP' }] } } as typeof o)
+        : o,
+    ),
+  )
+  await waitFor(
+    'the new port to answer',
+    async () => {
+      const r = await lab.pod('pod-client', ['curl', '-s', '-m', '1', `http://${VIP}:8081/`])
+      return r.stdout.includes('Welcome to nginx!')
+    },
+    10_000,
+    100,
+  )
   t.pass('a change after the restart reaches the dataplane')
 })
 
@@ -96,10 +130,15 @@ t.test('conntrack list of a large table runs while traffic continues', { ...skip
   const node = lab.state.nodes[0]!
   const spray = await lab.tool('client', ['udp-spray', '10.96.7.7', '81', '60000'], { timeoutMs: 60_000 })
   t.equal(spray.code, 0, spray.stderr)
-  const entries = await waitFor('the flows to reach conntrack', async () => {
-    const n = (await lab.counters(node.name))['conntrack_entries'] ?? 0
-    return n >= 20_000 ? n : undefined
-  }, 30_000, 200)
+  const entries = await waitFor(
+    'the flows to reach conntrack',
+    async () => {
+      const n = (await lab.counters(node.name))['conntrack_entries'] ?? 0
+      return n >= 20_000 ? n : undefined
+    },
+    30_000,
+    200,
+  )
   t.ok(entries >= 20_000, `${entries} conntrack entries`)
 
   // Listings back to back on the control socket, and curls with a 1 s limit while one is in flight.
@@ -109,7 +148,7 @@ t.test('conntrack list of a large table runs while traffic continues', { ...skip
   const lister = (async () => {
     while (!stop) {
       const t0 = Date.now()
-      const r = await askAgent(node.control!, 'conntrack', { op: 'list' }, 60_000) as { entries: unknown[] }
+      const r = (await askAgent(node.control!, 'conntrack', { op: 'list' }, 60_000)) as { entries: unknown[] }
       windows.push([t0, Date.now()])
       listed = Math.max(listed, r.entries.length)
     }
@@ -126,5 +165,9 @@ t.test('conntrack list of a large table runs while traffic continues', { ...skip
   await lister
   t.ok(listed >= 20_000, `a listing returned ${listed} entries`)
   t.ok(inside().length >= 5, `${inside().length} requests ran while a listing was in flight`)
-  t.same(requests.filter(q => !q.ok), [], `every one of ${requests.length} requests answered within 1 s`)
+  t.same(
+    requests.filter(q => !q.ok),
+    [],
+    `every one of ${requests.length} requests answered within 1 s`,
+  )
 })

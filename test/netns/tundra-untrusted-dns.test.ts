@@ -69,7 +69,7 @@ t.test('untrusted input at the cluster DNS', { ...skip, timeout: 180_000 }, asyn
     const before = (await lab.stats(node)).dns as { upstream: { requests: number } }
     const out = await dig('CH', 'TXT', 'version.bind')
     t.match(out, /status: REFUSED/)
-    t.notMatch(out, /dnsmasq/i, 'the upstream\'s version is not revealed')
+    t.notMatch(out, /dnsmasq/i, "the upstream's version is not revealed")
     const after = (await lab.stats(node)).dns as { upstream: { requests: number } }
     t.equal(after.upstream.requests, before.upstream.requests, 'no upstream request')
   })

@@ -37,12 +37,19 @@ t.test('untrusted pods over IPv6 (1 node, dual-stack)', { ...skip, timeout: 180_
     const b = await lab.pod('client', [NODE, TOOL, 'spoof', CLIENT6, web1!.ip6!, PORT, 'barrier-6'])
     t.equal(b.code, 0, b.stderr)
     await l.line(/barrier-6$/)
-    t.same(l.lines.filter(x => x.startsWith('from ')), [`from ${CLIENT6} barrier-6`], 'only the client\'s own address got through')
-    t.equal(await spoofed() - nft0, forgeries.length, 'each forgery dropped on the client\'s veth and counted')
+    t.same(
+      l.lines.filter(x => x.startsWith('from ')),
+      [`from ${CLIENT6} barrier-6`],
+      "only the client's own address got through",
+    )
+    t.equal((await spoofed()) - nft0, forgeries.length, "each forgery dropped on the client's veth and counted")
   })
 
   await t.test('an IPv6 address nobody owns is processed at most twice', async t => {
-    for (const [what, ip] of [['a service address that is no ClusterIP', 'fd00:10:96::999'], ['an unused pod address', 'fd00:10:100:1::999']] as const) {
+    for (const [what, ip] of [
+      ['a service address that is no ClusterIP', 'fd00:10:96::999'],
+      ['an unused pod address', 'fd00:10:100:1::999'],
+    ] as const) {
       const before = await lab.counters('node1')
       await lab.pod('client', ['ping', '-6', '-c', '5', '-i', '0.2', '-W', '1', '-t', '255', ip])
       const after = await lab.counters('node1')

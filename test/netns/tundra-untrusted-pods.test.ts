@@ -45,9 +45,14 @@ async function heard(lab: TundraLab, victim: string, victimIp: string, forge: (p
     const c = await lab.counters('node1')
     const neigh = await lab.pod('client', ['ip', 'neigh'])
     const nstat = async (target: string | { node: string }): Promise<string> =>
-      (await lab.exec(typeof target === 'string' ? { pod: target } : target, ['nstat', '-az'])).stdout.split('\n').filter(x => !/\s0\s+0\.0$/.test(x)).join('; ')
-    throw new Error(`${(err as Error).message}; node1: ${JSON.stringify(c)}; client neigh: ${neigh.stdout}; listener stderr ${l.stderr}; ` +
-      `victim nstat: ${await nstat(victim)}; node1 nstat: ${await nstat({ node: 'node1' })}; listener lines ${JSON.stringify(l.lines)}`)
+      (await lab.exec(typeof target === 'string' ? { pod: target } : target, ['nstat', '-az'])).stdout
+        .split('\n')
+        .filter(x => !/\s0\s+0\.0$/.test(x))
+        .join('; ')
+    throw new Error(
+      `${(err as Error).message}; node1: ${JSON.stringify(c)}; client neigh: ${neigh.stdout}; listener stderr ${l.stderr}; ` +
+        `victim nstat: ${await nstat(victim)}; node1 nstat: ${await nstat({ node: 'node1' })}; listener lines ${JSON.stringify(l.lines)}`,
+    )
   }
   return l.lines.filter(x => x.startsWith('from '))
 }
@@ -58,17 +63,26 @@ t.test('untrusted pods on the tundra dataplane (2 nodes)', { ...skip, timeout: 2
 
   await t.test('finding 2: a pod cannot send from an address that is not its own', async t => {
     const forgeries = [NEAR, FAR2, node2, node1, SVC, DNS, '1.2.3.4']
-    for (const [victim, ip] of [['near', NEAR], ['far', FAR]] as const) {
+    for (const [victim, ip] of [
+      ['near', NEAR],
+      ['far', FAR],
+    ] as const) {
       const nft0 = await nftSpoofed(lab, 'node1')
-      const got = await heard(lab, victim, ip, async port => {
-        for (const src of forgeries.filter(s => s !== ip)) {
-          const r = await lab.pod('client', [NODE, TOOL, 'spoof', src, ip, port, `forged-${src}`])
-          t.equal(r.code, 0, `raw socket send from ${src}: ${r.stderr}`)
-        }
-      }, victim)
+      const got = await heard(
+        lab,
+        victim,
+        ip,
+        async port => {
+          for (const src of forgeries.filter(s => s !== ip)) {
+            const r = await lab.pod('client', [NODE, TOOL, 'spoof', src, ip, port, `forged-${src}`])
+            t.equal(r.code, 0, `raw socket send from ${src}: ${r.stderr}`)
+          }
+        },
+        victim,
+      )
       t.same(got, [`from ${CLIENT} barrier-${victim}`], `${victim} heard only the client's own address`)
       const n = forgeries.filter(s => s !== ip).length
-      t.equal(await nftSpoofed(lab, 'node1') - nft0, n, `${n} forgeries dropped on the client's veth and counted`)
+      t.equal((await nftSpoofed(lab, 'node1')) - nft0, n, `${n} forgeries dropped on the client's veth and counted`)
     }
   })
 
@@ -78,26 +92,42 @@ t.test('untrusted pods on the tundra dataplane (2 nodes)', { ...skip, timeout: 2
     const off = await lab.node('node1', ['nft', 'delete', 'table', 'inet', 'tundra-lab-antispoof'])
     t.equal(off.code, 0, off.stderr)
     const before = await lab.counters('node1')
-    const got = await heard(lab, 'near', NEAR, async port => {
-      for (const src of [FAR2, '10.100.200.7']) {
-        const r = await lab.pod('client', [NODE, TOOL, 'spoof', src, NEAR, port, `forged-${src}`])
-        t.equal(r.code, 0, `raw socket send from ${src}: ${r.stderr}`)
-      }
-    }, 'tundra')
+    const got = await heard(
+      lab,
+      'near',
+      NEAR,
+      async port => {
+        for (const src of [FAR2, '10.100.200.7']) {
+          const r = await lab.pod('client', [NODE, TOOL, 'spoof', src, NEAR, port, `forged-${src}`])
+          t.equal(r.code, 0, `raw socket send from ${src}: ${r.stderr}`)
+        }
+      },
+      'tundra',
+    )
     t.same(got, [`from ${CLIENT} barrier-tundra`], 'near heard only the barrier')
     const after = await lab.counters('node1')
-    t.equal(delta(before, after, 'drop_spoofed_source'), 2, `both counted as spoofed_source (${JSON.stringify(Object.fromEntries(Object.entries(after).filter(([k]) => k.startsWith('drop'))))})`)
+    t.equal(
+      delta(before, after, 'drop_spoofed_source'),
+      2,
+      `both counted as spoofed_source (${JSON.stringify(Object.fromEntries(Object.entries(after).filter(([k]) => k.startsWith('drop'))))})`,
+    )
   })
 
   await t.test('finding 3: VXLAN from anything but a configured peer is dropped', async t => {
     const before = await lab.counters('node1')
-    const got = await heard(lab, 'near', NEAR, async port => {
-      // an unprivileged UDP socket in a pod, and the outside host on the node network
-      const fromPod = await lab.pod('client', [NODE, TOOL, 'vxlan', node1, '4096', FAR, NEAR, port, 'vxlan-pod'])
-      t.equal(fromPod.code, 0, fromPod.stderr)
-      const fromExt = await lab.ext([NODE, TOOL, 'vxlan', node1, '4096', FAR, NEAR, port, 'vxlan-ext'])
-      t.equal(fromExt.code, 0, fromExt.stderr)
-    }, 'vxlan')
+    const got = await heard(
+      lab,
+      'near',
+      NEAR,
+      async port => {
+        // an unprivileged UDP socket in a pod, and the outside host on the node network
+        const fromPod = await lab.pod('client', [NODE, TOOL, 'vxlan', node1, '4096', FAR, NEAR, port, 'vxlan-pod'])
+        t.equal(fromPod.code, 0, fromPod.stderr)
+        const fromExt = await lab.ext([NODE, TOOL, 'vxlan', node1, '4096', FAR, NEAR, port, 'vxlan-ext'])
+        t.equal(fromExt.code, 0, fromExt.stderr)
+      },
+      'vxlan',
+    )
     t.same(got, [`from ${CLIENT} barrier-vxlan`], 'nothing injected reached the pod')
     const after = await lab.counters('node1')
     t.equal(delta(before, after, 'drop_vxlan_not_peer'), 2, 'both counted as vxlan_not_peer')
@@ -109,9 +139,9 @@ t.test('untrusted pods on the tundra dataplane (2 nodes)', { ...skip, timeout: 2
   await t.test('finding 1: a packet to an address nobody owns is processed at most twice per node', async t => {
     const targets: [string, string, RegExp][] = [
       ['a service address that is no ClusterIP', '10.96.99.99', /Destination Host Unreachable/],
-      ['an unused address of this node\'s pod block', '10.100.85.250', /Destination Host Unreachable/],
-      ['an unused address of the other node\'s pod block', '10.100.86.250', /Destination Host Unreachable/],
-      ['a pod CIDR address in no node\'s block', '10.100.200.9', /Destination Host Unreachable/],
+      ["an unused address of this node's pod block", '10.100.85.250', /Destination Host Unreachable/],
+      ["an unused address of the other node's pod block", '10.100.86.250', /Destination Host Unreachable/],
+      ["a pod CIDR address in no node's block", '10.100.200.9', /Destination Host Unreachable/],
     ]
     for (const [what, ip, answer] of targets) {
       const b1 = await lab.counters('node1')
@@ -120,13 +150,18 @@ t.test('untrusted pods on the tundra dataplane (2 nodes)', { ...skip, timeout: 2
       const a1 = await lab.counters('node1')
       const a2 = await lab.counters('node2')
       t.match(ping.stdout, answer, `${what}: ${ip} answered as unreachable`)
-      const p1 = delta(b1, a1, 'packets'), p2 = delta(b2, a2, 'packets')
+      const p1 = delta(b1, a1, 'packets'),
+        p2 = delta(b2, a2, 'packets')
       // 5 echoes, each at most twice through a node (the echo, and the ICMP error on its way back), plus a little
       // background (probes, DNS): a loop would be 5 x ~127 per node
       t.ok(p1 <= 5 * 2 + 10 && p2 <= 5 * 2 + 10, `${what}: node1 processed ${p1}, node2 ${p2} packets for 5 echoes`)
     }
     const ttl = await lab.pod('client', ['ping', '-c', '1', '-W', '2', '-t', '2', FAR])
-    t.match(ttl.stdout, new RegExp(`From ${node1.replace(/\./g, '\\.')}.*Time to live exceeded`), 'tundra is a hop: TTL 2 expires at node1, answered from the node address')
+    t.match(
+      ttl.stdout,
+      new RegExp(`From ${node1.replace(/\./g, '\\.')}.*Time to live exceeded`),
+      'tundra is a hop: TTL 2 expires at node1, answered from the node address',
+    )
   })
 
   await t.test('finding 5: ICMP errors are rate-limited (1000/s, burst 50 by default)', async t => {
@@ -142,7 +177,7 @@ t.test('untrusted pods on the tundra dataplane (2 nodes)', { ...skip, timeout: 2
     t.equal(sent + limited, rejected, `every reject either answered (${sent}) or suppressed (${limited})`)
     // the bucket: 50 at once, then 1000 per second of the spray (its time as the client saw it, plus a second of
     // slack for queueing); unlimited it would be one error per datagram
-    const bound = 50 + Math.ceil((Number(m![3]) + 1000) * 1000 / 1000)
+    const bound = 50 + Math.ceil(((Number(m![3]) + 1000) * 1000) / 1000)
     t.ok(Number(m![2]) <= sent && sent <= bound, `${m![2]} port unreachables seen by the pod, ${sent} sent, bound ${bound} for ${m![1]} datagrams`)
     t.ok(limited > 0, `${limited} suppressed`)
   })

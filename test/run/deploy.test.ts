@@ -25,7 +25,8 @@ t.test('RBAC: list and watch of services, nodes, endpointslices, nothing more', 
   const [sa, role, binding] = docs('rbac.yaml')
   t.equal(sa!['kind'], 'ServiceAccount')
   const rules = (role!['rules'] as { apiGroups: string[]; resources: string[]; verbs: string[] }[])
-    .flatMap(r => r.apiGroups.flatMap(g => r.resources.map(res => `${g}/${res}:${[...r.verbs].sort().join(',')}`))).sort()
+    .flatMap(r => r.apiGroups.flatMap(g => r.resources.map(res => `${g}/${res}:${[...r.verbs].sort().join(',')}`)))
+    .sort()
   t.same(rules, ['/nodes:list,watch', '/services:list,watch', 'discovery.k8s.io/endpointslices:list,watch'])
   t.same(binding!['subjects'], [{ kind: 'ServiceAccount', name: 'tundra', namespace: 'kube-system' }])
 })
@@ -40,8 +41,16 @@ t.test('DaemonSet: host network, privileged (the TUN), node-critical, toleration
   const c = spec.containers[0]
   // privileged: recent container runtimes no longer give unprivileged containers /dev/net/tun (deploy/README.md)
   t.equal(c.securityContext.privileged, true)
-  t.equal(spec.volumes.find((v: Doc) => v['name'] === 'dev-net-tun'), undefined, 'no hostPath for the device: a privileged container has it')
-  t.same(spec.volumes.find((v: Doc) => v['name'] === 'run').hostPath, { path: '/run/tundra', type: 'DirectoryOrCreate' }, 'the wiring journal and control socket')
+  t.equal(
+    spec.volumes.find((v: Doc) => v['name'] === 'dev-net-tun'),
+    undefined,
+    'no hostPath for the device: a privileged container has it',
+  )
+  t.same(
+    spec.volumes.find((v: Doc) => v['name'] === 'run').hostPath,
+    { path: '/run/tundra', type: 'DirectoryOrCreate' },
+    'the wiring journal and control socket',
+  )
   t.same(spec.volumes.find((v: Doc) => v['name'] === 'state').hostPath, { path: '/var/lib/tundra', type: 'DirectoryOrCreate' }, 'the last known state')
   t.equal(c.livenessProbe.httpGet.port, 10256)
   t.ok((c.args as string[]).includes('--config=/etc/tundra/config.yaml'))

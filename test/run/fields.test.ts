@@ -11,34 +11,125 @@ import t from 'tap'
 import { ConfigError, mergeFlags, parseKubeProxyConfig, RUN_FLAGS, type RunConfig } from '../../src/run/kpconfig'
 
 const KUBE_PROXY_FIELDS = [
-  'apiVersion', 'kind', 'featureGates',
-  'clientConnection.kubeconfig', 'clientConnection.acceptContentTypes', 'clientConnection.contentType', 'clientConnection.qps', 'clientConnection.burst',
-  'logging.format', 'logging.flushFrequency', 'logging.verbosity', 'logging.vmodule', 'logging.options',
-  'hostnameOverride', 'bindAddress', 'healthzBindAddress', 'metricsBindAddress', 'bindAddressHardFail', 'enableProfiling', 'showHiddenMetricsForVersion',
+  'apiVersion',
+  'kind',
+  'featureGates',
+  'clientConnection.kubeconfig',
+  'clientConnection.acceptContentTypes',
+  'clientConnection.contentType',
+  'clientConnection.qps',
+  'clientConnection.burst',
+  'logging.format',
+  'logging.flushFrequency',
+  'logging.verbosity',
+  'logging.vmodule',
+  'logging.options',
+  'hostnameOverride',
+  'bindAddress',
+  'healthzBindAddress',
+  'metricsBindAddress',
+  'bindAddressHardFail',
+  'enableProfiling',
+  'showHiddenMetricsForVersion',
   'mode',
-  'iptables.masqueradeBit', 'iptables.masqueradeAll', 'iptables.localhostNodePorts', 'iptables.snatNodeInternalIP', 'iptables.syncPeriod', 'iptables.minSyncPeriod',
-  'ipvs.syncPeriod', 'ipvs.minSyncPeriod', 'ipvs.scheduler', 'ipvs.excludeCIDRs', 'ipvs.strictARP', 'ipvs.tcpTimeout', 'ipvs.tcpFinTimeout', 'ipvs.udpTimeout',
-  'nftables.masqueradeBit', 'nftables.masqueradeAll', 'nftables.syncPeriod', 'nftables.minSyncPeriod',
-  'winkernel.networkName', 'winkernel.sourceVip', 'winkernel.enableDSR', 'winkernel.rootHnsEndpointName', 'winkernel.forwardHealthCheckVip',
-  'detectLocalMode', 'detectLocal.bridgeInterface', 'detectLocal.interfaceNamePrefix', 'clusterCIDR', 'nodePortAddresses', 'oomScoreAdj',
-  'conntrack.maxPerCore', 'conntrack.min', 'conntrack.tcpEstablishedTimeout', 'conntrack.tcpCloseWaitTimeout', 'conntrack.tcpBeLiberal',
-  'conntrack.udpTimeout', 'conntrack.udpStreamTimeout',
-  'configSyncPeriod', 'portRange', 'windowsRunAsService',
+  'iptables.masqueradeBit',
+  'iptables.masqueradeAll',
+  'iptables.localhostNodePorts',
+  'iptables.snatNodeInternalIP',
+  'iptables.syncPeriod',
+  'iptables.minSyncPeriod',
+  'ipvs.syncPeriod',
+  'ipvs.minSyncPeriod',
+  'ipvs.scheduler',
+  'ipvs.excludeCIDRs',
+  'ipvs.strictARP',
+  'ipvs.tcpTimeout',
+  'ipvs.tcpFinTimeout',
+  'ipvs.udpTimeout',
+  'nftables.masqueradeBit',
+  'nftables.masqueradeAll',
+  'nftables.syncPeriod',
+  'nftables.minSyncPeriod',
+  'winkernel.networkName',
+  'winkernel.sourceVip',
+  'winkernel.enableDSR',
+  'winkernel.rootHnsEndpointName',
+  'winkernel.forwardHealthCheckVip',
+  'detectLocalMode',
+  'detectLocal.bridgeInterface',
+  'detectLocal.interfaceNamePrefix',
+  'clusterCIDR',
+  'nodePortAddresses',
+  'oomScoreAdj',
+  'conntrack.maxPerCore',
+  'conntrack.min',
+  'conntrack.tcpEstablishedTimeout',
+  'conntrack.tcpCloseWaitTimeout',
+  'conntrack.tcpBeLiberal',
+  'conntrack.udpTimeout',
+  'conntrack.udpStreamTimeout',
+  'configSyncPeriod',
+  'portRange',
+  'windowsRunAsService',
 ] as const
 
 const KUBE_PROXY_FLAGS = [
-  '--config', '--write-config-to', '--cleanup', '--feature-gates', '--kubeconfig', '--master', '--kube-api-content-type', '--kube-api-burst',
-  '--kube-api-qps', '--hostname-override', '--bind-address', '--healthz-bind-address', '--metrics-bind-address', '--bind-address-hard-fail',
-  '--profiling', '--show-hidden-metrics-for-version', '--init-only', '--proxy-mode', '--iptables-masquerade-bit', '--masquerade-all',
-  '--iptables-localhost-nodeports', '--iptables-sync-period', '--iptables-min-sync-period', '--ipvs-sync-period', '--ipvs-min-sync-period',
-  '--ipvs-scheduler', '--ipvs-exclude-cidrs', '--ipvs-strict-arp', '--ipvs-tcp-timeout', '--ipvs-tcpfin-timeout', '--ipvs-udp-timeout',
-  '--detect-local-mode', '--pod-bridge-interface', '--pod-interface-name-prefix', '--cluster-cidr', '--nodeport-addresses', '--oom-score-adj',
-  '--conntrack-max-per-core', '--conntrack-min', '--conntrack-tcp-timeout-established', '--conntrack-tcp-timeout-close-wait',
-  '--conntrack-tcp-be-liberal', '--conntrack-udp-timeout', '--conntrack-udp-timeout-stream', '--config-sync-period', '--healthz-port',
+  '--config',
+  '--write-config-to',
+  '--cleanup',
+  '--feature-gates',
+  '--kubeconfig',
+  '--master',
+  '--kube-api-content-type',
+  '--kube-api-burst',
+  '--kube-api-qps',
+  '--hostname-override',
+  '--bind-address',
+  '--healthz-bind-address',
+  '--metrics-bind-address',
+  '--bind-address-hard-fail',
+  '--profiling',
+  '--show-hidden-metrics-for-version',
+  '--init-only',
+  '--proxy-mode',
+  '--iptables-masquerade-bit',
+  '--masquerade-all',
+  '--iptables-localhost-nodeports',
+  '--iptables-sync-period',
+  '--iptables-min-sync-period',
+  '--ipvs-sync-period',
+  '--ipvs-min-sync-period',
+  '--ipvs-scheduler',
+  '--ipvs-exclude-cidrs',
+  '--ipvs-strict-arp',
+  '--ipvs-tcp-timeout',
+  '--ipvs-tcpfin-timeout',
+  '--ipvs-udp-timeout',
+  '--detect-local-mode',
+  '--pod-bridge-interface',
+  '--pod-interface-name-prefix',
+  '--cluster-cidr',
+  '--nodeport-addresses',
+  '--oom-score-adj',
+  '--conntrack-max-per-core',
+  '--conntrack-min',
+  '--conntrack-tcp-timeout-established',
+  '--conntrack-tcp-timeout-close-wait',
+  '--conntrack-tcp-be-liberal',
+  '--conntrack-udp-timeout',
+  '--conntrack-udp-timeout-stream',
+  '--config-sync-period',
+  '--healthz-port',
   '--metrics-port',
   // logsapi.AddFlags
-  '--logging-format', '--log-flush-frequency', '--v', '--vmodule', '--log-json-info-buffer-size', '--log-json-split-stream',
-  '--log-text-info-buffer-size', '--log-text-split-stream',
+  '--logging-format',
+  '--log-flush-frequency',
+  '--v',
+  '--vmodule',
+  '--log-json-info-buffer-size',
+  '--log-json-split-stream',
+  '--log-text-info-buffer-size',
+  '--log-text-split-stream',
   // verflag
   '--version',
 ] as const
@@ -150,16 +241,27 @@ for (const field of KUBE_PROXY_FIELDS) {
     const before = resolveFile(base)
     if (c.outcome === 'refused') {
       let err: unknown
-      try { resolveFile({ ...base, [field]: c.value }) } catch (e) { err = e }
+      try {
+        resolveFile({ ...base, [field]: c.value })
+      } catch (e) {
+        err = e
+      }
       t.type(err, ConfigError, 'an error')
       t.match((err as Error).message, new RegExp(`kp\\.yaml: ${field.replace(/\./g, '\\.')}: .*not supported: \\S`), 'naming the field and saying why')
       return
     }
     const after = resolveFile({ ...base, [field]: c.value })
-    if (c.outcome === 'meta') { t.same(effect(after), effect(before)); return }
+    if (c.outcome === 'meta') {
+      t.same(effect(after), effect(before))
+      return
+    }
     if (c.outcome === 'warned') {
       t.same(effect(after), effect(before), 'no effect')
-      t.match(after.warnings.join('\n'), new RegExp(`kp\\.yaml: ${field.replace(/\./g, '\\.')}: .*has no effect \\(\\S`), 'a warning naming the field and saying why')
+      t.match(
+        after.warnings.join('\n'),
+        new RegExp(`kp\\.yaml: ${field.replace(/\./g, '\\.')}: .*has no effect \\(\\S`),
+        'a warning naming the field and saying why',
+      )
       return
     }
     t.notSame(effect(after), effect(before), 'the resolved configuration changes')
@@ -167,7 +269,10 @@ for (const field of KUBE_PROXY_FIELDS) {
   })
 }
 
-interface FlagCase { readonly value?: unknown; readonly outcome: Outcome | 'command' }
+interface FlagCase {
+  readonly value?: unknown
+  readonly outcome: Outcome | 'command'
+}
 
 /** Flags of the `tundra run` command itself rather than of the configuration (src/cli/run.ts handles them). */
 const COMMAND_FLAGS = new Set(['--config', '--write-config-to', '--version'])
@@ -175,13 +280,34 @@ const COMMAND_FLAGS = new Set(['--config', '--write-config-to', '--version'])
 /** A value for each flag RUN_FLAGS knows, by its type; refused and moot ones only need to be given. */
 function sampleValue(flag: string): unknown {
   const samples: Record<string, unknown> = {
-    '--kubeconfig': '/etc/kubeconfig', '--master': 'https://10.0.0.1:6443', '--hostname-override': 'node-a', '--bind-address': '192.168.1.10',
-    '--healthz-bind-address': '127.0.0.1:10256', '--metrics-bind-address': '0.0.0.0:10249', '--bind-address-hard-fail': true, '--cleanup': true,
-    '--proxy-mode': 'nftables', '--iptables-masquerade-bit': '15', '--masquerade-all': true, '--iptables-localhost-nodeports': 'false',
-    '--iptables-sync-period': '45s', '--iptables-min-sync-period': '5s', '--detect-local-mode': 'NodeCIDR', '--cluster-cidr': '10.244.0.0/16',
-    '--nodeport-addresses': 'primary', '--oom-score-adj': '-999', '--conntrack-max-per-core': '0', '--conntrack-min': '1024',
-    '--conntrack-tcp-timeout-established': '2h', '--conntrack-tcp-timeout-close-wait': '30m', '--conntrack-tcp-be-liberal': true,
-    '--conntrack-udp-timeout': '45s', '--conntrack-udp-timeout-stream': '3m', '--config-sync-period': '5m', '--logging-format': 'json', '--v': '4',
+    '--kubeconfig': '/etc/kubeconfig',
+    '--master': 'https://10.0.0.1:6443',
+    '--hostname-override': 'node-a',
+    '--bind-address': '192.168.1.10',
+    '--healthz-bind-address': '127.0.0.1:10256',
+    '--metrics-bind-address': '0.0.0.0:10249',
+    '--bind-address-hard-fail': true,
+    '--cleanup': true,
+    '--proxy-mode': 'nftables',
+    '--iptables-masquerade-bit': '15',
+    '--masquerade-all': true,
+    '--iptables-localhost-nodeports': 'false',
+    '--iptables-sync-period': '45s',
+    '--iptables-min-sync-period': '5s',
+    '--detect-local-mode': 'NodeCIDR',
+    '--cluster-cidr': '10.244.0.0/16',
+    '--nodeport-addresses': 'primary',
+    '--oom-score-adj': '-999',
+    '--conntrack-max-per-core': '0',
+    '--conntrack-min': '1024',
+    '--conntrack-tcp-timeout-established': '2h',
+    '--conntrack-tcp-timeout-close-wait': '30m',
+    '--conntrack-tcp-be-liberal': true,
+    '--conntrack-udp-timeout': '45s',
+    '--conntrack-udp-timeout-stream': '3m',
+    '--config-sync-period': '5m',
+    '--logging-format': 'json',
+    '--v': '4',
     '--feature-gates': 'SomeGate=true',
   }
   return samples[flag] ?? 'x'

@@ -78,7 +78,11 @@ t.test('a half-written (invalid) file keeps the previous state; fixing it applie
   t.teardown(() => src.stop())
   src.start()
   await src.waitForSync(1000)
-  const bad = nextEvent<ReloadResult>('failed reload', cb => src.onReload(cb), r => !r.applied)
+  const bad = nextEvent<ReloadResult>(
+    'failed reload',
+    cb => src.onReload(cb),
+    r => !r.applied,
+  )
   writeFileSync(file, 'apiVersion: v1\nkind: Service\nmetadata: {name: web\n')
   await bad
   t.same(Object.keys(view(src)), ['default/web'], 'still there')
@@ -122,12 +126,14 @@ t.test('a change notification re-reads only the file it names; a removed file ta
   src.onReload(r => reloads.push(r))
 
   // one file rewritten, one broken, one removed, in one batch
-  const r = src.reloadFiles([join(dir, 'svc-1.yaml'), join(dir, 'svc-2.yaml'), join(dir, 'svc-3.yaml')].map((f, i) => {
-    if (i === 0) writeFileSync(f, service('s1', '10.96.9.1') + '---' + slice('s1', ['10.100.0.9']))
-    if (i === 1) writeFileSync(f, 'kind: [unclosed')
-    if (i === 2) rmSync(f)
-    return f
-  }))
+  const r = src.reloadFiles(
+    [join(dir, 'svc-1.yaml'), join(dir, 'svc-2.yaml'), join(dir, 'svc-3.yaml')].map((f, i) => {
+      if (i === 0) writeFileSync(f, service('s1', '10.96.9.1') + '---' + slice('s1', ['10.100.0.9']))
+      if (i === 1) writeFileSync(f, 'kind: [unclosed')
+      if (i === 2) rmSync(f)
+      return f
+    }),
+  )
   t.equal(r.applied, false, 'the broken file is reported')
   t.same([...(r.change?.services ?? [])].sort(), ['default/s1', 'default/s3'], 'only the rewritten and the removed file changed')
   t.same([...(r.change?.endpoints ?? [])], ['default/s1'])

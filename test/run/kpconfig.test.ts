@@ -4,14 +4,26 @@ import t from 'tap'
 import { join } from 'node:path'
 import { tempDir } from './helpers/tmp'
 import {
-  ConfigError, RUN_FLAGS, formatGoDuration, mergeFlags, parseGoDuration, parseKubeProxyConfig, readKubeProxyConfig,
-  resolveNodePortAddresses, nodeNameOf,
+  ConfigError,
+  RUN_FLAGS,
+  formatGoDuration,
+  mergeFlags,
+  parseGoDuration,
+  parseKubeProxyConfig,
+  readKubeProxyConfig,
+  resolveNodePortAddresses,
+  nodeNameOf,
 } from '../../src/run/kpconfig'
 
 const HEAD = 'apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n'
 
 function errorOf(fn: () => unknown): string {
-  try { fn() } catch (err) { if (err instanceof ConfigError) return err.message; throw err }
+  try {
+    fn()
+  } catch (err) {
+    if (err instanceof ConfigError) return err.message
+    throw err
+  }
   throw new Error('expected a ConfigError')
 }
 
@@ -29,7 +41,7 @@ t.test('Go durations', async t => {
   t.equal(formatGoDuration(0.25), '250ms')
 })
 
-t.test('defaults without a file are kube-proxy\'s', async t => {
+t.test("defaults without a file are kube-proxy's", async t => {
   const c = mergeFlags(undefined, {}, { cpus: 4 })
   t.equal(c.metricsBindAddress, '127.0.0.1:10249')
   t.equal(c.healthzBindAddress, '0.0.0.0:10256')
@@ -37,22 +49,34 @@ t.test('defaults without a file are kube-proxy\'s', async t => {
   t.equal(c.minSyncPeriod, 1)
   t.equal(c.configSyncPeriod, 900)
   t.same(c.conntrack, {
-    maxPerCore: 32768, min: 131072, max: 131072, tcpEstablishedTimeout: 86400, tcpCloseWaitTimeout: 3600,
-    udpTimeout: 30, udpStreamTimeout: 120, tcpBeLiberal: false,
+    maxPerCore: 32768,
+    min: 131072,
+    max: 131072,
+    tcpEstablishedTimeout: 86400,
+    tcpCloseWaitTimeout: 3600,
+    udpTimeout: 30,
+    udpStreamTimeout: 120,
+    tcpBeLiberal: false,
   })
   t.equal(mergeFlags(undefined, {}, { cpus: 8 }).conntrack.max, 262144, 'maxPerCore x CPUs when above min')
   t.equal(c.detectLocalMode, 'ClusterCIDR')
   t.same(c.tundra, {
     tun: { name: 'tundra0', queues: 1, offloads: true, io: 'inline', busyPollUs: 100 },
     dns: { zone: 'cluster.local', ip: '10.96.0.10', upstreams: [], ttl: 5 },
-    lb: 'random', icmp: 'reply', snapshot: { path: '', intervalSeconds: 0 },
-    serviceCIDRs: ['10.96.0.0/12'], uplink: '', control: '/run/tundra/control.sock',
+    lb: 'random',
+    icmp: 'reply',
+    snapshot: { path: '', intervalSeconds: 0 },
+    serviceCIDRs: ['10.96.0.0/12'],
+    uplink: '',
+    control: '/run/tundra/control.sock',
   })
   t.same(c.warnings, [])
 })
 
 t.test('a full valid file, including a kubeadm-style one with zero values everywhere', async t => {
-  const p = parseKubeProxyConfig(HEAD + `
+  const p = parseKubeProxyConfig(
+    HEAD +
+      `
 bindAddress: 0.0.0.0
 bindAddressHardFail: false
 clientConnection:
@@ -100,7 +124,9 @@ tundra:
   icmp: reject
   snapshot: {path: /var/lib/tundra/nat.snap, intervalSeconds: 60}
   serviceCIDR: 10.96.0.0/16
-`, 'kube-proxy.yaml')
+`,
+    'kube-proxy.yaml',
+  )
   t.same(p.warnings, [], 'zero values of unused fields are not worth a warning')
   const c = mergeFlags(p, {}, { cpus: 2 })
   t.equal(c.file, 'kube-proxy.yaml')
@@ -125,7 +151,10 @@ tundra:
 })
 
 t.test('the sync periods come from the section of the mode', async t => {
-  const nft = mergeFlags(parseKubeProxyConfig(HEAD + 'mode: nftables\niptables: {syncPeriod: 10s}\nnftables: {syncPeriod: 1m, minSyncPeriod: 2s, masqueradeAll: true}\n'), {})
+  const nft = mergeFlags(
+    parseKubeProxyConfig(HEAD + 'mode: nftables\niptables: {syncPeriod: 10s}\nnftables: {syncPeriod: 1m, minSyncPeriod: 2s, masqueradeAll: true}\n'),
+    {},
+  )
   t.same([nft.syncPeriod, nft.minSyncPeriod, nft.masqueradeAll, nft.mode], [60, 2, true, 'nftables'])
   const ipt = mergeFlags(parseKubeProxyConfig(HEAD + 'iptables: {syncPeriod: 10s, minSyncPeriod: 500ms}\n'), {})
   t.same([ipt.syncPeriod, ipt.minSyncPeriod], [10, 0.5])
@@ -141,17 +170,29 @@ t.test('kube-proxy fields tundra cannot honour are errors naming them; moot ones
 })
 
 t.test('unknown fields are errors naming the file and the field path', async t => {
-  t.equal(errorOf(() => parseKubeProxyConfig(HEAD + 'conntrack:\n  udpTimout: 30s\n', 'kube-proxy.yaml')),
-    'kube-proxy.yaml: conntrack.udpTimout: unknown field (did you mean udpTimeout?)')
-  t.equal(errorOf(() => parseKubeProxyConfig(HEAD + 'tundra:\n  dns: {server: 1.1.1.1}\n', 'kube-proxy.yaml')),
-    'kube-proxy.yaml: tundra.dns.server: unknown field')
-  t.equal(errorOf(() => parseKubeProxyConfig(HEAD + 'frobnicate: 1\n', 'kp.yaml')), 'kp.yaml: frobnicate: unknown field')
+  t.equal(
+    errorOf(() => parseKubeProxyConfig(HEAD + 'conntrack:\n  udpTimout: 30s\n', 'kube-proxy.yaml')),
+    'kube-proxy.yaml: conntrack.udpTimout: unknown field (did you mean udpTimeout?)',
+  )
+  t.equal(
+    errorOf(() => parseKubeProxyConfig(HEAD + 'tundra:\n  dns: {server: 1.1.1.1}\n', 'kube-proxy.yaml')),
+    'kube-proxy.yaml: tundra.dns.server: unknown field',
+  )
+  t.equal(
+    errorOf(() => parseKubeProxyConfig(HEAD + 'frobnicate: 1\n', 'kp.yaml')),
+    'kp.yaml: frobnicate: unknown field',
+  )
 })
 
 t.test('invalid types and values are errors, all of them at once', async t => {
-  t.equal(errorOf(() => parseKubeProxyConfig(HEAD + 'conntrack:\n  udpTimeout: 12\n', 'kube-proxy.yaml')),
-    'kube-proxy.yaml: conntrack.udpTimeout: expected a duration like "30s", got 12')
-  const many = errorOf(() => parseKubeProxyConfig(HEAD + `
+  t.equal(
+    errorOf(() => parseKubeProxyConfig(HEAD + 'conntrack:\n  udpTimeout: 12\n', 'kube-proxy.yaml')),
+    'kube-proxy.yaml: conntrack.udpTimeout: expected a duration like "30s", got 12',
+  )
+  const many = errorOf(() =>
+    parseKubeProxyConfig(
+      HEAD +
+        `
 iptables: {masqueradeAll: "yes please", syncPeriod: 30}
 conntrack: {maxPerCore: -1, min: 1.5}
 clusterCIDR: 10.244.0.0/33
@@ -160,7 +201,10 @@ metricsBindAddress: "127.0.0.1:99999"
 nodePortAddresses: [primary, 10.0.0.0/8, bogus]
 detectLocalMode: BridgeInterface
 tundra: {lb: roundrobin, tun: {queues: 0, name: this-name-is-too-long, io: fast}, dns: {upstreams: [dns.google]}}
-`, 'kp.yaml'))
+`,
+      'kp.yaml',
+    ),
+  )
   const lines = many.split('\n')
   t.same(lines, [
     'kp.yaml: iptables.masqueradeAll: expected true or false, got "yes please"',
@@ -181,31 +225,62 @@ tundra: {lb: roundrobin, tun: {queues: 0, name: this-name-is-too-long, io: fast}
 })
 
 t.test('kind, apiVersion and document shape are checked', async t => {
-  t.match(errorOf(() => parseKubeProxyConfig('apiVersion: v1\nkind: ConfigMap\n', 'x.yaml')), /x\.yaml: kind: expected KubeProxyConfiguration, got "ConfigMap"/)
-  t.match(errorOf(() => parseKubeProxyConfig('kind: KubeProxyConfiguration\n', 'x.yaml')), /x\.yaml: apiVersion: expected kubeproxy\.config\.k8s\.io\/v1alpha1, got null/)
-  t.match(errorOf(() => parseKubeProxyConfig('- a\n- b\n', 'x.yaml')), /x\.yaml: expected a KubeProxyConfiguration mapping, got a list/)
-  t.match(errorOf(() => parseKubeProxyConfig(HEAD + 'mode: [\n', 'x.yaml')), /x\.yaml: invalid YAML/)
-  t.match(errorOf(() => parseKubeProxyConfig(HEAD + '---\n' + HEAD, 'x.yaml')), /expected one KubeProxyConfiguration document, found 2/)
-  t.match(errorOf(() => readKubeProxyConfig('/nonexistent/kp.yaml')), /\/nonexistent\/kp\.yaml: cannot read/)
-  t.match(errorOf(() => mergeFlags(parseKubeProxyConfig(HEAD + 'iptables: {syncPeriod: 1s, minSyncPeriod: 5s}\n', 'x.yaml'), {})),
-    /x\.yaml: iptables\.syncPeriod: must be greater than or equal to minSyncPeriod \(5s\)/)
+  t.match(
+    errorOf(() => parseKubeProxyConfig('apiVersion: v1\nkind: ConfigMap\n', 'x.yaml')),
+    /x\.yaml: kind: expected KubeProxyConfiguration, got "ConfigMap"/,
+  )
+  t.match(
+    errorOf(() => parseKubeProxyConfig('kind: KubeProxyConfiguration\n', 'x.yaml')),
+    /x\.yaml: apiVersion: expected kubeproxy\.config\.k8s\.io\/v1alpha1, got null/,
+  )
+  t.match(
+    errorOf(() => parseKubeProxyConfig('- a\n- b\n', 'x.yaml')),
+    /x\.yaml: expected a KubeProxyConfiguration mapping, got a list/,
+  )
+  t.match(
+    errorOf(() => parseKubeProxyConfig(HEAD + 'mode: [\n', 'x.yaml')),
+    /x\.yaml: invalid YAML/,
+  )
+  t.match(
+    errorOf(() => parseKubeProxyConfig(HEAD + '---\n' + HEAD, 'x.yaml')),
+    /expected one KubeProxyConfiguration document, found 2/,
+  )
+  t.match(
+    errorOf(() => readKubeProxyConfig('/nonexistent/kp.yaml')),
+    /\/nonexistent\/kp\.yaml: cannot read/,
+  )
+  t.match(
+    errorOf(() => mergeFlags(parseKubeProxyConfig(HEAD + 'iptables: {syncPeriod: 1s, minSyncPeriod: 5s}\n', 'x.yaml'), {})),
+    /x\.yaml: iptables\.syncPeriod: must be greater than or equal to minSyncPeriod \(5s\)/,
+  )
 })
 
 t.test('JSON files work too', async t => {
-  const dir = tempDir(t, { 'kp.json': JSON.stringify({ apiVersion: 'kubeproxy.config.k8s.io/v1alpha1', kind: 'KubeProxyConfiguration', clusterCIDR: '10.0.0.0/8', conntrack: { udpTimeout: '1m' } }) })
+  const dir = tempDir(t, {
+    'kp.json': JSON.stringify({
+      apiVersion: 'kubeproxy.config.k8s.io/v1alpha1',
+      kind: 'KubeProxyConfiguration',
+      clusterCIDR: '10.0.0.0/8',
+      conntrack: { udpTimeout: '1m' },
+    }),
+  })
   const c = mergeFlags(readKubeProxyConfig(join(dir, 'kp.json')), {})
   t.same(c.clusterCIDRs, ['10.0.0.0/8'])
   t.equal(c.conntrack.udpTimeout, 60)
 })
 
 t.test("precedence: kube-proxy's flags apply without --config; with it the file wins except logging and --hostname-override", async t => {
-  const file = parseKubeProxyConfig(HEAD + `
+  const file = parseKubeProxyConfig(
+    HEAD +
+      `
 clusterCIDR: 10.244.0.0/16
 metricsBindAddress: 127.0.0.1:10249
 iptables: {syncPeriod: 1m, minSyncPeriod: 5s, masqueradeAll: true}
 conntrack: {udpTimeout: 45s}
 tundra: {lb: maglev, dns: {ip: 10.96.0.53}}
-`, 'kp.yaml')
+`,
+    'kp.yaml',
+  )
   const flags = {
     clusterCidr: '10.100.0.0/16,fd00::/48',
     metricsBindAddress: '0.0.0.0:9100',
@@ -244,10 +319,18 @@ tundra: {lb: maglev, dns: {ip: 10.96.0.53}}
   t.match(c.warnings.join('\n'), /--masquerade-all is ignored: with --config, kube-proxy takes iptables\.masqueradeAll from the file .*set it in kp\.yaml/)
   t.equal(nodeNameOf(mergeFlags(undefined, {}), 'MyHost'), 'myhost')
 
-  t.equal(errorOf(() => mergeFlags(file, { lb: 'rr', conntrackMin: 'lots' })),
-    '--conntrack-min: expected a whole number, got "lots"\n--lb: expected one of random, maglev, got "rr"')
-  t.ok(RUN_FLAGS.every(f => f.key === f.flag.slice(2).replace(/-([a-z])/g, (_, x: string) => x.toUpperCase())), 'keys are commander attribute names')
-  t.equal(errorOf(() => mergeFlags(undefined, { iptablesSyncPeriod: '30' })), '--iptables-sync-period: expected a duration like "30s", got "30"')
+  t.equal(
+    errorOf(() => mergeFlags(file, { lb: 'rr', conntrackMin: 'lots' })),
+    '--conntrack-min: expected a whole number, got "lots"\n--lb: expected one of random, maglev, got "rr"',
+  )
+  t.ok(
+    RUN_FLAGS.every(f => f.key === f.flag.slice(2).replace(/-([a-z])/g, (_, x: string) => x.toUpperCase())),
+    'keys are commander attribute names',
+  )
+  t.equal(
+    errorOf(() => mergeFlags(undefined, { iptablesSyncPeriod: '30' })),
+    '--iptables-sync-period: expected a duration like "30s", got "30"',
+  )
 })
 
 t.test('nodePortAddresses keywords', async t => {

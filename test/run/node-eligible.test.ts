@@ -16,7 +16,10 @@ t.test('deletion and the autoscaler taint make a node ineligible', async t => {
   t.equal(nodeEligible(node({ deletionTimestamp: '2026-01-01T00:00:00Z' }) as never), false)
   const tainted = node({}, { taints: [{ key: TAINT_TO_BE_DELETED, value: '1700000000', effect: 'NoSchedule' }] })
   t.equal(nodeEligible(tainted as never), false, 'ToBeDeletedByClusterAutoscaler')
-  t.equal(nodeEligible(node({}, { taints: [{ key: 'DeletionCandidateOfClusterAutoscaler', effect: 'PreferNoSchedule' }] }) as never), true,
-    'only the ToBeDeleted taint counts, as in kube-proxy')
+  t.equal(
+    nodeEligible(node({}, { taints: [{ key: 'DeletionCandidateOfClusterAutoscaler', effect: 'PreferNoSchedule' }] }) as never),
+    true,
+    'only the ToBeDeleted taint counts, as in kube-proxy',
+  )
   t.equal(nodeEligible(trimObject(tainted) as never), false, 'the store keeps the taints')
 })

@@ -20,7 +20,10 @@ t.test('round trip keeps Services, EndpointSlices and Nodes only', async t => {
   t.notOk(existsSync(`${path}.tmp`), 'no temporary file left')
   const s = loadLastState(path)
   if (s === undefined || s instanceof Error) throw new Error(`not loaded: ${String(s)}`)
-  t.same(s.objects.map(o => o.kind), ['Service', 'EndpointSlice', 'Node'])
+  t.same(
+    s.objects.map(o => o.kind),
+    ['Service', 'EndpointSlice', 'Node'],
+  )
   t.match(s.savedAt, /^\d{4}-/)
 })
 

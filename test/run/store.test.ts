@@ -4,16 +4,22 @@ import { normalize } from '../../src/k8s/normalize'
 import type { EndpointSlice, KubeObject, Service } from '../../src/k8s/types'
 import { ObjectStore, kubeProxyFilter, mergeChanges, objectKey, type ChangeSet } from '../../src/run/store'
 
-const svc = (name: string, rv = '1', labels: Record<string, string> = {}): Service => ({
-  apiVersion: 'v1', kind: 'Service',
-  metadata: { name, namespace: 'ns', labels, resourceVersion: rv, annotations: { 'kubectl.kubernetes.io/last-applied-configuration': '{"big":true}' } },
-  spec: { clusterIP: '10.96.0.1', ports: [{ port: 80 }] },
-} as Service)
-const slice = (name: string, service: string, ips: string[], rv = '1'): EndpointSlice => ({
-  apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice',
-  metadata: { name, namespace: 'ns', labels: { 'kubernetes.io/service-name': service }, resourceVersion: rv },
-  addressType: 'IPv4', endpoints: ips.map(ip => ({ addresses: [ip] })), ports: [{ port: 80 }],
-} as EndpointSlice)
+const svc = (name: string, rv = '1', labels: Record<string, string> = {}): Service =>
+  ({
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name, namespace: 'ns', labels, resourceVersion: rv, annotations: { 'kubectl.kubernetes.io/last-applied-configuration': '{"big":true}' } },
+    spec: { clusterIP: '10.96.0.1', ports: [{ port: 80 }] },
+  }) as Service
+const slice = (name: string, service: string, ips: string[], rv = '1'): EndpointSlice =>
+  ({
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    metadata: { name, namespace: 'ns', labels: { 'kubernetes.io/service-name': service }, resourceVersion: rv },
+    addressType: 'IPv4',
+    endpoints: ips.map(ip => ({ addresses: [ip] })),
+    ports: [{ port: 80 }],
+  }) as EndpointSlice
 
 function collect(store: ObjectStore): ChangeSet[] {
   const out: ChangeSet[] = []
@@ -49,7 +55,10 @@ t.test('a slice that moves to another service changes both', async t => {
   store.upsert(slice('s-1', 'b', ['10.0.0.1'], '2'))
   t.same([...changes[0]!.endpoints].sort(), ['ns/a', 'ns/b'])
   t.same(store.serviceObjects('ns/a'), [])
-  t.same(store.serviceObjects('ns/b').map(l => l.object.metadata?.name), ['s-1'])
+  t.same(
+    store.serviceObjects('ns/b').map(l => l.object.metadata?.name),
+    ['s-1'],
+  )
 })
 
 t.test('serviceObjects is enough to normalize one service', async t => {
@@ -60,7 +69,10 @@ t.test('serviceObjects is enough to normalize one service', async t => {
   store.upsert(slice('a-2', 'a', ['10.0.0.2']))
   store.upsert(slice('b-1', 'b', ['10.0.0.3']))
   const one = normalize(store.serviceObjects('ns/a'), { allocate: false })
-  t.same(one.cluster.services.map(s => [s.name, s.endpoints.map(e => e.ip)]), [['a', ['10.0.0.1', '10.0.0.2']]])
+  t.same(
+    one.cluster.services.map(s => [s.name, s.endpoints.map(e => e.ip)]),
+    [['a', ['10.0.0.1', '10.0.0.2']]],
+  )
 })
 
 t.test('replace: a relist reports exactly the difference', async t => {
@@ -92,7 +104,9 @@ t.test('kubeProxyFilter: labelled objects are absent, gaining the label removes'
 t.test('a throwing listener is logged, the others still run', async t => {
   const logs: string[] = []
   const store = new ObjectStore({ log: l => logs.push(l) })
-  store.onChange(() => { throw new Error('boom') })
+  store.onChange(() => {
+    throw new Error('boom')
+  })
   const changes = collect(store)
   store.upsert(svc('a'))
   t.equal(changes.length, 1)

@@ -6,8 +6,13 @@ import { FakeClock } from './helpers/clock'
 
 function change(p: Partial<{ services: string[]; endpoints: string[]; nodes: string[]; full: boolean; trigger: Record<string, number[]> }>): ChangeSet {
   return {
-    services: new Set(p.services ?? []), endpoints: new Set(p.endpoints ?? []), nodes: new Set(p.nodes ?? []), other: new Set(),
-    full: p.full ?? false, serviceEvents: (p.services ?? []).length, endpointEvents: (p.endpoints ?? []).length,
+    services: new Set(p.services ?? []),
+    endpoints: new Set(p.endpoints ?? []),
+    nodes: new Set(p.nodes ?? []),
+    other: new Set(),
+    full: p.full ?? false,
+    serviceEvents: (p.services ?? []).length,
+    endpointEvents: (p.endpoints ?? []).length,
     triggerTimes: new Map(Object.entries(p.trigger ?? {})),
   }
 }
@@ -25,7 +30,10 @@ function setup(opts: { fail?: () => boolean; block?: boolean } = {}) {
     log: () => {},
     apply: async b => {
       batches.push(b)
-      if (opts.block === true) await new Promise<void>(r => { release = r })
+      if (opts.block === true)
+        await new Promise<void>(r => {
+          release = r
+        })
       if (opts.fail?.() === true) throw new Error('apply failed')
     },
     observer: { synced: r => records.push(r), programmingLatency: s => latencies.push(s) },

@@ -21,7 +21,8 @@ function svc(name: string, ip: string, labels: Record<string, string> = {}): Rec
 function slice(service: string, name: string, ips: string[], opts: { labels?: Record<string, string>; trigger?: string } = {}): Record<string, unknown> {
   return {
     metadata: {
-      name, namespace: 'default',
+      name,
+      namespace: 'default',
       labels: { 'kubernetes.io/service-name': service, 'endpointslice.kubernetes.io/managed-by': 'endpointslice-controller.k8s.io', ...(opts.labels ?? {}) },
       ...(opts.trigger !== undefined ? { annotations: { 'endpoints.kubernetes.io/last-change-trigger-time': opts.trigger } } : {}),
       managedFields: [{ manager: 'kube-controller-manager', operation: 'Update' }],
@@ -95,8 +96,14 @@ t.test('initial list: objects with kind set, managedFields dropped, the Cluster 
 
   const lists = api.requests.filter(r => !r.watch)
   t.equal(lists.length, 3)
-  t.ok(lists.every(r => r.query.get('resourceVersion') === '0'), 'first list from the watch cache')
-  t.ok(api.requests.every(r => r.headers['authorization'] === 'Bearer test-token'), 'kubeconfig credentials are sent')
+  t.ok(
+    lists.every(r => r.query.get('resourceVersion') === '0'),
+    'first list from the watch cache',
+  )
+  t.ok(
+    api.requests.every(r => r.headers['authorization'] === 'Bearer test-token'),
+    'kubeconfig credentials are sent',
+  )
   const watches = api.requests.filter(r => r.watch)
   t.equal(watches.length, 3)
   for (const w of watches) {
@@ -113,12 +120,20 @@ t.test('ADDED / MODIFIED / DELETED: the store follows, each change names its ser
   const { api, src, changes } = await setup(t)
   changes.length = 0
 
-  const added = nextEvent<ChangeSet>('api added', cb => src.onChange(cb), c => c.services.has('default/api'))
+  const added = nextEvent<ChangeSet>(
+    'api added',
+    cb => src.onChange(cb),
+    c => c.services.has('default/api'),
+  )
   api.upsert('Service', svc('api', '10.96.0.30'))
   t.same([...(await added).services], ['default/api'])
 
   const trigger = new Date(Date.now() - 1500).toISOString()
-  const eps = nextEvent<ChangeSet>('api endpoints', cb => src.onChange(cb), c => c.endpoints.has('default/api'))
+  const eps = nextEvent<ChangeSet>(
+    'api endpoints',
+    cb => src.onChange(cb),
+    c => c.endpoints.has('default/api'),
+  )
   api.upsert('EndpointSlice', slice('api', 'api-xyz', ['10.100.3.1'], { trigger }))
   const c = await eps
   t.same([...c.endpoints], ['default/api'])
@@ -126,13 +141,25 @@ t.test('ADDED / MODIFIED / DELETED: the store follows, each change names its ser
   t.equal(c.endpointEvents, 1)
   t.same(c.triggerTimes.get('default/api'), [Date.parse(trigger)])
 
-  const mod = nextEvent<ChangeSet>('web endpoints', cb => src.onChange(cb), c => c.endpoints.has('default/web'))
+  const mod = nextEvent<ChangeSet>(
+    'web endpoints',
+    cb => src.onChange(cb),
+    c => c.endpoints.has('default/web'),
+  )
   api.upsert('EndpointSlice', slice('web', 'web-abc', ['10.100.1.2', '10.100.1.3']))
   await mod
-  const del = nextEvent<ChangeSet>('db deleted', cb => src.onChange(cb), c => c.services.has('default/db'))
+  const del = nextEvent<ChangeSet>(
+    'db deleted',
+    cb => src.onChange(cb),
+    c => c.services.has('default/db'),
+  )
   api.remove('Service', 'default', 'db')
   await del
-  const delSlice = nextEvent<ChangeSet>('db slice deleted', cb => src.onChange(cb), c => c.endpoints.has('default/db'))
+  const delSlice = nextEvent<ChangeSet>(
+    'db slice deleted',
+    cb => src.onChange(cb),
+    c => c.endpoints.has('default/db'),
+  )
   api.remove('EndpointSlice', 'default', 'db-abc')
   await delSlice
 
@@ -234,9 +261,17 @@ t.test('an outage keeps the last state; the API coming back (with compacted hist
   api.remove('EndpointSlice', 'default', 'web-abc')
   api.compact()
   await api.start()
-  await waitFor('converged after the outage', () => JSON.stringify(view(src)) === JSON.stringify({
-    'default/db': ['10.100.2.1'], 'default/new': ['10.100.7.1'], 'default/web': [],
-  }), 5000)
+  await waitFor(
+    'converged after the outage',
+    () =>
+      JSON.stringify(view(src)) ===
+      JSON.stringify({
+        'default/db': ['10.100.2.1'],
+        'default/new': ['10.100.7.1'],
+        'default/web': [],
+      }),
+    5000,
+  )
   await waitFor('connected again', () => src.status().resources.every(r => r.connected))
   t.pass()
 })
@@ -245,9 +280,18 @@ t.test('HTTP errors on the watch (500) back off and retry, keeping state', async
   const { api, src } = await setup(t)
   api.failNext = { count: 4, status: 500, watchOnly: true }
   api.dropWatches()
-  await waitFor('retried past the failures', () => api.failNext!.count === 0 && api.watching('Service') === 1 && api.watching('EndpointSlice') === 1 && api.watching('Node') === 1)
+  await waitFor(
+    'retried past the failures',
+    () => api.failNext!.count === 0 && api.watching('Service') === 1 && api.watching('EndpointSlice') === 1 && api.watching('Node') === 1,
+  )
   t.ok(src.status().resources.reduce((n, r) => n + r.errors, 0) >= 4)
-  t.match(src.status().resources.map(r => r.lastError ?? '').join(' '), /500/)
+  t.match(
+    src
+      .status()
+      .resources.map(r => r.lastError ?? '')
+      .join(' '),
+    /500/,
+  )
   t.same(Object.keys(view(src)).sort(), ['default/db', 'default/web'])
 })
 
@@ -259,14 +303,24 @@ t.test('paginated lists follow continue tokens', async t => {
   const dir = tempDir(t, { kubeconfig: api.kubeconfig() })
   const src = new ApiSource({ kubeconfig: join(dir, 'kubeconfig'), nodes: 'none', backoff: { initialMs: 5, maxMs: 40 }, log: () => {} })
   src.start()
-  t.teardown(async () => { await src.stop(); await api.stop() })
+  t.teardown(async () => {
+    await src.stop()
+    await api.stop()
+  })
   await src.waitForSync(5000)
   t.equal(src.store.list('Service').length, 5)
   const svcLists = api.requests.filter(r => !r.watch && r.kind === 'Service')
   t.equal(svcLists.length, 3)
-  t.same(svcLists.map(r => r.query.get('continue')), [null, '2', '4'])
+  t.same(
+    svcLists.map(r => r.query.get('continue')),
+    [null, '2', '4'],
+  )
   t.equal(svcLists[1]!.query.get('resourceVersion'), null, 'continue is not combined with resourceVersion')
-  t.equal(api.requests.some(r => r.kind === 'Node'), false, "nodes: 'none' watches no Nodes")
+  t.equal(
+    api.requests.some(r => r.kind === 'Node'),
+    false,
+    "nodes: 'none' watches no Nodes",
+  )
 })
 
 t.test('service-proxy-name and headless labels: normalize keeps them out of the NAT; kubeProxySelector drops them at the source', async t => {
@@ -278,7 +332,9 @@ t.test('service-proxy-name and headless labels: normalize keeps them out of the 
     api.upsert('EndpointSlice', slice('hl', 'hl-1', ['10.100.9.1'], { labels: { 'service.kubernetes.io/headless': '' } }))
     await waitFor('all four', () => src.store.size === 9)
     t.same(view(src), {
-      'default/db': ['10.100.2.1'], 'default/hl (headless)': ['10.100.9.1'], 'default/web': ['10.100.1.1', '10.100.1.2'],
+      'default/db': ['10.100.2.1'],
+      'default/hl (headless)': ['10.100.9.1'],
+      'default/web': ['10.100.1.1', '10.100.1.2'],
       'default/other-proxy (ignored)': ['10.100.8.1'],
     })
   })
@@ -288,7 +344,11 @@ t.test('service-proxy-name and headless labels: normalize keeps them out of the 
     t.equal(w?.query.get('labelSelector'), '!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless')
     t.equal(api.requests.find(r => r.watch && r.kind === 'Node')?.query.get('labelSelector'), null)
     // a service that gains the label stops matching: the server sends DELETED
-    const gone = nextEvent<ChangeSet>('web dropped', cb => src.onChange(cb), c => c.services.has('default/web'))
+    const gone = nextEvent<ChangeSet>(
+      'web dropped',
+      cb => src.onChange(cb),
+      c => c.services.has('default/web'),
+    )
     api.upsert('Service', svc('web', '10.96.0.10', { 'service.kubernetes.io/service-proxy-name': 'foo' }))
     await gone
     t.equal(src.store.get('Service', 'default', 'web'), undefined)
@@ -323,13 +383,20 @@ t.test('configSyncPeriod (resyncSeconds): a change the watch never delivered is 
   const { api, src, changes } = await setup(t, { resyncSeconds: 0.2 })
   changes.length = 0
   const listsBefore = api.requests.filter(r => !r.watch && r.kind === 'Service').length
-  const got = nextEvent<ChangeSet>('api service from a resync', cb => src.onChange(cb), c => c.services.has('default/api'))
+  const got = nextEvent<ChangeSet>(
+    'api service from a resync',
+    cb => src.onChange(cb),
+    c => c.services.has('default/api'),
+  )
   api.upsertUnannounced('Service', svc('api', '10.96.0.30'))
   t.same([...(await got).services], ['default/api'])
   t.same(Object.keys(view(src)).sort(), ['default/api', 'default/db', 'default/web'])
   const relist = api.requests.filter(r => !r.watch && r.kind === 'Service').slice(listsBefore)
   t.ok(relist.length >= 1, 'listed again')
-  t.ok(relist.every(r => r.query.get('resourceVersion') !== '' && r.query.get('resourceVersion') !== '0'), 'not older than what it has: served from the watch cache')
+  t.ok(
+    relist.every(r => r.query.get('resourceVersion') !== '' && r.query.get('resourceVersion') !== '0'),
+    'not older than what it has: served from the watch cache',
+  )
   // and the watches resume after it
   await waitFor('watches again', () => api.watching('Service') === 1 && api.watching('EndpointSlice') === 1)
   t.equal(status(src, 'Service').errors, 0, 'a resync is no error')
@@ -339,7 +406,11 @@ t.test('without a resync period, a change the watch never delivered stays unseen
   const { api, src } = await setup(t)
   api.upsertUnannounced('Service', svc('api', '10.96.0.30'))
   // a watch event after it is delivered, and the unannounced change is still missing
-  const seen = nextEvent<ChangeSet>('web2', cb => src.onChange(cb), c => c.services.has('default/web2'))
+  const seen = nextEvent<ChangeSet>(
+    'web2',
+    cb => src.onChange(cb),
+    c => c.services.has('default/web2'),
+  )
   api.upsert('Service', svc('web2', '10.96.0.40'))
   await seen
   t.equal(src.store.get('Service', 'default', 'api'), undefined)

@@ -3,13 +3,7 @@
 import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import {
-  buildIcmp4Error,
-  buildIcmp6Error,
-  icmp4EchoToReply,
-  icmp6EchoToReply,
-  icmpErrorAllowed,
-} from '../../src/wire/build'
+import { buildIcmp4Error, buildIcmp6Error, icmp4EchoToReply, icmp6EchoToReply, icmpErrorAllowed } from '../../src/wire/build'
 import { PASS, PacketInfo, parsePacket } from '../../src/wire/packet'
 import { parseIpv6 } from '../../src/wire/ipv6'
 
@@ -158,9 +152,17 @@ t.test('icmpErrorAllowed: RFC 1812 / RFC 4443 rules', async t => {
   const f2 = fx('icmp4_frag_second')
   parsePacket(f2, 0, f2.length, info)
   t.notOk(icmpErrorAllowed(f2, info, 11, 1), 'not about a non-first fragment')
-  for (const [src, dst, ok] of [[0, LOOP4, false], [0xe0000001, LOOP4, false], [LOOP4, 0xffffffff, false],
-    [LOOP4, 0xe00000fb, false], [0xffffffff, LOOP4, false], [0xf0000001, LOOP4, false], [LOOP4, 0x0a000002, false],
-    [0x0a000001, 0x0a000002, true], [0x0a000001, LOOP4, true]] as const) {
+  for (const [src, dst, ok] of [
+    [0, LOOP4, false],
+    [0xe0000001, LOOP4, false],
+    [LOOP4, 0xffffffff, false],
+    [LOOP4, 0xe00000fb, false],
+    [0xffffffff, LOOP4, false],
+    [0xf0000001, LOOP4, false],
+    [LOOP4, 0x0a000002, false],
+    [0x0a000001, 0x0a000002, true],
+    [0x0a000001, LOOP4, true],
+  ] as const) {
     const p = Buffer.from(udp)
     p.writeUInt32BE(src, 12)
     p.writeUInt32BE(dst, 16)

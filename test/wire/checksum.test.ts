@@ -25,7 +25,6 @@ function refChecksum(bytes: ArrayLike<number>, extraWords: readonly number[] = [
   return 0xffff - s
 }
 
-
 t.test('RFC 1071 §3 example: sum of 00 01 f2 03 f4 f5 f6 f7 is 0x2ddf0, folded 0xddf2', async t => {
   const b = Buffer.from('0001f203f4f5f6f7', 'hex')
   t.equal(sum16(b, 0, 8), 0x2ddf0)

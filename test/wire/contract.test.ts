@@ -34,13 +34,31 @@ t.test('contract constants', async t => {
   t.equal(wire.SRC, 0)
   t.equal(wire.DST, 1)
   t.equal(wire.PASS, 0)
-  for (const k of ['TRUNCATED', 'BAD_VERSION', 'BAD_IHL', 'BAD_TOTAL_LENGTH', 'BAD_L4_HEADER', 'BAD_TCP_DATA_OFFSET',
-    'UNSUPPORTED_EXT_HEADER']) {
+  for (const k of ['TRUNCATED', 'BAD_VERSION', 'BAD_IHL', 'BAD_TOTAL_LENGTH', 'BAD_L4_HEADER', 'BAD_TCP_DATA_OFFSET', 'UNSUPPORTED_EXT_HEADER']) {
     t.type((wire.Drop as Record<string, number>)[k], 'number', `Drop.${k}`)
   }
   const info = new wire.PacketInfo()
-  for (const f of ['family', 'l3Off', 'l3Len', 'l4Proto', 'l4Off', 'l4Len', 'src', 'dst', 'srcOff', 'dstOff', 'srcPort',
-    'dstPort', 'tcpFlags', 'icmpType', 'icmpCode', 'fragOffset', 'moreFragments', 'isFragment', 'ttl']) {
+  for (const f of [
+    'family',
+    'l3Off',
+    'l3Len',
+    'l4Proto',
+    'l4Off',
+    'l4Len',
+    'src',
+    'dst',
+    'srcOff',
+    'dstOff',
+    'srcPort',
+    'dstPort',
+    'tcpFlags',
+    'icmpType',
+    'icmpCode',
+    'fragOffset',
+    'moreFragments',
+    'isFragment',
+    'ttl',
+  ]) {
     t.type((info as unknown as Record<string, unknown>)[f], 'number', `PacketInfo.${f}`)
   }
 })

@@ -45,8 +45,26 @@ t.test('ipv4ToString / parseIpv4', async t => {
   t.equal(parseIpv4('255.255.255.255'), 0xffffffff)
   t.equal(parseIpv4('0.0.0.0'), 0)
   t.equal(parseIpv4('1.2.3.4'), 0x01020304)
-  for (const bad of ['', '1.2.3', '1.2.3.4.5', '256.1.1.1', '1.2.3.04', '01.2.3.4', ' 1.2.3.4', '1.2.3.4 ', '1..2.3',
-    '1.2.3.', '.1.2.3', 'a.b.c.d', '1.2.3.-4', '1.2.3.4/32', '::1', '1e1.1.1.1', '1234.1.1.1', '999.999.999.999']) {
+  for (const bad of [
+    '',
+    '1.2.3',
+    '1.2.3.4.5',
+    '256.1.1.1',
+    '1.2.3.04',
+    '01.2.3.4',
+    ' 1.2.3.4',
+    '1.2.3.4 ',
+    '1..2.3',
+    '1.2.3.',
+    '.1.2.3',
+    'a.b.c.d',
+    '1.2.3.-4',
+    '1.2.3.4/32',
+    '::1',
+    '1e1.1.1.1',
+    '1234.1.1.1',
+    '999.999.999.999',
+  ]) {
     t.equal(parseIpv4(bad), -1, JSON.stringify(bad))
   }
   t.equal(parseIpv4(undefined as unknown as string), -1, 'never throws on a non-string')
@@ -107,9 +125,35 @@ t.test('ipv6ToString follows RFC 5952', async t => {
 
 t.test('parseIpv6 rejects what inet_pton rejects, and never throws', async t => {
   const b = Buffer.alloc(16, 0xaa)
-  for (const bad of ['', ':', ':::', '1:2:3:4:5:6:7:8:9', '1::2::3', '12345::', 'g::', '1:2:3:4:5:6:7', '::1%eth0',
-    '[::1]', '1.2.3.4', '::1.2.3', '::256.1.1.1', '1:2:3:4:5:6:7:1.2.3.4', ' ::1', '::1 ', '::01.2.3.4', '02001::',
-    '1::2:', ':1::2', '1:', '::1:', '::1.2.3.4:5', '1:2:3:4:5:6:7:8::', '::1:2:3:4:5:6:7:8', '::/64', 'fe80::1/64']) {
+  for (const bad of [
+    '',
+    ':',
+    ':::',
+    '1:2:3:4:5:6:7:8:9',
+    '1::2::3',
+    '12345::',
+    'g::',
+    '1:2:3:4:5:6:7',
+    '::1%eth0',
+    '[::1]',
+    '1.2.3.4',
+    '::1.2.3',
+    '::256.1.1.1',
+    '1:2:3:4:5:6:7:1.2.3.4',
+    ' ::1',
+    '::1 ',
+    '::01.2.3.4',
+    '02001::',
+    '1::2:',
+    ':1::2',
+    '1:',
+    '::1:',
+    '::1.2.3.4:5',
+    '1:2:3:4:5:6:7:8::',
+    '::1:2:3:4:5:6:7:8',
+    '::/64',
+    'fe80::1/64',
+  ]) {
     t.notOk(parseIpv6(bad, b, 0), JSON.stringify(bad))
     t.equal(isIPv6(bad) && !bad.includes('%'), false, `node agrees ${JSON.stringify(bad)} is invalid`)
   }
@@ -134,7 +178,12 @@ t.test('random addresses: ipv6ToString agrees with the WHATWG URL serializer and
     }
     if (!isIPv6(s)) bad.push(`node rejects ${s}`)
     if (!parseIpv6(s, c, 0) || !c.equals(b)) bad.push(`round trip ${s}`)
-    const long = Array.from({ length: 8 }, (_, g) => b.readUInt16BE(2 * g).toString(16).padStart(4, '0')).join(':')
+    const long = Array.from({ length: 8 }, (_, g) =>
+      b
+        .readUInt16BE(2 * g)
+        .toString(16)
+        .padStart(4, '0'),
+    ).join(':')
     if (!parseIpv6(long.toUpperCase(), c, 0) || !c.equals(b)) bad.push(`full form ${long}`)
   }
   t.same(bad.slice(0, 5), [])

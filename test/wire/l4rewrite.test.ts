@@ -3,14 +3,7 @@
 import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import {
-  DST,
-  SRC,
-  natIcmp4Inner,
-  natIcmp6Inner,
-  natIpv4,
-  natIpv6,
-} from '../../src/wire/l4rewrite'
+import { DST, SRC, natIcmp4Inner, natIcmp6Inner, natIpv4, natIpv6 } from '../../src/wire/l4rewrite'
 import { PASS, PacketInfo, parsePacket } from '../../src/wire/packet'
 import { buildIcmp4Error, buildIcmp6Error } from '../../src/wire/build'
 import { parseIpv6 } from '../../src/wire/ipv6'
@@ -107,7 +100,21 @@ t.test('ICMP echo ids, non-echo ICMP and non-first fragments', async t => {
   t.same(e, before, 'errors have no id')
 
   const e6 = fx('icmp6_echo_request')
-  natIpv6(e6, 0, 40, 58, DST, (() => { const a = Buffer.alloc(16); parseIpv6('fd00::7', a, 0); return a })(), 0, 4444, false)
+  natIpv6(
+    e6,
+    0,
+    40,
+    58,
+    DST,
+    (() => {
+      const a = Buffer.alloc(16)
+      parseIpv6('fd00::7', a, 0)
+      return a
+    })(),
+    0,
+    4444,
+    false,
+  )
   t.equal(e6.readUInt16BE(44), 4444)
   t.equal(refChecksum(e6, 40, 64, pseudo6(e6, 0, 58, 64)), 0, 'ICMPv6 covers the pseudo-header and the id')
 

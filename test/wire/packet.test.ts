@@ -2,13 +2,7 @@
 import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import {
-  DROP_NAMES,
-  Drop,
-  PASS,
-  PacketInfo,
-  parsePacket,
-} from '../../src/wire/packet'
+import { DROP_NAMES, Drop, PASS, PacketInfo, parsePacket } from '../../src/wire/packet'
 /** The longest extension-header chain parsePacket accepts (MAX_EXT_HEADERS in src/wire/ipv6.ts). */
 const MAX_EXT_HEADERS = 8
 
@@ -78,16 +72,51 @@ function tcpHeader(doffWords = 5, extra = 0): Buffer {
 
 t.test('captured packets parse, with every field as on the wire', async t => {
   t.equal(parse(fx('tcp4_syn_partial')), PASS)
-  t.match({ ...info }, {
-    family: 4, l3Off: 0, l3Len: 60, l3HdrLen: 20, l4Proto: 6, l4Off: 20, l4Len: 40, src: LOOP4, dst: LOOP4,
-    srcOff: 12, dstOff: 16, srcPort: 33500, dstPort: 1, tcpFlags: 2, ttl: 64, isFragment: 0, fragOffset: 0,
-    moreFragments: 0, innerL3Off: -1, innerL4Off: -1,
-  })
+  t.match(
+    { ...info },
+    {
+      family: 4,
+      l3Off: 0,
+      l3Len: 60,
+      l3HdrLen: 20,
+      l4Proto: 6,
+      l4Off: 20,
+      l4Len: 40,
+      src: LOOP4,
+      dst: LOOP4,
+      srcOff: 12,
+      dstOff: 16,
+      srcPort: 33500,
+      dstPort: 1,
+      tcpFlags: 2,
+      ttl: 64,
+      isFragment: 0,
+      fragOffset: 0,
+      moreFragments: 0,
+      innerL3Off: -1,
+      innerL4Off: -1,
+    },
+  )
   t.equal(parse(fx('tcp6_syn_partial')), PASS)
-  t.match({ ...info }, {
-    family: 6, l3Len: 80, l3HdrLen: 40, l4Proto: 6, l4Off: 40, l4Len: 40, src: 0, dst: 0, srcOff: 8, dstOff: 24,
-    srcPort: 53594, dstPort: 1, tcpFlags: 2, ttl: 64,
-  })
+  t.match(
+    { ...info },
+    {
+      family: 6,
+      l3Len: 80,
+      l3HdrLen: 40,
+      l4Proto: 6,
+      l4Off: 40,
+      l4Len: 40,
+      src: 0,
+      dst: 0,
+      srcOff: 8,
+      dstOff: 24,
+      srcPort: 53594,
+      dstPort: 1,
+      tcpFlags: 2,
+      ttl: 64,
+    },
+  )
   t.equal(parse(fx('udp4_partial')), PASS)
   t.match({ ...info }, { l4Proto: 17, l4Off: 20, l4Len: 13, srcPort: 40420, dstPort: 9 })
   t.equal(parse(fx('udp6_partial')), PASS)
@@ -102,15 +131,39 @@ t.test('captured packets parse, with every field as on the wire', async t => {
 
 t.test('ICMP errors expose the quoted packet', async t => {
   t.equal(parse(fx('icmp4_port_unreachable')), PASS)
-  t.match({ ...info }, {
-    icmpType: 3, icmpCode: 3, srcPort: 0, dstPort: 0, innerL3Off: 28, innerL4Off: 48, innerL4Proto: 17,
-    innerSrc: LOOP4, innerDst: LOOP4, innerSrcOff: 40, innerDstOff: 44, innerSrcPort: 40420, innerDstPort: 9,
-  })
+  t.match(
+    { ...info },
+    {
+      icmpType: 3,
+      icmpCode: 3,
+      srcPort: 0,
+      dstPort: 0,
+      innerL3Off: 28,
+      innerL4Off: 48,
+      innerL4Proto: 17,
+      innerSrc: LOOP4,
+      innerDst: LOOP4,
+      innerSrcOff: 40,
+      innerDstOff: 44,
+      innerSrcPort: 40420,
+      innerDstPort: 9,
+    },
+  )
   t.equal(parse(fx('icmp6_port_unreachable')), PASS)
-  t.match({ ...info }, {
-    icmpType: 1, icmpCode: 4, innerL3Off: 48, innerL4Off: 88, innerL4Proto: 17, innerSrcOff: 56, innerDstOff: 72,
-    innerSrcPort: 40749, innerDstPort: 9,
-  })
+  t.match(
+    { ...info },
+    {
+      icmpType: 1,
+      icmpCode: 4,
+      innerL3Off: 48,
+      innerL4Off: 88,
+      innerL4Proto: 17,
+      innerSrcOff: 56,
+      innerDstOff: 72,
+      innerSrcPort: 40749,
+      innerDstPort: 9,
+    },
+  )
   t.equal(parse(fx('icmp6_port_unreachable_frag')), PASS, 'a quote cut at 1280 bytes is fine')
   t.match({ ...info }, { innerL4Proto: 17, innerDstPort: 53 })
 })
@@ -282,9 +335,35 @@ t.test('IPv6 length and extension header rules', async t => {
   t.equal(parse(syn.subarray(0, 39)), Drop.TRUNCATED)
   t.equal(parse(syn.subarray(0, 79)), Drop.TRUNCATED, '40 + payload length > buffer')
   const tcp = tcpHeader()
-  t.equal(parse(build6([[0, ext(8)], [60, ext(16)], [43, ext(24)]], 6, tcp)), PASS)
+  t.equal(
+    parse(
+      build6(
+        [
+          [0, ext(8)],
+          [60, ext(16)],
+          [43, ext(24)],
+        ],
+        6,
+        tcp,
+      ),
+    ),
+    PASS,
+  )
   t.match({ ...info }, { l4Proto: 6, l4Off: 88, l3HdrLen: 88, l4Len: 20, dstPort: 80 })
-  t.equal(parse(build6([[60, ext(8)], [0, ext(8)]], 6, tcp)), Drop.BAD_EXT_HEADER, 'hop-by-hop not first')
+  t.equal(
+    parse(
+      build6(
+        [
+          [60, ext(8)],
+          [0, ext(8)],
+        ],
+        6,
+        tcp,
+      ),
+    ),
+    Drop.BAD_EXT_HEADER,
+    'hop-by-hop not first',
+  )
   const runsOff = build6([[60, ext(8)]], 6, tcp)
   runsOff[41] = 10 // 88 bytes claimed, 28 left
   t.equal(parse(runsOff), Drop.BAD_EXT_HEADER)
@@ -294,7 +373,11 @@ t.test('IPv6 length and extension header rules', async t => {
   t.equal(parse(build6(many, 6, tcp)), PASS, `${MAX_EXT_HEADERS} headers are fine`)
   t.equal(parse(build6([...many, [60, ext(8)]], 6, tcp)), Drop.TOO_MANY_EXT_HEADERS)
   // Self-pointing chain ("loop"): each destination options header names another one until the payload ends.
-  const loop = build6(Array.from({ length: 4 }, () => [60, ext(8)] as const), 60, Buffer.alloc(0))
+  const loop = build6(
+    Array.from({ length: 4 }, () => [60, ext(8)] as const),
+    60,
+    Buffer.alloc(0),
+  )
   t.equal(parse(loop), Drop.BAD_EXT_HEADER)
   for (const unsupported of [135, 139, 140, 253, 254]) {
     t.equal(parse(build6([[unsupported, ext(8)]], 6, tcp)), Drop.UNSUPPORTED_EXT_HEADER, `next header ${unsupported}`)
@@ -304,7 +387,20 @@ t.test('IPv6 length and extension header rules', async t => {
   ah[1] = 4
   t.equal(parse(build6([[51, ah]], 6, tcp)), PASS)
   t.equal(info.l4Off, 64)
-  t.equal(parse(build6([[44, frag6(0, true)], [44, frag6(0, true)]], 6, Buffer.concat([tcp, Buffer.alloc(4)]))), Drop.BAD_EXT_HEADER, 'two fragment headers')
+  t.equal(
+    parse(
+      build6(
+        [
+          [44, frag6(0, true)],
+          [44, frag6(0, true)],
+        ],
+        6,
+        Buffer.concat([tcp, Buffer.alloc(4)]),
+      ),
+    ),
+    Drop.BAD_EXT_HEADER,
+    'two fragment headers',
+  )
   t.equal(parse(build6([], 59, Buffer.alloc(3))), PASS, 'no next header')
   t.match({ ...info }, { l4Proto: 59, l4Off: 40, l4Len: 3 })
 })
@@ -324,7 +420,11 @@ t.test('IPv6 fragment rules', async t => {
 
 t.test('drop names', async t => {
   const values = Object.values(Drop)
-  t.same(values, values.map((_, i) => i + 1), 'reasons are 1..N with no gaps')
+  t.same(
+    values,
+    values.map((_, i) => i + 1),
+    'reasons are 1..N with no gaps',
+  )
   t.equal(DROP_NAMES.length, values.length + 1)
   t.equal(DROP_NAMES[PASS], 'pass')
   for (const [k, v] of Object.entries(Drop)) t.equal(DROP_NAMES[v], k.toLowerCase(), k)

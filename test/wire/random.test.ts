@@ -130,8 +130,11 @@ function genPacket(family: 4 | 6 = rnd() < 0.5 ? 4 : 6): Pkt {
       const k = int(5)
       if (k === 0 && i === 0) exts.push([0, 8 * (1 + int(3))])
       else if (k === 1) exts.push([43, 8 * (1 + int(3))])
-      else if (k === 2 && !fragUsed) { exts.push([44, 8]); fragUsed = true }
-      else if (k === 3) exts.push([51, 4 * (2 + 2 * int(3))]) // AH: lengths 8, 16, 24
+      else if (k === 2 && !fragUsed) {
+        exts.push([44, 8])
+        fragUsed = true
+      } else if (k === 3)
+        exts.push([51, 4 * (2 + 2 * int(3))]) // AH: lengths 8, 16, 24
       else exts.push([60, 8 * (1 + int(3))])
     }
     extLen = exts.reduce((a, e) => a + e[1], 0)
@@ -155,22 +158,21 @@ function genPacket(family: 4 | 6 = rnd() < 0.5 ? 4 : 6): Pkt {
     let p = o + 40
     exts.forEach(([type, l], i) => {
       buf[p] = i + 1 < exts.length ? exts[i + 1]![0] : proto
-      if (type === 44) buf.writeUInt16BE(0, p + 2) // atomic fragment: offset 0, M 0
+      if (type === 44)
+        buf.writeUInt16BE(0, p + 2) // atomic fragment: offset 0, M 0
       else if (type === 51) buf[p + 1] = l / 4 - 2
       else buf[p + 1] = l / 8 - 1
       p += l
     })
   }
   const l4 = o + hdrLen
-  const mode: Mode = proto === TCP || proto === UDP
-    ? rnd() < 0.3 ? 'partial' : proto === UDP && family === 4 && rnd() < 0.15 ? 'zero' : 'full'
-    : 'full'
+  const mode: Mode = proto === TCP || proto === UDP ? (rnd() < 0.3 ? 'partial' : proto === UDP && family === 4 && rnd() < 0.15 ? 'zero' : 'full') : 'full'
   if (proto === TCP) {
     buf[l4 + 12] = tcpWords << 4
   } else if (proto === UDP) {
     buf.writeUInt16BE(l4Len, l4 + 4)
   } else if (proto === ICMP4 || proto === ICMP6) {
-    buf[l4] = proto === ICMP4 ? (rnd() < 0.5 ? 8 : 0) : (rnd() < 0.5 ? 128 : 129)
+    buf[l4] = proto === ICMP4 ? (rnd() < 0.5 ? 8 : 0) : rnd() < 0.5 ? 128 : 129
     buf[l4 + 1] = 0
     buf.writeUInt16BE(1 + int(65535), l4 + 6) // seq != 0 keeps the message sum non-zero
   }
@@ -268,8 +270,21 @@ t.test('NAT rewrites: incremental checksums equal a full recompute, 100k random 
   t.same(failures, [], `seed ${SEED}`)
   t.ok(partialChecked > 20000, `partial (NEEDS_CSUM) packets completed: ${partialChecked}`)
   t.ok(zeroKept > 2000, `zero-checksum UDP/IPv4 packets kept at 0: ${zeroKept}`)
-  for (const k of ['v4/6/full', 'v4/6/partial', 'v4/17/full', 'v4/17/partial', 'v4/17/zero', 'v6/6/full',
-    'v6/6/partial', 'v6/17/full', 'v6/17/partial', 'v4/1/full', 'v6/58/full', 'v4/132/full', 'v6/132/full']) {
+  for (const k of [
+    'v4/6/full',
+    'v4/6/partial',
+    'v4/17/full',
+    'v4/17/partial',
+    'v4/17/zero',
+    'v6/6/full',
+    'v6/6/partial',
+    'v6/17/full',
+    'v6/17/partial',
+    'v4/1/full',
+    'v6/58/full',
+    'v4/132/full',
+    'v6/132/full',
+  ]) {
     t.ok((seen.get(k) ?? 0) > 500, `covered ${k}: ${seen.get(k) ?? 0}`)
   }
 })
@@ -312,8 +327,26 @@ function sameWithGarbage(buf: Buffer, off: number, len: number, verdict: number,
   if (v !== verdict) return `verdict ${DROP_NAMES[v]} with garbage after the end vs ${DROP_NAMES[verdict]}`
   if (v !== PASS) return ''
   const d = shift - off
-  const fields: (keyof PacketInfo)[] = ['family', 'l3Len', 'l4Proto', 'l4Len', 'src', 'dst', 'srcPort', 'dstPort', 'tcpFlags',
-    'icmpType', 'icmpCode', 'fragOffset', 'moreFragments', 'isFragment', 'ttl', 'innerL4Proto', 'innerSrcPort', 'innerDstPort']
+  const fields: (keyof PacketInfo)[] = [
+    'family',
+    'l3Len',
+    'l4Proto',
+    'l4Len',
+    'src',
+    'dst',
+    'srcPort',
+    'dstPort',
+    'tcpFlags',
+    'icmpType',
+    'icmpCode',
+    'fragOffset',
+    'moreFragments',
+    'isFragment',
+    'ttl',
+    'innerL4Proto',
+    'innerSrcPort',
+    'innerDstPort',
+  ]
   for (const f of fields) if (scratch[f] !== info[f]) return `field ${f} differs with garbage after the end`
   if (info.l4Off >= 0 && scratch.l4Off !== info.l4Off + d) return 'l4Off'
   return ''
@@ -332,8 +365,11 @@ t.test('random bytes: a verdict, never a throw', async t => {
       if (len > 0 && rnd() < 0.9) b[0] = (rnd() < 0.5 ? 0x40 : 0x60) | (b[0]! & 0x0f)
       if (len > 10 && rnd() < 0.5) {
         // Plausible lengths make the parser go deeper.
-        if (b[0]! >>> 4 === 4) { b[0] = 0x45; b.writeUInt16BE(len, 2); b[6]! &= 0x20 }
-        else b.writeUInt16BE(Math.max(0, len - 40), 4)
+        if (b[0]! >>> 4 === 4) {
+          b[0] = 0x45
+          b.writeUInt16BE(len, 2)
+          b[6]! &= 0x20
+        } else b.writeUInt16BE(Math.max(0, len - 40), 4)
         if (len > 10 && rnd() < 0.7) b[b[0]! >>> 4 === 4 ? 9 : 6] = [1, 6, 17, 58, 132, 0, 43, 44, 60][int(9)]!
       }
       const v = parsePacket(b, 0, len, info)
@@ -382,39 +418,81 @@ t.test('every truncation of a valid packet is TRUNCATED', async t => {
 type Lie = { name: string; applies: (p: Pkt) => boolean; apply: (p: Pkt, b: Buffer) => void; want: number | ((p: Pkt) => number) }
 
 const LIES: Lie[] = [
-  { name: 'v4 total length beyond the buffer', applies: p => p.family === 4,
-    apply: (p, b) => b.writeUInt16BE(p.len + 1 + int(65535 - p.len), p.off + 2), want: Drop.TRUNCATED },
-  { name: 'v4 total length below 20', applies: p => p.family === 4,
-    apply: (p, b) => b.writeUInt16BE(int(20), p.off + 2), want: Drop.BAD_TOTAL_LENGTH },
-  { name: 'v4 IHL below 5', applies: p => p.family === 4,
-    apply: (p, b) => { b[p.off] = 0x40 | int(5) }, want: Drop.BAD_IHL },
-  { name: 'v4 IHL beyond the total length', applies: p => p.family === 4,
+  {
+    name: 'v4 total length beyond the buffer',
+    applies: p => p.family === 4,
+    apply: (p, b) => b.writeUInt16BE(p.len + 1 + int(65535 - p.len), p.off + 2),
+    want: Drop.TRUNCATED,
+  },
+  { name: 'v4 total length below 20', applies: p => p.family === 4, apply: (p, b) => b.writeUInt16BE(int(20), p.off + 2), want: Drop.BAD_TOTAL_LENGTH },
+  {
+    name: 'v4 IHL below 5',
+    applies: p => p.family === 4,
+    apply: (p, b) => {
+      b[p.off] = 0x40 | int(5)
+    },
+    want: Drop.BAD_IHL,
+  },
+  {
+    name: 'v4 IHL beyond the total length',
+    applies: p => p.family === 4,
     apply: (p, b) => {
       const ihl = 4 * (6 + int(10))
       b[p.off] = 0x40 | (ihl >>> 2)
       b.writeUInt16BE(20 + int(Math.min(ihl - 1, p.len) - 20 + 1), p.off + 2) // within the buffer, below the IHL
     },
-    want: Drop.BAD_IHL },
-  { name: 'v4 total length cuts the L4 header', applies: p => p.family === 4,
-    apply: (p, b) => b.writeUInt16BE(20 + p.extLen + int(minL4(p.proto)), p.off + 2), want: Drop.BAD_L4_HEADER },
-  { name: 'TCP data offset below 5', applies: p => p.proto === TCP,
-    apply: (p, b) => { b[p.l4Off + 12] = int(5) << 4 }, want: Drop.BAD_TCP_DATA_OFFSET },
-  { name: 'TCP data offset past the segment', applies: p => p.proto === TCP && p.l4Len < 60,
-    apply: (p, b) => { b[p.l4Off + 12] = (Math.floor(p.l4Len / 4) + 1 + int(15 - Math.floor(p.l4Len / 4))) << 4 },
-    want: Drop.BAD_TCP_DATA_OFFSET },
-  { name: 'UDP length beyond the payload', applies: p => p.proto === UDP,
-    apply: (p, b) => b.writeUInt16BE(p.l4Len + 1 + int(65535 - p.l4Len), p.l4Off + 4), want: Drop.BAD_UDP_LENGTH },
-  { name: 'UDP length below 8', applies: p => p.proto === UDP,
-    apply: (p, b) => b.writeUInt16BE(int(8), p.l4Off + 4), want: Drop.BAD_UDP_LENGTH },
-  { name: 'v6 payload length beyond the buffer', applies: p => p.family === 6,
-    apply: (p, b) => b.writeUInt16BE(p.len - 40 + 1 + int(65535 - (p.len - 40)), p.off + 4), want: Drop.TRUNCATED },
-  { name: 'v6 payload length cuts the headers', applies: p => p.family === 6,
+    want: Drop.BAD_IHL,
+  },
+  {
+    name: 'v4 total length cuts the L4 header',
+    applies: p => p.family === 4,
+    apply: (p, b) => b.writeUInt16BE(20 + p.extLen + int(minL4(p.proto)), p.off + 2),
+    want: Drop.BAD_L4_HEADER,
+  },
+  {
+    name: 'TCP data offset below 5',
+    applies: p => p.proto === TCP,
+    apply: (p, b) => {
+      b[p.l4Off + 12] = int(5) << 4
+    },
+    want: Drop.BAD_TCP_DATA_OFFSET,
+  },
+  {
+    name: 'TCP data offset past the segment',
+    applies: p => p.proto === TCP && p.l4Len < 60,
+    apply: (p, b) => {
+      b[p.l4Off + 12] = (Math.floor(p.l4Len / 4) + 1 + int(15 - Math.floor(p.l4Len / 4))) << 4
+    },
+    want: Drop.BAD_TCP_DATA_OFFSET,
+  },
+  {
+    name: 'UDP length beyond the payload',
+    applies: p => p.proto === UDP,
+    apply: (p, b) => b.writeUInt16BE(p.l4Len + 1 + int(65535 - p.l4Len), p.l4Off + 4),
+    want: Drop.BAD_UDP_LENGTH,
+  },
+  { name: 'UDP length below 8', applies: p => p.proto === UDP, apply: (p, b) => b.writeUInt16BE(int(8), p.l4Off + 4), want: Drop.BAD_UDP_LENGTH },
+  {
+    name: 'v6 payload length beyond the buffer',
+    applies: p => p.family === 6,
+    apply: (p, b) => b.writeUInt16BE(p.len - 40 + 1 + int(65535 - (p.len - 40)), p.off + 4),
+    want: Drop.TRUNCATED,
+  },
+  {
+    name: 'v6 payload length cuts the headers',
+    applies: p => p.family === 6,
     apply: (p, b) => b.writeUInt16BE(int(p.extLen + minL4(p.proto)), p.off + 4),
-    want: () => Drop.BAD_EXT_HEADER }, // refined in the test: inside the chain vs. inside the L4 header
-  { name: 'v6 extension header runs off the end',
+    want: () => Drop.BAD_EXT_HEADER,
+  }, // refined in the test: inside the chain vs. inside the L4 header
+  {
+    name: 'v6 extension header runs off the end',
     // The largest length byte claims 2048 bytes (AH: 1028), more than any generated payload (AH: most).
     applies: p => p.family === 6 && p.firstExt >= 0 && p.firstExt !== 44 && (p.firstExt !== 51 || p.len - 40 < 1028),
-    apply: (p, b) => { b[p.off + 41] = 255 }, want: Drop.BAD_EXT_HEADER },
+    apply: (p, b) => {
+      b[p.off + 41] = 255
+    },
+    want: Drop.BAD_EXT_HEADER,
+  },
 ]
 
 function minL4(proto: number): number {
@@ -484,8 +562,8 @@ t.test('ICMP errors wrapped around random packets parse, and cut quotes are BAD_
     const inner = genPacket()
     const family = inner.family
     const hdr = family === 4 ? 20 : 40
-    const quoteMin = (inner.l4Off - inner.off) + (inner.proto === TCP || inner.proto === UDP || inner.proto === SCTP ||
-      inner.proto === ICMP4 || inner.proto === ICMP6 ? 8 : 0)
+    const quoteMin =
+      inner.l4Off - inner.off + (inner.proto === TCP || inner.proto === UDP || inner.proto === SCTP || inner.proto === ICMP4 || inner.proto === ICMP6 ? 8 : 0)
     const q = Math.min(inner.len, quoteMin + int(inner.len - quoteMin + 1))
     const b = Buffer.alloc(hdr + 8 + q)
     inner.buf.copy(b, hdr + 8, inner.off, inner.off + q)
@@ -501,7 +579,10 @@ t.test('ICMP errors wrapped around random packets parse, and cut quotes are BAD_
       b[40] = 1 + int(4)
     }
     const v = parsePacket(b, 0, b.length, info)
-    if (v !== PASS) { bad.push(`#${n} quote of ${q} bytes: ${DROP_NAMES[v]}`); continue }
+    if (v !== PASS) {
+      bad.push(`#${n} quote of ${q} bytes: ${DROP_NAMES[v]}`)
+      continue
+    }
     const d = hdr + 8 - inner.off
     if (info.innerL3Off !== hdr + 8 || info.innerL4Off !== inner.l4Off + d || info.innerL4Proto !== inner.proto) {
       bad.push(`#${n} inner offsets ${info.innerL4Off} vs ${inner.l4Off + d}`)

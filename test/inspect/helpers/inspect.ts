@@ -16,8 +16,9 @@ import { registerInspect } from '../../../src/cli/inspect'
 export const root = join(__dirname, '..', '..', '..')
 export const SEED = join(root, 'examples/seed/seed.yaml')
 // The seed with the document's exact pod addresses (moved from test/fixtures/lab/seed-pinned.yaml at some point).
-export const PINNED = [join(root, 'examples/seed-as-documented/seed.yaml'), join(root, 'test/fixtures/lab/seed-pinned.yaml')].find(p => existsSync(p))
-  ?? join(root, 'examples/seed-as-documented/seed.yaml')
+export const PINNED =
+  [join(root, 'examples/seed-as-documented/seed.yaml'), join(root, 'test/fixtures/lab/seed-pinned.yaml')].find(p => existsSync(p)) ??
+  join(root, 'examples/seed-as-documented/seed.yaml')
 export const CASES = join(root, 'test/fixtures/k8s/cases')
 
 export const VIP = '10.96.125.237'
@@ -41,7 +42,12 @@ export function liveView(files: string[] = [PINNED]): { view: DataplaneView; eng
     cluster: () => off.cluster(),
     table: () => engine.table,
     natConfig: () => engine.table.config,
-    live: () => engineLive(engine, () => NOW, () => ({ rx_packets: 0 })),
+    live: () =>
+      engineLive(
+        engine,
+        () => NOW,
+        () => ({ rx_packets: 0 }),
+      ),
     dns: () => off.dns(),
     now: () => NOW,
   }
@@ -103,8 +109,14 @@ export async function cliInProcess(args: string[]): Promise<CliResult & { error?
   let stderr = ''
   const out = process.stdout.write.bind(process.stdout)
   const err = process.stderr.write.bind(process.stderr)
-  process.stdout.write = ((c: string | Uint8Array) => { stdout += String(c); return true }) as typeof process.stdout.write
-  process.stderr.write = ((c: string | Uint8Array) => { stderr += String(c); return true }) as typeof process.stderr.write
+  process.stdout.write = ((c: string | Uint8Array) => {
+    stdout += String(c)
+    return true
+  }) as typeof process.stdout.write
+  process.stderr.write = ((c: string | Uint8Array) => {
+    stderr += String(c)
+    return true
+  }) as typeof process.stderr.write
   try {
     await program.parseAsync(['node', 'tundra', ...args])
     return { code: 0, stdout, stderr }
@@ -124,8 +136,12 @@ export function cliChild(args: string[], env: Record<string, string> = {}): Prom
     const child = spawn(process.execPath, argv, { cwd: root, env: { ...process.env, TS_NODE_TRANSPILE_ONLY: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
     let stdout = ''
     let stderr = ''
-    child.stdout.setEncoding('utf8').on('data', d => { stdout += d })
-    child.stderr.setEncoding('utf8').on('data', d => { stderr += d })
+    child.stdout.setEncoding('utf8').on('data', d => {
+      stdout += d
+    })
+    child.stderr.setEncoding('utf8').on('data', d => {
+      stderr += d
+    })
     child.on('error', reject)
     child.on('close', code => resolve({ code, stdout, stderr }))
   })

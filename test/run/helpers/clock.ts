@@ -6,9 +6,13 @@ export class FakeClock implements Clock {
   private seq = 0
   private readonly timers = new Map<number, { at: number; fn: () => void }>()
 
-  constructor(start = Date.UTC(2025, 0, 1)) { this.t = start }
+  constructor(start = Date.UTC(2025, 0, 1)) {
+    this.t = start
+  }
 
-  now(): number { return this.t }
+  now(): number {
+    return this.t
+  }
 
   setTimeout(fn: () => void, ms: number): unknown {
     const id = ++this.seq
@@ -16,7 +20,9 @@ export class FakeClock implements Clock {
     return id
   }
 
-  clearTimeout(h: unknown): void { this.timers.delete(h as number) }
+  clearTimeout(h: unknown): void {
+    this.timers.delete(h as number)
+  }
 
   /** Moves time forward, firing each due timer at its own time (and the microtasks it queues before the next). */
   async advance(ms: number): Promise<void> {
@@ -33,5 +39,7 @@ export class FakeClock implements Clock {
     this.t = end
   }
 
-  pending(): number { return this.timers.size }
+  pending(): number {
+    return this.timers.size
+  }
 }

@@ -108,11 +108,19 @@ export class FakeApiServer extends EventEmitter {
 
   kubeconfig(token = 'test-token'): string {
     return [
-      'apiVersion: v1', 'kind: Config',
-      'clusters:', `- name: fake`, `  cluster: {server: "http://127.0.0.1:${this.port}", insecure-skip-tls-verify: true}`,
-      'users:', `- name: u`, `  user: {token: ${token}}`,
-      'contexts:', `- name: ctx`, `  context: {cluster: fake, user: u}`,
-      'current-context: ctx', '',
+      'apiVersion: v1',
+      'kind: Config',
+      'clusters:',
+      `- name: fake`,
+      `  cluster: {server: "http://127.0.0.1:${this.port}", insecure-skip-tls-verify: true}`,
+      'users:',
+      `- name: u`,
+      `  user: {token: ${token}}`,
+      'contexts:',
+      `- name: ctx`,
+      `  context: {cluster: fake, user: u}`,
+      'current-context: ctx',
+      '',
     ].join('\n')
   }
 
@@ -139,7 +147,12 @@ export class FakeApiServer extends EventEmitter {
   upsertUnannounced(kind: string, object: Record<string, unknown>): number {
     const res = RESOURCES.find(r => r.kind === kind)!
     const rv = ++this.rv
-    const o: Obj = { apiVersion: res.apiVersion, kind, ...object, metadata: { ...(object['metadata'] as Record<string, unknown>), resourceVersion: String(rv) } }
+    const o: Obj = {
+      apiVersion: res.apiVersion,
+      kind,
+      ...object,
+      metadata: { ...(object['metadata'] as Record<string, unknown>), resourceVersion: String(rv) },
+    }
     this.objects.get(kind)!.set(keyOf(o), o)
     return rv
   }
@@ -204,7 +217,8 @@ export class FakeApiServer extends EventEmitter {
       if (w.kind !== kind) continue
       const cur = matches(e.object, w.labelSelector)
       const old = prev !== undefined && matches(prev, w.labelSelector)
-      if (e.type === 'MODIFIED' && !cur && old) this.send(w.res, { type: 'DELETED', object: { ...prev, metadata: { ...prev.metadata, resourceVersion: String(e.rv) } } })
+      if (e.type === 'MODIFIED' && !cur && old)
+        this.send(w.res, { type: 'DELETED', object: { ...prev, metadata: { ...prev.metadata, resourceVersion: String(e.rv) } } })
       else if (e.type === 'MODIFIED' && cur && !old) this.send(w.res, { type: 'ADDED', object: e.object })
       else if (cur) this.send(w.res, { type: e.type, object: e.object })
     }
@@ -212,10 +226,15 @@ export class FakeApiServer extends EventEmitter {
 
   private send(res: ServerResponse, ev: unknown): void {
     const line = JSON.stringify(ev) + '\n'
-    if (!this.splitWrites) { res.write(line); return }
+    if (!this.splitWrites) {
+      res.write(line)
+      return
+    }
     const cut = Math.floor(line.length / 2)
     res.write(line.slice(0, cut))
-    setImmediate(() => { if (!res.writableEnded && !res.destroyed) res.write(line.slice(cut)) })
+    setImmediate(() => {
+      if (!res.writableEnded && !res.destroyed) res.write(line.slice(cut))
+    })
   }
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
@@ -227,7 +246,11 @@ export class FakeApiServer extends EventEmitter {
       this.requests.push(entry)
       this.emit('request', entry)
     }
-    if (resDef === undefined) { log(404); status(res, 404, 'NotFound', 'the server could not find the requested resource'); return }
+    if (resDef === undefined) {
+      log(404)
+      status(res, 404, 'NotFound', 'the server could not find the requested resource')
+      return
+    }
     if (this.failNext !== undefined && this.failNext.count > 0 && (watch || this.failNext.watchOnly !== true)) {
       this.failNext.count--
       log(this.failNext.status)
@@ -236,28 +259,36 @@ export class FakeApiServer extends EventEmitter {
     }
     const selector = url.searchParams.get('labelSelector') ?? undefined
     if (!watch) {
-      const all = [...this.objects.get(resDef.kind)!.values()].filter(o => matches(o, selector))
-        .sort((a, b) => (keyOf(a) < keyOf(b) ? -1 : 1))
+      const all = [...this.objects.get(resDef.kind)!.values()].filter(o => matches(o, selector)).sort((a, b) => (keyOf(a) < keyOf(b) ? -1 : 1))
       const limit = Number(url.searchParams.get('limit') ?? 0)
       const start = Number(url.searchParams.get('continue') ?? 0)
       const size = this.pageSize > 0 && limit > 0 ? this.pageSize : all.length
       const page = all.slice(start, start + size)
       const more = start + size < all.length
       // items without kind/apiVersion, as a real list returns them
-      const items = page.map(o => { const { kind: _k, apiVersion: _a, ...rest } = o; return rest })
+      const items = page.map(o => {
+        const { kind: _k, apiVersion: _a, ...rest } = o
+        return rest
+      })
       log(200)
       res.writeHead(200, { 'Content-Type': 'application/json' })
-      res.end(JSON.stringify({
-        kind: `${resDef.kind}List`, apiVersion: resDef.apiVersion,
-        metadata: { resourceVersion: String(this.rv), ...(more ? { continue: String(start + size) } : {}) },
-        items,
-      }))
+      res.end(
+        JSON.stringify({
+          kind: `${resDef.kind}List`,
+          apiVersion: resDef.apiVersion,
+          metadata: { resourceVersion: String(this.rv), ...(more ? { continue: String(start + size) } : {}) },
+          items,
+        }),
+      )
       return
     }
     const from = Number(url.searchParams.get('resourceVersion') ?? '0')
     if (from < this.compactedRv && from !== 0) {
       log(410)
-      if (this.goneMode === 'http') { status(res, 410, 'Expired', `too old resource version: ${from} (${this.compactedRv + 1})`); return }
+      if (this.goneMode === 'http') {
+        status(res, 410, 'Expired', `too old resource version: ${from} (${this.compactedRv + 1})`)
+        return
+      }
       res.writeHead(200, { 'Content-Type': 'application/json', 'Transfer-Encoding': 'chunked' })
       this.send(res, { type: 'ERROR', object: gone(from, this.compactedRv + 1) })
       res.end()
@@ -278,8 +309,13 @@ export class FakeApiServer extends EventEmitter {
 
 function gone(from = 0, oldest = 0): Record<string, unknown> {
   return {
-    kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure',
-    message: `too old resource version: ${from} (${oldest})`, reason: 'Expired', code: 410,
+    kind: 'Status',
+    apiVersion: 'v1',
+    metadata: {},
+    status: 'Failure',
+    message: `too old resource version: ${from} (${oldest})`,
+    reason: 'Expired',
+    code: 410,
   }
 }
 

@@ -14,11 +14,23 @@ export function waitFor(what: string, check: () => boolean, timeoutMs = 5000, ev
     }
     const recheck = (): void => {
       let ok = false
-      try { ok = check() } catch (err) { cleanup(); reject(err as Error); return }
-      if (ok) { cleanup(); resolve() }
+      try {
+        ok = check()
+      } catch (err) {
+        cleanup()
+        reject(err as Error)
+        return
+      }
+      if (ok) {
+        cleanup()
+        resolve()
+      }
     }
     const poll = setInterval(recheck, 5)
-    const timer = setTimeout(() => { cleanup(); reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)) }, timeoutMs)
+    const timer = setTimeout(() => {
+      cleanup()
+      reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`))
+    }, timeoutMs)
     for (const [e, name] of events) e.on(name, recheck)
   })
 }
@@ -28,7 +40,10 @@ export function nextEvent<T>(what: string, subscribe: (cb: (v: T) => void) => ()
   return new Promise((resolve, reject) => {
     // eslint-disable-next-line prefer-const
     let unsub: () => void
-    const timer = setTimeout(() => { unsub(); reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)) }, timeoutMs)
+    const timer = setTimeout(() => {
+      unsub()
+      reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`))
+    }, timeoutMs)
     unsub = subscribe(v => {
       if (!pred(v)) return
       clearTimeout(timer)
