@@ -38,7 +38,8 @@ import { Rng, findEndpoint, flowHash } from './select'
 import { Decided, Decision, NO_FRONTEND, decide, frontendOf, isHairpin, isVip } from './decide'
 import { MasqReason, NAT_STAT_NAMES, NatAction, NatStat } from './verdict'
 import { Fam, SetView, Tables } from './state'
-import { IcmpMode, REC_WORDS, Rec, natImage } from './image'
+import { IcmpMode, REC_WORDS, REV_AMBIGUOUS, Rec, RevW, natImage } from './image'
+import { inAddrList } from './addr'
 import type { NatImage } from './image'
 import { StaleFlush } from './flush'
 import { CT_CHUNK, decodeCtChunk, encodeCtChunk, flushCtChunk, newRestoreReport, prepareRestore, resolveCtFilter, restoreCtChunk } from './ctview'
@@ -315,21 +316,27 @@ export class NatEngine {
         this.counters[NatStat.REJECT_NO_PORT]!++
         return NatAction.REJECT
       }
+      if (proto === IPPROTO_TCP && (info.tcpFlags & (TCP_SYN | TCP_ACK | TCP_RST)) === TCP_ACK && this.replyPickup(fam, buf, info, partial, now))
+        return NatAction.FORWARD
       return this.pass()
     }
 
-    // A new TCP connection starts with a SYN; anything else has no state to belong to.
+    // A new TCP connection starts with a SYN. A bare ACK with no entry is a connection whose entry was lost (a
+    // crash, a flush): picked up as ESTABLISHED like nf_conntrack_tcp_loose, so it keeps working when it lands on
+    // its endpoint again and is reset by the endpoint (RST reverse-NATed to the client) when it does not.
     let state: number = TcpState.SYN_SENT
     if (proto === IPPROTO_TCP) {
       const f = info.tcpFlags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN)
       if (f !== TCP_SYN) {
-        this.counters[NatStat.INVALID]!++
-        if (this.invalidDrop) {
-          this.counters[NatStat.DROP_INVALID]!++
-          return NatAction.DROP
+        const loose = this.invalidDrop ? f === TCP_ACK : (f & (TCP_ACK | TCP_RST | TCP_SYN)) === TCP_ACK
+        if (!loose || !this.invalidDrop) this.counters[NatStat.INVALID]!++
+        if (!loose) {
+          if (this.invalidDrop) {
+            this.counters[NatStat.DROP_INVALID]!++
+            return NatAction.DROP
+          }
+          return this.pass()
         }
-        // Policy pass: pick up mid-stream connections like nf_conntrack_tcp_loose; other segments go out untouched.
-        if ((f & (TCP_ACK | TCP_RST | TCP_SYN)) !== TCP_ACK) return this.pass()
         state = TcpState.ESTABLISHED
         this.counters[NatStat.LOOSE_PICKUP]!++
       }
@@ -395,6 +402,51 @@ export class NatEngine {
     this.counters[NatStat.NEW]!++
     if (id < this.svcNew.length) this.svcNew[id]!++
     return NatAction.FORWARD
+  }
+
+  /**
+   * A bare ACK from a serving endpoint's address:port with no entry (ct.key holds it: endpoint -> client): the reply
+   * of a ClusterIP connection whose entry was lost. When exactly one service port has that endpoint (the reverse
+   * index) and the client is not this node (a masqueraded flow's client is unknown), the entry is recreated from
+   * the reply side and the packet reverse-NATed, so the client sees its ClusterIP peer again. False: left alone.
+   */
+  private replyPickup(fam: Fam, buf: Uint8Array, info: PacketInfo, partial: boolean, now: number): boolean {
+    const ct = fam.ct
+    const aw = fam.aw
+    const k = ct.key
+    const rev = fam.rev
+    const rk = rev.key
+    for (let i = 0; i < aw; i++) rk[i] = k[i]!
+    rk[aw] = ((IPPROTO_TCP << 16) | info.srcPort) >>> 0
+    const s = rev.find()
+    if (s < 0) return false
+    const rv = s * rev.vw
+    const id = rev.vals[rv + RevW.ID]!
+    if (id === REV_AMBIGUOUS || !this.tables.present(id)) return false
+    if (inAddrList(fam.nodeAddrs, aw, k, aw) || (fam.hasSnat && inAddrList(fam.snat, aw, k, aw))) return false
+    // Original tuple: client -> ClusterIP:port; reply tuple: the packet as it is.
+    const kw = ct.kw
+    const tk = ct.tk
+    for (let i = 0; i < kw; i++) tk[kw + i] = k[i]!
+    for (let i = 0; i < aw; i++) {
+      tk[i] = k[aw + i]!
+      tk[aw + i] = rev.vals[rv + RevW.VIP + i]!
+    }
+    tk[2 * aw] = ((info.dstPort << 16) | rev.vals[rv + RevW.PORT]!) >>> 0
+    if (ct.find(tk, 0, IPPROTO_TCP) >= 0) return false
+    const set = this.tables.view(this.set, id, Rec.SERVING_SET)
+    const e = ct.create(IPPROTO_TCP, id, findEndpoint(set, tk, kw, info.srcPort, -1), now)
+    if (e < 0) {
+      this.counters[NatStat.DROP_CONNTRACK_FULL]!++
+      return false
+    }
+    ct.touch(e, REPLY, now)
+    ct.setTcpState(e, TcpState.ESTABLISHED, now)
+    this.trackSeq(ct, e, REPLY, buf, info)
+    this.translate(fam, buf, info, e, REPLY, partial)
+    this.account(ct, e, REPLY, info)
+    this.counters[NatStat.REPLY_PICKUP]!++
+    return true
   }
 
   /** Counts a new connection decide() refused and returns its action. */

@@ -19,7 +19,8 @@
 import type { FamilyTable, NatTable, SvcPort } from './compile'
 import type { EndpointSet } from './endpoints'
 import { epBase, epPort, removedEndpoints } from './endpoints'
-import type { U32Map } from './hash'
+import { U32Map } from './hash'
+import { parseAddrWords } from './addr'
 
 export const ImageKind = { FULL: 0, DELTA: 1 } as const
 export type ImageKindValue = (typeof ImageKind)[keyof typeof ImageKind]
@@ -68,7 +69,12 @@ export const IcmpMode = { REPLY: 0, REJECT: 1, DROP: 2 } as const
 /** Words per staleEps record: id, address (4 words, IPv4 padded with zeros), port. */
 export const STALE_EP_WORDS = 6
 /** Index of each map in `maps` / `ops`. */
-export const MapIx = { FE4: 0, VIP4: 1, FE6: 2, VIP6: 3 } as const
+export const MapIx = { FE4: 0, VIP4: 1, FE6: 2, VIP6: 3, REV4: 4, REV6: 5 } as const
+/** Maps a full image carries (and op lists a delta carries). */
+export const MAP_COUNT = 6
+/** Reverse index value words: id (or REV_AMBIGUOUS), service port, ClusterIP address words. */
+export const RevW = { ID: 0, PORT: 1, VIP: 2 } as const
+export const REV_AMBIGUOUS = 0xffffffff
 
 /** A U32Map's arrays, as U32Map.wrap takes them. */
 export interface MapImage {
@@ -93,9 +99,12 @@ export interface NatImage {
   readonly records: Uint32Array
   readonly data: Uint32Array
   readonly maglev: Uint16Array
-  /** full: fe4, vip4, fe6, vip6 (MapIx); delta: empty */
+  /** full: fe4, vip4, fe6, vip6, rev4, rev6 (MapIx); delta: empty */
   readonly maps: readonly MapImage[]
-  /** delta: per map (MapIx), records of (1 + kw + 1) words [present, key..., value]; full: empty */
+  /**
+   * delta: per map (MapIx), records of (1 + kw + vw) words [present, key..., value...] (vw = 1 but for REV*);
+   * full: empty
+   */
   readonly ops: readonly Uint32Array[]
   readonly staleIds: Uint32Array
   readonly staleEps: Uint32Array
@@ -317,7 +326,7 @@ function fullImage(next: NatTable, prev: NatTable | undefined): NatImage {
     records,
     data: p.data.done(),
     maglev: p.maglev(),
-    maps: [mapImage(next.v4.fe), mapImage(next.v4.vip), mapImage(next.v6.fe), mapImage(next.v6.vip)],
+    maps: [mapImage(next.v4.fe), mapImage(next.v4.vip), mapImage(next.v6.fe), mapImage(next.v6.vip), ...revIndexOf(next).images()],
     ops: [],
     staleIds: stale.ids.done(),
     staleEps: stale.eps.done(),
@@ -367,6 +376,7 @@ function deltaImage(next: NatTable, prev: NatTable, changed: readonly number[]):
       }
     }
   }
+  const rev = revIndexAfter(prev, next, changed)
   return {
     kind: ImageKind.DELTA,
     generation: next.generation,
@@ -377,8 +387,122 @@ function deltaImage(next: NatTable, prev: NatTable, changed: readonly number[]):
     data: p.data.done(),
     maglev: p.maglev(),
     maps: [],
-    ops: ops.map(o => o.done()),
+    ops: [...ops.map(o => o.done()), ...rev.ops()],
     staleIds: stale.ids.done(),
     staleEps: stale.eps.done(),
   }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Reverse index: serving endpoint -> the one service port it serves
+
+/** The reverse index of one table (control side): owners per endpoint key and the two maps an image copies. */
+class RevIndex {
+  /** "family,key words" -> ids of the service ports whose serving set holds that endpoint */
+  private readonly owners = new Map<string, Set<number>>()
+  readonly maps: readonly [U32Map, U32Map] = [new U32Map(2, 3, 16), new U32Map(5, 6, 16)]
+  /** keys changed since the last ops() */
+  private touched = new Set<string>()
+  private readonly vip = new Uint32Array(4)
+
+  /** Adds (or removes) every serving endpoint of sp. */
+  service(sp: SvcPort, add: boolean): void {
+    if (!parseAddrWords(sp.clusterIP, sp.family, this.vip, 0)) return // headless: no ClusterIP to answer from
+    const set = sp.serving
+    const aw = set.aw
+    for (let i = 0; i < set.count; i++) {
+      const b = epBase(set, i)
+      let k = `${sp.family}`
+      for (let w = 0; w < aw; w++) k += `,${set.data[b + w]}`
+      k += `,${((sp.proto << 16) | epPort(set, i)) >>> 0}`
+      let o = this.owners.get(k)
+      if (add) {
+        if (o === undefined) this.owners.set(k, (o = new Set()))
+        o.add(sp.id)
+      } else if (o !== undefined) {
+        o.delete(sp.id)
+        if (o.size === 0) this.owners.delete(k)
+      }
+      this.touched.add(k)
+    }
+  }
+
+  /** Writes the touched keys into the maps (as `table` has them); returns them with their presence. */
+  sync(table: NatTable): string[] {
+    const keys = [...this.touched]
+    this.touched = new Set()
+    for (const k of keys) {
+      const parts = k.split(',').map(Number)
+      const m = this.maps[parts[0] === 4 ? 0 : 1]
+      for (let i = 0; i < m.kw; i++) m.key[i] = parts[1 + i]!
+      const o = this.owners.get(k)
+      if (o === undefined) {
+        m.delete()
+        continue
+      }
+      const s = m.insert()
+      if (o.size !== 1) {
+        for (let i = 0; i < m.vw; i++) m.setValAt(s, i, i === RevW.ID ? REV_AMBIGUOUS : 0)
+        continue
+      }
+      const sp = table.svcPorts[o.values().next().value!]!
+      m.setValAt(s, RevW.ID, sp.id)
+      m.setValAt(s, RevW.PORT, sp.port)
+      parseAddrWords(sp.clusterIP, sp.family, this.vip, 0)
+      for (let i = 0; i < m.vw - RevW.VIP; i++) m.setValAt(s, RevW.VIP + i, this.vip[i]!)
+    }
+    return keys
+  }
+
+  images(): MapImage[] {
+    return this.maps.map(mapImage)
+  }
+
+  /** Delta ops for `keys` (see NatImage.ops), one list per family. */
+  opsOf(keys: readonly string[]): Uint32Array[] {
+    const out = [new Words(16), new Words(16)]
+    for (const k of keys) {
+      const parts = k.split(',').map(Number)
+      const f = parts[0] === 4 ? 0 : 1
+      const m = this.maps[f]
+      const o = out[f]!
+      for (let i = 0; i < m.kw; i++) m.key[i] = parts[1 + i]!
+      const s = m.find()
+      const at = o.reserve(1 + m.kw + m.vw)
+      o.a[at] = s >= 0 ? 1 : 0
+      for (let i = 0; i < m.kw; i++) o.a[at + 1 + i] = m.key[i]!
+      if (s >= 0) for (let i = 0; i < m.vw; i++) o.a[at + 1 + m.kw + i] = m.vals[s * m.vw + i]!
+    }
+    return out.map(o => o.done())
+  }
+}
+
+/** Reverse index per table; a delta moves its predecessor's index to the new table. */
+const revIndexes = new WeakMap<NatTable, RevIndex>()
+
+function revIndexOf(table: NatTable): RevIndex {
+  let r = revIndexes.get(table)
+  if (r === undefined) {
+    r = new RevIndex()
+    for (const sp of table.svcPorts) if (sp !== undefined) r.service(sp, true)
+    r.sync(table)
+    revIndexes.set(table, r)
+  }
+  return r
+}
+
+/** next's index from prev's in O(changed service ports); its delta ops. */
+function revIndexAfter(prev: NatTable, next: NatTable, changed: readonly number[]): { ops(): Uint32Array[] } {
+  const r = revIndexOf(prev)
+  revIndexes.delete(prev)
+  for (const id of changed) {
+    const a = prev.svcPorts[id]
+    const b = next.svcPorts[id]
+    if (a === b) continue
+    if (a !== undefined) r.service(a, false)
+    if (b !== undefined) r.service(b, true)
+  }
+  const keys = r.sync(next)
+  revIndexes.set(next, r)
+  return { ops: () => r.opsOf(keys) }
 }

@@ -11,7 +11,7 @@ import type { ConntrackTimeouts } from './conntrack'
 import { U32Map } from './hash'
 import { AffinityTable } from './select'
 import type { NatImage } from './image'
-import { FAM_WORDS, FamW, HEAD_WORDS, Head, HeadFlag, ImageKind, MapIx, NO_MAGLEV, REC_WORDS, Rec, RecFlag, SetW } from './image'
+import { FAM_WORDS, FamW, HEAD_WORDS, Head, HeadFlag, ImageKind, MAP_COUNT, MapIx, NO_MAGLEV, REC_WORDS, Rec, RecFlag, SetW } from './image'
 
 const NONE32 = new Uint32Array(0)
 const NONE16 = new Uint16Array(0)
@@ -30,6 +30,8 @@ export class Fam {
   fe: U32Map
   /** ClusterIPs (addr words) -> svcPortId of their first port */
   vip: U32Map
+  /** serving endpoint (addr words, proto << 16 | port) -> [svcPortId or REV_AMBIGUOUS, port, ClusterIP words] */
+  rev: U32Map
   nodeAddrs: Uint32Array = NONE32
   snat: Uint32Array = NONE32
   hasSnat = false
@@ -49,6 +51,7 @@ export class Fam {
     this.frag = new U32Map(2 * this.aw + 2, 2, 256)
     this.fe = new U32Map(this.aw + 1, 1, 1)
     this.vip = new U32Map(this.aw, 1, 1)
+    this.rev = new U32Map(this.aw + 1, this.aw + 2, 1)
   }
 }
 
@@ -124,14 +127,14 @@ export class Tables {
     if (img.records.length % REC_WORDS !== 0) bad('records are not whole')
     if (img.staleEps.length % 6 !== 0) bad('stale endpoints are not whole')
     if (img.kind === ImageKind.FULL) {
-      if (img.maps.length !== 4) bad(`${img.maps.length} maps, want 4`)
+      if (img.maps.length !== MAP_COUNT) bad(`${img.maps.length} maps, want ${MAP_COUNT}`)
       if (img.records.length < img.head[Head.IDS]! * REC_WORDS) bad('fewer records than ids')
       return
     }
     if (img.kind !== ImageKind.DELTA) bad(`unknown kind ${String(img.kind)}`)
     if (img.from !== this.generation) bad(`a delta from generation ${img.from}, but generation ${this.generation} is installed`)
     if (img.records.length !== img.ids.length * REC_WORDS) bad('records do not match ids')
-    if (img.ops.length !== 4) bad(`${img.ops.length} map op lists, want 4`)
+    if (img.ops.length !== MAP_COUNT) bad(`${img.ops.length} map op lists, want ${MAP_COUNT}`)
     const ids = img.head[Head.IDS]!
     for (let j = 0; j < img.ids.length; j++) {
       if (img.ids[j]! >= ids) bad(`id ${img.ids[j]} beyond the table's ${ids}`)
@@ -166,6 +169,8 @@ export class Tables {
         const vip = img.maps[f === 0 ? MapIx.VIP4 : MapIx.VIP6]!
         fam.fe = U32Map.wrap(fe.kw, fe.vw, fe.cap, fe.size, fe.keys, fe.vals, fe.used, fe.seed)
         fam.vip = U32Map.wrap(vip.kw, vip.vw, vip.cap, vip.size, vip.keys, vip.vals, vip.used, vip.seed)
+        const rev = img.maps[f === 0 ? MapIx.REV4 : MapIx.REV6]!
+        fam.rev = U32Map.wrap(rev.kw, rev.vw, rev.cap, rev.size, rev.keys, rev.vals, rev.used, rev.seed)
         const b = Head.FAM + f * FAM_WORDS
         const span = (o: number, n: number): Uint32Array => img.data.subarray(h[b + o]!, h[b + o]! + h[b + n]!)
         fam.nodeAddrs = span(FamW.NODE, FamW.NODE_LEN)
@@ -198,6 +203,21 @@ export class Tables {
           for (let i = 0; i < kw; i++) m.key[i] = ops[o + 1 + i]!
           if (ops[o] === 0) m.delete()
           else m.set(ops[o + 1 + kw]!)
+        }
+      }
+      for (let f = 0; f < 2; f++) {
+        const m = f === 0 ? this.v4.rev : this.v6.rev
+        const ops = img.ops[f === 0 ? MapIx.REV4 : MapIx.REV6]!
+        const kw = m.kw
+        const vw = m.vw
+        for (let o = 0; o + 1 + kw + vw <= ops.length; o += 1 + kw + vw) {
+          for (let i = 0; i < kw; i++) m.key[i] = ops[o + 1 + i]!
+          if (ops[o] === 0) {
+            m.delete()
+            continue
+          }
+          const s = m.insert()
+          for (let i = 0; i < vw; i++) m.vals[s * vw + i] = ops[o + 1 + kw + i]!
         }
       }
     }

@@ -73,8 +73,10 @@ export const NatStat = {
   RESET_SENT: 23,
   /** resets not queued because the queue was full */
   RESET_OVERFLOW: 24,
-  /** mid-stream TCP picked up as ESTABLISHED (invalid policy pass) */
+  /** mid-stream TCP (a bare ACK with no entry) picked up as ESTABLISHED, like nf_conntrack_tcp_loose */
   LOOSE_PICKUP: 25,
+  /** a reply from a serving endpoint with no entry re-adopted through the reverse index (entry lost in a crash) */
+  REPLY_PICKUP: 26,
 } as const
 
 /** 'pass', 'new', ... 'drop_no_local_endpoints', ...: metric names by NatStat index. */

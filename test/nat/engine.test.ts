@@ -347,8 +347,10 @@ t.test('endpoint removed: TCP client gets a RST, UDP flows re-balance', async tt
   tt.equal(get32(rst, 28), 1011, "ack: the client's next sequence number")
   clean(tt, rst, 'RST')
   tt.equal(eng.pendingResets, 0)
-  // The TCP flow is gone: a late segment is invalid; the UDP flow re-balances to the remaining endpoint.
-  tt.equal(run(eng, tcp4('10.100.1.50', '10.96.0.20', 40000, 80, ACK, { seq: 1011 })), NatAction.DROP)
+  // The TCP flow is gone: a late bare ACK is picked up loosely like a new flow (its endpoint, having no socket for
+  // it, answers RST); a late FIN is invalid; the UDP flow re-balances to the remaining endpoint.
+  tt.equal(run(eng, tcp4('10.100.1.50', '10.96.0.20', 40000, 80, FIN | ACK, { seq: 1011 })), NatAction.DROP)
+  tt.equal(run(eng, tcp4('10.100.1.50', '10.96.0.20', 40000, 80, ACK, { seq: 1011 })), NatAction.FORWARD)
   const u2 = udp4('10.100.1.50', '10.96.0.54', 43000, 53)
   tt.equal(run(eng, u2), NatAction.FORWARD)
   tt.not(ipv4ToString(get32(u2, 16)), uChosen)
@@ -389,9 +391,15 @@ t.test('reply tuple clash: same client port to two services on one endpoint', as
 
 t.test('invalid TCP: drop by default, loose pickup with invalid=pass', async tt => {
   const eng = setup()
-  tt.equal(run(eng, tcp4('10.100.1.50', '10.96.0.10', 40000, 80, ACK)), NatAction.DROP)
-  tt.equal(eng.counters[NatStat.DROP_INVALID], 1)
-  tt.equal(eng.counters[NatStat.INVALID], 1)
+  // A bare ACK with no entry is picked up (nf_conntrack_tcp_loose) in either mode; FIN or RST without one is not.
+  const bare = tcp4('10.100.1.50', '10.96.0.10', 40000, 80, ACK)
+  tt.equal(run(eng, bare), NatAction.FORWARD)
+  tt.equal(flow(bare), '10.100.1.50:40000 > 10.100.1.2:8080')
+  tt.equal(eng.counters[NatStat.LOOSE_PICKUP], 1)
+  tt.equal(run(eng, tcp4('10.100.1.50', '10.96.0.10', 40009, 80, FIN | ACK)), NatAction.DROP)
+  tt.equal(run(eng, tcp4('10.100.1.50', '10.96.0.10', 40010, 80, RST)), NatAction.DROP)
+  tt.equal(eng.counters[NatStat.DROP_INVALID], 2)
+  tt.equal(eng.counters[NatStat.INVALID], 2)
   const loose = setup(ALL, {}, { invalid: 'pass' })
   const p = tcp4('10.100.1.50', '10.96.0.10', 40000, 80, ACK)
   tt.equal(run(loose, p), NatAction.FORWARD)
@@ -599,4 +607,39 @@ t.test('conntrack full: new connections dropped and counted', async tt => {
   tt.equal(run(eng, udp4('10.100.1.50', '10.96.0.53', 2000, 53)), NatAction.DROP, 'all entries assured: no room')
   tt.equal(eng.counters[NatStat.DROP_CONNTRACK_FULL], 1)
   tt.equal(run(eng, udp4('10.100.1.9', '10.100.1.50', 53, 1000)), NatAction.FORWARD, 'existing flows unaffected')
+})
+
+t.test('crash recovery: a reply from a serving endpoint with no entry is re-adopted through the reverse index', async tt => {
+  const eng = setup()
+  // dual's 10.100.1.30:8080 serves one service port: the download continues from the ClusterIP.
+  const data = tcp4('10.100.1.30', '10.100.1.50', 8080, 40000, ACK | PSH, { seq: 5000, ack: 77, payload: 1000 })
+  tt.equal(run(eng, data), NatAction.FORWARD)
+  tt.equal(flow(data), '10.96.3.3:80 > 10.100.1.50:40000')
+  clean(tt, data, 'picked-up reply')
+  tt.equal(eng.counters[NatStat.REPLY_PICKUP], 1)
+  const ack = tcp4('10.100.1.50', '10.96.3.3', 40000, 80, ACK, { seq: 77, ack: 6000 })
+  tt.equal(run(eng, ack), NatAction.FORWARD)
+  tt.equal(flow(ack), '10.100.1.50:40000 > 10.100.1.30:8080')
+  tt.equal(eng.counters[NatStat.TRACKED], 1)
+  tt.equal(eng.conntrackEntries(NOW)[0]?.state, 'ESTABLISHED')
+  // IPv6 too.
+  tt.equal(run(eng, tcp6('fd00:100::1e', 'fd00:100::50', 8080, 40000, ACK)), NatAction.FORWARD)
+  tt.equal(eng.counters[NatStat.REPLY_PICKUP], 2)
+  // 10.100.1.2:8080 serves web and two: which ClusterIP is unknown, so it passes untouched.
+  const shared = tcp4('10.100.1.2', '10.100.1.50', 8080, 40001, ACK)
+  tt.equal(run(eng, shared), NatAction.PASS)
+  tt.equal(flow(shared), '10.100.1.2:8080 > 10.100.1.50:40001')
+  // A reply to this node (a masqueraded flow: the client is unknown) and a SYN|ACK pass too.
+  tt.equal(run(eng, tcp4('10.100.1.30', NODE_IP, 8080, 40002, ACK)), NatAction.PASS)
+  tt.equal(run(eng, tcp4('10.100.1.30', '10.100.1.50', 8080, 40003, SYN | ACK)), NatAction.PASS)
+  tt.equal(eng.counters[NatStat.REPLY_PICKUP], 2)
+  // The index follows deltas: without `two`, 10.100.1.2:8080 serves web alone.
+  eng.swap(updateNat(eng.table, [], [{ namespace: 'default', name: 'two' }]))
+  const alone = tcp4('10.100.1.2', '10.100.1.50', 8080, 40004, ACK)
+  tt.equal(run(eng, alone), NatAction.FORWARD)
+  tt.equal(flow(alone), '10.96.0.10:80 > 10.100.1.50:40004')
+  // ... and dual's endpoint leaves with dual.
+  eng.swap(updateNat(eng.table, [], [{ namespace: 'default', name: 'dual' }]))
+  tt.equal(run(eng, tcp4('10.100.1.30', '10.100.1.50', 8080, 40005, ACK)), NatAction.PASS)
+  tt.equal(eng.counters[NatStat.REPLY_PICKUP], 3)
 })
