@@ -11,7 +11,7 @@ import type { Server } from 'node:net'
 import type { AgentConfig, VxlanPeer } from './config'
 import { serveControl, type Handler } from './control'
 import type { DataplaneView, LiveClient } from './view'
-import { wire, type Wiring } from './wiring'
+import { wire, wiredBefore, type Wiring } from './wiring'
 import type { Cluster, Service } from '../model/cluster'
 import { normalize } from '../k8s/normalize'
 import { parseCIDR } from '../k8s/ip'
@@ -262,6 +262,7 @@ export class Agent implements DataplaneView {
     const tunOpts: TunOptions = { name: cfg.tun.name, vnetHdr: cfg.tun.vnetHdr, offloads: cfg.tun.vnetHdr, txqueuelen: 10000, ...tunIo(cfg) }
     const tun = await this.packet.call<{ name: string; vnetHdr: boolean; offloadsAccepted: unknown }>({ op: 'open', tun: tunOpts })
     this.log(`[agent] ${tun.name} open: vnet header ${tun.vnetHdr ? 'on' : 'off'}, offloads ${JSON.stringify(tun.offloadsAccepted)}`)
+    const restarted = wiredBefore(cfg)
     this.wiring = await wire(cfg, tun.name)
 
     const restore = this.prepareRestore()
@@ -275,6 +276,7 @@ export class Agent implements DataplaneView {
       nat: nat.install,
       zone: zone.install,
       ...(restore !== undefined ? { restore } : {}),
+      restarted,
     }
     await this.packet.call({ op: 'init', init, localMac: new Uint8Array(vxlanMac(nodeIp)) }, [...nat.transfer, ...zone.transfer, ...(restore ?? [])])
     // TCP DNS, and UDP from the node's own processes, reach a kernel socket on the DNS address (on lo).

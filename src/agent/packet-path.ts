@@ -39,6 +39,8 @@ export interface PacketInit {
   readonly zone: ZoneInstall
   /** a conntrack snapshot, prepared against the first NAT table by the control thread (prepareRestore chunks) */
   readonly restore?: readonly ArrayBuffer[]
+  /** a predecessor's wiring was in place: connections it carried may arrive with no entry (REPLY_PICKUP_SECONDS) */
+  readonly restarted?: boolean
 }
 
 /** A VXLAN peer as plain data; the packet side makes the Peer. */
@@ -77,6 +79,13 @@ export type PacketRequest =
  * 2048 keeps a slice under ~1 ms; more slices simply follow on later event-loop turns.
  */
 const FLUSH_SLICE = 2048
+
+/**
+ * After a restart, for this long an endpoint's packet of a connection with no conntrack entry is re-adopted (its
+ * entry was lost with the last process: younger than the last snapshot, or no snapshot). Long enough for the
+ * endpoints' retransmissions to come; short, because at other times such a packet may be a direct pod connection's.
+ */
+const REPLY_PICKUP_SECONDS = 30
 
 /** At most this many tuples in one ctDelete request (the control thread sends more in several). */
 export const CT_DELETE_BATCH = 1024
@@ -120,6 +129,7 @@ export class PacketPath {
       ...(l.icmpRate === undefined ? {} : { icmpRate: l.icmpRate }),
     })
     if (init.restore !== undefined) this.restore(init.restore)
+    if (init.restarted === true) this.engine.replyPickupUntil = monoSeconds() + REPLY_PICKUP_SECONDS
   }
 
   /** Sets the loop's own MAC (derived from the node IP by the caller). */

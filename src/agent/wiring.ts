@@ -25,7 +25,7 @@
 // journal lives exactly as long as the wiring does, across restarts but not across a reboot). A restarted agent
 // merges its predecessor's journal, keeping the sysctl values found before the first start; `tundra run --cleanup`
 // (cleanupWiring) replays it, so the node's routing ends up exactly as it was before tundra.
-import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { must, run } from '../netns/netns'
 import type { AgentConfig } from './config'
 
@@ -180,6 +180,14 @@ export async function wire(cfg: AgentConfig, tun: string): Promise<Wiring> {
 
 async function unwind(undo: string[][]): Promise<void> {
   for (const cmd of undo.splice(0).reverse()) await run(cmd)
+}
+
+/**
+ * Whether a predecessor's wiring is in place (this start is a restart, after a crash or an upgrade): its journal is
+ * there. Read before wire() writes this start's own.
+ */
+export function wiredBefore(cfg: Pick<AgentConfig, 'control'>): boolean {
+  return existsSync(journalPath(cfg))
 }
 
 /** Where the wiring journal of an agent lives: beside its control socket. */

@@ -316,7 +316,12 @@ export class NatEngine {
         this.counters[NatStat.REJECT_NO_PORT]!++
         return NatAction.REJECT
       }
-      if (proto === IPPROTO_TCP && (info.tcpFlags & (TCP_SYN | TCP_ACK | TCP_RST)) === TCP_ACK && this.replyPickup(fam, buf, info, partial, now))
+      if (
+        now < this.replyPickupUntil &&
+        proto === IPPROTO_TCP &&
+        (info.tcpFlags & (TCP_SYN | TCP_ACK | TCP_RST)) === TCP_ACK &&
+        this.replyPickup(fam, buf, info, partial, now)
+      )
         return NatAction.FORWARD
       return this.pass()
     }
@@ -410,6 +415,13 @@ export class NatEngine {
    * index) and the client is not this node (a masqueraded flow's client is unknown), the entry is recreated from
    * the reply side and the packet reverse-NATed, so the client sees its ClusterIP peer again. False: left alone.
    */
+  /**
+   * Until this time (engine clock) an endpoint's packet of a connection with no entry is re-adopted (replyPickup).
+   * Only after a restart: tundra keeps no entry for direct pod-to-pod connections, so at other times such a packet
+   * may belong to one (a client that dialled the pod itself) and must pass untouched. 0: never.
+   */
+  replyPickupUntil = 0
+
   private replyPickup(fam: Fam, buf: Uint8Array, info: PacketInfo, partial: boolean, now: number): boolean {
     const ct = fam.ct
     const aw = fam.aw

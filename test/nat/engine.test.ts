@@ -611,6 +611,11 @@ t.test('conntrack full: new connections dropped and counted', async tt => {
 
 t.test('crash recovery: a reply from a serving endpoint with no entry is re-adopted through the reverse index', async tt => {
   const eng = setup()
+  // Outside a restart window such a packet may be a direct pod-to-pod connection's: it passes untouched.
+  const direct = tcp4('10.100.1.30', '10.100.1.50', 8080, 39999, ACK | PSH, { seq: 5000, ack: 77, payload: 1000 })
+  tt.equal(run(eng, direct), NatAction.PASS)
+  tt.equal(flow(direct), '10.100.1.30:8080 > 10.100.1.50:39999', 'a direct connection to the pod is left alone')
+  eng.replyPickupUntil = NOW + 30 // the agent restarted: connections it lost may be re-adopted for a while
   // dual's 10.100.1.30:8080 serves one service port: the download continues from the ClusterIP.
   const data = tcp4('10.100.1.30', '10.100.1.50', 8080, 40000, ACK | PSH, { seq: 5000, ack: 77, payload: 1000 })
   tt.equal(run(eng, data), NatAction.FORWARD)
