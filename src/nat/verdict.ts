@@ -75,6 +75,8 @@ export const NatStat = {
   RESET_OVERFLOW: 24,
   /** mid-stream TCP picked up as ESTABLISHED (invalid policy pass) */
   LOOSE_PICKUP: 25,
+  /** a NodePort on 127.0.0.0/8 from a source that is not this node (localhostNodePorts) */
+  DROP_LOCALHOST: 26,
 } as const
 
 /** 'pass', 'new', ... 'drop_no_local_endpoints', ...: metric names by NatStat index. */
