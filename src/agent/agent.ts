@@ -18,7 +18,7 @@ import { parseCIDR } from '../k8s/ip'
 import { FileSource } from '../run/files'
 import { applyBatch } from '../run/apply'
 import type { ChangeSet } from '../run/store'
-import { compileNat, resolveNatConfig, updateNat, type NatTable, type ResolvedNatConfig, type ServiceRef } from '../nat/compile'
+import { compileNat, resolveNatConfig, servesLocalhostNodePorts, updateNat, type NatTable, type ResolvedNatConfig, type ServiceRef } from '../nat/compile'
 import type { NatEngineOptions } from '../nat/engine'
 import { healthCheckByPort, healthCheckResponse } from '../metrics/health'
 import { DnsServer, type DnsServerOptions, type DnsMetrics } from '../dns/server'
@@ -149,6 +149,8 @@ export class Agent implements DataplaneView {
       nodeIPs: [config.node.ip],
       clusterCIDRs: [config.clusterCIDR, ...(config.clusterCIDR6 ? [config.clusterCIDR6] : [])],
       ...(config.nodePortAddresses !== undefined ? { nodePortAddresses: config.nodePortAddresses } : {}),
+      ...(config.proxyMode !== undefined ? { proxyMode: config.proxyMode } : {}),
+      ...(config.localhostNodePorts === true ? { localhostNodePorts: true } : {}),
       ...(config.lb !== undefined ? { lb: config.lb } : {}),
       ...(config.masqueradeAll === true ? { masqueradeAll: true } : {}),
       icmpMode: config.icmp ?? 'reply',
@@ -263,7 +265,7 @@ export class Agent implements DataplaneView {
     const tun = await this.packet.call<{ name: string; vnetHdr: boolean; offloadsAccepted: unknown }>({ op: 'open', tun: tunOpts })
     this.log(`[agent] ${tun.name} open: vnet header ${tun.vnetHdr ? 'on' : 'off'}, offloads ${JSON.stringify(tun.offloadsAccepted)}`)
     const restarted = wiredBefore(cfg)
-    this.wiring = await wire(cfg, tun.name)
+    this.wiring = await wire(cfg, tun.name, servesLocalhostNodePorts(this.natCfg))
 
     const restore = this.prepareRestore()
     const nat = natInstall(this.compiled)

@@ -49,6 +49,10 @@ export interface AgentConfig {
   /** unix socket for `tundra dump|trace|conntrack|services` against this agent */
   readonly control: string
   readonly nodePortAddresses?: readonly string[]
+  /** the kube-proxy mode whose NodePort rules tundra follows (what an empty nodePortAddresses means); default iptables */
+  readonly proxyMode?: 'iptables' | 'nftables'
+  /** iptables.localhostNodePorts: node processes reach NodePorts on 127.0.0.1 (IPv4, iptables mode); default false */
+  readonly localhostNodePorts?: boolean
   /** kube-proxy's masqueradeAll: SNAT every connection to a ClusterIP */
   readonly masqueradeAll?: boolean
   readonly lb?: 'random' | 'maglev'

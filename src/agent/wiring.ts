@@ -6,6 +6,9 @@
 //   pref 93-96 iif <uplink> udp 4789 / tcp,udp,sctp 30000-32767  lookup 190   VXLAN and NodePorts -> TUN
 //             (by protocol and port, not every packet from the uplink: the kernel answers ARP for the node's own
 //              address only when the route lookup for it with iif <uplink> says "local")
+//   pref 97   iif lo icmp to <clusterCIDR>  lookup 190   ICMP errors the node sends to pods
+//   pref 98   iif lo to 127.0.0.0/8 dport 30000-32767  lookup 190   localhostNodePorts only: a node process to
+//             127.0.0.1:<nodePort> (with route_localnet on the TUN, so loopback addresses may cross it)
 //   pref 100                       lookup local     (moved from pref 0, so the rules above see local destinations)
 //   table 190: default dev <tun> src <node IP>;  main: <serviceCIDR> dev <tun> src <node IP> (the node's own
 //             processes reaching services), unreachable <clusterCIDR> metric 1000 (a pod address nobody owns: host unreachable, never a
@@ -35,6 +38,8 @@ const JOURNAL_VERSION = 1
 const JOURNAL_MAX_STEPS = 256
 const NODE_PORTS = '30000-32767'
 const BLACKHOLE6 = '2048'
+/** localhostNodePorts: the loopback destinations steered into the TUN */
+const LOOPBACK_NET = '127.0.0.0/8'
 
 export interface Wiring {
   undo(): Promise<void>
@@ -49,7 +54,7 @@ export interface Wiring {
  * and service traffic is dropped rather than routed around tundra: an un-NATed reply would make the client send a
  * RST and kill a connection that the restored conntrack state could have carried on.
  */
-export async function wire(cfg: AgentConfig, tun: string): Promise<Wiring> {
+export async function wire(cfg: AgentConfig, tun: string, localhostNodePorts = false): Promise<Wiring> {
   const journal = journalPath(cfg)
   // a journal that does not validate is not trusted (and not run); this start's own journal replaces it
   const inherited = (() => {
@@ -128,6 +133,11 @@ export async function wire(cfg: AgentConfig, tun: string): Promise<Wiring> {
     // ICMP errors the node itself sends to pods (fragmentation needed on the way to an endpoint) must be reverse-
     // translated like any reply: their inner header names the endpoint, which the client never talked to.
     await rule('97', ['iif', 'lo', 'ipproto', 'icmp', 'to', cfg.clusterCIDR, 'lookup', TABLE])
+    if (localhostNodePorts) {
+      // Only on the TUN (kube-proxy sets it for all interfaces): 127/8 from the uplink stays a martian the kernel drops.
+      await sysctl(`net.ipv4.conf.${tun}.route_localnet`, '1')
+      await rule('98', ['iif', 'lo', 'to', LOOPBACK_NET, 'dport', NODE_PORTS, 'lookup', TABLE])
+    }
     await moveLocalRule('-4')
     await route([cfg.serviceCIDR, 'dev', tun, 'src', cfg.node.ip])
     await route(['blackhole', cfg.serviceCIDR, 'metric', '1000'])
@@ -259,7 +269,7 @@ export type WiringPlan = Pick<AgentConfig, 'clusterCIDR' | 'serviceCIDR' | 'clus
 
 /**
  * Removes tundra's wiring (`tundra run --cleanup`): replays the journal when there is one; otherwise removes what
- * wire() adds for these settings (rules 90-97 that point at table 190 or come from the TUN, table 190, the service
+ * wire() adds for these settings (rules 90-98 that point at table 190 or come from the TUN, table 190, the service
  * CIDR routes, the cluster CIDR's unreachable fallback, the local rule back at pref 0, the DNS address) -- sysctls cannot be restored then, and the result
  * says so. Returns what it did, one line each. Idempotent.
  */
@@ -280,7 +290,7 @@ export async function cleanupWiring(plan: WiringPlan): Promise<string[]> {
     for (const [fam, cluster, svc] of fams) {
       const rules = (await run(['ip', fam, 'rule', 'show'])).stdout
       for (const line of rules.split('\n')) {
-        const m = /^(9[0-7]):\s+(.*)$/.exec(line)
+        const m = /^(9[0-8]):\s+(.*)$/.exec(line)
         if (m && (m[2]!.includes(`lookup ${TABLE}`) || m[2]!.includes(`iif ${plan.tun} `))) {
           if ((await run(['ip', fam, 'rule', 'del', 'pref', m[1]!])).code === 0) done.push(`ip ${fam} rule del pref ${m[1]}`)
         }

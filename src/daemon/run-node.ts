@@ -43,6 +43,12 @@ function peersOf(cluster: Cluster, self: string): VxlanPeer[] {
   return out
 }
 
+/** The kube-proxy mode whose rules the dataplane follows: nftables when configured, else iptables (kube-proxy's default
+ * on Linux), as `tundra dump` renders them. */
+function proxyModeOf(cfg: RunConfig): 'iptables' | 'nftables' {
+  return cfg.mode === 'nftables' ? 'nftables' : 'iptables'
+}
+
 function agentConfigFor(cfg: RunConfig, cluster: Cluster, nodeName: string): AgentConfig {
   const node = cluster.nodes.find(n => n.name === nodeName)
   const ip = cfg.bindAddress && cfg.bindAddress !== '0.0.0.0' && cfg.bindAddress !== '::' ? cfg.bindAddress : node?.addresses.find(a => !a.includes(':'))
@@ -70,8 +76,11 @@ function agentConfigFor(cfg: RunConfig, cluster: Cluster, nodeName: string): Age
     vxlan: { vni: VXLAN_VNI, port: VXLAN_PORT, peers: peersOf(cluster, nodeName) },
     control: t.control,
     ...(cfg.nodePortAddresses.length > 0 ? { nodePortAddresses: cfg.nodePortAddresses } : {}),
+    proxyMode: proxyModeOf(cfg),
+    localhostNodePorts: cfg.localhostNodePorts,
     lb: t.lb,
     icmp: t.icmp,
+    ...(t.icmpRateLimit !== undefined ? { icmpRateLimit: t.icmpRateLimit } : {}),
     ...(t.snapshot.path ? { snapshot: { path: t.snapshot.path, intervalSeconds: t.snapshot.intervalSeconds } } : {}),
   }
 }

@@ -11,7 +11,7 @@ import { checksum, pseudoHeaderSum4 } from '../wire/checksum'
 import { buildIcmp4Error, icmpErrorAllowed, writeIpv4Header } from '../wire/build'
 import { IPPROTO_UDP } from '../wire/proto'
 import { IPV4_FLAG_DF, IPV4_MIN_HEADER, Ipv4Field } from '../wire/ipv4'
-import { ICMP_DEST_UNREACH, ICMP_TIME_EXCEEDED, IcmpUnreach } from '../wire/icmp'
+import { ICMP_TIME_EXCEEDED } from '../wire/icmp'
 import { UDP_HEADER, UdpField } from '../wire/udp'
 import { encapsulate, innerOffset, VXLAN_OVERHEAD, VXLAN_PORT } from './vxlan'
 import { completeChecksum, segment } from './gso'
@@ -51,7 +51,7 @@ export const LoopDrop = {
   VXLAN_SPOOFED_INNER: 34,
   /** TTL / hop limit ran out where tundra routes (an IPv4 one is answered with time exceeded from the node) */
   TTL_EXCEEDED: 35,
-  /** an address of the service CIDR that is no ClusterIP (answered with host unreachable): it would loop */
+  /** an address of the service CIDR that is no ClusterIP: dropped, as kube-proxy's nftables mode does (routed, it would loop) */
   NO_SERVICE: 36,
   /** more packets out of one batch than the output arrays or the tx buffer hold */
   TX_OVERFLOW: 37,
@@ -365,8 +365,8 @@ export class Dataplane {
         c.replied++
       } else if (act === Action.FORWARD) c.natted++
       else if (act === Action.PASS && this.untranslatedService(buf, info)) {
-        // No ClusterIP here: the kernel would route it straight back into the TUN. Refuse it as a router does.
-        if (info.family === 4) this.sendIcmp4(buf, off, len, info, ICMP_DEST_UNREACH, IcmpUnreach.HOST)
+        // No ClusterIP here: the kernel would route it straight back into the TUN. Dropped without an answer, as
+        // kube-proxy's nftables mode does (cluster-ips-check: "Drop traffic to unallocated ClusterIPs").
         this.drop(LoopDrop.NO_SERVICE)
         continue
       }

@@ -176,6 +176,9 @@ export function explain(table: NatTable, q: TraceQuery, ctx: ExplainContext = {}
   if (verdict === Decision.DROP_SOURCE_RANGE) {
     return { ...base, sourceRanges: sourceRanges!, verdict: 'drop', reason: `source not in loadBalancerSourceRanges (${chains.firewall} drops it)` }
   }
+  if (verdict === Decision.DROP_LOCALHOST) {
+    return { ...base, verdict: 'drop', reason: 'NodePort on 127.0.0.0/8 from a source that is not this node: dropped (localhostNodePorts)' }
+  }
   const policy = kind === FrontendKind.CLUSTER_IP ? sp.internalPolicy : sp.externalPolicy
   const why = kind === FrontendKind.CLUSTER_IP ? `internalTrafficPolicy ${policy}` : SET_REASON_TEXT[dec.reason]!
   const set = setOf(sp, dec.which)

@@ -15,7 +15,17 @@ import {
   servicePortPolicyLocalChainName,
 } from './names'
 import { probabilityForRemaining } from './probability'
-import { chainPlan, clusterCIDRFor, masqueradeMark, nodeIPFor, nodePortIPs, proxyServicePorts, type ProxyEndpoint, type ProxyOptions } from './serviceports'
+import {
+  chainPlan,
+  clusterCIDRFor,
+  masqueradeMark,
+  localhostNodePortsOn,
+  nodeIPFor,
+  nodePortIPs,
+  proxyServicePorts,
+  type ProxyEndpoint,
+  type ProxyOptions,
+} from './serviceports'
 
 export interface IptablesOptions extends ProxyOptions {
   /** comment KUBE-SVC -> KUBE-SEP rules with "svc -> ip:port" as kube-proxy >= 1.24 does (default: the service port name) */
@@ -146,7 +156,7 @@ function render(cluster: Cluster, family: Family, opts: IptablesOptions): string
 
   // Jumps from the built-in chains (EnsureRule Prepend: the last one listed ends up first); kubelet's KUBE-FIREWALL
   // jumps (iptablesKubeletJumpChains) come last, so first, when localhost NodePorts need that chain.
-  if (family === 4 && opts.localhostNodePorts !== false) {
+  if (localhostNodePortsOn(opts, family, 'iptables')) {
     for (const src of ['INPUT', 'OUTPUT']) filter.add({ chain: src, matches: [], target: KUBE_FIREWALL })
   }
   for (const j of [...JUMP_CHAINS].reverse()) {
@@ -381,7 +391,7 @@ function render(cluster: Cluster, family: Family, opts: IptablesOptions): string
 
   // NodePorts: the last rule of KUBE-SERVICES. Localhost NodePorts (--iptables-localhost-nodeports, default on)
   // work only for IPv4, where kube-proxy also sets route_localnet.
-  const localhostNodePorts = family === 4 && opts.localhostNodePorts !== false
+  const localhostNodePorts = localhostNodePortsOn(opts, family, 'iptables')
   const npIPs = nodePortIPs(opts, family, 'iptables')
   const npComment = comment('kubernetes service nodeports; NOTE: this must be the last rule in this chain')
   if (npIPs === undefined) {

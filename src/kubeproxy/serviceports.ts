@@ -5,6 +5,7 @@ import { canonicalCIDR, cidrContains, parseCIDR, parseIP } from '../k8s/ip'
 import { endpointString, servicePortName } from '../model/names'
 import { lowerProtocol } from './names'
 import { epCond, usableEndpoints } from '../model/categorize'
+import { localhostNodePorts, nodePortIPs as nodePortIPsOf, type ProxyMode } from '../model/nodeports'
 
 /** Options that mirror kube-proxy flags. */
 export interface ProxyOptions {
@@ -93,34 +94,20 @@ export function nodeIPFor(opts: ProxyOptions, family: Family): string | undefine
   return ofFamily(opts.nodeIPs ?? [], family)[0]
 }
 
-/** kube-proxy's `--nodeport-addresses primary`: the node's own IP of each family. */
-const NODEPORT_PRIMARY = 'primary'
+function cidrHolds(cidr: string, ip: string): boolean {
+  const c = parseCIDR(cidr)
+  const p = parseIP(ip)
+  return c !== undefined && p !== undefined && cidrContains(c, p)
+}
 
-/**
- * NodePortAddresses (proxyutil.NewNodePortAddresses): `undefined` means every local address; otherwise the node IPs
- * that accept NodePorts. CIDRs of the other family are ignored, `primary` is the node's IP of this family, and an
- * empty list is `primary` in nftables mode (kube-proxy's platformApplyDefaults), every address in iptables mode.
- */
-export function nodePortIPs(opts: ProxyOptions, family: Family, mode: 'iptables' | 'nftables'): string[] | undefined {
-  let list = opts.nodePortAddresses ?? []
-  if (list.length === 0 && mode === 'nftables') list = [NODEPORT_PRIMARY]
-  const hostPrefix = family === 4 ? 32 : 128
-  const cidrs = list.flatMap(x => {
-    if (x === NODEPORT_PRIMARY) {
-      const ip = nodeIPFor(opts, family)
-      return ip === undefined ? [] : [parseCIDR(`${ip}/${hostPrefix}`)!]
-    }
-    const c = parseCIDR(x)
-    return c !== undefined && c.ip.family === family ? [c] : []
-  })
-  if (cidrs.length === 0 && !list.includes(NODEPORT_PRIMARY)) return undefined
-  if (cidrs.some(c => c.prefix === 0)) return undefined
-  const out: string[] = []
-  for (const ip of ofFamily(opts.nodeIPs ?? [], family)) {
-    const p = parseIP(ip)!
-    if (cidrs.some(c => cidrContains(c, p)) && !out.includes(ip)) out.push(ip)
-  }
-  return out
+/** NodePortAddresses for this family and mode (model/nodeports.ts): undefined = every local address. */
+export function nodePortIPs(opts: ProxyOptions, family: Family, mode: ProxyMode): string[] | undefined {
+  return nodePortIPsOf(opts.nodePortAddresses ?? [], family, mode, ofFamily(opts.nodeIPs ?? [], family), cidrHolds)
+}
+
+/** Whether NodePorts also answer on 127.0.0.0/8 (model/nodeports.ts localhostNodePorts). */
+export function localhostNodePortsOn(opts: ProxyOptions, family: Family, mode: ProxyMode): boolean {
+  return localhostNodePorts(opts.localhostNodePorts !== false, opts.nodePortAddresses ?? [], family, mode, nodeIPFor(opts, family), cidrHolds)
 }
 
 export function masqueradeMark(opts: ProxyOptions): number {

@@ -14,6 +14,7 @@
 
 import type { Cluster, Endpoint, Family, Problem, Protocol, Service, ServicePort, TrafficPolicy } from '../model/cluster'
 import { IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP } from '../wire/proto'
+import { localhostNodePorts, NODEPORT_PRIMARY, nodePortIPs, type CidrContains, type ProxyMode } from '../model/nodeports'
 import { addrWords, familyOf, inCidrList, parseAddrWords, parseCidrList, wordsToString } from './addr'
 import { ChunkedMap, U32Map } from './hash'
 import { parseIpv4 } from '../wire/ipv4'
@@ -28,14 +29,23 @@ export { updateNat } from './update'
 export type { ServiceRef } from './update'
 export { formatNatTable } from './format'
 
+/** localhostNodePorts: the loopback address NodePorts answer on (kube-proxy accepts 127.0.0.0/8; a node process
+ * connecting to a NodePort on loopback uses 127.0.0.1) */
+const LOCALHOST_NODEPORT = '127.0.0.1'
+
 export interface NatConfig {
   readonly nodeName: string
   /** this node's addresses: NodePorts answer here, masquerade uses the first of each family */
   readonly nodeIPs: readonly string[]
   /** pod CIDRs of the whole cluster (kube-proxy's --cluster-cidr): sources outside them are "off-cluster" */
   readonly clusterCIDRs: readonly string[]
-  /** kube-proxy --nodeport-addresses: CIDRs selecting which node IPs serve NodePorts; empty = all nodeIPs */
+  /** kube-proxy --nodeport-addresses: CIDRs or 'primary' selecting which node IPs serve NodePorts (model/nodeports.ts) */
   readonly nodePortAddresses?: readonly string[]
+  /** the kube-proxy mode whose rules tundra follows: an empty nodePortAddresses is every node IP (iptables, the
+   * default) or the primary ones (nftables) */
+  readonly proxyMode?: ProxyMode
+  /** iptables.localhostNodePorts: NodePorts also answer on 127.0.0.1 to the node's own processes (default false) */
+  readonly localhostNodePorts?: boolean
   /** kube-proxy --masquerade-all: SNAT every ClusterIP connection */
   readonly masqueradeAll?: boolean
   readonly lb?: 'random' | 'maglev'
@@ -52,6 +62,8 @@ export interface ResolvedNatConfig {
   readonly nodeIPs: readonly string[]
   readonly clusterCIDRs: readonly string[]
   readonly nodePortAddresses: readonly string[]
+  readonly proxyMode: ProxyMode
+  readonly localhostNodePorts: boolean
   readonly masqueradeAll: boolean
   readonly lb: 'random' | 'maglev'
   readonly icmpMode: 'reply' | 'reject' | 'drop'
@@ -189,6 +201,8 @@ export function resolveNatConfig(c: NatConfig): ResolvedNatConfig {
     nodeIPs: Object.freeze([...c.nodeIPs]),
     clusterCIDRs: Object.freeze([...c.clusterCIDRs]),
     nodePortAddresses: Object.freeze([...(c.nodePortAddresses ?? [])]),
+    proxyMode: c.proxyMode ?? 'iptables',
+    localhostNodePorts: c.localhostNodePorts ?? false,
     masqueradeAll: c.masqueradeAll ?? false,
     lb: c.lb ?? 'random',
     icmpMode: c.icmpMode ?? 'reply',
@@ -233,6 +247,22 @@ function allocId(ctx: Ctx, key: string): { id: number; uid: number } {
   return { id, uid: ctx.nextUid++ }
 }
 
+function cidrHolds(family: Family): CidrContains {
+  const w = new Uint32Array(4)
+  return (cidr, ip) => {
+    const c = parseCidrList([cidr], family, () => {})
+    if (c.length === 0 || familyOf(ip) !== family) return false
+    parseAddrWords(ip, family, w, 0)
+    return inCidrList(c, addrWords(family), w, 0)
+  }
+}
+
+/** Whether NodePorts also answer on 127.0.0.1 (model/nodeports.ts): what the compile adds and the wiring steers. */
+export function servesLocalhostNodePorts(config: ResolvedNatConfig): boolean {
+  const own4 = config.nodeIPs.find(ip => familyOf(ip) === 4)
+  return localhostNodePorts(config.localhostNodePorts, config.nodePortAddresses, 4, config.proxyMode, own4, cidrHolds(4))
+}
+
 function newFamilyTable(family: Family, config: ResolvedNatConfig, bad: (what: string, v: string) => void, expected: number): FamilyTable {
   const aw = addrWords(family)
   const nodeAddrList: number[] = []
@@ -248,15 +278,21 @@ function newFamilyTable(family: Family, config: ResolvedNatConfig, bad: (what: s
     for (let i = 0; i < aw; i++) nodeAddrList.push(w[i]!)
   }
   const nodeAddrs = Uint32Array.from(nodeAddrList)
-  let nodePortAddrs = nodeAddrs
-  if (config.nodePortAddresses.length > 0) {
-    const cidrs = parseCidrList(config.nodePortAddresses, family, c => bad('nodePortAddresses', c))
-    const sel: number[] = []
-    for (let r = 0; r < nodeAddrs.length; r += aw) {
-      if (inCidrList(cidrs, aw, nodeAddrs, r)) for (let i = 0; i < aw; i++) sel.push(nodeAddrs[r + i]!)
-    }
-    nodePortAddrs = Uint32Array.from(sel)
+  // Which node addresses serve NodePorts: the rule the iptables/nftables renderers follow too (model/nodeports.ts).
+  parseCidrList(
+    config.nodePortAddresses.filter(c => c !== NODEPORT_PRIMARY),
+    family,
+    c => bad('nodePortAddresses', c),
+  )
+  const own = config.nodeIPs.filter(ip => familyOf(ip) === family)
+  const npList = nodePortIPs(config.nodePortAddresses, family, config.proxyMode, own, cidrHolds(family)) ?? own
+  if (family === 4 && servesLocalhostNodePorts(config)) npList.push(LOCALHOST_NODEPORT)
+  const np: number[] = []
+  for (const ip of npList) {
+    parseAddrWords(ip, family, w, 0)
+    for (let i = 0; i < aw; i++) np.push(w[i]!)
   }
+  const nodePortAddrs = Uint32Array.from(np)
   const clusterCidrs = parseCidrList(config.clusterCIDRs, family, c => bad('clusterCIDRs', c))
   return {
     family,

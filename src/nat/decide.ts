@@ -68,7 +68,12 @@ export const Decision = {
   DROP_NO_LOCAL_ENDPOINTS: 2,
   /** no usable endpoint anywhere */
   REJECT_NO_ENDPOINTS: 3,
+  /** a NodePort on 127.0.0.0/8 from a source that is not this node (kube-proxy's "block incoming localnet") */
+  DROP_LOCALHOST: 4,
 } as const
+
+/** 127.0.0.0/8: the top byte of an IPv4 address word (localhostNodePorts frontends live here) */
+const LOOPBACK_NET = 127
 export type DecisionValue = (typeof Decision)[keyof typeof Decision]
 
 /** Why decide chose its endpoint set. */
@@ -137,6 +142,15 @@ export function decide(tb: Tables, fam: Fam, v: number, k: Uint32Array, out: Dec
     if (tb.masqueradeAll) masq = MasqReason.MASQUERADE_ALL
     else if (fam.hasClusterCidrs && !fromCluster) masq = MasqReason.OFF_CLUSTER
   } else {
+    // localhostNodePorts: only the node's own processes reach a NodePort on loopback (their connections leave with
+    // the node's address as source, and are masqueraded below like any node-sourced external traffic).
+    if (aw === 1 && kind === FrontendKind.NODE_PORT && k[1]! >>> 24 === LOOPBACK_NET && !inAddrList(fam.nodeAddrs, aw, k, 0)) {
+      out.which = Rec.CLUSTER_SET
+      out.masq = MasqReason.NONE
+      out.reason = SetReason.EXTERNAL_CLUSTER
+      out.count = 0
+      return Decision.DROP_LOCALHOST
+    }
     if (kind === FrontendKind.LOAD_BALANCER && rec[r + Rec.RANGES_LEN]! > 0 && !lbSourceAllowed(tb, r, k, aw)) {
       out.which = Rec.CLUSTER_SET
       out.masq = MasqReason.NONE

@@ -471,6 +471,10 @@ export class NatEngine {
       this.counters[NatStat.DROP_NO_LOCAL_ENDPOINTS]!++
       return NatAction.DROP
     }
+    if (verdict === Decision.DROP_LOCALHOST) {
+      this.counters[NatStat.DROP_LOCALHOST]!++
+      return NatAction.DROP
+    }
     this.counters[NatStat.REJECT_NO_ENDPOINTS]!++
     return NatAction.REJECT
   }

@@ -77,6 +77,8 @@ export const NatStat = {
   LOOSE_PICKUP: 25,
   /** a reply from a serving endpoint with no entry re-adopted through the reverse index (entry lost in a crash) */
   REPLY_PICKUP: 26,
+  /** a NodePort on 127.0.0.0/8 from a source that is not this node (localhostNodePorts) */
+  DROP_LOCALHOST: 27,
 } as const
 
 /** 'pass', 'new', ... 'drop_no_local_endpoints', ...: metric names by NatStat index. */

@@ -104,6 +104,9 @@ export interface TundraSection {
   }
   readonly lb: 'random' | 'maglev'
   readonly icmp: 'reply' | 'reject' | 'drop'
+  /** ICMP errors tundra sends: at most `burst` at once, refilled at `perSecond`; undefined = the agent's default
+   *  (Linux's icmp_msgs_per_sec / icmp_msgs_burst) */
+  readonly icmpRateLimit?: { readonly perSecond: number; readonly burst: number }
   /** conntrack + affinity state kept across restarts; path '' = off, intervalSeconds 0 = only at shutdown */
   readonly snapshot: { readonly path: string; readonly intervalSeconds: number }
   /** Service CIDRs, routed into the TUN for the node's own processes */
@@ -235,6 +238,8 @@ export function parseKubeProxyConfig(textIn: string, file = 'kube-proxy.yaml'): 
       },
       lb: text(t, 'lb') as 'random' | 'maglev' | undefined,
       icmp: text(t, 'icmp') as 'reply' | 'reject' | 'drop' | undefined,
+      // either half may be left out (icmpRateLimitOf fills it in)
+      icmpRateLimit: { perSecond: num(sub(t, 'icmpRateLimit'), 'perSecond'), burst: num(sub(t, 'icmpRateLimit'), 'burst') } as TundraSection['icmpRateLimit'],
       snapshot: { path: text(sub(t, 'snapshot'), 'path'), intervalSeconds: num(sub(t, 'snapshot'), 'intervalSeconds') },
       serviceCIDRs: scidr === undefined || scidr === '' ? undefined : splitList(scidr),
       uplink: text(t, 'uplink'),
@@ -415,6 +420,7 @@ export function resolveRunConfig(input: RunConfigInput, opts: ResolveOptions & {
       },
       lb: t.lb ?? 'random',
       icmp: t.icmp ?? 'reply',
+      ...icmpRateLimitOf(t.icmpRateLimit),
       snapshot: { path: t.snapshot?.path ?? '', intervalSeconds: t.snapshot?.intervalSeconds ?? 0 },
       serviceCIDRs: (t.serviceCIDRs ?? ['10.96.0.0/12']).map(x => canonicalCIDR(x) ?? x),
       uplink: t.uplink ?? '',
@@ -422,6 +428,15 @@ export function resolveRunConfig(input: RunConfigInput, opts: ResolveOptions & {
     },
     warnings,
   }
+}
+
+/** Linux's defaults (net.ipv4.icmp_msgs_per_sec, icmp_msgs_burst), for the half of icmpRateLimit a file leaves out */
+const LINUX_ICMP_MSGS_PER_SEC = 1000
+const LINUX_ICMP_MSGS_BURST = 50
+
+function icmpRateLimitOf(r: { perSecond?: number | undefined; burst?: number | undefined } | undefined): Pick<TundraSection, 'icmpRateLimit'> {
+  if (r?.perSecond === undefined && r?.burst === undefined) return {}
+  return { icmpRateLimit: { perSecond: r.perSecond ?? LINUX_ICMP_MSGS_PER_SEC, burst: r.burst ?? LINUX_ICMP_MSGS_BURST } }
 }
 
 /** kube-proxy's node name: --hostname-override, else the host name, trimmed and lower-cased. */

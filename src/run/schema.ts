@@ -177,6 +177,7 @@ export const SCHEMA: Spec = obj({
     dns: obj({ zone: str(), ip: str({ check: checkIP }), upstreams: { k: 'list', check: checkUpstream }, ttl: int(0, 2147483647) }),
     lb: str({ enum: ['random', 'maglev'] }),
     icmp: str({ enum: ['reply', 'reject', 'drop'] }),
+    icmpRateLimit: obj({ perSecond: int(0, 1000000), burst: int(0, 1000000) }),
     snapshot: obj({ path: str(), intervalSeconds: int(0) }),
     serviceCIDR: str({ check: checkCIDRs }),
     uplink: str(),
