@@ -51,6 +51,9 @@ t.test('tundra run on a lab node', { ...skip, timeout: 180_000 }, async t => {
   await until('tundra run to serve metrics', async () => (await metrics()).includes('kubeproxy_sync_proxy_rules_last_timestamp_seconds'))
   const hello = await pod('cli', ['curl', '-sS', '-m', '5', 'http://perf:5003/hostname'])
   t.equal(hello.stdout, 'srv', `the ClusterIP answers by name through tundra run (${hello.stderr})`)
+  // kube-proxy's localhostNodePorts (on by default): a node process reaches a NodePort on 127.0.0.1
+  const local = await node(['curl', '-sS', '-m', '5', 'http://127.0.0.1:30050/hostname'])
+  t.equal(local.stdout, 'srv', `127.0.0.1:<nodePort> from the node reaches the service (${local.stderr})`)
 
   const m = await metrics()
   t.match(m, /tundra_service_new_connections_total\{namespace="default",service="perf",port="http"\} [1-9]/, 'per-service new connections after traffic')
