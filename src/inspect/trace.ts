@@ -10,7 +10,8 @@ import type { DataplaneView } from '../agent/view'
 import type { Family, Protocol } from '../model/cluster'
 import { explain, endpointChain, type Explanation } from './explain'
 import type { SvcPort } from '../nat/compile'
-import { familyOf, inCidrList, parseAddrWords, parseCidrList } from '../nat/addr'
+import { inCidrList, parseCidrList } from '../nat/addr'
+import { ipFamily, parseIpWords } from '../wire/addr'
 import type { ConntrackEntry } from '../nat/engine'
 import type { ExplainLive } from '../nat/decide'
 import { kubeProxyProbability } from '../kubeproxy/probability'
@@ -386,11 +387,11 @@ function frontendRules(c: WalkCtx, ex: Explanation, sp: SvcPort): string {
 }
 
 function inCidr(cidr: string, ip: string): boolean {
-  const f = familyOf(ip)
-  if (f === 0) return false
+  const f = ipFamily(ip)
+  if (f === undefined) return false
   const list = parseCidrList([cidr], f)
   const w = new Uint32Array(4)
-  parseAddrWords(ip, f, w, 0)
+  parseIpWords(ip, f, w, 0)
   return list.length > 0 && inCidrList(list, f === 4 ? 1 : 4, w, 0)
 }
 
@@ -504,7 +505,7 @@ export function buildTrace(view: DataplaneView, args: TraceArgs, lookups?: Expla
   const sport = args.sport ?? s.port
   const dport = args.dport ?? dstPort
   if (proto !== 'icmp' && dport === undefined) throw new InspectError(`give the destination port for ${proto}: --dst ADDRESS:PORT (or --dport)`)
-  const family = familyOf(s.ip) as Family
+  const family = ipFamily(s.ip) as Family
   const cfg = view.natConfig()
   const engine = lookups
   const live = view.live() !== undefined
@@ -536,7 +537,7 @@ export function buildTrace(view: DataplaneView, args: TraceArgs, lookups?: Expla
     }
     dstIP = dns.address!
   }
-  if (familyOf(dstIP) !== family) throw new InspectError(`--src ${s.ip} and destination ${dstIP} are not of one IP family`)
+  if (ipFamily(dstIP) !== family) throw new InspectError(`--src ${s.ip} and destination ${dstIP} are not of one IP family`)
 
   const protocol: Protocol | 'ICMP' = proto === 'icmp' ? 'ICMP' : (proto.toUpperCase() as Protocol)
   const tq = { src: s.ip, dst: dstIP, protocol, ...(sport !== undefined ? { sport } : {}), ...(dport !== undefined ? { dport } : {}) }
@@ -544,7 +545,7 @@ export function buildTrace(view: DataplaneView, args: TraceArgs, lookups?: Expla
   // The first packet's walk (no live state), and what the engine would do now with this exact tuple.
   const ex = explain(view.table(), tq, { now })
   const cur = engine !== undefined ? explain(view.table(), tq, { engine, now }) : ex
-  const clusterCIDR = cfg.clusterCIDRs.find(c => familyOf(c.split('/')[0]!) === family)
+  const clusterCIDR = cfg.clusterCIDRs.find(c => ipFamily(c.split('/')[0]!) === family)
   const c: WalkCtx = {
     view,
     q: { proto, src: s.ip, sport: sport ?? 0, dst: dstIP, dport: dport ?? 0 },
@@ -739,7 +740,7 @@ export function buildTrace(view: DataplaneView, args: TraceArgs, lookups?: Expla
 
   const masqReason =
     ex.masquerade !== undefined && ex.masquerade.always ? ex.masquerade.reason : hairpin ? 'hairpin (client is the chosen endpoint)' : undefined
-  const snat = cfg.nodeIPs.find(ip => familyOf(ip) === family)
+  const snat = cfg.nodeIPs.find(ip => ipFamily(ip) === family)
   let masquerade: NonNullable<Trace['masquerade']>
   if (masqReason !== undefined) {
     masquerade = { masquerade: true, reason: masqReason, ...(snat !== undefined ? { to: snat } : {}) }

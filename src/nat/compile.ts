@@ -14,7 +14,8 @@
 
 import type { Cluster, Endpoint, Family, Problem, Protocol, Service, ServicePort, TrafficPolicy } from '../model/cluster'
 import { IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP } from '../wire/proto'
-import { addrWords, familyOf, inCidrList, parseAddrWords, parseCidrList, wordsToString } from './addr'
+import { addrWords, inCidrList, parseCidrList, wordsToString } from './addr'
+import { ipFamily, parseIpWords } from '../wire/addr'
 import { ChunkedMap, U32Map } from './hash'
 import { parseIpv4 } from '../wire/ipv4'
 import { servicePortName } from '../model/names'
@@ -238,13 +239,13 @@ function newFamilyTable(family: Family, config: ResolvedNatConfig, bad: (what: s
   const nodeAddrList: number[] = []
   const w = new Uint32Array(4)
   for (const ip of config.nodeIPs) {
-    const f = familyOf(ip)
-    if (f === 0) {
+    const f = ipFamily(ip)
+    if (f === undefined) {
       bad('nodeIPs', ip)
       continue
     }
     if (f !== family) continue
-    parseAddrWords(ip, family, w, 0)
+    parseIpWords(ip, family, w, 0)
     for (let i = 0; i < aw; i++) nodeAddrList.push(w[i]!)
   }
   const nodeAddrs = Uint32Array.from(nodeAddrList)
@@ -491,7 +492,7 @@ const VIP = new Uint32Array(4)
 function ofFamily(ips: readonly string[], family: Family): readonly string[] {
   if (ips.length === 0) return EMPTY_STRINGS
   const out: string[] = []
-  for (const ip of ips) if (familyOf(ip) === family) out.push(ip)
+  for (const ip of ips) if (ipFamily(ip) === family) out.push(ip)
   return out.length === 0 ? EMPTY_STRINGS : out
 }
 
@@ -510,7 +511,7 @@ function candidates(ctx: Ctx, svc: Service, sp: ServicePort, family: Family, pro
     const a = n * 4
     if (family === 4) {
       const a0 = parseIpv4(ep.ip)
-      if (a0 < 0) {
+      if (a0 === undefined) {
         problem('endpoints', `${JSON.stringify(ep.ip)} is not an IPv4 address`)
         continue
       }
@@ -519,7 +520,7 @@ function candidates(ctx: Ctx, svc: Service, sp: ServicePort, family: Family, pro
       cAddr[a + 2] = 0
       cAddr[a + 3] = 0
     } else {
-      if (!parseAddrWords(ep.ip, 6, W, 0)) {
+      if (parseIpWords(ep.ip, 6, W, 0) === undefined) {
         problem('endpoints', `${JSON.stringify(ep.ip)} is not an IPv6 address`)
         continue
       }
@@ -585,8 +586,8 @@ export function compileService(ctx: Ctx, svc: Service, key: string): CompiledSer
   let seen4 = false
   let seen6 = false
   for (const cip of svc.clusterIPs) {
-    const family = familyOf(cip)
-    if (family === 0) {
+    const family = ipFamily(cip)
+    if (family === undefined) {
       problem('spec.clusterIPs', `${JSON.stringify(cip)} is not an IP address`)
       continue
     }
@@ -596,7 +597,7 @@ export function compileService(ctx: Ctx, svc: Service, key: string): CompiledSer
     const ft = family === 4 ? ctx.v4 : ctx.v6
     const aw = ft.aw
     const owned = family === 4 ? owned4 : owned6
-    parseAddrWords(cip, family, VIP, 0)
+    parseIpWords(cip, family, VIP, 0)
     const clusterIP = family === 4 ? cip : wordsToString(VIP, 0, family)
 
     // Addresses of this family for the external frontends.
@@ -622,7 +623,7 @@ export function compileService(ctx: Ctx, svc: Service, key: string): CompiledSer
       for (let r = 0; r < ft.nodeAddrs.length; r += aw) if (inCidrList(sourceRanges, aw, ft.nodeAddrs, r)) nodeCovered = true
       if (nodeCovered && lbIPs.length > 0) {
         allowed = new Uint32Array(lbIPs.length * aw)
-        lbIPs.forEach((ip, i) => parseAddrWords(ip, family, allowed, i * aw))
+        lbIPs.forEach((ip, i) => parseIpWords(ip, family, allowed, i * aw))
       }
     }
 
@@ -679,11 +680,11 @@ export function compileService(ctx: Ctx, svc: Service, key: string): CompiledSer
         }
       }
       for (const ip of externalIPs) {
-        parseAddrWords(ip, family, W, 0)
+        parseIpWords(ip, family, W, 0)
         addFrontend(ctx, ft, W, 0, proto, sp.port, id * 4 + FrontendKind.EXTERNAL_IP, owned, key, 'spec.externalIPs')
       }
       for (const ip of lbIPs) {
-        parseAddrWords(ip, family, W, 0)
+        parseIpWords(ip, family, W, 0)
         addFrontend(ctx, ft, W, 0, proto, sp.port, id * 4 + FrontendKind.LOAD_BALANCER, owned, key, 'status.loadBalancer.ingress')
       }
     }
@@ -776,8 +777,8 @@ export function compileNat(cluster: Cluster, config: NatConfig | ResolvedNatConf
     const claimed = new Set<number>()
     for (const s of cluster.services) {
       for (const cip of s.clusterIPs) {
-        const f = familyOf(cip)
-        if (f === 0) continue
+        const f = ipFamily(cip)
+        if (f === undefined) continue
         for (const p of s.ports) {
           const sp = prevIndex.get(svcPortKey(s.namespace, s.name, p.name, p.protocol, f))
           if (sp !== undefined) claimed.add(sp.id)
