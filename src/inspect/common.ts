@@ -77,12 +77,3 @@ export function textTable(header: readonly string[], rows: readonly (readonly st
   }
   return out.join('\n') + '\n'
 }
-
-/** kube-proxy/iptables-save quoting of a comment. */
-export function quote(s: string): string {
-  return `"${s.replace(/[\\"]/g, m => `\\${m}`)}"`
-}
-
-export function comment(text: string): string {
-  return `-m comment --comment ${quote(text)}`
-}

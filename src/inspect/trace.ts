@@ -14,10 +14,38 @@ import { inCidrList, parseCidrList } from '../nat/addr'
 import { ipFamily, parseIpWords } from '../wire/addr'
 import type { ConntrackEntry } from '../nat/engine'
 import type { ExplainLive } from '../nat/decide'
-import { kubeProxyProbability } from '../kubeproxy/probability'
+import { kubeProxyProbability, probabilityForRemaining } from '../kubeproxy/probability'
+import {
+  KUBE_EXTERNAL_SERVICES,
+  KUBE_NODEPORTS,
+  KUBE_POSTROUTING,
+  KUBE_PROXY_FIREWALL,
+  KUBE_SERVICES,
+  POSTROUTING_MASQ_RULE,
+  affinityCheckRule,
+  clusterIPMasqRule,
+  endpointDnatRule,
+  endpointHairpinRule,
+  endpointPickRule,
+  extLocalMasqRule,
+  extLocalRouteRule,
+  extMasqRule,
+  extPodRule,
+  firewallAllowRule,
+  firewallFallThroughRule,
+  frontendRule,
+  jumpRuleFrom,
+  jumpTo,
+  localhostNodePorts,
+  nodePortRule,
+  nodePortsJumpRule,
+  rejectTarget,
+  ruleSpec,
+  type IptablesRule,
+} from '../kubeproxy/iptrules'
 import { endpointString } from '../model/names'
 import { Transport } from '../dns/server'
-import { InspectError, comment, hostPort, optChoice, optPort, optString, splitAddress } from './common'
+import { InspectError, hostPort, optChoice, optPort, optString, splitAddress } from './common'
 import { byEndpointText, frontendAt } from './model'
 
 export const TRACE_PROTOCOLS = ['tcp', 'udp', 'sctp', 'icmp'] as const
@@ -229,9 +257,6 @@ export function resolveName(view: DataplaneView, name: string, src: string, fami
 // ---------------------------------------------------------------------------------------------------------------
 // The walk
 
-const HOOK_COMMENT = 'kubernetes service portals'
-const NODEPORTS_COMMENT = 'kubernetes service nodeports; NOTE: this must be the last rule in this chain'
-
 function fnv(text: string): number {
   let h = 0x811c9dc5
   for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193)
@@ -257,7 +282,7 @@ function natHook(c: WalkCtx): void {
   c.steps.push({
     table: 'nat',
     chain: c.srcLocal ? 'OUTPUT' : 'PREROUTING',
-    rule: `${comment(HOOK_COMMENT)} -j KUBE-SERVICES`,
+    rule: spec(c, jumpRuleFrom('nat', c.srcLocal ? 'OUTPUT' : 'PREROUTING', KUBE_SERVICES)),
     ...(c.srcLocal ? { note: `${c.q.src} is this node: locally generated traffic enters at OUTPUT` } : {}),
   })
 }
@@ -280,17 +305,12 @@ function filterHook(c: WalkCtx, target: 'KUBE-SERVICES' | 'KUBE-EXTERNAL-SERVICE
           : c.srcLocal
             ? 'OUTPUT'
             : 'FORWARD'
-  const text =
-    target === 'KUBE-SERVICES'
-      ? HOOK_COMMENT
-      : target === 'KUBE-EXTERNAL-SERVICES'
-        ? 'kubernetes externally-visible service portals'
-        : 'kubernetes load balancer firewall'
-  c.steps.push({ table: 'filter', chain, rule: `-m conntrack --ctstate NEW ${comment(text)} -j ${target}` })
+  c.steps.push({ table: 'filter', chain, rule: spec(c, jumpRuleFrom('filter', chain, target)) })
 }
 
-function dportMatch(p: string, port: number): string {
-  return `-m ${p} --dport ${port}`
+/** A rule as trace prints it: iptables-save's text after `-A <chain>`, from the renderer's structured rule. */
+function spec(c: WalkCtx, r: IptablesRule): string {
+  return ruleSpec(r, c.family)
 }
 
 /** The nat KUBE-SERVICES rule (and what follows from it) that leads a frontend toward its endpoints. */
@@ -302,15 +322,20 @@ function frontendRules(c: WalkCtx, ex: Explanation, sp: SvcPort): string {
   const d = hostBits(c.q.dst)
   if (kind === 'ClusterIP') {
     const target = sp.internalPolicy === 'Local' ? chains.local : chains.service
-    c.steps.push({ table: 'nat', chain: 'KUBE-SERVICES', rule: `-d ${d} -p ${p} ${comment(`${name} cluster IP`)} ${dportMatch(p, c.q.dport)} -j ${target}` })
+    c.steps.push({ table: 'nat', chain: 'KUBE-SERVICES', rule: spec(c, frontendRule(KUBE_SERVICES, d, p, c.q.dport, `${name} cluster IP`, target)) })
     const cfg = c.view.natConfig()
-    const base = `-d ${d} -p ${p} ${comment(`${name} cluster IP`)} ${dportMatch(p, c.q.dport)} -j KUBE-MARK-MASQ`
-    if (cfg.masqueradeAll) c.steps.push({ table: 'nat', chain: target, rule: base, note: '--masquerade-all: marked for masquerade' })
-    else if (c.clusterCIDR !== undefined && !c.fromCluster) {
+    if (cfg.masqueradeAll) {
       c.steps.push({
         table: 'nat',
         chain: target,
-        rule: `! -s ${c.clusterCIDR} ${base}`,
+        rule: spec(c, clusterIPMasqRule(target, d, p, c.q.dport, name, undefined)),
+        note: '--masquerade-all: marked for masquerade',
+      })
+    } else if (c.clusterCIDR !== undefined && !c.fromCluster) {
+      c.steps.push({
+        table: 'nat',
+        chain: target,
+        rule: spec(c, clusterIPMasqRule(target, d, p, c.q.dport, name, c.clusterCIDR)),
         note: `${c.q.src} is outside the cluster CIDR: marked for masquerade`,
       })
     }
@@ -322,27 +347,25 @@ function frontendRules(c: WalkCtx, ex: Explanation, sp: SvcPort): string {
     c.steps.push({
       table: 'nat',
       chain: 'KUBE-SERVICES',
-      rule:
-        npa.length === 0
-          ? `! -d ${c.family === 4 ? '127.0.0.0/8' : '::1/128'} ${comment(NODEPORTS_COMMENT)} -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS`
-          : `-d ${d} ${comment(NODEPORTS_COMMENT)} -j KUBE-NODEPORTS`,
+      // as `tundra dump` renders it (dumpOptions leaves --iptables-localhost-nodeports at its default)
+      rule: spec(c, nodePortsJumpRule(npa.length > 0 ? { ip: d } : localhostNodePorts(c.family, undefined) ? undefined : { notLocalhost: c.family })),
     })
-    c.steps.push({ table: 'nat', chain: 'KUBE-NODEPORTS', rule: `-p ${p} ${comment(name)} ${dportMatch(p, c.q.dport)} -j ${ext}` })
+    c.steps.push({ table: 'nat', chain: 'KUBE-NODEPORTS', rule: spec(c, nodePortRule(KUBE_NODEPORTS, p, c.q.dport, name, ext, false)) })
   } else if (kind === 'ExternalIP') {
-    c.steps.push({ table: 'nat', chain: 'KUBE-SERVICES', rule: `-d ${d} -p ${p} ${comment(`${name} external IP`)} ${dportMatch(p, c.q.dport)} -j ${ext}` })
+    c.steps.push({ table: 'nat', chain: 'KUBE-SERVICES', rule: spec(c, frontendRule(KUBE_SERVICES, d, p, c.q.dport, `${name} external IP`, ext)) })
   } else {
     const fw = ex.sourceRanges !== undefined
     c.steps.push({
       table: 'nat',
       chain: 'KUBE-SERVICES',
-      rule: `-d ${d} -p ${p} ${comment(`${name} loadbalancer IP`)} ${dportMatch(p, c.q.dport)} -j ${fw ? chains.firewall : ext}`,
+      rule: spec(c, frontendRule(KUBE_SERVICES, d, p, c.q.dport, `${name} loadbalancer IP`, fw ? chains.firewall : ext)),
     })
     if (fw) {
-      const range = ex.sourceRanges!.ranges.find(r => inCidr(r, c.q.src)) ?? `${hostBits(c.q.src)}`
+      const range = ex.sourceRanges!.ranges.find(r => inCidr(r, c.q.src)) ?? c.q.src
       c.steps.push({
         table: 'nat',
         chain: chains.firewall,
-        rule: `-s ${range} ${comment(`${name} loadbalancer IP`)} -j ${ext}`,
+        rule: spec(c, firewallAllowRule(chains.firewall, range, name, ext)),
         note: 'source allowed by loadBalancerSourceRanges',
       })
     }
@@ -352,17 +375,17 @@ function frontendRules(c: WalkCtx, ex: Explanation, sp: SvcPort): string {
     c.steps.push({
       table: 'nat',
       chain: ext,
-      rule: `${comment(`masquerade traffic for ${name} external destinations`)} -j KUBE-MARK-MASQ`,
+      rule: spec(c, extMasqRule(ext, name)),
       note: 'externalTrafficPolicy Cluster: marked for masquerade',
     })
-    c.steps.push({ table: 'nat', chain: ext, rule: `-j ${chains.service}` })
+    c.steps.push({ table: 'nat', chain: ext, rule: spec(c, jumpTo(ext, chains.service)) })
     return chains.service
   }
   if (c.fromCluster && c.clusterCIDR !== undefined) {
     c.steps.push({
       table: 'nat',
       chain: ext,
-      rule: `-s ${c.clusterCIDR} ${comment(`pod traffic for ${name} external destinations`)} -j ${chains.service}`,
+      rule: spec(c, extPodRule(ext, c.clusterCIDR, name, chains.service)),
       note: 'a pod: short-circuited to every endpoint, not masqueraded',
     })
     return chains.service
@@ -371,18 +394,23 @@ function frontendRules(c: WalkCtx, ex: Explanation, sp: SvcPort): string {
     c.steps.push({
       table: 'nat',
       chain: ext,
-      rule: `${comment(`masquerade LOCAL traffic for ${name} external destinations`)} -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ`,
+      rule: spec(c, extLocalMasqRule(ext, name)),
       note: 'from this node: marked for masquerade',
     })
     c.steps.push({
       table: 'nat',
       chain: ext,
-      rule: `${comment(`route LOCAL traffic for ${name} external destinations`)} -m addrtype --src-type LOCAL -j ${chains.service}`,
+      rule: spec(c, extLocalRouteRule(ext, name, chains.service)),
     })
     return chains.service
   }
   ext = chains.local
-  c.steps.push({ table: 'nat', chain: chains.external, rule: `-j ${ext}`, note: 'externalTrafficPolicy Local: endpoints on this node only' })
+  c.steps.push({
+    table: 'nat',
+    chain: chains.external,
+    rule: spec(c, jumpTo(chains.external, ext)),
+    note: 'externalTrafficPolicy Local: endpoints on this node only',
+  })
   return ext
 }
 
@@ -398,7 +426,7 @@ function inCidr(cidr: string, ip: string): boolean {
 /** Rejects and drops happen in the filter table: kube-proxy writes no nat rule for a service it cannot serve. */
 function filterVerdict(c: WalkCtx, ex: Explanation, sp: SvcPort | undefined, action: 'reject' | 'drop'): void {
   const p = c.q.proto
-  const target = action === 'reject' ? `REJECT --reject-with ${c.family === 4 ? 'icmp-port-unreachable' : 'icmp6-port-unreachable'}` : 'DROP'
+  const target = action === 'reject' ? rejectTarget(c.family) : 'DROP'
   if (sp === undefined || ex.frontend === undefined) return
   const name = sp.servicePortName
   const d = hostBits(c.q.dst)
@@ -410,36 +438,36 @@ function filterVerdict(c: WalkCtx, ex: Explanation, sp: SvcPort | undefined, act
     c.steps.push({
       table: 'nat',
       chain: 'KUBE-SERVICES',
-      rule: `-d ${d} -p ${p} ${comment(`${name} loadbalancer IP`)} ${dportMatch(p, c.q.dport)} -j ${chains.firewall}`,
+      rule: spec(c, frontendRule(KUBE_SERVICES, d, p, c.q.dport, `${name} loadbalancer IP`, chains.firewall)),
     })
     c.steps.push({
       table: 'nat',
       chain: chains.firewall,
-      rule: comment(`other traffic to ${name} will be dropped by KUBE-PROXY-FIREWALL`),
+      rule: spec(c, firewallFallThroughRule(chains.firewall, name)),
       note: `${c.q.src} is in none of ${ex.sourceRanges.ranges.join(', ')}`,
     })
     filterHook(c, 'KUBE-PROXY-FIREWALL')
     c.steps.push({
       table: 'filter',
       chain: 'KUBE-PROXY-FIREWALL',
-      rule: `-d ${d} -p ${p} ${comment(`${name} traffic not accepted by ${chains.firewall}`)} ${dportMatch(p, c.q.dport)} -j DROP`,
+      rule: spec(c, frontendRule(KUBE_PROXY_FIREWALL, d, p, c.q.dport, `${name} traffic not accepted by ${chains.firewall}`, 'DROP')),
     })
     return
   }
   c.steps.push({ table: 'nat', chain: 'KUBE-SERVICES', rule: '', note: `no rule sends it on: ${why}` })
   if (kind === 'ClusterIP') {
     filterHook(c, 'KUBE-SERVICES')
-    c.steps.push({ table: 'filter', chain: 'KUBE-SERVICES', rule: `-d ${d} -p ${p} ${comment(why)} ${dportMatch(p, c.q.dport)} -j ${target}` })
+    c.steps.push({ table: 'filter', chain: 'KUBE-SERVICES', rule: spec(c, frontendRule(KUBE_SERVICES, d, p, c.q.dport, why, target)) })
   } else if (kind === 'NodePort') {
     filterHook(c, 'KUBE-EXTERNAL-SERVICES')
     c.steps.push({
       table: 'filter',
       chain: 'KUBE-EXTERNAL-SERVICES',
-      rule: `-p ${p} ${comment(why)} -m addrtype --dst-type LOCAL ${dportMatch(p, c.q.dport)} -j ${target}`,
+      rule: spec(c, nodePortRule(KUBE_EXTERNAL_SERVICES, p, c.q.dport, why, target, true)),
     })
   } else {
     filterHook(c, 'KUBE-EXTERNAL-SERVICES')
-    c.steps.push({ table: 'filter', chain: 'KUBE-EXTERNAL-SERVICES', rule: `-d ${d} -p ${p} ${comment(why)} ${dportMatch(p, c.q.dport)} -j ${target}` })
+    c.steps.push({ table: 'filter', chain: 'KUBE-EXTERNAL-SERVICES', rule: spec(c, frontendRule(KUBE_EXTERNAL_SERVICES, d, p, c.q.dport, why, target)) })
   }
 }
 
@@ -689,7 +717,6 @@ export function buildTrace(view: DataplaneView, args: TraceArgs, lookups?: Expla
   }
   const endpoints: TraceEndpoint[] = rules.map(e => ({ ...e, picked: e.endpoint === pick.endpoint }))
   const spName = sp.servicePortName
-  const mask = family === 4 ? '255.255.255.255' : 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff'
   const picked = endpoints.find(e => e.picked)
   const pickedRule = picked === undefined ? -1 : endpoints.indexOf(picked)
   if (pick.how === 'affinity') {
@@ -697,11 +724,10 @@ export function buildTrace(view: DataplaneView, args: TraceArgs, lookups?: Expla
       table: 'nat',
       chain: svcChain,
       balance: true,
-      rule: `${comment(spName)} -m recent --rcheck --seconds ${sp.affinityTimeout} --reap --name ${pick.chain} --mask ${mask} --rsource -j ${pick.chain}`,
+      rule: spec(c, affinityCheckRule(svcChain, spName, sp.affinityTimeout, pick.chain, family)),
       note: pick.note,
     })
   } else {
-    const prob = picked?.probability
     if (sp.affinityTimeout > 0) {
       c.steps.push({
         table: 'nat',
@@ -714,7 +740,7 @@ export function buildTrace(view: DataplaneView, args: TraceArgs, lookups?: Expla
       table: 'nat',
       chain: svcChain,
       balance: true,
-      rule: `${comment(spName)}${prob != null ? ` -m statistic --mode random --probability ${prob}` : ''} -j ${pick.chain}`,
+      rule: spec(c, endpointPickRule(svcChain, spName, pickedRule >= 0 && pickedRule < n - 1 ? probabilityForRemaining(n - pickedRule) : null, pick.chain)),
       note:
         pickedRule < 0 || n === 1
           ? pick.note
@@ -729,13 +755,13 @@ export function buildTrace(view: DataplaneView, args: TraceArgs, lookups?: Expla
     c.steps.push({
       table: 'nat',
       chain: pick.chain,
-      rule: `-s ${hostBits(ep.ip)} ${comment(spName)} -j KUBE-MARK-MASQ`,
+      rule: spec(c, endpointHairpinRule(pick.chain, ep.ip, spName)),
       note: 'hairpin: the client is this endpoint, marked for masquerade',
     })
   c.steps.push({
     table: 'nat',
     chain: pick.chain,
-    rule: `-p ${proto} ${comment(spName)}${sp.affinityTimeout > 0 ? ` -m recent --set --name ${pick.chain} --mask ${mask} --rsource` : ''} -m ${proto} -j DNAT --to-destination ${pick.endpoint}`,
+    rule: spec(c, endpointDnatRule(pick.chain, proto, spName, sp.affinityTimeout > 0 ? family : undefined, pick.endpoint)),
   })
 
   const masqReason =
@@ -744,11 +770,11 @@ export function buildTrace(view: DataplaneView, args: TraceArgs, lookups?: Expla
   let masquerade: NonNullable<Trace['masquerade']>
   if (masqReason !== undefined) {
     masquerade = { masquerade: true, reason: masqReason, ...(snat !== undefined ? { to: snat } : {}) }
-    c.steps.push({ table: 'nat', chain: 'POSTROUTING', rule: `${comment('kubernetes postrouting rules')} -j KUBE-POSTROUTING` })
+    c.steps.push({ table: 'nat', chain: 'POSTROUTING', rule: spec(c, jumpRuleFrom('nat', 'POSTROUTING', KUBE_POSTROUTING)) })
     c.steps.push({
       table: 'nat',
       chain: 'KUBE-POSTROUTING',
-      rule: `${comment('kubernetes service traffic requiring SNAT')} -j MASQUERADE --random-fully`,
+      rule: spec(c, POSTROUTING_MASQ_RULE),
       note: `source becomes ${snat ?? 'the node address'}`,
     })
   } else {
