@@ -15,34 +15,7 @@ import { ipFamily, parseIpWords } from '../wire/addr'
 import type { ConntrackEntry } from '../nat/engine'
 import type { ExplainLive } from '../nat/decide'
 import { kubeProxyProbability, probabilityForRemaining } from '../kubeproxy/probability'
-import {
-  KUBE_EXTERNAL_SERVICES,
-  KUBE_NODEPORTS,
-  KUBE_POSTROUTING,
-  KUBE_PROXY_FIREWALL,
-  KUBE_SERVICES,
-  POSTROUTING_MASQ_RULE,
-  affinityCheckRule,
-  clusterIPMasqRule,
-  endpointDnatRule,
-  endpointHairpinRule,
-  endpointPickRule,
-  extLocalMasqRule,
-  extLocalRouteRule,
-  extMasqRule,
-  extPodRule,
-  firewallAllowRule,
-  firewallFallThroughRule,
-  frontendRule,
-  jumpRuleFrom,
-  jumpTo,
-  localhostNodePorts,
-  nodePortRule,
-  nodePortsJumpRule,
-  rejectTarget,
-  ruleSpec,
-  type IptablesRule,
-} from '../kubeproxy/iptrules'
+import * as ipt from '../kubeproxy/iptrules'
 import { endpointString } from '../model/names'
 import { Transport } from '../dns/server'
 import { InspectError, hostPort, optChoice, optPort, optString, splitAddress } from './common'
@@ -279,12 +252,13 @@ function hostBits(ip: string): string {
 }
 
 function natHook(c: WalkCtx): void {
-  c.steps.push({
-    table: 'nat',
-    chain: c.srcLocal ? 'OUTPUT' : 'PREROUTING',
-    rule: spec(c, jumpRuleFrom('nat', c.srcLocal ? 'OUTPUT' : 'PREROUTING', KUBE_SERVICES)),
-    ...(c.srcLocal ? { note: `${c.q.src} is this node: locally generated traffic enters at OUTPUT` } : {}),
-  })
+  const from = c.srcLocal ? 'OUTPUT' : 'PREROUTING'
+  ruleStep(
+    c,
+    'nat',
+    ipt.jumpRuleFrom('nat', from, ipt.KUBE_SERVICES),
+    c.srcLocal ? { note: `${c.q.src} is this node: locally generated traffic enters at OUTPUT` } : {},
+  )
 }
 
 /** The filter-table jump that leads to `target` for this packet. */
@@ -305,12 +279,12 @@ function filterHook(c: WalkCtx, target: 'KUBE-SERVICES' | 'KUBE-EXTERNAL-SERVICE
           : c.srcLocal
             ? 'OUTPUT'
             : 'FORWARD'
-  c.steps.push({ table: 'filter', chain, rule: spec(c, jumpRuleFrom('filter', chain, target)) })
+  ruleStep(c, 'filter', ipt.jumpRuleFrom('filter', chain, target))
 }
 
-/** A rule as trace prints it: iptables-save's text after `-A <chain>`, from the renderer's structured rule. */
-function spec(c: WalkCtx, r: IptablesRule): string {
-  return ruleSpec(r, c.family)
+/** A step that matched rule `r`: printed as iptables-save's text after `-A <chain>`, from the renderer's own rule. */
+function ruleStep(c: WalkCtx, table: TraceStep['table'], r: ipt.IptablesRule, more: { note?: string; balance?: boolean } = {}): void {
+  c.steps.push({ table, chain: r.chain, rule: ipt.ruleSpec(r, c.family), ...more })
 }
 
 /** The nat KUBE-SERVICES rule (and what follows from it) that leads a frontend toward its endpoints. */
@@ -322,20 +296,12 @@ function frontendRules(c: WalkCtx, ex: Explanation, sp: SvcPort): string {
   const d = hostBits(c.q.dst)
   if (kind === 'ClusterIP') {
     const target = sp.internalPolicy === 'Local' ? chains.local : chains.service
-    c.steps.push({ table: 'nat', chain: 'KUBE-SERVICES', rule: spec(c, frontendRule(KUBE_SERVICES, d, p, c.q.dport, `${name} cluster IP`, target)) })
+    ruleStep(c, 'nat', ipt.frontendRule(ipt.KUBE_SERVICES, d, p, c.q.dport, `${name} cluster IP`, target))
     const cfg = c.view.natConfig()
     if (cfg.masqueradeAll) {
-      c.steps.push({
-        table: 'nat',
-        chain: target,
-        rule: spec(c, clusterIPMasqRule(target, d, p, c.q.dport, name, undefined)),
-        note: '--masquerade-all: marked for masquerade',
-      })
+      ruleStep(c, 'nat', ipt.clusterIPMasqRule(target, d, p, c.q.dport, name, undefined), { note: '--masquerade-all: marked for masquerade' })
     } else if (c.clusterCIDR !== undefined && !c.fromCluster) {
-      c.steps.push({
-        table: 'nat',
-        chain: target,
-        rule: spec(c, clusterIPMasqRule(target, d, p, c.q.dport, name, c.clusterCIDR)),
+      ruleStep(c, 'nat', ipt.clusterIPMasqRule(target, d, p, c.q.dport, name, c.clusterCIDR), {
         note: `${c.q.src} is outside the cluster CIDR: marked for masquerade`,
       })
     }
@@ -344,73 +310,35 @@ function frontendRules(c: WalkCtx, ex: Explanation, sp: SvcPort): string {
   let ext = chains.external
   if (kind === 'NodePort') {
     const npa = c.view.natConfig().nodePortAddresses
-    c.steps.push({
-      table: 'nat',
-      chain: 'KUBE-SERVICES',
-      // as `tundra dump` renders it (dumpOptions leaves --iptables-localhost-nodeports at its default)
-      rule: spec(c, nodePortsJumpRule(npa.length > 0 ? { ip: d } : localhostNodePorts(c.family, undefined) ? undefined : { notLocalhost: c.family })),
-    })
-    c.steps.push({ table: 'nat', chain: 'KUBE-NODEPORTS', rule: spec(c, nodePortRule(KUBE_NODEPORTS, p, c.q.dport, name, ext, false)) })
+    ruleStep(c, 'nat', ipt.nodePortsJumpRule(npa.length > 0 ? { ip: d } : ipt.localhostNodePorts(c.family, undefined) ? undefined : { notLocalhost: c.family }))
+    ruleStep(c, 'nat', ipt.nodePortRule(ipt.KUBE_NODEPORTS, p, c.q.dport, name, ext, false))
   } else if (kind === 'ExternalIP') {
-    c.steps.push({ table: 'nat', chain: 'KUBE-SERVICES', rule: spec(c, frontendRule(KUBE_SERVICES, d, p, c.q.dport, `${name} external IP`, ext)) })
+    ruleStep(c, 'nat', ipt.frontendRule(ipt.KUBE_SERVICES, d, p, c.q.dport, `${name} external IP`, ext))
   } else {
     const fw = ex.sourceRanges !== undefined
-    c.steps.push({
-      table: 'nat',
-      chain: 'KUBE-SERVICES',
-      rule: spec(c, frontendRule(KUBE_SERVICES, d, p, c.q.dport, `${name} loadbalancer IP`, fw ? chains.firewall : ext)),
-    })
+    ruleStep(c, 'nat', ipt.frontendRule(ipt.KUBE_SERVICES, d, p, c.q.dport, `${name} loadbalancer IP`, fw ? chains.firewall : ext))
     if (fw) {
       const range = ex.sourceRanges!.ranges.find(r => inCidr(r, c.q.src)) ?? c.q.src
-      c.steps.push({
-        table: 'nat',
-        chain: chains.firewall,
-        rule: spec(c, firewallAllowRule(chains.firewall, range, name, ext)),
-        note: 'source allowed by loadBalancerSourceRanges',
-      })
+      ruleStep(c, 'nat', ipt.firewallAllowRule(chains.firewall, range, name, ext), { note: 'source allowed by loadBalancerSourceRanges' })
     }
   }
   // KUBE-EXT: masquerade and the policy chain
   if (sp.externalPolicy === 'Cluster') {
-    c.steps.push({
-      table: 'nat',
-      chain: ext,
-      rule: spec(c, extMasqRule(ext, name)),
-      note: 'externalTrafficPolicy Cluster: marked for masquerade',
-    })
-    c.steps.push({ table: 'nat', chain: ext, rule: spec(c, jumpTo(ext, chains.service)) })
+    ruleStep(c, 'nat', ipt.extMasqRule(ext, name), { note: 'externalTrafficPolicy Cluster: marked for masquerade' })
+    ruleStep(c, 'nat', ipt.jumpTo(ext, chains.service))
     return chains.service
   }
   if (c.fromCluster && c.clusterCIDR !== undefined) {
-    c.steps.push({
-      table: 'nat',
-      chain: ext,
-      rule: spec(c, extPodRule(ext, c.clusterCIDR, name, chains.service)),
-      note: 'a pod: short-circuited to every endpoint, not masqueraded',
-    })
+    ruleStep(c, 'nat', ipt.extPodRule(ext, c.clusterCIDR, name, chains.service), { note: 'a pod: short-circuited to every endpoint, not masqueraded' })
     return chains.service
   }
   if (c.srcLocal) {
-    c.steps.push({
-      table: 'nat',
-      chain: ext,
-      rule: spec(c, extLocalMasqRule(ext, name)),
-      note: 'from this node: marked for masquerade',
-    })
-    c.steps.push({
-      table: 'nat',
-      chain: ext,
-      rule: spec(c, extLocalRouteRule(ext, name, chains.service)),
-    })
+    ruleStep(c, 'nat', ipt.extLocalMasqRule(ext, name), { note: 'from this node: marked for masquerade' })
+    ruleStep(c, 'nat', ipt.extLocalRouteRule(ext, name, chains.service))
     return chains.service
   }
   ext = chains.local
-  c.steps.push({
-    table: 'nat',
-    chain: chains.external,
-    rule: spec(c, jumpTo(chains.external, ext)),
-    note: 'externalTrafficPolicy Local: endpoints on this node only',
-  })
+  ruleStep(c, 'nat', ipt.jumpTo(chains.external, ext), { note: 'externalTrafficPolicy Local: endpoints on this node only' })
   return ext
 }
 
@@ -426,7 +354,7 @@ function inCidr(cidr: string, ip: string): boolean {
 /** Rejects and drops happen in the filter table: kube-proxy writes no nat rule for a service it cannot serve. */
 function filterVerdict(c: WalkCtx, ex: Explanation, sp: SvcPort | undefined, action: 'reject' | 'drop'): void {
   const p = c.q.proto
-  const target = action === 'reject' ? rejectTarget(c.family) : 'DROP'
+  const target = action === 'reject' ? ipt.rejectTarget(c.family) : 'DROP'
   if (sp === undefined || ex.frontend === undefined) return
   const name = sp.servicePortName
   const d = hostBits(c.q.dst)
@@ -435,39 +363,22 @@ function filterVerdict(c: WalkCtx, ex: Explanation, sp: SvcPort | undefined, act
   const kind = ex.frontend.kind
   if (ex.sourceRanges !== undefined && !ex.sourceRanges.allowed) {
     const chains = ex.service!.chains
-    c.steps.push({
-      table: 'nat',
-      chain: 'KUBE-SERVICES',
-      rule: spec(c, frontendRule(KUBE_SERVICES, d, p, c.q.dport, `${name} loadbalancer IP`, chains.firewall)),
-    })
-    c.steps.push({
-      table: 'nat',
-      chain: chains.firewall,
-      rule: spec(c, firewallFallThroughRule(chains.firewall, name)),
-      note: `${c.q.src} is in none of ${ex.sourceRanges.ranges.join(', ')}`,
-    })
+    ruleStep(c, 'nat', ipt.frontendRule(ipt.KUBE_SERVICES, d, p, c.q.dport, `${name} loadbalancer IP`, chains.firewall))
+    ruleStep(c, 'nat', ipt.firewallFallThroughRule(chains.firewall, name), { note: `${c.q.src} is in none of ${ex.sourceRanges.ranges.join(', ')}` })
     filterHook(c, 'KUBE-PROXY-FIREWALL')
-    c.steps.push({
-      table: 'filter',
-      chain: 'KUBE-PROXY-FIREWALL',
-      rule: spec(c, frontendRule(KUBE_PROXY_FIREWALL, d, p, c.q.dport, `${name} traffic not accepted by ${chains.firewall}`, 'DROP')),
-    })
+    ruleStep(c, 'filter', ipt.frontendRule(ipt.KUBE_PROXY_FIREWALL, d, p, c.q.dport, `${name} traffic not accepted by ${chains.firewall}`, 'DROP'))
     return
   }
   c.steps.push({ table: 'nat', chain: 'KUBE-SERVICES', rule: '', note: `no rule sends it on: ${why}` })
   if (kind === 'ClusterIP') {
     filterHook(c, 'KUBE-SERVICES')
-    c.steps.push({ table: 'filter', chain: 'KUBE-SERVICES', rule: spec(c, frontendRule(KUBE_SERVICES, d, p, c.q.dport, why, target)) })
+    ruleStep(c, 'filter', ipt.frontendRule(ipt.KUBE_SERVICES, d, p, c.q.dport, why, target))
   } else if (kind === 'NodePort') {
     filterHook(c, 'KUBE-EXTERNAL-SERVICES')
-    c.steps.push({
-      table: 'filter',
-      chain: 'KUBE-EXTERNAL-SERVICES',
-      rule: spec(c, nodePortRule(KUBE_EXTERNAL_SERVICES, p, c.q.dport, why, target, true)),
-    })
+    ruleStep(c, 'filter', ipt.nodePortRule(ipt.KUBE_EXTERNAL_SERVICES, p, c.q.dport, why, target, true))
   } else {
     filterHook(c, 'KUBE-EXTERNAL-SERVICES')
-    c.steps.push({ table: 'filter', chain: 'KUBE-EXTERNAL-SERVICES', rule: spec(c, frontendRule(KUBE_EXTERNAL_SERVICES, d, p, c.q.dport, why, target)) })
+    ruleStep(c, 'filter', ipt.frontendRule(ipt.KUBE_EXTERNAL_SERVICES, d, p, c.q.dport, why, target))
   }
 }
 
@@ -720,13 +631,7 @@ export function buildTrace(view: DataplaneView, args: TraceArgs, lookups?: Expla
   const picked = endpoints.find(e => e.picked)
   const pickedRule = picked === undefined ? -1 : endpoints.indexOf(picked)
   if (pick.how === 'affinity') {
-    c.steps.push({
-      table: 'nat',
-      chain: svcChain,
-      balance: true,
-      rule: spec(c, affinityCheckRule(svcChain, spName, sp.affinityTimeout, pick.chain, family)),
-      note: pick.note,
-    })
+    ruleStep(c, 'nat', ipt.affinityCheckRule(svcChain, spName, sp.affinityTimeout, pick.chain, family), { balance: true, note: pick.note })
   } else {
     if (sp.affinityTimeout > 0) {
       c.steps.push({
@@ -736,33 +641,25 @@ export function buildTrace(view: DataplaneView, args: TraceArgs, lookups?: Expla
         note: `ClientIP affinity: no pin for ${s.ip} yet (${live ? 'none live' : 'offline'}), so none of the ${n} "-m recent --rcheck --seconds ${sp.affinityTimeout}" rules matches`,
       })
     }
-    c.steps.push({
-      table: 'nat',
-      chain: svcChain,
-      balance: true,
-      rule: spec(c, endpointPickRule(svcChain, spName, pickedRule >= 0 && pickedRule < n - 1 ? probabilityForRemaining(n - pickedRule) : null, pick.chain)),
-      note:
-        pickedRule < 0 || n === 1
-          ? pick.note
-          : pickedRule === n - 1
-            ? `rule ${n} of ${n}: the last one, taken when none of the ${n - 1} before it was`
-            : `rule ${pickedRule + 1} of ${n}: taken with probability ${picked!.probability}${pickedRule > 0 ? ` after ${pickedRule === 1 ? 'rule 1 was' : `rules 1-${pickedRule} were`} not` : ''}`,
-    })
+    ruleStep(
+      c,
+      'nat',
+      ipt.endpointPickRule(svcChain, spName, pickedRule >= 0 && pickedRule < n - 1 ? probabilityForRemaining(n - pickedRule) : null, pick.chain),
+      {
+        balance: true,
+        note:
+          pickedRule < 0 || n === 1
+            ? pick.note
+            : pickedRule === n - 1
+              ? `rule ${n} of ${n}: the last one, taken when none of the ${n - 1} before it was`
+              : `rule ${pickedRule + 1} of ${n}: taken with probability ${picked!.probability}${pickedRule > 0 ? ` after ${pickedRule === 1 ? 'rule 1 was' : `rules 1-${pickedRule} were`} not` : ''}`,
+      },
+    )
   }
   const ep = splitEndpoint(pick.endpoint)
   const hairpin = ep.ip === s.ip
-  if (hairpin)
-    c.steps.push({
-      table: 'nat',
-      chain: pick.chain,
-      rule: spec(c, endpointHairpinRule(pick.chain, ep.ip, spName)),
-      note: 'hairpin: the client is this endpoint, marked for masquerade',
-    })
-  c.steps.push({
-    table: 'nat',
-    chain: pick.chain,
-    rule: spec(c, endpointDnatRule(pick.chain, proto, spName, sp.affinityTimeout > 0 ? family : undefined, pick.endpoint)),
-  })
+  if (hairpin) ruleStep(c, 'nat', ipt.endpointHairpinRule(pick.chain, ep.ip, spName), { note: 'hairpin: the client is this endpoint, marked for masquerade' })
+  ruleStep(c, 'nat', ipt.endpointDnatRule(pick.chain, proto, spName, sp.affinityTimeout > 0 ? family : undefined, pick.endpoint))
 
   const masqReason =
     ex.masquerade !== undefined && ex.masquerade.always ? ex.masquerade.reason : hairpin ? 'hairpin (client is the chosen endpoint)' : undefined
@@ -770,13 +667,8 @@ export function buildTrace(view: DataplaneView, args: TraceArgs, lookups?: Expla
   let masquerade: NonNullable<Trace['masquerade']>
   if (masqReason !== undefined) {
     masquerade = { masquerade: true, reason: masqReason, ...(snat !== undefined ? { to: snat } : {}) }
-    c.steps.push({ table: 'nat', chain: 'POSTROUTING', rule: spec(c, jumpRuleFrom('nat', 'POSTROUTING', KUBE_POSTROUTING)) })
-    c.steps.push({
-      table: 'nat',
-      chain: 'KUBE-POSTROUTING',
-      rule: spec(c, POSTROUTING_MASQ_RULE),
-      note: `source becomes ${snat ?? 'the node address'}`,
-    })
+    ruleStep(c, 'nat', ipt.jumpRuleFrom('nat', 'POSTROUTING', ipt.KUBE_POSTROUTING))
+    ruleStep(c, 'nat', ipt.POSTROUTING_MASQ_RULE, { note: `source becomes ${snat ?? 'the node address'}` })
   } else {
     let why: string
     if (ex.frontend!.kind === 'ClusterIP') {
