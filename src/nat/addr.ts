@@ -3,7 +3,7 @@
 // Text is parsed by wire/addr.ts (the one parser family); this file formats words as text and matches
 // prefixes. A CIDR list is a Uint32Array of records [net words..., prefix] (aw + 1 words each).
 
-import { ipFamily, parseIpWords } from '../wire/addr'
+import { cidrPrefix, ipFamily, parseIpWords } from '../wire/addr'
 import { ipv4ToString } from '../wire/ipv4'
 import { ipv6ToString } from '../wire/ipv6'
 import { set32 } from '../wire/bytes'
@@ -35,7 +35,8 @@ function prefixMask(bits: number): number {
 
 /**
  * Parses CIDRs of one family into a flat list [net words..., prefix]*; entries of the other family are skipped,
- * bad ones reported through `bad`. A bare address counts as a full-length prefix.
+ * bad ones reported through `bad`. A bare address counts as a full-length prefix; the prefix is read as everywhere
+ * else (wire's cidrPrefix: decimal, no leading zeros).
  */
 export function parseCidrList(cidrs: readonly string[], family: Family, bad?: (cidr: string) => void): Uint32Array {
   const aw = addrWords(family)
@@ -51,8 +52,8 @@ export function parseCidrList(cidrs: readonly string[], family: Family, bad?: (c
       continue
     }
     if (f !== family) continue
-    const bits = slash < 0 ? max : Number(c.slice(slash + 1))
-    if (!Number.isInteger(bits) || bits < 0 || bits > max || (slash >= 0 && !/^\d+$/.test(c.slice(slash + 1)))) {
+    const bits = slash < 0 ? max : cidrPrefix(c, max)
+    if (bits === undefined) {
       bad?.(c)
       continue
     }
