@@ -1,8 +1,8 @@
 // `tundra trace`: what happens to the first packet of a connection, told as the walk through kube-proxy's iptables
 // chains it would take on this node (PREROUTING → KUBE-SERVICES → KUBE-SVC-… → KUBE-SEP-…), with the rule that
 // matched at each step, the endpoint choice, masquerade and the rewritten 5-tuple. The decisions are tundra's own
-// (nat/explain.ts walks the compiled table the engine uses); the rule text is what kube-proxy would have written for
-// them, so a trace reads against `tundra dump` or a real node's iptables-save.
+// (nat/explain.ts walks the compiled table the engine uses); each rule is built by the same constructors the iptables
+// renderer uses (kubeproxy/iptrules.ts), so a trace line is a line of `tundra dump` (or a real node's iptables-save).
 //
 // buildTrace() returns plain JSON (it runs inside the agent for an online trace); formatTrace() renders it.
 import dnsPacket from 'dns-packet'
