@@ -26,7 +26,7 @@ export interface MicroSection {
 
 const ip = (s: string): number => {
   const a = parseIpv4(s)
-  if (a < 0) throw new Error(`bad address ${s}`)
+  if (a === undefined) throw new Error(`bad address ${s}`)
   return a >>> 0
 }
 

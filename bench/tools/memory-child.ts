@@ -16,7 +16,7 @@ function main(): void {
   const n = Number(process.argv[2] ?? 1_000_000)
   const table = compileNat(synthCluster(1, 2), NAT_CONFIG)
   const info = new PacketInfo()
-  const pkt = tcp4(parseIpv4('10.255.0.0') >>> 0, parseIpv4(vipOf(0)) >>> 0, 1, SERVICE_PORT, TCP_SYN)
+  const pkt = tcp4(parseIpv4('10.255.0.0')!, parseIpv4(vipOf(0))!, 1, SERVICE_PORT, TCP_SYN)
   const rssBefore = rss()
   const eng = new NatEngine(table, { seed: 3, conntrackMax: n })
   const rssEmpty = rss()

@@ -25,7 +25,8 @@ import { DnsServer, type DnsServerOptions, type DnsMetrics } from '../dns/server
 import { ZoneCompiler } from '../dns/image'
 import { CT_CHUNK, assembleSnapshot, prepareRestore } from '../nat/ctview'
 import { vxlanMac } from '../dataplane/vxlan'
-import { ipv4ToInt, parseCidr4 } from './addr'
+import { parseIpv4 } from '../wire/ipv4'
+import { parseIpv4Cidr } from '../wire/addr'
 import type { Link } from './link'
 import { linkLive } from './live'
 import { mergeServices, natInstall, zoneInstall } from './crossing'
@@ -70,8 +71,8 @@ function tunIo(cfg: AgentConfig): { queues: number; io: 'thread' | 'inline'; bus
 export class AgentError extends Error {}
 
 function toPeer(p: VxlanPeer, where: string): PeerSpec {
-  const ip = ipv4ToInt(p.ip)
-  const cidr = parseCidr4(p.podCIDR)
+  const ip = parseIpv4(p.ip)
+  const cidr = parseIpv4Cidr(p.podCIDR)
   if (ip === undefined) throw new AgentError(`${where}.ip: not an IPv4 address: ${p.ip}`)
   if (cidr === undefined) throw new AgentError(`${where}.podCIDR: not an IPv4 CIDR: ${p.podCIDR}`)
   return { net: cidr.net, mask: cidr.mask, ip, mac: new Uint8Array(vxlanMac(ip)) }
@@ -80,7 +81,7 @@ function toPeer(p: VxlanPeer, where: string): PeerSpec {
 /** The prefixes the packet loop guards (spoofed sources, loops) and its ICMP error rate, checked here. */
 function guardNets(cfg: AgentConfig): Pick<PacketInit['loop'], 'podNet' | 'clusterNet' | 'serviceNet' | 'serviceNet6' | 'icmpRate'> {
   const v4 = (text: string, where: string): { net: number; mask: number } => {
-    const c = parseCidr4(text)
+    const c = parseIpv4Cidr(text)
     if (c === undefined) throw new AgentError(`${where}: not an IPv4 CIDR: ${text}`)
     return c
   }
@@ -254,8 +255,8 @@ export class Agent implements DataplaneView {
 
   private async bringUp(): Promise<void> {
     const cfg = this.config
-    const nodeIp = ipv4ToInt(cfg.node.ip)
-    const dnsIp = ipv4ToInt(cfg.dns.ip)
+    const nodeIp = parseIpv4(cfg.node.ip)
+    const dnsIp = parseIpv4(cfg.dns.ip)
     if (nodeIp === undefined) throw new AgentError(`node.ip: not an IPv4 address: ${cfg.node.ip}`)
     if (dnsIp === undefined) throw new AgentError(`dns.ip: not an IPv4 address: ${cfg.dns.ip}`)
     const peers = cfg.vxlan.peers.map((p, i) => toPeer(p, `vxlan.peers[${i}]`))
@@ -324,7 +325,7 @@ export class Agent implements DataplaneView {
     if (!path.startsWith('/')) throw new AgentError('capture: path must be absolute')
     const target = String(args['target'] ?? 'all')
     const addrs = target === 'all' ? [] : this.addressesOf(target)
-    const ints = addrs.map(a => ipv4ToInt(a)).filter((a): a is number => a !== undefined)
+    const ints = addrs.map(a => parseIpv4(a)).filter((a): a is number => a !== undefined)
     const count = Number(args['count'] ?? 1000)
     const r = await this.packet.call<{ records: number }>({
       op: 'capture',
@@ -469,7 +470,7 @@ export class Agent implements DataplaneView {
       for (const ip of svc.externalIPs) wanted.add(ip)
       for (const lb of svc.loadBalancerIngress) if (lb.ipMode === 'VIP') wanted.add(lb.ip)
     }
-    for (const ip of [...wanted]) if (ipv4ToInt(ip) === undefined) wanted.delete(ip)
+    for (const ip of [...wanted]) if (parseIpv4(ip) === undefined) wanted.delete(ip)
     await this.wiring.setExternalRoutes([...wanted])
   }
 

@@ -195,12 +195,12 @@ export class Responder {
   private writePod(zone: InstalledZone, q: Query, query: Uint8Array, off: number, out: Uint8Array, outOff: number, limit: number, zoneAt: number): number {
     const label = q.labelOff[0]!
     const llen = q.name[label]!
-    let addr: Uint8Array | null = this.ip4
+    let addr: Uint8Array | undefined = this.ip4
     if (!podLabelIPv4(q.name, label + 1, llen, this.ip4)) {
       addr = podLabelAddress(Buffer.from(q.name.buffer, q.name.byteOffset + label + 1, llen).toString('latin1'))
       // a label that reads as four octets but fails (e.g. "1-2-3-999") is not an IPv6 address either
     }
-    if (addr === null) return this.writeNegative(zone, q, query, off, out, outOff, limit, Rcode.NXDOMAIN, zoneAt)
+    if (addr === undefined) return this.writeNegative(zone, q, query, off, out, outOff, limit, Rcode.NXDOMAIN, zoneAt)
     const type = addr.length === 4 ? QType.A : QType.AAAA
     if (q.qtype !== type) return this.writeNegative(zone, q, query, off, out, outOff, limit, Rcode.NOERROR, zoneAt)
     const qEnd = DNS_HEADER_LEN + q.nameLen + 4

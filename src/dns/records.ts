@@ -7,7 +7,8 @@
 // the spec leaves a choice (see zone.ts for the list of names).
 
 import type { Endpoint, Protocol, Service } from '../model/cluster'
-import { dashedLabel, ipToText, parseIP, podLabelAddress, reverseName } from './addr'
+import { dashedLabel, podLabelAddress, reverseName } from './addr'
+import { ipBytesToString, parseIpBytes } from '../wire/addr'
 import { DNS_HEADER_LEN, MessageWriter, QType, QTypeName, Rcode, nameToWire, normalizeName } from './message'
 
 const DNS_SCHEMA_VERSION = '1.1.0'
@@ -231,8 +232,8 @@ export function staticPart(p: ZoneParams): Part {
   b.add({ name: origin, type: QType.NS, ttl: p.ttl, data: { kind: 'name', target: nsName } })
   const nsAddrs: Rec[] = []
   for (const ip of p.dnsIPs) {
-    const bytes = parseIP(ip)
-    if (bytes === null) {
+    const bytes = parseIpBytes(ip)
+    if (bytes === undefined) {
       b.problems.push(`dnsIP ${ip}: not an IP address, skipped`)
       continue
     }
@@ -274,8 +275,8 @@ export function servicePart(svc: Service, p: ZoneParams): Part {
 /** ExternalName: a CNAME (chased at resolution), or the address itself when the target is an IP (CoreDNS). */
 function externalNameRecords(b: PartBuilder, svc: Service, svcName: string): void {
   const target = normalizeName(svc.externalName ?? '')
-  const ip = target === '' ? null : parseIP(target)
-  if (ip !== null) b.add(b.addrRec(svcName, ip))
+  const ip = target === '' ? undefined : parseIpBytes(target)
+  if (ip !== undefined) b.add(b.addrRec(svcName, ip))
   else if (target !== '' && b.validName(target)) b.node(svcName).cname = target
   else b.node(svcName)
 }
@@ -291,8 +292,8 @@ function publishedEndpoints(b: PartBuilder, svc: Service): Published[] {
   const out: Published[] = []
   for (const ep of svc.endpoints) {
     if (!dnsReady(svc, ep)) continue
-    const ip = parseIP(ep.ip)
-    if (ip === null) {
+    const ip = parseIpBytes(ep.ip)
+    if (ip === undefined) {
       b.problems.push(`${svc.namespace}/${svc.name}: endpoint ${ep.ip} is not an IP address`)
       continue
     }
@@ -346,8 +347,8 @@ function headlessRecords(b: PartBuilder, svc: Service, svcName: string, eps: rea
 function clusterIPRecords(b: PartBuilder, svc: Service, svcName: string, hostAddrs: Map<string, Rec[]>): void {
   const ips: Uint8Array[] = []
   for (const ipText of svc.clusterIPs) {
-    const ip = parseIP(ipText)
-    if (ip === null) {
+    const ip = parseIpBytes(ipText)
+    if (ip === undefined) {
       b.problems.push(`${svc.namespace}/${svc.name}: clusterIP ${ipText} is not an IP address`)
       continue
     }
@@ -453,7 +454,7 @@ function podRecord(z: ZoneLookup, name: string, deps: string[]): Rec | null | un
   deps.push(NS_KEY + rel[1]!)
   if (!z.hasNamespace(rel[1]!)) return undefined
   const ip = podLabelAddress(rel[0]!)
-  return ip === null ? null : { name, type: ip.length === 4 ? QType.A : QType.AAAA, ttl: p.ttl, data: { kind: 'addr', ip } }
+  return ip === undefined ? null : { name, type: ip.length === 4 ? QType.A : QType.AAAA, ttl: p.ttl, data: { kind: 'addr', ip } }
 }
 
 /** Where the CNAME chain starting at `name` leaves the zone, or null (no CNAME, ends inside, loops, too long). */
@@ -616,7 +617,7 @@ export function formatRecord(r: Rec): string {
   let rdata: string
   switch (d.kind) {
     case 'addr':
-      rdata = ipToText(d.ip)
+      rdata = ipBytesToString(d.ip)
       break
     case 'name':
       rdata = `${d.target}.`

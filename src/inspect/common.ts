@@ -1,6 +1,6 @@
 // Small pieces shared by the inspection tools: their error type, argument checks for control-socket requests
 // (arguments arrive as untyped JSON), aligned text tables and address:port parsing.
-import { familyOf } from '../nat/addr'
+import { ipFamily } from '../wire/addr'
 
 /** A usage or input error: the CLI prints its message alone (no stack) and exits 1. */
 export class InspectError extends Error {
@@ -42,12 +42,12 @@ export function parsePort(text: string, what: string): number {
 export function splitAddress(text: string, what: string): { ip: string; port?: number } | undefined {
   const br = /^\[([^\]]+)\](?::(.*))?$/.exec(text)
   if (br) {
-    if (familyOf(br[1]!) !== 6) return undefined
+    if (ipFamily(br[1]!) !== 6) return undefined
     return br[2] === undefined ? { ip: br[1]! } : { ip: br[1]!, port: parsePort(br[2], what) }
   }
-  if (familyOf(text) !== 0) return { ip: text }
+  if (ipFamily(text) !== undefined) return { ip: text }
   const colon = text.lastIndexOf(':')
-  if (colon > 0 && familyOf(text.slice(0, colon)) === 4) return { ip: text.slice(0, colon), port: parsePort(text.slice(colon + 1), what) }
+  if (colon > 0 && ipFamily(text.slice(0, colon)) === 4) return { ip: text.slice(0, colon), port: parsePort(text.slice(colon + 1), what) }
   return undefined
 }
 
@@ -76,13 +76,4 @@ export function textTable(header: readonly string[], rows: readonly (readonly st
     }
   }
   return out.join('\n') + '\n'
-}
-
-/** kube-proxy/iptables-save quoting of a comment. */
-export function quote(s: string): string {
-  return `"${s.replace(/[\\"]/g, m => `\\${m}`)}"`
-}
-
-export function comment(text: string): string {
-  return `-m comment --comment ${quote(text)}`
 }

@@ -4,7 +4,7 @@ import type { DataplaneView } from '../agent/view'
 import type { Family } from '../model/cluster'
 import type { ConntrackEntry } from '../nat/ctview'
 import type { NatTable } from '../nat/compile'
-import { canonicalAddr } from '../nat/addr'
+import { canonicalIp } from '../wire/addr'
 import { endpointString } from '../model/names'
 import { InspectError, optChoice, optPort, optString } from './common'
 
@@ -45,7 +45,7 @@ export const OFFLINE_CONNTRACK = 'conntrack needs a running agent: manifests (-f
 
 function addrArg(v: string | undefined, what: string): string | undefined {
   if (v === undefined) return undefined
-  const c = canonicalAddr(v)
+  const c = canonicalIp(v)
   if (c === undefined) throw new InspectError(`${what}: ${JSON.stringify(v)} is not an IP address`)
   return c
 }

@@ -7,7 +7,8 @@
 
 import type { Family, Protocol } from '../model/cluster'
 import { endpointString } from '../model/names'
-import { addrWords, cidrListToStrings, familyOf, parseAddrWords } from '../nat/addr'
+import { addrWords, cidrListToStrings } from '../nat/addr'
+import { ipFamily, parseIpWords } from '../wire/addr'
 import type { NatTable, SvcPort } from '../nat/compile'
 import type { EndpointSet } from '../nat/endpoints'
 import { EP_LOCAL, EP_TERMINATING, endpointNames, epFlags } from '../nat/endpoints'
@@ -105,8 +106,8 @@ export function endpointChain(sp: SvcPort, endpoint: string): string {
 
 /** Describes what the engine does with the first packet of `q` (and, with ctx.engine, what it does now). */
 export function explain(table: NatTable, q: TraceQuery, ctx: ExplainContext = {}): Explanation {
-  const family = familyOf(q.src)
-  if (family === 0 || familyOf(q.dst) !== family) throw new TypeError(`src and dst must be addresses of one family (got ${q.src}, ${q.dst})`)
+  const family = ipFamily(q.src)
+  if (family === undefined || ipFamily(q.dst) !== family) throw new TypeError(`src and dst must be addresses of one family (got ${q.src}, ${q.dst})`)
   const sport = q.sport ?? 0
   const dport = q.dport ?? 0
   const tuple = { family, protocol: q.protocol, src: q.src, dst: q.dst, sport, dport }
@@ -114,8 +115,8 @@ export function explain(table: NatTable, q: TraceQuery, ctx: ExplainContext = {}
   const fam = family === 4 ? tb.v4 : tb.v6
   const aw = addrWords(family)
   const words = new Uint32Array(2 * aw + 1)
-  parseAddrWords(q.src, family, words, 0)
-  parseAddrWords(q.dst, family, words, aw)
+  parseIpWords(q.src, family, words, 0)
+  parseIpWords(q.dst, family, words, aw)
   words[2 * aw] = ((sport << 16) | dport) >>> 0
 
   if (q.protocol === 'ICMP') {

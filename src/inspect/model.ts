@@ -3,7 +3,8 @@
 import type { Cluster, Service, ServicePort } from '../model/cluster'
 import type { NatTable, ResolvedNatConfig, SvcPort } from '../nat/compile'
 import { FRONTEND_KIND_NAMES, FrontendKind, endpointPort } from '../nat/compile'
-import { addrWords, familyOf, parseAddrWords, wordsToString } from '../nat/addr'
+import { addrWords, wordsToString } from '../nat/addr'
+import { ipFamily, parseIpWords } from '../wire/addr'
 import type { EndpointSet } from '../nat/endpoints'
 import { EP_LOCAL, EP_TERMINATING, endpointNames, epFlags } from '../nat/endpoints'
 import { endpointString } from '../model/names'
@@ -20,11 +21,11 @@ export interface Frontend {
 
 /** Which service port the frontend key (address, proto, port) leads to, and as what kind; undefined when none. */
 export function frontendAt(table: NatTable, address: string, proto: number, port: number): { sp: SvcPort; kind: number } | undefined {
-  const family = familyOf(address)
-  if (family === 0) return undefined
+  const family = ipFamily(address)
+  if (family === undefined) return undefined
   const ft = family === 4 ? table.v4 : table.v6
   const aw = addrWords(family)
-  parseAddrWords(address, family, ft.fe.key, 0)
+  parseIpWords(address, family, ft.fe.key, 0)
   ft.fe.key[aw] = ((proto << 16) | port) >>> 0
   const v = ft.fe.get(0xffffffff)
   if (v === 0xffffffff) return undefined

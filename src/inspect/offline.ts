@@ -15,7 +15,7 @@ import { validateAll } from '../k8s/validate'
 import { compileLab, formatProblem, LabManifestError } from '../lab/compile'
 import { LAB } from '../lab/plan'
 import { compileNat, type NatConfig } from '../nat/compile'
-import { familyOf } from '../nat/addr'
+import { ipFamily } from '../wire/addr'
 import { DnsServer } from '../dns/server'
 import { InspectError } from './common'
 
@@ -151,8 +151,8 @@ export function offlineView(files: readonly string[], opts: OfflineOptions = {})
     )
   }
   const nodeName = opts.nodeName ?? node?.name ?? OFFLINE_DEFAULTS.nodeName
-  const nodeIP = opts.nodeIP ?? node?.addresses.find(a => familyOf(a) === 4) ?? node?.addresses[0] ?? OFFLINE_DEFAULTS.nodeIP
-  if (familyOf(nodeIP) === 0) throw new InspectError(`--node-ip: ${JSON.stringify(nodeIP)} is not an IP address`)
+  const nodeIP = opts.nodeIP ?? node?.addresses.find(a => ipFamily(a) === 4) ?? node?.addresses[0] ?? OFFLINE_DEFAULTS.nodeIP
+  if (ipFamily(nodeIP) === undefined) throw new InspectError(`--node-ip: ${JSON.stringify(nodeIP)} is not an IP address`)
   const clusterCIDR = opts.clusterCIDR ?? OFFLINE_DEFAULTS.clusterCIDR
 
   const natConfig: NatConfig = {

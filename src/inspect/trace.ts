@@ -1,8 +1,8 @@
 // `tundra trace`: what happens to the first packet of a connection, told as the walk through kube-proxy's iptables
 // chains it would take on this node (PREROUTING → KUBE-SERVICES → KUBE-SVC-… → KUBE-SEP-…), with the rule that
 // matched at each step, the endpoint choice, masquerade and the rewritten 5-tuple. The decisions are tundra's own
-// (nat/explain.ts walks the compiled table the engine uses); the rule text is what kube-proxy would have written for
-// them, so a trace reads against `tundra dump` or a real node's iptables-save.
+// (nat/explain.ts walks the compiled table the engine uses); each rule is built by the same constructors the iptables
+// renderer uses (kubeproxy/iptrules.ts), so a trace line is a line of `tundra dump` (or a real node's iptables-save).
 //
 // buildTrace() returns plain JSON (it runs inside the agent for an online trace); formatTrace() renders it.
 import dnsPacket from 'dns-packet'
@@ -10,13 +10,15 @@ import type { DataplaneView } from '../agent/view'
 import type { Family, Protocol } from '../model/cluster'
 import { explain, endpointChain, type Explanation } from './explain'
 import type { SvcPort } from '../nat/compile'
-import { familyOf, inCidrList, parseAddrWords, parseCidrList } from '../nat/addr'
+import { inCidrList, parseCidrList } from '../nat/addr'
+import { ipFamily, parseIpWords } from '../wire/addr'
 import type { ConntrackEntry } from '../nat/engine'
 import type { ExplainLive } from '../nat/decide'
-import { kubeProxyProbability } from '../kubeproxy/probability'
+import { kubeProxyProbability, probabilityForRemaining } from '../kubeproxy/probability'
+import * as ipt from '../kubeproxy/iptrules'
 import { endpointString } from '../model/names'
 import { Transport } from '../dns/server'
-import { InspectError, comment, hostPort, optChoice, optPort, optString, splitAddress } from './common'
+import { InspectError, hostPort, optChoice, optPort, optString, splitAddress } from './common'
 import { byEndpointText, frontendAt } from './model'
 
 export const TRACE_PROTOCOLS = ['tcp', 'udp', 'sctp', 'icmp'] as const
@@ -228,9 +230,6 @@ export function resolveName(view: DataplaneView, name: string, src: string, fami
 // ---------------------------------------------------------------------------------------------------------------
 // The walk
 
-const HOOK_COMMENT = 'kubernetes service portals'
-const NODEPORTS_COMMENT = 'kubernetes service nodeports; NOTE: this must be the last rule in this chain'
-
 function fnv(text: string): number {
   let h = 0x811c9dc5
   for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193)
@@ -253,12 +252,13 @@ function hostBits(ip: string): string {
 }
 
 function natHook(c: WalkCtx): void {
-  c.steps.push({
-    table: 'nat',
-    chain: c.srcLocal ? 'OUTPUT' : 'PREROUTING',
-    rule: `${comment(HOOK_COMMENT)} -j KUBE-SERVICES`,
-    ...(c.srcLocal ? { note: `${c.q.src} is this node: locally generated traffic enters at OUTPUT` } : {}),
-  })
+  const from = c.srcLocal ? 'OUTPUT' : 'PREROUTING'
+  ruleStep(
+    c,
+    'nat',
+    ipt.jumpRuleFrom('nat', from, ipt.KUBE_SERVICES),
+    c.srcLocal ? { note: `${c.q.src} is this node: locally generated traffic enters at OUTPUT` } : {},
+  )
 }
 
 /** The filter-table jump that leads to `target` for this packet. */
@@ -279,17 +279,12 @@ function filterHook(c: WalkCtx, target: 'KUBE-SERVICES' | 'KUBE-EXTERNAL-SERVICE
           : c.srcLocal
             ? 'OUTPUT'
             : 'FORWARD'
-  const text =
-    target === 'KUBE-SERVICES'
-      ? HOOK_COMMENT
-      : target === 'KUBE-EXTERNAL-SERVICES'
-        ? 'kubernetes externally-visible service portals'
-        : 'kubernetes load balancer firewall'
-  c.steps.push({ table: 'filter', chain, rule: `-m conntrack --ctstate NEW ${comment(text)} -j ${target}` })
+  ruleStep(c, 'filter', ipt.jumpRuleFrom('filter', chain, target))
 }
 
-function dportMatch(p: string, port: number): string {
-  return `-m ${p} --dport ${port}`
+/** A step that matched rule `r`: printed as iptables-save's text after `-A <chain>`, from the renderer's own rule. */
+function ruleStep(c: WalkCtx, table: TraceStep['table'], r: ipt.IptablesRule, more: { note?: string; balance?: boolean } = {}): void {
+  c.steps.push({ table, chain: r.chain, rule: ipt.ruleSpec(r, c.family), ...more })
 }
 
 /** The nat KUBE-SERVICES rule (and what follows from it) that leads a frontend toward its endpoints. */
@@ -301,15 +296,12 @@ function frontendRules(c: WalkCtx, ex: Explanation, sp: SvcPort): string {
   const d = hostBits(c.q.dst)
   if (kind === 'ClusterIP') {
     const target = sp.internalPolicy === 'Local' ? chains.local : chains.service
-    c.steps.push({ table: 'nat', chain: 'KUBE-SERVICES', rule: `-d ${d} -p ${p} ${comment(`${name} cluster IP`)} ${dportMatch(p, c.q.dport)} -j ${target}` })
+    ruleStep(c, 'nat', ipt.frontendRule(ipt.KUBE_SERVICES, d, p, c.q.dport, `${name} cluster IP`, target))
     const cfg = c.view.natConfig()
-    const base = `-d ${d} -p ${p} ${comment(`${name} cluster IP`)} ${dportMatch(p, c.q.dport)} -j KUBE-MARK-MASQ`
-    if (cfg.masqueradeAll) c.steps.push({ table: 'nat', chain: target, rule: base, note: '--masquerade-all: marked for masquerade' })
-    else if (c.clusterCIDR !== undefined && !c.fromCluster) {
-      c.steps.push({
-        table: 'nat',
-        chain: target,
-        rule: `! -s ${c.clusterCIDR} ${base}`,
+    if (cfg.masqueradeAll) {
+      ruleStep(c, 'nat', ipt.clusterIPMasqRule(target, d, p, c.q.dport, name, undefined), { note: '--masquerade-all: marked for masquerade' })
+    } else if (c.clusterCIDR !== undefined && !c.fromCluster) {
+      ruleStep(c, 'nat', ipt.clusterIPMasqRule(target, d, p, c.q.dport, name, c.clusterCIDR), {
         note: `${c.q.src} is outside the cluster CIDR: marked for masquerade`,
       })
     }
@@ -318,86 +310,51 @@ function frontendRules(c: WalkCtx, ex: Explanation, sp: SvcPort): string {
   let ext = chains.external
   if (kind === 'NodePort') {
     const npa = c.view.natConfig().nodePortAddresses
-    c.steps.push({
-      table: 'nat',
-      chain: 'KUBE-SERVICES',
-      rule:
-        npa.length === 0
-          ? `! -d ${c.family === 4 ? '127.0.0.0/8' : '::1/128'} ${comment(NODEPORTS_COMMENT)} -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS`
-          : `-d ${d} ${comment(NODEPORTS_COMMENT)} -j KUBE-NODEPORTS`,
-    })
-    c.steps.push({ table: 'nat', chain: 'KUBE-NODEPORTS', rule: `-p ${p} ${comment(name)} ${dportMatch(p, c.q.dport)} -j ${ext}` })
+    ruleStep(c, 'nat', ipt.nodePortsJumpRule(npa.length > 0 ? { ip: d } : ipt.localhostNodePorts(c.family, undefined) ? undefined : { notLocalhost: c.family }))
+    ruleStep(c, 'nat', ipt.nodePortRule(ipt.KUBE_NODEPORTS, p, c.q.dport, name, ext, false))
   } else if (kind === 'ExternalIP') {
-    c.steps.push({ table: 'nat', chain: 'KUBE-SERVICES', rule: `-d ${d} -p ${p} ${comment(`${name} external IP`)} ${dportMatch(p, c.q.dport)} -j ${ext}` })
+    ruleStep(c, 'nat', ipt.frontendRule(ipt.KUBE_SERVICES, d, p, c.q.dport, `${name} external IP`, ext))
   } else {
     const fw = ex.sourceRanges !== undefined
-    c.steps.push({
-      table: 'nat',
-      chain: 'KUBE-SERVICES',
-      rule: `-d ${d} -p ${p} ${comment(`${name} loadbalancer IP`)} ${dportMatch(p, c.q.dport)} -j ${fw ? chains.firewall : ext}`,
-    })
+    ruleStep(c, 'nat', ipt.frontendRule(ipt.KUBE_SERVICES, d, p, c.q.dport, `${name} loadbalancer IP`, fw ? chains.firewall : ext))
     if (fw) {
-      const range = ex.sourceRanges!.ranges.find(r => inCidr(r, c.q.src)) ?? `${hostBits(c.q.src)}`
-      c.steps.push({
-        table: 'nat',
-        chain: chains.firewall,
-        rule: `-s ${range} ${comment(`${name} loadbalancer IP`)} -j ${ext}`,
-        note: 'source allowed by loadBalancerSourceRanges',
-      })
+      const range = ex.sourceRanges!.ranges.find(r => inCidr(r, c.q.src)) ?? c.q.src
+      ruleStep(c, 'nat', ipt.firewallAllowRule(chains.firewall, range, name, ext), { note: 'source allowed by loadBalancerSourceRanges' })
     }
   }
   // KUBE-EXT: masquerade and the policy chain
   if (sp.externalPolicy === 'Cluster') {
-    c.steps.push({
-      table: 'nat',
-      chain: ext,
-      rule: `${comment(`masquerade traffic for ${name} external destinations`)} -j KUBE-MARK-MASQ`,
-      note: 'externalTrafficPolicy Cluster: marked for masquerade',
-    })
-    c.steps.push({ table: 'nat', chain: ext, rule: `-j ${chains.service}` })
+    ruleStep(c, 'nat', ipt.extMasqRule(ext, name), { note: 'externalTrafficPolicy Cluster: marked for masquerade' })
+    ruleStep(c, 'nat', ipt.jumpTo(ext, chains.service))
     return chains.service
   }
   if (c.fromCluster && c.clusterCIDR !== undefined) {
-    c.steps.push({
-      table: 'nat',
-      chain: ext,
-      rule: `-s ${c.clusterCIDR} ${comment(`pod traffic for ${name} external destinations`)} -j ${chains.service}`,
-      note: 'a pod: short-circuited to every endpoint, not masqueraded',
-    })
+    ruleStep(c, 'nat', ipt.extPodRule(ext, c.clusterCIDR, name, chains.service), { note: 'a pod: short-circuited to every endpoint, not masqueraded' })
     return chains.service
   }
   if (c.srcLocal) {
-    c.steps.push({
-      table: 'nat',
-      chain: ext,
-      rule: `${comment(`masquerade LOCAL traffic for ${name} external destinations`)} -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ`,
-      note: 'from this node: marked for masquerade',
-    })
-    c.steps.push({
-      table: 'nat',
-      chain: ext,
-      rule: `${comment(`route LOCAL traffic for ${name} external destinations`)} -m addrtype --src-type LOCAL -j ${chains.service}`,
-    })
+    ruleStep(c, 'nat', ipt.extLocalMasqRule(ext, name), { note: 'from this node: marked for masquerade' })
+    ruleStep(c, 'nat', ipt.extLocalRouteRule(ext, name, chains.service))
     return chains.service
   }
   ext = chains.local
-  c.steps.push({ table: 'nat', chain: chains.external, rule: `-j ${ext}`, note: 'externalTrafficPolicy Local: endpoints on this node only' })
+  ruleStep(c, 'nat', ipt.jumpTo(chains.external, ext), { note: 'externalTrafficPolicy Local: endpoints on this node only' })
   return ext
 }
 
 function inCidr(cidr: string, ip: string): boolean {
-  const f = familyOf(ip)
-  if (f === 0) return false
+  const f = ipFamily(ip)
+  if (f === undefined) return false
   const list = parseCidrList([cidr], f)
   const w = new Uint32Array(4)
-  parseAddrWords(ip, f, w, 0)
+  parseIpWords(ip, f, w, 0)
   return list.length > 0 && inCidrList(list, f === 4 ? 1 : 4, w, 0)
 }
 
 /** Rejects and drops happen in the filter table: kube-proxy writes no nat rule for a service it cannot serve. */
 function filterVerdict(c: WalkCtx, ex: Explanation, sp: SvcPort | undefined, action: 'reject' | 'drop'): void {
   const p = c.q.proto
-  const target = action === 'reject' ? `REJECT --reject-with ${c.family === 4 ? 'icmp-port-unreachable' : 'icmp6-port-unreachable'}` : 'DROP'
+  const target = action === 'reject' ? ipt.rejectTarget(c.family) : 'DROP'
   if (sp === undefined || ex.frontend === undefined) return
   const name = sp.servicePortName
   const d = hostBits(c.q.dst)
@@ -406,39 +363,22 @@ function filterVerdict(c: WalkCtx, ex: Explanation, sp: SvcPort | undefined, act
   const kind = ex.frontend.kind
   if (ex.sourceRanges !== undefined && !ex.sourceRanges.allowed) {
     const chains = ex.service!.chains
-    c.steps.push({
-      table: 'nat',
-      chain: 'KUBE-SERVICES',
-      rule: `-d ${d} -p ${p} ${comment(`${name} loadbalancer IP`)} ${dportMatch(p, c.q.dport)} -j ${chains.firewall}`,
-    })
-    c.steps.push({
-      table: 'nat',
-      chain: chains.firewall,
-      rule: comment(`other traffic to ${name} will be dropped by KUBE-PROXY-FIREWALL`),
-      note: `${c.q.src} is in none of ${ex.sourceRanges.ranges.join(', ')}`,
-    })
+    ruleStep(c, 'nat', ipt.frontendRule(ipt.KUBE_SERVICES, d, p, c.q.dport, `${name} loadbalancer IP`, chains.firewall))
+    ruleStep(c, 'nat', ipt.firewallFallThroughRule(chains.firewall, name), { note: `${c.q.src} is in none of ${ex.sourceRanges.ranges.join(', ')}` })
     filterHook(c, 'KUBE-PROXY-FIREWALL')
-    c.steps.push({
-      table: 'filter',
-      chain: 'KUBE-PROXY-FIREWALL',
-      rule: `-d ${d} -p ${p} ${comment(`${name} traffic not accepted by ${chains.firewall}`)} ${dportMatch(p, c.q.dport)} -j DROP`,
-    })
+    ruleStep(c, 'filter', ipt.frontendRule(ipt.KUBE_PROXY_FIREWALL, d, p, c.q.dport, `${name} traffic not accepted by ${chains.firewall}`, 'DROP'))
     return
   }
   c.steps.push({ table: 'nat', chain: 'KUBE-SERVICES', rule: '', note: `no rule sends it on: ${why}` })
   if (kind === 'ClusterIP') {
     filterHook(c, 'KUBE-SERVICES')
-    c.steps.push({ table: 'filter', chain: 'KUBE-SERVICES', rule: `-d ${d} -p ${p} ${comment(why)} ${dportMatch(p, c.q.dport)} -j ${target}` })
+    ruleStep(c, 'filter', ipt.frontendRule(ipt.KUBE_SERVICES, d, p, c.q.dport, why, target))
   } else if (kind === 'NodePort') {
     filterHook(c, 'KUBE-EXTERNAL-SERVICES')
-    c.steps.push({
-      table: 'filter',
-      chain: 'KUBE-EXTERNAL-SERVICES',
-      rule: `-p ${p} ${comment(why)} -m addrtype --dst-type LOCAL ${dportMatch(p, c.q.dport)} -j ${target}`,
-    })
+    ruleStep(c, 'filter', ipt.nodePortRule(ipt.KUBE_EXTERNAL_SERVICES, p, c.q.dport, why, target, true))
   } else {
     filterHook(c, 'KUBE-EXTERNAL-SERVICES')
-    c.steps.push({ table: 'filter', chain: 'KUBE-EXTERNAL-SERVICES', rule: `-d ${d} -p ${p} ${comment(why)} ${dportMatch(p, c.q.dport)} -j ${target}` })
+    ruleStep(c, 'filter', ipt.frontendRule(ipt.KUBE_EXTERNAL_SERVICES, d, p, c.q.dport, why, target))
   }
 }
 
@@ -504,7 +444,7 @@ export function buildTrace(view: DataplaneView, args: TraceArgs, lookups?: Expla
   const sport = args.sport ?? s.port
   const dport = args.dport ?? dstPort
   if (proto !== 'icmp' && dport === undefined) throw new InspectError(`give the destination port for ${proto}: --dst ADDRESS:PORT (or --dport)`)
-  const family = familyOf(s.ip) as Family
+  const family = ipFamily(s.ip) as Family
   const cfg = view.natConfig()
   const engine = lookups
   const live = view.live() !== undefined
@@ -536,7 +476,7 @@ export function buildTrace(view: DataplaneView, args: TraceArgs, lookups?: Expla
     }
     dstIP = dns.address!
   }
-  if (familyOf(dstIP) !== family) throw new InspectError(`--src ${s.ip} and destination ${dstIP} are not of one IP family`)
+  if (ipFamily(dstIP) !== family) throw new InspectError(`--src ${s.ip} and destination ${dstIP} are not of one IP family`)
 
   const protocol: Protocol | 'ICMP' = proto === 'icmp' ? 'ICMP' : (proto.toUpperCase() as Protocol)
   const tq = { src: s.ip, dst: dstIP, protocol, ...(sport !== undefined ? { sport } : {}), ...(dport !== undefined ? { dport } : {}) }
@@ -544,7 +484,7 @@ export function buildTrace(view: DataplaneView, args: TraceArgs, lookups?: Expla
   // The first packet's walk (no live state), and what the engine would do now with this exact tuple.
   const ex = explain(view.table(), tq, { now })
   const cur = engine !== undefined ? explain(view.table(), tq, { engine, now }) : ex
-  const clusterCIDR = cfg.clusterCIDRs.find(c => familyOf(c.split('/')[0]!) === family)
+  const clusterCIDR = cfg.clusterCIDRs.find(c => ipFamily(c.split('/')[0]!) === family)
   const c: WalkCtx = {
     view,
     q: { proto, src: s.ip, sport: sport ?? 0, dst: dstIP, dport: dport ?? 0 },
@@ -688,19 +628,11 @@ export function buildTrace(view: DataplaneView, args: TraceArgs, lookups?: Expla
   }
   const endpoints: TraceEndpoint[] = rules.map(e => ({ ...e, picked: e.endpoint === pick.endpoint }))
   const spName = sp.servicePortName
-  const mask = family === 4 ? '255.255.255.255' : 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff'
   const picked = endpoints.find(e => e.picked)
   const pickedRule = picked === undefined ? -1 : endpoints.indexOf(picked)
   if (pick.how === 'affinity') {
-    c.steps.push({
-      table: 'nat',
-      chain: svcChain,
-      balance: true,
-      rule: `${comment(spName)} -m recent --rcheck --seconds ${sp.affinityTimeout} --reap --name ${pick.chain} --mask ${mask} --rsource -j ${pick.chain}`,
-      note: pick.note,
-    })
+    ruleStep(c, 'nat', ipt.affinityCheckRule(svcChain, spName, sp.affinityTimeout, pick.chain, family), { balance: true, note: pick.note })
   } else {
-    const prob = picked?.probability
     if (sp.affinityTimeout > 0) {
       c.steps.push({
         table: 'nat',
@@ -709,47 +641,34 @@ export function buildTrace(view: DataplaneView, args: TraceArgs, lookups?: Expla
         note: `ClientIP affinity: no pin for ${s.ip} yet (${live ? 'none live' : 'offline'}), so none of the ${n} "-m recent --rcheck --seconds ${sp.affinityTimeout}" rules matches`,
       })
     }
-    c.steps.push({
-      table: 'nat',
-      chain: svcChain,
-      balance: true,
-      rule: `${comment(spName)}${prob != null ? ` -m statistic --mode random --probability ${prob}` : ''} -j ${pick.chain}`,
-      note:
-        pickedRule < 0 || n === 1
-          ? pick.note
-          : pickedRule === n - 1
-            ? `rule ${n} of ${n}: the last one, taken when none of the ${n - 1} before it was`
-            : `rule ${pickedRule + 1} of ${n}: taken with probability ${picked!.probability}${pickedRule > 0 ? ` after ${pickedRule === 1 ? 'rule 1 was' : `rules 1-${pickedRule} were`} not` : ''}`,
-    })
+    ruleStep(
+      c,
+      'nat',
+      ipt.endpointPickRule(svcChain, spName, pickedRule >= 0 && pickedRule < n - 1 ? probabilityForRemaining(n - pickedRule) : null, pick.chain),
+      {
+        balance: true,
+        note:
+          pickedRule < 0 || n === 1
+            ? pick.note
+            : pickedRule === n - 1
+              ? `rule ${n} of ${n}: the last one, taken when none of the ${n - 1} before it was`
+              : `rule ${pickedRule + 1} of ${n}: taken with probability ${picked!.probability}${pickedRule > 0 ? ` after ${pickedRule === 1 ? 'rule 1 was' : `rules 1-${pickedRule} were`} not` : ''}`,
+      },
+    )
   }
   const ep = splitEndpoint(pick.endpoint)
   const hairpin = ep.ip === s.ip
-  if (hairpin)
-    c.steps.push({
-      table: 'nat',
-      chain: pick.chain,
-      rule: `-s ${hostBits(ep.ip)} ${comment(spName)} -j KUBE-MARK-MASQ`,
-      note: 'hairpin: the client is this endpoint, marked for masquerade',
-    })
-  c.steps.push({
-    table: 'nat',
-    chain: pick.chain,
-    rule: `-p ${proto} ${comment(spName)}${sp.affinityTimeout > 0 ? ` -m recent --set --name ${pick.chain} --mask ${mask} --rsource` : ''} -m ${proto} -j DNAT --to-destination ${pick.endpoint}`,
-  })
+  if (hairpin) ruleStep(c, 'nat', ipt.endpointHairpinRule(pick.chain, ep.ip, spName), { note: 'hairpin: the client is this endpoint, marked for masquerade' })
+  ruleStep(c, 'nat', ipt.endpointDnatRule(pick.chain, proto, spName, sp.affinityTimeout > 0 ? family : undefined, pick.endpoint))
 
   const masqReason =
     ex.masquerade !== undefined && ex.masquerade.always ? ex.masquerade.reason : hairpin ? 'hairpin (client is the chosen endpoint)' : undefined
-  const snat = cfg.nodeIPs.find(ip => familyOf(ip) === family)
+  const snat = cfg.nodeIPs.find(ip => ipFamily(ip) === family)
   let masquerade: NonNullable<Trace['masquerade']>
   if (masqReason !== undefined) {
     masquerade = { masquerade: true, reason: masqReason, ...(snat !== undefined ? { to: snat } : {}) }
-    c.steps.push({ table: 'nat', chain: 'POSTROUTING', rule: `${comment('kubernetes postrouting rules')} -j KUBE-POSTROUTING` })
-    c.steps.push({
-      table: 'nat',
-      chain: 'KUBE-POSTROUTING',
-      rule: `${comment('kubernetes service traffic requiring SNAT')} -j MASQUERADE --random-fully`,
-      note: `source becomes ${snat ?? 'the node address'}`,
-    })
+    ruleStep(c, 'nat', ipt.jumpRuleFrom('nat', 'POSTROUTING', ipt.KUBE_POSTROUTING))
+    ruleStep(c, 'nat', ipt.POSTROUTING_MASQ_RULE, { note: `source becomes ${snat ?? 'the node address'}` })
   } else {
     let why: string
     if (ex.frontend!.kind === 'ClusterIP') {

@@ -2,7 +2,8 @@
 // starting point, linear probing skips what is taken. The same manifests always get the same addresses and ports.
 import { createHash } from 'node:crypto'
 import type { Family } from '../model/cluster'
-import { bigIntToIP, canonicalIP, cidrContains, formatCIDR, formatIP, ipToBigInt, parseCIDR, parseIP, type ParsedCIDR } from './ip'
+import { bigIntToIP, cidrContains, formatCIDR, formatIP, ipToBigInt, parseCIDR, parseIP, type ParsedCIDR } from './ip'
+import { canonicalIp } from '../wire/addr'
 
 export const DEFAULT_SERVICE_CIDR = '10.96.0.0/12'
 
@@ -33,7 +34,7 @@ export class ClusterIPAllocator {
 
   /** Marks an address as taken (explicit clusterIPs in the input). */
   reserve(ip: string): void {
-    const c = canonicalIP(ip)
+    const c = canonicalIp(ip)
     if (c !== undefined) this.used.add(c)
   }
 

@@ -1,6 +1,6 @@
 // API-server defaulting of the fields tundra reads (pkg/apis/core/v1/defaults.go), shared by normalize and the controller.
 import type { Family, Protocol, ServiceType, TrafficPolicy } from '../model/cluster'
-import { ipFamily } from './ip'
+import { ipFamily } from '../wire/addr'
 import type { IPFamilyName, Pod, Service, ServicePort } from './types'
 
 export interface DefaultedServicePort {

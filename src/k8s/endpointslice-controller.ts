@@ -13,7 +13,8 @@ import {
   type DefaultedServicePort,
 } from './defaults'
 import { generateName, nameSuffix } from './deployment'
-import { compareIP, ipFamily } from './ip'
+import { compareIP } from './ip'
+import { ipFamily } from '../wire/addr'
 import {
   LABEL_HEADLESS,
   LABEL_MANAGED_BY,

@@ -1,5 +1,7 @@
-// IP address and CIDR text helpers for manifests: strict parsing, canonical formatting (RFC 5952), containment.
+// IP address and CIDR helpers for manifests over wire's parser family (src/wire/addr.ts): ParsedIP values,
+// canonical text (RFC 5952), containment, ordering. Bad text is always `undefined`.
 import type { Family } from '../model/cluster'
+import { cidrPrefix, ipBytesToString, parseIpBytes } from '../wire/addr'
 
 export interface ParsedIP {
   readonly family: Family
@@ -13,119 +15,23 @@ export interface ParsedCIDR {
   readonly prefix: number
 }
 
-const V4_OCTET = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/
-
-/** Parses dotted-quad IPv4 as the API server does (no leading zeros, no shorthand). */
-function parseIPv4(text: string): Uint8Array | undefined {
-  const parts = text.split('.')
-  if (parts.length !== 4) return undefined
-  const out = new Uint8Array(4)
-  for (let i = 0; i < 4; i++) {
-    const p = parts[i] as string
-    if (!V4_OCTET.test(p)) return undefined
-    out[i] = Number(p)
-  }
-  return out
-}
-
-function parseIPv6(text: string): Uint8Array | undefined {
-  if (text.includes('%')) return undefined // zones are never valid in Kubernetes fields
-  let head = text
-  let tail4: Uint8Array | undefined
-  const lastColon = text.lastIndexOf(':')
-  if (lastColon >= 0 && text.indexOf('.', lastColon) > 0) {
-    tail4 = parseIPv4(text.slice(lastColon + 1))
-    if (!tail4) return undefined
-    head = text.slice(0, lastColon + 1) + '0:0'
-  }
-  const dbl = head.indexOf('::')
-  if (dbl !== head.lastIndexOf('::')) return undefined
-  const groupsOf = (s: string): number[] | undefined => {
-    if (s === '') return []
-    const out: number[] = []
-    for (const g of s.split(':')) {
-      if (!/^[0-9a-fA-F]{1,4}$/.test(g)) return undefined
-      out.push(parseInt(g, 16))
-    }
-    return out
-  }
-  let groups: number[]
-  if (dbl >= 0) {
-    const left = groupsOf(head.slice(0, dbl))
-    const right = groupsOf(head.slice(dbl + 2))
-    if (!left || !right || left.length + right.length > 7) return undefined
-    groups = [...left, ...new Array<number>(8 - left.length - right.length).fill(0), ...right]
-  } else {
-    const all = groupsOf(head)
-    if (!all || all.length !== 8) return undefined
-    groups = all
-  }
-  const out = new Uint8Array(16)
-  groups.forEach((g, i) => {
-    out[i * 2] = g >> 8
-    out[i * 2 + 1] = g & 0xff
-  })
-  if (tail4) out.set(tail4, 12)
-  return out
-}
-
+/** Parses an address as the API server does (no leading zeros, no zones, no shorthand): wire's parser family. */
 export function parseIP(text: string): ParsedIP | undefined {
-  if (typeof text !== 'string') return undefined
-  if (text.includes(':')) {
-    const bytes = parseIPv6(text)
-    return bytes ? { family: 6, bytes } : undefined
-  }
-  const bytes = parseIPv4(text)
-  return bytes ? { family: 4, bytes } : undefined
-}
-
-export function ipFamily(text: string): Family | undefined {
-  return parseIP(text)?.family
+  const bytes = parseIpBytes(text)
+  if (bytes === undefined) return undefined
+  return { family: bytes.length === 4 ? 4 : 6, bytes }
 }
 
 /** Canonical text: dotted quad, or RFC 5952 (lowercase, longest zero run compressed, IPv4-mapped kept as ::ffff:a.b.c.d). */
 export function formatIP(ip: ParsedIP): string {
-  const b = ip.bytes
-  if (ip.family === 4) return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`
-  const groups: number[] = []
-  for (let i = 0; i < 16; i += 2) groups.push(((b[i] as number) << 8) | (b[i + 1] as number))
-  const isMapped = groups.slice(0, 5).every(g => g === 0) && groups[5] === 0xffff
-  if (isMapped) return `::ffff:${b[12]}.${b[13]}.${b[14]}.${b[15]}`
-  let bestStart = -1
-  let bestLen = 0
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) {
-      i++
-      continue
-    }
-    let j = i
-    while (j < 8 && groups[j] === 0) j++
-    if (j - i > bestLen) {
-      bestStart = i
-      bestLen = j - i
-    }
-    i = j
-  }
-  const hex = groups.map(g => g.toString(16))
-  if (bestLen < 2) return hex.join(':')
-  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`
-}
-
-/** Canonical form of an address, or undefined when it does not parse. */
-export function canonicalIP(text: string): string | undefined {
-  const p = parseIP(text)
-  return p ? formatIP(p) : undefined
+  return ipBytesToString(ip.bytes)
 }
 
 export function parseCIDR(text: string): ParsedCIDR | undefined {
   if (typeof text !== 'string') return undefined
-  const slash = text.indexOf('/')
-  if (slash < 0) return undefined
-  const ip = parseIP(text.slice(0, slash))
-  const prefixText = text.slice(slash + 1)
-  if (!ip || !/^(0|[1-9]\d{0,2})$/.test(prefixText)) return undefined
-  const prefix = Number(prefixText)
-  if (prefix > ip.bytes.length * 8) return undefined
+  const ip = parseIP(text.slice(0, text.indexOf('/')))
+  const prefix = ip === undefined ? undefined : cidrPrefix(text, ip.bytes.length * 8)
+  if (ip === undefined || prefix === undefined) return undefined
   return { ip: { family: ip.family, bytes: maskBytes(ip.bytes, prefix) }, prefix }
 }
 

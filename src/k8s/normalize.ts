@@ -15,7 +15,8 @@ import {
 } from './defaults'
 import { expandDeployments } from './deployment'
 import { runEndpointSliceController } from './endpointslice-controller'
-import { canonicalCIDR, canonicalIP, compareIP, ipFamily } from './ip'
+import { canonicalCIDR, compareIP } from './ip'
+import { canonicalIp, ipFamily } from '../wire/addr'
 import {
   LABEL_HEADLESS,
   LABEL_SERVICE_NAME,
@@ -113,7 +114,7 @@ function mergeSlices(slices: readonly K8sEndpointSlice[]): Endpoint[] {
     for (const ep of slice.endpoints ?? []) {
       const first = ep.addresses?.[0]
       if (first === undefined) continue
-      const ip = canonicalIP(first)
+      const ip = canonicalIp(first)
       const family = ipFamily(first)
       if (ip === undefined || family === undefined) continue
       const cond = ep.conditions ?? {}
@@ -220,7 +221,7 @@ export function normalize(input: readonly LoadedObject[], opts: NormalizeOptions
     warnings.push(`cluster IPs are not allocated: ${(err as Error).message}`)
   }
   const portAlloc = new NodePortAllocator(nodePortRange)
-  const dnsIPs = new Set((opts.dnsIPs ?? []).map(ip => canonicalIP(ip) ?? ip))
+  const dnsIPs = new Set((opts.dnsIPs ?? []).map(ip => canonicalIp(ip) ?? ip))
   for (const l of svcObjs) {
     for (const ip of explicitClusterIPs(l.object)) ipAlloc?.reserve(ip)
     for (const p of l.object.spec?.ports ?? []) if (typeof p.nodePort === 'number' && p.nodePort !== 0) portAlloc.reserve(p.nodePort)
@@ -257,7 +258,7 @@ export function normalize(input: readonly LoadedObject[], opts: NormalizeOptions
       ipFamilies = declaredFamilies(svc)
       if (ipFamilies.length === 0) ipFamilies = [4]
     } else {
-      clusterIPs = explicitClusterIPs(svc).map(ip => canonicalIP(ip) as string)
+      clusterIPs = explicitClusterIPs(svc).map(ip => canonicalIp(ip) as string)
       clusterIPs.forEach((ip, i) => {
         const field = (spec.clusterIPs?.length ?? 0) > 0 ? `spec.clusterIPs[${i}]` : 'spec.clusterIP'
         const why = opts.serviceCIDRs !== undefined ? ipAlloc?.outside(ip) : undefined
@@ -322,7 +323,7 @@ export function normalize(input: readonly LoadedObject[], opts: NormalizeOptions
 
     const loadBalancerIngress: LoadBalancerIngress[] = []
     for (const ing of svc.status?.loadBalancer?.ingress ?? []) {
-      const ip = ing.ip === undefined || ing.ip === '' ? undefined : canonicalIP(ing.ip)
+      const ip = ing.ip === undefined || ing.ip === '' ? undefined : canonicalIp(ing.ip)
       if (ip === undefined) continue // hostname-only ingress: nothing for a node to capture
       loadBalancerIngress.push({ ip, ipMode: ing.ipMode ?? 'VIP' })
     }
@@ -337,7 +338,7 @@ export function normalize(input: readonly LoadedObject[], opts: NormalizeOptions
       headless,
       ipFamilies,
       ...(type === 'ExternalName' && spec.externalName !== undefined ? { externalName: spec.externalName } : {}),
-      externalIPs: (spec.externalIPs ?? []).map(ip => canonicalIP(ip) as string),
+      externalIPs: (spec.externalIPs ?? []).map(ip => canonicalIp(ip) as string),
       loadBalancerIngress,
       loadBalancerSourceRanges: (spec.loadBalancerSourceRanges ?? []).map(r => canonicalCIDR(r.trim()) as string),
       affinityTimeout: affinity ? (spec.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? 10800) : 0,
@@ -360,7 +361,7 @@ export function normalize(input: readonly LoadedObject[], opts: NormalizeOptions
       const n = l.object
       const addresses = (n.status?.addresses ?? [])
         .filter(a => a.type === 'InternalIP' || a.type === 'ExternalIP')
-        .map(a => canonicalIP(a.address))
+        .map(a => canonicalIp(a.address))
         .filter((a): a is string => a !== undefined)
       const cidrs =
         n.spec?.podCIDRs !== undefined && n.spec.podCIDRs.length > 0
@@ -379,7 +380,7 @@ export function normalize(input: readonly LoadedObject[], opts: NormalizeOptions
       const pod: Pod = {
         namespace: namespaceOf(p),
         name: p.metadata?.name ?? '',
-        ips: podIPs(p).map(ip => canonicalIP(ip) as string),
+        ips: podIPs(p).map(ip => canonicalIp(ip) as string),
         ...(p.spec?.nodeName ? { nodeName: p.spec.nodeName } : {}),
         ...(p.spec?.hostname ? { hostname: p.spec.hostname } : {}),
         ...(p.spec?.subdomain ? { subdomain: p.spec.subdomain } : {}),

@@ -1,7 +1,8 @@
 // Validation of manifest objects as kube-apiserver would do it on create: each error names file, object and field path.
 // An object with any error is dropped by validateAll; everything else goes on to normalize().
 import type { Problem } from '../model/cluster'
-import { ipFamily, parseCIDR, parseIP, isSpecialEndpointIP } from './ip'
+import { parseCIDR, parseIP, isSpecialEndpointIP } from './ip'
+import { ipFamily } from '../wire/addr'
 import { objectRef, type Deployment, type EndpointSlice, type LoadedObject, type Namespace, type Node, type Pod, type PodSpec, type Service } from './types'
 
 export interface ValidateOptions {

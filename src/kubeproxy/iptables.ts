@@ -16,10 +16,41 @@ import {
 } from './names'
 import { probabilityForRemaining } from './probability'
 import {
+  KUBE_EXTERNAL_SERVICES,
+  KUBE_FIREWALL,
+  KUBE_FORWARD,
+  KUBE_MARK_MASQ,
+  KUBE_NODEPORTS,
+  KUBE_POSTROUTING,
+  KUBE_PROXY_FIREWALL,
+  KUBE_SERVICES,
+  JUMP_CHAINS,
+  POSTROUTING_MASQ_RULE,
+  affinityCheckRule,
+  clusterIPMasqRule,
+  endpointDnatRule,
+  endpointHairpinRule,
+  endpointPickRule,
+  extLocalMasqRule,
+  extLocalRouteRule,
+  extMasqRule,
+  extPodRule,
+  firewallAllowRule,
+  firewallFallThroughRule,
+  frontendRule,
+  jumpRule,
+  jumpTo,
+  nodePortRule,
+  nodePortsJumpRule,
+  rejectTarget,
+  ruleLine,
+  type IptablesRule,
+} from './iptrules'
+import {
   chainPlan,
   clusterCIDRFor,
-  masqueradeMark,
   localhostNodePortsOn,
+  masqueradeMark,
   nodeIPFor,
   nodePortIPs,
   proxyServicePorts,
@@ -34,56 +65,9 @@ export interface IptablesOptions extends ProxyOptions {
   readonly largeClusterEndpointsThreshold?: number
 }
 
-const KUBE_SERVICES = 'KUBE-SERVICES'
-const KUBE_EXTERNAL_SERVICES = 'KUBE-EXTERNAL-SERVICES'
-const KUBE_NODEPORTS = 'KUBE-NODEPORTS'
-const KUBE_POSTROUTING = 'KUBE-POSTROUTING'
-const KUBE_MARK_MASQ = 'KUBE-MARK-MASQ'
-const KUBE_FORWARD = 'KUBE-FORWARD'
-const KUBE_PROXY_FIREWALL = 'KUBE-PROXY-FIREWALL'
-/** kubelet's chain, which kube-proxy also writes when it enables localhost NodePorts */
-const KUBE_FIREWALL = 'KUBE-FIREWALL'
-
-/** One rule, held in the fields iptables-save orders by: addresses, protocol, then matches, then the target. */
-interface Rule {
-  chain: string
-  src?: string
-  srcNeg?: boolean
-  dst?: string
-  dstNeg?: boolean
-  proto?: string
-  matches: string[]
-  target?: string
-}
-
-/** xtables_save_string: always double-quoted, with `"` and `\` escaped. */
-function quote(s: string): string {
-  return `"${s.replace(/[\\"]/g, m => `\\${m}`)}"`
-}
-
-function comment(text: string): string {
-  return `-m comment --comment ${quote(text)}`
-}
-
-/** An address as iptables-save prints it: always with a prefix length. */
-function hostOrNet(s: string, family: Family): string {
-  if (s.includes('/')) return s
-  return `${s}/${family === 4 ? 32 : 128}`
-}
-
-function renderRule(r: Rule, family: Family): string {
-  let out = `-A ${r.chain}`
-  if (r.src !== undefined) out += `${r.srcNeg ? ' !' : ''} -s ${hostOrNet(r.src, family)}`
-  if (r.dst !== undefined) out += `${r.dstNeg ? ' !' : ''} -d ${hostOrNet(r.dst, family)}`
-  if (r.proto !== undefined) out += ` -p ${r.proto}`
-  for (const m of r.matches) out += ` ${m}`
-  if (r.target !== undefined) out += ` -j ${r.target}`
-  return out
-}
-
 class Table {
   readonly userChains = new Set<string>()
-  readonly rules: Rule[] = []
+  readonly rules: IptablesRule[] = []
   constructor(
     readonly name: string,
     readonly builtins: readonly string[],
@@ -93,7 +77,7 @@ class Table {
     this.userChains.add(name)
   }
 
-  add(r: Rule): void {
+  add(r: IptablesRule): void {
     this.rules.push(r)
   }
 
@@ -106,7 +90,7 @@ class Table {
     const byChain = new Map<string, string[]>()
     for (const r of this.rules) {
       const list = byChain.get(r.chain) ?? []
-      list.push(renderRule(r, family))
+      list.push(ruleLine(r, family))
       byChain.set(r.chain, list)
     }
     for (const c of [...this.builtins, ...user]) lines.push(...(byChain.get(c) ?? []))
@@ -114,30 +98,6 @@ class Table {
     return lines.join('\n')
   }
 }
-
-interface JumpChain {
-  table: 'filter' | 'nat'
-  dst: string
-  src: string
-  comment: string
-  ctNew: boolean
-}
-
-/** iptablesJumpChains, in kube-proxy's order; each is *prepended* to its built-in chain. */
-const JUMP_CHAINS: readonly JumpChain[] = [
-  { table: 'filter', dst: KUBE_EXTERNAL_SERVICES, src: 'INPUT', comment: 'kubernetes externally-visible service portals', ctNew: true },
-  { table: 'filter', dst: KUBE_EXTERNAL_SERVICES, src: 'FORWARD', comment: 'kubernetes externally-visible service portals', ctNew: true },
-  { table: 'filter', dst: KUBE_NODEPORTS, src: 'INPUT', comment: 'kubernetes health check service ports', ctNew: false },
-  { table: 'filter', dst: KUBE_SERVICES, src: 'FORWARD', comment: 'kubernetes service portals', ctNew: true },
-  { table: 'filter', dst: KUBE_SERVICES, src: 'OUTPUT', comment: 'kubernetes service portals', ctNew: true },
-  { table: 'filter', dst: KUBE_FORWARD, src: 'FORWARD', comment: 'kubernetes forwarding rules', ctNew: false },
-  { table: 'filter', dst: KUBE_PROXY_FIREWALL, src: 'INPUT', comment: 'kubernetes load balancer firewall', ctNew: true },
-  { table: 'filter', dst: KUBE_PROXY_FIREWALL, src: 'OUTPUT', comment: 'kubernetes load balancer firewall', ctNew: true },
-  { table: 'filter', dst: KUBE_PROXY_FIREWALL, src: 'FORWARD', comment: 'kubernetes load balancer firewall', ctNew: true },
-  { table: 'nat', dst: KUBE_SERVICES, src: 'OUTPUT', comment: 'kubernetes service portals', ctNew: false },
-  { table: 'nat', dst: KUBE_SERVICES, src: 'PREROUTING', comment: 'kubernetes service portals', ctNew: false },
-  { table: 'nat', dst: KUBE_POSTROUTING, src: 'POSTROUTING', comment: 'kubernetes postrouting rules', ctNew: false },
-]
 
 function hex(n: number): string {
   return `0x${n.toString(16)}`
@@ -151,8 +111,6 @@ function render(cluster: Cluster, family: Family, opts: IptablesOptions): string
   const clusterCIDR = clusterCIDRFor(opts, family)
   const nodeIP = nodeIPFor(opts, family)
   const localhost = family === 4 ? '127.0.0.0/8' : '::1/128'
-  const rejectWith = family === 4 ? 'icmp-port-unreachable' : 'icmp6-port-unreachable'
-  const recentMask = family === 4 ? '255.255.255.255' : 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff'
 
   // Jumps from the built-in chains (EnsureRule Prepend: the last one listed ends up first); kubelet's KUBE-FIREWALL
   // jumps (iptablesKubeletJumpChains) come last, so first, when localhost NodePorts need that chain.
@@ -161,25 +119,24 @@ function render(cluster: Cluster, family: Family, opts: IptablesOptions): string
   }
   for (const j of [...JUMP_CHAINS].reverse()) {
     const t = j.table === 'filter' ? filter : nat
-    t.add({ chain: j.src, matches: [...(j.ctNew ? ['-m conntrack --ctstate NEW'] : []), comment(j.comment)], target: j.dst })
+    t.add(jumpRule(j))
   }
   for (const c of [KUBE_SERVICES, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_NODEPORTS, KUBE_PROXY_FIREWALL]) filter.chain(c)
   for (const c of [KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ]) nat.chain(c)
 
   nat.add({ chain: KUBE_POSTROUTING, matches: [`-m mark ! --mark ${markMask}`], target: 'RETURN' })
   nat.add({ chain: KUBE_POSTROUTING, matches: [], target: `MARK --set-xmark ${hex(mark)}/0x0` }) // --xor-mark
-  nat.add({ chain: KUBE_POSTROUTING, matches: [comment('kubernetes service traffic requiring SNAT')], target: 'MASQUERADE --random-fully' })
+  nat.add(POSTROUTING_MASQ_RULE)
   nat.add({ chain: KUBE_MARK_MASQ, matches: [], target: `MARK --set-xmark ${markMask}` }) // --or-mark
 
   const ports = proxyServicePorts(cluster, family, opts)
   const totalEndpoints = ports.reduce((n, p) => n + p.endpoints.length, 0)
   const largeClusterMode = totalEndpoints > (opts.largeClusterEndpointsThreshold ?? 1000)
-  const svcComment = (text: string): string[] => (largeClusterMode ? [] : [comment(text)])
+  const svcComment = (text: string): string | undefined => (largeClusterMode ? undefined : text)
 
   for (const sp of ports) {
     const proto = sp.protocol
     const name = sp.name
-    const dport = (port: number): string => `-m ${proto} --dport ${port}`
     const clusterPolicyChain = servicePortPolicyClusterChain(name, proto)
     const localPolicyChain = servicePortPolicyLocalChainName(name, proto)
     const externalTrafficChain = serviceExternalChainName(name, proto)
@@ -203,7 +160,7 @@ function render(cluster: Cluster, family: Family, opts: IptablesOptions): string
     let externalFilterTarget = ''
     let externalFilterComment = ''
     if (!sp.hasEndpoints) {
-      internalFilterTarget = externalFilterTarget = `REJECT --reject-with ${rejectWith}`
+      internalFilterTarget = externalFilterTarget = rejectTarget(family)
       internalFilterComment = externalFilterComment = `${name} has no endpoints`
     } else {
       if (!hasInternalEndpoints) {
@@ -218,69 +175,40 @@ function render(cluster: Cluster, family: Family, opts: IptablesOptions): string
 
     // cluster IP
     if (hasInternalEndpoints) {
-      nat.add({ chain: KUBE_SERVICES, dst: sp.clusterIP, proto, matches: [comment(`${name} cluster IP`), dport(sp.port.port)], target: internalTrafficChain })
+      nat.add(frontendRule(KUBE_SERVICES, sp.clusterIP, proto, sp.port.port, `${name} cluster IP`, internalTrafficChain))
     } else {
-      filter.add({
-        chain: KUBE_SERVICES,
-        dst: sp.clusterIP,
-        proto,
-        matches: [comment(internalFilterComment), dport(sp.port.port)],
-        target: internalFilterTarget,
-      })
+      filter.add(frontendRule(KUBE_SERVICES, sp.clusterIP, proto, sp.port.port, internalFilterComment, internalFilterTarget))
     }
     // external IPs
     for (const ip of sp.externalIPs) {
       if (sp.hasEndpoints) {
-        nat.add({ chain: KUBE_SERVICES, dst: ip, proto, matches: [comment(`${name} external IP`), dport(sp.port.port)], target: externalTrafficChain })
+        nat.add(frontendRule(KUBE_SERVICES, ip, proto, sp.port.port, `${name} external IP`, externalTrafficChain))
       }
       if (!hasExternalEndpoints) {
-        filter.add({
-          chain: KUBE_EXTERNAL_SERVICES,
-          dst: ip,
-          proto,
-          matches: [comment(externalFilterComment), dport(sp.port.port)],
-          target: externalFilterTarget,
-        })
+        filter.add(frontendRule(KUBE_EXTERNAL_SERVICES, ip, proto, sp.port.port, externalFilterComment, externalFilterTarget))
       }
     }
     // load balancer IPs
     for (const ip of sp.loadBalancerVIPs) {
       if (sp.hasEndpoints) {
-        nat.add({ chain: KUBE_SERVICES, dst: ip, proto, matches: [comment(`${name} loadbalancer IP`), dport(sp.port.port)], target: loadBalancerTrafficChain })
+        nat.add(frontendRule(KUBE_SERVICES, ip, proto, sp.port.port, `${name} loadbalancer IP`, loadBalancerTrafficChain))
       }
       if (usesFWChain) {
-        filter.add({
-          chain: KUBE_PROXY_FIREWALL,
-          dst: ip,
-          proto,
-          matches: [comment(`${name} traffic not accepted by ${fwChain}`), dport(sp.port.port)],
-          target: 'DROP',
-        })
+        filter.add(frontendRule(KUBE_PROXY_FIREWALL, ip, proto, sp.port.port, `${name} traffic not accepted by ${fwChain}`, 'DROP'))
       }
     }
     if (!hasExternalEndpoints) {
       for (const ip of sp.loadBalancerVIPs) {
-        filter.add({
-          chain: KUBE_EXTERNAL_SERVICES,
-          dst: ip,
-          proto,
-          matches: [comment(externalFilterComment), dport(sp.port.port)],
-          target: externalFilterTarget,
-        })
+        filter.add(frontendRule(KUBE_EXTERNAL_SERVICES, ip, proto, sp.port.port, externalFilterComment, externalFilterTarget))
       }
     }
     // node port
     if (sp.port.nodePort !== 0) {
       if (sp.hasEndpoints) {
-        nat.add({ chain: KUBE_NODEPORTS, proto, matches: [comment(name), dport(sp.port.nodePort)], target: externalTrafficChain })
+        nat.add(nodePortRule(KUBE_NODEPORTS, proto, sp.port.nodePort, name, externalTrafficChain, false))
       }
       if (!hasExternalEndpoints) {
-        filter.add({
-          chain: KUBE_EXTERNAL_SERVICES,
-          proto,
-          matches: [comment(externalFilterComment), '-m addrtype --dst-type LOCAL', dport(sp.port.nodePort)],
-          target: externalFilterTarget,
-        })
+        filter.add(nodePortRule(KUBE_EXTERNAL_SERVICES, proto, sp.port.nodePort, externalFilterComment, externalFilterTarget, true))
       }
     }
     // health check node port
@@ -288,84 +216,55 @@ function render(cluster: Cluster, family: Family, opts: IptablesOptions): string
       filter.add({
         chain: KUBE_NODEPORTS,
         proto: 'tcp',
-        matches: [comment(`${name} health check node port`), `-m tcp --dport ${sp.healthCheckNodePort}`],
+        comment: `${name} health check node port`,
+        matches: [`-m tcp --dport ${sp.healthCheckNodePort}`],
         target: 'ACCEPT',
       })
     }
 
     // internal traffic: masquerade what comes from outside the cluster (or everything with masqueradeAll)
     if (hasInternalEndpoints) {
-      const base = {
-        chain: internalTrafficChain,
-        dst: sp.clusterIP,
-        proto,
-        matches: [comment(`${name} cluster IP`), dport(sp.port.port)],
-        target: KUBE_MARK_MASQ,
-      }
-      if (opts.masqueradeAll === true) nat.add(base)
-      else if (clusterCIDR !== undefined) nat.add({ ...base, src: clusterCIDR, srcNeg: true })
+      if (opts.masqueradeAll === true) nat.add(clusterIPMasqRule(internalTrafficChain, sp.clusterIP, proto, sp.port.port, name, undefined))
+      else if (clusterCIDR !== undefined) nat.add(clusterIPMasqRule(internalTrafficChain, sp.clusterIP, proto, sp.port.port, name, clusterCIDR))
     }
 
     // external traffic
     if (usesExternalTrafficChain) {
       nat.chain(externalTrafficChain)
       if (!sp.externalPolicyLocal) {
-        nat.add({ chain: externalTrafficChain, matches: [comment(`masquerade traffic for ${name} external destinations`)], target: KUBE_MARK_MASQ })
+        nat.add(extMasqRule(externalTrafficChain, name))
       } else {
-        if (clusterCIDR !== undefined) {
-          nat.add({
-            chain: externalTrafficChain,
-            src: clusterCIDR,
-            matches: [comment(`pod traffic for ${name} external destinations`)],
-            target: clusterPolicyChain,
-          })
-        }
-        nat.add({
-          chain: externalTrafficChain,
-          matches: [comment(`masquerade LOCAL traffic for ${name} external destinations`), '-m addrtype --src-type LOCAL'],
-          target: KUBE_MARK_MASQ,
-        })
-        nat.add({
-          chain: externalTrafficChain,
-          matches: [comment(`route LOCAL traffic for ${name} external destinations`), '-m addrtype --src-type LOCAL'],
-          target: clusterPolicyChain,
-        })
+        if (clusterCIDR !== undefined) nat.add(extPodRule(externalTrafficChain, clusterCIDR, name, clusterPolicyChain))
+        nat.add(extLocalMasqRule(externalTrafficChain, name))
+        nat.add(extLocalRouteRule(externalTrafficChain, name, clusterPolicyChain))
       }
-      if (hasExternalEndpoints) nat.add({ chain: externalTrafficChain, matches: [], target: externalPolicyChain })
+      if (hasExternalEndpoints) nat.add(jumpTo(externalTrafficChain, externalPolicyChain))
     }
 
     // firewall (loadBalancerSourceRanges)
     if (usesFWChain) {
       nat.chain(fwChain)
-      const fwComment = comment(`${name} loadbalancer IP`)
       let allowFromNode = false
       const nodeAddr = nodeIP === undefined ? undefined : parseIP(nodeIP)
       for (const cidr of sp.loadBalancerSourceRanges) {
-        nat.add({ chain: fwChain, src: cidr, matches: [fwComment], target: externalTrafficChain })
+        nat.add(firewallAllowRule(fwChain, cidr, name, externalTrafficChain))
         const c = parseCIDR(cidr)
         if (c && nodeAddr && cidrContains(c, nodeAddr)) allowFromNode = true
       }
       if (allowFromNode) {
-        for (const ip of sp.loadBalancerVIPs) nat.add({ chain: fwChain, src: ip, matches: [fwComment], target: externalTrafficChain })
+        for (const ip of sp.loadBalancerVIPs) nat.add(firewallAllowRule(fwChain, ip, name, externalTrafficChain))
       }
-      nat.add({ chain: fwChain, matches: [comment(`other traffic to ${name} will be dropped by KUBE-PROXY-FIREWALL`)] })
+      nat.add(firewallFallThroughRule(fwChain, name))
     }
 
     const writeServiceToEndpointRules = (svcChain: string, endpoints: readonly ProxyEndpoint[]): void => {
-      const epComment = (e: ProxyEndpoint): string[] => svcComment(opts.endpointComments === true ? `${name} -> ${e.str}` : name)
+      const epComment = (e: ProxyEndpoint): string | undefined => svcComment(opts.endpointComments === true ? `${name} -> ${e.str}` : name)
       if (sp.affinityTimeout > 0) {
-        for (const e of endpoints) {
-          nat.add({
-            chain: svcChain,
-            matches: [...epComment(e), `-m recent --rcheck --seconds ${sp.affinityTimeout} --reap --name ${sepChain(e)} --mask ${recentMask} --rsource`],
-            target: sepChain(e),
-          })
-        }
+        for (const e of endpoints) nat.add(affinityCheckRule(svcChain, epComment(e), sp.affinityTimeout, sepChain(e), family))
       }
       endpoints.forEach((e, i) => {
-        const matches = epComment(e)
-        if (i < endpoints.length - 1) matches.push(`-m statistic --mode random --probability ${probabilityForRemaining(endpoints.length - i)}`)
-        nat.add({ chain: svcChain, matches, target: sepChain(e) })
+        const probability = i < endpoints.length - 1 ? probabilityForRemaining(endpoints.length - i) : null
+        nat.add(endpointPickRule(svcChain, epComment(e), probability, sepChain(e)))
       })
     }
     if (usesClusterPolicyChain) {
@@ -381,35 +280,26 @@ function render(cluster: Cluster, family: Family, opts: IptablesOptions): string
     for (const e of sp.allReachableEndpoints) {
       const chain = sepChain(e)
       nat.chain(chain)
-      nat.add({ chain, src: e.ip, matches: svcComment(name), target: KUBE_MARK_MASQ })
-      const matches = svcComment(name)
-      if (sp.affinityTimeout > 0) matches.push(`-m recent --set --name ${chain} --mask ${recentMask} --rsource`)
-      matches.push(`-m ${proto}`)
-      nat.add({ chain, proto, matches, target: `DNAT --to-destination ${e.str}` })
+      nat.add(endpointHairpinRule(chain, e.ip, svcComment(name)))
+      nat.add(endpointDnatRule(chain, proto, svcComment(name), sp.affinityTimeout > 0 ? family : undefined, e.str))
     }
   }
 
   // NodePorts: the last rule of KUBE-SERVICES. Localhost NodePorts (--iptables-localhost-nodeports, default on)
   // work only for IPv4, where kube-proxy also sets route_localnet.
-  const localhostNodePorts = localhostNodePortsOn(opts, family, 'iptables')
+  const localhostOn = localhostNodePortsOn(opts, family, 'iptables')
   const npIPs = nodePortIPs(opts, family, 'iptables')
-  const npComment = comment('kubernetes service nodeports; NOTE: this must be the last rule in this chain')
   if (npIPs === undefined) {
-    nat.add({
-      chain: KUBE_SERVICES,
-      ...(localhostNodePorts ? {} : { dst: localhost, dstNeg: true }),
-      matches: [npComment, '-m addrtype --dst-type LOCAL'],
-      target: KUBE_NODEPORTS,
-    })
+    nat.add(nodePortsJumpRule(localhostOn ? undefined : { notLocalhost: family }))
   } else {
     for (const ip of npIPs) {
       const p = parseIP(ip)
       const loopback = p !== undefined && ((family === 4 && p.bytes[0] === 127) || (family === 6 && ip === '::1'))
-      if (loopback && !localhostNodePorts) continue
-      nat.add({ chain: KUBE_SERVICES, dst: ip, matches: [npComment], target: KUBE_NODEPORTS })
+      if (loopback && !localhostOn) continue
+      nat.add(nodePortsJumpRule({ ip }))
     }
   }
-  if (localhostNodePorts) {
+  if (localhostOn) {
     // route_localnet lets packets from outside reach 127.0.0.0/8: kube-proxy (and kubelet) close that hole
     filter.chain(KUBE_FIREWALL)
     filter.add({
@@ -417,16 +307,18 @@ function render(cluster: Cluster, family: Family, opts: IptablesOptions): string
       src: localhost,
       srcNeg: true,
       dst: localhost,
-      matches: [comment('block incoming localnet connections'), '-m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT'],
+      comment: 'block incoming localnet connections',
+      matches: ['-m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT'],
       target: 'DROP',
     })
   }
 
-  filter.add({ chain: KUBE_FORWARD, matches: ['-m conntrack --ctstate INVALID'], target: 'DROP' })
-  filter.add({ chain: KUBE_FORWARD, matches: [comment('kubernetes forwarding rules'), `-m mark --mark ${markMask}`], target: 'ACCEPT' })
+  filter.add({ chain: KUBE_FORWARD, ctState: 'INVALID', matches: [], target: 'DROP' })
+  filter.add({ chain: KUBE_FORWARD, comment: 'kubernetes forwarding rules', matches: [`-m mark --mark ${markMask}`], target: 'ACCEPT' })
   filter.add({
     chain: KUBE_FORWARD,
-    matches: [comment('kubernetes forwarding conntrack rule'), '-m conntrack --ctstate RELATED,ESTABLISHED'],
+    comment: 'kubernetes forwarding conntrack rule',
+    matches: ['-m conntrack --ctstate RELATED,ESTABLISHED'],
     target: 'ACCEPT',
   })
 

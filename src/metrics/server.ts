@@ -5,7 +5,7 @@
 // node is being deleted (drain it from the LB first); /livez is sync health alone (for a liveness probe).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { splitHostPort } from '../run/kpconfig'
+import { splitHostPort } from '../wire/addr'
 import type { SyncHealth } from '../run/sync'
 import type { TundraMetrics } from './registry'
 

@@ -1,11 +1,12 @@
 // Addresses as uint32 words (1 for IPv4, 4 for IPv6) and CIDR lists as flat arrays, the form the NAT hot path reads.
 //
-// Text parsing uses wire/ (parseIpv4, parseIpv6); this file only converts between text and words and matches
+// Text is parsed by wire/addr.ts (the one parser family); this file formats words as text and matches
 // prefixes. A CIDR list is a Uint32Array of records [net words..., prefix] (aw + 1 words each).
 
-import { ipv4ToString, parseIpv4 } from '../wire/ipv4'
-import { ipv6ToString, parseIpv6 } from '../wire/ipv6'
-import { get32, set32 } from '../wire/bytes'
+import { cidrPrefix, ipFamily, parseIpWords } from '../wire/addr'
+import { ipv4ToString } from '../wire/ipv4'
+import { ipv6ToString } from '../wire/ipv6'
+import { set32 } from '../wire/bytes'
 import type { Family } from '../model/cluster'
 
 /** Address words per family. */
@@ -15,39 +16,11 @@ export function addrWords(family: Family): number {
 
 const BYTES16 = new Uint8Array(16)
 
-/** The family of an address in text, or 0 when it is neither. */
-export function familyOf(text: string): 0 | Family {
-  if (parseIpv4(text) >= 0) return 4
-  return parseIpv6(text, BYTES16, 0) ? 6 : 0
-}
-
-/** Parses `text` of `family` into `out` at `off` (aw words); false when it is not such an address. */
-export function parseAddrWords(text: string, family: Family, out: Uint32Array, off: number): boolean {
-  if (family === 4) {
-    const a = parseIpv4(text)
-    if (a < 0) return false
-    out[off] = a
-    return true
-  }
-  if (!parseIpv6(text, BYTES16, 0)) return false
-  for (let i = 0; i < 4; i++) out[off + i] = get32(BYTES16, i * 4)
-  return true
-}
-
 /** Canonical text of the address in `words` at `off`. */
 export function wordsToString(words: Uint32Array, off: number, family: Family): string {
   if (family === 4) return ipv4ToString(words[off]!)
   for (let i = 0; i < 4; i++) set32(BYTES16, i * 4, words[off + i]!)
   return ipv6ToString(BYTES16, 0)
-}
-
-/** Canonical text of an address, or undefined when it does not parse (e.g. "2001:DB8::1" -> "2001:db8::1"). */
-export function canonicalAddr(text: string): string | undefined {
-  const f = familyOf(text)
-  if (f === 0) return undefined
-  const w = new Uint32Array(4)
-  parseAddrWords(text, f, w, 0)
-  return wordsToString(w, 0, f)
 }
 
 /** Writes the address words at (words, off) as network-order bytes into out at outOff. */
@@ -62,7 +35,8 @@ function prefixMask(bits: number): number {
 
 /**
  * Parses CIDRs of one family into a flat list [net words..., prefix]*; entries of the other family are skipped,
- * bad ones reported through `bad`. A bare address counts as a full-length prefix.
+ * bad ones reported through `bad`. A bare address counts as a full-length prefix; the prefix is read as everywhere
+ * else (wire's cidrPrefix: decimal, no leading zeros).
  */
 export function parseCidrList(cidrs: readonly string[], family: Family, bad?: (cidr: string) => void): Uint32Array {
   const aw = addrWords(family)
@@ -72,18 +46,18 @@ export function parseCidrList(cidrs: readonly string[], family: Family, bad?: (c
   for (const c of cidrs) {
     const slash = c.indexOf('/')
     const addr = slash < 0 ? c : c.slice(0, slash)
-    const f = familyOf(addr)
-    if (f === 0) {
+    const f = ipFamily(addr)
+    if (f === undefined) {
       bad?.(c)
       continue
     }
     if (f !== family) continue
-    const bits = slash < 0 ? max : Number(c.slice(slash + 1))
-    if (!Number.isInteger(bits) || bits < 0 || bits > max || (slash >= 0 && !/^\d+$/.test(c.slice(slash + 1)))) {
+    const bits = slash < 0 ? max : cidrPrefix(c, max)
+    if (bits === undefined) {
       bad?.(c)
       continue
     }
-    parseAddrWords(addr, family, w, 0)
+    parseIpWords(addr, family, w, 0)
     for (let i = 0; i < aw; i++) out.push((w[i]! & prefixMask(bits - 32 * i)) >>> 0)
     out.push(bits)
   }
@@ -116,7 +90,7 @@ export function cidrListToStrings(list: Uint32Array, family: Family): string[] {
 }
 
 /** Whether the aw words at (a, ao) equal those at (b, bo). */
-export function wordsEqual(a: Uint32Array, ao: number, b: Uint32Array, bo: number, aw: number): boolean {
+function wordsEqual(a: Uint32Array, ao: number, b: Uint32Array, bo: number, aw: number): boolean {
   for (let i = 0; i < aw; i++) if (a[ao + i] !== b[bo + i]) return false
   return true
 }

@@ -15,7 +15,8 @@
 import type { Cluster, Endpoint, Family, Problem, Protocol, Service, ServicePort, TrafficPolicy } from '../model/cluster'
 import { IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP } from '../wire/proto'
 import { localhostNodePorts, NODEPORT_PRIMARY, nodePortIPs, type CidrContains, type ProxyMode } from '../model/nodeports'
-import { addrWords, familyOf, inCidrList, parseAddrWords, parseCidrList, wordsToString } from './addr'
+import { addrWords, inCidrList, parseCidrList, wordsToString } from './addr'
+import { ipFamily, parseIpWords } from '../wire/addr'
 import { ChunkedMap, U32Map } from './hash'
 import { parseIpv4 } from '../wire/ipv4'
 import { servicePortName } from '../model/names'
@@ -251,15 +252,15 @@ function cidrHolds(family: Family): CidrContains {
   const w = new Uint32Array(4)
   return (cidr, ip) => {
     const c = parseCidrList([cidr], family, () => {})
-    if (c.length === 0 || familyOf(ip) !== family) return false
-    parseAddrWords(ip, family, w, 0)
+    if (c.length === 0 || ipFamily(ip) !== family) return false
+    parseIpWords(ip, family, w, 0)
     return inCidrList(c, addrWords(family), w, 0)
   }
 }
 
 /** Whether NodePorts also answer on 127.0.0.1 (model/nodeports.ts): what the compile adds and the wiring steers. */
 export function servesLocalhostNodePorts(config: ResolvedNatConfig): boolean {
-  const own4 = config.nodeIPs.find(ip => familyOf(ip) === 4)
+  const own4 = config.nodeIPs.find(ip => ipFamily(ip) === 4)
   return localhostNodePorts(config.localhostNodePorts, config.nodePortAddresses, 4, config.proxyMode, own4, cidrHolds(4))
 }
 
@@ -268,13 +269,13 @@ function newFamilyTable(family: Family, config: ResolvedNatConfig, bad: (what: s
   const nodeAddrList: number[] = []
   const w = new Uint32Array(4)
   for (const ip of config.nodeIPs) {
-    const f = familyOf(ip)
-    if (f === 0) {
+    const f = ipFamily(ip)
+    if (f === undefined) {
       bad('nodeIPs', ip)
       continue
     }
     if (f !== family) continue
-    parseAddrWords(ip, family, w, 0)
+    parseIpWords(ip, family, w, 0)
     for (let i = 0; i < aw; i++) nodeAddrList.push(w[i]!)
   }
   const nodeAddrs = Uint32Array.from(nodeAddrList)
@@ -284,12 +285,12 @@ function newFamilyTable(family: Family, config: ResolvedNatConfig, bad: (what: s
     family,
     c => bad('nodePortAddresses', c),
   )
-  const own = config.nodeIPs.filter(ip => familyOf(ip) === family)
+  const own = config.nodeIPs.filter(ip => ipFamily(ip) === family)
   const npList = nodePortIPs(config.nodePortAddresses, family, config.proxyMode, own, cidrHolds(family)) ?? own
   if (family === 4 && servesLocalhostNodePorts(config)) npList.push(LOCALHOST_NODEPORT)
   const np: number[] = []
   for (const ip of npList) {
-    parseAddrWords(ip, family, w, 0)
+    parseIpWords(ip, family, w, 0)
     for (let i = 0; i < aw; i++) np.push(w[i]!)
   }
   const nodePortAddrs = Uint32Array.from(np)
@@ -527,7 +528,7 @@ const VIP = new Uint32Array(4)
 function ofFamily(ips: readonly string[], family: Family): readonly string[] {
   if (ips.length === 0) return EMPTY_STRINGS
   const out: string[] = []
-  for (const ip of ips) if (familyOf(ip) === family) out.push(ip)
+  for (const ip of ips) if (ipFamily(ip) === family) out.push(ip)
   return out.length === 0 ? EMPTY_STRINGS : out
 }
 
@@ -546,7 +547,7 @@ function candidates(ctx: Ctx, svc: Service, sp: ServicePort, family: Family, pro
     const a = n * 4
     if (family === 4) {
       const a0 = parseIpv4(ep.ip)
-      if (a0 < 0) {
+      if (a0 === undefined) {
         problem('endpoints', `${JSON.stringify(ep.ip)} is not an IPv4 address`)
         continue
       }
@@ -555,7 +556,7 @@ function candidates(ctx: Ctx, svc: Service, sp: ServicePort, family: Family, pro
       cAddr[a + 2] = 0
       cAddr[a + 3] = 0
     } else {
-      if (!parseAddrWords(ep.ip, 6, W, 0)) {
+      if (parseIpWords(ep.ip, 6, W, 0) === undefined) {
         problem('endpoints', `${JSON.stringify(ep.ip)} is not an IPv6 address`)
         continue
       }
@@ -621,8 +622,8 @@ export function compileService(ctx: Ctx, svc: Service, key: string): CompiledSer
   let seen4 = false
   let seen6 = false
   for (const cip of svc.clusterIPs) {
-    const family = familyOf(cip)
-    if (family === 0) {
+    const family = ipFamily(cip)
+    if (family === undefined) {
       problem('spec.clusterIPs', `${JSON.stringify(cip)} is not an IP address`)
       continue
     }
@@ -632,7 +633,7 @@ export function compileService(ctx: Ctx, svc: Service, key: string): CompiledSer
     const ft = family === 4 ? ctx.v4 : ctx.v6
     const aw = ft.aw
     const owned = family === 4 ? owned4 : owned6
-    parseAddrWords(cip, family, VIP, 0)
+    parseIpWords(cip, family, VIP, 0)
     const clusterIP = family === 4 ? cip : wordsToString(VIP, 0, family)
 
     // Addresses of this family for the external frontends.
@@ -658,7 +659,7 @@ export function compileService(ctx: Ctx, svc: Service, key: string): CompiledSer
       for (let r = 0; r < ft.nodeAddrs.length; r += aw) if (inCidrList(sourceRanges, aw, ft.nodeAddrs, r)) nodeCovered = true
       if (nodeCovered && lbIPs.length > 0) {
         allowed = new Uint32Array(lbIPs.length * aw)
-        lbIPs.forEach((ip, i) => parseAddrWords(ip, family, allowed, i * aw))
+        lbIPs.forEach((ip, i) => parseIpWords(ip, family, allowed, i * aw))
       }
     }
 
@@ -715,11 +716,11 @@ export function compileService(ctx: Ctx, svc: Service, key: string): CompiledSer
         }
       }
       for (const ip of externalIPs) {
-        parseAddrWords(ip, family, W, 0)
+        parseIpWords(ip, family, W, 0)
         addFrontend(ctx, ft, W, 0, proto, sp.port, id * 4 + FrontendKind.EXTERNAL_IP, owned, key, 'spec.externalIPs')
       }
       for (const ip of lbIPs) {
-        parseAddrWords(ip, family, W, 0)
+        parseIpWords(ip, family, W, 0)
         addFrontend(ctx, ft, W, 0, proto, sp.port, id * 4 + FrontendKind.LOAD_BALANCER, owned, key, 'status.loadBalancer.ingress')
       }
     }
@@ -812,8 +813,8 @@ export function compileNat(cluster: Cluster, config: NatConfig | ResolvedNatConf
     const claimed = new Set<number>()
     for (const s of cluster.services) {
       for (const cip of s.clusterIPs) {
-        const f = familyOf(cip)
-        if (f === 0) continue
+        const f = ipFamily(cip)
+        if (f === undefined) continue
         for (const p of s.ports) {
           const sp = prevIndex.get(svcPortKey(s.namespace, s.name, p.name, p.protocol, f))
           if (sp !== undefined) claimed.add(sp.id)

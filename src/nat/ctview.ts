@@ -20,7 +20,8 @@ import type { NatTable } from './compile'
 import type { Fam } from './state'
 import { CtFlag, ORIG, REPLY, TCP_STATE_NAMES, hasPorts } from './conntrack'
 import { IPPROTO_TCP } from '../wire/proto'
-import { parseAddrWords, wordsToString } from './addr'
+import { wordsToString } from './addr'
+import { parseIpWords } from '../wire/addr'
 
 /** Entries per chunk the control thread asks for (ARCHITECTURE.md: bounded work per request). */
 export const CT_CHUNK = 4096
@@ -113,8 +114,8 @@ export function resolveCtFilter(f: ConntrackFilter, table: NatTable | undefined)
   const address = new Uint32Array(4)
   let addressFamily: 0 | Family = 0
   if (f.address !== undefined) {
-    if (parseAddrWords(f.address, 4, address, 0)) addressFamily = 4
-    else if (parseAddrWords(f.address, 6, address, 0)) addressFamily = 6
+    if (parseIpWords(f.address, 4, address, 0) !== undefined) addressFamily = 4
+    else if (parseIpWords(f.address, 6, address, 0) !== undefined) addressFamily = 6
     else none = true
   }
   return { none, family: f.family ?? 0, proto, ids, address, addressFamily, port: f.port ?? -1 }

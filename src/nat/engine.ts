@@ -29,7 +29,8 @@ import { ICMP_DEST_UNREACH, IcmpUnreach } from '../wire/icmp'
 import { ICMPV6_DEST_UNREACH, Icmpv6Unreach } from '../wire/icmpv6'
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP } from '../wire/proto'
 import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from '../wire/tcp'
-import { parseAddrWords, wordsToBytes, wordsToString } from './addr'
+import { wordsToBytes, wordsToString } from './addr'
+import { parseIpWords } from '../wire/addr'
 import type { NatTable, SvcPort } from './compile'
 import { Conntrack, CtFlag, CtStat, ORIG, REPLY, TcpState, TcpVerdict, hasPorts } from './conntrack'
 import { buildTcpReset4, buildTcpReset6 } from './reset'
@@ -912,7 +913,7 @@ export class NatEngine {
   ): { entry: ConntrackEntry; direction: 'original' | 'reply' } | undefined {
     const fam = family === 4 ? this.v4 : this.v6
     const w = new Uint32Array(fam.kw)
-    if (!parseAddrWords(src, family, w, 0) || !parseAddrWords(dst, family, w, fam.aw)) return undefined
+    if (parseIpWords(src, family, w, 0) === undefined || parseIpWords(dst, family, w, fam.aw) === undefined) return undefined
     w[2 * fam.aw] = ((sport << 16) | dport) >>> 0
     const ref = fam.ct.find(w, 0, proto)
     if (ref < 0 || fam.ct.expires[ref >>> 1]! <= now) return undefined
@@ -926,7 +927,7 @@ export class NatEngine {
   deleteTuple(family: Family, proto: number, src: string, dst: string, sport: number, dport: number): boolean {
     const fam = family === 4 ? this.v4 : this.v6
     const w = this.tupleScratch
-    if (!parseAddrWords(src, family, w, 0) || !parseAddrWords(dst, family, w, fam.aw)) return false
+    if (parseIpWords(src, family, w, 0) === undefined || parseIpWords(dst, family, w, fam.aw) === undefined) return false
     w[2 * fam.aw] = ((sport << 16) | dport) >>> 0
     const ref = fam.ct.find(w, 0, proto)
     if (ref < 0 || (ref & 1) !== ORIG) return false
@@ -941,7 +942,7 @@ export class NatEngine {
     const fam = sp.family === 4 ? this.v4 : this.v6
     const aff = fam.aff
     aff.key[0] = sp.id
-    if (!parseAddrWords(client, sp.family, aff.key, 1)) return undefined
+    if (parseIpWords(client, sp.family, aff.key, 1) === undefined) return undefined
     const s = aff.map.find()
     if (s < 0 || aff.expiresOf(s) <= now) return undefined
     return {

@@ -3,7 +3,8 @@
 import type { Family } from '../model/cluster'
 import type { NatTable } from './compile'
 import { cmp, protoPort } from './compile'
-import { addrWords, cidrListToStrings, parseAddrWords, wordsToString } from './addr'
+import { addrWords, cidrListToStrings, wordsToString } from './addr'
+import { parseIpWords } from '../wire/addr'
 import { EP_LOCAL, EP_TERMINATING, endpointNames, epFlags } from './endpoints'
 import type { EndpointSet } from './endpoints'
 
@@ -67,7 +68,7 @@ export function formatNatTable(table: NatTable): string {
       const fmt = (ip: string, port: number): string => (sp.family === 6 ? `[${ip}]:${port}` : `${ip}:${port}`)
       const ft = sp.family === 4 ? table.v4 : table.v6
       const owns = (ip: string, port: number): boolean => {
-        parseAddrWords(ip, sp.family, ft.fe.key, 0)
+        parseIpWords(ip, sp.family, ft.fe.key, 0)
         ft.fe.key[aw] = protoPort(sp.proto, port)
         const v = ft.fe.get(0xffffffff)
         return v !== 0xffffffff && Math.floor(v / 4) === sp.id
@@ -103,6 +104,6 @@ export function formatNatTable(table: NatTable): string {
 
 function parsed(ip: string, family: Family): Uint32Array {
   const w = new Uint32Array(4)
-  parseAddrWords(ip, family, w, 0)
+  parseIpWords(ip, family, w, 0)
   return w
 }

@@ -20,7 +20,7 @@ import type { FamilyTable, NatTable, SvcPort } from './compile'
 import type { EndpointSet } from './endpoints'
 import { epBase, epPort, removedEndpoints } from './endpoints'
 import { U32Map } from './hash'
-import { parseAddrWords } from './addr'
+import { parseIpWords } from '../wire/addr'
 
 export const ImageKind = { FULL: 0, DELTA: 1 } as const
 export type ImageKindValue = (typeof ImageKind)[keyof typeof ImageKind]
@@ -407,7 +407,7 @@ class RevIndex {
 
   /** Adds (or removes) every serving endpoint of sp. */
   service(sp: SvcPort, add: boolean): void {
-    if (!parseAddrWords(sp.clusterIP, sp.family, this.vip, 0)) return // headless: no ClusterIP to answer from
+    if (parseIpWords(sp.clusterIP, sp.family, this.vip, 0) === undefined) return // headless: no ClusterIP to answer from
     const set = sp.serving
     const aw = set.aw
     for (let i = 0; i < set.count; i++) {
@@ -448,7 +448,7 @@ class RevIndex {
       const sp = table.svcPorts[o.values().next().value!]!
       m.setValAt(s, RevW.ID, sp.id)
       m.setValAt(s, RevW.PORT, sp.port)
-      parseAddrWords(sp.clusterIP, sp.family, this.vip, 0)
+      parseIpWords(sp.clusterIP, sp.family, this.vip, 0)
       for (let i = 0; i < m.vw - RevW.VIP; i++) m.setValAt(s, RevW.VIP + i, this.vip[i]!)
     }
     return keys

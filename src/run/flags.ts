@@ -1,7 +1,7 @@
 // kube-proxy's command-line flags (same names, same meaning), the ones tundra refuses with the reason, then tundra's
 // own; each flag's type, where it lands in RunConfig and who wins against --config (FlagGroup).
-import { isIP } from 'node:net'
 import { canonicalCIDR } from '../k8s/ip'
+import { ipFamily } from '../wire/addr'
 import { parseGoDuration } from './goduration'
 import { checkHostPort, checkNodePortAddress, checkUpstream, describe, splitList } from './schema'
 
@@ -242,7 +242,7 @@ export function parseFlag(spec: FlagSpec, v: unknown): { value?: unknown; error?
       return { value: l }
     }
     case 'ip':
-      return s !== undefined && isIP(s) !== 0 ? { value: s } : { error: `expected an IP address, got ${describe(v)}` }
+      return s !== undefined && ipFamily(s) !== undefined ? { value: s } : { error: `expected an IP address, got ${describe(v)}` }
     case 'hostport':
       return s !== undefined && checkHostPort(s) === undefined ? { value: s } : { error: `expected an address like "0.0.0.0:10256", got ${describe(v)}` }
     case 'enum':

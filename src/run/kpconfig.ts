@@ -13,16 +13,16 @@
 // Split along its jobs: schema.ts (the fields and the walker), goduration.ts (durations), flags.ts (the flag table).
 import { readFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
-import { isIP } from 'node:net'
 import { parseAllDocuments } from 'yaml'
 import { canonicalCIDR } from '../k8s/ip'
+import { ipFamily, splitHostPort } from '../wire/addr'
 import { DEFAULT_TIMEOUTS } from '../nat/conntrack'
 import { formatGoDuration } from './goduration'
-import { ConfigError, SCHEMA, describe, splitHostPort, splitList, walk, type ConfigIssue, type Ctx } from './schema'
+import { ConfigError, SCHEMA, describe, splitList, walk, type ConfigIssue, type Ctx } from './schema'
 import { flagValueRefusal, parseFlag, RUN_FLAGS, type RunFlags } from './flags'
 
 export { parseGoDuration, formatGoDuration } from './goduration'
-export { ConfigError, splitHostPort, type ConfigIssue } from './schema'
+export { ConfigError, type ConfigIssue } from './schema'
 export { RUN_FLAGS, type FlagSpec, type FlagGroup, type RunFlags } from './flags'
 
 export const KUBE_PROXY_API_VERSION = 'kubeproxy.config.k8s.io/v1alpha1'
@@ -331,7 +331,7 @@ export function mergeFlags(file: ParsedKubeProxyConfig | undefined, flags: RunFl
 /** kube-proxy's AppendPortIfNeeded: a bare IP gets the default port. */
 function withPort(addr: string, port: number): string {
   if (splitHostPort(addr) !== undefined) return addr
-  const fam = isIP(addr)
+  const fam = ipFamily(addr)
   if (fam === 6) return `[${addr}]:${port}`
   if (fam === 4) return `${addr}:${port}`
   return addr
@@ -341,7 +341,7 @@ export function resolveRunConfig(input: RunConfigInput, opts: ResolveOptions & {
   const issues: ConfigIssue[] = []
   const where = opts.file
   const bindAddress = input.bindAddress ?? '0.0.0.0'
-  const v6 = isIP(bindAddress) === 6
+  const v6 = ipFamily(bindAddress) === 6
   const metrics = withPort(input.metricsBindAddress ?? (v6 ? '[::1]:10249' : '127.0.0.1:10249'), 10249)
   const healthz = withPort(input.healthzBindAddress ?? (v6 ? '[::]:10256' : '0.0.0.0:10256'), 10256)
   for (const [field, v] of [
@@ -451,7 +451,7 @@ export function nodeNameOf(cfg: RunConfig, hostname: string): string {
 export function resolveNodePortAddresses(list: readonly string[], nodeIPs: readonly string[]): string[] {
   const out: string[] = []
   for (const x of list) {
-    if (x === 'primary') for (const ip of nodeIPs) out.push(isIP(ip) === 6 ? `${ip}/128` : `${ip}/32`)
+    if (x === 'primary') for (const ip of nodeIPs) out.push(ipFamily(ip) === 6 ? `${ip}/128` : `${ip}/32`)
     else if (x === 'all') out.push('0.0.0.0/0', '::/0')
     else if (x !== 'localhost') out.push(x)
   }

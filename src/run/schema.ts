@@ -2,8 +2,8 @@
 // each honoured, accepted with a warning saying why it changes nothing here (`ignored`), or refused with the reason
 // (`refused`, an error naming the field when set to anything but its zero value). A field kube-proxy does not have is
 // an error with the nearest known names as suggestions, as a typo must not silently become a default.
-import { isIP } from 'node:net'
 import { canonicalCIDR } from '../k8s/ip'
+import { ipFamily, splitHostPort } from '../wire/addr'
 import { parseServer } from '../dns/upstream'
 import { parseGoDuration } from './goduration'
 
@@ -43,7 +43,7 @@ export type Spec = (
   readonly refused?: string
 }
 
-const checkIP: Check = v => (isIP(v) === 0 ? `expected an IP address, got ${JSON.stringify(v)}` : undefined)
+const checkIP: Check = v => (ipFamily(v) === undefined ? `expected an IP address, got ${JSON.stringify(v)}` : undefined)
 const checkCIDRs: Check = v => {
   for (const c of v
     .split(',')
@@ -55,7 +55,7 @@ const checkCIDRs: Check = v => {
 }
 /** ip:port, or a bare IP (the default port is added, as kube-proxy does) */
 export const checkHostPort: Check = v =>
-  splitHostPort(v) === undefined && isIP(v) === 0 ? `expected an address like "0.0.0.0:10256", got ${JSON.stringify(v)}` : undefined
+  splitHostPort(v) === undefined && ipFamily(v) === undefined ? `expected an address like "0.0.0.0:10256", got ${JSON.stringify(v)}` : undefined
 export const checkNodePortAddress: Check = v =>
   ['primary', 'all', 'localhost'].includes(v) || canonicalCIDR(v) !== undefined
     ? undefined
@@ -320,14 +320,4 @@ export function splitList(s: string): string[] {
     .split(',')
     .map(x => x.trim())
     .filter(x => x !== '')
-}
-
-/** host:port with an IP host ("[::]:10256" for IPv6); undefined when it is not one. */
-export function splitHostPort(s: string): { host: string; port: number } | undefined {
-  const m = /^\[([^\]]+)\]:(\d+)$/.exec(s) ?? /^([^:[\]]+):(\d+)$/.exec(s)
-  if (m === null) return undefined
-  const host = m[1]!
-  const port = Number(m[2])
-  if (isIP(host) === 0 || !(port >= 0 && port <= 65535)) return undefined
-  return { host, port }
 }

@@ -72,16 +72,16 @@ export function ipv4ToString(n: number): string {
 }
 
 /**
- * Parses a strict dotted quad ("10.96.0.10") to a uint32; -1 for anything else (no leading zeros, which other
- * parsers read as octal, no shorthand like "10.1", no whitespace). Never throws.
+ * Parses a strict dotted quad ("10.96.0.10") to a uint32; undefined for anything else (no leading zeros, which other
+ * parsers read as octal, no shorthand like "10.1", no whitespace). Never throws; allocates nothing.
  */
-export function parseIpv4(s: string): number {
-  if (typeof s !== 'string' || s.length < 7 || s.length > 15) return -1
+export function parseIpv4(s: string): number | undefined {
+  if (typeof s !== 'string' || s.length < 7 || s.length > 15) return undefined
   return parseDottedQuad(s, 0)
 }
 
-/** A dotted quad from position `start` to the end of `s`, as uint32, or -1 (also the tail of an IPv6 address). */
-export function parseDottedQuad(s: string, start: number): number {
+/** A dotted quad from position `start` to the end of `s`, as uint32, or undefined (also the tail of an IPv6 address). */
+export function parseDottedQuad(s: string, start: number): number | undefined {
   let addr = 0
   let octet = 0
   let digits = 0
@@ -89,20 +89,20 @@ export function parseDottedQuad(s: string, start: number): number {
   for (let i = start; i < s.length; i++) {
     const c = s.charCodeAt(i)
     if (c >= 48 && c <= 57) {
-      if (digits === 1 && octet === 0) return -1
+      if (digits === 1 && octet === 0) return undefined
       octet = octet * 10 + (c - 48)
-      if (octet > 255) return -1
+      if (octet > 255) return undefined
       digits++
     } else if (c === 46) {
-      if (digits === 0 || dots === 3) return -1
+      if (digits === 0 || dots === 3) return undefined
       addr = addr * 256 + octet
       octet = 0
       digits = 0
       dots++
     } else {
-      return -1
+      return undefined
     }
   }
-  if (digits === 0 || dots !== 3) return -1
+  if (digits === 0 || dots !== 3) return undefined
   return addr * 256 + octet
 }

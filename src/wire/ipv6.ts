@@ -192,10 +192,11 @@ function hexDigit(c: number): number {
 
 /**
  * Parses IPv6 text (RFC 4291 §2.2: hex groups, one "::", an optional dotted-quad tail) into 16 bytes at `off` of
- * `out`. Zones ("%eth0"), brackets and prefixes are rejected. Returns false on bad input (out untouched); never throws.
+ * `out`. Zones ("%eth0"), brackets and prefixes are rejected. Returns the offset after the
+ * address, or undefined on bad input (out untouched); never throws, allocates nothing.
  */
-export function parseIpv6(s: string, out: Uint8Array, off: number): boolean {
-  if (typeof s !== 'string' || s.length < 2 || s.length > 45 || off < 0 || off + 16 > out.length) return false
+export function parseIpv6(s: string, out: Uint8Array, off: number): number | undefined {
+  if (typeof s !== 'string' || s.length < 2 || s.length > 45 || off < 0 || off + 16 > out.length) return undefined
   // Up to 8 groups, parsed left to right; `gap` is the group index where "::" sits.
   const groups = GROUPS
   let n = 0
@@ -203,12 +204,12 @@ export function parseIpv6(s: string, out: Uint8Array, off: number): boolean {
   let i = 0
   const len = s.length
   if (s.charCodeAt(0) === 58) {
-    if (s.charCodeAt(1) !== 58) return false
+    if (s.charCodeAt(1) !== 58) return undefined
     gap = 0
     i = 2
     if (i === len) {
       out.fill(0, off, off + 16)
-      return true
+      return off + 16
     }
   }
   for (;;) {
@@ -223,30 +224,30 @@ export function parseIpv6(s: string, out: Uint8Array, off: number): boolean {
     }
     if (i < len && s.charCodeAt(i) === 46) {
       // IPv4 tail: must be last and needs room for two groups.
-      if (n > 6) return false
+      if (n > 6) return undefined
       const v4 = parseDottedQuad(s, start)
-      if (v4 < 0) return false
+      if (v4 === undefined) return undefined
       groups[n++] = v4 >>> 16
       groups[n++] = v4 & 0xffff
       i = len
       break
     }
     const digits = i - start
-    if (digits === 0 || digits > 4 || n === 8) return false
+    if (digits === 0 || digits > 4 || n === 8) return undefined
     groups[n++] = v
     if (i === len) break
-    if (s.charCodeAt(i) !== 58) return false
+    if (s.charCodeAt(i) !== 58) return undefined
     i++
     if (i < len && s.charCodeAt(i) === 58) {
-      if (gap >= 0) return false
+      if (gap >= 0) return undefined
       gap = n
       i++
       if (i === len) break
     } else if (i === len) {
-      return false
+      return undefined
     }
   }
-  if (gap < 0 ? n !== 8 : n > 7) return false
+  if (gap < 0 ? n !== 8 : n > 7) return undefined
   const fill = 8 - n
   let w = 0
   for (let g = 0; g < n; g++) {
@@ -259,7 +260,7 @@ export function parseIpv6(s: string, out: Uint8Array, off: number): boolean {
     // Zero the groups the "::" stands for.
     if (gap >= 0 && g >= gap && g < gap + fill) set16(out, off + 2 * g, 0)
   }
-  return true
+  return off + 16
 }
 
 const GROUPS = new Uint16Array(8)

@@ -364,3 +364,21 @@ t.test('--service-node-port-range holds when pods are placed like `lab up`: 2000
     undefined,
   )
 })
+
+t.test('trace: every rule a trace prints is a line of the dump (one set of structured rules)', async t => {
+  const traces: [string, Parameters<typeof buildTrace>[1]][] = [
+    [PINNED, { src: `${CLIENT}:40000`, dst: `${VIP}:8080`, proto: 'tcp' }],
+    [PINNED, { src: '192.0.2.9:40000', dst: `${VIP}:8080`, proto: 'tcp' }],
+    [join(CASES, 'loadbalancer.yaml'), { src: '203.0.113.5:1234', dst: '203.0.113.10:443' }],
+    [join(CASES, 'loadbalancer.yaml'), { src: '198.51.100.5:1234', dst: '203.0.113.10:443' }],
+    [join(CASES, 'loadbalancer.yaml'), { src: '172.18.0.100:1234', dst: '172.18.0.11:31443' }],
+  ]
+  for (const [file, args] of traces) {
+    const { view } = quietView([file])
+    const dump = ((await inspectHandlers(view).dump({})) as string).split('\n')
+    const tr = buildTrace(view, args)
+    const printed = tr.steps.filter(s => s.rule !== '')
+    t.ok(printed.length > 2, `${args.src} -> ${args.dst} prints rules`)
+    for (const s of printed) t.ok(dump.includes(`-A ${s.chain} ${s.rule}`), `${args.src} -> ${args.dst}: ${s.table} ${s.chain} ${s.rule}`)
+  }
+})

@@ -1,20 +1,21 @@
 // Address parsing and canonical text: what validation accepts and what every output prints.
 import t from 'tap'
-import { canonicalCIDR, canonicalIP, cidrContains, compareIP, parseCIDR, parseIP } from '../../src/k8s/ip'
+import { canonicalCIDR, cidrContains, compareIP, parseCIDR, parseIP } from '../../src/k8s/ip'
+import { canonicalIp } from '../../src/wire/addr'
 import { ClusterIPAllocator, NodePortAllocator } from '../../src/k8s/allocate'
 
 t.test('IPv4: strict dotted quads', async t => {
-  t.equal(canonicalIP('10.96.0.1'), '10.96.0.1')
+  t.equal(canonicalIp('10.96.0.1'), '10.96.0.1')
   for (const bad of ['10.96.0', '10.96.0.256', '010.1.1.1', '1.2.3.4.5', ' 1.2.3.4', '1.2.3.-1', '']) t.equal(parseIP(bad), undefined, bad)
 })
 
 t.test('IPv6: RFC 5952 canonical form', async t => {
-  t.equal(canonicalIP('FD00:10:244:2:0:0:0:66'), 'fd00:10:244:2::66')
-  t.equal(canonicalIP('2001:db8:0:0:1:0:0:1'), '2001:db8::1:0:0:1', 'the first of two equal zero runs is compressed')
-  t.equal(canonicalIP('2001:db8:0:1:1:1:1:1'), '2001:db8:0:1:1:1:1:1', 'a single zero group is not compressed')
-  t.equal(canonicalIP('::'), '::')
-  t.equal(canonicalIP('::1'), '::1')
-  t.equal(canonicalIP('::ffff:10.0.0.1'), '::ffff:10.0.0.1')
+  t.equal(canonicalIp('FD00:10:244:2:0:0:0:66'), 'fd00:10:244:2::66')
+  t.equal(canonicalIp('2001:db8:0:0:1:0:0:1'), '2001:db8::1:0:0:1', 'the first of two equal zero runs is compressed')
+  t.equal(canonicalIp('2001:db8:0:1:1:1:1:1'), '2001:db8:0:1:1:1:1:1', 'a single zero group is not compressed')
+  t.equal(canonicalIp('::'), '::')
+  t.equal(canonicalIp('::1'), '::1')
+  t.equal(canonicalIp('::ffff:10.0.0.1'), '::ffff:10.0.0.1')
   for (const bad of [':::', '1::2::3', 'fe80::1%eth0', '12345::', '1:2:3:4:5:6:7:8:9', 'g::1']) t.equal(parseIP(bad), undefined, bad)
 })
 

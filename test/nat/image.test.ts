@@ -11,7 +11,7 @@ import { ctChunkBytes, decodeCtChunk, resolveCtFilter } from '../../src/nat/ctvi
 import { NAT_ACTION_NAMES, NAT_STAT_NAMES, NatStat as VerdictStat } from '../../src/nat/verdict'
 import { CAPTURE_VERDICTS } from '../../src/dataplane/capture'
 import { parsePacket, PacketInfo } from '../../src/wire/packet'
-import { parseAddrWords } from '../../src/nat/addr'
+import { parseIpWords } from '../../src/wire/addr'
 import { findEndpoint } from '../../src/nat/select'
 import { BASE_CONFIG, NODE, NODE_IP, ACK, SYN, ep, port, svc, tcp4, udp4, tcp6 } from './packets'
 import { mulberry32 as prng } from '../helpers/seed'
@@ -477,7 +477,7 @@ t.test('with traffic between updates, no flow outlives its endpoint once the flu
     for (const e of eng.conntrackEntries(NOW)) {
       checked++
       const sp = table.svcPorts[e.svcPortId]
-      const ok = sp !== undefined && parseAddrWords(e.reply.src, sp.family, W, 0) && findEndpoint(sp.serving, W, 0, e.reply.sport, -1) >= 0
+      const ok = sp !== undefined && parseIpWords(e.reply.src, sp.family, W, 0) !== undefined && findEndpoint(sp.serving, W, 0, e.reply.sport, -1) >= 0
       if (!ok) {
         bad = `round ${round}: ${e.protocol} ${e.orig.src}:${e.orig.sport} -> ${e.reply.src}:${e.reply.sport} (id ${e.svcPortId}) survived`
         break

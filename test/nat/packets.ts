@@ -20,12 +20,12 @@ export const PSH = 0x08
 
 export function ip4(s: string): number {
   const a = parseIpv4(s)
-  if (a < 0) throw new Error(`bad IPv4 ${s}`)
+  if (a === undefined) throw new Error(`bad IPv4 ${s}`)
   return a
 }
 
 function v6bytes(s: string, out: Uint8Array, off: number): void {
-  if (!parseIpv6(s, out, off)) throw new Error(`bad IPv6 ${s}`)
+  if (parseIpv6(s, out, off) === undefined) throw new Error(`bad IPv6 ${s}`)
 }
 
 export interface TcpOpts {

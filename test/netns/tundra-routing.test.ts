@@ -11,7 +11,7 @@ import { askAgent } from '../../src/agent/control'
 import { labDown } from '../../src/lab/index'
 import { isOurs } from '../../src/lab/proc'
 import { vxlanMac } from '../../src/dataplane/vxlan'
-import { ipv4ToInt } from '../../src/agent/addr'
+import { parseIpv4 } from '../../src/wire/ipv4'
 
 const ROUTING = join(FIXTURES, 'routing.yaml')
 const SEED = join(ROOT, 'examples/seed-as-documented/seed.yaml')
@@ -27,7 +27,7 @@ const PEER_POD_IP = '10.100.120.1'
 const PEER_POD_CIDR = '10.100.120.0/24'
 
 const lines = (s: string): string[] => s.split('\n').filter(l => l !== '')
-const mac = (ip: string): string => [...vxlanMac(ipv4ToInt(ip)!)].map(b => b.toString(16).padStart(2, '0')).join(':')
+const mac = (ip: string): string => [...vxlanMac(parseIpv4(ip)!)].map(b => b.toString(16).padStart(2, '0')).join(':')
 const ipRe = (ip: string): string => ip.replace(/\./g, '\\.')
 
 t.test('pod routing on the tundra dataplane (2 nodes)', { ...skip, timeout: 240_000 }, async t => {

@@ -96,7 +96,7 @@ t.test('ICMPv6 port unreachable matches the kernel byte for byte (flow label asi
   const orig = fx('udp6_partial')
   const kernel = fx('icmp6_port_unreachable')
   const src = Buffer.alloc(16)
-  t.ok(parseIpv6('::1', src, 0))
+  t.equal(parseIpv6('::1', src, 0), 16)
   const out = Buffer.alloc(200)
   const n = buildIcmp6Error(out, 3, orig, 0, orig.length, src, 0, 1, 4)
   t.equal(n, kernel.length)

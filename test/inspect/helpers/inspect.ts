@@ -63,8 +63,8 @@ export function tcp4(src: string, dst: string, sport: number, dport: number, fla
   b.writeUInt16BE(0x4000, 6)
   b[8] = 64
   b[9] = 6
-  b.writeUInt32BE(parseIpv4(src), 12)
-  b.writeUInt32BE(parseIpv4(dst), 16)
+  b.writeUInt32BE(parseIpv4(src)!, 12)
+  b.writeUInt32BE(parseIpv4(dst)!, 16)
   fillIpv4Checksum(b, 0)
   b.writeUInt16BE(sport, 20)
   b.writeUInt16BE(dport, 22)
@@ -73,7 +73,7 @@ export function tcp4(src: string, dst: string, sport: number, dport: number, fla
   b[32] = 5 << 4
   b[33] = flags
   b.writeUInt16BE(65535, 34)
-  fillTcpChecksum4(b, 20, 20, parseIpv4(src), parseIpv4(dst))
+  fillTcpChecksum4(b, 20, 20, parseIpv4(src)!, parseIpv4(dst)!)
   return b
 }
 
