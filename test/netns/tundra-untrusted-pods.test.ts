@@ -7,7 +7,7 @@
 import t from 'tap'
 import { join } from 'node:path'
 import { netnsSkip } from '../helpers/netns'
-import { FIXTURES, tundraLab, type TundraLab } from '../fixtures/tundra/lab'
+import { FIXTURES, tundraLab, waitFor, type TundraLab } from '../fixtures/tundra/lab'
 
 const skip = netnsSkip('nginx', 'curl', 'dnsmasq', 'unshare', 'ping', 'nft')
 const TOOL = join(FIXTURES, 'untrusted.cjs')
@@ -37,10 +37,21 @@ async function heard(lab: TundraLab, victim: string, victimIp: string, forge: (p
   const l = lab.stream(victim, [NODE, TOOL, 'listen', port])
   await l.line(/^listening$/)
   await forge(port)
-  const barrier = await lab.pod('client', [NODE, TOOL, 'spoof', CLIENT, victimIp, port, `barrier-${tag}`])
-  if (barrier.code !== 0) throw new Error(barrier.stderr)
+  // UDP may lose a datagram on a loaded machine: the barrier is resent (a few times, a second apart) until heard.
+  const sendBarrier = async (): Promise<void> => {
+    const barrier = await lab.pod('client', [NODE, TOOL, 'spoof', CLIENT, victimIp, port, `barrier-${tag}`])
+    if (barrier.code !== 0) throw new Error(barrier.stderr)
+  }
   try {
-    await l.line(new RegExp(`barrier-${tag}$`))
+    for (let attempt = 1; ; attempt++) {
+      await sendBarrier()
+      try {
+        await l.line(new RegExp(`barrier-${tag}$`), attempt < 5 ? 1000 : 10_000)
+        break
+      } catch (err) {
+        if (attempt >= 5) throw err
+      }
+    }
   } catch (err) {
     const c = await lab.counters('node1')
     const neigh = await lab.pod('client', ['ip', 'neigh'])
@@ -98,8 +109,19 @@ t.test('untrusted pods on the tundra dataplane (2 nodes)', { ...skip, timeout: 2
       NEAR,
       async port => {
         for (const src of [FAR2, '10.100.200.7']) {
-          const r = await lab.pod('client', [NODE, TOOL, 'spoof', src, NEAR, port, `forged-${src}`])
-          t.equal(r.code, 0, `raw socket send from ${src}: ${r.stderr}`)
+          // each forgery until tundra has counted it (a datagram lost before tundra proves nothing)
+          const counted = (await lab.counters('node1'))['drop_spoofed_source'] ?? 0
+          for (let attempt = 0; attempt < 3; attempt++) {
+            const r = await lab.pod('client', [NODE, TOOL, 'spoof', src, NEAR, port, `forged-${src}`])
+            t.equal(r.code, 0, `raw socket send from ${src}: ${r.stderr}`)
+            const seen = await waitFor(
+              'the forgery to be counted',
+              async () => ((await lab.counters('node1'))['drop_spoofed_source'] ?? 0) > counted || undefined,
+              1000,
+              50,
+            ).catch(() => false)
+            if (seen) break
+          }
         }
       },
       'tundra',
@@ -121,10 +143,24 @@ t.test('untrusted pods on the tundra dataplane (2 nodes)', { ...skip, timeout: 2
       NEAR,
       async port => {
         // an unprivileged UDP socket in a pod, and the outside host on the node network
-        const fromPod = await lab.pod('client', [NODE, TOOL, 'vxlan', node1, '4096', FAR, NEAR, port, 'vxlan-pod'])
-        t.equal(fromPod.code, 0, fromPod.stderr)
-        const fromExt = await lab.ext([NODE, TOOL, 'vxlan', node1, '4096', FAR, NEAR, port, 'vxlan-ext'])
-        t.equal(fromExt.code, 0, fromExt.stderr)
+        // each injection until tundra has counted it (a datagram lost before tundra proves nothing)
+        const send = async (from: 'pod' | 'ext'): Promise<void> => {
+          const counted = (await lab.counters('node1'))['drop_vxlan_not_peer'] ?? 0
+          for (let attempt = 0; attempt < 3; attempt++) {
+            const cmd = [NODE, TOOL, 'vxlan', node1, '4096', FAR, NEAR, port, `vxlan-${from}`]
+            const r = from === 'pod' ? await lab.pod('client', cmd) : await lab.ext(cmd)
+            t.equal(r.code, 0, r.stderr)
+            const seen = await waitFor(
+              'the injection to be counted',
+              async () => ((await lab.counters('node1'))['drop_vxlan_not_peer'] ?? 0) > counted || undefined,
+              1000,
+              50,
+            ).catch(() => false)
+            if (seen) break
+          }
+        }
+        await send('pod')
+        await send('ext')
       },
       'vxlan',
     )
