@@ -318,6 +318,23 @@ export class DnsServer {
     )
   }
 
+  /** Our OPT record for a reply to a query that carried `optIn` (none when it carried none), as RFC 6891 asks. */
+  private optAnswer(optIn: dnsPacket.OptAnswer | undefined): dnsPacket.Answer[] {
+    if (optIn === undefined) return []
+    return [
+      {
+        name: '.',
+        type: 'OPT',
+        udpPayloadSize: this.ednsSize,
+        extendedRcode: 0,
+        ednsVersion: 0,
+        flags: optIn.flags & 0x8000,
+        flag_do: optIn.flag_do,
+        options: [],
+      },
+    ]
+  }
+
   /** A reply to `pkt` built with dns-packet (slow paths only), fitted to the transport: too big for UDP sets TC. */
   private encodeReply(
     pkt: dnsPacket.DecodedPacket,
@@ -333,21 +350,7 @@ export class DnsServer {
       questions: [question],
       answers: r.answers,
       authorities: r.authorities,
-      additionals:
-        optIn !== undefined
-          ? [
-              {
-                name: '.',
-                type: 'OPT',
-                udpPayloadSize: this.ednsSize,
-                extendedRcode: 0,
-                ednsVersion: 0,
-                flags: optIn.flags & 0x8000,
-                flag_do: optIn.flag_do,
-                options: [],
-              },
-            ]
-          : [],
+      additionals: this.optAnswer(optIn),
     }
     let wire = dnsPacket.encode(reply)
     const limit = transport === 1 ? DNS_MAX_TCP : udpLimit(optIn !== undefined, optIn?.udpPayloadSize ?? 0, this.ednsSize)
@@ -401,21 +404,7 @@ export class DnsServer {
         flags: ((pkt.flags ?? 0) & (DnsFlag.RD | DnsFlag.CD)) | DnsFlag.RA,
         questions: [question],
         answers: [cname, ...answers],
-        additionals:
-          optIn !== undefined
-            ? [
-                {
-                  name: '.',
-                  type: 'OPT',
-                  udpPayloadSize: this.ednsSize,
-                  extendedRcode: 0,
-                  ednsVersion: 0,
-                  flags: optIn.flags & 0x8000,
-                  flag_do: optIn.flag_do,
-                  options: [],
-                },
-              ]
-            : [],
+        additionals: this.optAnswer(optIn),
       }
       let wire = dnsPacket.encode(reply)
       const limit = transport === 1 ? DNS_MAX_TCP : udpLimit(optIn !== undefined, optIn?.udpPayloadSize ?? 0, this.ednsSize)
