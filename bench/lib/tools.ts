@@ -157,3 +157,20 @@ export function sockperfNoSleep(repo: string, workDir: string): string | undefin
 export function sockperfClient(shim: string | undefined, args: readonly string[]): string[] {
   return shim ? ['env', `LD_PRELOAD=${shim}`, 'sockperf', ...args] : ['sockperf', ...args]
 }
+
+/** dnsmasq as the bench's authoritative-for-the-hosts-file DNS contender, listening on `address` (port 53). */
+export function dnsmasqCommand(hostsFile: string, address: string): string[] {
+  return [
+    'dnsmasq',
+    '--keep-in-foreground',
+    '--conf-file=/dev/null',
+    '--no-resolv',
+    '--no-hosts',
+    `--addn-hosts=${hostsFile}`,
+    '--bind-interfaces',
+    `--listen-address=${address}`,
+    '--pid-file=',
+    '--user=root',
+    '--cache-size=10000',
+  ]
+}

@@ -40,7 +40,7 @@ import {
   type NftDump,
 } from '../lib/ruleset-delta'
 import { percentile } from '../lib/stats'
-import { nsRun, waitListening } from '../lib/tools'
+import { dnsmasqCommand, nsRun, waitListening } from '../lib/tools'
 import { capsAt, timedIn } from './sync'
 import { parseDnsperf } from './dns'
 
@@ -580,19 +580,7 @@ async function runSize(n: number, cs: readonly Contender[], plan: ChurnPlan, o: 
           driver = new LabDriver(openLab(st.name, { log: () => {} }))
         } else {
           const dnsNs = pod('dns')
-          procs.spawn(dnsNs, [
-            'dnsmasq',
-            '--keep-in-foreground',
-            '--conf-file=/dev/null',
-            '--no-resolv',
-            '--no-hosts',
-            `--addn-hosts=${hosts}`,
-            '--bind-interfaces',
-            `--listen-address=${DNS_POD_IP}`,
-            '--pid-file=',
-            '--user=root',
-            '--cache-size=10000',
-          ])
+          procs.spawn(dnsNs, dnsmasqCommand(hosts, DNS_POD_IP))
           await waitListening(dnsNs, 'udp', 53)
           const node = st.nodes[0]!
           const opts = { clusterCIDR: LAB.clusterCIDR, nodeName: node.name, nodeIPs: [node.ip] }

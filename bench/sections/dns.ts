@@ -15,7 +15,7 @@ import { writeScaleManifest } from '../lib/manifests'
 import { scaleServices, type KeptLab } from './firstpacket'
 import { errorSummary, progress } from '../lib/progress'
 import { median } from '../lib/stats'
-import { nsRun, waitListening } from '../lib/tools'
+import { dnsmasqCommand, nsRun, waitListening } from '../lib/tools'
 
 export interface DnsperfReport {
   readonly qps: number
@@ -118,21 +118,7 @@ export async function runDns(o: DnsOptions): Promise<DnsResult> {
 
     const dm = contenders[0]!
     try {
-      servers.push(
-        topo.spawn(srv, [
-          'dnsmasq',
-          '--keep-in-foreground',
-          '--conf-file=/dev/null',
-          '--no-resolv',
-          '--no-hosts',
-          `--addn-hosts=${hosts}`,
-          '--bind-interfaces',
-          `--listen-address=${SRV}`,
-          '--pid-file=',
-          '--user=root',
-          '--cache-size=10000',
-        ]),
-      )
+      servers.push(topo.spawn(srv, dnsmasqCommand(hosts, SRV)))
       await waitListening(srv, 'udp', 53)
       targets.set(dm.name, { ns: cli, server: SRV, port: 53 })
       dm.available = true
