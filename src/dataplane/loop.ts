@@ -6,7 +6,7 @@
 // sends are rate-limited like the kernel's (icmp_msgs_per_sec / icmp_msgs_burst). Nothing here allocates per packet.
 import type { Batch, Device } from '../device/device'
 import { GSO_TYPE_MASK, GsoType, VNET_HDR_LEN, VnetFlags, VnetOff } from '../device/vnet'
-import { PacketInfo, parsePacket, DROP_NAMES, PASS } from '../wire/packet'
+import { PacketInfo, parsePacket, ipPacketLength, DROP_NAMES, PASS } from '../wire/packet'
 import { checksum, pseudoHeaderSum4 } from '../wire/checksum'
 import { buildIcmp4Error, icmpErrorAllowed, writeIpv4Header } from '../wire/build'
 import { IPPROTO_UDP } from '../wire/proto'
@@ -347,6 +347,7 @@ export class Dataplane {
       const capThis = cap !== null && info.family === 4 && cap.wants(info.src, info.dst)
       if (capThis && cap.opts.pre) cap.record(buf, off, len, 'pre-nat')
       const act = this.nat.process(buf, off, len, info, (flags & VnetFlags.NEEDS_CSUM) !== 0, this.now)
+      if (act === Action.REPLY) len = ipPacketLength(buf, off) // the answer may be shorter (options dropped)
       if (capThis && cap.opts.post) cap.record(buf, off, len, `post-nat ${CAPTURE_VERDICTS[act] ?? act}`)
       if (act === Action.DROP) {
         c.dropped++

@@ -605,7 +605,8 @@ export class NatEngine {
       this.counters[NatStat.DROP_FRAGMENT]!++
       return NatAction.DROP
     }
-    info.l3Len = fam.aw === 1 ? icmp4EchoToReply(buf, info.l3Off) : icmp6EchoToReply(buf, info.l3Off, info.l4Off, info.l4Len)
+    if (fam.aw === 1) icmp4EchoToReply(buf, info.l3Off)
+    else icmp6EchoToReply(buf, info.l3Off, info.l4Off, info.l4Len)
     this.counters[NatStat.ECHO_REPLY]!++
     return NatAction.REPLY
   }
