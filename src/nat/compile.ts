@@ -228,6 +228,8 @@ export interface Ctx {
   /** previous service ports by key, for stable ids and endpoint-set reuse */
   readonly prevByKey: (key: string) => SvcPort | undefined
   readonly arena: Arena
+  /** this compile's endpoint-candidate arrays */
+  readonly scratch: Scratch
   /**
    * updateNat: ids the old versions of the services being recompiled held. A frontend or VIP still owned by one of
    * them is taken over (value rewritten only if it differs), not reported as a conflict; what nobody took over is
@@ -318,34 +320,74 @@ export function cloneFamilyTable(t: FamilyTable): FamilyTable {
 // Endpoints
 
 // Endpoint candidates of the service port being compiled live in scratch arrays, not objects (a 20 000-service
-// compile has 200 000 of them): entry i is address words cAddr[4i..4i+3], port cPort[i], flags cFlags[i] (EP_LOCAL |
-// EP_TERMINATING), cBits[i] (READY | SERVING). `order` lists them sorted and de-duplicated; a selection (`usable`) is
-// a list of entry indexes. Compiles are synchronous, so one set of arrays serves them all.
+// compile has 200 000 of them): entry i is address words addr[4i..4i+3], port[i], flags[i] (EP_LOCAL |
+// EP_TERMINATING), bits[i] (READY | SERVING). `order` lists them sorted and de-duplicated; a selection (`usable`) is
+// a list of entry indexes. Each compile (compileNat, updateNat) owns one Scratch through its Ctx, so compiles share no
+// state and may run side by side.
 const READY = 1
 const SERVING = 2
-let cCap = 0
-let cAddr = new Uint32Array(0)
-let cPort = new Uint32Array(0)
-let cFlags = new Uint8Array(0)
-let cBits = new Uint8Array(0)
-let order = new Int32Array(0)
-let selCluster = new Int32Array(0)
-let selLocal = new Int32Array(0)
-let selServing = new Int32Array(0)
 
-function reserveCandidates(n: number): void {
-  if (n <= cCap) return
-  let c = Math.max(64, cCap)
-  while (c < n) c *= 2
-  cCap = c
-  cAddr = new Uint32Array(c * 4)
-  cPort = new Uint32Array(c)
-  cFlags = new Uint8Array(c)
-  cBits = new Uint8Array(c)
-  order = new Int32Array(c)
-  selCluster = new Int32Array(c)
-  selLocal = new Int32Array(c)
-  selServing = new Int32Array(c)
+/** @internal (update.ts) The arrays one compile reuses across its service ports. */
+export class Scratch {
+  private cap = 0
+  addr = new Uint32Array(0)
+  port = new Uint32Array(0)
+  flags = new Uint8Array(0)
+  bits = new Uint8Array(0)
+  order = new Int32Array(0)
+  selCluster = new Int32Array(0)
+  selLocal = new Int32Array(0)
+  selServing = new Int32Array(0)
+  /** address words of one parsed address */
+  readonly words = new Uint32Array(4)
+  /** the cluster IP being compiled, as words */
+  readonly vip = new Uint32Array(4)
+
+  reserve(n: number): void {
+    if (n <= this.cap) return
+    let c = Math.max(64, this.cap)
+    while (c < n) c *= 2
+    this.cap = c
+    this.addr = new Uint32Array(c * 4)
+    this.port = new Uint32Array(c)
+    this.flags = new Uint8Array(c)
+    this.bits = new Uint8Array(c)
+    this.order = new Int32Array(c)
+    this.selCluster = new Int32Array(c)
+    this.selLocal = new Int32Array(c)
+    this.selServing = new Int32Array(c)
+  }
+
+  /** Orders entries by address words, then port. */
+  readonly compare = (a: number, b: number): number => {
+    const d = this.addr
+    const x = a * 4
+    const y = b * 4
+    return d[x]! - d[y]! || d[x + 1]! - d[y + 1]! || d[x + 2]! - d[y + 2]! || d[x + 3]! - d[y + 3]! || this.port[a]! - this.port[b]!
+  }
+
+  /** Condition bits (model/categorize.ts) of candidate order[j]. */
+  readonly cond = (j: number): number => {
+    const i = this.order[j]!
+    const b = this.bits[i]!
+    const f = this.flags[i]!
+    return epCond((b & READY) !== 0, (b & SERVING) !== 0, (f & EP_TERMINATING) !== 0, (f & EP_LOCAL) !== 0)
+  }
+
+  /**
+   * kube-proxy's CategorizeEndpoints (model/categorize.ts) over order[0..n): writes the chosen entries into `out`;
+   * returns how many.
+   */
+  usable(n: number, localOnly: boolean, out: Int32Array): number {
+    const k = usableEndpoints(n, this.cond, localOnly, out)
+    for (let j = 0; j < k; j++) out[j] = this.order[out[j]!]!
+    return k
+  }
+
+  /** The set's word for entry i: port and flags. */
+  epWord(i: number): number {
+    return (this.port[i]! | (this.flags[i]! << 16)) >>> 0
+  }
 }
 
 /**
@@ -365,45 +407,17 @@ export function endpointPort(ep: Endpoint, sp: ServicePort): number {
   return -1
 }
 
-function compareCandidates(a: number, b: number): number {
-  const x = a * 4
-  const y = b * 4
-  return cAddr[x]! - cAddr[y]! || cAddr[x + 1]! - cAddr[y + 1]! || cAddr[x + 2]! - cAddr[y + 2]! || cAddr[x + 3]! - cAddr[y + 3]! || cPort[a]! - cPort[b]!
-}
-
-/** Condition bits (model/categorize.ts) of candidate order[j]. */
-function candidateCond(j: number): number {
-  const i = order[j]!
-  const b = cBits[i]!
-  const f = cFlags[i]!
-  return epCond((b & READY) !== 0, (b & SERVING) !== 0, (f & EP_TERMINATING) !== 0, (f & EP_LOCAL) !== 0)
-}
-
-/**
- * kube-proxy's CategorizeEndpoints (model/categorize.ts) over order[0..n): writes the chosen entries into `out`;
- * returns how many.
- */
-function usable(n: number, localOnly: boolean, out: Int32Array): number {
-  const k = usableEndpoints(n, candidateCond, localOnly, out)
-  for (let j = 0; j < k; j++) out[j] = order[out[j]!]!
-  return k
-}
-
-/** The set's word for entry i: port and flags. */
-function epWord(i: number): number {
-  return (cPort[i]! | (cFlags[i]! << 16)) >>> 0
-}
-
 /** Whether `set` holds exactly entries sel[0..n) (addresses, ports, flags). */
-function sameSet(set: EndpointSet | undefined, sel: Int32Array, n: number, aw: number): set is EndpointSet {
+function sameSet(sc: Scratch, set: EndpointSet | undefined, sel: Int32Array, n: number, aw: number): set is EndpointSet {
   if (set === undefined || set.count !== n || set.aw !== aw) return false
+  const cAddr = sc.addr
   const d = set.data
   let o = set.off
   for (let j = 0; j < n; j++) {
     const i = sel[j]!
     if (d[o] !== cAddr[i * 4]) return false
     if (aw === 4 && (d[o + 1] !== cAddr[i * 4 + 1] || d[o + 2] !== cAddr[i * 4 + 2] || d[o + 3] !== cAddr[i * 4 + 3])) return false
-    if (d[o + aw] !== epWord(i)) return false
+    if (d[o + aw] !== sc.epWord(i)) return false
     o += aw + 1
   }
   return true
@@ -419,8 +433,10 @@ function buildSet(ctx: Ctx, sel: Int32Array, n: number, family: Family, reuse: r
   const config = ctx.config
   const aw = family === 4 ? 1 : 4
   const wantMaglev = config.lb === 'maglev' && n < config.maglevTableSize
+  const sc = ctx.scratch
+  const cAddr = sc.addr
   for (const r of reuse) {
-    if (sameSet(r, sel, n, aw) && (!wantMaglev || (r.maglev !== null && r.maglev.length === config.maglevTableSize))) return r
+    if (sameSet(sc, r, sel, n, aw) && (!wantMaglev || (r.maglev !== null && r.maglev.length === config.maglevTableSize))) return r
   }
   const stride = aw + 1
   const data = ctx.arena.alloc(n * stride)
@@ -434,7 +450,7 @@ function buildSet(ctx: Ctx, sel: Int32Array, n: number, family: Family, reuse: r
       data[o + 2] = cAddr[i * 4 + 2]!
       data[o + 3] = cAddr[i * 4 + 3]!
     }
-    data[o + aw] = epWord(i)
+    data[o + aw] = sc.epWord(i)
     o += stride
   }
   const set: { count: number; family: Family; aw: number; data: Uint32Array; off: number; maglev: Uint16Array | null } = {
@@ -520,10 +536,6 @@ function addFrontend(
   for (let i = 0; i <= aw; i++) owned.push(fe.key[i]!)
 }
 
-// Scratch for parsing addresses while compiling (compiles are synchronous).
-const W = new Uint32Array(4)
-const VIP = new Uint32Array(4)
-
 /** Addresses of `family` among `ips`. */
 function ofFamily(ips: readonly string[], family: Family): readonly string[] {
   if (ips.length === 0) return EMPTY_STRINGS
@@ -537,7 +549,9 @@ function ofFamily(ips: readonly string[], family: Family): readonly string[] {
  * sorted and de-duplicated by address:port. Returns n.
  */
 function candidates(ctx: Ctx, svc: Service, sp: ServicePort, family: Family, problem: (f: string, r: string) => void): number {
-  reserveCandidates(svc.endpoints.length)
+  const sc = ctx.scratch
+  sc.reserve(svc.endpoints.length)
+  const { addr: cAddr, port: cPort, flags: cFlags, bits: cBits, order, words: W, compare } = sc
   const nodeName = ctx.config.nodeName
   let n = 0
   for (const ep of svc.endpoints) {
@@ -574,13 +588,13 @@ function candidates(ctx: Ctx, svc: Service, sp: ServicePort, family: Family, pro
   }
   // Insertion sort: slices usually arrive sorted or nearly; large ones go through Array.sort.
   if (n > 64) {
-    const idx = Array.from(order.subarray(0, n)).sort(compareCandidates)
+    const idx = Array.from(order.subarray(0, n)).sort(compare)
     order.set(idx)
   } else {
     for (let j = 1; j < n; j++) {
       const v = order[j]!
       let k = j - 1
-      while (k >= 0 && compareCandidates(order[k]!, v) > 0) {
+      while (k >= 0 && compare(order[k]!, v) > 0) {
         order[k + 1] = order[k]!
         k--
       }
@@ -590,7 +604,7 @@ function candidates(ctx: Ctx, svc: Service, sp: ServicePort, family: Family, pro
   // Duplicates (the same address in two slices) are adjacent now; keep the first.
   let w = 0
   for (let r = 0; r < n; r++) {
-    if (w > 0 && compareCandidates(order[w - 1]!, order[r]!) === 0) continue
+    if (w > 0 && compare(order[w - 1]!, order[r]!) === 0) continue
     order[w++] = order[r]!
   }
   return w
@@ -619,6 +633,8 @@ export function compileService(ctx: Ctx, svc: Service, key: string): CompiledSer
     ctx.problems.push({ object: `Service ${key}`, field, reason })
   }
   const needLocal = svc.internalTrafficPolicy === 'Local' || svc.externalTrafficPolicy === 'Local'
+  const sc = ctx.scratch
+  const { words: W, vip: VIP } = sc
   let seen4 = false
   let seen6 = false
   for (const cip of svc.clusterIPs) {
@@ -672,11 +688,11 @@ export function compileService(ctx: Ctx, svc: Service, key: string): CompiledSer
 
       const n = candidates(ctx, svc, sp, family, problem)
       const reuse = prev === undefined ? NO_REUSE : [prev.cluster, prev.local, prev.serving]
-      const cluster = buildSet(ctx, selCluster, usable(n, false, selCluster), family, reuse)
-      const local = needLocal ? buildSet(ctx, selLocal, usable(n, true, selLocal), family, [cluster, ...reuse]) : emptySet(family)
+      const cluster = buildSet(ctx, sc.selCluster, sc.usable(n, false, sc.selCluster), family, reuse)
+      const local = needLocal ? buildSet(ctx, sc.selLocal, sc.usable(n, true, sc.selLocal), family, [cluster, ...reuse]) : emptySet(family)
       let nServing = 0
-      for (let j = 0; j < n; j++) if ((cBits[order[j]!]! & SERVING) !== 0) selServing[nServing++] = order[j]!
-      const serving = nServing === n && cluster.count === n ? cluster : buildSet(ctx, selServing, nServing, family, [cluster, ...reuse])
+      for (let j = 0; j < n; j++) if ((sc.bits[sc.order[j]!]! & SERVING) !== 0) sc.selServing[nServing++] = sc.order[j]!
+      const serving = nServing === n && cluster.count === n ? cluster : buildSet(ctx, sc.selServing, nServing, family, [cluster, ...reuse])
 
       const spc: SvcPort = Object.freeze({
         id,
@@ -806,6 +822,7 @@ export function compileNat(cluster: Cluster, config: NatConfig | ResolvedNatConf
     problems,
     prevByKey: k => prevIndex.get(k),
     arena: new Arena(Math.min(65536, Math.max(1024, nPorts * 12))),
+    scratch: new Scratch(),
   }
   // Reserve every previous id so new keys never take a slot a surviving key will claim.
   if (prev !== undefined) {
