@@ -51,15 +51,8 @@ export interface PeerSpec {
   readonly mac: Uint8Array
 }
 
-/** One original tuple to delete (conntrack -D after the control thread matched a listing). */
-export interface TupleRef {
-  readonly family: Family
-  readonly proto: number
-  readonly src: string
-  readonly dst: string
-  readonly sport: number
-  readonly dport: number
-}
+/** One original tuple to delete (conntrack -D after the control thread matched a listing): a 5-tuple as trace asks. */
+export type TupleRef = TupleQuery
 
 /** Requests the control thread makes; each is answered with bounded work. */
 export type PacketRequest =
