@@ -610,6 +610,18 @@ function candidates(ctx: Ctx, svc: Service, sp: ServicePort, family: Family, pro
   return w
 }
 
+/** One family's share of a service: its cluster IP (as words in ctx.scratch.vip) and external addresses. */
+interface FamilyPart {
+  readonly family: Family
+  readonly ft: FamilyTable
+  readonly clusterIP: string
+  readonly externalIPs: readonly string[]
+  readonly lbIPs: readonly string[]
+  readonly proxyIPs: readonly string[]
+  readonly sourceRanges: Uint32Array
+  readonly allowed: Uint32Array
+}
+
 /** @internal (update.ts) */
 export function compileService(ctx: Ctx, svc: Service, key: string): CompiledService {
   const ids: number[] = []
@@ -632,9 +644,6 @@ export function compileService(ctx: Ctx, svc: Service, key: string): CompiledSer
   const problem = (field: string, reason: string): void => {
     ctx.problems.push({ object: `Service ${key}`, field, reason })
   }
-  const needLocal = svc.internalTrafficPolicy === 'Local' || svc.externalTrafficPolicy === 'Local'
-  const sc = ctx.scratch
-  const { words: W, vip: VIP } = sc
   let seen4 = false
   let seen6 = false
   for (const cip of svc.clusterIPs) {
@@ -646,114 +655,133 @@ export function compileService(ctx: Ctx, svc: Service, key: string): CompiledSer
     if (family === 4 ? seen4 : seen6) continue
     if (family === 4) seen4 = true
     else seen6 = true
-    const ft = family === 4 ? ctx.v4 : ctx.v6
-    const aw = ft.aw
+    const part = familyPart(ctx, svc, cip, family, problem)
     const owned = family === 4 ? owned4 : owned6
-    parseIpWords(cip, family, VIP, 0)
-    const clusterIP = family === 4 ? cip : wordsToString(VIP, 0, family)
-
-    // Addresses of this family for the external frontends.
-    const externalIPs = ofFamily(svc.externalIPs, family)
-    let lbIPs: readonly string[] = EMPTY_STRINGS
-    let proxyIPs: readonly string[] = EMPTY_STRINGS
-    if (svc.type === 'LoadBalancer' && svc.loadBalancerIngress.length > 0) {
-      lbIPs = ofFamily(
-        svc.loadBalancerIngress.filter(i => i.ipMode !== 'Proxy').map(i => i.ip),
-        family,
-      )
-      proxyIPs = ofFamily(
-        svc.loadBalancerIngress.filter(i => i.ipMode === 'Proxy').map(i => i.ip),
-        family,
-      )
-    }
-    let sourceRanges: Uint32Array = EMPTY_U32
-    let allowed: Uint32Array = EMPTY_U32
-    if (svc.loadBalancerSourceRanges.length > 0) {
-      sourceRanges = parseCidrList(svc.loadBalancerSourceRanges, family, c => problem('spec.loadBalancerSourceRanges', `${JSON.stringify(c)} is not a CIDR`))
-      // kube-proxy's allowFromNode: when a range covers a node IP, the LB's own addresses may send too.
-      let nodeCovered = false
-      for (let r = 0; r < ft.nodeAddrs.length; r += aw) if (inCidrList(sourceRanges, aw, ft.nodeAddrs, r)) nodeCovered = true
-      if (nodeCovered && lbIPs.length > 0) {
-        allowed = new Uint32Array(lbIPs.length * aw)
-        lbIPs.forEach((ip, i) => parseIpWords(ip, family, allowed, i * aw))
-      }
-    }
-
-    for (const sp of svc.ports) {
-      const proto = protoNumber(sp.protocol)
-      const spKey = svcPortKey(svc.namespace, svc.name, sp.name, sp.protocol, family)
-      const prev = ctx.prevByKey(spKey)
-      const { id, uid } = allocId(ctx, spKey)
-      ids.push(id)
-
-      const n = candidates(ctx, svc, sp, family, problem)
-      const reuse = prev === undefined ? NO_REUSE : [prev.cluster, prev.local, prev.serving]
-      const cluster = buildSet(ctx, sc.selCluster, sc.usable(n, false, sc.selCluster), family, reuse)
-      const local = needLocal ? buildSet(ctx, sc.selLocal, sc.usable(n, true, sc.selLocal), family, [cluster, ...reuse]) : emptySet(family)
-      let nServing = 0
-      for (let j = 0; j < n; j++) if ((sc.bits[sc.order[j]!]! & SERVING) !== 0) sc.selServing[nServing++] = sc.order[j]!
-      const serving = nServing === n && cluster.count === n ? cluster : buildSet(ctx, sc.selServing, nServing, family, [cluster, ...reuse])
-
-      const spc: SvcPort = Object.freeze({
-        id,
-        uid,
-        key: spKey,
-        namespace: svc.namespace,
-        name: svc.name,
-        portName: sp.name,
-        servicePortName: servicePortName(svc.namespace, svc.name, sp.name),
-        protocol: sp.protocol,
-        proto,
-        family,
-        clusterIP,
-        port: sp.port,
-        targetPort: sp.targetPort,
-        nodePort: svc.type === 'NodePort' || svc.type === 'LoadBalancer' ? sp.nodePort : 0,
-        externalIPs,
-        loadBalancerIPs: lbIPs,
-        proxyModeIPs: proxyIPs,
-        sourceRanges,
-        allowedLbSources: allowed,
-        affinityTimeout: svc.affinityTimeout,
-        internalPolicy: svc.internalTrafficPolicy,
-        externalPolicy: svc.externalTrafficPolicy,
-        cluster,
-        local,
-        internal: svc.internalTrafficPolicy === 'Local' ? local : cluster,
-        external: svc.externalTrafficPolicy === 'Local' ? local : cluster,
-        serving,
-      })
-      ctx.svcPorts[id] = spc
-
-      addFrontend(ctx, ft, VIP, 0, proto, sp.port, id * 4 + FrontendKind.CLUSTER_IP, owned, key, 'spec.clusterIPs')
-      if (spc.nodePort > 0) {
-        for (let r = 0; r < ft.nodePortAddrs.length; r += aw) {
-          addFrontend(ctx, ft, ft.nodePortAddrs, r, proto, spc.nodePort, id * 4 + FrontendKind.NODE_PORT, owned, key, 'spec.ports.nodePort')
-        }
-      }
-      for (const ip of externalIPs) {
-        parseIpWords(ip, family, W, 0)
-        addFrontend(ctx, ft, W, 0, proto, sp.port, id * 4 + FrontendKind.EXTERNAL_IP, owned, key, 'spec.externalIPs')
-      }
-      for (const ip of lbIPs) {
-        parseIpWords(ip, family, W, 0)
-        addFrontend(ctx, ft, W, 0, proto, sp.port, id * 4 + FrontendKind.LOAD_BALANCER, owned, key, 'status.loadBalancer.ingress')
-      }
-    }
-
-    // The ClusterIP itself: any other port (or protocol) is rejected, echo requests handled per icmpMode.
-    if (svc.ports.length > 0) {
-      const vip = ft.vip
-      for (let i = 0; i < aw; i++) vip.key[i] = VIP[i]!
-      const s = vip.insert()
-      const first = ids[ids.length - svc.ports.length]!
-      if (vip.inserted || ctx.replaceable?.has(vip.vals[s]!) === true) {
-        vip.setValAt(s, 0, first)
-        for (let i = 0; i < aw; i++) (family === 4 ? vips4 : vips6).push(VIP[i]!)
-      }
-    }
+    for (const sp of svc.ports) ids.push(compilePort(ctx, svc, sp, part, key, owned, problem))
+    if (svc.ports.length > 0) claimVip(ctx, part.ft, ids[ids.length - svc.ports.length]!, family === 4 ? vips4 : vips6)
   }
   return done()
+}
+
+/** The family's cluster IP (parsed into ctx.scratch.vip) and the addresses of this family for external frontends. */
+function familyPart(ctx: Ctx, svc: Service, cip: string, family: Family, problem: (f: string, r: string) => void): FamilyPart {
+  const ft = family === 4 ? ctx.v4 : ctx.v6
+  const aw = ft.aw
+  const VIP = ctx.scratch.vip
+  parseIpWords(cip, family, VIP, 0)
+  const clusterIP = family === 4 ? cip : wordsToString(VIP, 0, family)
+  const externalIPs = ofFamily(svc.externalIPs, family)
+  let lbIPs: readonly string[] = EMPTY_STRINGS
+  let proxyIPs: readonly string[] = EMPTY_STRINGS
+  if (svc.type === 'LoadBalancer' && svc.loadBalancerIngress.length > 0) {
+    lbIPs = ofFamily(
+      svc.loadBalancerIngress.filter(i => i.ipMode !== 'Proxy').map(i => i.ip),
+      family,
+    )
+    proxyIPs = ofFamily(
+      svc.loadBalancerIngress.filter(i => i.ipMode === 'Proxy').map(i => i.ip),
+      family,
+    )
+  }
+  let sourceRanges: Uint32Array = EMPTY_U32
+  let allowed: Uint32Array = EMPTY_U32
+  if (svc.loadBalancerSourceRanges.length > 0) {
+    sourceRanges = parseCidrList(svc.loadBalancerSourceRanges, family, c => problem('spec.loadBalancerSourceRanges', `${JSON.stringify(c)} is not a CIDR`))
+    // kube-proxy's allowFromNode: when a range covers a node IP, the LB's own addresses may send too.
+    let nodeCovered = false
+    for (let r = 0; r < ft.nodeAddrs.length; r += aw) if (inCidrList(sourceRanges, aw, ft.nodeAddrs, r)) nodeCovered = true
+    if (nodeCovered && lbIPs.length > 0) {
+      allowed = new Uint32Array(lbIPs.length * aw)
+      lbIPs.forEach((ip, i) => parseIpWords(ip, family, allowed, i * aw))
+    }
+  }
+  return { family, ft, clusterIP, externalIPs, lbIPs, proxyIPs, sourceRanges, allowed }
+}
+
+/**
+ * One service port of one family: its endpoint sets (cluster, local, serving; reused from the previous version when
+ * equal), its SvcPort under a stable id, and its frontends (recorded in `owned`). Returns the id.
+ */
+function compilePort(ctx: Ctx, svc: Service, sp: ServicePort, part: FamilyPart, key: string, owned: number[], problem: (f: string, r: string) => void): number {
+  const { family, ft } = part
+  const sc = ctx.scratch
+  const proto = protoNumber(sp.protocol)
+  const spKey = svcPortKey(svc.namespace, svc.name, sp.name, sp.protocol, family)
+  const prev = ctx.prevByKey(spKey)
+  const { id, uid } = allocId(ctx, spKey)
+
+  const needLocal = svc.internalTrafficPolicy === 'Local' || svc.externalTrafficPolicy === 'Local'
+  const n = candidates(ctx, svc, sp, family, problem)
+  const reuse = prev === undefined ? NO_REUSE : [prev.cluster, prev.local, prev.serving]
+  const cluster = buildSet(ctx, sc.selCluster, sc.usable(n, false, sc.selCluster), family, reuse)
+  const local = needLocal ? buildSet(ctx, sc.selLocal, sc.usable(n, true, sc.selLocal), family, [cluster, ...reuse]) : emptySet(family)
+  let nServing = 0
+  for (let j = 0; j < n; j++) if ((sc.bits[sc.order[j]!]! & SERVING) !== 0) sc.selServing[nServing++] = sc.order[j]!
+  const serving = nServing === n && cluster.count === n ? cluster : buildSet(ctx, sc.selServing, nServing, family, [cluster, ...reuse])
+
+  const spc: SvcPort = Object.freeze({
+    id,
+    uid,
+    key: spKey,
+    namespace: svc.namespace,
+    name: svc.name,
+    portName: sp.name,
+    servicePortName: servicePortName(svc.namespace, svc.name, sp.name),
+    protocol: sp.protocol,
+    proto,
+    family,
+    clusterIP: part.clusterIP,
+    port: sp.port,
+    targetPort: sp.targetPort,
+    nodePort: svc.type === 'NodePort' || svc.type === 'LoadBalancer' ? sp.nodePort : 0,
+    externalIPs: part.externalIPs,
+    loadBalancerIPs: part.lbIPs,
+    proxyModeIPs: part.proxyIPs,
+    sourceRanges: part.sourceRanges,
+    allowedLbSources: part.allowed,
+    affinityTimeout: svc.affinityTimeout,
+    internalPolicy: svc.internalTrafficPolicy,
+    externalPolicy: svc.externalTrafficPolicy,
+    cluster,
+    local,
+    internal: svc.internalTrafficPolicy === 'Local' ? local : cluster,
+    external: svc.externalTrafficPolicy === 'Local' ? local : cluster,
+    serving,
+  })
+  ctx.svcPorts[id] = spc
+
+  const W = sc.words
+  addFrontend(ctx, ft, sc.vip, 0, proto, sp.port, id * 4 + FrontendKind.CLUSTER_IP, owned, key, 'spec.clusterIPs')
+  if (spc.nodePort > 0) {
+    for (let r = 0; r < ft.nodePortAddrs.length; r += ft.aw) {
+      addFrontend(ctx, ft, ft.nodePortAddrs, r, proto, spc.nodePort, id * 4 + FrontendKind.NODE_PORT, owned, key, 'spec.ports.nodePort')
+    }
+  }
+  for (const ip of part.externalIPs) {
+    parseIpWords(ip, family, W, 0)
+    addFrontend(ctx, ft, W, 0, proto, sp.port, id * 4 + FrontendKind.EXTERNAL_IP, owned, key, 'spec.externalIPs')
+  }
+  for (const ip of part.lbIPs) {
+    parseIpWords(ip, family, W, 0)
+    addFrontend(ctx, ft, W, 0, proto, sp.port, id * 4 + FrontendKind.LOAD_BALANCER, owned, key, 'status.loadBalancer.ingress')
+  }
+  return id
+}
+
+/**
+ * The cluster IP itself (words in ctx.scratch.vip), owned by the service's first port id `first`: any other port
+ * (or protocol) is rejected, echo requests handled per icmpMode. Records the words in `vips` when this service owns it.
+ */
+function claimVip(ctx: Ctx, ft: FamilyTable, first: number, vips: number[]): void {
+  const VIP = ctx.scratch.vip
+  const vip = ft.vip
+  const aw = ft.aw
+  for (let i = 0; i < aw; i++) vip.key[i] = VIP[i]!
+  const s = vip.insert()
+  if (vip.inserted || ctx.replaceable?.has(vip.vals[s]!) === true) {
+    vip.setValAt(s, 0, first)
+    for (let i = 0; i < aw; i++) vips.push(VIP[i]!)
+  }
 }
 
 /** @internal (update.ts) */
