@@ -7,7 +7,8 @@ import { vxlanMac } from '../../src/dataplane/vxlan'
 import { NatAction } from '../../src/nat/verdict'
 import { icmp4EchoToReply } from '../../src/wire/build'
 import { fillIpv4Checksum } from '../../src/wire/ipv4'
-import { checksumProblems, echo4, ip4 } from '../nat/packets'
+import { checksumProblems, echo4, echo6, ip4 } from '../nat/packets'
+import { ipPacketLength } from '../../src/wire/packet'
 
 const NODE = '172.18.0.11'
 const POD = '10.100.85.50'
@@ -60,4 +61,12 @@ t.test('an echo reply that drops IPv4 options is written at its own length', asy
   t.equal(out[20], 0, 'echo reply')
   t.same(checksumProblems(out), [])
   t.equal(dp.counters.replied, 1)
+})
+
+t.test('ipPacketLength reads the length from the IP header, not the buffer', async t => {
+  const v4 = Buffer.concat([echo4(POD, VIP, 1, 1), Buffer.alloc(6)]) // link padding after the packet
+  t.equal(ipPacketLength(v4, 0), v4.length - 6)
+  const v6 = echo6('fd00:100::50', 'fd00:96::3', 9, 1)
+  const at = Buffer.concat([Buffer.alloc(10), v6])
+  t.equal(ipPacketLength(at, 10), v6.length)
 })
