@@ -22,6 +22,8 @@ import { parseIpv4 } from '../wire/ipv4'
 import { servicePortName } from '../model/names'
 import { epCond, usableEndpoints } from '../model/categorize'
 import { MAGLEV_DEFAULT_SIZE, isPrime, maglevTable } from './maglev'
+import { SCHEDULER_LABEL, SCHED_NAMES, Sched, schedulerId } from './sched'
+import type { SchedValue, SchedulerName } from './sched'
 import { Arena, EP_LOCAL, EP_TERMINATING, emptySet, endpointNames, epFlags } from './endpoints'
 import type { EndpointSet } from './endpoints'
 
@@ -56,6 +58,13 @@ export interface NatConfig {
   readonly maglevTableSize?: number
   /** mixed into the Maglev permutation hashes; must match on every node that should agree */
   readonly maglevSeed?: number
+  /**
+   * endpoint scheduler of every service port without a `tundra.io/scheduler` label (sched.ts); default: mh when lb
+   * is maglev, else random (`tundra run` with mode ipvs passes rr, kube-proxy's IPVS default)
+   */
+  readonly scheduler?: SchedulerName
+  /** IPVS mode: a TCP/SCTP endpoint that stops serving keeps its connections (weight 0) instead of a reset */
+  readonly gracefulTermination?: boolean
 }
 
 export interface ResolvedNatConfig {
@@ -70,6 +79,8 @@ export interface ResolvedNatConfig {
   readonly icmpMode: 'reply' | 'reject' | 'drop'
   readonly maglevTableSize: number
   readonly maglevSeed: number
+  readonly scheduler: SchedulerName
+  readonly gracefulTermination: boolean
 }
 
 /** What matched a packet's destination. */
@@ -109,6 +120,8 @@ export interface SvcPort {
   readonly allowedLbSources: Uint32Array
   /** seconds; 0 when sessionAffinity is None */
   readonly affinityTimeout: number
+  /** endpoint scheduler (sched.ts Sched); absent: random */
+  readonly scheduler?: SchedValue
   readonly internalPolicy: TrafficPolicy
   readonly externalPolicy: TrafficPolicy
   /** usable endpoints anywhere: ready, or serving+terminating when none is ready */
@@ -209,6 +222,8 @@ export function resolveNatConfig(c: NatConfig): ResolvedNatConfig {
     icmpMode: c.icmpMode ?? 'reply',
     maglevTableSize: m,
     maglevSeed: c.maglevSeed ?? 0,
+    scheduler: c.scheduler ?? (c.lb === 'maglev' ? 'mh' : 'random'),
+    gracefulTermination: c.gracefulTermination ?? false,
   })
 }
 
@@ -414,11 +429,11 @@ const NO_REUSE: readonly (EndpointSet | undefined)[] = Object.freeze([])
 const EMPTY_STRINGS: readonly string[] = Object.freeze([])
 const EMPTY_NUMBERS: readonly number[] = Object.freeze([])
 
-function buildSet(ctx: Ctx, sel: Int32Array, n: number, family: Family, reuse: readonly (EndpointSet | undefined)[]): EndpointSet {
+function buildSet(ctx: Ctx, sel: Int32Array, n: number, family: Family, reuse: readonly (EndpointSet | undefined)[], mh: boolean): EndpointSet {
   if (n === 0) return emptySet(family)
   const config = ctx.config
   const aw = family === 4 ? 1 : 4
-  const wantMaglev = config.lb === 'maglev' && n < config.maglevTableSize
+  const wantMaglev = (mh || config.lb === 'maglev') && n < config.maglevTableSize
   for (const r of reuse) {
     if (sameSet(r, sel, n, aw) && (!wantMaglev || (r.maglev !== null && r.maglev.length === config.maglevTableSize))) return r
   }
@@ -596,6 +611,17 @@ function candidates(ctx: Ctx, svc: Service, sp: ServicePort, family: Family, pro
   return w
 }
 
+/** The scheduler of a service: its `tundra.io/scheduler` label (a bad value is a problem), else the node's. */
+function serviceScheduler(config: ResolvedNatConfig, svc: Service, problem: (field: string, reason: string) => void): SchedValue {
+  const own = svc.labels[SCHEDULER_LABEL]
+  if (own !== undefined) {
+    const id = schedulerId(own)
+    if (id !== undefined) return id
+    problem(`metadata.labels[${SCHEDULER_LABEL}]`, `${JSON.stringify(own)} is not a scheduler (${SCHED_NAMES.join(', ')})`)
+  }
+  return schedulerId(config.scheduler) ?? Sched.RANDOM
+}
+
 /** @internal (update.ts) */
 export function compileService(ctx: Ctx, svc: Service, key: string): CompiledService {
   const ids: number[] = []
@@ -619,6 +645,8 @@ export function compileService(ctx: Ctx, svc: Service, key: string): CompiledSer
     ctx.problems.push({ object: `Service ${key}`, field, reason })
   }
   const needLocal = svc.internalTrafficPolicy === 'Local' || svc.externalTrafficPolicy === 'Local'
+  const scheduler = serviceScheduler(ctx.config, svc, problem)
+  const mh = scheduler === Sched.MH
   let seen4 = false
   let seen6 = false
   for (const cip of svc.clusterIPs) {
@@ -672,11 +700,11 @@ export function compileService(ctx: Ctx, svc: Service, key: string): CompiledSer
 
       const n = candidates(ctx, svc, sp, family, problem)
       const reuse = prev === undefined ? NO_REUSE : [prev.cluster, prev.local, prev.serving]
-      const cluster = buildSet(ctx, selCluster, usable(n, false, selCluster), family, reuse)
-      const local = needLocal ? buildSet(ctx, selLocal, usable(n, true, selLocal), family, [cluster, ...reuse]) : emptySet(family)
+      const cluster = buildSet(ctx, selCluster, usable(n, false, selCluster), family, reuse, mh)
+      const local = needLocal ? buildSet(ctx, selLocal, usable(n, true, selLocal), family, [cluster, ...reuse], mh) : emptySet(family)
       let nServing = 0
       for (let j = 0; j < n; j++) if ((cBits[order[j]!]! & SERVING) !== 0) selServing[nServing++] = order[j]!
-      const serving = nServing === n && cluster.count === n ? cluster : buildSet(ctx, selServing, nServing, family, [cluster, ...reuse])
+      const serving = nServing === n && cluster.count === n ? cluster : buildSet(ctx, selServing, nServing, family, [cluster, ...reuse], mh)
 
       const spc: SvcPort = Object.freeze({
         id,
@@ -699,6 +727,7 @@ export function compileService(ctx: Ctx, svc: Service, key: string): CompiledSer
         sourceRanges,
         allowedLbSources: allowed,
         affinityTimeout: svc.affinityTimeout,
+        scheduler,
         internalPolicy: svc.internalTrafficPolicy,
         externalPolicy: svc.externalTrafficPolicy,
         cluster,
