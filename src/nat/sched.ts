@@ -221,7 +221,8 @@ export class SchedState {
       this.wrrN[id] = n
       this.wrrMax[id] = max
       this.wrrGcd[id] = g
-      this.cursor[id] = -1
+      // Start just before a wrap, so the first pick opens a full cycle (IPVS starts mid-cycle at weight 0).
+      this.cursor[id] = n - 1
       this.cw[id] = 0
     }
     let i = this.cursor[id]!
