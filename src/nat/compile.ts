@@ -65,6 +65,8 @@ export interface NatConfig {
   readonly scheduler?: SchedulerName
   /** IPVS mode: a TCP/SCTP endpoint that stops serving keeps its connections (weight 0) instead of a reset */
   readonly gracefulTermination?: boolean
+  /** IPVS mode's excludeCIDRs: the connections of an endpoint in them are never flushed or reset */
+  readonly excludeCIDRs?: readonly string[]
 }
 
 export interface ResolvedNatConfig {
@@ -81,6 +83,7 @@ export interface ResolvedNatConfig {
   readonly maglevSeed: number
   readonly scheduler: SchedulerName
   readonly gracefulTermination: boolean
+  readonly excludeCIDRs: readonly string[]
 }
 
 /** What matched a packet's destination. */
@@ -224,6 +227,7 @@ export function resolveNatConfig(c: NatConfig): ResolvedNatConfig {
     maglevSeed: c.maglevSeed ?? 0,
     scheduler: c.scheduler ?? (c.lb === 'maglev' ? 'mh' : 'random'),
     gracefulTermination: c.gracefulTermination ?? false,
+    excludeCIDRs: Object.freeze([...(c.excludeCIDRs ?? [])]),
   })
 }
 

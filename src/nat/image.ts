@@ -22,6 +22,7 @@ import { epBase, epPort, removedEndpoints } from './endpoints'
 import { U32Map } from './hash'
 import { parseIpWords } from '../wire/addr'
 import { IPPROTO_UDP } from '../wire/proto'
+import { inCidrList, parseCidrList } from './addr'
 
 export const ImageKind = { FULL: 0, DELTA: 1 } as const
 export type ImageKindValue = (typeof ImageKind)[keyof typeof ImageKind]
@@ -256,8 +257,18 @@ class Packer {
 class Stale {
   readonly ids = new Words(16)
   readonly eps = new Words(16)
-  /** IPVS-mode graceful termination: a TCP/SCTP endpoint leaving keeps its flows (weight 0), UDP ones go */
-  constructor(private readonly graceful: boolean) {}
+  /** excludeCIDRs per family (IPv4, IPv6): an endpoint leaving from inside them keeps every flow */
+  private readonly exclude: readonly [Uint32Array, Uint32Array]
+  /**
+   * IPVS mode: graceful termination (a TCP/SCTP endpoint leaving keeps its flows, as at weight 0; UDP ones go, as
+   * kube-proxy clears UDP conntrack) and excludeCIDRs (flows of endpoints in them are never touched)
+   */
+  constructor(
+    private readonly graceful: boolean,
+    exclude: readonly string[],
+  ) {
+    this.exclude = [parseCidrList(exclude, 4), parseCidrList(exclude, 6)]
+  }
   add(id: number, a: SvcPort | undefined, b: SvcPort | undefined): void {
     if (a === undefined || a === b) return
     if (b === undefined || b.uid !== a.uid) {
@@ -267,7 +278,9 @@ class Stale {
     if (b.serving === a.serving) return
     if (this.graceful && b.proto !== IPPROTO_UDP) return
     const was = a.serving
+    const exclude = this.exclude[was.aw === 1 ? 0 : 1]!
     for (const i of removedEndpoints(was, b.serving)) {
+      if (exclude.length > 0 && inCidrList(exclude, was.aw, was.data, epBase(was, i))) continue
       const at = this.eps.reserve(STALE_EP_WORDS)
       const base = epBase(was, i)
       this.eps.a[at] = id
@@ -322,7 +335,7 @@ function fullImage(next: NatTable, prev: NatTable | undefined): NatImage {
   const head = headOf(next, present)
   famLists(p, head, 0, next.v4)
   famLists(p, head, 1, next.v6)
-  const stale = new Stale(next.config.gracefulTermination)
+  const stale = new Stale(next.config.gracefulTermination, next.config.excludeCIDRs)
   if (prev !== undefined && prev !== next) {
     for (let id = 0; id < prev.svcPorts.length; id++) stale.add(id, prev.svcPorts[id], next.svcPorts[id])
   }
@@ -347,7 +360,7 @@ function deltaImage(next: NatTable, prev: NatTable, changed: readonly number[]):
   const p = new Packer(c.maglevTableSize, true, changed.length * 8 + 16)
   const ids = Uint32Array.from(changed)
   const records = new Uint32Array(ids.length * REC_WORDS)
-  const stale = new Stale(next.config.gracefulTermination)
+  const stale = new Stale(next.config.gracefulTermination, next.config.excludeCIDRs)
   const services = new Set<string>()
   for (let j = 0; j < ids.length; j++) {
     const id = ids[j]!

@@ -53,7 +53,7 @@ export interface SchedSet {
 }
 
 /** Weight of endpoint i (1 when none is set). */
-export function epWeight(set: SchedSet, i: number): number {
+function epWeight(set: SchedSet, i: number): number {
   const w = set.data[set.off + i * (set.aw + 1) + set.aw]! >>> WEIGHT_SHIFT
   return w === 0 ? 1 : w
 }
