@@ -616,6 +616,8 @@ export function buildTrace(view: DataplaneView, args: TraceArgs, lookups?: Expla
     )
   } else if (ex.maglevPick !== undefined) {
     pick = chosen(ex.maglevPick, 'maglev', 'Maglev: the lookup table picks it from a hash of the 5-tuple (every node agrees)')
+  } else if (ex.hashPick !== undefined) {
+    pick = chosen(ex.hashPick, 'hash', 'source hash (sh): the client address alone picks it, the same for every connection of this client')
   } else if (n === 1) {
     pick = chosen(rules[0]!.endpoint, 'only', 'the only endpoint')
   } else {
@@ -623,7 +625,9 @@ export function buildTrace(view: DataplaneView, args: TraceArgs, lookups?: Expla
     pick = chosen(
       rules[k]!.endpoint,
       'hash',
-      `one of ${n}, each 1/${n}: a new connection picks at random${live ? '' : ' (offline)'}; shown is the one a hash of this 5-tuple picks`,
+      ex.scheduler === undefined || ex.scheduler === 'random'
+        ? `one of ${n}, each 1/${n}: a new connection picks at random${live ? '' : ' (offline)'}; shown is the one a hash of this 5-tuple picks`
+        : `one of ${n}, chosen by the ${ex.scheduler} scheduler from the packet thread's state at connection time; shown is the one a hash of this 5-tuple picks`,
     )
   }
   const endpoints: TraceEndpoint[] = rules.map(e => ({ ...e, picked: e.endpoint === pick.endpoint }))

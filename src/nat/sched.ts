@@ -44,6 +44,22 @@ const SH_SEED = 0x73686173
 /** The weight of an endpoint sits in the top byte of its port word. */
 const WEIGHT_SHIFT = 24
 
+/** sh's choice among n endpoints for the client address at words[0..aw) (the engine and tundra trace both use it). */
+export function shIndex(words: Uint32Array, aw: number, n: number): number {
+  return (hashWords(words, 0, aw, SH_SEED) >>> 0) % n
+}
+
+/** How each scheduler chooses, for tundra trace. */
+export const SCHED_TEXT: readonly string[] = [
+  'uniformly at random',
+  'round robin (rr)',
+  'weighted round robin (wrr)',
+  'least connections (lc)',
+  'weighted least connections (wlc)',
+  'source hash (sh)',
+  'Maglev (mh)',
+]
+
 /** An endpoint set as the schedulers read it (SetView and EndpointSet both fit). */
 export interface SchedSet {
   readonly count: number
@@ -243,7 +259,7 @@ export class SchedState {
 
   /** sh: a hash of the client address (words at k[0..aw)) picks the endpoint. */
   sh(set: SchedSet, k: Uint32Array): number {
-    return (hashWords(k, 0, set.aw, SH_SEED) >>> 0) % set.count
+    return shIndex(k, set.aw, set.count)
   }
 
   /** lc / wlc: the endpoint with the fewest live connections (per weight). */
