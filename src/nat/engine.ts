@@ -230,6 +230,11 @@ export class NatEngine {
               }
             }
             if ((info.tcpFlags & TCP_RST) === 0) this.trackSeq(ct, e, dir, buf, info)
+            // lc/wlc count open connections: a FIN or RST ends one (IPVS's ActiveConn), its entry may linger
+            if ((ct.flags[e]! & CtFlag.COUNTED) !== 0 && ct.state[e]! >= TcpState.FIN_WAIT && ct.state[e]! <= TcpState.CLOSE) {
+              this.uncount(fam, e)
+              ct.flags[e] = ct.flags[e]! & ~CtFlag.COUNTED
+            }
           }
         } else {
           ct.touch(e, dir, now)

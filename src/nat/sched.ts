@@ -4,7 +4,8 @@
 //   rr      round robin over the set, one cursor per service port (IPVS's, and kube-proxy's IPVS default)
 //   wrr     IPVS's weighted round robin (current weight stepping down by the weights' gcd), exact proportions
 //   lc/wlc  least connections from tundra's own conntrack: a min-heap per service port over the set's live counts
-//           (O(log n) per connection and per close, n = endpoints of that service; no scan)
+//           (O(log n) per connection and per close, n = endpoints of that service; no scan). A TCP connection
+//           counts until its first FIN or RST (IPVS's ActiveConn), a UDP/SCTP flow until its entry goes
 //   sh      source hash: the client address alone picks the endpoint, stable while the set is
 //   mh      Maglev (maglev.ts): a table built at compile time, one hash and one read
 //

@@ -13,6 +13,9 @@ import { get32 } from '../../src/wire/bytes'
 import { ip4 } from './packets'
 import { BASE_CONFIG, SYN, ep, info, parse, port, svc, tcp4 } from './packets'
 
+const FIN = 0x01
+const ACK = 0x10
+
 const CONFIG: NatConfig = { ...BASE_CONFIG, nodeIPs: [...BASE_CONFIG.nodeIPs], clusterCIDRs: [...BASE_CONFIG.clusterCIDRs] }
 const NOW = 70000
 const EPS = ['10.100.1.10', '10.100.2.11', '10.100.3.12']
@@ -108,6 +111,26 @@ t.test('lc: long-lived connections balance, and new ones go to the endpoint whos
   const more: string[] = []
   for (let i = 0; i < 30; i++) more.push(connect(eng, '10.100.250.3', 7000 + i))
   tt.same(tally(more), { [EPS[0]!]: 10, [EPS[1]!]: 10, [EPS[2]!]: 10 })
+})
+
+t.test('lc: a FIN ends a counted connection at once (its entry lingers in TIME_WAIT, not counted)', async tt => {
+  const eng = engineFor(service(), { scheduler: 'lc' })
+  for (let i = 0; i < 3; i++) {
+    const epAddr = connect(eng, '10.100.250.6', 11000 + i)
+    for (const p of [tcp4(epAddr, '10.100.250.6', 8080, 11000 + i, SYN | ACK), tcp4('10.100.250.6', '10.96.0.10', 11000 + i, 80, ACK)]) {
+      parse(p)
+      tt.equal(eng.process(p, 0, p.length, info, false, NOW), NatAction.FORWARD)
+    }
+  }
+  tt.equal(eng.sched.counted, 3)
+  const fin = tcp4('10.100.250.6', '10.96.0.10', 11001, 80, FIN | ACK)
+  parse(fin)
+  eng.process(fin, 0, fin.length, info, false, NOW)
+  tt.equal(eng.sched.counted, 2)
+  tt.equal(eng.v4.ct.count, 3, 'the entry stays')
+  const next: string[] = []
+  for (let i = 0; i < 4; i++) next.push(connect(eng, '10.100.250.6', 12000 + i))
+  tt.same(next.slice(0, 1), [EPS[1]], 'the endpoint whose connection closed takes the next one')
 })
 
 t.test('lc: after an update adds an endpoint, it takes new connections until it catches up', async tt => {
