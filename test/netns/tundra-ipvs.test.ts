@@ -4,14 +4,17 @@
 //     long-lived one open.
 //  2. `tundra run` with `mode: ipvs` (run.yaml's one-node lab): the ClusterIP answers ping with port unreachable and
 //     rejects a port it does not serve (kube-proxy's KUBE-IPVS-FILTER), ipvs.tcpTimeout is the established timeout
-//     `tundra conntrack` shows, and `tundra dump --format ipvsadm` reports the live connection.
+//     `tundra conntrack` shows, `tundra dump --format ipvsadm` reports the live connection, and when the endpoint
+//     leaves, the held connection goes on (graceful termination) while ipvsadm shows the server at weight 0.
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { netnsSkip } from '../helpers/netns'
-import { PY, tundraLab } from '../fixtures/tundra/lab'
+import { PY, Streamed, tundraLab } from '../fixtures/tundra/lab'
+import { readObjects, writeObject } from '../../src/lab/objects'
+import type { EndpointSlice } from '../../src/k8s/types'
 import { execArgv } from '../../src/lab/index'
 import { CLI, runLab, until } from './fixtures/run-lab'
 
@@ -61,24 +64,38 @@ const answers = (out: string): string[] =>
     .filter(l => l !== '')
     .map(l => l.split('\t')[1] ?? '')
 
-/** Opens `n` keep-alive connections, one request each, prints the backend of each, then holds them until stdin ends. */
+/**
+ * Opens `n` keep-alive connections, one request each, prints the backend of each ("held <name>"), then for every line
+ * on stdin asks each connection again ("again <name>" or "again ERR <why>"); holds them until stdin ends.
+ */
 const HOLD = `
 import socket, sys
-socks = []
-for _ in range(int(sys.argv[2])):
-    s = socket.create_connection((sys.argv[1], int(sys.argv[3]) if len(sys.argv) > 3 else 80), timeout=5)
-    s.sendall(b"GET /hostname HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+REQ = b"GET /hostname HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n"
+def ask(s):
+    s.sendall(REQ)
     data = b""
     while b"\\r\\n\\r\\n" not in data:
-        data += s.recv(4096)
+        chunk = s.recv(4096)
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
     head, _, body = data.partition(b"\\r\\n\\r\\n")
     n = int([l.split(b":")[1] for l in head.split(b"\\r\\n") if l.lower().startswith(b"content-length")][0])
     while len(body) < n:
         body += s.recv(4096)
-    print("held", body.decode(), flush=True)
+    return body.decode()
+socks = []
+for _ in range(int(sys.argv[2])):
+    s = socket.create_connection((sys.argv[1], int(sys.argv[3]) if len(sys.argv) > 3 else 80), timeout=5)
+    print("held", ask(s), flush=True)
     socks.append(s)
 print("ready", flush=True)
-sys.stdin.read()
+for _ in sys.stdin:
+    for s in socks:
+        try:
+            print("again", ask(s), flush=True)
+        except Exception as e:
+            print("again ERR", type(e).__name__, flush=True)
 `
 
 t.test('IPVS schedulers by Service label, real clients (tundra agent lab)', { ...skip, timeout: 180_000 }, async t => {
@@ -170,8 +187,9 @@ tundra:
   t.match(unserved.stderr, /Connection refused|Couldn't connect/, `an unserved port is refused at once (${unserved.stderr.trim()})`)
 
   const [hf, ...ha] = execArgv(state, { pod: 'cli' }, [PY, '-c', HOLD, '10.96.0.50', '1', '5003'])
-  const hold = spawn(hf!, ha, { stdio: ['pipe', 'pipe', 'ignore'] })
-  procs.push(hold)
+  const hold = new Streamed(spawn(hf!, ha, { stdio: ['pipe', 'pipe', 'pipe'] }))
+  procs.push(hold.child)
+  await hold.line(/^ready$/, 15_000)
   const entries = await until(
     'the held connection in tundra conntrack',
     async () => {
@@ -187,5 +205,16 @@ tundra:
   )
   const ipvsadm = await cli(['dump', '--format', 'ipvsadm'])
   t.match(ipvsadm, /TCP {2}10\.96\.0\.50:5003 rr\n {2}-> 10\.100\.\d+\.\d+:8080 +Masq +1 +[1-9]/, `ipvsadm shows the active connection:\n${ipvsadm}`)
-  hold.kill('SIGKILL')
+
+  // Graceful termination: the only endpoint stops being ready. New connections are refused, the held one goes on.
+  const manifests = state.manifests!
+  const slices = [...readObjects(manifests).values()].filter(o => o.kind === 'EndpointSlice') as EndpointSlice[]
+  for (const sl of slices)
+    writeObject(manifests, { ...sl, endpoints: (sl.endpoints ?? []).map(e => ({ ...e, conditions: { ...e.conditions, ready: false } })) })
+  await until('the endpoint to leave rotation', async () => (await pod('cli', ['curl', '-sS', '-m', '2', 'http://10.96.0.50:5003/hostname'])).code === 7)
+  hold.write('\n')
+  t.equal(await hold.line(/^again /, 10_000), 'again srv', 'the held connection still answers (weight 0, no reset)')
+  const after = await cli(['dump', '--format', 'ipvsadm'])
+  t.match(after, /TCP {2}10\.96\.0\.50:5003 rr\n {2}-> 10\.100\.\d+\.\d+:8080 +Masq +0 +1 /, `ipvsadm lists the leaving server at weight 0:\n${after}`)
+  hold.stop()
 })
