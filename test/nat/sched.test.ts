@@ -11,7 +11,7 @@ import { SCHED_NAMES, SchedState, schedulerId } from '../../src/nat/sched'
 import { ipv4ToString } from '../../src/wire/ipv4'
 import { get32 } from '../../src/wire/bytes'
 import { ip4 } from './packets'
-import { BASE_CONFIG, SYN, ep, info, parse, port, svc, tcp4 } from './packets'
+import { BASE_CONFIG, SYN, ep, info, parse, port, svc, tcp4, udp4 } from './packets'
 
 const FIN = 0x01
 const ACK = 0x10
@@ -197,5 +197,30 @@ t.test('graceful termination: a leaving endpoint keeps its TCP connections (no r
     if (graceful) tt.same(r, { flushed: 0, resets: 0 }, 'IPVS mode: weight 0, flows finish')
     else tt.same(r, { flushed: 1, resets: 1 }, 'default: the flow is reset')
     tt.equal(eng.v4.ct.count, graceful ? 3 : 2)
+  }
+})
+
+t.test('excludeCIDRs: UDP flows of a leaving endpoint inside them are kept; outside, graceful mode flushes them', async tt => {
+  const udpSvc = (eps: readonly string[]): Service =>
+    svc('u', { clusterIPs: ['10.96.0.20'], ports: [port('', 53, 5353, 'UDP')], endpoints: eps.map(a => ep(a, [{ name: '', protocol: 'UDP', port: 5353 }])) })
+  for (const [exclude, kept] of [
+    [[], 0],
+    [['10.100.3.0/24'], 1],
+  ] as const) {
+    const eng = new NatEngine(
+      compileNat({ services: [udpSvc(EPS)], nodes: [], pods: [] }, { ...CONFIG, scheduler: 'rr', gracefulTermination: true, excludeCIDRs: exclude }),
+      {
+        conntrackMax: 1 << 16,
+        seed: 3,
+      },
+    )
+    for (let i = 0; i < 3; i++) {
+      const p = udp4('10.100.250.7', '10.96.0.20', 53000 + i, 53)
+      parse(p)
+      tt.equal(eng.process(p, 0, p.length, info, false, NOW), NatAction.FORWARD)
+    }
+    const r = eng.swap(updateNat(eng.table, [udpSvc(EPS.slice(0, 2))]))
+    tt.equal(r.flushed, 1 - kept, exclude.length > 0 ? 'inside excludeCIDRs: not touched' : 'UDP: flushed, as kube-proxy clears UDP conntrack')
+    tt.equal(eng.v4.ct.count, 2 + kept)
   }
 })
