@@ -4,6 +4,7 @@ import dnsPacket from 'dns-packet'
 import { compileNat, updateNat } from '../../src/nat/compile'
 import { NatAction, NatEngine } from '../../src/nat/engine'
 import { natImage } from '../../src/nat/image'
+import { SCHED_NAMES } from '../../src/nat/sched'
 import { ctChunkBytes } from '../../src/nat/ctview'
 import { Conntrack } from '../../src/nat/conntrack'
 import { DnsServer } from '../../src/dns/server'
@@ -154,6 +155,37 @@ export function runMicro(quick: boolean, runner: MicroRunner = benchmarkJs): Mic
             if (eng.process(work, 0, 40, info, false, NOW) !== NatAction.FORWARD) throw new Error('new connection not forwarded')
             const ref = ct.lookup(6)
             ct.delete(ref >>> 1)
+          }
+        },
+      })
+    }
+  }
+
+  // ---- endpoint schedulers (src/nat/sched.ts): a new connection's first packet per scheduler ----
+  // 1 000 services x 10 endpoints (--quick: 100); the connection is removed again, so lc/wlc also pay their
+  // count on close. Each row: parse + frontend + schedule + DNAT + conntrack insert + delete.
+  {
+    const n = quick ? 100 : 1000
+    const work = new Uint8Array(64)
+    for (const sched of SCHED_NAMES) {
+      const table = compileNat(synthCluster(n, 10), { ...NAT_CONFIG, scheduler: sched })
+      const eng = new NatEngine(table, { seed: 1, conntrackMax: 1 << 16 })
+      const ct = eng.v4.ct
+      const tpl = tcp4(CLIENT, ip(vipOf(n >> 1)), 1, SERVICE_PORT, TCP_SYN)
+      let port = 0
+      run({
+        group: `nat scheduler, ${n} services × 10`,
+        name: `${sched}: new connection, first packet (schedule + DNAT + conntrack insert, and its removal)`,
+        opsPerCall: 16,
+        fn: () => {
+          for (let i = 0; i < 16; i++) {
+            work.set(tpl)
+            port = (port + 1) & 0x7fff
+            work[20] = 0x80 | (port >>> 8)
+            work[21] = port & 0xff
+            parsePacket(work, 0, 40, info)
+            if (eng.process(work, 0, 40, info, false, NOW) !== NatAction.FORWARD) throw new Error('new connection not forwarded')
+            ct.delete(ct.lookup(6) >>> 1)
           }
         },
       })

@@ -153,6 +153,8 @@ export class Agent implements DataplaneView {
       ...(config.proxyMode !== undefined ? { proxyMode: config.proxyMode } : {}),
       ...(config.localhostNodePorts === true ? { localhostNodePorts: true } : {}),
       ...(config.lb !== undefined ? { lb: config.lb } : {}),
+      ...(config.scheduler !== undefined ? { scheduler: config.scheduler } : {}),
+      ...(config.ipvs !== undefined ? { gracefulTermination: true, excludeCIDRs: config.ipvs.excludeCIDRs ?? [] } : {}),
       ...(config.masqueradeAll === true ? { masqueradeAll: true } : {}),
       icmpMode: config.icmp ?? 'reply',
     })

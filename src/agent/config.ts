@@ -1,5 +1,7 @@
 // What one node's tundra agent needs to run: written by `tundra lab up` (or a user), read by `tundra agent`.
 
+import type { SchedulerName } from '../nat/sched'
+
 export interface VxlanPeer {
   readonly node: string
   /** the peer node's address on the node network */
@@ -56,6 +58,10 @@ export interface AgentConfig {
   /** kube-proxy's masqueradeAll: SNAT every connection to a ClusterIP */
   readonly masqueradeAll?: boolean
   readonly lb?: 'random' | 'maglev'
+  /** endpoint scheduler of Services without a tundra.io/scheduler label (src/nat/sched.ts); default random (mh with lb maglev) */
+  readonly scheduler?: SchedulerName
+  /** kube-proxy's IPVS mode: graceful termination of leaving endpoints, and excludeCIDRs never touched */
+  readonly ipvs?: { readonly excludeCIDRs?: readonly string[] }
   readonly icmp?: 'reply' | 'reject' | 'drop'
   /** ICMP errors tundra sends (port/host unreachable, time exceeded): at most `burst` at once, refilled at `perSecond`
    *  (default 1000 and 50, Linux's icmp_msgs_per_sec / icmp_msgs_burst); perSecond 0 sends none after the burst */

@@ -2,6 +2,7 @@
 // without, they ask a running agent over its control socket (--socket, or a lab node's agent). Either way the
 // command runs the same handler and this side renders the reply.
 import { Command, Option } from 'commander'
+import type { SchedulerName } from '../nat/sched'
 import { askAgent } from '../agent/control'
 import { InspectError } from '../inspect/common'
 import { inspectHandlers, INSPECT_COMMANDS } from '../inspect/handlers'
@@ -80,7 +81,7 @@ function json(v: unknown): string {
 }
 
 /** kube-proxy's settings for `dump`, resolved as `run` resolves them (same file, flags and precedence). */
-function dumpProxyOptions(o: DumpOpts): DumpOptions & { readonly nodeCIDRLocal: boolean } {
+function dumpProxyOptions(o: DumpOpts): DumpOptions & { readonly nodeCIDRLocal: boolean; readonly scheduler: SchedulerName } {
   const flags: Record<string, unknown> = {}
   for (const f of RUN_FLAGS) if (f.group !== 'tundra' || f.path === 'tundra.serviceCIDRs') flags[f.key] = o[f.key]
   if (o.clusterCidr !== undefined) flags['clusterCidr'] = o.clusterCidr
@@ -98,6 +99,7 @@ function dumpProxyOptions(o: DumpOpts): DumpOptions & { readonly nodeCIDRLocal: 
     localhostNodePorts: cfg.localhostNodePorts,
     serviceCIDRs: cfg.tundra.serviceCIDRs,
     nodeCIDRLocal: cfg.detectLocalMode === 'NodeCIDR',
+    scheduler: cfg.tundra.scheduler,
   }
 }
 
@@ -142,11 +144,12 @@ export function registerInspect(program: Command): void {
       ...(o.clusterCidr !== undefined ? { clusterCIDR: o.clusterCidr } : {}),
       ...(o.nodes !== undefined ? { nodes: o.nodes } : {}),
       ...(o.serviceNodePortRange !== undefined ? { nodePortRange: portRange(o.serviceNodePortRange) } : {}),
+      scheduler: proxy.scheduler,
     })
     if (view.problems.length > 0 && o.skipInvalid !== true) {
       throw new InspectError(`${view.problems.length} invalid object(s) (listed above): nothing dumped; --skip-invalid renders the valid rest`)
     }
-    let { nodeCIDRLocal, ...render } = proxy
+    let { nodeCIDRLocal, scheduler: _scheduler, ...render } = proxy
     if (nodeCIDRLocal) {
       // detectLocalMode NodeCIDR: pod traffic is "local" when it comes from this node's podCIDRs (as run does)
       const self = view.natConfig().nodeName

@@ -14,6 +14,7 @@ import { startServers } from '../metrics/server'
 import { natConntrackEntries, natConntrackMax, natDrops, natNoLocalEndpoints, natServiceCounters } from '../metrics/nat'
 import { createSource, mergeFlags, nodeNameOf, readKubeProxyConfig, RUN_FLAGS, type RunConfig } from '../run/index'
 import { kubeProxyConfigurationOf } from '../run/kpshape'
+import { conntrackTimeoutsOf } from '../run/kpconfig'
 import type { ObjectStore } from '../run/store'
 import { SyncRunner, type SyncBatch } from '../run/sync'
 import { LAST_STATE_KINDS, loadLastState, saveLastState } from '../run/persist'
@@ -79,6 +80,8 @@ function agentConfigFor(cfg: RunConfig, cluster: Cluster, nodeName: string): Age
     proxyMode: proxyModeOf(cfg),
     localhostNodePorts: cfg.localhostNodePorts,
     lb: t.lb,
+    scheduler: t.scheduler,
+    ...(cfg.mode === 'ipvs' ? { ipvs: { excludeCIDRs: cfg.ipvs.excludeCIDRs } } : {}),
     icmp: t.icmp,
     ...(t.icmpRateLimit !== undefined ? { icmpRateLimit: t.icmpRateLimit } : {}),
     ...(t.snapshot.path ? { snapshot: { path: t.snapshot.path, intervalSeconds: t.snapshot.intervalSeconds } } : {}),
@@ -155,12 +158,7 @@ export async function runNode(
     testHooks,
     engine: {
       ...(cfg.conntrack.max > 0 ? { conntrackMax: cfg.conntrack.max } : {}),
-      timeouts: {
-        tcpEstablished: cfg.conntrack.tcpEstablishedTimeout,
-        tcpCloseWait: cfg.conntrack.tcpCloseWaitTimeout,
-        udp: cfg.conntrack.udpTimeout,
-        udpStream: cfg.conntrack.udpStreamTimeout,
-      },
+      timeouts: conntrackTimeoutsOf(cfg),
       invalid: cfg.conntrack.tcpBeLiberal ? 'pass' : 'drop',
     },
   })

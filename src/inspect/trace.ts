@@ -691,12 +691,17 @@ function pickEndpoint(
     )
   }
   if (ex.maglevPick !== undefined) return chosen(ex.maglevPick, 'maglev', 'Maglev: the lookup table picks it from a hash of the 5-tuple (every node agrees)')
+  if (ex.hashPick !== undefined) {
+    return chosen(ex.hashPick, 'hash', 'source hash (sh): the client address alone picks it, the same for every connection of this client')
+  }
   if (n === 1) return chosen(rules[0]!.endpoint, 'only', 'the only endpoint')
   const k = fnv(`${q.proto} ${q.src} ${q.sport} ${q.dst} ${q.dport}`) % n
   return chosen(
     rules[k]!.endpoint,
     'hash',
-    `one of ${n}, each 1/${n}: a new connection picks at random${live ? '' : ' (offline)'}; shown is the one a hash of this 5-tuple picks`,
+    ex.scheduler === undefined || ex.scheduler === 'random'
+      ? `one of ${n}, each 1/${n}: a new connection picks at random${live ? '' : ' (offline)'}; shown is the one a hash of this 5-tuple picks`
+      : `one of ${n}, chosen by the ${ex.scheduler} scheduler from the packet thread's state at connection time; shown is the one a hash of this 5-tuple picks`,
   )
 }
 

@@ -22,6 +22,8 @@ import { parseIpv4 } from '../wire/ipv4'
 import { servicePortName } from '../model/names'
 import { epCond, usableEndpoints } from '../model/categorize'
 import { MAGLEV_DEFAULT_SIZE, isPrime, maglevTable } from './maglev'
+import { SCHEDULER_LABEL, SCHED_NAMES, Sched, schedulerId } from './sched'
+import type { SchedValue, SchedulerName } from './sched'
 import { Arena, EP_LOCAL, EP_TERMINATING, emptySet, endpointNames, epFlags } from './endpoints'
 import type { EndpointSet } from './endpoints'
 
@@ -56,6 +58,15 @@ export interface NatConfig {
   readonly maglevTableSize?: number
   /** mixed into the Maglev permutation hashes; must match on every node that should agree */
   readonly maglevSeed?: number
+  /**
+   * endpoint scheduler of every service port without a `tundra.io/scheduler` label (sched.ts); default: mh when lb
+   * is maglev, else random (`tundra run` with mode ipvs passes rr, kube-proxy's IPVS default)
+   */
+  readonly scheduler?: SchedulerName
+  /** IPVS mode: a TCP/SCTP endpoint that stops serving keeps its connections (weight 0) instead of a reset */
+  readonly gracefulTermination?: boolean
+  /** IPVS mode's excludeCIDRs: the connections of an endpoint in them are never flushed or reset */
+  readonly excludeCIDRs?: readonly string[]
 }
 
 export interface ResolvedNatConfig {
@@ -70,6 +81,9 @@ export interface ResolvedNatConfig {
   readonly icmpMode: 'reply' | 'reject' | 'drop'
   readonly maglevTableSize: number
   readonly maglevSeed: number
+  readonly scheduler: SchedulerName
+  readonly gracefulTermination: boolean
+  readonly excludeCIDRs: readonly string[]
 }
 
 /** What matched a packet's destination. */
@@ -109,6 +123,8 @@ export interface SvcPort {
   readonly allowedLbSources: Uint32Array
   /** seconds; 0 when sessionAffinity is None */
   readonly affinityTimeout: number
+  /** endpoint scheduler (sched.ts Sched); absent: random */
+  readonly scheduler?: SchedValue
   readonly internalPolicy: TrafficPolicy
   readonly externalPolicy: TrafficPolicy
   /** usable endpoints anywhere: ready, or serving+terminating when none is ready */
@@ -209,6 +225,9 @@ export function resolveNatConfig(c: NatConfig): ResolvedNatConfig {
     icmpMode: c.icmpMode ?? 'reply',
     maglevTableSize: m,
     maglevSeed: c.maglevSeed ?? 0,
+    scheduler: c.scheduler ?? (c.lb === 'maglev' ? 'mh' : 'random'),
+    gracefulTermination: c.gracefulTermination ?? false,
+    excludeCIDRs: Object.freeze([...(c.excludeCIDRs ?? [])]),
   })
 }
 
@@ -428,11 +447,11 @@ const NO_REUSE: readonly (EndpointSet | undefined)[] = Object.freeze([])
 const EMPTY_STRINGS: readonly string[] = Object.freeze([])
 const EMPTY_NUMBERS: readonly number[] = Object.freeze([])
 
-function buildSet(ctx: Ctx, sel: Int32Array, n: number, family: Family, reuse: readonly (EndpointSet | undefined)[]): EndpointSet {
+function buildSet(ctx: Ctx, sel: Int32Array, n: number, family: Family, reuse: readonly (EndpointSet | undefined)[], mh: boolean): EndpointSet {
   if (n === 0) return emptySet(family)
   const config = ctx.config
   const aw = family === 4 ? 1 : 4
-  const wantMaglev = config.lb === 'maglev' && n < config.maglevTableSize
+  const wantMaglev = (mh || config.lb === 'maglev') && n < config.maglevTableSize
   const sc = ctx.scratch
   const cAddr = sc.addr
   for (const r of reuse) {
@@ -622,6 +641,17 @@ interface FamilyPart {
   readonly allowed: Uint32Array
 }
 
+/** The scheduler of a service: its `tundra.io/scheduler` label (a bad value is a problem), else the node's. */
+function serviceScheduler(config: ResolvedNatConfig, svc: Service, problem: (field: string, reason: string) => void): SchedValue {
+  const own = svc.labels[SCHEDULER_LABEL]
+  if (own !== undefined) {
+    const id = schedulerId(own)
+    if (id !== undefined) return id
+    problem(`metadata.labels[${SCHEDULER_LABEL}]`, `${JSON.stringify(own)} is not a scheduler (${SCHED_NAMES.join(', ')})`)
+  }
+  return schedulerId(config.scheduler) ?? Sched.RANDOM
+}
+
 /** @internal (update.ts) */
 export function compileService(ctx: Ctx, svc: Service, key: string): CompiledService {
   const ids: number[] = []
@@ -644,6 +674,7 @@ export function compileService(ctx: Ctx, svc: Service, key: string): CompiledSer
   const problem = (field: string, reason: string): void => {
     ctx.problems.push({ object: `Service ${key}`, field, reason })
   }
+  const scheduler = serviceScheduler(ctx.config, svc, problem)
   let seen4 = false
   let seen6 = false
   for (const cip of svc.clusterIPs) {
@@ -657,7 +688,7 @@ export function compileService(ctx: Ctx, svc: Service, key: string): CompiledSer
     else seen6 = true
     const part = familyPart(ctx, svc, cip, family, problem)
     const owned = family === 4 ? owned4 : owned6
-    for (const sp of svc.ports) ids.push(compilePort(ctx, svc, sp, part, key, owned, problem))
+    for (const sp of svc.ports) ids.push(compilePort(ctx, svc, sp, part, key, owned, scheduler, problem))
     if (svc.ports.length > 0) claimVip(ctx, part.ft, ids[ids.length - svc.ports.length]!, family === 4 ? vips4 : vips6)
   }
   return done()
@@ -702,7 +733,17 @@ function familyPart(ctx: Ctx, svc: Service, cip: string, family: Family, problem
  * One service port of one family: its endpoint sets (cluster, local, serving; reused from the previous version when
  * equal), its SvcPort under a stable id, and its frontends (recorded in `owned`). Returns the id.
  */
-function compilePort(ctx: Ctx, svc: Service, sp: ServicePort, part: FamilyPart, key: string, owned: number[], problem: (f: string, r: string) => void): number {
+function compilePort(
+  ctx: Ctx,
+  svc: Service,
+  sp: ServicePort,
+  part: FamilyPart,
+  key: string,
+  owned: number[],
+  scheduler: SchedValue,
+  problem: (f: string, r: string) => void,
+): number {
+  const mh = scheduler === Sched.MH
   const { family, ft } = part
   const sc = ctx.scratch
   const proto = protoNumber(sp.protocol)
@@ -713,11 +754,11 @@ function compilePort(ctx: Ctx, svc: Service, sp: ServicePort, part: FamilyPart, 
   const needLocal = svc.internalTrafficPolicy === 'Local' || svc.externalTrafficPolicy === 'Local'
   const n = candidates(ctx, svc, sp, family, problem)
   const reuse = prev === undefined ? NO_REUSE : [prev.cluster, prev.local, prev.serving]
-  const cluster = buildSet(ctx, sc.selCluster, sc.usable(n, false, sc.selCluster), family, reuse)
-  const local = needLocal ? buildSet(ctx, sc.selLocal, sc.usable(n, true, sc.selLocal), family, [cluster, ...reuse]) : emptySet(family)
+  const cluster = buildSet(ctx, sc.selCluster, sc.usable(n, false, sc.selCluster), family, reuse, mh)
+  const local = needLocal ? buildSet(ctx, sc.selLocal, sc.usable(n, true, sc.selLocal), family, [cluster, ...reuse], mh) : emptySet(family)
   let nServing = 0
   for (let j = 0; j < n; j++) if ((sc.bits[sc.order[j]!]! & SERVING) !== 0) sc.selServing[nServing++] = sc.order[j]!
-  const serving = nServing === n && cluster.count === n ? cluster : buildSet(ctx, sc.selServing, nServing, family, [cluster, ...reuse])
+  const serving = nServing === n && cluster.count === n ? cluster : buildSet(ctx, sc.selServing, nServing, family, [cluster, ...reuse], mh)
 
   const spc: SvcPort = Object.freeze({
     id,
@@ -740,6 +781,7 @@ function compilePort(ctx: Ctx, svc: Service, sp: ServicePort, part: FamilyPart, 
     sourceRanges: part.sourceRanges,
     allowedLbSources: part.allowed,
     affinityTimeout: svc.affinityTimeout,
+    scheduler,
     internalPolicy: svc.internalTrafficPolicy,
     externalPolicy: svc.externalTrafficPolicy,
     cluster,

@@ -71,6 +71,8 @@ export const CtFlag = {
   DNAT: 8,
   /** the source is translated (original src != reply dst): masquerade or a port clash */
   SNAT: 16,
+  /** a least-connections scheduler counts this connection: onDelete is told when it goes (nat/sched.ts) */
+  COUNTED: 32,
 } as const
 
 /** What tcp() decided about a segment. */
@@ -406,8 +408,12 @@ export class Conntrack {
     return e
   }
 
+  /** Called with an entry flagged COUNTED just before it is deleted (its tuples still readable). */
+  onDelete: ((e: number) => void) | null = null
+
   delete(e: number): void {
     if ((this.flags[e]! & CtFlag.USED) === 0) return
+    if ((this.flags[e]! & CtFlag.COUNTED) !== 0 && this.onDelete !== null) this.onDelete(e)
     this.unlink(e * 2)
     this.unlink(e * 2 + 1)
     this.flags[e] = 0

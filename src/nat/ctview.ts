@@ -186,7 +186,8 @@ function writeEntry(dv: DataView, o: number, fam: Fam, e: number): number {
   dv.setUint8(o + E.FAMILY, fam.family)
   dv.setUint8(o + E.PROTO, ct.proto[e]!)
   dv.setUint8(o + E.STATE, ct.state[e]!)
-  dv.setUint8(o + E.FLAGS, ct.flags[e]!)
+  // COUNTED is the engine's own bookkeeping (a least-connections count), not part of the connection
+  dv.setUint8(o + E.FLAGS, ct.flags[e]! & ~CtFlag.COUNTED)
   dv.setUint32(o + E.EXPIRES, ct.expires[e]!, true)
   dv.setInt32(o + E.SVC, ct.svcPort[e]!, true)
   dv.setInt32(o + E.ENDPOINT, ct.endpoint[e]!, true)

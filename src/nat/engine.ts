@@ -36,10 +36,11 @@ import { Conntrack, CtFlag, CtStat, ORIG, REPLY, TcpState, TcpVerdict, hasPorts 
 import { buildTcpReset4, buildTcpReset6 } from './reset'
 import { endpointString } from '../model/names'
 import { Rng, findEndpoint, flowHash } from './select'
+import { Sched, SchedState, countsConnections } from './sched'
 import { Decided, Decision, NO_FRONTEND, decide, frontendOf, isHairpin, isVip } from './decide'
 import { MasqReason, NAT_STAT_NAMES, NatAction, NatStat } from './verdict'
 import { Fam, SetView, Tables } from './state'
-import { IcmpMode, REC_WORDS, REV_AMBIGUOUS, Rec, RevW, natImage } from './image'
+import { IcmpMode, REC_SCHED_MASK, REC_SCHED_SHIFT, REC_WORDS, REV_AMBIGUOUS, Rec, RevW, natImage } from './image'
 import { inAddrList } from './addr'
 import type { NatImage } from './image'
 import { StaleFlush } from './flush'
@@ -101,6 +102,8 @@ export class NatEngine {
   /** the installed image */
   readonly tables: Tables
   private readonly rng: Rng
+  /** rr cursors, wrr steps, lc heaps and per-endpoint connection counts (sched.ts) */
+  readonly sched = new SchedState()
   private readonly invalidDrop: boolean
   private readonly portLo: number
   private readonly portHi: number
@@ -127,6 +130,7 @@ export class NatEngine {
     this.tables = new Tables(this.v4, this.v6)
     this.stale = new StaleFlush(this.tables, this.v4, this.v6, new SetView())
     this.rng = new Rng(opts.seed)
+    for (const fam of [this.v4, this.v6]) fam.ct.onDelete = e => this.uncount(fam, e)
     this.invalidDrop = (opts.invalid ?? 'drop') === 'drop'
     const [lo, hi] = opts.snatPorts ?? [1024, 29999]
     if (!(lo >= 1 && hi <= 65535 && lo <= hi)) throw new RangeError(`bad snatPorts ${lo}-${hi}`)
@@ -226,6 +230,11 @@ export class NatEngine {
               }
             }
             if ((info.tcpFlags & TCP_RST) === 0) this.trackSeq(ct, e, dir, buf, info)
+            // lc/wlc count open connections: a FIN or RST ends one (IPVS's ActiveConn), its entry may linger
+            if ((ct.flags[e]! & CtFlag.COUNTED) !== 0 && ct.state[e]! >= TcpState.FIN_WAIT && ct.state[e]! <= TcpState.CLOSE) {
+              this.uncount(fam, e)
+              ct.flags[e] = ct.flags[e]! & ~CtFlag.COUNTED
+            }
           }
         } else {
           ct.touch(e, dir, now)
@@ -396,6 +405,10 @@ export class NatEngine {
       this.counters[NatStat.DROP_CONNTRACK_FULL]!++
       return NatAction.DROP
     }
+    if (countsConnections(this.schedOf(id))) {
+      ct.flags[e] = ct.flags[e]! | CtFlag.COUNTED
+      this.sched.count(id, aw, d, epOff, epPort, idx, 1)
+    }
     if (proto === IPPROTO_TCP) {
       ct.setTcpState(e, state, now)
       this.trackSeq(ct, e, ORIG, buf, info)
@@ -498,19 +511,49 @@ export class NatEngine {
           return idx
         }
       }
-      const idx = this.pick(set, fam, proto)
+      const idx = this.pick(set, fam, proto, id)
       aff.pin(set, idx, now + affinity)
       return idx
     }
-    return this.pick(set, fam, proto)
+    return this.pick(set, fam, proto, id)
   }
 
-  private pick(set: SetView, fam: Fam, proto: number): number {
+  /** The scheduler of service port id (its record's flags). */
+  private schedOf(id: number): number {
+    return (this.tables.rec[id * REC_WORDS + Rec.FLAGS]! >>> REC_SCHED_SHIFT) & REC_SCHED_MASK
+  }
+
+  /** The service port's scheduler picks an endpoint of `set` (sched.ts). */
+  private pick(set: SetView, fam: Fam, proto: number, id: number): number {
     const n = set.count
     if (n === 1) return 0
-    const m = set.maglev
-    if (m !== null) return m[set.magOff + ((flowHash(fam.ct.key, fam.kw, proto) >>> 0) % this.tables.maglevSize)]!
-    return this.rng.below(n)
+    switch (this.schedOf(id)) {
+      case Sched.RR:
+        return this.sched.rr(id, set)
+      case Sched.WRR:
+        return this.sched.wrr(id, set)
+      case Sched.LC:
+      case Sched.WLC:
+        return this.sched.lc(id, set)
+      case Sched.SH:
+        return this.sched.sh(set, fam.ct.key)
+      case Sched.MH: {
+        const m = set.maglev
+        if (m !== null) return m[set.magOff + ((flowHash(fam.ct.key, fam.kw, proto) >>> 0) % this.tables.maglevSize)]!
+        return this.rng.below(n)
+      }
+      default:
+        return this.rng.below(n)
+    }
+  }
+
+  /** A counted connection is going: its endpoint (the reply tuple's source) has one fewer. */
+  private uncount(fam: Fam, e: number): void {
+    const ct = fam.ct
+    const id = ct.svcPort[e]!
+    if (id < 0) return
+    const r = e * ct.tw + ct.kw
+    this.sched.count(id, fam.aw, ct.tuples, r, ct.tuples[r + 2 * fam.aw]! >>> 16, ct.endpoint[e]!, -1)
   }
 
   /**
