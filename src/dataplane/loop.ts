@@ -9,7 +9,8 @@ import { GSO_TYPE_MASK, GsoType, VNET_HDR_LEN, VnetFlags, VnetOff } from '../dev
 import { PacketInfo, parsePacket, DROP_NAMES, PASS } from '../wire/packet'
 import { checksum, pseudoHeaderSum4 } from '../wire/checksum'
 import { buildIcmp4Error, icmpErrorAllowed, writeIpv4Header } from '../wire/build'
-import { IPPROTO_UDP } from '../wire/proto'
+import { IPPROTO_TCP, IPPROTO_UDP } from '../wire/proto'
+import { TcpField } from '../wire/tcp'
 import { IPV4_FLAG_DF, IPV4_MIN_HEADER, Ipv4Field } from '../wire/ipv4'
 import { ICMP_TIME_EXCEEDED } from '../wire/icmp'
 import { UDP_HEADER, UdpField } from '../wire/udp'
@@ -347,6 +348,8 @@ export class Dataplane {
       const capThis = cap !== null && info.family === 4 && cap.wants(info.src, info.dst)
       if (capThis && cap.opts.pre) cap.record(buf, off, len, 'pre-nat')
       const act = this.nat.process(buf, off, len, info, (flags & VnetFlags.NEEDS_CSUM) !== 0, this.now)
+      // a reply built in place may be shorter (an echo reply drops the request's IP options): write what it says
+      if (act === Action.REPLY) len = info.l3Len
       if (capThis && cap.opts.post) cap.record(buf, off, len, `post-nat ${CAPTURE_VERDICTS[act] ?? act}`)
       if (act === Action.DROP) {
         c.dropped++
@@ -521,7 +524,14 @@ export class Dataplane {
     }
     if ((flags & VnetFlags.NEEDS_CSUM) !== 0) {
       const h = off - VNET_HDR_LEN
-      completeChecksum(buf, off, len, buf.readUInt16LE(h + VnetOff.CSUM_START), buf.readUInt16LE(h + VnetOff.CSUM_OFFSET), this.info.l4Proto === IPPROTO_UDP)
+      const csumStart = buf.readUInt16LE(h + VnetOff.CSUM_START)
+      const csumOffset = buf.readUInt16LE(h + VnetOff.CSUM_OFFSET)
+      // Only a partial sum of this packet's TCP/UDP header, in its checksum field, is completed: a vnet header that
+      // claims another place (never the kernel's) would have the sum written over the IP header or a quoted packet
+      // (found by test/dataplane/fuzz.test.ts).
+      const p = this.info.l4Proto
+      const field = p === IPPROTO_TCP ? TcpField.CHECKSUM : p === IPPROTO_UDP ? UdpField.CHECKSUM : -1
+      if (csumStart === this.info.l4Off - off && csumOffset === field) completeChecksum(buf, off, len, csumStart, csumOffset, p === IPPROTO_UDP)
     }
     const o = this.txUsed + this.gap
     if (o + len + VXLAN_OVERHEAD > TX_SIZE) {
