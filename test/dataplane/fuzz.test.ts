@@ -433,6 +433,7 @@ function rig(vnetHdr: boolean, seed: number, cluster: Cluster, zc: ZoneCompiler,
     serviceNet: { net: ip4('10.96.0.0'), mask: 0xfff00000 },
     serviceNet6: { bytes: Uint8Array.from([0xfd, 0, 0, 0x96, ...new Array<number>(12).fill(0)]), prefix: 64 },
     icmpRate: { perSecond: 1e9, burst: 1e9 },
+    nodeIp6: Uint8Array.from([0xfd, 0, 0, 1, ...new Array<number>(11).fill(0), 0x10]),
   }
   const dp = new Dataplane(r.dev, engine, pdns, opts)
   ;(r as { dp: Dataplane }).dp = dp
