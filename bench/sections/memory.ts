@@ -36,6 +36,8 @@ export interface FloodResult {
   readonly rssAtCap: number
   readonly rssAfterSnapshot: number
   readonly rssAfterCount: number
+  /** after a filtered count (every entry decoded a chunk at a time, nothing kept): V8 keeps some of the heap it grew */
+  readonly rssAfterScan: number
   readonly rssAgedOut: number
   readonly entriesAgedOut: number
   readonly ctBytes: number
@@ -47,10 +49,13 @@ export interface FloodResult {
 
 /** The design's bound per conntrack entry (the arrays take 115 B per slot, conntrack.ts). */
 export const BYTES_PER_ENTRY_BOUND = 128
-/** Working room on top of the idle packet path: a batch slab, a conntrack chunk on each side, V8 heap growth. */
-export const FLOOD_HEADROOM = 8 << 20
+/**
+ * Working room on top of the idle packet path: what a snapshot or a count passes through the allocator (64 conntrack
+ * chunks of up to 512 KiB at the cap, which malloc may keep after they are freed: 0-10 MB measured) and V8 heap growth.
+ */
+export const FLOOD_HEADROOM = 16 << 20
 
-/** RSS the design allows at the cap: the idle packet path + 128 B per entry + headroom. */
+/** RSS the design allows at the cap: the idle packet path + 128 B per entry + 16 MiB headroom. */
 export function floodBound(f: FloodResult): number {
   return f.rssBase + BYTES_PER_ENTRY_BOUND * f.cap + FLOOD_HEADROOM
 }
@@ -81,7 +86,7 @@ export async function runMemory(quick: boolean): Promise<MemoryResult> {
   const mb = (b: number): string => (b / 1048576).toFixed(1)
   progress(
     'memory',
-    `RSS: idle packet path ${mb(flood.rssBase)} MB, at the cap ${mb(rssAtCap(flood))} MB (bound ${mb(floodBound(flood))} MB), aged out ${mb(flood.rssAgedOut)} MB`,
+    `RSS: idle packet path ${mb(flood.rssBase)} MB, at the cap ${mb(rssAtCap(flood))} MB (bound ${mb(floodBound(flood))} MB), after a filtered scan ${mb(flood.rssAfterScan)} MB, aged out ${mb(flood.rssAgedOut)} MB`,
   )
   return { ...r, flood }
 }

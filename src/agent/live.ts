@@ -3,7 +3,7 @@
 // matching filters, choosing what to delete. In-process (tests, tools) the same requests go straight to an engine.
 import type { NatEngine } from '../nat/engine'
 import type { NatTable } from '../nat/compile'
-import { CT_CHUNK, forEachCtEntry, type ConntrackEntry } from '../nat/ctview'
+import { CT_CHUNK, ctChunkCount, forEachCtEntry, type ConntrackEntry } from '../nat/ctview'
 import type { ExplainLive } from '../nat/decide'
 import type { Family } from '../model/cluster'
 import type { Link } from './link'
@@ -40,6 +40,15 @@ function liveOver(port: LivePort, table: () => NatTable | undefined): LiveClient
     serviceCounters: () => port.ask({ op: 'serviceCounters' }),
     counters: () => port.ask({ op: 'counters' }),
     conntrack,
+    conntrackCount: async () => {
+      let n = 0
+      for (let c = 0; c >= 0; ) {
+        const r = await port.ask<{ bytes: ArrayBuffer; next: number }>({ op: 'ctChunk', cursor: c, max: CT_CHUNK })
+        n += ctChunkCount(r.bytes)
+        c = r.next
+      }
+      return n
+    },
     deleteWhere: async pred => {
       // Deleted chunk by chunk, so a flush of a full table holds one chunk's tuples, never the whole table's. The
       // cursor has passed the entries deleted, so the scan neither misses nor repeats one.

@@ -26,6 +26,8 @@ export interface LiveClient {
    * a full table costs one chunk of objects, not one per entry (issue 14: a count at the cap took ~0.5 GB).
    */
   conntrack(visit: (e: ConntrackEntry) => void): Promise<void>
+  /** how many entries there are, from the chunks' headers (nothing decoded: `tundra conntrack count` at the cap) */
+  conntrackCount(): Promise<number>
   /** deletes the entries `pred` selects (conntrack -D); how many */
   deleteWhere(pred: (e: ConntrackEntry) => boolean): Promise<number>
   /** the conntrack entry of this tuple and the affinity pins of `client` for these service port ids, as explain reads them */

@@ -337,6 +337,11 @@ export function decodeCtChunk(bytes: ArrayBuffer | Uint8Array, table: NatTable |
   return out
 }
 
+/** Control side: how many entries a chunk holds (its header; nothing decoded). */
+export function ctChunkCount(bytes: ArrayBuffer): number {
+  return chunkHeader(new DataView(bytes)).count
+}
+
 /** Control side: each entry of one chunk decoded and handed to `visit` (nothing kept: a scan of a full table is bounded). */
 export function forEachCtEntry(bytes: ArrayBuffer | Uint8Array, table: NatTable | undefined, visit: (e: ConntrackEntry) => void): void {
   const dv = bytes instanceof Uint8Array ? new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength) : new DataView(bytes)

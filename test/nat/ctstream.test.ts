@@ -35,6 +35,7 @@ t.test('a count and a filtered listing visit every entry once, across chunks', a
   })
   t.equal(n, N, 'visited')
   t.equal(seen.size, N, 'each once')
+  t.equal(await live.conntrackCount(), N, 'a count from the chunk headers agrees')
 })
 
 t.test('a flush deletes chunk by chunk and misses nothing', async t => {
