@@ -11,7 +11,7 @@ import { MemoryDevice, type CapturedPacket } from '../../src/device/memory'
 import { Dataplane, type LoopOptions, type PacketDns } from '../../src/dataplane/loop'
 import { encapsulate, vxlanMac } from '../../src/dataplane/vxlan'
 import { NatEngine } from '../../src/nat/engine'
-import { compileNat } from '../../src/nat/compile'
+import { compileNat, updateNat, type NatTable } from '../../src/nat/compile'
 import { natImage } from '../../src/nat/image'
 import { NAT_STAT_NAMES } from '../../src/nat/verdict'
 import { DnsServer } from '../../src/dns/server'
@@ -405,14 +405,20 @@ interface Rig {
   readonly dp: Dataplane
   readonly engine: NatEngine
   readonly dns: DnsServer
+  readonly zc: ZoneCompiler
+  /** the NAT table installed last (a delta is made against it) */
+  table: NatTable
   upstream: number
 }
 
-function rig(vnetHdr: boolean, seed: number, cluster: Cluster, zc: ZoneCompiler, rnd: () => number): Rig {
-  const engine = new NatEngine(compileNat(cluster, BASE_CONFIG), { seed, conntrackMax: 2048, conntrackMax6: 512 })
+function rig(vnetHdr: boolean, seed: number, cluster: Cluster, rnd: () => number): Rig {
+  const table = compileNat(cluster, BASE_CONFIG)
+  const engine = new NatEngine(table, { seed, conntrackMax: 2048, conntrackMax6: 512 })
   const dns = new DnsServer({ dnsIP: DNS_IP, upstream: ['127.0.0.1:9'] })
+  const zc = new ZoneCompiler({ dnsIP: DNS_IP })
   dns.install(zc.full(cluster))
-  const r: Rig = { dev: new MemoryDevice({ vnetHdr, autoFlush: false, poison: true }), dp: undefined as unknown as Dataplane, engine, dns, upstream: 0 }
+  const dev = new MemoryDevice({ vnetHdr, autoFlush: false, poison: true })
+  const r: Rig = { dev, dp: undefined as unknown as Dataplane, engine, dns, zc, table, upstream: 0 }
   // The upstream leg is a socket: here it answers at once with junk or nothing, so the reply writer runs too.
   const pdns: PacketDns = {
     answerInPlace: (b, o, l, out, oo, max, tr) => dns.answerInPlace(b, o, l, out, oo, max, tr),
@@ -476,9 +482,8 @@ t.test(`${CASES} random packets through the whole packet path`, async t => {
   const seed = testSeed(t, 'TUNDRA_FUZZ_SEED')
   const rnd = mulberry32(seed)
   const gen = new Gen(rnd)
-  const zc = new ZoneCompiler({ dnsIP: DNS_IP })
   let cluster: Cluster = { services: services(rnd), nodes: [], pods: [] }
-  const rigs = [rig(false, seed, cluster, zc, rnd), rig(true, seed ^ 1, cluster, zc, rnd)]
+  const rigs = [rig(false, seed, cluster, rnd), rig(true, seed ^ 1, cluster, rnd)]
   const failures: string[] = []
   const fail = (k: number, msg: string): void => {
     if (failures.length < 20) failures.push(`case ${k}: ${msg}`)
@@ -487,14 +492,20 @@ t.test(`${CASES} random packets through the whole packet path`, async t => {
   let written = 0
   const t0 = performance.now()
   for (let k = 0; k < CASES; ) {
-    // Between batches, now and then: a new table (full image), a clock jump for the reaper, queued resets sent.
+    // Between batches, now and then: a new table (a full image, or a delta of the changed services as the control
+    // thread sends), a clock jump for the reaper, queued resets sent.
     if (k > 0 && k % 997 === 0) {
+      const prev = cluster
       cluster = { services: services(rnd), nodes: [], pods: [] }
-      const table = compileNat(cluster, BASE_CONFIG)
+      const delta = gen.chance(0.5)
+      const names = new Set(cluster.services.map(x => `${x.namespace}/${x.name}`))
+      const deleted = prev.services.filter(x => !names.has(`${x.namespace}/${x.name}`)).map(x => ({ namespace: x.namespace, name: x.name }))
       for (const r of rigs) {
         try {
-          r.engine.install(natImage(table), table)
-          r.dns.install(zc.full(cluster))
+          const next = delta ? updateNat(r.table, cluster.services, deleted) : compileNat(cluster, BASE_CONFIG)
+          r.engine.install(delta ? natImage(next, r.table) : natImage(next), next)
+          r.table = next
+          r.dns.install(delta ? r.zc.update(cluster, cluster.services, deleted) : r.zc.full(cluster))
           r.engine.tick(monoSeconds() + gen.int(400))
           while (r.engine.flushPending) r.engine.step()
           r.dp.sendResets(r.engine)
@@ -556,10 +567,9 @@ function checkOut(k: number, w: CapturedPacket, allowed: Set<string> | undefined
 }
 
 t.test('regressions the fuzz found', async t => {
-  const zc = new ZoneCompiler({ dnsIP: DNS_IP })
   const all = (): number => 0
   const cluster: Cluster = { services: services(all), nodes: [], pods: [] }
-  const r = rig(true, 5, cluster, zc, all)
+  const r = rig(true, 5, cluster, all)
   // 1. A vnet header claiming a partial checksum at the start of the IP header (csum_start 0, csum_offset 6), on a
   //    packet for another node: the "completed" sum was written over the IPv4 flags and fragment offset.
   const p = tcp4('10.100.1.2', '10.100.2.3', 55978, 1, ACK)
