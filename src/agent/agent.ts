@@ -6,7 +6,7 @@
 // and wiring is undone on every exit path of a failed start.
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
 import { hostname } from 'node:os'
-import { readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { closeSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs'
 import type { Server } from 'node:net'
 import type { AgentConfig, VxlanPeer } from './config'
 import { serveControl, type Handler } from './control'
@@ -23,7 +23,7 @@ import type { NatEngineOptions } from '../nat/engine'
 import { healthCheckByPort, healthCheckResponse } from '../metrics/health'
 import { DnsServer, type DnsServerOptions, type DnsMetrics } from '../dns/server'
 import { ZoneCompiler } from '../dns/image'
-import { CT_CHUNK, assembleSnapshot, prepareRestore } from '../nat/ctview'
+import { CT_CHUNK, prepareRestore, snapshotBody, snapshotHead } from '../nat/ctview'
 import { vxlanMac } from '../dataplane/vxlan'
 import { parseIpv4 } from '../wire/ipv4'
 import { parseIpv4Cidr } from '../wire/addr'
@@ -374,17 +374,22 @@ export class Agent implements DataplaneView {
    * it over a bounded chunk per request; the file is assembled here.
    */
   async saveSnapshot(): Promise<void> {
+    // Streamed a chunk at a time (issue 14): a full table is never held twice on this thread.
+    const tmp = `${this.snapshotPath}.tmp`
+    let fd: number | undefined
     try {
-      const chunks: ArrayBuffer[] = []
+      fd = openSync(tmp, 'w')
+      writeSync(fd, snapshotHead(this.compiled))
       for (let c = 0; c >= 0; ) {
         const r = await this.packet.call<{ bytes: ArrayBuffer; next: number }>({ op: 'ctChunk', cursor: c, max: CT_CHUNK })
-        chunks.push(r.bytes)
+        writeSync(fd, snapshotBody(r.bytes))
         c = r.next
       }
-      const tmp = `${this.snapshotPath}.tmp`
-      writeFileSync(tmp, assembleSnapshot(chunks, this.compiled))
+      closeSync(fd)
+      fd = undefined
       renameSync(tmp, this.snapshotPath)
     } catch (err) {
+      if (fd !== undefined) closeSync(fd)
       this.log(`[agent] snapshot: ${(err as Error).message}`)
     }
   }

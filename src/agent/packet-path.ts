@@ -9,6 +9,7 @@ import { NatEngine, type NatEngineOptions } from '../nat/engine'
 import { compileNat, type ResolvedNatConfig } from '../nat/compile'
 import { CT_CHUNK } from '../nat/ctview'
 import { monoSeconds } from '../nat/clock'
+import { parseIpv6 } from '../wire/ipv6'
 import { DnsServer, type DnsServerOptions } from '../dns/server'
 import { natCounterRecord } from '../metrics/nat'
 import type { Family } from '../model/cluster'
@@ -83,6 +84,13 @@ const REPLY_PICKUP_SECONDS = 30
 /** At most this many tuples in one ctDelete request (the control thread sends more in several). */
 export const CT_DELETE_BATCH = 1024
 
+/** The node's first IPv6 address as bytes (the source of the ICMPv6 errors the loop sends), or nothing. */
+function nodeIp6Of(c: ResolvedNatConfig): { nodeIp6?: Uint8Array } {
+  const out = new Uint8Array(16)
+  for (const ip of c.nodeIPs) if (ip.includes(':') && parseIpv6(ip, out, 0) !== undefined) return { nodeIp6: out }
+  return {}
+}
+
 function toPeer(p: PeerSpec): Peer {
   return { net: p.net, mask: p.mask, ip: p.ip, mac: Buffer.from(p.mac) }
 }
@@ -120,6 +128,7 @@ export class PacketPath {
       ...(l.serviceNet === undefined ? {} : { serviceNet: l.serviceNet }),
       ...(l.serviceNet6 === undefined ? {} : { serviceNet6: l.serviceNet6 }),
       ...(l.icmpRate === undefined ? {} : { icmpRate: l.icmpRate }),
+      ...nodeIp6Of(init.natConfig),
     })
     if (init.restore !== undefined) this.restore(init.restore)
     if (init.restarted === true) this.engine.replyPickupUntil = monoSeconds() + REPLY_PICKUP_SECONDS

@@ -21,8 +21,13 @@ export interface TupleQuery {
 export interface LiveClient {
   /** packets and new connections per service port id, since start */
   serviceCounters(): Promise<{ readonly packets: Float64Array; readonly newConnections: Float64Array }>
-  /** every entry, read a bounded chunk at a time */
-  conntrack(): Promise<ConntrackEntry[]>
+  /**
+   * Visits every entry, read and decoded a bounded chunk at a time; nothing is kept, so a count or a filtered list of
+   * a full table costs one chunk of objects, not one per entry (issue 14: a count at the cap took ~0.5 GB).
+   */
+  conntrack(visit: (e: ConntrackEntry) => void): Promise<void>
+  /** how many entries there are, from the chunks' headers (nothing decoded: `tundra conntrack count` at the cap) */
+  conntrackCount(): Promise<number>
   /** deletes the entries `pred` selects (conntrack -D); how many */
   deleteWhere(pred: (e: ConntrackEntry) => boolean): Promise<number>
   /** the conntrack entry of this tuple and the affinity pins of `client` for these service port ids, as explain reads them */

@@ -21,7 +21,7 @@ export type DumpFormat = (typeof DUMP_FORMATS)[number]
 /** `proxy`: kube-proxy settings on top of the dataplane's own (tundra dump --config / flags). */
 export function dumpText(view: DataplaneView, format: DumpFormat = 'iptables-save', family: Family = 4, proxy: DumpOptions = {}): string {
   if (format === 'json') return JSON.stringify(tableJson(view.table()), null, 2) + '\n'
-  if (format === 'ipvsadm') return renderIpvsadm(ipvsServices(view.table(), family, []))
+  if (format === 'ipvsadm') return renderIpvsadm(ipvsServices(view.table(), family, new Map()))
   const d = dumpRules(view.cluster(), { ...dumpOptions(view.natConfig()), ...proxy })
   if (family === 4) return format === 'nft' ? d.nft : d.iptables
   const text = format === 'nft' ? d.nft6 : d.ip6tables
@@ -32,33 +32,31 @@ export function dumpText(view: DataplaneView, format: DumpFormat = 'iptables-sav
 /** `ipvsadm -Ln` of the table, with ActiveConn/InActConn from the agent's conntrack when it runs. */
 export async function ipvsadmDump(view: DataplaneView, family: Family): Promise<string> {
   const live = view.live()
-  return renderIpvsadm(ipvsServices(view.table(), family, live === undefined ? [] : await live.conntrack()))
+  const counts = new Map<string, Map<string, [number, number]>>()
+  // streamed a chunk at a time: the table is never held as objects
+  if (live !== undefined) await live.conntrack(e => countConn(counts, e))
+  return renderIpvsadm(ipvsServices(view.table(), family, counts))
 }
 
 /** Connections per virtual service ("tcp 10.96.0.10:53") and real server ("10.100.1.2:53"): [active, inactive]. */
-function connCounts(entries: readonly ConntrackEntry[]): Map<string, Map<string, [number, number]>> {
-  const out = new Map<string, Map<string, [number, number]>>()
-  for (const e of entries) {
-    if (e.svcPortId < 0) continue
-    const vs = `${e.protocol} ${endpointString(e.orig.dst, e.orig.dport)}`
-    let m = out.get(vs)
-    if (m === undefined) out.set(vs, (m = new Map()))
-    const rs = endpointString(e.reply.src, e.reply.sport)
-    const c = m.get(rs) ?? [0, 0]
-    // IPVS: ActiveConn counts established TCP connections, InActConn everything else (UDP included)
-    if (e.protocol === 'tcp' && e.state === 'ESTABLISHED') c[0]++
-    else c[1]++
-    m.set(rs, c)
-  }
-  return out
+function countConn(out: Map<string, Map<string, [number, number]>>, e: ConntrackEntry): void {
+  if (e.svcPortId < 0) return
+  const vs = `${e.protocol} ${endpointString(e.orig.dst, e.orig.dport)}`
+  let m = out.get(vs)
+  if (m === undefined) out.set(vs, (m = new Map()))
+  const rs = endpointString(e.reply.src, e.reply.sport)
+  const c = m.get(rs) ?? [0, 0]
+  // IPVS: ActiveConn counts established TCP connections, InActConn everything else (UDP included)
+  if (e.protocol === 'tcp' && e.state === 'ESTABLISHED') c[0]++
+  else c[1]++
+  m.set(rs, c)
 }
 
 /**
  * The virtual services kube-proxy's IPVS mode would have for this table: one per installed frontend, with the
  * endpoint set that frontend uses (weight 1), and weight 0 for a real server that left but still has connections.
  */
-function ipvsServices(table: NatTable, family: Family, entries: readonly ConntrackEntry[]): IpvsVirtualService[] {
-  const counts = connCounts(entries)
+function ipvsServices(table: NatTable, family: Family, counts: ReadonlyMap<string, ReadonlyMap<string, [number, number]>>): IpvsVirtualService[] {
   const out: { key: [number, string, Uint32Array, number]; vs: IpvsVirtualService }[] = []
   for (const sp of sortedSvcPorts(table)) {
     if (sp.family !== family) continue

@@ -54,3 +54,45 @@ t.test('charts for what was measured', async t => {
   t.same(names, ['throughput.svg', 'pps.svg', 'latency.svg', 'connections.svg'])
   t.same(charts({ meta: {}, skipped: {} }), [])
 })
+
+t.test('the SYN flood rows judge RSS at the cap against idle + 128 B per entry + headroom', async t => {
+  const MB = 1 << 20
+  const flood = {
+    cap: 262144,
+    syns: 301466,
+    entries: 262144,
+    rssBefore: 50 * MB,
+    rssBase: 55 * MB,
+    rssAtCap: 90 * MB,
+    rssAfterSnapshot: 91 * MB,
+    rssAfterCount: 92 * MB,
+    rssAfterScan: 100 * MB,
+    rssAgedOut: 91 * MB,
+    entriesAgedOut: 0,
+    ctBytes: 0,
+    heapAtCap: 0,
+    rssPeak: 120 * MB,
+    externalAtCap: 0,
+  }
+  const memory = {
+    entries: 1e6,
+    capacity: 1 << 20,
+    rssBefore: 0,
+    rssEmpty: 0,
+    rssFull: 0,
+    rssPerEntry: 120,
+    rssPerEntryIncremental: 115,
+    engineBytes: 0,
+    engineBytesPerEntry: 126.6,
+    engineBytesPerSlot: 115,
+    v6TableBytes: 0,
+    fillNsPerSyn: 0,
+  }
+  const ok = summarize({ meta: {}, skipped: {}, memory: { ...memory, flood } })
+  const cap = ok.find(x => x.metric === 'RSS at the conntrack cap (262 144 entries)')!
+  t.equal(cap.tundra, 92, 'the most of flood, snapshot and count')
+  t.equal(cap.pass, true, '92 ≤ 55 + 32 + 16')
+  t.equal(ok.find(x => x.metric === 'RSS after the flood ages out')!.pass, true)
+  const bad = summarize({ meta: {}, skipped: {}, memory: { ...memory, flood: { ...flood, rssAfterCount: 400 * MB } } })
+  t.equal(bad.find(x => x.metric.startsWith('RSS at the conntrack cap'))!.pass, false, 'a count that holds the table fails')
+})
