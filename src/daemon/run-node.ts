@@ -11,7 +11,7 @@ import type { Cluster } from '../model/cluster'
 import { applyBatch, clusterOf } from '../run/apply'
 import { TundraMetrics } from '../metrics/registry'
 import { startServers } from '../metrics/server'
-import { natConntrackEntries, natConntrackMax, natDrops, natNoLocalEndpoints, natServiceCounters } from '../metrics/nat'
+import { natConntrackEntries, natConntrackMax, natDrops, natEndpointCounters, natNoLocalEndpoints, natServiceCounters } from '../metrics/nat'
 import { createSource, mergeFlags, nodeNameOf, readKubeProxyConfig, RUN_FLAGS, type RunConfig } from '../run/index'
 import { kubeProxyConfigurationOf } from '../run/kpshape'
 import type { ObjectStore } from '../run/store'
@@ -173,17 +173,26 @@ export async function runNode(
   runner.followNode(source.store, nodeName)
   source.onChange(change => runner.queue(change))
   runner.start()
+  // counter slots of endpoints that left the table, freed on the packet thread with the next scrape's request
+  let release: number[] = []
   const metrics = new TundraMetrics({
     dataplane: async () => {
-      const [c, sc, dns] = await Promise.all([agent.counters(), agent.live().serviceCounters(), agent.dnsMetrics()])
+      const live = agent.live()
+      const taken = release
+      release = []
+      const [c, sc, ec, dns] = await Promise.all([agent.counters(), live.serviceCounters(), live.endpointCounters(taken), agent.dnsMetrics()])
+      const table = agent.table()
+      const eps = natEndpointCounters(table, ec)
+      release = eps.release
       return {
-        services: natServiceCounters(agent.table(), sc),
+        services: natServiceCounters(table, sc),
+        endpoints: eps.rows,
         drops: natDrops(c),
         conntrackEntries: natConntrackEntries(c),
         conntrackMax: natConntrackMax(c),
         dns,
         batch: { packets: c['device_packets'] ?? 0, batches: c['device_batches'] ?? 0 },
-        noLocalEndpoints: natNoLocalEndpoints(agent.table()),
+        noLocalEndpoints: natNoLocalEndpoints(table),
       }
     },
     source: () => source.status(),
