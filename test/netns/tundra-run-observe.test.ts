@@ -6,7 +6,8 @@
 //   the default verbosity shows none of them;
 // - nodePortAddresses: a NodePort answers on the node addresses it selects and not on the others (no DNAT: the
 //   node's kernel refuses, as with kube-proxy), for an empty list (iptables: every node address), a CIDR, and
-//   nftables mode's default `primary`.
+//   nftables mode's default `primary`;
+// - --masquerade-all masquerades pod -> ClusterIP traffic too.
 import t from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { join } from 'node:path'
@@ -69,7 +70,7 @@ function families(text: string): Map<string, string[]> {
 
 const nonZero = (lines: readonly string[]): boolean => lines.some(l => Number(l.slice(l.lastIndexOf(' ') + 1)) !== 0)
 
-t.test('tundra run: endpoint metrics, every family, verbosity, nodePortAddresses', { ...skip, timeout: 240_000 }, async t => {
+t.test('tundra run: endpoint metrics, every family, verbosity, nodePortAddresses, masqueradeAll', { ...skip, timeout: 240_000 }, async t => {
   let log = ''
   const lab = await runLab(t, 'ro', () => log.slice(-4000))
   const { state, procs, node, pod } = lab
@@ -183,6 +184,14 @@ t.test('tundra run: endpoint metrics, every family, verbosity, nodePortAddresses
     await start(['--proxy-mode', 'nftables'])
     t.same(await nodePort(nodeIP), { code: 0, out: 'srv' }, 'nftables mode (primary): the node IP')
     t.equal((await nodePort(SECOND)).code, 7, 'nftables mode (primary): not another node address')
+  })
+
+  await t.test('masqueradeAll: the endpoint sees the node, not the pod (issue 15: it was accepted and ignored)', async t => {
+    const cli = state.pods.find(p => p.name === 'cli')!
+    const seen = async (): Promise<string> => (await pod('cli', ['curl', '-sS', '-m', '5', 'http://10.96.0.50:5003/clientip'])).stdout.split(':')[0]!
+    t.equal(await seen(), cli.ip, 'without it: pod to ClusterIP keeps the pod address')
+    await start(['--masquerade-all'])
+    t.equal(await seen(), nodeIP, '--masquerade-all: masqueraded to the node IP')
   })
   if (run !== undefined) run.kill('SIGTERM')
 })
