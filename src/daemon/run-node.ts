@@ -240,6 +240,7 @@ export async function runNode(
     log,
   })
   metrics.bindSync(runner)
+  metrics.countInitialObjects(source.store.list('Service').length, source.store.list('EndpointSlice').length)
   const servers = await startServers({
     metricsBindAddress: cfg.metricsBindAddress,
     healthzBindAddress: cfg.healthzBindAddress,

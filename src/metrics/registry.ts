@@ -374,6 +374,15 @@ export class TundraMetrics {
     this.sync = () => runner.stats()
   }
 
+  /**
+   * The objects of the first list (or of the last known state), as kube-proxy counts them: its informers' initial
+   * adds go through the change trackers, so its *_changes_total start at the number of Services and EndpointSlices.
+   */
+  countInitialObjects(services: number, endpointSlices: number): void {
+    if (services > 0) this.serviceChanges.inc(services)
+    if (endpointSlices > 0) this.endpointChanges.inc(endpointSlices)
+  }
+
   /** The health server counts its answers here. */
   countHealthz(code: number): void {
     this.healthzTotal.inc({ code: String(code) })

@@ -32,8 +32,6 @@ const MAY_BE_EMPTY: Readonly<Record<string, string>> = {
   kubeproxy_sync_proxy_rules_no_local_endpoints_total: 'no service with a Local traffic policy',
   kubeproxy_network_programming_duration_seconds: 'the lab writes no endpoints.kubernetes.io/last-change-trigger-time',
   kubeproxy_sync_partial_proxy_rules_duration_seconds: 'no partial sync: nothing changes during the test',
-  kubeproxy_sync_proxy_rules_endpoint_changes_total: 'manifests: the first load is a full sync, not a change',
-  kubeproxy_sync_proxy_rules_service_changes_total: 'manifests: the first load is a full sync, not a change',
   tundra_sync_errors_total: 'no sync fails',
   tundra_source_relists_total: 'manifests are not relisted',
   tundra_source_errors_total: 'no read fails',
