@@ -2,7 +2,7 @@
 import type { NatTable } from '../nat/compile'
 import { NAT_STAT_NAMES, type NatEngine } from '../nat/engine'
 import { endpointNames } from '../nat/endpoints'
-import { slotEndpoint, slotServicePort, type EndpointCounterSnapshot } from '../nat/epcounters'
+import { slotEndpoint, slotServicePort, slotServicePortUid, type EndpointCounterSnapshot } from '../nat/epcounters'
 import type { EndpointCounters, ServicePortCounters } from './registry'
 
 /** The engine's counters by name as the packet thread reports them: nat_<stat>, conntrack_entries_ipv4/6, conntrack_max_ipv4/6. */
@@ -52,7 +52,7 @@ export function natEndpointCounters(table: NatTable, snap: EndpointCounterSnapsh
     if (snap.used[slot] !== 1) continue
     const id = slotServicePort(snap, slot)
     const sp = table.svcPorts[id]
-    if (sp === undefined) {
+    if (sp === undefined || sp.uid !== slotServicePortUid(snap, slot)) {
       release.push(slot)
       continue
     }

@@ -408,7 +408,7 @@ export class NatEngine {
       ct.touch(e, ORIG, now)
     }
     if (info.isFragment !== 0) this.noteFragment(fam, info, e * 2, now)
-    this.endpoints.attach(aw === 1 ? 0 : 1, ct, e, true)
+    this.endpoints.attach(aw === 1 ? 0 : 1, ct, e, tb.rec[id * REC_WORDS + Rec.UID]!, true)
     this.translate(fam, buf, info, e, ORIG, partial)
     this.account(ct, e, ORIG, info)
     this.counters[NatStat.NEW]!++
@@ -462,7 +462,7 @@ export class NatEngine {
     ct.touch(e, REPLY, now)
     ct.setTcpState(e, TcpState.ESTABLISHED, now)
     this.trackSeq(ct, e, REPLY, buf, info)
-    this.endpoints.attach(aw === 1 ? 0 : 1, ct, e, false)
+    this.endpoints.attach(aw === 1 ? 0 : 1, ct, e, this.tables.rec[id * REC_WORDS + Rec.UID]!, false)
     this.translate(fam, buf, info, e, REPLY, partial)
     this.account(ct, e, REPLY, info)
     this.counters[NatStat.REPLY_PICKUP]!++
@@ -1007,12 +1007,12 @@ export class NatEngine {
       const ct = fam.ct
       const id = ct.svcPort[e]!
       if (id < 0) {
-        this.endpoints.attach(fam.aw === 1 ? 0 : 1, ct, e, false)
+        this.endpoints.attach(fam.aw === 1 ? 0 : 1, ct, e, 0, false)
         return true
       }
       const ro = ct.tupleOff(e, REPLY)
       if (this.tables.present(id) && findEndpoint(this.tables.view(view, id, Rec.SERVING_SET), ct.tuples, ro, ct.tuples[ro + 2 * fam.aw]! >>> 16, -1) >= 0) {
-        this.endpoints.attach(fam.aw === 1 ? 0 : 1, ct, e, false)
+        this.endpoints.attach(fam.aw === 1 ? 0 : 1, ct, e, this.tables.rec[id * REC_WORDS + Rec.UID]!, false)
         return true
       }
       // Endpoints that stopped serving while we were down.

@@ -6,8 +6,9 @@
 //   snapshot()                 copies for the control thread, which names the rows with its NAT table
 //   release(slots)             the control thread's list of endpoints no longer in the table (bounded batch)
 //
-// An endpoint is keyed by (service-port id, address words, port), read from the entry's reply tuple, so every way an
-// entry is made (new connection, reply pickup, restore) finds the same counters. A counter slot is reused after
+// An endpoint is keyed by (service-port id and uid, address words, port), read from the entry's reply tuple, so every
+// way an entry is made (new connection, reply pickup, restore) finds the same counters, and a service port that takes
+// a freed id never inherits the counts of the one before. A counter slot is reused after
 // release; an entry remembers its slot with the slot's generation (gen << SLOT_BITS | slot), so an old entry of a
 // released slot counts nowhere instead of into the next endpoint that gets it.
 //
@@ -19,8 +20,8 @@ import { wordsToString } from './addr'
 import { endpointString } from '../model/names'
 import type { Family } from '../model/cluster'
 
-/** key words: id, address (4 words, IPv4 padded with zeros), port */
-const EP_KEY_WORDS = 6
+/** key words: id, uid, address (4 words, IPv4 padded with zeros), port */
+const EP_KEY_WORDS = 7
 const SLOT_BITS = 16
 /** at most this many endpoints are counted at once; more are counted in `overflow` only */
 const MAX_SLOTS = 1 << SLOT_BITS
@@ -43,10 +44,15 @@ export function slotServicePort(snap: EndpointCounterSnapshot, slot: number): nu
   return snap.keys[slot * EP_KEY_WORDS]!
 }
 
+/** The service-port uid of a snapshot slot (SvcPort.uid: tells a slot's service port from a later one at its id). */
+export function slotServicePortUid(snap: EndpointCounterSnapshot, slot: number): number {
+  return snap.keys[slot * EP_KEY_WORDS + 1]!
+}
+
 /** "ip:port" (or "[ip6]:port") of a snapshot slot, as kube-proxy names an endpoint. */
 export function slotEndpoint(snap: EndpointCounterSnapshot, slot: number, family: Family): string {
   const k = slot * EP_KEY_WORDS
-  return endpointString(wordsToString(snap.keys, k + 1, family), snap.keys[k + 5]!)
+  return endpointString(wordsToString(snap.keys, k + 2, family), snap.keys[k + 6]!)
 }
 
 export class EndpointCounters {
@@ -68,8 +74,11 @@ export class EndpointCounters {
     this.bySlot = [new Int32Array(capacity4).fill(NONE), new Int32Array(capacity6).fill(NONE)]
   }
 
-  /** Entry e of family fi now has its endpoint (its reply tuple's source); a new connection is counted when isNew. */
-  attach(fi: number, ct: Conntrack, e: number, isNew: boolean): void {
+  /**
+   * Entry e of family fi now has its endpoint (its reply tuple's source) in the service port of uid `uid`; a new
+   * connection is counted when isNew.
+   */
+  attach(fi: number, ct: Conntrack, e: number, uid: number, isNew: boolean): void {
     const arr = this.bySlot[fi]!
     const id = ct.svcPort[e]!
     if (id < 0) {
@@ -81,8 +90,9 @@ export class EndpointCounters {
     const t = ct.tuples
     const k = this.map.key
     k[0] = id
-    for (let i = 0; i < 4; i++) k[1 + i] = i < aw ? t[r + i]! : 0
-    k[5] = t[r + 2 * aw]! >>> 16
+    k[1] = uid
+    for (let i = 0; i < 4; i++) k[2 + i] = i < aw ? t[r + i]! : 0
+    k[6] = t[r + 2 * aw]! >>> 16
     let ms = this.map.find()
     let slot: number
     if (ms >= 0) slot = this.map.vals[ms]!

@@ -104,3 +104,27 @@ t.test('an endpoint that leaves the table is released; its slot is reused withou
   const third = natEndpointCounters(t1, await live.endpointCounters())
   t.match(third.rows, [{ endpoint: '10.100.1.3:8080', packets: 2, newConnections: 1 }])
 })
+
+t.test('a service port that takes a freed id does not inherit the counts of the one before', async t => {
+  const a = svc('a', { clusterIPs: ['10.96.0.40'], ports: [port('', 80, 8080)], endpoints: [ep('10.100.1.2', 8080, { node: NODE })] })
+  const b = svc('b', { clusterIPs: ['10.96.0.41'], ports: [port('', 80, 8080)], endpoints: [ep('10.100.1.2', 8080, { node: NODE })] })
+  const t0 = compileNat(cluster([a]), CONFIG)
+  const eng = new NatEngine(t0, { seed: 7 })
+  const live = engineLive(eng, () => NOW)
+  t.equal(run(eng, tcp4('10.100.1.50', '10.96.0.40', 40000, 80, SYN)), NatAction.FORWARD)
+  // a goes, b comes (same pod, same port) before the next scrape: b gets a's id
+  const gone = updateNat(t0, [], [{ namespace: 'default', name: 'a' }])
+  eng.swap(gone)
+  const t1 = updateNat(gone, [b])
+  eng.swap(t1)
+  const idA = t0.svcPorts.findIndex(sp => sp?.name === 'a')
+  t.equal(
+    t1.svcPorts.findIndex(sp => sp?.name === 'b'),
+    idA,
+    'b took the id a had',
+  )
+  t.equal(run(eng, tcp4('10.100.1.50', '10.96.0.41', 40001, 80, SYN)), NatAction.FORWARD)
+  const { rows, release } = natEndpointCounters(t1, await live.endpointCounters())
+  t.same(rows, [{ namespace: 'default', service: 'b', port: '80', endpoint: '10.100.1.2:8080', packets: 1, newConnections: 1 }])
+  t.equal(release.length, 1, "a's slot is released")
+})
