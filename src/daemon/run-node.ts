@@ -20,6 +20,8 @@ import { LAST_STATE_KINDS, loadLastState, saveLastState } from '../run/persist'
 import { configureLogging, logV } from './log'
 
 const VXLAN_VNI = 4096
+/** Endpoint counter slots of endpoints gone from the table are freed at least this often (also without scrapes). */
+const ENDPOINT_RELEASE_MS = 60_000
 const VXLAN_PORT = 4789
 
 /** The interface of the default route: where NodePort traffic arrives when the config names none. */
@@ -214,20 +216,30 @@ export async function runNode(
   runner.followNode(source.store, nodeName)
   source.onChange(change => runner.queue(change))
   runner.start()
-  // counter slots of endpoints that left the table, freed on the packet thread with the next scrape's request
+  // counter slots of endpoints that left the table, freed on the packet thread with the next request (a scrape, or
+  // the timer below, so that a node nobody scrapes does not run out of slots)
   let release: number[] = []
+  let lastEndpointRead = 0
+  const endpointRows = async (): Promise<ReturnType<typeof natEndpointCounters>['rows']> => {
+    const taken = release
+    release = []
+    lastEndpointRead = Date.now()
+    const ec = await agent.live().endpointCounters(taken)
+    const eps = natEndpointCounters(agent.table(), ec)
+    release = eps.release
+    return eps.rows
+  }
+  const releaseTimer = setInterval(() => {
+    if (Date.now() - lastEndpointRead >= ENDPOINT_RELEASE_MS) endpointRows().catch(() => {})
+  }, ENDPOINT_RELEASE_MS)
+  releaseTimer.unref()
   const metrics = new TundraMetrics({
     dataplane: async () => {
-      const live = agent.live()
-      const taken = release
-      release = []
-      const [c, sc, ec, dns] = await Promise.all([agent.counters(), live.serviceCounters(), live.endpointCounters(taken), agent.dnsMetrics()])
+      const [c, sc, endpoints, dns] = await Promise.all([agent.counters(), agent.live().serviceCounters(), endpointRows(), agent.dnsMetrics()])
       const table = agent.table()
-      const eps = natEndpointCounters(table, ec)
-      release = eps.release
       return {
         services: natServiceCounters(table, sc),
-        endpoints: eps.rows,
+        endpoints,
         drops: natDrops(c),
         conntrackEntries: natConntrackEntries(c),
         conntrackMax: natConntrackMax(c),
@@ -279,6 +291,7 @@ export async function runNode(
     stop: async () => {
       stopping = true
       clearInterval(stateTimer)
+      clearInterval(releaseTimer)
       // the runner may be mid-sync: wait for it, and for the source, before the agent goes
       await Promise.all([runner.stop(), source.stop()])
       saveState()
