@@ -20,9 +20,9 @@ import { LAST_STATE_KINDS, loadLastState, saveLastState } from '../run/persist'
 import { configureLogging, logV } from './log'
 
 const VXLAN_VNI = 4096
+const VXLAN_PORT = 4789
 /** Endpoint counter slots of endpoints gone from the table are freed at least this often (also without scrapes). */
 const ENDPOINT_RELEASE_MS = 60_000
-const VXLAN_PORT = 4789
 
 /** The interface of the default route: where NodePort traffic arrives when the config names none. */
 function defaultUplink(): string {
