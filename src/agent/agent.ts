@@ -147,7 +147,7 @@ export class Agent implements DataplaneView {
     this.current = opts.cluster ?? this.load()
     this.natCfg = resolveNatConfig({
       nodeName: config.node.name,
-      nodeIPs: [config.node.ip],
+      nodeIPs: [config.node.ip, ...(config.node.addresses ?? []).filter(a => a !== config.node.ip)],
       clusterCIDRs: [config.clusterCIDR, ...(config.clusterCIDR6 ? [config.clusterCIDR6] : [])],
       ...(config.nodePortAddresses !== undefined ? { nodePortAddresses: config.nodePortAddresses } : {}),
       ...(config.proxyMode !== undefined ? { proxyMode: config.proxyMode } : {}),

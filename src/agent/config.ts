@@ -17,6 +17,11 @@ export interface AgentConfig {
     readonly podCIDR: string
     /** interface on the node network (e.g. eth0): its ingress is steered into the TUN */
     readonly uplink: string
+    /**
+     * the node's other local addresses (after ip): what nodePortAddresses CIDRs select from, as kube-proxy selects
+     * interface addresses; traffic from them is the node's own
+     */
+    readonly addresses?: readonly string[]
   }
   /** all pods of the cluster, e.g. 10.100.0.0/16 */
   readonly clusterCIDR: string

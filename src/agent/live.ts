@@ -7,7 +7,7 @@ import { CT_CHUNK, ctChunkCount, forEachCtEntry, type ConntrackEntry } from '../
 import type { ExplainLive } from '../nat/decide'
 import type { Family } from '../model/cluster'
 import type { Link } from './link'
-import { CT_DELETE_BATCH, type PacketRequest, type TupleRef } from './packet-path'
+import { CT_DELETE_BATCH, ENDPOINT_RELEASE_BATCH, type PacketRequest, type TupleRef } from './packet-path'
 import type { LiveClient, TupleQuery } from './view'
 
 /** The answers explain needs for one trace, as plain data. */
@@ -38,6 +38,7 @@ function liveOver(port: LivePort, table: () => NatTable | undefined): LiveClient
   }
   return {
     serviceCounters: () => port.ask({ op: 'serviceCounters' }),
+    endpointCounters: (release = []) => port.ask({ op: 'endpointCounters', release }),
     counters: () => port.ask({ op: 'counters' }),
     conntrack,
     conntrackCount: async () => {
@@ -114,6 +115,9 @@ export function engineLive(engine: NatEngine, now: () => number, counters: () =>
     switch (req.op) {
       case 'serviceCounters':
         return { packets: engine.svcPackets.slice(), newConnections: engine.svcNew.slice() }
+      case 'endpointCounters':
+        engine.endpoints.release(req.release.slice(0, ENDPOINT_RELEASE_BATCH))
+        return engine.endpoints.snapshot()
       case 'counters':
         return counters()
       case 'ctChunk':

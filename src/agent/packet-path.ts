@@ -60,6 +60,7 @@ export type PacketRequest =
   | { op: 'counters' }
   | { op: 'dnsMetrics' }
   | { op: 'serviceCounters' }
+  | { op: 'endpointCounters'; release: readonly number[] }
   | { op: 'ctChunk'; cursor: number; max: number }
   | { op: 'ctDelete'; tuples: readonly TupleRef[] }
   | { op: 'lookups'; q: TupleQuery; svcPortIds: readonly { id: number; family: Family }[] }
@@ -90,6 +91,9 @@ function nodeIp6Of(c: ResolvedNatConfig): { nodeIp6?: Uint8Array } {
   for (const ip of c.nodeIPs) if (ip.includes(':') && parseIpv6(ip, out, 0) !== undefined) return { nodeIp6: out }
   return {}
 }
+
+/** At most this many endpoint counter slots freed by one endpointCounters request. */
+export const ENDPOINT_RELEASE_BATCH = 1024
 
 function toPeer(p: PeerSpec): Peer {
   return { net: p.net, mask: p.mask, ip: p.ip, mac: Buffer.from(p.mac) }
@@ -207,6 +211,16 @@ export class PacketPath {
         return this.dns.metrics()
       case 'serviceCounters':
         return { packets: this.engine.svcPackets.slice(), newConnections: this.engine.svcNew.slice() }
+      case 'endpointCounters': {
+        this.engine.endpoints.release(req.release.slice(0, ENDPOINT_RELEASE_BATCH))
+        const s = this.engine.endpoints.snapshot()
+        return new Transfer(s, [
+          s.keys.buffer as ArrayBuffer,
+          s.used.buffer as ArrayBuffer,
+          s.packets.buffer as ArrayBuffer,
+          s.connections.buffer as ArrayBuffer,
+        ])
+      }
       case 'ctChunk': {
         const r = this.engine.ctChunk(req.cursor, Math.min(req.max, CT_CHUNK), this.clock)
         return new Transfer(r, [r.bytes])

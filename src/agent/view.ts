@@ -4,6 +4,7 @@
 import type { Cluster, Family } from '../model/cluster'
 import type { NatTable, ResolvedNatConfig } from '../nat/compile'
 import type { ConntrackEntry } from '../nat/ctview'
+import type { EndpointCounterSnapshot } from '../nat/epcounters'
 import type { ExplainLive } from '../nat/decide'
 import type { DnsServer } from '../dns/server'
 
@@ -21,6 +22,11 @@ export interface TupleQuery {
 export interface LiveClient {
   /** packets and new connections per service port id, since start */
   serviceCounters(): Promise<{ readonly packets: Float64Array; readonly newConnections: Float64Array }>
+  /**
+   * packets and new connections per (service port id, endpoint) counter slot, since the endpoint was first used;
+   * frees `release` first (slots whose endpoint left the table; at most ENDPOINT_RELEASE_BATCH are taken)
+   */
+  endpointCounters(release?: readonly number[]): Promise<EndpointCounterSnapshot>
   /**
    * Visits every entry, read and decoded a bounded chunk at a time; nothing is kept, so a count or a filtered list of
    * a full table costs one chunk of objects, not one per entry (issue 14: a count at the cap took ~0.5 GB).

@@ -35,6 +35,7 @@ import type { NatTable, SvcPort } from './compile'
 import { Conntrack, CtFlag, CtStat, ORIG, REPLY, TcpState, TcpVerdict, hasPorts } from './conntrack'
 import { buildTcpReset4, buildTcpReset6 } from './reset'
 import { endpointString } from '../model/names'
+import { EndpointCounters } from './epcounters'
 import { Rng, findEndpoint, flowHash } from './select'
 import { Sched, SchedState, countsConnections } from './sched'
 import { Decided, Decision, NO_FRONTEND, decide, frontendOf, isHairpin, isVip } from './decide'
@@ -97,6 +98,8 @@ export class NatEngine {
   /** per service-port id: packets translated, new connections */
   svcPackets: Float64Array
   svcNew: Float64Array
+  /** per (service port, endpoint): packets and new connections (tundra_endpoint_*) */
+  readonly endpoints: EndpointCounters
   readonly v4: Fam
   readonly v6: Fam
   /** the installed image */
@@ -142,6 +145,7 @@ export class NatEngine {
     this.rstQ = new Uint32Array((opts.resetQueue ?? 65536) * RST_WORDS)
     this.svcPackets = new Float64Array(Math.max(16, table.svcPorts.length))
     this.svcNew = new Float64Array(Math.max(16, table.svcPorts.length))
+    this.endpoints = new EndpointCounters(this.v4.ct.capacity, this.v6.ct.capacity)
     this.install(natImage(table), table)
   }
 
@@ -257,6 +261,7 @@ export class NatEngine {
     ct.counters[c + 1]! += info.l3Len
     const id = ct.svcPort[e]!
     if (id >= 0 && id < this.svcPackets.length) this.svcPackets[id]!++
+    this.endpoints.packet(ct.aw === 1 ? 0 : 1, e)
   }
 
   /** Remembers the next sequence number each side sends, for the resets writeResets builds. */
@@ -416,6 +421,7 @@ export class NatEngine {
       ct.touch(e, ORIG, now)
     }
     if (info.isFragment !== 0) this.noteFragment(fam, info, e * 2, now)
+    this.endpoints.attach(aw === 1 ? 0 : 1, ct, e, tb.rec[id * REC_WORDS + Rec.UID]!, true)
     this.translate(fam, buf, info, e, ORIG, partial)
     this.account(ct, e, ORIG, info)
     this.counters[NatStat.NEW]!++
@@ -469,6 +475,7 @@ export class NatEngine {
     ct.touch(e, REPLY, now)
     ct.setTcpState(e, TcpState.ESTABLISHED, now)
     this.trackSeq(ct, e, REPLY, buf, info)
+    this.endpoints.attach(aw === 1 ? 0 : 1, ct, e, this.tables.rec[id * REC_WORDS + Rec.UID]!, false)
     this.translate(fam, buf, info, e, REPLY, partial)
     this.account(ct, e, REPLY, info)
     this.counters[NatStat.REPLY_PICKUP]!++
@@ -1043,10 +1050,15 @@ export class NatEngine {
     restoreCtChunk(this.v4, this.v6, bytes, now, report, (fam, e) => {
       const ct = fam.ct
       const id = ct.svcPort[e]!
-      if (id < 0) return true
-      const ro = ct.tupleOff(e, REPLY)
-      if (this.tables.present(id) && findEndpoint(this.tables.view(view, id, Rec.SERVING_SET), ct.tuples, ro, ct.tuples[ro + 2 * fam.aw]! >>> 16, -1) >= 0)
+      if (id < 0) {
+        this.endpoints.attach(fam.aw === 1 ? 0 : 1, ct, e, 0, false)
         return true
+      }
+      const ro = ct.tupleOff(e, REPLY)
+      if (this.tables.present(id) && findEndpoint(this.tables.view(view, id, Rec.SERVING_SET), ct.tuples, ro, ct.tuples[ro + 2 * fam.aw]! >>> 16, -1) >= 0) {
+        this.endpoints.attach(fam.aw === 1 ? 0 : 1, ct, e, this.tables.rec[id * REC_WORDS + Rec.UID]!, false)
+        return true
+      }
       // Endpoints that stopped serving while we were down.
       if (ct.proto[e] === IPPROTO_TCP) {
         const s = ct.state[e]!

@@ -73,12 +73,18 @@ export const RUN_FLAGS: readonly FlagSpec[] = [
     group: 'override',
     field: 'hostnameOverride',
   }),
-  flagSpec('--v', 'int', 'logging.verbosity', 'log verbosity (kept for /configz: tundra logs what kube-proxy logs at 0)', {
-    arg: '<level>',
-    alias: '-v',
-    group: 'override',
-    field: 'logging.verbosity',
-  }),
+  flagSpec(
+    '--v',
+    'int',
+    'logging.verbosity',
+    'log verbosity: 2 logs each sync (duration, counts), 4 each changed Service, EndpointSlice or Node, 5 each API watch event',
+    {
+      arg: '<level>',
+      alias: '-v',
+      group: 'override',
+      field: 'logging.verbosity',
+    },
+  ),
   flagSpec('--logging-format', 'enum', 'logging.format', 'log format: text or json (one JSON object per line)', {
     arg: '<format>',
     values: ['text', 'json'],
