@@ -159,8 +159,13 @@ function proxyFlags(cmd: Command): Command {
   return cmd
 }
 
+/** What `diff --from-node` reads: iptables-save (whichever variant the node's alternatives pick), a named variant, or nft. */
+const FROM_NODE_MODES = ['iptables', 'iptables-legacy', 'iptables-nft', 'nft'] as const
+type FromNodeMode = (typeof FROM_NODE_MODES)[number]
+
 /** The live ruleset text for `diff`: a file, stdin, or this node's own rules. */
-function readLiveRules(o: { rules?: string; fromNode?: boolean; mode?: RuleMode }, family: Family | undefined): { text: string; source: string } {
+
+function readLiveRules(o: { rules?: string; fromNode?: boolean; mode?: FromNodeMode }, family: Family | undefined): { text: string; source: string } {
   if ((o.rules === undefined) === (o.fromNode !== true)) throw new InspectError('give the live rules: --rules FILE (- for stdin) or --from-node')
   if (o.rules !== undefined) {
     if (o.mode !== undefined) throw new InspectError('--mode only applies with --from-node (a file says what it is)')
@@ -180,7 +185,8 @@ function readLiveRules(o: { rules?: string; fromNode?: boolean; mode?: RuleMode 
     const tables = run('nft', ['list', 'tables'])
     mode = tables.ok && new RegExp(`^table ${fam} kube-proxy$`, 'm').test(tables.out) ? 'nft' : 'iptables'
   }
-  const [cmd, args] = mode === 'nft' ? ['nft', ['list', 'ruleset']] : [family === 6 ? 'ip6tables-save' : 'iptables-save', []]
+  const save = `${family === 6 ? 'ip6tables' : 'iptables'}${mode === 'iptables' ? '' : mode.slice('iptables'.length)}-save`
+  const [cmd, args] = mode === 'nft' ? ['nft', ['list', 'ruleset']] : [save, []]
   const r = run(cmd, args)
   if (!r.ok) throw new InspectError(`--from-node: ${cmd} ${args.join(' ')} failed: ${r.err.trim()}`)
   return { text: r.out, source: `${cmd} ${args.join(' ')}`.trim() }
@@ -206,10 +212,14 @@ export function registerInspect(program: Command): void {
     .description("shadow mode: compare a node's live kube-proxy rules (iptables-save or nft) with what tundra would do; exit 0 agree, 1 differ, 2 bad input")
     .option('--rules <file>', 'the live rules: iptables-save or `nft list ruleset` output (- for stdin)')
     .option('--from-node', 'read the live rules of this node (network namespace): nft list ruleset, or iptables-save')
-    .addOption(new Option('--mode <mode>', 'with --from-node: which rules to read (default: nft when a kube-proxy table exists)').choices(['iptables', 'nft']))
+    .addOption(
+      new Option('--mode <mode>', 'with --from-node: which rules to read (default: nft when a kube-proxy table exists, else iptables-save)').choices(
+        FROM_NODE_MODES,
+      ),
+    )
     .addOption(new Option('--family <n>', 'IP family to compare (default: the family of the live rules)').choices(['4', '6']))
     .addOption(outputOption())
-    .action(async (o: DumpOpts & { rules?: string; fromNode?: boolean; mode?: RuleMode; family?: string; output: string }) => {
+    .action(async (o: DumpOpts & { rules?: string; fromNode?: boolean; mode?: FromNodeMode; family?: string; output: string }) => {
       let report: DiffReport
       try {
         const family = o.family === undefined ? undefined : (Number(o.family) as Family)

@@ -11,7 +11,9 @@ import { loadCluster } from '../../src/k8s/index'
 import { dumpRules, type DumpOptions } from '../../src/kubeproxy/dump'
 import type { NormalizeOptions } from '../../src/k8s/normalize'
 import type { Family } from '../../src/model/cluster'
-import { CASES, PINNED, SEP_CHAINS, SVC_CHAIN, quietView, root } from './helpers/inspect'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { CASES, PINNED, SEP_CHAINS, SVC_CHAIN, cliChild, quietView, root } from './helpers/inspect'
 
 const VIEWS = {
   seed: quietView([PINNED]).view,
@@ -168,4 +170,36 @@ t.test('bad input is a RulesetParseError naming the line', async t => {
   await t.rejects(diff('*nat\n-A KUBE-SERVICES -d 10.96.0.1/32 -p tcp -m comment --comment "a/b cluster IP" -m tcp --dport x -j KUBE-SVC-A\nCOMMIT\n'), {
     message: /^line 2: --dport: expected a number/,
   })
+})
+
+t.test('the command: exit 0 agree, 1 differ, 2 bad input naming the file and line; -o json', async t => {
+  const dir = mkdtempSync(join(tmpdir(), 'tundra-diff-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const file = (name: string, text: string): string => {
+    const p = join(dir, name)
+    writeFileSync(p, text)
+    return p
+  }
+  const same = file('same.rules', dump('iptables'))
+  const changed = file('changed.rules', dump('iptables').replace('--probability 0.50000000000', '--probability 0.25'))
+  const bad = file('bad.rules', '*nat\n-A KUBE-SERVICES -p tcp --dport\nCOMMIT\n')
+
+  let r = await cliChild(['diff', '-f', PINNED, '--rules', same])
+  t.equal(r.code, 0, r.stderr)
+  t.equal(r.stdout, "agree: 1 service port(s) in the live iptables rules (IPv4) match tundra's\n")
+
+  r = await cliChild(['diff', '-f', PINNED, '--rules', changed, '-o', 'json'])
+  t.equal(r.code, 1, r.stderr)
+  const report = JSON.parse(r.stdout) as DiffReport
+  t.same(report.differences, [
+    { servicePort: 'default/nginx-pod08/tcp', chain: SVC_CHAIN, what: 'endpoint 10.100.85.246:80 probability', live: '0.25000000000', tundra: '0.50000000000' },
+  ])
+
+  r = await cliChild(['diff', '-f', PINNED, '--rules', bad])
+  t.equal(r.code, 2)
+  t.equal(r.stderr, `tundra diff: ${bad}: line 2: --dport without a value\n`)
+
+  r = await cliChild(['diff', '-f', PINNED])
+  t.equal(r.code, 2)
+  t.match(r.stderr, /give the live rules: --rules FILE/)
 })
