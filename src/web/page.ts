@@ -78,7 +78,7 @@ export const WEB_PAGE = `<!doctype html>
 <header><h1>tundra</h1><span id="node">…</span><span id="conntrack"></span><span id="status">loading</span></header>
 <main>
 <section class="wide"><h2>Services → endpoints</h2><table>
-<thead><tr><th>service port / endpoint</th><th>frontends / pod</th><th>policy / state</th><th>packets</th><th>new conns / active</th><th>conn/s / bytes</th><th>ejection</th></tr></thead>
+<thead><tr><th>service port / endpoint</th><th>frontends / pod</th><th>policy / state</th><th>packets</th><th>new conns / tracked</th><th>conn/s / bytes</th><th>ejection</th></tr></thead>
 <tbody id="services"></tbody></table></section>
 <section class="wide"><h2>Top flows <span id="flowtotal" class="dim"></span></h2><table>
 <thead><tr><th>proto</th><th>state</th><th>client</th><th>to</th><th>endpoint</th><th>service</th><th>packets</th><th>bytes</th><th>expires</th></tr></thead>
