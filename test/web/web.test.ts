@@ -2,6 +2,7 @@
 // config), its routes (the page, /api/state, 404, 405) and the state a live engine gives after five connections.
 import t from 'tap'
 import { agentWebSettings } from '../../src/web/settings'
+import { mergeFlags, parseKubeProxyConfig } from '../../src/run/kpconfig'
 import { parseWebAddr, startWebView } from '../../src/web/server'
 import type { WebSource } from '../../src/web/state'
 import { handshake, liveView, VIP } from '../inspect/helpers/inspect'
@@ -69,4 +70,16 @@ t.test('routes and state: five connections through the seed service, counted per
 
   t.equal((await fetch(`${base}/nope`)).status, 404)
   t.equal((await fetch(`${base}/api/state`, { method: 'POST' })).status, 405)
+})
+
+t.test('tundra run: --web-addr / --web-allow-remote and the tundra.web section', async t => {
+  t.same(mergeFlags(undefined, {}).tundra.web, { addr: '', allowRemote: false }, 'off by default')
+  t.same(mergeFlags(undefined, { webAddr: '127.0.0.1:9099' }).tundra.web, { addr: '127.0.0.1:9099', allowRemote: false })
+  t.same(mergeFlags(undefined, { webAddr: '10.0.0.1:9099', webAllowRemote: true }).tundra.web, { addr: '10.0.0.1:9099', allowRemote: true })
+  const file = parseKubeProxyConfig(
+    'apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\ntundra:\n  web:\n    addr: "[::1]:9099"\n',
+    'kp.yaml',
+  )
+  t.same(mergeFlags(file, {}).tundra.web, { addr: '[::1]:9099', allowRemote: false })
+  t.throws(() => parseKubeProxyConfig('apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\ntundra:\n  web:\n    port: 1\n', 'kp.yaml'))
 })
