@@ -75,6 +75,21 @@ function tuple(ip: string, port: number): string {
   return port === 0 ? ip : endpointString(ip, port)
 }
 
+/** The `n` entries with the most bytes, largest first: one pass keeping a sorted list of at most n (no full sort). */
+function topByBytes(entries: readonly ConntrackEntry[], n: number): ConntrackEntry[] {
+  const out: ConntrackEntry[] = []
+  const bytes = (e: ConntrackEntry): number => e.bytes[0] + e.bytes[1]
+  for (const e of entries) {
+    const b = bytes(e)
+    if (out.length === n && b <= bytes(out[n - 1]!)) continue
+    let i = out.length
+    while (i > 0 && bytes(out[i - 1]!) < b) i--
+    out.splice(i, 0, e)
+    if (out.length > n) out.pop()
+  }
+  return out
+}
+
 /** One snapshot of everything the page shows. Cost: one conntrack walk in chunks, on this (the control) thread. */
 export async function webState(src: WebSource, topFlows = WEB_TOP_FLOWS): Promise<WebState> {
   const live = src.live()
@@ -115,22 +130,19 @@ export async function webState(src: WebSource, topFlows = WEB_TOP_FLOWS): Promis
       }),
     }),
   )
-  const top = [...entries]
-    .sort((a, b) => b.bytes[0] + b.bytes[1] - (a.bytes[0] + a.bytes[1]))
-    .slice(0, topFlows)
-    .map(
-      (e): WebFlow => ({
-        protocol: e.protocol,
-        state: e.state,
-        client: tuple(e.orig.src, e.orig.sport),
-        to: tuple(e.orig.dst, e.orig.dport),
-        endpoint: tuple(e.reply.src, e.reply.sport),
-        service: e.service,
-        packets: e.packets[0] + e.packets[1],
-        bytes: e.bytes[0] + e.bytes[1],
-        expiresIn: e.expiresIn,
-      }),
-    )
+  const top = topByBytes(entries, topFlows).map(
+    (e): WebFlow => ({
+      protocol: e.protocol,
+      state: e.state,
+      client: tuple(e.orig.src, e.orig.sport),
+      to: tuple(e.orig.dst, e.orig.dport),
+      endpoint: tuple(e.reply.src, e.reply.sport),
+      service: e.service,
+      packets: e.packets[0] + e.packets[1],
+      bytes: e.bytes[0] + e.bytes[1],
+      expiresIn: e.expiresIn,
+    }),
+  )
   const drops: Record<string, number> = {}
   for (const [k, v] of Object.entries(natDrops(counters))) if (v > 0) drops[k] = v
   return {
