@@ -13,7 +13,9 @@ import type { NormalizeOptions } from '../../src/k8s/normalize'
 import type { Family } from '../../src/model/cluster'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { CASES, PINNED, SEP_CHAINS, SVC_CHAIN, cliChild, quietView, root } from './helpers/inspect'
+import { CASES, PINNED, SEP_CHAINS, SVC_CHAIN, cliChild, liveView, quietView, root } from './helpers/inspect'
+import { serveControl } from '../../src/agent/control'
+import { inspectHandlers } from '../../src/inspect/handlers'
 
 const VIEWS = {
   seed: quietView([PINNED]).view,
@@ -202,4 +204,18 @@ t.test('the command: exit 0 agree, 1 differ, 2 bad input naming the file and lin
   r = await cliChild(['diff', '-f', PINNED])
   t.equal(r.code, 2)
   t.match(r.stderr, /give the live rules: --rules FILE/)
+})
+
+t.test("online: --socket compares with a running agent's own rules", async t => {
+  const dir = mkdtempSync(join(tmpdir(), 'tundra-diff-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const sock = join(dir, 'agent.sock')
+  const { view } = liveView()
+  const server = await serveControl(sock, inspectHandlers(view))
+  t.teardown(() => server.close())
+  const nft = join(dir, 'live.nft')
+  writeFileSync(nft, tundraRules(view, 'nft', 4).replace('meta mark set meta mark | 0x00004000', 'meta mark set meta mark | 0x00008000'))
+  const r = await cliChild(['diff', '--socket', sock, '--rules', nft])
+  t.equal(r.code, 1, r.stderr)
+  t.equal(r.stdout.split('\n')[0], 'node (mark-for-masquerade): masquerade mark: live 0x8000, tundra 0x4000')
 })
