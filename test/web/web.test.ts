@@ -1,6 +1,10 @@
 // The web view without a lab: its settings (off by default, loopback only unless allowed, flag over env over
 // config), its routes (the page, /api/state, 404, 405) and the state a live engine gives after five connections.
 import t from 'tap'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { readAgentConfig } from '../../src/agent/config-file'
 import { agentWebSettings } from '../../src/web/settings'
 import { mergeFlags, parseKubeProxyConfig } from '../../src/run/kpconfig'
 import { parseWebAddr, startWebView } from '../../src/web/server'
@@ -82,4 +86,27 @@ t.test('tundra run: --web-addr / --web-allow-remote and the tundra.web section',
   )
   t.same(mergeFlags(file, {}).tundra.web, { addr: '[::1]:9099', allowRemote: false })
   t.throws(() => parseKubeProxyConfig('apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\ntundra:\n  web:\n    port: 1\n', 'kp.yaml'))
+})
+
+t.test('agent config: a web section is checked like the rest of the file', async t => {
+  const dir = mkdtempSync(join(tmpdir(), 'tundra-web-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const base = {
+    node: { name: 'n1', ip: '172.18.0.11', podCIDR: '10.100.1.0/24', uplink: 'eth0' },
+    clusterCIDR: '10.100.0.0/16',
+    serviceCIDR: '10.96.0.0/12',
+    manifests: [],
+    dns: { ip: '10.96.0.10', zone: 'cluster.local', upstreams: [] },
+    tun: { name: 'tundra0', vnetHdr: true },
+    vxlan: { vni: 4096, port: 4789, peers: [] },
+    control: '/run/x.sock',
+  }
+  const write = (extra: object): string => {
+    const p = join(dir, 'agent.json')
+    writeFileSync(p, JSON.stringify({ ...base, ...extra }))
+    return p
+  }
+  t.same(readAgentConfig(write({ web: { addr: '127.0.0.1:9099' } })).web, { addr: '127.0.0.1:9099' })
+  t.throws(() => readAgentConfig(write({ web: { addr: 9099 } })), { message: /agent\.json: web: expected/ })
+  t.throws(() => readAgentConfig(write({ web: { addr: '127.0.0.1:1', allowRemote: 'yes' } })), { message: /web: expected/ })
 })
