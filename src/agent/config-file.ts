@@ -30,6 +30,13 @@ export function readAgentConfig(file: string): AgentConfig {
   if (tun.queues !== undefined && !(Number.isInteger(tun.queues) && (tun.queues as number) >= 1 && (tun.queues as number) <= 64)) {
     throw new Error(`${file}: tun.queues: expected an integer 1..64, got ${JSON.stringify(tun.queues)}`)
   }
+  const web = (raw as { web?: unknown }).web
+  if (web !== undefined) {
+    const w = web as { addr?: unknown; allowRemote?: unknown } | null
+    if (w === null || typeof w !== 'object' || typeof w.addr !== 'string' || (w.allowRemote !== undefined && typeof w.allowRemote !== 'boolean')) {
+      throw new Error(`${file}: web: expected { "addr": "127.0.0.1:9099", "allowRemote"?: false }, got ${JSON.stringify(web)}`)
+    }
+  }
   const rl = (raw as { icmpRateLimit?: unknown }).icmpRateLimit
   if (rl !== undefined) {
     const r = rl as { perSecond?: unknown; burst?: unknown } | null

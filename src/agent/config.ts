@@ -55,6 +55,8 @@ export interface AgentConfig {
   }
   /** unix socket for `tundra dump|trace|conntrack|services` against this agent */
   readonly control: string
+  /** the live web view (src/web): off unless set; loopback only unless allowRemote */
+  readonly web?: { readonly addr: string; readonly allowRemote?: boolean }
   readonly nodePortAddresses?: readonly string[]
   /** the kube-proxy mode whose NodePort rules tundra follows (what an empty nodePortAddresses means); default iptables */
   readonly proxyMode?: 'iptables' | 'nftables'

@@ -11,7 +11,12 @@ import { configureLogging, logLine, type LogFormat } from './log'
 
 /** What the control thread runs: `tundra agent` (a config file) or `tundra run` (its parsed options). */
 export type ControlEntry =
-  | { readonly kind: 'agent'; readonly config: string; readonly cleanupOnExit: boolean }
+  | {
+      readonly kind: 'agent'
+      readonly config: string
+      readonly cleanupOnExit: boolean
+      readonly web?: { readonly addr: string; readonly allowRemote: boolean }
+    }
   | { readonly kind: 'run'; readonly options: Record<string, unknown> }
 
 /** Requests only the host answers (the rest go to the packet path). */

@@ -19,6 +19,7 @@ import type { ObjectStore } from '../run/store'
 import { SyncRunner, type SyncBatch } from '../run/sync'
 import { LAST_STATE_KINDS, loadLastState, saveLastState } from '../run/persist'
 import { configureLogging, logV } from './log'
+import { parseWebAddr, startWebView } from '../web/server'
 
 const VXLAN_VNI = 4096
 const VXLAN_PORT = 4789
@@ -156,6 +157,13 @@ export async function runNode(
   const flags: Record<string, unknown> = {}
   for (const f of RUN_FLAGS) if (o[f.key] !== undefined) flags[f.key] = o[f.key]
   const cfg = mergeFlags(file, flags)
+  if (cfg.tundra.web.addr !== '') {
+    try {
+      parseWebAddr(cfg.tundra.web.addr, cfg.tundra.web.allowRemote)
+    } catch (err) {
+      throw new Error(`tundra.web.addr (--web-addr): ${(err as Error).message}`)
+    }
+  }
   const logging = configureLogging(cfg.logging)
   await packet.call({ op: 'logging', format: logging.format, verbosity: logging.verbosity })
   for (const w of cfg.warnings) log(`[run] warning: ${w}`)
@@ -261,6 +269,7 @@ export async function runNode(
     log,
   })
   log(`[run] metrics on ${cfg.metricsBindAddress}/metrics, health on ${cfg.healthzBindAddress}/healthz`)
+  const web = cfg.tundra.web.addr === '' ? undefined : await startWebView(agent, { addr: cfg.tundra.web.addr, allowRemote: cfg.tundra.web.allowRemote, log })
   // the last known state follows the store, written with the conntrack snapshot's period and on stop; only what a
   // complete list produced (or what was loaded) is written, never a store still filling up
   let dirty = false
@@ -293,7 +302,7 @@ export async function runNode(
       // the runner may be mid-sync: wait for it, and for the source, before the agent goes
       await Promise.all([runner.stop(), source.stop()])
       saveState()
-      await Promise.all([servers.close(), agent.stop()])
+      await Promise.all([servers.close(), web?.close(), agent.stop()])
     },
   }
 }

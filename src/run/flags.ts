@@ -215,6 +215,8 @@ export const RUN_FLAGS: readonly FlagSpec[] = [
   own('--icmp', 'enum', 'tundra.icmp', 'echo requests to a ClusterIP: reply, reject or drop', { arg: '<mode>', values: ['reply', 'reject', 'drop'] }),
   own('--service-cidr', 'cidrs', 'tundra.serviceCIDRs', 'Service CIDRs, comma-separated, one per family (default 10.96.0.0/12)', { arg: '<cidrs>' }),
   own('--snapshot', 'string', 'tundra.snapshot.path', 'file that keeps conntrack state across restarts', { arg: '<path>' }),
+  own('--web-addr', 'hostport', 'tundra.web.addr', 'serve the live web view here, e.g. 127.0.0.1:9099 (default: off)', { arg: '<ip:port>' }),
+  own('--web-allow-remote', 'bool', 'tundra.web.allowRemote', 'let --web-addr be an address other than loopback (the view shows every flow)'),
 ]
 
 export type RunFlags = Readonly<Record<string, unknown>>

@@ -122,6 +122,8 @@ export interface TundraSection {
   readonly icmpRateLimit?: { readonly perSecond: number; readonly burst: number }
   /** conntrack + affinity state kept across restarts; path '' = off, intervalSeconds 0 = only at shutdown */
   readonly snapshot: { readonly path: string; readonly intervalSeconds: number }
+  /** the live web view (src/web); addr '' = off; loopback only unless allowRemote */
+  readonly web: { readonly addr: string; readonly allowRemote: boolean }
   /** Service CIDRs, routed into the TUN for the node's own processes */
   readonly serviceCIDRs: readonly string[]
   /** interface on the node network whose ingress (NodePorts) is steered into the TUN; '' = the default route's */
@@ -262,6 +264,7 @@ export function parseKubeProxyConfig(textIn: string, file = 'kube-proxy.yaml'): 
       // either half may be left out (icmpRateLimitOf fills it in)
       icmpRateLimit: { perSecond: num(sub(t, 'icmpRateLimit'), 'perSecond'), burst: num(sub(t, 'icmpRateLimit'), 'burst') } as TundraSection['icmpRateLimit'],
       snapshot: { path: text(sub(t, 'snapshot'), 'path'), intervalSeconds: num(sub(t, 'snapshot'), 'intervalSeconds') },
+      web: { addr: text(sub(t, 'web'), 'addr'), allowRemote: flag(sub(t, 'web'), 'allowRemote') },
       serviceCIDRs: scidr === undefined || scidr === '' ? undefined : splitList(scidr),
       uplink: text(t, 'uplink'),
       control: nz(text(t, 'control')),
@@ -478,6 +481,7 @@ export function resolveRunConfig(input: RunConfigInput, opts: ResolveOptions & {
       icmp: t.icmp ?? (mode === 'ipvs' ? 'reject' : 'reply'),
       ...icmpRateLimitOf(t.icmpRateLimit),
       snapshot: { path: t.snapshot?.path ?? '', intervalSeconds: t.snapshot?.intervalSeconds ?? 0 },
+      web: { addr: t.web?.addr ?? '', allowRemote: t.web?.allowRemote ?? false },
       serviceCIDRs: (t.serviceCIDRs ?? ['10.96.0.0/12']).map(x => canonicalCIDR(x) ?? x),
       uplink: t.uplink ?? '',
       control: t.control ?? '/run/tundra/control.sock',

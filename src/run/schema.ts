@@ -189,6 +189,7 @@ export const SCHEMA: Spec = obj({
     icmp: str({ enum: ['reply', 'reject', 'drop'] }),
     icmpRateLimit: obj({ perSecond: int(0, 1000000), burst: int(0, 1000000) }),
     snapshot: obj({ path: str(), intervalSeconds: int(0) }),
+    web: obj({ addr: str(), allowRemote: bool() }),
     serviceCIDR: str({ check: checkCIDRs }),
     uplink: str(),
     control: str(),

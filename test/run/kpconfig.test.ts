@@ -67,6 +67,7 @@ t.test("defaults without a file are kube-proxy's", async t => {
     scheduler: 'random',
     icmp: 'reply',
     snapshot: { path: '', intervalSeconds: 0 },
+    web: { addr: '', allowRemote: false },
     serviceCIDRs: ['10.96.0.0/12'],
     uplink: '',
     control: '/run/tundra/control.sock',
