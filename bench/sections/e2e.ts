@@ -17,10 +17,12 @@ import type { Topology } from '../../src/netns/netns'
 import { haveCommand, run } from '../../src/netns/netns'
 import type { LabState } from '../../src/lab/index'
 import type { Contender } from '../lib/args'
-import { benchLabDown, benchLabUp, dropTopology, newTopology } from '../lib/labs'
+import { benchLabDown, benchLabUp, dropTopology, labCluster, newTopology } from '../lib/labs'
 import { errorSummary, progress } from '../lib/progress'
 import { median } from '../lib/stats'
 import {
+  crefBinary,
+  crefRules,
   nsRun,
   parseConnect,
   parseIperfTcpCsv,
@@ -34,7 +36,11 @@ import {
   waitListening,
   type CpuTicks,
 } from '../lib/tools'
-import { repoRoot } from '../../src/lab/up'
+import { agentConfig, repoRoot } from '../../src/lab/up'
+import { compileLab } from '../../src/lab/compile'
+import { LAB } from '../../src/lab/plan'
+import { labDir } from '../../src/lab/state'
+import { waitFor } from '../../src/netns/netns'
 
 export const WEB_VIP = '10.96.200.10'
 export const SOLO_VIP = '10.96.200.11'
@@ -45,6 +51,7 @@ export const LAB_NAMES: Record<Contender, string> = {
   'iptables-nft': 'bniptnft',
   'iptables-legacy': 'bniptleg',
   nftables: 'bnnft',
+  cref: 'bncref',
 }
 
 export interface ContenderResult {
@@ -94,7 +101,7 @@ async function setUp(c: Contender, procs: Topology, workDir: string, shim: strin
     files: [manifestPath()],
     section: 'e2e',
     keepLogsIn: workDir,
-    dataplane: c === 'tundra' ? 'tundra' : c === 'nftables' ? 'nftables' : 'iptables',
+    dataplane: c === 'tundra' ? 'tundra' : c === 'nftables' ? 'nftables' : c === 'cref' ? 'none' : 'iptables',
     ...(c === 'iptables-legacy' ? { iptablesBackend: 'legacy' as const } : c === 'iptables-nft' ? { iptablesBackend: 'nft' as const } : {}),
   })
   const client = podNs(state, 'client')
@@ -113,12 +120,44 @@ async function setUp(c: Contender, procs: Topology, workDir: string, shim: strin
     await waitListening(b, 'udp', 11111)
     await waitListening(b, 'tcp', 11112)
   }
-  const agent = state.processes.find(p => p.role === 'agent')
+  const agent = c === 'cref' ? { pid: await startCref(state, procs) } : state.processes.find(p => p.role === 'agent')
   const env: Env = { contender: c, state, client, b1, b2, procs, sockperf, ...(agent ? { agentPid: agent.pid } : {}), ...(shim ? { shim } : {}) }
   // The service must answer before anything is measured.
   const probe = await connTest(env, 0.5)
   if (!(probe['connPerSec']! > 0)) throw new Error(`no connection through ${WEB_VIP}:80 worked`)
   return env
+}
+
+/**
+ * The C reference (bench/tools/cref.c) on the node of a `dataplane none` lab: it opens the TUN tundra would open
+ * (same name, vnet header, offloads), then the node is wired as the tundra agent wires it (bench/tools/cref-wire.ts
+ * calls the agent's own `wire`), so the two labs differ only in the program on the TUN. Returns cref's PID.
+ */
+async function startCref(state: LabState, procs: Topology): Promise<number> {
+  const bin = crefBinary(repoRoot())
+  if (!bin) throw new Error('no C compiler for bench/tools/cref.c (scripts/bootstrap builds it)')
+  const node = state.nodes[0]!
+  const rules = crefRules(labCluster(state, [manifestPath()]))
+  const cref = procs.spawn(node.ns, [bin, '-n', LAB.tunName, '-s', ...rules])
+  let err = ''
+  cref.stderr?.setEncoding('utf8').on('data', (d: string) => {
+    err += d
+  })
+  await waitFor(
+    `cref to open ${LAB.tunName}`,
+    async () => {
+      if (cref.exitCode !== null) throw new Error(`cref exited: ${err.trim()}`)
+      return (await nsRun(node.ns, ['ip', 'link', 'show', LAB.tunName], 5000)).code === 0
+    },
+    10_000,
+    20,
+  )
+  const plan = compileLab({ name: state.name, files: [manifestPath()], nodes: state.nodes.length, dataplane: 'none' })
+  const cfg = agentConfig(plan, node.name, '', join(labDir(state.name), `${node.name}.cref.sock`))
+  const r = await nsRun(node.ns, [process.execPath, join(repoRoot(), 'dist', 'bench', 'tools', 'cref-wire.js'), JSON.stringify(cfg), LAB.tunName], 30_000)
+  if (r.code !== 0) throw new Error(`wiring the node for cref failed: ${r.stderr.trim()}`)
+  if (cref.pid === undefined) throw new Error('cref did not start')
+  return cref.pid
 }
 
 // ---- CPU accounting ----
