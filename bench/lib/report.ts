@@ -43,6 +43,8 @@ export interface SummaryRow {
   /** true/false against the target, undefined when there is nothing to judge */
   readonly pass: boolean | undefined
   readonly note?: string
+  /** e2e rows with the C reference measured: tundra ÷ cref (ratios) or µs tundra adds over cref (latency) */
+  readonly vsCref?: number
 }
 
 const KERNELS: readonly Contender[] = ['iptables-nft', 'iptables-legacy', 'nftables']
@@ -66,11 +68,26 @@ export function summarize(r: BenchReport): SummaryRow[] {
     const med = (c: Contender, m: string): number => e2e.contenders.find(x => x.contender === c)?.medians[m] ?? NaN
     const kernelOf = (m: string): Record<string, number> =>
       Object.fromEntries(KERNELS.filter(k => e2e.contenders.some(x => x.contender === k)).map(k => [k, med(k, m)]))
+    // the C reference is shown in its own column and compared on its own: it is not a kernel contender
+    const hasCref = e2e.contenders.some(x => x.contender === 'cref' && x.available)
+    const withCref = (kernel: Record<string, number>, m: string, scale = 1): Record<string, number> =>
+      hasCref ? { ...kernel, cref: med('cref', m) * scale } : kernel
+    const vsCref = (v: number | undefined): { vsCref?: number } => (hasCref && v !== undefined ? { vsCref: v } : {})
     const ratioRow = (metric: string, m: string, unit: string, min: number, scale = 1): void => {
       const t = med('tundra', m) * scale
       const kernel = Object.fromEntries(Object.entries(kernelOf(m)).map(([k, v]) => [k, v * scale]))
       const q = ratio(t, best(Object.values(kernel), true))
-      rows.push({ metric, unit, tundra: t, kernel, compare: q, compareKind: 'ratio', target: `≥ ${min.toFixed(2)}×`, pass: judge(q, '>=', min) })
+      rows.push({
+        metric,
+        unit,
+        tundra: t,
+        kernel: withCref(kernel, m, scale),
+        compare: q,
+        compareKind: 'ratio',
+        target: `≥ ${min.toFixed(2)}×`,
+        pass: judge(q, '>=', min),
+        ...vsCref(ratio(t, med('cref', m) * scale)),
+      })
     }
     ratioRow('TCP throughput, 1 stream', 'tcp1Gbps', 'Gbit/s', 1.0)
     ratioRow('TCP throughput, 4 streams', 'tcp4Gbps', 'Gbit/s', 0.8)
@@ -84,7 +101,17 @@ export function summarize(r: BenchReport): SummaryRow[] {
       const t = med('tundra', m)
       const kernel = kernelOf(m)
       const added = t - best(Object.values(kernel), false)
-      rows.push({ metric: label, unit: 'µs', tundra: t, kernel, compare: added, compareKind: 'added', target: '≤ +8 µs', pass: judge(added, '<=', 8) })
+      rows.push({
+        metric: label,
+        unit: 'µs',
+        tundra: t,
+        kernel: withCref(kernel, m),
+        compare: added,
+        compareKind: 'added',
+        target: '≤ +8 µs',
+        pass: judge(added, '<=', 8),
+        ...vsCref(t - med('cref', m)),
+      })
     }
     for (const [label, m] of [
       ['UDP latency p99', 'latUdpP99'],
@@ -95,7 +122,7 @@ export function summarize(r: BenchReport): SummaryRow[] {
         metric: label,
         unit: m === 'udpLossPct' ? '%' : 'µs',
         tundra: med('tundra', m),
-        kernel: kernelOf(m),
+        kernel: withCref(kernelOf(m), m),
         compare: NaN,
         compareKind: 'none',
         target: '(info)',
@@ -113,11 +140,12 @@ export function summarize(r: BenchReport): SummaryRow[] {
         metric: label,
         unit,
         tundra: t,
-        kernel,
+        kernel: withCref(kernel, m),
         compare: ratio(t, best(Object.values(kernel), false)),
         compareKind: 'ratio',
         target: '(info, lower is better)',
         pass: undefined,
+        ...vsCref(ratio(t, med('cref', m))),
       })
     }
   }
@@ -294,8 +322,23 @@ export function kernelColumns(rows: readonly SummaryRow[]): string[] {
   return [...new Set(rows.flatMap(r => Object.keys(r.kernel)))]
 }
 
-/** One row's cells: metric, unit, tundra, one per kernel column, compare, target, ok ('yes' / 'NO' / ''). */
-export function rowCells(r: SummaryRow, kernels: readonly string[]): string[] {
+/** Whether any row compares tundra with the C reference (the tables then have a "vs cref" column). */
+export function hasCrefColumn(rows: readonly SummaryRow[]): boolean {
+  return rows.some(r => r.vsCref !== undefined)
+}
+
+function compareCell(v: number | undefined, kind: SummaryRow['compareKind'], unit: string): string {
+  if (v === undefined || !Number.isFinite(v)) return '–'
+  if (kind === 'ratio') return `${v.toFixed(2)}×`
+  if (kind === 'added') return `${v >= 0 ? '+' : ''}${v.toFixed(1)} µs`
+  return fmt(v, unit)
+}
+
+/**
+ * One row's cells: metric, unit, tundra, one per kernel column (cref among them), [vs cref,] compare, target, ok
+ * ('yes' / 'NO' / '').
+ */
+export function rowCells(r: SummaryRow, kernels: readonly string[], crefColumn = false): string[] {
   const kernelCell = (k: string): string => {
     if (!(k in r.kernel)) return ''
     const v = r.kernel[k]!
@@ -307,13 +350,8 @@ export function rowCells(r: SummaryRow, kernels: readonly string[]): string[] {
     r.unit,
     fmt(r.tundra, r.unit),
     ...kernels.map(kernelCell),
-    !Number.isFinite(r.compare)
-      ? '–'
-      : r.compareKind === 'ratio'
-        ? `${r.compare.toFixed(2)}×`
-        : r.compareKind === 'added'
-          ? `${r.compare >= 0 ? '+' : ''}${r.compare.toFixed(1)} µs`
-          : fmt(r.compare, r.unit),
+    ...(crefColumn ? [r.vsCref === undefined ? '' : compareCell(r.vsCref, r.compareKind === 'added' ? 'added' : 'ratio', r.unit)] : []),
+    compareCell(r.compare, r.compareKind, r.unit),
     r.target,
     r.pass === undefined ? '' : r.pass ? 'yes' : 'NO',
   ]
@@ -322,8 +360,9 @@ export function rowCells(r: SummaryRow, kernels: readonly string[]): string[] {
 /** The stdout table: one row per headline metric. */
 export function renderTable(rows: readonly SummaryRow[]): string {
   const kernels = kernelColumns(rows)
-  const head = ['metric', 'unit', 'tundra', ...kernels, 'compare', 'target', 'ok']
-  const body = rows.map(r => rowCells(r, kernels))
+  const cref = hasCrefColumn(rows)
+  const head = ['metric', 'unit', 'tundra', ...kernels, ...(cref ? ['vs cref'] : []), 'compare', 'target', 'ok']
+  const body = rows.map(r => rowCells(r, kernels, cref))
   const widths = head.map((h, i) => Math.max(h.length, ...body.map(b => b[i]!.length)))
   const line = (cells: readonly string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')
   return [line(head), widths.map(w => '-'.repeat(w)).join('  '), ...body.map(line)].join('\n') + '\n'

@@ -49,6 +49,25 @@ t.test('rows compare tundra with the best kernel contender', async t => {
   t.match(table, /UDP latency p50 .* \+9\.0 µs/)
 })
 
+t.test('the C reference has its own column and comparison, and is not a kernel contender', async t => {
+  const withCref: E2eResult = {
+    ...e2e,
+    contenders: [
+      ...e2e.contenders,
+      { contender: 'cref', available: true, samples: {}, medians: { tcp1Gbps: 12, tcp4Gbps: 6, udpRxPps: 60_000, latUdpP50: 15, connPerSec: 800 } },
+    ],
+  }
+  const rows = summarize({ meta: {}, skipped: {}, e2e: withCref })
+  const tcp1 = rows.find(x => x.metric === 'TCP throughput, 1 stream')!
+  t.equal(tcp1.compare, 0.9, 'the kernel ratio ignores cref (faster here)')
+  t.equal(tcp1.vsCref, 0.75)
+  t.equal(rows.find(x => x.metric === 'UDP latency p50')!.vsCref, 5, 'µs added over cref')
+  const table = renderTable(rows)
+  t.match(table, /^metric +unit +tundra +iptables-nft +iptables-legacy +cref +vs cref +compare +target +ok$/m)
+  t.match(table, /TCP throughput, 4 streams +Gbit\/s +8\.00 +12\.00 +– +6\.00 +1\.33× +0\.67× /)
+  t.notMatch(renderTable(summarize({ meta: {}, skipped: {}, e2e })), /vs cref/, 'no column without a cref run')
+})
+
 t.test('charts for what was measured', async t => {
   const names = charts({ meta: {}, skipped: {}, e2e }).map(([n]) => n)
   t.same(names, ['throughput.svg', 'pps.svg', 'latency.svg', 'connections.svg'])
