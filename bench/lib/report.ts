@@ -395,48 +395,81 @@ export function writeOutputs(dir: string, r: BenchReport): string[] {
   return files
 }
 
+/** The small print under every chart: machine, kernel, date, rounds, load (from the run's meta). */
+export function chartCaption(meta: Readonly<Record<string, unknown>>): string {
+  const s = (k: string): string => (typeof meta[k] === 'string' || typeof meta[k] === 'number' ? String(meta[k]) : '?')
+  const date = new Date(String(meta['date'] ?? ''))
+  const when = Number.isFinite(date.getTime()) ? `${date.toISOString().slice(0, 16).replace('T', ' ')} UTC` : 'date ?'
+  const load = typeof meta['loadAverageAtStart'] === 'string' ? `; load ${meta['loadAverageAtStart'].split(' ')[0]} at start` : ''
+  const rounds = Number(meta['rounds'])
+  return (
+    `${s('cpuModel').trim() || 'CPU ?'}, ${s('cpus')} CPUs; kernel ${s('kernel')}; ${when}; ` +
+    `${Number.isFinite(rounds) ? `${rounds} round${rounds === 1 ? '' : 's'}` : 'rounds ?'} × ${s('seconds')} s${meta['quick'] === true ? ' (--quick)' : ''}${load}`
+  )
+}
+
 export function charts(r: BenchReport): [string, string][] {
   const out: [string, string][] = []
+  const caption = chartCaption(r.meta)
   const e2e = r.e2e
   if (e2e) {
     const live = e2e.contenders.filter(c => c.available)
+    const range = (c: (typeof live)[number], m: string, scale: number, f: (...v: number[]) => number): number => {
+      const v = (c.samples[m] ?? []).filter(Number.isFinite)
+      return v.length > 1 ? f(...v) * scale : NaN
+    }
     const ser = (metrics: readonly string[], scale = 1): Series[] =>
-      live.map(c => ({ name: c.contender, values: metrics.map(m => (c.medians[m] ?? NaN) * scale) }))
+      live.map(c => ({
+        name: c.contender,
+        values: metrics.map(m => (c.medians[m] ?? NaN) * scale),
+        min: metrics.map(m => range(c, m, scale, Math.min)),
+        max: metrics.map(m => range(c, m, scale, Math.max)),
+      }))
+    const rounds = `median of ${e2e.rounds} round${e2e.rounds === 1 ? '' : 's'}`
     if (live.length > 0) {
       out.push([
         'throughput.svg',
         barChart({
-          title: 'TCP throughput through a ClusterIP (iperf2, median)',
+          title: `TCP throughput through a ClusterIP (iperf2, ${rounds})`,
           unit: 'Gbit/s',
           categories: ['1 stream', '4 streams'],
           series: ser(['tcp1Gbps', 'tcp4Gbps']),
+          caption,
         }),
       ])
+      // loss is printed on the "received" bar: what was sent and not delivered
+      const loss = (c: (typeof live)[number]): string | undefined => {
+        const v = c.medians['udpLossPct']
+        return v === undefined || !Number.isFinite(v) ? undefined : `(${v < 10 ? v.toFixed(1) : v.toFixed(0)} % lost)`
+      }
       out.push([
         'pps.svg',
         barChart({
-          title: 'UDP 64-byte datagrams delivered (iperf2, median)',
+          title: `UDP 64-byte datagrams: received (and lost) vs sent (iperf2, ${rounds})`,
           unit: 'kpps',
           categories: ['received', 'sent'],
-          series: ser(['udpRxPps', 'udpTxPps'], 1 / 1000),
+          series: ser(['udpRxPps', 'udpTxPps'], 1 / 1000).map((s, i) => ({ ...s, notes: [loss(live[i]!), undefined] })),
+          caption,
         }),
       ])
       out.push([
         'latency.svg',
         barChart({
-          title: 'Round-trip latency /2 through a ClusterIP (sockperf, median)',
+          title: `Latency through a ClusterIP, p50 and p99 (sockperf, half round trip, ${rounds})`,
           unit: 'µs',
           categories: ['UDP p50', 'UDP p99', 'TCP p50', 'TCP p99', 'UDP p50 pinned', 'TCP p50 pinned'],
           series: ser(['latUdpP50', 'latUdpP99', 'latTcpP50', 'latTcpP99', 'latUdpPinnedP50', 'latTcpPinnedP50']),
+          caption,
         }),
       ])
       out.push([
         'connections.svg',
         barChart({
-          title: 'New HTTP connections per second to nginx via a ClusterIP',
+          title: `New HTTP connections per second to nginx via a ClusterIP (${rounds})`,
           unit: 'conn/s',
           categories: ['new connections'],
           series: ser(['connPerSec']),
+          caption,
         }),
       ])
     }
@@ -454,20 +487,21 @@ export function charts(r: BenchReport): [string, string][] {
     out.push([
       'sync.svg',
       lineChart({
-        title: 'Sync time vs number of services (10 endpoints each)',
+        title: 'Sync time vs services (10 endpoints each): full load, endpoint change (dashed)',
         unit: 'ms',
         xLabel: 'services',
         x,
         logY: true,
+        caption,
         series: [
           { name: 'tundra full compile', values: r.sync.map(s => s.compileMs) },
-          { name: 'tundra endpoint change', values: r.sync.map(s => s.updateMs) },
+          { name: 'tundra endpoint change', values: r.sync.map(s => s.updateMs), dashed: true },
           { name: capped('iptables-nft full', 'iptables-nft', 'fullOverMs'), values: k('iptables-nft', 'fullMs') },
-          { name: capped('iptables-nft change', 'iptables-nft', 'deltaOverMs'), values: k('iptables-nft', 'deltaMs') },
+          { name: capped('iptables-nft change', 'iptables-nft', 'deltaOverMs'), values: k('iptables-nft', 'deltaMs'), dashed: true },
           { name: capped('iptables-legacy full', 'iptables-legacy', 'fullOverMs'), values: k('iptables-legacy', 'fullMs') },
-          { name: capped('iptables-legacy change', 'iptables-legacy', 'deltaOverMs'), values: k('iptables-legacy', 'deltaMs') },
-          { name: capped('nft -f full', 'nftables', 'fullOverMs'), values: k('nftables', 'fullMs') },
-          { name: capped('nft change', 'nftables', 'deltaOverMs'), values: k('nftables', 'deltaMs') },
+          { name: capped('iptables-legacy change', 'iptables-legacy', 'deltaOverMs'), values: k('iptables-legacy', 'deltaMs'), dashed: true },
+          { name: capped('nft -f full', 'nftables', 'fullOverMs'), values: k('nftables', 'fullMs'), key: 'nftables' },
+          { name: capped('nft change', 'nftables', 'deltaOverMs'), values: k('nftables', 'deltaMs'), key: 'nftables', dashed: true },
         ],
       }),
     ])
@@ -478,25 +512,30 @@ export function charts(r: BenchReport): [string, string][] {
       out.push([
         'firstpacket.svg',
         barChart({
-          title: `New connections/s: first vs last of ${r.firstpacket.services} services`,
+          title: `New connections/s: first vs last of ${r.firstpacket.services} services (median of ${r.firstpacket.rounds} rounds)`,
           unit: 'conn/s',
           categories: ['first service', 'last service'],
           series: live.map(c => ({ name: c.contender, values: [c.firstMedian, c.lastMedian] })),
+          caption,
         }),
       ])
     }
   }
-  if (r.churn) out.push(...churnCharts(r.churn))
+  if (r.churn) out.push(...churnCharts(r.churn, caption))
   if (r.dns) {
     const live = r.dns.contenders.filter(c => c.available && Number.isFinite(c.qps))
     if (live.length > 0)
       out.push([
         'dns.svg',
         barChart({
-          title: `dnsperf queries/s, ${r.dns.services} service names`,
+          title: `DNS queries/s (dnsperf), ${r.dns.services} service names, median of ${Math.max(...live.map(c => c.runs.length))} rounds`,
           unit: 'queries/s',
           categories: ['queries/s'],
-          series: live.map(c => ({ name: c.name, values: [c.qps] })),
+          series: live.map(c => {
+            const q = c.runs.map(x => x.qps).filter(Number.isFinite)
+            return { name: c.name, values: [c.qps], ...(q.length > 1 ? { min: [Math.min(...q)], max: [Math.max(...q)] } : {}) }
+          }),
+          caption,
         }),
       ])
   }
@@ -504,7 +543,7 @@ export function charts(r: BenchReport): [string, string][] {
 }
 
 /** churn.svg: change-to-dataplane p50/p99 against services; churn-probe.svg: the probe's added p99.9 and max. */
-export function churnCharts(churn: ChurnResult): [string, string][] {
+export function churnCharts(churn: ChurnResult, caption?: string): [string, string][] {
   const x = churn.sizes.map(s => s.services)
   const names = [...new Set(churn.sizes.flatMap(s => s.contenders.filter(c => c.available).map(c => c.contender)))]
   if (names.length === 0) return []
@@ -518,27 +557,29 @@ export function churnCharts(churn: ChurnResult): [string, string][] {
     [
       'churn.svg',
       lineChart({
-        title: `Change to dataplane (first probe on the new endpoint), ${title}`,
+        title: `Change to dataplane, p50 (solid) and p99 (dashed), ${title}`,
         unit: 'ms',
         xLabel: 'services',
         x,
         logY: true,
+        ...(caption ? { caption } : {}),
         series: names.flatMap(n => [
           { name: `${n} p50`, values: of(n, c => c.c2dP50Ms) },
-          { name: `${n} p99`, values: of(n, c => c.c2dP99Ms) },
+          { name: `${n} p99`, values: of(n, c => c.c2dP99Ms), dashed: true },
         ]),
       }),
     ],
     [
       'churn-probe.svg',
       lineChart({
-        title: `Probe latency added by churn (vs no churn), ${title}`,
+        title: `Probe latency added by churn, p99.9 (solid) and max (dashed), ${title}`,
         unit: 'ms',
         xLabel: 'services',
         x,
+        ...(caption ? { caption } : {}),
         series: names.flatMap(n => [
           { name: `${n} p99.9`, values: of(n, c => c.addedP999Us / 1000) },
-          { name: `${n} max`, values: of(n, c => c.addedMaxUs / 1000) },
+          { name: `${n} max`, values: of(n, c => c.addedMaxUs / 1000), dashed: true },
         ]),
       }),
     ],
