@@ -133,7 +133,7 @@ async function setUp(c: Contender, procs: Topology, workDir: string, shim: strin
  * (same name, vnet header, offloads), then the node is wired as the tundra agent wires it (bench/tools/cref-wire.ts
  * calls the agent's own `wire`), so the two labs differ only in the program on the TUN. Returns cref's PID.
  */
-async function startCref(state: LabState, procs: Topology): Promise<number> {
+export async function startCref(state: LabState, procs: Topology): Promise<number> {
   const bin = crefBinary(repoRoot())
   if (!bin) throw new Error('no C compiler for bench/tools/cref.c (scripts/bootstrap builds it)')
   const node = state.nodes[0]!

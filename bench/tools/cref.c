@@ -139,7 +139,9 @@ static void process(uint8_t *b, ssize_t n) {
     if (!r) { n_pass++; return; }
     struct ep *ep = &r->eps[r->n == 1 ? 0 : next_rand() % (uint32_t)r->n];
     struct ct *o = ct_slot(s, d, sp, dp, proto);
-    struct ct *rp = ct_find(ep->ip, s, ep->port, sp, proto) ? NULL : ct_slot(ep->ip, s, ep->port, sp, proto);
+    // a reply slot left by an earlier flow on the same ports (the client reused its port) is taken over
+    struct ct *rp = ct_find(ep->ip, s, ep->port, sp, proto);
+    if (!rp) rp = ct_slot(ep->ip, s, ep->port, sp, proto);
     if (!o || !rp || o == rp) { n_full++; return; }
     *o = (struct ct){ s, d, sp, dp, proto, 1, 1, 0, ep->ip, ep->port };
     *rp = (struct ct){ ep->ip, s, ep->port, sp, proto, 1, 0, 0, d, dp };
