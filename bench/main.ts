@@ -127,7 +127,7 @@ async function main(): Promise<number> {
             report.memory = await runMemory(args.quick)
             break
           case 'e2e':
-            report.e2e = await runE2e(args.contenders, args.rounds, args.seconds, work)
+            report.e2e = await runE2e(args.contenders, args.rounds, args.seconds, work, args.quick)
             break
           case 'churn':
             report.churn = await runChurn({
