@@ -207,7 +207,7 @@ export function barChart(c: BarChart): string {
       }
     })
     // a category name wider than its group goes on two lines
-    const cut = cat.length * CHAR_PX > groupW ? cat.lastIndexOf(' ') : -1
+    const cut = cat.length * CHAR_PX + 12 > groupW ? cat.lastIndexOf(' ') : -1
     const lines = cut > 0 ? [cat.slice(0, cut), cat.slice(cut + 1)] : [cat]
     lines.forEach((l, li) =>
       body.push(`<text x="${f1(M.left + ci * groupW + groupW / 2)}" y="${M.top + ph + 18 + li * 14}" text-anchor="middle">${esc(l)}</text>`),
@@ -216,7 +216,7 @@ export function barChart(c: BarChart): string {
   body.push(`<line x1="${M.left}" x2="${M.left}" y1="${M.top}" y2="${M.top + ph}" stroke="black"/>`)
   body.push(`<line x1="${M.left}" x2="${M.left + pw}" y1="${M.top + ph}" y2="${M.top + ph}" stroke="black"/>`)
   body.push(`<text x="18" y="${M.top + ph / 2}" transform="rotate(-90 18 ${M.top + ph / 2})" text-anchor="middle">${esc(c.unit)}</text>`)
-  const ranged = c.series.some(s => s.min !== undefined && s.max !== undefined)
+  const ranged = c.series.some(s => s.values.some((_, i) => (s.max?.[i] ?? NaN) > (s.min?.[i] ?? NaN)))
   if (ranged)
     body.push(`<text x="${M.left}" y="${M.top + ph + 50}" font-size="10" fill="#555">bars: median of the rounds; whiskers: lowest and highest round</text>`)
   return frame(c.title, [...body, ...legend(c.series)], c.caption)

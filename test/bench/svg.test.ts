@@ -116,3 +116,9 @@ t.test('a service-count axis has round ticks at real distances', async t => {
   const at = (label: string): number => ticks.find(x => x[1] === label)![0]
   t.equal(Math.round(at('20k') - at('10k')), Math.round(at('10k') - at('0')), '10k sits halfway to 20k')
 })
+
+t.test('no whisker note when every series had one round', async t => {
+  const svg = barChart({ title: 'x', unit: 'u', categories: ['c'], series: [{ name: 'tundra', values: [1], min: [NaN], max: [NaN] }] })
+  t.notMatch(svg, /whiskers/)
+  t.notMatch(svg, /class="range"/)
+})
