@@ -170,6 +170,25 @@ export function summarize(r: BenchReport): SummaryRow[] {
       })
     }
   }
+  if (r.dns) {
+    // what an answer costs the server's own process (all threads): steadier than q/s on a shared machine
+    const cpu = (name: string): number => r.dns!.contenders.find(c => c.name === name)?.cpuUsPerQueryMedian ?? NaN
+    const dm = cpu('dnsmasq')
+    for (const name of ['tundra-lab', 'tundra-socket']) {
+      const t = cpu(name)
+      if (!Number.isFinite(t)) continue
+      rows.push({
+        metric: `DNS server CPU per query (${name === 'tundra-lab' ? 'in-path: the agent' : 'socket front end'})`,
+        unit: 'µs',
+        tundra: t,
+        kernel: { dnsmasq: dm },
+        compare: ratio(t, dm),
+        compareKind: 'ratio',
+        target: '(info, lower is better)',
+        pass: undefined,
+      })
+    }
+  }
   if (r.firstpacket) {
     const fp = r.firstpacket
     const get = (c: Contender): number => fp.contenders.find(x => x.contender === c)?.lastOverFirst ?? NaN

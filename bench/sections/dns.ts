@@ -20,7 +20,7 @@ import { writeScaleManifest } from '../lib/manifests'
 import { scaleServices, type KeptLab } from './firstpacket'
 import { errorSummary, progress } from '../lib/progress'
 import { median } from '../lib/stats'
-import { dnsmasqCommand, nsRun, waitListening } from '../lib/tools'
+import { dnsmasqCommand, nsRun, readPidTicks, USER_HZ, waitListening } from '../lib/tools'
 import { cpus } from 'node:os'
 import { run } from '../../src/netns/netns'
 
@@ -57,6 +57,10 @@ export interface DnsContender {
   qps: number
   avgLatencyMs: number
   lostPct: number
+  /** the server process's own CPU (utime + stime, all threads) per answered query, µs, one per round */
+  readonly cpuUsPerQuery?: number[]
+  /** median of cpuUsPerQuery: what an answer costs the server, much less sensitive to other load than q/s */
+  cpuUsPerQueryMedian?: number
 }
 
 export interface DnsResult {
@@ -113,7 +117,7 @@ export async function runDns(o: DnsOptions): Promise<DnsResult> {
   writeFileSync(queries, shuffle(qs).join('\n') + '\n')
   progress('dns', `${names.length} service names; query file of ${qs.length} A queries`)
 
-  const mk = (name: string): DnsContender => ({ name, available: false, runs: [], qps: NaN, avgLatencyMs: NaN, lostPct: NaN })
+  const mk = (name: string): DnsContender => ({ name, available: false, runs: [], qps: NaN, avgLatencyMs: NaN, lostPct: NaN, cpuUsPerQuery: [] })
   const contenders = [mk('dnsmasq'), mk('tundra-socket'), ...(o.withTundraLab ? [mk('tundra-lab')] : [])]
   const targets = new Map<string, { ns: string; server: string; port: number; pid?: number }>()
   const topo = newTopology('dns')
@@ -193,8 +197,11 @@ export async function runDns(o: DnsOptions): Promise<DnsResult> {
         const perf = ['dnsperf', '-s', t.server, '-p', String(t.port), '-d', queries, '-l', String(seconds), '-c', '4', '-q', '200', '-t', '2']
         if (pin && t.pid !== undefined) await setAffinity(t.pid, '0')
         let r: Awaited<ReturnType<typeof nsRun>>
+        const ticks0 = t.pid === undefined ? NaN : readPidTicks(t.pid)
+        let ticks = NaN
         try {
           r = await nsRun(t.ns, pin ? ['taskset', '-c', String(last), ...perf] : perf, (seconds + 30) * 1000)
+          ticks = t.pid === undefined ? NaN : readPidTicks(t.pid) - ticks0
         } finally {
           if (pin && t.pid !== undefined) await setAffinity(t.pid, `0-${last}`)
         }
@@ -204,9 +211,12 @@ export async function runDns(o: DnsOptions): Promise<DnsResult> {
           continue
         }
         c.runs.push(rep)
+        const cpuUs = rep.completed > 0 ? ((ticks / USER_HZ) * 1e6) / rep.completed : NaN
+        c.cpuUsPerQuery!.push(cpuUs)
         progress(
           'dns',
-          `round ${round + 1}/${o.rounds} ${c.name.padEnd(13)} ${rep.qps.toFixed(0)} q/s, avg ${rep.avgLatencyMs.toFixed(3)} ms, lost ${rep.lost}`,
+          `round ${round + 1}/${o.rounds} ${c.name.padEnd(13)} ${rep.qps.toFixed(0)} q/s, avg ${rep.avgLatencyMs.toFixed(3)} ms, lost ${rep.lost}` +
+            `, server CPU ${Number.isFinite(cpuUs) ? cpuUs.toFixed(2) : '?'} µs/query`,
         )
       }
     }
@@ -221,6 +231,8 @@ export async function runDns(o: DnsOptions): Promise<DnsResult> {
     c.qps = median(c.runs.map(r => r.qps))
     c.avgLatencyMs = median(c.runs.map(r => r.avgLatencyMs))
     c.lostPct = median(c.runs.map(r => (r.completed + r.lost > 0 ? (100 * r.lost) / (r.completed + r.lost) : NaN)))
+    const cpu = (c.cpuUsPerQuery ?? []).filter(Number.isFinite)
+    if (cpu.length > 0) c.cpuUsPerQueryMedian = median(cpu)
   }
   return { pinned: pin, services: names.length, queries: qs.length, seconds, contenders }
 }

@@ -73,3 +73,35 @@ t.test('charts for what was measured', async t => {
   t.same(names, ['throughput.svg', 'pps.svg', 'latency.svg', 'connections.svg'])
   t.same(charts({ meta: {}, skipped: {} }), [])
 })
+
+t.test('DNS rows: q/s against dnsmasq (1.5× in the path, 1.0× on a socket) and server CPU per query', async t => {
+  const c = (name: string, qps: number, cpu: number) => ({
+    name,
+    available: true,
+    runs: [],
+    qps,
+    avgLatencyMs: 1,
+    lostPct: 0,
+    cpuUsPerQuery: [cpu],
+    cpuUsPerQueryMedian: cpu,
+  })
+  const rows = summarize({
+    meta: {},
+    skipped: {},
+    dns: {
+      pinned: true,
+      services: 10,
+      queries: 10,
+      seconds: 1,
+      contenders: [c('dnsmasq', 100_000, 8), c('tundra-socket', 105_000, 10), c('tundra-lab', 140_000, 4)],
+    },
+  })
+  const lab = rows.find(x => x.metric === 'DNS queries/s (in-path, lab)')!
+  t.equal(lab.target, '≥ 1.50×')
+  t.equal(lab.pass, false)
+  const sock = rows.find(x => x.metric === 'DNS queries/s (socket front end)')!
+  t.equal(sock.target, '≥ 1.00×')
+  t.equal(sock.pass, true)
+  t.equal(rows.find(x => x.metric === 'DNS server CPU per query (in-path: the agent)')!.compare, 0.5)
+  t.equal(rows.find(x => x.metric === 'DNS server CPU per query (socket front end)')!.kernel['dnsmasq'], 8)
+})
