@@ -148,6 +148,7 @@ export function summarize(r: BenchReport): SummaryRow[] {
         ...vsCref(ratio(t, med('cref', m))),
       })
     }
+    if (hasCref) rows.push(crefRow(rows))
   }
   if (r.dns) {
     const q = (name: string): number => r.dns!.contenders.find(c => c.name === name)?.qps ?? NaN
@@ -289,6 +290,25 @@ export function summarize(r: BenchReport): SummaryRow[] {
 }
 
 /**
+ * Issue 18's "tundra ≥ 1.0× the single-threaded C reference on every row": of the e2e rows compared with cref, how
+ * many tundra wins (throughput and rates ≥ 1.0×, latency added ≤ 0 µs, CPU per unit of work ≤ 1.0×).
+ */
+function crefRow(rows: readonly SummaryRow[]): SummaryRow {
+  const judged = rows.filter(r => r.vsCref !== undefined && Number.isFinite(r.vsCref))
+  const won = judged.filter(r => (r.compareKind === 'added' ? r.vsCref! <= 0 : r.target.includes('lower is better') ? r.vsCref! <= 1 : r.vsCref! >= 1)).length
+  return {
+    metric: 'e2e rows where tundra ≥ cref (the C reference)',
+    unit: 'rows',
+    tundra: won,
+    kernel: {},
+    compare: NaN,
+    compareKind: 'none',
+    target: `all ${judged.length}`,
+    pass: judged.length === 0 ? undefined : won === judged.length,
+  }
+}
+
+/**
  * The churn rows, judged at the largest size measured (the targets are stated for 20 000 services): added probe
  * p99.9 ≤ 1 ms and max ≤ 2 ms, nothing lost, change-to-dataplane p99 ≤ 50 ms. Kernel columns: the same figures.
  */
@@ -326,7 +346,7 @@ export function churnRows(churn: ChurnResult): SummaryRow[] {
 
 export function fmt(v: number, unit: string): string {
   if (!Number.isFinite(v)) return '–'
-  if (unit === 'count') return v.toFixed(0)
+  if (unit === 'count' || unit === 'rows') return v.toFixed(0)
   if (unit === 'kpps' || unit === 'conn/s' || unit === 'q/s') return v >= 1000 ? si(v) : v.toFixed(0)
   if (unit === 'B' || unit === 'ns/op' || unit === 'µs') return v.toFixed(1)
   if (unit === 'ms') return v >= 100 ? v.toFixed(0) : v.toFixed(2)

@@ -66,6 +66,11 @@ t.test('the C reference has its own column and comparison, and is not a kernel c
   t.match(table, /^metric +unit +tundra +iptables-nft +iptables-legacy +cref +vs cref +compare +target +ok$/m)
   t.match(table, /TCP throughput, 4 streams +Gbit\/s +8\.00 +12\.00 +– +6\.00 +1\.33× +0\.67× /)
   t.notMatch(renderTable(summarize({ meta: {}, skipped: {}, e2e })), /vs cref/, 'no column without a cref run')
+  const won = rows.find(x => x.metric.startsWith('e2e rows where tundra ≥ cref'))!
+  // tcp1 0.75× lost, tcp4 1.33× won, udp 1.5× won, UDP p50 +5 µs lost, conn/s 1.125× won
+  t.equal(won.tundra, 3)
+  t.equal(won.target, 'all 5')
+  t.equal(won.pass, false)
 })
 
 t.test('charts for what was measured', async t => {
