@@ -311,7 +311,7 @@ export class Agent implements DataplaneView {
         this.reload()
         return { reloads: this.reloads, lastSyncMs: this.lastSyncMs }
       },
-      ...(this.opts.testHooks ? testHooks() : {}),
+      ...(this.opts.testHooks ? testHooks(this.packet) : {}),
       ...(this.opts.handlers ? this.opts.handlers(this) : {}),
     }
     this.control = await serveControl(cfg.control, handlers)
@@ -535,9 +535,10 @@ export class Agent implements DataplaneView {
   }
 }
 
-/** Commands that make this thread fail, for tests of what the packet thread does then. */
-function testHooks(): Record<string, Handler> {
+/** Commands that make this thread (or a packet thread) fail, for tests of what the other threads do then. */
+function testHooks(packet: Link): Record<string, Handler> {
   return {
+    'test-crash-packet-thread': args => packet.call({ op: 'testCrashPacketThread', index: Number(args['index'] ?? 0) }),
     'test-crash': () => {
       setImmediate(() => {
         throw new Error('test-crash: the control thread fails on purpose')

@@ -29,6 +29,8 @@ export type HostRequest =
   | { op: 'start'; dnsSockets?: { host: string; port: number } }
   | { op: 'exit'; code: number }
   | { op: 'logging'; format: LogFormat; verbosity: number }
+  /** TUNDRA_TEST_HOOKS: packet thread `index` fails on purpose (tests of the restart) */
+  | { op: 'testCrashPacketThread'; index: number }
   | PacketRequest
 
 /** Events the host sends the control thread. */
@@ -135,6 +137,11 @@ class PacketThreads {
     const t = this.threads[i]
     if (t === undefined) return Promise.reject(new Error(`packet thread ${i} is restarting`))
     return t.link.call(req, transfer)
+  }
+
+  /** Test hook: thread i fails (it answers first). */
+  crash(i: number): Promise<unknown> {
+    return this.call(i, { op: 'testCrash' }).catch(() => null)
   }
 
   async start(dnsSockets?: { host: string; port: number }): Promise<void> {
@@ -273,6 +280,9 @@ export function hostAgent(entry: ControlEntry): void {
       case 'logging':
         logging = configureLogging(req)
         return null
+      case 'testCrashPacketThread':
+        if (threads === undefined) throw new Error('there are no packet threads to crash (tun.packetThreads is 1)')
+        return threads.crash(req.index)
       case 'exit':
         setImmediate(() => {
           void exit(req.code)

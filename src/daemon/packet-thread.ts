@@ -25,7 +25,7 @@ export interface PacketThreadData {
 }
 
 /** Requests only a packet thread's host sends (the rest are PacketRequests). */
-export type PacketThreadRequest = { op: 'start'; dnsSockets?: { host: string; port: number } } | { op: 'stop' } | PacketRequest
+export type PacketThreadRequest = { op: 'start'; dnsSockets?: { host: string; port: number } } | { op: 'stop' } | { op: 'testCrash' } | PacketRequest
 
 function main(): void {
   const data = workerData as PacketThreadData
@@ -46,6 +46,13 @@ function main(): void {
       case 'stop':
         await path.stop()
         await dev.close()
+        return null
+      case 'testCrash':
+        if (process.env['TUNDRA_TEST_HOOKS'] !== '1') throw new Error('test hooks are off')
+        // after the reply is on its way (an 'error' event would otherwise beat it to the host)
+        setTimeout(() => {
+          throw new Error(`test-crash: packet thread ${data.index} fails on purpose`)
+        }, 20)
         return null
       default:
         return path.handle(req)

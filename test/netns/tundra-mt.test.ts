@@ -7,7 +7,8 @@ import { createHash, randomBytes } from 'node:crypto'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { netnsSkip } from '../helpers/netns'
-import { tundraLab } from '../fixtures/tundra/lab'
+import { askAgent } from '../../src/agent/control'
+import { sleep, tundraLab, waitFor } from '../fixtures/tundra/lab'
 
 const skip = netnsSkip('nginx', 'curl', 'dig', 'sha256sum', 'unshare')
 const MB = 100
@@ -42,8 +43,10 @@ spec:
 
 t.test('two packet threads: 100 MB, 200 curls and DNS through one Service', { ...skip, timeout: 240_000 }, async t => {
   process.env['TUNDRA_PACKET_THREADS'] = '2' // the agents the lab starts inherit it
+  process.env['TUNDRA_TEST_HOOKS'] = '1'
   t.teardown(() => {
     delete process.env['TUNDRA_PACKET_THREADS']
+    delete process.env['TUNDRA_TEST_HOOKS']
   })
   const dir = mkdtempSync(join(tmpdir(), 'tundra-mt-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
@@ -86,4 +89,20 @@ t.test('two packet threads: 100 MB, 200 curls and DNS through one Service', { ..
   t.comment(`packets per thread: ${c['device_packets_thread_0']} / ${c['device_packets_thread_1']}; new connections ${c['nat_new']}`)
   t.ok((c['nat_new'] ?? 0) >= 201, `every connection tracked once (${c['nat_new']} new)`)
   t.equal(c['packet_thread_restarts'], 0, 'no packet thread died')
+
+  // Both packet threads fail, one after the other, during a rate-limited download (~5 s): the host restarts each
+  // with the shared conntrack as it was, so the connection goes on wherever its packets land.
+  const started = Date.now()
+  const download = lab.pod('client', ['sh', '-c', `curl -sS -m 40 --limit-rate 20M http://${VIP}/big.bin | sha256sum`], { timeoutMs: 50_000 })
+  await sleep(1000)
+  for (const index of [0, 1]) {
+    await askAgent(node.control!, 'test-crash-packet-thread', { index })
+    await waitFor(`packet thread ${index} to be restarted`, async () => ((await lab.counters(node.name))['packet_thread_restarts'] ?? 0) > index, 10_000, 50)
+  }
+  const after = await download
+  t.equal(after.code, 0, after.stderr)
+  t.equal(after.stdout.split(' ')[0], want, `the download that spanned both restarts arrived intact (${Date.now() - started} ms)`)
+  t.equal((await lab.counters(node.name))['packet_thread_restarts'], 2, 'both restarts counted')
+  const again = await lab.pod('client', ['curl', '-s', '-m', '2', '-o', '/dev/null', '-w', '%{http_code}', `http://${VIP}/`])
+  t.equal(again.stdout, '200', 'new connections work after the restarts')
 })
