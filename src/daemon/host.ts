@@ -187,10 +187,15 @@ class PacketThreads {
       default: {
         if (FIRST_THREAD_OPS.has(req.op)) return this.call(0, req)
         if (!SUMMED_OPS.has(req.op)) throw new Error(`no packet-thread route for ${req.op}`)
-        const replies = await Promise.all(Array.from({ length: n }, (_, i) => this.call(i, req)))
-        const merged = mergeReplies(replies) as Record<string, number>
+        // a thread being restarted is left out (its counters started again from zero anyway)
+        const settled = await Promise.allSettled(Array.from({ length: n }, (_, i) => this.call(i, req)))
+        const replies = settled.map(r => (r.status === 'fulfilled' ? r.value : undefined))
+        const answered = replies.filter(r => r !== undefined)
+        if (answered.length === 0) throw (settled[0] as PromiseRejectedResult).reason
+        const merged = mergeReplies(answered) as Record<string, number>
         // how the kernel spread packets over the queues (tun's automq steers by flow hash)
-        if (req.op === 'counters') replies.forEach((r, i) => (merged[`device_packets_thread_${i}`] = (r as Record<string, number>)['device_packets'] ?? 0))
+        if (req.op === 'counters')
+          replies.forEach((r, i) => (merged[`device_packets_thread_${i}`] = (r as Record<string, number> | undefined)?.['device_packets'] ?? 0))
         return merged
       }
     }
