@@ -13,6 +13,7 @@ import { Link } from '../agent/link'
 import { PacketPath, mergeReplies, type PacketInit, type PacketRequest, type PeerSpec } from '../agent/packet-path'
 import { isFullInstall, natInstallCopy, zoneInstallCopy, type NatInstall, type ZoneInstall } from '../agent/crossing'
 import { Conntrack, sharedConntrack } from '../nat/conntrack'
+import { sharedAffinity } from '../nat/select'
 import type { SharedTables } from '../nat/engine'
 import type { PacketThreadData, PacketThreadRequest } from './packet-thread'
 import { configureLogging, logLine, type LogFormat, type LogSettings } from './log'
@@ -41,6 +42,13 @@ const RESTART_DELAY_MS = 1000
 const PACKET_RESTART_DELAY_MS = 100
 /** Most packet threads (one TUN queue each; the kernel allows 256 queues, the device layer 64). */
 const MAX_PACKET_THREADS = 64
+
+/**
+ * sessionAffinity pins the packet threads share (a single thread's table grows; a shared one cannot): client x
+ * service-port pairs at most, IPv4 / IPv6. Beyond, a new connection still gets an endpoint, without a pin.
+ */
+const AFFINITY_PINS = 65536
+const AFFINITY_PINS6 = 16384
 
 /** Requests the control thread makes that one packet thread answers for all (the conntrack is shared). */
 const FIRST_THREAD_OPS = new Set(['ctChunk', 'ctDelete', 'lookups', 'capture'])
@@ -75,6 +83,8 @@ class PacketThreads {
     this.shared = {
       v4: sharedConntrack(4, e.conntrackMax ?? 262144, e.seed),
       v6: sharedConntrack(6, e.conntrackMax6 ?? 65536, e.seed === undefined ? undefined : e.seed ^ 0x66),
+      aff4: sharedAffinity(4, AFFINITY_PINS),
+      aff6: sharedAffinity(6, AFFINITY_PINS6),
       owner: 0,
     }
     // the host's own views, only to release a lock a dead thread held

@@ -86,6 +86,9 @@ export interface NatEngineOptions {
 export interface SharedTables {
   readonly v4: SharedConntrack
   readonly v6: SharedConntrack
+  /** sessionAffinity pins (sharedAffinity()), under the same locks as conntrack; per engine when left out */
+  readonly aff4?: SharedArrayBuffer
+  readonly aff6?: SharedArrayBuffer
   readonly owner: number
 }
 
@@ -137,8 +140,14 @@ export class NatEngine {
   constructor(table: NatTable, opts: NatEngineOptions = {}) {
     const t = opts.timeouts ?? {}
     const sh = opts.shared
-    this.v4 = new Fam(4, opts.conntrackMax ?? 262144, t, opts.seed, sh && { table: sh.v4, owner: sh.owner })
-    this.v6 = new Fam(6, opts.conntrackMax6 ?? 65536, t, opts.seed === undefined ? undefined : opts.seed ^ 0x66, sh && { table: sh.v6, owner: sh.owner })
+    this.v4 = new Fam(4, opts.conntrackMax ?? 262144, t, opts.seed, sh && { table: sh.v4, owner: sh.owner, ...(sh.aff4 ? { affinity: sh.aff4 } : {}) })
+    this.v6 = new Fam(
+      6,
+      opts.conntrackMax6 ?? 65536,
+      t,
+      opts.seed === undefined ? undefined : opts.seed ^ 0x66,
+      sh && { table: sh.v6, owner: sh.owner, ...(sh.aff6 ? { affinity: sh.aff6 } : {}) },
+    )
     this.isShared = sh !== undefined
     this.tables = new Tables(this.v4, this.v6)
     this.stale = new StaleFlush(this.tables, this.v4, this.v6, new SetView())
@@ -995,12 +1004,14 @@ export class NatEngine {
     const aff = fam.aff
     aff.key[0] = sp.id
     if (parseIpWords(client, sp.family, aff.key, 1) === undefined) return undefined
-    const s = aff.map.find()
-    if (s < 0 || aff.expiresOf(s) <= now) return undefined
-    return {
-      endpoint: endpointString(wordsToString(aff.vals, aff.valOff(s), sp.family), aff.portOf(s)),
-      expiresIn: aff.expiresOf(s) - now,
-    }
+    return this.locked(() => {
+      const s = aff.map.find()
+      if (s < 0 || aff.expiresOf(s) <= now) return undefined
+      return {
+        endpoint: endpointString(wordsToString(aff.vals, aff.valOff(s), sp.family), aff.portOf(s)),
+        expiresIn: aff.expiresOf(s) - now,
+      }
+    })
   }
 
   /** Deletes the conntrack entries the filter selects (conntrack -D); returns how many. Single-thread convenience. */

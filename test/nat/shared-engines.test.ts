@@ -4,6 +4,7 @@ import t from 'tap'
 import { compileNat } from '../../src/nat/compile'
 import type { NatConfig } from '../../src/nat/compile'
 import { sharedConntrack } from '../../src/nat/conntrack'
+import { sharedAffinity } from '../../src/nat/select'
 import { NatAction, NatEngine, NatStat } from '../../src/nat/engine'
 import { ACK, BASE_CONFIG, NODE, PSH, SYN, checksumProblems, ep, flow, info, parse, port, svc, tcp4, udp4 } from './packets'
 
@@ -33,12 +34,19 @@ const two = svc('two', {
   ],
 })
 
+const sticky = svc('sticky', { ...two, clusterIPs: ['10.96.0.30'], affinityTimeout: 600 })
+
 function pair(): [NatEngine, NatEngine] {
-  const table = compileNat({ services: [two], nodes: [], pods: [] }, CONFIG)
+  const table = compileNat({ services: [two, sticky], nodes: [], pods: [] }, CONFIG)
   const v4 = sharedConntrack(4, 1024, 11)
   const v6 = sharedConntrack(6, 64, 12)
+  const aff4 = sharedAffinity(4, 64)
+  const aff6 = sharedAffinity(6, 16)
   // different seeds for endpoint choice: the threads' RNGs are their own
-  return [new NatEngine(table, { seed: 1, shared: { v4, v6, owner: 1 } }), new NatEngine(table, { seed: 2, shared: { v4, v6, owner: 2 } })]
+  return [
+    new NatEngine(table, { seed: 1, shared: { v4, v6, aff4, aff6, owner: 1 } }),
+    new NatEngine(table, { seed: 2, shared: { v4, v6, aff4, aff6, owner: 2 } }),
+  ]
 }
 
 function run(eng: NatEngine, p: Buffer): number {
@@ -100,6 +108,29 @@ t.test('deletes and reaping on one thread are seen by the other', async tt => {
   tt.same(a.conntrackEntries(NOW), [])
   tt.equal(run(b, udp4('10.100.1.60', '10.96.0.20', 10000, 53)), NatAction.FORWARD, 'a flushed tuple starts over')
   tt.equal(a.ctCount(), 1)
+})
+
+t.test('sessionAffinity ClientIP: one pin for the client whichever thread its connections arrive on', async tt => {
+  const [a, b] = pair()
+  const seen = new Set<string>()
+  for (let i = 0; i < 24; i++) {
+    const p = tcp4('10.100.1.70', '10.96.0.30', 41000 + i, 80, SYN)
+    tt.equal(run(i % 2 === 0 ? a : b, p), NatAction.FORWARD)
+    seen.add(flow(p).split(' > ')[1]!)
+  }
+  tt.equal(seen.size, 1, `every connection to the one endpoint it was pinned to (${[...seen].join(', ')})`)
+  tt.equal(a.stats().affinity_pins, 1, 'one pin, seen from thread A')
+  tt.equal(b.stats().affinity_pins, 1, 'and from thread B')
+  tt.equal(b.findAffinity({ id: a.table.svcPorts.findIndex(sp => sp?.name === 'sticky'), family: 4 }, '10.100.1.70', NOW)?.endpoint, [...seen][0])
+})
+
+t.test('a full shared affinity table: connections still go through, without a pin', async tt => {
+  const table = compileNat({ services: [two, sticky], nodes: [], pods: [] }, CONFIG)
+  const shared = { v4: sharedConntrack(4, 1024, 11), v6: sharedConntrack(6, 64, 12), aff4: sharedAffinity(4, 8), aff6: sharedAffinity(6, 8), owner: 1 }
+  const eng = new NatEngine(table, { seed: 1, shared })
+  for (let i = 0; i < 20; i++) tt.equal(run(eng, tcp4(`10.100.2.${i + 1}`, '10.96.0.30', 42000, 80, SYN)), NatAction.FORWARD)
+  tt.equal(eng.stats().affinity_pins, 8, 'pins up to the table size')
+  tt.equal(eng.ctCount(), 20, 'every connection tracked')
 })
 
 t.test('a lock held by a thread that died is released by its owner id', async tt => {
