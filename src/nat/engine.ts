@@ -804,7 +804,7 @@ export class NatEngine {
     tb.apply(img)
     this.table_ = table
     this.resizeServiceCounters(tb.ids, img.staleIds)
-    this.stale.add(img)
+    this.locked(() => this.stale.add(img)) // it reads conntrack's per-service counts
     return this.step(this.flushBudget)
   }
 
