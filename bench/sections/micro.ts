@@ -3,6 +3,7 @@
 import dnsPacket from 'dns-packet'
 import { compileNat, updateNat } from '../../src/nat/compile'
 import { NatAction, NatEngine } from '../../src/nat/engine'
+import { sharedConntrack } from '../../src/nat/conntrack'
 import { natImage } from '../../src/nat/image'
 import { SCHED_NAMES } from '../../src/nat/sched'
 import { ctChunkBytes } from '../../src/nat/ctview'
@@ -104,9 +105,15 @@ export function runMicro(quick: boolean, runner: MicroRunner = benchmarkJs): Mic
   })
 
   // ---- NAT per packet ----
-  for (const n of [1, 1000, 20000]) {
-    const table = compileNat(synthCluster(n, 10), NAT_CONFIG)
-    const eng = new NatEngine(table, { seed: 1, conntrackMax: 1 << 16 })
+  // 'shared': conntrack in a SharedArrayBuffer as packet threads have it (tun.packetThreads > 1): the lock per packet
+  for (const n of [1, 1000, 20000, 'shared'] as const) {
+    const shared = n === 'shared'
+    const table = compileNat(synthCluster(shared ? 1000 : n, 10), NAT_CONFIG)
+    const eng = new NatEngine(table, {
+      seed: 1,
+      conntrackMax: 1 << 16,
+      ...(shared ? { shared: { v4: sharedConntrack(4, 1 << 16, 1), v6: sharedConntrack(6, 1024, 2), owner: 1 } } : {}),
+    })
     const work = new Uint8Array(64)
     // An established flow to service 0: SYN, SYN-ACK (from whichever endpoint was chosen), ACK.
     const vip0 = ip(vipOf(0))
@@ -122,7 +129,7 @@ export function runMicro(quick: boolean, runner: MicroRunner = benchmarkJs): Mic
     const ackTpl = tcp4(CLIENT, vip0, 33000, SERVICE_PORT, TCP_ACK, 0, 1001, 5001)
     const len = ackTpl.length
     run({
-      group: `nat ${n} services`,
+      group: shared ? 'nat 1000 services, shared conntrack (packet threads)' : `nat ${n} services`,
       name: 'established flow: parse + conntrack + rewrite',
       opsPerCall: 32,
       fn: () => {
@@ -133,6 +140,7 @@ export function runMicro(quick: boolean, runner: MicroRunner = benchmarkJs): Mic
         }
       },
     })
+    if (shared) continue
     const ct = eng.v4.ct
     for (const [label, idx] of [
       ['first', 0],

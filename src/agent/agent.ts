@@ -55,10 +55,23 @@ export interface AgentOptions {
 
 /**
  * How the TUN is read: by default inline (the packet thread polls it, busy-polling 100 µs after the last packet) with
- * one queue. TUNDRA_TUN_IO, TUNDRA_BUSY_POLL_US and TUNDRA_TUN_QUEUES override the config, for measuring one
- * setting against another without editing it.
+ * one queue. TUNDRA_TUN_IO, TUNDRA_BUSY_POLL_US, TUNDRA_TUN_QUEUES and TUNDRA_PACKET_THREADS override the config,
+ * for measuring one setting against another without editing it. More than one packet thread: one queue each, inline.
  */
-function tunIo(cfg: AgentConfig): { queues: number; io: 'thread' | 'inline'; busyPollUs: number } {
+function tunIo(cfg: AgentConfig): { queues: number; io: 'thread' | 'inline'; busyPollUs: number; packetThreads: number } {
+  const threads = process.env['TUNDRA_PACKET_THREADS'] !== undefined ? Number(process.env['TUNDRA_PACKET_THREADS']) : (cfg.tun.packetThreads ?? 1)
+  if (threads > 1) {
+    // each packet thread reads one queue inline: anything else said explicitly is refused, not bent
+    if (cfg.tun.queues !== undefined && cfg.tun.queues > 1 && cfg.tun.queues !== threads)
+      throw new AgentError(`tun.queues ${cfg.tun.queues} with tun.packetThreads ${threads}: each packet thread reads one queue, so they must be equal`)
+    if (cfg.tun.io === 'thread') throw new AgentError(`tun.io "thread" with tun.packetThreads ${threads}: packet threads read their queue inline`)
+    const busyPollUs = process.env['TUNDRA_BUSY_POLL_US'] !== undefined ? Number(process.env['TUNDRA_BUSY_POLL_US']) : (cfg.tun.busyPollUs ?? 100)
+    return { queues: threads, io: 'inline', busyPollUs, packetThreads: threads }
+  }
+  return { ...tunIo1(cfg), packetThreads: threads }
+}
+
+function tunIo1(cfg: AgentConfig): { queues: number; io: 'thread' | 'inline'; busyPollUs: number } {
   const env = (k: string): string | undefined => process.env[k]
   const envIo = env('TUNDRA_TUN_IO')
   const io = envIo === 'thread' || envIo === 'inline' ? envIo : (cfg.tun.io ?? 'inline')
@@ -264,8 +277,9 @@ export class Agent implements DataplaneView {
     const peers = cfg.vxlan.peers.map((p, i) => toPeer(p, `vxlan.peers[${i}]`))
     this.peers = cfg.vxlan.peers.map(p => ({ ...p }))
 
-    const tunOpts: TunOptions = { name: cfg.tun.name, vnetHdr: cfg.tun.vnetHdr, offloads: cfg.tun.vnetHdr, txqueuelen: 10000, ...tunIo(cfg) }
-    const tun = await this.packet.call<{ name: string; vnetHdr: boolean; offloadsAccepted: unknown }>({ op: 'open', tun: tunOpts })
+    const { packetThreads, ...io } = tunIo(cfg)
+    const tunOpts: TunOptions = { name: cfg.tun.name, vnetHdr: cfg.tun.vnetHdr, offloads: cfg.tun.vnetHdr, txqueuelen: 10000, ...io }
+    const tun = await this.packet.call<{ name: string; vnetHdr: boolean; offloadsAccepted: unknown }>({ op: 'open', tun: tunOpts, packetThreads })
     this.log(`[agent] ${tun.name} open: vnet header ${tun.vnetHdr ? 'on' : 'off'}, offloads ${JSON.stringify(tun.offloadsAccepted)}`)
     const restarted = wiredBefore(cfg)
     this.wiring = await wire(cfg, tun.name, servesLocalhostNodePorts(this.natCfg))
@@ -299,7 +313,7 @@ export class Agent implements DataplaneView {
         this.reload()
         return { reloads: this.reloads, lastSyncMs: this.lastSyncMs }
       },
-      ...(this.opts.testHooks ? testHooks() : {}),
+      ...(this.opts.testHooks ? testHooks(this.packet) : {}),
       ...(this.opts.handlers ? this.opts.handlers(this) : {}),
     }
     this.control = await serveControl(cfg.control, handlers)
@@ -528,9 +542,10 @@ export class Agent implements DataplaneView {
   }
 }
 
-/** Commands that make this thread fail, for tests of what the packet thread does then. */
-function testHooks(): Record<string, Handler> {
+/** Commands that make this thread (or a packet thread) fail, for tests of what the other threads do then. */
+function testHooks(packet: Link): Record<string, Handler> {
   return {
+    'test-crash-packet-thread': args => packet.call({ op: 'testCrashPacketThread', index: Number(args['index'] ?? 0) }),
     'test-crash': () => {
       setImmediate(() => {
         throw new Error('test-crash: the control thread fails on purpose')

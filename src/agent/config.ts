@@ -47,6 +47,11 @@ export interface AgentConfig {
     readonly io?: 'thread' | 'inline'
     /** io 'inline': µs to keep polling after the last packet before sleeping (TunOptions.busyPollUs; default 100) */
     readonly busyPollUs?: number
+    /**
+     * packet threads, each reading its own TUN queue inline over a shared conntrack (default 1: the process's main
+     * thread reads every packet). More than 1 needs as many queues (queues defaults to this then).
+     */
+    readonly packetThreads?: number
   }
   readonly vxlan: {
     readonly vni: number

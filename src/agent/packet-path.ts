@@ -95,6 +95,48 @@ function nodeIp6Of(c: ResolvedNatConfig): { nodeIp6?: Uint8Array } {
 /** At most this many endpoint counter slots freed by one endpointCounters request. */
 export const ENDPOINT_RELEASE_BATCH = 1024
 
+/** Counter names whose value is the same table seen from every packet thread: taken once, not summed. */
+const SHARED_COUNTERS = new Set([
+  'conntrack_entries',
+  'conntrack_entries_ipv4',
+  'conntrack_entries_ipv6',
+  'conntrack_max_ipv4',
+  'conntrack_max_ipv6',
+  'bounds',
+  'names',
+  'serial',
+])
+
+/**
+ * One reply out of the replies of several packet threads to the same request (counters, dnsMetrics,
+ * serviceCounters): numbers and number arrays summed by name, except what every thread sees alike (shared conntrack
+ * sizes, the zone, histogram bounds), which is taken from the first.
+ */
+export function mergeReplies(replies: readonly unknown[]): unknown {
+  const merge = (a: unknown, b: unknown, key: string): unknown => {
+    if (SHARED_COUNTERS.has(key)) return a
+    if (typeof a === 'number' && typeof b === 'number') return a + b
+    if ((Array.isArray(a) || a instanceof Float64Array) && (Array.isArray(b) || b instanceof Float64Array)) {
+      const out = new Float64Array(Math.max(a.length, b.length))
+      for (let i = 0; i < out.length; i++) out[i] = Number(a[i] ?? 0) + Number(b[i] ?? 0)
+      return Array.isArray(a) ? Array.from(out) : out
+    }
+    if (a !== null && b !== null && typeof a === 'object' && typeof b === 'object') {
+      const out: Record<string, unknown> = { ...(a as Record<string, unknown>) }
+      for (const [k, v] of Object.entries(b as Record<string, unknown>)) out[k] = k in out ? merge(out[k], v, k) : v
+      return out
+    }
+    return a
+  }
+  let out = replies[0]
+  for (let i = 1; i < replies.length; i++) out = merge(out, replies[i], '')
+  if (out !== null && typeof out === 'object' && 'device_batches' in out) {
+    const c = out as Record<string, number>
+    c['avg_packets_per_batch'] = c['device_batches']! > 0 ? c['device_packets']! / c['device_batches']! : 0
+  }
+  return out
+}
+
 function toPeer(p: PeerSpec): Peer {
   return { net: p.net, mask: p.mask, ip: p.ip, mac: Buffer.from(p.mac) }
 }

@@ -90,7 +90,7 @@ function agentConfigFor(cfg: RunConfig, cluster: Cluster, nodeName: string): Age
     ...(cfg.masqueradeAll ? { masqueradeAll: true } : {}),
     manifests: [],
     dns: { ip: t.dns.ip, zone: t.dns.zone, upstreams: t.dns.upstreams, ttl: t.dns.ttl },
-    tun: { name: t.tun.name, vnetHdr: t.tun.offloads, queues: t.tun.queues, io: t.tun.io, busyPollUs: t.tun.busyPollUs },
+    tun: { name: t.tun.name, vnetHdr: t.tun.offloads, queues: t.tun.queues, io: t.tun.io, busyPollUs: t.tun.busyPollUs, packetThreads: t.tun.packetThreads },
     vxlan: { vni: VXLAN_VNI, port: VXLAN_PORT, peers: peersOf(cluster, nodeName) },
     control: t.control,
     ...(cfg.nodePortAddresses.length > 0 ? { nodePortAddresses: cfg.nodePortAddresses } : {}),

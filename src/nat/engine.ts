@@ -48,7 +48,7 @@ import { StaleFlush } from './flush'
 import { CT_CHUNK, decodeCtChunk, encodeCtChunk, flushCtChunk, newRestoreReport, prepareRestore, resolveCtFilter, restoreCtChunk } from './ctview'
 import type { ConntrackEntry, ConntrackFilter, CtFilter, RestoreReport } from './ctview'
 import { assembleSnapshot } from './ctview'
-import type { ConntrackTimeouts } from './conntrack'
+import type { ConntrackTimeouts, SharedConntrack } from './conntrack'
 
 export { MASQ_REASON_NAMES, MasqReason, NAT_STAT_NAMES, NatAction, NatStat } from './verdict'
 export type { NatActionValue } from './verdict'
@@ -77,6 +77,21 @@ export interface NatEngineOptions {
   readonly fragmentTimeout?: number
   /** conntrack entries / affinity slots the stale-flow flush visits per tick (default 8192, well under 1 ms) */
   readonly flushBudget?: number
+  /**
+   * Conntrack shared with other packet threads (sharedConntrack() per family): conntrackMax/seed then come from the
+   * tables; `owner` (1..2^31-1, unique per thread) names this thread's hold on their locks.
+   */
+  readonly shared?: SharedTables
+}
+
+/** The conntrack tables packet threads share, and which thread this engine is. */
+export interface SharedTables {
+  readonly v4: SharedConntrack
+  readonly v6: SharedConntrack
+  /** sessionAffinity pins (sharedAffinity()), under the same locks as conntrack; per engine when left out */
+  readonly aff4?: SharedArrayBuffer
+  readonly aff6?: SharedArrayBuffer
+  readonly owner: number
 }
 
 export interface SwapResult {
@@ -125,11 +140,21 @@ export class NatEngine {
   private table_: NatTable | undefined
   /** the coarse clock as last given to tick() (conntrack chunks report expiry against it) */
   private now = 0
+  /** conntrack is shared with other packet threads: every use of it holds its family's lock */
+  readonly isShared: boolean
 
   constructor(table: NatTable, opts: NatEngineOptions = {}) {
     const t = opts.timeouts ?? {}
-    this.v4 = new Fam(4, opts.conntrackMax ?? 262144, t, opts.seed)
-    this.v6 = new Fam(6, opts.conntrackMax6 ?? 65536, t, opts.seed === undefined ? undefined : opts.seed ^ 0x66)
+    const sh = opts.shared
+    this.v4 = new Fam(4, opts.conntrackMax ?? 262144, t, opts.seed, sh && { table: sh.v4, owner: sh.owner, ...(sh.aff4 ? { affinity: sh.aff4 } : {}) })
+    this.v6 = new Fam(
+      6,
+      opts.conntrackMax6 ?? 65536,
+      t,
+      opts.seed === undefined ? undefined : opts.seed ^ 0x66,
+      sh && { table: sh.v6, owner: sh.owner, ...(sh.aff6 ? { affinity: sh.aff6 } : {}) },
+    )
+    this.isShared = sh !== undefined
     this.tables = new Tables(this.v4, this.v6)
     this.stale = new StaleFlush(this.tables, this.v4, this.v6, new SetView())
     this.rng = new Rng(opts.seed)
@@ -168,7 +193,37 @@ export class NatEngine {
   // Hot path
 
   /** See the file header. `info` must come from parsePacket(buf, off, len) returning PASS. */
-  process(buf: Uint8Array, _off: number, _len: number, info: PacketInfo, partialCsum: boolean, now: number): number {
+  process(buf: Uint8Array, off: number, len: number, info: PacketInfo, partialCsum: boolean, now: number): number {
+    if (!this.isShared) return this.processOne(buf, off, len, info, partialCsum, now)
+    // Shared conntrack: one packet's NAT step under its family's lock (nothing in it throws or waits).
+    const ct = info.family === 6 ? this.v6.ct : this.v4.ct
+    ct.lock()
+    const r = this.processOne(buf, off, len, info, partialCsum, now)
+    ct.unlock()
+    return r
+  }
+
+  /** Runs `fn` holding both conntrack locks (v4 then v6: the one order) when shared; off the hot path. */
+  private locked<T>(fn: () => T): T {
+    if (!this.isShared) return fn()
+    this.v4.ct.lock()
+    this.v6.ct.lock()
+    try {
+      return fn()
+    } finally {
+      this.v6.ct.unlock()
+      this.v4.ct.unlock()
+    }
+  }
+
+  /** A packet thread that died holding a conntrack lock (its `owner` id): releases it. Returns whether any was held. */
+  releaseLocksOf(owner: number): boolean {
+    const a = this.v4.ct.releaseIfHeldBy(owner)
+    const b = this.v6.ct.releaseIfHeldBy(owner)
+    return a || b
+  }
+
+  private processOne(buf: Uint8Array, _off: number, _len: number, info: PacketInfo, partialCsum: boolean, now: number): number {
     const fam = info.family === 4 ? this.v4 : info.family === 6 ? this.v6 : null
     if (fam === null) return this.pass()
     if (info.l4Off < 0) return this.laterFragment(fam, buf, info, now)
@@ -756,8 +811,10 @@ export class NatEngine {
    */
   tick(now: number): void {
     this.now = now
-    this.reapFamily(this.v4, now)
-    this.reapFamily(this.v6, now)
+    this.locked(() => {
+      this.reapFamily(this.v4, now)
+      this.reapFamily(this.v6, now)
+    })
     this.step(this.flushBudget)
   }
 
@@ -774,7 +831,7 @@ export class NatEngine {
    */
   step(budget: number = this.flushBudget): SwapResult {
     const r0 = this.stale.resets
-    const flushed = this.stale.step(budget, this)
+    const flushed = this.locked(() => this.stale.step(budget, this))
     this.counters[NatStat.STALE_FLUSHED]! += flushed
     return { flushed, resets: this.stale.resets - r0 }
   }
@@ -798,7 +855,7 @@ export class NatEngine {
     tb.apply(img)
     this.table_ = table
     this.resizeServiceCounters(tb.ids, img.staleIds)
-    this.stale.add(img)
+    this.locked(() => this.stale.add(img)) // it reads conntrack's per-service counts
     return this.step(this.flushBudget)
   }
 
@@ -927,12 +984,12 @@ export class NatEngine {
    * Snapshots are assembled from the same chunks (assembleSnapshot).
    */
   ctChunk(cursor: number, max: number = CT_CHUNK, now: number = this.now, into?: ArrayBuffer): { bytes: ArrayBuffer; next: number } {
-    return encodeCtChunk(this.v4, this.v6, cursor, max, now, into)
+    return this.locked(() => encodeCtChunk(this.v4, this.v6, cursor, max, now, into))
   }
 
   /** Deletes entries a resolved filter selects among the next O(max) slots (conntrack -D in slices). */
   flushChunk(filter: CtFilter, cursor: number, max: number = CT_CHUNK): { flushed: number; next: number } {
-    return flushCtChunk(this.v4, this.v6, filter, cursor, max)
+    return this.locked(() => flushCtChunk(this.v4, this.v6, filter, cursor, max))
   }
 
   /** Every live conntrack entry, decoded (single-thread convenience over ctChunk + decodeCtChunk). */
@@ -966,9 +1023,11 @@ export class NatEngine {
     const w = new Uint32Array(fam.kw)
     if (parseIpWords(src, family, w, 0) === undefined || parseIpWords(dst, family, w, fam.aw) === undefined) return undefined
     w[2 * fam.aw] = ((sport << 16) | dport) >>> 0
-    const ref = fam.ct.find(w, 0, proto)
-    if (ref < 0 || fam.ct.expires[ref >>> 1]! <= now) return undefined
-    return { entry: this.decode(fam, ref >>> 1, now), direction: (ref & 1) === ORIG ? 'original' : 'reply' }
+    return this.locked(() => {
+      const ref = fam.ct.find(w, 0, proto)
+      if (ref < 0 || fam.ct.expires[ref >>> 1]! <= now) return undefined
+      return { entry: this.decode(fam, ref >>> 1, now), direction: (ref & 1) === ORIG ? ('original' as const) : ('reply' as const) }
+    })
   }
 
   /**
@@ -980,10 +1039,12 @@ export class NatEngine {
     const w = this.tupleScratch
     if (parseIpWords(src, family, w, 0) === undefined || parseIpWords(dst, family, w, fam.aw) === undefined) return false
     w[2 * fam.aw] = ((sport << 16) | dport) >>> 0
-    const ref = fam.ct.find(w, 0, proto)
-    if (ref < 0 || (ref & 1) !== ORIG) return false
-    fam.ct.delete(ref >>> 1)
-    return true
+    return this.locked(() => {
+      const ref = fam.ct.find(w, 0, proto)
+      if (ref < 0 || (ref & 1) !== ORIG) return false
+      fam.ct.delete(ref >>> 1)
+      return true
+    })
   }
 
   private readonly tupleScratch = new Uint32Array(9)
@@ -994,12 +1055,14 @@ export class NatEngine {
     const aff = fam.aff
     aff.key[0] = sp.id
     if (parseIpWords(client, sp.family, aff.key, 1) === undefined) return undefined
-    const s = aff.map.find()
-    if (s < 0 || aff.expiresOf(s) <= now) return undefined
-    return {
-      endpoint: endpointString(wordsToString(aff.vals, aff.valOff(s), sp.family), aff.portOf(s)),
-      expiresIn: aff.expiresOf(s) - now,
-    }
+    return this.locked(() => {
+      const s = aff.map.find()
+      if (s < 0 || aff.expiresOf(s) <= now) return undefined
+      return {
+        endpoint: endpointString(wordsToString(aff.vals, aff.valOff(s), sp.family), aff.portOf(s)),
+        expiresIn: aff.expiresOf(s) - now,
+      }
+    })
   }
 
   /** Deletes the conntrack entries the filter selects (conntrack -D); returns how many. Single-thread convenience. */
@@ -1047,27 +1110,29 @@ export class NatEngine {
    */
   restoreChunk(bytes: ArrayBuffer | Uint8Array, now: number, report: RestoreReport = newRestoreReport()): RestoreReport {
     const view = new SetView()
-    restoreCtChunk(this.v4, this.v6, bytes, now, report, (fam, e) => {
-      const ct = fam.ct
-      const id = ct.svcPort[e]!
-      if (id < 0) {
-        this.endpoints.attach(fam.aw === 1 ? 0 : 1, ct, e, 0, false)
-        return true
-      }
-      const ro = ct.tupleOff(e, REPLY)
-      if (this.tables.present(id) && findEndpoint(this.tables.view(view, id, Rec.SERVING_SET), ct.tuples, ro, ct.tuples[ro + 2 * fam.aw]! >>> 16, -1) >= 0) {
-        this.endpoints.attach(fam.aw === 1 ? 0 : 1, ct, e, this.tables.rec[id * REC_WORDS + Rec.UID]!, false)
-        return true
-      }
-      // Endpoints that stopped serving while we were down.
-      if (ct.proto[e] === IPPROTO_TCP) {
-        const s = ct.state[e]!
-        if (s !== TcpState.TIME_WAIT && s !== TcpState.CLOSE && s !== TcpState.NONE) this.queueReset(fam, e)
-      }
-      ct.delete(e)
-      this.counters[NatStat.STALE_FLUSHED]!++
-      return false
-    })
+    this.locked(() =>
+      restoreCtChunk(this.v4, this.v6, bytes, now, report, (fam, e) => {
+        const ct = fam.ct
+        const id = ct.svcPort[e]!
+        if (id < 0) {
+          this.endpoints.attach(fam.aw === 1 ? 0 : 1, ct, e, 0, false)
+          return true
+        }
+        const ro = ct.tupleOff(e, REPLY)
+        if (this.tables.present(id) && findEndpoint(this.tables.view(view, id, Rec.SERVING_SET), ct.tuples, ro, ct.tuples[ro + 2 * fam.aw]! >>> 16, -1) >= 0) {
+          this.endpoints.attach(fam.aw === 1 ? 0 : 1, ct, e, this.tables.rec[id * REC_WORDS + Rec.UID]!, false)
+          return true
+        }
+        // Endpoints that stopped serving while we were down.
+        if (ct.proto[e] === IPPROTO_TCP) {
+          const s = ct.state[e]!
+          if (s !== TcpState.TIME_WAIT && s !== TcpState.CLOSE && s !== TcpState.NONE) this.queueReset(fam, e)
+        }
+        ct.delete(e)
+        this.counters[NatStat.STALE_FLUSHED]!++
+        return false
+      }),
+    )
     return report
   }
 }

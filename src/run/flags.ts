@@ -204,6 +204,15 @@ export const RUN_FLAGS: readonly FlagSpec[] = [
   own('--busy-poll-us', 'int', 'tundra.tun.busyPollUs', 'inline reader: µs to keep polling after the last packet before sleeping (default 100; 0 = never)', {
     arg: '<us>',
   }),
+  own(
+    '--packet-threads',
+    'int',
+    'tundra.tun.packetThreads',
+    'packet threads, each reading its own TUN queue (default 1; more needs --tun-queues equal to it)',
+    {
+      arg: '<n>',
+    },
+  ),
   own('--dns-ip', 'ip', 'tundra.dns.ip', 'the cluster DNS address tundra answers on (default 10.96.0.10)', { arg: '<ip>' }),
   own('--dns-zone', 'string', 'tundra.dns.zone', 'cluster domain (default cluster.local)', { arg: '<zone>' }),
   own('--dns-upstream', 'list', 'tundra.dns.upstreams', 'upstream resolvers, comma-separated (default: /etc/resolv.conf)', { arg: '<addrs>' }),

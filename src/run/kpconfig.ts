@@ -104,6 +104,8 @@ export interface TundraSection {
     /** who reads the TUN (TunOptions.io) and how long the inline reader keeps polling after a packet */
     readonly io: 'thread' | 'inline'
     readonly busyPollUs: number
+    /** packet threads, one TUN queue each (AgentConfig tun.packetThreads) */
+    readonly packetThreads: number
   }
   readonly dns: {
     readonly zone: string
@@ -251,6 +253,7 @@ export function parseKubeProxyConfig(textIn: string, file = 'kube-proxy.yaml'): 
         offloads: flag(sub(t, 'tun'), 'offloads'),
         io: text(sub(t, 'tun'), 'io') as 'thread' | 'inline' | undefined,
         busyPollUs: num(sub(t, 'tun'), 'busyPollUs'),
+        packetThreads: num(sub(t, 'tun'), 'packetThreads'),
       },
       dns: {
         zone: nz(text(sub(t, 'dns'), 'zone')),
@@ -467,6 +470,7 @@ export function resolveRunConfig(input: RunConfigInput, opts: ResolveOptions & {
         offloads: t.tun?.offloads ?? true,
         io: t.tun?.io ?? 'inline',
         busyPollUs: t.tun?.busyPollUs ?? 100,
+        packetThreads: t.tun?.packetThreads ?? 1,
       },
       dns: {
         zone: (t.dns?.zone ?? 'cluster.local').replace(/\.$/, ''),

@@ -182,6 +182,7 @@ export const SCHEMA: Spec = obj({
       offloads: bool(),
       io: str({ enum: ['thread', 'inline'] }),
       busyPollUs: int(0, 1000000),
+      packetThreads: int(1, 64),
     }),
     dns: obj({ zone: str(), ip: str({ check: checkIP }), upstreams: { k: 'list', check: checkUpstream }, ttl: int(0, 2147483647) }),
     lb: str({ enum: ['random', 'maglev'] }),

@@ -61,7 +61,7 @@ t.test("defaults without a file are kube-proxy's", async t => {
   t.equal(mergeFlags(undefined, {}, { cpus: 8 }).conntrack.max, 262144, 'maxPerCore x CPUs when above min')
   t.equal(c.detectLocalMode, 'ClusterCIDR')
   t.same(c.tundra, {
-    tun: { name: 'tundra0', queues: 1, offloads: true, io: 'inline', busyPollUs: 100 },
+    tun: { name: 'tundra0', queues: 1, offloads: true, io: 'inline', busyPollUs: 100, packetThreads: 1 },
     dns: { zone: 'cluster.local', ip: '10.96.0.10', upstreams: [], ttl: 5 },
     lb: 'random',
     scheduler: 'random',
@@ -144,7 +144,7 @@ tundra:
   t.equal(c.conntrack.udpTimeout, 45)
   t.equal(c.conntrack.udpStreamTimeout, 120)
   t.equal(c.conntrack.tcpBeLiberal, true)
-  t.same(c.tundra.tun, { name: 'tun7', queues: 4, offloads: false, io: 'thread', busyPollUs: 0 })
+  t.same(c.tundra.tun, { name: 'tun7', queues: 4, offloads: false, io: 'thread', busyPollUs: 0, packetThreads: 1 })
   t.same(c.tundra.dns, { zone: 'example.local', ip: '10.96.0.53', upstreams: ['1.1.1.1', '[2001:db8::1]:53'], ttl: 30 })
   t.equal(c.tundra.lb, 'maglev')
   t.equal(c.tundra.icmp, 'reject')
