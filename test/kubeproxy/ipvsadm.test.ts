@@ -125,7 +125,11 @@ t.test('offline: one virtual service per frontend, persistence, the scheduler; l
     entry('tcp', 'ESTABLISHED', ['10.96.0.50', 80], ['10.100.1.7', 8080]),
     entry('udp', '', ['10.96.0.53', 53], ['10.100.1.9', 53]),
   ]
-  const live = { conntrack: async () => entries } as unknown as LiveClient
+  const live = {
+    conntrack: async (visit: (e: (typeof entries)[number]) => void) => {
+      for (const e of entries) visit(e)
+    },
+  } as unknown as LiveClient
   const running: DataplaneView = Object.assign(Object.create(view) as DataplaneView, { live: () => live })
   const text = String(await inspectHandlers(running).dump({ format: 'ipvsadm' }))
   t.match(text, 'TCP  10.96.0.50:80 lc persistent 10800\n  -> 10.100.1.4:8080              Masq    1      2          0         \n')
