@@ -5,8 +5,9 @@
 //   wrr     EndpointSlices carry no weights (every endpoint weighs 1), so it rotates exactly like rr
 //   wlc     (every weight 1) like lc: with 2 long connections open, new ones go to the third endpoint
 //   mh      Maglev hashes the connection's tuple (select.ts flowHash: addresses, ports, protocol): the same client
-//           port always lands on the same endpoint, and many client ports spread over every endpoint
-import t from 'tap'
+//           port always lands on the same endpoint, and many client ports spread over every endpoint (with a control:
+//           the same reused tuples through wrr move, so what holds them still under mh is the hash)
+import t, { type Test } from 'tap'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -89,12 +90,13 @@ for _ in sys.stdin:
 `
 
 /**
- * For each client port in argv[2] (comma-separated), argv[3] times: a connection to argv[1]:80 bound to that port, one
- * request, then an abortive close (RST, so no TIME_WAIT keeps the port): prints "<port> <backend>".
+ * argv[3] rounds of: for each client port in argv[2] (comma-separated), a connection to argv[1]:80 bound to that port,
+ * one request, then an abortive close (RST, so no TIME_WAIT keeps the port): prints "<port> <backend>". The next SYN
+ * of the same tuple finds a closed conntrack entry, which tundra deletes (TcpVerdict.REOPEN): the scheduler picks again.
  */
 const PORTS = `${ASK}
-for port in [int(p) for p in sys.argv[2].split(",")]:
-    for _ in range(int(sys.argv[3])):
+for _ in range(int(sys.argv[3])):
+    for port in [int(p) for p in sys.argv[2].split(",")]:
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -152,22 +154,39 @@ t.test('IPVS schedulers random, wrr, wlc, mh by Service label, real clients', { 
     hold.stop()
   })
 
-  await t.test('mh: the same tuple always lands on one endpoint; many tuples use every endpoint', async t => {
-    const ports = Array.from({ length: 30 }, (_, i) => 41000 + i)
-    const r = await lab.pod('client', [PY, '-c', PORTS, MH, ports.join(','), '3'], { timeoutMs: 90_000 })
+  /** client port -> the backends its connections reached, in order */
+  const byPort = async (t: Test, svc: string, ports: readonly number[], rounds: number): Promise<Map<string, string[]>> => {
+    const r = await lab.pod('client', [PY, '-c', PORTS, svc, ports.join(','), String(rounds)], { timeoutMs: 90_000 })
     t.equal(r.code, 0, r.stderr)
-    const byPort = new Map<string, string[]>()
+    const out = new Map<string, string[]>()
     for (const line of r.stdout.split('\n').filter(l => l !== '')) {
       const [port, backend] = line.split(' ')
-      byPort.set(port!, [...(byPort.get(port!) ?? []), backend!])
+      out.set(port!, [...(out.get(port!) ?? []), backend!])
     }
-    t.equal(byPort.size, 30, 'every client port got its answers')
-    for (const [port, got] of byPort) {
-      t.equal(got.length, 3, `port ${port}: 3 connections`)
-      t.equal(new Set(got).size, 1, `port ${port}: one endpoint for all 3 connections (${got.join(', ')})`)
-      t.ok(web.includes(got[0]!), `port ${port}: an endpoint of the service`)
+    return out
+  }
+
+  await t.test('a reused client tuple is scheduled again (the control for mh: wrr moves it)', async t => {
+    // 2 ports x 3 rounds through wrr's rotation of 3: the same port lands on a different endpoint each round, so a
+    // stable endpoint per port below is mh's hash and not a conntrack entry left from the previous connection.
+    const got = await byPort(t, WRR, [42000, 42001], 3)
+    for (const [port, b] of got) t.equal(new Set(b).size, 3, `port ${port} through wrr: 3 endpoints in 3 rounds (${b.join(', ')})`)
+  })
+
+  await t.test('mh: the same tuple always lands on one endpoint; many tuples use every endpoint', async t => {
+    const got = await byPort(
+      t,
+      MH,
+      Array.from({ length: 30 }, (_, i) => 41000 + i),
+      3,
+    )
+    t.equal(got.size, 30, 'every client port got its answers')
+    for (const [port, b] of got) {
+      t.equal(b.length, 3, `port ${port}: 3 connections`)
+      t.equal(new Set(b).size, 1, `port ${port}: one endpoint for all 3 connections (${b.join(', ')})`)
+      t.ok(web.includes(b[0]!), `port ${port}: an endpoint of the service`)
     }
-    const used = new Set([...byPort.values()].map(g => g[0]!))
+    const used = new Set([...got.values()].map(b => b[0]!))
     t.equal(used.size, 3, `30 client ports spread over all 3 endpoints (${[...used].join(', ')})`)
   })
 })
