@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { netnsSkip } from '../helpers/netns'
 import { PY, tundraLab } from '../fixtures/tundra/lab'
+import { answers, assertLeastLoaded, assertRotation, PY_ASK, schedManifest } from './fixtures/sched-lab'
 
 const skip = netnsSkip('curl', 'unshare', 'python3')
 
@@ -22,79 +23,26 @@ const WRR = '10.96.8.11'
 const WLC = '10.96.8.12'
 const MH = '10.96.8.13'
 
-const manifest = (): string => {
-  const svc = (name: string, ip: string, sched: string): string => `---
-apiVersion: v1
-kind: Service
-metadata: {name: ${name}, labels: {tundra.io/scheduler: ${sched}}}
-spec:
-  clusterIP: ${ip}
-  selector: {app: web}
-  ports: [{name: http, port: 80, targetPort: 8080}]
-`
-  return `apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web, annotations: {tundra.dev/pod-ips: "${WEB.join(',')}"}}
-spec:
-  replicas: 3
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers: [{name: netexec, image: registry.k8s.io/e2e-test-images/agnhost:2.47, ports: [{containerPort: 8080}]}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: client, annotations: {tundra.dev/pod-ip: 10.100.85.60}}
-spec: {containers: [{name: shell, image: busybox}]}
-${svc('web-random', RANDOM, 'random')}${svc('web-wrr', WRR, 'wrr')}${svc('web-wlc', WLC, 'wlc')}${svc('web-mh', MH, 'mh')}`
-}
-
-const answers = (out: string): string[] =>
-  out
-    .split('\n')
-    .filter(l => l !== '')
-    .map(l => l.split('\t')[1] ?? '')
+const manifest = (): string =>
+  schedManifest(
+    WEB,
+    [['client', '10.100.85.60']],
+    [
+      ['web-random', RANDOM, 'random'],
+      ['web-wrr', WRR, 'wrr'],
+      ['web-wlc', WLC, 'wlc'],
+      ['web-mh', MH, 'mh'],
+    ],
+  )
 
 const count = (a: readonly string[], w: string): number => a.filter(x => x === w).length
-
-/** One GET /hostname on a keep-alive connection; the helpers both scripts below share. */
-const ASK = `
-import socket, struct, sys
-REQ = b"GET /hostname HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n"
-def ask(s):
-    s.sendall(REQ)
-    data = b""
-    while b"\\r\\n\\r\\n" not in data:
-        chunk = s.recv(4096)
-        if not chunk:
-            raise ConnectionError("closed")
-        data += chunk
-    head, _, body = data.partition(b"\\r\\n\\r\\n")
-    n = int([l.split(b":")[1] for l in head.split(b"\\r\\n") if l.lower().startswith(b"content-length")][0])
-    while len(body) < n:
-        body += s.recv(4096)
-    return body.decode()
-`
-
-/** Opens argv[2] connections to argv[1]:80, prints "held <backend>" for each, "ready", then holds them until stdin ends. */
-const HOLD = `${ASK}
-socks = []
-for _ in range(int(sys.argv[2])):
-    s = socket.create_connection((sys.argv[1], 80), timeout=5)
-    print("held", ask(s), flush=True)
-    socks.append(s)
-print("ready", flush=True)
-for _ in sys.stdin:
-    pass
-`
 
 /**
  * argv[3] rounds of: for each client port in argv[2] (comma-separated), a connection to argv[1]:80 bound to that port,
  * one request, then an abortive close (RST, so no TIME_WAIT keeps the port): prints "<port> <backend>". The next SYN
  * of the same tuple finds a closed conntrack entry, which tundra deletes (TcpVerdict.REOPEN): the scheduler picks again.
  */
-const PORTS = `${ASK}
+const PORTS = `${PY_ASK}
 for _ in range(int(sys.argv[3])):
     for port in [int(p) for p in sys.argv[2].split(",")]:
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -133,25 +81,11 @@ t.test('IPVS schedulers random, wrr, wlc, mh by Service label, real clients', { 
   })
 
   await t.test('wrr: every weight is 1, so 30 connections rotate exactly like rr', async t => {
-    const r = await lab.tool('client', ['http', WRR, '80', '/hostname', '30'], { timeoutMs: 60_000 })
-    t.equal(r.code, 0, r.stderr)
-    const a = answers(r.stdout)
-    t.equal(a.length, 30)
-    t.equal(new Set(a.slice(0, 3)).size, 3, `the first 3 answers are the 3 endpoints (${a.slice(0, 3).join(', ')})`)
-    for (const w of web) t.equal(count(a, w), 10, `${w}: 10 of 30`)
-    for (let i = 3; i < 30; i++) t.equal(a[i], a[i - 3], `answer ${i} repeats answer ${i - 3}`)
+    await assertRotation(t, lab, WRR, web)
   })
 
   await t.test('wlc: with 2 long connections open, new ones go to the third endpoint', async t => {
-    const hold = lab.stream('client', [PY, '-c', HOLD, WLC, '2'])
-    await hold.line(/^ready$/, 15_000)
-    const held = hold.lines.filter(l => l.startsWith('held ')).map(l => l.slice(5))
-    t.equal(new Set(held).size, 2, `the two held connections are on two endpoints (${held.join(', ')})`)
-    const free = web.find(w => !held.includes(w))!
-    const r = await lab.tool('client', ['http', WLC, '80', '/hostname', '6'], { timeoutMs: 60_000 })
-    t.equal(r.code, 0, r.stderr)
-    t.same(answers(r.stdout), Array(6).fill(free), `each short connection (closed before the next) goes to ${free}`)
-    hold.stop()
+    await assertLeastLoaded(t, lab, WLC, web)
   })
 
   /** client port -> the backends its connections reached, in order */

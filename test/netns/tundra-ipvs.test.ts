@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { netnsSkip } from '../helpers/netns'
 import { PY, Streamed, tundraLab } from '../fixtures/tundra/lab'
+import { answers, assertLeastLoaded, assertRotation, PY_HOLD as HOLD, schedManifest } from './fixtures/sched-lab'
 import { readObjects, writeObject } from '../../src/lab/objects'
 import type { EndpointSlice } from '../../src/k8s/types'
 import { execArgv } from '../../src/lab/index'
@@ -25,78 +26,19 @@ const RR = '10.96.7.10'
 const SH = '10.96.7.11'
 const LC = '10.96.7.12'
 
-const manifest = (): string => {
-  const svc = (name: string, ip: string, sched: string): string => `---
-apiVersion: v1
-kind: Service
-metadata: {name: ${name}, labels: {tundra.io/scheduler: ${sched}}}
-spec:
-  clusterIP: ${ip}
-  selector: {app: web}
-  ports: [{name: http, port: 80, targetPort: 8080}]
-`
-  return `apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web, annotations: {tundra.dev/pod-ips: "${WEB.join(',')}"}}
-spec:
-  replicas: 3
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers: [{name: netexec, image: registry.k8s.io/e2e-test-images/agnhost:2.47, ports: [{containerPort: 8080}]}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: client, annotations: {tundra.dev/pod-ip: 10.100.85.50}}
-spec: {containers: [{name: shell, image: busybox}]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: client2, annotations: {tundra.dev/pod-ip: 10.100.85.51}}
-spec: {containers: [{name: shell, image: busybox}]}
-${svc('web-rr', RR, 'rr')}${svc('web-sh', SH, 'sh')}${svc('web-lc', LC, 'lc')}`
-}
-
-const answers = (out: string): string[] =>
-  out
-    .split('\n')
-    .filter(l => l !== '')
-    .map(l => l.split('\t')[1] ?? '')
-
-/**
- * Opens `n` keep-alive connections, one request each, prints the backend of each ("held <name>"), then for every line
- * on stdin asks each connection again ("again <name>" or "again ERR <why>"); holds them until stdin ends.
- */
-const HOLD = `
-import socket, sys
-REQ = b"GET /hostname HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n"
-def ask(s):
-    s.sendall(REQ)
-    data = b""
-    while b"\\r\\n\\r\\n" not in data:
-        chunk = s.recv(4096)
-        if not chunk:
-            raise ConnectionError("closed")
-        data += chunk
-    head, _, body = data.partition(b"\\r\\n\\r\\n")
-    n = int([l.split(b":")[1] for l in head.split(b"\\r\\n") if l.lower().startswith(b"content-length")][0])
-    while len(body) < n:
-        body += s.recv(4096)
-    return body.decode()
-socks = []
-for _ in range(int(sys.argv[2])):
-    s = socket.create_connection((sys.argv[1], int(sys.argv[3]) if len(sys.argv) > 3 else 80), timeout=5)
-    print("held", ask(s), flush=True)
-    socks.append(s)
-print("ready", flush=True)
-for _ in sys.stdin:
-    for s in socks:
-        try:
-            print("again", ask(s), flush=True)
-        except Exception as e:
-            print("again ERR", type(e).__name__, flush=True)
-`
+const manifest = (): string =>
+  schedManifest(
+    WEB,
+    [
+      ['client', '10.100.85.50'],
+      ['client2', '10.100.85.51'],
+    ],
+    [
+      ['web-rr', RR, 'rr'],
+      ['web-sh', SH, 'sh'],
+      ['web-lc', LC, 'lc'],
+    ],
+  )
 
 t.test('IPVS schedulers by Service label, real clients (tundra agent lab)', { ...skip, timeout: 180_000 }, async t => {
   const dir = mkdtempSync(join(tmpdir(), 'tt-ipvs-'))
@@ -107,12 +49,7 @@ t.test('IPVS schedulers by Service label, real clients (tundra agent lab)', { ..
   t.equal(web.length, 3)
 
   await t.test('rr: 30 connections, exactly 10 per endpoint, in rotation', async t => {
-    const r = await lab.tool('client', ['http', RR, '80', '/hostname', '30'], { timeoutMs: 60_000 })
-    t.equal(r.code, 0, r.stderr)
-    const a = answers(r.stdout)
-    t.equal(a.length, 30)
-    for (const w of web) t.equal(a.filter(x => x === w).length, 10, `${w}: 10 of 30`)
-    for (let i = 3; i < 30; i++) t.equal(a[i], a[i - 3], `answer ${i} repeats answer ${i - 3}`)
+    await assertRotation(t, lab, RR, web)
   })
 
   await t.test('sh: each client always lands on one endpoint', async t => {
@@ -127,15 +64,7 @@ t.test('IPVS schedulers by Service label, real clients (tundra agent lab)', { ..
   })
 
   await t.test('lc: with 2 long connections open, new ones go to the third endpoint', async t => {
-    const hold = lab.stream('client', [PY, '-c', HOLD, LC, '2'])
-    await hold.line(/^ready$/, 15_000)
-    const held = hold.lines.filter(l => l.startsWith('held ')).map(l => l.slice(5))
-    t.equal(new Set(held).size, 2, `the two held connections are on two endpoints (${held.join(', ')})`)
-    const free = web.find(w => !held.includes(w))!
-    const r = await lab.tool('client', ['http', LC, '80', '/hostname', '6'], { timeoutMs: 60_000 })
-    t.equal(r.code, 0, r.stderr)
-    t.same(answers(r.stdout), Array(6).fill(free), `each short connection (closed before the next) goes to ${free}`)
-    hold.stop()
+    await assertLeastLoaded(t, lab, LC, web)
   })
 })
 
