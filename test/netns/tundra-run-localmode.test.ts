@@ -8,11 +8,10 @@
 //   NodeCIDR     a local pod keeps its address; OTHER is masqueraded to the node IP
 //   both         the outside host's own address (outside both) to a NodePort is masqueraded to the node IP
 import t from 'tap'
-import { spawn, type ChildProcess } from 'node:child_process'
-import { join } from 'node:path'
+import type { ChildProcess } from 'node:child_process'
 import { netnsSkip } from '../helpers/netns'
-import { execArgv, labExec } from '../../src/lab/index'
-import { CLI, runLab, until } from './fixtures/run-lab'
+import { labExec } from '../../src/lab/index'
+import { restartRun, runLab, until } from './fixtures/run-lab'
 import { writeObject } from '../../src/lab/objects'
 import type { KubeObject } from '../../src/k8s/types'
 import { vxlanMac } from '../../src/dataplane/vxlan'
@@ -30,7 +29,7 @@ const CLUSTER_IP = '10.96.0.50'
 t.test('tundra run: detectLocalMode ClusterCIDR and NodeCIDR decide what is masqueraded', { ...skip, timeout: 240_000 }, async t => {
   let log = ''
   const lab = await runLab(t, 'tl', () => log.slice(-4000))
-  const { state, procs, pod } = lab
+  const { state, pod } = lab
   const external = (cmd: string[]) => labExec({ name: lab.name, target: { external: true }, cmd, timeoutMs: 20_000 })
   const nodeIP = state.nodes[0]!.ip
   const cli = state.pods.find(p => p.name === 'cli')!
@@ -65,36 +64,10 @@ t.test('tundra run: detectLocalMode ClusterCIDR and NodeCIDR decide what is masq
 
   let run: ChildProcess | undefined
   const start = async (extra: string[]): Promise<void> => {
-    if (run !== undefined && run.exitCode === null && run.signalCode === null) {
-      const r = run
-      r.kill('SIGTERM')
-      await until('the previous tundra run to exit', async () => r.exitCode !== null || r.signalCode !== null)
-    }
     log = ''
-    const [file, ...args] = execArgv(state, { node: 'node1' }, [
-      process.execPath,
-      CLI,
-      'run',
-      '-f',
-      state.manifests!,
-      '--hostname-override',
-      'node1',
-      '--cluster-cidr',
-      '10.100.0.0/16',
-      '--dns-upstream',
-      '172.18.0.53',
-      '--iptables-min-sync-period',
-      '0s',
-      '--snapshot',
-      join(state.dir, 'run.conntrack'),
-      ...extra,
-    ])
-    const child = spawn(file!, args, { stdio: ['ignore', 'ignore', 'pipe'] })
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    run = await restartRun(lab, run, extra, d => {
       log += d
     })
-    procs.push(child)
-    run = child
     await until(
       'tundra run to answer on the ClusterIP',
       async () => (await pod('cli', ['curl', '-sS', '-m', '3', `http://${CLUSTER_IP}:5003/hostname`])).stdout === 'srv',

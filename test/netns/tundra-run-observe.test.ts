@@ -9,11 +9,10 @@
 //   nftables mode's default `primary`;
 // - --masquerade-all masquerades pod -> ClusterIP traffic too.
 import t from 'tap'
-import { spawn, type ChildProcess } from 'node:child_process'
-import { join } from 'node:path'
+import type { ChildProcess } from 'node:child_process'
 import { netnsSkip } from '../helpers/netns'
-import { execArgv, labExec } from '../../src/lab/index'
-import { CLI, runLab, until } from './fixtures/run-lab'
+import { labExec } from '../../src/lab/index'
+import { restartRun, runLab, until } from './fixtures/run-lab'
 import { readObjects, writeObject } from '../../src/lab/objects'
 import type { EndpointSlice } from '../../src/k8s/types'
 
@@ -71,7 +70,7 @@ const nonZero = (lines: readonly string[]): boolean => lines.some(l => Number(l.
 t.test('tundra run: endpoint metrics, every family, verbosity, nodePortAddresses, masqueradeAll', { ...skip, timeout: 240_000 }, async t => {
   let log = ''
   const lab = await runLab(t, 'ro', () => log.slice(-4000))
-  const { state, procs, node, pod } = lab
+  const { state, node, pod } = lab
   const external = (cmd: string[]) => labExec({ name: lab.name, target: { external: true }, cmd, timeoutMs: 20_000 })
   const srv = state.pods.find(p => p.name === 'srv')!
   const nodeIP = state.nodes[0]!.ip
@@ -81,36 +80,10 @@ t.test('tundra run: endpoint metrics, every family, verbosity, nodePortAddresses
 
   let run: ChildProcess | undefined
   const start = async (extra: string[]): Promise<void> => {
-    if (run !== undefined && run.exitCode === null && run.signalCode === null) {
-      const r = run
-      r.kill('SIGTERM')
-      await until('the previous tundra run to exit', async () => r.exitCode !== null || r.signalCode !== null)
-    }
     log = ''
-    const [file, ...args] = execArgv(state, { node: 'node1' }, [
-      process.execPath,
-      CLI,
-      'run',
-      '-f',
-      state.manifests!,
-      '--hostname-override',
-      'node1',
-      '--cluster-cidr',
-      '10.100.0.0/16',
-      '--dns-upstream',
-      '172.18.0.53',
-      '--iptables-min-sync-period',
-      '0s',
-      '--snapshot',
-      join(state.dir, 'run.conntrack'),
-      ...extra,
-    ])
-    const child = spawn(file!, args, { stdio: ['ignore', 'ignore', 'pipe'] })
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    run = await restartRun(lab, run, extra, d => {
       log += d
     })
-    procs.push(child)
-    run = child
     await until('tundra run to serve metrics', async () => (await metrics()).includes('kubeproxy_sync_proxy_rules_last_timestamp_seconds'))
   }
   const metrics = async (): Promise<string> => (await node(['curl', '-s', '127.0.0.1:10249/metrics'])).stdout
