@@ -9,6 +9,7 @@ import type { Family } from '../model/cluster'
 import type { Link } from './link'
 import { CT_DELETE_BATCH, type PacketRequest, type TupleRef } from './packet-path'
 import type { LiveClient, TupleQuery } from './view'
+import { signalRows, type EndpointSignals } from '../nat/signals'
 
 /** The answers explain needs for one trace, as plain data. */
 interface LookupData {
@@ -41,6 +42,11 @@ function liveOver(port: LivePort, table: () => NatTable | undefined): LiveClient
   return {
     serviceCounters: () => port.ask({ op: 'serviceCounters' }),
     counters: () => port.ask({ op: 'counters' }),
+    endpointSignals: async () => {
+      const s = await port.ask<EndpointSignals | null>({ op: 'endpointSignals' })
+      const t = table()
+      return s === null || t === undefined ? [] : signalRows(t, s)
+    },
     conntrack,
     deleteWhere: async pred => {
       const doomed: TupleRef[] = []
@@ -99,6 +105,8 @@ export function engineLive(engine: NatEngine, now: () => number, counters: () =>
         return { packets: engine.svcPackets.slice(), newConnections: engine.svcNew.slice() }
       case 'counters':
         return counters()
+      case 'endpointSignals':
+        return engine.book?.snapshot(engine.msClock()) ?? null
       case 'ctChunk':
         return engine.ctChunk(req.cursor, req.max, now())
       case 'ctDelete':

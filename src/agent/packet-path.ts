@@ -66,6 +66,7 @@ export type PacketRequest =
   | { op: 'counters' }
   | { op: 'dnsMetrics' }
   | { op: 'serviceCounters' }
+  | { op: 'endpointSignals' }
   | { op: 'ctChunk'; cursor: number; max: number }
   | { op: 'ctDelete'; tuples: readonly TupleRef[] }
   | { op: 'lookups'; q: TupleQuery; svcPortIds: readonly { id: number; family: Family }[] }
@@ -128,6 +129,15 @@ export class PacketPath {
       ...(l.serviceNet6 === undefined ? {} : { serviceNet6: l.serviceNet6 }),
       ...(l.icmpRate === undefined ? {} : { icmpRate: l.icmpRate }),
     })
+    if (this.engine.book !== null) {
+      const eng = this.engine
+      this.dp.queued = {
+        get pendingResets(): number {
+          return eng.pendingFailover
+        },
+        writeResets: (out, outOff, offsets, lengths, max, gap) => eng.writeFailover(out, outOff, offsets, lengths, max, gap),
+      }
+    }
     if (init.restore !== undefined) this.restore(init.restore)
     if (init.restarted === true) this.engine.replyPickupUntil = monoSeconds() + REPLY_PICKUP_SECONDS
   }
@@ -167,6 +177,8 @@ export class PacketPath {
 
   private sendResets(): void {
     if (this.engine.pendingResets > 0) this.dp.sendResets(this.engine)
+    const q = this.dp.queued
+    if (q !== null && q.pendingResets > 0) this.dp.sendResets(q)
   }
 
   /** Flushes stale flows one slice per turn of the event loop, so batches of packets run in between. */
@@ -205,6 +217,11 @@ export class PacketPath {
         return this.dns.metrics()
       case 'serviceCounters':
         return { packets: this.engine.svcPackets.slice(), newConnections: this.engine.svcNew.slice() }
+      case 'endpointSignals': {
+        // O(endpoints seen): copies of typed arrays, as serviceCounters copies its per-id arrays
+        const s = this.engine.book?.snapshot(performance.now()) ?? null
+        return s === null ? null : new Transfer(s, [s.keys.buffer, s.sig.buffer, s.hist.buffer, s.ejectedMs.buffer, s.live.buffer] as ArrayBuffer[])
+      }
       case 'ctChunk': {
         const r = this.engine.ctChunk(req.cursor, Math.min(req.max, CT_CHUNK), this.clock)
         return new Transfer(r, [r.bytes])

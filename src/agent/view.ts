@@ -6,6 +6,7 @@ import type { NatTable, ResolvedNatConfig } from '../nat/compile'
 import type { ConntrackEntry } from '../nat/ctview'
 import type { ExplainLive } from '../nat/decide'
 import type { DnsServer } from '../dns/server'
+import type { SignalRow } from '../nat/signals'
 
 /** A 5-tuple as trace asks the packet thread about it. */
 export interface TupleQuery {
@@ -29,6 +30,8 @@ export interface LiveClient {
   lookups(q: TupleQuery, svcPortIds: readonly number[]): Promise<ExplainLive>
   /** packet-loop, device and NAT counters by name */
   counters(): Promise<Record<string, number>>
+  /** per-endpoint golden signals and ejection state, by service port (nat/signals.ts); [] when signals are off */
+  endpointSignals?(): Promise<SignalRow[]>
 }
 
 export interface DataplaneView {

@@ -10,6 +10,8 @@ import { inspectHandlers } from '../inspect/handlers'
 import type { Cluster } from '../model/cluster'
 import { applyBatch, clusterOf } from '../run/apply'
 import { TundraMetrics } from '../metrics/registry'
+import type { BackendRow } from '../metrics/signals'
+import type { SignalRow } from '../nat/signals'
 import { startServers } from '../metrics/server'
 import { natConntrackEntries, natConntrackMax, natDrops, natNoLocalEndpoints, natServiceCounters } from '../metrics/nat'
 import { createSource, mergeFlags, nodeNameOf, readKubeProxyConfig, RUN_FLAGS, type RunConfig } from '../run/index'
@@ -82,7 +84,17 @@ function agentConfigFor(cfg: RunConfig, cluster: Cluster, nodeName: string): Age
     icmp: t.icmp,
     ...(t.icmpRateLimit !== undefined ? { icmpRateLimit: t.icmpRateLimit } : {}),
     ...(t.snapshot.path ? { snapshot: { path: t.snapshot.path, intervalSeconds: t.snapshot.intervalSeconds } } : {}),
+    ...(t.failover ? { failover: t.failover } : {}),
+    ...(t.outlierEjection ? { outlierEjection: t.outlierEjection } : {}),
+    ...(t.signals ? { signals: t.signals } : {}),
   }
+}
+
+/** Signal rows with the node each endpoint address runs on (from the EndpointSlices; '' when unknown). */
+function withNodes(rows: readonly SignalRow[], cluster: Cluster): BackendRow[] {
+  const node = new Map<string, string>()
+  for (const s of cluster.services) for (const e of s.endpoints) if (e.nodeName !== undefined) node.set(e.ip, e.nodeName)
+  return rows.map(r => ({ ...r, node: node.get(r.endpoint.replace(/^\[?(.*?)\]?:\d+$/, '$1')) ?? '' }))
 }
 
 /** The conntrack snapshot's file (the agent's default when the config names none). */
@@ -175,8 +187,10 @@ export async function runNode(
   runner.start()
   const metrics = new TundraMetrics({
     dataplane: async () => {
-      const [c, sc, dns] = await Promise.all([agent.counters(), agent.live().serviceCounters(), agent.dnsMetrics()])
+      const live = agent.live()
+      const [c, sc, dns, sig] = await Promise.all([agent.counters(), live.serviceCounters(), agent.dnsMetrics(), live.endpointSignals?.() ?? []])
       return {
+        backends: withNodes(sig, agent.cluster()),
         services: natServiceCounters(agent.table(), sc),
         drops: natDrops(c),
         conntrackEntries: natConntrackEntries(c),

@@ -86,6 +86,12 @@ export interface PacketDns {
 /** The NAT step's verdicts, defined once in nat/verdict.ts. */
 const Action = NatAction
 
+/** Packets another part queued to be sent between batches (the shape sendResets takes). */
+export interface QueuedOut {
+  readonly pendingResets: number
+  writeResets(out: Uint8Array, outOff: number, offsets: Uint32Array, lengths: Uint32Array, max: number, gap?: number): number
+}
+
 export interface LoopOptions {
   readonly nodeIp: number
   readonly dnsIp: number
@@ -165,6 +171,8 @@ export class Dataplane {
   readonly counters = new Counters()
   /** set by `tundra capture`; null (the usual case) costs one check per packet */
   capture: Capture | null = null
+  /** packets the NAT step queued during a batch (failover SYNs), written after it; null: none */
+  queued: QueuedOut | null = null
   private readonly info = new PacketInfo()
   private readonly tx = Buffer.alloc(TX_SIZE)
   private txUsed = 0
@@ -390,6 +398,8 @@ export class Dataplane {
     }
     if (nIn > 0) this.dev.writeBatch(buf, this.inOffsets, this.inLengths, nIn)
     if (this.txCount > 0) this.dev.writeBatch(this.tx, this.txOffsets, this.txLengths, this.txCount)
+    const q = this.queued
+    if (q !== null && q.pendingResets > 0) this.sendResets(q)
   }
 
   private peerFor(dst: number): Peer | null {

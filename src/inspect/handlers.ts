@@ -30,7 +30,8 @@ export function inspectHandlers(view: DataplaneView): Record<(typeof INSPECT_COM
     trace: args => traceLive(view, parseTraceArgs(args)),
     services: async () => {
       const live = view.live()
-      return servicesReport(view, live === undefined ? undefined : await live.serviceCounters())
+      if (live === undefined) return servicesReport(view)
+      return servicesReport(view, await live.serviceCounters(), (await live.endpointSignals?.()) ?? [])
     },
     conntrack: args => conntrackOp(view, parseConntrackArgs(args)),
   }

@@ -8,6 +8,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { SourceStatus } from '../run/source'
 import type { ChangeSet } from '../run/store'
 import type { SyncObserver, SyncRecord, SyncStats } from '../run/sync'
+import { registerSignalMetrics, type BackendRow } from './signals'
 
 export interface ServicePortCounters {
   readonly namespace: string
@@ -37,6 +38,8 @@ export interface DataplaneStats {
   readonly batch?: { readonly packets: number; readonly batches: number; readonly avg?: number }
   /** service ports with a Local traffic policy and no local endpoint (kube-proxy's gauge) */
   readonly noLocalEndpoints?: { readonly internal: number; readonly external: number }
+  /** per-endpoint golden signals and ejection state (metrics/signals.ts) */
+  readonly backends?: readonly BackendRow[]
 }
 
 /** The cluster DNS server's numbers as plain data (DnsServer.metrics() is one), rendered under CoreDNS's names too. */
@@ -274,6 +277,7 @@ export class TundraMetrics {
     recordCounter('tundra_dns_queries_total', 'DNS queries answered or forwarded, by query type', 'type', s => s.dns?.queries)
     recordCounter('tundra_dns_responses_total', 'DNS responses, by response code', 'rcode', s => s.dns?.responses)
     this.dnsMetrics(registers)
+    registerSignalMetrics(registers, () => self.stats().backends)
     new Counter({
       name: 'tundra_tun_packets_total',
       help: 'Packets read from the TUN device',

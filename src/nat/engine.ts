@@ -47,6 +47,12 @@ import { CT_CHUNK, decodeCtChunk, encodeCtChunk, flushCtChunk, newRestoreReport,
 import type { ConntrackEntry, ConntrackFilter, CtFilter, RestoreReport } from './ctview'
 import { assembleSnapshot } from './ctview'
 import type { ConntrackTimeouts } from './conntrack'
+import { EndpointBook, SIG_WORDS, Sig } from './signals'
+import { Outlier } from './outlier'
+import { CONN_STAT_NAMES, ConnStat, ConnectFail, PendingConnects, SYN_BYTES, type ConnectOptions } from './failover'
+import { monoMs } from './clock'
+import { PacketInfo as PacketView, parsePacket, PASS } from '../wire/packet'
+import { fillTcpChecksum4, fillTcpChecksum6 } from '../wire/tcp'
 
 export { MASQ_REASON_NAMES, MasqReason, NAT_STAT_NAMES, NatAction, NatStat } from './verdict'
 export type { NatActionValue } from './verdict'
@@ -75,6 +81,8 @@ export interface NatEngineOptions {
   readonly fragmentTimeout?: number
   /** conntrack entries / affinity slots the stale-flow flush visits per tick (default 8192, well under 1 ms) */
   readonly flushBudget?: number
+  /** per-backend signals, outlier ejection, connect-time failover (failover.ts); absent: all off, no cost */
+  readonly connect?: ConnectOptions
 }
 
 export interface SwapResult {
@@ -88,6 +96,8 @@ export interface SwapResult {
 }
 
 const SNAT_TRIES = 4096
+/** retarget(): the old entry was deleted, no new one made */
+const GONE = -2
 /** words per queued reset: family, src (4), dst (4), ports, seq, ack */
 const RST_WORDS = 12
 
@@ -119,6 +129,25 @@ export class NatEngine {
   private table_: NatTable | undefined
   /** the coarse clock as last given to tick() (conntrack chunks report expiry against it) */
   private now = 0
+  /** per-endpoint signals and outlier state (signals.ts); null when connect tracking is off */
+  readonly book: EndpointBook | null = null
+  /** connect tracking counters (ConnStat) */
+  readonly connCounters = new Float64Array(CONN_STAT_NAMES.length)
+  private readonly pend: PendingConnects | null = null
+  private readonly outlier: Outlier | null = null
+  private readonly failoverOn: boolean = false
+  private readonly maxTries: number = 1
+  private readonly synTimeoutMs: number = 1000
+  /** per conntrack entry: endpoint slot + 1 (0: none), IPv4 and IPv6 */
+  private readonly epOf4: Int32Array = new Int32Array(0)
+  private readonly epOf6: Int32Array = new Int32Array(0)
+  private tcpBefore = 0
+  private readonly foInfo = new PacketView()
+  private readonly backScratch: number[] = []
+  /** ejections and connect failures for `tundra observe` (set by the packet thread while someone watches) */
+  onConnectEvent: ((kind: number, family: number, e: number, ep: number, reason: number) => void) | null = null
+  /** the millisecond clock of connect times and timeouts (clock.ts; tests drive their own) */
+  msClock: () => number = monoMs
 
   constructor(table: NatTable, opts: NatEngineOptions = {}) {
     const t = opts.timeouts ?? {}
@@ -138,6 +167,17 @@ export class NatEngine {
     this.rstQ = new Uint32Array((opts.resetQueue ?? 65536) * RST_WORDS)
     this.svcPackets = new Float64Array(Math.max(16, table.svcPorts.length))
     this.svcNew = new Float64Array(Math.max(16, table.svcPorts.length))
+    const c = opts.connect
+    if (c !== undefined && (c.signals || c.failover.enabled || c.outlier !== null)) {
+      this.book = new EndpointBook()
+      this.pend = new PendingConnects(c.failover.pool, this.v4.ct.capacity, this.v6.ct.capacity, c.failover.enabled)
+      this.outlier = c.outlier === null ? null : new Outlier(c.outlier, this.book)
+      this.failoverOn = c.failover.enabled
+      this.maxTries = 1 + c.failover.maxRetries
+      this.synTimeoutMs = c.failover.synTimeoutMs
+      this.epOf4 = new Int32Array(this.v4.ct.capacity)
+      this.epOf6 = new Int32Array(this.v6.ct.capacity)
+    }
     this.install(natImage(table), table)
   }
 
@@ -213,7 +253,12 @@ export class NatEngine {
       } else {
         let reopen = false
         if (proto === IPPROTO_TCP) {
+          if (this.book !== null) {
+            const w = this.connWatch(fam, e, dir, info.tcpFlags, now)
+            if (w >= 0) return w
+          }
           const v = ct.tcp(e, dir, info.tcpFlags, now)
+          if (this.book !== null) this.connAfter(fam, e)
           if (v === TcpVerdict.REOPEN) {
             ct.delete(e)
             reopen = true
@@ -248,6 +293,10 @@ export class NatEngine {
     ct.counters[c + 1]! += info.l3Len
     const id = ct.svcPort[e]!
     if (id >= 0 && id < this.svcPackets.length) this.svcPackets[id]!++
+    if (this.book !== null) {
+      const b = (ct.aw === 1 ? this.epOf4 : this.epOf6)[e]! - 1
+      if (b >= 0) this.book.sig[b * SIG_WORDS + Sig.BYTES_TO + dir]! += info.l3Len
+    }
   }
 
   /** Remembers the next sequence number each side sends, for the resets writeResets builds. */
@@ -357,7 +406,8 @@ export class NatEngine {
     let masq = dec.masq
     const set = tb.view(this.set, id, which)
 
-    const idx = this.choose(fam, id, tb.rec[id * REC_WORDS + Rec.AFFINITY]!, set, proto, now)
+    let idx = this.choose(fam, id, tb.rec[id * REC_WORDS + Rec.AFFINITY]!, set, proto, now)
+    if (this.outlier !== null && this.book!.ejectedOf[id]! > 0) idx = this.avoidEjected(fam, id, set, idx, proto)
     const d = set.data
     const epOff = set.off + idx * (aw + 1)
     if (isHairpin(set, idx, k)) masq = MasqReason.HAIRPIN
@@ -403,6 +453,7 @@ export class NatEngine {
       ct.touch(e, ORIG, now)
     }
     if (info.isFragment !== 0) this.noteFragment(fam, info, e * 2, now)
+    if (this.book !== null) this.connOpened(fam, e, id, set, idx, buf, info, state)
     this.translate(fam, buf, info, e, ORIG, partial)
     this.account(ct, e, ORIG, info)
     this.counters[NatStat.NEW]!++
@@ -453,6 +504,7 @@ export class NatEngine {
       this.counters[NatStat.DROP_CONNTRACK_FULL]!++
       return false
     }
+    if (this.book !== null) this.connForget(fam, e)
     ct.touch(e, REPLY, now)
     ct.setTcpState(e, TcpState.ESTABLISHED, now)
     this.trackSeq(ct, e, REPLY, buf, info)
@@ -636,6 +688,7 @@ export class NatEngine {
     const e = ref >>> 1
     if (ct.expires[e]! <= now) return this.pass()
     const dir = ref & 1
+    if (this.book !== null && dir === REPLY && ip === IPPROTO_TCP && this.connUnreachable(fam, e, info, now)) return NatAction.DROP
     const f = ct.flags[e]!
     const t = ct.tuples
     const icmpOff = info.l4Off
@@ -708,6 +761,7 @@ export class NatEngine {
     this.reapFamily(this.v4, now)
     this.reapFamily(this.v6, now)
     this.step(this.flushBudget)
+    if (this.book !== null) this.connTick(this.msClock(), now)
   }
 
   private reapFamily(fam: Fam, now: number): void {
@@ -747,6 +801,7 @@ export class NatEngine {
     tb.apply(img)
     this.table_ = table
     this.resizeServiceCounters(tb.ids, img.staleIds)
+    if (this.book !== null) this.book.staleIds(img.staleIds)
     this.stale.add(img)
     return this.step(this.flushBudget)
   }
@@ -997,6 +1052,7 @@ export class NatEngine {
   restoreChunk(bytes: ArrayBuffer | Uint8Array, now: number, report: RestoreReport = newRestoreReport()): RestoreReport {
     const view = new SetView()
     restoreCtChunk(this.v4, this.v6, bytes, now, report, (fam, e) => {
+      if (this.book !== null) this.connForget(fam, e)
       const ct = fam.ct
       const id = ct.svcPort[e]!
       if (id < 0) return true
@@ -1013,5 +1069,306 @@ export class NatEngine {
       return false
     })
     return report
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Connect tracking: per-backend signals, outlier ejection, connect-time failover (signals.ts, outlier.ts,
+  // failover.ts). Every method here runs only when opts.connect turned it on (this.book !== null).
+
+  /** A new connection on entry e to endpoint idx of `set` (before its first packet is translated). */
+  private connOpened(fam: Fam, e: number, id: number, set: SetView, idx: number, buf: Uint8Array, info: PacketInfo, state: number): void {
+    const book = this.book!
+    const aw = fam.aw
+    const epOff = set.off + idx * (aw + 1)
+    const b = book.slot(id, set.data, epOff, aw, set.data[epOff + aw]! & 0xffff)
+    ;(aw === 1 ? this.epOf4 : this.epOf6)[e] = b + 1
+    book.sig[b * SIG_WORDS + Sig.OPENED]!++
+    const pend = this.pend!
+    const of = aw === 1 ? pend.of4 : pend.of6
+    of[e] = 0
+    if (info.l4Proto !== IPPROTO_TCP || state !== TcpState.SYN_SENT) return
+    book.sig[b * SIG_WORDS + Sig.TCP_OPENED]!++
+    const ct = fam.ct
+    const p = pend.add(fam.family, e, ct.tuples[e * ct.tw + 2 * aw]!, b, this.msClock(), this.synTimeoutMs)
+    if (p < 0) {
+      this.connCounters[ConnStat.UNTRACKED]!++
+      return
+    }
+    // A SYN carrying data (TCP Fast Open) has exchanged data: never failed over.
+    const doff = (buf[info.l4Off + 12]! >>> 4) << 2
+    if (this.failoverOn && (info.l4Len > doff || !pend.keep(p, buf, info.l3Off, info.l3Len))) this.connCounters[ConnStat.SYN_NOT_KEPT]!++
+  }
+
+  /** Entry e was made without a chosen endpoint (pickup, restore): nothing to attribute. */
+  private connForget(fam: Fam, e: number): void {
+    ;(fam.aw === 1 ? this.epOf4 : this.epOf6)[e] = 0
+    ;(fam.aw === 1 ? this.pend!.of4 : this.pend!.of6)[e] = 0
+  }
+
+  /**
+   * A TCP segment of tracked entry e, before conntrack sees it: counts resets; in SYN_SENT, a SYN-ACK from the
+   * endpoint ends the connect (its time goes to the histogram) and a RST fails it. Returns an action when the
+   * segment is swallowed (failed over), else -1.
+   */
+  private connWatch(fam: Fam, e: number, dir: number, flags: number, now: number): number {
+    const ct = fam.ct
+    const st = ct.state[e]!
+    this.tcpBefore = st
+    const b = (fam.aw === 1 ? this.epOf4 : this.epOf6)[e]! - 1
+    const book = this.book!
+    if (b >= 0 && (flags & TCP_RST) !== 0) book.sig[b * SIG_WORDS + Sig.RST_CLIENT + dir]!++
+    if (dir !== REPLY || st !== TcpState.SYN_SENT) return -1
+    const p = (fam.aw === 1 ? this.pend!.of4 : this.pend!.of6)[e]! - 1
+    if (p < 0) return -1
+    const pend = this.pend!
+    if (!pend.owns(p, fam.family, e, ct.tuples[e * ct.tw + 2 * fam.aw]!)) return -1
+    if ((flags & (TCP_SYN | TCP_ACK | TCP_RST)) === (TCP_SYN | TCP_ACK)) {
+      const ep = pend.ep[p]!
+      book.connectTime(ep, this.msClock() - pend.sentMs[p]!)
+      this.outlier?.succeeded(ep)
+      pend.release(p)
+      return -1
+    }
+    if ((flags & TCP_RST) !== 0) return this.connFailed(fam, e, p, ConnectFail.RST, now) ? NatAction.DROP : -1
+    return -1
+  }
+
+  /** After conntrack saw a segment of entry e: a connection that just ended is counted closed. */
+  private connAfter(fam: Fam, e: number): void {
+    const st = fam.ct.state[e]!
+    if (st === this.tcpBefore || (st !== TcpState.TIME_WAIT && st !== TcpState.CLOSE)) return
+    if (this.tcpBefore === TcpState.TIME_WAIT || this.tcpBefore === TcpState.CLOSE) return
+    const b = (fam.aw === 1 ? this.epOf4 : this.epOf6)[e]! - 1
+    if (b >= 0) this.book!.sig[b * SIG_WORDS + Sig.CLOSED]!++
+  }
+
+  /** An ICMP unreachable from the endpoint's side quoting entry e's SYN: true when it was swallowed (failed over). */
+  private connUnreachable(fam: Fam, e: number, info: PacketInfo, now: number): boolean {
+    if (info.icmpType !== (fam.aw === 1 ? ICMP_DEST_UNREACH : ICMPV6_DEST_UNREACH)) return false
+    const ct = fam.ct
+    if (ct.state[e] !== TcpState.SYN_SENT) return false
+    const p = (fam.aw === 1 ? this.pend!.of4 : this.pend!.of6)[e]! - 1
+    if (p < 0 || !this.pend!.owns(p, fam.family, e, ct.tuples[e * ct.tw + 2 * fam.aw]!)) return false
+    return this.connFailed(fam, e, p, ConnectFail.UNREACHABLE, now)
+  }
+
+  /**
+   * The connect of pending slot p (entry e) failed: counted against its endpoint (ejection); with failover the SYN
+   * goes to another ready endpoint not tried yet and true is returned (what failed is swallowed). False: the
+   * failure takes its course.
+   */
+  private connFailed(fam: Fam, e: number, p: number, why: number, now: number): boolean {
+    const pend = this.pend!
+    const book = this.book!
+    const b = pend.ep[p]!
+    const nowMs = this.msClock()
+    book.sig[b * SIG_WORDS + Sig.FAILED]!++
+    book.sig[b * SIG_WORDS + Sig.CLOSED]!++
+    this.connCounters[ConnStat.FAILED_RST + why]!++
+    if (this.outlier?.failed(b, nowMs)) {
+      this.connCounters[ConnStat.EJECTIONS]!++
+      this.onConnectEvent?.(1, fam.family, e, b, why)
+    }
+    this.onConnectEvent?.(0, fam.family, e, b, why)
+    if (!this.failoverOn || pend.len[p] === 0 || pend.tries[p]! >= this.maxTries) {
+      if (this.failoverOn) this.connCounters[ConnStat.FAILOVER_EXHAUSTED]!++
+      pend.release(p)
+      return false
+    }
+    const ne = this.retarget(fam, e, p, now)
+    if (ne === GONE) {
+      // The old entry is gone and no new one could be made: the failure is swallowed, the client's next SYN is new.
+      this.connCounters[ConnStat.RESEND_DROPPED]!++
+      pend.release(p)
+      return true
+    }
+    if (ne < 0) {
+      this.connCounters[ConnStat.FAILOVER_EXHAUSTED]!++
+      pend.release(p)
+      return false
+    }
+    this.connCounters[ConnStat.FAILOVER]!++
+    return true
+  }
+
+  /**
+   * Moves pending connection p (entry e, SYN_SENT) to another endpoint of the set decide() gives its original tuple,
+   * one not tried and not ejected (uniformly among those), and queues its SYN. Returns the new entry, -1 (nothing
+   * changed) or GONE (the old entry was deleted but no new one could be made).
+   */
+  private retarget(fam: Fam, e: number, p: number, now: number): number {
+    const ct = fam.ct
+    const pend = this.pend!
+    const book = this.book!
+    const aw = fam.aw
+    const kw = ct.kw
+    const k = ct.key
+    const o = e * ct.tw
+    for (let i = 0; i < kw; i++) k[i] = ct.tuples[o + i]!
+    const ports = k[2 * aw]!
+    const v = frontendOf(fam, k, IPPROTO_TCP, ports & 0xffff)
+    if (v === NO_FRONTEND) return -1
+    const dec = this.decided
+    if (decide(this.tables, fam, v, k, dec) !== Decision.DNAT) return -1
+    const id = dec.id
+    if (id !== ct.svcPort[e]) return -1
+    const set = this.tables.view(this.set, id, dec.which)
+    const stride = aw + 1
+    const nowMs = this.msClock()
+    // Candidates: not tried; ejected ones only when nothing else is left.
+    let fresh = 0
+    let healthy = 0
+    for (let i = 0; i < set.count; i++) {
+      const eo = set.off + i * stride
+      const b = book.slot(id, set.data, eo, aw, set.data[eo + aw]! & 0xffff)
+      if (pend.wasTried(p, b)) continue
+      fresh++
+      if (this.outlier === null || !this.outlier.skip(b, id, set.count, nowMs)) healthy++
+    }
+    if (fresh === 0) return -1
+    const useHealthy = healthy > 0
+    let r = this.rng.below(useHealthy ? healthy : fresh)
+    let idx = -1
+    let nb = -1
+    for (let i = 0; i < set.count; i++) {
+      const eo = set.off + i * stride
+      const b = book.slot(id, set.data, eo, aw, set.data[eo + aw]! & 0xffff)
+      if (pend.wasTried(p, b)) continue
+      if (useHealthy && this.outlier !== null && this.outlier.skip(b, id, set.count, nowMs)) continue
+      if (r-- === 0) {
+        idx = i
+        nb = b
+        break
+      }
+    }
+    if (idx < 0) return -1
+    // Rebuild the entry: same original tuple, reply tuple from the new endpoint.
+    const epOff = set.off + idx * stride
+    const epPort = set.data[epOff + aw]! & 0xffff
+    const snat = (ct.flags[e]! & CtFlag.SNAT) !== 0
+    const seq = ct.seqNext[e * 2]!
+    const tk = ct.tk
+    for (let i = 0; i < kw; i++) tk[i] = k[i]!
+    const replyDst0 = o + kw + aw
+    for (let i = 0; i < aw; i++) {
+      tk[kw + i] = set.data[epOff + i]!
+      tk[kw + aw + i] = ct.tuples[replyDst0 + i]!
+    }
+    const clientPort = ct.tuples[o + kw + 2 * aw]! & 0xffff
+    const portsAt = kw + 2 * aw
+    // The client itself would need masquerading (hairpin) that this connection was not set up with.
+    if (!snat && isHairpin(set, idx, k)) return -1
+    ct.delete(e)
+    this.connForget(fam, e)
+    tk[portsAt] = ((epPort << 16) | clientPort) >>> 0
+    if (ct.find(tk, kw, IPPROTO_TCP) >= 0 && this.allocPort(ct, IPPROTO_TCP, epPort, portsAt) < 0) return GONE
+    const ne = ct.create(IPPROTO_TCP, id, idx, now)
+    if (ne < 0) return GONE
+    ct.setTcpState(ne, TcpState.SYN_SENT, now)
+    ct.seqNext[ne * 2] = seq
+    ;(aw === 1 ? this.epOf4 : this.epOf6)[ne] = nb + 1
+    book.sig[nb * SIG_WORDS + Sig.OPENED]!++
+    book.sig[nb * SIG_WORDS + Sig.TCP_OPENED]!++
+    const affinity = this.tables.rec[id * REC_WORDS + Rec.AFFINITY]!
+    if (affinity > 0) {
+      const ak = fam.aff.key
+      ak[0] = id
+      for (let i = 0; i < aw; i++) ak[1 + i] = k[i]!
+      fam.aff.pin(set, idx, now + affinity)
+    }
+    pend.ports[p] = tk[2 * aw]!
+    pend.retried(p, ne, nb, nowMs, this.synTimeoutMs)
+    return ne
+  }
+
+  /** The chosen endpoint idx is ejected: another one the same way (bounded redraws, then a scan), or idx in panic. */
+  private avoidEjected(fam: Fam, id: number, set: SetView, idx: number, proto: number): number {
+    const book = this.book!
+    const ol = this.outlier!
+    const aw = fam.aw
+    const stride = aw + 1
+    const nowMs = this.msClock()
+    const n = set.count
+    let i = idx
+    for (let tries = 0; tries < 8; tries++) {
+      const eo = set.off + i * stride
+      if (!ol.skip(book.slot(id, set.data, eo, aw, set.data[eo + aw]! & 0xffff), id, n, nowMs)) {
+        if (i !== idx) this.connCounters[ConnStat.SKIPPED_EJECTED]!++
+        return i
+      }
+      i = set.maglev !== null ? (i + 1) % n : this.pick(set, fam, proto)
+    }
+    for (i = 0; i < n; i++) {
+      const eo = set.off + i * stride
+      if (!ol.skip(book.slot(id, set.data, eo, aw, set.data[eo + aw]! & 0xffff), id, n, nowMs)) {
+        this.connCounters[ConnStat.SKIPPED_EJECTED]!++
+        return i
+      }
+    }
+    return idx
+  }
+
+  /** Timer: connects past their deadline fail (and fail over); ejections whose time is up end. O(pending). */
+  private connTick(nowMs: number, now: number): void {
+    const pend = this.pend!
+    for (let i = 0; i < pend.count; ) {
+      const p = pend.liveAt(i)
+      if (pend.deadlineMs[p]! > nowMs) {
+        i++
+        continue
+      }
+      const fam = pend.fam[p] === 4 ? this.v4 : this.v6
+      const e = pend.entry[p]!
+      const ct = fam.ct
+      if (!ct.isUsed(e) || ct.state[e] !== TcpState.SYN_SENT || !pend.owns(p, fam.family, e, ct.tuples[e * ct.tw + 2 * fam.aw]!)) {
+        pend.release(p)
+        continue
+      }
+      const before = pend.count
+      if (this.connFailed(fam, e, p, ConnectFail.TIMEOUT, now)) i++
+      else if (pend.count === before) i++
+    }
+    if (this.outlier !== null) this.outlier.expire(nowMs, this.backScratch)
+  }
+
+  /** Failover SYNs waiting to be sent. */
+  get pendingFailover(): number {
+    return this.pend === null ? 0 : this.pend.outCount
+  }
+
+  /**
+   * Writes up to `max` failover SYNs into `out` (the shape of writeResets): each is the client's SYN as it came,
+   * translated for its new entry, with a full TCP checksum (a packet tundra sends itself).
+   */
+  writeFailover(out: Uint8Array, outOff: number, offsets: Uint32Array, lengths: Uint32Array, max: number, gap = 0): number {
+    const pend = this.pend
+    if (pend === null) return 0
+    let o = outOff
+    let n = 0
+    const limit = Math.min(max, offsets.length, lengths.length)
+    const info = this.foInfo
+    while (n < limit) {
+      const p = pend.shiftOut()
+      if (p < 0) break
+      const len = pend.len[p]!
+      if (pend.fam[p] === 0 || len === 0) continue
+      const at = o + gap
+      if (at + len > out.length) {
+        this.connCounters[ConnStat.RESEND_DROPPED]!++
+        break
+      }
+      out.fill(0, o, at)
+      out.set(pend.bytes.subarray(p * SYN_BYTES, p * SYN_BYTES + len), at)
+      if (parsePacket(out, at, len, info, false) !== PASS || info.l4Proto !== IPPROTO_TCP) continue
+      const fam = info.family === 4 ? this.v4 : this.v6
+      this.translate(fam, out, info, pend.entry[p]!, ORIG, false)
+      if (info.family === 4) fillTcpChecksum4(out, info.l4Off, info.l4Len, get32(out, at + 12), get32(out, at + 16))
+      else fillTcpChecksum6(out, info.l4Off, info.l4Len, info.srcOff, info.dstOff)
+      offsets[n] = at
+      lengths[n] = len
+      n++
+      o = at + len
+    }
+    return n
   }
 }

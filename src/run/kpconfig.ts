@@ -17,6 +17,7 @@ import { parseAllDocuments } from 'yaml'
 import { canonicalCIDR } from '../k8s/ip'
 import { ipFamily, splitHostPort } from '../wire/addr'
 import { DEFAULT_TIMEOUTS } from '../nat/conntrack'
+import { connectOptions, type ConnectConfig } from '../nat/failover'
 import { formatGoDuration } from './goduration'
 import { ConfigError, SCHEMA, describe, splitList, walk, type ConfigIssue, type Ctx } from './schema'
 import { flagValueRefusal, parseFlag, RUN_FLAGS, type RunFlags } from './flags'
@@ -109,6 +110,10 @@ export interface TundraSection {
   readonly icmpRateLimit?: { readonly perSecond: number; readonly burst: number }
   /** conntrack + affinity state kept across restarts; path '' = off, intervalSeconds 0 = only at shutdown */
   readonly snapshot: { readonly path: string; readonly intervalSeconds: number }
+  /** connect tracking (nat/failover.ts ConnectConfig, seconds): failover and ejection off, signals on by default */
+  readonly failover?: ConnectConfig['failover']
+  readonly outlierEjection?: ConnectConfig['outlierEjection']
+  readonly signals?: ConnectConfig['signals']
   /** Service CIDRs, routed into the TUN for the node's own processes */
   readonly serviceCIDRs: readonly string[]
   /** interface on the node network whose ingress (NodePorts) is steered into the TUN; '' = the default route's */
@@ -241,6 +246,9 @@ export function parseKubeProxyConfig(textIn: string, file = 'kube-proxy.yaml'): 
       // either half may be left out (icmpRateLimitOf fills it in)
       icmpRateLimit: { perSecond: num(sub(t, 'icmpRateLimit'), 'perSecond'), burst: num(sub(t, 'icmpRateLimit'), 'burst') } as TundraSection['icmpRateLimit'],
       snapshot: { path: text(sub(t, 'snapshot'), 'path'), intervalSeconds: num(sub(t, 'snapshot'), 'intervalSeconds') },
+      failover: sub(t, 'failover') as TundraSection['failover'],
+      outlierEjection: sub(t, 'outlierEjection') as TundraSection['outlierEjection'],
+      signals: sub(t, 'signals') as TundraSection['signals'],
       serviceCIDRs: scidr === undefined || scidr === '' ? undefined : splitList(scidr),
       uplink: text(t, 'uplink'),
       control: nz(text(t, 'control')),
@@ -422,12 +430,28 @@ export function resolveRunConfig(input: RunConfigInput, opts: ResolveOptions & {
       icmp: t.icmp ?? 'reply',
       ...icmpRateLimitOf(t.icmpRateLimit),
       snapshot: { path: t.snapshot?.path ?? '', intervalSeconds: t.snapshot?.intervalSeconds ?? 0 },
+      ...connectOf(t),
       serviceCIDRs: (t.serviceCIDRs ?? ['10.96.0.0/12']).map(x => canonicalCIDR(x) ?? x),
       uplink: t.uplink ?? '',
       control: t.control ?? '/run/tundra/control.sock',
     },
     warnings,
   }
+}
+
+/** The connect-tracking sections as given, checked now (a bad value is a config error, not an agent failure). */
+function connectOf(t: RunConfigInput['tundra'] & object): Pick<TundraSection, 'failover' | 'outlierEjection' | 'signals'> {
+  const c = {
+    ...(t.failover ? { failover: t.failover } : {}),
+    ...(t.outlierEjection ? { outlierEjection: t.outlierEjection } : {}),
+    ...(t.signals ? { signals: t.signals } : {}),
+  }
+  try {
+    connectOptions(c)
+  } catch (err) {
+    throw new ConfigError([{ field: 'tundra', message: (err as Error).message }])
+  }
+  return c
 }
 
 /** Linux's defaults (net.ipv4.icmp_msgs_per_sec, icmp_msgs_burst), for the half of icmpRateLimit a file leaves out */
