@@ -10,6 +10,8 @@ import type { Link } from './link'
 import { CT_DELETE_BATCH, type PacketRequest, type TupleRef } from './packet-path'
 import type { LiveClient, TupleQuery } from './view'
 import { signalRows, type EndpointSignals } from '../nat/signals'
+import { decodeFlows } from '../dataplane/observe'
+import { LOOP_DROP_NAMES } from '../dataplane/loop'
 
 /** The answers explain needs for one trace, as plain data. */
 interface LookupData {
@@ -46,6 +48,13 @@ function liveOver(port: LivePort, table: () => NatTable | undefined): LiveClient
       const s = await port.ask<EndpointSignals | null>({ op: 'endpointSignals' })
       const t = table()
       return s === null || t === undefined ? [] : signalRows(t, s)
+    },
+    observe: async max => {
+      const d = await port.ask<{ words: Uint32Array; times: Float64Array; names: Uint8Array; n: number; overwritten: number; originMs: number }>({
+        op: 'observe',
+        max,
+      })
+      return { flows: decodeFlows(d, LOOP_DROP_NAMES), overwritten: d.overwritten }
     },
     conntrack,
     deleteWhere: async pred => {

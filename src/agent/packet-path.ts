@@ -5,6 +5,7 @@
 import type { Device } from '../device/device'
 import { Dataplane, dropNames, type Net4, type Net6, type Peer } from '../dataplane/loop'
 import { Capture } from '../dataplane/capture'
+import { FlowRing } from '../dataplane/observe'
 import { NatEngine, type NatEngineOptions } from '../nat/engine'
 import { compileNat, type ResolvedNatConfig } from '../nat/compile'
 import { CT_CHUNK } from '../nat/ctview'
@@ -67,6 +68,7 @@ export type PacketRequest =
   | { op: 'dnsMetrics' }
   | { op: 'serviceCounters' }
   | { op: 'endpointSignals' }
+  | { op: 'observe'; max: number }
   | { op: 'ctChunk'; cursor: number; max: number }
   | { op: 'ctDelete'; tuples: readonly TupleRef[] }
   | { op: 'lookups'; q: TupleQuery; svcPortIds: readonly { id: number; family: Family }[] }
@@ -87,6 +89,11 @@ const FLUSH_SLICE = 2048
  * endpoints' retransmissions to come; short, because at other times such a packet may be a direct pod connection's.
  */
 const REPLY_PICKUP_SECONDS = 30
+
+/** Flow records the observe ring holds; one observe request drains at most this many. */
+const OBSERVE_RING = 8192
+/** Nobody asked for flows this long: the packet path stops recording them. */
+const OBSERVE_IDLE_MS = 10_000
 
 /** At most this many tuples in one ctDelete request (the control thread sends more in several). */
 export const CT_DELETE_BATCH = 1024
@@ -160,6 +167,11 @@ export class PacketPath {
         this.clock = monoSeconds()
         this.engine.tick(this.clock)
         this.sendResets()
+        const ob = this.dp.observer
+        if (ob !== null && performance.now() - ob.lastDrainMs > OBSERVE_IDLE_MS) {
+          this.dp.observer = null
+          this.engine.onConnectEvent = null
+        }
       }, 250),
     )
   }
@@ -221,6 +233,18 @@ export class PacketPath {
         // O(endpoints seen): copies of typed arrays, as serviceCounters copies its per-id arrays
         const s = this.engine.book?.snapshot(performance.now()) ?? null
         return s === null ? null : new Transfer(s, [s.keys.buffer, s.sig.buffer, s.hist.buffer, s.ejectedMs.buffer, s.live.buffer] as ArrayBuffer[])
+      }
+      case 'observe': {
+        // the first request starts recording (until OBSERVE_IDLE_MS without one); each drains a bounded copy
+        let ob = this.dp.observer
+        if (ob === null) {
+          ob = new FlowRing(OBSERVE_RING, this.engine)
+          const ring = ob
+          this.dp.observer = ring
+          this.engine.onConnectEvent = (kind, family, e, ep, why) => ring.connectEvent(kind, family, e, ep, why)
+        }
+        const d = ob.drain(Math.min(req.max, OBSERVE_RING))
+        return new Transfer(d, [d.words.buffer, d.times.buffer, d.names.buffer] as ArrayBuffer[])
       }
       case 'ctChunk': {
         const r = this.engine.ctChunk(req.cursor, Math.min(req.max, CT_CHUNK), this.clock)

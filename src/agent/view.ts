@@ -7,6 +7,8 @@ import type { ConntrackEntry } from '../nat/ctview'
 import type { ExplainLive } from '../nat/decide'
 import type { DnsServer } from '../dns/server'
 import type { SignalRow } from '../nat/signals'
+import type { FlowRecord } from '../dataplane/observe'
+export type { FlowRecord } from '../dataplane/observe'
 
 /** A 5-tuple as trace asks the packet thread about it. */
 export interface TupleQuery {
@@ -32,6 +34,8 @@ export interface LiveClient {
   counters(): Promise<Record<string, number>>
   /** per-endpoint golden signals and ejection state, by service port (nat/signals.ts); [] when signals are off */
   endpointSignals?(): Promise<SignalRow[]>
+  /** flows recorded since the last call (the first call starts recording; dataplane/observe.ts), and how many were lost */
+  observe?(max: number): Promise<{ flows: FlowRecord[]; overwritten: number }>
 }
 
 export interface DataplaneView {

@@ -16,6 +16,7 @@ import { UDP_HEADER, UdpField } from '../wire/udp'
 import { encapsulate, innerOffset, VXLAN_OVERHEAD, VXLAN_PORT } from './vxlan'
 import { completeChecksum, segment } from './gso'
 import { CAPTURE_VERDICTS, type Capture } from './capture'
+import type { FlowRing } from './observe'
 import { NatAction } from '../nat/verdict'
 import { monoSeconds } from '../nat/clock'
 
@@ -173,6 +174,10 @@ export class Dataplane {
   capture: Capture | null = null
   /** packets the NAT step queued during a batch (failover SYNs), written after it; null: none */
   queued: QueuedOut | null = null
+  /** set while `tundra observe` watches (observe.ts); null (the usual case) costs one check per packet */
+  observer: FlowRing | null = null
+  /** the batch's buffer, for the observer's records of the loop's own drops */
+  private batchBuf: Buffer = Buffer.alloc(0)
   private readonly info = new PacketInfo()
   private readonly tx = Buffer.alloc(TX_SIZE)
   private txUsed = 0
@@ -257,6 +262,7 @@ export class Dataplane {
     const { buf, offsets, lengths } = batch
     const info = this.info
     const opts = this.opts
+    this.batchBuf = buf
     for (let i = 0; i < batch.count; i++) {
       let off = offsets[i]!
       let len = lengths[i]!
@@ -354,7 +360,10 @@ export class Dataplane {
       const cap = this.capture
       const capThis = cap !== null && info.family === 4 && cap.wants(info.src, info.dst)
       if (capThis && cap.opts.pre) cap.record(buf, off, len, 'pre-nat')
+      const ob = this.observer
+      if (ob !== null) ob.beforeNat(buf, info)
       const act = this.nat.process(buf, off, len, info, (flags & VnetFlags.NEEDS_CSUM) !== 0, this.now)
+      if (ob !== null) ob.afterNat(buf, off, info, act)
       if (capThis && cap.opts.post) cap.record(buf, off, len, `post-nat ${CAPTURE_VERDICTS[act] ?? act}`)
       if (act === Action.DROP) {
         c.dropped++
@@ -421,6 +430,7 @@ export class Dataplane {
   private drop(reason: number): void {
     this.counters.dropped++
     this.counters.drops[reason]!++
+    if (this.observer !== null) this.observer.loopDrop(this.batchBuf, this.info, reason)
   }
 
   /** Queues tx[off, off+len) for the batch's write; false (and a counted drop) when the output arrays are full. */
@@ -552,8 +562,11 @@ export class Dataplane {
       this.drop(LoopDrop.TX_OVERFLOW)
       return
     }
+    const ob = this.observer
+    if (ob !== null) ob.dns(buf, info, q, qlen, -1)
     const n = this.dns.answerInPlace(buf, q, qlen, this.tx, o + UDP4_HEADERS, DNS_MAX_ANSWER, 0)
     if (n > 0) {
+      if (ob !== null) ob.dns(this.tx, info, o + UDP4_HEADERS, n, this.tx[o + UDP4_HEADERS + 3]! & 0x0f)
       writeUdpReply(this.tx, o, info.dst, info.src, info.dstPort, info.srcPort, n)
       if (this.pushTx(o, UDP4_HEADERS + n)) c.dnsAnswered++
       return

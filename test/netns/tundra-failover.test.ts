@@ -93,6 +93,46 @@ t.test('connect-time failover and outlier ejection (tundra run)', { ...skip, tim
   )
   t.equal(await connects(30), 0, 'all backends up: 30 of 30 connects succeed')
 
+  await t.test('tundra observe --follow shows a new flow and the DNS query of a client', async t => {
+    const obs = spawn(process.execPath, [CLI, 'observe', '--follow', '--socket', sock, '-o', 'json', '--pod', 'cli'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    procs.push(obs)
+    let out = ''
+    obs.stdout!.setEncoding('utf8').on('data', (d: string) => {
+      out += d
+    })
+    const flows = (): {
+      kind: string
+      dst: string
+      dport: number
+      endpoint: string
+      service: string
+      srcPod: string
+      dstPod: string
+      dns?: { name: string }
+    }[] =>
+      out
+        .split('\n')
+        .filter(l => l.startsWith('{'))
+        .map(l => JSON.parse(l) as never)
+    // observe's first request starts the recording: keep connecting until flows show up
+    await until(
+      'observe to show the new flow and the DNS query',
+      async () => {
+        await pod('cli', ['curl', '-s', '-m', '2', '-o', '/dev/null', 'http://web.default.svc.cluster.local/hostname'])
+        const f = flows()
+        return (
+          f.some(x => x.kind === 'new' && x.dst === VIP && x.dport === 80 && x.service === 'default/web' && x.endpoint.endsWith(':8080')) &&
+          f.some(x => x.kind === 'dns-query' && x.dns?.name === 'web.default.svc.cluster.local')
+        )
+      },
+      30_000,
+    )
+    const other = flows().filter(f => f.srcPod !== 'default/cli' && f.dstPod !== 'default/cli')
+    t.same(other, [], 'only flows of the client pod (--pod cli)')
+    obs.kill('SIGINT')
+    await until('observe to stop', async () => obs.exitCode !== null || obs.signalCode !== null)
+  })
+
   await t.test('one backend refuses (RST): failover hides it, ejection takes it out', async t => {
     const r = await nft('web-a', 'reject with tcp reset')
     t.equal(r.code, 0, r.stderr)
