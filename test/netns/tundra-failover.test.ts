@@ -140,6 +140,9 @@ t.test('connect-time failover and outlier ejection (tundra run)', { ...skip, tim
     const wide = await services('wide')
     t.match(wide, new RegExp(`${ipOf('web-a').replace(/\./g, '\\.')}:8080/TCP \\([^)]*ejected \\d+s`), 'tundra services marks the backend ejected')
     t.match(wide, /endpoint signals/, '-o wide shows the golden signals')
+    const tr = await run([process.execPath, CLI, 'trace', '--socket', sock, '--src', `${ipOf('cli')}:40000`, '--dst', `${VIP}:80`])
+    t.equal(tr.code, 0, tr.stderr)
+    t.match(tr.stdout, new RegExp(`skipped: +${ipOf('web-a').replace(/\./g, '\\.')}:8080 is ejected`), 'tundra trace says the backend is skipped as ejected')
     const m = await metrics()
     const ep = `endpoint="${ipOf('web-a')}:8080"`
     t.match(m, new RegExp(`tundra_endpoint_ejected\\{[^}]*${ep}[^}]*\\} 1`), 'tundra_endpoint_ejected is 1')
