@@ -62,8 +62,8 @@ export const FAILOVER_LAB_NAMES = ['bffotun', 'bffoipt']
 const CONNECT_TIMEOUT_S = 1
 
 export async function runFailover(opts: { quick: boolean; workDir: string }): Promise<FailoverResult> {
-  const nRst = opts.quick ? 60 : 1000
-  const nBlack = opts.quick ? 30 : 300
+  const nRst = opts.quick ? 30 : 1000
+  const nBlack = opts.quick ? 15 : 300
   mkdirSync(opts.workDir, { recursive: true })
   const manifest = join(opts.workDir, 'failover.yaml')
   writeFileSync(manifest, MANIFEST)
