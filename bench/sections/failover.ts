@@ -164,11 +164,11 @@ async function connects(
   n: number,
 ): Promise<FailoverRun> {
   // one line per connect: time_connect (s), or "fail"
-  const script = `for i in $(seq ${n}); do curl -s -o /dev/null --connect-timeout ${CONNECT_TIMEOUT_S} -m 3 -w '%{time_connect}\\n' http://${VIP}/hostname || echo fail; done`
+  const script = `for i in $(seq ${n}); do if t=$(curl -s -o /dev/null --connect-timeout ${CONNECT_TIMEOUT_S} -m 3 -w '%{time_connect}' http://${VIP}/hostname); then echo $t; else echo fail; fi; done`
   const r = await pod('cli', ['sh', '-c', script], (n * (CONNECT_TIMEOUT_S + 3) + 60) * 1000)
   const lines = r.stdout.split('\n').filter(l => l !== '')
-  const ok = lines.filter(l => !l.includes('fail')).map(l => Number(l.replace(/fail$/, '')) * 1000)
-  const failed = lines.filter(l => l.includes('fail')).length + Math.max(0, n - lines.length)
+  const ok = lines.filter(l => l !== 'fail').map(l => Number(l) * 1000)
+  const failed = lines.filter(l => l === 'fail').length + Math.max(0, n - lines.length)
   const sorted = [...ok].sort((a, b) => a - b)
   return {
     contender,

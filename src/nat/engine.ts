@@ -1163,7 +1163,8 @@ export class NatEngine {
     const b = pend.ep[p]!
     const nowMs = this.msClock()
     book.sig[b * SIG_WORDS + Sig.FAILED]!++
-    book.sig[b * SIG_WORDS + Sig.CLOSED]!++
+    // the attempt is over; a RST that reaches the client is counted closed by conntrack's transition (connAfter)
+    const closed = b * SIG_WORDS + Sig.CLOSED
     this.connCounters[ConnStat.FAILED_RST + why]!++
     if (this.outlier?.failed(b, nowMs)) {
       this.connCounters[ConnStat.EJECTIONS]!++
@@ -1172,6 +1173,7 @@ export class NatEngine {
     this.onConnectEvent?.(0, fam.family, e, b, why)
     if (!this.failoverOn || pend.len[p] === 0 || pend.tries[p]! >= this.maxTries) {
       if (this.failoverOn) this.connCounters[ConnStat.FAILOVER_EXHAUSTED]!++
+      if (why !== ConnectFail.RST) book.sig[closed]!++
       pend.release(p)
       return false
     }
@@ -1179,14 +1181,17 @@ export class NatEngine {
     if (ne === GONE) {
       // The old entry is gone and no new one could be made: the failure is swallowed, the client's next SYN is new.
       this.connCounters[ConnStat.RESEND_DROPPED]!++
+      book.sig[closed]!++
       pend.release(p)
       return true
     }
     if (ne < 0) {
       this.connCounters[ConnStat.FAILOVER_EXHAUSTED]!++
+      if (why !== ConnectFail.RST) book.sig[closed]!++
       pend.release(p)
       return false
     }
+    book.sig[closed]!++
     this.connCounters[ConnStat.FAILOVER]!++
     return true
   }

@@ -85,6 +85,7 @@ t.test('failover off: the RST to a SYN reaches the client; signals count it', as
     port: '80',
     opened: 1,
     failed: 1,
+    closed: 1,
     active: 0,
     resetsEndpoint: 1,
     resetsClient: 0,
@@ -117,6 +118,7 @@ t.test('failover on RST: the SYN goes to another endpoint, the client sees its S
   tt.equal(flow(ack), `${CLIENT}:40001 > ${to}:8080`, 'the rest of the connection follows the new endpoint')
   tt.equal(stat(eng, ConnStat.FAILOVER), 1)
   tt.equal(eng.ctCount(), 1, 'one conntrack entry')
+  tt.match(rowOf(eng, c.to), { opened: 1, failed: 1, closed: 1, active: 0 }, 'the refused attempt is over')
   const h = rowOf(eng, to)!.connect
   tt.equal(h.count, 1, 'the connect time is recorded for the endpoint that answered')
   tt.equal(h.sum, 3)
