@@ -116,7 +116,8 @@ async function main(): Promise<number> {
             report.sync = await runSync({ quick: args.quick, nft20k: args.nft20k, loadCapMs: args.loadCap * 1000 })
             break
           case 'firstpacket': {
-            const cs = args.contenders.filter(c => c !== 'nftables' || args.quick || args.nft20k)
+            // cref is an e2e contender only (a fixed rule list, no service table to scale)
+            const cs = args.contenders.filter(c => c !== 'cref' && (c !== 'nftables' || args.quick || args.nft20k))
             const keepTundra = args.sections.includes('dns') && cs.includes('tundra')
             const fp = await runFirstPacket({ quick: args.quick, rounds: args.rounds, seconds: args.seconds, contenders: cs, workDir: work, keepTundra })
             report.firstpacket = fp.result
@@ -127,7 +128,7 @@ async function main(): Promise<number> {
             report.memory = await runMemory(args.quick)
             break
           case 'e2e':
-            report.e2e = await runE2e(args.contenders, args.rounds, args.seconds, work)
+            report.e2e = await runE2e(args.contenders, args.rounds, args.seconds, work, args.quick)
             break
           case 'churn':
             report.churn = await runChurn({

@@ -21,7 +21,8 @@ const ALLOWED = {
   agent: { wire: 'all', device: 'all', dataplane: 'all', nat: 'all', dns: 'all', k8s: 'all', model: 'all', netns: 'all', run: 'all', metrics: 'all' },
   lab: { wire: 'all', agent: 'all', kubeproxy: 'all', k8s: 'all', model: 'all', netns: 'all' },
   inspect: { wire: 'all', agent: 'all', lab: 'all', nat: 'all', dns: 'all', kubeproxy: 'all', k8s: 'all', model: 'all' },
-  daemon: { agent: 'all', run: 'all', metrics: 'all', inspect: 'all', device: 'all', nat: 'all', dns: 'all', k8s: 'all', model: 'all' },
+  web: { wire: 'all', model: 'all', nat: 'all', agent: 'all', metrics: 'all', inspect: 'all' },
+  daemon: { web: 'all', agent: 'all', run: 'all', metrics: 'all', inspect: 'all', device: 'all', nat: 'all', dns: 'all', k8s: 'all', model: 'all' },
   cli: 'any',
 }
 

@@ -13,7 +13,7 @@ const ALIASES: Readonly<Record<string, readonly Section[]>> = {
   all: SECTIONS,
 }
 
-export const CONTENDERS = ['tundra', 'iptables-nft', 'iptables-legacy', 'nftables'] as const
+export const CONTENDERS = ['tundra', 'iptables-nft', 'iptables-legacy', 'nftables', 'cref'] as const
 export type Contender = (typeof CONTENDERS)[number]
 
 export interface BenchArgs {

@@ -4,7 +4,7 @@
 import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { basename, join, relative } from 'node:path'
 import { SECTIONS } from './args'
-import { charts, fmt, fmtOver, kernelColumns, rowCells, summarize, type BenchReport, type SummaryRow } from './report'
+import { charts, fmt, fmtOver, hasCrefColumn, kernelColumns, rowCells, summarize, type BenchReport, type SummaryRow } from './report'
 import { tickLabel } from './svg'
 
 /** Captions of the charts, in the order RESULTS.md shows them. */
@@ -165,6 +165,7 @@ export function renderResults(r: BenchReport, o: ResultsOptions, chartNames: rea
   const only = Array.isArray(meta['only']) && meta['only'].length < SECTIONS.length ? (meta['only'] as string[]) : undefined
   const rows = summarize(r) // from the measurements, so an older JSON gets today's rows and targets
   const kernels = kernelColumns(rows)
+  const cref = hasCrefColumn(rows)
   const lines: string[] = [
     '# tundra benchmark results',
     '',
@@ -193,11 +194,16 @@ export function renderResults(r: BenchReport, o: ResultsOptions, chartNames: rea
     '',
     'Medians. `ratio` is tundra ÷ the best kernel contender (throughput, packets, connections; dnsmasq for DNS; for sync ' +
       "times tundra ÷ the fastest kernel load, whose target is tundra's own time), or the µs tundra adds over the best kernel " +
-      'contender (latency). A kernel load stopped at the time cap shows as "> N s".',
+      'contender (latency). A kernel load stopped at the time cap shows as "> N s".' +
+      (cref
+        ? ' `cref` is the C reference (bench/tools/cref.c: the same TUN, offloads and routing, DNAT in a single-threaded C ' +
+          'loop, no JavaScript); `vs cref` is tundra ÷ cref, or the µs tundra adds over it: the cost of Node and of ' +
+          "tundra's design apart from the cost of the TUN itself (README.md: why cref trails the kernel)."
+        : ''),
     '',
-    row(['metric', 'unit', 'tundra', ...kernels, 'ratio', 'target', 'met?']),
-    row(['---', '---', '---:', ...kernels.map(() => '---:'), '---:', '---', '---']),
-    ...rows.map(x => row(rowCells(x, kernels).map((c, i, a) => (i === a.length - 3 ? ratioCell(x, c) : i === a.length - 1 && c === '' ? '–' : c)))),
+    row(['metric', 'unit', 'tundra', ...kernels, ...(cref ? ['vs cref'] : []), 'ratio', 'target', 'met?']),
+    row(['---', '---', '---:', ...kernels.map(() => '---:'), ...(cref ? ['---:'] : []), '---:', '---', '---']),
+    ...rows.map(x => row(rowCells(x, kernels, cref).map((c, i, a) => (i === a.length - 3 ? ratioCell(x, c) : i === a.length - 1 && c === '' ? '–' : c)))),
     '',
   )
   const sync = syncTable(r)

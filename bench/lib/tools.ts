@@ -4,6 +4,7 @@ import { execFileSync } from 'node:child_process'
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { run, waitFor, type RunResult } from '../../src/netns/netns'
+import type { Cluster } from '../../src/model/cluster'
 
 /** `ip netns exec <ns> <cmd…>` with a hard time limit (a wedged tool must not stall the run). */
 export function nsRun(ns: string, cmd: readonly string[], timeoutMs: number): Promise<RunResult> {
@@ -173,4 +174,38 @@ export function dnsmasqCommand(hostsFile: string, address: string): string[] {
     '--user=root',
     '--cache-size=10000',
   ]
+}
+
+/**
+ * bench/tools/build/cref, the C reference contender (bench/tools/cref.c), built with `cc -O2` when missing or older
+ * than its source (scripts/bootstrap builds it too). undefined when there is no C compiler.
+ */
+export function crefBinary(repo: string): string | undefined {
+  const src = join(repo, 'bench', 'tools', 'cref.c')
+  const bin = join(repo, 'bench', 'tools', 'build', 'cref')
+  try {
+    if (existsSync(bin) && statSync(bin).mtimeMs >= statSync(src).mtimeMs) return bin
+    mkdirSync(join(repo, 'bench', 'tools', 'build'), { recursive: true })
+    execFileSync('cc', ['-O2', '-o', bin, src], { stdio: 'ignore', timeout: 60_000 })
+    return bin
+  } catch {
+    return undefined
+  }
+}
+
+/** cref's rules for a cluster: `tcp|udp:<clusterIP>:<port>=<ip>:<port>,…` per IPv4 ClusterIP port with ready endpoints. */
+export function crefRules(cluster: Cluster): string[] {
+  const out: string[] = []
+  for (const s of cluster.services) {
+    const vip = s.clusterIPs.find(ip => ip.includes('.'))
+    if (vip === undefined || s.headless) continue
+    for (const p of s.ports) {
+      if (p.protocol === 'SCTP') continue
+      const eps = s.endpoints
+        .filter(e => e.ready && e.family === 4)
+        .flatMap(e => e.ports.filter(q => q.name === p.name && q.protocol === p.protocol).map(q => `${e.ip}:${q.port}`))
+      if (eps.length > 0) out.push(`${p.protocol.toLowerCase()}:${vip}:${p.port}=${eps.join(',')}`)
+    }
+  }
+  return out
 }

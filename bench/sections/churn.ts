@@ -47,7 +47,7 @@ import { parseDnsperf } from './dns'
 // ---- the plan: sizes, contenders, durations (pure, unit-tested) ----
 
 export const CHURN_CONTENDERS: readonly Contender[] = ['tundra', 'iptables-nft', 'nftables']
-const NAMES: Record<Contender, string> = { tundra: 'bctundra', 'iptables-nft': 'bciptnft', 'iptables-legacy': 'bciptleg', nftables: 'bcnft' }
+const NAMES: Record<Contender, string> = { tundra: 'bctundra', 'iptables-nft': 'bciptnft', 'iptables-legacy': 'bciptleg', nftables: 'bcnft', cref: 'bccref' }
 export const CHURN_LAB_NAMES = Object.values(NAMES)
 
 /** endpoint changes per second, probes per second, DNS queries per second */

@@ -4,6 +4,11 @@
 //   dnsmasq        in a namespace of ours, --addn-hosts with every service name
 //   tundra-socket  DnsServer (answerInPlace) behind a kernel UDP socket, in the same namespace
 //   tundra-lab     tundra's in-path cluster DNS in a lab (`dnsperf -s 10.96.0.10` from a pod), when tundra runs
+//
+// Fair shares of a small machine: with two or more CPUs, every server (dnsmasq, the socket front end's process, the
+// lab's agent, each with all its threads) is pinned to CPU 0 while it is measured and dnsperf runs on the last CPU,
+// so no contender gets more of the machine than another and dnsperf never steals the server's CPU. The kernel's
+// work on the client's sends runs on the client's CPU for every contender alike.
 import { writeFileSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import type { ChildProcess } from 'node:child_process'
@@ -15,7 +20,9 @@ import { writeScaleManifest } from '../lib/manifests'
 import { scaleServices, type KeptLab } from './firstpacket'
 import { errorSummary, progress } from '../lib/progress'
 import { median } from '../lib/stats'
-import { dnsmasqCommand, nsRun, waitListening } from '../lib/tools'
+import { dnsmasqCommand, nsRun, readPidTicks, USER_HZ, waitListening } from '../lib/tools'
+import { cpus } from 'node:os'
+import { run } from '../../src/netns/netns'
 
 export interface DnsperfReport {
   readonly qps: number
@@ -50,9 +57,15 @@ export interface DnsContender {
   qps: number
   avgLatencyMs: number
   lostPct: number
+  /** the server process's own CPU (utime + stime, all threads) per answered query, µs, one per round */
+  readonly cpuUsPerQuery?: number[]
+  /** median of cpuUsPerQuery: what an answer costs the server, much less sensitive to other load than q/s */
+  cpuUsPerQueryMedian?: number
 }
 
 export interface DnsResult {
+  /** servers on CPU 0 and dnsperf on the last CPU (false on a one-CPU machine: nothing pinned) */
+  readonly pinned?: boolean
   readonly services: number
   readonly queries: number
   readonly seconds: number
@@ -89,6 +102,8 @@ export interface DnsOptions {
 
 export async function runDns(o: DnsOptions): Promise<DnsResult> {
   const n = o.lab?.services ?? scaleServices(o.quick)
+  const last = cpus().length - 1
+  const pin = last >= 1
   const seconds = o.quick ? 1 : Math.max(3, o.seconds)
   mkdirSync(o.workDir, { recursive: true })
   const manifest = o.lab?.manifest ?? writeScaleManifest(o.workDir, n)
@@ -102,9 +117,9 @@ export async function runDns(o: DnsOptions): Promise<DnsResult> {
   writeFileSync(queries, shuffle(qs).join('\n') + '\n')
   progress('dns', `${names.length} service names; query file of ${qs.length} A queries`)
 
-  const mk = (name: string): DnsContender => ({ name, available: false, runs: [], qps: NaN, avgLatencyMs: NaN, lostPct: NaN })
+  const mk = (name: string): DnsContender => ({ name, available: false, runs: [], qps: NaN, avgLatencyMs: NaN, lostPct: NaN, cpuUsPerQuery: [] })
   const contenders = [mk('dnsmasq'), mk('tundra-socket'), ...(o.withTundraLab ? [mk('tundra-lab')] : [])]
-  const targets = new Map<string, { ns: string; server: string; port: number }>()
+  const targets = new Map<string, { ns: string; server: string; port: number; pid?: number }>()
   const topo = newTopology('dns')
   const servers: ChildProcess[] = []
   try {
@@ -118,9 +133,10 @@ export async function runDns(o: DnsOptions): Promise<DnsResult> {
 
     const dm = contenders[0]!
     try {
-      servers.push(topo.spawn(srv, dnsmasqCommand(hosts, SRV)))
+      const d = topo.spawn(srv, dnsmasqCommand(hosts, SRV))
+      servers.push(d)
       await waitListening(srv, 'udp', 53)
-      targets.set(dm.name, { ns: cli, server: SRV, port: 53 })
+      targets.set(dm.name, { ns: cli, server: SRV, port: 53, ...(d.pid !== undefined ? { pid: d.pid } : {}) })
       dm.available = true
     } catch (err) {
       dm.error = (err as Error).message
@@ -149,7 +165,7 @@ export async function runDns(o: DnsOptions): Promise<DnsResult> {
       )
       const r = await nsRun(cli, ['dig', '+short', '+time=2', '+tries=3', `@${SRV_TUNDRA}`, names[0]![0]], 15_000)
       if (r.stdout.trim() !== names[0]![1]) throw new Error(`tundra's socket DNS answered ${JSON.stringify(r.stdout.trim())} for ${names[0]![0]}`)
-      targets.set(ts.name, { ns: cli, server: SRV_TUNDRA, port: 53 })
+      targets.set(ts.name, { ns: cli, server: SRV_TUNDRA, port: 53, ...(child.pid !== undefined ? { pid: child.pid } : {}) })
       ts.available = true
     } catch (err) {
       ts.error = (err as Error).message
@@ -164,7 +180,8 @@ export async function runDns(o: DnsOptions): Promise<DnsResult> {
           o.lab?.state ??
           (await benchLabUp({ name: 'bndns', files: [manifest], dataplane: 'tundra', section: 'dns', readyTimeoutMs: 240_000, keepLogsIn: o.workDir }))
         const client = st.pods.find(p => p.name === 'client')!.ns
-        targets.set(tl.name, { ns: client, server: '10.96.0.10', port: 53 })
+        const agent = st.processes.find(p => p.role === 'agent')
+        targets.set(tl.name, { ns: client, server: '10.96.0.10', port: 53, ...(agent ? { pid: agent.pid } : {}) })
         tl.available = true
       } catch (err) {
         tl.error = errorSummary(err)
@@ -177,20 +194,29 @@ export async function runDns(o: DnsOptions): Promise<DnsResult> {
       for (let i = 0; i < live.length; i++) {
         const c = live[(i + round) % live.length]!
         const t = targets.get(c.name)!
-        const r = await nsRun(
-          t.ns,
-          ['dnsperf', '-s', t.server, '-p', String(t.port), '-d', queries, '-l', String(seconds), '-c', '4', '-q', '200', '-t', '2'],
-          (seconds + 30) * 1000,
-        )
+        const perf = ['dnsperf', '-s', t.server, '-p', String(t.port), '-d', queries, '-l', String(seconds), '-c', '4', '-q', '200', '-t', '2']
+        if (pin && t.pid !== undefined) await setAffinity(t.pid, '0')
+        let r: Awaited<ReturnType<typeof nsRun>>
+        const ticks0 = t.pid === undefined ? NaN : readPidTicks(t.pid)
+        let ticks = NaN
+        try {
+          r = await nsRun(t.ns, pin ? ['taskset', '-c', String(last), ...perf] : perf, (seconds + 30) * 1000)
+          ticks = t.pid === undefined ? NaN : readPidTicks(t.pid) - ticks0
+        } finally {
+          if (pin && t.pid !== undefined) await setAffinity(t.pid, `0-${last}`)
+        }
         const rep = parseDnsperf(r.stdout)
         if (!rep) {
           progress('dns', `round ${round + 1} ${c.name}: dnsperf gave no summary: ${(r.stderr || r.stdout).trim().split('\n').slice(-2).join(' | ')}`)
           continue
         }
         c.runs.push(rep)
+        const cpuUs = rep.completed > 0 ? ((ticks / USER_HZ) * 1e6) / rep.completed : NaN
+        c.cpuUsPerQuery!.push(cpuUs)
         progress(
           'dns',
-          `round ${round + 1}/${o.rounds} ${c.name.padEnd(13)} ${rep.qps.toFixed(0)} q/s, avg ${rep.avgLatencyMs.toFixed(3)} ms, lost ${rep.lost}`,
+          `round ${round + 1}/${o.rounds} ${c.name.padEnd(13)} ${rep.qps.toFixed(0)} q/s, avg ${rep.avgLatencyMs.toFixed(3)} ms, lost ${rep.lost}` +
+            `, server CPU ${Number.isFinite(cpuUs) ? cpuUs.toFixed(2) : '?'} µs/query`,
         )
       }
     }
@@ -205,6 +231,13 @@ export async function runDns(o: DnsOptions): Promise<DnsResult> {
     c.qps = median(c.runs.map(r => r.qps))
     c.avgLatencyMs = median(c.runs.map(r => r.avgLatencyMs))
     c.lostPct = median(c.runs.map(r => (r.completed + r.lost > 0 ? (100 * r.lost) / (r.completed + r.lost) : NaN)))
+    const cpu = (c.cpuUsPerQuery ?? []).filter(Number.isFinite)
+    if (cpu.length > 0) c.cpuUsPerQueryMedian = median(cpu)
   }
-  return { services: names.length, queries: qs.length, seconds, contenders }
+  return { pinned: pin, services: names.length, queries: qs.length, seconds, contenders }
+}
+
+/** Every thread of `pid` onto `cpuList` (taskset -a): the agent's packet and control threads, Node's helpers. */
+async function setAffinity(pid: number, cpuList: string): Promise<void> {
+  await run(['taskset', '-a', '-p', '-c', cpuList, String(pid)], { timeoutMs: 5000 })
 }

@@ -17,10 +17,12 @@ import type { Topology } from '../../src/netns/netns'
 import { haveCommand, run } from '../../src/netns/netns'
 import type { LabState } from '../../src/lab/index'
 import type { Contender } from '../lib/args'
-import { benchLabDown, benchLabUp, dropTopology, newTopology } from '../lib/labs'
+import { benchLabDown, benchLabUp, dropTopology, labCluster, newTopology } from '../lib/labs'
 import { errorSummary, progress } from '../lib/progress'
 import { median } from '../lib/stats'
 import {
+  crefBinary,
+  crefRules,
   nsRun,
   parseConnect,
   parseIperfTcpCsv,
@@ -34,7 +36,11 @@ import {
   waitListening,
   type CpuTicks,
 } from '../lib/tools'
-import { repoRoot } from '../../src/lab/up'
+import { agentConfig, repoRoot } from '../../src/lab/up'
+import { compileLab } from '../../src/lab/compile'
+import { LAB } from '../../src/lab/plan'
+import { labDir } from '../../src/lab/state'
+import { waitFor } from '../../src/netns/netns'
 
 export const WEB_VIP = '10.96.200.10'
 export const SOLO_VIP = '10.96.200.11'
@@ -45,6 +51,7 @@ export const LAB_NAMES: Record<Contender, string> = {
   'iptables-nft': 'bniptnft',
   'iptables-legacy': 'bniptleg',
   nftables: 'bnnft',
+  cref: 'bncref',
 }
 
 export interface ContenderResult {
@@ -94,7 +101,7 @@ async function setUp(c: Contender, procs: Topology, workDir: string, shim: strin
     files: [manifestPath()],
     section: 'e2e',
     keepLogsIn: workDir,
-    dataplane: c === 'tundra' ? 'tundra' : c === 'nftables' ? 'nftables' : 'iptables',
+    dataplane: c === 'tundra' ? 'tundra' : c === 'nftables' ? 'nftables' : c === 'cref' ? 'none' : 'iptables',
     ...(c === 'iptables-legacy' ? { iptablesBackend: 'legacy' as const } : c === 'iptables-nft' ? { iptablesBackend: 'nft' as const } : {}),
   })
   const client = podNs(state, 'client')
@@ -113,12 +120,44 @@ async function setUp(c: Contender, procs: Topology, workDir: string, shim: strin
     await waitListening(b, 'udp', 11111)
     await waitListening(b, 'tcp', 11112)
   }
-  const agent = state.processes.find(p => p.role === 'agent')
+  const agent = c === 'cref' ? { pid: await startCref(state, procs) } : state.processes.find(p => p.role === 'agent')
   const env: Env = { contender: c, state, client, b1, b2, procs, sockperf, ...(agent ? { agentPid: agent.pid } : {}), ...(shim ? { shim } : {}) }
   // The service must answer before anything is measured.
   const probe = await connTest(env, 0.5)
   if (!(probe['connPerSec']! > 0)) throw new Error(`no connection through ${WEB_VIP}:80 worked`)
   return env
+}
+
+/**
+ * The C reference (bench/tools/cref.c) on the node of a `dataplane none` lab: it opens the TUN tundra would open
+ * (same name, vnet header, offloads), then the node is wired as the tundra agent wires it (bench/tools/cref-wire.ts
+ * calls the agent's own `wire`), so the two labs differ only in the program on the TUN. Returns cref's PID.
+ */
+export async function startCref(state: LabState, procs: Topology): Promise<number> {
+  const bin = crefBinary(repoRoot())
+  if (!bin) throw new Error('no C compiler for bench/tools/cref.c (scripts/bootstrap builds it)')
+  const node = state.nodes[0]!
+  const rules = crefRules(labCluster(state, [manifestPath()]))
+  const cref = procs.spawn(node.ns, [bin, '-n', LAB.tunName, '-s', ...rules])
+  let err = ''
+  cref.stderr?.setEncoding('utf8').on('data', (d: string) => {
+    err += d
+  })
+  await waitFor(
+    `cref to open ${LAB.tunName}`,
+    async () => {
+      if (cref.exitCode !== null) throw new Error(`cref exited: ${err.trim()}`)
+      return (await nsRun(node.ns, ['ip', 'link', 'show', LAB.tunName], 5000)).code === 0
+    },
+    10_000,
+    20,
+  )
+  const plan = compileLab({ name: state.name, files: [manifestPath()], nodes: state.nodes.length, dataplane: 'none' })
+  const cfg = agentConfig(plan, node.name, '', join(labDir(state.name), `${node.name}.cref.sock`))
+  const r = await nsRun(node.ns, [process.execPath, join(repoRoot(), 'dist', 'bench', 'tools', 'cref-wire.js'), JSON.stringify(cfg), LAB.tunName], 30_000)
+  if (r.code !== 0) throw new Error(`wiring the node for cref failed: ${r.stderr.trim()}`)
+  if (cref.pid === undefined) throw new Error('cref did not start')
+  return cref.pid
 }
 
 // ---- CPU accounting ----
@@ -227,17 +266,18 @@ async function connTest(env: Env, seconds: number): Promise<Record<string, numbe
 }
 
 // latency runs: 2 s of ping-pong (tens of thousands of round trips) is plenty for p50 and p99
-const TESTS: readonly { name: string; run: (env: Env, seconds: number) => Promise<Record<string, number>>; headline: string }[] = [
-  { name: 'tcp 1 stream', run: (e, s) => tcpTest(e, 1, s), headline: 'tcp1Gbps' },
+// `small`: the tests the C reference also runs in --quick (the rest of its row waits for a full run: budget)
+const TESTS: readonly { name: string; run: (env: Env, seconds: number) => Promise<Record<string, number>>; headline: string; small?: boolean }[] = [
+  { name: 'tcp 1 stream', run: (e, s) => tcpTest(e, 1, s), headline: 'tcp1Gbps', small: true },
   { name: 'tcp 4 streams', run: (e, s) => tcpTest(e, 4, s), headline: 'tcp4Gbps' },
-  { name: 'udp 64 B', run: (e, s) => udpTest(e, s), headline: 'udpRxPps' },
+  { name: 'udp 64 B', run: (e, s) => udpTest(e, s), headline: 'udpRxPps', small: true },
   { name: 'latency', run: (e, s) => latencyTest(e, Math.min(s, 2), false), headline: 'latUdpP50' },
-  { name: 'latency pinned', run: (e, s) => latencyTest(e, Math.min(s, 2), true), headline: 'latUdpPinnedP50' },
+  { name: 'latency pinned', run: (e, s) => latencyTest(e, Math.min(s, 2), true), headline: 'latUdpPinnedP50', small: true },
   { name: 'new connections', run: (e, s) => connTest(e, s), headline: 'connPerSec' },
   { name: 'direct pod latency', run: (e, s) => directTest(e, Math.min(s, 2)), headline: 'latDirectUdpP50' },
 ]
 
-export async function runE2e(contenders: readonly Contender[], rounds: number, seconds: number, workDir: string): Promise<E2eResult> {
+export async function runE2e(contenders: readonly Contender[], rounds: number, seconds: number, workDir: string, quick = false): Promise<E2eResult> {
   const results: ContenderResult[] = contenders.map(c => ({ contender: c, available: false, samples: {}, medians: {} }))
   const envs: Env[] = []
   const shim = sockperfNoSleep(repoRoot(), workDir)
@@ -272,6 +312,7 @@ export async function runE2e(contenders: readonly Contender[], rounds: number, s
         // rotate the order each round so no contender always goes first (or right after the noisiest)
         const order = envs.map((_, i) => envs[(i + round) % envs.length]!)
         for (const env of order) {
+          if (quick && env.contender === 'cref' && t.small !== true) continue
           const res = results.find(x => x.contender === env.contender)!
           let vals: Record<string, number>
           try {

@@ -36,7 +36,7 @@ export interface FirstPacketResult {
   readonly contenders: FirstPacketContender[]
 }
 
-const NAMES: Record<Contender, string> = { tundra: 'bftundra', 'iptables-nft': 'bfiptnft', 'iptables-legacy': 'bfiptleg', nftables: 'bfnft' }
+const NAMES: Record<Contender, string> = { tundra: 'bftundra', 'iptables-nft': 'bfiptnft', 'iptables-legacy': 'bfiptleg', nftables: 'bfnft', cref: 'bfcref' }
 export const FIRSTPACKET_LAB_NAMES = Object.values(NAMES)
 
 /** The services of the first-packet labs: 1 000 in --quick, 20 000 otherwise (dns uses the same). */

@@ -3,8 +3,10 @@
 import dnsPacket from 'dns-packet'
 import { compileNat, updateNat } from '../../src/nat/compile'
 import { NatAction, NatEngine } from '../../src/nat/engine'
+import { sharedConntrack } from '../../src/nat/conntrack'
 import { natImage } from '../../src/nat/image'
 import { connectOptions } from '../../src/nat/failover'
+import { SCHED_NAMES } from '../../src/nat/sched'
 import { ctChunkBytes } from '../../src/nat/ctview'
 import { Conntrack } from '../../src/nat/conntrack'
 import { DnsServer } from '../../src/dns/server'
@@ -104,9 +106,15 @@ export function runMicro(quick: boolean, runner: MicroRunner = benchmarkJs): Mic
   })
 
   // ---- NAT per packet ----
-  for (const n of [1, 1000, 20000]) {
-    const table = compileNat(synthCluster(n, 10), NAT_CONFIG)
-    const eng = new NatEngine(table, { seed: 1, conntrackMax: 1 << 16 })
+  // 'shared': conntrack in a SharedArrayBuffer as packet threads have it (tun.packetThreads > 1): the lock per packet
+  for (const n of [1, 1000, 20000, 'shared'] as const) {
+    const shared = n === 'shared'
+    const table = compileNat(synthCluster(shared ? 1000 : n, 10), NAT_CONFIG)
+    const eng = new NatEngine(table, {
+      seed: 1,
+      conntrackMax: 1 << 16,
+      ...(shared ? { shared: { v4: sharedConntrack(4, 1 << 16, 1), v6: sharedConntrack(6, 1024, 2), owner: 1 } } : {}),
+    })
     const work = new Uint8Array(64)
     // An established flow to service 0: SYN, SYN-ACK (from whichever endpoint was chosen), ACK.
     const vip0 = ip(vipOf(0))
@@ -122,7 +130,7 @@ export function runMicro(quick: boolean, runner: MicroRunner = benchmarkJs): Mic
     const ackTpl = tcp4(CLIENT, vip0, 33000, SERVICE_PORT, TCP_ACK, 0, 1001, 5001)
     const len = ackTpl.length
     run({
-      group: `nat ${n} services`,
+      group: shared ? 'nat 1000 services, shared conntrack (packet threads)' : `nat ${n} services`,
       name: 'established flow: parse + conntrack + rewrite',
       opsPerCall: 32,
       fn: () => {
@@ -133,6 +141,7 @@ export function runMicro(quick: boolean, runner: MicroRunner = benchmarkJs): Mic
         }
       },
     })
+    if (shared) continue
     const ct = eng.v4.ct
     for (const [label, idx] of [
       ['first', 0],
@@ -191,6 +200,37 @@ export function runMicro(quick: boolean, runner: MicroRunner = benchmarkJs): Mic
         }
       },
     })
+  }
+
+  // ---- endpoint schedulers (src/nat/sched.ts): a new connection's first packet per scheduler ----
+  // 1 000 services x 10 endpoints (--quick: 100); the connection is removed again, so lc/wlc also pay their
+  // count on close. Each row: parse + frontend + schedule + DNAT + conntrack insert + delete.
+  {
+    const n = quick ? 100 : 1000
+    const work = new Uint8Array(64)
+    for (const sched of SCHED_NAMES) {
+      const table = compileNat(synthCluster(n, 10), { ...NAT_CONFIG, scheduler: sched })
+      const eng = new NatEngine(table, { seed: 1, conntrackMax: 1 << 16 })
+      const ct = eng.v4.ct
+      const tpl = tcp4(CLIENT, ip(vipOf(n >> 1)), 1, SERVICE_PORT, TCP_SYN)
+      let port = 0
+      run({
+        group: `nat scheduler, ${n} services × 10`,
+        name: `${sched}: new connection, first packet (schedule + DNAT + conntrack insert, and its removal)`,
+        opsPerCall: 16,
+        fn: () => {
+          for (let i = 0; i < 16; i++) {
+            work.set(tpl)
+            port = (port + 1) & 0x7fff
+            work[20] = 0x80 | (port >>> 8)
+            work[21] = port & 0xff
+            parsePacket(work, 0, 40, info)
+            if (eng.process(work, 0, 40, info, false, NOW) !== NatAction.FORWARD) throw new Error('new connection not forwarded')
+            ct.delete(ct.lookup(6) >>> 1)
+          }
+        },
+      })
+    }
   }
 
   // ---- NAT images: what crosses from the control thread, and what installing it costs the packet thread ----

@@ -6,7 +6,7 @@
 // and wiring is undone on every exit path of a failed start.
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
 import { hostname } from 'node:os'
-import { readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { closeSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs'
 import type { Server } from 'node:net'
 import type { AgentConfig, VxlanPeer } from './config'
 import { serveControl, type Handler } from './control'
@@ -24,7 +24,7 @@ import { connectOptions } from '../nat/failover'
 import { healthCheckByPort, healthCheckResponse } from '../metrics/health'
 import { DnsServer, type DnsServerOptions, type DnsMetrics } from '../dns/server'
 import { ZoneCompiler } from '../dns/image'
-import { CT_CHUNK, assembleSnapshot, prepareRestore } from '../nat/ctview'
+import { CT_CHUNK, prepareRestore, snapshotBody, snapshotHead } from '../nat/ctview'
 import { vxlanMac } from '../dataplane/vxlan'
 import { parseIpv4 } from '../wire/ipv4'
 import { parseIpv4Cidr } from '../wire/addr'
@@ -56,10 +56,23 @@ export interface AgentOptions {
 
 /**
  * How the TUN is read: by default inline (the packet thread polls it, busy-polling 100 µs after the last packet) with
- * one queue. TUNDRA_TUN_IO, TUNDRA_BUSY_POLL_US and TUNDRA_TUN_QUEUES override the config, for measuring one
- * setting against another without editing it.
+ * one queue. TUNDRA_TUN_IO, TUNDRA_BUSY_POLL_US, TUNDRA_TUN_QUEUES and TUNDRA_PACKET_THREADS override the config,
+ * for measuring one setting against another without editing it. More than one packet thread: one queue each, inline.
  */
-function tunIo(cfg: AgentConfig): { queues: number; io: 'thread' | 'inline'; busyPollUs: number } {
+function tunIo(cfg: AgentConfig): { queues: number; io: 'thread' | 'inline'; busyPollUs: number; packetThreads: number } {
+  const threads = process.env['TUNDRA_PACKET_THREADS'] !== undefined ? Number(process.env['TUNDRA_PACKET_THREADS']) : (cfg.tun.packetThreads ?? 1)
+  if (threads > 1) {
+    // each packet thread reads one queue inline: anything else said explicitly is refused, not bent
+    if (cfg.tun.queues !== undefined && cfg.tun.queues > 1 && cfg.tun.queues !== threads)
+      throw new AgentError(`tun.queues ${cfg.tun.queues} with tun.packetThreads ${threads}: each packet thread reads one queue, so they must be equal`)
+    if (cfg.tun.io === 'thread') throw new AgentError(`tun.io "thread" with tun.packetThreads ${threads}: packet threads read their queue inline`)
+    const busyPollUs = process.env['TUNDRA_BUSY_POLL_US'] !== undefined ? Number(process.env['TUNDRA_BUSY_POLL_US']) : (cfg.tun.busyPollUs ?? 100)
+    return { queues: threads, io: 'inline', busyPollUs, packetThreads: threads }
+  }
+  return { ...tunIo1(cfg), packetThreads: threads }
+}
+
+function tunIo1(cfg: AgentConfig): { queues: number; io: 'thread' | 'inline'; busyPollUs: number } {
   const env = (k: string): string | undefined => process.env[k]
   const envIo = env('TUNDRA_TUN_IO')
   const io = envIo === 'thread' || envIo === 'inline' ? envIo : (cfg.tun.io ?? 'inline')
@@ -148,12 +161,14 @@ export class Agent implements DataplaneView {
     this.current = opts.cluster ?? this.load()
     this.natCfg = resolveNatConfig({
       nodeName: config.node.name,
-      nodeIPs: [config.node.ip],
+      nodeIPs: [config.node.ip, ...(config.node.addresses ?? []).filter(a => a !== config.node.ip)],
       clusterCIDRs: [config.clusterCIDR, ...(config.clusterCIDR6 ? [config.clusterCIDR6] : [])],
       ...(config.nodePortAddresses !== undefined ? { nodePortAddresses: config.nodePortAddresses } : {}),
       ...(config.proxyMode !== undefined ? { proxyMode: config.proxyMode } : {}),
       ...(config.localhostNodePorts === true ? { localhostNodePorts: true } : {}),
       ...(config.lb !== undefined ? { lb: config.lb } : {}),
+      ...(config.scheduler !== undefined ? { scheduler: config.scheduler } : {}),
+      ...(config.ipvs !== undefined ? { gracefulTermination: true, excludeCIDRs: config.ipvs.excludeCIDRs ?? [] } : {}),
       ...(config.masqueradeAll === true ? { masqueradeAll: true } : {}),
       icmpMode: config.icmp ?? 'reply',
     })
@@ -263,8 +278,9 @@ export class Agent implements DataplaneView {
     const peers = cfg.vxlan.peers.map((p, i) => toPeer(p, `vxlan.peers[${i}]`))
     this.peers = cfg.vxlan.peers.map(p => ({ ...p }))
 
-    const tunOpts: TunOptions = { name: cfg.tun.name, vnetHdr: cfg.tun.vnetHdr, offloads: cfg.tun.vnetHdr, txqueuelen: 10000, ...tunIo(cfg) }
-    const tun = await this.packet.call<{ name: string; vnetHdr: boolean; offloadsAccepted: unknown }>({ op: 'open', tun: tunOpts })
+    const { packetThreads, ...io } = tunIo(cfg)
+    const tunOpts: TunOptions = { name: cfg.tun.name, vnetHdr: cfg.tun.vnetHdr, offloads: cfg.tun.vnetHdr, txqueuelen: 10000, ...io }
+    const tun = await this.packet.call<{ name: string; vnetHdr: boolean; offloadsAccepted: unknown }>({ op: 'open', tun: tunOpts, packetThreads })
     this.log(`[agent] ${tun.name} open: vnet header ${tun.vnetHdr ? 'on' : 'off'}, offloads ${JSON.stringify(tun.offloadsAccepted)}`)
     const restarted = wiredBefore(cfg)
     this.wiring = await wire(cfg, tun.name, servesLocalhostNodePorts(this.natCfg))
@@ -298,7 +314,7 @@ export class Agent implements DataplaneView {
         this.reload()
         return { reloads: this.reloads, lastSyncMs: this.lastSyncMs }
       },
-      ...(this.opts.testHooks ? testHooks() : {}),
+      ...(this.opts.testHooks ? testHooks(this.packet) : {}),
       ...(this.opts.handlers ? this.opts.handlers(this) : {}),
     }
     this.control = await serveControl(cfg.control, handlers)
@@ -373,17 +389,22 @@ export class Agent implements DataplaneView {
    * it over a bounded chunk per request; the file is assembled here.
    */
   async saveSnapshot(): Promise<void> {
+    // Streamed a chunk at a time (issue 14): a full table is never held twice on this thread.
+    const tmp = `${this.snapshotPath}.tmp`
+    let fd: number | undefined
     try {
-      const chunks: ArrayBuffer[] = []
+      fd = openSync(tmp, 'w')
+      writeSync(fd, snapshotHead(this.compiled))
       for (let c = 0; c >= 0; ) {
         const r = await this.packet.call<{ bytes: ArrayBuffer; next: number }>({ op: 'ctChunk', cursor: c, max: CT_CHUNK })
-        chunks.push(r.bytes)
+        writeSync(fd, snapshotBody(r.bytes))
         c = r.next
       }
-      const tmp = `${this.snapshotPath}.tmp`
-      writeFileSync(tmp, assembleSnapshot(chunks, this.compiled))
+      closeSync(fd)
+      fd = undefined
       renameSync(tmp, this.snapshotPath)
     } catch (err) {
+      if (fd !== undefined) closeSync(fd)
       this.log(`[agent] snapshot: ${(err as Error).message}`)
     }
   }
@@ -522,9 +543,10 @@ export class Agent implements DataplaneView {
   }
 }
 
-/** Commands that make this thread fail, for tests of what the packet thread does then. */
-function testHooks(): Record<string, Handler> {
+/** Commands that make this thread (or a packet thread) fail, for tests of what the other threads do then. */
+function testHooks(packet: Link): Record<string, Handler> {
   return {
+    'test-crash-packet-thread': args => packet.call({ op: 'testCrashPacketThread', index: Number(args['index'] ?? 0) }),
     'test-crash': () => {
       setImmediate(() => {
         throw new Error('test-crash: the control thread fails on purpose')

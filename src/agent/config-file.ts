@@ -22,7 +22,7 @@ export function readAgentConfig(file: string): AgentConfig {
   for (const f of ['manifests', 'dns.upstreams', 'vxlan.peers']) need(f, 'array')
   need('vxlan.vni', 'number')
   need('tun.vnetHdr', 'boolean')
-  const tun = (raw as { tun: { io?: unknown; busyPollUs?: unknown; queues?: unknown } }).tun
+  const tun = (raw as { tun: { io?: unknown; busyPollUs?: unknown; queues?: unknown; packetThreads?: unknown } }).tun
   if (tun.io !== undefined && tun.io !== 'inline' && tun.io !== 'thread')
     throw new Error(`${file}: tun.io: expected "inline" or "thread", got ${JSON.stringify(tun.io)}`)
   if (tun.busyPollUs !== undefined && !(Number.isInteger(tun.busyPollUs) && (tun.busyPollUs as number) >= 0 && (tun.busyPollUs as number) <= 1e6)) {
@@ -30,6 +30,23 @@ export function readAgentConfig(file: string): AgentConfig {
   }
   if (tun.queues !== undefined && !(Number.isInteger(tun.queues) && (tun.queues as number) >= 1 && (tun.queues as number) <= 64)) {
     throw new Error(`${file}: tun.queues: expected an integer 1..64, got ${JSON.stringify(tun.queues)}`)
+  }
+  const pt = tun.packetThreads
+  if (pt !== undefined && !(Number.isInteger(pt) && (pt as number) >= 1 && (pt as number) <= 64)) {
+    throw new Error(`${file}: tun.packetThreads: expected an integer 1..64, got ${JSON.stringify(pt)}`)
+  }
+  if (pt !== undefined && (pt as number) > 1 && tun.queues !== undefined && tun.queues !== pt) {
+    throw new Error(`${file}: tun.queues (${String(tun.queues)}) must equal tun.packetThreads (${String(pt)}): each packet thread reads one queue`)
+  }
+  if (pt !== undefined && (pt as number) > 1 && tun.io === 'thread') {
+    throw new Error(`${file}: tun.io "thread" with tun.packetThreads > 1: packet threads read their queue inline`)
+  }
+  const web = (raw as { web?: unknown }).web
+  if (web !== undefined) {
+    const w = web as { addr?: unknown; allowRemote?: unknown } | null
+    if (w === null || typeof w !== 'object' || typeof w.addr !== 'string' || (w.allowRemote !== undefined && typeof w.allowRemote !== 'boolean')) {
+      throw new Error(`${file}: web: expected { "addr": "127.0.0.1:9099", "allowRemote"?: false }, got ${JSON.stringify(web)}`)
+    }
   }
   const rl = (raw as { icmpRateLimit?: unknown }).icmpRateLimit
   if (rl !== undefined) {

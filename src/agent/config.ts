@@ -1,6 +1,8 @@
 // What one node's tundra agent needs to run: written by `tundra lab up` (or a user), read by `tundra agent`.
 import type { ConnectConfig } from '../nat/failover'
 
+import type { SchedulerName } from '../nat/sched'
+
 export interface VxlanPeer {
   readonly node: string
   /** the peer node's address on the node network */
@@ -16,6 +18,11 @@ export interface AgentConfig {
     readonly podCIDR: string
     /** interface on the node network (e.g. eth0): its ingress is steered into the TUN */
     readonly uplink: string
+    /**
+     * the node's other local addresses (after ip): what nodePortAddresses CIDRs select from, as kube-proxy selects
+     * interface addresses; traffic from them is the node's own
+     */
+    readonly addresses?: readonly string[]
   }
   /** all pods of the cluster, e.g. 10.100.0.0/16 */
   readonly clusterCIDR: string
@@ -41,6 +48,11 @@ export interface AgentConfig {
     readonly io?: 'thread' | 'inline'
     /** io 'inline': µs to keep polling after the last packet before sleeping (TunOptions.busyPollUs; default 100) */
     readonly busyPollUs?: number
+    /**
+     * packet threads, each reading its own TUN queue inline over a shared conntrack (default 1: the process's main
+     * thread reads every packet). More than 1 needs as many queues (queues defaults to this then).
+     */
+    readonly packetThreads?: number
   }
   readonly vxlan: {
     readonly vni: number
@@ -49,6 +61,8 @@ export interface AgentConfig {
   }
   /** unix socket for `tundra dump|trace|conntrack|services` against this agent */
   readonly control: string
+  /** the live web view (src/web): off unless set; loopback only unless allowRemote */
+  readonly web?: { readonly addr: string; readonly allowRemote?: boolean }
   readonly nodePortAddresses?: readonly string[]
   /** the kube-proxy mode whose NodePort rules tundra follows (what an empty nodePortAddresses means); default iptables */
   readonly proxyMode?: 'iptables' | 'nftables'
@@ -57,6 +71,10 @@ export interface AgentConfig {
   /** kube-proxy's masqueradeAll: SNAT every connection to a ClusterIP */
   readonly masqueradeAll?: boolean
   readonly lb?: 'random' | 'maglev'
+  /** endpoint scheduler of Services without a tundra.io/scheduler label (src/nat/sched.ts); default random (mh with lb maglev) */
+  readonly scheduler?: SchedulerName
+  /** kube-proxy's IPVS mode: graceful termination of leaving endpoints, and excludeCIDRs never touched */
+  readonly ipvs?: { readonly excludeCIDRs?: readonly string[] }
   readonly icmp?: 'reply' | 'reject' | 'drop'
   /** ICMP errors tundra sends (port/host unreachable, time exceeded): at most `burst` at once, refilled at `perSecond`
    *  (default 1000 and 50, Linux's icmp_msgs_per_sec / icmp_msgs_burst); perSecond 0 sends none after the burst */

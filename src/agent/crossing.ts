@@ -2,7 +2,7 @@
 // buffers are transferred (src/nat/image.ts, src/dns/installed.ts), never object graphs. A full image is installed by
 // wrapping its buffers, a delta in O(change) (ARCHITECTURE.md).
 import type { Service } from '../model/cluster'
-import { natImage, natImageTransfer, type NatImage } from '../nat/image'
+import { ImageKind, natImage, natImageTransfer, type NatImage } from '../nat/image'
 import type { NatTable, ServiceRef } from '../nat/compile'
 import { zoneImageTransfer, type ZoneImage } from '../dns/image'
 
@@ -17,6 +17,26 @@ export function natInstall(next: NatTable, prev?: NatTable): { install: NatInsta
 
 export function zoneInstall(img: ZoneImage): { install: ZoneInstall; transfer: ArrayBuffer[] } {
   return { install: img, transfer: zoneImageTransfer(img) }
+}
+
+/**
+ * A copy of an image for one more packet thread (tun.packetThreads > 1) and its transfer list: each thread installs
+ * and then changes its own copy (a delta writes map slots in place), so threads never share installed tables.
+ * Copied on the host thread, transferred to the packet thread: the packet thread never copies a table.
+ */
+export function natInstallCopy(img: NatInstall): { install: NatInstall; transfer: ArrayBuffer[] } {
+  const copy = structuredClone(img)
+  return { install: copy, transfer: natImageTransfer(copy) }
+}
+
+export function zoneInstallCopy(img: ZoneInstall): { install: ZoneInstall; transfer: ArrayBuffer[] } {
+  const copy = structuredClone(img)
+  return { install: copy, transfer: zoneImageTransfer(copy) }
+}
+
+/** Whether an image replaces the whole table (a packet thread started later needs nothing older). */
+export function isFullInstall(img: NatInstall | ZoneInstall): boolean {
+  return 'maps' in img ? img.kind === ImageKind.FULL : img.kind === 'full'
 }
 
 /** The services of `base` with `changed` replacing or adding by namespace/name and `deleted` removed. */

@@ -3,11 +3,11 @@
 // matching filters, choosing what to delete. In-process (tests, tools) the same requests go straight to an engine.
 import type { NatEngine } from '../nat/engine'
 import type { NatTable } from '../nat/compile'
-import { CT_CHUNK, decodeCtChunk, type ConntrackEntry } from '../nat/ctview'
+import { CT_CHUNK, ctChunkCount, forEachCtEntry, type ConntrackEntry } from '../nat/ctview'
 import type { ExplainLive } from '../nat/decide'
 import type { Family } from '../model/cluster'
 import type { Link } from './link'
-import { CT_DELETE_BATCH, type PacketRequest, type TupleRef } from './packet-path'
+import { CT_DELETE_BATCH, ENDPOINT_RELEASE_BATCH, type PacketRequest, type TupleRef } from './packet-path'
 import type { LiveClient, TupleQuery } from './view'
 import { signalRows, type EndpointSignals } from '../nat/signals'
 import { decodeFlows } from '../dataplane/observe'
@@ -32,17 +32,16 @@ function liveOver(port: LivePort, table: () => NatTable | undefined): LiveClient
     const sp = e.svcPortId >= 0 ? table()?.svcPorts[e.svcPortId] : undefined
     return sp === undefined || e.service !== '' ? e : { ...e, service: `${sp.namespace}/${sp.name}` }
   }
-  const conntrack = async (): Promise<ConntrackEntry[]> => {
-    const out: ConntrackEntry[] = []
+  const conntrack = async (visit: (e: ConntrackEntry) => void): Promise<void> => {
     for (let c = 0; c >= 0; ) {
       const r = await port.ask<{ bytes: ArrayBuffer; next: number }>({ op: 'ctChunk', cursor: c, max: CT_CHUNK })
-      for (const e of decodeCtChunk(r.bytes, table())) out.push(e)
+      forEachCtEntry(r.bytes, table(), visit)
       c = r.next
     }
-    return out
   }
   return {
     serviceCounters: () => port.ask({ op: 'serviceCounters' }),
+    endpointCounters: (release = []) => port.ask({ op: 'endpointCounters', release }),
     counters: () => port.ask({ op: 'counters' }),
     endpointSignals: async () => {
       const s = await port.ask<EndpointSignals | null>({ op: 'endpointSignals' })
@@ -57,22 +56,41 @@ function liveOver(port: LivePort, table: () => NatTable | undefined): LiveClient
       return { flows: decodeFlows(d, LOOP_DROP_NAMES), overwritten: d.overwritten }
     },
     conntrack,
-    deleteWhere: async pred => {
-      const doomed: TupleRef[] = []
-      for (const e of await conntrack()) {
-        if (!pred(e)) continue
-        doomed.push({
-          family: e.family,
-          proto: PROTO[e.protocol] ?? Number(e.protocol),
-          src: e.orig.src,
-          dst: e.orig.dst,
-          sport: e.orig.sport,
-          dport: e.orig.dport,
-        })
+    conntrackCount: async () => {
+      let n = 0
+      for (let c = 0; c >= 0; ) {
+        const r = await port.ask<{ bytes: ArrayBuffer; next: number }>({ op: 'ctChunk', cursor: c, max: CT_CHUNK })
+        n += ctChunkCount(r.bytes)
+        c = r.next
       }
+      return n
+    },
+    deleteWhere: async pred => {
+      // Deleted chunk by chunk, so a flush of a full table holds one chunk's tuples, never the whole table's. The
+      // cursor has passed the entries deleted, so the scan neither misses nor repeats one.
       let deleted = 0
-      for (let i = 0; i < doomed.length; i += CT_DELETE_BATCH) {
-        deleted += await port.ask<number>({ op: 'ctDelete', tuples: doomed.slice(i, i + CT_DELETE_BATCH) })
+      const doomed: TupleRef[] = []
+      const send = async (): Promise<void> => {
+        for (let i = 0; i < doomed.length; i += CT_DELETE_BATCH) {
+          deleted += await port.ask<number>({ op: 'ctDelete', tuples: doomed.slice(i, i + CT_DELETE_BATCH) })
+        }
+        doomed.length = 0
+      }
+      for (let c = 0; c >= 0; ) {
+        const r = await port.ask<{ bytes: ArrayBuffer; next: number }>({ op: 'ctChunk', cursor: c, max: CT_CHUNK })
+        forEachCtEntry(r.bytes, table(), e => {
+          if (!pred(e)) return
+          doomed.push({
+            family: e.family,
+            proto: PROTO[e.protocol] ?? Number(e.protocol),
+            src: e.orig.src,
+            dst: e.orig.dst,
+            sport: e.orig.sport,
+            dport: e.orig.dport,
+          })
+        })
+        await send()
+        c = r.next
       }
       return deleted
     },
@@ -112,6 +130,9 @@ export function engineLive(engine: NatEngine, now: () => number, counters: () =>
     switch (req.op) {
       case 'serviceCounters':
         return { packets: engine.svcPackets.slice(), newConnections: engine.svcNew.slice() }
+      case 'endpointCounters':
+        engine.endpoints.release(req.release.slice(0, ENDPOINT_RELEASE_BATCH))
+        return engine.endpoints.snapshot()
       case 'counters':
         return counters()
       case 'endpointSignals':

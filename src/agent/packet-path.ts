@@ -10,6 +10,7 @@ import { NatEngine, type NatEngineOptions } from '../nat/engine'
 import { compileNat, type ResolvedNatConfig } from '../nat/compile'
 import { CT_CHUNK } from '../nat/ctview'
 import { monoSeconds } from '../nat/clock'
+import { parseIpv6 } from '../wire/ipv6'
 import { DnsServer, type DnsServerOptions } from '../dns/server'
 import { natCounterRecord } from '../metrics/nat'
 import type { Family } from '../model/cluster'
@@ -52,15 +53,8 @@ export interface PeerSpec {
   readonly mac: Uint8Array
 }
 
-/** One original tuple to delete (conntrack -D after the control thread matched a listing). */
-export interface TupleRef {
-  readonly family: Family
-  readonly proto: number
-  readonly src: string
-  readonly dst: string
-  readonly sport: number
-  readonly dport: number
-}
+/** One original tuple to delete (conntrack -D after the control thread matched a listing): a 5-tuple as trace asks. */
+export type TupleRef = TupleQuery
 
 /** Requests the control thread makes; each is answered with bounded work. */
 export type PacketRequest =
@@ -69,6 +63,7 @@ export type PacketRequest =
   | { op: 'serviceCounters' }
   | { op: 'endpointSignals' }
   | { op: 'observe'; max: number }
+  | { op: 'endpointCounters'; release: readonly number[] }
   | { op: 'ctChunk'; cursor: number; max: number }
   | { op: 'ctDelete'; tuples: readonly TupleRef[] }
   | { op: 'lookups'; q: TupleQuery; svcPortIds: readonly { id: number; family: Family }[] }
@@ -97,6 +92,58 @@ const OBSERVE_IDLE_MS = 10_000
 
 /** At most this many tuples in one ctDelete request (the control thread sends more in several). */
 export const CT_DELETE_BATCH = 1024
+
+/** The node's first IPv6 address as bytes (the source of the ICMPv6 errors the loop sends), or nothing. */
+function nodeIp6Of(c: ResolvedNatConfig): { nodeIp6?: Uint8Array } {
+  const out = new Uint8Array(16)
+  for (const ip of c.nodeIPs) if (ip.includes(':') && parseIpv6(ip, out, 0) !== undefined) return { nodeIp6: out }
+  return {}
+}
+
+/** At most this many endpoint counter slots freed by one endpointCounters request. */
+export const ENDPOINT_RELEASE_BATCH = 1024
+
+/** Counter names whose value is the same table seen from every packet thread: taken once, not summed. */
+const SHARED_COUNTERS = new Set([
+  'conntrack_entries',
+  'conntrack_entries_ipv4',
+  'conntrack_entries_ipv6',
+  'conntrack_max_ipv4',
+  'conntrack_max_ipv6',
+  'bounds',
+  'names',
+  'serial',
+])
+
+/**
+ * One reply out of the replies of several packet threads to the same request (counters, dnsMetrics,
+ * serviceCounters): numbers and number arrays summed by name, except what every thread sees alike (shared conntrack
+ * sizes, the zone, histogram bounds), which is taken from the first.
+ */
+export function mergeReplies(replies: readonly unknown[]): unknown {
+  const merge = (a: unknown, b: unknown, key: string): unknown => {
+    if (SHARED_COUNTERS.has(key)) return a
+    if (typeof a === 'number' && typeof b === 'number') return a + b
+    if ((Array.isArray(a) || a instanceof Float64Array) && (Array.isArray(b) || b instanceof Float64Array)) {
+      const out = new Float64Array(Math.max(a.length, b.length))
+      for (let i = 0; i < out.length; i++) out[i] = Number(a[i] ?? 0) + Number(b[i] ?? 0)
+      return Array.isArray(a) ? Array.from(out) : out
+    }
+    if (a !== null && b !== null && typeof a === 'object' && typeof b === 'object') {
+      const out: Record<string, unknown> = { ...(a as Record<string, unknown>) }
+      for (const [k, v] of Object.entries(b as Record<string, unknown>)) out[k] = k in out ? merge(out[k], v, k) : v
+      return out
+    }
+    return a
+  }
+  let out = replies[0]
+  for (let i = 1; i < replies.length; i++) out = merge(out, replies[i], '')
+  if (out !== null && typeof out === 'object' && 'device_batches' in out) {
+    const c = out as Record<string, number>
+    c['avg_packets_per_batch'] = c['device_batches']! > 0 ? c['device_packets']! / c['device_batches']! : 0
+  }
+  return out
+}
 
 function toPeer(p: PeerSpec): Peer {
   return { net: p.net, mask: p.mask, ip: p.ip, mac: Buffer.from(p.mac) }
@@ -135,6 +182,7 @@ export class PacketPath {
       ...(l.serviceNet === undefined ? {} : { serviceNet: l.serviceNet }),
       ...(l.serviceNet6 === undefined ? {} : { serviceNet6: l.serviceNet6 }),
       ...(l.icmpRate === undefined ? {} : { icmpRate: l.icmpRate }),
+      ...nodeIp6Of(init.natConfig),
     })
     if (this.engine.book !== null) {
       const eng = this.engine
@@ -245,6 +293,16 @@ export class PacketPath {
         }
         const d = ob.drain(Math.min(req.max, OBSERVE_RING))
         return new Transfer(d, [d.words.buffer, d.times.buffer, d.names.buffer] as ArrayBuffer[])
+      }
+      case 'endpointCounters': {
+        this.engine.endpoints.release(req.release.slice(0, ENDPOINT_RELEASE_BATCH))
+        const s = this.engine.endpoints.snapshot()
+        return new Transfer(s, [
+          s.keys.buffer as ArrayBuffer,
+          s.used.buffer as ArrayBuffer,
+          s.packets.buffer as ArrayBuffer,
+          s.connections.buffer as ArrayBuffer,
+        ])
       }
       case 'ctChunk': {
         const r = this.engine.ctChunk(req.cursor, Math.min(req.max, CT_CHUNK), this.clock)

@@ -4,6 +4,7 @@
 import type { Cluster, Family } from '../model/cluster'
 import type { NatTable, ResolvedNatConfig } from '../nat/compile'
 import type { ConntrackEntry } from '../nat/ctview'
+import type { EndpointCounterSnapshot } from '../nat/epcounters'
 import type { ExplainLive } from '../nat/decide'
 import type { DnsServer } from '../dns/server'
 import type { SignalRow } from '../nat/signals'
@@ -24,8 +25,18 @@ export interface TupleQuery {
 export interface LiveClient {
   /** packets and new connections per service port id, since start */
   serviceCounters(): Promise<{ readonly packets: Float64Array; readonly newConnections: Float64Array }>
-  /** every entry, read a bounded chunk at a time */
-  conntrack(): Promise<ConntrackEntry[]>
+  /**
+   * packets and new connections per (service port id, endpoint) counter slot, since the endpoint was first used;
+   * frees `release` first (slots whose endpoint left the table; at most ENDPOINT_RELEASE_BATCH are taken)
+   */
+  endpointCounters(release?: readonly number[]): Promise<EndpointCounterSnapshot>
+  /**
+   * Visits every entry, read and decoded a bounded chunk at a time; nothing is kept, so a count or a filtered list of
+   * a full table costs one chunk of objects, not one per entry (issue 14: a count at the cap took ~0.5 GB).
+   */
+  conntrack(visit: (e: ConntrackEntry) => void): Promise<void>
+  /** how many entries there are, from the chunks' headers (nothing decoded: `tundra conntrack count` at the cap) */
+  conntrackCount(): Promise<number>
   /** deletes the entries `pred` selects (conntrack -D); how many */
   deleteWhere(pred: (e: ConntrackEntry) => boolean): Promise<number>
   /** the conntrack entry of this tuple and the affinity pins of `client` for these service port ids, as explain reads them */

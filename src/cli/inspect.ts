@@ -2,6 +2,12 @@
 // without, they ask a running agent over its control socket (--socket, or a lab node's agent). Either way the
 // command runs the same handler and this side renders the reply.
 import { Command, Option } from 'commander'
+import type { SchedulerName } from '../nat/sched'
+import { spawnSync } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { diffRules, formatDiff, tundraRules, type DiffReport } from '../inspect/diff'
+import { RulesetParseError, type RuleMode } from '../kubeproxy/parse-model'
+import type { Family } from '../model/cluster'
 import { askAgent } from '../agent/control'
 import { InspectError } from '../inspect/common'
 import { inspectHandlers, INSPECT_COMMANDS } from '../inspect/handlers'
@@ -80,7 +86,7 @@ function json(v: unknown): string {
 }
 
 /** kube-proxy's settings for `dump`, resolved as `run` resolves them (same file, flags and precedence). */
-function dumpProxyOptions(o: DumpOpts): DumpOptions & { readonly nodeCIDRLocal: boolean } {
+function dumpProxyOptions(o: DumpOpts): DumpOptions & { readonly nodeCIDRLocal: boolean; readonly scheduler: SchedulerName } {
   const flags: Record<string, unknown> = {}
   for (const f of RUN_FLAGS) if (f.group !== 'tundra' || f.path === 'tundra.serviceCIDRs') flags[f.key] = o[f.key]
   if (o.clusterCidr !== undefined) flags['clusterCidr'] = o.clusterCidr
@@ -98,6 +104,7 @@ function dumpProxyOptions(o: DumpOpts): DumpOptions & { readonly nodeCIDRLocal: 
     localhostNodePorts: cfg.localhostNodePorts,
     serviceCIDRs: cfg.tundra.serviceCIDRs,
     nodeCIDRLocal: cfg.detectLocalMode === 'NodeCIDR',
+    scheduler: cfg.tundra.scheduler,
   }
 }
 
@@ -111,11 +118,35 @@ function portRange(v: string): [number, number] {
   return [Number(m[1]), Number(m[2])]
 }
 
-export function registerInspect(program: Command): void {
-  const dump = onlineOptions(offlineOptions(program.command('dump')))
-    .description("the rules kube-proxy would program on this node (iptables-save or nft), or tundra's compiled NAT table (json)")
-    .addOption(new Option('--format <format>', 'output format').choices(DUMP_FORMATS).default('iptables-save'))
-    .addOption(new Option('--family <n>', 'IP family of the rules').choices(['4', '6']).default('4'))
+/** `dump -f`'s cluster and kube-proxy settings (also `diff -f`): the manifests as an offline view, the settings as run resolves them. */
+function offlineDump(o: DumpOpts): { view: ReturnType<typeof offlineView>; render: DumpOptions } {
+  if (o.filename === undefined) throw new InspectError('offline: give -f manifests')
+  const proxy = dumpProxyOptions(o)
+  const view = offlineView(o.filename, {
+    ...(o.nodeName !== undefined ? { nodeName: o.nodeName } : proxy.nodeName !== undefined ? { nodeName: proxy.nodeName } : {}),
+    ...(o.nodeIp !== undefined ? { nodeIP: o.nodeIp } : {}),
+    ...(o.clusterCidr !== undefined ? { clusterCIDR: o.clusterCidr } : {}),
+    ...(o.nodes !== undefined ? { nodes: o.nodes } : {}),
+    ...(o.serviceNodePortRange !== undefined ? { nodePortRange: portRange(o.serviceNodePortRange) } : {}),
+    scheduler: proxy.scheduler,
+  })
+  if (view.problems.length > 0 && o.skipInvalid !== true) {
+    throw new InspectError(`${view.problems.length} invalid object(s) (listed above): nothing dumped; --skip-invalid renders the valid rest`)
+  }
+  let { nodeCIDRLocal, scheduler: _scheduler, ...render } = proxy
+  if (nodeCIDRLocal) {
+    // detectLocalMode NodeCIDR: pod traffic is "local" when it comes from this node's podCIDRs (as run does)
+    const self = view.natConfig().nodeName
+    const cidrs = view.cluster().nodes.find(n => n.name === self)?.podCIDRs ?? []
+    if (cidrs.length === 0) throw new InspectError(`detectLocalMode NodeCIDR: the Node ${self} in the manifests has no spec.podCIDRs`)
+    render = { ...render, clusterCIDR: [...cidrs] }
+  }
+  return { view, render }
+}
+
+/** The node settings `dump -f` (and `diff -f`) render with: --config, kube-proxy's flags, the NodePort range. */
+function proxyFlags(cmd: Command): Command {
+  cmd
     .option('--config <file>', "with -f: the node's KubeProxyConfiguration, as `tundra run --config` reads it")
     .option('--skip-invalid', 'with -f: render the valid objects and exit 0 when some are invalid (default: exit 1)')
     .option('--service-node-port-range <a-b>', "with -f: the API server's NodePort range (default 30000-32767)")
@@ -126,8 +157,49 @@ export function registerInspect(program: Command): void {
       ['--cluster-cidr', '--kubeconfig', '--cleanup', '--v', '--logging-format'].includes(f.flag)
     )
       continue
-    dump.option(f.type === 'bool' ? `${f.flag} [bool]` : `${f.flag} ${f.arg ?? '<value>'}`, `with -f: ${f.help}`)
+    cmd.option(f.type === 'bool' ? `${f.flag} [bool]` : `${f.flag} ${f.arg ?? '<value>'}`, `with -f: ${f.help}`)
   }
+  return cmd
+}
+
+/** What `diff --from-node` reads: iptables-save (whichever variant the node's alternatives pick), a named variant, or nft. */
+const FROM_NODE_MODES = ['iptables', 'iptables-legacy', 'iptables-nft', 'nft'] as const
+type FromNodeMode = (typeof FROM_NODE_MODES)[number]
+
+/** The live ruleset text for `diff`: a file, stdin, or this node's own rules. */
+
+function readLiveRules(o: { rules?: string; fromNode?: boolean; mode?: FromNodeMode }, family: Family | undefined): { text: string; source: string } {
+  if ((o.rules === undefined) === (o.fromNode !== true)) throw new InspectError('give the live rules: --rules FILE (- for stdin) or --from-node')
+  if (o.rules !== undefined) {
+    if (o.mode !== undefined) throw new InspectError('--mode only applies with --from-node (a file says what it is)')
+    try {
+      return { text: readFileSync(o.rules === '-' ? 0 : o.rules, 'utf8'), source: o.rules === '-' ? 'stdin' : o.rules }
+    } catch (err) {
+      throw new InspectError(`--rules ${o.rules}: ${(err as Error).message}`)
+    }
+  }
+  const fam = family === 6 ? 'ip6' : 'ip'
+  const run = (cmd: string, args: string[]): { ok: boolean; out: string; err: string } => {
+    const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 1 << 30, env: { ...process.env, PATH: `${process.env['PATH'] ?? ''}:/usr/sbin:/sbin` } })
+    return { ok: r.status === 0, out: r.stdout ?? '', err: r.error?.message ?? r.stderr ?? '' }
+  }
+  let mode = o.mode
+  if (mode === undefined) {
+    const tables = run('nft', ['list', 'tables'])
+    mode = tables.ok && new RegExp(`^table ${fam} kube-proxy$`, 'm').test(tables.out) ? 'nft' : 'iptables'
+  }
+  const save = `${family === 6 ? 'ip6tables' : 'iptables'}${mode === 'iptables' ? '' : mode.slice('iptables'.length)}-save`
+  const [cmd, args] = mode === 'nft' ? ['nft', ['list', 'ruleset']] : [save, []]
+  const r = run(cmd, args)
+  if (!r.ok) throw new InspectError(`--from-node: ${cmd} ${args.join(' ')} failed: ${r.err.trim()}`)
+  return { text: r.out, source: `${cmd} ${args.join(' ')}`.trim() }
+}
+
+export function registerInspect(program: Command): void {
+  const dump = proxyFlags(onlineOptions(offlineOptions(program.command('dump'))))
+    .description("the rules kube-proxy would program on this node (iptables-save or nft), or tundra's compiled NAT table (json)")
+    .addOption(new Option('--format <format>', 'output format').choices(DUMP_FORMATS).default('iptables-save'))
+    .addOption(new Option('--family <n>', 'IP family of the rules').choices(['4', '6']).default('4'))
   dump.action(async (o: DumpOpts) => {
     const args = { format: o.format, family: Number(o.family) }
     if (o.filename === undefined) {
@@ -135,27 +207,52 @@ export function registerInspect(program: Command): void {
       process.stdout.write(String(await call(o, 'dump', args)))
       return
     }
-    const proxy = dumpProxyOptions(o)
-    const view = offlineView(o.filename, {
-      ...(o.nodeName !== undefined ? { nodeName: o.nodeName } : proxy.nodeName !== undefined ? { nodeName: proxy.nodeName } : {}),
-      ...(o.nodeIp !== undefined ? { nodeIP: o.nodeIp } : {}),
-      ...(o.clusterCidr !== undefined ? { clusterCIDR: o.clusterCidr } : {}),
-      ...(o.nodes !== undefined ? { nodes: o.nodes } : {}),
-      ...(o.serviceNodePortRange !== undefined ? { nodePortRange: portRange(o.serviceNodePortRange) } : {}),
-    })
-    if (view.problems.length > 0 && o.skipInvalid !== true) {
-      throw new InspectError(`${view.problems.length} invalid object(s) (listed above): nothing dumped; --skip-invalid renders the valid rest`)
-    }
-    let { nodeCIDRLocal, ...render } = proxy
-    if (nodeCIDRLocal) {
-      // detectLocalMode NodeCIDR: pod traffic is "local" when it comes from this node's podCIDRs (as run does)
-      const self = view.natConfig().nodeName
-      const cidrs = view.cluster().nodes.find(n => n.name === self)?.podCIDRs ?? []
-      if (cidrs.length === 0) throw new InspectError(`detectLocalMode NodeCIDR: the Node ${self} in the manifests has no spec.podCIDRs`)
-      render = { ...render, clusterCIDR: [...cidrs] }
-    }
+    const { view, render } = offlineDump(o)
     process.stdout.write(String(await inspectHandlers(view).dump({ ...args, proxy: render })))
   })
+
+  proxyFlags(onlineOptions(offlineOptions(program.command('diff'))))
+    .description("shadow mode: compare a node's live kube-proxy rules (iptables-save or nft) with what tundra would do; exit 0 agree, 1 differ, 2 bad input")
+    .option('--rules <file>', 'the live rules: iptables-save or `nft list ruleset` output (- for stdin)')
+    .option('--from-node', 'read the live rules of this node (network namespace): nft list ruleset, or iptables-save')
+    .addOption(
+      new Option('--mode <mode>', 'with --from-node: which rules to read (default: nft when a kube-proxy table exists, else iptables-save)').choices(
+        FROM_NODE_MODES,
+      ),
+    )
+    .addOption(new Option('--family <n>', 'IP family to compare (default: the family of the live rules)').choices(['4', '6']))
+    .addOption(outputOption())
+    .action(async (o: DumpOpts & { rules?: string; fromNode?: boolean; mode?: FromNodeMode; family?: string; output: string }) => {
+      let report: DiffReport
+      try {
+        const family = o.family === undefined ? undefined : (Number(o.family) as Family)
+        const live = readLiveRules(o, family)
+        let ours: (mode: RuleMode, family: Family) => Promise<string> | string
+        if (o.filename !== undefined) {
+          const { view, render } = offlineDump(o)
+          ours = (mode, fam) => tundraRules(view, mode, fam, render)
+        } else {
+          if (o.config !== undefined) throw new InspectError('--config only applies with -f (a running agent uses its own settings)')
+          ours = async (mode, fam) => {
+            try {
+              return String(await call(o, 'dump', { format: mode === 'nft' ? 'nft' : 'iptables-save', family: fam }))
+            } catch (err) {
+              if (fam === 6 && err instanceof Error && /no IPv6 rules/.test(err.message)) return ''
+              throw err
+            }
+          }
+        }
+        report = await diffRules(live.text, ours, family).catch((err: unknown) => {
+          if (err instanceof RulesetParseError) throw new InspectError(`${live.source}: ${err.message}`)
+          throw err
+        })
+      } catch (err) {
+        process.stderr.write(`tundra diff: ${(err as Error).message ?? String(err)}\n`)
+        process.exit(2)
+      }
+      process.stdout.write(o.output === 'json' ? json(report) : formatDiff(report))
+      process.exitCode = report.agree ? 0 : 1
+    })
 
   onlineOptions(offlineOptions(program.command('trace')))
     .description("follow a connection's first packet through the service rules: chains, endpoint, masquerade, rewritten tuple")

@@ -9,6 +9,8 @@ import { inspectHandlers } from '../inspect/handlers'
 import { runNode } from './run-node'
 import type { ControlEntry, HostEvent } from './host'
 import { logLine } from './log'
+import { startWebView } from '../web/server'
+import { agentWebSettings } from '../web/settings'
 
 const log = logLine
 const { entry, restarts } = workerData as { entry: ControlEntry; restarts: number }
@@ -22,6 +24,11 @@ async function main(): Promise<void> {
     const cfg = readAgentConfig(entry.config)
     const agent = await Agent.start(cfg, { packet: link, cleanupOnExit: entry.cleanupOnExit, handlers: inspectHandlers, testHooks, log })
     running = agent
+    const webCfg = agentWebSettings(entry.web, cfg.web)
+    if (webCfg !== undefined) {
+      const web = await startWebView(agent, { ...webCfg, log })
+      running = { stop: () => Promise.all([web.close(), agent.stop()]).then(() => {}) }
+    }
     logStop = sig => agent.log(`[agent] ${sig}: stopping`)
   } else {
     running = await runNode(entry.options, link, log, testHooks)

@@ -2,7 +2,7 @@
 // health servers. It runs on the agent's control thread (control-thread.ts); the packet thread is `packet`.
 import { execFileSync } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
-import { hostname } from 'node:os'
+import { hostname, networkInterfaces } from 'node:os'
 import { Agent } from '../agent/agent'
 import type { AgentConfig, VxlanPeer } from '../agent/config'
 import type { Link } from '../agent/link'
@@ -13,16 +13,20 @@ import { TundraMetrics } from '../metrics/registry'
 import type { BackendRow } from '../metrics/signals'
 import type { SignalRow } from '../nat/signals'
 import { startServers } from '../metrics/server'
-import { natConntrackEntries, natConntrackMax, natDrops, natNoLocalEndpoints, natServiceCounters } from '../metrics/nat'
+import { natConntrackEntries, natConntrackMax, natDrops, natEndpointCounters, natNoLocalEndpoints, natServiceCounters } from '../metrics/nat'
 import { createSource, mergeFlags, nodeNameOf, readKubeProxyConfig, RUN_FLAGS, type RunConfig } from '../run/index'
 import { kubeProxyConfigurationOf } from '../run/kpshape'
+import { conntrackTimeoutsOf } from '../run/kpconfig'
 import type { ObjectStore } from '../run/store'
 import { SyncRunner, type SyncBatch } from '../run/sync'
 import { LAST_STATE_KINDS, loadLastState, saveLastState } from '../run/persist'
-import { configureLogging } from './log'
+import { configureLogging, logV } from './log'
+import { parseWebAddr, startWebView } from '../web/server'
 
 const VXLAN_VNI = 4096
 const VXLAN_PORT = 4789
+/** Endpoint counter slots of endpoints gone from the table are freed at least this often (also without scrapes). */
+const ENDPOINT_RELEASE_MS = 60_000
 
 /** The interface of the default route: where NodePort traffic arrives when the config names none. */
 function defaultUplink(): string {
@@ -32,6 +36,20 @@ function defaultUplink(): string {
   } catch {
     return 'eth0'
   }
+}
+
+/**
+ * The node's interface addresses: what a nodePortAddresses CIDR selects from (kube-proxy's GetNodeIPs reads the
+ * interfaces) and, with an empty list in iptables mode, where NodePorts answer (kube-proxy's `addrtype LOCAL`).
+ * Every address but loopback, link-local and tundra's own TUN; read at start.
+ */
+function localAddresses(cfg: RunConfig): string[] {
+  const out: string[] = []
+  for (const [name, addrs] of Object.entries(networkInterfaces())) {
+    if (name === cfg.tundra.tun.name) continue
+    for (const a of addrs ?? []) if (!a.internal && !a.address.startsWith('fe80:') && !a.address.startsWith('169.254.')) out.push(a.address)
+  }
+  return out
 }
 
 function peersOf(cluster: Cluster, self: string): VxlanPeer[] {
@@ -66,7 +84,7 @@ function agentConfigFor(cfg: RunConfig, cluster: Cluster, nodeName: string): Age
   const clusterCIDR6 = v6(local)
   const serviceCIDR6 = v6(t.serviceCIDRs)
   return {
-    node: { name: nodeName, ip, podCIDR, uplink: t.uplink || defaultUplink() },
+    node: { name: nodeName, ip, podCIDR, uplink: t.uplink || defaultUplink(), addresses: localAddresses(cfg) },
     clusterCIDR: v4(local) ?? podCIDR,
     serviceCIDR: v4(t.serviceCIDRs) ?? '10.96.0.0/12',
     ...(clusterCIDR6 !== undefined ? { clusterCIDR6 } : {}),
@@ -74,13 +92,15 @@ function agentConfigFor(cfg: RunConfig, cluster: Cluster, nodeName: string): Age
     ...(cfg.masqueradeAll ? { masqueradeAll: true } : {}),
     manifests: [],
     dns: { ip: t.dns.ip, zone: t.dns.zone, upstreams: t.dns.upstreams, ttl: t.dns.ttl },
-    tun: { name: t.tun.name, vnetHdr: t.tun.offloads, queues: t.tun.queues, io: t.tun.io, busyPollUs: t.tun.busyPollUs },
+    tun: { name: t.tun.name, vnetHdr: t.tun.offloads, queues: t.tun.queues, io: t.tun.io, busyPollUs: t.tun.busyPollUs, packetThreads: t.tun.packetThreads },
     vxlan: { vni: VXLAN_VNI, port: VXLAN_PORT, peers: peersOf(cluster, nodeName) },
     control: t.control,
     ...(cfg.nodePortAddresses.length > 0 ? { nodePortAddresses: cfg.nodePortAddresses } : {}),
     proxyMode: proxyModeOf(cfg),
     localhostNodePorts: cfg.localhostNodePorts,
     lb: t.lb,
+    scheduler: t.scheduler,
+    ...(cfg.mode === 'ipvs' ? { ipvs: { excludeCIDRs: cfg.ipvs.excludeCIDRs } } : {}),
     icmp: t.icmp,
     ...(t.icmpRateLimit !== undefined ? { icmpRateLimit: t.icmpRateLimit } : {}),
     ...(t.snapshot.path ? { snapshot: { path: t.snapshot.path, intervalSeconds: t.snapshot.intervalSeconds } } : {}),
@@ -107,10 +127,35 @@ export function lastStatePathOf(cfg: RunConfig): string {
   return `${snapshotPathOf(cfg)}.objects`
 }
 
-/** Applies one batch (src/run/apply.ts); a full one also refreshes the VXLAN peers from the Node objects. */
-function applyRunBatch(agent: Agent, store: ObjectStore, batch: SyncBatch, nodeName: string): void {
+/**
+ * Applies one batch (src/run/apply.ts); a full one also refreshes the VXLAN peers from the Node objects. With -v=2
+ * and more it logs each sync as kube-proxy does ("Syncing ... rules", "SyncProxyRules complete" with the elapsed
+ * time and the counts), with -v=4 each changed Service and EndpointSlice owner.
+ */
+function applyRunBatch(agent: Agent, store: ObjectStore, batch: SyncBatch, nodeName: string, verbosity: number): void {
+  const start = performance.now()
+  if (verbosity >= 2) {
+    logV(2, `[sync] Syncing tundra rules full=${batch.full} reason=${batch.reason} services=${batch.services.size} nodes=${batch.nodes.size}`)
+  }
+  if (verbosity >= 4) {
+    for (const k of batch.change.services) logV(4, `[sync] Service changed service=${k}`)
+    for (const k of batch.change.endpoints) logV(4, `[sync] Endpoints changed service=${k}`)
+    for (const k of batch.change.nodes) logV(4, `[sync] Node changed node=${k}`)
+  }
   const cluster = applyBatch(agent, store, batch)
   if (cluster !== undefined && (batch.full || batch.nodes.size > 0)) agent.setPeers(peersOf(cluster, nodeName))
+  if (verbosity >= 2) {
+    // O(service ports), on the control thread, only when asked for
+    let ports = 0
+    let endpoints = 0
+    for (const sp of agent.table().svcPorts) {
+      if (sp === undefined) continue
+      ports++
+      endpoints += sp.serving.count
+    }
+    const elapsed = (performance.now() - start).toFixed(3)
+    logV(2, `[sync] SyncProxyRules complete elapsed=${elapsed}ms full=${batch.full} numServicePorts=${ports} numEndpoints=${endpoints}`)
+  }
 }
 
 /** Starts `tundra run` from its parsed command-line options; stop() ends it gracefully (conntrack snapshot kept). */
@@ -124,6 +169,13 @@ export async function runNode(
   const flags: Record<string, unknown> = {}
   for (const f of RUN_FLAGS) if (o[f.key] !== undefined) flags[f.key] = o[f.key]
   const cfg = mergeFlags(file, flags)
+  if (cfg.tundra.web.addr !== '') {
+    try {
+      parseWebAddr(cfg.tundra.web.addr, cfg.tundra.web.allowRemote)
+    } catch (err) {
+      throw new Error(`tundra.web.addr (--web-addr): ${(err as Error).message}`)
+    }
+  }
   const logging = configureLogging(cfg.logging)
   await packet.call({ op: 'logging', format: logging.format, verbosity: logging.verbosity })
   for (const w of cfg.warnings) log(`[run] warning: ${w}`)
@@ -131,7 +183,9 @@ export async function runNode(
   const nodeName = nodeNameOf(cfg, hostname())
   const manifests = Array.isArray(o['filename']) ? (o['filename'] as string[]) : undefined
   const master = cfg.master || undefined
-  const source = createSource(cfg, { ...(manifests ? { manifests } : {}), nodeName, log, ...(master ? { watch: { master } } : {}) })
+  // watch events at -v=5 (the function is passed only then: no line is even formatted below it)
+  const watch = { ...(master ? { master } : {}), ...(logging.verbosity >= 5 ? { logV } : {}) }
+  const source = createSource(cfg, { ...(manifests ? { manifests } : {}), nodeName, log, watch })
   // From the API: program the last known state first. The API server may be reachable only through a Service VIP
   // that this dataplane provides (in-cluster config), so waiting for the first LIST could mean waiting forever.
   const statePath = lastStatePathOf(cfg)
@@ -167,17 +221,12 @@ export async function runNode(
     testHooks,
     engine: {
       ...(cfg.conntrack.max > 0 ? { conntrackMax: cfg.conntrack.max } : {}),
-      timeouts: {
-        tcpEstablished: cfg.conntrack.tcpEstablishedTimeout,
-        tcpCloseWait: cfg.conntrack.tcpCloseWaitTimeout,
-        udp: cfg.conntrack.udpTimeout,
-        udpStream: cfg.conntrack.udpStreamTimeout,
-      },
+      timeouts: conntrackTimeoutsOf(cfg),
       invalid: cfg.conntrack.tcpBeLiberal ? 'pass' : 'drop',
     },
   })
   const runner = new SyncRunner({
-    apply: batch => applyRunBatch(agent, source.store, batch, nodeName),
+    apply: batch => applyRunBatch(agent, source.store, batch, nodeName, logging.verbosity),
     minSyncPeriodMs: cfg.minSyncPeriod * 1000,
     syncPeriodMs: cfg.syncPeriod * 1000,
     log,
@@ -185,25 +234,51 @@ export async function runNode(
   runner.followNode(source.store, nodeName)
   source.onChange(change => runner.queue(change))
   runner.start()
+  // counter slots of endpoints that left the table, freed on the packet thread with the next request (a scrape, or
+  // the timer below, so that a node nobody scrapes does not run out of slots)
+  let release: number[] = []
+  let lastEndpointRead = 0
+  const endpointRows = async (): Promise<ReturnType<typeof natEndpointCounters>['rows']> => {
+    const taken = release
+    release = []
+    lastEndpointRead = Date.now()
+    const ec = await agent.live().endpointCounters(taken)
+    const eps = natEndpointCounters(agent.table(), ec)
+    release = eps.release
+    return eps.rows
+  }
+  const releaseTimer = setInterval(() => {
+    if (Date.now() - lastEndpointRead >= ENDPOINT_RELEASE_MS) endpointRows().catch(() => {})
+  }, ENDPOINT_RELEASE_MS)
+  releaseTimer.unref()
   const metrics = new TundraMetrics({
     dataplane: async () => {
       const live = agent.live()
-      const [c, sc, dns, sig] = await Promise.all([agent.counters(), live.serviceCounters(), agent.dnsMetrics(), live.endpointSignals?.() ?? []])
+      const [c, sc, endpoints, dns, sig] = await Promise.all([
+        agent.counters(),
+        live.serviceCounters(),
+        endpointRows(),
+        agent.dnsMetrics(),
+        live.endpointSignals?.() ?? [],
+      ])
+      const table = agent.table()
       return {
         backends: withNodes(sig, agent.cluster()),
-        services: natServiceCounters(agent.table(), sc),
+        services: natServiceCounters(table, sc),
+        endpoints,
         drops: natDrops(c),
         conntrackEntries: natConntrackEntries(c),
         conntrackMax: natConntrackMax(c),
         dns,
         batch: { packets: c['device_packets'] ?? 0, batches: c['device_batches'] ?? 0 },
-        noLocalEndpoints: natNoLocalEndpoints(agent.table()),
+        noLocalEndpoints: natNoLocalEndpoints(table),
       }
     },
     source: () => source.status(),
     log,
   })
   metrics.bindSync(runner)
+  metrics.countInitialObjects(source.store.list('Service').length, source.store.list('EndpointSlice').length)
   const servers = await startServers({
     metricsBindAddress: cfg.metricsBindAddress,
     healthzBindAddress: cfg.healthzBindAddress,
@@ -214,6 +289,7 @@ export async function runNode(
     log,
   })
   log(`[run] metrics on ${cfg.metricsBindAddress}/metrics, health on ${cfg.healthzBindAddress}/healthz`)
+  const web = cfg.tundra.web.addr === '' ? undefined : await startWebView(agent, { addr: cfg.tundra.web.addr, allowRemote: cfg.tundra.web.allowRemote, log })
   // the last known state follows the store, written with the conntrack snapshot's period and on stop; only what a
   // complete list produced (or what was loaded) is written, never a store still filling up
   let dirty = false
@@ -242,10 +318,11 @@ export async function runNode(
     stop: async () => {
       stopping = true
       clearInterval(stateTimer)
+      clearInterval(releaseTimer)
       // the runner may be mid-sync: wait for it, and for the source, before the agent goes
       await Promise.all([runner.stop(), source.stop()])
       saveState()
-      await Promise.all([servers.close(), agent.stop()])
+      await Promise.all([servers.close(), web?.close(), agent.stop()])
     },
   }
 }

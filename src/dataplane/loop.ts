@@ -6,12 +6,14 @@
 // sends are rate-limited like the kernel's (icmp_msgs_per_sec / icmp_msgs_burst). Nothing here allocates per packet.
 import type { Batch, Device } from '../device/device'
 import { GSO_TYPE_MASK, GsoType, VNET_HDR_LEN, VnetFlags, VnetOff } from '../device/vnet'
-import { PacketInfo, parsePacket, DROP_NAMES, PASS } from '../wire/packet'
+import { PacketInfo, parsePacket, ipPacketLength, DROP_NAMES, PASS } from '../wire/packet'
 import { checksum, pseudoHeaderSum4 } from '../wire/checksum'
-import { buildIcmp4Error, icmpErrorAllowed, writeIpv4Header } from '../wire/build'
-import { IPPROTO_UDP } from '../wire/proto'
+import { buildIcmp4Error, buildIcmp6Error, icmpErrorAllowed, writeIpv4Header } from '../wire/build'
+import { IPPROTO_TCP, IPPROTO_UDP } from '../wire/proto'
+import { TcpField } from '../wire/tcp'
 import { IPV4_FLAG_DF, IPV4_MIN_HEADER, Ipv4Field } from '../wire/ipv4'
 import { ICMP_TIME_EXCEEDED } from '../wire/icmp'
+import { ICMPV6_DEST_UNREACH, ICMPV6_TIME_EXCEEDED, Icmpv6Unreach } from '../wire/icmpv6'
 import { UDP_HEADER, UdpField } from '../wire/udp'
 import { encapsulate, innerOffset, VXLAN_OVERHEAD, VXLAN_PORT } from './vxlan'
 import { completeChecksum, segment } from './gso'
@@ -107,6 +109,11 @@ export interface LoopOptions {
   /** the service CIDRs: never a valid source; an untranslated destination in them would loop */
   readonly serviceNet?: Net4
   readonly serviceNet6?: Net6
+  /**
+   * This node's IPv6 address (16 bytes): the source of the ICMPv6 errors tundra sends itself (hop limit exceeded, a
+   * service address with no ClusterIP). Unset: those IPv6 packets are dropped without an answer.
+   */
+  readonly nodeIp6?: Uint8Array
   /** ICMP errors tundra sends: a token bucket of `burst` refilled at `perSecond` (default 1000/s, burst 50, as Linux) */
   readonly icmpRate?: { readonly perSecond: number; readonly burst: number }
 }
@@ -363,6 +370,7 @@ export class Dataplane {
       const ob = this.observer
       if (ob !== null) ob.beforeNat(buf, info)
       const act = this.nat.process(buf, off, len, info, (flags & VnetFlags.NEEDS_CSUM) !== 0, this.now)
+      if (act === Action.REPLY) len = ipPacketLength(buf, off) // the answer may be shorter (options dropped)
       if (ob !== null) ob.afterNat(buf, off, info, act)
       if (capThis && cap.opts.post) cap.record(buf, off, len, `post-nat ${CAPTURE_VERDICTS[act] ?? act}`)
       if (act === Action.DROP) {
@@ -383,7 +391,9 @@ export class Dataplane {
       } else if (act === Action.FORWARD) c.natted++
       else if (act === Action.PASS && this.untranslatedService(buf, info)) {
         // No ClusterIP here: the kernel would route it straight back into the TUN. Dropped without an answer, as
-        // kube-proxy's nftables mode does (cluster-ips-check: "Drop traffic to unallocated ClusterIPs").
+        // kube-proxy's nftables mode does (cluster-ips-check: "Drop traffic to unallocated ClusterIPs"). IPv6 gets an
+        // address unreachable from the node (RFC 4443 §3.1 code 3), rate-limited like every error tundra sends.
+        if (info.family === 6) this.sendIcmp6(buf, off, len, info, ICMPV6_DEST_UNREACH, Icmpv6Unreach.ADDRESS)
         this.drop(LoopDrop.NO_SERVICE)
         continue
       }
@@ -472,9 +482,20 @@ export class Dataplane {
     if (n > 0 && this.pushTx(o, n)) this.counters.icmpErrors++
   }
 
+  /** An ICMPv6 error from this node's IPv6 address, if it has one and RFC 4443 §2.4(e) and the rate limit allow it. */
+  private sendIcmp6(buf: Buffer, off: number, len: number, info: PacketInfo, type: number, code: number): void {
+    const src = this.opts.nodeIp6
+    if (src === undefined || !icmpErrorAllowed(buf, info, type, code) || !this.icmpAllowed()) return
+    const o = this.txUsed + this.gap
+    if (o + REJECT_ROOM > TX_SIZE) return
+    const n = buildIcmp6Error(this.tx, o, buf, off, len, src, 0, type, code)
+    if (n > 0 && this.pushTx(o, n)) this.counters.icmpErrors++
+  }
+
   /**
    * Decrements the TTL / hop limit of a packet tundra routes (IPv4 header checksum updated incrementally, RFC 1141).
-   * Returns false when it ran out: dropped, counted, and for IPv4 answered with time exceeded from the node.
+   * Returns false when it ran out: dropped, counted, and answered with time exceeded from the node (ICMPv6 when the
+   * node has an IPv6 address).
    */
   private decrementTtl(buf: Buffer, off: number, len: number, info: PacketInfo): boolean {
     if (info.family === 4) {
@@ -495,6 +516,7 @@ export class Dataplane {
     }
     const hops = buf[off + IPV6_HOP_LIMIT]!
     if (hops <= TTL_MIN_FORWARD) {
+      this.sendIcmp6(buf, off, len, info, ICMPV6_TIME_EXCEEDED, 0)
       this.drop(LoopDrop.TTL_EXCEEDED)
       return false
     }
@@ -541,7 +563,14 @@ export class Dataplane {
     }
     if ((flags & VnetFlags.NEEDS_CSUM) !== 0) {
       const h = off - VNET_HDR_LEN
-      completeChecksum(buf, off, len, buf.readUInt16LE(h + VnetOff.CSUM_START), buf.readUInt16LE(h + VnetOff.CSUM_OFFSET), this.info.l4Proto === IPPROTO_UDP)
+      const csumStart = buf.readUInt16LE(h + VnetOff.CSUM_START)
+      const csumOffset = buf.readUInt16LE(h + VnetOff.CSUM_OFFSET)
+      // Only a partial sum of this packet's TCP/UDP header, in its checksum field, is completed: a vnet header that
+      // claims another place (never the kernel's) would have the sum written over the IP header or a quoted packet
+      // (found by test/dataplane/fuzz.test.ts).
+      const p = this.info.l4Proto
+      const field = p === IPPROTO_TCP ? TcpField.CHECKSUM : p === IPPROTO_UDP ? UdpField.CHECKSUM : -1
+      if (csumStart === this.info.l4Off - off && csumOffset === field) completeChecksum(buf, off, len, csumStart, csumOffset, p === IPPROTO_UDP)
     }
     const o = this.txUsed + this.gap
     if (o + len + VXLAN_OVERHEAD > TX_SIZE) {

@@ -180,6 +180,8 @@ export class TunDevice implements Device {
     sizes: { slabs: number; slabBytes: number; maxBatch: number; writeMode: 'queue' | 'js'; writeRingBytes: number },
     readonly io: 'thread' | 'inline' = 'thread',
     private readonly busyPollUs = 0,
+    /** false for a queue adopted by a packet thread: the host owns (and closes) the fd */
+    private readonly ownsFds = true,
   ) {
     this.vnetHdr = vnetHdr
     this.hdrLen = vnetHdr ? VNET_HDR_LEN : 0
@@ -343,6 +345,7 @@ export class TunDevice implements Device {
       this.closed = true
       for (const q of this.queues) this.native.readerStop(q.reader.handle)
       for (const q of this.queues) {
+        if (!this.ownsFds) break
         try {
           this.native.close(q.fd)
         } catch {
@@ -360,6 +363,28 @@ export class TunDevice implements Device {
  * the name is taken by another kind of device, EINVAL for a bad name).
  */
 export async function openTun(opts: TunOptions): Promise<TunDevice> {
+  const q = await openTunQueues(opts)
+  const onError = opts.onError ?? ((err: Error) => process.emitWarning(err))
+  return new TunDevice(loadNative(), q.name, q.vnetHdr, q.offloads, q.fds, onError, q.sizes, q.io, q.busyPollUs)
+}
+
+/**
+ * An open TUN's queues as plain data (it crosses to packet threads, each adopting one fd with adoptTunQueue). The
+ * opener owns the fds: closeTunQueues() closes them, and the kernel then removes the interface.
+ */
+export interface TunQueues {
+  readonly name: string
+  readonly vnetHdr: boolean
+  /** TUNSETOFFLOAD bits the kernel took */
+  readonly offloads: number
+  readonly fds: readonly number[]
+  readonly sizes: { slabs: number; slabBytes: number; maxBatch: number; writeMode: 'queue' | 'js'; writeRingBytes: number }
+  readonly io: 'thread' | 'inline'
+  readonly busyPollUs: number
+}
+
+/** Opens the TUN like openTun, without readers: one fd per queue. */
+export async function openTunQueues(opts: TunOptions): Promise<TunQueues> {
   const vnetHdr = opts.vnetHdr ?? false
   const offloads = opts.offloads ?? vnetHdr
   if (offloads && !vnetHdr) throw new TunOptionError('offloads need vnetHdr: GSO packets cannot be described without a virtio_net_hdr')
@@ -394,18 +419,34 @@ export async function openTun(opts: TunOptions): Promise<TunDevice> {
     // Without a vnet header the kernel must hand over finished packets, so offloads stay off (no call at all).
     const accepted = vnetHdr ? native.setOffload(first.fd, offloads ? WANTED_OFFLOADS : 0) : 0
     if (link.length > 0) await ipLink(['dev', name, ...link])
-    const onError = opts.onError ?? ((err: Error) => process.emitWarning(err))
     const busyPollUs = intOption('busyPollUs', opts.busyPollUs, 0, 0, 1_000_000)
-    return new TunDevice(native, name, vnetHdr, accepted, fds, onError, sizes, opts.io ?? 'thread', busyPollUs)
+    return { name, vnetHdr, offloads: accepted, fds, sizes, io: opts.io ?? 'thread', busyPollUs }
   } catch (e) {
-    for (const fd of fds) {
-      try {
-        native.close(fd)
-      } catch {
-        /* closing anyway */
-      }
-    }
+    closeFds(fds)
     throw withFix(e, opts.name)
+  }
+}
+
+/** A device over queue `i` of `q` (in a packet thread): it reads and writes that fd only and never closes it. */
+export function adoptTunQueue(q: TunQueues, i: number, onError: (err: Error) => void): TunDevice {
+  const fd = q.fds[i]
+  if (fd === undefined) throw new TunOptionError(`TUN ${q.name} has ${q.fds.length} queues, no queue ${i}`)
+  return new TunDevice(loadNative(), q.name, q.vnetHdr, q.offloads, [fd], onError, q.sizes, q.io, q.busyPollUs, false)
+}
+
+/** Closes the fds of openTunQueues (once no packet thread uses them). */
+export function closeTunQueues(q: TunQueues): void {
+  closeFds(q.fds)
+}
+
+function closeFds(fds: readonly number[]): void {
+  const native = loadNative()
+  for (const fd of fds) {
+    try {
+      native.close(fd)
+    } catch {
+      /* closing anyway */
+    }
   }
 }
 

@@ -20,11 +20,8 @@ export const EXTERNAL = -3
 const POD_LABEL = [3, 0x70, 0x6f, 0x64] // "\x03pod"
 const SVC_LABEL = [3, 0x73, 0x76, 0x63] // "\x03svc"
 
-/** Per-server answering state: rotation counter, scratch, and what the last reply was (for the counters). */
+/** Per-server answering state: rotation counter and scratch. */
 export class Responder {
-  /** rcode of the last reply written (valid when answer() returned > 0) */
-  rcode = 0
-  truncated = false
   private rot = 0
   private readonly ip4 = new Uint8Array(4)
   /** after answer() returned EXTERNAL: where the name sits in externalArena (read by the external getter) */
@@ -153,8 +150,6 @@ export class Responder {
     if (serialAt >= 0 && serialAt < bodyLen) put32(out, o + serialAt, zone.serial)
     o += bodyLen
     if (opt) o = writeOpt(out, o, this.ednsSize, rcode, q.ednsDo)
-    this.rcode = rcode
-    this.truncated = tc
     return o - outOff
   }
 
@@ -187,8 +182,6 @@ export class Responder {
       o += soa.length
     }
     if (opt) o = writeOpt(out, o, this.ednsSize, rcode, q.ednsDo)
-    this.rcode = rcode
-    this.truncated = !fits
     return o - outOff
   }
 
@@ -218,8 +211,6 @@ export class Responder {
     copyInto(out, o + 12, addr, 0, addr.length)
     o += rr
     if (opt) o = writeOpt(out, o, this.ednsSize, Rcode.NOERROR, q.ednsDo)
-    this.rcode = Rcode.NOERROR
-    this.truncated = false
     return o - outOff
   }
 }

@@ -16,6 +16,7 @@
 // TYPE = 41, CLASS = requestor's UDP payload size, TTL = EXTENDED-RCODE(8) | VERSION(8) | DO(1) | Z(15).
 //
 // The parser never throws: it returns a Verdict and leaves the parsed fields in a reusable Query.
+import { set16 as put16, set32 as put32 } from '../wire/bytes'
 
 export const DNS_HEADER_LEN = 12
 export const DNS_MAX_NAME = 255
@@ -300,17 +301,8 @@ function recordType(buf: Uint8Array, p: number, end: number): number {
 
 // ---- writers shared by the answer paths -------------------------------------------------------------------------
 
-export function put16(out: Uint8Array, o: number, v: number): void {
-  out[o] = v >>> 8
-  out[o + 1] = v
-}
-
-export function put32(out: Uint8Array, o: number, v: number): void {
-  out[o] = v >>> 24
-  out[o + 1] = v >>> 16
-  out[o + 2] = v >>> 8
-  out[o + 3] = v
-}
+// Big-endian stores are wire's (one definition); the DNS writers know them as put16/put32.
+export { put16, put32 }
 
 /** Response flags for a query: QR, opcode, RD and CD echoed, RA set (we recurse via the upstreams). */
 export function responseFlags(queryFlags: number, aa: boolean, tc: boolean, rcode: number): number {

@@ -86,6 +86,8 @@ const QTYPE_SLOTS = 257
 const DNS_DURATION_BUCKETS: readonly number[] = Array.from({ length: 16 }, (_, i) => 0.00025 * 2 ** i)
 /** reply bytes queued to one TCP client before it counts as not reading (four largest replies) */
 const TCP_MAX_BACKLOG = 4 * (DNS_MAX_TCP + 2)
+/** the UDP socket front end's reply slab: thousands of replies before a new one is taken */
+const REPLY_SLAB_BYTES = 4 * DNS_MAX_TCP
 
 /** Counters as typed arrays: bumping one on the fast path is a single indexed add. */
 export class DnsStats {
@@ -131,6 +133,9 @@ export class DnsServer {
   private readonly ednsSize: number
   private readonly scratch = new Uint8Array(DNS_MAX_TCP)
   private readonly udpOut = Buffer.alloc(DNS_MAX_TCP)
+  /** UDP socket replies: written once each, in order, then sent from here; a full slab is left to the GC */
+  private replySlab = Buffer.allocUnsafe(REPLY_SLAB_BYTES)
+  private replyAt = 0
   private readonly tcpOut = Buffer.alloc(DNS_MAX_TCP + 2)
   private readonly udpSockets = new Set<dgram.Socket>()
   private readonly tcpServers = new Set<net.Server>()
@@ -473,10 +478,27 @@ export class DnsServer {
     const sock = dgram.createSocket(net.isIPv6(host) ? 'udp6' : 'udp4')
     this.udpSockets.add(sock)
     sock.on('message', (msg, rinfo) => {
-      this.handle(msg, Transport.UDP, answer => {
-        if (!this.udpSockets.has(sock)) return
-        sock.send(answer, rinfo.port, rinfo.address)
-      })
+      // Answered straight into the reply slab and sent from there: no scratch copy and no closure per answer (the
+      // socket front end's cost is Node's per-datagram work, so what is ours is kept to one small view).
+      if (this.replySlab.length - this.replyAt < DNS_MAX_TCP) {
+        this.replySlab = Buffer.allocUnsafe(REPLY_SLAB_BYTES)
+        this.replyAt = 0
+      }
+      const at = this.replyAt
+      const n = this.answerInPlace(msg, 0, msg.length, this.replySlab, at, DNS_MAX_TCP, Transport.UDP)
+      if (n > 0) {
+        // the slab is never written again below replyAt: a send still queued in the kernel's way keeps its bytes
+        this.replyAt = at + n
+        sock.send(this.replySlab.subarray(at, at + n), rinfo.port, rinfo.address)
+      } else if (n < 0) {
+        this.forward(
+          msg,
+          answer => {
+            if (this.udpSockets.has(sock)) sock.send(answer, rinfo.port, rinfo.address)
+          },
+          Transport.UDP,
+        )
+      }
     })
     return new Promise((resolve, reject) => {
       sock.once('error', reject)

@@ -109,18 +109,18 @@ export async function conntrackOp(view: DataplaneView, args: ConntrackArgs): Pro
   if (live === undefined) throw new InspectError(OFFLINE_CONNTRACK)
   const table = view.table()
   if (args.op === 'flush') return { op: 'flush', flushed: await live.deleteWhere(e => matches(args.filter, { ...e, ...serviceKey(table, e.svcPortId) })) }
-  return conntrackRows(view.table(), await live.conntrack(), args)
-}
-
-/** The entries the filter matches, as `conntrack -L` rows (or their count). */
-function conntrackRows(table: NatTable, entries: readonly ConntrackEntry[], args: ConntrackArgs): ConntrackResult {
+  // Entries are matched as they stream past: a count keeps a number, a list only the rows it shows; a count with no
+  // filter reads only the chunks' headers.
   const f = args.filter
+  if (args.op === 'count' && Object.values(f).every(v => v === undefined)) return { op: 'count', count: await live.conntrackCount() }
   const rows: ConntrackRow[] = []
-  for (const e of entries) {
-    if (!matches(f, { ...e, ...serviceKey(table, e.svcPortId) })) continue
-    rows.push({ ...e, endpoint: endpointString(e.reply.src, e.reply.sport) })
-  }
-  if (args.op === 'count') return { op: 'count', count: rows.length }
+  let count = 0
+  await live.conntrack(e => {
+    if (!matches(f, { ...e, ...serviceKey(table, e.svcPortId) })) return
+    count++
+    if (args.op === 'list') rows.push({ ...e, endpoint: endpointString(e.reply.src, e.reply.sport) })
+  })
+  if (args.op === 'count') return { op: 'count', count }
   return { op: 'list', entries: rows }
 }
 

@@ -20,6 +20,7 @@ import { Decided, Decision, NO_FRONTEND, SetReason, decide, decisionTables, fron
 import { Rec } from '../nat/image'
 import { SetView } from '../nat/state'
 import { flowHash } from '../nat/select'
+import { SCHED_NAMES, SCHED_TEXT, Sched, shIndex } from '../nat/sched'
 import {
   serviceExternalChainName,
   serviceFirewallChainName,
@@ -79,6 +80,10 @@ export interface Explanation {
   readonly lb?: 'random' | 'maglev'
   /** the endpoint Maglev picks for this exact tuple (every node agrees) */
   readonly maglevPick?: string
+  /** the endpoint the source hash picks (scheduler sh) */
+  readonly hashPick?: string
+  /** the service port's endpoint scheduler (src/nat/sched.ts) */
+  readonly scheduler?: string
 }
 
 export interface ExplainContext {
@@ -211,22 +216,32 @@ export function explain(table: NatTable, q: TraceQuery, ctx: ExplainContext = {}
     const pinned = ctx.engine?.findAffinity(sp, q.src, now)
     affinity = pinned !== undefined && names.includes(pinned.endpoint) ? { timeoutSeconds: sp.affinityTimeout, pinned } : { timeoutSeconds: sp.affinityTimeout }
   }
+  const sched = sp.scheduler ?? Sched.RANDOM
   let maglevPick: string | undefined
-  if (table.config.lb === 'maglev' && set.maglev !== null) {
+  let hashPick: string | undefined
+  if (sched === Sched.MH && set.maglev !== null) {
     maglevPick = names[set.maglev[(flowHash(words, 2 * aw + 1, proto) >>> 0) % set.maglev.length]!]
+  } else if (sched === Sched.SH && n > 0) {
+    hashPick = names[shIndex(words, aw, n)]
   }
   const target = affinity?.pinned
     ? `pinned to ${affinity.pinned.endpoint} by ClientIP affinity`
     : maglevPick !== undefined
       ? `Maglev picks ${maglevPick}`
-      : n === 1
-        ? `to ${names[0]!}`
-        : `uniformly over ${n} endpoints`
+      : hashPick !== undefined
+        ? `the source hash (sh) picks ${hashPick}`
+        : n === 1
+          ? `to ${names[0]!}`
+          : sched === Sched.RANDOM
+            ? `uniformly over ${n} endpoints`
+            : `${SCHED_TEXT[sched]} over ${n} endpoints`
   const masqText = masquerade.always ? `, masqueraded (${masquerade.reason})` : endpoints.some(e => e.hairpin) ? ', masqueraded if it hairpins to itself' : ''
   return {
     ...common,
     ...(affinity ? { affinity } : {}),
     ...(maglevPick !== undefined ? { maglevPick } : {}),
+    ...(hashPick !== undefined ? { hashPick } : {}),
+    scheduler: SCHED_NAMES[sched]!,
     verdict: 'dnat',
     reason: `${FRONTEND_KIND_NAMES[kind]} of ${sp.servicePortName}: DNAT ${target}${masqText}`,
   }

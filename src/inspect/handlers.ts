@@ -2,7 +2,7 @@
 // calls the same functions in-process on an offline view (-f). Requests and replies are plain JSON; the CLI renders
 // text from the reply, so online and offline output come from one formatter.
 //
-//   dump       { format?: 'iptables-save' | 'nft' | 'json', family?: 4 | 6 }            -> string
+//   dump       { format?: 'iptables-save' | 'nft' | 'json' | 'ipvsadm', family?: 4 | 6 } -> string
 //   trace      { src, dst?, proto?: 'tcp'|'udp'|'sctp'|'icmp', sport?, dport?, name? }     -> Trace
 //   services   {}                                                                          -> ServicesReport
 //   conntrack  { op?: 'list' | 'count' | 'flush', filter?: { src?, dst?, proto?, service?, port?, family? } }
@@ -12,7 +12,7 @@ import type { DataplaneView } from '../agent/view'
 import type { Handler } from '../agent/control'
 import { InspectError, optChoice } from './common'
 import type { DumpOptions } from '../kubeproxy/dump'
-import { DUMP_FORMATS, dumpText } from './dump'
+import { DUMP_FORMATS, dumpText, ipvsadmDump } from './dump'
 import { parseTraceArgs, traceLive } from './trace'
 import { servicesReport } from './services'
 import { conntrackOp, parseConntrackArgs } from './conntrack'
@@ -27,6 +27,7 @@ export function inspectHandlers(view: DataplaneView): Record<(typeof INSPECT_COM
       const family = args['family'] === undefined ? 4 : Number(args['family'])
       if (family !== 4 && family !== 6) throw new InspectError(`family must be 4 or 6, not ${JSON.stringify(args['family'])}`)
       const proxy = typeof args['proxy'] === 'object' && args['proxy'] !== null ? (args['proxy'] as DumpOptions) : {}
+      if (format === 'ipvsadm') return ipvsadmDump(view, family)
       return dumpText(view, format, family, proxy)
     },
     trace: args => traceLive(view, parseTraceArgs(args)),

@@ -5,6 +5,7 @@
 // addresses, EndpointSlices computed. Manifests that already carry addresses (the lab's computed manifests, a
 // cluster dump, hand-written EndpointSlices) are taken as they are.
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import type { SchedulerName } from '../nat/sched'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Cluster, Problem } from '../model/cluster'
@@ -31,6 +32,8 @@ export interface OfflineOptions {
   readonly dnsIP?: string
   readonly zone?: string
   readonly lb?: 'random' | 'maglev'
+  /** endpoint scheduler of Services without a tundra.io/scheduler label (default random) */
+  readonly scheduler?: SchedulerName
   readonly icmpMode?: 'reply' | 'reject' | 'drop'
   /** the API server's --service-node-port-range (default 30000-32767) */
   readonly nodePortRange?: readonly [number, number]
@@ -160,6 +163,7 @@ export function offlineView(files: readonly string[], opts: OfflineOptions = {})
     nodeIPs: [nodeIP],
     clusterCIDRs: [clusterCIDR],
     ...(opts.lb !== undefined ? { lb: opts.lb } : {}),
+    ...(opts.scheduler !== undefined ? { scheduler: opts.scheduler } : {}),
     ...(opts.icmpMode !== undefined ? { icmpMode: opts.icmpMode } : {}),
   }
   const table = compileNat(cluster, natConfig)

@@ -418,11 +418,18 @@ const KUBE_PROXY_ICMP =
   'to a ClusterIP matches none of them, is routed toward an address no host owns, and ping gets no answer ' +
   '(IPVS mode answers, as the address is bound to kube-ipvs0; nftables mode rejects it)'
 
-/**
- * The trace of one packet. `lookups`: the live conntrack entry and affinity pins for it (see traceLive); without
- * them a live view is traced as the first packet of a new connection would be.
- */
-export function buildTrace(view: DataplaneView, args: TraceArgs, lookups?: ExplainLive): Trace {
+/** What a trace request names, checked: the source, the destination (an address, or a name to resolve) and ports. */
+interface TraceTarget {
+  readonly proto: TraceProtocol
+  readonly src: string
+  readonly sport: number | undefined
+  /** undefined: resolve `name` first */
+  readonly dstIP: string | undefined
+  readonly dport: number | undefined
+  readonly name: string | undefined
+}
+
+function traceTarget(args: TraceArgs): TraceTarget {
   const proto: TraceProtocol = args.proto ?? 'tcp'
   const s = splitAddress(args.src, '--src')
   if (s === undefined) throw new InspectError(`--src: ${JSON.stringify(args.src)} is not an IP address (IP or IP:PORT)`)
@@ -446,58 +453,31 @@ export function buildTrace(view: DataplaneView, args: TraceArgs, lookups?: Expla
   const sport = args.sport ?? s.port
   const dport = args.dport ?? dstPort
   if (proto !== 'icmp' && dport === undefined) throw new InspectError(`give the destination port for ${proto}: --dst ADDRESS:PORT (or --dport)`)
-  const family = ipFamily(s.ip) as Family
-  const cfg = view.natConfig()
-  const engine = lookups
-  const live = view.live() !== undefined
-  const query = {
-    proto,
-    src: s.ip,
-    sport: proto === 'icmp' ? null : (sport ?? null),
-    dst: dstIP ?? name!,
-    dport: proto === 'icmp' ? null : (dport ?? null),
-    ...(name !== undefined ? { name } : {}),
-  }
-  const base = { query, node: cfg.nodeName, live }
+  return { proto, src: s.ip, sport, dstIP, dport, name }
+}
 
-  let dns: DnsResolution | undefined
-  if (dstIP === undefined) {
-    dns = resolveName(view, name!, s.ip, family)
-    if (dns.outcome !== 'resolved') {
-      const why =
-        dns.outcome === 'forwarded'
-          ? `${name} is not a cluster name: tundra forwards the query upstream, so the trace stops here`
-          : dns.outcome === 'nxdomain'
-            ? `${name} does not exist (NXDOMAIN)`
-            : `${name} has no ${dns.qtype} record`
-      const hint =
-        dns.search.length === 0 && !name!.endsWith('.') && !name!.replace(/\.$/, '').endsWith(view.dns().zone.origin.replace(/\.$/, ''))
-          ? ` (${s.ip} is no pod here, so no search path applies: give the full name, e.g. <service>.<namespace>.svc.${view.dns().zone.origin.replace(/\.$/, '')})`
-          : ''
-      return { ...base, dns, verdict: 'unresolved', reason: why + hint, path: [], steps: [] }
-    }
-    dstIP = dns.address!
-  }
-  if (ipFamily(dstIP) !== family) throw new InspectError(`--src ${s.ip} and destination ${dstIP} are not of one IP family`)
+/** Why a name did not resolve to an address, with a hint when a non-pod source gave a short name. */
+function unresolvedReason(view: DataplaneView, t: TraceTarget, dns: DnsResolution): string {
+  const name = t.name!
+  const why =
+    dns.outcome === 'forwarded'
+      ? `${name} is not a cluster name: tundra forwards the query upstream, so the trace stops here`
+      : dns.outcome === 'nxdomain'
+        ? `${name} does not exist (NXDOMAIN)`
+        : `${name} has no ${dns.qtype} record`
+  const origin = view.dns().zone.origin.replace(/\.$/, '')
+  const hint =
+    dns.search.length === 0 && !name.endsWith('.') && !name.replace(/\.$/, '').endsWith(origin)
+      ? ` (${t.src} is no pod here, so no search path applies: give the full name, e.g. <service>.<namespace>.svc.${origin})`
+      : ''
+  return why + hint
+}
 
-  const protocol: Protocol | 'ICMP' = proto === 'icmp' ? 'ICMP' : (proto.toUpperCase() as Protocol)
-  const tq = { src: s.ip, dst: dstIP, protocol, ...(sport !== undefined ? { sport } : {}), ...(dport !== undefined ? { dport } : {}) }
-  const now = view.now()
-  // The first packet's walk (no live state), and what the engine would do now with this exact tuple.
-  const ex = explain(view.table(), tq, { now })
-  const cur = engine !== undefined ? explain(view.table(), tq, { engine, now }) : ex
-  const clusterCIDR = cfg.clusterCIDRs.find(c => ipFamily(c.split('/')[0]!) === family)
-  const c: WalkCtx = {
-    view,
-    q: { proto, src: s.ip, sport: sport ?? 0, dst: dstIP, dport: dport ?? 0 },
-    family,
-    srcLocal: cfg.nodeIPs.includes(s.ip),
-    dstLocal: cfg.nodeIPs.includes(dstIP),
-    clusterCIDR,
-    fromCluster: clusterCIDR !== undefined && inCidr(clusterCIDR, s.ip),
-    steps: [],
-  }
-  const common = {
+/** The fields every resolved trace starts with. */
+type TraceCommon = Pick<Trace, 'query' | 'node' | 'live' | 'dns' | 'family' | 'frontend' | 'service' | 'trafficPolicy'>
+
+function traceCommon(base: Pick<Trace, 'query' | 'node' | 'live'>, dns: DnsResolution | undefined, family: Family, ex: Explanation): TraceCommon {
+  return {
     ...base,
     ...(dns !== undefined ? { dns } : {}),
     family,
@@ -517,45 +497,102 @@ export function buildTrace(view: DataplaneView, args: TraceArgs, lookups?: Expla
       : {}),
     ...(ex.trafficPolicy !== undefined ? { trafficPolicy: ex.trafficPolicy } : {}),
   }
-  const table = view.table()
-  const sp = ex.frontend !== undefined ? frontendAt(table, dstIP, protoNum(proto), dport ?? 0)?.sp : undefined
+}
 
-  if (proto === 'icmp') {
-    natHook(c)
-    c.steps.push({ table: 'nat', chain: 'KUBE-SERVICES', rule: '', note: 'kube-proxy rules match -p tcp/udp/sctp --dport only' })
-    if (ex.verdict === 'pass')
-      return { ...common, verdict: 'pass', reason: `${dstIP} is not a ClusterIP: not service traffic, routed normally`, path: pathOf(c.steps), steps: c.steps }
-    const mode = cfg.icmpMode
-    const tundra =
-      mode === 'reply'
-        ? `answered by tundra itself (icmpMode reply): the echo reply comes from ${dstIP}, as with IPVS`
-        : mode === 'reject'
-          ? "tundra answers ICMP port unreachable (icmpMode reject, as kube-proxy's nftables mode does)"
-          : 'tundra drops it (icmpMode drop)'
-    return {
-      ...common,
-      verdict: ex.verdict,
-      reason: `echo request to a ClusterIP, icmpMode ${mode}`,
-      path: pathOf(c.steps),
-      steps: c.steps,
-      icmp: { mode, tundra, kubeProxy: KUBE_PROXY_ICMP },
-    }
+/**
+ * The trace of one packet. `lookups`: the live conntrack entry and affinity pins for it (see traceLive); without
+ * them a live view is traced as the first packet of a new connection would be.
+ */
+export function buildTrace(view: DataplaneView, args: TraceArgs, lookups?: ExplainLive): Trace {
+  const t = traceTarget(args)
+  const { proto, sport, dport, name } = t
+  const family = ipFamily(t.src) as Family
+  const cfg = view.natConfig()
+  const live = view.live() !== undefined
+  const query = {
+    proto,
+    src: t.src,
+    sport: proto === 'icmp' ? null : (sport ?? null),
+    dst: t.dstIP ?? name!,
+    dport: proto === 'icmp' ? null : (dport ?? null),
+    ...(name !== undefined ? { name } : {}),
   }
+  const base = { query, node: cfg.nodeName, live }
 
-  // An existing connection's reply direction: conntrack reverses the translation, no chain is walked.
-  if (cur.verdict === 'tracked' && cur.conntrack?.direction === 'reply') {
-    const e = cur.conntrack.entry
-    return {
-      ...common,
-      verdict: 'tracked',
-      reason: cur.reason,
-      path: [],
-      steps: [],
-      conntrack: cur.conntrack,
-      rewritten: { src: e.orig.dst, sport: e.orig.dport, dst: e.orig.src, dport: e.orig.sport },
-    }
+  let dstIP = t.dstIP
+  let dns: DnsResolution | undefined
+  if (dstIP === undefined) {
+    dns = resolveName(view, name!, t.src, family)
+    if (dns.outcome !== 'resolved') return { ...base, dns, verdict: 'unresolved', reason: unresolvedReason(view, t, dns), path: [], steps: [] }
+    dstIP = dns.address!
   }
+  if (ipFamily(dstIP) !== family) throw new InspectError(`--src ${t.src} and destination ${dstIP} are not of one IP family`)
 
+  const protocol: Protocol | 'ICMP' = proto === 'icmp' ? 'ICMP' : (proto.toUpperCase() as Protocol)
+  const tq = { src: t.src, dst: dstIP, protocol, ...(sport !== undefined ? { sport } : {}), ...(dport !== undefined ? { dport } : {}) }
+  const now = view.now()
+  // The first packet's walk (no live state), and what the engine would do now with this exact tuple.
+  const ex = explain(view.table(), tq, { now })
+  const cur = lookups !== undefined ? explain(view.table(), tq, { engine: lookups, now }) : ex
+  const clusterCIDR = cfg.clusterCIDRs.find(c => ipFamily(c.split('/')[0]!) === family)
+  const c: WalkCtx = {
+    view,
+    q: { proto, src: t.src, sport: sport ?? 0, dst: dstIP, dport: dport ?? 0 },
+    family,
+    srcLocal: cfg.nodeIPs.includes(t.src),
+    dstLocal: cfg.nodeIPs.includes(dstIP),
+    clusterCIDR,
+    fromCluster: clusterCIDR !== undefined && inCidr(clusterCIDR, t.src),
+    steps: [],
+  }
+  const common = traceCommon(base, dns, family, ex)
+  const sp = ex.frontend !== undefined ? frontendAt(view.table(), dstIP, protoNum(proto), dport ?? 0)?.sp : undefined
+  if (proto === 'icmp') return icmpTrace(c, common, ex)
+  if (cur.verdict === 'tracked' && cur.conntrack?.direction === 'reply') return trackedReplyTrace(common, cur, cur.conntrack)
+  if (sp === undefined || ex.verdict !== 'dnat') return notDnatTrace(c, common, ex, cur, sp)
+  return dnatTrace(c, t, common, ex, cur, sp)
+}
+
+/** An echo request: kube-proxy has no rule for it; tundra answers as icmpMode says. */
+function icmpTrace(c: WalkCtx, common: TraceCommon, ex: Explanation): Trace {
+  const dstIP = c.q.dst
+  natHook(c)
+  c.steps.push({ table: 'nat', chain: 'KUBE-SERVICES', rule: '', note: 'kube-proxy rules match -p tcp/udp/sctp --dport only' })
+  if (ex.verdict === 'pass')
+    return { ...common, verdict: 'pass', reason: `${dstIP} is not a ClusterIP: not service traffic, routed normally`, path: pathOf(c.steps), steps: c.steps }
+  const mode = c.view.natConfig().icmpMode
+  const tundra =
+    mode === 'reply'
+      ? `answered by tundra itself (icmpMode reply): the echo reply comes from ${dstIP}, as with IPVS`
+      : mode === 'reject'
+        ? "tundra answers ICMP port unreachable (icmpMode reject, as kube-proxy's nftables mode does)"
+        : 'tundra drops it (icmpMode drop)'
+  return {
+    ...common,
+    verdict: ex.verdict,
+    reason: `echo request to a ClusterIP, icmpMode ${mode}`,
+    path: pathOf(c.steps),
+    steps: c.steps,
+    icmp: { mode, tundra, kubeProxy: KUBE_PROXY_ICMP },
+  }
+}
+
+/** An existing connection's reply direction: conntrack reverses the translation, no chain is walked. */
+function trackedReplyTrace(common: TraceCommon, cur: Explanation, tracked: TrackedConn): Trace {
+  const e = tracked.entry
+  return {
+    ...common,
+    verdict: 'tracked',
+    reason: cur.reason,
+    path: [],
+    steps: [],
+    conntrack: tracked,
+    rewritten: { src: e.orig.dst, sport: e.orig.dport, dst: e.orig.src, dport: e.orig.sport },
+  }
+}
+
+/** Every outcome but a DNAT to an endpoint or a tracked reply: no service, a reject or drop. */
+function notDnatTrace(c: WalkCtx, common: TraceCommon, ex: Explanation, cur: Explanation, sp: SvcPort | undefined): Trace {
   if (ex.verdict === 'pass') {
     natHook(c)
     c.steps.push({ table: 'nat', chain: 'KUBE-SERVICES', rule: '', note: 'no rule matches: not service traffic' })
@@ -571,7 +608,7 @@ export function buildTrace(view: DataplaneView, args: TraceArgs, lookups?: Expla
   }
   if (ex.verdict === 'reject' && ex.frontend === undefined) {
     natHook(c)
-    c.steps.push({ table: 'nat', chain: 'KUBE-SERVICES', rule: '', note: `no rule matches: ${dstIP} has no service port ${dport}/${proto}` })
+    c.steps.push({ table: 'nat', chain: 'KUBE-SERVICES', rule: '', note: `no rule matches: ${c.q.dst} has no service port ${c.q.dport}/${c.q.proto}` })
     return {
       ...common,
       verdict: 'reject',
@@ -585,110 +622,32 @@ export function buildTrace(view: DataplaneView, args: TraceArgs, lookups?: Expla
     const eps = sp !== undefined ? ruleEndpoints(ex, sp).map(e => ({ ...e, picked: false })) : []
     return { ...common, verdict: ex.verdict, reason: ex.reason, path: pathOf(c.steps), steps: c.steps, ...(eps.length > 0 ? { endpoints: eps } : {}) }
   }
-  if (sp === undefined || ex.verdict !== 'dnat') {
-    return { ...common, verdict: cur.verdict, reason: cur.reason, path: [], steps: [], ...(cur.conntrack !== undefined ? { conntrack: cur.conntrack } : {}) }
-  }
+  return { ...common, verdict: cur.verdict, reason: cur.reason, path: [], steps: [], ...(cur.conntrack !== undefined ? { conntrack: cur.conntrack } : {}) }
+}
 
-  // DNAT: the nat walk to the service chain, the endpoint choice, the KUBE-SEP chain.
+type TracePick = NonNullable<Trace['pick']>
+type TrackedConn = NonNullable<Explanation['conntrack']>
+
+/** DNAT: the nat walk to the service chain, the endpoint choice, the KUBE-SEP chain, masquerade. */
+function dnatTrace(c: WalkCtx, t: TraceTarget, common: TraceCommon, ex: Explanation, cur: Explanation, sp: SvcPort): Trace {
   natHook(c)
   const svcChain = frontendRules(c, ex, sp)
   const rules = ruleEndpoints(ex, sp)
-  const n = rules.length
-  let pick: NonNullable<Trace['pick']>
   const tracked = cur.verdict === 'tracked' && cur.conntrack?.direction === 'original' ? cur.conntrack : undefined
-  const pinned = cur.affinity?.pinned
-  const chosen = (endpoint: string, how: NonNullable<Trace['pick']>['how'], note: string): NonNullable<Trace['pick']> => ({
-    endpoint,
-    chain: endpointChain(sp, endpoint),
-    how,
-    note,
-  })
-  if (tracked !== undefined) {
-    const ep = endpointString(tracked.entry.reply.src, tracked.entry.reply.sport)
-    pick = chosen(
-      ep,
-      'conntrack',
-      `an existing connection (${tracked.entry.state || tracked.entry.protocol}, expires in ${tracked.entry.expiresIn} s): conntrack sends it to ${ep} without walking the chains again; shown is the walk its first packet took`,
-    )
-  } else if (pinned !== undefined) {
-    pick = chosen(
-      pinned.endpoint,
-      'affinity',
-      `ClientIP affinity: ${s.ip} was sent to ${pinned.endpoint} within the last ${cur.affinity!.timeoutSeconds} s (pin expires in ${pinned.expiresIn} s)`,
-    )
-  } else if (ex.maglevPick !== undefined) {
-    pick = chosen(ex.maglevPick, 'maglev', 'Maglev: the lookup table picks it from a hash of the 5-tuple (every node agrees)')
-  } else if (n === 1) {
-    pick = chosen(rules[0]!.endpoint, 'only', 'the only endpoint')
-  } else {
-    const k = fnv(`${proto} ${s.ip} ${sport ?? 0} ${dstIP} ${dport ?? 0}`) % n
-    pick = chosen(
-      rules[k]!.endpoint,
-      'hash',
-      `one of ${n}, each 1/${n}: a new connection picks at random${live ? '' : ' (offline)'}; shown is the one a hash of this 5-tuple picks`,
-    )
-  }
+  const pick = pickEndpoint(c, ex, cur, sp, rules, tracked)
   const endpoints: TraceEndpoint[] = rules.map(e => ({ ...e, picked: e.endpoint === pick.endpoint }))
-  const spName = sp.servicePortName
-  const picked = endpoints.find(e => e.picked)
-  const pickedRule = picked === undefined ? -1 : endpoints.indexOf(picked)
-  if (pick.how === 'affinity') {
-    ruleStep(c, 'nat', ipt.affinityCheckRule(svcChain, spName, sp.affinityTimeout, pick.chain, family), { balance: true, note: pick.note })
-  } else {
-    if (sp.affinityTimeout > 0) {
-      c.steps.push({
-        table: 'nat',
-        chain: svcChain,
-        rule: '',
-        note: `ClientIP affinity: no pin for ${s.ip} yet (${live ? 'none live' : 'offline'}), so none of the ${n} "-m recent --rcheck --seconds ${sp.affinityTimeout}" rules matches`,
-      })
-    }
-    ruleStep(
-      c,
-      'nat',
-      ipt.endpointPickRule(svcChain, spName, pickedRule >= 0 && pickedRule < n - 1 ? probabilityForRemaining(n - pickedRule) : null, pick.chain),
-      {
-        balance: true,
-        note:
-          pickedRule < 0 || n === 1
-            ? pick.note
-            : pickedRule === n - 1
-              ? `rule ${n} of ${n}: the last one, taken when none of the ${n - 1} before it was`
-              : `rule ${pickedRule + 1} of ${n}: taken with probability ${picked!.probability}${pickedRule > 0 ? ` after ${pickedRule === 1 ? 'rule 1 was' : `rules 1-${pickedRule} were`} not` : ''}`,
-      },
-    )
-  }
+  pickSteps(c, sp, svcChain, endpoints, pick)
   const ep = splitEndpoint(pick.endpoint)
-  const hairpin = ep.ip === s.ip
+  const hairpin = ep.ip === c.q.src
+  const spName = sp.servicePortName
   if (hairpin) ruleStep(c, 'nat', ipt.endpointHairpinRule(pick.chain, ep.ip, spName), { note: 'hairpin: the client is this endpoint, marked for masquerade' })
-  ruleStep(c, 'nat', ipt.endpointDnatRule(pick.chain, proto, spName, sp.affinityTimeout > 0 ? family : undefined, pick.endpoint))
-
-  const masqReason =
-    ex.masquerade !== undefined && ex.masquerade.always ? ex.masquerade.reason : hairpin ? 'hairpin (client is the chosen endpoint)' : undefined
-  const snat = cfg.nodeIPs.find(ip => ipFamily(ip) === family)
-  let masquerade: NonNullable<Trace['masquerade']>
-  if (masqReason !== undefined) {
-    masquerade = { masquerade: true, reason: masqReason, ...(snat !== undefined ? { to: snat } : {}) }
-    ruleStep(c, 'nat', ipt.jumpRuleFrom('nat', 'POSTROUTING', ipt.KUBE_POSTROUTING))
-    ruleStep(c, 'nat', ipt.POSTROUTING_MASQ_RULE, { note: `source becomes ${snat ?? 'the node address'}` })
-  } else {
-    let why: string
-    if (ex.frontend!.kind === 'ClusterIP') {
-      why =
-        clusterCIDR === undefined
-          ? `no cluster CIDR of IPv${family} configured, so nothing counts as off-cluster`
-          : `${s.ip} is inside the cluster CIDR ${clusterCIDR}: the endpoint sees the client's own address`
-    } else {
-      why = c.fromCluster
-        ? 'a pod reaching an externalTrafficPolicy Local frontend keeps its address'
-        : 'externalTrafficPolicy Local: the client address is preserved'
-    }
-    masquerade = { masquerade: false, reason: why }
-  }
+  ruleStep(c, 'nat', ipt.endpointDnatRule(pick.chain, c.q.proto, spName, sp.affinityTimeout > 0 ? c.family : undefined, pick.endpoint))
+  const snat = c.view.natConfig().nodeIPs.find(ip => ipFamily(ip) === c.family)
+  const masquerade = masqueradeSteps(c, ex, hairpin, snat)
   const rewritten =
     tracked !== undefined
       ? { src: tracked.entry.reply.dst, sport: tracked.entry.reply.dport, dst: tracked.entry.reply.src, dport: tracked.entry.reply.sport }
-      : { src: masquerade.masquerade ? (snat ?? s.ip) : s.ip, sport: masquerade.masquerade ? null : (sport ?? null), dst: ep.ip, dport: ep.port }
+      : { src: masquerade.masquerade ? (snat ?? t.src) : t.src, sport: masquerade.masquerade ? null : (t.sport ?? null), dst: ep.ip, dport: ep.port }
   return {
     ...common,
     verdict: tracked !== undefined ? 'tracked' : 'dnat',
@@ -702,6 +661,108 @@ export function buildTrace(view: DataplaneView, args: TraceArgs, lookups?: Expla
     ...(tracked !== undefined ? { conntrack: tracked } : {}),
     ...(cur.affinity !== undefined ? { affinity: cur.affinity } : {}),
   }
+}
+
+/** Which endpoint this packet goes to, and why: conntrack, an affinity pin, Maglev, the only one, or a hash. */
+function pickEndpoint(
+  c: WalkCtx,
+  ex: Explanation,
+  cur: Explanation,
+  sp: SvcPort,
+  rules: readonly Omit<TraceEndpoint, 'picked'>[],
+  tracked: TrackedConn | undefined,
+): TracePick {
+  const n = rules.length
+  const q = c.q
+  const live = c.view.live() !== undefined
+  const chosen = (endpoint: string, how: TracePick['how'], note: string): TracePick => ({ endpoint, chain: endpointChain(sp, endpoint), how, note })
+  const pinned = cur.affinity?.pinned
+  if (tracked !== undefined) {
+    const ep = endpointString(tracked.entry.reply.src, tracked.entry.reply.sport)
+    return chosen(
+      ep,
+      'conntrack',
+      `an existing connection (${tracked.entry.state || tracked.entry.protocol}, expires in ${tracked.entry.expiresIn} s): conntrack sends it to ${ep} without walking the chains again; shown is the walk its first packet took`,
+    )
+  }
+  if (pinned !== undefined) {
+    return chosen(
+      pinned.endpoint,
+      'affinity',
+      `ClientIP affinity: ${q.src} was sent to ${pinned.endpoint} within the last ${cur.affinity!.timeoutSeconds} s (pin expires in ${pinned.expiresIn} s)`,
+    )
+  }
+  if (ex.maglevPick !== undefined) return chosen(ex.maglevPick, 'maglev', 'Maglev: the lookup table picks it from a hash of the 5-tuple (every node agrees)')
+  if (ex.hashPick !== undefined) {
+    return chosen(ex.hashPick, 'hash', 'source hash (sh): the client address alone picks it, the same for every connection of this client')
+  }
+  if (n === 1) return chosen(rules[0]!.endpoint, 'only', 'the only endpoint')
+  const k = fnv(`${q.proto} ${q.src} ${q.sport} ${q.dst} ${q.dport}`) % n
+  return chosen(
+    rules[k]!.endpoint,
+    'hash',
+    ex.scheduler === undefined || ex.scheduler === 'random'
+      ? `one of ${n}, each 1/${n}: a new connection picks at random${live ? '' : ' (offline)'}; shown is the one a hash of this 5-tuple picks`
+      : `one of ${n}, chosen by the ${ex.scheduler} scheduler from the packet thread's state at connection time; shown is the one a hash of this 5-tuple picks`,
+  )
+}
+
+/** The service chain's rule that sends the packet to the picked endpoint's chain (affinity check or probability). */
+function pickSteps(c: WalkCtx, sp: SvcPort, svcChain: string, endpoints: readonly TraceEndpoint[], pick: TracePick): void {
+  const n = endpoints.length
+  const spName = sp.servicePortName
+  const live = c.view.live() !== undefined
+  const picked = endpoints.find(e => e.picked)
+  const pickedRule = picked === undefined ? -1 : endpoints.indexOf(picked)
+  if (pick.how === 'affinity') {
+    ruleStep(c, 'nat', ipt.affinityCheckRule(svcChain, spName, sp.affinityTimeout, pick.chain, c.family), { balance: true, note: pick.note })
+    return
+  }
+  if (sp.affinityTimeout > 0) {
+    c.steps.push({
+      table: 'nat',
+      chain: svcChain,
+      rule: '',
+      note: `ClientIP affinity: no pin for ${c.q.src} yet (${live ? 'none live' : 'offline'}), so none of the ${n} "-m recent --rcheck --seconds ${sp.affinityTimeout}" rules matches`,
+    })
+  }
+  ruleStep(
+    c,
+    'nat',
+    ipt.endpointPickRule(svcChain, spName, pickedRule >= 0 && pickedRule < n - 1 ? probabilityForRemaining(n - pickedRule) : null, pick.chain),
+    {
+      balance: true,
+      note:
+        pickedRule < 0 || n === 1
+          ? pick.note
+          : pickedRule === n - 1
+            ? `rule ${n} of ${n}: the last one, taken when none of the ${n - 1} before it was`
+            : `rule ${pickedRule + 1} of ${n}: taken with probability ${picked!.probability}${pickedRule > 0 ? ` after ${pickedRule === 1 ? 'rule 1 was' : `rules 1-${pickedRule} were`} not` : ''}`,
+    },
+  )
+}
+
+/** Whether the source is masqueraded (with the POSTROUTING rules when it is), and why. */
+function masqueradeSteps(c: WalkCtx, ex: Explanation, hairpin: boolean, snat: string | undefined): NonNullable<Trace['masquerade']> {
+  const masqReason =
+    ex.masquerade !== undefined && ex.masquerade.always ? ex.masquerade.reason : hairpin ? 'hairpin (client is the chosen endpoint)' : undefined
+  if (masqReason !== undefined) {
+    ruleStep(c, 'nat', ipt.jumpRuleFrom('nat', 'POSTROUTING', ipt.KUBE_POSTROUTING))
+    ruleStep(c, 'nat', ipt.POSTROUTING_MASQ_RULE, { note: `source becomes ${snat ?? 'the node address'}` })
+    return { masquerade: true, reason: masqReason, ...(snat !== undefined ? { to: snat } : {}) }
+  }
+  let why: string
+  if (ex.frontend!.kind === 'ClusterIP') {
+    why =
+      c.clusterCIDR === undefined
+        ? `no cluster CIDR of IPv${c.family} configured, so nothing counts as off-cluster`
+        : `${c.q.src} is inside the cluster CIDR ${c.clusterCIDR}: the endpoint sees the client's own address`
+  } else {
+    why = c.fromCluster
+      ? 'a pod reaching an externalTrafficPolicy Local frontend keeps its address'
+      : 'externalTrafficPolicy Local: the client address is preserved'
+  }
+  return { masquerade: false, reason: why }
 }
 
 function protoNum(p: TraceProtocol): number {

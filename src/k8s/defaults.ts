@@ -1,17 +1,10 @@
 // API-server defaulting of the fields tundra reads (pkg/apis/core/v1/defaults.go), shared by normalize and the controller.
-import type { Family, Protocol, ServiceType, TrafficPolicy } from '../model/cluster'
+import type { Family, ServicePort as ModelServicePort, ServiceType, TrafficPolicy } from '../model/cluster'
 import { ipFamily } from '../wire/addr'
 import type { IPFamilyName, Pod, Service, ServicePort } from './types'
 
-export interface DefaultedServicePort {
-  readonly name: string
-  readonly protocol: Protocol
-  readonly port: number
-  /** defaults to `port`; a numeric string is a number */
-  readonly targetPort: number | string
-  readonly nodePort: number
-  readonly appProtocol?: string
-}
+/** A service port after defaulting: the model's ServicePort (targetPort defaults to `port`; digits become a number). */
+export type DefaultedServicePort = ModelServicePort
 
 export function defaultServicePort(p: ServicePort): DefaultedServicePort {
   const port = p.port ?? 0

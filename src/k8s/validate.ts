@@ -207,157 +207,198 @@ class Check {
 
 const SERVICE_TYPES = ['ClusterIP', 'NodePort', 'LoadBalancer', 'ExternalName'] as const
 
+/** What the Service checks below share: the raw spec and what its type implies. */
+interface ServiceSpec {
+  readonly spec: Record<string, unknown>
+  /** spec.type, defaulted to ClusterIP */
+  readonly type: string
+  readonly isExternalName: boolean
+  /** clusterIP: None */
+  readonly headless: boolean
+  readonly npMin: number
+  readonly npMax: number
+}
+
+/** The Service checks in the API server's order: each step reports its own fields. */
 function validateService(c: Check, svc: Service, opts: ValidateOptions): void {
   c.meta(svc.metadata, dns1035LabelError, true)
   const spec = (svc.spec ?? {}) as Record<string, unknown>
   if (!c.optObject(svc.spec, 'spec')) return
   const [npMin, npMax] = opts.nodePortRange ?? DEFAULT_NODE_PORT_RANGE
-
   c.oneOf(spec['type'], 'spec.type', SERVICE_TYPES)
   const type = typeof spec['type'] === 'string' && spec['type'] !== '' ? spec['type'] : 'ClusterIP'
-  const isExternalName = type === 'ExternalName'
-  const clusterIP = spec['clusterIP']
-  const headless = clusterIP === 'None'
-
-  // selector
+  const s: ServiceSpec = { spec, type, isExternalName: type === 'ExternalName', headless: spec['clusterIP'] === 'None', npMin, npMax }
   c.labels(spec['selector'], 'spec.selector')
+  checkServiceClusterIPs(c, s)
+  if (s.isExternalName) checkExternalName(c, spec['externalName'])
+  checkServicePorts(c, s)
+  checkSessionAffinity(c, spec)
+  checkExternalAccess(c, s)
+  checkLoadBalancerStatus(c, svc.status?.loadBalancer)
+}
 
-  // clusterIP / clusterIPs / ipFamilies
+/** clusterIP, clusterIPs, ipFamilies and ipFamilyPolicy (none of them for an ExternalName service). */
+function checkServiceClusterIPs(c: Check, s: ServiceSpec): void {
+  const { spec, type } = s
+  const clusterIP = spec['clusterIP']
   c.optString(clusterIP, 'spec.clusterIP')
   const clusterIPs = spec['clusterIPs']
   const ipFamilies = spec['ipFamilies']
-  const families: (number | undefined)[] = []
-  if (isExternalName) {
+  if (s.isExternalName) {
     if ((typeof clusterIP === 'string' && clusterIP !== '') || (Array.isArray(clusterIPs) && clusterIPs.length > 0)) {
       c.add('spec.clusterIP', 'may not be set for ExternalName services')
     }
     if (Array.isArray(ipFamilies) && ipFamilies.length > 0) c.add('spec.ipFamilies', 'may not be set for ExternalName services')
   } else {
-    if (typeof clusterIP === 'string' && clusterIP !== '' && clusterIP !== 'None') c.ip(clusterIP, 'spec.clusterIP')
-    if (c.optArray(clusterIPs, 'spec.clusterIPs') && Array.isArray(clusterIPs)) {
-      if (clusterIPs.length > 2) c.add('spec.clusterIPs', 'may contain at most 2 addresses (one per IP family)')
-      if (typeof clusterIP === 'string' && clusterIP !== '' && clusterIPs.length > 0 && clusterIPs[0] !== clusterIP) {
-        c.add('spec.clusterIPs[0]', `must match spec.clusterIP (${clusterIP})`)
-      }
-      clusterIPs.forEach((ip, i) => {
-        if (ip === 'None') {
-          if (clusterIPs.length > 1) c.add(`spec.clusterIPs[${i}]`, "'None' must be the only value")
-          families.push(undefined)
-          return
-        }
-        families.push(c.ip(ip, `spec.clusterIPs[${i}]`))
-      })
-      if (families.length === 2 && families[0] !== undefined && families[0] === families[1]) {
-        c.add('spec.clusterIPs[1]', 'must be of the other IP family than spec.clusterIPs[0] (dual-stack)')
-      }
-    }
-    if (families.length === 0 && typeof clusterIP === 'string' && clusterIP !== '' && clusterIP !== 'None') {
-      families.push(ipFamily(clusterIP)) // clusterIPs is defaulted from clusterIP
-    }
-    if (c.optArray(ipFamilies, 'spec.ipFamilies') && Array.isArray(ipFamilies)) {
-      if (ipFamilies.length > 2) c.add('spec.ipFamilies', 'may contain at most 2 families')
-      const seen = new Set<unknown>()
-      ipFamilies.forEach((f, i) => {
-        c.oneOf(f, `spec.ipFamilies[${i}]`, ['IPv4', 'IPv6'])
-        if (seen.has(f)) c.add(`spec.ipFamilies[${i}]`, `Duplicate value ${JSON.stringify(f)}`)
-        seen.add(f)
-        const fromIP = families[i]
-        if (fromIP !== undefined && (f === 'IPv4' ? 4 : f === 'IPv6' ? 6 : 0) !== fromIP) {
-          c.add(`spec.clusterIPs[${i}]`, `expected an ${f} value as indicated by spec.ipFamilies[${i}]`)
-        }
-      })
-    }
+    const families = checkClusterIPList(c, clusterIP, clusterIPs)
+    checkIpFamilies(c, ipFamilies, families)
     c.oneOf(spec['ipFamilyPolicy'], 'spec.ipFamilyPolicy', ['SingleStack', 'PreferDualStack', 'RequireDualStack'])
-    const nFamilies = Math.max(Array.isArray(ipFamilies) ? ipFamilies.length : 0, Array.isArray(clusterIPs) && !headless ? clusterIPs.length : 0)
+    const nFamilies = Math.max(Array.isArray(ipFamilies) ? ipFamilies.length : 0, Array.isArray(clusterIPs) && !s.headless ? clusterIPs.length : 0)
     if (spec['ipFamilyPolicy'] === 'SingleStack' && nFamilies > 1) {
       c.add('spec.ipFamilyPolicy', 'must be RequireDualStack or PreferDualStack when multiple IP families are specified')
     }
   }
-  if (headless && (type === 'NodePort' || type === 'LoadBalancer')) {
+  if (s.headless && (type === 'NodePort' || type === 'LoadBalancer')) {
     c.add('spec.clusterIP', "may not be set to 'None' for LoadBalancer or NodePort services")
   }
+}
 
-  // externalName
-  if (isExternalName) {
-    const en = spec['externalName']
-    if (typeof en !== 'string' || en.replace(/\.$/, '') === '') c.add('spec.externalName', 'Required value: an ExternalName service needs spec.externalName')
-    else {
-      const e = dns1123SubdomainError(en.replace(/\.$/, ''))
-      if (e) c.add('spec.externalName', e)
+/** clusterIP and clusterIPs of a service with cluster IPs; returns the IP family of each (undefined: None or bad). */
+function checkClusterIPList(c: Check, clusterIP: unknown, clusterIPs: unknown): (number | undefined)[] {
+  const families: (number | undefined)[] = []
+  if (typeof clusterIP === 'string' && clusterIP !== '' && clusterIP !== 'None') c.ip(clusterIP, 'spec.clusterIP')
+  if (c.optArray(clusterIPs, 'spec.clusterIPs') && Array.isArray(clusterIPs)) {
+    if (clusterIPs.length > 2) c.add('spec.clusterIPs', 'may contain at most 2 addresses (one per IP family)')
+    if (typeof clusterIP === 'string' && clusterIP !== '' && clusterIPs.length > 0 && clusterIPs[0] !== clusterIP) {
+      c.add('spec.clusterIPs[0]', `must match spec.clusterIP (${clusterIP})`)
+    }
+    clusterIPs.forEach((ip, i) => {
+      if (ip === 'None') {
+        if (clusterIPs.length > 1) c.add(`spec.clusterIPs[${i}]`, "'None' must be the only value")
+        families.push(undefined)
+        return
+      }
+      families.push(c.ip(ip, `spec.clusterIPs[${i}]`))
+    })
+    if (families.length === 2 && families[0] !== undefined && families[0] === families[1]) {
+      c.add('spec.clusterIPs[1]', 'must be of the other IP family than spec.clusterIPs[0] (dual-stack)')
     }
   }
-
-  // ports
-  const ports = spec['ports']
-  if (c.optArray(ports, 'spec.ports')) {
-    const list = Array.isArray(ports) ? ports : []
-    if (list.length === 0 && !headless && !isExternalName) c.add('spec.ports', 'Required value: at least one port (unless clusterIP is None)')
-    const names = new Set<string>()
-    const portProto = new Set<string>()
-    const nodePortProto = new Set<string>()
-    list.forEach((raw, i) => {
-      const f = `spec.ports[${i}]`
-      if (!c.optObject(raw, f) || raw === undefined || raw === null) return
-      const p = raw as Record<string, unknown>
-      const name = p['name']
-      if (name === undefined || name === null || name === '') {
-        if (list.length > 1) c.add(`${f}.name`, 'Required value: each port must be named when the service has more than one')
-      } else if (c.optString(name, `${f}.name`)) {
-        const e = dns1123LabelError(name as string)
-        if (e) c.add(`${f}.name`, e)
-        else if (names.has(name as string)) c.add(`${f}.name`, `Duplicate value ${JSON.stringify(name)}`)
-        names.add(name as string)
-      }
-      c.port(p['port'], `${f}.port`, true)
-      c.protocol(p['protocol'], `${f}.protocol`)
-      const proto = typeof p['protocol'] === 'string' ? p['protocol'] : 'TCP'
-      const key = `${String(p['port'])}/${proto}`
-      if (typeof p['port'] === 'number') {
-        if (portProto.has(key)) c.add(f, `Duplicate value: port ${String(p['port'])}/${proto} is listed twice`)
-        portProto.add(key)
-      }
-      const tp = p['targetPort']
-      if (typeof tp === 'string') {
-        if (/^\d+$/.test(tp)) c.port(Number(tp), `${f}.targetPort`, false)
-        else {
-          const e = portNameError(tp)
-          if (e) c.add(`${f}.targetPort`, `must be a port number 1-65535 or a port name: ${e}`)
-        }
-      } else if (tp !== undefined && tp !== null) c.port(tp, `${f}.targetPort`, false)
-      const np = p['nodePort']
-      if (np !== undefined && np !== null && np !== 0) {
-        if (!c.optInt(np, `${f}.nodePort`)) return
-        if (type !== 'NodePort' && type !== 'LoadBalancer') {
-          c.add(`${f}.nodePort`, `may not be used when type is '${type}'`)
-        } else if ((np as number) < npMin || (np as number) > npMax) {
-          c.add(`${f}.nodePort`, `must be ${npMin}-${npMax} (the node port range)`)
-        }
-        const nk = `${String(np)}/${proto}`
-        if (nodePortProto.has(nk)) c.add(`${f}.nodePort`, `Duplicate value ${String(np)}`)
-        nodePortProto.add(nk)
-      }
-      c.optString(p['appProtocol'], `${f}.appProtocol`)
-    })
+  if (families.length === 0 && typeof clusterIP === 'string' && clusterIP !== '' && clusterIP !== 'None') {
+    families.push(ipFamily(clusterIP)) // clusterIPs is defaulted from clusterIP
   }
+  return families
+}
 
-  // affinity
+/** ipFamilies: known, no repeats, and each agreeing with the cluster IP at its index. */
+function checkIpFamilies(c: Check, ipFamilies: unknown, families: readonly (number | undefined)[]): void {
+  if (!c.optArray(ipFamilies, 'spec.ipFamilies') || !Array.isArray(ipFamilies)) return
+  if (ipFamilies.length > 2) c.add('spec.ipFamilies', 'may contain at most 2 families')
+  const seen = new Set<unknown>()
+  ipFamilies.forEach((f, i) => {
+    c.oneOf(f, `spec.ipFamilies[${i}]`, ['IPv4', 'IPv6'])
+    if (seen.has(f)) c.add(`spec.ipFamilies[${i}]`, `Duplicate value ${JSON.stringify(f)}`)
+    seen.add(f)
+    const fromIP = families[i]
+    if (fromIP !== undefined && (f === 'IPv4' ? 4 : f === 'IPv6' ? 6 : 0) !== fromIP) {
+      c.add(`spec.clusterIPs[${i}]`, `expected an ${f} value as indicated by spec.ipFamilies[${i}]`)
+    }
+  })
+}
+
+function checkExternalName(c: Check, en: unknown): void {
+  if (typeof en !== 'string' || en.replace(/\.$/, '') === '') c.add('spec.externalName', 'Required value: an ExternalName service needs spec.externalName')
+  else {
+    const e = dns1123SubdomainError(en.replace(/\.$/, ''))
+    if (e) c.add('spec.externalName', e)
+  }
+}
+
+/** Names, port/protocol pairs and node port/protocol pairs seen so far among a service's ports. */
+interface PortsSeen {
+  readonly names: Set<string>
+  readonly portProto: Set<string>
+  readonly nodePortProto: Set<string>
+}
+
+function checkServicePorts(c: Check, s: ServiceSpec): void {
+  const ports = s.spec['ports']
+  if (!c.optArray(ports, 'spec.ports')) return
+  const list = Array.isArray(ports) ? ports : []
+  if (list.length === 0 && !s.headless && !s.isExternalName) c.add('spec.ports', 'Required value: at least one port (unless clusterIP is None)')
+  const seen: PortsSeen = { names: new Set(), portProto: new Set(), nodePortProto: new Set() }
+  list.forEach((raw, i) => {
+    const f = `spec.ports[${i}]`
+    if (!c.optObject(raw, f) || raw === undefined || raw === null) return
+    checkServicePort(c, s, raw as Record<string, unknown>, f, list.length, seen)
+  })
+}
+
+/** One entry of spec.ports (f is its field path; n how many ports the service has). */
+function checkServicePort(c: Check, s: ServiceSpec, p: Record<string, unknown>, f: string, n: number, seen: PortsSeen): void {
+  const name = p['name']
+  if (name === undefined || name === null || name === '') {
+    if (n > 1) c.add(`${f}.name`, 'Required value: each port must be named when the service has more than one')
+  } else if (c.optString(name, `${f}.name`)) {
+    const e = dns1123LabelError(name as string)
+    if (e) c.add(`${f}.name`, e)
+    else if (seen.names.has(name as string)) c.add(`${f}.name`, `Duplicate value ${JSON.stringify(name)}`)
+    seen.names.add(name as string)
+  }
+  c.port(p['port'], `${f}.port`, true)
+  c.protocol(p['protocol'], `${f}.protocol`)
+  const proto = typeof p['protocol'] === 'string' ? p['protocol'] : 'TCP'
+  const key = `${String(p['port'])}/${proto}`
+  if (typeof p['port'] === 'number') {
+    if (seen.portProto.has(key)) c.add(f, `Duplicate value: port ${String(p['port'])}/${proto} is listed twice`)
+    seen.portProto.add(key)
+  }
+  checkTargetPort(c, p['targetPort'], `${f}.targetPort`)
+  const np = p['nodePort']
+  if (np !== undefined && np !== null && np !== 0) {
+    if (!c.optInt(np, `${f}.nodePort`)) return
+    if (s.type !== 'NodePort' && s.type !== 'LoadBalancer') {
+      c.add(`${f}.nodePort`, `may not be used when type is '${s.type}'`)
+    } else if ((np as number) < s.npMin || (np as number) > s.npMax) {
+      c.add(`${f}.nodePort`, `must be ${s.npMin}-${s.npMax} (the node port range)`)
+    }
+    const nk = `${String(np)}/${proto}`
+    if (seen.nodePortProto.has(nk)) c.add(`${f}.nodePort`, `Duplicate value ${String(np)}`)
+    seen.nodePortProto.add(nk)
+  }
+  c.optString(p['appProtocol'], `${f}.appProtocol`)
+}
+
+/** targetPort: a number (or digits) 1-65535, or a port name. */
+function checkTargetPort(c: Check, tp: unknown, field: string): void {
+  if (typeof tp === 'string') {
+    if (/^\d+$/.test(tp)) c.port(Number(tp), field, false)
+    else {
+      const e = portNameError(tp)
+      if (e) c.add(field, `must be a port number 1-65535 or a port name: ${e}`)
+    }
+  } else if (tp !== undefined && tp !== null) c.port(tp, field, false)
+}
+
+function checkSessionAffinity(c: Check, spec: Record<string, unknown>): void {
   c.oneOf(spec['sessionAffinity'], 'spec.sessionAffinity', ['None', 'ClientIP'])
   const sac = spec['sessionAffinityConfig'] as Record<string, unknown> | undefined
-  if (c.optObject(sac, 'spec.sessionAffinityConfig') && sac) {
-    const cip = sac['clientIP'] as Record<string, unknown> | undefined
-    if (c.optObject(cip, 'spec.sessionAffinityConfig.clientIP') && cip) {
-      if (spec['sessionAffinity'] !== 'ClientIP') {
-        c.add('spec.sessionAffinityConfig', 'must not be set when sessionAffinity is None')
-      } else {
-        const t = cip['timeoutSeconds']
-        if (t !== undefined && t !== null && c.optInt(t, 'spec.sessionAffinityConfig.clientIP.timeoutSeconds')) {
-          if ((t as number) < 1 || (t as number) > 86400) c.add('spec.sessionAffinityConfig.clientIP.timeoutSeconds', 'must be 1-86400')
-        }
-      }
-    }
+  if (!c.optObject(sac, 'spec.sessionAffinityConfig') || !sac) return
+  const cip = sac['clientIP'] as Record<string, unknown> | undefined
+  if (!c.optObject(cip, 'spec.sessionAffinityConfig.clientIP') || !cip) return
+  if (spec['sessionAffinity'] !== 'ClientIP') {
+    c.add('spec.sessionAffinityConfig', 'must not be set when sessionAffinity is None')
+    return
   }
+  const t = cip['timeoutSeconds']
+  if (t !== undefined && t !== null && c.optInt(t, 'spec.sessionAffinityConfig.clientIP.timeoutSeconds')) {
+    if ((t as number) < 1 || (t as number) > 86400) c.add('spec.sessionAffinityConfig.clientIP.timeoutSeconds', 'must be 1-86400')
+  }
+}
 
-  // external access
+/** externalIPs, the traffic policies, the health check node port and the load balancer fields. */
+function checkExternalAccess(c: Check, s: ServiceSpec): void {
+  const { spec, type } = s
   const externalIPs = spec['externalIPs']
   if (c.optArray(externalIPs, 'spec.externalIPs') && Array.isArray(externalIPs)) {
     externalIPs.forEach((ip, i) => {
@@ -373,17 +414,26 @@ function validateService(c: Check, svc: Service, opts: ValidateOptions): void {
       c.add('spec.externalTrafficPolicy', 'may only be set for externally-accessible services (NodePort, LoadBalancer, or with externalIPs)')
     else c.oneOf(etp, 'spec.externalTrafficPolicy', ['Cluster', 'Local'])
   }
-  if (!isExternalName) c.oneOf(spec['internalTrafficPolicy'], 'spec.internalTrafficPolicy', ['Cluster', 'Local'])
-  const hc = spec['healthCheckNodePort']
-  if (hc !== undefined && hc !== null && hc !== 0) {
-    // The API server refuses this on create, but kube-proxy (whose output tundra matches) just ignores it: only
-    // LoadBalancer + externalTrafficPolicy Local gets a health check. Ignored with a warning, not an error.
-    if (type !== 'LoadBalancer' || etp !== 'Local')
-      c.warn('spec.healthCheckNodePort', "ignored: kube-proxy serves a health check only when type is 'LoadBalancer' and externalTrafficPolicy is 'Local'")
-    else if (c.optInt(hc, 'spec.healthCheckNodePort') && ((hc as number) < npMin || (hc as number) > npMax)) {
-      c.add('spec.healthCheckNodePort', `must be ${npMin}-${npMax} (the node port range)`)
-    }
+  if (!s.isExternalName) c.oneOf(spec['internalTrafficPolicy'], 'spec.internalTrafficPolicy', ['Cluster', 'Local'])
+  checkHealthCheckNodePort(c, s, etp)
+  checkLoadBalancerSpec(c, spec, type)
+  c.optBool(spec['publishNotReadyAddresses'], 'spec.publishNotReadyAddresses')
+}
+
+function checkHealthCheckNodePort(c: Check, s: ServiceSpec, etp: unknown): void {
+  const hc = s.spec['healthCheckNodePort']
+  if (hc === undefined || hc === null || hc === 0) return
+  // The API server refuses this on create, but kube-proxy (whose output tundra matches) just ignores it: only
+  // LoadBalancer + externalTrafficPolicy Local gets a health check. Ignored with a warning, not an error.
+  if (s.type !== 'LoadBalancer' || etp !== 'Local')
+    c.warn('spec.healthCheckNodePort', "ignored: kube-proxy serves a health check only when type is 'LoadBalancer' and externalTrafficPolicy is 'Local'")
+  else if (c.optInt(hc, 'spec.healthCheckNodePort') && ((hc as number) < s.npMin || (hc as number) > s.npMax)) {
+    c.add('spec.healthCheckNodePort', `must be ${s.npMin}-${s.npMax} (the node port range)`)
   }
+}
+
+/** loadBalancerSourceRanges, allocateLoadBalancerNodePorts, loadBalancerIP. */
+function checkLoadBalancerSpec(c: Check, spec: Record<string, unknown>, type: string): void {
   const ranges = spec['loadBalancerSourceRanges']
   if (c.optArray(ranges, 'spec.loadBalancerSourceRanges') && Array.isArray(ranges) && ranges.length > 0) {
     if (type !== 'LoadBalancer') c.add('spec.loadBalancerSourceRanges', "may only be used when type is 'LoadBalancer'")
@@ -393,22 +443,22 @@ function validateService(c: Check, svc: Service, opts: ValidateOptions): void {
     c.add('spec.allocateLoadBalancerNodePorts', "may only be used when type is 'LoadBalancer'")
   }
   if (spec['loadBalancerIP'] !== undefined && spec['loadBalancerIP'] !== '') c.ip(spec['loadBalancerIP'], 'spec.loadBalancerIP')
-  c.optBool(spec['publishNotReadyAddresses'], 'spec.publishNotReadyAddresses')
+}
 
-  // status
-  const ingress = (svc.status?.loadBalancer as Record<string, unknown> | undefined)?.['ingress']
-  if (c.optArray(ingress, 'status.loadBalancer.ingress') && Array.isArray(ingress)) {
-    ingress.forEach((ing, i) => {
-      const f = `status.loadBalancer.ingress[${i}]`
-      if (!c.optObject(ing, f) || !ing) return
-      const g = ing as Record<string, unknown>
-      if (g['ip'] !== undefined && g['ip'] !== '') c.ip(g['ip'], `${f}.ip`)
-      if (g['ipMode'] !== undefined) {
-        if (g['ip'] === undefined || g['ip'] === '') c.add(`${f}.ipMode`, 'may only be set when ip is set')
-        c.oneOf(g['ipMode'], `${f}.ipMode`, ['VIP', 'Proxy'])
-      }
-    })
-  }
+/** status.loadBalancer.ingress: each an ip (with an optional ipMode) or a hostname. */
+function checkLoadBalancerStatus(c: Check, lb: unknown): void {
+  const ingress = (lb as Record<string, unknown> | undefined)?.['ingress']
+  if (!c.optArray(ingress, 'status.loadBalancer.ingress') || !Array.isArray(ingress)) return
+  ingress.forEach((ing, i) => {
+    const f = `status.loadBalancer.ingress[${i}]`
+    if (!c.optObject(ing, f) || !ing) return
+    const g = ing as Record<string, unknown>
+    if (g['ip'] !== undefined && g['ip'] !== '') c.ip(g['ip'], `${f}.ip`)
+    if (g['ipMode'] !== undefined) {
+      if (g['ip'] === undefined || g['ip'] === '') c.add(`${f}.ipMode`, 'may only be set when ip is set')
+      c.oneOf(g['ipMode'], `${f}.ipMode`, ['VIP', 'Proxy'])
+    }
+  })
 }
 
 function validatePodSpec(c: Check, spec: PodSpec | undefined, path: string): void {

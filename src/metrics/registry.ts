@@ -97,6 +97,7 @@ export class TundraMetrics {
   private snap: DataplaneStats | undefined
   private providerFailed = false
   private lastBatch = { packets: 0, batches: 0 }
+  private lastQueuedSeconds = 0
 
   private readonly syncDuration: Histogram
   private readonly syncFullDuration: Histogram
@@ -114,9 +115,15 @@ export class TundraMetrics {
     changesQueued: (c: ChangeSet, atMs: number) => {
       if (c.endpointEvents > 0) this.endpointChanges.inc(c.endpointEvents)
       if (c.serviceEvents > 0) this.serviceChanges.inc(c.serviceEvents)
-      this.lastQueued.set(atMs / 1000)
+      this.lastQueuedSeconds = atMs / 1000
+      this.lastQueued.set(this.lastQueuedSeconds)
     },
     synced: (r: SyncRecord) => {
+      // kube-proxy queues its first sync when the informers have synced (proxier.Sync): so is this the first queue
+      if (r.reason === 'initial' && r.startMs / 1000 > this.lastQueuedSeconds) {
+        this.lastQueuedSeconds = r.startMs / 1000
+        this.lastQueued.set(this.lastQueuedSeconds)
+      }
       if (!r.ok) return
       const s = r.durationMs / 1000
       this.syncDuration.observe(s)
@@ -369,6 +376,15 @@ export class TundraMetrics {
   bindSync(runner: { addObserver(o: SyncObserver): void; stats(): SyncStats }): void {
     runner.addObserver(this.syncObserver)
     this.sync = () => runner.stats()
+  }
+
+  /**
+   * The objects of the first list (or of the last known state), as kube-proxy counts them: its informers' initial
+   * adds go through the change trackers, so its *_changes_total start at the number of Services and EndpointSlices.
+   */
+  countInitialObjects(services: number, endpointSlices: number): void {
+    if (services > 0) this.serviceChanges.inc(services)
+    if (endpointSlices > 0) this.endpointChanges.inc(endpointSlices)
   }
 
   /** The health server counts its answers here. */

@@ -22,6 +22,8 @@ import { parseIpv4 } from '../wire/ipv4'
 import { servicePortName } from '../model/names'
 import { epCond, usableEndpoints } from '../model/categorize'
 import { MAGLEV_DEFAULT_SIZE, isPrime, maglevTable } from './maglev'
+import { SCHEDULER_LABEL, SCHED_NAMES, Sched, schedulerId } from './sched'
+import type { SchedValue, SchedulerName } from './sched'
 import { Arena, EP_LOCAL, EP_TERMINATING, emptySet, endpointNames, epFlags } from './endpoints'
 import type { EndpointSet } from './endpoints'
 
@@ -56,6 +58,15 @@ export interface NatConfig {
   readonly maglevTableSize?: number
   /** mixed into the Maglev permutation hashes; must match on every node that should agree */
   readonly maglevSeed?: number
+  /**
+   * endpoint scheduler of every service port without a `tundra.io/scheduler` label (sched.ts); default: mh when lb
+   * is maglev, else random (`tundra run` with mode ipvs passes rr, kube-proxy's IPVS default)
+   */
+  readonly scheduler?: SchedulerName
+  /** IPVS mode: a TCP/SCTP endpoint that stops serving keeps its connections (weight 0) instead of a reset */
+  readonly gracefulTermination?: boolean
+  /** IPVS mode's excludeCIDRs: the connections of an endpoint in them are never flushed or reset */
+  readonly excludeCIDRs?: readonly string[]
 }
 
 export interface ResolvedNatConfig {
@@ -70,6 +81,9 @@ export interface ResolvedNatConfig {
   readonly icmpMode: 'reply' | 'reject' | 'drop'
   readonly maglevTableSize: number
   readonly maglevSeed: number
+  readonly scheduler: SchedulerName
+  readonly gracefulTermination: boolean
+  readonly excludeCIDRs: readonly string[]
 }
 
 /** What matched a packet's destination. */
@@ -109,6 +123,8 @@ export interface SvcPort {
   readonly allowedLbSources: Uint32Array
   /** seconds; 0 when sessionAffinity is None */
   readonly affinityTimeout: number
+  /** endpoint scheduler (sched.ts Sched); absent: random */
+  readonly scheduler?: SchedValue
   readonly internalPolicy: TrafficPolicy
   readonly externalPolicy: TrafficPolicy
   /** usable endpoints anywhere: ready, or serving+terminating when none is ready */
@@ -209,6 +225,9 @@ export function resolveNatConfig(c: NatConfig): ResolvedNatConfig {
     icmpMode: c.icmpMode ?? 'reply',
     maglevTableSize: m,
     maglevSeed: c.maglevSeed ?? 0,
+    scheduler: c.scheduler ?? (c.lb === 'maglev' ? 'mh' : 'random'),
+    gracefulTermination: c.gracefulTermination ?? false,
+    excludeCIDRs: Object.freeze([...(c.excludeCIDRs ?? [])]),
   })
 }
 
@@ -228,6 +247,8 @@ export interface Ctx {
   /** previous service ports by key, for stable ids and endpoint-set reuse */
   readonly prevByKey: (key: string) => SvcPort | undefined
   readonly arena: Arena
+  /** this compile's endpoint-candidate arrays */
+  readonly scratch: Scratch
   /**
    * updateNat: ids the old versions of the services being recompiled held. A frontend or VIP still owned by one of
    * them is taken over (value rewritten only if it differs), not reported as a conflict; what nobody took over is
@@ -318,34 +339,74 @@ export function cloneFamilyTable(t: FamilyTable): FamilyTable {
 // Endpoints
 
 // Endpoint candidates of the service port being compiled live in scratch arrays, not objects (a 20 000-service
-// compile has 200 000 of them): entry i is address words cAddr[4i..4i+3], port cPort[i], flags cFlags[i] (EP_LOCAL |
-// EP_TERMINATING), cBits[i] (READY | SERVING). `order` lists them sorted and de-duplicated; a selection (`usable`) is
-// a list of entry indexes. Compiles are synchronous, so one set of arrays serves them all.
+// compile has 200 000 of them): entry i is address words addr[4i..4i+3], port[i], flags[i] (EP_LOCAL |
+// EP_TERMINATING), bits[i] (READY | SERVING). `order` lists them sorted and de-duplicated; a selection (`usable`) is
+// a list of entry indexes. Each compile (compileNat, updateNat) owns one Scratch through its Ctx, so compiles share no
+// state and may run side by side.
 const READY = 1
 const SERVING = 2
-let cCap = 0
-let cAddr = new Uint32Array(0)
-let cPort = new Uint32Array(0)
-let cFlags = new Uint8Array(0)
-let cBits = new Uint8Array(0)
-let order = new Int32Array(0)
-let selCluster = new Int32Array(0)
-let selLocal = new Int32Array(0)
-let selServing = new Int32Array(0)
 
-function reserveCandidates(n: number): void {
-  if (n <= cCap) return
-  let c = Math.max(64, cCap)
-  while (c < n) c *= 2
-  cCap = c
-  cAddr = new Uint32Array(c * 4)
-  cPort = new Uint32Array(c)
-  cFlags = new Uint8Array(c)
-  cBits = new Uint8Array(c)
-  order = new Int32Array(c)
-  selCluster = new Int32Array(c)
-  selLocal = new Int32Array(c)
-  selServing = new Int32Array(c)
+/** @internal (update.ts) The arrays one compile reuses across its service ports. */
+export class Scratch {
+  private cap = 0
+  addr = new Uint32Array(0)
+  port = new Uint32Array(0)
+  flags = new Uint8Array(0)
+  bits = new Uint8Array(0)
+  order = new Int32Array(0)
+  selCluster = new Int32Array(0)
+  selLocal = new Int32Array(0)
+  selServing = new Int32Array(0)
+  /** address words of one parsed address */
+  readonly words = new Uint32Array(4)
+  /** the cluster IP being compiled, as words */
+  readonly vip = new Uint32Array(4)
+
+  reserve(n: number): void {
+    if (n <= this.cap) return
+    let c = Math.max(64, this.cap)
+    while (c < n) c *= 2
+    this.cap = c
+    this.addr = new Uint32Array(c * 4)
+    this.port = new Uint32Array(c)
+    this.flags = new Uint8Array(c)
+    this.bits = new Uint8Array(c)
+    this.order = new Int32Array(c)
+    this.selCluster = new Int32Array(c)
+    this.selLocal = new Int32Array(c)
+    this.selServing = new Int32Array(c)
+  }
+
+  /** Orders entries by address words, then port. */
+  readonly compare = (a: number, b: number): number => {
+    const d = this.addr
+    const x = a * 4
+    const y = b * 4
+    return d[x]! - d[y]! || d[x + 1]! - d[y + 1]! || d[x + 2]! - d[y + 2]! || d[x + 3]! - d[y + 3]! || this.port[a]! - this.port[b]!
+  }
+
+  /** Condition bits (model/categorize.ts) of candidate order[j]. */
+  readonly cond = (j: number): number => {
+    const i = this.order[j]!
+    const b = this.bits[i]!
+    const f = this.flags[i]!
+    return epCond((b & READY) !== 0, (b & SERVING) !== 0, (f & EP_TERMINATING) !== 0, (f & EP_LOCAL) !== 0)
+  }
+
+  /**
+   * kube-proxy's CategorizeEndpoints (model/categorize.ts) over order[0..n): writes the chosen entries into `out`;
+   * returns how many.
+   */
+  usable(n: number, localOnly: boolean, out: Int32Array): number {
+    const k = usableEndpoints(n, this.cond, localOnly, out)
+    for (let j = 0; j < k; j++) out[j] = this.order[out[j]!]!
+    return k
+  }
+
+  /** The set's word for entry i: port and flags. */
+  epWord(i: number): number {
+    return (this.port[i]! | (this.flags[i]! << 16)) >>> 0
+  }
 }
 
 /**
@@ -365,45 +426,17 @@ export function endpointPort(ep: Endpoint, sp: ServicePort): number {
   return -1
 }
 
-function compareCandidates(a: number, b: number): number {
-  const x = a * 4
-  const y = b * 4
-  return cAddr[x]! - cAddr[y]! || cAddr[x + 1]! - cAddr[y + 1]! || cAddr[x + 2]! - cAddr[y + 2]! || cAddr[x + 3]! - cAddr[y + 3]! || cPort[a]! - cPort[b]!
-}
-
-/** Condition bits (model/categorize.ts) of candidate order[j]. */
-function candidateCond(j: number): number {
-  const i = order[j]!
-  const b = cBits[i]!
-  const f = cFlags[i]!
-  return epCond((b & READY) !== 0, (b & SERVING) !== 0, (f & EP_TERMINATING) !== 0, (f & EP_LOCAL) !== 0)
-}
-
-/**
- * kube-proxy's CategorizeEndpoints (model/categorize.ts) over order[0..n): writes the chosen entries into `out`;
- * returns how many.
- */
-function usable(n: number, localOnly: boolean, out: Int32Array): number {
-  const k = usableEndpoints(n, candidateCond, localOnly, out)
-  for (let j = 0; j < k; j++) out[j] = order[out[j]!]!
-  return k
-}
-
-/** The set's word for entry i: port and flags. */
-function epWord(i: number): number {
-  return (cPort[i]! | (cFlags[i]! << 16)) >>> 0
-}
-
 /** Whether `set` holds exactly entries sel[0..n) (addresses, ports, flags). */
-function sameSet(set: EndpointSet | undefined, sel: Int32Array, n: number, aw: number): set is EndpointSet {
+function sameSet(sc: Scratch, set: EndpointSet | undefined, sel: Int32Array, n: number, aw: number): set is EndpointSet {
   if (set === undefined || set.count !== n || set.aw !== aw) return false
+  const cAddr = sc.addr
   const d = set.data
   let o = set.off
   for (let j = 0; j < n; j++) {
     const i = sel[j]!
     if (d[o] !== cAddr[i * 4]) return false
     if (aw === 4 && (d[o + 1] !== cAddr[i * 4 + 1] || d[o + 2] !== cAddr[i * 4 + 2] || d[o + 3] !== cAddr[i * 4 + 3])) return false
-    if (d[o + aw] !== epWord(i)) return false
+    if (d[o + aw] !== sc.epWord(i)) return false
     o += aw + 1
   }
   return true
@@ -414,13 +447,15 @@ const NO_REUSE: readonly (EndpointSet | undefined)[] = Object.freeze([])
 const EMPTY_STRINGS: readonly string[] = Object.freeze([])
 const EMPTY_NUMBERS: readonly number[] = Object.freeze([])
 
-function buildSet(ctx: Ctx, sel: Int32Array, n: number, family: Family, reuse: readonly (EndpointSet | undefined)[]): EndpointSet {
+function buildSet(ctx: Ctx, sel: Int32Array, n: number, family: Family, reuse: readonly (EndpointSet | undefined)[], mh: boolean): EndpointSet {
   if (n === 0) return emptySet(family)
   const config = ctx.config
   const aw = family === 4 ? 1 : 4
-  const wantMaglev = config.lb === 'maglev' && n < config.maglevTableSize
+  const wantMaglev = (mh || config.lb === 'maglev') && n < config.maglevTableSize
+  const sc = ctx.scratch
+  const cAddr = sc.addr
   for (const r of reuse) {
-    if (sameSet(r, sel, n, aw) && (!wantMaglev || (r.maglev !== null && r.maglev.length === config.maglevTableSize))) return r
+    if (sameSet(sc, r, sel, n, aw) && (!wantMaglev || (r.maglev !== null && r.maglev.length === config.maglevTableSize))) return r
   }
   const stride = aw + 1
   const data = ctx.arena.alloc(n * stride)
@@ -434,7 +469,7 @@ function buildSet(ctx: Ctx, sel: Int32Array, n: number, family: Family, reuse: r
       data[o + 2] = cAddr[i * 4 + 2]!
       data[o + 3] = cAddr[i * 4 + 3]!
     }
-    data[o + aw] = epWord(i)
+    data[o + aw] = sc.epWord(i)
     o += stride
   }
   const set: { count: number; family: Family; aw: number; data: Uint32Array; off: number; maglev: Uint16Array | null } = {
@@ -520,10 +555,6 @@ function addFrontend(
   for (let i = 0; i <= aw; i++) owned.push(fe.key[i]!)
 }
 
-// Scratch for parsing addresses while compiling (compiles are synchronous).
-const W = new Uint32Array(4)
-const VIP = new Uint32Array(4)
-
 /** Addresses of `family` among `ips`. */
 function ofFamily(ips: readonly string[], family: Family): readonly string[] {
   if (ips.length === 0) return EMPTY_STRINGS
@@ -537,7 +568,9 @@ function ofFamily(ips: readonly string[], family: Family): readonly string[] {
  * sorted and de-duplicated by address:port. Returns n.
  */
 function candidates(ctx: Ctx, svc: Service, sp: ServicePort, family: Family, problem: (f: string, r: string) => void): number {
-  reserveCandidates(svc.endpoints.length)
+  const sc = ctx.scratch
+  sc.reserve(svc.endpoints.length)
+  const { addr: cAddr, port: cPort, flags: cFlags, bits: cBits, order, words: W, compare } = sc
   const nodeName = ctx.config.nodeName
   let n = 0
   for (const ep of svc.endpoints) {
@@ -574,13 +607,13 @@ function candidates(ctx: Ctx, svc: Service, sp: ServicePort, family: Family, pro
   }
   // Insertion sort: slices usually arrive sorted or nearly; large ones go through Array.sort.
   if (n > 64) {
-    const idx = Array.from(order.subarray(0, n)).sort(compareCandidates)
+    const idx = Array.from(order.subarray(0, n)).sort(compare)
     order.set(idx)
   } else {
     for (let j = 1; j < n; j++) {
       const v = order[j]!
       let k = j - 1
-      while (k >= 0 && compareCandidates(order[k]!, v) > 0) {
+      while (k >= 0 && compare(order[k]!, v) > 0) {
         order[k + 1] = order[k]!
         k--
       }
@@ -590,10 +623,33 @@ function candidates(ctx: Ctx, svc: Service, sp: ServicePort, family: Family, pro
   // Duplicates (the same address in two slices) are adjacent now; keep the first.
   let w = 0
   for (let r = 0; r < n; r++) {
-    if (w > 0 && compareCandidates(order[w - 1]!, order[r]!) === 0) continue
+    if (w > 0 && compare(order[w - 1]!, order[r]!) === 0) continue
     order[w++] = order[r]!
   }
   return w
+}
+
+/** One family's share of a service: its cluster IP (as words in ctx.scratch.vip) and external addresses. */
+interface FamilyPart {
+  readonly family: Family
+  readonly ft: FamilyTable
+  readonly clusterIP: string
+  readonly externalIPs: readonly string[]
+  readonly lbIPs: readonly string[]
+  readonly proxyIPs: readonly string[]
+  readonly sourceRanges: Uint32Array
+  readonly allowed: Uint32Array
+}
+
+/** The scheduler of a service: its `tundra.io/scheduler` label (a bad value is a problem), else the node's. */
+function serviceScheduler(config: ResolvedNatConfig, svc: Service, problem: (field: string, reason: string) => void): SchedValue {
+  const own = svc.labels[SCHEDULER_LABEL]
+  if (own !== undefined) {
+    const id = schedulerId(own)
+    if (id !== undefined) return id
+    problem(`metadata.labels[${SCHEDULER_LABEL}]`, `${JSON.stringify(own)} is not a scheduler (${SCHED_NAMES.join(', ')})`)
+  }
+  return schedulerId(config.scheduler) ?? Sched.RANDOM
 }
 
 /** @internal (update.ts) */
@@ -618,7 +674,7 @@ export function compileService(ctx: Ctx, svc: Service, key: string): CompiledSer
   const problem = (field: string, reason: string): void => {
     ctx.problems.push({ object: `Service ${key}`, field, reason })
   }
-  const needLocal = svc.internalTrafficPolicy === 'Local' || svc.externalTrafficPolicy === 'Local'
+  const scheduler = serviceScheduler(ctx.config, svc, problem)
   let seen4 = false
   let seen6 = false
   for (const cip of svc.clusterIPs) {
@@ -630,114 +686,144 @@ export function compileService(ctx: Ctx, svc: Service, key: string): CompiledSer
     if (family === 4 ? seen4 : seen6) continue
     if (family === 4) seen4 = true
     else seen6 = true
-    const ft = family === 4 ? ctx.v4 : ctx.v6
-    const aw = ft.aw
+    const part = familyPart(ctx, svc, cip, family, problem)
     const owned = family === 4 ? owned4 : owned6
-    parseIpWords(cip, family, VIP, 0)
-    const clusterIP = family === 4 ? cip : wordsToString(VIP, 0, family)
-
-    // Addresses of this family for the external frontends.
-    const externalIPs = ofFamily(svc.externalIPs, family)
-    let lbIPs: readonly string[] = EMPTY_STRINGS
-    let proxyIPs: readonly string[] = EMPTY_STRINGS
-    if (svc.type === 'LoadBalancer' && svc.loadBalancerIngress.length > 0) {
-      lbIPs = ofFamily(
-        svc.loadBalancerIngress.filter(i => i.ipMode !== 'Proxy').map(i => i.ip),
-        family,
-      )
-      proxyIPs = ofFamily(
-        svc.loadBalancerIngress.filter(i => i.ipMode === 'Proxy').map(i => i.ip),
-        family,
-      )
-    }
-    let sourceRanges: Uint32Array = EMPTY_U32
-    let allowed: Uint32Array = EMPTY_U32
-    if (svc.loadBalancerSourceRanges.length > 0) {
-      sourceRanges = parseCidrList(svc.loadBalancerSourceRanges, family, c => problem('spec.loadBalancerSourceRanges', `${JSON.stringify(c)} is not a CIDR`))
-      // kube-proxy's allowFromNode: when a range covers a node IP, the LB's own addresses may send too.
-      let nodeCovered = false
-      for (let r = 0; r < ft.nodeAddrs.length; r += aw) if (inCidrList(sourceRanges, aw, ft.nodeAddrs, r)) nodeCovered = true
-      if (nodeCovered && lbIPs.length > 0) {
-        allowed = new Uint32Array(lbIPs.length * aw)
-        lbIPs.forEach((ip, i) => parseIpWords(ip, family, allowed, i * aw))
-      }
-    }
-
-    for (const sp of svc.ports) {
-      const proto = protoNumber(sp.protocol)
-      const spKey = svcPortKey(svc.namespace, svc.name, sp.name, sp.protocol, family)
-      const prev = ctx.prevByKey(spKey)
-      const { id, uid } = allocId(ctx, spKey)
-      ids.push(id)
-
-      const n = candidates(ctx, svc, sp, family, problem)
-      const reuse = prev === undefined ? NO_REUSE : [prev.cluster, prev.local, prev.serving]
-      const cluster = buildSet(ctx, selCluster, usable(n, false, selCluster), family, reuse)
-      const local = needLocal ? buildSet(ctx, selLocal, usable(n, true, selLocal), family, [cluster, ...reuse]) : emptySet(family)
-      let nServing = 0
-      for (let j = 0; j < n; j++) if ((cBits[order[j]!]! & SERVING) !== 0) selServing[nServing++] = order[j]!
-      const serving = nServing === n && cluster.count === n ? cluster : buildSet(ctx, selServing, nServing, family, [cluster, ...reuse])
-
-      const spc: SvcPort = Object.freeze({
-        id,
-        uid,
-        key: spKey,
-        namespace: svc.namespace,
-        name: svc.name,
-        portName: sp.name,
-        servicePortName: servicePortName(svc.namespace, svc.name, sp.name),
-        protocol: sp.protocol,
-        proto,
-        family,
-        clusterIP,
-        port: sp.port,
-        targetPort: sp.targetPort,
-        nodePort: svc.type === 'NodePort' || svc.type === 'LoadBalancer' ? sp.nodePort : 0,
-        externalIPs,
-        loadBalancerIPs: lbIPs,
-        proxyModeIPs: proxyIPs,
-        sourceRanges,
-        allowedLbSources: allowed,
-        affinityTimeout: svc.affinityTimeout,
-        internalPolicy: svc.internalTrafficPolicy,
-        externalPolicy: svc.externalTrafficPolicy,
-        cluster,
-        local,
-        internal: svc.internalTrafficPolicy === 'Local' ? local : cluster,
-        external: svc.externalTrafficPolicy === 'Local' ? local : cluster,
-        serving,
-      })
-      ctx.svcPorts[id] = spc
-
-      addFrontend(ctx, ft, VIP, 0, proto, sp.port, id * 4 + FrontendKind.CLUSTER_IP, owned, key, 'spec.clusterIPs')
-      if (spc.nodePort > 0) {
-        for (let r = 0; r < ft.nodePortAddrs.length; r += aw) {
-          addFrontend(ctx, ft, ft.nodePortAddrs, r, proto, spc.nodePort, id * 4 + FrontendKind.NODE_PORT, owned, key, 'spec.ports.nodePort')
-        }
-      }
-      for (const ip of externalIPs) {
-        parseIpWords(ip, family, W, 0)
-        addFrontend(ctx, ft, W, 0, proto, sp.port, id * 4 + FrontendKind.EXTERNAL_IP, owned, key, 'spec.externalIPs')
-      }
-      for (const ip of lbIPs) {
-        parseIpWords(ip, family, W, 0)
-        addFrontend(ctx, ft, W, 0, proto, sp.port, id * 4 + FrontendKind.LOAD_BALANCER, owned, key, 'status.loadBalancer.ingress')
-      }
-    }
-
-    // The ClusterIP itself: any other port (or protocol) is rejected, echo requests handled per icmpMode.
-    if (svc.ports.length > 0) {
-      const vip = ft.vip
-      for (let i = 0; i < aw; i++) vip.key[i] = VIP[i]!
-      const s = vip.insert()
-      const first = ids[ids.length - svc.ports.length]!
-      if (vip.inserted || ctx.replaceable?.has(vip.vals[s]!) === true) {
-        vip.setValAt(s, 0, first)
-        for (let i = 0; i < aw; i++) (family === 4 ? vips4 : vips6).push(VIP[i]!)
-      }
-    }
+    for (const sp of svc.ports) ids.push(compilePort(ctx, svc, sp, part, key, owned, scheduler, problem))
+    if (svc.ports.length > 0) claimVip(ctx, part.ft, ids[ids.length - svc.ports.length]!, family === 4 ? vips4 : vips6)
   }
   return done()
+}
+
+/** The family's cluster IP (parsed into ctx.scratch.vip) and the addresses of this family for external frontends. */
+function familyPart(ctx: Ctx, svc: Service, cip: string, family: Family, problem: (f: string, r: string) => void): FamilyPart {
+  const ft = family === 4 ? ctx.v4 : ctx.v6
+  const aw = ft.aw
+  const VIP = ctx.scratch.vip
+  parseIpWords(cip, family, VIP, 0)
+  const clusterIP = family === 4 ? cip : wordsToString(VIP, 0, family)
+  const externalIPs = ofFamily(svc.externalIPs, family)
+  let lbIPs: readonly string[] = EMPTY_STRINGS
+  let proxyIPs: readonly string[] = EMPTY_STRINGS
+  if (svc.type === 'LoadBalancer' && svc.loadBalancerIngress.length > 0) {
+    lbIPs = ofFamily(
+      svc.loadBalancerIngress.filter(i => i.ipMode !== 'Proxy').map(i => i.ip),
+      family,
+    )
+    proxyIPs = ofFamily(
+      svc.loadBalancerIngress.filter(i => i.ipMode === 'Proxy').map(i => i.ip),
+      family,
+    )
+  }
+  let sourceRanges: Uint32Array = EMPTY_U32
+  let allowed: Uint32Array = EMPTY_U32
+  if (svc.loadBalancerSourceRanges.length > 0) {
+    sourceRanges = parseCidrList(svc.loadBalancerSourceRanges, family, c => problem('spec.loadBalancerSourceRanges', `${JSON.stringify(c)} is not a CIDR`))
+    // kube-proxy's allowFromNode: when a range covers a node IP, the LB's own addresses may send too.
+    let nodeCovered = false
+    for (let r = 0; r < ft.nodeAddrs.length; r += aw) if (inCidrList(sourceRanges, aw, ft.nodeAddrs, r)) nodeCovered = true
+    if (nodeCovered && lbIPs.length > 0) {
+      allowed = new Uint32Array(lbIPs.length * aw)
+      lbIPs.forEach((ip, i) => parseIpWords(ip, family, allowed, i * aw))
+    }
+  }
+  return { family, ft, clusterIP, externalIPs, lbIPs, proxyIPs, sourceRanges, allowed }
+}
+
+/**
+ * One service port of one family: its endpoint sets (cluster, local, serving; reused from the previous version when
+ * equal), its SvcPort under a stable id, and its frontends (recorded in `owned`). Returns the id.
+ */
+function compilePort(
+  ctx: Ctx,
+  svc: Service,
+  sp: ServicePort,
+  part: FamilyPart,
+  key: string,
+  owned: number[],
+  scheduler: SchedValue,
+  problem: (f: string, r: string) => void,
+): number {
+  const mh = scheduler === Sched.MH
+  const { family, ft } = part
+  const sc = ctx.scratch
+  const proto = protoNumber(sp.protocol)
+  const spKey = svcPortKey(svc.namespace, svc.name, sp.name, sp.protocol, family)
+  const prev = ctx.prevByKey(spKey)
+  const { id, uid } = allocId(ctx, spKey)
+
+  const needLocal = svc.internalTrafficPolicy === 'Local' || svc.externalTrafficPolicy === 'Local'
+  const n = candidates(ctx, svc, sp, family, problem)
+  const reuse = prev === undefined ? NO_REUSE : [prev.cluster, prev.local, prev.serving]
+  const cluster = buildSet(ctx, sc.selCluster, sc.usable(n, false, sc.selCluster), family, reuse, mh)
+  const local = needLocal ? buildSet(ctx, sc.selLocal, sc.usable(n, true, sc.selLocal), family, [cluster, ...reuse], mh) : emptySet(family)
+  let nServing = 0
+  for (let j = 0; j < n; j++) if ((sc.bits[sc.order[j]!]! & SERVING) !== 0) sc.selServing[nServing++] = sc.order[j]!
+  const serving = nServing === n && cluster.count === n ? cluster : buildSet(ctx, sc.selServing, nServing, family, [cluster, ...reuse], mh)
+
+  const spc: SvcPort = Object.freeze({
+    id,
+    uid,
+    key: spKey,
+    namespace: svc.namespace,
+    name: svc.name,
+    portName: sp.name,
+    servicePortName: servicePortName(svc.namespace, svc.name, sp.name),
+    protocol: sp.protocol,
+    proto,
+    family,
+    clusterIP: part.clusterIP,
+    port: sp.port,
+    targetPort: sp.targetPort,
+    nodePort: svc.type === 'NodePort' || svc.type === 'LoadBalancer' ? sp.nodePort : 0,
+    externalIPs: part.externalIPs,
+    loadBalancerIPs: part.lbIPs,
+    proxyModeIPs: part.proxyIPs,
+    sourceRanges: part.sourceRanges,
+    allowedLbSources: part.allowed,
+    affinityTimeout: svc.affinityTimeout,
+    scheduler,
+    internalPolicy: svc.internalTrafficPolicy,
+    externalPolicy: svc.externalTrafficPolicy,
+    cluster,
+    local,
+    internal: svc.internalTrafficPolicy === 'Local' ? local : cluster,
+    external: svc.externalTrafficPolicy === 'Local' ? local : cluster,
+    serving,
+  })
+  ctx.svcPorts[id] = spc
+
+  const W = sc.words
+  addFrontend(ctx, ft, sc.vip, 0, proto, sp.port, id * 4 + FrontendKind.CLUSTER_IP, owned, key, 'spec.clusterIPs')
+  if (spc.nodePort > 0) {
+    for (let r = 0; r < ft.nodePortAddrs.length; r += ft.aw) {
+      addFrontend(ctx, ft, ft.nodePortAddrs, r, proto, spc.nodePort, id * 4 + FrontendKind.NODE_PORT, owned, key, 'spec.ports.nodePort')
+    }
+  }
+  for (const ip of part.externalIPs) {
+    parseIpWords(ip, family, W, 0)
+    addFrontend(ctx, ft, W, 0, proto, sp.port, id * 4 + FrontendKind.EXTERNAL_IP, owned, key, 'spec.externalIPs')
+  }
+  for (const ip of part.lbIPs) {
+    parseIpWords(ip, family, W, 0)
+    addFrontend(ctx, ft, W, 0, proto, sp.port, id * 4 + FrontendKind.LOAD_BALANCER, owned, key, 'status.loadBalancer.ingress')
+  }
+  return id
+}
+
+/**
+ * The cluster IP itself (words in ctx.scratch.vip), owned by the service's first port id `first`: any other port
+ * (or protocol) is rejected, echo requests handled per icmpMode. Records the words in `vips` when this service owns it.
+ */
+function claimVip(ctx: Ctx, ft: FamilyTable, first: number, vips: number[]): void {
+  const VIP = ctx.scratch.vip
+  const vip = ft.vip
+  const aw = ft.aw
+  for (let i = 0; i < aw; i++) vip.key[i] = VIP[i]!
+  const s = vip.insert()
+  if (vip.inserted || ctx.replaceable?.has(vip.vals[s]!) === true) {
+    vip.setValAt(s, 0, first)
+    for (let i = 0; i < aw; i++) vips.push(VIP[i]!)
+  }
 }
 
 /** @internal (update.ts) */
@@ -806,6 +892,7 @@ export function compileNat(cluster: Cluster, config: NatConfig | ResolvedNatConf
     problems,
     prevByKey: k => prevIndex.get(k),
     arena: new Arena(Math.min(65536, Math.max(1024, nPorts * 12))),
+    scratch: new Scratch(),
   }
   // Reserve every previous id so new keys never take a slot a surviving key will claim.
   if (prev !== undefined) {

@@ -26,6 +26,12 @@
 //
 // Time is a coarse clock in whole seconds, passed in by the caller once per batch. Expired entries are removed
 // lazily on lookup and by reap(), which visits a small slice of the table per call.
+//
+// Every array above is a view into one buffer, laid out by ctLayout(); the table's scalars (count, free-list head,
+// reap and early-drop cursors) live in a small Int32Array header in that buffer too. Packet threads that share one
+// table (sharedConntrack(): a SharedArrayBuffer) each build a Conntrack over it, and hold its lock (lock()/unlock(),
+// one futex-style word in the header) around every lookup and change: ARCHITECTURE.md "Packet threads" says why
+// one lock per family and not striped locks. Stats stay per instance (per thread); the control thread sums them.
 
 import { fmix32, mixWord } from './hash'
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP } from '../wire/proto'
@@ -71,6 +77,8 @@ export const CtFlag = {
   DNAT: 8,
   /** the source is translated (original src != reply dst): masquerade or a port clash */
   SNAT: 16,
+  /** a least-connections scheduler counts this connection: onDelete is told when it goes (nat/sched.ts) */
+  COUNTED: 32,
 } as const
 
 /** What tcp() decided about a segment. */
@@ -138,6 +146,13 @@ export const CT_STAT_NAMES: readonly string[] = ['created', 'deleted', 'early_dr
 
 export interface ConntrackOptions {
   readonly family: Family
+  /**
+   * a table other threads use too (sharedConntrack()): its buffer is used as it is (not initialised again); `max`,
+   * `family` and `seed` come from it
+   */
+  readonly shared?: SharedConntrack
+  /** this thread's lock owner id (1..2^31-1; default 1): a dead owner's lock can be released by the survivor */
+  readonly lockOwner?: number
   /** most live entries (default 262144); capacity is this rounded up to a power of two */
   readonly max?: number
   readonly timeouts?: Partial<ConntrackTimeouts>
@@ -179,6 +194,73 @@ function tcpIndex(flags: number): number {
 /** Entries visited by one early-drop attempt (Linux scans a few buckets too). */
 const EARLY_DROP_SCAN = 64
 
+/** Header words (Int32) at the start of a table's buffer. */
+const Hdr = { COUNT: 0, FREE: 1, REAP: 2, DROP: 3, LOCK: 4, WAITERS: 5, WORDS: 8 } as const
+/** Service-port ids whose live entries a shared table counts (entriesOf answers "maybe" above). */
+const SHARED_PER_SVC = 1 << 16
+/** Spins on a held lock before sleeping on it (a NAT step holds it for well under a microsecond). */
+const LOCK_SPINS = 256
+/** A sleeper re-checks the lock at least this often (ms): a thread that died holding it is then noticed. */
+const LOCK_WAIT_MS = 1
+
+/** A conntrack table in a SharedArrayBuffer: what crosses to each packet thread (structured clone shares it). */
+export interface SharedConntrack {
+  readonly sab: SharedArrayBuffer
+  readonly family: Family
+  readonly max: number
+  readonly seed: number
+}
+
+/** Byte offsets of every array in a table's buffer (8-aligned), and its size. */
+function ctLayout(family: Family, cap: number, perSvc: number): Record<string, number> {
+  const tw = family === 4 ? 6 : 18
+  const sizes: [string, number][] = [
+    ['header', Hdr.WORDS * 4],
+    ['counters', cap * 4 * 8],
+    ['tuples', cap * tw * 4],
+    ['expires', cap * 4],
+    ['svcPort', cap * 4],
+    ['endpoint', cap * 4],
+    ['seqNext', cap * 2 * 4],
+    ['next', cap * 4],
+    ['slots', cap * 4 * 4],
+    ['slotHash', cap * 4 * 4],
+    ['perSvc', perSvc * 4],
+    ['proto', cap],
+    ['state', cap],
+    ['flags', cap],
+  ]
+  const out: Record<string, number> = {}
+  let o = 0
+  for (const [k, n] of sizes) {
+    out[k] = o
+    o += (n + 7) & ~7
+  }
+  out.bytes = o
+  return out
+}
+
+function capacityFor(max: number): number {
+  let cap = 16
+  while (cap < max) cap *= 2
+  return cap
+}
+
+/** A new, empty table in a SharedArrayBuffer, for packet threads to share (each wraps it: new Conntrack({ shared })). */
+export function sharedConntrack(family: Family, max: number, seed: number = (Math.random() * 0x100000000) >>> 0): SharedConntrack {
+  max = Math.max(1, Math.floor(max))
+  const cap = capacityFor(max)
+  const sab = new SharedArrayBuffer(ctLayout(family, cap, SHARED_PER_SVC).bytes!)
+  const sc = { sab, family, max, seed: seed >>> 0 }
+  initFreeList(new Int32Array(sab, ctLayout(family, cap, SHARED_PER_SVC).next!, cap), cap)
+  return sc
+}
+
+function initFreeList(next: Int32Array, cap: number): void {
+  for (let i = 0; i < cap; i++) next[i] = i + 1
+  next[cap - 1] = -1
+}
+
 const SNAPSHOT_MAGIC = 0x54434e54 // "TNCT"
 const SNAPSHOT_VERSION = 1
 
@@ -192,8 +274,12 @@ export class Conntrack {
   readonly tw: number
   readonly capacity: number
   readonly max: number
-  count = 0
   readonly timeouts: ConntrackTimeouts
+  /** header words (count, free head, cursors, lock) in the table's buffer */
+  private readonly hdr: Int32Array
+  /** whether other threads use this table: lock() then matters */
+  readonly isShared: boolean
+  private readonly owner: number
 
   readonly tuples: Uint32Array
   readonly proto: Uint8Array
@@ -208,10 +294,7 @@ export class Conntrack {
   readonly slots: Int32Array
   readonly slotHash: Int32Array
   private readonly mask: number
-  private freeHead: number
-  private reapCursor = 0
-  private dropCursor = 0
-  private readonly seed: number
+  readonly seed: number
   /** per-state TCP timeouts, by TcpState */
   private readonly tcpTimeout: Uint32Array
 
@@ -222,19 +305,22 @@ export class Conntrack {
   /** CtStat counters */
   readonly stats = new Float64Array(CT_STAT_NAMES.length)
   /** live entries per service-port id (grows with the highest id seen): lets a stale-flow flush skip ids with none */
-  private perSvc = new Uint32Array(256)
+  private perSvc: Uint32Array
 
   constructor(opts: ConntrackOptions) {
-    this.family = opts.family
-    this.aw = opts.family === 4 ? 1 : 4
+    const sh = opts.shared
+    this.family = sh?.family ?? opts.family
+    this.aw = this.family === 4 ? 1 : 4
     this.kw = 2 * this.aw + 1
     this.tw = 2 * this.kw
-    this.max = Math.max(1, Math.floor(opts.max ?? 262144))
-    let cap = 16
-    while (cap < this.max) cap *= 2
+    this.max = sh?.max ?? Math.max(1, Math.floor(opts.max ?? 262144))
+    const cap = capacityFor(this.max)
     this.capacity = cap
     this.timeouts = Object.freeze({ ...DEFAULT_TIMEOUTS, ...(opts.timeouts ?? {}) })
-    this.seed = opts.seed ?? (Math.random() * 0x100000000) >>> 0
+    this.seed = sh?.seed ?? opts.seed ?? (Math.random() * 0x100000000) >>> 0
+    this.isShared = sh !== undefined
+    this.owner = opts.lockOwner ?? 1
+    if (!(Number.isInteger(this.owner) && this.owner >= 1 && this.owner <= 0x7fffffff)) throw new RangeError(`bad lockOwner ${this.owner}`)
     const t = this.timeouts
     this.tcpTimeout = Uint32Array.from([
       t.tcpClose,
@@ -248,24 +334,76 @@ export class Conntrack {
       t.tcpClose,
       t.tcpSynSent,
     ])
-    this.tuples = new Uint32Array(cap * this.tw)
-    this.proto = new Uint8Array(cap)
-    this.state = new Uint8Array(cap)
-    this.flags = new Uint8Array(cap)
-    this.expires = new Uint32Array(cap)
-    this.svcPort = new Int32Array(cap)
-    this.endpoint = new Int32Array(cap)
-    this.seqNext = new Uint32Array(cap * 2)
-    this.counters = new Float64Array(cap * 4)
-    this.next = new Int32Array(cap)
-    for (let i = 0; i < cap; i++) this.next[i] = i + 1
-    this.next[cap - 1] = -1
-    this.freeHead = 0
-    this.slots = new Int32Array(cap * 4)
-    this.slotHash = new Int32Array(cap * 4)
+    const L = ctLayout(this.family, cap, sh ? SHARED_PER_SVC : 0)
+    const buf = sh ? sh.sab : new ArrayBuffer(L.bytes!)
+    if (buf.byteLength !== L.bytes)
+      throw new RangeError(`shared conntrack buffer is ${buf.byteLength} bytes, IPv${this.family} with max ${this.max} needs ${L.bytes}`)
+    this.hdr = new Int32Array(buf, L.header!, Hdr.WORDS)
+    this.tuples = new Uint32Array(buf, L.tuples!, cap * this.tw)
+    this.proto = new Uint8Array(buf, L.proto!, cap)
+    this.state = new Uint8Array(buf, L.state!, cap)
+    this.flags = new Uint8Array(buf, L.flags!, cap)
+    this.expires = new Uint32Array(buf, L.expires!, cap)
+    this.svcPort = new Int32Array(buf, L.svcPort!, cap)
+    this.endpoint = new Int32Array(buf, L.endpoint!, cap)
+    this.seqNext = new Uint32Array(buf, L.seqNext!, cap * 2)
+    this.counters = new Float64Array(buf, L.counters!, cap * 4)
+    this.next = new Int32Array(buf, L.next!, cap)
+    if (!sh) initFreeList(this.next, cap)
+    this.slots = new Int32Array(buf, L.slots!, cap * 4)
+    this.slotHash = new Int32Array(buf, L.slotHash!, cap * 4)
+    this.perSvc = sh ? new Uint32Array(buf, L.perSvc!, SHARED_PER_SVC) : new Uint32Array(256)
     this.mask = cap * 4 - 1
     this.key = new Uint32Array(this.kw)
     this.tk = new Uint32Array(this.tw)
+  }
+
+  /** Live entries. */
+  get count(): number {
+    return this.hdr[Hdr.COUNT]!
+  }
+
+  private get freeHead(): number {
+    return this.hdr[Hdr.FREE]!
+  }
+
+  private set freeHead(v: number) {
+    this.hdr[Hdr.FREE] = v
+  }
+
+  /**
+   * Takes the table's lock (a shared table; a no-op otherwise). Futex style: spin a little, then sleep on the word;
+   * unlock() wakes a sleeper only when one is there, so an uncontended lock/unlock is two atomic operations.
+   */
+  lock(): void {
+    if (!this.isShared) return
+    const h = this.hdr
+    const me = this.owner
+    if (Atomics.compareExchange(h, Hdr.LOCK, 0, me) === 0) return
+    for (;;) {
+      for (let i = 0; i < LOCK_SPINS; i++) {
+        if (Atomics.load(h, Hdr.LOCK) === 0 && Atomics.compareExchange(h, Hdr.LOCK, 0, me) === 0) return
+      }
+      Atomics.add(h, Hdr.WAITERS, 1)
+      const cur = Atomics.load(h, Hdr.LOCK)
+      if (cur !== 0) Atomics.wait(h, Hdr.LOCK, cur, LOCK_WAIT_MS)
+      Atomics.sub(h, Hdr.WAITERS, 1)
+      if (Atomics.compareExchange(h, Hdr.LOCK, 0, me) === 0) return
+    }
+  }
+
+  unlock(): void {
+    if (!this.isShared) return
+    const h = this.hdr
+    Atomics.store(h, Hdr.LOCK, 0)
+    if (Atomics.load(h, Hdr.WAITERS) > 0) Atomics.notify(h, Hdr.LOCK, 1)
+  }
+
+  /** Releases the lock if thread `owner` holds it (that thread died): returns whether it did. */
+  releaseIfHeldBy(owner: number): boolean {
+    if (!this.isShared || Atomics.compareExchange(this.hdr, Hdr.LOCK, owner, 0) !== owner) return false
+    Atomics.notify(this.hdr, Hdr.LOCK, 1)
+    return true
   }
 
   /** Bytes of every typed array this table owns (the figure behind "bytes per entry"). */
@@ -393,7 +531,7 @@ export class Conntrack {
     this.svcPort[e] = svcPort
     if (svcPort >= 0) {
       if (svcPort >= this.perSvc.length) this.growPerSvc(svcPort)
-      this.perSvc[svcPort]!++
+      if (svcPort < this.perSvc.length) this.perSvc[svcPort]!++
     }
     this.endpoint[e] = endpoint
     this.seqNext[e * 2] = 0
@@ -401,30 +539,38 @@ export class Conntrack {
     this.counters.fill(0, e * 4, e * 4 + 4)
     this.link(e * 2)
     this.link(e * 2 + 1)
-    this.count++
+    this.hdr[Hdr.COUNT]!++
     this.stats[CtStat.CREATED]!++
     return e
   }
 
+  /** Called with an entry flagged COUNTED just before it is deleted (its tuples still readable). */
+  onDelete: ((e: number) => void) | null = null
+
   delete(e: number): void {
     if ((this.flags[e]! & CtFlag.USED) === 0) return
+    if ((this.flags[e]! & CtFlag.COUNTED) !== 0 && this.onDelete !== null) this.onDelete(e)
     this.unlink(e * 2)
     this.unlink(e * 2 + 1)
     this.flags[e] = 0
     this.next[e] = this.freeHead
     this.freeHead = e
-    this.count--
+    this.hdr[Hdr.COUNT]!--
     const id = this.svcPort[e]!
-    if (id >= 0) this.perSvc[id]!--
+    if (id >= 0 && id < this.perSvc.length) this.perSvc[id]!--
     this.stats[CtStat.DELETED]!++
   }
 
   /** How many live entries service port `id` has. */
   entriesOf(id: number): number {
-    return id >= 0 && id < this.perSvc.length ? this.perSvc[id]! : 0
+    if (id < 0) return 0
+    if (id < this.perSvc.length) return this.perSvc[id]!
+    // a shared table counts the first SHARED_PER_SVC ids only: above, say "maybe some"
+    return this.isShared ? 1 : 0
   }
 
   private growPerSvc(id: number): void {
+    if (this.isShared) return
     let n = this.perSvc.length
     while (n <= id) n *= 2
     const next = new Uint32Array(n)
@@ -441,7 +587,7 @@ export class Conntrack {
     let best = -1
     let bestExp = Infinity
     const cap = this.capacity
-    let c = this.dropCursor
+    let c = this.hdr[Hdr.DROP]!
     for (let n = 0; n < EARLY_DROP_SCAN; n++) {
       c = (c + 1) & (cap - 1)
       const f = this.flags[c]!
@@ -456,7 +602,7 @@ export class Conntrack {
         bestExp = exp
       }
     }
-    this.dropCursor = c
+    this.hdr[Hdr.DROP] = c
     if (best < 0) return false
     this.delete(best)
     this.stats[CtStat.EARLY_DROP]!++
@@ -503,7 +649,7 @@ export class Conntrack {
   /** Removes expired entries among the next `budget` entries; returns how many it removed. */
   reap(now: number, budget: number): number {
     const cap = this.capacity
-    let c = this.reapCursor
+    let c = this.hdr[Hdr.REAP]!
     let n = 0
     if (budget > cap) budget = cap
     for (let i = 0; i < budget; i++) {
@@ -513,7 +659,7 @@ export class Conntrack {
       }
       c = (c + 1) & (cap - 1)
     }
-    this.reapCursor = c
+    this.hdr[Hdr.REAP] = c
     this.stats[CtStat.REAPED]! += n
     return n
   }

@@ -186,7 +186,8 @@ function writeEntry(dv: DataView, o: number, fam: Fam, e: number): number {
   dv.setUint8(o + E.FAMILY, fam.family)
   dv.setUint8(o + E.PROTO, ct.proto[e]!)
   dv.setUint8(o + E.STATE, ct.state[e]!)
-  dv.setUint8(o + E.FLAGS, ct.flags[e]!)
+  // COUNTED is the engine's own bookkeeping (a least-connections count), not part of the connection
+  dv.setUint8(o + E.FLAGS, ct.flags[e]! & ~CtFlag.COUNTED)
   dv.setUint32(o + E.EXPIRES, ct.expires[e]!, true)
   dv.setInt32(o + E.SVC, ct.svcPort[e]!, true)
   dv.setInt32(o + E.ENDPOINT, ct.endpoint[e]!, true)
@@ -332,9 +333,20 @@ function entryOf(r: RawEntry, now: number, table: NatTable | undefined): Conntra
 
 /** Control side: the entries of one chunk, service names resolved from `table`. */
 export function decodeCtChunk(bytes: ArrayBuffer | Uint8Array, table: NatTable | undefined): ConntrackEntry[] {
+  const out: ConntrackEntry[] = []
+  forEachCtEntry(bytes, table, e => out.push(e))
+  return out
+}
+
+/** Control side: how many entries a chunk holds (its header; nothing decoded). */
+export function ctChunkCount(bytes: ArrayBuffer): number {
+  return chunkHeader(new DataView(bytes)).count
+}
+
+/** Control side: each entry of one chunk decoded and handed to `visit` (nothing kept: a scan of a full table is bounded). */
+export function forEachCtEntry(bytes: ArrayBuffer | Uint8Array, table: NatTable | undefined, visit: (e: ConntrackEntry) => void): void {
   const dv = bytes instanceof Uint8Array ? new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength) : new DataView(bytes)
   const { count, now } = chunkHeader(dv)
-  const out: ConntrackEntry[] = []
   const r = newRaw()
   let o = CHUNK_HEAD
   for (let i = 0; i < count; i++) {
@@ -342,9 +354,8 @@ export function decodeCtChunk(bytes: ArrayBuffer | Uint8Array, table: NatTable |
     const fam = dv.getUint8(o)
     if ((fam !== 4 && fam !== 6) || o + ctEntryBytes(fam) > dv.byteLength) throw new RangeError(`conntrack chunk entry ${i} is corrupt`)
     o = readEntry(dv, o, r)
-    out.push(entryOf(r, now, table))
+    visit(entryOf(r, now, table))
   }
-  return out
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -356,29 +367,37 @@ const V1_MAGIC = 0x54434e54 // "TNCT"
 /**
  * Control side: a snapshot file from the chunks of one full listing (service ports recorded by key). Version 3 stores
  * each entry's remaining lifetime (its expiry minus its chunk's clock) and the wall time of the save, so a restore
- * needs neither clock to agree with the one that wrote it.
+ * needs neither clock to agree with the one that wrote it. The file is snapshotHead() then each chunk's
+ * snapshotBody(), so a writer may stream it a chunk at a time (the agent does: no copy of the whole table).
  */
 export function assembleSnapshot(chunks: readonly ArrayBuffer[], table: NatTable, wallMs: number = Date.now()): Buffer {
+  return Buffer.concat([snapshotHead(table, wallMs), ...chunks.map(c => snapshotBody(c))])
+}
+
+/** The start of a snapshot file: magic, header length, header (version 3, service-port keys, save time). */
+export function snapshotHead(table: NatTable, wallMs: number = Date.now()): Buffer {
   const keys = table.svcPorts.map(sp => sp?.key ?? null)
   const header = Buffer.from(JSON.stringify({ version: 3, keys, savedAt: wallMs }))
-  let body = 0
-  for (const c of chunks) body += c.byteLength - CHUNK_HEAD
-  const out = Buffer.alloc(8 + header.length + body)
-  let o = out.write(SNAP_MAGIC, 0, 'latin1')
-  o = out.writeUInt32LE(header.length, o)
-  o += header.copy(out, o)
-  const dv = new DataView(out.buffer, out.byteOffset, out.byteLength)
-  for (const c of chunks) {
-    const { count, now } = chunkHeader(new DataView(c))
-    out.set(new Uint8Array(c, CHUNK_HEAD), o)
-    for (let i = 0; i < count && o < out.length; i++) {
-      const fam = dv.getUint8(o)
-      const left = dv.getUint32(o + E.EXPIRES, true) - now
-      dv.setUint32(o + E.EXPIRES, left > 0 ? left : 0, true)
-      o += ctEntryBytes(fam === 6 ? 6 : 4)
-    }
-  }
+  const out = Buffer.alloc(8 + header.length)
+  out.write(SNAP_MAGIC, 0, 'latin1')
+  out.writeUInt32LE(header.length, 4)
+  header.copy(out, 8)
   return out
+}
+
+/** A chunk's entries as snapshot records: its bytes after the chunk header, expiries turned into lifetimes left in place. */
+export function snapshotBody(chunk: ArrayBuffer): Uint8Array {
+  const { count, now } = chunkHeader(new DataView(chunk))
+  const body = new Uint8Array(chunk, CHUNK_HEAD)
+  const dv = new DataView(chunk, CHUNK_HEAD)
+  let o = 0
+  for (let i = 0; i < count && o + ENTRY_FIXED <= body.length; i++) {
+    const fam = dv.getUint8(o)
+    const left = dv.getUint32(o + E.EXPIRES, true) - now
+    dv.setUint32(o + E.EXPIRES, left > 0 ? left : 0, true)
+    o += ctEntryBytes(fam === 6 ? 6 : 4)
+  }
+  return body.subarray(0, Math.min(o, body.length))
 }
 
 export interface RestoreReport {

@@ -35,18 +35,20 @@ import type { NatTable, SvcPort } from './compile'
 import { Conntrack, CtFlag, CtStat, ORIG, REPLY, TcpState, TcpVerdict, hasPorts } from './conntrack'
 import { buildTcpReset4, buildTcpReset6 } from './reset'
 import { endpointString } from '../model/names'
+import { EndpointCounters } from './epcounters'
 import { Rng, findEndpoint, flowHash } from './select'
+import { Sched, SchedState, countsConnections } from './sched'
 import { Decided, Decision, NO_FRONTEND, decide, frontendOf, isHairpin, isVip } from './decide'
 import { MasqReason, NAT_STAT_NAMES, NatAction, NatStat } from './verdict'
 import { Fam, SetView, Tables } from './state'
-import { IcmpMode, REC_WORDS, REV_AMBIGUOUS, Rec, RevW, natImage } from './image'
+import { IcmpMode, REC_SCHED_MASK, REC_SCHED_SHIFT, REC_WORDS, REV_AMBIGUOUS, Rec, RevW, natImage } from './image'
 import { inAddrList } from './addr'
 import type { NatImage } from './image'
 import { StaleFlush } from './flush'
 import { CT_CHUNK, decodeCtChunk, encodeCtChunk, flushCtChunk, newRestoreReport, prepareRestore, resolveCtFilter, restoreCtChunk } from './ctview'
 import type { ConntrackEntry, ConntrackFilter, CtFilter, RestoreReport } from './ctview'
 import { assembleSnapshot } from './ctview'
-import type { ConntrackTimeouts } from './conntrack'
+import type { ConntrackTimeouts, SharedConntrack } from './conntrack'
 import { EndpointBook, SIG_WORDS, Sig } from './signals'
 import { Outlier } from './outlier'
 import { CONN_STAT_NAMES, ConnStat, ConnectFail, PendingConnects, SYN_BYTES, type ConnectOptions } from './failover'
@@ -83,6 +85,21 @@ export interface NatEngineOptions {
   readonly flushBudget?: number
   /** per-backend signals, outlier ejection, connect-time failover (failover.ts); absent: all off, no cost */
   readonly connect?: ConnectOptions
+  /**
+   * Conntrack shared with other packet threads (sharedConntrack() per family): conntrackMax/seed then come from the
+   * tables; `owner` (1..2^31-1, unique per thread) names this thread's hold on their locks.
+   */
+  readonly shared?: SharedTables
+}
+
+/** The conntrack tables packet threads share, and which thread this engine is. */
+export interface SharedTables {
+  readonly v4: SharedConntrack
+  readonly v6: SharedConntrack
+  /** sessionAffinity pins (sharedAffinity()), under the same locks as conntrack; per engine when left out */
+  readonly aff4?: SharedArrayBuffer
+  readonly aff6?: SharedArrayBuffer
+  readonly owner: number
 }
 
 export interface SwapResult {
@@ -106,11 +123,15 @@ export class NatEngine {
   /** per service-port id: packets translated, new connections */
   svcPackets: Float64Array
   svcNew: Float64Array
+  /** per (service port, endpoint): packets and new connections (tundra_endpoint_*) */
+  readonly endpoints: EndpointCounters
   readonly v4: Fam
   readonly v6: Fam
   /** the installed image */
   readonly tables: Tables
   private readonly rng: Rng
+  /** rr cursors, wrr steps, lc heaps and per-endpoint connection counts (sched.ts) */
+  readonly sched = new SchedState()
   private readonly invalidDrop: boolean
   private readonly portLo: number
   private readonly portHi: number
@@ -148,14 +169,25 @@ export class NatEngine {
   onConnectEvent: ((kind: number, family: number, e: number, ep: number, reason: number) => void) | null = null
   /** the millisecond clock of connect times and timeouts (clock.ts; tests drive their own) */
   msClock: () => number = monoMs
+  /** conntrack is shared with other packet threads: every use of it holds its family's lock */
+  readonly isShared: boolean
 
   constructor(table: NatTable, opts: NatEngineOptions = {}) {
     const t = opts.timeouts ?? {}
-    this.v4 = new Fam(4, opts.conntrackMax ?? 262144, t, opts.seed)
-    this.v6 = new Fam(6, opts.conntrackMax6 ?? 65536, t, opts.seed === undefined ? undefined : opts.seed ^ 0x66)
+    const sh = opts.shared
+    this.v4 = new Fam(4, opts.conntrackMax ?? 262144, t, opts.seed, sh && { table: sh.v4, owner: sh.owner, ...(sh.aff4 ? { affinity: sh.aff4 } : {}) })
+    this.v6 = new Fam(
+      6,
+      opts.conntrackMax6 ?? 65536,
+      t,
+      opts.seed === undefined ? undefined : opts.seed ^ 0x66,
+      sh && { table: sh.v6, owner: sh.owner, ...(sh.aff6 ? { affinity: sh.aff6 } : {}) },
+    )
+    this.isShared = sh !== undefined
     this.tables = new Tables(this.v4, this.v6)
     this.stale = new StaleFlush(this.tables, this.v4, this.v6, new SetView())
     this.rng = new Rng(opts.seed)
+    for (const fam of [this.v4, this.v6]) fam.ct.onDelete = e => this.uncount(fam, e)
     this.invalidDrop = (opts.invalid ?? 'drop') === 'drop'
     const [lo, hi] = opts.snatPorts ?? [1024, 29999]
     if (!(lo >= 1 && hi <= 65535 && lo <= hi)) throw new RangeError(`bad snatPorts ${lo}-${hi}`)
@@ -178,6 +210,7 @@ export class NatEngine {
       this.epOf4 = new Int32Array(this.v4.ct.capacity)
       this.epOf6 = new Int32Array(this.v6.ct.capacity)
     }
+    this.endpoints = new EndpointCounters(this.v4.ct.capacity, this.v6.ct.capacity)
     this.install(natImage(table), table)
   }
 
@@ -200,7 +233,37 @@ export class NatEngine {
   // Hot path
 
   /** See the file header. `info` must come from parsePacket(buf, off, len) returning PASS. */
-  process(buf: Uint8Array, _off: number, _len: number, info: PacketInfo, partialCsum: boolean, now: number): number {
+  process(buf: Uint8Array, off: number, len: number, info: PacketInfo, partialCsum: boolean, now: number): number {
+    if (!this.isShared) return this.processOne(buf, off, len, info, partialCsum, now)
+    // Shared conntrack: one packet's NAT step under its family's lock (nothing in it throws or waits).
+    const ct = info.family === 6 ? this.v6.ct : this.v4.ct
+    ct.lock()
+    const r = this.processOne(buf, off, len, info, partialCsum, now)
+    ct.unlock()
+    return r
+  }
+
+  /** Runs `fn` holding both conntrack locks (v4 then v6: the one order) when shared; off the hot path. */
+  private locked<T>(fn: () => T): T {
+    if (!this.isShared) return fn()
+    this.v4.ct.lock()
+    this.v6.ct.lock()
+    try {
+      return fn()
+    } finally {
+      this.v6.ct.unlock()
+      this.v4.ct.unlock()
+    }
+  }
+
+  /** A packet thread that died holding a conntrack lock (its `owner` id): releases it. Returns whether any was held. */
+  releaseLocksOf(owner: number): boolean {
+    const a = this.v4.ct.releaseIfHeldBy(owner)
+    const b = this.v6.ct.releaseIfHeldBy(owner)
+    return a || b
+  }
+
+  private processOne(buf: Uint8Array, _off: number, _len: number, info: PacketInfo, partialCsum: boolean, now: number): number {
     const fam = info.family === 4 ? this.v4 : info.family === 6 ? this.v6 : null
     if (fam === null) return this.pass()
     if (info.l4Off < 0) return this.laterFragment(fam, buf, info, now)
@@ -271,6 +334,11 @@ export class NatEngine {
               }
             }
             if ((info.tcpFlags & TCP_RST) === 0) this.trackSeq(ct, e, dir, buf, info)
+            // lc/wlc count open connections: a FIN or RST ends one (IPVS's ActiveConn), its entry may linger
+            if ((ct.flags[e]! & CtFlag.COUNTED) !== 0 && ct.state[e]! >= TcpState.FIN_WAIT && ct.state[e]! <= TcpState.CLOSE) {
+              this.uncount(fam, e)
+              ct.flags[e] = ct.flags[e]! & ~CtFlag.COUNTED
+            }
           }
         } else {
           ct.touch(e, dir, now)
@@ -297,6 +365,7 @@ export class NatEngine {
       const b = (ct.aw === 1 ? this.epOf4 : this.epOf6)[e]! - 1
       if (b >= 0) this.book.sig[b * SIG_WORDS + Sig.BYTES_TO + dir]! += info.l3Len
     }
+    this.endpoints.packet(ct.aw === 1 ? 0 : 1, e)
   }
 
   /** Remembers the next sequence number each side sends, for the resets writeResets builds. */
@@ -446,6 +515,10 @@ export class NatEngine {
       this.counters[NatStat.DROP_CONNTRACK_FULL]!++
       return NatAction.DROP
     }
+    if (countsConnections(this.schedOf(id))) {
+      ct.flags[e] = ct.flags[e]! | CtFlag.COUNTED
+      this.sched.count(id, aw, d, epOff, epPort, idx, 1)
+    }
     if (proto === IPPROTO_TCP) {
       ct.setTcpState(e, state, now)
       this.trackSeq(ct, e, ORIG, buf, info)
@@ -454,6 +527,7 @@ export class NatEngine {
     }
     if (info.isFragment !== 0) this.noteFragment(fam, info, e * 2, now)
     if (this.book !== null) this.connOpened(fam, e, id, set, idx, buf, info, state)
+    this.endpoints.attach(aw === 1 ? 0 : 1, ct, e, tb.rec[id * REC_WORDS + Rec.UID]!, true)
     this.translate(fam, buf, info, e, ORIG, partial)
     this.account(ct, e, ORIG, info)
     this.counters[NatStat.NEW]!++
@@ -508,6 +582,7 @@ export class NatEngine {
     ct.touch(e, REPLY, now)
     ct.setTcpState(e, TcpState.ESTABLISHED, now)
     this.trackSeq(ct, e, REPLY, buf, info)
+    this.endpoints.attach(aw === 1 ? 0 : 1, ct, e, this.tables.rec[id * REC_WORDS + Rec.UID]!, false)
     this.translate(fam, buf, info, e, REPLY, partial)
     this.account(ct, e, REPLY, info)
     this.counters[NatStat.REPLY_PICKUP]!++
@@ -550,19 +625,49 @@ export class NatEngine {
           return idx
         }
       }
-      const idx = this.pick(set, fam, proto)
+      const idx = this.pick(set, fam, proto, id)
       aff.pin(set, idx, now + affinity)
       return idx
     }
-    return this.pick(set, fam, proto)
+    return this.pick(set, fam, proto, id)
   }
 
-  private pick(set: SetView, fam: Fam, proto: number): number {
+  /** The scheduler of service port id (its record's flags). */
+  private schedOf(id: number): number {
+    return (this.tables.rec[id * REC_WORDS + Rec.FLAGS]! >>> REC_SCHED_SHIFT) & REC_SCHED_MASK
+  }
+
+  /** The service port's scheduler picks an endpoint of `set` (sched.ts). */
+  private pick(set: SetView, fam: Fam, proto: number, id: number): number {
     const n = set.count
     if (n === 1) return 0
-    const m = set.maglev
-    if (m !== null) return m[set.magOff + ((flowHash(fam.ct.key, fam.kw, proto) >>> 0) % this.tables.maglevSize)]!
-    return this.rng.below(n)
+    switch (this.schedOf(id)) {
+      case Sched.RR:
+        return this.sched.rr(id, set)
+      case Sched.WRR:
+        return this.sched.wrr(id, set)
+      case Sched.LC:
+      case Sched.WLC:
+        return this.sched.lc(id, set)
+      case Sched.SH:
+        return this.sched.sh(set, fam.ct.key)
+      case Sched.MH: {
+        const m = set.maglev
+        if (m !== null) return m[set.magOff + ((flowHash(fam.ct.key, fam.kw, proto) >>> 0) % this.tables.maglevSize)]!
+        return this.rng.below(n)
+      }
+      default:
+        return this.rng.below(n)
+    }
+  }
+
+  /** A counted connection is going: its endpoint (the reply tuple's source) has one fewer. */
+  private uncount(fam: Fam, e: number): void {
+    const ct = fam.ct
+    const id = ct.svcPort[e]!
+    if (id < 0) return
+    const r = e * ct.tw + ct.kw
+    this.sched.count(id, fam.aw, ct.tuples, r, ct.tuples[r + 2 * fam.aw]! >>> 16, ct.endpoint[e]!, -1)
   }
 
   /**
@@ -657,7 +762,8 @@ export class NatEngine {
       this.counters[NatStat.DROP_FRAGMENT]!++
       return NatAction.DROP
     }
-    info.l3Len = fam.aw === 1 ? icmp4EchoToReply(buf, info.l3Off) : icmp6EchoToReply(buf, info.l3Off, info.l4Off, info.l4Len)
+    if (fam.aw === 1) icmp4EchoToReply(buf, info.l3Off)
+    else icmp6EchoToReply(buf, info.l3Off, info.l4Off, info.l4Len)
     this.counters[NatStat.ECHO_REPLY]!++
     return NatAction.REPLY
   }
@@ -758,8 +864,10 @@ export class NatEngine {
    */
   tick(now: number): void {
     this.now = now
-    this.reapFamily(this.v4, now)
-    this.reapFamily(this.v6, now)
+    this.locked(() => {
+      this.reapFamily(this.v4, now)
+      this.reapFamily(this.v6, now)
+    })
     this.step(this.flushBudget)
     if (this.book !== null) this.connTick(this.msClock(), now)
   }
@@ -777,7 +885,7 @@ export class NatEngine {
    */
   step(budget: number = this.flushBudget): SwapResult {
     const r0 = this.stale.resets
-    const flushed = this.stale.step(budget, this)
+    const flushed = this.locked(() => this.stale.step(budget, this))
     this.counters[NatStat.STALE_FLUSHED]! += flushed
     return { flushed, resets: this.stale.resets - r0 }
   }
@@ -802,7 +910,7 @@ export class NatEngine {
     this.table_ = table
     this.resizeServiceCounters(tb.ids, img.staleIds)
     if (this.book !== null) this.book.staleIds(img.staleIds)
-    this.stale.add(img)
+    this.locked(() => this.stale.add(img)) // it reads conntrack's per-service counts
     return this.step(this.flushBudget)
   }
 
@@ -931,12 +1039,12 @@ export class NatEngine {
    * Snapshots are assembled from the same chunks (assembleSnapshot).
    */
   ctChunk(cursor: number, max: number = CT_CHUNK, now: number = this.now, into?: ArrayBuffer): { bytes: ArrayBuffer; next: number } {
-    return encodeCtChunk(this.v4, this.v6, cursor, max, now, into)
+    return this.locked(() => encodeCtChunk(this.v4, this.v6, cursor, max, now, into))
   }
 
   /** Deletes entries a resolved filter selects among the next O(max) slots (conntrack -D in slices). */
   flushChunk(filter: CtFilter, cursor: number, max: number = CT_CHUNK): { flushed: number; next: number } {
-    return flushCtChunk(this.v4, this.v6, filter, cursor, max)
+    return this.locked(() => flushCtChunk(this.v4, this.v6, filter, cursor, max))
   }
 
   /** Every live conntrack entry, decoded (single-thread convenience over ctChunk + decodeCtChunk). */
@@ -970,9 +1078,11 @@ export class NatEngine {
     const w = new Uint32Array(fam.kw)
     if (parseIpWords(src, family, w, 0) === undefined || parseIpWords(dst, family, w, fam.aw) === undefined) return undefined
     w[2 * fam.aw] = ((sport << 16) | dport) >>> 0
-    const ref = fam.ct.find(w, 0, proto)
-    if (ref < 0 || fam.ct.expires[ref >>> 1]! <= now) return undefined
-    return { entry: this.decode(fam, ref >>> 1, now), direction: (ref & 1) === ORIG ? 'original' : 'reply' }
+    return this.locked(() => {
+      const ref = fam.ct.find(w, 0, proto)
+      if (ref < 0 || fam.ct.expires[ref >>> 1]! <= now) return undefined
+      return { entry: this.decode(fam, ref >>> 1, now), direction: (ref & 1) === ORIG ? ('original' as const) : ('reply' as const) }
+    })
   }
 
   /**
@@ -984,10 +1094,12 @@ export class NatEngine {
     const w = this.tupleScratch
     if (parseIpWords(src, family, w, 0) === undefined || parseIpWords(dst, family, w, fam.aw) === undefined) return false
     w[2 * fam.aw] = ((sport << 16) | dport) >>> 0
-    const ref = fam.ct.find(w, 0, proto)
-    if (ref < 0 || (ref & 1) !== ORIG) return false
-    fam.ct.delete(ref >>> 1)
-    return true
+    return this.locked(() => {
+      const ref = fam.ct.find(w, 0, proto)
+      if (ref < 0 || (ref & 1) !== ORIG) return false
+      fam.ct.delete(ref >>> 1)
+      return true
+    })
   }
 
   private readonly tupleScratch = new Uint32Array(9)
@@ -998,12 +1110,14 @@ export class NatEngine {
     const aff = fam.aff
     aff.key[0] = sp.id
     if (parseIpWords(client, sp.family, aff.key, 1) === undefined) return undefined
-    const s = aff.map.find()
-    if (s < 0 || aff.expiresOf(s) <= now) return undefined
-    return {
-      endpoint: endpointString(wordsToString(aff.vals, aff.valOff(s), sp.family), aff.portOf(s)),
-      expiresIn: aff.expiresOf(s) - now,
-    }
+    return this.locked(() => {
+      const s = aff.map.find()
+      if (s < 0 || aff.expiresOf(s) <= now) return undefined
+      return {
+        endpoint: endpointString(wordsToString(aff.vals, aff.valOff(s), sp.family), aff.portOf(s)),
+        expiresIn: aff.expiresOf(s) - now,
+      }
+    })
   }
 
   /** Deletes the conntrack entries the filter selects (conntrack -D); returns how many. Single-thread convenience. */
@@ -1051,23 +1165,30 @@ export class NatEngine {
    */
   restoreChunk(bytes: ArrayBuffer | Uint8Array, now: number, report: RestoreReport = newRestoreReport()): RestoreReport {
     const view = new SetView()
-    restoreCtChunk(this.v4, this.v6, bytes, now, report, (fam, e) => {
-      if (this.book !== null) this.connForget(fam, e)
-      const ct = fam.ct
-      const id = ct.svcPort[e]!
-      if (id < 0) return true
-      const ro = ct.tupleOff(e, REPLY)
-      if (this.tables.present(id) && findEndpoint(this.tables.view(view, id, Rec.SERVING_SET), ct.tuples, ro, ct.tuples[ro + 2 * fam.aw]! >>> 16, -1) >= 0)
-        return true
-      // Endpoints that stopped serving while we were down.
-      if (ct.proto[e] === IPPROTO_TCP) {
-        const s = ct.state[e]!
-        if (s !== TcpState.TIME_WAIT && s !== TcpState.CLOSE && s !== TcpState.NONE) this.queueReset(fam, e)
-      }
-      ct.delete(e)
-      this.counters[NatStat.STALE_FLUSHED]!++
-      return false
-    })
+    this.locked(() =>
+      restoreCtChunk(this.v4, this.v6, bytes, now, report, (fam, e) => {
+        if (this.book !== null) this.connForget(fam, e)
+        const ct = fam.ct
+        const id = ct.svcPort[e]!
+        if (id < 0) {
+          this.endpoints.attach(fam.aw === 1 ? 0 : 1, ct, e, 0, false)
+          return true
+        }
+        const ro = ct.tupleOff(e, REPLY)
+        if (this.tables.present(id) && findEndpoint(this.tables.view(view, id, Rec.SERVING_SET), ct.tuples, ro, ct.tuples[ro + 2 * fam.aw]! >>> 16, -1) >= 0) {
+          this.endpoints.attach(fam.aw === 1 ? 0 : 1, ct, e, this.tables.rec[id * REC_WORDS + Rec.UID]!, false)
+          return true
+        }
+        // Endpoints that stopped serving while we were down.
+        if (ct.proto[e] === IPPROTO_TCP) {
+          const s = ct.state[e]!
+          if (s !== TcpState.TIME_WAIT && s !== TcpState.CLOSE && s !== TcpState.NONE) this.queueReset(fam, e)
+        }
+        ct.delete(e)
+        this.counters[NatStat.STALE_FLUSHED]!++
+        return false
+      }),
+    )
     return report
   }
 
@@ -1301,7 +1422,7 @@ export class NatEngine {
         if (i !== idx) this.connCounters[ConnStat.SKIPPED_EJECTED]!++
         return i
       }
-      i = set.maglev !== null ? (i + 1) % n : this.pick(set, fam, proto)
+      i = set.maglev !== null ? (i + 1) % n : this.pick(set, fam, proto, id)
     }
     for (i = 0; i < n; i++) {
       const eo = set.off + i * stride

@@ -63,7 +63,6 @@ export class U32Map {
   readonly key: Uint32Array
   /** slot capacity (a power of two) */
   cap: number
-  size = 0
   /** set by insert(): whether the key was new */
   inserted = false
   keys: Uint32Array
@@ -86,6 +85,42 @@ export class U32Map {
 
   /** the arrays belong to another map too: copy them before the first change */
   private shared = false
+  private size_ = 0
+  /** a map over a SharedArrayBuffer (sharedMapBuffer): its size lives there, and it never grows */
+  private fixedHdr: Int32Array | null = null
+
+  /** Keys in the map. */
+  get size(): number {
+    return this.fixedHdr === null ? this.size_ : this.fixedHdr[0]!
+  }
+
+  set size(v: number) {
+    if (this.fixedHdr === null) this.size_ = v
+    else this.fixedHdr[0] = v
+  }
+
+  /** Bytes of a SharedArrayBuffer for a map of `cap` slots (a power of two) that threads share (overShared). */
+  static sharedBytes(kw: number, vw: number, cap: number): number {
+    return 8 + cap * (kw + vw) * 4 + cap
+  }
+
+  /**
+   * A map over a SharedArrayBuffer of sharedBytes() (zeroed = empty) that other threads wrap too; callers
+   * serialise every use with a lock of their own. It never grows: insert() returns -1 once it is half full.
+   */
+  static overShared(kw: number, vw: number, cap: number, sab: SharedArrayBuffer, seed = 0x9e3779b9): U32Map {
+    if (cap < 16 || (cap & (cap - 1)) !== 0 || sab.byteLength !== U32Map.sharedBytes(kw, vw, cap)) {
+      throw new RangeError(`shared map buffer of ${sab.byteLength} bytes does not fit ${cap} slots of ${kw}+${vw} words`)
+    }
+    const m = new U32Map(kw, vw, 1, seed)
+    m.cap = cap
+    m.mask = cap - 1
+    m.fixedHdr = new Int32Array(sab, 0, 2)
+    m.keys = new Uint32Array(sab, 8, cap * kw)
+    m.vals = new Uint32Array(sab, 8 + cap * kw * 4, cap * vw)
+    m.used = new Uint8Array(sab, 8 + cap * (kw + vw) * 4, cap)
+    return m
+  }
 
   /** The hash seed (an image of this map must be read with the same one). */
   get hashSeed(): number {
@@ -182,7 +217,15 @@ export class U32Map {
    * allocation, amortised over the inserts that filled it).
    */
   insert(): number {
-    if ((this.size + 1) * 2 > this.cap) this.grow()
+    if ((this.size + 1) * 2 > this.cap) {
+      if (this.fixedHdr !== null) {
+        // full (a shared map): the key may still be there
+        const s = this.find()
+        this.inserted = false
+        return s
+      }
+      this.grow()
+    }
     let s = this.home(this.key, 0)
     const mask = this.mask
     while (this.used[s] !== 0) {

@@ -21,6 +21,8 @@ import type { EndpointSet } from './endpoints'
 import { epBase, epPort, removedEndpoints } from './endpoints'
 import { U32Map } from './hash'
 import { parseIpWords } from '../wire/addr'
+import { IPPROTO_UDP } from '../wire/proto'
+import { inCidrList, parseCidrList } from './addr'
 
 export const ImageKind = { FULL: 0, DELTA: 1 } as const
 export type ImageKindValue = (typeof ImageKind)[keyof typeof ImageKind]
@@ -48,6 +50,9 @@ export const REC_WORDS = 24
 /** Word offsets inside a *_SET triple. */
 export const SetW = { OFF: 0, COUNT: 1, MAGLEV: 2 } as const
 export const RecFlag = { PRESENT: 1, V6: 2, INTERNAL_LOCAL: 4, EXTERNAL_LOCAL: 8 } as const
+/** The scheduler id (sched.ts Sched) sits in Rec.FLAGS bits 8..11. */
+export const REC_SCHED_SHIFT = 8
+export const REC_SCHED_MASK = 0xf
 export const NO_MAGLEV = 0xffffffff
 
 /** Word offsets in `head`. Per family f (0: IPv4, 1: IPv6) the FAM_* words start at FAM + f * FAM_WORDS. */
@@ -231,7 +236,8 @@ class Packer {
       RecFlag.PRESENT |
       (sp.family === 6 ? RecFlag.V6 : 0) |
       (sp.internalPolicy === 'Local' ? RecFlag.INTERNAL_LOCAL : 0) |
-      (sp.externalPolicy === 'Local' ? RecFlag.EXTERNAL_LOCAL : 0)
+      (sp.externalPolicy === 'Local' ? RecFlag.EXTERNAL_LOCAL : 0) |
+      ((sp.scheduler ?? 0) << REC_SCHED_SHIFT)
     rec[r + Rec.PROTO] = sp.proto
     rec[r + Rec.AFFINITY] = sp.affinityTimeout
     rec[r + Rec.CHUNK] = 0
@@ -251,6 +257,18 @@ class Packer {
 class Stale {
   readonly ids = new Words(16)
   readonly eps = new Words(16)
+  /** excludeCIDRs per family (IPv4, IPv6): an endpoint leaving from inside them keeps every flow */
+  private readonly exclude: readonly [Uint32Array, Uint32Array]
+  /**
+   * IPVS mode: graceful termination (a TCP/SCTP endpoint leaving keeps its flows, as at weight 0; UDP ones go, as
+   * kube-proxy clears UDP conntrack) and excludeCIDRs (flows of endpoints in them are never touched)
+   */
+  constructor(
+    private readonly graceful: boolean,
+    exclude: readonly string[],
+  ) {
+    this.exclude = [parseCidrList(exclude, 4), parseCidrList(exclude, 6)]
+  }
   add(id: number, a: SvcPort | undefined, b: SvcPort | undefined): void {
     if (a === undefined || a === b) return
     if (b === undefined || b.uid !== a.uid) {
@@ -258,8 +276,11 @@ class Stale {
       return
     }
     if (b.serving === a.serving) return
+    if (this.graceful && b.proto !== IPPROTO_UDP) return
     const was = a.serving
+    const exclude = this.exclude[was.aw === 1 ? 0 : 1]!
     for (const i of removedEndpoints(was, b.serving)) {
+      if (exclude.length > 0 && inCidrList(exclude, was.aw, was.data, epBase(was, i))) continue
       const at = this.eps.reserve(STALE_EP_WORDS)
       const base = epBase(was, i)
       this.eps.a[at] = id
@@ -272,7 +293,8 @@ class Stale {
 function headOf(t: NatTable, present: number): Uint32Array {
   const h = new Uint32Array(HEAD_WORDS)
   const c = t.config
-  h[Head.FLAGS] = (c.masqueradeAll ? HeadFlag.MASQUERADE_ALL : 0) | (c.lb === 'maglev' ? HeadFlag.MAGLEV : 0)
+  // MAGLEV: tables are carried for every set that has one (a service's scheduler, not the node, says mh).
+  h[Head.FLAGS] = (c.masqueradeAll ? HeadFlag.MASQUERADE_ALL : 0) | HeadFlag.MAGLEV
   h[Head.ICMP_MODE] = c.icmpMode === 'reject' ? IcmpMode.REJECT : c.icmpMode === 'drop' ? IcmpMode.DROP : IcmpMode.REPLY
   h[Head.MAGLEV_SIZE] = c.maglevTableSize
   h[Head.IDS] = t.svcPorts.length
@@ -302,7 +324,7 @@ function fullImage(next: NatTable, prev: NatTable | undefined): NatImage {
   // Spare ids: a delta that adds service ports writes into them instead of growing the array on the packet side.
   const cap = n + (n >> 3) + 16
   const records = new Uint32Array(cap * REC_WORDS)
-  const p = new Packer(c.maglevTableSize, c.lb === 'maglev', n * 8 + 64)
+  const p = new Packer(c.maglevTableSize, true, n * 8 + 64)
   let present = 0
   for (let id = 0; id < n; id++) {
     const sp = next.svcPorts[id]
@@ -313,7 +335,7 @@ function fullImage(next: NatTable, prev: NatTable | undefined): NatImage {
   const head = headOf(next, present)
   famLists(p, head, 0, next.v4)
   famLists(p, head, 1, next.v6)
-  const stale = new Stale()
+  const stale = new Stale(next.config.gracefulTermination, next.config.excludeCIDRs)
   if (prev !== undefined && prev !== next) {
     for (let id = 0; id < prev.svcPorts.length; id++) stale.add(id, prev.svcPorts[id], next.svcPorts[id])
   }
@@ -335,10 +357,10 @@ function fullImage(next: NatTable, prev: NatTable | undefined): NatImage {
 
 function deltaImage(next: NatTable, prev: NatTable, changed: readonly number[]): NatImage {
   const c = next.config
-  const p = new Packer(c.maglevTableSize, c.lb === 'maglev', changed.length * 8 + 16)
+  const p = new Packer(c.maglevTableSize, true, changed.length * 8 + 16)
   const ids = Uint32Array.from(changed)
   const records = new Uint32Array(ids.length * REC_WORDS)
-  const stale = new Stale()
+  const stale = new Stale(next.config.gracefulTermination, next.config.excludeCIDRs)
   const services = new Set<string>()
   for (let j = 0; j < ids.length; j++) {
     const id = ids[j]!

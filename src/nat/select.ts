@@ -85,16 +85,28 @@ export function findEndpoint(set: EndpointSet, words: Uint32Array, off: number, 
  * ClientIP affinity pins of one family: (svcPortId, client address) -> (endpoint address, port, index hint,
  * expires). The engine fills `key` (svcPortId then the client address words) before lookup/pin.
  */
+/** A SharedArrayBuffer for an affinity table packet threads share (`pins` at most; each thread wraps it). */
+export function sharedAffinity(family: 4 | 6, pins: number): SharedArrayBuffer {
+  const aw = family === 4 ? 1 : 4
+  let cap = 16
+  while (cap < pins * 2) cap *= 2
+  return new SharedArrayBuffer(U32Map.sharedBytes(1 + aw, aw + 3, cap))
+}
+
+function sharedAffinitySlots(aw: number, sab: SharedArrayBuffer): number {
+  return (sab.byteLength - 8) / ((1 + aw + aw + 3) * 4 + 1)
+}
+
 export class AffinityTable {
   readonly aw: number
   readonly map: U32Map
   /** value layout: [endpoint words (aw), port, index hint, expires] */
   private readonly vw: number
 
-  constructor(aw: number, expected = 1024) {
+  constructor(aw: number, expected = 1024, shared?: SharedArrayBuffer) {
     this.aw = aw
     this.vw = aw + 3
-    this.map = new U32Map(1 + aw, this.vw, expected)
+    this.map = shared ? U32Map.overShared(1 + aw, this.vw, sharedAffinitySlots(aw, shared), shared) : new U32Map(1 + aw, this.vw, expected)
   }
 
   get key(): Uint32Array {
@@ -140,6 +152,7 @@ export class AffinityTable {
   /** Pins `key` to endpoint `idx` of `set` until `expires` (inserting or refreshing). */
   pin(set: EndpointSet, idx: number, expires: number): void {
     const s = this.map.insert()
+    if (s < 0) return // a shared table that is full: this connection goes without a pin
     const v = this.map.vals
     const o = s * this.vw
     const aw = this.aw

@@ -7,7 +7,7 @@
 
 import type { Family } from '../model/cluster'
 import { Conntrack } from './conntrack'
-import type { ConntrackTimeouts } from './conntrack'
+import type { ConntrackTimeouts, SharedConntrack } from './conntrack'
 import { U32Map } from './hash'
 import { AffinityTable } from './select'
 import type { NatImage } from './image'
@@ -43,11 +43,14 @@ export class Fam {
     max: number,
     timeouts: Partial<ConntrackTimeouts>,
     seed: number | undefined,
+    shared?: { readonly table: SharedConntrack; readonly owner: number; readonly affinity?: SharedArrayBuffer },
   ) {
     this.aw = family === 4 ? 1 : 4
     this.kw = 2 * this.aw + 1
-    this.ct = new Conntrack(seed === undefined ? { family, max, timeouts } : { family, max, timeouts, seed })
-    this.aff = new AffinityTable(this.aw)
+    this.ct = shared
+      ? new Conntrack({ family, timeouts, shared: shared.table, lockOwner: shared.owner })
+      : new Conntrack(seed === undefined ? { family, max, timeouts } : { family, max, timeouts, seed })
+    this.aff = new AffinityTable(this.aw, 1024, shared?.affinity)
     this.frag = new U32Map(2 * this.aw + 2, 2, 256)
     this.fe = new U32Map(this.aw + 1, 1, 1)
     this.vip = new U32Map(this.aw, 1, 1)

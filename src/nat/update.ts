@@ -4,7 +4,7 @@
 import type { Service } from '../model/cluster'
 import type { CompiledService, HealthCheck, NatTable, SvcPort } from './compile'
 import { cloneFamilyTable, cmp, compileService, finish, healthCheckOf, serviceKey } from './compile'
-import type { Ctx } from './compile'
+import { Scratch, type Ctx } from './compile'
 import { Arena } from './endpoints'
 import type { U32Map } from './hash'
 
@@ -58,6 +58,7 @@ export function updateNat(table: NatTable, changed: readonly Service[], deleted:
     problems,
     prevByKey: k => released.get(k),
     arena: new Arena(256),
+    scratch: new Scratch(),
     replaceable: releasedIds,
   }
   const keyed = changed.map(s => ({ k: serviceKey(s.namespace, s.name), s }))

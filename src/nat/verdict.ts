@@ -5,7 +5,7 @@
  * What process() decided about a packet:
  *   PASS     not service traffic: untouched
  *   FORWARD  rewritten in place; route by the (new) destination
- *   REPLY    an answer was written in place (echo reply from a ClusterIP); info.l3Len holds its length; send it back
+ *   REPLY    an answer was written in place (echo reply from a ClusterIP); its IP header has its length; send it back
  *   REJECT   untouched; call writeReject and send the ICMP port unreachable it writes
  *   DROP     discard; the reason is counted in NatEngine.counters (NatStat)
  */

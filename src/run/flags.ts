@@ -63,7 +63,7 @@ const moot = (flag: string, type: FlagType, reason: string, arg?: string): FlagS
   flagSpec(flag, type, '', `accepted, no effect: ${reason}`, { ignored: reason, group: 'override', ...(arg !== undefined ? { arg } : {}) })
 const LOG_LINES = 'tundra writes each log line at once, to one stream'
 
-const IPVS = 'tundra is not IPVS: it replaces every proxy mode; see the iptables/nftables flags'
+const IPVS_ARP = 'tundra binds no Service IP to an interface, so the node never answers ARP for one'
 
 /** kube-proxy's flags (same names, same meaning), the ones tundra refuses, then tundra's own. */
 export const RUN_FLAGS: readonly FlagSpec[] = [
@@ -73,12 +73,18 @@ export const RUN_FLAGS: readonly FlagSpec[] = [
     group: 'override',
     field: 'hostnameOverride',
   }),
-  flagSpec('--v', 'int', 'logging.verbosity', 'log verbosity (kept for /configz: tundra logs what kube-proxy logs at 0)', {
-    arg: '<level>',
-    alias: '-v',
-    group: 'override',
-    field: 'logging.verbosity',
-  }),
+  flagSpec(
+    '--v',
+    'int',
+    'logging.verbosity',
+    'log verbosity: 2 logs each sync (duration, counts), 4 each changed Service, EndpointSlice or Node, 5 each API watch event',
+    {
+      arg: '<level>',
+      alias: '-v',
+      group: 'override',
+      field: 'logging.verbosity',
+    },
+  ),
   flagSpec('--logging-format', 'enum', 'logging.format', 'log format: text or json (one JSON object per line)', {
     arg: '<format>',
     values: ['text', 'json'],
@@ -170,14 +176,25 @@ export const RUN_FLAGS: readonly FlagSpec[] = [
   refused('--vmodule', 'per-file verbosity is not implemented', '<pattern>'),
   refused('--pod-bridge-interface', 'detectLocalMode BridgeInterface is not supported', '<name>'),
   refused('--pod-interface-name-prefix', 'detectLocalMode InterfaceNamePrefix is not supported', '<prefix>'),
-  refused('--ipvs-scheduler', IPVS, '<name>'),
-  refused('--ipvs-sync-period', IPVS, '<duration>'),
-  refused('--ipvs-min-sync-period', IPVS, '<duration>'),
-  refused('--ipvs-exclude-cidrs', IPVS, '<cidrs>'),
-  refused('--ipvs-strict-arp', IPVS),
-  refused('--ipvs-tcp-timeout', IPVS, '<duration>'),
-  refused('--ipvs-tcpfin-timeout', IPVS, '<duration>'),
-  refused('--ipvs-udp-timeout', IPVS, '<duration>'),
+  kp('--ipvs-scheduler', 'enum', 'ipvs.scheduler', 'ipvs.scheduler', 'mode ipvs: endpoint scheduler (default rr)', {
+    arg: '<name>',
+    values: ['rr', 'wrr', 'lc', 'wlc', 'sh', 'mh'],
+  }),
+  kp('--ipvs-sync-period', 'duration', 'syncPeriod', 'ipvs.syncPeriod', 'mode ipvs: the longest time between two full syncs', { arg: '<duration>' }),
+  kp('--ipvs-min-sync-period', 'duration', 'minSyncPeriod', 'ipvs.minSyncPeriod', 'mode ipvs: the shortest time between two syncs', {
+    arg: '<duration>',
+  }),
+  kp('--ipvs-exclude-cidrs', 'cidrs', 'ipvs.excludeCIDRs', 'ipvs.excludeCIDRs', 'mode ipvs: endpoints in these CIDRs keep their connections when they leave', {
+    arg: '<cidrs>',
+  }),
+  moot('--ipvs-strict-arp', 'bool', IPVS_ARP),
+  kp('--ipvs-tcp-timeout', 'duration', 'ipvs.tcpTimeout', 'ipvs.tcpTimeout', 'mode ipvs: idle timeout of established TCP connections', {
+    arg: '<duration>',
+  }),
+  kp('--ipvs-tcpfin-timeout', 'duration', 'ipvs.tcpFinTimeout', 'ipvs.tcpFinTimeout', 'mode ipvs: timeout of TCP connections after a FIN', {
+    arg: '<duration>',
+  }),
+  kp('--ipvs-udp-timeout', 'duration', 'ipvs.udpTimeout', 'ipvs.udpTimeout', 'mode ipvs: idle timeout of UDP flows', { arg: '<duration>' }),
   own('--tun', 'string', 'tundra.tun.name', 'TUN device name (default tundra0)', { arg: '<name>' }),
   own('--tun-queues', 'int', 'tundra.tun.queues', 'TUN reader queues (default 1)', { arg: '<n>' }),
   own('--tun-io', 'enum', 'tundra.tun.io', 'who reads the TUN: inline (the JS thread polls it; default) or thread (a native reader thread per queue)', {
@@ -187,13 +204,28 @@ export const RUN_FLAGS: readonly FlagSpec[] = [
   own('--busy-poll-us', 'int', 'tundra.tun.busyPollUs', 'inline reader: µs to keep polling after the last packet before sleeping (default 100; 0 = never)', {
     arg: '<us>',
   }),
+  own(
+    '--packet-threads',
+    'int',
+    'tundra.tun.packetThreads',
+    'packet threads, each reading its own TUN queue (default 1; more needs --tun-queues equal to it)',
+    {
+      arg: '<n>',
+    },
+  ),
   own('--dns-ip', 'ip', 'tundra.dns.ip', 'the cluster DNS address tundra answers on (default 10.96.0.10)', { arg: '<ip>' }),
   own('--dns-zone', 'string', 'tundra.dns.zone', 'cluster domain (default cluster.local)', { arg: '<zone>' }),
   own('--dns-upstream', 'list', 'tundra.dns.upstreams', 'upstream resolvers, comma-separated (default: /etc/resolv.conf)', { arg: '<addrs>' }),
   own('--lb', 'enum', 'tundra.lb', 'endpoint choice: random (like kube-proxy) or maglev', { arg: '<mode>', values: ['random', 'maglev'] }),
+  own('--scheduler', 'enum', 'tundra.scheduler', 'endpoint scheduler in any mode: random, rr, wrr, lc, wlc, sh or mh', {
+    arg: '<name>',
+    values: ['random', 'rr', 'wrr', 'lc', 'wlc', 'sh', 'mh'],
+  }),
   own('--icmp', 'enum', 'tundra.icmp', 'echo requests to a ClusterIP: reply, reject or drop', { arg: '<mode>', values: ['reply', 'reject', 'drop'] }),
   own('--service-cidr', 'cidrs', 'tundra.serviceCIDRs', 'Service CIDRs, comma-separated, one per family (default 10.96.0.0/12)', { arg: '<cidrs>' }),
   own('--snapshot', 'string', 'tundra.snapshot.path', 'file that keeps conntrack state across restarts', { arg: '<path>' }),
+  own('--web-addr', 'hostport', 'tundra.web.addr', 'serve the live web view here, e.g. 127.0.0.1:9099 (default: off)', { arg: '<ip:port>' }),
+  own('--web-allow-remote', 'bool', 'tundra.web.allowRemote', 'let --web-addr be an address other than loopback (the view shows every flow)'),
 ]
 
 export type RunFlags = Readonly<Record<string, unknown>>

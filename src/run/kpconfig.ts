@@ -18,6 +18,8 @@ import { canonicalCIDR } from '../k8s/ip'
 import { ipFamily, splitHostPort } from '../wire/addr'
 import { DEFAULT_TIMEOUTS } from '../nat/conntrack'
 import { connectOptions, type ConnectConfig } from '../nat/failover'
+import type { ConntrackTimeouts } from '../nat/conntrack'
+import type { SchedulerName } from '../nat/sched'
 import { formatGoDuration } from './goduration'
 import { ConfigError, SCHEMA, describe, splitList, walk, type ConfigIssue, type Ctx } from './schema'
 import { flagValueRefusal, parseFlag, RUN_FLAGS, type RunFlags } from './flags'
@@ -83,6 +85,14 @@ export interface RunConfig {
     /** out-of-window TCP is not INVALID (maps to the NAT engine's invalid: 'pass') */
     readonly tcpBeLiberal: boolean
   }
+  /** the ipvs section as given (seconds; 0 / '' = unset); used in mode ipvs only (ipvsEffects, conntrackTimeoutsOf) */
+  readonly ipvs: {
+    readonly scheduler: string
+    readonly tcpTimeout: number
+    readonly tcpFinTimeout: number
+    readonly udpTimeout: number
+    readonly excludeCIDRs: readonly string[]
+  }
   readonly tundra: TundraSection
   readonly warnings: readonly string[]
 }
@@ -95,6 +105,8 @@ export interface TundraSection {
     /** who reads the TUN (TunOptions.io) and how long the inline reader keeps polling after a packet */
     readonly io: 'thread' | 'inline'
     readonly busyPollUs: number
+    /** packet threads, one TUN queue each (AgentConfig tun.packetThreads) */
+    readonly packetThreads: number
   }
   readonly dns: {
     readonly zone: string
@@ -104,6 +116,9 @@ export interface TundraSection {
     readonly ttl: number
   }
   readonly lb: 'random' | 'maglev'
+  /** endpoint scheduler of every Service without a tundra.io/scheduler label: tundra.scheduler, else in mode ipvs
+   *  ipvs.scheduler (default rr, as kube-proxy), else mh for lb maglev, else random */
+  readonly scheduler: SchedulerName
   readonly icmp: 'reply' | 'reject' | 'drop'
   /** ICMP errors tundra sends: at most `burst` at once, refilled at `perSecond`; undefined = the agent's default
    *  (Linux's icmp_msgs_per_sec / icmp_msgs_burst) */
@@ -114,6 +129,8 @@ export interface TundraSection {
   readonly failover?: ConnectConfig['failover']
   readonly outlierEjection?: ConnectConfig['outlierEjection']
   readonly signals?: ConnectConfig['signals']
+  /** the live web view (src/web); addr '' = off; loopback only unless allowRemote */
+  readonly web: { readonly addr: string; readonly allowRemote: boolean }
   /** Service CIDRs, routed into the TUN for the node's own processes */
   readonly serviceCIDRs: readonly string[]
   /** interface on the node network whose ingress (NodePorts) is steered into the TUN; '' = the default route's */
@@ -227,6 +244,13 @@ export function parseKubeProxyConfig(textIn: string, file = 'kube-proxy.yaml'): 
       udpStreamTimeout: nz(num(ct, 'udpStreamTimeout')),
       tcpBeLiberal: flag(ct, 'tcpBeLiberal'),
     },
+    ipvs: {
+      scheduler: nz(text(sub(r, 'ipvs'), 'scheduler')),
+      tcpTimeout: nz(num(sub(r, 'ipvs'), 'tcpTimeout')),
+      tcpFinTimeout: nz(num(sub(r, 'ipvs'), 'tcpFinTimeout')),
+      udpTimeout: nz(num(sub(r, 'ipvs'), 'udpTimeout')),
+      excludeCIDRs: sub(r, 'ipvs')?.['excludeCIDRs'] as string[] | undefined,
+    },
     tundra: {
       tun: {
         name: nz(text(sub(t, 'tun'), 'name')),
@@ -234,6 +258,7 @@ export function parseKubeProxyConfig(textIn: string, file = 'kube-proxy.yaml'): 
         offloads: flag(sub(t, 'tun'), 'offloads'),
         io: text(sub(t, 'tun'), 'io') as 'thread' | 'inline' | undefined,
         busyPollUs: num(sub(t, 'tun'), 'busyPollUs'),
+        packetThreads: num(sub(t, 'tun'), 'packetThreads'),
       },
       dns: {
         zone: nz(text(sub(t, 'dns'), 'zone')),
@@ -242,6 +267,7 @@ export function parseKubeProxyConfig(textIn: string, file = 'kube-proxy.yaml'): 
         ttl: num(sub(t, 'dns'), 'ttl'),
       },
       lb: text(t, 'lb') as 'random' | 'maglev' | undefined,
+      scheduler: text(t, 'scheduler') as SchedulerName | undefined,
       icmp: text(t, 'icmp') as 'reply' | 'reject' | 'drop' | undefined,
       // either half may be left out (icmpRateLimitOf fills it in)
       icmpRateLimit: { perSecond: num(sub(t, 'icmpRateLimit'), 'perSecond'), burst: num(sub(t, 'icmpRateLimit'), 'burst') } as TundraSection['icmpRateLimit'],
@@ -249,6 +275,7 @@ export function parseKubeProxyConfig(textIn: string, file = 'kube-proxy.yaml'): 
       failover: sub(t, 'failover') as TundraSection['failover'],
       outlierEjection: sub(t, 'outlierEjection') as TundraSection['outlierEjection'],
       signals: sub(t, 'signals') as TundraSection['signals'],
+      web: { addr: text(sub(t, 'web'), 'addr'), allowRemote: flag(sub(t, 'web'), 'allowRemote') },
       serviceCIDRs: scidr === undefined || scidr === '' ? undefined : splitList(scidr),
       uplink: text(t, 'uplink'),
       control: nz(text(t, 'control')),
@@ -378,6 +405,37 @@ export function resolveRunConfig(input: RunConfigInput, opts: ResolveOptions & {
   const t = input.tundra ?? {}
   const warnings = [...(opts.warnings ?? [])]
   const npa = input.nodePortAddresses ?? []
+  const mode = input.mode ?? ''
+  const ipvs = {
+    scheduler: input.ipvs?.scheduler ?? '',
+    tcpTimeout: input.ipvs?.tcpTimeout ?? 0,
+    tcpFinTimeout: input.ipvs?.tcpFinTimeout ?? 0,
+    udpTimeout: input.ipvs?.udpTimeout ?? 0,
+    excludeCIDRs: (input.ipvs?.excludeCIDRs ?? []).map(x => canonicalCIDR(x) ?? x),
+  }
+  if (mode !== 'ipvs') {
+    for (const [field, set] of [
+      ['scheduler', ipvs.scheduler !== ''],
+      ['tcpTimeout', ipvs.tcpTimeout > 0],
+      ['tcpFinTimeout', ipvs.tcpFinTimeout > 0],
+      ['udpTimeout', ipvs.udpTimeout > 0],
+      ['excludeCIDRs', ipvs.excludeCIDRs.length > 0],
+    ] as const) {
+      if (set)
+        warnings.push(`ipvs.${field} has no effect (kube-proxy reads the ipvs section in mode ipvs only; tundra.scheduler and conntrack.* apply in any mode)`)
+    }
+  }
+  const lb = t.lb ?? 'random'
+  const scheduler: SchedulerName =
+    t.scheduler !== undefined
+      ? t.scheduler === ('maglev' as string)
+        ? 'mh'
+        : t.scheduler
+      : mode === 'ipvs'
+        ? ((ipvs.scheduler || 'rr') as SchedulerName)
+        : lb === 'maglev'
+          ? 'mh'
+          : 'random'
   if (npa.includes('localhost')) warnings.push('nodePortAddresses: localhost is ignored: loopback traffic never reaches the TUN')
   return {
     ...(opts.file !== undefined ? { file: opts.file } : {}),
@@ -385,7 +443,7 @@ export function resolveRunConfig(input: RunConfigInput, opts: ResolveOptions & {
     hostnameOverride: (input.hostnameOverride ?? '').trim(),
     bindAddress,
     bindAddressHardFail: input.bindAddressHardFail ?? false,
-    mode: input.mode ?? '',
+    mode,
     clusterCIDRs: (input.clusterCIDRs ?? []).map(x => canonicalCIDR(x) ?? x),
     detectLocalMode: input.detectLocalMode ?? 'ClusterCIDR',
     nodePortAddresses: npa,
@@ -412,6 +470,7 @@ export function resolveRunConfig(input: RunConfigInput, opts: ResolveOptions & {
       udpStreamTimeout: c.udpStreamTimeout ?? DEFAULT_TIMEOUTS.udpStream,
       tcpBeLiberal: c.tcpBeLiberal ?? false,
     },
+    ipvs,
     tundra: {
       tun: {
         name: t.tun?.name ?? 'tundra0',
@@ -419,6 +478,7 @@ export function resolveRunConfig(input: RunConfigInput, opts: ResolveOptions & {
         offloads: t.tun?.offloads ?? true,
         io: t.tun?.io ?? 'inline',
         busyPollUs: t.tun?.busyPollUs ?? 100,
+        packetThreads: t.tun?.packetThreads ?? 1,
       },
       dns: {
         zone: (t.dns?.zone ?? 'cluster.local').replace(/\.$/, ''),
@@ -426,11 +486,15 @@ export function resolveRunConfig(input: RunConfigInput, opts: ResolveOptions & {
         upstreams: t.dns?.upstreams ?? [],
         ttl: t.dns?.ttl ?? 5,
       },
-      lb: t.lb ?? 'random',
-      icmp: t.icmp ?? 'reply',
+      lb,
+      scheduler,
+      // mode ipvs: kube-proxy (1.27+) REJECTs new traffic to a kube-ipvs0 address that no service port takes, echo
+      // requests included (KUBE-IPVS-FILTER), so a ClusterIP answers ping with port unreachable
+      icmp: t.icmp ?? (mode === 'ipvs' ? 'reject' : 'reply'),
       ...icmpRateLimitOf(t.icmpRateLimit),
       snapshot: { path: t.snapshot?.path ?? '', intervalSeconds: t.snapshot?.intervalSeconds ?? 0 },
       ...connectOf(t),
+      web: { addr: t.web?.addr ?? '', allowRemote: t.web?.allowRemote ?? false },
       serviceCIDRs: (t.serviceCIDRs ?? ['10.96.0.0/12']).map(x => canonicalCIDR(x) ?? x),
       uplink: t.uplink ?? '',
       control: t.control ?? '/run/tundra/control.sock',
@@ -461,6 +525,21 @@ const LINUX_ICMP_MSGS_BURST = 50
 function icmpRateLimitOf(r: { perSecond?: number | undefined; burst?: number | undefined } | undefined): Pick<TundraSection, 'icmpRateLimit'> {
   if (r?.perSecond === undefined && r?.burst === undefined) return {}
   return { icmpRateLimit: { perSecond: r.perSecond ?? LINUX_ICMP_MSGS_PER_SEC, burst: r.burst ?? LINUX_ICMP_MSGS_BURST } }
+}
+
+/**
+ * The conntrack timeouts of the NAT engine: conntrack.*, and in mode ipvs the ipvs section's (ipvsadm --set tcp
+ * tcpfin udp) where set, since there the IPVS connection table is what times out a Service's connections.
+ */
+export function conntrackTimeoutsOf(cfg: RunConfig): Partial<ConntrackTimeouts> {
+  const ipvs = cfg.mode === 'ipvs' ? cfg.ipvs : { tcpTimeout: 0, tcpFinTimeout: 0, udpTimeout: 0 }
+  return {
+    tcpEstablished: ipvs.tcpTimeout || cfg.conntrack.tcpEstablishedTimeout,
+    tcpCloseWait: cfg.conntrack.tcpCloseWaitTimeout,
+    udp: ipvs.udpTimeout || cfg.conntrack.udpTimeout,
+    udpStream: ipvs.udpTimeout || cfg.conntrack.udpStreamTimeout,
+    ...(ipvs.tcpFinTimeout > 0 ? { tcpFinWait: ipvs.tcpFinTimeout } : {}),
+  }
 }
 
 /** kube-proxy's node name: --hostname-override, else the host name, trimmed and lower-cased. */

@@ -6,6 +6,7 @@ import { canonicalCIDR } from '../k8s/ip'
 import { ipFamily, splitHostPort } from '../wire/addr'
 import { parseServer } from '../dns/upstream'
 import { parseGoDuration } from './goduration'
+import { SCHED_NAMES, schedulerId } from '../nat/sched'
 
 export interface ConfigIssue {
   readonly file?: string
@@ -68,6 +69,13 @@ export const checkUpstream: Check = v => {
     return `expected an address like "1.1.1.1" or "10.0.0.2:53", got ${JSON.stringify(v)}`
   }
 }
+/** IPVS schedulers tundra does not implement (ip_vs_*.c): naming one is an error, not a silent fallback. */
+const IPVS_ONLY = ['dh', 'sed', 'nq', 'lblc', 'lblcr', 'fo', 'ovf', 'twos']
+const checkIpvsScheduler: Check = v =>
+  v === '' || (v !== 'random' && schedulerId(v) !== undefined)
+    ? undefined
+    : `${JSON.stringify(v)} is not supported: ${IPVS_ONLY.includes(v) ? "tundra does not implement IPVS's " + v + ' scheduler; it has ' : 'expected one of '}${SCHED_NAMES.filter(n => n !== 'random').join(', ')}`
+const checkCIDR: Check = v => (canonicalCIDR(v) === undefined ? `expected a CIDR, got ${JSON.stringify(v)}` : undefined)
 const checkIfName: Check = v =>
   /^[A-Za-z0-9_.-]{1,15}$/.test(v) ? undefined : `expected an interface name (1-15 letters, digits, "-", "_", "."), got ${JSON.stringify(v)}`
 
@@ -123,15 +131,16 @@ export const SCHEMA: Spec = obj({
     syncPeriod: dur(),
     minSyncPeriod: dur(),
   }),
+  // mode ipvs: the scheduler, timeouts and excludeCIDRs are honoured (kpconfig.ts ipvsEffects), in that mode only
   ipvs: obj({
     syncPeriod: dur(),
     minSyncPeriod: dur(),
-    scheduler: str({ refused: 'tundra chooses endpoints with tundra.lb (random or maglev)' }),
-    excludeCIDRs: { k: 'list', refused: 'tundra owns no IPVS table to exclude addresses from' },
+    scheduler: str({ check: checkIpvsScheduler }),
+    excludeCIDRs: { k: 'list', check: checkCIDR },
     strictARP: { k: 'bool', ignored: 'tundra binds no Service IP to an interface, so the node never answers ARP for one' },
-    tcpTimeout: dur('set conntrack.tcpEstablishedTimeout instead'),
-    tcpFinTimeout: dur('tundra keeps the kernel conntrack timeouts for FIN_WAIT'),
-    udpTimeout: dur('set conntrack.udpTimeout instead'),
+    tcpTimeout: dur(),
+    tcpFinTimeout: dur(),
+    udpTimeout: dur(),
   }),
   nftables: obj({
     masqueradeBit: int(0, 31),
@@ -173,9 +182,11 @@ export const SCHEMA: Spec = obj({
       offloads: bool(),
       io: str({ enum: ['thread', 'inline'] }),
       busyPollUs: int(0, 1000000),
+      packetThreads: int(1, 64),
     }),
     dns: obj({ zone: str(), ip: str({ check: checkIP }), upstreams: { k: 'list', check: checkUpstream }, ttl: int(0, 2147483647) }),
     lb: str({ enum: ['random', 'maglev'] }),
+    scheduler: str({ enum: [...SCHED_NAMES, 'maglev'] }),
     icmp: str({ enum: ['reply', 'reject', 'drop'] }),
     icmpRateLimit: obj({ perSecond: int(0, 1000000), burst: int(0, 1000000) }),
     snapshot: obj({ path: str(), intervalSeconds: int(0) }),
@@ -188,6 +199,7 @@ export const SCHEMA: Spec = obj({
       maxEjectionPercent: int(0, 100),
     }),
     signals: obj({ enabled: bool() }),
+    web: obj({ addr: str(), allowRemote: bool() }),
     serviceCIDR: str({ check: checkCIDRs }),
     uplink: str(),
     control: str(),

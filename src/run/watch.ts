@@ -99,6 +99,8 @@ export async function loadKubeConfig(path?: string, master?: string): Promise<Ku
 }
 
 export interface WatchOptions {
+  /** verbose lines (kube-proxy's -v): each watch event at 5; the caller drops what its verbosity excludes */
+  readonly logV?: (v: number, line: string) => void
   /** kubeconfig file; empty or absent: in-cluster (see loadKubeConfig) */
   readonly kubeconfig?: string
   /** the API server's address, replacing the kubeconfig's (kube-proxy's --master) */
@@ -401,6 +403,11 @@ class Reflector {
       const handle = (line: string): void => {
         const ev = JSON.parse(line) as { type?: string; object?: Record<string, unknown> }
         const obj = ev.object ?? {}
+        if (this.src.opts.logV !== undefined && ev.type !== 'BOOKMARK') {
+          const md = (obj['metadata'] ?? {}) as { namespace?: string; name?: string; resourceVersion?: string }
+          const ref = md.namespace ? `${md.namespace}/${md.name ?? ''}` : (md.name ?? '')
+          this.src.opts.logV(5, `[watch] event type=${ev.type} kind=${this.def.kind} object=${ref} resourceVersion=${md.resourceVersion ?? ''}`)
+        }
         switch (ev.type) {
           case 'ADDED':
           case 'MODIFIED':

@@ -87,6 +87,30 @@ function rewriteL4Port(buf: Uint8Array, ipOff: number, l4Off: number, proto: num
 }
 
 /**
+ * TCP/UDP part of natIpv4/natIpv6: that side's port to newPort (-1 keeps it) and the L4 checksum updated by the
+ * address change (addrDelta, unfolded) plus the port change in one fold. A partial checksum (NEEDS_CSUM) covers only
+ * the pseudo-header, so only the address change applies to it; a UDP checksum of 0 (none) stays 0. A delta of 0
+ * leaves the checksum as it is (applying it would not change it either).
+ */
+function natPortAndChecksum(buf: Uint8Array, l4Off: number, proto: number, which: number, newPort: number, addrDelta: number, partial: boolean): void {
+  const pOff = l4Off + (which === DST ? 2 : 0)
+  const oldPort = get16(buf, pOff)
+  let portDelta = 0
+  if (newPort >= 0 && newPort !== oldPort) {
+    set16(buf, pOff, newPort)
+    portDelta = diff16(oldPort, newPort)
+  }
+  const at = l4Off + (proto === IPPROTO_TCP ? 16 : 6)
+  const c = get16(buf, at)
+  if (partial) {
+    if (addrDelta !== 0) set16(buf, at, partialApply(c, addrDelta))
+  } else if (addrDelta + portDelta !== 0) {
+    if (proto === IPPROTO_TCP) set16(buf, at, csumApply(c, addrDelta + portDelta))
+    else if (c !== 0) set16(buf, at, udpFinish(csumApply(c, addrDelta + portDelta)))
+  }
+}
+
+/**
  * One-call IPv4 NAT of one side: stores newAddr as the source or destination address and newPort as that side's
  * port (or the echo id for ICMP; pass -1 to keep the port), updating the IPv4 header checksum and the L4 checksum in a
  * single fold. With l4Off < 0 (non-first fragment) only the address changes.
@@ -102,21 +126,7 @@ export function natIpv4(buf: Uint8Array, ipOff: number, l4Off: number, proto: nu
   }
   if (l4Off < 0) return
   if (proto === IPPROTO_TCP || proto === IPPROTO_UDP) {
-    const pOff = l4Off + (which === DST ? 2 : 0)
-    const oldPort = get16(buf, pOff)
-    let portDelta = 0
-    if (newPort >= 0 && newPort !== oldPort) {
-      set16(buf, pOff, newPort)
-      portDelta = diff16(oldPort, newPort)
-    }
-    const at = l4Off + (proto === IPPROTO_TCP ? 16 : 6)
-    const c = get16(buf, at)
-    if (partial) {
-      if (addrDelta !== 0) set16(buf, at, partialApply(c, addrDelta))
-    } else if (addrDelta + portDelta !== 0) {
-      if (proto === IPPROTO_TCP) set16(buf, at, csumApply(c, addrDelta + portDelta))
-      else if (c !== 0) set16(buf, at, udpFinish(csumApply(c, addrDelta + portDelta)))
-    }
+    natPortAndChecksum(buf, l4Off, proto, which, newPort, addrDelta, partial)
   } else if (newPort >= 0 && (proto === IPPROTO_ICMP || proto === IPPROTO_SCTP)) {
     rewriteL4Port(buf, ipOff, l4Off, proto, which, newPort, partial)
   }
@@ -151,18 +161,7 @@ export function natIpv6(
   for (let i = 0; i < 16; i++) buf[aOff + i] = newBuf[newOff + i]!
   if (l4Off < 0) return
   if (proto === IPPROTO_TCP || proto === IPPROTO_UDP) {
-    const pOff = l4Off + (which === DST ? 2 : 0)
-    const oldPort = get16(buf, pOff)
-    let portDelta = 0
-    if (newPort >= 0 && newPort !== oldPort) {
-      set16(buf, pOff, newPort)
-      portDelta = diff16(oldPort, newPort)
-    }
-    const at = l4Off + (proto === IPPROTO_TCP ? 16 : 6)
-    const c = get16(buf, at)
-    if (partial) set16(buf, at, partialApply(c, addrDelta))
-    else if (proto === IPPROTO_TCP) set16(buf, at, csumApply(c, addrDelta + portDelta))
-    else if (c !== 0) set16(buf, at, udpFinish(csumApply(c, addrDelta + portDelta)))
+    natPortAndChecksum(buf, l4Off, proto, which, newPort, addrDelta, partial)
   } else if (proto === IPPROTO_ICMPV6) {
     let delta = addrDelta
     if (newPort >= 0 && isEcho(proto, buf[l4Off]!)) {

@@ -19,7 +19,8 @@
 
 import { Drop, PASS } from './drop'
 import { get16, get32 } from './bytes'
-import { Ipv6Walk, walkIpv6Headers } from './ipv6'
+import { IPV6_HEADER, Ipv6Field, Ipv6Walk, walkIpv6Headers } from './ipv6'
+import { Ipv4Field } from './ipv4'
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP } from './proto'
 
 export { Drop, DROP_NAMES, PASS } from './drop'
@@ -81,6 +82,14 @@ export class PacketInfo {
 // Scratch for the IPv6 walks; wire/ is synchronous, so one of each per process is enough.
 const outerWalk = new Ipv6Walk()
 const innerWalk = new Ipv6Walk()
+
+/**
+ * The length of the IP packet at off as its own header states it (IPv4 total length, IPv6 40 + payload length), for
+ * a packet rewritten in place after parsePacket (an echo reply drops options or extension headers). Reads 6 bytes.
+ */
+export function ipPacketLength(buf: Uint8Array, off: number): number {
+  return buf[off]! >>> 4 === 4 ? get16(buf, off + Ipv4Field.TOTAL_LENGTH) : IPV6_HEADER + get16(buf, off + Ipv6Field.PAYLOAD_LENGTH)
+}
 
 /**
  * Validates the IP packet of `len` bytes at `off` and fills `info`. Returns PASS (0) or a Drop reason; never throws

@@ -57,3 +57,68 @@ t.test('line chart', async t => {
   t.match(svg, /<path d="M[\d.]+,[\d.]+ L[\d.]+,[\d.]+ L/, 'series a is one polyline')
   t.equal(esc('"<&>"'), '&quot;&lt;&amp;&gt;&quot;')
 })
+
+t.test('a reader sees the values, the range of the rounds and the caption without hovering', async t => {
+  const svg = barChart({
+    title: 'UDP',
+    unit: 'kpps',
+    categories: ['received', 'sent'],
+    caption: 'AMD EPYC, 2 CPUs; kernel 6.1; 2026-12-07 02:25 UTC; 3 rounds × 3 s',
+    series: [
+      { name: 'tundra', values: [98.3, 168], min: [89, 147], max: [103, 178], notes: ['(41 % lost)', undefined] },
+      { name: 'iptables-nft', values: [152, 153] },
+    ],
+  })
+  const values = [...svg.matchAll(/<text class="value"[^>]*>([^<]*)<\/text>/g)].map(m => m[1])
+  t.same(values, ['98.3', '152', '168', '153'], 'every bar has its value printed')
+  t.match(svg, />\(41 % lost\)<\/text>/, 'the loss is printed on the bar')
+  t.match(svg, /<text class="caption"[^>]*>AMD EPYC, 2 CPUs; kernel 6\.1; 2026-12-07 02:25 UTC; 3 rounds × 3 s<\/text>/)
+  t.equal((svg.match(/<path class="range"/g) ?? []).length, 2, 'min–max whiskers where rounds differ')
+  t.match(svg, /whiskers: lowest and highest round/)
+})
+
+t.test('one colour per contender in every chart', async t => {
+  const fill = (svg: string, name: string): string | undefined => new RegExp(`fill="(#[0-9a-f]{6})"><title>${name} `).exec(svg)?.[1]
+  const a = barChart({
+    title: 'a',
+    unit: 'x',
+    categories: ['c'],
+    series: [
+      { name: 'tundra', values: [1] },
+      { name: 'cref', values: [2] },
+    ],
+  })
+  const b = barChart({
+    title: 'b',
+    unit: 'x',
+    categories: ['c'],
+    series: [
+      { name: 'cref', values: [2] },
+      { name: 'iptables-nft', values: [1] },
+      { name: 'tundra', values: [3] },
+    ],
+  })
+  t.ok(fill(a, 'tundra'))
+  t.equal(fill(a, 'tundra'), fill(b, 'tundra'), 'tundra')
+  t.equal(fill(a, 'cref'), fill(b, 'cref'), 'cref, whatever its position')
+  t.not(fill(a, 'tundra'), fill(a, 'cref'))
+  const line = lineChart({ title: 'l', unit: 'ms', xLabel: 'services', x: [1000], series: [{ name: 'tundra p50', values: [1] }] })
+  t.match(line, new RegExp(`<circle [^>]*fill="${fill(a, 'tundra')}"`), 'a line chart series named "tundra p50" too')
+})
+
+t.test('a service-count axis has round ticks at real distances', async t => {
+  const svg = lineChart({ title: 's', unit: 'ms', xLabel: 'services', x: [1000, 10000, 20000], series: [{ name: 'a', values: [1, 2, 3] }] })
+  const ticks = [...svg.matchAll(/<text class="xtick" x="([\d.]+)"[^>]*>([^<]*)<\/text>/g)].map(m => [Number(m[1]), m[2]] as const)
+  t.same(
+    ticks.map(x => x[1]),
+    ['0', '5k', '10k', '15k', '20k'],
+  )
+  const at = (label: string): number => ticks.find(x => x[1] === label)![0]
+  t.equal(Math.round(at('20k') - at('10k')), Math.round(at('10k') - at('0')), '10k sits halfway to 20k')
+})
+
+t.test('no whisker note when every series had one round', async t => {
+  const svg = barChart({ title: 'x', unit: 'u', categories: ['c'], series: [{ name: 'tundra', values: [1], min: [NaN], max: [NaN] }] })
+  t.notMatch(svg, /whiskers/)
+  t.notMatch(svg, /class="range"/)
+})

@@ -1,7 +1,9 @@
 // Parsers of what the load tools print (captured output, abridged).
 import t from 'tap'
-import { parseConnect, parseIperfTcpCsv, parseIperfUdpServerCsv, parsePidStat, parseProcStat, parseSockperf } from '../../bench/lib/tools'
+import { crefRules, parseConnect, parseIperfTcpCsv, parseIperfUdpServerCsv, parsePidStat, parseProcStat, parseSockperf } from '../../bench/lib/tools'
 import { parseDnsperf } from '../../bench/sections/dns'
+import { manifestPath } from '../../bench/sections/e2e'
+import { compileLab } from '../../src/lab/compile'
 
 t.test('iperf2 CSV', async t => {
   t.equal(parseIperfTcpCsv('19700101000000,10.100.85.10,38246,10.96.200.11,5001,1,0.0-3.0,4189454396,11124026535\n'), 11124026535)
@@ -69,4 +71,12 @@ t.test('connect tool, /proc', async t => {
   })
   const stat = '1234 (node (x) y) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 11 0 5000 0 0'
   t.equal(parsePidStat(stat), 325, 'utime + stime, after a comm with spaces and parentheses')
+})
+
+t.test('crefRules: one rule per IPv4 ClusterIP port with ready endpoints, from the e2e lab', async t => {
+  const cluster = compileLab({ name: 'bncref', files: [manifestPath()], nodes: 1, dataplane: 'none' }).cluster
+  const rules = crefRules(cluster)
+  t.ok(rules.includes('tcp:10.96.200.11:80=10.100.85.11:80'), 'solo: one endpoint')
+  t.ok(rules.includes('udp:10.96.200.10:11111=10.100.85.11:11111,10.100.85.12:11111'), 'web: both endpoints, UDP')
+  t.notOk(rules.some(r => r.startsWith('sctp')))
 })

@@ -1,38 +1,22 @@
 // renderIptablesSave on hand-built Clusters: each kube-proxy behaviour checked on its own lines.
 import t from 'tap'
-import type { Cluster, Endpoint, Service } from '../../src/model/cluster'
+import type { Endpoint, Service } from '../../src/model/cluster'
+import { cluster, ep as endpoint, svc as service } from '../helpers/cluster'
 import { renderIp6tablesSave, renderIptablesSave } from '../../src/kubeproxy/iptables'
 import { servicePortChainName, servicePortEndpointChainName, serviceExternalChainName, servicePortPolicyLocalChainName } from '../../src/kubeproxy/names'
 
 function ep(ip: string, port: number, extra: Partial<Endpoint> = {}, portName = ''): Endpoint {
-  return { ip, family: ip.includes(':') ? 6 : 4, ready: true, serving: true, terminating: false, ports: [{ name: portName, protocol: 'TCP', port }], ...extra }
+  return endpoint(ip, { serving: true, ports: [{ name: portName, protocol: 'TCP', port }], ...extra })
 }
 
 function svc(extra: Partial<Service> = {}): Service {
-  return {
+  return service({
     namespace: 'ns',
     name: 's',
-    type: 'ClusterIP',
     clusterIPs: ['10.96.0.50'],
-    headless: false,
-    ipFamilies: [4],
-    externalIPs: [],
-    loadBalancerIngress: [],
-    loadBalancerSourceRanges: [],
-    affinityTimeout: 0,
-    externalTrafficPolicy: 'Cluster',
-    internalTrafficPolicy: 'Cluster',
-    healthCheckNodePort: 0,
-    publishNotReadyAddresses: false,
     ports: [{ name: '', protocol: 'TCP', port: 80, targetPort: 8080, nodePort: 0 }],
-    endpoints: [],
-    labels: {},
     ...extra,
-  }
-}
-
-function cluster(...services: Service[]): Cluster {
-  return { services, nodes: [], pods: [] }
+  })
 }
 
 function rules(text: string, chain: string): string[] {

@@ -1,38 +1,22 @@
 // renderNft on hand-built Clusters: map entries, chain names and verdicts as kube-proxy's nftables mode makes them.
 import t from 'tap'
-import type { Cluster, Endpoint, Service } from '../../src/model/cluster'
+import type { Endpoint, Service } from '../../src/model/cluster'
+import { cluster, ep as endpoint, svc as service } from '../helpers/cluster'
 import { nftDuration, renderNft } from '../../src/kubeproxy/nftables'
 import { nftServicePortChainNameBase, nftServicePortEndpointChainNameBase } from '../../src/kubeproxy/names'
 
 function ep(ip: string, port: number, extra: Partial<Endpoint> = {}): Endpoint {
-  return { ip, family: ip.includes(':') ? 6 : 4, ready: true, serving: true, terminating: false, ports: [{ name: 'http', protocol: 'TCP', port }], ...extra }
+  return endpoint(ip, { serving: true, ports: [{ name: 'http', protocol: 'TCP', port }], ...extra })
 }
 
 function svc(extra: Partial<Service> = {}): Service {
-  return {
+  return service({
     namespace: 'ns1',
     name: 'svc1',
-    type: 'ClusterIP',
     clusterIPs: ['172.30.0.41'],
-    headless: false,
-    ipFamilies: [4],
-    externalIPs: [],
-    loadBalancerIngress: [],
-    loadBalancerSourceRanges: [],
-    affinityTimeout: 0,
-    externalTrafficPolicy: 'Cluster',
-    internalTrafficPolicy: 'Cluster',
-    healthCheckNodePort: 0,
-    publishNotReadyAddresses: false,
     ports: [{ name: 'http', protocol: 'TCP', port: 80, targetPort: 80, nodePort: 0 }],
-    endpoints: [],
-    labels: {},
     ...extra,
-  }
-}
-
-function cluster(...services: Service[]): Cluster {
-  return { services, nodes: [], pods: [] }
+  })
 }
 
 function chainBody(text: string, name: string): string[] {

@@ -42,6 +42,7 @@ import {
   udp6,
 } from './packets'
 import { sctpChecksumOk } from '../../src/wire/sctp'
+import { ipPacketLength } from '../../src/wire/packet'
 
 const CONFIG: NatConfig = { ...BASE_CONFIG, nodeIPs: [...BASE_CONFIG.nodeIPs], clusterCIDRs: [...BASE_CONFIG.clusterCIDRs] }
 const NOW = 100000
@@ -239,7 +240,7 @@ t.test('ping a ClusterIP: reply in place, or reject/drop per icmpMode', async tt
   tt.equal(addrs(p), '10.96.0.10 > 10.100.1.50')
   tt.equal(p[20], 0, 'echo reply')
   tt.equal(get16(p, 24), 0x1234)
-  tt.equal(info.l3Len, p.length)
+  tt.equal(ipPacketLength(p, 0), p.length)
   clean(tt, p, 'echo reply')
   tt.equal(run(eng, echo4('10.100.1.50', '10.100.2.3', 1, 1)), NatAction.PASS, 'pod ping untouched')
   tt.equal(run(setup(ALL, { icmpMode: 'reject' }), echo4('10.100.1.50', '10.96.0.10', 1, 1)), NatAction.REJECT)

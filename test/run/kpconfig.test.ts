@@ -61,11 +61,13 @@ t.test("defaults without a file are kube-proxy's", async t => {
   t.equal(mergeFlags(undefined, {}, { cpus: 8 }).conntrack.max, 262144, 'maxPerCore x CPUs when above min')
   t.equal(c.detectLocalMode, 'ClusterCIDR')
   t.same(c.tundra, {
-    tun: { name: 'tundra0', queues: 1, offloads: true, io: 'inline', busyPollUs: 100 },
+    tun: { name: 'tundra0', queues: 1, offloads: true, io: 'inline', busyPollUs: 100, packetThreads: 1 },
     dns: { zone: 'cluster.local', ip: '10.96.0.10', upstreams: [], ttl: 5 },
     lb: 'random',
+    scheduler: 'random',
     icmp: 'reply',
     snapshot: { path: '', intervalSeconds: 0 },
+    web: { addr: '', allowRemote: false },
     serviceCIDRs: ['10.96.0.0/12'],
     uplink: '',
     control: '/run/tundra/control.sock',
@@ -142,7 +144,7 @@ tundra:
   t.equal(c.conntrack.udpTimeout, 45)
   t.equal(c.conntrack.udpStreamTimeout, 120)
   t.equal(c.conntrack.tcpBeLiberal, true)
-  t.same(c.tundra.tun, { name: 'tun7', queues: 4, offloads: false, io: 'thread', busyPollUs: 0 })
+  t.same(c.tundra.tun, { name: 'tun7', queues: 4, offloads: false, io: 'thread', busyPollUs: 0, packetThreads: 1 })
   t.same(c.tundra.dns, { zone: 'example.local', ip: '10.96.0.53', upstreams: ['1.1.1.1', '[2001:db8::1]:53'], ttl: 30 })
   t.equal(c.tundra.lb, 'maglev')
   t.equal(c.tundra.icmp, 'reject')
@@ -161,9 +163,9 @@ t.test('the sync periods come from the section of the mode', async t => {
 })
 
 t.test('kube-proxy fields tundra cannot honour are errors naming them; moot ones warn; masqueradeBit is honoured', async t => {
-  const err = errorOf(() => parseKubeProxyConfig(HEAD + 'ipvs: {scheduler: rr}\nfeatureGates: {Foo: true}\n', 'kp.yaml'))
+  const err = errorOf(() => parseKubeProxyConfig(HEAD + 'ipvs: {scheduler: dh}\nfeatureGates: {Foo: true}\n', 'kp.yaml'))
   t.match(err, 'kp.yaml: featureGates: a mapping is not supported: tundra implements no kube-proxy feature gates')
-  t.match(err, 'kp.yaml: ipvs.scheduler: "rr" is not supported: tundra chooses endpoints with tundra.lb (random or maglev)')
+  t.match(err, `kp.yaml: ipvs.scheduler: "dh" is not supported: tundra does not implement IPVS's dh scheduler; it has rr, wrr, lc, wlc, sh, mh`)
   const p = parseKubeProxyConfig(HEAD + 'ipvs: {strictARP: true}\niptables: {masqueradeBit: 13}\n', 'kp.yaml')
   t.same(p.warnings, ['kp.yaml: ipvs.strictARP: true has no effect (tundra binds no Service IP to an interface, so the node never answers ARP for one)'])
   t.equal(mergeFlags(p, {}).masqueradeBit, 13)

@@ -1,0 +1,18 @@
+// Wires a node namespace for the C reference contender exactly as the tundra agent wires it (src/agent/wiring.ts:
+// the same ip rules, routes and sysctls), so cref's lab differs from tundra's only in the program on the TUN. Run
+// inside the node's namespace once cref has created the TUN: `cref-wire.js <agent config JSON> <tun>`. The lab's
+// removal (deleting the namespace) undoes it.
+import { wire } from '../../src/agent/wiring'
+import type { AgentConfig } from '../../src/agent/config'
+
+async function main(): Promise<void> {
+  const [json, tun] = process.argv.slice(2)
+  if (!json || !tun) throw new Error('usage: cref-wire.js <agent config JSON> <tun>')
+  await wire(JSON.parse(json) as AgentConfig, tun)
+  process.stdout.write('wired\n')
+}
+
+main().catch(err => {
+  process.stderr.write(`cref-wire: ${(err as Error).message}\n`)
+  process.exit(1)
+})

@@ -1,0 +1,34 @@
+// The agent config's tun.packetThreads: honoured when it fits, refused with the field named when it does not.
+import t from 'tap'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { readAgentConfig } from '../../src/agent/config-file'
+
+const BASE = {
+  node: { name: 'n1', ip: '172.18.0.2', podCIDR: '10.100.1.0/24', uplink: 'eth0' },
+  clusterCIDR: '10.100.0.0/16',
+  serviceCIDR: '10.96.0.0/12',
+  manifests: [],
+  dns: { ip: '10.96.0.10', zone: 'cluster.local', upstreams: [] },
+  tun: { name: 'tundra0', vnetHdr: true },
+  vxlan: { vni: 4096, port: 4789, peers: [] },
+  control: '/tmp/x.sock',
+}
+
+t.test('tun.packetThreads', async t => {
+  const dir = mkdtempSync(join(tmpdir(), 'tundra-cfg-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const read = (tun: Record<string, unknown>): unknown => {
+    const f = join(dir, 'agent.json')
+    writeFileSync(f, JSON.stringify({ ...BASE, tun: { ...BASE.tun, ...tun } }))
+    return readAgentConfig(f).tun
+  }
+  t.match(read({ packetThreads: 2 }), { packetThreads: 2 }, 'two threads (queues follow)')
+  t.match(read({ packetThreads: 4, queues: 4, io: 'inline' }), { packetThreads: 4, queues: 4 }, 'queues equal to it')
+  t.match(read({ packetThreads: 1, queues: 3, io: 'thread' }), { packetThreads: 1 }, 'one thread: queues and io as before')
+  t.throws(() => read({ packetThreads: 0 }), /tun\.packetThreads: expected an integer 1\.\.64, got 0/)
+  t.throws(() => read({ packetThreads: 1.5 }), /tun\.packetThreads/)
+  t.throws(() => read({ packetThreads: 2, queues: 3 }), /tun\.queues \(3\) must equal tun\.packetThreads \(2\)/)
+  t.throws(() => read({ packetThreads: 2, io: 'thread' }), /tun\.io "thread" with tun\.packetThreads > 1/)
+})
