@@ -290,7 +290,7 @@ export class Agent implements DataplaneView {
     const zone = zoneInstall(this.zone.full(this.current))
     const init: PacketInit = {
       loop: { nodeIp, dnsIp, dnsPort: 53, vni: cfg.vxlan.vni, peers, ...guardNets(cfg) },
-      engine: { connect: connectOptions(cfg), ...this.opts.engine },
+      engine: { connect: connectOptions(cfg, packetThreads), ...this.opts.engine },
       natConfig: this.natCfg,
       dns: this.dnsOpts,
       nat: nat.install,

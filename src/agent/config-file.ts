@@ -57,7 +57,7 @@ export function readAgentConfig(file: string): AgentConfig {
     }
   }
   try {
-    connectOptions(raw as ConnectConfig)
+    connectOptions(raw as ConnectConfig, typeof pt === 'number' ? pt : 1)
   } catch (err) {
     throw new Error(`${file}: ${(err as Error).message}`)
   }

@@ -249,9 +249,10 @@ const CONNECT_FIELDS: Readonly<Record<string, readonly string[]>> = {
 /**
  * The engine's ConnectOptions from a config's failover / outlierEjection / signals sections, every field checked
  * (an unknown one, a wrong type or a value out of range throws a RangeError naming it). Defaults: failover off,
- * ejection off, signals on.
+ * ejection off, signals on. Failover and ejection keep per-engine state whose timer touches conntrack outside the
+ * shared-conntrack lock, so they are refused with packetThreads > 1 (signals are per engine and stay allowed).
  */
-export function connectOptions(c: ConnectConfig): ConnectOptions {
+export function connectOptions(c: ConnectConfig, packetThreads = 1): ConnectOptions {
   for (const [section, fields] of Object.entries(CONNECT_FIELDS)) {
     const s = (c as Record<string, unknown>)[section]
     if (s === undefined || s === null) continue
@@ -280,5 +281,12 @@ export function connectOptions(c: ConnectConfig): ConnectOptions {
           maxEjectionPercent: o.maxEjectionPercent ?? DEFAULT_OUTLIER.maxEjectionPercent,
         })
       : null
+  if (packetThreads > 1) {
+    const on = [failover.enabled ? 'failover.enabled' : '', outlier !== null ? 'outlierEjection.enabled' : ''].filter(x => x !== '')
+    if (on.length > 0)
+      throw new RangeError(
+        `${on.join(' and ')}: not supported with tun.packetThreads ${packetThreads} (> 1): connect tracking is per packet thread; use packetThreads 1`,
+      )
+  }
   return { signals: c.signals?.enabled ?? true, failover, outlier }
 }

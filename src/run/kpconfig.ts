@@ -493,7 +493,7 @@ export function resolveRunConfig(input: RunConfigInput, opts: ResolveOptions & {
       icmp: t.icmp ?? (mode === 'ipvs' ? 'reject' : 'reply'),
       ...icmpRateLimitOf(t.icmpRateLimit),
       snapshot: { path: t.snapshot?.path ?? '', intervalSeconds: t.snapshot?.intervalSeconds ?? 0 },
-      ...connectOf(t),
+      ...connectOf(t, t.tun?.packetThreads ?? 1),
       web: { addr: t.web?.addr ?? '', allowRemote: t.web?.allowRemote ?? false },
       serviceCIDRs: (t.serviceCIDRs ?? ['10.96.0.0/12']).map(x => canonicalCIDR(x) ?? x),
       uplink: t.uplink ?? '',
@@ -504,14 +504,14 @@ export function resolveRunConfig(input: RunConfigInput, opts: ResolveOptions & {
 }
 
 /** The connect-tracking sections as given, checked now (a bad value is a config error, not an agent failure). */
-function connectOf(t: RunConfigInput['tundra'] & object): Pick<TundraSection, 'failover' | 'outlierEjection' | 'signals'> {
+function connectOf(t: RunConfigInput['tundra'] & object, packetThreads: number): Pick<TundraSection, 'failover' | 'outlierEjection' | 'signals'> {
   const c = {
     ...(t.failover ? { failover: t.failover } : {}),
     ...(t.outlierEjection ? { outlierEjection: t.outlierEjection } : {}),
     ...(t.signals ? { signals: t.signals } : {}),
   }
   try {
-    connectOptions(c)
+    connectOptions(c, packetThreads)
   } catch (err) {
     throw new ConfigError([{ field: 'tundra', message: (err as Error).message }])
   }
