@@ -61,9 +61,8 @@ export type PacketRequest =
   | { op: 'counters' }
   | { op: 'dnsMetrics' }
   | { op: 'serviceCounters' }
-  | { op: 'endpointSignals' }
   | { op: 'observe'; max: number }
-  | { op: 'endpointCounters'; release: readonly number[] }
+  | { op: 'endpoints'; release: readonly number[] }
   | { op: 'ctChunk'; cursor: number; max: number }
   | { op: 'ctDelete'; tuples: readonly TupleRef[] }
   | { op: 'lookups'; q: TupleQuery; svcPortIds: readonly { id: number; family: Family }[] }
@@ -100,7 +99,7 @@ function nodeIp6Of(c: ResolvedNatConfig): { nodeIp6?: Uint8Array } {
   return {}
 }
 
-/** At most this many endpoint counter slots freed by one endpointCounters request. */
+/** At most this many endpoint slots freed by one endpoints request. */
 export const ENDPOINT_RELEASE_BATCH = 1024
 
 /** Counter names whose value is the same table seen from every packet thread: taken once, not summed. */
@@ -184,7 +183,7 @@ export class PacketPath {
       ...(l.icmpRate === undefined ? {} : { icmpRate: l.icmpRate }),
       ...nodeIp6Of(init.natConfig),
     })
-    if (this.engine.book !== null) {
+    if (this.engine.tracking) {
       const eng = this.engine
       this.dp.queued = {
         get pendingResets(): number {
@@ -277,11 +276,6 @@ export class PacketPath {
         return this.dns.metrics()
       case 'serviceCounters':
         return { packets: this.engine.svcPackets.slice(), newConnections: this.engine.svcNew.slice() }
-      case 'endpointSignals': {
-        // O(endpoints seen): copies of typed arrays, as serviceCounters copies its per-id arrays
-        const s = this.engine.book?.snapshot(performance.now()) ?? null
-        return s === null ? null : new Transfer(s, [s.keys.buffer, s.sig.buffer, s.hist.buffer, s.ejectedMs.buffer, s.live.buffer] as ArrayBuffer[])
-      }
       case 'observe': {
         // the first request starts recording (until OBSERVE_IDLE_MS without one); each drains a bounded copy
         let ob = this.dp.observer
@@ -294,15 +288,12 @@ export class PacketPath {
         const d = ob.drain(Math.min(req.max, OBSERVE_RING))
         return new Transfer(d, [d.words.buffer, d.times.buffer, d.names.buffer] as ArrayBuffer[])
       }
-      case 'endpointCounters': {
-        this.engine.endpoints.release(req.release.slice(0, ENDPOINT_RELEASE_BATCH))
-        const s = this.engine.endpoints.snapshot()
-        return new Transfer(s, [
-          s.keys.buffer as ArrayBuffer,
-          s.used.buffer as ArrayBuffer,
-          s.packets.buffer as ArrayBuffer,
-          s.connections.buffer as ArrayBuffer,
-        ])
+      case 'endpoints': {
+        // O(endpoint slots): frees a bounded batch, then copies of typed arrays, as serviceCounters copies its arrays
+        const eng = this.engine
+        eng.book.release(req.release.slice(0, ENDPOINT_RELEASE_BATCH))
+        const s = eng.book.snapshot(eng.msClock(), eng.tracking)
+        return new Transfer(s, [s.keys, s.used, s.packets, s.connections, s.sig, s.hist, s.ejectedMs, s.live].map(a => a.buffer) as ArrayBuffer[])
       }
       case 'ctChunk': {
         const r = this.engine.ctChunk(req.cursor, Math.min(req.max, CT_CHUNK), this.clock)

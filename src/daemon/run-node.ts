@@ -10,10 +10,10 @@ import { inspectHandlers } from '../inspect/handlers'
 import type { Cluster } from '../model/cluster'
 import { applyBatch, clusterOf } from '../run/apply'
 import { TundraMetrics } from '../metrics/registry'
-import type { BackendRow } from '../metrics/signals'
-import type { SignalRow } from '../nat/signals'
+import { natEndpointCounters, type BackendRow } from '../metrics/endpoints'
+import { signalRows, type SignalRow } from '../nat/signals'
 import { startServers } from '../metrics/server'
-import { natConntrackEntries, natConntrackMax, natDrops, natEndpointCounters, natNoLocalEndpoints, natServiceCounters } from '../metrics/nat'
+import { natConntrackEntries, natConntrackMax, natDrops, natNoLocalEndpoints, natServiceCounters } from '../metrics/nat'
 import { createSource, mergeFlags, nodeNameOf, readKubeProxyConfig, RUN_FLAGS, type RunConfig } from '../run/index'
 import { kubeProxyConfigurationOf } from '../run/kpshape'
 import { conntrackTimeoutsOf } from '../run/kpconfig'
@@ -234,18 +234,20 @@ export async function runNode(
   runner.followNode(source.store, nodeName)
   source.onChange(change => runner.queue(change))
   runner.start()
-  // counter slots of endpoints that left the table, freed on the packet thread with the next request (a scrape, or
-  // the timer below, so that a node nobody scrapes does not run out of slots)
+  // the endpoint book's slots of endpoints that left the table, freed on the packet thread with the next request (a
+  // scrape, or the timer below, so that a node nobody scrapes does not run out of slots); one request gives both the
+  // packet/new-connection rows and the signal rows
   let release: number[] = []
   let lastEndpointRead = 0
-  const endpointRows = async (): Promise<ReturnType<typeof natEndpointCounters>['rows']> => {
+  const endpointRows = async (): Promise<{ rows: ReturnType<typeof natEndpointCounters>['rows']; signals: SignalRow[] }> => {
     const taken = release
     release = []
     lastEndpointRead = Date.now()
     const ec = await agent.live().endpointCounters(taken)
-    const eps = natEndpointCounters(agent.table(), ec)
+    const table = agent.table()
+    const eps = natEndpointCounters(table, ec)
     release = eps.release
-    return eps.rows
+    return { rows: eps.rows, signals: signalRows(table, ec) }
   }
   const releaseTimer = setInterval(() => {
     if (Date.now() - lastEndpointRead >= ENDPOINT_RELEASE_MS) endpointRows().catch(() => {})
@@ -254,18 +256,12 @@ export async function runNode(
   const metrics = new TundraMetrics({
     dataplane: async () => {
       const live = agent.live()
-      const [c, sc, endpoints, dns, sig] = await Promise.all([
-        agent.counters(),
-        live.serviceCounters(),
-        endpointRows(),
-        agent.dnsMetrics(),
-        live.endpointSignals?.() ?? [],
-      ])
+      const [c, sc, eps, dns] = await Promise.all([agent.counters(), live.serviceCounters(), endpointRows(), agent.dnsMetrics()])
       const table = agent.table()
       return {
-        backends: withNodes(sig, agent.cluster()),
+        backends: withNodes(eps.signals, agent.cluster()),
         services: natServiceCounters(table, sc),
-        endpoints,
+        endpoints: eps.rows,
         drops: natDrops(c),
         conntrackEntries: natConntrackEntries(c),
         conntrackMax: natConntrackMax(c),

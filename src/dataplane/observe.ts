@@ -211,10 +211,11 @@ export class FlowRing {
       this.words[o + W.PORTS] = ct.tuples[t + 2 * aw]!
     }
     const book = eng.book
-    if (book !== null) {
+    if (ep >= 0) {
       const k = book.keys
-      for (let i = 0; i < aw; i++) this.words[o + W.TO + i] = k[ep * 6 + 1 + i]!
-      this.words[o + W.TO_PORT] = (k[ep * 6 + 5]! & 0xffff) | ((CONNECT_REASON + why) << 16)
+      const at = book.addrOff(ep)
+      for (let i = 0; i < aw; i++) this.words[o + W.TO + i] = k[at + i]!
+      this.words[o + W.TO_PORT] = (book.portOf(ep) & 0xffff) | ((CONNECT_REASON + why) << 16)
     }
   }
 

@@ -35,7 +35,6 @@ import type { NatTable, SvcPort } from './compile'
 import { Conntrack, CtFlag, CtStat, ORIG, REPLY, TcpState, TcpVerdict, hasPorts } from './conntrack'
 import { buildTcpReset4, buildTcpReset6 } from './reset'
 import { endpointString } from '../model/names'
-import { EndpointCounters } from './epcounters'
 import { Rng, findEndpoint, flowHash } from './select'
 import { Sched, SchedState, countsConnections } from './sched'
 import { Decided, Decision, NO_FRONTEND, decide, frontendOf, isHairpin, isVip } from './decide'
@@ -123,8 +122,13 @@ export class NatEngine {
   /** per service-port id: packets translated, new connections */
   svcPackets: Float64Array
   svcNew: Float64Array
-  /** per (service port, endpoint): packets and new connections (tundra_endpoint_*) */
-  readonly endpoints: EndpointCounters
+  /**
+   * per (service port, endpoint): packets and new connections always, signals and outlier state with connect
+   * tracking (signals.ts; the one per-endpoint book, tundra_endpoint_*)
+   */
+  readonly book: EndpointBook
+  /** connect tracking (signals, ejection, failover) is on: opts.connect turned some part on */
+  readonly tracking: boolean = false
   readonly v4: Fam
   readonly v6: Fam
   /** the installed image */
@@ -150,8 +154,6 @@ export class NatEngine {
   private table_: NatTable | undefined
   /** the coarse clock as last given to tick() (conntrack chunks report expiry against it) */
   private now = 0
-  /** per-endpoint signals and outlier state (signals.ts); null when connect tracking is off */
-  readonly book: EndpointBook | null = null
   /** connect tracking counters (ConnStat) */
   readonly connCounters = new Float64Array(CONN_STAT_NAMES.length)
   private readonly pend: PendingConnects | null = null
@@ -159,10 +161,9 @@ export class NatEngine {
   private readonly failoverOn: boolean = false
   private readonly maxTries: number = 1
   private readonly synTimeoutMs: number = 1000
-  /** per conntrack entry: endpoint slot + 1 (0: none), IPv4 and IPv6 */
-  private readonly epOf4: Int32Array = new Int32Array(0)
-  private readonly epOf6: Int32Array = new Int32Array(0)
   private tcpBefore = 0
+  /** where the signals of a connect whose slot was freed go (nowhere) */
+  private readonly noSig = new Float64Array(SIG_WORDS)
   private readonly foInfo = new PacketView()
   private readonly backScratch: number[] = []
   /** ejections and connect failures for `tundra observe` (set by the packet thread while someone watches) */
@@ -199,18 +200,16 @@ export class NatEngine {
     this.rstQ = new Uint32Array((opts.resetQueue ?? 65536) * RST_WORDS)
     this.svcPackets = new Float64Array(Math.max(16, table.svcPorts.length))
     this.svcNew = new Float64Array(Math.max(16, table.svcPorts.length))
+    this.book = new EndpointBook(this.v4.ct.capacity, this.v6.ct.capacity)
     const c = opts.connect
     if (c !== undefined && (c.signals || c.failover.enabled || c.outlier !== null)) {
-      this.book = new EndpointBook()
+      this.tracking = true
       this.pend = new PendingConnects(c.failover.pool, this.v4.ct.capacity, this.v6.ct.capacity, c.failover.enabled)
       this.outlier = c.outlier === null ? null : new Outlier(c.outlier, this.book)
       this.failoverOn = c.failover.enabled
       this.maxTries = 1 + c.failover.maxRetries
       this.synTimeoutMs = c.failover.synTimeoutMs
-      this.epOf4 = new Int32Array(this.v4.ct.capacity)
-      this.epOf6 = new Int32Array(this.v6.ct.capacity)
     }
-    this.endpoints = new EndpointCounters(this.v4.ct.capacity, this.v6.ct.capacity)
     this.install(natImage(table), table)
   }
 
@@ -316,12 +315,12 @@ export class NatEngine {
       } else {
         let reopen = false
         if (proto === IPPROTO_TCP) {
-          if (this.book !== null) {
+          if (this.tracking) {
             const w = this.connWatch(fam, e, dir, info.tcpFlags, now)
             if (w >= 0) return w
           }
           const v = ct.tcp(e, dir, info.tcpFlags, now)
-          if (this.book !== null) this.connAfter(fam, e)
+          if (this.tracking) this.connAfter(fam, e)
           if (v === TcpVerdict.REOPEN) {
             ct.delete(e)
             reopen = true
@@ -361,11 +360,12 @@ export class NatEngine {
     ct.counters[c + 1]! += info.l3Len
     const id = ct.svcPort[e]!
     if (id >= 0 && id < this.svcPackets.length) this.svcPackets[id]!++
-    if (this.book !== null) {
-      const b = (ct.aw === 1 ? this.epOf4 : this.epOf6)[e]! - 1
-      if (b >= 0) this.book.sig[b * SIG_WORDS + Sig.BYTES_TO + dir]! += info.l3Len
-    }
-    this.endpoints.packet(ct.aw === 1 ? 0 : 1, e)
+    // the one slot lookup of the packet: packets always, bytes with connect tracking
+    const book = this.book
+    const b = book.entry(ct.aw === 1 ? 0 : 1, e)
+    if (b < 0 || (this.isShared && !book.holds(b, ct, e))) return
+    book.packets[b]!++
+    if (this.tracking) book.sig[b * SIG_WORDS + Sig.BYTES_TO + dir]! += info.l3Len
   }
 
   /** Remembers the next sequence number each side sends, for the resets writeResets builds. */
@@ -476,7 +476,7 @@ export class NatEngine {
     const set = tb.view(this.set, id, which)
 
     let idx = this.choose(fam, id, tb.rec[id * REC_WORDS + Rec.AFFINITY]!, set, proto, now)
-    if (this.outlier !== null && this.book!.ejectedOf[id]! > 0) idx = this.avoidEjected(fam, id, set, idx, proto)
+    if (this.outlier !== null && this.book.ejectedOf[id]! > 0) idx = this.avoidEjected(fam, id, set, idx, proto)
     const d = set.data
     const epOff = set.off + idx * (aw + 1)
     if (isHairpin(set, idx, k)) masq = MasqReason.HAIRPIN
@@ -526,8 +526,8 @@ export class NatEngine {
       ct.touch(e, ORIG, now)
     }
     if (info.isFragment !== 0) this.noteFragment(fam, info, e * 2, now)
-    if (this.book !== null) this.connOpened(fam, e, id, set, idx, buf, info, state)
-    this.endpoints.attach(aw === 1 ? 0 : 1, ct, e, tb.rec[id * REC_WORDS + Rec.UID]!, true)
+    const b = this.book.attach(aw === 1 ? 0 : 1, ct, e, tb.rec[id * REC_WORDS + Rec.UID]!, true)
+    if (this.tracking) this.connOpened(fam, e, b, buf, info, state)
     this.translate(fam, buf, info, e, ORIG, partial)
     this.account(ct, e, ORIG, info)
     this.counters[NatStat.NEW]!++
@@ -578,11 +578,11 @@ export class NatEngine {
       this.counters[NatStat.DROP_CONNTRACK_FULL]!++
       return false
     }
-    if (this.book !== null) this.connForget(fam, e)
+    if (this.tracking) this.connForget(fam, e)
     ct.touch(e, REPLY, now)
     ct.setTcpState(e, TcpState.ESTABLISHED, now)
     this.trackSeq(ct, e, REPLY, buf, info)
-    this.endpoints.attach(aw === 1 ? 0 : 1, ct, e, this.tables.rec[id * REC_WORDS + Rec.UID]!, false)
+    this.book.attach(aw === 1 ? 0 : 1, ct, e, this.tables.rec[id * REC_WORDS + Rec.UID]!, false)
     this.translate(fam, buf, info, e, REPLY, partial)
     this.account(ct, e, REPLY, info)
     this.counters[NatStat.REPLY_PICKUP]!++
@@ -794,7 +794,7 @@ export class NatEngine {
     const e = ref >>> 1
     if (ct.expires[e]! <= now) return this.pass()
     const dir = ref & 1
-    if (this.book !== null && dir === REPLY && ip === IPPROTO_TCP && this.connUnreachable(fam, e, info, now)) return NatAction.DROP
+    if (this.tracking && dir === REPLY && ip === IPPROTO_TCP && this.connUnreachable(fam, e, info, now)) return NatAction.DROP
     const f = ct.flags[e]!
     const t = ct.tuples
     const icmpOff = info.l4Off
@@ -869,7 +869,7 @@ export class NatEngine {
       this.reapFamily(this.v6, now)
     })
     this.step(this.flushBudget)
-    if (this.book !== null) this.connTick(this.msClock(), now)
+    if (this.tracking) this.connTick(this.msClock(), now)
   }
 
   private reapFamily(fam: Fam, now: number): void {
@@ -909,7 +909,7 @@ export class NatEngine {
     tb.apply(img)
     this.table_ = table
     this.resizeServiceCounters(tb.ids, img.staleIds)
-    if (this.book !== null) this.book.staleIds(img.staleIds)
+    this.book.staleIds(img.staleIds)
     this.locked(() => this.stale.add(img)) // it reads conntrack's per-service counts
     return this.step(this.flushBudget)
   }
@@ -1167,16 +1167,16 @@ export class NatEngine {
     const view = new SetView()
     this.locked(() =>
       restoreCtChunk(this.v4, this.v6, bytes, now, report, (fam, e) => {
-        if (this.book !== null) this.connForget(fam, e)
+        if (this.tracking) this.connForget(fam, e)
         const ct = fam.ct
         const id = ct.svcPort[e]!
         if (id < 0) {
-          this.endpoints.attach(fam.aw === 1 ? 0 : 1, ct, e, 0, false)
+          this.book.attach(fam.aw === 1 ? 0 : 1, ct, e, 0, false)
           return true
         }
         const ro = ct.tupleOff(e, REPLY)
         if (this.tables.present(id) && findEndpoint(this.tables.view(view, id, Rec.SERVING_SET), ct.tuples, ro, ct.tuples[ro + 2 * fam.aw]! >>> 16, -1) >= 0) {
-          this.endpoints.attach(fam.aw === 1 ? 0 : 1, ct, e, this.tables.rec[id * REC_WORDS + Rec.UID]!, false)
+          this.book.attach(fam.aw === 1 ? 0 : 1, ct, e, this.tables.rec[id * REC_WORDS + Rec.UID]!, false)
           return true
         }
         // Endpoints that stopped serving while we were down.
@@ -1194,23 +1194,20 @@ export class NatEngine {
 
   // -------------------------------------------------------------------------------------------------------------
   // Connect tracking: per-backend signals, outlier ejection, connect-time failover (signals.ts, outlier.ts,
-  // failover.ts). Every method here runs only when opts.connect turned it on (this.book !== null).
+  // failover.ts). Every method here runs only when opts.connect turned it on (this.tracking). Pending connects
+  // and the outlier's list hold slot refs (book.ref), which stop resolving when the control thread frees a slot.
 
-  /** A new connection on entry e to endpoint idx of `set` (before its first packet is translated). */
-  private connOpened(fam: Fam, e: number, id: number, set: SetView, idx: number, buf: Uint8Array, info: PacketInfo, state: number): void {
-    const book = this.book!
+  /** A new connection on entry e to endpoint slot b (-1: none) (before its first packet is translated). */
+  private connOpened(fam: Fam, e: number, b: number, buf: Uint8Array, info: PacketInfo, state: number): void {
+    const book = this.book
     const aw = fam.aw
-    const epOff = set.off + idx * (aw + 1)
-    const b = book.slot(id, set.data, epOff, aw, set.data[epOff + aw]! & 0xffff)
-    ;(aw === 1 ? this.epOf4 : this.epOf6)[e] = b + 1
-    book.sig[b * SIG_WORDS + Sig.OPENED]!++
     const pend = this.pend!
     const of = aw === 1 ? pend.of4 : pend.of6
     of[e] = 0
-    if (info.l4Proto !== IPPROTO_TCP || state !== TcpState.SYN_SENT) return
+    if (b < 0 || info.l4Proto !== IPPROTO_TCP || state !== TcpState.SYN_SENT) return
     book.sig[b * SIG_WORDS + Sig.TCP_OPENED]!++
     const ct = fam.ct
-    const p = pend.add(fam.family, e, ct.tuples[e * ct.tw + 2 * aw]!, b, this.msClock(), this.synTimeoutMs)
+    const p = pend.add(fam.family, e, ct.tuples[e * ct.tw + 2 * aw]!, book.ref(b), this.msClock(), this.synTimeoutMs)
     if (p < 0) {
       this.connCounters[ConnStat.UNTRACKED]!++
       return
@@ -1222,7 +1219,7 @@ export class NatEngine {
 
   /** Entry e was made without a chosen endpoint (pickup, restore): nothing to attribute. */
   private connForget(fam: Fam, e: number): void {
-    ;(fam.aw === 1 ? this.epOf4 : this.epOf6)[e] = 0
+    this.book.detach(fam.aw === 1 ? 0 : 1, e)
     ;(fam.aw === 1 ? this.pend!.of4 : this.pend!.of6)[e] = 0
   }
 
@@ -1235,18 +1232,20 @@ export class NatEngine {
     const ct = fam.ct
     const st = ct.state[e]!
     this.tcpBefore = st
-    const b = (fam.aw === 1 ? this.epOf4 : this.epOf6)[e]! - 1
-    const book = this.book!
-    if (b >= 0 && (flags & TCP_RST) !== 0) book.sig[b * SIG_WORDS + Sig.RST_CLIENT + dir]!++
+    const book = this.book
+    const b = book.entry(fam.aw === 1 ? 0 : 1, e)
+    if (b >= 0 && (flags & TCP_RST) !== 0 && (!this.isShared || book.holds(b, ct, e))) book.sig[b * SIG_WORDS + Sig.RST_CLIENT + dir]!++
     if (dir !== REPLY || st !== TcpState.SYN_SENT) return -1
     const p = (fam.aw === 1 ? this.pend!.of4 : this.pend!.of6)[e]! - 1
     if (p < 0) return -1
     const pend = this.pend!
     if (!pend.owns(p, fam.family, e, ct.tuples[e * ct.tw + 2 * fam.aw]!)) return -1
     if ((flags & (TCP_SYN | TCP_ACK | TCP_RST)) === (TCP_SYN | TCP_ACK)) {
-      const ep = pend.ep[p]!
-      book.connectTime(ep, this.msClock() - pend.sentMs[p]!)
-      this.outlier?.succeeded(ep)
+      const ep = book.resolve(pend.ep[p]!)
+      if (ep >= 0) {
+        book.connectTime(ep, this.msClock() - pend.sentMs[p]!)
+        this.outlier?.succeeded(ep)
+      }
       pend.release(p)
       return -1
     }
@@ -1259,8 +1258,8 @@ export class NatEngine {
     const st = fam.ct.state[e]!
     if (st === this.tcpBefore || (st !== TcpState.TIME_WAIT && st !== TcpState.CLOSE)) return
     if (this.tcpBefore === TcpState.TIME_WAIT || this.tcpBefore === TcpState.CLOSE) return
-    const b = (fam.aw === 1 ? this.epOf4 : this.epOf6)[e]! - 1
-    if (b >= 0) this.book!.sig[b * SIG_WORDS + Sig.CLOSED]!++
+    const b = this.book.entry(fam.aw === 1 ? 0 : 1, e)
+    if (b >= 0 && (!this.isShared || this.book.holds(b, fam.ct, e))) this.book.sig[b * SIG_WORDS + Sig.CLOSED]!++
   }
 
   /** An ICMP unreachable from the endpoint's side quoting entry e's SYN: true when it was swallowed (failed over). */
@@ -1280,21 +1279,24 @@ export class NatEngine {
    */
   private connFailed(fam: Fam, e: number, p: number, why: number, now: number): boolean {
     const pend = this.pend!
-    const book = this.book!
-    const b = pend.ep[p]!
+    const book = this.book
+    const b = book.resolve(pend.ep[p]!)
     const nowMs = this.msClock()
-    book.sig[b * SIG_WORDS + Sig.FAILED]!++
+    // a slot freed meanwhile (its endpoint left the table): the failure counts nowhere (a scratch word)
+    const sig = b >= 0 ? book.sig : this.noSig
+    const o = b >= 0 ? b * SIG_WORDS : 0
+    sig[o + Sig.FAILED]!++
     // the attempt is over; a RST that reaches the client is counted closed by conntrack's transition (connAfter)
-    const closed = b * SIG_WORDS + Sig.CLOSED
+    const closed = o + Sig.CLOSED
     this.connCounters[ConnStat.FAILED_RST + why]!++
-    if (this.outlier?.failed(b, nowMs)) {
+    if (b >= 0 && this.outlier?.failed(b, nowMs)) {
       this.connCounters[ConnStat.EJECTIONS]!++
       this.onConnectEvent?.(1, fam.family, e, b, why)
     }
     this.onConnectEvent?.(0, fam.family, e, b, why)
     if (!this.failoverOn || pend.len[p] === 0 || pend.tries[p]! >= this.maxTries) {
       if (this.failoverOn) this.connCounters[ConnStat.FAILOVER_EXHAUSTED]!++
-      if (why !== ConnectFail.RST) book.sig[closed]!++
+      if (why !== ConnectFail.RST) sig[closed]!++
       pend.release(p)
       return false
     }
@@ -1302,17 +1304,17 @@ export class NatEngine {
     if (ne === GONE) {
       // The old entry is gone and no new one could be made: the failure is swallowed, the client's next SYN is new.
       this.connCounters[ConnStat.RESEND_DROPPED]!++
-      book.sig[closed]!++
+      sig[closed]!++
       pend.release(p)
       return true
     }
     if (ne < 0) {
       this.connCounters[ConnStat.FAILOVER_EXHAUSTED]!++
-      if (why !== ConnectFail.RST) book.sig[closed]!++
+      if (why !== ConnectFail.RST) sig[closed]!++
       pend.release(p)
       return false
     }
-    book.sig[closed]!++
+    sig[closed]!++
     this.connCounters[ConnStat.FAILOVER]!++
     return true
   }
@@ -1325,7 +1327,7 @@ export class NatEngine {
   private retarget(fam: Fam, e: number, p: number, now: number): number {
     const ct = fam.ct
     const pend = this.pend!
-    const book = this.book!
+    const book = this.book
     const aw = fam.aw
     const kw = ct.kw
     const k = ct.key
@@ -1339,6 +1341,7 @@ export class NatEngine {
     const id = dec.id
     if (id !== ct.svcPort[e]) return -1
     const set = this.tables.view(this.set, id, dec.which)
+    const uid = this.tables.rec[id * REC_WORDS + Rec.UID]!
     const stride = aw + 1
     const nowMs = this.msClock()
     // Candidates: not tried; ejected ones only when nothing else is left.
@@ -1346,8 +1349,8 @@ export class NatEngine {
     let healthy = 0
     for (let i = 0; i < set.count; i++) {
       const eo = set.off + i * stride
-      const b = book.slot(id, set.data, eo, aw, set.data[eo + aw]! & 0xffff)
-      if (pend.wasTried(p, b)) continue
+      const b = book.slot(id, uid, set.data, eo, aw, set.data[eo + aw]! & 0xffff)
+      if (pend.wasTried(p, b < 0 ? -1 : book.ref(b))) continue
       fresh++
       if (this.outlier === null || !this.outlier.skip(b, id, set.count, nowMs)) healthy++
     }
@@ -1358,8 +1361,8 @@ export class NatEngine {
     let nb = -1
     for (let i = 0; i < set.count; i++) {
       const eo = set.off + i * stride
-      const b = book.slot(id, set.data, eo, aw, set.data[eo + aw]! & 0xffff)
-      if (pend.wasTried(p, b)) continue
+      const b = book.slot(id, uid, set.data, eo, aw, set.data[eo + aw]! & 0xffff)
+      if (pend.wasTried(p, b < 0 ? -1 : book.ref(b))) continue
       if (useHealthy && this.outlier !== null && this.outlier.skip(b, id, set.count, nowMs)) continue
       if (r-- === 0) {
         idx = i
@@ -1392,9 +1395,8 @@ export class NatEngine {
     if (ne < 0) return GONE
     ct.setTcpState(ne, TcpState.SYN_SENT, now)
     ct.seqNext[ne * 2] = seq
-    ;(aw === 1 ? this.epOf4 : this.epOf6)[ne] = nb + 1
-    book.sig[nb * SIG_WORDS + Sig.OPENED]!++
-    book.sig[nb * SIG_WORDS + Sig.TCP_OPENED]!++
+    book.attach(aw === 1 ? 0 : 1, ct, ne, uid, true)
+    if (nb >= 0) book.sig[nb * SIG_WORDS + Sig.TCP_OPENED]!++
     const affinity = this.tables.rec[id * REC_WORDS + Rec.AFFINITY]!
     if (affinity > 0) {
       const ak = fam.aff.key
@@ -1403,14 +1405,15 @@ export class NatEngine {
       fam.aff.pin(set, idx, now + affinity)
     }
     pend.ports[p] = tk[2 * aw]!
-    pend.retried(p, ne, nb, nowMs, this.synTimeoutMs)
+    pend.retried(p, ne, nb < 0 ? -1 : book.ref(nb), nowMs, this.synTimeoutMs)
     return ne
   }
 
   /** The chosen endpoint idx is ejected: another one the same way (bounded redraws, then a scan), or idx in panic. */
   private avoidEjected(fam: Fam, id: number, set: SetView, idx: number, proto: number): number {
-    const book = this.book!
+    const book = this.book
     const ol = this.outlier!
+    const uid = this.tables.rec[id * REC_WORDS + Rec.UID]!
     const aw = fam.aw
     const stride = aw + 1
     const nowMs = this.msClock()
@@ -1418,7 +1421,7 @@ export class NatEngine {
     let i = idx
     for (let tries = 0; tries < 8; tries++) {
       const eo = set.off + i * stride
-      if (!ol.skip(book.slot(id, set.data, eo, aw, set.data[eo + aw]! & 0xffff), id, n, nowMs)) {
+      if (!ol.skip(book.slot(id, uid, set.data, eo, aw, set.data[eo + aw]! & 0xffff), id, n, nowMs)) {
         if (i !== idx) this.connCounters[ConnStat.SKIPPED_EJECTED]!++
         return i
       }
@@ -1426,7 +1429,7 @@ export class NatEngine {
     }
     for (i = 0; i < n; i++) {
       const eo = set.off + i * stride
-      if (!ol.skip(book.slot(id, set.data, eo, aw, set.data[eo + aw]! & 0xffff), id, n, nowMs)) {
+      if (!ol.skip(book.slot(id, uid, set.data, eo, aw, set.data[eo + aw]! & 0xffff), id, n, nowMs)) {
         this.connCounters[ConnStat.SKIPPED_EJECTED]!++
         return i
       }

@@ -37,7 +37,7 @@ export function checkOutlier(c: OutlierConfig): OutlierConfig {
 }
 
 export class Outlier {
-  /** ejected slots, for expiry in tick (O(ejected)) */
+  /** refs of ejected slots (book.ref), for expiry in tick (O(ejected)) */
   private readonly ejected: number[] = []
 
   constructor(
@@ -57,7 +57,7 @@ export class Outlier {
     k.ejectedUntil[b] = nowMs + ms
     k.ejectedOf[k.idOf(b)]!++
     k.sig[b * SIG_WORDS + Sig.EJECTIONS]!++
-    this.ejected.push(b)
+    this.ejected.push(k.ref(b))
     return true
   }
 
@@ -73,7 +73,7 @@ export class Outlier {
    */
   skip(b: number, id: number, count: number, nowMs: number): boolean {
     const k = this.book
-    if (k.ejectedUntil[b]! <= nowMs) return false
+    if (b < 0 || k.ejectedUntil[b]! <= nowMs) return false
     return k.ejectedOf[id]! * 100 <= this.cfg.maxEjectionPercent * count
   }
 
@@ -83,8 +83,8 @@ export class Outlier {
     const k = this.book
     const list = this.ejected
     for (let i = 0; i < list.length; ) {
-      const b = list[i]!
-      if (!k.current(b)) {
+      const b = k.resolve(list[i]!)
+      if (b < 0 || !k.current(b)) {
         list[i] = list[list.length - 1]!
         list.pop()
         continue

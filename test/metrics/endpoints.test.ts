@@ -6,7 +6,7 @@ import type { Cluster, Service } from '../../src/model/cluster'
 import { compileNat, updateNat, type NatConfig } from '../../src/nat/compile'
 import { NatAction, NatEngine } from '../../src/nat/engine'
 import { engineLive } from '../../src/agent/live'
-import { natEndpointCounters } from '../../src/metrics/nat'
+import { natEndpointCounters } from '../../src/metrics/endpoints'
 import { TundraMetrics } from '../../src/metrics/registry'
 import { ACK, BASE_CONFIG, NODE, SYN, ep, info, parse, port, svc, tcp4, udp4, tcp6 } from '../nat/packets'
 

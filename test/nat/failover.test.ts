@@ -67,7 +67,7 @@ function stat(eng: NatEngine, s: number): number {
 }
 
 function rowOf(eng: NatEngine, addr: string): SignalRow | undefined {
-  return signalRows(eng.table, eng.book!.snapshot(eng.msClock())).find(r => r.endpoint === `${addr}:8080`)
+  return signalRows(eng.table, eng.book.snapshot(eng.msClock(), true)).find(r => r.endpoint === `${addr}:8080`)
 }
 
 t.test('failover off: the RST to a SYN reaches the client; signals count it', async tt => {
@@ -200,7 +200,7 @@ t.test('outlier ejection: consecutive failures eject; the selection skips; it co
   }
   tt.equal(stat(eng, ConnStat.EJECTIONS), 1)
   tt.equal(rowOf(eng, bad)!.ejections, 1)
-  const s = eng.book!.snapshot(clock.ms)
+  const s = eng.book.snapshot(clock.ms, true)
   const ejected = [...s.ejectedMs].filter(x => x > 0)
   tt.same(ejected, [30_000], 'one endpoint ejected for 30 s')
   let toBad = 0
@@ -221,7 +221,7 @@ t.test('outlier ejection: consecutive failures eject; the selection skips; it co
     sport++
   }
   tt.same(
-    [...eng.book!.snapshot(clock.ms).ejectedMs].filter(x => x > 0),
+    [...eng.book.snapshot(clock.ms, true).ejectedMs].filter(x => x > 0),
     [60_000],
     'the second ejection in a row lasts twice as long',
   )

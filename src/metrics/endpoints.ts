@@ -1,7 +1,50 @@
-// Per-backend golden signals and outlier ejection as Prometheus metrics (labels namespace, service, port, endpoint,
-// node), collected at scrape time from the rows the packet thread's endpoint book gives (nat/signals.ts).
+// Every tundra_endpoint_* family, from the packet thread's one endpoint book (nat/signals.ts), read at scrape time:
+// packets and new connections (labels namespace, service, port, endpoint; always), and the golden signals and
+// outlier ejection (labels + node; with connect tracking on). natEndpointCounters also names the slots to free:
+// the one release protocol (daemon/run-node.ts hands them to the next endpoints request).
 import { Counter, Gauge, type Registry } from 'prom-client'
-import { CONNECT_BUCKETS_MS, type SignalRow } from '../nat/signals'
+import type { NatTable } from '../nat/compile'
+import { endpointNames } from '../nat/endpoints'
+import { CONNECT_BUCKETS_MS, slotEndpoint, slotServicePort, slotServicePortUid, type EndpointSnapshot, type SignalRow } from '../nat/signals'
+import type { ServicePortCounters } from './registry'
+
+export interface EndpointCounters extends ServicePortCounters {
+  /** "ip:port" */
+  readonly endpoint: string
+}
+
+/**
+ * Per (service port, endpoint) packet / new-connection rows from the packet thread's endpoint book, named with the table; `release`
+ * lists the counter slots whose endpoint is no longer serving in the table (or whose service port went), for the
+ * packet thread to free. A row of an endpoint that went is not reported.
+ */
+export function natEndpointCounters(table: NatTable, snap: EndpointSnapshot): { rows: EndpointCounters[]; release: number[] } {
+  const rows: EndpointCounters[] = []
+  const release: number[] = []
+  const serving = new Map<number, ReadonlySet<string>>()
+  for (let slot = 0; slot < snap.used.length; slot++) {
+    if (snap.used[slot] !== 1) continue
+    const id = slotServicePort(snap, slot)
+    const sp = table.svcPorts[id]
+    if (sp === undefined || sp.uid !== slotServicePortUid(snap, slot)) {
+      release.push(slot)
+      continue
+    }
+    const endpoint = slotEndpoint(snap, slot, sp.family)
+    let names = serving.get(id)
+    if (names === undefined) {
+      names = new Set(endpointNames(sp.serving))
+      serving.set(id, names)
+    }
+    if (!names.has(endpoint)) {
+      release.push(slot)
+      continue
+    }
+    const port = sp.portName !== '' ? sp.portName : String(sp.port)
+    rows.push({ namespace: sp.namespace, service: sp.name, port, endpoint, packets: snap.packets[slot]!, newConnections: snap.connections[slot]! })
+  }
+  return { rows, release }
+}
 
 /** A signal row with the node its endpoint runs on ('' unknown). */
 export interface BackendRow extends SignalRow {
@@ -14,8 +57,28 @@ function labels(r: BackendRow): Record<(typeof LABELS)[number], string> {
   return { namespace: r.namespace, service: r.service, port: r.port, endpoint: r.endpoint, node: r.node }
 }
 
-/** Registers the tundra_endpoint_* signal metrics; `rows` is read at each scrape. */
-export function registerSignalMetrics(registers: Registry[], rows: () => readonly BackendRow[] | undefined): void {
+const EP_LABELS = ['namespace', 'service', 'port', 'endpoint'] as const
+
+/** Registers every tundra_endpoint_* metric; `counters` and `rows` are read at each scrape. */
+export function registerEndpointMetrics(
+  registers: Registry[],
+  counters: () => readonly EndpointCounters[] | undefined,
+  rows: () => readonly BackendRow[] | undefined,
+): void {
+  const epCounter = (name: string, help: string, pick: (r: EndpointCounters) => number): void => {
+    new Counter({
+      name,
+      help,
+      labelNames: EP_LABELS,
+      registers,
+      collect() {
+        this.reset()
+        for (const r of counters() ?? []) this.inc({ namespace: r.namespace, service: r.service, port: r.port, endpoint: r.endpoint }, pick(r))
+      },
+    })
+  }
+  epCounter('tundra_endpoint_packets_total', 'Packets translated to or from one endpoint of a service port', r => r.packets)
+  epCounter('tundra_endpoint_new_connections_total', 'New connections sent to one endpoint of a service port', r => r.newConnections)
   const counter = (name: string, help: string, pick: (r: BackendRow) => number): void => {
     new Counter({
       name,
@@ -28,7 +91,6 @@ export function registerSignalMetrics(registers: Registry[], rows: () => readonl
       },
     })
   }
-  counter('tundra_endpoint_connections_opened_total', 'Connections opened to one endpoint of a service port', r => r.opened)
   counter('tundra_endpoint_connections_failed_total', 'TCP connects to an endpoint that failed (RST, ICMP unreachable, timeout)', r => r.failed)
   counter('tundra_endpoint_ejections_total', 'Times an endpoint was ejected by passive outlier detection', r => r.ejections)
   new Counter({
