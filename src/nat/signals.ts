@@ -348,6 +348,55 @@ export class EndpointBook {
   }
 }
 
+/**
+ * Several packet threads' books (one engine each over a shared conntrack) as one snapshot for the control thread:
+ * slot `slot` of thread t becomes slot slot * threads + t, so a release list of merged slots splits back
+ * (splitRelease) without state. An endpoint counted by several threads has a slot per thread; rows sum them.
+ */
+export function mergeEndpointSnapshots(snaps: readonly (EndpointSnapshot | undefined)[]): EndpointSnapshot {
+  const T = snaps.length
+  let max = 0
+  for (const s of snaps) if (s !== undefined) max = Math.max(max, s.n)
+  const n = max * T
+  const out = {
+    n,
+    keys: new Uint32Array(n * KEY_WORDS),
+    used: new Uint8Array(n),
+    packets: new Float64Array(n),
+    connections: new Float64Array(n),
+    sig: new Float64Array(n * SIG_WORDS),
+    hist: new Float64Array(n * HIST_WORDS),
+    ejectedMs: new Float64Array(n),
+    live: new Uint8Array(n),
+    overflow: 0,
+    signals: false,
+  }
+  snaps.forEach((s, t) => {
+    if (s === undefined) return
+    out.overflow += s.overflow
+    out.signals ||= s.signals
+    for (let b = 0; b < s.n; b++) {
+      const c = b * T + t
+      out.keys.set(s.keys.subarray(b * KEY_WORDS, (b + 1) * KEY_WORDS), c * KEY_WORDS)
+      out.used[c] = s.used[b]!
+      out.packets[c] = s.packets[b]!
+      out.connections[c] = s.connections[b]!
+      out.sig.set(s.sig.subarray(b * SIG_WORDS, (b + 1) * SIG_WORDS), c * SIG_WORDS)
+      out.hist.set(s.hist.subarray(b * HIST_WORDS, (b + 1) * HIST_WORDS), c * HIST_WORDS)
+      out.ejectedMs[c] = s.ejectedMs[b]!
+      out.live[c] = s.live[b]!
+    }
+  })
+  return out
+}
+
+/** The release list of a merged snapshot (mergeEndpointSnapshots) for thread t of `threads`. */
+export function splitRelease(release: readonly number[], t: number, threads: number): number[] {
+  const out: number[] = []
+  for (const c of release) if (Number.isInteger(c) && c >= 0 && c % threads === t) out.push(Math.floor(c / threads))
+  return out
+}
+
 /** The histogram of slot b as Prometheus wants it: cumulative counts per bucket bound, sum and count. */
 function connectHistogram(s: EndpointSnapshot, b: number): { buckets: number[]; sum: number; count: number } {
   const o = b * HIST_WORDS
@@ -414,5 +463,37 @@ export function signalRows(table: NatTable, s: EndpointSnapshot): SignalRow[] {
       connect: connectHistogram(s, b),
     })
   }
-  return out
+  return sumByEndpoint(out)
+}
+
+/** One row per (service port, endpoint): rows of the same one from several packet threads' books summed. */
+function sumByEndpoint(rows: SignalRow[]): SignalRow[] {
+  const by = new Map<string, SignalRow>()
+  for (const r of rows) {
+    const k = `${r.id} ${r.endpoint}`
+    const p = by.get(k)
+    if (p === undefined) {
+      by.set(k, r)
+      continue
+    }
+    by.set(k, {
+      ...p,
+      opened: p.opened + r.opened,
+      active: p.active + r.active,
+      failed: p.failed + r.failed,
+      closed: p.closed + r.closed,
+      resetsClient: p.resetsClient + r.resetsClient,
+      resetsEndpoint: p.resetsEndpoint + r.resetsEndpoint,
+      bytesTo: p.bytesTo + r.bytesTo,
+      bytesFrom: p.bytesFrom + r.bytesFrom,
+      ejections: p.ejections + r.ejections,
+      ejectedMs: Math.max(p.ejectedMs, r.ejectedMs),
+      connect: {
+        buckets: p.connect.buckets.map((v, i) => v + (r.connect.buckets[i] ?? 0)),
+        sum: p.connect.sum + r.connect.sum,
+        count: p.connect.count + r.connect.count,
+      },
+    })
+  }
+  return by.size === rows.length ? rows : [...by.values()]
 }

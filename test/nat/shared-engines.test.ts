@@ -6,7 +6,7 @@ import type { NatConfig } from '../../src/nat/compile'
 import { sharedConntrack } from '../../src/nat/conntrack'
 import { sharedAffinity } from '../../src/nat/select'
 import { connectOptions } from '../../src/nat/failover'
-import { signalRows } from '../../src/nat/signals'
+import { mergeEndpointSnapshots, signalRows, splitRelease } from '../../src/nat/signals'
 import { natEndpointCounters } from '../../src/metrics/endpoints'
 import { NatAction, NatEngine, NatStat } from '../../src/nat/engine'
 import { ACK, BASE_CONFIG, NODE, PSH, SYN, checksumProblems, ep, flow, info, parse, port, svc, tcp4, udp4 } from './packets'
@@ -191,4 +191,17 @@ t.test('signals with two engines over one conntrack: per-engine books, an entry 
       'no failures invented',
     )
   }
+  // what the host answers for several threads: one snapshot, one signal row per endpoint, releases split back
+  const merged = mergeEndpointSnapshots(engines.map(e => e.book.snapshot(0, e.tracking)))
+  const dnsRows = signalRows(table, merged).filter(r => r.service === 'two' && r.port === 'dns')
+  tt.equal(new Set(dnsRows.map(r => r.endpoint)).size, dnsRows.length, 'one signal row per endpoint')
+  tt.equal(
+    dnsRows.reduce((n, r) => n + r.opened, 0),
+    40,
+    'every flow counted once across the threads',
+  )
+  const all = Array.from({ length: merged.n }, (_, c) => c).filter(c => merged.used[c] === 1)
+  const back = [splitRelease(all, 0, 2), splitRelease(all, 1, 2)]
+  tt.equal(back[0]!.length + back[1]!.length, all.length, 'every merged slot goes back to one thread')
+  tt.equal(engines[0]!.book.release(back[0]!) + engines[1]!.book.release(back[1]!), all.length, 'and frees a slot there')
 })
