@@ -21,8 +21,9 @@ import { runMemory } from './sections/memory'
 import { LAB_NAMES, runE2e } from './sections/e2e'
 import { runDns } from './sections/dns'
 import { CHURN_LAB_NAMES, runChurn } from './sections/churn'
+import { FAILOVER_LAB_NAMES, runFailover } from './sections/failover'
 
-const NEEDS_ROOT: readonly Section[] = ['sync', 'firstpacket', 'e2e', 'dns', 'churn']
+const NEEDS_ROOT: readonly Section[] = ['sync', 'firstpacket', 'e2e', 'dns', 'churn', 'failover']
 
 function version(cmd: string[]): string {
   try {
@@ -36,7 +37,7 @@ function version(cmd: string[]): string {
 
 /** Namespaces this run could have left: its own `tt-<pid>-` topologies and the bench labs. */
 function leftovers(): string[] {
-  const labs = [...Object.values(LAB_NAMES), 'bndns', ...FIRSTPACKET_LAB_NAMES, ...CHURN_LAB_NAMES].map(n => `tundra-${n}-`)
+  const labs = [...Object.values(LAB_NAMES), 'bndns', ...FIRSTPACKET_LAB_NAMES, ...CHURN_LAB_NAMES, ...FAILOVER_LAB_NAMES].map(n => `tundra-${n}-`)
   return listNamespaces().filter(ns => ns.startsWith(`tt-${process.pid}-`) || labs.some(p => ns.startsWith(p)))
 }
 
@@ -137,6 +138,9 @@ async function main(): Promise<number> {
               loadCapMs: args.loadCap * 1000,
               workDir: work,
             })
+            break
+          case 'failover':
+            report.failover = await runFailover({ quick: args.quick, workDir: work })
             break
           case 'dns': {
             const lab = kept

@@ -2,7 +2,7 @@
 import { join } from 'node:path'
 
 // dns right after firstpacket: it reuses firstpacket's tundra lab (same services) instead of bringing up another
-export const SECTIONS = ['micro', 'sync', 'firstpacket', 'dns', 'memory', 'e2e', 'churn'] as const
+export const SECTIONS = ['micro', 'sync', 'firstpacket', 'dns', 'memory', 'e2e', 'churn', 'failover'] as const
 export type Section = (typeof SECTIONS)[number]
 
 /** Names accepted by --only besides the sections themselves. */

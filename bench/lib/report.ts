@@ -12,6 +12,7 @@ import { BYTES_PER_ENTRY_BOUND, floodBound, rssAtCap, type FloodResult, type Mem
 import type { E2eResult } from '../sections/e2e'
 import type { DnsResult } from '../sections/dns'
 import type { ChurnResult } from '../sections/churn'
+import { failoverRows, type FailoverResult } from '../sections/failover'
 
 export interface BenchReport {
   readonly meta: Record<string, unknown>
@@ -22,6 +23,7 @@ export interface BenchReport {
   e2e?: E2eResult
   dns?: DnsResult
   churn?: ChurnResult
+  failover?: FailoverResult
   /** sections that did not run, and why */
   readonly skipped: Record<string, string>
   summary?: SummaryRow[]
@@ -287,6 +289,7 @@ export function summarize(r: BenchReport): SummaryRow[] {
       rows.push({ metric: label, unit: 'ns/op', tundra: v, kernel: {}, compare: NaN, compareKind: 'none', target: '(info)', pass: undefined })
     }
   }
+  if (r.failover) rows.push(...failoverRows(r.failover))
   return rows
 }
 

@@ -5,6 +5,7 @@ import { compileNat, updateNat } from '../../src/nat/compile'
 import { NatAction, NatEngine } from '../../src/nat/engine'
 import { sharedConntrack } from '../../src/nat/conntrack'
 import { natImage } from '../../src/nat/image'
+import { connectOptions } from '../../src/nat/failover'
 import { SCHED_NAMES } from '../../src/nat/sched'
 import { ctChunkBytes } from '../../src/nat/ctview'
 import { Conntrack } from '../../src/nat/conntrack'
@@ -167,6 +168,38 @@ export function runMicro(quick: boolean, runner: MicroRunner = benchmarkJs): Mic
         },
       })
     }
+  }
+
+  // ---- per-backend golden signals: what they add to an established packet (issue 16) ----
+  for (const withSignals of [false, true]) {
+    const table = compileNat(synthCluster(1000, 10), NAT_CONFIG)
+    const connect = connectOptions({ signals: { enabled: withSignals } })
+    const eng = new NatEngine(table, { seed: 1, conntrackMax: 1 << 16, ...(withSignals ? { connect } : {}) })
+    const work = new Uint8Array(64)
+    const vip0 = ip(vipOf(0))
+    const s = tcp4(CLIENT, vip0, 33000, SERVICE_PORT, TCP_SYN, 0, 1000)
+    work.set(s)
+    parsePacket(work, 0, s.length, info)
+    if (eng.process(work, 0, s.length, info, false, NOW) !== NatAction.FORWARD) throw new Error('SYN was not forwarded')
+    const epAddr = ((work[16]! << 24) | (work[17]! << 16) | (work[18]! << 8) | work[19]!) >>> 0
+    const sa = tcp4(epAddr, CLIENT, 8080, 33000, TCP_SYN | TCP_ACK, 0, 5000, 1001)
+    work.set(sa)
+    parsePacket(work, 0, sa.length, info)
+    if (eng.process(work, 0, sa.length, info, false, NOW) !== NatAction.FORWARD) throw new Error('SYN-ACK was not forwarded')
+    const ackTpl = tcp4(CLIENT, vip0, 33000, SERVICE_PORT, TCP_ACK, 0, 1001, 5001)
+    const len = ackTpl.length
+    run({
+      group: 'nat signals',
+      name: `established flow, 1000 services, golden signals ${withSignals ? 'on' : 'off'}`,
+      opsPerCall: 32,
+      fn: () => {
+        for (let i = 0; i < 32; i++) {
+          work.set(ackTpl)
+          parsePacket(work, 0, len, info)
+          sink += eng.process(work, 0, len, info, false, NOW)
+        }
+      },
+    })
   }
 
   // ---- endpoint schedulers (src/nat/sched.ts): a new connection's first packet per scheduler ----

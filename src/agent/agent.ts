@@ -20,6 +20,7 @@ import { applyBatch } from '../run/apply'
 import type { ChangeSet } from '../run/store'
 import { compileNat, resolveNatConfig, servesLocalhostNodePorts, updateNat, type NatTable, type ResolvedNatConfig, type ServiceRef } from '../nat/compile'
 import type { NatEngineOptions } from '../nat/engine'
+import { connectOptions } from '../nat/failover'
 import { healthCheckByPort, healthCheckResponse } from '../metrics/health'
 import { DnsServer, type DnsServerOptions, type DnsMetrics } from '../dns/server'
 import { ZoneCompiler } from '../dns/image'
@@ -289,7 +290,7 @@ export class Agent implements DataplaneView {
     const zone = zoneInstall(this.zone.full(this.current))
     const init: PacketInit = {
       loop: { nodeIp, dnsIp, dnsPort: 53, vni: cfg.vxlan.vni, peers, ...guardNets(cfg) },
-      engine: this.opts.engine ?? {},
+      engine: { connect: connectOptions(cfg, packetThreads), ...this.opts.engine },
       natConfig: this.natCfg,
       dns: this.dnsOpts,
       nat: nat.install,

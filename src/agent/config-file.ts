@@ -1,6 +1,7 @@
 // Reads an agent config file (JSON, as `tundra lab up` writes it) and checks it; errors name the file and the field.
 import { readFileSync } from 'node:fs'
 import type { AgentConfig } from './config'
+import { connectOptions, type ConnectConfig } from '../nat/failover'
 
 /** Reads and checks an agent config; errors name the file and the field. */
 export function readAgentConfig(file: string): AgentConfig {
@@ -54,6 +55,11 @@ export function readAgentConfig(file: string): AgentConfig {
     if (r === null || typeof r !== 'object' || !int(r.perSecond) || !int(r.burst)) {
       throw new Error(`${file}: icmpRateLimit: expected { "perSecond": 0..1000000, "burst": 0..1000000 } (integers), got ${JSON.stringify(rl)}`)
     }
+  }
+  try {
+    connectOptions(raw as ConnectConfig, typeof pt === 'number' ? pt : 1)
+  } catch (err) {
+    throw new Error(`${file}: ${(err as Error).message}`)
   }
   return raw as AgentConfig
 }

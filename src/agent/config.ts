@@ -1,4 +1,5 @@
 // What one node's tundra agent needs to run: written by `tundra lab up` (or a user), read by `tundra agent`.
+import type { ConnectConfig } from '../nat/failover'
 
 import type { SchedulerName } from '../nat/sched'
 
@@ -80,4 +81,10 @@ export interface AgentConfig {
   readonly icmpRateLimit?: { readonly perSecond: number; readonly burst: number }
   /** conntrack state kept across restarts: written on graceful stop and every intervalSeconds (default: beside the control socket, 10 s) */
   readonly snapshot?: { readonly path?: string; readonly intervalSeconds?: number }
+  /** connect-time failover (off by default; nat/failover.ts ConnectConfig, durations in seconds) */
+  readonly failover?: ConnectConfig['failover']
+  /** passive outlier ejection (off by default) */
+  readonly outlierEjection?: ConnectConfig['outlierEjection']
+  /** per-backend golden signals (on by default) */
+  readonly signals?: ConnectConfig['signals']
 }

@@ -9,6 +9,9 @@ import type { Family } from '../model/cluster'
 import type { Link } from './link'
 import { CT_DELETE_BATCH, ENDPOINT_RELEASE_BATCH, type PacketRequest, type TupleRef } from './packet-path'
 import type { LiveClient, TupleQuery } from './view'
+import { signalRows, type EndpointSnapshot } from '../nat/signals'
+import { decodeFlows } from '../dataplane/observe'
+import { LOOP_DROP_NAMES } from '../dataplane/loop'
 
 /** The answers explain needs for one trace, as plain data. */
 interface LookupData {
@@ -38,8 +41,20 @@ function liveOver(port: LivePort, table: () => NatTable | undefined): LiveClient
   }
   return {
     serviceCounters: () => port.ask({ op: 'serviceCounters' }),
-    endpointCounters: (release = []) => port.ask({ op: 'endpointCounters', release }),
+    endpointCounters: (release = []) => port.ask({ op: 'endpoints', release }),
     counters: () => port.ask({ op: 'counters' }),
+    endpointSignals: async () => {
+      const s = await port.ask<EndpointSnapshot>({ op: 'endpoints', release: [] })
+      const t = table()
+      return t === undefined ? [] : signalRows(t, s)
+    },
+    observe: async max => {
+      const d = await port.ask<{ words: Uint32Array; times: Float64Array; names: Uint8Array; n: number; overwritten: number; originMs: number }>({
+        op: 'observe',
+        max,
+      })
+      return { flows: decodeFlows(d, LOOP_DROP_NAMES), overwritten: d.overwritten }
+    },
     conntrack,
     conntrackCount: async () => {
       let n = 0
@@ -115,9 +130,9 @@ export function engineLive(engine: NatEngine, now: () => number, counters: () =>
     switch (req.op) {
       case 'serviceCounters':
         return { packets: engine.svcPackets.slice(), newConnections: engine.svcNew.slice() }
-      case 'endpointCounters':
-        engine.endpoints.release(req.release.slice(0, ENDPOINT_RELEASE_BATCH))
-        return engine.endpoints.snapshot()
+      case 'endpoints':
+        engine.book.release(req.release.slice(0, ENDPOINT_RELEASE_BATCH))
+        return engine.book.snapshot(engine.msClock(), engine.tracking)
       case 'counters':
         return counters()
       case 'ctChunk':

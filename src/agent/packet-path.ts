@@ -5,6 +5,7 @@
 import type { Device } from '../device/device'
 import { Dataplane, dropNames, type Net4, type Net6, type Peer } from '../dataplane/loop'
 import { Capture } from '../dataplane/capture'
+import { FlowRing } from '../dataplane/observe'
 import { NatEngine, type NatEngineOptions } from '../nat/engine'
 import { compileNat, type ResolvedNatConfig } from '../nat/compile'
 import { CT_CHUNK } from '../nat/ctview'
@@ -60,7 +61,8 @@ export type PacketRequest =
   | { op: 'counters' }
   | { op: 'dnsMetrics' }
   | { op: 'serviceCounters' }
-  | { op: 'endpointCounters'; release: readonly number[] }
+  | { op: 'observe'; max: number }
+  | { op: 'endpoints'; release: readonly number[] }
   | { op: 'ctChunk'; cursor: number; max: number }
   | { op: 'ctDelete'; tuples: readonly TupleRef[] }
   | { op: 'lookups'; q: TupleQuery; svcPortIds: readonly { id: number; family: Family }[] }
@@ -82,6 +84,11 @@ const FLUSH_SLICE = 2048
  */
 const REPLY_PICKUP_SECONDS = 30
 
+/** Flow records the observe ring holds; one observe request drains at most this many. */
+const OBSERVE_RING = 8192
+/** Nobody asked for flows this long: the packet path stops recording them. */
+const OBSERVE_IDLE_MS = 10_000
+
 /** At most this many tuples in one ctDelete request (the control thread sends more in several). */
 export const CT_DELETE_BATCH = 1024
 
@@ -92,7 +99,7 @@ function nodeIp6Of(c: ResolvedNatConfig): { nodeIp6?: Uint8Array } {
   return {}
 }
 
-/** At most this many endpoint counter slots freed by one endpointCounters request. */
+/** At most this many endpoint slots freed by one endpoints request. */
 export const ENDPOINT_RELEASE_BATCH = 1024
 
 /** Counter names whose value is the same table seen from every packet thread: taken once, not summed. */
@@ -176,6 +183,15 @@ export class PacketPath {
       ...(l.icmpRate === undefined ? {} : { icmpRate: l.icmpRate }),
       ...nodeIp6Of(init.natConfig),
     })
+    if (this.engine.tracking) {
+      const eng = this.engine
+      this.dp.queued = {
+        get pendingResets(): number {
+          return eng.pendingFailover
+        },
+        writeResets: (out, outOff, offsets, lengths, max, gap) => eng.writeFailover(out, outOff, offsets, lengths, max, gap),
+      }
+    }
     if (init.restore !== undefined) this.restore(init.restore)
     if (init.restarted === true) this.engine.replyPickupUntil = monoSeconds() + REPLY_PICKUP_SECONDS
   }
@@ -198,6 +214,11 @@ export class PacketPath {
         this.clock = monoSeconds()
         this.engine.tick(this.clock)
         this.sendResets()
+        const ob = this.dp.observer
+        if (ob !== null && performance.now() - ob.lastDrainMs > OBSERVE_IDLE_MS) {
+          this.dp.observer = null
+          this.engine.onConnectEvent = null
+        }
       }, 250),
     )
   }
@@ -215,6 +236,8 @@ export class PacketPath {
 
   private sendResets(): void {
     if (this.engine.pendingResets > 0) this.dp.sendResets(this.engine)
+    const q = this.dp.queued
+    if (q !== null && q.pendingResets > 0) this.dp.sendResets(q)
   }
 
   /** Flushes stale flows one slice per turn of the event loop, so batches of packets run in between. */
@@ -253,15 +276,24 @@ export class PacketPath {
         return this.dns.metrics()
       case 'serviceCounters':
         return { packets: this.engine.svcPackets.slice(), newConnections: this.engine.svcNew.slice() }
-      case 'endpointCounters': {
-        this.engine.endpoints.release(req.release.slice(0, ENDPOINT_RELEASE_BATCH))
-        const s = this.engine.endpoints.snapshot()
-        return new Transfer(s, [
-          s.keys.buffer as ArrayBuffer,
-          s.used.buffer as ArrayBuffer,
-          s.packets.buffer as ArrayBuffer,
-          s.connections.buffer as ArrayBuffer,
-        ])
+      case 'observe': {
+        // the first request starts recording (until OBSERVE_IDLE_MS without one); each drains a bounded copy
+        let ob = this.dp.observer
+        if (ob === null) {
+          ob = new FlowRing(OBSERVE_RING, this.engine)
+          const ring = ob
+          this.dp.observer = ring
+          this.engine.onConnectEvent = (kind, family, e, ep, why) => ring.connectEvent(kind, family, e, ep, why)
+        }
+        const d = ob.drain(Math.min(req.max, OBSERVE_RING))
+        return new Transfer(d, [d.words.buffer, d.times.buffer, d.names.buffer] as ArrayBuffer[])
+      }
+      case 'endpoints': {
+        // O(endpoint slots): frees a bounded batch, then copies of typed arrays, as serviceCounters copies its arrays
+        const eng = this.engine
+        eng.book.release(req.release.slice(0, ENDPOINT_RELEASE_BATCH))
+        const s = eng.book.snapshot(eng.msClock(), eng.tracking)
+        return new Transfer(s, [s.keys, s.used, s.packets, s.connections, s.sig, s.hist, s.ejectedMs, s.live].map(a => a.buffer) as ArrayBuffer[])
       }
       case 'ctChunk': {
         const r = this.engine.ctChunk(req.cursor, Math.min(req.max, CT_CHUNK), this.clock)

@@ -275,10 +275,10 @@ export function registerInspect(program: Command): void {
 
   onlineOptions(offlineOptions(program.command('services')))
     .description('service frontends and their backends (state, local/remote), like `cilium service list`')
-    .addOption(outputOption())
+    .addOption(new Option('-o, --output <format>', 'output format (wide: per-endpoint golden signals)').choices(['text', 'wide', 'json']).default('text'))
     .action(async (o: SourceOpts & { output: string }) => {
       const r = (await call(o, 'services', {})) as ServicesReport
-      process.stdout.write(o.output === 'json' ? json(r) : formatServices(r))
+      process.stdout.write(o.output === 'json' ? json(r) : formatServices(r, o.output === 'wide'))
     })
 
   onlineOptions(program.command('conntrack'))

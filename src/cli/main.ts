@@ -7,6 +7,7 @@ import { registerInspect } from './inspect'
 import { registerStart } from './start'
 import { registerCapture } from './capture'
 import { registerRun } from './run'
+import { registerObserve } from './observe'
 
 export function buildProgram(): Command {
   const program = new Command('tundra')
@@ -18,6 +19,7 @@ export function buildProgram(): Command {
   registerStart(program)
   registerCapture(program)
   registerRun(program)
+  registerObserve(program)
   return program
 }
 

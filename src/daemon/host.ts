@@ -10,6 +10,7 @@ import { Worker } from 'node:worker_threads'
 import { join } from 'node:path'
 import { closeTunQueues, openTun, openTunQueues, type TunDevice, type TunOptions, type TunQueues } from '../device/tun'
 import { Link } from '../agent/link'
+import { mergeEndpointSnapshots, splitRelease, type EndpointSnapshot } from '../nat/signals'
 import { PacketPath, mergeReplies, type PacketInit, type PacketRequest, type PeerSpec } from '../agent/packet-path'
 import { isFullInstall, natInstallCopy, zoneInstallCopy, type NatInstall, type ZoneInstall } from '../agent/crossing'
 import { Conntrack, sharedConntrack } from '../nat/conntrack'
@@ -199,6 +200,13 @@ class PacketThreads {
         this.peers = req.peers
         await Promise.all(this.threads.map((_, i) => this.call(i, req)))
         return null
+      case 'endpoints': {
+        // each thread's own book (per-engine slots); the release list splits back by thread (signals.ts)
+        const settled = await Promise.allSettled(
+          Array.from({ length: n }, (_, i) => this.call(i, { op: 'endpoints', release: splitRelease(req.release, i, n) })),
+        )
+        return mergeEndpointSnapshots(settled.map(r => (r.status === 'fulfilled' ? (r.value as EndpointSnapshot) : undefined)))
+      }
       default: {
         if (FIRST_THREAD_OPS.has(req.op)) return this.call(0, req)
         if (!SUMMED_OPS.has(req.op)) throw new Error(`no packet-thread route for ${req.op}`)

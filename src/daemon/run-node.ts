@@ -10,8 +10,10 @@ import { inspectHandlers } from '../inspect/handlers'
 import type { Cluster } from '../model/cluster'
 import { applyBatch, clusterOf } from '../run/apply'
 import { TundraMetrics } from '../metrics/registry'
+import { natEndpointCounters, type BackendRow } from '../metrics/endpoints'
+import { signalRows, type SignalRow } from '../nat/signals'
 import { startServers } from '../metrics/server'
-import { natConntrackEntries, natConntrackMax, natDrops, natEndpointCounters, natNoLocalEndpoints, natServiceCounters } from '../metrics/nat'
+import { natConntrackEntries, natConntrackMax, natDrops, natNoLocalEndpoints, natServiceCounters } from '../metrics/nat'
 import { createSource, mergeFlags, nodeNameOf, readKubeProxyConfig, RUN_FLAGS, type RunConfig } from '../run/index'
 import { kubeProxyConfigurationOf } from '../run/kpshape'
 import { conntrackTimeoutsOf } from '../run/kpconfig'
@@ -102,7 +104,17 @@ function agentConfigFor(cfg: RunConfig, cluster: Cluster, nodeName: string): Age
     icmp: t.icmp,
     ...(t.icmpRateLimit !== undefined ? { icmpRateLimit: t.icmpRateLimit } : {}),
     ...(t.snapshot.path ? { snapshot: { path: t.snapshot.path, intervalSeconds: t.snapshot.intervalSeconds } } : {}),
+    ...(t.failover ? { failover: t.failover } : {}),
+    ...(t.outlierEjection ? { outlierEjection: t.outlierEjection } : {}),
+    ...(t.signals ? { signals: t.signals } : {}),
   }
+}
+
+/** Signal rows with the node each endpoint address runs on (from the EndpointSlices; '' when unknown). */
+function withNodes(rows: readonly SignalRow[], cluster: Cluster): BackendRow[] {
+  const node = new Map<string, string>()
+  for (const s of cluster.services) for (const e of s.endpoints) if (e.nodeName !== undefined) node.set(e.ip, e.nodeName)
+  return rows.map(r => ({ ...r, node: node.get(r.endpoint.replace(/^\[?(.*?)\]?:\d+$/, '$1')) ?? '' }))
 }
 
 /** The conntrack snapshot's file (the agent's default when the config names none). */
@@ -222,18 +234,20 @@ export async function runNode(
   runner.followNode(source.store, nodeName)
   source.onChange(change => runner.queue(change))
   runner.start()
-  // counter slots of endpoints that left the table, freed on the packet thread with the next request (a scrape, or
-  // the timer below, so that a node nobody scrapes does not run out of slots)
+  // the endpoint book's slots of endpoints that left the table, freed on the packet thread with the next request (a
+  // scrape, or the timer below, so that a node nobody scrapes does not run out of slots); one request gives both the
+  // packet/new-connection rows and the signal rows
   let release: number[] = []
   let lastEndpointRead = 0
-  const endpointRows = async (): Promise<ReturnType<typeof natEndpointCounters>['rows']> => {
+  const endpointRows = async (): Promise<{ rows: ReturnType<typeof natEndpointCounters>['rows']; signals: SignalRow[] }> => {
     const taken = release
     release = []
     lastEndpointRead = Date.now()
     const ec = await agent.live().endpointCounters(taken)
-    const eps = natEndpointCounters(agent.table(), ec)
+    const table = agent.table()
+    const eps = natEndpointCounters(table, ec)
     release = eps.release
-    return eps.rows
+    return { rows: eps.rows, signals: signalRows(table, ec) }
   }
   const releaseTimer = setInterval(() => {
     if (Date.now() - lastEndpointRead >= ENDPOINT_RELEASE_MS) endpointRows().catch(() => {})
@@ -241,11 +255,13 @@ export async function runNode(
   releaseTimer.unref()
   const metrics = new TundraMetrics({
     dataplane: async () => {
-      const [c, sc, endpoints, dns] = await Promise.all([agent.counters(), agent.live().serviceCounters(), endpointRows(), agent.dnsMetrics()])
+      const live = agent.live()
+      const [c, sc, eps, dns] = await Promise.all([agent.counters(), live.serviceCounters(), endpointRows(), agent.dnsMetrics()])
       const table = agent.table()
       return {
+        backends: withNodes(eps.signals, agent.cluster()),
         services: natServiceCounters(table, sc),
-        endpoints,
+        endpoints: eps.rows,
         drops: natDrops(c),
         conntrackEntries: natConntrackEntries(c),
         conntrackMax: natConntrackMax(c),

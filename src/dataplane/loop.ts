@@ -18,6 +18,7 @@ import { UDP_HEADER, UdpField } from '../wire/udp'
 import { encapsulate, innerOffset, VXLAN_OVERHEAD, VXLAN_PORT } from './vxlan'
 import { completeChecksum, segment } from './gso'
 import { CAPTURE_VERDICTS, type Capture } from './capture'
+import type { FlowRing } from './observe'
 import { NatAction } from '../nat/verdict'
 import { monoSeconds } from '../nat/clock'
 
@@ -87,6 +88,12 @@ export interface PacketDns {
 
 /** The NAT step's verdicts, defined once in nat/verdict.ts. */
 const Action = NatAction
+
+/** Packets another part queued to be sent between batches (the shape sendResets takes). */
+export interface QueuedOut {
+  readonly pendingResets: number
+  writeResets(out: Uint8Array, outOff: number, offsets: Uint32Array, lengths: Uint32Array, max: number, gap?: number): number
+}
 
 export interface LoopOptions {
   readonly nodeIp: number
@@ -172,6 +179,12 @@ export class Dataplane {
   readonly counters = new Counters()
   /** set by `tundra capture`; null (the usual case) costs one check per packet */
   capture: Capture | null = null
+  /** packets the NAT step queued during a batch (failover SYNs), written after it; null: none */
+  queued: QueuedOut | null = null
+  /** set while `tundra observe` watches (observe.ts); null (the usual case) costs one check per packet */
+  observer: FlowRing | null = null
+  /** the batch's buffer, for the observer's records of the loop's own drops */
+  private batchBuf: Buffer = Buffer.alloc(0)
   private readonly info = new PacketInfo()
   private readonly tx = Buffer.alloc(TX_SIZE)
   private txUsed = 0
@@ -256,6 +269,7 @@ export class Dataplane {
     const { buf, offsets, lengths } = batch
     const info = this.info
     const opts = this.opts
+    this.batchBuf = buf
     for (let i = 0; i < batch.count; i++) {
       let off = offsets[i]!
       let len = lengths[i]!
@@ -353,8 +367,11 @@ export class Dataplane {
       const cap = this.capture
       const capThis = cap !== null && info.family === 4 && cap.wants(info.src, info.dst)
       if (capThis && cap.opts.pre) cap.record(buf, off, len, 'pre-nat')
+      const ob = this.observer
+      if (ob !== null) ob.beforeNat(buf, info)
       const act = this.nat.process(buf, off, len, info, (flags & VnetFlags.NEEDS_CSUM) !== 0, this.now)
       if (act === Action.REPLY) len = ipPacketLength(buf, off) // the answer may be shorter (options dropped)
+      if (ob !== null) ob.afterNat(buf, off, info, act)
       if (capThis && cap.opts.post) cap.record(buf, off, len, `post-nat ${CAPTURE_VERDICTS[act] ?? act}`)
       if (act === Action.DROP) {
         c.dropped++
@@ -400,6 +417,8 @@ export class Dataplane {
     }
     if (nIn > 0) this.dev.writeBatch(buf, this.inOffsets, this.inLengths, nIn)
     if (this.txCount > 0) this.dev.writeBatch(this.tx, this.txOffsets, this.txLengths, this.txCount)
+    const q = this.queued
+    if (q !== null && q.pendingResets > 0) this.sendResets(q)
   }
 
   private peerFor(dst: number): Peer | null {
@@ -421,6 +440,7 @@ export class Dataplane {
   private drop(reason: number): void {
     this.counters.dropped++
     this.counters.drops[reason]!++
+    if (this.observer !== null) this.observer.loopDrop(this.batchBuf, this.info, reason)
   }
 
   /** Queues tx[off, off+len) for the batch's write; false (and a counted drop) when the output arrays are full. */
@@ -571,8 +591,11 @@ export class Dataplane {
       this.drop(LoopDrop.TX_OVERFLOW)
       return
     }
+    const ob = this.observer
+    if (ob !== null) ob.dns(buf, info, q, qlen, -1)
     const n = this.dns.answerInPlace(buf, q, qlen, this.tx, o + UDP4_HEADERS, DNS_MAX_ANSWER, 0)
     if (n > 0) {
+      if (ob !== null) ob.dns(this.tx, info, o + UDP4_HEADERS, n, this.tx[o + UDP4_HEADERS + 3]! & 0x0f)
       writeUdpReply(this.tx, o, info.dst, info.src, info.dstPort, info.srcPort, n)
       if (this.pushTx(o, UDP4_HEADERS + n)) c.dnsAnswered++
       return

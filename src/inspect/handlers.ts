@@ -7,6 +7,7 @@
 //   services   {}                                                                          -> ServicesReport
 //   conntrack  { op?: 'list' | 'count' | 'flush', filter?: { src?, dst?, proto?, service?, port?, family? } }
 //                                                                                         -> ConntrackResult
+//   observe    { since?, last?, pod?, service?, namespace?, verdict?, protocol? }          -> ObserveReply
 import type { DataplaneView } from '../agent/view'
 import type { Handler } from '../agent/control'
 import { InspectError, optChoice } from './common'
@@ -15,8 +16,9 @@ import { DUMP_FORMATS, dumpText, ipvsadmDump } from './dump'
 import { parseTraceArgs, traceLive } from './trace'
 import { servicesReport } from './services'
 import { conntrackOp, parseConntrackArgs } from './conntrack'
+import { observeOp } from './observe'
 
-export const INSPECT_COMMANDS = ['dump', 'trace', 'services', 'conntrack'] as const
+export const INSPECT_COMMANDS = ['dump', 'trace', 'services', 'conntrack', 'observe'] as const
 
 export function inspectHandlers(view: DataplaneView): Record<(typeof INSPECT_COMMANDS)[number], Handler> {
   return {
@@ -31,8 +33,10 @@ export function inspectHandlers(view: DataplaneView): Record<(typeof INSPECT_COM
     trace: args => traceLive(view, parseTraceArgs(args)),
     services: async () => {
       const live = view.live()
-      return servicesReport(view, live === undefined ? undefined : await live.serviceCounters())
+      if (live === undefined) return servicesReport(view)
+      return servicesReport(view, await live.serviceCounters(), (await live.endpointSignals?.()) ?? [])
     },
     conntrack: args => conntrackOp(view, parseConntrackArgs(args)),
+    observe: args => observeOp(view, args),
   }
 }

@@ -5,6 +5,7 @@ import type { Family, Protocol, ServiceType, TrafficPolicy } from '../model/clus
 import { serviceChains } from './explain'
 import { endpointNames } from '../nat/endpoints'
 import { textTable } from './common'
+import { CONNECT_BUCKETS_MS, type SignalRow } from '../nat/signals'
 import { backendsOf, frontendsOf, serviceIndex, sortedSvcPorts, type Backend, type Frontend } from './model'
 
 export interface ServiceRow {
@@ -30,6 +31,8 @@ export interface ServiceRow {
   readonly chain: string
   /** live only: packets translated and new connections, since the agent started */
   readonly counters?: { readonly packets: number; readonly newConnections: number }
+  /** live only: per-endpoint golden signals and ejection state (when the agent keeps them) */
+  readonly signals?: readonly SignalRow[]
 }
 
 export interface ServicesReport {
@@ -41,7 +44,13 @@ export interface ServicesReport {
 }
 
 /** The report; `counters` are the live per-service-port counters (none offline). */
-export function servicesReport(view: DataplaneView, counters?: { readonly packets: Float64Array; readonly newConnections: Float64Array }): ServicesReport {
+export function servicesReport(
+  view: DataplaneView,
+  counters?: { readonly packets: Float64Array; readonly newConnections: Float64Array },
+  signals: readonly SignalRow[] = [],
+): ServicesReport {
+  const byId = new Map<number, SignalRow[]>()
+  for (const r of signals) byId.set(r.id, [...(byId.get(r.id) ?? []), r])
   const table = view.table()
   const index = serviceIndex(view.cluster())
   const node = view.natConfig().nodeName
@@ -66,6 +75,7 @@ export function servicesReport(view: DataplaneView, counters?: { readonly packet
       externalEndpoints: [...endpointNames(sp.external)].sort(),
       chain: serviceChains(sp).service,
       ...live,
+      ...(byId.has(sp.id) ? { signals: byId.get(sp.id)! } : {}),
     })
   }
   const withoutNat = [...table.services.entries()]
@@ -79,20 +89,24 @@ function addr(ip: string, port: number): string {
   return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`
 }
 
-function backendLine(b: Backend, i: number, proto: string, used: ReadonlySet<string>, policy: string): string {
+function backendLine(b: Backend, i: number, proto: string, used: ReadonlySet<string>, policy: string, sig?: SignalRow): string {
   const tags = [
     b.state,
     ...(b.state === 'terminating' && !b.serving ? ['not serving'] : []),
     b.local ? 'local' : b.node !== null ? `remote ${b.node}` : 'remote',
   ]
   if (!used.has(b.endpoint)) tags.push(b.active && policy.endsWith('Local') ? `not used: ${policy}` : 'not used')
+  if (sig !== undefined && sig.ejectedMs > 0) tags.push(`ejected ${Math.ceil(sig.ejectedMs / 1000)}s`)
   return `${i + 1} => ${addr(b.address, b.port)}/${proto} (${tags.join(', ')})`
 }
 
-/** One row per frontend (as cilium prints them); backends listed under each. */
-export function formatServices(r: ServicesReport): string {
+/** One row per frontend (as cilium prints them); backends listed under each. `wide`: the golden signals too. */
+export function formatServices(r: ServicesReport, wide = false): string {
   const header = ['ID', 'FRONTEND', 'TYPE', 'SERVICE', 'BACKENDS', 'POLICY', 'AFFINITY']
+  // the EJECTED column when the agent keeps endpoint signals
+  const withSignals = r.live && r.services.some(s => s.signals !== undefined)
   if (r.live) header.push('PACKETS', 'NEW')
+  if (withSignals) header.push('EJECTED')
   const rows: string[][] = []
   for (const s of r.services) {
     const internal = new Set(s.internalEndpoints)
@@ -101,8 +115,11 @@ export function formatServices(r: ServicesReport): string {
       const isClusterIP = f.kind === 'ClusterIP'
       const policy = isClusterIP ? `int ${s.internalTrafficPolicy}` : `ext ${s.externalTrafficPolicy}`
       const policyName = isClusterIP ? `internalTrafficPolicy ${s.internalTrafficPolicy}` : `externalTrafficPolicy ${s.externalTrafficPolicy}`
+      const sig = new Map((s.signals ?? []).map(x => [x.endpoint, x]))
       const backends =
-        s.backends.length === 0 ? '(none)' : s.backends.map((b, k) => backendLine(b, k, s.protocol, isClusterIP ? internal : external, policyName)).join('\n')
+        s.backends.length === 0
+          ? '(none)'
+          : s.backends.map((b, k) => backendLine(b, k, s.protocol, isClusterIP ? internal : external, policyName, sig.get(b.endpoint))).join('\n')
       const row = [
         String(s.id),
         `${addr(f.address, f.port)}/${f.protocol}${f.installed ? '' : ' (conflict)'}`,
@@ -113,14 +130,49 @@ export function formatServices(r: ServicesReport): string {
         s.affinity === null ? 'None' : `ClientIP ${s.affinity.timeoutSeconds}s`,
       ]
       // counters are per service port: shown once, on its first frontend
-      if (r.live) row.push(i === 0 ? String(s.counters?.packets ?? 0) : '', i === 0 ? String(s.counters?.newConnections ?? 0) : '')
+      if (r.live) {
+        const ejected = (s.signals ?? []).filter(x => x.ejectedMs > 0).length
+        row.push(i === 0 ? String(s.counters?.packets ?? 0) : '', i === 0 ? String(s.counters?.newConnections ?? 0) : '')
+        if (withSignals) row.push(i === 0 ? String(ejected) : '')
+      }
       rows.push(row)
     })
   }
   let out = `services on node ${r.node} (${r.live ? 'live agent' : 'from manifests'})\n`
   out += r.services.length === 0 ? 'no service frontends\n' : textTable(header, rows)
+  if (wide && r.live) out += signalsTable(r)
   if (r.withoutNat.length > 0) {
     out += `no NAT: ${r.withoutNat.map(w => `${w.service} (${w.headless ? 'headless' : w.type})`).join(', ')}\n`
   }
   return out
+}
+
+/** Per-endpoint golden signals (`tundra services -o wide`): one row per endpoint of each live service port. */
+function signalsTable(r: ServicesReport): string {
+  const header = ['SERVICE', 'ENDPOINT', 'OPENED', 'ACTIVE', 'FAILED', 'RST(C/E)', 'BYTES(TO/FROM)', 'CONNECT p50/p99', 'EJECTIONS', 'EJECTED']
+  const rows: string[][] = []
+  for (const s of r.services)
+    for (const x of s.signals ?? []) {
+      rows.push([
+        s.servicePortName,
+        x.endpoint,
+        String(x.opened),
+        String(x.active),
+        String(x.failed),
+        `${x.resetsClient}/${x.resetsEndpoint}`,
+        `${x.bytesTo}/${x.bytesFrom}`,
+        x.connect.count === 0 ? '-' : `${quantileMs(x, 0.5)}/${quantileMs(x, 0.99)}`,
+        String(x.ejections),
+        x.ejectedMs > 0 ? `${Math.ceil(x.ejectedMs / 1000)}s` : '-',
+      ])
+    }
+  return rows.length === 0 ? 'no endpoint signals yet\n' : `\nendpoint signals\n${textTable(header, rows)}`
+}
+
+/** The histogram bucket bound holding quantile q of the connect times ("<=Nms"). */
+function quantileMs(x: SignalRow, q: number): string {
+  const want = q * x.connect.count
+  const b = x.connect.buckets.findIndex(c => c >= want)
+  const bound = CONNECT_BUCKETS_MS[b]
+  return bound === undefined ? `>${CONNECT_BUCKETS_MS[CONNECT_BUCKETS_MS.length - 1]}ms` : `<=${bound}ms`
 }

@@ -128,6 +128,8 @@ export interface Trace {
   readonly conntrack?: { readonly direction: 'original' | 'reply'; readonly entry: ConntrackEntry }
   readonly affinity?: Explanation['affinity']
   readonly icmp?: { readonly mode: string; readonly tundra: string; readonly kubeProxy: string }
+  /** live: endpoints of the service port that outlier ejection has taken out of new-connection selection */
+  readonly ejected?: readonly { readonly endpoint: string; readonly seconds: number }[]
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -837,6 +839,7 @@ export function formatTrace(t: Trace): string {
   }
   if (t.trafficPolicy !== undefined) field('policy:', t.trafficPolicy.why)
   if (t.pick !== undefined) field('endpoint:', `${t.pick.endpoint} (${t.pick.chain}): ${t.pick.note}`)
+  for (const e of t.ejected ?? []) field('skipped:', `${e.endpoint} is ejected (outlier detection, ${e.seconds} s left): new connections skip it`)
   if (t.masquerade !== undefined)
     field('masquerade:', `${t.masquerade.masquerade ? `yes, to ${t.masquerade.to ?? 'the node address'}` : 'no'}: ${t.masquerade.reason}`)
   if (t.rewritten !== undefined) {
@@ -882,5 +885,12 @@ export async function traceLive(view: DataplaneView, args: TraceArgs): Promise<T
     },
     ids,
   )
-  return buildTrace(view, args, lookups)
+  const t = buildTrace(view, args, lookups)
+  // outlier ejection lives on the packet thread: which endpoints a new connection would skip
+  const inSet = new Set((t.endpoints ?? []).map(e => e.endpoint))
+  const idSet = new Set(ids)
+  const ejected = ((await live.endpointSignals?.()) ?? [])
+    .filter(r => idSet.has(r.id) && r.ejectedMs > 0 && inSet.has(r.endpoint))
+    .map(r => ({ endpoint: r.endpoint, seconds: Math.ceil(r.ejectedMs / 1000) }))
+  return ejected.length === 0 ? t : { ...t, ejected }
 }

@@ -1,9 +1,7 @@
 // Reading the NAT engine's counters into DataplaneStats parts, at scrape time (never per packet).
 import type { NatTable } from '../nat/compile'
 import { NAT_STAT_NAMES, type NatEngine } from '../nat/engine'
-import { endpointNames } from '../nat/endpoints'
-import { slotEndpoint, slotServicePort, slotServicePortUid, type EndpointCounterSnapshot } from '../nat/epcounters'
-import type { EndpointCounters, ServicePortCounters } from './registry'
+import type { ServicePortCounters } from './registry'
 
 /** The engine's counters by name as the packet thread reports them: nat_<stat>, conntrack_entries_ipv4/6, conntrack_max_ipv4/6. */
 export function natCounterRecord(engine: NatEngine): Record<string, number> {
@@ -37,39 +35,6 @@ export function natServiceCounters(table: NatTable, c: { readonly packets: Float
     r.newConnections += c.newConnections[id] ?? 0
   }
   return [...rows.values()]
-}
-
-/**
- * Per (service port, endpoint) rows from the packet thread's endpoint counters, named with the table; `release`
- * lists the counter slots whose endpoint is no longer serving in the table (or whose service port went), for the
- * packet thread to free. A row of an endpoint that went is not reported.
- */
-export function natEndpointCounters(table: NatTable, snap: EndpointCounterSnapshot): { rows: EndpointCounters[]; release: number[] } {
-  const rows: EndpointCounters[] = []
-  const release: number[] = []
-  const serving = new Map<number, ReadonlySet<string>>()
-  for (let slot = 0; slot < snap.used.length; slot++) {
-    if (snap.used[slot] !== 1) continue
-    const id = slotServicePort(snap, slot)
-    const sp = table.svcPorts[id]
-    if (sp === undefined || sp.uid !== slotServicePortUid(snap, slot)) {
-      release.push(slot)
-      continue
-    }
-    const endpoint = slotEndpoint(snap, slot, sp.family)
-    let names = serving.get(id)
-    if (names === undefined) {
-      names = new Set(endpointNames(sp.serving))
-      serving.set(id, names)
-    }
-    if (!names.has(endpoint)) {
-      release.push(slot)
-      continue
-    }
-    const port = sp.portName !== '' ? sp.portName : String(sp.port)
-    rows.push({ namespace: sp.namespace, service: sp.name, port, endpoint, packets: snap.packets[slot]!, newConnections: snap.connections[slot]! })
-  }
-  return { rows, release }
 }
 
 /**

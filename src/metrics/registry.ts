@@ -8,6 +8,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { SourceStatus } from '../run/source'
 import type { ChangeSet } from '../run/store'
 import type { SyncObserver, SyncRecord, SyncStats } from '../run/sync'
+import { registerEndpointMetrics, type BackendRow, type EndpointCounters } from './endpoints'
 
 export interface ServicePortCounters {
   readonly namespace: string
@@ -16,11 +17,6 @@ export interface ServicePortCounters {
   readonly port: string
   readonly packets: number
   readonly newConnections: number
-}
-
-export interface EndpointCounters extends ServicePortCounters {
-  /** "ip:port" */
-  readonly endpoint: string
 }
 
 /** What the dataplane reports at scrape time; every part optional. Counters are totals since start. */
@@ -37,6 +33,8 @@ export interface DataplaneStats {
   readonly batch?: { readonly packets: number; readonly batches: number; readonly avg?: number }
   /** service ports with a Local traffic policy and no local endpoint (kube-proxy's gauge) */
   readonly noLocalEndpoints?: { readonly internal: number; readonly external: number }
+  /** per-endpoint golden signals and ejection state (metrics/endpoints.ts) */
+  readonly backends?: readonly BackendRow[]
 }
 
 /** The cluster DNS server's numbers as plain data (DnsServer.metrics() is one), rendered under CoreDNS's names too. */
@@ -83,7 +81,6 @@ export const PROGRAMMING_BUCKETS: readonly number[] = [
 ]
 
 const SVC_LABELS = ['namespace', 'service', 'port'] as const
-const EP_LABELS = ['namespace', 'service', 'port', 'endpoint'] as const
 
 export class TundraMetrics {
   readonly registry = new Registry()
@@ -232,22 +229,6 @@ export class TundraMetrics {
     }
     svcCounter('tundra_service_packets_total', 'Packets translated for a service port (both directions, all families)', r => r.packets)
     svcCounter('tundra_service_new_connections_total', 'New connections to a service port', r => r.newConnections)
-    const epCounter = (name: string, help: string, pick: (r: EndpointCounters) => number): void => {
-      new Counter({
-        name,
-        help,
-        labelNames: EP_LABELS,
-        registers,
-        collect() {
-          this.reset()
-          for (const r of self.stats().endpoints ?? []) {
-            this.inc({ namespace: r.namespace, service: r.service, port: r.port, endpoint: r.endpoint }, pick(r))
-          }
-        },
-      })
-    }
-    epCounter('tundra_endpoint_packets_total', 'Packets translated to or from one endpoint of a service port', r => r.packets)
-    epCounter('tundra_endpoint_new_connections_total', 'New connections sent to one endpoint of a service port', r => r.newConnections)
     const familyGauge = (name: string, help: string, pick: (s: DataplaneStats) => { ipv4: number; ipv6: number } | undefined): void => {
       new Gauge({
         name,
@@ -281,6 +262,11 @@ export class TundraMetrics {
     recordCounter('tundra_dns_queries_total', 'DNS queries answered or forwarded, by query type', 'type', s => s.dns?.queries)
     recordCounter('tundra_dns_responses_total', 'DNS responses, by response code', 'rcode', s => s.dns?.responses)
     this.dnsMetrics(registers)
+    registerEndpointMetrics(
+      registers,
+      () => self.stats().endpoints,
+      () => self.stats().backends,
+    )
     new Counter({
       name: 'tundra_tun_packets_total',
       help: 'Packets read from the TUN device',

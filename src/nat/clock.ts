@@ -6,3 +6,8 @@
 export function monoSeconds(): number {
   return Math.floor(performance.now() / 1000) + 1
 }
+
+/** Milliseconds of the same monotonic clock (connect times and connect timeouts, which need more than seconds). */
+export function monoMs(): number {
+  return performance.now()
+}

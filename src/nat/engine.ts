@@ -35,7 +35,6 @@ import type { NatTable, SvcPort } from './compile'
 import { Conntrack, CtFlag, CtStat, ORIG, REPLY, TcpState, TcpVerdict, hasPorts } from './conntrack'
 import { buildTcpReset4, buildTcpReset6 } from './reset'
 import { endpointString } from '../model/names'
-import { EndpointCounters } from './epcounters'
 import { Rng, findEndpoint, flowHash } from './select'
 import { Sched, SchedState, countsConnections } from './sched'
 import { Decided, Decision, NO_FRONTEND, decide, frontendOf, isHairpin, isVip } from './decide'
@@ -49,6 +48,12 @@ import { CT_CHUNK, decodeCtChunk, encodeCtChunk, flushCtChunk, newRestoreReport,
 import type { ConntrackEntry, ConntrackFilter, CtFilter, RestoreReport } from './ctview'
 import { assembleSnapshot } from './ctview'
 import type { ConntrackTimeouts, SharedConntrack } from './conntrack'
+import { EndpointBook, SIG_WORDS, Sig } from './signals'
+import { Outlier } from './outlier'
+import { CONN_STAT_NAMES, ConnStat, ConnectFail, PendingConnects, SYN_BYTES, type ConnectOptions } from './failover'
+import { monoMs } from './clock'
+import { PacketInfo as PacketView, parsePacket, PASS } from '../wire/packet'
+import { fillTcpChecksum4, fillTcpChecksum6 } from '../wire/tcp'
 
 export { MASQ_REASON_NAMES, MasqReason, NAT_STAT_NAMES, NatAction, NatStat } from './verdict'
 export type { NatActionValue } from './verdict'
@@ -77,6 +82,8 @@ export interface NatEngineOptions {
   readonly fragmentTimeout?: number
   /** conntrack entries / affinity slots the stale-flow flush visits per tick (default 8192, well under 1 ms) */
   readonly flushBudget?: number
+  /** per-backend signals, outlier ejection, connect-time failover (failover.ts); absent: all off, no cost */
+  readonly connect?: ConnectOptions
   /**
    * Conntrack shared with other packet threads (sharedConntrack() per family): conntrackMax/seed then come from the
    * tables; `owner` (1..2^31-1, unique per thread) names this thread's hold on their locks.
@@ -105,6 +112,8 @@ export interface SwapResult {
 }
 
 const SNAT_TRIES = 4096
+/** retarget(): the old entry was deleted, no new one made */
+const GONE = -2
 /** words per queued reset: family, src (4), dst (4), ports, seq, ack */
 const RST_WORDS = 12
 
@@ -113,8 +122,13 @@ export class NatEngine {
   /** per service-port id: packets translated, new connections */
   svcPackets: Float64Array
   svcNew: Float64Array
-  /** per (service port, endpoint): packets and new connections (tundra_endpoint_*) */
-  readonly endpoints: EndpointCounters
+  /**
+   * per (service port, endpoint): packets and new connections always, signals and outlier state with connect
+   * tracking (signals.ts; the one per-endpoint book, tundra_endpoint_*)
+   */
+  readonly book: EndpointBook
+  /** connect tracking (signals, ejection, failover) is on: opts.connect turned some part on */
+  readonly tracking: boolean = false
   readonly v4: Fam
   readonly v6: Fam
   /** the installed image */
@@ -140,6 +154,22 @@ export class NatEngine {
   private table_: NatTable | undefined
   /** the coarse clock as last given to tick() (conntrack chunks report expiry against it) */
   private now = 0
+  /** connect tracking counters (ConnStat) */
+  readonly connCounters = new Float64Array(CONN_STAT_NAMES.length)
+  private readonly pend: PendingConnects | null = null
+  private readonly outlier: Outlier | null = null
+  private readonly failoverOn: boolean = false
+  private readonly maxTries: number = 1
+  private readonly synTimeoutMs: number = 1000
+  private tcpBefore = 0
+  /** where the signals of a connect whose slot was freed go (nowhere) */
+  private readonly noSig = new Float64Array(SIG_WORDS)
+  private readonly foInfo = new PacketView()
+  private readonly backScratch: number[] = []
+  /** ejections and connect failures for `tundra observe` (set by the packet thread while someone watches) */
+  onConnectEvent: ((kind: number, family: number, e: number, ep: number, reason: number) => void) | null = null
+  /** the millisecond clock of connect times and timeouts (clock.ts; tests drive their own) */
+  msClock: () => number = monoMs
   /** conntrack is shared with other packet threads: every use of it holds its family's lock */
   readonly isShared: boolean
 
@@ -170,7 +200,16 @@ export class NatEngine {
     this.rstQ = new Uint32Array((opts.resetQueue ?? 65536) * RST_WORDS)
     this.svcPackets = new Float64Array(Math.max(16, table.svcPorts.length))
     this.svcNew = new Float64Array(Math.max(16, table.svcPorts.length))
-    this.endpoints = new EndpointCounters(this.v4.ct.capacity, this.v6.ct.capacity)
+    this.book = new EndpointBook(this.v4.ct.capacity, this.v6.ct.capacity)
+    const c = opts.connect
+    if (c !== undefined && (c.signals || c.failover.enabled || c.outlier !== null)) {
+      this.tracking = true
+      this.pend = new PendingConnects(c.failover.pool, this.v4.ct.capacity, this.v6.ct.capacity, c.failover.enabled)
+      this.outlier = c.outlier === null ? null : new Outlier(c.outlier, this.book)
+      this.failoverOn = c.failover.enabled
+      this.maxTries = 1 + c.failover.maxRetries
+      this.synTimeoutMs = c.failover.synTimeoutMs
+    }
     this.install(natImage(table), table)
   }
 
@@ -276,7 +315,12 @@ export class NatEngine {
       } else {
         let reopen = false
         if (proto === IPPROTO_TCP) {
+          if (this.tracking) {
+            const w = this.connWatch(fam, e, dir, info.tcpFlags, now)
+            if (w >= 0) return w
+          }
           const v = ct.tcp(e, dir, info.tcpFlags, now)
+          if (this.tracking) this.connAfter(fam, e)
           if (v === TcpVerdict.REOPEN) {
             ct.delete(e)
             reopen = true
@@ -316,7 +360,12 @@ export class NatEngine {
     ct.counters[c + 1]! += info.l3Len
     const id = ct.svcPort[e]!
     if (id >= 0 && id < this.svcPackets.length) this.svcPackets[id]!++
-    this.endpoints.packet(ct.aw === 1 ? 0 : 1, e)
+    // the one slot lookup of the packet: packets always, bytes with connect tracking
+    const book = this.book
+    const b = book.entry(ct.aw === 1 ? 0 : 1, e)
+    if (b < 0 || (this.isShared && !book.holds(b, ct, e))) return
+    book.packets[b]!++
+    if (this.tracking) book.sig[b * SIG_WORDS + Sig.BYTES_TO + dir]! += info.l3Len
   }
 
   /** Remembers the next sequence number each side sends, for the resets writeResets builds. */
@@ -426,7 +475,8 @@ export class NatEngine {
     let masq = dec.masq
     const set = tb.view(this.set, id, which)
 
-    const idx = this.choose(fam, id, tb.rec[id * REC_WORDS + Rec.AFFINITY]!, set, proto, now)
+    let idx = this.choose(fam, id, tb.rec[id * REC_WORDS + Rec.AFFINITY]!, set, proto, now)
+    if (this.outlier !== null && this.book.ejectedOf[id]! > 0) idx = this.avoidEjected(fam, id, set, idx, proto)
     const d = set.data
     const epOff = set.off + idx * (aw + 1)
     if (isHairpin(set, idx, k)) masq = MasqReason.HAIRPIN
@@ -476,7 +526,8 @@ export class NatEngine {
       ct.touch(e, ORIG, now)
     }
     if (info.isFragment !== 0) this.noteFragment(fam, info, e * 2, now)
-    this.endpoints.attach(aw === 1 ? 0 : 1, ct, e, tb.rec[id * REC_WORDS + Rec.UID]!, true)
+    const b = this.book.attach(aw === 1 ? 0 : 1, ct, e, tb.rec[id * REC_WORDS + Rec.UID]!, true)
+    if (this.tracking) this.connOpened(fam, e, b, buf, info, state)
     this.translate(fam, buf, info, e, ORIG, partial)
     this.account(ct, e, ORIG, info)
     this.counters[NatStat.NEW]!++
@@ -527,10 +578,11 @@ export class NatEngine {
       this.counters[NatStat.DROP_CONNTRACK_FULL]!++
       return false
     }
+    if (this.tracking) this.connForget(fam, e)
     ct.touch(e, REPLY, now)
     ct.setTcpState(e, TcpState.ESTABLISHED, now)
     this.trackSeq(ct, e, REPLY, buf, info)
-    this.endpoints.attach(aw === 1 ? 0 : 1, ct, e, this.tables.rec[id * REC_WORDS + Rec.UID]!, false)
+    this.book.attach(aw === 1 ? 0 : 1, ct, e, this.tables.rec[id * REC_WORDS + Rec.UID]!, false)
     this.translate(fam, buf, info, e, REPLY, partial)
     this.account(ct, e, REPLY, info)
     this.counters[NatStat.REPLY_PICKUP]!++
@@ -742,6 +794,7 @@ export class NatEngine {
     const e = ref >>> 1
     if (ct.expires[e]! <= now) return this.pass()
     const dir = ref & 1
+    if (this.tracking && dir === REPLY && ip === IPPROTO_TCP && this.connUnreachable(fam, e, info, now)) return NatAction.DROP
     const f = ct.flags[e]!
     const t = ct.tuples
     const icmpOff = info.l4Off
@@ -816,6 +869,7 @@ export class NatEngine {
       this.reapFamily(this.v6, now)
     })
     this.step(this.flushBudget)
+    if (this.tracking) this.connTick(this.msClock(), now)
   }
 
   private reapFamily(fam: Fam, now: number): void {
@@ -855,6 +909,7 @@ export class NatEngine {
     tb.apply(img)
     this.table_ = table
     this.resizeServiceCounters(tb.ids, img.staleIds)
+    this.book.staleIds(img.staleIds)
     this.locked(() => this.stale.add(img)) // it reads conntrack's per-service counts
     return this.step(this.flushBudget)
   }
@@ -1112,15 +1167,16 @@ export class NatEngine {
     const view = new SetView()
     this.locked(() =>
       restoreCtChunk(this.v4, this.v6, bytes, now, report, (fam, e) => {
+        if (this.tracking) this.connForget(fam, e)
         const ct = fam.ct
         const id = ct.svcPort[e]!
         if (id < 0) {
-          this.endpoints.attach(fam.aw === 1 ? 0 : 1, ct, e, 0, false)
+          this.book.attach(fam.aw === 1 ? 0 : 1, ct, e, 0, false)
           return true
         }
         const ro = ct.tupleOff(e, REPLY)
         if (this.tables.present(id) && findEndpoint(this.tables.view(view, id, Rec.SERVING_SET), ct.tuples, ro, ct.tuples[ro + 2 * fam.aw]! >>> 16, -1) >= 0) {
-          this.endpoints.attach(fam.aw === 1 ? 0 : 1, ct, e, this.tables.rec[id * REC_WORDS + Rec.UID]!, false)
+          this.book.attach(fam.aw === 1 ? 0 : 1, ct, e, this.tables.rec[id * REC_WORDS + Rec.UID]!, false)
           return true
         }
         // Endpoints that stopped serving while we were down.
@@ -1134,5 +1190,314 @@ export class NatEngine {
       }),
     )
     return report
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Connect tracking: per-backend signals, outlier ejection, connect-time failover (signals.ts, outlier.ts,
+  // failover.ts). Every method here runs only when opts.connect turned it on (this.tracking). Pending connects
+  // and the outlier's list hold slot refs (book.ref), which stop resolving when the control thread frees a slot.
+
+  /** A new connection on entry e to endpoint slot b (-1: none) (before its first packet is translated). */
+  private connOpened(fam: Fam, e: number, b: number, buf: Uint8Array, info: PacketInfo, state: number): void {
+    const book = this.book
+    const aw = fam.aw
+    const pend = this.pend!
+    const of = aw === 1 ? pend.of4 : pend.of6
+    of[e] = 0
+    if (b < 0 || info.l4Proto !== IPPROTO_TCP || state !== TcpState.SYN_SENT) return
+    book.sig[b * SIG_WORDS + Sig.TCP_OPENED]!++
+    const ct = fam.ct
+    const p = pend.add(fam.family, e, ct.tuples[e * ct.tw + 2 * aw]!, book.ref(b), this.msClock(), this.synTimeoutMs)
+    if (p < 0) {
+      this.connCounters[ConnStat.UNTRACKED]!++
+      return
+    }
+    // A SYN carrying data (TCP Fast Open) has exchanged data: never failed over.
+    const doff = (buf[info.l4Off + 12]! >>> 4) << 2
+    if (this.failoverOn && (info.l4Len > doff || !pend.keep(p, buf, info.l3Off, info.l3Len))) this.connCounters[ConnStat.SYN_NOT_KEPT]!++
+  }
+
+  /** Entry e was made without a chosen endpoint (pickup, restore): nothing to attribute. */
+  private connForget(fam: Fam, e: number): void {
+    this.book.detach(fam.aw === 1 ? 0 : 1, e)
+    ;(fam.aw === 1 ? this.pend!.of4 : this.pend!.of6)[e] = 0
+  }
+
+  /**
+   * A TCP segment of tracked entry e, before conntrack sees it: counts resets; in SYN_SENT, a SYN-ACK from the
+   * endpoint ends the connect (its time goes to the histogram) and a RST fails it. Returns an action when the
+   * segment is swallowed (failed over), else -1.
+   */
+  private connWatch(fam: Fam, e: number, dir: number, flags: number, now: number): number {
+    const ct = fam.ct
+    const st = ct.state[e]!
+    this.tcpBefore = st
+    const book = this.book
+    const b = book.entry(fam.aw === 1 ? 0 : 1, e)
+    if (b >= 0 && (flags & TCP_RST) !== 0 && (!this.isShared || book.holds(b, ct, e))) book.sig[b * SIG_WORDS + Sig.RST_CLIENT + dir]!++
+    if (dir !== REPLY || st !== TcpState.SYN_SENT) return -1
+    const p = (fam.aw === 1 ? this.pend!.of4 : this.pend!.of6)[e]! - 1
+    if (p < 0) return -1
+    const pend = this.pend!
+    if (!pend.owns(p, fam.family, e, ct.tuples[e * ct.tw + 2 * fam.aw]!)) return -1
+    if ((flags & (TCP_SYN | TCP_ACK | TCP_RST)) === (TCP_SYN | TCP_ACK)) {
+      const ep = book.resolve(pend.ep[p]!)
+      if (ep >= 0) {
+        book.connectTime(ep, this.msClock() - pend.sentMs[p]!)
+        this.outlier?.succeeded(ep)
+      }
+      pend.release(p)
+      return -1
+    }
+    if ((flags & TCP_RST) !== 0) return this.connFailed(fam, e, p, ConnectFail.RST, now) ? NatAction.DROP : -1
+    return -1
+  }
+
+  /** After conntrack saw a segment of entry e: a connection that just ended is counted closed. */
+  private connAfter(fam: Fam, e: number): void {
+    const st = fam.ct.state[e]!
+    if (st === this.tcpBefore || (st !== TcpState.TIME_WAIT && st !== TcpState.CLOSE)) return
+    if (this.tcpBefore === TcpState.TIME_WAIT || this.tcpBefore === TcpState.CLOSE) return
+    const b = this.book.entry(fam.aw === 1 ? 0 : 1, e)
+    if (b >= 0 && (!this.isShared || this.book.holds(b, fam.ct, e))) this.book.sig[b * SIG_WORDS + Sig.CLOSED]!++
+  }
+
+  /** An ICMP unreachable from the endpoint's side quoting entry e's SYN: true when it was swallowed (failed over). */
+  private connUnreachable(fam: Fam, e: number, info: PacketInfo, now: number): boolean {
+    if (info.icmpType !== (fam.aw === 1 ? ICMP_DEST_UNREACH : ICMPV6_DEST_UNREACH)) return false
+    const ct = fam.ct
+    if (ct.state[e] !== TcpState.SYN_SENT) return false
+    const p = (fam.aw === 1 ? this.pend!.of4 : this.pend!.of6)[e]! - 1
+    if (p < 0 || !this.pend!.owns(p, fam.family, e, ct.tuples[e * ct.tw + 2 * fam.aw]!)) return false
+    return this.connFailed(fam, e, p, ConnectFail.UNREACHABLE, now)
+  }
+
+  /**
+   * The connect of pending slot p (entry e) failed: counted against its endpoint (ejection); with failover the SYN
+   * goes to another ready endpoint not tried yet and true is returned (what failed is swallowed). False: the
+   * failure takes its course.
+   */
+  private connFailed(fam: Fam, e: number, p: number, why: number, now: number): boolean {
+    const pend = this.pend!
+    const book = this.book
+    const b = book.resolve(pend.ep[p]!)
+    const nowMs = this.msClock()
+    // a slot freed meanwhile (its endpoint left the table): the failure counts nowhere (a scratch word)
+    const sig = b >= 0 ? book.sig : this.noSig
+    const o = b >= 0 ? b * SIG_WORDS : 0
+    sig[o + Sig.FAILED]!++
+    // the attempt is over; a RST that reaches the client is counted closed by conntrack's transition (connAfter)
+    const closed = o + Sig.CLOSED
+    this.connCounters[ConnStat.FAILED_RST + why]!++
+    if (b >= 0 && this.outlier?.failed(b, nowMs)) {
+      this.connCounters[ConnStat.EJECTIONS]!++
+      this.onConnectEvent?.(1, fam.family, e, b, why)
+    }
+    this.onConnectEvent?.(0, fam.family, e, b, why)
+    if (!this.failoverOn || pend.len[p] === 0 || pend.tries[p]! >= this.maxTries) {
+      if (this.failoverOn) this.connCounters[ConnStat.FAILOVER_EXHAUSTED]!++
+      if (why !== ConnectFail.RST) sig[closed]!++
+      pend.release(p)
+      return false
+    }
+    const ne = this.retarget(fam, e, p, now)
+    if (ne === GONE) {
+      // The old entry is gone and no new one could be made: the failure is swallowed, the client's next SYN is new.
+      this.connCounters[ConnStat.RESEND_DROPPED]!++
+      sig[closed]!++
+      pend.release(p)
+      return true
+    }
+    if (ne < 0) {
+      this.connCounters[ConnStat.FAILOVER_EXHAUSTED]!++
+      if (why !== ConnectFail.RST) sig[closed]!++
+      pend.release(p)
+      return false
+    }
+    sig[closed]!++
+    this.connCounters[ConnStat.FAILOVER]!++
+    return true
+  }
+
+  /**
+   * Moves pending connection p (entry e, SYN_SENT) to another endpoint of the set decide() gives its original tuple,
+   * one not tried and not ejected (uniformly among those), and queues its SYN. Returns the new entry, -1 (nothing
+   * changed) or GONE (the old entry was deleted but no new one could be made).
+   */
+  private retarget(fam: Fam, e: number, p: number, now: number): number {
+    const ct = fam.ct
+    const pend = this.pend!
+    const book = this.book
+    const aw = fam.aw
+    const kw = ct.kw
+    const k = ct.key
+    const o = e * ct.tw
+    for (let i = 0; i < kw; i++) k[i] = ct.tuples[o + i]!
+    const ports = k[2 * aw]!
+    const v = frontendOf(fam, k, IPPROTO_TCP, ports & 0xffff)
+    if (v === NO_FRONTEND) return -1
+    const dec = this.decided
+    if (decide(this.tables, fam, v, k, dec) !== Decision.DNAT) return -1
+    const id = dec.id
+    if (id !== ct.svcPort[e]) return -1
+    const set = this.tables.view(this.set, id, dec.which)
+    const uid = this.tables.rec[id * REC_WORDS + Rec.UID]!
+    const stride = aw + 1
+    const nowMs = this.msClock()
+    // Candidates: not tried; ejected ones only when nothing else is left.
+    let fresh = 0
+    let healthy = 0
+    for (let i = 0; i < set.count; i++) {
+      const eo = set.off + i * stride
+      const b = book.slot(id, uid, set.data, eo, aw, set.data[eo + aw]! & 0xffff)
+      if (pend.wasTried(p, b < 0 ? -1 : book.ref(b))) continue
+      fresh++
+      if (this.outlier === null || !this.outlier.skip(b, id, set.count, nowMs)) healthy++
+    }
+    if (fresh === 0) return -1
+    const useHealthy = healthy > 0
+    let r = this.rng.below(useHealthy ? healthy : fresh)
+    let idx = -1
+    let nb = -1
+    for (let i = 0; i < set.count; i++) {
+      const eo = set.off + i * stride
+      const b = book.slot(id, uid, set.data, eo, aw, set.data[eo + aw]! & 0xffff)
+      if (pend.wasTried(p, b < 0 ? -1 : book.ref(b))) continue
+      if (useHealthy && this.outlier !== null && this.outlier.skip(b, id, set.count, nowMs)) continue
+      if (r-- === 0) {
+        idx = i
+        nb = b
+        break
+      }
+    }
+    if (idx < 0) return -1
+    // Rebuild the entry: same original tuple, reply tuple from the new endpoint.
+    const epOff = set.off + idx * stride
+    const epPort = set.data[epOff + aw]! & 0xffff
+    const snat = (ct.flags[e]! & CtFlag.SNAT) !== 0
+    const seq = ct.seqNext[e * 2]!
+    const tk = ct.tk
+    for (let i = 0; i < kw; i++) tk[i] = k[i]!
+    const replyDst0 = o + kw + aw
+    for (let i = 0; i < aw; i++) {
+      tk[kw + i] = set.data[epOff + i]!
+      tk[kw + aw + i] = ct.tuples[replyDst0 + i]!
+    }
+    const clientPort = ct.tuples[o + kw + 2 * aw]! & 0xffff
+    const portsAt = kw + 2 * aw
+    // The client itself would need masquerading (hairpin) that this connection was not set up with.
+    if (!snat && isHairpin(set, idx, k)) return -1
+    ct.delete(e)
+    this.connForget(fam, e)
+    tk[portsAt] = ((epPort << 16) | clientPort) >>> 0
+    if (ct.find(tk, kw, IPPROTO_TCP) >= 0 && this.allocPort(ct, IPPROTO_TCP, epPort, portsAt) < 0) return GONE
+    const ne = ct.create(IPPROTO_TCP, id, idx, now)
+    if (ne < 0) return GONE
+    ct.setTcpState(ne, TcpState.SYN_SENT, now)
+    ct.seqNext[ne * 2] = seq
+    book.attach(aw === 1 ? 0 : 1, ct, ne, uid, true)
+    if (nb >= 0) book.sig[nb * SIG_WORDS + Sig.TCP_OPENED]!++
+    const affinity = this.tables.rec[id * REC_WORDS + Rec.AFFINITY]!
+    if (affinity > 0) {
+      const ak = fam.aff.key
+      ak[0] = id
+      for (let i = 0; i < aw; i++) ak[1 + i] = k[i]!
+      fam.aff.pin(set, idx, now + affinity)
+    }
+    pend.ports[p] = tk[2 * aw]!
+    pend.retried(p, ne, nb < 0 ? -1 : book.ref(nb), nowMs, this.synTimeoutMs)
+    return ne
+  }
+
+  /** The chosen endpoint idx is ejected: another one the same way (bounded redraws, then a scan), or idx in panic. */
+  private avoidEjected(fam: Fam, id: number, set: SetView, idx: number, proto: number): number {
+    const book = this.book
+    const ol = this.outlier!
+    const uid = this.tables.rec[id * REC_WORDS + Rec.UID]!
+    const aw = fam.aw
+    const stride = aw + 1
+    const nowMs = this.msClock()
+    const n = set.count
+    let i = idx
+    for (let tries = 0; tries < 8; tries++) {
+      const eo = set.off + i * stride
+      if (!ol.skip(book.slot(id, uid, set.data, eo, aw, set.data[eo + aw]! & 0xffff), id, n, nowMs)) {
+        if (i !== idx) this.connCounters[ConnStat.SKIPPED_EJECTED]!++
+        return i
+      }
+      i = set.maglev !== null ? (i + 1) % n : this.pick(set, fam, proto, id)
+    }
+    for (i = 0; i < n; i++) {
+      const eo = set.off + i * stride
+      if (!ol.skip(book.slot(id, uid, set.data, eo, aw, set.data[eo + aw]! & 0xffff), id, n, nowMs)) {
+        this.connCounters[ConnStat.SKIPPED_EJECTED]!++
+        return i
+      }
+    }
+    return idx
+  }
+
+  /** Timer: connects past their deadline fail (and fail over); ejections whose time is up end. O(pending). */
+  private connTick(nowMs: number, now: number): void {
+    const pend = this.pend!
+    for (let i = 0; i < pend.count; ) {
+      const p = pend.liveAt(i)
+      if (pend.deadlineMs[p]! > nowMs) {
+        i++
+        continue
+      }
+      const fam = pend.fam[p] === 4 ? this.v4 : this.v6
+      const e = pend.entry[p]!
+      const ct = fam.ct
+      if (!ct.isUsed(e) || ct.state[e] !== TcpState.SYN_SENT || !pend.owns(p, fam.family, e, ct.tuples[e * ct.tw + 2 * fam.aw]!)) {
+        pend.release(p)
+        continue
+      }
+      const before = pend.count
+      if (this.connFailed(fam, e, p, ConnectFail.TIMEOUT, now)) i++
+      else if (pend.count === before) i++
+    }
+    if (this.outlier !== null) this.outlier.expire(nowMs, this.backScratch)
+  }
+
+  /** Failover SYNs waiting to be sent. */
+  get pendingFailover(): number {
+    return this.pend === null ? 0 : this.pend.outCount
+  }
+
+  /**
+   * Writes up to `max` failover SYNs into `out` (the shape of writeResets): each is the client's SYN as it came,
+   * translated for its new entry, with a full TCP checksum (a packet tundra sends itself).
+   */
+  writeFailover(out: Uint8Array, outOff: number, offsets: Uint32Array, lengths: Uint32Array, max: number, gap = 0): number {
+    const pend = this.pend
+    if (pend === null) return 0
+    let o = outOff
+    let n = 0
+    const limit = Math.min(max, offsets.length, lengths.length)
+    const info = this.foInfo
+    while (n < limit) {
+      const p = pend.shiftOut()
+      if (p < 0) break
+      const len = pend.len[p]!
+      if (pend.fam[p] === 0 || len === 0) continue
+      const at = o + gap
+      if (at + len > out.length) {
+        this.connCounters[ConnStat.RESEND_DROPPED]!++
+        break
+      }
+      out.fill(0, o, at)
+      out.set(pend.bytes.subarray(p * SYN_BYTES, p * SYN_BYTES + len), at)
+      if (parsePacket(out, at, len, info, false) !== PASS || info.l4Proto !== IPPROTO_TCP) continue
+      const fam = info.family === 4 ? this.v4 : this.v6
+      this.translate(fam, out, info, pend.entry[p]!, ORIG, false)
+      if (info.family === 4) fillTcpChecksum4(out, info.l4Off, info.l4Len, get32(out, at + 12), get32(out, at + 16))
+      else fillTcpChecksum6(out, info.l4Off, info.l4Len, info.srcOff, info.dstOff)
+      offsets[n] = at
+      lengths[n] = len
+      n++
+      o = at + len
+    }
+    return n
   }
 }

@@ -17,6 +17,7 @@ import { parseAllDocuments } from 'yaml'
 import { canonicalCIDR } from '../k8s/ip'
 import { ipFamily, splitHostPort } from '../wire/addr'
 import { DEFAULT_TIMEOUTS } from '../nat/conntrack'
+import { connectOptions, type ConnectConfig } from '../nat/failover'
 import type { ConntrackTimeouts } from '../nat/conntrack'
 import type { SchedulerName } from '../nat/sched'
 import { formatGoDuration } from './goduration'
@@ -124,6 +125,10 @@ export interface TundraSection {
   readonly icmpRateLimit?: { readonly perSecond: number; readonly burst: number }
   /** conntrack + affinity state kept across restarts; path '' = off, intervalSeconds 0 = only at shutdown */
   readonly snapshot: { readonly path: string; readonly intervalSeconds: number }
+  /** connect tracking (nat/failover.ts ConnectConfig, seconds): failover and ejection off, signals on by default */
+  readonly failover?: ConnectConfig['failover']
+  readonly outlierEjection?: ConnectConfig['outlierEjection']
+  readonly signals?: ConnectConfig['signals']
   /** the live web view (src/web); addr '' = off; loopback only unless allowRemote */
   readonly web: { readonly addr: string; readonly allowRemote: boolean }
   /** Service CIDRs, routed into the TUN for the node's own processes */
@@ -267,6 +272,9 @@ export function parseKubeProxyConfig(textIn: string, file = 'kube-proxy.yaml'): 
       // either half may be left out (icmpRateLimitOf fills it in)
       icmpRateLimit: { perSecond: num(sub(t, 'icmpRateLimit'), 'perSecond'), burst: num(sub(t, 'icmpRateLimit'), 'burst') } as TundraSection['icmpRateLimit'],
       snapshot: { path: text(sub(t, 'snapshot'), 'path'), intervalSeconds: num(sub(t, 'snapshot'), 'intervalSeconds') },
+      failover: sub(t, 'failover') as TundraSection['failover'],
+      outlierEjection: sub(t, 'outlierEjection') as TundraSection['outlierEjection'],
+      signals: sub(t, 'signals') as TundraSection['signals'],
       web: { addr: text(sub(t, 'web'), 'addr'), allowRemote: flag(sub(t, 'web'), 'allowRemote') },
       serviceCIDRs: scidr === undefined || scidr === '' ? undefined : splitList(scidr),
       uplink: text(t, 'uplink'),
@@ -485,6 +493,7 @@ export function resolveRunConfig(input: RunConfigInput, opts: ResolveOptions & {
       icmp: t.icmp ?? (mode === 'ipvs' ? 'reject' : 'reply'),
       ...icmpRateLimitOf(t.icmpRateLimit),
       snapshot: { path: t.snapshot?.path ?? '', intervalSeconds: t.snapshot?.intervalSeconds ?? 0 },
+      ...connectOf(t, t.tun?.packetThreads ?? 1),
       web: { addr: t.web?.addr ?? '', allowRemote: t.web?.allowRemote ?? false },
       serviceCIDRs: (t.serviceCIDRs ?? ['10.96.0.0/12']).map(x => canonicalCIDR(x) ?? x),
       uplink: t.uplink ?? '',
@@ -492,6 +501,21 @@ export function resolveRunConfig(input: RunConfigInput, opts: ResolveOptions & {
     },
     warnings,
   }
+}
+
+/** The connect-tracking sections as given, checked now (a bad value is a config error, not an agent failure). */
+function connectOf(t: RunConfigInput['tundra'] & object, packetThreads: number): Pick<TundraSection, 'failover' | 'outlierEjection' | 'signals'> {
+  const c = {
+    ...(t.failover ? { failover: t.failover } : {}),
+    ...(t.outlierEjection ? { outlierEjection: t.outlierEjection } : {}),
+    ...(t.signals ? { signals: t.signals } : {}),
+  }
+  try {
+    connectOptions(c, packetThreads)
+  } catch (err) {
+    throw new ConfigError([{ field: 'tundra', message: (err as Error).message }])
+  }
+  return c
 }
 
 /** Linux's defaults (net.ipv4.icmp_msgs_per_sec, icmp_msgs_burst), for the half of icmpRateLimit a file leaves out */

@@ -59,11 +59,29 @@ export function kubeProxyConfigurationOf(cfg: RunConfig): Record<string, unknown
       scheduler: t.scheduler,
       icmp: t.icmp,
       snapshot: t.snapshot,
+      ...connectShape(t),
       serviceCIDR: t.serviceCIDRs.join(','),
       uplink: t.uplink,
       control: t.control,
     },
   }
+}
+
+/** The connect-tracking sections the configuration set (unset ones keep their defaults), durations as Go durations. */
+function connectShape(t: RunConfig['tundra']): Record<string, unknown> {
+  const out: Record<string, unknown> = {}
+  const f = t.failover
+  if (f !== undefined) out['failover'] = { ...f, ...(f.synTimeout !== undefined ? { synTimeout: dur(f.synTimeout) } : {}) }
+  if (t.outlierEjection !== undefined) {
+    const o = t.outlierEjection
+    out['outlierEjection'] = {
+      ...o,
+      ...(o.baseEjectionTime !== undefined ? { baseEjectionTime: dur(o.baseEjectionTime) } : {}),
+      ...(o.maxEjectionTime !== undefined ? { maxEjectionTime: dur(o.maxEjectionTime) } : {}),
+    }
+  }
+  if (t.signals !== undefined) out['signals'] = t.signals
+  return out
 }
 
 /** tundra's version, from its package.json (found from this file in src/ or dist/src/). */

@@ -32,3 +32,18 @@ t.test('tun.packetThreads', async t => {
   t.throws(() => read({ packetThreads: 2, queues: 3 }), /tun\.queues \(3\) must equal tun\.packetThreads \(2\)/)
   t.throws(() => read({ packetThreads: 2, io: 'thread' }), /tun\.io "thread" with tun\.packetThreads > 1/)
 })
+
+t.test('failover and outlier ejection are refused with packetThreads > 1', async t => {
+  const dir = mkdtempSync(join(tmpdir(), 'tundra-cfg-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const read = (extra: Record<string, unknown>): unknown => {
+    const f = join(dir, 'agent.json')
+    writeFileSync(f, JSON.stringify({ ...BASE, ...extra }))
+    return readAgentConfig(f).tun
+  }
+  const two = { tun: { ...BASE.tun, packetThreads: 2 } }
+  t.throws(() => read({ ...two, failover: { enabled: true } }), /failover\.enabled: not supported with tun\.packetThreads 2/)
+  t.throws(() => read({ ...two, outlierEjection: { enabled: true } }), /outlierEjection\.enabled: not supported with tun\.packetThreads 2/)
+  t.match(read({ ...two, signals: { enabled: true }, failover: { enabled: false } }), { packetThreads: 2 }, 'signals stay allowed')
+  t.match(read({ failover: { enabled: true }, outlierEjection: { enabled: true } }), { name: 'tundra0' }, 'one thread: allowed')
+})

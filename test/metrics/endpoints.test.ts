@@ -6,7 +6,9 @@ import type { Cluster, Service } from '../../src/model/cluster'
 import { compileNat, updateNat, type NatConfig } from '../../src/nat/compile'
 import { NatAction, NatEngine } from '../../src/nat/engine'
 import { engineLive } from '../../src/agent/live'
-import { natEndpointCounters } from '../../src/metrics/nat'
+import { natEndpointCounters } from '../../src/metrics/endpoints'
+import { connectOptions } from '../../src/nat/failover'
+import { signalRows } from '../../src/nat/signals'
 import { TundraMetrics } from '../../src/metrics/registry'
 import { ACK, BASE_CONFIG, NODE, SYN, ep, info, parse, port, svc, tcp4, udp4, tcp6 } from '../nat/packets'
 
@@ -127,4 +129,35 @@ t.test('a service port that takes a freed id does not inherit the counts of the 
   const { rows, release } = natEndpointCounters(t1, await live.endpointCounters())
   t.same(rows, [{ namespace: 'default', service: 'b', port: '80', endpoint: '10.100.1.2:8080', packets: 1, newConnections: 1 }])
   t.equal(release.length, 1, "a's slot is released")
+})
+
+t.test('one book: a released slot taken by another endpoint starts from zero, signals included', async t => {
+  const one = svc('one', { clusterIPs: ['10.96.0.30'], ports: [port('', 80, 8080)], endpoints: [ep('10.100.1.2', 8080, { node: NODE })] })
+  const t0 = compileNat(cluster([one]), CONFIG)
+  const eng = new NatEngine(t0, { seed: 7, connect: connectOptions({}) })
+  const live = engineLive(eng, () => NOW)
+  t.equal(run(eng, tcp4('10.100.1.50', '10.96.0.30', 40000, 80, SYN)), NatAction.FORWARD)
+  t.equal(run(eng, tcp4('10.100.1.2', '10.100.1.50', 8080, 40000, SYN | ACK)), NatAction.FORWARD)
+  const t1 = updateNat(t0, [svc('one', { ...one, endpoints: [ep('10.100.1.3', 8080, { node: NODE })] })])
+  eng.swap(t1)
+  const first = natEndpointCounters(t1, await live.endpointCounters())
+  t.equal(first.release.length, 1)
+  await live.endpointCounters(first.release)
+  t.equal(run(eng, tcp4('10.100.1.50', '10.96.0.30', 40001, 80, SYN)), NatAction.FORWARD, 'the new endpoint takes the freed slot')
+  const snap = await live.endpointCounters()
+  t.same(natEndpointCounters(t1, snap).rows, [{ namespace: 'default', service: 'one', port: '80', endpoint: '10.100.1.3:8080', packets: 1, newConnections: 1 }])
+  const sig = signalRows(t1, snap)
+  t.match(sig, [{ endpoint: '10.100.1.3:8080', opened: 1, active: 1, bytesTo: 40, bytesFrom: 0 }], 'signals of the new endpoint only')
+  t.equal(sig.length, 1)
+})
+
+t.test('signals.enabled false: packets and new connections are still counted, signal rows are empty', async t => {
+  const eng = new NatEngine(compileNat(cluster([two]), CONFIG), { seed: 7, connect: connectOptions({ signals: { enabled: false } }) })
+  t.equal(eng.tracking, false, 'connect tracking off')
+  const live = engineLive(eng, () => NOW)
+  t.equal(run(eng, tcp4('10.100.1.50', '10.96.0.20', 40000, 80, SYN)), NatAction.FORWARD)
+  const snap = await live.endpointCounters()
+  t.match(natEndpointCounters(eng.table, snap).rows, [{ packets: 1, newConnections: 1 }])
+  t.same(signalRows(eng.table, snap), [])
+  t.same(await live.endpointSignals?.(), [])
 })

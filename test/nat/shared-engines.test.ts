@@ -5,6 +5,9 @@ import { compileNat } from '../../src/nat/compile'
 import type { NatConfig } from '../../src/nat/compile'
 import { sharedConntrack } from '../../src/nat/conntrack'
 import { sharedAffinity } from '../../src/nat/select'
+import { connectOptions } from '../../src/nat/failover'
+import { mergeEndpointSnapshots, signalRows, splitRelease } from '../../src/nat/signals'
+import { natEndpointCounters } from '../../src/metrics/endpoints'
 import { NatAction, NatEngine, NatStat } from '../../src/nat/engine'
 import { ACK, BASE_CONFIG, NODE, PSH, SYN, checksumProblems, ep, flow, info, parse, port, svc, tcp4, udp4 } from './packets'
 
@@ -139,4 +142,66 @@ t.test('a lock held by a thread that died is released by its owner id', async tt
   tt.equal(b.releaseLocksOf(2), false, 'not held by 2')
   tt.equal(b.releaseLocksOf(1), true, 'held by 1: released')
   tt.equal(run(b, udp4('10.100.1.61', '10.96.0.20', 1, 53)), NatAction.FORWARD, 'the other thread goes on')
+})
+
+t.test('signals with two engines over one conntrack: per-engine books, an entry of the other thread finds no slot', async tt => {
+  const table = compileNat({ services: [two, sticky], nodes: [], pods: [] }, CONFIG)
+  const v4 = sharedConntrack(4, 1024, 11)
+  const v6 = sharedConntrack(6, 64, 12)
+  const connect = connectOptions({}, 2)
+  tt.equal(connect.signals, true, 'signals are allowed with two threads')
+  const engines = [
+    new NatEngine(table, { seed: 1, connect, shared: { v4, v6, owner: 1 } }),
+    new NatEngine(table, { seed: 2, connect, shared: { v4, v6, owner: 2 } }),
+  ]
+  // per engine, per endpoint: packets it processed of flows to it, packets of flows it made, flows it made
+  const seen = [new Map<string, number>(), new Map<string, number>()]
+  const own = [new Map<string, number>(), new Map<string, number>()]
+  const made = [new Map<string, number>(), new Map<string, number>()]
+  const inc = (m: Map<string, number>, k: string, n = 1): void => void m.set(k, (m.get(k) ?? 0) + n)
+  for (let i = 0; i < 40; i++) {
+    const x = i % 2
+    const y = 1 - x
+    const q = udp4('10.100.1.80', '10.96.0.20', 20000 + i, 53)
+    tt.equal(run(engines[x]!, q), NatAction.FORWARD)
+    const backend = flow(q).split(' > ')[1]!
+    const [bip] = backend.split(':') as [string, string]
+    tt.equal(run(engines[y]!, udp4(bip, '10.100.1.80', 53, 20000 + i)), NatAction.FORWARD, 'reply on the other thread')
+    tt.equal(run(engines[x]!, udp4('10.100.1.80', '10.96.0.20', 20000 + i, 53)), NatAction.FORWARD)
+    inc(made[x]!, backend)
+    inc(own[x]!, backend, 2)
+    inc(seen[x]!, backend, 2)
+    inc(seen[y]!, backend)
+    // the other thread deletes it: the next flow may take the same entry, and the engine that made this one keeps
+    // a stale word for it
+    tt.equal(engines[y]!.flush({}), 1)
+  }
+  for (const x of [0, 1]) {
+    const eng = engines[x]!
+    const snap = eng.book.snapshot(0, eng.tracking)
+    const rows = natEndpointCounters(table, snap).rows.filter(r => r.service === 'two' && r.port === 'dns')
+    for (const r of rows) {
+      tt.equal(r.newConnections, made[x]!.get(r.endpoint) ?? 0, `engine ${x} ${r.endpoint}: the flows it made`)
+      tt.ok(r.packets >= (own[x]!.get(r.endpoint) ?? 0), `engine ${x} ${r.endpoint}: every packet of its own flows`)
+      tt.ok(r.packets <= (seen[x]!.get(r.endpoint) ?? 0), `engine ${x} ${r.endpoint}: nothing of another endpoint's flows`)
+    }
+    tt.same(
+      signalRows(table, snap).map(r => r.failed),
+      signalRows(table, snap).map(() => 0),
+      'no failures invented',
+    )
+  }
+  // what the host answers for several threads: one snapshot, one signal row per endpoint, releases split back
+  const merged = mergeEndpointSnapshots(engines.map(e => e.book.snapshot(0, e.tracking)))
+  const dnsRows = signalRows(table, merged).filter(r => r.service === 'two' && r.port === 'dns')
+  tt.equal(new Set(dnsRows.map(r => r.endpoint)).size, dnsRows.length, 'one signal row per endpoint')
+  tt.equal(
+    dnsRows.reduce((n, r) => n + r.opened, 0),
+    40,
+    'every flow counted once across the threads',
+  )
+  const all = Array.from({ length: merged.n }, (_, c) => c).filter(c => merged.used[c] === 1)
+  const back = [splitRelease(all, 0, 2), splitRelease(all, 1, 2)]
+  tt.equal(back[0]!.length + back[1]!.length, all.length, 'every merged slot goes back to one thread')
+  tt.equal(engines[0]!.book.release(back[0]!) + engines[1]!.book.release(back[1]!), all.length, 'and frees a slot there')
 })

@@ -342,3 +342,11 @@ t.test('nodePortAddresses keywords', async t => {
   const c = mergeFlags(parseKubeProxyConfig(HEAD + 'nodePortAddresses: [localhost, primary]\n'), {})
   t.match(c.warnings.join('\n'), /localhost is ignored/)
 })
+
+t.test('tundra.failover / outlierEjection refused with tun.packetThreads > 1', async t => {
+  const err = errorOf(() => mergeFlags(parseKubeProxyConfig(HEAD + 'tundra: {tun: {packetThreads: 2}, failover: {enabled: true}}\n'), {}))
+  t.match(err, /failover\.enabled: not supported with tun\.packetThreads 2/)
+  const err2 = errorOf(() => mergeFlags(parseKubeProxyConfig(HEAD + 'tundra: {tun: {packetThreads: 2}, outlierEjection: {enabled: true}}\n'), {}))
+  t.match(err2, /outlierEjection\.enabled/)
+  t.match(mergeFlags(parseKubeProxyConfig(HEAD + 'tundra: {tun: {packetThreads: 2}, signals: {enabled: true}}\n'), {}).tundra.tun, { packetThreads: 2 })
+})
