@@ -5,6 +5,8 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { askAgent } from '../../src/agent/control'
+import type { ServicesReport } from '../../src/inspect/services'
 import { execArgv, labExec, type LabState } from '../../src/lab/index'
 import type { SummaryRow } from '../lib/report'
 import { benchLabDown, benchLabUp } from '../lib/labs'
@@ -51,10 +53,30 @@ export interface FailoverRun {
   error?: string
 }
 
+/** Outlier ejection detection (tundra only, failover and ejection on as in the runs above): from the moment (t0) one
+ *  of 3 backends starts refusing / blackholing while a client connects sequentially, until `tundra services` (its
+ *  control socket, polled every POLL_MS) shows the backend ejected. */
+export interface EjectionRun {
+  readonly mode: 'rst' | 'blackhole'
+  /** ms from t0 until the endpoint was seen ejected (NaN: not within the wait) */
+  detectMs: number
+  /** client connects started between t0 and the ejection being seen */
+  connects: number
+  /** connect attempts that reached the failing endpoint (its failed count when ejected) */
+  attempts: number
+  error?: string
+}
+
 export interface FailoverResult {
   readonly connectTimeoutSeconds: number
   readonly runs: FailoverRun[]
+  readonly ejection?: EjectionRun[]
 }
+
+/** How often the bench asks tundra whether the endpoint is ejected. */
+const POLL_MS = 20
+/** How long the bench waits for an ejection after t0. */
+const EJECT_WAIT_MS = 15_000
 
 export const FAILOVER_LAB_NAMES = ['bffotun', 'bffoipt']
 
@@ -68,6 +90,7 @@ export async function runFailover(opts: { quick: boolean; workDir: string }): Pr
   const manifest = join(opts.workDir, 'failover.yaml')
   writeFileSync(manifest, MANIFEST)
   const runs: FailoverRun[] = []
+  const ejection: EjectionRun[] = []
   for (const contender of ['tundra', 'iptables-nft'] as const) {
     const name = FAILOVER_LAB_NAMES[contender === 'tundra' ? 0 : 1]!
     let proc: ChildProcess | undefined
@@ -95,11 +118,7 @@ export async function runFailover(opts: { quick: boolean; workDir: string }): Pr
       ] as const) {
         await restart() // fresh ejection state for each mode
         await pod('web-a', ['sh', '-c', 'nft delete table inet tt 2>/dev/null; true'])
-        const r = await pod('web-a', [
-          'nft',
-          `add table inet tt; add chain inet tt in { type filter hook input priority 0; }; add rule inet tt in tcp dport 8080 ${verdict}`,
-        ])
-        if (r.code !== 0) throw new Error(`nft in web-a: ${r.stderr}`)
+        await breakWebA(pod, verdict)
         runs.push(await connects(pod, contender, mode, n))
         const last = runs[runs.length - 1]!
         progress(
@@ -107,6 +126,21 @@ export async function runFailover(opts: { quick: boolean; workDir: string }): Pr
           `${contender} ${mode}: ${last.failed} of ${n} connects failed, connect median ${last.connectMsMedian.toFixed(2)} ms, p99 ${last.connectMsP99.toFixed(1)} ms`,
         )
       }
+      if (contender === 'tundra')
+        for (const [mode, verdict] of [
+          ['rst', 'reject with tcp reset'],
+          ['blackhole', 'drop'],
+        ] as const) {
+          await pod('web-a', ['sh', '-c', 'nft delete table inet tt 2>/dev/null; true'])
+          await restart() // fresh ejection state: web-a healthy again
+          try {
+            const e = await detectEjection(pod, state, mode, verdict)
+            ejection.push(e)
+            progress('failover', `tundra ${mode}: ejected ${e.detectMs.toFixed(0)} ms after t0, ${e.connects} connects, ${e.attempts} reached it`)
+          } catch (err) {
+            ejection.push({ mode, detectMs: NaN, connects: NaN, attempts: NaN, error: errorSummary(err) })
+          }
+        }
     } catch (err) {
       runs.push({ contender, mode: 'rst', connects: 0, failed: NaN, connectMsMedian: NaN, connectMsP99: NaN, connectMsMean: NaN, error: errorSummary(err) })
     } finally {
@@ -114,7 +148,62 @@ export async function runFailover(opts: { quick: boolean; workDir: string }): Pr
       await benchLabDown(name)
     }
   }
-  return { connectTimeoutSeconds: CONNECT_TIMEOUT_S, runs }
+  return { connectTimeoutSeconds: CONNECT_TIMEOUT_S, runs, ejection }
+}
+
+type PodExec = (p: string, cmd: string[], timeoutMs?: number) => ReturnType<typeof labExec>
+
+/** web-a starts refusing (verdict `reject with tcp reset`) or blackholing (`drop`) its port. */
+async function breakWebA(pod: PodExec, verdict: string): Promise<void> {
+  const r = await pod('web-a', [
+    'nft',
+    `add table inet tt; add chain inet tt in { type filter hook input priority 0; }; add rule inet tt in tcp dport 8080 ${verdict}`,
+  ])
+  if (r.code !== 0) throw new Error(`nft in web-a: ${r.stderr}`)
+}
+
+/** The web service's endpoint tundra shows ejected, with its failed connects (undefined: none ejected). */
+async function ejected(control: string): Promise<{ failed: number } | undefined> {
+  const r = (await askAgent(control, 'services', {}, 2_000)) as ServicesReport
+  for (const s of r.services) {
+    if (s.service !== 'default/web') continue
+    for (const x of s.signals ?? []) if (x.ejectedMs > 0) return { failed: x.failed }
+  }
+  return undefined
+}
+
+async function detectEjection(pod: PodExec, state: LabState, mode: EjectionRun['mode'], verdict: string): Promise<EjectionRun> {
+  const control = join(state.dir, 'run.sock')
+  const stop = join(state.dir, `eject-${mode}.stop`)
+  // the client: sequential connects, each line the connect's start (ns since the epoch), until the stop file appears
+  const script = `i=0; while [ ! -e ${stop} ] && [ $i -lt 3000 ]; do i=$((i+1)); date +%s%N; curl -s -o /dev/null --connect-timeout ${CONNECT_TIMEOUT_S} -m 3 http://${VIP}/hostname || echo fail; done`
+  const client = pod('cli', ['sh', '-c', script], EJECT_WAIT_MS + 60_000)
+  try {
+    await new Promise(r => setTimeout(r, 300)) // the client is connecting before t0
+    await breakWebA(pod, verdict)
+    const t0 = Date.now() // the rule is in place (it took effect at most the exec's duration earlier)
+    let seen: { failed: number } | undefined
+    let t1 = NaN
+    while (Date.now() - t0 < EJECT_WAIT_MS) {
+      seen = await ejected(control)
+      if (seen !== undefined) {
+        t1 = Date.now()
+        break
+      }
+      await new Promise(r => setTimeout(r, POLL_MS))
+    }
+    writeFileSync(stop, '')
+    const out = await client
+    const starts = out.stdout
+      .split('\n')
+      .filter(l => /^\d+$/.test(l))
+      .map(l => Number(BigInt(l) / 1_000_000n))
+    const connects = Number.isFinite(t1) ? starts.filter(t => t >= t0 && t <= t1).length : NaN
+    return { mode, detectMs: t1 - t0, connects, attempts: seen?.failed ?? NaN }
+  } finally {
+    writeFileSync(stop, '')
+    await client.catch(() => undefined)
+  }
 }
 
 function startTundra(state: LabState): ChildProcess {
@@ -215,5 +304,30 @@ export function failoverRows(r: FailoverResult): SummaryRow[] {
       pass: undefined,
       note: 'tundra fails over after synTimeout (300 ms here); the kernel contender loses the connect instead',
     })
+  for (const e of r.ejection ?? []) {
+    const what = e.mode === 'rst' ? 'refusing' : 'blackholed'
+    rows.push({
+      metric: `ejection detection time, 1 of 3 backends ${what}`,
+      unit: 'ms',
+      tundra: e.detectMs,
+      kernel: {},
+      compare: e.detectMs,
+      compareKind: 'value',
+      target: 'informational',
+      pass: undefined,
+      note: `failover and ejection on (3 consecutive failures, synTimeout 300 ms); polled every ${POLL_MS} ms; the kernel never ejects (until the EndpointSlice changes)`,
+    })
+    rows.push({
+      metric: `client connects until ejection, 1 of 3 backends ${what}`,
+      unit: 'connects',
+      tundra: e.connects,
+      kernel: {},
+      compare: e.connects,
+      compareKind: 'value',
+      target: 'informational',
+      pass: undefined,
+      note: `sequential connects started between t0 and the ejection seen; ${Number.isFinite(e.attempts) ? e.attempts : '?'} of them reached the backend`,
+    })
+  }
   return rows
 }

@@ -152,3 +152,27 @@ t.test('DNS rows: q/s against dnsmasq (1.5× in the path, 1.0× on a socket) and
   t.equal(rows.find(x => x.metric === 'DNS server CPU per query (in-path: the agent)')!.compare, 0.5)
   t.equal(rows.find(x => x.metric === 'DNS server CPU per query (socket front end)')!.kernel['dnsmasq'], 8)
 })
+
+t.test('failover: ejection detection time and connects until ejection, per mode', async t => {
+  const rows = summarize({
+    meta: {},
+    skipped: {},
+    failover: {
+      connectTimeoutSeconds: 1,
+      runs: [],
+      ejection: [
+        { mode: 'rst', detectMs: 125, connects: 13, attempts: 3 },
+        { mode: 'blackhole', detectMs: NaN, connects: NaN, attempts: NaN, error: 'timed out' },
+      ],
+    },
+  })
+  const rst = rows.find(x => x.metric === 'ejection detection time, 1 of 3 backends refusing')!
+  t.equal(rst.tundra, 125)
+  t.equal(rst.unit, 'ms')
+  t.equal(rst.pass, undefined, 'informational: the kernel has no ejection to compare with')
+  t.equal(rows.find(x => x.metric === 'client connects until ejection, 1 of 3 backends refusing')!.tundra, 13)
+  t.match(rows.find(x => x.metric === 'client connects until ejection, 1 of 3 backends refusing')!.note, /3 of them reached the backend/)
+  const bh = rows.find(x => x.metric === 'ejection detection time, 1 of 3 backends blackholed')!
+  t.ok(Number.isNaN(bh.tundra), 'not ejected: no number')
+  t.match(renderTable(rows), /ejection detection time, 1 of 3 backends refusing +ms +125/)
+})
