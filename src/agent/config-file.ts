@@ -63,3 +63,8 @@ export function readAgentConfig(file: string): AgentConfig {
   }
   return raw as AgentConfig
 }
+
+/** Checks an agent config's failover / outlierEjection / signals sections (nat/failover.ts connectOptions); throws a RangeError naming the field. */
+export function checkConnectConfig(c: ConnectConfig, packetThreads = 1): void {
+  connectOptions(c, packetThreads)
+}

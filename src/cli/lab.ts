@@ -10,7 +10,9 @@ import {
   labStatus,
   labUp,
   LabError,
+  parseConnectFlag,
   type Dataplane,
+  type LabAgentSettings,
   type ExecTarget,
 } from '../lab/index'
 import { labApply, labDelete, labScale, labSetReady, loadManifestFiles, openLab, parseObjectRef, refsOf, type LabSession } from '../lab/apply'
@@ -35,6 +37,11 @@ export function registerLab(program: Command): void {
     .addOption(new Option('--iptables-backend <kind>', 'with --dataplane iptables: which iptables').choices(['nft', 'legacy']).default('nft'))
     .option('--timeout <seconds>', 'how long pods and agents may take to get ready', positiveInt, 60)
     .option('--keep-on-failure', 'leave a lab that failed to come up in place, for a look')
+    .option('--failover [settings]', 'connect-time failover in every agent: on (bare flag), off, or fields like synTimeout=300ms,maxRetries=2,pool=N')
+    .option(
+      '--outlier-ejection [settings]',
+      'passive outlier ejection in every agent: on (bare flag), off, or fields like consecutiveFailures=3,baseEjectionTime=30s,maxEjectionTime=300s,maxEjectionPercent=50',
+    )
     .action(
       async (o: {
         filename: string[]
@@ -44,7 +51,13 @@ export function registerLab(program: Command): void {
         iptablesBackend: 'nft' | 'legacy'
         timeout: number
         keepOnFailure?: boolean
+        failover?: string | true
+        outlierEjection?: string | true
       }) => {
+        const agentSettings: LabAgentSettings = {
+          ...(o.failover === undefined ? {} : { failover: parseConnectFlag('failover', o.failover) }),
+          ...(o.outlierEjection === undefined ? {} : { outlierEjection: parseConnectFlag('outlierEjection', o.outlierEjection) }),
+        }
         const abort = new AbortController()
         const onSignal = (): void => {
           process.stderr.write('[lab] interrupted: cleaning up\n')
@@ -62,6 +75,7 @@ export function registerLab(program: Command): void {
             readyTimeoutMs: o.timeout * 1000,
             keepOnFailure: o.keepOnFailure === true,
             signal: abort.signal,
+            ...(Object.keys(agentSettings).length === 0 ? {} : { agentSettings }),
           })
         } catch (err) {
           if (!abort.signal.aborted) throw err

@@ -6,6 +6,7 @@ export { labStatus, statusOf, formatStatus, type LabStatus } from './status'
 export { loadLabState, listLabs, resolveLabName, labDir, labsRoot, LabError, type LabState } from './state'
 export { compileLab, formatProblem, LabManifestError, type LabPlan } from './compile'
 export { LAB, DATAPLANES, type Dataplane } from './plan'
+export { parseConnectFlag, checkLabAgentSettings, type LabAgentSettings } from './settings'
 export { labRestartAgent, type RestartResult } from './restart'
 export {
   openLab,

@@ -33,6 +33,7 @@ import { isOurs, logTail } from './proc'
 import { ensureLabsRoot, LabError, labDir, readState, saveState, type LabState, type ProcessRole } from './state'
 import { labStatus, type LabStatus } from './status'
 import { loadIptables } from './iptables'
+import { checkLabAgentSettings, type LabAgentSettings } from './settings'
 
 export interface LabUpOptions {
   /** manifest files or directories */
@@ -60,6 +61,8 @@ export interface LabUpOptions {
   readonly keepOnFailure?: boolean
   /** abort (e.g. on SIGINT): `lab up` stops at the next step and removes what it made */
   readonly signal?: AbortSignal
+  /** what every node's agent config gets besides the lab's wiring: failover, outlier ejection (off by default) */
+  readonly agentSettings?: LabAgentSettings
 }
 
 export { probesOf } from './pods'
@@ -104,6 +107,10 @@ export async function labUp(opts: LabUpOptions): Promise<LabStatus> {
   // Everything that can be checked without touching the system, first.
   say(`[lab] reading ${opts.files.join(', ')}`)
   const plan = compileLab({ name, files: opts.files, nodes: opts.nodes ?? 1, dataplane, onWarning: w => say(`[lab] warning: ${w}`) })
+  if (opts.agentSettings !== undefined) {
+    checkLabAgentSettings(opts.agentSettings)
+    if (dataplane !== 'tundra') throw new LabError(`failover and outlier ejection are tundra's: not with --dataplane ${dataplane}`)
+  }
   if (!isRoot()) throw new LabError('lab up needs root: it creates network namespaces')
   const node = process.execPath
   const scripts = { netexec: distScript('src/lab/netexec-main.js'), probe: distScript('src/lab/probe-main.js') }
@@ -330,7 +337,7 @@ async function startAgents(
 ): Promise<void> {
   ctx.say(`[lab] starting tundra on ${plan.nodes.length} node(s)`)
   for (const n of plan.nodes) {
-    const cfg = agentConfig(plan, n.name, manifests, join(state.dir, `${n.name}.sock`))
+    const cfg = agentConfig(plan, n.name, manifests, join(state.dir, `${n.name}.sock`), ctx.agentSettings)
     const path = join(state.dir, `${n.name}.agent.json`)
     writeFileSync(path, JSON.stringify(cfg, null, 2) + '\n')
     state.nodes = state.nodes.map(s => (s.name === n.name ? { ...s, agentConfig: path, control: cfg.control } : s))
@@ -365,7 +372,7 @@ export function canConnect(path: string): Promise<boolean> {
 }
 
 /** The config `tundra agent` gets on one node of the lab. */
-export function agentConfig(plan: Pick<LabPlan, 'nodes'>, nodeName: string, manifests: string, control: string): AgentConfig {
+export function agentConfig(plan: Pick<LabPlan, 'nodes'>, nodeName: string, manifests: string, control: string, settings: LabAgentSettings = {}): AgentConfig {
   const n = plan.nodes.find(x => x.name === nodeName)
   if (!n) throw new LabError(`no node ${nodeName}`)
   return {
@@ -383,5 +390,7 @@ export function agentConfig(plan: Pick<LabPlan, 'nodes'>, nodeName: string, mani
       peers: plan.nodes.filter(x => x.name !== n.name).map(x => ({ node: x.name, ip: x.ip, podCIDR: x.podCIDR })),
     },
     control,
+    ...(settings.failover === undefined ? {} : { failover: settings.failover }),
+    ...(settings.outlierEjection === undefined ? {} : { outlierEjection: settings.outlierEjection }),
   }
 }
