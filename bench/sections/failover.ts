@@ -1,7 +1,9 @@
 // Section failover (issue 16): sequential TCP connects through a ClusterIP with three backends, one of which refuses
 // (nft tcp reset in its namespace) or blackholes (nft drop). tundra run with connect-time failover and outlier
 // ejection on, against kube-proxy's iptables rules (the kernel contender) in the same run: connects that failed, and
-// the connect time (curl's time_connect) tundra adds while failing over from a blackholed backend.
+// the connect time (curl's time_connect) tundra adds while failing over from a blackholed backend. Then (tundra only)
+// the ejection detection time: from the moment the backend starts refusing / blackholing while a client connects
+// until `tundra services` shows it ejected, in ms and client connects.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
