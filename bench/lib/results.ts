@@ -74,14 +74,17 @@ export function conditions(r: BenchReport, note?: string): string {
   if (loads.length > 0) {
     const start = loads[0]!
     const max = Math.max(...loads)
-    const loaded = max > cpus * 0.5
+    // The load during the run is mostly the bench's own (iperf, sockperf, dnsperf, the dataplanes): only the start
+    // says whether something else was on the machine.
+    const loaded = start > cpus * 0.5
+    const during = max > start ? ` and up to ${max.toFixed(2)} during the run (the bench's own load included)` : ''
     parts.push(
       loaded
-        ? `**These numbers were taken while the machine was loaded** (other work shared it): load average ${start.toFixed(2)} at the start` +
-            `${max > start ? ` and up to ${max.toFixed(2)} during the run` : ''}, on ${cpus} CPUs. Absolute numbers are lower and noisier than on an ` +
+        ? `**These numbers were taken while the machine was loaded**: load average ${start.toFixed(2)} at the start${during}, on ${cpus} CPUs ` +
+            '(the 1-minute average at the start counts other work, or work that had just ended). Absolute numbers are lower and noisier than on an ' +
             'idle machine; the comparisons are fairer than the absolute values, since every e2e, first-packet and DNS round runs the ' +
             'contenders back to back (order rotated) and the table shows medians.'
-        : `The machine was quiet: load average ${start.toFixed(2)} at the start and at most ${max.toFixed(2)} during the run, on ${cpus} CPUs.`,
+        : `The machine was quiet: load average ${start.toFixed(2)} at the start${during}, on ${cpus} CPUs.`,
     )
   }
   if (note) parts.push(note)
