@@ -66,7 +66,7 @@ export interface ChurnPlan {
 }
 
 export function churnPlan(quick: boolean): ChurnPlan {
-  return quick ? { sizes: [1000], baselineSeconds: 3, churnSeconds: 10 } : { sizes: [1000, 10_000, 20_000], baselineSeconds: 10, churnSeconds: 20 }
+  return quick ? { sizes: [1000], baselineSeconds: 3, churnSeconds: 7 } : { sizes: [1000, 10_000, 20_000], baselineSeconds: 10, churnSeconds: 20 }
 }
 
 /**
