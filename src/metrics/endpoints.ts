@@ -93,32 +93,27 @@ export function registerEndpointMetrics(
   }
   counter('tundra_endpoint_connections_failed_total', 'TCP connects to an endpoint that failed (RST, ICMP unreachable, timeout)', r => r.failed)
   counter('tundra_endpoint_ejections_total', 'Times an endpoint was ejected by passive outlier detection', r => r.ejections)
-  new Counter({
-    name: 'tundra_endpoint_resets_total',
-    help: 'TCP resets on connections to an endpoint, by the side that sent them',
-    labelNames: [...LABELS, 'side'],
-    registers,
-    collect() {
-      this.reset()
-      for (const r of rows() ?? []) {
-        this.inc({ ...labels(r), side: 'client' }, r.resetsClient)
-        this.inc({ ...labels(r), side: 'endpoint' }, r.resetsEndpoint)
-      }
-    },
-  })
-  new Counter({
-    name: 'tundra_endpoint_bytes_total',
-    help: 'IP bytes on connections to an endpoint, by direction',
-    labelNames: [...LABELS, 'direction'],
-    registers,
-    collect() {
-      this.reset()
-      for (const r of rows() ?? []) {
-        this.inc({ ...labels(r), direction: 'to_endpoint' }, r.bytesTo)
-        this.inc({ ...labels(r), direction: 'from_endpoint' }, r.bytesFrom)
-      }
-    },
-  })
+  /** one counter family split by a second label: a sample per (endpoint, value) */
+  const split = (name: string, help: string, label: string, parts: readonly (readonly [string, (r: BackendRow) => number])[]): void => {
+    new Counter({
+      name,
+      help,
+      labelNames: [...LABELS, label],
+      registers,
+      collect() {
+        this.reset()
+        for (const r of rows() ?? []) for (const [value, pick] of parts) this.inc({ ...labels(r), [label]: value }, pick(r))
+      },
+    })
+  }
+  split('tundra_endpoint_resets_total', 'TCP resets on connections to an endpoint, by the side that sent them', 'side', [
+    ['client', r => r.resetsClient],
+    ['endpoint', r => r.resetsEndpoint],
+  ])
+  split('tundra_endpoint_bytes_total', 'IP bytes on connections to an endpoint, by direction', 'direction', [
+    ['to_endpoint', r => r.bytesTo],
+    ['from_endpoint', r => r.bytesFrom],
+  ])
   const gauge = (name: string, help: string, pick: (r: BackendRow) => number): void => {
     new Gauge({
       name,
