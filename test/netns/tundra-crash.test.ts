@@ -7,32 +7,13 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { netnsSkip } from '../helpers/netns'
 import { labRestartAgent } from '../../src/lab/restart'
-import { sleep, tundraLab, waitFor } from '../fixtures/tundra/lab'
+import { nginxServiceLab, sleep, tundraLab, waitFor } from '../fixtures/tundra/lab'
 
 const skip = netnsSkip('nginx', 'curl', 'unshare')
 const MB = 40
 const VIP = '10.96.7.9'
 
-const LAB = `apiVersion: v1
-kind: Pod
-metadata: {name: web, labels: {app: web}}
-spec:
-  containers: [{name: nginx, image: nginx, ports: [{containerPort: 80}]}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: client}
-spec:
-  containers: [{name: shell, image: busybox, command: [sleep, infinity]}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: web}
-spec:
-  clusterIP: ${VIP}
-  selector: {app: web}
-  ports: [{port: 80, targetPort: 80}]
-`
+const LAB = nginxServiceLab(VIP, ['web'])
 
 t.test('a download through a ClusterIP survives kill -9 without a snapshot, or fails at once', { ...skip, timeout: 180_000 }, async t => {
   const dir = mkdtempSync(join(tmpdir(), 'tundra-crash-'))

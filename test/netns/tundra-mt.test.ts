@@ -8,38 +8,13 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { netnsSkip } from '../helpers/netns'
 import { askAgent } from '../../src/agent/control'
-import { sleep, tundraLab, waitFor } from '../fixtures/tundra/lab'
+import { nginxServiceLab, sleep, tundraLab, waitFor } from '../fixtures/tundra/lab'
 
 const skip = netnsSkip('nginx', 'curl', 'dig', 'sha256sum', 'unshare')
 const MB = 100
 const VIP = '10.96.7.19'
 
-const LAB = `apiVersion: v1
-kind: Pod
-metadata: {name: web, labels: {app: web}}
-spec:
-  containers: [{name: nginx, image: nginx, ports: [{containerPort: 80}]}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: web2, labels: {app: web}}
-spec:
-  containers: [{name: nginx, image: nginx, ports: [{containerPort: 80}]}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: client}
-spec:
-  containers: [{name: shell, image: busybox, command: [sleep, infinity]}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: web}
-spec:
-  clusterIP: ${VIP}
-  selector: {app: web}
-  ports: [{port: 80, targetPort: 80}]
-`
+const LAB = nginxServiceLab(VIP, ['web', 'web2'])
 
 t.test('two packet threads: 100 MB, 200 curls and DNS through one Service', { ...skip, timeout: 240_000 }, async t => {
   process.env['TUNDRA_PACKET_THREADS'] = '2' // the agents the lab starts inherit it
