@@ -18,17 +18,19 @@ import { median } from '../lib/stats'
 const VIP = '10.96.0.60'
 const CLI = join(__dirname, '..', '..', 'src', 'cli', 'main.js')
 
-const MANIFEST = `${['a', 'b', 'c']
-  .map(
-    x => `apiVersion: v1
+/** The failover lab: three agnhost endpoints web-a/b/c behind `web` on vip:80, and a busybox client `cli`. */
+export function failoverManifest(vip: string): string {
+  return `${['a', 'b', 'c']
+    .map(
+      x => `apiVersion: v1
 kind: Pod
 metadata: {name: web-${x}, labels: {app: web}}
 spec:
   containers: [{name: s, image: agnhost, ports: [{containerPort: 8080}]}]
 ---
 `,
-  )
-  .join('')}apiVersion: v1
+    )
+    .join('')}apiVersion: v1
 kind: Pod
 metadata: {name: cli}
 spec:
@@ -38,10 +40,13 @@ apiVersion: v1
 kind: Service
 metadata: {name: web}
 spec:
-  clusterIP: ${VIP}
+  clusterIP: ${vip}
   selector: {app: web}
   ports: [{name: http, port: 80, targetPort: 8080}]
 `
+}
+
+const MANIFEST = failoverManifest(VIP)
 
 export interface FailoverRun {
   readonly contender: 'tundra' | 'iptables-nft'

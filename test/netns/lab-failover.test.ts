@@ -9,34 +9,12 @@ import { netnsSkip } from '../helpers/netns'
 import { askAgent } from '../../src/agent/control'
 import type { ServicesReport } from '../../src/inspect/services'
 import { labDown, labExec, labUp, loadLabState, parseConnectFlag } from '../../src/lab/index'
+import { failoverManifest } from '../../bench/sections/failover'
 
 const skip = netnsSkip('dnsmasq', 'unshare', 'nft', 'curl')
 const VIP = '10.96.0.61'
 
-const MANIFEST = `${['a', 'b', 'c']
-  .map(
-    x => `apiVersion: v1
-kind: Pod
-metadata: {name: web-${x}, labels: {app: web}}
-spec:
-  containers: [{name: s, image: agnhost, ports: [{containerPort: 8080}]}]
----
-`,
-  )
-  .join('')}apiVersion: v1
-kind: Pod
-metadata: {name: cli}
-spec:
-  containers: [{name: c, image: busybox}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: web}
-spec:
-  clusterIP: ${VIP}
-  selector: {app: web}
-  ports: [{name: http, port: 80, targetPort: 8080}]
-`
+const MANIFEST = failoverManifest(VIP)
 
 t.test('lab agents with failover and ejection: a refusing backend loses no connect and is ejected', { ...skip, timeout: 120_000 }, async t => {
   const name = `lf${process.pid.toString(36)}`
