@@ -53,6 +53,55 @@ export function runMicro(quick: boolean, runner: MicroRunner = benchmarkJs): Mic
   const big = tcp4(CLIENT, ip(vipOf(0)), 40000, SERVICE_PORT, TCP_ACK, 1460)
   const small = udp4(CLIENT, ip(vipOf(0)), 40000, 53, 36)
   let sink = 0
+  /** New connections to service `idx`, each from its own client port and removed again (so the table stays small). */
+  const newConnections = (eng: NatEngine, work: Uint8Array, idx: number, group: string, name: string): void => {
+    const ct = eng.v4.ct
+    const tpl = tcp4(CLIENT, ip(vipOf(idx)), 1, SERVICE_PORT, TCP_SYN)
+    let port = 0
+    run({
+      group,
+      name,
+      opsPerCall: 16,
+      fn: () => {
+        for (let i = 0; i < 16; i++) {
+          work.set(tpl)
+          port = (port + 1) & 0x7fff
+          work[20] = 0x80 | (port >>> 8)
+          work[21] = port & 0xff
+          parsePacket(work, 0, 40, info)
+          if (eng.process(work, 0, 40, info, false, NOW) !== NatAction.FORWARD) throw new Error('new connection not forwarded')
+          ct.delete(ct.lookup(6) >>> 1)
+        }
+      },
+    })
+  }
+  /** One established flow to service 0 (SYN, SYN-ACK from the chosen endpoint), then its ACKs measured in `work`. */
+  const established = (eng: NatEngine, work: Uint8Array, group: string, name: string): void => {
+    const vip0 = ip(vipOf(0))
+    const s = tcp4(CLIENT, vip0, 33000, SERVICE_PORT, TCP_SYN, 0, 1000)
+    work.set(s)
+    parsePacket(work, 0, s.length, info)
+    if (eng.process(work, 0, s.length, info, false, NOW) !== NatAction.FORWARD) throw new Error('SYN was not forwarded')
+    const epAddr = ((work[16]! << 24) | (work[17]! << 16) | (work[18]! << 8) | work[19]!) >>> 0
+    const sa = tcp4(epAddr, CLIENT, 8080, 33000, TCP_SYN | TCP_ACK, 0, 5000, 1001)
+    work.set(sa)
+    parsePacket(work, 0, sa.length, info)
+    if (eng.process(work, 0, sa.length, info, false, NOW) !== NatAction.FORWARD) throw new Error('SYN-ACK was not forwarded')
+    const ackTpl = tcp4(CLIENT, vip0, 33000, SERVICE_PORT, TCP_ACK, 0, 1001, 5001)
+    const len = ackTpl.length
+    run({
+      group,
+      name,
+      opsPerCall: 32,
+      fn: () => {
+        for (let i = 0; i < 32; i++) {
+          work.set(ackTpl)
+          parsePacket(work, 0, len, info)
+          sink += eng.process(work, 0, len, info, false, NOW)
+        }
+      },
+    })
+  }
   const B = 64
   run({
     group: 'wire',
@@ -116,57 +165,19 @@ export function runMicro(quick: boolean, runner: MicroRunner = benchmarkJs): Mic
       ...(shared ? { shared: { v4: sharedConntrack(4, 1 << 16, 1), v6: sharedConntrack(6, 1024, 2), owner: 1 } } : {}),
     })
     const work = new Uint8Array(64)
-    // An established flow to service 0: SYN, SYN-ACK (from whichever endpoint was chosen), ACK.
-    const vip0 = ip(vipOf(0))
-    const s = tcp4(CLIENT, vip0, 33000, SERVICE_PORT, TCP_SYN, 0, 1000)
-    work.set(s)
-    parsePacket(work, 0, s.length, info)
-    if (eng.process(work, 0, s.length, info, false, NOW) !== NatAction.FORWARD) throw new Error('SYN was not forwarded')
-    const epAddr = ((work[16]! << 24) | (work[17]! << 16) | (work[18]! << 8) | work[19]!) >>> 0
-    const sa = tcp4(epAddr, CLIENT, 8080, 33000, TCP_SYN | TCP_ACK, 0, 5000, 1001)
-    work.set(sa)
-    parsePacket(work, 0, sa.length, info)
-    if (eng.process(work, 0, sa.length, info, false, NOW) !== NatAction.FORWARD) throw new Error('SYN-ACK was not forwarded')
-    const ackTpl = tcp4(CLIENT, vip0, 33000, SERVICE_PORT, TCP_ACK, 0, 1001, 5001)
-    const len = ackTpl.length
-    run({
-      group: shared ? 'nat 1000 services, shared conntrack (packet threads)' : `nat ${n} services`,
-      name: 'established flow: parse + conntrack + rewrite',
-      opsPerCall: 32,
-      fn: () => {
-        for (let i = 0; i < 32; i++) {
-          work.set(ackTpl)
-          parsePacket(work, 0, len, info)
-          sink += eng.process(work, 0, len, info, false, NOW)
-        }
-      },
-    })
+    established(
+      eng,
+      work,
+      shared ? 'nat 1000 services, shared conntrack (packet threads)' : `nat ${n} services`,
+      'established flow: parse + conntrack + rewrite',
+    )
     if (shared) continue
-    const ct = eng.v4.ct
     for (const [label, idx] of [
       ['first', 0],
       ['last', n - 1],
     ] as const) {
       if (n === 1 && label === 'last') continue
-      const tpl = tcp4(CLIENT, ip(vipOf(idx)), 1, SERVICE_PORT, TCP_SYN)
-      let port = 0
-      run({
-        group: `nat ${n} services`,
-        name: `new connection to the ${label} service: parse + lookup + DNAT + conntrack insert (and its removal)`,
-        opsPerCall: 16,
-        fn: () => {
-          for (let i = 0; i < 16; i++) {
-            work.set(tpl)
-            port = (port + 1) & 0x7fff
-            work[20] = 0x80 | (port >>> 8)
-            work[21] = port & 0xff
-            parsePacket(work, 0, 40, info)
-            if (eng.process(work, 0, 40, info, false, NOW) !== NatAction.FORWARD) throw new Error('new connection not forwarded')
-            const ref = ct.lookup(6)
-            ct.delete(ref >>> 1)
-          }
-        },
-      })
+      newConnections(eng, work, idx, `nat ${n} services`, `new connection to the ${label} service: parse + lookup + DNAT + conntrack insert (and its removal)`)
     }
   }
 
@@ -175,31 +186,7 @@ export function runMicro(quick: boolean, runner: MicroRunner = benchmarkJs): Mic
     const table = compileNat(synthCluster(1000, 10), NAT_CONFIG)
     const connect = connectOptions({ signals: { enabled: withSignals } })
     const eng = new NatEngine(table, { seed: 1, conntrackMax: 1 << 16, ...(withSignals ? { connect } : {}) })
-    const work = new Uint8Array(64)
-    const vip0 = ip(vipOf(0))
-    const s = tcp4(CLIENT, vip0, 33000, SERVICE_PORT, TCP_SYN, 0, 1000)
-    work.set(s)
-    parsePacket(work, 0, s.length, info)
-    if (eng.process(work, 0, s.length, info, false, NOW) !== NatAction.FORWARD) throw new Error('SYN was not forwarded')
-    const epAddr = ((work[16]! << 24) | (work[17]! << 16) | (work[18]! << 8) | work[19]!) >>> 0
-    const sa = tcp4(epAddr, CLIENT, 8080, 33000, TCP_SYN | TCP_ACK, 0, 5000, 1001)
-    work.set(sa)
-    parsePacket(work, 0, sa.length, info)
-    if (eng.process(work, 0, sa.length, info, false, NOW) !== NatAction.FORWARD) throw new Error('SYN-ACK was not forwarded')
-    const ackTpl = tcp4(CLIENT, vip0, 33000, SERVICE_PORT, TCP_ACK, 0, 1001, 5001)
-    const len = ackTpl.length
-    run({
-      group: 'nat signals',
-      name: `established flow, 1000 services, golden signals ${withSignals ? 'on' : 'off'}`,
-      opsPerCall: 32,
-      fn: () => {
-        for (let i = 0; i < 32; i++) {
-          work.set(ackTpl)
-          parsePacket(work, 0, len, info)
-          sink += eng.process(work, 0, len, info, false, NOW)
-        }
-      },
-    })
+    established(eng, new Uint8Array(64), 'nat signals', `established flow, 1000 services, golden signals ${withSignals ? 'on' : 'off'}`)
   }
 
   // ---- endpoint schedulers (src/nat/sched.ts): a new connection's first packet per scheduler ----
@@ -211,25 +198,13 @@ export function runMicro(quick: boolean, runner: MicroRunner = benchmarkJs): Mic
     for (const sched of SCHED_NAMES) {
       const table = compileNat(synthCluster(n, 10), { ...NAT_CONFIG, scheduler: sched })
       const eng = new NatEngine(table, { seed: 1, conntrackMax: 1 << 16 })
-      const ct = eng.v4.ct
-      const tpl = tcp4(CLIENT, ip(vipOf(n >> 1)), 1, SERVICE_PORT, TCP_SYN)
-      let port = 0
-      run({
-        group: `nat scheduler, ${n} services × 10`,
-        name: `${sched}: new connection, first packet (schedule + DNAT + conntrack insert, and its removal)`,
-        opsPerCall: 16,
-        fn: () => {
-          for (let i = 0; i < 16; i++) {
-            work.set(tpl)
-            port = (port + 1) & 0x7fff
-            work[20] = 0x80 | (port >>> 8)
-            work[21] = port & 0xff
-            parsePacket(work, 0, 40, info)
-            if (eng.process(work, 0, 40, info, false, NOW) !== NatAction.FORWARD) throw new Error('new connection not forwarded')
-            ct.delete(ct.lookup(6) >>> 1)
-          }
-        },
-      })
+      newConnections(
+        eng,
+        work,
+        n >> 1,
+        `nat scheduler, ${n} services × 10`,
+        `${sched}: new connection, first packet (schedule + DNAT + conntrack insert, and its removal)`,
+      )
     }
   }
 
