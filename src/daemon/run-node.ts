@@ -266,7 +266,7 @@ export async function runNode(
         conntrackEntries: natConntrackEntries(c),
         conntrackMax: natConntrackMax(c),
         dns,
-        batch: { packets: c['device_packets'] ?? 0, batches: c['device_batches'] ?? 0 },
+        batch: { packets: c['device_packets'] ?? 0, batches: c['device_batches'] ?? 0, udpCoalesced: c['udpCoalesced'] ?? 0 },
         noLocalEndpoints: natNoLocalEndpoints(table),
       }
     },

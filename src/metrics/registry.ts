@@ -30,7 +30,7 @@ export interface DataplaneStats {
   /** DnsServer.metrics() fits: queries by type name, responses by rcode name, and the parts below when given */
   readonly dns?: DnsStatsData
   /** packets and batches read from the TUN; avg (if given) is used as is for tundra_batch_packets */
-  readonly batch?: { readonly packets: number; readonly batches: number; readonly avg?: number }
+  readonly batch?: { readonly packets: number; readonly batches: number; readonly avg?: number; readonly udpCoalesced?: number }
   /** service ports with a Local traffic policy and no local endpoint (kube-proxy's gauge) */
   readonly noLocalEndpoints?: { readonly internal: number; readonly external: number }
   /** per-endpoint golden signals and ejection state (metrics/endpoints.ts) */
@@ -285,6 +285,16 @@ export class TundraMetrics {
         this.reset()
         const b = self.stats().batch
         if (b !== undefined) this.inc(b.batches)
+      },
+    })
+    new Counter({
+      name: 'tundra_udp_coalesced_total',
+      help: 'UDP datagrams written back to the TUN inside the previous datagram of their flow (one USO super-packet: one write saved each)',
+      registers,
+      collect() {
+        this.reset()
+        const n = self.stats().batch?.udpCoalesced
+        if (n !== undefined) this.inc(n)
       },
     })
     new Gauge({

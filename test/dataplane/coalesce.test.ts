@@ -1,0 +1,250 @@
+// UDP write coalescing (src/dataplane/coalesce.ts) through the packet loop on the in-memory device: consecutive
+// datagrams of one flow leave as one USO super-packet whose segments, cut as the kernel cuts them, are the
+// datagrams that came in (payloads byte for byte, valid checksums); anything that would change what a receiver
+// sees is written as it came.
+import t from 'tap'
+import { MemoryDevice } from '../../src/device/memory'
+import { Dataplane, type LoopOptions, type PacketDns, type PacketNat } from '../../src/dataplane/loop'
+import { vxlanMac } from '../../src/dataplane/vxlan'
+import { segment, completeChecksum } from '../../src/dataplane/gso'
+import { COALESCE_MAX_SEGS } from '../../src/dataplane/coalesce'
+import { GsoType, VnetFlags, type VnetHdrFields } from '../../src/device/vnet'
+import { fold, pseudoHeaderSum4, pseudoHeaderSum6 } from '../../src/wire/checksum'
+import { NatAction } from '../../src/nat/verdict'
+import { checksumProblems, ip4, udp4, udp6 } from '../nat/packets'
+
+const NODE = '172.18.0.11'
+const POD = '10.100.85.50'
+const POD2 = '10.100.85.51'
+const DEST = '192.168.7.7'
+
+const nat: PacketNat = { process: () => NatAction.PASS, writeReject: () => 0 }
+const dns: PacketDns = { answerInPlace: () => 0, forward: () => {} }
+
+function setup(): { dev: MemoryDevice; dp: Dataplane } {
+  const dev = new MemoryDevice({ autoFlush: false, vnetHdr: true })
+  const opts: LoopOptions = {
+    nodeIp: ip4(NODE),
+    dnsIp: ip4('10.96.0.10'),
+    dnsPort: 53,
+    vni: 4096,
+    localMac: vxlanMac(ip4(NODE)),
+    peers: [],
+  }
+  const dp = new Dataplane(dev, nat, dns, opts)
+  dev.start(dp.onBatch)
+  return { dev, dp }
+}
+
+/** A datagram as a local socket's CHECKSUM_PARTIAL send reaches the TUN: the UDP field holds the pseudo-header sum. */
+function partial4(p: Buffer): { p: Buffer; vnet: Partial<VnetHdrFields> } {
+  const q = Buffer.from(p)
+  q.writeUInt16BE(fold(pseudoHeaderSum4(q.readUInt32BE(12), q.readUInt32BE(16), 17, q.length - 20)), 26)
+  return { p: q, vnet: { flags: VnetFlags.NEEDS_CSUM, csumStart: 20, csumOffset: 6 } }
+}
+
+function partial6(p: Buffer): { p: Buffer; vnet: Partial<VnetHdrFields> } {
+  const q = Buffer.from(p)
+  q.writeUInt16BE(fold(pseudoHeaderSum6(q, 8, 24, 17, q.length - 40)), 46)
+  return { p: q, vnet: { flags: VnetFlags.NEEDS_CSUM, csumStart: 40, csumOffset: 6 } }
+}
+
+/** Datagram i of a flow: its payload says which one it is. */
+function dgram4(i: number, size = 64, src = POD, sport = 4000): Buffer {
+  const p = udp4(src, DEST, sport, 9000, size)
+  p.writeUInt32BE(i, 28)
+  return p
+}
+
+/** What a receiver gets from a written packet: the kernel's segments of a super-packet, each checksum finished. */
+function received(w: { data: Buffer; vnet: VnetHdrFields | null }): Buffer[] {
+  const v = w.vnet!
+  if (v.gsoType !== GsoType.UDP_L4) {
+    const d = Buffer.from(w.data)
+    if (v.flags & VnetFlags.NEEDS_CSUM) completeChecksum(d, 0, d.length, v.csumStart, v.csumOffset, true)
+    return [d]
+  }
+  const out = Buffer.alloc(1 << 17)
+  const offs = new Uint32Array(256),
+    lens = new Uint32Array(256)
+  const n = segment(w.data, 0, w.data.length, v.gsoSize, out, 0, 0, offs, lens, 256)
+  return Array.from({ length: n }, (_, i) => Buffer.from(out.subarray(offs[i]!, offs[i]! + lens[i]!)))
+}
+
+const payload = (p: Buffer, l3: number): Buffer => p.subarray(l3 + 8)
+
+t.test('one flow, one size: one super-packet whose segments are the datagrams', async t => {
+  const { dev, dp } = setup()
+  const sent = Array.from({ length: 10 }, (_, i) => dgram4(i))
+  for (const p of sent) {
+    const x = partial4(p)
+    dev.inject(x.p, x.vnet)
+  }
+  dev.flush()
+  t.equal(dev.written.length, 1, 'ten datagrams, one write')
+  const w = dev.written[0]!
+  t.match(w.vnet, { gsoType: GsoType.UDP_L4, gsoSize: 64, hdrLen: 28, flags: VnetFlags.NEEDS_CSUM, csumStart: 20, csumOffset: 6 })
+  t.equal(w.data.length, 28 + 640)
+  const segs = received(w)
+  t.equal(segs.length, 10)
+  segs.forEach((s, i) => {
+    t.same(checksumProblems(s), [], `segment ${i} checksums`)
+    t.same(payload(s, 20), payload(sent[i]!, 20), `segment ${i} payload`)
+    t.equal(s.readUInt32BE(12), ip4(POD))
+    t.equal(s.readUInt16BE(20), 4000)
+    t.equal(s[8], 63, 'TTL decremented once, as routed')
+  })
+  t.equal(dp.counters.udpCoalesced, 9)
+  t.equal(dp.counters.udpSuperPackets, 1)
+  t.equal(dp.counters.forwarded, 10, 'every datagram counted as forwarded')
+})
+
+t.test('a shorter datagram ends the run; a longer one starts a new one', async t => {
+  const { dev } = setup()
+  const sent = [dgram4(0), dgram4(1), dgram4(2, 40), dgram4(3), dgram4(4, 100), dgram4(5, 100)]
+  for (const p of sent) {
+    const x = partial4(p)
+    dev.inject(x.p, x.vnet)
+  }
+  dev.flush()
+  t.equal(dev.written.length, 3, '[64 64 40] [64] [100 100]')
+  const segs = dev.written.flatMap(received)
+  t.equal(segs.length, sent.length)
+  segs.forEach((s, i) => {
+    t.same(checksumProblems(s), [])
+    t.same(payload(s, 20), payload(sent[i]!, 20), `datagram ${i}`)
+  })
+})
+
+t.test('runs stop at the kernel limit of segments', async t => {
+  const { dev } = setup()
+  const n = COALESCE_MAX_SEGS + 10
+  for (let i = 0; i < n; i++) {
+    const x = partial4(dgram4(i))
+    dev.inject(x.p, x.vnet)
+  }
+  dev.flush()
+  t.same(
+    dev.written.map(w => received(w).length),
+    [COALESCE_MAX_SEGS, 10],
+  )
+  t.same(
+    dev.written.flatMap(received).map(s => s.readUInt32BE(28)),
+    Array.from({ length: n }, (_, i) => i),
+    'in order',
+  )
+})
+
+t.test('what is not merged', async t => {
+  await t.test('interleaved flows', async t => {
+    const { dev, dp } = setup()
+    for (let i = 0; i < 6; i++) {
+      const x = partial4(dgram4(i, 64, i % 2 === 0 ? POD : POD2))
+      dev.inject(x.p, x.vnet)
+    }
+    dev.flush()
+    t.equal(dev.written.length, 6)
+    t.equal(dp.counters.udpCoalesced, 0)
+  })
+  await t.test('another port of the same hosts', async t => {
+    const { dev } = setup()
+    for (let i = 0; i < 4; i++) {
+      const x = partial4(dgram4(i, 64, POD, 4000 + (i >> 1)))
+      dev.inject(x.p, x.vnet)
+    }
+    dev.flush()
+    t.equal(dev.written.length, 2, 'two runs of two')
+  })
+  await t.test('a checksum nobody vouched for (no NEEDS_CSUM, no DATA_VALID)', async t => {
+    const { dev } = setup()
+    for (let i = 0; i < 4; i++) dev.inject(dgram4(i))
+    dev.flush()
+    t.equal(dev.written.length, 4)
+    t.ok(
+      dev.written.every(w => w.vnet!.gsoType === GsoType.NONE),
+      'written as they came',
+    )
+  })
+  await t.test('DATA_VALID (a verified checksum) is merged', async t => {
+    const { dev } = setup()
+    const sent = Array.from({ length: 4 }, (_, i) => dgram4(i))
+    for (const p of sent) dev.inject(p, { flags: VnetFlags.DATA_VALID })
+    dev.flush()
+    t.equal(dev.written.length, 1)
+    const segs = received(dev.written[0]!)
+    segs.forEach((s, i) => {
+      t.same(checksumProblems(s), [])
+      t.same(payload(s, 20), payload(sent[i]!, 20))
+    })
+  })
+  await t.test('a packet dropped in between splits the run (only neighbours in the batch merge)', async t => {
+    const { dev } = setup()
+    for (let i = 0; i < 4; i++) {
+      const x = partial4(dgram4(i))
+      if (i === 2) {
+        const dead = partial4(dgram4(99))
+        dead.p[8] = 1 // TTL 1: dies here
+        dead.p.writeUInt16BE(0, 10)
+        dev.inject(dead.p, dead.vnet)
+      }
+      dev.inject(x.p, x.vnet)
+    }
+    dev.flush()
+    const udp = dev.written.filter(w => w.data[9] === 17)
+    t.same(
+      udp.map(w => received(w).map(s => s.readUInt32BE(28))),
+      [
+        [0, 1],
+        [2, 3],
+      ],
+    )
+    t.equal(dev.written.length - udp.length, 1, 'and the time exceeded for the dead one')
+  })
+  await t.test('IP options', async t => {
+    const { dev } = setup()
+    for (let i = 0; i < 3; i++) {
+      const p = dgram4(i)
+      const o = Buffer.alloc(p.length + 4)
+      p.copy(o, 0, 0, 20)
+      p.copy(o, 24, 20)
+      o[0] = 0x46
+      o.writeUInt16BE(o.length, 2)
+      o[20] = 1 // NOP NOP NOP NOP
+      o[21] = 1
+      o[22] = 1
+      o[23] = 1
+      o.writeUInt16BE(0, 10)
+      let s = 0
+      for (let k = 0; k < 24; k += 2) s += o.readUInt16BE(k)
+      s = (s & 0xffff) + (s >>> 16)
+      o.writeUInt16BE(~s & 0xffff, 10)
+      dev.inject(o, { flags: VnetFlags.NEEDS_CSUM, csumStart: 24, csumOffset: 6 })
+    }
+    dev.flush()
+    t.equal(dev.written.length, 3)
+  })
+})
+
+t.test('IPv6', async t => {
+  const { dev, dp } = setup()
+  const sent = Array.from({ length: 5 }, (_, i) => {
+    const p = udp6('fd00:10:100:85::50', 'fd00:7::7', 4000, 9000, 64)
+    p.writeUInt32BE(i, 48)
+    return p
+  })
+  for (const p of sent) {
+    const x = partial6(p)
+    dev.inject(x.p, x.vnet)
+  }
+  dev.flush()
+  t.equal(dev.written.length, 1)
+  t.match(dev.written[0]!.vnet, { gsoType: GsoType.UDP_L4, gsoSize: 64, hdrLen: 48, csumStart: 40 })
+  const segs = received(dev.written[0]!)
+  t.equal(segs.length, 5)
+  segs.forEach((s, i) => {
+    t.same(checksumProblems(s), [])
+    t.same(payload(s, 40), payload(sent[i]!, 40))
+    t.equal(s.readUInt16BE(4), 72, 'payload length of one datagram')
+  })
+  t.equal(dp.counters.udpCoalesced, 4)
+})
