@@ -104,31 +104,7 @@ export class UdpCoalescer {
     this.lastIdx = -2
     if (this.segs < 2) return
     this.runs++
-    const off = this.headOff
-    const total = lengths[h]!
-    const l3 = this.hdr - UDP_HEADER
-    const udpLen = total - l3
-    let pseudo: number
-    if (this.v6) {
-      buf.writeUInt16BE(total - IPV6_HEADER, off + Ipv6Field.PAYLOAD_LENGTH)
-      pseudo = pseudoHeaderSum6(buf, off + Ipv6Field.SRC, off + Ipv6Field.DST, IPPROTO_UDP, udpLen)
-    } else {
-      buf.writeUInt16BE(total, off + Ipv4Field.TOTAL_LENGTH)
-      buf.writeUInt16BE(0, off + Ipv4Field.CHECKSUM)
-      buf.writeUInt16BE(checksum(buf, off, l3), off + Ipv4Field.CHECKSUM)
-      pseudo = pseudoHeaderSum4(buf.readUInt32BE(off + Ipv4Field.SRC), buf.readUInt32BE(off + Ipv4Field.DST), IPPROTO_UDP, udpLen)
-    }
-    const u = off + l3
-    buf.writeUInt16BE(udpLen, u + UdpField.LENGTH)
-    // CHECKSUM_PARTIAL: the field holds the pseudo-header sum, folded and not inverted; the kernel finishes each segment
-    buf.writeUInt16BE(fold(pseudo), u + UdpField.CHECKSUM)
-    const v = off - VNET_HDR_LEN
-    buf[v + VnetOff.FLAGS] = VnetFlags.NEEDS_CSUM
-    buf[v + VnetOff.GSO_TYPE] = GsoType.UDP_L4
-    buf.writeUInt16LE(this.hdr, v + VnetOff.HDR_LEN)
-    buf.writeUInt16LE(this.seg, v + VnetOff.GSO_SIZE)
-    buf.writeUInt16LE(l3, v + VnetOff.CSUM_START)
-    buf.writeUInt16LE(UdpField.CHECKSUM, v + VnetOff.CSUM_OFFSET)
+    finishUso(buf, this.headOff, this.hdr - UDP_HEADER, this.seg, lengths[h]!, this.v6)
   }
 
   /** A plain UDP datagram (no IP options or extension headers, no fragment, not GSO) whose checksum is vouched for. */
@@ -155,5 +131,138 @@ export class UdpCoalescer {
     }
     if (!this.v6 && (buf.readUInt16BE(off + Ipv4Field.FLAGS_FRAG) & IPV4_FLAG_DF) !== (buf.readUInt16BE(hd + Ipv4Field.FLAGS_FRAG) & IPV4_FLAG_DF)) return false
     return true
+  }
+}
+
+/**
+ * Makes the UDP datagram at `off` (`l3` bytes of IP header, `total` bytes in all: several datagrams' payloads of
+ * `seg` bytes each, the last maybe shorter) one USO super-packet: IP and UDP lengths of the whole, the UDP checksum
+ * field holding the pseudo-header sum (CHECKSUM_PARTIAL: folded, not inverted; the kernel finishes each segment) and
+ * the virtio header before it saying UDP_L4 with gso_size `seg`.
+ */
+function finishUso(buf: Buffer, off: number, l3: number, seg: number, total: number, v6: boolean): void {
+  const udpLen = total - l3
+  let pseudo: number
+  if (v6) {
+    buf.writeUInt16BE(total - IPV6_HEADER, off + Ipv6Field.PAYLOAD_LENGTH)
+    pseudo = pseudoHeaderSum6(buf, off + Ipv6Field.SRC, off + Ipv6Field.DST, IPPROTO_UDP, udpLen)
+  } else {
+    buf.writeUInt16BE(total, off + Ipv4Field.TOTAL_LENGTH)
+    buf.writeUInt16BE(0, off + Ipv4Field.CHECKSUM)
+    buf.writeUInt16BE(checksum(buf, off, l3), off + Ipv4Field.CHECKSUM)
+    pseudo = pseudoHeaderSum4(buf.readUInt32BE(off + Ipv4Field.SRC), buf.readUInt32BE(off + Ipv4Field.DST), IPPROTO_UDP, udpLen)
+  }
+  const u = off + l3
+  buf.writeUInt16BE(udpLen, u + UdpField.LENGTH)
+  buf.writeUInt16BE(fold(pseudo), u + UdpField.CHECKSUM)
+  const v = off - VNET_HDR_LEN
+  buf[v + VnetOff.FLAGS] = VnetFlags.NEEDS_CSUM
+  buf[v + VnetOff.GSO_TYPE] = GsoType.UDP_L4
+  buf.writeUInt16LE(l3 + UDP_HEADER, v + VnetOff.HDR_LEN)
+  buf.writeUInt16LE(seg, v + VnetOff.GSO_SIZE)
+  buf.writeUInt16LE(l3, v + VnetOff.CSUM_START)
+  buf.writeUInt16LE(UdpField.CHECKSUM, v + VnetOff.CSUM_OFFSET)
+}
+
+/** Open runs ReplyRuns keeps at once (a linear search per reply). */
+const REPLY_OPEN_RUNS = 16
+/** Bytes of the reply area: every reply of a batch is copied here (a full area is written out and reused). */
+const REPLY_AREA = 4 << 20
+/** Most replies one area holds. */
+const REPLY_MAX = 8192
+
+/**
+ * Replies tundra builds itself (cluster DNS answers: IPv4 + UDP, full checksums), grouped per client flow and size
+ * into USO super-packets: a client with many queries in flight gets its answers in one write instead of one each.
+ * Unlike UdpCoalescer the replies of one batch need not be neighbours: each run gets room for COALESCE_MAX_SEGS
+ * replies in the area when it opens, and a reply for an open run is appended there (only its payload is copied).
+ * Answers to different flows may leave in another order than they were made; each flow keeps its order.
+ */
+export class ReplyRuns {
+  readonly buf = Buffer.alloc(REPLY_AREA)
+  readonly offsets = new Uint32Array(REPLY_MAX)
+  readonly lengths = new Uint32Array(REPLY_MAX)
+  count = 0
+  /** replies merged into a run (one write each saved) */
+  merged = 0
+  runs = 0
+  private used = 0
+  // open runs, REPLY_OPEN_RUNS slots: the list index of the head (-1: free), the flow and size, segments so far and most
+  private readonly head = new Int32Array(REPLY_OPEN_RUNS).fill(-1)
+  private readonly dst = new Uint32Array(REPLY_OPEN_RUNS)
+  private readonly ports = new Uint32Array(REPLY_OPEN_RUNS)
+  private readonly size = new Uint32Array(REPLY_OPEN_RUNS)
+  private readonly segs = new Uint32Array(REPLY_OPEN_RUNS)
+  private readonly maxSegs = new Uint32Array(REPLY_OPEN_RUNS)
+  private next = 0
+
+  /** `vnet`: the device takes virtio headers (else every reply is written as it is). */
+  constructor(private readonly vnet: boolean) {}
+
+  /**
+   * Takes the IPv4/UDP reply at src[off, off+len) (no IP options; checksums complete); false when the area is full
+   * (write it, reset, add again).
+   */
+  add(src: Buffer, off: number, len: number): boolean {
+    const dst = src.readUInt32BE(off + Ipv4Field.DST)
+    const ports = src.readUInt32BE(off + IPV4_MIN_HEADER)
+    const pay = len - IPV4_MIN_HEADER - UDP_HEADER
+    if (this.vnet) {
+      for (let r = 0; r < REPLY_OPEN_RUNS; r++) {
+        const h = this.head[r]!
+        if (h < 0 || this.dst[r] !== dst || this.ports[r] !== ports || pay > this.size[r]!) continue
+        const at = this.offsets[h]! + this.lengths[h]!
+        src.copy(this.buf, at, off + IPV4_MIN_HEADER + UDP_HEADER, off + len)
+        this.lengths[h] = this.lengths[h]! + pay
+        this.merged++
+        if (++this.segs[r]! >= this.maxSegs[r]! || pay < this.size[r]!) this.closeRun(r)
+        return true
+      }
+    }
+    const gap = this.vnet ? VNET_HDR_LEN : 0
+    // room for a whole run behind a reply that may start one: as many payloads as the kernel and 64 KB allow
+    const maxSegs = this.vnet && pay > 0 ? Math.min(COALESCE_MAX_SEGS, Math.floor((MAX_IP_LEN - IPV4_MIN_HEADER - UDP_HEADER) / pay)) : 1
+    const room = maxSegs >= 2 ? IPV4_MIN_HEADER + UDP_HEADER + pay * maxSegs : len
+    const at = (this.used + gap + 7) & ~7
+    if (this.count >= REPLY_MAX || at + room > this.buf.length) return false
+    if (gap > 0) this.buf.fill(0, at - gap, at)
+    src.copy(this.buf, at, off, off + len)
+    this.offsets[this.count] = at
+    this.lengths[this.count] = len
+    this.used = at + room
+    if (maxSegs >= 2) {
+      // a new run in the next slot round-robin (the run there, if any, is closed: it keeps its place in the list)
+      const r = this.next
+      this.next = (r + 1) % REPLY_OPEN_RUNS
+      this.closeRun(r)
+      this.head[r] = this.count
+      this.dst[r] = dst
+      this.ports[r] = ports
+      this.size[r] = pay
+      this.segs[r] = 1
+      this.maxSegs[r] = maxSegs
+    }
+    this.count++
+    return true
+  }
+
+  /** Closes every open run: the list is ready to write. */
+  finish(): void {
+    for (let r = 0; r < REPLY_OPEN_RUNS; r++) this.closeRun(r)
+  }
+
+  reset(): void {
+    this.finish()
+    this.count = 0
+    this.used = 0
+  }
+
+  private closeRun(r: number): void {
+    const h = this.head[r]!
+    if (h < 0) return
+    this.head[r] = -1
+    if (this.segs[r]! < 2) return
+    this.runs++
+    finishUso(this.buf, this.offsets[h]!, IPV4_MIN_HEADER, this.size[r]!, this.lengths[h]!, false)
   }
 }

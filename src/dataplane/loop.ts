@@ -17,7 +17,7 @@ import { ICMPV6_DEST_UNREACH, ICMPV6_TIME_EXCEEDED, Icmpv6Unreach } from '../wir
 import { UDP_HEADER, UdpField } from '../wire/udp'
 import { encapsulate, innerOffset, VXLAN_OVERHEAD, VXLAN_PORT } from './vxlan'
 import { completeChecksum, segment } from './gso'
-import { UdpCoalescer } from './coalesce'
+import { ReplyRuns, UdpCoalescer } from './coalesce'
 import { CAPTURE_VERDICTS, type Capture } from './capture'
 import type { FlowRing } from './observe'
 import { NatAction } from '../nat/verdict'
@@ -203,6 +203,8 @@ export class Dataplane {
   private readonly seg = Buffer.alloc(SEG_SIZE)
   /** runs of one flow's UDP datagrams written as one USO super-packet (vnet devices only) */
   readonly coalescer = new UdpCoalescer()
+  /** cluster DNS answers of a batch, grouped per client flow into USO super-packets */
+  private readonly replies: ReplyRuns
   private now = monoSeconds()
   /** monotonic milliseconds at the start of the batch, for the ICMP token bucket */
   private nowMs = performance.now()
@@ -225,6 +227,7 @@ export class Dataplane {
   ) {
     this.vnet = dev.vnetHdr
     this.gap = this.vnet ? VNET_HDR_LEN : 0
+    this.replies = new ReplyRuns(this.vnet)
     this.icmpTokens = (opts.icmpRate ?? ICMP_RATE_DEFAULT).burst
     this.setGuards(opts)
   }
@@ -427,9 +430,10 @@ export class Dataplane {
     }
     const co = this.coalescer
     co.close(buf, this.inOffsets, this.inLengths)
-    c.udpCoalesced = co.merged
-    c.udpSuperPackets = co.runs
     if (nIn > 0) this.dev.writeBatch(buf, this.inOffsets, this.inLengths, nIn)
+    this.writeReplies()
+    c.udpCoalesced = co.merged + this.replies.merged
+    c.udpSuperPackets = co.runs + this.replies.runs
     if (this.txCount > 0) this.dev.writeBatch(this.tx, this.txOffsets, this.txLengths, this.txCount)
     const q = this.queued
     if (q !== null && q.pendingResets > 0) this.sendResets(q)
@@ -455,6 +459,15 @@ export class Dataplane {
     this.counters.dropped++
     this.counters.drops[reason]!++
     if (this.observer !== null) this.observer.loopDrop(this.batchBuf, this.info, reason)
+  }
+
+  /** Writes the answers gathered so far (their runs closed) and empties the reply area. */
+  private writeReplies(): void {
+    const r = this.replies
+    if (r.count === 0) return
+    r.finish()
+    this.dev.writeBatch(r.buf, r.offsets, r.lengths, r.count)
+    r.reset()
   }
 
   /** Queues tx[off, off+len) for the batch's write; false (and a counted drop) when the output arrays are full. */
@@ -611,7 +624,12 @@ export class Dataplane {
     if (n > 0) {
       if (ob !== null) ob.dns(this.tx, info, o + UDP4_HEADERS, n, this.tx[o + UDP4_HEADERS + 3]! & 0x0f)
       writeUdpReply(this.tx, o, info.dst, info.src, info.dstPort, info.srcPort, n)
-      if (this.pushTx(o, UDP4_HEADERS + n)) c.dnsAnswered++
+      // into the batch's reply runs (tx at o is only scratch for it): one write per client flow, not per answer
+      if (!this.replies.add(this.tx, o, UDP4_HEADERS + n)) {
+        this.writeReplies()
+        this.replies.add(this.tx, o, UDP4_HEADERS + n)
+      }
+      c.dnsAnswered++
       return
     }
     if (n === 0) {

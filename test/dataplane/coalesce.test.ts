@@ -248,3 +248,126 @@ t.test('IPv6', async t => {
   })
   t.equal(dp.counters.udpCoalesced, 4)
 })
+
+// ---- cluster DNS answers: grouped per client flow (ReplyRuns) ----
+
+const DNS_IP = '10.96.0.10'
+
+/** A fake cluster DNS: the answer is the query's first 4 bytes (its number) then `size - 4` bytes of a pattern. */
+function sizedDns(sizeOf: (q: number) => number): PacketDns {
+  return {
+    answerInPlace: (b, o, _l, out, oo) => {
+      const q = b.readUInt32BE(o)
+      const n = sizeOf(q)
+      for (let i = 0; i < n; i++) out[oo + i] = (q + i) & 0xff
+      out.writeUInt32BE(q, oo)
+      return n
+    },
+    forward: () => {},
+  }
+}
+
+function dnsSetup(dnsImpl: PacketDns, vnetHdr = true): { dev: MemoryDevice; dp: Dataplane } {
+  const dev = new MemoryDevice({ autoFlush: false, vnetHdr, slabBytes: 1 << 20 })
+  const opts: LoopOptions = { nodeIp: ip4(NODE), dnsIp: ip4(DNS_IP), dnsPort: 53, vni: 4096, localMac: vxlanMac(ip4(NODE)), peers: [] }
+  const dp = new Dataplane(dev, nat, dnsImpl, opts)
+  dev.start(dp.onBatch)
+  return { dev, dp }
+}
+
+function query(q: number, sport: number, src = POD): Buffer {
+  const p = udp4(src, DNS_IP, sport, 53, 32)
+  p.writeUInt32BE(q, 28)
+  const x = partial4(p)
+  return x.p
+}
+
+/** Every answer a client gets, as [client port, answer number, size], in the order its socket would see them. */
+function answers(dev: MemoryDevice): [number, number, number][] {
+  return dev.written.flatMap(received).map(s => {
+    if (checksumProblems(s).length > 0) throw new Error(`bad checksum: ${checksumProblems(s).join(', ')}`)
+    return [s.readUInt16BE(22), s.readUInt32BE(28), s.length - 28]
+  })
+}
+
+t.test('DNS answers: one write per client flow, each flow in order', async t => {
+  const { dev, dp } = dnsSetup(sizedDns(() => 80))
+  for (let i = 0; i < 15; i++) dev.inject(query(i, 1001 + (i % 3)), { flags: VnetFlags.NEEDS_CSUM, csumStart: 20, csumOffset: 6 })
+  dev.flush()
+  t.equal(dev.written.length, 3, 'three clients, three writes')
+  t.ok(
+    dev.written.every(w => w.vnet!.gsoType === GsoType.UDP_L4 && w.vnet!.gsoSize === 80),
+    'USO super-packets of 80-byte answers',
+  )
+  const got = answers(dev)
+  t.equal(got.length, 15)
+  for (const port of [1001, 1002, 1003]) {
+    t.same(
+      got.filter(a => a[0] === port).map(a => a[1]),
+      [0, 1, 2, 3, 4].map(k => k * 3 + (port - 1001)),
+      `client ${port}: its answers in order`,
+    )
+  }
+  t.ok(
+    got.every(a => a[2] === 80),
+    'each answer its own size',
+  )
+  t.equal(dp.counters.dnsAnswered, 15)
+  t.equal(dp.counters.udpCoalesced, 12)
+})
+
+t.test('DNS answers of other sizes, many flows, a full reply area, no vnet header', async t => {
+  await t.test('a shorter answer ends its run', async t => {
+    const sizes = [64, 64, 40, 64]
+    const { dev } = dnsSetup(sizedDns(q => sizes[q]!))
+    for (let i = 0; i < 4; i++) dev.inject(query(i, 1001))
+    dev.flush()
+    t.same(
+      dev.written.map(w => received(w).length),
+      [3, 1],
+    )
+    t.same(answers(dev), [
+      [1001, 0, 64],
+      [1001, 1, 64],
+      [1001, 2, 40],
+      [1001, 3, 64],
+    ])
+  })
+  await t.test('more flows than open runs', async t => {
+    const { dev } = dnsSetup(sizedDns(() => 50))
+    for (let i = 0; i < 60; i++) dev.inject(query(i, 2000 + (i % 20)))
+    dev.flush()
+    const got = answers(dev)
+    t.equal(got.length, 60, 'every answer')
+    for (let p = 0; p < 20; p++)
+      t.same(
+        got.filter(a => a[0] === 2000 + p).map(a => a[1]),
+        [p, p + 20, p + 40],
+      )
+  })
+  await t.test('a batch whose answers fill the reply area', async t => {
+    const { dev } = dnsSetup(sizedDns(() => 120))
+    const n = 1500
+    for (let i = 0; i < n; i++) dev.inject(query(i, 1024 + i))
+    dev.flush()
+    const got = answers(dev)
+    t.equal(got.length, n, 'every answer written')
+    t.same(
+      got.map(a => a[1]).sort((a, b) => a - b),
+      Array.from({ length: n }, (_, i) => i),
+    )
+  })
+  await t.test('without vnet headers each answer is written as it is', async t => {
+    const { dev } = dnsSetup(
+      sizedDns(() => 64),
+      false,
+    )
+    for (let i = 0; i < 6; i++) dev.inject(query(i, 1001))
+    dev.flush()
+    t.equal(dev.written.length, 6)
+    t.same(
+      dev.written.map(w => checksumProblems(w.data)),
+      Array(6).fill([]),
+    )
+  })
+})
