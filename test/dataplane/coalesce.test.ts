@@ -417,5 +417,5 @@ t.test('random batches: every datagram arrives once, each flow in order, intact'
     for (const [k, v] of sent) if (JSON.stringify(got.get(k)) !== JSON.stringify(v)) problems.push(`round ${round}: flow ${k} differs`)
   }
   t.same(problems, [], 'no datagram lost, duplicated, reordered within its flow or altered')
-  t.ok(merged > 1000, `runs formed (${merged} datagrams merged)`)
+  t.ok(merged > 100, `runs formed (${merged} datagrams merged)`)
 })
