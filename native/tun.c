@@ -1226,13 +1226,15 @@ static void udp_unref(udp_t *u) {
 static void udp_poll_closed(uv_handle_t *h) { udp_unref(h->data); }
 
 // Stops polling and closes the socket (at once, as libuv closes its own: the port is free when this returns).
-// `js`: also release what JS gave us; not from the env's cleanup hook, where the env is going away.
+// `js`: also release what JS gave us. Not from the env's cleanup hook, where the env is going away: there the poll
+// handle is closed without a callback and u is left allocated (a worker's loop finishes closing its handles after
+// this addon may have been unloaded, so no code of ours may run then, and the handle's memory must stay valid).
 static void udp_halt(udp_t *u, bool js) {
   if (u->closed) return;
   u->closed = true;
   if (u->polling) {
     uv_poll_stop(&u->poll);
-    uv_close((uv_handle_t *)&u->poll, udp_poll_closed);
+    uv_close((uv_handle_t *)&u->poll, js ? udp_poll_closed : NULL);
   }
   close(u->fd);
   u->fd = -1;

@@ -1,8 +1,11 @@
 // The batched UDP socket (native/tun.c udpOpen…udpClose through src/device/udp.ts) on loopback: datagrams from
 // several sockets arrive in one batch with their senders, sendmmsg answers each sender, a refused datagram is
-// counted and the rest still go out, bind errors are errno errors, close frees the port and stops the callbacks.
+// counted and the rest still go out, bind errors are errno errors, close frees the port and stops the callbacks, and
+// a worker ending with its socket open frees it without crashing.
 import t from 'tap'
+import { spawnSync } from 'node:child_process'
 import * as dgram from 'node:dgram'
+import { addonPath } from '../../src/device/native'
 import { BatchUdpSocket, UDP_PEER_BYTES } from '../../src/device/udp'
 
 const SLOT = 2048
@@ -128,4 +131,33 @@ t.test('bind errors are errno errors; close frees the port at once and stops the
   again.close()
   await new Promise(r => setImmediate(r))
   t.equal(calls, 0, 'no batch after close')
+})
+
+t.test('a worker that ends without closing its socket: the port is freed and the process lives on', async t => {
+  // in a child process whose only user of the addon is the worker, so the addon is unloaded with the worker's env
+  // (no code of the addon may run after that: a crash here is a SIGSEGV of the child)
+  for (const end of ['terminate', 'exit']) {
+    const worker = `
+      const { parentPort } = require('node:worker_threads')
+      const n = require(${JSON.stringify(addonPath())})
+      const s = n.udpOpen('127.0.0.1', 0, 4, 512)
+      n.udpStart(s.handle, () => undefined)
+      parentPort.postMessage(s.port)
+      if (${JSON.stringify(end)} === 'exit') setImmediate(() => process.exit(3))`
+    const main = `
+      const { Worker } = require('node:worker_threads')
+      const dgram = require('node:dgram')
+      const w = new Worker(${JSON.stringify(worker)}, { eval: true })
+      let port = 0
+      w.on('message', p => { port = p; if (${JSON.stringify(end)} === 'terminate') void w.terminate() })
+      w.on('exit', () => {
+        const again = dgram.createSocket('udp4')
+        again.once('error', e => { console.log('bind failed: ' + e.code); process.exitCode = 1 })
+        again.bind(port, '127.0.0.1', () => { console.log('rebound'); again.close() })
+      })`
+    const r = spawnSync(process.execPath, ['-e', main], { encoding: 'utf8', timeout: 30_000 })
+    t.equal(r.signal, null, `${end}: no crash`)
+    t.equal(r.status, 0, `${end}: exit 0 ${r.stderr}`)
+    t.equal(r.stdout.trim(), 'rebound', `${end}: the worker's port is free`)
+  }
 })
