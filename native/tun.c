@@ -1469,6 +1469,15 @@ static bool udp_dispatch(udp_t *u, int count) {
 static void udp_poll_cb(uv_poll_t *h, int status, int events) {
   udp_t *u = h->data;
   if (u->closed) return;
+  if (status < 0) {
+    // POLLERR: libuv has stopped polling. A socket error is transient for UDP (reading SO_ERROR clears it): count it
+    // and poll again, so the socket keeps serving.
+    int err = 0;
+    socklen_t len = sizeof err;
+    getsockopt(u->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    u->recv_errors += 1;
+    if (uv_poll_start(&u->poll, UV_READABLE, udp_poll_cb) != 0) return;
+  }
   uint64_t start = now_ns();
   for (;;) {
     int n = udp_recv(u);

@@ -146,7 +146,7 @@ export class DnsServer {
   private readonly udpReplyOffs = new Uint32Array(UDP_BATCH)
   private readonly udpReplyLens = new Uint32Array(UDP_BATCH)
   private readonly udpReplyPeer = new Uint32Array(UDP_BATCH)
-  /** a forwarded query's answer, sent alone: its offset, length and peer index (always 0, 0 of a copied peer) */
+  /** a forwarded query's answer, sent alone: offset 0, its length, peer 0 (of the peer copied out of the batch) */
   private readonly udpOneOff = new Uint32Array(1)
   private readonly udpOneLen = new Uint32Array(1)
   private readonly udpOnePeer = new Uint32Array(1)

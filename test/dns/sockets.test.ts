@@ -103,7 +103,7 @@ t.test('UDP: parallel A and AAAA from one socket are both answered', async t => 
   t.equal(got.get(3)!.rcode, 'NXDOMAIN')
 })
 
-t.test('UDP: thousands of answers (several reply slabs) each keep their own bytes', async t => {
+t.test('UDP: thousands of answers (many batches) each keep their own bytes', async t => {
   const { udp } = await server()
   // in waves, so the loopback socket buffers never drop; each wave's replies are checked against their IDs
   for (let wave = 0; wave < 30; wave++) {
