@@ -1162,6 +1162,467 @@ static napi_value ReaderStats(napi_env env, napi_callback_info info) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// batched UDP socket: the DNS front end for node processes, recvmmsg/sendmmsg on the JS thread's event loop
+//
+// Node's dgram costs a recvmsg, a Buffer, an address object and a 'message' event per datagram, and a SendWrap, an
+// address parse and a callback per send. Here the kernel fills a batch area JS owns a view of, JS gets one call per
+// batch and sends its answers with one sendmmsg. Readiness comes from a uv_poll_t on the calling thread's loop (as the
+// inline TUN reader), so it works on whichever thread opened it.
+//
+//   udpOpen(address, port, maxDatagrams, slotBytes) -> { handle, address, family, port, buf, lengths, peers }
+//       a nonblocking socket bound as Node's dgram binds by default (no SO_REUSEADDR, the kernel's IPV6_V6ONLY).
+//       Datagram i of a batch is at buf[i * slotBytes..], lengths[i] long (more than slotBytes: it was cut short, the
+//       kernel's MSG_TRUNC length), from the peer at peers[i * 28..] (struct sockaddr_in or sockaddr_in6)
+//   udpStart(handle, cb(count))       each readable event reads batches until the socket is drained (or 2 ms have
+//                                     passed) and calls cb once per batch, synchronously: the area is reused after
+//   udpSend(handle, buf, offsets, lengths, peers, peerIdx, count, counters: Float64Array(4)) -> datagrams sent
+//       sendmmsg of buf[offsets[i]..+lengths[i]] to the peer at peers[peerIdx[i] * 28..]; nothing is retried or
+//       waited for: counters += [dropped for a full socket buffer (EAGAIN, ENOBUFS), dropped for other errors,
+//       last errno, bytes sent]
+//   udpStats(handle, out: Float64Array(4))   [recvmmsg calls, datagrams, batches (callbacks), receive errors]
+//   udpClose(handle)                  idempotent; no callback runs afterwards; done on env teardown too
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+// <net/if.h> clashes with <linux/if.h> (included above), which lacks this one
+extern unsigned int if_nametoindex(const char *ifname);
+
+#define UDP_MAGIC 0x75647042u
+#define UDP_PEER_BYTES 28  // sizeof(struct sockaddr_in6), the larger of the two
+#define UDP_MAX_BATCH 1024 // UIO_MAXIOV: the most one recvmmsg/sendmmsg takes
+#define UDP_SLICE_NS 2000000u
+
+typedef struct {
+  uint32_t magic;
+  int fd;
+  int family;
+  uint32_t max, slot;
+  uint8_t *buf;
+  uint32_t *lens;
+  uint8_t *peers;
+  napi_ref views[3];
+  struct mmsghdr *rmsgs, *smsgs;
+  struct iovec *riov, *siov;
+  uv_poll_t poll;
+  napi_env env;
+  napi_ref callback;
+  napi_async_context actx;
+  bool polling, closed, hooked;
+  int owners;  // the JS handle, and the poll handle until it is closed
+  double recvs, datagrams, batches, recv_errors;
+} udp_t;
+
+static void udp_unref(udp_t *u) {
+  if (--u->owners > 0) return;
+  free(u->rmsgs);
+  free(u->smsgs);
+  free(u->riov);
+  free(u->siov);
+  free(u);
+}
+
+static void udp_poll_closed(uv_handle_t *h) { udp_unref(h->data); }
+
+// Stops polling and closes the socket (at once, as libuv closes its own: the port is free when this returns).
+// `js`: also release what JS gave us. Not from the env's cleanup hook, where the env is going away: there the poll
+// handle is closed without a callback and u is left allocated (a worker's loop finishes closing its handles after
+// this addon may have been unloaded, so no code of ours may run then, and the handle's memory must stay valid).
+static void udp_halt(udp_t *u, bool js) {
+  if (u->closed) return;
+  u->closed = true;
+  if (u->polling) {
+    uv_poll_stop(&u->poll);
+    uv_close((uv_handle_t *)&u->poll, js ? udp_poll_closed : NULL);
+  }
+  close(u->fd);
+  u->fd = -1;
+  if (!js) return;
+  if (u->callback) {
+    napi_async_destroy(u->env, u->actx);
+    napi_delete_reference(u->env, u->callback);
+    u->callback = NULL;
+  }
+  for (int k = 0; k < 3; k++)
+    if (u->views[k]) {
+      napi_delete_reference(u->env, u->views[k]);
+      u->views[k] = NULL;
+    }
+}
+
+static void udp_env_cleanup(void *arg) {
+  udp_t *u = arg;
+  u->hooked = false;
+  udp_halt(u, false);
+}
+
+static void udp_finalize(napi_env env, void *data, void *hint) {
+  udp_t *u = data;
+  if (u->hooked) {
+    napi_remove_env_cleanup_hook(env, udp_env_cleanup, u);
+    u->hooked = false;
+  }
+  udp_halt(u, true);
+  udp_unref(u);
+}
+
+static udp_t *get_udp(napi_env env, napi_value v) {
+  void *p = NULL;
+  napi_valuetype type;
+  if (napi_typeof(env, v, &type) != napi_ok || type != napi_external || napi_get_value_external(env, v, &p) != napi_ok ||
+      !p || ((udp_t *)p)->magic != UDP_MAGIC) {
+    throw_type(env, "handle must be a UDP socket handle");
+    return NULL;
+  }
+  return p;
+}
+
+// "192.0.2.1", "::1", "fe80::1%eth0" -> a sockaddr; false for anything else.
+static bool udp_parse_addr(const char *text, uint16_t port, struct sockaddr_in6 *sa, socklen_t *len) {
+  memset(sa, 0, sizeof *sa);
+  struct sockaddr_in *v4 = (struct sockaddr_in *)sa;
+  if (inet_pton(AF_INET, text, &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(port);
+    *len = sizeof *v4;
+    return true;
+  }
+  char host[INET6_ADDRSTRLEN + IFNAMSIZ + 2];
+  if (strlen(text) >= sizeof host) return false;
+  strcpy(host, text);
+  char *scope = strchr(host, '%');
+  if (scope) *scope++ = 0;
+  if (inet_pton(AF_INET6, host, &sa->sin6_addr) != 1) return false;
+  if (scope) {
+    sa->sin6_scope_id = if_nametoindex(scope);
+    if (sa->sin6_scope_id == 0) sa->sin6_scope_id = (uint32_t)strtoul(scope, NULL, 10);
+  }
+  sa->sin6_family = AF_INET6;
+  sa->sin6_port = htons(port);
+  *len = sizeof *sa;
+  return true;
+}
+
+static napi_value UdpOpen(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (!get_args(env, info, 4, argv)) return NULL;
+  char text[128];
+  size_t text_len = 0;
+  if (napi_get_value_string_utf8(env, argv[0], text, sizeof text, &text_len) != napi_ok) {
+    throw_type(env, "address must be a string");
+    return NULL;
+  }
+  int32_t port, max, slot;
+  if (!get_i32(env, argv[1], &port, "port") || !get_i32(env, argv[2], &max, "maxDatagrams") ||
+      !get_i32(env, argv[3], &slot, "slotBytes"))
+    return NULL;
+  if (port < 0 || port > 65535 || max < 1 || max > UDP_MAX_BATCH || slot < 512 || slot > 65536) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "udpOpen needs port 0..65535, maxDatagrams 1..1024, slotBytes 512..65536");
+    return NULL;
+  }
+  struct sockaddr_in6 sa;
+  socklen_t sa_len;
+  if (!udp_parse_addr(text, (uint16_t)port, &sa, &sa_len)) {
+    char msg[200];
+    snprintf(msg, sizeof msg, "not an IPv4 or IPv6 address: \"%s\"", text);
+    napi_throw_type_error(env, "ERR_INVALID_IP_ADDRESS", msg);
+    return NULL;
+  }
+  char where[160];
+  snprintf(where, sizeof where, "%s:%d", text, port);
+  int fd = socket(sa.sin6_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    throw_errno(env, errno, "socket", where);
+    return NULL;
+  }
+  if (bind(fd, (struct sockaddr *)&sa, sa_len) != 0) {
+    int err = errno;
+    close(fd);
+    throw_errno(env, err, "bind", where);
+    return NULL;
+  }
+  struct sockaddr_in6 bound;
+  socklen_t bound_len = sizeof bound;
+  memset(&bound, 0, sizeof bound);
+  getsockname(fd, (struct sockaddr *)&bound, &bound_len);
+
+  udp_t *u = calloc(1, sizeof *u);
+  if (u) {
+    u->rmsgs = calloc((size_t)max, sizeof *u->rmsgs);
+    u->smsgs = calloc((size_t)max, sizeof *u->smsgs);
+    u->riov = calloc((size_t)max, sizeof *u->riov);
+    u->siov = calloc((size_t)max, sizeof *u->siov);
+  }
+  if (!u || !u->rmsgs || !u->smsgs || !u->riov || !u->siov) {
+    close(fd);
+    if (u) {
+      u->owners = 1;
+      udp_unref(u);
+    }
+    throw_errno(env, ENOMEM, "calloc", "(UDP socket)");
+    return NULL;
+  }
+  u->magic = UDP_MAGIC;
+  u->fd = fd;
+  u->family = sa.sin6_family;
+  u->max = (uint32_t)max;
+  u->slot = (uint32_t)slot;
+  u->env = env;
+  u->owners = 1;
+
+  napi_value handle, result, buf, ab_len, lens, ab_peers, peers, v;
+  void *d;
+  if (napi_create_external(env, u, udp_finalize, NULL, &handle) != napi_ok) {
+    close(fd);
+    udp_unref(u);
+    napi_throw_error(env, "ERR_NAPI", "napi_create_external failed");
+    return NULL;
+  }
+  // From here on the handle's finalizer owns u (and closes the socket).
+  CHECK(napi_create_buffer(env, (size_t)max * (size_t)slot, &d, &buf));
+  u->buf = d;
+  CHECK(napi_create_arraybuffer(env, (size_t)max * 4, &d, &ab_len));
+  u->lens = d;
+  CHECK(napi_create_typedarray(env, napi_uint32_array, (size_t)max, ab_len, 0, &lens));
+  CHECK(napi_create_arraybuffer(env, (size_t)max * UDP_PEER_BYTES, &d, &ab_peers));
+  u->peers = d;
+  memset(u->peers, 0, (size_t)max * UDP_PEER_BYTES);
+  CHECK(napi_create_typedarray(env, napi_uint8_array, (size_t)max * UDP_PEER_BYTES, ab_peers, 0, &peers));
+  CHECK(napi_create_reference(env, buf, 1, &u->views[0]));
+  CHECK(napi_create_reference(env, lens, 1, &u->views[1]));
+  CHECK(napi_create_reference(env, peers, 1, &u->views[2]));
+  for (uint32_t i = 0; i < u->max; i++) {
+    u->riov[i].iov_base = u->buf + (size_t)i * u->slot;
+    u->riov[i].iov_len = u->slot;
+    u->rmsgs[i].msg_hdr.msg_iov = &u->riov[i];
+    u->rmsgs[i].msg_hdr.msg_iovlen = 1;
+    u->rmsgs[i].msg_hdr.msg_name = u->peers + (size_t)i * UDP_PEER_BYTES;
+    u->smsgs[i].msg_hdr.msg_iov = &u->siov[i];
+    u->smsgs[i].msg_hdr.msg_iovlen = 1;
+  }
+  napi_add_env_cleanup_hook(env, udp_env_cleanup, u);
+  u->hooked = true;
+
+  char addr[INET6_ADDRSTRLEN] = "";
+  int bound_port;
+  if (bound.sin6_family == AF_INET6) {
+    inet_ntop(AF_INET6, &bound.sin6_addr, addr, sizeof addr);
+    bound_port = ntohs(bound.sin6_port);
+  } else {
+    struct sockaddr_in *b4 = (struct sockaddr_in *)&bound;
+    inet_ntop(AF_INET, &b4->sin_addr, addr, sizeof addr);
+    bound_port = ntohs(b4->sin_port);
+  }
+  CHECK(napi_create_object(env, &result));
+  CHECK(napi_set_named_property(env, result, "handle", handle));
+  CHECK(napi_create_string_utf8(env, addr, NAPI_AUTO_LENGTH, &v));
+  CHECK(napi_set_named_property(env, result, "address", v));
+  CHECK(napi_create_string_utf8(env, u->family == AF_INET6 ? "IPv6" : "IPv4", NAPI_AUTO_LENGTH, &v));
+  CHECK(napi_set_named_property(env, result, "family", v));
+  CHECK(napi_create_int32(env, bound_port, &v));
+  CHECK(napi_set_named_property(env, result, "port", v));
+  CHECK(napi_set_named_property(env, result, "buf", buf));
+  CHECK(napi_set_named_property(env, result, "lengths", lens));
+  CHECK(napi_set_named_property(env, result, "peers", peers));
+  return result;
+}
+
+// One recvmmsg: datagrams read (0: none waiting), -1 on an error (counted).
+static int udp_recv(udp_t *u) {
+  for (uint32_t i = 0; i < u->max; i++) u->rmsgs[i].msg_hdr.msg_namelen = UDP_PEER_BYTES;
+  int n;
+  do n = recvmmsg(u->fd, u->rmsgs, u->max, MSG_DONTWAIT | MSG_TRUNC, NULL);
+  while (n < 0 && errno == EINTR);
+  u->recvs += 1;
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+    u->recv_errors += 1;
+    return -1;
+  }
+  for (int i = 0; i < n; i++) u->lens[i] = u->rmsgs[i].msg_len;
+  u->datagrams += n;
+  return n;
+}
+
+// Calls cb(count); false when the socket was closed from inside it. A throwing callback is an uncaught exception.
+static bool udp_dispatch(udp_t *u, int count) {
+  napi_env env = u->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return false;
+  napi_value cb, recv, arg;
+  napi_get_reference_value(env, u->callback, &cb);
+  napi_get_global(env, &recv);
+  napi_create_int32(env, count, &arg);
+  u->batches += 1;
+  napi_status st = napi_make_callback(env, u->actx, recv, cb, 1, &arg, NULL);
+  bool pending = false;
+  if (st != napi_ok && napi_is_exception_pending(env, &pending) == napi_ok && pending) {
+    napi_value exc;
+    if (napi_get_and_clear_last_exception(env, &exc) == napi_ok) napi_fatal_exception(env, exc);
+  }
+  napi_close_handle_scope(env, scope);
+  return !u->closed;
+}
+
+// Level-triggered: whatever is left after the time slice wakes the loop again at once, after timers and sockets.
+static void udp_poll_cb(uv_poll_t *h, int status, int events) {
+  udp_t *u = h->data;
+  if (u->closed) return;
+  if (status < 0) {
+    // POLLERR: libuv has stopped polling. A socket error is transient for UDP (reading SO_ERROR clears it): count it
+    // and poll again, so the socket keeps serving.
+    int err = 0;
+    socklen_t len = sizeof err;
+    getsockopt(u->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    u->recv_errors += 1;
+    if (uv_poll_start(&u->poll, UV_READABLE, udp_poll_cb) != 0) return;
+  }
+  uint64_t start = now_ns();
+  for (;;) {
+    int n = udp_recv(u);
+    if (n <= 0) return;
+    if (!udp_dispatch(u, n)) return;
+    if ((uint32_t)n < u->max || now_ns() - start > UDP_SLICE_NS) return;
+  }
+}
+
+static napi_value UdpStart(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  udp_t *u = get_udp(env, argv[0]);
+  if (!u) return NULL;
+  if (u->polling || u->closed) {
+    napi_throw_error(env, "ERR_INVALID_STATE", "UDP socket was already started or closed");
+    return NULL;
+  }
+  struct uv_loop_s *loop;
+  CHECK(napi_get_uv_event_loop(env, &loop));
+  napi_value name;
+  CHECK(napi_create_string_utf8(env, "tundra-udp-batch", NAPI_AUTO_LENGTH, &name));
+  CHECK(napi_async_init(env, NULL, name, &u->actx));
+  CHECK(napi_create_reference(env, argv[1], 1, &u->callback));
+  int err = uv_poll_init(loop, &u->poll, u->fd);
+  if (err == 0) {
+    u->poll.data = u;
+    err = uv_poll_start(&u->poll, UV_READABLE, udp_poll_cb);
+    if (err != 0) {
+      u->owners++;
+      uv_close((uv_handle_t *)&u->poll, udp_poll_closed);
+    }
+  }
+  if (err != 0) {
+    napi_async_destroy(env, u->actx);
+    napi_delete_reference(env, u->callback);
+    u->callback = NULL;
+    throw_errno(env, -err, "uv_poll_start", NULL);
+    return NULL;
+  }
+  u->polling = true;
+  u->owners++;  // released when the poll handle is closed
+  return NULL;
+}
+
+static napi_value UdpSend(napi_env env, napi_callback_info info) {
+  napi_value argv[8];
+  if (!get_args(env, info, 8, argv)) return NULL;
+  udp_t *u = get_udp(env, argv[0]);
+  if (!u) return NULL;
+  uint8_t *buf, *peers;
+  uint32_t *offs, *lens, *idx;
+  double *ctr;
+  size_t buf_len, offs_len, lens_len, peers_len, idx_len, ctr_len;
+  int32_t count;
+  if (!get_typed(env, argv[1], napi_uint8_array, (void **)&buf, &buf_len, "buf") ||
+      !get_typed(env, argv[2], napi_uint32_array, (void **)&offs, &offs_len, "offsets") ||
+      !get_typed(env, argv[3], napi_uint32_array, (void **)&lens, &lens_len, "lengths") ||
+      !get_typed(env, argv[4], napi_uint8_array, (void **)&peers, &peers_len, "peers") ||
+      !get_typed(env, argv[5], napi_uint32_array, (void **)&idx, &idx_len, "peerIdx") ||
+      !get_i32(env, argv[6], &count, "count") ||
+      !get_typed(env, argv[7], napi_float64_array, (void **)&ctr, &ctr_len, "counters"))
+    return NULL;
+  if (ctr_len < 4) {
+    throw_type(env, "counters needs 4 elements");
+    return NULL;
+  }
+  if (count < 0 || (size_t)count > offs_len || (size_t)count > lens_len || (size_t)count > idx_len) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "count exceeds offsets/lengths/peerIdx");
+    return NULL;
+  }
+  if (u->closed) {
+    napi_throw_error(env, "ERR_SOCKET_DGRAM_NOT_RUNNING", "UDP socket is closed");
+    return NULL;
+  }
+  socklen_t name_len = u->family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+  int32_t sent = 0, i = 0;
+  bool full = false;
+  while (i < count) {
+    uint32_t k = 0;
+    for (; i < count && k < u->max; i++) {
+      uint64_t off = offs[i], len = lens[i], peer = (uint64_t)idx[i] * UDP_PEER_BYTES;
+      if (off + len > buf_len || len > 65535 || peer + name_len > peers_len) {
+        ctr[1] += 1;
+        ctr[2] = EINVAL;
+        continue;
+      }
+      u->siov[k].iov_base = buf + off;
+      u->siov[k].iov_len = (size_t)len;
+      u->smsgs[k].msg_hdr.msg_name = peers + peer;
+      u->smsgs[k].msg_hdr.msg_namelen = name_len;
+      k++;
+    }
+    // Each round sends some, drops the one the kernel refused, or gives up on the rest: it always ends.
+    uint32_t done = 0;
+    while (done < k && !full) {
+      int n = sendmmsg(u->fd, u->smsgs + done, k - done, MSG_DONTWAIT);
+      if (n > 0) {
+        for (int j = 0; j < n; j++) ctr[3] += u->smsgs[done + (uint32_t)j].msg_len;
+        sent += n;
+        done += (uint32_t)n;
+      } else if (n < 0 && errno == EINTR) {
+        continue;
+      } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)) {
+        full = true;
+      } else {
+        ctr[1] += 1;
+        ctr[2] = n < 0 ? errno : EIO;
+        done += 1;
+      }
+    }
+    if (full) ctr[0] += (double)(k - done);
+  }
+  napi_value out;
+  CHECK(napi_create_int32(env, sent, &out));
+  return out;
+}
+
+static napi_value UdpStats(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!get_args(env, info, 2, argv)) return NULL;
+  udp_t *u = get_udp(env, argv[0]);
+  if (!u) return NULL;
+  double *out;
+  size_t len;
+  if (!get_typed(env, argv[1], napi_float64_array, (void **)&out, &len, "out")) return NULL;
+  double v[4] = {u->recvs, u->datagrams, u->batches, u->recv_errors};
+  for (size_t i = 0; i < len && i < 4; i++) out[i] = v[i];
+  return NULL;
+}
+
+static napi_value UdpClose(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  udp_t *u = get_udp(env, argv[0]);
+  if (!u) return NULL;
+  if (u->hooked) {
+    napi_remove_env_cleanup_hook(env, udp_env_cleanup, u);
+    u->hooked = false;
+  }
+  udp_halt(u, true);
+  return NULL;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 
 static napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
@@ -1177,6 +1638,11 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"readerRef", NULL, ReaderRef, NULL, NULL, NULL, napi_enumerable, NULL},
       {"readerStop", NULL, ReaderStop, NULL, NULL, NULL, napi_enumerable, NULL},
       {"readerStats", NULL, ReaderStats, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpOpen", NULL, UdpOpen, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpStart", NULL, UdpStart, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpSend", NULL, UdpSend, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpStats", NULL, UdpStats, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpClose", NULL, UdpClose, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

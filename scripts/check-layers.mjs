@@ -13,7 +13,7 @@ const ALLOWED = {
   netns: {},
   k8s: { wire: 'all', model: 'all' },
   kubeproxy: { k8s: 'all', model: 'all' },
-  dns: { wire: 'all', model: 'all' },
+  dns: { wire: 'all', model: 'all', device: 'all' },
   nat: { wire: 'all', model: 'all' },
   dataplane: { wire: 'all', device: 'all', nat: 'all' },
   run: { wire: 'all', k8s: 'all', model: 'all', nat: 'all', dns: 'all' },

@@ -1,16 +1,18 @@
 // The cluster DNS server: answers cluster names in the packet path from an installed zone image (install(): a full
 // image in O(1), a delta in O(change); compiled elsewhere by ZoneCompiler), forwards everything else upstream, and
-// offers kernel-socket front ends (UDP, TCP) for use where in-path answering is not possible and for tests.
+// offers kernel-socket front ends (UDP, TCP) for use where in-path answering is not possible and for tests. The UDP
+// front end reads and answers in batches (device/udp.ts: recvmmsg, one call per batch, one sendmmsg of its answers).
 //
 // answerInPlace() is the contract with the dataplane:
 //   > 0  bytes of reply written at out[outOff..] (the caller swaps IP/UDP headers and sends it back)
 //   0    drop silently (not a query, shorter than a header, or no room for even a header)
 //   -1   not ours: hand a copy of the query to forward() and send what its callback gets
 
-import * as dgram from 'node:dgram'
+import { lookup } from 'node:dns/promises'
 import * as net from 'node:net'
 import type { AddressInfo } from 'node:net'
 import dnsPacket from 'dns-packet'
+import { BatchUdpSocket, UDP_PEER_BYTES } from '../device/udp'
 import type { Cluster } from '../model/cluster'
 import { AUTOPATH, EXTERNAL, NOT_OURS, Responder } from './answer'
 import {
@@ -61,6 +63,8 @@ export interface DnsMetrics {
   readonly queries: Record<string, number>
   /** by rcode name, for every reply sent, forwarded ones included */
   readonly responses: Record<string, number>
+  /** UDP socket front end: replies the kernel did not take (socket buffer full, send error); not retried */
+  readonly udpSendDropped: number
   /** malformed queries by reason: drops (short, response) and FORMERR/NOTIMP replies */
   readonly malformed: Record<string, number>
   readonly truncated: number
@@ -86,8 +90,10 @@ const QTYPE_SLOTS = 257
 const DNS_DURATION_BUCKETS: readonly number[] = Array.from({ length: 16 }, (_, i) => 0.00025 * 2 ** i)
 /** reply bytes queued to one TCP client before it counts as not reading (four largest replies) */
 const TCP_MAX_BACKLOG = 4 * (DNS_MAX_TCP + 2)
-/** the UDP socket front end's reply slab: thousands of replies before a new one is taken */
-const REPLY_SLAB_BYTES = 4 * DNS_MAX_TCP
+/** UDP socket front end: datagrams per recvmmsg (and replies per sendmmsg) */
+const UDP_BATCH = 64
+/** UDP socket front end: bytes per query slot; a longer query is dropped and counted (malformed: truncated) */
+const UDP_SLOT_BYTES = 4096
 
 /** Counters as typed arrays: bumping one on the fast path is a single indexed add. */
 export class DnsStats {
@@ -103,6 +109,8 @@ export class DnsStats {
   tcpClosedIdle = 0
   /** compile problems (objects skipped) in the installed zone */
   compileErrors = 0
+  /** UDP socket front end: replies the kernel did not take (socket buffer full or a send error) */
+  udpSendDropped = 0
   requests = 0
   /** per DNS_DURATION_BUCKETS bound, then +Inf; fixed counters, nothing allocated per query */
   readonly durationCounts = new Float64Array(DNS_DURATION_BUCKETS.length + 1)
@@ -133,11 +141,19 @@ export class DnsServer {
   private readonly ednsSize: number
   private readonly scratch = new Uint8Array(DNS_MAX_TCP)
   private readonly udpOut = Buffer.alloc(DNS_MAX_TCP)
-  /** UDP socket replies: written once each, in order, then sent from here; a full slab is left to the GC */
-  private replySlab = Buffer.allocUnsafe(REPLY_SLAB_BYTES)
-  private replyAt = 0
+  /** UDP socket front end: one batch's replies, then one send; where each is, and which query (peer) it answers */
+  private readonly udpReplies: Buffer
+  private readonly udpReplyOffs = new Uint32Array(UDP_BATCH)
+  private readonly udpReplyLens = new Uint32Array(UDP_BATCH)
+  private readonly udpReplyPeer = new Uint32Array(UDP_BATCH)
+  /** a forwarded query's answer, sent alone: offset 0, its length, peer 0 (of the peer copied out of the batch) */
+  private readonly udpOneOff = new Uint32Array(1)
+  private readonly udpOneLen = new Uint32Array(1)
+  private readonly udpOnePeer = new Uint32Array(1)
+  /** the largest UDP reply answerInPlace writes: a batch is sent early when less room than this is left */
+  private readonly udpReplyMax: number
   private readonly tcpOut = Buffer.alloc(DNS_MAX_TCP + 2)
-  private readonly udpSockets = new Set<dgram.Socket>()
+  private readonly udpSockets = new Set<BatchUdpSocket>()
   private readonly tcpServers = new Set<net.Server>()
   private readonly tcpConns = new Set<net.Socket>()
   private readonly autopathOn: boolean
@@ -146,6 +162,8 @@ export class DnsServer {
     this.opts = opts
     this.ednsSize = opts.ednsSize ?? 1232
     this.responder = new Responder(this.ednsSize)
+    this.udpReplyMax = udpLimit(true, DNS_MAX_TCP, this.ednsSize)
+    this.udpReplies = Buffer.allocUnsafe(Math.max(this.udpReplyMax, Math.min(UDP_BATCH * this.udpReplyMax, 256 << 10)))
     this.autopathOn = opts.autopath ?? false
     this.install(new ZoneCompiler(opts).full({ services: [], nodes: [], pods: [] }))
     const dnsIPs = typeof opts.dnsIP === 'string' ? [opts.dnsIP] : [...(opts.dnsIP ?? ['10.96.0.10'])]
@@ -474,40 +492,75 @@ export class DnsServer {
 
   // ---- kernel-socket front ends -----------------------------------------------------------------------------------
 
-  listenUdp(host: string, port: number): Promise<AddressInfo> {
-    const sock = dgram.createSocket(net.isIPv6(host) ? 'udp6' : 'udp4')
+  /**
+   * Serve UDP on host:port (port 0: the kernel picks) and resolve with the bound address. Queries are read in batches
+   * (one recvmmsg) and answered in place into one reply area, sent with one sendmmsg per batch; a query that is not
+   * ours is copied out and forwarded, and its answer sent alone. Replies the kernel does not take are counted
+   * (udpSendDropped), never retried.
+   */
+  async listenUdp(host: string, port: number): Promise<AddressInfo> {
+    // a name is looked up as dgram's bind did (IPv4 unless it is an IPv6 literal)
+    const address = net.isIP(host) !== 0 ? host : (await lookup(host, { family: 4 })).address
+    const sock: BatchUdpSocket = new BatchUdpSocket(address, port, { maxDatagrams: UDP_BATCH, slotBytes: UDP_SLOT_BYTES }, count =>
+      this.onUdpBatch(sock, count),
+    )
     this.udpSockets.add(sock)
-    sock.on('message', (msg, rinfo) => {
-      // Answered straight into the reply slab and sent from there: no scratch copy and no closure per answer (the
-      // socket front end's cost is Node's per-datagram work, so what is ours is kept to one small view).
-      if (this.replySlab.length - this.replyAt < DNS_MAX_TCP) {
-        this.replySlab = Buffer.allocUnsafe(REPLY_SLAB_BYTES)
-        this.replyAt = 0
+    return sock.address()
+  }
+
+  /** One batch read by a UDP socket: answers into udpReplies (sent together), forwards copy the query out. */
+  private onUdpBatch(sock: BatchUdpSocket, count: number): void {
+    const rx = sock.buf
+    const lens = sock.lengths
+    const slot = sock.slotBytes
+    const out = this.udpReplies
+    const offs = this.udpReplyOffs
+    const rlens = this.udpReplyLens
+    const peer = this.udpReplyPeer
+    let at = 0
+    let k = 0
+    for (let i = 0; i < count; i++) {
+      const len = lens[i]!
+      const off = i * slot
+      if (len > slot) {
+        // longer than any query we take: cut short by the kernel, so nothing in it can be trusted
+        this.stats.malformed[Verdict.FORMERR_TRUNCATED]!++
+        continue
       }
-      const at = this.replyAt
-      const n = this.answerInPlace(msg, 0, msg.length, this.replySlab, at, DNS_MAX_TCP, Transport.UDP)
+      if (out.length - at < this.udpReplyMax) {
+        this.udpSend(sock, out, k)
+        at = 0
+        k = 0
+      }
+      const n = this.answerInPlace(rx, off, len, out, at, out.length - at, Transport.UDP)
       if (n > 0) {
-        // the slab is never written again below replyAt: a send still queued in the kernel's way keeps its bytes
-        this.replyAt = at + n
-        sock.send(this.replySlab.subarray(at, at + n), rinfo.port, rinfo.address)
+        offs[k] = at
+        rlens[k] = n
+        peer[k] = i
+        k++
+        at += n
       } else if (n < 0) {
-        this.forward(
-          msg,
-          answer => {
-            if (this.udpSockets.has(sock)) sock.send(answer, rinfo.port, rinfo.address)
-          },
-          Transport.UDP,
-        )
+        const query = Buffer.from(rx.subarray(off, off + len))
+        const from = Buffer.from(sock.peers.subarray(i * UDP_PEER_BYTES, (i + 1) * UDP_PEER_BYTES))
+        this.forward(query, answer => this.udpSendOne(sock, answer, from), Transport.UDP)
       }
-    })
-    return new Promise((resolve, reject) => {
-      sock.once('error', reject)
-      sock.bind(port, host, () => {
-        sock.off('error', reject)
-        sock.on('error', () => undefined)
-        resolve(sock.address())
-      })
-    })
+    }
+    if (k > 0) this.udpSend(sock, out, k)
+  }
+
+  /** The batch's first k replies, to the peers of the queries they answer. */
+  private udpSend(sock: BatchUdpSocket, out: Buffer, k: number): void {
+    const sent = sock.send(out, this.udpReplyOffs, this.udpReplyLens, sock.peers, this.udpReplyPeer, k)
+    this.stats.udpSendDropped += k - sent
+  }
+
+  /** A forwarded query's answer (later, outside any batch), to the peer copied from the batch. */
+  private udpSendOne(sock: BatchUdpSocket, answer: Buffer, peer: Uint8Array): void {
+    if (sock.closed) return
+    this.udpOneOff[0] = 0
+    this.udpOneLen[0] = answer.length
+    this.udpOnePeer[0] = 0
+    this.stats.udpSendDropped += 1 - sock.send(answer, this.udpOneOff, this.udpOneLen, peer, this.udpOnePeer, 1)
   }
 
   listenTcp(host: string, port: number): Promise<AddressInfo> {
@@ -590,6 +643,7 @@ export class DnsServer {
     return {
       queries: named(s.queries, i => (i === QTYPE_SLOTS - 1 ? 'OTHER' : (QTypeName[i] ?? `TYPE${i}`))),
       responses: named(s.responses, i => RcodeName[i] ?? `RCODE${i}`),
+      udpSendDropped: s.udpSendDropped,
       malformed: named(s.malformed, i => VerdictName[i] ?? `verdict${i}`),
       truncated: s.truncated,
       forwarded: s.forwarded,

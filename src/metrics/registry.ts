@@ -54,6 +54,8 @@ export interface DnsStatsData {
     readonly cacheSize: number
   }
   readonly tcp?: { readonly open: number; readonly rejected: number; readonly closedIdle: number }
+  /** UDP socket front end: replies the kernel did not take */
+  readonly udpSendDropped?: number
 }
 
 /** Called once per scrape; it may ask another thread (a promise). */
@@ -473,6 +475,12 @@ export class TundraMetrics {
       d.upstream === undefined ? undefined : d.upstream.errors + d.upstream.timeouts,
     )
     scalar('coredns_forward_max_concurrent_rejects_total', 'Queries dropped because too many were waiting on upstream', 'counter', d => d.upstream?.overflow)
+    scalar(
+      'tundra_dns_udp_send_dropped_total',
+      'DNS replies over UDP the kernel did not take (socket buffer full, send error)',
+      'counter',
+      d => d.udpSendDropped,
+    )
     scalar('tundra_dns_tcp_connections', 'Open DNS-over-TCP connections', 'gauge', d => d.tcp?.open)
     scalar('tundra_dns_tcp_rejected_total', 'DNS-over-TCP connections closed at accept: too many open', 'counter', d => d.tcp?.rejected)
     scalar(

@@ -103,7 +103,7 @@ t.test('UDP: parallel A and AAAA from one socket are both answered', async t => 
   t.equal(got.get(3)!.rcode, 'NXDOMAIN')
 })
 
-t.test('UDP: thousands of answers (several reply slabs) each keep their own bytes', async t => {
+t.test('UDP: thousands of answers (many batches) each keep their own bytes', async t => {
   const { udp } = await server()
   // in waves, so the loopback socket buffers never drop; each wave's replies are checked against their IDs
   for (let wave = 0; wave < 30; wave++) {
@@ -259,4 +259,125 @@ t.test('TCP: a client trickling bytes without completing a query is closed as id
   })
   t.ok(closed, 'server hung up on the trickling client')
   t.equal(s.stats.tcpClosedIdle, 1)
+})
+
+/**
+ * `clients` sockets on `host` each send `per` queries at once (all before the server reads: one batch of the front
+ * end's recvmmsg); resolves with what each socket received, by ID.
+ */
+async function burst(host: string, port: number, clients: number, per: number, mk: (id: number) => Buffer): Promise<Map<number, Decoded>[]> {
+  const socks = await Promise.all(
+    Array.from({ length: clients }, async () => {
+      const sock = dgram.createSocket(net.isIPv6(host) ? 'udp6' : 'udp4')
+      const got = new Map<number, Decoded>()
+      sock.on('message', m => {
+        const r = decode(m)
+        got.set(r.id ?? -1, r)
+      })
+      await new Promise<void>(r => sock.bind(0, host, () => r()))
+      return { sock, got }
+    }),
+  )
+  try {
+    socks.forEach((c, k) => {
+      for (let i = 0; i < per; i++) c.sock.send(mk(k * 1000 + i), port, host)
+    })
+    const deadline = Date.now() + 5000
+    while (!socks.every(c => c.got.size === per) && Date.now() < deadline) await new Promise(r => setTimeout(r, 5))
+    return socks.map(c => c.got)
+  } finally {
+    for (const c of socks) c.sock.close()
+  }
+}
+
+for (const host of ['127.0.0.1', '::1']) {
+  t.test(`UDP on ${host}: a burst from several sockets is answered, each reply to the socket that asked`, async t => {
+    const s = new DnsServer({ upstream: ['127.0.0.1:9'], upstreamTimeoutMs: 200 })
+    s.setCluster(big)
+    t.teardown(() => s.close())
+    const a = await s.listenUdp(host, 0)
+    t.equal(a.address, host)
+    t.equal(a.family, net.isIPv6(host) ? 'IPv6' : 'IPv4')
+    // 4 x 15 = 60 queries: one batch; A, AAAA and NXDOMAIN mixed so a reply sent to the wrong peer shows
+    const mk = (id: number): Buffer => query(id % 3 === 2 ? `nope${id}.prod.svc.${Z}` : `dual.prod.svc.${Z}`, id % 3 === 1 ? 'AAAA' : 'A', { id })
+    const got = await burst(host, a.port, 4, 15, mk)
+    got.forEach((m, k) => {
+      const ids = [...m.keys()].sort((x, y) => x - y)
+      t.same(
+        ids,
+        Array.from({ length: 15 }, (_, i) => k * 1000 + i),
+        `socket ${k}: its own 15 IDs, no others`,
+      )
+      for (const [id, r] of m) {
+        const want = id % 3 === 0 ? ['10.96.50.1'] : id % 3 === 1 ? ['fd00:10:96::50'] : []
+        if (id % 3 === 2 ? r.rcode !== 'NXDOMAIN' : JSON.stringify(datas(r)) !== JSON.stringify(want)) t.fail(`reply ${id}: ${JSON.stringify(r)}`)
+      }
+    })
+    t.equal(s.metrics().requests, 60)
+    t.equal(s.metrics().udpSendDropped, 0)
+  })
+}
+
+t.test('UDP: an oversized datagram is counted and dropped, a malformed one answered FORMERR, in one batch', async t => {
+  const { s, udp } = await server()
+  const good = query(`nginx-pod08.default.svc.${Z}`, 'A', { id: 41 })
+  // a query with 6000 bytes after it: longer than the front end's 4096-byte slot, so cut short by the kernel
+  const huge = Buffer.concat([query(`nginx-pod08.default.svc.${Z}`, 'A', { id: 42 }), Buffer.alloc(6000)])
+  const twoQuestions = Buffer.from(query(`nginx-pod08.default.svc.${Z}`, 'A', { id: 43 }))
+  twoQuestions.writeUInt16BE(2, 4) // QDCOUNT 2: FORMERR, as CoreDNS answers it
+  const sock = dgram.createSocket('udp4')
+  const got = new Map<number, Decoded>()
+  sock.on('message', m => {
+    const r = decode(m)
+    got.set(r.id ?? -1, r)
+  })
+  await new Promise<void>(r => sock.bind(0, '127.0.0.1', () => r()))
+  t.teardown(() => sock.close())
+  for (const q of [huge, Buffer.from('junk'), twoQuestions, good]) sock.send(q, udp, '127.0.0.1')
+  while (got.size < 2) await new Promise(r => setTimeout(r, 5))
+  t.same(datas(got.get(41)!), ['10.96.125.237'])
+  t.equal(got.get(43)?.rcode, 'FORMERR')
+  t.notOk(got.has(42), 'the oversized query is not answered')
+  const m = s.metrics()
+  t.equal(m.malformed.truncated, 1)
+  t.equal(m.malformed.short, 1)
+  t.equal(m.malformed.qdcount, 1)
+  t.equal(m.responses.FORMERR, 1)
+})
+
+t.test('UDP: closing with queries in flight sends nothing more and frees the port', async t => {
+  // the upstream never answers: the forwarded query is still waiting when the server closes
+  const up = await fakeUpstream(() => null)
+  t.teardown(() => up.close())
+  const s = new DnsServer({ upstream: [up.spec], upstreamTimeoutMs: 5000 })
+  s.setCluster(big)
+  const { port } = await s.listenUdp('127.0.0.1', 0)
+  const sock = dgram.createSocket('udp4')
+  const got: Buffer[] = []
+  sock.on('message', m => got.push(m))
+  await new Promise<void>(r => sock.bind(0, '127.0.0.1', () => r()))
+  t.teardown(() => sock.close())
+  // one forwarded query and a burst of in-zone ones
+  sock.send(query('www.example.org', 'A', { id: 1 }), port, '127.0.0.1')
+  for (let i = 0; i < 40; i++) sock.send(query(`nginx-pod08.default.svc.${Z}`, 'A', { id: 100 + i }), port, '127.0.0.1')
+  while (up.udp.length < 1) await new Promise(r => setTimeout(r, 5))
+  // close fails the upstream exchange (SERVFAIL to its callback) after the socket is closed: nothing is sent for it
+  await s.close()
+  // the port is free at once
+  const again = dgram.createSocket('udp4')
+  await new Promise<void>((resolve, reject) => {
+    again.once('error', reject)
+    again.bind(port, '127.0.0.1', () => resolve())
+  })
+  t.teardown(() => again.close())
+  // a marker behind anything the server could still have sent: once it is here, everything sent before it is
+  again.send('marker', sock.address().port, '127.0.0.1')
+  while (!got.some(m => m.toString() === 'marker')) await new Promise(r => setTimeout(r, 5))
+  const ids = got.filter(m => m.toString() !== 'marker').map(m => decode(m).id)
+  t.notOk(ids.includes(1), 'no reply to the forwarded query')
+  t.same(
+    ids.sort((a, b) => a! - b!),
+    Array.from({ length: 40 }, (_, i) => 100 + i),
+    'the in-zone burst was answered before close',
+  )
 })

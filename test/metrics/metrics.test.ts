@@ -92,6 +92,7 @@ t.test('/metrics: tundra counters come from the provider at scrape time, once pe
       duration: { bounds: [0.00025, 0.0005, 0.001], counts: [11, 0, 2, 1], sum: 0.5, count: 14 },
       upstream: { requests: 3, cacheHits: 5, cacheMisses: 3, errors: 1, timeouts: 1, overflow: 2, cacheSize: 2 },
       tcp: { open: 1, rejected: 4, closedIdle: 6 },
+      udpSendDropped: 3,
     },
     batch: { packets, batches },
     noLocalEndpoints: { internal: 1, external: 2 },
@@ -140,6 +141,7 @@ t.test('/metrics: tundra counters come from the provider at scrape time, once pe
   t.equal(sample(m, 'coredns_forward_responses_errors_total'), 2)
   t.equal(sample(m, 'coredns_forward_max_concurrent_rejects_total'), 2)
   t.equal(sample(m, 'tundra_dns_tcp_rejected_total'), 4)
+  t.equal(sample(m, 'tundra_dns_udp_send_dropped_total'), 3)
   t.equal(sample(m, 'tundra_batch_packets'), 4)
   t.equal(sample(m, 'tundra_tun_packets_total'), 400)
   t.equal(sample(m, 'kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy="external"}'), 2)

@@ -171,6 +171,15 @@ t.test('cluster DNS on the tundra dataplane', { ...skip, timeout: 180_000 }, asy
     )
   })
 
+  await t.test("the node's own processes: the UDP socket front end on the DNS address", async t => {
+    // from the node's namespace the query reaches the socket on lo (batched recvmmsg/sendmmsg), not the TUN
+    const ask = async (...args: string[]): Promise<string[]> =>
+      sorted(lines((await lab.node('node1', ['dig', '+time=2', '+tries=2', '+short', `@${DNS_IP}`, ...args])).stdout))
+    t.same(await ask(`web.default.svc.${Z}`), [WEB_IP], 'a cluster name')
+    t.same(await ask(`hl.default.svc.${Z}`), [H1, H2], 'headless')
+    t.same(await ask('example.test'), [EXTERNAL], 'forwarded upstream and answered to the asking socket')
+  })
+
   await t.test('DNS traffic creates no conntrack entries', async t => {
     const before = await lab.counters('node1')
     const udp = await dig('+short', `web.default.svc.${Z}`, `hl.default.svc.${Z}`, 'example.test', `nosuch.default.svc.${Z}`)

@@ -58,6 +58,8 @@ t.test('two packet threads: 100 MB, 200 curls and DNS through one Service', { ..
 
   const dns = await lab.pod('client', ['dig', '+time=2', '+tries=2', '+short', 'web.default.svc.cluster.local'])
   t.equal(dns.stdout.trim(), VIP, 'cluster DNS answers from the pod')
+  const fromNode = await lab.node(node.name, ['dig', '+time=2', '+tries=2', '+short', '@10.96.0.10', 'web.default.svc.cluster.local'])
+  t.equal(fromNode.stdout.trim(), VIP, "and from the node's own namespace (the UDP socket on packet thread 0)")
 
   const c = await lab.counters(node.name)
   t.ok((c['device_packets_thread_0'] ?? 0) + (c['device_packets_thread_1'] ?? 0) > 0, 'packets counted per thread')
