@@ -44,6 +44,7 @@ const MAY_BE_EMPTY: Readonly<Record<string, string>> = {
   coredns_cache_entries: "the lab's dnsmasq answers its host names with TTL 0 (local-ttl), which is not cached",
   tundra_drops_total: 'no packet of this traffic is dropped',
   tundra_batch_packets: 'an average since the previous scrape: zero when no packet came in between',
+  tundra_dns_udp_send_dropped_total: 'a few queries: every answer fits the socket buffer',
   tundra_udp_coalesced_total: 'curl and one DNS query at a time: no run of UDP datagrams of one flow in a batch',
   tundra_endpoint_connections_failed_total: 'every connect succeeds',
   tundra_endpoint_resets_total: 'the connections end with FIN',
