@@ -65,8 +65,16 @@ export interface ChurnPlan {
   readonly churnSeconds: number
 }
 
-export function churnPlan(quick: boolean): ChurnPlan {
-  return quick ? { sizes: [1000], baselineSeconds: 3, churnSeconds: 7 } : { sizes: [1000, 10_000, 20_000], baselineSeconds: 10, churnSeconds: 20 }
+/**
+ * `sizes`: TUNDRA_CHURN_SIZES (comma-separated service counts, e.g. `20000`) replaces the plan's sizes, to measure one
+ * size again without the others (the durations stay the plan's).
+ */
+export function churnPlan(quick: boolean, sizes: string | undefined = process.env['TUNDRA_CHURN_SIZES']): ChurnPlan {
+  const plan = quick ? { sizes: [1000], baselineSeconds: 3, churnSeconds: 7 } : { sizes: [1000, 10_000, 20_000], baselineSeconds: 10, churnSeconds: 20 }
+  if (sizes === undefined || sizes.trim() === '') return plan
+  const list = sizes.split(',').map(s => Number(s.trim()))
+  if (!list.every(n => Number.isInteger(n) && n >= 1 && n <= 100_000)) throw new Error(`TUNDRA_CHURN_SIZES: expected service counts 1..100000, got ${sizes}`)
+  return { ...plan, sizes: list }
 }
 
 /**
