@@ -631,7 +631,7 @@ async function runSize(n: number, cs: readonly Contender[], plan: ChurnPlan, o: 
         finishContender(r)
         progress(
           'churn',
-          `${n} services: ${r.contender.padEnd(12)} churn    ${line(r.churn)}; change→dataplane p50 ${r.c2dP50Ms.toFixed(1)} ms p99 ${r.c2dP99Ms.toFixed(1)} ms (${r.flipsMs.length} flips seen, ${r.flipsUnseenMs.length} not), ${r.syncs} ${r.contender === 'tundra' ? 'reloads' : 'syncs'} (${r.syncP50Ms.toFixed(0)} ms ${r.contender === 'tundra' ? 'the last' : 'median'})${r.driverErrors.length ? `; errors: ${r.driverErrors.slice(0, 2).join(' | ')}` : ''}`,
+          `${n} services: ${r.contender.padEnd(12)} churn    ${line(r.churn)}; change→dataplane p50 ${r.c2dP50Ms.toFixed(1)} ms p99 ${r.c2dP99Ms.toFixed(1)} ms (${r.flipsMs.length} flips seen, ${r.flipsUnseenMs.length} not), ${r.syncs} ${r.contender === 'tundra' ? 'reloads' : 'syncs'} (${r.syncP50Ms.toFixed(0)} ms ${r.contender === 'tundra' ? `the last; lab apply p50 ${applyMs(lab, 50)} p99 ${applyMs(lab, 99)} ms` : 'median'})${r.driverErrors.length ? `; errors: ${r.driverErrors.slice(0, 2).join(' | ')}` : ''}`,
         )
       } catch (err) {
         r.error = errorSummary(err)
@@ -642,6 +642,11 @@ async function runSize(n: number, cs: readonly Contender[], plan: ChurnPlan, o: 
     await dropTopology(procs)
     for (const c of cs) await benchLabDown(NAMES[c])
   }
+}
+
+/** tundra: how long the lab's apply took (the API write, part of change-to-dataplane), from the bench process, ms. */
+function applyMs(lab: ChurnLab, p: number): string {
+  return percentile(lab.driver.syncMs, p).toFixed(1)
 }
 
 function line(p: PhaseResult): string {

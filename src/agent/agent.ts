@@ -119,6 +119,8 @@ export class Agent implements DataplaneView {
   private compiled: NatTable
   readonly natCfg: ResolvedNatConfig
   private readonly dnsOpts: DnsServerOptions
+  /** where each service of `current` sits: a change replaces its services in O(change) */
+  private readonly services = new ServiceIndex()
   /** the zone, kept per service: a change recompiles only the services it names */
   private readonly zone: ZoneCompiler
   /** the zone as the control side answers it (for trace), installed on demand from a snapshot of `zone` */
@@ -448,12 +450,15 @@ export class Agent implements DataplaneView {
   applyServices(changed: readonly Service[], deleted: readonly ServiceRef[]): void {
     const prev = this.compiled
     this.compiled = updateNat(prev, changed, deleted)
-    const cluster = { ...this.current, services: mergeServices(this.current.services, changed, deleted) }
-    this.install(cluster, natInstall(this.compiled, prev), zoneInstall(this.zone.update(cluster, changed, deleted)))
+    const { services, replaced } = this.services.merge(this.current.services, changed, deleted)
+    const cluster = { ...this.current, services }
+    // the external routes follow externalIPs and LoadBalancer VIPs: only a change that has or had one moves them
+    const routes = changed.some(hasExternalRoutes) || replaced.some(hasExternalRoutes)
+    this.install(cluster, natInstall(this.compiled, prev), zoneInstall(this.zone.update(cluster, changed, deleted)), routes)
   }
 
   /** Sends the images to the packet thread (in order; a refused install is logged and counted there and here). */
-  private install(cluster: Cluster, nat: ReturnType<typeof natInstall>, zone: ReturnType<typeof zoneInstall>): void {
+  private install(cluster: Cluster, nat: ReturnType<typeof natInstall>, zone: ReturnType<typeof zoneInstall>, routes = true): void {
     this.current = cluster
     // A refused delta (the packet thread has another generation, e.g. after a control-thread restart) is answered
     // with a full image of the current state.
@@ -477,7 +482,7 @@ export class Agent implements DataplaneView {
       }),
     )
     this.syncHealthServers()
-    this.routeSync = this.routeSync.then(() => this.syncExternalRoutes()).catch(err => this.log(`[agent] routes: ${(err as Error).message}`))
+    if (routes) this.routeSync = this.routeSync.then(() => this.syncExternalRoutes()).catch(err => this.log(`[agent] routes: ${(err as Error).message}`))
     this.reloads++
   }
 
@@ -540,6 +545,56 @@ export class Agent implements DataplaneView {
     await this.dnsView?.server.close()
     await this.routeSync
     if (this.wiring && (this.opts.cleanupOnExit === true || !this.started)) await this.wiring.undo()
+  }
+}
+
+const serviceKey = (s: { readonly namespace: string; readonly name: string }): string => `${s.namespace}/${s.name}`
+
+/** Whether a service needs routes into the TUN (syncExternalRoutes): externalIPs or a LoadBalancer VIP. */
+function hasExternalRoutes(svc: Service): boolean {
+  return svc.externalIPs.length > 0 || svc.loadBalancerIngress.some(lb => lb.ipMode === 'VIP')
+}
+
+/**
+ * The position of every service in the cluster's service list, so a change of a few services is merged in O(change)
+ * plus one array copy, not by keying all 20 000 services again (mergeServices, a few ms and much garbage per change).
+ * Built again when the list was replaced some other way (a full sync) or a service was deleted (rare: O(n) then).
+ */
+class ServiceIndex {
+  private list: readonly Service[] | undefined
+  private at = new Map<string, number>()
+
+  /** `base` with `changed` replacing or adding by namespace/name and `deleted` removed; `replaced`: their old versions. */
+  merge(base: readonly Service[], changed: readonly Service[], deleted: readonly ServiceRef[]): { services: Service[]; replaced: Service[] } {
+    if (base !== this.list) this.index(base)
+    const replaced: Service[] = []
+    for (const s of [...changed, ...deleted]) {
+      const i = this.at.get(serviceKey(s))
+      if (i !== undefined) replaced.push(base[i]!)
+    }
+    if (deleted.length > 0) {
+      const services = mergeServices(base, changed, deleted)
+      this.index(services)
+      return { services, replaced }
+    }
+    const services = base.slice()
+    for (const svc of changed) {
+      const k = serviceKey(svc)
+      const i = this.at.get(k)
+      if (i !== undefined) services[i] = svc
+      else {
+        this.at.set(k, services.length)
+        services.push(svc)
+      }
+    }
+    this.list = services
+    return { services, replaced }
+  }
+
+  private index(list: readonly Service[]): void {
+    this.at = new Map()
+    for (let i = 0; i < list.length; i++) this.at.set(serviceKey(list[i]!), i)
+    this.list = list
   }
 }
 
