@@ -65,8 +65,16 @@ export interface ChurnPlan {
   readonly churnSeconds: number
 }
 
-export function churnPlan(quick: boolean): ChurnPlan {
-  return quick ? { sizes: [1000], baselineSeconds: 3, churnSeconds: 7 } : { sizes: [1000, 10_000, 20_000], baselineSeconds: 10, churnSeconds: 20 }
+/**
+ * `sizes`: TUNDRA_CHURN_SIZES (comma-separated service counts, e.g. `20000`) replaces the plan's sizes, to measure one
+ * size again without the others (the durations stay the plan's).
+ */
+export function churnPlan(quick: boolean, sizes: string | undefined = process.env['TUNDRA_CHURN_SIZES']): ChurnPlan {
+  const plan = quick ? { sizes: [1000], baselineSeconds: 3, churnSeconds: 7 } : { sizes: [1000, 10_000, 20_000], baselineSeconds: 10, churnSeconds: 20 }
+  if (sizes === undefined || sizes.trim() === '') return plan
+  const list = sizes.split(',').map(s => Number(s.trim()))
+  if (!list.every(n => Number.isInteger(n) && n >= 1 && n <= 100_000)) throw new Error(`TUNDRA_CHURN_SIZES: expected service counts 1..100000, got ${sizes}`)
+  return { ...plan, sizes: list }
 }
 
 /**
@@ -623,7 +631,7 @@ async function runSize(n: number, cs: readonly Contender[], plan: ChurnPlan, o: 
         finishContender(r)
         progress(
           'churn',
-          `${n} services: ${r.contender.padEnd(12)} churn    ${line(r.churn)}; change→dataplane p50 ${r.c2dP50Ms.toFixed(1)} ms p99 ${r.c2dP99Ms.toFixed(1)} ms (${r.flipsMs.length} flips seen, ${r.flipsUnseenMs.length} not), ${r.syncs} ${r.contender === 'tundra' ? 'reloads' : 'syncs'} (${r.syncP50Ms.toFixed(0)} ms ${r.contender === 'tundra' ? 'the last' : 'median'})${r.driverErrors.length ? `; errors: ${r.driverErrors.slice(0, 2).join(' | ')}` : ''}`,
+          `${n} services: ${r.contender.padEnd(12)} churn    ${line(r.churn)}; change→dataplane p50 ${r.c2dP50Ms.toFixed(1)} ms p99 ${r.c2dP99Ms.toFixed(1)} ms (${r.flipsMs.length} flips seen, ${r.flipsUnseenMs.length} not), ${r.syncs} ${r.contender === 'tundra' ? 'reloads' : 'syncs'} (${r.syncP50Ms.toFixed(0)} ms ${r.contender === 'tundra' ? `the last; lab apply p50 ${applyMs(lab, 50)} p99 ${applyMs(lab, 99)} ms` : 'median'})${r.driverErrors.length ? `; errors: ${r.driverErrors.slice(0, 2).join(' | ')}` : ''}`,
         )
       } catch (err) {
         r.error = errorSummary(err)
@@ -634,6 +642,11 @@ async function runSize(n: number, cs: readonly Contender[], plan: ChurnPlan, o: 
     await dropTopology(procs)
     for (const c of cs) await benchLabDown(NAMES[c])
   }
+}
+
+/** tundra: how long the lab's apply took (the API write, part of change-to-dataplane), from the bench process, ms. */
+function applyMs(lab: ChurnLab, p: number): string {
+  return percentile(lab.driver.syncMs, p).toFixed(1)
 }
 
 function line(p: PhaseResult): string {

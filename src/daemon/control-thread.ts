@@ -11,6 +11,7 @@ import type { ControlEntry, HostEvent } from './host'
 import { logLine } from './log'
 import { startWebView } from '../web/server'
 import { agentWebSettings } from '../web/settings'
+import { controlNice, lowerControlThread } from './priority'
 
 const log = logLine
 const { entry, restarts } = workerData as { entry: ControlEntry; restarts: number }
@@ -18,6 +19,9 @@ const link = new Link(parentPort!)
 const testHooks = process.env['TUNDRA_TEST_HOOKS'] === '1'
 
 async function main(): Promise<void> {
+  // below the packet thread: a compile waits for the core, a packet does not (ARCHITECTURE.md "Thread priorities")
+  const prio = lowerControlThread(controlNice())
+  if ('error' in prio) log(`[agent] ${prio.error}`)
   let running: { stop(): Promise<void> }
   let logStop: (signal: string) => void
   if (entry.kind === 'agent') {

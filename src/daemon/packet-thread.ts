@@ -9,6 +9,7 @@ import { PacketPath, type PacketInit, type PacketRequest } from '../agent/packet
 import type { NatInstall, ZoneInstall } from '../agent/crossing'
 import type { SharedTables } from '../nat/engine'
 import { configureLogging, logLine, type LogFormat } from './log'
+import { nameThread, PACKET_THREAD_NAME } from './priority'
 
 /** What the host gives a packet thread when it starts it. */
 export interface PacketThreadData {
@@ -29,6 +30,7 @@ export type PacketThreadRequest = { op: 'start'; dnsSockets?: { host: string; po
 
 function main(): void {
   const data = workerData as PacketThreadData
+  nameThread(`${PACKET_THREAD_NAME}${data.index}`)
   if (data.logging !== undefined) configureLogging(data.logging)
   const log = (line: string): void => logLine(line.replace(/^\[agent\] /, `[agent] packet thread ${data.index}: `))
   const dev = adoptTunQueue(data.queues, 0 + data.index, err => log(`[agent] ${err.message}`))

@@ -42,6 +42,14 @@ t.test('plan: quick is 1 000 services for 10 s, the full run 1k/10k/20k for 20 s
   t.ok(full.churnSeconds >= 20)
 })
 
+t.test('plan: TUNDRA_CHURN_SIZES picks the sizes, bad ones are refused', async t => {
+  t.same(churnPlan(false, '20000').sizes, [20_000])
+  t.same(churnPlan(false, '1000, 20000').sizes, [1000, 20_000])
+  t.equal(churnPlan(false, '20000').churnSeconds, churnPlan(false, undefined).churnSeconds)
+  t.same(churnPlan(true, '').sizes, [1000])
+  t.throws(() => churnPlan(false, '20k'), /TUNDRA_CHURN_SIZES/)
+})
+
 t.test('contenders: tundra, iptables-restore, nft (nft above 1 000 only with --nft20k); --contenders narrows', async t => {
   const all = ['tundra', 'iptables-nft', 'iptables-legacy', 'nftables'] as const
   t.same(churnContendersAt(1000, all, false), ['tundra', 'iptables-nft', 'nftables'])

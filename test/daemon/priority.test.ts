@@ -1,0 +1,40 @@
+// Thread priorities (src/daemon/priority.ts): the control thread lowers only its own nice value, as /proc shows it.
+import t from 'tap'
+import { controlNice, lowerControlThread } from '../../src/daemon/priority'
+import { readdirSync, readFileSync } from 'node:fs'
+
+const linux = process.platform === 'linux'
+
+/** A thread's nice value as /proc shows it (field 19 of /proc/<pid>/task/<tid>/stat; comm may hold ') '). */
+function threadNice(pid: number, tid: number): number {
+  const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19 - 3])
+}
+
+t.test('TUNDRA_CONTROL_NICE: 0..19 honoured, anything else refused', async t => {
+  t.equal(controlNice(undefined), 10, 'the default')
+  t.equal(controlNice(''), 10)
+  t.equal(controlNice('0'), 0)
+  t.equal(controlNice('19'), 19)
+  for (const bad of ['-1', '20', '5.5', 'low']) t.throws(() => controlNice(bad), /TUNDRA_CONTROL_NICE: expected an integer 0\.\.19/, bad)
+})
+
+t.test('a thread that lowers itself: its nice changes, the other threads keep theirs', { skip: linux ? false : 'Linux only' }, async t => {
+  // this test file's own process: its main thread plays the control thread (the runtime's helper threads are others)
+  const tid = process.pid
+  const others = readdirSync(`/proc/${process.pid}/task`)
+    .map(Number)
+    .filter(x => x !== tid)
+  t.ok(others.length > 0, 'the runtime has helper threads')
+  const before = others.map(x => threadNice(process.pid, x))
+  const r = lowerControlThread(5)
+  if ('error' in r) return t.fail(r.error)
+  t.same(r, { tid, nice: 5 })
+  t.equal(threadNice(process.pid, tid), 5, 'the calling thread runs at nice 5, as /proc shows')
+  t.equal(readFileSync(`/proc/${process.pid}/task/${tid}/comm`, 'utf8').trim(), 'tundra-control', 'and is named')
+  t.same(
+    others.map(x => threadNice(process.pid, x)),
+    before,
+    'the other threads keep their nice values',
+  )
+})
