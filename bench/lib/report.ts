@@ -119,10 +119,11 @@ export function summarize(r: BenchReport): SummaryRow[] {
       ['UDP latency p99', 'latUdpP99'],
       ['TCP latency p99', 'latTcpP99'],
       ['UDP loss at full rate', 'udpLossPct'],
+      ['UDP lost at the receiving socket (buffer full)', 'udpSocketLossPct'],
     ] as const) {
       rows.push({
         metric: label,
-        unit: m === 'udpLossPct' ? '%' : 'µs',
+        unit: m === 'udpLossPct' || m === 'udpSocketLossPct' ? '%' : 'µs',
         tundra: med('tundra', m),
         kernel: withCref(kernelOf(m), m),
         compare: NaN,
@@ -485,7 +486,11 @@ export function charts(r: BenchReport): [string, string][] {
       // loss is printed on the "received" bar: what was sent and not delivered
       const loss = (c: (typeof live)[number]): string | undefined => {
         const v = c.medians['udpLossPct']
-        return v === undefined || !Number.isFinite(v) ? undefined : `(${v < 10 ? v.toFixed(1) : v.toFixed(0)} % lost)`
+        const sock = c.medians['udpSocketLossPct']
+        const pct = (x: number): string => (x < 10 ? x.toFixed(1) : x.toFixed(0))
+        if (v === undefined || !Number.isFinite(v)) return undefined
+        // the receiver's full socket buffer, when measured: loss that is not the dataplane's
+        return sock !== undefined && Number.isFinite(sock) && v >= 1 ? `(${pct(v)} % lost, ${pct(sock)} at the socket)` : `(${pct(v)} % lost)`
       }
       out.push([
         'pps.svg',

@@ -62,6 +62,23 @@ export function parseIperfUdpServerCsv(text: string): UdpReport | undefined {
   return undefined
 }
 
+/**
+ * The `Udp:` counters of a namespace's /proc/net/snmp (header line of names, then a line of values), by name;
+ * undefined when the text has no such pair. RcvbufErrors counts datagrams a full socket buffer refused.
+ */
+export function parseSnmpUdp(text: string): Record<string, number> | undefined {
+  const lines = text.split('\n').filter(l => l.startsWith('Udp: '))
+  if (lines.length < 2) return undefined
+  const names = lines[0]!.trim().split(/\s+/).slice(1)
+  const values = lines[1]!.trim().split(/\s+/).slice(1).map(Number)
+  if (names.length !== values.length || values.some(v => !Number.isFinite(v))) return undefined
+  const out: Record<string, number> = {}
+  names.forEach((n, i) => {
+    out[n] = values[i]!
+  })
+  return out
+}
+
 export interface SockperfReport {
   readonly p50: number
   readonly p99: number

@@ -1,6 +1,15 @@
 // Parsers of what the load tools print (captured output, abridged).
 import t from 'tap'
-import { crefRules, parseConnect, parseIperfTcpCsv, parseIperfUdpServerCsv, parsePidStat, parseProcStat, parseSockperf } from '../../bench/lib/tools'
+import {
+  crefRules,
+  parseConnect,
+  parseIperfTcpCsv,
+  parseIperfUdpServerCsv,
+  parsePidStat,
+  parseProcStat,
+  parseSnmpUdp,
+  parseSockperf,
+} from '../../bench/lib/tools'
 import { parseDnsperf } from '../../bench/sections/dns'
 import { manifestPath } from '../../bench/sections/e2e'
 import { compileLab } from '../../src/lab/compile'
@@ -17,6 +26,21 @@ t.test('iperf2 CSV', async t => {
   t.equal(u.rxPps, (167168 - 35204) / 2)
   t.ok(Math.abs(u.lossPct - 21.059) < 0.01)
   t.equal(parseIperfUdpServerCsv('Server listening on UDP port 5001'), undefined)
+})
+
+t.test('/proc/net/snmp Udp counters', async t => {
+  const snmp = `Icmp: InMsgs InErrors
+Icmp: 0 0
+Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors
+Udp: 352135 0 190147 12 190147 0 0 0 0
+UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors
+UdpLite: 0 0 0 0 0 0 0 0 0
+`
+  const u = parseSnmpUdp(snmp)!
+  t.equal(u['RcvbufErrors'], 190147, 'by name, not UdpLite')
+  t.equal(u['InDatagrams'], 352135)
+  t.equal(parseSnmpUdp('Ip: Forwarding\nIp: 1\n'), undefined, 'no Udp lines')
+  t.equal(parseSnmpUdp('Udp: InDatagrams NoPorts\nUdp: 1\n'), undefined, 'names and values disagree')
 })
 
 t.test('sockperf', async t => {
