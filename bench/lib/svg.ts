@@ -163,6 +163,8 @@ export function barChart(c: BarChart): string {
   top = ticks[ticks.length - 1]!
   const y = (v: number): number => M.top + ph - (Math.max(0, v) / top) * ph
   const body: string[] = []
+  // notes too long for their bar, listed under the legend (under the axis they ran into each other)
+  const overflow: [string, string][] = []
   for (const t of ticks) {
     body.push(`<line x1="${M.left}" x2="${M.left + pw}" y1="${f1(y(t))}" y2="${f1(y(t))}" stroke="#ddd"/>`)
     body.push(`<text x="${M.left - 6}" y="${f1(y(t) + 4)}" text-anchor="end">${esc(tickLabel(t))}</text>`)
@@ -203,7 +205,7 @@ export function barChart(c: BarChart): string {
           body.push(
             `<text class="note" x="${f1(cx + 3.5)}" y="${f1(bottom - 4)}" transform="${rot(cx + 3.5, bottom - 4)}" font-size="10" fill="white">${esc(note)}</text>`,
           )
-        else body.push(`<text class="note" x="${f1(cx)}" y="${f1(bottom + 30)}" text-anchor="middle" font-size="9">${esc(note)}</text>`)
+        else overflow.push([`${s.name}${c.categories.length > 1 ? `, ${cat}` : ''}:`, note.replace(/^\((.*)\)$/, '$1')])
       }
     })
     // a category name wider than its group goes on two lines
@@ -219,6 +221,13 @@ export function barChart(c: BarChart): string {
   const ranged = c.series.some(s => s.values.some((_, i) => (s.max?.[i] ?? NaN) > (s.min?.[i] ?? NaN)))
   if (ranged)
     body.push(`<text x="${M.left}" y="${M.top + ph + 50}" font-size="10" fill="#555">bars: median of the rounds; whiskers: lowest and highest round</text>`)
+  let ny = M.top + 10 + c.series.reduce((h, s) => h + (s.name.indexOf(' (') > 0 ? 32 : 20), 0) + 6
+  // two lines each: whose bar, then the note (the margin is narrow)
+  for (const [whose, n] of overflow) {
+    body.push(`<text class="note" x="${W - M.right + 15}" y="${ny}" font-size="9" fill="#333">${esc(whose)}</text>`)
+    body.push(`<text class="note" x="${W - M.right + 23}" y="${ny + 11}" font-size="9" fill="#333">${esc(n)}</text>`)
+    ny += 26
+  }
   return frame(c.title, [...body, ...legend(c.series)], c.caption)
 }
 

@@ -77,6 +77,31 @@ t.test('a reader sees the values, the range of the rounds and the caption withou
   t.match(svg, /whiskers: lowest and highest round/)
 })
 
+t.test('notes too long for their bars are listed under the legend, one line each, not on top of each other', async t => {
+  const svg = barChart({
+    title: 'UDP',
+    unit: 'kpps',
+    categories: ['received', 'sent'],
+    series: [
+      { name: 'tundra', values: [96, 134], notes: ['(28 % lost, 28 at the socket)', undefined] },
+      { name: 'iptables-legacy', values: [144, 146], notes: ['(1.2 % lost, 1.2 at the socket)', undefined] },
+      { name: 'cref', values: [9, 181], notes: ['(48 % lost, 22 at the socket)', undefined] },
+    ],
+  })
+  const notes = [...svg.matchAll(/<text class="note" x="([\d.]+)" y="([\d.]+)"[^>]*>([^<]*)<\/text>/g)].map(m => ({ x: m[1], y: Number(m[2]), text: m[3] }))
+  t.same(
+    notes.map(n => n.text),
+    ['(1.2 % lost, 1.2 at the socket)', 'tundra, received:', '28 % lost, 28 at the socket', 'cref, received:', '48 % lost, 22 at the socket'],
+    'the tall bar keeps its note; the short ones are named in the list',
+  )
+  const listed = notes.slice(1)
+  for (let i = 1; i < listed.length; i++) t.ok(listed[i]!.y - listed[i - 1]!.y >= 11, `line ${i + 1} of the list is below line ${i}`)
+  t.ok(
+    listed.every(n => Number(n.x) > 600),
+    'in the right margin, clear of the bars',
+  )
+})
+
 t.test('one colour per contender in every chart', async t => {
   const fill = (svg: string, name: string): string | undefined => new RegExp(`fill="(#[0-9a-f]{6})"><title>${name} `).exec(svg)?.[1]
   const a = barChart({
