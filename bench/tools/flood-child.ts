@@ -5,6 +5,7 @@
 import { PacketPath, type PacketInit, type PacketRequest } from '../../src/agent/packet-path'
 import { natInstall, zoneInstall } from '../../src/agent/crossing'
 import { MemoryDevice } from '../../src/device/memory'
+import { loadNative } from '../../src/device/native'
 import { compileNat, resolveNatConfig } from '../../src/nat/compile'
 import { CT_CHUNK, snapshotBody, snapshotHead } from '../../src/nat/ctview'
 import { linkLive } from '../../src/agent/live'
@@ -43,6 +44,9 @@ async function main(): Promise<void> {
     nat: natInstall(table).install,
     zone: zoneInstall(new ZoneCompiler({}).full(cluster)).install,
   }
+  // The agent's process has the native addon loaded (it opens the TUN), and the addon sets the process's malloc
+  // policy (native/tun.c Init): load it here too so the figures are the agent's.
+  loadNative()
   const rssBefore = rss()
   const path = new PacketPath(dev, init, () => {})
   const rssBase = rss()
