@@ -3,6 +3,7 @@
 // datagrams that came in (payloads byte for byte, valid checksums); anything that would change what a receiver
 // sees is written as it came.
 import t from 'tap'
+import { loopOptions, startLoop } from '../helpers/loop'
 import { MemoryDevice } from '../../src/device/memory'
 import { Dataplane, type LoopOptions, type PacketDns, type PacketNat } from '../../src/dataplane/loop'
 import { vxlanMac } from '../../src/dataplane/vxlan'
@@ -19,21 +20,9 @@ const POD2 = '10.100.85.51'
 const DEST = '192.168.7.7'
 
 const nat: PacketNat = { process: () => NatAction.PASS, writeReject: () => 0 }
-const dns: PacketDns = { answerInPlace: () => 0, forward: () => {} }
-
 function setup(): { dev: MemoryDevice; dp: Dataplane } {
   const dev = new MemoryDevice({ autoFlush: false, vnetHdr: true })
-  const opts: LoopOptions = {
-    nodeIp: ip4(NODE),
-    dnsIp: ip4('10.96.0.10'),
-    dnsPort: 53,
-    vni: 4096,
-    localMac: vxlanMac(ip4(NODE)),
-    peers: [],
-  }
-  const dp = new Dataplane(dev, nat, dns, opts)
-  dev.start(dp.onBatch)
-  return { dev, dp }
+  return { dev, dp: startLoop(dev, nat, loopOptions(NODE)) }
 }
 
 /** A datagram as a local socket's CHECKSUM_PARTIAL send reaches the TUN: the UDP field holds the pseudo-header sum. */

@@ -2,13 +2,13 @@
 // ClusterIP port it does not serve. RFC 4443: from an address of the node (the ClusterIP for a closed port), as much
 // of the invoking packet as fits in 1280 bytes, checksum over the pseudo-header, and one rate limit with IPv4's.
 import t from 'tap'
+import { loopOptions, startLoop } from '../helpers/loop'
 import { MemoryDevice } from '../../src/device/memory'
-import { Dataplane, dropNames, type LoopOptions, type PacketDns } from '../../src/dataplane/loop'
-import { vxlanMac } from '../../src/dataplane/vxlan'
+import { Dataplane, dropNames, type LoopOptions } from '../../src/dataplane/loop'
 import { NatEngine } from '../../src/nat/engine'
 import { compileNat } from '../../src/nat/compile'
 import { parseIpv6, ipv6ToString } from '../../src/wire/ipv6'
-import { BASE_CONFIG, NODE_IP, NODE_IP6, checksumProblems, ep, icmpError6, ip4, port, svc, tcp6, udp4, udp6 } from '../nat/packets'
+import { BASE_CONFIG, NODE_IP, NODE_IP6, checksumProblems, ep, icmpError6, port, svc, tcp6, udp4, udp6 } from '../nat/packets'
 
 const POD6 = 'fd00:100::7'
 const VIP6 = 'fd00:96::20'
@@ -24,7 +24,6 @@ const cluster = {
   nodes: [],
   pods: [],
 }
-const dns: PacketDns = { answerInPlace: () => 0, forward: () => {} }
 
 function v6(s: string): Uint8Array {
   const b = new Uint8Array(16)
@@ -35,19 +34,12 @@ function v6(s: string): Uint8Array {
 function setup(o: Partial<LoopOptions> = {}, withNode6 = true): { dev: MemoryDevice; dp: Dataplane } {
   const dev = new MemoryDevice({ autoFlush: false })
   const engine = new NatEngine(compileNat(cluster, BASE_CONFIG), { seed: 1 })
-  const dp = new Dataplane(dev, engine, dns, {
-    nodeIp: ip4(NODE_IP),
-    dnsIp: ip4('10.96.0.10'),
-    dnsPort: 53,
-    vni: 4096,
-    localMac: vxlanMac(ip4(NODE_IP)),
-    peers: [],
+  const opts = loopOptions(NODE_IP, {
     serviceNet6: { bytes: v6('fd00:96::'), prefix: 112 },
     ...(withNode6 ? { nodeIp6: v6(NODE_IP6) } : {}),
     ...o,
   })
-  dev.start(dp.onBatch)
-  return { dev, dp }
+  return { dev, dp: startLoop(dev, engine, opts) }
 }
 
 function hops(p: Buffer, n: number): Buffer {

@@ -2,8 +2,9 @@
 // peers with their own inner sources, sources no local pod may use, TTL decremented (time exceeded from the node),
 // untranslated service addresses refused, ICMP errors rate-limited, and batch overflow counted as a drop.
 import t from 'tap'
+import { loopOptions, startLoop } from '../helpers/loop'
 import { MemoryDevice } from '../../src/device/memory'
-import { Dataplane, dropNames, LOOP_DROP_NAMES, LoopDrop, type LoopOptions, type PacketDns, type PacketNat } from '../../src/dataplane/loop'
+import { Dataplane, dropNames, LOOP_DROP_NAMES, LoopDrop, type LoopOptions, type PacketNat } from '../../src/dataplane/loop'
 import { encapsulate, vxlanMac } from '../../src/dataplane/vxlan'
 import { DROP_NAMES } from '../../src/wire/drop'
 import { NatAction } from '../../src/nat/verdict'
@@ -25,24 +26,16 @@ const nat: PacketNat = {
   writeReject: (buf: Buffer, off: number, len: number, info: PacketInfo, out: Buffer, outOff: number) =>
     buildIcmp4Error(out, outOff, buf, off, len, info.dst, 3, 3),
 }
-const dns: PacketDns = { answerInPlace: () => 0, forward: () => {} }
 
 function setup(o: Partial<LoopOptions> = {}, dev = new MemoryDevice({ autoFlush: false })): { dev: MemoryDevice; dp: Dataplane } {
-  const opts: LoopOptions = {
-    nodeIp: ip4(NODE),
-    dnsIp: ip4('10.96.0.10'),
-    dnsPort: 53,
-    vni: 4096,
-    localMac: vxlanMac(ip4(NODE)),
+  const opts = loopOptions(NODE, {
     peers: [{ net: ip4('10.100.86.0'), mask: 0xffffff00, ip: ip4(PEER), mac: vxlanMac(ip4(PEER)) }],
     podNet: { net: ip4('10.100.85.0'), mask: 0xffffff00 },
     clusterNet: { net: ip4('10.100.0.0'), mask: 0xffff0000 },
     serviceNet: { net: ip4('10.96.0.0'), mask: 0xfff00000 },
     ...o,
-  }
-  const dp = new Dataplane(dev, nat, dns, opts)
-  dev.start(dp.onBatch)
-  return { dev, dp }
+  })
+  return { dev, dp: startLoop(dev, nat, opts) }
 }
 
 function vxlanFrom(outerSrc: string, inner: Buffer): Buffer {

@@ -1,9 +1,9 @@
 // An answer written in place by the NAT step (echo reply from a ClusterIP) leaves the loop with the length its own IP
 // header states: a request with IPv4 options gets a shorter reply (options dropped), with no stale bytes after it.
 import t from 'tap'
+import { loopOptions, startLoop } from '../helpers/loop'
 import { MemoryDevice } from '../../src/device/memory'
-import { Dataplane, type LoopOptions, type PacketDns, type PacketNat } from '../../src/dataplane/loop'
-import { vxlanMac } from '../../src/dataplane/vxlan'
+import { type PacketNat } from '../../src/dataplane/loop'
 import { NatAction } from '../../src/nat/verdict'
 import { icmp4EchoToReply } from '../../src/wire/build'
 import { fillIpv4Checksum } from '../../src/wire/ipv4'
@@ -22,7 +22,6 @@ const nat: PacketNat = {
   },
   writeReject: () => 0,
 }
-const dns: PacketDns = { answerInPlace: () => 0, forward: () => {} }
 
 /** An echo request with `opt` bytes of IPv4 options (NOPs) between the header and the ICMP message. */
 function echoWithOptions(opt: number): Buffer {
@@ -38,19 +37,15 @@ function echoWithOptions(opt: number): Buffer {
 
 t.test('an echo reply that drops IPv4 options is written at its own length', async t => {
   const dev = new MemoryDevice({ autoFlush: false })
-  const opts: LoopOptions = {
-    nodeIp: ip4(NODE),
-    dnsIp: ip4('10.96.0.10'),
-    dnsPort: 53,
-    vni: 4096,
-    localMac: vxlanMac(ip4(NODE)),
-    peers: [],
-    podNet: { net: ip4('10.100.85.0'), mask: 0xffffff00 },
-    clusterNet: { net: ip4('10.100.0.0'), mask: 0xffff0000 },
-    serviceNet: { net: ip4('10.96.0.0'), mask: 0xfff00000 },
-  }
-  const dp = new Dataplane(dev, nat, dns, opts)
-  dev.start(dp.onBatch)
+  const dp = startLoop(
+    dev,
+    nat,
+    loopOptions(NODE, {
+      podNet: { net: ip4('10.100.85.0'), mask: 0xffffff00 },
+      clusterNet: { net: ip4('10.100.0.0'), mask: 0xffff0000 },
+      serviceNet: { net: ip4('10.96.0.0'), mask: 0xfff00000 },
+    }),
+  )
   const req = echoWithOptions(8)
   dev.inject(req)
   dev.flush()
