@@ -423,6 +423,28 @@ export class NatEngine {
     }
   }
 
+  /**
+   * A SYN that no Service translates, whose reply tuple is the reply tuple of a translated connection: the client
+   * reused a source port toward an endpoint it earlier reached through a Service (another 4-tuple to its kernel).
+   * Left alone, the old entry would reverse-translate the new connection's replies. Linux moves the new connection
+   * to another source port here (nf_nat_used_tuple_new); a pass-through keeps no entry to carry that, so instead a
+   * closed old entry (TIME_WAIT, CLOSE or expired: its connection is over) is removed. An open one stays, counted.
+   */
+  private evictClosedClash(fam: Fam, now: number): void {
+    const ct = fam.ct
+    const k = ct.key
+    const aw = fam.aw
+    swapKey(k, aw)
+    const ref = ct.lookup(IPPROTO_TCP)
+    swapKey(k, aw)
+    if (ref < 0 || (ref & 1) !== REPLY) return
+    const e = ref >>> 1
+    if (ct.expires[e]! <= now || ct.state[e]! === TcpState.TIME_WAIT || ct.state[e]! === TcpState.CLOSE) {
+      ct.delete(e)
+      this.counters[NatStat.CLASH_EVICTED]!++
+    } else this.counters[NatStat.CLASH_OPEN]!++
+  }
+
   private newConnection(fam: Fam, buf: Uint8Array, info: PacketInfo, partial: boolean, now: number): number {
     const tb = this.tables
     const ct = fam.ct
@@ -442,6 +464,7 @@ export class NatEngine {
         this.replyPickup(fam, buf, info, partial, now)
       )
         return NatAction.FORWARD
+      if (proto === IPPROTO_TCP && (info.tcpFlags & (TCP_SYN | TCP_ACK | TCP_RST)) === TCP_SYN) this.evictClosedClash(fam, now)
       return this.pass()
     }
 
@@ -1500,4 +1523,15 @@ export class NatEngine {
     }
     return n
   }
+}
+
+/** Turns the scratch key (src, dst, sport<<16|dport) into its reverse in place; applying it twice restores it. */
+function swapKey(k: Uint32Array, aw: number): void {
+  for (let i = 0; i < aw; i++) {
+    const a = k[i]!
+    k[i] = k[aw + i]!
+    k[aw + i] = a
+  }
+  const p = k[2 * aw]!
+  k[2 * aw] = ((p << 16) | (p >>> 16)) >>> 0
 }

@@ -79,6 +79,10 @@ export const NatStat = {
   REPLY_PICKUP: 26,
   /** a NodePort on 127.0.0.0/8 from a source that is not this node (localhostNodePorts) */
   DROP_LOCALHOST: 27,
+  /** a closed translated connection removed because a new direct connection took its reply tuple (port reuse) */
+  CLASH_EVICTED: 28,
+  /** a direct connection whose reply tuple an open translated connection holds: its replies follow the old entry */
+  CLASH_OPEN: 29,
 } as const
 
 /** 'pass', 'new', ... 'drop_no_local_endpoints', ...: metric names by NatStat index. */

@@ -390,6 +390,46 @@ t.test('reply tuple clash: same client port to two services on one endpoint', as
   clean(tt, r2, 'clash reply')
 })
 
+t.test('a direct connection that reuses the reply tuple of a Service connection', async tt => {
+  const eng = setup()
+  // Through the Service from port 40000, closed by the server first: the entry lingers in TIME_WAIT.
+  const close = (c: string, vip: string, e: string, sport: number, tcp: typeof tcp4): void => {
+    run(eng, tcp(c, vip, sport, 80, SYN))
+    run(eng, tcp(e, c, 8080, sport, SYN | ACK))
+    run(eng, tcp(c, vip, sport, 80, ACK))
+    run(eng, tcp(e, c, 8080, sport, FIN | ACK))
+    run(eng, tcp(c, vip, sport, 80, FIN | ACK))
+    run(eng, tcp(e, c, 8080, sport, ACK))
+  }
+  close('10.100.1.50', '10.96.0.10', '10.100.1.2', 40000, tcp4)
+  // The client's kernel may pick 40000 again toward the endpoint itself: a 4-tuple it has not used.
+  tt.equal(run(eng, tcp4('10.100.1.50', '10.100.1.2', 40000, 8080, SYN)), NatAction.PASS)
+  tt.equal(eng.counters[NatStat.CLASH_EVICTED], 1, 'the closed entry is removed')
+  const reply = tcp4('10.100.1.2', '10.100.1.50', 8080, 40000, SYN | ACK)
+  tt.equal(run(eng, reply), NatAction.PASS)
+  tt.equal(flow(reply), '10.100.1.2:8080 > 10.100.1.50:40000', 'the reply reaches the client untranslated')
+
+  close('fd00:100::50', 'fd00:96::3', 'fd00:100::1e', 40000, tcp6)
+  tt.equal(run(eng, tcp6('fd00:100::50', 'fd00:100::1e', 40000, 8080, SYN)), NatAction.PASS)
+  tt.equal(eng.counters[NatStat.CLASH_EVICTED], 2, 'IPv6 too')
+  const reply6 = tcp6('fd00:100::1e', 'fd00:100::50', 8080, 40000, SYN | ACK)
+  tt.equal(run(eng, reply6), NatAction.PASS)
+  tt.equal(flow(reply6), '[fd00:100::1e]:8080 > [fd00:100::50]:40000')
+
+  // An open Service connection keeps its entry: its own replies still reach the client from the ClusterIP.
+  run(eng, tcp4('10.100.1.50', '10.96.0.10', 40001, 80, SYN))
+  run(eng, tcp4('10.100.1.2', '10.100.1.50', 8080, 40001, SYN | ACK))
+  run(eng, tcp4('10.100.1.50', '10.96.0.10', 40001, 80, ACK))
+  tt.equal(run(eng, tcp4('10.100.1.50', '10.100.1.2', 40001, 8080, SYN)), NatAction.PASS)
+  tt.same([eng.counters[NatStat.CLASH_EVICTED], eng.counters[NatStat.CLASH_OPEN]], [2, 1])
+  const data = tcp4('10.100.1.2', '10.100.1.50', 8080, 40001, ACK, { payload: 10 })
+  tt.equal(run(eng, data), NatAction.FORWARD)
+  tt.equal(flow(data), '10.96.0.10:80 > 10.100.1.50:40001')
+  // A SYN-ACK or a packet of another direct flow does not look for a clash.
+  run(eng, tcp4('10.100.1.50', '10.100.1.2', 40002, 8080, SYN))
+  tt.same([eng.counters[NatStat.CLASH_EVICTED], eng.counters[NatStat.CLASH_OPEN]], [2, 1])
+})
+
 t.test('invalid TCP: drop by default, loose pickup with invalid=pass', async tt => {
   const eng = setup()
   // A bare ACK with no entry is picked up (nf_conntrack_tcp_loose) in either mode; FIN or RST without one is not.

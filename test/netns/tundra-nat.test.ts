@@ -300,6 +300,18 @@ t.test('Service NAT on the tundra dataplane (2 nodes)', { ...skip, timeout: 240_
     t.equal(direct.stdout, backend, `the pod itself still answers at ${gone} ${direct.stderr}`)
   })
 
+  await t.test('a source port reused for a direct connection to the endpoint a closed Service connection had', async t => {
+    // The Service connection's entry lingers in TIME_WAIT with reply tuple endpoint:8080 -> client:PORT. The client
+    // may reuse PORT toward endpoint:8080 itself (another 4-tuple to its kernel): that connection's replies must not
+    // be reverse-translated by the old entry. Linux evicts such a closed entry (nf_nat_used_tuple_new).
+    const src = `${lab.podIP('client')}:41234`
+    const via = await lab.tool('client', ['http', STREAM, '80', '/hostname', '1', src])
+    const backend = via.stdout.trim().split('\t')[1] ?? ''
+    t.ok(web.includes(backend), `through the Service from ${src}: ${via.stdout.trim()} ${via.stderr}`)
+    const direct = await lab.tool('client', ['http', lab.podIP(backend), '8080', '/hostname', '1', src])
+    t.equal(direct.stdout.trim(), `${src}\t${backend}`, `then straight to ${lab.podIP(backend)}:8080 from the same port`)
+  })
+
   await t.test('endpoint conditions: not ready leaves the rotation; all terminating but serving still carry traffic', async t => {
     const answers = async (n: number): Promise<string[]> => {
       const r = await lab.tool('client', ['http', WEB, '80', '/hostname', String(n)], { timeoutMs: 30_000 })
