@@ -89,12 +89,21 @@ static void throw_errno(napi_env env, int err, const char *syscall, const char *
 
 static void throw_type(napi_env env, const char *msg) { napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg); }
 
+// Throws ERR_NAPI naming `call` unless the failed N-API call left an exception pending.
+static void napi_failed(napi_env env, const char *call) {
+  bool pending = false;
+  napi_is_exception_pending(env, &pending);
+  if (!pending) {
+    char msg[256];
+    snprintf(msg, sizeof msg, "N-API call failed: %s", call);
+    napi_throw_error(env, "ERR_NAPI", msg);
+  }
+}
+
 #define CHECK(call)                                                                                                    \
   do {                                                                                                                 \
     if ((call) != napi_ok) {                                                                                           \
-      bool pending = false;                                                                                            \
-      napi_is_exception_pending(env, &pending);                                                                        \
-      if (!pending) napi_throw_error(env, "ERR_NAPI", "N-API call failed: " #call);                                   \
+      napi_failed(env, #call);                                                                                         \
       return NULL;                                                                                                     \
     }                                                                                                                  \
   } while (0)
@@ -1052,6 +1061,52 @@ static void inline_poll_cb(uv_poll_t *h, int status, int events) {
 
 static void inline_closed(uv_handle_t *h) { reader_unref(h->data); }
 
+// What start_poll needs to poll an fd on the JS thread (the inline TUN reader, the batched UDP socket).
+typedef struct {
+  uv_poll_t *poll;
+  int fd;
+  void *owner;  // the poll handle's data
+  uv_poll_cb cb;
+  uv_close_cb closed;  // releases one of *refs
+  int *refs;
+  const char *name;  // the async resource name of the JS calls
+  napi_async_context *actx;
+  napi_ref *callback;
+} poll_start_t;
+
+// Holds the JS callback and an async context for it, and starts polling for reads. On failure everything is undone
+// (a handle that was initialised is closed, holding a ref of the owner until it is), a JS error is thrown and false
+// returned.
+static bool start_poll(napi_env env, const poll_start_t *p, napi_value fn) {
+  struct uv_loop_s *loop;
+  napi_value name;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok || napi_create_string_utf8(env, p->name, NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_async_init(env, NULL, name, p->actx) != napi_ok) {
+    napi_failed(env, "start_poll: async context");
+    return false;
+  }
+  if (napi_create_reference(env, fn, 1, p->callback) != napi_ok) {
+    napi_async_destroy(env, *p->actx);
+    napi_failed(env, "start_poll: napi_create_reference");
+    return false;
+  }
+  int err = uv_poll_init(loop, p->poll, p->fd);
+  if (err == 0) {
+    p->poll->data = p->owner;
+    err = uv_poll_start(p->poll, UV_READABLE, p->cb);
+    if (err != 0) {
+      (*p->refs)++;
+      uv_close((uv_handle_t *)p->poll, p->closed);
+    }
+  }
+  if (err == 0) return true;
+  napi_async_destroy(env, *p->actx);
+  napi_delete_reference(env, *p->callback);
+  *p->callback = NULL;
+  throw_errno(env, -err, "uv_poll_start", NULL);
+  return false;
+}
+
 static napi_value ReaderStartInline(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   size_t argc = 3;
@@ -1077,25 +1132,8 @@ static napi_value ReaderStartInline(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "ERR_INVALID_STATE", "an inline reader writes on the JS thread (create it without a write queue)");
     return NULL;
   }
-  struct uv_loop_s *loop;
-  CHECK(napi_get_uv_event_loop(env, &loop));
-  napi_value name;
-  CHECK(napi_create_string_utf8(env, "tundra-tun-inline", NAPI_AUTO_LENGTH, &name));
-  CHECK(napi_async_init(env, NULL, name, &r->actx));
-  CHECK(napi_create_reference(env, argv[1], 1, &r->callback));
-  int err = uv_poll_init(loop, &r->poll, r->fd);
-  if (err == 0) {
-    r->poll.data = r;
-    err = uv_poll_start(&r->poll, UV_READABLE, inline_poll_cb);
-    if (err != 0) uv_close((uv_handle_t *)&r->poll, NULL);
-  }
-  if (err != 0) {
-    napi_async_destroy(env, r->actx);
-    napi_delete_reference(env, r->callback);
-    r->callback = NULL;
-    throw_errno(env, -err, "uv_poll_start", NULL);
-    return NULL;
-  }
+  poll_start_t ps = {&r->poll, r->fd, r, inline_poll_cb, inline_closed, &r->js_refs, "tundra-tun-inline", &r->actx, &r->callback};
+  if (!start_poll(env, &ps, argv[1])) return NULL;
   r->env = env;
   r->inline_started = true;
   r->js_refs++;  // released when the poll handle is closed
@@ -1497,28 +1535,8 @@ static napi_value UdpStart(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "ERR_INVALID_STATE", "UDP socket was already started or closed");
     return NULL;
   }
-  struct uv_loop_s *loop;
-  CHECK(napi_get_uv_event_loop(env, &loop));
-  napi_value name;
-  CHECK(napi_create_string_utf8(env, "tundra-udp-batch", NAPI_AUTO_LENGTH, &name));
-  CHECK(napi_async_init(env, NULL, name, &u->actx));
-  CHECK(napi_create_reference(env, argv[1], 1, &u->callback));
-  int err = uv_poll_init(loop, &u->poll, u->fd);
-  if (err == 0) {
-    u->poll.data = u;
-    err = uv_poll_start(&u->poll, UV_READABLE, udp_poll_cb);
-    if (err != 0) {
-      u->owners++;
-      uv_close((uv_handle_t *)&u->poll, udp_poll_closed);
-    }
-  }
-  if (err != 0) {
-    napi_async_destroy(env, u->actx);
-    napi_delete_reference(env, u->callback);
-    u->callback = NULL;
-    throw_errno(env, -err, "uv_poll_start", NULL);
-    return NULL;
-  }
+  poll_start_t ps = {&u->poll, u->fd, u, udp_poll_cb, udp_poll_closed, &u->owners, "tundra-udp-batch", &u->actx, &u->callback};
+  if (!start_poll(env, &ps, argv[1])) return NULL;
   u->polling = true;
   u->owners++;  // released when the poll handle is closed
   return NULL;
