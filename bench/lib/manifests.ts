@@ -1,4 +1,4 @@
-// Lab manifests the bench generates: the scale lab (one client, two nginx backends, N services in front of them) as a
+// Lab manifests the bench generates: the scale lab (two clients, two nginx backends, N services in front of them) as a
 // JSON `List` (much faster to read than N YAML documents), and first/last service of kube-proxy's KUBE-SERVICES walk.
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -7,6 +7,14 @@ import { renderIptablesSave } from '../../src/kubeproxy/iptables'
 import { LAB } from '../../src/lab/plan'
 
 export const SCALE_CLIENT_IP = '10.100.85.10'
+/**
+ * The client of the last service (firstpacket). With one client for both services, a source port it used toward the
+ * first ClusterIP comes back toward the last one while the backend still holds that connection in TIME_WAIT; the
+ * client's TCP timestamps differ per destination address, so the backend's PAWS check refuses the SYN and the
+ * connect waits a 1 s retransmission (TcpExtPAWSTimewait at the backend): a client-side artefact that grew with
+ * each round, for every contender alike.
+ */
+export const SCALE_CLIENT_LAST_IP = '10.100.85.13'
 export const SCALE_BACKEND_IPS = ['10.100.85.11', '10.100.85.12'] as const
 
 /** Service i's ClusterIP: 10.97.0.16 + i (room for 65 000). */
@@ -29,6 +37,7 @@ export function writeScaleManifest(dir: string, n: number): string {
   })
   const items: object[] = [
     pod('client', SCALE_CLIENT_IP, { role: 'client' }, false),
+    pod('client-last', SCALE_CLIENT_LAST_IP, { role: 'client' }, false),
     pod('backend-1', SCALE_BACKEND_IPS[0], { app: 'backend' }, true),
     pod('backend-2', SCALE_BACKEND_IPS[1], { app: 'backend' }, true),
   ]

@@ -77,7 +77,7 @@ export async function runFirstPacket(o: FirstPacketOptions): Promise<{ result: F
     lastOverFirst: NaN,
     labUpSeconds: NaN,
   }))
-  const clients = new Map<Contender, string>()
+  const clients = new Map<Contender, { first: string; last: string }>()
   const states = new Map<Contender, LabState>()
   let kept: KeptLab | undefined
   const conn = async (client: string, vip: string, secs: number): Promise<number> => {
@@ -114,9 +114,12 @@ export async function runFirstPacket(o: FirstPacketOptions): Promise<{ result: F
           ...(c === 'iptables-legacy' ? { iptablesBackend: 'legacy' as const } : c === 'iptables-nft' ? { iptablesBackend: 'nft' as const } : {}),
         })
         r.labUpSeconds = (Date.now() - t0) / 1000
-        const client = st.pods.find(p => p.name === 'client')!.ns
-        await nsRun(client, ['sysctl', '-qw', 'net.ipv4.tcp_tw_reuse=1', 'net.ipv4.ip_local_port_range=10000 65000'], 10_000)
-        if (!((await conn(client, last, 0.5)) > 0)) throw new Error(`no connection to ${last}:80 worked`)
+        // one client per service: see SCALE_CLIENT_LAST_IP
+        const client = { first: st.pods.find(p => p.name === 'client')!.ns, last: st.pods.find(p => p.name === 'client-last')!.ns }
+        for (const ns of [client.first, client.last]) {
+          await nsRun(ns, ['sysctl', '-qw', 'net.ipv4.tcp_tw_reuse=1', 'net.ipv4.ip_local_port_range=10000 65000'], 10_000)
+        }
+        if (!((await conn(client.last, last, 0.5)) > 0)) throw new Error(`no connection to ${last}:80 worked`)
         clients.set(c, client)
         states.set(c, st)
         r.available = true
@@ -138,7 +141,7 @@ export async function runFirstPacket(o: FirstPacketOptions): Promise<{ result: F
       const order = live.map((_, i) => live[(i + round) % live.length]!)
       for (const r of order) {
         for (const which of round % 2 === 0 ? (['first', 'last'] as const) : (['last', 'first'] as const)) {
-          const v = await conn(clients.get(r.contender)!, which === 'first' ? first : last, o.seconds)
+          const v = await conn(clients.get(r.contender)![which], which === 'first' ? first : last, o.seconds)
           r[which].push(v)
           progress('firstpacket', `round ${round + 1}/${o.rounds} ${r.contender.padEnd(15)} ${which} service ${v.toFixed(0)} new conn/s`)
         }
