@@ -236,6 +236,19 @@ t.test('rows: judged at the largest size against the targets; the ok column says
     slow.filter(r => r.pass !== undefined).map(r => r.pass),
     [true, false, false, true, false],
   )
+  // A stall in the baseline (no changes) longer than the limit makes the added figures negative: not a pass.
+  const stalled = contender('tundra', { p999Us: 30_000, maxUs: 40_000 }, [2, 3, 4])
+  stalled.baseline = phase({ p999Us: 150_000, maxUs: 160_000 })
+  finishContender(stalled)
+  const hidden = churnRows({ ...result, sizes: [{ services: 20_000, contenders: [stalled] }] })
+  const added = hidden.filter(r => r.metric.includes('added') && r.pass !== undefined)
+  t.same(
+    added.map(r => [r.tundra, r.pass]),
+    [
+      [-120, false],
+      [-120, false],
+    ],
+  )
 })
 
 t.test('charts: change-to-dataplane (log) and added probe latency against services, one series per contender and figure', async t => {
