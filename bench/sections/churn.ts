@@ -494,7 +494,7 @@ export function finishContender(c: ChurnContender): void {
   c.c2dP99Ms = percentile(all, 99)
 }
 
-interface ProbeReport {
+export interface ProbeReport {
   sent: number
   replied: number
   lost: number
@@ -653,14 +653,49 @@ function line(p: PhaseResult): string {
   return `probe p50 ${p.p50Us.toFixed(0)} µs p99.9 ${p.p999Us.toFixed(0)} µs max ${p.maxUs.toFixed(0)} µs, ${p.probesLost}/${p.probesSent} lost; DNS ${p.dnsLost}/${p.dnsSent} lost${p.changes ? `; ${p.changes} changes` : ''}`
 }
 
-/** Runs the probe tool in the client for `seconds`; `onSwitch` sees each change of the answering pod as it happens. */
+/**
+ * The probe tool's stdout, fed in chunks as they come (pure): `switch <sendNs> <name>` lines go to `onSwitch`, the
+ * first of them (the first answer at all) also settles `answering`; the closing JSON line is the report.
+ */
+export class ProbeOutput {
+  report: ProbeReport | undefined
+  /** resolves at the probe's first answer: the flow of probes is running */
+  readonly answering: Promise<void>
+  private answered: () => void = () => {}
+  private buf = ''
+
+  constructor(private readonly onSwitch?: (sendNs: bigint, name: string) => void) {
+    this.answering = new Promise(resolve => (this.answered = resolve))
+  }
+
+  push(chunk: string): void {
+    this.buf += chunk
+    let nl: number
+    while ((nl = this.buf.indexOf('\n')) >= 0) {
+      const l = this.buf.slice(0, nl)
+      this.buf = this.buf.slice(nl + 1)
+      if (l.startsWith('switch ')) {
+        const [, ns, name] = l.split(' ')
+        this.answered()
+        this.onSwitch?.(BigInt(ns!), name!)
+      } else if (l.startsWith('{')) {
+        this.report = JSON.parse(l) as ProbeReport
+      }
+    }
+  }
+}
+
+/**
+ * Runs the probe tool in the client for `seconds`; `onSwitch` sees each change of the answering pod as it happens,
+ * `answering` resolves at its first answer (and rejects if it ends without one).
+ */
 function startProbe(
   lab: ChurnLab,
   procs: ReturnType<typeof newTopology>,
   seconds: number,
   portBase: number,
   onSwitch?: (sendNs: bigint, name: string) => void,
-): { child: ChildProcess; done: Promise<ProbeReport> } {
+): { child: ChildProcess; done: Promise<ProbeReport>; answering: Promise<void> } {
   const tool = join(repoRoot(), 'dist', 'bench', 'tools', 'churn-probe.js')
   const child = procs.spawn(lab.client, [
     process.execPath,
@@ -676,30 +711,20 @@ function startProbe(
     '--port-base',
     String(portBase),
   ])
-  let buf = ''
-  let report: ProbeReport | undefined
+  const out = new ProbeOutput(onSwitch)
   let err = ''
   child.stderr?.setEncoding('utf8').on('data', (d: string) => {
     if (err.length < 2000) err += d
   })
-  child.stdout?.setEncoding('utf8').on('data', (d: string) => {
-    buf += d
-    let nl: number
-    while ((nl = buf.indexOf('\n')) >= 0) {
-      const l = buf.slice(0, nl)
-      buf = buf.slice(nl + 1)
-      if (l.startsWith('switch ')) {
-        const [, ns, name] = l.split(' ')
-        onSwitch?.(BigInt(ns!), name!)
-      } else if (l.startsWith('{')) {
-        report = JSON.parse(l) as ProbeReport
-      }
-    }
-  })
+  child.stdout?.setEncoding('utf8').on('data', (d: string) => out.push(d))
   const done = new Promise<ProbeReport>((resolve, reject) => {
-    child.on('close', code => (report ? resolve(report) : reject(new Error(`churn-probe exited ${code}: ${err.trim().split('\n').slice(-3).join(' | ')}`))))
+    child.on('close', code =>
+      out.report ? resolve(out.report) : reject(new Error(`churn-probe exited ${code}: ${err.trim().split('\n').slice(-3).join(' | ')}`)),
+    )
   })
-  return { child, done }
+  const answering = Promise.race([out.answering, done.then(() => Promise.reject(new Error('the probe ended without an answer')))])
+  answering.catch(() => {}) // awaited only with churn; done reports the failure otherwise
+  return { child, done, answering }
 }
 
 async function probeOnce(lab: ChurnLab, procs: ReturnType<typeof newTopology>, seconds: number, portBase: number): Promise<ProbeReport> {
@@ -731,6 +756,9 @@ async function phase(
   )
   let changes = 0
   if (churn) {
+    // The probe is a new process: it takes 50-200 ms to send its first probe. A change before that would time the
+    // probe's start-up as the first flip's change-to-dataplane (it did: 63-172 ms, the p99 of every run).
+    await probe.answering
     const t0 = process.hrtime.bigint()
     const every = 1e9 / CHANGES_PER_SECOND
     for (let k = 0; k < seconds * CHANGES_PER_SECOND; k++) {

@@ -16,6 +16,7 @@ import {
   kernelPatch,
   PROBE_SERVICE,
   PROBE_VIP,
+  ProbeOutput,
   sliceObject,
   withEndpoints,
   writeChurnManifest,
@@ -273,4 +274,22 @@ t.test('charts: change-to-dataplane (log) and added probe latency against servic
   }
   t.match(charts[0]![1], /ms \(log\)/)
   t.same(churnCharts({ ...result, sizes: [] }), [], 'nothing measured, no chart')
+})
+
+t.test('probe output: the first answer marks the probe as running (changes wait for it); switches and the report parse across chunks', async t => {
+  const seen: string[] = []
+  const out = new ProbeOutput((ns, name) => seen.push(`${ns} ${name}`))
+  let running = false
+  void out.answering.then(() => (running = true))
+  out.push('swi')
+  await Promise.resolve()
+  t.equal(running, false, 'nothing answered yet')
+  out.push('tch 1200 echo-a\nswitch 3400 ec')
+  await Promise.resolve()
+  t.equal(running, true, 'running after the first answer')
+  t.same(seen, ['1200 echo-a'], 'a switch is reported once its line is whole')
+  out.push('ho-b\n{"sent":2,"replied":2,"lost":0,"skipped":0,"stalled":0,"seconds":1,"rttUs":[5,6],"switches":[]}\n')
+  t.same(seen, ['1200 echo-a', '3400 echo-b'])
+  t.equal(out.report?.replied, 2)
+  t.same(out.report?.rttUs, [5, 6])
 })
