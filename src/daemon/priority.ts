@@ -6,13 +6,14 @@ import { readlinkSync, writeFileSync } from 'node:fs'
 import { setPriority } from 'node:os'
 
 /**
- * The control thread's nice value. 10: a thread that wants the core back within its slice preempts a nice 10 thread
- * at once (weight 110 against 1024), yet within the agent's own group (a cgroup, or the session's autogroup) the
- * control thread still gets about a tenth of a core the packet thread keeps busy, and all of any core it leaves idle:
- * it is never starved by the packet thread. Other processes compete with the agent's group as a whole, whatever its
- * threads' nice values are.
+ * The control thread's nice value. 5: a thread that wants the core back within its slice preempts a nice 5 thread
+ * at once (weight 335 against 1024), yet within the agent's own group (a cgroup, or the session's autogroup) the
+ * control thread still gets about a quarter of a core the packet thread keeps busy, and all of any core it leaves
+ * idle. A quarter, not a tenth (nice 10): a change costs the control thread 1-9 ms of CPU at 20 000 services, and
+ * at a tenth of a core that is up to 90 ms to the dataplane, past the 50 ms target (measured, ARCHITECTURE.md
+ * "Thread priorities"). Other processes compete with the agent's group as a whole, whatever its threads' nice are.
  */
-const CONTROL_NICE = 10
+const CONTROL_NICE = 5
 /** Most a nice value can be (Linux: -20..19); only lowering is done here, so 0..19. */
 const MAX_NICE = 19
 /** What `top -H` / /proc/<pid>/task/<tid>/comm shows for the control thread (15 characters at most). */

@@ -12,8 +12,8 @@ function threadNice(pid: number, tid: number): number {
 }
 
 t.test('TUNDRA_CONTROL_NICE: 0..19 honoured, anything else refused', async t => {
-  t.equal(controlNice(undefined), 10, 'the default')
-  t.equal(controlNice(''), 10)
+  t.equal(controlNice(undefined), 5, 'the default')
+  t.equal(controlNice(''), 5)
   t.equal(controlNice('0'), 0)
   t.equal(controlNice('19'), 19)
   for (const bad of ['-1', '20', '5.5', 'low']) t.throws(() => controlNice(bad), /TUNDRA_CONTROL_NICE: expected an integer 0\.\.19/, bad)

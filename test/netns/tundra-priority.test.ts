@@ -9,7 +9,7 @@ import { ROOT, tundraLab, waitFor } from '../fixtures/tundra/lab'
 
 const SEED = join(ROOT, 'examples', 'seed', 'seed.yaml')
 /** what the agent sets by default (src/daemon/priority.ts) and what `top -H` shows for its control thread */
-const CONTROL_NICE = 10
+const CONTROL_NICE = 5
 const CONTROL_THREAD_NAME = 'tundra-control'
 const skip = netnsSkip('nginx', 'curl', 'dnsmasq', 'unshare')
 
