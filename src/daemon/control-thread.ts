@@ -11,7 +11,7 @@ import type { ControlEntry, HostEvent } from './host'
 import { logLine } from './log'
 import { startWebView } from '../web/server'
 import { agentWebSettings } from '../web/settings'
-import { controlNice, lowerControlThread } from './priority'
+import { controlNice, lowerControlThread, lowerRuntimeHelpers } from './priority'
 
 const log = logLine
 const { entry, restarts } = workerData as { entry: ControlEntry; restarts: number }
@@ -20,8 +20,11 @@ const testHooks = process.env['TUNDRA_TEST_HOOKS'] === '1'
 
 async function main(): Promise<void> {
   // below the packet thread: a compile waits for the core, a packet does not (ARCHITECTURE.md "Thread priorities")
-  const prio = lowerControlThread(controlNice())
+  const nice = controlNice()
+  const prio = lowerControlThread(nice)
   if ('error' in prio) log(`[agent] ${prio.error}`)
+  const helpers = lowerRuntimeHelpers(nice)
+  if ('error' in helpers) log(`[agent] ${helpers.error}`)
   let running: { stop(): Promise<void> }
   let logStop: (signal: string) => void
   if (entry.kind === 'agent') {

@@ -2,7 +2,7 @@
 // control thread lowers its own to CONTROL_NICE, so on a busy core a packet that arrives while a change is being
 // compiled is handled at once instead of after the compile's scheduler slice. Linux keeps the nice value per thread
 // (setpriority(PRIO_PROCESS, tid) changes that thread only), which is what `os.setPriority(tid, nice)` calls.
-import { readlinkSync, writeFileSync } from 'node:fs'
+import { readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs'
 import { setPriority } from 'node:os'
 
 /**
@@ -66,4 +66,41 @@ export function lowerControlThread(nice: number): { tid: number; nice: number } 
     return { error: `cannot lower the control thread’s priority to nice ${nice}: ${(err as Error).message}` }
   }
   return { tid, nice }
+}
+
+/** What the runtime's own threads are called until someone names them (V8's platform workers, Node's helpers). */
+const RUNTIME_THREAD_NAME = 'node'
+
+/**
+ * Lowers the runtime's helper threads (V8's platform workers: concurrent marking, parallel compaction and sweeping
+ * for every thread's heap) to `nice`. A helper is any thread that still has the runtime's name, other than the caller
+ * and the main thread: called on the main thread before any Worker starts, and again from the control thread first
+ * thing (packet workers start only at its request and name themselves; this also lowers a thread started with the
+ * control worker, such as a module loader's hooks thread). Why: a major GC of the control thread's heap (the whole
+ * cluster) ran its marking helpers at nice 0 on both CPUs, and the packet thread lost its core to them for up to
+ * 26 ms (measured: ARCHITECTURE.md "Thread priorities"). The packet thread's own collections do not wait for a helper
+ * that is not running: V8's main thread does the job's work itself. Returns how many were lowered, or a line to log.
+ */
+export function lowerRuntimeHelpers(nice: number, taskDir = '/proc/self/task'): { lowered: number } | { error: string } {
+  if (nice === 0) return { lowered: 0 }
+  const self = currentThreadId()
+  let lowered = 0
+  try {
+    for (const d of readdirSync(taskDir)) {
+      const tid = Number(d)
+      if (!Number.isInteger(tid) || tid === self || tid === process.pid) continue // the caller; the main thread keeps the process's name
+      let comm: string
+      try {
+        comm = readFileSync(`${taskDir}/${d}/comm`, 'utf8').trim()
+      } catch {
+        continue // ended meanwhile
+      }
+      if (comm !== RUNTIME_THREAD_NAME) continue
+      setPriority(tid, nice)
+      lowered++
+    }
+  } catch (err) {
+    return { error: `cannot lower the runtime's helper threads to nice ${nice}: ${(err as Error).message}` }
+  }
+  return { lowered }
 }

@@ -1,6 +1,6 @@
 // Thread priorities (src/daemon/priority.ts): the control thread lowers only its own nice value, as /proc shows it.
 import t from 'tap'
-import { controlNice, lowerControlThread } from '../../src/daemon/priority'
+import { controlNice, lowerControlThread, lowerRuntimeHelpers } from '../../src/daemon/priority'
 import { readdirSync, readFileSync } from 'node:fs'
 
 const linux = process.platform === 'linux'
@@ -38,3 +38,41 @@ t.test('a thread that lowers itself: its nice changes, the other threads keep th
     'the other threads keep their nice values',
   )
 })
+
+t.test(
+  'the runtime helper threads (still named "node") go below the packet thread; the caller and named threads do not',
+  { skip: linux ? false : 'Linux only' },
+  async t => {
+    const pid = process.pid
+    const comm = (tid: number): string => readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim()
+    const all = readdirSync(`/proc/${pid}/task`).map(Number)
+    const helpers = all.filter(x => x !== pid && comm(x) === 'node')
+    const named = all.filter(x => x !== pid && comm(x) !== 'node')
+    t.ok(helpers.length > 0, 'the runtime has unnamed helper threads')
+    const mainBefore = threadNice(pid, pid)
+    const namedBefore = named.map(x => threadNice(pid, x))
+    t.same(lowerRuntimeHelpers(0), { lowered: 0 }, 'nice 0 leaves them')
+    t.same(
+      helpers.map(x => threadNice(pid, x)),
+      helpers.map(() => 0),
+    )
+    const r = lowerRuntimeHelpers(7)
+    t.same(r, { lowered: helpers.length }, 'every helper is lowered')
+    t.same(
+      helpers.map(x => threadNice(pid, x)),
+      helpers.map(() => 7),
+      'at nice 7, as /proc shows',
+    )
+    t.equal(threadNice(pid, pid), mainBefore, 'the calling thread keeps its nice value')
+    t.same(
+      named.map(x => threadNice(pid, x)),
+      namedBefore,
+      'named threads keep theirs',
+    )
+    t.match(
+      lowerRuntimeHelpers(3, '/nonexistent-task-dir'),
+      { error: /cannot lower the runtime's helper threads to nice 3/ },
+      'an unreadable task list is a line to log',
+    )
+  },
+)

@@ -50,6 +50,13 @@ t.test('the control thread runs at a lower priority than the packet thread', { .
     t.equal(control.length, 1, `${when}: one thread is named ${CONTROL_THREAD_NAME}`)
     t.equal(control[0]?.nice, CONTROL_NICE, `${when}: it runs at nice ${CONTROL_NICE}`)
     t.equal(all.find(x => x.tid === pid)?.nice, 0, `${when}: the packet thread (the main thread) runs at nice 0`)
+    const helpers = all.filter(x => x.tid !== pid && x.comm === 'node')
+    t.ok(helpers.length > 0, `${when}: the runtime's helper threads are there`)
+    t.same(
+      helpers.filter(x => x.nice !== CONTROL_NICE),
+      [],
+      `${when}: the runtime's helper threads (GC workers) run at nice ${CONTROL_NICE} too`,
+    )
     return control[0]?.tid ?? -1
   }
   const first = check('at start')
