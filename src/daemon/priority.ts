@@ -68,13 +68,10 @@ export function lowerControlThread(nice: number): { tid: number; nice: number } 
   return { tid, nice }
 }
 
-/** What the runtime's own threads are called until someone names them (V8's platform workers, Node's helpers). */
-const RUNTIME_THREAD_NAME = 'node'
-
 /**
  * Lowers the runtime's helper threads (V8's platform workers: concurrent marking, parallel compaction and sweeping
- * for every thread's heap) to `nice`. A helper is any thread that still has the runtime's name, other than the caller
- * and the main thread: called on the main thread before any Worker starts, and again from the control thread first
+ * for every thread's heap) to `nice`. A helper is any thread that still has the main thread's name (the process's,
+ * `node`, which threads inherit when they start), other than the caller and the main thread: called on the main thread before any Worker starts, and again from the control thread first
  * thing (packet workers start only at its request and name themselves; this also lowers a thread started with the
  * control worker, such as a module loader's hooks thread). Why: a major GC of the control thread's heap (the whole
  * cluster) ran its marking helpers at nice 0 on both CPUs, and the packet thread lost its core to them for up to
@@ -86,6 +83,7 @@ export function lowerRuntimeHelpers(nice: number, taskDir = '/proc/self/task'): 
   const self = currentThreadId()
   let lowered = 0
   try {
+    const runtimeName = readFileSync(`${taskDir}/${process.pid}/comm`, 'utf8').trim()
     for (const d of readdirSync(taskDir)) {
       const tid = Number(d)
       if (!Number.isInteger(tid) || tid === self || tid === process.pid) continue // the caller; the main thread keeps the process's name
@@ -95,7 +93,7 @@ export function lowerRuntimeHelpers(nice: number, taskDir = '/proc/self/task'): 
       } catch {
         continue // ended meanwhile
       }
-      if (comm !== RUNTIME_THREAD_NAME) continue
+      if (comm !== runtimeName) continue
       setPriority(tid, nice)
       lowered++
     }

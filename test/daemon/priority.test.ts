@@ -1,6 +1,6 @@
 // Thread priorities (src/daemon/priority.ts): the control thread lowers only its own nice value, as /proc shows it.
 import t from 'tap'
-import { controlNice, lowerControlThread, lowerRuntimeHelpers } from '../../src/daemon/priority'
+import { controlNice, lowerControlThread, lowerRuntimeHelpers, nameThread } from '../../src/daemon/priority'
 import { readdirSync, readFileSync } from 'node:fs'
 
 const linux = process.platform === 'linux'
@@ -45,9 +45,14 @@ t.test(
   async t => {
     const pid = process.pid
     const comm = (tid: number): string => readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim()
+    // the helpers carry the name the main thread had when they started (the test above renamed it: give it back)
+    nameThread('node')
     const all = readdirSync(`/proc/${pid}/task`).map(Number)
     const helpers = all.filter(x => x !== pid && comm(x) === 'node')
     const named = all.filter(x => x !== pid && comm(x) !== 'node')
+    nameThread('tundra-test') // helpers are found by the main thread's name: under another one, none match
+    t.same(lowerRuntimeHelpers(7), { lowered: 0 }, "only threads with the main thread's name count as helpers")
+    nameThread('node')
     t.ok(helpers.length > 0, 'the runtime has unnamed helper threads')
     const mainBefore = threadNice(pid, pid)
     const namedBefore = named.map(x => threadNice(pid, x))
