@@ -18,7 +18,6 @@ import { sharedAffinity } from '../nat/select'
 import type { SharedTables } from '../nat/engine'
 import type { PacketThreadData, PacketThreadRequest } from './packet-thread'
 import { configureLogging, logLine, type LogFormat, type LogSettings } from './log'
-import { controlNice, lowerRuntimeHelpers } from './priority'
 
 /** What the control thread runs: `tundra agent` (a config file) or `tundra run` (its parsed options). */
 export type ControlEntry =
@@ -368,14 +367,5 @@ export function hostAgent(entry: ControlEntry): void {
   }
   process.on('SIGTERM', () => onSignal('SIGTERM'))
   process.on('SIGINT', () => onSignal('SIGINT'))
-  // before the first Worker: every other thread is still one of the runtime's helpers
-  let nice: number | undefined
-  try {
-    nice = controlNice()
-  } catch {
-    /* a bad TUNDRA_CONTROL_NICE: the control thread refuses it and says why */
-  }
-  const helpers = nice === undefined ? { lowered: 0 } : lowerRuntimeHelpers(nice)
-  if ('error' in helpers) log(`[agent] ${helpers.error}`)
   spawn()
 }

@@ -70,23 +70,23 @@ export function lowerControlThread(nice: number): { tid: number; nice: number } 
 
 /**
  * Lowers the runtime's helper threads (V8's platform workers: concurrent marking, parallel compaction and sweeping
- * for every thread's heap) to `nice`. A helper is any thread that still has the main thread's name (the process's,
- * `node`, which threads inherit when they start), other than the caller and the main thread: called on the main thread before any Worker starts, and again from the control thread first
- * thing (packet workers start only at its request and name themselves; this also lowers a thread started with the
- * control worker, such as a module loader's hooks thread). Why: a major GC of the control thread's heap (the whole
- * cluster) ran its marking helpers at nice 0 on both CPUs, and the packet thread lost its core to them for up to
- * 26 ms (measured: ARCHITECTURE.md "Thread priorities"). The packet thread's own collections do not wait for a helper
- * that is not running: V8's main thread does the job's work itself. Returns how many were lowered, or a line to log.
+ * for every thread's heap) to `nice`. A helper is any thread other than the main one that still has the main thread's
+ * name (the process's, `node`, which threads inherit when they start). Called by each control thread as it starts,
+ * after it named itself: packet workers start only at its request and name themselves, and this also lowers a thread
+ * started with the control worker, such as a module loader's hooks thread. Why: a major GC of the control thread's
+ * heap (the whole cluster) ran its marking helpers at nice 0 on both CPUs, and the packet thread lost its core to
+ * them for up to 26 ms (measured: ARCHITECTURE.md "Thread priorities"). The packet thread's own collections do not
+ * wait for a helper that is not running: V8's main thread does the job's work itself. Returns how many were lowered,
+ * or a line to log.
  */
 export function lowerRuntimeHelpers(nice: number, taskDir = '/proc/self/task'): { lowered: number } | { error: string } {
   if (nice === 0) return { lowered: 0 }
-  const self = currentThreadId()
   let lowered = 0
   try {
     const runtimeName = readFileSync(`${taskDir}/${process.pid}/comm`, 'utf8').trim()
     for (const d of readdirSync(taskDir)) {
       const tid = Number(d)
-      if (!Number.isInteger(tid) || tid === self || tid === process.pid) continue // the caller; the main thread keeps the process's name
+      if (!Number.isInteger(tid) || tid === process.pid) continue
       let comm: string
       try {
         comm = readFileSync(`${taskDir}/${d}/comm`, 'utf8').trim()
