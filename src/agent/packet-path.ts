@@ -72,10 +72,15 @@ export type PacketRequest =
   | { op: 'zone'; install: ZoneInstall }
 
 /**
- * Conntrack slots one stale-flow flush slice visits: at 1M entries a slice of 8192 took up to 3 ms (cache misses),
- * 2048 keeps a slice under ~1 ms; more slices simply follow on later event-loop turns.
+ * Conntrack slots one stale-flow flush step visits. A turn of the event loop runs steps until FLUSH_TURN_MS has
+ * passed, so the time a turn holds the packet thread does not depend on how fast the code runs: the first flushes
+ * after a start run before V8 has optimised the flush, and at 20 000 services one 2048-slot step then took 2-6.5 ms
+ * (the install's own first step 8.7 ms; 0.25-0.4 ms once optimised), while packets waited (bench/README "Churn
+ * stalls"). A 256-slot step is at most ~1 ms even then.
  */
-const FLUSH_SLICE = 2048
+const FLUSH_SLICE = 256
+/** How long one event-loop turn of stale-flow flushing may run before packets get their turn. */
+const FLUSH_TURN_MS = 0.25
 
 /**
  * After a restart, for this long an endpoint's packet of a connection with no conntrack entry is re-adopted (its
@@ -240,12 +245,14 @@ export class PacketPath {
     if (q !== null && q.pendingResets > 0) this.dp.sendResets(q)
   }
 
-  /** Flushes stale flows one slice per turn of the event loop, so batches of packets run in between. */
+  /** Flushes stale flows at most FLUSH_TURN_MS per turn of the event loop, so batches of packets run in between. */
   private drainStale(): void {
     if (this.flushing !== undefined) return
     const slice = (): void => {
       this.flushing = undefined
-      this.engine.step()
+      const until = performance.now() + FLUSH_TURN_MS
+      do this.engine.step()
+      while (this.engine.flushPending && performance.now() < until)
       this.sendResets()
       if (this.engine.flushPending) this.flushing = setImmediate(slice)
     }
