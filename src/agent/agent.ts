@@ -113,9 +113,11 @@ function guardNets(cfg: AgentConfig): Pick<PacketInit['loop'], 'podNet' | 'clust
 /**
  * Conntrack entries per request of the periodic snapshot. Smaller than CT_CHUNK (nat/ctview.ts: the bound for one-off requests such
  * as `conntrack -L`): the snapshot runs every 10 s under traffic, and a 4096-entry chunk held the packet thread for
- * 4-6 ms at 20 000 services and 1 000 new flows/s (packets wait that long); 512 entries are well under 1 ms.
+ * 4-6 ms at 20 000 services and 1 000 new flows/s (packets wait that long). 512 entries still took 0.5-3 ms in the
+ * churn bench (the encoder is seldom hot enough for V8 to optimise it: it runs once every 10 s); 128 keep a request
+ * under ~0.75 ms at four times the (small) number of round trips.
  */
-const SNAPSHOT_CHUNK = 512
+const SNAPSHOT_CHUNK = 128
 const RELOAD_DEBOUNCE_MS = 50
 /** the lab replaces its per-object files by rename: a change is whole when it is seen */
 const FILE_DEBOUNCE_MS = 3
