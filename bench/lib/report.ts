@@ -344,6 +344,9 @@ export function churnRows(churn: ChurnResult): SummaryRow[] {
     row('probe p50 added', 'µs', c => c.addedP50Us, '(info)', undefined),
     row('probe p99.9 added', 'ms', c => c.addedP999Us / 1000, '≤ 1 ms', 1, true),
     row('probe max added', 'ms', c => c.addedMaxUs / 1000, '≤ 2 ms', 2, true),
+    // where the probe's added latency is spent: the node's own hold on its packets, during the churn (pcap.ts)
+    row('node dwell p99.9 during churn', 'ms', c => c.churn!.dwellP999Us / 1000, '(info)', undefined),
+    row('node dwell max during churn', 'ms', c => c.churn!.dwellMaxUs / 1000, '(info)', undefined),
     row('probes lost', 'count', c => c.churn!.probesLost, '0', 0),
     row('DNS answers lost', 'count', c => c.churn!.dnsLost, '0', 0),
     row('change to dataplane p50', 'ms', c => c.c2dP50Ms, '(info)', undefined),

@@ -11,7 +11,7 @@
 // no sync runs, writes them as one partial update (`iptables-restore --noflush` of the changed chains plus the ones
 // kube-proxy always rewrites, or one `nft -f` transaction; lib/ruleset-delta.ts), with no minSyncPeriod (its best
 // case). How a change reaches a contender is `applyChange` alone.
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { ChildProcess } from 'node:child_process'
 import { compileLab } from '../../src/lab/compile'
@@ -39,6 +39,7 @@ import {
   type IptablesDump,
   type NftDump,
 } from '../lib/ruleset-delta'
+import { nodeDwellUs, readSll2Udp } from '../lib/pcap'
 import { percentile } from '../lib/stats'
 import { dnsmasqCommand, nsRun, waitListening } from '../lib/tools'
 import { capsAt, timedIn } from './sync'
@@ -438,6 +439,14 @@ export interface PhaseResult {
   readonly p50Us: number
   readonly p999Us: number
   readonly maxUs: number
+  /**
+   * How long the node held the probe's packets (bench/lib/pcap.ts: from arriving on the sender's veth to leaving on
+   * the receiver's), p99.9 and max, µs; packets timed. The round trip above also holds the probe's and the echo pod's
+   * own waits for a CPU: this is the dataplane's part.
+   */
+  readonly dwellP999Us: number
+  readonly dwellMaxUs: number
+  readonly dwellPackets: number
   readonly dnsSent: number
   readonly dnsLost: number
   /** endpoint changes handed to the contender */
@@ -618,12 +627,12 @@ async function runSize(n: number, cs: readonly Contender[], plan: ChurnPlan, o: 
       const lab = labs.get(r.contender)
       if (!lab) continue
       try {
-        r.baseline = await phase(lab, procs, queries, plan.baselineSeconds, 11000, undefined)
+        r.baseline = await phase(lab, procs, queries, plan.baselineSeconds, 11000, o.workDir, undefined)
         progress('churn', `${n} services: ${r.contender.padEnd(12)} baseline ${line(r.baseline)}`)
         const sched = new ChurnSchedule(n)
         const portBase = 11000 + Math.ceil(plan.baselineSeconds * PROBES_PER_SECOND) + 1000
         const before = lab.control !== undefined ? await agentStats(lab.control, 120_000) : undefined
-        r.churn = await phase(lab, procs, queries, plan.churnSeconds, portBase, { sched, flips: r.flipsMs, unseen: r.flipsUnseenMs })
+        r.churn = await phase(lab, procs, queries, plan.churnSeconds, portBase, o.workDir, { sched, flips: r.flipsMs, unseen: r.flipsUnseenMs })
         const after = lab.control !== undefined ? await agentStats(lab.control, 120_000) : undefined
         r.syncs = before && after ? after.reloads - before.reloads : lab.driver.syncMs.length
         r.syncP50Ms = after ? after.lastSyncMs : percentile(lab.driver.syncMs, 50)
@@ -650,7 +659,7 @@ function applyMs(lab: ChurnLab, p: number): string {
 }
 
 function line(p: PhaseResult): string {
-  return `probe p50 ${p.p50Us.toFixed(0)} µs p99.9 ${p.p999Us.toFixed(0)} µs max ${p.maxUs.toFixed(0)} µs, ${p.probesLost}/${p.probesSent} lost; DNS ${p.dnsLost}/${p.dnsSent} lost${p.changes ? `; ${p.changes} changes` : ''}`
+  return `probe p50 ${p.p50Us.toFixed(0)} µs p99.9 ${p.p999Us.toFixed(0)} µs max ${p.maxUs.toFixed(0)} µs (node dwell p99.9 ${p.dwellP999Us.toFixed(0)} µs max ${p.dwellMaxUs.toFixed(0)} µs), ${p.probesLost}/${p.probesSent} lost; DNS ${p.dnsLost}/${p.dnsSent} lost${p.changes ? `; ${p.changes} changes` : ''}`
 }
 
 /**
@@ -727,6 +736,58 @@ function startProbe(
   return { child, done, answering }
 }
 
+/**
+ * tcpdump of the probe's packets on every interface of the lab's node namespace, for one phase: bounded by count
+ * (every probe is seen at most four times each way) and stopped (by its PID) when the phase ends. `stop` reads the
+ * file, removes it and returns the node's dwell per packet, µs.
+ */
+async function startCapture(lab: ChurnLab, procs: ReturnType<typeof newTopology>, file: string, seconds: number): Promise<{ stop(): Promise<number[]> }> {
+  const node = lab.state.nodes[0]!
+  const bound = Math.ceil((seconds + TAIL_SECONDS) * PROBES_PER_SECOND) * 8
+  const child = procs.spawn(node.ns, [
+    'tcpdump',
+    '-i',
+    'any',
+    '-n',
+    '-s',
+    '96',
+    '-B',
+    '8192',
+    '--time-stamp-precision=nano',
+    '-c',
+    String(bound),
+    '-w',
+    file,
+    `udp port ${PROBE_PORT}`,
+  ])
+  let err = ''
+  const listening = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`tcpdump in ${node.ns} did not start: ${err.trim()}`)), 10_000)
+    child.stderr?.setEncoding('utf8').on('data', (d: string) => {
+      if (err.length < 2000) err += d
+      if (err.includes('listening on')) {
+        clearTimeout(timer)
+        resolve()
+      }
+    })
+    child.once('exit', code => {
+      clearTimeout(timer)
+      reject(new Error(`tcpdump exited ${code}: ${err.trim()}`))
+    })
+  })
+  await listening
+  return {
+    async stop(): Promise<number[]> {
+      await procs.stop(child)
+      try {
+        return nodeDwellUs(readSll2Udp(readFileSync(file)), PROBE_PORT)
+      } finally {
+        rmSync(file, { force: true })
+      }
+    },
+  }
+}
+
 async function probeOnce(lab: ChurnLab, procs: ReturnType<typeof newTopology>, seconds: number, portBase: number): Promise<ProbeReport> {
   return startProbe(lab, procs, seconds, portBase).done
 }
@@ -738,6 +799,7 @@ async function phase(
   queries: string,
   seconds: number,
   portBase: number,
+  workDir: string,
   churn: { sched: ChurnSchedule; flips: number[]; unseen: number[] } | undefined,
 ): Promise<PhaseResult> {
   let flip: { t: bigint; target: string } | undefined
@@ -748,6 +810,12 @@ async function phase(
     }
   }
   const probeSeconds = seconds + (churn ? TAIL_SECONDS : 0)
+  const capture = await startCapture(lab, procs, join(workDir, `churn-${lab.contender}-${churn ? 'churn' : 'baseline'}.pcap`), probeSeconds).catch(
+    (err: unknown) => {
+      progress('churn', `${lab.contender}: no dwell capture: ${errorSummary(err)}`)
+      return undefined
+    },
+  )
   const probe = startProbe(lab, procs, probeSeconds, portBase, onSwitch)
   const dns = nsRun(
     lab.client,
@@ -776,6 +844,12 @@ async function phase(
   }
   const [rep, d] = await Promise.all([probe.done, dns])
   if (flip) churn!.unseen.push(Number(process.hrtime.bigint() - flip.t) / 1e6)
+  const dwell = capture
+    ? await capture.stop().catch((err: unknown) => {
+        progress('churn', `${lab.contender}: dwell capture unreadable: ${errorSummary(err)}`)
+        return []
+      })
+    : []
   await lab.driver.settle()
   const dp = parseDnsperf(d.stdout)
   return {
@@ -787,6 +861,9 @@ async function phase(
     p50Us: percentile(rep.rttUs, 50),
     p999Us: percentile(rep.rttUs, 99.9),
     maxUs: rep.rttUs.length ? rep.rttUs.reduce((a, b) => Math.max(a, b), 0) : NaN,
+    dwellP999Us: percentile(dwell, 99.9),
+    dwellMaxUs: dwell.length ? dwell.reduce((a, b) => Math.max(a, b), 0) : NaN,
+    dwellPackets: dwell.length,
     dnsSent: dp ? dp.completed + dp.lost : NaN,
     dnsLost: dp ? dp.lost : NaN,
     changes,

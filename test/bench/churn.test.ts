@@ -163,6 +163,9 @@ const phase = (o: Partial<PhaseResult>): PhaseResult => ({
   p50Us: 100,
   p999Us: 400,
   maxUs: 900,
+  dwellP999Us: 150,
+  dwellMaxUs: 300,
+  dwellPackets: 40_000,
   dnsSent: 5000,
   dnsLost: 0,
   changes: 0,
@@ -230,6 +233,9 @@ t.test('rows: judged at the largest size against the targets; the ok column says
   t.ok(Number.isNaN(by('probes lost').kernel['nftables']), 'a contender that did not run shows –')
   t.equal(by('change to dataplane p99').pass, true)
   t.equal(by('change to dataplane p50').pass, undefined, 'info rows are not judged')
+  t.equal(by('node dwell p99.9 during churn').tundra, 0.15, "the node's own hold on the probe, from the churn phase")
+  t.equal(by('node dwell max during churn').kernel['iptables-nft'], 0.3)
+  t.equal(by('node dwell max during churn').pass, undefined)
   const table = renderTable(summarize({ meta: {}, skipped: {}, churn: result }))
   t.match(table, /Churn at 20000 services: probes lost\s+count\s+0\s+3\s+–\s+0\s+0\s+yes/)
   const slow = churnRows({ ...result, sizes: [{ services: 20_000, contenders: [contender('tundra', { maxUs: 900_000, probesLost: 12 }, [6000])] }] })
