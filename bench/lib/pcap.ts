@@ -12,7 +12,6 @@ const RECORD_HEADER = 16
 export const LINKTYPE_SLL2 = 276
 const SLL2_HEADER = 20
 const SLL2_PROTOCOL = 0
-const SLL2_IFINDEX = 4
 const SLL2_PKTTYPE = 10
 /** PACKET_OUTGOING: sent by this host (the other types are kinds of received) */
 export const PKTTYPE_OUTGOING = 4
@@ -22,7 +21,6 @@ const IPPROTO_UDP = 17
 export interface CapturedUdp {
   /** capture time, ns (the capture's own clock: only differences mean anything) */
   readonly ns: bigint
-  readonly ifindex: number
   readonly outgoing: boolean
   readonly sport: number
   readonly dport: number
@@ -59,7 +57,6 @@ export function readSll2Udp(buf: Buffer): CapturedUdp[] {
     if (buf[ip]! >> 4 !== 4 || ihl < 20 || buf[ip + 9] !== IPPROTO_UDP || SLL2_HEADER + ihl + 4 > caplen) continue
     out.push({
       ns: BigInt(sec) * 1_000_000_000n + BigInt(frac) * fracNs,
-      ifindex: buf.readInt32BE(p + SLL2_IFINDEX),
       outgoing: buf[p + SLL2_PKTTYPE] === PKTTYPE_OUTGOING,
       sport: buf.readUInt16BE(ip + ihl),
       dport: buf.readUInt16BE(ip + ihl + 2),

@@ -275,16 +275,16 @@ async function connects(
   const each = Math.ceil(n / lanes)
   const loop = `for i in $(seq ${each}); do if t=$(curl -s -o /dev/null --connect-timeout ${CONNECT_TIMEOUT_S} -m 3 -w '%{time_connect}' http://${VIP}/hostname); then echo $t; else echo fail; fi; done`
   const script = lanes === 1 ? loop : `for j in $(seq ${lanes}); do (${loop}) & done; wait`
-  n = each * lanes
+  const total = each * lanes
   const r = await pod('cli', ['sh', '-c', script], (each * (CONNECT_TIMEOUT_S + 3) + 60) * 1000)
   const lines = r.stdout.split('\n').filter(l => l !== '')
   const ok = lines.filter(l => l !== 'fail').map(l => Number(l) * 1000)
-  const failed = lines.filter(l => l === 'fail').length + Math.max(0, n - lines.length)
+  const failed = lines.filter(l => l === 'fail').length + Math.max(0, total - lines.length)
   const sorted = [...ok].sort((a, b) => a - b)
   return {
     contender,
     mode,
-    connects: n,
+    connects: total,
     failed,
     connectMsMedian: median(ok),
     connectMsP99: sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.99))] ?? NaN,
