@@ -1,8 +1,10 @@
 // Section 1, in-process micro benchmarks: packet validation, checksums, NAT per packet at 1 / 1 000 / 20 000
 // services, conntrack at 10 000 and 1 000 000 entries, DNS answers. Nothing here touches the network.
 import dnsPacket from 'dns-packet'
-import { compileNat, updateNat } from '../../src/nat/compile'
-import { NatAction, NatEngine } from '../../src/nat/engine'
+import { compileNat } from '../../src/nat/compile'
+import { updateNat } from '../../src/nat/update'
+import { NatEngine } from '../../src/nat/engine'
+import { NatAction } from '../../src/nat/verdict'
 import { sharedConntrack } from '../../src/nat/conntrack'
 import { natImage } from '../../src/nat/image'
 import { connectOptions } from '../../src/nat/failover'

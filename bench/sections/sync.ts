@@ -2,7 +2,8 @@
 // services × 10 endpoints, against loading the same rules into the kernel (iptables-restore with the nf_tables and the
 // legacy backend, nft -f) in a fresh namespace, full and as kube-proxy's partial sync of the same change. nft -f runs
 // up to 10 000 services (--nft20k: 20 000); every load is time-capped (capsAt) and reported as "> cap" when stopped.
-import { compileNat, updateNat } from '../../src/nat/compile'
+import { compileNat } from '../../src/nat/compile'
+import { updateNat } from '../../src/nat/update'
 import { NatEngine } from '../../src/nat/engine'
 import { dumpRules } from '../../src/kubeproxy/dump'
 import { renderIptablesSave } from '../../src/kubeproxy/iptables'

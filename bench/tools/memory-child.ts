@@ -1,7 +1,8 @@
 // Run by the memory section in a fresh process (so nothing else is on the heap): fills a NatEngine with N
 // connections through its packet path and prints, as one JSON line, the RSS it cost and the engine's own bytes.
 import { compileNat } from '../../src/nat/compile'
-import { NatAction, NatEngine } from '../../src/nat/engine'
+import { NatEngine } from '../../src/nat/engine'
+import { NatAction } from '../../src/nat/verdict'
 import { PacketInfo, parsePacket } from '../../src/wire/packet'
 import { parseIpv4 } from '../../src/wire/ipv4'
 import { NAT_CONFIG, SERVICE_PORT, TCP_SYN, synthCluster, tcp4, vipOf } from '../lib/synth'

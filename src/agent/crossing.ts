@@ -3,8 +3,10 @@
 // wrapping its buffers, a delta in O(change) (ARCHITECTURE.md).
 import type { Service } from '../model/cluster'
 import { ImageKind, natImage, natImageTransfer, type NatImage } from '../nat/image'
-import type { NatTable, ServiceRef } from '../nat/compile'
-import { zoneImageTransfer, type ZoneImage } from '../dns/image'
+import type { NatTable } from '../nat/compile'
+import type { ServiceRef } from '../nat/update'
+import { type ZoneImage } from '../dns/image'
+import { zoneImageTransfer } from '../dns/installed'
 
 export type NatInstall = NatImage
 export type ZoneInstall = ZoneImage

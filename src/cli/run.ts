@@ -8,7 +8,8 @@ import { stringify } from 'yaml'
 import { hostAgent } from '../daemon/host'
 import { cleanupNode } from '../daemon/cleanup'
 import { logLine } from '../daemon/log'
-import { mergeFlags, readKubeProxyConfig, RUN_FLAGS } from '../run/kpconfig'
+import { mergeFlags, readKubeProxyConfig } from '../run/kpconfig'
+import { RUN_FLAGS } from '../run/flags'
 import { kubeProxyConfigurationOf, tundraVersion } from '../run/kpshape'
 
 export function registerRun(program: Command): void {

@@ -9,7 +9,8 @@ import { execFileSync } from 'node:child_process'
 import { existsSync, rmSync } from 'node:fs'
 import { connect } from 'node:net'
 import { cleanupWiring } from '../agent/wiring'
-import { mergeFlags, readKubeProxyConfig, RUN_FLAGS, type RunConfig } from '../run/index'
+import { mergeFlags, readKubeProxyConfig, type RunConfig } from '../run/index'
+import { RUN_FLAGS } from '../run/flags'
 import { lastStatePathOf, snapshotPathOf } from './run-node'
 
 const PROBE_TIMEOUT_MS = 1000

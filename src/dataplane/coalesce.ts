@@ -10,7 +10,8 @@
 // run closes. Only packets next to each other in the batch are merged, so nothing another output still points at
 // is overwritten. A datagram whose checksum nobody vouched for (no NEEDS_CSUM, no DATA_VALID) is not merged: the
 // super-packet's checksums are finished by the kernel, which would otherwise hide a bad one from the receiver.
-import { GSO_TYPE_MASK, GsoType, VNET_HDR_LEN, VnetFlags, VnetOff } from '../device/vnet'
+import { GSO_TYPE_MASK, GsoType, VnetFlags, VnetOff } from '../device/vnet'
+import { VNET_HDR_LEN } from '../device/device'
 import { fold, checksum, pseudoHeaderSum4, pseudoHeaderSum6 } from '../wire/checksum'
 import { IPPROTO_UDP } from '../wire/proto'
 import { IPV4_FLAG_DF, IPV4_MIN_HEADER, Ipv4Field } from '../wire/ipv4'

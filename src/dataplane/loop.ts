@@ -5,8 +5,10 @@
 // service address are counted drops (LoopDrop), never a bounce between the kernel and tundra; the ICMP errors tundra
 // sends are rate-limited like the kernel's (icmp_msgs_per_sec / icmp_msgs_burst). Nothing here allocates per packet.
 import type { Batch, Device } from '../device/device'
-import { GSO_TYPE_MASK, GsoType, VNET_HDR_LEN, VnetFlags, VnetOff } from '../device/vnet'
-import { PacketInfo, parsePacket, ipPacketLength, DROP_NAMES, PASS } from '../wire/packet'
+import { GSO_TYPE_MASK, GsoType, VnetFlags, VnetOff } from '../device/vnet'
+import { VNET_HDR_LEN } from '../device/device'
+import { PacketInfo, parsePacket, ipPacketLength } from '../wire/packet'
+import { DROP_NAMES, PASS } from '../wire/drop'
 import { checksum, pseudoHeaderSum4 } from '../wire/checksum'
 import { buildIcmp4Error, buildIcmp6Error, icmpErrorAllowed, writeIpv4Header } from '../wire/build'
 import { IPPROTO_TCP, IPPROTO_UDP } from '../wire/proto'

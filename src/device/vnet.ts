@@ -18,8 +18,6 @@
 // the NIC) segments it and completes the checksums.
 import { VNET_HDR_LEN } from './device'
 
-export { VNET_HDR_LEN }
-
 /** Byte offsets inside the header. */
 export const VnetOff = { FLAGS: 0, GSO_TYPE: 1, HDR_LEN: 2, GSO_SIZE: 4, CSUM_START: 6, CSUM_OFFSET: 8 } as const
 

@@ -7,7 +7,8 @@
 // written at answer time (entries carry its offset), so a new serial rewrites no entry.
 
 import { podLabelAddress, podLabelIPv4 } from './addr'
-import { DNS_HEADER_LEN, OPT_RR_LEN, QCLASS_IN, QType, Query, Rcode, copyInto, fnv1a, put16, put32, responseFlags, writeHeader, writeOpt } from './message'
+import { DNS_HEADER_LEN, OPT_RR_LEN, QCLASS_IN, QType, Query, Rcode, copyInto, fnv1a, responseFlags, writeHeader, writeOpt } from './message'
+import { set16 as put16, set32 as put32 } from '../wire/bytes'
 import { Ans, EntryFlag, SLOT_INTS, Slot, SoaTemplate, type InstalledZone } from './installed'
 
 /** answer() result: the name is not in the cluster zone (or is a reverse name we hold nothing for); ask upstream. */

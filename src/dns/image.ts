@@ -34,7 +34,6 @@ import {
   type ZoneParams,
 } from './records'
 
-export { zoneImageTransfer, ZoneImageError } from './installed'
 export type { DeltaZoneImage, FullZoneImage, ZoneImage } from './installed'
 
 export interface ZoneOptions {

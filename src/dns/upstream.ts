@@ -22,14 +22,13 @@ import {
   Rcode,
   Verdict,
   parseQuery,
-  put16,
-  put32,
   skipName,
   udpLimit,
   writeBareResponse,
   writeHeader,
   writeOpt,
 } from './message'
+import { set16 as put16, set32 as put32 } from '../wire/bytes'
 
 export interface UpstreamServer {
   readonly host: string

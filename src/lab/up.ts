@@ -65,8 +65,6 @@ export interface LabUpOptions {
   readonly agentSettings?: LabAgentSettings
 }
 
-export { probesOf } from './pods'
-
 export const DEFAULT_LAB_NAME = 'lab'
 
 /** The repository whose compiled JS the lab runs (netexec, probes, the agent). */

@@ -1,6 +1,7 @@
 // Reading the NAT engine's counters into DataplaneStats parts, at scrape time (never per packet).
 import type { NatTable } from '../nat/compile'
-import { NAT_STAT_NAMES, type NatEngine } from '../nat/engine'
+import { type NatEngine } from '../nat/engine'
+import { NAT_STAT_NAMES } from '../nat/verdict'
 import type { ServicePortCounters } from './registry'
 
 /** The engine's counters by name as the packet thread reports them: nat_<stat>, conntrack_entries_ipv4/6, conntrack_max_ipv4/6. */

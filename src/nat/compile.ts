@@ -28,9 +28,7 @@ import { Arena, EP_LOCAL, EP_TERMINATING, emptySet, endpointNames, epFlags } fro
 import type { EndpointSet } from './endpoints'
 
 export type { EndpointSet } from './endpoints'
-export { updateNat } from './update'
 export type { ServiceRef } from './update'
-export { formatNatTable } from './format'
 
 /** localhostNodePorts: the loopback address NodePorts answer on (kube-proxy accepts 127.0.0.0/8; a node process
  * connecting to a NodePort on loopback uses 127.0.0.1) */

@@ -52,10 +52,10 @@ import { EndpointBook, SIG_WORDS, Sig } from './signals'
 import { Outlier } from './outlier'
 import { CONN_STAT_NAMES, ConnStat, ConnectFail, PendingConnects, SYN_BYTES, type ConnectOptions } from './failover'
 import { monoMs } from './clock'
-import { PacketInfo as PacketView, parsePacket, PASS } from '../wire/packet'
+import { PacketInfo as PacketView, parsePacket } from '../wire/packet'
+import { PASS } from '../wire/drop'
 import { fillTcpChecksum4, fillTcpChecksum6 } from '../wire/tcp'
 
-export { MASQ_REASON_NAMES, MasqReason, NAT_STAT_NAMES, NatAction, NatStat } from './verdict'
 export type { NatActionValue } from './verdict'
 export type { ConntrackEntry, ConntrackFilter, CtFilter, RestoreReport, TupleText } from './ctview'
 

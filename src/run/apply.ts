@@ -2,7 +2,7 @@
 // bigger (or of unknown scope) as a full compile. `tundra run` and `tundra agent` (the lab's) both go through here.
 import { normalize, type NormalizeOptions } from '../k8s/normalize'
 import type { Cluster, Service } from '../model/cluster'
-import type { ServiceRef } from '../nat/compile'
+import type { ServiceRef } from '../nat/update'
 import type { ObjectStore } from './store'
 
 /** Beyond this many changed services in one batch a full compile is as cheap as the incremental path. */

@@ -24,9 +24,8 @@ import { formatGoDuration } from './goduration'
 import { ConfigError, SCHEMA, describe, splitList, walk, type ConfigIssue, type Ctx } from './schema'
 import { flagValueRefusal, parseFlag, RUN_FLAGS, type RunFlags } from './flags'
 
-export { parseGoDuration, formatGoDuration } from './goduration'
-export { ConfigError, type ConfigIssue } from './schema'
-export { RUN_FLAGS, type FlagSpec, type FlagGroup, type RunFlags } from './flags'
+export type { ConfigIssue } from './schema'
+export type { FlagSpec, FlagGroup, RunFlags } from './flags'
 
 export const KUBE_PROXY_API_VERSION = 'kubeproxy.config.k8s.io/v1alpha1'
 export const KUBE_PROXY_KIND = 'KubeProxyConfiguration'

@@ -2,7 +2,8 @@
 // with tundra's own settings under `tundra:` (the same section --config reads), so the output reads back as input.
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { formatGoDuration, KUBE_PROXY_API_VERSION, KUBE_PROXY_KIND, type RunConfig } from './kpconfig'
+import { KUBE_PROXY_API_VERSION, KUBE_PROXY_KIND, type RunConfig } from './kpconfig'
+import { formatGoDuration } from './goduration'
 
 const dur = (seconds: number): string => formatGoDuration(seconds)
 

@@ -23,7 +23,6 @@ import { IPV6_HEADER, Ipv6Field, Ipv6Walk, walkIpv6Headers } from './ipv6'
 import { Ipv4Field } from './ipv4'
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP } from './proto'
 
-export { Drop, DROP_NAMES, PASS } from './drop'
 export type { DropReason } from './drop'
 
 /**

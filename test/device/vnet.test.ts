@@ -1,6 +1,7 @@
 // virtio_net_hdr helpers: byte layout, and headers captured from a real TUN.
 import t from 'tap'
-import { GsoType, readVnetHdr, VNET_HDR_LEN, VnetFlags, VnetOff, writeVnetHdr } from '../../src/device/vnet'
+import { GsoType, readVnetHdr, VnetFlags, VnetOff, writeVnetHdr } from '../../src/device/vnet'
+import { VNET_HDR_LEN } from '../../src/device/device'
 
 // Read from a TUN (IFF_VNET_HDR, TUNSETOFFLOAD csum|tso4|tso6|uso4|uso6) on Linux 6.18 by
 // test/netns/fixtures/tun-probe.ts: a UDP datagram, and a TCP super-packet of a local stream (MSS 1448).

@@ -9,7 +9,7 @@ import { inspectHandlers } from '../../src/inspect/handlers'
 import { conntrackLine, formatConntrack, OFFLINE_CONNTRACK, type ConntrackResult } from '../../src/inspect/conntrack'
 import { formatTrace, type Trace } from '../../src/inspect/trace'
 import { formatServices, type ServicesReport } from '../../src/inspect/services'
-import { NatAction } from '../../src/nat/engine'
+import { NatAction } from '../../src/nat/verdict'
 import { TCP_SYN } from '../../src/wire/tcp'
 import { CASES, CLIENT, NGINX, PINNED, SVC_CHAIN, VIP, feed, handshake, liveView, quietView, tcp4 } from './helpers/inspect'
 

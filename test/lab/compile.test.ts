@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { EndpointSlice, Node, Pod, Service } from '../../src/k8s/types'
 import { compileLab, LabManifestError } from '../../src/lab/compile'
-import { agentConfig, probesOf } from '../../src/lab/up'
+import { agentConfig } from '../../src/lab/up'
+import { probesOf } from '../../src/lab/pods'
 
 const root = join(__dirname, '..', '..')
 const SEED = join(root, 'examples/seed/seed.yaml')

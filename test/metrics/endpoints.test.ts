@@ -3,8 +3,10 @@
 // endpoint leaves the table (its series goes, its slot is reused without inheriting counts).
 import t from 'tap'
 import type { Cluster, Service } from '../../src/model/cluster'
-import { compileNat, updateNat, type NatConfig } from '../../src/nat/compile'
-import { NatAction, NatEngine } from '../../src/nat/engine'
+import { compileNat, type NatConfig } from '../../src/nat/compile'
+import { updateNat } from '../../src/nat/update'
+import { NatEngine } from '../../src/nat/engine'
+import { NatAction } from '../../src/nat/verdict'
 import { engineLive } from '../../src/agent/live'
 import { natEndpointCounters } from '../../src/metrics/endpoints'
 import { connectOptions } from '../../src/nat/failover'

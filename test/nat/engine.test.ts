@@ -1,9 +1,11 @@
 // NatEngine.process on real packet bytes: every rewritten packet's checksums are recomputed from scratch.
 import t from 'tap'
 import type { Cluster, Service } from '../../src/model/cluster'
-import { compileNat, updateNat } from '../../src/nat/compile'
+import { compileNat } from '../../src/nat/compile'
+import { updateNat } from '../../src/nat/update'
 import type { NatConfig, SvcPort } from '../../src/nat/compile'
-import { NatAction, NatEngine, NatStat } from '../../src/nat/engine'
+import { NatEngine } from '../../src/nat/engine'
+import { NatAction, NatStat } from '../../src/nat/verdict'
 import type { NatEngineOptions } from '../../src/nat/engine'
 import { endpointChain, explain, serviceChains } from '../../src/inspect/explain'
 import { fold, pseudoHeaderSum4 } from '../../src/wire/checksum'

@@ -3,9 +3,11 @@
 // once; stale flows are flushed in bounded slices; restore skips corrupt entries with a reason.
 import t from 'tap'
 import type { Cluster, Endpoint, Service, ServicePort } from '../../src/model/cluster'
-import { compileNat, updateNat } from '../../src/nat/compile'
+import { compileNat } from '../../src/nat/compile'
+import { updateNat } from '../../src/nat/update'
 import type { NatConfig, NatTable } from '../../src/nat/compile'
-import { NatAction, NatEngine, NatStat } from '../../src/nat/engine'
+import { NatEngine } from '../../src/nat/engine'
+import { NatAction, NatStat } from '../../src/nat/verdict'
 import { ImageKind, natImage, natImageTransfer } from '../../src/nat/image'
 import { ctChunkBytes, decodeCtChunk, resolveCtFilter } from '../../src/nat/ctview'
 import { NAT_ACTION_NAMES, NAT_STAT_NAMES, NatStat as VerdictStat } from '../../src/nat/verdict'

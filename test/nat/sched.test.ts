@@ -3,9 +3,11 @@
 // termination keeps a leaving endpoint's TCP flows.
 import t from 'tap'
 import type { Service } from '../../src/model/cluster'
-import { compileNat, updateNat } from '../../src/nat/compile'
+import { compileNat } from '../../src/nat/compile'
+import { updateNat } from '../../src/nat/update'
 import type { NatConfig } from '../../src/nat/compile'
-import { NatAction, NatEngine } from '../../src/nat/engine'
+import { NatEngine } from '../../src/nat/engine'
+import { NatAction } from '../../src/nat/verdict'
 import { CtFlag } from '../../src/nat/conntrack'
 import { SCHED_NAMES, SchedState, schedulerId } from '../../src/nat/sched'
 import { ipv4ToString } from '../../src/wire/ipv4'

@@ -2,9 +2,11 @@
 // balance, churn).
 import t from 'tap'
 import type { Service } from '../../src/model/cluster'
-import { compileNat, updateNat } from '../../src/nat/compile'
+import { compileNat } from '../../src/nat/compile'
+import { updateNat } from '../../src/nat/update'
 import type { NatConfig } from '../../src/nat/compile'
-import { NatAction, NatEngine, NatStat } from '../../src/nat/engine'
+import { NatEngine } from '../../src/nat/engine'
+import { NatAction, NatStat } from '../../src/nat/verdict'
 import { maglevTable } from '../../src/nat/maglev'
 import { ipv4ToString } from '../../src/wire/ipv4'
 import { get32 } from '../../src/wire/bytes'

@@ -8,7 +8,8 @@ import { sharedAffinity } from '../../src/nat/select'
 import { connectOptions } from '../../src/nat/failover'
 import { mergeEndpointSnapshots, signalRows, splitRelease } from '../../src/nat/signals'
 import { natEndpointCounters } from '../../src/metrics/endpoints'
-import { NatAction, NatEngine, NatStat } from '../../src/nat/engine'
+import { NatEngine } from '../../src/nat/engine'
+import { NatAction, NatStat } from '../../src/nat/verdict'
 import { ACK, BASE_CONFIG, NODE, PSH, SYN, checksumProblems, ep, flow, info, parse, port, svc, tcp4, udp4 } from './packets'
 
 const CONFIG: NatConfig = { ...BASE_CONFIG, nodeIPs: [...BASE_CONFIG.nodeIPs], clusterCIDRs: [...BASE_CONFIG.clusterCIDRs] }

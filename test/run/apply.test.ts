@@ -4,7 +4,7 @@ import t from 'tap'
 import { ObjectStore } from '../../src/run/store'
 import { applyBatch, clusterOf, type ApplyTarget } from '../../src/run/apply'
 import type { Cluster, Service } from '../../src/model/cluster'
-import type { ServiceRef } from '../../src/nat/compile'
+import type { ServiceRef } from '../../src/nat/update'
 import type { KubeObject } from '../../src/k8s/types'
 
 const service = (name: string, nodePort: number): KubeObject =>

@@ -8,7 +8,9 @@
 // (Options.AddFlags; addOSFlags adds nothing on Linux; logsapi.AddFlags adds the logging flags; verflag --version).
 // When kube-proxy gains a field or flag, add it to the list: the test then fails until tundra honours or refuses it.
 import t from 'tap'
-import { ConfigError, mergeFlags, parseKubeProxyConfig, RUN_FLAGS, type RunConfig } from '../../src/run/kpconfig'
+import { mergeFlags, parseKubeProxyConfig, type RunConfig } from '../../src/run/kpconfig'
+import { ConfigError } from '../../src/run/schema'
+import { RUN_FLAGS } from '../../src/run/flags'
 
 const KUBE_PROXY_FIELDS = [
   'apiVersion',

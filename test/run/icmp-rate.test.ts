@@ -1,7 +1,8 @@
 // tundra run's `tundra.icmpRateLimit`: read from the file, half-given settings completed with Linux's defaults,
 // out-of-range values refused.
 import t from 'tap'
-import { ConfigError, mergeFlags, parseKubeProxyConfig } from '../../src/run/kpconfig'
+import { mergeFlags, parseKubeProxyConfig } from '../../src/run/kpconfig'
+import { ConfigError } from '../../src/run/schema'
 
 const file = (tundra: unknown): string =>
   JSON.stringify({ apiVersion: 'kubeproxy.config.k8s.io/v1alpha1', kind: 'KubeProxyConfiguration', ...(tundra === undefined ? {} : { tundra }) })

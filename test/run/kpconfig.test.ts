@@ -3,17 +3,10 @@
 import t from 'tap'
 import { join } from 'node:path'
 import { tempDir } from './helpers/tmp'
-import {
-  ConfigError,
-  RUN_FLAGS,
-  formatGoDuration,
-  mergeFlags,
-  parseGoDuration,
-  parseKubeProxyConfig,
-  readKubeProxyConfig,
-  resolveNodePortAddresses,
-  nodeNameOf,
-} from '../../src/run/kpconfig'
+import { mergeFlags, parseKubeProxyConfig, readKubeProxyConfig, resolveNodePortAddresses, nodeNameOf } from '../../src/run/kpconfig'
+import { ConfigError } from '../../src/run/schema'
+import { RUN_FLAGS } from '../../src/run/flags'
+import { formatGoDuration, parseGoDuration } from '../../src/run/goduration'
 
 const HEAD = 'apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n'
 

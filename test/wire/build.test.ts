@@ -4,7 +4,8 @@ import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { buildIcmp4Error, buildIcmp6Error, icmp4EchoToReply, icmp6EchoToReply, icmpErrorAllowed } from '../../src/wire/build'
-import { PASS, PacketInfo, parsePacket } from '../../src/wire/packet'
+import { PacketInfo, parsePacket } from '../../src/wire/packet'
+import { PASS } from '../../src/wire/drop'
 import { parseIpv6 } from '../../src/wire/ipv6'
 
 const FX = JSON.parse(readFileSync(join(__dirname, 'fixtures', 'loopback.json'), 'utf8')) as Record<string, { hex: string }>

@@ -2,7 +2,8 @@
 import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { DROP_NAMES, Drop, PASS, PacketInfo, parsePacket } from '../../src/wire/packet'
+import { PacketInfo, parsePacket } from '../../src/wire/packet'
+import { DROP_NAMES, Drop, PASS } from '../../src/wire/drop'
 /** The longest extension-header chain parsePacket accepts (MAX_EXT_HEADERS in src/wire/ipv6.ts). */
 const MAX_EXT_HEADERS = 8
 

@@ -2,7 +2,8 @@
 // recompute by an independent reference), and random / truncated / lying packets through parsePacket (a drop verdict
 // with the right reason, never a throw, never a read past the end). Rerun a failure with WIRE_SEED=<seed>.
 import t from 'tap'
-import { Drop, DROP_NAMES, PASS, PacketInfo, parsePacket } from '../../src/wire/packet'
+import { PacketInfo, parsePacket } from '../../src/wire/packet'
+import { Drop, DROP_NAMES, PASS } from '../../src/wire/drop'
 import { DST, SRC, natIpv4, natIpv6 } from '../../src/wire/l4rewrite'
 import { mulberry32, testSeed } from '../helpers/seed'
 
