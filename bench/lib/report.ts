@@ -583,7 +583,7 @@ export function charts(r: BenchReport): [string, string][] {
       out.push([
         'dns.svg',
         barChart({
-          title: `DNS queries/s (dnsperf), ${r.dns.services} service names, median of ${Math.max(...live.map(c => c.runs.length))} rounds`,
+          title: `DNS queries/s (${r.dns.generator ?? 'dnsperf'}), ${r.dns.services} service names, median of ${Math.max(...live.map(c => c.runs.length))} rounds`,
           unit: 'queries/s',
           categories: ['queries/s'],
           series: live.map(c => {

@@ -194,12 +194,12 @@ export function dnsmasqCommand(hostsFile: string, address: string): string[] {
 }
 
 /**
- * bench/tools/build/cref, the C reference contender (bench/tools/cref.c), built with `cc -O2` when missing or older
- * than its source (scripts/bootstrap builds it too). undefined when there is no C compiler.
+ * bench/tools/build/<name>, built from bench/tools/<name>.c with `cc -O2` when missing or older than its source
+ * (scripts/bootstrap builds them too). undefined when there is no C compiler.
  */
-export function crefBinary(repo: string): string | undefined {
-  const src = join(repo, 'bench', 'tools', 'cref.c')
-  const bin = join(repo, 'bench', 'tools', 'build', 'cref')
+function benchTool(repo: string, name: string): string | undefined {
+  const src = join(repo, 'bench', 'tools', `${name}.c`)
+  const bin = join(repo, 'bench', 'tools', 'build', name)
   try {
     if (existsSync(bin) && statSync(bin).mtimeMs >= statSync(src).mtimeMs) return bin
     mkdirSync(join(repo, 'bench', 'tools', 'build'), { recursive: true })
@@ -208,6 +208,16 @@ export function crefBinary(repo: string): string | undefined {
   } catch {
     return undefined
   }
+}
+
+/** The C reference contender (bench/tools/cref.c). */
+export function crefBinary(repo: string): string | undefined {
+  return benchTool(repo, 'cref')
+}
+
+/** The DNS section's load generator (bench/tools/dnsblast.c: batched sends and reads, dnsperf's query file). */
+export function dnsblastBinary(repo: string): string | undefined {
+  return benchTool(repo, 'dnsblast')
 }
 
 /** cref's rules for a cluster: `tcp|udp:<clusterIP>:<port>=<ip>:<port>,…` per IPv4 ClusterIP port with ready endpoints. */

@@ -1,14 +1,19 @@
-// Section 5, DNS: dnsperf queries/s and latency against tundra's cluster DNS and against dnsmasq serving the same
-// records (a hosts file written from the same cluster), same query file (service A names, shuffled), interleaved.
+// Section 5, DNS: queries/s and latency against tundra's cluster DNS and against dnsmasq serving the same records (a
+// hosts file written from the same cluster), same query file (service A names, shuffled), interleaved.
 //
 //   dnsmasq        in a namespace of ours, --addn-hosts with every service name
 //   tundra-socket  DnsServer (answerInPlace) behind a kernel UDP socket, in the same namespace
-//   tundra-lab     tundra's in-path cluster DNS in a lab (`dnsperf -s 10.96.0.10` from a pod), when tundra runs
+//   tundra-lab     tundra's in-path cluster DNS in a lab (`-s 10.96.0.10` from a pod), when tundra runs
+//
+// The load generator is bench/tools/dnsblast.c (dnsperf's query file and -c/-q, but sendmmsg/recvmmsg batches): with
+// dnsperf the client's CPU was 96-100 % busy for every server, so the q/s were dnsperf's own ceiling, not the
+// servers' (bench/README "DNS: fair shares and where the time goes"). dnsperf stays the generator where no C compiler
+// builds dnsblast; `dns.generator` in the JSON says which ran.
 //
 // Fair shares of a small machine: with two or more CPUs, every server (dnsmasq, the socket front end's process, the
-// lab's agent, each with all its threads) is pinned to CPU 0 while it is measured and dnsperf runs on the last CPU,
-// so no contender gets more of the machine than another and dnsperf never steals the server's CPU. The kernel's
-// work on the client's sends runs on the client's CPU for every contender alike.
+// lab's agent, each with all its threads) is pinned to CPU 0 while it is measured and the load generator runs on the
+// last CPU, so no contender gets more of the machine than another and the generator never steals the server's CPU.
+// The kernel's work on the client's sends runs on the client's CPU for every contender alike.
 import { writeFileSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import type { ChildProcess } from 'node:child_process'
@@ -20,20 +25,23 @@ import { writeScaleManifest } from '../lib/manifests'
 import { scaleServices, type KeptLab } from './firstpacket'
 import { errorSummary, progress } from '../lib/progress'
 import { median } from '../lib/stats'
-import { dnsmasqCommand, nsRun, readPidTicks, USER_HZ, waitListening } from '../lib/tools'
+import { dnsblastBinary, dnsmasqCommand, nsRun, readPidTicks, USER_HZ, waitListening } from '../lib/tools'
 import { cpus } from 'node:os'
 import { run } from '../../src/netns/netns'
 
-export interface DnsperfReport {
+/** What a load generator's run gives: dnsperf's summary or dnsblast's JSON line. */
+export interface DnsLoadReport {
   readonly qps: number
   readonly completed: number
   readonly lost: number
   readonly avgLatencyMs: number
   readonly stddevLatencyMs: number
+  /** answers whose rcode was not NOERROR (dnsblast; every name in the query file exists, so these are failures) */
+  readonly notNoerror?: number
 }
 
 /** The summary block dnsperf prints at the end of a run. */
-export function parseDnsperf(text: string): DnsperfReport | undefined {
+export function parseDnsperf(text: string): DnsLoadReport | undefined {
   const num = (re: RegExp): number => {
     const m = re.exec(text)
     return m ? Number(m[1]) : NaN
@@ -49,11 +57,36 @@ export function parseDnsperf(text: string): DnsperfReport | undefined {
   }
 }
 
+/** The JSON line bench/tools/dnsblast prints at the end of a run (undefined when there is none). */
+export function parseDnsblast(text: string): DnsLoadReport | undefined {
+  const line = text
+    .split('\n')
+    .reverse()
+    .find(l => l.startsWith('{'))
+  if (line === undefined) return undefined
+  let j: Record<string, unknown>
+  try {
+    j = JSON.parse(line) as Record<string, unknown>
+  } catch {
+    return undefined
+  }
+  const num = (k: string): number => (typeof j[k] === 'number' ? (j[k] as number) : NaN)
+  if (!Number.isFinite(num('qps'))) return undefined
+  return {
+    qps: num('qps'),
+    completed: num('completed'),
+    lost: num('lost'),
+    avgLatencyMs: num('avgLatencyMs'),
+    stddevLatencyMs: NaN,
+    notNoerror: num('notNoerror'),
+  }
+}
+
 export interface DnsContender {
   readonly name: string
   available: boolean
   error?: string
-  readonly runs: DnsperfReport[]
+  readonly runs: DnsLoadReport[]
   qps: number
   avgLatencyMs: number
   lostPct: number
@@ -64,8 +97,11 @@ export interface DnsContender {
 }
 
 export interface DnsResult {
-  /** servers on CPU 0 and dnsperf on the last CPU (false on a one-CPU machine: nothing pinned) */
+  /** servers on CPU 0 and the load generator on the last CPU (false on a one-CPU machine: nothing pinned) */
   readonly pinned?: boolean
+  /** the load generator: dnsblast (bench/tools/dnsblast.c), or dnsperf where no C compiler built it */
+  readonly generator?: 'dnsblast' | 'dnsperf'
+
   readonly services: number
   readonly queries: number
   readonly seconds: number
@@ -86,6 +122,9 @@ function shuffle<T>(a: T[], seed = 12345): T[] {
   }
   return a
 }
+
+/** Share of answers that may be errors before a round is discarded (every name in the query file exists). */
+const MAX_ERROR_ANSWERS = 0.001
 
 const SRV = '10.99.0.2'
 const SRV_TUNDRA = '10.99.0.3'
@@ -119,11 +158,14 @@ export async function runDns(o: DnsOptions): Promise<DnsResult> {
 
   const mk = (name: string): DnsContender => ({ name, available: false, runs: [], qps: NaN, avgLatencyMs: NaN, lostPct: NaN, cpuUsPerQuery: [] })
   const contenders = [mk('dnsmasq'), mk('tundra-socket'), ...(o.withTundraLab ? [mk('tundra-lab')] : [])]
+  const blast = dnsblastBinary(repoRoot())
+  const generator = blast !== undefined ? 'dnsblast' : 'dnsperf'
+  if (blast === undefined) progress('dns', 'no C compiler for bench/tools/dnsblast.c: dnsperf generates the load (its own CPU may be the limit)')
   const targets = new Map<string, { ns: string; server: string; port: number; pid?: number }>()
   const topo = newTopology('dns')
   const servers: ChildProcess[] = []
   try {
-    if (!haveCommand('dnsperf')) throw new Error('dnsperf is not installed (scripts/bootstrap installs it)')
+    if (blast === undefined && !haveCommand('dnsperf')) throw new Error('dnsperf is not installed (scripts/bootstrap installs it)')
     const cli = await topo.ns('dcli')
     const srv = await topo.ns('dsrv')
     await topo.veth(cli, 'eth0', srv, 'eth0')
@@ -194,7 +236,8 @@ export async function runDns(o: DnsOptions): Promise<DnsResult> {
       for (let i = 0; i < live.length; i++) {
         const c = live[(i + round) % live.length]!
         const t = targets.get(c.name)!
-        const perf = ['dnsperf', '-s', t.server, '-p', String(t.port), '-d', queries, '-l', String(seconds), '-c', '4', '-q', '200', '-t', '2']
+        const load = ['-s', t.server, '-p', String(t.port), '-d', queries, '-l', String(seconds), '-c', '4', '-q', '200']
+        const perf = blast !== undefined ? [blast, ...load] : ['dnsperf', ...load, '-t', '2']
         if (pin && t.pid !== undefined) await setAffinity(t.pid, '0')
         let r: Awaited<ReturnType<typeof nsRun>>
         const ticks0 = t.pid === undefined ? NaN : readPidTicks(t.pid)
@@ -205,9 +248,14 @@ export async function runDns(o: DnsOptions): Promise<DnsResult> {
         } finally {
           if (pin && t.pid !== undefined) await setAffinity(t.pid, `0-${last}`)
         }
-        const rep = parseDnsperf(r.stdout)
+        const rep = blast !== undefined ? parseDnsblast(r.stdout) : parseDnsperf(r.stdout)
         if (!rep) {
-          progress('dns', `round ${round + 1} ${c.name}: dnsperf gave no summary: ${(r.stderr || r.stdout).trim().split('\n').slice(-2).join(' | ')}`)
+          progress('dns', `round ${round + 1} ${c.name}: ${generator} gave no summary: ${(r.stderr || r.stdout).trim().split('\n').slice(-2).join(' | ')}`)
+          continue
+        }
+        // Every name asked exists: a server that answers fast with errors is not measured as fast.
+        if ((rep.notNoerror ?? 0) > rep.completed * MAX_ERROR_ANSWERS) {
+          progress('dns', `round ${round + 1} ${c.name}: ${rep.notNoerror} of ${rep.completed} answers were not NOERROR: round not counted`)
           continue
         }
         c.runs.push(rep)
@@ -234,7 +282,7 @@ export async function runDns(o: DnsOptions): Promise<DnsResult> {
     const cpu = (c.cpuUsPerQuery ?? []).filter(Number.isFinite)
     if (cpu.length > 0) c.cpuUsPerQueryMedian = median(cpu)
   }
-  return { pinned: pin, services: names.length, queries: qs.length, seconds, contenders }
+  return { pinned: pin, generator, services: names.length, queries: qs.length, seconds, contenders }
 }
 
 /** Every thread of `pid` onto `cpuList` (taskset -a): the agent's packet and control threads, Node's helpers. */

@@ -10,7 +10,7 @@ import {
   parseSnmpUdp,
   parseSockperf,
 } from '../../bench/lib/tools'
-import { parseDnsperf } from '../../bench/sections/dns'
+import { parseDnsblast, parseDnsperf } from '../../bench/sections/dns'
 import { manifestPath } from '../../bench/sections/e2e'
 import { compileLab } from '../../src/lab/compile'
 
@@ -103,4 +103,17 @@ t.test('crefRules: one rule per IPv4 ClusterIP port with ready endpoints, from t
   t.ok(rules.includes('tcp:10.96.200.11:80=10.100.85.11:80'), 'solo: one endpoint')
   t.ok(rules.includes('udp:10.96.200.10:11111=10.100.85.11:11111,10.100.85.12:11111'), 'web: both endpoints, UDP')
   t.notOk(rules.some(r => r.startsWith('sctp')))
+})
+
+t.test('dnsblast JSON line', async t => {
+  const r = parseDnsblast('warming up\n{"completed":973252,"lost":32,"notNoerror":5,"sendErrors":0,"seconds":5.000,"qps":194611.6,"avgLatencyMs":0.9956}\n')!
+  t.equal(r.qps, 194611.6)
+  t.equal(r.completed, 973252)
+  t.equal(r.lost, 32)
+  t.equal(r.notNoerror, 5)
+  t.equal(r.avgLatencyMs, 0.9956)
+  t.ok(Number.isNaN(r.stddevLatencyMs), 'dnsblast gives no deviation')
+  t.equal(parseDnsblast('dnsblast: need -s, -d and -l (1..3600 seconds)\n'), undefined, 'a usage error is no result')
+  t.equal(parseDnsblast('{"completed":1,'), undefined, 'a cut line is no result')
+  t.equal(parseDnsblast('{"completed":1}'), undefined, 'no q/s, no result')
 })
