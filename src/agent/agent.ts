@@ -291,8 +291,12 @@ export class Agent implements DataplaneView {
 
     const { packetThreads, ...io } = tunIo(cfg)
     const tunOpts: TunOptions = { name: cfg.tun.name, vnetHdr: cfg.tun.vnetHdr, offloads: cfg.tun.vnetHdr, txqueuelen: 10000, ...io }
-    const tun = await this.packet.call<{ name: string; vnetHdr: boolean; offloadsAccepted: unknown }>({ op: 'open', tun: tunOpts, packetThreads })
-    this.log(`[agent] ${tun.name} open: vnet header ${tun.vnetHdr ? 'on' : 'off'}, offloads ${JSON.stringify(tun.offloadsAccepted)}`)
+    const tun = await this.packet.call<{ name: string; vnetHdr: boolean; offloadsAccepted: unknown; qdisc: string }>({
+      op: 'open',
+      tun: tunOpts,
+      packetThreads,
+    })
+    this.log(`[agent] ${tun.name} open: vnet header ${tun.vnetHdr ? 'on' : 'off'}, offloads ${JSON.stringify(tun.offloadsAccepted)}, qdisc ${tun.qdisc}`)
     const restarted = wiredBefore(cfg)
     this.wiring = await wire(cfg, tun.name, servesLocalhostNodePorts(this.natCfg))
 

@@ -265,10 +265,10 @@ export function hostAgent(entry: ControlEntry): void {
             // more queues than threads: the extra ones would never be read
             throw new Error(`tun.queues (${queues.fds.length}) must equal tun.packetThreads (${n}) when packetThreads > 1`)
           }
-          return { name: queues.name, vnetHdr: queues.vnetHdr, offloadsAccepted: { flags: queues.offloads }, packetThreads: n }
+          return { name: queues.name, vnetHdr: queues.vnetHdr, offloadsAccepted: { flags: queues.offloads }, qdisc: queues.qdisc, packetThreads: n }
         }
         dev ??= await openTun(req.tun)
-        return { name: dev.name, vnetHdr: dev.vnetHdr, offloadsAccepted: dev.offloadsAccepted }
+        return { name: dev.name, vnetHdr: dev.vnetHdr, offloadsAccepted: dev.offloadsAccepted, qdisc: dev.qdisc }
       }
       case 'init':
         if (queues !== undefined) {

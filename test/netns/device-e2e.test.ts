@@ -144,7 +144,7 @@ async function steer(topo: Topology, node: string, tun: string): Promise<void> {
   await topo.ip(node, 'rule', 'add', 'pref', '101', 'iif', 'vs', 'lookup', TABLE)
 }
 
-t.test('client → node (TUN reflector) → server', netnsSkip('ping', 'curl', 'iperf3', 'nginx', 'sha256sum', 'bash'), async t => {
+t.test('client → node (TUN reflector) → server', netnsSkip('ping', 'curl', 'iperf3', 'nginx', 'sha256sum', 'bash', 'tc'), async t => {
   const dir = mkdtempSync(join(tmpdir(), 'tundra-device-e2e-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   mkdirSync(join(dir, 'www'))
@@ -176,6 +176,8 @@ t.test('client → node (TUN reflector) → server', netnsSkip('ping', 'curl', '
       if (offloads) t.ok(accepted.tso4 && accepted.tso6, `TSO accepted (flags 0x${accepted.flags.toString(16)})`)
       else t.equal(accepted.flags, 0, 'no offloads without a vnet header')
       await steer(topo, node, String(ready['name']))
+      const qdisc = await topo.exec(node, ['tc', 'qdisc', 'show', 'dev', String(ready['name'])])
+      t.match(qdisc.stdout, /^qdisc noqueue /, 'the TUN has no qdisc: its driver never stops the queue, so one only costs')
 
       // nginx in the server namespace; readiness checked from inside that namespace (no TUN on that path).
       writeFileSync(join(dir, `nginx-${offloads}-${io}.conf`), nginxConf(dir, '10.0.2.2:8080'))
