@@ -332,9 +332,9 @@ export function writeOpt(out: Uint8Array, o: number, udpSize: number, rcode: num
   return o + OPT_RR_LEN
 }
 
-// The last pair of views copyInto compared. `.buffer` is a getter V8 runs in C++ (tens of ns, a third of an answer's
-// time in a profile), and the answer paths copy between the same few views over and over: the packet batch's slab
-// and the reply area. A view's buffer never changes, so the cached result stays exact.
+// The last pair of views copyInto compared. `.buffer` is a getter V8 runs in C++ (a call out of optimised code on
+// every answer), and the dataplane copies between the same few views over and over: the packet batch's slab and the
+// reply area. A view's buffer never changes, so the cached result stays exact.
 let lastDst: Uint8Array | undefined
 let lastSrc: Uint8Array | undefined
 let lastShared = false
