@@ -237,13 +237,13 @@ export async function runDns(o: DnsOptions): Promise<DnsResult> {
         const c = live[(i + round) % live.length]!
         const t = targets.get(c.name)!
         const load = ['-s', t.server, '-p', String(t.port), '-d', queries, '-l', String(seconds), '-c', '4', '-q', '200']
-        const perf = blast !== undefined ? [blast, ...load] : ['dnsperf', ...load, '-t', '2']
+        const generatorCmd = blast !== undefined ? [blast, ...load] : ['dnsperf', ...load, '-t', '2']
         if (pin && t.pid !== undefined) await setAffinity(t.pid, '0')
         let r: Awaited<ReturnType<typeof nsRun>>
         const ticks0 = t.pid === undefined ? NaN : readPidTicks(t.pid)
         let ticks = NaN
         try {
-          r = await nsRun(t.ns, pin ? ['taskset', '-c', String(last), ...perf] : perf, (seconds + 30) * 1000)
+          r = await nsRun(t.ns, pin ? ['taskset', '-c', String(last), ...generatorCmd] : generatorCmd, (seconds + 30) * 1000)
           ticks = t.pid === undefined ? NaN : readPidTicks(t.pid) - ticks0
         } finally {
           if (pin && t.pid !== undefined) await setAffinity(t.pid, `0-${last}`)

@@ -157,9 +157,6 @@ export async function startCref(state: LabState, procs: Topology): Promise<numbe
   const cfg = agentConfig(plan, node.name, '', join(labDir(state.name), `${node.name}.cref.sock`))
   const r = await nsRun(node.ns, [process.execPath, join(repoRoot(), 'dist', 'bench', 'tools', 'cref-wire.js'), JSON.stringify(cfg), LAB.tunName], 30_000)
   if (r.code !== 0) throw new Error(`wiring the node for cref failed: ${r.stderr.trim()}`)
-  // the qdisc tundra's openTun sets (src/device/tun.ts): the same TUN setup for both
-  const q = await nsRun(node.ns, ['tc', 'qdisc', 'replace', 'dev', LAB.tunName, 'root', 'noqueue'], 10_000)
-  if (q.code !== 0) throw new Error(`tc qdisc replace dev ${LAB.tunName} root noqueue for cref failed: ${q.stderr.trim()}`)
   if (cref.pid === undefined) throw new Error('cref did not start')
   return cref.pid
 }

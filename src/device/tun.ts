@@ -141,22 +141,25 @@ function offloadsFrom(flags: number): OffloadsAccepted {
   }
 }
 
-function ipLink(args: string[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    execFile('ip', ['link', 'set', ...args], (err, _stdout, stderr) => {
-      if (err) reject(Object.assign(new Error(`ip link set ${args.join(' ')}: ${String(stderr).trim() || err.message}`), { code: 'ECOMMAND' }))
-      else resolve()
-    })
+/** Runs `cmd args…`: undefined when it succeeded, else what went wrong (its stderr, or the spawn error). */
+function tool(cmd: string, args: readonly string[]): Promise<string | undefined> {
+  return new Promise(resolve => {
+    execFile(cmd, args, (err, _stdout, stderr) => resolve(err ? String(stderr).trim() || err.message : undefined))
   })
 }
 
-/** `tc qdisc replace dev <name> root noqueue`: 'noqueue', or why the kernel's qdisc stays (the TUN works either way). */
-function noqueue(name: string): Promise<string> {
-  return new Promise(resolve => {
-    execFile('tc', ['qdisc', 'replace', 'dev', name, 'root', 'noqueue'], (err, _stdout, stderr) => {
-      resolve(err ? `kernel default (tc qdisc replace dev ${name} root noqueue: ${String(stderr).trim() || err.message})` : 'noqueue')
-    })
-  })
+async function ipLink(args: string[]): Promise<void> {
+  const err = await tool('ip', ['link', 'set', ...args])
+  if (err !== undefined) throw Object.assign(new Error(`ip link set ${args.join(' ')}: ${err}`), { code: 'ECOMMAND' })
+}
+
+/**
+ * `tc qdisc replace dev <name> root noqueue` (the reason is on TunOptions.up): 'noqueue', or why the kernel's qdisc
+ * stays (the TUN works either way). The bench's C reference sets its TUN up with this too.
+ */
+export async function setNoqueue(name: string): Promise<string> {
+  const err = await tool('tc', ['qdisc', 'replace', 'dev', name, 'root', 'noqueue'])
+  return err === undefined ? 'noqueue' : `kernel default (tc qdisc replace dev ${name} root noqueue: ${err})`
 }
 
 function intOption(name: string, v: number | undefined, def: number, min: number, max: number): number {
@@ -439,7 +442,7 @@ export async function openTunQueues(opts: TunOptions): Promise<TunQueues> {
     // Without a vnet header the kernel must hand over finished packets, so offloads stay off (no call at all).
     const accepted = vnetHdr ? native.setOffload(first.fd, offloads ? WANTED_OFFLOADS : 0) : 0
     if (link.length > 0) await ipLink(['dev', name, ...link])
-    const qdisc = (opts.up ?? true) ? await noqueue(name) : 'kernel default (link not brought up here)'
+    const qdisc = (opts.up ?? true) ? await setNoqueue(name) : 'kernel default (link not brought up here)'
     const busyPollUs = intOption('busyPollUs', opts.busyPollUs, 0, 0, 1_000_000)
     return { name, vnetHdr, offloads: accepted, fds, sizes, io: opts.io ?? 'thread', busyPollUs, qdisc }
   } catch (e) {
