@@ -1023,6 +1023,18 @@ static void inline_fail(reader_t *r) { inline_dispatch(r, NULL, 0, 0); }
 // answer to what was just forwarded usually comes back within tens of µs, and catching it here saves the wakeup).
 // Returns to the event loop after INLINE_SLICE_NS at most, so timers and sockets keep their turn.
 #define INLINE_SLICE_NS 2000000u
+static void inline_poll_cb(uv_poll_t *h, int status, int events);
+
+// Back into the loop's epoll set after a spin (inline_poll_cb). uv_poll_start only queues the fd for the loop's next
+// poll; a failure (never seen: the fd is open) ends reading as a fatal read error would.
+static void inline_reattach(reader_t *r) {
+  int err = uv_poll_start(&r->poll, UV_READABLE, inline_poll_cb);
+  if (err != 0) {
+    r->fatal_errno = -err;
+    inline_fail(r);
+  }
+}
+
 static void inline_poll_cb(uv_poll_t *h, int status, int events) {
   reader_t *r = h->data;
   if (r->stopped) return;
@@ -1037,6 +1049,7 @@ static void inline_poll_cb(uv_poll_t *h, int status, int events) {
   }
   slab_t *s = &r->slabs[0];
   uint64_t start = now_ns(), last = start;
+  bool detached = false;
   for (;;) {
     uint32_t count = 0;
     size_t pos = 0;
@@ -1044,16 +1057,31 @@ static void inline_poll_cb(uv_poll_t *h, int status, int events) {
     int got = fill_slab(r, s, &count, &pos, &bytes);
     uint64_t now = now_ns();
     if (count > 0) {
-      if (!inline_dispatch(r, s, count, bytes)) return;
+      if (!inline_dispatch(r, s, count, bytes)) return;  // stopped: the handle is closing
       last = now = now_ns();
     }
     if (got == FILL_FATAL) {
       inline_fail(r);
       return;
     }
-    if (now - start > INLINE_SLICE_NS) return;
+    if (now - start > INLINE_SLICE_NS) {
+      if (detached) inline_reattach(r);
+      return;
+    }
     if (got == FILL_DRAINED) {
-      if (!may_spin(r, now) || now - last > r->spin_ns) return;
+      if (!may_spin(r, now) || now - last > r->spin_ns) {
+        if (detached) inline_reattach(r);
+        return;
+      }
+      if (!detached) {
+        // Spinning, the thread reads the fd itself, so the fd leaves the loop's epoll set until the spin ends: while
+        // an epoll watches a TUN, every packet queued to it runs the epoll's wakeup callback on the sender's CPU
+        // (sock_def_readable: 4.9 % of the client's CPU under in-path DNS load, bench/README). libuv's stop is an
+        // EPOLL_CTL_DEL; the start before returning is an ADD at the loop's next poll, which reports what came in
+        // between.
+        uv_poll_stop(&r->poll);
+        detached = true;
+      }
       r->spins += 1;
       // A spinning thread must not hold a CPU that a runnable task is waiting for: often the very process whose
       // packet we just wrote (woken onto this CPU), which would otherwise wait out the whole spin. With nothing
