@@ -155,6 +155,18 @@ export function notMeasured(r: BenchReport): string[] {
   return out
 }
 
+/** How the dataplane CPU rows counted a TUN forwarder (tundra's agent, cref), when the e2e section ran. */
+export function forwarderCpuNote(r: BenchReport): string {
+  const how = r.e2e?.forwarderCpu
+  if (how === undefined) return ''
+  const base =
+    ' Dataplane CPU is all softirq time; for tundra and cref plus their own CPU time outside softirq (the kernel charges ' +
+    "a softirq tick to the running task too, and much of the forwarding runs in the forwarder's own write(): bench/lib/softirq.ts)"
+  return how === 'perf'
+    ? `${base}, the softirq share sampled with perf.`
+    : `${base}; this run could not sample that share (${how}), so softirq in the forwarder's context is counted twice.`
+}
+
 /** bench/RESULTS.md for a report. */
 export function renderResults(r: BenchReport, o: ResultsOptions, chartNames: readonly string[], seconds?: number): string {
   const meta = r.meta
@@ -202,7 +214,8 @@ export function renderResults(r: BenchReport, o: ResultsOptions, chartNames: rea
         ? ' `cref` is the C reference (bench/tools/cref.c: the same TUN, offloads and routing, DNAT in a single-threaded C ' +
           'loop, no JavaScript); `vs cref` is tundra ÷ cref, or the µs tundra adds over it: the cost of Node and of ' +
           "tundra's design apart from the cost of the TUN itself (README.md: why cref trails the kernel)."
-        : ''),
+        : '') +
+      forwarderCpuNote(r),
     '',
     row(['metric', 'unit', 'tundra', ...kernels, ...(cref ? ['vs cref'] : []), 'ratio', 'target', 'met?']),
     row(['---', '---', '---:', ...kernels.map(() => '---:'), ...(cref ? ['---:'] : []), '---:', '---', '---']),

@@ -8,8 +8,11 @@
 //   conn          new HTTP/1.0 connections/s to nginx behind `web` (bench/tools/connect.ts, no keep-alive)
 //   direct        sockperf UDP to backend-1's pod IP: the routing-only baseline of the same lab
 //
-// Dataplane CPU: the tundra agent's utime+stime plus all softirq time; for kernel paths, softirq time (where the
-// kernel forwards and NATs). Both from /proc, so other load on the machine shows up as noise.
+// Dataplane CPU: for kernel paths, softirq time (where the kernel forwards and NATs); for a TUN forwarder (tundra's
+// agent, cref) all softirq time plus the forwarder's own utime+stime outside softirq: the kernel charges a softirq
+// tick to the running task as well, and much softirq runs in the forwarder's write() (lib/softirq.ts; the share is
+// sampled with perf, and without perf the whole utime+stime is added: an over-count, flagged in the JSON). From /proc,
+// so other load on the machine shows up as noise.
 import { join } from 'node:path'
 import { cpus } from 'node:os'
 import type { ChildProcess } from 'node:child_process'
@@ -20,6 +23,7 @@ import type { Contender } from '../lib/args'
 import { benchLabDown, benchLabUp, dropTopology, labCluster, newTopology } from '../lib/labs'
 import { errorSummary, progress } from '../lib/progress'
 import { median } from '../lib/stats'
+import { forwarderCores, sampleSoftirq } from '../lib/softirq'
 import {
   crefBinary,
   crefRules,
@@ -69,6 +73,11 @@ export interface E2eResult {
   readonly seconds: number
   /** sockperf's client ran with bench/tools/sockperf-nosleep.c preloaded (skips its 2 s sleep after warm-up) */
   readonly sockperfNoSleep?: boolean
+  /**
+   * How a TUN forwarder's CPU was counted: 'perf' (its softirq share sampled and counted once) or why not (then its
+   * whole utime+stime was added to all softirq: softirq in its context counted twice)
+   */
+  readonly forwarderCpu?: string
   readonly contenders: ContenderResult[]
 }
 
@@ -81,6 +90,10 @@ interface Env {
   readonly procs: Topology
   readonly sockperf: ChildProcess[]
   readonly agentPid?: number
+  /** where perf writes its sample of the forwarder (lib/softirq.ts) */
+  readonly perfFile: string
+  /** why the forwarder's softirq share was not sampled, the first time it was not (shared by every Env of the run) */
+  readonly cpuNote: { why?: string }
   /** LD_PRELOAD shim that skips sockperf's 2 s sleep after warm-up (undefined: plain sockperf) */
   readonly shim?: string
 }
@@ -95,7 +108,7 @@ function podNs(state: LabState, name: string): string {
   return p.ns
 }
 
-async function setUp(c: Contender, procs: Topology, workDir: string, shim: string | undefined): Promise<Env> {
+async function setUp(c: Contender, procs: Topology, workDir: string, shim: string | undefined, cpuNote: { why?: string }): Promise<Env> {
   const name = LAB_NAMES[c]
   const state = await benchLabUp({
     name,
@@ -122,7 +135,19 @@ async function setUp(c: Contender, procs: Topology, workDir: string, shim: strin
     await waitListening(b, 'tcp', 11112)
   }
   const agent = c === 'cref' ? { pid: await startCref(state, procs) } : state.processes.find(p => p.role === 'agent')
-  const env: Env = { contender: c, state, client, b1, b2, procs, sockperf, ...(agent ? { agentPid: agent.pid } : {}), ...(shim ? { shim } : {}) }
+  const env: Env = {
+    contender: c,
+    state,
+    client,
+    b1,
+    b2,
+    procs,
+    sockperf,
+    perfFile: join(workDir, `perf-${name}.data`),
+    cpuNote,
+    ...(agent ? { agentPid: agent.pid } : {}),
+    ...(shim ? { shim } : {}),
+  }
   // The service must answer before anything is measured.
   const probe = await connTest(env, 0.5)
   if (!(probe['connPerSec']! > 0)) throw new Error(`no connection through ${WEB_VIP}:80 worked`)
@@ -173,23 +198,48 @@ function cpuMark(env: Env): CpuMark {
   return { t: process.hrtime.bigint(), ticks: readCpuTicks(), agent: env.agentPid === undefined ? 0 : readPidTicks(env.agentPid) }
 }
 
-/** Cores the dataplane used between two marks: softirq (+ the agent's own CPU for tundra). */
-function dataplaneCores(a: CpuMark, b: CpuMark): number {
+/** Starts sampling the forwarder (tundra's agent, cref) for a test of `seconds`; nothing to sample for the kernel. */
+function sampleForwarder(env: Env, seconds: number): { done(): Promise<number | undefined> } {
+  if (env.agentPid === undefined) return { done: async () => undefined }
+  const s = sampleSoftirq(env.agentPid, seconds, env.perfFile)
+  return {
+    async done() {
+      const r = await s.done()
+      if (r.share === undefined && env.cpuNote.why === undefined) {
+        env.cpuNote.why = r.why ?? 'not sampled'
+        progress('e2e', `${env.contender}: softirq share of the forwarder not sampled (${env.cpuNote.why}): its CPU is over-counted`)
+      }
+      return r.share
+    },
+  }
+}
+
+/**
+ * Cores the dataplane used between two marks: softirq, plus for a TUN forwarder its own time outside softirq
+ * (`share`: the part of its time that was softirq, already in the softirq count).
+ */
+function dataplaneCores(a: CpuMark, b: CpuMark, share: number | undefined): number {
   const secs = Number(b.t - a.t) / 1e9
   const soft = (b.ticks.softirq - a.ticks.softirq) / USER_HZ
-  const agent = (b.agent - a.agent) / USER_HZ
-  return (soft + (Number.isFinite(agent) ? agent : 0)) / secs
+  return forwarderCores(soft, (b.agent - a.agent) / USER_HZ, share) / secs
 }
 
 // ---- the measurements ----
 
 async function tcpTest(env: Env, streams: number, seconds: number): Promise<Record<string, number>> {
   const a = cpuMark(env)
+  const sampler = sampleForwarder(env, seconds)
   const r = await nsRun(env.client, ['iperf', '-c', SOLO_VIP, '-p', '5001', '-t', String(seconds), '-P', String(streams), '-y', 'C'], (seconds + 20) * 1000)
   const b = cpuMark(env)
+  const share = await sampler.done()
   const gbps = parseIperfTcpCsv(r.stdout) / 1e9
-  const cores = dataplaneCores(a, b)
-  return { [`tcp${streams}Gbps`]: gbps, [`tcp${streams}Cores`]: cores, [`tcp${streams}CoresPerGbps`]: cores / gbps }
+  const cores = dataplaneCores(a, b, share)
+  return {
+    [`tcp${streams}Gbps`]: gbps,
+    [`tcp${streams}Cores`]: cores,
+    [`tcp${streams}CoresPerGbps`]: cores / gbps,
+    ...(share !== undefined ? { [`tcp${streams}ForwarderSoftirqShare`]: share } : {}),
+  }
 }
 
 async function udpTest(env: Env, seconds: number): Promise<Record<string, number>> {
@@ -202,8 +252,10 @@ async function udpTest(env: Env, seconds: number): Promise<Record<string, number
     await waitListening(env.b1, 'udp', 5001)
     const full0 = await rcvbufErrors(env.b1)
     const a = cpuMark(env)
+    const sampler = sampleForwarder(env, seconds)
     await nsRun(env.client, ['iperf', '-c', SOLO_VIP, '-p', '5001', '-u', '-l', '64', '-b', '10000M', '-t', String(seconds)], (seconds + 20) * 1000)
     const b = cpuMark(env)
+    const share = await sampler.done()
     const end = Date.now() + 5000
     while (parseIperfUdpServerCsv(out) === undefined && Date.now() < end) await new Promise(r => setTimeout(r, 100))
     const rep = parseIperfUdpServerCsv(out)
@@ -211,8 +263,9 @@ async function udpTest(env: Env, seconds: number): Promise<Record<string, number
     // Where the loss happened: datagrams the receiver's full socket buffer refused (the receiver, on a CPU it shares
     // with the sender and the dataplane, reads slower than they arrive) are not the dataplane's drops.
     const full = (await rcvbufErrors(env.b1)) - full0
-    const cores = dataplaneCores(a, b)
+    const cores = dataplaneCores(a, b, share)
     return {
+      ...(share !== undefined ? { udpForwarderSoftirqShare: share } : {}),
       udpRxPps: rep.rxPps,
       udpTxPps: rep.txPps,
       udpLossPct: rep.lossPct,
@@ -301,6 +354,7 @@ export async function runE2e(contenders: readonly Contender[], rounds: number, s
   const shim = sockperfNoSleep(repoRoot(), workDir)
   if (!shim) progress('e2e', 'no C compiler for bench/tools/sockperf-nosleep.c: sockperf runs as is (2 s longer per latency run)')
   const procs = newTopology('e2e')
+  const cpuNote: { why?: string } = {}
   try {
     // All labs come up at once (bring-up is mostly waiting for processes); measuring starts when all are up.
     progress('e2e', `bringing up ${results.map(r => `${r.contender} (${LAB_NAMES[r.contender]})`).join(', ')}`)
@@ -312,7 +366,7 @@ export async function runE2e(contenders: readonly Contender[], rounds: number, s
           return undefined
         }
         try {
-          const env = await setUp(c, procs, workDir, shim)
+          const env = await setUp(c, procs, workDir, shim, cpuNote)
           r.available = true
           progress('e2e', `${c} is up`)
           return env
@@ -350,7 +404,8 @@ export async function runE2e(contenders: readonly Contender[], rounds: number, s
     for (const r of results) await benchLabDown(LAB_NAMES[r.contender])
   }
   for (const r of results) for (const [k, v] of Object.entries(r.samples)) r.medians[k] = median(v)
-  return { rounds, seconds, sockperfNoSleep: shim !== undefined, contenders: results }
+  const forwarder = envs.some(e => e.agentPid !== undefined)
+  return { rounds, seconds, sockperfNoSleep: shim !== undefined, ...(forwarder ? { forwarderCpu: cpuNote.why ?? 'perf' } : {}), contenders: results }
 }
 
 function headline(metric: string, v: number | undefined): string {
