@@ -21,21 +21,7 @@ export interface LabStatus {
     readonly node: string
     readonly ready: boolean
   }[]
-  readonly services: readonly {
-    readonly namespace: string
-    readonly name: string
-    readonly type: string
-    readonly clusterIP: string
-    readonly clusterIPs?: readonly string[]
-    readonly externalIPs: readonly string[]
-    readonly ports: readonly {
-      readonly name: string
-      readonly port: number
-      readonly targetPort: number | string
-      readonly nodePort: number
-      readonly protocol: string
-    }[]
-  }[]
+  readonly services: readonly LabServiceState[]
   readonly endpointSlices: readonly LabSliceState[]
 }
 
