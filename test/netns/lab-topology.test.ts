@@ -1,0 +1,72 @@
+// Topology-aware routing on a running two-node tundra lab: a Service with `trafficDistribution: PreferSameNode` gets
+// node hints from the lab's EndpointSlice controller, and each node's agent then sends its clients' new connections
+// to the endpoint on the same node only; the same pods behind a Service without it are reached from either node.
+import t from 'tap'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { netnsSkip } from '../helpers/netns'
+import { labDown, labExec, labUp } from '../../src/lab/index'
+
+const skip = netnsSkip('curl', 'dnsmasq', 'unshare')
+const name = `tp${process.pid.toString(36)}`
+const dir = mkdtempSync(join(tmpdir(), 'tundra-lab-topology-'))
+t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+
+const pod = (podName: string, node: string, labels: string, image: string, port = ''): string => `apiVersion: v1
+kind: Pod
+metadata: {name: ${podName}, labels: {${labels}}}
+spec:
+  nodeName: ${node}
+  containers: [{name: c, image: ${image}${port}}]
+`
+const AGNHOST = 'registry.k8s.io/e2e-test-images/agnhost:2.47'
+const MANIFESTS = [
+  pod('web-1', 'node1', 'app: web', AGNHOST, ', ports: [{containerPort: 8080}]'),
+  pod('web-2', 'node2', 'app: web', AGNHOST, ', ports: [{containerPort: 8080}]'),
+  pod('client-1', 'node1', 'role: client', 'curlimages/curl'),
+  pod('client-2', 'node2', 'role: client', 'curlimages/curl'),
+  `apiVersion: v1
+kind: Service
+metadata: {name: near}
+spec:
+  selector: {app: web}
+  trafficDistribution: PreferSameNode
+  ports: [{port: 80, targetPort: 8080}]
+`,
+  `apiVersion: v1
+kind: Service
+metadata: {name: any}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+`,
+].join('---\n')
+
+/** The pod names `n` new connections from `client` to `service` reach (one curl each). */
+async function reached(client: string, service: string, n: number): Promise<string[]> {
+  const r = await labExec({
+    name,
+    target: { pod: client },
+    cmd: ['sh', '-c', `for i in $(seq ${n}); do curl -sS -m 2 http://${service}/hostname; echo; done`],
+    timeoutMs: 60_000,
+  })
+  return r.stdout.split('\n').filter(Boolean)
+}
+
+t.test('PreferSameNode: each node sends its clients to its own endpoint', { ...skip, timeout: 300_000 }, async t => {
+  t.teardown(() => labDown(name, { log: () => {} }))
+  const file = join(dir, 'topology.yaml')
+  writeFileSync(file, MANIFESTS)
+  await labUp({ files: [file], name, nodes: 2, dataplane: 'tundra', log: () => {}, readyTimeoutMs: 90_000 })
+
+  const fromNode1 = await reached('client-1', 'near', 16)
+  t.equal(fromNode1.length, 16, 'every connection answered')
+  t.same([...new Set(fromNode1)], ['web-1'], 'node1: only the endpoint on node1')
+  const fromNode2 = await reached('client-2', 'near', 16)
+  t.same([...new Set(fromNode2)], ['web-2'], 'node2: only the endpoint on node2')
+
+  // the same endpoints without hints: kube-proxy picks among all of them (24 connections; both answer)
+  const spread = await reached('client-1', 'any', 24)
+  t.same([...new Set(spread)].sort(), ['web-1', 'web-2'], 'no trafficDistribution: both endpoints')
+})
