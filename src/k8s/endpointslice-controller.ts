@@ -24,6 +24,7 @@ import {
   namespaceOf,
   type AddressType,
   type Endpoint,
+  type EndpointHints,
   type EndpointPort,
   type EndpointSlice,
   type LoadedObject,
@@ -77,6 +78,21 @@ function nodeZones(nodes: readonly Node[] | undefined): Map<string, string> {
     if (n.metadata?.name !== undefined && zone !== undefined && zone !== '') out.set(n.metadata.name, zone)
   }
   return out
+}
+
+/** spec.trafficDistribution values for which the controller hints endpoints (trafficdist's preferCloseHeuristic) */
+const CLOSE_DISTRIBUTIONS = new Set(['PreferClose', 'PreferSameZone', 'PreferSameNode'])
+
+/**
+ * The hints a ready endpoint gets: its own zone for PreferClose / PreferSameZone, its own node as well for
+ * PreferSameNode; none otherwise (kube-proxy then chooses among all endpoints).
+ */
+function trafficHints(distribution: string | undefined, ep: Endpoint): EndpointHints | undefined {
+  if (distribution === undefined || !CLOSE_DISTRIBUTIONS.has(distribution) || ep.conditions?.ready !== true) return undefined
+  const hints: EndpointHints = {}
+  if (ep.zone !== undefined) hints.forZones = [{ name: ep.zone }]
+  if (distribution === 'PreferSameNode' && ep.nodeName !== undefined) hints.forNodes = [{ name: ep.nodeName }]
+  return hints.forZones !== undefined || hints.forNodes !== undefined ? hints : undefined
 }
 
 interface Candidate {
@@ -138,6 +154,8 @@ export function endpointSlicesForService(svc: Service, pods: readonly Pod[], opt
         const zone = zones.get(nodeName)
         if (zone !== undefined) endpoint.zone = zone
       }
+      const hints = trafficHints(svc.spec?.trafficDistribution, endpoint)
+      if (hints !== undefined) endpoint.hints = hints
       const addressType = addressTypeOf(fam)
       const key = `${addressType}|${portsKey(ports)}`
       let g = groups.get(key)

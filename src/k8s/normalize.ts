@@ -19,6 +19,7 @@ import { canonicalCIDR, compareIP } from './ip'
 import { canonicalIp, ipFamily } from '../wire/addr'
 import {
   LABEL_HEADLESS,
+  LABEL_TOPOLOGY_ZONE,
   LABEL_SERVICE_NAME,
   LABEL_SERVICE_PROXY_NAME,
   namespaceOf,
@@ -87,6 +88,8 @@ interface MutableEndpoint {
   nodeName?: string
   hostname?: string
   zone?: string
+  zoneHints?: string[]
+  nodeHints?: string[]
   podName?: string
   ports: EndpointPort[]
 }
@@ -132,6 +135,10 @@ function mergeSlices(slices: readonly K8sEndpointSlice[]): Endpoint[] {
       if (ep.nodeName !== undefined && ep.nodeName !== '') next.nodeName = ep.nodeName
       if (ep.hostname !== undefined && ep.hostname !== '') next.hostname = ep.hostname
       if (ep.zone !== undefined && ep.zone !== '') next.zone = ep.zone
+      const zoneHints = hintNames(ep.hints?.forZones)
+      if (zoneHints.length > 0) next.zoneHints = zoneHints
+      const nodeHints = hintNames(ep.hints?.forNodes)
+      if (nodeHints.length > 0) next.nodeHints = nodeHints
       if (ep.targetRef?.kind === 'Pod' && ep.targetRef.name !== undefined && ep.targetRef.name !== '') next.podName = ep.targetRef.name
       const prev = byIP.get(ip)
       if (!prev) {
@@ -149,6 +156,13 @@ function mergeSlices(slices: readonly K8sEndpointSlice[]): Endpoint[] {
   return [...byIP.values()]
     .sort((a, b) => compareIP(a.ip, b.ip))
     .map(e => ({ ...e, ports: [...e.ports].sort((a, b) => byString(a.name, b.name) || byString(a.protocol, b.protocol)) }))
+}
+
+/** The names of hints.forZones / forNodes (entries without a name are no hint). */
+function hintNames(hints: readonly { name?: string }[] | undefined | null): string[] {
+  const out: string[] = []
+  for (const h of hints ?? []) if (typeof h?.name === 'string' && h.name !== '' && !out.includes(h.name)) out.push(h.name)
+  return out
 }
 
 function problem(l: LoadedObject, field: string, reason: string): Problem {
@@ -369,7 +383,13 @@ export function normalize(input: readonly LoadedObject[], opts: NormalizeOptions
           : n.spec?.podCIDR !== undefined && n.spec.podCIDR !== ''
             ? [n.spec.podCIDR]
             : []
-      return { name: n.metadata?.name ?? '', addresses: [...new Set(addresses)], podCIDRs: cidrs.map(c => canonicalCIDR(c) as string) }
+      const zone = n.metadata?.labels?.[LABEL_TOPOLOGY_ZONE]
+      return {
+        name: n.metadata?.name ?? '',
+        addresses: [...new Set(addresses)],
+        podCIDRs: cidrs.map(c => canonicalCIDR(c) as string),
+        ...(zone !== undefined && zone !== '' ? { zone } : {}),
+      }
     })
     .sort((a, b) => byString(a.name, b.name))
 

@@ -144,6 +144,8 @@ export interface ServiceSpec {
   loadBalancerSourceRanges?: string[]
   loadBalancerClass?: string
   allocateLoadBalancerNodePorts?: boolean
+  /** PreferClose | PreferSameZone | PreferSameNode: the EndpointSlice controller hints endpoints for their zone/node */
+  trafficDistribution?: string
 }
 
 export interface LoadBalancerIngressStatus {

@@ -219,6 +219,9 @@ interface ServiceSpec {
   readonly npMax: number
 }
 
+/** spec.trafficDistribution values the API server accepts (PreferSameZone and PreferSameNode since 1.33) */
+const TRAFFIC_DISTRIBUTIONS = ['PreferClose', 'PreferSameZone', 'PreferSameNode']
+
 /** The Service checks in the API server's order: each step reports its own fields. */
 function validateService(c: Check, svc: Service, opts: ValidateOptions): void {
   c.meta(svc.metadata, dns1035LabelError, true)
@@ -234,6 +237,7 @@ function validateService(c: Check, svc: Service, opts: ValidateOptions): void {
   checkServicePorts(c, s)
   checkSessionAffinity(c, spec)
   checkExternalAccess(c, s)
+  c.oneOf(spec['trafficDistribution'], 'spec.trafficDistribution', TRAFFIC_DISTRIBUTIONS)
   checkLoadBalancerStatus(c, svc.status?.loadBalancer)
 }
 

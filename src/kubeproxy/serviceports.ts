@@ -4,7 +4,7 @@ import type { Cluster, Endpoint, Family, Protocol, Service, ServicePort } from '
 import { canonicalCIDR, cidrContains, parseCIDR, parseIP } from '../k8s/ip'
 import { endpointString, servicePortName } from '../model/names'
 import { lowerProtocol } from './names'
-import { epCond, usableEndpoints } from '../model/categorize'
+import { epCond, hintBits, nodeZone, usableEndpoints } from '../model/categorize'
 import { localhostNodePorts, nodePortIPs as nodePortIPsOf, type ProxyMode } from '../model/nodeports'
 
 /** Options that mirror kube-proxy flags. */
@@ -34,6 +34,8 @@ export interface ProxyEndpoint {
   readonly serving: boolean
   readonly terminating: boolean
   readonly local: boolean
+  /** its topology hints as they apply to this node (model/categorize.ts hintBits) */
+  readonly hints: number
 }
 
 export interface ProxyServicePort {
@@ -119,7 +121,7 @@ function isExternallyAccessibleService(svc: Service): boolean {
 }
 
 /** The endpoints of one service port: endpoint port with the same name and protocol, of the given family. */
-function endpointsFor(svc: Service, sp: ServicePort, family: Family, nodeName: string | undefined): ProxyEndpoint[] {
+function endpointsFor(svc: Service, sp: ServicePort, family: Family, nodeName: string | undefined, zone: string): ProxyEndpoint[] {
   const out = new Map<string, ProxyEndpoint>()
   for (const ep of svc.endpoints as readonly Endpoint[]) {
     if (ep.family !== family) continue
@@ -134,6 +136,7 @@ function endpointsFor(svc: Service, sp: ServicePort, family: Family, nodeName: s
       serving: ep.serving,
       terminating: ep.terminating,
       local: nodeName !== undefined && nodeName !== '' && ep.nodeName === nodeName,
+      hints: hintBits(ep.zoneHints, ep.nodeHints, zone, nodeName ?? ''),
     }
     const prev = out.get(str)
     if (!prev || (prev.terminating && !e.terminating)) out.set(str, e)
@@ -144,6 +147,7 @@ function endpointsFor(svc: Service, sp: ServicePort, family: Family, nodeName: s
 /** All service ports of one family that kube-proxy would program, sorted by service port name then protocol. */
 export function proxyServicePorts(cluster: Cluster, family: Family, opts: ProxyOptions = {}): ProxyServicePort[] {
   const out: ProxyServicePort[] = []
+  const zone = nodeZone(cluster, opts.nodeName ?? '')
   for (const svc of cluster.services) {
     // proxyutil.ShouldSkipService: headless and ExternalName services are not proxied
     if (svc.headless || svc.type === 'ExternalName') continue
@@ -161,12 +165,12 @@ export function proxyServicePorts(cluster: Cluster, family: Family, opts: ProxyO
       const externallyAccessible = sp.nodePort !== 0 || loadBalancerVIPs.length > 0 || externalIPs.length > 0
       const usesClusterEndpoints = !internalPolicyLocal || (externallyAccessible && !externalPolicyLocal)
       const usesLocalEndpoints = internalPolicyLocal || (externallyAccessible && externalPolicyLocal)
-      const endpoints = endpointsFor(svc, sp, family, opts.nodeName)
+      const endpoints = endpointsFor(svc, sp, family, opts.nodeName, zone)
 
-      // CategorizeEndpoints (model/categorize.ts; no topology hints in the model, so topology never narrows the set)
+      // CategorizeEndpoints (model/categorize.ts)
       const cond = (j: number): number => {
         const e = endpoints[j]!
-        return epCond(e.ready, e.serving, e.terminating, e.local)
+        return epCond(e.ready, e.serving, e.terminating, e.local, e.hints)
       }
       const sel: number[] = []
       const chosen = (localOnly: boolean): ProxyEndpoint[] => {

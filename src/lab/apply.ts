@@ -143,6 +143,7 @@ export function openLab(name?: string, opts: OpenOptions = {}): LabSession {
     podCIDR: n.podCIDR,
     ...(n.podCIDR6 === undefined ? {} : { podCIDR6: n.podCIDR6 }),
     bridgePort: `p-${n.name}`,
+    ...(n.labels === undefined ? {} : { labels: n.labels }),
   }))
   const s: LabSession = {
     state,
@@ -449,7 +450,9 @@ export function planApply(s: LabSession, objects: readonly LoadedObject[]): LabC
   for (const l of checked.objects) {
     const o = l.object
     if (o.kind === 'Node') {
-      d.change.warnings.push(`${l.file === undefined ? '' : `${l.file}: `}${objectRef(o)}: ignored, the lab makes its own nodes`)
+      d.change.warnings.push(
+        `${l.file === undefined ? '' : `${l.file}: `}${objectRef(o)}: ignored, the lab makes its own nodes (their labels are read at lab up)`,
+      )
       continue
     }
     const key = objectKey(o)

@@ -82,14 +82,13 @@ export function compileLab(opts: CompileOptions): LabPlan {
   checked.warnings.forEach(warn)
   const problems: Problem[] = [...checked.problems]
 
-  // The lab makes its own nodes; Node objects in the input would describe machines that do not exist.
+  // The lab makes its own nodes (--nodes); a Node object in the input lends its labels to the lab node of its name
+  // (a zone for topology-aware routing, say), nothing else: it would describe a machine that does not exist.
   const input: LoadedObject[] = []
+  const nodeInputs: LoadedObject<Node>[] = []
   for (const l of checked.objects) {
-    if (l.object.kind === 'Node') {
-      warn(`${l.file === undefined ? '' : `${l.file}: `}${objectRef(l.object)}: ignored, the lab makes its own nodes (--nodes)`)
-      continue
-    }
-    input.push(l)
+    if (l.object.kind === 'Node') nodeInputs.push(l as LoadedObject<Node>)
+    else input.push(l)
   }
 
   const wanted = new Map<string, WantIP>()
@@ -109,7 +108,7 @@ export function compileLab(opts: CompileOptions): LabPlan {
     throw new LabError(`--nodes must be 1-${LAB.maxNodes}, not ${opts.nodes}`)
   }
   const dualStack = objects.some(l => l.object.kind === 'Service' && wantsIPv6(l.object))
-  const nodes = planNodes(opts.name, opts.nodes, { dualStack })
+  const nodes = withNodeLabels(planNodes(opts.name, opts.nodes, { dualStack }), nodeInputs, warn)
   if (dualStack && opts.nodes > 1) warn(`IPv6 reaches only pods on the same node: tundra carries IPv4 between nodes (VXLAN), not IPv6`)
   const placed = placePods(opts.name, nodes, podInputs)
   problems.push(...placed.problems)
@@ -282,12 +281,32 @@ export function podInputsOf(objects: readonly LoadedObject[], wanted: ReadonlyMa
   return { inputs, problems }
 }
 
-/** The Node object the agents read for a lab node. */
+/**
+ * The lab nodes with the labels of the input's Node objects of their names; a Node naming no lab node, and every
+ * field of a Node but its labels, is ignored with a warning.
+ */
+function withNodeLabels(nodes: PlannedNode[], inputs: readonly LoadedObject<Node>[], warn: (w: string) => void): PlannedNode[] {
+  const labels = new Map<string, Record<string, string>>()
+  for (const l of inputs) {
+    const at = `${l.file === undefined ? '' : `${l.file}: `}${objectRef(l.object)}`
+    const name = l.object.metadata?.name ?? ''
+    if (!nodes.some(n => n.name === name)) {
+      warn(`${at}: ignored, the lab makes its own nodes (--nodes: ${nodes.map(n => n.name).join(', ')})`)
+      continue
+    }
+    const other = (['spec', 'status'] as const).filter(k => l.object[k] !== undefined)
+    if (other.length > 0) warn(`${at}: ${other.join(' and ')} ignored, the lab makes its own nodes (only metadata.labels are taken)`)
+    labels.set(name, { ...(labels.get(name) ?? {}), ...(l.object.metadata?.labels ?? {}) })
+  }
+  return nodes.map(n => (labels.has(n.name) ? { ...n, labels: labels.get(n.name)! } : n))
+}
+
+/** The Node object the agents read for a lab node: its own labels, then those the manifests gave it. */
 export function nodeObject(n: PlannedNode): Node {
   return {
     apiVersion: 'v1',
     kind: 'Node',
-    metadata: { name: n.name, labels: { 'kubernetes.io/hostname': n.name, 'kubernetes.io/os': 'linux' } },
+    metadata: { name: n.name, labels: { ...(n.labels ?? {}), 'kubernetes.io/hostname': n.name, 'kubernetes.io/os': 'linux' } },
     spec: { podCIDR: n.podCIDR, podCIDRs: n.podCIDR6 === undefined ? [n.podCIDR] : [n.podCIDR, n.podCIDR6] },
     status: {
       addresses: [

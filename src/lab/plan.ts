@@ -90,6 +90,8 @@ export interface PlannedNode {
   readonly podCIDR6?: string
   /** this node's port on the lab bridge, in the net namespace */
   readonly bridgePort: string
+  /** labels from a Node object of this name in the lab's manifests (e.g. topology.kubernetes.io/zone) */
+  readonly labels?: Readonly<Record<string, string>>
 }
 
 export function planNodes(lab: string, count: number, opts: { dualStack?: boolean } = {}): PlannedNode[] {

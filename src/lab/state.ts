@@ -31,6 +31,8 @@ export interface LabNodeState {
   readonly podCIDR: string
   /** dual-stack labs: the node's IPv6 pod block */
   readonly podCIDR6?: string
+  /** labels the manifests gave this node (a Node object of its name) */
+  readonly labels?: Readonly<Record<string, string>>
   readonly agentConfig?: string
   readonly control?: string
 }

@@ -34,6 +34,9 @@ export interface Endpoint {
   readonly nodeName?: string
   readonly hostname?: string
   readonly zone?: string
+  /** EndpointSlice hints.forZones / hints.forNodes names (model/categorize.ts: topology) */
+  readonly zoneHints?: readonly string[]
+  readonly nodeHints?: readonly string[]
   /** pod name from targetRef, when it is a Pod */
   readonly podName?: string
   /** ports of the slice this endpoint came from */
@@ -74,6 +77,8 @@ export interface Node {
   readonly name: string
   readonly addresses: readonly string[]
   readonly podCIDRs: readonly string[]
+  /** its topology.kubernetes.io/zone label */
+  readonly zone?: string
 }
 
 export interface Pod {

@@ -20,7 +20,7 @@ import { ipFamily, parseIpWords } from '../wire/addr'
 import { ChunkedMap, U32Map } from './hash'
 import { parseIpv4 } from '../wire/ipv4'
 import { servicePortName } from '../model/names'
-import { epCond, usableEndpoints } from '../model/categorize'
+import { epCond, hintBits, nodeZone, usableEndpoints } from '../model/categorize'
 import { MAGLEV_DEFAULT_SIZE, isPrime, maglevTable } from './maglev'
 import { SCHEDULER_LABEL, SCHED_NAMES, Sched, schedulerId } from './sched'
 import type { SchedValue, SchedulerName } from './sched'
@@ -190,6 +190,9 @@ export interface NatTable {
   /** free ids, ascending */
   readonly freeIds: readonly number[]
   readonly nextUid: number
+  /** this node's zone when the table was compiled (its Node's topology.kubernetes.io/zone label; '' unknown):
+   * topology hints are matched against it, and updateNat keeps it (a Node change is a full compile) */
+  readonly nodeZone: string
   /** updateNat: the only service port ids that differ from generation `from` (lets the engine's swap skip the rest) */
   readonly delta?: NatDelta
 }
@@ -235,6 +238,8 @@ export function resolveNatConfig(c: NatConfig): ResolvedNatConfig {
 /** @internal (update.ts) */
 export interface Ctx {
   readonly config: ResolvedNatConfig
+  /** this node's zone ('' unknown), for topology hints */
+  readonly zone: string
   readonly v4: FamilyTable
   readonly v6: FamilyTable
   readonly svcPorts: (SvcPort | undefined)[]
@@ -338,11 +343,13 @@ export function cloneFamilyTable(t: FamilyTable): FamilyTable {
 
 // Endpoint candidates of the service port being compiled live in scratch arrays, not objects (a 20 000-service
 // compile has 200 000 of them): entry i is address words addr[4i..4i+3], port[i], flags[i] (EP_LOCAL |
-// EP_TERMINATING), bits[i] (READY | SERVING). `order` lists them sorted and de-duplicated; a selection (`usable`) is
+// EP_TERMINATING), bits[i] (READY | SERVING | the topology hint bits of model/categorize.ts hintBits). `order` lists them sorted and de-duplicated; a selection (`usable`) is
 // a list of entry indexes. Each compile (compileNat, updateNat) owns one Scratch through its Ctx, so compiles share no
 // state and may run side by side.
 const READY = 1
 const SERVING = 2
+/** hintBits' bits, kept in bits[i] beside READY and SERVING */
+const HINTS = ~(READY | SERVING) & 0xff
 
 /** @internal (update.ts) The arrays one compile reuses across its service ports. */
 export class Scratch {
@@ -388,7 +395,7 @@ export class Scratch {
     const i = this.order[j]!
     const b = this.bits[i]!
     const f = this.flags[i]!
-    return epCond((b & READY) !== 0, (b & SERVING) !== 0, (f & EP_TERMINATING) !== 0, (f & EP_LOCAL) !== 0)
+    return epCond((b & READY) !== 0, (b & SERVING) !== 0, (f & EP_TERMINATING) !== 0, (f & EP_LOCAL) !== 0, b & HINTS)
   }
 
   /**
@@ -570,6 +577,7 @@ function candidates(ctx: Ctx, svc: Service, sp: ServicePort, family: Family, pro
   sc.reserve(svc.endpoints.length)
   const { addr: cAddr, port: cPort, flags: cFlags, bits: cBits, order, words: W, compare } = sc
   const nodeName = ctx.config.nodeName
+  const zone = ctx.zone
   let n = 0
   for (const ep of svc.endpoints) {
     if (ep.family !== family) continue
@@ -599,7 +607,7 @@ function candidates(ctx: Ctx, svc: Service, sp: ServicePort, family: Family, pro
     const local = ep.nodeName !== undefined && ep.nodeName === nodeName
     cPort[n] = port
     cFlags[n] = (local ? EP_LOCAL : 0) | (ep.terminating ? EP_TERMINATING : 0)
-    cBits[n] = (ep.ready ? READY : 0) | (ep.serving ? SERVING : 0)
+    cBits[n] = (ep.ready ? READY : 0) | (ep.serving ? SERVING : 0) | hintBits(ep.zoneHints, ep.nodeHints, zone, nodeName)
     order[n] = n
     n++
   }
@@ -862,6 +870,7 @@ export function finish(ctx: Ctx, generation: number, services: ChunkedMap<Compil
     problems: Object.freeze(ctx.problems),
     freeIds: Object.freeze([...ctx.free]),
     nextUid: ctx.nextUid,
+    nodeZone: ctx.zone,
   })
 }
 
@@ -882,6 +891,7 @@ export function compileNat(cluster: Cluster, config: NatConfig | ResolvedNatConf
   if (prev !== undefined) for (const sp of prev.svcPorts) if (sp !== undefined) prevIndex.set(sp.key, sp)
   const ctx: Ctx = {
     config: rc,
+    zone: nodeZone(cluster, rc.nodeName),
     v4: newFamilyTable(4, rc, bad, nPorts + (nPorts >> 1)),
     v6: newFamilyTable(6, rc, () => undefined, 8),
     svcPorts: [],

@@ -16,8 +16,8 @@ export interface ServiceRef {
 
 /**
  * Recompiles only `changed` services (added or modified) and removes `deleted` ones, sharing everything else with
- * `table`, which stays untouched. Node addresses, CIDRs and options come from `table.config`: change those with a
- * full compileNat. Frontend conflicts are settled in update order here (compileNat settles them by name).
+ * `table`, which stays untouched. Node addresses, CIDRs and options come from `table.config`, the node's zone from
+ * `table.nodeZone`: change those with a full compileNat. Frontend conflicts are settled in update order here (compileNat settles them by name).
  */
 export function updateNat(table: NatTable, changed: readonly Service[], deleted: readonly ServiceRef[] = []): NatTable {
   const touched = new Set<string>()
@@ -50,6 +50,7 @@ export function updateNat(table: NatTable, changed: readonly Service[], deleted:
   const problems = table.problems.filter(p => !touched.has(p.object.replace(/^Service /, '')))
   const ctx: Ctx = {
     config: table.config,
+    zone: table.nodeZone,
     v4,
     v6,
     svcPorts,

@@ -224,3 +224,59 @@ t.test('single-stack manifests stay single-stack', async t => {
   t.equal(cfg.clusterCIDR6, undefined)
   t.equal(cfg.serviceCIDR6, undefined)
 })
+
+t.test("a Node object lends its labels to the lab node of its name: zones reach the slices and the agents' nodes", async t => {
+  const file = scratch(
+    t,
+    `apiVersion: v1
+kind: Node
+metadata: {name: node2, labels: {topology.kubernetes.io/zone: zone-b}}
+spec: {podCIDR: 10.9.0.0/24}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node7, labels: {topology.kubernetes.io/zone: zone-z}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: a, labels: {app: web}}
+spec: {nodeName: node1, containers: [{name: c, image: nginx, ports: [{containerPort: 80}]}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: b, labels: {app: web}}
+spec: {nodeName: node2, containers: [{name: c, image: nginx, ports: [{containerPort: 80}]}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {selector: {app: web}, trafficDistribution: PreferClose, ports: [{port: 80}]}
+`,
+  )
+  const plan = compileLab({ name: 'zones', files: [file], nodes: 2, dataplane: 'none' })
+  t.same(plan.nodes[1]!.labels, { 'topology.kubernetes.io/zone': 'zone-b' })
+  t.equal(plan.nodes[0]!.labels, undefined)
+  const node2 = plan.manifests.find((o): o is Node => o.kind === 'Node' && o.metadata?.name === 'node2')!
+  t.same(node2.metadata?.labels, { 'topology.kubernetes.io/zone': 'zone-b', 'kubernetes.io/hostname': 'node2', 'kubernetes.io/os': 'linux' })
+  t.equal(node2.spec?.podCIDR, plan.nodes[1]!.podCIDR, 'the lab keeps its own pod block')
+  t.same(
+    plan.cluster.nodes.map(n => [n.name, n.zone ?? null]),
+    [
+      ['node1', null],
+      ['node2', 'zone-b'],
+    ],
+  )
+  const slice = plan.manifests.find((o): o is EndpointSlice => o.kind === 'EndpointSlice')!
+  t.same(
+    (slice.endpoints ?? []).map(e => [e.nodeName, e.zone ?? null, e.hints ?? null]),
+    [
+      ['node1', null, null],
+      ['node2', 'zone-b', { forZones: [{ name: 'zone-b' }] }],
+    ],
+    'the pod on node2 gets its zone and, for PreferClose, a hint for it',
+  )
+  t.match(plan.warnings, [
+    /Node node2: spec ignored, the lab makes its own nodes \(only metadata.labels are taken\)/,
+    /Node node7: ignored, the lab makes its own nodes \(--nodes: node1, node2\)/,
+  ])
+})

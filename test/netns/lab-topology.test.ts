@@ -1,6 +1,7 @@
-// Topology-aware routing on a running two-node tundra lab: a Service with `trafficDistribution: PreferSameNode` gets
-// node hints from the lab's EndpointSlice controller, and each node's agent then sends its clients' new connections
-// to the endpoint on the same node only; the same pods behind a Service without it are reached from either node.
+// Topology-aware routing on a running two-node tundra lab whose nodes are in two zones (Node objects in the
+// manifests lend their labels): Services with `trafficDistribution: PreferSameNode` or `PreferClose` get node or zone
+// hints from the lab's EndpointSlice controller, and each node's agent then sends its clients' new connections to
+// the endpoint on its node / in its zone only; the same pods behind a Service without it are reached from either node.
 import t from 'tap'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -21,7 +22,13 @@ spec:
   containers: [{name: c, image: ${image}${port}}]
 `
 const AGNHOST = 'registry.k8s.io/e2e-test-images/agnhost:2.47'
+const node = (nodeName: string, zone: string): string => `apiVersion: v1
+kind: Node
+metadata: {name: ${nodeName}, labels: {topology.kubernetes.io/zone: ${zone}}}
+`
 const MANIFESTS = [
+  node('node1', 'zone-a'),
+  node('node2', 'zone-b'),
   pod('web-1', 'node1', 'app: web', AGNHOST, ', ports: [{containerPort: 8080}]'),
   pod('web-2', 'node2', 'app: web', AGNHOST, ', ports: [{containerPort: 8080}]'),
   pod('client-1', 'node1', 'role: client', 'curlimages/curl'),
@@ -32,6 +39,14 @@ metadata: {name: near}
 spec:
   selector: {app: web}
   trafficDistribution: PreferSameNode
+  ports: [{port: 80, targetPort: 8080}]
+`,
+  `apiVersion: v1
+kind: Service
+metadata: {name: close}
+spec:
+  selector: {app: web}
+  trafficDistribution: PreferClose
   ports: [{port: 80, targetPort: 8080}]
 `,
   `apiVersion: v1
@@ -54,7 +69,7 @@ async function reached(client: string, service: string, n: number): Promise<stri
   return r.stdout.split('\n').filter(Boolean)
 }
 
-t.test('PreferSameNode: each node sends its clients to its own endpoint', { ...skip, timeout: 300_000 }, async t => {
+t.test('PreferSameNode and PreferClose: each node sends its clients to its own endpoint / zone', { ...skip, timeout: 300_000 }, async t => {
   t.teardown(() => labDown(name, { log: () => {} }))
   const file = join(dir, 'topology.yaml')
   writeFileSync(file, MANIFESTS)
@@ -65,6 +80,8 @@ t.test('PreferSameNode: each node sends its clients to its own endpoint', { ...s
   t.same([...new Set(fromNode1)], ['web-1'], 'node1: only the endpoint on node1')
   const fromNode2 = await reached('client-2', 'near', 16)
   t.same([...new Set(fromNode2)], ['web-2'], 'node2: only the endpoint on node2')
+  t.same([...new Set(await reached('client-1', 'close', 16))], ['web-1'], 'PreferClose, zone-a: only the endpoint in zone-a')
+  t.same([...new Set(await reached('client-2', 'close', 16))], ['web-2'], 'PreferClose, zone-b: only the endpoint in zone-b')
 
   // the same endpoints without hints: kube-proxy picks among all of them (24 connections; both answer)
   const spread = await reached('client-1', 'any', 24)
