@@ -161,6 +161,7 @@ export function tableJson(table: NatTable): unknown {
       ...(sp.sourceRanges.length > 0 ? { loadBalancerSourceRanges: cidrListToStrings(sp.sourceRanges, sp.family) } : {}),
       endpoints: {
         cluster: withChain(sp.cluster),
+        ...(sp.topology !== '' ? { topology: sp.topology } : {}),
         ...(sp.internalPolicy === 'Local' || sp.externalPolicy === 'Local' ? { local: withChain(sp.local) } : {}),
         servingNotUsed: endpointNames(sp.serving)
           .filter(n => !used.has(n))

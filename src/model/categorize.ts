@@ -43,6 +43,15 @@ export function nodeZone(cluster: Cluster, nodeName: string): string {
   return ''
 }
 
+/** How hints narrow a port's cluster-wide choice: kube-proxy's topology modes ('' none). */
+export type TopologyMode = '' | 'PreferSameNode' | 'PreferSameZone'
+
+/** topologyModeFromHints over positions 0..n-1, by their condition bits (as usableEndpoints applies it). */
+export function topologyMode(n: number, cond: (j: number) => number): TopologyMode {
+  const bit = topologyBit(n, cond)
+  return bit === EpCond.FOR_NODE ? 'PreferSameNode' : bit === EpCond.FOR_ZONE ? 'PreferSameZone' : ''
+}
+
 /**
  * topologyModeFromHints over positions 0..n-1: the hint bit every chosen ready endpoint must carry (FOR_NODE,
  * FOR_ZONE), or 0 when topology does not narrow the choice.

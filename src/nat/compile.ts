@@ -20,7 +20,7 @@ import { ipFamily, parseIpWords } from '../wire/addr'
 import { ChunkedMap, U32Map } from './hash'
 import { parseIpv4 } from '../wire/ipv4'
 import { servicePortName } from '../model/names'
-import { epCond, hintBits, nodeZone, usableEndpoints } from '../model/categorize'
+import { epCond, hintBits, nodeZone, topologyMode, usableEndpoints, type TopologyMode } from '../model/categorize'
 import { MAGLEV_DEFAULT_SIZE, isPrime, maglevTable } from './maglev'
 import { SCHEDULER_LABEL, SCHED_NAMES, Sched, schedulerId } from './sched'
 import type { SchedValue, SchedulerName } from './sched'
@@ -125,8 +125,10 @@ export interface SvcPort {
   readonly scheduler?: SchedValue
   readonly internalPolicy: TrafficPolicy
   readonly externalPolicy: TrafficPolicy
-  /** usable endpoints anywhere: ready, or serving+terminating when none is ready */
+  /** usable endpoints anywhere: ready (narrowed by topology hints), or serving+terminating when none is ready */
   readonly cluster: EndpointSet
+  /** how topology hints narrowed `cluster` ('' not at all): to this node's endpoints, or to its zone's */
+  readonly topology: TopologyMode
   /** usable endpoints on this node, with the same fallback (empty unless a traffic policy is Local) */
   readonly local: EndpointSet
   /** what ClusterIP traffic uses (internalTrafficPolicy) */
@@ -791,6 +793,7 @@ function compilePort(
     internalPolicy: svc.internalTrafficPolicy,
     externalPolicy: svc.externalTrafficPolicy,
     cluster,
+    topology: topologyMode(n, sc.cond),
     local,
     internal: svc.internalTrafficPolicy === 'Local' ? local : cluster,
     external: svc.externalTrafficPolicy === 'Local' ? local : cluster,

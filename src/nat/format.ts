@@ -1,6 +1,7 @@
 // formatNatTable: the NAT table as order-normalised text, for golden tests and `tundra dump`.
 
 import type { Family } from '../model/cluster'
+import type { TopologyMode } from '../model/categorize'
 import type { NatTable } from './compile'
 import { cmp, protoPort } from './compile'
 import { addrWords, cidrListToStrings, wordsToString } from './addr'
@@ -24,6 +25,11 @@ function setLine(set: EndpointSet): string {
     parts.push(tags.length > 0 ? `${names[i]!} (${tags.join(', ')})` : names[i]!)
   }
   return parts.join(', ')
+}
+
+/** Why the cluster endpoints are fewer than the serving ones, when topology hints narrowed them. */
+function topologyNote(mode: TopologyMode, zone: string): string {
+  return mode === 'PreferSameNode' ? ' (topology: this node)' : mode === 'PreferSameZone' ? ` (topology: zone ${zone})` : ''
 }
 
 /**
@@ -88,7 +94,7 @@ export function formatNatTable(table: NatTable): string {
       for (const ip of sp.proxyModeIPs) fes.push(`    skipped LoadBalancer ${fmt(ip, sp.port)} (ipMode Proxy)`)
       out.push(...fes)
       if (sp.sourceRanges.length > 0) out.push(`    sourceRanges ${cidrListToStrings(sp.sourceRanges, sp.family).join(', ')}`)
-      out.push(`    cluster endpoints: ${setLine(sp.cluster)}`)
+      out.push(`    cluster endpoints: ${setLine(sp.cluster)}${topologyNote(sp.topology, table.nodeZone)}`)
       if (sp.internalPolicy === 'Local' || sp.externalPolicy === 'Local') out.push(`    local endpoints: ${setLine(sp.local)}`)
       const used = new Set(endpointNames(sp.cluster))
       const extra = endpointNames(sp.serving).filter(n => !used.has(n))

@@ -7,6 +7,8 @@ import type { Cluster, Endpoint, Node, Service } from '../../src/model/cluster'
 import { compileNat } from '../../src/nat/compile'
 import { updateNat } from '../../src/nat/update'
 import { endpointNames } from '../../src/nat/endpoints'
+import { formatNatTable } from '../../src/nat/format'
+import { tableJson } from '../../src/inspect/dump'
 import { proxyServicePorts } from '../../src/kubeproxy/serviceports'
 import { renderIptablesSave } from '../../src/kubeproxy/iptables'
 import { parseManifests } from '../../src/k8s/load'
@@ -46,6 +48,14 @@ t.test('zone hints: the cluster-wide choice keeps the endpoints hinted for this 
   const eps = [hinted('10.100.1.5', [ZONE]), hinted('10.100.2.5', ['zone-b']), hinted('10.100.3.5', [ZONE, 'zone-c'])]
   same(tt, cl([web(eps)]), ['10.100.1.5:80', '10.100.3.5:80'], 'only zone-a hinted endpoints')
   same(tt, cl([web(eps)], [{ ...nodeA, zone: 'zone-b' }]), ['10.100.2.5:80'], 'a node in zone-b')
+  // what a user reading `tundra dump` sees: the mode, and the endpoints left out as serving but not used
+  const table = compileNat(cl([web(eps)]), BASE_CONFIG)
+  tt.equal(table.svcPorts.find(s => s?.name === 'web')!.topology, 'PreferSameZone')
+  const text = formatNatTable(table)
+  tt.match(text, 'cluster endpoints: 10.100.1.5:80, 10.100.3.5:80 (topology: zone zone-a)')
+  tt.match(text, 'serving, not used for new connections: 10.100.2.5:80')
+  tt.match(tableJson(table), { services: [{ ports: [{ endpoints: { topology: 'PreferSameZone', servingNotUsed: ['10.100.2.5:80'] } }] }] }, 'dump -o json')
+  tt.equal(compileNat(cl([web([hinted('10.100.1.5', undefined)])]), BASE_CONFIG).svcPorts.find(s => s?.name === 'web')!.topology, '')
 })
 
 t.test('zone hints are ignored unless every ready endpoint has one and one is for this zone', async tt => {
@@ -76,6 +86,7 @@ t.test('node hints (PreferSameNode) win over zone hints when one is for this nod
   same(tt, cl([web(eps)]), ['10.100.1.5:80'], 'the endpoint on this node only')
   const elsewhere = [hinted('10.100.1.6', [ZONE], ['node-b']), hinted('10.100.2.5', ['zone-b'], ['node-c'])]
   same(tt, cl([web(elsewhere)]), ['10.100.1.6:80'], 'no endpoint for this node: the zone hints decide')
+  tt.match(formatNatTable(compileNat(cl([web(eps)]), BASE_CONFIG)), 'cluster endpoints: 10.100.1.5:80 (topology: this node)')
 })
 
 t.test('terminating fallback and Local policies ignore hints', async tt => {
