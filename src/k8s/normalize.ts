@@ -161,7 +161,7 @@ function mergeSlices(slices: readonly K8sEndpointSlice[]): Endpoint[] {
 /** The names of hints.forZones / forNodes (entries without a name are no hint). */
 function hintNames(hints: readonly { name?: string }[] | undefined | null): string[] {
   const out: string[] = []
-  for (const h of hints ?? []) if (typeof h?.name === 'string' && h.name !== '' && !out.includes(h.name)) out.push(h.name)
+  for (const h of Array.isArray(hints) ? hints : []) if (typeof h?.name === 'string' && h.name !== '' && !out.includes(h.name)) out.push(h.name)
   return out
 }
 

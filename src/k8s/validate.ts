@@ -662,6 +662,28 @@ function validateNamespace(c: Check, ns: Namespace): void {
   c.meta(ns.metadata, dns1123LabelError, false)
 }
 
+/** The API's limit on hints.forZones and hints.forNodes entries. */
+const MAX_HINTS = 8
+
+/** hints.forZones / forNodes: at most 8 entries, each a distinct valid name (a label value / a node name). */
+function checkHintNames(c: Check, list: unknown, field: string, nameError: (s: string) => string | undefined): void {
+  if (!c.optArray(list, field) || !Array.isArray(list)) return
+  if (list.length > MAX_HINTS) c.add(field, `must have at most ${MAX_HINTS} items`)
+  const seen = new Set<string>()
+  list.forEach((raw, i) => {
+    const f = `${field}[${i}].name`
+    const name = c.optObject(raw, `${field}[${i}]`) && raw ? (raw as Record<string, unknown>)['name'] : undefined
+    if (typeof name !== 'string') {
+      c.add(f, 'Required value: a string')
+      return
+    }
+    if (seen.has(name)) c.add(f, `Duplicate value: ${JSON.stringify(name)}`)
+    seen.add(name)
+    const e = nameError(name)
+    if (e) c.add(f, e)
+  })
+}
+
 function validateEndpointSlice(c: Check, es: EndpointSlice): void {
   c.meta(es.metadata, dns1123SubdomainError, true)
   const at = es.addressType as unknown
@@ -713,6 +735,12 @@ function validateEndpointSlice(c: Check, es: EndpointSlice): void {
         if (e) c.add(`${f}.nodeName`, e)
       }
       c.optObject(ep['targetRef'], `${f}.targetRef`)
+      const hints = ep['hints']
+      if (c.optObject(hints, `${f}.hints`) && hints) {
+        const h = hints as Record<string, unknown>
+        checkHintNames(c, h['forZones'], `${f}.hints.forZones`, labelValueError)
+        checkHintNames(c, h['forNodes'], `${f}.hints.forNodes`, dns1123SubdomainError)
+      }
     })
   }
   const ports = es.ports as unknown

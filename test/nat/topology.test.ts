@@ -142,7 +142,7 @@ endpoints:
 - addresses: [10.100.1.5]
   hints: {forZones: [{name: zone-a}], forNodes: [{name: node-a}]}
 - addresses: [10.100.2.5]
-  hints: {forZones: [{name: zone-b}, {name: zone-b}]}
+  hints: {forZones: [{name: zone-b}, {name: zone-c}]}
 - addresses: [10.100.3.5]
 `
   const r = normalize(parseManifests(yaml, 'topo.yaml').objects)
@@ -151,7 +151,7 @@ endpoints:
   const eps = r.cluster.services[0]!.endpoints
   tt.same(eps[0]!.zoneHints, ['zone-a'])
   tt.same(eps[0]!.nodeHints, ['node-a'])
-  tt.same(eps[1]!.zoneHints, ['zone-b'], 'duplicate names once')
+  tt.same(eps[1]!.zoneHints, ['zone-b', 'zone-c'])
   tt.equal(eps[2]!.zoneHints, undefined)
 })
 
@@ -215,4 +215,28 @@ spec: {clusterIP: 10.96.0.20, ports: [{port: 80}], trafficDistribution: ${v}}
   const bad = validateAll(parseManifests(yaml('Nearby'), 'bad.yaml').objects).problems
   tt.equal(bad.length, 1)
   tt.match(bad[0], { file: 'bad.yaml', field: 'spec.trafficDistribution', reason: /Unsupported value "Nearby"/ })
+})
+
+t.test('EndpointSlice hints are checked as the API server checks them; a bad slice is refused, not a crash', async tt => {
+  const slice = (hints: string): string => `
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{port: 80}]
+endpoints: [{addresses: [10.100.1.5], hints: ${hints}}]
+`
+  const problems = (hints: string): string[] => validateAll(parseManifests(slice(hints), 'es.yaml').objects).problems.map(p => `${p.field}: ${p.reason}`)
+  tt.same(problems('{forZones: [{name: zone-a}], forNodes: [{name: node-a}]}'), [])
+  tt.same(problems('{forZones: 5}'), ['endpoints[0].hints.forZones: must be a list'])
+  tt.same(problems('{forZones: [{}]}'), ['endpoints[0].hints.forZones[0].name: Required value: a string'])
+  tt.same(problems('{forZones: [{name: a}, {name: a}]}'), ['endpoints[0].hints.forZones[1].name: Duplicate value: "a"'])
+  tt.same(problems('{forNodes: [{name: Node_A}]}').length, 1, 'a node name must be a DNS subdomain')
+  tt.same(problems(`{forZones: [${[...Array(9).keys()].map(i => `{name: z${i}}`).join(', ')}]}`), ['endpoints[0].hints.forZones: must have at most 8 items'])
+  const r = normalize(parseManifests(slice('{forZones: 5}'), 'es.yaml').objects)
+  tt.same(
+    r.problems.map(p => p.field),
+    ['endpoints[0].hints.forZones'],
+    'normalize drops the slice with its reason',
+  )
 })
