@@ -2,6 +2,8 @@
 // manifests lend their labels): Services with `trafficDistribution: PreferSameNode` or `PreferClose` get node or zone
 // hints from the lab's EndpointSlice controller, and each node's agent then sends its clients' new connections to
 // the endpoint on its node / in its zone only; the same pods behind a Service without it are reached from either node.
+// The same lab on kube-proxy's rules as tundra renders them (--dataplane iptables, each node its own rules) must
+// behave the same: the kernel check of the rendered topology.
 import t from 'tap'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -9,8 +11,8 @@ import { join } from 'node:path'
 import { netnsSkip } from '../helpers/netns'
 import { labDown, labExec, labUp } from '../../src/lab/index'
 
-const skip = netnsSkip('curl', 'dnsmasq', 'unshare')
-const name = `tp${process.pid.toString(36)}`
+const skip = netnsSkip('curl', 'dnsmasq', 'unshare', 'iptables-restore')
+let seq = 0
 const dir = mkdtempSync(join(tmpdir(), 'tundra-lab-topology-'))
 t.teardown(() => rmSync(dir, { recursive: true, force: true }))
 
@@ -58,32 +60,38 @@ spec:
 `,
 ].join('---\n')
 
-/** The pod names `n` new connections from `client` to `service` reach (one curl each). */
-async function reached(client: string, service: string, n: number): Promise<string[]> {
+/** The pod names `n` new connections from `client` to the ClusterIP `vip` reach (one curl each). */
+async function reachedIn(name: string, client: string, vip: string, n: number): Promise<string[]> {
   const r = await labExec({
     name,
     target: { pod: client },
-    cmd: ['sh', '-c', `for i in $(seq ${n}); do curl -sS -m 2 http://${service}/hostname; echo; done`],
+    cmd: ['sh', '-c', `for i in $(seq ${n}); do curl -sS -m 2 http://${vip}/hostname; echo; done`],
     timeoutMs: 60_000,
   })
   return r.stdout.split('\n').filter(Boolean)
 }
 
-t.test('PreferSameNode and PreferClose: each node sends its clients to its own endpoint / zone', { ...skip, timeout: 300_000 }, async t => {
-  t.teardown(() => labDown(name, { log: () => {} }))
-  const file = join(dir, 'topology.yaml')
-  writeFileSync(file, MANIFESTS)
-  await labUp({ files: [file], name, nodes: 2, dataplane: 'tundra', log: () => {}, readyTimeoutMs: 90_000 })
+for (const dataplane of ['tundra', 'iptables'] as const) {
+  t.test(`${dataplane}: PreferSameNode and PreferClose keep each node's clients on its endpoint / zone`, { ...skip, timeout: 300_000 }, async t => {
+    const name = `tp${process.pid.toString(36)}${seq++}`
+    t.teardown(() => labDown(name, { log: () => {} }))
+    const file = join(dir, 'topology.yaml')
+    writeFileSync(file, MANIFESTS)
+    const status = await labUp({ files: [file], name, nodes: 2, dataplane, log: () => {}, readyTimeoutMs: 90_000 })
+    // by ClusterIP: an iptables lab has no cluster DNS unless its manifests bring one
+    const vip = (service: string): string => status.services.find(s => s.name === service)!.clusterIP
+    const reached = (client: string, service: string, n: number): Promise<string[]> => reachedIn(name, client, vip(service), n)
 
-  const fromNode1 = await reached('client-1', 'near', 16)
-  t.equal(fromNode1.length, 16, 'every connection answered')
-  t.same([...new Set(fromNode1)], ['web-1'], 'node1: only the endpoint on node1')
-  const fromNode2 = await reached('client-2', 'near', 16)
-  t.same([...new Set(fromNode2)], ['web-2'], 'node2: only the endpoint on node2')
-  t.same([...new Set(await reached('client-1', 'close', 16))], ['web-1'], 'PreferClose, zone-a: only the endpoint in zone-a')
-  t.same([...new Set(await reached('client-2', 'close', 16))], ['web-2'], 'PreferClose, zone-b: only the endpoint in zone-b')
+    const fromNode1 = await reached('client-1', 'near', 16)
+    t.equal(fromNode1.length, 16, 'every connection answered')
+    t.same([...new Set(fromNode1)], ['web-1'], 'node1: only the endpoint on node1')
+    const fromNode2 = await reached('client-2', 'near', 16)
+    t.same([...new Set(fromNode2)], ['web-2'], 'node2: only the endpoint on node2')
+    t.same([...new Set(await reached('client-1', 'close', 16))], ['web-1'], 'PreferClose, zone-a: only the endpoint in zone-a')
+    t.same([...new Set(await reached('client-2', 'close', 16))], ['web-2'], 'PreferClose, zone-b: only the endpoint in zone-b')
 
-  // the same endpoints without hints: kube-proxy picks among all of them (24 connections; both answer)
-  const spread = await reached('client-1', 'any', 24)
-  t.same([...new Set(spread)].sort(), ['web-1', 'web-2'], 'no trafficDistribution: both endpoints')
-})
+    // the same endpoints without hints: kube-proxy picks among all of them (24 connections; both answer)
+    const spread = await reached('client-1', 'any', 24)
+    t.same([...new Set(spread)].sort(), ['web-1', 'web-2'], 'no trafficDistribution: both endpoints')
+  })
+}
