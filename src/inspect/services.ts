@@ -2,6 +2,7 @@
 // with EndpointSlice conditions, local/remote, affinity, traffic policies and (live) per-service-port counters.
 import type { DataplaneView } from '../agent/view'
 import type { Family, Protocol, ServiceType, TrafficPolicy } from '../model/cluster'
+import type { TopologyMode } from '../model/categorize'
 import { serviceChains } from './explain'
 import { endpointNames } from '../nat/endpoints'
 import { textTable } from './common'
@@ -27,6 +28,8 @@ export interface ServiceRow {
   readonly internalEndpoints: readonly string[]
   /** backends NodePort/externalIP/LoadBalancer connections from outside are balanced over (externalTrafficPolicy) */
   readonly externalEndpoints: readonly string[]
+  /** set when topology hints narrowed the Cluster-policy choice (to this node, or to its zone) */
+  readonly topology?: TopologyMode
   /** kube-proxy's KUBE-SVC chain */
   readonly chain: string
   /** live only: packets translated and new connections, since the agent started */
@@ -73,6 +76,7 @@ export function servicesReport(
       externalTrafficPolicy: sp.externalPolicy,
       internalEndpoints: [...endpointNames(sp.internal)].sort(),
       externalEndpoints: [...endpointNames(sp.external)].sort(),
+      ...(sp.topology !== '' ? { topology: sp.topology } : {}),
       chain: serviceChains(sp).service,
       ...live,
       ...(byId.has(sp.id) ? { signals: byId.get(sp.id)! } : {}),
@@ -89,13 +93,20 @@ function addr(ip: string, port: number): string {
   return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`
 }
 
-function backendLine(b: Backend, i: number, proto: string, used: ReadonlySet<string>, policy: string, sig?: SignalRow): string {
+/**
+ * `policy`: the Local traffic policy that leaves an active backend out of this frontend's choice; `topology`: the hints
+ * that leave a ready backend out of the cluster-wide choice.
+ */
+function backendLine(b: Backend, i: number, proto: string, used: ReadonlySet<string>, policy?: string, topology?: string, sig?: SignalRow): string {
   const tags = [
     b.state,
     ...(b.state === 'terminating' && !b.serving ? ['not serving'] : []),
     b.local ? 'local' : b.node !== null ? `remote ${b.node}` : 'remote',
   ]
-  if (!used.has(b.endpoint)) tags.push(b.active && policy.endsWith('Local') ? `not used: ${policy}` : 'not used')
+  if (!used.has(b.endpoint)) {
+    const why = b.active ? policy : b.state === 'ready' ? topology : undefined
+    tags.push(why !== undefined ? `not used: ${why}` : 'not used')
+  }
   if (sig !== undefined && sig.ejectedMs > 0) tags.push(`ejected ${Math.ceil(sig.ejectedMs / 1000)}s`)
   return `${i + 1} => ${addr(b.address, b.port)}/${proto} (${tags.join(', ')})`
 }
@@ -115,11 +126,13 @@ export function formatServices(r: ServicesReport, wide = false): string {
       const isClusterIP = f.kind === 'ClusterIP'
       const policy = isClusterIP ? `int ${s.internalTrafficPolicy}` : `ext ${s.externalTrafficPolicy}`
       const policyName = isClusterIP ? `internalTrafficPolicy ${s.internalTrafficPolicy}` : `externalTrafficPolicy ${s.externalTrafficPolicy}`
+      const localPolicy = policyName.endsWith('Local') ? policyName : undefined
+      const topology = s.topology !== undefined ? `topology ${s.topology}` : undefined
       const sig = new Map((s.signals ?? []).map(x => [x.endpoint, x]))
       const backends =
         s.backends.length === 0
           ? '(none)'
-          : s.backends.map((b, k) => backendLine(b, k, s.protocol, isClusterIP ? internal : external, policyName, sig.get(b.endpoint))).join('\n')
+          : s.backends.map((b, k) => backendLine(b, k, s.protocol, isClusterIP ? internal : external, localPolicy, topology, sig.get(b.endpoint))).join('\n')
       const row = [
         String(s.id),
         `${addr(f.address, f.port)}/${f.protocol}${f.installed ? '' : ' (conflict)'}`,

@@ -3,6 +3,12 @@
 // iptables rules tundra renders from the same function; the lab's EndpointSlice controller writing the hints for
 // spec.trafficDistribution; the API's check of that field.
 import t, { type Test } from 'tap'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { inspectHandlers } from '../../src/inspect/handlers'
+import { offlineView } from '../../src/inspect/offline'
+import { formatServices, type ServicesReport } from '../../src/inspect/services'
 import type { Cluster, Endpoint, Node, Service } from '../../src/model/cluster'
 import { compileNat } from '../../src/nat/compile'
 import { updateNat } from '../../src/nat/update'
@@ -239,4 +245,37 @@ endpoints: [{addresses: [10.100.1.5], hints: ${hints}}]
     ['endpoints[0].hints.forZones'],
     'normalize drops the slice with its reason',
   )
+})
+
+t.test('tundra services names topology as the reason a serving backend is not used', async tt => {
+  const dir = mkdtempSync(join(tmpdir(), 'tundra-topology-'))
+  tt.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const file = join(dir, 'm.yaml')
+  writeFileSync(
+    file,
+    `apiVersion: v1
+kind: Node
+metadata: {name: node1, labels: {topology.kubernetes.io/zone: zone-a}}
+status: {addresses: [{type: InternalIP, address: 172.18.0.11}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec: {clusterIP: 10.96.0.20, ports: [{port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{port: 80, protocol: TCP, name: ""}]
+endpoints:
+- {addresses: [10.100.1.5], hints: {forZones: [{name: zone-a}]}}
+- {addresses: [10.100.2.5], hints: {forZones: [{name: zone-b}]}}
+`,
+  )
+  const r = (await inspectHandlers(offlineView([file], { report: () => {} })).services({})) as ServicesReport
+  tt.equal(r.services[0]!.topology, 'PreferSameZone')
+  const text = formatServices(r)
+  tt.match(text, '10.100.1.5:80/TCP (ready, remote)')
+  tt.match(text, '10.100.2.5:80/TCP (ready, remote, not used: topology PreferSameZone)')
 })
