@@ -127,12 +127,12 @@ t.test('updateNat keeps the node zone of the full compile', async tt => {
   tt.same(endpointNames(t2.svcPorts.find(s => s?.name === 'web')!.cluster), ['10.100.1.5:80', '10.100.1.9:80'])
 })
 
-t.test('normalize reads hints from EndpointSlices and the zone from Node labels', async tt => {
-  const yaml = `
-apiVersion: v1
+/** A Node in zone-a, Service web (10.96.0.20:80) and one EndpointSlice of it with `endpoints` (YAML list items). */
+function zoneManifests(node: string, nodeIP: string, endpoints: string): string {
+  return `apiVersion: v1
 kind: Node
-metadata: {name: node-a, labels: {topology.kubernetes.io/zone: zone-a}}
-status: {addresses: [{type: InternalIP, address: 192.168.1.10}]}
+metadata: {name: ${node}, labels: {topology.kubernetes.io/zone: zone-a}}
+status: {addresses: [{type: InternalIP, address: ${nodeIP}}]}
 ---
 apiVersion: v1
 kind: Service
@@ -145,12 +145,20 @@ metadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name:
 addressType: IPv4
 ports: [{port: 80, protocol: TCP, name: ""}]
 endpoints:
-- addresses: [10.100.1.5]
+${endpoints}`
+}
+
+t.test('normalize reads hints from EndpointSlices and the zone from Node labels', async tt => {
+  const yaml = zoneManifests(
+    'node-a',
+    '192.168.1.10',
+    `- addresses: [10.100.1.5]
   hints: {forZones: [{name: zone-a}], forNodes: [{name: node-a}]}
 - addresses: [10.100.2.5]
   hints: {forZones: [{name: zone-b}, {name: zone-c}]}
 - addresses: [10.100.3.5]
-`
+`,
+  )
   const r = normalize(parseManifests(yaml, 'topo.yaml').objects)
   tt.same(r.problems, [])
   tt.equal(r.cluster.nodes[0]!.zone, 'zone-a')
@@ -253,25 +261,13 @@ t.test('tundra services names topology as the reason a serving backend is not us
   const file = join(dir, 'm.yaml')
   writeFileSync(
     file,
-    `apiVersion: v1
-kind: Node
-metadata: {name: node1, labels: {topology.kubernetes.io/zone: zone-a}}
-status: {addresses: [{type: InternalIP, address: 172.18.0.11}]}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: default}
-spec: {clusterIP: 10.96.0.20, ports: [{port: 80}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}
-addressType: IPv4
-ports: [{port: 80, protocol: TCP, name: ""}]
-endpoints:
-- {addresses: [10.100.1.5], hints: {forZones: [{name: zone-a}]}}
+    zoneManifests(
+      'node1',
+      '172.18.0.11',
+      `- {addresses: [10.100.1.5], hints: {forZones: [{name: zone-a}]}}
 - {addresses: [10.100.2.5], hints: {forZones: [{name: zone-b}]}}
 `,
+    ),
   )
   const r = (await inspectHandlers(offlineView([file], { report: () => {} })).services({})) as ServicesReport
   tt.equal(r.services[0]!.topology, 'PreferSameZone')
