@@ -28,6 +28,7 @@ import { isRoot } from '../netns/netns'
 import type { ClusterIPAllocator } from '../k8s/allocate'
 import {
   allocateServiceIPs,
+  controllerWarning,
   deploymentWantedIPs,
   labClusterIPAllocator,
   LabManifestError,
@@ -455,6 +456,8 @@ export function planApply(s: LabSession, objects: readonly LoadedObject[]): LabC
       )
       continue
     }
+    const w = controllerWarning(l)
+    if (w !== undefined) d.change.warnings.push(w)
     const key = objectKey(o)
     const prev = d.applied(key)
     if (prev !== undefined && canonicalJSON(prev) === canonicalJSON(o)) {

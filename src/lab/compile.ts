@@ -89,6 +89,8 @@ export function compileLab(opts: CompileOptions): LabPlan {
   for (const l of checked.objects) {
     if (l.object.kind === 'Node') nodeInputs.push(l as LoadedObject<Node>)
     else input.push(l)
+    const w = controllerWarning(l)
+    if (w !== undefined) warn(w)
   }
 
   const wanted = new Map<string, WantIP>()
@@ -279,6 +281,22 @@ export function podInputsOf(objects: readonly LoadedObject[], wanted: ReadonlyMa
     inputs.push({ pod, ...at, ...(want === undefined ? {} : { wantIP: want }) })
   }
   return { inputs, problems }
+}
+
+/** Service annotations that ask the EndpointSlice controller for capacity-based zone hints (topology-mode Auto). */
+const TOPOLOGY_MODE_ANNOTATIONS = ['service.kubernetes.io/topology-mode', 'service.kubernetes.io/topology-aware-hints']
+
+/**
+ * What the lab's EndpointSlice controller does not do for an object, as a warning (undefined: nothing): it writes
+ * hints for spec.trafficDistribution, but not topology-mode Auto's hints by zone capacity, which need nodes with
+ * allocatable CPU (the controller gives none without them either).
+ */
+export function controllerWarning(l: LoadedObject): string | undefined {
+  if (l.object.kind !== 'Service') return undefined
+  const ann = l.object.metadata?.annotations ?? {}
+  const key = TOPOLOGY_MODE_ANNOTATIONS.find(k => ann[k] !== undefined && ann[k].toLowerCase() === 'auto')
+  if (key === undefined) return undefined
+  return `${l.file === undefined ? '' : `${l.file}: `}${objectRef(l.object)}: metadata.annotations[${key}]: the lab's EndpointSlice controller writes no zone hints for Auto (its nodes have no allocatable CPU); use spec.trafficDistribution: PreferClose`
 }
 
 /**

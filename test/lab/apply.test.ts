@@ -231,3 +231,15 @@ t.test("delete a Service: it and its slices go; kubectl's line", async t => {
   t.same(pod.lines, ['pod/client deleted'])
   t.equal(pod.removePods[0]!.name, 'client')
 })
+
+t.test('topology-mode Auto: applied, with a warning that the lab writes no capacity-based hints for it', async t => {
+  const s = fakeLab([NETEXEC])
+  const annotated = SERVICE.replace('namespace: shop}', 'namespace: shop, annotations: {service.kubernetes.io/topology-mode: Auto}}')
+  t.not(annotated, SERVICE)
+  const c = planApply(s, objects(annotated))
+  t.same(c.lines, ['service/web created'])
+  t.match(c.warnings, [
+    /in\.yaml: Service shop\/web: metadata\.annotations\[service\.kubernetes\.io\/topology-mode\]: .*use spec\.trafficDistribution: PreferClose/,
+  ])
+  t.same(planApply(s, objects(SERVICE)).warnings, [], 'no annotation, no warning')
+})

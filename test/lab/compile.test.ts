@@ -280,3 +280,19 @@ spec: {selector: {app: web}, trafficDistribution: PreferClose, ports: [{port: 80
     /Node node7: ignored, the lab makes its own nodes \(--nodes: node1, node2\)/,
   ])
 })
+
+t.test('topology-aware-hints auto on a Service: a warning at lab up, the Service kept', async t => {
+  const file = scratch(
+    t,
+    `apiVersion: v1
+kind: Service
+metadata: {name: web, annotations: {service.kubernetes.io/topology-aware-hints: auto}}
+spec: {selector: {app: web}, ports: [{port: 80}]}
+`,
+  )
+  const plan = compileLab({ name: 'auto', files: [file], nodes: 1, dataplane: 'none' })
+  t.equal(plan.cluster.services.filter(s => s.name === 'web').length, 1)
+  t.match(plan.warnings, [
+    /Service default\/web: metadata\.annotations\[service\.kubernetes\.io\/topology-aware-hints\]: the lab's EndpointSlice controller writes no zone hints/,
+  ])
+})
