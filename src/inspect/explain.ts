@@ -21,6 +21,7 @@ import { Rec } from '../nat/image'
 import { SetView } from '../nat/state'
 import { flowHash } from '../nat/select'
 import { SCHED_NAMES, SCHED_TEXT, Sched, shIndex } from '../nat/sched'
+import { topologyScope } from '../nat/format'
 import {
   serviceExternalChainName,
   serviceFirewallChainName,
@@ -188,7 +189,9 @@ export function explain(table: NatTable, q: TraceQuery, ctx: ExplainContext = {}
   const policy = kind === FrontendKind.CLUSTER_IP ? sp.internalPolicy : sp.externalPolicy
   const why = kind === FrontendKind.CLUSTER_IP ? `internalTrafficPolicy ${policy}` : SET_REASON_TEXT[dec.reason]!
   const set = setOf(sp, dec.which)
-  const trafficPolicy = { policy, endpointSet: set === sp.local && set !== sp.cluster ? ('local' as const) : ('cluster' as const), why }
+  const endpointSet = set === sp.local && set !== sp.cluster ? ('local' as const) : ('cluster' as const)
+  const narrowed = endpointSet === 'cluster' && sp.topology !== '' ? `, narrowed by topology hints to ${topologyScope(sp.topology, table.nodeZone)}` : ''
+  const trafficPolicy = { policy, endpointSet, why: why + narrowed }
   const endpoints: ExplainedEndpoint[] = []
   const n = set.count
   const names = endpointNames(set)

@@ -27,9 +27,9 @@ function setLine(set: EndpointSet): string {
   return parts.join(', ')
 }
 
-/** Why the cluster endpoints are fewer than the serving ones, when topology hints narrowed them. */
-function topologyNote(mode: TopologyMode, zone: string): string {
-  return mode === 'PreferSameNode' ? ' (topology: this node)' : mode === 'PreferSameZone' ? ` (topology: zone ${zone})` : ''
+/** What topology hints narrowed the cluster endpoints to ('' when they did not): for dump and trace. */
+export function topologyScope(mode: TopologyMode, zone: string): string {
+  return mode === 'PreferSameNode' ? 'this node' : mode === 'PreferSameZone' ? `zone ${zone}` : ''
 }
 
 /**
@@ -94,7 +94,7 @@ export function formatNatTable(table: NatTable): string {
       for (const ip of sp.proxyModeIPs) fes.push(`    skipped LoadBalancer ${fmt(ip, sp.port)} (ipMode Proxy)`)
       out.push(...fes)
       if (sp.sourceRanges.length > 0) out.push(`    sourceRanges ${cidrListToStrings(sp.sourceRanges, sp.family).join(', ')}`)
-      out.push(`    cluster endpoints: ${setLine(sp.cluster)}${topologyNote(sp.topology, table.nodeZone)}`)
+      out.push(`    cluster endpoints: ${setLine(sp.cluster)}${sp.topology !== '' ? ` (topology: ${topologyScope(sp.topology, table.nodeZone)})` : ''}`)
       if (sp.internalPolicy === 'Local' || sp.externalPolicy === 'Local') out.push(`    local endpoints: ${setLine(sp.local)}`)
       const used = new Set(endpointNames(sp.cluster))
       const extra = endpointNames(sp.serving).filter(n => !used.has(n))

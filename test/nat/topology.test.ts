@@ -14,6 +14,7 @@ import { compileNat } from '../../src/nat/compile'
 import { updateNat } from '../../src/nat/update'
 import { endpointNames } from '../../src/nat/endpoints'
 import { formatNatTable } from '../../src/nat/format'
+import { explain } from '../../src/inspect/explain'
 import { tableJson } from '../../src/inspect/dump'
 import { proxyServicePorts } from '../../src/kubeproxy/serviceports'
 import { renderIptablesSave } from '../../src/kubeproxy/iptables'
@@ -62,6 +63,13 @@ t.test('zone hints: the cluster-wide choice keeps the endpoints hinted for this 
   tt.match(text, 'serving, not used for new connections: 10.100.2.5:80')
   tt.match(tableJson(table), { services: [{ ports: [{ endpoints: { topology: 'PreferSameZone', servingNotUsed: ['10.100.2.5:80'] } }] }] }, 'dump -o json')
   tt.equal(compileNat(cl([web([hinted('10.100.1.5', undefined)])]), BASE_CONFIG).svcPorts.find(s => s?.name === 'web')!.topology, '')
+  // `tundra trace`: the policy line says the choice was narrowed, and the endpoints offered are the zone's
+  const ex = explain(table, { src: '10.100.1.9', dst: '10.96.0.20', protocol: 'TCP', sport: 40000, dport: 80 })
+  tt.equal(ex.trafficPolicy?.why, 'internalTrafficPolicy Cluster, narrowed by topology hints to zone zone-a')
+  tt.same(
+    ex.endpoints?.map(e => e.endpoint),
+    ['10.100.1.5:80', '10.100.3.5:80'],
+  )
 })
 
 t.test('zone hints are ignored unless every ready endpoint has one and one is for this zone', async tt => {
