@@ -92,8 +92,11 @@ interface Env {
   readonly agentPid?: number
   /** where perf writes its sample of the forwarder (lib/softirq.ts) */
   readonly perfFile: string
-  /** why the forwarder's softirq share was not sampled, the first time it was not (shared by every Env of the run) */
-  readonly cpuNote: { why?: string }
+  /**
+   * why the forwarder's softirq share was not sampled, the first time it was not; `off`: sampling is not tried at all,
+   * and why (shared by every Env of the run)
+   */
+  readonly cpuNote: { why?: string; readonly off?: string }
   /** LD_PRELOAD shim that skips sockperf's 2 s sleep after warm-up (undefined: plain sockperf) */
   readonly shim?: string
 }
@@ -108,7 +111,7 @@ function podNs(state: LabState, name: string): string {
   return p.ns
 }
 
-async function setUp(c: Contender, procs: Topology, workDir: string, shim: string | undefined, cpuNote: { why?: string }): Promise<Env> {
+async function setUp(c: Contender, procs: Topology, workDir: string, shim: string | undefined, cpuNote: Env['cpuNote']): Promise<Env> {
   const name = LAB_NAMES[c]
   const state = await benchLabUp({
     name,
@@ -201,6 +204,10 @@ function cpuMark(env: Env): CpuMark {
 /** Starts sampling the forwarder (tundra's agent, cref) for a test of `seconds`; nothing to sample for the kernel. */
 function sampleForwarder(env: Env, seconds: number): { done(): Promise<number | undefined> } {
   if (env.agentPid === undefined) return { done: async () => undefined }
+  if (env.cpuNote.off !== undefined) {
+    env.cpuNote.why ??= env.cpuNote.off
+    return { done: async () => undefined }
+  }
   const s = sampleSoftirq(env.agentPid, seconds, env.perfFile)
   return {
     async done() {
@@ -354,7 +361,8 @@ export async function runE2e(contenders: readonly Contender[], rounds: number, s
   const shim = sockperfNoSleep(repoRoot(), workDir)
   if (!shim) progress('e2e', 'no C compiler for bench/tools/sockperf-nosleep.c: sockperf runs as is (2 s longer per latency run)')
   const procs = newTopology('e2e')
-  const cpuNote: { why?: string } = {}
+  // perf's record and script take 1-2 s per sampled run: too much for --quick's 1 s runs and 3-minute budget
+  const cpuNote: Env['cpuNote'] = quick ? { off: 'not sampled in --quick' } : {}
   try {
     // All labs come up at once (bring-up is mostly waiting for processes); measuring starts when all are up.
     progress('e2e', `bringing up ${results.map(r => `${r.contender} (${LAB_NAMES[r.contender]})`).join(', ')}`)
