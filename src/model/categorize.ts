@@ -24,6 +24,9 @@ const EpCond = {
   FOR_NODE: 128,
 } as const
 
+/** Every bit hintBits may set: what a caller that stores hint bits beside its own flags keeps of them. */
+export const HINT_BITS = EpCond.ZONE_HINTS | EpCond.FOR_ZONE | EpCond.NODE_HINTS | EpCond.FOR_NODE
+
 /** Condition bits of an endpoint; `hints` from hintBits. */
 export function epCond(ready: boolean, serving: boolean, terminating: boolean, local: boolean, hints = 0): number {
   return (ready ? EpCond.READY : 0) | (serving ? EpCond.SERVING : 0) | (terminating ? EpCond.TERMINATING : 0) | (local ? EpCond.LOCAL : 0) | hints

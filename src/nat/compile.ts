@@ -20,7 +20,7 @@ import { ipFamily, parseIpWords } from '../wire/addr'
 import { ChunkedMap, U32Map } from './hash'
 import { parseIpv4 } from '../wire/ipv4'
 import { servicePortName } from '../model/names'
-import { epCond, hintBits, nodeZone, topologyMode, usableEndpoints, type TopologyMode } from '../model/categorize'
+import { epCond, HINT_BITS, hintBits, nodeZone, topologyMode, usableEndpoints, type TopologyMode } from '../model/categorize'
 import { MAGLEV_DEFAULT_SIZE, isPrime, maglevTable } from './maglev'
 import { SCHEDULER_LABEL, SCHED_NAMES, Sched, schedulerId } from './sched'
 import type { SchedValue, SchedulerName } from './sched'
@@ -350,8 +350,6 @@ export function cloneFamilyTable(t: FamilyTable): FamilyTable {
 // state and may run side by side.
 const READY = 1
 const SERVING = 2
-/** hintBits' bits, kept in bits[i] beside READY and SERVING */
-const HINTS = ~(READY | SERVING) & 0xff
 
 /** @internal (update.ts) The arrays one compile reuses across its service ports. */
 export class Scratch {
@@ -397,7 +395,7 @@ export class Scratch {
     const i = this.order[j]!
     const b = this.bits[i]!
     const f = this.flags[i]!
-    return epCond((b & READY) !== 0, (b & SERVING) !== 0, (f & EP_TERMINATING) !== 0, (f & EP_LOCAL) !== 0, b & HINTS)
+    return epCond((b & READY) !== 0, (b & SERVING) !== 0, (f & EP_TERMINATING) !== 0, (f & EP_LOCAL) !== 0, b & HINT_BITS)
   }
 
   /**
