@@ -13,7 +13,7 @@ import { checksum, pseudoHeaderSum4 } from '../wire/checksum'
 import { buildIcmp4Error, buildIcmp6Error, icmpErrorAllowed, writeIpv4Header } from '../wire/build'
 import { IPPROTO_TCP, IPPROTO_UDP } from '../wire/proto'
 import { TcpField } from '../wire/tcp'
-import { IPV4_FLAG_DF, IPV4_MIN_HEADER, Ipv4Field } from '../wire/ipv4'
+import { IPV4_FLAG_DF, IPV4_MIN_HEADER, Ipv4Field, ipv4ChecksumOk } from '../wire/ipv4'
 import { ICMP_TIME_EXCEEDED } from '../wire/icmp'
 import { ICMPV6_DEST_UNREACH, ICMPV6_TIME_EXCEEDED, Icmpv6Unreach } from '../wire/icmpv6'
 import { UDP_HEADER, UdpField } from '../wire/udp'
@@ -65,6 +65,8 @@ export const LoopDrop = {
   GSO_SEGMENT: 38,
   /** a query to the cluster DNS address that got no answer (malformed; the DNS counters say more) */
   DNS_NO_ANSWER: 39,
+  /** a peer's VXLAN whose inner IPv4 header checksum is wrong (the kernel checked only the outer one) */
+  VXLAN_INNER_CHECKSUM: 40,
 } as const
 
 const LOOP_DROP_BASE = 32
@@ -338,6 +340,11 @@ export class Dataplane {
             continue
           }
           len = info.l3Len
+          // ip_rcv would refuse it after the kernel's own decap; NAT below only updates the sum, keeping it wrong
+          if (info.family === 4 && !ipv4ChecksumOk(buf, off)) {
+            this.drop(LoopDrop.VXLAN_INNER_CHECKSUM)
+            continue
+          }
           if (info.family !== 4 || ((info.src & peer.mask) >>> 0 !== peer.net && info.src !== peer.ip)) {
             this.drop(LoopDrop.VXLAN_SPOOFED_INNER)
             continue

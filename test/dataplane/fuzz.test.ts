@@ -322,7 +322,8 @@ const IPV4_VXLAN_INNER = 20 + 8 + 8 + 14
 
 /** Whether p looks like VXLAN (UDP 4789, the I flag) with room for an inner IPv4 header. */
 function isVxlan(p: Buffer): boolean {
-  return p.length >= IPV4_VXLAN_INNER + 20 && p[0] === 0x45 && p[9] === 17 && p.readUInt16BE(22) === 4789 && p[28] === 0x08
+  // RFC 7348 §5: only the I flag counts; the reserved bits are ignored on receipt
+  return p.length >= IPV4_VXLAN_INNER + 20 && p[0] === 0x45 && p[9] === 17 && p.readUInt16BE(22) === 4789 && (p[28]! & 0x08) !== 0
 }
 
 /** Whether p is VXLAN that tundra encapsulated (from the node address). */

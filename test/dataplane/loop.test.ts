@@ -76,6 +76,22 @@ t.test('VXLAN only from a configured peer, with inner sources of its own', async
   )
 })
 
+t.test("a peer's VXLAN: reserved flag bits ignored, a bad inner IPv4 header checksum dropped", async t => {
+  const { dev, dp } = setup()
+  const reserved = vxlanFrom(PEER, udp4(REMOTE_POD, POD, 1000, 2003))
+  reserved[36] = 0xff // every flag bit set: RFC 7348 §5 says receivers ignore all but I
+  dev.inject(reserved)
+  const inner = udp4(REMOTE_POD, POD, 1000, 2004)
+  inner[10] = inner[10]! ^ 0x01
+  dev.inject(vxlanFrom(PEER, inner))
+  dev.flush()
+  t.same(dropNames(dp.counters), { vxlan_inner_checksum: 1 })
+  t.same(
+    dev.written.map(w => w.data.readUInt16BE(22)),
+    [2003],
+  )
+})
+
 t.test('sources no pod of this node may use are dropped; NodePorts from remote pods pass', async t => {
   const { dev, dp } = setup()
   dev.inject(udp4(REMOTE_POD, POD, 1, 2)) // another node's block, not over VXLAN
