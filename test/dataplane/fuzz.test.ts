@@ -320,10 +320,18 @@ class Gen {
 
 const IPV4_VXLAN_INNER = 20 + 8 + 8 + 14
 
-/** Whether p looks like VXLAN (UDP 4789, the I flag) with room for an inner IPv4 header. */
+/** Whether p looks like VXLAN (UDP 4789, unfragmented, the I flag) carrying an inner IPv4 header. */
 function isVxlan(p: Buffer): boolean {
   // RFC 7348 §5: only the I flag counts; the reserved bits are ignored on receipt
-  return p.length >= IPV4_VXLAN_INNER + 20 && p[0] === 0x45 && p[9] === 17 && p.readUInt16BE(22) === 4789 && (p[28]! & 0x08) !== 0
+  return (
+    p.length >= IPV4_VXLAN_INNER + 20 &&
+    p[0] === 0x45 &&
+    p[9] === 17 &&
+    (p.readUInt16BE(6) & 0x3fff) === 0 &&
+    p.readUInt16BE(22) === 4789 &&
+    (p[28]! & 0x08) !== 0 &&
+    p.readUInt16BE(IPV4_VXLAN_INNER - 2) === 0x0800
+  )
 }
 
 /** Whether p is VXLAN that tundra encapsulated (from the node address). */
