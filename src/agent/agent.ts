@@ -8,7 +8,7 @@ import { createServer as createHttpServer, type Server as HttpServer } from 'nod
 import { hostname } from 'node:os'
 import { closeSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs'
 import type { Server } from 'node:net'
-import type { AgentConfig, VxlanPeer } from './config'
+import { tunOverrides, type AgentConfig, type TunOverrides, type VxlanPeer } from './config'
 import { serveControl, type Handler } from './control'
 import type { DataplaneView, LiveClient } from './view'
 import { wire, wiredBefore, type Wiring } from './wiring'
@@ -61,26 +61,26 @@ export interface AgentOptions {
  * for measuring one setting against another without editing it. More than one packet thread: one queue each, inline.
  */
 function tunIo(cfg: AgentConfig): { queues: number; io: 'thread' | 'inline'; busyPollUs: number; packetThreads: number } {
-  const threads = process.env['TUNDRA_PACKET_THREADS'] !== undefined ? Number(process.env['TUNDRA_PACKET_THREADS']) : (cfg.tun.packetThreads ?? 1)
+  let env: TunOverrides
+  try {
+    env = tunOverrides()
+  } catch (err) {
+    throw new AgentError((err as Error).message)
+  }
+  const threads = env.packetThreads ?? cfg.tun.packetThreads ?? 1
+  const busyPollUs = env.busyPollUs ?? cfg.tun.busyPollUs ?? 100
   if (threads > 1) {
     // each packet thread reads one queue inline: anything else said explicitly is refused, not bent
-    if (cfg.tun.queues !== undefined && cfg.tun.queues > 1 && cfg.tun.queues !== threads)
-      throw new AgentError(`tun.queues ${cfg.tun.queues} with tun.packetThreads ${threads}: each packet thread reads one queue, so they must be equal`)
-    if (cfg.tun.io === 'thread') throw new AgentError(`tun.io "thread" with tun.packetThreads ${threads}: packet threads read their queue inline`)
-    const busyPollUs = process.env['TUNDRA_BUSY_POLL_US'] !== undefined ? Number(process.env['TUNDRA_BUSY_POLL_US']) : (cfg.tun.busyPollUs ?? 100)
+    const queues = env.queues ?? cfg.tun.queues
+    if (queues !== undefined && queues > 1 && queues !== threads)
+      throw new AgentError(`tun.queues ${queues} with tun.packetThreads ${threads}: each packet thread reads one queue, so they must be equal`)
+    if ((env.io ?? cfg.tun.io) === 'thread') throw new AgentError(`tun.io "thread" with tun.packetThreads ${threads}: packet threads read their queue inline`)
     return { queues: threads, io: 'inline', busyPollUs, packetThreads: threads }
   }
-  return { ...tunIo1(cfg), packetThreads: threads }
-}
-
-function tunIo1(cfg: AgentConfig): { queues: number; io: 'thread' | 'inline'; busyPollUs: number } {
-  const env = (k: string): string | undefined => process.env[k]
-  const envIo = env('TUNDRA_TUN_IO')
-  const io = envIo === 'thread' || envIo === 'inline' ? envIo : (cfg.tun.io ?? 'inline')
-  const busyPollUs = env('TUNDRA_BUSY_POLL_US') !== undefined ? Number(env('TUNDRA_BUSY_POLL_US')) : (cfg.tun.busyPollUs ?? 100)
+  const io = env.io ?? cfg.tun.io ?? 'inline'
   // Inline, one thread serves every queue: more queues only split the batches (and busy polling watches one fd).
-  const queues = env('TUNDRA_TUN_QUEUES') !== undefined ? Number(env('TUNDRA_TUN_QUEUES')) : (cfg.tun.queues ?? (io === 'inline' ? 1 : 2))
-  return { queues, io, busyPollUs }
+  const queues = env.queues ?? cfg.tun.queues ?? (io === 'inline' ? 1 : 2)
+  return { queues, io, busyPollUs, packetThreads: threads }
 }
 
 export class AgentError extends Error {}

@@ -1,6 +1,6 @@
 // Reads an agent config file (JSON, as `tundra lab up` writes it) and checks it; errors name the file and the field.
 import { readFileSync } from 'node:fs'
-import type { AgentConfig } from './config'
+import { TUN_BOUNDS, type AgentConfig } from './config'
 import { connectOptions, type ConnectConfig } from '../nat/failover'
 
 /** Reads and checks an agent config; errors name the file and the field. */
@@ -25,16 +25,14 @@ export function readAgentConfig(file: string): AgentConfig {
   const tun = (raw as { tun: { io?: unknown; busyPollUs?: unknown; queues?: unknown; packetThreads?: unknown } }).tun
   if (tun.io !== undefined && tun.io !== 'inline' && tun.io !== 'thread')
     throw new Error(`${file}: tun.io: expected "inline" or "thread", got ${JSON.stringify(tun.io)}`)
-  if (tun.busyPollUs !== undefined && !(Number.isInteger(tun.busyPollUs) && (tun.busyPollUs as number) >= 0 && (tun.busyPollUs as number) <= 1e6)) {
-    throw new Error(`${file}: tun.busyPollUs: expected an integer 0..1000000 (µs), got ${JSON.stringify(tun.busyPollUs)}`)
-  }
-  if (tun.queues !== undefined && !(Number.isInteger(tun.queues) && (tun.queues as number) >= 1 && (tun.queues as number) <= 64)) {
-    throw new Error(`${file}: tun.queues: expected an integer 1..64, got ${JSON.stringify(tun.queues)}`)
+  for (const k of ['busyPollUs', 'queues', 'packetThreads'] as const) {
+    const v = tun[k]
+    const [lo, hi] = TUN_BOUNDS[k]
+    if (v !== undefined && !(Number.isInteger(v) && (v as number) >= lo && (v as number) <= hi)) {
+      throw new Error(`${file}: tun.${k}: expected an integer ${lo}..${hi}${k === 'busyPollUs' ? ' (µs)' : ''}, got ${JSON.stringify(v)}`)
+    }
   }
   const pt = tun.packetThreads
-  if (pt !== undefined && !(Number.isInteger(pt) && (pt as number) >= 1 && (pt as number) <= 64)) {
-    throw new Error(`${file}: tun.packetThreads: expected an integer 1..64, got ${JSON.stringify(pt)}`)
-  }
   if (pt !== undefined && (pt as number) > 1 && tun.queues !== undefined && tun.queues !== pt) {
     throw new Error(`${file}: tun.queues (${String(tun.queues)}) must equal tun.packetThreads (${String(pt)}): each packet thread reads one queue`)
   }

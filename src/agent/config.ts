@@ -10,6 +10,46 @@ export interface VxlanPeer {
   readonly podCIDR: string
 }
 
+/** Bounds of the tun settings: the config file and the TUNDRA_* overrides (tunOverrides) are checked against them. */
+export const TUN_BOUNDS = {
+  busyPollUs: [0, 1_000_000],
+  queues: [1, 64],
+  packetThreads: [1, 64],
+} as const satisfies Record<string, readonly [number, number]>
+
+/** The TUNDRA_* environment overrides of `tun` (for measuring one setting against another without editing a config). */
+export interface TunOverrides {
+  readonly io?: 'thread' | 'inline'
+  readonly busyPollUs?: number
+  readonly queues?: number
+  readonly packetThreads?: number
+}
+
+/**
+ * TUNDRA_TUN_IO, TUNDRA_BUSY_POLL_US, TUNDRA_TUN_QUEUES and TUNDRA_PACKET_THREADS, checked as the config file's fields
+ * are: a value out of range is refused with the variable's name, never ignored.
+ */
+export function tunOverrides(env: Readonly<Record<string, string | undefined>> = process.env): TunOverrides {
+  const int = (k: string, [lo, hi]: readonly [number, number]): number | undefined => {
+    const v = env[k]
+    if (v === undefined) return undefined
+    const n = Number(v)
+    if (v.trim() === '' || !Number.isInteger(n) || n < lo || n > hi) throw new Error(`${k}: expected an integer ${lo}..${hi}, got ${JSON.stringify(v)}`)
+    return n
+  }
+  const io = env['TUNDRA_TUN_IO']
+  if (io !== undefined && io !== 'inline' && io !== 'thread') throw new Error(`TUNDRA_TUN_IO: expected "inline" or "thread", got ${JSON.stringify(io)}`)
+  const busyPollUs = int('TUNDRA_BUSY_POLL_US', TUN_BOUNDS.busyPollUs)
+  const queues = int('TUNDRA_TUN_QUEUES', TUN_BOUNDS.queues)
+  const packetThreads = int('TUNDRA_PACKET_THREADS', TUN_BOUNDS.packetThreads)
+  return {
+    ...(io !== undefined ? { io } : {}),
+    ...(busyPollUs !== undefined ? { busyPollUs } : {}),
+    ...(queues !== undefined ? { queues } : {}),
+    ...(packetThreads !== undefined ? { packetThreads } : {}),
+  }
+}
+
 export interface AgentConfig {
   readonly node: {
     readonly name: string
