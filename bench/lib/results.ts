@@ -181,6 +181,7 @@ export function renderResults(r: BenchReport, o: ResultsOptions, chartNames: rea
   const rows = summarize(r) // from the measurements, so an older JSON gets today's rows and targets
   const kernels = kernelColumns(rows)
   const cref = hasCrefColumn(rows)
+  const threads = r.e2e?.packetThreads ?? 1
   const lines: string[] = [
     '# tundra benchmark results',
     '',
@@ -211,8 +212,11 @@ export function renderResults(r: BenchReport, o: ResultsOptions, chartNames: rea
       "times tundra ÷ the fastest kernel load, whose target is tundra's own time), or the µs tundra adds over the best kernel " +
       'contender (latency). A kernel load stopped at the time cap shows as "> N s".' +
       (cref
-        ? ' `cref` is the C reference (bench/tools/cref.c: the same TUN, offloads and routing, DNAT in a single-threaded C ' +
-          'loop, no JavaScript); `vs cref` is tundra ÷ cref, or the µs tundra adds over it: the cost of Node and of ' +
+        ? ' `cref` is the C reference (bench/tools/cref.c: the same TUN, offloads and routing, DNAT in ' +
+          (threads > 1
+            ? `${threads} C threads on ${threads} TUN queues, one conntrack behind a spinlock; tundra ran ${threads} packet threads`
+            : 'a single-threaded C loop') +
+          ', no JavaScript); `vs cref` is tundra ÷ cref, or the µs tundra adds over it: the cost of Node and of ' +
           "tundra's design apart from the cost of the TUN itself (README.md: why cref trails the kernel)."
         : '') +
       forwarderCpuNote(r),

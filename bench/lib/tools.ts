@@ -203,7 +203,7 @@ function benchTool(repo: string, name: string): string | undefined {
   try {
     if (existsSync(bin) && statSync(bin).mtimeMs >= statSync(src).mtimeMs) return bin
     mkdirSync(join(repo, 'bench', 'tools', 'build'), { recursive: true })
-    execFileSync('cc', ['-O2', '-o', bin, src], { stdio: 'ignore', timeout: 60_000 })
+    execFileSync('cc', ['-O2', '-pthread', '-o', bin, src], { stdio: 'ignore', timeout: 60_000 })
     return bin
   } catch {
     return undefined

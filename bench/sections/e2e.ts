@@ -42,6 +42,7 @@ import {
   type CpuTicks,
 } from '../lib/tools'
 import { agentConfig, repoRoot } from '../../src/lab/up'
+import { tunOverrides } from '../../src/agent/config'
 import { compileLab } from '../../src/lab/compile'
 import { LAB } from '../../src/lab/plan'
 import { labDir } from '../../src/lab/state'
@@ -78,7 +79,17 @@ export interface E2eResult {
    * whole utime+stime was added to all softirq: softirq in its context counted twice)
    */
   readonly forwarderCpu?: string
+  /** tundra's packet threads and cref's TUN queues (TUNDRA_PACKET_THREADS; absent: 1) */
+  readonly packetThreads?: number
   readonly contenders: ContenderResult[]
+}
+
+/**
+ * Packet threads for this run: TUNDRA_PACKET_THREADS, which the lab's agents inherit, and as many queues and threads
+ * for cref, so the two forwarders compare at the same thread count.
+ */
+function packetThreads(): number {
+  return tunOverrides().packetThreads ?? 1
 }
 
 interface Env {
@@ -167,7 +178,8 @@ export async function startCref(state: LabState, procs: Topology): Promise<numbe
   if (!bin) throw new Error('no C compiler for bench/tools/cref.c (scripts/bootstrap builds it)')
   const node = state.nodes[0]!
   const rules = crefRules(labCluster(state, [manifestPath()]))
-  const cref = procs.spawn(node.ns, [bin, '-n', LAB.tunName, '-s', ...rules])
+  // as many TUN queues (one thread each) as tundra's agents have packet threads in this run
+  const cref = procs.spawn(node.ns, [bin, '-n', LAB.tunName, '-s', '-q', String(packetThreads()), ...rules])
   let err = ''
   cref.stderr?.setEncoding('utf8').on('data', (d: string) => {
     err += d
@@ -413,7 +425,15 @@ export async function runE2e(contenders: readonly Contender[], rounds: number, s
   }
   for (const r of results) for (const [k, v] of Object.entries(r.samples)) r.medians[k] = median(v)
   const forwarder = envs.some(e => e.agentPid !== undefined)
-  return { rounds, seconds, sockperfNoSleep: shim !== undefined, ...(forwarder ? { forwarderCpu: cpuNote.why ?? 'perf' } : {}), contenders: results }
+  const threads = packetThreads()
+  return {
+    rounds,
+    seconds,
+    sockperfNoSleep: shim !== undefined,
+    ...(forwarder ? { forwarderCpu: cpuNote.why ?? 'perf' } : {}),
+    ...(threads > 1 ? { packetThreads: threads } : {}),
+    contenders: results,
+  }
 }
 
 function headline(metric: string, v: number | undefined): string {

@@ -4,15 +4,18 @@
 // written back unchanged (the node's routing sends it on). It is a yardstick, not a dataplane: no expiry, no
 // validation beyond what the rewrite needs, IPv4 only.
 //
-//   cref -n <tun> [-s] RULE...      RULE = tcp|udp:<vip>:<port>=<ip>:<port>[,<ip>:<port>...]
+//   cref -n <tun> [-s] [-q N] RULE...      RULE = tcp|udp:<vip>:<port>=<ip>:<port>[,<ip>:<port>...]
 //   -s: print counters to stderr on SIGTERM/SIGINT
+//   -q N: N TUN queues (IFF_MULTI_QUEUE), one thread each, one conntrack behind a spinlock held per packet's NAT
+//         step (tundra's packet threads share theirs the same way): the TUN design's ceiling with N threads
 //
-// Build: gcc -O2 -o bench/tools/build/cref bench/tools/cref.c (scripts/bootstrap, or the bench when missing).
+// Build: gcc -O2 -pthread -o bench/tools/build/cref bench/tools/cref.c (scripts/bootstrap, or the bench when missing).
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -58,7 +61,12 @@ static int nrules;
 struct ct { uint32_t saddr, daddr; uint16_t sport, dport; uint8_t proto, used, rewrite_dst, pad; uint32_t ip; uint16_t port; };
 static struct ct *ct;
 
-static uint64_t n_pkts, n_dnat, n_snat, n_new, n_pass, n_full, n_werr;
+// counters per thread, summed at exit
+struct counters { uint64_t pkts, dnat, snat, new_, pass, full, werr; };
+static pthread_spinlock_t ct_lock;
+static int locked;  // more than one queue: the conntrack is shared
+static inline void ct_lock_take(void) { if (locked) pthread_spin_lock(&ct_lock); }
+static inline void ct_lock_give(void) { if (locked) pthread_spin_unlock(&ct_lock); }
 static volatile sig_atomic_t stop;
 static void on_signal(int s) { (void)s; stop = 1; }
 
@@ -117,10 +125,9 @@ static void rewrite(uint8_t *vh, uint8_t *ip, uint8_t *l4, uint8_t proto, int ds
   memcpy(a, &nip, 4); memcpy(pp, &nport, 2);
 }
 
-static uint64_t rng = 0x2545F4914F6CDD1Dull;
-static inline uint32_t next_rand(void) { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; return (uint32_t)rng; }
+static inline uint32_t next_rand(uint64_t *rng) { *rng ^= *rng << 13; *rng ^= *rng >> 7; *rng ^= *rng << 17; return (uint32_t)*rng; }
 
-static void process(uint8_t *b, ssize_t n) {
+static void process(uint8_t *b, ssize_t n, struct counters *c, uint64_t *rng) {
   uint8_t *ip = b + VNET_LEN;
   if (n < VNET_LEN + 20 || (ip[0] >> 4) != 4) return;
   uint8_t proto = ip[IP_PROTO];
@@ -131,25 +138,45 @@ static void process(uint8_t *b, ssize_t n) {
   uint8_t *l4 = ip + ihl;
   uint32_t s, d; uint16_t sp, dp;
   memcpy(&s, ip + IP_SRC, 4); memcpy(&d, ip + IP_DST, 4); memcpy(&sp, l4, 2); memcpy(&dp, l4 + 2, 2);
+  ct_lock_take();
   struct ct *e = ct_find(s, d, sp, dp, proto);
   if (!e) {
     struct rule *r = NULL;
     for (int i = 0; i < nrules; i++)
       if (rules[i].vip == d && rules[i].vport == dp && rules[i].proto == proto) { r = &rules[i]; break; }
-    if (!r) { n_pass++; return; }
-    struct ep *ep = &r->eps[r->n == 1 ? 0 : next_rand() % (uint32_t)r->n];
+    if (!r) { ct_lock_give(); c->pass++; return; }
+    struct ep *ep = &r->eps[r->n == 1 ? 0 : next_rand(rng) % (uint32_t)r->n];
     struct ct *o = ct_slot(s, d, sp, dp, proto);
     // a reply slot left by an earlier flow on the same ports (the client reused its port) is taken over
     struct ct *rp = ct_find(ep->ip, s, ep->port, sp, proto);
     if (!rp) rp = ct_slot(ep->ip, s, ep->port, sp, proto);
-    if (!o || !rp || o == rp) { n_full++; return; }
+    if (!o || !rp || o == rp) { ct_lock_give(); c->full++; return; }
     *o = (struct ct){ s, d, sp, dp, proto, 1, 1, 0, ep->ip, ep->port };
     *rp = (struct ct){ ep->ip, s, ep->port, sp, proto, 1, 0, 0, d, dp };
     e = o;
-    n_new++;
+    c->new_++;
   }
-  rewrite(b, ip, l4, proto, e->rewrite_dst, e->ip, e->port);
-  if (e->rewrite_dst) n_dnat++; else n_snat++;
+  int dst = e->rewrite_dst; uint32_t nip = e->ip; uint16_t nport = e->port;
+  ct_lock_give();
+  rewrite(b, ip, l4, proto, dst, nip, nport);
+  if (dst) c->dnat++; else c->snat++;
+}
+
+struct queue { int fd; struct counters c; uint64_t rng; int err; };
+
+static void *serve(void *arg) {
+  struct queue *q = arg;
+  uint8_t *buf = malloc(BUF_LEN);
+  if (!buf) { q->err = 1; return NULL; }
+  while (!stop) {
+    ssize_t n = read(q->fd, buf, BUF_LEN);
+    if (n < 0) { if (errno == EINTR || errno == EAGAIN) continue; perror("cref: read"); q->err = 1; break; }
+    q->c.pkts++;
+    process(buf, n, &q->c, &q->rng);
+    if (write(q->fd, buf, (size_t)n) < 0) q->c.werr++;  // a refused write is a drop, counted
+  }
+  free(buf);
+  return NULL;
 }
 
 static int parse_ep(const char *s, uint32_t *ip, uint16_t *port) {
@@ -176,43 +203,63 @@ static int parse_rule(char *arg, struct rule *r) {
 }
 
 int main(int argc, char **argv) {
-  const char *name = NULL; int stats = 0, opt;
-  while ((opt = getopt(argc, argv, "n:s")) != -1) {
+  const char *name = NULL; int stats = 0, nq = 1, opt;
+  while ((opt = getopt(argc, argv, "n:sq:")) != -1) {
     if (opt == 'n') name = optarg; else if (opt == 's') stats = 1;
-    else { fprintf(stderr, "usage: cref -n <tun> [-s] tcp|udp:<vip>:<port>=<ip>:<port>[,...]...\n"); return 2; }
+    else if (opt == 'q') nq = atoi(optarg);
+    else { fprintf(stderr, "usage: cref -n <tun> [-s] [-q N] tcp|udp:<vip>:<port>=<ip>:<port>[,...]...\n"); return 2; }
   }
   if (!name || strlen(name) >= IFNAMSIZ) { fprintf(stderr, "cref: -n <tun> (at most 15 bytes) is required\n"); return 2; }
+  if (nq < 1 || nq > 16) { fprintf(stderr, "cref: -q takes 1..16 queues\n"); return 2; }
   for (int i = optind; i < argc; i++) {
     if (nrules == MAX_RULES || parse_rule(argv[i], &rules[nrules])) { fprintf(stderr, "cref: bad rule %s\n", argv[i]); return 2; }
     nrules++;
   }
   ct = calloc(CT_SIZE, sizeof *ct);
   if (!ct) { perror("cref: calloc"); return 1; }
-  int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
-  if (fd < 0) { perror("cref: /dev/net/tun"); return 1; }
-  struct ifreq ifr; memset(&ifr, 0, sizeof ifr);
-  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | IFF_VNET_HDR;
-  strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
-  int sz = VNET_LEN;
-  if (ioctl(fd, TUNSETIFF, &ifr) < 0 || ioctl(fd, TUNSETVNETHDRSZ, &sz) < 0) { perror("cref: TUNSETIFF"); return 1; }
+  locked = nq > 1;
+  pthread_spin_init(&ct_lock, PTHREAD_PROCESS_PRIVATE);
+  static struct queue qs[16];
   unsigned off = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_USO4 | TUN_F_USO6;
-  if (ioctl(fd, TUNSETOFFLOAD, off) < 0) {  // kernels before 6.2 refuse USO, as native/tun.c handles it
-    off &= ~(unsigned)(TUN_F_USO4 | TUN_F_USO6);
-    if (ioctl(fd, TUNSETOFFLOAD, off) < 0) { perror("cref: TUNSETOFFLOAD"); return 1; }
+  struct ifreq ifr;
+  for (int i = 0; i < nq; i++) {
+    int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+    if (fd < 0) { perror("cref: /dev/net/tun"); return 1; }
+    memset(&ifr, 0, sizeof ifr);
+    ifr.ifr_flags = IFF_TUN | IFF_NO_PI | IFF_VNET_HDR | (nq > 1 ? IFF_MULTI_QUEUE : 0);
+    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    int sz = VNET_LEN;
+    if (ioctl(fd, TUNSETIFF, &ifr) < 0 || ioctl(fd, TUNSETVNETHDRSZ, &sz) < 0) { perror("cref: TUNSETIFF"); return 1; }
+    if (ioctl(fd, TUNSETOFFLOAD, off) < 0) {  // kernels before 6.2 refuse USO, as native/tun.c handles it
+      off &= ~(unsigned)(TUN_F_USO4 | TUN_F_USO6);
+      if (ioctl(fd, TUNSETOFFLOAD, off) < 0) { perror("cref: TUNSETOFFLOAD"); return 1; }
+    }
+    qs[i].fd = fd;
+    qs[i].rng = 0x2545F4914F6CDD1Dull + (uint64_t)i * 0x9E3779B97F4A7C15ull;
   }
-  struct sigaction sa; memset(&sa, 0, sizeof sa); sa.sa_handler = on_signal;  // no SA_RESTART: read() returns EINTR
-  sigaction(SIGTERM, &sa, NULL); sigaction(SIGINT, &sa, NULL);
-  fprintf(stderr, "cref: %s open, offloads 0x%x, %d rules\n", ifr.ifr_name, off, nrules);
-  static uint8_t buf[BUF_LEN];
-  while (!stop) {
-    ssize_t n = read(fd, buf, sizeof buf);
-    if (n < 0) { if (errno == EINTR || errno == EAGAIN) continue; perror("cref: read"); return 1; }
-    n_pkts++;
-    process(buf, n);
-    if (write(fd, buf, (size_t)n) < 0) n_werr++;  // a refused write is a drop, counted
+  // SIGTERM/SIGINT stop the main thread (it serves queue 0); it wakes the others with SIGUSR1 (no SA_RESTART: a
+  // blocked read() returns EINTR and the loop sees `stop`)
+  struct sigaction sa; memset(&sa, 0, sizeof sa); sa.sa_handler = on_signal;
+  sigaction(SIGTERM, &sa, NULL); sigaction(SIGINT, &sa, NULL); sigaction(SIGUSR1, &sa, NULL);
+  sigset_t term, old; sigemptyset(&term); sigaddset(&term, SIGTERM); sigaddset(&term, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &term, &old);
+  pthread_t th[16];
+  for (int i = 1; i < nq; i++)
+    if (pthread_create(&th[i], NULL, serve, &qs[i]) != 0) { fprintf(stderr, "cref: pthread_create failed\n"); return 1; }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  fprintf(stderr, "cref: %s open, %d queue(s), offloads 0x%x, %d rules\n", ifr.ifr_name, nq, off, nrules);
+  serve(&qs[0]);
+  stop = 1;
+  for (int i = 1; i < nq; i++) { pthread_kill(th[i], SIGUSR1); pthread_join(th[i], NULL); }
+  struct counters t = {0};
+  int err = 0;
+  for (int i = 0; i < nq; i++) {
+    struct counters *c = &qs[i].c;
+    t.pkts += c->pkts; t.dnat += c->dnat; t.snat += c->snat; t.new_ += c->new_; t.pass += c->pass; t.full += c->full; t.werr += c->werr;
+    err |= qs[i].err;
   }
   if (stats)
-    fprintf(stderr, "cref: packets %lu dnat %lu snat %lu new %lu passed %lu table-full %lu write-errors %lu\n", (unsigned long)n_pkts,
-            (unsigned long)n_dnat, (unsigned long)n_snat, (unsigned long)n_new, (unsigned long)n_pass, (unsigned long)n_full, (unsigned long)n_werr);
-  return 0;
+    fprintf(stderr, "cref: packets %lu dnat %lu snat %lu new %lu passed %lu table-full %lu write-errors %lu\n", (unsigned long)t.pkts,
+            (unsigned long)t.dnat, (unsigned long)t.snat, (unsigned long)t.new_, (unsigned long)t.pass, (unsigned long)t.full, (unsigned long)t.werr);
+  return err;
 }
