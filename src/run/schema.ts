@@ -178,7 +178,7 @@ export const SCHEMA: Spec = obj({
   tundra: obj({
     tun: obj({
       name: str({ check: checkIfName }),
-      queues: int(1, 256),
+      queues: int(1, 64), // the bounds the agent config and the TUN device take (agent/config.ts TUN_BOUNDS)
       offloads: bool(),
       io: str({ enum: ['thread', 'inline'] }),
       busyPollUs: int(0, 1000000),

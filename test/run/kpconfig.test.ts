@@ -343,3 +343,8 @@ t.test('tundra.failover / outlierEjection refused with tun.packetThreads > 1', a
   t.match(err2, /outlierEjection\.enabled/)
   t.match(mergeFlags(parseKubeProxyConfig(HEAD + 'tundra: {tun: {packetThreads: 2}, signals: {enabled: true}}\n'), {}).tundra.tun, { packetThreads: 2 })
 })
+
+t.test('tundra.tun.queues is held to what the TUN device opens (1..64)', async t => {
+  t.throws(() => parseKubeProxyConfig(HEAD + 'tundra: {tun: {queues: 65}}\n'), /tundra\.tun\.queues: .*64, got 65/)
+  t.equal(mergeFlags(parseKubeProxyConfig(HEAD + 'tundra: {tun: {queues: 64}}\n'), {}, { cpus: 2 }).tundra.tun.queues, 64)
+})
