@@ -3,6 +3,7 @@
 // status line until Ctrl-C and takes the lab down (unless --detach).
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { Command } from 'commander'
 import { askAgent } from '../agent/control'
 import { formatStatus, labDown, labExec, labStatus, labUp, loadLabState } from '../lab/index'
@@ -131,17 +132,8 @@ async function liveStatus(name: string, signal: AbortSignal): Promise<void> {
     }
     const line = `packets ${packets}  new connections ${conns}  DNS queries ${dns}  conntrack entries ${ct}`
     process.stdout.write(process.stdout.isTTY ? `\r\x1b[K${line}` : `${line}\n`)
-    await new Promise<void>(r => {
-      const t = setTimeout(r, process.stdout.isTTY ? 1000 : 10_000)
-      signal.addEventListener(
-        'abort',
-        () => {
-          clearTimeout(t)
-          r()
-        },
-        { once: true },
-      )
-    })
+    // timers/promises takes its abort listener off again when the time is up (one per tick would pile up on the signal)
+    await sleep(process.stdout.isTTY ? 1000 : 10_000, undefined, { signal }).catch(() => undefined)
   }
   process.stdout.write('\n')
 }
