@@ -1,6 +1,6 @@
 // Reads an agent config file (JSON, as `tundra lab up` writes it) and checks it; errors name the file and the field.
 import { readFileSync } from 'node:fs'
-import { TUN_BOUNDS, type AgentConfig } from './config'
+import { tunIoError, tunValueError, type AgentConfig } from './config'
 import { connectOptions, type ConnectConfig } from '../nat/failover'
 
 /** Reads and checks an agent config; errors name the file and the field. */
@@ -23,14 +23,11 @@ export function readAgentConfig(file: string): AgentConfig {
   need('vxlan.vni', 'number')
   need('tun.vnetHdr', 'boolean')
   const tun = (raw as { tun: { io?: unknown; busyPollUs?: unknown; queues?: unknown; packetThreads?: unknown } }).tun
-  if (tun.io !== undefined && tun.io !== 'inline' && tun.io !== 'thread')
-    throw new Error(`${file}: tun.io: expected "inline" or "thread", got ${JSON.stringify(tun.io)}`)
+  const ioErr = tunIoError(tun.io)
+  if (ioErr !== undefined) throw new Error(`${file}: tun.io: ${ioErr}`)
   for (const k of ['busyPollUs', 'queues', 'packetThreads'] as const) {
-    const v = tun[k]
-    const [lo, hi] = TUN_BOUNDS[k]
-    if (v !== undefined && !(Number.isInteger(v) && (v as number) >= lo && (v as number) <= hi)) {
-      throw new Error(`${file}: tun.${k}: expected an integer ${lo}..${hi}${k === 'busyPollUs' ? ' (µs)' : ''}, got ${JSON.stringify(v)}`)
-    }
+    const err = tun[k] === undefined ? undefined : tunValueError(k, tun[k])
+    if (err !== undefined) throw new Error(`${file}: tun.${k}: ${err}`)
   }
   const pt = tun.packetThreads
   if (pt !== undefined && (pt as number) > 1 && tun.queues !== undefined && tun.queues !== pt) {

@@ -11,7 +11,7 @@ export interface VxlanPeer {
 }
 
 /** Bounds of the tun settings: the config file and the TUNDRA_* overrides (tunOverrides) are checked against them. */
-export const TUN_BOUNDS = {
+const TUN_BOUNDS = {
   busyPollUs: [0, 1_000_000],
   queues: [1, 64],
   packetThreads: [1, 64],
@@ -25,25 +25,39 @@ export interface TunOverrides {
   readonly packetThreads?: number
 }
 
+/** Why `v` is no value for tun.<k> (`shown` as it was given), or undefined when it is one. */
+export function tunValueError(k: keyof typeof TUN_BOUNDS, v: unknown, shown: unknown = v): string | undefined {
+  const [lo, hi] = TUN_BOUNDS[k]
+  if (Number.isInteger(v) && (v as number) >= lo && (v as number) <= hi) return undefined
+  return `expected an integer ${lo}..${hi}${k === 'busyPollUs' ? ' (µs)' : ''}, got ${JSON.stringify(shown)}`
+}
+
+/** Why `v` is no value for tun.io, or undefined when it is one (or absent). */
+export function tunIoError(v: unknown): string | undefined {
+  return v === undefined || v === 'inline' || v === 'thread' ? undefined : `expected "inline" or "thread", got ${JSON.stringify(v)}`
+}
+
 /**
  * TUNDRA_TUN_IO, TUNDRA_BUSY_POLL_US, TUNDRA_TUN_QUEUES and TUNDRA_PACKET_THREADS, checked as the config file's fields
  * are: a value out of range is refused with the variable's name, never ignored.
  */
 export function tunOverrides(env: Readonly<Record<string, string | undefined>> = process.env): TunOverrides {
-  const int = (k: string, [lo, hi]: readonly [number, number]): number | undefined => {
-    const v = env[k]
+  const int = (name: string, k: keyof typeof TUN_BOUNDS): number | undefined => {
+    const v = env[name]
     if (v === undefined) return undefined
-    const n = Number(v)
-    if (v.trim() === '' || !Number.isInteger(n) || n < lo || n > hi) throw new Error(`${k}: expected an integer ${lo}..${hi}, got ${JSON.stringify(v)}`)
+    const n = v.trim() === '' ? Number.NaN : Number(v)
+    const err = tunValueError(k, n, v)
+    if (err !== undefined) throw new Error(`${name}: ${err}`)
     return n
   }
   const io = env['TUNDRA_TUN_IO']
-  if (io !== undefined && io !== 'inline' && io !== 'thread') throw new Error(`TUNDRA_TUN_IO: expected "inline" or "thread", got ${JSON.stringify(io)}`)
-  const busyPollUs = int('TUNDRA_BUSY_POLL_US', TUN_BOUNDS.busyPollUs)
-  const queues = int('TUNDRA_TUN_QUEUES', TUN_BOUNDS.queues)
-  const packetThreads = int('TUNDRA_PACKET_THREADS', TUN_BOUNDS.packetThreads)
+  const ioErr = tunIoError(io)
+  if (ioErr !== undefined) throw new Error(`TUNDRA_TUN_IO: ${ioErr}`)
+  const busyPollUs = int('TUNDRA_BUSY_POLL_US', 'busyPollUs')
+  const queues = int('TUNDRA_TUN_QUEUES', 'queues')
+  const packetThreads = int('TUNDRA_PACKET_THREADS', 'packetThreads')
   return {
-    ...(io !== undefined ? { io } : {}),
+    ...(io !== undefined ? { io: io as 'inline' | 'thread' } : {}),
     ...(busyPollUs !== undefined ? { busyPollUs } : {}),
     ...(queues !== undefined ? { queues } : {}),
     ...(packetThreads !== undefined ? { packetThreads } : {}),
