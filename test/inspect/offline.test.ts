@@ -3,6 +3,7 @@ import t from 'tap'
 import { mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { tempDir } from '../helpers/tmp'
 import { inspectHandlers } from '../../src/inspect/handlers'
 import { dumpRules } from '../../src/kubeproxy/dump'
 import { buildTrace, formatTrace, type Trace } from '../../src/inspect/trace'
@@ -326,28 +327,27 @@ t.test('manifests that already carry addresses are taken as they are', async t =
 })
 
 t.test('--service-node-port-range holds when pods are placed like `lab up`: 20000-22767 is accepted and allocated from', async t => {
-  const dir = mkdtempSync(join(tmpdir(), 'tundra-range-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  const file = join(dir, 'app.yaml')
-  writeFileSync(
-    file,
-    [
-      'apiVersion: v1',
-      'kind: Pod',
-      'metadata: {name: web, namespace: default, labels: {app: web}}',
-      'spec: {containers: [{name: c, image: nginx, ports: [{containerPort: 80}]}]}',
-      '---',
-      'apiVersion: v1',
-      'kind: Service',
-      'metadata: {name: fixed, namespace: default}',
-      'spec: {type: NodePort, selector: {app: web}, ports: [{port: 80, nodePort: 20001}]}',
-      '---',
-      'apiVersion: v1',
-      'kind: Service',
-      'metadata: {name: free, namespace: default}',
-      'spec: {type: NodePort, selector: {app: web}, ports: [{port: 81, targetPort: 80}]}',
-      '',
-    ].join('\n'),
+  const file = join(
+    tempDir(t, {
+      'app.yaml': [
+        'apiVersion: v1',
+        'kind: Pod',
+        'metadata: {name: web, namespace: default, labels: {app: web}}',
+        'spec: {containers: [{name: c, image: nginx, ports: [{containerPort: 80}]}]}',
+        '---',
+        'apiVersion: v1',
+        'kind: Service',
+        'metadata: {name: fixed, namespace: default}',
+        'spec: {type: NodePort, selector: {app: web}, ports: [{port: 80, nodePort: 20001}]}',
+        '---',
+        'apiVersion: v1',
+        'kind: Service',
+        'metadata: {name: free, namespace: default}',
+        'spec: {type: NodePort, selector: {app: web}, ports: [{port: 81, targetPort: 80}]}',
+        '',
+      ].join('\n'),
+    }),
+    'app.yaml',
   )
   const { view, lines } = quietView([file], { nodePortRange: [20000, 22767] })
   t.same(lines, [], 'no problems')

@@ -8,7 +8,7 @@ import { offlineView } from '../../src/inspect/offline'
 import { inspectHandlers } from '../../src/inspect/handlers'
 import type { DataplaneView, LiveClient } from '../../src/agent/view'
 import type { ConntrackEntry } from '../../src/nat/ctview'
-import { tempDir } from '../run/helpers/tmp'
+import { tempDir } from '../helpers/tmp'
 
 t.test('ipvsadm -Ln layout', async t => {
   const text = renderIpvsadm([

@@ -1,9 +1,8 @@
 // From manifests to a lab plan: placement, addresses, computed EndpointSlices, and errors that name file/object/field.
 import t from 'tap'
 import type {} from 'tap'
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { tempDir } from '../helpers/tmp'
 import type { EndpointSlice, Node, Pod, Service } from '../../src/k8s/types'
 import { compileLab, LabManifestError } from '../../src/lab/compile'
 import { agentConfig } from '../../src/lab/up'
@@ -15,11 +14,7 @@ const PINNED = join(root, 'examples/seed-as-documented/seed.yaml')
 const NETEXEC = join(root, 'test/fixtures/lab/netexec.yaml')
 
 function scratch(t: tap.Test, text: string): string {
-  const dir = mkdtempSync(join(tmpdir(), 'tundra-lab-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  const file = join(dir, 'm.yaml')
-  writeFileSync(file, text)
-  return file
+  return join(tempDir(t, { 'm.yaml': text }), 'm.yaml')
 }
 
 t.test('the seed: three pods on node 1, the Service at 10.96.125.237, a slice of the two nginx pods', async t => {

@@ -3,9 +3,8 @@
 // iptables rules tundra renders from the same function; the lab's EndpointSlice controller writing the hints for
 // spec.trafficDistribution; the API's check of that field.
 import t, { type Test } from 'tap'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { tempDir } from '../helpers/tmp'
 import { inspectHandlers } from '../../src/inspect/handlers'
 import { offlineView } from '../../src/inspect/offline'
 import { formatServices, type ServicesReport } from '../../src/inspect/services'
@@ -264,18 +263,17 @@ endpoints: [{addresses: [10.100.1.5], hints: ${hints}}]
 })
 
 t.test('tundra services names topology as the reason a serving backend is not used', async tt => {
-  const dir = mkdtempSync(join(tmpdir(), 'tundra-topology-'))
-  tt.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  const file = join(dir, 'm.yaml')
-  writeFileSync(
-    file,
-    zoneManifests(
-      'node1',
-      '172.18.0.11',
-      `- {addresses: [10.100.1.5], hints: {forZones: [{name: zone-a}]}}
+  const file = join(
+    tempDir(tt, {
+      'm.yaml': zoneManifests(
+        'node1',
+        '172.18.0.11',
+        `- {addresses: [10.100.1.5], hints: {forZones: [{name: zone-a}]}}
 - {addresses: [10.100.2.5], hints: {forZones: [{name: zone-b}]}}
 `,
-    ),
+      ),
+    }),
+    'm.yaml',
   )
   const r = (await inspectHandlers(offlineView([file], { report: () => {} })).services({})) as ServicesReport
   tt.equal(r.services[0]!.topology, 'PreferSameZone')

@@ -7,7 +7,7 @@ import { normalize } from '../../src/k8s/normalize'
 import { FileSource, type ReloadResult } from '../../src/run/files'
 import type { ChangeSet } from '../../src/run/store'
 import { nextEvent } from './helpers/wait'
-import { tempDir } from './helpers/tmp'
+import { tempDir } from '../helpers/tmp'
 
 const service = (name: string, ip: string): string => `
 apiVersion: v1

@@ -2,7 +2,7 @@
 // field, and flags over the file.
 import t from 'tap'
 import { join } from 'node:path'
-import { tempDir } from './helpers/tmp'
+import { tempDir } from '../helpers/tmp'
 import { mergeFlags, parseKubeProxyConfig, readKubeProxyConfig, resolveNodePortAddresses, nodeNameOf } from '../../src/run/kpconfig'
 import { ConfigError } from '../../src/run/schema'
 import { RUN_FLAGS } from '../../src/run/flags'

@@ -3,7 +3,7 @@
 import t from 'tap'
 import { join } from 'node:path'
 import { loadKubeConfig } from '../../src/run/watch'
-import { tempDir } from './helpers/tmp'
+import { tempDir } from '../helpers/tmp'
 
 t.test('no kubeconfig and no in-cluster config: a clear error', async t => {
   const dir = tempDir(t)

@@ -4,7 +4,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { loadLastState, saveLastState } from '../../src/run/persist'
 import type { KubeObject } from '../../src/k8s/types'
-import { tempDir } from './helpers/tmp'
+import { tempDir } from '../helpers/tmp'
 
 const objects = [
   { apiVersion: 'v1', kind: 'Service', metadata: { name: 'kubernetes', namespace: 'default' }, spec: { clusterIP: '10.96.0.1', ports: [{ port: 443 }] } },

@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { ApiSource } from '../../src/run/watch'
 import { FakeApiServer } from './helpers/fake-apiserver'
 import { waitFor } from './helpers/wait'
-import { tempDir } from './helpers/tmp'
+import { tempDir } from '../helpers/tmp'
 
 const svc = (name: string, ip: string): Record<string, unknown> => ({
   metadata: { name, namespace: 'default', uid: `uid-${name}` },

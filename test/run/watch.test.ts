@@ -9,7 +9,7 @@ import { ApiSource, type WatchOptions } from '../../src/run/watch'
 import type { ChangeSet } from '../../src/run/store'
 import { FakeApiServer } from './helpers/fake-apiserver'
 import { nextEvent, waitFor } from './helpers/wait'
-import { tempDir } from './helpers/tmp'
+import { tempDir } from '../helpers/tmp'
 
 function svc(name: string, ip: string, labels: Record<string, string> = {}): Record<string, unknown> {
   return {

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
 export function tempDir(t: { teardown(fn: () => void): void }, files: Record<string, string> = {}): string {
-  const dir = mkdtempSync(join(tmpdir(), 'tundra-run-test-'))
+  const dir = mkdtempSync(join(tmpdir(), 'tundra-test-'))
   for (const [name, body] of Object.entries(files)) writeFileSync(join(dir, name), body)
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   return dir
